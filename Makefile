@@ -1,0 +1,29 @@
+# Everything bootstraps from a bare python3: a private uv in .tools/, the locked env in .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+
+.PHONY: run test lint bench clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --quiet
+	touch $@
+
+run: $(VENV)/.synced
+	$(VENV)/bin/pythonhosted serve
+
+test: $(VENV)/.synced
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .tools var
