@@ -1,0 +1,95 @@
+"""The event line format shared by the writers (files edge, simple index) and linehaul.
+
+    download|{ts}|{country}|{url}|{tls_protocol}|{tls_cipher}|{project}|{version}|{type}|{ua}
+    simple|{ts}|{country}|{url}|{tls_protocol}|{tls_cipher}||||{ua}
+
+Absent values are written ``(null)`` (country is written empty). The user agent is the last
+field and may itself contain ``|``; every other field has ``|`` percent-encoded so the field
+count never changes. CR, LF and other control characters are percent-encoded in every field
+so one event is always exactly one line.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import formatdate
+
+NULL = "(null)"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_OR_PIPE = re.compile(r"[\x00-\x1f\x7f|]")
+
+
+def _pct(match: re.Match[str]) -> str:
+    return f"%{ord(match.group()):02X}"
+
+
+def _field(value: str | None) -> str:
+    if value is None or value == "":
+        return NULL
+    return _CONTROL_OR_PIPE.sub(_pct, value)
+
+
+def _last_field(value: str | None) -> str:
+    if value is None or value == "":
+        return NULL
+    return _CONTROL.sub(_pct, value)
+
+
+def http_date(epoch: float) -> str:
+    """RFC 1123 GMT, e.g. ``Thu, 07 Jan 2021 20:54:54 GMT``."""
+    return formatdate(epoch, usegmt=True)
+
+
+def download_line(
+    *,
+    timestamp: float,
+    country: str | None,
+    url: str,
+    tls_protocol: str | None,
+    tls_cipher: str | None,
+    project: str | None,
+    version: str | None,
+    package_type: str | None,
+    user_agent: str | None,
+) -> str:
+    """One download event, without the trailing newline."""
+    return "|".join(
+        (
+            "download",
+            http_date(timestamp),
+            _CONTROL_OR_PIPE.sub(_pct, country or ""),
+            _CONTROL_OR_PIPE.sub(_pct, url),
+            _field(tls_protocol),
+            _field(tls_cipher),
+            _field(project),
+            _field(version),
+            _field(package_type),
+            _last_field(user_agent),
+        )
+    )
+
+
+def simple_line(
+    *,
+    timestamp: float,
+    country: str | None,
+    url: str,
+    tls_protocol: str | None,
+    tls_cipher: str | None,
+    user_agent: str | None,
+) -> str:
+    """One simple-index request event, without the trailing newline."""
+    return "|".join(
+        (
+            "simple",
+            http_date(timestamp),
+            _CONTROL_OR_PIPE.sub(_pct, country or ""),
+            _CONTROL_OR_PIPE.sub(_pct, url),
+            _field(tls_protocol),
+            _field(tls_cipher),
+            "",
+            "",
+            "",
+            _last_field(user_agent),
+        )
+    )

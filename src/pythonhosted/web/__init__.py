@@ -1,0 +1,1 @@
+"""Shared ASGI pieces: the server runner, plain responses, security headers, metrics, health."""

@@ -1,0 +1,55 @@
+"""Small whole-body responses (errors, health, metrics): one place that spells ASGI sends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from pythonhosted.web.types import Headers, Send
+
+TEXT = b"text/plain; charset=UTF-8"
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: bytes | None = TEXT,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    head: bool = False,
+) -> None:
+    """Send a complete response; for HEAD the headers describe ``body`` but it is not sent."""
+    out: Headers = list(headers)
+    if content_type is not None and body:
+        out.append((b"content-type", content_type))
+    if status not in (204, 304):
+        out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def send_text(
+    send: Send,
+    status: int,
+    text: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    head: bool = False,
+) -> None:
+    """A short plain-text reason, newline-terminated so curl output stays readable."""
+    await send_response(send, status, (text + "\n").encode(), headers=headers, head=head)
+
+
+async def send_metrics(
+    send: Send, registry: CollectorRegistry, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Prometheus text exposition of one service's registry."""
+    await send_response(
+        send,
+        200,
+        generate_latest(registry),
+        content_type=CONTENT_TYPE_LATEST.encode(),
+        headers=headers,
+    )

@@ -1,0 +1,140 @@
+"""Run ASGI apps on granian, alone or several in one process.
+
+granian's embedded server runs an app object inside our own event loop, which is what the
+all-in-one ``serve`` needs (several apps, background workers, one shutdown path) and what tests
+need (a real HTTP server on loopback, started and stopped in-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+from dataclasses import dataclass
+
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from pythonhosted.web.types import ASGIApp
+
+
+@dataclass(frozen=True)
+class Bind:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bind:
+        """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> Bind; ValueError with a clear reason."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bind address must be HOST:PORT, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _server(app: ASGIApp, bind: Bind) -> Server:
+    return Server(
+        app,
+        address=bind.host,
+        port=bind.port,
+        interface=Interfaces.ASGI,
+        websockets=False,
+        log_enabled=False,
+        backlog=1024,
+    )
+
+
+async def serve_until(
+    apps: Sequence[tuple[ASGIApp, Bind]],
+    stop: asyncio.Event,
+    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Serve every app (and run every background job) until ``stop`` is set, then drain."""
+    servers = [_server(app, bind) for app, bind in apps]
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    jobs = [asyncio.create_task(job(stop)) for job in background]
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks, *jobs], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    for server in servers:
+        server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
+    results = await asyncio.gather(*tasks, *jobs, return_exceptions=True)
+    waiter.cancel()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+def run(
+    apps: Sequence[tuple[ASGIApp, Bind]],
+    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Blocking entry point for the CLI: SIGINT/SIGTERM stop gracefully (buffers flushed)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_until(apps, stop, background)
+
+    asyncio.run(main())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(bind: Bind, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((bind.host, bind.port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {bind.url()} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a background thread; yield its base URL.
+
+    Used by tests and benchmarks: real sockets, real HTTP, the same server as production.
+    """
+    bind = Bind(host, free_port(host))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve_until([(app, bind)], stop))
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name=f"asgi-{bind.port}", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(bind)
+        yield bind.url()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+    if failure:
+        raise failure[0]

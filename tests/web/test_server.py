@@ -1,0 +1,43 @@
+"""The shared server runner: a real granian server on loopback, lifespan hooks honoured."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from pythonhosted.web.lifespan import handle_lifespan
+from pythonhosted.web.responses import send_text
+from pythonhosted.web.server import Bind, running
+from pythonhosted.web.types import Receive, Scope, Send
+
+
+def test_bind_parse() -> None:
+    assert Bind.parse("127.0.0.1:8000") == Bind("127.0.0.1", 8000)
+    assert Bind.parse("[::1]:80").url() == "http://[::1]:80"
+    with pytest.raises(ValueError, match="bind address must be HOST:PORT, got 'localhost'"):
+        Bind.parse("localhost")
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        Bind.parse("h:99999")
+
+
+def test_running_serves_and_runs_lifespan() -> None:
+    events: list[str] = []
+
+    async def startup() -> None:
+        events.append("startup")
+
+    async def shutdown() -> None:
+        events.append("shutdown")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await handle_lifespan(receive, send, startup, shutdown)
+            return
+        await send_text(send, 418, f"{scope['method']} {scope['path']}")
+
+    with running(app) as url:
+        response = httpx.get(url + "/teapot")
+        assert (response.status_code, response.text) == (418, "GET /teapot\n")
+        assert response.headers["content-type"] == "text/plain; charset=UTF-8"
+        assert events == ["startup"]
+    assert events == ["startup", "shutdown"]
