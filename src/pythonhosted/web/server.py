@@ -14,8 +14,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from granian.constants import Interfaces
 from granian.server.embed import Server
