@@ -1,0 +1,88 @@
+"""The primary ▸ archive pair (files-edge spec rules 5, 6 and 8).
+
+A key missing from the primary (404/403) or a primary that fails (5xx, timeout, refused) is
+read from the archive. Both missing: NotFound. Anything else: StoreUnavailable, because a
+primary that could not answer may still hold the key and a 404 would be cached by clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pythonhosted.storage.errors import NotFound, StorageError, StoreUnavailable
+from pythonhosted.storage.stores import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+
+class Backend(StrEnum):
+    PRIMARY = "primary"
+    ARCHIVE = "archive"
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """One use of the archive: why the primary was skipped and whether the archive answered."""
+
+    reason: str  # "missing" or "unavailable"
+    outcome: str  # "served", "missing" or "unavailable"
+
+
+class StorePair:
+    def __init__(
+        self,
+        primary: Store,
+        archive: Store | None = None,
+        on_fallback: Callable[[Fallback], None] | None = None,
+    ) -> None:
+        self.primary = primary
+        self.archive = archive
+        self._on_fallback = on_fallback
+
+    def store(self, backend: Backend) -> Store | None:
+        return self.primary if backend is Backend.PRIMARY else self.archive
+
+    async def info(
+        self, key: str, force: Backend | None = None
+    ) -> tuple[ObjectInfo, Store, Backend]:
+        """Locate ``key``: its info, the store that has it and which one that is."""
+        if force is not None:
+            store = self.store(force)
+            if store is None:
+                raise StoreUnavailable(f"no {force} store configured")
+            return await store.info(key), store, force
+        try:
+            return await self.primary.info(key), self.primary, Backend.PRIMARY
+        except StorageError as primary_error:
+            if self.archive is None:
+                raise
+            reason = "missing" if isinstance(primary_error, NotFound) else "unavailable"
+            try:
+                info = await self.archive.info(key)
+            except NotFound:
+                self._report(key, Fallback(reason, "missing"), primary_error)
+                if reason == "missing":
+                    raise
+                raise StoreUnavailable(f"primary: {primary_error}; archive: missing") from None
+            except StoreUnavailable as archive_error:
+                self._report(key, Fallback(reason, "unavailable"), primary_error)
+                raise StoreUnavailable(
+                    f"primary: {primary_error}; archive: {archive_error}"
+                ) from None
+            self._report(key, Fallback(reason, "served"), primary_error)
+            return info, self.archive, Backend.ARCHIVE
+
+    def _report(self, key: str, fallback: Fallback, cause: StorageError) -> None:
+        log.log(
+            logging.INFO if fallback.reason == "missing" else logging.WARNING,
+            "archive fallback for %s: primary %s (%s), archive %s",
+            key,
+            fallback.reason,
+            cause,
+            fallback.outcome,
+        )
+        if self._on_fallback is not None:
+            self._on_fallback(fallback)

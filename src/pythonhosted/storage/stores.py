@@ -1,0 +1,349 @@
+"""``open_store(url)``: one Store API over obstore's local, memory, S3 and GCS back ends.
+
+URLs:
+- ``file:///abs/dir`` or ``file:rel/dir`` — a local directory (created if missing); custom
+  metadata lives in sidecar objects under ``.meta/`` because obstore's LocalStore has none.
+- ``memory://name`` — an in-process store shared by every ``open_store`` of the same name.
+- ``s3://bucket[/prefix]?endpoint=…&region=…&allow_http=true&skip_signature=true`` —
+  credentials come from the environment (``AWS_ACCESS_KEY_ID``…), never from the URL.
+- ``gs://bucket[/prefix]?endpoint=…&service_account=/path/key.json&allow_http=true``.
+
+Timeouts are always explicit: obstore's defaults retry a hanging server for minutes, and the
+files edge must fall back to the archive within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import obstore
+import orjson
+from obstore.exceptions import AlreadyExistsError, PermissionDeniedError
+from obstore.store import GCSStore, LocalStore, MemoryStore, S3Store
+
+if TYPE_CHECKING:  # these exist only in obstore's type stubs
+    from obstore import GetOptions
+    from obstore.store import ClientConfig, GCSConfig, RetryConfig, S3Config
+
+from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
+
+META_PREFIX = ".meta/"
+CHUNK = 256 * 1024
+_SECRET_PARAMS = frozenset(
+    {"secret_access_key", "session_token", "token", "bearer_token", "service_account_key"}
+)
+_BOOL_PARAMS = frozenset({"allow_http", "skip_signature", "virtual_hosted_style_request"})
+_memory_stores: dict[str, MemoryStore] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Bounds for one store's requests (seconds); ``retries`` are obstore's own retries."""
+
+    connect: float = 2.0
+    read: float = 2.0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object, enough to answer HEAD and conditional requests."""
+
+    key: str
+    size: int
+    etag: str | None
+    last_modified: datetime
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could name something outside the store (or a sidecar)."""
+    if (
+        not key
+        or key.startswith(("/", META_PREFIX))
+        or "\\" in key
+        or "\x00" in key
+        or "//" in key
+        or any(part in (".", "..") for part in key.split("/"))
+    ):
+        raise ValueError(f"invalid object key: {key!r}")
+    return key
+
+
+def _translate(exc: BaseException) -> StorageError:
+    if isinstance(exc, FileNotFoundError | PermissionDeniedError):
+        return NotFound(str(exc).splitlines()[0] if str(exc) else "not found")
+    if isinstance(exc, AlreadyExistsError):
+        return AlreadyExists(str(exc).splitlines()[0])
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable("timed out")
+    return StoreUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+class Store:
+    """One object store. All methods raise NotFound or StoreUnavailable, nothing else."""
+
+    def __init__(
+        self,
+        url: str,
+        backend: Any,
+        *,
+        local_root: Path | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.url = url
+        self.backend = backend
+        self.local_root = local_root
+        timeouts = timeouts or Timeouts()
+        # A whole-request guard on top of the client's own timeouts, for the first byte only.
+        self.first_byte_timeout = timeouts.connect + timeouts.read
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    async def info(self, key: str) -> ObjectInfo:
+        check_key(key)
+        if self.local_root is not None:
+            return await asyncio.to_thread(self._local_info, key)
+        try:
+            result = await asyncio.wait_for(
+                obstore.get_async(self.backend, key, options={"head": True}),
+                self.first_byte_timeout,
+            )
+        except Exception as exc:
+            raise _translate(exc) from exc
+        return self._info_from(key, result.meta, result.attributes)
+
+    def _local_info(self, key: str) -> ObjectInfo:
+        assert self.local_root is not None
+        path = self.local_root / key
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise NotFound(key) from exc
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if not path.is_file():
+            raise NotFound(key)
+        sidecar: dict[str, Any] = {}
+        try:
+            sidecar = orjson.loads((self.local_root / (META_PREFIX + key + ".json")).read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StoreUnavailable(f"unreadable metadata for {key}: {exc}") from exc
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+            content_type=sidecar.get("content_type"),
+            metadata=sidecar.get("metadata", {}),
+            local_path=path,
+        )
+
+    @staticmethod
+    def _info_from(key: str, meta: Any, attributes: Mapping[str, str]) -> ObjectInfo:
+        attrs = dict(attributes)
+        content_type = attrs.pop("Content-Type", None)
+        for standard in ("Content-Disposition", "Content-Encoding", "Content-Language"):
+            attrs.pop(standard, None)
+        attrs.pop("Cache-Control", None)
+        etag = meta["e_tag"]
+        if etag and not etag.startswith(('"', "W/")):
+            etag = f'"{etag}"'
+        return ObjectInfo(
+            key=key,
+            size=meta["size"],
+            etag=etag,
+            last_modified=meta["last_modified"],
+            content_type=content_type,
+            metadata=attrs,
+        )
+
+    async def read(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Open ``key`` (bytes ``start``..``end``-1 when given) and return its chunk iterator.
+
+        The request is made, and its errors raised, before this returns: a caller that gets an
+        iterator can commit to a response status.
+        """
+        check_key(key)
+        options: GetOptions = {}
+        if start is not None and end is not None:
+            options["range"] = (start, end)
+        try:
+            result = await asyncio.wait_for(
+                obstore.get_async(self.backend, key, options=options), self.first_byte_timeout
+            )
+        except Exception as exc:
+            raise _translate(exc) from exc
+        return self._chunks(result)
+
+    @staticmethod
+    async def _chunks(result: Any) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in result.stream(min_chunk_size=CHUNK):
+                yield bytes(chunk)
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    async def get_bytes(self, key: str) -> bytes:
+        check_key(key)
+        try:
+            result = await asyncio.wait_for(
+                obstore.get_async(self.backend, key), self.first_byte_timeout
+            )
+            return bytes(await result.bytes_async())
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        create_only: bool = False,
+    ) -> None:
+        """Write a whole object atomically (readers never see half of it).
+
+        ``create_only`` raises AlreadyExists instead of overwriting. On a local store the
+        metadata sidecar is written first, so a visible object always has its metadata.
+        """
+        check_key(key)
+        attributes: dict[str, str] = dict(metadata or {})
+        if content_type:
+            attributes["Content-Type"] = content_type
+        mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
+        try:
+            if self.local_root is not None:
+                if attributes:
+                    sidecar = {"content_type": content_type, "metadata": dict(metadata or {})}
+                    await obstore.put_async(
+                        self.backend, META_PREFIX + key + ".json", orjson.dumps(sidecar)
+                    )
+                await obstore.put_async(self.backend, key, data, mode=mode)
+            else:
+                await obstore.put_async(
+                    self.backend, key, data, mode=mode, attributes=attributes or None
+                )
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
+        check_key(key)
+        keys = [key, META_PREFIX + key + ".json"] if self.local_root is not None else [key]
+        for name in keys:
+            try:
+                await obstore.delete_async(self.backend, name)
+            except FileNotFoundError:
+                pass
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+    async def list(self, prefix: str = "") -> list[Listed]:
+        """Every object under ``prefix`` (sidecars excluded), sorted by key."""
+        found: list[Listed] = []
+        try:
+            async for batch in obstore.list(self.backend, prefix=prefix or None):
+                for meta in batch:
+                    if not meta["path"].startswith(META_PREFIX):
+                        found.append(Listed(meta["path"], meta["size"], meta["last_modified"]))
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise _translate(exc) from exc
+        found.sort(key=lambda item: item.key)
+        return found
+
+
+def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
+    """Open a store from its URL; ValueError (one line) for anything malformed."""
+    timeouts = timeouts or Timeouts()
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    secrets = _SECRET_PARAMS & params.keys()
+    if secrets:
+        raise ValueError(
+            f"store URL must not carry secrets ({', '.join(sorted(secrets))}): "
+            "use the environment or a file"
+        )
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file store URL must be file:///path, got {url!r}")
+        root = Path(unquote(parts.path)).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        return Store(url, LocalStore(root), local_root=root, timeouts=timeouts)
+    if parts.scheme == "memory":
+        name = parts.netloc + parts.path
+        backend = _memory_stores.setdefault(name, MemoryStore())
+        return Store(url, backend, timeouts=timeouts)
+    if parts.scheme in ("s3", "gs"):
+        if not parts.netloc:
+            raise ValueError(f"store URL needs a bucket: {url!r}")
+        return Store(_redact(url), _cloud_backend(parts.scheme, parts, params, timeouts))
+    raise ValueError(f"unsupported store URL {url!r} (use file://, memory://, s3:// or gs://)")
+
+
+def _cloud_backend(
+    scheme: str, parts: Any, params: dict[str, str], timeouts: Timeouts
+) -> S3Store | GCSStore:
+    client_options: dict[str, Any] = {
+        "connect_timeout": f"{int(timeouts.connect * 1000)}ms",
+        "read_timeout": f"{int(timeouts.read * 1000)}ms",
+    }
+    if params.pop("allow_http", "false").lower() == "true":
+        client_options["allow_http"] = True
+    config: dict[str, Any] = {}
+    for key, value in params.items():
+        config[key] = value.lower() == "true" if key in _BOOL_PARAMS else value
+    retry = {"max_retries": timeouts.retries, "retry_timeout": timedelta(seconds=timeouts.read * 2)}
+    prefix = parts.path.strip("/") or None
+    if scheme == "s3":
+        if "endpoint" in config:
+            config.setdefault("region", "us-east-1")
+        return S3Store(
+            parts.netloc,
+            prefix=prefix,
+            config=cast("S3Config", config),
+            client_options=cast("ClientConfig", client_options),
+            retry_config=cast("RetryConfig", retry),
+        )
+    gcs_config: dict[str, Any] = {}
+    if "service_account" in config:
+        gcs_config["service_account_path"] = config.pop("service_account")
+    endpoint = config.pop("endpoint", None)
+    if config:
+        raise ValueError(f"unknown gs:// parameters: {', '.join(sorted(config))}")
+    if endpoint:
+        gcs_config["base_url"] = endpoint
+    return GCSStore(
+        parts.netloc,
+        prefix=prefix,
+        config=cast("GCSConfig", gcs_config),
+        client_options=cast("ClientConfig", client_options),
+        retry_config=cast("RetryConfig", retry),
+    )
+
+
+def _redact(url: str) -> str:
+    return url.split("?", 1)[0]

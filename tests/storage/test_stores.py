@@ -1,0 +1,121 @@
+"""The Store API against every back end: local directory, memory, moto S3, fake-gcs-server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pythonhosted.storage import NotFound, Store, StoreUnavailable, Timeouts, open_store
+from pythonhosted.storage.errors import AlreadyExists
+
+META = {"project": "demo", "version": "1.0"}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _collect(
+    store: Store, key: str, start: int | None = None, end: int | None = None
+) -> bytes:
+    return b"".join([chunk async for chunk in await store.read(key, start, end)])
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def writable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/store")
+    if request.param == "memory":
+        return open_store(f"memory://{tmp_path.name}")
+    return open_store(request.getfixturevalue("s3_url"))
+
+
+def test_round_trip_with_metadata(writable_store: Store) -> None:
+    async def scenario() -> None:
+        await writable_store.put(
+            "packages/a/b.whl", b"0123456789", content_type="application/zip", metadata=META
+        )
+        info = await writable_store.info("packages/a/b.whl")
+        assert (info.size, info.content_type, dict(info.metadata)) == (
+            10,
+            "application/zip",
+            META,
+        )
+        assert info.etag and info.etag.startswith('"')
+        assert await _collect(writable_store, "packages/a/b.whl") == b"0123456789"
+        assert await _collect(writable_store, "packages/a/b.whl", 2, 5) == b"234"
+        assert await writable_store.get_bytes("packages/a/b.whl") == b"0123456789"
+        assert [item.key for item in await writable_store.list("packages/")] == ["packages/a/b.whl"]
+
+    run(scenario())
+
+
+def test_create_only_and_delete(writable_store: Store) -> None:
+    async def scenario() -> None:
+        await writable_store.put("k", b"first", create_only=True)
+        with pytest.raises(AlreadyExists):
+            await writable_store.put("k", b"second", create_only=True)
+        assert await writable_store.get_bytes("k") == b"first"
+        await writable_store.delete("k")
+        await writable_store.delete("k")  # missing: not an error
+        with pytest.raises(NotFound):
+            await writable_store.info("k")
+        with pytest.raises(NotFound):
+            await writable_store.read("k")
+        assert await writable_store.list() == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "key", ["../etc/passwd", "a/../../b", "/abs", "a\\b", "a\x00b", "a//b", ".meta/x"]
+)
+def test_hostile_keys_are_refused(tmp_path: Path, key: str) -> None:
+    store = open_store(f"file://{tmp_path}")
+    with pytest.raises(ValueError, match="invalid object key"):
+        run(store.info(key))
+
+
+def test_gcs_reads_from_emulator(gcs_bucket: Any) -> None:
+    gcs_bucket.put("packages/x/y.tar.gz", b"abcdefgh", "application/x-tar", META)
+    store = open_store(gcs_bucket.url)
+
+    async def scenario() -> None:
+        info = await store.info("packages/x/y.tar.gz")
+        assert (info.size, info.content_type, dict(info.metadata)) == (
+            8,
+            "application/x-tar",
+            META,
+        )
+        assert await _collect(store, "packages/x/y.tar.gz", 6, 8) == b"gh"
+        with pytest.raises(NotFound):
+            await store.info("packages/missing")
+
+    run(scenario())
+
+
+def test_refused_connection_is_unavailable_quickly() -> None:
+    from pythonhosted.web.server import free_port
+
+    url = f"s3://b?endpoint=http://127.0.0.1:{free_port()}&allow_http=true"
+    store = open_store(url, Timeouts(connect=0.5, read=0.5))
+    with pytest.raises(StoreUnavailable):
+        run(store.info("k"))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x", "unsupported store URL"),
+        ("s3://?endpoint=x", "needs a bucket"),
+        ("s3://b?secret_access_key=x", "must not carry secrets"),
+        ("file://host/x", "file:///path"),
+        ("gs://b?colour=blue", "unknown gs:// parameters: colour"),
+    ],
+)
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_store(url)
