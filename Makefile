@@ -21,8 +21,8 @@ test: $(VENV)/.synced
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.synced
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 	$(VENV)/bin/mypy
 
 clean:

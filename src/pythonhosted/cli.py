@@ -11,6 +11,7 @@ import click
 
 from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
+from pythonhosted.files.cli import files
 from pythonhosted.logsetup import configure_logging
 
 
@@ -39,3 +40,6 @@ def main(ctx: click.Context, config_file: Path | None, log_json: bool | None) ->
 def show_config(settings: Settings) -> None:
     """Print the effective settings as JSON (secrets masked)."""
     click.echo(settings.model_dump_json(indent=2))
+
+
+main.add_command(files)

@@ -40,7 +40,7 @@ class StorePair:
     ) -> None:
         self.primary = primary
         self.archive = archive
-        self._on_fallback = on_fallback
+        self.on_fallback = on_fallback
 
     def store(self, backend: Backend) -> Store | None:
         return self.primary if backend is Backend.PRIMARY else self.archive
@@ -84,5 +84,5 @@ class StorePair:
             cause,
             fallback.outcome,
         )
-        if self._on_fallback is not None:
-            self._on_fallback(fallback)
+        if self.on_fallback is not None:
+            self.on_fallback(fallback)

@@ -1,0 +1,5 @@
+"""``python -m pythonhosted`` runs the CLI."""
+
+from pythonhosted.cli import main
+
+main()

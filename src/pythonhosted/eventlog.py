@@ -1,0 +1,223 @@
+"""Event lines batched into gzip objects in a log store, with a crash-safe local spool.
+
+Each line is written to a spool file on local disk the moment it is appended (one ``write``
+system call, no user-space buffer), so a killed process loses nothing that the kernel has; the
+operator's ``sync_interval`` bounds what a machine crash can lose (``fsync``). Every ``period``
+seconds, or at ``batch_lines`` lines, the current spool segment is sealed, gzip-compressed and
+stored create-only as one object, then deleted. Segments left behind by a dead process are
+claimed by an atomic rename and shipped at the next start, so no line is dropped and no line is
+shipped twice. An object is written whole or not at all (object stores have no partial puts).
+
+Object names: ``{prefix}/%Y/%m/%d/%H/%M/{prefix}-{utc time}-{host}-{pid}-{random}.log.gz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pythonhosted.storage import StorageError, Store
+from pythonhosted.storage.errors import AlreadyExists
+
+log = logging.getLogger(__name__)
+SEGMENT_SUFFIX = ".spool"
+CLAIMED_SUFFIX = ".claimed-"  # followed by the pid of the process shipping it
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogConfig:
+    prefix: str  # "downloads" or "simple"
+    spool_dir: Path
+    period: float = 120.0
+    batch_lines: int = 100_000
+    compress_level: int = 9
+    sync_interval: float = 1.0
+
+
+class EventLog:
+    """Append-only event lines for one process; ``run`` ships them until stopped."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: EventLogConfig,
+        on_shipped: Callable[[int], None] | None = None,
+        on_failed: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._on_shipped = on_shipped
+        self._on_failed = on_failed
+        self._host = socket.gethostname().replace("-", "_") or "host"
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        self._segment: Path | None = None
+        self._segment_started = 0.0
+        self._lines = 0
+        self._dirty = False
+        self._wake = asyncio.Event()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, line: str) -> None:
+        """Add one line (no newline). Cheap: one write() to the spool; never raises."""
+        data = (line + "\n").encode("utf-8", errors="surrogateescape")
+        try:
+            if self._fd is None:
+                self._open_segment()
+            assert self._fd is not None
+            os.write(self._fd, data)
+        except OSError:
+            log.exception("could not spool an event line")
+            if self._on_failed is not None:
+                self._on_failed(1)
+            return
+        self._lines += 1
+        self._dirty = True
+        if self._lines >= self.config.batch_lines:
+            self._wake.set()
+
+    def _open_segment(self) -> None:
+        now = time.time()
+        name = f"{self.config.prefix}-{int(now * 1e6)}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._segment = self.config.spool_dir / (name + SEGMENT_SUFFIX)
+        self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._segment_started = now
+        self._lines = 0
+
+    def _seal(self) -> Path | None:
+        """Close the current segment and return it renamed as claimed (ours to ship)."""
+        if self._fd is None or self._segment is None:
+            return None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        claimed = _claimed_name(self._segment)
+        os.rename(self._segment, claimed)
+        self._fd, self._segment, self._lines, self._dirty = None, None, 0, False
+        return claimed
+
+    # -- shipping --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ship leftovers, then a batch per period (or when full) until ``stop``; then flush."""
+        await self.ship_leftovers()
+        next_sync = time.monotonic() + self.config.sync_interval
+        while not stop.is_set():
+            timeout = min(self.config.sync_interval, self.config.period)
+            stopper = asyncio.ensure_future(stop.wait())
+            waker = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait([stopper, waker], timeout=timeout, return_when="FIRST_COMPLETED")
+            stopper.cancel()
+            waker.cancel()
+            self._wake.clear()
+            if time.monotonic() >= next_sync:
+                self._sync()
+                next_sync = time.monotonic() + self.config.sync_interval
+            if self._fd is not None and (
+                self._lines >= self.config.batch_lines
+                or time.time() - self._segment_started >= self.config.period
+            ):
+                await self.flush()
+        await self.flush()
+
+    def _sync(self) -> None:
+        if self._fd is not None and self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+
+    async def flush(self) -> None:
+        """Seal the current segment and ship it now, with any earlier segment still unshipped."""
+        claimed = self._seal()
+        if claimed is not None:
+            await self._ship(claimed)
+        await self.ship_leftovers()
+
+    async def ship_leftovers(self) -> None:
+        """Ship segments whose writer or shipper died, claiming each by an atomic rename."""
+        for path in sorted(self.config.spool_dir.glob(f"{self.config.prefix}-*")):
+            if path == self._segment or _owner_alive(path):
+                continue
+            claimed = _claimed_name(path)
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another process claimed it first
+            await self._ship(claimed)
+
+    async def _ship(self, segment: Path) -> None:
+        data = await asyncio.to_thread(segment.read_bytes)
+        # A process killed mid-write may leave a partial last line: it was never complete.
+        complete = data[: data.rfind(b"\n") + 1]
+        lines = complete.count(b"\n")
+        if lines == 0:
+            segment.unlink(missing_ok=True)
+            return
+        started = _segment_time(segment)
+        key = self._object_key(started)
+        body = await asyncio.to_thread(gzip.compress, complete, self.config.compress_level, mtime=0)
+        try:
+            await self.store.put(key, body, create_only=True)
+        except AlreadyExists:
+            log.error("log object %s already exists; keeping spool segment %s", key, segment)
+            return
+        except StorageError:
+            log.exception("could not store log batch %s; will retry", key)
+            if self._on_failed is not None:
+                self._on_failed(0)
+            return
+        segment.unlink(missing_ok=True)
+        log.info("stored %d %s lines as %s", lines, self.config.prefix, key)
+        if self._on_shipped is not None:
+            self._on_shipped(lines)
+
+    def _object_key(self, started: float) -> str:
+        stamp = time.gmtime(started)
+        folder = time.strftime("%Y/%m/%d/%H/%M", stamp)
+        moment = time.strftime("%Y-%m-%dT%H-%M-%S", stamp) + f".{int(started * 1000) % 1000:03d}"
+        unique = f"{self._host}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        return f"{self.config.prefix}/{folder}/{self.config.prefix}-{moment}-{unique}.log.gz"
+
+    def pending_segments(self) -> int:
+        return sum(1 for _ in self.config.spool_dir.glob(f"{self.config.prefix}-*"))
+
+
+def _claimed_name(segment: Path) -> Path:
+    stem = segment.name.split(".", 1)[0]
+    return segment.with_name(f"{stem}{CLAIMED_SUFFIX}{os.getpid()}")
+
+
+def _segment_time(segment: Path) -> float:
+    """The time the segment was opened, from its name (microseconds since the epoch)."""
+    with contextlib.suppress(ValueError, IndexError):
+        return int(segment.name.split("-")[1]) / 1e6
+    return time.time()
+
+
+def _owner_alive(segment: Path) -> bool:
+    """Whether the process writing (``.spool``) or shipping (``.claimed-PID``) it still runs."""
+    name = segment.name
+    try:
+        if CLAIMED_SUFFIX in name:
+            pid = int(name.rsplit(CLAIMED_SUFFIX, 1)[1])
+        else:
+            pid = int(name.split("-")[2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

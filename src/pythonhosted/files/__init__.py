@@ -1,0 +1,1 @@
+"""The files edge (files.pythonhosted.org): serving, uploading, the download log."""

@@ -1,0 +1,524 @@
+"""The files edge as an ASGI app: files-edge spec rules 1-24.
+
+The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, a
+handful of header comparisons and one ``write`` to the download-log spool; a local store's file
+goes out through the server's pathsend extension, never through Python buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hmac
+import logging
+import mimetypes
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import brotli
+
+from pythonhosted.eventlog import EventLog
+from pythonhosted.files.geo import country_for
+from pythonhosted.files.metrics import EdgeMetrics
+from pythonhosted.logline import download_line
+from pythonhosted.storage import (
+    Backend,
+    Fallback,
+    NotFound,
+    ObjectInfo,
+    Store,
+    StorePair,
+    StoreUnavailable,
+)
+from pythonhosted.web.http import Unsatisfiable, http_datetime, not_modified, parse_range
+from pythonhosted.web.lifespan import handle_lifespan
+from pythonhosted.web.responses import send_metrics, send_response
+from pythonhosted.web.types import ASGIApp, Headers, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+HASHED = re.compile(r"^/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{60}/[^/]+$")
+DISTRIBUTION_SUFFIXES = (
+    ".whl",
+    ".tar.gz",
+    ".zip",
+    ".egg",
+    ".exe",
+    ".msi",
+    ".rpm",
+    ".dmg",
+    ".tar.bz2",
+    ".tgz",
+)
+MAX_PATH = 2048
+ALLOW = b"GET, HEAD, OPTIONS"
+TEXT = b"text/plain; charset=UTF-8"
+
+SECURITY: Headers = [
+    (b"x-frame-options", b"deny"),
+    (b"x-xss-protection", b"1; mode=block"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-robots-header", b"noindex"),
+]
+NO_CROSS_DOMAIN = (b"x-permitted-cross-domain-policies", b"none")
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains; preload")
+CORS_GET: Headers = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, OPTIONS"),
+    (b"access-control-allow-headers", b"Range"),
+    (b"access-control-expose-headers", b"Content-Length, Content-Range, Accept-Ranges"),
+]
+CORS_PREFLIGHT: Headers = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+    (b"access-control-allow-headers", b"Range, Accept-Encoding"),
+    (b"access-control-max-age", b"86400"),
+]
+METADATA_HEADERS = {
+    "project": b"x-pypi-file-project",
+    "version": b"x-pypi-file-version",
+    "package-type": b"x-pypi-file-package-type",
+    "python-version": b"x-pypi-file-python-version",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    admin_secret: str | None = None
+    purge_secret: str | None = None
+    require_tls: bool = False
+    trust_proxy_headers: bool = False
+    country_header: str | None = None
+    cache_entries: int = 100_000
+
+
+@dataclass(slots=True)
+class CachedObject:
+    """An object located once; immutable files never need to be looked up again."""
+
+    info: ObjectInfo
+    store: Store
+    headers: Headers  # everything a 200 carries except length, security and CORS
+    encoded: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class _Request:
+    """The few request facts the edge needs, pulled from the ASGI scope once."""
+
+    __slots__ = ("headers", "method", "raw_path", "scope", "tls")
+
+    def __init__(self, scope: Scope, trust_proxy: bool) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        self.raw_path: bytes = raw.split(b"?", 1)[0].split(b"#", 1)[0]
+        proto = self.headers.get(b"x-forwarded-proto") if trust_proxy else None
+        self.tls = scope.get("scheme") == "https" or proto == b"https"
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+
+class FilesEdge:
+    """ASGI app; ``legacy`` answers non-hashed /packages/ paths (conveyor), else 404."""
+
+    def __init__(
+        self,
+        stores: StorePair,
+        download_log: EventLog | None = None,
+        options: EdgeOptions | None = None,
+        legacy: ASGIApp | None = None,
+        metrics: EdgeMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics or EdgeMetrics()
+        self.stores = stores
+        stores.on_fallback = self._count_fallback
+        self.log = download_log
+        self.options = options or EdgeOptions()
+        self.legacy = legacy
+        self._cache: OrderedDict[str, CachedObject] = OrderedDict()
+        self._log_stop = asyncio.Event()
+        self._log_task: asyncio.Task[None] | None = None
+        self._status = {code: self.metrics.requests.labels(str(code)) for code in (200, 206, 304)}
+
+    def _count_fallback(self, fallback: Fallback) -> None:
+        self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()
+
+    # -- lifespan: the download log ships in the background and flushes at shutdown --------
+
+    async def startup(self) -> None:
+        if self.log is not None:
+            self._log_stop.clear()
+            self._log_task = asyncio.create_task(self.log.run(self._log_stop))
+
+    async def shutdown(self) -> None:
+        if self._log_task is not None:
+            self._log_stop.set()
+            await self._log_task
+            self._log_task = None
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await handle_lifespan(receive, send, self.startup, self.shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        request = _Request(scope, self.options.trust_proxy_headers)
+        security = [*SECURITY, HSTS] if request.tls else SECURITY
+        sent = _Tracker(send)
+        try:
+            await self._route(request, receive, sent, security)
+        except Exception:
+            log.exception("unhandled error for %s %r", request.method, request.raw_path)
+            if not sent.started:
+                await self._text(sent, 500, "Internal error", security)
+        finally:
+            counter = self._status.get(sent.status)
+            if counter is None:
+                counter = self.metrics.requests.labels(str(sent.status))
+            counter.inc()
+            if sent.body_bytes:
+                self.metrics.bytes_sent.inc(sent.body_bytes)
+
+    async def _route(
+        self, request: _Request, receive: Receive, send: Send, security: Headers
+    ) -> None:
+        if self.options.require_tls and not request.tls:
+            await self._text(send, 403, "SSL is required", security)
+            return
+        path = request.scope["path"]
+        if path == "/_health":
+            await self._text(send, 200, "OK", security, head=request.method == "HEAD")
+            return
+        if path == "/metrics":
+            await send_metrics(send, self.metrics.registry, security)
+            return
+        method = request.method
+        if method not in ("GET", "HEAD", "OPTIONS", "PURGE"):
+            await self._text(send, 405, "Method not allowed", security, [(b"allow", ALLOW)])
+            return
+        if len(request.raw_path) > MAX_PATH:
+            await self._text(send, 414, "URI too long", security)
+            return
+        try:
+            decoded = unquote(request.raw_path.decode("ascii"), errors="strict")
+        except UnicodeError:
+            await self._text(send, 400, "Bad request path", security)
+            return
+        if _escapes(decoded):
+            await self._text(send, 400, "Bad request path", security)
+            return
+        if not HASHED.match(decoded):
+            if decoded.startswith("/packages/") and self.legacy is not None and method != "PURGE":
+                await self.legacy(request.scope, receive, send)
+                return
+            status, reason = (405, "Method not allowed") if method == "OPTIONS" else (404, "")
+            extra = [(b"allow", ALLOW)] if status == 405 else []
+            await self._text(send, status, reason or "Not Found", security, extra)
+            return
+        key = decoded[1:]
+        if method == "OPTIONS":
+            await self._options(request, send, security)
+        elif method == "PURGE":
+            await self._purge(request, key, send, security)
+        else:
+            await self._serve(request, key, send, security)
+
+    async def _options(self, request: _Request, send: Send, security: Headers) -> None:
+        if b"origin" in request.headers and b"access-control-request-method" in request.headers:
+            await send_response(send, 204, headers=security + CORS_PREFLIGHT)
+        else:
+            await self._text(send, 405, "Method not allowed", security, [(b"allow", ALLOW)])
+
+    async def _purge(self, request: _Request, key: str, send: Send, security: Headers) -> None:
+        secret = self.options.purge_secret
+        given = request.header(b"authorization")
+        if given is None:
+            await self._text(send, 401, "Purge credential required", security)
+            return
+        token = given.removeprefix("Bearer ").strip()
+        if secret is None or not hmac.compare_digest(token.encode(), secret.encode()):
+            await self._text(send, 403, "Purge credential refused", security)
+            return
+        self._cache.pop(key, None)
+        self.metrics.purges.inc()
+        log.info("purged %s", key)
+        await self._text(send, 200, "Purged", security)
+
+    def _forced_backend(self, request: _Request) -> Backend | None:
+        secret = self.options.admin_secret
+        given = request.headers.get(b"x-pypi-admin")
+        force = request.headers.get(b"x-force-backend")
+        if secret is None or given is None or force not in (b"PRIMARY", b"ARCHIVE"):
+            return None
+        if not hmac.compare_digest(given, secret.encode()):
+            return None
+        return Backend.PRIMARY if force == b"PRIMARY" else Backend.ARCHIVE
+
+    async def _locate(self, key: str, force: Backend | None) -> CachedObject:
+        if force is None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        info, store, _backend = await self.stores.info(key, force)
+        entry = CachedObject(info, store, _object_headers(info))
+        if force is None:
+            self._cache[key] = entry
+            if len(self._cache) > self.options.cache_entries:
+                self._cache.popitem(last=False)
+        return entry
+
+    async def _serve(self, request: _Request, key: str, send: Send, security: Headers) -> None:
+        head = request.method == "HEAD"
+        try:
+            entry = await self._locate(key, self._forced_backend(request))
+        except NotFound:
+            await self._text(send, 404, "Not Found", security, head=head)
+            return
+        except StoreUnavailable as exc:
+            log.warning("no store could serve %s: %s", key, exc)
+            await self._text(send, 503, "Storage unavailable", security, head=head)
+            return
+        info = entry.info
+        base = security + entry.headers
+        if not_modified(
+            request.header(b"if-none-match"),
+            request.header(b"if-modified-since"),
+            info.etag,
+            info.last_modified,
+        ):
+            await send_response(send, 304, headers=[*base, NO_CROSS_DOMAIN])
+            return
+
+        if key.endswith(".metadata"):
+            self.metrics.sidecars.labels("metadata").inc()
+            encoding = _preferred_encoding(request.header(b"accept-encoding"))
+            if encoding is not None and b"range" not in request.headers:
+                await self._send_encoded(entry, encoding, base, send, head)
+                return
+        elif key.endswith(".asc"):
+            self.metrics.sidecars.labels("asc").inc()
+        elif not key.endswith(DISTRIBUTION_SUFFIXES):
+            self.metrics.sidecars.labels("other").inc()
+
+        try:
+            span = parse_range(request.header(b"range"), info.size)
+        except Unsatisfiable:
+            await self._text(
+                send,
+                416,
+                "Range not satisfiable",
+                security,
+                [(b"content-range", f"bytes */{info.size}".encode())],
+                head=head,
+            )
+            return
+        headers = base + CORS_GET
+        if span is None:
+            status, start, end = 200, 0, info.size
+        else:
+            status, (start, end) = 206, span
+            headers.append((b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()))
+        headers.append((b"content-length", str(end - start).encode()))
+
+        if head:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        if span is None and info.local_path is not None and _pathsend(request.scope):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            self._log_download(request, key, info)
+            await send({"type": "http.response.pathsend", "path": str(info.local_path)})
+            return
+
+        try:
+            chunks = await entry.store.read(key, start if span else None, end if span else None)
+        except StoreUnavailable as exc:
+            log.warning("read of %s failed after lookup: %s", key, exc)
+            await self._text(send, 503, "Storage unavailable", security)
+            return
+        except NotFound:
+            self._cache.pop(key, None)
+            await self._text(send, 404, "Not Found", security)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        self._log_download(request, key, info)
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except StoreUnavailable as exc:
+            # Headers are out: all we can do is cut the connection short, which the client
+            # detects from Content-Length.
+            log.warning("store failed mid-body for %s: %s", key, exc)
+            raise
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _send_encoded(
+        self, entry: CachedObject, encoding: bytes, base: Headers, send: Send, head: bool
+    ) -> None:
+        body = entry.encoded.get(encoding)
+        if body is None:
+            raw = await entry.store.get_bytes(entry.info.key)
+            body = await asyncio.to_thread(_compress, raw, encoding)
+            entry.encoded[encoding] = body
+        headers = [h for h in base if h[0] != b"etag"] + CORS_GET
+        etag = entry.info.etag
+        if etag:
+            headers.append((b"etag", f"W/{etag.removeprefix('W/')}".encode()))
+        headers.append((b"content-encoding", encoding))
+        await send_response(send, 200, body, content_type=None, headers=headers, head=head)
+
+    def _log_download(self, request: _Request, key: str, info: ObjectInfo) -> None:
+        if self.log is None or request.method != "GET" or not key.endswith(DISTRIBUTION_SUFFIXES):
+            return
+        self.metrics.downloads.inc()
+        metadata = info.metadata
+        trusted = self.options.trust_proxy_headers
+        self.log.append(
+            download_line(
+                timestamp=time.time(),
+                country=self._country(request),
+                url=request.raw_path.decode("latin-1"),
+                tls_protocol=request.header(b"x-tls-protocol") if trusted else None,
+                tls_cipher=request.header(b"x-tls-cipher") if trusted else None,
+                project=metadata.get("project"),
+                version=metadata.get("version"),
+                package_type=metadata.get("package-type"),
+                user_agent=request.header(b"user-agent"),
+            )
+        )
+
+    def _country(self, request: _Request) -> str | None:
+        header = self.options.country_header
+        if header is not None:
+            value = request.header(header.lower().encode())
+            return value.strip().upper()[:2] if value else None
+        address = None
+        if self.options.trust_proxy_headers:
+            forwarded = request.header(b"x-forwarded-for")
+            if forwarded:
+                address = forwarded.split(",", 1)[0].strip()
+        if address is None:
+            client = request.scope.get("client")
+            address = client[0] if client else None
+        return country_for(address)
+
+    @staticmethod
+    async def _text(
+        send: Send,
+        status: int,
+        text: str,
+        security: Headers,
+        extra: Headers | None = None,
+        head: bool = False,
+    ) -> None:
+        await send_response(
+            send,
+            status,
+            (text + "\n").encode(),
+            content_type=TEXT,
+            headers=security + [NO_CROSS_DOMAIN] + (extra or []),
+            head=head,
+        )
+
+
+class _Tracker:
+    """Wraps ``send`` to remember the status and count body bytes for the metrics."""
+
+    __slots__ = ("body_bytes", "declared", "send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.status = 500
+        self.body_bytes = 0
+        self.declared = 0
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            for name, value in message["headers"]:
+                if name == b"content-length":
+                    self.declared = int(value)
+        elif kind == "http.response.body":
+            self.body_bytes += len(message.get("body", b""))
+        elif kind == "http.response.pathsend":
+            self.body_bytes += self.declared
+        await self.send(message)
+
+
+def _escapes(path: str) -> bool:
+    """Rule 2: anything that could leave the store or confuse a key is refused."""
+    return (
+        "\x00" in path
+        or "\\" in path
+        or "//" in path
+        or any(part in (".", "..") for part in path.split("/"))
+    )
+
+
+def _pathsend(scope: Scope) -> bool:
+    return "http.response.pathsend" in (scope.get("extensions") or {})
+
+
+def _preferred_encoding(accept: str | None) -> bytes | None:
+    if not accept:
+        return None
+    offered = {}
+    for item in accept.split(","):
+        name, _, params = item.strip().partition(";")
+        quality = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                quality = float(params[2:])
+            except ValueError:
+                quality = 0.0
+        offered[name.strip().lower()] = quality
+    for name in ("br", "gzip"):
+        if offered.get(name, offered.get("*", 0.0)) > 0:
+            return name.encode()
+    return None
+
+
+def _compress(data: bytes, encoding: bytes) -> bytes:
+    if encoding == b"br":
+        return bytes(brotli.compress(data, quality=5))
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _object_headers(info: ObjectInfo) -> Headers:
+    content_type = info.content_type or _guess_type(info.key)
+    headers: Headers = [
+        (b"cache-control", b"max-age=365000000, immutable, public"),
+        (b"accept-ranges", b"bytes"),
+        (b"content-type", content_type.encode("latin-1")),
+        (b"last-modified", http_datetime(info.last_modified).encode()),
+    ]
+    if info.etag:
+        headers.append((b"etag", info.etag.encode("latin-1")))
+    if info.key.endswith(".metadata"):
+        headers.append((b"vary", b"Accept-Encoding"))
+    for name, header in METADATA_HEADERS.items():
+        value = info.metadata.get(name)
+        if value:
+            headers.append((header, value.encode("utf-8")))
+    return headers
+
+
+def _guess_type(key: str) -> str:
+    if key.endswith(".whl"):
+        return "application/zip"
+    if key.endswith(".metadata"):
+        return "text/plain; charset=utf-8"
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"

@@ -1,0 +1,72 @@
+"""``pythonhosted files``: upload distributions, run the files edge."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from pythonhosted.config import Settings
+from pythonhosted.distributions import InvalidDistribution
+from pythonhosted.files.service import build_edge
+from pythonhosted.files.upload import UploadRefused, upload
+from pythonhosted.storage import StorageError, open_store
+from pythonhosted.web.server import Bind, run
+
+
+@click.group()
+def files() -> None:
+    """The files edge (files.pythonhosted.org)."""
+
+
+@files.command("upload")
+@click.option("--store", "store_url", required=True, help="Store URL, e.g. file:///srv/files.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def upload_command(store_url: str, paths: tuple[Path, ...]) -> None:
+    """Store distributions at their hashed keys; print one URL path per file."""
+    try:
+        store = open_store(store_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    failures = 0
+    for path in paths:
+        try:
+            record = asyncio.run(upload(store, path.name, path.read_bytes()))
+        except OSError as exc:
+            click.echo(f"error: {path}: {exc.strerror}", err=True)
+            failures += 1
+            continue
+        except (InvalidDistribution, UploadRefused, StorageError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            failures += 1
+            continue
+        click.echo(record.path)
+    if failures:
+        raise SystemExit(1)
+
+
+@files.command("serve")
+@click.option("--primary", help="Primary store URL.")
+@click.option("--archive", help="Archive store URL (read when the primary misses or fails).")
+@click.option("--logs", help="Log store URL for download batches.")
+@click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8000].")
+@click.pass_obj
+def serve_command(
+    settings: Settings,
+    primary: str | None,
+    archive: str | None,
+    logs: str | None,
+    bind: str | None,
+) -> None:
+    """Serve /packages/… from the stores, logging every download."""
+    flags = {"primary": primary, "archive": archive, "logs": logs, "bind": bind}
+    updates = {name: value for name, value in flags.items() if value}
+    settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})
+    try:
+        edge = build_edge(settings)
+        address = Bind.parse(settings.files.bind)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"files edge on {address.url()}", err=True)
+    run([(edge, address)])

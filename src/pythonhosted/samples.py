@@ -1,0 +1,88 @@
+"""Small, valid distributions built in memory: the sample data ``serve`` starts with.
+
+Real enough for pip and uv: a pure-Python wheel with METADATA, WHEEL and RECORD, and an sdist
+with PKG-INFO and a pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+import zipfile
+
+from packaging.utils import canonicalize_name
+
+
+def _metadata(name: str, version: str, requires: list[str], requires_python: str) -> str:
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        f"Summary: Sample package {name}",
+        f"Requires-Python: {requires_python}",
+    ]
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires]
+    return "\n".join(lines) + "\n\n"
+
+
+def build_wheel(
+    name: str,
+    version: str,
+    *,
+    requires: list[str] | None = None,
+    requires_python: str = ">=3.8",
+    module_source: str | None = None,
+) -> tuple[str, bytes]:
+    """(filename, bytes) of a py3-none-any wheel with one module named after the project."""
+    module = canonicalize_name(name).replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": module_source or f'__version__ = "{version}"\n',
+        f"{dist_info}/METADATA": _metadata(name, version, requires or [], requires_python),
+        f"{dist_info}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: pythonhosted\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n"
+        ),
+    }
+    record_lines = []
+    for path, text in files.items():
+        digest = hashlib.sha256(text.encode()).digest()
+        encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record_lines.append(f"{path},sha256={encoded},{len(text.encode())}")
+    record_lines.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record_lines) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, text in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
+            archive.writestr(info, text)
+    return f"{module}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def build_sdist(
+    name: str, version: str, *, requires: list[str] | None = None, requires_python: str = ">=3.8"
+) -> tuple[str, bytes]:
+    """(filename, bytes) of a .tar.gz sdist buildable by any PEP 517 front end (setuptools)."""
+    module = canonicalize_name(name).replace("-", "_")
+    root = f"{module}-{version}"
+    dependencies = ", ".join(f'"{requirement}"' for requirement in requires or [])
+    files = {
+        f"{root}/PKG-INFO": _metadata(name, version, requires or [], requires_python),
+        f"{root}/pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+            f'[project]\nname = "{name}"\nversion = "{version}"\n'
+            f'requires-python = "{requires_python}"\ndependencies = [{dependencies}]\n'
+        ),
+        f"{root}/{module}/__init__.py": f'__version__ = "{version}"\n',
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mtime = 1704067200
+            archive.addfile(info, io.BytesIO(data))
+    return f"{root}.tar.gz", buffer.getvalue()

@@ -1,0 +1,77 @@
+"""HTTP semantics the services share: byte ranges (RFC 9110 §14), validators, dates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+
+class Unsatisfiable(ValueError):
+    """A syntactically valid Range that selects nothing: answer 416."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The byte span ``[start, end)`` a ``Range`` header asks for, or None for the whole.
+
+    Malformed headers are ignored (the whole object is sent), as RFC 9110 allows; so are
+    multi-range requests, which the files-edge spec lets us answer with the whole object.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    if not first:
+        if not last.isdigit():
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable(header)
+        return max(0, size - suffix), size
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = int(last) + 1 if last else size
+    if last and end <= start:
+        return None
+    if start >= size:
+        raise Unsatisfiable(header)
+    return start, min(end, size)
+
+
+def etag_matches(if_none_match: str, etag: str | None) -> bool:
+    """Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires."""
+    if etag is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+def not_modified(
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    etag: str | None,
+    last_modified: datetime,
+) -> bool:
+    """Whether a GET/HEAD with these validators gets 304 (If-None-Match wins when present)."""
+    if if_none_match is not None:
+        return etag_matches(if_none_match, etag)
+    if if_modified_since is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return last_modified.replace(microsecond=0) <= since
+
+
+def http_datetime(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)

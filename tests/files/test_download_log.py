@@ -1,0 +1,127 @@
+"""The download log (rules 20-22): exact lines, batching, and no loss on SIGTERM or SIGKILL."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.edge import SAMPLES, EdgeFactory, seed
+
+WHEEL = SAMPLES["wheel"]
+SDIST = SAMPLES["sdist"]
+
+
+def log_lines(log_dir: Path) -> list[str]:
+    """Every line of every batch object (each must be a complete gzip member)."""
+    lines: list[str] = []
+    for path in sorted((log_dir / "downloads").rglob("*.log.gz")):
+        lines += gzip.decompress(path.read_bytes()).decode().splitlines()
+    return lines
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> str:
+    url = f"file://{tmp_path}/primary"
+    seed(url)
+    return url
+
+
+def test_one_exact_line_per_download(edge: EdgeFactory, primary: str, tmp_path: Path) -> None:
+    ua = 'pip/24.0 {"installer":{"name":"pip"}} | odd\r'
+    with edge(primary=primary, logs=f"file://{tmp_path}/logs", log_period=60) as url:
+        httpx.get(url + WHEEL.path + "?x=1", headers={"User-Agent": "pip/24.0 {}|x"})
+        httpx.get(url + SDIST.path, headers={"Range": "bytes=0-9", "User-Agent": "uv/0.5"})
+        httpx.head(url + WHEEL.path)  # not a download
+        httpx.get(url + WHEEL.path + ".metadata")  # a sidecar, not a download
+        etag = httpx.head(url + WHEEL.path).headers["etag"]
+        httpx.get(url + WHEEL.path, headers={"If-None-Match": etag})  # 304: not a download
+        httpx.get(url + "/packages/00/00/" + "0" * 60 + "/gone-1.0.tar.gz")  # 404
+        httpx.get(url + WHEEL.path, headers={"User-Agent": ua.replace("\r", "")})
+    lines = log_lines(tmp_path / "logs")
+    assert len(lines) == 3
+    fields = [line.split("|", 9) for line in lines]
+    assert [f[0] for f in fields] == ["download"] * 3
+    assert [f[3] for f in fields] == [WHEEL.path, SDIST.path, WHEEL.path]  # no query string
+    assert [f[2] for f in fields] == ["", "", ""]  # loopback has no country
+    assert [f[4:6] for f in fields] == [["(null)", "(null)"]] * 3
+    assert [f[6:9] for f in fields] == [
+        ["demo-pkg", "1.0", "bdist_wheel"],
+        ["demo-pkg", "1.0", "sdist"],
+        ["demo-pkg", "1.0", "bdist_wheel"],
+    ]
+    assert [f[9] for f in fields] == ["pip/24.0 {}|x", "uv/0.5", ua.replace("\r", "")]
+    assert fields[0][1].endswith(" GMT") and len(fields[0][1]) == 29
+
+
+def test_country_from_trusted_proxy(edge: EdgeFactory, primary: str, tmp_path: Path) -> None:
+    proxy = {
+        "X-Forwarded-For": "81.2.69.160, 10.0.0.1",
+        "X-Forwarded-Proto": "https",
+        "X-TLS-Protocol": "TLSv1.3",
+        "X-TLS-Cipher": "TLS_AES_128_GCM_SHA256",
+    }
+    logs = f"file://{tmp_path}/logs"
+    with edge(primary=primary, logs=logs, trust_proxy_headers=True) as url:
+        httpx.get(url + WHEEL.path, headers=proxy)
+    with edge(primary=primary, logs=logs, country_header="CF-IPCountry") as url:
+        httpx.get(url + WHEEL.path, headers={**proxy, "CF-IPCountry": "de"})
+    fields = sorted(line.split("|", 9) for line in log_lines(tmp_path / "logs"))
+    assert [(f[2], f[4], f[5]) for f in fields] == [
+        ("DE", "(null)", "(null)"),  # TLS headers are not trusted there
+        ("GB", "TLSv1.3", "TLS_AES_128_GCM_SHA256"),
+    ]
+
+
+def _serve(tmp_path: Path, primary: str, bind: Bind) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONHOSTED_FILES__LOG_PERIOD": "3600",
+    }
+    command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
+    command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    wait_for_port(bind, timeout=30)
+    return process
+
+
+@pytest.mark.parametrize("downloads", [1, 250])
+def test_sigterm_flushes_everything(primary: str, tmp_path: Path, downloads: int) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    process = _serve(tmp_path, primary, bind)
+    with httpx.Client(base_url=bind.url()) as client:
+        for _ in range(downloads):
+            assert client.get(WHEEL.path).status_code == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert len(log_lines(tmp_path / "logs")) == downloads
+    assert list((tmp_path / "data" / "spool" / "downloads").iterdir()) == []
+
+
+def test_sigkill_loses_nothing_and_leaves_no_partial_object(primary: str, tmp_path: Path) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    process = _serve(tmp_path, primary, bind)
+    with httpx.Client(base_url=bind.url()) as client:
+        for _ in range(100):
+            assert client.get(WHEEL.path).status_code == 200
+    process.kill()
+    process.wait(timeout=10)
+    assert log_lines(tmp_path / "logs") == []  # nothing was due yet: it is all in the spool
+
+    restarted = _serve(tmp_path, primary, bind)  # ships what the dead process spooled
+    restarted.send_signal(signal.SIGTERM)
+    assert restarted.wait(timeout=30) == 0
+    lines = log_lines(tmp_path / "logs")
+    assert len(lines) == 100
+    assert all(
+        line.startswith("download|") and line.endswith("python-httpx/" + httpx.__version__)
+        for line in lines
+    )

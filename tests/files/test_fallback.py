@@ -1,0 +1,98 @@
+"""Archive fallback (rules 5-6): every way a primary can fail, with the archive on S3."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.web.responses import send_text
+from pythonhosted.web.server import free_port, running
+from pythonhosted.web.types import Receive, Scope, Send
+from support.edge import SAMPLES, EdgeFactory, seed
+
+WHEEL = SAMPLES["wheel"]
+FAST = {"primary_connect_timeout": 0.5, "primary_read_timeout": 0.5}
+
+
+async def failing_s3(scope: Scope, receive: Receive, send: Send) -> None:
+    """An S3 endpoint that answers every request with a 500."""
+    if scope["type"] == "http":
+        await send_text(send, 500, "InternalError")
+
+
+async def hanging_s3(scope: Scope, receive: Receive, send: Send) -> None:
+    """An S3 endpoint that accepts the request and never answers (within the test)."""
+    if scope["type"] == "http":
+        await asyncio.sleep(5)
+        await send_text(send, 200, "too late")
+
+
+@contextmanager
+def broken_primary(kind: str) -> Iterator[str]:
+    if kind == "refused":
+        yield f"s3://bucket?endpoint=http://127.0.0.1:{free_port()}&allow_http=true"
+        return
+    app = failing_s3 if kind == "error" else hanging_s3
+    with running(app) as endpoint:
+        yield f"s3://bucket?endpoint={endpoint}&allow_http=true"
+
+
+def fallbacks(metrics: str) -> dict[tuple[str, str], float]:
+    pattern = r'files_archive_fallbacks_total\{outcome="(\w+)",reason="(\w+)"\} ([\d.]+)'
+    return {(reason, outcome): float(n) for outcome, reason, n in re.findall(pattern, metrics)}
+
+
+@pytest.fixture
+def archive_url(s3_url: str) -> str:
+    seed(s3_url)
+    return s3_url
+
+
+def test_primary_missing_the_key(edge: EdgeFactory, tmp_path: Path, archive_url: str) -> None:
+    with edge(primary=f"file://{tmp_path}/empty", archive=archive_url) as url:
+        response = httpx.get(url + WHEEL.path)
+        metrics = httpx.get(url + "/metrics").text
+    assert (response.status_code, response.content) == (200, WHEEL.data)
+    assert response.headers["x-pypi-file-project"] == "demo-pkg"
+    assert fallbacks(metrics) == {("missing", "served"): 1.0}
+
+
+@pytest.mark.parametrize("kind", ["error", "refused", "hanging"])
+def test_failing_primary_falls_back(edge: EdgeFactory, archive_url: str, kind: str) -> None:
+    with broken_primary(kind) as primary, edge(primary=primary, archive=archive_url, **FAST) as url:
+        response = httpx.get(url + WHEEL.path, timeout=10)
+        metrics = httpx.get(url + "/metrics").text
+    assert (response.status_code, response.content) == (200, WHEEL.data)
+    assert fallbacks(metrics) == {("unavailable", "served"): 1.0}
+
+
+def test_both_missing_is_404(edge: EdgeFactory, tmp_path: Path) -> None:
+    with edge(primary=f"file://{tmp_path}/a", archive=f"file://{tmp_path}/b") as url:
+        response = httpx.get(url + WHEEL.path)
+        metrics = httpx.get(url + "/metrics").text
+    assert response.status_code == 404
+    assert fallbacks(metrics) == {("missing", "missing"): 1.0}
+
+
+def test_both_failing_is_503(edge: EdgeFactory) -> None:
+    with (
+        broken_primary("error") as primary,
+        broken_primary("refused") as archive,
+        edge(primary=primary, archive=archive, archive_connect_timeout=0.5, **FAST) as url,
+    ):
+        response = httpx.get(url + WHEEL.path, timeout=30)
+        metrics = httpx.get(url + "/metrics").text
+    assert (response.status_code, response.text) == (503, "Storage unavailable\n")
+    assert fallbacks(metrics) == {("unavailable", "unavailable"): 1.0}
+
+
+def test_failing_primary_without_archive_is_503(edge: EdgeFactory) -> None:
+    with broken_primary("error") as primary, edge(primary=primary, **FAST) as url:
+        response = httpx.get(url + WHEEL.path, timeout=10)
+    assert response.status_code == 503

@@ -1,0 +1,161 @@
+"""Request rules of the files edge (methods, CORS, TLS, purge, admin, hostile input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.edge import SAMPLES, EdgeFactory, metadata_of, raw_request, seed
+
+WHEEL = SAMPLES["wheel"]
+
+
+@pytest.fixture
+def local_primary(tmp_path: Path) -> str:
+    url = f"file://{tmp_path}/primary"
+    seed(url)
+    return url
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "TRACE", "BREW"])
+def test_other_methods_are_405(edge: EdgeFactory, local_primary: str, method: str) -> None:
+    with edge(primary=local_primary) as url:
+        response = httpx.request(method, url + WHEEL.path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert response.headers["content-type"] == "text/plain; charset=UTF-8"
+    assert response.text == "Method not allowed\n"
+
+
+def test_cors_preflight(edge: EdgeFactory, local_primary: str) -> None:
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "GET"}
+    with edge(primary=local_primary) as url:
+        response = httpx.options(url + WHEEL.path, headers=preflight)
+        bare = httpx.options(url + WHEEL.path)
+        elsewhere = httpx.options(url + "/simple/", headers=preflight)
+    assert (response.status_code, response.content) == (204, b"")
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
+    assert response.headers["access-control-allow-headers"] == "Range, Accept-Encoding"
+    assert response.headers["access-control-max-age"] == "86400"
+    assert response.headers["x-frame-options"] == "deny"
+    assert "x-permitted-cross-domain-policies" not in response.headers
+    assert bare.status_code == 405
+    assert bare.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert elsewhere.status_code == 405
+
+
+def test_tls_policy_and_hsts(edge: EdgeFactory, local_primary: str) -> None:
+    https = {"X-Forwarded-Proto": "https"}
+    with edge(primary=local_primary, require_tls=True, trust_proxy_headers=True) as url:
+        plain = httpx.get(url + WHEEL.path)
+        secure = httpx.get(url + WHEEL.path, headers=https)
+    with edge(primary=local_primary) as url:
+        untrusted = httpx.get(url + WHEEL.path, headers=https)
+    assert (plain.status_code, plain.text) == (403, "SSL is required\n")
+    assert secure.status_code == 200
+    assert (
+        secure.headers["strict-transport-security"]
+        == "max-age=31536000; includeSubDomains; preload"
+    )
+    assert "strict-transport-security" not in untrusted.headers
+
+
+def test_health_and_metrics(edge: EdgeFactory, local_primary: str) -> None:
+    with edge(primary=local_primary) as url:
+        httpx.get(url + WHEEL.path)
+        httpx.get(url + WHEEL.path + ".metadata", headers={"Accept-Encoding": "identity"})
+        health = httpx.get(url + "/_health")
+        metrics = httpx.get(url + "/metrics").text
+    assert (health.status_code, health.text) == (200, "OK\n")
+    # Counted so far: the wheel, its .metadata and the health check.
+    assert 'files_requests_total{status="200"} 3.0' in metrics.splitlines()
+    assert 'files_sidecars_served_total{kind="metadata"} 1.0' in metrics.splitlines()
+    sent = len(WHEEL.data) + len(metadata_of(WHEEL)) + len("OK\n")
+    assert f"files_bytes_sent_total {float(sent)}" in metrics.splitlines()
+
+
+def test_purge(edge: EdgeFactory, local_primary: str, tmp_path: Path) -> None:
+    with edge(primary=local_primary, purge_secret="s3cret") as url:
+        assert httpx.get(url + WHEEL.path).status_code == 200
+        (tmp_path / "primary" / WHEEL.key).unlink()  # a takedown at the origin
+        anonymous = httpx.request("PURGE", url + WHEEL.path)
+        wrong = httpx.request("PURGE", url + WHEEL.path, headers={"Authorization": "Bearer no"})
+        # Still cached: a HEAD needs no bytes from the store.
+        assert httpx.head(url + WHEEL.path).status_code == 200
+        right = httpx.request("PURGE", url + WHEEL.path, headers={"Authorization": "Bearer s3cret"})
+        after = httpx.get(url + WHEEL.path)
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 403
+    assert (right.status_code, right.text) == (200, "Purged\n")
+    assert after.status_code == 404
+
+
+def test_admin_forces_a_backend(edge: EdgeFactory, tmp_path: Path) -> None:
+    archive = f"file://{tmp_path}/archive"
+    seed(archive)
+    primary = f"file://{tmp_path}/empty"
+    admin = {"X-PyPI-Admin": "adm1n"}
+    with edge(primary=primary, archive=archive, admin_secret="adm1n") as url:
+        normal = httpx.get(url + WHEEL.path)
+        forced_primary = httpx.get(
+            url + WHEEL.path, headers={**admin, "X-Force-Backend": "PRIMARY"}
+        )
+        forced_archive = httpx.get(
+            url + WHEEL.path, headers={**admin, "X-Force-Backend": "ARCHIVE"}
+        )
+        wrong_secret = httpx.get(
+            url + WHEEL.path, headers={"X-PyPI-Admin": "guess", "X-Force-Backend": "PRIMARY"}
+        )
+    assert normal.status_code == 200  # from the archive
+    assert forced_primary.status_code == 404  # the cache was bypassed
+    assert forced_archive.status_code == 200
+    assert wrong_secret.status_code == 200  # a wrong secret changes nothing
+
+
+def test_legacy_paths_are_404_without_conveyor(edge: EdgeFactory, local_primary: str) -> None:
+    with edge(primary=local_primary) as url:
+        legacy = httpx.get(url + "/packages/source/d/demo-pkg/demo-pkg-1.0.tar.gz")
+        other = httpx.get(url + "/robots.txt")
+    assert legacy.status_code == 404
+    assert other.status_code == 404
+
+
+HOSTILE = [
+    ("/packages/../../etc/passwd", 400),
+    ("/packages/%2e%2e/%2e%2e/etc/passwd", 400),
+    ("/packages/aa/bb/" + "c" * 60 + "/x%00.whl", 400),
+    ("/packages/aa/bb/" + "c" * 60 + "/..%5c..%5cx.whl", 400),
+    ("/packages/aa/bb/" + "c" * 60 + "/a\\b.whl", 400),
+    ("/packages//etc/passwd", 400),
+    ("/packages/%ff%fe/x", 400),
+    ("/packages/" + "a" * 5000, 414),
+    ("/.meta/packages/x.json", 404),
+]
+
+
+@pytest.mark.parametrize(("path", "status"), HOSTILE)
+def test_hostile_paths(edge: EdgeFactory, local_primary: str, path: str, status: int) -> None:
+    with edge(primary=local_primary) as url:
+        code, data = raw_request(url, f"GET {path} HTTP/1.1")
+    assert code == status
+    assert b"Traceback" not in data
+    assert b"root:" not in data
+
+
+def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, local_primary: str) -> None:
+    garbage = (
+        "Range: bytes=99999999999999999999999-\r\n"
+        "If-Modified-Since: yesterday\r\n"
+        "Accept-Encoding: ;;;q=abc\r\n"
+        "If-None-Match: ,,,\r\n"
+    )
+    with edge(primary=local_primary) as url:
+        code, _ = raw_request(url, f"GET {WHEEL.path} HTTP/1.1", garbage)
+        control, _ = raw_request(url, f"GET {WHEEL.path} HTTP/1.1", "X-Bad: \x01\x02\r\n")
+        health = httpx.get(url + "/_health")
+    assert code == 416
+    assert control == 400  # refused by the HTTP parser itself
+    assert health.status_code == 200

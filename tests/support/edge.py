@@ -1,0 +1,68 @@
+"""Files-edge test data: sample distributions, seeding any store, raw HTTP requests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from pythonhosted.distributions import parse_filename, storage_key, wheel_metadata
+from pythonhosted.files.upload import content_type_for, upload
+from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.storage import open_store
+
+EdgeFactory = Callable[..., AbstractContextManager[str]]
+
+
+@dataclass(frozen=True)
+class Sample:
+    filename: str
+    data: bytes
+    path: str  # URL path on the edge
+
+    @property
+    def key(self) -> str:
+        return self.path[1:]
+
+
+WHEEL = build_wheel("Demo-Pkg", "1.0", module_source="DATA = " + repr("x" * 40_000) + "\n")
+SDIST = build_sdist("demo-pkg", "1.0")
+SAMPLES = {
+    "wheel": Sample(WHEEL[0], WHEEL[1], "/" + storage_key(WHEEL[1], WHEEL[0])),
+    "sdist": Sample(SDIST[0], SDIST[1], "/" + storage_key(SDIST[1], SDIST[0])),
+}
+
+
+def metadata_of(sample: Sample) -> bytes:
+    """The wheel's METADATA, as the PEP 658 sidecar holds it."""
+    return wheel_metadata(sample.data, parse_filename(sample.filename))
+
+
+def seed(url: str, gcs_bucket: Any = None) -> None:
+    """Put the samples into a store the way ``files upload`` does (GCS: via its JSON API)."""
+    if gcs_bucket is None:
+        store = open_store(url)
+        for sample in SAMPLES.values():
+            asyncio.run(upload(store, sample.filename, sample.data))
+        return
+    for sample in SAMPLES.values():
+        dist = parse_filename(sample.filename)
+        gcs_bucket.put(sample.key, sample.data, content_type_for(sample.filename), dist.metadata())
+        if dist.package_type == "bdist_wheel":
+            metadata = wheel_metadata(sample.data, dist)
+            gcs_bucket.put(sample.key + ".metadata", metadata, "text/plain; charset=utf-8")
+
+
+def raw_request(base_url: str, request_line: str, headers: str = "") -> tuple[int, bytes]:
+    """Send bytes exactly as written (httpx would normalise the hostile paths away)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"{request_line}\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0]
+    return int(status_line.split()[1]), data
