@@ -13,6 +13,7 @@ from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.files.cli import files
 from pythonhosted.logsetup import configure_logging
+from pythonhosted.serve import serve
 
 
 @click.group()
@@ -43,3 +44,20 @@ def show_config(settings: Settings) -> None:
 
 
 main.add_command(files)
+
+
+@main.command("serve")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded stores live [./var].",
+)
+@click.pass_obj
+def serve_command(settings: Settings, data_dir: Path | None) -> None:
+    """Run the whole system with embedded defaults (local stores under the data dir)."""
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    try:
+        serve(settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc

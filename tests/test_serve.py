@@ -1,0 +1,48 @@
+"""``pythonhosted serve``: starts from nothing, prints working URLs, flushes logs on SIGTERM."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+
+def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    env = {**os.environ, "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}"}
+    command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(bind, timeout=30)
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(6)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    urls = [m.group(1) for line in banner if (m := re.search(r"curl -sSI (\S+)", line))]
+    assert [url.rsplit("/", 1)[1] for url in urls] == [
+        "hello_pythonhosted-1.0.0-py3-none-any.whl",
+        "hello_pythonhosted-1.0.0.tar.gz",
+    ]
+
+    # Second start: the samples are already there, the same URLs are printed and work.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(bind, timeout=30)
+        responses = [httpx.get(url) for url in urls]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"
+    batches = sorted((tmp_path / "var" / "logs" / "downloads").rglob("*.log.gz"))
+    lines = [line for path in batches for line in gzip.decompress(path.read_bytes()).splitlines()]
+    assert len(lines) == 2
