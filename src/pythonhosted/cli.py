@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pythonhosted import __version__
+from pythonhosted.camo.cli import camo
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.files.cli import files
 from pythonhosted.logsetup import configure_logging
@@ -43,6 +44,7 @@ def show_config(settings: Settings) -> None:
     click.echo(settings.model_dump_json(indent=2))
 
 
+main.add_command(camo)
 main.add_command(files)
 
 
@@ -61,3 +63,5 @@ def serve_command(settings: Settings, data_dir: Path | None) -> None:
         serve(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+

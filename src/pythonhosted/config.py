@@ -9,10 +9,11 @@ they never show up in a repr or a log line.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, BeforeValidator, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +50,70 @@ class FilesSettings(BaseModel):
     cache_max_bytes: int = 1 << 30
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> object:
+    """Go-style durations (``4s``, ``1m30s``, ``500ms``) to seconds, as go-camo's flags take them.
+
+    Plain numbers pass through as seconds; anything else is left for pydantic to reject.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return value
+    text = value.strip()
+    if _DURATION.sub("", text) != "":
+        return text
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+CAMO_KEY_ENV = "PYTHONHOSTED_CAMO_KEY"
+
+
+class CamoSettings(BaseModel):
+    """The image proxy (camo): go-camo's options, plus the networks tests may allow."""
+
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    bind: str = "127.0.0.1:8002"
+    max_size_kb: int = Field(default=5120, gt=0)
+    timeout: Seconds = 4.0
+    max_redirects: int = Field(default=3, ge=0)
+    allow_video: bool = False
+    allow_audio: bool = False
+    allow_credential_urls: bool = False
+    headers: dict[str, str] = {}
+    server_name: str = "pythonhosted-camo"
+    user_agent: str = "pythonhosted-camo"
+    filter_ruleset: Path | None = None
+    allow_networks: list[IPvAnyNetwork] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _issue_key_name(cls, data: Any) -> Any:
+        """Accept ``$PYTHONHOSTED_CAMO_KEY`` (the name operators know) when nothing else is set."""
+        if isinstance(data, dict) and data.get("key") is None and data.get("key_file") is None:
+            env_key = os.environ.get(CAMO_KEY_ENV)
+            if env_key:
+                return {**data, "key": env_key}
+        return data
+
+    def hmac_key(self) -> bytes:
+        """The signing key: ``key`` or else the stripped contents of ``key_file``."""
+        if self.key is not None and self.key.get_secret_value():
+            return self.key.get_secret_value().encode()
+        if self.key_file is not None:
+            key = self.key_file.read_bytes().strip()
+            if key:
+                return key
+            raise ValueError(f"camo key file is empty: {self.key_file}")
+        raise ValueError(
+            f"no camo key: set {CAMO_KEY_ENV} (or PYTHONHOSTED_CAMO__KEY) or camo.key_file"
+        )
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per service."""
 
@@ -62,6 +127,8 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     files: FilesSettings = FilesSettings()
+    # A factory, not a shared default instance, so $PYTHONHOSTED_CAMO_KEY is read per load.
+    camo: CamoSettings = Field(default_factory=CamoSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,49 @@
+"""camo's Prometheus metrics (spec rule 15), in a registry of their own per app.
+
+Names follow go-camo's so existing dashboards keep working. Failure reasons are short fixed
+codes (see :class:`~pythonhosted.camo.errors.Refused`), never URLs, to keep cardinality bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+SIZE_BUCKETS = tuple(float(1 << n) for n in range(10, 24, 2))  # 1 KiB .. 4 MiB
+
+
+class CamoMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.duration = Histogram(
+            "camo_response_duration_seconds",
+            "Time from request to the last byte of the proxied response",
+            registry=self.registry,
+        )
+        self.size = Histogram(
+            "camo_response_size_bytes",
+            "Body bytes relayed per proxied response",
+            buckets=SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.responses = Counter(
+            "camo_responses",
+            "Responses to proxy requests by status",
+            ["code"],
+            registry=self.registry,
+        )
+        self.content_length_exceeded = Counter(
+            "camo_content_length_exceeded",
+            "Upstream responses refused for a Content-Length over the size limit",
+            registry=self.registry,
+        )
+        self.truncated = Counter(
+            "camo_responses_truncated",
+            "Bodies cut off mid-stream for growing past the size limit",
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "camo_responses_failed",
+            "Proxy requests refused or failed, by reason",
+            ["reason"],
+            registry=self.registry,
+        )

@@ -1,0 +1,153 @@
+"""One camo request: verify the signature, fetch under one deadline, check, stream back.
+
+Checks happen in the order that costs least and leaks least: signature before any network
+activity, status and headers (type, Content-Length) before reading any body, and the size limit
+again on every chunk since a chunked body announces no length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import ClientPayloadError, StreamReader
+from aiohttp.client_reqrep import ClientResponse
+
+from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.headers import (
+    RESPONSE_HEADERS,
+    relayed_response_headers,
+    upstream_request_headers,
+)
+from pythonhosted.camo.metrics import CamoMetrics
+from pythonhosted.camo.relay import CutOff, Relay
+from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
+from pythonhosted.camo.upstream import Upstream
+from pythonhosted.camo.urls import verify
+from pythonhosted.web.types import Headers, Scope, Send
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 1024
+NOT_MODIFIED_HEADERS = ("Cache-Control", "ETag", "Expires", "Last-Modified")
+_RELAYED_BUT_TYPE = tuple(name for name in RESPONSE_HEADERS if name != "Content-Type")
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    key: bytes
+    max_bytes: int
+    timeout: float
+    media_prefixes: tuple[str, ...]  # "image/", plus "video/" / "audio/" when enabled
+    user_agent: str
+    via: str
+    always_headers: Headers  # security headers, Server and the operator's extra headers
+
+
+class Proxy:
+    def __init__(
+        self, options: ProxyOptions, upstream: Callable[[], Upstream], metrics: CamoMetrics
+    ) -> None:
+        self._options = options
+        self._upstream = upstream
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        relay = Relay(send, self._options.always_headers, head=method == "HEAD")
+        status = 200
+        try:
+            status = await self._proxy(scope, method, relay)
+        except Refused as refusal:
+            status = refusal.status
+            self._metrics.failed.labels(refusal.reason).inc()
+            log.info("camo refused: %s", refusal.detail, extra={"reason": refusal.reason})
+            await relay.refuse(refusal)
+        except TimeoutError:
+            self._metrics.failed.labels("timeout").inc()
+            if relay.started:
+                raise CutOff("upstream deadline passed mid-body") from None
+            status = 504
+            await relay.refuse(Refused(504, "timeout", "upstream took too long"))
+        except ClientPayloadError:
+            self._metrics.failed.labels("upstream_body").inc()
+            raise CutOff("upstream body broke off") from None
+        finally:
+            self._metrics.duration.observe(time.perf_counter() - started)
+        self._metrics.responses.labels(str(status)).inc()
+        self._metrics.size.observe(relay.body_bytes)
+
+    async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
+        if method not in ("GET", "HEAD"):
+            raise Refused(405, "method", f"method {method} not allowed")
+        query: bytes = scope.get("query_string", b"")
+        url = verify(self._options.key, scope["path"], query)
+        if url is None:
+            raise Refused(404, "signature", "bad signature or encoding")
+        headers = upstream_request_headers(
+            scope["headers"], user_agent=self._options.user_agent, via=self._options.via
+        )
+        async with asyncio.timeout(self._options.timeout):
+            response = await self._upstream().open(method, url, headers)
+            try:
+                return await self._relay(method, response, relay)
+            finally:
+                response.release()
+
+    async def _relay(self, method: str, response: ClientResponse, relay: Relay) -> int:
+        status = response.status
+        if status == 304:
+            relay.start(304, relayed_response_headers(response.headers, NOT_MODIFIED_HEADERS))
+            await relay.end()
+            return 304
+        if status == 404:
+            raise Refused(404, "upstream_404", "upstream answered 404")
+        if 500 <= status <= 504:
+            raise Refused(502, "upstream_5xx", f"upstream answered {status}")
+        if status not in (200, 206):
+            raise Refused(404, "upstream_status", f"upstream answered {status}")
+        limit = self._options.max_bytes
+        length = response.content_length
+        if length is not None and length > limit:
+            self._metrics.content_length_exceeded.inc()
+            raise Refused(
+                404, "content_length", f"content length {length} over the {limit} byte limit"
+            )
+        content_type = response.headers.get("Content-Type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        first = b""
+        if media in GENERIC_TYPES and status == 200 and method == "GET":
+            first = await _read_first(response.content, SNIFF_BYTES)
+            sniffed = sniff_image(first)
+            if sniffed is not None:
+                media = content_type = sniffed
+        if not media.startswith(self._options.media_prefixes):
+            raise Refused(403, "content_type", f"content type {media or '(none)'} not allowed")
+        headers = relayed_response_headers(response.headers, _RELAYED_BUT_TYPE)
+        headers.append((b"content-type", content_type.encode("latin-1")))
+        relay.start(status, headers)
+        await relay.body(first)
+        received = len(first)
+        if method == "GET":
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                received += len(chunk)
+                if received > limit:
+                    self._metrics.truncated.inc()
+                    if relay.started:
+                        raise CutOff(f"body passed the {limit} byte limit")
+                    raise Refused(404, "too_large", f"body passed the {limit} byte limit")
+                await relay.body(chunk, last=received == length)
+        await relay.end()
+        return status
+
+
+async def _read_first(content: StreamReader, count: int) -> bytes:
+    """Up to ``count`` bytes (fewer only at end of body), for content sniffing."""
+    try:
+        return await content.readexactly(count)
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial

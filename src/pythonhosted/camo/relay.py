@@ -1,0 +1,70 @@
+"""The client side of one proxied response: headers once, then body chunks, or a refusal.
+
+The status line and headers are held back until the first body bytes (or the end) are ready,
+so anything that goes wrong before then can still become a proper refusal. A body that cannot
+be finished once it has started (size limit passed, deadline hit) is aborted by raising
+:class:`CutOff` out of the ASGI app: the server then drops the connection, so neither a
+browser nor a cache in front can mistake the partial body for the whole image.
+"""
+
+from __future__ import annotations
+
+from pythonhosted.camo.errors import Refused
+from pythonhosted.web.responses import send_text
+from pythonhosted.web.types import Headers, Message, Send
+
+
+class CutOff(Exception):
+    """The response had started and cannot be completed; the connection must be dropped."""
+
+
+class Relay:
+    def __init__(self, send: Send, always: Headers, *, head: bool) -> None:
+        self._send = send
+        self._always = always
+        self._head = head
+        self._pending: Message | None = None
+        self.started = False  # True once the status line may have reached the client
+        self.body_bytes = 0
+        self._ended = False
+
+    def start(self, status: int, headers: Headers) -> None:
+        self._pending = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": headers + self._always,
+        }
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            message, self._pending = self._pending, None
+            self.started = True
+            await self._send(message)
+
+    async def body(self, chunk: bytes, *, last: bool = False) -> None:
+        """One chunk; awaiting the server's send is the back-pressure on the upstream read.
+
+        ``last`` (known from Content-Length) ends the response in the same message.
+        """
+        if self._head or not (chunk or last):
+            return
+        await self._flush()
+        self.body_bytes += len(chunk)
+        self._ended = last
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": not last})
+
+    async def end(self) -> None:
+        if not self._ended:
+            await self._flush()
+            self._ended = True
+            await self._send({"type": "http.response.body", "body": b""})
+
+    async def refuse(self, refusal: Refused) -> None:
+        """A short plain-text refusal that says why, also in ``X-Camo-Error``."""
+        reason = refusal.detail.encode("ascii", "replace")[:200]
+        headers = [*self._always, (b"x-camo-error", reason)]
+        if refusal.status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
+        await send_text(
+            self._send, refusal.status, refusal.detail, headers=headers, head=self._head
+        )
