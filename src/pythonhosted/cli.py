@@ -13,6 +13,7 @@ from pythonhosted import __version__
 from pythonhosted.camo.cli import camo
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.files.cli import files
+from pythonhosted.linehaul.cli import linehaul
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.serve import serve
 
@@ -65,3 +66,4 @@ def serve_command(settings: Settings, data_dir: Path | None) -> None:
         raise click.UsageError(str(exc)) from exc
 
 
+main.add_command(linehaul)

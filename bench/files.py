@@ -1,0 +1,186 @@
+"""Benchmark the files edge against nginx serving the same directory, in the same run.
+
+    .venv/bin/python bench/files.py [--duration 10] [--connections 64]
+
+Needs nginx and wrk (Debian: nginx-light, wrk). Everything listens on 127.0.0.1, every load
+is bounded by --duration, and every process started here is stopped by its PID at the end.
+Download logging is ON in our service (a local log store), as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from pythonhosted.files.upload import upload
+from pythonhosted.storage import open_store
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+NGINX_CONF = """
+daemon off;
+user root;
+worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {root}/nginx-access.log combined buffer=64k;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {store};
+        location / {{ add_header Cache-Control "max-age=365000000, immutable, public"; }}
+    }}
+}}
+"""
+
+
+def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
+    """A valid wheel of about ``size`` bytes (stored, incompressible payload)."""
+    module = name.replace("-", "_")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{module}/payload.bin", os.urandom(size))
+        archive.writestr(
+            f"{module}-1.0.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n",
+        )
+        archive.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()
+
+
+def wrk(url: str, connections: int, duration: int, headers: list[str] = ()) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output)
+    assert transfer is not None
+    scale = {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[transfer.group(2)]
+    p99 = re.search(r"99%\s+([\d.]+)(\w+)", output)
+    assert p99 is not None
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{output}")
+    return {"rps": rps, "mbps": float(transfer.group(1)) * scale, "p99_ms": p99_ms}
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+async def slow_readers(bind: Bind, path: str, count: int, seconds: float, pid: int) -> float:
+    """``count`` clients each reading ``path`` at ~64 KB/s; returns the server's peak RSS."""
+    deadline = time.monotonic() + seconds
+    peak = rss_mb(pid)
+
+    async def reader() -> None:
+        reader, writer = await asyncio.open_connection(bind.host, bind.port, limit=2**16)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        while time.monotonic() < deadline:
+            if not await reader.read(16384):
+                break
+            await asyncio.sleep(0.25)
+        writer.close()
+
+    tasks = [asyncio.create_task(reader()) for _ in range(count)]
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        peak = max(peak, rss_mb(pid))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--slow-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/files.py: {tool} not found (apt-get install nginx-light wrk)")
+
+    root = Path(tempfile.mkdtemp(prefix="bench-files-"))
+    (root / "tmp").mkdir()
+    store_dir = root / "files"
+    store = open_store(f"file://{store_dir}")
+    small = ("small_pkg-1.0.tar.gz", os.urandom(10 * 1024))
+    paths = {
+        "10KB": asyncio.run(upload(store, *small)).path,
+        "5MB": asyncio.run(upload(store, *wheel_of_size("big-wheel", 5 * 2**20))).path,
+        "100MB": asyncio.run(upload(store, *wheel_of_size("huge-wheel", 100 * 2**20))).path,
+    }
+
+    ours_bind = Bind("127.0.0.1", free_port())
+    nginx_bind = Bind("127.0.0.1", free_port())
+    (root / "nginx.conf").write_text(
+        NGINX_CONF.format(root=root, port=nginx_bind.port, store=store_dir)
+    )
+    env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(root / "data")}
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", f"file://{store_dir}",
+         "--logs", f"file://{root}/logs", "--bind", f"127.0.0.1:{ours_bind.port}"],
+        env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    nginx = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+    try:
+        wait_for_port(ours_bind)
+        wait_for_port(nginx_bind)
+        cases = [
+            ("10 KB file, requests/s", paths["10KB"], [], "rps", 0.5),
+            ("5 MB wheel, MB/s", paths["5MB"], [], "mbps", 0.7),
+            ("suffix range bytes=-8192 on 5 MB wheel, requests/s", paths["5MB"],
+             ["Range: bytes=-8192"], "rps", 0.5),
+        ]  # fmt: skip
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}")
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s; download logging on\n")
+        print(f"{'case':<55} {'ours':>10} {'nginx':>10} {'ratio':>7} {'target':>7}")
+        for label, path, headers, metric, target in cases:
+            mine = wrk(ours_bind.url() + path, args.connections, args.duration, headers)
+            theirs = wrk(nginx_bind.url() + path, args.connections, args.duration, headers)
+            ratio = mine[metric] / theirs[metric]
+            print(
+                f"{label:<55} {mine[metric]:>10.1f} {theirs[metric]:>10.1f} {ratio:>7.2f} "
+                f"{'>=' + str(target):>7}  "
+                f"(p99 {mine['p99_ms']:.1f} ms vs {theirs['p99_ms']:.1f} ms)"
+            )
+        peak = asyncio.run(
+            slow_readers(ours_bind, paths["100MB"], 200, args.slow_seconds, ours.pid)
+        )
+        print(f"\n200 slow readers of a 100 MB file: peak server RSS {peak:.0f} MB (target <200)")
+    finally:
+        for process in (ours, nginx):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
