@@ -27,14 +27,14 @@ def test_defaults() -> None:
 def test_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = tmp_path / "ph.toml"
     toml.write_text(
-        'log_json = true\n[files]\nprimary = "file:///a"\nbind = "0.0.0.0:9000"\nworkers = 3\n'
+        'log_json = true\n[files]\nprimary = "file:///a"\nbind = "0.0.0.0:9000"\nlog_period = 3\n'
     )
     monkeypatch.setenv("PYTHONHOSTED_FILES__BIND", "127.0.0.1:9100")
-    settings = load_settings(toml, files={"workers": 5, "archive": None})
+    settings = load_settings(toml, files={"log_period": 5, "archive": None})
     assert settings.log_json is True
     assert settings.files.primary == "file:///a"  # from the file
     assert settings.files.bind == "127.0.0.1:9100"  # env beats file
-    assert settings.files.workers == 5  # flag beats file
+    assert settings.files.log_period == 5  # flag beats file
     assert settings.files.archive is None
 
 
@@ -44,6 +44,14 @@ def test_secret_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output
     assert json.loads(result.output)["files"]["admin_secret"] == "**********"
+
+
+def test_unknown_setting_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "ph.toml"
+    toml.write_text("[files]\nprimray = 'file:///typo'\n")
+    result = CliRunner().invoke(main, ["--config", str(toml), "config"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: 1 validation error for Settings")
 
 
 def test_missing_config_file_is_one_line_error(tmp_path: Path) -> None:

@@ -5,20 +5,40 @@ Thin by design: it parses flags into settings and calls the services' public fun
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from pythonhosted import __version__
-from pythonhosted.camo.cli import camo
 from pythonhosted.config import Settings, load_settings
-from pythonhosted.files.cli import files
-from pythonhosted.linehaul.cli import linehaul
 from pythonhosted.logsetup import configure_logging
-from pythonhosted.serve import serve
+
+# Each service's commands live with the service and are imported only when used: a worker
+# process of one service never pays for another's libraries (memory, start-up time).
+SERVICE_COMMANDS = {
+    "camo": "pythonhosted.camo.cli:camo",
+    "files": "pythonhosted.files.cli:files",
+    "linehaul": "pythonhosted.linehaul.cli:linehaul",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose service subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SERVICE_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SERVICE_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="pythonhosted")
 @click.option(
     "--config",
@@ -45,10 +65,6 @@ def show_config(settings: Settings) -> None:
     click.echo(settings.model_dump_json(indent=2))
 
 
-main.add_command(camo)
-main.add_command(files)
-
-
 @main.command("serve")
 @click.option(
     "--data-dir",
@@ -60,10 +76,9 @@ def serve_command(settings: Settings, data_dir: Path | None) -> None:
     """Run the whole system with embedded defaults (local stores under the data dir)."""
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
+    from pythonhosted.serve import serve  # the all-in-one imports every service
+
     try:
         serve(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-main.add_command(linehaul)

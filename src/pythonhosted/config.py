@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,11 +35,13 @@ CONFIG_ENV = "PYTHONHOSTED_CONFIG"
 class FilesSettings(BaseModel):
     """The files edge (files.pythonhosted.org)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     primary: str = ""
     archive: str | None = None
     logs: str | None = None
     bind: str = "127.0.0.1:8000"
-    workers: int = 1
+    workers: int = Field(default=1, ge=1)
     admin_secret: SecretStr | None = None
     purge_secret: SecretStr | None = None
     require_tls: bool = False
@@ -46,8 +56,8 @@ class FilesSettings(BaseModel):
     log_compress_level: int = 9
     log_spool_dir: Path | None = None
     log_spool_sync_interval: float = 1.0
-    cache_dir: Path | None = None
-    cache_max_bytes: int = 1 << 30
+    cache_max_bytes: int = 128 * 2**20
+    cache_object_max_bytes: int = 2**20
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

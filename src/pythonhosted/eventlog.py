@@ -1,10 +1,10 @@
 """Event lines batched into gzip objects in a log store, with a crash-safe local spool.
 
-Each line is written to a spool file on local disk the moment it is appended (one ``write``
-system call, no user-space buffer), so a killed process loses nothing that the kernel has; the
-operator's ``sync_interval`` bounds what a machine crash can lose (``fsync``). Every ``period``
-seconds, or at ``batch_lines`` lines, the current spool segment is sealed, gzip-compressed and
-stored create-only as one object, then deleted. Segments left behind by a dead process are
+Appending a line only touches memory (the request path stays cheap). Every ``sync_interval``
+the buffered lines are written to a spool file on local disk and fsynced, so a killed process
+or a crashed machine loses at most that interval of lines. Every ``period`` seconds, or at
+``batch_lines`` lines, the current spool segment is sealed, gzip-compressed and stored
+create-only as one object, then deleted. Segments left behind by a dead process are
 claimed by an atomic rename and shipped at the next start, so no line is dropped and no line is
 shipped twice. An object is written whole or not at all (object stores have no partial puts).
 
@@ -59,43 +59,55 @@ class EventLog:
         self._on_failed = on_failed
         self._host = socket.gethostname().replace("-", "_") or "host"
         config.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._buffer: list[str] = []
         self._fd: int | None = None
         self._segment: Path | None = None
-        self._segment_started = 0.0
-        self._lines = 0
+        self._batch_started = 0.0
+        self._lines = 0  # appended since the last seal, spooled or not
         self._dirty = False
         self._wake = asyncio.Event()
 
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, line: str) -> None:
-        """Add one line (no newline). Cheap: one write() to the spool; never raises."""
-        data = (line + "\n").encode("utf-8", errors="surrogateescape")
+        """Add one line (no newline). Memory only: the spool gets it at the next sync."""
+        if not self._lines:
+            self._batch_started = time.time()
+        self._buffer.append(line)
+        self._lines += 1
+        if self._lines >= self.config.batch_lines:
+            self._wake.set()
+
+    def _spool(self) -> None:
+        """Write buffered lines to the spool segment; from here a killed process loses nothing."""
+        if not self._buffer:
+            return
+        lines, self._buffer = self._buffer, []
+        data = ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
         try:
             if self._fd is None:
                 self._open_segment()
             assert self._fd is not None
-            os.write(self._fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
         except OSError:
-            log.exception("could not spool an event line")
+            log.exception("could not spool %d event lines", len(lines))
+            self._lines -= len(lines)
             if self._on_failed is not None:
-                self._on_failed(1)
+                self._on_failed(len(lines))
             return
-        self._lines += 1
         self._dirty = True
-        if self._lines >= self.config.batch_lines:
-            self._wake.set()
 
     def _open_segment(self) -> None:
-        now = time.time()
-        name = f"{self.config.prefix}-{int(now * 1e6)}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        name = f"{self.config.prefix}-{int(self._batch_started * 1e6)}-{os.getpid()}"
+        name += f"-{uuid.uuid4().hex[:12]}"
         self._segment = self.config.spool_dir / (name + SEGMENT_SUFFIX)
         self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._segment_started = now
-        self._lines = 0
 
     def _seal(self) -> Path | None:
-        """Close the current segment and return it renamed as claimed (ours to ship)."""
+        """Spool what is buffered, close the segment and claim it for shipping."""
+        self._spool()
         if self._fd is None or self._segment is None:
             return None
         os.fsync(self._fd)
@@ -120,19 +132,21 @@ class EventLog:
             waker.cancel()
             self._wake.clear()
             if time.monotonic() >= next_sync:
-                self._sync()
+                await self._sync()
                 next_sync = time.monotonic() + self.config.sync_interval
-            if self._fd is not None and (
+            if self._lines and (
                 self._lines >= self.config.batch_lines
-                or time.time() - self._segment_started >= self.config.period
+                or time.time() - self._batch_started >= self.config.period
             ):
                 await self.flush()
         await self.flush()
 
-    def _sync(self) -> None:
+    async def _sync(self) -> None:
+        """Spool the buffer, then fsync off the event loop: bounds what a machine crash loses."""
+        self._spool()
         if self._fd is not None and self._dirty:
-            os.fsync(self._fd)
             self._dirty = False
+            await asyncio.to_thread(os.fsync, self._fd)
 
     async def flush(self) -> None:
         """Seal the current segment and ship it now, with any earlier segment still unshipped."""

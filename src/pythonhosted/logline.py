@@ -11,6 +11,7 @@ so one event is always exactly one line.
 
 from __future__ import annotations
 
+import functools
 import re
 from email.utils import formatdate
 
@@ -35,9 +36,14 @@ def _last_field(value: str | None) -> str:
     return _CONTROL.sub(_pct, value)
 
 
+@functools.lru_cache(maxsize=4)
+def _http_date_of_second(second: int) -> str:
+    return formatdate(second, usegmt=True)
+
+
 def http_date(epoch: float) -> str:
-    """RFC 1123 GMT, e.g. ``Thu, 07 Jan 2021 20:54:54 GMT``."""
-    return formatdate(epoch, usegmt=True)
+    """RFC 1123 GMT, e.g. ``Thu, 07 Jan 2021 20:54:54 GMT`` (formatted once per second)."""
+    return _http_date_of_second(int(epoch))
 
 
 def download_line(

@@ -12,15 +12,18 @@ import gzip
 import hmac
 import logging
 import mimetypes
+import os
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import unquote
 
 import brotli
 
 from pythonhosted.eventlog import EventLog
+from pythonhosted.files.bodycache import BodyCache
 from pythonhosted.files.geo import country_for
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logline import download_line
@@ -29,6 +32,7 @@ from pythonhosted.storage import (
     Fallback,
     NotFound,
     ObjectInfo,
+    StorageError,
     Store,
     StorePair,
     StoreUnavailable,
@@ -36,6 +40,7 @@ from pythonhosted.storage import (
 from pythonhosted.web.http import Unsatisfiable, http_datetime, not_modified, parse_range
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_response
+from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
 from pythonhosted.web.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -54,17 +59,10 @@ DISTRIBUTION_SUFFIXES = (
     ".tgz",
 )
 MAX_PATH = 2048
+PREAD_MAX = 256 * 1024
 ALLOW = b"GET, HEAD, OPTIONS"
 TEXT = b"text/plain; charset=UTF-8"
 
-SECURITY: Headers = [
-    (b"x-frame-options", b"deny"),
-    (b"x-xss-protection", b"1; mode=block"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-robots-header", b"noindex"),
-]
-NO_CROSS_DOMAIN = (b"x-permitted-cross-domain-policies", b"none")
-HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains; preload")
 CORS_GET: Headers = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"GET, OPTIONS"),
@@ -93,6 +91,8 @@ class EdgeOptions:
     trust_proxy_headers: bool = False
     country_header: str | None = None
     cache_entries: int = 100_000
+    cache_max_bytes: int = 128 * 2**20
+    cache_object_max_bytes: int = 2**20
 
 
 @dataclass(slots=True)
@@ -142,6 +142,7 @@ class FilesEdge:
         self.options = options or EdgeOptions()
         self.legacy = legacy
         self._cache: OrderedDict[str, CachedObject] = OrderedDict()
+        self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
         self._log_stop = asyncio.Event()
         self._log_task: asyncio.Task[None] | None = None
         self._status = {code: self.metrics.requests.labels(str(code)) for code in (200, 206, 304)}
@@ -247,7 +248,7 @@ class FilesEdge:
         if secret is None or not hmac.compare_digest(token.encode(), secret.encode()):
             await self._text(send, 403, "Purge credential refused", security)
             return
-        self._cache.pop(key, None)
+        self._forget(key)
         self.metrics.purges.inc()
         log.info("purged %s", key)
         await self._text(send, 200, "Purged", security)
@@ -277,8 +278,9 @@ class FilesEdge:
 
     async def _serve(self, request: _Request, key: str, send: Send, security: Headers) -> None:
         head = request.method == "HEAD"
+        force = self._forced_backend(request)
         try:
-            entry = await self._locate(key, self._forced_backend(request))
+            entry = await self._locate(key, force)
         except NotFound:
             await self._text(send, 404, "Not Found", security, head=head)
             return
@@ -333,33 +335,84 @@ class FilesEdge:
             await send({"type": "http.response.body", "body": b""})
             return
 
-        if span is None and info.local_path is not None and _pathsend(request.scope):
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            self._log_download(request, key, info)
-            await send({"type": "http.response.pathsend", "path": str(info.local_path)})
-            return
+        await self._send_body(
+            request, key, entry, status, headers, span, force is None, send, security
+        )
 
+    async def _send_body(
+        self,
+        request: _Request,
+        key: str,
+        entry: CachedObject,
+        status: int,
+        headers: Headers,
+        span: tuple[int, int] | None,
+        use_cache: bool,
+        send: Send,
+        security: Headers,
+    ) -> None:
+        """The body, by the cheapest route: memory, the server's pathsend, pread, or a stream."""
+        info = entry.info
+        start = {"type": "http.response.start", "status": status, "headers": headers}
+        if self._bodies.fits(info.size):
+            body = self._bodies.get(key) if use_cache else None
+            if body is None:
+                try:
+                    body = await entry.store.get_bytes(key)
+                except StorageError as exc:
+                    await self._read_failed(key, exc, send, security)
+                    return
+                if use_cache:
+                    self._bodies.put(key, body)
+            await send(start)
+            self._log_download(request, key, info)
+            chunk = body if span is None else body[span[0] : span[1]]
+            await send({"type": "http.response.body", "body": chunk})
+            return
+        path = info.local_path
+        if path is not None and span is None and _pathsend(request.scope):
+            await send(start)
+            self._log_download(request, key, info)
+            await send({"type": "http.response.pathsend", "path": str(path)})
+            return
+        if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
+            # A page-cache read of a few KB costs less than a thread hop; installers' suffix
+            # reads of wheel directories are exactly this.
+            try:
+                chunk = _pread(path, span[0], span[1] - span[0])
+            except OSError as exc:
+                await self._read_failed(key, _os_error(exc), send, security)
+                return
+            await send(start)
+            self._log_download(request, key, info)
+            await send({"type": "http.response.body", "body": chunk})
+            return
         try:
-            chunks = await entry.store.read(key, start if span else None, end if span else None)
-        except StoreUnavailable as exc:
+            chunks = await entry.store.read(key, *(span or (None, None)))
+        except StorageError as exc:
+            await self._read_failed(key, exc, send, security)
+            return
+        await send(start)
+        self._log_download(request, key, info)
+        # A store failing mid-body propagates: with the headers out, cutting the connection
+        # short is the only honest answer, and the client sees it from Content-Length.
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _read_failed(
+        self, key: str, exc: StorageError, send: Send, security: Headers
+    ) -> None:
+        if isinstance(exc, NotFound):
+            self._forget(key)
+            await self._text(send, 404, "Not Found", security)
+        else:
             log.warning("read of %s failed after lookup: %s", key, exc)
             await self._text(send, 503, "Storage unavailable", security)
-            return
-        except NotFound:
-            self._cache.pop(key, None)
-            await self._text(send, 404, "Not Found", security)
-            return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        self._log_download(request, key, info)
-        try:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except StoreUnavailable as exc:
-            # Headers are out: all we can do is cut the connection short, which the client
-            # detects from Content-Length.
-            log.warning("store failed mid-body for %s: %s", key, exc)
-            raise
-        await send({"type": "http.response.body", "body": b""})
+
+    def _forget(self, key: str) -> None:
+        self._cache.pop(key, None)
+        self._bodies.discard(key)
 
     async def _send_encoded(
         self, entry: CachedObject, encoding: bytes, base: Headers, send: Send, head: bool
@@ -522,3 +575,18 @@ def _guess_type(key: str) -> str:
     if key.endswith(".metadata"):
         return "text/plain; charset=utf-8"
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+def _pread(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise OSError(f"short read from {path}")
+    return data
+
+
+def _os_error(exc: OSError) -> StorageError:
+    return NotFound(str(exc)) if isinstance(exc, FileNotFoundError) else StoreUnavailable(str(exc))

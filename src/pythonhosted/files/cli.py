@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import UploadRefused, upload
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.web.server import Bind, run
+from pythonhosted.web.server import Bind, run, run_workers
 
 
 @click.group()
@@ -51,6 +52,7 @@ def upload_command(store_url: str, paths: tuple[Path, ...]) -> None:
 @click.option("--archive", help="Archive store URL (read when the primary misses or fails).")
 @click.option("--logs", help="Log store URL for download batches.")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8000].")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [1].")
 @click.pass_obj
 def serve_command(
     settings: Settings,
@@ -58,15 +60,21 @@ def serve_command(
     archive: str | None,
     logs: str | None,
     bind: str | None,
+    workers: int | None,
 ) -> None:
     """Serve /packages/… from the stores, logging every download."""
-    flags = {"primary": primary, "archive": archive, "logs": logs, "bind": bind}
+    flags = {"primary": primary, "archive": archive, "logs": logs, "bind": bind, "workers": workers}
     updates = {name: value for name, value in flags.items() if value}
     settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})
     try:
-        edge = build_edge(settings)
+        edge = build_edge(settings)  # also validates the settings before any worker starts
         address = Bind.parse(settings.files.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(f"files edge on {address.url()}", err=True)
-    run([(edge, address)])
+    click.echo(f"files edge on {address.url()} ({settings.files.workers} worker(s))", err=True)
+    if settings.files.workers == 1:
+        run([(edge, address)])
+        return
+    for name, value in updates.items():  # the workers rebuild their settings from the env
+        os.environ[f"PYTHONHOSTED_FILES__{name.upper()}"] = str(value)
+    run_workers("pythonhosted.files.service:worker_app", address, settings.files.workers)

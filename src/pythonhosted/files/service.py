@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from pythonhosted.config import FilesSettings, Settings
+from pythonhosted.config import FilesSettings, Settings, load_settings
 from pythonhosted.eventlog import EventLog, EventLogConfig
 from pythonhosted.files.app import EdgeOptions, FilesEdge
 from pythonhosted.files.metrics import EdgeMetrics
+from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import StorePair, Timeouts, open_store
 from pythonhosted.web.types import ASGIApp
 
@@ -37,6 +38,8 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
             require_tls=files.require_tls,
             trust_proxy_headers=files.trust_proxy_headers,
             country_header=files.country_header,
+            cache_max_bytes=files.cache_max_bytes,
+            cache_object_max_bytes=files.cache_object_max_bytes,
         ),
         legacy=legacy,
         metrics=metrics,
@@ -66,3 +69,10 @@ def _download_log(
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def worker_app() -> FilesEdge:
+    """Entry point of each ``files serve --workers N`` process: settings from the environment."""
+    settings = load_settings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    return build_edge(settings)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.server import MPServer
 from granian.server.embed import Server
 
 from pythonhosted.web.types import ASGIApp
@@ -41,6 +43,11 @@ class Bind:
         return f"http://{host}:{self.port}"
 
 
+# hyper's default write buffer is ~400 KB per connection; 64 KB keeps hundreds of slow
+# downloads cheap without costing throughput (the kernel buffers the rest).
+_HTTP1 = HTTP1Settings(max_buffer_size=64 * 1024)
+
+
 def _server(app: ASGIApp, bind: Bind) -> Server:
     return Server(
         app,
@@ -50,7 +57,29 @@ def _server(app: ASGIApp, bind: Bind) -> Server:
         websockets=False,
         log_enabled=False,
         backlog=1024,
+        http1_settings=_HTTP1,
     )
+
+
+def run_workers(factory: str, bind: Bind, workers: int) -> None:
+    """Serve ``factory`` (``module:function`` returning an ASGI app) in ``workers`` processes.
+
+    One Python process saturates one core; this is how a service uses the rest. Each worker
+    builds its own app from the environment (settings travel as ``PYTHONHOSTED_*`` variables),
+    so each has its own caches, download-log spool and metrics.
+    """
+    MPServer(
+        factory,
+        address=bind.host,
+        port=bind.port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        websockets=False,
+        log_enabled=False,
+        backlog=1024,
+        http1_settings=_HTTP1,
+    ).serve()
 
 
 async def serve_until(
