@@ -19,6 +19,7 @@ from pythonhosted.logsetup import configure_logging
 SERVICE_COMMANDS = {
     "camo": "pythonhosted.camo.cli:camo",
     "files": "pythonhosted.files.cli:files",
+    "index": "pythonhosted.index.cli:index",
     "linehaul": "pythonhosted.linehaul.cli:linehaul",
 }
 

@@ -60,6 +60,17 @@ class FilesSettings(BaseModel):
     cache_object_max_bytes: int = 2**20
 
 
+class IndexSettings(BaseModel):
+    """The simple repository API; it reads the catalog in ``files.primary`` and logs to
+    ``files.logs`` (with the files edge's batching settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bind: str = "127.0.0.1:8003"
+    files_url: str | None = None
+    cache_ttl: float = Field(default=60.0, ge=0)
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -137,6 +148,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     files: FilesSettings = FilesSettings()
+    index: IndexSettings = IndexSettings()
     # A factory, not a shared default instance, so $PYTHONHOSTED_CAMO_KEY is read per load.
     camo: CamoSettings = Field(default_factory=CamoSettings)
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pythonhosted.storage import StorageError, Store
+from pythonhosted.config import Settings
+from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,36 @@ class EventLog:
 
     def pending_segments(self) -> int:
         return sum(1 for _ in self.config.spool_dir.glob(f"{self.config.prefix}-*"))
+
+
+def event_log_from_settings(
+    settings: Settings,
+    prefix: str,
+    on_shipped: Callable[[int], None] | None = None,
+    on_failed: Callable[[int], None] | None = None,
+) -> EventLog | None:
+    """The event log for ``prefix`` lines as ``[files]`` configures it; None without a log store.
+
+    Every writer (the files edge, the index) shares the log store and batching settings; each
+    prefix gets its own spool directory so their segments never mix.
+    """
+    files = settings.files
+    if not files.logs:
+        return None
+    spool = files.log_spool_dir or settings.data_dir / "spool"
+    return EventLog(
+        open_store(files.logs, Timeouts(5.0, 30.0, retries=3)),
+        EventLogConfig(
+            prefix=prefix,
+            spool_dir=spool / prefix,
+            period=files.log_period,
+            batch_lines=files.log_batch_lines,
+            compress_level=files.log_compress_level,
+            sync_interval=files.log_spool_sync_interval,
+        ),
+        on_shipped=on_shipped,
+        on_failed=on_failed,
+    )
 
 
 def _claimed_name(segment: Path) -> Path:

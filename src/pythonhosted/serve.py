@@ -15,8 +15,10 @@ from pythonhosted.catalog import FileRecord, project_records
 from pythonhosted.config import Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
+from pythonhosted.index.service import build_index
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
+from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, run
 
 SAMPLE_PROJECT = "hello-pythonhosted"
@@ -52,14 +54,15 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     files_bind = Bind.parse(settings.files.bind)
     samples = asyncio.run(ensure_samples(settings.files.primary))
-    edge = build_edge(settings)
+    front = PrefixRouter([("/simple", build_index(settings))], default=build_edge(settings))
     base = files_bind.url()
     lines = [
         f"pythonhosted serving from {settings.data_dir}",
         f"  files edge  {base}  (health: {base}/_health, metrics: {base}/metrics)",
+        f"  index       {base}/simple/   (pip install --index-url {base}/simple/ {SAMPLE_PROJECT})",
         "  try:",
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
     click.echo("\n".join(lines))
-    run([(edge, files_bind)])
+    run([(front, files_bind)])

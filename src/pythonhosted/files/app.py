@@ -24,7 +24,6 @@ import brotli
 
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.bodycache import BodyCache
-from pythonhosted.files.geo import country_for
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logline import download_line
 from pythonhosted.storage import (
@@ -37,6 +36,7 @@ from pythonhosted.storage import (
     StorePair,
     StoreUnavailable,
 )
+from pythonhosted.web.client import ClientFacts
 from pythonhosted.web.http import Unsatisfiable, http_datetime, not_modified, parse_range
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_response
@@ -110,14 +110,13 @@ class _Request:
 
     __slots__ = ("headers", "method", "raw_path", "scope", "tls")
 
-    def __init__(self, scope: Scope, trust_proxy: bool) -> None:
+    def __init__(self, scope: Scope, client: ClientFacts) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         self.raw_path: bytes = raw.split(b"?", 1)[0].split(b"#", 1)[0]
-        proto = self.headers.get(b"x-forwarded-proto") if trust_proxy else None
-        self.tls = scope.get("scheme") == "https" or proto == b"https"
+        self.tls = client.is_tls(scope, self.headers)
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -141,6 +140,7 @@ class FilesEdge:
         self.log = download_log
         self.options = options or EdgeOptions()
         self.legacy = legacy
+        self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
         self._cache: OrderedDict[str, CachedObject] = OrderedDict()
         self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
         self._log_stop = asyncio.Event()
@@ -171,7 +171,7 @@ class FilesEdge:
             return
         if scope["type"] != "http":
             return
-        request = _Request(scope, self.options.trust_proxy_headers)
+        request = _Request(scope, self.client)
         security = [*SECURITY, HSTS] if request.tls else SECURITY
         sent = _Tracker(send)
         try:
@@ -434,35 +434,20 @@ class FilesEdge:
             return
         self.metrics.downloads.inc()
         metadata = info.metadata
-        trusted = self.options.trust_proxy_headers
+        tls_protocol, tls_cipher = self.client.tls(request.headers)
         self.log.append(
             download_line(
                 timestamp=time.time(),
-                country=self._country(request),
+                country=self.client.country(request.scope, request.headers),
                 url=request.raw_path.decode("latin-1"),
-                tls_protocol=request.header(b"x-tls-protocol") if trusted else None,
-                tls_cipher=request.header(b"x-tls-cipher") if trusted else None,
+                tls_protocol=tls_protocol,
+                tls_cipher=tls_cipher,
                 project=metadata.get("project"),
                 version=metadata.get("version"),
                 package_type=metadata.get("package-type"),
                 user_agent=request.header(b"user-agent"),
             )
         )
-
-    def _country(self, request: _Request) -> str | None:
-        header = self.options.country_header
-        if header is not None:
-            value = request.header(header.lower().encode())
-            return value.strip().upper()[:2] if value else None
-        address = None
-        if self.options.trust_proxy_headers:
-            forwarded = request.header(b"x-forwarded-for")
-            if forwarded:
-                address = forwarded.split(",", 1)[0].strip()
-        if address is None:
-            client = request.scope.get("client")
-            address = client[0] if client else None
-        return country_for(address)
 
     @staticmethod
     async def _text(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from pythonhosted.config import FilesSettings, Settings, load_settings
-from pythonhosted.eventlog import EventLog, EventLogConfig
+from pythonhosted.config import Settings, load_settings
+from pythonhosted.eventlog import event_log_from_settings
 from pythonhosted.files.app import EdgeOptions, FilesEdge
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logsetup import configure_logging
@@ -31,7 +31,9 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
     metrics = EdgeMetrics()
     return FilesEdge(
         StorePair(primary, archive),
-        download_log=_download_log(settings, files, metrics),
+        download_log=event_log_from_settings(
+            settings, "downloads", metrics.log_lines_shipped.inc, metrics.log_failed
+        ),
         options=EdgeOptions(
             admin_secret=_secret(files.admin_secret),
             purge_secret=_secret(files.purge_secret),
@@ -43,27 +45,6 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
         ),
         legacy=legacy,
         metrics=metrics,
-    )
-
-
-def _download_log(
-    settings: Settings, files: FilesSettings, metrics: EdgeMetrics
-) -> EventLog | None:
-    if not files.logs:
-        return None
-    spool = files.log_spool_dir or settings.data_dir / "spool" / "downloads"
-    return EventLog(
-        open_store(files.logs, Timeouts(5.0, 30.0, retries=3)),
-        EventLogConfig(
-            prefix="downloads",
-            spool_dir=spool,
-            period=files.log_period,
-            batch_lines=files.log_batch_lines,
-            compress_level=files.log_compress_level,
-            sync_interval=files.log_spool_sync_interval,
-        ),
-        on_shipped=metrics.log_lines_shipped.inc,
-        on_failed=metrics.log_failed,
     )
 
 

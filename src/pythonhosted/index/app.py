@@ -1,0 +1,215 @@
+"""The simple index as an ASGI app (simple-index.md rules 1-6).
+
+Pages are built from the catalog the uploads write, cached per project for ``cache_ttl``
+seconds (uploads become visible within that time; the responses themselves say max-age=600 as
+PyPI's do), and every project-page request writes a ``simple|…`` line to the same log store as
+downloads, so linehaul fills the ``simple_requests`` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from packaging.utils import canonicalize_name
+from prometheus_client import CollectorRegistry, Counter
+
+from pythonhosted.catalog import FileRecord, project_records, projects
+from pythonhosted.eventlog import EventLog
+from pythonhosted.index.negotiate import choose
+from pythonhosted.index.render import (
+    JSON_TYPE,
+    index_html,
+    index_json,
+    project_html,
+    project_json,
+)
+from pythonhosted.logline import simple_line
+from pythonhosted.storage import StorageError, Store
+from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.http import etag_matches
+from pythonhosted.web.lifespan import handle_lifespan
+from pythonhosted.web.responses import send_metrics, send_response, send_text
+from pythonhosted.web.security import HSTS, SECURITY
+from pythonhosted.web.types import Headers, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+CACHE_CONTROL = (b"cache-control", b"max-age=600, public")
+VARY = (b"vary", b"Accept")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexOptions:
+    files_url: str | None = None  # base URL of the files edge; None: this request's own host
+    cache_ttl: float = 60.0
+    client: ClientFacts = field(default_factory=ClientFacts)
+
+
+class IndexApp:
+    def __init__(
+        self, store: Store, event_log: EventLog | None, options: IndexOptions | None = None
+    ) -> None:
+        self.store = store
+        self.log = event_log
+        self.options = options or IndexOptions()
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "index_requests", "Responses by status.", ["status"], registry=self.registry
+        )
+        self._pages: dict[str, tuple[float, list[FileRecord]]] = {}
+        self._log_stop = asyncio.Event()
+        self._log_task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        if self.log is not None:
+            self._log_stop.clear()
+            self._log_task = asyncio.create_task(self.log.run(self._log_stop))
+
+    async def shutdown(self) -> None:
+        if self._log_task is not None:
+            self._log_stop.set()
+            await self._log_task
+            self._log_task = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await handle_lifespan(receive, send, self.startup, self.shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        security = [*SECURITY, HSTS] if self.options.client.is_tls(scope, headers) else SECURITY
+        status = await self._route(scope, headers, security, send)
+        self.requests.labels(str(status)).inc()
+
+    async def _route(
+        self, scope: Scope, headers: dict[bytes, bytes], security: Headers, send: Send
+    ) -> int:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/_health":
+            await send_text(send, 200, "OK", headers=security)
+            return 200
+        if path == "/metrics":
+            await send_metrics(send, self.registry, security)
+            return 200
+        if method not in ("GET", "HEAD"):
+            await send_text(
+                send, 405, "Method not allowed", headers=[*security, (b"allow", b"GET, HEAD")]
+            )
+            return 405
+        if path == "/simple":
+            return await self._redirect(send, "/simple/", security)
+        if not path.startswith("/simple/"):
+            await send_text(send, 404, "Not Found", headers=security)
+            return 404
+        name = path[len("/simple/") :].rstrip("/")
+        if "/" in name:
+            await send_text(send, 404, "Not Found", headers=security)
+            return 404
+        if name and (name != canonicalize_name(name) or not path.endswith("/")):
+            return await self._redirect(send, f"/simple/{canonicalize_name(name)}/", security)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        content_type = choose(
+            headers.get(b"accept", b"").decode("latin-1") or None,
+            query.get("format", [None])[0],
+        )
+        if content_type is None:
+            await send_text(
+                send, 406, "Not Acceptable: ask for PEP 691 JSON or HTML", headers=security
+            )
+            return 406
+        try:
+            body = await (
+                self._project(scope, name, content_type) if name else self._root(content_type)
+            )
+        except StorageError as exc:
+            log.warning("index unavailable for %r: %s", name, exc)
+            await send_text(send, 503, "Storage unavailable", headers=security)
+            return 503
+        if body is None:
+            await send_text(send, 404, "Not Found", headers=security)
+            return 404
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        response_headers = [
+            *security,
+            CACHE_CONTROL,
+            VARY,
+            (b"etag", etag.encode()),
+        ]
+        if_none_match = headers.get(b"if-none-match")
+        status = (
+            304 if if_none_match and etag_matches(if_none_match.decode("latin-1"), etag) else 200
+        )
+        if name:
+            self._log_request(scope, headers)
+        if status == 304:
+            await send_response(send, 304, headers=response_headers)
+        else:
+            await send_response(
+                send,
+                200,
+                body,
+                content_type=content_type.encode(),
+                headers=response_headers,
+                head=method == "HEAD",
+            )
+        return status
+
+    async def _root(self, content_type: str) -> bytes:
+        names = await projects(self.store)
+        return index_json(names) if content_type == JSON_TYPE else index_html(names)
+
+    async def _project(self, scope: Scope, name: str, content_type: str) -> bytes | None:
+        records = await self._records(name)
+        if not records:
+            return None
+        files_url = self.options.files_url or _own_origin(scope)
+        display = records[0].project
+        if content_type == JSON_TYPE:
+            return project_json(display, records, files_url)
+        return project_html(display, records, files_url)
+
+    async def _records(self, name: str) -> list[FileRecord]:
+        now = time.monotonic()
+        cached = self._pages.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        records = await project_records(self.store, name)
+        self._pages[name] = (now + self.options.cache_ttl, records)
+        return records
+
+    def _log_request(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+        if self.log is None or scope["method"] != "GET":
+            return
+        client = self.options.client
+        protocol, cipher = client.tls(headers)
+        user_agent = headers.get(b"user-agent")
+        raw = scope.get("raw_path") or scope["path"].encode()
+        self.log.append(
+            simple_line(
+                timestamp=time.time(),
+                country=client.country(scope, headers),
+                url=raw.split(b"?", 1)[0].decode("latin-1"),
+                tls_protocol=protocol,
+                tls_cipher=cipher,
+                user_agent=user_agent.decode("latin-1") if user_agent else None,
+            )
+        )
+
+    @staticmethod
+    async def _redirect(send: Send, location: str, security: Headers) -> int:
+        await send_response(send, 301, b"", headers=[*security, (b"location", location.encode())])
+        return 301
+
+
+def _own_origin(scope: Scope) -> str:
+    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}"

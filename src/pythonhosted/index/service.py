@@ -1,0 +1,27 @@
+"""Build the simple index from settings: the catalog in the primary store, the shared log."""
+
+from __future__ import annotations
+
+from pythonhosted.config import Settings
+from pythonhosted.eventlog import event_log_from_settings
+from pythonhosted.index.app import IndexApp, IndexOptions
+from pythonhosted.storage import Timeouts, open_store
+from pythonhosted.web.client import ClientFacts
+
+
+def build_index(settings: Settings) -> IndexApp:
+    files = settings.files
+    if not files.primary:
+        raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")
+    store = open_store(
+        files.primary, Timeouts(files.primary_connect_timeout, files.primary_read_timeout)
+    )
+    return IndexApp(
+        store,
+        event_log_from_settings(settings, "simple"),
+        IndexOptions(
+            files_url=settings.index.files_url,
+            cache_ttl=settings.index.cache_ttl,
+            client=ClientFacts(files.trust_proxy_headers, files.country_header),
+        ),
+    )

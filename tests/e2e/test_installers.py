@@ -1,0 +1,141 @@
+"""Real installers against the system: pip and uv install through the index and the edge.
+
+Throwaway virtual environments, the project's own index and files edge on loopback, and
+nothing else: pip and uv are isolated from the machine's configuration, caches and indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.catalog import get_record, record_key
+from pythonhosted.config import FilesSettings, Settings
+from pythonhosted.files.service import build_edge
+from pythonhosted.files.upload import upload
+from pythonhosted.index.service import build_index
+from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.storage import open_store
+from pythonhosted.web.router import PrefixRouter
+from pythonhosted.web.server import running
+
+UV = Path(sys.executable).parent / "uv"
+PACKAGES = [
+    build_wheel("e2e-base", "1.0"),
+    build_sdist("e2e-base", "1.0"),
+    build_wheel("e2e-app", "2.0", requires=["e2e-base>=1.0"]),
+    build_sdist("e2e-app", "2.0", requires=["e2e-base>=1.0"]),
+    build_wheel("e2e-plain", "0.1"),  # served without a .metadata sidecar
+]
+
+
+@dataclass
+class System:
+    front: PrefixRouter  # index on /simple, files edge elsewhere, as `pythonhosted serve` runs
+    logs: Path
+
+
+def _isolated_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(
+        {
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "UV_NO_CONFIG": "1",
+            "UV_NO_CACHE": "1",
+            "UV_PYTHON_DOWNLOADS": "never",
+            "HOME": str(tmp_path / "home"),
+        }
+    )
+    return env
+
+
+async def _publish(primary: str) -> None:
+    store = open_store(primary)
+    for name, data in PACKAGES:
+        await upload(store, name, data)
+    # Make e2e-plain look like a wheel uploaded before PEP 658: no sidecar, no hash in the index.
+    record = await get_record(store, "e2e-plain", PACKAGES[-1][0])
+    assert record is not None
+    await store.delete(record.path[1:] + ".metadata")
+    stripped = dataclasses.replace(record, metadata_sha256=None)
+    await store.put(record_key("e2e-plain", record.filename), stripped.to_json())
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> System:
+    primary = f"file://{tmp_path}/primary"
+    asyncio.run(_publish(primary))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=primary, logs=f"file://{tmp_path}/logs"),
+    )
+    front = PrefixRouter([("/simple", build_index(settings))], default=build_edge(settings))
+    return System(front, tmp_path / "logs")
+
+
+def _metric(url: str, line_start: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _log_lines(logs: Path, kind: str) -> list[str]:
+    paths = sorted((logs / kind).rglob("*.log.gz"))
+    return [line for p in paths for line in gzip.decompress(p.read_bytes()).decode().splitlines()]
+
+
+def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -> None:
+    env = _isolated_env(tmp_path)
+    pip_venv, uv_venv = tmp_path / "pip-venv", tmp_path / "uv-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(pip_venv)], check=True, env=env)
+    subprocess.run([str(UV), "venv", "-q", "--python", sys.executable, str(uv_venv)], check=True)
+    with running(system.front) as url:
+        index = url + "/simple/"
+        pip = subprocess.run(
+            [str(pip_venv / "bin/pip"), "install", "--index-url", index, "e2e-app"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert pip.returncode == 0, pip.stdout + pip.stderr
+        metadata_by_pip = _metric(url, 'files_sidecars_served_total{kind="metadata"}')
+        uv = subprocess.run(
+            [str(UV), "pip", "install", "--python", str(uv_venv / "bin/python"),
+             "--index-url", index, "e2e-app", "e2e-plain"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert uv.returncode == 0, uv.stdout + uv.stderr
+        metadata_by_both = _metric(url, 'files_sidecars_served_total{kind="metadata"}')
+        ranges = _metric(url, 'files_requests_total{status="206"}')
+
+    for venv, modules in ((pip_venv, "e2e_app, e2e_base"), (uv_venv, "e2e_app, e2e_plain")):
+        assert subprocess.run([str(venv / "bin/python"), "-c", f"import {modules}"]).returncode == 0
+    # Both resolved from PEP 658 metadata instead of downloading wheels; uv read the wheel
+    # that has none with range requests.
+    assert metadata_by_pip == 2
+    assert metadata_by_both == 4
+    assert ranges >= 1
+
+    pip_version = subprocess.run(
+        [str(pip_venv / "bin/pip"), "--version"], env=env, capture_output=True, text=True
+    ).stdout.split()[1]
+    agents = [line.split("|", 9)[9] for line in _log_lines(system.logs, "downloads")]
+    assert sum(agent.startswith(f"pip/{pip_version} ") for agent in agents) == 2
+    assert sum(agent.startswith("uv/0.13.8 ") for agent in agents) >= 3
+    simple_agents = [line.split("|", 9)[9] for line in _log_lines(system.logs, "simple")]
+    assert sum(agent.startswith("pip/") for agent in simple_agents) == 2
+    assert sum(agent.startswith("uv/") for agent in simple_agents) == 3

@@ -1,0 +1,165 @@
+"""The simple index (simple-index.md rules 1-6), black-box over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from pythonhosted.config import FilesSettings, IndexSettings, Settings
+from pythonhosted.files.upload import upload
+from pythonhosted.index.service import build_index
+from pythonhosted.samples import build_wheel
+from pythonhosted.storage import open_store
+from pythonhosted.web.server import running
+from support.edge import SAMPLES, metadata_of, seed
+
+WHEEL = SAMPLES["wheel"]
+SDIST = SAMPLES["sdist"]
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "application/vnd.pypi.simple.v1+html"
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[str]:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    other = build_wheel("Other", "2.0", requires_python=">=3.9,<4")
+    asyncio.run(upload(open_store(primary), *other))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=primary, logs=f"file://{tmp_path}/logs"),
+        index=IndexSettings(files_url="https://files.example"),
+    )
+    with running(build_index(settings)) as url:
+        yield url
+
+
+def test_project_list(index: str) -> None:
+    html = httpx.get(index + "/simple/")
+    as_json = httpx.get(index + "/simple/", headers={"Accept": JSON})
+    assert html.headers["content-type"] == "text/html"
+    assert '<a href="/simple/demo-pkg/">demo-pkg</a><br>' in html.text
+    assert '<a href="/simple/other/">other</a><br>' in html.text
+    assert as_json.json() == {
+        "meta": {"api-version": "1.1"},
+        "projects": [{"name": "demo-pkg"}, {"name": "other"}],
+    }
+
+
+def test_project_page_json(index: str) -> None:
+    response = httpx.get(index + "/simple/demo-pkg/", headers={"Accept": JSON})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == JSON
+    assert response.headers["vary"] == "Accept"
+    assert response.headers["cache-control"] == "max-age=600, public"
+    page = response.json()
+    assert page["meta"] == {"api-version": "1.1"}
+    assert page["name"] == "demo-pkg"
+    assert page["versions"] == ["1.0"]
+    by_name = {f["filename"]: f for f in page["files"]}
+    wheel = by_name[WHEEL.filename]
+    metadata_sha = hashlib.sha256(metadata_of(WHEEL)).hexdigest()
+    assert wheel == {
+        "filename": WHEEL.filename,
+        "url": "https://files.example" + WHEEL.path,
+        "hashes": {"sha256": hashlib.sha256(WHEEL.data).hexdigest()},
+        "requires-python": ">=3.8",
+        "size": len(WHEEL.data),
+        "upload-time": wheel["upload-time"],
+        "yanked": False,
+        "core-metadata": {"sha256": metadata_sha},
+        "dist-info-metadata": {"sha256": metadata_sha},
+    }
+    assert wheel["upload-time"].endswith("Z")
+    assert "core-metadata" not in by_name[SDIST.filename]
+    assert by_name[SDIST.filename]["requires-python"] is None
+
+
+def test_project_page_html(index: str) -> None:
+    response = httpx.get(index + "/simple/other/", headers={"Accept": "text/html"})
+    assert response.headers["content-type"] == "text/html"
+    [link] = [line.strip() for line in response.text.splitlines() if "<a " in line]
+    assert 'data-requires-python="&gt;=3.9,&lt;4"' in link
+    assert 'data-core-metadata="sha256=' in link
+    assert 'data-dist-info-metadata="sha256=' in link
+    assert link.startswith('<a href="https://files.example/packages/')
+    assert "#sha256=" in link
+    assert link.endswith(">other-2.0-py3-none-any.whl</a><br>")
+
+
+@pytest.mark.parametrize(
+    ("accept", "query", "expected"),
+    [
+        (None, "", "text/html"),
+        ("*/*", "", "text/html"),
+        (HTML, "", HTML),
+        (f"{JSON};q=0.5, {HTML};q=0.9", "", HTML),
+        (f"text/html;q=0.1, {JSON}", "", JSON),
+        ("application/*", "", JSON),
+        (JSON, "?format=" + quote(HTML), HTML),
+    ],
+)
+def test_negotiation(index: str, accept: str | None, query: str, expected: str) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = httpx.get(index + "/simple/demo-pkg/" + query, headers=headers)
+    assert (response.status_code, response.headers["content-type"]) == (200, expected)
+
+
+def test_not_acceptable(index: str) -> None:
+    response = httpx.get(index + "/simple/demo-pkg/", headers={"Accept": "image/png"})
+    assert response.status_code == 406
+
+
+def test_normalisation_redirects(index: str) -> None:
+    odd = httpx.get(index + "/simple/Demo_Pkg/")
+    bare = httpx.get(index + "/simple/demo-pkg")
+    root = httpx.get(index + "/simple")
+    assert (odd.status_code, odd.headers["location"]) == (301, "/simple/demo-pkg/")
+    assert (bare.status_code, bare.headers["location"]) == (301, "/simple/demo-pkg/")
+    assert (root.status_code, root.headers["location"]) == (301, "/simple/")
+
+
+def test_unknown_project_and_methods(index: str) -> None:
+    assert httpx.get(index + "/simple/nothing-here/").status_code == 404
+    assert httpx.post(index + "/simple/demo-pkg/").status_code == 405
+    assert httpx.get(index + "/elsewhere").status_code == 404
+
+
+def test_etag_and_304(index: str) -> None:
+    first = httpx.get(index + "/simple/demo-pkg/")
+    again = httpx.get(index + "/simple/demo-pkg/", headers={"If-None-Match": first.headers["etag"]})
+    as_json = httpx.get(index + "/simple/demo-pkg/", headers={"Accept": JSON})
+    assert again.status_code == 304
+    assert as_json.headers["etag"] != first.headers["etag"]
+
+
+def test_each_project_request_is_logged(tmp_path: Path) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=primary, logs=f"file://{tmp_path}/logs"),
+    )
+    with running(build_index(settings)) as url:
+        httpx.get(url + "/simple/demo-pkg/", headers={"User-Agent": "pip/24.0 {}"})
+        httpx.get(url + "/simple/demo-pkg/?x=1", headers={"User-Agent": "uv/0.5.0"})
+        httpx.get(url + "/simple/")  # the root page is not a project request
+        httpx.head(url + "/simple/demo-pkg/")
+    batches = sorted((tmp_path / "logs" / "simple").rglob("*.log.gz"))
+    lines = [
+        line
+        for batch in batches
+        for line in gzip.decompress(batch.read_bytes()).decode().splitlines()
+    ]
+    assert [line.split("|")[0::3] for line in lines] == [
+        ["simple", "/simple/demo-pkg/", "", "pip/24.0 {}"],
+        ["simple", "/simple/demo-pkg/", "", "uv/0.5.0"],
+    ]
+    assert [line.split("|")[4:9] for line in lines] == [["(null)", "(null)", "", "", ""]] * 2
