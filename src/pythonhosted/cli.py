@@ -21,6 +21,7 @@ SERVICE_COMMANDS = {
     "files": "pythonhosted.files.cli:files",
     "index": "pythonhosted.index.cli:index",
     "linehaul": "pythonhosted.linehaul.cli:linehaul",
+    "stats": "pythonhosted.warehouse.cli:stats",
 }
 
 

@@ -135,6 +135,19 @@ class CamoSettings(BaseModel):
         )
 
 
+class LinehaulSettings(BaseModel):
+    """Linehaul's ingest and publish workers; empty store URLs mean embedded defaults under
+    the data dir (logs: the files edge's log store, else ``file://{data_dir}/logs``)."""
+
+    logs: str | None = None
+    results: str | None = None
+    warehouse: str | None = None
+    lease_timeout: Seconds = 300.0
+    ingest_interval: Seconds = 60.0
+    publish_interval: Seconds = 900.0
+    publish_batch_files: int = Field(default=1000, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable, one section per service."""
 
@@ -151,6 +164,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     # A factory, not a shared default instance, so $PYTHONHOSTED_CAMO_KEY is read per load.
     camo: CamoSettings = Field(default_factory=CamoSettings)
+    linehaul: LinehaulSettings = Field(default_factory=LinehaulSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
+from pythonhosted.config import Settings
 from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
+from pythonhosted.linehaul.ingest import ingest_once, run_ingest
+from pythonhosted.linehaul.progress import progress_bar
+from pythonhosted.linehaul.publish import PublishSummary, publish_with, run_publish
+from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.storage import StorageError, open_store
+from pythonhosted.warehouse import WarehouseError, warehouse_url
+from pythonhosted.warehouse.duck import duckdb_path
+from pythonhosted.warehouse.parquet import export
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -38,10 +51,7 @@ def parse_command(files: tuple[Path, ...], unprocessed: Path | None) -> None:
         if unprocessed is not None:
             rejects = _create(stack, unprocessed).write
         for stream in inputs:
-            counts = parse_lines(open_log(stream), out.write, rejects)
-            total.rows += counts.rows
-            total.ignored += counts.ignored
-            total.unprocessable += counts.unprocessable
+            total.add(parse_lines(open_log(stream), out.write, rejects))
         out.flush()
     click.echo(
         f"linehaul parse: {total.rows} rows, {total.ignored} ignored, "
@@ -63,3 +73,128 @@ def _create(stack: ExitStack, path: Path) -> BinaryIO:
         return stack.enter_context(path.open("wb"))
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _with_urls(settings: Settings, **urls: str | None) -> Settings:
+    """Settings with the command line's store URLs over the configured ones."""
+    given = {name: url for name, url in urls.items() if url is not None}
+    section = settings.linehaul.model_copy(update=given)
+    return settings.model_copy(update={"linehaul": section})
+
+
+def _run(job: Coroutine[Any, Any, T]) -> T:
+    """Run a job; store and URL failures become one line and exit status 1."""
+    try:
+        return asyncio.run(job)
+    except (StorageError, WarehouseError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0] or type(exc).__name__) from exc
+
+
+async def _until_signalled(
+    worker: Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]], settings: Settings
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await worker(settings, stop)
+
+
+@linehaul.command("ingest")
+@click.option("--logs", help="Log store URL [linehaul.logs, files.logs, file://DATA/logs].")
+@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option("--once", is_flag=True, help="One pass over the log store, then exit.")
+@click.pass_obj
+def ingest_command(settings: Settings, logs: str | None, results: str | None, once: bool) -> None:
+    """Turn log objects into result files (NDJSON rows per table, unprocessable lines).
+
+    Safe to run as several processes on the same stores. Without --once, polls every
+    linehaul.ingest_interval seconds until interrupted.
+    """
+    settings = _with_urls(settings, logs=logs, results=results)
+    if not once:
+        _run(_until_signalled(run_ingest, settings))
+        return
+    logs_url, results_url, _ = linehaul_urls(settings)
+
+    async def one_pass() -> str:
+        logs_store = open_store(logs_url, BATCH_TIMEOUTS)
+        results_store = open_store(results_url, BATCH_TIMEOUTS)
+        with progress_bar("ingest") as bar:
+            summary = await ingest_once(
+                logs_store,
+                results_store,
+                lease_timeout=settings.linehaul.lease_timeout,
+                on_total=bar.total,
+                on_object=bar.advance,
+            )
+        return summary.line()
+
+    click.echo(f"linehaul ingest: {_run(one_pass())}", err=True)
+
+
+@linehaul.command("publish")
+@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option(
+    "--warehouse",
+    help="Warehouse URL: duckdb:///PATH or bigquery://PROJECT/DATASET "
+    "[linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
+)
+@click.option("--once", is_flag=True, help="Load what is there now (every batch), then exit.")
+@click.pass_obj
+def publish_command(
+    settings: Settings, results: str | None, warehouse: str | None, once: bool
+) -> None:
+    """Load result files into the warehouse, each exactly once, and delete them.
+
+    Without --once, runs every linehaul.publish_interval seconds until interrupted.
+    """
+    settings = _with_urls(settings, results=results, warehouse=warehouse)
+    if not once:
+        _run(_until_signalled(run_publish, settings))
+        return
+    _, results_url, warehouse_url = linehaul_urls(settings)
+    batch = settings.linehaul.publish_batch_files
+
+    async def drain() -> str:
+        store = open_store(results_url, BATCH_TIMEOUTS)
+        total = PublishSummary()
+        with progress_bar("publish") as bar:
+            while True:
+                summary = await publish_with(
+                    store,
+                    warehouse_url,
+                    batch_files=batch,
+                    on_total=bar.total,
+                    on_files=bar.advance,
+                )
+                total.add(summary)
+                if summary.files + summary.skipped < batch:
+                    break
+        return total.line()
+
+    click.echo(f"linehaul publish: {_run(drain())}", err=True)
+
+
+@linehaul.command("export")
+@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option("--to", "to", required=True, help="Store URL for the Parquet files.")
+@click.pass_obj
+def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
+    """Copy the DuckDB warehouse into a store as Parquet, partitioned by date.
+
+    Writes TABLE/date=YYYY-MM-DD/data_0.parquet and deletes what an earlier export left there.
+    """
+    url = warehouse or warehouse_url(settings)
+    if not url.startswith("duckdb:"):
+        raise click.ClickException(f"export reads DuckDB warehouses only, not {url!r}")
+    path = duckdb_path(url)
+    if not path.is_file():
+        raise click.ClickException(f"no warehouse at {path}")
+
+    async def copy() -> int:
+        store = open_store(to, BATCH_TIMEOUTS)
+        with progress_bar("export") as bar:
+            return await export(path, store, on_total=bar.total, on_file=bar.advance)
+
+    click.echo(f"linehaul export: {_run(copy())} Parquet objects", err=True)

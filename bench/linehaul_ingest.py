@@ -1,0 +1,91 @@
+"""Benchmark: linehaul ingest end to end against bare gunzip + line splitting.
+
+    .venv/bin/python bench/linehaul_ingest.py [--lines 200000] [--seed 1] [--rounds 3]
+
+One gzip'd log object (level 9, as the files edge writes) from the corpus generator of
+bench/linehaul.py (about 90% downloads, pip/uv JSON agents with Zipf-like repetition). Times,
+in CPU seconds (best of ``--rounds``, cold parser caches each round):
+
+- bare: ``gzip.decompress`` + ``split(b"\\n")`` of the object, the floor;
+- convert: gunzip, parse and NDJSON in memory (:func:`~pythonhosted.linehaul.batch.convert`);
+- ingest: ``ingest_once`` over in-memory log and results stores: read the object, gunzip,
+  parse, NDJSON per table, write the result objects, delete the log object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import importlib.util
+import time
+from pathlib import Path
+
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.linehaul.events import TIMESTAMPS
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.useragents import KNOWN
+from pythonhosted.storage import open_store
+
+_spec = importlib.util.spec_from_file_location("corpus", Path(__file__).with_name("linehaul.py"))
+assert _spec is not None and _spec.loader is not None
+corpus_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus_module)
+
+
+def bare(data: bytes) -> float:
+    began = time.process_time()
+    lines = gzip.decompress(data).split(b"\n")
+    spent = time.process_time() - began
+    assert lines
+    return spent
+
+
+def parse_only(data: bytes) -> float:
+    KNOWN.clear()
+    TIMESTAMPS.clear()
+    began = time.process_time()
+    convert(data)
+    return time.process_time() - began
+
+
+def ingest(data: bytes, round_: int) -> float:
+    KNOWN.clear()
+    TIMESTAMPS.clear()
+    logs = open_store(f"memory://bench-logs-{round_}")
+    results = open_store(f"memory://bench-results-{round_}")
+    key = "downloads/2021/01/07/20/54/downloads-bench.log.gz"
+
+    async def run() -> float:
+        await logs.put(key, data)
+        began = time.process_time()
+        summary = await ingest_once(logs, results, lease_timeout=600)
+        spent = time.process_time() - began
+        assert summary.objects == 1
+        return spent
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    flags.add_argument("--lines", type=int, default=200_000)
+    flags.add_argument("--seed", type=int, default=1)
+    flags.add_argument("--rounds", type=int, default=3)
+    args = flags.parse_args()
+    lines = corpus_module.corpus(args.lines, args.seed)
+    raw = ("\n".join(lines) + "\n").encode()
+    data = gzip.compress(raw, 9)
+    print(f"object: {len(lines)} lines, {len(raw) / 1e6:.1f} MB, {len(data) / 1e6:.1f} MB gzip'd")
+    print(f"machine: {corpus_module._machine()}")
+    floor = min(bare(data) for _ in range(args.rounds))
+    converting = min(parse_only(data) for _ in range(args.rounds))
+    ours = min(ingest(data, n) for n in range(args.rounds))
+    print(f"bare gunzip+split {floor:6.3f} s  {len(lines) / floor:>12,.0f} lines/s")
+    print(f"convert (no I/O)  {converting:6.3f} s  {len(lines) / converting:>12,.0f} lines/s")
+    print(f"ingest end to end {ours:6.3f} s  {len(lines) / ours:>12,.0f} lines/s")
+    print(f"ratio (ingest speed / bare speed) {floor / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Benchmark: DuckDB warehouse load rate and a 30-day by-installer breakdown over 10M rows.
+
+    .venv/bin/python bench/warehouse.py [--load-lines 500000] [--rows 10000000]
+
+1. Load: NDJSON result files made by ingest's converter from the bench/linehaul.py corpus,
+   loaded with :meth:`DuckDBWarehouse.load` (one transaction, bookkeeping included); rows/s.
+2. Query: ``--rows`` rows generated inside DuckDB with SQL (2,000 projects, Zipf-ish, 90
+   days, installers/pythons from a small set), then the stats breakdown
+   ``pythonhosted stats project-1 --days 30 --by installer``; best of 5 wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+from pythonhosted.warehouse.stats import breakdown
+
+_spec = importlib.util.spec_from_file_location("corpus", Path(__file__).with_name("linehaul.py"))
+assert _spec is not None and _spec.loader is not None
+corpus_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus_module)
+
+GENERATE = """
+INSERT INTO file_downloads
+SELECT
+    TIMESTAMP '2021-01-01' + to_seconds(CAST(i * 90 * 86400 // {rows} AS BIGINT)),
+    'US',
+    '/packages/x/' || i,
+    'project-' || CAST(floor(pow(random(), 3) * 2000) AS INTEGER),
+    {'filename': 'f.whl', 'project': 'p', 'version': '1.0', 'type': 'bdist_wheel'},
+    {'installer': {'name': ['pip', 'uv', 'poetry', 'pdm', 'Browser'][1 + i % 5],
+                    'version': '24.0', 'subcommand': NULL},
+     'python': ['3.8.18', '3.11.7', '3.12.1', '3.13.0'][1 + i % 4],
+     'implementation': {'name': 'CPython', 'version': '3.12.1'},
+     'distro': NULL, 'system': {'name': 'Linux', 'release': '6.5'},
+     'cpu': 'x86_64', 'openssl_version': NULL, 'setuptools_version': NULL,
+     'rustc_version': NULL, 'ci': i % 3 = 0},
+    'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
+FROM range({rows}) t(i)
+"""
+
+
+def load_rate(lines: int, workdir: Path) -> tuple[int, float]:
+    text = corpus_module.corpus(lines, 1)
+    chunk = 100_000
+    files = []
+    for start in range(0, len(text), chunk):
+        data = gzip.compress(("\n".join(text[start : start + chunk]) + "\n").encode(), 1)
+        files.append((f"downloads-{start}.json", b"".join(convert(data).downloads)))
+    warehouse = DuckDBWarehouse(workdir / "load.duckdb")
+    began = time.perf_counter()
+    result = warehouse.load("file_downloads", files)
+    spent = time.perf_counter() - began
+    warehouse.close()
+    return result.rows, spent
+
+
+def query_time(rows: int, workdir: Path) -> tuple[float, float]:
+    path = workdir / "query.duckdb"
+    warehouse = DuckDBWarehouse(path)
+    began = time.perf_counter()
+    warehouse.con.execute(GENERATE.replace("{rows}", str(rows)))
+    generated = time.perf_counter() - began
+    warehouse.close()
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        breakdown(path, "project-1", ["installer"], date(2021, 2, 1), date(2021, 3, 2))
+        best = min(best, time.perf_counter() - began)
+    return generated, best
+
+
+def main() -> None:
+    flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    flags.add_argument("--load-lines", type=int, default=500_000)
+    flags.add_argument("--rows", type=int, default=10_000_000)
+    args = flags.parse_args()
+    print(f"machine: {corpus_module._machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, spent = load_rate(args.load_lines, Path(tmp))
+        print(f"load: {rows:,} rows in {spent:.2f} s = {rows / spent:,.0f} rows/s")
+        generated, best = query_time(args.rows, Path(tmp))
+        print(f"generated {args.rows:,} rows in {generated:.1f} s")
+        print(f"30-day by-installer breakdown of one project: {best * 1000:.0f} ms (best of 5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Ingest: log objects in the log store -> result objects in the results store.
+
+For each log object (``*.log.gz`` anywhere but under ``leases/`` and ``corrupt/``):
+
+    processed/{YYYYMMDD}/downloads-{name}.json   file_downloads rows, NDJSON
+    processed/{YYYYMMDD}/simple-{name}.json      simple_requests rows, NDJSON
+    unprocessed/{YYYYMMDD}/{name}.txt            lines that cannot be rows, verbatim
+
+``{name}`` is the object's base name without the ``.log.gz`` suffix, YYYYMMDD the date of its
+earliest event (the object's modification date when it has no rows). Empty outputs are not
+written. The log object is deleted last.
+
+Exactly once: names and contents depend only on the log object, so a retry after a crash
+(or a worker that overran its lease) overwrites identical objects instead of adding new ones,
+and publish loads each name at most once. Leases (:mod:`.leases`) keep workers from doing the
+same work twice. A corrupt gzip is copied to ``corrupt/{key}`` in the log store, reported and
+removed from the queue; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pythonhosted.config import Settings
+from pythonhosted.linehaul import leases
+from pythonhosted.linehaul.batch import Converted, CorruptBatch, Counts, convert
+from pythonhosted.linehaul.schedule import pause
+from pythonhosted.linehaul.stores import linehaul_stores
+from pythonhosted.storage import NotFound, StorageError, Store
+
+log = logging.getLogger(__name__)
+SUFFIX = ".log.gz"
+CORRUPT = "corrupt/"
+
+
+@dataclass
+class IngestSummary:
+    """What one pass did; ``busy`` counts objects another worker held."""
+
+    objects: int = 0
+    corrupt: int = 0
+    busy: int = 0
+    counts: Counts = field(default_factory=Counts)
+
+    def line(self) -> str:
+        c = self.counts
+        return (
+            f"{self.objects} objects, {c.rows} rows, {c.ignored} ignored, "
+            f"{c.unprocessable} unprocessable, {self.corrupt} corrupt, {self.busy} busy"
+        )
+
+
+def pending(keys: list[str]) -> list[str]:
+    """The log objects among a listing of the log store."""
+    return [
+        key for key in keys if key.endswith(SUFFIX) and not key.startswith((leases.PREFIX, CORRUPT))
+    ]
+
+
+def result_keys(key: str, converted: Converted, fallback_date: str) -> dict[str, bytes]:
+    """The result objects for log object ``key``: result key -> contents (non-empty only)."""
+    name = key.rsplit("/", 1)[-1].removesuffix(SUFFIX)
+    day = (converted.earliest or fallback_date)[:10].replace("-", "")
+    out = {
+        f"processed/{day}/downloads-{name}.json": b"".join(converted.downloads),
+        f"processed/{day}/simple-{name}.json": b"".join(converted.simple),
+        f"unprocessed/{day}/{name}.txt": b"".join(converted.unprocessed),
+    }
+    return {result: data for result, data in out.items() if data}
+
+
+async def ingest_object(logs: Store, results: Store, key: str, summary: IngestSummary) -> None:
+    """Turn one claimed log object into results, then delete it."""
+    try:
+        info = await logs.info(key)
+        data = await logs.get_bytes(key)
+    except NotFound:  # another worker finished it after our listing
+        return
+    try:
+        converted = await asyncio.to_thread(convert, data)
+    except CorruptBatch as exc:
+        log.warning("corrupt log object %s (%s): moved to %s%s", key, exc, CORRUPT, key)
+        await logs.put(CORRUPT + key, data)
+        await logs.delete(key)
+        summary.corrupt += 1
+        return
+    fallback = info.last_modified.strftime("%Y-%m-%d")
+    for result, contents in result_keys(key, converted, fallback).items():
+        await results.put(result, contents)
+    await logs.delete(key)
+    summary.objects += 1
+    summary.counts.add(converted.counts)
+
+
+async def ingest_once(
+    logs: Store,
+    results: Store,
+    *,
+    lease_timeout: float,
+    owner: str | None = None,
+    on_total: Callable[[int], object] | None = None,
+    on_object: Callable[[], object] | None = None,
+) -> IngestSummary:
+    """One pass over the log store: every unclaimed log object becomes results.
+
+    Objects are taken in random order so concurrent workers rarely contend for the same one.
+    ``on_total``/``on_object`` report progress (a progress bar, or nothing).
+    """
+    owner = owner or leases.worker_id()
+    keys = pending([item.key for item in await logs.list()])
+    random.shuffle(keys)
+    if on_total is not None:
+        on_total(len(keys))
+    summary = IngestSummary()
+    for key in keys:
+        lease = await leases.claim(logs, key, owner, lease_timeout)
+        if lease is None:
+            summary.busy += 1
+        else:
+            await ingest_object(logs, results, key, summary)
+            await leases.release(logs, key)
+        if on_object is not None:
+            on_object()
+    await leases.sweep(logs, set(keys))
+    return summary
+
+
+async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
+    """Ingest every ``settings.linehaul.ingest_interval`` seconds until ``stop`` is set.
+
+    A background job: a failed pass (store unavailable) is logged and retried next interval.
+    """
+    logs, results, _ = linehaul_stores(settings)
+    owner = leases.worker_id()
+    timeout = settings.linehaul.lease_timeout
+    while not stop.is_set():
+        try:
+            summary = await ingest_once(logs, results, lease_timeout=timeout, owner=owner)
+            if summary.objects or summary.corrupt:
+                log.info("linehaul ingest: %s", summary.line())
+        except StorageError as exc:
+            log.warning("linehaul ingest pass failed: %s", exc)
+        await pause(stop, settings.linehaul.ingest_interval)

@@ -1,0 +1,164 @@
+"""Publish: result files in the results store -> warehouse tables, each file exactly once.
+
+A pass takes up to ``batch_files`` files under ``processed/`` (oldest day first, so complete
+days land before the current one), loads them per table in groups of up to
+:data:`GROUP_BYTES`, and deletes each group's files once the warehouse has committed them.
+The warehouse records loaded names in the same transaction as the rows (see
+:mod:`pythonhosted.warehouse`), so a publish killed between load and delete, or a result file
+that ingest writes again after a crash, is deleted without being loaded twice. A group that
+fails to load is retried file by file; a file that still fails is reported and left in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pythonhosted.config import Settings
+from pythonhosted.linehaul.schedule import pause
+from pythonhosted.linehaul.stores import linehaul_stores
+from pythonhosted.storage import NotFound, Store
+from pythonhosted.warehouse import Warehouse, open_warehouse
+
+log = logging.getLogger(__name__)
+PREFIX = "processed/"
+TABLE_OF = {"downloads-": "file_downloads", "simple-": "simple_requests"}
+GROUP_BYTES = 64 << 20
+
+
+@dataclass
+class PublishSummary:
+    files: int = 0
+    rows: int = 0
+    skipped: int = 0  # loaded before (a retry), deleted without loading
+    failed: int = 0
+
+    def add(self, other: PublishSummary) -> None:
+        self.files += other.files
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.failed += other.failed
+
+    def line(self) -> str:
+        return (
+            f"{self.files} files, {self.rows} rows, {self.skipped} already loaded, "
+            f"{self.failed} failed"
+        )
+
+
+def table_of(key: str) -> str | None:
+    """The table a result file belongs to, from its base name; None for anything else."""
+    base = key.rsplit("/", 1)[-1]
+    if not base.endswith(".json"):
+        return None
+    for prefix, table in TABLE_OF.items():
+        if base.startswith(prefix):
+            return table
+    return None
+
+
+async def publish_once(
+    results: Store,
+    warehouse: Warehouse,
+    *,
+    batch_files: int,
+    on_total: Callable[[int], object] | None = None,
+    on_files: Callable[[int], object] | None = None,
+) -> PublishSummary:
+    """Load up to ``batch_files`` result files and delete them; see the module docstring."""
+    keys = [item.key for item in await results.list(PREFIX)][:batch_files]
+    summary = PublishSummary()
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        table = table_of(key)
+        if table is not None:
+            groups.setdefault(table, []).append(key)
+    if on_total is not None:
+        on_total(sum(len(group) for group in groups.values()))
+    for table, group_keys in groups.items():
+        group: list[tuple[str, bytes]] = []
+        size = 0
+        for key in group_keys:
+            try:
+                data = await results.get_bytes(key)
+            except NotFound:  # another publisher took it
+                continue
+            group.append((key, data))
+            size += len(data)
+            if size >= GROUP_BYTES:
+                await _load_group(results, warehouse, table, group, summary, on_files)
+                group, size = [], 0
+        if group:
+            await _load_group(results, warehouse, table, group, summary, on_files)
+    return summary
+
+
+async def _load_group(
+    results: Store,
+    warehouse: Warehouse,
+    table: str,
+    group: list[tuple[str, bytes]],
+    summary: PublishSummary,
+    on_files: Callable[[int], object] | None,
+) -> None:
+    try:
+        outcome = await asyncio.to_thread(warehouse.load, table, group)
+    except Exception as exc:
+        if len(group) > 1:
+            for item in group:
+                await _load_group(results, warehouse, table, [item], summary, on_files)
+            return
+        log.error("cannot load %s into %s: %s", group[0][0], table, str(exc).splitlines()[0])
+        summary.failed += 1
+        if on_files is not None:
+            on_files(1)
+        return
+    for name in outcome.loaded + outcome.skipped:
+        await results.delete(name)
+    summary.files += len(outcome.loaded)
+    summary.skipped += len(outcome.skipped)
+    summary.rows += outcome.rows
+    if on_files is not None:
+        on_files(len(group))
+
+
+async def publish_with(
+    results: Store,
+    warehouse_url: str,
+    *,
+    batch_files: int,
+    on_total: Callable[[int], object] | None = None,
+    on_files: Callable[[int], object] | None = None,
+) -> PublishSummary:
+    """One pass with the warehouse opened for the pass only (DuckDB admits one process)."""
+    warehouse = await asyncio.to_thread(open_warehouse, warehouse_url)
+    try:
+        return await publish_once(
+            results, warehouse, batch_files=batch_files, on_total=on_total, on_files=on_files
+        )
+    finally:
+        warehouse.close()
+
+
+async def run_publish(settings: Settings, stop: asyncio.Event) -> None:
+    """Publish every ``settings.linehaul.publish_interval`` seconds until ``stop`` is set.
+
+    A background job: a failed pass is logged and retried next interval. Passes repeat at
+    once while a full batch was loaded, so a backlog drains without waiting.
+    """
+    _, results, warehouse_url = linehaul_stores(settings)
+    batch = settings.linehaul.publish_batch_files
+    while not stop.is_set():
+        full = False
+        try:
+            summary = await publish_with(results, warehouse_url, batch_files=batch)
+            if summary.files or summary.skipped or summary.failed:
+                log.info("linehaul publish: %s", summary.line())
+            full = summary.files + summary.skipped >= batch
+        except Exception as exc:  # a background job: report, retry next interval
+            log.warning("linehaul publish pass failed: %s", str(exc).splitlines()[0])
+        if full:
+            continue
+        await pause(stop, settings.linehaul.publish_interval)

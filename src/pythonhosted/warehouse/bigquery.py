@@ -1,0 +1,117 @@
+"""BigQuery back end: one NDJSON load job per result file, as PyPI's publish does.
+
+Jobs mirror the reference's configuration: NEWLINE_DELIMITED_JSON, ``ignore_unknown_values``,
+appending to ``{project}.{dataset}.{table}`` for each configured dataset (the reference can
+load into several), with the table schema from :mod:`pythonhosted.linehaul.schema` (tables
+are created on first load, partitioned by day on ``timestamp``, like PyPI's).
+
+Exactly once comes from the job ID, derived from dataset, table and file name: BigQuery
+refuses a second job with the same ID (409), so a retry finds the earlier job instead of
+loading again, and waits for it. The reference loads many files per job and duplicates rows
+when it dies between the load and the delete. Limits: BigQuery keeps job IDs for about six
+months, and a job that failed cannot be retried under its ID (the file stays in the results
+store, reported).
+
+BigQuery cannot be reached from the test environment: tests run these jobs against a fake
+BigQuery HTTP API on 127.0.0.1 and check the requests (job configuration, upload, IDs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from google.api_core.exceptions import Conflict, GoogleAPIError
+from google.cloud import bigquery
+
+from pythonhosted.linehaul.schema import TABLES, bigquery_fields
+from pythonhosted.warehouse.base import LoadResult, WarehouseError
+
+JOB_TIMEOUT = 600.0
+
+
+def job_id(dataset: str, table: str, name: str) -> str:
+    """The deterministic job ID for loading result file ``name`` into ``dataset.table``."""
+    digest = hashlib.sha256(f"{dataset}.{table}\0{name}".encode()).hexdigest()[:40]
+    return f"linehaul_{table}_{digest}"
+
+
+def job_config(table: str) -> bigquery.LoadJobConfig:
+    """The load job configuration for one of the two tables."""
+    schema = [bigquery.SchemaField.from_api_repr(field) for field in bigquery_fields(TABLES[table])]
+    return bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        ignore_unknown_values=True,
+        write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        schema=schema,
+        time_partitioning=bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field="timestamp"
+        ),
+    )
+
+
+class BigQueryWarehouse:
+    """Load jobs into ``project.dataset`` for each dataset, through ``client``."""
+
+    def __init__(self, client: bigquery.Client, project: str, datasets: Sequence[str]) -> None:
+        self.client = client
+        self.project = project
+        self.datasets = list(datasets)
+
+    @classmethod
+    def from_url(cls, url: str) -> BigQueryWarehouse:
+        """``bigquery://PROJECT/DATASET[,DATASET…]``, with Application Default Credentials."""
+        parts = urlsplit(url)
+        datasets = [name for name in parts.path.strip("/").split(",") if name]
+        if not parts.netloc or not datasets:
+            raise ValueError(f"BigQuery warehouse URL must be bigquery://PROJECT/DATASET: {url!r}")
+        try:
+            client = bigquery.Client(project=parts.netloc)
+        except Exception as exc:  # no credentials, mostly
+            raise WarehouseError(f"cannot open BigQuery: {str(exc).splitlines()[0]}") from exc
+        return cls(client, parts.netloc, datasets)
+
+    def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
+        """One job per file and dataset; a file counts as loaded when every dataset has it."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        result = LoadResult()
+        config = job_config(table)
+        for name, data in files:
+            fresh = False
+            for dataset in self.datasets:
+                rows = self._load_one(dataset, table, name, data, config)
+                if rows is not None:
+                    fresh = True
+                    result.rows += rows
+            (result.loaded if fresh else result.skipped).append(name)
+        return result
+
+    def _load_one(
+        self, dataset: str, table: str, name: str, data: bytes, config: bigquery.LoadJobConfig
+    ) -> int | None:
+        """Rows loaded by a new job, or None when an earlier job with this ID did it."""
+        identifier = job_id(dataset, table, name)
+        destination = f"{self.project}.{dataset}.{table}"
+        try:
+            job = self.client.load_table_from_file(
+                io.BytesIO(data),
+                destination,
+                size=len(data),  # multipart upload below 5 MB, resumable above
+                job_config=config,
+                job_id=identifier,
+            )
+        except Conflict:
+            earlier = self.client.get_job(identifier, project=self.project)
+            earlier.result(timeout=JOB_TIMEOUT)
+            return None
+        except GoogleAPIError as exc:
+            raise WarehouseError(f"BigQuery load of {name} failed: {exc}") from exc
+        job.result(timeout=JOB_TIMEOUT)
+        return int(job.output_rows or 0)
+
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]

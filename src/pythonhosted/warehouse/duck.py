@@ -1,0 +1,152 @@
+"""The embedded warehouse: one DuckDB file with the BigQuery tables as nested STRUCTs.
+
+Each load is one transaction that inserts the rows and records the file names in
+``linehaul_loaded_files``; a name already recorded is skipped, so a publish that dies
+between loading and deleting a result file never loads it twice. NDJSON goes through DuckDB's
+own ``read_json`` (columns given, unknown keys ignored, as BigQuery's
+``ignore_unknown_values``), which is far faster than inserting rows from Python.
+
+DuckDB allows one writing process per file and no readers from other processes meanwhile, so
+publish opens the file per pass and stats retries briefly while it is locked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from pythonhosted.linehaul.schema import TABLES, Field
+from pythonhosted.warehouse.base import LoadResult, WarehouseError
+
+LOADED = "linehaul_loaded_files"
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
+_TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN"}
+LOCK_WAIT = 10.0
+
+
+def duckdb_path(url: str) -> Path:
+    """``duckdb:///abs/file.duckdb`` (or ``duckdb://rel/file.duckdb``) -> the file's path."""
+    rest = url.removeprefix("duckdb:").removeprefix("//")
+    if not rest:
+        raise ValueError(f"DuckDB warehouse URL needs a path: {url!r}")
+    return Path(rest)
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def column_type(field: Field) -> str:
+    """A schema field's DuckDB type: RECORD -> STRUCT, recursively."""
+    if field.type == "RECORD":
+        members = ", ".join(f"{quote(f.name)} {column_type(f)}" for f in field.fields)
+        return f"STRUCT({members})"
+    return _TYPES[field.type]
+
+
+def create_table_sql(table: str) -> str:
+    columns = ", ".join(
+        f"{quote(f.name)} {column_type(f)}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
+        for f in TABLES[table]
+    )
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns})"
+
+
+def _read_json_sql(table: str, path: str) -> str:
+    fields = TABLES[table]
+    columns = ", ".join(f"{quote(f.name)}: '{column_type(f)}'" for f in fields)
+    names = ", ".join(quote(f.name) for f in fields)
+    source = path.replace("'", "''")
+    return (
+        f"INSERT INTO {quote(table)} SELECT {names} FROM read_json('{source}', "
+        f"columns={{{columns}}}, format='newline_delimited', "
+        f"timestampformat='{TIMESTAMP_FORMAT}')"
+    )
+
+
+def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to :data:`LOCK_WAIT` seconds while another process holds it."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            if "lock" not in message.lower() or time.monotonic() > deadline:
+                raise WarehouseError(f"cannot open warehouse {path}: {message}") from exc
+            time.sleep(0.1)
+            continue
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+
+class DuckDBWarehouse:
+    """A DuckDB file holding ``file_downloads``, ``simple_requests`` and the bookkeeping."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = connect(path)
+        # Holding the file read-write, no other process can be loading: spools left by a
+        # killed publish are garbage.
+        for stale in path.parent.glob(f".{path.name}.load-*"):
+            stale.unlink(missing_ok=True)
+        for table in TABLES:
+            self.con.execute(create_table_sql(table))
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {LOADED} (name VARCHAR PRIMARY KEY, "
+            "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL)"
+        )
+
+    def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
+        """Load ``files`` into ``table`` in one transaction with their bookkeeping rows."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        result = LoadResult()
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            names = [name for name, _ in files]
+            done = {
+                row[0]
+                for row in con.execute(
+                    f"SELECT name FROM {LOADED} WHERE list_contains(?, name)", [names]
+                ).fetchall()
+            }
+            todo = [(name, data) for name, data in files if name not in done]
+            result.skipped = [name for name in names if name in done]
+            if todo:
+                result.rows = self._insert(table, todo)
+                con.executemany(
+                    f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",
+                    [(name, table, _rows(data)) for name, data in todo],
+                )
+                result.loaded = [name for name, _ in todo]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return result
+
+    def _insert(self, table: str, files: Sequence[tuple[str, bytes]]) -> int:
+        with tempfile.NamedTemporaryFile(
+            dir=self.path.parent, prefix=f".{self.path.name}.load-", suffix=".json"
+        ) as spool:
+            for _, data in files:
+                spool.write(data)
+                if data and not data.endswith(b"\n"):
+                    spool.write(b"\n")
+            spool.flush()
+            inserted = self.con.execute(_read_json_sql(table, spool.name)).fetchone()
+        return int(inserted[0]) if inserted else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _rows(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)

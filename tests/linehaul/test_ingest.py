@@ -1,0 +1,208 @@
+"""Ingest: log objects in real stores (local dirs, moto S3) -> result objects, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pythonhosted.linehaul import UnprocessableLine, leases, parse
+from pythonhosted.linehaul.batch import Converted, convert
+from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
+from pythonhosted.storage import Store, open_store
+from support.linehaul_data import PIP, REAL, download_line, gz, log_key, simple_line
+
+
+def _ingest(logs: Store, results: Store, timeout: float = 60.0) -> IngestSummary:
+    return asyncio.run(ingest_once(logs, results, lease_timeout=timeout))
+
+
+async def _contents(store: Store) -> dict[str, bytes]:
+    return {item.key: await store.get_bytes(item.key) for item in await store.list()}
+
+
+def _expected_rows(lines: list[str]) -> tuple[list[object], list[object]]:
+    downloads, simple = [], []
+    for line in lines:
+        try:
+            row = parse(line)
+        except UnprocessableLine:
+            continue
+        if row is not None:
+            (downloads if "file" in row else simple).append(orjson.loads(orjson.dumps(row)))
+    return downloads, simple
+
+
+@pytest.fixture(params=["file", "s3"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Store, Store]:
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/logs"), open_store(f"file://{tmp_path}/results")
+    url = request.getfixturevalue("s3_url")
+    base, query = url.split("?", 1)
+    return open_store(f"{base}/logs?{query}"), open_store(f"{base}/results?{query}")
+
+
+def test_real_batches(stores: tuple[Store, Store]) -> None:
+    logs, results = stores
+    for path in REAL:
+        asyncio.run(logs.put(f"downloads/2021/01/07/{path.name}", path.read_bytes()))
+    summary = _ingest(logs, results)
+    assert (summary.objects, summary.counts.rows, summary.counts.ignored) == (2, 6, 2)
+    assert asyncio.run(logs.list()) == []  # logs and leases gone
+    found = asyncio.run(_contents(results))
+    lines = [
+        line
+        for path in REAL
+        for line in gzip.decompress(path.read_bytes()).decode().split("\n")
+        if line
+    ]
+    downloads, simple = _expected_rows(lines)
+    name = REAL[0].name.removesuffix(".log.gz")
+    assert sorted(found) == sorted(
+        [
+            f"processed/20210107/downloads-{name}.json",
+            f"processed/20210107/simple-{REAL[1].name.removesuffix('.log.gz')}.json",
+        ]
+    )
+    rows = [orjson.loads(line) for data in found.values() for line in data.splitlines()]
+    assert [r for r in rows if "file" in r] == downloads
+    assert [r for r in rows if "file" not in r] == simple
+
+
+def test_result_names_strip_the_suffix_not_letters() -> None:
+    converted = convert(gz([download_line(1)]))
+    keys = result_keys("downloads/x/zlog.log.gz.log.gz", converted, "2020-01-01")
+    assert list(keys) == ["processed/20210107/downloads-zlog.log.gz.json"]
+    # no rows: the fallback date names the day
+    converted = convert(gz(["garbage"]))
+    assert list(result_keys("a/gol.log.gz", converted, "2020-01-02")) == [
+        "unprocessed/20200102/gol.txt"
+    ]
+
+
+def test_earliest_event_names_the_day() -> None:
+    late = download_line(1, when=1_610_100_000)  # 2021-01-08
+    early = simple_line(2, when=1_609_000_000)  # 2020-12-26
+    keys = result_keys("a.log.gz", convert(gz([late, early])), "2000-01-01")
+    assert sorted(keys) == [
+        "processed/20201226/downloads-a.json",
+        "processed/20201226/simple-a.json",
+    ]
+
+
+def test_ignored_agents_never_unprocessed(tmp_path: Path) -> None:
+    logs, results = open_store(f"file://{tmp_path}/l"), open_store(f"file://{tmp_path}/r")
+    lines = [download_line(1, agent="Go-http-client/1.1"), download_line(2, agent="(null)")]
+    asyncio.run(logs.put(log_key(0), gz(lines)))
+    summary = _ingest(logs, results)
+    assert summary.counts.ignored == 2
+    assert asyncio.run(results.list()) == []
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    logs, results = open_store(f"file://{tmp_path}/l"), open_store(f"file://{tmp_path}/r")
+    good = gz([download_line(1)])
+    huge = download_line(2, agent="x" * (1 << 20))
+    mixed = (
+        download_line(3).replace("demo-1.0", "demo\udcff-1.0").encode("utf-8", "surrogateescape")
+        + b"\n"  # a non-UTF-8 byte in the url: still a row
+        + b"download|only|four|fields\n"
+        + b"\xff\xfe|garbage\n"
+        + huge.encode()
+        + b"\n"
+    )
+    objects = {
+        log_key(0): good[: len(good) // 2],  # truncated gzip
+        log_key(1): b"",  # empty
+        log_key(2): b"not gzip at all",
+        log_key(3): gzip.compress(mixed),
+        log_key(4): good,
+    }
+    for key, data in objects.items():
+        asyncio.run(logs.put(key, data))
+    summary = _ingest(logs, results)
+    assert (summary.objects, summary.corrupt) == (3, 2)
+    assert summary.counts.rows == 3 and summary.counts.unprocessable == 2
+    remaining = {item.key for item in asyncio.run(logs.list())}
+    assert remaining == {f"corrupt/{log_key(0)}", f"corrupt/{log_key(2)}"}
+    assert asyncio.run(logs.get_bytes(f"corrupt/{log_key(0)}")) == objects[log_key(0)]
+    found = asyncio.run(_contents(results))
+    name3 = log_key(3).rsplit("/", 1)[1].removesuffix(".log.gz")
+    assert found[f"unprocessed/20210107/{name3}.txt"] == (
+        b"download|only|four|fields\n\xff\xfe|garbage\n"
+    )
+    rows = [
+        orjson.loads(line)
+        for line in found[f"processed/20210107/downloads-{name3}.json"].splitlines()
+    ]
+    assert len(rows) == 2
+    assert rows[0]["file"]["filename"] == "demo\ufffd-1.0-py3-none-any.whl"
+    assert rows[1]["details"] is None  # the 1 MB agent is recognised by no family
+
+
+def test_a_retry_overwrites_instead_of_duplicating(tmp_path: Path) -> None:
+    """A worker killed between writing results and deleting the log: the retry writes the
+    same names with the same contents."""
+    logs, results = open_store(f"file://{tmp_path}/l"), open_store(f"file://{tmp_path}/r")
+    data = gz([download_line(n) for n in range(50)] + [simple_line(1), "junk"])
+    asyncio.run(logs.put(log_key(0), data))
+    _ingest(logs, results)
+    first = asyncio.run(_contents(results))
+    asyncio.run(logs.put(log_key(0), data))  # as if the delete never happened
+    _ingest(logs, results)
+    assert asyncio.run(_contents(results)) == first
+
+
+def test_a_held_lease_is_skipped_and_an_expired_one_taken_over(tmp_path: Path) -> None:
+    logs, results = open_store(f"file://{tmp_path}/l"), open_store(f"file://{tmp_path}/r")
+    asyncio.run(logs.put(log_key(0), gz([download_line(1)])))
+    held = asyncio.run(leases.claim(logs, log_key(0), "someone-else", 60.0))
+    assert held == leases.Lease(log_key(0), 1)
+    assert asyncio.run(leases.claim(logs, log_key(0), "me", 60.0)) is None
+    summary = _ingest(logs, results)
+    assert (summary.busy, summary.objects) == (1, 0)
+    asyncio.run(leases.release(logs, log_key(0)))
+    asyncio.run(leases.claim(logs, log_key(0), "dead-worker", 0.01))
+    time.sleep(0.05)
+    summary = _ingest(logs, results)
+    assert (summary.busy, summary.objects) == (0, 1)
+    assert asyncio.run(logs.list()) == []
+
+
+def test_one_generation_per_takeover(tmp_path: Path) -> None:
+    """Of several workers racing for an expired lease, exactly one wins."""
+    logs = open_store(f"file://{tmp_path}/l")
+
+    async def race() -> list[leases.Lease | None]:
+        await leases.claim(logs, "k.log.gz", "dead", 0.001)
+        await asyncio.sleep(0.01)
+        return await asyncio.gather(
+            *(leases.claim(logs, "k.log.gz", f"w{n}", 60.0) for n in range(8))
+        )
+
+    won = [lease for lease in asyncio.run(race()) if lease is not None]
+    assert won == [leases.Lease("k.log.gz", 2)]
+
+
+def test_sweep_drops_orphaned_expired_leases(tmp_path: Path) -> None:
+    logs = open_store(f"file://{tmp_path}/l")
+    asyncio.run(leases.claim(logs, "gone.log.gz", "dead", 0.001))
+    asyncio.run(leases.claim(logs, "live.log.gz", "alive", 0.001))
+    time.sleep(0.01)
+    assert asyncio.run(leases.sweep(logs, {"live.log.gz"})) == 1
+    assert [item.key for item in asyncio.run(logs.list())] == ["leases/live.log.gz/0000000001"]
+
+
+def test_convert_keeps_order_and_routes_by_kind() -> None:
+    lines = [download_line(1), simple_line(2), "bad", download_line(3), "", PIP]
+    converted: Converted = convert(gz(lines))
+    assert [orjson.loads(r)["url"] for r in converted.downloads] == [
+        "/packages/00000001/demo-1.0-py3-none-any.whl",
+        "/packages/00000003/demo-1.0-py3-none-any.whl",
+    ]
+    assert len(converted.simple) == 1
+    assert converted.unprocessed == [b"bad\n", b"\n", PIP.encode() + b"\n"]

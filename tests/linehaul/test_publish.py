@@ -1,0 +1,227 @@
+"""Publish into a real DuckDB file, and the whole pipeline under SIGKILL and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from pythonhosted.cli import main
+from pythonhosted.linehaul.publish import publish_once, publish_with
+from pythonhosted.storage import Store, open_store
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+from support.linehaul_data import REAL, seed_unique
+
+
+def _count(db: Path) -> tuple[int, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT count(*), count(DISTINCT url) FROM file_downloads").fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONHOSTED_LINEHAUL__LEASE_TIMEOUT": "0.5"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pythonhosted", "linehaul", *args, "--once"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(*args: str) -> str:
+    process = _cli(*args)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    return err.decode()
+
+
+def test_real_batches_end_to_end(tmp_path: Path) -> None:
+    logs, results = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    warehouse = f"duckdb://{tmp_path}/w.duckdb"
+    for path in REAL:
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        (tmp_path / "logs" / path.name).write_bytes(path.read_bytes())
+    runner = CliRunner()
+    out = runner.invoke(
+        main, ["linehaul", "ingest", "--once", "--logs", logs, "--results", results]
+    )
+    assert out.exit_code == 0, out.output
+    assert "2 objects, 6 rows, 2 ignored, 0 unprocessable, 0 corrupt" in out.stderr
+    out = runner.invoke(
+        main, ["linehaul", "publish", "--once", "--results", results, "--warehouse", warehouse]
+    )
+    assert out.exit_code == 0, out.output
+    assert "linehaul publish: 2 files, 6 rows, 0 already loaded, 0 failed" in out.stderr
+    out = runner.invoke(
+        main,
+        [
+            "stats",
+            "django-crum",
+            "--all-time",
+            "--by",
+            "installer",
+            "--format",
+            "csv",
+            "--warehouse",
+            warehouse,
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stdout == "installer,download_count,percent\npip,2,66.67%\nuv,1,33.33%\n"
+    out = runner.invoke(
+        main,
+        [
+            "stats",
+            "--top",
+            "5",
+            "--start",
+            "2021-01-07",
+            "--end",
+            "2021-01-07",
+            "--format",
+            "csv",
+            "--warehouse",
+            warehouse,
+        ],
+    )
+    assert (
+        out.stdout
+        == "project,download_count,percent\ndjango-crum,3,75.00%\nthreadpoolctl,1,25.00%\n"
+    )
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM simple_requests").fetchone() == (2,)
+    con.close()
+
+
+async def _put(store: Store, key: str, data: bytes) -> None:
+    await store.put(key, data)
+
+
+def test_each_result_file_is_loaded_once(tmp_path: Path) -> None:
+    results = open_store(f"file://{tmp_path}/results")
+    data = b"".join(
+        line + b"\n"
+        for line in [
+            b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/a","project":"p",'
+            b'"file":{"filename":"a","project":"p","version":"1","type":"sdist"},'
+            b'"details":null,"unknown":{"x":1}}'
+        ]
+    )
+    key = "processed/20210107/downloads-x.json"
+    asyncio.run(_put(results, key, data))
+    asyncio.run(_put(results, "processed/20210107/downloads-bad.json", b"{not json\n"))
+    asyncio.run(_put(results, "unprocessed/20210107/x.txt", b"junk\n"))
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        first = asyncio.run(publish_once(results, warehouse, batch_files=10))
+        assert (first.files, first.rows, first.skipped, first.failed) == (1, 1, 0, 1)
+        asyncio.run(_put(results, key, data))  # ingest wrote it again after a crash
+        again = asyncio.run(publish_once(results, warehouse, batch_files=10))
+        assert (again.files, again.rows, again.skipped) == (0, 0, 1)
+    finally:
+        warehouse.close()
+    assert _count(tmp_path / "w.duckdb") == (1, 1)
+    left = [item.key for item in asyncio.run(results.list())]
+    assert left == ["processed/20210107/downloads-bad.json", "unprocessed/20210107/x.txt"]
+
+
+def test_publish_drains_in_batches(tmp_path: Path) -> None:
+    results = open_store(f"file://{tmp_path}/results")
+    for n in range(5):
+        asyncio.run(_put(results, f"processed/2021010{n}/downloads-{n}.json", b""))
+    summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=2))
+    assert summary.files == 2
+    assert len(asyncio.run(results.list())) == 3
+
+
+def _kill_loop(args: list[str], rounds: int, rng: random.Random) -> int:
+    """Start the worker ``rounds`` times, SIGKILL it after a random delay; kills done."""
+    kills = 0
+    for _ in range(rounds):
+        process = _cli(*args)
+        time.sleep(rng.uniform(0.3, 1.2))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+        if process.returncode == 0:
+            break
+    return kills
+
+
+@pytest.mark.parametrize("logs_kind", ["file", "s3"])
+def test_sigkill_anywhere_loses_and_duplicates_nothing(
+    tmp_path: Path, logs_kind: str, request: pytest.FixtureRequest
+) -> None:
+    rng = random.Random(logs_kind)
+    if logs_kind == "s3":
+        base, query = request.getfixturevalue("s3_url").split("?", 1)
+        logs_url, results_url = f"{base}/logs?{query}", f"{base}/results?{query}"
+    else:
+        logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    expected = seed_unique(open_store(logs_url), objects=30, lines=3000)
+    warehouse = f"duckdb://{tmp_path}/w.duckdb"
+    ingest = ["ingest", "--logs", logs_url, "--results", results_url]
+    publish = ["publish", "--results", results_url, "--warehouse", warehouse]
+    kills = _kill_loop(ingest, 4, rng)
+    _kill_loop(publish, 2, rng)  # publish part of what is there, killed too
+    kills += _kill_loop(ingest, 2, rng)
+    kills += _kill_loop(publish, 3, rng)
+    time.sleep(0.6)  # let the dead workers' leases expire
+    _finish(*ingest)
+    _finish(*publish)
+    assert kills > 0
+    assert _count(tmp_path / "w.duckdb") == (expected, expected)
+    assert asyncio.run(open_store(logs_url).list()) == []
+
+
+def test_two_concurrent_ingest_processes(tmp_path: Path) -> None:
+    logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    expected = seed_unique(open_store(logs_url), objects=40, lines=500)
+    ingest = ["ingest", "--logs", logs_url, "--results", results_url]
+    workers = [_cli(*ingest) for _ in range(2)]
+    reports = []
+    for process in workers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()
+        reports.append(err.decode())
+    objects = sum(int(report.split(": ")[1].split(" objects")[0]) for report in reports)
+    assert objects == 40  # each object processed by exactly one of them
+    _finish("publish", "--results", results_url, "--warehouse", f"duckdb://{tmp_path}/w.duckdb")
+    assert _count(tmp_path / "w.duckdb") == (expected, expected)
+
+
+def test_bad_urls_are_one_line_errors(tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        main,
+        ["linehaul", "ingest", "--once", "--logs", "ftp://x", "--results", f"file://{tmp_path}"],
+    )
+    assert out.exit_code == 1
+    assert out.output.strip().count("\n") == 0 and "unsupported store URL" in out.output
+    out = CliRunner().invoke(
+        main,
+        [
+            "linehaul",
+            "publish",
+            "--once",
+            "--results",
+            f"file://{tmp_path}",
+            "--warehouse",
+            "mysql://x",
+        ],
+    )
+    assert out.exit_code == 1 and "unsupported warehouse URL" in out.output

@@ -1,0 +1,104 @@
+"""The DuckDB warehouse file: tables in the BigQuery schema, exactly-once loads, Parquet."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.linehaul.schema import DETAILS, FILE_DOWNLOADS
+from pythonhosted.storage import open_store
+from pythonhosted.warehouse import open_warehouse
+from pythonhosted.warehouse.duck import DuckDBWarehouse, column_type
+from support.linehaul_data import download_line, gz, simple_line
+
+
+def test_tables_follow_the_schema(tmp_path: Path) -> None:
+    DuckDBWarehouse(tmp_path / "w.duckdb").close()
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    columns = con.execute(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_name = 'file_downloads' ORDER BY ordinal_position"
+    ).fetchall()
+    con.close()
+    assert [name for name, _, _ in columns] == [field.name for field in FILE_DOWNLOADS]
+    nullable = {name: flag == "YES" for name, _, flag in columns}
+    assert nullable == {field.name: field.mode == "NULLABLE" for field in FILE_DOWNLOADS}
+    details = dict((name, kind) for name, kind, _ in columns)["details"]
+    assert details.replace('"', "") == column_type(DETAILS).replace('"', "")
+    assert details.startswith("STRUCT(installer STRUCT(")
+
+
+def test_rows_round_trip_and_load_once(tmp_path: Path) -> None:
+    converted = convert(gz([download_line(1), simple_line(2)]))
+    warehouse = open_warehouse(f"duckdb://{tmp_path}/w.duckdb")
+    first = warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
+    again = warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
+    warehouse.load("simple_requests", [("s.json", b"".join(converted.simple))])
+    warehouse.close()
+    assert (first.rows, first.loaded, again.rows, again.skipped) == (1, ["d.json"], 0, ["d.json"])
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    row = con.execute(
+        "SELECT strftime(timestamp, '%Y-%m-%d %H:%M:%S'), file.filename, details.installer.name,"
+        " details.ci FROM file_downloads"
+    ).fetchone()
+    assert row == ("2021-01-07 20:54:54", "demo-1.0-py3-none-any.whl", "pip", None)
+    assert con.execute("SELECT project FROM simple_requests").fetchall() == [("demo",)]
+    loaded = con.execute("SELECT name, table_name, rows FROM linehaul_loaded_files ORDER BY 1")
+    assert loaded.fetchall() == [("d.json", "file_downloads", 1), ("s.json", "simple_requests", 1)]
+    con.close()
+
+
+def test_a_failed_load_leaves_nothing(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    good = b"".join(convert(gz([download_line(1)])).downloads)
+    with pytest.raises(duckdb.Error):
+        warehouse.load("file_downloads", [("good.json", good), ("bad.json", b"{oops\n")])
+    assert warehouse.con.execute("SELECT count(*) FROM linehaul_loaded_files").fetchone() == (0,)
+    assert warehouse.con.execute("SELECT count(*) FROM file_downloads").fetchone() == (0,)
+    warehouse.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    from click.testing import CliRunner
+
+    from pythonhosted.cli import main
+
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(path)
+    lines = [download_line(1), download_line(2, when=1_610_100_000), simple_line(3)]
+    converted = convert(gz(lines))
+    warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
+    warehouse.load("simple_requests", [("s.json", b"".join(converted.simple))])
+    warehouse.close()
+    url = f"file://{tmp_path}/export" if kind == "file" else request.getfixturevalue("s3_url")
+    store = open_store(url)
+    asyncio.run(store.put("file_downloads/date=1999-01-01/data_0.parquet", b"stale"))
+    out = CliRunner().invoke(
+        main, ["linehaul", "export", "--warehouse", f"duckdb://{path}", "--to", url]
+    )
+    assert out.exit_code == 0, out.output
+    assert "linehaul export: 3 Parquet objects" in out.stderr
+    keys = [item.key for item in asyncio.run(store.list())]
+    assert keys == [
+        "file_downloads/date=2021-01-07/data_0.parquet",
+        "file_downloads/date=2021-01-08/data_0.parquet",
+        "simple_requests/date=2021-01-07/data_0.parquet",
+    ]
+    local = tmp_path / "copy"
+    for key in keys:
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(asyncio.run(store.get_bytes(key)))
+    con = duckdb.connect()
+    found = con.execute(
+        "SELECT CAST(date AS VARCHAR), file.filename FROM "
+        f"read_parquet('{local}/file_downloads/*/*.parquet', hive_partitioning = true) ORDER BY 1"
+    ).fetchall()
+    assert found == [
+        ("2021-01-07", "demo-1.0-py3-none-any.whl"),
+        ("2021-01-08", "demo-1.0-py3-none-any.whl"),
+    ]
