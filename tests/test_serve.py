@@ -23,7 +23,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     try:
         wait_for_port(bind, timeout=30)
         assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(7)]
+        banner = [process.stdout.readline() for _ in range(10)]
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

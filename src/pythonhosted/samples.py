@@ -7,6 +7,7 @@ with PKG-INFO and a pyproject.toml.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import tarfile
@@ -78,7 +79,11 @@ def build_sdist(
         f"{root}/{module}/__init__.py": f'__version__ = "{version}"\n',
     }
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+    # mtime=0 in the gzip header too: the same inputs always give the same bytes (and key).
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
         for path, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(path)

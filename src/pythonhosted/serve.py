@@ -8,6 +8,7 @@ so there is something to fetch right away, and every start prints URLs to try.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import click
 
@@ -16,24 +17,47 @@ from pythonhosted.config import Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
+from pythonhosted.linehaul.ingest import run_ingest
+from pythonhosted.linehaul.publish import run_publish
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
+from pythonhosted.warehouse import warehouse_url
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, run
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 
 
+# Short cycles so a download shows in `pythonhosted stats` within a minute; production keeps
+# the CDN's 120 s batches and the reference's 15 min publish schedule.
+EMBEDDED_CYCLES = {"log_period": 10.0, "ingest_interval": 10.0, "publish_interval": 15.0}
+
+
 def embedded_defaults(settings: Settings) -> Settings:
-    """Fill every store URL the user left empty with a directory under the data dir."""
+    """Fill every store URL the user left empty with a directory under the data dir, and use
+    short batch/ingest/publish cycles unless they were configured."""
     data = settings.data_dir.absolute()
     files = settings.files
-    updates = {
+    file_updates: dict[str, object] = {
         "primary": files.primary or f"file://{data}/files",
         "archive": files.archive or f"file://{data}/archive",
         "logs": files.logs or f"file://{data}/logs",
     }
-    return settings.model_copy(update={"data_dir": data, "files": files.model_copy(update=updates)})
+    if "log_period" not in files.model_fields_set:
+        file_updates["log_period"] = EMBEDDED_CYCLES["log_period"]
+    linehaul = settings.linehaul
+    linehaul_updates = {
+        name: EMBEDDED_CYCLES[name]
+        for name in ("ingest_interval", "publish_interval")
+        if name not in linehaul.model_fields_set
+    }
+    return settings.model_copy(
+        update={
+            "data_dir": data,
+            "files": files.model_copy(update=file_updates),
+            "linehaul": linehaul.model_copy(update=linehaul_updates),
+        }
+    )
 
 
 async def ensure_samples(primary_url: str) -> list[FileRecord]:
@@ -60,9 +84,18 @@ def serve(settings: Settings) -> None:
         f"pythonhosted serving from {settings.data_dir}",
         f"  files edge  {base}  (health: {base}/_health, metrics: {base}/metrics)",
         f"  index       {base}/simple/   (pip install --index-url {base}/simple/ {SAMPLE_PROJECT})",
+        f"  analytics   ingest every {settings.linehaul.ingest_interval:g}s, publish every "
+        f"{settings.linehaul.publish_interval:g}s into {warehouse_url(settings)}",
+        f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
         "  try:",
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
     click.echo("\n".join(lines))
-    run([(front, files_bind)])
+    run(
+        [(front, files_bind)],
+        background=[
+            partial(run_ingest, settings),
+            partial(run_publish, settings),
+        ],
+    )

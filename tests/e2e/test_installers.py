@@ -9,20 +9,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from pythonhosted.catalog import get_record, record_key
+from pythonhosted.cli import main
 from pythonhosted.config import FilesSettings, Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
@@ -139,3 +145,30 @@ def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -
     simple_agents = [line.split("|", 9)[9] for line in _log_lines(system.logs, "simple")]
     assert sum(agent.startswith("pip/") for agent in simple_agents) == 2
     assert sum(agent.startswith("uv/") for agent in simple_agents) == 3
+
+    # The analytics path: ingest the batches, publish them, ask for the breakdown.
+    warehouse = f"duckdb://{tmp_path}/warehouse.duckdb"
+    results = open_store(f"file://{tmp_path}/results")
+    asyncio.run(ingest_once(open_store(f"file://{system.logs}"), results, lease_timeout=60))
+    asyncio.run(publish_with(results, warehouse, batch_files=100))
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fields = ["installer", "installer-version", "python", "system"]
+    rows = _stats(warehouse, "e2e-app", *(arg for field in fields for arg in ("--by", field)))
+    assert sorted(tuple(row[field] for field in [*fields, "download_count"]) for row in rows) == [
+        ("pip", pip_version, python, "Linux", 1),
+        ("uv", "0.13.8", python, "Linux", 1),
+    ]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
+        simple = db.execute(
+            "SELECT details.installer.name, count(*) FROM simple_requests GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert simple == [("pip", 2), ("uv", 3)]
+
+
+def _stats(warehouse: str, project: str, *args: str) -> list[dict[str, object]]:
+    result = CliRunner().invoke(
+        main, ["stats", project, "--format", "json", "--warehouse", warehouse, *args]
+    )
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, object]] = json.loads(result.output)["rows"]
+    return rows

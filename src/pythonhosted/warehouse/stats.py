@@ -24,6 +24,7 @@ FIELDS: dict[str, str] = {
     "version": "file.version",
     "file-type": "file.type",
     "installer": "details.installer.name",
+    "installer-version": "details.installer.version",
     "subcommand": "details.installer.subcommand",
     "python": "NULLIF(regexp_extract(details.python, '^[0-9]+\\.[0-9]+'), '')",
     "implementation": "details.implementation.name",

@@ -1,0 +1,93 @@
+"""The README's promise, on a fresh clone: `make run`, curl the printed URLs, install with pip,
+see the download in `pythonhosted stats`.
+
+It clones the committed HEAD (uncommitted changes are not part of it, as in CI), bootstraps
+the clone's own environment through `make run`, and stops the whole process group it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _wait_for_banner(process: subprocess.Popen[str], deadline: float) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Range: bytes=" in line:  # the banner's last line
+            return lines
+    raise AssertionError("make run printed no banner:\n" + "".join(lines))
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the git checkout")
+def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    readme = (clone / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+
+    bind = Bind("127.0.0.1", free_port())
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PYTHONHOSTED_", "VIRTUAL_ENV"))
+    }
+    env["PYTHONHOSTED_FILES__BIND"] = f"{bind.host}:{bind.port}"
+    process = subprocess.Popen(
+        ["make", "run"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        banner = _wait_for_banner(process, time.monotonic() + 600)
+        wait_for_port(bind, timeout=30)
+        urls = [m.group(1) for line in banner if (m := re.search(r"curl -sSI (\S+)", line))]
+        assert len(urls) == 2
+        assert [httpx.head(url).status_code for url in urls] == [200, 200]
+
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip_env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
+        pip_env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"})
+        install = subprocess.run(
+            [str(venv / "bin/pip"), "install", "--index-url", f"{bind.url()}/simple/",
+             "hello-pythonhosted"],
+            env=pip_env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert install.returncode == 0, install.stdout + install.stderr
+
+        stats_command = [str(clone / ".venv/bin/pythonhosted"), "stats", "hello-pythonhosted"]
+        stats_command += ["--by", "installer", "--format", "json"]
+        deadline = time.monotonic() + 120  # batches, ingest and publish run every 10-15 s
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not rows:
+            time.sleep(3)
+            stats = subprocess.run(
+                stats_command, cwd=clone, env=env, capture_output=True, text=True
+            )
+            if stats.returncode == 0:
+                rows = json.loads(stats.stdout)["rows"]
+        assert [(row["installer"], row["download_count"]) for row in rows] == [("pip", 1)]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
