@@ -23,7 +23,11 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     try:
         wait_for_port(bind, timeout=30)
         assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(10)]
+        banner = []
+        while not banner or "Range: bytes=" not in banner[-1]:  # the banner's last line
+            line = process.stdout.readline()
+            assert line, "serve exited before printing its banner"
+            banner.append(line)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
