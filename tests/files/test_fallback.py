@@ -96,3 +96,52 @@ def test_failing_primary_without_archive_is_503(edge: EdgeFactory) -> None:
     with broken_primary("error") as primary, edge(primary=primary, **FAST) as url:
         response = httpx.get(url + WHEEL.path, timeout=10)
     assert response.status_code == 503
+
+
+class FlakyS3:
+    """Passes requests through to moto until ``broken`` is set, then answers 500."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.broken = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if self.broken:
+            await send_text(send, 500, "InternalError")
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope["query_string"].decode()
+        url = self.upstream + scope["path"] + ("?" + query if query else "")
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(
+                scope["method"], url, headers=scope["headers"], content=body
+            )
+        out = [(k, v) for k, v in answer.headers.raw if k.lower() != b"transfer-encoding"]
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+def test_cached_objects_survive_a_failing_store(
+    edge: EdgeFactory, moto_endpoint: str, s3_url: str
+) -> None:
+    """Rule 19: a store error does not hide an object the edge already holds (stale-if-error)."""
+    seed(s3_url)
+    flaky = FlakyS3(moto_endpoint)
+    bucket = s3_url.split("?", 1)[0].removeprefix("s3://")
+    with running(flaky) as endpoint:
+        primary = f"s3://{bucket}?endpoint={endpoint}&allow_http=true"
+        with edge(primary=primary, **FAST) as url:
+            first = httpx.get(url + WHEEL.path)
+            flaky.broken = True
+            second = httpx.get(url + WHEEL.path)
+            uncached = httpx.get(url + SAMPLES["sdist"].path)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.content == WHEEL.data
+    assert uncached.status_code == 503
