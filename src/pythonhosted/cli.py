@@ -18,6 +18,8 @@ from pythonhosted.logsetup import configure_logging
 # process of one service never pays for another's libraries (memory, start-up time).
 SERVICE_COMMANDS = {
     "camo": "pythonhosted.camo.cli:camo",
+    "conveyor": "pythonhosted.conveyor.cli:conveyor",
+    "docs": "pythonhosted.conveyor.cli:docs",
     "files": "pythonhosted.files.cli:files",
     "index": "pythonhosted.index.cli:index",
     "linehaul": "pythonhosted.linehaul.cli:linehaul",

@@ -135,6 +135,23 @@ class CamoSettings(BaseModel):
         )
 
 
+class ConveyorSettings(BaseModel):
+    """Conveyor: legacy ``/packages/{py}/{l}/{name}/{file}`` redirects and docs hosting."""
+
+    docs: str = ""
+    bind: str = "127.0.0.1:8001"
+    workers: int = Field(default=1, ge=1)
+    json_api: str | None = None
+    index: str | None = None
+    files_base_url: str = ""
+    cache_entries: int = Field(default=10_000, ge=0)
+    cache_ttl: Seconds = 10.0
+    upstream_timeout: Seconds = 5.0
+    redirects_reload_interval: Seconds = 600.0
+    store_connect_timeout: Seconds = 2.0
+    store_read_timeout: Seconds = 10.0
+
+
 class LinehaulSettings(BaseModel):
     """Linehaul's ingest and publish workers; empty store URLs mean embedded defaults under
     the data dir (logs: the files edge's log store, else ``file://{data_dir}/logs``)."""
@@ -165,6 +182,7 @@ class Settings(BaseSettings):
     # A factory, not a shared default instance, so $PYTHONHOSTED_CAMO_KEY is read per load.
     camo: CamoSettings = Field(default_factory=CamoSettings)
     linehaul: LinehaulSettings = Field(default_factory=LinehaulSettings)
+    conveyor: ConveyorSettings = Field(default_factory=ConveyorSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,84 @@
+"""Build conveyor from settings: the docs service (``create_app``) and the legacy-only app.
+
+The resolver is the JSON API client when ``json_api`` is set, otherwise the own index in
+``index`` (or the files edge's primary store); with neither, legacy URLs are 404.
+"""
+
+from __future__ import annotations
+
+from pythonhosted.config import ConveyorSettings, Settings, load_settings
+from pythonhosted.conveyor.app import ConveyorApp
+from pythonhosted.conveyor.docs import DocsSite
+from pythonhosted.conveyor.jsonapi import JsonApiSource
+from pythonhosted.conveyor.legacy import LegacyApp
+from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.redirects import RedirectTable
+from pythonhosted.conveyor.resolver import Resolver
+from pythonhosted.conveyor.sources import OwnIndexSource, Source
+from pythonhosted.logsetup import configure_logging
+from pythonhosted.storage import Timeouts, open_store
+
+
+def docs_url(settings: Settings) -> str:
+    """The docs store: as configured, else a directory under the data dir."""
+    return settings.conveyor.docs or f"file://{settings.data_dir.absolute()}/docs"
+
+
+def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | None:
+    conveyor = settings.conveyor
+    source: Source
+    if conveyor.json_api:
+        if not conveyor.json_api.startswith(("http://", "https://")):
+            raise ValueError(f"--json-api must be an http(s) URL, got {conveyor.json_api!r}")
+        source = JsonApiSource(
+            conveyor.json_api,
+            timeout=conveyor.upstream_timeout,
+            default_ttl=conveyor.cache_ttl,
+            metrics=metrics,
+        )
+    else:
+        index = conveyor.index or settings.files.primary
+        if not index:
+            return None
+        source = OwnIndexSource(
+            open_store(index, _timeouts(conveyor)), conveyor.files_base_url, conveyor.cache_ttl
+        )
+    return Resolver(source, conveyor.cache_entries, metrics)
+
+
+def create_legacy_app(resolver: Resolver) -> LegacyApp:
+    """The legacy-redirect ASGI app alone, for the files edge to mount.
+
+    Its counters live in ``resolver.metrics.registry``; a lifespan ``shutdown`` sent to it (or
+    ``await app.resolver.close()``) closes the JSON API client.
+    """
+    return LegacyApp(resolver)
+
+
+def create_app(settings: Settings) -> ConveyorApp:
+    """The conveyor service: docs, legacy redirects, ``/_health`` and ``/metrics``."""
+    conveyor = settings.conveyor
+    metrics = ConveyorMetrics()
+    store = open_store(docs_url(settings), _timeouts(conveyor))
+    resolver = build_resolver(settings, metrics)
+    return ConveyorApp(
+        DocsSite(store, RedirectTable(store, metrics)),
+        LegacyApp(resolver) if resolver is not None else None,
+        metrics,
+        conveyor.redirects_reload_interval,
+    )
+
+
+def worker_app() -> ConveyorApp:
+    """Entry point of each ``conveyor serve --workers N`` process: settings from the environment.
+
+    Each worker has its own cache and redirect-table reloader, so a cold project costs at most
+    one upstream request per worker.
+    """
+    settings = load_settings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    return create_app(settings)
+
+
+def _timeouts(conveyor: ConveyorSettings) -> Timeouts:
+    return Timeouts(conveyor.store_connect_timeout, conveyor.store_read_timeout)

@@ -1,0 +1,86 @@
+"""Spec rule 8: legacy URLs resolved from the project's own catalog, alone or via the edge."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
+from pythonhosted.conveyor import ConveyorMetrics, build_resolver, create_legacy_app
+from pythonhosted.files.service import build_edge
+from pythonhosted.files.upload import upload
+from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.storage import open_store
+from pythonhosted.web.server import running
+from support.conveyor import ConveyorFactory
+
+WHEEL = build_wheel("Demo_Pkg", "1.0")
+SDIST = build_sdist("demo-pkg", "1.0")
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A primary store with a wheel and an sdist uploaded; filename -> hashed path."""
+    url = f"file://{tmp_path}/primary"
+    store = open_store(url)
+    paths = {}
+    for name, data in (WHEEL, SDIST):
+        paths[name] = asyncio.run(upload(store, name, data)).path
+    return url, paths
+
+
+def test_own_index_relative_targets(
+    primary: tuple[str, dict[str, str]], conveyor: ConveyorFactory
+) -> None:
+    url, paths = primary
+    wheel, sdist = WHEEL[0], SDIST[0]
+    with conveyor(primary=url) as base:
+        exact = httpx.get(f"{base}/packages/py3/d/demo-pkg/{wheel}")
+        spelled = httpx.get(f"{base}/packages/source/D/Demo.Pkg/Demo_Pkg-1.0.0.tar.gz")
+        wrong_python = httpx.get(f"{base}/packages/py2/d/demo-pkg/{wheel}")
+        signature = httpx.get(f"{base}/packages/source/d/demo-pkg/{sdist}.asc")
+        unknown = httpx.get(f"{base}/packages/source/n/nope/nope-1.0.tar.gz")
+    assert (exact.status_code, exact.headers["location"]) == (302, paths[wheel])
+    assert (spelled.status_code, spelled.headers["location"]) == (302, paths[sdist])
+    assert wrong_python.headers["reason"] == "no file found"
+    assert signature.headers["reason"] == "missing signature file"
+    assert (unknown.status_code, unknown.headers["reason"]) == (404, "no file found")
+
+
+def test_own_index_with_files_base_url_from_s3(s3_url: str, conveyor: ConveyorFactory) -> None:
+    record = asyncio.run(upload(open_store(s3_url), *SDIST))
+    with conveyor(index=s3_url, files_base_url="https://files.example/") as base:
+        response = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
+    assert response.headers["location"] == "https://files.example" + record.path
+
+
+def test_no_resolver_means_404(conveyor: ConveyorFactory) -> None:
+    with conveyor() as base:
+        response = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
+    assert response.status_code == 404
+
+
+def test_files_edge_mounts_the_legacy_app(
+    primary: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, paths = primary
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=url),
+        conveyor=ConveyorSettings(),
+    )
+    resolver = build_resolver(settings, ConveyorMetrics())
+    assert resolver is not None
+    edge = build_edge(settings, legacy=create_legacy_app(resolver))
+    with running(edge) as base:
+        legacy = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
+        followed = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}", follow_redirects=True)
+        head = httpx.head(f"{base}/packages/py3/d/demo-pkg/{WHEEL[0]}")
+    assert (legacy.status_code, legacy.headers["location"]) == (302, paths[SDIST[0]])
+    assert legacy.headers["x-frame-options"] == "deny"
+    assert (followed.status_code, followed.content) == (200, SDIST[1])
+    assert (head.status_code, head.headers["location"]) == (302, paths[WHEEL[0]])
+    assert resolver.metrics.requests.labels("legacy", "302")._value.get() == 3
