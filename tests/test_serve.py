@@ -17,7 +17,12 @@ from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
-    env = {**os.environ, "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}"}
+    docs = Bind("127.0.0.1", free_port())
+    env = {
+        **os.environ,
+        "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
+        "PYTHONHOSTED_CONVEYOR__BIND": f"{docs.host}:{docs.port}",
+    }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -37,15 +42,25 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         "hello_pythonhosted-1.0.0.tar.gz",
     ]
 
+    sdist = urls[1].rsplit("/", 1)[1]
+
     # Second start: the samples are already there, the same URLs are printed and work.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:
         wait_for_port(bind, timeout=30)
         responses = [httpx.get(url) for url in urls]
+        legacy = httpx.get(f"{bind.url()}/packages/source/h/hello-pythonhosted/{sdist}")
+        site = httpx.get(f"{docs.url()}/hello-pythonhosted/")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert [r.status_code for r in responses] == [200, 200]
+    assert (legacy.status_code, legacy.headers["location"]) == (
+        302,
+        urls[1].replace(bind.url(), ""),
+    )
+    assert site.status_code == 200
+    assert site.headers["content-type"].startswith("text/html")
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"
     batches = sorted((tmp_path / "var" / "logs" / "downloads").rglob("*.log.gz"))
     lines = [line for path in batches for line in gzip.decompress(path.read_bytes()).splitlines()]

@@ -14,6 +14,8 @@ import click
 
 from pythonhosted.catalog import FileRecord, project_records
 from pythonhosted.config import Settings
+from pythonhosted.conveyor.samples import ensure_sample_docs
+from pythonhosted.conveyor.service import create_app, docs_url
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
@@ -78,12 +80,17 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     files_bind = Bind.parse(settings.files.bind)
     samples = asyncio.run(ensure_samples(settings.files.primary))
-    front = PrefixRouter([("/simple", build_index(settings))], default=build_edge(settings))
+    docs_bind = Bind.parse(settings.conveyor.bind)
+    asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
+    conveyor = create_app(settings)
+    edge = build_edge(settings, legacy=conveyor.legacy)  # one resolver and cache for both
+    front = PrefixRouter([("/simple", build_index(settings))], default=edge)
     base = files_bind.url()
     lines = [
         f"pythonhosted serving from {settings.data_dir}",
         f"  files edge  {base}  (health: {base}/_health, metrics: {base}/metrics)",
         f"  index       {base}/simple/   (pip install --index-url {base}/simple/ {SAMPLE_PROJECT})",
+        f"  docs        {docs_bind.url()}/{SAMPLE_PROJECT}/   (pythonhosted.org)",
         f"  analytics   ingest every {settings.linehaul.ingest_interval:g}s, publish every "
         f"{settings.linehaul.publish_interval:g}s into {warehouse_url(settings)}",
         f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
@@ -93,7 +100,7 @@ def serve(settings: Settings) -> None:
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
     click.echo("\n".join(lines))
     run(
-        [(front, files_bind)],
+        [(front, files_bind), (conveyor, docs_bind)],
         background=[
             partial(run_ingest, settings),
             partial(run_publish, settings),

@@ -55,6 +55,12 @@ def create_legacy_app(resolver: Resolver) -> LegacyApp:
     return LegacyApp(resolver)
 
 
+def legacy_app_from_settings(settings: Settings) -> LegacyApp | None:
+    """The legacy-redirect app the files edge mounts for non-hashed ``/packages/`` paths."""
+    resolver = build_resolver(settings, ConveyorMetrics())
+    return create_legacy_app(resolver) if resolver is not None else None
+
+
 def create_app(settings: Settings) -> ConveyorApp:
     """The conveyor service: docs, legacy redirects, ``/_health`` and ``/metrics``."""
     conveyor = settings.conveyor

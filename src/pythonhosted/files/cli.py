@@ -10,7 +10,7 @@ import click
 
 from pythonhosted.config import Settings
 from pythonhosted.distributions import InvalidDistribution
-from pythonhosted.files.service import build_edge
+from pythonhosted.files.service import build_standalone_edge
 from pythonhosted.files.upload import UploadRefused, upload
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.web.server import Bind, run, run_workers
@@ -67,7 +67,7 @@ def serve_command(
     updates = {name: value for name, value in flags.items() if value}
     settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})
     try:
-        edge = build_edge(settings)  # also validates the settings before any worker starts
+        edge = build_standalone_edge(settings)  # also validates settings before workers start
         address = Bind.parse(settings.files.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

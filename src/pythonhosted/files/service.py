@@ -52,8 +52,16 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
+def build_standalone_edge(settings: Settings) -> FilesEdge:
+    """The edge as ``files serve`` runs it: legacy ``/packages/`` URLs go to conveyor's
+    redirect logic (its public factory), resolved from the upload catalog by default."""
+    from pythonhosted.conveyor.service import legacy_app_from_settings
+
+    return build_edge(settings, legacy=legacy_app_from_settings(settings))
+
+
 def worker_app() -> FilesEdge:
     """Entry point of each ``files serve --workers N`` process: settings from the environment."""
     settings = load_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    return build_edge(settings)
+    return build_standalone_edge(settings)
