@@ -67,6 +67,8 @@ class EventLog:
         self._lines = 0  # appended since the last seal, spooled or not
         self._dirty = False
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -117,6 +119,21 @@ class EventLog:
         os.rename(self._segment, claimed)
         self._fd, self._segment, self._lines, self._dirty = None, None, 0, False
         return claimed
+
+    # -- running inside a server's lifespan --------------------------------------------------
+
+    def start(self) -> None:
+        """Ship in the background until ``stop``; for an app's lifespan startup."""
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.run(self._stop))
+
+    async def stop(self) -> None:
+        """Stop shipping after a final flush; for an app's lifespan shutdown."""
+        if self._task is not None:
+            self._stop.set()
+            await self._task
+            self._task = None
 
     # -- shipping --------------------------------------------------------------------------
 

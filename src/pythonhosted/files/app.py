@@ -143,8 +143,6 @@ class FilesEdge:
         self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
         self._cache: OrderedDict[str, CachedObject] = OrderedDict()
         self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
-        self._log_stop = asyncio.Event()
-        self._log_task: asyncio.Task[None] | None = None
         self._status = {code: self.metrics.requests.labels(str(code)) for code in (200, 206, 304)}
 
     def _count_fallback(self, fallback: Fallback) -> None:
@@ -154,14 +152,11 @@ class FilesEdge:
 
     async def startup(self) -> None:
         if self.log is not None:
-            self._log_stop.clear()
-            self._log_task = asyncio.create_task(self.log.run(self._log_stop))
+            self.log.start()
 
     async def shutdown(self) -> None:
-        if self._log_task is not None:
-            self._log_stop.set()
-            await self._log_task
-            self._log_task = None
+        if self.log is not None:
+            await self.log.stop()
 
     # -- requests --------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ downloads, so linehaul fills the ``simple_requests`` table.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -61,19 +60,14 @@ class IndexApp:
             "index_requests", "Responses by status.", ["status"], registry=self.registry
         )
         self._pages: dict[str, tuple[float, list[FileRecord]]] = {}
-        self._log_stop = asyncio.Event()
-        self._log_task: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         if self.log is not None:
-            self._log_stop.clear()
-            self._log_task = asyncio.create_task(self.log.run(self._log_stop))
+            self.log.start()
 
     async def shutdown(self) -> None:
-        if self._log_task is not None:
-            self._log_stop.set()
-            await self._log_task
-            self._log_task = None
+        if self.log is not None:
+            await self.log.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
