@@ -1,27 +1,23 @@
-"""Request rules of the files edge (methods, CORS, TLS, purge, admin, hostile input)."""
+"""Request rules of the files edge (methods, CORS, TLS, purge, admin, hostile input),
+against file, S3 and GCS primaries."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 
+from pythonhosted.storage import open_store
 from support.edge import SAMPLES, EdgeFactory, metadata_of, raw_request, seed
 
 WHEEL = SAMPLES["wheel"]
 
 
-@pytest.fixture
-def local_primary(tmp_path: Path) -> str:
-    url = f"file://{tmp_path}/primary"
-    seed(url)
-    return url
-
-
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "TRACE", "BREW"])
-def test_other_methods_are_405(edge: EdgeFactory, local_primary: str, method: str) -> None:
-    with edge(primary=local_primary) as url:
+def test_other_methods_are_405(edge: EdgeFactory, primary_url: str, method: str) -> None:
+    with edge(primary=primary_url) as url:
         response = httpx.request(method, url + WHEEL.path)
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD, OPTIONS"
@@ -29,9 +25,9 @@ def test_other_methods_are_405(edge: EdgeFactory, local_primary: str, method: st
     assert response.text == "Method not allowed\n"
 
 
-def test_cors_preflight(edge: EdgeFactory, local_primary: str) -> None:
+def test_cors_preflight(edge: EdgeFactory, primary_url: str) -> None:
     preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "GET"}
-    with edge(primary=local_primary) as url:
+    with edge(primary=primary_url) as url:
         response = httpx.options(url + WHEEL.path, headers=preflight)
         bare = httpx.options(url + WHEEL.path)
         elsewhere = httpx.options(url + "/simple/", headers=preflight)
@@ -47,12 +43,12 @@ def test_cors_preflight(edge: EdgeFactory, local_primary: str) -> None:
     assert elsewhere.status_code == 405
 
 
-def test_tls_policy_and_hsts(edge: EdgeFactory, local_primary: str) -> None:
+def test_tls_policy_and_hsts(edge: EdgeFactory, primary_url: str) -> None:
     https = {"X-Forwarded-Proto": "https"}
-    with edge(primary=local_primary, require_tls=True, trust_proxy_headers=True) as url:
+    with edge(primary=primary_url, require_tls=True, trust_proxy_headers=True) as url:
         plain = httpx.get(url + WHEEL.path)
         secure = httpx.get(url + WHEEL.path, headers=https)
-    with edge(primary=local_primary) as url:
+    with edge(primary=primary_url) as url:
         untrusted = httpx.get(url + WHEEL.path, headers=https)
     assert (plain.status_code, plain.text) == (403, "SSL is required\n")
     assert secure.status_code == 200
@@ -63,8 +59,8 @@ def test_tls_policy_and_hsts(edge: EdgeFactory, local_primary: str) -> None:
     assert "strict-transport-security" not in untrusted.headers
 
 
-def test_health_and_metrics(edge: EdgeFactory, local_primary: str) -> None:
-    with edge(primary=local_primary) as url:
+def test_health_and_metrics(edge: EdgeFactory, primary_url: str) -> None:
+    with edge(primary=primary_url) as url:
         httpx.get(url + WHEEL.path)
         httpx.get(url + WHEEL.path + ".metadata", headers={"Accept-Encoding": "identity"})
         health = httpx.get(url + "/_health")
@@ -77,10 +73,10 @@ def test_health_and_metrics(edge: EdgeFactory, local_primary: str) -> None:
     assert f"files_bytes_sent_total {float(sent)}" in metrics.splitlines()
 
 
-def test_purge(edge: EdgeFactory, local_primary: str, tmp_path: Path) -> None:
-    with edge(primary=local_primary, purge_secret="s3cret") as url:
+def test_purge(edge: EdgeFactory, primary_url: str) -> None:
+    with edge(primary=primary_url, purge_secret="s3cret") as url:
         assert httpx.get(url + WHEEL.path).status_code == 200
-        (tmp_path / "primary" / WHEEL.key).unlink()  # a takedown at the origin
+        asyncio.run(open_store(primary_url).delete(WHEEL.key))  # a takedown at the origin
         anonymous = httpx.request("PURGE", url + WHEEL.path)
         wrong = httpx.request("PURGE", url + WHEEL.path, headers={"Authorization": "Bearer no"})
         # Still cached: a HEAD needs no bytes from the store.
@@ -115,8 +111,8 @@ def test_admin_forces_a_backend(edge: EdgeFactory, tmp_path: Path) -> None:
     assert wrong_secret.status_code == 200  # a wrong secret changes nothing
 
 
-def test_legacy_paths_are_404_without_conveyor(edge: EdgeFactory, local_primary: str) -> None:
-    with edge(primary=local_primary) as url:
+def test_legacy_paths_are_404_without_conveyor(edge: EdgeFactory, primary_url: str) -> None:
+    with edge(primary=primary_url) as url:
         legacy = httpx.get(url + "/packages/source/d/demo-pkg/demo-pkg-1.0.tar.gz")
         other = httpx.get(url + "/robots.txt")
     assert legacy.status_code == 404
@@ -137,22 +133,22 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("path", "status"), HOSTILE)
-def test_hostile_paths(edge: EdgeFactory, local_primary: str, path: str, status: int) -> None:
-    with edge(primary=local_primary) as url:
+def test_hostile_paths(edge: EdgeFactory, primary_url: str, path: str, status: int) -> None:
+    with edge(primary=primary_url) as url:
         code, data = raw_request(url, f"GET {path} HTTP/1.1")
     assert code == status
     assert b"Traceback" not in data
     assert b"root:" not in data
 
 
-def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, local_primary: str) -> None:
+def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, primary_url: str) -> None:
     garbage = (
         "Range: bytes=99999999999999999999999-\r\n"
         "If-Modified-Since: yesterday\r\n"
         "Accept-Encoding: ;;;q=abc\r\n"
         "If-None-Match: ,,,\r\n"
     )
-    with edge(primary=local_primary) as url:
+    with edge(primary=primary_url) as url:
         code, _ = raw_request(url, f"GET {WHEEL.path} HTTP/1.1", garbage)
         control, _ = raw_request(url, f"GET {WHEEL.path} HTTP/1.1", "X-Bad: \x01\x02\r\n")
         health = httpx.get(url + "/_health")
