@@ -12,16 +12,19 @@ from pathlib import Path
 
 import httpx
 
+from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 
 def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     docs = Bind("127.0.0.1", free_port())
+    camo = Bind("127.0.0.1", free_port())
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
         "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
         "PYTHONHOSTED_CONVEYOR__BIND": f"{docs.host}:{docs.port}",
+        "PYTHONHOSTED_CAMO__BIND": f"{camo.host}:{camo.port}",
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
@@ -51,6 +54,10 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         responses = [httpx.get(url) for url in urls]
         legacy = httpx.get(f"{bind.url()}/packages/source/h/hello-pythonhosted/{sdist}")
         site = httpx.get(f"{docs.url()}/hello-pythonhosted/")
+        key = (tmp_path / "var" / "camo.key").read_bytes().strip()
+        # The generated key signs; the default policy still refuses loopback upstreams.
+        proxied = httpx.get(sign_url("http://127.0.0.1:1/logo.png", key, base=camo.url()))
+        forged = httpx.get(sign_url("http://127.0.0.1:1/logo.png", b"wrong", base=camo.url()))
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -60,6 +67,9 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         urls[1].replace(bind.url(), ""),
     )
     assert site.status_code == 200
+    assert proxied.headers["x-camo-error"] == "address 127.0.0.1 is in refused range 127.0.0.0/8"
+    assert forged.status_code == 404
+    assert forged.headers["x-camo-error"] != proxied.headers["x-camo-error"]
     assert site.headers["content-type"].startswith("text/html")
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"
     batches = sorted((tmp_path / "var" / "logs" / "downloads").rglob("*.log.gz"))

@@ -12,8 +12,10 @@ from functools import partial
 
 import click
 
+from pythonhosted.camo import create_app as create_camo
+from pythonhosted.camo import load_or_create_key
 from pythonhosted.catalog import FileRecord, project_records
-from pythonhosted.config import Settings
+from pythonhosted.config import CamoSettings, Settings
 from pythonhosted.conveyor.samples import ensure_sample_docs
 from pythonhosted.conveyor.service import create_app, docs_url
 from pythonhosted.files.service import build_edge
@@ -28,6 +30,7 @@ from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, run
 
 SAMPLE_PROJECT = "hello-pythonhosted"
+CAMO_KEY_FILE = "camo.key"
 
 
 # Short cycles so a download shows in `pythonhosted stats` within a minute; production keeps
@@ -75,12 +78,24 @@ async def ensure_samples(primary_url: str) -> list[FileRecord]:
     return records
 
 
+def camo_settings(settings: Settings) -> CamoSettings:
+    """Camo's settings, with a key generated once under the data dir when none is configured."""
+    camo = settings.camo
+    if camo.key is not None or camo.key_file is not None:
+        return camo
+    key_file = settings.data_dir / CAMO_KEY_FILE
+    load_or_create_key(key_file)
+    return camo.model_copy(update={"key_file": key_file})
+
+
 def serve(settings: Settings) -> None:
     settings = embedded_defaults(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     files_bind = Bind.parse(settings.files.bind)
     samples = asyncio.run(ensure_samples(settings.files.primary))
     docs_bind = Bind.parse(settings.conveyor.bind)
+    camo_bind = Bind.parse(settings.camo.bind)
+    camo = create_camo(camo_settings(settings))
     asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
     conveyor = create_app(settings)
     edge = build_edge(settings, legacy=conveyor.legacy)  # one resolver and cache for both
@@ -91,6 +106,8 @@ def serve(settings: Settings) -> None:
         f"  files edge  {base}  (health: {base}/_health, metrics: {base}/metrics)",
         f"  index       {base}/simple/   (pip install --index-url {base}/simple/ {SAMPLE_PROJECT})",
         f"  docs        {docs_bind.url()}/{SAMPLE_PROJECT}/   (pythonhosted.org)",
+        f"  camo        {camo_bind.url()}   (URLs from: pythonhosted camo sign "
+        f"--key-file {settings.data_dir / CAMO_KEY_FILE} --base {camo_bind.url()} URL)",
         f"  analytics   ingest every {settings.linehaul.ingest_interval:g}s, publish every "
         f"{settings.linehaul.publish_interval:g}s into {warehouse_url(settings)}",
         f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
@@ -100,7 +117,7 @@ def serve(settings: Settings) -> None:
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
     click.echo("\n".join(lines))
     run(
-        [(front, files_bind), (conveyor, docs_bind)],
+        [(front, files_bind), (conveyor, docs_bind), (camo, camo_bind)],
         background=[
             partial(run_ingest, settings),
             partial(run_publish, settings),
