@@ -1,0 +1,61 @@
+"""The event log's spool: batches, and segments of dead or live processes."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pythonhosted.eventlog import EventLog, EventLogConfig
+from pythonhosted.storage import open_store
+
+
+def _shipped(root: Path) -> list[str]:
+    paths = sorted((root / "logs" / "downloads").rglob("*.log.gz"))
+    return [line for p in paths for line in gzip.decompress(p.read_bytes()).decode().splitlines()]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_batch_size_ships_early_and_names_are_unique(tmp_path: Path) -> None:
+    config = EventLogConfig("downloads", tmp_path / "spool", period=3600, batch_lines=10)
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), config)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(log.run(stop))
+        for start, end in ((0, 10), (10, 20), (20, 25)):
+            for n in range(start, end):
+                log.append(f"line {n}")
+            await asyncio.sleep(0.5)  # a full batch wakes the run loop: shipped long before 1 h
+        stop.set()  # the last 5 lines go out with the final flush
+        await runner
+
+    asyncio.run(scenario())
+    objects = sorted((tmp_path / "logs" / "downloads").rglob("*.log.gz"))
+    assert len(objects) == 3
+    assert len({path.name for path in objects}) == 3
+    assert sorted(_shipped(tmp_path), key=lambda line: int(line.split()[1])) == [
+        f"line {n}" for n in range(25)
+    ]
+
+
+def test_leftovers_of_dead_processes_are_shipped_live_ones_left(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    dead, alive = _dead_pid(), os.getppid()
+    (spool / f"downloads-1000000-{dead}-aaaa.spool").write_bytes(b"from dead writer\npartial")
+    (spool / f"downloads-2000000-{alive}-bbbb.spool").write_bytes(b"still being written\n")
+    (spool / f"downloads-3000000-{alive}-cccc.claimed-{dead}").write_bytes(b"dead shipper\n")
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
+    asyncio.run(log.ship_leftovers())
+    # The partial last line of a killed writer was never a complete event.
+    assert sorted(_shipped(tmp_path)) == ["dead shipper", "from dead writer"]
+    assert [p.name for p in spool.iterdir()] == [f"downloads-2000000-{alive}-bbbb.spool"]
