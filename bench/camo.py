@@ -1,18 +1,22 @@
 """Benchmark: camo against nginx as a plain reverse proxy of the same upstream, plus memory.
 
-    .venv/bin/python bench/camo.py [--duration 10] [--connections 64] [--slow 500]
+    .venv/bin/python bench/camo.py [--duration 10] [--connections 64] [--workers 2] [--slow 500]
 
 Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx-light wrk``); benchmark only.
 
-1. An nginx upstream (one worker) serves a 20 KB PNG, and the same file trickled at 2 KB/s.
-2. A second nginx (one worker) reverse-proxies that upstream with keep-alive connections.
-3. ``pythonhosted camo serve`` (one process) proxies the same upstream.
-4. wrk drives each proxy with ``--connections`` connections: requests/s and p99 latency.
-5. ``--slow`` concurrent requests through camo to the trickling file: camo's RSS while they are
-   all in flight, against its RSS when idle.
+1. An nginx upstream (``--workers`` workers) serves a 20 KB PNG, and the same file trickled at
+   2 KB/s.
+2. Two nginx reverse proxies of that upstream with keep-alive connections: 1 worker and
+   ``--workers`` workers.
+3. Two ``pythonhosted camo serve`` instances proxying the same upstream: one process and
+   ``--workers N``.
+4. wrk drives each proxy with ``--connections`` connections (nginx 1, camo 1, nginx N, camo N):
+   requests/s and p99 latency, and the 1-vs-1 and N-vs-N ratios.
+5. ``--slow`` concurrent requests through the one-process camo to the trickling file: camo's RSS
+   while they are all in flight, against its RSS when idle.
 
-Everything listens on 127.0.0.1 temporary ports; every process is started here and stopped by
-PID; the run takes about 2 x duration + 15 s.
+Everything listens on 127.0.0.1 temporary ports; every process is started here (in its own
+process group) and stopped by PID; the run takes about 4 x duration + 20 s.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +49,7 @@ TRICKLE_RATE = "2k"
 
 NGINX_CONF = """
 daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx-{name}.pid;
 error_log {tmp}/error-{name}.log warn;
 events {{ worker_connections 4096; }}
@@ -79,8 +84,18 @@ PROXY_SERVER = """
 
 @contextmanager
 def process(command: list[str], bind: Bind, env: dict[str, str] | None = None) -> Iterator[int]:
-    """Run ``command`` until the block ends; yield its PID once ``bind`` accepts connections."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Run ``command`` until the block ends; yield its PID once ``bind`` accepts connections.
+
+    The command gets a process group of its own (group id = its PID), so the workers it forks
+    can be stopped by that id if SIGTERM to the parent does not take them down.
+    """
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_port(bind)
         yield proc.pid
@@ -91,19 +106,44 @@ def process(command: list[str], bind: Bind, env: dict[str, str] | None = None) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of this group only
 
 
 @contextmanager
-def nginx(tmp: Path, name: str, server: str, bind: Bind) -> Iterator[int]:
+def nginx(tmp: Path, name: str, server: str, bind: Bind, workers: int) -> Iterator[int]:
     """An nginx with its own config, pid file and logs under ``tmp``, in the foreground."""
     conf = tmp / f"nginx-{name}.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, name=name, server=server))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, name=name, server=server, workers=workers))
     with process(["nginx", "-p", str(tmp), "-c", str(conf)], bind) as pid:
         yield pid
 
 
-def wrk(url: str, connections: int, duration: int) -> tuple[float, str]:
-    """Requests/s and the p99 latency wrk reports."""
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p99: str
+    cpu_us: float  # CPU time of the proxy's processes per request: less load-sensitive than rps
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in group ``pgid`` (a proxy and its workers)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, pgid: int, connections: int, duration: int) -> Result:
+    """wrk's requests/s and p99, and the CPU the proxy (process group ``pgid``) spent."""
+    before = group_cpu_seconds(pgid)
     output = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
         capture_output=True,
@@ -111,11 +151,13 @@ def wrk(url: str, connections: int, duration: int) -> tuple[float, str]:
         check=True,
         timeout=duration + 30,
     ).stdout
+    cpu = group_cpu_seconds(pgid) - before
     if "Non-2xx" in output or "Socket errors" in output:
         print(output, file=sys.stderr)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+(\S+)", output).group(1)  # type: ignore[union-attr]
-    return rps, p99
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return Result(rps, p99, cpu / requests * 1e6)
 
 
 def rss_kib(pid: int) -> int:
@@ -157,58 +199,82 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}"
 
 
+def camo_serve(bind: Bind, workers: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "pythonhosted"),
+        "camo",
+        "serve",
+        f"--bind=127.0.0.1:{bind.port}",
+        f"--workers={workers}",
+        "--allow-network=127.0.0.1/32",
+        "--timeout=60s",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slow", type=int, default=500)
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install nginx-light wrk")
+    n = args.workers
 
-    with tempfile.TemporaryDirectory(prefix="camo-bench-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="camo-bench-") as tmpdir, ExitStack() as stack:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # nginx workers run unprivileged and must read www/
         (tmp / "www").mkdir()
         (tmp / "www" / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(PNG_BYTES - 8))
-        upstream, proxy, camo = (Bind("127.0.0.1", free_port()) for _ in range(3))
+        upstream, proxy_1, proxy_n, camo_1, camo_n = (
+            Bind("127.0.0.1", free_port()) for _ in range(5)
+        )
         upstream_conf = UPSTREAM_SERVER.format(port=upstream.port, tmp=tmp, rate=TRICKLE_RATE)
-        proxy_conf = PROXY_SERVER.format(port=proxy.port, upstream=upstream.port)
-        camo_command = [
-            str(Path(sys.executable).parent / "pythonhosted"),
-            "camo",
-            "serve",
-            f"--bind=127.0.0.1:{camo.port}",
-            "--allow-network=127.0.0.1/32",
-            "--timeout=60s",
-        ]
-        camo_env = {**os.environ, "PYTHONHOSTED_CAMO_KEY": KEY.decode()}
-        image = f"{upstream.url()}/img.png"
-        with (
-            nginx(tmp, "upstream", upstream_conf, upstream),
-            nginx(tmp, "proxy", proxy_conf, proxy),
-            process(camo_command, camo, camo_env) as camo_pid,
-        ):
+        stack.enter_context(nginx(tmp, "upstream", upstream_conf, upstream, n))
+        proxy_conf = PROXY_SERVER.format(port=proxy_1.port, upstream=upstream.port)
+        nginx_1 = stack.enter_context(nginx(tmp, "proxy-1", proxy_conf, proxy_1, 1))
+        proxy_conf = PROXY_SERVER.format(port=proxy_n.port, upstream=upstream.port)
+        nginx_n = stack.enter_context(nginx(tmp, "proxy-n", proxy_conf, proxy_n, n))
+        env = {**os.environ, "PYTHONHOSTED_CAMO_KEY": KEY.decode()}
+        camo_pid = stack.enter_context(process(camo_serve(camo_1, 1), camo_1, env))
+        camo_n_pid = stack.enter_context(process(camo_serve(camo_n, n), camo_n, env))
+        signed = sign_url(f"{upstream.url()}/img.png", KEY)
+        for camo in (camo_1, camo_n):
             try:
-                urllib.request.urlopen(camo.url() + sign_url(image, KEY)).close()
+                urllib.request.urlopen(camo.url() + signed).close()
             except urllib.error.HTTPError as exc:
                 sys.exit(f"camo does not proxy the image: {exc} {exc.headers['X-Camo-Error']}")
-            nginx_rps, nginx_p99 = wrk(f"{proxy.url()}/img.png", args.connections, args.duration)
-            camo_rps, camo_p99 = wrk(
-                camo.url() + sign_url(image, KEY), args.connections, args.duration
-            )
-            idle = rss_kib(camo_pid)
-            slow_url = camo.url() + sign_url(f"{upstream.url()}/trickle/img.png", KEY)
-            ok, peak, seconds = asyncio.run(slow_clients(slow_url, args.slow, camo_pid))
+        # interleaved, so drift in the machine's load hits both sides of each ratio alike
+        targets = {
+            "nginx 1": (f"{proxy_1.url()}/img.png", nginx_1),
+            "camo 1": (camo_1.url() + signed, camo_pid),
+            "nginx n": (f"{proxy_n.url()}/img.png", nginx_n),
+            "camo n": (camo_n.url() + signed, camo_n_pid),
+        }
+        runs = {
+            name: wrk(url, pgid, args.connections, args.duration)
+            for name, (url, pgid) in targets.items()
+        }
+        idle = rss_kib(camo_pid)
+        slow_url = camo_1.url() + sign_url(f"{upstream.url()}/trickle/img.png", KEY)
+        ok, peak, seconds = asyncio.run(slow_clients(slow_url, args.slow, camo_pid))
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     print(f"proxying a 20 KB PNG, {args.connections} connections, {args.duration} s each (wrk)")
-    print(f"  nginx (1 worker): {nginx_rps:9.0f} req/s   p99 {nginx_p99}")
-    print(f"  camo  (1 proc):   {camo_rps:9.0f} req/s   p99 {camo_p99}")
-    print(f"  camo / nginx:     {camo_rps / nginx_rps:9.2f}x")
+    print(f"upstream: nginx, {n} workers; CPU = the proxy's processes' CPU time per request")
+    for count, label in (("1", "1"), ("n", str(n))):
+        for proxy in ("nginx", "camo"):
+            run = runs[f"{proxy} {count}"]
+            print(
+                f"  {proxy:5} ({label} worker(s)): {run.rps:7.0f} req/s   p99 {run.p99:>8}"
+                f"   CPU {run.cpu_us:4.0f} us/req"
+            )
+        nginx_run, camo_run = runs[f"nginx {count}"], runs[f"camo {count}"]
+        print(f"  camo / nginx, {label} vs {label}: {camo_run.rps / nginx_run.rps:.2f}x")
     print(f"{args.slow} concurrent requests to an upstream trickling 20 KB at {TRICKLE_RATE}B/s:")
-    print(f"  completed {ok}/{args.slow} in {seconds:.1f} s")
+    print(f"  completed {ok}/{args.slow} in {seconds:.1f} s (camo, one process)")
     print(f"  camo RSS idle {idle / 1024:.1f} MiB, peak in flight {peak / 1024:.1f} MiB")
 
 

@@ -99,6 +99,7 @@ class CamoSettings(BaseModel):
     key: SecretStr | None = None
     key_file: Path | None = None
     bind: str = "127.0.0.1:8002"
+    workers: int = Field(default=1, ge=1)
     max_size_kb: int = Field(default=5120, gt=0)
     timeout: Seconds = 4.0
     max_redirects: int = Field(default=3, ge=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,3 +120,63 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     # The exit status is not asserted: granian's embedded server (shared runner) sometimes
     # aborts with a Rust panic during interpreter shutdown after SIGTERM, camo or not.
     assert b"cli-key" not in stderr
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (granian's worker processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
+    """``--workers 2``: two worker processes, each rebuilding the flags' settings from the
+    environment; a ``--key-file`` flag beats a key in the environment there too."""
+    key_file = tmp_path / "camo.key"
+    key_file.write_text("file-key\n")
+    bind = Bind("127.0.0.1", free_port())
+    command = [
+        str(Path(sys.executable).parent / "pythonhosted"),
+        "camo",
+        "serve",
+        f"--bind=127.0.0.1:{bind.port}",
+        "--workers=2",
+        f"--key-file={key_file}",
+        "--allow-network=127.0.0.2/32",
+        "--max-size=64",
+        "--server-name=camo-workers",
+        "-H",
+        "Strict-Transport-Security: max-age=60",
+    ]
+    env = {"PYTHONHOSTED_CAMO__KEY": "env-key", "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(bind)
+        deadline = time.monotonic() + 20
+        while len(_children(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_children(process.pid)) == 2
+        good = bind.url() + sign_url(upstream.base + "/png", b"file-key")
+        for _ in range(8):  # a new connection each time, so both workers get some
+            response = httpx.get(good)
+            assert response.status_code == 200
+            assert response.content == upstream.png
+            assert response.headers["server"] == "camo-workers"
+            assert response.headers["strict-transport-security"] == "max-age=60"
+        assert (
+            httpx.get(bind.url() + sign_url(upstream.base + "/png", b"env-key")).status_code == 404
+        )
+        chunked = sign_url(upstream.base + "/chunked?chunks=80&size=1024", b"file-key")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(bind.url() + chunked)  # over --max-size=64: cut off mid-body
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert b"file-key" not in stderr

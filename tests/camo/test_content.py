@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from pythonhosted.camo.headers import CSP
+from pythonhosted.camo.headers import CSP, relayed_response_headers
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory, Upstream
@@ -161,6 +161,23 @@ def test_response_headers_filtered(camo: Camo, upstream: Upstream) -> None:
     assert headers["etag"] == '"abc"'
     assert headers["cache-control"] == "public, max-age=300"
     assert headers["last-modified"] == "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+def test_relayed_headers_from_raw_bytes() -> None:
+    """Relaying works on upstream's raw header bytes: any case, first of duplicates only,
+    nothing outside the allowed names."""
+    raw = (
+        (b"ETag", b'"a"'),
+        (b"SET-COOKIE", b"s=1"),
+        (b"cache-control", b"max-age=1"),
+        (b"Cache-Control", b"no-store"),
+        (b"X-Other", b"1"),
+    )
+    allowed = frozenset({b"etag", b"cache-control"})
+    assert relayed_response_headers(raw, allowed) == [
+        (b"etag", b'"a"'),
+        (b"cache-control", b"max-age=1"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -272,3 +272,17 @@ def test_stub_zone_never_points_off_this_machine(lookup: Callable[..., Any]) -> 
         for address in asyncio.run(lookup(name, 80)):
             ip = ipaddress.ip_address(address)
             assert ip.is_loopback or AddressPolicy().refusal(ip) is not None
+
+
+def test_repeated_requests_are_checked_every_time(camo: Camo, upstream: Upstream) -> None:
+    """Verified signatures and checked first hops are cached; redirect hops and refused
+    addresses must still be judged on every request, not only the first."""
+    bounce = (
+        f"{upstream.base}/redirect?{urlencode({'to': f'http://127.0.0.1:{upstream.port}/png'})}"
+    )
+    for _ in range(3):
+        upstream.hits.clear()
+        assert camo.get(bounce).status_code == 404
+        assert [hit.path for hit in upstream.hits] == ["/redirect"]
+        assert refused(camo.get(f"http://self.test:{upstream.port}/png"), "127.0.0.1")
+        assert camo.get(upstream.base + "/png").content == upstream.png

@@ -14,7 +14,8 @@ from pythonhosted.camo.proxy import Proxy, ProxyOptions
 from pythonhosted.camo.resolver import Lookup, system_lookup
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks
-from pythonhosted.config import CamoSettings
+from pythonhosted.config import CamoSettings, load_settings
+from pythonhosted.logsetup import configure_logging
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_text
 from pythonhosted.web.types import Receive, Scope, Send
@@ -88,3 +89,13 @@ def create_app(settings: CamoSettings, *, lookup: Lookup = system_lookup) -> Cam
     loopback addresses; production uses the system resolver.
     """
     return CamoApp(settings, lookup)
+
+
+def worker_app() -> CamoApp:
+    """Entry point of each ``camo serve --workers N`` process: settings from the environment.
+
+    Each worker has its own upstream connection pool, caches and metrics.
+    """
+    settings = load_settings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    return create_app(settings.camo)

@@ -5,6 +5,9 @@ Flag names follow go-camo's where it has one, so operators can carry their comma
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import click
 from pythonhosted.camo.app import create_app
 from pythonhosted.camo.urls import sign_url
 from pythonhosted.config import CamoSettings, Settings
-from pythonhosted.web.server import Bind, run
+from pythonhosted.web.server import Bind, run, run_workers
 
 _key_file = click.option(
     "--key-file",
@@ -43,6 +46,22 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
+def _export(settings: Settings, camo_settings: CamoSettings, names: Iterable[str]) -> None:
+    """Put the flag values where each worker's ``load_settings()`` finds them, as env vars.
+
+    Lists and tables travel as JSON (pydantic-settings parses them back). A ``--key-file`` flag
+    also blanks ``key``, so a key from the environment or the TOML file cannot win over it.
+    """
+    names = set(names)
+    values = camo_settings.model_dump(mode="json", include=names)
+    for name, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        os.environ[f"PYTHONHOSTED_CAMO__{name.upper()}"] = text
+    if "key_file" in names:
+        os.environ["PYTHONHOSTED_CAMO__KEY"] = ""
+    os.environ["PYTHONHOSTED_LOG_JSON"] = json.dumps(settings.log_json)
+
+
 @click.group()
 def camo() -> None:
     """The image proxy for project descriptions (go-camo compatible)."""
@@ -50,6 +69,7 @@ def camo() -> None:
 
 @camo.command()
 @click.option("--bind", help="HOST:PORT to listen on (default 127.0.0.1:8002).")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default 1).")
 @_key_file
 @click.option("--max-size", "max_size_kb", type=int, help="Largest image in KB (default 5120).")
 @click.option("--timeout", help="Deadline for the whole upstream response, e.g. 4s (default).")
@@ -89,11 +109,16 @@ def serve(
     camo_settings = _camo_settings(settings, **flags)
     try:
         bind = Bind.parse(camo_settings.bind)
-        app = create_app(camo_settings)
+        app = create_app(camo_settings)  # also validates key and rules before any worker starts
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"camo listening on {bind.url()}", err=True)
-    run([(app, bind)])
+    workers = camo_settings.workers
+    click.echo(f"camo listening on {bind.url()} ({workers} worker(s))", err=True)
+    if workers == 1:
+        run([(app, bind)])
+        return
+    _export(settings, camo_settings, (name for name, value in flags.items() if value is not None))
+    run_workers("pythonhosted.camo.app:worker_app", bind, workers)
 
 
 @camo.command()

@@ -47,3 +47,11 @@ class CamoMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self._by_status: dict[int, Counter] = {}
+
+    def response(self, status: int) -> None:
+        """Count one response; the labelled child is looked up once per status, not per call."""
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.responses.labels(str(status))
+        child.inc()

@@ -8,6 +8,7 @@ again on every chunk since a chunked body announces no length.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -31,9 +32,13 @@ from pythonhosted.web.types import Headers, Scope, Send
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
-NOT_MODIFIED_HEADERS = ("Cache-Control", "ETag", "Expires", "Last-Modified")
-_RELAYED_BUT_TYPE = tuple(name for name in RESPONSE_HEADERS if name != "Content-Type")
+#: Signed URLs remembered as verified; only valid signatures are kept (a refusal raises, and
+#: lru_cache does not cache exceptions), so junk requests cannot fill the cache.
+VERIFIED_URLS = 4096
+NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
+_RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS) - {
+    b"content-type"
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,14 @@ class Proxy:
         self._options = options
         self._upstream = upstream
         self._metrics = metrics
+        self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+
+    def _verify(self, path: str, query: bytes) -> str:
+        """The signed target URL; the HMAC is computed once per distinct URL, not per request."""
+        url = verify(self._options.key, path, query)
+        if url is None:
+            raise Refused(404, "signature", "bad signature or encoding")
+        return url
 
     async def __call__(self, scope: Scope, send: Send) -> None:
         started = time.perf_counter()
@@ -78,16 +91,13 @@ class Proxy:
             raise CutOff("upstream body broke off") from None
         finally:
             self._metrics.duration.observe(time.perf_counter() - started)
-        self._metrics.responses.labels(str(status)).inc()
+        self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
 
     async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
-        query: bytes = scope.get("query_string", b"")
-        url = verify(self._options.key, scope["path"], query)
-        if url is None:
-            raise Refused(404, "signature", "bad signature or encoding")
+        url = self._verified(scope["path"], scope.get("query_string", b""))
         headers = upstream_request_headers(
             scope["headers"], user_agent=self._options.user_agent, via=self._options.via
         )
@@ -101,7 +111,7 @@ class Proxy:
     async def _relay(self, method: str, response: ClientResponse, relay: Relay) -> int:
         status = response.status
         if status == 304:
-            relay.start(304, relayed_response_headers(response.headers, NOT_MODIFIED_HEADERS))
+            relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
             await relay.end()
             return 304
         if status == 404:
@@ -127,13 +137,16 @@ class Proxy:
                 media = content_type = sniffed
         if not media.startswith(self._options.media_prefixes):
             raise Refused(403, "content_type", f"content type {media or '(none)'} not allowed")
-        headers = relayed_response_headers(response.headers, _RELAYED_BUT_TYPE)
+        headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
         headers.append((b"content-type", content_type.encode("latin-1")))
         relay.start(status, headers)
         await relay.body(first)
         received = len(first)
         if method == "GET":
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            content = response.content
+            # readany: whatever one socket read delivered, no re-chunking; aiohttp pauses the
+            # socket while its buffer is full, so a slow client holds back the upstream.
+            while chunk := await content.readany():
                 received += len(chunk)
                 if received > limit:
                     self._metrics.truncated.inc()

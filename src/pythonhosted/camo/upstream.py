@@ -9,6 +9,7 @@ environment are ignored, and bodies are passed through undecoded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from pythonhosted.camo.resolver import AddressRefused, Lookup, PolicyResolver, s
 from pythonhosted.camo.rules import Rules
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: First-hop URLs remembered as parsed and checked (the checks depend only on the URL and
+#: static settings); refusals raise, so they are never cached.
+CHECKED_URLS = 4096
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Upstream:
     ) -> None:
         self._checks = checks
         self._max_redirects = max_redirects
+        self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._parse_and_check)
         connector = aiohttp.TCPConnector(
             resolver=PolicyResolver(checks.policy, lookup),
             limit=0,  # concurrency is bounded by the server, not by a hidden queue here
@@ -93,12 +98,10 @@ class Upstream:
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
         """
-        try:
-            target = URL(url)
-        except (ValueError, TypeError):
-            raise Refused(404, "url", "not a valid URL") from None
-        for _ in range(self._max_redirects + 1):
-            target = self._checks.check(target)
+        target = self._first_hop(url)
+        for hop in range(self._max_redirects + 1):
+            if hop:
+                target = self._checks.check(target)
             response = await self._request(method, target, headers)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or location is None:
@@ -109,6 +112,13 @@ class Upstream:
             except (ValueError, TypeError):
                 raise Refused(404, "url", "redirect to an invalid URL") from None
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
+
+    def _parse_and_check(self, url: str) -> URL:
+        try:
+            target = URL(url)
+        except (ValueError, TypeError):
+            raise Refused(404, "url", "not a valid URL") from None
+        return self._checks.check(target)
 
     async def _request(self, method: str, url: URL, headers: Mapping[str, str]) -> ClientResponse:
         try:
