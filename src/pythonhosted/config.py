@@ -151,6 +151,7 @@ class ConveyorSettings(BaseModel):
     redirects_reload_interval: Seconds = 600.0
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
+    trust_proxy_headers: bool = False
 
 
 class LinehaulSettings(BaseModel):

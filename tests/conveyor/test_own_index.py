@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
-from pythonhosted.conveyor import ConveyorMetrics, build_resolver, create_legacy_app
+from pythonhosted.conveyor import ConveyorMetrics, build_resolver, create_app, create_legacy_app
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist, build_wheel
@@ -84,3 +84,33 @@ def test_files_edge_mounts_the_legacy_app(
     assert (followed.status_code, followed.content) == (200, SDIST[1])
     assert (head.status_code, head.headers["location"]) == (302, paths[WHEEL[0]])
     assert resolver.metrics.requests.labels("legacy", "302")._value.get() == 3
+
+
+def test_hsts_behind_a_trusted_proxy(primary: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """Both doors to the legacy logic honour a trusted TLS terminator's X-Forwarded-Proto."""
+    url, _ = primary
+    https = {"X-Forwarded-Proto": "https"}
+    hsts = "max-age=31536000; includeSubDomains; preload"
+    trusted = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=url, trust_proxy_headers=True),
+        conveyor=ConveyorSettings(trust_proxy_headers=True),
+    )
+    untrusted = Settings(data_dir=tmp_path / "data", files=FilesSettings(primary=url))
+    legacy_path = f"/packages/source/d/demo-pkg/{SDIST[0]}"
+    found = []
+    for settings in (trusted, untrusted):
+        conveyor_app = create_app(settings)
+        edge = build_edge(settings, legacy=conveyor_app.legacy)
+        with running(edge) as edge_url, running(conveyor_app) as docs_url:
+            found.append(
+                (
+                    httpx.get(edge_url + legacy_path, headers=https).headers.get(
+                        "strict-transport-security"
+                    ),
+                    httpx.get(docs_url + "/_health", headers=https).headers.get(
+                        "strict-transport-security"
+                    ),
+                )
+            )
+    assert found == [(hsts, hsts), (None, None)]

@@ -15,6 +15,7 @@ from pythonhosted.conveyor.docs import DocsSite
 from pythonhosted.conveyor.legacy import LegacyApp
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.replies import reply, security_headers
+from pythonhosted.web.client import ClientFacts
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics
 from pythonhosted.web.types import Message, Receive, Scope, Send
@@ -31,8 +32,10 @@ class ConveyorApp:
         legacy: LegacyApp | None,
         metrics: ConveyorMetrics,
         reload_interval: float,
+        client: ClientFacts | None = None,
     ) -> None:
         self.docs = docs
+        self.client = client or ClientFacts()
         self.legacy = legacy
         self.metrics = metrics
         self.reload_interval = reload_interval
@@ -61,6 +64,8 @@ class ConveyorApp:
             return
         if scope["type"] != "http":
             return
+        if scope.get("scheme") != "https" and self.client.is_tls(scope, dict(scope["headers"])):
+            scope = {**scope, "scheme": "https"}  # TLS ended at a trusted proxy: HSTS applies
         path: str = scope["path"]
         part = "docs"
         watched = _Watched(send)

@@ -17,6 +17,7 @@ from pythonhosted.conveyor.resolver import Resolver
 from pythonhosted.conveyor.sources import OwnIndexSource, Source
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import Timeouts, open_store
+from pythonhosted.web.client import ClientFacts
 
 
 def docs_url(settings: Settings) -> str:
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> ConveyorApp:
         LegacyApp(resolver) if resolver is not None else None,
         metrics,
         conveyor.redirects_reload_interval,
+        ClientFacts(trust_proxy_headers=conveyor.trust_proxy_headers),
     )
 
 

@@ -213,7 +213,10 @@ class FilesEdge:
             return
         if not HASHED.match(decoded):
             if decoded.startswith("/packages/") and self.legacy is not None and method != "PURGE":
-                await self.legacy(request.scope, receive, send)
+                scope = request.scope
+                if request.tls and scope.get("scheme") != "https":
+                    scope = {**scope, "scheme": "https"}  # the edge trusts its proxy; say so
+                await self.legacy(scope, receive, send)
                 return
             status, reason = (405, "Method not allowed") if method == "OPTIONS" else (404, "")
             extra = [(b"allow", ALLOW)] if status == 405 else []
