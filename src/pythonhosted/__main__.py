@@ -1,5 +1,5 @@
 """``python -m pythonhosted`` runs the CLI."""
 
-from pythonhosted.cli import main
+from pythonhosted.cli import run
 
-main()
+run()

@@ -6,6 +6,9 @@ Thin by design: it parses flags into settings and calls the services' public fun
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -86,3 +89,25 @@ def serve_command(settings: Settings, data_dir: Path | None) -> None:
         serve(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def run() -> None:
+    """The console entry point: ``main``, then an exit that skips interpreter finalization.
+
+    Rust extensions keep runtime threads (obstore's and granian's tokio runtimes) that can
+    race Python's finalization and abort the process (SIGABRT) after its work is done, which
+    turns a successful command into a failed one. Everything worth keeping is flushed first.
+    """
+    try:
+        main()
+        code: int = 0
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            print(exit_.code, file=sys.stderr)
+            code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

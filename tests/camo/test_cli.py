@@ -117,8 +117,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
-    # The exit status is not asserted: granian's embedded server (shared runner) sometimes
-    # aborts with a Rust panic during interpreter shutdown after SIGTERM, camo or not.
+    assert process.returncode == 0  # graceful stop, no abort at interpreter exit
     assert b"cli-key" not in stderr
 
 
