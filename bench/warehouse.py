@@ -54,7 +54,7 @@ def load_rate(lines: int, workdir: Path) -> tuple[int, float]:
     files = []
     for start in range(0, len(text), chunk):
         data = gzip.compress(("\n".join(text[start : start + chunk]) + "\n").encode(), 1)
-        files.append((f"downloads-{start}.json", b"".join(convert(data).downloads)))
+        files.append((f"downloads-{start}.json", convert(data).downloads))
     warehouse = DuckDBWarehouse(workdir / "load.duckdb")
     began = time.perf_counter()
     result = warehouse.load("file_downloads", files)

@@ -200,9 +200,9 @@ def test_sweep_drops_orphaned_expired_leases(tmp_path: Path) -> None:
 def test_convert_keeps_order_and_routes_by_kind() -> None:
     lines = [download_line(1), simple_line(2), "bad", download_line(3), "", PIP]
     converted: Converted = convert(gz(lines))
-    assert [orjson.loads(r)["url"] for r in converted.downloads] == [
+    assert [orjson.loads(r)["url"] for r in converted.downloads.splitlines()] == [
         "/packages/00000001/demo-1.0-py3-none-any.whl",
         "/packages/00000003/demo-1.0-py3-none-any.whl",
     ]
-    assert len(converted.simple) == 1
-    assert converted.unprocessed == [b"bad\n", b"\n", PIP.encode() + b"\n"]
+    assert len(converted.simple.splitlines()) == 1
+    assert converted.unprocessed == b"bad\n\n" + PIP.encode() + b"\n"

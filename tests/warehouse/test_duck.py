@@ -35,9 +35,9 @@ def test_tables_follow_the_schema(tmp_path: Path) -> None:
 def test_rows_round_trip_and_load_once(tmp_path: Path) -> None:
     converted = convert(gz([download_line(1), simple_line(2)]))
     warehouse = open_warehouse(f"duckdb://{tmp_path}/w.duckdb")
-    first = warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
-    again = warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
-    warehouse.load("simple_requests", [("s.json", b"".join(converted.simple))])
+    first = warehouse.load("file_downloads", [("d.json", converted.downloads)])
+    again = warehouse.load("file_downloads", [("d.json", converted.downloads)])
+    warehouse.load("simple_requests", [("s.json", converted.simple)])
     warehouse.close()
     assert (first.rows, first.loaded, again.rows, again.skipped) == (1, ["d.json"], 0, ["d.json"])
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
@@ -54,7 +54,7 @@ def test_rows_round_trip_and_load_once(tmp_path: Path) -> None:
 
 def test_a_failed_load_leaves_nothing(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    good = b"".join(convert(gz([download_line(1)])).downloads)
+    good = convert(gz([download_line(1)])).downloads
     with pytest.raises(duckdb.Error):
         warehouse.load("file_downloads", [("good.json", good), ("bad.json", b"{oops\n")])
     assert warehouse.con.execute("SELECT count(*) FROM linehaul_loaded_files").fetchone() == (0,)
@@ -72,8 +72,8 @@ def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureReques
     warehouse = DuckDBWarehouse(path)
     lines = [download_line(1), download_line(2, when=1_610_100_000), simple_line(3)]
     converted = convert(gz(lines))
-    warehouse.load("file_downloads", [("d.json", b"".join(converted.downloads))])
-    warehouse.load("simple_requests", [("s.json", b"".join(converted.simple))])
+    warehouse.load("file_downloads", [("d.json", converted.downloads)])
+    warehouse.load("simple_requests", [("s.json", converted.simple)])
     warehouse.close()
     url = f"file://{tmp_path}/export" if kind == "file" else request.getfixturevalue("s3_url")
     store = open_store(url)

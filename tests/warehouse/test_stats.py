@@ -22,7 +22,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
     lines += [download_line(3, agent=UV, when=DAY2), download_line(4, project="other")]
     converted = convert(gz(lines))
     db = DuckDBWarehouse(path)
-    db.load("file_downloads", [("a.json", b"".join(converted.downloads))])
+    db.load("file_downloads", [("a.json", converted.downloads)])
     db.close()
     return f"duckdb://{path}"
 

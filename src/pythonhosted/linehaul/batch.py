@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import gzip
 import io
-import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
 import orjson
+from isal import isal_zlib
 
+from pythonhosted.linehaul.columns import convert_block
 from pythonhosted.linehaul.events import Row, UnprocessableLine, parse
 
 GZIP_MAGIC = b"\x1f\x8b"
 _ENCODER_SIZE = 16_384
+BLOCK_SIZE = 1 << 20
+# isal's type stubs declare ``error`` as an instance; it is the exception class.
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
 
 
 class CorruptBatch(ValueError):
@@ -107,58 +111,129 @@ def parse_lines(
 class Converted:
     """One whole log object's results: NDJSON per table and the unprocessable lines."""
 
-    downloads: list[bytes] = field(default_factory=list)
-    simple: list[bytes] = field(default_factory=list)
-    unprocessed: list[bytes] = field(default_factory=list)
+    downloads: bytes = b""
+    simple: bytes = b""
+    unprocessed: bytes = b""
     earliest: str | None = None  # the earliest row timestamp, as written in rows
     counts: Counts = field(default_factory=Counts)
 
 
-def gunzip(data: bytes) -> bytes:
-    """The whole object decompressed (every gzip member); empty bytes stay empty."""
-    if not data:
-        return b""
+def gunzip(data: bytes) -> Iterator[bytes]:
+    """The object decompressed (every gzip member), in pieces of up to :data:`BLOCK_SIZE`.
+
+    Pieces rather than one buffer: a fresh buffer the size of the object costs a page
+    fault per 4 kB, more than inflating into it; small pieces reuse the same memory.
+    Raises :class:`CorruptBatch` when ``data`` is not a complete gzip stream.
+    """
+    while data:
+        if data[:2] != GZIP_MAGIC:
+            raise CorruptBatch("not a gzip stream")
+        # ISA-L inflates 2-3x faster than zlib, with the same API and checks (gzip header,
+        # CRC and size trailer).
+        inflate = isal_zlib.decompressobj(wbits=31)
+        try:
+            while not inflate.eof:
+                piece = inflate.decompress(data, BLOCK_SIZE)
+                data = inflate.unconsumed_tail
+                if piece:
+                    yield piece
+                elif not data and not inflate.eof:
+                    raise CorruptBatch("compressed data ends early")
+        except _INFLATE_ERROR as exc:
+            raise CorruptBatch(str(exc)) from exc
+        data = inflate.unused_data.lstrip(b"\x00")  # members may be padded with zeros
+
+
+def line_blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompressed pieces -> blocks of whole lines, each line ending with a newline (one is
+    added to a last line without)."""
+    rest: list[bytes] = []
+    for piece in pieces:
+        cut = piece.rfind(b"\n") + 1
+        if not cut:
+            rest.append(piece)
+            continue
+        yield b"".join((*rest, piece[:cut])) if rest else piece[:cut]
+        rest = [piece[cut:]]
+    tail = b"".join(rest)
+    if tail:
+        yield tail + b"\n"
+
+
+class _Results:
+    """The growing results of one object: NDJSON per table, unprocessed lines, counts."""
+
+    def __init__(self) -> None:
+        self.downloads = io.BytesIO()
+        self.simple = io.BytesIO()
+        self.unprocessed = io.BytesIO()
+        self.counts = Counts()
+        self.earliest = "~"  # sorts after every timestamp
+
+    def add_block(self, block: bytes) -> None:
+        """Whole lines: column by column when they allow it, else in halves, else line by
+        line (so a rare odd line costs a few small blocks, not the whole block)."""
+        converted = convert_block(block) if _utf8(block) else None
+        if converted is not None:
+            self.downloads.write(converted.downloads)
+            self.simple.write(converted.simple)
+            self.counts.rows += converted.rows
+            self.counts.ignored += converted.ignored
+            if converted.earliest is not None and converted.earliest < self.earliest:
+                self.earliest = converted.earliest
+            return
+        middle = block.find(b"\n", len(block) // 2, -1) + 1 or block.rfind(b"\n", 0, -1) + 1
+        if middle:
+            self.add_block(block[:middle])
+            self.add_block(block[middle:])
+        else:
+            self.add_line(block[:-1])
+
+    def add_line(self, line: bytes) -> None:
+        """One line through the per-line parser (non-UTF-8 bytes become U+FFFD)."""
+        try:
+            row = parse(line.decode("utf-8", "replace"))
+        except UnprocessableLine:
+            self.unprocessed.write(line + b"\n")
+            self.counts.unprocessable += 1
+            return
+        if row is None:
+            self.counts.ignored += 1
+            return
+        self.counts.rows += 1
+        if row["timestamp"] < self.earliest:
+            self.earliest = row["timestamp"]
+        (self.downloads if "file" in row else self.simple).write(orjson.dumps(row) + b"\n")
+
+    def converted(self) -> Converted:
+        return Converted(
+            self.downloads.getvalue(),
+            self.simple.getvalue(),
+            self.unprocessed.getvalue(),
+            None if self.earliest == "~" else self.earliest,
+            self.counts,
+        )
+
+
+def _utf8(block: bytes) -> bool:
+    if block.isascii():
+        return True
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise CorruptBatch(str(exc) or type(exc).__name__) from exc
+        block.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def convert(data: bytes) -> Converted:
-    """Gunzip and parse one log object in memory, rows split by table.
+    """Gunzip and convert one log object in memory, rows split by table.
 
-    The object is decompressed in one call (far cheaper than a line-by-line gzip stream) and,
-    when it is valid UTF-8 as nearly every batch is, decoded once; only a batch holding other
-    bytes is decoded line by line (with U+FFFD), so unprocessable lines stay byte-exact.
-    Raises :class:`CorruptBatch` when ``data`` is not a complete gzip stream.
+    The object is inflated and converted a block (about a megabyte) at a time, each block
+    column by column (:mod:`.columns`) when its lines allow it; the rows are the same as the
+    per-line parser's, serialised by orjson. Raises :class:`CorruptBatch` when ``data`` is not
+    a complete gzip stream.
     """
-    text = gunzip(data)
-    out = Converted()
-    raw: list[bytes] | None = None  # the original lines, when decoding changed them
-    try:
-        lines = text.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        raw = text.split(b"\n")
-        lines = [line.decode("utf-8", "replace") for line in raw]
-    if lines and not lines[-1]:
-        lines.pop()
-    encode = RowEncoder()
-    downloads, simple, unprocessed = out.downloads, out.simple, out.unprocessed
-    earliest = "~"  # sorts after every timestamp
-    ignored = 0
-    for index, line in enumerate(lines):
-        try:
-            row = parse(line)
-        except UnprocessableLine:
-            unprocessed.append((line.encode() if raw is None else raw[index]) + b"\n")
-            continue
-        if row is None:
-            ignored += 1
-            continue
-        timestamp = row["timestamp"]
-        if timestamp < earliest:
-            earliest = timestamp
-        (downloads if "file" in row else simple).append(encode(row))
-    out.earliest = None if earliest == "~" else earliest
-    out.counts = Counts(len(downloads) + len(simple), ignored, len(unprocessed))
-    return out
+    results = _Results()
+    for block in line_blocks(gunzip(data)):
+        results.add_block(block)
+    return results.converted()

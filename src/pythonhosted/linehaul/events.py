@@ -48,7 +48,7 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # UTF-8 byte -> 0 for a space, a C0 control or DEL (never part of a multi-byte sequence),
 # else 1: one C-speed pass finds whether any field needs _tidy.
-_SPACE_OR_CONTROL = bytes(0 if byte <= 0x20 or byte == 0x7F else 1 for byte in range(256))
+SPACE_OR_CONTROL = bytes(0 if byte <= 0x20 or byte == 0x7F else 1 for byte in range(256))
 
 
 class UnprocessableLine(ValueError):
@@ -78,7 +78,7 @@ def parse(line: str) -> Row | None:
     # anything: _timestamp tidies it).
     try:
         untidy = 0 in line[len(kind) + len(ts) + 2 : len(line) - len(parts[9])].encode().translate(
-            _SPACE_OR_CONTROL
+            SPACE_OR_CONTROL
         )
     except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
         untidy = True

@@ -66,9 +66,9 @@ def result_keys(key: str, converted: Converted, fallback_date: str) -> dict[str,
     name = key.rsplit("/", 1)[-1].removesuffix(SUFFIX)
     day = (converted.earliest or fallback_date)[:10].replace("-", "")
     out = {
-        f"processed/{day}/downloads-{name}.json": b"".join(converted.downloads),
-        f"processed/{day}/simple-{name}.json": b"".join(converted.simple),
-        f"unprocessed/{day}/{name}.txt": b"".join(converted.unprocessed),
+        f"processed/{day}/downloads-{name}.json": converted.downloads,
+        f"processed/{day}/simple-{name}.json": converted.simple,
+        f"unprocessed/{day}/{name}.txt": converted.unprocessed,
     }
     return {result: data for result, data in out.items() if data}
 

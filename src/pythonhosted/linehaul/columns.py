@@ -1,0 +1,266 @@
+"""A block of log lines -> NDJSON rows, a column at a time instead of a line at a time.
+
+Ingest's cost is per line, and a Python step per line (split, dicts, ``orjson.dumps``) costs
+several times the gunzip before it. So the common line -- a ``download`` or ``simple`` event
+whose fields need neither the parser's whitespace rules nor JSON escaping -- gets none:
+
+- one ``split(b"|")`` of the whole block gives every field, in order; as each line has ten
+  fields, every ninth item from the first is a column (timestamps, countries, ...), and every
+  ninth from the ninth is a user agent joined, across the newline, to the next line's kind;
+- each field of few distinct values (timestamp, country, TLS fields, project, version,
+  package type, agent) is mapped through a memo to a ready-made JSON fragment: the agent's
+  ``details`` serialised once, each second's timestamp text once;
+- the url (and its filename) is copied verbatim after one check of the joined column;
+- each row's text is the fragments interleaved, and the block's rows are one ``join``.
+
+The memos also check the structure: every agent item must hold exactly one newline and every
+other item none (so each line has exactly ten fields). Fragments come from the per-line
+parser's own caches (:data:`.events.TIMESTAMPS`, :data:`.useragents.KNOWN`) and orjson, so a
+row is byte for byte ``orjson.dumps(parse(line)) + b"\\n"`` (tests/linehaul/test_columns.py).
+:func:`convert_block` is all or nothing: if any line is of another kind (unprocessable,
+untidy, a tab, a byte JSON escapes, a ``|`` in the agent) it returns None, and the caller
+(:mod:`.batch`) splits the block or parses its lines one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import itemgetter, not_
+from typing import Any, TypeVar
+
+import orjson
+
+from pythonhosted.linehaul.cache import Memo
+from pythonhosted.linehaul.events import (
+    NULL,
+    PACKAGE_TYPES,
+    SPACE_OR_CONTROL,
+    TIMESTAMPS,
+    UnprocessableLine,
+)
+from pythonhosted.linehaul.useragents import IGNORED, KNOWN
+
+MEMO_SIZE = 8192
+Fragment = bytes | None  # None: the value needs the per-line parser
+_ABSENT = (b"", NULL.encode())
+_KINDS = {b"download": 1, b"simple": 0}
+# What a url must not hold to be copied verbatim: blanks and controls (the parser would tidy
+# them, or the line is unprocessable) and the two characters JSON escapes that remain.
+_NOT_VERBATIM = bytes(range(0x21)) + b'"\\\x7f'
+_IGNORED = b""  # the details fragment of an ignored agent (real fragments are never empty)
+_TIMESTAMP_LEAD = b'{"timestamp":"'
+_TIMESTAMP_GLUE = b'","url":"'
+_THIRD = itemgetter(2)
+
+
+@dataclass
+class Block:
+    """A block's rows, NDJSON per table, and what became of its lines."""
+
+    downloads: bytes
+    simple: bytes
+    rows: int
+    ignored: int
+    earliest: str | None  # the smallest row timestamp, as written in rows
+
+
+def _text_memo(
+    lead: bytes, glue: bytes, *, null: tuple[bytes, ...] = (), required: bool = False
+) -> Memo[bytes, Fragment]:
+    """A memo: a field -> ``lead`` + its JSON value (``null`` for values in ``null``) + ``glue``.
+
+    No fragment for a field the parser would tidy (a blank or control byte) or, ``required``,
+    for an absent one (empty or ``(null)``: a download without project or version).
+    """
+
+    def fragment(raw: bytes) -> Fragment:
+        if 0 in raw.translate(SPACE_OR_CONTROL) or (required and raw in _ABSENT):
+            return None
+        return lead + (b"null" if raw in null else orjson.dumps(raw.decode())) + glue
+
+    return Memo(fragment, MEMO_SIZE)
+
+
+def _timestamp(raw: bytes) -> Fragment:
+    if b"\n" in raw or b"\t" in raw:  # another line's field; tabs the parser expands first
+        return None
+    try:
+        text = TIMESTAMPS[raw.decode()]
+    except UnprocessableLine:
+        return None
+    return _TIMESTAMP_LEAD + text.encode() + _TIMESTAMP_GLUE
+
+
+def _package_type(raw: bytes) -> Fragment:
+    if raw.decode() not in PACKAGE_TYPES:  # exactly: a type with blanks needs tidying
+        return None
+    return b'"' + raw + b'"},"tls_protocol":'
+
+
+def _details(joined: bytes) -> Fragment:
+    """``{agent}\\n{next kind}`` -> the agent's details JSON + ``}\\n``; b"" if ignored."""
+    agent, newline, after = joined.partition(b"\n")
+    if not newline or b"\n" in after or b"\t" in agent:  # the parser expands tabs
+        return None
+    known = KNOWN[agent.decode()]
+    if known is IGNORED:
+        return _IGNORED
+    return orjson.dumps(known) + b"}\n"
+
+
+def _next_kind(joined: bytes) -> int | None:
+    """``{agent}\\n{next kind}`` -> 1 if the next line is a download, 0 if simple."""
+    return _KINDS.get(joined.partition(b"\n")[2]) if joined.count(b"\n") == 1 else None
+
+
+TIMESTAMP = Memo(_timestamp, MEMO_SIZE)
+PROJECT = _text_memo(b'","project":', b"", required=True)  # download: after url and filename
+VERSION = _text_memo(b',"version":', b',"type":', required=True)
+PACKAGE_TYPE = Memo(_package_type, MEMO_SIZE)
+SIMPLE_PROJECT = _text_memo(b'","project":', b',"tls_protocol":')  # simple: after the url
+TLS_PROTOCOL = _text_memo(b"", b',"tls_cipher":', null=_ABSENT)
+TLS_CIPHER = _text_memo(b"", b',"country_code":', null=_ABSENT)
+COUNTRY = _text_memo(b"", b',"details":', null=(b"",))
+DETAILS = Memo(_details, MEMO_SIZE)
+NEXT_KIND = Memo(_next_kind, MEMO_SIZE)
+MEMOS: tuple[Memo[bytes, Any], ...] = (
+    TIMESTAMP,
+    PROJECT,
+    VERSION,
+    PACKAGE_TYPE,
+    SIMPLE_PROJECT,
+    TLS_PROTOCOL,
+    TLS_CIPHER,
+    COUNTRY,
+    DETAILS,
+    NEXT_KIND,
+)
+"""Every memo of this module (benchmarks clear them for cold runs)."""
+
+_FILE = b',"file":{"filename":"'
+T = TypeVar("T")
+Column = list[bytes]
+Pieces = list[Any]  # fragments (bytes), or None where a value needs the per-line parser
+Part = tuple[bytes, int, int, bytes]  # NDJSON, rows, ignored, earliest timestamp fragment
+_NO_ROWS: Part = (b"", 0, 0, b"~")
+
+
+def _look_up(memo: Memo[bytes, T], column: Column) -> list[T]:
+    return list(map(memo.__getitem__, column))
+
+
+def _verbatim(column: Column) -> bool:
+    """Whether every value can be copied into a JSON string as it is."""
+    joined = b"".join(column)
+    return len(joined.translate(None, _NOT_VERBATIM)) == len(joined)
+
+
+def _rows(details: Pieces, pieces: list[Pieces]) -> Part | None:
+    """Each row's text is its pieces in order, ``details`` last; rows of ignored agents are
+    left out, once their other pieces show they are not unprocessable. None if a piece is."""
+    ignored: list[int] = []
+    try:
+        while True:
+            ignored.append(details.index(_IGNORED, ignored[-1] + 1 if ignored else 0))
+    except ValueError:
+        pass
+    for index in reversed(ignored):
+        if any(column[index] is None for column in pieces):
+            return None
+        for column in (details, *pieces):
+            del column[index]
+    if not details:
+        return b"", 0, len(ignored), b"~"
+    pieces.append(details)
+    width = len(pieces)
+    joined: Pieces = [None] * (width * len(details))
+    for index, column in enumerate(pieces):
+        joined[index::width] = column
+    try:
+        text = b"".join(joined)  # a None raises TypeError
+    except TypeError:
+        return None
+    return text, len(details), len(ignored), min(pieces[0])
+
+
+def _downloads(columns: list[Column]) -> Part | None:
+    """Download lines' columns -> their rows."""
+    ts, country, url, protocol, cipher, project, version, kind, agent = columns
+    if not all(url) or not _verbatim(url):
+        return None
+    projects = _look_up(PROJECT, project)
+    return _rows(
+        _look_up(DETAILS, agent),
+        [
+            _look_up(TIMESTAMP, ts),
+            url,
+            projects,
+            [_FILE] * len(url),
+            list(map(_THIRD, map(bytes.rpartition, url, repeat(b"/")))),
+            list(projects),
+            _look_up(VERSION, version),
+            _look_up(PACKAGE_TYPE, kind),
+            _look_up(TLS_PROTOCOL, protocol),
+            _look_up(TLS_CIPHER, cipher),
+            _look_up(COUNTRY, country),
+        ],
+    )
+
+
+def _simple(columns: list[Column]) -> Part | None:
+    """Simple-request lines' columns -> their rows."""
+    ts, country, url, protocol, cipher, project, version, kind, agent = columns
+    if any(project) or any(version) or any(kind) or not _verbatim(url):
+        return None
+    try:  # the project is the url's third "/"-segment, even when empty
+        projects = list(map(_THIRD, map(bytes.split, url, repeat(b"/"), repeat(3))))
+    except IndexError:
+        return None
+    return _rows(
+        _look_up(DETAILS, agent),
+        [
+            _look_up(TIMESTAMP, ts),
+            url,
+            _look_up(SIMPLE_PROJECT, projects),
+            _look_up(TLS_PROTOCOL, protocol),
+            _look_up(TLS_CIPHER, cipher),
+            _look_up(COUNTRY, country),
+        ],
+    )
+
+
+def convert_block(block: bytes) -> Block | None:
+    """Whole lines, each ending with ``\\n``, valid UTF-8 -> their rows; None if any line
+    needs the per-line parser."""
+    fields = block.split(b"|")
+    if (len(fields) - 1) % 9 or not fields[-1].endswith(b"\n"):
+        return None
+    columns = [fields[index::9] for index in range(1, 10)]
+    kinds: list[Any] = [_KINDS.get(fields[0]), *_look_up(NEXT_KIND, columns[8][:-1])]
+    try:
+        downloads = sum(kinds)  # a None (not a kind) raises TypeError
+    except TypeError:
+        return None
+    down: Part | None
+    simple: Part | None
+    if downloads == len(kinds):
+        down, simple = _downloads(columns), _NO_ROWS
+    elif not downloads:
+        down, simple = _NO_ROWS, _simple(columns)
+    else:
+        others = list(map(not_, kinds))
+        down = _downloads([list(compress(column, kinds)) for column in columns])
+        simple = _simple([list(compress(column, others)) for column in columns])
+    if down is None or simple is None:
+        return None
+    earliest = min(down[3], simple[3])
+    return Block(
+        down[0],
+        simple[0],
+        down[1] + simple[1],
+        down[2] + simple[2],
+        None
+        if earliest == b"~"
+        else earliest[len(_TIMESTAMP_LEAD) : -len(_TIMESTAMP_GLUE)].decode(),
+    )
