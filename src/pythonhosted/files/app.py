@@ -376,11 +376,14 @@ class FilesEdge:
         if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
             # A page-cache read of a few KB costs less than a thread hop; installers' suffix
             # reads of wheel directories are exactly this.
+            cached = self._bodies.get(key, *span) if use_cache else None
             try:
-                chunk = _pread(path, span[0], span[1] - span[0])
+                chunk = cached or _pread(path, span[0], span[1] - span[0])
             except OSError as exc:
                 await self._read_failed(key, _os_error(exc), send, security)
                 return
+            if use_cache and cached is None:
+                self._bodies.put(key, chunk, *span)
             await send(start)
             self._log_download(request, key, info)
             await send({"type": "http.response.body", "body": chunk})

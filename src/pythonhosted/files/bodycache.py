@@ -1,9 +1,11 @@
-"""Whole bodies of small objects kept in memory (files-edge rules 18-19).
+"""Bodies of small objects, and byte ranges clients repeat, kept in memory (rules 18-19).
 
 Objects behind hashed paths never change, so a cached body never needs revalidation: only
-PURGE removes one. Small objects are the ones worth it: for them the fixed cost of a store
-round trip (or of the server opening a file) dominates, and PEP 658 ``.metadata`` files, small
-sdists and wheels are most of the requests. Bounded by total bytes, least recently used first out.
+PURGE removes one, with every range cached from it. Small objects are the ones worth it: for
+them the fixed cost of a store round trip (or of the server opening a file) dominates, and PEP
+658 ``.metadata`` files, small sdists and wheels are most of the requests; installers also read
+the same tail of a large wheel (its zip directory) over and over. Bounded by total bytes, least
+recently used first out.
 """
 
 from __future__ import annotations
@@ -15,31 +17,43 @@ class BodyCache:
     def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.max_object_bytes = min(max_object_bytes, max_bytes)
-        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._bodies: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._spans: dict[str, set[tuple[str, int, int]]] = {}  # object key -> cached spans
         self._size = 0
 
     def fits(self, size: int) -> bool:
         return size <= self.max_object_bytes
 
-    def get(self, key: str) -> bytes | None:
-        body = self._bodies.get(key)
+    def get(self, key: str, start: int = 0, end: int = -1) -> bytes | None:
+        """The cached bytes of ``key`` (the whole object by default, else ``[start, end)``)."""
+        span = (key, start, end)
+        body = self._bodies.get(span)
         if body is not None:
-            self._bodies.move_to_end(key)
+            self._bodies.move_to_end(span)
         return body
 
-    def put(self, key: str, body: bytes) -> None:
-        if not self.fits(len(body)) or key in self._bodies:
+    def put(self, key: str, body: bytes, start: int = 0, end: int = -1) -> None:
+        span = (key, start, end)
+        if not self.fits(len(body)) or span in self._bodies:
             return
-        self._bodies[key] = body
+        self._bodies[span] = body
+        self._spans.setdefault(key, set()).add(span)
         self._size += len(body)
         while self._size > self.max_bytes:
-            _, evicted = self._bodies.popitem(last=False)
-            self._size -= len(evicted)
+            evicted, data = self._bodies.popitem(last=False)
+            self._forget_span(evicted, data)
 
     def discard(self, key: str) -> None:
-        body = self._bodies.pop(key, None)
-        if body is not None:
-            self._size -= len(body)
+        """Forget the object and every range cached from it (a purge)."""
+        for span in self._spans.get(key, set()).copy():
+            self._forget_span(span, self._bodies.pop(span))
+
+    def _forget_span(self, span: tuple[str, int, int], data: bytes) -> None:
+        self._size -= len(data)
+        spans = self._spans[span[0]]
+        spans.discard(span)
+        if not spans:
+            del self._spans[span[0]]
 
     @property
     def size(self) -> int:

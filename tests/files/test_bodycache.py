@@ -1,0 +1,30 @@
+"""The edge's memory cache: byte bound, LRU order, and purges that take every range along."""
+
+from __future__ import annotations
+
+from pythonhosted.files.bodycache import BodyCache
+
+
+def test_bounded_by_bytes_least_recently_used_out() -> None:
+    cache = BodyCache(max_bytes=10, max_object_bytes=6)
+    cache.put("a", b"aaaa")
+    cache.put("b", b"bbbb")
+    assert cache.get("a") == b"aaaa"  # now "b" is the least recently used
+    cache.put("c", b"cccc")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"aaaa", None, b"cccc")
+    assert cache.size == 8
+    cache.put("big", b"x" * 7)  # larger than one object may be: not kept
+    assert cache.get("big") is None
+
+
+def test_ranges_are_separate_entries_and_go_with_their_object() -> None:
+    cache = BodyCache(max_bytes=100, max_object_bytes=50)
+    cache.put("wheel", b"tail", 96, 100)
+    cache.put("wheel", b"head", 0, 4)
+    cache.put("other", b"whole")
+    assert cache.get("wheel") is None  # the whole object was never cached
+    assert cache.get("wheel", 96, 100) == b"tail"
+    cache.discard("wheel")
+    assert (cache.get("wheel", 96, 100), cache.get("wheel", 0, 4)) == (None, None)
+    assert cache.get("other") == b"whole"
+    assert cache.size == 5
