@@ -96,8 +96,17 @@ def test_chunked_body_over_limit_is_cut_off(make_camo: CamoFactory, upstream: Up
     with make_camo(max_size_kb=100) as camo:
         whole = camo.get(upstream.base + "/chunked?chunks=4&size=20000")
         assert whole.content == bytes(80000)
-        with pytest.raises(httpx.RemoteProtocolError):
-            camo.get(upstream.base + "/chunked?chunks=4&size=40000")
+        try:
+            refused = camo.get(upstream.base + "/chunked?chunks=4&size=40000")
+        except httpx.RemoteProtocolError:
+            pass  # cut off: the first part had gone out before the limit was passed
+        else:
+            # On a loaded machine the whole body can arrive before the first relay: then it is
+            # refused before anything was sent. Never a clean 200.
+            assert (refused.status_code, refused.headers["x-camo-error"]) == (
+                404,
+                "body passed the 102400 byte limit",
+            )
         assert metric(camo, "camo_responses_truncated_total") == 1
 
 
