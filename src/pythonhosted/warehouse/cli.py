@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import click
+import duckdb
 
 from pythonhosted.config import Settings
+from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse.base import WarehouseError, warehouse_url
+from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
-from pythonhosted.warehouse.render import FORMATS, render
+from pythonhosted.warehouse.render import FORMATS, render, render_coverage
 from pythonhosted.warehouse.stats import FIELDS, breakdown
 
 
@@ -38,6 +43,9 @@ def _date(text: str | None, flag: str) -> date | None:
 @click.option("--by", "by", multiple=True, help=f"Break down by (repeatable): {', '.join(FIELDS)}.")
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
+@click.option("--logs", help="With --coverage: log store URL [as linehaul ingest].")
+@click.option("--results", help="With --coverage: results store URL [as linehaul publish].")
 @click.pass_obj
 def stats(
     settings: Settings,
@@ -50,17 +58,29 @@ def stats(
     by: tuple[str, ...],
     fmt: str,
     warehouse: str | None,
+    show_coverage: bool,
+    logs: str | None,
+    results: str | None,
 ) -> None:
-    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects).
+    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects),
+    or with --coverage which UTC hours (--by day: days) are complete, gaps, or pending.
 
     Percentages are of the range's total. Exit status 1 when there is no data to read.
     """
-    if (project is None) == (top is None):
-        raise BadUsage("give either PROJECT or --top N")
     fields = [name.strip() for value in by for name in value.split(",") if name.strip()]
-    for name in fields:
-        if name not in FIELDS:
-            raise BadUsage(f"unknown field {name!r} for --by (choose from {', '.join(FIELDS)})")
+    if show_coverage:
+        if project is not None or top is not None or all_time:
+            raise BadUsage("--coverage takes no PROJECT, --top or --all-time")
+        if len(fields) > 1 or not set(fields) <= set(UNITS):
+            raise BadUsage(f"--coverage is --by {' or '.join(UNITS)}")
+    else:
+        if logs is not None or results is not None:
+            raise BadUsage("--logs and --results go with --coverage")
+        if (project is None) == (top is None):
+            raise BadUsage("give either PROJECT or --top N")
+        for name in fields:
+            if name not in FIELDS:
+                raise BadUsage(f"unknown field {name!r} for --by (choose from {', '.join(FIELDS)})")
     if fmt not in FORMATS:
         raise BadUsage(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if sum((days is not None, start is not None, all_time)) > 1:
@@ -74,6 +94,11 @@ def stats(
     url = warehouse or warehouse_url(settings)
     if not url.startswith("duckdb:"):
         raise click.ClickException(f"stats reads DuckDB warehouses only, not {url!r}")
+    if show_coverage:
+        assert first is not None  # --all-time was refused
+        by_unit = fields[0] if fields else "hour"
+        _coverage(settings, logs, results, url, first, last, by_unit, fmt)
+        return
     if top is not None:
         fields, title = ["project", *fields], "top projects"
     else:
@@ -84,3 +109,27 @@ def stats(
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(render(result, fmt, f"{title}, {span}"), nl=False)
+
+
+def _coverage(
+    settings: Settings,
+    logs: str | None,
+    results: str | None,
+    url: str,
+    first: date,
+    last: date,
+    by: str,
+    fmt: str,
+) -> None:
+    """``stats --coverage``: list the stores for work in flight, then read the warehouse."""
+    logs_url, results_url, _ = linehaul_urls(settings)
+    try:
+        logs_store = open_store(logs or logs_url, BATCH_TIMEOUTS)
+        results_store = open_store(results or results_url, BATCH_TIMEOUTS)
+        in_flight = asyncio.run(oldest_in_flight(logs_store, results_store))
+        now = datetime.now(UTC).replace(tzinfo=None)
+        result = coverage(duckdb_path(url), first, last, now=now, in_flight=in_flight, by=by)
+    except (StorageError, WarehouseError, ValueError, duckdb.Error) as exc:  # not a warehouse
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    title = f"coverage, {first} to {last}, complete through {result.watermark:%Y-%m-%dT%H:%MZ}"
+    click.echo(render_coverage(result, fmt, title), nl=False)

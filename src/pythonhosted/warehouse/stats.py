@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from packaging.utils import canonicalize_name
 
 from pythonhosted.warehouse.base import WarehouseError
@@ -67,10 +68,15 @@ def _order(fields: list[str]) -> str:
     return ", ".join(["download_count DESC", *(f"{column} NULLS LAST" for column in columns)])
 
 
-def _query(path: Path, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+def reader(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse opened read-only; EmptyWarehouse when the file is not there yet."""
     if not path.is_file():
         raise EmptyWarehouse(f"no warehouse at {path}: run 'pythonhosted linehaul publish' first")
-    con = connect(path, read_only=True)
+    return connect(path, read_only=True)
+
+
+def _query(path: Path, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    con = reader(path)
     try:
         if con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is None:
             raise EmptyWarehouse(f"the warehouse at {path} holds no downloads yet")
