@@ -57,7 +57,7 @@ class FilesSettings(BaseModel):
     log_spool_dir: Path | None = None
     log_spool_sync_interval: float = 1.0
     cache_max_bytes: int = 128 * 2**20
-    cache_object_max_bytes: int = 2**20
+    cache_object_max_bytes: int = 16 * 2**20
 
 
 class IndexSettings(BaseModel):

@@ -99,15 +99,17 @@ def test_failing_primary_without_archive_is_503(edge: EdgeFactory) -> None:
 
 
 class FlakyS3:
-    """Passes requests through to moto until ``broken`` is set, then answers 500."""
+    """Passes requests through to moto (counting them) until ``broken`` is set, then 500s."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.broken = False
+        self.requests: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        self.requests.append(scope["method"])
         if self.broken:
             await send_text(send, 500, "InternalError")
             return
@@ -145,3 +147,24 @@ def test_cached_objects_survive_a_failing_store(
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.content == WHEEL.data
     assert uncached.status_code == 503
+
+
+def test_a_cold_burst_reads_the_store_once(
+    edge: EdgeFactory, moto_endpoint: str, s3_url: str
+) -> None:
+    """Thirty clients asking at once for an object the edge has not seen: one lookup, one read."""
+    seed(s3_url)
+    counting = FlakyS3(moto_endpoint)
+    bucket = s3_url.split("?", 1)[0].removeprefix("s3://")
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient() as client:
+            return await asyncio.gather(*(client.get(url + WHEEL.path) for _ in range(30)))
+
+    with running(counting) as endpoint:
+        primary = f"s3://{bucket}?endpoint={endpoint}&allow_http=true"
+        with edge(primary=primary) as url:
+            responses = asyncio.run(burst(url))
+    assert [r.status_code for r in responses] == [200] * 30
+    assert all(r.content == WHEEL.data for r in responses)
+    assert sorted(counting.requests) == ["GET", "HEAD"]

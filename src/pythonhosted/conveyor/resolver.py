@@ -8,12 +8,12 @@ reference design, kept for the benchmark's comparison.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 
 from packaging.utils import canonicalize_name
 
+from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.index import ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.sources import Entry, Source
@@ -33,7 +33,7 @@ class Resolver:
         self.entries = entries
         self.metrics = metrics
         self._cache: OrderedDict[str, Entry] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[Entry]] = {}
+        self._inflight: Coalescer[str, Entry] = Coalescer()
         self._hit = metrics.cache.labels("hit")
 
     async def resolve(self, project: str) -> ProjectFiles:
@@ -51,22 +51,11 @@ class Resolver:
             self._cache.move_to_end(name)
             self._hit.inc()
             return entry
-        task = self._inflight.get(name)
-        if task is None:
-            self.metrics.cache.labels("miss").inc()
-            task = asyncio.ensure_future(self._fill(name, entry))
-            task.add_done_callback(_retrieve)
-            self._inflight[name] = task
-        else:
-            self.metrics.cache.labels("coalesced").inc()
-        # Shielded: one client hanging up must not cancel the fetch the others are waiting on.
-        return await asyncio.shield(task)
+        self.metrics.cache.labels("coalesced" if self._inflight.busy(name) else "miss").inc()
+        return await self._inflight.run(name, lambda: self._fill(name, entry))
 
     async def _fill(self, name: str, stale: Entry | None) -> Entry:
-        try:
-            entry = await self.source.fetch(name, stale)
-        finally:
-            del self._inflight[name]
+        entry = await self.source.fetch(name, stale)
         if entry.storable:
             self._cache[name] = entry
             self._cache.move_to_end(name)
@@ -79,9 +68,3 @@ class Resolver:
 
     async def close(self) -> None:
         await self.source.close()
-
-
-def _retrieve(task: asyncio.Task[Entry]) -> None:
-    """Mark a failed fetch's exception as seen even when every waiter has gone."""
-    if not task.cancelled():
-        task.exception()

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 import brotli
 
+from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.bodycache import BodyCache
 from pythonhosted.files.metrics import EdgeMetrics
@@ -60,6 +61,7 @@ DISTRIBUTION_SUFFIXES = (
 )
 MAX_PATH = 2048
 PREAD_MAX = 256 * 1024
+SEND_PIECE = 256 * 1024
 ALLOW = b"GET, HEAD, OPTIONS"
 TEXT = b"text/plain; charset=UTF-8"
 
@@ -92,7 +94,7 @@ class EdgeOptions:
     country_header: str | None = None
     cache_entries: int = 100_000
     cache_max_bytes: int = 128 * 2**20
-    cache_object_max_bytes: int = 2**20
+    cache_object_max_bytes: int = 16 * 2**20
 
 
 @dataclass(slots=True)
@@ -142,6 +144,8 @@ class FilesEdge:
         self.legacy = legacy
         self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
         self._cache: OrderedDict[str, CachedObject] = OrderedDict()
+        self._looking_up: Coalescer[str, tuple[ObjectInfo, Store, Backend]] = Coalescer()
+        self._filling: Coalescer[str, bytes] = Coalescer()
         self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
         self._status = {code: self.metrics.requests.labels(str(code)) for code in (200, 206, 304)}
 
@@ -266,7 +270,10 @@ class FilesEdge:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-        info, store, _backend = await self.stores.info(key, force)
+        if force is None:
+            info, store, _backend = await self._looking_up.run(key, lambda: self.stores.info(key))
+        else:
+            info, store, _backend = await self.stores.info(key, force)
         entry = CachedObject(info, store, _object_headers(info))
         if force is None:
             self._cache[key] = entry
@@ -353,19 +360,15 @@ class FilesEdge:
         info = entry.info
         start = {"type": "http.response.start", "status": status, "headers": headers}
         if self._bodies.fits(info.size):
-            body = self._bodies.get(key) if use_cache else None
-            if body is None:
-                try:
-                    body = await entry.store.get_bytes(key)
-                except StorageError as exc:
-                    await self._read_failed(key, exc, send, security)
-                    return
-                if use_cache:
-                    self._bodies.put(key, body)
+            try:
+                body = await (self._cached_body(entry) if use_cache else entry.store.get_bytes(key))
+            except StorageError as exc:
+                await self._read_failed(key, exc, send, security)
+                return
             await send(start)
             self._log_download(request, key, info)
-            chunk = body if span is None else body[span[0] : span[1]]
-            await send({"type": "http.response.body", "body": chunk})
+            view = memoryview(body) if span is None else memoryview(body)[span[0] : span[1]]
+            await _send_view(send, view)
             return
         path = info.local_path
         if path is not None and span is None and _pathsend(request.scope):
@@ -400,6 +403,16 @@ class FilesEdge:
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+    async def _cached_body(self, entry: CachedObject) -> bytes:
+        """The whole body from memory, read once however many requests wait for it."""
+        key = entry.info.key
+        body = self._bodies.get(key)
+        if body is not None:
+            return body
+        body = await self._filling.run(key, lambda: entry.store.get_bytes(key))
+        self._bodies.put(key, body)
+        return body
 
     async def _read_failed(
         self, key: str, exc: StorageError, send: Send, security: Headers
@@ -561,6 +574,18 @@ def _guess_type(key: str) -> str:
     if key.endswith(".metadata"):
         return "text/plain; charset=utf-8"
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+async def _send_view(send: Send, view: memoryview) -> None:
+    """Send cached bytes in pieces: the server copies each message, so one message per
+    response would cost a whole copy of the object per connection."""
+    if len(view) <= SEND_PIECE:
+        await send({"type": "http.response.body", "body": view.tobytes()})
+        return
+    for offset in range(0, len(view), SEND_PIECE):
+        piece = view[offset : offset + SEND_PIECE].tobytes()
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _pread(path: Path, offset: int, length: int) -> bytes:
