@@ -8,8 +8,10 @@ they never show up in a repr or a log line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -225,3 +227,17 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             cleaned[key] = value
     return cleaned
+
+
+def export_to_environment(settings: Settings, section: str, names: Iterable[str]) -> None:
+    """Put settings of one section, and the logging format, into ``PYTHONHOSTED_*`` variables.
+
+    Worker processes rebuild their settings with ``load_settings()``; this is how the values a
+    parent took from its command-line flags reach them. Lists and tables travel as JSON (which
+    pydantic-settings parses back). Secrets are never flags, so none are exported.
+    """
+    values = getattr(settings, section).model_dump(mode="json", include=set(names))
+    for name, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        os.environ[f"PYTHONHOSTED_{section.upper()}__{name.upper()}"] = text
+    os.environ["PYTHONHOSTED_LOG_JSON"] = json.dumps(settings.log_json)

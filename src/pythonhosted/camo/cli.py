@@ -5,7 +5,6 @@ Flag names follow go-camo's where it has one, so operators can carry their comma
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +14,7 @@ import click
 
 from pythonhosted.camo.app import create_app
 from pythonhosted.camo.urls import sign_url
-from pythonhosted.config import CamoSettings, Settings
+from pythonhosted.config import CamoSettings, Settings, export_to_environment
 from pythonhosted.web.server import Bind, run, run_workers
 
 _key_file = click.option(
@@ -46,20 +45,13 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
-def _export(settings: Settings, camo_settings: CamoSettings, names: Iterable[str]) -> None:
-    """Put the flag values where each worker's ``load_settings()`` finds them, as env vars.
-
-    Lists and tables travel as JSON (pydantic-settings parses them back). A ``--key-file`` flag
-    also blanks ``key``, so a key from the environment or the TOML file cannot win over it.
-    """
+def _export(settings: Settings, names: Iterable[str]) -> None:
+    """Flag values for the workers; a ``--key-file`` flag also blanks ``key``, so a key from
+    the environment or the TOML file cannot win over it there."""
     names = set(names)
-    values = camo_settings.model_dump(mode="json", include=names)
-    for name, value in values.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        os.environ[f"PYTHONHOSTED_CAMO__{name.upper()}"] = text
+    export_to_environment(settings, "camo", names)
     if "key_file" in names:
         os.environ["PYTHONHOSTED_CAMO__KEY"] = ""
-    os.environ["PYTHONHOSTED_LOG_JSON"] = json.dumps(settings.log_json)
 
 
 @click.group()
@@ -117,7 +109,8 @@ def serve(
     if workers == 1:
         run([(app, bind)])
         return
-    _export(settings, camo_settings, (name for name, value in flags.items() if value is not None))
+    exported = settings.model_copy(update={"camo": camo_settings})
+    _export(exported, (name for name, value in flags.items() if value is not None))
     run_workers("pythonhosted.camo.app:worker_app", bind, workers)
 
 

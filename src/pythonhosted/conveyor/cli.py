@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import click
 
-from pythonhosted.config import Settings
+from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.conveyor.publish import PublishError, set_redirect, upload_docs
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import create_app, docs_url
@@ -61,8 +60,7 @@ def serve_command(
     if section.workers == 1:
         run([(app, address)])
         return
-    for name, value in updates.items():  # the workers rebuild their settings from the env
-        os.environ[f"PYTHONHOSTED_CONVEYOR__{name.upper()}"] = str(value)
+    export_to_environment(settings, "conveyor", updates)
     run_workers("pythonhosted.conveyor.service:worker_app", address, section.workers)
 
 

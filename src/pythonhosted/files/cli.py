@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import click
 
-from pythonhosted.config import Settings
+from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.service import build_standalone_edge
 from pythonhosted.files.upload import UploadRefused, upload
@@ -75,6 +74,5 @@ def serve_command(
     if settings.files.workers == 1:
         run([(edge, address)])
         return
-    for name, value in updates.items():  # the workers rebuild their settings from the env
-        os.environ[f"PYTHONHOSTED_FILES__{name.upper()}"] = str(value)
+    export_to_environment(settings, "files", updates)
     run_workers("pythonhosted.files.service:worker_app", address, settings.files.workers)
