@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -196,7 +196,7 @@ def test_filter_rules_reject_bad_lines() -> None:
 
 
 class DialerSpy:
-    """Records every socket aiohttp asks for (one per connection attempt) and every lookup."""
+    """Records every dial the client makes (one per connection attempt) and every lookup."""
 
     def __init__(self, zone: dict[str, list[str]]) -> None:
         self.zone = zone
@@ -207,12 +207,13 @@ class DialerSpy:
         self.lookups.append(host)
         return self.zone[host]
 
-    def socket_factory(self, addr_info: Any) -> socket.socket:
-        self.connects.append(addr_info[4])
-        family, type_, proto = addr_info[:3]
-        sock = socket.socket(family, type_, proto)
-        sock.setblocking(False)
-        return sock
+    async def dial(
+        self, address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.connects.append((address, port))
+        return await asyncio.open_connection(
+            address, port, ssl=context, server_hostname=server_hostname
+        )
 
 
 def fetch(spy: DialerSpy, url: str, allow: Sequence[str] = ()) -> int | Refused:
@@ -225,7 +226,7 @@ def fetch(spy: DialerSpy, url: str, allow: Sequence[str] = ()) -> int | Refused:
             max_redirects=3,
             connect_timeout=5,
             lookup=spy.lookup,
-            socket_factory=spy.socket_factory,
+            dial=spy.dial,
         )
         try:
             response = await client.open("GET", url, {})

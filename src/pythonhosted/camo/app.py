@@ -1,8 +1,8 @@
 """The camo ASGI app: health, metrics, and the proxy for everything else.
 
 ``create_app`` is what the CLI serves and what the all-in-one server mounts. The upstream
-session is created on first use inside the serving event loop (aiohttp sessions belong to one
-loop) and closed on lifespan shutdown.
+client is created on first use inside the serving event loop (its pooled connections belong to
+that loop) and closed on lifespan shutdown.
 """
 
 from __future__ import annotations

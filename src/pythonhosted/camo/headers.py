@@ -55,7 +55,7 @@ def relayed_response_headers(
     upstream: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]
 ) -> Headers:
     """The first upstream header of each name in ``names`` (lower-case, a subset of
-    RESPONSE_HEADERS), from aiohttp's raw header bytes: no decoding and re-encoding per
+    RESPONSE_HEADERS), from upstream's raw header bytes: no decoding and re-encoding per
     request, and one pass over what upstream sent instead of one lookup per allowed name."""
     out: Headers = []
     seen: set[bytes] = set()

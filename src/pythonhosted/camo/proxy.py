@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import ClientPayloadError, StreamReader
-from aiohttp.client_reqrep import ClientResponse
-
+from pythonhosted.camo.client import BodyError, Response
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
     RESPONSE_HEADERS,
@@ -86,9 +84,12 @@ class Proxy:
                 raise CutOff("upstream deadline passed mid-body") from None
             status = 504
             await relay.refuse(Refused(504, "timeout", "upstream took too long"))
-        except ClientPayloadError:
+        except BodyError as exc:
             self._metrics.failed.labels("upstream_body").inc()
-            raise CutOff("upstream body broke off") from None
+            if relay.started:
+                raise CutOff("upstream body broke off") from None
+            status = 502
+            await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
         finally:
             self._metrics.duration.observe(time.perf_counter() - started)
         self._metrics.response(status)
@@ -108,7 +109,7 @@ class Proxy:
             finally:
                 response.release()
 
-    async def _relay(self, method: str, response: ClientResponse, relay: Relay) -> int:
+    async def _relay(self, method: str, response: Response, relay: Relay) -> int:
         status = response.status
         if status == 304:
             relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
@@ -127,26 +128,25 @@ class Proxy:
             raise Refused(
                 404, "content_length", f"content length {length} over the {limit} byte limit"
             )
-        content_type = response.headers.get("Content-Type", "")
-        media = content_type.split(";", 1)[0].strip().lower()
+        content_type = response.header(b"content-type") or b""
+        media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
         first = b""
         if media in GENERIC_TYPES and status == 200 and method == "GET":
-            first = await _read_first(response.content, SNIFF_BYTES)
+            first = await response.read_first(SNIFF_BYTES)
             sniffed = sniff_image(first)
             if sniffed is not None:
-                media = content_type = sniffed
+                media, content_type = sniffed, sniffed.encode("latin-1")
         if not media.startswith(self._options.media_prefixes):
             raise Refused(403, "content_type", f"content type {media or '(none)'} not allowed")
         headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
-        headers.append((b"content-type", content_type.encode("latin-1")))
+        headers.append((b"content-type", content_type))
         relay.start(status, headers)
         await relay.body(first)
         received = len(first)
         if method == "GET":
-            content = response.content
-            # readany: whatever one socket read delivered, no re-chunking; aiohttp pauses the
-            # socket while its buffer is full, so a slow client holds back the upstream.
-            while chunk := await content.readany():
+            # Whatever one socket read delivered, no re-chunking; the socket is read again only
+            # once this chunk has been sent, so a slow client holds back the upstream.
+            while chunk := await response.read():
                 received += len(chunk)
                 if received > limit:
                     self._metrics.truncated.inc()
@@ -156,11 +156,3 @@ class Proxy:
                 await relay.body(chunk, last=received == length)
         await relay.end()
         return status
-
-
-async def _read_first(content: StreamReader, count: int) -> bytes:
-    """Up to ``count`` bytes (fewer only at end of body), for content sniffing."""
-    try:
-        return await content.readexactly(count)
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial

@@ -1,32 +1,41 @@
-"""Fetching from upstream: one pooled aiohttp session, redirects followed and re-checked by hand.
+"""Fetching from upstream: camo's own keep-alive client, redirects followed and re-checked.
 
-aiohttp does the HTTP; camo keeps the decisions. Every hop's URL is checked (scheme,
-credentials, filter rules, IP literals) before a request is made, and names resolve through
-:class:`PolicyResolver`, so the only sockets ever opened go to allowed addresses. Cookies are
-never stored (one visitor's upstream cookies must not reach another's request), proxies in the
-environment are ignored, and bodies are passed through undecoded.
+Every hop's URL is checked (scheme, credentials, filter rules, IP literals) before a request is
+made, its name resolves through :class:`PolicyResolver`, and the socket is opened to one of the
+checked IP literals, never to the name, so the only sockets ever opened go to allowed addresses.
+No cookies are stored (one visitor's upstream cookies must not reach another's request), no
+proxy from the environment is used, and bodies are passed through undecoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp.client_reqrep import ClientResponse
-from aiohttp.connector import SocketFactoryType
 from yarl import URL
 
+from pythonhosted.camo.client import (
+    BadResponse,
+    Connection,
+    Dial,
+    Pool,
+    Response,
+    open_streams,
+    request_head,
+)
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.policy import AddressPolicy, literal_address
-from pythonhosted.camo.resolver import AddressRefused, Lookup, PolicyResolver, system_lookup
+from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: First-hop URLs remembered as parsed and checked (the checks depend only on the URL and
 #: static settings); refusals raise, so they are never cached.
 CHECKED_URLS = 4096
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -70,30 +79,21 @@ class Upstream:
         max_redirects: int,
         connect_timeout: float,
         lookup: Lookup = system_lookup,
-        socket_factory: SocketFactoryType | None = None,
+        dial: Dial = open_streams,
     ) -> None:
         self._checks = checks
         self._max_redirects = max_redirects
+        self._connect_timeout = connect_timeout
         self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._parse_and_check)
-        connector = aiohttp.TCPConnector(
-            resolver=PolicyResolver(checks.policy, lookup),
-            limit=0,  # concurrency is bounded by the server, not by a hidden queue here
-            ttl_dns_cache=10,
-            socket_factory=socket_factory,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding",),
-            trust_env=False,
-        )
+        self._resolver = PolicyResolver(checks.policy, lookup)
+        self._dial = dial
+        self._pool = Pool()
+        self._tls = ssl.create_default_context()  # built once: loading the CA store is slow
 
     async def close(self) -> None:
-        await self._session.close()
+        self._pool.close()
 
-    async def open(self, method: str, url: str, headers: Mapping[str, str]) -> ClientResponse:
+    async def open(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
         """The first non-redirect response for ``url``; the caller must release it.
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
@@ -103,12 +103,12 @@ class Upstream:
             if hop:
                 target = self._checks.check(target)
             response = await self._request(method, target, headers)
-            location = response.headers.get("Location")
+            location = response.header(b"location")
             if response.status not in REDIRECTS or location is None:
                 return response
             response.release()
             try:
-                target = target.join(URL(location))
+                target = target.join(URL(location.decode("utf-8", "surrogateescape")))
             except (ValueError, TypeError):
                 raise Refused(404, "url", "redirect to an invalid URL") from None
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
@@ -120,15 +120,58 @@ class Upstream:
             raise Refused(404, "url", "not a valid URL") from None
         return self._checks.check(target)
 
-    async def _request(self, method: str, url: URL, headers: Mapping[str, str]) -> ClientResponse:
+    async def _request(self, method: str, url: URL, headers: Mapping[str, str]) -> Response:
+        host = url.raw_host or ""
         try:
-            return await self._session.request(method, url, headers=headers, allow_redirects=False)
-        except aiohttp.ClientConnectorDNSError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, AddressRefused):
-                raise Refused(404, "address", str(cause)) from None
-            raise Refused(502, "dns", f"cannot resolve {url.raw_host}") from None
-        except aiohttp.ClientConnectorError:
-            raise Refused(502, "connect", f"cannot connect to {url.raw_host}") from None
-        except aiohttp.ClientError as exc:
+            head = request_head(method, url, headers)
+        except ValueError as exc:
+            raise Refused(502, "upstream", f"upstream error: {exc}") from None
+        port = DEFAULT_PORTS[url.scheme] if url.explicit_port is None else url.explicit_port
+        addresses = await self._resolver.resolve(host, port)
+        try:
+            for address in addresses:
+                conn = self._pool.take((url.scheme, host, port, address))
+                if conn is not None:
+                    response = await self._exchange(conn, head, method)
+                    if response is not None:
+                        return response
+            conn = await self._connect(url.scheme, host, port, addresses)
+            response = await self._exchange(conn, head, method)
+            assert response is not None  # only a reused connection can turn out stale
+            return response
+        except BadResponse as exc:
+            raise Refused(502, "upstream", f"upstream error: {exc}") from None
+        except OSError as exc:
             raise Refused(502, "upstream", f"upstream error: {type(exc).__name__}") from None
+
+    async def _connect(self, scheme: str, host: str, port: int, addresses: list[str]) -> Connection:
+        """A new connection to the first checked address that accepts one."""
+        context = self._tls if scheme == "https" else None
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    reader, writer = await self._dial(
+                        address, port, context, host if context is not None else None
+                    )
+            except (OSError, TimeoutError):
+                continue
+            return Connection((scheme, host, port, address), reader, writer)
+        raise Refused(502, "connect", f"cannot connect to {host}")
+
+    async def _exchange(self, conn: Connection, head: bytes, method: str) -> Response | None:
+        """Send the request and read the response head; None if a reused connection turned
+        out to have been closed by upstream before answering (the request is then retried on
+        a new connection: GET and HEAD are safe to repeat)."""
+        response = Response(conn, self._pool, head_only=method == "HEAD")
+        try:
+            conn.writer.write(head)
+            await response.start()
+        except (BadResponse, OSError):
+            response.release()
+            if conn.reused and response.received == 0:
+                return None
+            raise
+        except BaseException:
+            response.release()
+            raise
+        return response
