@@ -46,6 +46,30 @@ def http_date(epoch: float) -> str:
     return _http_date_of_second(int(epoch))
 
 
+def _line(
+    kind: str,
+    timestamp: float,
+    country: str | None,
+    url: str,
+    tls_protocol: str | None,
+    tls_cipher: str | None,
+    file_fields: tuple[str, str, str],
+    user_agent: str | None,
+) -> str:
+    return "|".join(
+        (
+            kind,
+            http_date(timestamp),
+            _CONTROL_OR_PIPE.sub(_pct, country or ""),
+            _CONTROL_OR_PIPE.sub(_pct, url),
+            _field(tls_protocol),
+            _field(tls_cipher),
+            *file_fields,
+            _last_field(user_agent),
+        )
+    )
+
+
 def download_line(
     *,
     timestamp: float,
@@ -59,19 +83,9 @@ def download_line(
     user_agent: str | None,
 ) -> str:
     """One download event, without the trailing newline."""
-    return "|".join(
-        (
-            "download",
-            http_date(timestamp),
-            _CONTROL_OR_PIPE.sub(_pct, country or ""),
-            _CONTROL_OR_PIPE.sub(_pct, url),
-            _field(tls_protocol),
-            _field(tls_cipher),
-            _field(project),
-            _field(version),
-            _field(package_type),
-            _last_field(user_agent),
-        )
+    file_fields = (_field(project), _field(version), _field(package_type))
+    return _line(
+        "download", timestamp, country, url, tls_protocol, tls_cipher, file_fields, user_agent
     )
 
 
@@ -84,18 +98,7 @@ def simple_line(
     tls_cipher: str | None,
     user_agent: str | None,
 ) -> str:
-    """One simple-index request event, without the trailing newline."""
-    return "|".join(
-        (
-            "simple",
-            http_date(timestamp),
-            _CONTROL_OR_PIPE.sub(_pct, country or ""),
-            _CONTROL_OR_PIPE.sub(_pct, url),
-            _field(tls_protocol),
-            _field(tls_cipher),
-            "",
-            "",
-            "",
-            _last_field(user_agent),
-        )
+    """One simple-index request event (its file fields are empty), without the newline."""
+    return _line(
+        "simple", timestamp, country, url, tls_protocol, tls_cipher, ("", "", ""), user_agent
     )
