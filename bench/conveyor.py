@@ -25,24 +25,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from files import _cpu_model, wrk
+from files import _cpu_model, nginx_conf, wrk
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
-NGINX_CONF = """
-daemon off;
-user root;
-worker_processes auto;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-    types {{ text/html html; text/css css; application/json json; }}
-    server {{
+SERVERS = """    server {{
         listen 127.0.0.1:{api_port};
         root {api};
         location / {{
@@ -53,9 +39,7 @@ http {{
     server {{
         listen 127.0.0.1:{docs_port};
         root {docs};
-    }}
-}}
-"""
+    }}"""
 PROJECT = "bench-project"
 
 
@@ -127,8 +111,10 @@ def main() -> None:
     api, docs = Bind("127.0.0.1", free_port()), Bind("127.0.0.1", free_port())
     cached, uncached = Bind("127.0.0.1", free_port()), Bind("127.0.0.1", free_port())
     (root / "nginx.conf").write_text(
-        NGINX_CONF.format(
-            root=root, api_port=api.port, api=api_dir, docs_port=docs.port, docs=docs_dir
+        nginx_conf(
+            root,
+            "off",
+            SERVERS.format(api_port=api.port, api=api_dir, docs_port=docs.port, docs=docs_dir),
         )
     )
     processes = [

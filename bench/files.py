@@ -28,7 +28,11 @@ from pythonhosted.files.upload import upload
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
-NGINX_CONF = """
+
+def nginx_conf(root: Path, access_log: str, servers: str) -> str:
+    """An nginx config for a benchmark: foreground, its files under ``root``, ``servers``
+    (``server { ... }`` blocks) inside the http block."""
+    return f"""
 daemon off;
 user root;
 worker_processes auto;
@@ -36,16 +40,13 @@ pid {root}/nginx.pid;
 error_log {root}/nginx-error.log;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {root}/nginx-access.log combined buffer=64k;
+    access_log {access_log};
     sendfile on;
     tcp_nopush on;
     client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
     fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        root {store};
-        location / {{ add_header Cache-Control "max-age=365000000, immutable, public"; }}
-    }}
+    types {{ text/html html; text/css css; application/json json; }}
+{servers}
 }}
 """
 
@@ -160,7 +161,15 @@ def main() -> None:
     ours_bind = Bind("127.0.0.1", free_port())
     nginx_bind = Bind("127.0.0.1", free_port())
     (root / "nginx.conf").write_text(
-        NGINX_CONF.format(root=root, port=nginx_bind.port, store=store_dir)
+        nginx_conf(
+            root,
+            f"{root}/nginx-access.log combined buffer=64k",
+            f"""    server {{
+        listen 127.0.0.1:{nginx_bind.port};
+        root {store_dir};
+        location / {{ add_header Cache-Control "max-age=365000000, immutable, public"; }}
+    }}""",
+        )
     )
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(root / "data")}
     ours = subprocess.Popen(

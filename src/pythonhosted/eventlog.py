@@ -28,6 +28,7 @@ from pathlib import Path
 from pythonhosted.config import Settings
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
+from pythonhosted.web.lifespan import Hook
 
 log = logging.getLogger(__name__)
 SEGMENT_SUFFIX = ".spool"
@@ -134,6 +135,20 @@ class EventLog:
             self._stop.set()
             await self._task
             self._task = None
+
+    @staticmethod
+    def lifespan(log: EventLog | None) -> tuple[Hook, Hook]:
+        """(startup, shutdown) hooks for an app that may or may not log events."""
+
+        async def startup() -> None:
+            if log is not None:
+                log.start()
+
+        async def shutdown() -> None:
+            if log is not None:
+                await log.stop()
+
+        return startup, shutdown
 
     # -- shipping --------------------------------------------------------------------------
 

@@ -152,21 +152,12 @@ class FilesEdge:
     def _count_fallback(self, fallback: Fallback) -> None:
         self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()
 
-    # -- lifespan: the download log ships in the background and flushes at shutdown --------
-
-    async def startup(self) -> None:
-        if self.log is not None:
-            self.log.start()
-
-    async def shutdown(self) -> None:
-        if self.log is not None:
-            await self.log.stop()
-
     # -- requests --------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send, self.startup, self.shutdown)
+            # The event log ships in the background and flushes at shutdown.
+            await handle_lifespan(receive, send, *EventLog.lifespan(self.log))
             return
         if scope["type"] != "http":
             return

@@ -61,17 +61,10 @@ class IndexApp:
         )
         self._pages: dict[str, tuple[float, list[FileRecord]]] = {}
 
-    async def startup(self) -> None:
-        if self.log is not None:
-            self.log.start()
-
-    async def shutdown(self) -> None:
-        if self.log is not None:
-            await self.log.stop()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send, self.startup, self.shutdown)
+            # The event log ships in the background and flushes at shutdown.
+            await handle_lifespan(receive, send, *EventLog.lifespan(self.log))
             return
         if scope["type"] != "http":
             return
