@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pythonhosted.linehaul import UnprocessableLine, leases, parse
+from pythonhosted.linehaul import UnprocessableLine, ingest, leases, parse
 from pythonhosted.linehaul.batch import Converted, convert
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.storage import Store, open_store
@@ -206,3 +208,156 @@ def test_convert_keeps_order_and_routes_by_kind() -> None:
     ]
     assert len(converted.simple.splitlines()) == 1
     assert converted.unprocessed == b"bad\n\n" + PIP.encode() + b"\n"
+
+
+class Gate:
+    """Stands in for ``convert``: the first ``hold`` calls wait, in ingest's worker thread,
+    until the test lets them go, so a conversion takes as long as a test needs."""
+
+    def __init__(self, hold: int) -> None:
+        self.entered = [threading.Event() for _ in range(hold)]
+        self.go = [threading.Event() for _ in range(hold)]
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes) -> Converted:
+        with self._lock:
+            call, self._calls = self._calls, self._calls + 1
+        if call < len(self.go):
+            self.entered[call].set()
+            assert self.go[call].wait(60), "the test never let the conversion go"
+        return convert(data)
+
+    async def wait_entered(self, call: int) -> None:
+        assert await asyncio.to_thread(self.entered[call].wait, 30), "conversion never started"
+
+
+class Watched(Store):
+    """A store (same back end) that records this worker's writes and can stall its lease
+    renewals until ``resume`` is set, as a paused process or a hanging store would."""
+
+    def __init__(self, base: Store, *, stall_renewals: bool = False) -> None:
+        super().__init__(base.url, base.backend, local_root=base.local_root)
+        self.changed: list[str] = []
+        self.resume = asyncio.Event()
+        if not stall_renewals:
+            self.resume.set()
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        create_only: bool = False,
+    ) -> None:
+        if key.startswith(leases.PREFIX) and not key.endswith("/0000000001"):
+            await self.resume.wait()
+        self.changed.append(key)
+        await super().put(
+            key, data, content_type=content_type, metadata=metadata, create_only=create_only
+        )
+
+    async def delete(self, key: str) -> None:
+        self.changed.append(key)
+        await super().delete(key)
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
+
+
+async def _generation(logs: Store, key: str) -> int:
+    found = await logs.list(f"{leases.PREFIX}{key}/")
+    return int(found[-1].key.rsplit("/", 1)[1]) if found else 0
+
+
+def test_a_long_object_keeps_its_lease(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversion three renewals long (a whole lease timeout): the lease it started with
+    has expired, yet a second worker finds the object busy."""
+    logs, results = stores
+    gate = Gate(hold=1)
+    monkeypatch.setattr(ingest, "convert", gate)
+    timeout = 2.0
+    key = log_key(0)
+
+    async def scenario() -> None:
+        await logs.put(key, gz([download_line(n) for n in range(20)]))
+        started = time.time()
+        slow = asyncio.create_task(ingest_once(logs, results, lease_timeout=timeout))
+        await gate.wait_entered(0)
+
+        async def renewed_three_times() -> bool:
+            return await _generation(logs, key) >= 4
+
+        await _until(renewed_three_times, "the lease was renewed three times")
+        assert time.time() > started + timeout - 0.1  # the first lease has expired
+        other = await ingest_once(logs, results, lease_timeout=60.0)
+        assert (other.busy, other.objects) == (1, 0)
+        gate.go[0].set()
+        done = await slow
+        assert (done.busy, done.objects, done.counts.rows) == (0, 1, 20)
+        assert await logs.list() == []
+        assert len(await results.list()) == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("taker_finishes_first", [False, True])
+def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
+    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, taker_finishes_first: bool
+) -> None:
+    """A worker stalls past its lease (renewals hang); another takes the object over. When
+    the first one comes back it stops: no results, no delete, the taker's lease untouched,
+    whether the taker is still converting or already done and released."""
+    base_logs, results = stores
+    stalled_logs = Watched(base_logs, stall_renewals=True)
+    stalled_results = Watched(results)
+    gate = Gate(hold=1 if taker_finishes_first else 2)
+    monkeypatch.setattr(ingest, "convert", gate)
+    key = log_key(0)
+    data = gz([download_line(n) for n in range(20)])
+
+    async def scenario() -> None:
+        await base_logs.put(key, data)
+        stalled = asyncio.create_task(
+            ingest_once(stalled_logs, stalled_results, lease_timeout=0.5, owner="stalled")
+        )
+        await gate.wait_entered(0)
+
+        async def lease_expired() -> bool:
+            record = orjson.loads(await base_logs.get_bytes(f"{leases.PREFIX}{key}/0000000001"))
+            return bool(record["expires"] < time.time())
+
+        await _until(lease_expired, "the stalled worker's lease expired")
+        taker = asyncio.create_task(ingest_once(base_logs, results, lease_timeout=60.0))
+        if taker_finishes_first:
+            assert (await taker).objects == 1
+        else:
+            await gate.wait_entered(1)
+        stalled_logs.resume.set()
+        gate.go[0].set()
+        lost = await stalled
+        assert (lost.busy, lost.objects, lost.corrupt) == (1, 0, 0)
+        assert stalled_results.changed == []
+        assert all(name.startswith(leases.PREFIX) for name in stalled_logs.changed)
+        if taker_finishes_first:
+            assert await base_logs.list() == []  # not even a stray lease
+        else:
+            assert await base_logs.get_bytes(key) == data
+            assert await _generation(base_logs, key) == 2  # the taker's, still there
+            assert await results.list() == []
+            gate.go[1].set()
+            assert (await taker).objects == 1
+            assert await base_logs.list() == []
+        found = await _contents(results)
+        assert len(found) == 1
+        assert len(next(iter(found.values())).splitlines()) == 20
+
+    asyncio.run(scenario())

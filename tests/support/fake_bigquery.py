@@ -1,28 +1,62 @@
 """A fake BigQuery HTTP API on 127.0.0.1, enough for load jobs: a test double, not BigQuery.
 
-It accepts multipart job uploads (``POST /upload/bigquery/v2/projects/P/jobs``), answers 409
-for a job ID it has seen (as BigQuery does), serves ``GET .../jobs/ID``, and records every
-request so tests can check the contract: job configuration, job IDs and uploaded rows.
+It accepts job uploads both ways google-cloud-bigquery sends them: multipart
+(``POST /upload/bigquery/v2/projects/P/jobs?uploadType=multipart``, files under 5 MB) and
+resumable (files of 5 MB and more), as google-resumable-media speaks it:
+
+- ``POST ...?uploadType=resumable`` with the job resource as JSON and the media type in
+  ``X-Upload-Content-Type``; the answer is 200 with a ``Location`` header, the session URL
+  (``...&upload_id=ID``);
+- ``PUT`` that URL once per chunk, with ``Content-Range: bytes A-B/*`` while the client does
+  not know the total yet, ``bytes A-B/TOTAL`` for the last chunk, or ``bytes */TOTAL`` (no
+  body) when the previous chunk turned out to be the last; each chunk must start where the
+  last one ended. An intermediate chunk is answered 308 with ``Range: bytes=0-END`` (all bytes
+  received so far), the last with 200 and the job resource.
+
+It answers 409 for a job ID it has seen (as BigQuery does): for a resumable upload at
+initiation, or, with ``conflict_on_initiate`` off, at the final chunk (where BigQuery reports
+it is not documented; the client raises ``Conflict`` for either). It serves
+``GET .../jobs/ID``, and records every request, each resumable session and the uploaded bytes,
+so tests can check the contract: job configuration, job IDs, chunking and uploaded rows.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+
+_CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+@dataclass
+class ResumableSession:
+    """One resumable upload as the fake saw it: what the client declared and sent."""
+
+    resource: dict[str, Any]
+    content_type: str | None
+    data: bytearray = field(default_factory=bytearray)
+    content_ranges: list[str] = field(default_factory=list)
 
 
 class FakeBigQuery:
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
+        self.sessions: dict[str, ResumableSession] = {}
         self.requests: list[tuple[str, str]] = []
+        self.conflict_on_initiate = True
+        self.lock = threading.Lock()
 
 
 def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
@@ -30,41 +64,98 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+        def _reply(
+            self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+        ) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
-            self.send_header("content-type", "application/json")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if body is not None:
+                self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
+        def _error(self, status: int, message: str, reason: str) -> None:
+            error = {"code": status, "message": message, "errors": [{"reason": reason}]}
+            self._reply(status, {"error": error})
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+        def _query(self) -> dict[str, list[str]]:
+            return parse_qs(urlsplit(self.path).query)
+
         def do_POST(self) -> None:
             self.requests_log()
-            length = int(self.headers["content-length"])
-            body = self.rfile.read(length)
+            if self._query().get("uploadType") == ["resumable"]:
+                self._initiate()
+                return
+            body = self._body()
             boundary = self.headers["content-type"].split("boundary=", 1)[1].strip("'\"")
             parts = body.split(b"--" + boundary.encode())[1:3]
             resource = json.loads(parts[0].split(b"\r\n\r\n", 1)[1])
             upload = parts[1].split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n")
+            self._create_job(resource, upload)
+
+        def _create_job(self, resource: dict[str, Any], upload: bytes) -> None:
+            """Run the load job at once (the fake's jobs are DONE when created), or 409."""
             job_id = resource["jobReference"]["jobId"]
-            if job_id in state.jobs:
-                self._reply(
-                    409,
-                    {
-                        "error": {
-                            "code": 409,
-                            "message": f"Already Exists: Job {job_id}",
-                            "errors": [{"reason": "duplicate"}],
-                        }
-                    },
-                )
-                return
-            rows = upload.count(b"\n")
-            resource["status"] = {"state": "DONE"}
-            resource["statistics"] = {"load": {"outputRows": str(rows)}}
-            state.jobs[job_id] = resource
-            state.uploads[job_id] = upload
+            with state.lock:
+                if job_id in state.jobs:
+                    self._error(409, f"Already Exists: Job {job_id}", "duplicate")
+                    return
+                resource["status"] = {"state": "DONE"}
+                resource["statistics"] = {"load": {"outputRows": str(upload.count(b"\n"))}}
+                state.jobs[job_id] = resource
+                state.uploads[job_id] = upload
             self._reply(200, resource)
+
+        def _initiate(self) -> None:
+            resource = json.loads(self._body())
+            job_id = resource["jobReference"]["jobId"]
+            if state.conflict_on_initiate and job_id in state.jobs:
+                self._error(409, f"Already Exists: Job {job_id}", "duplicate")
+                return
+            upload_id = uuid.uuid4().hex
+            state.sessions[upload_id] = ResumableSession(
+                resource, self.headers.get("x-upload-content-type")
+            )
+            host, port = self.server.server_address[:2]
+            location = f"http://{host!s}:{port}{self.path}&upload_id={upload_id}"
+            self._reply(200, {}, {"location": location})
+
+        def do_PUT(self) -> None:
+            self.requests_log()
+            upload_id = self._query().get("upload_id", [""])[0]
+            session = state.sessions.get(upload_id)
+            if session is None:
+                self._error(404, f"No upload session {upload_id!r}", "notFound")
+                return
+            content_range = self.headers.get("content-range", "")
+            match = _CONTENT_RANGE.fullmatch(content_range)
+            chunk = self._body()
+            if match is None:
+                self._error(400, f"Bad Content-Range {content_range!r}", "invalid")
+                return
+            start, end, total = match.groups()
+            if start is not None and (
+                int(start) != len(session.data) or int(end) - int(start) + 1 != len(chunk)
+            ):
+                self._error(400, f"Chunk {content_range} does not continue the upload", "invalid")
+                return
+            session.content_ranges.append(content_range)
+            session.data += chunk
+            if total == "*":
+                received = len(session.data)
+                headers = {"range": f"bytes=0-{received - 1}"} if received else {}
+                self._reply(308, None, headers)
+                return
+            if int(total) != len(session.data):
+                self._error(400, f"Upload ends at {total}, got {len(session.data)}", "invalid")
+                return
+            self._create_job(session.resource, bytes(session.data))
 
         def do_GET(self) -> None:
             self.requests_log()

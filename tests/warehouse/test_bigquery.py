@@ -1,13 +1,18 @@
 """The BigQuery back end against a fake BigQuery API on loopback (BigQuery itself cannot be
-reached from here): job configuration, deterministic job IDs, exactly-once on retry."""
+reached from here): job configuration, deterministic job IDs, exactly-once on retry, for
+multipart uploads and for the resumable uploads files of 5 MB and more take."""
 
 from __future__ import annotations
+
+import pytest
+from google.cloud.bigquery import client as bigquery_client
 
 from pythonhosted.linehaul.schema import FILE_DOWNLOADS, bigquery_fields
 from pythonhosted.warehouse import open_warehouse
 from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
 from support.fake_bigquery import fake_bigquery
 
+MIB = 1024 * 1024
 ROWS = b'{"timestamp":"2021-01-07 20:54:54 +00:00"}\n{"timestamp":"2021-01-07 20:54:55 +00:00"}\n'
 
 
@@ -59,3 +64,74 @@ def test_bad_urls() -> None:
             assert "bigquery://PROJECT/DATASET" in str(exc)
         else:
             raise AssertionError(url)
+
+
+def _big_file(size: int) -> bytes:
+    """NDJSON rows of exactly ``size`` bytes (newline-terminated), every row different."""
+    row = b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/packages/%08d/%s"}\n'
+    bare = len(row % (0, b""))
+    rows, total = [], 0
+    while size - total >= 2 * bare + 40:  # room for this row and the last one
+        rows.append(row % (len(rows), b"x" * 40))
+        total += bare + 40
+    rows.append(row % (len(rows), b"x" * (size - total - bare)))  # pads to the exact size
+    return b"".join(rows)
+
+
+def test_a_file_of_5_mb_or_more_goes_through_the_resumable_upload() -> None:
+    data = _big_file(6_000_000)
+    name = "processed/20210107/downloads-big.json"
+    with fake_bigquery("proj") as (fake, client):
+        result = BigQueryWarehouse(client, "proj", ["ds"]).load("file_downloads", [(name, data)])
+        assert (result.rows, result.loaded) == (data.count(b"\n"), [name])
+        ident = job_id("ds", "file_downloads", name)
+        assert fake.uploads[ident] == data
+        (session,) = fake.sessions.values()
+        assert session.content_type == "*/*"
+        assert session.content_ranges == [f"bytes 0-{len(data) - 1}/{len(data)}"]
+        load = fake.jobs[ident]["configuration"]["load"]
+        assert load["sourceFormat"] == "NEWLINE_DELIMITED_JSON"
+        assert load["ignoreUnknownValues"] is True
+        assert load["writeDisposition"] == "WRITE_APPEND"
+        assert load["destinationTable"]["tableId"] == "file_downloads"
+        assert load["timePartitioning"] == {"type": "DAY", "field": "timestamp"}
+        assert load["schema"]["fields"] == bigquery_fields(FILE_DOWNLOADS)
+        assert [method for method, _ in fake.requests[:2]] == ["POST", "PUT"]
+        assert fake.requests[0][1].endswith(
+            "/upload/bigquery/v2/projects/proj/jobs?uploadType=resumable"
+        )
+
+
+@pytest.mark.parametrize("size", [5 * MIB + 12345, 6 * MIB])
+def test_resumable_upload_in_chunks(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files over the client's chunk size (100 MB) go up in several PUTs; a 1 MiB chunk
+    size stands in for it. A size that is a whole number of chunks ends with an empty PUT."""
+    monkeypatch.setattr(bigquery_client, "_DEFAULT_CHUNKSIZE", MIB)
+    data = _big_file(size)
+    name = "processed/20210107/simple-big.json"
+    with fake_bigquery("proj") as (fake, client):
+        result = BigQueryWarehouse(client, "proj", ["ds"]).load("simple_requests", [(name, data)])
+        assert result.loaded == [name]
+        assert fake.uploads[job_id("ds", "simple_requests", name)] == data
+        (session,) = fake.sessions.values()
+        whole = [f"bytes {n * MIB}-{(n + 1) * MIB - 1}/*" for n in range(size // MIB)]
+        if size % MIB:
+            last = [f"bytes {size // MIB * MIB}-{size - 1}/{size}"]
+        else:
+            last = [f"bytes */{size}"]
+        assert session.content_ranges == whole + last
+
+
+@pytest.mark.parametrize("conflict_on_initiate", [True, False])
+def test_a_retried_large_file_is_not_loaded_again(conflict_on_initiate: bool) -> None:
+    """The 409 for a known job ID works through the resumable upload too, whether BigQuery
+    answers it when the upload starts or when it ends."""
+    files = [("processed/20210107/downloads-big.json", _big_file(5 * MIB))]
+    with fake_bigquery("proj") as (fake, client):
+        fake.conflict_on_initiate = conflict_on_initiate
+        warehouse = BigQueryWarehouse(client, "proj", ["ds"])
+        assert warehouse.load("file_downloads", files).loaded == [files[0][0]]
+        again = warehouse.load("file_downloads", files)
+        assert (again.rows, again.loaded, again.skipped) == (0, [], [files[0][0]])
+        assert len(fake.jobs) == 1
+        assert len(fake.sessions) == (1 if conflict_on_initiate else 2)

@@ -13,8 +13,12 @@ written. The log object is deleted last.
 Exactly once: names and contents depend only on the log object, so a retry after a crash
 (or a worker that overran its lease) overwrites identical objects instead of adding new ones,
 and publish loads each name at most once. Leases (:mod:`.leases`) keep workers from doing the
-same work twice. A corrupt gzip is copied to ``corrupt/{key}`` in the log store, reported and
-removed from the queue; the rest of the batch goes on.
+same work twice: a worker renews its lease while it converts an object (the conversion runs
+in a thread, so the event loop, and the renewal task on it, keep running), and renews once
+more right before writing results and before deleting the log object; a worker that finds its
+lease taken over stops there and counts the object as busy. A corrupt gzip is copied to
+``corrupt/{key}`` in the log store, reported and removed from the queue; the rest of the batch
+goes on.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ CORRUPT = "corrupt/"
 
 @dataclass
 class IngestSummary:
-    """What one pass did; ``busy`` counts objects another worker held."""
+    """What one pass did; ``busy`` counts objects another worker held or took over."""
 
     objects: int = 0
     corrupt: int = 0
@@ -73,8 +77,22 @@ def result_keys(key: str, converted: Converted, fallback_date: str) -> dict[str,
     return {result: data for result, data in out.items() if data}
 
 
-async def ingest_object(logs: Store, results: Store, key: str, summary: IngestSummary) -> None:
-    """Turn one claimed log object into results, then delete it."""
+async def _taken_over(kept: leases.Keeper, summary: IngestSummary) -> bool:
+    """Renew before changing a store; True (and the object counted busy) if it was lost."""
+    if await kept.confirm():
+        return False
+    summary.busy += 1
+    return True
+
+
+async def ingest_object(
+    logs: Store, results: Store, key: str, summary: IngestSummary, kept: leases.Keeper
+) -> None:
+    """Turn one claimed log object into results, then delete it.
+
+    ``kept`` holds the lease: each step that changes a store comes after a renewal, so a
+    worker that lost the object to another one leaves it to that worker.
+    """
     try:
         info = await logs.info(key)
         data = await logs.get_bytes(key)
@@ -83,14 +101,20 @@ async def ingest_object(logs: Store, results: Store, key: str, summary: IngestSu
     try:
         converted = await asyncio.to_thread(convert, data)
     except CorruptBatch as exc:
+        if await _taken_over(kept, summary):
+            return
         log.warning("corrupt log object %s (%s): moved to %s%s", key, exc, CORRUPT, key)
         await logs.put(CORRUPT + key, data)
         await logs.delete(key)
         summary.corrupt += 1
         return
     fallback = info.last_modified.strftime("%Y-%m-%d")
+    if await _taken_over(kept, summary):
+        return
     for result, contents in result_keys(key, converted, fallback).items():
         await results.put(result, contents)
+    if await _taken_over(kept, summary):
+        return
     await logs.delete(key)
     summary.objects += 1
     summary.counts.add(converted.counts)
@@ -121,8 +145,10 @@ async def ingest_once(
         if lease is None:
             summary.busy += 1
         else:
-            await ingest_object(logs, results, key, summary)
-            await leases.release(logs, key)
+            async with leases.Keeper(logs, lease, owner, lease_timeout) as kept:
+                await ingest_object(logs, results, key, summary, kept)
+            if not kept.lost:  # the new holder's generations are not ours to drop
+                await leases.release(logs, key)
         if on_object is not None:
             on_object()
     await leases.sweep(logs, set(keys))

@@ -3,27 +3,56 @@
 A claim is a create-only object ``leases/{log key}/{generation}`` holding the owner and an
 expiry time. The first worker to create generation 1 owns the log object; a worker that finds
 the newest generation expired takes over by creating the next one, and create-only puts
-guarantee that exactly one contender wins each generation. There is no renewal: the lease
-timeout must exceed the time one object takes to process. A worker that overruns its lease
-(or a clock that is off) only costs duplicate work, never duplicate rows, because ingest
-writes results under deterministic names with deterministic contents and publish loads each
-name once. Expiry uses the owner's wall clock.
+guarantee that exactly one contender wins each generation. Expiry uses the owner's wall clock.
+
+**Renewal.** While a worker processes an object, :class:`Keeper` renews its lease every
+``timeout / 3`` by creating the *next* generation itself (:func:`renew`), with a fresh expiry,
+and then deleting its previous one. Renewal is the same create-only put as a takeover, so it
+is a compare-and-swap on "nobody moved past my generation": if generation g+1 already exists,
+a contender took the object over after our lease expired (we stalled, or clocks disagree) and
+the renewal fails, atomically, instead of both workers believing they hold it. Overwriting our
+own generation object was the alternative; it is not atomic: a contender that read the old
+expiry creates g+1 while we overwrite g, and both go on believing they hold the object. The
+holder knows its generation, so renewal needs no "the newest owner is me" rule in
+:func:`claim`. Races:
+
+- A contender that listed before our renewal reads generation g (or finds it just deleted,
+  which reads as expired) and tries to create g+1: it exists, so the contender is busy.
+- A contender that took over (created g+1) while we stalled: our renewal finds g+1 and fails.
+- A contender that took over *and finished*: its release (or a sweep) deleted every
+  generation, in ascending order, so g+1 is free again and our put succeeds. That is why a
+  renewal then checks that our generation g still exists: release deletes g before g+1, so
+  whenever g+1 was free, g is already gone; we delete the stray g+1 and report the lease lost.
+- A renewal whose put failed ambiguously (timed out, but written) looks like a takeover on
+  the next try and counts as lost: the worker stops, and the object waits for the lease to
+  expire. Rare, and it costs a delay, not correctness.
+
+A worker that loses its lease stops before writing or deleting anything more for the object:
+:meth:`Keeper.confirm` renews right before it writes the results and right before it deletes
+the log object. The window that remains, a takeover between a successful renewal and the
+write after it, needs the worker to stall for a whole lease timeout in between, and costs only
+duplicate work, never duplicate rows: ingest writes results under deterministic names with
+deterministic contents, and publish loads each name once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
+from types import TracebackType
 
 import orjson
 
-from pythonhosted.storage import NotFound, Store
+from pythonhosted.storage import NotFound, StorageError, Store
 from pythonhosted.storage.errors import AlreadyExists
 
 PREFIX = "leases/"
+log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
@@ -59,6 +88,18 @@ async def _newest(store: Store, key: str) -> tuple[int, float] | None:
     return generation, float(record.get("expires", 0.0))
 
 
+async def _create(store: Store, lease: Lease, owner: str, timeout: float) -> bool:
+    """Create generation ``lease.generation``; False when it exists already."""
+    record = {"owner": owner, "expires": time.time() + timeout, "generation": lease.generation}
+    try:
+        await store.put(
+            _lease_key(lease.key, lease.generation), orjson.dumps(record), create_only=True
+        )
+    except AlreadyExists:
+        return False
+    return True
+
+
 async def claim(store: Store, key: str, owner: str, timeout: float) -> Lease | None:
     """Claim ``key`` for ``timeout`` seconds; None when another worker holds it."""
     newest = await _newest(store, key)
@@ -68,16 +109,98 @@ async def claim(store: Store, key: str, owner: str, timeout: float) -> Lease | N
         if newest[1] > time.time():
             return None
         generation = newest[0] + 1
-    record = {"owner": owner, "expires": time.time() + timeout, "generation": generation}
-    try:
-        await store.put(_lease_key(key, generation), orjson.dumps(record), create_only=True)
-    except AlreadyExists:
+    lease = Lease(key, generation)
+    return lease if await _create(store, lease, owner, timeout) else None
+
+
+async def renew(store: Store, lease: Lease, owner: str, timeout: float) -> Lease | None:
+    """Extend ``lease`` by ``timeout`` seconds from now; None when it was lost meanwhile.
+
+    Creates the next generation (atomic against a contender taking over), checks that our own
+    generation was not released under us, then deletes it (see the module docstring).
+    """
+    successor = Lease(lease.key, lease.generation + 1)
+    if not await _create(store, successor, owner, timeout):
         return None
-    return Lease(key, generation)
+    try:
+        await store.info(_lease_key(lease.key, lease.generation))
+    except NotFound:  # a taker finished and released every generation: ours is a stray
+        await store.delete(_lease_key(successor.key, successor.generation))
+        return None
+    await store.delete(_lease_key(lease.key, lease.generation))
+    return successor
+
+
+class Keeper:
+    """Keeps a claimed lease alive while its object is processed.
+
+    ``async with Keeper(...)`` runs a background task that renews every ``timeout / 3``
+    (``interval``), so an object that takes longer than the lease timeout is not taken over.
+    Before writing results and before deleting the log object the worker calls
+    :meth:`confirm`, which renews at once: a step taken after a successful confirm has a whole
+    lease timeout to finish in before any contender may take over. Once a renewal fails the
+    lease is lost for good.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        lease: Lease,
+        owner: str,
+        timeout: float,
+        interval: float | None = None,
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.owner = owner
+        self.timeout = timeout
+        self.interval = timeout / 3 if interval is None else interval
+        self.lost = False
+        self._lock = asyncio.Lock()  # one renewal at a time: two would race for one generation
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Keeper:
+        self._task = asyncio.create_task(self._renew_periodically())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        # gather collects the task's CancelledError but still raises our own cancellation.
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _renew_periodically(self) -> None:
+        while not self.lost:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.confirm()
+            except StorageError as exc:  # the lease may still be good: try again next time
+                log.warning("cannot renew the lease on %s: %s", self.lease.key, exc)
+
+    async def confirm(self) -> bool:
+        """Renew now; False once the lease is lost (nothing more may be written then)."""
+        async with self._lock:
+            if not self.lost:
+                renewed = await renew(self.store, self.lease, self.owner, self.timeout)
+                if renewed is None:
+                    self.lost = True
+                    log.warning("lost the lease on %s to another worker", self.lease.key)
+                else:
+                    self.lease = renewed
+            return not self.lost
 
 
 async def release(store: Store, key: str) -> None:
-    """Drop every generation of ``key``'s lease (after the log object itself is gone)."""
+    """Drop every generation of ``key``'s lease (after the log object itself is gone).
+
+    Oldest first: a renewal relies on its own generation disappearing before the next one
+    (see the module docstring).
+    """
     for item in await store.list(f"{PREFIX}{key}/"):
         await store.delete(item.key)
 

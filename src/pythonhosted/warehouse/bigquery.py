@@ -12,8 +12,12 @@ when it dies between the load and the delete. Limits: BigQuery keeps job IDs for
 months, and a job that failed cannot be retried under its ID (the file stays in the results
 store, reported).
 
-BigQuery cannot be reached from the test environment: tests run these jobs against a fake
-BigQuery HTTP API on 127.0.0.1 and check the requests (job configuration, upload, IDs).
+The client uploads a file below 5 MB in one multipart request and a larger one through the
+resumable protocol (a session, then chunks of up to 100 MB); the job resource, and so the job
+ID, goes with the first request either way. BigQuery cannot be reached from the test
+environment: tests run these jobs against a fake BigQuery HTTP API on 127.0.0.1, which speaks
+both upload protocols, and check the requests (job configuration, uploaded bytes, chunking,
+IDs, the 409 on a repeated ID).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class BigQueryWarehouse:
             job = self.client.load_table_from_file(
                 io.BytesIO(data),
                 destination,
-                size=len(data),  # multipart upload below 5 MB, resumable above
+                size=len(data),  # multipart upload below 5 MB, resumable from 5 MB on
                 job_config=config,
                 job_id=identifier,
             )

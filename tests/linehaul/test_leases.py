@@ -1,0 +1,101 @@
+"""Lease renewal against real stores (local directory, memory, moto S3): a renewal is a
+create-only put of the next generation, so it fails whenever another worker moved past us."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pythonhosted.linehaul import leases
+from pythonhosted.storage import Store, open_store
+
+KEY = "downloads/a.log.gz"
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/logs")
+    if request.param == "memory":
+        return open_store(f"memory://leases-{tmp_path.name}")
+    return open_store(request.getfixturevalue("s3_url"))
+
+
+async def _generations(store: Store) -> list[str]:
+    return [item.key.rsplit("/", 1)[1] for item in await store.list(f"leases/{KEY}/")]
+
+
+async def _expired_claim(store: Store, owner: str) -> leases.Lease:
+    """A lease that expired at once, as a stalled worker's would have."""
+    lease = await leases.claim(store, KEY, owner, 0.001)
+    assert lease is not None
+    await asyncio.sleep(0.01)
+    return lease
+
+
+def test_renewal_moves_to_the_next_generation(store: Store) -> None:
+    async def scenario() -> None:
+        lease = await leases.claim(store, KEY, "me", 60.0)
+        assert lease == leases.Lease(KEY, 1)
+        renewed = await leases.renew(store, lease, "me", 600.0)
+        assert renewed == leases.Lease(KEY, 2)
+        assert await _generations(store) == ["0000000002"]  # the old one is dropped
+        record = orjson.loads(await store.get_bytes(f"leases/{KEY}/0000000002"))
+        assert record["owner"] == "me" and record["expires"] > time.time() + 500
+        assert await leases.claim(store, KEY, "other", 60.0) is None
+
+    asyncio.run(scenario())
+
+
+def test_renewal_fails_once_another_worker_took_over(store: Store) -> None:
+    async def scenario() -> None:
+        stalled = await _expired_claim(store, "stalled")
+        taker = await leases.claim(store, KEY, "taker", 60.0)
+        assert taker == leases.Lease(KEY, 2)
+        assert await leases.renew(store, stalled, "stalled", 60.0) is None
+        assert await _generations(store) == ["0000000001", "0000000002"]  # nothing touched
+
+    asyncio.run(scenario())
+
+
+def test_renewal_fails_once_the_taker_finished_and_released(store: Store) -> None:
+    """The taker's release freed generation 2 again; the stalled worker's own generation 1
+    went first, so its renewal notices and leaves no stray lease behind."""
+
+    async def scenario() -> None:
+        stalled = await _expired_claim(store, "stalled")
+        assert await leases.claim(store, KEY, "taker", 60.0) is not None
+        await leases.release(store, KEY)
+        assert await leases.renew(store, stalled, "stalled", 60.0) is None
+        assert await _generations(store) == []
+
+    asyncio.run(scenario())
+
+
+def test_keeper_renews_in_the_background_and_stops_when_lost(store: Store) -> None:
+    async def scenario() -> None:
+        lease = await leases.claim(store, KEY, "me", 60.0)
+        assert lease is not None
+        async with leases.Keeper(store, lease, "me", 60.0, interval=0.01) as kept:
+            deadline = time.monotonic() + 30
+            while kept.lease.generation < 3:
+                assert time.monotonic() < deadline, "no background renewal"
+                await asyncio.sleep(0.01)
+        settled = kept.lease
+        await asyncio.sleep(0.05)
+        assert kept.lease == settled  # the task ended with the block
+        assert await _generations(store) == [f"{settled.generation:010d}"]
+
+        await leases.release(store, KEY)
+        stalled = await _expired_claim(store, "stalled")
+        async with leases.Keeper(store, stalled, "stalled", 60.0, interval=3600) as kept:
+            assert await leases.claim(store, KEY, "taker", 60.0) is not None
+            assert not await kept.confirm()
+            assert kept.lost and not await kept.confirm()
+        assert await _generations(store) == ["0000000001", "0000000002"]
+
+    asyncio.run(scenario())
