@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,11 +34,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from loadgen import machine, wrk
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
@@ -119,47 +118,6 @@ def nginx(tmp: Path, name: str, server: str, bind: Bind, workers: int) -> Iterat
         yield pid
 
 
-@dataclass(frozen=True)
-class Result:
-    rps: float
-    p99: str
-    cpu_us: float  # CPU time of the proxy's processes per request: less load-sensitive than rps
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every process in group ``pgid`` (a proxy and its workers)."""
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, pgid: int, connections: int, duration: int) -> Result:
-    """wrk's requests/s and p99, and the CPU the proxy (process group ``pgid``) spent."""
-    before = group_cpu_seconds(pgid)
-    output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    ).stdout
-    cpu = group_cpu_seconds(pgid) - before
-    if "Non-2xx" in output or "Socket errors" in output:
-        print(output, file=sys.stderr)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", output).group(1)  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    return Result(rps, p99, cpu / requests * 1e6)
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,18 +143,6 @@ async def slow_clients(url: str, count: int, pid: int) -> tuple[int, int, float]
             await asyncio.sleep(0.2)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     return sum(result is True for result in results), peak, time.monotonic() - started
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}"
 
 
 def camo_serve(bind: Bind, workers: int) -> list[str]:
@@ -261,14 +207,14 @@ def main() -> None:
         slow_url = camo_1.url() + sign_url(f"{upstream.url()}/trickle/img.png", KEY)
         ok, peak, seconds = asyncio.run(slow_clients(slow_url, args.slow, camo_pid))
 
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine()}")
     print(f"proxying a 20 KB PNG, {args.connections} connections, {args.duration} s each (wrk)")
     print(f"upstream: nginx, {n} workers; CPU = the proxy's processes' CPU time per request")
     for count, label in (("1", "1"), ("n", str(n))):
         for proxy in ("nginx", "camo"):
             run = runs[f"{proxy} {count}"]
             print(
-                f"  {proxy:5} ({label} worker(s)): {run.rps:7.0f} req/s   p99 {run.p99:>8}"
+                f"  {proxy:5} ({label} worker(s)): {run.rps:7.0f} req/s   p99 {run.p99_ms:6.1f} ms"
                 f"   CPU {run.cpu_us:4.0f} us/req"
             )
         nginx_run, camo_run = runs[f"nginx {count}"], runs[f"camo {count}"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from files import _cpu_model, nginx_conf, wrk
+from loadgen import machine, nginx_conf, wrk
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 SERVERS = """    server {{
@@ -85,7 +84,7 @@ def start_conveyor(
         [sys.executable, "-m", "pythonhosted", "conveyor", "serve", "--docs", f"file://{docs}",
          "--json-api", api.url(), "--bind", f"{bind.host}:{bind.port}",
          "--workers", str(workers)],
-        env=env, stderr=subprocess.DEVNULL,
+        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
 
@@ -117,37 +116,36 @@ def main() -> None:
             SERVERS.format(api_port=api.port, api=api_dir, docs_port=docs.port, docs=docs_dir),
         )
     )
-    processes = [
-        subprocess.Popen(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)]),
-        start_conveyor(root, cached, api, docs_dir, cache=True, workers=args.workers),
-        start_conveyor(root, uncached, api, docs_dir, cache=False, workers=args.workers),
-    ]
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], start_new_session=True
+    )
+    with_cache = start_conveyor(root, cached, api, docs_dir, cache=True, workers=args.workers)
+    without = start_conveyor(root, uncached, api, docs_dir, cache=False, workers=args.workers)
+    processes = [nginx, with_cache, without]
     try:
         for bind in (api, docs, cached, uncached):
             wait_for_port(bind)
         legacy = "/packages/source/b/bench-project/bench-project-1.50.tar.gz"
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}")
+        print(f"machine: {machine()}")
         print(
             f"wrk -t2 -c{args.connections} -d{args.duration}s; conveyor workers {args.workers}, "
             f"nginx workers auto; JSON API body {len(body)} bytes"
         )
-        print(f"\n{'case':<52} {'req/s':>10} {'p99 ms':>8}")
+        print(f"\n{'case':<52} {'req/s':>10} {'p99 ms':>8} {'CPU us/req':>10}")
         results = {}
-        for label, url in [
-            ("legacy redirect, cache on (warm)", cached.url() + legacy),
-            ("legacy redirect, cache off (reference design)", uncached.url() + legacy),
-            ("docs 10 KB page /proj/, conveyor", cached.url() + "/proj/"),
-            ("docs 10 KB page /proj/, nginx", docs.url() + "/proj/"),
+        for label, url, server in [
+            ("legacy redirect, cache on (warm)", cached.url() + legacy, with_cache),
+            ("legacy redirect, cache off (reference design)", uncached.url() + legacy, without),
+            ("docs 10 KB page /proj/, conveyor", cached.url() + "/proj/", with_cache),
+            ("docs 10 KB page /proj/, nginx", docs.url() + "/proj/", nginx),
         ]:
-            results[label] = result = wrk(url, args.connections, args.duration)
-            print(f"{label:<52} {result['rps']:>10.1f} {result['p99_ms']:>8.2f}")
-        legacy_ratio = (
-            results["legacy redirect, cache on (warm)"]["rps"]
-            / (results["legacy redirect, cache off (reference design)"]["rps"])
+            results[label] = result = wrk(url, server.pid, args.connections, args.duration)
+            print(f"{label:<52} {result.rps:>10.1f} {result.p99_ms:>8.2f} {result.cpu_us:>10.1f}")
+        legacy_ratio = results["legacy redirect, cache on (warm)"].rps / (
+            results["legacy redirect, cache off (reference design)"].rps
         )
-        docs_ratio = (
-            results["docs 10 KB page /proj/, conveyor"]["rps"]
-            / (results["docs 10 KB page /proj/, nginx"]["rps"])
+        docs_ratio = results["docs 10 KB page /proj/, conveyor"].rps / (
+            results["docs 10 KB page /proj/, nginx"].rps
         )
         print(f"\nlegacy: cached / reference = {legacy_ratio:.1f}x (target >= 20x)")
         print(f"docs:   conveyor / nginx   = {docs_ratio:.2f}x (target >= 0.5x)")

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import io
 import os
-import platform
 import re
 import shutil
 import signal
@@ -24,31 +23,10 @@ import time
 import zipfile
 from pathlib import Path
 
+from loadgen import machine, nginx_conf, wrk
 from pythonhosted.files.upload import upload
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-
-
-def nginx_conf(root: Path, access_log: str, servers: str) -> str:
-    """An nginx config for a benchmark: foreground, its files under ``root``, ``servers``
-    (``server { ... }`` blocks) inside the http block."""
-    return f"""
-daemon off;
-user root;
-worker_processes auto;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {access_log};
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
-    types {{ text/html html; text/css css; application/json json; }}
-{servers}
-}}
-"""
 
 
 def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
@@ -63,24 +41,6 @@ def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
         )
         archive.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
     return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()
-
-
-def wrk(url: str, connections: int, duration: int, headers: list[str] = ()) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
-    for header in headers:
-        command += ["-H", header]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output)
-    assert transfer is not None
-    scale = {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[transfer.group(2)]
-    p99 = re.search(r"99%\s+([\d.]+)(\w+)", output)
-    assert p99 is not None
-    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{output}")
-    return {"rps": rps, "mbps": float(transfer.group(1)) * scale, "p99_ms": p99_ms}
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -176,9 +136,11 @@ def main() -> None:
         [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", f"file://{store_dir}",
          "--logs", f"file://{root}/logs", "--bind", f"127.0.0.1:{ours_bind.port}",
          "--workers", str(args.workers)],
-        env=env, stderr=subprocess.DEVNULL,
+        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    nginx = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], start_new_session=True
+    )
     try:
         wait_for_port(ours_bind)
         wait_for_port(nginx_bind)
@@ -188,20 +150,24 @@ def main() -> None:
             ("suffix range bytes=-8192 on 5 MB wheel, requests/s", paths["5MB"],
              ["Range: bytes=-8192"], "rps", 0.5),
         ]  # fmt: skip
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}")
+        print(f"machine: {machine()}")
         print(
             f"wrk -t2 -c{args.connections} -d{args.duration}s; download logging on; ours: "
             f"{args.workers} worker(s), nginx: worker_processes auto\n"
         )
+        print("CPU = user + system time of the server's processes per request")
         print(f"{'case':<55} {'ours':>10} {'nginx':>10} {'ratio':>7} {'target':>7}")
         for label, path, headers, metric, target in cases:
-            mine = wrk(ours_bind.url() + path, args.connections, args.duration, headers)
-            theirs = wrk(nginx_bind.url() + path, args.connections, args.duration, headers)
-            ratio = mine[metric] / theirs[metric]
+            url = ours_bind.url() + path
+            mine = wrk(url, ours.pid, args.connections, args.duration, headers)
+            url = nginx_bind.url() + path
+            theirs = wrk(url, nginx.pid, args.connections, args.duration, headers)
+            ours_value, nginx_value = getattr(mine, metric), getattr(theirs, metric)
             print(
-                f"{label:<55} {mine[metric]:>10.1f} {theirs[metric]:>10.1f} {ratio:>7.2f} "
-                f"{'>=' + str(target):>7}  "
-                f"(p99 {mine['p99_ms']:.1f} ms vs {theirs['p99_ms']:.1f} ms)"
+                f"{label:<55} {ours_value:>10.1f} {nginx_value:>10.1f} "
+                f"{ours_value / nginx_value:>7.2f} {'>=' + str(target):>7}  "
+                f"(p99 {mine.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms; "
+                f"CPU {mine.cpu_us:.0f} vs {theirs.cpu_us:.0f} us/request)"
             )
         idle = memory_mb(ours.pid)
         rss, pss = asyncio.run(
@@ -217,13 +183,6 @@ def main() -> None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
