@@ -24,16 +24,26 @@ def _pct(match: re.Match[str]) -> str:
     return f"%{ord(match.group()):02X}"
 
 
-def _field(value: str | None) -> str:
-    if value is None or value == "":
-        return NULL
+def _tidy(value: str) -> str:
+    """``value`` with control characters and ``|`` percent-encoded.
+
+    ``isprintable`` (C speed) is False for every control character, so clean values, nearly
+    all of them, skip the regex; it is also False for some harmless characters (e.g. U+00A0),
+    which then just take the exact path.
+    """
+    if value.isprintable() and "|" not in value:
+        return value
     return _CONTROL_OR_PIPE.sub(_pct, value)
 
 
+def _field(value: str | None) -> str:
+    return _tidy(value) if value else NULL
+
+
 def _last_field(value: str | None) -> str:
-    if value is None or value == "":
+    if not value:
         return NULL
-    return _CONTROL.sub(_pct, value)
+    return value if value.isprintable() else _CONTROL.sub(_pct, value)
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,17 +66,11 @@ def _line(
     file_fields: tuple[str, str, str],
     user_agent: str | None,
 ) -> str:
-    return "|".join(
-        (
-            kind,
-            http_date(timestamp),
-            _CONTROL_OR_PIPE.sub(_pct, country or ""),
-            _CONTROL_OR_PIPE.sub(_pct, url),
-            _field(tls_protocol),
-            _field(tls_cipher),
-            *file_fields,
-            _last_field(user_agent),
-        )
+    project, version, package_type = file_fields
+    return (
+        f"{kind}|{http_date(timestamp)}|{_tidy(country or '')}|{_tidy(url)}|"
+        f"{_field(tls_protocol)}|{_field(tls_cipher)}|{project}|{version}|{package_type}|"
+        f"{_last_field(user_agent)}"
     )
 
 

@@ -63,6 +63,7 @@ MAX_PATH = 2048
 PREAD_MAX = 256 * 1024
 SEND_PIECE = 256 * 1024
 ALLOW = b"GET, HEAD, OPTIONS"
+_CONDITIONAL = {b"if-none-match", b"if-modified-since"}
 TEXT = b"text/plain; charset=UTF-8"
 
 CORS_GET: Headers = [
@@ -105,6 +106,15 @@ class CachedObject:
     store: Store
     headers: Headers  # everything a 200 carries except length, security and CORS
     encoded: dict[bytes, bytes] = field(default_factory=dict)
+    whole: dict[bool, Headers] = field(default_factory=dict)  # a full 200's, by TLS or not
+
+    def whole_headers(self, security: Headers, tls: bool) -> Headers:
+        """Every header of a 200 with the whole body, built once per object (hot path)."""
+        headers = self.whole.get(tls)
+        if headers is None:
+            length = (b"content-length", str(self.info.size).encode())
+            headers = self.whole[tls] = [*security, *self.headers, *CORS_GET, length]
+        return headers
 
 
 class _Request:
@@ -147,7 +157,6 @@ class FilesEdge:
         self._looking_up: Coalescer[str, tuple[ObjectInfo, Store, Backend]] = Coalescer()
         self._filling: Coalescer[str, bytes] = Coalescer()
         self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
-        self._status = {code: self.metrics.requests.labels(str(code)) for code in (200, 206, 304)}
 
     def _count_fallback(self, fallback: Fallback) -> None:
         self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()
@@ -171,12 +180,9 @@ class FilesEdge:
             if not sent.started:
                 await self._text(sent, 500, "Internal error", security)
         finally:
-            counter = self._status.get(sent.status)
-            if counter is None:
-                counter = self.metrics.requests.labels(str(sent.status))
-            counter.inc()
-            if sent.body_bytes:
-                self.metrics.bytes_sent.inc(sent.body_bytes)
+            tallies = self.metrics.tallies
+            tallies.responses[sent.status] += 1
+            tallies.bytes_sent += sent.body_bytes
 
     async def _route(
         self, request: _Request, receive: Receive, send: Send, security: Headers
@@ -286,7 +292,8 @@ class FilesEdge:
             return
         info = entry.info
         base = security + entry.headers
-        if not_modified(
+        conditional = request.headers.keys() & _CONDITIONAL
+        if conditional and not_modified(
             request.header(b"if-none-match"),
             request.header(b"if-modified-since"),
             info.etag,
@@ -318,13 +325,17 @@ class FilesEdge:
                 head=head,
             )
             return
-        headers = base + CORS_GET
         if span is None:
-            status, start, end = 200, 0, info.size
+            status = 200
+            headers = entry.whole_headers(security, request.tls)
         else:
             status, (start, end) = 206, span
-            headers.append((b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()))
-        headers.append((b"content-length", str(end - start).encode()))
+            headers = [
+                *base,
+                *CORS_GET,
+                (b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()),
+                (b"content-length", str(end - start).encode()),
+            ]
 
         if head:
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -358,8 +369,11 @@ class FilesEdge:
                 return
             await send(start)
             self._log_download(request, key, info)
-            view = memoryview(body) if span is None else memoryview(body)[span[0] : span[1]]
-            await _send_view(send, view)
+            if span is None and len(body) <= SEND_PIECE:
+                await send({"type": "http.response.body", "body": body})
+            else:
+                view = memoryview(body) if span is None else memoryview(body)[span[0] : span[1]]
+                await _send_view(send, view)
             return
         path = info.local_path
         if path is not None and span is None and _pathsend(request.scope):
@@ -437,7 +451,7 @@ class FilesEdge:
     def _log_download(self, request: _Request, key: str, info: ObjectInfo) -> None:
         if self.log is None or request.method != "GET" or not key.endswith(DISTRIBUTION_SUFFIXES):
             return
-        self.metrics.downloads.inc()
+        self.metrics.tallies.downloads += 1
         metadata = info.metadata
         tls_protocol, tls_cipher = self.client.tls(request.headers)
         self.log.append(
@@ -476,38 +490,36 @@ class FilesEdge:
 class _Tracker:
     """Wraps ``send`` to remember the status and count body bytes for the metrics."""
 
-    __slots__ = ("body_bytes", "declared", "send", "started", "status")
+    __slots__ = ("body_bytes", "headers", "send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.started = False
         self.status = 500
         self.body_bytes = 0
-        self.declared = 0
+        self.headers: Headers = []
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.start":
+        if kind == "http.response.body":
+            self.body_bytes += len(message.get("body", b""))
+        elif kind == "http.response.start":
             self.started = True
             self.status = message["status"]
-            for name, value in message["headers"]:
-                if name == b"content-length":
-                    self.declared = int(value)
-        elif kind == "http.response.body":
-            self.body_bytes += len(message.get("body", b""))
+            self.headers = message["headers"]
         elif kind == "http.response.pathsend":
-            self.body_bytes += self.declared
+            self.body_bytes += next(
+                (int(value) for name, value in self.headers if name == b"content-length"), 0
+            )
         await self.send(message)
 
 
 def _escapes(path: str) -> bool:
     """Rule 2: anything that could leave the store or confuse a key is refused."""
-    return (
-        "\x00" in path
-        or "\\" in path
-        or "//" in path
-        or any(part in (".", "..") for part in path.split("/"))
-    )
+    if "\x00" in path or "\\" in path or "//" in path:
+        return True
+    # A "." or ".." segment needs "/." somewhere; most paths have none and skip the split.
+    return "/." in path and any(part in (".", "..") for part in path.split("/"))
 
 
 def _pathsend(scope: Scope) -> bool:

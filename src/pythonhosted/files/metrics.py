@@ -1,27 +1,53 @@
-"""The files edge's Prometheus metrics (one registry per app instance)."""
+"""The files edge's Prometheus metrics (one registry per app instance).
+
+The three counters every request touches (responses by status, body bytes, downloads) are
+plain integers, turned into Prometheus counters when ``/metrics`` is scraped: an increment is
+then a dict update rather than a labelled child's lock round trip, which mattered at tens of
+thousands of requests per second. The app and the scrape run on one event loop, so the
+integers need no lock.
+"""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _RequestTallies(Collector):
+    def __init__(self) -> None:
+        self.responses: Tally[int] = Tally()
+        self.bytes_sent = 0
+        self.downloads = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        responses = CounterMetricFamily(
+            "files_requests", "Responses by HTTP status.", labels=["status"]
+        )
+        for status, count in sorted(self.responses.items()):
+            responses.add_metric([str(status)], count)
+        yield responses
+        yield CounterMetricFamily(
+            "files_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
+        )
+        yield CounterMetricFamily(
+            "files_downloads", "Distribution downloads logged.", value=self.downloads
+        )
 
 
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "files_requests", "Responses by HTTP status.", ["status"], registry=self.registry
-        )
-        self.bytes_sent = Counter(
-            "files_bytes_sent", "Body bytes sent to clients.", registry=self.registry
-        )
+        self.tallies = _RequestTallies()
+        self.registry.register(self.tallies)
         self.fallbacks = Counter(
             "files_archive_fallbacks",
             "Reads that went to the archive store, by why and how they ended.",
             ["reason", "outcome"],
             registry=self.registry,
-        )
-        self.downloads = Counter(
-            "files_downloads", "Distribution downloads logged.", registry=self.registry
         )
         self.sidecars = Counter(
             "files_sidecars_served",
