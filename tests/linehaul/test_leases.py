@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import orjson
 import pytest
 
 from pythonhosted.linehaul import leases
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import Store
 
 KEY = "downloads/a.log.gz"
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "file":
-        return open_store(f"file://{tmp_path}/logs")
-    if request.param == "memory":
-        return open_store(f"memory://leases-{tmp_path.name}")
-    return open_store(request.getfixturevalue("s3_url"))
+@pytest.fixture
+def store(writable_store: Store) -> Store:
+    return writable_store
 
 
 async def _generations(store: Store) -> list[str]:

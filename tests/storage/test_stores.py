@@ -24,15 +24,6 @@ async def _collect(
     return b"".join([chunk async for chunk in await store.read(key, start, end)])
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
-def writable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "file":
-        return open_store(f"file://{tmp_path}/store")
-    if request.param == "memory":
-        return open_store(f"memory://{tmp_path.name}")
-    return open_store(request.getfixturevalue("s3_url"))
-
-
 def test_round_trip_with_metadata(writable_store: Store) -> None:
     async def scenario() -> None:
         await writable_store.put(
