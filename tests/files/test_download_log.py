@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.edge import SAMPLES, EdgeFactory, seed
+from pythonhosted.web.server import Bind, free_port
+from support.edge import SAMPLES, EdgeFactory, seed, serve_edge
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
@@ -81,27 +78,12 @@ def test_country_from_trusted_proxy(edge: EdgeFactory, primary: str, tmp_path: P
     ]
 
 
-def _serve(tmp_path: Path, primary: str, bind: Bind, workers: int = 1) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONHOSTED_FILES__LOG_PERIOD": "3600",
-        "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
-    }
-    command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
-    command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
-    command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-    wait_for_port(bind, timeout=30)
-    return process
-
-
 @pytest.mark.parametrize(("downloads", "workers"), [(1, 1), (250, 1), (250, 2)])
 def test_sigterm_flushes_everything(
     primary: str, tmp_path: Path, downloads: int, workers: int
 ) -> None:
     bind = Bind("127.0.0.1", free_port())
-    process = _serve(tmp_path, primary, bind, workers)
+    process = serve_edge(tmp_path, primary, bind, workers)
     with httpx.Client(base_url=bind.url()) as client:
         for _ in range(downloads):
             assert client.get(WHEEL.path).status_code == 200
@@ -113,7 +95,7 @@ def test_sigterm_flushes_everything(
 
 def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
-    process = _serve(tmp_path, primary, bind)
+    process = serve_edge(tmp_path, primary, bind)
     with httpx.Client(base_url=bind.url()) as client:
         for _ in range(100):
             assert client.get(WHEEL.path).status_code == 200
@@ -124,7 +106,7 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
     process.wait(timeout=10)
     assert log_lines(tmp_path / "logs") == []  # no batch was due: everything is in the spool
 
-    restarted = _serve(tmp_path, primary, bind)  # ships what the dead process spooled
+    restarted = serve_edge(tmp_path, primary, bind)  # ships what the dead process spooled
     restarted.send_signal(signal.SIGTERM)
     assert restarted.wait(timeout=30) == 0
     lines = log_lines(tmp_path / "logs")

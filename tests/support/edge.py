@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pythonhosted.distributions import parse_filename, storage_key, wheel_metadata
 from pythonhosted.files.upload import content_type_for, upload
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
+from pythonhosted.web.server import Bind, wait_for_port
 
 EdgeFactory = Callable[..., AbstractContextManager[str]]
 
@@ -66,3 +71,21 @@ def raw_request(base_url: str, request_line: str, headers: str = "") -> tuple[in
             data += chunk
     status_line = data.split(b"\r\n", 1)[0]
     return int(status_line.split()[1]), data
+
+
+def serve_edge(
+    tmp_path: Path, primary: str, bind: Bind, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening."""
+    env = {
+        **os.environ,
+        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONHOSTED_FILES__LOG_PERIOD": "3600",
+        "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
+    }
+    command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
+    command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
+    command += ["--workers", str(workers)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    wait_for_port(bind, timeout=30)
+    return process

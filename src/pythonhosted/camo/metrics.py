@@ -6,14 +6,16 @@ codes (see :class:`~pythonhosted.camo.errors.Refused`), never URLs, to keep card
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
+
+from pythonhosted.web.metrics import ServiceRegistry
 
 SIZE_BUCKETS = tuple(float(1 << n) for n in range(10, 24, 2))  # 1 KiB .. 4 MiB
 
 
 class CamoMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = ServiceRegistry("camo")
         self.duration = Histogram(
             "camo_response_duration_seconds",
             "Time from request to the last byte of the proxied response",

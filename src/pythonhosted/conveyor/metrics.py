@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
+
+from pythonhosted.web.metrics import ServiceRegistry
 
 
 class ConveyorMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = ServiceRegistry("conveyor")
         self.requests = Counter(
             "conveyor_requests",
             "Responses by part (legacy, docs, other) and HTTP status.",

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+from pythonhosted.web.metrics import ServiceRegistry
 
 
 class _RequestTallies(Collector):
@@ -40,7 +42,7 @@ class _RequestTallies(Collector):
 
 class EdgeMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = ServiceRegistry("files")
         self.tallies = _RequestTallies()
         self.registry.register(self.tallies)
         self.fallbacks = Counter(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from packaging.utils import canonicalize_name
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from pythonhosted.catalog import FileRecord, project_records, projects
 from pythonhosted.eventlog import EventLog
@@ -32,6 +32,7 @@ from pythonhosted.storage import StorageError, Store
 from pythonhosted.web.client import ClientFacts
 from pythonhosted.web.http import etag_matches
 from pythonhosted.web.lifespan import handle_lifespan
+from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.responses import send_metrics, send_response, send_text
 from pythonhosted.web.security import HSTS, SECURITY
 from pythonhosted.web.types import Headers, Receive, Scope, Send
@@ -55,7 +56,7 @@ class IndexApp:
         self.store = store
         self.log = event_log
         self.options = options or IndexOptions()
-        self.registry = CollectorRegistry()
+        self.registry = ServiceRegistry("index")
         self.requests = Counter(
             "index_requests", "Responses by status.", ["status"], registry=self.registry
         )

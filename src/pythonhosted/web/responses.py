@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.types import Headers, Send
 
 TEXT = b"text/plain; charset=UTF-8"
-
-# ``*_created`` series double every counter's output and no dashboard here reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 async def send_response(
@@ -51,13 +44,13 @@ async def send_text(
 
 
 async def send_metrics(
-    send: Send, registry: CollectorRegistry, headers: Iterable[tuple[bytes, bytes]] = ()
+    send: Send, registry: ServiceRegistry, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    """Prometheus text exposition of one service's registry."""
+    """Prometheus text exposition of one service's registry (summed over its workers)."""
     await send_response(
         send,
         200,
-        generate_latest(registry),
+        registry.exposition(),
         content_type=CONTENT_TYPE_LATEST.encode(),
         headers=headers,
     )

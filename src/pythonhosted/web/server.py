@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -28,6 +30,7 @@ from granian.http import HTTP1Settings
 from granian.server import MPServer
 from granian.server.embed import Server
 
+from pythonhosted.web.metrics import SHARED_DIR_ENV
 from pythonhosted.web.types import ASGIApp
 
 
@@ -72,8 +75,18 @@ def run_workers(factory: str, bind: Bind, workers: int) -> None:
 
     One Python process saturates one core; this is how a service uses the rest. Each worker
     builds its own app from the environment (settings travel as ``PYTHONHOSTED_*`` variables),
-    so each has its own caches, download-log spool and metrics.
+    so each has its own caches and download-log spool; their metrics meet in a directory that
+    lives as long as this call (:mod:`pythonhosted.web.metrics`), so a scrape sees totals.
     """
+    with tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
+        os.environ[SHARED_DIR_ENV] = shared
+        try:
+            _serve_workers(factory, bind, workers)
+        finally:
+            del os.environ[SHARED_DIR_ENV]
+
+
+def _serve_workers(factory: str, bind: Bind, workers: int) -> None:
     MPServer(
         factory,
         address=bind.host,
