@@ -29,7 +29,8 @@ class _RequestTallies(Collector):
         responses = CounterMetricFamily(
             "files_requests", "Responses by HTTP status.", labels=["status"]
         )
-        for status, count in sorted(self.responses.items()):
+        # dict() copies atomically: the metrics thread reads while the loop thread counts.
+        for status, count in sorted(dict(self.responses).items()):
             responses.add_metric([str(status)], count)
         yield responses
         yield CounterMetricFamily(

@@ -15,6 +15,7 @@ A single process (tests, ``serve``, ``--workers 1``) answers from its own regist
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from prometheus_client.registry import Collector
 # summing them over workers would be meaningless.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+log = logging.getLogger(__name__)
 SHARED_DIR_ENV = "PYTHONHOSTED_WORKER_METRICS_DIR"
 SNAPSHOT_SECONDS = 2.0
 
@@ -61,8 +63,8 @@ class ServiceRegistry(CollectorRegistry):
             time.sleep(SNAPSHOT_SECONDS)
             try:
                 self._write_snapshot()
-            except OSError:  # e.g. the directory went away at shutdown; try again later
-                continue
+            except Exception:  # e.g. the directory went away at shutdown; try again later
+                log.debug("metrics snapshot of %s failed", self.service, exc_info=True)
 
     def _write_snapshot(self) -> None:
         assert self.shared_dir is not None
