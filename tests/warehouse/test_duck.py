@@ -12,7 +12,7 @@ from pythonhosted.linehaul.batch import convert
 from pythonhosted.linehaul.schema import DETAILS, FILE_DOWNLOADS
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import open_warehouse
-from pythonhosted.warehouse.duck import DuckDBWarehouse, column_type
+from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
 from support.linehaul_data import download_line, gz, simple_line
 
 
@@ -50,6 +50,25 @@ def test_rows_round_trip_and_load_once(tmp_path: Path) -> None:
     loaded = con.execute("SELECT name, table_name, rows FROM linehaul_loaded_files ORDER BY 1")
     assert loaded.fetchall() == [("d.json", "file_downloads", 1), ("s.json", "simple_requests", 1)]
     con.close()
+
+
+def test_a_large_load_stores_every_row_once(tmp_path: Path) -> None:
+    """Rows spanning several read buffers and both threads, stored unordered, all arrive."""
+    per_file = 40_000
+    files = [
+        (f"d{n}.json", convert(gz([download_line(i) for i in range(n, 3 * per_file, 3)])).downloads)
+        for n in range(3)
+    ]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    result = warehouse.load("file_downloads", files)
+    counts = warehouse.con.execute(
+        "SELECT count(*), count(DISTINCT url), count(details.installer.name) FROM file_downloads"
+    ).fetchone()
+    loaded = warehouse.con.execute(f"SELECT sum(rows) FROM {LOADED}").fetchone()
+    warehouse.close()
+    assert result.rows == 3 * per_file
+    assert counts == (3 * per_file, 3 * per_file, 3 * per_file)
+    assert loaded == (3 * per_file,)
 
 
 def test_a_failed_load_leaves_nothing(tmp_path: Path) -> None:
