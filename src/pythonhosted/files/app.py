@@ -1,8 +1,11 @@
 """The files edge as an ASGI app: files-edge spec rules 1-24.
 
-The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, a
-handful of header comparisons and one ``write`` to the download-log spool; a local store's file
-goes out through the server's pathsend extension, never through Python buffers.
+The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, its
+response headers built once, a handful of header comparisons and one line appended to the
+download log's memory buffer. Bodies go out by the cheapest route: objects up to
+``cache_object_max_bytes`` from memory (the server's pathsend copies through user space and
+costs more), larger local files by pathsend, small ranges of local files by ``pread``, the
+rest streamed from the store.
 """
 
 from __future__ import annotations
