@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 log = logging.getLogger(__name__)
-SHARED_DIR_ENV = "PYTHONHOSTED_WORKER_METRICS_DIR"
+# How run_workers hands its workers the shared directory: an internal handoff, not a setting.
+SHARED_DIR_ENV = "_PYTHONHOSTED_WORKER_METRICS_DIR"
 SNAPSHOT_SECONDS = 2.0
 
 
