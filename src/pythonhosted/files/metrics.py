@@ -3,8 +3,8 @@
 The three counters every request touches (responses by status, body bytes, downloads) are
 plain integers, turned into Prometheus counters when ``/metrics`` is scraped: an increment is
 then a dict update rather than a labelled child's lock round trip, which mattered at tens of
-thousands of requests per second. The app and the scrape run on one event loop, so the
-integers need no lock.
+thousands of requests per second. Only the event loop increments them; readers (a scrape,
+the snapshot thread under ``--workers``) take copies, so they need no lock.
 """
 
 from __future__ import annotations
