@@ -294,7 +294,6 @@ class FilesEdge:
             await self._text(send, 503, "Storage unavailable", security, head=head)
             return
         info = entry.info
-        base = security + entry.headers
         conditional = request.headers.keys() & _CONDITIONAL
         if conditional and not_modified(
             request.header(b"if-none-match"),
@@ -302,14 +301,14 @@ class FilesEdge:
             info.etag,
             info.last_modified,
         ):
-            await send_response(send, 304, headers=[*base, NO_CROSS_DOMAIN])
+            await send_response(send, 304, headers=[*security, *entry.headers, NO_CROSS_DOMAIN])
             return
 
         if key.endswith(".metadata"):
             self.metrics.sidecars.labels("metadata").inc()
             encoding = _preferred_encoding(request.header(b"accept-encoding"))
             if encoding is not None and b"range" not in request.headers:
-                await self._send_encoded(entry, encoding, base, send, head)
+                await self._send_encoded(entry, encoding, security + entry.headers, send, head)
                 return
         elif key.endswith(".asc"):
             self.metrics.sidecars.labels("asc").inc()
@@ -334,7 +333,8 @@ class FilesEdge:
         else:
             status, (start, end) = 206, span
             headers = [
-                *base,
+                *security,
+                *entry.headers,
                 *CORS_GET,
                 (b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()),
                 (b"content-length", str(end - start).encode()),

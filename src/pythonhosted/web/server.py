@@ -58,17 +58,18 @@ class Bind:
 _HTTP1 = HTTP1Settings(max_buffer_size=64 * 1024)
 
 
+# What every granian server of ours shares, embedded or multi-process.
+_OPTIONS: dict[str, Any] = {
+    "interface": Interfaces.ASGI,
+    "websockets": False,
+    "log_enabled": False,
+    "backlog": 1024,
+    "http1_settings": _HTTP1,
+}
+
+
 def _server(app: ASGIApp, bind: Bind) -> Server:
-    return Server(
-        app,
-        address=bind.host,
-        port=bind.port,
-        interface=Interfaces.ASGI,
-        websockets=False,
-        log_enabled=False,
-        backlog=1024,
-        http1_settings=_HTTP1,
-    )
+    return Server(app, address=bind.host, port=bind.port, **_OPTIONS)
 
 
 def run_workers(factory: str, bind: Bind, workers: int) -> None:
@@ -82,25 +83,17 @@ def run_workers(factory: str, bind: Bind, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
         os.environ[SHARED_DIR_ENV] = shared
         try:
-            _serve_workers(factory, bind, workers)
+            MPServer(
+                factory,
+                address=bind.host,
+                port=bind.port,
+                workers=workers,
+                factory=True,
+                loop=Loops.uvloop,
+                **_OPTIONS,
+            ).serve()
         finally:
             del os.environ[SHARED_DIR_ENV]
-
-
-def _serve_workers(factory: str, bind: Bind, workers: int) -> None:
-    MPServer(
-        factory,
-        address=bind.host,
-        port=bind.port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        factory=True,
-        websockets=False,
-        log_enabled=False,
-        backlog=1024,
-        http1_settings=_HTTP1,
-        loop=Loops.uvloop,
-    ).serve()
 
 
 async def serve_until(
