@@ -10,7 +10,8 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+# C sources too: uv rebuilds the project's extension when they change (pyproject's cache-keys).
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock $(wildcard src/pythonhosted/*/*.c)
 	$(UV) sync --locked --quiet
 	touch $@
 

@@ -5,7 +5,9 @@ with U+FFFD), ``orjson.dumps`` each row. ``convert`` must give exactly the same 
 the same unprocessed lines, counts and earliest timestamp, on the differential corpus (junk,
 blanks, tabs, controls, wrong field counts, 1 MB lines), the benchmark corpus, the real
 batches, and those corpora with random damage, at several block sizes (so block boundaries,
-the halving fallback and single-line blocks are all exercised).
+the halving fallback and single-line blocks are all exercised). Every test runs twice: with
+the C converter (``_columns.c``, which CI builds: its absence fails the native runs) and with
+the Python one it stands in for.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ from types import ModuleType
 import orjson
 import pytest
 
-from pythonhosted.linehaul import UnprocessableLine, batch, parse
+from pythonhosted.linehaul import UnprocessableLine, batch, columns, parse
 from pythonhosted.linehaul.batch import Converted, convert
 from support.linehaul_data import REAL
 
 HERE = Path(__file__).parent
 DAMAGE = ["|", "\t", "\r", "\n", " ", '"', "\\", "\x00", "\x7f", "é", "(null)", "\n\n", "download|"]
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def converter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "native":
+        assert columns._columns is not None, "the C converter was not built"
+    else:
+        monkeypatch.setattr(columns, "_columns", None)
+    return str(request.param)
 
 
 def _module(path: Path) -> ModuleType:
@@ -146,3 +157,17 @@ def test_gzip_members_and_padding(bench: list[str]) -> None:
     second = ("\n".join(bench[100:200]) + "\n").encode()
     data = gzip.compress(first) + b"\x00" * 8 + gzip.compress(second)
     assert convert(data).downloads == oracle(first + second).downloads
+
+
+def test_more_distinct_values_than_the_c_tables_hold(bench: list[str]) -> None:
+    """Every line its own agent, project and url: the C converter's per-field tables fill
+    and start again many times over within one object."""
+    lines = []
+    for number, line in enumerate(bench[:20_000]):
+        fields = line.split("|")
+        if len(fields) == 10 and fields[0] == "download":
+            fields[6] = f"project-{number}"
+            fields[9] = fields[9].replace("pip/", f"pip/{number % 50}.", 1)
+            line = "|".join(fields)
+        lines.append(line)
+    check("\n".join(lines).encode() + b"\n")

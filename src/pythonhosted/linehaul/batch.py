@@ -18,7 +18,7 @@ from typing import BinaryIO, cast
 import orjson
 from isal import isal_zlib
 
-from pythonhosted.linehaul.columns import convert_block
+from pythonhosted.linehaul.columns import object_tables
 from pythonhosted.linehaul.events import Row, UnprocessableLine, parse
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -153,7 +153,10 @@ def line_blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
         if not cut:
             rest.append(piece)
             continue
-        yield b"".join((*rest, piece[:cut])) if rest else piece[:cut]
+        if cut == len(piece) and not rest:
+            yield piece
+        else:  # one copy: join reads the view of the piece in place
+            yield b"".join((*rest, memoryview(piece)[:cut]))
         rest = [piece[cut:]]
     tail = b"".join(rest)
     if tail:
@@ -164,8 +167,7 @@ class _Results:
     """The growing results of one object: NDJSON per table, unprocessed lines, counts."""
 
     def __init__(self) -> None:
-        self.downloads = io.BytesIO()
-        self.simple = io.BytesIO()
+        self.tables = object_tables()
         self.unprocessed = io.BytesIO()
         self.counts = Counts()
         self.earliest = "~"  # sorts after every timestamp
@@ -173,14 +175,13 @@ class _Results:
     def add_block(self, block: bytes) -> None:
         """Whole lines: column by column when they allow it, else in halves, else line by
         line (so a rare odd line costs a few small blocks, not the whole block)."""
-        converted = convert_block(block) if _utf8(block) else None
-        if converted is not None:
-            self.downloads.write(converted.downloads)
-            self.simple.write(converted.simple)
-            self.counts.rows += converted.rows
-            self.counts.ignored += converted.ignored
-            if converted.earliest is not None and converted.earliest < self.earliest:
-                self.earliest = converted.earliest
+        counted = self.tables.convert(block) if _utf8(block) else None
+        if counted is not None:
+            rows, ignored, earliest = counted
+            self.counts.rows += rows
+            self.counts.ignored += ignored
+            if earliest is not None and earliest < self.earliest:
+                self.earliest = earliest
             return
         middle = block.find(b"\n", len(block) // 2, -1) + 1 or block.rfind(b"\n", 0, -1) + 1
         if middle:
@@ -203,12 +204,17 @@ class _Results:
         self.counts.rows += 1
         if row["timestamp"] < self.earliest:
             self.earliest = row["timestamp"]
-        (self.downloads if "file" in row else self.simple).write(orjson.dumps(row) + b"\n")
+        row_json = orjson.dumps(row) + b"\n"
+        if "file" in row:
+            self.tables.append(row_json, b"")
+        else:
+            self.tables.append(b"", row_json)
 
     def converted(self) -> Converted:
+        downloads, simple = self.tables.finish()
         return Converted(
-            self.downloads.getvalue(),
-            self.simple.getvalue(),
+            downloads,
+            simple,
             self.unprocessed.getvalue(),
             None if self.earliest == "~" else self.earliest,
             self.counts,

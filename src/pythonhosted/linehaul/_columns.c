@@ -1,0 +1,569 @@
+/* The block converter of pythonhosted.linehaul.columns, a line at a time in C.
+ *
+ * Same contract as columns.convert_block, byte for byte: whole lines (each ending with a
+ * newline, valid UTF-8) -> NDJSON rows per table, or None when any line needs the per-line
+ * parser. It only splits lines, checks their structure and joins ready-made JSON fragments;
+ * every decision about a field's value stays in Python: a fragment comes from the same memos
+ * the Python path uses (a field -> its JSON fragment, or None when the parser must look).
+ * Each converter keeps its own hash table per field in front of its memo, keyed by the raw
+ * bytes, so a repeated value costs one hash and one memcmp instead of a bytes object, a
+ * SipHash and a dict lookup.
+ *
+ * A line is `kind|timestamp|country|url|tls protocol|tls cipher|project|version|package
+ * type|user agent`. A download's row is: timestamp, url, project, `,"file":{"filename":"`,
+ * the url's last segment, project, version, package type, protocol, cipher, country, details;
+ * a simple request's: timestamp, url, the project (the url's third "/" segment), protocol,
+ * cipher, country, details. An agent whose details fragment is empty is ignored (counted, no
+ * row), once its other fields show the line is not unprocessable.
+ */
+#define _GNU_SOURCE /* memrchr */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+    TIMESTAMP,
+    PROJECT,
+    VERSION,
+    PACKAGE_TYPE,
+    SIMPLE_PROJECT,
+    TLS_PROTOCOL,
+    TLS_CIPHER,
+    COUNTRY,
+    DETAILS,
+    N_MEMOS
+};
+
+static const char FILE_GLUE[] = ",\"file\":{\"filename\":\"";
+#define FILE_GLUE_LEN (sizeof(FILE_GLUE) - 1)
+#define SLOTS 8192 /* per field; cleared when half full (distinct values per object are few) */
+
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t size;  /* the key's, kept here to spare a visit to the key on a mismatch */
+    const char *data; /* the key's bytes */
+    PyObject *key;    /* bytes, owned; NULL for an empty slot */
+    PyObject *value;  /* the memo's fragment (bytes or None), owned */
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    Slot *last; /* the slot found last: log lines come in time order, and consecutive lines
+                 * mostly share their second, country, TLS fields... */
+    size_t used;
+    PyObject *memo; /* owned: a mapping raw bytes -> fragment */
+} Cache;
+
+/* A growing bytes object: the rows of one table. */
+typedef struct {
+    PyObject *bytes; /* owned; NULL until the first row */
+    Py_ssize_t size;
+} Output;
+
+typedef struct {
+    PyObject_HEAD
+    Cache caches[N_MEMOS];
+    Output tables[2]; /* simple requests, downloads */
+} Converter;
+
+static uint64_t
+hash_bytes(const char *p, Py_ssize_t n)
+{
+    /* Two independent multiply-xor lanes over 16-byte steps: user agents are ~450 bytes. */
+    uint64_t a = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, b = 0xC2B2AE3D27D4EB4FULL;
+    uint64_t w1, w2;
+    while (n >= 16) {
+        memcpy(&w1, p, 8);
+        memcpy(&w2, p + 8, 8);
+        a = (a ^ w1) * 0xFF51AFD7ED558CCDULL;
+        b = (b ^ w2) * 0xC4CEB9FE1A85EC53ULL;
+        a ^= a >> 29;
+        b ^= b >> 31;
+        p += 16;
+        n -= 16;
+    }
+    if (n >= 8) {
+        memcpy(&w1, p, 8);
+        a = (a ^ w1) * 0xFF51AFD7ED558CCDULL;
+        a ^= a >> 29;
+        p += 8;
+        n -= 8;
+    }
+    w2 = 0;
+    memcpy(&w2, p, (size_t)n);
+    b = (b ^ w2) * 0xC4CEB9FE1A85EC53ULL;
+    a ^= b + (a << 6) + (a >> 2);
+    a ^= a >> 33;
+    a *= 0xFF51AFD7ED558CCDULL;
+    a ^= a >> 33;
+    return a;
+}
+
+static void
+cache_clear(Cache *cache)
+{
+    for (size_t i = 0; i < SLOTS; i++) {
+        Slot *slot = &cache->slots[i];
+        if (slot->key != NULL) {
+            Py_CLEAR(slot->key);
+            Py_CLEAR(slot->value);
+        }
+    }
+    cache->used = 0;
+    cache->last = NULL;
+}
+
+/* The fragment for raw bytes p[0:n] (borrowed, valid until this cache's next lookup), or
+ * NULL with an exception set when the memo raised. */
+static PyObject *
+cache_get(Cache *cache, const char *p, Py_ssize_t n)
+{
+    Slot *last = cache->last;
+    if (last != NULL && last->size == n && memcmp(last->data, p, (size_t)n) == 0) {
+        return last->value;
+    }
+    uint64_t hash = hash_bytes(p, n);
+    size_t i = hash & (SLOTS - 1);
+    for (;;) {
+        Slot *slot = &cache->slots[i];
+        if (slot->key == NULL) {
+            break;
+        }
+        if (slot->hash == hash && slot->size == n && memcmp(slot->data, p, (size_t)n) == 0) {
+            cache->last = slot;
+            return slot->value;
+        }
+        i = (i + 1) & (SLOTS - 1);
+    }
+    PyObject *key = PyBytes_FromStringAndSize(p, n);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyObject_GetItem(cache->memo, key);
+    if (value != NULL && value != Py_None && !PyBytes_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "a memo gave %.100s, not bytes or None",
+                     Py_TYPE(value)->tp_name);
+        Py_CLEAR(value);
+    }
+    if (value == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    if (cache->used * 2 >= SLOTS) {
+        cache_clear(cache);
+        i = hash & (SLOTS - 1);
+    }
+    Slot *slot = &cache->slots[i];
+    slot->hash = hash;
+    slot->size = n;
+    slot->data = PyBytes_AS_STRING(key);
+    slot->key = key;
+    slot->value = value;
+    cache->used++;
+    cache->last = slot;
+    return value;
+}
+
+#define FIRST_CAPACITY (2 << 20)
+
+static int
+output_reserve(Output *out, Py_ssize_t extra)
+{
+    Py_ssize_t capacity = out->bytes == NULL ? 0 : PyBytes_GET_SIZE(out->bytes);
+    if (out->size + extra <= capacity) {
+        return 0;
+    }
+    Py_ssize_t wanted = capacity ? capacity * 2 : FIRST_CAPACITY;
+    if (wanted < out->size + extra) {
+        wanted = out->size + extra;
+    }
+    if (out->bytes == NULL) {
+        out->bytes = PyBytes_FromStringAndSize(NULL, wanted);
+    }
+    else if (_PyBytes_Resize(&out->bytes, wanted) < 0) {
+        out->size = 0;
+    }
+    if (out->bytes == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+output_append(Output *out, PyObject *rows)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(rows);
+    if (size == 0) {
+        return 0;
+    }
+    if (output_reserve(out, size) < 0) {
+        return -1;
+    }
+    memcpy(PyBytes_AS_STRING(out->bytes) + out->size, PyBytes_AS_STRING(rows), (size_t)size);
+    out->size += size;
+    return 0;
+}
+
+static inline char *
+put(char *at, const char *p, Py_ssize_t n)
+{
+    memcpy(at, p, (size_t)n);
+    return at + n;
+}
+
+static inline char *
+put_bytes(char *at, PyObject *fragment)
+{
+    return put(at, PyBytes_AS_STRING(fragment), PyBytes_GET_SIZE(fragment));
+}
+
+/* The rows so far (a new reference); the output starts again empty. */
+static PyObject *
+output_finish(Output *out)
+{
+    if (out->bytes == NULL) {
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    PyObject *bytes = out->bytes;
+    Py_ssize_t size = out->size;
+    out->bytes = NULL;
+    out->size = 0;
+    if (_PyBytes_Resize(&bytes, size) < 0) {
+        return NULL;
+    }
+    return bytes;
+}
+
+/* Whether a url can be copied into a JSON string as it is (no blank, control, quote,
+ * backslash or DEL; the block is valid UTF-8). */
+static int
+verbatim(const unsigned char *p, Py_ssize_t n)
+{
+    unsigned char bad = 0; /* no branch per byte: the compiler vectorises this loop */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        bad |= (c <= 0x20) | (c == '"') | (c == '\\') | (c == 0x7F);
+    }
+    return !bad;
+}
+
+static int
+is_fragment(PyObject *value)
+{
+    return value != Py_None;
+}
+
+/* bytes comparison as Python orders bytes objects */
+static int
+less(PyObject *a, PyObject *b)
+{
+    Py_ssize_t na = PyBytes_GET_SIZE(a), nb = PyBytes_GET_SIZE(b);
+    int order = memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)(na < nb ? na : nb));
+    return order < 0 || (order == 0 && na < nb);
+}
+
+#define FIELDS 10
+#define LOOK_UP(memo, index) \
+    cache_get(&self->caches[memo], fields[index], sizes[index])
+
+static PyObject *
+Converter_convert(Converter *self, PyObject *block)
+{
+    if (!PyBytes_Check(block)) {
+        PyErr_SetString(PyExc_TypeError, "convert() takes bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(block);
+    const char *end = p + PyBytes_GET_SIZE(block);
+    Output *tables = self->tables;
+    Py_ssize_t sizes_before[2] = {tables[0].size, tables[1].size};
+    Py_ssize_t rows = 0, ignored = 0;
+    PyObject *earliest = NULL; /* owned */
+    PyObject *result = NULL;
+
+    while (p < end) {
+        const char *newline = memchr(p, '\n', (size_t)(end - p));
+        if (newline == NULL) {
+            goto fallback;
+        }
+        const char *fields[FIELDS];
+        Py_ssize_t sizes[FIELDS];
+        const char *at = p;
+        for (int k = 0; k < FIELDS - 1; k++) {
+            const char *bar = memchr(at, '|', (size_t)(newline - at));
+            if (bar == NULL) {
+                goto fallback;
+            }
+            fields[k] = at;
+            sizes[k] = bar - at;
+            at = bar + 1;
+        }
+        if (memchr(at, '|', (size_t)(newline - at)) != NULL) {
+            goto fallback;
+        }
+        fields[FIELDS - 1] = at;
+        sizes[FIELDS - 1] = newline - at;
+        p = newline + 1;
+
+        int download;
+        if (sizes[0] == 8 && memcmp(fields[0], "download", 8) == 0) {
+            download = 1;
+        }
+        else if (sizes[0] == 6 && memcmp(fields[0], "simple", 6) == 0) {
+            download = 0;
+        }
+        else {
+            goto fallback;
+        }
+        const char *url = fields[3];
+        Py_ssize_t url_size = sizes[3];
+        if (!verbatim((const unsigned char *)url, url_size)) {
+            goto fallback;
+        }
+        const char *segment = NULL; /* a download's filename, a simple request's project */
+        Py_ssize_t segment_size = 0;
+        PyObject *project, *version = NULL, *package_type = NULL;
+        if (download) {
+            if (url_size == 0) {
+                goto fallback;
+            }
+            const char *slash = memrchr(url, '/', (size_t)url_size);
+            segment = slash == NULL ? url : slash + 1;
+            segment_size = url + url_size - segment;
+            if ((project = LOOK_UP(PROJECT, 6)) == NULL ||
+                (version = LOOK_UP(VERSION, 7)) == NULL ||
+                (package_type = LOOK_UP(PACKAGE_TYPE, 8)) == NULL) {
+                goto error;
+            }
+            if (!is_fragment(project) || !is_fragment(version) || !is_fragment(package_type)) {
+                goto fallback;
+            }
+        }
+        else {
+            if (sizes[6] || sizes[7] || sizes[8]) {
+                goto fallback;
+            }
+            const char *first = memchr(url, '/', (size_t)url_size);
+            const char *second =
+                first == NULL ? NULL : memchr(first + 1, '/', (size_t)(url + url_size - first - 1));
+            if (second == NULL) {
+                goto fallback;
+            }
+            segment = second + 1;
+            const char *third = memchr(segment, '/', (size_t)(url + url_size - segment));
+            segment_size = (third == NULL ? url + url_size : third) - segment;
+            project = cache_get(&self->caches[SIMPLE_PROJECT], segment, segment_size);
+            if (project == NULL) {
+                goto error;
+            }
+            if (!is_fragment(project)) {
+                goto fallback;
+            }
+        }
+        PyObject *timestamp, *protocol, *cipher, *country, *details;
+        if ((timestamp = LOOK_UP(TIMESTAMP, 1)) == NULL ||
+            (protocol = LOOK_UP(TLS_PROTOCOL, 4)) == NULL ||
+            (cipher = LOOK_UP(TLS_CIPHER, 5)) == NULL ||
+            (country = LOOK_UP(COUNTRY, 2)) == NULL || (details = LOOK_UP(DETAILS, 9)) == NULL) {
+            goto error;
+        }
+        if (!is_fragment(timestamp) || !is_fragment(protocol) || !is_fragment(cipher) ||
+            !is_fragment(country) || !is_fragment(details)) {
+            goto fallback;
+        }
+        if (PyBytes_GET_SIZE(details) == 0) {
+            ignored++;
+            continue;
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(timestamp) + url_size + PyBytes_GET_SIZE(project) +
+                          PyBytes_GET_SIZE(protocol) + PyBytes_GET_SIZE(cipher) +
+                          PyBytes_GET_SIZE(country) + PyBytes_GET_SIZE(details);
+        if (download) {
+            size += FILE_GLUE_LEN + segment_size + PyBytes_GET_SIZE(project) +
+                    PyBytes_GET_SIZE(version) + PyBytes_GET_SIZE(package_type);
+        }
+        Output *out = &tables[download];
+        if (output_reserve(out, size) < 0) {
+            goto error;
+        }
+        char *row = PyBytes_AS_STRING(out->bytes) + out->size;
+        row = put_bytes(row, timestamp);
+        row = put(row, url, url_size);
+        row = put_bytes(row, project);
+        if (download) {
+            row = put(row, FILE_GLUE, FILE_GLUE_LEN);
+            row = put(row, segment, segment_size);
+            row = put_bytes(row, project);
+            row = put_bytes(row, version);
+            row = put_bytes(row, package_type);
+        }
+        row = put_bytes(row, protocol);
+        row = put_bytes(row, cipher);
+        row = put_bytes(row, country);
+        put_bytes(row, details);
+        out->size += size;
+        rows++;
+        if (earliest == NULL || less(timestamp, earliest)) {
+            Py_INCREF(timestamp);
+            Py_XSETREF(earliest, timestamp);
+        }
+    }
+    result = Py_BuildValue("(nnO)", rows, ignored, earliest == NULL ? Py_None : earliest);
+    Py_XDECREF(earliest);
+    return result;
+
+fallback:
+    result = Py_NewRef(Py_None);
+error:
+    for (int k = 0; k < 2; k++) { /* none of this block's rows (none at all after a failed
+                                     * resize freed them) */
+        tables[k].size = tables[k].bytes == NULL ? 0 : sizes_before[k];
+    }
+    Py_XDECREF(earliest);
+    return result;
+}
+
+static PyObject *
+Converter_append(Converter *self, PyObject *args)
+{
+    PyObject *downloads, *simple;
+    if (!PyArg_ParseTuple(args, "SS:append", &downloads, &simple)) {
+        return NULL;
+    }
+    if (output_append(&self->tables[1], downloads) < 0 ||
+        output_append(&self->tables[0], simple) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Converter_finish(Converter *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *downloads = output_finish(&self->tables[1]);
+    if (downloads == NULL) {
+        return NULL;
+    }
+    PyObject *simple = output_finish(&self->tables[0]);
+    if (simple == NULL) {
+        Py_DECREF(downloads);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", downloads, simple);
+}
+
+static int
+Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *memos[N_MEMOS];
+    static char *names[] = {
+        "timestamp",  "project",    "version", "package_type", "simple_project",
+        "tls_protocol", "tls_cipher", "country", "details",      NULL};
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OOOOOOOOO:Converter", names, &memos[0], &memos[1], &memos[2],
+            &memos[3], &memos[4], &memos[5], &memos[6], &memos[7], &memos[8])) {
+        return -1;
+    }
+    for (int i = 0; i < N_MEMOS; i++) {
+        Cache *cache = &self->caches[i];
+        if (cache->slots == NULL) {
+            cache->slots = PyMem_Calloc(SLOTS, sizeof(Slot));
+            if (cache->slots == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
+        else {
+            cache_clear(cache);
+        }
+        Py_INCREF(memos[i]);
+        Py_XSETREF(cache->memo, memos[i]);
+    }
+    return 0;
+}
+
+static int
+Converter_traverse(Converter *self, visitproc visit, void *arg)
+{
+    for (int i = 0; i < N_MEMOS; i++) {
+        Py_VISIT(self->caches[i].memo);
+    }
+    return 0;
+}
+
+static int
+Converter_clear(Converter *self)
+{
+    for (int i = 0; i < N_MEMOS; i++) {
+        Py_CLEAR(self->caches[i].memo);
+    }
+    return 0;
+}
+
+static void
+Converter_dealloc(Converter *self)
+{
+    PyObject_GC_UnTrack(self);
+    Converter_clear(self);
+    for (int i = 0; i < N_MEMOS; i++) {
+        Cache *cache = &self->caches[i];
+        if (cache->slots != NULL) {
+            cache_clear(cache);
+            PyMem_Free(cache->slots);
+        }
+    }
+    Py_CLEAR(self->tables[0].bytes);
+    Py_CLEAR(self->tables[1].bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Converter_methods[] = {
+    {"convert", (PyCFunction)Converter_convert, METH_O,
+     "convert(block) -> (rows, ignored, earliest timestamp fragment), the rows appended to "
+     "the tables; None, and nothing appended, if a line needs the per-line parser."},
+    {"append", (PyCFunction)Converter_append, METH_VARARGS,
+     "append(downloads, simple): rows converted elsewhere, appended to the tables."},
+    {"finish", (PyCFunction)Converter_finish, METH_NOARGS,
+     "finish() -> (downloads, simple): the tables' rows; the tables start again empty."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ConverterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pythonhosted.linehaul._columns.Converter",
+    .tp_basicsize = sizeof(Converter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Converter(timestamp, project, version, package_type, simple_project, "
+              "tls_protocol, tls_cipher, country, details): blocks of log lines -> NDJSON "
+              "rows, each field's JSON fragment from its memo (raw bytes -> bytes or None).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Converter_init,
+    .tp_dealloc = (destructor)Converter_dealloc,
+    .tp_traverse = (traverseproc)Converter_traverse,
+    .tp_clear = (inquiry)Converter_clear,
+    .tp_methods = Converter_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pythonhosted.linehaul._columns",
+    .m_doc = "The block converter of pythonhosted.linehaul.columns, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__columns(void)
+{
+    if (PyType_Ready(&ConverterType) < 0) {
+        return NULL;
+    }
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(mod, "Converter", (PyObject *)&ConverterType) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}
