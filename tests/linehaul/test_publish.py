@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
-from pythonhosted.linehaul.publish import publish_once, publish_with
+from pythonhosted.linehaul.ingest import pending
+from pythonhosted.linehaul.publish import publish_once, publish_with, table_of
 from pythonhosted.storage import Store, open_store
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
@@ -148,12 +150,33 @@ def test_publish_drains_in_batches(tmp_path: Path) -> None:
     assert len(asyncio.run(results.list())) == 3
 
 
-def _kill_loop(args: list[str], rounds: int, rng: random.Random) -> int:
-    """Start the worker ``rounds`` times, SIGKILL it after a random delay; kills done."""
+def _left(store: Store, select: Callable[[list[str]], list[str]]) -> Callable[[], int]:
+    """How many objects of a worker's input are left: log objects, or result files."""
+
+    def count() -> int:
+        return len(select([item.key for item in asyncio.run(store.list())]))
+
+    return count
+
+
+def _result_files(keys: list[str]) -> list[str]:
+    return [key for key in keys if table_of(key) is not None]
+
+
+def _kill_loop(args: list[str], rounds: int, rng: random.Random, left: Callable[[], int]) -> int:
+    """Start the worker ``rounds`` times; each time, once it has finished some of its input
+    (``left()`` went down), SIGKILL it a random moment later. Returns the kills done.
+
+    Waiting for progress rather than a fixed time puts the kills in the middle of the work
+    however fast the worker is: into a conversion, a load, or between their steps.
+    """
     kills = 0
     for _ in range(rounds):
+        before = left()
         process = _cli(*args)
-        time.sleep(rng.uniform(0.3, 1.2))
+        while process.poll() is None and left() >= before:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             kills += 1
@@ -173,19 +196,20 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(
         logs_url, results_url = f"{base}/logs?{query}", f"{base}/results?{query}"
     else:
         logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
-    # enough work that a worker is still running when the kill comes (ingest is fast now)
     expected = seed_unique(open_store(logs_url), objects=30, lines=8000)
     warehouse = f"duckdb://{tmp_path}/w.duckdb"
     ingest = ["ingest", "--logs", logs_url, "--results", results_url]
     publish = ["publish", "--results", results_url, "--warehouse", warehouse]
-    kills = _kill_loop(ingest, 4, rng)
-    _kill_loop(publish, 2, rng)  # publish part of what is there, killed too
-    kills += _kill_loop(ingest, 2, rng)
-    kills += _kill_loop(publish, 3, rng)
+    logs_left = _left(open_store(logs_url), pending)
+    results_left = _left(open_store(results_url), _result_files)
+    ingest_kills = _kill_loop(ingest, 4, rng, logs_left)
+    publish_kills = _kill_loop(publish, 2, rng, results_left)  # publish part of what is there
+    ingest_kills += _kill_loop(ingest, 2, rng, logs_left)
+    publish_kills += _kill_loop(publish, 3, rng, results_left)
     time.sleep(0.6)  # let the dead workers' leases expire
     _finish(*ingest)
     _finish(*publish)
-    assert kills > 0
+    assert ingest_kills >= 1 and publish_kills >= 1
     assert _count(tmp_path / "w.duckdb") == (expected, expected)
     assert asyncio.run(open_store(logs_url).list()) == []
 
