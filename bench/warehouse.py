@@ -5,7 +5,9 @@
 1. Load: NDJSON result files made by ingest's converter from the bench/linehaul.py corpus,
    loaded with :meth:`DuckDBWarehouse.load` (one transaction, bookkeeping included) into a
    new file, ``--load-runs`` times; rows/s of wall time, and the process's CPU seconds (all
-   threads), which vary less than wall time on a shared machine.
+   threads), which vary less than wall time on a shared machine. Then the median and range of
+   the runs after the first (which pays for first touching the spool's memory), with the
+   1-minute load average before and after, as other jobs on the machine move wall times most.
 2. Query: ``--rows`` rows generated inside DuckDB with SQL (2,000 projects, Zipf-ish, 90
    days, installers/pythons from a small set), then the stats breakdown
    ``pythonhosted stats project-1 --days 30 --by installer``; best of 5 wall times.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib.util
+import os
+import statistics
 import tempfile
 import time
 from datetime import date
@@ -95,11 +99,22 @@ def main() -> None:
     print(f"machine: {corpus_module._machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         files = load_files(args.load_lines)
+        before = os.getloadavg()[0]
+        runs = []
         for run in range(args.load_runs):
             rows, spent, cpu = load_rate(files, Path(tmp) / f"load-{run}.duckdb")
+            runs.append((rows / spent, cpu))
             print(
                 f"load {run + 1}: {rows:,} rows in {spent:.2f} s = {rows / spent:,.0f} rows/s "
                 f"({cpu:.2f} CPU s)"
+            )
+        if len(runs) > 1:
+            rates, cpus = [rate for rate, _ in runs[1:]], [cpu for _, cpu in runs[1:]]
+            print(
+                f"loads 2-{len(runs)}: median {statistics.median(rates):,.0f} rows/s "
+                f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpus):.2f} CPU s "
+                f"({min(cpus):.2f}-{max(cpus):.2f}); load average {before:.2f} -> "
+                f"{os.getloadavg()[0]:.2f}"
             )
         generated, best = query_time(args.rows, Path(tmp))
         print(f"generated {args.rows:,} rows in {generated:.1f} s")

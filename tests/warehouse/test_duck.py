@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import duckdb
@@ -11,7 +12,7 @@ import pytest
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.linehaul.schema import DETAILS, FILE_DOWNLOADS
 from pythonhosted.storage import open_store
-from pythonhosted.warehouse import open_warehouse
+from pythonhosted.warehouse import duck, open_warehouse
 from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
 from support.linehaul_data import download_line, gz, simple_line
 
@@ -69,6 +70,51 @@ def test_a_large_load_stores_every_row_once(tmp_path: Path) -> None:
     assert result.rows == 3 * per_file
     assert counts == (3 * per_file, 3 * per_file, 3 * per_file)
     assert loaded == (3 * per_file,)
+
+
+def test_the_bookkeeping_records_each_files_own_rows(tmp_path: Path) -> None:
+    """Rows per file, not a share of the total; a last line without its newline counts."""
+    sizes = {"a.json": 3, "b.json": 1, "c.json": 5, "d.json": 2}
+    files = []
+    for serial, (name, size) in enumerate(sizes.items()):
+        lines = [download_line(100 * serial + i) for i in range(size)]
+        files.append((name, convert(gz(lines)).downloads))
+    files[2] = ("c.json", files[2][1].rstrip(b"\n"))  # not the last: the spool must add one
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    result = warehouse.load("file_downloads", files)
+    loaded = warehouse.con.execute(f"SELECT name, rows FROM {LOADED} ORDER BY name").fetchall()
+    stored = warehouse.con.execute("SELECT count(DISTINCT url) FROM file_downloads").fetchone()
+    warehouse.close()
+    assert loaded == list(sizes.items())
+    assert result.rows == sum(sizes.values())
+    assert stored == (sum(sizes.values()),)
+
+
+def test_a_load_survives_short_writes_of_its_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool is written with few buffers a call and a few bytes at a time (as a kernel may
+    do), and still every row arrives once."""
+    writev = os.writev
+    calls: list[int] = []
+
+    def short(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        return writev(fd, [bytes(buffers[0][:3])])
+
+    monkeypatch.setattr(duck, "_IOV_MAX", 2)
+    monkeypatch.setattr(duck.os, "writev", short)
+    files = [
+        (f"{n}.json", convert(gz([download_line(10 * n + i) for i in range(n)])).downloads)
+        for n in range(4)  # the first one empty
+    ]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    result = warehouse.load("file_downloads", files)
+    stored = warehouse.con.execute("SELECT count(*), count(DISTINCT url) FROM file_downloads")
+    counts = stored.fetchone()
+    warehouse.close()
+    assert result.rows == 6 and counts == (6, 6)
+    assert max(calls) == 2 and len(calls) > 100
 
 
 def test_a_failed_load_leaves_nothing(tmp_path: Path) -> None:
