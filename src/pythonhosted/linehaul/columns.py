@@ -144,7 +144,7 @@ COUNTRY = _text_memo(b"", b',"details":', null=(b"",))
 DETAILS = Memo(_details, MEMO_SIZE)
 AGENT_DETAILS = Memo(_agent_details, MEMO_SIZE)  # the C converter's: it splits lines itself
 NEXT_KIND = Memo(_next_kind, MEMO_SIZE)
-MEMOS: tuple[Memo[bytes, Any], ...] = (
+_FIELD_MEMOS = (  # the C converter's, in the order of its arguments
     TIMESTAMP,
     PROJECT,
     VERSION,
@@ -153,10 +153,9 @@ MEMOS: tuple[Memo[bytes, Any], ...] = (
     TLS_PROTOCOL,
     TLS_CIPHER,
     COUNTRY,
-    DETAILS,
     AGENT_DETAILS,
-    NEXT_KIND,
 )
+MEMOS: tuple[Memo[bytes, Any], ...] = (*_FIELD_MEMOS, DETAILS, NEXT_KIND)
 """Every memo of this module (benchmarks clear them for cold runs)."""
 
 _FILE = b',"file":{"filename":"'
@@ -337,17 +336,7 @@ class _NativeTables:
 
     def __init__(self) -> None:
         assert _columns is not None
-        self._converter = _columns.Converter(
-            TIMESTAMP,
-            PROJECT,
-            VERSION,
-            PACKAGE_TYPE,
-            SIMPLE_PROJECT,
-            TLS_PROTOCOL,
-            TLS_CIPHER,
-            COUNTRY,
-            AGENT_DETAILS,
-        )
+        self._converter = _columns.Converter(*_FIELD_MEMOS)
         self.append = self._converter.append
         self.finish = self._converter.finish
 
