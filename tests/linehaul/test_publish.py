@@ -62,7 +62,9 @@ def test_real_batches_end_to_end(tmp_path: Path) -> None:
         main, ["linehaul", "ingest", "--once", "--logs", logs, "--results", results]
     )
     assert out.exit_code == 0, out.output
-    assert "2 objects, 6 rows, 2 ignored, 0 unprocessable, 0 corrupt" in out.stderr
+    assert "2 objects, 6 rows, 2 ignored, 0 unprocessable, 0 corrupt, 0 busy (C converter)" in (
+        out.stderr
+    )
     out = runner.invoke(
         main, ["linehaul", "publish", "--once", "--results", results, "--warehouse", warehouse]
     )

@@ -14,6 +14,7 @@ import click
 
 from pythonhosted.config import Settings
 from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
+from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once, run_ingest
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with, run_publish
@@ -130,7 +131,8 @@ def ingest_command(settings: Settings, logs: str | None, results: str | None, on
             )
         return summary.line()
 
-    click.echo(f"linehaul ingest: {_run(one_pass())}", err=True)
+    summary = _run(one_pass())
+    click.echo(f"linehaul ingest: {summary} ({converter_name()} converter)", err=True)
 
 
 @linehaul.command("publish")

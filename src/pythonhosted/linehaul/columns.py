@@ -348,6 +348,12 @@ class _NativeTables:
         return rows, ignored, None if earliest is None else _timestamp_text(earliest)
 
 
+def converter_name() -> str:
+    """Which converter :func:`object_tables` uses ("C", or "Python" without the extension),
+    for ingest to report: an install without a compiler converts at about half the speed."""
+    return "Python" if _columns is None else "C"
+
+
 def object_tables() -> Tables:
     """The tables for one object's rows: converted in C when the extension was built, else
     in Python (:func:`convert_block`)."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pythonhosted.config import Settings
 from pythonhosted.linehaul import leases
 from pythonhosted.linehaul.batch import Converted, CorruptBatch, Counts, convert
+from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.schedule import pause
 from pythonhosted.linehaul.stores import linehaul_stores
 from pythonhosted.storage import NotFound, StorageError, Store
@@ -163,6 +164,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     logs, results, _ = linehaul_stores(settings)
     owner = leases.worker_id()
     timeout = settings.linehaul.lease_timeout
+    log.info("linehaul ingest: worker %s, %s converter", owner, converter_name())
     while not stop.is_set():
         try:
             summary = await ingest_once(logs, results, lease_timeout=timeout, owner=owner)
