@@ -1,6 +1,6 @@
 """Benchmark the files edge against nginx serving the same directory, in the same run.
 
-    .venv/bin/python bench/files.py [--duration 10] [--connections 64] [--workers 2]
+    .venv/bin/python bench/files.py [--duration 10] [--connections 64] [--workers 1]
 
 Needs nginx and wrk (Debian: nginx-light, wrk). Everything listens on 127.0.0.1, every load
 is bounded by --duration, and every process started here is stopped by its PID at the end.
@@ -8,6 +8,12 @@ Download logging is ON in our service (a local log store), as in production. Eac
 against our edge, nginx as shipped, and nginx sending the same response headers as our edge;
 each line also gives every server's CPU time per request, which other jobs' load disturbs
 far less than requests/s.
+
+Each server runs in its best configuration on the benchmark machine: nginx with
+``worker_processes auto`` (1 or auto measure the same there), our edge with one worker process.
+On two cores that wrk shares, a second granian worker costs more than it brings: a trivial ASGI
+app does 40-43k requests/s at 26 us of CPU each in one process, 27-30k at 50-60 us in two
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -125,7 +131,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--slow-seconds", type=float, default=15.0)
-    parser.add_argument("--workers", type=int, default=2, help="our worker processes (nginx: auto)")
+    parser.add_argument("--workers", type=int, default=1, help="our worker processes (nginx: auto)")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
