@@ -1,8 +1,10 @@
 /* The block converter of pythonhosted.linehaul.columns, a line at a time in C.
  *
- * Same contract as columns.convert_block, byte for byte: whole lines (each ending with a
- * newline, valid UTF-8) -> NDJSON rows per table, or None when any line needs the per-line
- * parser. It only splits lines, checks their structure and joins ready-made JSON fragments;
+ * The rows of columns.convert_block, byte for byte: Converter.convert takes whole lines (each
+ * ending with a newline, valid UTF-8) and appends their NDJSON rows to one growing buffer per
+ * table, which finish() hands over once the object is done; when any line needs the per-line
+ * parser it returns None and appends nothing, and the caller appends what that parser makes.
+ * It only splits lines, checks their structure and joins ready-made JSON fragments;
  * every decision about a field's value stays in Python: a fragment comes from the same memos
  * the Python path uses (a field -> its JSON fragment, or None when the parser must look).
  * Each converter keeps its own hash table per field in front of its memo, keyed by the raw
