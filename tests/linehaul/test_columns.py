@@ -171,3 +171,35 @@ def test_more_distinct_values_than_the_c_tables_hold(bench: list[str]) -> None:
             line = "|".join(fields)
         lines.append(line)
     check("\n".join(lines).encode() + b"\n")
+
+
+def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str]) -> None:
+    """Blocks of a few lines with random damage (and some without a last newline) through
+    the C converter: the same answer as :func:`convert_block` for each block, rows or None."""
+    if converter == "python":
+        pytest.skip("compares the C converter with the Python one")
+    rng = random.Random(11)
+    pieces = ["|", "\n", "/", " ", "download", "simple", '"', "\\", "\t", "\x7f", "(null)", "é"]
+    converted = 0
+    for _ in range(3000):
+        lines = []
+        for _ in range(rng.randrange(1, 12)):
+            line = rng.choice(bench)
+            if rng.random() < 0.3:
+                spot = rng.randrange(len(line) + 1)
+                line = line[:spot] + rng.choice(pieces) + line[spot + rng.randrange(3) :]
+            lines.append(line + "\n")
+        block = "".join(lines).encode()
+        if rng.random() < 0.05:
+            block = block[:-1]
+        tables = columns.object_tables()
+        counted = tables.convert(block)
+        expected = columns.convert_block(block)
+        if expected is None:
+            assert counted is None
+            assert tables.finish() == (b"", b"")
+            continue
+        converted += 1
+        assert counted == (expected.rows, expected.ignored, expected.earliest)
+        assert tables.finish() == (expected.downloads, expected.simple)
+    assert converted > 1000
