@@ -73,6 +73,27 @@ def test_real_batches(stores: tuple[Store, Store]) -> None:
     rows = [orjson.loads(line) for data in found.values() for line in data.splitlines()]
     assert [r for r in rows if "file" in r] == downloads
     assert [r for r in rows if "file" not in r] == simple
+    # each file of rows says how many it holds (publish's bookkeeping reads it)
+    hints = {key: asyncio.run(results.info(key)).metadata.get(ingest.ROWS) for key in found}
+    assert hints == {key: str(data.count(b"\n")) for key, data in found.items()}
+
+
+def test_row_counts_of_a_mixed_object(tmp_path: Path) -> None:
+    logs, results = open_store(f"file://{tmp_path}/logs"), open_store(f"file://{tmp_path}/results")
+    lines = [download_line(n) for n in range(3)] + [simple_line(n) for n in range(2)]
+    lines += ["garbage", download_line(9, agent="Java/1.8.0")]  # unprocessable, ignored
+    asyncio.run(logs.put(log_key(0), gz(lines)))
+    _ingest(logs, results)
+    found = {
+        item.key: asyncio.run(results.info(item.key)).metadata
+        for item in asyncio.run(results.list())
+    }
+    name = log_key(0).rsplit("/", 1)[1].removesuffix(".log.gz")
+    assert found == {
+        f"processed/20210107/downloads-{name}.json": {ingest.ROWS: "3"},
+        f"processed/20210107/simple-{name}.json": {ingest.ROWS: "2"},
+        f"unprocessed/20210107/{name}.txt": {},
+    }
 
 
 def test_result_names_strip_the_suffix_not_letters() -> None:

@@ -4,11 +4,13 @@ multipart uploads and for the resumable uploads files of 5 MB and more take."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.cloud.bigquery import client as bigquery_client
 
 from pythonhosted.linehaul.schema import FILE_DOWNLOADS, bigquery_fields
-from pythonhosted.warehouse import open_warehouse
+from pythonhosted.warehouse import LocalFile, open_warehouse
 from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
 from support.fake_bigquery import fake_bigquery
 
@@ -54,6 +56,17 @@ def test_a_retried_file_is_not_loaded_again() -> None:
         again = warehouse.load("simple_requests", files)
         assert (again.rows, again.loaded, again.skipped) == (0, [], [files[0][0]])
         assert len(fake.jobs) == 1
+
+
+def test_local_files_are_uploaded_as_their_contents(tmp_path: Path) -> None:
+    path = tmp_path / "downloads-a.json"
+    path.write_bytes(ROWS)
+    name = "processed/20210107/downloads-a.json"
+    with fake_bigquery("proj") as (fake, client):
+        warehouse = BigQueryWarehouse(client, "proj", ["ds"])
+        result = warehouse.load_local("file_downloads", [LocalFile(name, path, rows=2)])
+        assert (result.rows, result.loaded) == (2, [name])
+        assert fake.uploads[job_id("ds", "file_downloads", name)] == ROWS
 
 
 def test_bad_urls() -> None:

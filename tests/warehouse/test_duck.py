@@ -12,7 +12,7 @@ import pytest
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.linehaul.schema import DETAILS, FILE_DOWNLOADS
 from pythonhosted.storage import open_store
-from pythonhosted.warehouse import duck, open_warehouse
+from pythonhosted.warehouse import LocalFile, duck, open_warehouse
 from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
 from support.linehaul_data import download_line, gz, simple_line
 
@@ -167,3 +167,59 @@ def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureReques
         ("2021-01-07", "demo-1.0-py3-none-any.whl"),
         ("2021-01-08", "demo-1.0-py3-none-any.whl"),
     ]
+
+
+def _local_files(tmp_path: Path, sizes: dict[str, int]) -> list[LocalFile]:
+    """Result files on disk, with their true row counts as hints."""
+    files = []
+    for serial, (name, size) in enumerate(sizes.items()):
+        path = tmp_path / name
+        path.write_bytes(
+            convert(gz([download_line(100 * serial + i) for i in range(size)])).downloads
+        )
+        files.append(LocalFile(f"processed/20210107/{name}", path, size))
+    return files
+
+
+def _bookkeeping(warehouse: DuckDBWarehouse) -> list[tuple[str, int]]:
+    rows = warehouse.con.execute(f"SELECT name, rows FROM {LOADED} ORDER BY name").fetchall()
+    return [(name.rsplit("/", 1)[1], count) for name, count in rows]
+
+
+def test_local_files_load_in_place_with_their_writers_counts(tmp_path: Path) -> None:
+    sizes = {"a.json": 3, "b[1].json": 2, "c.json": 4}  # a glob character goes by the spool
+    files = _local_files(tmp_path, sizes)
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    result = warehouse.load_local("file_downloads", files)
+    again = warehouse.load_local("file_downloads", files[:1])
+    stored = warehouse.con.execute("SELECT count(DISTINCT url) FROM file_downloads").fetchone()
+    assert (result.rows, len(result.loaded), again.skipped) == (9, 3, [files[0].name])
+    assert stored == (9,)
+    assert _bookkeeping(warehouse) == sorted(sizes.items())
+    warehouse.close()
+
+
+def test_local_files_are_counted_when_hints_are_missing_or_wrong(tmp_path: Path) -> None:
+    """A hint is only taken when the hints add up to the rows DuckDB inserted."""
+    sizes = {"a.json": 3, "b.json": 2}
+    for hints in ([None, 2], [3, 5]):
+        files = [
+            LocalFile(file.name, file.path, hint)
+            for file, hint in zip(_local_files(tmp_path, sizes), hints, strict=True)
+        ]
+        warehouse = DuckDBWarehouse(tmp_path / f"w-{hints[0]}.duckdb")
+        assert warehouse.load_local("file_downloads", files).rows == 5
+        assert _bookkeeping(warehouse) == sorted(sizes.items())
+        warehouse.close()
+
+
+def test_a_bad_local_file_leaves_nothing(tmp_path: Path) -> None:
+    files = _local_files(tmp_path, {"good.json": 2})
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"{oops\n")
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    with pytest.raises(duckdb.Error):
+        warehouse.load_local("file_downloads", [*files, LocalFile("bad.json", bad, 1)])
+    assert warehouse.con.execute("SELECT count(*) FROM file_downloads").fetchone() == (0,)
+    assert _bookkeeping(warehouse) == []
+    warehouse.close()

@@ -66,16 +66,28 @@ def pending(keys: list[str]) -> list[str]:
     ]
 
 
-def result_keys(key: str, converted: Converted, fallback_date: str) -> dict[str, bytes]:
-    """The result objects for log object ``key``: result key -> contents (non-empty only)."""
+ROWS = "rows"
+"""Metadata of a result file of rows: how many it holds (publish's bookkeeping takes it
+from there instead of counting, when the warehouse can read the file in place)."""
+
+
+def result_keys(
+    key: str, converted: Converted, fallback_date: str
+) -> dict[str, tuple[bytes, int | None]]:
+    """The result objects for log object ``key``: result key -> (contents, rows for the files
+    of rows), non-empty ones only."""
     name = key.rsplit("/", 1)[-1].removesuffix(SUFFIX)
     day = (converted.earliest or fallback_date)[:10].replace("-", "")
-    out = {
-        f"processed/{day}/downloads-{name}.json": converted.downloads,
-        f"processed/{day}/simple-{name}.json": converted.simple,
-        f"unprocessed/{day}/{name}.txt": converted.unprocessed,
+    simple_rows = converted.simple.count(b"\n")  # the smaller table; a row is a line
+    out: dict[str, tuple[bytes, int | None]] = {
+        f"processed/{day}/downloads-{name}.json": (
+            converted.downloads,
+            converted.counts.rows - simple_rows,
+        ),
+        f"processed/{day}/simple-{name}.json": (converted.simple, simple_rows),
+        f"unprocessed/{day}/{name}.txt": (converted.unprocessed, None),
     }
-    return {result: data for result, data in out.items() if data}
+    return {result: value for result, value in out.items() if value[0]}
 
 
 async def _taken_over(kept: leases.Keeper, summary: IngestSummary) -> bool:
@@ -112,8 +124,8 @@ async def ingest_object(
     fallback = info.last_modified.strftime("%Y-%m-%d")
     if await _taken_over(kept, summary):
         return
-    for result, contents in result_keys(key, converted, fallback).items():
-        await results.put(result, contents)
+    for result, (contents, rows) in result_keys(key, converted, fallback).items():
+        await results.put(result, contents, metadata=None if rows is None else {ROWS: str(rows)})
     if await _taken_over(kept, summary):
         return
     await logs.delete(key)

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pythonhosted.config import Settings
+from pythonhosted.linehaul.ingest import ROWS
 from pythonhosted.linehaul.schedule import pause
 from pythonhosted.linehaul.stores import linehaul_stores
 from pythonhosted.storage import NotFound, Store
-from pythonhosted.warehouse import Warehouse, open_warehouse
+from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
 PREFIX = "processed/"
@@ -78,15 +79,15 @@ async def publish_once(
     if on_total is not None:
         on_total(sum(len(group) for group in groups.values()))
     for table, group_keys in groups.items():
-        group: list[tuple[str, bytes]] = []
+        group: list[Item] = []
         size = 0
         for key in group_keys:
             try:
-                data = await results.get_bytes(key)
+                item, item_size = await _fetch(results, key)
             except NotFound:  # another publisher took it
                 continue
-            group.append((key, data))
-            size += len(data)
+            group.append(item)
+            size += item_size
             if size >= GROUP_BYTES:
                 await _load_group(results, warehouse, table, group, summary, on_files)
                 group, size = [], 0
@@ -95,22 +96,48 @@ async def publish_once(
     return summary
 
 
+Item = LocalFile | tuple[str, bytes]  # a file where it lies, or a name and its contents
+
+
+async def _fetch(results: Store, key: str) -> tuple[Item, int]:
+    """A result file and its size: on a local store where it lies, with the row count ingest
+    wrote in its metadata (the warehouse reads it in place); elsewhere its contents."""
+    if results.local_root is None:
+        data = await results.get_bytes(key)
+        return (key, data), len(data)
+    info = await results.info(key)
+    assert info.local_path is not None  # a local store's objects are files
+    hint = info.metadata.get(ROWS, "")
+    return LocalFile(key, info.local_path, int(hint) if hint.isdigit() else None), info.size
+
+
+def _name(item: Item) -> str:
+    return item.name if isinstance(item, LocalFile) else item[0]
+
+
+def _load(warehouse: Warehouse, table: str, group: list[Item]) -> LoadResult:
+    local = [item for item in group if isinstance(item, LocalFile)]
+    if local:  # a pass reads one store: all of the group, or none, lie on disk
+        return warehouse.load_local(table, local)
+    return warehouse.load(table, [item for item in group if not isinstance(item, LocalFile)])
+
+
 async def _load_group(
     results: Store,
     warehouse: Warehouse,
     table: str,
-    group: list[tuple[str, bytes]],
+    group: list[Item],
     summary: PublishSummary,
     on_files: Callable[[int], object] | None,
 ) -> None:
     try:
-        outcome = await asyncio.to_thread(warehouse.load, table, group)
+        outcome = await asyncio.to_thread(_load, warehouse, table, group)
     except Exception as exc:
         if len(group) > 1:
             for item in group:
                 await _load_group(results, warehouse, table, [item], summary, on_files)
             return
-        log.error("cannot load %s into %s: %s", group[0][0], table, str(exc).splitlines()[0])
+        log.error("cannot load %s into %s: %s", _name(group[0]), table, str(exc).splitlines()[0])
         summary.failed += 1
         if on_files is not None:
             on_files(1)

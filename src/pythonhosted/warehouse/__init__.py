@@ -12,10 +12,18 @@ row shape; stats queries (:mod:`.stats`) and Parquet export (:mod:`.parquet`) re
 
 from pythonhosted.warehouse.base import (
     LoadResult,
+    LocalFile,
     Warehouse,
     WarehouseError,
     open_warehouse,
     warehouse_url,
 )
 
-__all__ = ["LoadResult", "Warehouse", "WarehouseError", "open_warehouse", "warehouse_url"]
+__all__ = [
+    "LoadResult",
+    "LocalFile",
+    "Warehouse",
+    "WarehouseError",
+    "open_warehouse",
+    "warehouse_url",
+]

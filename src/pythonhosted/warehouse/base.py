@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from pythonhosted.config import Settings
@@ -22,6 +23,15 @@ class LoadResult:
     skipped: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LocalFile:
+    """A result file on this machine's disk, to be loaded where it lies."""
+
+    name: str
+    path: Path
+    rows: int | None = None  # as its writer counted them; a hint, checked against the load
+
+
 class Warehouse(Protocol):
     """A place to load result files into, each file name at most once, ever.
 
@@ -31,6 +41,11 @@ class Warehouse(Protocol):
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
         """Load NDJSON ``files`` (name, contents) into ``table``; names loaded before are
         skipped. All-or-nothing per call where the back end allows."""
+        ...
+
+    def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
+        """:meth:`load` for files in a local results store, which a back end may read in
+        place instead of taking their contents."""
         ...
 
     def close(self) -> None: ...

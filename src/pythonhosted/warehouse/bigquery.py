@@ -31,7 +31,7 @@ from google.api_core.exceptions import Conflict, GoogleAPIError
 from google.cloud import bigquery
 
 from pythonhosted.linehaul.schema import TABLES, bigquery_fields
-from pythonhosted.warehouse.base import LoadResult, WarehouseError
+from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
 
 JOB_TIMEOUT = 600.0
 
@@ -93,6 +93,10 @@ class BigQueryWarehouse:
                     result.rows += rows
             (result.loaded if fresh else result.skipped).append(name)
         return result
+
+    def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
+        """:meth:`load` with each file's contents read from disk (jobs take the bytes)."""
+        return self.load(table, [(file.name, file.path.read_bytes()) for file in files])
 
     def _load_one(
         self, dataset: str, table: str, name: str, data: bytes, config: bigquery.LoadJobConfig

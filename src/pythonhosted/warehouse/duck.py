@@ -30,21 +30,23 @@ publish opens the file per pass and stats retries briefly while it is locked.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 
 from pythonhosted.linehaul.schema import TABLES, Field
-from pythonhosted.warehouse.base import LoadResult, WarehouseError
+from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
 
 LOADED = "linehaul_loaded_files"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
 _TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN"}
 LOCK_WAIT = 10.0
+_GLOB = re.compile(r"[*?\[]")  # read_json takes such a path for a pattern
 # Buffers one writev call takes (-1: no fixed limit; 16 is the least POSIX allows).
 _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
 
@@ -77,13 +79,13 @@ def create_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns})"
 
 
-def _read_json_sql(table: str, path: str) -> str:
+def _read_json_sql(table: str, paths: Sequence[str]) -> str:
     fields = TABLES[table]
     columns = ", ".join(f"{quote(f.name)}: '{column_type(f)}'" for f in fields)
     names = ", ".join(quote(f.name) for f in fields)
-    source = path.replace("'", "''")
+    sources = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
     return (
-        f"INSERT INTO {quote(table)} SELECT {names} FROM read_json('{source}', "
+        f"INSERT INTO {quote(table)} SELECT {names} FROM read_json([{sources}], "
         f"columns={{{columns}}}, format='newline_delimited', "
         f"timestampformat='{TIMESTAMP_FORMAT}')"
     )
@@ -126,49 +128,86 @@ class DuckDBWarehouse:
 
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
         """Load ``files`` into ``table`` in one transaction with their bookkeeping rows."""
+
+        def insert(todo: list[int]) -> tuple[int, list[int]]:
+            contents = [files[index][1] for index in todo]
+            # Counting overlaps writing the spool (see the module doc).
+            with ThreadPoolExecutor(1, thread_name_prefix="count-rows") as pool:
+                counting = pool.submit(_counts, contents)
+                inserted = self._insert_spooled(table, contents)
+                return inserted, counting.result()
+
+        return self._load(table, [name for name, _ in files], insert)
+
+    def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
+        """Load local result files where they lie: no copy into memory, no spool.
+
+        Their writer's row counts go into the bookkeeping when they add up to the rows
+        DuckDB inserted; otherwise (absent, or wrong) the files' lines are counted.
+        """
+
+        def insert(todo: list[int]) -> tuple[int, list[int]]:
+            chosen = [files[index] for index in todo]
+            if any(_GLOB.search(str(file.path)) for file in chosen):  # read_json would expand
+                return insert_contents(chosen)
+            inserted = self._insert_json(table, [str(file.path) for file in chosen])
+            hinted = [file.rows for file in chosen]
+            if None in hinted or sum(row or 0 for row in hinted) != inserted:
+                return inserted, _counts([file.path.read_bytes() for file in chosen])
+            return inserted, [row or 0 for row in hinted]
+
+        def insert_contents(chosen: list[LocalFile]) -> tuple[int, list[int]]:
+            contents = [file.path.read_bytes() for file in chosen]
+            return self._insert_spooled(table, contents), _counts(contents)
+
+        return self._load(table, [file.name for file in files], insert)
+
+    def _load(
+        self, table: str, names: list[str], insert: Callable[[list[int]], tuple[int, list[int]]]
+    ) -> LoadResult:
+        """One transaction: ``insert`` the files (by index) not loaded before, which returns
+        the rows inserted and each file's rows; then their bookkeeping rows."""
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         result = LoadResult()
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            names = [name for name, _ in files]
             done = {
                 row[0]
                 for row in con.execute(
                     f"SELECT name FROM {LOADED} WHERE list_contains(?, name)", [names]
                 ).fetchall()
             }
-            todo = [(name, data) for name, data in files if name not in done]
+            todo = [index for index, name in enumerate(names) if name not in done]
             result.skipped = [name for name in names if name in done]
             if todo:
-                # Counting overlaps writing the spool (see the module doc).
-                with ThreadPoolExecutor(1, thread_name_prefix="count-rows") as pool:
-                    counting = pool.submit(_counts, [data for _, data in todo])
-                    result.rows = self._insert(table, todo)
-                    counts = counting.result()
+                result.rows, counts = insert(todo)
                 con.executemany(
                     f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",
-                    [(name, table, rows) for (name, _), rows in zip(todo, counts, strict=True)],
+                    [(names[index], table, rows) for index, rows in zip(todo, counts, strict=True)],
                 )
-                result.loaded = [name for name, _ in todo]
+                result.loaded = [names[index] for index in todo]
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return result
 
-    def _insert(self, table: str, files: Sequence[tuple[str, bytes]]) -> int:
+    def _insert_spooled(self, table: str, contents: Sequence[bytes]) -> int:
         with tempfile.NamedTemporaryFile(
             dir=self.path.parent, prefix=f".{self.path.name}.load-", suffix=".json"
         ) as spool:
             parts: list[bytes] = []
-            for _, data in files:
+            for data in contents:
                 parts.append(data)
                 if data and not data.endswith(b"\n"):
                     parts.append(b"\n")
             _write_all(spool.fileno(), parts)
-            inserted = self.con.execute(_read_json_sql(table, spool.name)).fetchone()
+            return self._insert_json(table, [spool.name])
+
+    def _insert_json(self, table: str, paths: Sequence[str]) -> int:
+        inserted = self.con.execute(_read_json_sql(table, paths)).fetchone()
         return int(inserted[0]) if inserted else 0
 
     def close(self) -> None:
