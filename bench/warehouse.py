@@ -3,9 +3,12 @@
     .venv/bin/python bench/warehouse.py [--load-lines 500000] [--load-runs 3] [--rows 10000000]
 
 1. Load: NDJSON result files made by ingest's converter from the bench/linehaul.py corpus,
-   loaded with :meth:`DuckDBWarehouse.load` (one transaction, bookkeeping included) into a
-   new file, ``--load-runs`` times; rows/s of wall time, and the process's CPU seconds (all
-   threads), which vary less than wall time on a shared machine. Then the median and range of
+   loaded with :meth:`DuckDBWarehouse.load` (their contents, as publish reads them from a
+   cloud results store) and with :meth:`DuckDBWarehouse.load_local` (the same files on disk
+   with ingest's row counts, as in a local results store, the embedded default); one
+   transaction each, bookkeeping included, into a new file, ``--load-runs`` times; rows/s
+   of wall time, and the process's CPU seconds (all threads), which vary less than wall time
+   on a shared machine. Then the median and range of
    the runs after the first (which pays for first touching the spool's memory), with the
    1-minute load average before and after, as other jobs on the machine move wall times most.
 2. Query: ``--rows`` rows generated inside DuckDB with SQL (2,000 projects, Zipf-ish, 90
@@ -26,6 +29,7 @@ from datetime import date
 from pathlib import Path
 
 from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse import LocalFile
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import breakdown
 
@@ -65,14 +69,30 @@ def load_files(lines: int) -> list[tuple[str, bytes]]:
     return files
 
 
-def load_rate(files: list[tuple[str, bytes]], path: Path) -> tuple[int, float, float]:
-    """Rows loaded, wall seconds and CPU seconds of one load into a new file."""
+def load_rate(
+    files: list[tuple[str, bytes]], local: list[LocalFile] | None, path: Path
+) -> tuple[int, float, float]:
+    """Rows loaded, wall seconds and CPU seconds of one load into a new file: of the files'
+    contents, or (``local``) of the same files lying on disk."""
     warehouse = DuckDBWarehouse(path)
     began, cpu = time.perf_counter(), time.process_time()
-    result = warehouse.load("file_downloads", files)
+    if local is None:
+        result = warehouse.load("file_downloads", files)
+    else:
+        result = warehouse.load_local("file_downloads", local)
     spent, cpu = time.perf_counter() - began, time.process_time() - cpu
     warehouse.close()
     return result.rows, spent, cpu
+
+
+def on_disk(files: list[tuple[str, bytes]], folder: Path) -> list[LocalFile]:
+    """The files as a local results store holds them: on disk, with ingest's row counts."""
+    folder.mkdir()
+    local = []
+    for name, data in files:
+        (folder / name).write_bytes(data)
+        local.append(LocalFile(name, folder / name, data.count(b"\n")))
+    return local
 
 
 def query_time(rows: int, workdir: Path) -> tuple[float, float]:
@@ -99,23 +119,25 @@ def main() -> None:
     print(f"machine: {corpus_module._machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         files = load_files(args.load_lines)
-        before = os.getloadavg()[0]
-        runs = []
-        for run in range(args.load_runs):
-            rows, spent, cpu = load_rate(files, Path(tmp) / f"load-{run}.duckdb")
-            runs.append((rows / spent, cpu))
-            print(
-                f"load {run + 1}: {rows:,} rows in {spent:.2f} s = {rows / spent:,.0f} rows/s "
-                f"({cpu:.2f} CPU s)"
-            )
-        if len(runs) > 1:
-            rates, cpus = [rate for rate, _ in runs[1:]], [cpu for _, cpu in runs[1:]]
-            print(
-                f"loads 2-{len(runs)}: median {statistics.median(rates):,.0f} rows/s "
-                f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpus):.2f} CPU s "
-                f"({min(cpus):.2f}-{max(cpus):.2f}); load average {before:.2f} -> "
-                f"{os.getloadavg()[0]:.2f}"
-            )
+        local = on_disk(files, Path(tmp) / "results")
+        for label, where in (("contents", None), ("in place", local)):
+            before = os.getloadavg()[0]
+            runs = []
+            for run in range(args.load_runs):
+                rows, spent, cpu = load_rate(files, where, Path(tmp) / f"load-{label}-{run}.duckdb")
+                runs.append((rows / spent, cpu))
+                print(
+                    f"load {label} {run + 1}: {rows:,} rows in {spent:.2f} s = "
+                    f"{rows / spent:,.0f} rows/s ({cpu:.2f} CPU s)"
+                )
+            if len(runs) > 1:
+                rates, cpus = [rate for rate, _ in runs[1:]], [cpu for _, cpu in runs[1:]]
+                print(
+                    f"loads {label} 2-{len(runs)}: median {statistics.median(rates):,.0f} rows/s "
+                    f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpus):.2f} CPU s "
+                    f"({min(cpus):.2f}-{max(cpus):.2f}); load average {before:.2f} -> "
+                    f"{os.getloadavg()[0]:.2f}"
+                )
         generated, best = query_time(args.rows, Path(tmp))
         print(f"generated {args.rows:,} rows in {generated:.1f} s")
         print(f"30-day by-installer breakdown of one project: {best * 1000:.0f} ms (best of 5)")
