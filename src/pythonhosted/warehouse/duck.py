@@ -157,10 +157,10 @@ class DuckDBWarehouse:
             if any(_GLOB.search(str(file.path)) for file in chosen):  # read_json would expand
                 return insert_contents(chosen)
             inserted = self._insert_json(table, [str(file.path) for file in chosen])
-            hinted = [file.rows for file in chosen]
-            if None in hinted or sum(row or 0 for row in hinted) != inserted:
-                return inserted, _counts([file.path.read_bytes() for file in chosen])
-            return inserted, [row or 0 for row in hinted]
+            counts = [file.rows for file in chosen if file.rows is not None]
+            if len(counts) < len(chosen) or sum(counts) != inserted:
+                counts = _counts([file.path.read_bytes() for file in chosen])
+            return inserted, counts
 
         def insert_contents(chosen: list[LocalFile]) -> tuple[int, list[int]]:
             contents = [file.path.read_bytes() for file in chosen]
