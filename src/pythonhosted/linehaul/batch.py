@@ -157,7 +157,7 @@ def line_blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
             yield piece
         else:  # one copy: join reads the view of the piece in place
             yield b"".join((*rest, memoryview(piece)[:cut]))
-        rest = [piece[cut:]]
+        rest = [piece[cut:]] if cut < len(piece) else []
     tail = b"".join(rest)
     if tail:
         yield tail + b"\n"
