@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum {
+enum { /* the memos, in the order Converter takes them (columns._FIELD_MEMOS) */
     TIMESTAMP,
     PROJECT,
     VERSION,
