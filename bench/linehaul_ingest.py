@@ -1,6 +1,6 @@
 """Benchmark: linehaul ingest end to end against bare gunzip + line splitting.
 
-    .venv/bin/python bench/linehaul_ingest.py [--lines 200000] [--seed 1] [--rounds 3]
+    .venv/bin/python bench/linehaul_ingest.py [--lines 200000] [--seed 1] [--rounds 3] [--dir D]
 
 Two gzip'd log objects (level 9, as the files edge writes) from the corpus generator of
 bench/linehaul.py (pip/uv JSON agents with Zipf-like repetition): the corpus as it is (about
@@ -14,7 +14,9 @@ in CPU seconds (best of ``--rounds``, cold parser caches each round):
 - convert: gunzip, parse and NDJSON in memory (:func:`~pythonhosted.linehaul.batch.convert`);
 - ingest: ``ingest_once`` over in-memory log and results stores: read the object, gunzip,
   parse, NDJSON per table, write the result objects, delete the log object; also with warm
-  caches (the same object again, as a running worker meets agents it has seen before).
+  caches (the same object again, as a running worker meets agents it has seen before), and
+  into a ``file://`` results store in a temporary directory (``--dir``, default the system's),
+  where the results cost the kernel a copy into its page cache.
 
 Ingest converts in C when the extension is built (the default); ``--python`` times the Python
 converter it stands in for.
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import gzip
 import importlib.util
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +69,11 @@ def parse_only(data: bytes) -> float:
     return time.process_time() - began
 
 
-def ingest(data: bytes, round_: int, *, cold: bool = True) -> float:
+def ingest(data: bytes, round_: int, *, cold: bool = True, results_url: str = "") -> float:
     if cold:
         _cold()
     logs = open_store(f"memory://bench-logs-{round_}")
-    results = open_store(f"memory://bench-results-{round_}")
+    results = open_store(results_url or f"memory://bench-results-{round_}")
     key = "downloads/2021/01/07/20/54/downloads-bench.log.gz"
 
     async def run() -> float:
@@ -84,7 +87,12 @@ def ingest(data: bytes, round_: int, *, cold: bool = True) -> float:
     return asyncio.run(run())
 
 
-def measure(label: str, lines: list[str], rounds: int) -> None:
+def ingest_to_files(data: bytes, round_: int, directory: str | None) -> float:
+    with tempfile.TemporaryDirectory(dir=directory) as results:
+        return ingest(data, round_, results_url=f"file://{results}")
+
+
+def measure(label: str, lines: list[str], rounds: int, directory: str | None) -> None:
     raw = ("\n".join(lines) + "\n").encode()
     data = gzip.compress(raw, 9)
     print(
@@ -97,13 +105,15 @@ def measure(label: str, lines: list[str], rounds: int) -> None:
     converting = min(parse_only(data) for _ in range(rounds))
     ours = min(ingest(data, n) for n in range(rounds))
     warm = min(ingest(data, rounds + n, cold=False) for n in range(rounds))
+    to_files = min(ingest_to_files(data, 2 * rounds + n, directory) for n in range(rounds))
     for name, floor in floors.items():
         print(f"bare {name}+split    {floor:6.3f} s  {len(lines) / floor:>12,.0f} lines/s")
     print(f"convert (no I/O)   {converting:6.3f} s  {len(lines) / converting:>12,.0f} lines/s")
     print(f"ingest end to end  {ours:6.3f} s  {len(lines) / ours:>12,.0f} lines/s")
     print(f"  with warm caches {warm:6.3f} s  {len(lines) / warm:>12,.0f} lines/s")
+    print(f"  into file://     {to_files:6.3f} s  {len(lines) / to_files:>12,.0f} lines/s")
     for name, floor in floors.items():
-        ratios = f"{floor / ours:.2f}x, warm {floor / warm:.2f}x"
+        ratios = f"{floor / ours:.2f}x, warm {floor / warm:.2f}x, file:// {floor / to_files:.2f}x"
         print(f"ratio (ingest speed / bare {name} speed) {ratios}")
 
 
@@ -113,15 +123,18 @@ def main() -> None:
     flags.add_argument("--seed", type=int, default=1)
     flags.add_argument("--rounds", type=int, default=3)
     flags.add_argument("--python", action="store_true", help="the Python converter, not C")
+    flags.add_argument("--dir", help="where the file:// results store goes (a temporary dir)")
     args = flags.parse_args()
     if args.python:
         columns._columns = None
     lines = corpus_module.corpus(args.lines, args.seed)
     print(f"machine: {corpus_module._machine()}")
     print(f"converter: {'Python' if columns._columns is None else 'C'}")
-    measure("mixed object (the corpus)", lines, args.rounds)
+    measure("mixed object (the corpus)", lines, args.rounds, args.dir)
     downloads = [line for line in lines if line.startswith("download|")]
-    measure("downloads-only object (as the files edge writes them)", downloads, args.rounds)
+    measure(
+        "downloads-only object (as the files edge writes them)", downloads, args.rounds, args.dir
+    )
 
 
 if __name__ == "__main__":

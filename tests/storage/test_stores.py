@@ -61,6 +61,20 @@ def test_create_only_and_delete(writable_store: Store) -> None:
     run(scenario())
 
 
+def test_object_larger_than_an_upload_part(writable_store: Store) -> None:
+    """Over obstore's 5 MiB part size: cloud and local stores upload it in parts, the memory
+    store in one whole put; every store gives back the same bytes and metadata."""
+    data = bytes(range(256)) * (12 * 4096 + 7)
+
+    async def scenario() -> None:
+        await writable_store.put("big.json", data, metadata={"rows": "12"})
+        info = await writable_store.info("big.json")
+        assert (info.size, dict(info.metadata)) == (len(data), {"rows": "12"})
+        assert await writable_store.get_bytes("big.json") == data
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     "key", ["../etc/passwd", "a/../../b", "/abs", "a\\b", "a\x00b", "a//b", ".meta/x"]
 )

@@ -243,7 +243,14 @@ class Store:
                 await obstore.put_async(self.backend, key, data, mode=mode)
             else:
                 await obstore.put_async(
-                    self.backend, key, data, mode=mode, attributes=attributes or None
+                    self.backend,
+                    key,
+                    data,
+                    mode=mode,
+                    attributes=attributes or None,
+                    # The memory store joins a multipart upload's parts by copying them all:
+                    # one whole put keeps the caller's buffer and is ~8x cheaper (100 MB).
+                    use_multipart=False if isinstance(self.backend, MemoryStore) else None,
                 )
         except Exception as exc:
             raise _translate(exc) from exc
