@@ -20,11 +20,13 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     docs = Bind("127.0.0.1", free_port())
     camo = Bind("127.0.0.1", free_port())
+    linehaul = Bind("127.0.0.1", free_port())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
         "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
         "PYTHONHOSTED_CONVEYOR__BIND": f"{docs.host}:{docs.port}",
         "PYTHONHOSTED_CAMO__BIND": f"{camo.host}:{camo.port}",
+        "PYTHONHOSTED_LINEHAUL__BIND": f"{linehaul.host}:{linehaul.port}",
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
@@ -58,6 +60,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         # The generated key signs; the default policy still refuses loopback upstreams.
         proxied = httpx.get(sign_url("http://127.0.0.1:1/logo.png", key, base=camo.url()))
         forged = httpx.get(sign_url("http://127.0.0.1:1/logo.png", b"wrong", base=camo.url()))
+        analytics = httpx.get(f"{linehaul.url()}/_health")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -69,6 +72,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     assert site.status_code == 200
     assert proxied.headers["x-camo-error"] == "address 127.0.0.1 is in refused range 127.0.0.0/8"
     assert forged.status_code == 404
+    assert (analytics.status_code, analytics.text) == (200, "OK\n")
     assert forged.headers["x-camo-error"] != proxied.headers["x-camo-error"]
     assert site.headers["content-type"].startswith("text/html")
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"

@@ -163,6 +163,7 @@ class LinehaulSettings(BaseModel):
     logs: str | None = None
     results: str | None = None
     warehouse: str | None = None
+    bind: str = "127.0.0.1:8004"
     lease_timeout: Seconds = 300.0
     ingest_interval: Seconds = 60.0
     publish_interval: Seconds = 900.0

@@ -8,7 +8,6 @@ so there is something to fetch right away, and every start prints URLs to try.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 import click
 
@@ -21,8 +20,7 @@ from pythonhosted.conveyor.service import create_app, docs_url
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
-from pythonhosted.linehaul.ingest import run_ingest
-from pythonhosted.linehaul.publish import run_publish
+from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import warehouse_url
@@ -95,6 +93,7 @@ def serve(settings: Settings) -> None:
     samples = asyncio.run(ensure_samples(settings.files.primary))
     docs_bind = Bind.parse(settings.conveyor.bind)
     camo_bind = Bind.parse(settings.camo.bind)
+    linehaul_bind = Bind.parse(settings.linehaul.bind)
     camo = create_camo(camo_settings(settings))
     asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
     conveyor = create_app(settings)
@@ -110,6 +109,8 @@ def serve(settings: Settings) -> None:
         f"--key-file {settings.data_dir / CAMO_KEY_FILE} --base {camo_bind.url()} URL)",
         f"  analytics   ingest every {settings.linehaul.ingest_interval:g}s, publish every "
         f"{settings.linehaul.publish_interval:g}s into {warehouse_url(settings)}",
+        f"              (health: {linehaul_bind.url()}/_health, "
+        f"metrics: {linehaul_bind.url()}/metrics)",
         f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
         "  try:",
     ]
@@ -117,9 +118,10 @@ def serve(settings: Settings) -> None:
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
     click.echo("\n".join(lines))
     run(
-        [(front, files_bind), (conveyor, docs_bind), (camo, camo_bind)],
-        background=[
-            partial(run_ingest, settings),
-            partial(run_publish, settings),
-        ],
+        [
+            (front, files_bind),
+            (conveyor, docs_bind),
+            (camo, camo_bind),
+            (LinehaulApp(settings), linehaul_bind),
+        ]
     )

@@ -51,6 +51,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     env["PYTHONHOSTED_FILES__BIND"] = f"{bind.host}:{bind.port}"
     env["PYTHONHOSTED_CONVEYOR__BIND"] = f"127.0.0.1:{free_port()}"
     env["PYTHONHOSTED_CAMO__BIND"] = f"127.0.0.1:{free_port()}"
+    env["PYTHONHOSTED_LINEHAUL__BIND"] = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         ["make", "run"],
         cwd=clone,

@@ -382,3 +382,18 @@ def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
         assert len(next(iter(found.values())).splitlines()) == 20
 
     asyncio.run(scenario())
+
+
+def test_a_stop_ends_the_pass_after_the_object_under_way(tmp_path: Path) -> None:
+    logs, results = open_store(f"file://{tmp_path}/logs"), open_store(f"file://{tmp_path}/results")
+    for index in range(3):
+        asyncio.run(logs.put(log_key(index), gz([download_line(index)])))
+
+    async def scenario() -> IngestSummary:
+        stop = asyncio.Event()
+        return await ingest_once(logs, results, lease_timeout=60.0, on_object=stop.set, stop=stop)
+
+    summary = asyncio.run(scenario())
+    assert (summary.objects, summary.counts.rows) == (1, 1)
+    assert len(ingest.pending([item.key for item in asyncio.run(logs.list())])) == 2
+    assert len(asyncio.run(results.list("processed/"))) == 1

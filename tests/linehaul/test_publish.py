@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from pythonhosted.cli import main
 from pythonhosted.linehaul.ingest import pending
-from pythonhosted.linehaul.publish import publish_once, publish_with, table_of
+from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with, table_of
 from pythonhosted.storage import Store, open_store
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
@@ -252,3 +252,25 @@ def test_bad_urls_are_one_line_errors(tmp_path: Path) -> None:
         ],
     )
     assert out.exit_code == 1 and "unsupported warehouse URL" in out.output
+
+
+def test_a_stop_ends_the_pass_after_the_group_under_way(tmp_path: Path) -> None:
+    results = open_store(f"file://{tmp_path}/results")
+    row = b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/simple/p/","project":"p"}\n'
+    asyncio.run(_put(results, "processed/20210107/downloads-x.json", b""))
+    asyncio.run(_put(results, "processed/20210107/simple-x.json", row))
+
+    async def scenario() -> PublishSummary:
+        stop = asyncio.Event()
+        return await publish_with(
+            results,
+            f"duckdb://{tmp_path}/w.duckdb",
+            batch_files=10,
+            on_files=lambda _: stop.set(),
+            stop=stop,
+        )
+
+    summary = asyncio.run(scenario())
+    assert (summary.files, summary.rows) == (1, 0)
+    left = [item.key for item in asyncio.run(results.list())]
+    assert left == ["processed/20210107/simple-x.json"]

@@ -13,9 +13,11 @@ from typing import Any, BinaryIO, TypeVar
 import click
 
 from pythonhosted.config import Settings
+from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once, run_ingest
+from pythonhosted.linehaul.monitor import Monitor
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with, run_publish
 from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
@@ -23,6 +25,7 @@ from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, warehouse_url
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.parquet import export
+from pythonhosted.web.server import Bind, run
 
 T = TypeVar("T")
 
@@ -77,7 +80,7 @@ def _create(stack: ExitStack, path: Path) -> BinaryIO:
 
 
 def _with_urls(settings: Settings, **urls: str | None) -> Settings:
-    """Settings with the command line's store URLs over the configured ones."""
+    """Settings with the command line's store URLs (and address) over the configured ones."""
     given = {name: url for name, url in urls.items() if url is not None}
     section = settings.linehaul.model_copy(update=given)
     return settings.model_copy(update={"linehaul": section})
@@ -92,13 +95,49 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
 
 
 async def _until_signalled(
-    worker: Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]], settings: Settings
+    worker: Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, Any, None]],
+    settings: Settings,
 ) -> None:
+    """A headless worker: its passes are logged; ``linehaul serve`` also exports metrics."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await worker(settings, stop)
+    await worker(settings, stop, Monitor())
+
+
+@linehaul.command("serve")
+@click.option("--logs", help="Log store URL [linehaul.logs, files.logs, file://DATA/logs].")
+@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option(
+    "--warehouse",
+    help="Warehouse URL [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
+)
+@click.option("--bind", help="HOST:PORT for /_health and /metrics [127.0.0.1:8004].")
+@click.pass_obj
+def serve_command(
+    settings: Settings,
+    logs: str | None,
+    results: str | None,
+    warehouse: str | None,
+    bind: str | None,
+) -> None:
+    """Run ingest and publish until interrupted, with /_health and /metrics on --bind.
+
+    A stop (Ctrl-C, SIGTERM) lets the log object or group of files under way finish first.
+    """
+    settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
+    try:
+        address = Bind.parse(settings.linehaul.bind)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs_url, results_url, warehouse_url = linehaul_urls(settings)
+    click.echo(
+        f"linehaul on {address.url()} (logs {logs_url}; results {results_url}; "
+        f"warehouse {warehouse_url})",
+        err=True,
+    )
+    run([(LinehaulApp(settings), address)])
 
 
 @linehaul.command("ingest")

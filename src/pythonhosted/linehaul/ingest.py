@@ -33,6 +33,7 @@ from pythonhosted.config import Settings
 from pythonhosted.linehaul import leases
 from pythonhosted.linehaul.batch import Converted, CorruptBatch, Counts, convert
 from pythonhosted.linehaul.columns import converter_name
+from pythonhosted.linehaul.monitor import Monitor, reason
 from pythonhosted.linehaul.schedule import pause
 from pythonhosted.linehaul.stores import linehaul_stores
 from pythonhosted.storage import NotFound, StorageError, Store
@@ -141,11 +142,13 @@ async def ingest_once(
     owner: str | None = None,
     on_total: Callable[[int], object] | None = None,
     on_object: Callable[[], object] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> IngestSummary:
     """One pass over the log store: every unclaimed log object becomes results.
 
     Objects are taken in random order so concurrent workers rarely contend for the same one.
-    ``on_total``/``on_object`` report progress (a progress bar, or nothing).
+    ``on_total``/``on_object`` report progress (a progress bar, or nothing). A set ``stop``
+    ends the pass after the object under way (the rest waits for the next pass).
     """
     owner = owner or leases.worker_id()
     keys = pending([item.key for item in await logs.list()])
@@ -154,6 +157,8 @@ async def ingest_once(
         on_total(len(keys))
     summary = IngestSummary()
     for key in keys:
+        if stop is not None and stop.is_set():
+            break
         lease = await leases.claim(logs, key, owner, lease_timeout)
         if lease is None:
             summary.busy += 1
@@ -168,10 +173,11 @@ async def ingest_once(
     return summary
 
 
-async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
+async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) -> None:
     """Ingest every ``settings.linehaul.ingest_interval`` seconds until ``stop`` is set.
 
-    A background job: a failed pass (store unavailable) is logged and retried next interval.
+    A background job: a failed pass is logged, reported to ``monitor`` and retried next
+    interval; the job itself never ends on an error.
     """
     logs, results, _ = linehaul_stores(settings)
     owner = leases.worker_id()
@@ -179,9 +185,22 @@ async def run_ingest(settings: Settings, stop: asyncio.Event) -> None:
     log.info("linehaul ingest: worker %s, %s converter", owner, converter_name())
     while not stop.is_set():
         try:
-            summary = await ingest_once(logs, results, lease_timeout=timeout, owner=owner)
+            summary = await ingest_once(
+                logs,
+                results,
+                lease_timeout=timeout,
+                owner=owner,
+                on_total=monitor.pending.set,
+                stop=stop,
+            )
+        except StorageError as exc:
+            log.warning("linehaul ingest pass failed: %s", reason(exc))
+            monitor.failed("ingest", reason(exc))
+        except Exception as exc:  # a defect: keep its traceback, keep the job running
+            log.exception("linehaul ingest pass failed")
+            monitor.failed("ingest", f"{type(exc).__name__}: {reason(exc)}")
+        else:
+            monitor.ingested(summary)
             if summary.objects or summary.corrupt:
                 log.info("linehaul ingest: %s", summary.line())
-        except StorageError as exc:
-            log.warning("linehaul ingest pass failed: %s", exc)
         await pause(stop, settings.linehaul.ingest_interval)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pythonhosted.config import Settings
 from pythonhosted.linehaul.ingest import ROWS
+from pythonhosted.linehaul.monitor import Monitor, reason
 from pythonhosted.linehaul.schedule import pause
 from pythonhosted.linehaul.stores import linehaul_stores
 from pythonhosted.storage import NotFound, Store
@@ -67,8 +68,12 @@ async def publish_once(
     batch_files: int,
     on_total: Callable[[int], object] | None = None,
     on_files: Callable[[int], object] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> PublishSummary:
-    """Load up to ``batch_files`` result files and delete them; see the module docstring."""
+    """Load up to ``batch_files`` result files and delete them; see the module docstring.
+
+    A set ``stop`` ends the pass after the group under way (the rest waits for the next pass).
+    """
     keys = [item.key for item in await results.list(PREFIX)][:batch_files]
     summary = PublishSummary()
     groups: dict[str, list[str]] = {}
@@ -82,6 +87,8 @@ async def publish_once(
         group: list[Item] = []
         size = 0
         for key in group_keys:
+            if stop is not None and stop.is_set():
+                return summary
             try:
                 item, item_size = await _fetch(results, key)
             except NotFound:  # another publisher took it
@@ -158,34 +165,44 @@ async def publish_with(
     batch_files: int,
     on_total: Callable[[int], object] | None = None,
     on_files: Callable[[int], object] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> PublishSummary:
     """One pass with the warehouse opened for the pass only (DuckDB admits one process)."""
     warehouse = await asyncio.to_thread(open_warehouse, warehouse_url)
     try:
         return await publish_once(
-            results, warehouse, batch_files=batch_files, on_total=on_total, on_files=on_files
+            results,
+            warehouse,
+            batch_files=batch_files,
+            on_total=on_total,
+            on_files=on_files,
+            stop=stop,
         )
     finally:
         warehouse.close()
 
 
-async def run_publish(settings: Settings, stop: asyncio.Event) -> None:
+async def run_publish(settings: Settings, stop: asyncio.Event, monitor: Monitor) -> None:
     """Publish every ``settings.linehaul.publish_interval`` seconds until ``stop`` is set.
 
-    A background job: a failed pass is logged and retried next interval. Passes repeat at
-    once while a full batch was loaded, so a backlog drains without waiting.
+    A background job: a failed pass is logged, reported to ``monitor`` and retried next
+    interval. Passes repeat at once while a full batch was loaded, so a backlog drains
+    without waiting.
     """
     _, results, warehouse_url = linehaul_stores(settings)
     batch = settings.linehaul.publish_batch_files
     while not stop.is_set():
         full = False
         try:
-            summary = await publish_with(results, warehouse_url, batch_files=batch)
+            summary = await publish_with(results, warehouse_url, batch_files=batch, stop=stop)
+        except Exception as exc:  # a background job: report, retry next interval
+            log.warning("linehaul publish pass failed: %s", reason(exc))
+            monitor.failed("publish", reason(exc))
+        else:
+            monitor.published(summary)
             if summary.files or summary.skipped or summary.failed:
                 log.info("linehaul publish: %s", summary.line())
             full = summary.files + summary.skipped >= batch
-        except Exception as exc:  # a background job: report, retry next interval
-            log.warning("linehaul publish pass failed: %s", str(exc).splitlines()[0])
         if full:
             continue
         await pause(stop, settings.linehaul.publish_interval)

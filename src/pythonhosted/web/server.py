@@ -1,7 +1,7 @@
 """Run ASGI apps on granian, alone or several in one process.
 
 granian's embedded server runs an app object inside our own event loop, which is what the
-all-in-one ``serve`` needs (several apps, background workers, one shutdown path) and what tests
+all-in-one ``serve`` needs (several apps, one shutdown path) and what tests
 need (a real HTTP server on loopback, started and stopped in-process).
 
 Every server loop is uvloop's: for small responses granian's ASGI bridge, which wakes the loop
@@ -21,7 +21,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,31 +96,23 @@ def run_workers(factory: str, bind: Bind, workers: int) -> None:
             del os.environ[SHARED_DIR_ENV]
 
 
-async def serve_until(
-    apps: Sequence[tuple[ASGIApp, Bind]],
-    stop: asyncio.Event,
-    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
-) -> None:
-    """Serve every app (and run every background job) until ``stop`` is set, then drain."""
+async def serve_until(apps: Sequence[tuple[ASGIApp, Bind]], stop: asyncio.Event) -> None:
+    """Serve every app until ``stop`` is set, then drain (each app's lifespan shutdown runs)."""
     servers = [_server(app, bind) for app, bind in apps]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
-    jobs = [asyncio.create_task(job(stop)) for job in background]
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiter, *tasks, *jobs], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     for server in servers:
         server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
-    results = await asyncio.gather(*tasks, *jobs, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     waiter.cancel()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
 
 
-def run(
-    apps: Sequence[tuple[ASGIApp, Bind]],
-    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
-) -> None:
+def run(apps: Sequence[tuple[ASGIApp, Bind]]) -> None:
     """Blocking entry point for the CLI: SIGINT/SIGTERM stop gracefully (buffers flushed)."""
 
     async def main() -> None:
@@ -128,7 +120,7 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_until(apps, stop, background)
+        await serve_until(apps, stop)
 
     uvloop.run(main())
 

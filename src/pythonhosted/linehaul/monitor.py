@@ -1,0 +1,119 @@
+"""What linehaul's background jobs report after each pass: Prometheus metrics, and the state
+``/_health`` answers from.
+
+The number to alert on is ``linehaul_last_success_timestamp_seconds``: a pipeline that
+stopped (store down, warehouse locked, worker wedged) shows as its growing age, whatever the
+reason; the counters say how much went through and what was set aside.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import Counter, Gauge
+
+from pythonhosted.web.metrics import ServiceRegistry
+
+if TYPE_CHECKING:
+    from pythonhosted.linehaul.ingest import IngestSummary
+    from pythonhosted.linehaul.publish import PublishSummary
+
+Job = Literal["ingest", "publish"]
+
+
+def reason(exc: BaseException) -> str:
+    """An error in one line for a log or a health answer: its message's first line, else its
+    type's name."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines and lines[0] else type(exc).__name__
+
+
+class Monitor:
+    """One per process (and per app instance, so tests never share counts)."""
+
+    def __init__(self) -> None:
+        self.registry = ServiceRegistry("linehaul")
+        self.objects = Counter(
+            "linehaul_ingest_objects",
+            "Log objects ingest took, by outcome: done, corrupt (moved aside), busy (another "
+            "worker held it).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.lines = Counter(
+            "linehaul_ingest_lines",
+            "Lines of ingested log objects, by result: row, ignored (a bot's user agent), "
+            "unprocessable (kept under unprocessed/).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "linehaul_ingest_pending_objects",
+            "Log objects waiting when the latest ingest pass began.",
+            registry=self.registry,
+        )
+        self.files = Counter(
+            "linehaul_publish_files",
+            "Result files publish took, by outcome: loaded, skipped (loaded before), failed "
+            "(left in place).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "linehaul_publish_rows", "Rows loaded into the warehouse.", registry=self.registry
+        )
+        self.passes = Counter(
+            "linehaul_passes",
+            "Passes of each job (ingest, publish) by outcome (ok, failed).",
+            ["job", "outcome"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "linehaul_last_success_timestamp_seconds",
+            "When each job last finished a pass (Unix time; 0 before the first).",
+            ["job"],
+            registry=self.registry,
+        )
+        self.failing: dict[Job, str] = {}
+        for job in ("ingest", "publish"):  # every series exists from the start, at zero
+            self.last_success.labels(job)
+            for outcome in ("ok", "failed"):
+                self.passes.labels(job, outcome)
+        for outcome in ("done", "corrupt", "busy"):
+            self.objects.labels(outcome)
+        for result in ("row", "ignored", "unprocessable"):
+            self.lines.labels(result)
+        for outcome in ("loaded", "skipped", "failed"):
+            self.files.labels(outcome)
+
+    def ingested(self, summary: IngestSummary) -> None:
+        self.objects.labels("done").inc(summary.objects)
+        self.objects.labels("corrupt").inc(summary.corrupt)
+        self.objects.labels("busy").inc(summary.busy)
+        counts = summary.counts
+        self.lines.labels("row").inc(counts.rows)
+        self.lines.labels("ignored").inc(counts.ignored)
+        self.lines.labels("unprocessable").inc(counts.unprocessable)
+        self._passed("ingest")
+
+    def published(self, summary: PublishSummary) -> None:
+        self.files.labels("loaded").inc(summary.files)
+        self.files.labels("skipped").inc(summary.skipped)
+        self.files.labels("failed").inc(summary.failed)
+        self.rows.inc(summary.rows)
+        self._passed("publish")
+
+    def failed(self, job: Job, reason: str) -> None:
+        """A pass that could not finish (a store or the warehouse unavailable)."""
+        self.passes.labels(job, "failed").inc()
+        self.failing[job] = reason
+
+    def _passed(self, job: Job) -> None:
+        self.passes.labels(job, "ok").inc()
+        self.last_success.labels(job).set(time.time())
+        self.failing.pop(job, None)
+
+    def problems(self) -> list[str]:
+        """``job: reason`` for each job whose latest pass failed; empty when all is well."""
+        return [f"{job} pass failed: {reason}" for job, reason in sorted(self.failing.items())]
