@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pythonhosted.config import LinehaulSettings, Settings
@@ -158,9 +159,37 @@ def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert [path for path in (tmp_path / "logs").rglob("*") if path.is_file()] == []
 
 
-def test_linehaul_serve_refuses_a_bad_bind(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "pythonhosted", "linehaul", "serve", "--bind", "nowhere"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+def test_an_ingest_worker_with_bind_reports_its_one_job(tmp_path: Path) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    asyncio.run(open_store(f"file://{tmp_path}/logs").put(log_key(1), gz([download_line(1)])))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env["PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL"] = "0.1"
+    env["PYTHONHOSTED_DATA_DIR"] = str(tmp_path)
+    command = [sys.executable, "-m", "pythonhosted", "linehaul", "ingest"]
+    command += ["--bind", f"{bind.host}:{bind.port}"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(bind, timeout=30)
+        _until(lambda: _samples(bind.url())['linehaul_ingest_lines_total{result="row"}'] == 1)
+        samples = _samples(bind.url())
+        health = httpx.get(f"{bind.url()}/_health")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert health.text == "OK\n"
+    assert sorted(name for name in samples if "job=" in name) == [
+        'linehaul_last_success_timestamp_seconds{job="ingest"}',
+        'linehaul_passes_total{job="ingest",outcome="failed"}',
+        'linehaul_passes_total{job="ingest",outcome="ok"}',
+    ]
+    assert len(list((tmp_path / "results" / "processed").rglob("downloads-*.json"))) == 1
+
+
+@pytest.mark.parametrize("command", ["serve", "ingest", "publish"])
+def test_a_bad_bind_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    argv = [sys.executable, "-m", "pythonhosted", "linehaul", command, "--bind", "nowhere"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "Error: bind address must be HOST:PORT, got 'nowhere'"

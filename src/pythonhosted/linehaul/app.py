@@ -13,10 +13,12 @@ by themselves).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from pythonhosted.config import Settings
 from pythonhosted.linehaul.ingest import run_ingest
-from pythonhosted.linehaul.monitor import Monitor
+from pythonhosted.linehaul.monitor import JOBS, Job, Monitor
 from pythonhosted.linehaul.publish import run_publish
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_text
@@ -26,24 +28,33 @@ from pythonhosted.web.types import Receive, Scope, Send
 HEALTH = frozenset({"/_health", "/_health/"})
 
 
+RUNNERS: dict[Job, Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, Any, None]]] = {
+    "ingest": run_ingest,
+    "publish": run_publish,
+}
+
+
 class LinehaulApp:
-    def __init__(self, settings: Settings) -> None:
+    """``jobs``: both (``linehaul serve``, ``serve``) or one (a scaled-out worker)."""
+
+    def __init__(self, settings: Settings, jobs: Sequence[Job] = JOBS) -> None:
         self.settings = settings
-        self.monitor = Monitor()
+        self.jobs = tuple(jobs)
+        self.monitor = Monitor(self.jobs)
         self._stop = asyncio.Event()
-        self._jobs: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
         self._stop.clear()
-        self._jobs = [
-            asyncio.create_task(job(self.settings, self._stop, self.monitor), name=job.__name__)
-            for job in (run_ingest, run_publish)
+        self._tasks = [
+            asyncio.create_task(RUNNERS[job](self.settings, self._stop, self.monitor), name=job)
+            for job in self.jobs
         ]
 
     async def shutdown(self) -> None:
         self._stop.set()
-        jobs, self._jobs = self._jobs, []
-        await asyncio.gather(*jobs)
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

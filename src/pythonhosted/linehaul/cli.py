@@ -13,13 +13,13 @@ from typing import Any, BinaryIO, TypeVar
 import click
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.app import LinehaulApp
+from pythonhosted.linehaul.app import RUNNERS, LinehaulApp
 from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
 from pythonhosted.linehaul.columns import converter_name
-from pythonhosted.linehaul.ingest import ingest_once, run_ingest
-from pythonhosted.linehaul.monitor import Monitor
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
-from pythonhosted.linehaul.publish import PublishSummary, publish_with, run_publish
+from pythonhosted.linehaul.publish import PublishSummary, publish_with
 from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, warehouse_url
@@ -94,16 +94,27 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc).splitlines()[0] or type(exc).__name__) from exc
 
 
-async def _until_signalled(
-    worker: Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, Any, None]],
-    settings: Settings,
-) -> None:
-    """A headless worker: its passes are logged; ``linehaul serve`` also exports metrics."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await worker(settings, stop, Monitor())
+def _address(bind: str) -> Bind:
+    try:
+        return Bind.parse(bind)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
+    """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
+    if bind is not None:
+        run([(LinehaulApp(settings, (job,)), _address(bind))])
+        return
+
+    async def headless() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await RUNNERS[job](settings, stop, Monitor((job,)))
+
+    _run(headless())
 
 
 @linehaul.command("serve")
@@ -127,10 +138,7 @@ def serve_command(
     A stop (Ctrl-C, SIGTERM) lets the log object or group of files under way finish first.
     """
     settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
-    try:
-        address = Bind.parse(settings.linehaul.bind)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    address = _address(settings.linehaul.bind)
     logs_url, results_url, warehouse_url = linehaul_urls(settings)
     click.echo(
         f"linehaul on {address.url()} (logs {logs_url}; results {results_url}; "
@@ -140,12 +148,18 @@ def serve_command(
     run([(LinehaulApp(settings), address)])
 
 
+_WORKER_BIND = "Without --once: also answer /_health and /metrics on HOST:PORT."
+
+
 @linehaul.command("ingest")
 @click.option("--logs", help="Log store URL [linehaul.logs, files.logs, file://DATA/logs].")
 @click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
 @click.option("--once", is_flag=True, help="One pass over the log store, then exit.")
+@click.option("--bind", help=_WORKER_BIND)
 @click.pass_obj
-def ingest_command(settings: Settings, logs: str | None, results: str | None, once: bool) -> None:
+def ingest_command(
+    settings: Settings, logs: str | None, results: str | None, once: bool, bind: str | None
+) -> None:
     """Turn log objects into result files (NDJSON rows per table, unprocessable lines).
 
     Safe to run as several processes on the same stores. Without --once, polls every
@@ -153,7 +167,7 @@ def ingest_command(settings: Settings, logs: str | None, results: str | None, on
     """
     settings = _with_urls(settings, logs=logs, results=results)
     if not once:
-        _run(_until_signalled(run_ingest, settings))
+        _keep_running(settings, "ingest", bind)
         return
     logs_url, results_url, _ = linehaul_urls(settings)
 
@@ -182,9 +196,14 @@ def ingest_command(settings: Settings, logs: str | None, results: str | None, on
     "[linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
 )
 @click.option("--once", is_flag=True, help="Load what is there now (every batch), then exit.")
+@click.option("--bind", help=_WORKER_BIND)
 @click.pass_obj
 def publish_command(
-    settings: Settings, results: str | None, warehouse: str | None, once: bool
+    settings: Settings,
+    results: str | None,
+    warehouse: str | None,
+    once: bool,
+    bind: str | None,
 ) -> None:
     """Load result files into the warehouse, each exactly once, and delete them.
 
@@ -192,7 +211,7 @@ def publish_command(
     """
     settings = _with_urls(settings, results=results, warehouse=warehouse)
     if not once:
-        _run(_until_signalled(run_publish, settings))
+        _keep_running(settings, "publish", bind)
         return
     _, results_url, warehouse_url = linehaul_urls(settings)
     batch = settings.linehaul.publish_batch_files

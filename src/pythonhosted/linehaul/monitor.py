@@ -9,6 +9,7 @@ reason; the counters say how much went through and what was set aside.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter, Gauge
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from pythonhosted.linehaul.publish import PublishSummary
 
 Job = Literal["ingest", "publish"]
+JOBS: tuple[Job, ...] = ("ingest", "publish")
 
 
 def reason(exc: BaseException) -> str:
@@ -30,9 +32,10 @@ def reason(exc: BaseException) -> str:
 
 
 class Monitor:
-    """One per process (and per app instance, so tests never share counts)."""
+    """One per process (and per app instance, so tests never share counts), for the ``jobs``
+    it runs: only their series exist, so an absent job never looks stalled."""
 
-    def __init__(self) -> None:
+    def __init__(self, jobs: Sequence[Job] = JOBS) -> None:
         self.registry = ServiceRegistry("linehaul")
         self.objects = Counter(
             "linehaul_ingest_objects",
@@ -76,16 +79,18 @@ class Monitor:
             registry=self.registry,
         )
         self.failing: dict[Job, str] = {}
-        for job in ("ingest", "publish"):  # every series exists from the start, at zero
+        for job in jobs:  # each series exists from the start, at zero
             self.last_success.labels(job)
             for outcome in ("ok", "failed"):
                 self.passes.labels(job, outcome)
-        for outcome in ("done", "corrupt", "busy"):
-            self.objects.labels(outcome)
-        for result in ("row", "ignored", "unprocessable"):
-            self.lines.labels(result)
-        for outcome in ("loaded", "skipped", "failed"):
-            self.files.labels(outcome)
+        if "ingest" in jobs:
+            for outcome in ("done", "corrupt", "busy"):
+                self.objects.labels(outcome)
+            for result in ("row", "ignored", "unprocessable"):
+                self.lines.labels(result)
+        if "publish" in jobs:
+            for outcome in ("loaded", "skipped", "failed"):
+                self.files.labels(outcome)
 
     def ingested(self, summary: IngestSummary) -> None:
         self.objects.labels("done").inc(summary.objects)
