@@ -194,3 +194,16 @@ def test_a_bad_bind_is_a_usage_error(tmp_path: Path, command: str) -> None:
     assert result.stderr.splitlines()[-1] == (
         "Error: bind address must be HOST:PORT, got 'nowhere'"
     )
+
+
+@pytest.mark.parametrize("command", ["ingest", "publish"])
+def test_bind_with_once_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    argv = [sys.executable, "-m", "pythonhosted", "linehaul", command, "--once"]
+    result = subprocess.run(
+        [*argv, "--bind", "127.0.0.1:1"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: --bind serves a running worker's metrics; --once does not run one"
+    )
+    assert not (tmp_path / "var").exists()  # refused before touching any store

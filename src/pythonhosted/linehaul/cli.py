@@ -101,6 +101,11 @@ def _address(bind: str) -> Bind:
         raise click.UsageError(str(exc)) from exc
 
 
+def _refuse_bind_with_once(once: bool, bind: str | None) -> None:
+    if once and bind is not None:
+        raise click.UsageError("--bind serves a running worker's metrics; --once does not run one")
+
+
 def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
     """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
     if bind is not None:
@@ -166,6 +171,7 @@ def ingest_command(
     linehaul.ingest_interval seconds until interrupted.
     """
     settings = _with_urls(settings, logs=logs, results=results)
+    _refuse_bind_with_once(once, bind)
     if not once:
         _keep_running(settings, "ingest", bind)
         return
@@ -210,6 +216,7 @@ def publish_command(
     Without --once, runs every linehaul.publish_interval seconds until interrupted.
     """
     settings = _with_urls(settings, results=results, warehouse=warehouse)
+    _refuse_bind_with_once(once, bind)
     if not once:
         _keep_running(settings, "publish", bind)
         return
