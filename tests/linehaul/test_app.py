@@ -135,16 +135,22 @@ def test_other_paths_and_methods(tmp_path: Path) -> None:
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "3")
 
 
-def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[str]]:
+    """``pythonhosted linehaul COMMAND --bind`` on a free port, over a data dir holding one
+    log object of one download, with short intervals."""
     bind = Bind("127.0.0.1", free_port())
     asyncio.run(open_store(f"file://{tmp_path}/logs").put(log_key(1), gz([download_line(1)])))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
     env["PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL"] = "0.1"
     env["PYTHONHOSTED_LINEHAUL__PUBLISH_INTERVAL"] = "0.1"
     env["PYTHONHOSTED_DATA_DIR"] = str(tmp_path)
-    command = [sys.executable, "-m", "pythonhosted", "linehaul", "serve"]
-    command += ["--bind", f"{bind.host}:{bind.port}"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "pythonhosted", "linehaul", command]
+    argv += ["--bind", f"{bind.host}:{bind.port}"]
+    return bind, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    bind, process = _start(tmp_path, "serve")
     try:
         wait_for_port(bind, timeout=30)
         _until(lambda: _samples(bind.url())["linehaul_publish_rows_total"] == 1)
@@ -160,14 +166,7 @@ def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_an_ingest_worker_with_bind_reports_its_one_job(tmp_path: Path) -> None:
-    bind = Bind("127.0.0.1", free_port())
-    asyncio.run(open_store(f"file://{tmp_path}/logs").put(log_key(1), gz([download_line(1)])))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
-    env["PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL"] = "0.1"
-    env["PYTHONHOSTED_DATA_DIR"] = str(tmp_path)
-    command = [sys.executable, "-m", "pythonhosted", "linehaul", "ingest"]
-    command += ["--bind", f"{bind.host}:{bind.port}"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    bind, process = _start(tmp_path, "ingest")
     try:
         wait_for_port(bind, timeout=30)
         _until(lambda: _samples(bind.url())['linehaul_ingest_lines_total{result="row"}'] == 1)

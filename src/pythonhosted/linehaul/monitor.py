@@ -33,7 +33,7 @@ def reason(exc: BaseException) -> str:
 
 class Monitor:
     """One per process (and per app instance, so tests never share counts), for the ``jobs``
-    it runs: only their series exist, so an absent job never looks stalled."""
+    it runs: only their labelled series exist, so an absent job never looks stalled."""
 
     def __init__(self, jobs: Sequence[Job] = JOBS) -> None:
         self.registry = ServiceRegistry("linehaul")
