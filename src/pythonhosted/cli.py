@@ -16,6 +16,7 @@ import click
 from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.logsetup import configure_logging
+from pythonhosted.web.listener import ListenError
 
 # Each service's commands live with the service and are imported only when used: a worker
 # process of one service never pays for another's libraries (memory, start-up time).
@@ -101,6 +102,9 @@ def run() -> None:
     try:
         main()
         code: int = 0
+    except ListenError as exc:  # raised once settings are known, by whichever service runs
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
     except SystemExit as exit_:
         if exit_.code is None or isinstance(exit_.code, int):
             code = exit_.code or 0

@@ -34,6 +34,16 @@ from pydantic_settings import (
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
 
 
+class HttpSettings(BaseModel):
+    """What every HTTP server of ours is held to (see :mod:`pythonhosted.web.listener`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_connections: int = Field(default=16384, ge=1)
+    header_timeout: float = Field(default=10.0, gt=0)
+    backlog: int = Field(default=4096, ge=16)
+
+
 class FilesSettings(BaseModel):
     """The files edge (files.pythonhosted.org)."""
 
@@ -182,6 +192,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     log_json: bool = False
     log_level: str = "INFO"
+    http: HttpSettings = HttpSettings()
     files: FilesSettings = FilesSettings()
     index: IndexSettings = IndexSettings()
     # A factory, not a shared default instance, so $PYTHONHOSTED_CAMO_KEY is read per load.

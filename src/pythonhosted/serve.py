@@ -25,7 +25,7 @@ from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import warehouse_url
 from pythonhosted.web.router import PrefixRouter
-from pythonhosted.web.server import Bind, run
+from pythonhosted.web.server import Bind, ServerLimits, run
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 CAMO_KEY_FILE = "camo.key"
@@ -116,12 +116,13 @@ def serve(settings: Settings) -> None:
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
-    click.echo("\n".join(lines))
     run(
         [
             (front, files_bind),
             (conveyor, docs_bind),
             (camo, camo_bind),
             (LinehaulApp(settings), linehaul_bind),
-        ]
+        ],
+        ServerLimits.of(settings.http),
+        lambda: click.echo("\n".join(lines)),
     )

@@ -15,7 +15,7 @@ import click
 from pythonhosted.camo.app import create_app
 from pythonhosted.camo.urls import sign_url
 from pythonhosted.config import CamoSettings, Settings, export_to_environment
-from pythonhosted.web.server import Bind, run, run_workers
+from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 _key_file = click.option(
     "--key-file",
@@ -105,13 +105,20 @@ def serve(
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     workers = camo_settings.workers
-    click.echo(f"camo listening on {bind.url()} ({workers} worker(s))", err=True)
+    banner = f"camo listening on {bind.url()} ({workers} worker(s))"
+    limits = ServerLimits.of(settings.http)
     if workers == 1:
-        run([(app, bind)])
+        run([(app, bind)], limits, lambda: click.echo(banner, err=True))
         return
     exported = settings.model_copy(update={"camo": camo_settings})
     _export(exported, (name for name, value in flags.items() if value is not None))
-    run_workers("pythonhosted.camo.app:worker_app", bind, workers)
+    run_workers(
+        "pythonhosted.camo.app:worker_app",
+        bind,
+        workers,
+        limits,
+        lambda: click.echo(banner, err=True),
+    )
 
 
 @camo.command()

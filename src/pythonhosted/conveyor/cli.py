@@ -12,7 +12,7 @@ from pythonhosted.conveyor.publish import PublishError, set_redirect, upload_doc
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import create_app, docs_url
 from pythonhosted.storage import StorageError, Store, open_store
-from pythonhosted.web.server import Bind, run, run_workers
+from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
 @click.group()
@@ -56,12 +56,14 @@ def serve_command(
         raise click.UsageError(str(exc).splitlines()[0]) from exc
     legacy = "off" if app.legacy is None else ("JSON API" if section.json_api else "own index")
     where = f"docs {docs_url(settings)}; legacy {legacy}; {section.workers} worker(s)"
-    click.echo(f"conveyor on {address.url()} ({where})", err=True)
+    banner = f"conveyor on {address.url()} ({where})"
+    limits = ServerLimits.of(settings.http)
     if section.workers == 1:
-        run([(app, address)])
+        run([(app, address)], limits, lambda: click.echo(banner, err=True))
         return
     export_to_environment(settings, "conveyor", updates)
-    run_workers("pythonhosted.conveyor.service:worker_app", address, section.workers)
+    worker_app = "pythonhosted.conveyor.service:worker_app"
+    run_workers(worker_app, address, section.workers, limits, lambda: click.echo(banner, err=True))
 
 
 @click.group()

@@ -12,7 +12,7 @@ from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.service import build_standalone_edge
 from pythonhosted.files.upload import UploadRefused, upload
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.web.server import Bind, run, run_workers
+from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
 @click.group()
@@ -70,9 +70,13 @@ def serve_command(
         address = Bind.parse(settings.files.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(f"files edge on {address.url()} ({settings.files.workers} worker(s))", err=True)
+    banner = f"files edge on {address.url()} ({settings.files.workers} worker(s))"
+    limits = ServerLimits.of(settings.http)
     if settings.files.workers == 1:
-        run([(edge, address)])
+        run([(edge, address)], limits, lambda: click.echo(banner, err=True))
         return
     export_to_environment(settings, "files", updates)
-    run_workers("pythonhosted.files.service:worker_app", address, settings.files.workers)
+    worker_app = "pythonhosted.files.service:worker_app"
+    run_workers(
+        worker_app, address, settings.files.workers, limits, lambda: click.echo(banner, err=True)
+    )

@@ -6,7 +6,7 @@ import click
 
 from pythonhosted.config import Settings
 from pythonhosted.index.service import build_index
-from pythonhosted.web.server import Bind, run
+from pythonhosted.web.server import Bind, ServerLimits, run
 
 
 @click.group()
@@ -41,5 +41,5 @@ def serve_command(
         address = Bind.parse(settings.index.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(f"simple index on {address.url()}/simple/", err=True)
-    run([(app, address)])
+    banner = f"simple index on {address.url()}/simple/"
+    run([(app, address)], ServerLimits.of(settings.http), lambda: click.echo(banner, err=True))

@@ -25,7 +25,7 @@ from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, warehouse_url
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.parquet import export
-from pythonhosted.web.server import Bind, run
+from pythonhosted.web.server import Bind, ServerLimits, run
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def _refuse_bind_with_once(once: bool, bind: str | None) -> None:
 def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
     """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
     if bind is not None:
-        run([(LinehaulApp(settings, (job,)), _address(bind))])
+        run([(LinehaulApp(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
         return
 
     async def headless() -> None:
@@ -145,12 +145,15 @@ def serve_command(
     settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
     address = _address(settings.linehaul.bind)
     logs_url, results_url, warehouse_url = linehaul_urls(settings)
-    click.echo(
+    banner = (
         f"linehaul on {address.url()} (logs {logs_url}; results {results_url}; "
-        f"warehouse {warehouse_url})",
-        err=True,
+        f"warehouse {warehouse_url})"
     )
-    run([(LinehaulApp(settings), address)])
+    run(
+        [(LinehaulApp(settings), address)],
+        ServerLimits.of(settings.http),
+        lambda: click.echo(banner, err=True),
+    )
 
 
 _WORKER_BIND = "Without --once: also answer /_health and /metrics on HOST:PORT."

@@ -21,84 +21,142 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvloop
-from granian.constants import Interfaces, Loops
+from granian._granian import SocketHolder
+from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.server import MPServer
 from granian.server.embed import Server
 
+from pythonhosted.web.listener import Bind, ListenError, ServerLimits, claim, claim_all
 from pythonhosted.web.metrics import SHARED_DIR_ENV
 from pythonhosted.web.types import ASGIApp
 
-
-@dataclass(frozen=True)
-class Bind:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Bind:
-        """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> Bind; ValueError with a clear reason."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bind address must be HOST:PORT, got {text!r}")
-        return cls(host.strip("[]"), int(port))
-
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+__all__ = [
+    "Bind",
+    "ListenError",
+    "ServerLimits",
+    "free_port",
+    "run",
+    "run_workers",
+    "running",
+    "serve_until",
+    "wait_for_port",
+]
 
 
 # hyper's default write buffer is ~400 KB per connection; 64 KB keeps hundreds of slow
 # downloads cheap without costing throughput (the kernel buffers the rest).
-_HTTP1 = HTTP1Settings(max_buffer_size=64 * 1024)
+WRITE_BUFFER = 64 * 1024
 
 
-# What every granian server of ours shares, embedded or multi-process.
-_OPTIONS: dict[str, Any] = {
-    "interface": Interfaces.ASGI,
-    "websockets": False,
-    "log_enabled": False,
-    "backlog": 1024,
-    "http1_settings": _HTTP1,
-}
+def _options(limits: ServerLimits) -> dict[str, Any]:
+    """What every granian server of ours shares, embedded or multi-process.
+
+    HTTP/1 only: in granian's "auto" mode the protocol sniffing that precedes HTTP/1 has no
+    deadline, so a client that connects and sends nothing holds a connection slot forever
+    (about 1,030 of them stopped a server). In HTTP/1 mode the head deadline runs from accept.
+    """
+    return {
+        "interface": Interfaces.ASGI,
+        "http": HTTPModes.http1,
+        "websockets": False,
+        "log_enabled": False,
+        "backlog": limits.backlog,
+        "backpressure": limits.max_connections,
+        "http1_settings": HTTP1Settings(
+            header_read_timeout=max(1, int(limits.header_timeout * 1000)),
+            max_buffer_size=WRITE_BUFFER,
+        ),
+    }
 
 
-def _server(app: ASGIApp, bind: Bind) -> Server:
-    return Server(app, address=bind.host, port=bind.port, **_OPTIONS)
+class _ClaimedSocket:
+    """Serve on a socket claimed by :func:`pythonhosted.web.listener.claim` instead of letting
+    granian bind its own (``SO_REUSEPORT``) one; forked workers inherit it.
+
+    granian gets a duplicate descriptor because it closes the one it serves on when it stops;
+    the claimed socket stays its owner's to close.
+    """
+
+    _claimed: socket.socket
+    _ssp: Any
+    _shd: Any
+    _sfd: int
+    backlog: int
+
+    def _init_shared_socket(self) -> None:
+        self._ssp = None
+        self._sfd = os.dup(self._claimed.fileno())
+        # granian's stub lists only Windows' one-argument form; Linux takes (fd, uds, backlog).
+        self._shd = SocketHolder(self._sfd, False, self.backlog)  # type: ignore[call-arg]
 
 
-def run_workers(factory: str, bind: Bind, workers: int) -> None:
+class _EmbeddedServer(_ClaimedSocket, Server):  # type: ignore[misc]
+    pass
+
+
+class _MultiProcessServer(_ClaimedSocket, MPServer):  # type: ignore[misc]
+    def _init_shared_socket(self) -> None:
+        super()._init_shared_socket()
+        self._sso = self._claimed  # what MPServer hands each worker process
+
+    def _drop_shared_socket(self) -> None:
+        """The claimed socket is closed by its owner (``run_workers``), not by granian."""
+
+
+def _server(app: ASGIApp, listener: socket.socket, limits: ServerLimits) -> Server:
+    host, port = listener.getsockname()[:2]
+    server = _EmbeddedServer(app, address=host, port=port, **_options(limits))
+    server._claimed = listener
+    return server
+
+
+def run_workers(
+    factory: str,
+    bind: Bind,
+    workers: int,
+    limits: ServerLimits,
+    on_listening: Callable[[], None] = lambda: None,
+) -> None:
     """Serve ``factory`` (``module:function`` returning an ASGI app) in ``workers`` processes.
 
     One Python process saturates one core; this is how a service uses the rest. Each worker
     builds its own app from the environment (settings travel as ``PYTHONHOSTED_*`` variables),
     so each has its own caches and download-log spool; their metrics meet in a directory that
     lives as long as this call (:mod:`pythonhosted.web.metrics`), so a scrape sees totals.
+    The workers share one listening socket claimed here, so a second instance cannot.
     """
-    with tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
+    limits = limits.within_descriptors()
+    listener = claim(bind, limits.backlog)
+    on_listening()  # a banner printed now tells the truth: the addresses are ours
+    with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
         os.environ[SHARED_DIR_ENV] = shared
         try:
-            MPServer(
+            server = _MultiProcessServer(
                 factory,
                 address=bind.host,
                 port=bind.port,
                 workers=workers,
                 factory=True,
                 loop=Loops.uvloop,
-                **_OPTIONS,
-            ).serve()
+                **_options(limits),
+            )
+            server._claimed = listener
+            server.serve()
         finally:
             del os.environ[SHARED_DIR_ENV]
 
 
-async def serve_until(apps: Sequence[tuple[ASGIApp, Bind]], stop: asyncio.Event) -> None:
-    """Serve every app until ``stop`` is set, then drain (each app's lifespan shutdown runs)."""
-    servers = [_server(app, bind) for app, bind in apps]
+async def serve_until(
+    apps: Sequence[tuple[ASGIApp, socket.socket]], stop: asyncio.Event, limits: ServerLimits
+) -> None:
+    """Serve every app on its claimed socket until ``stop`` is set, then drain (each app's
+    lifespan shutdown runs)."""
+    servers = [_server(app, listener, limits) for app, listener in apps]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -112,17 +170,33 @@ async def serve_until(apps: Sequence[tuple[ASGIApp, Bind]], stop: asyncio.Event)
             raise result
 
 
-def run(apps: Sequence[tuple[ASGIApp, Bind]]) -> None:
-    """Blocking entry point for the CLI: SIGINT/SIGTERM stop gracefully (buffers flushed)."""
+def run(
+    apps: Sequence[tuple[ASGIApp, Bind]],
+    limits: ServerLimits,
+    on_listening: Callable[[], None] = lambda: None,
+) -> None:
+    """Blocking entry point for the CLI: SIGINT/SIGTERM stop gracefully (buffers flushed).
+
+    Every address is claimed before anything is served, so an address in use fails the
+    command at once (:class:`ListenError`) rather than after some apps started.
+    """
+    limits = limits.within_descriptors()
+    listeners = claim_all([bind for _, bind in apps], limits.backlog)
+    on_listening()  # a banner printed now tells the truth: the addresses are ours
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_until(apps, stop)
+        served = [(app, listener) for (app, _), listener in zip(apps, listeners, strict=True)]
+        await serve_until(served, stop, limits)
 
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    finally:
+        for listener in listeners:
+            listener.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -144,12 +218,16 @@ def wait_for_port(bind: Bind, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
+def running(
+    app: ASGIApp, host: str = "127.0.0.1", limits: ServerLimits | None = None
+) -> Iterator[str]:
     """Serve ``app`` on a free loopback port in a background thread; yield its base URL.
 
     Used by tests and benchmarks: real sockets, real HTTP, the same server as production.
     """
-    bind = Bind(host, free_port(host))
+    limits = limits or ServerLimits()
+    listener = claim(Bind(host, 0), limits.backlog)
+    bind = Bind(host, listener.getsockname()[1])
     loop = uvloop.new_event_loop()
     stop = asyncio.Event()
     failure: list[BaseException] = []
@@ -157,7 +235,7 @@ def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
     def target() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(serve_until([(app, bind)], stop))
+            loop.run_until_complete(serve_until([(app, listener)], stop, limits))
         except BaseException as exc:
             failure.append(exc)
         finally:
@@ -171,5 +249,6 @@ def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
+        listener.close()
     if failure:
         raise failure[0]

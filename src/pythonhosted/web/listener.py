@@ -1,0 +1,148 @@
+"""Listening sockets that belong to one instance, and the limits every server runs with.
+
+granian binds its own sockets with ``SO_REUSEPORT``, so a second, unrelated process on the same
+address starts without complaint and the kernel splits connections between the two. We bind
+instead, without ``SO_REUSEPORT``: a second instance fails at once with one line, while the
+workers of one instance share the socket we hand them (a forked worker inherits it).
+
+The limits are what keeps a server answering when thousands of clients connect and send
+nothing, or trickle a byte at a time: a deadline for the request head (from the first byte
+on; granian's HTTP/1 mode enforces it from accept, and between requests on a kept-alive
+connection), a bound on open connections per process (connections past it wait in the
+listen backlog until a slot frees, which the deadline guarantees), and a backlog large
+enough not to be the limit itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import resource
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+# Descriptors kept free for everything that is not a client connection: store files,
+# spools, DuckDB, upstream connections of camo and conveyor.
+RESERVED_DESCRIPTORS = 1024
+
+
+class ListenError(Exception):
+    """An address that cannot be served, in one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bind:
+        """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> Bind; ValueError with a clear reason."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bind address must be HOST:PORT, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def url(self) -> str:
+        return f"http://{self}"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class LimitsSource(Protocol):
+    """What the ``[http]`` settings section provides (kept structural: web imports no config)."""
+
+    max_connections: int
+    header_timeout: float
+    backlog: int
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_connections: int = 16384
+    header_timeout: float = 10.0
+    backlog: int = 4096
+
+    @classmethod
+    def of(cls, source: LimitsSource) -> ServerLimits:
+        return cls(source.max_connections, source.header_timeout, source.backlog)
+
+    def within_descriptors(self) -> ServerLimits:
+        """These limits with ``max_connections`` lowered to what the process may open.
+
+        Raises the soft open-file limit to the hard one first (as nginx's
+        ``worker_rlimit_nofile`` does): a default soft limit of 1,024 would otherwise stop
+        the server at about a thousand connections, however high the bound.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        usable = max(1, soft - RESERVED_DESCRIPTORS) if soft != resource.RLIM_INFINITY else None
+        if usable is not None and usable < self.max_connections:
+            log.warning(
+                "http.max_connections lowered from %d to %d: the open-file limit is %d",
+                self.max_connections,
+                usable,
+                soft,
+            )
+            return ServerLimits(usable, self.header_timeout, self.backlog)
+        return self
+
+
+def claim(bind: Bind, backlog: int) -> socket.socket:
+    """A listening socket on ``bind`` that no other process can share.
+
+    ``SO_REUSEADDR`` only lets a restart bind over connections still in TIME_WAIT; without
+    ``SO_REUSEPORT`` the bind fails if anything else listens on the address, granian
+    instances included (they set ``SO_REUSEPORT`` on their own sockets).
+    """
+    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((bind.host, bind.port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(_reason(bind, exc)) from None
+    except (OverflowError, UnicodeError) as exc:  # a host that is not an address at all
+        sock.close()
+        raise ListenError(f"cannot listen on {bind}: {exc}") from None
+    sock.set_inheritable(True)  # multi-process workers are forked with it
+    return sock
+
+
+def claim_all(binds: list[Bind], backlog: int) -> list[socket.socket]:
+    """Claim every address or none (a failure releases the ones already claimed)."""
+    claimed: list[socket.socket] = []
+    try:
+        for bind in binds:
+            claimed.append(claim(bind, backlog))
+    except ListenError:
+        for sock in claimed:
+            sock.close()
+        raise
+    return claimed
+
+
+def _reason(bind: Bind, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{bind} is already in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {bind}: no such address on this machine"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {bind}: permission denied (ports below 1024 need privileges)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {bind}: {exc.strerror}"
+    return f"cannot listen on {bind}: {exc.strerror or exc}"

@@ -1,0 +1,73 @@
+"""Subprocesses that never outlive their test, and waiting on conditions instead of sleeping.
+
+Every process starts in its own session (so its own process group) and the whole group is
+killed on the way out, whether the test passed, failed or was interrupted by pytest-timeout
+(its signal method raises inside the test, so ``finally`` runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PYTHONHOSTED = [sys.executable, "-m", "pythonhosted"]
+
+
+def wait_until(
+    condition: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02
+) -> T:
+    """Poll ``condition`` until it returns something truthy; return it, or fail at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition!r}")
+        time.sleep(interval)
+
+
+def stop_group(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0) -> None:
+    """SIGTERM the process's group, then SIGKILL what is left after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@contextlib.contextmanager
+def started(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int | None = subprocess.DEVNULL,
+    stderr: int | None = subprocess.DEVNULL,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in its own process group for the ``with`` block; the group dies after."""
+    process = subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        stop_group(process)

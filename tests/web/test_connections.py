@@ -1,0 +1,168 @@
+"""Thousands of clients that connect and send nothing, or trickle: every service keeps answering.
+
+Before the fix about 1,030 silent connections stopped a server for good: granian's protocol
+sniffing had no deadline and each connection held one of 1,024 slots. Each service runs
+here as its own command, as an operator starts it, with 10,000 idle sockets open against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.processes import PYTHONHOSTED, started, wait_until
+
+from pythonhosted.web.server import Bind, ServerLimits, free_port, running, wait_for_port
+from pythonhosted.web.types import Receive, Scope, Send
+
+IDLE = 10_000
+# The failure this guards against is minutes (or forever); a loaded 2-core machine answers a
+# health probe in milliseconds. A second is far from both.
+RESPONSIVE = 1.0
+
+
+@pytest.fixture
+def descriptors() -> Iterator[int]:
+    """Raise this process's open-file limit for the test; yield how many sockets it may open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield min(IDLE, hard - 256)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@contextlib.contextmanager
+def idle_sockets(bind: Bind, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``bind`` that never send a byte."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect((bind.host, bind.port))
+            sockets.append(sock)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def health_latency(bind: Bind, path: str = "/_health") -> float:
+    """Seconds for one ``GET /_health`` on a new connection; it must answer 200."""
+    started_at = time.monotonic()
+    connection = http.client.HTTPConnection(bind.host, bind.port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+    finally:
+        connection.close()
+    return time.monotonic() - started_at
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _service_argv(service: str, tmp_path: Path, bind: Bind) -> list[str]:
+    store = f"file://{tmp_path}/store"
+    address = ["--bind", f"{bind.host}:{bind.port}"]
+    return {
+        "files": [*PYTHONHOSTED, "files", "serve", "--primary", store, *address],
+        "index": [*PYTHONHOSTED, "index", "serve", "--primary", store, *address],
+        "conveyor": [*PYTHONHOSTED, "conveyor", "serve", "--docs", store, *address],
+        "camo": [*PYTHONHOSTED, "camo", "serve", *address],
+        "linehaul": [
+            *[*PYTHONHOSTED, "linehaul", "serve", "--logs", store, "--results", store],
+            *["--warehouse", f"duckdb://{tmp_path}/w.duckdb", *address],
+        ],
+    }[service]
+
+
+def _env(**http: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONHOSTED_CAMO_KEY": "test-key"}
+    env.update({f"PYTHONHOSTED_HTTP__{name.upper()}": value for name, value in http.items()})
+    return env
+
+
+@pytest.mark.parametrize("service", ["files", "index", "conveyor", "camo", "linehaul"])
+def test_ten_thousand_idle_connections_leave_health_answering(
+    service: str, tmp_path: Path, descriptors: int
+) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    with started(_service_argv(service, tmp_path, bind), env=_env(), cwd=tmp_path):
+        wait_for_port(bind, timeout=60)
+        with idle_sockets(bind, descriptors):
+            latencies = [health_latency(bind) for _ in range(20)]
+        assert max(latencies) < RESPONSIVE, latencies
+
+
+def test_trickling_heads_are_cut_at_the_deadline(tmp_path: Path, descriptors: int) -> None:
+    """Slowloris: heads that grow by a byte now and then never finish; each is closed once
+    ``http.header_timeout`` has passed, and the server answers others meanwhile."""
+    bind = Bind("127.0.0.1", free_port())
+    env = _env(header_timeout="2")
+    with started(_service_argv("files", tmp_path, bind), env=env, cwd=tmp_path):
+        wait_for_port(bind, timeout=60)
+        with idle_sockets(bind, min(2_000, descriptors)) as clients:
+            opened = time.monotonic()
+            for sock in clients:
+                with contextlib.suppress(OSError):
+                    sock.send(b"GET /_health HTTP/1.1\r\n")
+            while time.monotonic() - opened < 1.5:  # keep trickling within the deadline
+                for sock in clients[:500]:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"X")
+                assert health_latency(bind) < RESPONSIVE
+            wait_until(lambda: all(closed_by_server(sock) for sock in clients), timeout=30)
+            assert time.monotonic() - opened >= 2.0  # not before the deadline
+
+
+def test_connections_per_process_are_bounded(tmp_path: Path, descriptors: int) -> None:
+    """Past ``http.max_connections`` the server accepts no more (they wait in the backlog),
+    so its descriptors stay bounded whatever clients do; the deadline frees slots."""
+    bind = Bind("127.0.0.1", free_port())
+    env = _env(max_connections="200", header_timeout="1")
+    with started(_service_argv("files", tmp_path, bind), env=env, cwd=tmp_path) as process:
+        wait_for_port(bind, timeout=60)
+        baseline = len(os.listdir(f"/proc/{process.pid}/fd"))
+        with idle_sockets(bind, min(3_000, descriptors)):
+            most = 0
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                most = max(most, len(os.listdir(f"/proc/{process.pid}/fd")))
+                time.sleep(0.05)
+            assert most <= baseline + 200
+            assert health_latency(bind) < 30  # answered once deadlines freed slots
+        wait_until(lambda: health_latency(bind) < RESPONSIVE)
+
+
+def test_a_kept_alive_connection_idle_past_the_deadline_is_closed() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    with running(app, limits=ServerLimits(header_timeout=1.0)) as url:
+        bind = Bind.parse(url.removeprefix("http://"))
+        with socket.create_connection((bind.host, bind.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 204 No Content\r\n")
+            served = time.monotonic()
+            assert sock.recv(100) == b""  # the server closed it
+            assert time.monotonic() - served >= 0.9

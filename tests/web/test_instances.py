@@ -1,0 +1,102 @@
+"""One instance per address: a second server on a served port fails at once, in one line.
+
+granian's own sockets set SO_REUSEPORT, which let a second ``files serve`` start and take half
+of the traffic. Workers of one instance still share their port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from support.processes import PYTHONHOSTED, started
+
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+
+def _files_serve(tmp_path: Path, bind: Bind, *extra: str) -> list[str]:
+    store = f"file://{tmp_path}/files"
+    return [*PYTHONHOSTED, "files", "serve", "--primary", store, "--bind", str(bind), *extra]
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONHOSTED_CAMO_KEY": "test-key"}
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_instance_on_a_served_port_exits_2_in_one_line(
+    tmp_path: Path, workers: str
+) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    with started(_files_serve(tmp_path, bind, "--workers", workers), cwd=tmp_path):
+        wait_for_port(bind, timeout=60)
+        second = _run(_files_serve(tmp_path, bind), tmp_path)
+        assert second.returncode == 2
+        assert second.stderr.splitlines() == [f"error: {bind} is already in use"]
+        # Everything still reaches the first instance (and all of its workers).
+        statuses = {httpx.get(f"{bind.url()}/_health").status_code for _ in range(20)}
+        assert statuses == {200}
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        ["index", "serve", "--primary", "file:files"],
+        ["conveyor", "serve", "--docs", "file:docs"],
+        ["camo", "serve"],
+        ["linehaul", "serve"],
+    ],
+)
+def test_every_service_refuses_a_port_held_by_anything(tmp_path: Path, service: list[str]) -> None:
+    with socket.socket() as other:  # any process at all, with or without SO_REUSEPORT
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        bind = Bind("127.0.0.1", other.getsockname()[1])
+        result = _run([*PYTHONHOSTED, *service, "--bind", str(bind)], tmp_path)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [f"error: {bind} is already in use"],
+    )
+
+
+def test_serve_claims_every_address_before_starting_anything(tmp_path: Path) -> None:
+    binds = {name: Bind("127.0.0.1", free_port()) for name in ("files", "conveyor", "camo")}
+    env = {f"PYTHONHOSTED_{name.upper()}__BIND": str(bind) for name, bind in binds.items()}
+    env["PYTHONHOSTED_LINEHAUL__BIND"] = f"127.0.0.1:{free_port()}"
+    with socket.socket() as taken:
+        taken.bind((binds["camo"].host, binds["camo"].port))
+        taken.listen()
+        result = subprocess.run(
+            [*PYTHONHOSTED, "serve", "--data-dir", str(tmp_path / "var")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {binds['camo']} is already in use"]
+    assert "pythonhosted serving from" not in result.stdout  # no banner: nothing served
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{binds['files'].url()}/_health")
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("192.0.2.1:8000", "cannot listen on 192.0.2.1:8000: no such address on this machine"),
+        ("[::ffff:192.0.2.1]:8000", "no such address on this machine"),
+    ],
+)
+def test_an_address_that_cannot_be_bound_is_one_line(
+    tmp_path: Path, address: str, reason: str
+) -> None:
+    result = _run(_files_serve(tmp_path, Bind.parse(address)), tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and line.endswith(reason)
