@@ -36,14 +36,14 @@ def wait_until(
         time.sleep(interval)
 
 
-def stop_group(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0) -> None:
+def stop_group(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0
+) -> None:
     """SIGTERM the process's group, then SIGKILL what is left after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()

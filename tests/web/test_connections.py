@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.processes import PYTHONHOSTED, started, wait_until
 
 from pythonhosted.web.server import Bind, ServerLimits, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
+from support.processes import PYTHONHOSTED, started, wait_until
 
 IDLE = 10_000
 # The failure this guards against is minutes (or forever); a loaded 2-core machine answers a

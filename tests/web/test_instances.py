@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.processes import PYTHONHOSTED, started
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import PYTHONHOSTED, started
 
 
 def _files_serve(tmp_path: Path, bind: Bind, *extra: str) -> list[str]:
