@@ -68,6 +68,7 @@ class FilesSettings(BaseModel):
     log_compress_level: int = 9
     log_spool_dir: Path | None = None
     log_spool_sync_interval: float = 1.0
+    cache_entries: int = Field(default=20_000, ge=0)
     cache_max_bytes: int = 128 * 2**20
     cache_object_max_bytes: int = 16 * 2**20
 
@@ -81,6 +82,7 @@ class IndexSettings(BaseModel):
     bind: str = "127.0.0.1:8003"
     files_url: str | None = None
     cache_ttl: float = Field(default=60.0, ge=0)
+    cache_max_bytes: int = Field(default=64 * 2**20, ge=0)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

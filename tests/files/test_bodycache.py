@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pythonhosted.files.bodycache import BodyCache
+from pythonhosted.files.bodycache import ENTRY_BYTES, BodyCache
 
 
 def test_bounded_by_bytes_least_recently_used_out() -> None:
-    cache = BodyCache(max_bytes=10, max_object_bytes=6)
+    cache = BodyCache(max_bytes=10, max_object_bytes=6, entry_bytes=0)
     cache.put("a", b"aaaa")
     cache.put("b", b"bbbb")
     assert cache.get("a") == b"aaaa"  # now "b" is the least recently used
@@ -18,7 +18,7 @@ def test_bounded_by_bytes_least_recently_used_out() -> None:
 
 
 def test_ranges_are_separate_entries_and_go_with_their_object() -> None:
-    cache = BodyCache(max_bytes=100, max_object_bytes=50)
+    cache = BodyCache(max_bytes=100, max_object_bytes=50, entry_bytes=0)
     cache.put("wheel", b"tail", 96, 100)
     cache.put("wheel", b"head", 0, 4)
     cache.put("other", b"whole")
@@ -28,3 +28,14 @@ def test_ranges_are_separate_entries_and_go_with_their_object() -> None:
     assert (cache.get("wheel", 96, 100), cache.get("wheel", 0, 4)) == (None, None)
     assert cache.get("other") == b"whole"
     assert cache.size == 5
+
+
+def test_each_entry_is_charged_its_bookkeeping() -> None:
+    """A million distinct one-byte ranges would otherwise fit a budget of a few megabytes."""
+    cache = BodyCache(max_bytes=100 * ENTRY_BYTES, max_object_bytes=2**20)
+    for start in range(100_000):
+        cache.put("wheel", b"x", start, start + 1)
+    assert cache.entries == 99  # 99 * (1 + ENTRY_BYTES) fits, 100 do not
+    assert cache.size == 99 * (1 + ENTRY_BYTES)
+    assert cache.get("wheel", 99_999, 100_000) == b"x"
+    assert cache.get("wheel", 0, 1) is None

@@ -96,7 +96,7 @@ class EdgeOptions:
     require_tls: bool = False
     trust_proxy_headers: bool = False
     country_header: str | None = None
-    cache_entries: int = 100_000
+    cache_entries: int = 20_000  # about 3.2 KB each (headers built once per object)
     cache_max_bytes: int = 128 * 2**20
     cache_object_max_bytes: int = 16 * 2**20
 
@@ -160,6 +160,9 @@ class FilesEdge:
         self._looking_up: Coalescer[str, tuple[ObjectInfo, Store, Backend]] = Coalescer()
         self._filling: Coalescer[str, bytes] = Coalescer()
         self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
+        self.metrics.cache_entries.labels("objects").set_function(lambda: len(self._cache))
+        self.metrics.cache_entries.labels("bodies").set_function(lambda: self._bodies.entries)
+        self.metrics.cache_bytes.set_function(lambda: self._bodies.size)
 
     def _count_fallback(self, fallback: Fallback) -> None:
         self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -74,6 +74,17 @@ class EdgeMetrics:
             registry=self.registry,
         )
         self.purges = Counter("files_purges", "Successful PURGE requests.", registry=self.registry)
+        self.cache_entries = Gauge(
+            "files_cache_entries",
+            "Entries in the edge's caches: located objects, and cached bodies and ranges.",
+            ["cache"],
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "files_cache_bytes",
+            "Bytes the body cache holds, with each entry's bookkeeping.",
+            registry=self.registry,
+        )
 
     def log_failed(self, lines: int) -> None:
         if lines:

@@ -40,6 +40,7 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
             require_tls=files.require_tls,
             trust_proxy_headers=files.trust_proxy_headers,
             country_header=files.country_header,
+            cache_entries=files.cache_entries,
             cache_max_bytes=files.cache_max_bytes,
             cache_object_max_bytes=files.cache_object_max_bytes,
         ),

@@ -1,9 +1,10 @@
 """The simple index as an ASGI app (simple-index.md rules 1-6).
 
 Pages are built from the catalog the uploads write, cached per project for ``cache_ttl``
-seconds (uploads become visible within that time; the responses themselves say max-age=600 as
-PyPI's do), and every project-page request writes a ``simple|…`` line to the same log store as
-downloads, so linehaul fills the ``simple_requests`` table.
+seconds in a bounded cache (:mod:`pythonhosted.index.pages`; uploads become visible within that
+time; the responses themselves say max-age=600 as PyPI's do), and every project-page request
+writes a ``simple|…`` line to the same log store as downloads, so linehaul fills the
+``simple_requests`` table.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from packaging.utils import canonicalize_name
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-from pythonhosted.catalog import FileRecord, project_records, projects
 from pythonhosted.eventlog import EventLog
 from pythonhosted.index.negotiate import choose
+from pythonhosted.index.pages import CatalogPages
 from pythonhosted.index.render import (
     JSON_TYPE,
     index_html,
@@ -46,6 +47,7 @@ VARY = (b"vary", b"Accept")
 class IndexOptions:
     files_url: str | None = None  # base URL of the files edge; None: this request's own host
     cache_ttl: float = 60.0
+    cache_max_bytes: int = 64 * 2**20
     client: ClientFacts = field(default_factory=ClientFacts)
 
 
@@ -60,7 +62,15 @@ class IndexApp:
         self.requests = Counter(
             "index_requests", "Responses by status.", ["status"], registry=self.registry
         )
-        self._pages: dict[str, tuple[float, list[FileRecord]]] = {}
+        self.pages = CatalogPages(store, self.options.cache_ttl, self.options.cache_max_bytes)
+        entries = Gauge("index_cache_entries", "Project names cached.", registry=self.registry)
+        entries.set_function(lambda: self.pages.entries)
+        size = Gauge(
+            "index_cache_bytes",
+            "Estimated bytes of cached catalog records.",
+            registry=self.registry,
+        )
+        size.set_function(lambda: self.pages.bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -149,11 +159,11 @@ class IndexApp:
         return status
 
     async def _root(self, content_type: str) -> bytes:
-        names = await projects(self.store)
+        names = await self.pages.project_names()
         return index_json(names) if content_type == JSON_TYPE else index_html(names)
 
     async def _project(self, scope: Scope, name: str, content_type: str) -> bytes | None:
-        records = await self._records(name)
+        records = await self.pages.records(name)
         if not records:
             return None
         files_url = self.options.files_url or _own_origin(scope)
@@ -161,15 +171,6 @@ class IndexApp:
         if content_type == JSON_TYPE:
             return project_json(display, records, files_url)
         return project_html(display, records, files_url)
-
-    async def _records(self, name: str) -> list[FileRecord]:
-        now = time.monotonic()
-        cached = self._pages.get(name)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        records = await project_records(self.store, name)
-        self._pages[name] = (now + self.options.cache_ttl, records)
-        return records
 
     def _log_request(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
         if self.log is None or scope["method"] != "GET":

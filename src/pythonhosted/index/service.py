@@ -22,6 +22,7 @@ def build_index(settings: Settings) -> IndexApp:
         IndexOptions(
             files_url=settings.index.files_url,
             cache_ttl=settings.index.cache_ttl,
+            cache_max_bytes=settings.index.cache_max_bytes,
             client=ClientFacts(files.trust_proxy_headers, files.country_header),
         ),
     )
