@@ -190,3 +190,61 @@ def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, primary_url: s
     assert code == 416
     assert control == 400  # refused by the HTTP parser itself
     assert health.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("s3cret", 401),  # the bare secret, no scheme
+        ("Basic s3cret", 401),
+        ("Token s3cret", 401),
+        ("Bearer", 401),
+        ("Bearer  ", 401),
+        ("Bearer s3cret extra", 403),
+        ("bearer s3cret", 200),  # the scheme is case-insensitive (RFC 9110 §11.1)
+    ],
+)
+def test_purge_takes_only_a_bearer_token(
+    edge: EdgeFactory, tmp_path: Path, authorization: str, status: int
+) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    with edge(primary=primary, purge_secret="s3cret") as url:
+        answer, data = raw_request(
+            url, f"PURGE {WHEEL.path} HTTP/1.1", f"Authorization: {authorization}\r\n"
+        )
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert answer == status
+    if status == 401:
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        assert {name.lower(): value for name, value in fields.items()}[
+            b"www-authenticate"
+        ] == b'Bearer realm="purge"'
+        assert body == b"Purge needs Authorization: Bearer\n"
+
+
+def test_if_range_honours_the_range_only_for_the_same_version(
+    edge: EdgeFactory, tmp_path: Path
+) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    with edge(primary=primary) as url:
+        head = httpx.head(url + WHEEL.path).headers
+        etag, modified = head["etag"], head["last-modified"]
+        cases = {
+            etag: 206,
+            f"W/{etag}": 200,  # weak tags never match If-Range
+            '"another-version"': 200,
+            modified: 206,
+            "Thu, 01 Jan 1970 00:00:00 GMT": 200,
+            "not a validator": 200,
+        }
+        for if_range, status in cases.items():
+            response = httpx.get(
+                url + WHEEL.path, headers={"Range": "bytes=0-9", "If-Range": if_range}
+            )
+            assert (if_range, response.status_code) == (if_range, status)
+            expected = WHEEL.data[:10] if status == 206 else WHEEL.data
+            assert response.content == expected
+            if status == 200:
+                assert "content-range" not in response.headers

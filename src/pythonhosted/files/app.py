@@ -41,7 +41,13 @@ from pythonhosted.storage import (
     StoreUnavailable,
 )
 from pythonhosted.web.client import ClientFacts
-from pythonhosted.web.http import Unsatisfiable, http_datetime, not_modified, parse_range
+from pythonhosted.web.http import (
+    Unsatisfiable,
+    http_datetime,
+    if_range_holds,
+    not_modified,
+    parse_range,
+)
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
@@ -245,12 +251,12 @@ class FilesEdge:
 
     async def _purge(self, request: _Request, key: str, send: Send, security: Headers) -> None:
         secret = self.options.purge_secret
-        given = request.header(b"authorization")
-        if given is None:
-            await self._text(send, 401, "Purge credential required", security)
+        scheme, _, token = (request.header(b"authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            challenge = [(b"www-authenticate", b'Bearer realm="purge"')]
+            await self._text(send, 401, "Purge needs Authorization: Bearer", security, challenge)
             return
-        token = given.removeprefix("Bearer ").strip()
-        if secret is None or not hmac.compare_digest(token.encode(), secret.encode()):
+        if secret is None or not hmac.compare_digest(token.strip().encode(), secret.encode()):
             await self._text(send, 403, "Purge credential refused", security)
             return
         self._forget(key)
@@ -320,6 +326,10 @@ class FilesEdge:
 
         try:
             span = parse_range(request.header(b"range"), info.size)
+            if span is not None and not if_range_holds(
+                request.header(b"if-range"), info.etag, info.last_modified
+            ):
+                span = None  # the client's copy is another version: send the whole object
         except Unsatisfiable:
             await self._text(
                 send,

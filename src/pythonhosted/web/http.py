@@ -43,6 +43,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
+def if_range_holds(if_range: str | None, etag: str | None, last_modified: datetime) -> bool:
+    """Whether a Range may be honoured under ``If-Range`` (RFC 9110 §13.1.5).
+
+    An entity tag must match the current one by strong comparison (weak tags never do); a date
+    must equal the last modification exactly. Anything else, the client gets the whole
+    object, so a resumed download never splices bytes of two different versions.
+    """
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith(('"', "W/")):
+        return etag is not None and not value.startswith("W/") and value == etag
+    try:
+        date = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    return last_modified.replace(microsecond=0) == date
+
+
 def etag_matches(if_none_match: str, etag: str | None) -> bool:
     """Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires."""
     if etag is None:
