@@ -15,6 +15,7 @@ import click
 
 from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
+from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.web.listener import ListenError
 
@@ -102,7 +103,7 @@ def run() -> None:
     try:
         main()
         code: int = 0
-    except ListenError as exc:  # raised once settings are known, by whichever service runs
+    except (ListenError, UnwritableDirectory) as exc:  # from whichever service starts
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     except SystemExit as exit_:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.config import Settings
+from pythonhosted.localdirs import ensure_writable
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.web.lifespan import Hook
@@ -303,12 +304,13 @@ def event_log_from_settings(
     files = settings.files
     if not files.logs:
         return None
-    spool = files.log_spool_dir or settings.data_dir / "spool"
+    spool = (files.log_spool_dir or settings.data_dir / "spool") / prefix
+    ensure_writable(spool, "files.log_spool_dir" if files.log_spool_dir else "data_dir")
     return EventLog(
         open_store(files.logs, Timeouts(5.0, 30.0, retries=3)),
         EventLogConfig(
             prefix=prefix,
-            spool_dir=spool / prefix,
+            spool_dir=spool,
             period=files.log_period,
             batch_lines=files.log_batch_lines,
             compress_level=files.log_compress_level,

@@ -21,6 +21,7 @@ from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
 from pythonhosted.linehaul.app import LinehaulApp
+from pythonhosted.localdirs import ensure_writable
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import warehouse_url
@@ -88,7 +89,7 @@ def camo_settings(settings: Settings) -> CamoSettings:
 
 def serve(settings: Settings) -> None:
     settings = embedded_defaults(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(settings.data_dir, "data_dir")
     files_bind = Bind.parse(settings.files.bind)
     samples = asyncio.run(ensure_samples(settings.files.primary))
     docs_bind = Bind.parse(settings.conveyor.bind)

@@ -100,3 +100,43 @@ def test_an_address_that_cannot_be_bound_is_one_line(
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("error: ") and line.endswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "line"),
+    [
+        (
+            ["serve", "--data-dir", "{blocker}/var"],
+            {},
+            "error: cannot write to {blocker}/var (data_dir): Not a directory",
+        ),
+        (
+            ["files", "serve", "--primary", "file:files", "--logs", "file:logs"],
+            {"PYTHONHOSTED_FILES__LOG_SPOOL_DIR": "{blocker}/spool"},
+            "error: cannot write to {blocker}/spool/downloads (files.log_spool_dir): "
+            "Not a directory",
+        ),
+        (
+            ["index", "serve", "--primary", "file:files", "--logs", "file:logs"],
+            {"PYTHONHOSTED_DATA_DIR": "/proc/no-such-dir"},
+            "error: cannot write to /proc/no-such-dir/spool/simple (data_dir): "
+            "No such file or directory",
+        ),
+    ],
+)
+def test_an_unwritable_data_dir_or_spool_is_one_line(
+    tmp_path: Path, argv: list[str], env: dict[str, str], line: str
+) -> None:
+    """As root, permissions never stop a write: a file in the way, or /proc, still does."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    bind = ["--bind", f"127.0.0.1:{free_port()}"] if argv[0] != "serve" else []
+    result = subprocess.run(
+        [*PYTHONHOSTED, *(arg.format(blocker=blocker) for arg in argv), *bind],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **{k: v.format(blocker=blocker) for k, v in env.items()}},
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (2, [line.format(blocker=blocker)])
