@@ -42,6 +42,7 @@ class HttpSettings(BaseModel):
     max_connections: int = Field(default=16384, ge=1)
     header_timeout: float = Field(default=10.0, gt=0)
     backlog: int = Field(default=4096, ge=16)
+    access_log: bool = False
 
 
 class FilesSettings(BaseModel):

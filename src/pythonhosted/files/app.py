@@ -48,10 +48,10 @@ from pythonhosted.web.http import (
     not_modified,
     parse_range,
 )
-from pythonhosted.web.lifespan import handle_lifespan
-from pythonhosted.web.responses import send_metrics, send_response
+from pythonhosted.web.request import Request
+from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
-from pythonhosted.web.types import ASGIApp, Headers, Message, Receive, Scope, Send
+from pythonhosted.web.types import ASGIApp, Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ SEND_PIECE = 256 * 1024
 ALLOW = b"GET, HEAD, OPTIONS"
 _CONDITIONAL = {b"if-none-match", b"if-modified-since"}
 TEXT = b"text/plain; charset=UTF-8"
+SECURITY_TLS: Headers = [*SECURITY, HSTS]
+METHODS = ("GET", "HEAD", "OPTIONS", "PURGE")  # PURGE is taken but not advertised in Allow
 
 CORS_GET: Headers = [
     (b"access-control-allow-origin", b"*"),
@@ -126,24 +128,6 @@ class CachedObject:
         return headers
 
 
-class _Request:
-    """The few request facts the edge needs, pulled from the ASGI scope once."""
-
-    __slots__ = ("headers", "method", "raw_path", "scope", "tls")
-
-    def __init__(self, scope: Scope, client: ClientFacts) -> None:
-        self.scope = scope
-        self.method: str = scope["method"]
-        self.headers: dict[bytes, bytes] = dict(scope["headers"])
-        raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-        self.raw_path: bytes = raw.split(b"?", 1)[0].split(b"#", 1)[0]
-        self.tls = client.is_tls(scope, self.headers)
-
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return value.decode("latin-1") if value is not None else None
-
-
 class FilesEdge:
     """ASGI app; ``legacy`` answers non-hashed /packages/ paths (conveyor), else 404."""
 
@@ -175,44 +159,21 @@ class FilesEdge:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            # The event log ships in the background and flushes at shutdown.
-            await handle_lifespan(receive, send, *EventLog.lifespan(self.log))
-            return
-        if scope["type"] != "http":
-            return
-        request = _Request(scope, self.client)
-        security = [*SECURITY, HSTS] if request.tls else SECURITY
-        sent = _Tracker(send)
-        try:
-            await self._route(request, receive, sent, security)
-        except Exception:
-            log.exception("unhandled error for %s %r", request.method, request.raw_path)
-            if not sent.started:
-                await self._text(sent, 500, "Internal error", security)
-        finally:
-            tallies = self.metrics.tallies
-            tallies.responses[sent.status] += 1
-            tallies.bytes_sent += sent.body_bytes
+    async def startup(self) -> None:
+        if self.log is not None:
+            self.log.start()
 
-    async def _route(
-        self, request: _Request, receive: Receive, send: Send, security: Headers
-    ) -> None:
+    async def shutdown(self) -> None:
+        if self.log is not None:
+            await self.log.stop()  # ships everything still buffered
+
+    async def handle(self, request: Request, receive: Receive, send: Send) -> None:
+        """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
+        security = SECURITY_TLS if request.tls else SECURITY  # CORS answers go without NCDP
         if self.options.require_tls and not request.tls:
             await self._text(send, 403, "SSL is required", security)
             return
-        path = request.scope["path"]
-        if path == "/_health":
-            await self._text(send, 200, "OK", security, head=request.method == "HEAD")
-            return
-        if path == "/metrics":
-            await send_metrics(send, self.metrics.registry, security)
-            return
         method = request.method
-        if method not in ("GET", "HEAD", "OPTIONS", "PURGE"):
-            await self._text(send, 405, "Method not allowed", security, [(b"allow", ALLOW)])
-            return
         if len(request.raw_path) > MAX_PATH:
             await self._text(send, 414, "URI too long", security)
             return
@@ -243,13 +204,13 @@ class FilesEdge:
         else:
             await self._serve(request, key, send, security)
 
-    async def _options(self, request: _Request, send: Send, security: Headers) -> None:
+    async def _options(self, request: Request, send: Send, security: Headers) -> None:
         if b"origin" in request.headers and b"access-control-request-method" in request.headers:
             await send_response(send, 204, headers=security + CORS_PREFLIGHT)
         else:
             await self._text(send, 405, "Method not allowed", security, [(b"allow", ALLOW)])
 
-    async def _purge(self, request: _Request, key: str, send: Send, security: Headers) -> None:
+    async def _purge(self, request: Request, key: str, send: Send, security: Headers) -> None:
         secret = self.options.purge_secret
         scheme, _, token = (request.header(b"authorization") or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -264,7 +225,7 @@ class FilesEdge:
         log.info("purged %s", key)
         await self._text(send, 200, "Purged", security)
 
-    def _forced_backend(self, request: _Request) -> Backend | None:
+    def _forced_backend(self, request: Request) -> Backend | None:
         secret = self.options.admin_secret
         given = request.headers.get(b"x-pypi-admin")
         force = request.headers.get(b"x-force-backend")
@@ -290,7 +251,7 @@ class FilesEdge:
                 self._cache.popitem(last=False)
         return entry
 
-    async def _serve(self, request: _Request, key: str, send: Send, security: Headers) -> None:
+    async def _serve(self, request: Request, key: str, send: Send, security: Headers) -> None:
         head = request.method == "HEAD"
         force = self._forced_backend(request)
         try:
@@ -364,7 +325,7 @@ class FilesEdge:
 
     async def _send_body(
         self,
-        request: _Request,
+        request: Request,
         key: str,
         entry: CachedObject,
         status: int,
@@ -464,10 +425,10 @@ class FilesEdge:
         headers.append((b"content-encoding", encoding))
         await send_response(send, 200, body, content_type=None, headers=headers, head=head)
 
-    def _log_download(self, request: _Request, key: str, info: ObjectInfo) -> None:
+    def _log_download(self, request: Request, key: str, info: ObjectInfo) -> None:
         if self.log is None or request.method != "GET" or not key.endswith(DISTRIBUTION_SUFFIXES):
             return
-        self.metrics.tallies.downloads += 1
+        self.metrics.downloads.count += 1
         metadata = info.metadata
         tls_protocol, tls_cipher = self.client.tls(request.headers)
         self.log.append(
@@ -501,33 +462,6 @@ class FilesEdge:
             headers=security + [NO_CROSS_DOMAIN] + (extra or []),
             head=head,
         )
-
-
-class _Tracker:
-    """Wraps ``send`` to remember the status and count body bytes for the metrics."""
-
-    __slots__ = ("body_bytes", "headers", "send", "started", "status")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-        self.status = 500
-        self.body_bytes = 0
-        self.headers: Headers = []
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            self.body_bytes += len(message.get("body", b""))
-        elif kind == "http.response.start":
-            self.started = True
-            self.status = message["status"]
-            self.headers = message["headers"]
-        elif kind == "http.response.pathsend":
-            self.body_bytes += next(
-                (int(value) for name, value in self.headers if name == b"content-length"), 0
-            )
-        await self.send(message)
 
 
 def _escapes(path: str) -> bool:

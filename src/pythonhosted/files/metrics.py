@@ -1,15 +1,15 @@
 """The files edge's Prometheus metrics (one registry per app instance).
 
-The three counters every request touches (responses by status, body bytes, downloads) are
-plain integers, turned into Prometheus counters when ``/metrics`` is scraped: an increment is
-then a dict update rather than a labelled child's lock round trip, which mattered at tens of
-thousands of requests per second. Only the event loop increments them; readers (a scrape,
-the snapshot thread under ``--workers``) take copies, so they need no lock.
+The counters every request touches (responses by status and body bytes, kept by the service
+shell, and downloads, kept here) are plain integers, turned into Prometheus counters when
+``/metrics`` is scraped: an increment is then an attribute update rather than a labelled
+child's lock round trip, which mattered at tens of thousands of requests per second. Only the
+event loop increments them; readers (a scrape, the snapshot thread under ``--workers``) take
+copies, so they need no lock.
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
@@ -19,33 +19,21 @@ from prometheus_client.registry import Collector
 from pythonhosted.web.metrics import ServiceRegistry
 
 
-class _RequestTallies(Collector):
+class _Downloads(Collector):
     def __init__(self) -> None:
-        self.responses: Tally[int] = Tally()
-        self.bytes_sent = 0
-        self.downloads = 0
+        self.count = 0
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        responses = CounterMetricFamily(
-            "files_requests", "Responses by HTTP status.", labels=["status"]
-        )
-        # dict() copies atomically: the metrics thread reads while the loop thread counts.
-        for status, count in sorted(dict(self.responses).items()):
-            responses.add_metric([str(status)], count)
-        yield responses
         yield CounterMetricFamily(
-            "files_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
-        )
-        yield CounterMetricFamily(
-            "files_downloads", "Distribution downloads logged.", value=self.downloads
+            "files_downloads", "Distribution downloads logged.", value=self.count
         )
 
 
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = ServiceRegistry("files")
-        self.tallies = _RequestTallies()
-        self.registry.register(self.tallies)
+        self.downloads = _Downloads()  # responses and bytes are the service shell's
+        self.registry.register(self.downloads)
         self.fallbacks = Counter(
             "files_archive_fallbacks",
             "Reads that went to the archive store, by why and how they ended.",

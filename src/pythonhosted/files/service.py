@@ -6,14 +6,32 @@ from pydantic import SecretStr
 
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.eventlog import event_log_from_settings
-from pythonhosted.files.app import EdgeOptions, FilesEdge
+from pythonhosted.files.app import METHODS, EdgeOptions, FilesEdge
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import StorePair, Timeouts, open_store
+from pythonhosted.web.security import NO_CROSS_DOMAIN
+from pythonhosted.web.service import Service
 from pythonhosted.web.types import ASGIApp
 
 
-def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
+def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> Service:
+    """The edge as an ASGI app: its request logic in the service shell."""
+    edge = edge_from_settings(settings, legacy)
+    return Service(
+        "files",
+        edge.handle,
+        edge.metrics.registry,
+        client=edge.client,
+        extra_headers=[NO_CROSS_DOMAIN],
+        methods=METHODS,
+        allow="GET, HEAD, OPTIONS",
+        hooks=[(edge.startup, edge.shutdown)],
+        access_log=settings.http.access_log,
+    )
+
+
+def edge_from_settings(settings: Settings, legacy: ASGIApp | None = None) -> FilesEdge:
     files = settings.files
     if not files.primary:
         raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")
@@ -53,7 +71,7 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_standalone_edge(settings: Settings) -> FilesEdge:
+def build_standalone_edge(settings: Settings) -> Service:
     """The edge as ``files serve`` runs it: legacy ``/packages/`` URLs go to conveyor's
     redirect logic (its public factory), resolved from the upload catalog by default."""
     from pythonhosted.conveyor.service import legacy_app_from_settings
@@ -61,7 +79,7 @@ def build_standalone_edge(settings: Settings) -> FilesEdge:
     return build_edge(settings, legacy=legacy_app_from_settings(settings))
 
 
-def worker_app() -> FilesEdge:
+def worker_app() -> Service:
     """Entry point of each ``files serve --workers N`` process: settings from the environment."""
     settings = load_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)

@@ -51,6 +51,7 @@ __all__ = [
 # hyper's default write buffer is ~400 KB per connection; 64 KB keeps hundreds of slow
 # downloads cheap without costing throughput (the kernel buffers the rest).
 WRITE_BUFFER = 64 * 1024
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _options(limits: ServerLimits) -> dict[str, Any]:
@@ -108,6 +109,22 @@ class _MultiProcessServer(_ClaimedSocket, MPServer):  # type: ignore[misc]
         """The claimed socket is closed by its owner (``run_workers``), not by granian."""
 
 
+class _EarlyStop:
+    """SIGINT/SIGTERM that arrive after the address is claimed (clients can already connect)
+    but before the server has its own handlers: remembered, so that stop is graceful too.
+
+    Without it the default action killed the process in that gap, startup work unshipped.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
 def _server(app: ASGIApp, listener: socket.socket, limits: ServerLimits) -> Server:
     host, port = listener.getsockname()[:2]
     server = _EmbeddedServer(app, address=host, port=port, **_options(limits))
@@ -131,6 +148,7 @@ def run_workers(
     The workers share one listening socket claimed here, so a second instance cannot.
     """
     limits = limits.within_descriptors()
+    early = _EarlyStop()
     listener = claim(bind, limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
     with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
@@ -146,6 +164,13 @@ def run_workers(
                 **_options(limits),
             )
             server._claimed = listener
+
+            # granian installs its signal handlers just before its startup hooks run.
+            def stop_if_requested() -> None:
+                if early.requested:
+                    server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
+
+            server.on_startup(stop_if_requested)
             server.serve()
         finally:
             del os.environ[SHARED_DIR_ENV]
@@ -181,14 +206,17 @@ def run(
     command at once (:class:`ListenError`) rather than after some apps started.
     """
     limits = limits.within_descriptors()
+    early = _EarlyStop()
     listeners = claim_all([bind for _, bind in apps], limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        if early.requested:
+            stop.set()
         served = [(app, listener) for (app, _), listener in zip(apps, listeners, strict=True)]
         await serve_until(served, stop, limits)
 

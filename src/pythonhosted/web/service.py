@@ -1,0 +1,229 @@
+"""The service shell: the ASGI frame every service runs in, so each keeps only its domain.
+
+What it does for every service, the same way:
+
+- lifespan: the service's start and stop hooks (errors reported to the server);
+- ``/_health`` (and the aliases a service must keep for its users, e.g. camo's
+  ``/healthcheck``): 200 ``OK``, or 503 with one line per problem the service reports;
+- ``/metrics``: the service's registry, summed over its workers;
+- security headers on every answer, HSTS on those to TLS requests (directly, or per a trusted
+  proxy's ``X-Forwarded-Proto``);
+- methods: a service names the ones it takes; others get 405 with ``Allow``;
+- counting: responses by status (and by part, where a service has parts) and body bytes, as
+  plain integers turned into Prometheus counters at scrape time (a labelled child's lock per
+  request cost more than the rest of the frame);
+- an optional access log, one structured line per request;
+- any unhandled error: 500 ``Internal error`` with no detail to the client, the traceback to
+  the log, counted like any answer. If the response had already started, the connection is
+  cut short (the client sees it from Content-Length), which is all HTTP allows then.
+
+The frame's own cost on the files edge's hot path is one ``Request`` and one counting wrapper
+per request (bench/files.py measures it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.lifespan import Hook, handle_lifespan
+from pythonhosted.web.metrics import ServiceRegistry
+from pythonhosted.web.request import Request
+from pythonhosted.web.responses import send_metrics, send_response
+from pythonhosted.web.security import HSTS, SECURITY
+from pythonhosted.web.types import Headers, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("pythonhosted.access")
+
+Handler = Callable[[Request, Receive, Send], Awaitable[None]]
+HealthCheck = Callable[[], list[str]]
+TEXT = b"text/plain; charset=UTF-8"
+HEALTH = "/_health"
+METRICS = "/metrics"
+
+
+class ResponseTallies(Collector):
+    """``{service}_requests{[part,] status}`` and ``{service}_bytes_sent``, counted as ints."""
+
+    def __init__(self, service: str, parts: bool) -> None:
+        self.service = service
+        self.parts = parts
+        self.responses: Tally[tuple[str, int]] = Tally()
+        self.bytes_sent = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        labels = ["part", "status"] if self.parts else ["status"]
+        what = "Responses by part and HTTP status." if self.parts else "Responses by HTTP status."
+        responses = CounterMetricFamily(f"{self.service}_requests", what, labels=labels)
+        # dict() copies atomically: the metrics thread reads while the loop thread counts.
+        for (part, status), count in sorted(dict(self.responses).items()):
+            responses.add_metric([part, str(status)] if self.parts else [str(status)], count)
+        yield responses
+        yield CounterMetricFamily(
+            f"{self.service}_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
+        )
+
+
+class CountingSend:
+    """Wraps ``send`` to remember the status and count body bytes for the metrics."""
+
+    __slots__ = ("body_bytes", "headers", "send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.status = 500
+        self.body_bytes = 0
+        self.headers: Headers = []
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.body_bytes += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            self.headers = message["headers"]
+        elif kind == "http.response.pathsend":
+            self.body_bytes += next(
+                (int(value) for name, value in self.headers if name == b"content-length"), 0
+            )
+        await self.send(message)
+
+
+class Service:
+    """One service's ASGI app: the shell around ``handler``.
+
+    ``methods``: what the handler takes (None: every method); ``allow``: what a 405 advertises
+    (a service may take methods it does not advertise, as the files edge does PURGE).
+    ``part``: a label for each path (conveyor's legacy/docs), or None for none.
+    ``extra_headers``: what the service adds to the security headers on its own answers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        registry: ServiceRegistry,
+        *,
+        client: ClientFacts | None = None,
+        security: Headers = SECURITY,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
+        methods: Iterable[str] | None = None,
+        allow: str | None = None,
+        health: HealthCheck | None = None,
+        health_aliases: Iterable[str] = (),
+        hooks: Sequence[tuple[Hook, Hook]] = (),
+        part: Callable[[str], str] | None = None,
+        access_log: bool = False,
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.registry = registry
+        self.client = client or ClientFacts()
+        self._plain = [*security, *extra_headers]
+        self._tls = [*security, HSTS, *extra_headers]
+        self.methods = frozenset(methods) if methods is not None else None
+        allowed = allow or ", ".join(sorted(self.methods or ("GET", "HEAD")))
+        self._allow = (b"allow", allowed.encode())
+        self.health = health
+        self.health_paths = frozenset({HEALTH, *health_aliases})
+        self.hooks = tuple(hooks)
+        self.part = part
+        self.access_log = access_log
+        self.tallies = ResponseTallies(name, parts=part is not None)
+        registry.register(self.tallies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await handle_lifespan(receive, send, self._startup, self._shutdown)
+
+    async def _startup(self) -> None:
+        for start, _ in self.hooks:
+            await start()
+
+    async def _shutdown(self) -> None:
+        for _, stop in reversed(self.hooks):
+            await stop()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic() if self.access_log else 0.0
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        tls = self.client.is_tls(scope, headers)
+        request = Request(scope, tls, headers, self._tls if tls else self._plain)
+        counted = CountingSend(send)
+        try:
+            await self._route(request, receive, counted)
+        except Exception:
+            log.exception("unhandled error for %s %r", request.method, request.raw_path)
+            if counted.started:
+                raise  # the head is out: cutting the connection short is all that is left
+            await self.text(counted, request, 500, "Internal error")
+        finally:
+            part = self.part(request.path) if self.part is not None else ""
+            tallies = self.tallies
+            tallies.responses[part, counted.status] += 1
+            tallies.bytes_sent += counted.body_bytes
+            if self.access_log:
+                self._log_access(request, counted, time.monotonic() - started)
+
+    async def _route(self, request: Request, receive: Receive, send: Send) -> None:
+        path = request.path
+        if path in self.health_paths or path == METRICS:
+            if request.method not in ("GET", "HEAD"):
+                await self.text(send, request, 405, "Method not allowed", [self._allow])
+            elif path == METRICS:
+                await send_metrics(send, self.registry, request.security)
+            else:
+                problems = self.health() if self.health is not None else []
+                await self.text(
+                    send, request, 503 if problems else 200, "\n".join(problems) or "OK"
+                )
+            return
+        if self.methods is not None and request.method not in self.methods:
+            await self.text(send, request, 405, "Method not allowed", [self._allow])
+            return
+        await self.handler(request, receive, send)
+
+    @staticmethod
+    async def text(
+        send: Send, request: Request, status: int, text: str, extra: Headers | None = None
+    ) -> None:
+        """A short plain-text answer with the request's security headers (HEAD: no body)."""
+        await send_response(
+            send,
+            status,
+            (text + "\n").encode(),
+            content_type=TEXT,
+            headers=request.security + extra if extra else request.security,
+            head=request.method == "HEAD",
+        )
+
+    def _log_access(self, request: Request, sent: CountingSend, seconds: float) -> None:
+        client = request.scope.get("client")
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            request.raw_path.decode("latin-1"),
+            sent.status,
+            extra={
+                "service": self.name,
+                "method": request.method,
+                "path": request.raw_path.decode("latin-1"),
+                "status": sent.status,
+                "bytes": sent.body_bytes,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": client[0] if client else None,
+                "user_agent": request.header(b"user-agent"),
+            },
+        )
