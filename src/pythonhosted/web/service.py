@@ -55,16 +55,26 @@ class ResponseTallies(Collector):
     def __init__(self, service: str, parts: bool) -> None:
         self.service = service
         self.parts = parts
-        self.responses: Tally[tuple[str, int]] = Tally()
+        self.by_status: Tally[int] = Tally()  # an int key hashes faster than a tuple
+        self.by_part: Tally[tuple[str, int]] = Tally()
         self.bytes_sent = 0
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        labels = ["part", "status"] if self.parts else ["status"]
-        what = "Responses by part and HTTP status." if self.parts else "Responses by HTTP status."
-        responses = CounterMetricFamily(f"{self.service}_requests", what, labels=labels)
-        # dict() copies atomically: the metrics thread reads while the loop thread counts.
-        for (part, status), count in sorted(dict(self.responses).items()):
-            responses.add_metric([part, str(status)] if self.parts else [str(status)], count)
+        if self.parts:
+            responses = CounterMetricFamily(
+                f"{self.service}_requests",
+                "Responses by part and HTTP status.",
+                labels=["part", "status"],
+            )
+            # dict() copies atomically: the metrics thread reads while the loop thread counts.
+            for (part, status), count in sorted(dict(self.by_part).items()):
+                responses.add_metric([part, str(status)], count)
+        else:
+            responses = CounterMetricFamily(
+                f"{self.service}_requests", "Responses by HTTP status.", labels=["status"]
+            )
+            for status, count in sorted(dict(self.by_status).items()):
+                responses.add_metric([str(status)], count)
         yield responses
         yield CounterMetricFamily(
             f"{self.service}_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
@@ -134,7 +144,7 @@ class Service:
         allowed = allow or ", ".join(sorted(self.methods or ("GET", "HEAD")))
         self._allow = (b"allow", allowed.encode())
         self.health = health
-        self.health_paths = frozenset({HEALTH, *health_aliases})
+        self.own_paths = frozenset({HEALTH, METRICS, *health_aliases})
         self.hooks = tuple(hooks)
         self.part = part
         self.access_log = access_log
@@ -142,11 +152,39 @@ class Service:
         registry.register(self.tallies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await handle_lifespan(receive, send, self._startup, self._shutdown)
+        # One flat coroutine on purpose: every extra await level cost the files edge's hot
+        # path about 0.3 us per request.
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await handle_lifespan(receive, send, self._startup, self._shutdown)
+            return
+        started = time.monotonic() if self.access_log else 0.0
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        tls = self.client.is_tls(scope, headers)
+        request = Request(scope, tls, headers, self._tls if tls else self._plain)
+        counted = CountingSend(send)
+        try:
+            path = request.path
+            if path in self.own_paths:
+                await self._own(request, counted)
+            elif self.methods is None or request.method in self.methods:
+                await self.handler(request, receive, counted)
+            else:
+                await self.text(counted, request, 405, "Method not allowed", [self._allow])
+        except Exception:
+            log.exception("unhandled error for %s %r", request.method, request.raw_path)
+            if counted.started:
+                raise  # the head is out: cutting the connection short is all that is left
+            await self.text(counted, request, 500, "Internal error")
+        finally:
+            tallies = self.tallies
+            if self.part is None:
+                tallies.by_status[counted.status] += 1
+            else:
+                tallies.by_part[self.part(request.path), counted.status] += 1
+            tallies.bytes_sent += counted.body_bytes
+            if self.access_log:
+                self._log_access(request, counted, time.monotonic() - started)
 
     async def _startup(self) -> None:
         for start, _ in self.hooks:
@@ -156,44 +194,15 @@ class Service:
         for _, stop in reversed(self.hooks):
             await stop()
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.monotonic() if self.access_log else 0.0
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        tls = self.client.is_tls(scope, headers)
-        request = Request(scope, tls, headers, self._tls if tls else self._plain)
-        counted = CountingSend(send)
-        try:
-            await self._route(request, receive, counted)
-        except Exception:
-            log.exception("unhandled error for %s %r", request.method, request.raw_path)
-            if counted.started:
-                raise  # the head is out: cutting the connection short is all that is left
-            await self.text(counted, request, 500, "Internal error")
-        finally:
-            part = self.part(request.path) if self.part is not None else ""
-            tallies = self.tallies
-            tallies.responses[part, counted.status] += 1
-            tallies.bytes_sent += counted.body_bytes
-            if self.access_log:
-                self._log_access(request, counted, time.monotonic() - started)
-
-    async def _route(self, request: Request, receive: Receive, send: Send) -> None:
-        path = request.path
-        if path in self.health_paths or path == METRICS:
-            if request.method not in ("GET", "HEAD"):
-                await self.text(send, request, 405, "Method not allowed", [self._allow])
-            elif path == METRICS:
-                await send_metrics(send, self.registry, request.security)
-            else:
-                problems = self.health() if self.health is not None else []
-                await self.text(
-                    send, request, 503 if problems else 200, "\n".join(problems) or "OK"
-                )
-            return
-        if self.methods is not None and request.method not in self.methods:
-            await self.text(send, request, 405, "Method not allowed", [self._allow])
-            return
-        await self.handler(request, receive, send)
+    async def _own(self, request: Request, send: Send) -> None:
+        """``/_health`` (and aliases) and ``/metrics``."""
+        if request.method not in ("GET", "HEAD"):
+            await self.text(send, request, 405, "Method not allowed", [(b"allow", b"GET, HEAD")])
+        elif request.path == METRICS:
+            await send_metrics(send, self.registry, request.security)
+        else:
+            problems = self.health() if self.health is not None else []
+            await self.text(send, request, 503 if problems else 200, "\n".join(problems) or "OK")
 
     @staticmethod
     async def text(
