@@ -55,7 +55,7 @@ def test_a_flood_of_unknown_names_stays_within_the_bound(tmp_path: Path) -> None
     store = open_store(f"file://{tmp_path}/primary")
     bound = 50 * ENTRY_BYTES
     app = IndexApp(store, None, IndexOptions(cache_ttl=600, cache_max_bytes=bound))
-    with running(app) as url:
+    with running(app.service()) as url:
         statuses = asyncio.run(_flood(url, [f"no-such-{n}" for n in range(3_000)]))
         assert statuses == [404] * 3_000
         assert sample(url, "index_cache_entries") == 50
@@ -67,7 +67,7 @@ def test_concurrent_misses_for_one_name_read_the_catalog_once(tmp_path: Path) ->
     asyncio.run(upload(primary, *build_wheel("Burst", "1.0")))
     store = CountingStore(primary)
     app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
-    with running(app) as url:
+    with running(app.service()) as url:
         statuses = asyncio.run(_flood(url, ["burst"] * 500, concurrency=100))
         assert statuses == [200] * 500
         assert store.listings == ["catalog/burst/"]
@@ -80,7 +80,7 @@ def test_the_root_listing_is_cached_for_the_ttl_too(tmp_path: Path) -> None:
     asyncio.run(upload(primary, *build_wheel("Root", "1.0")))
     store = CountingStore(primary)
     app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
-    with running(app) as url, httpx.Client(base_url=url) as client:
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
         for _ in range(100):
             assert 'href="/simple/root/"' in client.get("/simple/").text
         assert store.listings == ["catalog/"]

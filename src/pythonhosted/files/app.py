@@ -159,14 +159,6 @@ class FilesEdge:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def startup(self) -> None:
-        if self.log is not None:
-            self.log.start()
-
-    async def shutdown(self) -> None:
-        if self.log is not None:
-            await self.log.stop()  # ships everything still buffered
-
     async def handle(self, request: Request, receive: Receive, send: Send) -> None:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
         security = SECURITY_TLS if request.tls else SECURITY  # CORS answers go without NCDP

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from pythonhosted.config import Settings, load_settings
-from pythonhosted.eventlog import event_log_from_settings
+from pythonhosted.eventlog import EventLog, event_log_from_settings
 from pythonhosted.files.app import METHODS, EdgeOptions, FilesEdge
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logsetup import configure_logging
@@ -26,7 +26,7 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> Service:
         extra_headers=[NO_CROSS_DOMAIN],
         methods=METHODS,
         allow="GET, HEAD, OPTIONS",
-        hooks=[(edge.startup, edge.shutdown)],
+        hooks=[EventLog.lifespan(edge.log)],  # ships in the background, flushes at stop
         access_log=settings.http.access_log,
     )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from packaging.utils import canonicalize_name
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from pythonhosted.eventlog import EventLog
 from pythonhosted.index.negotiate import choose
@@ -32,10 +32,10 @@ from pythonhosted.logline import simple_line
 from pythonhosted.storage import StorageError, Store
 from pythonhosted.web.client import ClientFacts
 from pythonhosted.web.http import etag_matches
-from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
-from pythonhosted.web.responses import send_metrics, send_response, send_text
-from pythonhosted.web.security import HSTS, SECURITY
+from pythonhosted.web.request import Request
+from pythonhosted.web.responses import send_response, send_text
+from pythonhosted.web.service import Service
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,6 @@ class IndexApp:
         self.log = event_log
         self.options = options or IndexOptions()
         self.registry = ServiceRegistry("index")
-        self.requests = Counter(
-            "index_requests", "Responses by status.", ["status"], registry=self.registry
-        )
         self.pages = CatalogPages(store, self.options.cache_ttl, self.options.cache_max_bytes)
         entries = Gauge("index_cache_entries", "Project names cached.", registry=self.registry)
         entries.set_function(lambda: self.pages.entries)
@@ -72,45 +69,35 @@ class IndexApp:
         )
         size.set_function(lambda: self.pages.bytes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            # The event log ships in the background and flushes at shutdown.
-            await handle_lifespan(receive, send, *EventLog.lifespan(self.log))
-            return
-        if scope["type"] != "http":
-            return
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        security = [*SECURITY, HSTS] if self.options.client.is_tls(scope, headers) else SECURITY
-        status = await self._route(scope, headers, security, send)
-        self.requests.labels(str(status)).inc()
+    def service(self, access_log: bool = False) -> Service:
+        """This index as an ASGI app, in the service shell."""
+        return Service(
+            "index",
+            self.handle,
+            self.registry,
+            client=self.options.client,
+            methods=("GET", "HEAD"),
+            hooks=[EventLog.lifespan(self.log)],  # ships in the background, flushes at stop
+            access_log=access_log,
+        )
 
-    async def _route(
-        self, scope: Scope, headers: dict[bytes, bytes], security: Headers, send: Send
-    ) -> int:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if path == "/_health":
-            await send_text(send, 200, "OK", headers=security)
-            return 200
-        if path == "/metrics":
-            await send_metrics(send, self.registry, security)
-            return 200
-        if method not in ("GET", "HEAD"):
-            await send_text(
-                send, 405, "Method not allowed", headers=[*security, (b"allow", b"GET, HEAD")]
-            )
-            return 405
+    async def handle(self, request: Request, receive: Receive, send: Send) -> None:
+        scope, headers, security = request.scope, request.headers, request.security
+        path = request.path
+        method = request.method
         if path == "/simple":
-            return await self._redirect(send, "/simple/", security)
+            await self._redirect(send, "/simple/", security)
+            return
         if not path.startswith("/simple/"):
             await send_text(send, 404, "Not Found", headers=security)
-            return 404
+            return
         name = path[len("/simple/") :].rstrip("/")
         if "/" in name:
             await send_text(send, 404, "Not Found", headers=security)
-            return 404
+            return
         if name and (name != canonicalize_name(name) or not path.endswith("/")):
-            return await self._redirect(send, f"/simple/{canonicalize_name(name)}/", security)
+            await self._redirect(send, f"/simple/{canonicalize_name(name)}/", security)
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         content_type = choose(
             headers.get(b"accept", b"").decode("latin-1") or None,
@@ -120,7 +107,7 @@ class IndexApp:
             await send_text(
                 send, 406, "Not Acceptable: ask for PEP 691 JSON or HTML", headers=security
             )
-            return 406
+            return
         try:
             body = await (
                 self._project(scope, name, content_type) if name else self._root(content_type)
@@ -128,10 +115,10 @@ class IndexApp:
         except StorageError as exc:
             log.warning("index unavailable for %r: %s", name, exc)
             await send_text(send, 503, "Storage unavailable", headers=security)
-            return 503
+            return
         if body is None:
             await send_text(send, 404, "Not Found", headers=security)
-            return 404
+            return
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         response_headers = [
             *security,
@@ -156,7 +143,6 @@ class IndexApp:
                 headers=response_headers,
                 head=method == "HEAD",
             )
-        return status
 
     async def _root(self, content_type: str) -> bytes:
         names = await self.pages.project_names()
@@ -191,9 +177,8 @@ class IndexApp:
         )
 
     @staticmethod
-    async def _redirect(send: Send, location: str, security: Headers) -> int:
+    async def _redirect(send: Send, location: str, security: Headers) -> None:
         await send_response(send, 301, b"", headers=[*security, (b"location", location.encode())])
-        return 301
 
 
 def _own_origin(scope: Scope) -> str:

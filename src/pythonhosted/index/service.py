@@ -7,16 +7,17 @@ from pythonhosted.eventlog import event_log_from_settings
 from pythonhosted.index.app import IndexApp, IndexOptions
 from pythonhosted.storage import Timeouts, open_store
 from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.service import Service
 
 
-def build_index(settings: Settings) -> IndexApp:
+def build_index(settings: Settings) -> Service:
     files = settings.files
     if not files.primary:
         raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")
     store = open_store(
         files.primary, Timeouts(files.primary_connect_timeout, files.primary_read_timeout)
     )
-    return IndexApp(
+    index = IndexApp(
         store,
         event_log_from_settings(settings, "simple"),
         IndexOptions(
@@ -26,3 +27,4 @@ def build_index(settings: Settings) -> IndexApp:
             client=ClientFacts(files.trust_proxy_headers, files.country_header),
         ),
     )
+    return index.service(settings.http.access_log)

@@ -20,13 +20,9 @@ from pythonhosted.config import Settings
 from pythonhosted.linehaul.ingest import run_ingest
 from pythonhosted.linehaul.monitor import JOBS, Job, Monitor
 from pythonhosted.linehaul.publish import run_publish
-from pythonhosted.web.lifespan import handle_lifespan
-from pythonhosted.web.responses import send_metrics, send_text
-from pythonhosted.web.security import SECURITY
-from pythonhosted.web.types import Receive, Scope, Send
-
-HEALTH = frozenset({"/_health", "/_health/"})
-
+from pythonhosted.web.request import Request
+from pythonhosted.web.service import Service
+from pythonhosted.web.types import Receive, Send
 
 RUNNERS: dict[Job, Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, Any, None]]] = {
     "ingest": run_ingest,
@@ -34,7 +30,7 @@ RUNNERS: dict[Job, Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, A
 }
 
 
-class LinehaulApp:
+class LinehaulApp(Service):
     """``jobs``: both (``linehaul serve``, ``serve``) or one (a scaled-out worker)."""
 
     def __init__(self, settings: Settings, jobs: Sequence[Job] = JOBS) -> None:
@@ -43,6 +39,16 @@ class LinehaulApp:
         self.monitor = Monitor(self.jobs)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        super().__init__(
+            "linehaul",
+            self._not_found,
+            self.monitor.registry,
+            methods=("GET", "HEAD"),
+            health=self.monitor.problems,
+            health_aliases=("/_health/",),
+            hooks=[(self.startup, self.shutdown)],
+            access_log=settings.http.access_log,
+        )
 
     async def startup(self) -> None:
         self._stop.clear()
@@ -56,29 +62,5 @@ class LinehaulApp:
         tasks, self._tasks = self._tasks, []
         await asyncio.gather(*tasks)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send, self.startup, self.shutdown)
-            return
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"]
-        head = scope["method"] == "HEAD"
-        if scope["method"] not in ("GET", "HEAD"):
-            await send_text(
-                send, 405, "Method not allowed", headers=[*SECURITY, (b"allow", b"GET, HEAD")]
-            )
-        elif path in HEALTH:
-            problems = self.monitor.problems()
-            status = 503 if problems else 200
-            await send_text(send, status, "\n".join(problems) or "OK", headers=SECURITY, head=head)
-        elif path == "/metrics":
-            await send_metrics(send, self.monitor.registry, SECURITY)
-        else:
-            await send_text(
-                send,
-                404,
-                "Not found: linehaul answers /_health and /metrics",
-                headers=SECURITY,
-                head=head,
-            )
+    async def _not_found(self, request: Request, receive: Receive, send: Send) -> None:
+        await self.text(send, request, 404, "Not found: linehaul answers /_health and /metrics")
