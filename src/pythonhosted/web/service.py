@@ -82,29 +82,40 @@ class ResponseTallies(Collector):
 
 
 class CountingSend:
-    """Wraps ``send`` to remember the status and count body bytes for the metrics."""
+    """Wraps ``send`` to remember the status and count body bytes for the metrics.
 
-    __slots__ = ("body_bytes", "headers", "send", "started", "status")
+    The head is held back until the first body message: granian does the same, so nothing is
+    lost, and an error raised between the two can still be answered with a proper 500 (granian
+    would otherwise answer its own bare one, without the service's headers).
+    """
+
+    __slots__ = ("body_bytes", "headers", "pending", "send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.started = False
+        self.started = False  # the head went to the server
+        self.pending: Message | None = None  # a head not passed on yet
         self.status = 500
         self.body_bytes = 0
         self.headers: Headers = []
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.body":
-            self.body_bytes += len(message.get("body", b""))
-        elif kind == "http.response.start":
-            self.started = True
+        if kind == "http.response.start":
             self.status = message["status"]
             self.headers = message["headers"]
+            self.pending = message
+            return
+        if kind == "http.response.body":
+            self.body_bytes += len(message.get("body", b""))
         elif kind == "http.response.pathsend":
             self.body_bytes += next(
                 (int(value) for name, value in self.headers if name == b"content-length"), 0
             )
+        if self.pending is not None:
+            self.started = True
+            pending, self.pending = self.pending, None
+            await self.send(pending)
         await self.send(message)
 
 

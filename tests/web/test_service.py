@@ -1,0 +1,131 @@
+"""The service shell every service runs in, over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from pythonhosted.logsetup import JsonFormatter
+from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.metrics import ServiceRegistry
+from pythonhosted.web.request import Request
+from pythonhosted.web.security import NO_CROSS_DOMAIN
+from pythonhosted.web.server import running
+from pythonhosted.web.service import Service
+from pythonhosted.web.types import Receive, Send
+from support.metrics import sample
+
+SECURITY_NAMES = {"x-frame-options", "x-xss-protection", "x-content-type-options"}
+
+
+async def handler(request: Request, receive: Receive, send: Send) -> None:
+    if request.path == "/boom":
+        raise RuntimeError("secret detail")
+    if request.path in ("/head", "/half"):
+        length = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        if request.path == "/half":
+            await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        raise RuntimeError("after the head")
+    await Service.text(send, request, 200, f"{request.method} {request.path}")
+
+
+def service(**options: object) -> Service:
+    return Service("demo", handler, ServiceRegistry("demo"), **options)  # type: ignore[arg-type]
+
+
+def test_health_aliases_and_problems() -> None:
+    problems: list[str] = []
+    app = service(health=lambda: problems, health_aliases=("/healthcheck",))
+    with running(app) as url:
+        assert [httpx.get(url + path).text for path in ("/_health", "/healthcheck")] == ["OK\n"] * 2
+        problems += ["ingest pass failed: disk full", "publish pass failed: locked"]
+        unhealthy = httpx.get(url + "/_health")
+        head = httpx.head(url + "/healthcheck")
+        posted = httpx.post(url + "/_health")
+    assert (unhealthy.status_code, unhealthy.text) == (
+        503,
+        "ingest pass failed: disk full\npublish pass failed: locked\n",
+    )
+    assert (head.status_code, head.content) == (503, b"")
+    assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+
+
+def test_every_answer_carries_security_headers_and_is_counted() -> None:
+    app = service(methods=("GET", "HEAD"), extra_headers=[NO_CROSS_DOMAIN])
+    with running(app) as url:
+        answers = [
+            httpx.get(url + "/page"),
+            httpx.delete(url + "/page"),
+            httpx.get(url + "/boom"),
+            httpx.get(url + "/_health"),
+            httpx.get(url + "/metrics"),
+        ]
+        counted = [sample(url, "demo_requests_total", status=status) for status in ("405", "500")]
+    assert [answer.status_code for answer in answers] == [200, 405, 500, 200, 200]
+    for answer in answers:
+        assert answer.headers.keys() >= SECURITY_NAMES
+        assert answer.headers["x-permitted-cross-domain-policies"] == "none"
+        assert "strict-transport-security" not in answer.headers
+    assert answers[1].headers["allow"] == "GET, HEAD"
+    assert answers[2].text == "Internal error\n"  # nothing of the exception reaches the client
+    assert counted == [1, 1]
+
+
+def test_status_counts_by_status(caplog: pytest.LogCaptureFixture) -> None:
+    with running(service()) as url:
+        for path in ("/a", "/b", "/boom"):
+            httpx.get(url + path)
+        assert sample(url, "demo_requests_total", status="200") == 2
+        assert sample(url, "demo_requests_total", status="500") == 1
+        assert sample(url, "demo_bytes_sent_total") > 0
+    assert "secret detail" in caplog.text  # the traceback is logged, not sent
+
+
+def test_an_error_after_the_head_is_still_a_proper_500() -> None:
+    """The head waits for the first body message, so it can still be replaced."""
+    with running(service()) as url:
+        answer = httpx.get(url + "/head")
+    assert (answer.status_code, answer.text) == (500, "Internal error\n")
+    assert answer.headers.keys() >= SECURITY_NAMES
+
+
+def test_an_error_after_body_bytes_cuts_the_connection() -> None:
+    """The client learns of it from the Content-Length it was promised."""
+    with running(service()) as url, pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/half")
+
+
+def test_hsts_only_over_tls_as_a_trusted_proxy_says() -> None:
+    proxied = {"X-Forwarded-Proto": "https"}
+    with running(service(client=ClientFacts(trust_proxy_headers=True))) as url:
+        trusted = httpx.get(url + "/page", headers=proxied)
+    with running(service()) as url:
+        untrusted = httpx.get(url + "/page", headers=proxied)
+    assert trusted.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "strict-transport-security" not in untrusted.headers
+
+
+def test_parts_label_the_requests() -> None:
+    parts = {"/packages/x": "legacy", "/docs/y": "docs"}
+    app = service(part=lambda path: parts.get(path, "other"))
+    with running(app) as url:
+        httpx.get(url + "/packages/x")
+        httpx.get(url + "/docs/y")
+        assert sample(url, "demo_requests_total", part="legacy", status="200") == 1
+        assert sample(url, "demo_requests_total", part="docs", status="200") == 1
+
+
+def test_access_log_is_one_structured_line(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="pythonhosted.access"),
+        running(service(access_log=True)) as url,
+    ):
+        httpx.get(url + "/page?q=1", headers={"User-Agent": "pip/24.0"})
+    [record] = [r for r in caplog.records if r.name == "pythonhosted.access"]
+    line = JsonFormatter().format(record)
+    assert '"service":"demo"' in line and '"path":"/page"' in line
+    assert '"status":200' in line and '"user_agent":"pip/24.0"' in line
+    assert record.getMessage() == "GET /page 200"
