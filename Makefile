@@ -18,8 +18,9 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(wildcard src/pythonhosted/*/*.c)
 run: $(VENV)/.synced
 	$(VENV)/bin/pythonhosted serve
 
+# In parallel, one worker per core (pytest-xdist): ports and directories are per test.
 test: $(VENV)/.synced
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check src tests $(wildcard bench)

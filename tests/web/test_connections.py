@@ -147,7 +147,9 @@ def test_connections_per_process_are_bounded(tmp_path: Path, descriptors: int) -
             while time.monotonic() < deadline:
                 most = max(most, len(os.listdir(f"/proc/{process.pid}/fd")))
                 time.sleep(0.05)
-            assert most <= baseline + 200
+            # The bound, plus what the server opens for itself meanwhile (store files, the
+            # spool, its threads' pipes); 3,000 unbounded clients would be 3,000.
+            assert most <= baseline + 200 + 64
             assert health_latency(bind) < 30  # answered once deadlines freed slots
         wait_until(lambda: health_latency(bind) < RESPONSIVE)
 
