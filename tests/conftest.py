@@ -21,6 +21,7 @@ import pytest
 
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import stop_group
 
 # Anything AWS- or Google-flavoured in this process must never leave loopback.
 os.environ.update(
@@ -35,21 +36,19 @@ _names = itertools.count()
 
 
 def _start(command: list[str], bind: Bind) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_for_port(bind, timeout=30)
     except TimeoutError:
-        process.kill()
+        stop_group(process)
         raise
     return process
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_group(process)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import httpx
 
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import started
 
 
 def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
@@ -29,16 +30,14 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         "PYTHONHOSTED_LINEHAUL__BIND": f"{linehaul.host}:{linehaul.port}",
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
+    with started(command, env=env, stdout=subprocess.PIPE) as process:
         wait_for_port(bind, timeout=30)
         assert process.stdout is not None
         banner = []
         while not banner or "Range: bytes=" not in banner[-1]:  # the banner's last line
-            line = process.stdout.readline()
+            line = process.stdout.readline().decode()
             assert line, "serve exited before printing its banner"
             banner.append(line)
-    finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     urls = [m.group(1) for line in banner if (m := re.search(r"curl -sSI (\S+)", line))]
@@ -50,8 +49,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     sdist = urls[1].rsplit("/", 1)[1]
 
     # Second start: the samples are already there, the same URLs are printed and work.
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
+    with started(command, env=env) as process:
         wait_for_port(bind, timeout=30)
         responses = [httpx.get(url) for url in urls]
         legacy = httpx.get(f"{bind.url()}/packages/source/h/hello-pythonhosted/{sdist}")
@@ -61,7 +59,6 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         proxied = httpx.get(sign_url("http://127.0.0.1:1/logo.png", key, base=camo.url()))
         forged = httpx.get(sign_url("http://127.0.0.1:1/logo.png", b"wrong", base=camo.url()))
         analytics = httpx.get(f"{linehaul.url()}/_health")
-    finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert [r.status_code for r in responses] == [200, 200]

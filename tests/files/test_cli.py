@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from click.testing import CliRunner
 from pythonhosted.cli import main
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.edge import SAMPLES
+from support.processes import started
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
@@ -82,14 +81,10 @@ def test_serve_routes_legacy_urls_to_conveyor(tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data")}
     command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", store]
-    process = subprocess.Popen([*command, "--bind", f"{bind.host}:{bind.port}"], env=env)
-    try:
+    with started([*command, "--bind", f"{bind.host}:{bind.port}"], env=env):
         wait_for_port(bind, timeout=30)
         legacy = httpx.get(f"{bind.url()}/packages/source/d/demo-pkg/demo_pkg-1.0.tar.gz")
         wrong_bucket = httpx.get(f"{bind.url()}/packages/source/x/demo-pkg/demo_pkg-1.0.tar.gz")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     assert (legacy.status_code, legacy.headers["location"]) == (302, SDIST.path)
     assert wrong_bucket.status_code == 404
     assert wrong_bucket.headers["reason"] == "Incorrect project bucket"

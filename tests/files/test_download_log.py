@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pythonhosted.web.server import Bind, free_port
-from support.edge import SAMPLES, EdgeFactory, seed, serve_edge
+from support.edge import SAMPLES, EdgeFactory, edge_process, seed
+from support.processes import wait_until
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
@@ -83,35 +83,42 @@ def test_sigterm_flushes_everything(
     primary: str, tmp_path: Path, downloads: int, workers: int
 ) -> None:
     bind = Bind("127.0.0.1", free_port())
-    process = serve_edge(tmp_path, primary, bind, workers)
-    with httpx.Client(base_url=bind.url()) as client:
-        for _ in range(downloads):
-            assert client.get(WHEEL.path).status_code == 200
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    with edge_process(tmp_path, primary, bind, workers) as process:
+        with httpx.Client(base_url=bind.url()) as client:
+            for _ in range(downloads):
+                assert client.get(WHEEL.path).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     assert len(log_lines(tmp_path / "logs")) == downloads
     assert list((tmp_path / "data" / "spool" / "downloads").iterdir()) == []
 
 
 def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
-    process = serve_edge(tmp_path, primary, bind)
-    with httpx.Client(base_url=bind.url()) as client:
-        for _ in range(100):
-            assert client.get(WHEEL.path).status_code == 200
-        time.sleep(1.0)  # several sync intervals: these 100 are on disk now
-        for _ in range(20):
-            assert client.get(WHEEL.path).status_code == 200
-    process.kill()
-    process.wait(timeout=10)
+    spool = tmp_path / "data" / "spool" / "downloads"
+    with edge_process(tmp_path, primary, bind) as process:
+        with httpx.Client(base_url=bind.url()) as client:
+            for _ in range(100):
+                assert client.get(WHEEL.path).status_code == 200
+            # Every one of these 100 is on disk once the spool holds 100 lines.
+            wait_until(lambda: spool_lines(spool) == 100, timeout=10)
+            for _ in range(20):
+                assert client.get(WHEEL.path).status_code == 200
+        process.kill()
+        process.wait(timeout=10)
     assert log_lines(tmp_path / "logs") == []  # no batch was due: everything is in the spool
 
-    restarted = serve_edge(tmp_path, primary, bind)  # ships what the dead process spooled
-    restarted.send_signal(signal.SIGTERM)
-    assert restarted.wait(timeout=30) == 0
+    # A restart ships what the dead process spooled.
+    with edge_process(tmp_path, primary, bind) as restarted:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(timeout=30) == 0
     lines = log_lines(tmp_path / "logs")
     assert 100 <= len(lines) <= 120
     assert all(
         line.startswith("download|") and line.endswith("python-httpx/" + httpx.__version__)
         for line in lines
     )
+
+
+def spool_lines(spool: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in spool.iterdir()) if spool.is_dir() else 0

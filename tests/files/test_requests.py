@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import pytest
 
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port
-from support.edge import SAMPLES, EdgeFactory, metadata_of, raw_request, seed, serve_edge
+from support.edge import SAMPLES, EdgeFactory, edge_process, metadata_of, raw_request, seed
+from support.processes import wait_until
 
 WHEEL = SAMPLES["wheel"]
 
@@ -81,24 +81,23 @@ def test_health_and_metrics(edge: EdgeFactory, primary_url: str) -> None:
 def test_metrics_are_totals_over_all_workers(tmp_path: Path) -> None:
     """With --workers 2 each scrape lands on one worker; every scrape still shows the totals."""
     bind = Bind("127.0.0.1", free_port())
-    process = serve_edge(tmp_path, f"file://{tmp_path}/primary", bind, workers=2)
     missing = "/packages/00/00/" + "0" * 60 + "/missing-1.0.tar.gz"
-    try:
+    with edge_process(tmp_path, f"file://{tmp_path}/primary", bind, workers=2) as process:
         with ThreadPoolExecutor(16) as pool:  # a connection each, so both workers answer some
             statuses = list(
                 pool.map(lambda _: httpx.get(bind.url() + missing).status_code, range(60))
             )
         assert statuses == [404] * 60
-        counts = []
-        deadline = time.monotonic() + 30  # the other worker's snapshot is at most 2 s old
-        while len(counts) < 6 and time.monotonic() < deadline:
-            text = httpx.get(bind.url() + "/metrics").text
-            found = re.search(r'^files_requests_total\{status="404"\} (\S+)$', text, re.M)
-            count = float(found.group(1)) if found else 0.0
-            counts = [*counts, count] if count == 60.0 else []
-            time.sleep(0.1)
-        assert counts == [60.0] * 6
-    finally:
+
+        def six_scrapes_in_a_row_say_60() -> bool:
+            for _ in range(6):  # the other worker's snapshot is at most 2 s old
+                text = httpx.get(bind.url() + "/metrics").text
+                found = re.search(r'^files_requests_total\{status="404"\} (\S+)$', text, re.M)
+                if not found or float(found.group(1)) != 60.0:
+                    return False
+            return True
+
+        wait_until(six_scrapes_in_a_row_say_60, timeout=30, interval=0.1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 

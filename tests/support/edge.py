@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pythonhosted.files.upload import content_type_for, upload
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, wait_for_port
+from support.processes import started
 
 EdgeFactory = Callable[..., AbstractContextManager[str]]
 
@@ -73,10 +75,12 @@ def raw_request(base_url: str, request_line: str, headers: str = "") -> tuple[in
     return int(status_line.split()[1]), data
 
 
-def serve_edge(
+@contextlib.contextmanager
+def edge_process(
     tmp_path: Path, primary: str, bind: Bind, workers: int = 1
-) -> subprocess.Popen[bytes]:
-    """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening."""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening;
+    its process group is gone when the block ends."""
     env = {
         **os.environ,
         "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
@@ -86,6 +90,6 @@ def serve_edge(
     command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
     command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-    wait_for_port(bind, timeout=30)
-    return process
+    with started(command, env=env) as process:
+        wait_for_port(bind, timeout=30)
+        yield process
