@@ -36,6 +36,7 @@ from pythonhosted.storage.cloud import cloud_backend, describe
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
 META_PREFIX = ".meta/"
+UNTYPED = "binary/octet-stream"  # what AWS S3 stores for a put without a type
 CHUNK = 256 * 1024
 _SECRET_PARAMS = frozenset(
     {"secret_access_key", "session_token", "token", "bearer_token", "service_account_key"}
@@ -86,9 +87,17 @@ def check_key(key: str) -> str:
     return key
 
 
-def _translate(exc: BaseException, store: str) -> StorageError:
-    """obstore's exception as ours, its first line prefixed with the store's name."""
+def _translate(exc: BaseException, store: str, write: bool = False) -> StorageError:
+    """obstore's exception as ours, its first line prefixed with the store's name.
+
+    A 403 is NotFound for a read (S3 answers 403 for a missing key to a client that may not
+    list the bucket) but a refusal for a write or delete: SeaweedFS checks signatures and
+    answers 403 to wrong credentials (moto accepts any), and a write refused that way must not
+    look like "someone else deleted it" to the caller.
+    """
     text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, PermissionDeniedError) and write:
+        return StoreUnavailable(f"{store}: permission denied: {text}")
     if isinstance(exc, FileNotFoundError | PermissionDeniedError):
         return NotFound(f"{store}: {text or 'not found'}")
     if isinstance(exc, AlreadyExistsError):
@@ -109,9 +118,11 @@ class Store:
         local_root: Path | None = None,
         timeouts: Timeouts | None = None,
         label: str | None = None,
+        default_content_type: str | None = None,
     ) -> None:
         self.url = url
         self.label = label or url  # how errors name the store (no secrets)
+        self.default_content_type = default_content_type
         self.backend = backend
         self.local_root = local_root
         timeouts = timeouts or Timeouts()
@@ -231,11 +242,17 @@ class Store:
 
         ``create_only`` raises AlreadyExists instead of overwriting. On a local store the
         metadata sidecar is written first, so a visible object always has its metadata.
+
+        S3 servers differ in how long a create-only put that loses a race takes: moto and AWS
+        answer 412 at once; SeaweedFS serialises conditional writes to one key with a lock it
+        retries about once a second, so with several writers the losers get their 412 after
+        seconds (7 s for 16 at once, measured here). Exactly one writer wins on all of them;
+        a read timeout shorter than that turns a loss into StoreUnavailable.
         """
         check_key(key)
         attributes: dict[str, str] = dict(metadata or {})
-        if content_type:
-            attributes["Content-Type"] = content_type
+        if content_type or self.default_content_type:
+            attributes["Content-Type"] = content_type or self.default_content_type or ""
         mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
         try:
             if self.local_root is not None:
@@ -257,7 +274,7 @@ class Store:
                     use_multipart=False if isinstance(self.backend, MemoryStore) else None,
                 )
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise _translate(exc, self.label, write=True) from exc
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
@@ -269,7 +286,7 @@ class Store:
             except FileNotFoundError:
                 pass
             except Exception as exc:
-                raise _translate(exc, self.label) from exc
+                raise _translate(exc, self.label, write=True) from exc
 
     async def list(self, prefix: str = "") -> list[Listed]:
         """Every object under ``prefix`` (sidecars excluded), sorted by key."""
@@ -316,7 +333,11 @@ def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
             raise ValueError(f"store URL needs a bucket: {url!r}")
         label = describe(parts.scheme, parts, params)
         cloud = cloud_backend(parts.scheme, parts, params, timeouts, label)
-        return Store(_redact(url), cloud, label=label)
+        # An object put without a type gets the one the server picks: binary/octet-stream from
+        # AWS and moto; from SeaweedFS one sniffed from the bytes (text/plain for JSON lines),
+        # and for application/octet-stream one guessed from the name. SeaweedFS keeps AWS's
+        # default when it is sent, so every server then says the same.
+        return Store(_redact(url), cloud, label=label, default_content_type=UNTYPED)
     raise ValueError(f"unsupported store URL {url!r} (use file://, memory://, s3:// or gs://)")
 
 
