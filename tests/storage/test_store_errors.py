@@ -167,7 +167,7 @@ def test_services_refuse_to_start_in_one_line(
     endpoint = f"http://127.0.0.1:{free_port()}"
     url = f"s3://logs?endpoint={endpoint}&allow_http=true"
     argv = [arg.format(url=url, port=free_port()) for arg in args]
-    code, out, err = run_cli(tmp_path, *argv, env=metadata.environment())
+    code, _, err = run_cli(tmp_path, *argv, env=metadata.environment())
     line = f"no credentials for s3://logs (endpoint {endpoint}): {NO_S3_CREDENTIALS}"
     assert (code, err) == (status, f"Error: {line}\n")
     assert metadata.connections() == 0
