@@ -115,17 +115,27 @@ def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     command = [str(Path(sys.executable).parent / "weed"), "server", f"-dir={data}"]
     command += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", *_WEED_OFF]
     command += ["-master.volumeSizeLimitMB=64", *(f"-{n}={p}" for n, p in ports.items())]
+    # What it leaves behind goes with its data: its logs (TMPDIR) and two Unix sockets (flags).
+    # Its gRPC sockets are always /tmp/seaweedfs-SERVICE-grpc-PORT.sock: removed at the end.
+    command += [f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock"]
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     # SeaweedFS takes the AWS_* credentials in its environment as its one identity: requests
     # must be signed with them (the test credentials set above), anonymous ones are refused.
+    environment = {**os.environ, "TMPDIR": str(data)}
     with (data / "weed.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=log, env=environment, start_new_session=True
+        )
     try:
         _wait_for_bucket(process, endpoint, SEAWEEDFS_BUCKET)
         yield endpoint
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # its data is thrown away: no need to be gentle
         process.wait(timeout=30)
+        for name, port in ports.items():
+            if name.endswith(".grpc"):
+                service = name.split(".")[0]
+                Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def _signed_put(url: str, data: bytes = b"") -> httpx.Response:
