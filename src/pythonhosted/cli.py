@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from pythonhosted import __version__
-from pythonhosted.config import ConfigError, Settings, load_settings
+from pythonhosted.config import Settings, load_settings
 from pythonhosted.logsetup import configure_logging
+from pythonhosted.settings_errors import ConfigError
 from pythonhosted.storage import StorageError
 
 # Each service's commands live with the service and are imported only when used: a worker

@@ -35,8 +35,6 @@ from pydantic_settings import (
 
 from pythonhosted.settings_errors import ConfigError, Environment, Origins, explain, read_toml
 
-__all__ = ["ConfigError", "Settings", "load_settings", "load_worker_settings", "with_flags"]
-
 ENV_PREFIX = "PYTHONHOSTED_"
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
 
