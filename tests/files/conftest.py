@@ -15,14 +15,14 @@ from pythonhosted.web.server import running
 from support.edge import EdgeFactory, seed
 
 
-@pytest.fixture(params=["file", "s3", "gcs"])
+@pytest.fixture(params=["file", "s3", "seaweedfs", "gcs"])
 def primary_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A primary store of each kind holding the samples."""
+    """A primary store of each kind holding the samples (S3: moto and SeaweedFS)."""
     if request.param == "file":
         url = f"file://{tmp_path}/primary"
         seed(url)
-    elif request.param == "s3":
-        url = request.getfixturevalue("s3_url")
+    elif request.param in ("s3", "seaweedfs"):
+        url = request.getfixturevalue(f"{request.param}_url")
         seed(url)
     else:
         bucket = request.getfixturevalue("gcs_bucket")

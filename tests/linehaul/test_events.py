@@ -151,7 +151,7 @@ def _conforms(fields: tuple[Field, ...], value: dict[str, Any]) -> None:
     for field in fields:
         member = value[field.name]
         if member is None:
-            assert field.mode == "NULLABLE", field.name
+            assert field.mode == "NULLABLE" and not field.in_every_row, field.name
             continue
         assert isinstance(member, kinds[field.type]), field.name
         if field.type == "RECORD":

@@ -39,11 +39,11 @@ def _expected_rows(lines: list[str]) -> tuple[list[object], list[object]]:
     return downloads, simple
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "seaweedfs"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Store, Store]:
     if request.param == "file":
         return open_store(f"file://{tmp_path}/logs"), open_store(f"file://{tmp_path}/results")
-    url = request.getfixturevalue("s3_url")
+    url = request.getfixturevalue(f"{request.param}_url")
     base, query = url.split("?", 1)
     return open_store(f"{base}/logs?{query}"), open_store(f"{base}/results?{query}")
 

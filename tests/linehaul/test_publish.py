@@ -51,12 +51,18 @@ def _finish(*args: str) -> str:
     return err.decode()
 
 
-def test_real_batches_end_to_end(tmp_path: Path) -> None:
-    logs, results = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+@pytest.mark.parametrize("kind", ["file", "s3", "seaweedfs"])
+def test_real_batches_end_to_end(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    """Ingest and publish through the CLI, with the log and results stores on disk, on moto
+    and on SeaweedFS."""
+    if kind == "file":
+        logs, results = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    else:
+        base, query = request.getfixturevalue(f"{kind}_url").split("?", 1)
+        logs, results = f"{base}/logs?{query}", f"{base}/results?{query}"
     warehouse = f"duckdb://{tmp_path}/w.duckdb"
     for path in REAL:
-        (tmp_path / "logs").mkdir(exist_ok=True)
-        (tmp_path / "logs" / path.name).write_bytes(path.read_bytes())
+        asyncio.run(_put(open_store(logs), path.name, path.read_bytes()))
     runner = CliRunner()
     out = runner.invoke(
         main, ["linehaul", "ingest", "--once", "--logs", logs, "--results", results]

@@ -18,6 +18,13 @@ initiation, or, with ``conflict_on_initiate`` off, at the final chunk (where Big
 it is not documented; the client raises ``Conflict`` for either). It serves
 ``GET .../jobs/ID``, and records every request, each resumable session and the uploaded bytes,
 so tests can check the contract: job configuration, job IDs, chunking and uploaded rows.
+
+Every destination table already exists with the schema of PyPI's public table of that name
+(``pypi_public_schema.json``: ``bigquery-public-data.pypi.file_downloads`` and
+``simple_requests``, every column NULLABLE). A load job whose schema differs from it in a
+column's type or mode, or adds a column, fails as BigQuery fails it: the job is DONE with an
+``errorResult`` ("Provided Schema does not match Table …"), which the client raises from
+``result()``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +45,31 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
+PUBLIC_SCHEMA: dict[str, list[dict[str, Any]]] = json.loads(
+    (Path(__file__).parent / "pypi_public_schema.json").read_text()
+)
+
+
+def schema_mismatch(
+    sent: list[dict[str, Any]], table: list[dict[str, Any]], prefix: str = ""
+) -> str | None:
+    """What BigQuery would refuse in a load job's schema for an existing table, or None."""
+    existing = {column["name"]: column for column in table}
+    for column in sent:
+        name = prefix + column["name"]
+        current = existing.get(column["name"])
+        if current is None:
+            return f"Cannot add fields (column: {name})"
+        mode = column.get("mode", "NULLABLE")
+        if mode != current["mode"]:
+            return f"Field {name} has changed mode from {current['mode']} to {mode}"
+        if column["type"] != current["type"]:
+            return f"Field {name} has changed type from {current['type']} to {column['type']}"
+        if current["type"] == "RECORD":
+            inner = schema_mismatch(column.get("fields", []), current["fields"], name + ".")
+            if inner is not None:
+                return inner
+    return None
 
 
 @dataclass
@@ -56,6 +89,7 @@ class FakeBigQuery:
         self.sessions: dict[str, ResumableSession] = {}
         self.requests: list[tuple[str, str]] = []
         self.conflict_on_initiate = True
+        self.tables: dict[str, list[dict[str, Any]]] = dict(PUBLIC_SCHEMA)
         self.lock = threading.Lock()
 
 
@@ -106,10 +140,15 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
                 if job_id in state.jobs:
                     self._error(409, f"Already Exists: Job {job_id}", "duplicate")
                     return
-                resource["status"] = {"state": "DONE"}
-                resource["statistics"] = {"load": {"outputRows": str(upload.count(b"\n"))}}
+                refusal = _refusal(state, resource["configuration"]["load"])
+                if refusal is None:
+                    resource["status"] = {"state": "DONE"}
+                    resource["statistics"] = {"load": {"outputRows": str(upload.count(b"\n"))}}
+                    state.uploads[job_id] = upload
+                else:
+                    error = {"reason": "invalid", "message": refusal}
+                    resource["status"] = {"state": "DONE", "errorResult": error, "errors": [error]}
                 state.jobs[job_id] = resource
-                state.uploads[job_id] = upload
             self._reply(200, resource)
 
         def _initiate(self) -> None:
@@ -169,6 +208,19 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
             state.requests.append((self.command, self.path))
 
     return Handler
+
+
+def _refusal(state: FakeBigQuery, load: dict[str, Any]) -> str | None:
+    """BigQuery's message for a load job into an existing table with another schema."""
+    destination = load["destinationTable"]
+    table = state.tables.get(destination["tableId"])
+    if table is None or "schema" not in load:
+        return None
+    mismatch = schema_mismatch(load["schema"]["fields"], table)
+    if mismatch is None:
+        return None
+    name = f"{destination['projectId']}:{destination['datasetId']}.{destination['tableId']}"
+    return f"Provided Schema does not match Table {name}. {mismatch}."
 
 
 @contextmanager

@@ -4,15 +4,16 @@ multipart uploads and for the resumable uploads files of 5 MB and more take."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from google.cloud.bigquery import client as bigquery_client
 
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, bigquery_fields
-from pythonhosted.warehouse import LocalFile, open_warehouse
+from pythonhosted.linehaul.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
+from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
 from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
-from support.fake_bigquery import fake_bigquery
+from support.fake_bigquery import PUBLIC_SCHEMA, fake_bigquery, schema_mismatch
 
 MIB = 1024 * 1024
 ROWS = b'{"timestamp":"2021-01-07 20:54:54 +00:00"}\n{"timestamp":"2021-01-07 20:54:55 +00:00"}\n'
@@ -148,3 +149,58 @@ def test_a_retried_large_file_is_not_loaded_again(conflict_on_initiate: bool) ->
         assert (again.rows, again.loaded, again.skipped) == (0, [], [files[0][0]])
         assert len(fake.jobs) == 1
         assert len(fake.sessions) == (1 if conflict_on_initiate else 2)
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_every_column_has_the_public_tables_mode(table: str) -> None:
+    """Our tables, as sent with every load job, against PyPI's public ones (the fixture the
+    fake checks jobs with): same columns, types and modes, all NULLABLE."""
+    assert schema_mismatch(bigquery_fields(TABLES[table]), PUBLIC_SCHEMA[table]) is None
+    assert schema_mismatch(PUBLIC_SCHEMA[table], bigquery_fields(TABLES[table])) is None
+
+
+def _required(fields: tuple[Field, ...], path: tuple[str, ...]) -> tuple[Field, ...]:
+    """``fields`` with the column at ``path`` REQUIRED (linehaul's 2018 schema had some)."""
+    head, *rest = path
+    changed = []
+    for f in fields:
+        if f.name == head:
+            f = (
+                replace(f, fields=_required(f.fields, tuple(rest)))
+                if rest
+                else replace(f, mode="REQUIRED")
+            )
+        changed.append(f)
+    return tuple(changed)
+
+
+@pytest.mark.parametrize(
+    ("table", "path"),
+    [
+        ("file_downloads", ("timestamp",)),
+        ("file_downloads", ("file",)),
+        ("file_downloads", ("file", "project")),
+        ("simple_requests", ("project",)),
+        ("simple_requests", ("url",)),
+    ],
+)
+def test_a_mode_change_is_refused_as_bigquery_refuses_it(
+    table: str, path: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema regression fails here: the fake refuses the job as BigQuery does for a table
+    that exists, and the warehouse reports it in one line."""
+    monkeypatch.setitem(TABLES, table, _required(TABLES[table], path))
+    name = f"processed/20210107/{table}-a.json"
+    with fake_bigquery("proj") as (fake, client):
+        warehouse = BigQueryWarehouse(client, "proj", ["ds"])
+        with pytest.raises(WarehouseError) as refused:
+            warehouse.load(table, [(name, ROWS)])
+        reason = (
+            f"Provided Schema does not match Table proj:ds.{table}. "
+            f"Field {'.'.join(path)} has changed mode from NULLABLE to REQUIRED."
+        )
+        # the client repeats the job's error list after its errorResult
+        assert str(refused.value) == (
+            f"BigQuery load of {name} failed: 400 {reason}; reason: invalid, message: {reason}"
+        )
+        assert fake.uploads == {}

@@ -37,7 +37,7 @@ def test_a_second_instance_on_a_served_port_exits_2_in_one_line(
         wait_for_port(bind, timeout=60)
         second = _run(_files_serve(tmp_path, bind), tmp_path)
         assert second.returncode == 2
-        assert second.stderr.splitlines() == [f"error: {bind} is already in use"]
+        assert second.stderr.splitlines() == [f"Error: {bind} is already in use"]
         # Everything still reaches the first instance (and all of its workers).
         statuses = {httpx.get(f"{bind.url()}/_health").status_code for _ in range(20)}
         assert statuses == {200}
@@ -61,7 +61,7 @@ def test_every_service_refuses_a_port_held_by_anything(tmp_path: Path, service: 
         result = _run([*PYTHONHOSTED, *service, "--bind", str(bind)], tmp_path)
     assert (result.returncode, result.stderr.splitlines()) == (
         2,
-        [f"error: {bind} is already in use"],
+        [f"Error: {bind} is already in use"],
     )
 
 
@@ -80,7 +80,7 @@ def test_serve_claims_every_address_before_starting_anything(tmp_path: Path) -> 
             timeout=120,
         )
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: {binds['camo']} is already in use"]
+    assert result.stderr.splitlines() == [f"Error: {binds['camo']} is already in use"]
     assert "pythonhosted serving from" not in result.stdout  # no banner: nothing served
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{binds['files'].url()}/_health")
@@ -99,7 +99,7 @@ def test_an_address_that_cannot_be_bound_is_one_line(
     result = _run(_files_serve(tmp_path, Bind.parse(address)), tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
-    assert line.startswith("error: ") and line.endswith(reason)
+    assert line.startswith("Error: ") and line.endswith(reason)
 
 
 @pytest.mark.parametrize(
@@ -108,18 +108,18 @@ def test_an_address_that_cannot_be_bound_is_one_line(
         (
             ["serve", "--data-dir", "{blocker}/var"],
             {},
-            "error: cannot write to {blocker}/var (data_dir): Not a directory",
+            "Error: cannot write to {blocker}/var (data_dir): Not a directory",
         ),
         (
             ["files", "serve", "--primary", "file:files", "--logs", "file:logs"],
             {"PYTHONHOSTED_FILES__LOG_SPOOL_DIR": "{blocker}/spool"},
-            "error: cannot write to {blocker}/spool/downloads (files.log_spool_dir): "
+            "Error: cannot write to {blocker}/spool/downloads (files.log_spool_dir): "
             "Not a directory",
         ),
         (
             ["index", "serve", "--primary", "file:files", "--logs", "file:logs"],
             {"PYTHONHOSTED_DATA_DIR": "/proc/no-such-dir"},
-            "error: cannot write to /proc/no-such-dir/spool/simple (data_dir): "
+            "Error: cannot write to /proc/no-such-dir/spool/simple (data_dir): "
             "No such file or directory",
         ),
     ],

@@ -14,7 +14,7 @@ from pythonhosted.camo.proxy import Proxy, ProxyOptions
 from pythonhosted.camo.resolver import Lookup, system_lookup
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks
-from pythonhosted.config import CamoSettings, load_settings
+from pythonhosted.config import CamoSettings, load_worker_settings
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_text
@@ -96,6 +96,6 @@ def worker_app() -> CamoApp:
 
     Each worker has its own upstream connection pool, caches and metrics.
     """
-    settings = load_settings()
+    settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
     return create_app(settings.camo)

@@ -14,7 +14,7 @@ import click
 
 from pythonhosted.camo.app import create_app
 from pythonhosted.camo.urls import sign_url
-from pythonhosted.config import CamoSettings, Settings, export_to_environment
+from pythonhosted.config import CamoSettings, Settings, export_to_environment, with_flags
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 _key_file = click.option(
@@ -29,10 +29,9 @@ def _camo_settings(settings: Settings, **flags: Any) -> CamoSettings:
     overrides = {name: value for name, value in flags.items() if value is not None}
     if "key_file" in overrides:
         overrides["key"] = None  # a key file named on the command line beats a key from env
-    try:
-        return CamoSettings.model_validate({**settings.camo.model_dump(), **overrides})
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    options = click.get_current_context().command.params
+    names = {option.name: option.opts[-1] for option in options if option.name}
+    return with_flags(settings, "camo", overrides, names).camo  # ConfigError names the flag
 
 
 def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:

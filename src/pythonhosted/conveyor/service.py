@@ -6,7 +6,7 @@ The resolver is the JSON API client when ``json_api`` is set, otherwise the own 
 
 from __future__ import annotations
 
-from pythonhosted.config import ConveyorSettings, Settings, load_settings
+from pythonhosted.config import ConveyorSettings, Settings, load_worker_settings
 from pythonhosted.conveyor.app import ConveyorApp
 from pythonhosted.conveyor.docs import DocsSite
 from pythonhosted.conveyor.jsonapi import JsonApiSource
@@ -83,7 +83,7 @@ def worker_app() -> ConveyorApp:
     Each worker has its own cache and redirect-table reloader, so a cold project costs at most
     one upstream request per worker.
     """
-    settings = load_settings()
+    settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
     return create_app(settings)
 

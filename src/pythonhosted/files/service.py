@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from pythonhosted.config import Settings, load_settings
+from pythonhosted.config import Settings, load_worker_settings
 from pythonhosted.eventlog import EventLog, event_log_from_settings
 from pythonhosted.files.app import METHODS, EdgeOptions, FilesEdge
 from pythonhosted.files.metrics import EdgeMetrics
@@ -81,6 +81,6 @@ def build_standalone_edge(settings: Settings) -> Service:
 
 def worker_app() -> Service:
     """Entry point of each ``files serve --workers N`` process: settings from the environment."""
-    settings = load_settings()
+    settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
     return build_standalone_edge(settings)

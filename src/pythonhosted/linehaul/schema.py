@@ -7,6 +7,13 @@ table definitions; :func:`bigquery_fields` gives the BigQuery JSON schema form
 
 Field order is the table's column order (PyPI's public dataset). Rows are JSON objects, so the
 key order of a row does not matter to any loader.
+
+Modes are the public tables' (``bigquery-public-data.pypi.file_downloads`` and
+``simple_requests``): every column is NULLABLE there, ``timestamp``, ``url``, ``project`` and
+``file`` included, although linehaul's 2018 schema had those REQUIRED. A load job whose schema
+changes a column's mode is refused by BigQuery, so a table we create must take rows into, and
+be loadable like, a PyPI-shaped one. What the parser promises is separate: ``in_every_row``
+marks the values every row it makes has.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ class Field:
     mode: Mode = "NULLABLE"
     description: str = ""
     fields: tuple[Field, ...] = ()
+    in_every_row: bool = False  # the parser never leaves it null (the table would allow it)
 
     def bigquery(self) -> dict[str, object]:
         """This field in BigQuery's JSON schema form."""
@@ -79,19 +87,29 @@ DETAILS = Field(
 FILE = Field(
     "file",
     "RECORD",
-    "REQUIRED",
     fields=(
-        Field("filename", "STRING", "REQUIRED", "Last path segment of the url."),
-        Field("project", "STRING", "REQUIRED"),
-        Field("version", "STRING", "REQUIRED"),
-        Field("type", "STRING", "REQUIRED", "sdist, bdist_wheel, ..."),
+        Field("filename", "STRING", description="Last path segment of the url.", in_every_row=True),
+        Field("project", "STRING", in_every_row=True),
+        Field("version", "STRING", in_every_row=True),
+        Field("type", "STRING", description="sdist, bdist_wheel, ...", in_every_row=True),
     ),
+    in_every_row=True,
 )
 
-_TIMESTAMP = Field("timestamp", "TIMESTAMP", "REQUIRED", "UTC, written YYYY-MM-DD HH:MM:SS +00:00.")
+_TIMESTAMP = Field(
+    "timestamp",
+    "TIMESTAMP",
+    description="UTC, written YYYY-MM-DD HH:MM:SS +00:00.",
+    in_every_row=True,
+)
 _COUNTRY = Field("country_code", "STRING", description="ISO 3166 code of the client, if known.")
-_URL = Field("url", "STRING", "REQUIRED", "The request path as logged (not percent-decoded).")
-_PROJECT = Field("project", "STRING", "REQUIRED")
+_URL = Field(
+    "url",
+    "STRING",
+    description="The request path as logged (not percent-decoded).",
+    in_every_row=True,
+)
+_PROJECT = Field("project", "STRING", in_every_row=True)
 _TLS = _strings("tls_protocol", "tls_cipher")
 
 FILE_DOWNLOADS: tuple[Field, ...] = (_TIMESTAMP, _COUNTRY, _URL, _PROJECT, FILE, DETAILS, *_TLS)

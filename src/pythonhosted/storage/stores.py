@@ -7,6 +7,8 @@ URLs:
 - ``s3://bucket[/prefix]?endpoint=…&region=…&allow_http=true&skip_signature=true`` —
   credentials come from the environment (``AWS_ACCESS_KEY_ID``…), never from the URL.
 - ``gs://bucket[/prefix]?endpoint=…&service_account=/path/key.json&allow_http=true``.
+- both take ``metadata_credentials=true|false``: whether the cloud's metadata service may be
+  asked for credentials (default: only without a custom ``endpoint``; see ``cloud.py``).
 
 Timeouts are always explicit: obstore's defaults retry a hanging server for minutes, and the
 files edge must fall back to the archive within seconds.
@@ -17,28 +19,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import obstore
 import orjson
 from obstore.exceptions import AlreadyExistsError, PermissionDeniedError
-from obstore.store import GCSStore, LocalStore, MemoryStore, S3Store
+from obstore.store import LocalStore, MemoryStore
 
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore import GetOptions
-    from obstore.store import ClientConfig, GCSConfig, RetryConfig, S3Config
 
+from pythonhosted.storage.cloud import cloud_backend, describe
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
 META_PREFIX = ".meta/"
+UNTYPED = "binary/octet-stream"  # what AWS S3 stores for a put without a type
 CHUNK = 256 * 1024
 _SECRET_PARAMS = frozenset(
     {"secret_access_key", "session_token", "token", "bearer_token", "service_account_key"}
 )
-_BOOL_PARAMS = frozenset({"allow_http", "skip_signature", "virtual_hosted_style_request"})
 _memory_stores: dict[str, MemoryStore] = {}
 
 
@@ -85,14 +87,24 @@ def check_key(key: str) -> str:
     return key
 
 
-def _translate(exc: BaseException) -> StorageError:
+def _translate(exc: BaseException, store: str, write: bool = False) -> StorageError:
+    """obstore's exception as ours, its first line prefixed with the store's name.
+
+    A 403 is NotFound for a read (S3 answers 403 for a missing key to a client that may not
+    list the bucket) but a refusal for a write or delete: SeaweedFS checks signatures and
+    answers 403 to wrong credentials (moto accepts any), and a write refused that way must not
+    look like "someone else deleted it" to the caller.
+    """
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, PermissionDeniedError) and write:
+        return StoreUnavailable(f"{store}: permission denied: {text}")
     if isinstance(exc, FileNotFoundError | PermissionDeniedError):
-        return NotFound(str(exc).splitlines()[0] if str(exc) else "not found")
+        return NotFound(f"{store}: {text or 'not found'}")
     if isinstance(exc, AlreadyExistsError):
-        return AlreadyExists(str(exc).splitlines()[0])
+        return AlreadyExists(f"{store}: {text}")
     if isinstance(exc, TimeoutError):
-        return StoreUnavailable("timed out")
-    return StoreUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return StoreUnavailable(f"{store}: timed out")
+    return StoreUnavailable(f"{store}: {text or type(exc).__name__}")
 
 
 class Store:
@@ -105,8 +117,12 @@ class Store:
         *,
         local_root: Path | None = None,
         timeouts: Timeouts | None = None,
+        label: str | None = None,
+        default_content_type: str | None = None,
     ) -> None:
         self.url = url
+        self.label = label or url  # how errors name the store (no secrets)
+        self.default_content_type = default_content_type
         self.backend = backend
         self.local_root = local_root
         timeouts = timeouts or Timeouts()
@@ -126,7 +142,7 @@ class Store:
                 self.first_byte_timeout,
             )
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label) from exc
         return self._info_from(key, result.meta, result.attributes)
 
     def _local_info(self, key: str) -> ObjectInfo:
@@ -135,18 +151,18 @@ class Store:
         try:
             stat = path.stat()
         except FileNotFoundError as exc:
-            raise NotFound(key) from exc
+            raise NotFound(f"{self.label}: {key}") from exc
         except OSError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise StoreUnavailable(f"{self.label}: {exc}") from exc
         if not path.is_file():
-            raise NotFound(key)
+            raise NotFound(f"{self.label}: {key}")
         sidecar: dict[str, Any] = {}
         try:
             sidecar = orjson.loads((self.local_root / (META_PREFIX + key + ".json")).read_bytes())
         except FileNotFoundError:
             pass
         except (OSError, orjson.JSONDecodeError) as exc:
-            raise StoreUnavailable(f"unreadable metadata for {key}: {exc}") from exc
+            raise StoreUnavailable(f"{self.label}: unreadable metadata for {key}: {exc}") from exc
         return ObjectInfo(
             key=key,
             size=stat.st_size,
@@ -193,16 +209,15 @@ class Store:
                 obstore.get_async(self.backend, key, options=options), self.first_byte_timeout
             )
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label) from exc
         return self._chunks(result)
 
-    @staticmethod
-    async def _chunks(result: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, result: Any) -> AsyncIterator[bytes]:
         try:
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 yield bytes(chunk)
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label) from exc
 
     async def get_bytes(self, key: str) -> bytes:
         check_key(key)
@@ -212,7 +227,7 @@ class Store:
             )
             return bytes(await result.bytes_async())
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label) from exc
 
     async def put(
         self,
@@ -227,11 +242,17 @@ class Store:
 
         ``create_only`` raises AlreadyExists instead of overwriting. On a local store the
         metadata sidecar is written first, so a visible object always has its metadata.
+
+        S3 servers differ in how long a create-only put that loses a race takes: moto and AWS
+        answer 412 at once; SeaweedFS serialises conditional writes to one key with a lock it
+        retries about once a second, so with several writers the losers get their 412 after
+        seconds (7 s for 16 at once, measured here). Exactly one writer wins on all of them;
+        a read timeout shorter than that turns a loss into StoreUnavailable.
         """
         check_key(key)
         attributes: dict[str, str] = dict(metadata or {})
-        if content_type:
-            attributes["Content-Type"] = content_type
+        if content_type or self.default_content_type:
+            attributes["Content-Type"] = content_type or self.default_content_type or ""
         mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
         try:
             if self.local_root is not None:
@@ -253,7 +274,7 @@ class Store:
                     use_multipart=False if isinstance(self.backend, MemoryStore) else None,
                 )
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label, write=True) from exc
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
@@ -265,7 +286,7 @@ class Store:
             except FileNotFoundError:
                 pass
             except Exception as exc:
-                raise _translate(exc) from exc
+                raise _translate(exc, self.label, write=True) from exc
 
     async def list(self, prefix: str = "") -> list[Listed]:
         """Every object under ``prefix`` (sidecars excluded), sorted by key."""
@@ -278,7 +299,7 @@ class Store:
         except FileNotFoundError:
             return []
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self.label) from exc
         found.sort(key=lambda item: item.key)
         return found
 
@@ -298,7 +319,10 @@ def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
         if parts.netloc not in ("", "localhost"):
             raise ValueError(f"file store URL must be file:///path, got {url!r}")
         root = Path(unquote(parts.path)).absolute()
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only, not writable, or a file in the way
+            raise ValueError(f"cannot create store directory {root}: {exc.strerror}") from None
         return Store(url, LocalStore(root), local_root=root, timeouts=timeouts)
     if parts.scheme == "memory":
         name = parts.netloc + parts.path
@@ -307,49 +331,14 @@ def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
     if parts.scheme in ("s3", "gs"):
         if not parts.netloc:
             raise ValueError(f"store URL needs a bucket: {url!r}")
-        return Store(_redact(url), _cloud_backend(parts.scheme, parts, params, timeouts))
+        label = describe(parts.scheme, parts, params)
+        cloud = cloud_backend(parts.scheme, parts, params, timeouts, label)
+        # An object put without a type gets the one the server picks: binary/octet-stream from
+        # AWS and moto; from SeaweedFS one sniffed from the bytes (text/plain for JSON lines),
+        # and for application/octet-stream one guessed from the name. SeaweedFS keeps AWS's
+        # default when it is sent, so every server then says the same.
+        return Store(_redact(url), cloud, label=label, default_content_type=UNTYPED)
     raise ValueError(f"unsupported store URL {url!r} (use file://, memory://, s3:// or gs://)")
-
-
-def _cloud_backend(
-    scheme: str, parts: Any, params: dict[str, str], timeouts: Timeouts
-) -> S3Store | GCSStore:
-    client_options: dict[str, Any] = {
-        "connect_timeout": f"{int(timeouts.connect * 1000)}ms",
-        "read_timeout": f"{int(timeouts.read * 1000)}ms",
-    }
-    if params.pop("allow_http", "false").lower() == "true":
-        client_options["allow_http"] = True
-    config: dict[str, Any] = {}
-    for key, value in params.items():
-        config[key] = value.lower() == "true" if key in _BOOL_PARAMS else value
-    retry = {"max_retries": timeouts.retries, "retry_timeout": timedelta(seconds=timeouts.read * 2)}
-    prefix = parts.path.strip("/") or None
-    if scheme == "s3":
-        if "endpoint" in config:
-            config.setdefault("region", "us-east-1")
-        return S3Store(
-            parts.netloc,
-            prefix=prefix,
-            config=cast("S3Config", config),
-            client_options=cast("ClientConfig", client_options),
-            retry_config=cast("RetryConfig", retry),
-        )
-    gcs_config: dict[str, Any] = {}
-    if "service_account" in config:
-        gcs_config["service_account_path"] = config.pop("service_account")
-    endpoint = config.pop("endpoint", None)
-    if config:
-        raise ValueError(f"unknown gs:// parameters: {', '.join(sorted(config))}")
-    if endpoint:
-        gcs_config["base_url"] = endpoint
-    return GCSStore(
-        parts.netloc,
-        prefix=prefix,
-        config=cast("GCSConfig", gcs_config),
-        client_options=cast("ClientConfig", client_options),
-        retry_config=cast("RetryConfig", retry),
-    )
 
 
 def _redact(url: str) -> str:

@@ -105,20 +105,21 @@ class BigQueryWarehouse:
         identifier = job_id(dataset, table, name)
         destination = f"{self.project}.{dataset}.{table}"
         try:
-            job = self.client.load_table_from_file(
-                io.BytesIO(data),
-                destination,
-                size=len(data),  # multipart upload below 5 MB, resumable from 5 MB on
-                job_config=config,
-                job_id=identifier,
-            )
-        except Conflict:
-            earlier = self.client.get_job(identifier, project=self.project)
-            earlier.result(timeout=JOB_TIMEOUT)
-            return None
-        except GoogleAPIError as exc:
+            try:
+                job = self.client.load_table_from_file(
+                    io.BytesIO(data),
+                    destination,
+                    size=len(data),  # multipart upload below 5 MB, resumable from 5 MB on
+                    job_config=config,
+                    job_id=identifier,
+                )
+            except Conflict:
+                earlier = self.client.get_job(identifier, project=self.project)
+                earlier.result(timeout=JOB_TIMEOUT)
+                return None
+            job.result(timeout=JOB_TIMEOUT)  # a refused job (e.g. a schema mismatch) raises
+        except GoogleAPIError as exc:  # one line: the reason BigQuery gave
             raise WarehouseError(f"BigQuery load of {name} failed: {exc}") from exc
-        job.result(timeout=JOB_TIMEOUT)
         return int(job.output_rows or 0)
 
     def close(self) -> None:

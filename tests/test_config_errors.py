@@ -1,0 +1,318 @@
+"""Operator messages for configuration mistakes. Every mistake is one line on stderr naming the
+setting, where its value came from (environment variable, TOML file and key, or flag) and what
+was expected; exit status 2.
+
+The table of cases runs the CLI in-process (click's runner, the same command objects); each
+kind of source is also run as a real ``python -m pythonhosted`` process, as an operator runs it,
+and so are the entry points of ``--workers`` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pythonhosted.cli import main
+
+CONFIG = "pythonhosted.toml"
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PYTHONHOSTED_* variables during a test, and none left behind: ``--config`` sets
+    PYTHONHOSTED_CONFIG in the process (for workers), so it is recorded to be removed."""
+    monkeypatch.setenv("PYTHONHOSTED_CONFIG", "")
+    for name in list(os.environ):
+        if name.upper().startswith("PYTHONHOSTED_"):
+            monkeypatch.delenv(name)
+
+
+def run_cli(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    toml: str | None = None,
+    process: bool = False,
+) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``pythonhosted ARGS`` with only the given
+    PYTHONHOSTED_* variables; ``toml`` is written to ``tmp_path/pythonhosted.toml`` and passed
+    with --config. ``process`` runs ``python -m pythonhosted`` instead of the in-process CLI."""
+    argv: list[str] = []
+    if toml is not None:
+        (tmp_path / CONFIG).write_text(toml)
+        argv += ["--config", str(tmp_path / CONFIG)]
+    argv += args
+    if not process:
+        result = CliRunner(env=env).invoke(main, argv)
+        return result.exit_code, result.stdout, result.stderr
+    environ = {**os.environ, **(env or {})}
+    done = subprocess.run(
+        [sys.executable, "-m", "pythonhosted", *argv],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def assert_one_line(result: tuple[int, str, str], line: str) -> None:
+    assert result == (2, "", f"Error: {line}\n")
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        (
+            {"PYTHONHOSTED_FILES__WORKERS": "abc"},
+            "files.workers (environment variable PYTHONHOSTED_FILES__WORKERS): input should be "
+            "a valid integer, unable to parse string as an integer, got 'abc'",
+        ),
+        (
+            {"pythonhosted_index__cache_ttl": "-1"},  # read case-insensitively, named as spelled
+            "index.cache_ttl (environment variable pythonhosted_index__cache_ttl): input should "
+            "be greater than or equal to 0, got '-1'",
+        ),
+        (
+            {"PYTHONHOSTED_CAMO__TIMEOUT": "soon"},
+            "camo.timeout (environment variable PYTHONHOSTED_CAMO__TIMEOUT): input should be a "
+            "valid number, unable to parse string as a number, got 'soon'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__REQUIRE_TLS": "maybe"},
+            "files.require_tls (environment variable PYTHONHOSTED_FILES__REQUIRE_TLS): input "
+            "should be a valid boolean, unable to interpret input, got 'maybe'",
+        ),
+        (
+            {"PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES": "0"},
+            "linehaul.publish_batch_files (environment variable "
+            "PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES): input should be greater than 0, got '0'",
+        ),
+        (
+            {"PYTHONHOSTED_CAMO__ALLOW_NETWORKS": "10.0.0.0/8"},
+            "camo.allow_networks (environment variable PYTHONHOSTED_CAMO__ALLOW_NETWORKS): "
+            "expected JSON (a list or a table), got '10.0.0.0/8'",
+        ),
+        (
+            {"PYTHONHOSTED_CAMO__ALLOW_NETWORKS": '["10.0.0.0/8", "10.0.0.300/32"]'},
+            "camo.allow_networks[1] (environment variable PYTHONHOSTED_CAMO__ALLOW_NETWORKS): "
+            "value is not a valid IPv4 or IPv6 network, got '10.0.0.300/32'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES": '{"workers": 0, "log_period": "x"}'},  # a whole section
+            "files.workers (environment variable PYTHONHOSTED_FILES): input should be greater "
+            "than or equal to 1, got 0 (and 1 more)",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__WORKRES": "3"},
+            "environment variable PYTHONHOSTED_FILES__WORKRES: no such setting "
+            "(did you mean PYTHONHOSTED_FILES__WORKERS?)",
+        ),
+        (
+            {"PYTHONHOSTED_CONVEYOR__CACHE_TTLL": "3"},
+            "environment variable PYTHONHOSTED_CONVEYOR__CACHE_TTLL: no such setting "
+            "(did you mean PYTHONHOSTED_CONVEYOR__CACHE_TTL?)",
+        ),
+        (
+            {"PYTHONHOSTED_PRIMARY": "file:///srv"},  # a field without its section
+            "environment variable PYTHONHOSTED_PRIMARY: no such setting "
+            "(did you mean PYTHONHOSTED_FILES__PRIMARY?)",
+        ),
+        (
+            {"PYTHONHOSTED_LOGJSON": "true"},
+            "environment variable PYTHONHOSTED_LOGJSON: no such setting "
+            "(did you mean PYTHONHOSTED_LOG_JSON?)",
+        ),
+        (
+            {"PYTHONHOSTED_STATS__WEB": "1"},  # no such section, nothing close
+            "environment variable PYTHONHOSTED_STATS__WEB: no such setting",
+        ),
+        (
+            {"PYTHONHOSTED_CONFIG": "/nonexistent/pythonhosted.toml"},
+            "config file not found: /nonexistent/pythonhosted.toml (from PYTHONHOSTED_CONFIG)",
+        ),
+    ],
+)
+def test_environment_mistakes(tmp_path: Path, variables: dict[str, str], line: str) -> None:
+    assert_one_line(run_cli(tmp_path, "config", env=variables), line)
+
+
+def test_environment_mistake_in_a_process(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "config", env={"PYTHONHOSTED_FILES__WORKERS": "abc"}, process=True)
+    assert_one_line(
+        result,
+        "files.workers (environment variable PYTHONHOSTED_FILES__WORKERS): input should be a "
+        "valid integer, unable to parse string as an integer, got 'abc'",
+    )
+
+
+def test_variables_of_ours_that_are_not_settings_pass(tmp_path: Path) -> None:
+    variables = {
+        "PYTHONHOSTED_CAMO__HEADERS__X_TEST": "1",  # one key of a table setting
+        "PYTHONHOSTED_CAMO_KEY": "k",
+        "PYTHONHOSTED_WORKER_METRICS_DIR": str(tmp_path),
+        "PYTHONHOSTED_SOMETHING_ELSE_ENTIRELY": "1",  # ours by prefix only: not a typo of a setting
+    }
+    code, out, err = run_cli(tmp_path, "config", env=variables, process=True)
+    assert (code, err) == (0, "")
+    assert '"x_test": "1"' in out
+
+
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        (
+            "[files]\nworkers = 'two'\n",
+            "files.workers (config file {path}, key [files] workers): input should be a valid "
+            "integer, unable to parse string as an integer, got 'two'",
+        ),
+        (
+            "[camo]\nmax_redirects = -1\n",
+            "camo.max_redirects (config file {path}, key [camo] max_redirects): input should be "
+            "greater than or equal to 0, got -1",
+        ),
+        (
+            "data_dir = 5\n",
+            "data_dir (config file {path}, key data_dir): input is not a valid path for "
+            "<class 'pathlib.Path'>, got 5",
+        ),
+        (
+            "[camo]\nkye = 'abc'\n",  # camo, conveyor and linehaul ignored unknown keys before
+            "camo.kye (config file {path}, key [camo] kye): no such setting "
+            "(did you mean camo.key?)",
+        ),
+        (
+            "[conveyor]\ndocs_store = 'file:///srv/docs'\n",
+            "conveyor.docs_store (config file {path}, key [conveyor] docs_store): no such setting",
+        ),
+        (
+            "[linehaul]\ningest_every = 5\n",
+            "linehaul.ingest_every (config file {path}, key [linehaul] ingest_every): no such "
+            "setting (did you mean linehaul.ingest_interval?)",
+        ),
+        (
+            "[fles]\nprimary = 'file:///srv'\n",
+            "fles (config file {path}, key fles): no such setting (did you mean files?)",
+        ),
+        (
+            "[files]\nadmn_secret = 'hunter2'\n",  # an unknown key's value is never shown
+            "files.admn_secret (config file {path}, key [files] admn_secret): no such setting "
+            "(did you mean files.admin_secret?)",
+        ),
+        (
+            "[files]\npurge_secret = 1234\n",  # a secret's value is masked
+            "files.purge_secret (config file {path}, key [files] purge_secret): input should be "
+            "a valid string, got '**********'",
+        ),
+        (
+            "[files\nworkers = 2\n",
+            "config file {path}: Expected ']' at the end of a table declaration "
+            "(at line 1, column 7)",
+        ),
+        (
+            "[files]\nworkers = 2\nworkers = 3\n",
+            "config file {path}: Cannot overwrite a value (at line 3, column 12)",
+        ),
+    ],
+)
+def test_toml_mistakes(tmp_path: Path, toml: str, line: str) -> None:
+    result = run_cli(tmp_path, "config", toml=toml)
+    assert_one_line(result, line.format(path=tmp_path / CONFIG))
+    assert "hunter2" not in result[2] and "1234" not in result[2]
+
+
+def test_toml_mistake_in_a_process(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "config", toml="[conveyor]\nworkers = 0\n", process=True)
+    assert_one_line(
+        result,
+        f"conveyor.workers (config file {tmp_path / CONFIG}, key [conveyor] workers): input "
+        "should be greater than or equal to 1, got 0",
+    )
+
+
+def test_each_source_is_named_by_priority(tmp_path: Path) -> None:
+    """A value from the environment beats the file's, and the error names the one that won."""
+    toml = "[files]\nworkers = 'from-file'\nlog_period = 'from-file'\n"
+    result = run_cli(tmp_path, "config", toml=toml, env={"PYTHONHOSTED_FILES__WORKERS": "from-env"})
+    assert_one_line(
+        result,
+        "files.workers (environment variable PYTHONHOSTED_FILES__WORKERS): input should be a "
+        "valid integer, unable to parse string as an integer, got 'from-env' (and 1 more)",
+    )
+    fixed = run_cli(tmp_path, "config", toml=toml, env={"PYTHONHOSTED_FILES__WORKERS": "2"})
+    assert_one_line(
+        fixed,
+        f"files.log_period (config file {tmp_path / CONFIG}, key [files] log_period): input "
+        "should be a valid number, unable to parse string as a number, got 'from-file'",
+    )
+
+
+def test_missing_config_flag_file(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "--config", str(tmp_path / "nope.toml"), "config")
+    assert_one_line(result, f"config file not found: {tmp_path / 'nope.toml'}")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("--timeout", "soon"),
+            "camo.timeout (flag --timeout): input should be a valid number, unable to parse "
+            "string as a number, got 'soon'",
+        ),
+        (("--max-size", "0"), "camo.max_size_kb (flag --max-size): input should be greater than "
+         "0, got 0"),
+        (
+            ("--allow-network", "10.0.0.0/33"),
+            "camo.allow_networks[0] (flag --allow-network): value is not a valid IPv4 or IPv6 "
+            "network, got '10.0.0.0/33'",
+        ),
+        (
+            ("--workers", "none"),  # click's own check of a typed flag: one line as well
+            "Invalid value for '--workers': 'none' is not a valid integer range.",
+        ),
+    ],
+)  # fmt: skip
+def test_flag_mistakes(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
+    result = run_cli(tmp_path, "camo", "serve", *args, env={"PYTHONHOSTED_CAMO_KEY": "k"})
+    assert_one_line(result, line)
+
+
+def test_flag_mistake_in_a_process(tmp_path: Path) -> None:
+    env = {"PYTHONHOSTED_CAMO_KEY": "k"}
+    result = run_cli(tmp_path, "camo", "serve", "--timeout", "1x", env=env, process=True)
+    assert_one_line(
+        result,
+        "camo.timeout (flag --timeout): input should be a valid number, unable to parse string "
+        "as a number, got '1x'",
+    )
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        "pythonhosted.files.service:worker_app",
+        "pythonhosted.camo.app:worker_app",
+        "pythonhosted.conveyor.service:worker_app",
+    ],
+)
+def test_worker_processes_report_one_line(tmp_path: Path, factory: str) -> None:
+    """``--workers N`` processes rebuild their settings from the environment: the entry point
+    each one runs reports a mistake as one line and exits 2, without a traceback."""
+    module, function = factory.split(":")
+    environ = {**os.environ, "PYTHONHOSTED_CONVEYOR__CACHE_ENTRIES": "many"}
+    code = f"from {module} import {function}; {function}()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line(
+        (done.returncode, done.stdout, done.stderr),
+        "conveyor.cache_entries (environment variable PYTHONHOSTED_CONVEYOR__CACHE_ENTRIES): "
+        "input should be a valid integer, unable to parse string as an integer, got 'many'",
+    )
