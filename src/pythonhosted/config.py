@@ -150,7 +150,7 @@ class ConveyorSettings(BaseModel):
     cache_entries: int = Field(default=10_000, ge=0)
     cache_ttl: Seconds = 10.0
     upstream_timeout: Seconds = 5.0
-    redirects_reload_interval: Seconds = 600.0
+    redirects_reload_interval: Seconds = 2.0
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
     trust_proxy_headers: bool = False

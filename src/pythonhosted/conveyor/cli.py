@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import click
@@ -118,5 +119,9 @@ def redirect_command(
         changed = asyncio.run(set_redirect(store, project, redirect))
     except (PublishError, StorageError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
+    if not changed:
+        click.echo(f"{project}: unchanged")
+        return
     action = "removed" if remove else "set"
-    click.echo(f"{project}: redirect {action}" if changed else f"{project}: unchanged")
+    within = math.ceil(settings.conveyor.redirects_reload_interval) + 1  # + the check itself
+    click.echo(f"{project}: redirect {action}, takes effect within {within} s")

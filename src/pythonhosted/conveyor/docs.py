@@ -264,6 +264,6 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
 
 async def _moved(scope: Scope, send: Send, status: int, location: str) -> int:
     """A redirect; ``location`` is re-escaped only where it is not ASCII-safe already."""
-    header = (b"location", quote(location, safe=PATH_SAFE + "%#?").encode("ascii"))
+    header = (b"location", quote(location, safe=PATH_SAFE + "%#?[]").encode("ascii"))
     await reply(send, scope, status, "Moved Permanently" if status == 301 else "Found", [header])
     return status

@@ -47,6 +47,11 @@ class ConveyorMetrics:
             "1 when the table in service matches redirects.txt, 0 when that file is bad.",
             registry=self.registry,
         )
+        self.redirect_refused = Gauge(
+            "conveyor_redirect_table_refused_lines",
+            "Lines of the redirects.txt in service skipped because their target was refused.",
+            registry=self.registry,
+        )
         self.redirect_entries = Gauge(
             "conveyor_redirect_table_entries",
             "Projects in the redirect table in service.",

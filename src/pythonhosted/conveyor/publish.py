@@ -24,10 +24,14 @@ from pathlib import Path
 
 from pythonhosted.conveyor.redirects import (
     REDIRECTS_KEY,
+    InvalidTarget,
     MalformedRedirects,
     Redirect,
+    RedirectFile,
+    check_target,
     dump_redirects,
     parse_redirects,
+    read_redirects_file,
 )
 from pythonhosted.storage import NotFound, Store
 from pythonhosted.storage.stores import check_key
@@ -115,28 +119,42 @@ async def upload_docs(store: Store, project: str, source: Path) -> Published:
     return Published(len(wanted), len(stale))
 
 
-async def read_redirects(store: Store) -> dict[str, Redirect]:
-    """The stored table ({} when there is none); PublishError when it is malformed."""
+async def read_redirects(store: Store, project: str) -> RedirectFile:
+    """The stored table (empty when there is none), to edit ``project``'s entry in.
+
+    PublishError when it is malformed, or when a line other than ``project``'s has a target
+    the service would refuse (rewriting the file would silently drop it).
+    """
     try:
-        data = await store.get_bytes(REDIRECTS_KEY)
+        data, _ = await read_redirects_file(store)
+        parsed = parse_redirects(data)
     except NotFound:
-        return {}
-    try:
-        return parse_redirects(data)
+        return RedirectFile({})
     except MalformedRedirects as exc:
         raise PublishError(f"{REDIRECTS_KEY} is malformed, fix it first: {exc}") from None
+    for refused in parsed.refused:
+        if refused.project != project:
+            raise PublishError(f"{refused}; fix it first")
+    return parsed
 
 
 async def set_redirect(store: Store, project: str, redirect: Redirect | None) -> bool:
-    """Add, replace (``redirect``) or remove (None) one entry; False if nothing changed."""
+    """Add, replace (``redirect``) or remove (None) one entry; False if nothing changed.
+
+    A refused line of ``project``'s own is replaced or removed too: that is how to fix it.
+    """
     check_project(project)
-    if redirect is not None and not redirect.base_uri.startswith(("https://", "http://")):
-        raise PublishError(f"base URI must be an http(s) URL, got {redirect.base_uri!r}")
-    table = await read_redirects(store)
-    if table.get(project) == redirect:
+    if redirect is not None:
+        try:
+            check_target(redirect.base_uri)
+        except InvalidTarget as exc:
+            raise PublishError(f"base URI {exc}") from None
+    stored = await read_redirects(store, project)
+    table = stored.table
+    if table.get(project) == redirect and not stored.refused:
         return False
     if redirect is None:
-        del table[project]
+        table.pop(project, None)
     else:
         table[project] = redirect
     await store.put(REDIRECTS_KEY, dump_redirects(table))
