@@ -194,10 +194,8 @@ def test_an_edit_is_served_within_seconds(docs_store: str, conveyor: ConveyorFac
         code, output = cli("docs", "redirect", "--store", docs_store, "proj", "https://one.example")
         assert (code, output) == (0, "proj: redirect set, takes effect within 3 s\n")
         wait_for(lambda: location() == "https://one.example")
-        code, output = cli(
-            "docs", "redirect", "--store", docs_store, "--include-path", "proj", "https://two.example"
-        )
-        assert code == 0
+        two = ("proj", "https://two.example", "--include-path")
+        assert cli("docs", "redirect", "--store", docs_store, *two)[0] == 0
         wait_for(lambda: location() == "https://two.example/page.html")
         assert cli("docs", "redirect", "--store", docs_store, "--remove", "proj")[0] == 0
         wait_for(lambda: httpx.get(base + "/proj/").status_code == 200)
