@@ -154,6 +154,10 @@ class ConveyorSettings(BaseModel):
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
     trust_proxy_headers: bool = False
+    upload_max_file_bytes: int = Field(default=128 * 2**20, gt=0)
+    upload_max_total_bytes: int = Field(default=2**30, gt=0)
+    upload_max_files: int = Field(default=100_000, gt=0)
+    upload_max_ratio: float = Field(default=100.0, ge=1)
 
 
 class LinehaulSettings(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.publish import PublishError, set_redirect, upload_docs
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import create_app, docs_url
@@ -89,7 +90,8 @@ def upload_command(settings: Settings, store_url: str | None, project: str, sour
     """Replace PROJECT's docs with SOURCE (a directory or a .zip)."""
     store = _store(settings, store_url)
     try:
-        result = asyncio.run(upload_docs(store, project, source))
+        limits = UploadLimits.from_settings(settings.conveyor)
+        result = asyncio.run(upload_docs(store, project, source, limits))
     except (PublishError, StorageError, OSError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     click.echo(f"{project}: {result.written} files written, {result.deleted} stale removed")
