@@ -148,8 +148,10 @@ class ConveyorSettings(BaseModel):
     index: str | None = None
     files_base_url: str = ""
     cache_entries: int = Field(default=10_000, ge=0)
+    cache_max_bytes: int = Field(default=128 * 2**20, ge=0)
     cache_ttl: Seconds = 10.0
     upstream_timeout: Seconds = 5.0
+    upstream_max_bytes: int = Field(default=128 * 2**20, gt=0)
     redirects_reload_interval: Seconds = 2.0
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0

@@ -31,6 +31,11 @@ class ConveyorMetrics:
         self.cache_entries = Gauge(
             "conveyor_cache_entries", "Projects held in the lookup cache.", registry=self.registry
         )
+        self.cache_bytes = Gauge(
+            "conveyor_cache_bytes",
+            "Estimated memory of the lookup cache (bounded by cache_max_bytes).",
+            registry=self.registry,
+        )
         self.redirect_reloads = Counter(
             "conveyor_redirect_table_reloads",
             "redirects.txt versions parsed and put in service.",
