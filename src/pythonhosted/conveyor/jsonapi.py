@@ -21,6 +21,7 @@ import orjson
 from pythonhosted.conveyor.index import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.sources import Entry, UpstreamUnavailable
+from pythonhosted.conveyor.targets import InvalidTarget, check_target
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ def freshness(cache_control: str | None, age: str | None, default: float) -> flo
 
 
 def parse_project(body: bytes | bytearray) -> ProjectFiles:
-    """Every well-formed file of every release (and ``urls``); malformed entries are skipped."""
+    """Every well-formed file of every release (and ``urls``); malformed entries are skipped.
+
+    A file's ``url`` becomes a ``Location`` header, so one that is not a plain absolute
+    http(s) URL (:func:`check_target`) makes its entry malformed too.
+    """
     data = orjson.loads(body)
     groups: list[Any] = []
     if isinstance(data, dict):
@@ -67,7 +72,16 @@ def parse_project(body: bytes | bytearray) -> ProjectFiles:
         and isinstance(item.get("filename"), str)
         and isinstance(item.get("python_version"), str)
         and isinstance(item.get("url"), str)
+        and _sendable(item["url"])
     )
+
+
+def _sendable(url: str) -> bool:
+    try:
+        check_target(url)
+    except InvalidTarget:
+        return False
+    return True
 
 
 class JsonApiSource:

@@ -35,15 +35,14 @@ from pythonhosted.conveyor.bundle import (
 )
 from pythonhosted.conveyor.redirects import (
     REDIRECTS_KEY,
-    InvalidTarget,
     MalformedRedirects,
     Redirect,
     RedirectFile,
-    check_target,
     dump_redirects,
     parse_redirects,
     read_redirects_file,
 )
+from pythonhosted.conveyor.targets import InvalidTarget, check_target
 from pythonhosted.storage import NotFound, Store
 
 # A project's docs prefix is one path segment; PEP 508's name rule keeps out "..", "/" and NUL.

@@ -6,23 +6,23 @@ ignored. The service checks it every interval (one ``info``: a HEAD on a cloud s
 oversized or malformed file keeps the table in service (logged and counted in
 ``conveyor_redirect_table_failures``), so an edit can never empty the table by mistake.
 
-Targets go out in ``Location`` headers as they are, so one check, :func:`check_target`, guards
-both ``docs redirect`` (which refuses a bad target) and the service (which skips a line with a
-bad target, logs it with its line number and counts it, and serves the other lines).
+Targets go out in ``Location`` headers as they are, so one check,
+:func:`~pythonhosted.conveyor.targets.check_target`, guards both ``docs redirect`` (which
+refuses a bad target) and the service (which skips a line with a bad target, logs it with its
+line number and counts it, and serves the other lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import orjson
 
 from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.targets import InvalidTarget, check_target
 from pythonhosted.storage import NotFound, StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -30,44 +30,10 @@ log = logging.getLogger(__name__)
 REDIRECTS_KEY = "redirects.txt"
 # ~150,000 entries of ~100 bytes: far beyond any real table, small enough to parse in one go.
 MAX_BYTES = 16 * 2**20
-MAX_TARGET = 2048  # characters; longer URLs are unreliable in browsers and proxies anyway
 
 
 class MalformedRedirects(ValueError):
     """redirects.txt cannot be used as it is; the message names the line."""
-
-
-class InvalidTarget(ValueError):
-    """A redirect target that must never go out in a Location header; the message says why."""
-
-
-def check_target(base_uri: str) -> str:
-    """``base_uri`` if it is an absolute http(s) URL with a host and nothing hostile in it.
-
-    Refused: other schemes (``javascript:``, ``data:``, ``ftp:``), scheme-relative and
-    host-less URLs (``//evil.example``, ``https:///x``, ``https:evil``), user info
-    (``https://pypi.org@evil.example``), backslashes (browsers read them as ``/``), control
-    and format characters (CR/LF would split the header; bidi overrides disguise a host) and
-    white space.
-    """
-    if len(base_uri) > MAX_TARGET:
-        raise InvalidTarget(f"must be at most {MAX_TARGET} characters, got {len(base_uri)}")
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp") for char in base_uri):
-        raise InvalidTarget(f"must not contain control characters or spaces, got {base_uri!r}")
-    if "\\" in base_uri:
-        raise InvalidTarget(f"must not contain backslashes, got {base_uri!r}")
-    try:
-        parts = urlsplit(base_uri)
-        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
-    except ValueError:
-        raise InvalidTarget(f"must be an http(s) URL, got {base_uri!r}") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidTarget(f"must be an http(s) URL, got {base_uri!r}")
-    if not parts.hostname:
-        raise InvalidTarget(f"must be an http(s) URL with a host, got {base_uri!r}")
-    if "@" in parts.netloc:
-        raise InvalidTarget(f"must not carry user info, got {base_uri!r}")
-    return base_uri
 
 
 @dataclass(frozen=True, slots=True)
