@@ -127,7 +127,7 @@ def read_whole(bundle: Bundle, member: Member) -> bytes:
 
 
 class _Checker:
-    """The checks both kinds of source share: names, duplicates, counts and sizes."""
+    """The checks both kinds of source share: names, counts and sizes."""
 
     def __init__(self, source: Path, project: str, limits: UploadLimits) -> None:
         self.source = source
