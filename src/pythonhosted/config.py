@@ -170,12 +170,18 @@ class ConveyorSettings(BaseModel):
     index: str | None = None
     files_base_url: str = ""
     cache_entries: int = Field(default=10_000, ge=0)
+    cache_max_bytes: int = Field(default=128 * 2**20, ge=0)
     cache_ttl: Seconds = 10.0
     upstream_timeout: Seconds = 5.0
-    redirects_reload_interval: Seconds = 600.0
+    upstream_max_bytes: int = Field(default=128 * 2**20, gt=0)
+    redirects_reload_interval: Seconds = 2.0
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
     trust_proxy_headers: bool = False
+    upload_max_file_bytes: int = Field(default=128 * 2**20, gt=0)
+    upload_max_total_bytes: int = Field(default=2**30, gt=0)
+    upload_max_files: int = Field(default=100_000, gt=0)
+    upload_max_ratio: float = Field(default=100.0, ge=1)
 
 
 class LinehaulSettings(BaseModel):

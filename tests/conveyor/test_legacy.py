@@ -199,3 +199,31 @@ def test_unreachable_upstream_is_503(conveyor: ConveyorFactory) -> None:
 def test_hsts_only_over_tls(base: str) -> None:
     response = httpx.get(f"{base}/packages/source/f/foo-bar/foo-bar-1.0.tar.gz")
     assert "strict-transport-security" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "//evil.example/hostile-1.0.tar.gz",
+        "https://files.example/hostile-1.0.tar.gz\r\nSet-Cookie: a=b",
+        "https://pypi.org@evil.example/hostile-1.0.tar.gz",
+        "ftp://files.example/hostile-1.0.tar.gz",
+        "/relative/hostile-1.0.tar.gz",
+    ],
+)
+def test_upstream_urls_are_checked_like_redirect_targets(
+    api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory, url: str
+) -> None:
+    """A file whose URL would be a hostile Location is an entry the source skips as malformed;
+    the project's other files still redirect."""
+    fake, api_url = api
+    hostile = {**file_entry("hostile-1.0.tar.gz", "source"), "url": url}
+    fake.projects["hostile"] = {"1.0": [hostile, file_entry("hostile-1.0-py3-none-any.whl", "py3")]}
+    with conveyor(json_api=api_url) as base:
+        refused = httpx.get(f"{base}/packages/source/h/hostile/hostile-1.0.tar.gz")
+        kept = httpx.get(f"{base}/packages/py3/h/hostile/hostile-1.0-py3-none-any.whl")
+    assert (refused.status_code, refused.headers["reason"]) == (404, "no file found")
+    for name, value in SECURITY.items():
+        assert refused.headers[name] == value
+    assert kept.headers["location"] == target("hostile-1.0-py3-none-any.whl")

@@ -6,8 +6,10 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from pythonhosted.catalog import record_key
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
 from pythonhosted.conveyor import ConveyorMetrics, build_resolver, create_app, create_legacy_app
 from pythonhosted.files.service import build_edge
@@ -114,3 +116,51 @@ def test_hsts_behind_a_trusted_proxy(primary: tuple[str, dict[str, str]], tmp_pa
                 )
             )
     assert found == [(hsts, hsts), (None, None)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//evil.example/demo_pkg-2.0.tar.gz",
+        "https://evil.example/demo_pkg-2.0.tar.gz",
+        "javascript:alert(1)//demo_pkg-2.0.tar.gz",
+        "/packages/../../evil/demo_pkg-2.0.tar.gz",
+        "/packages//evil.example/demo_pkg-2.0.tar.gz",
+        "/packages/ab/cd/ef/demo_pkg-2.0.tar.gz\r\nSet-Cookie: a=b",
+        "/packages/ab/cd/ef/demo pkg-2.0.tar.gz",
+        "/packages/ab\\..\\evil/demo_pkg-2.0.tar.gz",
+        42,
+    ],
+)
+def test_catalog_records_are_not_trusted_with_the_location(
+    primary: tuple[str, dict[str, str]],
+    conveyor: ConveyorFactory,
+    caplog: pytest.LogCaptureFixture,
+    path: object,
+) -> None:
+    """A catalog record ``files upload`` did not write (tampered, hand-made) never becomes a
+    redirect; the project's other files still resolve."""
+    url, paths = primary
+    store = open_store(url)
+    record = asyncio.run(upload(store, *build_sdist("demo-pkg", "2.0")))
+    forged = {**orjson.loads(record.to_json()), "path": path}
+    asyncio.run(store.put(record_key("demo-pkg", record.filename), orjson.dumps(forged)))
+    with conveyor(primary=url, files_base_url="https://files.example") as base:
+        forged_file = httpx.get(f"{base}/packages/source/d/demo-pkg/{record.filename}")
+        good_file = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
+    assert (forged_file.status_code, forged_file.headers["reason"]) == (404, "no file found")
+    assert "location" not in forged_file.headers
+    assert good_file.headers["location"] == "https://files.example" + paths[SDIST[0]]
+    reports = [record.getMessage() for record in caplog.records]
+    assert f"catalog record {path!r} is not a files edge file; skipping it" in reports
+
+
+def test_a_malformed_catalog_record_is_503_not_500(
+    primary: tuple[str, dict[str, str]], conveyor: ConveyorFactory
+) -> None:
+    url, _ = primary
+    asyncio.run(open_store(url).put(record_key("demo-pkg", "broken.tar.gz"), b"{not json"))
+    with conveyor(primary=url) as base:
+        response = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
+    assert (response.status_code, response.text) == (503, "Package index unavailable\n")
+    assert response.headers["x-frame-options"] == "deny"

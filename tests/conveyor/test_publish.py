@@ -112,12 +112,12 @@ def test_redirect_edits(tmp_path: Path, conveyor: ConveyorFactory) -> None:
     assert cli("docs", "redirect", "--store", store, "proj", "https://proj.example")[0] == 0
     assert cli(
         "docs", "redirect", "--store", store, "--include-path", "two", "https://two.example/en"
-    ) == (0, "two: redirect set\n")
+    ) == (0, "two: redirect set, takes effect within 3 s\n")
     assert cli("docs", "redirect", "--store", store, "proj", "https://proj.example") == (
         0,
         "proj: unchanged\n",
     )
-    table = parse_redirects(asyncio.run(open_store(store).get_bytes(REDIRECTS_KEY)))
+    table = parse_redirects(asyncio.run(open_store(store).get_bytes(REDIRECTS_KEY))).table
     assert table["proj"].base_uri == "https://proj.example"
     assert not table["proj"].include_path
     assert table["two"].include_path
@@ -127,13 +127,13 @@ def test_redirect_edits(tmp_path: Path, conveyor: ConveyorFactory) -> None:
         )
     assert cli("docs", "redirect", "--store", store, "--remove", "proj") == (
         0,
-        "proj: redirect removed\n",
+        "proj: redirect removed, takes effect within 3 s\n",
     )
     assert cli("docs", "redirect", "--store", store, "--remove", "proj") == (
         0,
         "proj: unchanged\n",
     )
-    table = parse_redirects(asyncio.run(open_store(store).get_bytes(REDIRECTS_KEY)))
+    table = parse_redirects(asyncio.run(open_store(store).get_bytes(REDIRECTS_KEY))).table
     assert list(table) == ["two"]
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pythonhosted.storage import NotFound, Store, StoreUnavailable, Timeouts, open_store
@@ -73,6 +76,71 @@ def test_object_larger_than_an_upload_part(writable_store: Store) -> None:
         assert await writable_store.get_bytes("big.json") == data
 
     run(scenario())
+
+
+class SourceBroke(Exception):
+    """Raised by a test's chunk source part-way through a streamed put."""
+
+
+async def _chunks(total: int, piece: int, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        if fail_after is not None and sent >= fail_after:
+            raise SourceBroke(f"after {sent} bytes")
+        size = min(piece, total - sent)
+        yield bytes([sent // piece % 251]) * size
+        sent += size
+
+
+def _pending_uploads(store: Store, request: pytest.FixtureRequest) -> str:
+    """What the store keeps of unfinished uploads: staging files, S3 multipart uploads."""
+    if store.local_root is not None:
+        return " ".join(
+            sorted(str(path) for path in store.local_root.rglob("*") if "#" in path.name)
+        )
+    if store.url.startswith("s3://"):
+        endpoint = request.getfixturevalue("moto_endpoint")
+        listing = httpx.get(f"{endpoint}/{store.url.removeprefix('s3://')}?uploads").text
+        return " ".join(re.findall(r"<Key>([^<]*)</Key>", listing))
+    return ""
+
+
+@pytest.mark.parametrize(("total", "piece"), [(0, 1), (10, 3), (12 * 2**20 + 7, 1_000_003)])
+def test_put_stream_round_trip(writable_store: Store, total: int, piece: int) -> None:
+    expected = b"".join(asyncio.run(_gather(_chunks(total, piece))))
+
+    async def scenario() -> None:
+        await writable_store.put_stream("docs/big.bin", _chunks(total, piece))
+        assert (await writable_store.info("docs/big.bin")).size == total
+        assert await writable_store.get_bytes("docs/big.bin") == expected
+
+    run(scenario())
+
+
+async def _gather(chunks: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in chunks]
+
+
+@pytest.mark.parametrize("fail_after", [0, 2 * 2**20, 11 * 2**20])
+def test_put_stream_that_fails_writes_nothing(
+    writable_store: Store, request: pytest.FixtureRequest, fail_after: int
+) -> None:
+    """Before the first part, inside it, or after two parts went up: the old object stays,
+    no other object appears and no unfinished upload is left behind."""
+
+    async def scenario() -> None:
+        await writable_store.put("docs/page.html", b"old page")
+        with pytest.raises(SourceBroke, match=f"after {fail_after} bytes"):
+            await writable_store.put_stream(
+                "docs/page.html", _chunks(16 * 2**20, 2**20, fail_after)
+            )
+        with pytest.raises(SourceBroke):
+            await writable_store.put_stream("docs/new.html", _chunks(16 * 2**20, 2**20, fail_after))
+        assert await writable_store.get_bytes("docs/page.html") == b"old page"
+        assert [item.key for item in await writable_store.list()] == ["docs/page.html"]
+
+    run(scenario())
+    assert _pending_uploads(writable_store, request) == ""
 
 
 @pytest.mark.parametrize(

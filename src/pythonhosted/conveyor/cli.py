@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import click
 
 from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.publish import PublishError, set_redirect, upload_docs
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import create_app, docs_url
@@ -90,7 +92,8 @@ def upload_command(settings: Settings, store_url: str | None, project: str, sour
     """Replace PROJECT's docs with SOURCE (a directory or a .zip)."""
     store = _store(settings, store_url)
     try:
-        result = asyncio.run(upload_docs(store, project, source))
+        limits = UploadLimits.from_settings(settings.conveyor)
+        result = asyncio.run(upload_docs(store, project, source, limits))
     except (PublishError, StorageError, OSError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     click.echo(f"{project}: {result.written} files written, {result.deleted} stale removed")
@@ -120,5 +123,9 @@ def redirect_command(
         changed = asyncio.run(set_redirect(store, project, redirect))
     except (PublishError, StorageError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
+    if not changed:
+        click.echo(f"{project}: unchanged")
+        return
     action = "removed" if remove else "set"
-    click.echo(f"{project}: redirect {action}" if changed else f"{project}: unchanged")
+    within = math.ceil(settings.conveyor.redirects_reload_interval) + 1  # + the check itself
+    click.echo(f"{project}: redirect {action}, takes effect within {within} s")

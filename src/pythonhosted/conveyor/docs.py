@@ -13,6 +13,7 @@ import stat
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote_to_bytes
 
+from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.content import content_headers
 from pythonhosted.conveyor.redirects import RedirectTable
 from pythonhosted.conveyor.replies import reply, security_headers
@@ -30,7 +31,8 @@ PATH_SAFE = "/:@!$&'()*+,;=~"
 CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 LOCAL_ENTRIES = 10_000  # local files whose headers are kept; cleared wholesale when full
 SMALL_BODY = 64 * 1024  # local files up to this size are kept in memory too...
-BODY_BUDGET = 64 * 1024 * 1024  # ...up to this many bytes in all
+BODY_BUDGET = 64 * 1024 * 1024  # ...up to this many bytes in all, keys and headers included
+ENTRY_BYTES = 1024  # what an entry holds besides its key and body (headers, objects)
 
 
 class DocsSite:
@@ -41,6 +43,7 @@ class DocsSite:
         self._root = str(root).rstrip("/") + "/" if root is not None else None
         self._local: dict[str, tuple[tuple[int, int, int], Found]] = {}
         self._local_bytes = 0
+        self._lookups: Coalescer[str, Found | None] = Coalescer()
 
     async def answer(self, scope: Scope, send: Send) -> int:
         """Send the response to a docs request; return its status."""
@@ -117,12 +120,8 @@ class DocsSite:
 
     async def _find(self, key: str) -> Found | None:
         """What to answer for ``key``, or None when it is absent (a directory is absent too)."""
-        if self._root is None:
-            try:
-                info = await self.store.info(key)
-            except NotFound:
-                return None
-            return Found(key, info.size, info.etag, info.last_modified)
+        if self._root is None:  # concurrent requests for one key share one store lookup
+            return await self._lookups.run(key, lambda: self._remote_find(key))
         # A local stat is cheaper than a thread hop and never blocks for long; it runs on every
         # request so an upload is visible at once, while the headers are rebuilt only when the
         # file changed.
@@ -157,17 +156,30 @@ class DocsSite:
         self._remember(key, signature, found)
         return found
 
+    async def _remote_find(self, key: str) -> Found | None:
+        try:
+            info = await self.store.info(key)
+        except NotFound:
+            return None
+        return Found(key, info.size, info.etag, info.last_modified)
+
     def _remember(self, key: str, signature: tuple[int, int, int], found: Found) -> None:
         """Keep ``found`` for the next request, within the entry and byte budgets."""
-        size = len(found.body) if found.body is not None else 0
+        size = _weight(key, found)
         if len(self._local) >= LOCAL_ENTRIES or self._local_bytes + size > BODY_BUDGET:
             self._local.clear()
             self._local_bytes = 0
         previous = self._local.get(key)
-        if previous is not None and previous[1].body is not None:
-            self._local_bytes -= len(previous[1].body)
+        if previous is not None:
+            self._local_bytes -= _weight(key, previous[1])
         self._local[key] = (signature, found)
         self._local_bytes += size
+
+
+def _weight(key: str, found: Found) -> int:
+    """Bytes one remembered file costs: its key (twice: the dict's and the path's), the
+    headers and objects around it, and its body when kept."""
+    return 2 * len(key) + ENTRY_BYTES + (len(found.body) if found.body is not None else 0)
 
 
 def _read_small(path: str) -> tuple[bytes | None, os.stat_result] | None:
@@ -264,6 +276,6 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
 
 async def _moved(scope: Scope, send: Send, status: int, location: str) -> int:
     """A redirect; ``location`` is re-escaped only where it is not ASCII-safe already."""
-    header = (b"location", quote(location, safe=PATH_SAFE + "%#?").encode("ascii"))
+    header = (b"location", quote(location, safe=PATH_SAFE + "%#?[]").encode("ascii"))
     await reply(send, scope, status, "Moved Permanently" if status == 301 else "Found", [header])
     return status

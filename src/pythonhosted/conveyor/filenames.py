@@ -20,14 +20,23 @@ from packaging.utils import (
 )
 
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+# No file system stores a longer name, so no distribution has one; a longer requested name has
+# no normal form, is never parsed and never cached (a request line may be ~400 KB long).
+MAX_FILENAME = 255
 
 
-@lru_cache(maxsize=65_536)
 def normalize_filename(filename: str) -> str | None:
-    """The normal form of a wheel or sdist filename, or None when it has none.
+    """The normal form of a wheel or sdist filename, or None when it has none."""
+    if len(filename) > MAX_FILENAME:
+        return None
+    return _normalize(filename)
 
-    Cached: the same few names are asked for over and over by legacy clients.
-    """
+
+# Cached: the same names are asked for over and over by legacy clients, and every file of a
+# project is normalised each time its entry is refetched. Bounded in bytes too: at most
+# 32,768 x (255 + 255 characters + ~200 bytes of bookkeeping), ~23 MB.
+@lru_cache(maxsize=32_768)
+def _normalize(filename: str) -> str | None:
     try:
         if filename.endswith(".whl"):
             name, version, build, tags = parse_wheel_filename(filename)

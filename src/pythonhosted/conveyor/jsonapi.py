@@ -21,11 +21,13 @@ import orjson
 from pythonhosted.conveyor.index import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.sources import Entry, UpstreamUnavailable
+from pythonhosted.conveyor.targets import InvalidTarget, check_target
 
 log = logging.getLogger(__name__)
 
 # Parsing a big project's JSON (thousands of files) takes milliseconds: keep it off the loop.
 THREAD_PARSE_BYTES = 256 * 1024
+BODY_CHUNK = 256 * 1024
 
 
 def freshness(cache_control: str | None, age: str | None, default: float) -> float | None:
@@ -48,8 +50,12 @@ def freshness(cache_control: str | None, age: str | None, default: float) -> flo
     return default
 
 
-def parse_project(body: bytes) -> ProjectFiles:
-    """Every well-formed file of every release (and ``urls``); malformed entries are skipped."""
+def parse_project(body: bytes | bytearray) -> ProjectFiles:
+    """Every well-formed file of every release (and ``urls``); malformed entries are skipped.
+
+    A file's ``url`` becomes a ``Location`` header, so one that is not a plain absolute
+    http(s) URL (:func:`check_target`) makes its entry malformed too.
+    """
     data = orjson.loads(body)
     groups: list[Any] = []
     if isinstance(data, dict):
@@ -66,7 +72,16 @@ def parse_project(body: bytes) -> ProjectFiles:
         and isinstance(item.get("filename"), str)
         and isinstance(item.get("python_version"), str)
         and isinstance(item.get("url"), str)
+        and _sendable(item["url"])
     )
+
+
+def _sendable(url: str) -> bool:
+    try:
+        check_target(url)
+    except InvalidTarget:
+        return False
+    return True
 
 
 class JsonApiSource:
@@ -77,11 +92,18 @@ class JsonApiSource:
     """
 
     def __init__(
-        self, endpoint: str, *, timeout: float, default_ttl: float, metrics: ConveyorMetrics
+        self,
+        endpoint: str,
+        *,
+        timeout: float,
+        default_ttl: float,
+        max_bytes: int,
+        metrics: ConveyorMetrics,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
         self.default_ttl = default_ttl
+        self.max_bytes = max_bytes
         self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
 
@@ -118,7 +140,7 @@ class JsonApiSource:
                     return Entry(status, None, None, _until(lifetime) if explicit else 0.0)
                 if status != 200:
                     raise UpstreamUnavailable(f"{url}: upstream answered {status}")
-                body = await response.read()
+                body = await self._body(url, response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.upstream.labels("error").inc()
             raise UpstreamUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
@@ -130,6 +152,18 @@ class JsonApiSource:
         except orjson.JSONDecodeError as exc:
             raise UpstreamUnavailable(f"{url}: invalid JSON: {exc}") from exc
         return Entry(200, files, etag if lifetime is not None else None, _until(lifetime))
+
+    async def _body(self, url: str, response: aiohttp.ClientResponse) -> bytearray:
+        """The (decompressed) body, refused past ``max_bytes`` however it was sent."""
+        too_big = UpstreamUnavailable(f"{url}: answer larger than {self.max_bytes} bytes")
+        if (response.content_length or 0) > self.max_bytes:
+            raise too_big
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(BODY_CHUNK):
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise too_big
+        return body
 
     async def close(self) -> None:
         if self._session is not None:

@@ -31,6 +31,11 @@ class ConveyorMetrics:
         self.cache_entries = Gauge(
             "conveyor_cache_entries", "Projects held in the lookup cache.", registry=self.registry
         )
+        self.cache_bytes = Gauge(
+            "conveyor_cache_bytes",
+            "Estimated memory of the lookup cache (bounded by cache_max_bytes).",
+            registry=self.registry,
+        )
         self.redirect_reloads = Counter(
             "conveyor_redirect_table_reloads",
             "redirects.txt versions parsed and put in service.",
@@ -45,6 +50,11 @@ class ConveyorMetrics:
         self.redirect_current = Gauge(
             "conveyor_redirect_table_current",
             "1 when the table in service matches redirects.txt, 0 when that file is bad.",
+            registry=self.registry,
+        )
+        self.redirect_refused = Gauge(
+            "conveyor_redirect_table_refused_lines",
+            "Lines of the redirects.txt in service skipped because their target was refused.",
             registry=self.registry,
         )
         self.redirect_entries = Gauge(

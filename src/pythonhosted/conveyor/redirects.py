@@ -1,29 +1,39 @@
 """The docs redirect table: ``redirects.txt`` at the root of the docs store (spec rule 14).
 
 JSON lines, one ``{"project_name", "base_uri", "include_path"}`` object per line, blank lines
-ignored. The service re-reads it every interval, re-parses only when its ETag changed, and a
-missing, unreadable or malformed file keeps the table in service (logged and counted in
+ignored. The service checks it every interval (one ``info``: a HEAD on a cloud store, a
+``stat`` on a local one) and re-reads it only when its version changed. A missing, unreadable,
+oversized or malformed file keeps the table in service (logged and counted in
 ``conveyor_redirect_table_failures``), so an edit can never empty the table by mistake.
+
+Targets go out in ``Location`` headers as they are, so one check,
+:func:`~pythonhosted.conveyor.targets.check_target`, guards both ``docs redirect`` (which
+refuses a bad target) and the service (which skips a line with a bad target, logs it with its
+line number and counts it, and serves the other lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
 from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.targets import InvalidTarget, check_target
 from pythonhosted.storage import NotFound, StorageError, Store
 
 log = logging.getLogger(__name__)
 
 REDIRECTS_KEY = "redirects.txt"
+# ~150,000 entries of ~100 bytes: far beyond any real table, small enough to parse in one go.
+MAX_BYTES = 16 * 2**20
 
 
 class MalformedRedirects(ValueError):
-    """A line of redirects.txt is not a valid entry; the message names the line."""
+    """redirects.txt cannot be used as it is; the message names the line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +46,30 @@ class Redirect:
         return f"{self.base_uri}/{path}" if self.include_path else self.base_uri
 
 
-def parse_redirects(data: bytes) -> dict[str, Redirect]:
-    """The table in ``data``; MalformedRedirects for the first bad line (nothing partial)."""
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A well-formed line whose target :func:`check_target` refused."""
+
+    line: int
+    project: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{REDIRECTS_KEY} line {self.line}: target for {self.project!r} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectFile:
+    """A parsed redirects.txt: the usable table, and the lines refused for their target."""
+
+    table: dict[str, Redirect]
+    refused: list[Refused] = field(default_factory=list)
+
+
+def parse_redirects(data: bytes) -> RedirectFile:
+    """The table in ``data``; MalformedRedirects for the first line that is not an entry."""
     table: dict[str, Redirect] = {}
+    refused: list[Refused] = []
     for number, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
@@ -57,8 +88,15 @@ def parse_redirects(data: bytes) -> dict[str, Redirect]:
             raise MalformedRedirects(
                 f"line {number}: needs project_name, base_uri (strings) and include_path (bool)"
             )
-        table[item["project_name"]] = Redirect(item["base_uri"], item["include_path"])
-    return table
+        project = item["project_name"]
+        try:
+            check_target(item["base_uri"])
+        except InvalidTarget as exc:
+            refused.append(Refused(number, project, str(exc)))
+            table.pop(project, None)  # a later bad line must not leave an earlier target live
+            continue
+        table[project] = Redirect(item["base_uri"], item["include_path"])
+    return RedirectFile(table, refused)
 
 
 def dump_redirects(table: dict[str, Redirect]) -> bytes:
@@ -76,6 +114,33 @@ def dump_redirects(table: dict[str, Redirect]) -> bytes:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What tells one stored redirects.txt from the next without reading it."""
+
+    etag: str | None
+    size: int
+    last_modified: datetime
+
+
+async def read_redirects_file(store: Store) -> tuple[bytes, Version]:
+    """The stored redirects.txt and its version; MalformedRedirects past :data:`MAX_BYTES`.
+
+    Read in chunks and counted, so a file that grew after the ``info`` is refused too.
+    """
+    info = await store.info(REDIRECTS_KEY)
+    version = Version(info.etag, info.size, info.last_modified)
+    too_big = MalformedRedirects(f"larger than {MAX_BYTES} bytes")
+    if info.size > MAX_BYTES:
+        raise too_big
+    data = bytearray()
+    async for chunk in await store.read(REDIRECTS_KEY):
+        data += chunk
+        if len(data) > MAX_BYTES:
+            raise too_big
+    return bytes(data), version
+
+
 class RedirectTable:
     """The table in service, refreshed from the store by :meth:`reload`."""
 
@@ -83,7 +148,7 @@ class RedirectTable:
         self.store = store
         self.metrics = metrics
         self.table: dict[str, Redirect] = {}
-        self.etag: str | None = None
+        self.version: Version | None = None
 
     def get(self, project: str) -> Redirect | None:
         return self.table.get(project)
@@ -92,9 +157,10 @@ class RedirectTable:
         """Pick up a changed redirects.txt; on any failure keep the current table."""
         try:
             info = await self.store.info(REDIRECTS_KEY)
-            if info.etag is not None and info.etag == self.etag:
+            if Version(info.etag, info.size, info.last_modified) == self.version:
                 return
-            table = parse_redirects(await self.store.get_bytes(REDIRECTS_KEY))
+            data, version = await read_redirects_file(self.store)
+            parsed = parse_redirects(data)
         except NotFound:
             self._failed("missing", "absent", logging.WARNING if self.table else logging.INFO)
             return
@@ -102,14 +168,21 @@ class RedirectTable:
             self._failed("unavailable", f"unreadable ({exc})", logging.WARNING)
             return
         except MalformedRedirects as exc:
-            self.etag = info.etag  # do not re-parse the same bad version every interval
+            self.version = Version(info.etag, info.size, info.last_modified)  # not every check
             self._failed("malformed", f"malformed ({exc})", logging.ERROR)
             return
-        self.table, self.etag = table, info.etag
+        for refused in parsed.refused:
+            log.error("%s; skipping that line", refused)
+        self.table, self.version = parsed.table, version
         self.metrics.redirect_reloads.inc()
         self.metrics.redirect_current.set(1)
-        self.metrics.redirect_entries.set(len(table))
-        log.info("redirect table loaded: %d projects", len(table))
+        self.metrics.redirect_entries.set(len(parsed.table))
+        self.metrics.redirect_refused.set(len(parsed.refused))
+        log.info(
+            "redirect table loaded: %d projects, %d lines refused",
+            len(parsed.table),
+            len(parsed.refused),
+        )
 
     def _failed(self, reason: str, detail: str, level: int) -> None:
         self.metrics.redirect_failures.labels(reason).inc()
@@ -117,7 +190,10 @@ class RedirectTable:
         log.log(level, "%s is %s; keeping %d redirects", REDIRECTS_KEY, detail, len(self.table))
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
-        """Reload every ``interval`` seconds until ``stop`` is set."""
+        """Check for a new version every ``interval`` seconds until ``stop`` is set.
+
+        One task per process does every check, so concurrent requests never add any.
+        """
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval)

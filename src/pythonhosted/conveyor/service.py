@@ -35,6 +35,7 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
             conveyor.json_api,
             timeout=conveyor.upstream_timeout,
             default_ttl=conveyor.cache_ttl,
+            max_bytes=conveyor.upstream_max_bytes,
             metrics=metrics,
         )
     else:
@@ -44,7 +45,7 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
         source = OwnIndexSource(
             open_store(index, _timeouts(conveyor)), conveyor.files_base_url, conveyor.cache_ttl
         )
-    return Resolver(source, conveyor.cache_entries, metrics)
+    return Resolver(source, conveyor.cache_entries, conveyor.cache_max_bytes, metrics)
 
 
 def create_legacy_app(resolver: Resolver) -> LegacyApp:

@@ -8,13 +8,21 @@ revalidate it with its ETag. The cache in ``resolver`` sits in front of every so
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from pythonhosted.catalog import project_records
+from pythonhosted.catalog import FileRecord, project_records
 from pythonhosted.conveyor.index import LegacyFile, ProjectFiles
+from pythonhosted.conveyor.targets import check_target
 from pythonhosted.storage import StorageError, Store
+from pythonhosted.storage.stores import check_key
+
+log = logging.getLogger(__name__)
+
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")  # anything but printable ASCII
 
 
 class UpstreamUnavailable(Exception):
@@ -65,11 +73,33 @@ class OwnIndexSource:
             records = await project_records(self.store, project)
         except StorageError as exc:
             raise UpstreamUnavailable(f"catalog: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # a record that is not JSON, or not a record
+            raise UpstreamUnavailable(f"catalog of {project}: malformed record ({exc})") from exc
         files = ProjectFiles(
             LegacyFile(record.filename, record.python_version, self.base + record.path, False)
             for record in records
+            if self._usable(record)
         )
         return Entry(200, files, fresh_until=time.monotonic() + self.ttl)
+
+    def _usable(self, record: FileRecord) -> bool:
+        """Whether a stored record can be served: text fields, and a path that may go out in
+        ``Location`` (``files upload`` writes ``/packages/xx/yy/…/name``, so anything else was
+        not written by it). Others are logged and skipped."""
+        path = record.path
+        try:
+            fields = (record.filename, record.python_version, path)
+            if not all(isinstance(field, str) for field in fields):
+                raise ValueError(f"{fields!r}"[:200])
+            if not path.startswith("/packages/") or _UNPRINTABLE.search(path):
+                raise ValueError(path)
+            check_key(path[1:])
+            if self.base:
+                check_target(self.base + path)
+        except ValueError:
+            log.warning("catalog record %.200r is not a files edge file; skipping it", path)
+            return False
+        return True
 
     async def close(self) -> None:
         return None

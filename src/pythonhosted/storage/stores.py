@@ -17,7 +17,7 @@ files edge must fall back to the archive within seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,9 @@ from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, S
 META_PREFIX = ".meta/"
 UNTYPED = "binary/octet-stream"  # what AWS S3 stores for a put without a type
 CHUNK = 256 * 1024
+# A streamed put buffers at most (PARTS_IN_FLIGHT + 1) parts; 5 MiB is S3's smallest part.
+PART_BYTES = 5 * 2**20
+PARTS_IN_FLIGHT = 2
 _SECRET_PARAMS = frozenset(
     {"secret_access_key", "session_token", "token", "bearer_token", "service_account_key"}
 )
@@ -274,6 +277,38 @@ class Store:
                     use_multipart=False if isinstance(self.backend, MemoryStore) else None,
                 )
         except Exception as exc:
+            raise _translate(exc, self.label, write=True) from exc
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
+        """Write an object from ``chunks`` without holding it whole; atomic like :meth:`put`.
+
+        At most ``PART_BYTES * (PARTS_IN_FLIGHT + 1)`` bytes are buffered. When ``chunks``
+        raises, nothing is written (a cloud store's multipart upload is aborted, a local
+        store's staging file removed, an existing object left as it was) and that exception
+        propagates as it is; store failures raise StorageError as everywhere else.
+        """
+        check_key(key)
+        failure: list[BaseException] = []
+
+        async def forwarded() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        try:
+            await obstore.put_async(
+                self.backend,
+                key,
+                forwarded(),
+                chunk_size=PART_BYTES,
+                max_concurrency=PARTS_IN_FLIGHT,
+            )
+        except Exception as exc:
+            if failure:
+                raise failure[0] from None
             raise _translate(exc, self.label, write=True) from exc
 
     async def delete(self, key: str) -> None:
