@@ -21,6 +21,7 @@ from pythonhosted.conveyor.resolver import ENTRY_WEIGHT
 from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist
 from pythonhosted.storage import ObjectInfo, Store, open_store
+from pythonhosted.web.request import Request
 from pythonhosted.web.types import ASGIApp, Message, Receive, Scope, Send
 from support.conveyor import ConveyorFactory
 from support.jsonapi import FakeJsonApi, file_entry
@@ -342,7 +343,7 @@ def test_concurrent_docs_requests_share_one_store_lookup(s3_url: str) -> None:
     site = DocsSite(store, RedirectTable(store, ConveyorMetrics()))
 
     async def docs_app(scope: Scope, receive: Receive, send: Send) -> None:
-        await site.answer(scope, send)
+        await site.answer(Request(scope, False, dict(scope["headers"]), []), send)
 
     async def burst_into(path: str) -> set[int]:
         return set(await asyncio.gather(*(asgi_get(docs_app, path) for _ in range(200))))

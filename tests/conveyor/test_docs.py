@@ -150,6 +150,27 @@ def test_large_bodies_stream_whole(site: str) -> None:
     assert response.content == BIG
 
 
+def test_ranges_as_on_the_files_edge(site: str) -> None:
+    """The shared object responder serves docs too: small ranges of a large local file by
+    pread, of a small one from memory, and If-Range keeps a range to the same version."""
+    big = f"{site}/proj/big.bin"
+    tail = httpx.get(big, headers={"Range": "bytes=-100"})
+    middle = httpx.get(big, headers={"Range": "bytes=1000-1999"})
+    page = httpx.get(f"{site}/proj/notes.txt", headers={"Range": "bytes=1-3"})
+    etag = httpx.head(big).headers["etag"]
+    same = httpx.get(big, headers={"Range": "bytes=0-9", "If-Range": etag})
+    other = httpx.get(big, headers={"Range": "bytes=0-9", "If-Range": '"older"'})
+    beyond = httpx.get(big, headers={"Range": f"bytes={len(BIG)}-"})
+    assert (tail.status_code, tail.content) == (206, BIG[-100:])
+    assert tail.headers["content-range"] == f"bytes {len(BIG) - 100}-{len(BIG) - 1}/{len(BIG)}"
+    assert (middle.status_code, middle.content) == (206, BIG[1000:2000])
+    assert (page.status_code, page.content) == (206, b"lai")
+    assert (same.status_code, same.content) == (206, BIG[:10])
+    assert (other.status_code, other.content) == (200, BIG)
+    assert (beyond.status_code, beyond.headers["content-range"]) == (416, f"bytes */{len(BIG)}")
+    assert SECURITY.items() <= beyond.headers.items()
+
+
 def test_conditional_get(site: str) -> None:
     first = httpx.get(site + "/proj/")
     again = httpx.get(site + "/proj/", headers={"If-None-Match": first.headers["etag"]})

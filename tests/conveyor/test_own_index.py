@@ -85,7 +85,7 @@ def test_files_edge_mounts_the_legacy_app(
     assert legacy.headers["x-frame-options"] == "deny"
     assert (followed.status_code, followed.content) == (200, SDIST[1])
     assert (head.status_code, head.headers["location"]) == (302, paths[WHEEL[0]])
-    assert resolver.metrics.requests.labels("legacy", "302")._value.get() == 3
+    assert resolver.metrics.tallies.by_part["legacy", 302] == 3
 
 
 def test_hsts_behind_a_trusted_proxy(primary: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from pythonhosted.files.bodycache import ENTRY_BYTES
+from pythonhosted.web.bodycache import ENTRY_BYTES
 from support.edge import SAMPLES, EdgeFactory, seed
 from support.metrics import sample
 

@@ -1,4 +1,4 @@
-"""The conveyor service as one ASGI app: health, metrics, legacy redirects, docs.
+"""The conveyor service as one ASGI app on the service shell: legacy redirects and docs.
 
 Lifespan starts the redirect-table reloader (after a first load, so the table is in service
 before the first request) and closes the JSON API client at shutdown.
@@ -7,25 +7,19 @@ before the first request) and closes the JSON API client at shutdown.
 from __future__ import annotations
 
 import asyncio
-import logging
-
-from prometheus_client import Counter
 
 from pythonhosted.conveyor.docs import DocsSite
 from pythonhosted.conveyor.legacy import LegacyApp
 from pythonhosted.conveyor.metrics import ConveyorMetrics
-from pythonhosted.conveyor.replies import reply, security_headers
+from pythonhosted.conveyor.replies import reply
 from pythonhosted.web.client import ClientFacts
-from pythonhosted.web.lifespan import handle_lifespan
-from pythonhosted.web.responses import send_metrics
-from pythonhosted.web.types import Message, Receive, Scope, Send
-
-log = logging.getLogger(__name__)
-
-HEALTH = frozenset({"/_health", "/_health/"})
+from pythonhosted.web.request import Request
+from pythonhosted.web.security import NO_CROSS_DOMAIN
+from pythonhosted.web.service import Service
+from pythonhosted.web.types import Receive, Send
 
 
-class ConveyorApp:
+class ConveyorApp(Service):
     def __init__(
         self,
         docs: DocsSite,
@@ -33,15 +27,27 @@ class ConveyorApp:
         metrics: ConveyorMetrics,
         reload_interval: float,
         client: ClientFacts | None = None,
+        access_log: bool = False,
     ) -> None:
         self.docs = docs
-        self.client = client or ClientFacts()
         self.legacy = legacy
         self.metrics = metrics
         self.reload_interval = reload_interval
         self._stop = asyncio.Event()
         self._reloader: asyncio.Task[None] | None = None
-        self._counters: dict[tuple[str, int], Counter] = {}  # labels() is slow on the hot path
+        super().__init__(
+            "conveyor",
+            self._route,
+            metrics.registry,
+            client=client,
+            extra_headers=[NO_CROSS_DOMAIN],
+            methods=("GET", "HEAD"),
+            health_aliases=("/_health/",),
+            hooks=[(self.startup, self.shutdown)],
+            part=_part,
+            tallies=metrics.tallies,
+            access_log=access_log,
+        )
 
     async def startup(self) -> None:
         await self.docs.redirects.reload()
@@ -58,55 +64,22 @@ class ConveyorApp:
         if self.legacy is not None:
             await self.legacy.resolver.close()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send, self.startup, self.shutdown)
-            return
-        if scope["type"] != "http":
-            return
-        if scope.get("scheme") != "https" and self.client.is_tls(scope, dict(scope["headers"])):
-            scope = {**scope, "scheme": "https"}  # TLS ended at a trusted proxy: HSTS applies
-        path: str = scope["path"]
-        part = "docs"
-        watched = _Watched(send)
-        send = watched
-        try:
-            if path in HEALTH:
-                part, status = "other", 200
-                await reply(send, scope, 200, "OK")
-            elif path == "/metrics":
-                part, status = "other", 200
-                await send_metrics(send, self.metrics.registry, security_headers(scope))
-            elif path == "/packages" or path.startswith("/packages/"):
-                part = "legacy"
-                if self.legacy is None:
-                    status = 404
-                    await reply(send, scope, 404, "Legacy redirects are not configured")
-                else:
-                    status = await self.legacy.answer(scope, send)
+    async def _route(self, request: Request, receive: Receive, send: Send) -> None:
+        if request.tls and request.scope.get("scheme") != "https":
+            # TLS ended at a trusted proxy: HSTS and https redirects apply.
+            request.scope = {**request.scope, "scheme": "https"}
+        if _part(request.path) == "legacy":
+            if self.legacy is None:
+                await reply(send, request.scope, 404, "Legacy redirects are not configured")
             else:
-                status = await self.docs.answer(scope, send)
-        except Exception:
-            log.exception("unhandled error for %s %s", scope["method"], path)
-            status = 500
-            if watched.started:
-                raise  # headers are out: cutting the connection short is all that is left
-            await reply(send, scope, 500, "Internal error")
-        counter = self._counters.get((part, status))
-        if counter is None:
-            counter = self._counters[part, status] = self.metrics.requests.labels(part, str(status))
-        counter.inc()
+                await self.legacy.answer(request.scope, send)
+        else:
+            await self.docs.answer(request, send)
 
 
-class _Watched:
-    """``send`` that remembers whether the response has started."""
-
-    __slots__ = ("send", "started")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        self.started = True
-        await self.send(message)
+def _part(path: str) -> str:
+    if path == "/packages" or path.startswith("/packages/"):
+        return "legacy"
+    if path in ("/_health", "/_health/", "/metrics"):
+        return "other"
+    return "docs"

@@ -39,7 +39,7 @@ class LegacyApp:
         if scope["type"] != "http":
             return
         status = await self.answer(scope, send)
-        self.metrics.requests.labels("legacy", str(status)).inc()
+        self.metrics.tallies.by_part["legacy", status] += 1
 
     async def answer(self, scope: Scope, send: Send) -> int:
         """Send the response; return its status (for the caller's metrics)."""

@@ -5,17 +5,16 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from pythonhosted.web.metrics import ServiceRegistry
+from pythonhosted.web.service import ResponseTallies
 
 
 class ConveyorMetrics:
     def __init__(self) -> None:
         self.registry = ServiceRegistry("conveyor")
-        self.requests = Counter(
-            "conveyor_requests",
-            "Responses by part (legacy, docs, other) and HTTP status.",
-            ["part", "status"],
-            registry=self.registry,
-        )
+        # Responses by part (legacy, docs, other) and status: the service shell counts them,
+        # and the legacy app counts here too when the files edge mounts it.
+        self.tallies = ResponseTallies("conveyor", parts=True)
+        self.registry.register(self.tallies)
         self.upstream = Counter(
             "conveyor_upstream_requests",
             "Package JSON API requests by outcome (HTTP status, or 'error').",

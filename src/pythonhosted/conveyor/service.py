@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> ConveyorApp:
         metrics,
         conveyor.redirects_reload_interval,
         ClientFacts(trust_proxy_headers=conveyor.trust_proxy_headers),
+        settings.http.access_log,
     )
 
 

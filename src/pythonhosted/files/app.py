@@ -15,20 +15,17 @@ import gzip
 import hmac
 import logging
 import mimetypes
-import os
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import unquote
+from dataclasses import dataclass
 
 import brotli
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
-from pythonhosted.files.bodycache import BodyCache
 from pythonhosted.files.metrics import EdgeMetrics
+from pythonhosted.keys import path_of
 from pythonhosted.logline import download_line
 from pythonhosted.storage import (
     Backend,
@@ -40,18 +37,14 @@ from pythonhosted.storage import (
     StorePair,
     StoreUnavailable,
 )
+from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.client import ClientFacts
-from pythonhosted.web.http import (
-    Unsatisfiable,
-    http_datetime,
-    if_range_holds,
-    not_modified,
-    parse_range,
-)
+from pythonhosted.web.http import http_datetime
+from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
-from pythonhosted.web.types import ASGIApp, Headers, Receive, Scope, Send
+from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +62,7 @@ DISTRIBUTION_SUFFIXES = (
     ".tgz",
 )
 MAX_PATH = 2048
-PREAD_MAX = 256 * 1024
-SEND_PIECE = 256 * 1024
 ALLOW = b"GET, HEAD, OPTIONS"
-_CONDITIONAL = {b"if-none-match", b"if-modified-since"}
 TEXT = b"text/plain; charset=UTF-8"
 SECURITY_TLS: Headers = [*SECURITY, HSTS]
 METHODS = ("GET", "HEAD", "OPTIONS", "PURGE")  # PURGE is taken but not advertised in Allow
@@ -109,23 +99,23 @@ class EdgeOptions:
     cache_object_max_bytes: int = 16 * 2**20
 
 
-@dataclass(slots=True)
-class CachedObject:
+class EdgeObject(StoredObject):
     """An object located once; immutable files never need to be looked up again."""
 
-    info: ObjectInfo
-    store: Store
-    headers: Headers  # everything a 200 carries except length, security and CORS
-    encoded: dict[bytes, bytes] = field(default_factory=dict)
-    whole: dict[bool, Headers] = field(default_factory=dict)  # a full 200's, by TLS or not
+    __slots__ = ("encoded", "metadata")
 
-    def whole_headers(self, security: Headers, tls: bool) -> Headers:
-        """Every header of a 200 with the whole body, built once per object (hot path)."""
-        headers = self.whole.get(tls)
-        if headers is None:
-            length = (b"content-length", str(self.info.size).encode())
-            headers = self.whole[tls] = [*security, *self.headers, *CORS_GET, length]
-        return headers
+    def __init__(self, info: ObjectInfo, store: Store) -> None:
+        super().__init__(
+            info.key,
+            info.size,
+            info.etag,
+            info.last_modified,
+            _object_headers(info),
+            store,
+            info.local_path,
+        )
+        self.metadata = info.metadata  # project, version, ... for the download line
+        self.encoded: dict[bytes, bytes] = {}  # a .metadata file compressed, by encoding
 
 
 class FilesEdge:
@@ -146,13 +136,13 @@ class FilesEdge:
         self.options = options or EdgeOptions()
         self.legacy = legacy
         self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
-        self._cache: OrderedDict[str, CachedObject] = OrderedDict()
+        self._cache: OrderedDict[str, EdgeObject] = OrderedDict()
         self._looking_up: Coalescer[str, tuple[ObjectInfo, Store, Backend]] = Coalescer()
-        self._filling: Coalescer[str, bytes] = Coalescer()
-        self._bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
+        bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
+        self.responder = ObjectResponder(bodies, cors=CORS_GET, error_headers=[NO_CROSS_DOMAIN])
         self.metrics.cache_entries.labels("objects").set_function(lambda: len(self._cache))
-        self.metrics.cache_entries.labels("bodies").set_function(lambda: self._bodies.entries)
-        self.metrics.cache_bytes.set_function(lambda: self._bodies.size)
+        self.metrics.cache_entries.labels("bodies").set_function(lambda: bodies.entries)
+        self.metrics.cache_bytes.set_function(lambda: bodies.size)
 
     def _count_fallback(self, fallback: Fallback) -> None:
         self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()
@@ -169,12 +159,8 @@ class FilesEdge:
         if len(request.raw_path) > MAX_PATH:
             await self._text(send, 414, "URI too long", security)
             return
-        try:
-            decoded = unquote(request.raw_path.decode("ascii"), errors="strict")
-        except UnicodeError:
-            await self._text(send, 400, "Bad request path", security)
-            return
-        if _escapes(decoded):
+        decoded = path_of(request.raw_path)
+        if decoded is None:
             await self._text(send, 400, "Bad request path", security)
             return
         if not HASHED.match(decoded):
@@ -227,16 +213,15 @@ class FilesEdge:
             return None
         return Backend.PRIMARY if force == b"PRIMARY" else Backend.ARCHIVE
 
-    async def _locate(self, key: str, force: Backend | None) -> CachedObject:
+    async def _locate(self, key: str, force: Backend | None) -> EdgeObject:
         if force is None:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-        if force is None:
-            info, store, _backend = await self._looking_up.run(key, lambda: self.stores.info(key))
+            info, store, _ = await self._looking_up.run(key, lambda: self.stores.info(key))
         else:
-            info, store, _backend = await self.stores.info(key, force)
-        entry = CachedObject(info, store, _object_headers(info))
+            info, store, _ = await self.stores.info(key, force)
+        entry = EdgeObject(info, store)
         if force is None:
             self._cache[key] = entry
             if len(self._cache) > self.options.cache_entries:
@@ -255,17 +240,9 @@ class FilesEdge:
             log.warning("no store could serve %s: %s", key, exc)
             await self._text(send, 503, "Storage unavailable", security, head=head)
             return
-        info = entry.info
-        conditional = request.headers.keys() & _CONDITIONAL
-        if conditional and not_modified(
-            request.header(b"if-none-match"),
-            request.header(b"if-modified-since"),
-            info.etag,
-            info.last_modified,
-        ):
-            await send_response(send, 304, headers=[*security, *entry.headers, NO_CROSS_DOMAIN])
+        if self.responder.not_modified(request, entry):
+            await self.responder.send_not_modified(send, entry, security)
             return
-
         if key.endswith(".metadata"):
             self.metrics.sidecars.labels("metadata").inc()
             encoding = _preferred_encoding(request.header(b"accept-encoding"))
@@ -276,117 +253,21 @@ class FilesEdge:
             self.metrics.sidecars.labels("asc").inc()
         elif not key.endswith(DISTRIBUTION_SUFFIXES):
             self.metrics.sidecars.labels("other").inc()
-
+        logged = self.log is not None and not head and key.endswith(DISTRIBUTION_SUFFIXES)
         try:
-            span = parse_range(request.header(b"range"), info.size)
-            if span is not None and not if_range_holds(
-                request.header(b"if-range"), info.etag, info.last_modified
-            ):
-                span = None  # the client's copy is another version: send the whole object
-        except Unsatisfiable:
-            await self._text(
+            await self.responder.respond(
+                request,
                 send,
-                416,
-                "Range not satisfiable",
+                entry,
                 security,
-                [(b"content-range", f"bytes */{info.size}".encode())],
-                head=head,
+                validated=True,
+                use_cache=force is None,
+                on_body=self._log_download if logged else None,
             )
-            return
-        if span is None:
-            status = 200
-            headers = entry.whole_headers(security, request.tls)
-        else:
-            status, (start, end) = 206, span
-            headers = [
-                *security,
-                *entry.headers,
-                *CORS_GET,
-                (b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()),
-                (b"content-length", str(end - start).encode()),
-            ]
-
-        if head:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-
-        await self._send_body(
-            request, key, entry, status, headers, span, force is None, send, security
-        )
-
-    async def _send_body(
-        self,
-        request: Request,
-        key: str,
-        entry: CachedObject,
-        status: int,
-        headers: Headers,
-        span: tuple[int, int] | None,
-        use_cache: bool,
-        send: Send,
-        security: Headers,
-    ) -> None:
-        """The body, by the cheapest route: memory, the server's pathsend, pread, or a stream."""
-        info = entry.info
-        start = {"type": "http.response.start", "status": status, "headers": headers}
-        if self._bodies.fits(info.size):
-            try:
-                body = await (self._cached_body(entry) if use_cache else entry.store.get_bytes(key))
-            except StorageError as exc:
-                await self._read_failed(key, exc, send, security)
-                return
-            await send(start)
-            self._log_download(request, key, info)
-            if span is None and len(body) <= SEND_PIECE:
-                await send({"type": "http.response.body", "body": body})
-            else:
-                view = memoryview(body) if span is None else memoryview(body)[span[0] : span[1]]
-                await _send_view(send, view)
-            return
-        path = info.local_path
-        if path is not None and span is None and _pathsend(request.scope):
-            await send(start)
-            self._log_download(request, key, info)
-            await send({"type": "http.response.pathsend", "path": str(path)})
-            return
-        if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
-            # A page-cache read of a few KB costs less than a thread hop; installers' suffix
-            # reads of wheel directories are exactly this.
-            cached = self._bodies.get(key, *span) if use_cache else None
-            try:
-                chunk = cached or _pread(path, span[0], span[1] - span[0])
-            except OSError as exc:
-                await self._read_failed(key, _os_error(exc), send, security)
-                return
-            if use_cache and cached is None:
-                self._bodies.put(key, chunk, *span)
-            await send(start)
-            self._log_download(request, key, info)
-            await send({"type": "http.response.body", "body": chunk})
-            return
-        try:
-            chunks = await entry.store.read(key, *(span or (None, None)))
+        except OSError as exc:  # a local file's pread
+            await self._read_failed(key, _os_error(exc), send, security)
         except StorageError as exc:
             await self._read_failed(key, exc, send, security)
-            return
-        await send(start)
-        self._log_download(request, key, info)
-        # A store failing mid-body propagates: with the headers out, cutting the connection
-        # short is the only honest answer, and the client sees it from Content-Length.
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def _cached_body(self, entry: CachedObject) -> bytes:
-        """The whole body from memory, read once however many requests wait for it."""
-        key = entry.info.key
-        body = self._bodies.get(key)
-        if body is not None:
-            return body
-        body = await self._filling.run(key, lambda: entry.store.get_bytes(key))
-        self._bodies.put(key, body)
-        return body
 
     async def _read_failed(
         self, key: str, exc: StorageError, send: Send, security: Headers
@@ -400,28 +281,27 @@ class FilesEdge:
 
     def _forget(self, key: str) -> None:
         self._cache.pop(key, None)
-        self._bodies.discard(key)
+        self.responder.forget(key)
 
     async def _send_encoded(
-        self, entry: CachedObject, encoding: bytes, base: Headers, send: Send, head: bool
+        self, entry: EdgeObject, encoding: bytes, base: Headers, send: Send, head: bool
     ) -> None:
         body = entry.encoded.get(encoding)
         if body is None:
-            raw = await entry.store.get_bytes(entry.info.key)
+            raw = await entry.store.get_bytes(entry.key)
             body = await asyncio.to_thread(_compress, raw, encoding)
             entry.encoded[encoding] = body
         headers = [h for h in base if h[0] != b"etag"] + CORS_GET
-        etag = entry.info.etag
+        etag = entry.etag
         if etag:
             headers.append((b"etag", f"W/{etag.removeprefix('W/')}".encode()))
         headers.append((b"content-encoding", encoding))
         await send_response(send, 200, body, content_type=None, headers=headers, head=head)
 
-    def _log_download(self, request: Request, key: str, info: ObjectInfo) -> None:
-        if self.log is None or request.method != "GET" or not key.endswith(DISTRIBUTION_SUFFIXES):
-            return
+    def _log_download(self, request: Request, entry: EdgeObject) -> None:
+        assert self.log is not None
         self.metrics.downloads.count += 1
-        metadata = info.metadata
+        metadata = entry.metadata
         tls_protocol, tls_cipher = self.client.tls(request.headers)
         self.log.append(
             download_line(
@@ -454,18 +334,6 @@ class FilesEdge:
             headers=security + [NO_CROSS_DOMAIN] + (extra or []),
             head=head,
         )
-
-
-def _escapes(path: str) -> bool:
-    """Rule 2: anything that could leave the store or confuse a key is refused."""
-    if "\x00" in path or "\\" in path or "//" in path:
-        return True
-    # A "." or ".." segment needs "/." somewhere; most paths have none and skip the split.
-    return "/." in path and any(part in (".", "..") for part in path.split("/"))
-
-
-def _pathsend(scope: Scope) -> bool:
-    return "http.response.pathsend" in (scope.get("extensions") or {})
 
 
 def _preferred_encoding(accept: str | None) -> bytes | None:
@@ -519,29 +387,6 @@ def _guess_type(key: str) -> str:
     if key.endswith(".metadata"):
         return "text/plain; charset=utf-8"
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
-
-
-async def _send_view(send: Send, view: memoryview) -> None:
-    """Send cached bytes in pieces: the server copies each message, so one message per
-    response would cost a whole copy of the object per connection."""
-    if len(view) <= SEND_PIECE:
-        await send({"type": "http.response.body", "body": view.tobytes()})
-        return
-    for offset in range(0, len(view), SEND_PIECE):
-        piece = view[offset : offset + SEND_PIECE].tobytes()
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
-
-
-def _pread(path: Path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
-    if len(data) != length:
-        raise OSError(f"short read from {path}")
-    return data
 
 
 def _os_error(exc: OSError) -> StorageError:

@@ -32,6 +32,7 @@ from obstore.store import LocalStore, MemoryStore
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore import GetOptions
 
+from pythonhosted.keys import is_safe_key
 from pythonhosted.storage.cloud import cloud_backend, describe
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
@@ -78,14 +79,7 @@ class Listed:
 
 def check_key(key: str) -> str:
     """Refuse keys that could name something outside the store (or a sidecar)."""
-    if (
-        not key
-        or key.startswith(("/", META_PREFIX))
-        or "\\" in key
-        or "\x00" in key
-        or "//" in key
-        or any(part in (".", "..") for part in key.split("/"))
-    ):
+    if not is_safe_key(key) or key.startswith(META_PREFIX):
         raise ValueError(f"invalid object key: {key!r}")
     return key
 

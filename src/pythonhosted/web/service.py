@@ -124,7 +124,8 @@ class Service:
 
     ``methods``: what the handler takes (None: every method); ``allow``: what a 405 advertises
     (a service may take methods it does not advertise, as the files edge does PURGE).
-    ``part``: a label for each path (conveyor's legacy/docs), or None for none.
+    ``part``: a label for each path (conveyor's legacy/docs), or None for none; ``tallies``:
+    counters the service registered itself, to share them with code counting elsewhere.
     ``extra_headers``: what the service adds to the security headers on its own answers.
     """
 
@@ -143,6 +144,7 @@ class Service:
         health_aliases: Iterable[str] = (),
         hooks: Sequence[tuple[Hook, Hook]] = (),
         part: Callable[[str], str] | None = None,
+        tallies: ResponseTallies | None = None,
         access_log: bool = False,
     ) -> None:
         self.name = name
@@ -159,8 +161,10 @@ class Service:
         self.hooks = tuple(hooks)
         self.part = part
         self.access_log = access_log
-        self.tallies = ResponseTallies(name, parts=part is not None)
-        registry.register(self.tallies)
+        if tallies is None:
+            tallies = ResponseTallies(name, parts=part is not None)
+            registry.register(tallies)
+        self.tallies = tallies  # a service may count elsewhere too (conveyor's mounted legacy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One flat coroutine on purpose: every extra await level cost the files edge's hot

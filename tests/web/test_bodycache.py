@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pythonhosted.files.bodycache import ENTRY_BYTES, BodyCache
+from pythonhosted.web.bodycache import ENTRY_BYTES, BodyCache
 
 
 def test_bounded_by_bytes_least_recently_used_out() -> None:
