@@ -7,6 +7,9 @@ that loop) and closed on lifespan shutdown.
 
 from __future__ import annotations
 
+import logging
+
+from pythonhosted.camo.client import Dial, open_streams
 from pythonhosted.camo.headers import security_headers
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
@@ -20,14 +23,17 @@ from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_metrics, send_text
 from pythonhosted.web.types import Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 HEALTH_PATHS = frozenset({"/healthcheck", "/_health"})
 
 
 class CamoApp:
-    def __init__(self, settings: CamoSettings, lookup: Lookup) -> None:
+    def __init__(self, settings: CamoSettings, lookup: Lookup, dial: Dial) -> None:
         self.metrics = CamoMetrics()
         self._settings = settings
         self._lookup = lookup
+        self._dial = dial
         self._checks = UrlChecks(
             AddressPolicy.allowing(settings.allow_networks),
             Rules.load(settings.filter_ruleset),
@@ -56,6 +62,7 @@ class CamoApp:
                 max_redirects=self._settings.max_redirects,
                 connect_timeout=self._settings.timeout,
                 lookup=self._lookup,
+                dial=self._dial,
             )
         return self._upstream
 
@@ -77,18 +84,33 @@ class CamoApp:
         if path in HEALTH_PATHS:
             await send_text(send, 200, "OK", headers=self._always, head=scope["method"] == "HEAD")
         elif path == "/metrics":
-            await send_metrics(send, self.metrics.registry, headers=self._always)
+            await self._metrics_page(send)
         else:
-            await self._proxy(scope, send)
+            await self._proxy(scope, send)  # answers its own errors, with camo's headers
+
+    async def _metrics_page(self, send: Send) -> None:
+        """The scrape; a failure to render it (e.g. an unreadable worker metrics file) is a
+        500 with camo's headers, logged and counted, not the server's bare error page."""
+        try:
+            await send_metrics(send, self.metrics.registry, headers=self._always)
+        except Exception:
+            log.exception("camo: cannot render /metrics")
+            self.metrics.failed.labels("internal").inc()
+            self.metrics.response(500)
+            headers = [*self._always, (b"x-camo-error", b"internal error")]
+            await send_text(send, 500, "internal error", headers=headers)
 
 
-def create_app(settings: CamoSettings, *, lookup: Lookup = system_lookup) -> CamoApp:
+def create_app(
+    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_streams
+) -> CamoApp:
     """The camo ASGI app for ``settings``; ValueError if there is no key.
 
-    ``lookup`` is the name-resolution seam: tests pass a stub resolver mapping test names to
-    loopback addresses; production uses the system resolver.
+    ``lookup`` and ``dial`` are the network seams: tests pass a stub resolver mapping test
+    names to loopback addresses and a dialler that refuses anything off loopback, so no test
+    can reach the internet whatever URL it throws at camo; production uses the system's.
     """
-    return CamoApp(settings, lookup)
+    return CamoApp(settings, lookup, dial)
 
 
 def worker_app() -> CamoApp:

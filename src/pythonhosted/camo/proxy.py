@@ -90,6 +90,16 @@ class Proxy:
                 raise CutOff("upstream body broke off") from None
             status = 502
             await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
+        except CutOff:
+            raise
+        except Exception:
+            # A bug, not a refusal: still an answer with camo's headers, logged and counted.
+            log.exception("camo: unexpected error proxying %s", scope["path"][:200])
+            self._metrics.failed.labels("internal").inc()
+            if relay.started:
+                raise CutOff("unexpected error mid-body") from None
+            status = 500
+            await relay.refuse(Refused(500, "internal", "internal error"))
         finally:
             self._metrics.duration.observe(time.perf_counter() - started)
         self._metrics.response(status)

@@ -78,7 +78,7 @@ class PolicyResolver:
             return cached[1]
         try:
             texts = await self._lookup(host, port)
-        except OSError:
+        except (OSError, ValueError):  # getaddrinfo's IDNA step raises UnicodeError
             raise Refused(502, "dns", f"cannot resolve {host}") from None
         if len(self._cache) >= LOOKUP_CACHE:
             self._cache.clear()

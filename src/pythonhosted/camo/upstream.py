@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pythonhosted.camo.client import (
     request_head,
 )
 from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.hostnames import name_refusal
 from pythonhosted.camo.policy import AddressPolicy, literal_address
 from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
@@ -36,6 +38,8 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: static settings); refusals raise, so they are never cached.
 CHECKED_URLS = 4096
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,30 @@ class UrlChecks:
     allow_credentials: bool
 
     def check(self, url: URL) -> URL:
-        """``url`` ready to request (legacy IPv4 spellings made canonical), or Refused."""
+        """``url`` ready to request (legacy IPv4 spellings made canonical), or Refused.
+
+        Every way a URL can be unusable (host, port, credentials) is a refusal here, so
+        nothing later on the request path meets a URL it cannot handle.
+        """
         if url.scheme not in ("http", "https") or not url.is_absolute() or not url.raw_host:
             raise Refused(404, "url", "not an absolute http(s) URL")
-        if (url.raw_user or url.raw_password) and not self.allow_credentials:
-            raise Refused(404, "credentials", "URLs with credentials are not allowed")
+        if url.explicit_port == 0:
+            raise Refused(404, "url", "port 0 is not a destination")
+        if url.raw_user is not None or url.raw_password is not None:
+            if not self.allow_credentials:
+                raise Refused(404, "credentials", "URLs with credentials are not allowed")
+            if _CONTROL.search(f"{url.user or ''}:{url.password or ''}"):
+                raise Refused(404, "url", "control characters in the URL's credentials")
         host = url.raw_host
         try:
             address = literal_address(host)
         except ValueError as exc:
             raise Refused(404, "url", str(exc)) from None
-        if address is not None:
+        if address is None:
+            reason = name_refusal(host)
+            if reason is not None:
+                raise Refused(404, "url", reason)
+        else:
             reason = self.policy.refusal(address)
             if reason is not None:
                 raise Refused(404, "address", reason)
@@ -67,6 +84,16 @@ class UrlChecks:
         if reason is not None:
             raise Refused(404, "filter", reason)
         return url.with_fragment(None) if url.raw_fragment else url
+
+
+def _location_url(raw: bytes) -> URL:
+    """A Location header as a URL: UTF-8 if it is, else its non-ASCII bytes percent-encoded
+    (as browsers and Go's client send them), never silently dropped."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = _HIGH_BYTE.sub(lambda byte: b"%%%02X" % byte[0][0], raw).decode("ascii")
+    return URL(text)
 
 
 class Upstream:
@@ -108,8 +135,8 @@ class Upstream:
                 return response
             response.release()
             try:
-                target = target.join(URL(location.decode("utf-8", "surrogateescape")))
-            except (ValueError, TypeError):
+                target = target.join(_location_url(location))
+            except (ValueError, TypeError):  # UnicodeError (IDNA) is a ValueError
                 raise Refused(404, "url", "redirect to an invalid URL") from None
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
 
