@@ -7,6 +7,7 @@ that loop) and closed on lifespan shutdown.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from pythonhosted.camo.client import Dial, open_streams
@@ -54,6 +55,13 @@ class CamoApp:
         )
         self._upstream: Upstream | None = None
         self._proxy = Proxy(options, self.upstream, self.metrics)
+        entries = self.metrics.memo_entries
+        entries.labels("verified_urls").set_function(lambda: self._proxy.verified)
+        for memo in ("checked_urls", "dns", "idle_connections"):
+            entries.labels(memo).set_function(functools.partial(self._upstream_memo, memo))
+
+    def _upstream_memo(self, memo: str) -> int:
+        return 0 if self._upstream is None else self._upstream.memo_entries()[memo]
 
     def upstream(self) -> Upstream:
         if self._upstream is None:

@@ -96,15 +96,25 @@ class Pool:
     def take(self, key: PoolKey) -> Connection | None:
         """The most recently used live connection for ``key`` (least likely to be stale)."""
         stack = self._idle.get(key)
+        if stack is None:
+            return None
         now = time.monotonic()
+        found = None
         while stack:
             since, conn = stack.pop()
             self._count -= 1
             if now - since < self._idle_timeout and conn.usable():
                 conn.reused = True
-                return conn
+                found = conn
+                break
             conn.discard()
-        return None
+        if not stack:
+            del self._idle[key]  # no empty entries left behind: keys are bounded by MAX_IDLE
+        return found
+
+    @property
+    def idle(self) -> int:
+        return self._count
 
     def put(self, conn: Connection) -> None:
         now = time.monotonic()

@@ -6,7 +6,7 @@ codes (see :class:`~pythonhosted.camo.errors.Refused`), never URLs, to keep card
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from pythonhosted.web.metrics import ServiceRegistry
 
@@ -47,6 +47,13 @@ class CamoMetrics:
             "camo_responses_failed",
             "Proxy requests refused or failed, by reason",
             ["reason"],
+            registry=self.registry,
+        )
+        self.memo_entries = Gauge(
+            "camo_memo_entries",
+            "Entries held by each bounded per-worker memo (verified and checked URLs, DNS "
+            "answers, idle upstream connections)",
+            ["memo"],
             registry=self.registry,
         )
         self._by_status: dict[int, Counter] = {}

@@ -31,8 +31,11 @@ from pythonhosted.web.types import Headers, Scope, Send
 log = logging.getLogger(__name__)
 
 #: Signed URLs remembered as verified; only valid signatures are kept (a refusal raises, and
-#: lru_cache does not cache exceptions), so junk requests cannot fill the cache.
+#: lru_cache does not cache exceptions), so junk requests cannot fill the cache. Paths longer
+#: than MEMO_KEY_CHARS are verified every time instead, so the cache's bytes stay bounded too
+#: (4096 x ~1.5 KB of key and URL at most).
 VERIFIED_URLS = 4096
+MEMO_KEY_CHARS = 1024
 NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
 _RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS) - {
     b"content-type"
@@ -58,6 +61,10 @@ class Proxy:
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+
+    @property
+    def verified(self) -> int:
+        return self._verified.cache_info().currsize
 
     def _verify(self, path: str, query: bytes) -> str:
         """The signed target URL; the HMAC is computed once per distinct URL, not per request."""
@@ -108,7 +115,12 @@ class Proxy:
     async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
-        url = self._verified(scope["path"], scope.get("query_string", b""))
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        if len(path) + len(query) <= MEMO_KEY_CHARS:
+            url = self._verified(path, query)
+        else:
+            url = self._verify(path, query)
         headers = upstream_request_headers(
             scope["headers"], user_agent=self._options.user_agent, via=self._options.via
         )

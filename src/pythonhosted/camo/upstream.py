@@ -28,15 +28,20 @@ from pythonhosted.camo.client import (
     request_head,
 )
 from pythonhosted.camo.errors import Refused
-from pythonhosted.camo.hostnames import name_refusal
+from pythonhosted.camo.hostnames import MAX_NAME, name_refusal
 from pythonhosted.camo.policy import AddressPolicy, literal_address
 from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: First-hop URLs remembered as parsed and checked (the checks depend only on the URL and
-#: static settings); refusals raise, so they are never cached.
+#: static settings); refusals raise, so they are never cached, and URLs longer than
+#: MEMO_URL_CHARS are checked every time, so the cache's bytes stay bounded too.
 CHECKED_URLS = 4096
+MEMO_URL_CHARS = 512
+#: Longer hosts are refused before anything else looks at them (a name has at most 253
+#: characters, an IPv6 literal with a zone far fewer).
+MAX_HOST_CHARS = MAX_NAME + 1
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
@@ -66,6 +71,8 @@ class UrlChecks:
             if _CONTROL.search(f"{url.user or ''}:{url.password or ''}"):
                 raise Refused(404, "url", "control characters in the URL's credentials")
         host = url.raw_host
+        if len(host) > MAX_HOST_CHARS:
+            raise Refused(404, "url", f"host name longer than {MAX_NAME} characters")
         try:
             address = literal_address(host)
         except ValueError as exc:
@@ -120,12 +127,20 @@ class Upstream:
     async def close(self) -> None:
         self._pool.close()
 
+    def memo_entries(self) -> dict[str, int]:
+        """Entries held by each of this client's caches (for the metrics)."""
+        return {
+            "checked_urls": self._first_hop.cache_info().currsize,
+            "dns": self._resolver.cached,
+            "idle_connections": self._pool.idle,
+        }
+
     async def open(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
         """The first non-redirect response for ``url``; the caller must release it.
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
         """
-        target = self._first_hop(url)
+        target = self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._parse_and_check(url)
         for hop in range(self._max_redirects + 1):
             if hop:
                 target = self._checks.check(target)
