@@ -41,14 +41,16 @@ class CamoApp:
             settings.allow_credential_urls,
         )
         self._always = security_headers(settings.server_name, settings.headers)
-        media = (
-            ("image/",) + ("video/",) * settings.allow_video + ("audio/",) * settings.allow_audio
-        )
+        media = {"image"}
+        if settings.allow_video:
+            media.add("video")
+        if settings.allow_audio:
+            media.add("audio")
         options = ProxyOptions(
             key=settings.hmac_key(),
             max_bytes=settings.max_size_kb * 1024,
             timeout=settings.timeout,
-            media_prefixes=tuple(media),
+            media_types=frozenset(media),
             user_agent=settings.user_agent,
             via=f"1.1 {settings.server_name}",
             always_headers=self._always,

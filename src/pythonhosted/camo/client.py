@@ -252,6 +252,10 @@ class Response:
                 return value
         return None
 
+    def headers_named(self, name: bytes) -> list[bytes]:
+        """Every value of the header ``name`` (lower-case), in the order received."""
+        return [value for raw_name, value in self.raw_headers if raw_name.lower() == name]
+
     async def start(self) -> None:
         """Read until the status line and headers are in; BadResponse or OSError otherwise."""
         while not self._headers_done:

@@ -21,6 +21,7 @@ from pythonhosted.camo.headers import (
     relayed_response_headers,
     upstream_request_headers,
 )
+from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
@@ -47,10 +48,24 @@ class ProxyOptions:
     key: bytes
     max_bytes: int
     timeout: float
-    media_prefixes: tuple[str, ...]  # "image/", plus "video/" / "audio/" when enabled
+    media_types: frozenset[str]  # "image", plus "video" / "audio" when enabled
     user_agent: str
     via: str
     always_headers: Headers  # security headers, Server and the operator's extra headers
+
+
+def _media_type(response: Response) -> MediaType | None:
+    """Upstream's one Content-Type, parsed; None if it sent none; Refused if it sent more
+    than one or a malformed one."""
+    values = response.headers_named(b"content-type")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Refused(403, "content_type", "more than one Content-Type header")
+    try:
+        return parse_media_type(values[0])
+    except BadMediaType as exc:
+        raise Refused(403, "content_type", str(exc)) from None
 
 
 class Proxy:
@@ -150,18 +165,18 @@ class Proxy:
             raise Refused(
                 404, "content_length", f"content length {length} over the {limit} byte limit"
             )
-        content_type = response.header(b"content-type") or b""
-        media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+        media = _media_type(response)
         first = b""
-        if media in GENERIC_TYPES and status == 200 and method == "GET":
+        if (media is None or media.essence in GENERIC_TYPES) and status == 200 and method == "GET":
             first = await response.read_first(SNIFF_BYTES)
             sniffed = sniff_image(first)
             if sniffed is not None:
-                media, content_type = sniffed, sniffed.encode("latin-1")
-        if not media.startswith(self._options.media_prefixes):
-            raise Refused(403, "content_type", f"content type {media or '(none)'} not allowed")
+                media = MediaType("image", sniffed, ())
+        if media is None or media.type not in self._options.media_types:
+            shown = "(none)" if media is None else media.essence
+            raise Refused(403, "content_type", f"content type {shown} not allowed")
         headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
-        headers.append((b"content-type", content_type))
+        headers.append((b"content-type", media.header()))
         relay.start(status, headers)
         await relay.body(first)
         received = len(first)
