@@ -55,11 +55,14 @@ def test_one_media_type_is_relayed_normalised(
 @pytest.mark.parametrize(
     ("sent", "reason"),
     [
-        (b"image/png, text/html; charset=UTF-8", "Content-Type is a list: 'image/png, text/html; charset=UTF-8'"),
-        (b"image/png,text/html; charset=UTF-8", "Content-Type is a list: 'image/png,text/html; charset=UTF-8'"),
+        (b"image/png, text/html; charset=UTF-8",
+         "Content-Type is a list: 'image/png, text/html; charset=UTF-8'"),
+        (b"image/png,text/html; charset=UTF-8",
+         "Content-Type is a list: 'image/png,text/html; charset=UTF-8'"),
         (b"image/png text/html", "malformed Content-Type: 'image/png text/html'"),
         (b"image/png%;text/html", "malformed Content-Type: 'image/png%;text/html'"),
-        (b"image/png; charset=UTF-8;text/html", "malformed Content-Type: 'image/png; charset=UTF-8;text/html'"),
+        (b"image/png; charset=UTF-8;text/html",
+         "malformed Content-Type: 'image/png; charset=UTF-8;text/html'"),
         (b"image/png; a=1; A=2", "Content-Type parameter 'a' given twice"),
         (b"", "empty Content-Type"),
         (b"   ", "empty Content-Type"),
