@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from pythonhosted import __version__
 from pythonhosted.camo.client import Dial, open_streams
 from pythonhosted.camo.headers import security_headers
 from pythonhosted.camo.metrics import CamoMetrics
@@ -40,7 +41,12 @@ class CamoApp:
             Rules.load(settings.filter_ruleset),
             settings.allow_credential_urls,
         )
-        self._always = security_headers(settings.server_name, settings.headers)
+        server = settings.server_name
+        if settings.expose_server_version:
+            server = f"{server} {__version__}"
+        self._always = security_headers(
+            server, settings.headers, close_connections=settings.disable_keepalives_frontend
+        )
         media = {"image"}
         if settings.allow_video:
             media.add("video")
@@ -48,12 +54,14 @@ class CamoApp:
             media.add("audio")
         options = ProxyOptions(
             key=settings.hmac_key(),
-            max_bytes=settings.max_size_kb * 1024,
+            max_bytes=settings.max_size_kb * 1024 or None,
             timeout=settings.timeout,
             media_types=frozenset(media),
             user_agent=settings.user_agent,
-            via=f"1.1 {settings.server_name}",
+            server_name=settings.server_name,
             always_headers=self._always,
+            max_size_redirect=settings.max_size_redirect,
+            forwarded_for=settings.enable_xfwd4,
         )
         self._upstream: Upstream | None = None
         self._proxy = Proxy(options, self.upstream, self.metrics)
@@ -73,6 +81,7 @@ class CamoApp:
                 connect_timeout=self._settings.timeout,
                 lookup=self._lookup,
                 dial=self._dial,
+                keep_alive=not self._settings.disable_keepalives_backend,
             )
         return self._upstream
 
@@ -93,7 +102,7 @@ class CamoApp:
         path: str = scope["path"]
         if path in HEALTH_PATHS:
             await send_text(send, 200, "OK", headers=self._always, head=scope["method"] == "HEAD")
-        elif path == "/metrics":
+        elif path == "/metrics" and self._settings.metrics:
             await self._metrics_page(send)
         else:
             await self._proxy(scope, send)  # answers its own errors, with camo's headers

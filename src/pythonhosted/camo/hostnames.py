@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 
 MAX_NAME = 253
+#: names that mean this machine whatever DNS says (go-camo refuses them by name too)
+LOCAL_DOMAINS = ("localhost", "localdomain")
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
 
@@ -23,4 +25,13 @@ def name_refusal(host: str) -> str | None:
         return f"host name longer than {MAX_NAME} characters"
     if _NAME.fullmatch(host) is None:
         return f"host {host[:80]!r} is not a valid DNS name"
+    return None
+
+
+def local_name_refusal(host: str) -> str | None:
+    """Why ``host`` (a valid DNS name) names this machine, or None."""
+    name = host.removesuffix(".").lower()
+    for local in LOCAL_DOMAINS:
+        if name == local or name.endswith("." + local):
+            return f"host {host!r} is local"
     return None

@@ -14,15 +14,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from yarl import URL
+
 from pythonhosted.camo.client import BodyError, Response
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
     RESPONSE_HEADERS,
+    accept_header,
+    forwarded_for,
+    names_this_server,
     relayed_response_headers,
     upstream_request_headers,
 )
 from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
+from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
@@ -46,12 +52,22 @@ _RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS
 @dataclass(frozen=True)
 class ProxyOptions:
     key: bytes
-    max_bytes: int
+    max_bytes: int | None  # None: no limit (go-camo's --max-size 0)
     timeout: float
     media_types: frozenset[str]  # "image", plus "video" / "audio" when enabled
     user_agent: str
-    via: str
+    server_name: str  # sent as Via; a request whose Via names it is a loop
     always_headers: Headers  # security headers, Server and the operator's extra headers
+    max_size_redirect: str | None = None  # a URL, or "original" (the image's own URL)
+    forwarded_for: bool = False  # --enable-xfwd4
+
+    @property
+    def accept(self) -> str:
+        return accept_header(self.media_types)
+
+
+#: whose address --enable-xfwd4 may pass on: public ones only, whatever --allow-network says
+_PUBLIC_ONLY = AddressPolicy()
 
 
 def _media_type(response: Response) -> MediaType | None:
@@ -76,6 +92,12 @@ class Proxy:
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+
+    def _size_redirect(self, url: str) -> bytes:
+        """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
+        the image's own URL (percent-encoded by yarl, so no byte can break the header)."""
+        target = self._options.max_size_redirect
+        return str(URL(url) if target == "original" else URL(target or "")).encode("ascii")
 
     @property
     def verified(self) -> int:
@@ -128,25 +150,38 @@ class Proxy:
         self._metrics.size.observe(relay.body_bytes)
 
     async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
+        options = self._options
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
+        client_headers = scope["headers"]
+        if names_this_server(client_headers, options.server_name):
+            raise Refused(404, "loop", f"request loop: Via already names {options.server_name}")
         path: str = scope["path"]
         query: bytes = scope.get("query_string", b"")
         if len(path) + len(query) <= MEMO_KEY_CHARS:
             url = self._verified(path, query)
         else:
             url = self._verify(path, query)
+        peer = scope.get("client")
         headers = upstream_request_headers(
-            scope["headers"], user_agent=self._options.user_agent, via=self._options.via
+            client_headers,
+            accept=options.accept,
+            user_agent=options.user_agent,
+            via=options.server_name,
+            forwarded_for=(
+                forwarded_for(client_headers, peer[0] if peer else None, _PUBLIC_ONLY)
+                if options.forwarded_for
+                else None
+            ),
         )
-        async with asyncio.timeout(self._options.timeout):
+        async with asyncio.timeout(options.timeout):
             response = await self._upstream().open(method, url, headers)
             try:
-                return await self._relay(method, response, relay)
+                return await self._relay(method, url, response, relay)
             finally:
                 response.release()
 
-    async def _relay(self, method: str, response: Response, relay: Relay) -> int:
+    async def _relay(self, method: str, url: str, response: Response, relay: Relay) -> int:
         status = response.status
         if status == 304:
             relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
@@ -160,11 +195,13 @@ class Proxy:
             raise Refused(404, "upstream_status", f"upstream answered {status}")
         limit = self._options.max_bytes
         length = response.content_length
-        if length is not None and length > limit:
+        if length is not None and limit is not None and length > limit:
             self._metrics.content_length_exceeded.inc()
-            raise Refused(
-                404, "content_length", f"content length {length} over the {limit} byte limit"
-            )
+            reason = f"content length {length} over the {limit} byte limit"
+            if self._options.max_size_redirect is None:
+                raise Refused(404, "content_length", reason)
+            await relay.redirect(self._size_redirect(url), reason)
+            return 302
         media = _media_type(response)
         first = b""
         if (media is None or media.essence in GENERIC_TYPES) and status == 200 and method == "GET":
@@ -185,7 +222,7 @@ class Proxy:
             # once this chunk has been sent, so a slow client holds back the upstream.
             while chunk := await response.read():
                 received += len(chunk)
-                if received > limit:
+                if limit is not None and received > limit:
                     self._metrics.truncated.inc()
                     if relay.started:
                         raise CutOff(f"body passed the {limit} byte limit")

@@ -61,7 +61,7 @@ class PolicyResolver:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The allowed addresses of ``host`` as IP literals, in lookup order; Refused (404) if
-        none is allowed, Refused (502) if the name does not resolve.
+        none is allowed or the name does not resolve (as go-camo answers both).
 
         ``host`` is a URL's raw host: a name, or an IP literal already made canonical by the
         URL checks (judged here again, without a lookup).
@@ -100,7 +100,7 @@ class PolicyResolver:
         try:
             texts = tuple((await self._lookup(host, port))[:ADDRESSES_PER_NAME])
         except (OSError, ValueError):  # getaddrinfo's IDNA step raises UnicodeError
-            raise Refused(502, "dns", f"cannot resolve {host}") from None
+            raise Refused(404, "dns", f"cannot resolve {host}") from None
         finally:
             del self._pending[key]
         self._cache.pop(key, None)

@@ -28,7 +28,7 @@ from pythonhosted.camo.client import (
     request_head,
 )
 from pythonhosted.camo.errors import Refused
-from pythonhosted.camo.hostnames import MAX_NAME, name_refusal
+from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
 from pythonhosted.camo.policy import AddressPolicy, literal_address
 from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
@@ -78,7 +78,7 @@ class UrlChecks:
         except ValueError as exc:
             raise Refused(404, "url", str(exc)) from None
         if address is None:
-            reason = name_refusal(host)
+            reason = name_refusal(host) or local_name_refusal(host)
             if reason is not None:
                 raise Refused(404, "url", reason)
         else:
@@ -87,7 +87,7 @@ class UrlChecks:
                 raise Refused(404, "address", reason)
             if str(address) != host:
                 url = url.with_host(str(address))
-        reason = self.rules.refusal(host, url.path)
+        reason = self.rules.refusal(url.raw_host or host, url.raw_path)
         if reason is not None:
             raise Refused(404, "filter", reason)
         return url.with_fragment(None) if url.raw_fragment else url
@@ -114,6 +114,7 @@ class Upstream:
         connect_timeout: float,
         lookup: Lookup = system_lookup,
         dial: Dial = open_streams,
+        keep_alive: bool = True,
     ) -> None:
         self._checks = checks
         self._max_redirects = max_redirects
@@ -121,7 +122,7 @@ class Upstream:
         self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._parse_and_check)
         self._resolver = PolicyResolver(checks.policy, lookup)
         self._dial = dial
-        self._pool = Pool()
+        self._pool = Pool() if keep_alive else Pool(max_idle=0)  # --no-bk: a socket per request
         self._tls = ssl.create_default_context()  # built once: loading the CA store is slow
 
     async def close(self) -> None:
