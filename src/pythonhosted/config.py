@@ -92,6 +92,7 @@ def parse_duration(value: object) -> object:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 CAMO_KEY_ENV = "PYTHONHOSTED_CAMO_KEY"
 
@@ -122,6 +123,16 @@ class CamoSettings(BaseModel):
     filter_ruleset: Path | None = None
     metrics: bool = True
     allow_networks: list[IPvAnyNetwork] = []
+    # the cache in front: on when cache_dir is set and cache_max_bytes > 0
+    cache_dir: Path | None = None
+    cache_max_bytes: int = Field(default=2**30, ge=0)
+    cache_memory_bytes: int = Field(default=64 * 2**20, ge=0)
+    cache_memory_object_bytes: int = Field(default=256 * 2**10, ge=0)
+    cache_object_max_bytes: int = Field(default=5 * 2**20, gt=0)
+    cache_default_ttl: SecondsOrZero = 3600.0
+    cache_max_ttl: SecondsOrZero = 7 * 86400.0
+    cache_stale_if_error: SecondsOrZero = 3600.0
+    cache_purge_secret: SecretStr | None = None
 
     @field_validator("max_size_redirect")
     @classmethod

@@ -279,6 +279,8 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         "-H",
         "X-Extra: 1",
         "--allow-network=127.0.0.2/32",
+        f"--cache-dir={tmp_path / 'cache'}",
+        "--cache-max-bytes=1000000",
     ]
     env = {
         "GOCAMO_FILTER_RULESET": str(rules),
@@ -312,6 +314,11 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     lines = stderr.decode().splitlines()
+    # each worker claimed a cache slot of its own
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [
+        "slot-0",
+        "slot-1",
+    ]
     assert "note: --automaxprocs has no effect: camo sizes itself with --workers" in lines
     logged = [json.loads(line) for line in lines if line.startswith("{")]
     assert any(entry["msg"] == "camo refused: 127.0.0.2/svg matches deny rule deny||*||/svg"

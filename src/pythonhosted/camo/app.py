@@ -7,10 +7,14 @@ that loop) and closed on lifespan shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 
 from pythonhosted import __version__
+from pythonhosted.camo.cache.disk import DiskTier
+from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
+from pythonhosted.camo.cache.store import CacheStore
 from pythonhosted.camo.client import Dial, open_streams
 from pythonhosted.camo.headers import security_headers
 from pythonhosted.camo.metrics import CamoMetrics
@@ -62,9 +66,15 @@ class CamoApp:
             always_headers=self._always,
             max_size_redirect=settings.max_size_redirect,
             forwarded_for=settings.enable_xfwd4,
+            purge_secret=(
+                None
+                if settings.cache_purge_secret is None
+                else settings.cache_purge_secret.get_secret_value().encode()
+            ),
         )
         self._upstream: Upstream | None = None
-        self._proxy = Proxy(options, self.upstream, self.metrics)
+        self.cache = _image_cache(settings, self.metrics)
+        self._proxy = Proxy(options, self.upstream, self.metrics, self.cache)
         entries = self.metrics.memo_entries
         entries.labels("verified_urls").set_function(lambda: self._proxy.verified)
         for memo in ("checked_urls", "dns", "idle_connections"):
@@ -89,9 +99,16 @@ class CamoApp:
         if self._upstream is not None:
             upstream, self._upstream = self._upstream, None
             await upstream.close()
+        if self.cache is not None:
+            self.cache.store.disk.close()
 
     async def _startup(self) -> None:
         self.upstream()
+        if self.cache is not None:
+            try:
+                await asyncio.to_thread(self.cache.store.disk.open)  # claims a slot, scans it
+            except OSError as exc:  # e.g. another camo holds every slot: serve, uncached
+                log.error("camo cache off: %s", exc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -118,6 +135,28 @@ class CamoApp:
             self.metrics.response(500)
             headers = [*self._always, (b"x-camo-error", b"internal error")]
             await send_text(send, 500, "internal error", headers=headers)
+
+
+def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | None:
+    """The cache in front, if configured; its disk tier claims its slot at start-up."""
+    if settings.cache_dir is None or settings.cache_max_bytes == 0:
+        return None
+    disk = DiskTier(settings.cache_dir, settings.cache_max_bytes, settings.workers)
+    store = CacheStore(disk, settings.cache_memory_bytes, settings.cache_memory_object_bytes)
+    object_max = settings.cache_object_max_bytes
+    if settings.max_size_kb:
+        object_max = min(object_max, settings.max_size_kb * 1024)
+    policy = CachePolicy(
+        default_ttl=settings.cache_default_ttl,
+        max_ttl=settings.cache_max_ttl,
+        stale_if_error=settings.cache_stale_if_error,
+        object_max_bytes=object_max,
+    )
+    metrics.cache_bytes.labels("memory").set_function(lambda: store.memory_bytes)
+    metrics.cache_bytes.labels("disk").set_function(lambda: disk.bytes)
+    metrics.cache_entries.labels("memory").set_function(lambda: len(store.memory))
+    metrics.cache_entries.labels("disk").set_function(lambda: len(disk))
+    return ImageCache(store, policy, metrics)
 
 
 def create_app(

@@ -180,6 +180,19 @@ _BOOL = {"is_flag": True, "default": None}
 @click.option("--allow-network", "allow_networks", multiple=True,
               help="CIDR exempt from the private-address ban (tests, private "
               "deployments).")  # fmt: skip
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Turn the cache on, keeping images in DIR.")  # fmt: skip
+@click.option("--cache-max-bytes", type=click.IntRange(min=0),
+              help="Disk bytes the cache may hold [1 GiB]; 0 turns it off.")  # fmt: skip
+@click.option("--cache-memory-bytes", type=click.IntRange(min=0),
+              help="Memory bytes for hot small images [64 MiB].")  # fmt: skip
+@click.option("--cache-object-max-bytes", type=click.IntRange(min=1),
+              help="Largest image cached [5 MiB, and never over --max-size].")  # fmt: skip
+@click.option("--cache-default-ttl", help="Freshness when upstream says nothing [1h].")
+@click.option("--cache-max-ttl", help="Longest freshness whatever upstream says [168h].")
+@click.option("--cache-stale-if-error",
+              help="How long past its freshness an image may stand in for a failing upstream "
+              "[1h].")  # fmt: skip
 @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version, help="Print the version and exit.")  # fmt: skip
 @_flag("--automaxprocs", env="GOCAMO_AUTOMAXPROCS", **_BOOL, hidden=True)

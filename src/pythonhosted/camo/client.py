@@ -175,6 +175,7 @@ class Response:
         self._head_only = head_only
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
+        self.url = ""  # the URL this answers (after redirects), set by the Upstream
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.received = 0  # bytes read from the socket for this response
         self._header_bytes = 0

@@ -56,6 +56,37 @@ class CamoMetrics:
             ["memo"],
             registry=self.registry,
         )
+        self.cache_responses = Counter(
+            "camo_cache_responses",
+            "Requests the cache answered, by result: hit, miss, revalidated (upstream 304), "
+            "stale (served while upstream failed), coalesced (waited for another request's "
+            "fetch), bypass (HEAD with nothing cached)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_stores = Counter(
+            "camo_cache_stores", "Images put in the cache", registry=self.registry
+        )
+        self.cache_purges = Counter(
+            "camo_cache_purges", "Accepted PURGE requests", registry=self.registry
+        )
+        self.cache_damaged = Counter(
+            "camo_cache_damaged",
+            "Disk entries found incomplete or damaged and dropped",
+            registry=self.registry,
+        )
+        self.cache_bytes_served = Counter(
+            "camo_cache_served_bytes", "Body bytes answered from the cache", registry=self.registry
+        )
+        self.cache_bytes = Gauge(
+            "camo_cache_bytes", "Bytes held by the cache, by tier", ["tier"], registry=self.registry
+        )
+        self.cache_entries = Gauge(
+            "camo_cache_entries",
+            "Images held by the cache, by tier",
+            ["tier"],
+            registry=self.registry,
+        )
         self._by_status: dict[int, Counter] = {}
 
     def response(self, status: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
 from pythonhosted.camo.client import BodyError, Response
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
@@ -60,6 +62,7 @@ class ProxyOptions:
     always_headers: Headers  # security headers, Server and the operator's extra headers
     max_size_redirect: str | None = None  # a URL, or "original" (the image's own URL)
     forwarded_for: bool = False  # --enable-xfwd4
+    purge_secret: bytes | None = None  # the bearer token PURGE needs
 
     @property
     def accept(self) -> str:
@@ -84,11 +87,20 @@ def _media_type(response: Response) -> MediaType | None:
         raise Refused(403, "content_type", str(exc)) from None
 
 
+def _has_range(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"range" for name, _ in headers)
+
+
 class Proxy:
     def __init__(
-        self, options: ProxyOptions, upstream: Callable[[], Upstream], metrics: CamoMetrics
+        self,
+        options: ProxyOptions,
+        upstream: Callable[[], Upstream],
+        metrics: CamoMetrics,
+        cache: ImageCache | None = None,
     ) -> None:
         self._options = options
+        self._cache = cache
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
@@ -151,6 +163,8 @@ class Proxy:
 
     async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
         options = self._options
+        if method == "PURGE" and self._cache is not None:
+            return await self._purge(scope, relay)
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
         client_headers = scope["headers"]
@@ -174,14 +188,62 @@ class Proxy:
                 else None
             ),
         )
-        async with asyncio.timeout(options.timeout):
+        cache = self._cache
+        if cache is not None and cache.ready and not _has_range(client_headers):
+            upstream = self._upstream()
+            target = upstream.first_hop(url)  # refused now: never answered from the cache
+            return await cache.serve(
+                method,
+                url,
+                client_headers,
+                headers,
+                relay,
+                functools.partial(self._fetch, method, url, relay),
+                upstream.check_final,
+                credentials=target.raw_user is not None or target.raw_password is not None,
+            )
+        outcome = await self._fetch(method, url, relay, headers, None, False)
+        assert not isinstance(outcome, NotModified)
+        return outcome
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        relay: Relay,
+        headers: dict[str, str],
+        fill: Fill | None,
+        revalidating: bool,
+    ) -> int | NotModified:
+        """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
+        async with asyncio.timeout(self._options.timeout):
             response = await self._upstream().open(method, url, headers)
             try:
-                return await self._relay(method, url, response, relay)
+                if revalidating and response.status == 304:
+                    return NotModified(response.raw_headers)
+                return await self._relay(method, url, response, relay, fill)
             finally:
                 response.release()
 
-    async def _relay(self, method: str, url: str, response: Response, relay: Relay) -> int:
+    async def _purge(self, scope: Scope, relay: Relay) -> int:
+        """``PURGE /{digest}/{url}`` with ``Authorization: Bearer SECRET``: drop one entry."""
+        assert self._cache is not None
+        secret = self._options.purge_secret
+        authorization = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "purge", "purge needs Authorization: Bearer")
+        if secret is None or not hmac.compare_digest(token.strip().encode(), secret):
+            raise Refused(403, "purge", "purge credential refused")
+        url = self._verify(scope["path"], scope.get("query_string", b""))
+        dropped = self._cache.purge(url)
+        log.info("camo cache: purged %s (%s)", url[:200], "dropped" if dropped else "not cached")
+        await relay.text(200, "Purged" if dropped else "Not cached")
+        return 200
+
+    async def _relay(
+        self, method: str, url: str, response: Response, relay: Relay, fill: Fill | None = None
+    ) -> int:
         status = response.status
         if status == 304:
             relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
@@ -215,6 +277,11 @@ class Proxy:
         headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
         headers.append((b"content-type", media.header()))
         relay.start(status, headers)
+        if fill is not None and method == "GET":
+            fill.start(status, headers, response.raw_headers, response.url or url, length)
+            fill.write(first)
+        else:
+            fill = None
         await relay.body(first)
         received = len(first)
         if method == "GET":
@@ -227,6 +294,8 @@ class Proxy:
                     if relay.started:
                         raise CutOff(f"body passed the {limit} byte limit")
                     raise Refused(404, "too_large", f"body passed the {limit} byte limit")
+                if fill is not None:
+                    fill.write(chunk)
                 await relay.body(chunk, last=received == length)
         await relay.end()
         return status

@@ -141,13 +141,14 @@ class Upstream:
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
         """
-        target = self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._parse_and_check(url)
+        target = self.first_hop(url)
         for hop in range(self._max_redirects + 1):
             if hop:
                 target = self._checks.check(target)
             response = await self._request(method, target, headers)
             location = response.header(b"location")
             if response.status not in REDIRECTS or location is None:
+                response.url = str(target)
                 return response
             response.release()
             try:
@@ -155,6 +156,15 @@ class Upstream:
             except (ValueError, TypeError):  # UnicodeError (IDNA) is a ValueError
                 raise Refused(404, "url", "redirect to an invalid URL") from None
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
+
+    def first_hop(self, url: str) -> URL:
+        """``url`` parsed and checked (memoised), or Refused: what the cache asks before
+        answering from what it holds."""
+        return self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._parse_and_check(url)
+
+    def check_final(self, url: str) -> None:
+        """Refused if a cached response's final URL (after redirects) would now be refused."""
+        self._parse_and_check(url)
 
     def _parse_and_check(self, url: str) -> URL:
         try:
