@@ -7,6 +7,7 @@ import asyncio
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -528,18 +529,21 @@ def test_a_second_process_cannot_share_a_slot(cached: Callable[..., Any], host: 
 
 
 def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path: Path) -> None:
-    """kill -9 a camo process while it writes a slowly arriving 4 MB image to disk; the
-    restarted camo must not serve what was written, only the whole image."""
+    """kill -9 a camo process while it writes a 20 MB image to disk (the client reads slowly
+    through a small receive buffer, so camo, which reads upstream only as fast as the client
+    takes the body, is mid-file); the restarted camo must serve only the whole image."""
     cache = tmp_path / "cache"
     name = unique()
-    url = host.url(name, cc="max-age=600", size=4_000_000, chunked=1)
+    size = 20_000_000
+    url = host.url(name, cc="max-age=600", size=size, chunked=1)
 
     def start() -> tuple[subprocess.Popen[bytes], Bind]:
         bind = Bind("127.0.0.1", free_port())
         command = [
             str(Path(sys.executable).parent / "pythonhosted"), "camo", "serve",
             f"--bind=127.0.0.1:{bind.port}", "--allow-network=127.0.0.2/32",
-            f"--cache-dir={cache}", "--timeout=20s",
+            f"--cache-dir={cache}", "--timeout=60s", "--max-size=30000",
+            "--cache-object-max-bytes=30000000",
         ]  # fmt: skip
         env = {"PYTHONHOSTED_CAMO_KEY": "crash-key", "PATH": "/usr/bin:/bin"}
         process = subprocess.Popen(
@@ -550,28 +554,35 @@ def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path:
 
     process, bind = start()
     try:
-        signed = bind.url() + sign_url(url, b"crash-key")
-        with httpx.stream("GET", signed, timeout=30) as response:
+        path = sign_url(url, b"crash-key")
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            client.connect((bind.host, bind.port))
+            client.sendall(b"GET %s HTTP/1.1\r\nHost: camo\r\n\r\n" % path.encode())
             received = 0
-            for chunk in response.iter_raw():
-                received += len(chunk)
-                temps = [p for p in cache.rglob(".tmp-*") if p.stat().st_size > 0]
-                if received > 500_000 and temps:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                received += len(client.recv(16 * 1024))
+                partial = [p for p in cache.rglob(".tmp-*") if p.stat().st_size > 0]
+                if received > 1_000_000 and partial:
                     os.killpg(process.pid, signal.SIGKILL)  # mid-write
                     break
+                time.sleep(0.001)
         process.wait(timeout=10)
-        assert [p for p in cache.rglob(".tmp-*")], "the kill did not land mid-write"
+        assert process.returncode == -signal.SIGKILL, "the kill did not land mid-write"
+        assert [p for p in cache.rglob(".tmp-*")]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     process, bind = start()
     try:
-        response = httpx.get(bind.url() + sign_url(url, b"crash-key"), timeout=30)
+        signed = bind.url() + sign_url(url, b"crash-key")
+        response = httpx.get(signed, timeout=60)
         assert response.headers["x-camo-cache"] == "MISS"
-        assert response.content == image(4_000_000, name)
+        assert response.content == image(size, name)
         assert not list(cache.rglob(".tmp-*"))  # cleared at start-up
-        again = httpx.get(bind.url() + sign_url(url, b"crash-key"), timeout=30)
+        again = httpx.get(signed, timeout=60)
         assert (again.headers["x-camo-cache"], again.content) == ("HIT", response.content)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
