@@ -7,7 +7,6 @@ that loop) and closed on lifespan shutdown.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 
@@ -105,10 +104,7 @@ class CamoApp:
     async def _startup(self) -> None:
         self.upstream()
         if self.cache is not None:
-            try:
-                await asyncio.to_thread(self.cache.store.disk.open)  # claims a slot, scans it
-            except OSError as exc:  # e.g. another camo holds every slot: serve, uncached
-                log.error("camo cache off: %s", exc)
+            await self.cache.available()  # claims a disk slot and indexes it before serving
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

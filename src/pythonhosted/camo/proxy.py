@@ -189,7 +189,7 @@ class Proxy:
             ),
         )
         cache = self._cache
-        if cache is not None and cache.ready and not _has_range(client_headers):
+        if cache is not None and not _has_range(client_headers) and await cache.available():
             upstream = self._upstream()
             target = upstream.first_hop(url)  # refused now: never answered from the cache
             return await cache.serve(

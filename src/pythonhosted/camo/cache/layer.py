@@ -155,11 +155,23 @@ class ImageCache:
         self.policy = policy
         self.metrics = metrics
         self._pending: dict[str, asyncio.Future[Entry | None]] = {}
+        self._opening: asyncio.Task[None] | None = None
 
-    @property
-    def ready(self) -> bool:
-        """Whether the disk tier has its slot (claimed at start-up, before serving)."""
+    async def available(self) -> bool:
+        """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
+        once, at start-up or by the first request, which waits for it; if every slot is taken
+        by another process, camo serves uncached and says so in the log)."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        if not self._opening.done():
+            await asyncio.shield(self._opening)
         return self.store.disk.opened
+
+    async def _open(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.disk.open)
+        except OSError as exc:
+            log.error("camo cache off: %s", exc)
 
     async def serve(
         self,
