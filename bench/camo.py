@@ -1,8 +1,10 @@
-"""Benchmark: camo against nginx as a plain reverse proxy of the same upstream, plus memory.
+"""Benchmark: camo against nginx as a plain reverse proxy of the same upstream, cache hits
+against an nginx ``proxy_cache`` hit, plus memory.
 
     .venv/bin/python bench/camo.py [--duration 10] [--connections 64] [--workers 2] [--slow 500]
+                                   [--distinct 10000]
 
-Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx-light wrk``); benchmark only.
+Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx wrk``); benchmark only.
 
 1. An nginx upstream (``--workers`` workers) serves a 20 KB PNG, and the same file trickled at
    2 KB/s.
@@ -14,6 +16,11 @@ Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx-light wrk``); bench
    requests/s and p99 latency, and the 1-vs-1 and N-vs-N ratios.
 5. ``--slow`` concurrent requests through the one-process camo to the trickling file: camo's RSS
    while they are all in flight, against its RSS when idle.
+6. Cache hits: an nginx with ``proxy_cache`` (1 worker) and a ``camo serve --cache-dir`` (one
+   process), each warmed with the PNG, then driven by wrk like the others: the ratio and CPU
+   per request.
+7. ``--distinct`` different images (the PNG under as many URLs) put in that camo's cache: its
+   RSS, cache bytes by tier and entries, then a second pass to show they are hits.
 
 Everything listens on 127.0.0.1 temporary ports; every process is started here (in its own
 process group) and stopped by PID; the run takes about 4 x duration + 20 s.
@@ -66,6 +73,22 @@ UPSTREAM_SERVER = """
         listen 127.0.0.1:{port};
         root {tmp}/www;
         location /trickle/ {{ alias {tmp}/www/; limit_rate {rate}; }}
+    }}
+"""
+CACHE_SERVER = """
+    proxy_cache_path {tmp}/nginx-cache levels=1:2 keys_zone=img:10m max_size=1g inactive=60m
+                     use_temp_path=off;
+    upstream cached_images {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://cached_images;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache img;
+            proxy_cache_valid 200 10m;
+            proxy_cache_lock on;
+        }}
     }}
 """
 PROXY_SERVER = """
@@ -145,8 +168,8 @@ async def slow_clients(url: str, count: int, pid: int) -> tuple[int, int, float]
     return sum(result is True for result in results), peak, time.monotonic() - started
 
 
-def camo_serve(bind: Bind, workers: int) -> list[str]:
-    return [
+def camo_serve(bind: Bind, workers: int, cache_dir: Path | None = None) -> list[str]:
+    command = [
         str(Path(sys.executable).parent / "pythonhosted"),
         "camo",
         "serve",
@@ -155,6 +178,33 @@ def camo_serve(bind: Bind, workers: int) -> list[str]:
         "--allow-network=127.0.0.1/32",
         "--timeout=60s",
     ]
+    return command if cache_dir is None else [*command, f"--cache-dir={cache_dir}"]
+
+
+async def fetch_all(urls: list[str], concurrency: int = 32) -> int:
+    """GET every URL, ``concurrency`` at a time; how many were 200 with the whole PNG."""
+    ok = 0
+    queue = list(urls)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            nonlocal ok
+            while queue:
+                async with session.get(queue.pop()) as response:
+                    body = await response.read()
+                    ok += response.status == 200 and len(body) == PNG_BYTES
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+def scrape(url: str, series: dict[str, str]) -> dict[str, float]:
+    """The values of ``series`` (short name -> series) in a /metrics page."""
+    lines = urllib.request.urlopen(url).read().decode().splitlines()
+    return {
+        short: next(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + " "))
+        for short, name in series.items()
+    }
 
 
 def main() -> None:
@@ -163,10 +213,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slow", type=int, default=500)
+    parser.add_argument("--distinct", type=int, default=10_000)
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: apt-get install nginx-light wrk")
+            sys.exit(f"{tool} not found: apt-get install nginx wrk")
     n = args.workers
 
     with tempfile.TemporaryDirectory(prefix="camo-bench-") as tmpdir, ExitStack() as stack:
@@ -174,8 +225,8 @@ def main() -> None:
         tmp.chmod(0o755)  # nginx workers run unprivileged and must read www/
         (tmp / "www").mkdir()
         (tmp / "www" / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(PNG_BYTES - 8))
-        upstream, proxy_1, proxy_n, camo_1, camo_n = (
-            Bind("127.0.0.1", free_port()) for _ in range(5)
+        upstream, proxy_1, proxy_n, camo_1, camo_n, cache_nginx, cache_camo = (
+            Bind("127.0.0.1", free_port()) for _ in range(7)
         )
         upstream_conf = UPSTREAM_SERVER.format(port=upstream.port, tmp=tmp, rate=TRICKLE_RATE)
         stack.enter_context(nginx(tmp, "upstream", upstream_conf, upstream, n))
@@ -207,6 +258,42 @@ def main() -> None:
         slow_url = camo_1.url() + sign_url(f"{upstream.url()}/trickle/img.png", KEY)
         ok, peak, seconds = asyncio.run(slow_clients(slow_url, args.slow, camo_pid))
 
+        cache_conf = CACHE_SERVER.format(tmp=tmp, port=cache_nginx.port, upstream=upstream.port)
+        nginx_cache = stack.enter_context(nginx(tmp, "cache", cache_conf, cache_nginx, 1))
+        cache_dir = tmp / "camo-cache"
+        camo_cache = stack.enter_context(
+            process(camo_serve(cache_camo, 1, cache_dir), cache_camo, env)
+        )
+        cache_targets = {
+            "nginx cache": (f"{cache_nginx.url()}/img.png", nginx_cache),
+            "camo cache": (cache_camo.url() + signed, camo_cache),
+        }
+        for url, _ in cache_targets.values():  # warm: the runs measure hits only
+            urllib.request.urlopen(url).close()
+        for name, (url, pgid) in cache_targets.items():
+            runs[name] = wrk(url, pgid, args.connections, args.duration)
+        cached_idle = rss_kib(camo_cache)
+        distinct = [
+            cache_camo.url() + sign_url(f"{upstream.url()}/img.png?n={i}", KEY)
+            for i in range(args.distinct)
+        ]
+        started = time.monotonic()
+        filled = asyncio.run(fetch_all(distinct))
+        fill_seconds = time.monotonic() - started
+        cached_full = rss_kib(camo_cache)
+        started = time.monotonic()
+        hits = asyncio.run(fetch_all(distinct))
+        hit_seconds = time.monotonic() - started
+        series = {
+            "memory_bytes": 'camo_cache_bytes{tier="memory"}',
+            "disk_bytes": 'camo_cache_bytes{tier="disk"}',
+            "memory_entries": 'camo_cache_entries{tier="memory"}',
+            "disk_entries": 'camo_cache_entries{tier="disk"}',
+            "hits": 'camo_cache_responses_total{result="hit"}',
+        }
+        held = scrape(cache_camo.url() + "/metrics", series)
+        cached_after = rss_kib(camo_cache)
+
     print(f"machine: {machine()}")
     print(f"proxying a 20 KB PNG, {args.connections} connections, {args.duration} s each (wrk)")
     print(f"upstream: nginx, {n} workers; CPU = the proxy's processes' CPU time per request")
@@ -222,6 +309,29 @@ def main() -> None:
     print(f"{args.slow} concurrent requests to an upstream trickling 20 KB at {TRICKLE_RATE}B/s:")
     print(f"  completed {ok}/{args.slow} in {seconds:.1f} s (camo, one process)")
     print(f"  camo RSS idle {idle / 1024:.1f} MiB, peak in flight {peak / 1024:.1f} MiB")
+    print(f"cache hits, the same PNG, {args.connections} connections, {args.duration} s each:")
+    for name in ("nginx cache", "camo cache"):
+        run = runs[name]
+        print(
+            f"  {name:11} (1 worker): {run.rps:7.0f} req/s   p99 {run.p99_ms:6.1f} ms"
+            f"   CPU {run.cpu_us:4.0f} us/req"
+        )
+    ratio = runs["camo cache"].rps / runs["nginx cache"].rps
+    print(f"  camo cache hit / nginx proxy_cache hit: {ratio:.2f}x")
+    print(f"{args.distinct} distinct 20 KB images into one camo process's cache (default bounds):")
+    print(
+        f"  filled {filled}/{args.distinct} in {fill_seconds:.1f} s;"
+        f" second pass {hits}/{args.distinct} in {hit_seconds:.1f} s"
+    )
+    print(
+        f"  RSS idle {cached_idle / 1024:.1f} MiB, after filling {cached_full / 1024:.1f} MiB,"
+        f" after the second pass {cached_after / 1024:.1f} MiB"
+    )
+    print(
+        f"  memory tier {held['memory_bytes'] / 2**20:.1f} MiB ({held['memory_entries']:.0f}"
+        f" images), disk tier {held['disk_bytes'] / 2**20:.1f} MiB ({held['disk_entries']:.0f}"
+        f" images), hits {held['hits']:.0f}"
+    )
 
 
 if __name__ == "__main__":

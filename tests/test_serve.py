@@ -69,6 +69,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     assert site.status_code == 200
     assert proxied.headers["x-camo-error"] == "address 127.0.0.1 is in refused range 127.0.0.0/8"
     assert forged.status_code == 404
+    assert (tmp_path / "var" / "camo-cache" / "slot-0").is_dir()  # the cache is on by default
     assert (analytics.status_code, analytics.text) == (200, "OK\n")
     assert forged.headers["x-camo-error"] != proxied.headers["x-camo-error"]
     assert site.headers["content-type"].startswith("text/html")

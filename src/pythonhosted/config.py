@@ -24,6 +24,7 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -109,6 +110,7 @@ def parse_duration(value: object) -> object:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 CAMO_KEY_ENV = "PYTHONHOSTED_CAMO_KEY"
 
@@ -122,17 +124,44 @@ class CamoSettings(BaseModel):
     key_file: Path | None = None
     bind: str = "127.0.0.1:8002"
     workers: int = Field(default=1, ge=1)
-    max_size_kb: int = Field(default=5120, gt=0)
+    max_size_kb: int = Field(default=5120, ge=0)  # 0: no limit, as in go-camo
+    max_size_redirect: str | None = None  # an http(s) URL, or "original" for the image's own
     timeout: Seconds = 4.0
     max_redirects: int = Field(default=3, ge=0)
+    idle_timeout: Seconds = 30.0
+    read_timeout: Seconds = 30.0
     allow_video: bool = False
     allow_audio: bool = False
     allow_credential_urls: bool = False
+    enable_xfwd4: bool = False
+    disable_keepalives_frontend: bool = False
+    disable_keepalives_backend: bool = False
     headers: dict[str, str] = {}
     server_name: str = "pythonhosted-camo"
+    expose_server_version: bool = False
     user_agent: str = "pythonhosted-camo"
     filter_ruleset: Path | None = None
+    metrics: bool = True
     allow_networks: list[IPvAnyNetwork] = []
+    # the cache in front: on when cache_dir is set and cache_max_bytes > 0
+    cache_dir: Path | None = None
+    cache_max_bytes: int = Field(default=2**30, ge=0)
+    cache_memory_bytes: int = Field(default=64 * 2**20, ge=0)
+    cache_memory_object_bytes: int = Field(default=256 * 2**10, ge=0)
+    cache_object_max_bytes: int = Field(default=5 * 2**20, gt=0)
+    cache_default_ttl: SecondsOrZero = 3600.0
+    cache_max_ttl: SecondsOrZero = 7 * 86400.0
+    cache_stale_if_error: SecondsOrZero = 3600.0
+    cache_purge_secret: SecretStr | None = None
+
+    @field_validator("max_size_redirect")
+    @classmethod
+    def _redirect_target(cls, value: str | None) -> str | None:
+        if value is None or value == "original":
+            return value
+        if not re.fullmatch(r"https?://[^\s]+", value):
+            raise ValueError(f"max_size_redirect must be an http(s) URL or 'original': {value!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

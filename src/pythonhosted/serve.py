@@ -30,6 +30,7 @@ from pythonhosted.web.server import Bind, ServerLimits, run
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 CAMO_KEY_FILE = "camo.key"
+CAMO_CACHE_DIR = "camo-cache"
 
 
 # Short cycles so a download shows in `pythonhosted stats` within a minute; production keeps
@@ -78,8 +79,12 @@ async def ensure_samples(primary_url: str) -> list[FileRecord]:
 
 
 def camo_settings(settings: Settings) -> CamoSettings:
-    """Camo's settings, with a key generated once under the data dir when none is configured."""
+    """Camo's settings, with a key generated once under the data dir when none is configured,
+    and its cache on under the data dir (bounded by ``camo.cache_max_bytes``; 0 turns it off)
+    unless a cache dir is configured."""
     camo = settings.camo
+    if camo.cache_dir is None:
+        camo = camo.model_copy(update={"cache_dir": settings.data_dir / CAMO_CACHE_DIR})
     if camo.key is not None or camo.key_file is not None:
         return camo
     key_file = settings.data_dir / CAMO_KEY_FILE

@@ -11,8 +11,13 @@ comes through fixtures; they import the classes below only for type checking.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import socket
+import socketserver
+import ssl
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +28,8 @@ import httpx
 import pytest
 
 from pythonhosted.camo import create_app, sign_url
+from pythonhosted.camo.client import open_streams
+from pythonhosted.camo.resolver import Lookup
 from pythonhosted.config import CamoSettings
 from pythonhosted.web.server import running
 from pythonhosted.web.types import Headers, Receive, Scope, Send
@@ -43,11 +50,25 @@ STUB_DNS: dict[str, list[str]] = {
 
 
 async def stub_lookup(host: str, port: int) -> Sequence[str]:
-    """A stub resolver: the names in STUB_DNS, anything else fails like NXDOMAIN."""
-    try:
+    """A stub resolver: the names in STUB_DNS; anything else goes to the system resolver
+    with ``AI_NUMERICHOST``, so it fails exactly as a real lookup's argument handling fails
+    (``UnicodeError`` for an empty label, ``gaierror`` for a name) without any DNS query."""
+    if host in STUB_DNS:
         return STUB_DNS[host]
-    except KeyError:
-        raise OSError(f"stub resolver: no such name {host}") from None
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+    )
+    return [str(info[4][0]) for info in infos]
+
+
+async def loopback_dial(
+    address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """camo's dialler, confined to loopback: a public address a test URL happens to spell
+    fails like an unreachable host instead of reaching the internet."""
+    if not ipaddress.ip_address(address).is_loopback:
+        raise OSError(f"test dialler: {address} is off loopback")
+    return await open_streams(address, port, context, server_hostname)
 
 
 @dataclass
@@ -184,6 +205,49 @@ def upstream(upstream_server: Upstream) -> Upstream:
     return upstream_server
 
 
+class RawUpstream:
+    """A TCP server on 127.0.0.2 answering each request with bytes no HTTP server library
+    would send (duplicate or malformed headers, raw non-ASCII Location values): one response
+    per connection, then it hangs up. ``replies`` maps request paths to the bytes sent."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, bytes] = {}
+        self.requests: list[bytes] = []
+        upstream = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock: socket.socket = self.request
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    head += data
+                upstream.requests.append(head)
+                path = head.split(b" ", 2)[1].decode("latin-1")
+                reply = upstream.replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n")
+                sock.sendall(reply)
+                sock.shutdown(socket.SHUT_RDWR)
+
+        self.server = socketserver.ThreadingTCPServer((UPSTREAM_HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self.base = f"http://{UPSTREAM_HOST}:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def raw_upstream() -> Iterator[RawUpstream]:
+    server = RawUpstream()
+    yield server
+    server.close()
+
+
 @dataclass
 class Camo:
     base: str
@@ -198,11 +262,11 @@ class Camo:
 
 
 @contextmanager
-def camo_server(**settings: Any) -> Iterator[Camo]:
+def camo_server(*, lookup: Lookup = stub_lookup, **settings: Any) -> Iterator[Camo]:
     """A camo app on 127.0.0.1 with the test key; ``settings`` override CamoSettings fields."""
     values: dict[str, Any] = {"key": KEY.decode(), "allow_networks": [f"{UPSTREAM_HOST}/32"]}
     values.update(settings)
-    app = create_app(CamoSettings(**values), lookup=stub_lookup)
+    app = create_app(CamoSettings(**values), lookup=lookup, dial=loopback_dial)
     with running(app) as base, httpx.Client(base_url=base, timeout=20) as client:
         yield Camo(base, client)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from pythonhosted import __version__
 from pythonhosted.camo import load_or_create_key, sign_url
 from pythonhosted.cli import main
 from pythonhosted.config import load_settings
@@ -27,6 +31,8 @@ TARGET = "https://example.com/logo.png"
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("PYTHONHOSTED_CONFIG", "PYTHONHOSTED_CAMO_KEY", "PYTHONHOSTED_CAMO__KEY"):
         monkeypatch.delenv(name, raising=False)
+    for name in [name for name in os.environ if name.startswith("GOCAMO_")]:
+        monkeypatch.delenv(name)
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -179,3 +185,142 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert b"file-key" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("javascript:alert(1)", "not an absolute http(s) URL"),
+        ("/relative.png", "not an absolute http(s) URL"),
+        ("http://user:pw@example.com/a.png", "URLs with credentials are not allowed"),
+        ("http://10.0.0.1/a.png", "address 10.0.0.1 is in refused range 10.0.0.0/8"),
+        ("http://localhost/a.png", "host 'localhost' is local"),
+        ("http://a..b/a.png", "host 'a..b' is not a valid DNS name"),
+        ("http://[::1/a.png", "not a valid URL"),
+    ],
+)
+def test_sign_refuses_what_camo_refuses(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    monkeypatch.setenv("PYTHONHOSTED_CAMO_KEY", "test-key")
+    result = CliRunner().invoke(main, ["camo", "sign", url])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: camo would refuse {url!r}: {reason}\n"
+
+
+def test_sign_follows_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PYTHONHOSTED_CAMO_KEY", "test-key")
+    url = "http://user:pw@example.com/a.png"
+    monkeypatch.setenv("PYTHONHOSTED_CAMO__ALLOW_CREDENTIAL_URLS", "true")
+    assert invoke("camo", "sign", url) == (0, sign_url(url, b"test-key") + "\n")
+    rules = tmp_path / "rules.txt"
+    rules.write_text("deny|s|example.com||\n")
+    monkeypatch.setenv("PYTHONHOSTED_CAMO__FILTER_RULESET", str(rules))
+    code, output = invoke("camo", "sign", url)
+    assert code == 2
+    assert output.endswith("example.com/a.png matches deny rule deny|s|example.com||\n")
+
+
+def test_sign_takes_go_camo_key_flag_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("camo", "sign", "-k", "k1", TARGET) == (0, sign_url(TARGET, b"k1") + "\n")
+    monkeypatch.setenv("GOCAMO_HMAC", "k2")
+    assert invoke("camo", "sign", TARGET) == (0, sign_url(TARGET, b"k2") + "\n")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--ssl-listen=:8443", "--ssl-listen: terminate TLS in front of camo"),
+        ("--ssl-cert=c.pem", "--ssl-cert: terminate TLS in front of camo"),
+        ("--ssl-key=k.pem", "--ssl-key: terminate TLS in front of camo"),
+        ("--quic", "--quic: camo speaks HTTP/1.1; terminate HTTP/3 in front of it"),
+        ("--socket-listen=/tmp/camo.sock", "--socket-listen: camo listens on TCP only (--bind)"),
+    ],
+)
+def test_go_camo_flags_camo_cannot_honour(
+    monkeypatch: pytest.MonkeyPatch, flag: str, message: str
+) -> None:
+    monkeypatch.setenv("PYTHONHOSTED_CAMO_KEY", "test-key")
+    result = CliRunner().invoke(main, ["camo", "serve", flag])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: not supported: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_version_flag() -> None:
+    assert invoke("camo", "serve", "-V") == (0, f"pythonhosted camo {__version__}\n")
+
+
+def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
+    """go-camo's flags and GOCAMO_* variables, unchanged, on `camo serve` (two workers, so
+    every value also travels to the worker processes)."""
+    rules = tmp_path / "rules.txt"
+    rules.write_text("deny||*||/svg\n")
+    bind = Bind("127.0.0.1", free_port())
+    command = [
+        str(Path(sys.executable).parent / "pythonhosted"),
+        "camo",
+        "serve",
+        f"--listen=127.0.0.1:{bind.port}",
+        "--workers=2",
+        "-k",
+        "go-key",
+        "--max-size=16",
+        "--max-size-redirect=http://example.com/too-big.png",
+        "--server-name=gc",
+        "--expose-server-version",
+        "--no-fk",
+        "--xfwd4",
+        "--automaxprocs",
+        "--readtimeout=10s",
+        "--log-json",
+        "--no-metrics",
+        "-H",
+        "X-Extra: 1",
+        "--allow-network=127.0.0.2/32",
+        f"--cache-dir={tmp_path / 'cache'}",
+        "--cache-max-bytes=1000000",
+    ]
+    env = {
+        "GOCAMO_FILTER_RULESET": str(rules),
+        "GOCAMO_USER_AGENT": "gc-agent",
+        "PATH": "/usr/bin:/bin",
+    }
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_port(bind)
+        sign = lambda path: bind.url() + sign_url(upstream.base + path, b"go-key")  # noqa: E731
+        response = httpx.get(sign("/echo"), headers={"X-Forwarded-For": "2.2.2.2"})
+        assert response.status_code == 200
+        assert response.headers["server"] == f"gc {__version__}"
+        assert response.headers["x-extra"] == "1"
+        assert response.headers["connection"] == "close"
+        seen = json.loads(response.content)
+        assert (seen["via"], seen["user-agent"], seen["x-forwarded-for"]) == (
+            "gc",
+            "gc-agent",
+            "2.2.2.2",
+        )
+        response = httpx.get(sign("/png"))  # 20 KB over --max-size=16
+        assert (response.status_code, response.headers["location"]) == (
+            302,
+            "http://example.com/too-big.png",
+        )
+        response = httpx.get(sign("/svg"))
+        assert response.headers["x-camo-error"] == "127.0.0.2/svg matches deny rule deny||*||/svg"
+        assert httpx.get(bind.url() + "/metrics").status_code == 404
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    lines = stderr.decode().splitlines()
+    # each worker claimed a cache slot of its own
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [
+        "slot-0",
+        "slot-1",
+    ]
+    assert "note: --automaxprocs has no effect: camo sizes itself with --workers" in lines
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(entry["msg"] == "camo refused: 127.0.0.2/svg matches deny rule deny||*||/svg"
+               for entry in logged)  # fmt: skip
+    assert b"go-key" not in stderr

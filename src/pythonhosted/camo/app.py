@@ -7,6 +7,13 @@ that loop) and closed on lifespan shutdown.
 
 from __future__ import annotations
 
+import functools
+
+from pythonhosted import __version__
+from pythonhosted.camo.cache.disk import DiskTier
+from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
+from pythonhosted.camo.cache.store import CacheStore
+from pythonhosted.camo.client import Dial, open_streams
 from pythonhosted.camo.headers import security_headers
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
@@ -16,38 +23,71 @@ from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks
 from pythonhosted.config import CamoSettings, load_worker_settings
 from pythonhosted.logsetup import configure_logging
-from pythonhosted.web.lifespan import handle_lifespan
-from pythonhosted.web.responses import send_metrics, send_text
-from pythonhosted.web.types import Receive, Scope, Send
-
-HEALTH_PATHS = frozenset({"/healthcheck", "/_health"})
+from pythonhosted.web.request import Request
+from pythonhosted.web.service import Service
+from pythonhosted.web.types import Receive, Send
 
 
-class CamoApp:
-    def __init__(self, settings: CamoSettings, lookup: Lookup) -> None:
+class CamoApp(Service):
+    """The proxy in the service shell: ``/_health`` (and go-camo's ``/healthcheck``),
+    ``/metrics`` unless turned off, camo's headers on every answer, errors counted."""
+
+    def __init__(self, settings: CamoSettings, lookup: Lookup, dial: Dial) -> None:
         self.metrics = CamoMetrics()
         self._settings = settings
         self._lookup = lookup
+        self._dial = dial
         self._checks = UrlChecks(
             AddressPolicy.allowing(settings.allow_networks),
             Rules.load(settings.filter_ruleset),
             settings.allow_credential_urls,
         )
-        self._always = security_headers(settings.server_name, settings.headers)
-        media = (
-            ("image/",) + ("video/",) * settings.allow_video + ("audio/",) * settings.allow_audio
+        server = settings.server_name
+        if settings.expose_server_version:
+            server = f"{server} {__version__}"
+        self._always = security_headers(
+            server, settings.headers, close_connections=settings.disable_keepalives_frontend
         )
+        media = {"image"}
+        if settings.allow_video:
+            media.add("video")
+        if settings.allow_audio:
+            media.add("audio")
         options = ProxyOptions(
             key=settings.hmac_key(),
-            max_bytes=settings.max_size_kb * 1024,
+            max_bytes=settings.max_size_kb * 1024 or None,
             timeout=settings.timeout,
-            media_prefixes=tuple(media),
+            media_types=frozenset(media),
             user_agent=settings.user_agent,
-            via=f"1.1 {settings.server_name}",
+            server_name=settings.server_name,
             always_headers=self._always,
+            max_size_redirect=settings.max_size_redirect,
+            forwarded_for=settings.enable_xfwd4,
+            purge_secret=(
+                None
+                if settings.cache_purge_secret is None
+                else settings.cache_purge_secret.get_secret_value().encode()
+            ),
         )
         self._upstream: Upstream | None = None
-        self._proxy = Proxy(options, self.upstream, self.metrics)
+        self.cache = _image_cache(settings, self.metrics)
+        self._proxy = Proxy(options, self.upstream, self.metrics, self.cache)
+        entries = self.metrics.memo_entries
+        entries.labels("verified_urls").set_function(lambda: self._proxy.verified)
+        for memo in ("checked_urls", "dns", "idle_connections"):
+            entries.labels(memo).set_function(functools.partial(self._upstream_memo, memo))
+        super().__init__(
+            "camo",
+            self._handle,
+            self.metrics.registry,
+            security=self._always,
+            health_aliases=("/healthcheck",),
+            hooks=[(self._startup, self.aclose)],
+            metrics=settings.metrics,
+        )
+
+    def _upstream_memo(self, memo: str) -> int:
+        return 0 if self._upstream is None else self._upstream.memo_entries()[memo]
 
     def upstream(self) -> Upstream:
         if self._upstream is None:
@@ -56,6 +96,8 @@ class CamoApp:
                 max_redirects=self._settings.max_redirects,
                 connect_timeout=self._settings.timeout,
                 lookup=self._lookup,
+                dial=self._dial,
+                keep_alive=not self._settings.disable_keepalives_backend,
             )
         return self._upstream
 
@@ -63,32 +105,50 @@ class CamoApp:
         if self._upstream is not None:
             upstream, self._upstream = self._upstream, None
             await upstream.close()
+        if self.cache is not None:
+            self.cache.store.disk.close()
 
     async def _startup(self) -> None:
         self.upstream()
+        if self.cache is not None:
+            await self.cache.available()  # claims a disk slot and indexes it before serving
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send, self._startup, self.aclose)
-            return
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"]
-        if path in HEALTH_PATHS:
-            await send_text(send, 200, "OK", headers=self._always, head=scope["method"] == "HEAD")
-        elif path == "/metrics":
-            await send_metrics(send, self.metrics.registry, headers=self._always)
-        else:
-            await self._proxy(scope, send)
+    async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
+        await self._proxy(request.scope, send)  # answers its own errors, with camo's headers
 
 
-def create_app(settings: CamoSettings, *, lookup: Lookup = system_lookup) -> CamoApp:
+def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | None:
+    """The cache in front, if configured; its disk tier claims its slot at start-up."""
+    if settings.cache_dir is None or settings.cache_max_bytes == 0:
+        return None
+    disk = DiskTier(settings.cache_dir, settings.cache_max_bytes, settings.workers)
+    store = CacheStore(disk, settings.cache_memory_bytes, settings.cache_memory_object_bytes)
+    object_max = settings.cache_object_max_bytes
+    if settings.max_size_kb:
+        object_max = min(object_max, settings.max_size_kb * 1024)
+    policy = CachePolicy(
+        default_ttl=settings.cache_default_ttl,
+        max_ttl=settings.cache_max_ttl,
+        stale_if_error=settings.cache_stale_if_error,
+        object_max_bytes=object_max,
+    )
+    metrics.cache_bytes.labels("memory").set_function(lambda: store.memory_bytes)
+    metrics.cache_bytes.labels("disk").set_function(lambda: disk.bytes)
+    metrics.cache_entries.labels("memory").set_function(lambda: len(store.memory))
+    metrics.cache_entries.labels("disk").set_function(lambda: len(disk))
+    return ImageCache(store, policy, metrics)
+
+
+def create_app(
+    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_streams
+) -> CamoApp:
     """The camo ASGI app for ``settings``; ValueError if there is no key.
 
-    ``lookup`` is the name-resolution seam: tests pass a stub resolver mapping test names to
-    loopback addresses; production uses the system resolver.
+    ``lookup`` and ``dial`` are the network seams: tests pass a stub resolver mapping test
+    names to loopback addresses and a dialler that refuses anything off loopback, so no test
+    can reach the internet whatever URL it throws at camo; production uses the system's.
     """
-    return CamoApp(settings, lookup)
+    return CamoApp(settings, lookup, dial)
 
 
 def worker_app() -> CamoApp:

@@ -96,15 +96,25 @@ class Pool:
     def take(self, key: PoolKey) -> Connection | None:
         """The most recently used live connection for ``key`` (least likely to be stale)."""
         stack = self._idle.get(key)
+        if stack is None:
+            return None
         now = time.monotonic()
+        found = None
         while stack:
             since, conn = stack.pop()
             self._count -= 1
             if now - since < self._idle_timeout and conn.usable():
                 conn.reused = True
-                return conn
+                found = conn
+                break
             conn.discard()
-        return None
+        if not stack:
+            del self._idle[key]  # no empty entries left behind: keys are bounded by MAX_IDLE
+        return found
+
+    @property
+    def idle(self) -> int:
+        return self._count
 
     def put(self, conn: Connection) -> None:
         now = time.monotonic()
@@ -165,6 +175,7 @@ class Response:
         self._head_only = head_only
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
+        self.url = ""  # the URL this answers (after redirects), set by the Upstream
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.received = 0  # bytes read from the socket for this response
         self._header_bytes = 0
@@ -241,6 +252,10 @@ class Response:
             if raw_name.lower() == name:
                 return value
         return None
+
+    def headers_named(self, name: bytes) -> list[bytes]:
+        """Every value of the header ``name`` (lower-case), in the order received."""
+        return [value for raw_name, value in self.raw_headers if raw_name.lower() == name]
 
     async def start(self) -> None:
         """Read until the status line and headers are in; BadResponse or OSError otherwise."""

@@ -6,7 +6,7 @@ codes (see :class:`~pythonhosted.camo.errors.Refused`), never URLs, to keep card
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from pythonhosted.web.metrics import ServiceRegistry
 
@@ -47,6 +47,44 @@ class CamoMetrics:
             "camo_responses_failed",
             "Proxy requests refused or failed, by reason",
             ["reason"],
+            registry=self.registry,
+        )
+        self.memo_entries = Gauge(
+            "camo_memo_entries",
+            "Entries held by each bounded per-worker memo (verified and checked URLs, DNS "
+            "answers, idle upstream connections)",
+            ["memo"],
+            registry=self.registry,
+        )
+        self.cache_responses = Counter(
+            "camo_cache_responses",
+            "Requests the cache answered, by result: hit, miss, revalidated (upstream 304), "
+            "stale (served while upstream failed), coalesced (waited for another request's "
+            "fetch), bypass (HEAD with nothing cached)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache_stores = Counter(
+            "camo_cache_stores", "Images put in the cache", registry=self.registry
+        )
+        self.cache_purges = Counter(
+            "camo_cache_purges", "Accepted PURGE requests", registry=self.registry
+        )
+        self.cache_damaged = Counter(
+            "camo_cache_damaged",
+            "Disk entries found incomplete or damaged and dropped",
+            registry=self.registry,
+        )
+        self.cache_bytes_served = Counter(
+            "camo_cache_served_bytes", "Body bytes answered from the cache", registry=self.registry
+        )
+        self.cache_bytes = Gauge(
+            "camo_cache_bytes", "Bytes held by the cache, by tier", ["tier"], registry=self.registry
+        )
+        self.cache_entries = Gauge(
+            "camo_cache_entries",
+            "Images held by the cache, by tier",
+            ["tier"],
             registry=self.registry,
         )
         self._by_status: dict[int, Counter] = {}

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from yarl import URL
+
+from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
 from pythonhosted.camo.client import BodyError, Response
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
     RESPONSE_HEADERS,
+    accept_header,
+    forwarded_for,
+    names_this_server,
     relayed_response_headers,
     upstream_request_headers,
 )
+from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
+from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
@@ -31,8 +40,11 @@ from pythonhosted.web.types import Headers, Scope, Send
 log = logging.getLogger(__name__)
 
 #: Signed URLs remembered as verified; only valid signatures are kept (a refusal raises, and
-#: lru_cache does not cache exceptions), so junk requests cannot fill the cache.
+#: lru_cache does not cache exceptions), so junk requests cannot fill the cache. Paths longer
+#: than MEMO_KEY_CHARS are verified every time instead, so the cache's bytes stay bounded too
+#: (4096 x ~1.5 KB of key and URL at most).
 VERIFIED_URLS = 4096
+MEMO_KEY_CHARS = 1024
 NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
 _RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS) - {
     b"content-type"
@@ -42,22 +54,66 @@ _RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS
 @dataclass(frozen=True)
 class ProxyOptions:
     key: bytes
-    max_bytes: int
+    max_bytes: int | None  # None: no limit (go-camo's --max-size 0)
     timeout: float
-    media_prefixes: tuple[str, ...]  # "image/", plus "video/" / "audio/" when enabled
+    media_types: frozenset[str]  # "image", plus "video" / "audio" when enabled
     user_agent: str
-    via: str
+    server_name: str  # sent as Via; a request whose Via names it is a loop
     always_headers: Headers  # security headers, Server and the operator's extra headers
+    max_size_redirect: str | None = None  # a URL, or "original" (the image's own URL)
+    forwarded_for: bool = False  # --enable-xfwd4
+    purge_secret: bytes | None = None  # the bearer token PURGE needs
+
+    @property
+    def accept(self) -> str:
+        return accept_header(self.media_types)
+
+
+#: whose address --enable-xfwd4 may pass on: public ones only, whatever --allow-network says
+_PUBLIC_ONLY = AddressPolicy()
+
+
+def _media_type(response: Response) -> MediaType | None:
+    """Upstream's one Content-Type, parsed; None if it sent none; Refused if it sent more
+    than one or a malformed one."""
+    values = response.headers_named(b"content-type")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Refused(403, "content_type", "more than one Content-Type header")
+    try:
+        return parse_media_type(values[0])
+    except BadMediaType as exc:
+        raise Refused(403, "content_type", str(exc)) from None
+
+
+def _has_range(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"range" for name, _ in headers)
 
 
 class Proxy:
     def __init__(
-        self, options: ProxyOptions, upstream: Callable[[], Upstream], metrics: CamoMetrics
+        self,
+        options: ProxyOptions,
+        upstream: Callable[[], Upstream],
+        metrics: CamoMetrics,
+        cache: ImageCache | None = None,
     ) -> None:
         self._options = options
+        self._cache = cache
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+
+    def _size_redirect(self, url: str) -> bytes:
+        """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
+        the image's own URL (percent-encoded by yarl, so no byte can break the header)."""
+        target = self._options.max_size_redirect
+        return str(URL(url) if target == "original" else URL(target or "")).encode("ascii")
+
+    @property
+    def verified(self) -> int:
+        return self._verified.cache_info().currsize
 
     def _verify(self, path: str, query: bytes) -> str:
         """The signed target URL; the HMAC is computed once per distinct URL, not per request."""
@@ -90,26 +146,104 @@ class Proxy:
                 raise CutOff("upstream body broke off") from None
             status = 502
             await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
+        except CutOff:
+            raise
+        except Exception:
+            # A bug, not a refusal: still an answer with camo's headers, logged and counted.
+            log.exception("camo: unexpected error proxying %s", scope["path"][:200])
+            self._metrics.failed.labels("internal").inc()
+            if relay.started:
+                raise CutOff("unexpected error mid-body") from None
+            status = 500
+            await relay.refuse(Refused(500, "internal", "internal error"))
         finally:
             self._metrics.duration.observe(time.perf_counter() - started)
         self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
 
     async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
+        options = self._options
+        if method == "PURGE" and self._cache is not None:
+            return await self._purge(scope, relay)
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
-        url = self._verified(scope["path"], scope.get("query_string", b""))
+        client_headers = scope["headers"]
+        if names_this_server(client_headers, options.server_name):
+            raise Refused(404, "loop", f"request loop: Via already names {options.server_name}")
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        if len(path) + len(query) <= MEMO_KEY_CHARS:
+            url = self._verified(path, query)
+        else:
+            url = self._verify(path, query)
+        peer = scope.get("client")
         headers = upstream_request_headers(
-            scope["headers"], user_agent=self._options.user_agent, via=self._options.via
+            client_headers,
+            accept=options.accept,
+            user_agent=options.user_agent,
+            via=options.server_name,
+            forwarded_for=(
+                forwarded_for(client_headers, peer[0] if peer else None, _PUBLIC_ONLY)
+                if options.forwarded_for
+                else None
+            ),
         )
+        cache = self._cache
+        if cache is not None and not _has_range(client_headers) and await cache.available():
+            upstream = self._upstream()
+            target = upstream.first_hop(url)  # refused now: never answered from the cache
+            return await cache.serve(
+                method,
+                url,
+                client_headers,
+                headers,
+                relay,
+                functools.partial(self._fetch, method, url, relay),
+                upstream.check_final,
+                credentials=target.raw_user is not None or target.raw_password is not None,
+            )
+        outcome = await self._fetch(method, url, relay, headers, None, False)
+        assert not isinstance(outcome, NotModified)
+        return outcome
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        relay: Relay,
+        headers: dict[str, str],
+        fill: Fill | None,
+        revalidating: bool,
+    ) -> int | NotModified:
+        """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
         async with asyncio.timeout(self._options.timeout):
             response = await self._upstream().open(method, url, headers)
             try:
-                return await self._relay(method, response, relay)
+                if revalidating and response.status == 304:
+                    return NotModified(response.raw_headers)
+                return await self._relay(method, url, response, relay, fill)
             finally:
                 response.release()
 
-    async def _relay(self, method: str, response: Response, relay: Relay) -> int:
+    async def _purge(self, scope: Scope, relay: Relay) -> int:
+        """``PURGE /{digest}/{url}`` with ``Authorization: Bearer SECRET``: drop one entry."""
+        assert self._cache is not None
+        secret = self._options.purge_secret
+        authorization = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "purge", "purge needs Authorization: Bearer")
+        if secret is None or not hmac.compare_digest(token.strip().encode(), secret):
+            raise Refused(403, "purge", "purge credential refused")
+        url = self._verify(scope["path"], scope.get("query_string", b""))
+        dropped = self._cache.purge(url)
+        log.info("camo cache: purged %s (%s)", url[:200], "dropped" if dropped else "not cached")
+        await relay.text(200, "Purged" if dropped else "Not cached")
+        return 200
+
+    async def _relay(
+        self, method: str, url: str, response: Response, relay: Relay, fill: Fill | None = None
+    ) -> int:
         status = response.status
         if status == 304:
             relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
@@ -123,24 +257,31 @@ class Proxy:
             raise Refused(404, "upstream_status", f"upstream answered {status}")
         limit = self._options.max_bytes
         length = response.content_length
-        if length is not None and length > limit:
+        if length is not None and limit is not None and length > limit:
             self._metrics.content_length_exceeded.inc()
-            raise Refused(
-                404, "content_length", f"content length {length} over the {limit} byte limit"
-            )
-        content_type = response.header(b"content-type") or b""
-        media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+            reason = f"content length {length} over the {limit} byte limit"
+            if self._options.max_size_redirect is None:
+                raise Refused(404, "content_length", reason)
+            await relay.redirect(self._size_redirect(url), reason)
+            return 302
+        media = _media_type(response)
         first = b""
-        if media in GENERIC_TYPES and status == 200 and method == "GET":
+        if (media is None or media.essence in GENERIC_TYPES) and status == 200 and method == "GET":
             first = await response.read_first(SNIFF_BYTES)
             sniffed = sniff_image(first)
             if sniffed is not None:
-                media, content_type = sniffed, sniffed.encode("latin-1")
-        if not media.startswith(self._options.media_prefixes):
-            raise Refused(403, "content_type", f"content type {media or '(none)'} not allowed")
+                media = MediaType("image", sniffed, ())
+        if media is None or media.type not in self._options.media_types:
+            shown = "(none)" if media is None else media.essence
+            raise Refused(403, "content_type", f"content type {shown} not allowed")
         headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
-        headers.append((b"content-type", content_type))
+        headers.append((b"content-type", media.header()))
         relay.start(status, headers)
+        if fill is not None and method == "GET":
+            fill.start(status, headers, response.raw_headers, response.url or url, length)
+            fill.write(first)
+        else:
+            fill = None
         await relay.body(first)
         received = len(first)
         if method == "GET":
@@ -148,11 +289,13 @@ class Proxy:
             # once this chunk has been sent, so a slow client holds back the upstream.
             while chunk := await response.read():
                 received += len(chunk)
-                if received > limit:
+                if limit is not None and received > limit:
                     self._metrics.truncated.inc()
                     if relay.started:
                         raise CutOff(f"body passed the {limit} byte limit")
                     raise Refused(404, "too_large", f"body passed the {limit} byte limit")
+                if fill is not None:
+                    fill.write(chunk)
                 await relay.body(chunk, last=received == length)
         await relay.end()
         return status

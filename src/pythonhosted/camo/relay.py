@@ -27,8 +27,11 @@ class Relay:
         self.started = False  # True once the status line may have reached the client
         self.body_bytes = 0
         self._ended = False
+        self.tag: bytes | None = None  # X-Camo-Cache on a relayed response (MISS)
 
     def start(self, status: int, headers: Headers) -> None:
+        if self.tag is not None:
+            headers = [*headers, (b"x-camo-cache", self.tag)]
         self._pending = {
             "type": "http.response.start",
             "status": status,
@@ -59,12 +62,31 @@ class Relay:
             self._ended = True
             await self._send({"type": "http.response.body", "body": b""})
 
+    async def text(self, status: int, text: str) -> None:
+        """A short plain-text answer of camo's own (not a refusal)."""
+        await send_text(self._send, status, text, headers=self._always, head=self._head)
+
+    async def redirect(self, location: bytes, reason: str) -> None:
+        """A 302 to ``location`` (``--max-size-redirect``), saying why in ``X-Camo-Error``."""
+        headers = [
+            *self._always,
+            (b"location", location),
+            (b"x-camo-error", _header_text(reason)),
+        ]
+        await send_text(self._send, 302, "Found", headers=headers, head=self._head)
+
     async def refuse(self, refusal: Refused) -> None:
         """A short plain-text refusal that says why, also in ``X-Camo-Error``."""
-        reason = refusal.detail.encode("ascii", "replace")[:200]
-        headers = [*self._always, (b"x-camo-error", reason)]
+        headers = [*self._always, (b"x-camo-error", _header_text(refusal.detail))]
         if refusal.status == 405:
             headers.append((b"allow", b"GET, HEAD"))
+        elif refusal.status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="purge"'))
         await send_text(
             self._send, refusal.status, refusal.detail, headers=headers, head=self._head
         )
+
+
+def _header_text(text: str) -> bytes:
+    """A reason as header bytes: ASCII, anything else escaped, at most 200 bytes."""
+    return text.encode("ascii", "backslashreplace")[:200]

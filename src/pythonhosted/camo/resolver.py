@@ -21,9 +21,15 @@ from pythonhosted.camo.policy import AddressPolicy, IPAddress
 #: ``(host, port) -> addresses``: the system resolver by default; tests pass a stub resolver
 #: mapping names to addresses, so "evil.test -> 10.0.0.1" needs no DNS server.
 Lookup = Callable[[str, int], Awaitable[Sequence[str]]]
-#: Seconds a lookup's answer is reused, and how many names are remembered at most.
+#: Seconds a lookup's answer is reused; how many names are remembered at most (the oldest
+#: answer goes first), and how many addresses of one name are kept (a name with thousands of
+#: records must not hold thousands of strings; each address costs a connect attempt anyway).
+#: So the cache holds at most 1024 x (253-byte name + 16 addresses) ~ 1 MB.
 LOOKUP_TTL = 10.0
 LOOKUP_CACHE = 1024
+ADDRESSES_PER_NAME = 16
+
+Key = tuple[str, int]
 
 
 async def system_lookup(host: str, port: int) -> list[str]:
@@ -44,17 +50,24 @@ class PolicyResolver:
     def __init__(self, policy: AddressPolicy, lookup: Lookup = system_lookup) -> None:
         self._policy = policy
         self._lookup = lookup
-        self._cache: dict[tuple[str, int], tuple[float, Sequence[str]]] = {}
+        self._cache: dict[Key, tuple[float, Sequence[str]]] = {}
+        #: lookups under way; a request for the same name waits for the same answer, so a
+        #: burst of requests for a new name makes one lookup, not one per request
+        self._pending: dict[Key, asyncio.Task[Sequence[str]]] = {}
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The allowed addresses of ``host`` as IP literals, in lookup order; Refused (404) if
-        none is allowed, Refused (502) if the name does not resolve.
+        none is allowed or the name does not resolve (as go-camo answers both).
 
         ``host`` is a URL's raw host: a name, or an IP literal already made canonical by the
         URL checks (judged here again, without a lookup).
         """
         literal = _parse(host)
-        texts = [host] if literal is not None else await self._lookup_cached(host, port)
+        texts = [host] if literal is not None else await self._lookup_cached((host, port))
         allowed: list[str] = []
         refusals: list[str] = []
         for text in texts:
@@ -71,16 +84,33 @@ class PolicyResolver:
             raise Refused(404, "address", f"{host}: " + (refusals[0] if refusals else "no address"))
         return allowed
 
-    async def _lookup_cached(self, host: str, port: int) -> Sequence[str]:
-        now = time.monotonic()
-        cached = self._cache.get((host, port))
-        if cached is not None and now - cached[0] < LOOKUP_TTL:
+    async def _lookup_cached(self, key: Key) -> Sequence[str]:
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < LOOKUP_TTL:
             return cached[1]
+        task = self._pending.get(key)
+        if task is None:
+            task = self._pending[key] = asyncio.ensure_future(self._lookup_and_remember(key))
+            task.add_done_callback(_retrieve)
+        # shielded: one waiter giving up (its deadline passed) must not cancel the others'
+        return await asyncio.shield(task)
+
+    async def _lookup_and_remember(self, key: Key) -> Sequence[str]:
+        host, port = key
         try:
-            texts = await self._lookup(host, port)
-        except OSError:
-            raise Refused(502, "dns", f"cannot resolve {host}") from None
+            texts = tuple((await self._lookup(host, port))[:ADDRESSES_PER_NAME])
+        except (OSError, ValueError):  # getaddrinfo's IDNA step raises UnicodeError
+            raise Refused(404, "dns", f"cannot resolve {host}") from None
+        finally:
+            del self._pending[key]
+        self._cache.pop(key, None)
         if len(self._cache) >= LOOKUP_CACHE:
-            self._cache.clear()
-        self._cache[(host, port)] = (now, texts)
+            del self._cache[next(iter(self._cache))]  # the oldest answer
+        self._cache[key] = (time.monotonic(), texts)
         return texts
+
+
+def _retrieve(task: asyncio.Task[Sequence[str]]) -> None:
+    """Mark a lookup's failure as seen even if every waiter had given up."""
+    if not task.cancelled():
+        task.exception()

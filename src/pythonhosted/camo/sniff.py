@@ -7,23 +7,23 @@ and is never sniffed (it must be declared ``image/svg+xml`` to pass).
 from __future__ import annotations
 
 SNIFF_BYTES = 16
-GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 
 def sniff_image(head: bytes) -> str | None:
-    """The image type ``head`` starts with, or None."""
+    """The image subtype ``head`` starts with (``png`` for ``image/png``), or None."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
+        return "png"
     if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
+        return "jpeg"
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
+        return "gif"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "image/webp"
+        return "webp"
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
-        return "image/avif"
+        return "avif"
     if head.startswith(b"\x00\x00\x01\x00"):
-        return "image/x-icon"
+        return "x-icon"
     if head.startswith(b"BM"):
-        return "image/bmp"
+        return "bmp"
     return None

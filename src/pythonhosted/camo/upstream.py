@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,15 +28,23 @@ from pythonhosted.camo.client import (
     request_head,
 )
 from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
 from pythonhosted.camo.policy import AddressPolicy, literal_address
 from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: First-hop URLs remembered as parsed and checked (the checks depend only on the URL and
-#: static settings); refusals raise, so they are never cached.
+#: static settings); refusals raise, so they are never cached, and URLs longer than
+#: MEMO_URL_CHARS are checked every time, so the cache's bytes stay bounded too.
 CHECKED_URLS = 4096
+MEMO_URL_CHARS = 512
+#: Longer hosts are refused before anything else looks at them (a name has at most 253
+#: characters, an IPv6 literal with a zone far fewer).
+MAX_HOST_CHARS = MAX_NAME + 1
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 
 
 @dataclass(frozen=True)
@@ -47,26 +56,51 @@ class UrlChecks:
     allow_credentials: bool
 
     def check(self, url: URL) -> URL:
-        """``url`` ready to request (legacy IPv4 spellings made canonical), or Refused."""
+        """``url`` ready to request (legacy IPv4 spellings made canonical), or Refused.
+
+        Every way a URL can be unusable (host, port, credentials) is a refusal here, so
+        nothing later on the request path meets a URL it cannot handle.
+        """
         if url.scheme not in ("http", "https") or not url.is_absolute() or not url.raw_host:
             raise Refused(404, "url", "not an absolute http(s) URL")
-        if (url.raw_user or url.raw_password) and not self.allow_credentials:
-            raise Refused(404, "credentials", "URLs with credentials are not allowed")
+        if url.explicit_port == 0:
+            raise Refused(404, "url", "port 0 is not a destination")
+        if url.raw_user is not None or url.raw_password is not None:
+            if not self.allow_credentials:
+                raise Refused(404, "credentials", "URLs with credentials are not allowed")
+            if _CONTROL.search(f"{url.user or ''}:{url.password or ''}"):
+                raise Refused(404, "url", "control characters in the URL's credentials")
         host = url.raw_host
+        if len(host) > MAX_HOST_CHARS:
+            raise Refused(404, "url", f"host name longer than {MAX_NAME} characters")
         try:
             address = literal_address(host)
         except ValueError as exc:
             raise Refused(404, "url", str(exc)) from None
-        if address is not None:
+        if address is None:
+            reason = name_refusal(host) or local_name_refusal(host)
+            if reason is not None:
+                raise Refused(404, "url", reason)
+        else:
             reason = self.policy.refusal(address)
             if reason is not None:
                 raise Refused(404, "address", reason)
             if str(address) != host:
                 url = url.with_host(str(address))
-        reason = self.rules.refusal(host, url.path)
+        reason = self.rules.refusal(url.raw_host or host, url.raw_path)
         if reason is not None:
             raise Refused(404, "filter", reason)
         return url.with_fragment(None) if url.raw_fragment else url
+
+
+def _location_url(raw: bytes) -> URL:
+    """A Location header as a URL: UTF-8 if it is, else its non-ASCII bytes percent-encoded
+    (as browsers and Go's client send them), never silently dropped."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = _HIGH_BYTE.sub(lambda byte: b"%%%02X" % byte[0][0], raw).decode("ascii")
+    return URL(text)
 
 
 class Upstream:
@@ -80,6 +114,7 @@ class Upstream:
         connect_timeout: float,
         lookup: Lookup = system_lookup,
         dial: Dial = open_streams,
+        keep_alive: bool = True,
     ) -> None:
         self._checks = checks
         self._max_redirects = max_redirects
@@ -87,31 +122,49 @@ class Upstream:
         self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._parse_and_check)
         self._resolver = PolicyResolver(checks.policy, lookup)
         self._dial = dial
-        self._pool = Pool()
+        self._pool = Pool() if keep_alive else Pool(max_idle=0)  # --no-bk: a socket per request
         self._tls = ssl.create_default_context()  # built once: loading the CA store is slow
 
     async def close(self) -> None:
         self._pool.close()
+
+    def memo_entries(self) -> dict[str, int]:
+        """Entries held by each of this client's caches (for the metrics)."""
+        return {
+            "checked_urls": self._first_hop.cache_info().currsize,
+            "dns": self._resolver.cached,
+            "idle_connections": self._pool.idle,
+        }
 
     async def open(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
         """The first non-redirect response for ``url``; the caller must release it.
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
         """
-        target = self._first_hop(url)
+        target = self.first_hop(url)
         for hop in range(self._max_redirects + 1):
             if hop:
                 target = self._checks.check(target)
             response = await self._request(method, target, headers)
             location = response.header(b"location")
             if response.status not in REDIRECTS or location is None:
+                response.url = str(target)
                 return response
             response.release()
             try:
-                target = target.join(URL(location.decode("utf-8", "surrogateescape")))
-            except (ValueError, TypeError):
+                target = target.join(_location_url(location))
+            except (ValueError, TypeError):  # UnicodeError (IDNA) is a ValueError
                 raise Refused(404, "url", "redirect to an invalid URL") from None
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
+
+    def first_hop(self, url: str) -> URL:
+        """``url`` parsed and checked (memoised), or Refused: what the cache asks before
+        answering from what it holds."""
+        return self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._parse_and_check(url)
+
+    def check_final(self, url: str) -> None:
+        """Refused if a cached response's final URL (after redirects) would now be refused."""
+        self._parse_and_check(url)
 
     def _parse_and_check(self, url: str) -> URL:
         try:

@@ -145,6 +145,7 @@ class Service:
         hooks: Sequence[tuple[Hook, Hook]] = (),
         part: Callable[[str], str] | None = None,
         tallies: ResponseTallies | None = None,
+        metrics: bool = True,
         access_log: bool = False,
     ) -> None:
         self.name = name
@@ -157,7 +158,7 @@ class Service:
         allowed = allow or ", ".join(sorted(self.methods or ("GET", "HEAD")))
         self._allow = (b"allow", allowed.encode())
         self.health = health
-        self.own_paths = frozenset({HEALTH, METRICS, *health_aliases})
+        self.own_paths = frozenset({HEALTH, *health_aliases, *([METRICS] if metrics else [])})
         self.hooks = tuple(hooks)
         self.part = part
         self.access_log = access_log

@@ -1,0 +1,589 @@
+"""The cache in front of camo (spec rules 22-25), against an image host on 127.0.0.2 whose
+answers (Cache-Control, validators, delays, failures) each test chooses by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+import pytest
+
+from pythonhosted.camo import sign_url
+from pythonhosted.web.server import Bind, free_port, running, wait_for_port
+from pythonhosted.web.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from conftest import Camo, CamoFactory
+
+SECRET = "purge-secret"
+#: query parameter -> response header the image host sends
+QUERY_HEADERS = (
+    ("cc", b"cache-control"),
+    ("etag", b"etag"),
+    ("lm", b"last-modified"),
+    ("expires", b"expires"),
+    ("vary", b"vary"),
+    ("date", b"date"),
+)
+
+
+def image(size: int, seed: str) -> bytes:
+    """A PNG-signed body of ``size`` bytes, different for each seed."""
+    pattern = (seed.encode() * (size // max(1, len(seed)) + 1))[: max(0, size - 8)]
+    return b"\x89PNG\r\n\x1a\n" + pattern
+
+
+@dataclass
+class Host:
+    """The image host: ``/img/NAME?cc=..&etag=..&size=..`` answers as asked."""
+
+    base: str = ""
+    hits: Counter[str] = field(default_factory=Counter)
+    seen: dict[str, dict[str, str]] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # answer 503
+    gone: set[str] = field(default_factory=set)  # answer 404
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        name = scope["path"].rsplit("/", 1)[1]
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.hits[name] += 1
+        self.seen[name] = headers
+        if name in self.failing:
+            await _answer(send, 503, [], b"down")
+            return
+        if name in self.gone:
+            await _answer(send, 404, [], b"gone")
+            return
+        if "delay" in query:
+            await asyncio.sleep(float(query["delay"]))
+        sent = [(b"content-type", b"image/png")]
+        for key, header in QUERY_HEADERS:
+            if key in query:
+                sent.append((header, query[key].encode()))
+        if "etag" in query and headers.get("if-none-match") == query["etag"]:
+            await _answer(send, 304, sent[1:], b"")
+            return
+        body = image(int(query.get("size", 20_000)), name + query.get("version", ""))
+        if query.get("chunked"):
+            await send({"type": "http.response.start", "status": 200, "headers": sent})
+            for start in range(0, len(body), 4096):
+                chunk = body[start : start + 4096]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _answer(send, 200, sent, body)
+
+    def url(self, name: str, **query: Any) -> str:
+        return f"{self.base}/img/{name}" + ("?" + urlencode(query) if query else "")
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    state = Host()
+    with running(state, host="127.0.0.2") as base:
+        state.base = base
+        yield state
+
+
+def unique(prefix: str = "i") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cached(make_camo: CamoFactory, tmp_path: Path) -> Callable[..., Any]:
+    """A camo with the cache on in ``tmp_path`` (settings as keyword arguments)."""
+
+    def factory(**settings: Any) -> Any:
+        values = {"cache_dir": tmp_path / "cache", "cache_purge_secret": SECRET}
+        return make_camo(**{**values, **settings})
+
+    return factory
+
+
+@pytest.fixture
+def camo(cached: Callable[..., Any]) -> Iterator[Camo]:
+    with cached() as server:
+        yield server
+
+
+def metric(camo: Camo, name: str) -> float:
+    for line in camo.client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+# -- hits, expiry, revalidation --
+
+
+def test_hit_needs_no_upstream_request(camo: Camo, host: Host) -> None:
+    name = unique()
+    first = camo.get(host.url(name, cc="max-age=600", etag='"v1"'))
+    second = camo.get(host.url(name, cc="max-age=600", etag='"v1"'))
+    assert host.hits[name] == 1
+    assert (first.headers["x-camo-cache"], second.headers["x-camo-cache"]) == ("MISS", "HIT")
+    assert first.content == second.content == image(20_000, name)
+    for header in ("content-type", "content-length", "etag", "cache-control", "server"):
+        assert first.headers[header] == second.headers[header]
+    assert second.headers["content-security-policy"] == first.headers["content-security-policy"]
+    assert int(second.headers["age"]) >= 0
+    assert metric(camo, 'camo_cache_responses_total{result="hit"}') == 1
+
+
+def test_every_signed_form_shares_one_entry(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name)
+    for encoding in ("hex", "base64", "hex"):
+        assert camo.client.get(camo.url(url, encoding)).status_code == 200
+    assert host.hits[name] == 1
+
+
+def test_max_age_expiry(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=1")
+    assert camo.get(url).headers["x-camo-cache"] == "MISS"
+    assert camo.get(url).headers["x-camo-cache"] == "HIT"
+    wait_until(lambda: camo.get(url).headers["x-camo-cache"] == "MISS")
+    assert host.hits[name] == 2
+
+
+def test_revalidation_with_etag(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="no-cache", etag='"v7"')
+    camo.get(url)
+    response = camo.get(url)
+    assert response.headers["x-camo-cache"] == "REVALIDATED"
+    assert response.content == image(20_000, name)
+    assert host.seen[name]["if-none-match"] == '"v7"'
+    assert host.hits[name] == 2
+    assert metric(camo, 'camo_cache_responses_total{result="revalidated"}') == 1
+
+
+def test_revalidation_with_last_modified(camo: Camo, host: Host) -> None:
+    name = unique()
+    modified = "Wed, 21 Oct 2015 07:28:00 GMT"
+    url = host.url(name, cc="max-age=0", lm=modified)
+    camo.get(url)
+    camo.get(url)
+    assert host.seen[name]["if-modified-since"] == modified
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"cc": "no-store"},
+        {"cc": "private, max-age=600"},
+        {"cc": "max-age=600", "vary": "Accept-Language"},
+        {"cc": "max-age=600", "vary": "*"},
+    ],
+)
+def test_not_stored(camo: Camo, host: Host, query: dict[str, str]) -> None:
+    name = unique()
+    for _ in range(3):
+        response = camo.get(host.url(name, **query))
+        assert response.status_code == 200
+        assert response.headers["x-camo-cache"] == "MISS"
+    assert host.hits[name] == 3
+
+
+def test_vary_on_accept_is_stored(camo: Camo, host: Host) -> None:
+    name = unique()
+    for _ in range(2):
+        camo.get(host.url(name, vary="Accept, Accept-Encoding"))
+    assert host.hits[name] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "fresh_for"),
+    [
+        ({"cc": "max-age=600, s-maxage=0"}, 0),
+        ({"expires": "Thu, 01 Jan 1970 00:00:00 GMT", "date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0),
+        ({"expires": "0"}, 0),
+        ({}, 3600),  # the default TTL
+        ({"cc": "max-age=999999999"}, 7 * 86400),  # capped
+    ],
+)
+def test_freshness_sources(camo: Camo, host: Host, query: dict[str, str], fresh_for: int) -> None:
+    name = unique()
+    camo.get(host.url(name, **query))
+    second = camo.get(host.url(name, **query))
+    assert second.headers["x-camo-cache"] == ("HIT" if fresh_for else "MISS")
+
+
+def test_default_and_maximum_ttl_settings(cached: Callable[..., Any], host: Host) -> None:
+    name = unique()
+    with cached(cache_default_ttl="1s", cache_max_ttl="2s") as camo:
+        camo.get(host.url(name))
+        assert camo.get(host.url(name)).headers["x-camo-cache"] == "HIT"
+        wait_until(lambda: camo.get(host.url(name)).headers["x-camo-cache"] == "MISS")
+
+
+# -- stale-if-error --
+
+
+def test_stale_if_error(cached: Callable[..., Any], host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=0")
+    with cached(cache_stale_if_error="2s") as camo:
+        camo.get(url)
+        host.failing.add(name)
+        try:
+            response = camo.get(url)
+            assert (response.status_code, response.headers["x-camo-cache"]) == (200, "STALE")
+            assert response.content == image(20_000, name)
+            assert metric(camo, 'camo_cache_responses_total{result="stale"}') == 1
+            # past the stale-if-error window: the failure shows
+            wait_until(lambda: camo.get(url).status_code == 502)
+        finally:
+            host.failing.discard(name)
+
+
+def test_must_revalidate_is_never_served_stale(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=0, must-revalidate")
+    camo.get(url)
+    host.failing.add(name)
+    try:
+        response = camo.get(url)
+    finally:
+        host.failing.discard(name)
+    assert (response.status_code, response.headers["x-camo-error"]) == (
+        502,
+        "upstream answered 503",
+    )
+
+
+def test_stale_entry_is_not_served_over_a_refusal(cached: Callable[..., Any], host: Host) -> None:
+    """Upstream now answers 404 (the image is gone): that is an answer, not a failure."""
+    name = unique()
+    with cached() as camo:
+        camo.get(host.url(name, cc="max-age=0"))
+        host.gone.add(name)
+        response = camo.get(host.url(name, cc="max-age=0"))
+    assert (response.status_code, response.headers["x-camo-error"]) == (
+        404,
+        "upstream answered 404",
+    )
+
+
+# -- coalescing --
+
+
+def test_concurrent_misses_make_one_upstream_request(camo: Camo, host: Host) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    name = unique()
+    path = camo.url(host.url(name, delay="1", cc="max-age=600")).removeprefix(camo.base)
+    address = camo.base.removeprefix("http://").split(":")
+
+    async def one() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(address[0], int(address[1]))
+        writer.write(b"GET %s HTTP/1.1\r\nHost: camo\r\nConnection: close\r\n\r\n" % path.encode())
+        data = await reader.read()
+        writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    async def burst() -> list[tuple[int, bytes]]:
+        return await asyncio.gather(*(one() for _ in range(1000)))
+
+    try:
+        results = asyncio.run(burst())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert host.hits[name] == 1
+    assert {status for status, _ in results} == {200}
+    assert {body for _, body in results} == {image(20_000, name)}
+    coalesced = metric(camo, 'camo_cache_responses_total{result="coalesced"}')
+    hits = metric(camo, 'camo_cache_responses_total{result="hit"}')
+    assert coalesced + hits == 999
+
+
+# -- sizes and bounds --
+
+
+def test_body_over_the_size_limit_is_never_cached(cached: Callable[..., Any], host: Host) -> None:
+    with cached(cache_object_max_bytes=10_000) as camo:
+        for query in ({"size": 20_000}, {"size": 20_000, "chunked": 1}):
+            name = unique()
+            for _ in range(2):
+                response = camo.get(host.url(name, **query))
+                assert len(response.content) == 20_000
+            assert host.hits[name] == 2
+        small = unique()
+        for _ in range(2):
+            camo.get(host.url(small, size=5_000, chunked=1))
+        assert host.hits[small] == 1
+
+
+def test_memory_and_disk_stay_within_their_bounds(cached: Callable[..., Any], host: Host) -> None:
+    names = [unique() for _ in range(120)]
+    with cached(cache_max_bytes=1_000_000, cache_memory_bytes=300_000) as camo:
+        for name in names:
+            assert camo.get(host.url(name, size=20_000)).status_code == 200
+        assert metric(camo, 'camo_cache_bytes{tier="disk"}') <= 1_000_000
+        assert metric(camo, 'camo_cache_bytes{tier="memory"}') <= 300_000
+        assert 40 <= metric(camo, 'camo_cache_entries{tier="disk"}') <= 50
+        # least recently used first out: the first images are gone, the last ones are there
+        assert camo.get(host.url(names[0], size=20_000)).headers["x-camo-cache"] == "MISS"
+        assert camo.get(host.url(names[-1], size=20_000)).headers["x-camo-cache"] == "HIT"
+
+
+def test_large_image_is_served_from_disk(cached: Callable[..., Any], host: Host) -> None:
+    name = unique()
+    with cached(cache_memory_object_bytes=64_000) as camo:
+        camo.get(host.url(name, size=3_000_000))
+        response = camo.get(host.url(name, size=3_000_000))
+        assert response.headers["x-camo-cache"] == "HIT"
+        assert response.content == image(3_000_000, name)
+        assert metric(camo, 'camo_cache_entries{tier="memory"}') == 0
+
+
+# -- what the cache must never change --
+
+
+def test_filter_rules_are_checked_on_every_hit(
+    cached: Callable[..., Any], host: Host, tmp_path: Path
+) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600")
+    rules = tmp_path / "rules.txt"
+    rules.write_text(f"deny||*||/img/{name}\n")
+    with cached() as camo:
+        assert camo.get(url).status_code == 200
+    with cached(filter_ruleset=rules) as camo:
+        response = camo.get(url)
+    assert response.status_code == 404
+    assert response.headers["x-camo-error"].endswith(f"matches deny rule deny||*||/img/{name}")
+    assert host.hits[name] == 1
+
+
+def test_a_redirects_target_is_checked_on_every_hit(
+    cached: Callable[..., Any], host: Host, tmp_path: Path, upstream: Any
+) -> None:
+    """Cached through a redirect to the image host; a rule added later against that host
+    refuses the cached image although the signed URL itself is still allowed."""
+    name = unique()
+    target = host.url(name, cc="max-age=600")
+    via = f"{upstream.base}/redirect?{urlencode({'to': target})}"
+    rules = tmp_path / "rules.txt"
+    rules.write_text(f"deny||*||/img/{name}\n")
+    with cached() as camo:
+        assert camo.get(via).status_code == 200
+    with cached(filter_ruleset=rules) as camo:
+        response = camo.get(via)
+    assert response.status_code == 404
+    assert host.hits[name] == 1
+
+
+def test_refused_url_is_never_answered_from_the_cache(
+    cached: Callable[..., Any], host: Host
+) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600")
+    with cached() as camo:
+        assert camo.get(url).status_code == 200
+    with cached(allow_networks=["127.0.0.3/32"]) as camo:
+        response = camo.get(url)
+    assert (response.status_code, response.headers["x-camo-error"]) == (
+        404,
+        "address 127.0.0.2 is in refused range 127.0.0.0/8",
+    )
+
+
+# -- client requests the cache answers --
+
+
+def test_client_conditionals_answered_from_the_cache(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600", etag='"e1"')
+    camo.get(url)
+    response = camo.get(url, headers={"If-None-Match": '"e1"'})
+    assert response.status_code == 304
+    assert response.headers["etag"] == '"e1"'
+    assert camo.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    assert host.hits[name] == 1
+
+
+def test_head_and_range(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600")
+    assert camo.client.head(camo.url(url)).headers["x-camo-cache"] == "MISS"  # not stored
+    camo.get(url)
+    head = camo.client.head(camo.url(url))
+    assert (head.status_code, head.headers["x-camo-cache"]) == (200, "HIT")
+    assert head.headers["content-length"] == "20000"
+    ranged = camo.get(url, headers={"Range": "bytes=0-9"})  # straight upstream
+    assert "x-camo-cache" not in ranged.headers
+    assert host.hits[name] == 3
+
+
+# -- purge --
+
+
+def test_purge(camo: Camo, host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600")
+    camo.get(url)
+    signed = camo.url(url)
+    assert camo.client.request("PURGE", signed).status_code == 401
+    wrong = camo.client.request("PURGE", signed, headers={"Authorization": "Bearer nope"})
+    assert (wrong.status_code, wrong.headers["x-camo-error"]) == (403, "purge credential refused")
+    assert camo.get(url).headers["x-camo-cache"] == "HIT"
+    purged = camo.client.request("PURGE", signed, headers={"Authorization": f"Bearer {SECRET}"})
+    assert (purged.status_code, purged.text) == (200, "Purged\n")
+    assert camo.get(url).headers["x-camo-cache"] == "MISS"
+    assert host.hits[name] == 2
+    bad = camo.client.request(
+        "PURGE", signed.replace("/", "/0", 3), headers={"Authorization": f"Bearer {SECRET}"}
+    )
+    assert bad.status_code == 404
+
+
+def test_purge_needs_a_configured_secret(cached: Callable[..., Any], host: Host) -> None:
+    with cached(cache_purge_secret=None) as camo:
+        response = camo.client.request(
+            "PURGE", camo.url(host.url("x")), headers={"Authorization": "Bearer anything"}
+        )
+    assert response.status_code == 403
+
+
+# -- disk: restarts and crashes --
+
+
+def test_entries_survive_a_restart(cached: Callable[..., Any], host: Host) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600", size=300_000)
+    with cached() as camo:
+        camo.get(url)
+    with cached() as camo:
+        response = camo.get(url)
+    assert response.headers["x-camo-cache"] == "HIT"
+    assert response.content == image(300_000, name)
+    assert host.hits[name] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "footer"])
+def test_damaged_disk_entry_is_never_served(
+    cached: Callable[..., Any], host: Host, tmp_path: Path, damage: str
+) -> None:
+    name = unique()
+    url = host.url(name, cc="max-age=600", size=300_000)
+    with cached() as camo:
+        camo.get(url)
+    [entry_file] = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and len(p.name) == 64]
+    data = entry_file.read_bytes()
+    damaged = {
+        "truncate": data[: len(data) // 2],
+        "flip": data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:],
+        "empty": b"",
+        "footer": data[:-3],
+    }[damage]
+    entry_file.write_bytes(damaged)
+    with cached() as camo:
+        response = camo.get(url)
+        assert response.headers["x-camo-cache"] == "MISS"
+        assert response.content == image(300_000, name)
+        assert metric(camo, "camo_cache_damaged_total") == 1
+    assert host.hits[name] == 2
+
+
+def test_a_second_process_cannot_share_a_slot(cached: Callable[..., Any], host: Host) -> None:
+    with cached() as first, cached() as second:
+        # the second found the only slot taken: it serves, uncached
+        name = unique()
+        for _ in range(2):
+            assert second.get(host.url(name)).status_code == 200
+        assert "x-camo-cache" not in second.get(host.url(name)).headers
+        assert first.get(host.url(name)).headers["x-camo-cache"] == "MISS"
+
+
+def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path: Path) -> None:
+    """kill -9 a camo process while it writes a 20 MB image to disk (the client reads slowly
+    through a small receive buffer, so camo, which reads upstream only as fast as the client
+    takes the body, is mid-file); the restarted camo must serve only the whole image."""
+    cache = tmp_path / "cache"
+    name = unique()
+    size = 20_000_000
+    url = host.url(name, cc="max-age=600", size=size, chunked=1)
+
+    def start() -> tuple[subprocess.Popen[bytes], Bind]:
+        bind = Bind("127.0.0.1", free_port())
+        command = [
+            str(Path(sys.executable).parent / "pythonhosted"), "camo", "serve",
+            f"--bind=127.0.0.1:{bind.port}", "--allow-network=127.0.0.2/32",
+            f"--cache-dir={cache}", "--timeout=60s", "--max-size=30000",
+            "--cache-object-max-bytes=30000000",
+        ]  # fmt: skip
+        env = {"PYTHONHOSTED_CAMO_KEY": "crash-key", "PATH": "/usr/bin:/bin"}
+        process = subprocess.Popen(
+            command, env=env, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_for_port(bind)
+        return process, bind
+
+    process, bind = start()
+    try:
+        path = sign_url(url, b"crash-key")
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            client.connect((bind.host, bind.port))
+            client.sendall(b"GET %s HTTP/1.1\r\nHost: camo\r\n\r\n" % path.encode())
+            received = 0
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                received += len(client.recv(16 * 1024))
+                partial = [p for p in cache.rglob(".tmp-*") if p.stat().st_size > 0]
+                if received > 1_000_000 and partial:
+                    os.killpg(process.pid, signal.SIGKILL)  # mid-write
+                    break
+                time.sleep(0.001)
+        process.wait(timeout=10)
+        assert process.returncode == -signal.SIGKILL, "the kill did not land mid-write"
+        assert [p for p in cache.rglob(".tmp-*")]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    process, bind = start()
+    try:
+        signed = bind.url() + sign_url(url, b"crash-key")
+        response = httpx.get(signed, timeout=60)
+        assert response.headers["x-camo-cache"] == "MISS"
+        assert response.content == image(size, name)
+        assert not list(cache.rglob(".tmp-*"))  # cleared at start-up
+        again = httpx.get(signed, timeout=60)
+        assert (again.headers["x-camo-cache"], again.content) == ("HIT", response.content)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
