@@ -36,6 +36,14 @@ def wait_until(
         time.sleep(interval)
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` yet (so a stop is graceful)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
 def stop_group(
     process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0
 ) -> None:

@@ -25,7 +25,7 @@ from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, warehouse_url
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.parquet import export
-from pythonhosted.web.server import Bind, ServerLimits, run
+from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
 
 T = TypeVar("T")
 
@@ -112,11 +112,15 @@ def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
         run([(LinehaulApp(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
         return
 
+    early = EarlyStop()
+
     async def headless() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if early.requested:
+            stop.set()
         await RUNNERS[job](settings, stop, Monitor((job,)))
 
     _run(headless())

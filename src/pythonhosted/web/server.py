@@ -37,6 +37,7 @@ from pythonhosted.web.types import ASGIApp
 
 __all__ = [
     "Bind",
+    "EarlyStop",
     "ListenError",
     "ServerLimits",
     "free_port",
@@ -109,9 +110,10 @@ class _MultiProcessServer(_ClaimedSocket, MPServer):  # type: ignore[misc]
         """The claimed socket is closed by its owner (``run_workers``), not by granian."""
 
 
-class _EarlyStop:
-    """SIGINT/SIGTERM that arrive after the address is claimed (clients can already connect)
-    but before the server has its own handlers: remembered, so that stop is graceful too.
+class EarlyStop:
+    """SIGINT/SIGTERM that arrive before a long-running command has its own handlers (for a
+    server: after its address is claimed, when clients can already connect): remembered, so
+    that stop is graceful too.
 
     Without it the default action killed the process in that gap, startup work unshipped.
     """
@@ -148,7 +150,7 @@ def run_workers(
     The workers share one listening socket claimed here, so a second instance cannot.
     """
     limits = limits.within_descriptors()
-    early = _EarlyStop()
+    early = EarlyStop()
     listener = claim(bind, limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
     with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
@@ -206,7 +208,7 @@ def run(
     command at once (:class:`ListenError`) rather than after some apps started.
     """
     limits = limits.within_descriptors()
-    early = _EarlyStop()
+    early = EarlyStop()
     listeners = claim_all([bind for _, bind in apps], limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
 
