@@ -266,8 +266,11 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
             "camo.timeout (flag --timeout): input should be a valid number, unable to parse "
             "string as a number, got 'soon'",
         ),
-        (("--max-size", "0"), "camo.max_size_kb (flag --max-size): input should be greater than "
-         "0, got 0"),
+        (
+            ("--idletimeout", "forever"),
+            "camo.idle_timeout (flag --idletimeout): input should be a valid number, unable to "
+            "parse string as a number, got 'forever'",
+        ),
         (
             ("--allow-network", "10.0.0.0/33"),
             "camo.allow_networks[0] (flag --allow-network): value is not a valid IPv4 or IPv6 "
