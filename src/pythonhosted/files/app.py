@@ -136,6 +136,8 @@ class FilesEdge:
         self.options = options or EdgeOptions()
         self.legacy = legacy
         self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
+        # Located objects, oldest out first: a plain OrderedDict, not cachetools, because it is
+        # read on every request (0.35 against 1.1 us a lookup; see web/bodycache.py).
         self._cache: OrderedDict[str, EdgeObject] = OrderedDict()
         self._looking_up: Coalescer[str, tuple[ObjectInfo, Store, Backend]] = Coalescer()
         bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
