@@ -57,6 +57,19 @@ def stop_group(
     process.wait()
 
 
+def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple[bytes, bytes]:
+    """SIGTERM the process's group and collect its output; SIGKILL the group if it outlives
+    ``grace`` (the output read so far is returned either way)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate()
+
+
 @contextlib.contextmanager
 def started(
     argv: Sequence[str],
