@@ -11,7 +11,7 @@ from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.service import build_standalone_edge
 from pythonhosted.files.upload import UploadRefused, upload
-from pythonhosted.storage import StorageError, open_store
+from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
@@ -20,19 +20,44 @@ def files() -> None:
     """The files edge (files.pythonhosted.org)."""
 
 
-@files.command("upload")
-@click.option("--store", "store_url", required=True, help="Store URL, e.g. file:///srv/files.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-def upload_command(store_url: str, paths: tuple[Path, ...]) -> None:
-    """Store distributions at their hashed keys; print one URL path per file."""
+STORE_HELP = "Store URL, e.g. file:///srv/files [files.primary]."
+
+
+def open_primary(settings: Settings, store_url: str | None) -> Store:
+    """The store a command works on: ``--store``, else the configured primary."""
+    url = store_url or settings.files.primary
+    if not url:
+        raise click.UsageError("no store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY")
     try:
-        store = open_store(store_url)
+        return open_store(url)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+@files.command("upload")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_obj
+def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:
+    """Check distributions and store them at their hashed keys; print one URL path per file."""
+    store = open_primary(settings, store_url)
+    limit = settings.files.upload_max_bytes
     failures = 0
     for path in paths:
         try:
-            record = asyncio.run(upload(store, path.name, path.read_bytes()))
+            if path.stat().st_size > limit:
+                click.echo(f"error: {path.name}: larger than {limit} bytes", err=True)
+                failures += 1
+                continue
+            data = path.read_bytes()
+            record = asyncio.run(
+                upload(
+                    store,
+                    path.name,
+                    data,
+                    metadata_max_bytes=settings.files.upload_metadata_max_bytes,
+                )
+            )
         except OSError as exc:
             click.echo(f"error: {path}: {exc.strerror}", err=True)
             failures += 1
