@@ -18,7 +18,7 @@ import hashlib
 import mimetypes
 from datetime import UTC, datetime
 
-from pythonhosted.catalog import FileRecord, get_record, record_key
+from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key
 from pythonhosted.distributions import (
     METADATA_MAX_BYTES,
     core_metadata,
@@ -90,6 +90,7 @@ async def upload(
                 f"{filename}: a different file with this name already exists"
             ) from None
         return winner
+    await mark_changed(store)  # running indexes show it within a second, not a cache TTL
     return record
 
 
