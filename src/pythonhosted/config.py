@@ -57,6 +57,7 @@ class FilesSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     admin_secret: SecretStr | None = None
     purge_secret: SecretStr | None = None
+    purge_urls: list[str] | None = None  # None: the edge at `bind`
     require_tls: bool = False
     trust_proxy_headers: bool = False
     country_header: str | None = None

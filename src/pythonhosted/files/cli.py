@@ -1,37 +1,39 @@
-"""``pythonhosted files``: upload distributions, run the files edge."""
+"""``pythonhosted files``: upload distributions, run the files edge (managing what was uploaded
+is in :mod:`.manage_cli`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from pathlib import Path
 
 import click
 
 from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
+from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
+from pythonhosted.files.manage_cli import (
+    STORE_HELP,
+    delete_command,
+    list_command,
+    open_primary,
+    unyank_command,
+    yank_command,
+)
 from pythonhosted.files.service import build_standalone_edge
 from pythonhosted.files.upload import UploadRefused, upload
-from pythonhosted.storage import StorageError, Store, open_store
+from pythonhosted.storage import StorageError
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
 @click.group()
 def files() -> None:
-    """The files edge (files.pythonhosted.org)."""
+    """The files edge (files.pythonhosted.org), and managing what it serves."""
 
 
-STORE_HELP = "Store URL, e.g. file:///srv/files [files.primary]."
-
-
-def open_primary(settings: Settings, store_url: str | None) -> Store:
-    """The store a command works on: ``--store``, else the configured primary."""
-    url = store_url or settings.files.primary
-    if not url:
-        raise click.UsageError("no store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY")
-    try:
-        return open_store(url)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+for command in (list_command, yank_command, unyank_command, delete_command):
+    files.add_command(command)
 
 
 @files.command("upload")
@@ -102,6 +104,16 @@ def serve_command(
         return
     export_to_environment(settings, "files", updates)
     worker_app = "pythonhosted.files.service:worker_app"
-    run_workers(
-        worker_app, address, settings.files.workers, limits, lambda: click.echo(banner, err=True)
-    )
+    with tempfile.TemporaryDirectory(prefix="pythonhosted-purges-") as shared:
+        # One journal for the instance: a PURGE taken by any worker empties every cache.
+        os.environ[JOURNAL_ENV] = str(PurgeJournal.create(Path(shared) / "journal"))
+        try:
+            run_workers(
+                worker_app,
+                address,
+                settings.files.workers,
+                limits,
+                lambda: click.echo(banner, err=True),
+            )
+        finally:
+            del os.environ[JOURNAL_ENV]
