@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.edge import SAMPLES, seed
 from support.metrics import sample
-from support.processes import PYTHONHOSTED, started, wait_until
+from support.processes import PYTHONHOSTED, started, stop_group, wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
 WHEEL, SDIST = SAMPLES["wheel"], SAMPLES["sdist"]
@@ -272,3 +273,35 @@ def test_a_deleted_file_404s_on_every_worker_at_once(tmp_path: Path) -> None:
         assert statuses == [404] * 40
         # Both workers' caches are empty of it (their metrics snapshots catch up within 2 s).
         wait_until(lambda: sample(url, "files_cache_entries", cache="bodies") == 0, timeout=30)
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])
+def test_delete_asks_on_a_terminal(tmp_path: Path, answer: str, deleted: bool) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    env = {
+        **os.environ,
+        "PYTHONHOSTED_FILES__PRIMARY": primary,
+        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONHOSTED_FILES__PURGE_URLS": "[]",
+    }
+    controller, terminal = pty.openpty()  # stdin is a terminal: the command asks
+    process = subprocess.Popen(
+        [*PYTHONHOSTED, "files", "delete", SDIST.filename],
+        env=env,
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        os.write(controller, f"{answer}\n".encode())
+        out, err = process.communicate(timeout=60)
+    finally:
+        stop_group(process)
+        os.close(controller)
+        os.close(terminal)
+    assert err.decode().startswith(f"Delete {SDIST.filename}? [y/N]: ")
+    assert process.returncode == (0 if deleted else 1)
+    assert out.decode() == (f"deleted {SDIST.path}\n" if deleted else "")
+    assert (tmp_path / "primary" / SDIST.key).exists() is not deleted
