@@ -1,7 +1,9 @@
 """``pythonhosted files list|yank|unyank|delete``: manage what ``files upload`` stored.
 
 Each takes ``--store URL`` (default ``files.primary``). Output is one line per file on stdout;
-errors are one line each on stderr with exit 1.
+errors are one line each on stderr with exit 1. The HTTP client (aiohttp) and the table
+renderer (rich) are imported by the commands that use them: ``files serve`` loads this module
+too, and they cost it most of a second of start-up.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ import asyncio
 import io
 import sys
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from pythonhosted.catalog import FileRecord
 from pythonhosted.config import Settings
@@ -29,10 +28,12 @@ from pythonhosted.files.manage import (
     select,
     set_yanked,
 )
-from pythonhosted.files.purge import PurgeOutcome, purge
 from pythonhosted.files.service import purge_secret
 from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.web.listener import Bind
+
+if TYPE_CHECKING:
+    from pythonhosted.files.purge import PurgeOutcome
 
 T = TypeVar("T")
 STORE_HELP = "Store URL, e.g. file:///srv/files [files.primary]."
@@ -84,6 +85,10 @@ def _row(record: FileRecord) -> dict[str, Any]:
 
 
 def _table(records: list[FileRecord]) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD)
     for name in ("project", "version", "filename", "size", "uploaded", "yanked"):
         grid.add_column(name, justify="right" if name == "size" else "left", no_wrap=True)
@@ -197,6 +202,8 @@ def _default_edges(settings: Settings) -> bool:
 
 def _purge(settings: Settings, paths: list[str]) -> list[PurgeOutcome]:
     """PURGE the paths and their .metadata on every edge; report failures, one line each."""
+    from pythonhosted.files.purge import purge
+
     edges = settings.files.purge_urls
     if edges is None:
         edges = [Bind.parse(settings.files.bind).url()]
