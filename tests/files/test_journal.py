@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from pythonhosted.files.journal import PurgeJournal
 journal = PurgeJournal(Path(sys.argv[1]))
-for n in range(300):
+for n in range(2000):
     journal.publish(f"packages/{sys.argv[2]}/{n}/name\\nwith|odd chars é")
 """
 
@@ -33,7 +33,7 @@ def test_every_worker_reads_every_purge_once(tmp_path: Path) -> None:
             seen += reader.news()  # reading while they write: never half an entry
         assert [writer.returncode for writer in writers] == [0] * 4
     seen += reader.news()
-    expected = {f"packages/{w}/{n}/name\nwith|odd chars é" for w in range(4) for n in range(300)}
+    expected = {f"packages/{w}/{n}/name\nwith|odd chars é" for w in range(4) for n in range(2000)}
     assert len(seen) == len(expected) and set(seen) == expected
     assert reader.news() == []
     late = PurgeJournal(path)  # a worker started later has nothing cached from before
