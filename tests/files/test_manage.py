@@ -305,3 +305,20 @@ def test_delete_asks_on_a_terminal(tmp_path: Path, answer: str, deleted: bool) -
     assert process.returncode == (0 if deleted else 1)
     assert out.decode() == (f"deleted {SDIST.path}\n" if deleted else "")
     assert (tmp_path / "primary" / SDIST.key).exists() is not deleted
+
+
+def test_an_edge_that_cannot_keep_a_purge_secret_refuses_purges(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    (tmp_path / "a-file").write_text("")
+    settings = Settings(data_dir=tmp_path / "a-file" / "data", files=FilesSettings(primary=primary))
+    with running(build_edge(settings)) as url:
+        purge = httpx.request("PURGE", url + SDIST.path, headers={"Authorization": "Bearer x"})
+        served = httpx.get(url + SDIST.path)
+    assert (purge.status_code, served.status_code) == (403, 200)
+    assert any(
+        record.getMessage().startswith("purges refused: no files.purge_secret and ")
+        for record in caplog.records
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from pythonhosted.storage import StorePair, Timeouts, open_store
 from pythonhosted.web.security import NO_CROSS_DOMAIN
 from pythonhosted.web.service import Service
 from pythonhosted.web.types import ASGIApp
+
+log = logging.getLogger(__name__)
 
 
 def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> Service:
@@ -78,12 +81,22 @@ PURGE_SECRET_FILE = "purge.key"
 
 def purge_secret(settings: Settings, create: bool = False) -> str | None:
     """``files.purge_secret``, else the one kept in ``DATA/purge.key``: generated there by the
-    first edge that starts without one (``create``), found there by ``files delete``."""
+    first edge that starts without one (``create``), found there by ``files delete``.
+
+    An edge whose data dir cannot be written runs on, refusing every purge (as it did before
+    secrets were generated), and says so in its log.
+    """
     configured = _secret(settings.files.purge_secret)
     if configured:
         return configured
     path = settings.data_dir / PURGE_SECRET_FILE
-    return load_or_create_secret(path) if create else read_secret(path)
+    if not create:
+        return read_secret(path)
+    try:
+        return load_or_create_secret(path)
+    except OSError as exc:
+        log.warning("purges refused: no files.purge_secret and %s: %s", path, exc.strerror)
+        return None
 
 
 def _secret(value: SecretStr | None) -> str | None:
