@@ -6,6 +6,7 @@ it (links out of the tree, devices, lying sizes).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import random
@@ -15,13 +16,18 @@ import tarfile
 import tracemalloc
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from pythonhosted.archives import UNPACK_FLOOR, tar_gz_member
+from pythonhosted.catalog import project_records
 from pythonhosted.cli import main
+from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.storage import Store, StoreUnavailable, open_store
+from pythonhosted.web.server import free_port
 from support.processes import PYTHONHOSTED, started
 
 ROOT = "demo_pkg-1.0"
@@ -371,3 +377,42 @@ def test_limits_and_store_come_from_settings(tmp_path: Path) -> None:
         2,
         "Error: no store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY",
     )
+
+
+class FailingPuts:
+    """A store whose puts of keys ending in ``suffix`` fail as an unreachable store's would."""
+
+    def __init__(self, store: Store, suffix: str) -> None:
+        self._store = store
+        self.suffix = suffix
+
+    async def put(self, key: str, data: bytes, **options: Any) -> None:
+        if key.endswith(self.suffix):
+            raise StoreUnavailable("connection refused")
+        await self._store.put(key, data, **options)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("failing", [".metadata", ".whl", ".json"])
+def test_an_upload_that_fails_half_way_lists_nothing_and_a_retry_completes_it(
+    tmp_path: Path, failing: str
+) -> None:
+    store = open_store(f"file://{tmp_path}/store")
+    wheel = _wheel()
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(upload(FailingPuts(store, failing), WHEEL, wheel))  # type: ignore[arg-type]
+    assert asyncio.run(project_records(store, "demo-pkg")) == []  # nothing lists it
+    record = asyncio.run(upload(store, WHEEL, wheel))
+    assert asyncio.run(project_records(store, "demo-pkg")) == [record]
+    assert (tmp_path / "store" / (record.path[1:] + ".metadata")).exists()
+
+
+def test_a_store_that_fails_is_one_line_per_file(tmp_path: Path) -> None:
+    closed = f"s3://bucket?endpoint=http://127.0.0.1:{free_port()}&allow_http=true"
+    path = _write(tmp_path / "dist", SDIST, VALID)
+    result = CliRunner().invoke(main, ["files", "upload", "--store", closed, str(path)])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: {SDIST}: store: ")

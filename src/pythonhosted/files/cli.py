@@ -64,8 +64,12 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
             click.echo(f"error: {path}: {exc.strerror}", err=True)
             failures += 1
             continue
-        except (InvalidDistribution, UploadRefused, StorageError) as exc:
+        except (InvalidDistribution, UploadRefused) as exc:  # their messages name the file
             click.echo(f"error: {exc}", err=True)
+            failures += 1
+            continue
+        except StorageError as exc:
+            click.echo(f"error: {path.name}: store: {exc}", err=True)
             failures += 1
             continue
         click.echo(record.path)
