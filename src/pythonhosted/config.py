@@ -63,6 +63,7 @@ class FilesSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     admin_secret: SecretStr | None = None
     purge_secret: SecretStr | None = None
+    purge_urls: list[str] | None = None  # None: the edge at `bind`
     require_tls: bool = False
     trust_proxy_headers: bool = False
     country_header: str | None = None
@@ -78,6 +79,8 @@ class FilesSettings(BaseModel):
     cache_entries: int = Field(default=20_000, ge=0)
     cache_max_bytes: int = 128 * 2**20
     cache_object_max_bytes: int = 16 * 2**20
+    upload_max_bytes: int = Field(default=2**30, gt=0)
+    upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
 
 
 class IndexSettings(BaseModel):

@@ -79,7 +79,8 @@ def test_project_page_json(index: str) -> None:
     }
     assert wheel["upload-time"].endswith("Z")
     assert "core-metadata" not in by_name[SDIST.filename]
-    assert by_name[SDIST.filename]["requires-python"] is None
+    # From the sdist's PKG-INFO, as PyPI reports it for every file of a release.
+    assert by_name[SDIST.filename]["requires-python"] == ">=3.8"
 
 
 def test_project_page_html(index: str) -> None:

@@ -6,6 +6,7 @@ The resolver is the JSON API client when ``json_api`` is set, otherwise the own 
 
 from __future__ import annotations
 
+from pythonhosted.catalog import CatalogWatch
 from pythonhosted.config import ConveyorSettings, Settings, load_worker_settings
 from pythonhosted.conveyor.app import ConveyorApp
 from pythonhosted.conveyor.docs import DocsSite
@@ -42,8 +43,14 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
         index = conveyor.index or settings.files.primary
         if not index:
             return None
-        source = OwnIndexSource(
-            open_store(index, _timeouts(conveyor)), conveyor.files_base_url, conveyor.cache_ttl
+        store = open_store(index, _timeouts(conveyor))
+        source = OwnIndexSource(store, conveyor.files_base_url, conveyor.cache_ttl)
+        return Resolver(
+            source,
+            conveyor.cache_entries,
+            conveyor.cache_max_bytes,
+            metrics,
+            CatalogWatch(store),
         )
     return Resolver(source, conveyor.cache_entries, conveyor.cache_max_bytes, metrics)
 

@@ -24,6 +24,7 @@ import brotli
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
+from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.keys import path_of
 from pythonhosted.logline import download_line
@@ -119,7 +120,11 @@ class EdgeObject(StoredObject):
 
 
 class FilesEdge:
-    """ASGI app; ``legacy`` answers non-hashed /packages/ paths (conveyor), else 404."""
+    """ASGI app; ``legacy`` answers non-hashed /packages/ paths (conveyor), else 404.
+
+    ``purges``: the journal this worker shares with the other workers of its instance, so a
+    PURGE that reaches one of them empties every one's cache (:mod:`.journal`).
+    """
 
     def __init__(
         self,
@@ -128,6 +133,7 @@ class FilesEdge:
         options: EdgeOptions | None = None,
         legacy: ASGIApp | None = None,
         metrics: EdgeMetrics | None = None,
+        purges: PurgeJournal | None = None,
     ) -> None:
         self.metrics = metrics or EdgeMetrics()
         self.stores = stores
@@ -135,6 +141,7 @@ class FilesEdge:
         self.log = download_log
         self.options = options or EdgeOptions()
         self.legacy = legacy
+        self.purges = purges
         self.client = ClientFacts(self.options.trust_proxy_headers, self.options.country_header)
         # Located objects, oldest out first: a plain OrderedDict, not cachetools, because it is
         # read on every request (0.35 against 1.1 us a lookup; see web/bodycache.py).
@@ -201,6 +208,8 @@ class FilesEdge:
             await self._text(send, 403, "Purge credential refused", security)
             return
         self._forget(key)
+        if self.purges is not None:
+            self.purges.publish(key)
         self.metrics.purges.inc()
         log.info("purged %s", key)
         await self._text(send, 200, "Purged", security)
@@ -216,6 +225,9 @@ class FilesEdge:
         return Backend.PRIMARY if force == b"PRIMARY" else Backend.ARCHIVE
 
     async def _locate(self, key: str, force: Backend | None) -> EdgeObject:
+        if self.purges is not None:
+            for purged in self.purges.news():  # another worker's purges (usually none)
+                self._forget(purged)
         if force is None:
             cached = self._cache.get(key)
             if cached is not None:
