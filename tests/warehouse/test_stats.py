@@ -105,8 +105,12 @@ def test_table(warehouse: str) -> None:
 def test_no_breakdown_and_no_downloads(warehouse: str) -> None:
     code, out = _stats(warehouse, "demo", *RANGE, "--format", "csv")
     assert (code, out) == (0, "download_count,percent\n4,100.00%\n")
-    code, out = _stats(warehouse, "nothing", *RANGE, "--format", "csv")
-    assert (code, out) == (0, "download_count,percent\n")
+    code, out = _stats(
+        warehouse, "demo", "--start", "2020-01-01", "--end", "2020-01-31", "--format", "csv"
+    )
+    assert (code, out) == (0, "download_count,percent\n")  # a known project, none then
+    code, out = _stats(warehouse, "other", *RANGE, "--format", "csv")
+    assert (code, out) == (0, "download_count,percent\n1,100.00%\n")
 
 
 def test_errors(warehouse: str, tmp_path: Path) -> None:

@@ -78,8 +78,7 @@ async def oldest_in_flight(logs: Store, results: Store) -> datetime | None:
 
 def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetime, int], ...]:
     """(downloads, simple requests) per event hour in [first, stop), and batches per hour."""
-    con = reader(path)
-    try:
+    with reader(path, downloads=False) as con:
         counts = []
         for table in ("file_downloads", "simple_requests"):
             sql = (
@@ -88,8 +87,6 @@ def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetim
             )
             counts.append(dict(con.execute(sql, [first, stop]).fetchall()))
         batches = dict(con.execute(_BATCHES_SQL).fetchall())
-    finally:
-        con.close()
     if not batches:
         raise EmptyWarehouse(f"the warehouse at {path} has loaded no log batches yet")
     return counts[0], counts[1], batches
