@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 from pathlib import Path
 
+import duckdb
+
 from pythonhosted.linehaul.ingest import pending
 from pythonhosted.linehaul.publish import PREFIX, table_of
 from pythonhosted.storage import Store
@@ -90,6 +92,12 @@ def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetim
     if not batches:
         raise EmptyWarehouse(f"the warehouse at {path} has loaded no log batches yet")
     return counts[0], counts[1], batches
+
+
+def latest_batch_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The start hour of the latest log batch loaded, if any."""
+    found = con.execute(f"SELECT max(hour) FROM ({_BATCHES_SQL})").fetchone()
+    return found[0] if found else None
 
 
 def coverage(

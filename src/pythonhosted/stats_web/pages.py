@@ -1,0 +1,246 @@
+"""The dashboard pages, rendered on the server (jinja2) with every number in the HTML.
+
+Charts are drawn in the browser by ``static/charts.js`` (uPlot, vendored) from a JSON copy
+of the same numbers embedded next to a table of them, so the pages read fine without
+JavaScript and to screen readers. Toggles and ranges are plain links (query parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import duckdb
+import jinja2
+import orjson
+from markupsafe import Markup
+from packaging.utils import canonicalize_name
+
+from pythonhosted.stats_web import api, data
+from pythonhosted.stats_web.params import BadParameter, NotFound, Params
+from pythonhosted.warehouse.mirrors import MIRRORS
+from pythonhosted.warehouse.stats import Filters
+
+RANGES = ("30", "90", "180", "365", "all")
+INTERVALS = ("day", "week", "month")
+BREAKDOWNS = {
+    "version": "Version",
+    "installer": "Installer",
+    "python": "Python",
+    "system": "System",
+    "country": "Country",
+}
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("pythonhosted.stats_web", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+Render = Callable[[duckdb.DuckDBPyConnection, api.Context], bytes]
+
+
+def _number(value: int) -> str:
+    return f"{value:,}"
+
+
+_ENV.filters["n"] = _number
+
+
+def _render(template: str, **values: Any) -> bytes:
+    return _ENV.get_template(template).render(mirrors=MIRRORS, **values).encode()
+
+
+def error(title: str, message: str, suggestions: list[str] | None = None) -> bytes:
+    return _render("error.html", title=title, message=message, suggestions=suggestions or [])
+
+
+def not_found(path: str) -> bytes:
+    return error("Not found", f"Nothing here: {path}")
+
+
+def _chart_json(x: list[date], series: list[tuple[str, list[int]]]) -> Markup:
+    """Chart data for charts.js, safe inside <script type="application/json">."""
+    seconds = [int((day - date(1970, 1, 1)).total_seconds()) for day in x]
+    document = {"x": seconds, "series": [{"label": s, "values": v} for s, v in series]}
+    text = orjson.dumps(document).decode()
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)  # JSON with the HTML-significant characters escaped
+
+
+def _period_start(value: Any) -> date:
+    """A time field's value as the first day of its period (months come as YYYY-MM)."""
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(f"{value}-01")
+
+
+def route(path: str, params: Params) -> Render:
+    """The renderer of a page path (NotFound, BadParameter)."""
+    if path in ("/", ""):
+        return _home(params)
+    if path in ("/about", "/about/"):
+        return lambda con, ctx: _render("about.html", title="About", ctx=ctx)
+    if path in ("/compare", "/compare/"):
+        return _compare(params)
+    if path.startswith("/packages/"):
+        name = path.removeprefix("/packages/").strip("/")
+        if name and "/" not in name:
+            return _project(name, params)
+    raise NotFound(path)
+
+
+def _home(params: Params) -> Render:
+    query = params.text("q") or ""
+
+    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+        filters = Filters()
+        found = data.search(con, canonicalize_name(query), 50) if query else []
+        tops = {
+            label: data.top(con, days, ctx.end, 10, filters)
+            for label, days in (("yesterday", 1), ("last 7 days", 7), ("last 30 days", 30))
+        }
+        trending = data.trending(con, ctx.end, ctx.trending_floor, 10, filters)
+        return _render(
+            "home.html",
+            title="Download statistics",
+            ctx=ctx,
+            query=query,
+            found=found,
+            tops=tops,
+            trending=trending,
+        )
+
+    return render
+
+
+def _links(base: str, current: dict[str, str], name: str, choices: tuple[str, ...]) -> list[Any]:
+    """(label, URL or None for the current choice) for one control."""
+    out = []
+    for choice in choices:
+        chosen = current[name] == choice
+        query = urlencode({**current, name: choice})
+        out.append((choice, None if chosen else f"{base}?{query}"))
+    return out
+
+
+def _toggle(base: str, current: dict[str, str], name: str) -> list[Any]:
+    """Excluded / included links for a true/false parameter."""
+    out = []
+    for label, value in (("excluded", "false"), ("included", "true")):
+        query = urlencode({**current, name: value})
+        out.append((label, None if current[name] == value else f"{base}?{query}"))
+    return out
+
+
+def _project(name: str, params: Params) -> Render:
+    span = params.choice("range", RANGES, "90")
+    interval = params.choice("interval", INTERVALS, "day")
+    mirrors = params.flag("mirrors", False)
+    ci = params.flag("ci", False)
+    assert span is not None and interval is not None
+
+    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+        project = data.known(con, name)
+        filters = Filters(mirrors=mirrors, ci=ci)
+        summary = data.summary(con, project, ctx.end, filters)
+        first = summary["first_day"] or ctx.end
+        start = first if span == "all" else ctx.end - timedelta(days=int(span) - 1)
+        timeline = data.downloads(con, project, [interval], start, ctx.end, filters)
+        x = [_period_start(row[0]) for row in timeline.rows]
+        main = {
+            "rows": [(row[0], row[1]) for row in timeline.rows],
+            "total": timeline.total,
+            "chart": _chart_json(x, [("downloads", [row[1] for row in timeline.rows])]),
+        }
+        parts = []
+        for field, label in BREAKDOWNS.items():
+            result = data.downloads(con, project, [interval, field], start, ctx.end, filters)
+            totals: dict[Any, int] = {}
+            for _, value, count in result.rows:
+                totals[value] = totals.get(value, 0) + count
+            ranked = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
+            leaders = [value for value, _ in ranked[:5]]
+            by_time: dict[date, dict[Any, int]] = {}
+            for when, value, count in result.rows:
+                by_time.setdefault(_period_start(when), {})[value] = count
+            times = sorted(by_time)
+            lines = [
+                ("None" if value is None else str(value), [by_time[t].get(value, 0) for t in times])
+                for value in leaders
+            ]
+            parts.append(
+                {
+                    "field": field,
+                    "label": label,
+                    "rows": ranked,
+                    "total": result.total,
+                    "chart": _chart_json(times, lines),
+                }
+            )
+        current = {"range": span, "interval": interval, "mirrors": str(mirrors).lower()}
+        current["ci"] = str(ci).lower()
+        base = f"/packages/{project}"
+        controls = {
+            "Range (days)": _links(base, current, "range", RANGES),
+            "Interval": _links(base, current, "interval", INTERVALS),
+            "Mirrors": _toggle(base, current, "mirrors"),
+            "CI": _toggle(base, current, "ci"),
+        }
+        return _render(
+            "project.html",
+            title=project,
+            project=project,
+            ctx=ctx,
+            summary=summary,
+            main=main,
+            parts=parts,
+            controls=controls,
+            start=start,
+            interval=interval,
+            filters=filters,
+        )
+
+    return render
+
+
+def _compare(params: Params) -> Render:
+    raw = params.text("projects") or ""
+    names = params.names("projects", 2, 5) if raw.strip() else []
+    span = params.choice("range", RANGES, "90")
+    interval = params.choice("interval", INTERVALS, "day")
+    assert span is not None and interval is not None
+
+    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+        filters = Filters()
+        projects = [data.known(con, name) for name in names]
+        start = ctx.end - timedelta(days=(3650 if span == "all" else int(span)) - 1)
+        per_project = {}
+        for project in projects:
+            result = data.downloads(con, project, [interval], start, ctx.end, filters)
+            per_project[project] = {_period_start(d): n for d, n in result.rows}
+        times = sorted({t for counts in per_project.values() for t in counts})
+        lines = [(p, [per_project[p].get(t, 0) for t in times]) for p in projects]
+        rows = [(t, [per_project[p].get(t, 0) for p in projects]) for t in times]
+        totals = [sum(counts.values()) for counts in per_project.values()]
+        current = {"projects": ",".join(projects), "range": span, "interval": interval}
+        return _render(
+            "compare.html",
+            title="Compare",
+            ctx=ctx,
+            projects=projects,
+            raw=raw,
+            rows=rows,
+            totals=totals,
+            chart=_chart_json(times, lines) if projects else None,
+            controls={
+                "Range (days)": _links("/compare", current, "range", RANGES),
+                "Interval": _links("/compare", current, "interval", INTERVALS),
+            },
+        )
+
+    return render
+
+
+__all__ = ["BadParameter", "NotFound", "error", "not_found", "route"]
