@@ -6,8 +6,9 @@ read-write one is (nor the reverse). Publish writes; ``stats`` and the stats web
 other processes or (``pythonhosted serve``) from the writer's own process. So:
 
 - **In one process** readers and the writer meet in a registry per file. While the writer
-  has the file open, readers take a cursor on its connection: DuckDB's MVCC gives each a
-  snapshot of committed data, so reading during a load is safe and never waits. A writer
+  has the file open, readers open connections of their own to its database (DuckDB shares
+  one database per file and configuration within a process): MVCC gives each a snapshot of
+  committed data, so reading during a load is safe and never waits. A writer
   about to open the file waits for the process's read-only connections to close (queries are
   short) and new readers wait for it instead of opening the file read-only.
 - **Across processes** a writer first creates an *intent file* beside the warehouse
@@ -42,6 +43,7 @@ class _Shared:
     writer: duckdb.DuckDBPyConnection | None = None
     writers_waiting: int = 0
     readers: int = 0  # read-only connections open
+    sharers: int = 0  # readers' connections to the writer's database (read-write config)
 
 
 _FILES: dict[Path, _Shared] = {}
@@ -137,19 +139,31 @@ def reading(path: Path, wait: float = LOCK_WAIT) -> Iterator[duckdb.DuckDBPyConn
     """
     shared = _shared(path)
     deadline = time.monotonic() + wait
+    shared_con = None
     with shared.changed:
-        while shared.writers_waiting and shared.writer is None:
+        while True:
+            if shared.writer is not None:
+                # A connection of its own to the writer's open database (not a cursor of
+                # the writer's connection: closing that closes its cursors, mid-query or
+                # not). Made under the lock, so the database cannot close meanwhile.
+                shared_con = connect(path)
+                shared.sharers += 1
+                break
+            if not shared.writers_waiting and not shared.sharers:
+                shared.readers += 1
+                break
+            # A writer is about to open the file, or the last one's database is still open
+            # for readers (a read-only connection cannot be opened beside it): wait.
             if not shared.changed.wait(max(0.0, deadline - time.monotonic())):
                 raise WarehouseError(f"warehouse {path} is being written; try again shortly")
-        writer = shared.writer
-        if writer is None:
-            shared.readers += 1
-    if writer is not None:
-        cursor = writer.cursor()
+    if shared_con is not None:
         try:
-            yield cursor
+            yield shared_con
         finally:
-            cursor.close()
+            with shared.changed:
+                shared_con.close()
+                shared.sharers -= 1
+                shared.changed.notify_all()
         return
     try:
         while _live_intent(path):
