@@ -21,12 +21,14 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     docs = Bind("127.0.0.1", free_port())
     camo = Bind("127.0.0.1", free_port())
     linehaul = Bind("127.0.0.1", free_port())
+    stats = Bind("127.0.0.1", free_port())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
         "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
         "PYTHONHOSTED_CONVEYOR__BIND": f"{docs.host}:{docs.port}",
         "PYTHONHOSTED_CAMO__BIND": f"{camo.host}:{camo.port}",
         "PYTHONHOSTED_LINEHAUL__BIND": f"{linehaul.host}:{linehaul.port}",
+        "PYTHONHOSTED_STATS_WEB__BIND": f"{stats.host}:{stats.port}",
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
@@ -61,6 +63,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         proxied = httpx.get(sign_url("http://127.0.0.1:1/logo.png", key, base=camo.url()))
         forged = httpx.get(sign_url("http://127.0.0.1:1/logo.png", b"wrong", base=camo.url()))
         analytics = httpx.get(f"{linehaul.url()}/_health")
+        stats_health = httpx.get(f"{stats.url()}/_health")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -73,6 +76,8 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     assert proxied.headers["x-camo-error"] == "address 127.0.0.1 is in refused range 127.0.0.0/8"
     assert forged.status_code == 404
     assert (analytics.status_code, analytics.text) == (200, "OK\n")
+    assert (stats_health.status_code, stats_health.text) == (200, "OK\n")
+    assert any(line.startswith(f"  stats web   {stats.url()}/") for line in banner)
     assert forged.headers["x-camo-error"] != proxied.headers["x-camo-error"]
     assert site.headers["content-type"].startswith("text/html")
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"

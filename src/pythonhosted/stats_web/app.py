@@ -248,8 +248,11 @@ class StatsWebApp:
     ) -> tuple[Answer, Version | None]:
         """In a worker thread: the answer, and the data version it belongs to."""
         if not self.path.is_file():
-            status, body, kind = _error(503, "no downloads have been published yet")
-            return self._plain(status, body, kind), None
+            message = "no downloads have been published yet"
+            path = str(key[0])
+            if path.startswith(("/api/", "/badge/")):
+                return self._plain(*_error(503, message)), None
+            return self._plain(503, pages.error("No data yet", message.capitalize()), HTML), None
         signature = self.version.signature()
         try:
             with reading(self.path, self.options.read_wait) as con:
