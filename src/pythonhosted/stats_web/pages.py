@@ -69,11 +69,35 @@ def _chart_json(x: list[date], series: list[tuple[str, list[int]]]) -> Markup:
     return Markup(text)  # JSON with the HTML-significant characters escaped
 
 
+def _period_start_of(day: date, interval: str) -> date:
+    return _periods(day, day, interval)[0]
+
+
 def _period_start(value: Any) -> date:
     """A time field's value as the first day of its period (months come as YYYY-MM)."""
     if isinstance(value, date):
         return value
     return date.fromisoformat(f"{value}-01")
+
+
+def _periods(start: date, end: date, interval: str) -> list[date]:
+    """Every period start from ``start`` to ``end``, so a chart shows quiet periods as 0."""
+    if interval == "week":
+        current = start - timedelta(days=start.weekday())  # ISO weeks, as date_trunc
+    elif interval == "month":
+        current = start.replace(day=1)
+    else:
+        current = start
+    out = []
+    while current <= end:
+        out.append(current)
+        if interval == "week":
+            current += timedelta(days=7)
+        elif interval == "month":
+            current = (current + timedelta(days=32)).replace(day=1)
+        else:
+            current += timedelta(days=1)
+    return out
 
 
 def route(path: str, params: Params) -> Render:
@@ -139,24 +163,27 @@ def _project(name: str, params: Params) -> Render:
     interval = params.choice("interval", INTERVALS, "day")
     mirrors = params.flag("mirrors", False)
     ci = params.flag("ci", False)
+    today = params.flag("today", False)
     assert span is not None and interval is not None
 
     def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
         project = data.known(con, name)
         filters = Filters(mirrors=mirrors, ci=ci)
         summary = data.summary(con, project, ctx.end, filters)
-        first = summary["first_day"] or ctx.end
-        start = first if span == "all" else ctx.end - timedelta(days=int(span) - 1)
-        timeline = data.downloads(con, project, [interval], start, ctx.end, filters)
-        x = [_period_start(row[0]) for row in timeline.rows]
+        end = ctx.end + timedelta(days=1) if today else ctx.end
+        first = summary["first_day"] or end
+        start = first if span == "all" else end - timedelta(days=int(span) - 1)
+        timeline = data.downloads(con, project, [interval], start, end, filters)
+        periods = _periods(start, end, interval)
+        counts = {_period_start(row[0]): row[1] for row in timeline.rows}
         main = {
             "rows": [(row[0], row[1]) for row in timeline.rows],
             "total": timeline.total,
-            "chart": _chart_json(x, [("downloads", [row[1] for row in timeline.rows])]),
+            "chart": _chart_json(periods, [("downloads", [counts.get(p, 0) for p in periods])]),
         }
         parts = []
         for field, label in BREAKDOWNS.items():
-            result = data.downloads(con, project, [interval, field], start, ctx.end, filters)
+            result = data.downloads(con, project, [interval, field], start, end, filters)
             totals: dict[Any, int] = {}
             for _, value, count in result.rows:
                 totals[value] = totals.get(value, 0) + count
@@ -165,9 +192,11 @@ def _project(name: str, params: Params) -> Render:
             by_time: dict[date, dict[Any, int]] = {}
             for when, value, count in result.rows:
                 by_time.setdefault(_period_start(when), {})[value] = count
-            times = sorted(by_time)
             lines = [
-                ("None" if value is None else str(value), [by_time[t].get(value, 0) for t in times])
+                (
+                    "None" if value is None else str(value),
+                    [by_time.get(t, {}).get(value, 0) for t in periods],
+                )
                 for value in leaders
             ]
             parts.append(
@@ -176,17 +205,19 @@ def _project(name: str, params: Params) -> Render:
                     "label": label,
                     "rows": ranked,
                     "total": result.total,
-                    "chart": _chart_json(times, lines),
+                    "chart": _chart_json(periods, lines),
                 }
             )
         current = {"range": span, "interval": interval, "mirrors": str(mirrors).lower()}
         current["ci"] = str(ci).lower()
+        current["today"] = str(today).lower()
         base = f"/packages/{project}"
         controls = {
             "Range (days)": _links(base, current, "range", RANGES),
             "Interval": _links(base, current, "interval", INTERVALS),
             "Mirrors": _toggle(base, current, "mirrors"),
             "CI": _toggle(base, current, "ci"),
+            "Today (partial)": _toggle(base, current, "today"),
         }
         return _render(
             "project.html",
@@ -198,6 +229,7 @@ def _project(name: str, params: Params) -> Render:
             parts=parts,
             controls=controls,
             start=start,
+            end=end,
             interval=interval,
             filters=filters,
         )
@@ -210,21 +242,28 @@ def _compare(params: Params) -> Render:
     names = params.names("projects", 2, 5) if raw.strip() else []
     span = params.choice("range", RANGES, "90")
     interval = params.choice("interval", INTERVALS, "day")
+    today = params.flag("today", False)
     assert span is not None and interval is not None
 
     def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
         filters = Filters()
         projects = [data.known(con, name) for name in names]
-        start = ctx.end - timedelta(days=(3650 if span == "all" else int(span)) - 1)
+        end = ctx.end + timedelta(days=1) if today else ctx.end
+        start = end - timedelta(days=(3650 if span == "all" else int(span)) - 1)
         per_project = {}
         for project in projects:
-            result = data.downloads(con, project, [interval], start, ctx.end, filters)
+            result = data.downloads(con, project, [interval], start, end, filters)
             per_project[project] = {_period_start(d): n for d, n in result.rows}
-        times = sorted({t for counts in per_project.values() for t in counts})
+        times = _periods(start, end, interval)
+        if projects:  # from the first download of any of them
+            first = min((min(c) for c in per_project.values() if c), default=end)
+            times = [t for t in times if t >= _period_start_of(first, interval)]
         lines = [(p, [per_project[p].get(t, 0) for t in times]) for p in projects]
         rows = [(t, [per_project[p].get(t, 0) for p in projects]) for t in times]
+        rows = [(t, counts) for t, counts in rows if any(counts)]  # the table: busy periods
         totals = [sum(counts.values()) for counts in per_project.values()]
         current = {"projects": ",".join(projects), "range": span, "interval": interval}
+        current["today"] = str(today).lower()
         return _render(
             "compare.html",
             title="Compare",
@@ -233,10 +272,11 @@ def _compare(params: Params) -> Render:
             raw=raw,
             rows=rows,
             totals=totals,
-            chart=_chart_json(times, lines) if projects else None,
+            chart_json=_chart_json(times, lines) if projects else None,
             controls={
                 "Range (days)": _links("/compare", current, "range", RANGES),
                 "Interval": _links("/compare", current, "interval", INTERVALS),
+                "Today (partial)": _toggle("/compare", current, "today"),
             },
         )
 
