@@ -193,9 +193,11 @@ def api(path: Path, args: argparse.Namespace) -> None:
     try:
         wait_for_port(bind, timeout=60)
         base = bind.url()
-        for n in range(PROJECTS):  # warm: one pass over every project first
-            httpx.get(f"{base}/api/packages/project-{n}/recent")
-            httpx.get(f"{base}/api/packages/project-{n}/overall")
+        with httpx.Client() as client:  # warm: one pass over every project first
+            for n in range(PROJECTS):
+                for route in ("recent", "overall"):
+                    client.get(f"{base}/api/packages/project-{n}/{route}")
+                client.get(f"{base}/badge/project-{n}.svg")
         cases = [
             ("recent, warm", "/api/packages/PROJECT/recent", False),
             ("overall, warm", "/api/packages/PROJECT/overall", False),
@@ -205,9 +207,6 @@ def api(path: Path, args: argparse.Namespace) -> None:
             ("badge, warm", "/badge/PROJECT.svg", False),
         ]
         for label, template, cold in cases:
-            if label.startswith("badge"):
-                for n in range(PROJECTS):
-                    httpx.get(f"{base}/badge/project-{n}.svg")
             print(f"  {label:<20} {wrk(base, template, cold, args, server.pid)}   ({load()})")
     finally:
         server.terminate()
