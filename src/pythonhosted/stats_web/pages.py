@@ -119,7 +119,7 @@ def _home(params: Params) -> Render:
     query = params.text("q") or ""
 
     def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
-        filters = Filters()
+        filters = Filters(mirrors=False, ci=False)  # the pages' defaults
         found = data.search(con, canonicalize_name(query), 50) if query else []
         tops = {
             label: data.top(con, days, ctx.end, 10, filters)
@@ -246,7 +246,7 @@ def _compare(params: Params) -> Render:
     assert span is not None and interval is not None
 
     def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
-        filters = Filters()
+        filters = Filters(mirrors=False, ci=False)  # the pages' defaults
         projects = [data.known(con, name) for name in names]
         end = ctx.end + timedelta(days=1) if today else ctx.end
         start = end - timedelta(days=(3650 if span == "all" else int(span)) - 1)
