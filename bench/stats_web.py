@@ -5,9 +5,10 @@
 
 1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
    ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
-   real loads: projects Zipf-ish (``floor(5000 * u^2)``), 8 versions, pip/uv/poetry/
-   Browser and 2 % bandersnatch (a mirror), 6 Pythons, 5 systems, 20 countries, a fifth in
-   CI. Then the rollups are built from the rows (``linehaul rollup --rebuild``), timed. The
+   real loads, skewed as real downloads are: projects ``floor(5000 * u^4)`` (the top 1 %
+   get about a third of the downloads), versions and countries ``u^3``, Pythons ``u^2``, half
+   pip, a fifth uv, 2 % bandersnatch (a mirror), 60 % Linux, a fifth in CI. Then the rollups
+   are built from the rows (``linehaul rollup --rebuild``), timed. The
    file is kept in ``--dir`` and reused by later runs with the same ``--rows``.
 2. API with one worker: ``pythonhosted stats-web serve --workers 1`` (granian, as deployed)
    loaded by wrk (Debian's ``wrk``; ``--connections`` connections, one thread) for
@@ -20,9 +21,11 @@
    rows (what stats did before rollups), timed in-process.
 3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
    call; best and median of 5) and one CLI subprocess (Python start-up included).
-4. Rollup maintenance on publish: result files of 160,000 rows (about one 64 MB publish
-   group) loaded into a copy of the warehouse, alternately with rollup maintenance and with
-   it switched off, ``--publish-runs`` each; medians and the overhead.
+4. Rollup maintenance on publish: result files of about 160,000 rows (one 64 MB publish
+   group: ingest's converter over bench/linehaul.py's corpus, the rows moved to yesterday
+   like fresh batches) loaded into a copy of the warehouse, alternately
+   with rollup maintenance and with it switched off, ``--publish-runs`` each; medians of
+   wall and CPU time and the overhead.
 
 The machine is shared: the load average is printed before and after each part.
 """
@@ -30,6 +33,8 @@ The machine is shared: the load average is printed before and after each part.
 from __future__ import annotations
 
 import argparse
+import gzip
+import importlib.util
 import os
 import re
 import shutil
@@ -45,24 +50,31 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from pythonhosted.linehaul.batch import convert
 from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import Filters, breakdown
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 PROJECTS = 5000
+_spec = importlib.util.spec_from_file_location("corpus", Path(__file__).with_name("linehaul.py"))
+assert _spec is not None and _spec.loader is not None
+corpus_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus_module)
 COLUMNS = """
     TIMESTAMP '{first}' + to_seconds(CAST(i * 365 * 86400 // {rows} AS BIGINT)) AS ts,
-    ['US','DE','FR','JP','BR','IN','CN','GB','CA','AU','NL','SE','PL','ES','IT','KR','RU',
-     'CH','SG','IE'][1 + CAST(hash(i * 7) % 20 AS BIGINT)] AS country,
-    'project-' || CAST(floor(pow((hash(i) % 1000003) / 1000003.0, 2) * {projects}) AS INTEGER)
-        AS project,
-    ['1.0','1.1','1.2','2.0','2.1','2.2','3.0','3.1'][1 + CAST(hash(i * 3) % 8 AS BIGINT)] AS version,
+    ['US','CN','DE','IN','GB','FR','JP','BR','CA','NL','KR','RU','AU','SG','IE','SE','PL',
+     'ES','IT','CH'][1 + CAST(floor(pow(u(i * 7), 3) * 20) AS BIGINT)] AS country,
+    'project-' || CAST(floor(pow(u(i), 4) * {projects}) AS INTEGER) AS project,
+    ['3.1','3.0','2.2','2.1','2.0','1.2','1.1','1.0']
+        [1 + CAST(floor(pow(u(i * 3), 3) * 8) AS BIGINT)] AS version,
     CASE WHEN hash(i * 11) % 50 = 0 THEN 'bandersnatch'
-         ELSE ['pip','pip','pip','uv','uv','poetry','Browser'][1 + CAST(hash(i * 5) % 7 AS BIGINT)] END
-        AS installer,
-    ['3.8.18','3.9.18','3.10.13','3.11.7','3.12.1','3.13.0'][1 + CAST(hash(i * 13) % 6 AS BIGINT)] AS python,
-    ['Linux','Linux','Windows','Darwin',NULL][1 + CAST(hash(i * 17) % 5 AS BIGINT)] AS system,
+         ELSE ['pip','pip','pip','pip','pip','uv','uv','poetry','pdm','Browser']
+              [1 + CAST(hash(i * 5) % 10 AS BIGINT)] END AS installer,
+    ['3.12.1','3.11.7','3.10.13','3.13.0','3.9.18','3.8.18']
+        [1 + CAST(floor(pow(u(i * 13), 2) * 6) AS BIGINT)] AS python,
+    ['Linux','Linux','Linux','Linux','Linux','Linux','Windows','Darwin',NULL,'FreeBSD']
+        [1 + CAST(hash(i * 17) % 10 AS BIGINT)] AS system,
     hash(i * 19) % 5 = 0 AS ci
 """
 GENERATE = """
@@ -78,18 +90,11 @@ SELECT ts, country, '/p/' || i, project,
     'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
 FROM (SELECT i, {columns} FROM range({rows}) t(i))
 """
-RESULT_FILE = """
-COPY (
-    SELECT strftime(ts, '%Y-%m-%d %H:%M:%S +00:00') AS "timestamp", country AS country_code,
-        '/q/{tag}/' || i AS url, project,
-        {{'filename': project || '.whl', 'project': project, 'version': version,
-          'type': 'bdist_wheel'}} AS file,
-        {{'installer': {{'name': installer, 'version': '24.0'}}, 'python': python,
-          'system': {{'name': system, 'release': '6.5'}}, 'ci': ci}} AS details,
-        'TLSv1.3' AS tls_protocol, 'X' AS tls_cipher
-    FROM (SELECT i, {columns} FROM range({rows}) t(i))
-) TO '{path}' (FORMAT json)
-"""
+
+
+def create_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """``u(x)``: a uniform number in [0, 1) from a hash, so the data is the same every run."""
+    con.execute("CREATE OR REPLACE MACRO u(x) AS (hash(x) % 1000003) / 1000003.0")
 
 
 def load() -> str:
@@ -117,6 +122,7 @@ def generate(path: Path, rows: int) -> None:
     DuckDBWarehouse(partial).close()  # the tables, empty
     started = time.perf_counter()
     con = duckdb.connect(str(partial))
+    create_macros(con)
     columns = COLUMNS.format(first=first_day(), rows=rows, projects=PROJECTS)
     con.execute(GENERATE.format(columns=columns, rows=rows))
     con.close()
@@ -277,29 +283,28 @@ def stats_queries(path: Path) -> None:
 def publish_overhead(path: Path, args: argparse.Namespace) -> None:
     scratch = Path(args.dir) / "publish-copy.duckdb"
     shutil.copyfile(path, scratch)
-    files = Path(args.dir) / "results"
-    files.mkdir(exist_ok=True)
-    con = duckdb.connect()
-    columns = COLUMNS.format(first=first_day(), rows=160_000 * 365, projects=PROJECTS)
+    # Result files as ingest writes them (its converter, over bench/linehaul.py's corpus of
+    # real-shaped user agents: full details), moved to yesterday like fresh batches.
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     runs = args.publish_runs
+    contents = []
     for n in range(2 * runs + 1):
-        target = files / f"r{n}.json"
-        if not target.exists():
-            con.execute(
-                RESULT_FILE.format(columns=columns, rows=160_000, tag=n, path=target)
-            )
-    con.close()
-    original = (rollups.merge_new_rows, rollups.first_new_rowid)
+        text = corpus_module.corpus(180_000, n)
+        data = convert(gzip.compress(("\n".join(text) + "\n").encode(), 1)).downloads
+        day = re.search(rb'"timestamp":"(\d{4}-\d{2}-\d{2})', data)
+        assert day is not None
+        contents.append(data.replace(day[1], yesterday.encode()))
+    original = (rollups.add_new_rows, rollups.first_new_rowid)
     timings: dict[bool, list[float]] = {True: [], False: []}
     cpu: dict[bool, list[float]] = {True: [], False: []}
     for n in range(2 * runs + 1):
         maintain = n % 2 == 1
         if maintain:
-            rollups.merge_new_rows, rollups.first_new_rowid = original
+            rollups.add_new_rows, rollups.first_new_rowid = original
         else:
-            rollups.merge_new_rows = lambda con, first: None  # type: ignore[assignment]
+            rollups.add_new_rows = lambda con, first: None  # type: ignore[assignment]
             rollups.first_new_rowid = lambda con: 0  # type: ignore[assignment]
-        data = (files / f"r{n}.json").read_bytes()
+        data = contents[n]
         warehouse = DuckDBWarehouse(scratch)
         cpu_before = time.process_time()
         started = time.perf_counter()
@@ -310,10 +315,11 @@ def publish_overhead(path: Path, args: argparse.Namespace) -> None:
         if n:  # the first load warms the file's pages
             timings[maintain].append(elapsed)
             cpu[maintain].append(used)
-    rollups.merge_new_rows, rollups.first_new_rowid = original
+    rollups.add_new_rows, rollups.first_new_rowid = original
     with_, without = statistics.median(timings[True]), statistics.median(timings[False])
+    rows = contents[0].count(b"\n")
     print(
-        f"  load of 160,000 rows into the 50M-row warehouse: with rollups median {with_:.2f} s "
+        f"  load of {rows:,} rows: with rollups median {with_:.2f} s "
         f"(CPU {statistics.median(cpu[True]):.2f} s), without {without:.2f} s "
         f"(CPU {statistics.median(cpu[False]):.2f} s): overhead "
         f"{100 * (with_ - without) / without:+.1f} % wall, "

@@ -195,7 +195,7 @@ class DuckDBWarehouse:
                 first_rowid = rollups.first_new_rowid(con) if table == "file_downloads" else 0
                 result.rows, counts = insert(todo)
                 if table == "file_downloads" and result.rows:
-                    rollups.merge_new_rows(con, first_rowid)
+                    rollups.add_new_rows(con, first_rowid)
                 rollups.bump(con)
                 con.executemany(
                     f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",
