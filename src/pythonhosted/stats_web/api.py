@@ -165,7 +165,7 @@ def project_downloads(
         "ci": filters.ci,
         "total": result.total,
         "rows": rows,
-        "complete_through": _moment(ctx.watermark),
+        "complete_through": moment(ctx.watermark),
     }
 
 
@@ -186,7 +186,7 @@ def project_summary(
         "top_versions": found["top_versions"],
         "mirrors": filters.mirrors,
         "ci": filters.ci,
-        "complete_through": _moment(ctx.watermark),
+        "complete_through": moment(ctx.watermark),
     }
 
 
@@ -212,7 +212,7 @@ def compare(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any
         "end": end.isoformat(),
         "mirrors": filters.mirrors,
         "ci": filters.ci,
-        "complete_through": _moment(ctx.watermark),
+        "complete_through": moment(ctx.watermark),
     }
 
 
@@ -229,7 +229,7 @@ def top(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
         "period": period,
         "end": ctx.end.isoformat(),
         "projects": [{"project": p, "downloads": n} for p, n in rows],
-        "complete_through": _moment(ctx.watermark),
+        "complete_through": moment(ctx.watermark),
     }
 
 
@@ -240,7 +240,7 @@ def trending(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> An
         "end": ctx.end.isoformat(),
         "floor": ctx.trending_floor,
         "projects": data.trending(con, ctx.end, ctx.trending_floor, limit, filters),
-        "complete_through": _moment(ctx.watermark),
+        "complete_through": moment(ctx.watermark),
     }
 
 
@@ -250,8 +250,9 @@ def search(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
     return {"q": prefix, "projects": data.search(con, prefix, limit) if prefix else []}
 
 
-def _moment(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%MZ") if moment else None
+def moment(when: datetime | None) -> str | None:
+    """A UTC hour as the API writes it (``2026-12-05T06:00Z``), as ``stats --coverage``."""
+    return when.strftime("%Y-%m-%dT%H:%MZ") if when else None
 
 
 PROJECT_ROUTES = {"downloads": project_downloads, "summary": project_summary}

@@ -218,7 +218,7 @@ class StatsWebApp:
             )
             rows = [
                 {
-                    by: api._moment(m) if isinstance(m, datetime) else m.isoformat(),
+                    by: api.moment(m) if isinstance(m, datetime) else m.isoformat(),
                     "downloads": d,
                     "simple_requests": s,
                     "batches": b,
@@ -226,7 +226,7 @@ class StatsWebApp:
                 }
                 for m, d, s, b, status in found.rows
             ]
-            document = {"by": by, "watermark": api._moment(found.watermark), "rows": rows}
+            document = {"by": by, "watermark": api.moment(found.watermark), "rows": rows}
             return 200, api.dumps(document), api.JSON
 
         return build
