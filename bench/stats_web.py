@@ -15,7 +15,8 @@
    ``--duration`` seconds per case, every request a random project of the 5,000:
    ``recent`` and ``overall`` *warm* (answers cached per data version, the steady state
    between publishes) and *cold* (a unique query string per request, so every answer is
-   computed from the rollups: the cost right after a publish), and the project page cold.
+   computed from the rollups: the cost right after a publish), and the project page cold;
+   the server's cache is ``--cache-bytes`` (1 GiB, room for every warm answer).
    p50/p99 latency and requests/s from wrk, CPU per request from the server's
    ``/proc/PID/stat``. The reference: the same ``recent`` question as one GROUP BY over the
    rows (what stats did before rollups), timed in-process.
@@ -191,6 +192,9 @@ def api(path: Path, args: argparse.Namespace) -> None:
     bind = Bind("127.0.0.1", free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
     env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
+    # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
+    # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
+    env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
     server = subprocess.Popen(
         [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
          "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
@@ -214,6 +218,8 @@ def api(path: Path, args: argparse.Namespace) -> None:
         ]
         for label, template, cold in cases:
             print(f"  {label:<20} {wrk(base, template, cold, args, server.pid)}   ({load()})")
+        rss = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        print(f"  server RSS after the runs: {rss / 1024:.0f} MB")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -337,6 +343,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--publish-runs", type=int, default=4)
+    parser.add_argument("--cache-bytes", type=int, default=1 << 30)
     parser.add_argument("--skip", default="", help="comma-separated: api,stats,publish")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -256,7 +256,8 @@ class StatsWebApp:
         signature = self.version.signature()
         try:
             with reading(self.path, self.options.read_wait) as con:
-                version = self.version.refresh(con, signature)
+                stale = signature != self.version.signature_seen
+                version = self.version.refresh(con, signature) if stale else self.version.current
                 if self._latest_batch[0] != version.number:
                     self._latest_batch = (version.number, latest_batch_hour(con))
                 latest = self._latest_batch[1]

@@ -59,6 +59,11 @@ class DataVersion:
                 parts += [info.st_size, info.st_mtime_ns]
         return tuple(parts)
 
+    @property
+    def signature_seen(self) -> tuple[int, ...] | None:
+        """The files' signature when the version was last read."""
+        return self._signature
+
     def stale(self) -> bool:
         return self.signature() != self._signature
 
