@@ -111,6 +111,41 @@ def series(
     return [(row[0], row[1], int(row[2])) for row in rows]
 
 
+PERIOD_START = {
+    "day": "day",
+    "week": "CAST(date_trunc('week', day) AS DATE)",
+    "month": "CAST(date_trunc('month', day) AS DATE)",
+}
+
+
+def per_period(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    dimensions: list[str],
+    interval: str,
+    start: date,
+    end: date,
+    filters: Filters,
+) -> dict[str, list[tuple[date, Any, int]]]:
+    """(period start, value, downloads) per rollup dimension ('' the total), by period then
+    value: every breakdown of a project page in one scan of its rollups."""
+    where = "project = ? AND list_contains(?, dimension) AND day BETWEEN ? AND ?"
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    rows = con.execute(
+        f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
+        f"sum(downloads)::BIGINT FROM {ROLLUPS} WHERE {where} GROUP BY ALL "
+        "ORDER BY dimension, period, value NULLS LAST",
+        [project, dimensions, start, end],
+    ).fetchall()
+    out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
+    for dimension, period, value, count in rows:
+        out[dimension].append((period, value, int(count)))
+    return out
+
+
 def overall(
     con: duckdb.DuckDBPyConnection, project: str, start: date | None, end: date
 ) -> list[tuple[date, int, int]]:

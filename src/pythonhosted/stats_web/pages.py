@@ -69,6 +69,11 @@ def _chart_json(x: list[date], series: list[tuple[str, list[int]]]) -> Markup:
     return Markup(text)  # JSON with the HTML-significant characters escaped
 
 
+def _label(when: date, interval: str) -> str:
+    """A period as the tables show it (months as YYYY-MM, as ``stats --by month``)."""
+    return when.strftime("%Y-%m") if interval == "month" else when.isoformat()
+
+
 def _period_start_of(day: date, interval: str) -> date:
     return _periods(day, day, interval)[0]
 
@@ -173,25 +178,25 @@ def _project(name: str, params: Params) -> Render:
         end = ctx.end + timedelta(days=1) if today else ctx.end
         first = summary["first_day"] or end
         start = first if span == "all" else end - timedelta(days=int(span) - 1)
-        timeline = data.downloads(con, project, [interval], start, end, filters)
+        found = data.per_period(con, project, ["", *BREAKDOWNS], interval, start, end, filters)
         periods = _periods(start, end, interval)
-        counts = {_period_start(row[0]): row[1] for row in timeline.rows}
+        counts = {when: count for when, _, count in found[""]}
         main = {
-            "rows": [(row[0], row[1]) for row in timeline.rows],
-            "total": timeline.total,
+            "rows": [(_label(when, interval), count) for when, _, count in found[""]],
+            "total": sum(counts.values()),
             "chart": _chart_json(periods, [("downloads", [counts.get(p, 0) for p in periods])]),
         }
         parts = []
         for field, label in BREAKDOWNS.items():
-            result = data.downloads(con, project, [interval, field], start, end, filters)
+            rows = found[field]
             totals: dict[Any, int] = {}
-            for _, value, count in result.rows:
+            for _, value, count in rows:
                 totals[value] = totals.get(value, 0) + count
             ranked = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
             leaders = [value for value, _ in ranked[:5]]
             by_time: dict[date, dict[Any, int]] = {}
-            for when, value, count in result.rows:
-                by_time.setdefault(_period_start(when), {})[value] = count
+            for when, value, count in rows:
+                by_time.setdefault(when, {})[value] = count
             lines = [
                 (
                     "None" if value is None else str(value),
@@ -204,7 +209,7 @@ def _project(name: str, params: Params) -> Render:
                     "field": field,
                     "label": label,
                     "rows": ranked,
-                    "total": result.total,
+                    "total": sum(totals.values()),
                     "chart": _chart_json(periods, lines),
                 }
             )
