@@ -109,7 +109,19 @@ def reader(path: Path, *, downloads: bool = True) -> Iterator[duckdb.DuckDBPyCon
     with reading(path) as con:
         if downloads and con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is None:
             raise EmptyWarehouse(f"the warehouse at {path} holds no downloads yet")
+        if downloads and not _has_table(con, PROJECTS):
+            raise WarehouseError(
+                f"the warehouse at {path} has no rollups yet (made by an older release): "
+                "run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
+            )
         yield con
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchone()
+    return found is not None
 
 
 def check_project(con: duckdb.DuckDBPyConnection, name: str) -> str:
