@@ -260,7 +260,7 @@ def _compare(params: Params) -> Render:
             result = data.downloads(con, project, [interval], start, end, filters)
             per_project[project] = {_period_start(d): n for d, n in result.rows}
         times = _periods(start, end, interval)
-        if projects:  # from the first download of any of them
+        if span == "all":  # from the first download of any of them
             first = min((min(c) for c in per_project.values() if c), default=end)
             times = [t for t in times if t >= _period_start_of(first, interval)]
         lines = [(p, [per_project[p].get(t, 0) for t in times]) for p in projects]

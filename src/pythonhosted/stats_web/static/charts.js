@@ -26,7 +26,13 @@
       width: width,
       height: width < 500 ? 200 : 260,
       series: series,
-      scales: { x: { time: true } },
+      // One point alone gets a day either side, or uPlot spans years around it.
+      scales: {
+        x: data.x.length > 1 ? { time: true } : {
+          time: true,
+          range: [data.x[0] - 86400, data.x[0] + 86400],
+        },
+      },
       axes: [{}, { size: 60 }],
       legend: { live: false },
     };
