@@ -23,6 +23,7 @@ from pythonhosted.index.service import build_index
 from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.localdirs import ensure_writable
 from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.stats_web import create_app as create_stats_web
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import warehouse_url
 from pythonhosted.web.router import PrefixRouter
@@ -100,6 +101,7 @@ def serve(settings: Settings) -> None:
     docs_bind = Bind.parse(settings.conveyor.bind)
     camo_bind = Bind.parse(settings.camo.bind)
     linehaul_bind = Bind.parse(settings.linehaul.bind)
+    stats_bind = Bind.parse(settings.stats_web.bind)
     camo = create_camo(camo_settings(settings))
     asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
     conveyor = create_app(settings)
@@ -118,6 +120,8 @@ def serve(settings: Settings) -> None:
         f"              (health: {linehaul_bind.url()}/_health, "
         f"metrics: {linehaul_bind.url()}/metrics)",
         f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
+        f"  stats web   {stats_bind.url()}/   (API: {stats_bind.url()}/api/packages/"
+        f"{SAMPLE_PROJECT}/recent, badge: {stats_bind.url()}/badge/{SAMPLE_PROJECT}.svg)",
         "  try:",
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
@@ -128,6 +132,7 @@ def serve(settings: Settings) -> None:
             (conveyor, docs_bind),
             (camo, camo_bind),
             (LinehaulApp(settings), linehaul_bind),
+            (create_stats_web(settings), stats_bind),
         ],
         ServerLimits.of(settings.http),
         lambda: click.echo("\n".join(lines)),

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -38,7 +39,7 @@ from support.processes import PYTHONHOSTED, started, wait_until
 UV = Path(sys.executable).parent / "uv"
 JSON = "application/vnd.pypi.simple.v1+json"
 # Every listening address of `pythonhosted serve` (and any *.bind setting), on a free port.
-SERVE_BINDS = ("FILES", "INDEX", "CONVEYOR", "CAMO", "LINEHAUL")
+SERVE_BINDS = ("FILES", "INDEX", "CONVEYOR", "CAMO", "LINEHAUL", "STATS_WEB")
 PACKAGES = [
     build_wheel("e2e-base", "1.0"),
     build_sdist("e2e-base", "1.0"),
@@ -157,7 +158,9 @@ def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -
     asyncio.run(publish_with(results, warehouse, batch_files=100))
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     fields = ["installer", "installer-version", "python", "system"]
-    rows = _stats(warehouse, "e2e-app", *(arg for field in fields for arg in ("--by", field)))
+    today = datetime.now(UTC).date().isoformat()  # stats counts complete days unless asked
+    by = [arg for field in fields for arg in ("--by", field)]
+    rows = _stats(warehouse, "e2e-app", "--start", today, "--end", today, *by)
     assert sorted(tuple(row[field] for field in [*fields, "download_count"]) for row in rows) == [
         ("pip", pip_version, python, "Linux", 1),
         ("uv", "0.13.8", python, "Linux", 1),

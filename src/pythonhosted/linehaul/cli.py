@@ -23,7 +23,7 @@ from pythonhosted.linehaul.publish import PublishSummary, publish_with
 from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, warehouse_url
-from pythonhosted.warehouse.duck import duckdb_path
+from pythonhosted.warehouse.duck import DuckDBWarehouse, duckdb_path
 from pythonhosted.warehouse.parquet import export
 from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
 
@@ -248,6 +248,33 @@ def publish_command(
         return total.line()
 
     click.echo(f"linehaul publish: {_run(drain())}", err=True)
+
+
+@linehaul.command("rollup")
+@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option("--rebuild", is_flag=True, required=True, help="Recompute them from the rows.")
+@click.pass_obj
+def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> None:
+    """Recompute the daily rollups from every download row, in one transaction.
+
+    Publish keeps them up to date by itself; this is for a warehouse changed by hand.
+    BigQuery's rollups are materialized views that BigQuery maintains.
+    """
+    url = warehouse or warehouse_url(settings)
+    if not url.startswith("duckdb:"):
+        raise click.ClickException(f"rollup rebuilds DuckDB warehouses only, not {url!r}")
+    path = duckdb_path(url)
+    if not path.is_file():
+        raise click.ClickException(f"no warehouse at {path}")
+    try:
+        db = DuckDBWarehouse(path)
+        try:
+            db.rebuild_rollups()
+        finally:
+            db.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    click.echo(f"linehaul rollup: rebuilt the rollups of {path}", err=True)
 
 
 @linehaul.command("export")

@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 from pathlib import Path
 
+import duckdb
+
 from pythonhosted.linehaul.ingest import pending
 from pythonhosted.linehaul.publish import PREFIX, table_of
 from pythonhosted.storage import Store
@@ -78,8 +80,7 @@ async def oldest_in_flight(logs: Store, results: Store) -> datetime | None:
 
 def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetime, int], ...]:
     """(downloads, simple requests) per event hour in [first, stop), and batches per hour."""
-    con = reader(path)
-    try:
+    with reader(path, downloads=False) as con:
         counts = []
         for table in ("file_downloads", "simple_requests"):
             sql = (
@@ -88,11 +89,15 @@ def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetim
             )
             counts.append(dict(con.execute(sql, [first, stop]).fetchall()))
         batches = dict(con.execute(_BATCHES_SQL).fetchall())
-    finally:
-        con.close()
     if not batches:
         raise EmptyWarehouse(f"the warehouse at {path} has loaded no log batches yet")
     return counts[0], counts[1], batches
+
+
+def latest_batch_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The start hour of the latest log batch loaded, if any."""
+    found = con.execute(f"SELECT max(hour) FROM ({_BATCHES_SQL})").fetchone()
+    return found[0] if found else None
 
 
 def coverage(

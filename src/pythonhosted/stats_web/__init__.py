@@ -1,0 +1,11 @@
+"""The stats web: download statistics for people, badges and scripts, over the warehouse.
+
+A JSON API compatible with pypistats.org (so its clients and shields.io's badges work when
+pointed here) plus our own routes, SVG and shields.io-endpoint badges, and server-rendered
+dashboard pages, all answered from the warehouse's daily rollups. Spec:
+``spec/stats-web.md``; use: docs/stats-web.md.
+"""
+
+from pythonhosted.stats_web.app import StatsWebApp, create_app
+
+__all__ = ["StatsWebApp", "create_app"]
