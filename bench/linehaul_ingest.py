@@ -1,12 +1,13 @@
 """Benchmark: linehaul ingest end to end against bare gunzip + line splitting.
 
     .venv/bin/python bench/linehaul_ingest.py [--lines 200000] [--seed 1] [--rounds 3] [--dir D]
+    .venv/bin/python bench/linehaul_ingest.py --lines 100000,1000000,10000000 [--rounds 1]
 
-Two gzip'd log objects (level 9, as the files edge writes) from the corpus generator of
-bench/linehaul.py (pip/uv JSON agents with Zipf-like repetition): the corpus as it is (about
-90% downloads, 10% simple requests mixed), and its downloads alone, the shape of the objects
-the files edge writes under ``downloads/`` (the index writes ``simple/`` apart). Times,
-in CPU seconds (best of ``--rounds``, cold parser caches each round):
+**One size** (the default): two gzip'd log objects (level 9, as the files edge writes) from
+the corpus generator of bench/linehaul.py (pip/uv JSON agents with Zipf-like repetition): the
+corpus as it is (about 90% downloads, 10% simple requests mixed), and its downloads alone, the
+shape of the objects the files edge writes under ``downloads/`` (the index writes ``simple/``
+apart). Times, in CPU seconds (best of ``--rounds``, cold parser caches each round):
 
 - bare: ``gzip.decompress`` + ``split(b"\\n")`` of the object, the floor; ingest inflates
   with ISA-L (the ``isal`` package), so the floor is also timed with ``isal.igzip.decompress``
@@ -18,6 +19,22 @@ in CPU seconds (best of ``--rounds``, cold parser caches each round):
   into a ``file://`` results store in a temporary directory (``--dir``, default the system's),
   where the results cost the kernel a copy into its page cache.
 
+**Several sizes** (``--lines`` a comma-separated list): does ingest stay linear in the
+object's size? For each size one object of that many corpus lines, written as gzip members of
+100,000 lines each (each member from its own seed, so every 100,000 lines bring new agents and
+the work per line is the same at every size; level 9), kept in ``--cache`` for later runs.
+Each measurement runs in a fresh subprocess (cold caches, and its peak RSS, read from
+``wait4``, is its own):
+
+- bare: the object read from its file in 1 MiB pieces, inflated by ISA-L with bounded input
+  and split into lines, piece by piece: the linear floor at any size;
+- ingest: ``ingest_once`` from a ``file://`` log store to a ``file://`` results store (in
+  ``--dir``; results of 10M lines are several GB, removed after each run).
+
+It prints, per size, CPU time and microseconds per line of both, the ratio (ingest speed /
+bare speed, from the same run), ingest's cost per line relative to the smallest size, and
+each subprocess's peak RSS.
+
 Ingest converts in C when the extension is built (the default); ``--python`` times the Python
 converter it stands in for.
 """
@@ -28,12 +45,16 @@ import argparse
 import asyncio
 import gzip
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from isal import igzip
+from isal import igzip, igzip_lib
 
 from pythonhosted.linehaul import columns
 from pythonhosted.linehaul.batch import convert
@@ -47,6 +68,10 @@ _spec = importlib.util.spec_from_file_location("corpus", Path(__file__).with_nam
 assert _spec is not None and _spec.loader is not None
 corpus_module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(corpus_module)
+
+KEY = "downloads/2021/01/07/20/54/downloads-bench.log.gz"
+MEMBER_LINES = 100_000
+READ = 1 << 20
 
 
 def bare(data: bytes, gunzip: Callable[[bytes], bytes]) -> float:
@@ -74,10 +99,9 @@ def ingest(data: bytes, round_: int, *, cold: bool = True, results_url: str = ""
         _cold()
     logs = open_store(f"memory://bench-logs-{round_}")
     results = open_store(results_url or f"memory://bench-results-{round_}")
-    key = "downloads/2021/01/07/20/54/downloads-bench.log.gz"
 
     async def run() -> float:
-        await logs.put(key, data)
+        await logs.put(KEY, data)
         began = time.process_time()
         summary = await ingest_once(logs, results, lease_timeout=600)
         spent = time.process_time() - began
@@ -117,19 +141,164 @@ def measure(label: str, lines: list[str], rounds: int, directory: str | None) ->
         print(f"ratio (ingest speed / bare {name} speed) {ratios}")
 
 
+# -- several sizes ---------------------------------------------------------------------------
+
+
+def make_object(path: Path, lines: int, seed: int) -> None:
+    """``lines`` corpus lines as gzip members of :data:`MEMBER_LINES`, written to ``path``."""
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as out:
+        for member, start in enumerate(range(0, lines, MEMBER_LINES)):
+            count = min(MEMBER_LINES, lines - start)
+            text = "\n".join(corpus_module.corpus(count, seed + member)) + "\n"
+            out.write(gzip.compress(text.encode(), 9))
+    partial.rename(path)
+
+
+def bare_streaming(path: Path) -> dict[str, float]:
+    """Inflate ``path`` with bounded input and split it into lines, piece by piece."""
+    began = time.process_time()
+    lines = 0
+    with path.open("rb") as source:
+        pending = source.read(READ)
+        while pending:
+            inflate = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+            while not inflate.eof:
+                if inflate.needs_input:
+                    if not pending:
+                        pending = source.read(READ)
+                        assert pending, "the object ends inside a member"
+                    chunk, pending = pending, b""
+                else:
+                    chunk = b""
+                lines += len(inflate.decompress(chunk, READ).split(b"\n")) - 1
+            pending = inflate.unused_data or source.read(READ)
+    return {"cpu": time.process_time() - began, "lines": lines}
+
+
+def ingest_file(path: Path, directory: str | None) -> dict[str, float]:
+    """``ingest_once`` of the object at ``path`` between two ``file://`` stores."""
+    with tempfile.TemporaryDirectory(dir=directory) as work:
+        logs_dir = Path(work, "logs", KEY).parent
+        logs_dir.mkdir(parents=True)
+        os.link(path, Path(work, "logs", KEY))
+        logs = open_store(f"file://{work}/logs")
+        results = open_store(f"file://{work}/results")
+        began = time.process_time()
+        summary = asyncio.run(ingest_once(logs, results, lease_timeout=600))
+        spent = time.process_time() - began
+        assert summary.objects == 1, summary
+        counts = summary.counts
+        return {"cpu": spent, "lines": counts.rows + counts.ignored + counts.unprocessable}
+
+
+def _child(args: list[str]) -> tuple[dict[str, float], float]:
+    """Run this script in a subprocess; its JSON answer and its peak RSS in MB."""
+    command = [sys.executable, __file__, *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, start_new_session=True) as child:
+        assert child.stdout is not None
+        answer = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({child.returncode})")
+    return json.loads(answer), usage.ru_maxrss / 1024
+
+
+def scaling(sizes: list[int], args: argparse.Namespace) -> None:
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    python = ["--python"] if args.python else []
+    for lines in sizes:
+        path = cache / f"corpus-{lines}-{args.seed}.log.gz"
+        if not path.exists():
+            print(f"writing {path} ...", flush=True)
+            _child(
+                [
+                    "--child",
+                    "make",
+                    "--object",
+                    str(path),
+                    f"--lines={lines}",
+                    f"--seed={args.seed}",
+                ]
+            )
+        bare_runs = [_child(["--child", "bare", "--object", str(path)]) for _ in range(args.rounds)]
+        ingest_runs = [
+            _child(["--child", "ingest", "--object", str(path), *python, *_dir(args)])
+            for _ in range(args.rounds)
+        ]
+        floor = min(run[0]["cpu"] for run in bare_runs)
+        ours = min(run[0]["cpu"] for run in ingest_runs)
+        assert {run[0]["lines"] for run in ingest_runs + bare_runs} == {lines}
+        rows.append(
+            (
+                lines,
+                path.stat().st_size / 1e6,
+                floor,
+                ours,
+                max(run[1] for run in bare_runs),
+                max(run[1] for run in ingest_runs),
+            )
+        )
+        print(
+            f"{lines:>11,} lines: bare {floor:7.2f} s, ingest {ours:7.2f} s "
+            f"({ours / lines * 1e6:.2f} us/line), peak RSS {rows[-1][5]:.0f} MB",
+            flush=True,
+        )
+    smallest = rows[0][3] / rows[0][0]
+    print(
+        "\n| lines | gzip'd MB | bare s | bare us/line | ingest s | ingest us/line "
+        "| vs smallest | ratio (ingest / bare speed) | peak RSS bare MB | peak RSS ingest MB |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for lines, size, floor, ours, bare_rss, ingest_rss in rows:
+        per_line = ours / lines
+        print(
+            f"| {lines:,} | {size:.1f} | {floor:.2f} | {floor / lines * 1e6:.2f} | {ours:.2f} "
+            f"| {per_line * 1e6:.2f} | {per_line / smallest:.2f}x | {floor / ours:.2f}x "
+            f"| {bare_rss:.0f} | {ingest_rss:.0f} |"
+        )
+
+
+def _dir(args: argparse.Namespace) -> list[str]:
+    return ["--dir", args.dir] if args.dir else []
+
+
 def main() -> None:
     flags = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    flags.add_argument("--lines", type=int, default=200_000)
+    flags.add_argument("--lines", default="200000", help="a size, or sizes separated by commas")
     flags.add_argument("--seed", type=int, default=1)
     flags.add_argument("--rounds", type=int, default=3)
     flags.add_argument("--python", action="store_true", help="the Python converter, not C")
     flags.add_argument("--dir", help="where the file:// results store goes (a temporary dir)")
+    flags.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "linehaul-bench-objects"),
+        help="where objects for several sizes are kept between runs",
+    )
+    flags.add_argument("--child", choices=("make", "bare", "ingest"), help=argparse.SUPPRESS)
+    flags.add_argument("--object", help=argparse.SUPPRESS)
     args = flags.parse_args()
     if args.python:
         columns._columns = None
-    lines = corpus_module.corpus(args.lines, args.seed)
+    sizes = [int(size) for size in args.lines.split(",")]
+    if args.child:
+        path = Path(args.object)
+        if args.child == "make":
+            make_object(path, sizes[0], args.seed)
+            print("{}")
+        else:
+            measured = bare_streaming(path) if args.child == "bare" else ingest_file(path, args.dir)
+            print(json.dumps(measured))
+        return
     print(f"machine: {corpus_module._machine()}")
     print(f"converter: {'Python' if columns._columns is None else 'C'}")
+    if len(sizes) > 1:
+        scaling(sizes, args)
+        return
+    lines = corpus_module.corpus(sizes[0], args.seed)
     measure("mixed object (the corpus)", lines, args.rounds, args.dir)
     downloads = [line for line in lines if line.startswith("download|")]
     measure(
