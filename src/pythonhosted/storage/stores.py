@@ -255,17 +255,39 @@ class Store:
         except Exception as exc:
             raise _translate(exc) from exc
 
+    async def copy(self, source: str, destination: str) -> None:
+        """Copy ``source`` to ``destination`` in this store, overwriting, with its metadata:
+        the store copies it (S3 and GCS server side), the bytes never come here."""
+        check_key(source)
+        check_key(destination)
+        try:
+            if self.local_root is not None:  # the sidecar first, as put writes it
+                sidecar = META_PREFIX + source + ".json"
+                if await asyncio.to_thread((self.local_root / sidecar).is_file):
+                    await obstore.copy_async(
+                        self.backend, sidecar, META_PREFIX + destination + ".json"
+                    )
+                else:
+                    await self._delete_missing_ok(META_PREFIX + destination + ".json")
+            await obstore.copy_async(self.backend, source, destination)
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    async def _delete_missing_ok(self, key: str) -> None:
+        try:
+            await obstore.delete_async(self.backend, key)
+        except FileNotFoundError:
+            pass
+
     async def delete(self, key: str) -> None:
         """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
         check_key(key)
         keys = [key, META_PREFIX + key + ".json"] if self.local_root is not None else [key]
-        for name in keys:
-            try:
-                await obstore.delete_async(self.backend, name)
-            except FileNotFoundError:
-                pass
-            except Exception as exc:
-                raise _translate(exc) from exc
+        try:
+            for name in keys:
+                await self._delete_missing_ok(name)
+        except Exception as exc:
+            raise _translate(exc) from exc
 
     async def list(self, prefix: str = "") -> list[Listed]:
         """Every object under ``prefix`` (sidecars excluded), sorted by key."""
