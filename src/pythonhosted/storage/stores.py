@@ -15,7 +15,8 @@ files edge must fall back to the archive within seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,7 +179,7 @@ class Store:
 
     async def read(
         self, key: str, start: int | None = None, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Open ``key`` (bytes ``start``..``end``-1 when given) and return its chunk iterator.
 
         The request is made, and its errors raised, before this returns: a caller that gets an
@@ -197,7 +198,7 @@ class Store:
         return self._chunks(result)
 
     @staticmethod
-    async def _chunks(result: Any) -> AsyncIterator[bytes]:
+    async def _chunks(result: Any) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 yield bytes(chunk)
@@ -274,10 +275,8 @@ class Store:
             raise _translate(exc) from exc
 
     async def _delete_missing_ok(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             await obstore.delete_async(self.backend, key)
-        except FileNotFoundError:
-            pass
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
