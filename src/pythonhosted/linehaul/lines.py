@@ -40,13 +40,14 @@ class LineCutter:
         first = 0  # the piece and the offset in it where lines not given out start
         start = 0
         if self._skipping:
-            for first, piece in enumerate(pieces):  # noqa: B007 (first is used after)
-                newline = piece.find(b"\n")
+            while first < len(pieces):
+                newline = pieces[first].find(b"\n")
                 if newline >= 0:
                     self._skipping = False
                     self._count_long(self._sample)
                     start = newline + 1
                     break
+                first += 1
             else:
                 return []
         last = len(pieces) - 1
