@@ -335,8 +335,16 @@ Converter_convert(Converter *self, PyObject *args)
             goto error;
         }
         p = newline + 1;
-        if (newline == line || ((*line == ' ' || *line == '\t' || *line == '\r') &&
-                                blank(line, newline - line))) {
+        if (newline == line) { /* and the empty lines right after it, in one sweep */
+            const char *more = p;
+            while (more < end && *more == '\n') {
+                more++;
+            }
+            blanks += 1 + (more - p);
+            p = more;
+            continue;
+        }
+        if ((*line == ' ' || *line == '\t' || *line == '\r') && blank(line, newline - line)) {
             blanks++;
             continue;
         }

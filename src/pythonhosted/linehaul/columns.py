@@ -305,16 +305,23 @@ Counted = tuple[int, int, int, int, str | None]
 Fallback = Callable[[bytes], object]
 """Takes a line (without its newline) a converter cannot convert, and appends its results."""
 
-_BLANK_LINE = re.compile(rb"^[ \t\r]*\n", re.MULTILINE)
-_BLANK_STARTS = (b"\n\n", b"\n\r", b"\n ", b"\n\t")
+_EMPTY_LINES = re.compile(rb"\n\n+")
+_BLANK_LINE = re.compile(rb"^[ \t\r]+\n", re.MULTILINE)
+_BLANK_STARTS = (b"\n\r", b"\n ", b"\n\t")
 
 
 def _without_blank_lines(block: bytes) -> tuple[bytes, int]:
-    """The block without its blank lines, and how many there were (a regular expression
-    runs only over a block where a line may start blank)."""
-    if block[:1] in b" \t\r\n" or any(start in block for start in _BLANK_STARTS):
-        return _BLANK_LINE.subn(b"", block)
-    return block, 0
+    """The block without its blank lines, and how many there were. Runs of empty lines go
+    in one substitution each (a megabyte of newlines is one match, not a million); lines of
+    spaces, tabs and CRs one by one, and only in a block where a line may start with one."""
+    size = len(block)
+    if block[:1] == b"\n" or b"\n\n" in block:
+        block = _EMPTY_LINES.sub(b"\n", block).lstrip(b"\n")
+    blank = size - len(block)  # each newline removed was an empty line
+    if block[:1] in (b" ", b"\t", b"\r") or any(start in block for start in _BLANK_STARTS):
+        block, spaces = _BLANK_LINE.subn(b"", block)
+        blank += spaces
+    return block, blank
 
 
 def valid_utf8(block: bytes) -> bool:
