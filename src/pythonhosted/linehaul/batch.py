@@ -87,7 +87,9 @@ class Part:
 
 class ObjectConverter:
     """One log object, gzip'd: :meth:`feed` it its bytes in order (chunks of any size), then
-    :meth:`finish`; both give the parts completed.
+    :meth:`finish`. ``feed`` gives the parts it completes one at a time, as they fill (a
+    small chunk may inflate to gigabytes of rows: write each part before taking the next);
+    ``finish`` gives the last one.
 
     Damage ends the object where it is found: the lines before it are converted, the line it
     cut is dropped (``dropped_lines``), and :attr:`damage` says where and why. Lines longer
@@ -121,20 +123,18 @@ class ObjectConverter:
         """Compressed bytes read so far."""
         return self._inflater.offset
 
-    def feed(self, chunk: bytes) -> list[Part]:
-        parts = []
+    def feed(self, chunk: bytes) -> Iterator[Part]:
         for window in self._inflater.feed(chunk):
             self._add_blocks(self._cutter.cut(window))
             if self._tables.pending() >= PART_BYTES:
-                parts.append(self._part())
-        return parts
+                yield self._part()
 
-    def finish(self) -> list[Part]:
+    def finish(self) -> Part:
         """The last part (possibly empty)."""
         for window in self._inflater.finish():
             self._add_blocks(self._cutter.cut(window))
         self._add_blocks(self._cutter.finish(complete=self.damage is None))
-        return [self._part()]
+        return self._part()
 
     def _add_blocks(self, blocks: list[bytes]) -> None:
         for block in blocks:
@@ -209,7 +209,7 @@ def convert(data: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
     benchmarks; ingest streams). Raises :class:`CorruptBatch` when ``data`` is not a complete
     gzip stream."""
     converter = ObjectConverter(max_line)
-    parts = converter.feed(data) + converter.finish()
+    parts = [*converter.feed(data), converter.finish()]
     if converter.damage is not None:
         raise CorruptBatch(converter.damage.reason)
     earliest = min((part.earliest for part in parts if part.earliest), default=None)
@@ -244,7 +244,7 @@ class LogLines:
         chunk = self._stream.read(READ_SIZE)
         inflater = Inflater() if chunk[:2] == GZIP_MAGIC else None
         while chunk:
-            windows = [[chunk]] if inflater is None else inflater.feed(chunk)
+            windows = iter([[chunk]]) if inflater is None else inflater.feed(chunk)
             yield from self._lines(windows)
             if inflater is not None and inflater.damage is not None:
                 break
@@ -255,7 +255,7 @@ class LogLines:
         for block in self.cutter.finish(complete=self.damage is None):
             yield from self._split(block)
 
-    def _lines(self, windows: list[list[bytes]]) -> Iterator[bytes]:
+    def _lines(self, windows: Iterator[list[bytes]]) -> Iterator[bytes]:
         for window in windows:
             for block in self.cutter.cut(window):
                 yield from self._split(block)

@@ -21,6 +21,7 @@ come out as they decoded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -39,11 +40,16 @@ Window = list[bytes]
 class CorruptBatch(ValueError):
     """The object is not a complete gzip stream (truncated, garbled, or not gzip at all)."""
 
+    def __init__(self, reason: str, at: int = 0) -> None:
+        super().__init__(reason)
+        self.at = at  # where in the slice being read, when known
+
 
 @dataclass(frozen=True)
 class Damage:
-    """Where decoding stopped: ``offset`` compressed bytes were read before the step that
-    failed (a truncated object: all of them)."""
+    """Where decoding stopped: ``offset`` compressed bytes were read before the damage
+    (exactly, for bytes that do not start a gzip member; for damage inside a member, before
+    the step of at most :data:`SLICE` bytes that found it; a truncated object: all)."""
 
     offset: int
     reason: str
@@ -51,7 +57,8 @@ class Damage:
 
 class Inflater:
     """Feed compressed chunks in order, then :meth:`finish`; both give the complete windows
-    decompressed so far.
+    decompressed so far, one at a time as they fill (a small chunk may inflate to gigabytes:
+    take each window before asking for the next).
 
     ``window`` is the window size (tests make it small); it must stay the same for an object
     across retries, since results are cut at window boundaries.
@@ -66,23 +73,21 @@ class Inflater:
         self.offset = 0  # compressed bytes read (before the slice under way)
         self.damage: Damage | None = None
 
-    def feed(self, chunk: bytes) -> list[Window]:
+    def feed(self, chunk: bytes) -> Iterator[Window]:
         """The windows completed by ``chunk``; nothing more once damage was found."""
-        windows: list[Window] = []
         view = memoryview(chunk)
         for start in range(0, len(view), SLICE):
             if self.damage is not None:
-                break
+                return
             piece = view[start : start + SLICE]
             try:
-                self._inflate_slice(piece, windows)
+                yield from self._inflate_slice(piece)
             except CorruptBatch as exc:
-                self.damage = Damage(self.offset, str(exc))
+                self.damage = Damage(self.offset + exc.at, str(exc))
             else:
                 self.offset += len(piece)
-        return windows
 
-    def finish(self) -> list[Window]:
+    def finish(self) -> Iterator[Window]:
         """The last window (shorter than the others); sets :attr:`damage` if the object
         ended inside a member or with stray bytes."""
         if self.damage is None:
@@ -91,12 +96,14 @@ class Inflater:
             elif self._between:
                 self.damage = Damage(self.offset - len(self._between), "not a gzip stream")
         last, self._pieces, self._size = self._pieces, [], 0
-        return [last] if last else []
+        if last:
+            yield last
 
-    def _inflate_slice(self, data: memoryview, windows: list[Window]) -> None:
+    def _inflate_slice(self, data: memoryview) -> Iterator[Window]:
+        size = len(data)
         while True:
             if self._inflate is None:
-                data = self._start_member(data)
+                data = self._start_member(data, size - len(data))
                 if self._inflate is None:
                     return  # more bytes needed to see the next member's start
             need = self._window_size - self._size
@@ -109,24 +116,26 @@ class Inflater:
                 self._pieces.append(piece)
                 self._size += len(piece)
                 if self._size == self._window_size:
-                    windows.append(self._pieces)
-                    self._pieces, self._size = [], 0
+                    window, self._pieces, self._size = self._pieces, [], 0
+                    yield window
             if self._inflate.eof:
                 data = memoryview(self._inflate.unused_data)
                 self._inflate = None
             elif self._inflate.needs_input:
                 return
 
-    def _start_member(self, data: memoryview) -> memoryview:
+    def _start_member(self, data: memoryview, at: int) -> memoryview:
         """Skip the zeros that may pad members, then start the next member if its magic is
-        there; keeps a lone first byte until the next slice shows the second."""
-        pending = (self._between + data).lstrip(b"\x00") if self._between else bytes(data)
-        pending = pending.lstrip(b"\x00")
+        there; keeps a lone first byte until the next slice shows the second. ``data``
+        starts ``at`` bytes into the slice."""
+        joined = self._between + data
+        pending = joined.lstrip(b"\x00")
+        start = at - len(self._between) + len(joined) - len(pending)
         self._between = b""
         if len(pending) < len(GZIP_MAGIC):
             self._between = pending
             return memoryview(b"")
         if not pending.startswith(GZIP_MAGIC):
-            raise CorruptBatch("not a gzip stream")
+            raise CorruptBatch("not a gzip stream", start)
         self._inflate = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
         return memoryview(pending)

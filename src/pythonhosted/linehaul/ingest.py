@@ -151,15 +151,14 @@ class _Writer:
         self.summary = summary
         self.day = result_day(None, self.fallback)  # of the last part written
 
-    async def write(self, parts: list[Part]) -> bool:
-        """Write ``parts``; False, nothing written, once the lease is lost."""
-        for part in parts:
-            if await _taken_over(self.kept, self.summary):
-                return False
-            for result, (contents, rows) in result_keys(self.key, part, self.fallback).items():
-                metadata = None if rows is None else {ROWS: str(rows)}
-                await self.results.put(result, contents, metadata=metadata)
-            self.day = result_day(part.earliest, self.fallback)
+    async def write(self, part: Part) -> bool:
+        """Write ``part``; False, nothing written, once the lease is lost."""
+        if await _taken_over(self.kept, self.summary):
+            return False
+        for result, (contents, rows) in result_keys(self.key, part, self.fallback).items():
+            metadata = None if rows is None else {ROWS: str(rows)}
+            await self.results.put(result, contents, metadata=metadata)
+        self.day = result_day(part.earliest, self.fallback)
         return True
 
 
@@ -186,8 +185,10 @@ async def ingest_object(
     writer = _Writer(results, key, info, kept, summary)
     async with aclosing(chunks):
         async for chunk in chunks:
-            if not await writer.write(await asyncio.to_thread(converter.feed, chunk)):
-                return
+            parts = converter.feed(chunk)  # converts in a thread, a part at a time:
+            while (part := await asyncio.to_thread(next, parts, None)) is not None:
+                if not await writer.write(part):
+                    return
             if converter.damage is not None:
                 break
     if not await writer.write(await asyncio.to_thread(converter.finish)):
