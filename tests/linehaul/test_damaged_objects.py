@@ -190,8 +190,9 @@ def test_ingest_of_damage_between_members_reports_the_bytes_left(tmp_path: Path)
     summary, rows, left = _ingest(tmp_path, data)
     assert (summary.corrupt, summary.lost, summary.unreadable) == (1, 0, len(second) + 7)
     assert _by_url(rows) == _by_url(_rows(_text(3000)))
+    unreadable = len(second) + 7
     assert summary.line().endswith(
-        "1 corrupt (0 lines cut, %d bytes unreadable), 0 busy" % (len(second) + 7)
+        f"1 corrupt (0 lines cut, {unreadable} bytes unreadable), 0 busy"
     )
     assert list(left) == [f"corrupt/{log_key(0)}"]
 
