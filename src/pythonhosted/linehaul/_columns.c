@@ -65,6 +65,7 @@ typedef struct {
     size_t used;
     Py_ssize_t bytes; /* of the keys and fragments held */
     PyObject *memo;   /* owned: a mapping raw bytes -> fragment */
+    PyObject *spare;  /* owned: the last fragment too heavy to keep, until the next one */
 } Cache;
 
 /* A growing bytes object: the rows of one table. */
@@ -166,6 +167,11 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
         return NULL;
     }
     Py_ssize_t weight = n + (value == Py_None ? 0 : PyBytes_GET_SIZE(value));
+    if (weight > CACHE_BYTES / 8) { /* it would clear the table for one value */
+        Py_DECREF(key);
+        Py_XSETREF(cache->spare, value);
+        return value;
+    }
     if (cache->used * 2 >= SLOTS || cache->bytes + weight > CACHE_BYTES) {
         cache_clear(cache);
         i = hash & (SLOTS - 1);
@@ -619,6 +625,7 @@ Converter_dealloc(Converter *self)
             cache_clear(cache);
             PyMem_Free(cache->slots);
         }
+        Py_CLEAR(cache->spare);
     }
     for (int k = 0; k < N_TABLES; k++) {
         Py_CLEAR(self->tables[k].bytes);
@@ -676,7 +683,9 @@ PyInit__columns(void)
     if (mod == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(mod, "Converter", (PyObject *)&ConverterType) < 0) {
+    if (PyModule_AddObjectRef(mod, "Converter", (PyObject *)&ConverterType) < 0 ||
+        PyModule_AddIntConstant(mod, "CACHE_ENTRIES", SLOTS / 2) < 0 ||
+        PyModule_AddIntConstant(mod, "CACHE_BYTES", CACHE_BYTES) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

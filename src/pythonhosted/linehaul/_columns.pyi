@@ -3,6 +3,8 @@
 from collections.abc import Callable, Mapping
 
 Fragments = Mapping[bytes, bytes | None]
+CACHE_ENTRIES: int  # per field table
+CACHE_BYTES: int  # per field table: keys and fragments
 
 class Converter:
     def __init__(

@@ -189,6 +189,9 @@ async def ingest_object(
             while (part := await asyncio.to_thread(next, parts, None)) is not None:
                 if not await writer.write(part):
                     return
+            if kept.lost:  # a renewal found the object taken over: leave it to the taker
+                summary.busy += 1
+                return
             if converter.damage is not None:
                 break
     if not await writer.write(await asyncio.to_thread(converter.finish)):
