@@ -52,9 +52,7 @@ def _object() -> bytes:
     return b"".join([*map(compress.compress, _lines()), compress.flush()])
 
 
-def test_a_flood_of_distinct_agents_stays_within_every_memo(
-    tmp_path: Path, converter: str
-) -> None:
+def test_a_flood_of_distinct_agents_stays_within_every_memo(tmp_path: Path, converter: str) -> None:
     logs = open_store(f"file://{tmp_path}/logs")
     results = open_store(f"file://{tmp_path}/results")
 
