@@ -23,8 +23,9 @@ apart). Times, in CPU seconds (best of ``--rounds``, cold parser caches each rou
 object's size? For each size one object of that many corpus lines, written as gzip members of
 100,000 lines each (each member from its own seed, so every 100,000 lines bring new agents and
 the work per line is the same at every size; level 9), kept in ``--cache`` for later runs.
-Each measurement runs in a fresh subprocess (cold caches, and its peak RSS, read from
-``wait4``, is its own):
+Each measurement runs in a fresh subprocess (cold caches, and its peak RSS is its own: it
+reports its ``VmHWM``; ``wait4``'s ``ru_maxrss`` would also count the process it was forked
+from):
 
 - bare: the object read from its file in 1 MiB pieces, inflated by ISA-L with bounded input
   and split into lines, piece by piece: the linear floor at any size;
@@ -195,14 +196,17 @@ def ingest_file(path: Path, directory: str | None) -> dict[str, float]:
 def _child(args: list[str]) -> tuple[dict[str, float], float]:
     """Run this script in a subprocess; its JSON answer and its peak RSS in MB."""
     command = [sys.executable, __file__, *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, start_new_session=True) as child:
-        assert child.stdout is not None
-        answer = child.stdout.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({child.returncode})")
-    return json.loads(answer), usage.ru_maxrss / 1024
+    done = subprocess.run(command, stdout=subprocess.PIPE, check=False, start_new_session=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode})")
+    answer = json.loads(done.stdout)
+    return answer, answer.get("peak_kb", 0) / 1024
+
+
+def _peak_kb() -> int:
+    """This process's peak RSS: the high-water mark of its own address space."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
 def scaling(sizes: list[int], args: argparse.Namespace) -> None:
@@ -291,7 +295,7 @@ def main() -> None:
             print("{}")
         else:
             measured = bare_streaming(path) if args.child == "bare" else ingest_file(path, args.dir)
-            print(json.dumps(measured))
+            print(json.dumps({**measured, "peak_kb": _peak_kb()}))
         return
     print(f"machine: {corpus_module._machine()}")
     print(f"converter: {'Python' if columns._columns is None else 'C'}")

@@ -1,6 +1,8 @@
 """Hostile log objects: small gzips that inflate to a gigabyte of one line or of newlines,
 floods of junk lines. Ingest runs as ``pythonhosted linehaul ingest --once`` in its own
-process so its peak memory (``wait4``) is its own; counts and result files are exact.
+process, which reports its peak memory (``VmHWM``, its own address space's high-water mark:
+``wait4``'s ``ru_maxrss`` would count the pytest process it was forked from, up to a GB);
+counts and result files are exact.
 
 The objects are built streaming with ISA-L (a gigabyte of one byte is ~1 MB gzip'd), never
 whole in memory.
@@ -27,11 +29,24 @@ from support.linehaul_data import download_line, log_key, simple_line
 
 GIB = 1 << 30
 MEMORY_BOUND_MB = 200  # an empty object peaks at ~80 MB, these at ~85 MB
-# Forces the Python converter in a child process, as an install without a compiler has it.
-PYTHON_CONVERTER = (
-    "from pythonhosted.linehaul import columns; columns._columns = None; "
-    "from pythonhosted.cli import run; run()"
-)
+# `pythonhosted ARGS...` that writes its peak RSS to stderr last; with "Python" first, with
+# the Python converter, as an install without a compiler has it.
+MEASURED = """
+import os, sys
+if sys.argv.pop(1) == "Python":
+    from pythonhosted.linehaul import columns
+    columns._columns = None
+from pythonhosted.cli import main
+try:
+    main()
+    code = 0
+except SystemExit as exit_:
+    code = exit_.code if isinstance(exit_.code, int) else 1
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+sys.stderr.write(peak[0])
+sys.stderr.flush()
+os._exit(code)
+"""
 
 
 def _gzip_stream(pieces: Iterable[bytes]) -> bytes:
@@ -47,14 +62,13 @@ def _repeat(byte: bytes, size: int) -> Iterable[bytes]:
 
 
 def _ingest_process(tmp_path: Path, data: bytes, converter: str) -> tuple[str, float]:
-    """``linehaul ingest --once`` over one log object: its stderr's last line and its peak
-    RSS in MB. Killed (with its process group) if it has not finished in two minutes."""
+    """``linehaul ingest --once`` over one log object: its summary line and its peak RSS in
+    MB. Killed (with its process group) if it has not finished in two minutes."""
     logs, results = tmp_path / "logs", tmp_path / "results"
     target = logs / log_key(0)
     target.parent.mkdir(parents=True)
     target.write_bytes(data)
-    command = ["-m", "pythonhosted"] if converter == "C" else ["-c", PYTHON_CONVERTER]
-    argv = [sys.executable, *command, "linehaul", "ingest", "--once"]
+    argv = [sys.executable, "-c", MEASURED, converter, "linehaul", "ingest", "--once"]
     argv += ["--logs", f"file://{logs}", "--results", f"file://{results}"]
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data")}
     with tempfile.TemporaryFile() as stderr:
@@ -63,11 +77,7 @@ def _ingest_process(tmp_path: Path, data: bytes, converter: str) -> tuple[str, f
         )
         try:
             deadline = time.monotonic() + 120
-            while True:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-                if pid:
-                    process.returncode = os.waitstatus_to_exitcode(status)
-                    break
+            while process.poll() is None:
                 assert time.monotonic() < deadline, "ingest did not finish in two minutes"
                 time.sleep(0.05)
         finally:
@@ -77,7 +87,9 @@ def _ingest_process(tmp_path: Path, data: bytes, converter: str) -> tuple[str, f
         stderr.seek(0)
         text = stderr.read().decode()
     assert process.returncode == 0, text
-    return text.splitlines()[-1], usage.ru_maxrss / 1024
+    *_, summary, peak = text.splitlines()
+    assert peak.startswith("VmHWM:") and peak.endswith(" kB")
+    return summary, int(peak.split()[1]) / 1024
 
 
 def _results(tmp_path: Path) -> dict[str, bytes]:
