@@ -210,46 +210,44 @@ def _peak_kb() -> int:
 
 
 def scaling(sizes: list[int], args: argparse.Namespace) -> None:
+    """Each round measures every size in turn (the load of a shared machine drifts over
+    minutes: sizes measured one after the other would each meet a different load); the
+    best round of each size counts."""
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    rows = []
     python = ["--python"] if args.python else []
-    for lines in sizes:
-        path = cache / f"corpus-{lines}-{args.seed}.log.gz"
+    paths = {lines: cache / f"corpus-{lines}-{args.seed}.log.gz" for lines in sizes}
+    for lines, path in paths.items():
         if not path.exists():
             print(f"writing {path} ...", flush=True)
-            _child(
-                [
-                    "--child",
-                    "make",
-                    "--object",
-                    str(path),
-                    f"--lines={lines}",
-                    f"--seed={args.seed}",
-                ]
-            )
-        bare_runs = [_child(["--child", "bare", "--object", str(path)]) for _ in range(args.rounds)]
-        ingest_runs = [
-            _child(["--child", "ingest", "--object", str(path), *python, *_dir(args)])
-            for _ in range(args.rounds)
-        ]
-        floor = min(run[0]["cpu"] for run in bare_runs)
-        ours = min(run[0]["cpu"] for run in ingest_runs)
-        assert {run[0]["lines"] for run in ingest_runs + bare_runs} == {lines}
+            make = ["--child", "make", "--object", str(path), f"--lines={lines}"]
+            _child([*make, f"--seed={args.seed}"])
+    runs: dict[int, list[tuple[str, dict[str, float], float]]] = {lines: [] for lines in sizes}
+    for round_ in range(args.rounds):
+        for lines, path in paths.items():
+            for kind in ("bare", "ingest"):
+                extra = [*python, *_dir(args)] if kind == "ingest" else []
+                answer, peak = _child(["--child", kind, "--object", str(path), *extra])
+                assert answer["lines"] == lines
+                runs[lines].append((kind, answer, peak))
+                print(
+                    f"round {round_ + 1}: {lines:>11,} lines, {kind:<6} {answer['cpu']:7.2f} s "
+                    f"({answer['cpu'] / lines * 1e6:.2f} us/line), peak RSS {peak:.0f} MB",
+                    flush=True,
+                )
+    rows = []
+    for lines, path in paths.items():
+        bare_runs = [(answer, peak) for kind, answer, peak in runs[lines] if kind == "bare"]
+        ingest_runs = [(answer, peak) for kind, answer, peak in runs[lines] if kind == "ingest"]
         rows.append(
             (
                 lines,
                 path.stat().st_size / 1e6,
-                floor,
-                ours,
-                max(run[1] for run in bare_runs),
-                max(run[1] for run in ingest_runs),
+                min(answer["cpu"] for answer, _ in bare_runs),
+                min(answer["cpu"] for answer, _ in ingest_runs),
+                max(peak for _, peak in bare_runs),
+                max(peak for _, peak in ingest_runs),
             )
-        )
-        print(
-            f"{lines:>11,} lines: bare {floor:7.2f} s, ingest {ours:7.2f} s "
-            f"({ours / lines * 1e6:.2f} us/line), peak RSS {rows[-1][5]:.0f} MB",
-            flush=True,
         )
     smallest = rows[0][3] / rows[0][0]
     print(
