@@ -208,7 +208,15 @@ async def ingest_object(
         await logs.delete(key)
         summary.objects += 1
         return
-    unreadable = max(info.size - converter.damage.offset, 0)
+    await _set_aside(logs, key, info.size, converter, summary)
+
+
+async def _set_aside(
+    logs: Store, key: str, size: int, converter: ObjectConverter, summary: IngestSummary
+) -> None:
+    """Move a damaged object to ``corrupt/`` and report what its damage cost."""
+    assert converter.damage is not None
+    unreadable = max(size - converter.damage.offset, 0)
     lines = converter.counts.lines()
     log.warning(
         "corrupt log object %s (%s) at compressed byte %d of %d: %d lines read before it, "
@@ -216,7 +224,7 @@ async def ingest_object(
         key,
         converter.damage.reason,
         converter.damage.offset,
-        info.size,
+        size,
         lines,
         converter.dropped_lines,
         unreadable,
