@@ -32,8 +32,6 @@ from pythonhosted.linehaul.gunzip import GZIP_MAGIC, CorruptBatch, Damage, Infla
 from pythonhosted.linehaul.lines import LineCutter
 from pythonhosted.linehaul.useragents import entry_size
 
-__all__ = ["CorruptBatch", "Damage"]
-
 DEFAULT_MAX_LINE = 64 << 10
 """Default of ``linehaul.max_line_length``: real CDN log lines are below 4 KB."""
 BLOCK_SIZE = gunzip.WINDOW
