@@ -230,6 +230,7 @@ class LinehaulSettings(BaseModel):
     ingest_interval: Seconds = 60.0
     publish_interval: Seconds = 900.0
     publish_batch_files: int = Field(default=1000, gt=0)
+    max_line_length: int = Field(default=64 * 1024, ge=1024)
 
 
 class StatsWebSettings(BaseModel):

@@ -63,6 +63,8 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         simple_line(4),
         download_line(5, agent="Datadog Agent/7.50.0"),  # ignored
         "download|not a log line",  # unprocessable
+        "",  # blank
+        "download|" + "x" * (65 << 10),  # too long
     ]
 
     async def seed() -> None:
@@ -92,6 +94,10 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         'linehaul_ingest_lines_total{result="row"}': 4.0,
         'linehaul_ingest_lines_total{result="ignored"}': 1.0,
         'linehaul_ingest_lines_total{result="unprocessable"}': 1.0,
+        'linehaul_ingest_lines_total{result="blank"}': 1.0,
+        'linehaul_ingest_lines_total{result="too_long"}': 1.0,
+        'linehaul_ingest_lines_total{result="lost"}': 0.0,
+        "linehaul_ingest_unreadable_bytes_total": 18.0,  # the whole object that is not gzip
         "linehaul_ingest_pending_objects": 0.0,
         'linehaul_publish_files_total{outcome="loaded"}': 2.0,
         'linehaul_publish_files_total{outcome="skipped"}': 0.0,

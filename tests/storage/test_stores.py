@@ -64,6 +64,30 @@ def test_create_only_and_delete(writable_store: Store) -> None:
     run(scenario())
 
 
+def test_copy_takes_contents_and_metadata(writable_store: Store) -> None:
+    async def scenario() -> None:
+        await writable_store.put("a/x.log.gz", b"first", metadata=META)
+        await writable_store.put("b/y.log.gz", b"plain")
+        await writable_store.put("corrupt/b/y.log.gz", b"stale", metadata={"old": "1"})
+        await writable_store.copy("a/x.log.gz", "corrupt/a/x.log.gz")  # a new directory
+        await writable_store.copy("b/y.log.gz", "corrupt/b/y.log.gz")  # over an object
+        copied = await writable_store.info("corrupt/a/x.log.gz")
+        assert (await writable_store.get_bytes("corrupt/a/x.log.gz"), dict(copied.metadata)) == (
+            b"first",
+            META,
+        )
+        replaced = await writable_store.info("corrupt/b/y.log.gz")
+        assert (await writable_store.get_bytes("corrupt/b/y.log.gz"), dict(replaced.metadata)) == (
+            b"plain",
+            {},
+        )
+        assert await writable_store.get_bytes("a/x.log.gz") == b"first"  # still there
+        with pytest.raises(NotFound):
+            await writable_store.copy("missing", "elsewhere")
+
+    run(scenario())
+
+
 def test_object_larger_than_an_upload_part(writable_store: Store) -> None:
     """Over obstore's 5 MiB part size: cloud and local stores upload it in parts, the memory
     store in one whole put; every store gives back the same bytes and metadata."""

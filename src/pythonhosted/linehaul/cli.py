@@ -12,9 +12,9 @@ from typing import Any, BinaryIO, TypeVar
 
 import click
 
-from pythonhosted.config import Settings
+from pythonhosted.config import Settings, load_settings
 from pythonhosted.linehaul.app import RUNNERS, LinehaulApp
-from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
+from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.monitor import Job, Monitor
@@ -31,8 +31,11 @@ T = TypeVar("T")
 
 
 @click.group()
-def linehaul() -> None:
+@click.pass_context
+def linehaul(ctx: click.Context) -> None:
     """Turn CDN log lines into download analytics rows."""
+    if ctx.obj is None:  # run on its own, not under `pythonhosted`
+        ctx.obj = load_settings()
 
 
 @linehaul.command("parse")
@@ -42,24 +45,39 @@ def linehaul() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write lines that cannot become rows here, verbatim, one per line.",
 )
-def parse_command(files: tuple[Path, ...], unprocessed: Path | None) -> None:
+@click.pass_obj
+def parse_command(settings: Settings, files: tuple[Path, ...], unprocessed: Path | None) -> None:
     """Print one JSON row per event in FILES (gzip'd or plain; stdin when none), in order.
 
-    Events with an ignored user agent (bots, monitors) are dropped. A summary goes to stderr.
+    Events with an ignored user agent (bots, monitors) are dropped; blank lines are skipped
+    and lines over linehaul.max_line_length are cut and counted. A summary goes to stderr.
+    A damaged gzip stops the command (exit status 1) after the rows of the lines before
+    the damage.
     """
     total = Counts()
+    max_line = settings.linehaul.max_line_length
     with ExitStack() as stack:
-        inputs = [_open(stack, path) for path in files] or [sys.stdin.buffer]
+        inputs = [(str(path), _open(stack, path)) for path in files] or [
+            ("stdin", sys.stdin.buffer)
+        ]
         out = sys.stdout.buffer
         rejects: Callable[[bytes], object] | None = None
         if unprocessed is not None:
             rejects = _create(stack, unprocessed).write
-        for stream in inputs:
-            total.add(parse_lines(open_log(stream), out.write, rejects))
+        for name, stream in inputs:
+            lines = LogLines(stream, max_line)
+            total.add(parse_lines(lines, out.write, rejects))
+            total.too_long += lines.cutter.too_long
+            if lines.damage is not None:
+                out.flush()
+                raise click.ClickException(
+                    f"{name} is damaged at compressed byte {lines.damage.offset} "
+                    f"({lines.damage.reason}): stopped after its first {lines.lines} lines"
+                )
         out.flush()
     click.echo(
         f"linehaul parse: {total.rows} rows, {total.ignored} ignored, "
-        f"{total.unprocessable} unprocessable",
+        f"{total.unprocessable} unprocessable{total.extras()}",
         err=True,
     )
 
@@ -194,6 +212,7 @@ def ingest_command(
                 lease_timeout=settings.linehaul.lease_timeout,
                 on_total=bar.total,
                 on_object=bar.advance,
+                max_line_length=settings.linehaul.max_line_length,
             )
         return summary.line()
 

@@ -17,7 +17,8 @@ files edge must fall back to the archive within seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,7 +192,7 @@ class Store:
 
     async def read(
         self, key: str, start: int | None = None, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Open ``key`` (bytes ``start``..``end``-1 when given) and return its chunk iterator.
 
         The request is made, and its errors raised, before this returns: a caller that gets an
@@ -209,7 +210,7 @@ class Store:
             raise _translate(exc, self.label) from exc
         return self._chunks(result)
 
-    async def _chunks(self, result: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, result: Any) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 yield bytes(chunk)
@@ -305,17 +306,37 @@ class Store:
                 raise failure[0] from None
             raise _translate(exc, self.label, write=True) from exc
 
+    async def copy(self, source: str, destination: str) -> None:
+        """Copy ``source`` to ``destination`` in this store, overwriting, with its metadata:
+        the store copies it (S3 and GCS server side), the bytes never come here."""
+        check_key(source)
+        check_key(destination)
+        try:
+            if self.local_root is not None:  # the sidecar first, as put writes it
+                sidecar = META_PREFIX + source + ".json"
+                if await asyncio.to_thread((self.local_root / sidecar).is_file):
+                    await obstore.copy_async(
+                        self.backend, sidecar, META_PREFIX + destination + ".json"
+                    )
+                else:
+                    await self._delete_missing_ok(META_PREFIX + destination + ".json")
+            await obstore.copy_async(self.backend, source, destination)
+        except Exception as exc:
+            raise _translate(exc, self.label, write=True) from exc
+
+    async def _delete_missing_ok(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await obstore.delete_async(self.backend, key)
+
     async def delete(self, key: str) -> None:
         """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
         check_key(key)
         keys = [key, META_PREFIX + key + ".json"] if self.local_root is not None else [key]
-        for name in keys:
-            try:
-                await obstore.delete_async(self.backend, name)
-            except FileNotFoundError:
-                pass
-            except Exception as exc:
-                raise _translate(exc, self.label, write=True) from exc
+        try:
+            for name in keys:
+                await self._delete_missing_ok(name)
+        except Exception as exc:
+            raise _translate(exc, self.label, write=True) from exc
 
     async def list(self, prefix: str = "") -> list[Listed]:
         """Every object under ``prefix`` (sidecars excluded), sorted by key."""
