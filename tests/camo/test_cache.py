@@ -501,6 +501,8 @@ def test_damaged_disk_entry_is_never_served(
     url = host.url(name, cc="max-age=600", size=300_000)
     with cached() as camo:
         camo.get(url)
+        # The entry is committed just after the last byte went out: wait for it, not the stop.
+        wait_until(lambda: metric(camo, "camo_cache_stores_total") == 1)
     [entry_file] = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and len(p.name) == 64]
     data = entry_file.read_bytes()
     damaged = {

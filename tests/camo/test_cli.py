@@ -304,6 +304,9 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         response = httpx.get(sign("/svg"))
         assert response.headers["x-camo-error"] == "127.0.0.2/svg matches deny rule deny||*||/svg"
         assert httpx.get(bind.url() + "/metrics").status_code == 404
+        # each worker claims a cache slot as it starts: both have started before the stop
+        slots = tmp_path / "cache"
+        wait_until(lambda: len([p for p in slots.iterdir() if p.is_dir()]) == 2, timeout=30)
     finally:
         _, stderr = finish_group(process)
     lines = stderr.decode().splitlines()
