@@ -22,10 +22,10 @@ from pythonhosted.files.upload import upload
 from pythonhosted.index.service import build_index
 from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.localdirs import ensure_writable
+from pythonhosted.pipeline import warehouse_url
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.stats_web import create_app as create_stats_web
 from pythonhosted.storage import open_store
-from pythonhosted.warehouse import warehouse_url
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
 

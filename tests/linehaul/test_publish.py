@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
-from pythonhosted.linehaul.ingest import pending
-from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with, table_of
+from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with
+from pythonhosted.pipeline import pending, table_of
 from pythonhosted.storage import Store, open_store
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from pythonhosted.linehaul.cache import Memo
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, bigquery_fields
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
+from pythonhosted.warehouse.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, bigquery_fields
 
 
 def _details(user_agent: str) -> Any:

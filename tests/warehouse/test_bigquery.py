@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from google.cloud.bigquery import client as bigquery_client
 
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
 from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
 from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id, rollup_views_sql
+from pythonhosted.warehouse.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
 from support.fake_bigquery import PUBLIC_SCHEMA, fake_bigquery, schema_mismatch
 
 MIB = 1024 * 1024

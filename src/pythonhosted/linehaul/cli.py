@@ -20,9 +20,9 @@ from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with
-from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse import WarehouseError, warehouse_url
+from pythonhosted.warehouse import WarehouseError
 from pythonhosted.warehouse.duck import DuckDBWarehouse, duckdb_path
 from pythonhosted.warehouse.parquet import export
 from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
@@ -166,7 +166,7 @@ def serve_command(
     """
     settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
     address = _address(settings.linehaul.bind)
-    logs_url, results_url, warehouse_url = linehaul_urls(settings)
+    logs_url, results_url, warehouse_url = pipeline_urls(settings)
     banner = (
         f"linehaul on {address.url()} (logs {logs_url}; results {results_url}; "
         f"warehouse {warehouse_url})"
@@ -200,7 +200,7 @@ def ingest_command(
     if not once:
         _keep_running(settings, "ingest", bind)
         return
-    logs_url, results_url, _ = linehaul_urls(settings)
+    logs_url, results_url, _ = pipeline_urls(settings)
 
     async def one_pass() -> str:
         logs_store = open_store(logs_url, BATCH_TIMEOUTS)
@@ -246,7 +246,7 @@ def publish_command(
     if not once:
         _keep_running(settings, "publish", bind)
         return
-    _, results_url, warehouse_url = linehaul_urls(settings)
+    _, results_url, warehouse_url = pipeline_urls(settings)
     batch = settings.linehaul.publish_batch_files
 
     async def drain() -> str:

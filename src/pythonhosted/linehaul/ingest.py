@@ -49,12 +49,18 @@ from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Counts, ObjectConverte
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.monitor import Monitor, reason
 from pythonhosted.linehaul.schedule import pause
-from pythonhosted.linehaul.stores import linehaul_stores
+from pythonhosted.pipeline import (
+    CORRUPT,
+    ROWS,
+    pending,
+    pipeline_stores,
+    result_files,
+    result_name,
+    too_long_samples,
+)
 from pythonhosted.storage import NotFound, ObjectInfo, StorageError, Store
 
 log = logging.getLogger(__name__)
-SUFFIX = ".log.gz"
-CORRUPT = "corrupt/"
 
 
 @dataclass
@@ -84,23 +90,6 @@ class IngestSummary:
         )
 
 
-def pending(keys: list[str]) -> list[str]:
-    """The log objects among a listing of the log store."""
-    return [
-        key for key in keys if key.endswith(SUFFIX) and not key.startswith((leases.PREFIX, CORRUPT))
-    ]
-
-
-ROWS = "rows"
-"""Metadata of a result file of rows: how many it holds (publish's bookkeeping takes it
-from there instead of counting, when the warehouse can read the file in place)."""
-
-
-def result_name(key: str) -> str:
-    """The name results of log object ``key`` carry: its base name without the suffix."""
-    return key.rsplit("/", 1)[-1].removesuffix(SUFFIX)
-
-
 def result_day(earliest: str | None, fallback_date: str) -> str:
     """``YYYYMMDD`` of the earliest row, else of ``fallback_date`` (``YYYY-MM-DD...``)."""
     return (earliest or fallback_date)[:10].replace("-", "")
@@ -109,20 +98,20 @@ def result_day(earliest: str | None, fallback_date: str) -> str:
 def result_keys(key: str, part: Part, fallback_date: str) -> dict[str, tuple[bytes, int | None]]:
     """The result objects of one part of log object ``key``: result key -> (contents, rows
     for the files of rows), non-empty ones only."""
-    name = result_name(key)
-    day = result_day(part.earliest, fallback_date)
-    folder = "" if part.number == 1 else f"part{part.number}/"
+    downloads, simple, unprocessed = result_files(
+        result_name(key), result_day(part.earliest, fallback_date), part.number
+    )
     out: dict[str, tuple[bytes, int | None]] = {
-        f"processed/{day}/{folder}downloads-{name}.json": (part.downloads, part.download_rows),
-        f"processed/{day}/{folder}simple-{name}.json": (part.simple, part.simple_rows),
-        f"unprocessed/{day}/{folder}{name}.txt": (part.unprocessed, None),
+        downloads: (part.downloads, part.download_rows),
+        simple: (part.simple, part.simple_rows),
+        unprocessed: (part.unprocessed, None),
     }
     return {result: value for result, value in out.items() if value[0]}
 
 
 def samples_key(key: str, day: str) -> str:
     """Where the start of an object's over-long lines goes."""
-    return f"unprocessed/{day}/too-long/{result_name(key)}.txt"
+    return too_long_samples(result_name(key), day)
 
 
 async def _taken_over(kept: leases.Keeper, summary: IngestSummary) -> bool:
@@ -286,7 +275,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) 
     A background job: a failed pass is logged, reported to ``monitor`` and retried next
     interval; the job itself never ends on an error.
     """
-    logs, results, _ = linehaul_stores(settings)
+    logs, results, _ = pipeline_stores(settings)
     owner = leases.worker_id()
     timeout = settings.linehaul.lease_timeout
     log.info("linehaul ingest: worker %s, %s converter", owner, converter_name())

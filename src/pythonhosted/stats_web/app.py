@@ -31,7 +31,7 @@ import duckdb
 from prometheus_client import Counter
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.stats_web import api, badges, data, pages
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.data import DataVersion, Version, last_complete_day
@@ -39,7 +39,7 @@ from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.access import reading
-from pythonhosted.warehouse.base import WarehouseError, warehouse_url
+from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.coverage import coverage, latest_batch_hour, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.stats import Filters, UnknownProject
@@ -99,7 +99,7 @@ class StatsWebApp(Service):
         )
         self._in_flight: tuple[float, datetime | None] = (-IN_FLIGHT_TTL, None)
         self._latest_batch: tuple[int, datetime | None] = (-1, None)
-        self._stores = linehaul_urls(settings)[:2]
+        self._stores = pipeline_urls(settings)[:2]
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
         await self.handle(request.scope, receive, send)

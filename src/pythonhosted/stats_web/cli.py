@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.pipeline import warehouse_url
 from pythonhosted.stats_web.app import create_app
-from pythonhosted.warehouse.base import warehouse_url
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 

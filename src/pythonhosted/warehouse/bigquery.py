@@ -2,7 +2,7 @@
 
 Jobs mirror the reference's configuration: NEWLINE_DELIMITED_JSON, ``ignore_unknown_values``,
 appending to ``{project}.{dataset}.{table}`` for each configured dataset (the reference can
-load into several), with the table schema from :mod:`pythonhosted.linehaul.schema` (tables
+load into several), with the table schema from :mod:`pythonhosted.warehouse.schema` (tables
 are created on first load, partitioned by day on ``timestamp``, like PyPI's).
 
 Exactly once comes from the job ID, derived from dataset, table and file name: BigQuery
@@ -38,9 +38,9 @@ from urllib.parse import urlsplit
 from google.api_core.exceptions import Conflict, GoogleAPIError
 from google.cloud import bigquery
 
-from pythonhosted.linehaul.schema import TABLES, bigquery_fields
 from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
 from pythonhosted.warehouse.mirrors import MIRRORS
+from pythonhosted.warehouse.schema import TABLES, bigquery_fields
 
 JOB_TIMEOUT = 600.0
 

@@ -9,9 +9,9 @@ import click
 import duckdb
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse.base import WarehouseError, warehouse_url
+from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.render import FORMATS, render, render_coverage
@@ -172,7 +172,7 @@ def _coverage(
     fmt: str,
 ) -> None:
     """``stats --coverage``: list the stores for work in flight, then read the warehouse."""
-    logs_url, results_url, _ = linehaul_urls(settings)
+    logs_url, results_url, _ = pipeline_urls(settings)
     try:
         logs_store = open_store(logs or logs_url, BATCH_TIMEOUTS)
         results_store = open_store(results or results_url, BATCH_TIMEOUTS)

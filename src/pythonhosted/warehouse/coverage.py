@@ -25,8 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from pythonhosted.linehaul.ingest import pending
-from pythonhosted.linehaul.publish import PREFIX, table_of
+from pythonhosted.pipeline import RESULTS, pending, table_of
 from pythonhosted.storage import Store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse.duck import LOADED
@@ -74,7 +73,7 @@ async def oldest_in_flight(logs: Store, results: Store) -> datetime | None:
     listed = await logs.list()
     log_keys = set(pending([item.key for item in listed]))
     waiting = [item for item in listed if item.key in log_keys]
-    waiting += [item for item in await results.list(PREFIX) if table_of(item.key)]
+    waiting += [item for item in await results.list(RESULTS) if table_of(item.key)]
     return min(map(_hour_of, waiting), default=None)
 
 

@@ -46,10 +46,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pythonhosted.linehaul.schema import TABLES, Field
 from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
+from pythonhosted.warehouse.schema import TABLES, Field
 
 LOADED = "linehaul_loaded_files"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"

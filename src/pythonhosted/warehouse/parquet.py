@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pythonhosted.linehaul.schema import TABLES
 from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.duck import quote
+from pythonhosted.warehouse.schema import TABLES
 
 
 def write_parquet(warehouse: Path, out: Path) -> list[Path]:
