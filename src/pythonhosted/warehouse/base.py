@@ -59,4 +59,11 @@ def open_warehouse(url: str) -> Warehouse:
         from pythonhosted.warehouse.bigquery import BigQueryWarehouse
 
         return BigQueryWarehouse.from_url(url)
-    raise ValueError(f"unsupported warehouse URL {url!r} (use duckdb:///path or bigquery://…)")
+    if url.startswith(("chdb:", "clickhouse:")):
+        from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
+
+        return ClickHouseWarehouse.from_url(url)
+    raise ValueError(
+        f"unsupported warehouse URL {url!r} "
+        "(use duckdb:///path, bigquery://…, chdb:///path or clickhouse://host:port/database)"
+    )

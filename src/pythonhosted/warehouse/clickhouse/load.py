@@ -1,0 +1,196 @@
+"""The ClickHouse warehouse: ``clickhouse://[user@]host:port/database`` or ``chdb://PATH``.
+
+**Exactly once, by insert tokens.** ClickHouse has no transaction that spans an insert into
+``file_downloads`` and one into a bookkeeping table (its transactions are experimental and
+need Keeper), so the bookkeeping of DuckDB's back end cannot commit with the rows. What
+ClickHouse has instead is made for this: an insert carrying an ``insert_deduplication_token``
+is dropped when a block with that token was inserted before (``MergeTree`` keeps the last
+:data:`~.tables.DEDUPLICATION_WINDOW` tokens per table; replicated and cloud tables keep
+them in Keeper). So each result file is one ``INSERT`` whose token is derived from the table
+and the file name, and:
+
+- the file's rows become **one block**, so one part, which is committed whole or not at all
+  (``min_insert_block_size_rows``/``_bytes`` set far above a result file's size, which
+  ingest caps at about 64 MiB; otherwise ClickHouse would cut the file into blocks whose
+  boundaries need not repeat on a retry);
+- the materialized views (the rollups) dedupe their own blocks by tokens derived from the
+  file's (``deduplicate_blocks_in_dependent_materialized_views``): a crash after the rows'
+  part but before the rollups' part is mended by the retry, which the rows' table drops and
+  the views take;
+- after the insert the name goes into ``linehaul_loaded_files`` (name, table, rows, time), so
+  later passes skip the file without inserting it at all (that table keeps every name, the
+  tokens only a window); a crash between insert and bookkeeping leaves a file whose retry
+  inserts a duplicate token, which is dropped, and then books it.
+
+Why not bookkeeping alone, as in DuckDB: without a shared transaction the bookkeeping cannot
+tell a file loaded just before a crash from one never loaded. The price of tokens: a file
+retried after more than the window's inserts would load again (publish retries on its next
+pass; the window is thousands of files), and on a single-node ``MergeTree`` ClickHouse writes
+a token to its log just before it renames the part into place, so a kill in the
+microseconds between the two would make the retry drop a file that is not there
+(replicated tables commit both in one Keeper transaction). The kill -9 loop in
+``tests/warehouse/test_clickhouse_load.py`` checks rows and rollups after every round.
+
+Rows count per file for the bookkeeping: the file's lines (the insert is all or nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from pythonhosted.warehouse.base import LoadResult, LocalFile
+from pythonhosted.warehouse.clickhouse import tables
+from pythonhosted.warehouse.clickhouse.engines import Engine, open_engine, settings_sql
+from pythonhosted.warehouse.clickhouse.tables import DEFINITION, DEFINITIONS, LOADED, quote
+from pythonhosted.warehouse.schema import TABLES
+
+# Far above a result file (ingest writes parts of about 64 MiB): one block, one part.
+_ONE_BLOCK = 1 << 40
+INSERT_SETTINGS: dict[str, object] = {
+    "async_insert": 0,
+    "insert_deduplicate": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    "min_insert_block_size_rows": _ONE_BLOCK,
+    "min_insert_block_size_bytes": _ONE_BLOCK,
+    "max_insert_block_size": _ONE_BLOCK,
+    "input_format_skip_unknown_fields": 1,
+    "input_format_null_as_default": 1,
+    "date_time_input_format": "best_effort",
+}
+
+
+def token(table: str, name: str) -> str:
+    """The insert token of result file ``name`` in ``table``."""
+    return "linehaul-" + hashlib.sha256(f"{table}\0{name}".encode()).hexdigest()[:40]
+
+
+def insert_sql(table: str, name: str) -> str:
+    """``INSERT`` of one NDJSON result file (columns given: unknown keys are ignored)."""
+    columns = ", ".join(quote(field.name) for field in TABLES[table])
+    settings = settings_sql({**INSERT_SETTINGS, "insert_deduplication_token": token(table, name)})
+    return f"INSERT INTO {quote(table)} ({columns}) {settings} FORMAT JSONEachRow"
+
+
+def ndjson_rows(data: bytes) -> int:
+    """NDJSON lines in ``data``, a last line without its newline included."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def prepare(engine: Engine) -> None:
+    """Create what is missing: tables (and columns the schema gained), bookkeeping, rollups
+    and their views; rebuild the rollups when they were made by another definition."""
+    for table in TABLES:
+        engine.command(tables.create_table_sql(table))
+        existing = engine.rows(
+            "SELECT name, type FROM system.columns "
+            "WHERE database = currentDatabase() AND table = {table:String}",
+            {"table": table},
+        )
+        for statement in tables.alter_columns_sql(table, dict(existing)):
+            engine.command(statement)
+    for statement in (
+        tables.BOOKKEEPING,
+        tables.ROLLUPS_TABLE,
+        tables.PROJECTS_TABLE,
+        tables.DEFINITIONS_TABLE,
+    ):
+        engine.command(statement)
+    found = engine.rows(f"SELECT definition FROM {DEFINITIONS} ORDER BY made_at DESC LIMIT 1")
+    if found and found[0][0] == DEFINITION:
+        for statement in tables.views_sql():
+            engine.command(statement)
+        return
+    has_rows = bool(engine.rows("SELECT 1 FROM file_downloads LIMIT 1"))
+    if found or has_rows:
+        rebuild(engine)
+    else:
+        for statement in tables.views_sql():
+            engine.command(statement)
+        engine.command(
+            f"INSERT INTO {DEFINITIONS} VALUES ({{d:String}}, now64(3))", {"d": DEFINITION}
+        )
+
+
+def rebuild(engine: Engine) -> None:
+    """Recompute rollups and names from every row, under the current definition.
+
+    The views are dropped first and made again after, so run it while nothing loads (the
+    ``linehaul rollup --rebuild`` command, or a publish opening the warehouse).
+    """
+    engine.command(f"DROP VIEW IF EXISTS {tables.ROLLUPS_VIEW}")
+    engine.command(f"DROP VIEW IF EXISTS {tables.PROJECTS_VIEW}")
+    engine.command(f"TRUNCATE TABLE {tables.ROLLUPS}")
+    engine.command(f"TRUNCATE TABLE {tables.PROJECTS}")
+    engine.command(f"INSERT INTO {tables.ROLLUPS} {tables.rollup_select()}")
+    engine.command(f"INSERT INTO {tables.PROJECTS} {tables.projects_select()}")
+    for statement in tables.views_sql():
+        engine.command(statement)
+    engine.command(f"TRUNCATE TABLE {DEFINITIONS}")
+    engine.command(f"INSERT INTO {DEFINITIONS} VALUES ({{d:String}}, now64(3))", {"d": DEFINITION})
+
+
+class ClickHouseWarehouse:
+    """Result files into ClickHouse, each once (see the module doc)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        try:
+            prepare(engine)
+        except BaseException:
+            engine.close()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str) -> ClickHouseWarehouse:
+        return cls(open_engine(url))
+
+    def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
+        """Each file not booked yet: one deduplicated insert, then its bookkeeping."""
+        return self._load(table, [(name, data, ndjson_rows(data)) for name, data in files])
+
+    def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
+        """Files on this machine: chDB reads them where they lie; the rows of each are its
+        lines (counted, as a writer's hint cannot be checked against a per-file insert)."""
+        return self._load(
+            table, [(file.name, file.path, ndjson_rows(file.path.read_bytes())) for file in files]
+        )
+
+    def _load(self, table: str, files: list[tuple[str, Path | bytes, int]]) -> LoadResult:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        names = [name for name, _, _ in files]
+        booked = {
+            row[0]
+            for row in self.engine.rows(
+                f"SELECT name FROM {LOADED} WHERE name IN {{names:Array(String)}}",
+                {"names": names},
+            )
+        }
+        result = LoadResult(skipped=[name for name in names if name in booked])
+        done: list[tuple[str, int]] = []
+        try:
+            for name, source, rows in files:
+                if name in booked:
+                    continue
+                self.engine.insert(insert_sql(table, name), source)
+                done.append((name, rows))
+                result.rows += rows
+        finally:
+            if done:  # books what went in, also when a later file failed
+                self.engine.command(
+                    f"INSERT INTO {LOADED} SELECT tupleElement(f, 1), {{table:String}}, "
+                    "tupleElement(f, 2), now64(3) "
+                    "FROM (SELECT arrayJoin(arrayZip({names:Array(String)}, "
+                    "{rows:Array(UInt64)})) AS f)",
+                    {"table": table, "names": [n for n, _ in done], "rows": [r for _, r in done]},
+                )
+        result.loaded = [name for name, _ in done]
+        return result
+
+    def rebuild_rollups(self) -> None:
+        rebuild(self.engine)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,200 @@
+"""The warehouse's tables in ClickHouse, made from :mod:`pythonhosted.warehouse.schema`.
+
+Column types mirror the BigQuery schema: STRING -> ``Nullable(String)`` (``LowCardinality``
+for the columns of few distinct values named in :data:`FEW_VALUES`), TIMESTAMP ->
+``Nullable(DateTime64(6, 'UTC'))`` (microseconds, as BigQuery's), BOOLEAN ->
+``Nullable(Bool)``, INTEGER -> ``Nullable(Int64)``, FLOAT -> ``Nullable(Float64)``, DATE ->
+``Nullable(Date32)``, RECORD -> a named ``Tuple`` of its members, REPEATED -> ``Array``. A
+table or column added to the schema reaches ClickHouse the same way: tables are created from
+it, a column the table lacks is added and a RECORD that gained members is modified
+(``ALTER TABLE ... ADD COLUMN`` / ``MODIFY COLUMN``).
+
+One difference from BigQuery and DuckDB: ClickHouse has no nullable tuple in its stable
+types, so a null RECORD is stored as a record of nulls (``details: null`` reads back as
+``details.installer.name`` null, as it would anyway). Nothing we query tells the two apart.
+
+Row tables are ``MergeTree`` ordered by ``(project, timestamp)``, as clickpy orders its
+``pypi`` table: a project's rows sit together, so the queries of one project read few
+granules. They keep the last :data:`DEDUPLICATION_WINDOW` insert tokens (see
+:mod:`.load` for why).
+
+The rollups are clickpy's design: a ``SummingMergeTree`` target fed by a materialized view
+(``download_rollups_mv``) on every insert into ``file_downloads``. ClickHouse runs the view
+on each inserted block and sums rows of one key in the background; readers sum again, so
+they never depend on when merges happen. ``project_names`` is a ``ReplacingMergeTree`` fed
+the same way. The view's query is :func:`rollup_select`, which ``rebuild`` also runs over
+all rows.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pythonhosted.warehouse.mirrors import MIRRORS
+from pythonhosted.warehouse.rollups import DIMENSIONS
+from pythonhosted.warehouse.schema import TABLES, Field
+
+LOADED = "linehaul_loaded_files"
+ROLLUPS = "download_rollups"
+ROLLUPS_VIEW = "download_rollups_mv"
+PROJECTS = "project_names"
+PROJECTS_VIEW = "project_names_mv"
+DEFINITIONS = "warehouse_definition"
+DEDUPLICATION_WINDOW = 10_000
+# Columns of few distinct values (countries, installers, Pythons, ...): dictionary-encoded.
+FEW_VALUES = frozenset(
+    {
+        "country_code",
+        "tls_protocol",
+        "tls_cipher",
+        "file.type",
+        "details.installer.name",
+        "details.installer.version",
+        "details.python",
+        "details.implementation.name",
+        "details.implementation.version",
+        "details.distro.name",
+        "details.distro.version",
+        "details.distro.id",
+        "details.distro.libc.lib",
+        "details.distro.libc.version",
+        "details.system.name",
+        "details.system.release",
+        "details.cpu",
+        "details.openssl_version",
+        "details.setuptools_version",
+        "details.rustc_version",
+    }
+)
+_SCALARS = {
+    "STRING": "String",
+    "TIMESTAMP": "DateTime64(6, 'UTC')",
+    "BOOLEAN": "Bool",
+    "BOOL": "Bool",
+    "INTEGER": "Int64",
+    "INT64": "Int64",
+    "FLOAT": "Float64",
+    "FLOAT64": "Float64",
+    "DATE": "Date32",
+}
+# PEP 503 names and Python major.minor, in ClickHouse's functions.
+NORMALIZED = "lower(replaceRegexpAll(project, '[-_.]+', '-'))"
+PYTHON_MINOR = "nullIf(extract(details.python, '^[0-9]+\\\\.[0-9]+'), '')"
+_MIRRORS = ", ".join("'" + name.replace("'", "\\'") + "'" for name in MIRRORS)
+MIRROR = f"ifNull(details.installer.name IN ({_MIRRORS}), false)"
+# The rollup dimensions of :mod:`pythonhosted.warehouse.rollups`, in ClickHouse's dialect.
+DIMENSION_SQL: dict[str, str] = {
+    "version": "file.version",
+    "installer": "details.installer.name",
+    "python": PYTHON_MINOR,
+    "system": "details.system.name",
+    "country": "country_code",
+}
+assert set(DIMENSION_SQL) == set(DIMENSIONS)
+DEFINITION = f"clickhouse 1;dimensions={','.join(DIMENSION_SQL)};mirrors={','.join(MIRRORS)}"
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def column_type(field: Field, path: str = "") -> str:
+    """A schema field's ClickHouse type (see the module doc)."""
+    dotted = path + field.name
+    repeated = str(field.mode) == "REPEATED"  # BigQuery's third mode, should the schema use it
+    if field.type == "RECORD":
+        members = ", ".join(f"{quote(f.name)} {column_type(f, dotted + '.')}" for f in field.fields)
+        kind = f"Tuple({members})"
+        return f"Array({kind})" if repeated else kind
+    try:
+        scalar = _SCALARS[field.type]
+    except KeyError:
+        raise ValueError(f"no ClickHouse type for {dotted} ({field.type})") from None
+    if repeated:
+        return f"Array({scalar})"
+    kind = f"Nullable({scalar})"
+    return f"LowCardinality({kind})" if dotted in FEW_VALUES else kind
+
+
+def columns_sql(table: str) -> str:
+    return ", ".join(f"{quote(f.name)} {column_type(f)}" for f in TABLES[table])
+
+
+def create_table_sql(table: str) -> str:
+    names = {field.name for field in TABLES[table]}
+    order = [name for name in ("project", "timestamp") if name in names]
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table)}) ENGINE = MergeTree "
+        f"ORDER BY ({', '.join(map(quote, order))}) "
+        f"SETTINGS allow_nullable_key = 1, "
+        f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+    )
+
+
+def _same_type(one: str, other: str) -> bool:
+    """Type names equal but for quoting and layout (ClickHouse prints them either way)."""
+    return re.sub(r"[\s`]", "", one) == re.sub(r"[\s`]", "", other)
+
+
+def alter_columns_sql(table: str, existing: dict[str, str]) -> list[str]:
+    """Statements that bring a table made by an older release (``existing``: its columns'
+    types) to the schema: columns added, and columns whose type changed (a RECORD that
+    gained a member) modified."""
+    statements = []
+    for f in TABLES[table]:
+        wanted = column_type(f)
+        if f.name not in existing:
+            statements.append(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(f.name)} {wanted}")
+        elif not _same_type(existing[f.name], wanted):
+            statements.append(f"ALTER TABLE {quote(table)} MODIFY COLUMN {quote(f.name)} {wanted}")
+    return statements
+
+
+def rollup_select(source: str = "file_downloads") -> str:
+    """The rollup rows of ``source``'s rows: per day, project, mirror and CI flag, the total
+    (dimension ``''``) and the count per value of each dimension, in one scan."""
+    pairs = ", ".join(
+        ["('', CAST(NULL AS Nullable(String)))"]
+        + [f"('{name}', CAST({sql} AS Nullable(String)))" for name, sql in DIMENSION_SQL.items()]
+    )
+    return (
+        "SELECT day, normalized AS project, pair.1 AS dimension, pair.2 AS value, mirror, ci, "
+        "toInt64(count()) AS downloads FROM ("
+        f"SELECT toDate(timestamp) AS day, {NORMALIZED} AS normalized, {MIRROR} AS mirror, "
+        f"details.ci AS ci, arrayJoin([{pairs}]) AS pair FROM {source}"
+        ") GROUP BY day, normalized, dimension, value, mirror, ci"
+    )
+
+
+def projects_select(source: str = "file_downloads") -> str:
+    return f"SELECT DISTINCT project AS name, {NORMALIZED} AS normalized FROM {source}"
+
+
+BOOKKEEPING = (
+    f"CREATE TABLE IF NOT EXISTS {LOADED} (name String, table_name LowCardinality(String), "
+    "rows UInt64, loaded_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY name"
+)
+ROLLUPS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (day Date, project String, "
+    "dimension LowCardinality(String), value Nullable(String), mirror Bool, ci Nullable(Bool), "
+    "downloads Int64) ENGINE = SummingMergeTree(downloads) "
+    "ORDER BY (project, dimension, day, value, mirror, ci) "
+    f"SETTINGS allow_nullable_key = 1, non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+)
+PROJECTS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {PROJECTS} (name String, normalized String) "
+    "ENGINE = ReplacingMergeTree ORDER BY (normalized, name) "
+    f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+)
+DEFINITIONS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {DEFINITIONS} (definition String, made_at DateTime64(3, 'UTC')) "
+    "ENGINE = MergeTree ORDER BY made_at"
+)
+
+
+def views_sql() -> list[str]:
+    return [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ROLLUPS_VIEW} TO {ROLLUPS} AS {rollup_select()}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {PROJECTS_VIEW} TO {PROJECTS} "
+        f"AS {projects_select()}",
+    ]

@@ -1,0 +1,220 @@
+"""The ClickHouse warehouse on chDB (ClickHouse's engine in process), for real: tables from
+the schema, each file loaded once, a crash between insert and bookkeeping, the rollups'
+materialized views against DuckDB's rollups of the same files, and kill -9 in a loop."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
+from pythonhosted.warehouse import rollups as duck_rollups
+from pythonhosted.warehouse.clickhouse import tables
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
+from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse, insert_sql
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+from pythonhosted.warehouse.schema import TABLES, Field
+from support.linehaul_data import gz
+from support.stats_data import random_lines
+
+PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "zope.interface"]
+ROW = (
+    b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/a","project":"p",'
+    b'"file":{"filename":"a","project":"p","version":"1","type":"sdist"},'
+    b'"details":null,"unknown":{"x":1}}\n'
+)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[ClickHouseWarehouse]:
+    opened = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _scalar(warehouse: ClickHouseWarehouse, sql: str) -> object:
+    ((value,),) = warehouse.engine.rows(sql)
+    return value
+
+
+def test_each_file_is_loaded_once(warehouse: ClickHouseWarehouse) -> None:
+    name = "processed/20210107/downloads-a.json"
+    first = warehouse.load("file_downloads", [(name, ROW * 3)])
+    assert (first.rows, first.loaded, first.skipped) == (3, [name], [])
+    again = warehouse.load("file_downloads", [(name, ROW * 3)])
+    assert (again.rows, again.loaded, again.skipped) == (0, [], [name])
+    assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 3
+    assert warehouse.engine.rows("SELECT name, table_name, rows FROM linehaul_loaded_files") == [
+        (name, "file_downloads", 3)
+    ]
+    # unknown keys are ignored; a null record is a record of nulls (see tables.py)
+    assert warehouse.engine.rows(
+        "SELECT timestamp, url, project, file.version, details.installer.name, details.ci "
+        "FROM file_downloads LIMIT 1"
+    ) == [(datetime(2021, 1, 7, 20, 54, 54), "/a", "p", "1", None, None)]
+
+
+def test_a_crash_between_insert_and_bookkeeping_loads_the_file_once(
+    warehouse: ClickHouseWarehouse,
+) -> None:
+    """The rows (and the rollups' view) went in, the bookkeeping did not: the retry's insert
+    carries the same token, so the rows and the rollups are there once, and it is booked."""
+    name = "processed/20210107/downloads-a.json"
+    warehouse.engine.insert(insert_sql("file_downloads", name), ROW * 5)
+    retried = warehouse.load("file_downloads", [(name, ROW * 5)])
+    assert (retried.rows, retried.loaded) == (5, [name])
+    assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 5
+    assert (
+        _scalar(warehouse, "SELECT sum(downloads) FROM download_rollups WHERE dimension = ''") == 5
+    )
+    assert warehouse.load("file_downloads", [(name, ROW * 5)]).skipped == [name]
+
+
+def test_a_crash_after_the_rows_before_the_rollups_is_mended_by_the_retry(
+    warehouse: ClickHouseWarehouse,
+) -> None:
+    """The rows' part committed without the view's (the view is away while they go in):
+    the retry's rows are dropped as a duplicate, the view takes them, once."""
+    name = "processed/20210107/downloads-a.json"
+    engine = warehouse.engine
+    engine.command("DROP VIEW download_rollups_mv")
+    engine.insert(insert_sql("file_downloads", name), ROW * 4)
+    for statement in tables.views_sql():
+        engine.command(statement)
+    assert _scalar(warehouse, "SELECT count() FROM download_rollups") == 0
+    warehouse.load("file_downloads", [(name, ROW * 4)])
+    warehouse.load("file_downloads", [(name, ROW * 4)])
+    assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 4
+    assert _scalar(warehouse, "SELECT sum(downloads) FROM download_rollups") == 4 * 6
+
+
+def test_a_file_becomes_one_part(warehouse: ClickHouseWarehouse) -> None:
+    """One file, one block, one part: what makes a token stand for the whole file."""
+    rng = random.Random(3)
+    lines = random_lines(rng, 30_000, PROJECTS, date(2024, 12, 20), 40)
+    warehouse.engine.command("SYSTEM STOP MERGES file_downloads")
+    warehouse.load("file_downloads", [("d.json", convert(gz(lines)).downloads)])
+    assert warehouse.engine.rows(
+        "SELECT count(), sum(rows) FROM system.parts WHERE active AND table = 'file_downloads'"
+    ) == [(1, 30_000)]
+
+
+def test_a_bad_file_fails_alone_and_loads_nothing(warehouse: ClickHouseWarehouse) -> None:
+    good = ("processed/x/downloads-good.json", ROW)
+    bad = ("processed/x/downloads-bad.json", ROW + b"{not json\n")
+    with pytest.raises(WarehouseError) as failed:
+        warehouse.load("file_downloads", [good, bad])
+    assert str(failed.value).startswith(f"{warehouse.engine.name}: Code: ")
+    assert "\n" not in str(failed.value)
+    assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 1  # the good one
+    assert warehouse.engine.rows("SELECT name FROM linehaul_loaded_files") == [(good[0],)]
+
+
+def test_local_files_are_read_where_they_lie(
+    warehouse: ClickHouseWarehouse, tmp_path: Path
+) -> None:
+    path = tmp_path / "it's [a] file.json"  # quotes and glob characters in the path
+    path.write_bytes(ROW * 2 + ROW.rstrip(b"\n"))  # no newline at the end
+    result = warehouse.load_local("file_downloads", [LocalFile("processed/x/y.json", path, rows=9)])
+    assert (result.rows, result.loaded) == (3, ["processed/x/y.json"])
+    assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 3
+
+
+def test_tables_follow_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column added to the schema reaches a warehouse made before it: created, typed,
+    loaded."""
+    first = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    first.close()
+    extra = Field("distribution_size", "INTEGER")  # type: ignore[arg-type]
+    nested = replace(
+        TABLES["file_downloads"][4], fields=(*TABLES["file_downloads"][4].fields, extra)
+    )
+    changed = tuple(nested if f.name == "file" else f for f in TABLES["file_downloads"])
+    monkeypatch.setitem(TABLES, "file_downloads", (*changed, Field("sha256", "STRING")))
+    second = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    try:
+        row = ROW.replace(b'"type":"sdist"}', b'"type":"sdist","distribution_size":12}')
+        row = row.replace(b'"details"', b'"sha256":"ab","details"')
+        second.load("file_downloads", [("x.json", row)])
+        assert second.engine.rows("SELECT file.distribution_size, sha256 FROM file_downloads") == [
+            (12, "ab")
+        ]
+        types = dict(
+            second.engine.rows(
+                "SELECT name, type FROM system.columns WHERE table = 'file_downloads'"
+            )
+        )
+        assert types["sha256"] == "Nullable(String)"
+        assert types["timestamp"] == "Nullable(DateTime64(6, 'UTC'))"
+        assert types["country_code"] == "LowCardinality(Nullable(String))"
+    finally:
+        second.close()
+
+
+def test_urls(tmp_path: Path) -> None:
+    opened = open_warehouse(f"chdb://{tmp_path}/w")
+    assert isinstance(opened, ClickHouseWarehouse)
+    with pytest.raises(WarehouseError) as refused:  # chDB: one database per process
+        open_warehouse(f"chdb://{tmp_path}/other")
+    assert "holds one database per process" in str(refused.value)
+    opened.close()
+    for url in ("chdb:", "clickhouse://", "clickhouse://host:9000", "clickhouse://u:p@h:1/db"):
+        with pytest.raises(ValueError):
+            open_warehouse(url)
+
+
+def _duckdb_rollups(path: Path) -> set[tuple[object, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT {duck_rollups.KEY}, sum(downloads) FROM {duck_rollups.ROLLUPS} "
+            "GROUP BY ALL HAVING sum(downloads) > 0"
+        ).fetchall()
+    finally:
+        con.close()
+    return set(rows)
+
+
+def test_rollups_agree_with_duckdbs(tmp_path: Path) -> None:
+    """The same files into both engines: the materialized views' sums are DuckDB's rollups,
+    key for key (two independent implementations of one definition)."""
+    rng = random.Random(7)
+    files = [
+        (
+            f"d{n}.json",
+            convert(
+                gz(random_lines(rng, 3000, PROJECTS, date(2024, 12, 20), 40, start=n * 3000))
+            ).downloads,
+        )
+        for n in range(4)
+    ]
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        for file in files:
+            duck.load("file_downloads", [file])
+    finally:
+        duck.close()
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    try:
+        for file in files:
+            house.load("file_downloads", [file])
+        ours = set(
+            house.engine.rows(
+                "SELECT day, project, dimension, value, mirror, ci, sum(downloads) "
+                "FROM download_rollups GROUP BY ALL HAVING sum(downloads) > 0"
+            )
+        )
+        names = set(house.engine.rows("SELECT name, normalized FROM project_names FINAL"))
+    finally:
+        house.close()
+    assert ours == _duckdb_rollups(tmp_path / "w.duckdb")
+    assert names == {(p, p.lower().replace("_", "-").replace(".", "-")) for p in PROJECTS}
