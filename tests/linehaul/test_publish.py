@@ -20,6 +20,7 @@ from pythonhosted.cli import main
 from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with
 from pythonhosted.pipeline import pending, table_of
 from pythonhosted.storage import Store, open_store
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
 
@@ -280,3 +281,38 @@ def test_a_stop_ends_the_pass_after_the_group_under_way(tmp_path: Path) -> None:
     assert (summary.files, summary.rows) == (1, 0)
     left = [item.key for item in asyncio.run(results.list())]
     assert left == ["processed/20210107/simple-x.json"]
+
+
+def test_sigkill_of_publish_into_chdb_loses_and_duplicates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ClickHouse's exactly-once (insert tokens, then bookkeeping) under kill -9: publish
+    into chDB killed at random moments of its loads, again and again, then run to the end;
+    every download is there once, in the rows and in the rollups' materialized view.
+    Passes of 3 files, so the loop sees progress (and kills) between and inside many."""
+    monkeypatch.setenv("PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES", "3")
+    rng = random.Random("chdb")
+    logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    expected = seed_unique(open_store(logs_url), objects=24, lines=2000)
+    _finish("ingest", "--logs", logs_url, "--results", results_url)
+    warehouse = f"chdb://{tmp_path}/ch"
+    publish = ["publish", "--results", results_url, "--warehouse", warehouse]
+    kills = _kill_loop(publish, 10, rng, _left(open_store(results_url), _result_files))
+    _finish(*publish)
+    assert kills >= 3
+    engine = ChdbEngine(tmp_path / "ch")
+    try:
+        assert engine.rows("SELECT count(), uniqExact(url) FROM file_downloads") == [
+            (expected, expected)
+        ]
+        assert engine.rows(
+            "SELECT dimension, sum(downloads) FROM download_rollups GROUP BY dimension "
+            "ORDER BY dimension"
+        ) == [
+            (name, expected) for name in ("", "country", "installer", "python", "system", "version")
+        ]
+        assert engine.rows("SELECT count(), sum(rows) FROM linehaul_loaded_files FINAL") == [
+            (24, expected)
+        ]
+    finally:
+        engine.close()

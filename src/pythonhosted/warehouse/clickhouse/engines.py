@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
 
 from pythonhosted.warehouse.base import WarehouseError
 
@@ -84,10 +86,30 @@ def param_text(value: object, *, nested: bool = False) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A value from Arrow as the HTTP client gives it: datetimes naive UTC."""
+    """A value as both engines give it: datetimes naive UTC."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.replace(tzinfo=None)
     return value
+
+
+def _converter(kind: str) -> Callable[[Any], Any]:
+    """From a JSON value of ClickHouse type ``kind`` to what clickhouse-connect gives."""
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if kind.startswith(wrapper):
+            inner = _converter(kind[len(wrapper) : -1])
+            return lambda value: None if value is None else inner(value)
+    if kind.startswith("Array("):
+        item = _converter(kind[len("Array(") : -1])
+        return lambda value: [item(each) for each in value]
+    if kind in ("Date", "Date32"):
+        return date.fromisoformat
+    if kind.startswith("DateTime"):
+        return datetime.fromisoformat
+    if kind.startswith(("Int", "UInt")):
+        return int
+    if kind.startswith("Float"):
+        return float
+    return lambda value: value  # String, Bool (JSON's own), Tuple (a list)
 
 
 @dataclass
@@ -113,9 +135,15 @@ class ChdbEngine:
         self._run(sql, params, "CSV")
 
     def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        table = self._run(sql, params, "ArrowTable")
-        columns = [table.column(index).to_pylist() for index in range(table.num_columns)]
-        return [tuple(_plain(value) for value in row) for row in zip(*columns, strict=True)]
+        """Read as JSON with the column types, converted here: Arrow would be shorter, but
+        its first use in a process costs a second of imports (pyarrow, pandas)."""
+        result = self._run(sql, params, "JSONCompact")
+        answer = orjson.loads(result.bytes()) if len(result.bytes()) else {"meta": [], "data": []}
+        converters = [_converter(column["type"]) for column in answer["meta"]]
+        return [
+            tuple(convert(value) for convert, value in zip(converters, row, strict=True))
+            for row in answer["data"]
+        ]
 
     def insert(self, sql: str, source: Path | bytes) -> None:
         """The data is read from a file by the engine itself (``FROM INFILE``): no copy
