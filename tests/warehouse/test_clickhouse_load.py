@@ -12,7 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from click.testing import CliRunner
 
+from pythonhosted.cli import main
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
 from pythonhosted.warehouse import rollups as duck_rollups
@@ -218,3 +220,46 @@ def test_rollups_agree_with_duckdbs(tmp_path: Path) -> None:
         house.close()
     assert ours == _duckdb_rollups(tmp_path / "w.duckdb")
     assert names == {(p, p.lower().replace("_", "-").replace(".", "-")) for p in PROJECTS}
+
+
+def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    lines = random_lines(rng, 2000, ["alpha", "beta"], date(2024, 12, 1), 20)
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        house.load("file_downloads", [("a.json", convert(gz(lines)).downloads)])
+        duck.load("file_downloads", [("a.json", convert(gz(lines)).downloads)])
+    finally:
+        house.close()
+        duck.close()
+    outputs = []
+    for url in (f"chdb://{tmp_path}/ch", f"duckdb://{tmp_path}/w.duckdb"):
+        args = ["stats", "alpha", "--start", "2024-12-01", "--end", "2024-12-20"]
+        out = CliRunner().invoke(
+            main, [*args, "--by", "installer", "python", "--format", "csv", "--warehouse", url]
+        )
+        assert out.exit_code == 0, out.output
+        top = CliRunner().invoke(
+            main,
+            [
+                "stats",
+                "--top",
+                "2",
+                "--start",
+                "2024-12-01",
+                "--end",
+                "2024-12-20",
+                "--format",
+                "json",
+                "--warehouse",
+                url,
+            ],
+        )
+        assert top.exit_code == 0, top.output
+        outputs.append((out.stdout, top.stdout))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0].startswith("installer,python,download_count,percent\n")
+    missing = CliRunner().invoke(main, ["stats", "alpha", "--warehouse", f"chdb://{tmp_path}/none"])
+    assert missing.exit_code == 1
+    assert missing.output.startswith(f"Error: no warehouse at {tmp_path}/none")

@@ -12,10 +12,12 @@ from pythonhosted.config import Settings
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse.base import WarehouseError
+from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
+from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.render import FORMATS, render, render_coverage
-from pythonhosted.warehouse.stats import FIELDS, EmptyWarehouse, Filters, breakdown
+from pythonhosted.warehouse.stats import FIELDS, Breakdown, EmptyWarehouse, Filters, breakdown
 
 
 class BadUsage(click.ClickException):
@@ -84,7 +86,11 @@ def _source(settings: Settings, flag: str | None) -> str:
 )
 @click.option("--include-ci/--exclude-ci", default=True, help="Count CI downloads [include].")
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
-@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option(
+    "--warehouse",
+    help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
+    "[linehaul.warehouse, duckdb://DATA/...].",
+)
 @click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
 @click.option("--logs", help="With --coverage: log store URL [as linehaul ingest].")
 @click.option("--results", help="With --coverage: results store URL [as linehaul publish].")
@@ -139,9 +145,11 @@ def stats(
     if first is not None and first > last:
         raise BadUsage(f"--start {first} is after --end {last}")
     url = warehouse or warehouse_url(settings)
-    if not url.startswith("duckdb:"):
-        raise click.ClickException(f"stats reads DuckDB warehouses only, not {url!r}")
+    if not url.startswith(("duckdb:", "chdb:", "clickhouse:")):
+        raise click.ClickException(f"stats reads DuckDB and ClickHouse warehouses, not {url!r}")
     if show_coverage:
+        if not url.startswith("duckdb:"):
+            raise click.ClickException("--coverage reads DuckDB warehouses only")
         assert first is not None  # --all-time was refused
         by_unit = fields[0] if fields else "hour"
         _coverage(settings, logs, results, url, first, last, by_unit, fmt)
@@ -153,12 +161,37 @@ def stats(
     span = f"{first} to {last}" if first else f"all time to {last}"
     filters = Filters(mirrors=include_mirrors, ci=include_ci)
     try:
-        result = breakdown(duckdb_path(url), project, fields, first, last, top, filters)
+        if url.startswith("duckdb:"):
+            result = breakdown(duckdb_path(url), project, fields, first, last, top, filters)
+        else:
+            result = clickhouse_breakdown(url, project, fields, first, last, top, filters)
     except EmptyWarehouse as exc:
         raise click.ClickException(f"{exc} ({_source(settings, warehouse)})") from exc
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(render(result, fmt, f"{title}, {span}"), nl=False)
+
+
+def clickhouse_breakdown(
+    url: str,
+    project: str | None,
+    fields: list[str],
+    first: date | None,
+    last: date,
+    top: int | None,
+    filters: Filters,
+) -> Breakdown:
+    """:func:`breakdown` of a ClickHouse warehouse (a chDB directory must exist already)."""
+    if url.startswith("chdb:") and not chdb_path(url).is_dir():
+        raise EmptyWarehouse(f"no warehouse at {chdb_path(url)}")
+    try:
+        engine = open_engine(url)
+    except ValueError as exc:
+        raise BadUsage(str(exc)) from exc
+    try:
+        return clickhouse_stats.breakdown(engine, project, fields, first, last, top, filters)
+    finally:
+        engine.close()
 
 
 def _coverage(

@@ -144,7 +144,7 @@ def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3)
     return [row[0] for row in rows]
 
 
-def _rollup_dimension(fields: list[str]) -> str | None:
+def rollup_dimension(fields: list[str]) -> str | None:
     """The rollup dimension that answers ``fields`` ('' for time alone), else None."""
     others = [name for name in fields if name not in TIME_FIELDS and name not in ("ci",)]
     if len(others) > 1 or len(set(fields)) != len(fields):
@@ -188,7 +188,7 @@ def query_breakdown(
 ) -> Breakdown:
     """:func:`breakdown` on an open connection, for a checked normalised project name."""
     grouped = [name for name in fields if name != "project"] if normalized is None else fields
-    dimension = _rollup_dimension(grouped)
+    dimension = rollup_dimension(grouped)
     top = normalized is None and "project" in fields
     if dimension is not None and (normalized is not None or top):
         sql, params = _rollup_sql(normalized, fields, dimension, start, end, filters)

@@ -34,6 +34,7 @@ from pythonhosted.warehouse.base import WarehouseError
 LOCK_WAIT = 10.0
 HTTP_PORT = 8123
 Params = Mapping[str, object]
+_MISSING = "{scheme}:// warehouses need an optional part: pip install 'pythonhosted[{extra}]'"
 
 
 class Engine(Protocol):
@@ -186,7 +187,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _acquire(path: Path) -> Any:
     """This process's session of ``path``, opened if needed (see the module doc)."""
-    from chdb.session import Session
+    try:
+        from chdb.session import Session
+    except ImportError as exc:
+        raise WarehouseError(_MISSING.format(scheme="chdb", extra="chdb")) from exc
 
     with _HELD_LOCK:
         held = _HELD.get(path)
@@ -299,8 +303,11 @@ class ServerAddress:
 
 def open_http(address: ServerAddress, password: str = "") -> HttpEngine:
     """A client of the server, with the database created if missing."""
-    import clickhouse_connect
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+    try:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+    except ImportError as exc:
+        raise WarehouseError(_MISSING.format(scheme="clickhouse", extra="clickhouse")) from exc
 
     name = f"clickhouse://{address.user}@{address.host}:{address.port}/{address.database}"
     try:

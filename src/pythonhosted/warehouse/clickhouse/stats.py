@@ -1,0 +1,332 @@
+"""``pythonhosted stats`` and the stats web's questions, asked of ClickHouse.
+
+The same questions as :mod:`pythonhosted.warehouse.stats` and ``stats_web/data.py`` ask of
+DuckDB, with the same answers (the tests load the same files into both engines and compare
+every answer): a breakdown by time and at most one rolled-up field reads the rollups (the
+``SummingMergeTree`` the materialized view fills; rows of one key are summed here, as merges
+happen whenever ClickHouse likes), any other breakdown is one ``GROUP BY`` over the rows,
+which sit ordered by project, so one project's rows are a few granules of the table.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from pythonhosted.warehouse.base import WarehouseError
+from pythonhosted.warehouse.clickhouse.engines import Engine
+from pythonhosted.warehouse.clickhouse.tables import (
+    LOADED,
+    MIRROR,
+    NORMALIZED,
+    PROJECTS,
+    PYTHON_MINOR,
+    ROLLUPS,
+)
+from pythonhosted.warehouse.stats import (
+    FIELDS,
+    TIME_FIELDS,
+    Breakdown,
+    EmptyWarehouse,
+    Filters,
+    UnknownProject,
+    rollup_dimension,
+)
+
+ROW_FIELDS: dict[str, str] = {
+    "day": "toDate(timestamp)",
+    "week": "toMonday(timestamp)",
+    "month": "formatDateTime(timestamp, '%Y-%m')",
+    "project": NORMALIZED,
+    "version": "file.version",
+    "file": "file.filename",
+    "file-type": "file.type",
+    "type": "file.type",
+    "installer": "details.installer.name",
+    "installer-version": "details.installer.version",
+    "subcommand": "details.installer.subcommand",
+    "python": PYTHON_MINOR,
+    "python-minor": PYTHON_MINOR,
+    "implementation": "details.implementation.name",
+    "system": "details.system.name",
+    "distro": "details.distro.name",
+    "libc": "details.distro.libc.lib",
+    "cpu": "details.cpu",
+    "country": "country_code",
+    "ci": "details.ci",
+}
+assert set(ROW_FIELDS) == set(FIELDS)
+_ROLLUP_TIME = {"day": "day", "week": "toMonday(day)", "month": "formatDateTime(day, '%Y-%m')"}
+PERIOD_START = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
+_NOT_CI = "NOT ifNull(ci, false)"
+EVERYTHING_BUT_MIRRORS = Filters()
+FIRST_DAY = date(1900, 1, 1)  # before any download; ClickHouse's Date32 starts there
+
+
+def _filters(filters: Filters, *, rows: bool = False) -> str:
+    where = ""
+    if not filters.mirrors:
+        where += f" AND NOT {MIRROR}" if rows else " AND NOT mirror"
+    if not filters.ci:
+        where += " AND NOT ifNull(details.ci, false)" if rows else f" AND {_NOT_CI}"
+    return where
+
+
+def check_ready(engine: Engine) -> None:
+    """EmptyWarehouse unless the warehouse holds downloads (and its rollups)."""
+    tables = {
+        row[0]
+        for row in engine.rows("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    }
+    if "file_downloads" not in tables or not engine.rows("SELECT 1 FROM file_downloads LIMIT 1"):
+        raise EmptyWarehouse(f"the warehouse at {engine.name} holds no downloads yet")
+    if PROJECTS not in tables:
+        raise WarehouseError(
+            f"the warehouse at {engine.name} has no rollups yet: let publish load once"
+        )
+
+
+def check_project(engine: Engine, name: str) -> str:
+    """The normalised name of a project with recorded downloads, else UnknownProject."""
+    normalized = canonicalize_name(name)
+    found = engine.rows(
+        f"SELECT 1 FROM {PROJECTS} WHERE normalized = {{name:String}} LIMIT 1", {"name": normalized}
+    )
+    if not found:
+        raise UnknownProject(name, close_names(engine, normalized))
+    return normalized
+
+
+def close_names(engine: Engine, normalized: str, limit: int = 3) -> list[str]:
+    """Recorded project names that look like ``normalized`` (Jaro-Winkler, as DuckDB's)."""
+    rows = engine.rows(
+        "SELECT normalized, jaroWinklerSimilarity(normalized, {name:String}) AS score "
+        f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= 0.8 "
+        "ORDER BY score DESC, normalized LIMIT {limit:UInt32}",
+        {"name": normalized, "limit": limit},
+    )
+    return [row[0] for row in rows]
+
+
+def _order(fields: list[str]) -> str:
+    columns = [f"f{index}" for index in range(len(fields))]
+    if fields and fields[0] in TIME_FIELDS:
+        return ", ".join([*columns, "download_count DESC"])
+    return ", ".join(["download_count DESC", *(f"{column} NULLS LAST" for column in columns)])
+
+
+def query_breakdown(
+    engine: Engine,
+    normalized: str | None,
+    fields: list[str],
+    start: date | None,
+    end: date,
+    limit: int | None = None,
+    filters: Filters = EVERYTHING_BUT_MIRRORS,
+) -> Breakdown:
+    """:func:`pythonhosted.warehouse.stats.query_breakdown`, of ClickHouse."""
+    grouped = [name for name in fields if name != "project"] if normalized is None else fields
+    dimension = rollup_dimension(grouped)
+    top = normalized is None and "project" in fields
+    params: dict[str, object] = {"end": end, "start": start or FIRST_DAY}
+    if normalized is not None:
+        params["project"] = normalized
+    if dimension is not None and (normalized is not None or top):
+        columns = {**_ROLLUP_TIME, "project": "project", "ci": "ci", dimension: "value"}
+        params["dimension"] = dimension
+        where = "day BETWEEN {start:Date32} AND {end:Date32} AND dimension = {dimension:String}"
+        if normalized is not None:
+            where += " AND project = {project:String}"
+        count, source = "toInt64(sum(downloads))", ROLLUPS
+    else:
+        columns = ROW_FIELDS
+        params["after"] = datetime.combine(end + timedelta(days=1), time())
+        params["from"] = datetime.combine(start or FIRST_DAY, time())
+        where = (
+            "timestamp >= {from:DateTime64(6, 'UTC')} AND timestamp < {after:DateTime64(6, 'UTC')}"
+        )
+        if normalized is not None:
+            spellings = f"SELECT name FROM {PROJECTS} WHERE normalized = {{project:String}}"
+            where += f" AND project IN ({spellings})"
+        count, source = "toInt64(count())", "file_downloads"
+    where += _filters(filters, rows=source == "file_downloads")
+    selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
+    sql = (
+        f"SELECT {', '.join([*selected, f'{count} AS download_count'])} FROM {source} WHERE {where}"
+    )
+    if not fields:
+        found = engine.rows(sql, params)
+        total = int(found[0][0] or 0)
+        return Breakdown(fields, found if total else [], total, start, end)
+    sql = (
+        f"SELECT *, toInt64(sum(download_count) OVER ()) FROM ({sql} GROUP BY ALL "
+        f"HAVING download_count > 0) ORDER BY {_order(fields)}"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    found = engine.rows(sql, params)
+    total = int(found[0][-1]) if found else 0
+    return Breakdown(fields, [row[:-1] for row in found], total, start, end)
+
+
+def breakdown(
+    engine: Engine,
+    project: str | None,
+    fields: list[str],
+    start: date | None,
+    end: date,
+    limit: int | None = None,
+    filters: Filters = EVERYTHING_BUT_MIRRORS,
+) -> Breakdown:
+    """:func:`pythonhosted.warehouse.stats.breakdown`, of ClickHouse."""
+    unknown = [name for name in fields if name not in FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (choose from {', '.join(FIELDS)})")
+    check_ready(engine)
+    normalized = check_project(engine, project) if project is not None else None
+    return query_breakdown(engine, normalized, fields, start, end, limit, filters)
+
+
+def data_version(engine: Engine) -> tuple[int, datetime | None]:
+    """(loads that changed the data, time of the latest): the stats web's cache key."""
+    ((count, latest),) = engine.rows(f"SELECT count(), max(loaded_at) FROM {LOADED}")
+    return int(count), latest if count else None
+
+
+def series(
+    engine: Engine, project: str, dimension: str, start: date | None, end: date, filters: Filters
+) -> list[tuple[date, Any, int]]:
+    """(day, value, downloads) of one rollup dimension, by day then value."""
+    rows = engine.rows(
+        f"SELECT day, value, toInt64(sum(downloads)) AS n FROM {ROLLUPS} "
+        "WHERE project = {project:String} AND dimension = {dimension:String} "
+        "AND day BETWEEN {start:Date32} AND {end:Date32}"
+        f"{_filters(filters)} GROUP BY day, value HAVING n > 0 ORDER BY day, value NULLS LAST",
+        {"project": project, "dimension": dimension, "start": start or FIRST_DAY, "end": end},
+    )
+    return [(row[0], row[1], int(row[2])) for row in rows]
+
+
+def per_period(
+    engine: Engine,
+    project: str,
+    dimensions: list[str],
+    interval: str,
+    start: date,
+    end: date,
+    filters: Filters,
+) -> dict[str, list[tuple[date, Any, int]]]:
+    """(period start, value, downloads) per rollup dimension ('' the total)."""
+    rows = engine.rows(
+        f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
+        f"toInt64(sum(downloads)) FROM {ROLLUPS} WHERE project = {{project:String}} "
+        "AND has({dimensions:Array(String)}, dimension) AND day BETWEEN {start:Date32} AND "
+        f"{{end:Date32}}{_filters(filters)} GROUP BY dimension, period, value "
+        "ORDER BY dimension, period, value NULLS LAST",
+        {"project": project, "dimensions": dimensions, "start": start, "end": end},
+    )
+    out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
+    for dimension, period, value, count in rows:
+        out[dimension].append((period, value, int(count)))
+    return out
+
+
+def overall(
+    engine: Engine, project: str, start: date | None, end: date
+) -> list[tuple[date, int, int]]:
+    """(day, with mirrors, without mirrors) per day with downloads, CI included."""
+    rows = engine.rows(
+        "SELECT day, toInt64(sum(downloads)) AS n, toInt64(sumIf(downloads, NOT mirror)) "
+        f"FROM {ROLLUPS} WHERE project = {{project:String}} AND dimension = '' "
+        "AND day BETWEEN {start:Date32} AND {end:Date32} GROUP BY day ORDER BY day",
+        {"project": project, "start": start or FIRST_DAY, "end": end},
+    )
+    return [(row[0], int(row[1]), int(row[2])) for row in rows]
+
+
+def recent(engine: Engine, project: str, end: date, filters: Filters) -> dict[str, int]:
+    """Downloads on the last complete day and in the last 7 and 30 complete days."""
+    ((day, week, month),) = engine.rows(
+        "SELECT toInt64(sumIf(downloads, day = {end:Date32})), "
+        "toInt64(sumIf(downloads, day > {week:Date32})), toInt64(sum(downloads)) "
+        f"FROM {ROLLUPS} WHERE project = {{project:String}} AND dimension = '' "
+        f"AND day BETWEEN {{month:Date32}} AND {{end:Date32}}{_filters(filters)}",
+        {
+            "project": project,
+            "end": end,
+            "week": end - timedelta(days=7),
+            "month": end - timedelta(days=29),
+        },
+    )
+    return {"day": int(day), "week": int(week), "month": int(month)}
+
+
+def summary(engine: Engine, project: str, end: date, filters: Filters) -> dict[str, Any]:
+    """All-time total, first and last day with downloads, recent totals, top versions."""
+    where = f"project = {{project:String}} AND dimension = {{dimension:String}}{_filters(filters)}"
+    ((total, first, last),) = engine.rows(
+        f"SELECT toInt64(sum(downloads)), min(day), max(day) FROM {ROLLUPS} WHERE {where}",
+        {"project": project, "dimension": ""},
+    )
+    versions = engine.rows(
+        f"SELECT value, toInt64(sum(downloads)) AS n FROM {ROLLUPS} WHERE {where} "
+        "AND day > {after:Date32} AND day <= {end:Date32} GROUP BY value "
+        "ORDER BY n DESC, value LIMIT 10",
+        {"project": project, "dimension": "version", "after": end - timedelta(days=30), "end": end},
+    )
+    return {
+        "total": int(total),
+        "first_day": first if total else None,
+        "last_day": last if total else None,
+        "recent": recent(engine, project, end, filters),
+        "top_versions": [{"version": v, "downloads": int(n)} for v, n in versions],
+    }
+
+
+def top(
+    engine: Engine, days: int, end: date, limit: int, filters: Filters
+) -> list[tuple[str, int]]:
+    """The most downloaded projects in the ``days`` days up to ``end``."""
+    result = query_breakdown(
+        engine, None, ["project"], end - timedelta(days=days - 1), end, limit, filters
+    )
+    return [(row[0], int(row[1])) for row in result.rows]
+
+
+def trending(
+    engine: Engine, end: date, floor: int, limit: int, filters: Filters
+) -> list[dict[str, Any]]:
+    """Growth of the daily rate over the last 7 days against the 30 days before."""
+    rows = engine.rows(
+        "SELECT project, recent, before, (recent / 7.0) / (before / 30.0) AS growth FROM ("
+        "SELECT project, sumIf(downloads, day > {week:Date32}) AS recent, "
+        "sumIf(downloads, day <= {week:Date32}) AS before "
+        f"FROM {ROLLUPS} WHERE dimension = '' AND day > {{first:Date32}} AND day <= {{end:Date32}}"
+        f"{_filters(filters)} GROUP BY project) "
+        "WHERE before >= greatest({floor:Int64}, 1) ORDER BY growth DESC, project "
+        "LIMIT {limit:UInt32}",
+        {
+            "week": end - timedelta(days=7),
+            "first": end - timedelta(days=37),
+            "end": end,
+            "floor": floor,
+            "limit": limit,
+        },
+    )
+    return [
+        {"project": p, "last_7_days": int(r), "previous_30_days": int(b), "growth": round(g, 3)}
+        for p, r, b, g in rows
+    ]
+
+
+def search(engine: Engine, prefix: str, limit: int) -> list[str]:
+    """Known projects whose normalised name starts with ``prefix``."""
+    rows = engine.rows(
+        f"SELECT DISTINCT normalized FROM {PROJECTS} "
+        "WHERE startsWith(normalized, {prefix:String}) "
+        "ORDER BY normalized LIMIT {limit:UInt32}",
+        {"prefix": prefix, "limit": limit},
+    )
+    return [row[0] for row in rows]
