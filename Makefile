@@ -15,11 +15,21 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(wildcard src/pythonhosted/*/*.c)
 	$(UV) sync --locked --quiet
 	touch $@
 
+# BigQuery's emulator for the tests (tests/warehouse/test_bigquery_emulator.py), in an
+# environment of its own: it pins DuckDB 1.5, the project uses 2.x. From PyPI only; its
+# spatial extension comes in a wheel, so it starts without the internet (docs/warehouses.md).
+BQEMULATOR := .tools/bqemulator
+$(BQEMULATOR)/.installed: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(BQEMULATOR)
+	$(UV) pip install --quiet --python $(BQEMULATOR)/bin/python bqemulator==1.4.0 \
+		duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6
+	touch $@
+
 run: $(VENV)/.synced
 	$(VENV)/bin/pythonhosted serve
 
 # In parallel, one worker per core (pytest-xdist): ports and directories are per test.
-test: $(VENV)/.synced
+test: $(VENV)/.synced $(BQEMULATOR)/.installed
 	$(VENV)/bin/pytest -n auto
 
 lint: $(VENV)/.synced
