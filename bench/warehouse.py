@@ -1,6 +1,7 @@
-"""Benchmark: DuckDB warehouse load rate and a 30-day by-installer breakdown over 10M rows.
+"""Benchmark: warehouse load rate and a 30-day by-installer breakdown, DuckDB and ClickHouse.
 
     .venv/bin/python bench/warehouse.py [--load-lines 500000] [--load-runs 3] [--rows 10000000]
+                                        [--engines duckdb,chdb]
 
 1. Load: NDJSON result files made by ingest's converter from the bench/linehaul.py corpus,
    loaded with :meth:`DuckDBWarehouse.load` (their contents, as publish reads them from a
@@ -15,7 +16,16 @@
    days, installers/pythons from a small set), then the stats breakdown
    ``pythonhosted stats project-1 --days 30 --by installer``; best of 5 wall times. Since
    the daily rollups (docs/stats-web.md) it reads them, not the rows; bench/stats_web.py
-   compares the two.
+   compares the two. The same question is also asked of the rows (``--by installer python``,
+   which no rollup answers: one GROUP BY over the project's rows).
+
+ClickHouse runs in process (chDB, ``chdb://``) with the same steps in the same run: loads
+through :class:`ClickHouseWarehouse` (one deduplicated insert per file, the rollups' view
+fed by it), and ``--rows`` rows generated in ClickHouse with SQL of the same shape (its
+``numbers()`` for DuckDB's ``range()``, its ``rand()`` for ``random()``), inserted with the
+rollups' materialized view attached, so the generation time includes keeping the rollups.
+Timings are wall time and CPU seconds of this process, so run it on a quiet machine and
+read the load average printed beside them.
 """
 
 from __future__ import annotations
@@ -27,11 +37,15 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 from pythonhosted.linehaul.batch import convert
-from pythonhosted.warehouse import LocalFile
+from pythonhosted.warehouse import LocalFile, Warehouse
+from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
+from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import breakdown
 
@@ -58,6 +72,22 @@ SELECT
     'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
 FROM range({rows}) t(i)
 """
+# The same rows in ClickHouse's SQL (arrays are 1-based there too).
+GENERATE_CLICKHOUSE = """
+INSERT INTO file_downloads
+SELECT
+    toDateTime64('2021-01-01 00:00:00', 6, 'UTC') + intDiv(number * 90 * 86400, {rows}),
+    'US',
+    concat('/packages/x/', toString(number)),
+    concat('project-', toString(toUInt32(floor(pow(rand() / 4294967296.0, 3) * 2000)))),
+    tuple('f.whl', 'p', '1.0', 'bdist_wheel'),
+    tuple(tuple(['pip', 'uv', 'poetry', 'pdm', 'Browser'][1 + number % 5], '24.0', NULL),
+          ['3.8.18', '3.11.7', '3.12.1', '3.13.0'][1 + number % 4],
+          tuple('CPython', '3.12.1'), tuple(NULL, NULL, NULL, tuple(NULL, NULL)),
+          tuple('Linux', '6.5'), 'x86_64', NULL, NULL, NULL, number % 3 = 0),
+    'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
+FROM numbers({rows})
+"""
 
 
 def load_files(lines: int) -> list[tuple[str, bytes]]:
@@ -71,12 +101,18 @@ def load_files(lines: int) -> list[tuple[str, bytes]]:
     return files
 
 
+def open_engine(engine: str, path: Path) -> Warehouse:
+    if engine == "chdb":
+        return ClickHouseWarehouse(ChdbEngine(path))
+    return DuckDBWarehouse(path)
+
+
 def load_rate(
-    files: list[tuple[str, bytes]], local: list[LocalFile] | None, path: Path
+    files: list[tuple[str, bytes]], local: list[LocalFile] | None, path: Path, engine: str
 ) -> tuple[int, float, float]:
-    """Rows loaded, wall seconds and CPU seconds of one load into a new file: of the files'
-    contents, or (``local``) of the same files lying on disk."""
-    warehouse = DuckDBWarehouse(path)
+    """Rows loaded, wall seconds and CPU seconds of one load into a new warehouse: of the
+    files' contents, or (``local``) of the same files lying on disk."""
+    warehouse = open_engine(engine, path)
     began, cpu = time.perf_counter(), time.process_time()
     if local is None:
         result = warehouse.load("file_downloads", files)
@@ -97,20 +133,52 @@ def on_disk(files: list[tuple[str, bytes]], folder: Path) -> list[LocalFile]:
     return local
 
 
-def query_time(rows: int, workdir: Path) -> tuple[float, float]:
+def best_of_5(question: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        question()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+START, END = date(2021, 2, 1), date(2021, 3, 2)
+
+
+def query_time(rows: int, workdir: Path) -> tuple[float, float, float]:
+    """DuckDB: seconds to generate ``rows`` (and rebuild the rollups), the best 30-day
+    by-installer breakdown from the rollups, and the best by installer and python (rows)."""
     path = workdir / "query.duckdb"
     warehouse = DuckDBWarehouse(path)
     began = time.perf_counter()
     warehouse.con.execute(GENERATE.replace("{rows}", str(rows)))
-    generated = time.perf_counter() - began
     warehouse.rebuild_rollups()  # rows made by SQL, not loads: the rollups are made after
+    generated = time.perf_counter() - began
     warehouse.close()
-    best = float("inf")
-    for _ in range(5):
+    rollup = best_of_5(lambda: breakdown(path, "project-1", ["installer"], START, END))
+    scan = best_of_5(lambda: breakdown(path, "project-1", ["installer", "python"], START, END))
+    return generated, rollup, scan
+
+
+def clickhouse_query_time(rows: int, workdir: Path) -> tuple[float, float, float]:
+    """:func:`query_time` of chDB (the rollups' view fed during the generation)."""
+    warehouse = ClickHouseWarehouse(ChdbEngine(workdir / "query-ch"))
+    engine = warehouse.engine
+    try:
         began = time.perf_counter()
-        breakdown(path, "project-1", ["installer"], date(2021, 2, 1), date(2021, 3, 2))
-        best = min(best, time.perf_counter() - began)
-    return generated, best
+        engine.command(GENERATE_CLICKHOUSE.replace("{rows}", str(rows)))
+        generated = time.perf_counter() - began
+
+        def ask(fields: list[str]) -> object:
+            return clickhouse_stats.breakdown(engine, "project-1", fields, START, END)
+
+        return (
+            generated,
+            best_of_5(lambda: ask(["installer"])),
+            best_of_5(lambda: ask(["installer", "python"])),
+        )
+    finally:
+        warehouse.close()
 
 
 def main() -> None:
@@ -118,32 +186,49 @@ def main() -> None:
     flags.add_argument("--load-lines", type=int, default=500_000)
     flags.add_argument("--load-runs", type=int, default=3)
     flags.add_argument("--rows", type=int, default=10_000_000)
+    flags.add_argument("--engines", default="duckdb,chdb", help="duckdb and/or chdb, in order")
     args = flags.parse_args()
-    print(f"machine: {corpus_module._machine()}")
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    print(f"machine: {corpus_module._machine()}; load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         files = load_files(args.load_lines)
         local = on_disk(files, Path(tmp) / "results")
-        for label, where in (("contents", None), ("in place", local)):
+        medians: dict[tuple[str, str], float] = {}
+        for engine in engines:
+            for label, where in (("contents", None), ("in place", local)):
+                before = os.getloadavg()[0]
+                runs = []
+                for run in range(args.load_runs):
+                    target = Path(tmp) / f"load-{engine}-{label}-{run}"
+                    rows, spent, cpu = load_rate(files, where, target, engine)
+                    runs.append((rows / spent, cpu))
+                    print(
+                        f"{engine} load {label} {run + 1}: {rows:,} rows in {spent:.2f} s = "
+                        f"{rows / spent:,.0f} rows/s ({cpu:.2f} CPU s)"
+                    )
+                later = runs[1:] or runs
+                rates, cpus = [rate for rate, _ in later], [cpu for _, cpu in later]
+                medians[engine, label] = statistics.median(rates)
+                print(
+                    f"{engine} loads {label} {len(runs) - len(later) + 1}-{len(runs)}: median "
+                    f"{statistics.median(rates):,.0f} rows/s ({min(rates):,.0f}-{max(rates):,.0f}),"
+                    f" {statistics.median(cpus):.2f} CPU s ({min(cpus):.2f}-{max(cpus):.2f}); "
+                    f"load average {before:.2f} -> {os.getloadavg()[0]:.2f}"
+                )
+        if {"duckdb", "chdb"} <= set(engines):
+            for label in ("contents", "in place"):
+                ratio = medians["chdb", label] / medians["duckdb", label]
+                print(f"load {label}: chdb / duckdb = {ratio:.2f}")
+        measure = {"duckdb": query_time, "chdb": clickhouse_query_time}
+        for engine in engines:
             before = os.getloadavg()[0]
-            runs = []
-            for run in range(args.load_runs):
-                rows, spent, cpu = load_rate(files, where, Path(tmp) / f"load-{label}-{run}.duckdb")
-                runs.append((rows / spent, cpu))
-                print(
-                    f"load {label} {run + 1}: {rows:,} rows in {spent:.2f} s = "
-                    f"{rows / spent:,.0f} rows/s ({cpu:.2f} CPU s)"
-                )
-            if len(runs) > 1:
-                rates, cpus = [rate for rate, _ in runs[1:]], [cpu for _, cpu in runs[1:]]
-                print(
-                    f"loads {label} 2-{len(runs)}: median {statistics.median(rates):,.0f} rows/s "
-                    f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpus):.2f} CPU s "
-                    f"({min(cpus):.2f}-{max(cpus):.2f}); load average {before:.2f} -> "
-                    f"{os.getloadavg()[0]:.2f}"
-                )
-        generated, best = query_time(args.rows, Path(tmp))
-        print(f"generated {args.rows:,} rows in {generated:.1f} s")
-        print(f"30-day by-installer breakdown of one project: {best * 1000:.0f} ms (best of 5)")
+            generated, rollup, scan = measure[engine](args.rows, Path(tmp))
+            print(
+                f"{engine}: generated {args.rows:,} rows in {generated:.1f} s "
+                f"(rollups included); 30-day breakdown of one project by installer (rollups) "
+                f"{rollup * 1000:.1f} ms, by installer and python (rows) {scan * 1000:.1f} ms "
+                f"(best of 5); load average {before:.2f} -> {os.getloadavg()[0]:.2f}"
+            )
 
 
 if __name__ == "__main__":
