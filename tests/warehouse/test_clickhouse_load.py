@@ -19,10 +19,12 @@ from pythonhosted.linehaul.batch import convert
 from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
 from pythonhosted.warehouse import rollups as duck_rollups
 from pythonhosted.warehouse.clickhouse import tables
-from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine, ServerAddress
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse, insert_sql
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.schema import TABLES, Field
+from pythonhosted.web.server import free_port
+from support.clickhouse import KINDS, adapter
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 
@@ -34,9 +36,11 @@ ROW = (
 )
 
 
-@pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[ClickHouseWarehouse]:
-    opened = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+@pytest.fixture(params=KINDS)
+def warehouse(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ClickHouseWarehouse]:
+    """The warehouse on chDB through each adapter: ``chdb://``'s, and the network path's
+    (support/clickhouse.py)."""
+    opened = ClickHouseWarehouse(adapter(request.param, tmp_path / "ch"))
     try:
         yield opened
     finally:
@@ -263,3 +267,22 @@ def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:
     missing = CliRunner().invoke(main, ["stats", "alpha", "--warehouse", f"chdb://{tmp_path}/none"])
     assert missing.exit_code == 1
     assert missing.output.startswith(f"Error: no warehouse at {tmp_path}/none")
+
+
+def test_server_urls_and_an_unreachable_server() -> None:
+    assert ServerAddress.parse("clickhouse://ana@db.example:8443/pypi?secure=true") == (
+        ServerAddress("db.example", 8443, "ana", "pypi", True)
+    )
+    assert ServerAddress.parse("clickhouse://127.0.0.1/pypi") == (
+        ServerAddress("127.0.0.1", 8123, "default", "pypi", False)
+    )
+    with pytest.raises(ValueError) as secret:
+        ServerAddress.parse("clickhouse://ana:hunter2@h:1/db")
+    assert "hunter2" not in str(secret.value) and "CLICKHOUSE_PASSWORD" in str(secret.value)
+    port = free_port()  # nothing listens there
+    with pytest.raises(WarehouseError) as refused:
+        open_warehouse(f"clickhouse://127.0.0.1:{port}/pypi")
+    assert str(refused.value).startswith(
+        f"cannot open clickhouse://default@127.0.0.1:{port}/pypi: "
+    )
+    assert "\n" not in str(refused.value)

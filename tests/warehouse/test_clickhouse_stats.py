@@ -14,10 +14,11 @@ from pythonhosted.linehaul.batch import convert
 from pythonhosted.stats_web import data as duck_data
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.clickhouse import stats as ch
-from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
+from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import FIELDS, Filters, UnknownProject, query_breakdown
+from support.clickhouse import KINDS, adapter
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 
@@ -27,8 +28,11 @@ FIRST = END - timedelta(days=70)
 FILTERS = [Filters(), Filters(mirrors=True), Filters(ci=False), Filters(mirrors=True, ci=False)]
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ChdbEngine]]:
+@pytest.fixture(scope="module", params=KINDS)
+def engines(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, Engine]]:
+    """The same files in DuckDB and in chDB, read through each ClickHouse adapter."""
     tmp = tmp_path_factory.mktemp("both")
     rng = random.Random(11)
     files = [
@@ -39,7 +43,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ch
         for n in range(4)
     ]
     duck = DuckDBWarehouse(tmp / "w.duckdb")
-    house = ClickHouseWarehouse(ChdbEngine(tmp / "ch"))
+    house = ClickHouseWarehouse(adapter(request.param, tmp / "ch"))
     try:
         for file in files:
             duck.load("file_downloads", [file])
@@ -50,10 +54,6 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ch
         yield tmp / "w.duckdb", house.engine  # type: ignore[misc]
     finally:
         house.close()
-
-
-def _both(engines: tuple[Path, ChdbEngine], duck: object, clickhouse: object) -> None:
-    assert clickhouse == duck
 
 
 @pytest.mark.parametrize("filters", FILTERS)
@@ -74,7 +74,7 @@ def _both(engines: tuple[Path, ChdbEngine], duck: object, clickhouse: object) ->
     ],
 )
 def test_breakdowns_of_a_project(
-    engines: tuple[Path, ChdbEngine], fields: list[str], filters: Filters
+    engines: tuple[Path, Engine], fields: list[str], filters: Filters
 ) -> None:
     path, engine = engines
     for project, start in (("demo-pkg", END - timedelta(days=29)), ("alpha", None)):
@@ -86,9 +86,7 @@ def test_breakdowns_of_a_project(
 
 @pytest.mark.parametrize("filters", FILTERS)
 @pytest.mark.parametrize("fields", [["project"], ["project", "installer"], ["project", "cpu"]])
-def test_top_projects(
-    engines: tuple[Path, ChdbEngine], fields: list[str], filters: Filters
-) -> None:
+def test_top_projects(engines: tuple[Path, Engine], fields: list[str], filters: Filters) -> None:
     path, engine = engines
     start = END - timedelta(days=6)
     with reading(path) as con:
@@ -98,7 +96,7 @@ def test_top_projects(
 
 
 @pytest.mark.parametrize("filters", FILTERS)
-def test_the_stats_webs_questions(engines: tuple[Path, ChdbEngine], filters: Filters) -> None:
+def test_the_stats_webs_questions(engines: tuple[Path, Engine], filters: Filters) -> None:
     path, engine = engines
     start = END - timedelta(days=40)
     with reading(path) as con:
@@ -132,7 +130,7 @@ def test_the_stats_webs_questions(engines: tuple[Path, ChdbEngine], filters: Fil
         assert ch.summary(engine, "nothing", END, filters)["total"] == 0
 
 
-def test_unknown_projects_and_close_names(engines: tuple[Path, ChdbEngine]) -> None:
+def test_unknown_projects_and_close_names(engines: tuple[Path, Engine]) -> None:
     _, engine = engines
     assert ch.check_project(engine, "Demo.Pkg") == "demo-pkg"
     with pytest.raises(UnknownProject) as unknown:
