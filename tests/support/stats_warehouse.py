@@ -64,18 +64,25 @@ def event_lines() -> list[str]:
     ]
 
 
-def build(tmp: Path, lines: list[str], **web: object) -> Warehouse:
-    """Log batches (two objects) -> ingest -> publish into ``tmp/warehouse.duckdb``."""
+def build(
+    tmp: Path,
+    lines: list[str],
+    warehouse: str | None = None,
+    hour: datetime | None = None,
+    **web: object,
+) -> Warehouse:
+    """Log batches (two objects, named for ``hour``, two hours ago by default) -> ingest ->
+    publish into ``warehouse`` (``tmp/warehouse.duckdb`` by default)."""
     logs, results = f"file://{tmp}/logs", f"file://{tmp}/results"
     store = open_store(logs)
     half = len(lines) // 2
-    hour = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)
+    hour = hour or datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)
     stamp = hour.strftime("%Y-%m-%dT%H-%M-%S.000")
     for index, part in enumerate((lines[:half], lines[half:])):
         key = f"downloads/x/downloads-{stamp}-host-{index}-abc.log.gz"
         asyncio.run(store.put(key, gz(part)))
     asyncio.run(ingest_once(store, open_store(results), lease_timeout=60))
-    warehouse = f"duckdb://{tmp}/warehouse.duckdb"
+    warehouse = warehouse or f"duckdb://{tmp}/warehouse.duckdb"
     asyncio.run(publish_with(open_store(results), warehouse, batch_files=100))
     settings = Settings(
         data_dir=tmp,

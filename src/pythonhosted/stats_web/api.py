@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import duckdb
 import orjson
 from packaging.utils import canonicalize_name
 
 from pythonhosted.stats_web import data
+from pythonhosted.stats_web.data import Connection
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.warehouse.stats import FIELDS, TIME_FIELDS, Filters
 
@@ -62,7 +62,7 @@ def _range(params: Params, ctx: Context, default_days: int | None) -> tuple[date
     return start, end
 
 
-def recent(con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Context) -> Any:
+def recent(con: Connection, project: str, params: Params, ctx: Context) -> Any:
     period = params.choice("period", ("day", "week", "month"))
     counts = data.recent(con, project, ctx.end, Filters(mirrors=False, ci=True))
     chosen = [period] if period else ["day", "week", "month"]
@@ -70,7 +70,7 @@ def recent(con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Co
     return {"data": body, "package": project, "type": "recent_downloads"}
 
 
-def overall(con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Context) -> Any:
+def overall(con: Connection, project: str, params: Params, ctx: Context) -> Any:
     mirrors = params.choice("mirrors", ("true", "false"))
     start, end = _range(params, ctx, None)
     rows: list[tuple[date, str, int]] = []
@@ -84,8 +84,8 @@ def overall(con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: C
 
 def _dimension_route(
     dimension: str, param: str, kind: str, to_category: Callable[[Any], str], check: re.Pattern[str]
-) -> Callable[[duckdb.DuckDBPyConnection, str, Params, Context], Any]:
-    def route(con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Context) -> Any:
+) -> Callable[[Connection, str, Params, Context], Any]:
+    def route(con: Connection, project: str, params: Params, ctx: Context) -> Any:
         wanted = (params.text(param) or "").lower()
         if wanted and not check.fullmatch(wanted):
             raise BadParameter(param, f"{wanted!r} is not a category of {kind}")
@@ -111,7 +111,7 @@ def _system(value: Any) -> str:
     return value if value in data.SYSTEMS else "other"
 
 
-PYPISTATS: dict[str, Callable[[duckdb.DuckDBPyConnection, str, Params, Context], Any]] = {
+PYPISTATS: dict[str, Callable[[Connection, str, Params, Context], Any]] = {
     "recent": recent,
     "overall": overall,
     "python_major": _dimension_route(
@@ -132,9 +132,7 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def project_downloads(
-    con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Context
-) -> Any:
+def project_downloads(con: Connection, project: str, params: Params, ctx: Context) -> Any:
     fields = [name.strip() for name in (params.text("by") or "").split(",") if name.strip()]
     for name in fields:
         if name not in BY_FIELDS:
@@ -169,9 +167,7 @@ def project_downloads(
     }
 
 
-def project_summary(
-    con: duckdb.DuckDBPyConnection, project: str, params: Params, ctx: Context
-) -> Any:
+def project_summary(con: Connection, project: str, params: Params, ctx: Context) -> Any:
     filters = _filters(params)
     found = data.summary(con, project, ctx.end, filters)
     return {
@@ -190,7 +186,7 @@ def project_summary(
     }
 
 
-def compare(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
+def compare(con: Connection, params: Params, ctx: Context) -> Any:
     names = params.names("projects", 2, 5)
     interval = params.choice("interval", tuple(INTERVALS), "day")
     assert interval is not None
@@ -219,7 +215,7 @@ def compare(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
 
 
-def top(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
+def top(con: Connection, params: Params, ctx: Context) -> Any:
     period = params.choice("period", tuple(PERIOD_DAYS), "month")
     assert period is not None
     limit = params.number("limit", 10, 1, 100)
@@ -233,7 +229,7 @@ def top(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
     }
 
 
-def trending(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
+def trending(con: Connection, params: Params, ctx: Context) -> Any:
     limit = params.number("limit", 10, 1, 100)
     filters = _filters(params)
     return {
@@ -244,7 +240,7 @@ def trending(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> An
     }
 
 
-def search(con: duckdb.DuckDBPyConnection, params: Params, ctx: Context) -> Any:
+def search(con: Connection, params: Params, ctx: Context) -> Any:
     prefix = canonicalize_name(params.text("q") or "")
     limit = params.number("limit", 20, 1, 100)
     return {"q": prefix, "projects": data.search(con, prefix, limit) if prefix else []}
@@ -261,7 +257,7 @@ _PYPISTATS_PATH = re.compile(r"/api/packages/([^/]+)/([a-z_]+)/?")
 _PROJECT_PATH = re.compile(r"/api/v1/projects/([^/]+)/([a-z]+)")
 
 
-def answer(con: duckdb.DuckDBPyConnection, path: str, params: Params, ctx: Context) -> Any:
+def answer(con: Connection, path: str, params: Params, ctx: Context) -> Any:
     """The JSON document for an API path; NotFound, BadParameter or UnknownProject."""
     found = _PYPISTATS_PATH.fullmatch(path)
     if found and found[2] in PYPISTATS:

@@ -18,11 +18,12 @@ applies to, the RateLimit headers (:mod:`.limits`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import mimetypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,20 @@ from pythonhosted.config import Settings
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.stats_web import api, badges, data, pages
 from pythonhosted.stats_web.cache import Answer, AnswerCache
-from pythonhosted.stats_web.data import DataVersion, Version, last_complete_day
+from pythonhosted.stats_web.data import (
+    ClickHouseDataVersion,
+    Connection,
+    DataVersion,
+    Version,
+    last_complete_day,
+)
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
+from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine, Engine, chdb_path, open_engine
 from pythonhosted.warehouse.coverage import coverage, latest_batch_hour, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.stats import Filters, UnknownProject
@@ -65,7 +74,13 @@ CORS: Headers = [
 HTML = b"text/html; charset=utf-8"
 SVG = b"image/svg+xml"
 IN_FLIGHT_TTL = 30.0
-Build = Callable[[duckdb.DuckDBPyConnection, api.Context], tuple[int, bytes, bytes]]
+Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
+
+
+def _latest_batch_hour(con: Connection) -> datetime | None:
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return latest_batch_hour(con)
+    return clickhouse_stats.latest_batch_hour(con)
 
 
 def _error(status: int, message: str, **extra: Any) -> tuple[int, bytes, bytes]:
@@ -77,8 +92,17 @@ class StatsWebApp(Service):
         self.settings = settings
         options = settings.stats_web
         self.options = options
-        self.path = duckdb_path(options.warehouse or warehouse_url(settings))
-        self.version = DataVersion(self.path)
+        self.url = options.warehouse or warehouse_url(settings)
+        self.duckdb = self.url.startswith("duckdb:")
+        # DuckDB's file, or chDB's directory; None for a ClickHouse server.
+        self.path: Path | None = None
+        self.version: DataVersion | ClickHouseDataVersion = ClickHouseDataVersion()
+        if self.duckdb:
+            self.path = duckdb_path(self.url)
+            self.version = DataVersion(self.path)
+        elif self.url.startswith("chdb:"):
+            self.path = chdb_path(self.url)
+        self._server: Engine | None = None  # a ClickHouse server's client, kept
         self.cache = AnswerCache(options.cache_entries, options.cache_bytes)
         self.limiter = RateLimiter(
             options.rate_limit,
@@ -164,7 +188,7 @@ class StatsWebApp(Service):
         return self._page(path, params)
 
     def _api(self, path: str, params: Params) -> Build:
-        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+        def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
             return 200, api.dumps(api.answer(con, path, params, ctx)), api.JSON
 
         return build
@@ -172,7 +196,7 @@ class StatsWebApp(Service):
     def _badge(self, name: str, params: Params, *, shields: bool) -> Build:
         period, label, color, style = badges.options(params)
 
-        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+        def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
             project = data.known(con, name)
             filters = Filters(mirrors=False, ci=True)
             if period == "total":
@@ -189,7 +213,7 @@ class StatsWebApp(Service):
     def _page(self, path: str, params: Params) -> Build:
         render = pages.route(path, params)
 
-        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+        def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
             try:
                 return 200, render(con, ctx), HTML
             except UnknownProject as exc:
@@ -202,11 +226,13 @@ class StatsWebApp(Service):
         by = params.choice("by", ("hour", "day"), "hour")
         assert by is not None
 
-        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+        def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
             now = datetime.now(UTC).replace(tzinfo=None)
             first = now.date() - timedelta(days=days - 1)
+            source = self.path if self.duckdb and self.path else con
+            assert not isinstance(source, duckdb.DuckDBPyConnection)
             found = coverage(
-                self.path, first, now.date(), now=now, in_flight=self._in_flight[1], by=by
+                source, first, now.date(), now=now, in_flight=self._in_flight[1], by=by
             )
             rows = [
                 {
@@ -239,7 +265,7 @@ class StatsWebApp(Service):
         self, key: tuple[object, ...], build: Build, in_flight: datetime | None
     ) -> tuple[Answer, Version | None]:
         """In a worker thread: the answer, and the data version it belongs to."""
-        if not self.path.is_file():
+        if not self._available():
             message = "no downloads have been published yet"
             path = str(key[0])
             if path.startswith(("/api/", "/badge/")):
@@ -247,11 +273,11 @@ class StatsWebApp(Service):
             return self._plain(503, pages.error("No data yet", message.capitalize()), HTML), None
         signature = self.version.signature()
         try:
-            with reading(self.path, self.options.read_wait) as con:
+            with self._reading() as con:
                 stale = signature != self.version.signature_seen
                 version = self.version.refresh(con, signature) if stale else self.version.current
                 if self._latest_batch[0] != version.number:
-                    self._latest_batch = (version.number, latest_batch_hour(con))
+                    self._latest_batch = (version.number, _latest_batch_hour(con))
                 latest = self._latest_batch[1]
                 watermark = in_flight or (latest + timedelta(hours=1) if latest else None)
                 ctx = api.Context(last_complete_day(), watermark, self.options.trending_floor)
@@ -268,6 +294,33 @@ class StatsWebApp(Service):
         except NotFound:
             return self._plain(*_error(404, "no such route")), None
         return self._plain(status, body, kind, version.number), version
+
+    def _available(self) -> bool:
+        """Whether there is a warehouse to read (a server: always; it answers or errs)."""
+        if self.path is None:
+            return True
+        return self.path.is_file() if self.duckdb else self.path.is_dir()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """The warehouse for one answer: DuckDB as :func:`reading` arranges; chDB's
+        directory held for the answer (shared with publish in this process, waited for up to
+        ``read_wait`` while another process has it); a server through one kept client."""
+        if self.duckdb:
+            assert self.path is not None
+            with reading(self.path, self.options.read_wait) as con:
+                yield con
+            return
+        if self.path is not None:
+            engine = ChdbEngine(self.path, wait=self.options.read_wait)
+            try:
+                yield engine
+            finally:
+                engine.close()
+            return
+        if self._server is None:
+            self._server = open_engine(self.url)
+        yield self._server
 
     def _plain(self, status: int, body: bytes, kind: bytes, version: int = -1) -> Answer:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

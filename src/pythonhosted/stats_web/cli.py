@@ -16,7 +16,11 @@ def stats_web() -> None:
 
 
 @stats_web.command("serve")
-@click.option("--warehouse", help="duckdb:///PATH [stats_web.warehouse, linehaul.warehouse].")
+@click.option(
+    "--warehouse",
+    help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
+    "[stats_web.warehouse, linehaul.warehouse].",
+)
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8005].")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [1].")
 @click.pass_obj
@@ -30,8 +34,8 @@ def serve_command(
         update={"stats_web": settings.stats_web.model_copy(update=given)}
     )
     url = settings.stats_web.warehouse or warehouse_url(settings)
-    if not url.startswith("duckdb:"):
-        raise click.UsageError(f"the stats web reads DuckDB warehouses only, not {url!r}")
+    if not url.startswith(("duckdb:", "chdb:", "clickhouse:")):
+        raise click.UsageError(f"the stats web reads DuckDB and ClickHouse warehouses, not {url!r}")
     try:
         address = Bind.parse(settings.stats_web.bind)
         app = create_app(settings)

@@ -9,12 +9,18 @@ far the data is complete.
 its write-ahead log change on every commit, so their sizes and modification times are
 compared on each request (two ``stat`` calls) and the version is read from the warehouse
 only when they moved.
+
+A ClickHouse warehouse (``chdb://``, ``clickhouse://``) answers the same questions through
+:mod:`pythonhosted.warehouse.clickhouse.stats` (``con`` is then its engine; the tests compare
+the two engines' answers), and its data version (:class:`ClickHouseDataVersion`) is the count
+of loads, read at most once a second.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,10 +28,14 @@ from typing import Any
 
 import duckdb
 
+from pythonhosted.warehouse.clickhouse import stats as clickhouse
+from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, ROLLUPS, VERSION
 from pythonhosted.warehouse.stats import Breakdown, Filters, check_project, query_breakdown
 
 SYSTEMS = ("Windows", "Linux", "Darwin")
+Connection = duckdb.DuckDBPyConnection | Engine  # DuckDB's, or a ClickHouse warehouse's
+VERSION_TTL = 1.0  # seconds a ClickHouse warehouse's data version is taken as current
 
 
 def last_complete_day(now: datetime | None = None) -> date:
@@ -67,8 +77,9 @@ class DataVersion:
     def stale(self) -> bool:
         return self.signature() != self._signature
 
-    def refresh(self, con: duckdb.DuckDBPyConnection, signature: tuple[int, ...]) -> Version:
+    def refresh(self, con: Connection, signature: tuple[int, ...]) -> Version:
         """Read the version (call with the signature taken before opening ``con``)."""
+        assert isinstance(con, duckdb.DuckDBPyConnection)
         try:
             found = con.execute(f"SELECT version, published_at FROM {VERSION}").fetchone()
         except duckdb.CatalogException:
@@ -80,13 +91,42 @@ class DataVersion:
         return version
 
 
-def known(con: duckdb.DuckDBPyConnection, project: str) -> str:
+class ClickHouseDataVersion:
+    """:class:`DataVersion` of a ClickHouse warehouse: the count of loads (each booked in
+    ``linehaul_loaded_files`` right after its rows), asked at most every
+    :data:`VERSION_TTL` seconds, so a publish shows within a second."""
+
+    def __init__(self) -> None:
+        self.current = Version(-1, None)
+        self._signature: tuple[int, ...] | None = None
+
+    def signature(self) -> tuple[int, ...]:
+        return (int(time.monotonic() / VERSION_TTL),)
+
+    @property
+    def signature_seen(self) -> tuple[int, ...] | None:
+        return self._signature
+
+    def stale(self) -> bool:
+        return self.signature() != self._signature
+
+    def refresh(self, con: Connection, signature: tuple[int, ...]) -> Version:
+        assert not isinstance(con, duckdb.DuckDBPyConnection)
+        number, published_at = clickhouse.data_version(con)
+        self.current = Version(number, published_at)
+        self._signature = signature
+        return self.current
+
+
+def known(con: Connection, project: str) -> str:
     """The normalised name, or UnknownProject (with close names)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.check_project(con, project)
     return check_project(con, project)
 
 
 def series(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     project: str,
     dimension: str,
     start: date | None,
@@ -94,6 +134,8 @@ def series(
     filters: Filters,
 ) -> list[tuple[date, Any, int]]:
     """(day, value, downloads) of one rollup dimension, by day then value."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.series(con, project, dimension, start, end, filters)
     where = "project = ? AND dimension = ? AND day <= ?"
     params: list[Any] = [project, dimension, end]
     if start is not None:
@@ -119,7 +161,7 @@ PERIOD_START = {
 
 
 def per_period(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     project: str,
     dimensions: list[str],
     interval: str,
@@ -129,6 +171,8 @@ def per_period(
 ) -> dict[str, list[tuple[date, Any, int]]]:
     """(period start, value, downloads) per rollup dimension ('' the total), by period then
     value: every breakdown of a project page in one scan of its rollups."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.per_period(con, project, dimensions, interval, start, end, filters)
     where = "project = ? AND list_contains(?, dimension) AND day BETWEEN ? AND ?"
     if not filters.mirrors:
         where += " AND NOT mirror"
@@ -147,9 +191,11 @@ def per_period(
 
 
 def overall(
-    con: duckdb.DuckDBPyConnection, project: str, start: date | None, end: date
+    con: Connection, project: str, start: date | None, end: date
 ) -> list[tuple[date, int, int]]:
     """(day, with mirrors, without mirrors) per day with downloads, CI included."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.overall(con, project, start, end)
     where = "project = ? AND dimension = '' AND day <= ?"
     params: list[Any] = [project, end]
     if start is not None:
@@ -163,10 +209,10 @@ def overall(
     return [(row[0], int(row[1]), int(row[2])) for row in rows]
 
 
-def recent(
-    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
-) -> dict[str, int]:
+def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[str, int]:
     """Downloads on the last complete day and in the last 7 and 30 complete days."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.recent(con, project, end, filters)
     where = "project = ? AND dimension = '' AND day BETWEEN ? AND ?"
     if not filters.mirrors:
         where += " AND NOT mirror"
@@ -182,10 +228,10 @@ def recent(
     return {"day": int(found[0]), "week": int(found[1]), "month": int(found[2])}
 
 
-def summary(
-    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
-) -> dict[str, Any]:
+def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
     """All-time total, first and last day with downloads, recent totals, top versions."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.summary(con, project, end, filters)
     where = "project = ? AND dimension = ?"
     if not filters.mirrors:
         where += " AND NOT mirror"
@@ -212,9 +258,11 @@ def summary(
 
 
 def top(
-    con: duckdb.DuckDBPyConnection, days: int, end: date, limit: int, filters: Filters
+    con: Connection, days: int, end: date, limit: int, filters: Filters
 ) -> list[tuple[str, int]]:
     """The most downloaded projects in the ``days`` days up to ``end``."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.top(con, days, end, limit, filters)
     result = query_breakdown(
         con, None, ["project"], end - timedelta(days=days - 1), end, limit, filters
     )
@@ -222,10 +270,12 @@ def top(
 
 
 def trending(
-    con: duckdb.DuckDBPyConnection, end: date, floor: int, limit: int, filters: Filters
+    con: Connection, end: date, floor: int, limit: int, filters: Filters
 ) -> list[dict[str, Any]]:
     """Growth of the daily rate over the last 7 days against the 30 days before, for
     projects with at least ``floor`` downloads in those 30 days."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.trending(con, end, floor, limit, filters)
     where = "dimension = '' AND day > ? AND day <= ?"
     if not filters.mirrors:
         where += " AND NOT mirror"
@@ -246,8 +296,10 @@ def trending(
     ]
 
 
-def search(con: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> list[str]:
+def search(con: Connection, prefix: str, limit: int) -> list[str]:
     """Known projects whose normalised name starts with ``prefix``."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.search(con, prefix, limit)
     rows = con.execute(
         f"SELECT DISTINCT normalized FROM {PROJECTS} WHERE starts_with(normalized, ?) "
         "ORDER BY normalized LIMIT ?",
@@ -257,7 +309,7 @@ def search(con: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> list[str]
 
 
 def downloads(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     project: str,
     fields: list[str],
     start: date,
@@ -265,4 +317,6 @@ def downloads(
     filters: Filters,
 ) -> Breakdown:
     """Any breakdown ``stats --by`` offers (the same function answers the CLI)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return clickhouse.query_breakdown(con, project, fields, start, end, None, filters)
     return query_breakdown(con, project, fields, start, end, None, filters)

@@ -12,13 +12,13 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import duckdb
 import jinja2
 import orjson
 from markupsafe import Markup
 from packaging.utils import canonicalize_name
 
 from pythonhosted.stats_web import api, data
+from pythonhosted.stats_web.data import Connection
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.warehouse.mirrors import MIRRORS
 from pythonhosted.warehouse.stats import Filters
@@ -38,7 +38,7 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-Render = Callable[[duckdb.DuckDBPyConnection, api.Context], bytes]
+Render = Callable[[Connection, api.Context], bytes]
 
 
 def _number(value: int) -> str:
@@ -123,7 +123,7 @@ def route(path: str, params: Params) -> Render:
 def _home(params: Params) -> Render:
     query = params.text("q") or ""
 
-    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+    def render(con: Connection, ctx: api.Context) -> bytes:
         filters = Filters(mirrors=False, ci=False)  # the pages' defaults
         found = data.search(con, canonicalize_name(query), 50) if query else []
         tops = {
@@ -171,7 +171,7 @@ def _project(name: str, params: Params) -> Render:
     today = params.flag("today", False)
     assert span is not None and interval is not None
 
-    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+    def render(con: Connection, ctx: api.Context) -> bytes:
         project = data.known(con, name)
         filters = Filters(mirrors=mirrors, ci=ci)
         summary = data.summary(con, project, ctx.end, filters)
@@ -250,7 +250,7 @@ def _compare(params: Params) -> Render:
     today = params.flag("today", False)
     assert span is not None and interval is not None
 
-    def render(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> bytes:
+    def render(con: Connection, ctx: api.Context) -> bytes:
         filters = Filters(mirrors=False, ci=False)  # the pages' defaults
         projects = [data.known(con, name) for name in names]
         end = ctx.end + timedelta(days=1) if today else ctx.end

@@ -13,7 +13,7 @@ from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
-from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
+from pythonhosted.warehouse.clickhouse.engines import Engine, chdb_path, open_engine
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.render import FORMATS, render, render_coverage
@@ -148,8 +148,6 @@ def stats(
     if not url.startswith(("duckdb:", "chdb:", "clickhouse:")):
         raise click.ClickException(f"stats reads DuckDB and ClickHouse warehouses, not {url!r}")
     if show_coverage:
-        if not url.startswith("duckdb:"):
-            raise click.ClickException("--coverage reads DuckDB warehouses only")
         assert first is not None  # --all-time was refused
         by_unit = fields[0] if fields else "hour"
         _coverage(settings, logs, results, url, first, last, by_unit, fmt)
@@ -181,17 +179,22 @@ def clickhouse_breakdown(
     top: int | None,
     filters: Filters,
 ) -> Breakdown:
-    """:func:`breakdown` of a ClickHouse warehouse (a chDB directory must exist already)."""
-    if url.startswith("chdb:") and not chdb_path(url).is_dir():
-        raise EmptyWarehouse(f"no warehouse at {chdb_path(url)}")
-    try:
-        engine = open_engine(url)
-    except ValueError as exc:
-        raise BadUsage(str(exc)) from exc
+    """:func:`breakdown` of a ClickHouse warehouse."""
+    engine = _clickhouse_reader(url)
     try:
         return clickhouse_stats.breakdown(engine, project, fields, first, last, top, filters)
     finally:
         engine.close()
+
+
+def _clickhouse_reader(url: str) -> Engine:
+    """A ClickHouse warehouse opened for reading (a chDB directory must exist already)."""
+    if url.startswith("chdb:") and not chdb_path(url).is_dir():
+        raise EmptyWarehouse(f"no warehouse at {chdb_path(url)}")
+    try:
+        return open_engine(url)
+    except ValueError as exc:
+        raise BadUsage(str(exc)) from exc
 
 
 def _coverage(
@@ -211,7 +214,14 @@ def _coverage(
         results_store = open_store(results or results_url, BATCH_TIMEOUTS)
         in_flight = asyncio.run(oldest_in_flight(logs_store, results_store))
         now = datetime.now(UTC).replace(tzinfo=None)
-        result = coverage(duckdb_path(url), first, last, now=now, in_flight=in_flight, by=by)
+        if url.startswith("duckdb:"):
+            result = coverage(duckdb_path(url), first, last, now=now, in_flight=in_flight, by=by)
+        else:
+            engine = _clickhouse_reader(url)
+            try:
+                result = coverage(engine, first, last, now=now, in_flight=in_flight, by=by)
+            finally:
+                engine.close()
     except (StorageError, WarehouseError, ValueError, duckdb.Error) as exc:  # not a warehouse
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     title = f"coverage, {first} to {last}, complete through {result.watermark:%Y-%m-%dT%H:%MZ}"

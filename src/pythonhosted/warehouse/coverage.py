@@ -28,6 +28,8 @@ import duckdb
 from pythonhosted.pipeline import RESULTS, pending, table_of
 from pythonhosted.storage import Store
 from pythonhosted.storage.stores import Listed
+from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
+from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.duck import LOADED
 from pythonhosted.warehouse.stats import EmptyWarehouse, reader
 
@@ -100,17 +102,29 @@ def latest_batch_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
 
 
 def coverage(
-    path: Path, start: date, end: date, *, now: datetime, in_flight: datetime | None, by: str
+    source: Path | Engine,
+    start: date,
+    end: date,
+    *,
+    now: datetime,
+    in_flight: datetime | None,
+    by: str,
 ) -> Coverage:
     """Completeness of the hours (or days, ``by="day"``) from ``start`` to ``end`` inclusive,
     up to the current hour of ``now`` (naive UTC); ``in_flight`` from :func:`oldest_in_flight`.
+    ``source``: a DuckDB warehouse file, or an open ClickHouse warehouse.
     """
     if by not in UNITS:
         raise ValueError(f"unknown unit {by!r} (choose from {', '.join(UNITS)})")
     first = datetime.combine(start, time())
     current = now.replace(minute=0, second=0, microsecond=0)
     stop = min(datetime.combine(end + timedelta(days=1), time()), current + HOUR)
-    downloads, simple, batches = _per_hour(path, first, stop)
+    if isinstance(source, Path):
+        downloads, simple, batches = _per_hour(source, first, stop)
+    else:
+        downloads, simple, batches = clickhouse_stats.per_hour(source, first, stop)
+        if not batches:
+            raise EmptyWarehouse(f"the warehouse at {source.name} has loaded no log batches yet")
     watermark = in_flight or max(batches) + HOUR
     hours = [first + HOUR * index for index in range(max(0, (stop - first) // HOUR))]
     rows: list[Row] = []

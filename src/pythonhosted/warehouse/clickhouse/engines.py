@@ -126,10 +126,10 @@ _HELD_LOCK = threading.Lock()
 class ChdbEngine:
     """A chDB database directory, in this process (see the module doc)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, wait: float = LOCK_WAIT) -> None:
         self.path = path.absolute()
         self.name = f"chdb://{self.path}"
-        self._session = _acquire(self.path)
+        self._session = _acquire(self.path, wait)
         self._closed = False
 
     def command(self, sql: str, params: Params | None = None) -> None:
@@ -185,7 +185,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _acquire(path: Path) -> Any:
+def _acquire(path: Path, wait: float) -> Any:
     """This process's session of ``path``, opened if needed (see the module doc)."""
     try:
         from chdb.session import Session
@@ -204,7 +204,7 @@ def _acquire(path: Path) -> Any:
                 "holds one database per process"
             )
         path.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT
+        deadline = time.monotonic() + wait
         while True:
             try:
                 session = Session(str(path))  # type: ignore[no-untyped-call]

@@ -330,3 +330,37 @@ def search(engine: Engine, prefix: str, limit: int) -> list[str]:
         {"prefix": prefix, "limit": limit},
     )
     return [row[0] for row in rows]
+
+
+# A batch's start hour, from its result file's name (coverage.BATCH_TIME, as re2 takes it).
+_BATCH_TIME = "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2})-[0-9]{2}-[0-9]{2}"
+_BATCHES = (
+    "SELECT hour, toInt64(uniqExact(batch)) FROM ("
+    f"SELECT parseDateTimeOrNull(extract(name, '{_BATCH_TIME}'), '%Y-%m-%dT%H', 'UTC') AS hour, "
+    "replaceRegexpOne(extract(name, '[^/]*$'), '^(downloads|simple)-', '') AS batch "
+    f"FROM {LOADED}) WHERE hour IS NOT NULL GROUP BY hour"
+)
+
+
+def per_hour(
+    engine: Engine, first: datetime, stop: datetime
+) -> tuple[dict[datetime, int], dict[datetime, int], dict[datetime, int]]:
+    """Downloads and simple requests per event hour in [first, stop), and log batches
+    loaded per batch hour (``stats --coverage`` of ClickHouse)."""
+    counts = []
+    for table in ("file_downloads", "simple_requests"):
+        rows = engine.rows(
+            f"SELECT toStartOfHour(timestamp) AS hour, toInt64(count()) FROM {table} "
+            "WHERE timestamp >= {first:DateTime64(6, 'UTC')} "
+            "AND timestamp < {stop:DateTime64(6, 'UTC')} GROUP BY hour",
+            {"first": first, "stop": stop},
+        )
+        counts.append({hour: int(count) for hour, count in rows})
+    batches = {hour: int(count) for hour, count in engine.rows(_BATCHES)}
+    return counts[0], counts[1], batches
+
+
+def latest_batch_hour(engine: Engine) -> datetime | None:
+    """The start hour of the latest log batch loaded, if any."""
+    rows = engine.rows(f"SELECT max(hour), count() FROM ({_BATCHES})")
+    return rows[0][0] if rows and rows[0][1] else None
