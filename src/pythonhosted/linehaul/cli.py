@@ -22,7 +22,10 @@ from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse import WarehouseError
+from pythonhosted.warehouse import LoadResult, WarehouseError
+from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
+from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
+from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.duck import DuckDBWarehouse, duckdb_path
 from pythonhosted.warehouse.parquet import export
 from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
@@ -270,16 +273,31 @@ def publish_command(
 
 
 @linehaul.command("rollup")
-@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option(
+    "--warehouse",
+    help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB [linehaul.warehouse].",
+)
 @click.option("--rebuild", is_flag=True, required=True, help="Recompute them from the rows.")
 @click.pass_obj
 def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> None:
     """Recompute the daily rollups from every download row, in one transaction.
 
     Publish keeps them up to date by itself; this is for a warehouse changed by hand.
-    BigQuery's rollups are materialized views that BigQuery maintains.
+    BigQuery's rollups are materialized views that BigQuery maintains; ClickHouse's are
+    rebuilt here too (run it while nothing loads).
     """
     url = warehouse or warehouse_url(settings)
+    if url.startswith(("chdb:", "clickhouse:")):
+        try:
+            house = ClickHouseWarehouse.from_url(url)
+            try:
+                house.rebuild_rollups()
+            finally:
+                house.close()
+        except (WarehouseError, ValueError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from exc
+        click.echo(f"linehaul rollup: rebuilt the rollups of {url}", err=True)
+        return
     if not url.startswith("duckdb:"):
         raise click.ClickException(f"rollup rebuilds DuckDB warehouses only, not {url!r}")
     path = duckdb_path(url)
@@ -297,17 +315,38 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
 
 
 @linehaul.command("export")
-@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option(
+    "--warehouse",
+    help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
+    "[linehaul.warehouse, duckdb://DATA/...].",
+)
 @click.option("--to", "to", required=True, help="Store URL for the Parquet files.")
 @click.pass_obj
 def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
-    """Copy the DuckDB warehouse into a store as Parquet, partitioned by date.
+    """Copy the warehouse (DuckDB or ClickHouse) into a store as Parquet, partitioned by date.
 
     Writes TABLE/date=YYYY-MM-DD/data_0.parquet and deletes what an earlier export left there.
     """
     url = warehouse or warehouse_url(settings)
+    if url.startswith(("chdb:", "clickhouse:")):
+        if url.startswith("chdb:") and not chdb_path(url).is_dir():
+            raise click.ClickException(f"no warehouse at {chdb_path(url)}")
+
+        async def copy_clickhouse() -> int:
+            store = open_store(to, BATCH_TIMEOUTS)
+            engine = await asyncio.to_thread(open_engine, url)
+            try:
+                with progress_bar("export") as bar:
+                    return await clickhouse_parquet.export(
+                        engine, store, on_total=bar.total, on_file=bar.advance
+                    )
+            finally:
+                engine.close()
+
+        click.echo(f"linehaul export: {_run(copy_clickhouse())} Parquet objects", err=True)
+        return
     if not url.startswith("duckdb:"):
-        raise click.ClickException(f"export reads DuckDB warehouses only, not {url!r}")
+        raise click.ClickException(f"export reads DuckDB and ClickHouse warehouses, not {url!r}")
     path = duckdb_path(url)
     if not path.is_file():
         raise click.ClickException(f"no warehouse at {path}")
@@ -318,3 +357,36 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
             return await export(path, store, on_total=bar.total, on_file=bar.advance)
 
     click.echo(f"linehaul export: {_run(copy())} Parquet objects", err=True)
+
+
+@linehaul.command("import")
+@click.option(
+    "--warehouse",
+    help="chdb:///PATH or clickhouse://HOST:PORT/DB [linehaul.warehouse].",
+)
+@click.option("--from", "source", required=True, help="Store URL holding an export's Parquet.")
+@click.pass_obj
+def import_command(settings: Settings, warehouse: str | None, source: str) -> None:
+    """Load Parquet files of an export (TABLE/date=.../*.parquet) into a ClickHouse warehouse,
+    each file once: moving a DuckDB warehouse to ClickHouse is export, then import."""
+    url = warehouse or warehouse_url(settings)
+    if not url.startswith(("chdb:", "clickhouse:")):
+        raise click.ClickException(f"import loads ClickHouse warehouses only, not {url!r}")
+
+    async def load() -> LoadResult:
+        store = open_store(source, BATCH_TIMEOUTS)
+        house = await asyncio.to_thread(ClickHouseWarehouse.from_url, url)
+        try:
+            with progress_bar("import") as bar:
+                return await clickhouse_parquet.import_parquet(
+                    house, store, on_total=bar.total, on_file=bar.advance
+                )
+        finally:
+            house.close()
+
+    result = _run(load())
+    click.echo(
+        f"linehaul import: {len(result.loaded)} files, {result.rows} rows, "
+        f"{len(result.skipped)} already loaded",
+        err=True,
+    )

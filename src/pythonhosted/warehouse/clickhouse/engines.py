@@ -54,6 +54,10 @@ class Engine(Protocol):
         """Run ``INSERT INTO ... [SETTINGS ...] FORMAT F`` with ``source`` as its data."""
         ...
 
+    def export(self, sql: str, params: Params, fmt: str, target: Path) -> None:
+        """Write a query's answer in format ``fmt`` to the local file ``target``, streamed."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -166,6 +170,11 @@ class ChdbEngine:
             tail = "SETTINGS " + tail
         self._run(f"{head} FROM INFILE {_quoted(str(source))} {tail}", None, "CSV")
 
+    def export(self, sql: str, params: Params, fmt: str, target: Path) -> None:
+        """The engine writes the file itself (``INTO OUTFILE``)."""
+        target.unlink(missing_ok=True)
+        self._run(f"{sql} INTO OUTFILE {_quoted(str(target))} FORMAT {fmt}", params, "CSV")
+
     def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
         if self._closed:
             raise WarehouseError(f"{self.name} is closed")
@@ -247,6 +256,19 @@ class HttpEngine:
     def insert(self, sql: str, source: Path | bytes) -> None:
         data = source.read_bytes() if isinstance(source, Path) else source
         self._call(lambda: self.client.command(sql, data=data))
+
+    def export(self, sql: str, params: Params, fmt: str, target: Path) -> None:
+        """The answer streamed from the server into the file, a chunk at a time."""
+
+        def stream() -> None:
+            with (
+                self.client.raw_stream(sql, parameters=params, fmt=fmt) as chunks,
+                open(target, "wb") as out,
+            ):
+                for chunk in chunks:
+                    out.write(chunk)
+
+        self._call(stream)
 
     def _call(self, run: Any) -> Any:
         from clickhouse_connect.driver.exceptions import ClickHouseError

@@ -40,6 +40,8 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+
 from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.clickhouse import tables
 from pythonhosted.warehouse.clickhouse.engines import Engine, open_engine, settings_sql
@@ -66,16 +68,24 @@ def token(table: str, name: str) -> str:
     return "linehaul-" + hashlib.sha256(f"{table}\0{name}".encode()).hexdigest()[:40]
 
 
-def insert_sql(table: str, name: str) -> str:
-    """``INSERT`` of one NDJSON result file (columns given: unknown keys are ignored)."""
+def insert_sql(table: str, name: str, fmt: str = "JSONEachRow") -> str:
+    """``INSERT`` of one result file (columns given: unknown keys are ignored)."""
     columns = ", ".join(quote(field.name) for field in TABLES[table])
     settings = settings_sql({**INSERT_SETTINGS, "insert_deduplication_token": token(table, name)})
-    return f"INSERT INTO {quote(table)} ({columns}) {settings} FORMAT JSONEachRow"
+    return f"INSERT INTO {quote(table)} ({columns}) {settings} FORMAT {fmt}"
 
 
 def ndjson_rows(data: bytes) -> int:
     """NDJSON lines in ``data``, a last line without its newline included."""
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file, from its footer (the file is loaded whole or not at all), read
+    by DuckDB, which every install has."""
+    with duckdb.connect() as con:
+        found = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+    return int(found[0]) if found else 0
 
 
 def prepare(engine: Engine) -> None:
@@ -157,7 +167,16 @@ class ClickHouseWarehouse:
             table, [(file.name, file.path, ndjson_rows(file.path.read_bytes())) for file in files]
         )
 
-    def _load(self, table: str, files: list[tuple[str, Path | bytes, int]]) -> LoadResult:
+    def load_parquet(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
+        """Parquet files (an export's), each once, as result files are (:mod:`.parquet`)."""
+        counted: list[tuple[str, Path | bytes, int]] = [
+            (file.name, file.path, _parquet_rows(file.path)) for file in files
+        ]
+        return self._load(table, counted, fmt="Parquet")
+
+    def _load(
+        self, table: str, files: list[tuple[str, Path | bytes, int]], fmt: str = "JSONEachRow"
+    ) -> LoadResult:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         names = [name for name, _, _ in files]
@@ -174,7 +193,7 @@ class ClickHouseWarehouse:
             for name, source, rows in files:
                 if name in booked:
                     continue
-                self.engine.insert(insert_sql(table, name), source)
+                self.engine.insert(insert_sql(table, name, fmt), source)
                 done.append((name, rows))
                 result.rows += rows
         finally:

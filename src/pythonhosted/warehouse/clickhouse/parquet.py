@@ -1,0 +1,110 @@
+"""Parquet out of and into a ClickHouse warehouse, in the layout of DuckDB's export.
+
+Export writes ``{table}/date=YYYY-MM-DD/data_0.parquet`` (rows without a timestamp, which
+the parser never writes, under ``date=NULL``), the engine writing each day's file itself
+(streamed to a local file, then uploaded), and deletes objects under ``{table}/`` that it did
+not write, as :mod:`pythonhosted.warehouse.parquet` does for DuckDB. ClickHouse writes
+RECORDs as Parquet structs, TIMESTAMP as microseconds in UTC.
+
+Import loads such files (from either engine's export, or any Parquet with the schema's column
+names) into the tables, each object once: its key is its name in the bookkeeping and its
+insert carries a token, exactly as a result file (:mod:`.load`); the rollups' view takes the
+rows as they go in. A file is one insert and one block, so it must fit in memory (a day of
+rows per file, as the export writes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from pythonhosted.storage import Store
+from pythonhosted.warehouse.base import LoadResult, LocalFile
+from pythonhosted.warehouse.clickhouse.engines import Engine
+from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
+from pythonhosted.warehouse.clickhouse.tables import quote
+from pythonhosted.warehouse.schema import TABLES
+
+
+def write_parquet(engine: Engine, out: Path) -> list[Path]:
+    """Every table's days under ``out``; the files written, relative to it."""
+    written = []
+    for table in TABLES:
+        columns = ", ".join(quote(field.name) for field in TABLES[table])
+        days: list[date | None] = [
+            row[0] for row in engine.rows(f"SELECT DISTINCT toDate(timestamp) FROM {quote(table)}")
+        ]
+        for day in days:
+            folder = Path(table) / f"date={day.isoformat() if day else 'NULL'}"
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            where = "toDate(timestamp) = {day:Date32}" if day else "timestamp IS NULL"
+            engine.export(
+                f"SELECT {columns} FROM {quote(table)} WHERE {where}",
+                {"day": day} if day else {},
+                "Parquet",
+                out / folder / "data_0.parquet",
+            )
+            written.append(folder / "data_0.parquet")
+    return sorted(written)
+
+
+async def export(
+    engine: Engine,
+    store: Store,
+    on_total: Callable[[int], object] | None = None,
+    on_file: Callable[[], object] | None = None,
+) -> int:
+    """Export the warehouse into ``store``; returns the number of Parquet objects written."""
+    with tempfile.TemporaryDirectory(prefix="parquet-export-") as tmp:
+        root = Path(tmp)
+        files = await asyncio.to_thread(write_parquet, engine, root)
+        if on_total is not None:
+            on_total(len(files))
+        written = set()
+        for relative in files:
+            key = relative.as_posix()
+            await store.put(key, (root / relative).read_bytes())
+            written.add(key)
+            if on_file is not None:
+                on_file()
+    for table in TABLES:
+        for item in await store.list(f"{table}/"):
+            if item.key not in written:
+                await store.delete(item.key)
+    return len(written)
+
+
+def table_of(key: str) -> str | None:
+    """The table a Parquet object of the export layout belongs to."""
+    table = key.split("/", 1)[0]
+    return table if table in TABLES and key.endswith(".parquet") else None
+
+
+async def import_parquet(
+    warehouse: ClickHouseWarehouse,
+    store: Store,
+    on_total: Callable[[int], object] | None = None,
+    on_file: Callable[[], object] | None = None,
+) -> LoadResult:
+    """Load every ``{table}/**.parquet`` object of ``store`` not loaded before."""
+    keys = [item.key for item in await store.list() if table_of(item.key)]
+    if on_total is not None:
+        on_total(len(keys))
+    total = LoadResult()
+    with tempfile.TemporaryDirectory(prefix="parquet-import-") as tmp:
+        for index, key in enumerate(keys):
+            table = table_of(key)
+            assert table is not None
+            local = Path(tmp) / f"{index}.parquet"
+            local.write_bytes(await store.get_bytes(key))
+            result = await asyncio.to_thread(warehouse.load_parquet, table, [LocalFile(key, local)])
+            local.unlink()
+            total.rows += result.rows
+            total.loaded += result.loaded
+            total.skipped += result.skipped
+            if on_file is not None:
+                on_file()
+    return total

@@ -1,0 +1,94 @@
+"""Parquet out of and into ClickHouse (chDB) through the CLI: a DuckDB warehouse exported and
+imported into ClickHouse gives the same stats; ClickHouse's export reads back in DuckDB as
+the same rows; an import twice loads each file once; rollups rebuilt."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import duckdb
+from click.testing import CliRunner
+
+from pythonhosted.cli import main
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+from support.linehaul_data import gz
+from support.stats_data import random_lines
+
+COLUMNS = (
+    "timestamp, country_code, url, project, file.version, details.installer.name, "
+    "details.python, details.system.name, details.distro.libc.lib, details.ci, tls_cipher"
+)
+
+
+def _run(*args: str) -> str:
+    out = CliRunner().invoke(main, list(args))
+    assert out.exit_code == 0, out.output
+    return out.stderr
+
+
+def _duckdb_rows(glob: str) -> list[tuple[object, ...]]:
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(
+            f"SELECT {COLUMNS.replace('timestamp', 'timestamp::TIMESTAMP')} "
+            f"FROM read_parquet('{glob}') ORDER BY url"
+        ).fetchall()
+
+
+def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    lines = random_lines(rng, 3000, ["alpha", "Beta.pkg"], date(2024, 12, 1), 5)
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        duck.load("file_downloads", [("a.json", convert(gz(lines)).downloads)])
+        simple = b'{"timestamp":"2024-12-02 10:00:00 +00:00","url":"/simple/a/","project":"a"}\n'
+        duck.load("simple_requests", [("s.json", simple)])
+    finally:
+        duck.close()
+    _run(
+        "linehaul",
+        "export",
+        "--warehouse",
+        f"duckdb://{tmp_path}/w.duckdb",
+        "--to",
+        f"file://{tmp_path}/from-duck",
+    )
+    chdb = f"chdb://{tmp_path}/ch"
+    first = _run(
+        "linehaul", "import", "--from", f"file://{tmp_path}/from-duck", "--warehouse", chdb
+    )
+    assert "linehaul import: 6 files, 3001 rows, 0 already loaded" in first
+    again = _run(
+        "linehaul", "import", "--from", f"file://{tmp_path}/from-duck", "--warehouse", chdb
+    )
+    assert "linehaul import: 0 files, 0 rows, 6 already loaded" in again
+    _run("linehaul", "rollup", "--rebuild", "--warehouse", chdb)
+    stats = ["stats", "beta-pkg", "--start", "2024-12-01", "--end", "2024-12-05", "--format", "csv"]
+    for by in (["--by", "installer"], ["--by", "day", "libc"]):
+        on_duck = _run(*stats, *by, "--warehouse", f"duckdb://{tmp_path}/w.duckdb")
+        out = CliRunner().invoke(main, [*stats, *by, "--warehouse", chdb])
+        assert (
+            out.stdout
+            == CliRunner()
+            .invoke(main, [*stats, *by, "--warehouse", f"duckdb://{tmp_path}/w.duckdb"])
+            .stdout
+        )
+        assert on_duck == ""
+    _run("linehaul", "export", "--warehouse", chdb, "--to", f"file://{tmp_path}/from-ch")
+    for table in ("file_downloads", "simple_requests"):
+        days = sorted(p.parent.name for p in (tmp_path / "from-ch" / table).rglob("*.parquet"))
+        assert days == sorted(
+            p.parent.name for p in (tmp_path / "from-duck" / table).rglob("*.parquet")
+        )
+    assert _duckdb_rows(f"{tmp_path}/from-ch/file_downloads/*/*.parquet") == _duckdb_rows(
+        f"{tmp_path}/from-duck/file_downloads/*/*.parquet"
+    )
+    engine = ChdbEngine(tmp_path / "ch")
+    try:
+        assert engine.rows("SELECT count() FROM simple_requests") == [(1,)]
+    finally:
+        engine.close()
