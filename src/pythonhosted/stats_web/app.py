@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import mimetypes
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -103,6 +104,7 @@ class StatsWebApp(Service):
         elif self.url.startswith("chdb:"):
             self.path = chdb_path(self.url)
         self._server: Engine | None = None  # a ClickHouse server's client, kept
+        self._server_lock = threading.Lock()
         self.cache = AnswerCache(options.cache_entries, options.cache_bytes)
         self.limiter = RateLimiter(
             options.rate_limit,
@@ -318,9 +320,11 @@ class StatsWebApp(Service):
             finally:
                 engine.close()
             return
-        if self._server is None:
-            self._server = open_engine(self.url)
-        yield self._server
+        with self._server_lock:  # answers are computed in several threads
+            if self._server is None:
+                self._server = open_engine(self.url)
+            server = self._server
+        yield server
 
     def _plain(self, status: int, body: bytes, kind: bytes, version: int = -1) -> Answer:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
