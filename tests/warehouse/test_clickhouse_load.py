@@ -161,7 +161,13 @@ def test_tables_follow_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         )
         assert types["sha256"] == "Nullable(String)"
         assert types["timestamp"] == "Nullable(DateTime64(6, 'UTC'))"
-        assert types["country_code"] == "LowCardinality(Nullable(String))"
+        assert types["country_code"] == "Nullable(String)"
+        codecs = dict(
+            second.engine.rows(
+                "SELECT name, compression_codec FROM system.columns WHERE table = 'file_downloads'"
+            )
+        )
+        assert set(codecs.values()) == {"CODEC(ZSTD(1))"}
     finally:
         second.close()
 

@@ -1,13 +1,18 @@
 """The warehouse's tables in ClickHouse, made from :mod:`pythonhosted.warehouse.schema`.
 
-Column types mirror the BigQuery schema: STRING -> ``Nullable(String)`` (``LowCardinality``
-for the columns of few distinct values named in :data:`FEW_VALUES`), TIMESTAMP ->
+Column types mirror the BigQuery schema: STRING -> ``Nullable(String)``, TIMESTAMP ->
 ``Nullable(DateTime64(6, 'UTC'))`` (microseconds, as BigQuery's), BOOLEAN ->
 ``Nullable(Bool)``, INTEGER -> ``Nullable(Int64)``, FLOAT -> ``Nullable(Float64)``, DATE ->
 ``Nullable(Date32)``, RECORD -> a named ``Tuple`` of its members, REPEATED -> ``Array``. A
 table or column added to the schema reaches ClickHouse the same way: tables are created from
 it, a column the table lacks is added and a RECORD that gained members is modified
 (``ALTER TABLE ... ADD COLUMN`` / ``MODIFY COLUMN``).
+
+Strings are plain, compressed with ``ZSTD(1)``, not ``LowCardinality`` as clickpy stores its
+few-valued columns: parsing linehaul's JSON into ``LowCardinality`` members of tuples cost
+2.4 times the CPU of plain strings (2.84 against 1.17 CPU s for 180k rows, the whole insert
+with the rollups' view), and ZSTD keeps the stored size within a sixth of it (7.8 against
+6.8 MiB); a project's row query took 4.2 against 3.4 ms (BENCHMARKS.md).
 
 One difference from BigQuery and DuckDB: ClickHouse has no nullable tuple in its stable
 types, so a null RECORD is stored as a record of nulls (``details: null`` reads back as
@@ -41,31 +46,7 @@ PROJECTS = "project_names"
 PROJECTS_VIEW = "project_names_mv"
 DEFINITIONS = "warehouse_definition"
 DEDUPLICATION_WINDOW = 10_000
-# Columns of few distinct values (countries, installers, Pythons, ...): dictionary-encoded.
-FEW_VALUES = frozenset(
-    {
-        "country_code",
-        "tls_protocol",
-        "tls_cipher",
-        "file.type",
-        "details.installer.name",
-        "details.installer.version",
-        "details.python",
-        "details.implementation.name",
-        "details.implementation.version",
-        "details.distro.name",
-        "details.distro.version",
-        "details.distro.id",
-        "details.distro.libc.lib",
-        "details.distro.libc.version",
-        "details.system.name",
-        "details.system.release",
-        "details.cpu",
-        "details.openssl_version",
-        "details.setuptools_version",
-        "details.rustc_version",
-    }
-)
+CODEC = "CODEC(ZSTD(1))"
 _SCALARS = {
     "STRING": "String",
     "TIMESTAMP": "DateTime64(6, 'UTC')",
@@ -112,19 +93,21 @@ def column_type(field: Field, path: str = "") -> str:
         raise ValueError(f"no ClickHouse type for {dotted} ({field.type})") from None
     if repeated:
         return f"Array({scalar})"
-    kind = f"Nullable({scalar})"
-    return f"LowCardinality({kind})" if dotted in FEW_VALUES else kind
+    return f"Nullable({scalar})"
 
 
-def columns_sql(table: str) -> str:
-    return ", ".join(f"{quote(f.name)} {column_type(f)}" for f in TABLES[table])
+def columns_sql(table: str, *, codecs: bool = False) -> str:
+    """The table's columns (with the stored tables' codec: see the module doc)."""
+    codec = f" {CODEC}" if codecs else ""
+    return ", ".join(f"{quote(f.name)} {column_type(f)}{codec}" for f in TABLES[table])
 
 
 def create_table_sql(table: str) -> str:
     names = {field.name for field in TABLES[table]}
     order = [name for name in ("project", "timestamp") if name in names]
     return (
-        f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table)}) ENGINE = MergeTree "
+        f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table, codecs=True)}) "
+        "ENGINE = MergeTree "
         f"ORDER BY ({', '.join(map(quote, order))}) "
         f"SETTINGS allow_nullable_key = 1, "
         f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
@@ -144,9 +127,13 @@ def alter_columns_sql(table: str, existing: dict[str, str]) -> list[str]:
     for f in TABLES[table]:
         wanted = column_type(f)
         if f.name not in existing:
-            statements.append(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(f.name)} {wanted}")
+            statements.append(
+                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(f.name)} {wanted} {CODEC}"
+            )
         elif not _same_type(existing[f.name], wanted):
-            statements.append(f"ALTER TABLE {quote(table)} MODIFY COLUMN {quote(f.name)} {wanted}")
+            statements.append(
+                f"ALTER TABLE {quote(table)} MODIFY COLUMN {quote(f.name)} {wanted} {CODEC}"
+            )
     return statements
 
 
