@@ -306,7 +306,7 @@ def test_flag_mistake_in_a_process(tmp_path: Path) -> None:
     "factory",
     [
         "pythonhosted.files.service:worker_app",
-        "pythonhosted.camo.app:worker_app",
+        "pythonhosted.camo.service:worker_app",
         "pythonhosted.conveyor.service:worker_app",
     ],
 )

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted import __version__
-from pythonhosted.camo import load_or_create_key, sign_url
+from pythonhosted.camo import sign_url
 from pythonhosted.cli import main
 from pythonhosted.config import load_settings
 from pythonhosted.web.server import Bind, free_port, wait_for_port
@@ -84,15 +84,6 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert camo.bind == "127.0.0.1:8002"
     assert camo.max_size_kb == 5120
     assert camo.max_redirects == 3
-
-
-def test_load_or_create_key(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "camo.key"
-    key = load_or_create_key(path)
-    assert len(key) == 64
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(path) == key
-    assert [p.name for p in path.parent.iterdir()] == ["camo.key"]
 
 
 def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.content import content_headers
 from pythonhosted.conveyor.redirects import RedirectTable
 from pythonhosted.conveyor.replies import reply, security_headers
-from pythonhosted.keys import check_key, path_of
+from pythonhosted.objectkeys import check_key, path_of
 from pythonhosted.storage import NotFound, Store, StoreUnavailable
 from pythonhosted.web.http import http_datetime
 from pythonhosted.web.objects import ObjectResponder, StoredObject

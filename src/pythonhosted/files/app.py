@@ -26,8 +26,8 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
-from pythonhosted.keys import path_of
 from pythonhosted.logline import download_line
+from pythonhosted.objectkeys import path_of
 from pythonhosted.storage import (
     Backend,
     Fallback,
@@ -39,7 +39,7 @@ from pythonhosted.storage import (
     StoreUnavailable,
 )
 from pythonhosted.web.bodycache import BodyCache
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.http import http_datetime
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request

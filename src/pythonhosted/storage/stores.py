@@ -33,7 +33,7 @@ from obstore.store import LocalStore, MemoryStore
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore import GetOptions
 
-from pythonhosted.keys import is_safe_key
+from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage.cloud import cloud_backend, describe
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
