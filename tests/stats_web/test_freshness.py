@@ -25,6 +25,7 @@ from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
 from support.linehaul_data import gz
+from support.processes import spawn
 from support.stats_data import line
 from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
 
@@ -62,12 +63,11 @@ def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
 
 
 def _publisher(warehouse: Warehouse) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "pythonhosted", "linehaul", "publish", "--once",
          "--results", warehouse.results, "--warehouse", f"duckdb://{warehouse.path}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )  # fmt: skip
 
 
