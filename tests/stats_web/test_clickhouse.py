@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from pythonhosted.stats_web import create_app
+from pythonhosted.stats_web import build_app
 from pythonhosted.web.server import running
 from support.stats_warehouse import build, event_lines
 
@@ -47,7 +47,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     duck = build(tmp_path_factory.mktemp("duck"), lines, hour=hour)
     tmp = tmp_path_factory.mktemp("chdb")
     chdb = build(tmp, lines, warehouse=f"chdb://{tmp}/ch", hour=hour)
-    with running(create_app(duck.settings)) as one, running(create_app(chdb.settings)) as two:
+    with running(build_app(duck.settings)) as one, running(build_app(chdb.settings)) as two:
         yield one, two
 
 
@@ -71,7 +71,7 @@ def test_a_missing_chdb_warehouse_is_a_503(tmp_path_factory: pytest.TempPathFact
             )
         }
     )
-    with running(create_app(settings)) as base:
+    with running(build_app(settings)) as base:
         answer = httpx.get(base + "/api/v1/top")
     assert answer.status_code == 503
     assert answer.json() == {"error": "no downloads have been published yet"}

@@ -5,7 +5,7 @@ It lives in an environment of its own (``.tools/bqemulator``, made by ``make
 DuckDB's ``INSTALL spatial``, which would download the extension unless it is in DuckDB's
 extension directory already, so a ``HOME`` of the emulator's own gets the copy the
 ``duckdb-extension-spatial`` wheel ships. Ports are free ones on 127.0.0.1; the process has
-its own process group, killed on the way out.
+its own process group (``support.processes.started``), killed on the way out.
 
 Where it differs from BigQuery (each found here; the named fake,
 ``support/fake_bigquery.py``, stays for what it cannot show):
@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery import client as bigquery_client
 
 from pythonhosted.web.server import free_port
-from support.processes import stop_group
+from support.processes import started, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT = ROOT / ".tools" / "bqemulator"
@@ -75,37 +74,35 @@ def _offline_home(home: Path) -> Path:
 
 @contextlib.contextmanager
 def running(workdir: Path, project: str) -> Iterator[str]:
-    """The emulator on loopback for the block; its REST endpoint."""
+    """The emulator on loopback for the block (its own process group, killed after); its
+    REST endpoint."""
     command = ensure_installed()
     home = _offline_home(workdir / "home")
     rest, grpc = free_port(), free_port()
-    log = open(workdir / "bqemulator.log", "wb")  # noqa: SIM115 (closed below)
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "NO_PROXY": "*"}
     argv = [str(command), "start", "--rest-port", str(rest), "--grpc-port", str(grpc)]
-    process = subprocess.Popen(
-        [*argv, "--project", project, "--log-level", "warning"],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     endpoint = f"http://127.0.0.1:{rest}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
+    log_path = workdir / "bqemulator.log"
+    with (
+        open(log_path, "wb") as log,
+        started(
+            [*argv, "--project", project, "--log-level", "warning"],
+            env=env,
+            cwd=workdir,
+            stdout=log.fileno(),
+            stderr=subprocess.STDOUT,
+        ) as process,
+    ):
+
+        def answering() -> bool:
             if process.poll() is not None:
-                pytest.fail(f"bqemulator exited: {(workdir / 'bqemulator.log').read_text()}")
+                pytest.fail(f"bqemulator exited: {log_path.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{endpoint}/bigquery/v2/projects/{project}/datasets").is_success:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("bqemulator did not answer within 60 s")
-            time.sleep(0.1)
+                return httpx.get(f"{endpoint}/bigquery/v2/projects/{project}/datasets").is_success
+            return False
+
+        wait_until(answering, timeout=60, interval=0.1)
         yield endpoint
-    finally:
-        stop_group(process)
-        log.close()
 
 
 def emulator_client(

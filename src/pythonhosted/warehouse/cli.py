@@ -16,7 +16,7 @@ from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
 from pythonhosted.warehouse.clickhouse.engines import Engine, chdb_path, open_engine
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
-from pythonhosted.warehouse.render import FORMATS, render, render_coverage
+from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
 from pythonhosted.warehouse.stats import FIELDS, Breakdown, EmptyWarehouse, Filters, breakdown
 
 
