@@ -90,7 +90,7 @@ async def upload(
                 f"{filename}: a different file with this name already exists"
             ) from None
         return winner
-    await mark_changed(store)  # running indexes show it within a second, not a cache TTL
+    await mark_changed(store, [dist.project])  # indexes show it within a second, not a TTL
     return record
 
 
