@@ -279,6 +279,8 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
         ("/api/v1/compare?projects=a", "projects"),
         ("/api/v1/compare?projects=a,b,c,d,e,f", "projects"),
         ("/api/v1/top?limit=0", "limit"),
+        ("/api/v1/top?limit=" + "9" * 5_000, "limit"),
+        ("/api/v1/top?limit=%C2%B2", "limit"),
         ("/api/v1/top?period=year", "period"),
         ("/api/v1/coverage?by=minute", "by"),
         (f"/badge/{DEMO}.svg?color=notacolour", "color"),
