@@ -1,11 +1,11 @@
 """The files edge as an ASGI app: files-edge spec rules 1-24.
 
 The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, its
-response headers built once, a handful of header comparisons and one line appended to the
-download log's memory buffer. Bodies go out by the cheapest route: objects up to
-``cache_object_max_bytes`` from memory (the server's pathsend copies through user space and
-costs more), larger local files by pathsend, small ranges of local files by ``pread``, the
-rest streamed from the store.
+response headers built once, a handful of header comparisons and one string (the served and
+download lines) appended to the download log's memory buffer once the response is done.
+Bodies go out by the cheapest route: objects up to ``cache_object_max_bytes`` from memory
+(the server's pathsend copies through user space and costs more), larger local files by
+pathsend, small ranges of local files by ``pread``, the rest streamed from the store.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pythonhosted.eventlog import EventLog
 from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.keys import path_of
-from pythonhosted.logline import download_line
+from pythonhosted.logline import served_download_lines, served_line
 from pythonhosted.storage import (
     Backend,
     Fallback,
@@ -40,11 +40,12 @@ from pythonhosted.storage import (
 )
 from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.client import ClientFacts
-from pythonhosted.web.http import http_datetime
-from pythonhosted.web.objects import ObjectResponder, StoredObject
+from pythonhosted.web.http import http_datetime, parse_range
+from pythonhosted.web.objects import SEND_PIECE, ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
+from pythonhosted.web.service import CountingSend
 from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class EdgeOptions:
 class EdgeObject(StoredObject):
     """An object located once; immutable files never need to be looked up again."""
 
-    __slots__ = ("encoded", "metadata")
+    __slots__ = ("encoded", "metadata", "served_whole")
 
     def __init__(self, info: ObjectInfo, store: Store) -> None:
         super().__init__(
@@ -117,6 +118,7 @@ class EdgeObject(StoredObject):
         )
         self.metadata = info.metadata  # project, version, ... for the download line
         self.encoded: dict[bytes, bytes] = {}  # a .metadata file compressed, by encoding
+        self.served_whole = served_line(200, info.size, False, 0)  # most downloads' facts
 
 
 class FilesEdge:
@@ -189,7 +191,7 @@ class FilesEdge:
         elif method == "PURGE":
             await self._purge(request, key, send, security)
         else:
-            await self._serve(request, key, send, security)
+            await self._serve(request, key, receive, send, security)
 
     async def _options(self, request: Request, send: Send, security: Headers) -> None:
         if b"origin" in request.headers and b"access-control-request-method" in request.headers:
@@ -242,7 +244,9 @@ class FilesEdge:
                 self._cache.popitem(last=False)
         return entry
 
-    async def _serve(self, request: Request, key: str, send: Send, security: Headers) -> None:
+    async def _serve(
+        self, request: Request, key: str, receive: Receive, send: Send, security: Headers
+    ) -> None:
         head = request.method == "HEAD"
         force = self._forced_backend(request)
         try:
@@ -268,20 +272,22 @@ class FilesEdge:
         elif not key.endswith(DISTRIBUTION_SUFFIXES):
             self.metrics.sidecars.labels("other").inc()
         logged = self.log is not None and not head and key.endswith(DISTRIBUTION_SUFFIXES)
+        # A body of several pieces: note how much had gone when the client left, if it does.
+        departure = _Departure(receive, send) if logged and entry.size > SEND_PIECE else None
+        failure: StorageError | None = None
         try:
             await self.responder.respond(
-                request,
-                send,
-                entry,
-                security,
-                validated=True,
-                use_cache=force is None,
-                on_body=self._log_download if logged else None,
+                request, send, entry, security, validated=True, use_cache=force is None
             )
         except OSError as exc:  # a local file's pread
-            await self._read_failed(key, _os_error(exc), send, security)
+            failure = _os_error(exc)
         except StorageError as exc:
-            await self._read_failed(key, exc, send, security)
+            failure = exc
+        finally:  # a download that started is logged however it ended
+            if logged:
+                self._log_download(request, entry, send, departure)
+        if failure is not None:
+            await self._read_failed(key, failure, send, security)
 
     async def _read_failed(
         self, key: str, exc: StorageError, send: Send, security: Headers
@@ -312,15 +318,38 @@ class FilesEdge:
         headers.append((b"content-encoding", encoding))
         await send_response(send, 200, body, content_type=None, headers=headers, head=head)
 
-    def _log_download(self, request: Request, entry: EdgeObject) -> None:
+    def _log_download(
+        self, request: Request, entry: EdgeObject, send: Send, departure: _Departure | None
+    ) -> None:
+        """The served and download lines of a response that sent a body (200 or 206), once it
+        is done: the service shell's :class:`~pythonhosted.web.service.CountingSend` (the
+        edge runs in it) counted the body bytes and kept the status. Nothing for a response
+        whose head never went out (a read that failed first: the caller answers 404/503)."""
         assert self.log is not None
+        sent: CountingSend = send  # type: ignore[assignment]
+        status = sent.status
+        left_at = departure.close() if departure is not None else None
+        if not sent.started or (status != 200 and status != 206):
+            return
         self.metrics.downloads.count += 1
         metadata = entry.metadata
-        tls_protocol, tls_cipher = self.client.tls(request.headers)
+        headers = request.headers
+        tls_protocol, tls_cipher = self.client.tls(headers)
+        asked = headers.get(b"range")
+        sent_bytes = sent.body_bytes if left_at is None else left_at
+        if status == 200 and asked is None and sent_bytes == entry.size:
+            served = entry.served_whole
+        else:
+            start = 0
+            if status == 206:  # the range it answered; a 206 had a satisfiable one
+                span = parse_range(asked.decode("latin-1") if asked else None, entry.size)
+                start = span[0] if span is not None else 0
+            served = served_line(status, sent_bytes, asked is not None, start)
         self.log.append(
-            download_line(
+            served_download_lines(
+                served,
                 timestamp=time.time(),
-                country=self.client.country(request.scope, request.headers),
+                country=self.client.country(request.scope, headers),
                 url=request.raw_path.decode("latin-1"),
                 tls_protocol=tls_protocol,
                 tls_cipher=tls_cipher,
@@ -348,6 +377,30 @@ class FilesEdge:
             headers=security + [NO_CROSS_DOMAIN] + (extra or []),
             head=head,
         )
+
+
+class _Departure:
+    """Watches for the client leaving while a long body goes out, and notes how many body
+    bytes had gone to the server by then: granian keeps taking a response's body after the
+    client left (dropping it), so the shell's count alone would say the whole file went.
+    The count includes what the server and the kernel buffered when the client left (a few
+    megabytes at most). A task per watched response: only bodies of several pieces are."""
+
+    __slots__ = ("left_at", "task")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self.left_at: int | None = None
+        self.task = asyncio.ensure_future(self._watch(receive, send))
+
+    async def _watch(self, receive: Receive, send: Send) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass  # the request's (empty) body
+        self.left_at = send.body_bytes  # type: ignore[attr-defined]
+
+    def close(self) -> int | None:
+        """Stop watching: the body bytes sent when the client left, None if it stayed."""
+        self.task.cancel()
+        return self.left_at
 
 
 def _preferred_encoding(accept: str | None) -> bytes | None:
