@@ -24,12 +24,14 @@ def _metadata(
     requires_python: str,
     extra: Sequence[str] = (),
     description: str = "",
+    summary: str | None = None,
 ) -> str:
+    about = f"Sample package {name}" if summary is None else summary
     lines = [
         "Metadata-Version: 2.1",
         f"Name: {name}",
         f"Version: {version}",
-        f"Summary: Sample package {name}",
+        *([f"Summary: {about}"] if about else []),
         f"Requires-Python: {requires_python}",
     ]
     lines += [f"Requires-Dist: {requirement}" for requirement in requires]
@@ -46,12 +48,14 @@ def build_wheel(
     module_source: str | None = None,
     metadata: Sequence[str] = (),
     description: str = "",
+    summary: str | None = None,
 ) -> tuple[str, bytes]:
     """(filename, bytes) of a py3-none-any wheel with one module named after the project;
-    ``metadata``: more core metadata lines (``Classifier: ...``), ``description`` its body."""
+    ``metadata``: more core metadata lines (``Classifier: ...``), ``description`` its body,
+    ``summary`` its Summary ("Sample package NAME" unless given; "" for none)."""
     module = canonicalize_name(name).replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
-    core = _metadata(name, version, requires or [], requires_python, metadata, description)
+    core = _metadata(name, version, requires or [], requires_python, metadata, description, summary)
     files = {
         f"{module}/__init__.py": module_source or f'__version__ = "{version}"\n',
         f"{dist_info}/METADATA": core,
@@ -83,13 +87,14 @@ def build_sdist(
     requires_python: str = ">=3.8",
     metadata: Sequence[str] = (),
     description: str = "",
+    summary: str | None = None,
 ) -> tuple[str, bytes]:
     """(filename, bytes) of a .tar.gz sdist buildable by any PEP 517 front end (setuptools);
-    ``metadata`` and ``description`` as for :func:`build_wheel` (PKG-INFO only)."""
+    ``metadata``, ``description`` and ``summary`` as for :func:`build_wheel` (PKG-INFO only)."""
     module = canonicalize_name(name).replace("-", "_")
     root = f"{module}-{version}"
     dependencies = ", ".join(f'"{requirement}"' for requirement in requires or [])
-    core = _metadata(name, version, requires or [], requires_python, metadata, description)
+    core = _metadata(name, version, requires or [], requires_python, metadata, description, summary)
     files = {
         f"{root}/PKG-INFO": core,
         f"{root}/pyproject.toml": (
