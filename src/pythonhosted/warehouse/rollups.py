@@ -96,7 +96,7 @@ def aggregate_sql(where: str, *, one_row_per_key: bool = True) -> str:
         f"CASE {value} END AS value, mirror, ci, count(*) AS downloads FROM ("
         f'SELECT CAST("timestamp" AS DATE) AS day, project, '
         f"{mirror_sql()} AS mirror, details.ci AS ci, {columns} "
-        f"FROM file_downloads WHERE {where}) GROUP BY GROUPING SETS ({sets})"
+        f"FROM file_downloads WHERE ({where}) AND {COUNTED}) GROUP BY GROUPING SETS ({sets})"
     )
     normalized = (
         f"SELECT day, {NORMALIZED} AS project, dimension, "
