@@ -139,3 +139,30 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
 
 def spool_lines(spool: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in spool.iterdir()) if spool.is_dir() else 0
+
+
+def test_served_lines_say_how_each_response_went(
+    edge: EdgeFactory, primary: str, tmp_path: Path
+) -> None:
+    """Status, bytes sent, whether a Range was asked and where the bytes started, for the
+    ranges installers and downloaders ask for, and for Ranges answered with the whole file
+    (another version per If-Range, several ranges)."""
+    size = len(WHEEL.data)
+    asked = [
+        ("bytes=-16384", 206, 16384, 1, size - 16384),  # uv's tail read
+        ("bytes=1000-1999", 206, 1000, 1, 1000),  # a member inside
+        ("bytes=0-499", 206, 500, 1, 0),  # the first range of a segmented download
+        (f"bytes={size - 10}-", 206, 10, 1, size - 10),  # the rest, resumed
+        ("bytes=0-9, 20-29", 200, size, 1, 0),  # several ranges: the whole file
+        (None, 200, size, 0, 0),
+    ]
+    logs = f"file://{tmp_path}/logs"
+    with edge(primary=primary, logs=logs, log_period=60) as url, httpx.Client(base_url=url) as c:
+        for header, status, *_ in asked:
+            headers = {"Range": header} if header else {}
+            assert c.get(WHEEL.path, headers=headers).status_code == status
+        stale = {"Range": "bytes=0-9", "If-Range": '"another-etag"'}
+        assert c.get(WHEEL.path, headers=stale).status_code == 200
+    served = [line for line, _ in download_lines(tmp_path / "logs")]
+    expected = [f"served|{s}|{n}|{r}|{start}|||||" for _, s, n, r, start in asked]
+    assert served == [*expected, f"served|200|{size}|1|0|||||"]
