@@ -67,3 +67,17 @@ def read_secret(path: Path) -> str | None:
     if not secret:
         raise ValueError(f"secret file is empty: {path}")
     return secret
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is another process still running on this host (the owner recorded in
+    a spool segment's name or a warehouse's intent file): this process and pid 0 are not."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted import __version__
-from pythonhosted.camo import load_or_create_key, sign_url
+from pythonhosted.camo import sign_url
 from pythonhosted.cli import main
 from pythonhosted.config import load_settings
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.processes import finish_group, wait_until
+from support.processes import finish_group, spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Upstream
@@ -86,15 +86,6 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert camo.max_redirects == 3
 
 
-def test_load_or_create_key(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "camo.key"
-    key = load_or_create_key(path)
-    assert len(key) == 64
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(path) == key
-    assert [p.name for p in path.parent.iterdir()] == ["camo.key"]
-
-
 def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     command = [
@@ -110,7 +101,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
         "Strict-Transport-Security: max-age=60",
     ]
     env = {"PYTHONHOSTED_CAMO_KEY": "cli-key", "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
         response = httpx.get(bind.url() + sign_url(upstream.base + "/png", b"cli-key"))
@@ -159,7 +150,7 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
         "Strict-Transport-Security: max-age=60",
     ]
     env = {"PYTHONHOSTED_CAMO__KEY": "env-key", "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
         wait_until(lambda: len(_children(process.pid)) == 2, timeout=20)
@@ -281,7 +272,7 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         "GOCAMO_USER_AGENT": "gc-agent",
         "PATH": "/usr/bin:/bin",
     }
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
         sign = lambda path: bind.url() + sign_url(upstream.base + path, b"go-key")  # noqa: E731

@@ -27,7 +27,7 @@ from pythonhosted.cli import main
 from pythonhosted.config import FilesSettings, Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app as build_index
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import spawn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,14 +56,13 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     env["PYTHONHOSTED_LINEHAUL__BIND"] = f"127.0.0.1:{free_port()}"
     stats_web = Bind("127.0.0.1", free_port())
     env["PYTHONHOSTED_STATS_WEB__BIND"] = f"{stats_web.host}:{stats_web.port}"
-    process = subprocess.Popen(
+    process = spawn(
         ["make", "run"],
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
     )
     try:
         banner = _wait_for_banner(process, time.monotonic() + 600)

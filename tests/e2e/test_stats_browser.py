@@ -23,6 +23,7 @@ import pytest
 
 from pythonhosted.samples import build_wheel
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import spawn
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -123,12 +124,11 @@ def test_stats_pages_in_chromium_after_real_installs(tmp_path: Path) -> None:
         [*command, "files", "upload", "--store", f"file://{data}/files", str(tmp_path / name)], env
     )
     log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
+    serve = spawn(
         [*command, "serve", "--data-dir", str(data)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         for bind in binds.values():

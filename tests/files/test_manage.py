@@ -25,14 +25,14 @@ from pythonhosted.cli import main
 from pythonhosted.config import FilesSettings, IndexSettings, Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.edge import SAMPLES, seed
 from support.metrics import sample
-from support.processes import PYTHONHOSTED, started, stop_group, wait_until
+from support.processes import PYTHONHOSTED, spawn, started, stop_group, wait_until
 
 JSON = "application/vnd.pypi.simple.v1+json"
 WHEEL, SDIST = SAMPLES["wheel"], SAMPLES["sdist"]
@@ -286,13 +286,12 @@ def test_delete_asks_on_a_terminal(tmp_path: Path, answer: str, deleted: bool) -
         "PYTHONHOSTED_FILES__PURGE_URLS": "[]",
     }
     controller, terminal = pty.openpty()  # stdin is a terminal: the command asks
-    process = subprocess.Popen(
+    process = spawn(
         [*PYTHONHOSTED, "files", "delete", SDIST.filename],
         env=env,
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )
     try:
         os.write(controller, f"{answer}\n".encode())

@@ -14,7 +14,7 @@ import pytest
 
 from pythonhosted.config import FilesSettings, IndexSettings, Settings
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running

@@ -14,7 +14,7 @@ import httpx
 from pythonhosted.catalog import CatalogWatch, mark_changed, record_key
 from pythonhosted.files.upload import upload
 from pythonhosted.index.app import IndexApp, IndexOptions
-from pythonhosted.index.pages import ENTRY_BYTES, CatalogPages
+from pythonhosted.index.cached_catalog import ENTRY_BYTES, CatalogPages
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import Store, open_store
 from pythonhosted.storage.stores import Listed

@@ -26,6 +26,7 @@ from pythonhosted.linehaul import columns
 from pythonhosted.linehaul.batch import Counts, convert
 from pythonhosted.linehaul.lines import SAMPLE_BYTES
 from support.linehaul_data import download_line, log_key, simple_line
+from support.processes import spawn
 
 GIB = 1 << 30
 MEMORY_BOUND_MB = 200  # an empty object peaks at ~80 MB, these at ~85 MB
@@ -72,9 +73,7 @@ def _ingest_process(tmp_path: Path, data: bytes, converter: str) -> tuple[str, f
     argv += ["--logs", f"file://{logs}", "--results", f"file://{results}"]
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data")}
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
-        )
+        process = spawn(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             deadline = time.monotonic() + 120
             while process.poll() is None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -281,12 +282,13 @@ class _Held(ObjectConverter):
         return super().finish()
 
 
-class Watched(Store):
-    """A store (same back end) that records this worker's writes and can stall its lease
-    renewals until ``resume`` is set, as a paused process or a hanging store would."""
+class Watched:
+    """A store (the same one, seen through this) that records this worker's writes and can
+    stall its lease renewals until ``resume`` is set, as a paused process or a hanging store
+    would."""
 
     def __init__(self, base: Store, *, stall_renewals: bool = False) -> None:
-        super().__init__(base.url, base.backend, local_root=base.local_root)
+        self.base = base
         self.changed: list[str] = []
         self.resume = asyncio.Event()
         if not stall_renewals:
@@ -304,13 +306,16 @@ class Watched(Store):
         if key.startswith(leases.PREFIX) and not key.endswith("/0000000001"):
             await self.resume.wait()
         self.changed.append(key)
-        await super().put(
+        await self.base.put(
             key, data, content_type=content_type, metadata=metadata, create_only=create_only
         )
 
     async def delete(self, key: str) -> None:
         self.changed.append(key)
-        await super().delete(key)
+        await self.base.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pythonhosted.stats_web import create_app
+from pythonhosted.stats_web import build_app
 from pythonhosted.web.server import running
 from support.stats_warehouse import Warehouse, build, event_lines
 
@@ -18,5 +18,5 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
 
 @pytest.fixture(scope="module")
 def base(warehouse: Warehouse) -> Iterator[str]:
-    with running(create_app(warehouse.settings)) as url:
+    with running(build_app(warehouse.settings)) as url:
         yield url

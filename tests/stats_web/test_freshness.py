@@ -18,13 +18,14 @@ import pytest
 from pythonhosted.config import Settings, StatsWebSettings
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
-from pythonhosted.stats_web import create_app
+from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import limits as limits_module
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
 from support.linehaul_data import gz
+from support.processes import spawn
 from support.stats_data import line
 from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
 
@@ -47,7 +48,7 @@ def _publish(warehouse: Warehouse) -> None:
 
 def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
-    with running(create_app(warehouse.settings)) as base:
+    with running(build_app(warehouse.settings)) as base:
         first = httpx.get(base + RECENT)
         assert first.json()["data"] == {"last_day": 3}
         assert httpx.get(base + RECENT).headers["etag"] == first.headers["etag"]
@@ -62,12 +63,11 @@ def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
 
 
 def _publisher(warehouse: Warehouse) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "pythonhosted", "linehaul", "publish", "--once",
          "--results", warehouse.results, "--warehouse", f"duckdb://{warehouse.path}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def test_answers_stay_right_while_publish_writes(tmp_path: Path, where: str) -> 
     seen: list[int] = []
     failures: list[str] = []
     stop = threading.Event()
-    with running(create_app(warehouse.settings)) as base:
+    with running(build_app(warehouse.settings)) as base:
         readers = [
             threading.Thread(target=_hammer, args=(base, stop, seen, failures)) for _ in range(3)
         ]
@@ -133,7 +133,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
     settings = warehouse.settings.model_copy(
         update={"stats_web": StatsWebSettings(**options)}  # type: ignore[arg-type]
     )
-    with running(create_app(settings)) as base:
+    with running(build_app(settings)) as base:
         answers = [httpx.get(base + RECENT) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
         assert {a.headers["ratelimit-policy"] for a in answers} == {'"default";q=3;w=60'}
@@ -150,7 +150,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
             "stats_web": StatsWebSettings(**options, trust_proxy_headers=True)  # type: ignore[arg-type]
         }
     )
-    with running(create_app(trusted)) as base:
+    with running(build_app(trusted)) as base:
         for address in ("203.0.113.1", "203.0.113.2"):
             codes = [
                 httpx.get(base + RECENT, headers={"x-forwarded-for": f"{address}, 10.0.0.1"})
@@ -191,7 +191,7 @@ def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
     settings = warehouse.settings.model_copy(
         update={"stats_web": StatsWebSettings(cache_entries=50, cache_bytes=20_000)}
     )
-    app = create_app(settings)
+    app = build_app(settings)
     with running(app) as base, httpx.Client() as client:
         for n in range(400):
             assert client.get(f"{base}/api/v1/top?limit={n % 100 + 1}&x={n}").status_code == 200
@@ -200,7 +200,7 @@ def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
 
 def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
-    with running(create_app(warehouse.settings)) as base:
+    with running(build_app(warehouse.settings)) as base:
         summary = httpx.get(base + "/api/v1/projects/demo-pkg/summary").json()
     assert summary["last_complete_day"] == YESTERDAY.isoformat()
     assert summary["last_day"] == (YESTERDAY + timedelta(days=1)).isoformat()

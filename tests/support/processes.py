@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -68,6 +68,27 @@ def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         return process.communicate()
+
+
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group; the suite's autouse fixture (conftest.py)
+    kills the group when the test ends, however it ends, if it is still running."""
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        list(argv), start_new_session=True, **options
+    )
+    _spawned.append(process)
+    return process
+
+
+def stop_spawned() -> None:
+    """Kill what :func:`spawn` started and is still running (a test's teardown)."""
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            stop_group(process, grace=5.0)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import Filters, breakdown
 from support.linehaul_data import gz
+from support.processes import spawn
 from support.stats_data import random_lines
 
 PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "gamma", "zope.interface"]
@@ -174,12 +175,11 @@ def test_rollup_command_errors(tmp_path: Path) -> None:
 
 
 def _publish(results: str, warehouse: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "pythonhosted", "linehaul", "publish", "--once",
          "--results", results, "--warehouse", warehouse],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        start_new_session=True,
     )  # fmt: skip
 
 

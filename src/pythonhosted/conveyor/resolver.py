@@ -21,8 +21,8 @@ from packaging.utils import canonicalize_name
 
 from pythonhosted.catalog import CatalogWatch
 from pythonhosted.coalesce import Coalescer
-from pythonhosted.conveyor.index import ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.projectfiles import ProjectFiles
 from pythonhosted.conveyor.sources import Entry, Source
 
 

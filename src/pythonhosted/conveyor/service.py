@@ -1,4 +1,4 @@
-"""Build conveyor from settings: the docs service (``create_app``) and the legacy-only app.
+"""Build conveyor from settings: the docs service (``build_app``) and the legacy-only app.
 
 The resolver is the JSON API client when ``json_api`` is set, otherwise the own index in
 ``index`` (or the files edge's primary store); with neither, legacy URLs are 404.
@@ -18,7 +18,7 @@ from pythonhosted.conveyor.resolver import Resolver
 from pythonhosted.conveyor.sources import OwnIndexSource, Source
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import Timeouts, open_store
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 
 
 def docs_url(settings: Settings) -> str:
@@ -70,7 +70,7 @@ def legacy_app_from_settings(settings: Settings) -> LegacyApp | None:
     return create_legacy_app(resolver) if resolver is not None else None
 
 
-def create_app(settings: Settings) -> ConveyorApp:
+def build_app(settings: Settings) -> ConveyorApp:
     """The conveyor service: docs, legacy redirects, ``/_health`` and ``/metrics``."""
     conveyor = settings.conveyor
     metrics = ConveyorMetrics()
@@ -94,7 +94,7 @@ def worker_app() -> ConveyorApp:
     """
     settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    return create_app(settings)
+    return build_app(settings)
 
 
 def _timeouts(conveyor: ConveyorSettings) -> Timeouts:

@@ -26,8 +26,8 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
-from pythonhosted.keys import path_of
 from pythonhosted.logline import served_download_lines, served_line
+from pythonhosted.objectkeys import path_of
 from pythonhosted.storage import (
     Backend,
     Fallback,
@@ -39,13 +39,13 @@ from pythonhosted.storage import (
     StoreUnavailable,
 )
 from pythonhosted.web.bodycache import BodyCache
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.http import http_datetime, parse_range
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
-from pythonhosted.web.service import CountingSend
+from pythonhosted.web.shell import CountingSend, Service
 from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
 
 log = logging.getLogger(__name__)
@@ -164,15 +164,15 @@ class FilesEdge:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
         security = SECURITY_TLS if request.tls else SECURITY  # CORS answers go without NCDP
         if self.options.require_tls and not request.tls:
-            await self._text(send, 403, "SSL is required", security)
+            await Service.text(send, request, 403, "SSL is required")
             return
         method = request.method
         if len(request.raw_path) > MAX_PATH:
-            await self._text(send, 414, "URI too long", security)
+            await Service.text(send, request, 414, "URI too long")
             return
         decoded = path_of(request.raw_path)
         if decoded is None:
-            await self._text(send, 400, "Bad request path", security)
+            await Service.text(send, request, 400, "Bad request path")
             return
         if not HASHED.match(decoded):
             if decoded.startswith("/packages/") and self.legacy is not None and method != "PURGE":
@@ -183,13 +183,13 @@ class FilesEdge:
                 return
             status, reason = (405, "Method not allowed") if method == "OPTIONS" else (404, "")
             extra = [(b"allow", ALLOW)] if status == 405 else []
-            await self._text(send, status, reason or "Not Found", security, extra)
+            await Service.text(send, request, status, reason or "Not Found", extra)
             return
         key = decoded[1:]
         if method == "OPTIONS":
             await self._options(request, send, security)
         elif method == "PURGE":
-            await self._purge(request, key, send, security)
+            await self._purge(request, key, send)
         else:
             await self._serve(request, key, send, security)
 
@@ -197,24 +197,24 @@ class FilesEdge:
         if b"origin" in request.headers and b"access-control-request-method" in request.headers:
             await send_response(send, 204, headers=security + CORS_PREFLIGHT)
         else:
-            await self._text(send, 405, "Method not allowed", security, [(b"allow", ALLOW)])
+            await Service.text(send, request, 405, "Method not allowed", [(b"allow", ALLOW)])
 
-    async def _purge(self, request: Request, key: str, send: Send, security: Headers) -> None:
+    async def _purge(self, request: Request, key: str, send: Send) -> None:
         secret = self.options.purge_secret
         scheme, _, token = (request.header(b"authorization") or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             challenge = [(b"www-authenticate", b'Bearer realm="purge"')]
-            await self._text(send, 401, "Purge needs Authorization: Bearer", security, challenge)
+            await Service.text(send, request, 401, "Purge needs Authorization: Bearer", challenge)
             return
         if secret is None or not hmac.compare_digest(token.strip().encode(), secret.encode()):
-            await self._text(send, 403, "Purge credential refused", security)
+            await Service.text(send, request, 403, "Purge credential refused")
             return
         self._forget(key)
         if self.purges is not None:
             self.purges.publish(key)
         self.metrics.purges.inc()
         log.info("purged %s", key)
-        await self._text(send, 200, "Purged", security)
+        await Service.text(send, request, 200, "Purged")
 
     def _forced_backend(self, request: Request) -> Backend | None:
         secret = self.options.admin_secret
@@ -250,11 +250,11 @@ class FilesEdge:
         try:
             entry = await self._locate(key, force)
         except NotFound:
-            await self._text(send, 404, "Not Found", security, head=head)
+            await Service.text(send, request, 404, "Not Found")
             return
         except StoreUnavailable as exc:
             log.warning("no store could serve %s: %s", key, exc)
-            await self._text(send, 503, "Storage unavailable", security, head=head)
+            await Service.text(send, request, 503, "Storage unavailable")
             return
         if self.responder.not_modified(request, entry):
             await self.responder.send_not_modified(send, entry, security)
@@ -283,17 +283,15 @@ class FilesEdge:
             if logged:
                 self._log_download(request, entry, send)
         if failure is not None:
-            await self._read_failed(key, failure, send, security)
+            await self._read_failed(request, key, failure, send)
 
-    async def _read_failed(
-        self, key: str, exc: StorageError, send: Send, security: Headers
-    ) -> None:
+    async def _read_failed(self, request: Request, key: str, exc: StorageError, send: Send) -> None:
         if isinstance(exc, NotFound):
             self._forget(key)
-            await self._text(send, 404, "Not Found", security)
+            await Service.text(send, request, 404, "Not Found")
         else:
             log.warning("read of %s failed after lookup: %s", key, exc)
-            await self._text(send, 503, "Storage unavailable", security)
+            await Service.text(send, request, 503, "Storage unavailable")
 
     def _forget(self, key: str) -> None:
         self._cache.pop(key, None)
@@ -316,7 +314,7 @@ class FilesEdge:
 
     def _log_download(self, request: Request, entry: EdgeObject, send: Send) -> None:
         """The served and download lines of a response that sent a body (200 or 206), once it
-        is done: the service shell's :class:`~pythonhosted.web.service.CountingSend` (the
+        is done: the service shell's :class:`~pythonhosted.web.shell.CountingSend` (the
         edge runs in it) counted the body bytes and kept the status. Nothing for a response
         whose head never went out (a read that failed first: the caller answers 404/503).
 
@@ -357,24 +355,6 @@ class FilesEdge:
                 package_type=metadata.get("package-type"),
                 user_agent=request.header(b"user-agent"),
             )
-        )
-
-    @staticmethod
-    async def _text(
-        send: Send,
-        status: int,
-        text: str,
-        security: Headers,
-        extra: Headers | None = None,
-        head: bool = False,
-    ) -> None:
-        await send_response(
-            send,
-            status,
-            (text + "\n").encode(),
-            content_type=TEXT,
-            headers=security + [NO_CROSS_DOMAIN] + (extra or []),
-            head=head,
         )
 
 

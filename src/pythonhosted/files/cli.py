@@ -21,7 +21,7 @@ from pythonhosted.files.manage_cli import (
     unyank_command,
     yank_command,
 )
-from pythonhosted.files.service import build_standalone_edge
+from pythonhosted.files.service import build_app
 from pythonhosted.files.upload import UploadRefused, upload
 from pythonhosted.storage import StorageError
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
@@ -97,7 +97,7 @@ def serve_command(
     updates = {name: value for name, value in flags.items() if value}
     settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})
     try:
-        edge = build_standalone_edge(settings)  # also validates settings before workers start
+        edge = build_app(settings)  # also validates settings before workers start
         address = Bind.parse(settings.files.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

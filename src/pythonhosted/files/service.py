@@ -17,7 +17,7 @@ from pythonhosted.localdirs import load_or_create_secret, read_secret
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import StorePair, Timeouts, open_store
 from pythonhosted.web.security import NO_CROSS_DOMAIN
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import ASGIApp
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_standalone_edge(settings: Settings) -> Service:
+def build_app(settings: Settings) -> Service:
     """The edge as ``files serve`` runs it: legacy ``/packages/`` URLs go to conveyor's
     redirect logic (its public factory), resolved from the upload catalog by default."""
     from pythonhosted.conveyor.service import legacy_app_from_settings
@@ -115,4 +115,4 @@ def worker_app() -> Service:
     """Entry point of each ``files serve --workers N`` process: settings from the environment."""
     settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    return build_standalone_edge(settings)
+    return build_app(settings)

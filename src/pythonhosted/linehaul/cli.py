@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 import click
 
 from pythonhosted.config import Settings, load_settings
-from pythonhosted.linehaul.app import RUNNERS, LinehaulApp
+from pythonhosted.linehaul.app import RUNNERS
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
@@ -21,6 +21,7 @@ from pythonhosted.linehaul.metadata import MetadataSummary, backfill, load_queue
 from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with
+from pythonhosted.linehaul.service import build_app
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, uploads_url, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import WarehouseError, open_warehouse
@@ -128,7 +129,7 @@ def _refuse_bind_with_once(once: bool, bind: str | None) -> None:
 def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
     """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
     if bind is not None:
-        run([(LinehaulApp(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
+        run([(build_app(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
         return
 
     early = EarlyStop()
@@ -173,7 +174,7 @@ def serve_command(
         f"warehouse {warehouse_url})"
     )
     run(
-        [(LinehaulApp(settings), address)],
+        [(build_app(settings), address)],
         ServerLimits.of(settings.http),
         lambda: click.echo(banner, err=True),
     )

@@ -109,11 +109,11 @@ Item = LocalFile | tuple[str, bytes]  # a file where it lies, or a name and its 
 async def _fetch(results: Store, key: str) -> tuple[Item, int]:
     """A result file and its size: on a local store where it lies, with the row count ingest
     wrote in its metadata (the warehouse reads it in place); elsewhere its contents."""
-    if results.local_root is None:
+    if results.local_path(key) is None:
         data = await results.get_bytes(key)
         return (key, data), len(data)
     info = await results.info(key)
-    assert info.local_path is not None  # a local store's objects are files
+    assert info.local_path is not None  # a directory store's objects are files
     hint = info.metadata.get(ROWS, "")
     return LocalFile(key, info.local_path, int(hint) if hint.isdigit() else None), info.size
 

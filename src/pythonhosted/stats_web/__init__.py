@@ -6,6 +6,7 @@ dashboard pages, all answered from the warehouse's daily rollups. Spec:
 ``spec/stats-web.md``; use: docs/stats-web.md.
 """
 
-from pythonhosted.stats_web.app import StatsWebApp, create_app
+from pythonhosted.stats_web.app import StatsWebApp
+from pythonhosted.stats_web.service import build_app
 
-__all__ = ["StatsWebApp", "create_app"]
+__all__ = ["StatsWebApp", "build_app"]

@@ -1,7 +1,7 @@
 """The stats web as an ASGI app: JSON API, badges and pages over the warehouse's rollups.
 
 :meth:`StatsWebApp.handle` answers the domain routes; the service shell it extends
-(:mod:`pythonhosted.web.service`) adds ``/_health``, ``/metrics``, counting and the rest.
+(:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
 Answers are computed in a worker thread on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
@@ -48,7 +48,7 @@ from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response, send_text
 from pythonhosted.web.security import SECURITY
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -335,17 +335,3 @@ class StatsWebApp(Service):
             headers=[*HEADERS, (b"cache-control", b"public, max-age=86400")],
         )  # fmt: skip
         return 200
-
-
-def create_app(settings: Settings) -> StatsWebApp:
-    return StatsWebApp(settings)
-
-
-def worker_app() -> StatsWebApp:
-    """For ``--workers N``: each worker builds the app from the environment."""
-    from pythonhosted.config import load_worker_settings
-    from pythonhosted.logsetup import configure_logging
-
-    settings = load_worker_settings()
-    configure_logging(json=settings.log_json, level=settings.log_level)
-    return StatsWebApp(settings)

@@ -6,7 +6,7 @@ import click
 
 from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.pipeline import warehouse_url
-from pythonhosted.stats_web.app import create_app
+from pythonhosted.stats_web.service import build_app
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
@@ -34,7 +34,7 @@ def serve_command(
         raise click.UsageError(f"the stats web reads DuckDB warehouses only, not {url!r}")
     try:
         address = Bind.parse(settings.stats_web.bind)
-        app = create_app(settings)
+        app = build_app(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     count = settings.stats_web.workers
@@ -44,5 +44,5 @@ def serve_command(
         run([(app, address)], limits, lambda: click.echo(banner, err=True))
         return
     export_to_environment(settings, "stats_web", given)
-    worker_app = "pythonhosted.stats_web.app:worker_app"
+    worker_app = "pythonhosted.stats_web.service:worker_app"
     run_workers(worker_app, address, count, limits, lambda: click.echo(banner, err=True))

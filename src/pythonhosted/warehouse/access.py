@@ -35,6 +35,7 @@ from pathlib import Path
 
 import duckdb
 
+from pythonhosted.localdirs import process_alive
 from pythonhosted.warehouse.base import WarehouseError
 
 LOCK_WAIT = 10.0
@@ -148,15 +149,7 @@ def _live_intent(path: Path) -> bool:
         pid = int(intent_file(path).read_text() or "0")
     except (OSError, ValueError):
         return False
-    if pid == os.getpid() or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
+from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
 from pythonhosted.warehouse.groups import Group, Role, group_projects
-from pythonhosted.warehouse.render import FORMATS, render, render_coverage
 from pythonhosted.warehouse.stats import (
     FIELDS,
     TIME_FIELDS,

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.lifespan import Hook, handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
