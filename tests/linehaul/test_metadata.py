@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import hashlib
 import os
 import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.metadata import QUEUE, enqueue
-from support.processes import PYTHONHOSTED
+from support.processes import PYTHONHOSTED, spawn, wait_until
 
 MULTI = [
     "Author: Jane Doe",
@@ -66,10 +69,13 @@ def test_rows_are_what_was_uploaded(tmp_path: Path) -> None:
     """A wheel and an sdist with every multi-valued field: each row, field by field, and
     the upload's re-upload and the publish's retry add nothing."""
     store = open_store(f"file://{tmp_path}/files")
+    requires = ["requests>=2.0,<3"]
     wheel = build_wheel(
-        "Demo-Pkg", "2.0", requires=["requests>=2.0,<3"], metadata=MULTI, description=DESCRIPTION
+        "Demo-Pkg", "2.0", requires=requires, metadata=MULTI, description=DESCRIPTION
     )
-    sdist = build_sdist("demo-pkg", "2.0", requires=["requests>=2.0,<3"], metadata=MULTI[:3])
+    sdist = build_sdist(
+        "Demo-Pkg", "2.0", requires=requires, metadata=MULTI, description=DESCRIPTION
+    )
     records = [asyncio.run(upload(store, *dist)) for dist in (wheel, sdist)]
     asyncio.run(upload(store, *wheel))  # a re-upload: the same row queued again
     warehouse = f"duckdb://{tmp_path}/w.duckdb"
@@ -83,72 +89,66 @@ def test_rows_are_what_was_uploaded(tmp_path: Path) -> None:
 
     rows = _rows(tmp_path / "w.duckdb")
     assert [row["filename"] for row in rows] == ["demo_pkg-2.0-py3-none-any.whl", sdist[0]]
-    whl, tar = (dict(row) for row in rows)
-    record = records[0]
-    uploaded = whl.pop("upload_time")
-    assert uploaded.isoformat() + "Z" == record.upload_time.replace("+00:00", "Z")
-    description = whl.pop("description")
-    assert description == DESCRIPTION.encode()[:40_000].decode("utf-8", "ignore")
-    assert whl == {
-        "metadata_version": "2.1",
-        "name": "Demo-Pkg",
-        "version": "2.0",
-        "summary": "Sample package Demo-Pkg",
-        "description_content_type": "text/markdown",
-        "author": "Jane Doe",
-        "author_email": "Jane Doe <jane@example.org>, bob@example.net",
-        "maintainer": None,
-        "maintainer_email": "Team <team@corp.example.com>",
-        "license": None,
-        "license_expression": "MIT OR Apache-2.0",
-        "license_files": ["LICENSE", "NOTICE"],
-        "keywords": "demo, sample, test",
-        "classifiers": [
-            "Programming Language :: Python :: 3",
-            "License :: OSI Approved :: MIT License",
-        ],
-        "platform": ["linux", "win32"],
-        "home_page": "https://example.org/demo",
-        "download_url": None,
-        "requires_python": ">=3.8",
-        "requires": [],
-        "provides": [],
-        "obsoletes": [],
-        "requires_dist": ["requests<3,>=2.0", 'click>=8; extra == "cli"'],
-        "provides_dist": ["demo_extras"],
-        "obsoletes_dist": ["old_demo"],
-        "requires_external": ["libfoo (>=1.0)"],
-        "project_urls": [
-            "Source, https://github.com/demo-org/demo",
-            "Documentation, https://demo.readthedocs.io/",
-        ],
-        "uploaded_via": UPLOADED_VIA,
-        "filename": "demo_pkg-2.0-py3-none-any.whl",
-        "size": len(wheel[1]),
-        "path": record.path.removeprefix("/packages/"),
-        "python_version": "py3",
-        "packagetype": "bdist_wheel",
-        "comment_text": None,
-        "has_signature": False,
-        "md5_digest": record.md5,
-        "sha256_digest": record.sha256,
-        "blake2_256_digest": record.blake2b_256,
-        "provides_extra": ["cli", "docs"],
-        "supported_platform": ["RedHat 7.2"],
-        "dynamic": ["Classifier"],
-    }
-    assert record.md5 is not None and len(record.md5) == 32
-    assert (tar["packagetype"], tar["python_version"], tar["size"]) == (
-        "sdist",
-        "source",
-        len(sdist[1]),
-    )
-    assert (tar["author"], tar["keywords"], tar["classifiers"], tar["description"]) == (
-        "Jane Doe",
-        None,
-        [],
-        None,
-    )
+    for row, record, (filename, data) in zip(rows, records, (wheel, sdist), strict=True):
+        row = dict(row)
+        uploaded = row.pop("upload_time")
+        assert uploaded.isoformat() + "Z" == record.upload_time.replace("+00:00", "Z")
+        wheel_file = filename.endswith(".whl")
+        assert row == {
+            **_MULTI_ROW,
+            "filename": filename,
+            "size": len(data),
+            "path": record.path.removeprefix("/packages/"),
+            "python_version": "py3" if wheel_file else "source",
+            "packagetype": "bdist_wheel" if wheel_file else "sdist",
+            "md5_digest": _md5(data),
+            "sha256_digest": hashlib.sha256(data).hexdigest(),
+            "blake2_256_digest": hashlib.blake2b(data, digest_size=32).hexdigest(),
+        }
+        assert (record.md5, record.sha256) == (row["md5_digest"], row["sha256_digest"])
+
+
+_MULTI_ROW: dict[str, Any] = {  # what every row of a file with MULTI and DESCRIPTION says
+    "metadata_version": "2.1",
+    "name": "Demo-Pkg",
+    "version": "2.0",
+    "summary": "Sample package Demo-Pkg",
+    "description": DESCRIPTION.encode()[:40_000].decode("utf-8", "ignore"),
+    "description_content_type": "text/markdown",
+    "author": "Jane Doe",
+    "author_email": "Jane Doe <jane@example.org>, bob@example.net",
+    "maintainer": None,
+    "maintainer_email": "Team <team@corp.example.com>",
+    "license": None,
+    "license_expression": "MIT OR Apache-2.0",
+    "license_files": ["LICENSE", "NOTICE"],
+    "keywords": "demo, sample, test",
+    "classifiers": [
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+    "platform": ["linux", "win32"],
+    "home_page": "https://example.org/demo",
+    "download_url": None,
+    "requires_python": ">=3.8",
+    "requires": [],
+    "provides": [],
+    "obsoletes": [],
+    "requires_dist": ["requests<3,>=2.0", 'click>=8; extra == "cli"'],
+    "provides_dist": ["demo_extras"],
+    "obsoletes_dist": ["old_demo"],
+    "requires_external": ["libfoo (>=1.0)"],
+    "project_urls": [
+        "Source, https://github.com/demo-org/demo",
+        "Documentation, https://demo.readthedocs.io/",
+    ],
+    "uploaded_via": UPLOADED_VIA,
+    "comment_text": None,
+    "has_signature": False,
+    "provides_extra": ["cli", "docs"],
+    "supported_platform": ["RedHat 7.2"],
+    "dynamic": ["Classifier"],
+}
 
 
 def _queue(store_url: str, files: int) -> None:
@@ -184,13 +184,13 @@ def _publish(files: str, warehouse: str, results: str) -> subprocess.Popen[bytes
         "PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES": "150",
     }
     command = ["linehaul", "publish", "--once", "--results", results, "--warehouse", warehouse]
-    return subprocess.Popen(
-        [*PYTHONHOSTED, *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    return spawn(
+        [*PYTHONHOSTED, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+def _draining(process: subprocess.Popen[bytes], left: Callable[[], int], before: int) -> bool:
+    return process.poll() is not None or left() < before
 
 
 def test_each_upload_is_one_row_after_sigkills_of_publish(tmp_path: Path) -> None:
@@ -210,19 +210,13 @@ def test_each_upload_is_one_row_after_sigkills_of_publish(tmp_path: Path) -> Non
     for _ in range(8):
         before = left()
         process = _publish(files, warehouse, results)
-        try:
-            deadline = time.monotonic() + 60
-            while process.poll() is None and left() >= before and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.05))
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                kills += 1
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        draining = functools.partial(_draining, process, left, before)
+        wait_until(draining, timeout=60)  # it has started taking rows (or is done)
+        time.sleep(rng.uniform(0, 0.05))  # a random moment of the drain to kill it at
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
         if process.returncode == 0:
             break
     final = _publish(files, warehouse, results)
@@ -296,8 +290,6 @@ async def _as_before(store: Any, records: list[FileRecord]) -> None:
 
 
 def _md5(data: bytes) -> str:
-    import hashlib
-
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
@@ -321,3 +313,36 @@ def test_an_upload_queues_its_row_after_its_record(tmp_path: Path, kind: str) ->
     assert [item.key for item in asyncio.run(store.list(QUEUE))] == [
         f"{QUEUE}{record.filename}.json"
     ]
+
+
+def test_yank_and_delete_leave_the_rows_as_pypi_does(tmp_path: Path) -> None:
+    """PyPI only ever inserts into distribution_metadata (at upload, and a sync of files it
+    lacks): a yank, an unyank and a delete change the catalog, not the rows, and a deleted
+    file's name uploaded again (other bytes) keeps the first row, as its filename is the key."""
+    files = f"file://{tmp_path}/files"
+    store = open_store(files)
+    wheel, sdist = build_wheel("kept", "1.0"), build_sdist("kept", "1.0")
+    for dist in (wheel, sdist):
+        asyncio.run(upload(store, *dist))
+    warehouse = f"duckdb://{tmp_path}/w.duckdb"
+    assert _cli("--store", files, "--warehouse", warehouse).exit_code == 0
+    before = _rows(tmp_path / "w.duckdb")
+    assert [row["filename"] for row in before] == [wheel[0], sdist[0]]
+
+    def files_cli(*args: str) -> None:
+        env = {"PYTHONHOSTED_FILES__PRIMARY": files, "PYTHONHOSTED_FILES__PURGE_URLS": "[]"}
+        done = CliRunner().invoke(main, ["files", *args], env=env)
+        assert done.exit_code == 0, done.output
+
+    files_cli("yank", "kept==1.0", "--reason", "broken")
+    files_cli("unyank", "kept==1.0")
+    files_cli("yank", "kept==1.0")
+    files_cli("delete", "--yes", wheel[0])
+    other = build_wheel("kept", "1.0", module_source="CHANGED = True\n")
+    assert other[0] == wheel[0] and other[1] != wheel[1]
+    asyncio.run(upload(store, *other))  # the name is free in the catalog again
+    queued = _cli("--store", files, "--warehouse", warehouse)
+    assert queued.stderr == "linehaul metadata: 0 distribution rows added, 1 already there\n"
+    backfilled = _cli("--backfill", "--store", files, "--warehouse", warehouse)
+    assert backfilled.stderr == "linehaul metadata: 0 distribution rows added, 0 already there\n"
+    assert _rows(tmp_path / "w.duckdb") == before
