@@ -6,9 +6,11 @@ uploads never rewrite each other's records. The simple index (PEP 503/691) and c
 own-index resolver read it; nothing reads the ``packages/`` tree to answer them.
 
 Readers cache records for a while. Whoever changes the catalog (an upload, a yank, a delete)
-then rewrites one small object, :data:`GENERATION_KEY`, and readers that look at it through a
-:class:`CatalogWatch` drop their caches when it changes: they notice within a second, however
-long their cache TTL.
+then adds a create-only change marker naming the project, under :data:`CHANGES_PREFIX`, and
+readers that follow the markers through a :class:`CatalogWatch` drop what they hold of that
+project: they notice within a second, however long their cache TTL. Only the changed
+project's pages go: on a busy index (PyPI takes an upload every few seconds) a change used to
+empty every cache and make the root page list the whole catalog again, each time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 import orjson
@@ -28,8 +31,14 @@ from pythonhosted.storage import NotFound, StorageError, Store
 log = logging.getLogger(__name__)
 
 PREFIX = "catalog/"
-# Outside PREFIX, so nothing that lists the records ever mistakes it for one.
-GENERATION_KEY = "catalog-generation"
+# Outside PREFIX, so nothing that lists the records ever mistakes them for one.
+CHANGES_PREFIX = "catalog-changes/"
+# How long change markers are kept: a watcher that looked longer ago than this (it always
+# looks within seconds while it runs) cannot know what changed and forgets everything.
+CHANGES_KEPT = 600.0
+# Writers' clocks may disagree by this much: a watcher reads markers back this far before the
+# newest it saw, so a marker stamped late by a slow clock is still found.
+CLOCK_SKEW = 30.0
 READ_CONCURRENCY = 32  # record reads in flight per listing (a project may have thousands)
 
 
@@ -103,20 +112,44 @@ async def project_records(store: Store, project: str) -> list[FileRecord]:
 
 
 async def projects(store: Store) -> list[str]:
-    """Normalized names of every project with at least one file."""
-    return sorted({item.key[len(PREFIX) :].split("/", 1)[0] for item in await store.list(PREFIX)})
+    """Normalized names of every project with at least one file: one delimiter listing, one
+    entry per project, not one per file (PyPI's catalog has millions of files)."""
+    return await store.list_names(PREFIX)
 
 
-async def mark_changed(store: Store) -> None:
-    """Tell every :class:`CatalogWatch` on this store that records changed."""
-    await store.put(GENERATION_KEY, f"{time.time():.6f} {uuid.uuid4().hex}\n".encode())
+async def has_files(store: Store, project: str) -> bool:
+    return bool(await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+
+
+async def mark_changed(store: Store, projects: Iterable[str]) -> None:
+    """Tell every :class:`CatalogWatch` on this store that these projects' records changed.
+
+    One create-only marker per project, its name in the key (a listing says it all); markers
+    older than :data:`CHANGES_KEPT` are removed on the way.
+    """
+    now = time.time_ns()
+    for project in sorted({canonicalize_name(name) for name in projects}):
+        await store.put(f"{CHANGES_PREFIX}{now:020d}-{uuid.uuid4().hex[:12]}-{project}", b"")
+    expired = f"{CHANGES_PREFIX}{now - int(CHANGES_KEPT * 1e9):020d}"
+    for item in await store.list(CHANGES_PREFIX):
+        if item.key >= expired:
+            break
+        await store.delete(item.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since a watcher's last look: some projects, or everything it may hold."""
+
+    projects: frozenset[str] = frozenset()
+    everything: bool = False
 
 
 class CatalogWatch:
-    """Whether the catalog changed since the last look; the store is asked at most once per
-    ``interval`` seconds, by one read however many requests ask meanwhile.
+    """Which projects changed since the last look; the store is asked at most once per
+    ``interval`` seconds, by one listing however many requests ask meanwhile.
 
-    The first look only learns the current generation (there is nothing cached before it). A
+    The first look only learns where the markers stand (there is nothing cached before it). A
     store that fails to answer counts as unchanged: caches keep serving, and expire on their
     own TTL as before.
     """
@@ -124,25 +157,74 @@ class CatalogWatch:
     def __init__(self, store: Store, interval: float = 1.0) -> None:
         self.store = store
         self.interval = interval
-        self._seen: bytes | None = None
+        self._seen: set[str] | None = None  # markers of the last CLOCK_SKEW before the newest
+        self._newest_ns = 0
+        self._looked_at = 0.0
         self._next = 0.0
-        self._looking: Coalescer[None, bool] = Coalescer()
+        self._looking: Coalescer[None, Changes] = Coalescer()
 
-    async def changed(self) -> bool:
+    async def changes(self) -> Changes:
         if time.monotonic() < self._next:
-            return False
+            return Changes()
         return await self._looking.run(None, self._look)
 
-    async def _look(self) -> bool:
+    async def _look(self) -> Changes:
+        skew = int(CLOCK_SKEW * 1e9)
+        since = f"{CHANGES_PREFIX}{max(0, self._newest_ns - skew):020d}"
         try:
-            generation = await self.store.get_bytes(GENERATION_KEY)
-        except NotFound:
-            generation = b""
+            listed = await self.store.list(CHANGES_PREFIX, after=since)
         except StorageError as exc:
-            log.warning("catalog generation unreadable: %s", exc)
+            log.warning("catalog changes unreadable: %s", exc)
             self._next = time.monotonic() + self.interval
-            return False
-        self._next = time.monotonic() + self.interval
-        changed = self._seen is not None and generation != self._seen
-        self._seen = generation
-        return changed
+            return Changes()
+        now = time.monotonic()
+        behind = self._seen is not None and now - self._looked_at > CHANGES_KEPT - CLOCK_SKEW
+        new = [item.key for item in listed if self._seen is None or item.key not in self._seen]
+        first = self._seen is None
+        stamps = [_stamp(key) for key in new]
+        self._newest_ns = max([self._newest_ns, *stamps])
+        keep_from = self._newest_ns - skew
+        self._seen = {item.key for item in listed if _stamp(item.key) >= keep_from}
+        self._looked_at = now
+        self._next = now + self.interval
+        if first:
+            return Changes()
+        if behind:
+            return Changes(everything=True)
+        return Changes(projects=frozenset(_project(key) for key in new))
+
+
+def _stamp(key: str) -> int:
+    return int(key[len(CHANGES_PREFIX) :].split("-", 1)[0])
+
+
+def _project(key: str) -> str:
+    return key[len(CHANGES_PREFIX) :].split("-", 2)[2]
+
+
+class ReadEpochs:
+    """Whether a read of a project's records is still current when it ends.
+
+    A reader that caches what it read must not keep (nor let later requests join) a read that
+    began before the project changed. Each project has an epoch, moved on only by changes to
+    it, so on a busy index reads of the other projects are kept all the same. The table holds
+    an entry per project changed while the reader ran; past ``MAX_TRACKED`` it starts over with
+    a new generation (which outdates every read under way: rare, and only costs re-reads).
+    """
+
+    MAX_TRACKED = 100_000
+
+    def __init__(self) -> None:
+        self._generation = 0
+        self._epochs: dict[str, int] = {}
+
+    def of(self, project: str) -> tuple[int, int]:
+        return self._generation, self._epochs.get(project, 0)
+
+    def advance(self, changes: Changes) -> None:
+        if changes.everything or len(self._epochs) + len(changes.projects) > self.MAX_TRACKED:
+            self._generation += 1
+            self._epochs.clear()
+        if not changes.everything:
+            for project in changes.projects:
+                self._epochs[project] = self._epochs.get(project, 0) + 1

@@ -88,7 +88,7 @@ async def set_yanked(
         changed.append(new)
         action = "yank" if yanked else "unyank"
         _log(action, store, new, reason=new.yanked_reason)
-    await mark_changed(store)
+    await mark_changed(store, [record.project for record in records])
     return changed
 
 
@@ -105,7 +105,19 @@ async def delete(
             if store is not None:
                 await store.delete(path[1:])
                 await store.delete(path[1:] + ".metadata")
-    await mark_changed(primary)
+    projects = (_project_of(record, path) for record, path in targets)
+    await mark_changed(primary, [project for project in projects if project is not None])
+
+
+def _project_of(record: FileRecord | None, path: str) -> str | None:
+    """The project a deleted file belonged to: by its filename once the record is gone (a
+    delete completed by hashed path still tells the caches)."""
+    if record is not None:
+        return record.project
+    try:
+        return parse_filename(path.rsplit("/", 1)[-1]).project
+    except InvalidDistribution:
+        return None
 
 
 def log_delete(store: Store, record: FileRecord | None, path: str, **fields: Any) -> None:

@@ -107,7 +107,7 @@ async def upload(
         if winner.md5 is not None:
             await enqueue(store, winner, metadata)
         return winner
-    await mark_changed(store)  # running indexes show it within a second, not a cache TTL
+    await mark_changed(store, [dist.project])  # indexes show it within a second, not a TTL
     await enqueue(store, record, metadata)
     return record
 
