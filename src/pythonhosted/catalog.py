@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_name
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.storage import NotFound, StorageError, Store
+from pythonhosted.storage.stores import Listed
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,16 @@ async def project_records(store: Store, project: str) -> list[FileRecord]:
 
     A record deleted between the listing and its read is left out, not an error.
     """
-    listed = await store.list(f"{PREFIX}{canonicalize_name(project)}/")
+    return await _read_all(store, await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+
+
+async def all_records(store: Store) -> list[FileRecord]:
+    """Every file of every project, by project then filename: one listing of the catalog and
+    bounded concurrent reads (not a listing and a round of reads per project)."""
+    return await _read_all(store, await store.list(PREFIX))
+
+
+async def _read_all(store: Store, listed: list[Listed]) -> list[FileRecord]:
     limit = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def read(key: str) -> FileRecord | None:

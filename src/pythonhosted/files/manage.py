@@ -25,10 +25,10 @@ from packaging.version import InvalidVersion, Version
 
 from pythonhosted.catalog import (
     FileRecord,
+    all_records,
     get_record,
     mark_changed,
     project_records,
-    projects,
     put_record,
     record_key,
 )
@@ -73,8 +73,9 @@ def _same(stored: str, asked: str) -> bool:
 
 async def listing(store: Store, project: str | None = None) -> list[FileRecord]:
     """Every file of ``project`` (or of every project), by project then filename."""
-    names = [canonicalize_name(project)] if project else await projects(store)
-    return [record for name in names for record in await project_records(store, name)]
+    if project is None:
+        return await all_records(store)
+    return await project_records(store, canonicalize_name(project))
 
 
 async def set_yanked(
