@@ -59,6 +59,10 @@ class FileRecord:
     metadata_sha256: str | None = None  # of the PEP 658 sidecar, for wheels
     yanked: bool = False  # PEP 592: installers skip it unless pinned with ==
     yanked_reason: str | None = None
+    # For distribution_metadata (records written before these were kept have None: the
+    # metadata backfill reads the file for its MD5).
+    md5: str | None = None
+    uploaded_via: str | None = None  # the uploading tool, e.g. "pythonhosted/0.1.0"
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -223,6 +223,7 @@ def test_our_routes(base: str) -> None:
         {"version": "1.0", "downloads": 2},
         {"version": "2.0", "downloads": 1},
     ]
+    assert (summary["latest_version"], summary["summary"]) == ("2.0", "The demo package")
     by = _get(
         base,
         f"/api/v1/projects/{DEMO}/downloads?by=installer,country&start={d(2)}&end={d(1)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 import duckdb
@@ -15,7 +16,15 @@ from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
-from pythonhosted.warehouse.stats import FIELDS, EmptyWarehouse, Filters, breakdown
+from pythonhosted.warehouse.groups import Group, Role, group_projects
+from pythonhosted.warehouse.stats import (
+    FIELDS,
+    TIME_FIELDS,
+    EmptyWarehouse,
+    Filters,
+    breakdown,
+    reader,
+)
 
 
 class BadUsage(click.ClickException):
@@ -83,6 +92,19 @@ def _source(settings: Settings, flag: str | None) -> str:
     help="Count downloads by mirroring tools (bandersnatch, devpi, ...) [exclude].",
 )
 @click.option("--include-ci/--exclude-ci", default=True, help="Count CI downloads [include].")
+@click.option("--author", help="Total over every project whose metadata names this author.")
+@click.option("--maintainer", help="Total over every project whose metadata names this maintainer.")
+@click.option(
+    "--org",
+    help="Total over an org's projects: an e-mail domain (example.org) of their authors or "
+    "maintainers, or a code host's owner (github.com/pallets) in their project URLs.",
+)
+@click.option(
+    "--bytes",
+    "with_bytes",
+    is_flag=True,
+    help="Add the bytes served (every response, ranges included) [per day without --by].",
+)
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
 @click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
@@ -100,30 +122,50 @@ def stats(
     by: tuple[str, ...],
     include_mirrors: bool,
     include_ci: bool,
+    author: str | None,
+    maintainer: str | None,
+    org: str | None,
+    with_bytes: bool,
     fmt: str,
     warehouse: str | None,
     show_coverage: bool,
     logs: str | None,
     results: str | None,
 ) -> None:
-    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects),
-    or with --coverage which UTC hours (--by day: days) are complete, gaps, or pending.
+    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects,
+    or the total over an --author's, --maintainer's or --org's projects), or with --coverage
+    which UTC hours (--by day: days) are complete, gaps, or pending.
 
     Days are UTC; without a range, the last 30 complete days. Mirrors are left out unless
-    --include-mirrors. Percentages are of the range's total. Exit status 1 when there is no
-    data to read, or no download of PROJECT was ever recorded.
+    --include-mirrors. A download is a response that sent the file's first byte (a 200, or a
+    206 from byte 0): the ranges installers read metadata with are not. Percentages are of
+    the range's total. Exit status 1 when there is no data to read, or no download of
+    PROJECT was ever recorded.
     """
     fields = [name.strip() for value in by for name in value.split(",") if name.strip()]
+    asked: tuple[tuple[Role, str | None], ...] = (
+        ("author", author),
+        ("maintainer", maintainer),
+        ("org", org),
+    )
+    roles = [(role, value) for role, value in asked if value is not None]
+    if len(roles) > 1:
+        raise BadUsage("give only one of --author, --maintainer and --org")
+    group = Group(*roles[0]) if roles else None
     if show_coverage:
-        if project is not None or top is not None or all_time:
-            raise BadUsage("--coverage takes no PROJECT, --top or --all-time")
+        if project is not None or top is not None or all_time or group or with_bytes:
+            raise BadUsage("--coverage takes no PROJECT, --top, --all-time, group or --bytes")
         if len(fields) > 1 or not set(fields) <= set(UNITS):
             raise BadUsage(f"--coverage is --by {' or '.join(UNITS)}")
     else:
         if logs is not None or results is not None:
             raise BadUsage("--logs and --results go with --coverage")
-        if (project is None) == (top is None):
+        if group is not None and project is not None:
+            raise BadUsage(f"--{group.role} totals several projects: give no PROJECT")
+        if group is None and (project is None) == (top is None):
             raise BadUsage("give either PROJECT or --top N")
+        if with_bytes and not any(name in TIME_FIELDS for name in fields):
+            fields = ["day", *fields]
         for name in fields:
             if name not in FIELDS:
                 raise BadUsage(f"unknown field {name!r} for --by (choose from {', '.join(FIELDS)})")
@@ -146,19 +188,43 @@ def stats(
         by_unit = fields[0] if fields else "hour"
         _coverage(settings, logs, results, url, first, last, by_unit, fmt)
         return
+    path = duckdb_path(url)
+    among = None
+    try:
+        if group is not None:
+            among = _members(path, group)
+    except EmptyWarehouse as exc:
+        raise click.ClickException(f"{exc} ({_source(settings, warehouse)})") from exc
     if top is not None:
         fields, title = ["project", *fields], "top projects"
     else:
         title = f"{project}"
+    if group is not None:
+        assert among is not None
+        count = f"{len(among)} project{'s' if len(among) != 1 else ''}"
+        title = f"{'top projects of ' if top else ''}{group.describe()} ({count})"
     span = f"{first} to {last}" if first else f"all time to {last}"
     filters = Filters(mirrors=include_mirrors, ci=include_ci)
     try:
-        result = breakdown(duckdb_path(url), project, fields, first, last, top, filters)
+        result = breakdown(
+            path, project, fields, first, last, top, filters, among=among, with_bytes=with_bytes
+        )
     except EmptyWarehouse as exc:
         raise click.ClickException(f"{exc} ({_source(settings, warehouse)})") from exc
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(render(result, fmt, f"{title}, {span}"), nl=False)
+
+
+def _members(path: Path, group: Group) -> list[str]:
+    """The group's projects; one line and exit 1 when it has none."""
+    with reader(path) as con:
+        members = group_projects(con, group)
+    if not members:
+        raise click.ClickException(
+            f"no uploaded file's metadata names {group.describe()} (distribution_metadata)"
+        )
+    return members
 
 
 def _coverage(
