@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 PREFIX = "catalog/"
 # Outside PREFIX, so nothing that lists the records ever mistakes them for one.
 CHANGES_PREFIX = "catalog-changes/"
+# One empty object per deleted file: a deleted filename is never taken again (PyPI: "This
+# filename has already been used"), or a cache, a mirror or a lock file's hash would meet
+# different bytes under the same name.
+DELETED_PREFIX = "catalog-deleted/"
 # How long change markers are kept: a watcher that looked longer ago than this (it always
 # looks within seconds while it runs) cannot know what changed and forgets everything.
 CHANGES_KEPT = 600.0
@@ -86,6 +90,18 @@ async def get_record(store: Store, project: str, filename: str) -> FileRecord | 
         return FileRecord.from_json(await store.get_bytes(record_key(project, filename)))
     except NotFound:
         return None
+
+
+def deleted_key(project: str, filename: str) -> str:
+    return f"{DELETED_PREFIX}{canonicalize_name(project)}/{filename}"
+
+
+async def was_deleted(store: Store, project: str, filename: str) -> bool:
+    try:
+        await store.info(deleted_key(project, filename))
+    except NotFound:
+        return False
+    return True
 
 
 async def put_record(store: Store, record: FileRecord) -> None:

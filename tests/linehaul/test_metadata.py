@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from pythonhosted.catalog import FileRecord, get_record, put_record, record_key
 from pythonhosted.cli import main
-from pythonhosted.files.upload import UPLOADED_VIA, upload
+from pythonhosted.files.upload import UPLOADED_VIA, UploadRefused, upload
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
@@ -317,8 +317,8 @@ def test_an_upload_queues_its_row_after_its_record(tmp_path: Path, kind: str) ->
 
 def test_yank_and_delete_leave_the_rows_as_pypi_does(tmp_path: Path) -> None:
     """PyPI only ever inserts into distribution_metadata (at upload, and a sync of files it
-    lacks): a yank, an unyank and a delete change the catalog, not the rows, and a deleted
-    file's name uploaded again (other bytes) keeps the first row, as its filename is the key."""
+    lacks): a yank, an unyank and a delete change the catalog, not the rows; a deleted file's
+    name cannot be uploaded again (PyPI: "This filename has already been used")."""
     files = f"file://{tmp_path}/files"
     store = open_store(files)
     wheel, sdist = build_wheel("kept", "1.0"), build_sdist("kept", "1.0")
@@ -340,9 +340,10 @@ def test_yank_and_delete_leave_the_rows_as_pypi_does(tmp_path: Path) -> None:
     files_cli("delete", "--yes", wheel[0])
     other = build_wheel("kept", "1.0", module_source="CHANGED = True\n")
     assert other[0] == wheel[0] and other[1] != wheel[1]
-    asyncio.run(upload(store, *other))  # the name is free in the catalog again
+    with pytest.raises(UploadRefused, match="used by a deleted file; use a different version"):
+        asyncio.run(upload(store, *other))
     queued = _cli("--store", files, "--warehouse", warehouse)
-    assert queued.stderr == "linehaul metadata: 0 distribution rows added, 1 already there\n"
+    assert queued.stderr == "linehaul metadata: 0 distribution rows added, 0 already there\n"
     backfilled = _cli("--backfill", "--store", files, "--warehouse", warehouse)
     assert backfilled.stderr == "linehaul metadata: 0 distribution rows added, 0 already there\n"
     assert _rows(tmp_path / "w.duckdb") == before

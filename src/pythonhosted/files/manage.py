@@ -6,7 +6,9 @@ within a second. Each action on a file is logged as one structured line (logger
 ``pythonhosted.files.manage``, fields ``action``, ``project``, ``version``, ``file``, ``path``,
 ``store`` and the action's own), which ``--log-json`` turns into one JSON object.
 
-A delete removes the catalog record first (nothing lists the file from then on), then the
+A deleted filename can never be uploaded again (as on PyPI): the delete marks it under
+``catalog-deleted/`` before anything goes. A delete removes the catalog record first
+(nothing lists the file from then on), then the
 file and its ``.metadata`` from the primary (and from the archive when asked: PyPI's archive
 keeps deleted files, and the files edge falls back to it, so without that a deleted file's URL
 goes on answering from the archive). Every step is idempotent, so a delete that failed
@@ -26,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 from pythonhosted.catalog import (
     FileRecord,
     all_records,
+    deleted_key,
     get_record,
     mark_changed,
     project_records,
@@ -101,6 +104,8 @@ async def delete(
     caller logs each delete with how the edges took their purge."""
     for record, path in targets:
         if record is not None:
+            # The name stays taken: marked before the record goes, so it is never free.
+            await primary.put(deleted_key(record.project, record.filename), b"")
             await primary.delete(record_key(record.project, record.filename))
         for store in (primary, archive):
             if store is not None:

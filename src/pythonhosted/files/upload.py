@@ -21,7 +21,7 @@ import mimetypes
 from datetime import UTC, datetime
 
 from pythonhosted import __version__
-from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key
+from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key, was_deleted
 from pythonhosted.distributions import (
     METADATA_MAX_BYTES,
     core_metadata,
@@ -38,7 +38,7 @@ UPLOADED_VIA = f"pythonhosted/{__version__}"
 
 
 class UploadRefused(ValueError):
-    """The store already has a different file under this filename."""
+    """The store already has a different file under this filename, or had one (deleted)."""
 
 
 def content_type_for(filename: str) -> str:
@@ -66,6 +66,10 @@ async def upload(
     key = storage_key(data, filename)
     blake2 = key.split("/")[1] + key.split("/")[2] + key.split("/")[3]
     existing = await get_record(store, dist.project, filename)
+    if existing is None and await was_deleted(store, dist.project, filename):
+        raise UploadRefused(
+            f"{filename}: this filename was used by a deleted file; use a different version"
+        )
     if existing is not None:
         if existing.blake2b_256 != blake2:
             raise UploadRefused(f"{filename}: a different file with this name already exists")
