@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pythonhosted.logline import download_line, simple_line
+from pythonhosted.logline import download_line, served_download_lines, served_line, simple_line
 
 TS = 1610052894.0  # Thu, 07 Jan 2021 20:54:54 GMT
 
@@ -55,3 +55,36 @@ def test_simple_line_exact() -> None:
         user_agent=None,
     )
     assert line == "simple|Thu, 07 Jan 2021 20:54:54 GMT|DE|/simple/foo/|(null)|(null)||||(null)"
+
+
+def test_served_download_lines_exact() -> None:
+    """The facts in a served line of their own, then the reference's download line as it
+    was: one string, so the event log keeps the two adjacent."""
+    lines = served_download_lines(
+        served_line(206, 16384, True, 4096),
+        timestamp=TS,
+        country="US",
+        url="/packages/aa/bb/cc/foo-1.0.tar.gz",
+        tls_protocol=None,
+        tls_cipher=None,
+        project="foo",
+        version="1.0",
+        package_type="sdist",
+        user_agent="uv/0.13.8 {}",
+    )
+    assert lines == (
+        "served|206|16384|1|4096|||||\n"
+        "download|Thu, 07 Jan 2021 20:54:54 GMT|US|/packages/aa/bb/cc/foo-1.0.tar.gz|(null)|"
+        "(null)|foo|1.0|sdist|uv/0.13.8 {}"
+    )
+    assert lines.split("\n")[1] == download_line(
+        timestamp=TS,
+        country="US",
+        url="/packages/aa/bb/cc/foo-1.0.tar.gz",
+        tls_protocol=None,
+        tls_cipher=None,
+        project="foo",
+        version="1.0",
+        package_type="sdist",
+        user_agent="uv/0.13.8 {}",
+    )

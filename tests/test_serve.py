@@ -81,4 +81,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"
     batches = sorted((tmp_path / "var" / "logs" / "downloads").rglob("*.log.gz"))
     lines = [line for path in batches for line in gzip.decompress(path.read_bytes()).splitlines()]
-    assert len(lines) == 2
+    # Two downloads, each a served line (a whole 200) and its download line.
+    sizes = [len(response.content) for response in responses]
+    assert [line.split(b"|", 1)[0] for line in lines] == [b"served", b"download"] * 2
+    assert sorted(lines[0::2]) == sorted(b"served|200|%d|0|0|||||" % size for size in sizes)

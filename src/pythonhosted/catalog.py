@@ -6,9 +6,11 @@ uploads never rewrite each other's records. The simple index (PEP 503/691) and c
 own-index resolver read it; nothing reads the ``packages/`` tree to answer them.
 
 Readers cache records for a while. Whoever changes the catalog (an upload, a yank, a delete)
-then rewrites one small object, :data:`GENERATION_KEY`, and readers that look at it through a
-:class:`CatalogWatch` drop their caches when it changes: they notice within a second, however
-long their cache TTL.
+then adds a create-only change marker naming the project, under :data:`CHANGES_PREFIX`, and
+readers that follow the markers through a :class:`CatalogWatch` drop what they hold of that
+project: they notice within a second, however long their cache TTL. Only the changed
+project's pages go: on a busy index (PyPI takes an upload every few seconds) a change used to
+empty every cache and make the root page list the whole catalog again, each time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 import orjson
@@ -24,12 +27,23 @@ from packaging.utils import canonicalize_name
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.storage import NotFound, StorageError, Store
+from pythonhosted.storage.stores import Listed
 
 log = logging.getLogger(__name__)
 
 PREFIX = "catalog/"
-# Outside PREFIX, so nothing that lists the records ever mistakes it for one.
-GENERATION_KEY = "catalog-generation"
+# Outside PREFIX, so nothing that lists the records ever mistakes them for one.
+CHANGES_PREFIX = "catalog-changes/"
+# One empty object per deleted file: a deleted filename is never taken again (PyPI: "This
+# filename has already been used"), or a cache, a mirror or a lock file's hash would meet
+# different bytes under the same name.
+DELETED_PREFIX = "catalog-deleted/"
+# How long change markers are kept: a watcher that looked longer ago than this (it always
+# looks within seconds while it runs) cannot know what changed and forgets everything.
+CHANGES_KEPT = 600.0
+# Writers' clocks may disagree by this much: a watcher reads markers back this far before the
+# newest it saw, so a marker stamped late by a slow clock is still found.
+CLOCK_SKEW = 30.0
 READ_CONCURRENCY = 32  # record reads in flight per listing (a project may have thousands)
 
 
@@ -49,6 +63,10 @@ class FileRecord:
     metadata_sha256: str | None = None  # of the PEP 658 sidecar, for wheels
     yanked: bool = False  # PEP 592: installers skip it unless pinned with ==
     yanked_reason: str | None = None
+    # For distribution_metadata (records written before these were kept have None: the
+    # metadata backfill reads the file for its MD5).
+    md5: str | None = None
+    uploaded_via: str | None = None  # the uploading tool, e.g. "pythonhosted/0.1.0"
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -74,6 +92,18 @@ async def get_record(store: Store, project: str, filename: str) -> FileRecord | 
         return None
 
 
+def deleted_key(project: str, filename: str) -> str:
+    return f"{DELETED_PREFIX}{canonicalize_name(project)}/{filename}"
+
+
+async def was_deleted(store: Store, project: str, filename: str) -> bool:
+    try:
+        await store.info(deleted_key(project, filename))
+    except NotFound:
+        return False
+    return True
+
+
 async def put_record(store: Store, record: FileRecord) -> None:
     """Rewrite an existing record (a yank or an unyank changes it in place)."""
     await store.put(record_key(record.project, record.filename), record.to_json())
@@ -84,7 +114,16 @@ async def project_records(store: Store, project: str) -> list[FileRecord]:
 
     A record deleted between the listing and its read is left out, not an error.
     """
-    listed = await store.list(f"{PREFIX}{canonicalize_name(project)}/")
+    return await _read_all(store, await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+
+
+async def all_records(store: Store) -> list[FileRecord]:
+    """Every file of every project, by project then filename: one listing of the catalog and
+    bounded concurrent reads (not a listing and a round of reads per project)."""
+    return await _read_all(store, await store.list(PREFIX))
+
+
+async def _read_all(store: Store, listed: list[Listed]) -> list[FileRecord]:
     limit = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def read(key: str) -> FileRecord | None:
@@ -99,20 +138,44 @@ async def project_records(store: Store, project: str) -> list[FileRecord]:
 
 
 async def projects(store: Store) -> list[str]:
-    """Normalized names of every project with at least one file."""
-    return sorted({item.key[len(PREFIX) :].split("/", 1)[0] for item in await store.list(PREFIX)})
+    """Normalized names of every project with at least one file: one delimiter listing, one
+    entry per project, not one per file (PyPI's catalog has millions of files)."""
+    return await store.list_names(PREFIX)
 
 
-async def mark_changed(store: Store) -> None:
-    """Tell every :class:`CatalogWatch` on this store that records changed."""
-    await store.put(GENERATION_KEY, f"{time.time():.6f} {uuid.uuid4().hex}\n".encode())
+async def has_files(store: Store, project: str) -> bool:
+    return bool(await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+
+
+async def mark_changed(store: Store, projects: Iterable[str]) -> None:
+    """Tell every :class:`CatalogWatch` on this store that these projects' records changed.
+
+    One create-only marker per project, its name in the key (a listing says it all); markers
+    older than :data:`CHANGES_KEPT` are removed on the way.
+    """
+    now = time.time_ns()
+    for project in sorted({canonicalize_name(name) for name in projects}):
+        await store.put(f"{CHANGES_PREFIX}{now:020d}-{uuid.uuid4().hex[:12]}-{project}", b"")
+    expired = f"{CHANGES_PREFIX}{now - int(CHANGES_KEPT * 1e9):020d}"
+    for item in await store.list(CHANGES_PREFIX):
+        if item.key >= expired:
+            break
+        await store.delete(item.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since a watcher's last look: some projects, or everything it may hold."""
+
+    projects: frozenset[str] = frozenset()
+    everything: bool = False
 
 
 class CatalogWatch:
-    """Whether the catalog changed since the last look; the store is asked at most once per
-    ``interval`` seconds, by one read however many requests ask meanwhile.
+    """Which projects changed since the last look; the store is asked at most once per
+    ``interval`` seconds, by one listing however many requests ask meanwhile.
 
-    The first look only learns the current generation (there is nothing cached before it). A
+    The first look only learns where the markers stand (there is nothing cached before it). A
     store that fails to answer counts as unchanged: caches keep serving, and expire on their
     own TTL as before.
     """
@@ -120,25 +183,74 @@ class CatalogWatch:
     def __init__(self, store: Store, interval: float = 1.0) -> None:
         self.store = store
         self.interval = interval
-        self._seen: bytes | None = None
+        self._seen: set[str] | None = None  # markers of the last CLOCK_SKEW before the newest
+        self._newest_ns = 0
+        self._looked_at = 0.0
         self._next = 0.0
-        self._looking: Coalescer[None, bool] = Coalescer()
+        self._looking: Coalescer[None, Changes] = Coalescer()
 
-    async def changed(self) -> bool:
+    async def changes(self) -> Changes:
         if time.monotonic() < self._next:
-            return False
+            return Changes()
         return await self._looking.run(None, self._look)
 
-    async def _look(self) -> bool:
+    async def _look(self) -> Changes:
+        skew = int(CLOCK_SKEW * 1e9)
+        since = f"{CHANGES_PREFIX}{max(0, self._newest_ns - skew):020d}"
         try:
-            generation = await self.store.get_bytes(GENERATION_KEY)
-        except NotFound:
-            generation = b""
+            listed = await self.store.list(CHANGES_PREFIX, after=since)
         except StorageError as exc:
-            log.warning("catalog generation unreadable: %s", exc)
+            log.warning("catalog changes unreadable: %s", exc)
             self._next = time.monotonic() + self.interval
-            return False
-        self._next = time.monotonic() + self.interval
-        changed = self._seen is not None and generation != self._seen
-        self._seen = generation
-        return changed
+            return Changes()
+        now = time.monotonic()
+        behind = self._seen is not None and now - self._looked_at > CHANGES_KEPT - CLOCK_SKEW
+        new = [item.key for item in listed if self._seen is None or item.key not in self._seen]
+        first = self._seen is None
+        stamps = [_stamp(key) for key in new]
+        self._newest_ns = max([self._newest_ns, *stamps])
+        keep_from = self._newest_ns - skew
+        self._seen = {item.key for item in listed if _stamp(item.key) >= keep_from}
+        self._looked_at = now
+        self._next = now + self.interval
+        if first:
+            return Changes()
+        if behind:
+            return Changes(everything=True)
+        return Changes(projects=frozenset(_project(key) for key in new))
+
+
+def _stamp(key: str) -> int:
+    return int(key[len(CHANGES_PREFIX) :].split("-", 1)[0])
+
+
+def _project(key: str) -> str:
+    return key[len(CHANGES_PREFIX) :].split("-", 2)[2]
+
+
+class ReadEpochs:
+    """Whether a read of a project's records is still current when it ends.
+
+    A reader that caches what it read must not keep (nor let later requests join) a read that
+    began before the project changed. Each project has an epoch, moved on only by changes to
+    it, so on a busy index reads of the other projects are kept all the same. The table holds
+    an entry per project changed while the reader ran; past ``MAX_TRACKED`` it starts over with
+    a new generation (which outdates every read under way: rare, and only costs re-reads).
+    """
+
+    MAX_TRACKED = 100_000
+
+    def __init__(self) -> None:
+        self._generation = 0
+        self._epochs: dict[str, int] = {}
+
+    def of(self, project: str) -> tuple[int, int]:
+        return self._generation, self._epochs.get(project, 0)
+
+    def advance(self, changes: Changes) -> None:
+        if changes.everything or len(self._epochs) + len(changes.projects) > self.MAX_TRACKED:
+            self._generation += 1
+            self._epochs.clear()
+        if not changes.everything:
+            for project in changes.projects:
+                self._epochs[project] = self._epochs.get(project, 0) + 1

@@ -7,6 +7,20 @@ Absent values are written ``(null)`` (country is written empty). The user agent 
 field and may itself contain ``|``; every other field has ``|`` percent-encoded so the field
 count never changes. CR, LF and other control characters are percent-encoded in every field
 so one event is always exactly one line.
+
+The files edge also says how it answered, in a line of its own right before the download
+line (:func:`served_line`, :func:`served_download_lines`)::
+
+    served|{status}|{bytes_sent}|{range_requested}|{range_start}|||||
+
+``status`` 200 or 206; ``bytes_sent`` the body bytes that went out; ``range_requested`` 1 when
+the request had a ``Range`` header (0 otherwise: a Range may be answered with the whole file);
+``range_start`` the offset of the first byte sent (0 for a 200). The five empty fields are
+reserved: a reader takes the first four and ignores them, so facts added there later reach
+older readers as nothing rather than as an error. The ``download`` line keeps the reference's
+layout byte for byte, so the reference parser (and any older linehaul) still counts every
+download; it sets the ``served`` line aside as a line it cannot read. Ten fields, like the
+other kinds, so linehaul's column-at-a-time converter splits it with the rest.
 """
 
 from __future__ import annotations
@@ -90,6 +104,34 @@ def download_line(
     file_fields = (_field(project), _field(version), _field(package_type))
     return _line(
         "download", timestamp, country, url, tls_protocol, tls_cipher, file_fields, user_agent
+    )
+
+
+def served_line(status: int, bytes_sent: int, range_requested: bool, range_start: int) -> str:
+    """The facts of one response, without the newline."""
+    return f"served|{status}|{bytes_sent}|{1 if range_requested else 0}|{range_start}|||||"
+
+
+def served_download_lines(
+    served: str,
+    *,
+    timestamp: float,
+    country: str | None,
+    url: str,
+    tls_protocol: str | None,
+    tls_cipher: str | None,
+    project: str | None,
+    version: str | None,
+    package_type: str | None,
+    user_agent: str | None,
+) -> str:
+    """A :func:`served_line` and its download line, as one string (two lines, without the
+    trailing newline), so an event log keeps the two adjacent. One f-string, as it runs for
+    every download the files edge serves."""
+    return (
+        f"{served}\ndownload|{http_date(timestamp)}|{_tidy(country or '')}|{_tidy(url)}|"
+        f"{_field(tls_protocol)}|{_field(tls_cipher)}|{_field(project)}|{_field(version)}|"
+        f"{_field(package_type)}|{_last_field(user_agent)}"
     )
 
 

@@ -77,6 +77,12 @@ def warehouse_url(settings: Settings) -> str:
     return settings.linehaul.warehouse or default
 
 
+def uploads_url(settings: Settings) -> str | None:
+    """The files store whose upload queue feeds ``distribution_metadata`` (``files.primary``),
+    or None when none is configured."""
+    return settings.files.primary or None
+
+
 def pipeline_urls(settings: Settings) -> tuple[str, str, str]:
     """(logs, results, warehouse) URLs: the configured ones, else defaults under data_dir."""
     data = settings.data_dir.absolute()

@@ -12,20 +12,31 @@ import hashlib
 import io
 import tarfile
 import zipfile
+from collections.abc import Sequence
 
 from packaging.utils import canonicalize_name
 
 
-def _metadata(name: str, version: str, requires: list[str], requires_python: str) -> str:
+def _metadata(
+    name: str,
+    version: str,
+    requires: list[str],
+    requires_python: str,
+    extra: Sequence[str] = (),
+    description: str = "",
+    summary: str | None = None,
+) -> str:
+    about = f"Sample package {name}" if summary is None else summary
     lines = [
         "Metadata-Version: 2.1",
         f"Name: {name}",
         f"Version: {version}",
-        f"Summary: Sample package {name}",
+        *([f"Summary: {about}"] if about else []),
         f"Requires-Python: {requires_python}",
     ]
     lines += [f"Requires-Dist: {requirement}" for requirement in requires]
-    return "\n".join(lines) + "\n\n"
+    lines += extra
+    return "\n".join(lines) + "\n\n" + description
 
 
 def build_wheel(
@@ -35,13 +46,19 @@ def build_wheel(
     requires: list[str] | None = None,
     requires_python: str = ">=3.8",
     module_source: str | None = None,
+    metadata: Sequence[str] = (),
+    description: str = "",
+    summary: str | None = None,
 ) -> tuple[str, bytes]:
-    """(filename, bytes) of a py3-none-any wheel with one module named after the project."""
+    """(filename, bytes) of a py3-none-any wheel with one module named after the project;
+    ``metadata``: more core metadata lines (``Classifier: ...``), ``description`` its body,
+    ``summary`` its Summary ("Sample package NAME" unless given; "" for none)."""
     module = canonicalize_name(name).replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
+    core = _metadata(name, version, requires or [], requires_python, metadata, description, summary)
     files = {
         f"{module}/__init__.py": module_source or f'__version__ = "{version}"\n',
-        f"{dist_info}/METADATA": _metadata(name, version, requires or [], requires_python),
+        f"{dist_info}/METADATA": core,
         f"{dist_info}/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: pythonhosted\nRoot-Is-Purelib: true\n"
             "Tag: py3-none-any\n"
@@ -63,14 +80,23 @@ def build_wheel(
 
 
 def build_sdist(
-    name: str, version: str, *, requires: list[str] | None = None, requires_python: str = ">=3.8"
+    name: str,
+    version: str,
+    *,
+    requires: list[str] | None = None,
+    requires_python: str = ">=3.8",
+    metadata: Sequence[str] = (),
+    description: str = "",
+    summary: str | None = None,
 ) -> tuple[str, bytes]:
-    """(filename, bytes) of a .tar.gz sdist buildable by any PEP 517 front end (setuptools)."""
+    """(filename, bytes) of a .tar.gz sdist buildable by any PEP 517 front end (setuptools);
+    ``metadata``, ``description`` and ``summary`` as for :func:`build_wheel` (PKG-INFO only)."""
     module = canonicalize_name(name).replace("-", "_")
     root = f"{module}-{version}"
     dependencies = ", ".join(f'"{requirement}"' for requirement in requires or [])
+    core = _metadata(name, version, requires or [], requires_python, metadata, description, summary)
     files = {
-        f"{root}/PKG-INFO": _metadata(name, version, requires or [], requires_python),
+        f"{root}/PKG-INFO": core,
         f"{root}/pyproject.toml": (
             '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
             f'[project]\nname = "{name}"\nversion = "{version}"\n'

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from pythonhosted.camo import sign_url
+from pythonhosted.camo.cache.freshness import freshness
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
 from support.processes import spawn
@@ -232,6 +233,7 @@ def test_vary_on_accept_is_stored(camo: Camo, host: Host) -> None:
         ({"expires": "0"}, 0),
         ({}, 3600),  # the default TTL
         ({"cc": "max-age=999999999"}, 7 * 86400),  # capped
+        ({"cc": "max-age=" + "9" * 1_000}, 7 * 86400),  # a thousand digits: capped
     ],
 )
 def test_freshness_sources(camo: Camo, host: Host, query: dict[str, str], fresh_for: int) -> None:
@@ -588,3 +590,19 @@ def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "age", "lifetime", "aged"),
+    [
+        (b"max-age=\xb2", b"", 0.0, 0.0),  # Latin-1 "2": str.isdigit says yes, float() no
+        (b"s-maxage=" + b"9" * 5_000, b"9" * 5_000, 7 * 86400, 2.0**31),  # past int()'s limit
+        (b"max-age=60", b"\xb9", 60.0, 0.0),
+    ],
+)
+def test_hostile_delta_seconds_are_bounded_not_errors(
+    cache_control: bytes, age: bytes, lifetime: float, aged: float
+) -> None:
+    headers = [(b"cache-control", cache_control), *([(b"age", age)] if age else [])]
+    found = freshness(headers, default_ttl=3600, max_ttl=7 * 86400)
+    assert (found.storable, found.lifetime, found.age) == (True, lifetime, aged)

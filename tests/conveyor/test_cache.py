@@ -11,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import httpx
+import pytest
 
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
 from pythonhosted.conveyor import build_app
 from pythonhosted.conveyor.docs import DocsSite
+from pythonhosted.conveyor.jsonapi import freshness
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.redirects import RedirectTable
 from pythonhosted.conveyor.resolver import ENTRY_WEIGHT
@@ -353,3 +355,18 @@ def test_concurrent_docs_requests_share_one_store_lookup(s3_url: str) -> None:
     store.lookups.clear()
     assert asyncio.run(burst_into("/proj/")) == {200}
     assert store.lookups == ["proj/index.html"]
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "age", "fresh_for"),
+    [
+        ("max-age=600", "10", 590.0),
+        ("max-age=" + "9" * 5_000, None, float(2**31)),  # past int()'s 4,300-digit limit
+        ("max-age=\u00b2", None, 300.0),  # "²": str.isdigit says yes, int() no
+        ("max-age=60", "\u00b9" * 3, 60.0),
+    ],
+)
+def test_upstream_lifetimes_that_are_hostile_are_bounded(
+    cache_control: str, age: str | None, fresh_for: float
+) -> None:
+    assert freshness(cache_control, age, default=300.0) == fresh_for

@@ -144,9 +144,11 @@ def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -
     pip_version = subprocess.run(
         [str(pip_venv / "bin/pip"), "--version"], env=env, capture_output=True, text=True
     ).stdout.split()[1]
-    agents = [line.split("|", 9)[9] for line in _log_lines(system.logs, "downloads")]
+    downloads = _log_lines(system.logs, "downloads")  # a served line before each download's
+    agents = [line.split("|", 9)[9] for line in downloads[1::2]]
     assert sum(agent.startswith(f"pip/{pip_version} ") for agent in agents) == 2
     assert sum(agent.startswith("uv/0.13.8 ") for agent in agents) >= 3
+    assert all(served.startswith("served|") for served in downloads[::2])
     simple_agents = [line.split("|", 9)[9] for line in _log_lines(system.logs, "simple")]
     assert sum(agent.startswith("pip/") for agent in simple_agents) == 2
     assert sum(agent.startswith("uv/") for agent in simple_agents) == 3
@@ -296,3 +298,70 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
         "path": path,
     }
     assert delete_line["purged"] == [base + path, base + path + ".metadata"]
+
+
+def test_uv_range_reads_count_as_documented(tmp_path: Path) -> None:
+    """uv reads a wheel the index gives no PEP 658 metadata for by ranges (a HEAD, then the
+    last 16 KiB, which here holds the METADATA member too): a resolution alone is no
+    download, an install is one (its whole-file GET after its own metadata read); every byte
+    of all of it is in --bytes, and in the edge's own count."""
+    primary = f"file://{tmp_path}/primary"
+    store = open_store(primary)
+    module = "BLOB = " + repr(os.urandom(150_000).hex()) + "\n"  # bigger than uv's tail read
+    name, data = build_wheel("e2e-ranged", "1.0", module_source=module)
+    assert len(data) > 100_000
+
+    async def publish() -> None:
+        record = await upload(store, name, data)
+        await store.delete(record.path[1:] + ".metadata")  # as if uploaded before PEP 658
+        stripped = dataclasses.replace(record, metadata_sha256=None)
+        await store.put(record_key("e2e-ranged", record.filename), stripped.to_json())
+
+    asyncio.run(publish())
+    logs = tmp_path / "logs"
+    settings = Settings(
+        data_dir=tmp_path / "data", files=FilesSettings(primary=primary, logs=f"file://{logs}")
+    )
+    front = PrefixRouter([("/simple", build_index(settings))], default=build_edge(settings))
+    env = _isolated_env(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([str(UV), "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    requirements = tmp_path / "requirements.in"
+    requirements.write_text("e2e-ranged\n")
+    with running(front) as url:
+        index = ["--index-url", url + "/simple/"]
+        compiled = subprocess.run(
+            [str(UV), "pip", "compile", *index, str(requirements)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert compiled.returncode == 0, compiled.stderr
+        assert "e2e-ranged==1.0" in compiled.stdout
+        installed = subprocess.run(
+            [str(UV), "pip", "install", "--python", str(venv / "bin/python"), *index, "e2e-ranged"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        edge_bytes = _metric(url, "files_bytes_sent_total")
+
+    lines = _log_lines(logs, "downloads")
+    served = [facts.split("|") for facts in lines[::2]]
+    assert all(line.startswith("download|") for line in lines[1::2])
+    statuses = [(int(f[1]), int(f[2]), int(f[4])) for f in served]  # status, bytes, start
+    reads = [s for s in statuses if s[0] == 206]
+    whole = [s for s in statuses if s[0] == 200]
+    assert whole == [(200, len(data), 0)]  # the install's download
+    assert reads == [(206, 16384, len(data) - 16384)] * 2  # uv's tail read, per run: not
+    # from byte 0, so not a download
+    sent = sum(count for _, count, _ in statuses)
+    assert sent == edge_bytes  # what the served lines say is what the edge counted
+
+    warehouse = f"duckdb://{tmp_path}/warehouse.duckdb"
+    results = open_store(f"file://{tmp_path}/results")
+    asyncio.run(ingest_once(open_store(f"file://{logs}"), results, lease_timeout=60))
+    asyncio.run(publish_with(results, warehouse, batch_files=100, uploads=store))
+    today = datetime.now(UTC).date().isoformat()
+    span = ("--start", today, "--end", today)
+    by_status = _stats(warehouse, "e2e-ranged", *span, "--by", "status")
+    assert [(row["status"], row["download_count"]) for row in by_status] == [(200, 1)]
+    per_day = _stats(warehouse, "e2e-ranged", *span, "--bytes")
+    assert [(row["download_count"], row["bytes_sent"]) for row in per_day] == [(1, sent)]

@@ -1,4 +1,7 @@
-"""The download log (rules 20-22): exact lines, batching, and no loss on SIGTERM or SIGKILL."""
+"""The download log (rules 20-22): exact lines, batching, and no loss on SIGTERM or SIGKILL.
+
+Each download is two lines: the response's facts (``served``) right before the reference's
+``download`` line."""
 
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ def log_lines(log_dir: Path) -> list[str]:
     return lines
 
 
+def download_lines(log_dir: Path) -> list[tuple[str, str]]:
+    """(served, download) line pairs; every served line right before its download line and
+    nothing else in the log."""
+    lines = log_lines(log_dir)
+    pairs = list(zip(lines[::2], lines[1::2], strict=True))
+    assert all(s.startswith("served|") and d.startswith("download|") for s, d in pairs), lines
+    return pairs
+
+
 @pytest.fixture
 def primary(tmp_path: Path) -> str:
     url = f"file://{tmp_path}/primary"
@@ -43,9 +55,13 @@ def test_one_exact_line_per_download(edge: EdgeFactory, primary: str, tmp_path: 
         httpx.get(url + WHEEL.path, headers={"If-None-Match": etag})  # 304: not a download
         httpx.get(url + "/packages/00/00/" + "0" * 60 + "/gone-1.0.tar.gz")  # 404
         httpx.get(url + WHEEL.path, headers={"User-Agent": ua.replace("\r", "")})
-    lines = log_lines(tmp_path / "logs")
-    assert len(lines) == 3
-    fields = [line.split("|", 9) for line in lines]
+    pairs = download_lines(tmp_path / "logs")
+    assert [served for served, _ in pairs] == [
+        f"served|200|{len(WHEEL.data)}|0|0|||||",
+        "served|206|10|1|0|||||",
+        f"served|200|{len(WHEEL.data)}|0|0|||||",
+    ]
+    fields = [line.split("|", 9) for _, line in pairs]
     assert [f[0] for f in fields] == ["download"] * 3
     assert [f[3] for f in fields] == [WHEEL.path, SDIST.path, WHEEL.path]  # no query string
     assert [f[2] for f in fields] == ["", "", ""]  # loopback has no country
@@ -71,7 +87,7 @@ def test_country_from_trusted_proxy(edge: EdgeFactory, primary: str, tmp_path: P
         httpx.get(url + WHEEL.path, headers=proxy)
     with edge(primary=primary, logs=logs, country_header="CF-IPCountry") as url:
         httpx.get(url + WHEEL.path, headers={**proxy, "CF-IPCountry": "de"})
-    fields = [line.split("|", 9) for line in log_lines(tmp_path / "logs")]
+    fields = [line.split("|", 9) for _, line in download_lines(tmp_path / "logs")]
     assert sorted((f[2], f[4], f[5]) for f in fields) == [
         ("DE", "(null)", "(null)"),  # TLS headers are not trusted there
         ("GB", "TLSv1.3", "TLS_AES_128_GCM_SHA256"),
@@ -89,7 +105,7 @@ def test_sigterm_flushes_everything(
                 assert client.get(WHEEL.path).status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    assert len(log_lines(tmp_path / "logs")) == downloads
+    assert len(download_lines(tmp_path / "logs")) == downloads
     assert list((tmp_path / "data" / "spool" / "downloads").iterdir()) == []
 
 
@@ -100,8 +116,8 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
         with httpx.Client(base_url=bind.url()) as client:
             for _ in range(100):
                 assert client.get(WHEEL.path).status_code == 200
-            # Every one of these 100 is on disk once the spool holds 100 lines.
-            wait_until(lambda: spool_lines(spool) == 100, timeout=10)
+            # Every one of these 100 is on disk once the spool holds their 200 lines.
+            wait_until(lambda: spool_lines(spool) == 200, timeout=10)
             for _ in range(20):
                 assert client.get(WHEEL.path).status_code == 200
         process.kill()
@@ -112,13 +128,41 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
     with edge_process(tmp_path, primary, bind) as restarted:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(timeout=30) == 0
-    lines = log_lines(tmp_path / "logs")
-    assert 100 <= len(lines) <= 120
+    pairs = download_lines(tmp_path / "logs")  # the pairs are never split
+    assert 100 <= len(pairs) <= 120
     assert all(
-        line.startswith("download|") and line.endswith("python-httpx/" + httpx.__version__)
-        for line in lines
+        served == f"served|200|{len(WHEEL.data)}|0|0|||||"
+        and line.endswith("python-httpx/" + httpx.__version__)
+        for served, line in pairs
     )
 
 
 def spool_lines(spool: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in spool.iterdir()) if spool.is_dir() else 0
+
+
+def test_served_lines_say_how_each_response_went(
+    edge: EdgeFactory, primary: str, tmp_path: Path
+) -> None:
+    """Status, bytes sent, whether a Range was asked and where the bytes started, for the
+    ranges installers and downloaders ask for, and for Ranges answered with the whole file
+    (another version per If-Range, several ranges)."""
+    size = len(WHEEL.data)
+    asked = [
+        ("bytes=-16384", 206, 16384, 1, size - 16384),  # uv's tail read
+        ("bytes=1000-1999", 206, 1000, 1, 1000),  # a member inside
+        ("bytes=0-499", 206, 500, 1, 0),  # the first range of a segmented download
+        (f"bytes={size - 10}-", 206, 10, 1, size - 10),  # the rest, resumed
+        ("bytes=0-9, 20-29", 200, size, 1, 0),  # several ranges: the whole file
+        (None, 200, size, 0, 0),
+    ]
+    logs = f"file://{tmp_path}/logs"
+    with edge(primary=primary, logs=logs, log_period=60) as url, httpx.Client(base_url=url) as c:
+        for header, status, *_ in asked:
+            headers = {"Range": header} if header else {}
+            assert c.get(WHEEL.path, headers=headers).status_code == status
+        stale = {"Range": "bytes=0-9", "If-Range": '"another-etag"'}
+        assert c.get(WHEEL.path, headers=stale).status_code == 200
+    served = [line for line, _ in download_lines(tmp_path / "logs")]
+    expected = [f"served|{s}|{n}|{r}|{start}|||||" for _, s, n, r, start in asked]
+    assert served == [*expected, f"served|200|{size}|1|0|||||"]

@@ -73,7 +73,8 @@ def spooled_sequences(spool: Path) -> set[int]:
     for segment in spool.iterdir():
         data = segment.read_bytes()
         for line in data[: data.rfind(b"\n") + 1].decode().splitlines():
-            sequences.add(int(line.rsplit("load/", 1)[1]))
+            if line.startswith("download|"):  # (each after its served line)
+                sequences.add(int(line.rsplit("load/", 1)[1]))
     return sequences
 
 

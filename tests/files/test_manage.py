@@ -188,6 +188,16 @@ def test_delete_forgets_the_file_everywhere(site: Site) -> None:
         1,
         f"error: {WHEEL.filename}: no such file\n",
     )
+    # The name stays used, as on PyPI: neither the same bytes nor others may take it again.
+    for data in (WHEEL.data, build_wheel("demo-pkg", "1.0", module_source="OTHER = 1\n")[1]):
+        (site.data_dir / WHEEL.filename).write_bytes(data)
+        reused = site.cli("files", "upload", str(site.data_dir / WHEEL.filename))
+        assert (reused.exit_code, reused.stderr) == (
+            1,
+            f"error: {WHEEL.filename}: this filename was used by a deleted file; "
+            "use a different version\n",
+        )
+    assert WHEEL.filename not in site.page()
 
 
 def test_a_deleted_file_is_served_from_the_archive_until_deleted_there(site: Site) -> None:

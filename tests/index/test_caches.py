@@ -7,11 +7,23 @@ and a burst for one uncached project read the catalog once per request.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
 
-from pythonhosted.catalog import CatalogWatch, mark_changed, record_key
+from pythonhosted.catalog import (
+    CHANGES_KEPT,
+    CHANGES_PREFIX,
+    CLOCK_SKEW,
+    PREFIX,
+    CatalogWatch,
+    Changes,
+    FileRecord,
+    mark_changed,
+    record_key,
+)
+from pythonhosted.files.manage import delete
 from pythonhosted.files.upload import upload
 from pythonhosted.index.app import IndexApp, IndexOptions
 from pythonhosted.index.cached_catalog import ENTRY_BYTES, CatalogPages
@@ -20,19 +32,27 @@ from pythonhosted.storage import Store, open_store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.web.server import running
 from support.metrics import sample
+from support.processes import wait_until
 
 
 class CountingStore:
-    """A store that counts catalog listings (everything else goes straight through)."""
+    """A store that counts catalog listings (everything else goes straight through; the
+    change markers' listings are not counted)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.listings: list[str] = []
 
-    async def list(self, prefix: str) -> list[Listed]:
+    async def list(self, prefix: str, *, after: str | None = None) -> list[Listed]:
+        if prefix.startswith(PREFIX):
+            self.listings.append(prefix)
+            await asyncio.sleep(0.05)  # a slow store: concurrent misses overlap for sure
+        return await self._store.list(prefix, after=after)
+
+    async def list_names(self, prefix: str) -> list[str]:
         self.listings.append(prefix)
-        await asyncio.sleep(0.05)  # a slow store: concurrent misses overlap for sure
-        return await self._store.list(prefix)
+        await asyncio.sleep(0.05)
+        return await self._store.list_names(prefix)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
@@ -119,7 +139,7 @@ def test_a_read_from_before_a_change_is_not_kept(tmp_path: Path) -> None:
         early = asyncio.create_task(pages.records("race"))  # reads, then waits 0.5 s
         await asyncio.sleep(0.1)
         await primary.delete(record_key("race", old[0]))
-        await mark_changed(primary)
+        await mark_changed(primary, ["race"])
         after = await pages.records("race")  # sees the change: reads again, not joining
         stale = await early
         later = await pages.records("race")
@@ -128,3 +148,94 @@ def test_a_read_from_before_a_change_is_not_kept(tmp_path: Path) -> None:
     stale, after, later = asyncio.run(scenario())
     assert stale == [old[0], new[0]]
     assert after == later == [new[0]]
+
+
+def _project_names(client: httpx.Client) -> list[str]:
+    page = client.get("/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    return [project["name"] for project in page.json()["projects"]]
+
+
+def test_a_change_drops_only_the_changed_projects_page(tmp_path: Path) -> None:
+    """On a busy index every few seconds brings an upload: each used to empty the whole cache.
+    Now the changed project's page is read again and every other stays cached."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    for project in ("Changing", "Steady"):
+        asyncio.run(upload(primary, *build_wheel(project, "1.0")))
+    store = CountingStore(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        for project in ("changing", "steady"):
+            assert client.get(f"/simple/{project}/").status_code == 200
+        asyncio.run(upload(primary, *build_wheel("Changing", "2.0")))
+        wait_until(lambda: "changing-2.0" in client.get("/simple/changing/").text)
+        for _ in range(20):
+            assert "steady-1.0" in client.get("/simple/steady/").text
+        assert store.listings.count("catalog/steady/") == 1
+        assert store.listings.count("catalog/changing/") == 2
+
+
+def test_the_root_page_follows_uploads_and_deletes_without_listing_the_catalog_again(
+    tmp_path: Path,
+) -> None:
+    """3,000 projects, then 50 new ones and the only file of another deleted: the root page
+    shows all of it within a second, from one small listing per changed project."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    for number in range(3_000):  # records as uploads write them, without building 3,000 wheels
+        record = FileRecord(
+            *(f"p{number}-1.0-py3-none-any.whl", f"/packages/aa/bb/{'c' * 60}/p{number}.whl"),
+            *(f"p{number}", "1.0", "bdist_wheel", "py3", 10, "0" * 64, "0" * 64, "2026-12-05"),
+        )
+        asyncio.run(primary.put(record_key(record.project, record.filename), record.to_json()))
+    gone = asyncio.run(upload(primary, *build_wheel("Gone", "1.0")))
+    store = CountingStore(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        assert len(_project_names(client)) == 3_001
+        new = [f"new-{number}" for number in range(50)]
+        for project in new:
+            asyncio.run(upload(primary, *build_wheel(project, "1.0")))
+        asyncio.run(delete(primary, None, [(gone, gone.path)]))
+        expected = sorted([*(f"p{number}" for number in range(3_000)), *new])
+        wait_until(lambda: sorted(_project_names(client)) == expected)
+        assert store.listings.count("catalog/") == 1
+        assert sorted(p for p in store.listings if p != "catalog/") == sorted(
+            f"catalog/{project}/" for project in [*new, "gone"]
+        )
+
+
+def test_change_markers_written_by_a_slow_clock_are_still_seen(tmp_path: Path) -> None:
+    """Writers on other machines stamp markers with their own clocks: one stamped up to
+    CLOCK_SKEW before the newest already seen is still reported, once."""
+    store = open_store(f"file://{tmp_path}/primary")
+    watch = CatalogWatch(store, interval=0)
+
+    async def scenario() -> list[Changes]:
+        now = time.time_ns()
+        seen = [await watch.changes()]  # the first look learns where the markers stand
+        await store.put(f"{CHANGES_PREFIX}{now:020d}-aaaaaaaaaaaa-prompt", b"")
+        seen.append(await watch.changes())
+        late = now - int((CLOCK_SKEW - 5) * 1e9)
+        await store.put(f"{CHANGES_PREFIX}{late:020d}-bbbbbbbbbbbb-late-clock", b"")
+        seen.append(await watch.changes())
+        seen.append(await watch.changes())
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        Changes(),
+        Changes(projects=frozenset({"prompt"})),
+        Changes(projects=frozenset({"late-clock"})),
+        Changes(),
+    ]
+
+
+def test_markers_older_than_kept_are_removed_by_the_next_change(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}/primary")
+    old = time.time_ns() - int((CHANGES_KEPT + 60) * 1e9)
+
+    async def scenario() -> list[str]:
+        await store.put(f"{CHANGES_PREFIX}{old:020d}-cccccccccccc-old", b"")
+        await mark_changed(store, ["New.Project"])
+        listed = await store.list(CHANGES_PREFIX)
+        return [item.key[len(CHANGES_PREFIX) :].split("-", 2)[2] for item in listed]
+
+    assert asyncio.run(scenario()) == ["new-project"]  # the old marker gone

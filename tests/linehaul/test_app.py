@@ -96,6 +96,7 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         'linehaul_ingest_lines_total{result="unprocessable"}': 1.0,
         'linehaul_ingest_lines_total{result="blank"}': 1.0,
         'linehaul_ingest_lines_total{result="too_long"}': 1.0,
+        'linehaul_ingest_lines_total{result="served"}': 0.0,
         'linehaul_ingest_lines_total{result="lost"}': 0.0,
         "linehaul_ingest_unreadable_bytes_total": 18.0,  # the whole object that is not gzip
         "linehaul_ingest_pending_objects": 0.0,
@@ -103,6 +104,7 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         'linehaul_publish_files_total{outcome="skipped"}': 0.0,
         'linehaul_publish_files_total{outcome="failed"}': 0.0,
         "linehaul_publish_rows_total": 4.0,
+        "linehaul_publish_distributions_total": 0.0,
     }
     assert samples['linehaul_passes_total{job="ingest",outcome="ok"}'] >= 1
     assert samples['linehaul_passes_total{job="publish",outcome="failed"}'] == 0

@@ -1,7 +1,7 @@
 """Every parser cache is bounded in entries and bytes: a hostile log of 200,000 distinct
-user agents (the last 10,000 of them ~8 kB each) goes through ingest, and each memo stays
-within its bounds while the rows stay right. The C converter's own tables in front of the
-memos are checked the same way."""
+user agents (the last 10,000 of them ~8 kB each), each download with a served line of facts
+no other has, goes through ingest, and each memo stays within its bounds while the rows stay
+right. The C converter's own tables in front of the memos are checked the same way."""
 
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ def _agent(number: int) -> str:
 
 
 def _lines() -> Iterator[bytes]:
+    """Each download line after a served line of its own facts (bytes sent: its number)."""
     for number in range(AGENTS):
-        yield (download_line(number, agent=_agent(number)) + "\n").encode()
+        served = f"served|206|{number}|1|{number}|||||\n"
+        yield (served + download_line(number, agent=_agent(number)) + "\n").encode()
 
 
 def _object() -> bytes:
@@ -78,6 +80,8 @@ def test_a_flood_of_distinct_agents_stays_within_every_memo(tmp_path: Path, conv
     for number in (0, 150_000, AGENTS - LONG, AGENTS - 1):
         distro = parsed[number]["details"]["distro"]["name"]
         assert distro == json.loads(_agent(number).split(" ", 1)[1])["distro"]["name"]
+    assert [row["response"]["bytes_sent"] for row in parsed] == list(range(AGENTS))
+    assert len(columns.RESPONSE) == columns.RESPONSE.size  # refilled, not grown
 
 
 def test_the_c_tables_stay_within_their_bounds(converter: str) -> None:
@@ -87,18 +91,20 @@ def test_the_c_tables_stay_within_their_bounds(converter: str) -> None:
     tables = columns.object_tables()
     assert isinstance(tables, columns._NativeTables)
     block: list[bytes] = []
-    most = [0] * 9
+    most = [0] * len(columns._FIELD_MEMOS)
     for line in _lines():
         block.append(line)
         if len(block) == 2000:
             text = b"".join(block)
             counted = tables.convert(text, pytest.fail, True)
-            assert counted[0] == 2000
+            assert (counted[0], counted[4]) == (2000, 2000)  # rows, served lines
             tables.finish()
             for field, (entries, held) in enumerate(tables.cache_sizes()):
                 assert entries <= columns._columns.CACHE_ENTRIES
                 assert held <= columns._columns.CACHE_BYTES
                 most[field] = max(most[field], held)
             block = []
-    details = 8  # the agent's table, last of the memos
+    details = columns._FIELD_MEMOS.index(columns.AGENT_DETAILS)
     assert most[details] > columns._columns.CACHE_BYTES * 0.9
+    response = columns._FIELD_MEMOS.index(columns.RESPONSE)
+    assert most[response] > 0

@@ -25,6 +25,7 @@ import pytest
 
 from pythonhosted.linehaul import UnprocessableLine, batch, columns, lines, parse
 from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Converted, convert
+from pythonhosted.linehaul.events import parse_served
 from support.linehaul_data import REAL
 
 HERE = Path(__file__).parent
@@ -33,6 +34,10 @@ DAMAGE = [
     *("\n \n", "\n\r\n", "\n\t \r\n", "\n" * 5, "simple", "x|" * 9),  # blank lines; fields
     "y" * 3000,  # a long line when the limit is small
     "z" * (DEFAULT_MAX_LINE + 1),  # a line over the default limit
+    "served|206|10|1|5|||||\n",  # a served line before whatever follows
+    "\nserved|200|7|0|0|||||",
+    "served|",
+    "served|2o6|10|1|5|||||\n",  # one that cannot be read
 ]
 
 
@@ -54,13 +59,16 @@ def _module(path: Path) -> ModuleType:
 
 
 def oracle(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
-    """What converting means, one line at a time."""
+    """What converting means, one line at a time; a served line goes with the next line
+    that is neither blank nor too long (its facts into a download row, along with an
+    ignored event, to the unprocessed lines before anything else or at the end)."""
     all_lines = text.split(b"\n")
     if all_lines and not all_lines[-1]:
         all_lines.pop()
     out = Converted()
     downloads, simple, unprocessed = [], [], []
     timestamps = []
+    served: bytes | None = None
     for line in all_lines:
         if len(line) > max_line:
             out.counts.too_long += 1
@@ -70,16 +78,35 @@ def oracle(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
         if not line.strip(b" \t\r"):
             out.counts.blank += 1
             continue
+        before, served = served, None
+        if line.startswith(b"served|"):
+            if before is not None:
+                unprocessed.append(before + b"\n")
+            try:
+                parse_served(line.decode("utf-8", "replace"))
+                served = line
+            except UnprocessableLine:
+                unprocessed.append(line + b"\n")
+            continue
+        response = None if before is None else parse_served(before.decode("utf-8", "replace"))
         try:
-            row = parse(line.decode("utf-8", "replace"))
+            row = parse(line.decode("utf-8", "replace"), response)
         except UnprocessableLine:
+            if before is not None:
+                unprocessed.append(before + b"\n")
             unprocessed.append(line + b"\n")
             continue
+        if before is not None and row is not None and "file" not in row:
+            unprocessed.append(before + b"\n")
+        elif before is not None:
+            out.counts.served += 1
         if row is None:
             out.counts.ignored += 1
             continue
         timestamps.append(row["timestamp"])
         (downloads if "file" in row else simple).append(orjson.dumps(row) + b"\n")
+    if served is not None:
+        unprocessed.append(served + b"\n")
     out.downloads, out.simple = b"".join(downloads), b"".join(simple)
     out.unprocessed = b"".join(unprocessed)
     out.counts.rows = len(downloads) + len(simple)
@@ -120,6 +147,23 @@ def bench() -> list[str]:
     return corpus
 
 
+@pytest.fixture(scope="module")
+def edge_corpus(bench: list[str]) -> list[str]:
+    """The benchmark corpus as our files edge writes it: most download lines after a served
+    line of their response's facts (whole files, suffix reads, ranges elsewhere)."""
+    rng = random.Random(5)
+    out = []
+    for line in bench:
+        if line.startswith("download|") and rng.random() < 0.8:
+            size = rng.randrange(1, 10**7)
+            start = rng.choice([0, 0, 0, rng.randrange(size)])
+            status = 200 if start == 0 and rng.random() < 0.7 else 206
+            sent = rng.randrange(size + 1)
+            out.append(f"served|{status}|{sent}|{int(status == 206)}|{start}|||||")
+        out.append(line)
+    return out
+
+
 @pytest.fixture(params=[batch.BLOCK_SIZE, 4096, 300])
 def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     size: int = request.param
@@ -152,17 +196,56 @@ def test_damaged_corpora_with_line_limits(bench: list[str], block_size: int, max
     check(text + b"q" * (3 * max_line), max_line)  # the last line is too long
 
 
+def test_served_lines_go_with_their_downloads(edge_corpus: list[str], block_size: int) -> None:
+    """Served lines among the rows, many at block (and window) boundaries at the small block
+    sizes: carried over to the download line that starts the next block."""
+    check(("\n".join(edge_corpus[:6000]) + "\n").encode())
+
+
+def test_damaged_served_lines(edge_corpus: list[str], block_size: int) -> None:
+    rng = random.Random(17)
+    for _ in range(3):
+        text = "\n".join(damaged(edge_corpus[:3000], rng, 0.05)).encode()
+        check(text)
+        check(text + b"\nserved|200|1|0|0|||||\n")  # one left waiting at the end
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"served|200|1|0|0|||||\n",
+        b"served|200|1|0|0|||||\nserved|206|2|1|9|||||\n",
+        b"served|200|1|0|0|||||\n\n \r\n",
+        b"served|200|01|0|0|||||\n",  # a leading zero
+        b"served|200|1|2|0|||||\n",  # a range flag that is neither 0 nor 1
+        b"served|99|1|0|0|||||\n",
+        b"served|200|1|0|0||||||\n",  # eleven fields
+        b"served|200|1|0|0||||\xff|\n",  # reserved fields are not read
+        b"served|200|\xd9\xa1|0|0|||||\n",  # a digit, but not ASCII
+        b"served |200|1|0|0|||||\n",
+        b"served|200|1000000000000000000|0|0|||||\n",  # 19 digits
+    ],
+)
+def test_odd_served_lines(text: bytes, bench: list[str]) -> None:
+    download = (
+        bench[0].encode() + b"\n" if bench[0].startswith("download|") else bench[1].encode() + b"\n"
+    )
+    check(text)
+    check(text + download)
+    check(download + text + download)
+
+
 def test_blank_lines_take_no_fallback(bench: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Blank lines among rows are counted and dropped by the converters themselves: never
     one call of the per-line parser (a gigabyte of newlines would make a billion)."""
     calls: list[bytes] = []
-    per_line = batch.ObjectConverter._add_line
+    per_line = batch.LineParser.event
 
-    def counted(self: batch.ObjectConverter, line: bytes) -> None:
+    def counted(self: batch.LineParser, line: bytes, served: bytes | None) -> None:
         calls.append(line)
-        per_line(self, line)
+        per_line(self, line, served)
 
-    monkeypatch.setattr(batch.ObjectConverter, "_add_line", counted)
+    monkeypatch.setattr(batch.LineParser, "event", counted)
     blanks = ["", "  ", "\r", "\t \r", ""]
     text = "\n".join(line for row in bench[:2000] for line in (row, rng_blank(blanks, row)))
     check(text.encode() + b"\n\n\n")
@@ -228,13 +311,15 @@ def _convert_block(tables: columns.Tables, block: bytes) -> tuple[object, ...]:
     :class:`~.batch.ObjectConverter`'s: the counts, the earliest timestamp and the results."""
     parser = batch.ObjectConverter()
     parser._tables = tables
-    rows, ignored, blank, unprocessable, earliest = tables.convert(
-        block, parser._add_line, columns.valid_utf8(block)
+    rows, ignored, blank, unprocessable, served, earliest = tables.convert(
+        block, parser._lines.event, columns.valid_utf8(block)
     )
+    unprocessable += tables.flush()
     counts = parser.counts
     totals = (rows + counts.rows, ignored + counts.ignored, blank + counts.blank)
     earliest = min(filter(None, (earliest, parser._earliest)), default=None)
-    return (*totals, unprocessable + counts.unprocessable, earliest, tables.finish())
+    served += counts.served
+    return (*totals, unprocessable + counts.unprocessable, served, earliest, tables.finish())
 
 
 def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str]) -> None:
@@ -246,11 +331,15 @@ def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str
     rng = random.Random(11)
     pieces = ["|", "\n", "/", " ", "download", "simple", '"', "\\", "\t", "\x7f", "(null)", "é"]
     pieces += ["\n\n", "\n \r\n", "\r", "xdownload", "simplex", "downl oad", "\udcff"]
+    pieces += ["served|", "\nserved|200|1|0|0|||||\n", "|1|0|0|||||", "\nserved|206|1|x|0|||||"]
+    served = ["served|200|5|0|0|||||", "served|206|16384|1|99|||||"]
     fast = 0
     for _ in range(3000):
         lines = []
         for _ in range(rng.randrange(1, 12)):
             line = rng.choice(bench)
+            if line.startswith("download|") and rng.random() < 0.3:
+                line = rng.choice(served) + "\n" + line
             if rng.random() < 0.3:
                 spot = rng.randrange(len(line) + 1)
                 line = line[:spot] + rng.choice(pieces) + line[spot + rng.randrange(3) :]

@@ -20,11 +20,15 @@ from typing import Any
 
 import cattrs
 import pytest
+from linehaul.events import parser as reference_parser
+from linehaul.events.parser import UnparseableEvent
 from linehaul.ua import parser as reference_ua
 from linehaul.ua.datastructures import UserAgent
 from linehaul.ua.impl import UnableToParse
 
 from pythonhosted.linehaul import UnprocessableLine, parse
+from pythonhosted.linehaul.events import parse_served
+from pythonhosted.logline import served_download_lines, served_line
 from pythonhosted.warehouse.schema import DETAILS, Field
 
 LINES = 30_000
@@ -462,3 +466,40 @@ def test_differential(lines: list[tuple[str, str]], ref_row: RowFn) -> None:
     assert outcomes["row"] > LINES * 0.7
     assert outcomes[IGNORED] > 100
     assert outcomes[UNPROCESSABLE] > 1000
+
+
+def test_the_reference_reads_what_our_edge_writes(ref_row: RowFn) -> None:
+    """Our edge writes each download as a served line and the reference's download line. The
+    reference rejects the served line as unparseable (``UnparseableEvent``, which its cloud
+    function sets aside) and reads the download line to the row we make, less ``response``."""
+    rng = random.Random(3)
+    checked = 0
+    for number in range(300):
+        user_agent, _ = agent(rng)
+        facts = served_line(
+            rng.choice([200, 206]), rng.randrange(10**9), rng.random() < 0.5, rng.randrange(10**6)
+        )
+        written = served_download_lines(
+            facts,
+            timestamp=1_700_000_000 + number * 97,
+            country=rng.choice(["US", "", "DE"]),
+            url=f"/packages/ab/cd/{'e' * 60}/demo_{number}-1.0-py3-none-any.whl",
+            tls_protocol=rng.choice(["TLSv1.3", None]),
+            tls_cipher=rng.choice(["TLS_AES_128_GCM_SHA256", None]),
+            project=f"demo-{number}",
+            version="1.0",
+            package_type="bdist_wheel",
+            user_agent=user_agent,
+        )
+        served, download = written.split("\n")
+        with pytest.raises(UnparseableEvent):
+            reference_parser.parse(served)
+        theirs = outcome(ref_row, download)
+        if len(reference_families(user_agent)) > 1 or isinstance(theirs, str):
+            continue  # the reference's answer is random, or it ignores the agent
+        ours = parse(download, parse_served(served))
+        assert ours is not None
+        assert ours.pop("response") == parse_served(served)
+        check_same(download, ours, theirs, ref_row)
+        checked += 1
+    assert checked > 200

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from pythonhosted.linehaul import UnprocessableLine, parse
+from pythonhosted.linehaul.events import parse_served
 from pythonhosted.logline import download_line, simple_line
 from pythonhosted.warehouse.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, Field
 
@@ -145,10 +146,17 @@ def test_details_are_shared_read_only_records() -> None:
     assert second["project"] == "foo"
 
 
-def _conforms(fields: tuple[Field, ...], value: dict[str, Any]) -> None:
-    assert list(value) != [] and set(value) == {field.name for field in fields}
-    kinds = {"STRING": str, "TIMESTAMP": str, "BOOLEAN": bool, "RECORD": dict}
+def _conforms(
+    fields: tuple[Field, ...], value: dict[str, Any], absent: frozenset[str] = frozenset()
+) -> None:
+    """``value`` has every field of ``fields`` (those in ``absent`` left out), typed."""
+    names = {field.name for field in fields}
+    assert list(value) != [] and set(value) == names - absent
+    kinds = {"STRING": str, "TIMESTAMP": str, "BOOLEAN": bool, "INTEGER": int, "RECORD": dict}
     for field in fields:
+        if field.name in absent:
+            assert field.mode == "NULLABLE" and not field.in_every_row, field.name
+            continue
         member = value[field.name]
         if member is None:
             assert field.mode == "NULLABLE" and not field.in_every_row, field.name
@@ -164,9 +172,47 @@ def test_rows_conform_to_the_schema() -> None:
         '"distro":{"libc":{}}}'
     )
     download = parse(_line(ua=ua))
+    served = parse(_line(ua=ua), parse_served("served|206|16384|1|512|||||"))
     simple = parse("simple|Thu, 07 Jan 2021 20:54:54 GMT||/simple/foo/|(null)|(null)||||curl/1")
-    assert download is not None and simple is not None
-    _conforms(FILE_DOWNLOADS, download)
+    assert download is not None and simple is not None and served is not None
+    _conforms(FILE_DOWNLOADS, download, frozenset({"response"}))  # a reference line's row
+    _conforms(FILE_DOWNLOADS, served)
     _conforms(SIMPLE_REQUESTS, simple)
+    assert served["response"] == {
+        "status": 206,
+        "bytes_sent": 16384,
+        "range_requested": True,
+        "range_start": 512,
+    }
     assert download["details"]["installer"]["subcommand"] == "pip install"
     assert download["timestamp"] == simple["timestamp"] == "2021-01-07 20:54:54 +00:00"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "served|200|1|0|0||||",  # nine fields
+        "served|200|1|0|0||||||",  # eleven
+        "served|200|01|0|0|||||",  # a leading zero
+        "served|200|-1|0|0|||||",
+        "served|200|1|yes|0|||||",
+        "served|600|1|0|0|||||",
+        "served|200|1|0|1000000000000000000|||||",  # nineteen digits
+        "served |200|1|0|0|||||",  # the kind is exact
+        "download|200|1|0|0|||||",
+    ],
+)
+def test_served_lines_that_cannot_be_read(line: str) -> None:
+    with pytest.raises(UnprocessableLine):
+        parse_served(line)
+
+
+def test_served_lines_reserved_fields_are_not_read() -> None:
+    assert parse_served("served|200|5|0|0|later|facts|go||here") == {
+        "status": 200,
+        "bytes_sent": 5,
+        "range_requested": False,
+        "range_start": 0,
+    }
+    with pytest.raises(UnprocessableLine):  # a served line is not an event on its own
+        parse("served|200|5|0|0|||||")

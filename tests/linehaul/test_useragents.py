@@ -114,8 +114,15 @@ def test_bigquery_schema() -> None:
         "details",
         "tls_protocol",
         "tls_cipher",
+        "response",  # ours, after PyPI's columns
     ]
     assert by_name["timestamp"]["type"] == "TIMESTAMP"
+    assert [(f["name"], f["type"]) for f in by_name["response"]["fields"]] == [  # type: ignore[attr-defined]
+        ("status", "INTEGER"),
+        ("bytes_sent", "INTEGER"),
+        ("range_requested", "BOOLEAN"),
+        ("range_start", "INTEGER"),
+    ]
     details = {field["name"]: field for field in by_name["details"]["fields"]}  # type: ignore[attr-defined]
     assert details["ci"] == {
         "name": "ci",
@@ -128,5 +135,5 @@ def test_bigquery_schema() -> None:
         {"name": "version", "type": "STRING", "mode": "NULLABLE"},
     ]
     assert [field["name"] for field in bigquery_fields(SIMPLE_REQUESTS)] == [
-        name for name in by_name if name != "file"
+        name for name in by_name if name not in ("file", "response")
     ]

@@ -223,6 +223,7 @@ def test_our_routes(base: str) -> None:
         {"version": "1.0", "downloads": 2},
         {"version": "2.0", "downloads": 1},
     ]
+    assert (summary["latest_version"], summary["summary"]) == ("2.0", "The demo package")
     by = _get(
         base,
         f"/api/v1/projects/{DEMO}/downloads?by=installer,country&start={d(2)}&end={d(1)}"
@@ -279,6 +280,8 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
         ("/api/v1/compare?projects=a", "projects"),
         ("/api/v1/compare?projects=a,b,c,d,e,f", "projects"),
         ("/api/v1/top?limit=0", "limit"),
+        ("/api/v1/top?limit=" + "9" * 5_000, "limit"),
+        ("/api/v1/top?limit=%C2%B2", "limit"),
         ("/api/v1/top?period=year", "period"),
         ("/api/v1/coverage?by=minute", "by"),
         (f"/badge/{DEMO}.svg?color=notacolour", "color"),

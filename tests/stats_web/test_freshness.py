@@ -25,6 +25,7 @@ from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
 from support.linehaul_data import gz
+from support.metrics import sample
 from support.processes import spawn
 from support.stats_data import line
 from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
@@ -204,3 +205,24 @@ def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:
         summary = httpx.get(base + "/api/v1/projects/demo-pkg/summary").json()
     assert summary["last_complete_day"] == YESTERDAY.isoformat()
     assert summary["last_day"] == (YESTERDAY + timedelta(days=1)).isoformat()
+
+
+def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) -> None:
+    """A publish makes every cached answer stale at once; the thousand clients of a popular
+    badge that ask in that moment share one computation, and all get the same answer."""
+    routes = ["/badge/demo-pkg.svg", "/api/packages/demo-pkg/overall", "/packages/demo-pkg"]
+
+    async def burst(url: str) -> list[tuple[int, str]]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+            responses = await asyncio.gather(
+                *(client.get(route) for route in routes for _ in range(100))
+            )
+        return [(response.status_code, response.headers["etag"]) for response in responses]
+
+    with running(build_app(warehouse.settings)) as url:
+        answers = asyncio.run(burst(url))
+        computed = sample(url, "stats_web_answers_computed_total")
+    assert [status for status, _ in answers] == [200] * 300
+    assert len({etag for _, etag in answers}) == 3
+    assert computed == 3

@@ -34,6 +34,15 @@ def test_home(base: str) -> None:
 
 def test_project_page_numbers_tables_and_toggles(base: str) -> None:
     html = _page(base, "/packages/demo-pkg?range=30")
+    # The latest final release and its summary, from distribution_metadata (2.1rc1 came
+    # later but is a pre-release).
+    assert (
+        '<p id="release">Latest version <strong id="latest-version">2.0</strong>: '
+        '<span id="summary">The demo package</span></p>'
+    ) in html
+    assert '<p id="release">Latest version <strong id="latest-version">3.0</strong></p>' in (
+        _page(base, "/packages/other")
+    )
     for ident, value in (("last-day", 2), ("last-week", 4), ("last-month", 5), ("all-time", 7)):
         assert f'id="{ident}">{value}</span>' in html, ident
     assert 'id="range-total">5</span>' in html

@@ -21,10 +21,17 @@ so tests can check the contract: job configuration, job IDs, chunking and upload
 
 Every destination table already exists with the schema of PyPI's public table of that name
 (``pypi_public_schema.json``: ``bigquery-public-data.pypi.file_downloads`` and
-``simple_requests``, every column NULLABLE). A load job whose schema differs from it in a
-column's type or mode, or adds a column, fails as BigQuery fails it: the job is DONE with an
-``errorResult`` ("Provided Schema does not match Table …"), which the client raises from
-``result()``.
+``simple_requests``, every column NULLABLE; ``distribution_metadata``, its modes as Warehouse
+states them). A load job whose schema differs from it in a column's type or mode fails as
+BigQuery fails it: the job is DONE with an ``errorResult`` ("Provided Schema does not match
+Table …"), which the client raises from ``result()``; so does one that adds a column, unless
+its ``schemaUpdateOptions`` hold ``ALLOW_FIELD_ADDITION`` and the column is NULLABLE or
+REPEATED (then the table has it from there on, as in BigQuery).
+
+Rows loaded into ``distribution_metadata`` are kept per dataset, and the one query the
+warehouse asks of it (``SELECT filename FROM … [WHERE filename IN UNNEST(@names)]``) is
+answered from them; any other query job is DDL (the rollups' views), DONE with no rows. Job
+listings (``GET …/jobs?stateFilter=``) are empty: every job is DONE when created.
 """
 
 from __future__ import annotations
@@ -51,25 +58,53 @@ PUBLIC_SCHEMA: dict[str, list[dict[str, Any]]] = json.loads(
 
 
 def schema_mismatch(
-    sent: list[dict[str, Any]], table: list[dict[str, Any]], prefix: str = ""
+    sent: list[dict[str, Any]],
+    table: list[dict[str, Any]],
+    prefix: str = "",
+    *,
+    allow_additions: bool = False,
 ) -> str | None:
-    """What BigQuery would refuse in a load job's schema for an existing table, or None."""
+    """What BigQuery would refuse in a load job's schema for an existing table, or None.
+    ``allow_additions``: the job has ``ALLOW_FIELD_ADDITION`` (new NULLABLE or REPEATED
+    columns are taken; a new REQUIRED one never is)."""
     existing = {column["name"]: column for column in table}
     for column in sent:
         name = prefix + column["name"]
         current = existing.get(column["name"])
-        if current is None:
-            return f"Cannot add fields (column: {name})"
         mode = column.get("mode", "NULLABLE")
+        if current is None:
+            if not allow_additions:
+                return f"Cannot add fields (column: {name})"
+            if mode == "REQUIRED":
+                return f"Cannot add required fields to an existing schema. (field: {name})"
+            continue
         if mode != current["mode"]:
             return f"Field {name} has changed mode from {current['mode']} to {mode}"
         if column["type"] != current["type"]:
             return f"Field {name} has changed type from {current['type']} to {column['type']}"
         if current["type"] == "RECORD":
-            inner = schema_mismatch(column.get("fields", []), current["fields"], name + ".")
+            inner = schema_mismatch(
+                column.get("fields", []),
+                current["fields"],
+                name + ".",
+                allow_additions=allow_additions,
+            )
             if inner is not None:
                 return inner
     return None
+
+
+def _merged(table: list[dict[str, Any]], sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's schema after a load added ``sent``'s new columns (nested ones too)."""
+    existing = {column["name"]: column for column in table}
+    merged = []
+    for column in table:
+        added = next((c for c in sent if c["name"] == column["name"]), None)
+        if column["type"] == "RECORD" and added is not None:
+            column = {**column, "fields": _merged(column["fields"], added.get("fields", []))}
+        merged.append(column)
+    merged += [column for column in sent if column["name"] not in existing]
+    return merged
 
 
 @dataclass
@@ -91,6 +126,7 @@ class FakeBigQuery:
         self.requests: list[tuple[str, str]] = []
         self.conflict_on_initiate = True
         self.tables: dict[str, list[dict[str, Any]]] = dict(PUBLIC_SCHEMA)
+        self.distributions: dict[str, list[dict[str, Any]]] = {}  # rows, by dataset
         self.lock = threading.Lock()
 
 
@@ -144,11 +180,13 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
                 if job_id in state.jobs:
                     self._error(409, f"Already Exists: Job {job_id}", "duplicate")
                     return
-                refusal = _refusal(state, resource["configuration"]["load"])
+                load = resource["configuration"]["load"]
+                refusal = _refusal(state, load)
                 if refusal is None:
                     resource["status"] = {"state": "DONE"}
                     resource["statistics"] = {"load": {"outputRows": str(upload.count(b"\n"))}}
                     state.uploads[job_id] = upload
+                    _took(state, load, upload)
                 else:
                     error = {"reason": "invalid", "message": refusal}
                     resource["status"] = {"state": "DONE", "errorResult": error, "errors": [error]}
@@ -211,10 +249,15 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self.requests_log()
             job_id = self.path.split("?", 1)[0].rsplit("/", 1)[1]
+            if job_id == "jobs":  # a listing: nothing is ever pending or running here
+                self._reply(200, {"jobs": []})
+                return
             if "/queries/" in self.path and job_id in state.query_jobs:
                 reference = state.query_jobs[job_id]["jobReference"]
-                results = {"jobReference": reference, "jobComplete": True, "totalRows": "0"}
-                self._reply(200, {**results, "schema": {"fields": []}, "rows": []})
+                schema, rows = _answer(state, state.query_jobs[job_id]["configuration"]["query"])
+                results = {"jobReference": reference, "jobComplete": True}
+                results["totalRows"] = str(len(rows))
+                self._reply(200, {**results, "schema": {"fields": schema}, "rows": rows})
                 return
             if job_id in state.query_jobs:
                 self._reply(200, state.query_jobs[job_id])
@@ -236,11 +279,41 @@ def _refusal(state: FakeBigQuery, load: dict[str, Any]) -> str | None:
     table = state.tables.get(destination["tableId"])
     if table is None or "schema" not in load:
         return None
-    mismatch = schema_mismatch(load["schema"]["fields"], table)
+    allow = "ALLOW_FIELD_ADDITION" in load.get("schemaUpdateOptions", [])
+    mismatch = schema_mismatch(load["schema"]["fields"], table, allow_additions=allow)
     if mismatch is None:
         return None
     name = f"{destination['projectId']}:{destination['datasetId']}.{destination['tableId']}"
     return f"Provided Schema does not match Table {name}. {mismatch}."
+
+
+def _took(state: FakeBigQuery, load: dict[str, Any], upload: bytes) -> None:
+    """A load job's effects: its new columns, and the rows of distribution_metadata."""
+    destination = load["destinationTable"]
+    table = destination["tableId"]
+    if table in state.tables and "schema" in load:
+        state.tables[table] = _merged(state.tables[table], load["schema"]["fields"])
+    if table == "distribution_metadata":
+        rows = [json.loads(line) for line in upload.splitlines() if line.strip()]
+        state.distributions.setdefault(destination["datasetId"], []).extend(rows)
+
+
+_FILENAMES = re.compile(r"SELECT filename FROM `[^.`]+\.([^.`]+)\.distribution_metadata`")
+
+
+def _answer(state: FakeBigQuery, query: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Schema and rows for a query job: the warehouse's filename query, else nothing."""
+    found = _FILENAMES.match(query["query"])
+    if found is None:
+        return [], []
+    with state.lock:
+        names = [row["filename"] for row in state.distributions.get(found.group(1), [])]
+    for parameter in query.get("queryParameters", []):
+        if parameter["name"] == "names":
+            wanted = {item["value"] for item in parameter["parameterValue"]["arrayValues"]}
+            names = [name for name in names if name in wanted]
+    schema = [{"name": "filename", "type": "STRING", "mode": "NULLABLE"}]
+    return schema, [{"f": [{"v": name}]} for name in names]
 
 
 @contextmanager

@@ -53,12 +53,32 @@ def line(
     )
 
 
+def served(rng: random.Random) -> str:
+    """A served line as our edge writes it: a whole file, a range from byte 0, or a range
+    elsewhere (a metadata read: not a download)."""
+    kind = rng.choice(["whole", "whole", "first", "tail", "part"])
+    size = rng.randrange(20_000, 5_000_000)
+    if kind == "whole":
+        return f"served|200|{size}|0|0|||||"
+    start = 0 if kind == "first" else rng.randrange(1, size)
+    return f"served|206|{rng.randrange(1, size - start + 1)}|1|{start}|||||"
+
+
 def random_lines(
-    rng: random.Random, count: int, projects: list[str], first: date, days: int, start: int = 0
+    rng: random.Random,
+    count: int,
+    projects: list[str],
+    first: date,
+    days: int,
+    start: int = 0,
+    with_served: bool = False,
 ) -> list[str]:
-    """``count`` events over ``days`` days from ``first``; about a tenth from mirrors."""
+    """``count`` events over ``days`` days from ``first``; about a tenth from mirrors.
+    ``with_served``: most after a served line of our edge (:func:`served`)."""
     out = []
     for serial in range(start, start + count):
+        if with_served and rng.random() < 0.8:
+            out.append(served(rng))
         day = first + timedelta(days=rng.randrange(days))
         when = datetime.combine(day, time()) + timedelta(seconds=rng.randrange(86400))
         if rng.random() < 0.1:

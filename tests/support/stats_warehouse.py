@@ -9,8 +9,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from pythonhosted.config import LinehaulSettings, Settings, StatsWebSettings
+from pythonhosted.files.upload import upload
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
+from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from support.linehaul_data import gz
 from support.stats_data import MIRROR_AGENTS, line, pip_agent
@@ -64,6 +66,20 @@ def event_lines() -> list[str]:
     ]
 
 
+UPLOADS = [  # (project, version, summary): uploaded, so distribution_metadata has them
+    ("demo-pkg", "1.0", "Old news"),
+    ("Demo_Pkg", "2.0", "The demo package"),
+    ("demo-pkg", "2.1rc1", "A pre-release"),  # uploaded last; not the latest release
+    ("other", "3.0", ""),  # no Summary
+]
+
+
+def _upload_samples(files: str) -> None:
+    store = open_store(files)
+    for project, version, about in UPLOADS:
+        asyncio.run(upload(store, *build_wheel(project, version, summary=about)))
+
+
 def build(
     tmp: Path,
     lines: list[str],
@@ -72,7 +88,8 @@ def build(
     **web: object,
 ) -> Warehouse:
     """Log batches (two objects, named for ``hour``, two hours ago by default) -> ingest ->
-    publish into ``warehouse`` (``tmp/warehouse.duckdb`` by default)."""
+    publish into ``warehouse`` (``tmp/warehouse.duckdb`` by default), with the
+    distribution_metadata rows of :data:`UPLOADS` (uploaded to ``tmp/files``)."""
     logs, results = f"file://{tmp}/logs", f"file://{tmp}/results"
     store = open_store(logs)
     half = len(lines) // 2
@@ -83,7 +100,9 @@ def build(
         asyncio.run(store.put(key, gz(part)))
     asyncio.run(ingest_once(store, open_store(results), lease_timeout=60))
     warehouse = warehouse or f"duckdb://{tmp}/warehouse.duckdb"
-    asyncio.run(publish_with(open_store(results), warehouse, batch_files=100))
+    _upload_samples(f"file://{tmp}/files")
+    uploads = open_store(f"file://{tmp}/files")
+    asyncio.run(publish_with(open_store(results), warehouse, batch_files=100, uploads=uploads))
     settings = Settings(
         data_dir=tmp,
         linehaul=LinehaulSettings(logs=logs, results=results, warehouse=warehouse),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 from google.cloud.bigquery import client as bigquery_client
 
@@ -16,6 +17,7 @@ from pythonhosted.warehouse.schema import FILE_DOWNLOADS, TABLES, Field, bigquer
 from support.fake_bigquery import PUBLIC_SCHEMA, fake_bigquery, schema_mismatch
 
 MIB = 1024 * 1024
+DIST = "distribution_metadata"
 ROWS = b'{"timestamp":"2021-01-07 20:54:54 +00:00"}\n{"timestamp":"2021-01-07 20:54:55 +00:00"}\n'
 
 
@@ -42,6 +44,8 @@ def test_load_jobs_mirror_the_reference() -> None:
         }
         assert load["timePartitioning"] == {"type": "DAY", "field": "timestamp"}
         assert load["schema"]["fields"] == bigquery_fields(FILE_DOWNLOADS)
+        assert load["schemaUpdateOptions"] == ["ALLOW_FIELD_ADDITION"]  # adds "response"
+        assert [c["name"] for c in fake.tables["file_downloads"]][-1] == "response"
         assert fake.uploads[ident] == ROWS
         # Rows go up through the upload endpoint only; the other POSTs are the rollup views'
         # DDL, one query job per view and dataset.
@@ -72,7 +76,8 @@ def test_rollups_are_materialized_views_made_once_per_dataset() -> None:
         "COALESCE(details.installer.name IN ('bandersnatch', 'z3c.pypimirror', 'Artifactory', "
         "'devpi', 'Nexus', 'pep381client'), FALSE) AS mirror, details.ci AS ci, "
         "file.version AS value, COUNT(*) AS downloads "
-        "FROM `proj.ds1.file_downloads` GROUP BY 1, 2, 3, 4, 5"
+        "FROM `proj.ds1.file_downloads` WHERE coalesce(response.range_start, 0) = 0 "
+        "GROUP BY 1, 2, 3, 4, 5"
     )
 
 
@@ -137,6 +142,8 @@ def test_a_file_of_5_mb_or_more_goes_through_the_resumable_upload() -> None:
         assert load["destinationTable"]["tableId"] == "file_downloads"
         assert load["timePartitioning"] == {"type": "DAY", "field": "timestamp"}
         assert load["schema"]["fields"] == bigquery_fields(FILE_DOWNLOADS)
+        assert load["schemaUpdateOptions"] == ["ALLOW_FIELD_ADDITION"]  # adds "response"
+        assert [c["name"] for c in fake.tables["file_downloads"]][-1] == "response"
         assert [method for method, _ in fake.requests[:2]] == ["POST", "PUT"]
         assert fake.requests[0][1].endswith(
             "/upload/bigquery/v2/projects/proj/jobs?uploadType=resumable"
@@ -178,12 +185,26 @@ def test_a_retried_large_file_is_not_loaded_again(conflict_on_initiate: bool) ->
         assert len(fake.sessions) == (1 if conflict_on_initiate else 2)
 
 
+ADDED = {
+    "file_downloads": ["response"],
+    "simple_requests": [],
+    "distribution_metadata": ["provides_extra", "supported_platform", "dynamic"],
+}
+
+
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_every_column_has_the_public_tables_mode(table: str) -> None:
     """Our tables, as sent with every load job, against PyPI's public ones (the fixture the
-    fake checks jobs with): same columns, types and modes, all NULLABLE."""
-    assert schema_mismatch(bigquery_fields(TABLES[table]), PUBLIC_SCHEMA[table]) is None
-    assert schema_mismatch(PUBLIC_SCHEMA[table], bigquery_fields(TABLES[table])) is None
+    fake checks jobs with): every public column with its type and mode (all NULLABLE in
+    the event tables), and after them only the columns of ours, each one BigQuery lets a
+    load add to a PyPI-shaped table (NULLABLE or REPEATED)."""
+    ours = bigquery_fields(TABLES[table])
+    public = PUBLIC_SCHEMA[table]
+    assert schema_mismatch(public, ours) is None
+    assert schema_mismatch(ours, public, allow_additions=True) is None
+    assert [column["name"] for column in ours[len(public) :]] == ADDED[table]
+    assert [column["name"] for column in ours[: len(public)]] == [c["name"] for c in public]
+    assert all(column["mode"] in ("NULLABLE", "REPEATED") for column in ours[len(public) :])
 
 
 def _required(fields: tuple[Field, ...], path: tuple[str, ...]) -> tuple[Field, ...]:
@@ -231,3 +252,50 @@ def test_a_mode_change_is_refused_as_bigquery_refuses_it(
             f"BigQuery load of {name} failed: 400 {reason}; reason: invalid, message: {reason}"
         )
         assert fake.uploads == {}
+
+
+def _distribution(filename: str, name: str = "demo") -> bytes:
+    row = {field.name: [] if field.mode == "REPEATED" else None for field in TABLES[DIST]}
+    row |= {"name": name, "version": "1.0", "filename": filename, "size": 1, "path": "a/b"}
+    row |= {"upload_time": "2026-01-02 03:04:05.000006 +00:00", "has_signature": False}
+    return orjson.dumps(row) + b"\n"
+
+
+def test_distribution_rows_are_loaded_once_per_file() -> None:
+    """One load job per batch of rows the dataset lacks; a batch again (a publish killed
+    before it deleted the queue) and a batch that overlaps it load only what is new."""
+    rows = [_distribution(f"demo-{n}.tar.gz") for n in range(3)]
+    with fake_bigquery("proj") as (fake, client):
+        warehouse = BigQueryWarehouse(client, "proj", ["ds1", "ds2"])
+        assert warehouse.add_distributions(rows) == [f"demo-{n}.tar.gz" for n in range(3)]
+        assert warehouse.add_distributions(rows) == []
+        more = [*rows[1:], _distribution("demo-3.tar.gz"), _distribution("demo-3.tar.gz")]
+        assert warehouse.add_distributions(more) == ["demo-3.tar.gz"]
+        assert warehouse.distribution_files() == {f"demo-{n}.tar.gz" for n in range(4)}
+        for dataset in ("ds1", "ds2"):
+            names = [row["filename"] for row in fake.distributions[dataset]]
+            assert sorted(names) == [f"demo-{n}.tar.gz" for n in range(4)]
+        loads = [job["configuration"]["load"] for job in fake.jobs.values()]
+        assert len(loads) == 4  # two batches, two datasets
+        first = fake.jobs[job_id("ds1", DIST, "\0".join(f"demo-{n}.tar.gz" for n in range(3)))]
+        load = first["configuration"]["load"]
+        assert load["destinationTable"]["tableId"] == DIST
+        assert load["timePartitioning"] == {"type": "DAY", "field": "upload_time"}
+        assert load["schemaUpdateOptions"] == ["ALLOW_FIELD_ADDITION"]
+        assert load["schema"]["fields"] == bigquery_fields(TABLES[DIST])
+        # Before each batch: a look for loads still running, then for the filenames held.
+        listings = [path for method, path in fake.requests if path.split("?")[0].endswith("/jobs")]
+        assert sum("stateFilter=running" in path for path in listings) == 6
+
+
+def test_a_load_that_adds_a_column_needs_the_option() -> None:
+    """Without ALLOW_FIELD_ADDITION, BigQuery (and the fake) refuse a job whose schema adds a
+    column to an existing table; with it, never a REQUIRED one."""
+    public = PUBLIC_SCHEMA["file_downloads"]
+    response = [*public, {"name": "response", "type": "RECORD", "mode": "NULLABLE", "fields": []}]
+    assert schema_mismatch(response, public) == "Cannot add fields (column: response)"
+    assert schema_mismatch(response, public, allow_additions=True) is None
+    required = [*public, {"name": "x", "type": "STRING", "mode": "REQUIRED"}]
+    assert schema_mismatch(required, public, allow_additions=True) == (
+        "Cannot add required fields to an existing schema. (field: x)"
+    )

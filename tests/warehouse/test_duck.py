@@ -9,12 +9,39 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pythonhosted.catalog import FileRecord
+from pythonhosted.distributions import core_metadata, parse_filename
 from pythonhosted.linehaul.batch import convert
+from pythonhosted.samples import build_sdist
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import LocalFile, duck, open_warehouse
 from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
+from pythonhosted.warehouse.metadata import metadata_row, row_json
 from pythonhosted.warehouse.schema import DETAILS, FILE_DOWNLOADS
 from support.linehaul_data import download_line, gz, simple_line
+
+SDIST = build_sdist("demo", "1.0", requires=["requests>=2"], metadata=["Classifier: Topic :: Demo"])
+SDIST_NAME = SDIST[0]
+UPLOADED = "2026-03-04T05:06:07.123456Z"
+
+
+def _distribution_row(tmp_path: Path, uploaded: str = UPLOADED) -> bytes:
+    """The distribution_metadata row of the sample sdist."""
+    record = FileRecord(
+        filename=SDIST_NAME,
+        path=f"/packages/aa/bb/{'c' * 60}/{SDIST_NAME}",
+        project="demo",
+        version="1.0",
+        package_type="sdist",
+        python_version="source",
+        size=len(SDIST[1]),
+        sha256="0" * 64,
+        blake2b_256="1" * 64,
+        upload_time=uploaded,
+        md5="2" * 32,
+    )
+    metadata = core_metadata(SDIST[1], parse_filename(SDIST_NAME))
+    return row_json(metadata_row(record, metadata, "2" * 32))
 
 
 def test_tables_follow_the_schema(tmp_path: Path) -> None:
@@ -135,10 +162,12 @@ def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureReques
 
     path = tmp_path / "w.duckdb"
     warehouse = DuckDBWarehouse(path)
-    lines = [download_line(1), download_line(2, when=1_610_100_000), simple_line(3)]
+    served = "served|206|10|1|0|||||"
+    lines = [served, download_line(1), download_line(2, when=1_610_100_000), simple_line(3)]
     converted = convert(gz(lines))
     warehouse.load("file_downloads", [("d.json", converted.downloads)])
     warehouse.load("simple_requests", [("s.json", converted.simple)])
+    assert warehouse.add_distributions([_distribution_row(tmp_path)]) == [SDIST_NAME]
     warehouse.close()
     url = f"file://{tmp_path}/export" if kind == "file" else request.getfixturevalue("s3_url")
     store = open_store(url)
@@ -147,9 +176,11 @@ def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureReques
         main, ["linehaul", "export", "--warehouse", f"duckdb://{path}", "--to", url]
     )
     assert out.exit_code == 0, out.output
-    assert "linehaul export: 3 Parquet objects" in out.stderr
+    assert "linehaul export: 4 Parquet objects" in out.stderr
     keys = [item.key for item in asyncio.run(store.list())]
+    uploaded = f"distribution_metadata/date={UPLOADED[:10]}/data_0.parquet"
     assert keys == [
+        uploaded,
         "file_downloads/date=2021-01-07/data_0.parquet",
         "file_downloads/date=2021-01-08/data_0.parquet",
         "simple_requests/date=2021-01-07/data_0.parquet",
@@ -160,13 +191,17 @@ def test_parquet_export(tmp_path: Path, kind: str, request: pytest.FixtureReques
         (local / key).write_bytes(asyncio.run(store.get_bytes(key)))
     con = duckdb.connect()
     found = con.execute(
-        "SELECT CAST(date AS VARCHAR), file.filename FROM "
+        "SELECT CAST(date AS VARCHAR), file.filename, response.status, response.bytes_sent FROM "
         f"read_parquet('{local}/file_downloads/*/*.parquet', hive_partitioning = true) ORDER BY 1"
     ).fetchall()
     assert found == [
-        ("2021-01-07", "demo-1.0-py3-none-any.whl"),
-        ("2021-01-08", "demo-1.0-py3-none-any.whl"),
+        ("2021-01-07", "demo-1.0-py3-none-any.whl", 206, 10),
+        ("2021-01-08", "demo-1.0-py3-none-any.whl", None, None),
     ]
+    metadata = con.execute(
+        f"SELECT filename, classifiers, requires_dist, size FROM read_parquet('{local}/{uploaded}')"
+    ).fetchall()
+    assert metadata == [(SDIST_NAME, ["Topic :: Demo"], ["requests>=2"], len(SDIST[1]))]
 
 
 def _local_files(tmp_path: Path, sizes: dict[str, int]) -> list[LocalFile]:
@@ -223,3 +258,48 @@ def test_a_bad_local_file_leaves_nothing(tmp_path: Path) -> None:
     assert warehouse.con.execute("SELECT count(*) FROM file_downloads").fetchone() == (0,)
     assert _bookkeeping(warehouse) == []
     warehouse.close()
+
+
+def test_distribution_rows_go_in_once(tmp_path: Path) -> None:
+    """A row per filename, whatever is loaded again: a batch twice (a publish killed before
+    it deleted the queue), a filename twice in a batch (a re-upload queued again)."""
+    first = _distribution_row(tmp_path)
+    later = _distribution_row(tmp_path, uploaded="2026-05-06T07:08:09Z")
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        assert warehouse.add_distributions([first, later]) == [SDIST_NAME]
+        assert warehouse.add_distributions([later, first]) == []
+        assert warehouse.distribution_files() == {SDIST_NAME}
+        rows = warehouse.con.execute(
+            "SELECT filename, upload_time, md5_digest FROM distribution_metadata"
+        ).fetchall()
+        assert [(name, str(when), md5) for name, when, md5 in rows] == [
+            (SDIST_NAME, "2026-03-04 05:06:07.123456", "2" * 32)
+        ]
+        with pytest.raises(duckdb.ConstraintException):  # the key holds even by hand
+            warehouse.con.execute(
+                "INSERT INTO distribution_metadata SELECT * FROM distribution_metadata"
+            )
+    finally:
+        warehouse.close()
+
+
+def test_a_warehouse_from_before_gets_the_new_columns_and_tables(tmp_path: Path) -> None:
+    """A warehouse an older release made (file_downloads without ``response``, no
+    distribution_metadata): opened for loading, it gains both; its rows read null there."""
+    path = tmp_path / "old.duckdb"
+    converted = convert(gz([download_line(1)]))
+    with duckdb.connect(str(path)) as con:
+        old = [field for field in FILE_DOWNLOADS if field.name != "response"]
+        columns = ", ".join(f'"{field.name}" {column_type(field)}' for field in old)
+        con.execute(f"CREATE TABLE file_downloads ({columns})")
+    warehouse = DuckDBWarehouse(path)
+    try:
+        warehouse.load("file_downloads", [("d.json", converted.downloads)])
+        found = warehouse.con.execute(
+            "SELECT file.filename, response FROM file_downloads"
+        ).fetchall()
+        assert found == [("demo-1.0-py3-none-any.whl", None)]
+        assert warehouse.distribution_files() == set()
+    finally:
+        warehouse.close()

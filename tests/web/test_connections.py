@@ -91,22 +91,37 @@ def _service_argv(service: str, tmp_path: Path, bind: Bind) -> list[str]:
             *[*PYTHONHOSTED, "linehaul", "serve", "--logs", store, "--results", store],
             *["--warehouse", f"duckdb://{tmp_path}/w.duckdb", *address],
         ],
+        "stats-web": [
+            *[*PYTHONHOSTED, "stats-web", "serve"],
+            *["--warehouse", f"duckdb://{tmp_path}/w.duckdb", *address],
+        ],
+        # The whole system in one process: the sockets go to the files edge's address, the
+        # other services listen on ports of their own (see _env).
+        "serve": [*PYTHONHOSTED, "serve", "--data-dir", str(tmp_path / "var")],
     }[service]
 
 
-def _env(**http: str) -> dict[str, str]:
+def _env(files: Bind | None = None, **http: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONHOSTED_CAMO_KEY": "test-key"}
+    if files is not None:  # `serve`: every service on an address of its own
+        env["PYTHONHOSTED_FILES__BIND"] = str(files)
+        for service in ("conveyor", "camo", "linehaul", "stats_web"):
+            env[f"PYTHONHOSTED_{service.upper()}__BIND"] = f"127.0.0.1:{free_port()}"
     env.update({f"PYTHONHOSTED_HTTP__{name.upper()}": value for name, value in http.items()})
     return env
 
 
-@pytest.mark.parametrize("service", ["files", "index", "conveyor", "camo", "linehaul"])
+SERVICES = ["files", "index", "conveyor", "camo", "linehaul", "stats-web", "serve"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
 def test_ten_thousand_idle_connections_leave_health_answering(
     service: str, tmp_path: Path, descriptors: int
 ) -> None:
     bind = Bind("127.0.0.1", free_port())
     argv = _service_argv(service, tmp_path, bind)
-    with started(argv, env=_env(), cwd=tmp_path) as process:
+    env = _env(files=bind if service == "serve" else None)
+    with started(argv, env=env, cwd=tmp_path) as process:
         wait_for_port(bind, timeout=60)
         with idle_sockets(bind, descriptors):
             # Once the server holds them all (accepting 10,000 takes a moment on a loaded

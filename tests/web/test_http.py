@@ -26,13 +26,22 @@ from pythonhosted.web.http import Unsatisfiable, etag_matches, not_modified, par
         ("bytes=", 10, None),
         ("bytes=--1", 10, None),
         ("bytes=1", 10, None),
+        # hostile numbers: thousands of digits, non-ASCII digits
+        ("bytes=0-" + "9" * 5_000, 10, (0, 10)),
+        ("bytes=-" + "9" * 5_000, 10, (0, 10)),
+        ("bytes=" + "0" * 5_000 + "2-3", 10, (2, 4)),
+        ("bytes=0-\u00b2", 10, None),
+        ("bytes=\u0661-2", 10, None),
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | None) -> None:
     assert parse_range(header, size) == expected
 
 
-@pytest.mark.parametrize(("header", "size"), [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=-5", 0)])
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=10-", 10), ("bytes=-0", 10), ("bytes=-5", 0), ("bytes=" + "9" * 5_000 + "-", 10)],
+)
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, size)

@@ -50,6 +50,7 @@ def test_a_second_instance_on_a_served_port_exits_2_in_one_line(
         ["conveyor", "serve", "--docs", "file:docs"],
         ["camo", "serve"],
         ["linehaul", "serve"],
+        ["stats-web", "serve"],
     ],
 )
 def test_every_service_refuses_a_port_held_by_anything(tmp_path: Path, service: list[str]) -> None:

@@ -22,6 +22,7 @@ from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.projectfiles import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.sources import Entry, UpstreamUnavailable
 from pythonhosted.conveyor.targets import InvalidTarget, check_target
+from pythonhosted.web.http import delta_seconds
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ def freshness(cache_control: str | None, age: str | None, default: float) -> flo
     if "no-cache" in directives:
         return 0.0
     for name in ("s-maxage", "max-age"):
-        value = directives.get(name, "")
-        if value.isdigit():
-            already = int(age) if age is not None and age.strip().isdigit() else 0
-            return max(0.0, float(int(value) - already))
+        seconds = delta_seconds(directives.get(name, ""))
+        if seconds is not None:
+            already = (delta_seconds(age) if age is not None else None) or 0
+            return max(0.0, float(seconds - already))
     return default
 
 

@@ -1,11 +1,11 @@
 """The files edge as an ASGI app: files-edge spec rules 1-24.
 
 The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, its
-response headers built once, a handful of header comparisons and one line appended to the
-download log's memory buffer. Bodies go out by the cheapest route: objects up to
-``cache_object_max_bytes`` from memory (the server's pathsend copies through user space and
-costs more), larger local files by pathsend, small ranges of local files by ``pread``, the
-rest streamed from the store.
+response headers built once, a handful of header comparisons and one string (the served and
+download lines) appended to the download log's memory buffer once the response is done.
+Bodies go out by the cheapest route: objects up to ``cache_object_max_bytes`` from memory
+(the server's pathsend copies through user space and costs more), larger local files by
+pathsend, small ranges of local files by ``pread``, the rest streamed from the store.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
-from pythonhosted.logline import download_line
+from pythonhosted.logline import served_download_lines, served_line
 from pythonhosted.objectkeys import path_of
 from pythonhosted.storage import (
     Backend,
@@ -40,12 +40,12 @@ from pythonhosted.storage import (
 )
 from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.clientfacts import ClientFacts
-from pythonhosted.web.http import http_datetime
+from pythonhosted.web.http import http_datetime, parse_range
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
-from pythonhosted.web.shell import Service
+from pythonhosted.web.shell import CountingSend, Service
 from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class EdgeOptions:
 class EdgeObject(StoredObject):
     """An object located once; immutable files never need to be looked up again."""
 
-    __slots__ = ("encoded", "metadata")
+    __slots__ = ("encoded", "metadata", "served_whole")
 
     def __init__(self, info: ObjectInfo, store: Store) -> None:
         super().__init__(
@@ -118,6 +118,7 @@ class EdgeObject(StoredObject):
         )
         self.metadata = info.metadata  # project, version, ... for the download line
         self.encoded: dict[bytes, bytes] = {}  # a .metadata file compressed, by encoding
+        self.served_whole = served_line(200, info.size, False, 0)  # most downloads' facts
 
 
 class FilesEdge:
@@ -269,20 +270,20 @@ class FilesEdge:
         elif not key.endswith(DISTRIBUTION_SUFFIXES):
             self.metrics.sidecars.labels("other").inc()
         logged = self.log is not None and not head and key.endswith(DISTRIBUTION_SUFFIXES)
+        failure: StorageError | None = None
         try:
             await self.responder.respond(
-                request,
-                send,
-                entry,
-                security,
-                validated=True,
-                use_cache=force is None,
-                on_body=self._log_download if logged else None,
+                request, send, entry, security, validated=True, use_cache=force is None
             )
         except OSError as exc:  # a local file's pread
-            await self._read_failed(request, key, _os_error(exc), send)
+            failure = _os_error(exc)
         except StorageError as exc:
-            await self._read_failed(request, key, exc, send)
+            failure = exc
+        finally:  # a download that started is logged however it ended
+            if logged:
+                self._log_download(request, entry, send)
+        if failure is not None:
+            await self._read_failed(request, key, failure, send)
 
     async def _read_failed(self, request: Request, key: str, exc: StorageError, send: Send) -> None:
         if isinstance(exc, NotFound):
@@ -311,15 +312,41 @@ class FilesEdge:
         headers.append((b"content-encoding", encoding))
         await send_response(send, 200, body, content_type=None, headers=headers, head=head)
 
-    def _log_download(self, request: Request, entry: EdgeObject) -> None:
+    def _log_download(self, request: Request, entry: EdgeObject, send: Send) -> None:
+        """The served and download lines of a response that sent a body (200 or 206), once it
+        is done: the service shell's :class:`~pythonhosted.web.shell.CountingSend` (the
+        edge runs in it) counted the body bytes and kept the status. Nothing for a response
+        whose head never went out (a read that failed first: the caller answers 404/503).
+
+        The bytes are those the edge handed to the HTTP server: fewer than the response's
+        length when the store failed mid-body. A client that leaves early is not seen: granian
+        takes a body whatever the client does (a 40 MB body went to it in about 60 ms while
+        the client had read 300 KB) and reports the disconnect only after, so from inside
+        the app no count of what the client received exists."""
         assert self.log is not None
+        sent: CountingSend = send  # type: ignore[assignment]
+        status = sent.status
+        if not sent.started or (status != 200 and status != 206):
+            return
         self.metrics.downloads.count += 1
         metadata = entry.metadata
-        tls_protocol, tls_cipher = self.client.tls(request.headers)
+        headers = request.headers
+        tls_protocol, tls_cipher = self.client.tls(headers)
+        asked = headers.get(b"range")
+        sent_bytes = sent.body_bytes
+        if status == 200 and asked is None and sent_bytes == entry.size:
+            served = entry.served_whole
+        else:
+            start = 0
+            if status == 206:  # the range it answered; a 206 had a satisfiable one
+                span = parse_range(asked.decode("latin-1") if asked else None, entry.size)
+                start = span[0] if span is not None else 0
+            served = served_line(status, sent_bytes, asked is not None, start)
         self.log.append(
-            download_line(
+            served_download_lines(
+                served,
                 timestamp=time.time(),
-                country=self.client.country(request.scope, request.headers),
+                country=self.client.country(request.scope, headers),
                 url=request.raw_path.decode("latin-1"),
                 tls_protocol=tls_protocol,
                 tls_cipher=tls_cipher,

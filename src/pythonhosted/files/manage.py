@@ -6,7 +6,9 @@ within a second. Each action on a file is logged as one structured line (logger
 ``pythonhosted.files.manage``, fields ``action``, ``project``, ``version``, ``file``, ``path``,
 ``store`` and the action's own), which ``--log-json`` turns into one JSON object.
 
-A delete removes the catalog record first (nothing lists the file from then on), then the
+A deleted filename can never be uploaded again (as on PyPI): the delete marks it under
+``catalog-deleted/`` before anything goes. A delete removes the catalog record first
+(nothing lists the file from then on), then the
 file and its ``.metadata`` from the primary (and from the archive when asked: PyPI's archive
 keeps deleted files, and the files edge falls back to it, so without that a deleted file's URL
 goes on answering from the archive). Every step is idempotent, so a delete that failed
@@ -25,10 +27,11 @@ from packaging.version import InvalidVersion, Version
 
 from pythonhosted.catalog import (
     FileRecord,
+    all_records,
+    deleted_key,
     get_record,
     mark_changed,
     project_records,
-    projects,
     put_record,
     record_key,
 )
@@ -73,8 +76,9 @@ def _same(stored: str, asked: str) -> bool:
 
 async def listing(store: Store, project: str | None = None) -> list[FileRecord]:
     """Every file of ``project`` (or of every project), by project then filename."""
-    names = [canonicalize_name(project)] if project else await projects(store)
-    return [record for name in names for record in await project_records(store, name)]
+    if project is None:
+        return await all_records(store)
+    return await project_records(store, canonicalize_name(project))
 
 
 async def set_yanked(
@@ -88,7 +92,7 @@ async def set_yanked(
         changed.append(new)
         action = "yank" if yanked else "unyank"
         _log(action, store, new, reason=new.yanked_reason)
-    await mark_changed(store)
+    await mark_changed(store, [record.project for record in records])
     return changed
 
 
@@ -100,12 +104,26 @@ async def delete(
     caller logs each delete with how the edges took their purge."""
     for record, path in targets:
         if record is not None:
+            # The name stays taken: marked before the record goes, so it is never free.
+            await primary.put(deleted_key(record.project, record.filename), b"")
             await primary.delete(record_key(record.project, record.filename))
         for store in (primary, archive):
             if store is not None:
                 await store.delete(path[1:])
                 await store.delete(path[1:] + ".metadata")
-    await mark_changed(primary)
+    projects = (_project_of(record, path) for record, path in targets)
+    await mark_changed(primary, [project for project in projects if project is not None])
+
+
+def _project_of(record: FileRecord | None, path: str) -> str | None:
+    """The project a deleted file belonged to: by its filename once the record is gone (a
+    delete completed by hashed path still tells the caches)."""
+    if record is not None:
+        return record.project
+    try:
+        return parse_filename(path.rsplit("/", 1)[-1]).project
+    except InvalidDistribution:
+        return None
 
 
 def log_delete(store: Store, record: FileRecord | None, path: str, **fields: Any) -> None:

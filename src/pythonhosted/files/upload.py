@@ -3,7 +3,9 @@
 Each file is checked first (:func:`pythonhosted.distributions.core_metadata`: a readable,
 harmless archive whose core metadata names the filename's project and version), then goes to
 its BLAKE2b-256 key with project/version/package-type/python-version metadata; a wheel also
-gets its PEP 658 ``.metadata`` sidecar; the catalog record comes last. The record is what the
+gets its PEP 658 ``.metadata`` sidecar; then the catalog record, and last the file's
+``distribution_metadata`` row in the queue the warehouse takes it from (written again by a
+retry, taken once: :mod:`pythonhosted.warehouse.metadata`). The record is what the
 index and conveyor read, so a refused file stores nothing, and an upload that fails half-way
 leaves at most content-addressed objects that nothing lists (the next attempt completes it).
 Identical bytes re-uploaded are a no-op; different bytes under an existing filename are refused
@@ -18,7 +20,8 @@ import hashlib
 import mimetypes
 from datetime import UTC, datetime
 
-from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key
+from pythonhosted import __version__
+from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key, was_deleted
 from pythonhosted.distributions import (
     METADATA_MAX_BYTES,
     core_metadata,
@@ -28,12 +31,14 @@ from pythonhosted.distributions import (
 )
 from pythonhosted.storage import NotFound, Store
 from pythonhosted.storage.errors import AlreadyExists
+from pythonhosted.warehouse.metadata import enqueue
 
 METADATA_CONTENT_TYPE = "text/plain; charset=utf-8"
+UPLOADED_VIA = f"pythonhosted/{__version__}"
 
 
 class UploadRefused(ValueError):
-    """The store already has a different file under this filename."""
+    """The store already has a different file under this filename, or had one (deleted)."""
 
 
 def content_type_for(filename: str) -> str:
@@ -43,21 +48,33 @@ def content_type_for(filename: str) -> str:
 
 
 async def upload(
-    store: Store, filename: str, data: bytes, *, metadata_max_bytes: int = METADATA_MAX_BYTES
+    store: Store,
+    filename: str,
+    data: bytes,
+    *,
+    metadata_max_bytes: int = METADATA_MAX_BYTES,
+    uploaded_via: str = UPLOADED_VIA,
 ) -> FileRecord:
     """Store one distribution; return its catalog record (the existing one for a no-op).
 
     InvalidDistribution for a file that fails the checks, UploadRefused for a name taken by
-    other bytes; nothing is stored in either case.
+    other bytes; nothing is stored in either case. ``uploaded_via``: the uploading tool, as
+    the warehouse's ``distribution_metadata`` reports it.
     """
     dist = parse_filename(filename)
     metadata = await asyncio.to_thread(core_metadata, data, dist, metadata_max_bytes)
     key = storage_key(data, filename)
     blake2 = key.split("/")[1] + key.split("/")[2] + key.split("/")[3]
     existing = await get_record(store, dist.project, filename)
+    if existing is None and await was_deleted(store, dist.project, filename):
+        raise UploadRefused(
+            f"{filename}: this filename was used by a deleted file; use a different version"
+        )
     if existing is not None:
         if existing.blake2b_256 != blake2:
             raise UploadRefused(f"{filename}: a different file with this name already exists")
+        if existing.md5 is not None:  # (a record from before: the backfill's to do)
+            await enqueue(store, existing, metadata)  # an upload that stopped before it
         return existing
 
     metadata_sha256 = None
@@ -79,6 +96,8 @@ async def upload(
         upload_time=(await _upload_time(store, key)),
         requires_python=requires_python(metadata),
         metadata_sha256=metadata_sha256,
+        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        uploaded_via=uploaded_via,
     )
     try:
         await store.put(record_key(dist.project, filename), record.to_json(), create_only=True)
@@ -89,8 +108,11 @@ async def upload(
             raise UploadRefused(
                 f"{filename}: a different file with this name already exists"
             ) from None
+        if winner.md5 is not None:
+            await enqueue(store, winner, metadata)
         return winner
-    await mark_changed(store)  # running indexes show it within a second, not a cache TTL
+    await mark_changed(store, [dist.project])  # indexes show it within a second, not a TTL
+    await enqueue(store, record, metadata)
     return record
 
 

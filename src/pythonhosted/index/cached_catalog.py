@@ -8,20 +8,30 @@ too), least recently used first out, and concurrent misses for one name share on
 read. Unknown names are cached too (as no records): a flood of them costs one listing per name
 and per ``ttl``, and never more memory than the bound.
 
-A yank, a delete or an upload shows at once (within a second) rather than after ``ttl``: every
-request first asks the :class:`~pythonhosted.catalog.CatalogWatch` (a clock comparison; the
-store is read at most once a second), and a changed catalog empties the cache. Reads that were
-already under way when it changed are neither kept nor joined by later requests (each cache
-generation has its own reads), so no stale page outlives the change.
+An upload, a yank or a delete shows at once (within a second) rather than after ``ttl``:
+every request first asks the :class:`~pythonhosted.catalog.CatalogWatch` (a clock comparison;
+the store is read at most once a second) which projects changed, and their pages are dropped.
+Reads of a project that were under way when it changed are neither kept nor joined by later
+requests, so no stale page outlives the change. The root page's list of names is not read
+again for a change: each changed project is looked up (does it still have files?) and added
+or removed, so on a busy index the whole catalog is listed once per ``ttl``, not per upload.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 
 from cachetools import TTLCache
 
-from pythonhosted.catalog import CatalogWatch, FileRecord, project_records, projects
+from pythonhosted.catalog import (
+    CatalogWatch,
+    FileRecord,
+    ReadEpochs,
+    has_files,
+    project_records,
+    projects,
+)
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.storage import Store
 
@@ -46,43 +56,85 @@ class CatalogPages:
         self._pages: TTLCache[str, list[FileRecord]] = TTLCache(
             maxsize=max_bytes, ttl=ttl, timer=time.monotonic, getsizeof=_cost
         )
-        self._generation = 0  # of the cache: one more each time the catalog changed
-        self._reading: Coalescer[tuple[int, str], list[FileRecord]] = Coalescer()
+        self._epochs = ReadEpochs()
+        self._reading: Coalescer[tuple[tuple[int, int], str], list[FileRecord]] = Coalescer()
         self._names: tuple[float, list[str]] | None = None  # (expiry, names) for the root page
-        self._listing: Coalescer[int, list[str]] = Coalescer()
+        self._names_generation = 0  # one more when the watch says anything may have changed
+        self._unsure: set[str] = set()  # changed projects the names were not checked for
+        self._listing: Coalescer[int, tuple[set[str], list[str]]] = Coalescer()
+        self._checking: Coalescer[None, None] = Coalescer()
 
     async def records(self, name: str) -> list[FileRecord]:
         """Every file of the project ``name`` (normalised); empty for an unknown name."""
-        await self._forget_if_changed()
+        await self._forget_changed()
         cached = self._pages.get(name)
         if cached is not None:
             return cached
-        generation = self._generation
-        records = await self._reading.run(
-            (generation, name), lambda: project_records(self.store, name)
-        )
+        epoch = self._epochs.of(name)
+        records = await self._reading.run((epoch, name), lambda: project_records(self.store, name))
         # One larger than the whole cache is not kept, nor one read before a change.
-        if _cost(records) <= self._pages.maxsize and generation == self._generation:
+        if _cost(records) <= self._pages.maxsize and epoch == self._epochs.of(name):
             self._pages[name] = records
         return records
 
     async def project_names(self) -> list[str]:
         """Every project's normalised name (the root page lists the whole catalog)."""
-        await self._forget_if_changed()
-        now = time.monotonic()
-        if self._names is not None and self._names[0] > now:
-            return self._names[1]
-        generation = self._generation
-        names = await self._listing.run(generation, lambda: projects(self.store))
-        if generation == self._generation:
-            self._names = (now + self.ttl, names)
-        return names
+        await self._forget_changed()
+        names = self._names[1] if self._names is not None else []
+        if self._names_stale():
+            generation = self._names_generation
+            expiry = time.monotonic() + self.ttl
+            covered, names = await self._listing.run(generation, self._list_names)
+            if generation != self._names_generation:
+                return names  # listed before anything may have changed: this request only
+            if self._names_stale():
+                self._names = (expiry, names)
+                self._unsure -= covered
+        if self._unsure:
+            await self._checking.run(None, self._check_unsure)
+        return self._names[1] if self._names is not None else names
 
-    async def _forget_if_changed(self) -> None:
-        if self.watch is not None and await self.watch.changed():
+    def _names_stale(self) -> bool:
+        return self._names is None or self._names[0] <= time.monotonic()
+
+    async def _list_names(self) -> tuple[set[str], list[str]]:
+        """The whole list, and the changed projects it covers (those seen before it began)."""
+        covered = set(self._unsure)
+        return covered, await projects(self.store)
+
+    async def _check_unsure(self) -> None:
+        """Add or remove the changed projects: one small listing each."""
+        while self._unsure and self._names is not None:
+            name = self._unsure.pop()
+            try:
+                present = await has_files(self.store, name)
+            except BaseException:
+                self._unsure.add(name)  # still unsure: the next request tries again
+                raise
+            if self._names is None:
+                return
+            expiry, names = self._names
+            at = bisect.bisect_left(names, name)
+            listed = at < len(names) and names[at] == name
+            if present and not listed:
+                names = [*names[:at], name, *names[at:]]
+            elif listed and not present:
+                names = names[:at] + names[at + 1 :]
+            self._names = (expiry, names)
+
+    async def _forget_changed(self) -> None:
+        if self.watch is None:
+            return
+        changes = await self.watch.changes()
+        if changes.everything:
             self._pages.clear()
             self._names = None
-            self._generation += 1
+            self._names_generation += 1
+            self._unsure.clear()
+        for name in changes.projects:
+            self._pages.pop(name, None)
+        self._unsure.update(changes.projects)
+        self._epochs.advance(changes)
 
     @property
     def entries(self) -> int:

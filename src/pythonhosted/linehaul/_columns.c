@@ -19,6 +19,16 @@
  * bytes of the keys and fragments they hold (CACHE_BYTES): a log of unique values refills
  * them, it does not grow them.
  *
+ * A `served` line (`served|status|bytes sent|range requested|range start|` and five reserved
+ * fields) carries the facts of the response of the download line after it: its first four
+ * fields, as they stand, are the key of the response memo, whose fragment takes the place of
+ * the file glue in that download's row. The converter keeps it (a copy of the line and the
+ * fragment) until the next line that is not blank: a download row takes its facts, an
+ * ignored event takes it along, the fallback gets it with the line; anything else (a simple
+ * request's row, an unprocessable line) or the end of the object (flush) sends it to the
+ * unprocessed table first. A served line's kind is exact and it has exactly
+ * ten fields; one the memo cannot read is unprocessable.
+ *
  * A line is `kind|timestamp|country|url|tls protocol|tls cipher|project|version|package
  * type|user agent`. A download's row is: timestamp, url, project, `,"file":{"filename":"`,
  * the url's last segment, project, version, package type, protocol, cipher, country, details;
@@ -42,6 +52,7 @@ enum { /* the memos, in the order Converter takes them (columns._FIELD_MEMOS) */
     TLS_CIPHER,
     COUNTRY,
     DETAILS,
+    RESPONSE,
     N_MEMOS
 };
 
@@ -80,6 +91,11 @@ typedef struct {
     PyObject_HEAD
     Cache caches[N_MEMOS];
     Output tables[N_TABLES];
+    /* A served line waiting for the line after it (blocks and parts may come between). */
+    PyObject *pending;      /* owned: its response fragment; NULL when none waits */
+    char *pending_line;     /* a copy of the line, without its newline */
+    Py_ssize_t pending_size;
+    Py_ssize_t pending_capacity;
 } Converter;
 
 static uint64_t
@@ -314,6 +330,43 @@ has_high_byte(const unsigned char *p, Py_ssize_t n)
     return any >= 0x80;
 }
 
+/* Keep a served line (and its fragment, a new reference taken here) until the next line. */
+static int
+pending_keep(Converter *self, const char *line, Py_ssize_t size, PyObject *fragment)
+{
+    if (size > self->pending_capacity) {
+        char *grown = PyMem_Realloc(self->pending_line, (size_t)size);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->pending_line = grown;
+        self->pending_capacity = size;
+    }
+    memcpy(self->pending_line, line, (size_t)size);
+    self->pending_size = size;
+    Py_INCREF(fragment);
+    Py_XSETREF(self->pending, fragment);
+    return 0;
+}
+
+/* A waiting served line that no download line took: to the unprocessed table. Returns the
+ * lines it wrote (0 or 1), or -1 with an exception set. */
+static int
+pending_orphan(Converter *self)
+{
+    if (self->pending == NULL) {
+        return 0;
+    }
+    Py_CLEAR(self->pending);
+    Output *out = &self->tables[UNPROCESSED];
+    if (output_write(out, self->pending_line, self->pending_size) < 0 ||
+        output_write(out, "\n", 1) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 #define FIELDS 10
 #define LOOK_UP(memo, index) \
     cache_get(&self->caches[memo], fields[index], sizes[index])
@@ -329,7 +382,8 @@ Converter_convert(Converter *self, PyObject *args)
     const char *p = PyBytes_AS_STRING(block);
     const char *end = p + PyBytes_GET_SIZE(block);
     Output *tables = self->tables;
-    Py_ssize_t rows = 0, ignored = 0, blanks = 0, unprocessable = 0;
+    Py_ssize_t rows = 0, ignored = 0, blanks = 0, unprocessable = 0, served = 0;
+    int orphans;
     PyObject *earliest = NULL; /* owned */
     PyObject *result = NULL;
 
@@ -370,6 +424,29 @@ Converter_convert(Converter *self, PyObject *args)
         sizes[FIELDS - 1] = newline - at;
 
         int download;
+        if (sizes[0] == 6 && memcmp(fields[0], "served", 6) == 0) {
+            PyObject *response;
+            if (memchr(at, '|', (size_t)(newline - at)) != NULL) {
+                goto unprocessable; /* more than ten fields */
+            }
+            /* the key: the first four facts, from the status to the range start */
+            response = cache_get(&self->caches[RESPONSE], fields[1],
+                                 fields[4] + sizes[4] - fields[1]);
+            if (response == NULL) {
+                goto error;
+            }
+            if (!is_fragment(response)) {
+                goto unprocessable;
+            }
+            if ((orphans = pending_orphan(self)) < 0) {
+                goto error;
+            }
+            unprocessable += orphans;
+            if (pending_keep(self, line, newline - line, response) < 0) {
+                goto error;
+            }
+            continue;
+        }
         if (sizes[0] == 8 && memcmp(fields[0], "download", 8) == 0) {
             download = 1;
         }
@@ -445,14 +522,26 @@ Converter_convert(Converter *self, PyObject *args)
         }
         if (PyBytes_GET_SIZE(details) == 0) {
             ignored++;
+            if (self->pending != NULL) { /* an ignored event takes its served line along */
+                served++;
+                Py_CLEAR(self->pending);
+            }
             continue;
         }
+        if (!download && self->pending != NULL) { /* a simple request's row takes no facts */
+            if ((orphans = pending_orphan(self)) < 0) {
+                goto error;
+            }
+            unprocessable += orphans;
+        }
+        PyObject *glue = self->pending; /* a download's response fragment, or NULL */
         Py_ssize_t size = PyBytes_GET_SIZE(timestamp) + url_size + PyBytes_GET_SIZE(project) +
                           PyBytes_GET_SIZE(protocol) + PyBytes_GET_SIZE(cipher) +
                           PyBytes_GET_SIZE(country) + PyBytes_GET_SIZE(details);
         if (download) {
-            size += FILE_GLUE_LEN + segment_size + PyBytes_GET_SIZE(project) +
-                    PyBytes_GET_SIZE(version) + PyBytes_GET_SIZE(package_type);
+            size += (glue == NULL ? (Py_ssize_t)FILE_GLUE_LEN : PyBytes_GET_SIZE(glue)) +
+                    segment_size + PyBytes_GET_SIZE(project) + PyBytes_GET_SIZE(version) +
+                    PyBytes_GET_SIZE(package_type);
         }
         Output *out = &tables[download];
         if (output_reserve(out, size) < 0) {
@@ -463,7 +552,7 @@ Converter_convert(Converter *self, PyObject *args)
         row = put(row, url, url_size);
         row = put_bytes(row, project);
         if (download) {
-            row = put(row, FILE_GLUE, FILE_GLUE_LEN);
+            row = glue == NULL ? put(row, FILE_GLUE, FILE_GLUE_LEN) : put_bytes(row, glue);
             row = put(row, segment, segment_size);
             row = put_bytes(row, project);
             row = put_bytes(row, version);
@@ -475,6 +564,10 @@ Converter_convert(Converter *self, PyObject *args)
         put_bytes(row, details);
         out->size += size;
         rows++;
+        if (glue != NULL) {
+            served++;
+            Py_CLEAR(self->pending);
+        }
         if (earliest == NULL || less(timestamp, earliest)) {
             Py_INCREF(timestamp);
             Py_XSETREF(earliest, timestamp);
@@ -482,6 +575,10 @@ Converter_convert(Converter *self, PyObject *args)
         continue;
 
     unprocessable:
+        if ((orphans = pending_orphan(self)) < 0) {
+            goto error;
+        }
+        unprocessable += orphans;
         if (output_write(&tables[UNPROCESSED], line, p - line) < 0) {
             goto error;
         }
@@ -489,19 +586,33 @@ Converter_convert(Converter *self, PyObject *args)
         continue;
 
     fallback : {
+        /* the line, and the served line before it (which the fallback settles) */
         PyObject *text = PyBytes_FromStringAndSize(line, newline - line);
         if (text == NULL) {
             goto error;
         }
-        PyObject *done = PyObject_CallOneArg(fallback, text);
+        PyObject *before = Py_None;
+        if (self->pending != NULL) {
+            before = PyBytes_FromStringAndSize(self->pending_line, self->pending_size);
+            if (before == NULL) {
+                Py_DECREF(text);
+                goto error;
+            }
+            Py_CLEAR(self->pending);
+        }
+        else {
+            Py_INCREF(before);
+        }
+        PyObject *done = PyObject_CallFunctionObjArgs(fallback, text, before, NULL);
         Py_DECREF(text);
+        Py_DECREF(before);
         if (done == NULL) {
             goto error;
         }
         Py_DECREF(done);
     }
     }
-    result = Py_BuildValue("(nnnnO)", rows, ignored, blanks, unprocessable,
+    result = Py_BuildValue("(nnnnnO)", rows, ignored, blanks, unprocessable, served,
                            earliest == NULL ? Py_None : earliest);
 error:
     Py_XDECREF(earliest);
@@ -521,6 +632,16 @@ Converter_append(Converter *self, PyObject *args)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+Converter_flush(Converter *self, PyObject *Py_UNUSED(ignored))
+{
+    int orphans = pending_orphan(self);
+    if (orphans < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(orphans);
 }
 
 static PyObject *
@@ -571,13 +692,15 @@ Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *memos[N_MEMOS];
     static char *names[] = {
-        "timestamp",  "project",    "version", "package_type", "simple_project",
-        "tls_protocol", "tls_cipher", "country", "details",      NULL};
+        "timestamp",    "project",    "version", "package_type", "simple_project",
+        "tls_protocol", "tls_cipher", "country", "details",      "response",
+        NULL};
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOOOOOO:Converter", names, &memos[0], &memos[1], &memos[2],
-            &memos[3], &memos[4], &memos[5], &memos[6], &memos[7], &memos[8])) {
+            args, kwargs, "OOOOOOOOOO:Converter", names, &memos[0], &memos[1], &memos[2],
+            &memos[3], &memos[4], &memos[5], &memos[6], &memos[7], &memos[8], &memos[9])) {
         return -1;
     }
+    Py_CLEAR(self->pending);
     for (int i = 0; i < N_MEMOS; i++) {
         Cache *cache = &self->caches[i];
         if (cache->slots == NULL) {
@@ -630,15 +753,21 @@ Converter_dealloc(Converter *self)
     for (int k = 0; k < N_TABLES; k++) {
         Py_CLEAR(self->tables[k].bytes);
     }
+    Py_CLEAR(self->pending);
+    PyMem_Free(self->pending_line);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Converter_methods[] = {
     {"convert", (PyCFunction)Converter_convert, METH_VARARGS,
-     "convert(block, fallback, utf8) -> (rows, ignored, blank, unprocessable, earliest "
-     "timestamp fragment): the block's rows and unprocessable lines appended to the tables; "
-     "each line it cannot convert (without its newline) is passed to fallback in its turn. "
-     "utf8: the block is known to be valid UTF-8 (else lines with other bytes go to fallback)."},
+     "convert(block, fallback, utf8) -> (rows, ignored, blank, unprocessable, served, "
+     "earliest timestamp fragment): the block's rows and unprocessable lines appended to the "
+     "tables; each line it cannot convert (without its newline) is passed to "
+     "fallback(line, served line before it or None) in its turn. utf8: the block is known "
+     "to be valid UTF-8 (else lines with other bytes go to fallback)."},
+    {"flush", (PyCFunction)Converter_flush, METH_NOARGS,
+     "flush() -> 0 or 1: a served line still waiting for its line goes to the unprocessed "
+     "table (the object ended)."},
     {"append", (PyCFunction)Converter_append, METH_VARARGS,
      "append(downloads, simple, unprocessed): results made elsewhere, appended to the tables."},
     {"pending", (PyCFunction)Converter_pending, METH_NOARGS,
@@ -656,8 +785,9 @@ static PyTypeObject ConverterType = {
     .tp_basicsize = sizeof(Converter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Converter(timestamp, project, version, package_type, simple_project, "
-              "tls_protocol, tls_cipher, country, details): blocks of log lines -> NDJSON "
-              "rows, each field's JSON fragment from its memo (raw bytes -> bytes or None).",
+              "tls_protocol, tls_cipher, country, details, response): blocks of log lines -> "
+              "NDJSON rows, each field's JSON fragment from its memo (raw bytes -> bytes or "
+              "None).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Converter_init,
     .tp_dealloc = (destructor)Converter_dealloc,

@@ -27,7 +27,13 @@ import orjson
 
 from pythonhosted.linehaul import gunzip
 from pythonhosted.linehaul.columns import object_tables, valid_utf8
-from pythonhosted.linehaul.events import Row, UnprocessableLine, parse
+from pythonhosted.linehaul.events import (
+    SERVED_PREFIX,
+    Row,
+    UnprocessableLine,
+    parse,
+    parse_served,
+)
 from pythonhosted.linehaul.gunzip import GZIP_MAGIC, CorruptBatch, Damage, Inflater
 from pythonhosted.linehaul.lines import LineCutter
 from pythonhosted.linehaul.useragents import entry_size
@@ -55,6 +61,7 @@ class Counts:
     unprocessable: int = 0
     blank: int = 0
     too_long: int = 0
+    served: int = 0  # served lines that went with the download lines after them
 
     def add(self, other: Counts) -> None:
         for name in (item.name for item in fields(self)):
@@ -65,7 +72,8 @@ class Counts:
         return sum(getattr(self, item.name) for item in fields(self))
 
     def extras(self) -> str:
-        """``, N blank, M too long`` for those that happened, for summary lines."""
+        """``, N blank, M too long`` for those that happened, for summary lines (served
+        lines are part of their download events, not news)."""
         found = ((self.blank, "blank"), (self.too_long, "too long"))
         return "".join(f", {count} {label}" for count, label in found if count)
 
@@ -81,6 +89,79 @@ class Part:
     download_rows: int
     simple_rows: int
     earliest: str | None  # the earliest row timestamp, as written in rows
+
+
+class LineParser:
+    """The per-line path: each line through :func:`.events.parse`, ``served`` lines paired
+    with the download lines after them (the rules in :mod:`.events`), rows to ``on_row`` and
+    unprocessable lines (newline-terminated) to ``on_unprocessed``, counted in ``counts``.
+
+    :meth:`line` takes every line in order (``linehaul parse``); :meth:`event` takes a line
+    that is not a served line with the served line before it, which a converter kept
+    (ingest's fallback); :meth:`end` settles a served line left at the end.
+    """
+
+    def __init__(
+        self,
+        counts: Counts,
+        on_row: Callable[[Row], object],
+        on_unprocessed: Callable[[bytes], object],
+    ) -> None:
+        self.counts = counts
+        self.on_row = on_row
+        self.on_unprocessed = on_unprocessed
+        self._served: bytes | None = None
+
+    def line(self, line: bytes) -> None:
+        if not line.strip(_BLANKS):
+            self.counts.blank += 1  # a blank line does not part a served line from its event
+            return
+        if line.startswith(SERVED_PREFIX):
+            self.end()
+            try:
+                parse_served(line.decode("utf-8", "replace"))
+            except UnprocessableLine:
+                self._unprocessable(line)
+                return
+            self._served = line
+            return
+        served, self._served = self._served, None
+        self.event(line, served)
+
+    def event(self, line: bytes, served: bytes | None) -> None:
+        if not line.strip(_BLANKS):
+            self.counts.blank += 1
+            if served is not None:
+                self._unprocessable(served)
+            return
+        response = None if served is None else parse_served(served.decode("utf-8", "replace"))
+        try:
+            row = parse(line.decode("utf-8", "replace"), response)
+        except UnprocessableLine:
+            if served is not None:
+                self._unprocessable(served)
+            self._unprocessable(line)
+            return
+        if served is not None:
+            if row is not None and "file" not in row:  # a simple request takes no facts
+                self._unprocessable(served)
+            else:
+                self.counts.served += 1
+        if row is None:
+            self.counts.ignored += 1
+            return
+        self.counts.rows += 1
+        self.on_row(row)
+
+    def end(self) -> None:
+        """A served line still waiting for its event is unprocessable."""
+        if self._served is not None:
+            self._unprocessable(self._served)
+            self._served = None
+
+    def _unprocessable(self, line: bytes) -> None:
+        self.counts.unprocessable += 1
+        self.on_unprocessed(line + b"\n")
 
 
 class ObjectConverter:
@@ -100,6 +181,7 @@ class ObjectConverter:
         self._cutter = LineCutter(max_line)
         self._tables = object_tables()
         self.counts = Counts()
+        self._lines = LineParser(self.counts, self._add_row, self._add_unprocessed)
         self._parts = 0
         self._part_rows = 0
         self._earliest = "~"  # sorts after every timestamp
@@ -132,38 +214,30 @@ class ObjectConverter:
         for window in self._inflater.finish():
             self._add_blocks(self._cutter.cut(window))
         self._add_blocks(self._cutter.finish(complete=self.damage is None))
+        self.counts.unprocessable += self._tables.flush()
         return self._part()
 
     def _add_blocks(self, blocks: list[bytes]) -> None:
         for block in blocks:
-            rows, ignored, blank, unprocessable, earliest = self._tables.convert(
-                block, self._add_line, valid_utf8(block)
+            rows, ignored, blank, unprocessable, served, earliest = self._tables.convert(
+                block, self._lines.event, valid_utf8(block)
             )
             counts = self.counts
             counts.rows += rows
             counts.ignored += ignored
             counts.blank += blank
             counts.unprocessable += unprocessable
+            counts.served += served
             self._part_rows += rows
             if earliest is not None and earliest < self._earliest:
                 self._earliest = earliest
         self.counts.too_long = self._cutter.too_long
 
-    def _add_line(self, line: bytes) -> None:
-        """A line the converter could not take, through the per-line parser."""
-        if not line.strip(_BLANKS):
-            self.counts.blank += 1
-            return
-        try:
-            row = parse(line.decode("utf-8", "replace"))
-        except UnprocessableLine:
-            self._tables.append(b"", b"", line + b"\n")
-            self.counts.unprocessable += 1
-            return
-        if row is None:
-            self.counts.ignored += 1
-            return
-        self.counts.rows += 1
+    def _add_unprocessed(self, line: bytes) -> None:
+        self._tables.append(b"", b"", line)
+
+    def _add_row(self, row: Row) -> None:
+        """A row of a line the converter left to the per-line parser."""
         self._part_rows += 1
         if row["timestamp"] < self._earliest:
             self._earliest = row["timestamp"]
@@ -304,20 +378,12 @@ def parse_lines(
     line, each unprocessable line (newline-terminated) to ``write_unprocessed``."""
     counts = Counts()
     encode = RowEncoder()
+    parser = LineParser(
+        counts,
+        lambda row: write_row(encode(row)),
+        write_unprocessed if write_unprocessed is not None else lambda line: None,
+    )
     for line in lines:
-        if not line.strip(_BLANKS):
-            counts.blank += 1
-            continue
-        try:
-            row = parse(line.decode("utf-8", "replace"))
-        except UnprocessableLine:
-            counts.unprocessable += 1
-            if write_unprocessed is not None:
-                write_unprocessed(line + b"\n")
-            continue
-        if row is None:
-            counts.ignored += 1
-        else:
-            counts.rows += 1
-            write_row(encode(row))
+        parser.line(line)
+    parser.end()
     return counts

@@ -17,13 +17,14 @@ from pythonhosted.linehaul.app import RUNNERS
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.metadata import MetadataSummary, backfill, load_queued
 from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with
 from pythonhosted.linehaul.service import build_app
-from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, uploads_url, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse import LoadResult, WarehouseError
+from pythonhosted.warehouse import LoadResult, WarehouseError, open_warehouse
 from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
 from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
@@ -228,8 +229,8 @@ def ingest_command(
 @click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
 @click.option(
     "--warehouse",
-    help="Warehouse URL: duckdb:///PATH or bigquery://PROJECT/DATASET "
-    "[linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
+    help="Warehouse URL: duckdb:///PATH, bigquery://PROJECT/DATASET, chdb:///PATH or "
+    "clickhouse://HOST:PORT/DB [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
 )
 @click.option("--once", is_flag=True, help="Load what is there now (every batch), then exit.")
 @click.option("--bind", help=_WORKER_BIND)
@@ -251,10 +252,12 @@ def publish_command(
         _keep_running(settings, "publish", bind)
         return
     _, results_url, warehouse_url = pipeline_urls(settings)
+    files = uploads_url(settings)
     batch = settings.linehaul.publish_batch_files
 
     async def drain() -> str:
         store = open_store(results_url, BATCH_TIMEOUTS)
+        uploads = open_store(files, BATCH_TIMEOUTS) if files else None
         total = PublishSummary()
         with progress_bar("publish") as bar:
             while True:
@@ -264,6 +267,7 @@ def publish_command(
                     batch_files=batch,
                     on_total=bar.total,
                     on_files=bar.advance,
+                    uploads=uploads,
                 )
                 total.add(summary)
                 if summary.files + summary.skipped < batch:
@@ -271,6 +275,53 @@ def publish_command(
         return total.line()
 
     click.echo(f"linehaul publish: {_run(drain())}", err=True)
+
+
+@linehaul.command("metadata")
+@click.option("--store", help="The files store uploads went to [files.primary].")
+@click.option(
+    "--warehouse",
+    help="Warehouse URL: duckdb:///PATH, bigquery://PROJECT/DATASET, chdb:///PATH or "
+    "clickhouse://HOST:PORT/DB [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
+)
+@click.option(
+    "--backfill",
+    "backfill_all",
+    is_flag=True,
+    help="Every file the store holds that the warehouse lacks (stores uploaded to before "
+    "there was a queue), not only the queued rows.",
+)
+@click.pass_obj
+def metadata_command(
+    settings: Settings, store: str | None, warehouse: str | None, backfill_all: bool
+) -> None:
+    """Add distribution_metadata rows to the warehouse: one per uploaded file, once.
+
+    Publish adds the rows uploads queue by itself when files.primary is set; this does it
+    now, or with --backfill reads every record (and its sidecar or file) of the store.
+    """
+    url = store or uploads_url(settings)
+    if not url:
+        raise click.UsageError(
+            "no files store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY"
+        )
+    target = warehouse or warehouse_url(settings)
+    batch = settings.linehaul.publish_batch_files
+
+    async def add() -> MetadataSummary:
+        uploads = open_store(url, BATCH_TIMEOUTS)
+        db = await asyncio.to_thread(open_warehouse, target)
+        try:
+            if backfill_all:
+                done = await backfill(uploads, db)
+                queue = await load_queued(uploads, db, batch=batch)  # the backfill had them
+                done.present += queue.present + queue.added
+                return done
+            return await load_queued(uploads, db, batch=batch)
+        finally:
+            db.close()
+
+    click.echo(f"linehaul metadata: {_run(add()).line()}", err=True)
 
 
 @linehaul.command("rollup")

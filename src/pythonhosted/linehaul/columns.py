@@ -33,6 +33,15 @@ in its turn, and settles blank lines and lines the parser would surely reject it
 
 Every memo is bounded in entries and bytes (:class:`~.cache.Memo`); the C converter's tables
 in front of them too (``cache_sizes()``).
+
+``served`` lines (our edge's response facts, :mod:`pythonhosted.logline`) split into the same
+ten fields; their first four, joined, go through :data:`RESPONSE` to a fragment that takes
+the place of the file glue in the row of the download line after them (``"response":{...}``
+between ``project`` and ``file``, as :func:`.events.parse` places it). Both converters pair
+them by :mod:`.events`' rules: a ``served`` line at the end of a block is carried to the next
+block (and the next part) for the download line that starts it; one that precedes anything
+but a download line, or ends the object (:meth:`Tables.flush`), goes to the unprocessed
+table; the per-line parser behind a converter gets the carried line with the line it takes.
 """
 
 from __future__ import annotations
@@ -51,9 +60,12 @@ from pythonhosted.linehaul.cache import Memo
 from pythonhosted.linehaul.events import (
     NULL,
     PACKAGE_TYPES,
+    SERVED_PREFIX,
     SPACE_OR_CONTROL,
     TIMESTAMPS,
     UnprocessableLine,
+    parse_served,
+    response_record,
 )
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
 
@@ -67,7 +79,8 @@ MEMO_BYTES = 4 << 20  # fields of few, short values (a hostile log makes them ma
 AGENT_MEMO_BYTES = 16 << 20  # agents are ~500 bytes and their details fragments ~700
 Fragment = bytes | None  # None: the value needs the per-line parser
 _ABSENT = (b"", NULL.encode())
-_KINDS = {b"download": 1, b"simple": 0}
+_KINDS = {b"download": 1, b"simple": 0, b"served": 2}
+_SERVED = 2
 # What a url must not hold to be copied verbatim: blanks and controls (the parser would tidy
 # them, or the line is unprocessable) and the two characters JSON escapes that remain.
 _NOT_VERBATIM = bytes(range(0x21)) + b'"\\\x7f'
@@ -86,6 +99,8 @@ class Block:
     rows: int
     ignored: int
     earliest: str | None  # the smallest row timestamp, as written in rows
+    served: int = 0  # served lines that went with the download lines after them
+    carried: tuple[bytes, bytes] | None = None  # a last served line and its fragment
 
 
 def _text_memo(
@@ -131,6 +146,16 @@ def _agent_details(agent: bytes) -> Fragment:
     return orjson.dumps(known) + b"}\n"
 
 
+def _response(facts: bytes) -> Fragment:
+    """A served line's ``status|bytes|range|start`` -> ``,"response":{...}`` and the file glue
+    of the download row after it; None if the facts cannot be read."""
+    try:
+        record = response_record(facts.decode())
+    except (UnprocessableLine, UnicodeDecodeError):
+        return None
+    return b',"response":' + orjson.dumps(record) + _FILE
+
+
 def _details(joined: bytes) -> Fragment:
     """``{agent}\\n{next kind}`` -> the agent's details fragment."""
     agent, newline, after = joined.partition(b"\n")
@@ -140,7 +165,8 @@ def _details(joined: bytes) -> Fragment:
 
 
 def _next_kind(joined: bytes) -> int | None:
-    """``{agent}\\n{next kind}`` -> 1 if the next line is a download, 0 if simple."""
+    """``{agent}\\n{next kind}`` -> 1 if the next line is a download, 0 if simple, 2 if
+    served."""
     return _KINDS.get(joined.partition(b"\n")[2]) if joined.count(b"\n") == 1 else None
 
 
@@ -155,6 +181,7 @@ COUNTRY = _text_memo(b"", b',"details":', null=(b"",))
 DETAILS = Memo(_details, MEMO_SIZE, AGENT_MEMO_BYTES)
 AGENT_DETAILS = Memo(_agent_details, MEMO_SIZE, AGENT_MEMO_BYTES)  # the C converter's
 NEXT_KIND = Memo(_next_kind, MEMO_SIZE, AGENT_MEMO_BYTES)
+RESPONSE = Memo(_response, MEMO_SIZE, MEMO_BYTES)
 _FIELD_MEMOS = (  # the C converter's, in the order of its arguments
     TIMESTAMP,
     PROJECT,
@@ -165,6 +192,7 @@ _FIELD_MEMOS = (  # the C converter's, in the order of its arguments
     TLS_CIPHER,
     COUNTRY,
     AGENT_DETAILS,
+    RESPONSE,
 )
 MEMOS: tuple[Memo[bytes, Any], ...] = (*_FIELD_MEMOS, DETAILS, NEXT_KIND)
 """Every memo of this module (benchmarks clear them for cold runs)."""
@@ -215,8 +243,9 @@ def _rows(details: Pieces, pieces: list[Pieces]) -> Part | None:
     return text, len(details), len(ignored), min(pieces[0])
 
 
-def _downloads(columns: list[Column]) -> Part | None:
-    """Download lines' columns -> their rows."""
+def _downloads(columns: list[Column], glue: Column | None = None) -> Part | None:
+    """Download lines' columns -> their rows; ``glue``: each row's piece before its
+    filename (the file glue, or a served line's response fragment ending with it)."""
     ts, country, url, protocol, cipher, project, version, kind, agent = columns
     if not all(url) or not _verbatim(url):
         return None
@@ -227,7 +256,7 @@ def _downloads(columns: list[Column]) -> Part | None:
             _look_up(TIMESTAMP, ts),
             url,
             projects,
-            [_FILE] * len(url),
+            [_FILE] * len(url) if glue is None else glue,
             list(map(_THIRD, map(bytes.rpartition, url, repeat(b"/")))),
             list(projects),
             _look_up(VERSION, version),
@@ -261,14 +290,65 @@ def _simple(columns: list[Column]) -> Part | None:
     )
 
 
-def convert_block(block: bytes) -> Block | None:
+def convert_block(block: bytes, carried: bytes | None = None) -> Block | None:
     """Whole lines, each ending with ``\\n``, valid UTF-8 -> their rows; None if any line
-    needs the per-line parser."""
+    needs the per-line parser. ``carried``: the response fragment of a served line that
+    ended the block before (the first line must then be a download line)."""
     fields = block.split(b"|")
     if (len(fields) - 1) % 9 or not fields[-1].endswith(b"\n"):
         return None
     columns = [fields[index::9] for index in range(1, 10)]
     kinds: list[Any] = [_KINDS.get(fields[0]), *_look_up(NEXT_KIND, columns[8][:-1])]
+    if carried is not None or _SERVED in kinds:
+        return _with_served(block, columns, kinds, carried)
+    return _convert_columns(columns, kinds)
+
+
+def _with_served(
+    block: bytes, columns: list[Column], kinds: list[Any], carried: bytes | None
+) -> Block | None:
+    """:func:`convert_block` for a block with served lines (or one carried over): each goes
+    with the download line after it, or, the block's last line, to the next block."""
+    if None in kinds:
+        return None
+    glue = [_FILE] * len(kinds)
+    served = 0
+    if carried is not None:
+        if kinds[0] != 1:
+            return None
+        glue[0] = carried
+        served = 1
+    last: tuple[bytes, bytes] | None = None
+    for index in [index for index, kind in enumerate(kinds) if kind == _SERVED]:
+        fields = [column[index] for column in columns]
+        if b"\n" in b"".join(fields[4:8]) or fields[8].count(b"\n") != 1:
+            return None  # not ten fields: the reserved ones are not read, but counted
+        fragment = RESPONSE[b"|".join(fields[:4])]
+        if fragment is None:
+            return None
+        if index + 1 == len(kinds):
+            line = block[block.rfind(b"\n", 0, len(block) - 1) + 1 : -1]
+            last = (line, fragment)
+        elif kinds[index + 1] != 1:
+            return None
+        else:
+            glue[index + 1] = fragment
+            served += 1
+    events = [kind != _SERVED for kind in kinds]
+    columns = [list(compress(column, events)) for column in columns]
+    glue = list(compress(glue, events))
+    kinds = list(compress(kinds, events))
+    converted = _convert_columns(columns, kinds, glue) if kinds else _empty()
+    if converted is None:
+        return None
+    converted.served, converted.carried = served, last
+    return converted
+
+
+def _convert_columns(
+    columns: list[Column], kinds: list[Any], glue: Column | None = None
+) -> Block | None:
+    """Event lines' columns (kind 1 download, 0 simple) -> their rows."""
     try:
         downloads = sum(kinds)  # a None (not a kind) raises TypeError
     except TypeError:
@@ -276,12 +356,15 @@ def convert_block(block: bytes) -> Block | None:
     down: Part | None
     simple: Part | None
     if downloads == len(kinds):
-        down, simple = _downloads(columns), _NO_ROWS
+        down, simple = _downloads(columns, glue), _NO_ROWS
     elif not downloads:
         down, simple = _NO_ROWS, _simple(columns)
     else:
         others = list(map(not_, kinds))
-        down = _downloads([list(compress(column, kinds)) for column in columns])
+        down = _downloads(
+            [list(compress(column, kinds)) for column in columns],
+            None if glue is None else list(compress(glue, kinds)),
+        )
         simple = _simple([list(compress(column, others)) for column in columns])
     if down is None or simple is None:
         return None
@@ -295,15 +378,21 @@ def convert_block(block: bytes) -> Block | None:
     )
 
 
+def _empty() -> Block:
+    return Block(b"", b"", 0, 0, None)
+
+
 def _timestamp_text(fragment: bytes) -> str:
     return fragment[len(_TIMESTAMP_LEAD) : -len(_TIMESTAMP_GLUE)].decode()
 
 
-Counted = tuple[int, int, int, int, str | None]
+Counted = tuple[int, int, int, int, int, str | None]
 """What :meth:`Tables.convert` did: rows, ignored lines, blank lines, unprocessable lines
-(those it settled itself), the earliest row timestamp."""
-Fallback = Callable[[bytes], object]
-"""Takes a line (without its newline) a converter cannot convert, and appends its results."""
+(those it settled itself), served lines that went with their download lines, the earliest
+row timestamp."""
+Fallback = Callable[[bytes, bytes | None], object]
+"""Takes a line (without its newline) a converter cannot convert, with the served line
+before it (or None), and appends their results."""
 
 _EMPTY_LINES = re.compile(rb"\n\n+")
 _BLANK_LINE = re.compile(rb"^[ \t\r]+\n", re.MULTILINE)
@@ -347,6 +436,10 @@ class Tables(Protocol):
     def append(self, downloads: bytes, simple: bytes, unprocessed: bytes) -> None:
         """Keep results made elsewhere (by the per-line parser)."""
 
+    def flush(self) -> int:
+        """The object ended: a served line still waiting for its download line goes to the
+        unprocessed table. Returns how many did (0 or 1)."""
+
     def pending(self) -> int:
         """The bytes kept since the last :meth:`finish`."""
 
@@ -357,11 +450,12 @@ class Tables(Protocol):
 
 def _surely_unprocessable(line: bytes) -> bool:
     """Whether the parser rejects ``line`` whatever its tidying does: fewer than ten fields,
-    or a kind field that no stripping of blanks makes "download" or "simple"."""
+    or a kind field that no stripping of blanks makes "download" or "simple" (a served
+    line's kind is exact)."""
     if line.count(b"|") < 9:
         return True
     kind = line[: line.index(b"|")]
-    return b"download" not in kind and b"simple" not in kind
+    return b"download" not in kind and b"simple" not in kind and kind != b"served"
 
 
 class _PythonTables:
@@ -374,30 +468,34 @@ class _PythonTables:
 
     def __init__(self) -> None:
         self._tables = (io.BytesIO(), io.BytesIO(), io.BytesIO())
+        self._carried: tuple[bytes, bytes] | None = None  # a served line and its fragment
 
     def convert(self, block: bytes, fallback: Fallback, utf8: bool) -> Counted:
         block, blank = _without_blank_lines(block)
-        # rows, ignored, unprocessable, earliest ("~" sorts after any)
-        counted: list[Any] = [0, 0, 0, "~"]
+        # rows, ignored, unprocessable, earliest ("~" sorts after any), served
+        counted: list[Any] = [0, 0, 0, "~", 0]
         self._convert(block, fallback, utf8, counted)
-        rows, ignored, unprocessable, earliest = counted
-        return rows, ignored, blank, unprocessable, None if earliest == "~" else earliest
+        rows, ignored, unprocessable, earliest, served = counted
+        return rows, ignored, blank, unprocessable, served, None if earliest == "~" else earliest
 
     def _convert(self, block: bytes, fallback: Fallback, utf8: bool, counted: list[Any]) -> None:
         if not block:
             return
-        converted = convert_block(block) if utf8 or valid_utf8(block) else None
+        carried = None if self._carried is None else self._carried[1]
+        converted = convert_block(block, carried) if utf8 or valid_utf8(block) else None
         if converted is not None:
             self.append(converted.downloads, converted.simple, b"")
             counted[0] += converted.rows
             counted[1] += converted.ignored
+            counted[4] += converted.served
+            self._carried = converted.carried
             if converted.earliest is not None:
                 counted[3] = min(counted[3], converted.earliest)
             return
         lines = block.split(b"\n")
         lines.pop()  # after the last newline
         if len(lines) == 1:
-            fallback(lines[0])
+            self._line(lines[0], fallback, counted)
             return
         junk = list(map(_surely_unprocessable, lines))
         if not any(junk):
@@ -410,11 +508,38 @@ class _PythonTables:
             if rejected:
                 if start < index:
                     self._convert(b"\n".join(lines[start:index]) + b"\n", fallback, utf8, counted)
+                counted[2] += self.flush()
                 self.append(b"", b"", lines[index] + b"\n")
                 counted[2] += 1
                 start = index + 1
         if start < len(lines):
             self._convert(b"\n".join(lines[start:]) + b"\n", fallback, utf8, counted)
+
+    def _line(self, line: bytes, fallback: Fallback, counted: list[Any]) -> None:
+        """One line no block conversion took: a served line that cannot be read (or holds
+        bytes that are not UTF-8 in its reserved fields) is settled here, anything else goes
+        to the per-line parser with the served line carried to it."""
+        if line.startswith(SERVED_PREFIX):
+            counted[2] += self.flush()
+            try:
+                parse_served(line.decode("utf-8", "replace"))
+            except UnprocessableLine:
+                self.append(b"", b"", line + b"\n")
+                counted[2] += 1
+                return
+            fragment = RESPONSE[b"|".join(line.split(b"|")[1:5])]
+            assert fragment is not None  # the same rules as parse_served
+            self._carried = (line, fragment)
+            return
+        carried, self._carried = self._carried, None
+        fallback(line, None if carried is None else carried[0])
+
+    def flush(self) -> int:
+        if self._carried is None:
+            return 0
+        self.append(b"", b"", self._carried[0] + b"\n")
+        self._carried = None
+        return 1
 
     def append(self, downloads: bytes, simple: bytes, unprocessed: bytes) -> None:
         for table, data in zip(self._tables, (downloads, simple, unprocessed), strict=True):
@@ -441,16 +566,17 @@ class _NativeTables:
         assert _columns is not None
         self._converter = _columns.Converter(*_FIELD_MEMOS)
         self.append = self._converter.append
+        self.flush = self._converter.flush
         self.pending = self._converter.pending
         self.finish = self._converter.finish
         self.cache_sizes = self._converter.cache_sizes
 
     def convert(self, block: bytes, fallback: Fallback, utf8: bool) -> Counted:
-        rows, ignored, blank, unprocessable, earliest = self._converter.convert(
+        rows, ignored, blank, unprocessable, served, earliest = self._converter.convert(
             block, fallback, utf8
         )
         text = None if earliest is None else _timestamp_text(earliest)
-        return rows, ignored, blank, unprocessable, text
+        return rows, ignored, blank, unprocessable, served, text
 
 
 def converter_name() -> str:

@@ -3,6 +3,20 @@
     download|{ts}|{country}|{url}|{tls_protocol}|{tls_cipher}|{project}|{version}|{type}|{ua}
     simple|{ts}|{country}|{url}|{tls_protocol}|{tls_cipher}||||{ua}
 
+Our files edge writes a third kind right before each download line, the facts of its
+response (:mod:`pythonhosted.logline`)::
+
+    served|{status}|{bytes_sent}|{range_requested}|{range_start}|||||
+
+It is not an event: :func:`parse_served` reads it into the ``response`` record that
+:func:`parse` puts into the row of the download line that follows. Every reader of lines
+pairs them by the same rules (:class:`.batch.LineParser` line by line, the converters of
+:mod:`.columns` in blocks): a ``served`` line goes with the next line that is not blank; a
+download row takes its facts and an ignored agent's event takes it along; before anything
+else (a simple request's row, an unprocessable line, another served line), at the end of
+the object, or when it cannot be read, it is kept verbatim with the unprocessable lines.
+Rows of reference lines have no ``response`` (null in the warehouse).
+
 Built for throughput: one ``str.split`` per line, no per-field regex on the common path,
 timestamps and user agents cached per distinct string (bounded; the details record is
 shared, not copied), rows assembled as dict literals. Only a line whose fields hold something
@@ -55,13 +69,59 @@ class UnprocessableLine(ValueError):
     """The line cannot become a row; it belongs, verbatim, in the unprocessed output."""
 
 
-def parse(line: str) -> Row | None:
+SERVED = "served"
+SERVED_PREFIX = b"served|"
+MAX_COUNT_DIGITS = 18  # byte counts and offsets: below 10**18, inside BigQuery's INT64
+
+
+def _count(text: str) -> int:
+    """A byte count or offset as the writer writes it: decimal digits, no sign, no leading
+    zero."""
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > MAX_COUNT_DIGITS
+        or (text[0] == "0" and len(text) > 1)
+    ):
+        raise UnprocessableLine("a served line's count is not a plain number")
+    return int(text)
+
+
+def response_record(facts: str) -> Row:
+    """``status|bytes_sent|range_requested|range_start`` -> the row's ``response`` record."""
+    parts = facts.split("|")
+    if len(parts) != 4:
+        raise UnprocessableLine("a served line needs its four facts")
+    status, sent, ranged, start = parts
+    code = _count(status)
+    if not 100 <= code <= 599 or ranged not in ("0", "1"):
+        raise UnprocessableLine("a served line's status or range flag is out of range")
+    return {
+        "status": code,
+        "bytes_sent": _count(sent),
+        "range_requested": ranged == "1",
+        "range_start": _count(start),
+    }
+
+
+def parse_served(line: str) -> Row:
+    """The ``response`` record of a ``served`` line (exactly ten fields, the kind exact, the
+    reserved last five ignored); UnprocessableLine for anything else."""
+    parts = line.rstrip("\n").split("|")
+    if len(parts) != 10 or parts[0] != SERVED:
+        raise UnprocessableLine("not a served line of ten fields")
+    return response_record("|".join(parts[1:5]))
+
+
+def parse(line: str, response: Row | None = None) -> Row | None:
     """The row for one log line; None when its user agent is on the ignore list.
 
     A trailing newline is allowed (a line break elsewhere only between a field and its ``|``,
     as the reference reads it). Raises :class:`UnprocessableLine` for anything else that
     is not a valid ``download`` or ``simple`` line. The row's ``details`` is a shared,
     read-only :class:`~pythonhosted.linehaul.details.Record`; the rest of the row is fresh.
+    ``response``: the record of the ``served`` line before a download line, which its row
+    carries (between ``project`` and ``file``); a simple request's row never does.
     """
     if "\t" in line:  # the reference's grammar sees tabs expanded to 8-column stops
         line = line.expandtabs()
@@ -95,6 +155,23 @@ def parse(line: str) -> Row | None:
         known = KNOWN[ua]
         if known is IGNORED:
             return None
+        if response is not None:
+            return {
+                "timestamp": timestamp,
+                "url": url,
+                "project": project,
+                "response": response,
+                "file": {
+                    "filename": url.rpartition("/")[2],
+                    "project": project,
+                    "version": version,
+                    "type": package_type,
+                },
+                "tls_protocol": None if tls_protocol in _ABSENT else tls_protocol,
+                "tls_cipher": None if tls_cipher in _ABSENT else tls_cipher,
+                "country_code": country or None,
+                "details": known,
+            }
         return {
             "timestamp": timestamp,
             "url": url,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 Job = Literal["ingest", "publish"]
 JOBS: tuple[Job, ...] = ("ingest", "publish")
-_LINE_RESULTS = ("row", "ignored", "unprocessable", "blank", "too_long", "lost")
+_LINE_RESULTS = ("row", "ignored", "unprocessable", "blank", "too_long", "served", "lost")
 
 
 def reason(exc: BaseException) -> str:
@@ -49,7 +49,8 @@ class Monitor:
             "linehaul_ingest_lines",
             "Lines of ingested log objects, by result: row, ignored (a bot's user agent), "
             "unprocessable (kept under unprocessed/), blank (dropped), too_long (cut; the start "
-            "of a few kept under unprocessed/), lost (cut by damage in a corrupt object).",
+            "of a few kept under unprocessed/), served (the edge's response facts, into the "
+            "download row after them), lost (cut by damage in a corrupt object).",
             ["result"],
             registry=self.registry,
         )
@@ -72,6 +73,11 @@ class Monitor:
         )
         self.rows = Counter(
             "linehaul_publish_rows", "Rows loaded into the warehouse.", registry=self.registry
+        )
+        self.distributions = Counter(
+            "linehaul_publish_distributions",
+            "distribution_metadata rows added from the upload queue.",
+            registry=self.registry,
         )
         self.passes = Counter(
             "linehaul_passes",
@@ -104,7 +110,14 @@ class Monitor:
         self.objects.labels("corrupt").inc(summary.corrupt)
         self.objects.labels("busy").inc(summary.busy)
         counts = summary.counts
-        found = (counts.rows, counts.ignored, counts.unprocessable, counts.blank, counts.too_long)
+        found = (
+            counts.rows,
+            counts.ignored,
+            counts.unprocessable,
+            counts.blank,
+            counts.too_long,
+            counts.served,
+        )
         for result, count in zip(_LINE_RESULTS, (*found, summary.lost), strict=True):
             self.lines.labels(result).inc(count)
         self.unreadable.inc(summary.unreadable)
@@ -115,6 +128,7 @@ class Monitor:
         self.files.labels("skipped").inc(summary.skipped)
         self.files.labels("failed").inc(summary.failed)
         self.rows.inc(summary.rows)
+        self.distributions.inc(summary.distributions)
         self._passed("publish")
 
     def failed(self, job: Job, reason: str) -> None:

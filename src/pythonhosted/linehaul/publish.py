@@ -7,6 +7,9 @@ The warehouse records loaded names in the same transaction as the rows (see
 :mod:`pythonhosted.warehouse`), so a publish killed between load and delete, or a result file
 that ingest writes again after a crash, is deleted without being loaded twice. A group that
 fails to load is retried file by file; a file that still fails is reported and left in place.
+
+With a files store (``files.primary``), a pass then adds the ``distribution_metadata`` rows
+uploads queued there (:mod:`.metadata`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pythonhosted.config import Settings
+from pythonhosted.linehaul.metadata import load_queued
 from pythonhosted.linehaul.monitor import Monitor, reason
 from pythonhosted.linehaul.schedule import pause
-from pythonhosted.pipeline import RESULTS, ROWS, pipeline_stores, table_of
-from pythonhosted.storage import NotFound, Store
+from pythonhosted.pipeline import (
+    BATCH_TIMEOUTS,
+    RESULTS,
+    ROWS,
+    pipeline_stores,
+    table_of,
+    uploads_url,
+)
+from pythonhosted.storage import NotFound, Store, open_store
 from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -33,17 +44,20 @@ class PublishSummary:
     rows: int = 0
     skipped: int = 0  # loaded before (a retry), deleted without loading
     failed: int = 0
+    distributions: int = 0  # distribution_metadata rows added from the upload queue
 
     def add(self, other: PublishSummary) -> None:
         self.files += other.files
         self.rows += other.rows
         self.skipped += other.skipped
         self.failed += other.failed
+        self.distributions += other.distributions
 
     def line(self) -> str:
+        added = f", {self.distributions} distribution rows" if self.distributions else ""
         return (
             f"{self.files} files, {self.rows} rows, {self.skipped} already loaded, "
-            f"{self.failed} failed"
+            f"{self.failed} failed{added}"
         )
 
 
@@ -152,11 +166,13 @@ async def publish_with(
     on_total: Callable[[int], object] | None = None,
     on_files: Callable[[int], object] | None = None,
     stop: asyncio.Event | None = None,
+    uploads: Store | None = None,
 ) -> PublishSummary:
-    """One pass with the warehouse opened for the pass only (DuckDB admits one process)."""
+    """One pass with the warehouse opened for the pass only (DuckDB admits one process);
+    with ``uploads``, the files store, its queued ``distribution_metadata`` rows too."""
     warehouse = await asyncio.to_thread(open_warehouse, warehouse_url)
     try:
-        return await publish_once(
+        summary = await publish_once(
             results,
             warehouse,
             batch_files=batch_files,
@@ -164,6 +180,10 @@ async def publish_with(
             on_files=on_files,
             stop=stop,
         )
+        if uploads is not None:
+            queue = await load_queued(uploads, warehouse, batch=batch_files, stop=stop)
+            summary.distributions = queue.added
+        return summary
     finally:
         warehouse.close()
 
@@ -176,11 +196,15 @@ async def run_publish(settings: Settings, stop: asyncio.Event, monitor: Monitor)
     without waiting.
     """
     _, results, warehouse_url = pipeline_stores(settings)
+    files = uploads_url(settings)
+    uploads = open_store(files, BATCH_TIMEOUTS) if files else None
     batch = settings.linehaul.publish_batch_files
     while not stop.is_set():
         full = False
         try:
-            summary = await publish_with(results, warehouse_url, batch_files=batch, stop=stop)
+            summary = await publish_with(
+                results, warehouse_url, batch_files=batch, stop=stop, uploads=uploads
+            )
         except Exception as exc:  # a background job: report, retry next interval
             log.warning("linehaul publish pass failed: %s", reason(exc))
             monitor.failed("publish", reason(exc))

@@ -180,6 +180,8 @@ def project_summary(con: Connection, project: str, params: Params, ctx: Context)
         "last_week_downloads": found["recent"]["week"],
         "last_month_downloads": found["recent"]["month"],
         "top_versions": found["top_versions"],
+        "latest_version": found["latest"]["version"] if found["latest"] else None,
+        "summary": found["latest"]["summary"] if found["latest"] else None,
         "mirrors": filters.mirrors,
         "ci": filters.ci,
         "complete_through": moment(ctx.watermark),

@@ -13,6 +13,10 @@ changed), ``Cache-Control: public, max-age=N`` with N the seconds until the next
 expected (bounded by ``stats_web.max_age``), CORS ``*``, the security headers with a
 Content-Security-Policy that allows only this origin's scripts, and, for clients a budget
 applies to, the RateLimit headers (:mod:`.limits`).
+
+Concurrent requests for one answer that is not cached share one computation: each publish
+makes every cached answer stale at once, and a popular badge asked by a thousand clients in
+that moment would otherwise be computed a thousand times.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import duckdb
 from prometheus_client import Counter
 
+from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.stats_web import api, badges, data, pages
@@ -106,6 +111,7 @@ class StatsWebApp(Service):
         self._server: Engine | None = None  # a ClickHouse server's client, kept
         self._server_lock = threading.Lock()
         self.cache = AnswerCache(options.cache_entries, options.cache_bytes)
+        self._computing: Coalescer[tuple[object, ...], tuple[Answer, Version | None]] = Coalescer()
         self.limiter = RateLimiter(
             options.rate_limit,
             options.rate_window,
@@ -122,6 +128,11 @@ class StatsWebApp(Service):
         )
         self.cache_hits = Counter(
             "stats_web_cache_hits", "Answers served from the cache.", registry=self.registry
+        )
+        self.computed = Counter(
+            "stats_web_answers_computed",
+            "Answers computed from the warehouse (concurrent requests for one share one).",
+            registry=self.registry,
         )
         self._in_flight: tuple[float, datetime | None] = (-IN_FLIGHT_TTL, None)
         self._latest_batch: tuple[int, datetime | None] = (-1, None)
@@ -257,11 +268,17 @@ class StatsWebApp(Service):
             if cached is not None:
                 self.cache_hits.inc()
                 return cached
-        in_flight = await self._oldest_in_flight()
-        answer, version = await asyncio.to_thread(self._compute, key, build, in_flight)
+        answer, version = await self._computing.run(key, lambda: self._computed(key, build))
         if answer.status in (200, 404) and version is not None:
             self.cache.put(key, answer)
         return answer
+
+    async def _computed(
+        self, key: tuple[object, ...], build: Build
+    ) -> tuple[Answer, Version | None]:
+        in_flight = await self._oldest_in_flight()
+        self.computed.inc()
+        return await asyncio.to_thread(self._compute, key, build, in_flight)
 
     def _compute(
         self, key: tuple[object, ...], build: Build, in_flight: datetime | None

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from packaging.version import InvalidVersion
+from packaging.version import Version as Release
 
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
@@ -228,10 +230,37 @@ def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[s
     return {"day": int(found[0]), "week": int(found[1]), "month": int(found[2])}
 
 
-def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
-    """All-time total, first and last day with downloads, recent totals, top versions."""
+def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
+    """The project's latest version and its summary, from ``distribution_metadata``: the
+    highest final release (PEP 440 order; a pre-release only when there is nothing else),
+    its most recently uploaded file's summary. None when no file of it has a row. The table
+    keeps every upload (as PyPI's does), so a yanked or deleted release may be the latest."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.summary(con, project, end, filters)
+        rows = clickhouse.uploads(con, project)
+    else:
+        rows = con.execute(
+            "SELECT version, summary FROM distribution_metadata "
+            "WHERE lower(regexp_replace(name, '[-_.]+', '-', 'g')) = ? ORDER BY upload_time",
+            [project],
+        ).fetchall()
+    releases: dict[Release, tuple[str, str | None]] = {}
+    for text, about in rows:  # later uploads of a version win
+        try:
+            releases[Release(text)] = (text, about)
+        except InvalidVersion:
+            continue
+    finals = [version for version in releases if not version.is_prerelease]
+    if not releases:
+        return None
+    version, about = releases[max(finals or releases)]
+    return {"version": version, "summary": about}
+
+
+def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
+    """All-time total, first and last day with downloads, recent totals, top versions, and
+    the latest release (:func:`latest_release`)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return {**clickhouse.summary(con, project, end, filters), "latest": latest_release(con, project)}
     where = "project = ? AND dimension = ?"
     if not filters.mirrors:
         where += " AND NOT mirror"
@@ -254,6 +283,7 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
         "last_day": total[2],
         "recent": recent(con, project, end, filters),
         "top_versions": [{"version": v, "downloads": int(n)} for v, n in versions],
+        "latest": latest_release(con, project),
     }
 
 

@@ -64,7 +64,11 @@ class Params:
         value = self.text(name)
         if not value:
             return default
-        if not value.isdigit() or not low <= int(value) <= high:
+        # ASCII digits only ("²".isdigit() holds), and few of them: int() of a few thousand
+        # digits raises rather than answering 400.
+        if not (value.isascii() and value.isdigit() and len(value) <= 18):
+            raise BadParameter(name, f"must be a whole number from {low} to {high}")
+        if not low <= int(value) <= high:
             raise BadParameter(name, f"must be a whole number from {low} to {high}")
         return int(value)
 

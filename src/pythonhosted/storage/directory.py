@@ -119,3 +119,19 @@ class DirectoryStore(Store):
 
     def _names_of(self, key: str) -> list[str]:
         return [key, sidecar_of(key)]
+
+    async def delete(self, key: str) -> None:
+        """Delete, and remove the directories the delete left empty: a directory stands for
+        no object here, so a delimiter listing (the catalog's projects) must not show it."""
+        await super().delete(key)
+        await asyncio.to_thread(self._remove_empty_parents, key)
+
+    def _remove_empty_parents(self, key: str) -> None:
+        for name in (key, sidecar_of(key)):
+            parent = (self.root / name).parent
+            while parent != self.root:
+                try:  # refused once a directory holds anything, e.g. a concurrent put's file
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent

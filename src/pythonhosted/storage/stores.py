@@ -10,6 +10,7 @@ files edge must fall back to the archive within seconds. Local directories are
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -282,11 +283,12 @@ class Store:
         """The file holding ``key`` when the store is a local directory, else None."""
         return None
 
-    async def list(self, prefix: str = "") -> list[Listed]:
-        """Every object under ``prefix`` (sidecars excluded), sorted by key."""
+    async def list(self, prefix: str = "", *, after: str | None = None) -> list[Listed]:
+        """Every object under ``prefix`` (sidecars excluded), sorted by key; with ``after``,
+        only keys that sort after it (S3's start-after: the store skips the rest)."""
         found: list[Listed] = []
         try:
-            async for batch in obstore.list(self.backend, prefix=prefix or None):
+            async for batch in obstore.list(self.backend, prefix=prefix or None, offset=after):
                 for meta in batch:
                     if not meta["path"].startswith(META_PREFIX):
                         found.append(Listed(meta["path"], meta["size"], meta["last_modified"]))
@@ -296,3 +298,16 @@ class Store:
             raise translate(exc, self.label) from exc
         found.sort(key=lambda item: item.key)
         return found
+
+    async def list_names(self, prefix: str) -> builtins.list[str]:
+        """The names one level below ``prefix`` (which ends in ``/``), sorted: what a delimiter
+        listing gives, one entry per "directory" however many objects it holds."""
+        try:
+            listed = await obstore.list_with_delimiter_async(self.backend, prefix)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise translate(exc, self.label) from exc
+        names = {path[len(prefix) :].rstrip("/") for path in listed["common_prefixes"]}
+        names.update(meta["path"][len(prefix) :] for meta in listed["objects"])
+        return sorted(names)

@@ -46,6 +46,16 @@ class Warehouse(Protocol):
         place instead of taking their contents."""
         ...
 
+    def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
+        """Add ``distribution_metadata`` rows (JSON, one per uploaded file) whose filename
+        the table does not hold yet; returns the filenames added. Running it again with the
+        same rows (a retry after a crash) adds nothing."""
+        ...
+
+    def distribution_files(self) -> set[str]:
+        """The filenames ``distribution_metadata`` holds (the backfill skips them)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 import duckdb
@@ -17,7 +18,15 @@ from pythonhosted.warehouse.clickhouse.engines import Engine, chdb_path, open_en
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
-from pythonhosted.warehouse.stats import FIELDS, Breakdown, EmptyWarehouse, Filters, breakdown
+from pythonhosted.warehouse.groups import Group, Role, group_projects
+from pythonhosted.warehouse.stats import (
+    FIELDS,
+    TIME_FIELDS,
+    EmptyWarehouse,
+    Filters,
+    breakdown,
+    reader,
+)
 
 
 class BadUsage(click.ClickException):
@@ -85,6 +94,19 @@ def _source(settings: Settings, flag: str | None) -> str:
     help="Count downloads by mirroring tools (bandersnatch, devpi, ...) [exclude].",
 )
 @click.option("--include-ci/--exclude-ci", default=True, help="Count CI downloads [include].")
+@click.option("--author", help="Total over every project whose metadata names this author.")
+@click.option("--maintainer", help="Total over every project whose metadata names this maintainer.")
+@click.option(
+    "--org",
+    help="Total over an org's projects: an e-mail domain (example.org) of their authors or "
+    "maintainers, or a code host's owner (github.com/pallets) in their project URLs.",
+)
+@click.option(
+    "--bytes",
+    "with_bytes",
+    is_flag=True,
+    help="Add the bytes served (every response, ranges included) [per day without --by].",
+)
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option(
     "--warehouse",
@@ -106,30 +128,50 @@ def stats(
     by: tuple[str, ...],
     include_mirrors: bool,
     include_ci: bool,
+    author: str | None,
+    maintainer: str | None,
+    org: str | None,
+    with_bytes: bool,
     fmt: str,
     warehouse: str | None,
     show_coverage: bool,
     logs: str | None,
     results: str | None,
 ) -> None:
-    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects),
-    or with --coverage which UTC hours (--by day: days) are complete, gaps, or pending.
+    """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects,
+    or the total over an --author's, --maintainer's or --org's projects), or with --coverage
+    which UTC hours (--by day: days) are complete, gaps, or pending.
 
     Days are UTC; without a range, the last 30 complete days. Mirrors are left out unless
-    --include-mirrors. Percentages are of the range's total. Exit status 1 when there is no
-    data to read, or no download of PROJECT was ever recorded.
+    --include-mirrors. A download is a response that sent the file's first byte (a 200, or a
+    206 from byte 0): the ranges installers read metadata with are not. Percentages are of
+    the range's total. Exit status 1 when there is no data to read, or no download of
+    PROJECT was ever recorded.
     """
     fields = [name.strip() for value in by for name in value.split(",") if name.strip()]
+    asked: tuple[tuple[Role, str | None], ...] = (
+        ("author", author),
+        ("maintainer", maintainer),
+        ("org", org),
+    )
+    roles = [(role, value) for role, value in asked if value is not None]
+    if len(roles) > 1:
+        raise BadUsage("give only one of --author, --maintainer and --org")
+    group = Group(*roles[0]) if roles else None
     if show_coverage:
-        if project is not None or top is not None or all_time:
-            raise BadUsage("--coverage takes no PROJECT, --top or --all-time")
+        if project is not None or top is not None or all_time or group or with_bytes:
+            raise BadUsage("--coverage takes no PROJECT, --top, --all-time, group or --bytes")
         if len(fields) > 1 or not set(fields) <= set(UNITS):
             raise BadUsage(f"--coverage is --by {' or '.join(UNITS)}")
     else:
         if logs is not None or results is not None:
             raise BadUsage("--logs and --results go with --coverage")
-        if (project is None) == (top is None):
+        if group is not None and project is not None:
+            raise BadUsage(f"--{group.role} totals several projects: give no PROJECT")
+        if group is None and (project is None) == (top is None):
             raise BadUsage("give either PROJECT or --top N")
+        if with_bytes and not any(name in TIME_FIELDS for name in fields):
+            fields = ["day", *fields]
         for name in fields:
             if name not in FIELDS:
                 raise BadUsage(f"unknown field {name!r} for --by (choose from {', '.join(FIELDS)})")
@@ -152,39 +194,40 @@ def stats(
         by_unit = fields[0] if fields else "hour"
         _coverage(settings, logs, results, url, first, last, by_unit, fmt)
         return
-    if top is not None:
-        fields, title = ["project", *fields], "top projects"
-    else:
-        title = f"{project}"
-    span = f"{first} to {last}" if first else f"all time to {last}"
     filters = Filters(mirrors=include_mirrors, ci=include_ci)
     try:
-        if url.startswith("duckdb:"):
-            result = breakdown(duckdb_path(url), project, fields, first, last, top, filters)
-        else:
-            result = clickhouse_breakdown(url, project, fields, first, last, top, filters)
+        source = _stats_source(url)
+        try:
+            among = _members(source, group) if group is not None else None
+            if top is not None:
+                fields, title = ["project", *fields], "top projects"
+            else:
+                title = f"{project}"
+            if group is not None:
+                assert among is not None
+                count = f"{len(among)} project{'s' if len(among) != 1 else ''}"
+                title = f"{'top projects of ' if top else ''}{group.describe()} ({count})"
+            asked = (project, fields, first, last, top, filters)
+            if isinstance(source, Path):
+                result = breakdown(source, *asked, among=among, with_bytes=with_bytes)
+            else:
+                result = clickhouse_stats.breakdown(
+                    source, *asked, among=among, with_bytes=with_bytes
+                )
+        finally:
+            if not isinstance(source, Path):
+                source.close()
     except EmptyWarehouse as exc:
         raise click.ClickException(f"{exc} ({_source(settings, warehouse)})") from exc
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
+    span = f"{first} to {last}" if first else f"all time to {last}"
     click.echo(render(result, fmt, f"{title}, {span}"), nl=False)
 
 
-def clickhouse_breakdown(
-    url: str,
-    project: str | None,
-    fields: list[str],
-    first: date | None,
-    last: date,
-    top: int | None,
-    filters: Filters,
-) -> Breakdown:
-    """:func:`breakdown` of a ClickHouse warehouse."""
-    engine = _clickhouse_reader(url)
-    try:
-        return clickhouse_stats.breakdown(engine, project, fields, first, last, top, filters)
-    finally:
-        engine.close()
+def _stats_source(url: str) -> Path | Engine:
+    """A DuckDB warehouse's path, or a ClickHouse warehouse opened for reading."""
+    return duckdb_path(url) if url.startswith("duckdb:") else _clickhouse_reader(url)
 
 
 def _clickhouse_reader(url: str) -> Engine:
@@ -195,6 +238,20 @@ def _clickhouse_reader(url: str) -> Engine:
         return open_engine(url)
     except ValueError as exc:
         raise BadUsage(str(exc)) from exc
+
+
+def _members(source: Path | Engine, group: Group) -> list[str]:
+    """The group's projects; one line and exit 1 when it has none."""
+    if isinstance(source, Path):
+        with reader(source) as con:
+            members = group_projects(con, group)
+    else:
+        members = clickhouse_stats.group_projects(source, group)
+    if not members:
+        raise click.ClickException(
+            f"no uploaded file's metadata names {group.describe()} (distribution_metadata)"
+        )
+    return members
 
 
 def _coverage(

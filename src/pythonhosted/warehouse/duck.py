@@ -35,6 +35,12 @@ writer's connection in its own process or wait briefly for it to close in anothe
 
 A load into ``file_downloads`` also merges the new rows into the daily rollups and a load of
 either table bumps the data version, in the same transaction (:mod:`.rollups`).
+
+``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
+whose filename the table holds already is skipped in the insert's own transaction (the
+filename is the table's primary key as well), so a batch loaded again after a crash adds
+nothing. Columns the schema gained since a warehouse was made (``file_downloads.response``)
+are added to it when it is opened for loading, NULL in its old rows.
 """
 
 from __future__ import annotations
@@ -42,18 +48,23 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
-from pythonhosted.warehouse import rollups
+import duckdb
+
+from pythonhosted.warehouse import metadata, rollups
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
-from pythonhosted.warehouse.schema import TABLES, Field
+from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
 
 LOADED = "linehaul_loaded_files"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
-_TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN"}
+_TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN", "INTEGER": "BIGINT"}
+DISTRIBUTIONS = "distribution_metadata"
+_TIMESTAMP_FORMATS = {DISTRIBUTIONS: metadata.TIMESTAMP_FORMAT}  # upload times keep their us
 _GLOB = re.compile(r"[*?\[]")  # read_json takes such a path for a pattern
 # Buffers one writev call takes (-1: no fixed limit; 16 is the least POSIX allows).
 _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
@@ -72,22 +83,29 @@ def quote(name: str) -> str:
 
 
 def column_type(field: Field) -> str:
-    """A schema field's DuckDB type: RECORD -> STRUCT, recursively."""
+    """A schema field's DuckDB type: RECORD -> STRUCT, recursively; REPEATED -> a list."""
     if field.type == "RECORD":
         members = ", ".join(f"{quote(f.name)} {column_type(f)}" for f in field.fields)
-        return f"STRUCT({members})"
-    return _TYPES[field.type]
+        base = f"STRUCT({members})"
+    else:
+        base = _TYPES[field.type]
+    return f"{base}[]" if field.mode == "REPEATED" else base
+
+
+def _column_sql(field: Field) -> str:
+    return (
+        f"{quote(field.name)} {column_type(field)}{' NOT NULL' if field.mode == 'REQUIRED' else ''}"
+    )
 
 
 def create_table_sql(table: str) -> str:
-    columns = ", ".join(
-        f"{quote(f.name)} {column_type(f)}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
-        for f in TABLES[table]
-    )
-    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns})"
+    columns = [_column_sql(f) for f in TABLES[table]]
+    if table in UNIQUE_KEYS:
+        columns.append(f"PRIMARY KEY ({quote(UNIQUE_KEYS[table])})")
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(columns)})"
 
 
-def _read_json_sql(table: str, paths: Sequence[str]) -> str:
+def _read_json_sql(table: str, paths: Sequence[str], where: str = "") -> str:
     fields = TABLES[table]
     columns = ", ".join(f"{quote(f.name)}: '{column_type(f)}'" for f in fields)
     names = ", ".join(quote(f.name) for f in fields)
@@ -95,8 +113,23 @@ def _read_json_sql(table: str, paths: Sequence[str]) -> str:
     return (
         f"INSERT INTO {quote(table)} SELECT {names} FROM read_json([{sources}], "
         f"columns={{{columns}}}, format='newline_delimited', "
-        f"timestampformat='{TIMESTAMP_FORMAT}')"
+        f"timestampformat='{_TIMESTAMP_FORMATS.get(table, TIMESTAMP_FORMAT)}') {where}"
     )
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Columns the schema has and an older warehouse's table lacks, added (NULL in its rows)."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+    for field in TABLES[table]:
+        if field.name not in present:
+            con.execute(
+                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(field.name)} {column_type(field)}"
+            )
 
 
 class DuckDBWarehouse:
@@ -113,6 +146,7 @@ class DuckDBWarehouse:
             stale.unlink(missing_ok=True)
         for table in TABLES:
             self.con.execute(create_table_sql(table))
+            _add_missing_columns(self.con, table)
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {LOADED} (name VARCHAR PRIMARY KEY, "
             "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL)"
@@ -177,7 +211,7 @@ class DuckDBWarehouse:
     ) -> LoadResult:
         """One transaction: ``insert`` the files (by index) not loaded before, which returns
         the rows inserted and each file's rows; then their bookkeeping rows."""
-        if table not in TABLES:
+        if table not in EVENT_TABLES:
             raise ValueError(f"unknown table {table!r}")
         result = LoadResult()
         con = self.con
@@ -208,7 +242,39 @@ class DuckDBWarehouse:
             raise
         return result
 
-    def _insert_spooled(self, table: str, contents: Sequence[bytes]) -> int:
+    def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
+        """Insert ``distribution_metadata`` rows (JSON, one per file) whose filename the table
+        does not hold yet, in one transaction that also bumps the data version; the
+        filenames inserted. A filename twice in ``rows`` goes in once."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            with self._spool(rows) as spool:
+                inserted = con.execute(
+                    _read_json_sql(
+                        DISTRIBUTIONS,
+                        [spool],
+                        f"AS new WHERE filename NOT IN (SELECT filename FROM {DISTRIBUTIONS}) "
+                        "QUALIFY row_number() OVER (PARTITION BY filename) = 1 "
+                        "RETURNING filename",
+                    )
+                ).fetchall()
+            if inserted:
+                rollups.bump(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return sorted(row[0] for row in inserted)
+
+    def distribution_files(self) -> set[str]:
+        return {
+            row[0] for row in self.con.execute(f"SELECT filename FROM {DISTRIBUTIONS}").fetchall()
+        }
+
+    @contextmanager
+    def _spool(self, contents: Sequence[bytes]) -> Iterator[str]:
+        """``contents`` as one NDJSON file beside the warehouse, for ``read_json``."""
         with tempfile.NamedTemporaryFile(
             dir=self.path.parent, prefix=f".{self.path.name}.load-", suffix=".json"
         ) as spool:
@@ -218,7 +284,11 @@ class DuckDBWarehouse:
                 if data and not data.endswith(b"\n"):
                     parts.append(b"\n")
             _write_all(spool.fileno(), parts)
-            return self._insert_json(table, [spool.name])
+            yield spool.name
+
+    def _insert_spooled(self, table: str, contents: Sequence[bytes]) -> int:
+        with self._spool(contents) as spool:
+            return self._insert_json(table, [spool])
 
     def _insert_json(self, table: str, paths: Sequence[str]) -> int:
         inserted = self.con.execute(_read_json_sql(table, paths)).fetchone()

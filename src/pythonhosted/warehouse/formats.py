@@ -1,9 +1,10 @@
 """A :class:`~.stats.Breakdown` as a table (rich), JSON, CSV or markdown.
 
 Every format has the same columns: the fields, ``download_count``, ``percent`` (of the
-range's total). The table and markdown end with a Total row; JSON carries ``total``; CSV is
-the rows only, for spreadsheets. Missing values read ``None`` (as pypinfo prints them) in
-text formats and ``null`` in JSON. A :class:`~.coverage.Coverage` uses the same four formats
+range's total), and with bytes ``bytes_sent`` (JSON: ``total_bytes`` too). The table and
+markdown end with a Total row; JSON carries ``total``; CSV is the rows only, for
+spreadsheets. Missing values read ``None`` (as pypinfo prints them) in text formats and
+``null`` in JSON. A :class:`~.coverage.Coverage` uses the same four formats
 with its own columns; hours read ``2021-01-07T20:00Z``.
 """
 
@@ -35,26 +36,36 @@ def _text(value: Any) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
+def _split(result: Breakdown, row: tuple[Any, ...]) -> tuple[list[Any], int, list[int]]:
+    """A row's field values, its count, and its bytes (a list of one, or none)."""
+    width = len(result.fields)
+    return list(row[:width]), row[width], list(row[width + 1 :])
+
+
 def _lines(result: Breakdown) -> list[list[str]]:
-    """Text cells per row: field values, count, percent."""
+    """Text cells per row: field values, count, percent[, bytes]."""
     out = []
-    for *values, count in result.rows:
+    for row in result.rows:
+        values, count, sent = _split(result, row)
         percent = f"{_percent(count, result.total):.2f}%"
-        out.append([*map(_text, values), str(count), percent])
+        out.append([*map(_text, values), str(count), percent, *map(str, sent)])
     return out
 
 
 def render(result: Breakdown, fmt: str, title: str) -> str:
     """The breakdown in format ``fmt`` (one of :data:`FORMATS`), ending with a newline."""
-    rows = [
-        {
-            **{name: _json(value) for name, value in zip(result.fields, values, strict=True)},
-            "download_count": count,
-            "percent": _percent(count, result.total),
-        }
-        for *values, count in result.rows
-    ]
-    document = {
+    rows = []
+    for row in result.rows:
+        values, count, sent = _split(result, row)
+        rows.append(
+            {
+                **{name: _json(value) for name, value in zip(result.fields, values, strict=True)},
+                "download_count": count,
+                "percent": _percent(count, result.total),
+                **({"bytes_sent": sent[0]} if sent else {}),
+            }
+        )
+    document: dict[str, Any] = {
         "title": title,
         "start": result.start.isoformat() if result.start else None,
         "end": result.end.isoformat(),
@@ -65,7 +76,11 @@ def render(result: Breakdown, fmt: str, title: str) -> str:
     total_row = ["Total", *([""] * (len(result.fields) - 1))] if result.fields else []
     total_row += [str(result.total), "100.00%" if result.total else ""]
     header = [*result.fields, "download_count", "percent"]
-    numeric = {"download_count", "percent"}
+    numeric = {"download_count", "percent", "bytes_sent"}
+    if result.total_bytes is not None:
+        document["total_bytes"] = result.total_bytes
+        total_row.append(str(result.total_bytes))
+        header.append("bytes_sent")
     return sheet(fmt, title, header, numeric, _lines(result), total_row, document)
 
 

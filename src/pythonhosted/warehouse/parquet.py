@@ -1,7 +1,8 @@
 """Export the DuckDB warehouse as Parquet, partitioned by date, into any object store.
 
 Layout: ``{table}/date=YYYY-MM-DD/data_0.parquet`` (Hive-style, so DuckDB, Spark, BigQuery
-external tables and pandas read the date back as a column). DuckDB writes the files itself
+external tables and pandas read the date back as a column), the date of the table's time
+column (``timestamp``; ``distribution_metadata``'s ``upload_time``). DuckDB writes the files itself
 (no pyarrow); they are uploaded whole, and objects under ``{table}/`` that this export did
 not write (partitions from an earlier export that no longer exist) are deleted afterwards,
 so the store ends as an exact copy. Readers during an export may see old and new partitions.
@@ -17,7 +18,7 @@ from pathlib import Path
 from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.duck import quote
-from pythonhosted.warehouse.schema import TABLES
+from pythonhosted.warehouse.schema import TABLES, TIME_COLUMNS
 
 
 def write_parquet(warehouse: Path, out: Path) -> list[Path]:
@@ -25,8 +26,9 @@ def write_parquet(warehouse: Path, out: Path) -> list[Path]:
     with reading(warehouse) as con:
         for table in TABLES:
             target = str(out / table).replace("'", "''")
+            time = quote(TIME_COLUMNS[table])
             con.execute(
-                f'COPY (SELECT *, CAST("timestamp" AS DATE) AS date FROM {quote(table)}) '
+                f"COPY (SELECT *, CAST({time} AS DATE) AS date FROM {quote(table)}) "
                 f"TO '{target}' (FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE)"
             )
     return sorted(path.relative_to(out) for path in out.rglob("*.parquet"))

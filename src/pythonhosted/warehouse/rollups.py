@@ -1,5 +1,13 @@
 """Daily rollups of ``file_downloads``, so stats cost O(days) instead of O(rows).
 
+What counts as a download (:data:`COUNTED`): a row whose response sent the file's first
+byte, a 200 or a 206 whose range starts at byte 0, and every row of a reference log line
+(they do not say). Installers reading a wheel's metadata by ranges (uv: the last 16 KiB, then
+the METADATA member; pip's lazy wheels: the tail) never read byte 0 of a file larger than
+that read, so their reads are not downloads; a resumed or segmented download reads byte 0
+once (its first range, or its first plain GET), so it counts once. A file smaller than the
+tail read is read whole by it, and that read counts.
+
 ``download_rollups`` holds, per UTC day, project (PEP 503-normalised), mirror flag and CI
 flag (``details.ci`` as stored: true, false or null), the downloads in total (``dimension``
 ``''``) and per value of each of :data:`DIMENSIONS` (``version``, ``installer``, ``python``
@@ -50,7 +58,9 @@ DIMENSIONS: dict[str, str] = {
     "system": "details.system.name",
     "country": "country_code",
 }
-DEFINITION = f"2;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)}"
+COUNTED = "coalesce(response.range_start, 0) = 0"
+"""SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
+DEFINITION = f"3;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};counted={COUNTED}"
 
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (day DATE NOT NULL, project VARCHAR NOT NULL, "
@@ -86,7 +96,7 @@ def aggregate_sql(where: str, *, one_row_per_key: bool = True) -> str:
         f"CASE {value} END AS value, mirror, ci, count(*) AS downloads FROM ("
         f'SELECT CAST("timestamp" AS DATE) AS day, project, '
         f"{mirror_sql()} AS mirror, details.ci AS ci, {columns} "
-        f"FROM file_downloads WHERE {where}) GROUP BY GROUPING SETS ({sets})"
+        f"FROM file_downloads WHERE ({where}) AND {COUNTED}) GROUP BY GROUPING SETS ({sets})"
     )
     normalized = (
         f"SELECT day, {NORMALIZED} AS project, dimension, "

@@ -8,7 +8,14 @@ Both count the same rows: the rollups are maintained in the loads' transactions 
 compare the two. Date ranges are inclusive, UTC; percentages are of the range's total.
 Field names follow pypinfo where it has one.
 
-Mirrors (:mod:`.mirrors`) and CI downloads are counted or left out as asked.
+Mirrors (:mod:`.mirrors`) and CI downloads are counted or left out as asked. A download is a
+row that sent the file's first byte (:data:`.rollups.COUNTED`: a 200, a 206 from byte 0, or a
+reference row); ``with_bytes`` adds the body bytes every response of the group sent, ranges
+that are not downloads included, and reads the rows.
+
+``among`` narrows a breakdown to a set of projects (an author's, a maintainer's, an org's:
+:mod:`.groups`); ``requires-python`` reads ``distribution_metadata`` (the downloaded file's
+``Requires-Python``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from packaging.utils import canonicalize_name
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.mirrors import mirror_sql
-from pythonhosted.warehouse.rollups import DIMENSIONS, PROJECTS, PYTHON_MINOR, ROLLUPS
+from pythonhosted.warehouse.rollups import COUNTED, DIMENSIONS, PROJECTS, PYTHON_MINOR, ROLLUPS
 
 FIELDS: dict[str, str] = {
     "day": 'CAST("timestamp" AS DATE)',
@@ -49,6 +56,9 @@ FIELDS: dict[str, str] = {
     "cpu": "details.cpu",
     "country": "country_code",
     "ci": "details.ci",
+    "status": "response.status",
+    "requires-python": "(SELECT requires_python FROM distribution_metadata AS m "
+    "WHERE m.filename = file_downloads.file.filename)",
 }
 TIME_FIELDS = ("day", "week", "month")
 # The same time fields over a rollup's ``day``.
@@ -86,10 +96,11 @@ class Breakdown:
     """Counts per combination of ``fields`` (sorted), and the total of the range."""
 
     fields: list[str]
-    rows: list[tuple[Any, ...]]  # field values..., download_count
+    rows: list[tuple[Any, ...]]  # field values..., download_count[, bytes_sent]
     total: int
     start: date | None
     end: date
+    total_bytes: int | None = None  # with bytes: every row's sum
 
 
 def _order(fields: list[str]) -> str:
@@ -113,6 +124,11 @@ def reader(path: Path, *, downloads: bool = True) -> Iterator[duckdb.DuckDBPyCon
             raise WarehouseError(
                 f"the warehouse at {path} has no rollups yet (made by an older release): "
                 "run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
+            )
+        if downloads and not _has_table(con, "distribution_metadata"):
+            raise WarehouseError(
+                f"the warehouse at {path} has no distribution_metadata yet (made by an older "
+                "release): run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
             )
         yield con
 
@@ -162,9 +178,13 @@ def breakdown(
     end: date,
     limit: int | None = None,
     filters: Filters = Filters(),
+    *,
+    among: list[str] | None = None,
+    with_bytes: bool = False,
 ) -> Breakdown:
-    """Downloads of ``project`` (every project when None) from ``start`` to ``end``
-    inclusive (all time when ``start`` is None), counted per combination of ``fields``.
+    """Downloads of ``project`` (every project when None, or those ``among`` a list of
+    normalised names) from ``start`` to ``end`` inclusive (all time when ``start`` is None),
+    counted per combination of ``fields``; ``with_bytes``: and the bytes sent.
 
     The project matches in its normalised form (PEP 503); UnknownProject when no download of
     it was ever recorded.
@@ -174,7 +194,9 @@ def breakdown(
         raise ValueError(f"unknown field {unknown[0]!r} (choose from {', '.join(FIELDS)})")
     with reader(path) as con:
         normalized = check_project(con, project) if project is not None else None
-        return query_breakdown(con, normalized, fields, start, end, limit, filters)
+        return query_breakdown(
+            con, normalized, fields, start, end, limit, filters, among=among, with_bytes=with_bytes
+        )
 
 
 def query_breakdown(
@@ -185,27 +207,36 @@ def query_breakdown(
     end: date,
     limit: int | None = None,
     filters: Filters = Filters(),
+    *,
+    among: list[str] | None = None,
+    with_bytes: bool = False,
 ) -> Breakdown:
     """:func:`breakdown` on an open connection, for a checked normalised project name."""
     grouped = [name for name in fields if name != "project"] if normalized is None else fields
-    dimension = rollup_dimension(grouped)
+    dimension = None if with_bytes else rollup_dimension(grouped)
     top = normalized is None and "project" in fields
-    if dimension is not None and (normalized is not None or top):
-        sql, params = _rollup_sql(normalized, fields, dimension, start, end, filters)
+    if dimension is not None and (normalized is not None or top or among is not None):
+        sql, params = _rollup_sql(normalized, fields, dimension, start, end, filters, among)
     else:
-        sql, params = _rows_sql(normalized, fields, start, end, filters)
+        sql, params = _rows_sql(normalized, fields, start, end, filters, among, with_bytes)
+    sums = "sum(download_count) OVER ()" + (", sum(bytes_sent) OVER ()" if with_bytes else "")
+    extra = 2 if with_bytes else 1
     if fields:
-        sql = f"SELECT *, sum(download_count) OVER () FROM ({sql}) ORDER BY {_order(fields)}"
+        sql = f"SELECT *, {sums} FROM ({sql}) ORDER BY {_order(fields)}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         found = con.execute(sql, params).fetchall()
-        total = int(found[0][-1]) if found else 0
-        rows = [row[:-1] for row in found]
+        total = int(found[0][-extra]) if found else 0
+        total_bytes = int(found[0][-1] or 0) if found else 0
+        rows = [row[:-extra] for row in found]
     else:
         found = con.execute(sql, params).fetchall()
         total = int(found[0][0] or 0)
-        rows = found if total else []
-    return Breakdown(fields, rows, total, start, end)
+        total_bytes = int(found[0][-1] or 0)
+        rows = found if total or total_bytes else []
+    if with_bytes:
+        rows = [(*row[:-1], int(row[-1] or 0)) for row in rows]
+    return Breakdown(fields, rows, total, start, end, total_bytes if with_bytes else None)
 
 
 def _range(column: str, start: date | None, end: date, *, timestamp: bool) -> tuple[str, list[Any]]:
@@ -226,6 +257,7 @@ def _rollup_sql(
     start: date | None,
     end: date,
     filters: Filters,
+    among: list[str] | None,
 ) -> tuple[str, list[Any]]:
     where, params = _range("day", start, end, timestamp=False)
     where += " AND dimension = ?"
@@ -233,6 +265,9 @@ def _rollup_sql(
     if normalized is not None:
         where += " AND project = ?"
         params.append(normalized)
+    elif among is not None:
+        where += " AND list_contains(?, project)"
+        params.append(among)
     if not filters.mirrors:
         where += " AND NOT mirror"
     if not filters.ci:
@@ -253,21 +288,31 @@ def _rows_sql(
     start: date | None,
     end: date,
     filters: Filters,
+    among: list[str] | None = None,
+    with_bytes: bool = False,
 ) -> tuple[str, list[Any]]:
     where, params = _range('"timestamp"', start, end, timestamp=True)
     if normalized is not None:
         # The stored spellings of the name: an IN list keeps DuckDB's filter pushdown.
         where += f" AND project IN (SELECT name FROM {PROJECTS} WHERE normalized = ?)"
         params.append(normalized)
+    elif among is not None:
+        where += f" AND project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
+        params.append(among)
     if not filters.mirrors:
         where += f" AND NOT {mirror_sql()}"
     if not filters.ci:
         where += " AND details.ci IS NOT TRUE"
     columns = {**FIELDS, "project": "lower(regexp_replace(project, '[-_.]+', '-', 'g'))"}
     selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
+    if with_bytes:  # every response's bytes: the downloads counted among them
+        counts = [
+            f"count(*) FILTER (WHERE {COUNTED}) AS download_count",
+            "sum(response.bytes_sent)::BIGINT AS bytes_sent",
+        ]
+    else:
+        where += f" AND {COUNTED}"
+        counts = ["count(*) AS download_count"]
     group = "GROUP BY ALL" if fields else ""
-    sql = (
-        f"SELECT {', '.join([*selected, 'count(*) AS download_count'])} "
-        f"FROM file_downloads WHERE {where} {group}"
-    )
+    sql = f"SELECT {', '.join([*selected, *counts])} FROM file_downloads WHERE {where} {group}"
     return sql, params

@@ -10,6 +10,33 @@ class Unsatisfiable(ValueError):
     """A syntactically valid Range that selects nothing: answer 416."""
 
 
+# Positions past any object's size (an int64's 19 digits): longer digit strings stand for this,
+# rather than reaching int(), which refuses strings of over 4,300 digits with a ValueError.
+_BEYOND = 10**19
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < 19 else _BEYOND
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²" and "١"
+
+
+def delta_seconds(text: str) -> int | None:
+    """A Cache-Control or Age delta-seconds value (RFC 9111 §1.2.2), None when malformed.
+
+    Past 2**31 it is 2**31, as the RFC asks: an upstream's thousand-digit ``max-age`` (or a
+    Latin-1 "²", which ``str.isdigit`` accepts) must not raise on its way through int().
+    """
+    text = text.strip()
+    if not _digits(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 10 and int(digits) < 2**31 else 2**31
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The byte span ``[start, end)`` a ``Range`` header asks for, or None for the whole.
 
@@ -26,16 +53,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = first.strip(), last.strip()
     if not first:
-        if not last.isdigit():
+        if not _digits(last):
             return None
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise Unsatisfiable(header)
         return max(0, size - suffix), size
-    if not first.isdigit() or (last and not last.isdigit()):
+    if not _digits(first) or (last and not _digits(last)):
         return None
-    start = int(first)
-    end = int(last) + 1 if last else size
+    start = _position(first)
+    end = _position(last) + 1 if last else size
     if last and end <= start:
         return None
     if start >= size:

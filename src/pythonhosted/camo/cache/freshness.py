@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from pythonhosted.web.http import delta_seconds
+
 #: ``name`` or ``name=token`` or ``name="quoted"``, comma-separated
 _DIRECTIVE = re.compile(
     r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*))?\s*'
@@ -57,7 +59,8 @@ def _seconds(text: str | None) -> float | None:
     """A delta-seconds value; None if absent, 0 if malformed (RFC 9111: treat as stale)."""
     if text is None:
         return None
-    return float(text) if text.isdigit() else 0.0
+    seconds = delta_seconds(text)
+    return float(seconds) if seconds is not None else 0.0
 
 
 def _http_date(value: bytes | None) -> float | None:
