@@ -32,6 +32,16 @@ microseconds between the two would make the retry drop a file that is not there
 ``tests/warehouse/test_clickhouse_load.py`` checks rows and rollups after every round.
 
 Rows count per file for the bookkeeping: the file's lines (the insert is all or nothing).
+
+**distribution_metadata**, a row per uploaded file (``add_distributions``): the filenames the
+table holds are asked first and left out, the rest go in as one insert (one block, so all or
+none) whose token derives from their filenames, then the batch is booked in
+``linehaul_loaded_files`` under ``distribution_metadata/`` and that token (which moves the
+stats web's data version). A publish killed after the insert finds the filenames there on its
+retry and adds nothing; two publishers adding the same batch at once send the same token, and
+ClickHouse drops the second. The table is a ``ReplacingMergeTree`` keyed by filename
+(:mod:`.tables`), so even batches that overlap otherwise end as one row per file, which
+readers see at once by reading with ``FINAL``.
 """
 
 from __future__ import annotations
@@ -41,12 +51,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import orjson
 
 from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.clickhouse import tables
 from pythonhosted.warehouse.clickhouse.engines import Engine, open_engine, settings_sql
 from pythonhosted.warehouse.clickhouse.tables import DEFINITION, DEFINITIONS, LOADED, quote
-from pythonhosted.warehouse.schema import TABLES
+from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES
+
+DISTRIBUTIONS = "distribution_metadata"
 
 # Far above a result file (ingest writes parts of about 64 MiB): one block, one part.
 _ONE_BLOCK = 1 << 40
@@ -158,11 +171,15 @@ class ClickHouseWarehouse:
 
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
         """Each file not booked yet: one deduplicated insert, then its bookkeeping."""
+        if table not in EVENT_TABLES:
+            raise ValueError(f"unknown table {table!r}")
         return self._load(table, [(name, data, ndjson_rows(data)) for name, data in files])
 
     def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
         """Files on this machine: chDB reads them where they lie; the rows of each are its
         lines (counted, as a writer's hint cannot be checked against a per-file insert)."""
+        if table not in EVENT_TABLES:
+            raise ValueError(f"unknown table {table!r}")
         return self._load(
             table, [(file.name, file.path, ndjson_rows(file.path.read_bytes())) for file in files]
         )
@@ -207,6 +224,41 @@ class ClickHouseWarehouse:
                 )
         result.loaded = [name for name, _ in done]
         return result
+
+    def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
+        """``distribution_metadata`` rows whose filename the table lacks, in one insert (see
+        the module doc); the filenames added. A filename twice in ``rows`` goes in once."""
+        by_name: dict[str, bytes] = {}
+        for row in rows:
+            by_name.setdefault(str(orjson.loads(row)["filename"]), row)
+        present = self._filenames(sorted(by_name))
+        fresh = sorted(name for name in by_name if name not in present)
+        if not fresh:
+            return []
+        batch = "\0".join(fresh)
+        data = b"".join(by_name[name].rstrip(b"\n") + b"\n" for name in fresh)
+        self.engine.insert(insert_sql(DISTRIBUTIONS, batch), data)
+        self.engine.command(
+            f"INSERT INTO {LOADED} VALUES ({{name:String}}, {{table:String}}, "
+            "{rows:UInt64}, now64(3))",
+            {
+                "name": f"{DISTRIBUTIONS}/{token(DISTRIBUTIONS, batch)}",
+                "table": DISTRIBUTIONS,
+                "rows": len(fresh),
+            },
+        )
+        return fresh
+
+    def distribution_files(self) -> set[str]:
+        return set(self._filenames(None))
+
+    def _filenames(self, names: list[str] | None) -> set[str]:
+        """Which of ``names`` (all, for None) ``distribution_metadata`` holds."""
+        sql = f"SELECT DISTINCT filename FROM {DISTRIBUTIONS}"
+        if names is None:
+            return {row[0] for row in self.engine.rows(sql)}
+        found = self.engine.rows(sql + " WHERE filename IN {names:Array(String)}", {"names": names})
+        return {row[0] for row in found}
 
     def rebuild_rollups(self) -> None:
         rebuild(self.engine)

@@ -1,7 +1,8 @@
 """Parquet out of and into a ClickHouse warehouse, in the layout of DuckDB's export.
 
-Export writes ``{table}/date=YYYY-MM-DD/data_0.parquet`` (rows without a timestamp, which
-the parser never writes, under ``date=NULL``), the engine writing each day's file itself
+Export writes ``{table}/date=YYYY-MM-DD/data_0.parquet``, the date of the table's time column
+(``timestamp``; ``distribution_metadata``'s ``upload_time``; rows without one, which the
+parser never writes, under ``date=NULL``), the engine writing each day's file itself
 (streamed to a local file, then uploaded), and deletes objects under ``{table}/`` that it did
 not write, as :mod:`pythonhosted.warehouse.parquet` does for DuckDB. ClickHouse writes
 RECORDs as Parquet structs, TIMESTAMP as microseconds in UTC.
@@ -26,7 +27,7 @@ from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.clickhouse.tables import quote
-from pythonhosted.warehouse.schema import TABLES
+from pythonhosted.warehouse.schema import TABLES, TIME_COLUMNS, UNIQUE_KEYS
 
 
 def write_parquet(engine: Engine, out: Path) -> list[Path]:
@@ -34,15 +35,17 @@ def write_parquet(engine: Engine, out: Path) -> list[Path]:
     written = []
     for table in TABLES:
         columns = ", ".join(quote(field.name) for field in TABLES[table])
+        time = quote(TIME_COLUMNS[table])
         days: list[date | None] = [
-            row[0] for row in engine.rows(f"SELECT DISTINCT toDate(timestamp) FROM {quote(table)}")
+            row[0] for row in engine.rows(f"SELECT DISTINCT toDate({time}) FROM {quote(table)}")
         ]
         for day in days:
             folder = Path(table) / f"date={day.isoformat() if day else 'NULL'}"
             (out / folder).mkdir(parents=True, exist_ok=True)
-            where = "toDate(timestamp) = {day:Date32}" if day else "timestamp IS NULL"
+            where = f"toDate({time}) = {{day:Date32}}" if day else f"{time} IS NULL"
+            final = " FINAL" if table in UNIQUE_KEYS else ""
             engine.export(
-                f"SELECT {columns} FROM {quote(table)} WHERE {where}",
+                f"SELECT {columns} FROM {quote(table)}{final} WHERE {where}",
                 {"day": day} if day else {},
                 "Parquet",
                 out / folder / "data_0.parquet",

@@ -20,15 +20,20 @@ types, so a null RECORD is stored as a record of nulls (``details: null`` reads 
 
 Row tables are ``MergeTree`` ordered by ``(project, timestamp)``, as clickpy orders its
 ``pypi`` table: a project's rows sit together, so the queries of one project read few
-granules. They keep the last :data:`DEDUPLICATION_WINDOW` insert tokens (see
-:mod:`.load` for why).
+granules. A table with a unique key (:data:`~pythonhosted.warehouse.schema.UNIQUE_KEYS`:
+``distribution_metadata``'s ``filename``) is a ``ReplacingMergeTree`` ordered by it, so a row
+that went in twice (two publishers adding the same upload at once) is one after merges, and
+readers ask with ``FINAL``. Every table keeps the last :data:`DEDUPLICATION_WINDOW` insert
+tokens (see :mod:`.load` for why). Modes are not kept: a REQUIRED column is ``Nullable`` as
+well, so a table made before a column's mode was known never needs a type change.
 
 The rollups are clickpy's design: a ``SummingMergeTree`` target fed by a materialized view
 (``download_rollups_mv``) on every insert into ``file_downloads``. ClickHouse runs the view
 on each inserted block and sums rows of one key in the background; readers sum again, so
-they never depend on when merges happen. ``project_names`` is a ``ReplacingMergeTree`` fed
-the same way. The view's query is :func:`rollup_select`, which ``rebuild`` also runs over
-all rows.
+they never depend on when merges happen. Only downloads go into them: rows that sent the
+file's first byte (:data:`COUNTED`, as :data:`pythonhosted.warehouse.rollups.COUNTED`).
+``project_names`` is a ``ReplacingMergeTree`` fed the same way. The view's query is
+:func:`rollup_select`, which ``rebuild`` also runs over all rows.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import re
 
 from pythonhosted.warehouse.mirrors import MIRRORS
 from pythonhosted.warehouse.rollups import DIMENSIONS
-from pythonhosted.warehouse.schema import TABLES, Field
+from pythonhosted.warehouse.schema import TABLES, UNIQUE_KEYS, Field
 
 LOADED = "linehaul_loaded_files"
 ROLLUPS = "download_rollups"
@@ -72,7 +77,12 @@ DIMENSION_SQL: dict[str, str] = {
     "country": "country_code",
 }
 assert set(DIMENSION_SQL) == set(DIMENSIONS)
-DEFINITION = f"clickhouse 1;dimensions={','.join(DIMENSION_SQL)};mirrors={','.join(MIRRORS)}"
+# A download: the response sent the file's first byte (reference rows have no response).
+COUNTED = "ifNull(response.range_start, 0) = 0"
+DEFINITION = (
+    f"clickhouse 2;dimensions={','.join(DIMENSION_SQL)};mirrors={','.join(MIRRORS)};"
+    f"counted={COUNTED}"
+)
 
 
 def quote(name: str) -> str:
@@ -104,10 +114,13 @@ def columns_sql(table: str, *, codecs: bool = False) -> str:
 
 def create_table_sql(table: str) -> str:
     names = {field.name for field in TABLES[table]}
-    order = [name for name in ("project", "timestamp") if name in names]
+    if table in UNIQUE_KEYS:
+        engine, order = "ReplacingMergeTree", [UNIQUE_KEYS[table]]
+    else:
+        engine, order = "MergeTree", [name for name in ("project", "timestamp") if name in names]
     return (
         f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table, codecs=True)}) "
-        "ENGINE = MergeTree "
+        f"ENGINE = {engine} "
         f"ORDER BY ({', '.join(map(quote, order))}) "
         f"SETTINGS allow_nullable_key = 1, "
         f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
@@ -138,8 +151,8 @@ def alter_columns_sql(table: str, existing: dict[str, str]) -> list[str]:
 
 
 def rollup_select(source: str = "file_downloads") -> str:
-    """The rollup rows of ``source``'s rows: per day, project, mirror and CI flag, the total
-    (dimension ``''``) and the count per value of each dimension, in one scan."""
+    """The rollup rows of ``source``'s downloads: per day, project, mirror and CI flag, the
+    total (dimension ``''``) and the count per value of each dimension, in one scan."""
     pairs = ", ".join(
         ["('', CAST(NULL AS Nullable(String)))"]
         + [f"('{name}', CAST({sql} AS Nullable(String)))" for name, sql in DIMENSION_SQL.items()]
@@ -148,7 +161,7 @@ def rollup_select(source: str = "file_downloads") -> str:
         "SELECT day, normalized AS project, pair.1 AS dimension, pair.2 AS value, mirror, ci, "
         "toInt64(count()) AS downloads FROM ("
         f"SELECT toDate(timestamp) AS day, {NORMALIZED} AS normalized, {MIRROR} AS mirror, "
-        f"details.ci AS ci, arrayJoin([{pairs}]) AS pair FROM {source}"
+        f"details.ci AS ci, arrayJoin([{pairs}]) AS pair FROM {source} WHERE {COUNTED}"
         ") GROUP BY day, normalized, dimension, value, mirror, ci"
     )
 
