@@ -260,7 +260,8 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
     """All-time total, first and last day with downloads, recent totals, top versions, and
     the latest release (:func:`latest_release`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return {**clickhouse.summary(con, project, end, filters), "latest": latest_release(con, project)}
+        found = clickhouse.summary(con, project, end, filters)
+        return {**found, "latest": latest_release(con, project)}
     where = "project = ? AND dimension = ?"
     if not filters.mirrors:
         where += " AND NOT mirror"

@@ -207,12 +207,12 @@ def stats(
                 assert among is not None
                 count = f"{len(among)} project{'s' if len(among) != 1 else ''}"
                 title = f"{'top projects of ' if top else ''}{group.describe()} ({count})"
-            asked = (project, fields, first, last, top, filters)
+            question = (project, fields, first, last, top, filters)
             if isinstance(source, Path):
-                result = breakdown(source, *asked, among=among, with_bytes=with_bytes)
+                result = breakdown(source, *question, among=among, with_bytes=with_bytes)
             else:
                 result = clickhouse_stats.breakdown(
-                    source, *asked, among=among, with_bytes=with_bytes
+                    source, *question, among=among, with_bytes=with_bytes
                 )
         finally:
             if not isinstance(source, Path):

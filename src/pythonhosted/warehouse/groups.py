@@ -19,9 +19,10 @@ Names and addresses compare without regard to case or surrounding blanks. The ta
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import duckdb
@@ -96,12 +97,21 @@ def _matches(group: Group, who: _Who) -> bool:
     return any(domain == wanted or domain.endswith("." + wanted) for domain in domains)
 
 
+FACTS_SQL = (
+    "SELECT DISTINCT name, author, author_email, maintainer, maintainer_email, home_page, "
+    "download_url, project_urls FROM distribution_metadata"
+)
+"""What a group is read from, in SQL that DuckDB and ClickHouse both take."""
+
+
 def group_projects(con: duckdb.DuckDBPyConnection, group: Group) -> list[str]:
     """The normalised names of the group's projects, sorted."""
-    rows = con.execute(
-        "SELECT DISTINCT name, author, author_email, maintainer, maintainer_email, home_page, "
-        "download_url, project_urls FROM distribution_metadata"
-    ).fetchall()
+    return members(group, con.execute(FACTS_SQL).fetchall())
+
+
+def members(group: Group, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The normalised names of the group's projects among the rows of :data:`FACTS_SQL`,
+    however a warehouse answered it; sorted."""
     found = set()
     for name, author, author_email, maintainer, maintainer_email, home, download, labelled in rows:
         urls = [url for url in (home, download) if url]

@@ -6,6 +6,12 @@ every answer): a breakdown by time and at most one rolled-up field reads the rol
 ``SummingMergeTree`` the materialized view fills; rows of one key are summed here, as merges
 happen whenever ClickHouse likes), any other breakdown is one ``GROUP BY`` over the rows,
 which sit ordered by project, so one project's rows are a few granules of the table.
+
+A download is a row that sent the file's first byte (:data:`.tables.COUNTED`, in the rollups
+already); ``with_bytes`` reads the rows and adds the bytes every response sent.
+``requires-python`` joins ``distribution_metadata`` on the downloaded file's name (DuckDB asks
+a correlated subquery, which ClickHouse servers before 25.x lack); ``among`` narrows to a
+group's projects (:mod:`pythonhosted.warehouse.groups`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from packaging.utils import canonicalize_name
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.tables import (
+    COUNTED,
     LOADED,
     MIRROR,
     NORMALIZED,
@@ -25,6 +32,7 @@ from pythonhosted.warehouse.clickhouse.tables import (
     PYTHON_MINOR,
     ROLLUPS,
 )
+from pythonhosted.warehouse.groups import FACTS_SQL, Group, members
 from pythonhosted.warehouse.stats import (
     FIELDS,
     TIME_FIELDS,
@@ -56,8 +64,16 @@ ROW_FIELDS: dict[str, str] = {
     "cpu": "details.cpu",
     "country": "country_code",
     "ci": "details.ci",
+    "status": "response.status",
+    "requires-python": "uploaded.requires_python",
 }
 assert set(ROW_FIELDS) == set(FIELDS)
+# Each downloaded file's Requires-Python, for the ``requires-python`` field.
+_UPLOADED = (
+    " LEFT JOIN (SELECT filename, any(requires_python) AS requires_python "
+    "FROM distribution_metadata FINAL GROUP BY filename) AS uploaded "
+    "ON uploaded.filename = file_downloads.file.filename"
+)
 _ROLLUP_TIME = {"day": "day", "week": "toMonday(day)", "month": "formatDateTime(day, '%Y-%m')"}
 PERIOD_START = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
 _NOT_CI = "NOT ifNull(ci, false)"
@@ -85,6 +101,11 @@ def check_ready(engine: Engine) -> None:
     if PROJECTS not in tables:
         raise WarehouseError(
             f"the warehouse at {engine.name} has no rollups yet: let publish load once"
+        )
+    if "distribution_metadata" not in tables:
+        raise WarehouseError(
+            f"the warehouse at {engine.name} has no distribution_metadata yet (made by an older "
+            "release): let publish load once"
         )
 
 
@@ -125,21 +146,30 @@ def query_breakdown(
     end: date,
     limit: int | None = None,
     filters: Filters = EVERYTHING_BUT_MIRRORS,
+    *,
+    among: list[str] | None = None,
+    with_bytes: bool = False,
 ) -> Breakdown:
     """:func:`pythonhosted.warehouse.stats.query_breakdown`, of ClickHouse."""
     grouped = [name for name in fields if name != "project"] if normalized is None else fields
-    dimension = rollup_dimension(grouped)
+    dimension = None if with_bytes else rollup_dimension(grouped)
     top = normalized is None and "project" in fields
     params: dict[str, object] = {"end": end, "start": start or FIRST_DAY}
     if normalized is not None:
         params["project"] = normalized
-    if dimension is not None and (normalized is not None or top):
+    elif among is not None:
+        params["among"] = among
+    counts = ["toInt64(count()) AS download_count"]
+    if dimension is not None and (normalized is not None or top or among is not None):
         columns = {**_ROLLUP_TIME, "project": "project", "ci": "ci", dimension: "value"}
         params["dimension"] = dimension
         where = "day BETWEEN {start:Date32} AND {end:Date32} AND dimension = {dimension:String}"
         if normalized is not None:
             where += " AND project = {project:String}"
-        count, source = "toInt64(sum(downloads))", ROLLUPS
+        elif among is not None:
+            where += " AND has({among:Array(String)}, project)"
+        counts = ["toInt64(sum(downloads)) AS download_count"]
+        source = ROLLUPS
     else:
         columns = ROW_FIELDS
         params["after"] = datetime.combine(end + timedelta(days=1), time())
@@ -150,25 +180,42 @@ def query_breakdown(
         if normalized is not None:
             spellings = f"SELECT name FROM {PROJECTS} WHERE normalized = {{project:String}}"
             where += f" AND project IN ({spellings})"
-        count, source = "toInt64(count())", "file_downloads"
-    where += _filters(filters, rows=source == "file_downloads")
+        elif among is not None:
+            spellings = (
+                f"SELECT name FROM {PROJECTS} WHERE has({{among:Array(String)}}, normalized)"
+            )
+            where += f" AND project IN ({spellings})"
+        if with_bytes:  # every response's bytes: the downloads counted among them
+            counts = [
+                f"toInt64(countIf({COUNTED})) AS download_count",
+                "toInt64(sum(response.bytes_sent)) AS bytes_sent",
+            ]
+        else:
+            where += f" AND {COUNTED}"
+        source = "file_downloads" + (_UPLOADED if "requires-python" in fields else "")
+    where += _filters(filters, rows=source != ROLLUPS)
     selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
-    sql = (
-        f"SELECT {', '.join([*selected, f'{count} AS download_count'])} FROM {source} WHERE {where}"
-    )
+    sql = f"SELECT {', '.join([*selected, *counts])} FROM {source} WHERE {where}"
+    extra = len(counts)
     if not fields:
         found = engine.rows(sql, params)
         total = int(found[0][0] or 0)
-        return Breakdown(fields, found if total else [], total, start, end)
-    sql = (
-        f"SELECT *, toInt64(sum(download_count) OVER ()) FROM ({sql} GROUP BY ALL "
-        f"HAVING download_count > 0) ORDER BY {_order(fields)}"
-    )
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    found = engine.rows(sql, params)
-    total = int(found[0][-1]) if found else 0
-    return Breakdown(fields, [row[:-1] for row in found], total, start, end)
+        total_bytes = int(found[0][-1] or 0)
+        rows = found if total or (with_bytes and total_bytes) else []
+    else:
+        totals = ["download_count", "bytes_sent"][:extra]
+        sums = ", ".join(f"toInt64(sum({name}) OVER ())" for name in totals)
+        having = "" if with_bytes else " HAVING download_count > 0"
+        sql = f"SELECT *, {sums} FROM ({sql} GROUP BY ALL{having}) ORDER BY {_order(fields)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        found = engine.rows(sql, params)
+        total = int(found[0][-extra]) if found else 0
+        total_bytes = int(found[0][-1] or 0) if found else 0
+        rows = [row[:-extra] for row in found]
+    if with_bytes:
+        rows = [(*row[:-1], int(row[-1] or 0)) for row in rows]
+    return Breakdown(fields, rows, total, start, end, total_bytes if with_bytes else None)
 
 
 def breakdown(
@@ -179,6 +226,9 @@ def breakdown(
     end: date,
     limit: int | None = None,
     filters: Filters = EVERYTHING_BUT_MIRRORS,
+    *,
+    among: list[str] | None = None,
+    with_bytes: bool = False,
 ) -> Breakdown:
     """:func:`pythonhosted.warehouse.stats.breakdown`, of ClickHouse."""
     unknown = [name for name in fields if name not in FIELDS]
@@ -186,7 +236,26 @@ def breakdown(
         raise ValueError(f"unknown field {unknown[0]!r} (choose from {', '.join(FIELDS)})")
     check_ready(engine)
     normalized = check_project(engine, project) if project is not None else None
-    return query_breakdown(engine, normalized, fields, start, end, limit, filters)
+    return query_breakdown(
+        engine, normalized, fields, start, end, limit, filters, among=among, with_bytes=with_bytes
+    )
+
+
+def group_projects(engine: Engine, group: Group) -> list[str]:
+    """The normalised names of the group's projects (:mod:`pythonhosted.warehouse.groups`)."""
+    check_ready(engine)
+    return members(group, engine.rows(FACTS_SQL))
+
+
+def uploads(engine: Engine, project: str) -> list[tuple[str, str | None]]:
+    """(version, summary) of each uploaded file of ``project`` (normalised), oldest first."""
+    rows = engine.rows(
+        "SELECT version, summary FROM distribution_metadata FINAL "
+        "WHERE lower(replaceRegexpAll(name, '[-_.]+', '-')) = {project:String} "
+        "ORDER BY upload_time",
+        {"project": project},
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 def data_version(engine: Engine) -> tuple[int, datetime | None]:
