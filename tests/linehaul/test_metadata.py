@@ -27,6 +27,7 @@ from pythonhosted.files.upload import UPLOADED_VIA, UploadRefused, upload
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
+from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.metadata import QUEUE, enqueue
 from support.processes import PYTHONHOSTED, spawn, wait_until
 
@@ -177,11 +178,11 @@ def _queue(store_url: str, files: int) -> None:
     asyncio.run(fill())
 
 
-def _publish(files: str, warehouse: str, results: str) -> subprocess.Popen[bytes]:
+def _publish(files: str, warehouse: str, results: str, batch: int = 150) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONHOSTED_FILES__PRIMARY": files,
-        "PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES": "150",
+        "PYTHONHOSTED_LINEHAUL__PUBLISH_BATCH_FILES": str(batch),
     }
     command = ["linehaul", "publish", "--once", "--results", results, "--warehouse", warehouse]
     return spawn(
@@ -193,23 +194,30 @@ def _draining(process: subprocess.Popen[bytes], left: Callable[[], int], before:
     return process.poll() is not None or left() < before
 
 
-def test_each_upload_is_one_row_after_sigkills_of_publish(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "queued", "batch", "rounds"), [("duckdb", 3000, 150, 8), ("chdb", 600, 50, 4)]
+)
+def test_each_upload_is_one_row_after_sigkills_of_publish(
+    tmp_path: Path, kind: str, queued: int, batch: int, rounds: int
+) -> None:
     """Publish killed at random moments while it drains the queue (between a batch's load
     and the deletes of its queue objects, inside a load, ...): in the end every queued
-    file has exactly one row and the queue is empty."""
+    file has exactly one row and the queue is empty. Into DuckDB and into ClickHouse (chDB:
+    each start of publish imports chDB, which takes seconds, so fewer rounds, and smaller
+    batches so that each round is killed with batches still to go)."""
     rng = random.Random(23)
     files, results = f"file://{tmp_path}/files", f"file://{tmp_path}/results"
-    warehouse = f"duckdb://{tmp_path}/w.duckdb"
-    _queue(files, 3000)
+    warehouse = f"duckdb://{tmp_path}/w.duckdb" if kind == "duckdb" else f"chdb://{tmp_path}/ch"
+    _queue(files, queued)
     store = open_store(files)
 
     def left() -> int:
         return len(asyncio.run(store.list(QUEUE)))
 
     kills = 0
-    for _ in range(8):
+    for _ in range(rounds):
         before = left()
-        process = _publish(files, warehouse, results)
+        process = _publish(files, warehouse, results, batch)
         draining = functools.partial(_draining, process, left, before)
         wait_until(draining, timeout=60)  # it has started taking rows (or is done)
         time.sleep(rng.uniform(0, 0.05))  # a random moment of the drain to kill it at
@@ -219,17 +227,24 @@ def test_each_upload_is_one_row_after_sigkills_of_publish(tmp_path: Path) -> Non
         process.wait(timeout=30)
         if process.returncode == 0:
             break
-    final = _publish(files, warehouse, results)
+    final = _publish(files, warehouse, results, batch)
     _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err.decode()
     assert kills >= 2
     assert left() == 0
-    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
-        counted = con.execute(
-            "SELECT count(*), count(DISTINCT filename), min(size), max(size) "
-            "FROM distribution_metadata"
-        ).fetchone()
-    assert counted == (3000, 3000, 0, 2999)
+    sql = (
+        "SELECT count(*), count(DISTINCT filename), min(size), max(size) FROM distribution_metadata"
+    )
+    if kind == "duckdb":
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+            counted = con.execute(sql).fetchone()
+    else:
+        engine = ChdbEngine(tmp_path / "ch")
+        try:
+            (counted,) = engine.rows(sql)
+        finally:
+            engine.close()
+    assert counted == (queued, queued, 0, queued - 1)
 
 
 def _cli(*args: str) -> Any:

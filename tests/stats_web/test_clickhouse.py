@@ -75,3 +75,10 @@ def test_a_missing_chdb_warehouse_is_a_503(tmp_path_factory: pytest.TempPathFact
         answer = httpx.get(base + "/api/v1/top")
     assert answer.status_code == 503
     assert answer.json() == {"error": "no downloads have been published yet"}
+
+
+def test_the_latest_release_comes_from_distribution_metadata(bases: tuple[str, str]) -> None:
+    """Uploads' rows went into chDB by publish; the highest final release is the latest."""
+    _, on_chdb = bases
+    body = httpx.get(on_chdb + "/api/v1/projects/demo-pkg/summary").json()
+    assert (body["latest_version"], body["summary"]) == ("2.0", "The demo package")

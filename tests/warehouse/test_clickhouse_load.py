@@ -25,6 +25,7 @@ from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.schema import TABLES, Field
 from pythonhosted.web.server import free_port
 from support.clickhouse import KINDS, adapter
+from support.distribution_rows import METADATA, distribution_row
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 
@@ -198,13 +199,14 @@ def _duckdb_rollups(path: Path) -> set[tuple[object, ...]]:
 
 def test_rollups_agree_with_duckdbs(tmp_path: Path) -> None:
     """The same files into both engines: the materialized views' sums are DuckDB's rollups,
-    key for key (two independent implementations of one definition)."""
+    key for key (two independent implementations of one definition), ranges that are no
+    download left out by both."""
     rng = random.Random(7)
     files = [
         (
             f"d{n}.json",
             convert(
-                gz(random_lines(rng, 3000, PROJECTS, date(2024, 12, 20), 40, start=n * 3000))
+                gz(random_lines(rng, 3000, PROJECTS, date(2024, 12, 20), 40, n * 3000, True))
             ).downloads,
         )
         for n in range(4)
@@ -230,6 +232,38 @@ def test_rollups_agree_with_duckdbs(tmp_path: Path) -> None:
         house.close()
     assert ours == _duckdb_rollups(tmp_path / "w.duckdb")
     assert names == {(p, p.lower().replace("_", "-").replace(".", "-")) for p in PROJECTS}
+
+
+def test_distribution_rows_go_in_once_as_in_duckdb(
+    warehouse: ClickHouseWarehouse, tmp_path: Path
+) -> None:
+    """Each file's row once: a filename twice in a batch, a batch again (publish's retry
+    after a kill), a batch whose insert went in before a crash (the same token), and the
+    rows read back field by field as DuckDB reads its own."""
+    rows = [distribution_row(n, METADATA) for n in range(4)]
+    assert warehouse.add_distributions([rows[0], rows[1], rows[0]]) == [
+        "demo-0.0.tar.gz",
+        "demo-1.0.tar.gz",
+    ]
+    assert warehouse.add_distributions(rows[:2]) == []
+    crashed = "\0".join(["demo-2.0.tar.gz", "demo-3.0.tar.gz"])
+    warehouse.engine.insert(insert_sql("distribution_metadata", crashed), b"".join(rows[2:]))
+    assert warehouse.add_distributions(rows) == []  # it is there: nothing twice
+    assert warehouse.distribution_files() == {f"demo-{n}.0.tar.gz" for n in range(4)}
+    assert _scalar(warehouse, "SELECT count() FROM distribution_metadata") == 4
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        duck.add_distributions(rows)
+        expected = duck.con.execute("SELECT * FROM distribution_metadata ORDER BY filename")
+        names = [column[0] for column in expected.description]
+        theirs = expected.fetchall()
+    finally:
+        duck.close()
+    ours = warehouse.engine.rows("SELECT * FROM distribution_metadata FINAL ORDER BY filename")
+    assert [dict(zip(names, row, strict=True)) for row in ours] == [
+        dict(zip(names, row, strict=True)) for row in theirs
+    ]
+    assert ours[0][names.index("upload_time")] == datetime(2026, 1, 1, 10, 11, 12, 345678)
 
 
 def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:

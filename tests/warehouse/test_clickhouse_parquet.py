@@ -1,6 +1,7 @@
 """Parquet out of and into ClickHouse (chDB) through the CLI: a DuckDB warehouse exported and
 imported into ClickHouse gives the same stats; ClickHouse's export reads back in DuckDB as
-the same rows; an import twice loads each file once; rollups rebuilt."""
+the same rows; an import twice loads each file once; rollups rebuilt. All three tables, our
+edge's response facts and distribution_metadata's lists included."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from pythonhosted.cli import main
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
+from support.distribution_rows import distribution_row
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 
 COLUMNS = (
     "timestamp, country_code, url, project, file.version, details.installer.name, "
-    "details.python, details.system.name, details.distro.libc.lib, details.ci, tls_cipher"
+    "details.python, details.system.name, details.distro.libc.lib, details.ci, tls_cipher, "
+    "response.status, response.bytes_sent, response.range_requested, response.range_start"
 )
 
 
@@ -30,23 +33,24 @@ def _run(*args: str) -> str:
     return out.stderr
 
 
-def _duckdb_rows(glob: str) -> list[tuple[object, ...]]:
+def _duckdb_rows(glob: str, columns: str = COLUMNS, order: str = "url") -> list[tuple[object, ...]]:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         return con.execute(
-            f"SELECT {COLUMNS.replace('timestamp', 'timestamp::TIMESTAMP')} "
-            f"FROM read_parquet('{glob}') ORDER BY url"
+            f"SELECT {columns.replace('timestamp', 'timestamp::TIMESTAMP')} "
+            f"FROM read_parquet('{glob}') ORDER BY {order}"
         ).fetchall()
 
 
 def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
     rng = random.Random(4)
-    lines = random_lines(rng, 3000, ["alpha", "Beta.pkg"], date(2024, 12, 1), 5)
+    lines = random_lines(rng, 3000, ["alpha", "Beta.pkg"], date(2024, 12, 1), 5, with_served=True)
     duck = DuckDBWarehouse(tmp_path / "w.duckdb")
     try:
         duck.load("file_downloads", [("a.json", convert(gz(lines)).downloads)])
         simple = b'{"timestamp":"2024-12-02 10:00:00 +00:00","url":"/simple/a/","project":"a"}\n'
         duck.load("simple_requests", [("s.json", simple)])
+        duck.add_distributions([distribution_row(n) for n in range(2)])
     finally:
         duck.close()
     _run(
@@ -61,14 +65,19 @@ def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
     first = _run(
         "linehaul", "import", "--from", f"file://{tmp_path}/from-duck", "--warehouse", chdb
     )
-    assert "linehaul import: 6 files, 3001 rows, 0 already loaded" in first
+    assert "linehaul import: 8 files, 3003 rows, 0 already loaded" in first
     again = _run(
         "linehaul", "import", "--from", f"file://{tmp_path}/from-duck", "--warehouse", chdb
     )
-    assert "linehaul import: 0 files, 0 rows, 6 already loaded" in again
+    assert "linehaul import: 0 files, 0 rows, 8 already loaded" in again
     _run("linehaul", "rollup", "--rebuild", "--warehouse", chdb)
     stats = ["stats", "beta-pkg", "--start", "2024-12-01", "--end", "2024-12-05", "--format", "csv"]
-    for by in (["--by", "installer"], ["--by", "day", "libc"]):
+    for by in (
+        ["--by", "installer"],
+        ["--by", "day", "libc"],
+        ["--by", "status", "--bytes"],
+        ["--by", "requires-python"],
+    ):
         on_duck = _run(*stats, *by, "--warehouse", f"duckdb://{tmp_path}/w.duckdb")
         out = CliRunner().invoke(main, [*stats, *by, "--warehouse", chdb])
         assert (
@@ -79,7 +88,7 @@ def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
         )
         assert on_duck == ""
     _run("linehaul", "export", "--warehouse", chdb, "--to", f"file://{tmp_path}/from-ch")
-    for table in ("file_downloads", "simple_requests"):
+    for table in ("file_downloads", "simple_requests", "distribution_metadata"):
         days = sorted(p.parent.name for p in (tmp_path / "from-ch" / table).rglob("*.parquet"))
         assert days == sorted(
             p.parent.name for p in (tmp_path / "from-duck" / table).rglob("*.parquet")
@@ -87,6 +96,10 @@ def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
     assert _duckdb_rows(f"{tmp_path}/from-ch/file_downloads/*/*.parquet") == _duckdb_rows(
         f"{tmp_path}/from-duck/file_downloads/*/*.parquet"
     )
+    every = "* REPLACE (upload_time::TIMESTAMP AS upload_time)"
+    assert _duckdb_rows(
+        f"{tmp_path}/from-ch/distribution_metadata/*/*.parquet", every, "filename"
+    ) == _duckdb_rows(f"{tmp_path}/from-duck/distribution_metadata/*/*.parquet", every, "filename")
     engine = ChdbEngine(tmp_path / "ch")
     try:
         assert engine.rows("SELECT count() FROM simple_requests") == [(1,)]

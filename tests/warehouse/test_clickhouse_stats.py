@@ -1,5 +1,8 @@
 """Every question ``pythonhosted stats`` and the stats web ask, asked of ClickHouse (chDB)
-and of DuckDB after loading the same files into both: the answers must be equal."""
+and of DuckDB after loading the same files into both: the answers must be equal. The
+downloads come after our edge's served lines (whole files, ranges from byte 0, ranges
+elsewhere that are no download), and ``distribution_metadata`` holds rows for some of the
+downloaded files (Requires-Python, authors)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pythonhosted.catalog import FileRecord
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.stats_web import data as duck_data
 from pythonhosted.warehouse.access import reading
@@ -17,6 +21,8 @@ from pythonhosted.warehouse.clickhouse import stats as ch
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.duck import DuckDBWarehouse
+from pythonhosted.warehouse.groups import Group, group_projects
+from pythonhosted.warehouse.metadata import metadata_row, row_json
 from pythonhosted.warehouse.stats import FIELDS, Filters, UnknownProject, query_breakdown
 from support.clickhouse import KINDS, adapter
 from support.linehaul_data import gz
@@ -26,6 +32,38 @@ PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "zope.interface
 END = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = END - timedelta(days=70)
 FILTERS = [Filters(), Filters(mirrors=True), Filters(ci=False), Filters(mirrors=True, ci=False)]
+AUTHORS = {"alpha": "Jane Doe", "beta": "Jane Doe", "alpine": "Bob <bob@example.org>"}
+
+
+def _distributions(rng: random.Random) -> list[bytes]:
+    """Rows for versions 1.0 and 2.0 of each project (1.1 has none: its downloads'
+    Requires-Python is null), as uploads make them."""
+    rows = []
+    for index, project in enumerate(PROJECTS):
+        for version in ("1.0", "2.0"):
+            filename = f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
+            lines = ["Metadata-Version: 2.1", f"Name: {project}", f"Version: {version}"]
+            requires = rng.choice([">=3.8", ">=3.10", None])
+            lines += [f"Requires-Python: {requires}"] if requires else []
+            lines += [f"Author: {AUTHORS[project]}"] if project in AUTHORS else []
+            lines += [f"Summary: {project} {version}"]
+            record = FileRecord(
+                filename=filename,
+                path=f"/packages/aa/bb/{filename}",
+                project=project,
+                version=version,
+                package_type="bdist_wheel",
+                python_version="py3",
+                size=len(filename),
+                sha256="0" * 64,
+                blake2b_256="1" * 64,
+                upload_time=f"2024-01-{10 + 2 * index + (version == '2.0')}T00:00:00.123456Z",
+                md5="2" * 32,
+                uploaded_via="test",
+            )
+            metadata = ("\n".join(lines) + "\n\n").encode()
+            rows.append(row_json(metadata_row(record, metadata, "2" * 32)))
+    return rows
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -38,16 +76,21 @@ def engines(
     files = [
         (
             f"d{n}.json",
-            convert(gz(random_lines(rng, 2500, PROJECTS, FIRST, 72, n * 2500))).downloads,
+            convert(gz(random_lines(rng, 2500, PROJECTS, FIRST, 72, n * 2500, True))).downloads,
         )
         for n in range(4)
     ]
+    distributions = _distributions(rng)
     duck = DuckDBWarehouse(tmp / "w.duckdb")
     house = ClickHouseWarehouse(adapter(request.param, tmp / "ch"))
     try:
         for file in files:
             duck.load("file_downloads", [file])
             house.load("file_downloads", [file])
+        for warehouse in (duck, house):
+            assert len(warehouse.add_distributions(distributions[:5] * 2)) == 5
+            assert len(warehouse.add_distributions(distributions)) == len(distributions) - 5
+            assert warehouse.add_distributions(distributions) == []
     finally:
         duck.close()
     try:
@@ -112,9 +155,10 @@ def test_the_stats_webs_questions(engines: tuple[Path, Engine], filters: Filters
         assert ch.recent(engine, "beta", END, filters) == duck_data.recent(
             con, "beta", END, filters
         )
-        assert ch.summary(engine, "zope-interface", END, filters) == (
-            duck_data.summary(con, "zope-interface", END, filters)
-        )
+        for project in ("zope-interface", "demo-pkg", "nothing"):
+            assert duck_data.summary(engine, project, END, filters) == (
+                duck_data.summary(con, project, END, filters)
+            )
         assert ch.top(engine, 30, END, 5, filters) == duck_data.top(con, 30, END, 5, filters)
         assert ch.trending(engine, END, 1, 10, filters) == duck_data.trending(
             con, END, 1, 10, filters
@@ -128,6 +172,72 @@ def test_the_stats_webs_questions(engines: tuple[Path, Engine], filters: Filters
         for prefix in ("al", "demo", "", "zz", "it's"):
             assert ch.search(engine, prefix, 10) == duck_data.search(con, prefix, 10)
         assert ch.summary(engine, "nothing", END, filters)["total"] == 0
+        for project in ("demo-pkg", "alpha", "nothing"):
+            assert duck_data.latest_release(engine, project) == (
+                duck_data.latest_release(con, project)
+            )
+        # Demo_Pkg, demo-pkg and demo.pkg are one project; demo.pkg's 2.0 came last
+        assert duck_data.latest_release(engine, "demo-pkg") == {
+            "version": "2.0",
+            "summary": "demo.pkg 2.0",
+        }
+
+
+@pytest.mark.parametrize("filters", FILTERS[:2])
+@pytest.mark.parametrize(
+    "fields",
+    [[], ["day"], ["status"], ["requires-python"], ["month", "installer"], ["project"]],
+)
+def test_bytes_sent(engines: tuple[Path, Engine], fields: list[str], filters: Filters) -> None:
+    """--bytes: the rows read, every response's bytes beside the downloads among them."""
+    path, engine = engines
+    start = END - timedelta(days=29)
+    for project in ("demo-pkg", "alpha", None):
+        if project is None and fields != ["project"]:
+            continue
+        with reading(path) as con:
+            expected = query_breakdown(
+                con, project, fields, start, END, 5, filters, with_bytes=True
+            )
+        found = ch.query_breakdown(engine, project, fields, start, END, 5, filters, with_bytes=True)
+        assert (found.rows, found.total, found.total_bytes) == (
+            expected.rows,
+            expected.total,
+            expected.total_bytes,
+        )
+        assert found.total_bytes
+
+
+@pytest.mark.parametrize(
+    "fields", [[], ["project"], ["project", "version"], ["installer"], ["requires-python"]]
+)
+@pytest.mark.parametrize("with_bytes", [False, True])
+def test_totals_over_a_group(
+    engines: tuple[Path, Engine], fields: list[str], with_bytes: bool
+) -> None:
+    """A group's projects (``--author``/``--maintainer``/``--org``), found in each
+    engine's distribution_metadata, and the downloads over them."""
+    path, engine = engines
+    group = Group("author", "jane doe")
+    among = ch.group_projects(engine, group)
+    with reading(path) as con:
+        assert among == group_projects(con, group) == ["alpha", "beta"]
+        for org in ("example.org", "nowhere.example"):
+            assert ch.group_projects(engine, Group("org", org)) == (
+                group_projects(con, Group("org", org))
+            )
+        expected = query_breakdown(
+            con, None, fields, None, END, None, among=among, with_bytes=with_bytes
+        )
+    found = ch.query_breakdown(
+        engine, None, fields, None, END, None, among=among, with_bytes=with_bytes
+    )
+    assert (found.rows, found.total, found.total_bytes) == (
+        expected.rows,
+        expected.total,
+        expected.total_bytes,
+    )
+    assert found.total
 
 
 def test_unknown_projects_and_close_names(engines: tuple[Path, Engine]) -> None:
@@ -139,4 +249,4 @@ def test_unknown_projects_and_close_names(engines: tuple[Path, Engine]) -> None:
     # hostile names are parameters, never SQL
     with pytest.raises(UnknownProject):
         ch.check_project(engine, "x'; DROP TABLE file_downloads; --\\\t\n")
-    assert ch.data_version(engine)[0] == 4
+    assert ch.data_version(engine)[0] == 6  # four files, two batches of distributions

@@ -1,7 +1,8 @@
 """``pythonhosted stats`` over our edge's facts and distribution_metadata: what counts as a
 download (ranges), ``--by status``, ``--bytes``, ``--by requires-python``, and totals over an
 author's, a maintainer's and an org's projects. The warehouse is filled the real way: log
-lines through the converter, distribution rows through uploads' queue and publish."""
+lines through the converter, distribution rows through uploads' queue and publish, into
+DuckDB and into ClickHouse (chDB), which must answer every question the same."""
 
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ EVENTS: list[tuple[str, str | None]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="module", params=["duckdb", "chdb"])
+def warehouse(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
     tmp = tmp_path_factory.mktemp("facts")
     files = open_store(f"file://{tmp}/files")
     for project, (version, requires, more) in UPLOADS.items():
@@ -74,7 +75,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
     results = open_store(f"file://{tmp}/results")
     downloads = convert(gz(lines)).downloads
     asyncio.run(results.put(result_files("x", DAY.replace("-", ""), 1)[0], downloads))
-    url = f"duckdb://{tmp}/w.duckdb"
+    url = f"duckdb://{tmp}/w.duckdb" if request.param == "duckdb" else f"chdb://{tmp}/ch"
     summary = asyncio.run(publish_with(results, url, batch_files=10, uploads=files))
     assert (summary.rows, summary.distributions) == (len(EVENTS), len(UPLOADS))
     return url
