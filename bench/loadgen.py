@@ -62,12 +62,19 @@ def group_cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, pgid: int, connections: int, duration: int, headers: Sequence[str] = ()) -> Load:
-    """Drive ``url`` with ``wrk -t2``; the server runs as process group ``pgid``.
+def wrk(
+    url: str,
+    pgid: int,
+    connections: int,
+    duration: int,
+    headers: Sequence[str] = (),
+    threads: int = 2,
+) -> Load:
+    """Drive ``url`` with ``wrk -t{threads}``; the server runs as process group ``pgid``.
 
     Error responses abort the benchmark: a fast 404 is not a result.
     """
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     for header in headers:
         command += ["-H", header]
     before = group_cpu_seconds(pgid)
