@@ -34,7 +34,7 @@ from botocore.credentials import Credentials
 
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.processes import stop_group
+from support.processes import stop_group, stop_spawned
 
 # Anything AWS- or Google-flavoured in this process must never leave loopback.
 os.environ.update(
@@ -248,3 +248,11 @@ def gcs_bucket(gcs_endpoint: str, gcs_key_file: Path) -> GcsBucket:
     name = f"bucket-{os.getpid()}-{next(_names)}"
     httpx.post(f"{gcs_endpoint}/storage/v1/b", json={"name": name}).raise_for_status()
     return GcsBucket(gcs_endpoint, name, gcs_key_file)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """Whatever a test spawned (support.processes.spawn) dies with the test, even when the
+    test failed or pytest-timeout interrupted it."""
+    yield
+    stop_spawned()

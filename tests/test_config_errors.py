@@ -130,8 +130,13 @@ def assert_one_line(result: tuple[int, str, str], line: str) -> None:
             "(did you mean PYTHONHOSTED_LOG_JSON?)",
         ),
         (
-            {"PYTHONHOSTED_STATS__WEB": "1"},  # no such section, nothing close
-            "environment variable PYTHONHOSTED_STATS__WEB: no such setting",
+            {"PYTHONHOSTED_QUEUE__DEPTH": "1"},  # no such section, nothing close
+            "environment variable PYTHONHOSTED_QUEUE__DEPTH: no such setting",
+        ),
+        (
+            {"PYTHONHOSTED_STATS__WEB": "1"},  # a section's name split at the wrong place
+            "environment variable PYTHONHOSTED_STATS__WEB: no such setting (did you mean "
+            "PYTHONHOSTED_STATS_WEB?)",
         ),
         (
             {"PYTHONHOSTED_CONFIG": "/nonexistent/pythonhosted.toml"},
@@ -301,7 +306,7 @@ def test_flag_mistake_in_a_process(tmp_path: Path) -> None:
     "factory",
     [
         "pythonhosted.files.service:worker_app",
-        "pythonhosted.camo.app:worker_app",
+        "pythonhosted.camo.service:worker_app",
         "pythonhosted.conveyor.service:worker_app",
     ],
 )

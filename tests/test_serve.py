@@ -22,12 +22,14 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     docs = Bind("127.0.0.1", free_port())
     camo = Bind("127.0.0.1", free_port())
     linehaul = Bind("127.0.0.1", free_port())
+    stats = Bind("127.0.0.1", free_port())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
         "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
         "PYTHONHOSTED_CONVEYOR__BIND": f"{docs.host}:{docs.port}",
         "PYTHONHOSTED_CAMO__BIND": f"{camo.host}:{camo.port}",
         "PYTHONHOSTED_LINEHAUL__BIND": f"{linehaul.host}:{linehaul.port}",
+        "PYTHONHOSTED_STATS_WEB__BIND": f"{stats.host}:{stats.port}",
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     with started(command, env=env, stdout=subprocess.PIPE) as process:
@@ -59,6 +61,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
         proxied = httpx.get(sign_url("http://127.0.0.1:1/logo.png", key, base=camo.url()))
         forged = httpx.get(sign_url("http://127.0.0.1:1/logo.png", b"wrong", base=camo.url()))
         analytics = httpx.get(f"{linehaul.url()}/_health")
+        stats_health = httpx.get(f"{stats.url()}/_health")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert [r.status_code for r in responses] == [200, 200]
@@ -71,6 +74,8 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     assert forged.status_code == 404
     assert (tmp_path / "var" / "camo-cache" / "slot-0").is_dir()  # the cache is on by default
     assert (analytics.status_code, analytics.text) == (200, "OK\n")
+    assert (stats_health.status_code, stats_health.text) == (200, "OK\n")
+    assert any(line.startswith(f"  stats web   {stats.url()}/") for line in banner)
     assert forged.headers["x-camo-error"] != proxied.headers["x-camo-error"]
     assert site.headers["content-type"].startswith("text/html")
     assert responses[0].headers["x-pypi-file-project"] == "hello-pythonhosted"

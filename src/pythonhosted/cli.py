@@ -33,6 +33,7 @@ SERVICE_COMMANDS = {
     "index": "pythonhosted.index.cli:index",
     "linehaul": "pythonhosted.linehaul.cli:linehaul",
     "stats": "pythonhosted.warehouse.cli:stats",
+    "stats-web": "pythonhosted.stats_web.cli:stats_web",
 }
 
 

@@ -63,6 +63,7 @@ class FilesSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     admin_secret: SecretStr | None = None
     purge_secret: SecretStr | None = None
+    purge_urls: list[str] | None = None  # None: the edge at `bind`
     require_tls: bool = False
     trust_proxy_headers: bool = False
     country_header: str | None = None
@@ -78,6 +79,8 @@ class FilesSettings(BaseModel):
     cache_entries: int = Field(default=20_000, ge=0)
     cache_max_bytes: int = 128 * 2**20
     cache_object_max_bytes: int = 16 * 2**20
+    upload_max_bytes: int = Field(default=2**30, gt=0)
+    upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
 
 
 class IndexSettings(BaseModel):
@@ -227,6 +230,26 @@ class LinehaulSettings(BaseModel):
     ingest_interval: Seconds = 60.0
     publish_interval: Seconds = 900.0
     publish_batch_files: int = Field(default=1000, gt=0)
+    max_line_length: int = Field(default=64 * 1024, ge=1024)
+
+
+class StatsWebSettings(BaseModel):
+    """The stats web (dashboard, JSON API, badges) over the warehouse (docs/stats-web.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warehouse: str | None = None  # default: linehaul.warehouse, else the data dir's DuckDB file
+    bind: str = "127.0.0.1:8005"
+    workers: int = Field(default=1, ge=1)
+    rate_limit: int = Field(default=300, ge=0)  # requests per window per client; 0: no limit
+    rate_window: Seconds = 60.0
+    rate_limit_loopback: bool = False
+    trust_proxy_headers: bool = False
+    max_age: Seconds = 900.0
+    cache_entries: int = Field(default=20_000, ge=0)
+    cache_bytes: int = Field(default=64 * 2**20, ge=0)
+    read_wait: Seconds = 10.0
+    trending_floor: int = Field(default=100, ge=0)
 
 
 class Settings(BaseSettings):
@@ -248,6 +271,7 @@ class Settings(BaseSettings):
     camo: CamoSettings = Field(default_factory=CamoSettings)
     linehaul: LinehaulSettings = Field(default_factory=LinehaulSettings)
     conveyor: ConveyorSettings = Field(default_factory=ConveyorSettings)
+    stats_web: StatsWebSettings = Field(default_factory=StatsWebSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,18 +1,20 @@
 """What a distribution file is: its names, its hashed storage key, its core metadata.
 
 Filenames are parsed with ``packaging`` (the same rules installers use). Only sdists and
-wheels are accepted for upload, as PyPI itself has accepted since 2023.
+wheels are accepted for upload, as PyPI itself has accepted since 2023. Sdist names may be
+PEP 625's (``demo_pkg-1.0.tar.gz``) or the legacy ones older tools wrote (``Demo-Pkg-1.0.tar.gz``):
+either way the name and version must be those the core metadata inside declares, compared as
+installers compare them (canonical names, normalised versions).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from email.parser import HeaderParser
-from io import BytesIO
 
+from packaging.metadata import parse_email
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -20,9 +22,13 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
+from packaging.version import InvalidVersion, Version
+
+from pythonhosted.archives import ArchiveRefused, tar_gz_member, zip_member
 
 HASHED_PATH = re.compile(r"^/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{60}/[^/]+$")
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+METADATA_MAX_BYTES = 2**20  # core metadata is a few KB; the longest README on PyPI is < 1 MiB
 
 
 class InvalidDistribution(ValueError):
@@ -74,29 +80,75 @@ def storage_key(data: bytes, filename: str) -> str:
     return f"packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/{filename}"
 
 
+def core_metadata(data: bytes, dist: Distribution, max_bytes: int = METADATA_MAX_BYTES) -> bytes:
+    """The core metadata inside the distribution: a wheel's ``.dist-info/METADATA``, an sdist's
+    ``{name}-{version}/PKG-INFO``; InvalidDistribution (one line) if the archive is unreadable
+    or hostile, or if the metadata names another project or version than the filename."""
+    try:
+        if dist.package_type == "bdist_wheel":
+            return _checked(zip_member(data, _metadata_chooser(dist), max_bytes), dist, "METADATA")
+        root = dist.filename.removesuffix(".zip").removesuffix(".tar.gz")
+        pkg_info = f"{root}/PKG-INFO"
+        if dist.filename.endswith(".zip"):
+            found = zip_member(data, _exact(pkg_info), max_bytes, root)
+        else:
+            found = tar_gz_member(data, pkg_info, max_bytes, root)
+        return _checked(found, dist, "PKG-INFO")
+    except ArchiveRefused as exc:
+        raise InvalidDistribution(f"{dist.filename}: {exc}") from None
+
+
 def wheel_metadata(data: bytes, dist: Distribution) -> bytes:
     """The wheel's ``*.dist-info/METADATA`` (PEP 658 serves it beside the wheel)."""
+    return core_metadata(data, dist)
+
+
+def _metadata_chooser(dist: Distribution) -> Callable[[list[str]], str]:
+    def choose(names: list[str]) -> str:
+        wanted = [
+            name
+            for name in names
+            if name.count("/") == 1
+            and name.endswith(".dist-info/METADATA")
+            and canonicalize_name(name.split("-", 1)[0]) == dist.normalized_project
+        ]
+        if len(wanted) != 1:
+            raise ArchiveRefused("no unique .dist-info/METADATA")
+        return wanted[0]
+
+    return choose
+
+
+def _exact(wanted: str) -> Callable[[list[str]], str]:
+    def choose(names: list[str]) -> str:
+        found = names.count(wanted)
+        if found != 1:
+            raise ArchiveRefused(f"no {wanted}" if not found else f"more than one {wanted}")
+        return wanted
+
+    return choose
+
+
+def _checked(metadata: bytes, dist: Distribution, what: str) -> bytes:
+    """``metadata`` if it names the filename's project and version (else ArchiveRefused)."""
+    raw, _unparsed = parse_email(metadata)
+    name, version = raw.get("name"), raw.get("version")
+    if not name:
+        raise ArchiveRefused(f"{what} has no Name")
+    if not version:
+        raise ArchiveRefused(f"{what} has no Version")
+    if canonicalize_name(name) != dist.normalized_project:
+        raise ArchiveRefused(f"{what} names project {name!r}, not {dist.project!r}")
     try:
-        with zipfile.ZipFile(BytesIO(data)) as archive:
-            candidates = [
-                name
-                for name in archive.namelist()
-                if name.count("/") == 1 and name.endswith(".dist-info/METADATA")
-            ]
-            wanted = [
-                name
-                for name in candidates
-                if canonicalize_name(name.split("-", 1)[0]) == dist.normalized_project
-            ]
-            if len(wanted) != 1:
-                raise InvalidDistribution(f"{dist.filename}: no unique .dist-info/METADATA")
-            return archive.read(wanted[0])
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidDistribution(f"{dist.filename}: not a valid zip archive ({exc})") from exc
+        same = Version(version) == Version(dist.version)
+    except InvalidVersion:
+        raise ArchiveRefused(f"{what} has an invalid Version {version!r}") from None
+    if not same:
+        raise ArchiveRefused(f"{what} has version {version!r}, not {dist.version!r}")
+    return metadata
 
 
 def requires_python(metadata: bytes) -> str | None:
     """The ``Requires-Python`` field of core metadata, if any."""
-    headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
-    value = headers.get("Requires-Python")
-    return str(value).strip() if value else None
+    value = parse_email(metadata)[0].get("requires_python")
+    return value.strip() if value else None

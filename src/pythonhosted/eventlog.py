@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.config import Settings
-from pythonhosted.localdirs import ensure_writable
+from pythonhosted.localdirs import ensure_writable, process_alive
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.web.lifespan import Hook
@@ -343,12 +343,4 @@ def _owner_alive(segment: Path) -> bool:
             pid = int(name.split("-")[2])
     except (ValueError, IndexError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)

@@ -12,19 +12,20 @@ import asyncio
 import click
 
 from pythonhosted.camo import create_app as create_camo
-from pythonhosted.camo import load_or_create_key
 from pythonhosted.catalog import FileRecord, project_records
 from pythonhosted.config import CamoSettings, Settings
 from pythonhosted.conveyor.samples import ensure_sample_docs
-from pythonhosted.conveyor.service import create_app, docs_url
+from pythonhosted.conveyor.service import build_app as build_conveyor
+from pythonhosted.conveyor.service import docs_url
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
-from pythonhosted.linehaul.app import LinehaulApp
-from pythonhosted.localdirs import ensure_writable
+from pythonhosted.index.service import build_app as build_index
+from pythonhosted.linehaul.service import build_app as build_linehaul
+from pythonhosted.localdirs import ensure_writable, load_or_create_secret
+from pythonhosted.pipeline import warehouse_url
 from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.stats_web.service import build_app as build_stats_web
 from pythonhosted.storage import open_store
-from pythonhosted.warehouse import warehouse_url
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
 
@@ -88,7 +89,7 @@ def camo_settings(settings: Settings) -> CamoSettings:
     if camo.key is not None or camo.key_file is not None:
         return camo
     key_file = settings.data_dir / CAMO_KEY_FILE
-    load_or_create_key(key_file)
+    load_or_create_secret(key_file)
     return camo.model_copy(update={"key_file": key_file})
 
 
@@ -100,9 +101,10 @@ def serve(settings: Settings) -> None:
     docs_bind = Bind.parse(settings.conveyor.bind)
     camo_bind = Bind.parse(settings.camo.bind)
     linehaul_bind = Bind.parse(settings.linehaul.bind)
+    stats_bind = Bind.parse(settings.stats_web.bind)
     camo = create_camo(camo_settings(settings))
     asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
-    conveyor = create_app(settings)
+    conveyor = build_conveyor(settings)
     edge = build_edge(settings, legacy=conveyor.legacy)  # one resolver and cache for both
     front = PrefixRouter([("/simple", build_index(settings))], default=edge)
     base = files_bind.url()
@@ -118,6 +120,8 @@ def serve(settings: Settings) -> None:
         f"              (health: {linehaul_bind.url()}/_health, "
         f"metrics: {linehaul_bind.url()}/metrics)",
         f"              pythonhosted stats {SAMPLE_PROJECT} --by installer",
+        f"  stats web   {stats_bind.url()}/   (API: {stats_bind.url()}/api/packages/"
+        f"{SAMPLE_PROJECT}/recent, badge: {stats_bind.url()}/badge/{SAMPLE_PROJECT}.svg)",
         "  try:",
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
@@ -127,7 +131,8 @@ def serve(settings: Settings) -> None:
             (front, files_bind),
             (conveyor, docs_bind),
             (camo, camo_bind),
-            (LinehaulApp(settings), linehaul_bind),
+            (build_linehaul(settings), linehaul_bind),
+            (build_stats_web(settings), stats_bind),
         ],
         ServerLimits.of(settings.http),
         lambda: click.echo("\n".join(lines)),

@@ -28,8 +28,8 @@ import httpx
 import pytest
 
 from pythonhosted.camo import create_app, sign_url
-from pythonhosted.camo.client import open_streams
-from pythonhosted.camo.resolver import Lookup
+from pythonhosted.camo.dns import Lookup
+from pythonhosted.camo.http1 import open_streams
 from pythonhosted.config import CamoSettings
 from pythonhosted.web.server import running
 from pythonhosted.web.types import Headers, Receive, Scope, Send

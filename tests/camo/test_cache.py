@@ -25,6 +25,7 @@ import pytest
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
+from support.processes import spawn
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory
@@ -501,6 +502,8 @@ def test_damaged_disk_entry_is_never_served(
     url = host.url(name, cc="max-age=600", size=300_000)
     with cached() as camo:
         camo.get(url)
+        # The entry is committed just after the last byte went out: wait for it, not the stop.
+        wait_until(lambda: metric(camo, "camo_cache_stores_total") == 1)
     [entry_file] = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and len(p.name) == 64]
     data = entry_file.read_bytes()
     damaged = {
@@ -546,9 +549,7 @@ def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path:
             "--cache-object-max-bytes=30000000",
         ]  # fmt: skip
         env = {"PYTHONHOSTED_CAMO_KEY": "crash-key", "PATH": "/usr/bin:/bin"}
-        process = subprocess.Popen(
-            command, env=env, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        process = spawn(command, env=env, stderr=subprocess.DEVNULL)
         wait_for_port(bind)
         return process, bind
 

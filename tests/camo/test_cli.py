@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted import __version__
-from pythonhosted.camo import load_or_create_key, sign_url
+from pythonhosted.camo import sign_url
 from pythonhosted.cli import main
 from pythonhosted.config import load_settings
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import finish_group, spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Upstream
@@ -87,15 +86,6 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert camo.max_redirects == 3
 
 
-def test_load_or_create_key(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "camo.key"
-    key = load_or_create_key(path)
-    assert len(key) == 64
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(path) == key
-    assert [p.name for p in path.parent.iterdir()] == ["camo.key"]
-
-
 def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     command = [
@@ -111,7 +101,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
         "Strict-Transport-Security: max-age=60",
     ]
     env = {"PYTHONHOSTED_CAMO_KEY": "cli-key", "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
         response = httpx.get(bind.url() + sign_url(upstream.base + "/png", b"cli-key"))
@@ -121,8 +111,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
         assert response.headers["strict-transport-security"] == "max-age=60"
         assert httpx.get(bind.url() + "/healthcheck").status_code == 200
     finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = finish_group(process)
     assert process.returncode == 0  # graceful stop, no abort at interpreter exit
     assert b"cli-key" not in stderr
 
@@ -161,13 +150,10 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
         "Strict-Transport-Security: max-age=60",
     ]
     env = {"PYTHONHOSTED_CAMO__KEY": "env-key", "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
-        deadline = time.monotonic() + 20
-        while len(_children(process.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(_children(process.pid)) == 2
+        wait_until(lambda: len(_children(process.pid)) == 2, timeout=20)
         good = bind.url() + sign_url(upstream.base + "/png", b"file-key")
         for _ in range(8):  # a new connection each time, so both workers get some
             response = httpx.get(good)
@@ -182,8 +168,7 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
         with pytest.raises(httpx.HTTPError):
             httpx.get(bind.url() + chunked)  # over --max-size=64: cut off mid-body
     finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = finish_group(process)
     assert b"file-key" not in stderr
 
 
@@ -287,7 +272,7 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         "GOCAMO_USER_AGENT": "gc-agent",
         "PATH": "/usr/bin:/bin",
     }
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind)
         sign = lambda path: bind.url() + sign_url(upstream.base + path, b"go-key")  # noqa: E731
@@ -310,9 +295,11 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         response = httpx.get(sign("/svg"))
         assert response.headers["x-camo-error"] == "127.0.0.2/svg matches deny rule deny||*||/svg"
         assert httpx.get(bind.url() + "/metrics").status_code == 404
+        # each worker claims a cache slot as it starts: both have started before the stop
+        slots = tmp_path / "cache"
+        wait_until(lambda: len([p for p in slots.iterdir() if p.is_dir()]) == 2, timeout=30)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = finish_group(process)
     lines = stderr.decode().splitlines()
     # each worker claimed a cache slot of its own
     assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [

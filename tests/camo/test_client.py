@@ -20,7 +20,8 @@ import httpx
 import pytest
 from yarl import URL
 
-from pythonhosted.camo.client import (
+from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.http1 import (
     MAX_HEADER_BYTES,
     READ_SIZE,
     STREAM_LIMIT,
@@ -28,7 +29,6 @@ from pythonhosted.camo.client import (
     Pool,
     request_head,
 )
-from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
-from pythonhosted.conveyor import create_app
+from pythonhosted.conveyor import build_app
 from pythonhosted.web.server import running
 from support.conveyor import ConveyorFactory
 from support.jsonapi import FakeJsonApi
@@ -40,7 +40,7 @@ def conveyor(tmp_path: Path) -> ConveyorFactory:
             files=FilesSettings(primary=primary),
             conveyor=ConveyorSettings(**section),
         )
-        with running(create_app(settings)) as url:
+        with running(build_app(settings)) as url:
             yield url
 
     return start

@@ -13,7 +13,7 @@ import aiohttp
 import httpx
 
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
-from pythonhosted.conveyor import create_app
+from pythonhosted.conveyor import build_app
 from pythonhosted.conveyor.docs import DocsSite
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.redirects import RedirectTable
@@ -286,7 +286,7 @@ def test_floods_of_unique_keys_keep_memory_flat(tmp_path: Path) -> None:
         files=FilesSettings(primary=index),
         conveyor=ConveyorSettings(docs=f"file://{tmp_path}/docs", cache_entries=1000),
     )
-    app = create_app(settings)
+    app = build_app(settings)
     pad = "x" * 200
 
     def projects(numbers: range) -> Iterator[str]:

@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from pythonhosted.cli import main
 from pythonhosted.conveyor.bundle import BundleError, UploadLimits, open_bundle, pieces
 from pythonhosted.storage import open_store
+from support.processes import spawn
 
 MiB = 2**20
 GiB = 2**30
@@ -339,12 +340,11 @@ def run_measured(
     """Run ``pythonhosted ARGS`` in its own process group; exit code, stdout, stderr and its
     peak RSS in bytes (``VmHWM``, see ``support/peak.py``)."""
     peak_file = tmp_path / "peak"
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, str(PEAK_SCRIPT), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {}), "PEAK_FILE": str(peak_file)},
-        start_new_session=True,
     )
     try:
         out, err = process.communicate(timeout=timeout)

@@ -11,7 +11,7 @@ import pytest
 
 from pythonhosted.catalog import record_key
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
-from pythonhosted.conveyor import ConveyorMetrics, build_resolver, create_app, create_legacy_app
+from pythonhosted.conveyor import ConveyorMetrics, build_app, build_resolver, create_legacy_app
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist, build_wheel
@@ -102,7 +102,7 @@ def test_hsts_behind_a_trusted_proxy(primary: tuple[str, dict[str, str]], tmp_pa
     legacy_path = f"/packages/source/d/demo-pkg/{SDIST[0]}"
     found = []
     for settings in (trusted, untrusted):
-        conveyor_app = create_app(settings)
+        conveyor_app = build_app(settings)
         edge = build_edge(settings, legacy=conveyor_app.legacy)
         with running(edge) as edge_url, running(conveyor_app) as docs_url:
             found.append(

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -26,15 +27,19 @@ from pythonhosted.cli import main
 from pythonhosted.config import FilesSettings, Settings
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app as build_index
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
-from pythonhosted.web.server import running
+from pythonhosted.web.server import Bind, free_port, running, wait_for_port
+from support.processes import PYTHONHOSTED, started, wait_until
 
 UV = Path(sys.executable).parent / "uv"
+JSON = "application/vnd.pypi.simple.v1+json"
+# Every listening address of `pythonhosted serve` (and any *.bind setting), on a free port.
+SERVE_BINDS = ("FILES", "INDEX", "CONVEYOR", "CAMO", "LINEHAUL", "STATS_WEB")
 PACKAGES = [
     build_wheel("e2e-base", "1.0"),
     build_sdist("e2e-base", "1.0"),
@@ -153,7 +158,9 @@ def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -
     asyncio.run(publish_with(results, warehouse, batch_files=100))
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     fields = ["installer", "installer-version", "python", "system"]
-    rows = _stats(warehouse, "e2e-app", *(arg for field in fields for arg in ("--by", field)))
+    today = datetime.now(UTC).date().isoformat()  # stats counts complete days unless asked
+    by = [arg for field in fields for arg in ("--by", field)]
+    rows = _stats(warehouse, "e2e-app", "--start", today, "--end", today, *by)
     assert sorted(tuple(row[field] for field in [*fields, "download_count"]) for row in rows) == [
         ("pip", pip_version, python, "Linux", 1),
         ("uv", "0.13.8", python, "Linux", 1),
@@ -172,3 +179,120 @@ def _stats(warehouse: str, project: str, *args: str) -> list[dict[str, object]]:
     assert result.exit_code == 0, result.output
     rows: list[dict[str, object]] = json.loads(result.output)["rows"]
     return rows
+
+
+class Installers:
+    """pip and uv installing into fresh target directories, isolated from the machine."""
+
+    def __init__(self, tmp_path: Path, index: str) -> None:
+        self.tmp_path = tmp_path
+        self.index = index
+        self.env = _isolated_env(tmp_path)
+        venv = tmp_path / "pip-venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=self.env)
+        self.pip = str(venv / "bin/pip")
+        self.runs = 0
+
+    def install(self, tool: str, requirement: str) -> str | None:
+        """The version of e2e-yank ``tool`` installed for ``requirement``; None if it failed."""
+        self.runs += 1
+        target = self.tmp_path / f"target-{self.runs}"
+        command = {
+            "pip": [self.pip, "install"],
+            "uv": [str(UV), "pip", "install", "--python", sys.executable],
+        }[tool]
+        done = subprocess.run(
+            [*command, "--target", str(target), "--index-url", self.index, requirement],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            return None
+        source = (target / "e2e_yank" / "__init__.py").read_text()
+        return source.split('"')[1]  # __version__ = "…"
+
+
+def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
+    """The operator's round: upload, list, yank, unyank, delete, with a running `serve`, and
+    what pip and uv install at each step."""
+    data = tmp_path / "var"
+    binds = {name: Bind("127.0.0.1", free_port()) for name in SERVE_BINDS}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
+        **{f"PYTHONHOSTED_{name}__BIND": f"{b.host}:{b.port}" for name, b in binds.items()},
+        "PYTHONHOSTED_DATA_DIR": str(data),
+        "PYTHONHOSTED_FILES__PRIMARY": f"file://{data}/files",
+        "PYTHONHOSTED_LOG_JSON": "true",
+    }
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for version in ("1.0", "2.0"):
+        name, content = build_wheel("e2e-yank", version)
+        (dist / name).write_bytes(content)
+    newer = "e2e_yank-2.0-py3-none-any.whl"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*PYTHONHOSTED, "files", *args]
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+
+    base = binds["FILES"].url()
+
+    def page() -> dict[str, object]:
+        response = httpx.get(f"{base}/simple/e2e-yank/", headers={"Accept": JSON})
+        return {entry["filename"]: entry["yanked"] for entry in response.json()["files"]}
+
+    with started([*PYTHONHOSTED, "serve"], env=env):
+        wait_for_port(binds["FILES"], timeout=60)
+        uploaded = cli("upload", *sorted(str(p) for p in dist.iterdir()))
+        assert uploaded.returncode == 0, uploaded.stderr
+        listed = json.loads(cli("list", "--project", "e2e-yank", "--format", "json").stdout)
+        assert [f["filename"] for f in listed["files"]] == [
+            "e2e_yank-1.0-py3-none-any.whl",
+            newer,
+        ]
+        path = listed["files"][1]["path"]
+        installers = Installers(tmp_path, f"{base}/simple/")
+        assert [installers.install(tool, "e2e-yank") for tool in ("pip", "uv")] == ["2.0"] * 2
+
+        yanked = cli("yank", "e2e-yank==2.0", "--reason", "broken on 3.13")
+        assert (yanked.returncode, yanked.stdout) == (0, f"yanked {newer}\n")
+        wait_until(lambda: page()[newer] == "broken on 3.13", timeout=10)
+        # Yanked: skipped unless pinned, by both.
+        assert [installers.install(tool, "e2e-yank") for tool in ("pip", "uv")] == ["1.0"] * 2
+        assert [installers.install(tool, "e2e-yank==2.0") for tool in ("pip", "uv")] == ["2.0"] * 2
+        unyanked = cli("unyank", "e2e-yank==2.0")
+        assert (unyanked.returncode, unyanked.stdout) == (0, f"unyanked {newer}\n")
+        wait_until(lambda: page()[newer] is False, timeout=10)
+
+        legacy = f"{base}/packages/py3/e/e2e-yank/{newer}"
+        assert httpx.get(legacy).headers["location"] == path
+        assert httpx.get(base + path).status_code == 200  # now in the edge's memory cache
+        unconfirmed = cli("delete", newer)
+        assert (unconfirmed.returncode, unconfirmed.stderr) == (
+            1,
+            "error: refusing to delete without --yes (stdin is not a terminal)\n",
+        )
+        deleted = cli("delete", newer, "--yes")
+        assert (deleted.returncode, deleted.stdout) == (0, f"deleted {path}\n")
+        # The edge forgot it at once (serve's own purge secret, found in the data dir); the
+        # archive of an embedded serve never had a copy, so it is gone.
+        assert httpx.get(base + path).status_code == 404
+        assert httpx.get(base + path + ".metadata").status_code == 404
+        wait_until(lambda: newer not in page(), timeout=10)
+        wait_until(lambda: httpx.get(legacy).status_code == 404, timeout=10)
+        assert [installers.install(tool, "e2e-yank") for tool in ("pip", "uv")] == ["1.0"] * 2
+        assert [installers.install(tool, "e2e-yank==2.0") for tool in ("pip", "uv")] == [None] * 2
+
+    logged = [json.loads(line) for line in deleted.stderr.splitlines() if line.startswith("{")]
+    [delete_line] = [line for line in logged if line.get("action") == "delete"]
+    assert {key: delete_line[key] for key in ("project", "version", "file", "path")} == {
+        "project": "e2e-yank",
+        "version": "2.0",
+        "file": newer,
+        "path": path,
+    }
+    assert delete_line["purged"] == [base + path, base + path + ".metadata"]

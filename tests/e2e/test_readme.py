@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.processes import spawn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,14 +54,15 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     env["PYTHONHOSTED_CONVEYOR__BIND"] = f"127.0.0.1:{free_port()}"
     env["PYTHONHOSTED_CAMO__BIND"] = f"127.0.0.1:{free_port()}"
     env["PYTHONHOSTED_LINEHAUL__BIND"] = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
+    stats_web = Bind("127.0.0.1", free_port())
+    env["PYTHONHOSTED_STATS_WEB__BIND"] = f"{stats_web.host}:{stats_web.port}"
+    process = spawn(
         ["make", "run"],
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
     )
     try:
         banner = _wait_for_banner(process, time.monotonic() + 600)
@@ -80,7 +83,8 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
         assert install.returncode == 0, install.stdout + install.stderr
 
         stats_command = [str(clone / ".venv/bin/pythonhosted"), "stats", "hello-pythonhosted"]
-        stats_command += ["--by", "installer", "--format", "json"]
+        today = datetime.now(UTC).date().isoformat()  # days up to yesterday are the default
+        stats_command += ["--by", "installer", "--format", "json", "--start", today, "--end", today]
         deadline = time.monotonic() + 120  # batches, ingest and publish run every 10-15 s
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline and not rows:
@@ -91,6 +95,11 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
             if stats.returncode == 0:
                 rows = json.loads(stats.stdout)["rows"]
         assert [(row["installer"], row["download_count"]) for row in rows] == [("pip", 1)]
+        recent = httpx.get(
+            f"{stats_web.url()}/api/v1/projects/hello-pythonhosted/downloads"
+            f"?by=installer&start={today}&end={today}&ci=true"
+        ).json()
+        assert [(row["installer"], row["downloads"]) for row in recent["rows"]] == [("pip", 1)]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)

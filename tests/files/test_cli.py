@@ -10,6 +10,7 @@ import httpx
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
+from pythonhosted.samples import build_sdist
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.edge import SAMPLES
 from support.processes import started
@@ -47,7 +48,9 @@ def test_upload_refusals_are_one_line_each(tmp_path: Path) -> None:
         main,
         ["files", "upload", "--store", store, str(_write(tmp_path, SDIST.filename, SDIST.data))],
     )
-    impostor = _write(tmp_path / "other", SDIST.filename, b"different bytes")
+    # A valid sdist of the same name and version, but not the same bytes.
+    other_sdist = build_sdist("demo-pkg", "1.0", requires=["other"])[1]
+    impostor = _write(tmp_path / "other", SDIST.filename, other_sdist)
     exe = _write(tmp_path, "tool-1.0.exe", b"MZ")
     broken = _write(tmp_path, "broken-1.0-py3-none-any.whl", b"not a zip")
     result = runner.invoke(

@@ -14,7 +14,7 @@ import pytest
 
 from pythonhosted.config import FilesSettings, IndexSettings, Settings
 from pythonhosted.files.upload import upload
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
@@ -79,7 +79,8 @@ def test_project_page_json(index: str) -> None:
     }
     assert wheel["upload-time"].endswith("Z")
     assert "core-metadata" not in by_name[SDIST.filename]
-    assert by_name[SDIST.filename]["requires-python"] is None
+    # From the sdist's PKG-INFO, as PyPI reports it for every file of a release.
+    assert by_name[SDIST.filename]["requires-python"] == ">=3.8"
 
 
 def test_project_page_html(index: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from pythonhosted.catalog import CatalogWatch, mark_changed, record_key
 from pythonhosted.files.upload import upload
 from pythonhosted.index.app import IndexApp, IndexOptions
-from pythonhosted.index.pages import ENTRY_BYTES
+from pythonhosted.index.cached_catalog import ENTRY_BYTES, CatalogPages
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import Store, open_store
 from pythonhosted.storage.stores import Listed
@@ -84,3 +85,46 @@ def test_the_root_listing_is_cached_for_the_ttl_too(tmp_path: Path) -> None:
         for _ in range(100):
             assert 'href="/simple/root/"' in client.get("/simple/").text
         assert store.listings == ["catalog/"]
+
+
+class SlowFirstRead:
+    """A store whose first catalog record read is slow: a page read that began before a change
+    ends after it, with what it read before."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.delays = [0.5]
+
+    async def get_bytes(self, key: str) -> bytes:
+        data = await self._store.get_bytes(key)
+        if key.startswith("catalog/") and self.delays:
+            await asyncio.sleep(self.delays.pop())
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_a_read_from_before_a_change_is_not_kept(tmp_path: Path) -> None:
+    """A request that began reading before a delete answers with what it read; the page kept
+    and given to every later request is the one read after the change."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    old, new = build_wheel("Race", "1.0"), build_wheel("Race", "2.0")
+    for wheel in (old, new):
+        asyncio.run(upload(primary, *wheel))
+    store = SlowFirstRead(primary)
+    pages = CatalogPages(store, ttl=600, max_bytes=2**20, watch=CatalogWatch(store, interval=0))  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        early = asyncio.create_task(pages.records("race"))  # reads, then waits 0.5 s
+        await asyncio.sleep(0.1)
+        await primary.delete(record_key("race", old[0]))
+        await mark_changed(primary)
+        after = await pages.records("race")  # sees the change: reads again, not joining
+        stale = await early
+        later = await pages.records("race")
+        return [r.filename for r in stale], [r.filename for r in after], [r.filename for r in later]
+
+    stale, after, later = asyncio.run(scenario())
+    assert stale == [old[0], new[0]]
+    assert after == later == [new[0]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.linehaul_data import download_line, gz, log_key, simple_line
+from support.processes import finish_group, spawn
 
 QUICK = {"ingest_interval": 0.1, "publish_interval": 0.1, "lease_timeout": 30.0}
 
@@ -63,6 +63,8 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         simple_line(4),
         download_line(5, agent="Datadog Agent/7.50.0"),  # ignored
         "download|not a log line",  # unprocessable
+        "",  # blank
+        "download|" + "x" * (65 << 10),  # too long
     ]
 
     async def seed() -> None:
@@ -92,6 +94,10 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
         'linehaul_ingest_lines_total{result="row"}': 4.0,
         'linehaul_ingest_lines_total{result="ignored"}': 1.0,
         'linehaul_ingest_lines_total{result="unprocessable"}': 1.0,
+        'linehaul_ingest_lines_total{result="blank"}': 1.0,
+        'linehaul_ingest_lines_total{result="too_long"}': 1.0,
+        'linehaul_ingest_lines_total{result="lost"}': 0.0,
+        "linehaul_ingest_unreadable_bytes_total": 18.0,  # the whole object that is not gzip
         "linehaul_ingest_pending_objects": 0.0,
         'linehaul_publish_files_total{outcome="loaded"}': 2.0,
         'linehaul_publish_files_total{outcome="skipped"}': 0.0,
@@ -137,7 +143,7 @@ def test_other_paths_and_methods(tmp_path: Path) -> None:
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "3")
 
 
-def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[str]]:
+def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[bytes]]:
     """``pythonhosted linehaul COMMAND --bind`` on a free port, over a data dir holding one
     log object of one download, with short intervals."""
     bind = Bind("127.0.0.1", free_port())
@@ -148,7 +154,7 @@ def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[str]]:
     env["PYTHONHOSTED_DATA_DIR"] = str(tmp_path)
     argv = [sys.executable, "-m", "pythonhosted", "linehaul", command]
     argv += ["--bind", f"{bind.host}:{bind.port}"]
-    return bind, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    return bind, spawn(argv, env=env, stderr=subprocess.PIPE)
 
 
 def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -157,8 +163,8 @@ def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         wait_for_port(bind, timeout=30)
         _until(lambda: _samples(bind.url())["linehaul_publish_rows_total"] == 1)
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        _, err = finish_group(process)
+    stderr = err.decode()
     assert process.returncode == 0, stderr
     assert stderr.splitlines()[0] == (
         f"linehaul on {bind.url()} (logs file://{tmp_path}/logs; results "
@@ -175,8 +181,7 @@ def test_an_ingest_worker_with_bind_reports_its_one_job(tmp_path: Path) -> None:
         samples = _samples(bind.url())
         health = httpx.get(f"{bind.url()}/_health")
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = finish_group(process)
     assert process.returncode == 0, stderr
     assert health.text == "OK\n"
     assert sorted(name for name in samples if "job=" in name) == [

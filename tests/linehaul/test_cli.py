@@ -83,3 +83,24 @@ def test_a_missing_file_is_one_error_line(tmp_path: Path) -> None:
         result.stderr
         == f"Error: cannot read {tmp_path / 'missing.log.gz'}: No such file or directory\n"
     )
+
+
+def test_blank_and_long_lines_are_counted_not_unprocessed(tmp_path: Path) -> None:
+    long_line = b"download|" + b"z" * (64 << 10) + b"\n"
+    batch = tmp_path / "batch.log.gz"
+    batch.write_bytes(gzip.compress(b"\n \r\n" + GOOD + long_line + b"garbage\n" + GOOD))
+    rejects = tmp_path / "rejects.txt"
+    result = _run([str(batch), "--unprocessed", str(rejects)])
+    assert result.exit_code == 0
+    assert result.stdout_bytes.count(b"\n") == 2
+    assert rejects.read_bytes() == b"garbage\n"
+    assert result.stderr == (
+        "linehaul parse: 2 rows, 0 ignored, 1 unprocessable, 2 blank, 1 too long\n"
+    )
+
+
+def test_max_line_length_is_a_setting(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PYTHONHOSTED_LINEHAUL__MAX_LINE_LENGTH", "1024")
+    result = _run([], stdin=GOOD + b"x" * 1025 + b"\n" + b"y" * 1024 + b"\n")
+    assert result.exit_code == 0
+    assert result.stderr == "linehaul parse: 1 rows, 0 ignored, 1 unprocessable, 1 too long\n"

@@ -1,13 +1,15 @@
 """The column-at-a-time converter against the per-line parser: byte-identical results.
 
-The oracle is the straightforward path: split the object into lines, ``parse`` each (UTF-8
-with U+FFFD), ``orjson.dumps`` each row. ``convert`` must give exactly the same bytes per table,
-the same unprocessed lines, counts and earliest timestamp, on the differential corpus (junk,
+The oracle is the straightforward path: split the object into lines, cut those over the
+maximum length, count blank ones, ``parse`` the others (UTF-8 with U+FFFD), ``orjson.dumps``
+each row. ``convert`` must give exactly the same bytes per table, the same unprocessed lines,
+counts, samples of long lines and earliest timestamp, on the differential corpus (junk,
 blanks, tabs, controls, wrong field counts, 1 MB lines), the benchmark corpus, the real
-batches, and those corpora with random damage, at several block sizes (so block boundaries,
-the halving fallback and single-line blocks are all exercised). Every test runs twice: with
-the C converter (``_columns.c``, which CI builds: its absence fails the native runs) and with
-the Python one it stands in for.
+batches, and those corpora with random damage (blank lines, long lines among it), at several
+block sizes and line limits (so window boundaries, lines across them, the fallback and
+single-line blocks are all exercised). Every test runs twice: with the C converter
+(``_columns.c``, which CI builds: its absence fails the native runs) and with the Python one
+it stands in for.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from types import ModuleType
 import orjson
 import pytest
 
-from pythonhosted.linehaul import UnprocessableLine, batch, columns, parse
-from pythonhosted.linehaul.batch import Converted, convert
+from pythonhosted.linehaul import UnprocessableLine, batch, columns, lines, parse
+from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Converted, convert
 from support.linehaul_data import REAL
 
 HERE = Path(__file__).parent
-DAMAGE = ["|", "\t", "\r", "\n", " ", '"', "\\", "\x00", "\x7f", "é", "(null)", "\n\n", "download|"]
+DAMAGE = [
+    *("|", "\t", "\r", "\n", " ", '"', "\\", "\x00", "\x7f", "é", "(null)", "\n\n", "download|"),
+    *("\n \n", "\n\r\n", "\n\t \r\n", "\n" * 5, "simple", "x|" * 9),  # blank lines; fields
+    "y" * 3000,  # a long line when the limit is small
+    "z" * (DEFAULT_MAX_LINE + 1),  # a line over the default limit
+]
 
 
 @pytest.fixture(autouse=True, params=["native", "python"])
@@ -46,15 +53,23 @@ def _module(path: Path) -> ModuleType:
     return module
 
 
-def oracle(text: bytes) -> Converted:
+def oracle(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
     """What converting means, one line at a time."""
-    lines = text.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
+    all_lines = text.split(b"\n")
+    if all_lines and not all_lines[-1]:
+        all_lines.pop()
     out = Converted()
     downloads, simple, unprocessed = [], [], []
     timestamps = []
-    for line in lines:
+    for line in all_lines:
+        if len(line) > max_line:
+            out.counts.too_long += 1
+            if len(out.samples) < lines.SAMPLES:
+                out.samples.append(line[: min(lines.SAMPLE_BYTES, max_line)])
+            continue
+        if not line.strip(b" \t\r"):
+            out.counts.blank += 1
+            continue
         try:
             row = parse(line.decode("utf-8", "replace"))
         except UnprocessableLine:
@@ -73,11 +88,12 @@ def oracle(text: bytes) -> Converted:
     return out
 
 
-def check(text: bytes) -> None:
-    ours = convert(gzip.compress(text, 1))
-    expected = oracle(text)
+def check(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> None:
+    ours = convert(gzip.compress(text, 1), max_line)
+    expected = oracle(text, max_line)
     assert ours.counts == expected.counts
     assert ours.earliest == expected.earliest
+    assert ours.samples == expected.samples
     assert ours.unprocessed == expected.unprocessed
     assert ours.downloads == expected.downloads
     assert ours.simple == expected.simple
@@ -126,6 +142,37 @@ def test_damaged_corpora(bench: list[str], differential: list[str]) -> None:
         check("\n".join(damaged(differential[:5000], rng, share)).encode() + b"\n")
 
 
+@pytest.mark.parametrize("max_line", [1024, 2500, 70_000])
+def test_damaged_corpora_with_line_limits(bench: list[str], block_size: int, max_line: int) -> None:
+    """Long lines at every limit: inside blocks, across window boundaries, spanning many
+    windows (the small block sizes), at the end without a newline."""
+    rng = random.Random(max_line)
+    text = "\n".join(damaged(bench[:3000], rng, 0.05)).encode()
+    check(text, max_line)
+    check(text + b"q" * (3 * max_line), max_line)  # the last line is too long
+
+
+def test_blank_lines_take_no_fallback(bench: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blank lines among rows are counted and dropped by the converters themselves: never
+    one call of the per-line parser (a gigabyte of newlines would make a billion)."""
+    calls: list[bytes] = []
+    per_line = batch.ObjectConverter._add_line
+
+    def counted(self: batch.ObjectConverter, line: bytes) -> None:
+        calls.append(line)
+        per_line(self, line)
+
+    monkeypatch.setattr(batch.ObjectConverter, "_add_line", counted)
+    blanks = ["", "  ", "\r", "\t \r", ""]
+    text = "\n".join(line for row in bench[:2000] for line in (row, rng_blank(blanks, row)))
+    check(text.encode() + b"\n\n\n")
+    assert calls == []
+
+
+def rng_blank(blanks: list[str], row: str) -> str:
+    return blanks[len(row) % len(blanks)]
+
+
 def test_real_batches(block_size: int) -> None:
     for path in REAL:
         check(gzip.decompress(path.read_bytes()))
@@ -144,8 +191,11 @@ def test_bytes_that_are_not_utf8(bench: list[str]) -> None:
         b"",
         b"\n",
         b"\n\n\n",
+        b" \r\n\t\n",
         b"garbage",
         b"simple|a|b|c|d|e|f|g|h|i\n" * 3,
+        b"a|b\n" + b"x" * (DEFAULT_MAX_LINE + 1),
+        b"x" * DEFAULT_MAX_LINE + b"\n" + b"y" * (DEFAULT_MAX_LINE + 1) + b"\n",
     ],
 )
 def test_small_objects(text: bytes) -> None:
@@ -173,14 +223,30 @@ def test_more_distinct_values_than_the_c_tables_hold(bench: list[str]) -> None:
     check("\n".join(lines).encode() + b"\n")
 
 
+def _convert_block(tables: columns.Tables, block: bytes) -> tuple[object, ...]:
+    """A block through ``tables``, lines it leaves to the per-line parser through an
+    :class:`~.batch.ObjectConverter`'s: the counts, the earliest timestamp and the results."""
+    parser = batch.ObjectConverter()
+    parser._tables = tables
+    rows, ignored, blank, unprocessable, earliest = tables.convert(
+        block, parser._add_line, columns.valid_utf8(block)
+    )
+    counts = parser.counts
+    totals = (rows + counts.rows, ignored + counts.ignored, blank + counts.blank)
+    earliest = min(filter(None, (earliest, parser._earliest)), default=None)
+    return (*totals, unprocessable + counts.unprocessable, earliest, tables.finish())
+
+
 def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str]) -> None:
-    """Blocks of a few lines with random damage (and some without a last newline) through
-    the C converter: the same answer as :func:`convert_block` for each block, rows or None."""
+    """Blocks of a few lines with random damage (blank lines, lines of too few fields or an
+    odd kind, bytes that are not UTF-8 among it) through the C converter and through the
+    Python one, with the per-line parser behind each: the same counts and results."""
     if converter == "python":
         pytest.skip("compares the C converter with the Python one")
     rng = random.Random(11)
     pieces = ["|", "\n", "/", " ", "download", "simple", '"', "\\", "\t", "\x7f", "(null)", "é"]
-    converted = 0
+    pieces += ["\n\n", "\n \r\n", "\r", "xdownload", "simplex", "downl oad", "\udcff"]
+    fast = 0
     for _ in range(3000):
         lines = []
         for _ in range(rng.randrange(1, 12)):
@@ -189,17 +255,9 @@ def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str
                 spot = rng.randrange(len(line) + 1)
                 line = line[:spot] + rng.choice(pieces) + line[spot + rng.randrange(3) :]
             lines.append(line + "\n")
-        block = "".join(lines).encode()
-        if rng.random() < 0.05:
-            block = block[:-1]
-        tables = columns.object_tables()
-        counted = tables.convert(block)
-        expected = columns.convert_block(block)
-        if expected is None:
-            assert counted is None
-            assert tables.finish() == (b"", b"")
-            continue
-        converted += 1
-        assert counted == (expected.rows, expected.ignored, expected.earliest)
-        assert tables.finish() == (expected.downloads, expected.simple)
-    assert converted > 1000
+        block = "".join(lines).encode("utf-8", "surrogateescape")
+        native = _convert_block(columns.object_tables(), block)
+        python = _convert_block(columns._PythonTables(), block)
+        assert native == python
+        fast += columns.valid_utf8(block) and columns.convert_block(block) is not None
+    assert fast > 1000

@@ -25,7 +25,7 @@ from linehaul.ua.datastructures import UserAgent
 from linehaul.ua.impl import UnableToParse
 
 from pythonhosted.linehaul import UnprocessableLine, parse
-from pythonhosted.linehaul.schema import DETAILS, Field
+from pythonhosted.warehouse.schema import DETAILS, Field
 
 LINES = 30_000
 UNPROCESSABLE = "unprocessable"

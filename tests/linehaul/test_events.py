@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from pythonhosted.linehaul import UnprocessableLine, parse
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, Field
 from pythonhosted.logline import download_line, simple_line
+from pythonhosted.warehouse.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, Field
 
 TS = 1610052894.0  # Thu, 07 Jan 2021 20:54:54 GMT
 HEAD = "download|Thu, 07 Jan 2021 20:54:54 GMT|US|/packages/a/b/c/foo-1.0.tar.gz"

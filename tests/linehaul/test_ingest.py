@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from pythonhosted.linehaul import UnprocessableLine, ingest, leases, parse
-from pythonhosted.linehaul.batch import Converted, convert
+from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, parse
+from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.storage import Store, open_store
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, simple_line
@@ -96,25 +97,38 @@ def test_row_counts_of_a_mixed_object(tmp_path: Path) -> None:
     }
 
 
+def _only_part(data: bytes) -> Part:
+    converter = ObjectConverter()
+    assert list(converter.feed(data)) == []
+    return converter.finish()
+
+
 def test_result_names_strip_the_suffix_not_letters() -> None:
-    converted = convert(gz([download_line(1)]))
-    keys = result_keys("downloads/x/zlog.log.gz.log.gz", converted, "2020-01-01")
+    part = _only_part(gz([download_line(1)]))
+    keys = result_keys("downloads/x/zlog.log.gz.log.gz", part, "2020-01-01")
     assert list(keys) == ["processed/20210107/downloads-zlog.log.gz.json"]
     # no rows: the fallback date names the day
-    converted = convert(gz(["garbage"]))
-    assert list(result_keys("a/gol.log.gz", converted, "2020-01-02")) == [
-        "unprocessed/20200102/gol.txt"
-    ]
+    part = _only_part(gz(["garbage"]))
+    assert list(result_keys("a/gol.log.gz", part, "2020-01-02")) == ["unprocessed/20200102/gol.txt"]
 
 
 def test_earliest_event_names_the_day() -> None:
     late = download_line(1, when=1_610_100_000)  # 2021-01-08
     early = simple_line(2, when=1_609_000_000)  # 2020-12-26
-    keys = result_keys("a.log.gz", convert(gz([late, early])), "2000-01-01")
+    keys = result_keys("a.log.gz", _only_part(gz([late, early])), "2000-01-01")
     assert sorted(keys) == [
         "processed/20201226/downloads-a.json",
         "processed/20201226/simple-a.json",
     ]
+
+
+def test_later_parts_go_under_their_number() -> None:
+    part = Part(3, b"d\n", b"s\n", b"u\n", 1, 1, "2021-01-08 00:00:01 +00:00")
+    assert result_keys("x/a.log.gz", part, "2000-01-01") == {
+        "processed/20210108/part3/downloads-a.json": (b"d\n", 1),
+        "processed/20210108/part3/simple-a.json": (b"s\n", 1),
+        "unprocessed/20210108/part3/a.txt": (b"u\n", None),
+    }
 
 
 def test_ignored_agents_never_unprocessed(tmp_path: Path) -> None:
@@ -149,7 +163,9 @@ def test_bad_input(tmp_path: Path) -> None:
         asyncio.run(logs.put(key, data))
     summary = _ingest(logs, results)
     assert (summary.objects, summary.corrupt) == (3, 2)
-    assert summary.counts.rows == 3 and summary.counts.unprocessable == 2
+    assert summary.counts == Counts(rows=2, unprocessable=2, too_long=1)
+    # the truncated object's only line was cut; the object that is not gzip was never read
+    assert (summary.lost, summary.unreadable) == (1, len(objects[log_key(2)]))
     remaining = {item.key for item in asyncio.run(logs.list())}
     assert remaining == {f"corrupt/{log_key(0)}", f"corrupt/{log_key(2)}"}
     assert asyncio.run(logs.get_bytes(f"corrupt/{log_key(0)}")) == objects[log_key(0)]
@@ -162,9 +178,10 @@ def test_bad_input(tmp_path: Path) -> None:
         orjson.loads(line)
         for line in found[f"processed/20210107/downloads-{name3}.json"].splitlines()
     ]
-    assert len(rows) == 2
+    assert len(rows) == 1
     assert rows[0]["file"]["filename"] == "demo\ufffd-1.0-py3-none-any.whl"
-    assert rows[1]["details"] is None  # the 1 MB agent is recognised by no family
+    # the 1 MB line is over the 64 KiB limit: cut, its start kept aside
+    assert found[f"unprocessed/20210107/too-long/{name3}.txt"] == huge.encode()[:4096] + b"\n"
 
 
 def test_a_retry_overwrites_instead_of_duplicating(tmp_path: Path) -> None:
@@ -222,18 +239,20 @@ def test_sweep_drops_orphaned_expired_leases(tmp_path: Path) -> None:
 
 def test_convert_keeps_order_and_routes_by_kind() -> None:
     lines = [download_line(1), simple_line(2), "bad", download_line(3), "", PIP]
-    converted: Converted = convert(gz(lines))
+    converted = batch.convert(gz(lines))
     assert [orjson.loads(r)["url"] for r in converted.downloads.splitlines()] == [
         "/packages/00000001/demo-1.0-py3-none-any.whl",
         "/packages/00000003/demo-1.0-py3-none-any.whl",
     ]
     assert len(converted.simple.splitlines()) == 1
-    assert converted.unprocessed == b"bad\n\n" + PIP.encode() + b"\n"
+    assert converted.unprocessed == b"bad\n" + PIP.encode() + b"\n"
+    assert converted.counts == Counts(rows=3, unprocessable=2, blank=1)
 
 
 class Gate:
-    """Stands in for ``convert``: the first ``hold`` calls wait, in ingest's worker thread,
-    until the test lets them go, so a conversion takes as long as a test needs."""
+    """Stands in for ``ObjectConverter``: the conversions of the first ``hold`` objects wait
+    at their end, in ingest's worker thread, until the test lets them go, so a conversion
+    takes as long as a test needs."""
 
     def __init__(self, hold: int) -> None:
         self.entered = [threading.Event() for _ in range(hold)]
@@ -241,24 +260,35 @@ class Gate:
         self._calls = 0
         self._lock = threading.Lock()
 
-    def __call__(self, data: bytes) -> Converted:
+    def __call__(self, max_line: int) -> ObjectConverter:
         with self._lock:
             call, self._calls = self._calls, self._calls + 1
-        if call < len(self.go):
-            self.entered[call].set()
-            assert self.go[call].wait(60), "the test never let the conversion go"
-        return convert(data)
+        return _Held(max_line, self, call)
 
     async def wait_entered(self, call: int) -> None:
         assert await asyncio.to_thread(self.entered[call].wait, 30), "conversion never started"
 
 
-class Watched(Store):
-    """A store (same back end) that records this worker's writes and can stall its lease
-    renewals until ``resume`` is set, as a paused process or a hanging store would."""
+class _Held(ObjectConverter):
+    def __init__(self, max_line: int, gate: Gate, call: int) -> None:
+        super().__init__(max_line)
+        self.gate = gate
+        self.call = call
+
+    def finish(self) -> Part:
+        if self.call < len(self.gate.go):
+            self.gate.entered[self.call].set()
+            assert self.gate.go[self.call].wait(60), "the test never let the conversion go"
+        return super().finish()
+
+
+class Watched:
+    """A store (the same one, seen through this) that records this worker's writes and can
+    stall its lease renewals until ``resume`` is set, as a paused process or a hanging store
+    would."""
 
     def __init__(self, base: Store, *, stall_renewals: bool = False) -> None:
-        super().__init__(base.url, base.backend, local_root=base.local_root)
+        self.base = base
         self.changed: list[str] = []
         self.resume = asyncio.Event()
         if not stall_renewals:
@@ -276,13 +306,16 @@ class Watched(Store):
         if key.startswith(leases.PREFIX) and not key.endswith("/0000000001"):
             await self.resume.wait()
         self.changed.append(key)
-        await super().put(
+        await self.base.put(
             key, data, content_type=content_type, metadata=metadata, create_only=create_only
         )
 
     async def delete(self, key: str) -> None:
         self.changed.append(key)
-        await super().delete(key)
+        await self.base.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -304,7 +337,7 @@ def test_a_long_object_keeps_its_lease(
     has expired, yet a second worker finds the object busy."""
     logs, results = stores
     gate = Gate(hold=1)
-    monkeypatch.setattr(ingest, "convert", gate)
+    monkeypatch.setattr(ingest, "ObjectConverter", gate)
     timeout = 2.0
     key = log_key(0)
 
@@ -341,7 +374,7 @@ def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
     stalled_logs = Watched(base_logs, stall_renewals=True)
     stalled_results = Watched(results)
     gate = Gate(hold=1 if taker_finishes_first else 2)
-    monkeypatch.setattr(ingest, "convert", gate)
+    monkeypatch.setattr(ingest, "ObjectConverter", gate)
     key = log_key(0)
     data = gz([download_line(n) for n in range(20)])
 

@@ -17,11 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
-from pythonhosted.linehaul.ingest import pending
-from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with, table_of
+from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with
+from pythonhosted.pipeline import pending, table_of
 from pythonhosted.storage import Store, open_store
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
+from support.processes import spawn
 
 
 def _count(db: Path) -> tuple[int, int]:
@@ -36,7 +37,7 @@ def _count(db: Path) -> tuple[int, int]:
 
 def _cli(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONHOSTED_LINEHAUL__LEASE_TIMEOUT": "0.5"}
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "pythonhosted", "linehaul", *args, "--once"],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from pythonhosted.linehaul.cache import Memo
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, bigquery_fields
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
+from pythonhosted.warehouse.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, bigquery_fields
 
 
 def _details(user_agent: str) -> Any:
@@ -80,10 +80,26 @@ def test_ignored_and_unknown() -> None:
 
 def test_memo_is_bounded_first_in_first_out() -> None:
     calls: list[int] = []
-    memo: Memo[int, int] = Memo(lambda key: calls.append(key) or key * 2, 2)
+    memo: Memo[int, int] = Memo(lambda key: calls.append(key) or key * 2, 2, 1 << 20)
     assert [memo[1], memo[2], memo[1], memo[3], memo[1]] == [2, 4, 2, 6, 2]
     assert calls == [1, 2, 3, 1]
     assert len(memo) == 2
+
+
+def test_memo_is_bounded_in_bytes() -> None:
+    """Long keys evict the oldest entries by weight; one too heavy to keep is computed only."""
+    memo: Memo[str, int] = Memo(len, 1000, 8000, lambda key, value: len(key))
+    for key in ("a" * 600, "b" * 600, "c" * 600):
+        memo[key]
+    assert (len(memo), memo.bytes) == (3, 1800)
+    for number in range(20):  # 20 x 900 bytes: only the last eight fit
+        assert memo[f"{number:02}" * 450] == 900
+    assert memo.bytes == 7200
+    assert list(memo) == [f"{number:02}" * 450 for number in range(12, 20)]
+    assert memo["z" * 1001] == 1001  # over an eighth of the bound: not kept
+    assert "z" * 1001 not in memo and len(memo) == 8
+    memo.clear()
+    assert (len(memo), memo.bytes) == (0, 0)
 
 
 def test_bigquery_schema() -> None:

@@ -148,7 +148,8 @@ def test_metadata_credentials_opt_in_asks_metadata(
         tmp_path, "files", "upload", "--store", url, sdist, env=metadata.environment()
     )
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: {scheme}://bucket (endpoint {endpoint}): ")
+    file = Path(sdist).name
+    assert err.startswith(f"error: {file}: store: {scheme}://bucket (endpoint {endpoint}): ")
     assert err.count("\n") == 1
     assert metadata.connections() >= 1
 
@@ -179,7 +180,8 @@ def test_store_failures_name_the_store(tmp_path: Path, sdist: str) -> None:
     keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
     code, out, err = run_cli(tmp_path, "files", "upload", "--store", url, sdist, env=keys)
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: s3://bucket/pre (endpoint {endpoint}): Generic S3 error: ")
+    store = f"s3://bucket/pre (endpoint {endpoint})"
+    assert err.startswith(f"error: {Path(sdist).name}: store: {store}: Generic S3 error: ")
     assert err.endswith("error sending request\n") and err.count("\n") == 1
     assert "testing-secret" not in err
     half = {"AWS_ACCESS_KEY_ID": "testing"}
@@ -258,7 +260,7 @@ def test_read_only_store_directory(
     args = ("files", "upload", "--store", url, sdist)
     code, out, err = run_cli(tmp_path, *args, env={}, prefix=without_root_override)
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: {url}: Generic LocalFileSystem error: Unable to ")
+    assert err.startswith(f"error: {Path(sdist).name}: store: {url}: Generic LocalFileSystem error")
     assert err.endswith(": Permission denied (os error 13)\n") and err.count("\n") == 1
     data = store / "data"
     result = run_cli(

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from pythonhosted.storage import NotFound, Store, StoreUnavailable, Timeouts, open_store
+from pythonhosted.storage import (
+    DirectoryStore,
+    NotFound,
+    Store,
+    StoreUnavailable,
+    Timeouts,
+    open_store,
+)
 from pythonhosted.storage.errors import AlreadyExists
 
 META = {"project": "demo", "version": "1.0"}
@@ -64,6 +71,30 @@ def test_create_only_and_delete(writable_store: Store) -> None:
     run(scenario())
 
 
+def test_copy_takes_contents_and_metadata(writable_store: Store) -> None:
+    async def scenario() -> None:
+        await writable_store.put("a/x.log.gz", b"first", metadata=META)
+        await writable_store.put("b/y.log.gz", b"plain")
+        await writable_store.put("corrupt/b/y.log.gz", b"stale", metadata={"old": "1"})
+        await writable_store.copy("a/x.log.gz", "corrupt/a/x.log.gz")  # a new directory
+        await writable_store.copy("b/y.log.gz", "corrupt/b/y.log.gz")  # over an object
+        copied = await writable_store.info("corrupt/a/x.log.gz")
+        assert (await writable_store.get_bytes("corrupt/a/x.log.gz"), dict(copied.metadata)) == (
+            b"first",
+            META,
+        )
+        replaced = await writable_store.info("corrupt/b/y.log.gz")
+        assert (await writable_store.get_bytes("corrupt/b/y.log.gz"), dict(replaced.metadata)) == (
+            b"plain",
+            {},
+        )
+        assert await writable_store.get_bytes("a/x.log.gz") == b"first"  # still there
+        with pytest.raises(NotFound):
+            await writable_store.copy("missing", "elsewhere")
+
+    run(scenario())
+
+
 def test_object_larger_than_an_upload_part(writable_store: Store) -> None:
     """Over obstore's 5 MiB part size: cloud and local stores upload it in parts, the memory
     store in one whole put; every store gives back the same bytes and metadata."""
@@ -94,10 +125,8 @@ async def _chunks(total: int, piece: int, fail_after: int | None = None) -> Asyn
 
 def _pending_uploads(store: Store, request: pytest.FixtureRequest) -> str:
     """What the store keeps of unfinished uploads: staging files, S3 multipart uploads."""
-    if store.local_root is not None:
-        return " ".join(
-            sorted(str(path) for path in store.local_root.rglob("*") if "#" in path.name)
-        )
+    if isinstance(store, DirectoryStore):
+        return " ".join(sorted(str(path) for path in store.root.rglob("*") if "#" in path.name))
     if store.url.startswith("s3://"):
         endpoint = request.getfixturevalue("moto_endpoint")
         listing = httpx.get(f"{endpoint}/{store.url.removeprefix('s3://')}?uploads").text
@@ -192,3 +221,17 @@ def test_refused_connection_is_unavailable_quickly() -> None:
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_store(url)
+
+
+def test_a_losing_create_only_put_leaves_the_winners_metadata(writable_store: Store) -> None:
+    """On a directory the sidecar of a create-only put is written after the data, only if the
+    data won: the loser used to overwrite the winner's metadata first."""
+
+    async def race() -> None:
+        await writable_store.put("k", b"first", metadata={"who": "first"}, create_only=True)
+        with pytest.raises(AlreadyExists):
+            await writable_store.put("k", b"second", metadata={"who": "second"}, create_only=True)
+        info = await writable_store.info("k")
+        assert (info.metadata, await writable_store.get_bytes("k")) == ({"who": "first"}, b"first")
+
+    asyncio.run(race())

@@ -85,6 +85,7 @@ class ResumableSession:
 class FakeBigQuery:
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.query_jobs: dict[str, dict[str, Any]] = {}  # DDL the warehouse runs
         self.uploads: dict[str, bytes] = {}
         self.sessions: dict[str, ResumableSession] = {}
         self.requests: list[tuple[str, str]] = []
@@ -127,6 +128,9 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
                 self._initiate()
                 return
             body = self._body()
+            if self.headers.get("content-type", "").startswith("application/json"):
+                self._query_job(json.loads(body))
+                return
             boundary = self.headers["content-type"].split("boundary=", 1)[1].strip("'\"")
             parts = body.split(b"--" + boundary.encode())[1:3]
             resource = json.loads(parts[0].split(b"\r\n\r\n", 1)[1])
@@ -149,6 +153,14 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
                     error = {"reason": "invalid", "message": refusal}
                     resource["status"] = {"state": "DONE", "errorResult": error, "errors": [error]}
                 state.jobs[job_id] = resource
+            self._reply(200, resource)
+
+        def _query_job(self, resource: dict[str, Any]) -> None:
+            """A query job (the rollups' DDL): recorded and DONE at once, with no rows."""
+            resource["status"] = {"state": "DONE"}
+            resource.setdefault("statistics", {})["query"] = {}
+            with state.lock:
+                state.query_jobs[resource["jobReference"]["jobId"]] = resource
             self._reply(200, resource)
 
         def _initiate(self) -> None:
@@ -199,6 +211,14 @@ def _handler(state: FakeBigQuery) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self.requests_log()
             job_id = self.path.split("?", 1)[0].rsplit("/", 1)[1]
+            if "/queries/" in self.path and job_id in state.query_jobs:
+                reference = state.query_jobs[job_id]["jobReference"]
+                results = {"jobReference": reference, "jobComplete": True, "totalRows": "0"}
+                self._reply(200, {**results, "schema": {"fields": []}, "rows": []})
+                return
+            if job_id in state.query_jobs:
+                self._reply(200, state.query_jobs[job_id])
+                return
             if job_id not in state.jobs:
                 self._reply(404, {"error": {"code": 404, "message": "Not found"}})
                 return

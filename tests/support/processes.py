@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -55,6 +55,40 @@ def stop_group(
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple[bytes, bytes]:
+    """SIGTERM the process's group and collect its output; SIGKILL the group if it outlives
+    ``grace`` (the output read so far is returned either way)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate()
+
+
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group; the suite's autouse fixture (conftest.py)
+    kills the group when the test ends, however it ends, if it is still running."""
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        list(argv), start_new_session=True, **options
+    )
+    _spawned.append(process)
+    return process
+
+
+def stop_spawned() -> None:
+    """Kill what :func:`spawn` started and is still running (a test's teardown)."""
+    while _spawned:
+        process = _spawned.pop()
+        if process.poll() is None:
+            stop_group(process, grace=5.0)
 
 
 @contextlib.contextmanager

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from google.cloud.bigquery import client as bigquery_client
 
-from pythonhosted.linehaul.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
 from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
-from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id, rollup_views_sql
+from pythonhosted.warehouse.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
 from support.fake_bigquery import PUBLIC_SCHEMA, fake_bigquery, schema_mismatch
 
 MIB = 1024 * 1024
@@ -43,10 +43,37 @@ def test_load_jobs_mirror_the_reference() -> None:
         assert load["timePartitioning"] == {"type": "DAY", "field": "timestamp"}
         assert load["schema"]["fields"] == bigquery_fields(FILE_DOWNLOADS)
         assert fake.uploads[ident] == ROWS
-        assert all(
-            path.startswith("/upload/bigquery/v2/projects/proj/jobs") or method == "GET"
+        # Rows go up through the upload endpoint only; the other POSTs are the rollup views'
+        # DDL, one query job per view and dataset.
+        others = [
+            path
             for method, path in fake.requests
-        )
+            if not path.startswith("/upload/bigquery/v2/projects/proj/jobs") and method != "GET"
+        ]
+        assert others == ["/bigquery/v2/projects/proj/jobs?prettyPrint=false"] * 12
+        assert len(fake.query_jobs) == 12
+
+
+def test_rollups_are_materialized_views_made_once_per_dataset() -> None:
+    with fake_bigquery("proj") as (fake, client):
+        warehouse = BigQueryWarehouse(client, "proj", ["ds1"])
+        warehouse.load("simple_requests", [("processed/x/simple-a.json", ROWS)])
+        assert fake.query_jobs == {}  # simple requests have no rollups
+        warehouse.load("file_downloads", [("processed/x/downloads-a.json", ROWS)])
+        warehouse.load("file_downloads", [("processed/x/downloads-b.json", ROWS)])
+    queries = [job["configuration"]["query"]["query"] for job in fake.query_jobs.values()]
+    assert sorted(queries) == sorted(rollup_views_sql("proj", "ds1"))
+    assert len(queries) == 6
+    version = next(q for q in queries if "download_rollups_version`" in q)
+    assert version == (
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS `proj.ds1.download_rollups_version` "
+        "PARTITION BY day AS SELECT DATE(timestamp) AS day, "
+        "LOWER(REGEXP_REPLACE(project, r'[-_.]+', '-')) AS project, "
+        "COALESCE(details.installer.name IN ('bandersnatch', 'z3c.pypimirror', 'Artifactory', "
+        "'devpi', 'Nexus', 'pep381client'), FALSE) AS mirror, details.ci AS ci, "
+        "file.version AS value, COUNT(*) AS downloads "
+        "FROM `proj.ds1.file_downloads` GROUP BY 1, 2, 3, 4, 5"
+    )
 
 
 def test_a_retried_file_is_not_loaded_again() -> None:

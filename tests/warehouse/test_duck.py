@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from pythonhosted.linehaul.batch import convert
-from pythonhosted.linehaul.schema import DETAILS, FILE_DOWNLOADS
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import LocalFile, duck, open_warehouse
 from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
+from pythonhosted.warehouse.schema import DETAILS, FILE_DOWNLOADS
 from support.linehaul_data import download_line, gz, simple_line
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -105,8 +106,12 @@ def test_table(warehouse: str) -> None:
 def test_no_breakdown_and_no_downloads(warehouse: str) -> None:
     code, out = _stats(warehouse, "demo", *RANGE, "--format", "csv")
     assert (code, out) == (0, "download_count,percent\n4,100.00%\n")
-    code, out = _stats(warehouse, "nothing", *RANGE, "--format", "csv")
-    assert (code, out) == (0, "download_count,percent\n")
+    code, out = _stats(
+        warehouse, "demo", "--start", "2020-01-01", "--end", "2020-01-31", "--format", "csv"
+    )
+    assert (code, out) == (0, "download_count,percent\n")  # a known project, none then
+    code, out = _stats(warehouse, "other", *RANGE, "--format", "csv")
+    assert (code, out) == (0, "download_count,percent\n1,100.00%\n")
 
 
 def test_errors(warehouse: str, tmp_path: Path) -> None:
@@ -123,3 +128,28 @@ def test_errors(warehouse: str, tmp_path: Path) -> None:
     DuckDBWarehouse(tmp_path / "empty.duckdb").close()
     code, out = _stats(f"duckdb://{tmp_path}/empty.duckdb", "demo")
     assert code == 1 and "holds no downloads yet" in out and out.count("\n") == 1
+
+
+def test_a_warehouse_from_before_rollups(tmp_path: Path) -> None:
+    DuckDBWarehouse(tmp_path / "old.duckdb").close()
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute(
+        "INSERT INTO file_downloads (timestamp, url, project, file) VALUES "
+        "('2021-01-07 20:54:54', '/x', 'demo', {'filename': 'f', 'project': 'demo', "
+        "'version': '1', 'type': 'sdist'})"
+    )
+    for table in ("download_rollups", "project_names", "warehouse_version"):
+        con.execute(f"DROP TABLE {table}")
+    con.close()
+    code, out = _stats(f"duckdb://{tmp_path}/old.duckdb", "demo", *RANGE)
+    assert (code, out) == (
+        1,
+        f"Error: the warehouse at {tmp_path}/old.duckdb has no rollups yet (made by an older "
+        "release): run 'pythonhosted linehaul rollup --rebuild' or let publish load once\n",
+    )
+    out = CliRunner().invoke(
+        main, ["linehaul", "rollup", "--rebuild", "--warehouse", f"duckdb://{tmp_path}/old.duckdb"]
+    )
+    assert out.exit_code == 0, out.output
+    code, out = _stats(f"duckdb://{tmp_path}/old.duckdb", "demo", *RANGE, "--format", "csv")
+    assert (code, out) == (0, "download_count,percent\n1,100.00%\n")

@@ -105,11 +105,20 @@ def test_ten_thousand_idle_connections_leave_health_answering(
     service: str, tmp_path: Path, descriptors: int
 ) -> None:
     bind = Bind("127.0.0.1", free_port())
-    with started(_service_argv(service, tmp_path, bind), env=_env(), cwd=tmp_path):
+    argv = _service_argv(service, tmp_path, bind)
+    with started(argv, env=_env(), cwd=tmp_path) as process:
         wait_for_port(bind, timeout=60)
         with idle_sockets(bind, descriptors):
+            # Once the server holds them all (accepting 10,000 takes a moment on a loaded
+            # machine), every probe must answer: before the fix none did, for minutes.
+            wait_until(lambda: _descriptors(process.pid) >= descriptors, timeout=60)
             latencies = [health_latency(bind) for _ in range(20)]
         assert max(latencies) < RESPONSIVE, latencies
+
+
+def _descriptors(pid: int) -> int:
+    """Open descriptors of a process, its accepted connections among them."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def test_trickling_heads_are_cut_at_the_deadline(tmp_path: Path, descriptors: int) -> None:
@@ -140,6 +149,7 @@ def test_connections_per_process_are_bounded(tmp_path: Path, descriptors: int) -
     env = _env(max_connections="200", header_timeout="1")
     with started(_service_argv("files", tmp_path, bind), env=env, cwd=tmp_path) as process:
         wait_for_port(bind, timeout=60)
+        health_latency(bind)  # a first request: the server has opened what it keeps open
         baseline = len(os.listdir(f"/proc/{process.pid}/fd"))
         with idle_sockets(bind, min(3_000, descriptors)):
             most = 0

@@ -69,6 +69,7 @@ def test_serve_claims_every_address_before_starting_anything(tmp_path: Path) -> 
     binds = {name: Bind("127.0.0.1", free_port()) for name in ("files", "conveyor", "camo")}
     env = {f"PYTHONHOSTED_{name.upper()}__BIND": str(bind) for name, bind in binds.items()}
     env["PYTHONHOSTED_LINEHAUL__BIND"] = f"127.0.0.1:{free_port()}"
+    env["PYTHONHOSTED_STATS_WEB__BIND"] = f"127.0.0.1:{free_port()}"
     with socket.socket() as taken:
         taken.bind((binds["camo"].host, binds["camo"].port))
         taken.listen()

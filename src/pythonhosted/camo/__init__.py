@@ -1,12 +1,11 @@
 """camo: the HMAC-signed image proxy for project descriptions, and the HTML filter feeding it.
 
 Public surface: :func:`create_app` (the ASGI app), :func:`sign_url` and :func:`camoify` (for
-Warehouse-like callers), :func:`load_or_create_key` (for the all-in-one server).
+Warehouse-like callers).
 """
 
 from pythonhosted.camo.app import create_app
-from pythonhosted.camo.keys import load_or_create_key
 from pythonhosted.camo.rewrite import Camoified, camoify
 from pythonhosted.camo.urls import sign_url
 
-__all__ = ["Camoified", "camoify", "create_app", "load_or_create_key", "sign_url"]
+__all__ = ["Camoified", "camoify", "create_app", "sign_url"]

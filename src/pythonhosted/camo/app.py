@@ -13,18 +13,17 @@ from pythonhosted import __version__
 from pythonhosted.camo.cache.disk import DiskTier
 from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
 from pythonhosted.camo.cache.store import CacheStore
-from pythonhosted.camo.client import Dial, open_streams
+from pythonhosted.camo.dns import Lookup, system_lookup
 from pythonhosted.camo.headers import security_headers
+from pythonhosted.camo.http1 import Dial, open_streams
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.proxy import Proxy, ProxyOptions
-from pythonhosted.camo.resolver import Lookup, system_lookup
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks
-from pythonhosted.config import CamoSettings, load_worker_settings
-from pythonhosted.logsetup import configure_logging
+from pythonhosted.config import CamoSettings
 from pythonhosted.web.request import Request
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
 
 
@@ -149,13 +148,3 @@ def create_app(
     can reach the internet whatever URL it throws at camo; production uses the system's.
     """
     return CamoApp(settings, lookup, dial)
-
-
-def worker_app() -> CamoApp:
-    """Entry point of each ``camo serve --workers N`` process: settings from the environment.
-
-    Each worker has its own upstream connection pool, caches and metrics.
-    """
-    settings = load_worker_settings()
-    configure_logging(json=settings.log_json, level=settings.log_level)
-    return create_app(settings.camo)

@@ -238,7 +238,7 @@ def serve(
     exported = settings.model_copy(update={"camo": camo_settings})
     _export(exported, (name for name, value in flags.items() if value is not None))
     run_workers(
-        "pythonhosted.camo.app:worker_app",
+        "pythonhosted.camo.service:worker_app",
         bind,
         workers,
         limits,

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from yarl import URL
 
 from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
-from pythonhosted.camo.client import BodyError, Response
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
     RESPONSE_HEADERS,
@@ -28,6 +27,7 @@ from pythonhosted.camo.headers import (
     relayed_response_headers,
     upstream_request_headers,
 )
+from pythonhosted.camo.http1 import BodyError, Response
 from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy

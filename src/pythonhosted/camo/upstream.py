@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from pythonhosted.camo.client import (
+from pythonhosted.camo.dns import Lookup, PolicyResolver, system_lookup
+from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
+from pythonhosted.camo.http1 import (
     BadResponse,
     Connection,
     Dial,
@@ -27,10 +30,7 @@ from pythonhosted.camo.client import (
     open_streams,
     request_head,
 )
-from pythonhosted.camo.errors import Refused
-from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
 from pythonhosted.camo.policy import AddressPolicy, literal_address
-from pythonhosted.camo.resolver import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.rules import Rules
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

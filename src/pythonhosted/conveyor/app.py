@@ -12,10 +12,10 @@ from pythonhosted.conveyor.docs import DocsSite
 from pythonhosted.conveyor.legacy import LegacyApp
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.replies import reply
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.request import Request
 from pythonhosted.web.security import NO_CROSS_DOMAIN
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
 
 

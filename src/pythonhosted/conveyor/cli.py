@@ -10,9 +10,9 @@ import click
 
 from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
-from pythonhosted.conveyor.publish import PublishError, set_redirect, upload_docs
 from pythonhosted.conveyor.redirects import Redirect
-from pythonhosted.conveyor.service import create_app, docs_url
+from pythonhosted.conveyor.service import build_app, docs_url
+from pythonhosted.conveyor.upload import PublishError, set_redirect, upload_docs
 from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -53,7 +53,7 @@ def serve_command(
     settings = settings.model_copy(update={"conveyor": section})
     try:
         address = Bind.parse(section.bind)
-        app = create_app(settings)  # also validates the settings before any worker starts
+        app = build_app(settings)  # also validates the settings before any worker starts
     except ValueError as exc:
         raise click.UsageError(str(exc).splitlines()[0]) from exc
     legacy = "off" if app.legacy is None else ("JSON API" if section.json_api else "own index")

@@ -18,8 +18,8 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.content import content_headers
 from pythonhosted.conveyor.redirects import RedirectTable
 from pythonhosted.conveyor.replies import reply, security_headers
-from pythonhosted.keys import check_key, path_of
-from pythonhosted.storage import NotFound, Store, StoreUnavailable
+from pythonhosted.objectkeys import check_key, path_of
+from pythonhosted.storage import DirectoryStore, NotFound, Store, StoreUnavailable
 from pythonhosted.web.http import http_datetime
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
@@ -38,7 +38,8 @@ class DocsSite:
     def __init__(self, store: Store, redirects: RedirectTable) -> None:
         self.store = store
         self.redirects = redirects
-        root = store.local_root
+        # A local directory is stat'ed directly on the hot path (cheaper than a thread hop).
+        root = store.root if isinstance(store, DirectoryStore) else None
         self._root = str(root).rstrip("/") + "/" if root is not None else None
         self._local: dict[str, tuple[tuple[int, int, int], Found]] = {}
         self._local_bytes = 0

@@ -18,8 +18,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from pythonhosted.conveyor.index import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.projectfiles import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.sources import Entry, UpstreamUnavailable
 from pythonhosted.conveyor.targets import InvalidTarget, check_target
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from pythonhosted.web.metrics import ServiceRegistry
-from pythonhosted.web.service import ResponseTallies
+from pythonhosted.web.shell import ResponseTallies
 
 
 class ConveyorMetrics:

@@ -7,7 +7,9 @@ of thousands of files weighs megabytes), least recently used evicted first. Unkn
 (an upstream 404 with a lifetime, an own-index project with no files) are cached the same way,
 so a flood of made-up names costs one lookup each and never more than the bounds.
 ``entries=0`` turns cache and coalescing off (every request fetches): the reference design,
-kept for the benchmark's comparison.
+kept for the benchmark's comparison. With a catalog ``watch`` (the own index), a yank or
+delete empties the cache within a second instead of ``cache_ttl``; fetches under way when it
+changed are neither kept nor joined.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import time
 from cachetools import LRUCache
 from packaging.utils import canonicalize_name
 
+from pythonhosted.catalog import CatalogWatch
 from pythonhosted.coalesce import Coalescer
-from pythonhosted.conveyor.index import ProjectFiles
 from pythonhosted.conveyor.metrics import ConveyorMetrics
+from pythonhosted.conveyor.projectfiles import ProjectFiles
 from pythonhosted.conveyor.sources import Entry, Source
 
 
@@ -44,18 +47,28 @@ def weight(entry: Entry) -> int:
 
 class Resolver:
     def __init__(
-        self, source: Source, entries: int, max_bytes: int, metrics: ConveyorMetrics
+        self,
+        source: Source,
+        entries: int,
+        max_bytes: int,
+        metrics: ConveyorMetrics,
+        watch: CatalogWatch | None = None,
     ) -> None:
         self.source = source
         self.entries = entries
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.watch = watch
         self._cache: LRUCache[str, Entry] = LRUCache(maxsize=max_bytes, getsizeof=weight)
-        self._inflight: Coalescer[str, Entry] = Coalescer()
+        self._generation = 0  # of the cache, one more each time the catalog changed
+        self._inflight: Coalescer[tuple[int, str], Entry] = Coalescer()
         self._hit = metrics.cache.labels("hit")
 
     async def resolve(self, project: str) -> ProjectFiles:
         """The project's files; UpstreamStatus for a 4xx, UpstreamUnavailable on failure."""
+        if self.watch is not None and await self.watch.changed():
+            self._cache.clear()
+            self._generation += 1
         entry = await self._entry(canonicalize_name(project))
         if entry.files is None:
             raise UpstreamStatus(entry.status)
@@ -68,11 +81,15 @@ class Resolver:
         if entry is not None and entry.fresh_until > time.monotonic():
             self._hit.inc()
             return entry
-        self.metrics.cache.labels("coalesced" if self._inflight.busy(name) else "miss").inc()
-        return await self._inflight.run(name, lambda: self._fill(name, entry))
+        key = (self._generation, name)
+        self.metrics.cache.labels("coalesced" if self._inflight.busy(key) else "miss").inc()
+        return await self._inflight.run(key, lambda: self._fill(name, entry))
 
     async def _fill(self, name: str, stale: Entry | None) -> Entry:
+        generation = self._generation
         entry = await self.source.fetch(name, stale)
+        if generation != self._generation:
+            return entry  # fetched before the catalog changed: answer this request only
         if entry.storable and len(name) <= MAX_CACHED_NAME and weight(entry) <= self.max_bytes:
             self._cache[name] = entry  # evicts the least recently used past max_bytes
             while len(self._cache) > self.entries:

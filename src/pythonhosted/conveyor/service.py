@@ -1,4 +1,4 @@
-"""Build conveyor from settings: the docs service (``create_app``) and the legacy-only app.
+"""Build conveyor from settings: the docs service (``build_app``) and the legacy-only app.
 
 The resolver is the JSON API client when ``json_api`` is set, otherwise the own index in
 ``index`` (or the files edge's primary store); with neither, legacy URLs are 404.
@@ -6,6 +6,7 @@ The resolver is the JSON API client when ``json_api`` is set, otherwise the own 
 
 from __future__ import annotations
 
+from pythonhosted.catalog import CatalogWatch
 from pythonhosted.config import ConveyorSettings, Settings, load_worker_settings
 from pythonhosted.conveyor.app import ConveyorApp
 from pythonhosted.conveyor.docs import DocsSite
@@ -17,7 +18,7 @@ from pythonhosted.conveyor.resolver import Resolver
 from pythonhosted.conveyor.sources import OwnIndexSource, Source
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import Timeouts, open_store
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 
 
 def docs_url(settings: Settings) -> str:
@@ -42,8 +43,14 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
         index = conveyor.index or settings.files.primary
         if not index:
             return None
-        source = OwnIndexSource(
-            open_store(index, _timeouts(conveyor)), conveyor.files_base_url, conveyor.cache_ttl
+        store = open_store(index, _timeouts(conveyor))
+        source = OwnIndexSource(store, conveyor.files_base_url, conveyor.cache_ttl)
+        return Resolver(
+            source,
+            conveyor.cache_entries,
+            conveyor.cache_max_bytes,
+            metrics,
+            CatalogWatch(store),
         )
     return Resolver(source, conveyor.cache_entries, conveyor.cache_max_bytes, metrics)
 
@@ -63,7 +70,7 @@ def legacy_app_from_settings(settings: Settings) -> LegacyApp | None:
     return create_legacy_app(resolver) if resolver is not None else None
 
 
-def create_app(settings: Settings) -> ConveyorApp:
+def build_app(settings: Settings) -> ConveyorApp:
     """The conveyor service: docs, legacy redirects, ``/_health`` and ``/metrics``."""
     conveyor = settings.conveyor
     metrics = ConveyorMetrics()
@@ -87,7 +94,7 @@ def worker_app() -> ConveyorApp:
     """
     settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    return create_app(settings)
+    return build_app(settings)
 
 
 def _timeouts(conveyor: ConveyorSettings) -> Timeouts:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pythonhosted.catalog import FileRecord, project_records
-from pythonhosted.conveyor.index import LegacyFile, ProjectFiles
+from pythonhosted.conveyor.projectfiles import LegacyFile, ProjectFiles
 from pythonhosted.conveyor.targets import check_target
 from pythonhosted.storage import StorageError, Store
 from pythonhosted.storage.stores import check_key

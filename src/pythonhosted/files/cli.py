@@ -1,44 +1,75 @@
-"""``pythonhosted files``: upload distributions, run the files edge."""
+"""``pythonhosted files``: upload distributions, run the files edge (managing what was uploaded
+is in :mod:`.manage_cli`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from pathlib import Path
 
 import click
 
 from pythonhosted.config import Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
-from pythonhosted.files.service import build_standalone_edge
+from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
+from pythonhosted.files.manage_cli import (
+    STORE_HELP,
+    delete_command,
+    list_command,
+    open_primary,
+    unyank_command,
+    yank_command,
+)
+from pythonhosted.files.service import build_app
 from pythonhosted.files.upload import UploadRefused, upload
-from pythonhosted.storage import StorageError, open_store
+from pythonhosted.storage import StorageError
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
 @click.group()
 def files() -> None:
-    """The files edge (files.pythonhosted.org)."""
+    """The files edge (files.pythonhosted.org), and managing what it serves."""
+
+
+for command in (list_command, yank_command, unyank_command, delete_command):
+    files.add_command(command)
 
 
 @files.command("upload")
-@click.option("--store", "store_url", required=True, help="Store URL, e.g. file:///srv/files.")
+@click.option("--store", "store_url", help=STORE_HELP)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-def upload_command(store_url: str, paths: tuple[Path, ...]) -> None:
-    """Store distributions at their hashed keys; print one URL path per file."""
-    try:
-        store = open_store(store_url)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+@click.pass_obj
+def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:
+    """Check distributions and store them at their hashed keys; print one URL path per file."""
+    store = open_primary(settings, store_url)
+    limit = settings.files.upload_max_bytes
     failures = 0
     for path in paths:
         try:
-            record = asyncio.run(upload(store, path.name, path.read_bytes()))
+            if path.stat().st_size > limit:
+                click.echo(f"error: {path.name}: larger than {limit} bytes", err=True)
+                failures += 1
+                continue
+            data = path.read_bytes()
+            record = asyncio.run(
+                upload(
+                    store,
+                    path.name,
+                    data,
+                    metadata_max_bytes=settings.files.upload_metadata_max_bytes,
+                )
+            )
         except OSError as exc:
             click.echo(f"error: {path}: {exc.strerror}", err=True)
             failures += 1
             continue
-        except (InvalidDistribution, UploadRefused, StorageError) as exc:
+        except (InvalidDistribution, UploadRefused) as exc:  # their messages name the file
             click.echo(f"error: {exc}", err=True)
+            failures += 1
+            continue
+        except StorageError as exc:
+            click.echo(f"error: {path.name}: store: {exc}", err=True)
             failures += 1
             continue
         click.echo(record.path)
@@ -66,7 +97,7 @@ def serve_command(
     updates = {name: value for name, value in flags.items() if value}
     settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})
     try:
-        edge = build_standalone_edge(settings)  # also validates settings before workers start
+        edge = build_app(settings)  # also validates settings before workers start
         address = Bind.parse(settings.files.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -77,6 +108,16 @@ def serve_command(
         return
     export_to_environment(settings, "files", updates)
     worker_app = "pythonhosted.files.service:worker_app"
-    run_workers(
-        worker_app, address, settings.files.workers, limits, lambda: click.echo(banner, err=True)
-    )
+    with tempfile.TemporaryDirectory(prefix="pythonhosted-purges-") as shared:
+        # One journal for the instance: a PURGE taken by any worker empties every cache.
+        os.environ[JOURNAL_ENV] = str(PurgeJournal.create(Path(shared) / "journal"))
+        try:
+            run_workers(
+                worker_app,
+                address,
+                settings.files.workers,
+                limits,
+                lambda: click.echo(banner, err=True),
+            )
+        finally:
+            del os.environ[JOURNAL_ENV]

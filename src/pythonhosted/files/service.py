@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 from pydantic import SecretStr
 
 from pythonhosted.config import Settings, load_worker_settings
 from pythonhosted.eventlog import EventLog, event_log_from_settings
 from pythonhosted.files.app import METHODS, EdgeOptions, FilesEdge
+from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
+from pythonhosted.localdirs import load_or_create_secret, read_secret
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import StorePair, Timeouts, open_store
 from pythonhosted.web.security import NO_CROSS_DOMAIN
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import ASGIApp
+
+log = logging.getLogger(__name__)
 
 
 def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> Service:
@@ -54,7 +62,7 @@ def edge_from_settings(settings: Settings, legacy: ASGIApp | None = None) -> Fil
         ),
         options=EdgeOptions(
             admin_secret=_secret(files.admin_secret),
-            purge_secret=_secret(files.purge_secret),
+            purge_secret=purge_secret(settings, create=True),
             require_tls=files.require_tls,
             trust_proxy_headers=files.trust_proxy_headers,
             country_header=files.country_header,
@@ -64,14 +72,38 @@ def edge_from_settings(settings: Settings, legacy: ASGIApp | None = None) -> Fil
         ),
         legacy=legacy,
         metrics=metrics,
+        purges=PurgeJournal(Path(journal)) if (journal := os.environ.get(JOURNAL_ENV)) else None,
     )
+
+
+PURGE_SECRET_FILE = "purge.key"
+
+
+def purge_secret(settings: Settings, create: bool = False) -> str | None:
+    """``files.purge_secret``, else the one kept in ``DATA/purge.key``: generated there by the
+    first edge that starts without one (``create``), found there by ``files delete``.
+
+    An edge whose data dir cannot be written runs on, refusing every purge (as it did before
+    secrets were generated), and says so in its log.
+    """
+    configured = _secret(settings.files.purge_secret)
+    if configured:
+        return configured
+    path = settings.data_dir / PURGE_SECRET_FILE
+    if not create:
+        return read_secret(path)
+    try:
+        return load_or_create_secret(path)
+    except OSError as exc:
+        log.warning("purges refused: no files.purge_secret and %s: %s", path, exc.strerror)
+        return None
 
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_standalone_edge(settings: Settings) -> Service:
+def build_app(settings: Settings) -> Service:
     """The edge as ``files serve`` runs it: legacy ``/packages/`` URLs go to conveyor's
     redirect logic (its public factory), resolved from the upload catalog by default."""
     from pythonhosted.conveyor.service import legacy_app_from_settings
@@ -83,4 +115,4 @@ def worker_app() -> Service:
     """Entry point of each ``files serve --workers N`` process: settings from the environment."""
     settings = load_worker_settings()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    return build_standalone_edge(settings)
+    return build_app(settings)

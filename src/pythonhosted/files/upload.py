@@ -1,24 +1,30 @@
 """``pythonhosted files upload``: store distributions the way Warehouse does.
 
-Each file goes to its BLAKE2b-256 key with project/version/package-type/python-version
-metadata; a wheel also gets its PEP 658 ``.metadata`` sidecar; then a catalog record is written.
+Each file is checked first (:func:`pythonhosted.distributions.core_metadata`: a readable,
+harmless archive whose core metadata names the filename's project and version), then goes to
+its BLAKE2b-256 key with project/version/package-type/python-version metadata; a wheel also
+gets its PEP 658 ``.metadata`` sidecar; the catalog record comes last. The record is what the
+index and conveyor read, so a refused file stores nothing, and an upload that fails half-way
+leaves at most content-addressed objects that nothing lists (the next attempt completes it).
 Identical bytes re-uploaded are a no-op; different bytes under an existing filename are refused
 (filenames are unique forever on PyPI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import mimetypes
 from datetime import UTC, datetime
 
-from pythonhosted.catalog import FileRecord, get_record, record_key
+from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key
 from pythonhosted.distributions import (
+    METADATA_MAX_BYTES,
+    core_metadata,
     parse_filename,
     requires_python,
     storage_key,
-    wheel_metadata,
 )
 from pythonhosted.storage import NotFound, Store
 from pythonhosted.storage.errors import AlreadyExists
@@ -36,9 +42,16 @@ def content_type_for(filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
-async def upload(store: Store, filename: str, data: bytes) -> FileRecord:
-    """Store one distribution; return its catalog record (the existing one for a no-op)."""
+async def upload(
+    store: Store, filename: str, data: bytes, *, metadata_max_bytes: int = METADATA_MAX_BYTES
+) -> FileRecord:
+    """Store one distribution; return its catalog record (the existing one for a no-op).
+
+    InvalidDistribution for a file that fails the checks, UploadRefused for a name taken by
+    other bytes; nothing is stored in either case.
+    """
     dist = parse_filename(filename)
+    metadata = await asyncio.to_thread(core_metadata, data, dist, metadata_max_bytes)
     key = storage_key(data, filename)
     blake2 = key.split("/")[1] + key.split("/")[2] + key.split("/")[3]
     existing = await get_record(store, dist.project, filename)
@@ -48,13 +61,10 @@ async def upload(store: Store, filename: str, data: bytes) -> FileRecord:
         return existing
 
     metadata_sha256 = None
-    python_requirement = None
-    if dist.package_type == "bdist_wheel":
-        core_metadata = wheel_metadata(data, dist)
-        metadata_sha256 = hashlib.sha256(core_metadata).hexdigest()
-        python_requirement = requires_python(core_metadata)
-        await _put_once(store, key + ".metadata", core_metadata, METADATA_CONTENT_TYPE, None)
     await _put_once(store, key, data, content_type_for(filename), dist.metadata())
+    if dist.package_type == "bdist_wheel":
+        metadata_sha256 = hashlib.sha256(metadata).hexdigest()
+        await _put_once(store, key + ".metadata", metadata, METADATA_CONTENT_TYPE, None)
 
     record = FileRecord(
         filename=filename,
@@ -67,7 +77,7 @@ async def upload(store: Store, filename: str, data: bytes) -> FileRecord:
         sha256=hashlib.sha256(data).hexdigest(),
         blake2b_256=blake2,
         upload_time=(await _upload_time(store, key)),
-        requires_python=python_requirement,
+        requires_python=requires_python(metadata),
         metadata_sha256=metadata_sha256,
     )
     try:
@@ -80,6 +90,7 @@ async def upload(store: Store, filename: str, data: bytes) -> FileRecord:
                 f"{filename}: a different file with this name already exists"
             ) from None
         return winner
+    await mark_changed(store)  # running indexes show it within a second, not a cache TTL
     return record
 
 

@@ -1,9 +1,10 @@
 """The simple index as an ASGI app (simple-index.md rules 1-6).
 
 Pages are built from the catalog the uploads write, cached per project for ``cache_ttl``
-seconds in a bounded cache (:mod:`pythonhosted.index.pages`; uploads become visible within that
-time; the responses themselves say max-age=600 as PyPI's do), and every project-page request
-writes a ``simple|…`` line to the same log store as downloads, so linehaul fills the
+seconds in a bounded cache (:mod:`pythonhosted.index.cached_catalog`; uploads, yanks and
+deletes show within a second, when the catalog's generation changes; the responses
+themselves say max-age=600 as PyPI's do), and every project-page request writes a
+``simple|…`` line to the same log store as downloads, so linehaul fills the
 ``simple_requests`` table.
 """
 
@@ -18,9 +19,10 @@ from urllib.parse import parse_qs
 from packaging.utils import canonicalize_name
 from prometheus_client import Gauge
 
+from pythonhosted.catalog import CatalogWatch
 from pythonhosted.eventlog import EventLog
+from pythonhosted.index.cached_catalog import CatalogPages
 from pythonhosted.index.negotiate import choose
-from pythonhosted.index.pages import CatalogPages
 from pythonhosted.index.render import (
     JSON_TYPE,
     index_html,
@@ -30,12 +32,12 @@ from pythonhosted.index.render import (
 )
 from pythonhosted.logline import simple_line
 from pythonhosted.storage import StorageError, Store
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.http import etag_matches
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response, send_text
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,9 @@ class IndexApp:
         self.log = event_log
         self.options = options or IndexOptions()
         self.registry = ServiceRegistry("index")
-        self.pages = CatalogPages(store, self.options.cache_ttl, self.options.cache_max_bytes)
+        self.pages = CatalogPages(
+            store, self.options.cache_ttl, self.options.cache_max_bytes, CatalogWatch(store)
+        )
         entries = Gauge("index_cache_entries", "Project names cached.", registry=self.registry)
         entries.set_function(lambda: self.pages.entries)
         size = Gauge(

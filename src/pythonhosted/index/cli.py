@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pythonhosted.config import Settings
-from pythonhosted.index.service import build_index
+from pythonhosted.index.service import build_app
 from pythonhosted.web.server import Bind, ServerLimits, run
 
 
@@ -37,7 +37,7 @@ def serve_command(
         }
     )
     try:
-        app = build_index(settings)
+        app = build_app(settings)
         address = Bind.parse(settings.index.bind)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -1,7 +1,9 @@
 """Project pages in the two simple-API formats, from catalog records.
 
 HTML follows PEP 503 with the PEP 658/714 metadata attributes; JSON follows PEP 691 with the
-PEP 700 additions (api-version 1.1: ``versions``, ``size``, ``upload-time``).
+PEP 700 additions (api-version 1.1: ``versions``, ``size``, ``upload-time``). Yanked files
+(PEP 592) stay listed, marked ``data-yanked="reason"`` / ``"yanked": "reason"`` (``true``
+without a reason), so installers skip them unless a requirement pins them with ``==``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def project_json(name: str, records: list[FileRecord], files_url: str) -> bytes:
             "requires-python": record.requires_python,
             "size": record.size,
             "upload-time": record.upload_time,
-            "yanked": False,
+            "yanked": (record.yanked_reason or True) if record.yanked else False,
         }
         if record.metadata_sha256:
             entry["core-metadata"] = {"sha256": record.metadata_sha256}
@@ -65,6 +67,8 @@ def project_html(name: str, records: list[FileRecord], files_url: str) -> bytes:
         if record.metadata_sha256:
             attributes.append(f'data-core-metadata="sha256={record.metadata_sha256}"')
             attributes.append(f'data-dist-info-metadata="sha256={record.metadata_sha256}"')
+        if record.yanked:
+            attributes.append(f'data-yanked="{escape(record.yanked_reason or "")}"')
         lines.append(f"    <a {' '.join(attributes)}>{escape(record.filename)}</a><br>")
     lines += ["  </body>", "</html>", ""]
     return "\n".join(lines).encode()

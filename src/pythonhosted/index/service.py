@@ -6,11 +6,11 @@ from pythonhosted.config import Settings
 from pythonhosted.eventlog import event_log_from_settings
 from pythonhosted.index.app import IndexApp, IndexOptions
 from pythonhosted.storage import Timeouts, open_store
-from pythonhosted.web.client import ClientFacts
-from pythonhosted.web.service import Service
+from pythonhosted.web.clientfacts import ClientFacts
+from pythonhosted.web.shell import Service
 
 
-def build_index(settings: Settings) -> Service:
+def build_app(settings: Settings) -> Service:
     files = settings.files
     if not files.primary:
         raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")

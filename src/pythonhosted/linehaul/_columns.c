@@ -1,15 +1,23 @@
 /* The block converter of pythonhosted.linehaul.columns, a line at a time in C.
  *
  * The rows of columns.convert_block, byte for byte: Converter.convert takes whole lines (each
- * ending with a newline, valid UTF-8) and appends their NDJSON rows to one growing buffer per
- * table, which finish() hands over once the object is done; when any line needs the per-line
- * parser it returns None and appends nothing, and the caller appends what that parser makes.
+ * ending with a newline) and appends their NDJSON rows to one growing buffer per table, which
+ * finish() hands over (ingest calls it once per part of an object). A line it cannot convert
+ * goes, in its turn, to the caller's fallback (the per-line parser), which appends what it
+ * makes; so each line is looked at once, and rows keep the order of their lines.
  * It only splits lines, checks their structure and joins ready-made JSON fragments;
  * every decision about a field's value stays in Python: a fragment comes from the same memos
  * the Python path uses (a field -> its JSON fragment, or None when the parser must look).
+ * Two kinds of line it settles itself, because a hostile object may hold a billion of them and
+ * the per-line parser costs microseconds each: a blank line (nothing but spaces, tabs and CRs)
+ * is counted and dropped; a line the parser would surely reject (fewer than ten fields, or a
+ * kind field holding neither "download" nor "simple", whatever the parser's tidying does) is
+ * copied verbatim to the unprocessed table.
  * Each converter keeps its own hash table per field in front of its memo, keyed by the raw
  * bytes, so a repeated value costs one hash and one memcmp instead of a bytes object, a
- * SipHash and a dict lookup.
+ * SipHash and a dict lookup. Those tables are bounded in entries (SLOTS / 2) and in the
+ * bytes of the keys and fragments they hold (CACHE_BYTES): a log of unique values refills
+ * them, it does not grow them.
  *
  * A line is `kind|timestamp|country|url|tls protocol|tls cipher|project|version|package
  * type|user agent`. A download's row is: timestamp, url, project, `,"file":{"filename":"`,
@@ -40,6 +48,7 @@ enum { /* the memos, in the order Converter takes them (columns._FIELD_MEMOS) */
 static const char FILE_GLUE[] = ",\"file\":{\"filename\":\"";
 #define FILE_GLUE_LEN (sizeof(FILE_GLUE) - 1)
 #define SLOTS 8192 /* per field; cleared when half full (distinct values per object are few) */
+#define CACHE_BYTES (4 << 20) /* per field: keys and fragments held; cleared when reached */
 
 typedef struct {
     uint64_t hash;
@@ -54,7 +63,9 @@ typedef struct {
     Slot *last; /* the slot found last: log lines come in time order, and consecutive lines
                  * mostly share their second, country, TLS fields... */
     size_t used;
-    PyObject *memo; /* owned: a mapping raw bytes -> fragment */
+    Py_ssize_t bytes; /* of the keys and fragments held */
+    PyObject *memo;   /* owned: a mapping raw bytes -> fragment */
+    PyObject *spare;  /* owned: the last fragment too heavy to keep, until the next one */
 } Cache;
 
 /* A growing bytes object: the rows of one table. */
@@ -63,10 +74,12 @@ typedef struct {
     Py_ssize_t size;
 } Output;
 
+enum { SIMPLE, DOWNLOADS, UNPROCESSED, N_TABLES };
+
 typedef struct {
     PyObject_HEAD
     Cache caches[N_MEMOS];
-    Output tables[2]; /* simple requests, downloads */
+    Output tables[N_TABLES];
 } Converter;
 
 static uint64_t
@@ -113,6 +126,7 @@ cache_clear(Cache *cache)
         }
     }
     cache->used = 0;
+    cache->bytes = 0;
     cache->last = NULL;
 }
 
@@ -152,7 +166,13 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
         Py_DECREF(key);
         return NULL;
     }
-    if (cache->used * 2 >= SLOTS) {
+    Py_ssize_t weight = n + (value == Py_None ? 0 : PyBytes_GET_SIZE(value));
+    if (weight > CACHE_BYTES / 8) { /* it would clear the table for one value */
+        Py_DECREF(key);
+        Py_XSETREF(cache->spare, value);
+        return value;
+    }
+    if (cache->used * 2 >= SLOTS || cache->bytes + weight > CACHE_BYTES) {
         cache_clear(cache);
         i = hash & (SLOTS - 1);
     }
@@ -163,6 +183,7 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
     slot->key = key;
     slot->value = value;
     cache->used++;
+    cache->bytes += weight;
     cache->last = slot;
     return value;
 }
@@ -193,18 +214,23 @@ output_reserve(Output *out, Py_ssize_t extra)
 }
 
 static int
-output_append(Output *out, PyObject *rows)
+output_write(Output *out, const char *p, Py_ssize_t size)
 {
-    Py_ssize_t size = PyBytes_GET_SIZE(rows);
     if (size == 0) {
         return 0;
     }
     if (output_reserve(out, size) < 0) {
         return -1;
     }
-    memcpy(PyBytes_AS_STRING(out->bytes) + out->size, PyBytes_AS_STRING(rows), (size_t)size);
+    memcpy(PyBytes_AS_STRING(out->bytes) + out->size, p, (size_t)size);
     out->size += size;
     return 0;
+}
+
+static int
+output_append(Output *out, PyObject *rows)
+{
+    return output_write(out, PyBytes_AS_STRING(rows), PyBytes_GET_SIZE(rows));
 }
 
 static inline char *
@@ -265,48 +291,83 @@ less(PyObject *a, PyObject *b)
     return order < 0 || (order == 0 && na < nb);
 }
 
+/* Whether p[0:n] is nothing but spaces, tabs and CRs (an empty line too). */
+static int
+blank(const char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether p[0:n] holds a byte outside ASCII. */
+static int
+has_high_byte(const unsigned char *p, Py_ssize_t n)
+{
+    unsigned char any = 0; /* no branch per byte: vectorised */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        any |= p[i];
+    }
+    return any >= 0x80;
+}
+
 #define FIELDS 10
 #define LOOK_UP(memo, index) \
     cache_get(&self->caches[memo], fields[index], sizes[index])
 
 static PyObject *
-Converter_convert(Converter *self, PyObject *block)
+Converter_convert(Converter *self, PyObject *args)
 {
-    if (!PyBytes_Check(block)) {
-        PyErr_SetString(PyExc_TypeError, "convert() takes bytes");
+    PyObject *block, *fallback;
+    int utf8;
+    if (!PyArg_ParseTuple(args, "SOp:convert", &block, &fallback, &utf8)) {
         return NULL;
     }
     const char *p = PyBytes_AS_STRING(block);
     const char *end = p + PyBytes_GET_SIZE(block);
     Output *tables = self->tables;
-    Py_ssize_t sizes_before[2] = {tables[0].size, tables[1].size};
-    Py_ssize_t rows = 0, ignored = 0;
+    Py_ssize_t rows = 0, ignored = 0, blanks = 0, unprocessable = 0;
     PyObject *earliest = NULL; /* owned */
     PyObject *result = NULL;
 
     while (p < end) {
+        const char *line = p;
         const char *newline = memchr(p, '\n', (size_t)(end - p));
         if (newline == NULL) {
-            goto fallback;
+            PyErr_SetString(PyExc_ValueError, "a block must end with a newline");
+            goto error;
+        }
+        p = newline + 1;
+        if (newline == line) { /* and the empty lines right after it, in one sweep */
+            const char *more = p;
+            while (more < end && *more == '\n') {
+                more++;
+            }
+            blanks += 1 + (more - p);
+            p = more;
+            continue;
+        }
+        if ((*line == ' ' || *line == '\t' || *line == '\r') && blank(line, newline - line)) {
+            blanks++;
+            continue;
         }
         const char *fields[FIELDS];
         Py_ssize_t sizes[FIELDS];
-        const char *at = p;
+        const char *at = line;
         for (int k = 0; k < FIELDS - 1; k++) {
             const char *bar = memchr(at, '|', (size_t)(newline - at));
             if (bar == NULL) {
-                goto fallback;
+                goto unprocessable; /* fewer than ten fields */
             }
             fields[k] = at;
             sizes[k] = bar - at;
             at = bar + 1;
         }
-        if (memchr(at, '|', (size_t)(newline - at)) != NULL) {
-            goto fallback;
-        }
         fields[FIELDS - 1] = at;
         sizes[FIELDS - 1] = newline - at;
-        p = newline + 1;
 
         int download;
         if (sizes[0] == 8 && memcmp(fields[0], "download", 8) == 0) {
@@ -315,8 +376,16 @@ Converter_convert(Converter *self, PyObject *block)
         else if (sizes[0] == 6 && memcmp(fields[0], "simple", 6) == 0) {
             download = 0;
         }
+        else if (memmem(fields[0], (size_t)sizes[0], "download", 8) == NULL &&
+                 memmem(fields[0], (size_t)sizes[0], "simple", 6) == NULL) {
+            goto unprocessable; /* no tidying makes it a known kind */
+        }
         else {
             goto fallback;
+        }
+        if (memchr(at, '|', (size_t)(newline - at)) != NULL ||
+            (!utf8 && has_high_byte((const unsigned char *)line, newline - line))) {
+            goto fallback; /* a | in the agent; bytes that may not be UTF-8 */
         }
         const char *url = fields[3];
         Py_ssize_t url_size = sizes[3];
@@ -410,18 +479,31 @@ Converter_convert(Converter *self, PyObject *block)
             Py_INCREF(timestamp);
             Py_XSETREF(earliest, timestamp);
         }
-    }
-    result = Py_BuildValue("(nnO)", rows, ignored, earliest == NULL ? Py_None : earliest);
-    Py_XDECREF(earliest);
-    return result;
+        continue;
 
-fallback:
-    result = Py_NewRef(Py_None);
-error:
-    for (int k = 0; k < 2; k++) { /* none of this block's rows (none at all after a failed
-                                     * resize freed them) */
-        tables[k].size = tables[k].bytes == NULL ? 0 : sizes_before[k];
+    unprocessable:
+        if (output_write(&tables[UNPROCESSED], line, p - line) < 0) {
+            goto error;
+        }
+        unprocessable++;
+        continue;
+
+    fallback : {
+        PyObject *text = PyBytes_FromStringAndSize(line, newline - line);
+        if (text == NULL) {
+            goto error;
+        }
+        PyObject *done = PyObject_CallOneArg(fallback, text);
+        Py_DECREF(text);
+        if (done == NULL) {
+            goto error;
+        }
+        Py_DECREF(done);
     }
+    }
+    result = Py_BuildValue("(nnnnO)", rows, ignored, blanks, unprocessable,
+                           earliest == NULL ? Py_None : earliest);
+error:
     Py_XDECREF(earliest);
     return result;
 }
@@ -429,30 +511,59 @@ error:
 static PyObject *
 Converter_append(Converter *self, PyObject *args)
 {
-    PyObject *downloads, *simple;
-    if (!PyArg_ParseTuple(args, "SS:append", &downloads, &simple)) {
+    PyObject *downloads, *simple, *unprocessed;
+    if (!PyArg_ParseTuple(args, "SSS:append", &downloads, &simple, &unprocessed)) {
         return NULL;
     }
-    if (output_append(&self->tables[1], downloads) < 0 ||
-        output_append(&self->tables[0], simple) < 0) {
+    if (output_append(&self->tables[DOWNLOADS], downloads) < 0 ||
+        output_append(&self->tables[SIMPLE], simple) < 0 ||
+        output_append(&self->tables[UNPROCESSED], unprocessed) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
+Converter_pending(Converter *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t total = 0;
+    for (int k = 0; k < N_TABLES; k++) {
+        total += self->tables[k].size;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
+static PyObject *
 Converter_finish(Converter *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *downloads = output_finish(&self->tables[1]);
-    if (downloads == NULL) {
+    PyObject *downloads = NULL, *simple = NULL, *unprocessed = NULL;
+    if ((downloads = output_finish(&self->tables[DOWNLOADS])) == NULL ||
+        (simple = output_finish(&self->tables[SIMPLE])) == NULL ||
+        (unprocessed = output_finish(&self->tables[UNPROCESSED])) == NULL) {
+        Py_XDECREF(downloads);
+        Py_XDECREF(simple);
         return NULL;
     }
-    PyObject *simple = output_finish(&self->tables[0]);
-    if (simple == NULL) {
-        Py_DECREF(downloads);
+    return Py_BuildValue("(NNN)", downloads, simple, unprocessed);
+}
+
+static PyObject *
+Converter_cache_sizes(Converter *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *sizes = PyTuple_New(N_MEMOS);
+    if (sizes == NULL) {
         return NULL;
     }
-    return Py_BuildValue("(NN)", downloads, simple);
+    for (int i = 0; i < N_MEMOS; i++) {
+        PyObject *pair = Py_BuildValue("(nn)", (Py_ssize_t)self->caches[i].used,
+                                       self->caches[i].bytes);
+        if (pair == NULL) {
+            Py_DECREF(sizes);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(sizes, i, pair);
+    }
+    return sizes;
 }
 
 static int
@@ -514,20 +625,29 @@ Converter_dealloc(Converter *self)
             cache_clear(cache);
             PyMem_Free(cache->slots);
         }
+        Py_CLEAR(cache->spare);
     }
-    Py_CLEAR(self->tables[0].bytes);
-    Py_CLEAR(self->tables[1].bytes);
+    for (int k = 0; k < N_TABLES; k++) {
+        Py_CLEAR(self->tables[k].bytes);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Converter_methods[] = {
-    {"convert", (PyCFunction)Converter_convert, METH_O,
-     "convert(block) -> (rows, ignored, earliest timestamp fragment), the rows appended to "
-     "the tables; None, and nothing appended, if a line needs the per-line parser."},
+    {"convert", (PyCFunction)Converter_convert, METH_VARARGS,
+     "convert(block, fallback, utf8) -> (rows, ignored, blank, unprocessable, earliest "
+     "timestamp fragment): the block's rows and unprocessable lines appended to the tables; "
+     "each line it cannot convert (without its newline) is passed to fallback in its turn. "
+     "utf8: the block is known to be valid UTF-8 (else lines with other bytes go to fallback)."},
     {"append", (PyCFunction)Converter_append, METH_VARARGS,
-     "append(downloads, simple): rows converted elsewhere, appended to the tables."},
+     "append(downloads, simple, unprocessed): results made elsewhere, appended to the tables."},
+    {"pending", (PyCFunction)Converter_pending, METH_NOARGS,
+     "pending() -> the bytes held in the tables."},
     {"finish", (PyCFunction)Converter_finish, METH_NOARGS,
-     "finish() -> (downloads, simple): the tables' rows; the tables start again empty."},
+     "finish() -> (downloads, simple, unprocessed): the tables' contents; they start again "
+     "empty."},
+    {"cache_sizes", (PyCFunction)Converter_cache_sizes, METH_NOARGS,
+     "cache_sizes() -> ((entries, bytes) per field table), in the order of the memos."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -563,7 +683,9 @@ PyInit__columns(void)
     if (mod == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(mod, "Converter", (PyObject *)&ConverterType) < 0) {
+    if (PyModule_AddObjectRef(mod, "Converter", (PyObject *)&ConverterType) < 0 ||
+        PyModule_AddIntConstant(mod, "CACHE_ENTRIES", SLOTS / 2) < 0 ||
+        PyModule_AddIntConstant(mod, "CACHE_BYTES", CACHE_BYTES) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

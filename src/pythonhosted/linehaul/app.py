@@ -21,7 +21,7 @@ from pythonhosted.linehaul.ingest import run_ingest
 from pythonhosted.linehaul.monitor import JOBS, Job, Monitor
 from pythonhosted.linehaul.publish import run_publish
 from pythonhosted.web.request import Request
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
 
 RUNNERS: dict[Job, Callable[[Settings, asyncio.Event, Monitor], Coroutine[Any, Any, None]]] = {

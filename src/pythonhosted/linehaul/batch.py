@@ -1,35 +1,49 @@
-"""A log batch (gzip'd or plain bytes) -> NDJSON rows, plus the lines that cannot be rows.
+"""A log object -> NDJSON rows per table and the lines that cannot be rows, streamed, in parts.
 
 Shared by ``pythonhosted linehaul parse`` and the ingest worker. Lines are split on ``\\n``
 only and decoded as UTF-8 with ``errors="replace"``: a stray non-UTF-8 byte (a client's user
 agent, usually) becomes U+FFFD and the event still counts, and every row is valid UTF-8, which
 BigQuery's NDJSON loader requires. (The reference decodes strictly and sends such a line to
-"unprocessed".) Unprocessable lines are passed on as the original bytes.
+"unprocessed".) Unprocessable lines are passed on as the original bytes; blank lines (nothing
+but spaces, tabs and CRs) are counted and dropped; lines longer than the maximum line length
+are cut (:mod:`.lines`).
+
+Ingest streams (:class:`ObjectConverter`): compressed chunks in, inflated a window at a time
+(:mod:`.gunzip`), cut into blocks of whole lines, converted block by block (:mod:`.columns`),
+and handed out in parts of about :data:`PART_BYTES` of results, so memory is bounded by the
+window, the longest line and one part, whatever the object's size. Parts end at window
+boundaries, which depend on the decompressed text only: a retry cuts an object into the same
+parts with the same contents.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO, cast
+from dataclasses import dataclass, field, fields
+from typing import BinaryIO
 
 import orjson
-from isal import isal_zlib
 
-from pythonhosted.linehaul.columns import object_tables
+from pythonhosted.linehaul import gunzip
+from pythonhosted.linehaul.columns import object_tables, valid_utf8
 from pythonhosted.linehaul.events import Row, UnprocessableLine, parse
+from pythonhosted.linehaul.gunzip import GZIP_MAGIC, CorruptBatch, Damage, Inflater
+from pythonhosted.linehaul.lines import LineCutter
+from pythonhosted.linehaul.useragents import entry_size
 
-GZIP_MAGIC = b"\x1f\x8b"
-_ENCODER_SIZE = 16_384
-BLOCK_SIZE = 1 << 20
-# isal's type stubs declare ``error`` as an instance; it is the exception class.
-_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)
-
-
-class CorruptBatch(ValueError):
-    """The object is not a complete gzip stream (truncated, garbled, or not gzip at all)."""
+DEFAULT_MAX_LINE = 64 << 10
+"""Default of ``linehaul.max_line_length``: real CDN log lines are below 4 KB."""
+BLOCK_SIZE = gunzip.WINDOW
+"""Decompressed bytes per window (a block is a window's whole lines); tests make it small."""
+PART_BYTES = 64 << 20
+"""Results (rows and unprocessable lines) per part, about: a part ends at the first window
+boundary after this much. Part of the result layout: changing it while objects are in flight
+would cut a retried object differently from its first attempt."""
+READ_SIZE = 1 << 20
+_ENCODER_SIZE = 4096
+_ENCODER_BYTES = 16 << 20
+_BLANKS = b" \t\r"
 
 
 @dataclass
@@ -39,11 +53,216 @@ class Counts:
     rows: int = 0
     ignored: int = 0
     unprocessable: int = 0
+    blank: int = 0
+    too_long: int = 0
 
     def add(self, other: Counts) -> None:
-        self.rows += other.rows
-        self.ignored += other.ignored
-        self.unprocessable += other.unprocessable
+        for name in (item.name for item in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def lines(self) -> int:
+        """Every line counted."""
+        return sum(getattr(self, item.name) for item in fields(self))
+
+    def extras(self) -> str:
+        """``, N blank, M too long`` for those that happened, for summary lines."""
+        found = ((self.blank, "blank"), (self.too_long, "too long"))
+        return "".join(f", {count} {label}" for count, label in found if count)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Results of consecutive lines of one object: parts are numbered from 1."""
+
+    number: int
+    downloads: bytes
+    simple: bytes
+    unprocessed: bytes
+    download_rows: int
+    simple_rows: int
+    earliest: str | None  # the earliest row timestamp, as written in rows
+
+
+class ObjectConverter:
+    """One log object, gzip'd: :meth:`feed` it its bytes in order (chunks of any size), then
+    :meth:`finish`. ``feed`` gives the parts it completes one at a time, as they fill (a
+    small chunk may inflate to gigabytes of rows: write each part before taking the next);
+    ``finish`` gives the last one.
+
+    Damage ends the object where it is found: the lines before it are converted, the line it
+    cut is dropped (``dropped_lines``), and :attr:`damage` says where and why. Lines longer
+    than ``max_line`` bytes are counted in ``counts.too_long``, the start of the first few
+    kept in :attr:`samples`.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._inflater = Inflater(BLOCK_SIZE)
+        self._cutter = LineCutter(max_line)
+        self._tables = object_tables()
+        self.counts = Counts()
+        self._parts = 0
+        self._part_rows = 0
+        self._earliest = "~"  # sorts after every timestamp
+
+    @property
+    def damage(self) -> Damage | None:
+        return self._inflater.damage
+
+    @property
+    def samples(self) -> list[bytes]:
+        return self._cutter.samples
+
+    @property
+    def dropped_lines(self) -> int:
+        return self._cutter.dropped
+
+    @property
+    def read(self) -> int:
+        """Compressed bytes read so far."""
+        return self._inflater.offset
+
+    def feed(self, chunk: bytes) -> Iterator[Part]:
+        for window in self._inflater.feed(chunk):
+            self._add_blocks(self._cutter.cut(window))
+            if self._tables.pending() >= PART_BYTES:
+                yield self._part()
+
+    def finish(self) -> Part:
+        """The last part (possibly empty)."""
+        for window in self._inflater.finish():
+            self._add_blocks(self._cutter.cut(window))
+        self._add_blocks(self._cutter.finish(complete=self.damage is None))
+        return self._part()
+
+    def _add_blocks(self, blocks: list[bytes]) -> None:
+        for block in blocks:
+            rows, ignored, blank, unprocessable, earliest = self._tables.convert(
+                block, self._add_line, valid_utf8(block)
+            )
+            counts = self.counts
+            counts.rows += rows
+            counts.ignored += ignored
+            counts.blank += blank
+            counts.unprocessable += unprocessable
+            self._part_rows += rows
+            if earliest is not None and earliest < self._earliest:
+                self._earliest = earliest
+        self.counts.too_long = self._cutter.too_long
+
+    def _add_line(self, line: bytes) -> None:
+        """A line the converter could not take, through the per-line parser."""
+        if not line.strip(_BLANKS):
+            self.counts.blank += 1
+            return
+        try:
+            row = parse(line.decode("utf-8", "replace"))
+        except UnprocessableLine:
+            self._tables.append(b"", b"", line + b"\n")
+            self.counts.unprocessable += 1
+            return
+        if row is None:
+            self.counts.ignored += 1
+            return
+        self.counts.rows += 1
+        self._part_rows += 1
+        if row["timestamp"] < self._earliest:
+            self._earliest = row["timestamp"]
+        row_json = orjson.dumps(row) + b"\n"
+        if "file" in row:
+            self._tables.append(row_json, b"", b"")
+        else:
+            self._tables.append(b"", row_json, b"")
+
+    def _part(self) -> Part:
+        downloads, simple, unprocessed = self._tables.finish()
+        simple_rows = simple.count(b"\n")  # the smaller table; a row is a line
+        self._parts += 1
+        part = Part(
+            self._parts,
+            downloads,
+            simple,
+            unprocessed,
+            self._part_rows - simple_rows,
+            simple_rows,
+            None if self._earliest == "~" else self._earliest,
+        )
+        self._part_rows, self._earliest = 0, "~"
+        return part
+
+
+@dataclass
+class Converted:
+    """One whole log object's results, in memory: NDJSON per table, unprocessable lines."""
+
+    downloads: bytes = b""
+    simple: bytes = b""
+    unprocessed: bytes = b""
+    earliest: str | None = None
+    counts: Counts = field(default_factory=Counts)
+    samples: list[bytes] = field(default_factory=list)
+
+
+def convert(data: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
+    """Gunzip and convert one whole log object in memory, its parts joined (tests and
+    benchmarks; ingest streams). Raises :class:`CorruptBatch` when ``data`` is not a complete
+    gzip stream."""
+    converter = ObjectConverter(max_line)
+    parts = [*converter.feed(data), converter.finish()]
+    if converter.damage is not None:
+        raise CorruptBatch(converter.damage.reason)
+    earliest = min((part.earliest for part in parts if part.earliest), default=None)
+    return Converted(
+        b"".join(part.downloads for part in parts),
+        b"".join(part.simple for part in parts),
+        b"".join(part.unprocessed for part in parts),
+        earliest,
+        converter.counts,
+        converter.samples,
+    )
+
+
+# -- `linehaul parse`: a stream's lines, one at a time -------------------------------------
+
+
+class LogLines:
+    """The lines of a log stream, gzip'd (told by its magic bytes) or plain, without their
+    newlines; read :data:`READ_SIZE` bytes at a time, lines longer than ``max_line`` cut.
+
+    Iterating stops at damage; :attr:`damage` then says where and why, and the lines before
+    it have all been given out.
+    """
+
+    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._stream = stream
+        self.cutter = LineCutter(max_line)
+        self.damage: Damage | None = None
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunk = self._stream.read(READ_SIZE)
+        inflater = Inflater() if chunk[:2] == GZIP_MAGIC else None
+        while chunk:
+            windows = iter([[chunk]]) if inflater is None else inflater.feed(chunk)
+            yield from self._lines(windows)
+            if inflater is not None and inflater.damage is not None:
+                break
+            chunk = self._stream.read(READ_SIZE)
+        if inflater is not None:
+            yield from self._lines(inflater.finish())
+            self.damage = inflater.damage
+        for block in self.cutter.finish(complete=self.damage is None):
+            yield from self._split(block)
+
+    def _lines(self, windows: Iterator[list[bytes]]) -> Iterator[bytes]:
+        for window in windows:
+            for block in self.cutter.cut(window):
+                yield from self._split(block)
+
+    def _split(self, block: bytes) -> list[bytes]:
+        lines = block.split(b"\n")
+        lines.pop()  # after the last newline
+        self.lines += len(lines)
+        return lines
 
 
 class RowEncoder:
@@ -52,34 +271,28 @@ class RowEncoder:
     Rows with the same user agent share one details record (a dict subclass, which orjson
     serialises on a slow path); caching its JSON per record makes encoding about 3x faster.
     The cache keys on ``id`` and holds the record itself, so an id cannot be reused while it
-    is cached; it is cleared when it grows past a bound.
+    is cached; it is cleared when it holds :data:`_ENCODER_SIZE` records or
+    :data:`_ENCODER_BYTES` of records and JSON.
     """
 
     def __init__(self) -> None:
         self._details: dict[int, tuple[object, bytes]] = {}
+        self._bytes = 0
 
     def __call__(self, row: Row) -> bytes:
         details = row.pop("details")
         cached = self._details.get(id(details))
         if cached is None:
-            if len(self._details) >= _ENCODER_SIZE:
-                self._details.clear()
             cached = (details, b',"details":' + orjson.dumps(details) + b"}\n")
+            weight = entry_size("", details) + sys.getsizeof(cached[1])
+            if len(self._details) >= _ENCODER_SIZE or self._bytes + weight > _ENCODER_BYTES:
+                self._details.clear()
+                self._bytes = 0
             self._details[id(details)] = cached
+            self._bytes += weight
         row_json = orjson.dumps(row)
         row["details"] = details
         return row_json[:-1] + cached[1]
-
-
-def open_log(stream: BinaryIO) -> Iterable[bytes]:
-    """The batch's lines, gunzipped when the stream starts with gzip's magic bytes."""
-    if isinstance(stream, io.BufferedReader):
-        buffered = stream
-    else:  # BytesIO and the like can be buffered too; peek needs a BufferedReader
-        buffered = io.BufferedReader(cast(io.RawIOBase, stream))
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=buffered, mode="rb")
-    return buffered
 
 
 def parse_lines(
@@ -87,17 +300,20 @@ def parse_lines(
     write_row: Callable[[bytes], object],
     write_unprocessed: Callable[[bytes], object] | None = None,
 ) -> Counts:
-    """Parse every line in order: each row to ``write_row`` as one JSON line, each
-    unprocessable line (newline-terminated) to ``write_unprocessed``."""
+    """Parse every line (without its newline) in order: each row to ``write_row`` as one JSON
+    line, each unprocessable line (newline-terminated) to ``write_unprocessed``."""
     counts = Counts()
     encode = RowEncoder()
     for line in lines:
+        if not line.strip(_BLANKS):
+            counts.blank += 1
+            continue
         try:
             row = parse(line.decode("utf-8", "replace"))
         except UnprocessableLine:
             counts.unprocessable += 1
             if write_unprocessed is not None:
-                write_unprocessed(line if line.endswith(b"\n") else line + b"\n")
+                write_unprocessed(line + b"\n")
             continue
         if row is None:
             counts.ignored += 1
@@ -105,141 +321,3 @@ def parse_lines(
             counts.rows += 1
             write_row(encode(row))
     return counts
-
-
-@dataclass
-class Converted:
-    """One whole log object's results: NDJSON per table and the unprocessable lines."""
-
-    downloads: bytes = b""
-    simple: bytes = b""
-    unprocessed: bytes = b""
-    earliest: str | None = None  # the earliest row timestamp, as written in rows
-    counts: Counts = field(default_factory=Counts)
-
-
-def gunzip(data: bytes) -> Iterator[bytes]:
-    """The object decompressed (every gzip member), in pieces of up to :data:`BLOCK_SIZE`.
-
-    Pieces rather than one buffer: a fresh buffer the size of the object costs a page
-    fault per 4 kB, more than inflating into it; small pieces reuse the same memory.
-    Raises :class:`CorruptBatch` when ``data`` is not a complete gzip stream.
-    """
-    while data:
-        if data[:2] != GZIP_MAGIC:
-            raise CorruptBatch("not a gzip stream")
-        # ISA-L inflates 2-3x faster than zlib, with the same API and checks (gzip header,
-        # CRC and size trailer).
-        inflate = isal_zlib.decompressobj(wbits=31)
-        try:
-            while not inflate.eof:
-                piece = inflate.decompress(data, BLOCK_SIZE)
-                data = inflate.unconsumed_tail
-                if piece:
-                    yield piece
-                elif not data and not inflate.eof:
-                    raise CorruptBatch("compressed data ends early")
-        except _INFLATE_ERROR as exc:
-            raise CorruptBatch(str(exc)) from exc
-        data = inflate.unused_data.lstrip(b"\x00")  # members may be padded with zeros
-
-
-def line_blocks(pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompressed pieces -> blocks of whole lines, each line ending with a newline (one is
-    added to a last line without)."""
-    rest: list[bytes] = []
-    for piece in pieces:
-        cut = piece.rfind(b"\n") + 1
-        if not cut:
-            rest.append(piece)
-            continue
-        if cut == len(piece) and not rest:
-            yield piece
-        else:  # one copy: join reads the view of the piece in place
-            yield b"".join((*rest, memoryview(piece)[:cut]))
-        rest = [piece[cut:]] if cut < len(piece) else []
-    tail = b"".join(rest)
-    if tail:
-        yield tail + b"\n"
-
-
-class _Results:
-    """The growing results of one object: NDJSON per table, unprocessed lines, counts."""
-
-    def __init__(self) -> None:
-        self.tables = object_tables()
-        self.unprocessed = io.BytesIO()
-        self.counts = Counts()
-        self.earliest = "~"  # sorts after every timestamp
-
-    def add_block(self, block: bytes) -> None:
-        """Whole lines: column by column when they allow it, else in halves, else line by
-        line (so a rare odd line costs a few small blocks, not the whole block)."""
-        counted = self.tables.convert(block) if _utf8(block) else None
-        if counted is not None:
-            rows, ignored, earliest = counted
-            self.counts.rows += rows
-            self.counts.ignored += ignored
-            if earliest is not None and earliest < self.earliest:
-                self.earliest = earliest
-            return
-        middle = block.find(b"\n", len(block) // 2, -1) + 1 or block.rfind(b"\n", 0, -1) + 1
-        if middle:
-            self.add_block(block[:middle])
-            self.add_block(block[middle:])
-        else:
-            self.add_line(block[:-1])
-
-    def add_line(self, line: bytes) -> None:
-        """One line through the per-line parser (non-UTF-8 bytes become U+FFFD)."""
-        try:
-            row = parse(line.decode("utf-8", "replace"))
-        except UnprocessableLine:
-            self.unprocessed.write(line + b"\n")
-            self.counts.unprocessable += 1
-            return
-        if row is None:
-            self.counts.ignored += 1
-            return
-        self.counts.rows += 1
-        if row["timestamp"] < self.earliest:
-            self.earliest = row["timestamp"]
-        row_json = orjson.dumps(row) + b"\n"
-        if "file" in row:
-            self.tables.append(row_json, b"")
-        else:
-            self.tables.append(b"", row_json)
-
-    def converted(self) -> Converted:
-        downloads, simple = self.tables.finish()
-        return Converted(
-            downloads,
-            simple,
-            self.unprocessed.getvalue(),
-            None if self.earliest == "~" else self.earliest,
-            self.counts,
-        )
-
-
-def _utf8(block: bytes) -> bool:
-    if block.isascii():
-        return True
-    try:
-        block.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def convert(data: bytes) -> Converted:
-    """Gunzip and convert one log object in memory, rows split by table.
-
-    The object is inflated and converted a block (about a megabyte) at a time, each block
-    column by column (:mod:`.columns`) when its lines allow it; the rows are the same as the
-    per-line parser's, serialised by orjson. Raises :class:`CorruptBatch` when ``data`` is not
-    a complete gzip stream.
-    """
-    results = _Results()
-    for block in line_blocks(gunzip(data)):
-        results.add_block(block)
-    return results.converted()

@@ -12,18 +12,19 @@ from typing import Any, BinaryIO, TypeVar
 
 import click
 
-from pythonhosted.config import Settings
-from pythonhosted.linehaul.app import RUNNERS, LinehaulApp
-from pythonhosted.linehaul.batch import Counts, open_log, parse_lines
+from pythonhosted.config import Settings, load_settings
+from pythonhosted.linehaul.app import RUNNERS
+from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
 from pythonhosted.linehaul.publish import PublishSummary, publish_with
-from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.linehaul.service import build_app
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse import WarehouseError, warehouse_url
-from pythonhosted.warehouse.duck import duckdb_path
+from pythonhosted.warehouse import WarehouseError
+from pythonhosted.warehouse.duck import DuckDBWarehouse, duckdb_path
 from pythonhosted.warehouse.parquet import export
 from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
 
@@ -31,8 +32,11 @@ T = TypeVar("T")
 
 
 @click.group()
-def linehaul() -> None:
+@click.pass_context
+def linehaul(ctx: click.Context) -> None:
     """Turn CDN log lines into download analytics rows."""
+    if ctx.obj is None:  # run on its own, not under `pythonhosted`
+        ctx.obj = load_settings()
 
 
 @linehaul.command("parse")
@@ -42,24 +46,39 @@ def linehaul() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write lines that cannot become rows here, verbatim, one per line.",
 )
-def parse_command(files: tuple[Path, ...], unprocessed: Path | None) -> None:
+@click.pass_obj
+def parse_command(settings: Settings, files: tuple[Path, ...], unprocessed: Path | None) -> None:
     """Print one JSON row per event in FILES (gzip'd or plain; stdin when none), in order.
 
-    Events with an ignored user agent (bots, monitors) are dropped. A summary goes to stderr.
+    Events with an ignored user agent (bots, monitors) are dropped; blank lines are skipped
+    and lines over linehaul.max_line_length are cut and counted. A summary goes to stderr.
+    A damaged gzip stops the command (exit status 1) after the rows of the lines before
+    the damage.
     """
     total = Counts()
+    max_line = settings.linehaul.max_line_length
     with ExitStack() as stack:
-        inputs = [_open(stack, path) for path in files] or [sys.stdin.buffer]
+        inputs = [(str(path), _open(stack, path)) for path in files] or [
+            ("stdin", sys.stdin.buffer)
+        ]
         out = sys.stdout.buffer
         rejects: Callable[[bytes], object] | None = None
         if unprocessed is not None:
             rejects = _create(stack, unprocessed).write
-        for stream in inputs:
-            total.add(parse_lines(open_log(stream), out.write, rejects))
+        for name, stream in inputs:
+            lines = LogLines(stream, max_line)
+            total.add(parse_lines(lines, out.write, rejects))
+            total.too_long += lines.cutter.too_long
+            if lines.damage is not None:
+                out.flush()
+                raise click.ClickException(
+                    f"{name} is damaged at compressed byte {lines.damage.offset} "
+                    f"({lines.damage.reason}): stopped after its first {lines.lines} lines"
+                )
         out.flush()
     click.echo(
         f"linehaul parse: {total.rows} rows, {total.ignored} ignored, "
-        f"{total.unprocessable} unprocessable",
+        f"{total.unprocessable} unprocessable{total.extras()}",
         err=True,
     )
 
@@ -109,7 +128,7 @@ def _refuse_bind_with_once(once: bool, bind: str | None) -> None:
 def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
     """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
     if bind is not None:
-        run([(LinehaulApp(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
+        run([(build_app(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
         return
 
     early = EarlyStop()
@@ -148,13 +167,13 @@ def serve_command(
     """
     settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
     address = _address(settings.linehaul.bind)
-    logs_url, results_url, warehouse_url = linehaul_urls(settings)
+    logs_url, results_url, warehouse_url = pipeline_urls(settings)
     banner = (
         f"linehaul on {address.url()} (logs {logs_url}; results {results_url}; "
         f"warehouse {warehouse_url})"
     )
     run(
-        [(LinehaulApp(settings), address)],
+        [(build_app(settings), address)],
         ServerLimits.of(settings.http),
         lambda: click.echo(banner, err=True),
     )
@@ -182,7 +201,7 @@ def ingest_command(
     if not once:
         _keep_running(settings, "ingest", bind)
         return
-    logs_url, results_url, _ = linehaul_urls(settings)
+    logs_url, results_url, _ = pipeline_urls(settings)
 
     async def one_pass() -> str:
         logs_store = open_store(logs_url, BATCH_TIMEOUTS)
@@ -194,6 +213,7 @@ def ingest_command(
                 lease_timeout=settings.linehaul.lease_timeout,
                 on_total=bar.total,
                 on_object=bar.advance,
+                max_line_length=settings.linehaul.max_line_length,
             )
         return summary.line()
 
@@ -227,7 +247,7 @@ def publish_command(
     if not once:
         _keep_running(settings, "publish", bind)
         return
-    _, results_url, warehouse_url = linehaul_urls(settings)
+    _, results_url, warehouse_url = pipeline_urls(settings)
     batch = settings.linehaul.publish_batch_files
 
     async def drain() -> str:
@@ -248,6 +268,33 @@ def publish_command(
         return total.line()
 
     click.echo(f"linehaul publish: {_run(drain())}", err=True)
+
+
+@linehaul.command("rollup")
+@click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
+@click.option("--rebuild", is_flag=True, required=True, help="Recompute them from the rows.")
+@click.pass_obj
+def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> None:
+    """Recompute the daily rollups from every download row, in one transaction.
+
+    Publish keeps them up to date by itself; this is for a warehouse changed by hand.
+    BigQuery's rollups are materialized views that BigQuery maintains.
+    """
+    url = warehouse or warehouse_url(settings)
+    if not url.startswith("duckdb:"):
+        raise click.ClickException(f"rollup rebuilds DuckDB warehouses only, not {url!r}")
+    path = duckdb_path(url)
+    if not path.is_file():
+        raise click.ClickException(f"no warehouse at {path}")
+    try:
+        db = DuckDBWarehouse(path)
+        try:
+            db.rebuild_rollups()
+        finally:
+            db.close()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    click.echo(f"linehaul rollup: rebuilt the rollups of {path}", err=True)
 
 
 @linehaul.command("export")

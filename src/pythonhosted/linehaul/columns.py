@@ -18,19 +18,28 @@ other item none (so each line has exactly ten fields). Fragments come from the p
 parser's own caches (:data:`.events.TIMESTAMPS`, :data:`.useragents.KNOWN`) and orjson, so a
 row is byte for byte ``orjson.dumps(parse(line)) + b"\\n"`` (tests/linehaul/test_columns.py).
 :func:`convert_block` is all or nothing: if any line is of another kind (unprocessable,
-untidy, a tab, a byte JSON escapes, a ``|`` in the agent) it returns None, and the caller
-(:mod:`.batch`) splits the block or parses its lines one by one.
+untidy, a tab, a byte JSON escapes, a ``|`` in the agent) it returns None; the Python
+:class:`Tables` then halve the block until the odd line is alone, and hand that line to the
+caller's fallback (the per-line parser). Blank lines (nothing but spaces, tabs and CRs) are
+counted and dropped before that, in one regular-expression pass over a block that may hold
+any, so a hostile object of nothing but newlines costs no halving.
 
 ``_columns.c`` does the same a line at a time in C (:func:`object_tables` picks it when it was
 built): it splits lines, checks their structure and copies fragments, and asks these memos
 for every fragment, so both converters give the same rows by construction and every decision
 about a value stays here. Even column by column, Python's cost per line was several times the
-gunzip's; in C it is about the gunzip's.
+gunzip's; in C it is about the gunzip's. It passes each line it cannot convert to the fallback
+in its turn, and settles blank lines and lines the parser would surely reject itself.
+
+Every memo is bounded in entries and bytes (:class:`~.cache.Memo`); the C converter's tables
+in front of them too (``cache_sizes()``).
 """
 
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter, not_
@@ -54,6 +63,8 @@ except ImportError:  # installed without a C compiler: the Python converter does
     _columns = None  # type: ignore[assignment]
 
 MEMO_SIZE = 8192
+MEMO_BYTES = 4 << 20  # fields of few, short values (a hostile log makes them many and long)
+AGENT_MEMO_BYTES = 16 << 20  # agents are ~500 bytes and their details fragments ~700
 Fragment = bytes | None  # None: the value needs the per-line parser
 _ABSENT = (b"", NULL.encode())
 _KINDS = {b"download": 1, b"simple": 0}
@@ -91,7 +102,7 @@ def _text_memo(
             return None
         return lead + (b"null" if raw in null else orjson.dumps(raw.decode())) + glue
 
-    return Memo(fragment, MEMO_SIZE)
+    return Memo(fragment, MEMO_SIZE, MEMO_BYTES)
 
 
 def _timestamp(raw: bytes) -> Fragment:
@@ -133,17 +144,17 @@ def _next_kind(joined: bytes) -> int | None:
     return _KINDS.get(joined.partition(b"\n")[2]) if joined.count(b"\n") == 1 else None
 
 
-TIMESTAMP = Memo(_timestamp, MEMO_SIZE)
+TIMESTAMP = Memo(_timestamp, MEMO_SIZE, MEMO_BYTES)
 PROJECT = _text_memo(b'","project":', b"", required=True)  # download: after url and filename
 VERSION = _text_memo(b',"version":', b',"type":', required=True)
-PACKAGE_TYPE = Memo(_package_type, MEMO_SIZE)
+PACKAGE_TYPE = Memo(_package_type, MEMO_SIZE, MEMO_BYTES)
 SIMPLE_PROJECT = _text_memo(b'","project":', b',"tls_protocol":')  # simple: after the url
 TLS_PROTOCOL = _text_memo(b"", b',"tls_cipher":', null=_ABSENT)
 TLS_CIPHER = _text_memo(b"", b',"country_code":', null=_ABSENT)
 COUNTRY = _text_memo(b"", b',"details":', null=(b"",))
-DETAILS = Memo(_details, MEMO_SIZE)
-AGENT_DETAILS = Memo(_agent_details, MEMO_SIZE)  # the C converter's: it splits lines itself
-NEXT_KIND = Memo(_next_kind, MEMO_SIZE)
+DETAILS = Memo(_details, MEMO_SIZE, AGENT_MEMO_BYTES)
+AGENT_DETAILS = Memo(_agent_details, MEMO_SIZE, AGENT_MEMO_BYTES)  # the C converter's
+NEXT_KIND = Memo(_next_kind, MEMO_SIZE, AGENT_MEMO_BYTES)
 _FIELD_MEMOS = (  # the C converter's, in the order of its arguments
     TIMESTAMP,
     PROJECT,
@@ -288,64 +299,158 @@ def _timestamp_text(fragment: bytes) -> str:
     return fragment[len(_TIMESTAMP_LEAD) : -len(_TIMESTAMP_GLUE)].decode()
 
 
-Counted = tuple[int, int, str | None]  # rows, ignored lines, the earliest row timestamp
+Counted = tuple[int, int, int, int, str | None]
+"""What :meth:`Tables.convert` did: rows, ignored lines, blank lines, unprocessable lines
+(those it settled itself), the earliest row timestamp."""
+Fallback = Callable[[bytes], object]
+"""Takes a line (without its newline) a converter cannot convert, and appends its results."""
+
+_EMPTY_LINES = re.compile(rb"\n\n+")
+_BLANK_LINE = re.compile(rb"^[ \t\r]+\n", re.MULTILINE)
+_BLANK_STARTS = (b"\n\r", b"\n ", b"\n\t")
+
+
+def _without_blank_lines(block: bytes) -> tuple[bytes, int]:
+    """The block without its blank lines, and how many there were. Runs of empty lines go
+    in one substitution each (a megabyte of newlines is one match, not a million); lines of
+    spaces, tabs and CRs one by one, and only in a block where a line may start with one."""
+    size = len(block)
+    if block[:1] == b"\n" or b"\n\n" in block:
+        block = _EMPTY_LINES.sub(b"\n", block).lstrip(b"\n")
+    blank = size - len(block)  # each newline removed was an empty line
+    if block[:1] in (b" ", b"\t", b"\r") or any(start in block for start in _BLANK_STARTS):
+        block, spaces = _BLANK_LINE.subn(b"", block)
+        blank += spaces
+    return block, blank
+
+
+def valid_utf8(block: bytes) -> bool:
+    """Whether ``block`` decodes as UTF-8 (ASCII checked first: it is much faster)."""
+    if block.isascii():
+        return True
+    try:
+        block.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Tables(Protocol):
-    """One object's rows, NDJSON per table, converted a block at a time."""
+    """One object's results, NDJSON rows per table and unprocessable lines, converted a
+    block at a time and handed over in parts."""
 
-    def convert(self, block: bytes) -> Counted | None:
-        """Convert and keep a block's rows, as :func:`convert_block`; None and nothing
-        kept if a line needs the per-line parser."""
+    def convert(self, block: bytes, fallback: Fallback, utf8: bool) -> Counted:
+        """Convert a block of whole lines (each ending with a newline) and keep the rows;
+        each line that needs the per-line parser goes to ``fallback``, in its turn. ``utf8``:
+        the block is known to be valid UTF-8."""
 
-    def append(self, downloads: bytes, simple: bytes) -> None:
-        """Keep rows converted elsewhere (by the per-line parser)."""
+    def append(self, downloads: bytes, simple: bytes, unprocessed: bytes) -> None:
+        """Keep results made elsewhere (by the per-line parser)."""
 
-    def finish(self) -> tuple[bytes, bytes]:
-        """All the rows kept: downloads, simple requests."""
+    def pending(self) -> int:
+        """The bytes kept since the last :meth:`finish`."""
+
+    def finish(self) -> tuple[bytes, bytes, bytes]:
+        """Everything kept, downloads, simple requests, unprocessable lines; the tables
+        start again empty."""
+
+
+def _surely_unprocessable(line: bytes) -> bool:
+    """Whether the parser rejects ``line`` whatever its tidying does: fewer than ten fields,
+    or a kind field that no stripping of blanks makes "download" or "simple"."""
+    if line.count(b"|") < 9:
+        return True
+    kind = line[: line.index(b"|")]
+    return b"download" not in kind and b"simple" not in kind
 
 
 class _PythonTables:
-    """:class:`Tables` through :func:`convert_block`."""
+    """:class:`Tables` through :func:`convert_block`. A block it cannot convert loses the
+    lines the parser would surely reject first, as the C converter settles them (fewer than
+    ten fields, a kind field holding neither "download" nor "simple"): they go to the
+    unprocessed table as they are, in order, a few hundred nanoseconds each, so a flood of
+    junk costs no parser call per line. What remains is halved until the odd line is
+    alone."""
 
     def __init__(self) -> None:
-        self._downloads = io.BytesIO()
-        self._simple = io.BytesIO()
+        self._tables = (io.BytesIO(), io.BytesIO(), io.BytesIO())
 
-    def convert(self, block: bytes) -> Counted | None:
-        converted = convert_block(block)
-        if converted is None:
-            return None
-        self.append(converted.downloads, converted.simple)
-        return converted.rows, converted.ignored, converted.earliest
+    def convert(self, block: bytes, fallback: Fallback, utf8: bool) -> Counted:
+        block, blank = _without_blank_lines(block)
+        # rows, ignored, unprocessable, earliest ("~" sorts after any)
+        counted: list[Any] = [0, 0, 0, "~"]
+        self._convert(block, fallback, utf8, counted)
+        rows, ignored, unprocessable, earliest = counted
+        return rows, ignored, blank, unprocessable, None if earliest == "~" else earliest
 
-    def append(self, downloads: bytes, simple: bytes) -> None:
-        self._downloads.write(downloads)
-        self._simple.write(simple)
+    def _convert(self, block: bytes, fallback: Fallback, utf8: bool, counted: list[Any]) -> None:
+        if not block:
+            return
+        converted = convert_block(block) if utf8 or valid_utf8(block) else None
+        if converted is not None:
+            self.append(converted.downloads, converted.simple, b"")
+            counted[0] += converted.rows
+            counted[1] += converted.ignored
+            if converted.earliest is not None:
+                counted[3] = min(counted[3], converted.earliest)
+            return
+        lines = block.split(b"\n")
+        lines.pop()  # after the last newline
+        if len(lines) == 1:
+            fallback(lines[0])
+            return
+        junk = list(map(_surely_unprocessable, lines))
+        if not any(junk):
+            middle = len(lines) // 2
+            self._convert(b"\n".join(lines[:middle]) + b"\n", fallback, utf8, counted)
+            self._convert(b"\n".join(lines[middle:]) + b"\n", fallback, utf8, counted)
+            return
+        start = 0  # of the lines not handled yet
+        for index, rejected in enumerate(junk):
+            if rejected:
+                if start < index:
+                    self._convert(b"\n".join(lines[start:index]) + b"\n", fallback, utf8, counted)
+                self.append(b"", b"", lines[index] + b"\n")
+                counted[2] += 1
+                start = index + 1
+        if start < len(lines):
+            self._convert(b"\n".join(lines[start:]) + b"\n", fallback, utf8, counted)
 
-    def finish(self) -> tuple[bytes, bytes]:
-        return self._downloads.getvalue(), self._simple.getvalue()
+    def append(self, downloads: bytes, simple: bytes, unprocessed: bytes) -> None:
+        for table, data in zip(self._tables, (downloads, simple, unprocessed), strict=True):
+            table.write(data)
+
+    def pending(self) -> int:
+        return sum(table.tell() for table in self._tables)
+
+    def finish(self) -> tuple[bytes, bytes, bytes]:
+        downloads, simple, unprocessed = (table.getvalue() for table in self._tables)
+        self._tables = (io.BytesIO(), io.BytesIO(), io.BytesIO())
+        return downloads, simple, unprocessed
 
 
 class _NativeTables:
     """:class:`Tables` through the C converter (``_columns.c``): the same rows, byte for
     byte, a line at a time in C. It splits each line, checks its structure and joins the
     fragments that this module's memos give for its fields, into one buffer per table (no
-    copy per block). Its own per-field tables in front of the memos last for the object.
+    copy per block). Its own per-field tables in front of the memos last for the object,
+    bounded in entries and bytes.
     """
 
     def __init__(self) -> None:
         assert _columns is not None
         self._converter = _columns.Converter(*_FIELD_MEMOS)
         self.append = self._converter.append
+        self.pending = self._converter.pending
         self.finish = self._converter.finish
+        self.cache_sizes = self._converter.cache_sizes
 
-    def convert(self, block: bytes) -> Counted | None:
-        counted = self._converter.convert(block)
-        if counted is None:
-            return None
-        rows, ignored, earliest = counted
-        return rows, ignored, None if earliest is None else _timestamp_text(earliest)
+    def convert(self, block: bytes, fallback: Fallback, utf8: bool) -> Counted:
+        rows, ignored, blank, unprocessable, earliest = self._converter.convert(
+            block, fallback, utf8
+        )
+        text = None if earliest is None else _timestamp_text(earliest)
+        return rows, ignored, blank, unprocessable, text
 
 
 def converter_name() -> str:
@@ -355,6 +460,6 @@ def converter_name() -> str:
 
 
 def object_tables() -> Tables:
-    """The tables for one object's rows: converted in C when the extension was built, else
+    """The tables for one object's results: converted in C when the extension was built, else
     in Python (:func:`convert_block`)."""
     return _PythonTables() if _columns is None else _NativeTables()

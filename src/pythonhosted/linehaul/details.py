@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, NoReturn, cast
 
-from pythonhosted.linehaul.schema import DETAILS, Field
+from pythonhosted.warehouse.schema import DETAILS, Field
 
 _SCALARS = (str, int, float)  # bool is an int
 

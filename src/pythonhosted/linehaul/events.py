@@ -4,10 +4,10 @@
     simple|{ts}|{country}|{url}|{tls_protocol}|{tls_cipher}||||{ua}
 
 Built for throughput: one ``str.split`` per line, no per-field regex on the common path,
-timestamps and user agents cached per distinct string (the details record is shared, not
-copied), rows assembled as dict literals. Only a line whose fields hold something unusual (a
-control or non-printable character, a space next to a ``|``) takes a slower path that applies
-the reference's whitespace rules (see :func:`_tidy`).
+timestamps and user agents cached per distinct string (bounded; the details record is
+shared, not copied), rows assembled as dict literals. Only a line whose fields hold something
+unusual (a control or non-printable character, a space next to a ``|``) takes a slower path
+that applies the reference's whitespace rules (see :func:`_tidy`).
 
 Fields are not percent-decoded: the writer (:mod:`pythonhosted.logline`) encodes ``|`` and
 control characters but not ``%`` itself, so decoding could not tell an encoded ``|`` from a
@@ -147,8 +147,9 @@ def _timestamp(text: str) -> str:
     return f"{when.isoformat(' ')} +00:00"
 
 
-TIMESTAMPS: Memo[str, str] = Memo(_timestamp, 4096)
-"""``TIMESTAMPS[text]``: :func:`_timestamp`, cached per distinct second."""
+TIMESTAMPS: Memo[str, str] = Memo(_timestamp, 4096, 2 << 20)
+"""``TIMESTAMPS[text]``: :func:`_timestamp`, cached per distinct second (bounded in entries
+and bytes)."""
 
 
 def _tidy(index: int, field: str) -> str:

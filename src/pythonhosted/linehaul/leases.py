@@ -48,10 +48,11 @@ from types import TracebackType
 
 import orjson
 
+from pythonhosted.pipeline import LEASES
 from pythonhosted.storage import NotFound, StorageError, Store
 from pythonhosted.storage.errors import AlreadyExists
 
-PREFIX = "leases/"
+PREFIX = LEASES
 log = logging.getLogger(__name__)
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 Job = Literal["ingest", "publish"]
 JOBS: tuple[Job, ...] = ("ingest", "publish")
+_LINE_RESULTS = ("row", "ignored", "unprocessable", "blank", "too_long", "lost")
 
 
 def reason(exc: BaseException) -> str:
@@ -47,8 +48,14 @@ class Monitor:
         self.lines = Counter(
             "linehaul_ingest_lines",
             "Lines of ingested log objects, by result: row, ignored (a bot's user agent), "
-            "unprocessable (kept under unprocessed/).",
+            "unprocessable (kept under unprocessed/), blank (dropped), too_long (cut; the start "
+            "of a few kept under unprocessed/), lost (cut by damage in a corrupt object).",
             ["result"],
+            registry=self.registry,
+        )
+        self.unreadable = Counter(
+            "linehaul_ingest_unreadable_bytes",
+            "Compressed bytes of corrupt log objects after the damage, never read.",
             registry=self.registry,
         )
         self.pending = Gauge(
@@ -86,7 +93,7 @@ class Monitor:
         if "ingest" in jobs:
             for outcome in ("done", "corrupt", "busy"):
                 self.objects.labels(outcome)
-            for result in ("row", "ignored", "unprocessable"):
+            for result in _LINE_RESULTS:
                 self.lines.labels(result)
         if "publish" in jobs:
             for outcome in ("loaded", "skipped", "failed"):
@@ -97,9 +104,10 @@ class Monitor:
         self.objects.labels("corrupt").inc(summary.corrupt)
         self.objects.labels("busy").inc(summary.busy)
         counts = summary.counts
-        self.lines.labels("row").inc(counts.rows)
-        self.lines.labels("ignored").inc(counts.ignored)
-        self.lines.labels("unprocessable").inc(counts.unprocessable)
+        found = (counts.rows, counts.ignored, counts.unprocessable, counts.blank, counts.too_long)
+        for result, count in zip(_LINE_RESULTS, (*found, summary.lost), strict=True):
+            self.lines.labels(result).inc(count)
+        self.unreadable.inc(summary.unreadable)
         self._passed("ingest")
 
     def published(self, summary: PublishSummary) -> None:

@@ -17,16 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.ingest import ROWS
 from pythonhosted.linehaul.monitor import Monitor, reason
 from pythonhosted.linehaul.schedule import pause
-from pythonhosted.linehaul.stores import linehaul_stores
+from pythonhosted.pipeline import RESULTS, ROWS, pipeline_stores, table_of
 from pythonhosted.storage import NotFound, Store
 from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
-PREFIX = "processed/"
-TABLE_OF = {"downloads-": "file_downloads", "simple-": "simple_requests"}
 GROUP_BYTES = 64 << 20
 
 
@@ -50,17 +47,6 @@ class PublishSummary:
         )
 
 
-def table_of(key: str) -> str | None:
-    """The table a result file belongs to, from its base name; None for anything else."""
-    base = key.rsplit("/", 1)[-1]
-    if not base.endswith(".json"):
-        return None
-    for prefix, table in TABLE_OF.items():
-        if base.startswith(prefix):
-            return table
-    return None
-
-
 async def publish_once(
     results: Store,
     warehouse: Warehouse,
@@ -74,7 +60,7 @@ async def publish_once(
 
     A set ``stop`` ends the pass after the group under way (the rest waits for the next pass).
     """
-    keys = [item.key for item in await results.list(PREFIX)][:batch_files]
+    keys = [item.key for item in await results.list(RESULTS)][:batch_files]
     summary = PublishSummary()
     groups: dict[str, list[str]] = {}
     for key in keys:
@@ -109,11 +95,11 @@ Item = LocalFile | tuple[str, bytes]  # a file where it lies, or a name and its 
 async def _fetch(results: Store, key: str) -> tuple[Item, int]:
     """A result file and its size: on a local store where it lies, with the row count ingest
     wrote in its metadata (the warehouse reads it in place); elsewhere its contents."""
-    if results.local_root is None:
+    if results.local_path(key) is None:
         data = await results.get_bytes(key)
         return (key, data), len(data)
     info = await results.info(key)
-    assert info.local_path is not None  # a local store's objects are files
+    assert info.local_path is not None  # a directory store's objects are files
     hint = info.metadata.get(ROWS, "")
     return LocalFile(key, info.local_path, int(hint) if hint.isdigit() else None), info.size
 
@@ -189,7 +175,7 @@ async def run_publish(settings: Settings, stop: asyncio.Event, monitor: Monitor)
     interval. Passes repeat at once while a full batch was loaded, so a backlog drains
     without waiting.
     """
-    _, results, warehouse_url = linehaul_stores(settings)
+    _, results, warehouse_url = pipeline_stores(settings)
     batch = settings.linehaul.publish_batch_files
     while not stop.is_set():
         full = False

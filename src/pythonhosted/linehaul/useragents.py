@@ -10,8 +10,9 @@ The reference tries its parsers in a random order, so for the rare strings that 
 family recognises (say ``Mozilla/5.0 ... pex/1.0``) its answer depends on the process; ours
 is the first family in our order.
 
-Results are cached per distinct string (:data:`KNOWN`, bounded): real batches repeat a few
-thousand strings over and over. The cached records are shared, read-only
+Results are cached per distinct string (:data:`KNOWN`, bounded in entries and bytes): real
+batches repeat a few thousand strings over and over, and a hostile one of unique agents only
+refills the cache. The cached records are shared, read-only
 :class:`~pythonhosted.linehaul.details.Record` objects.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +35,7 @@ Partial = dict[str, Any]
 Family = Callable[[str], Partial | None]
 
 CACHE_SIZE = 8192
+CACHE_BYTES = 64 << 20  # entries weigh ~6.5 kB as estimated (~2.7 kB really): 8,192 fit
 
 
 class Ignored(enum.Enum):
@@ -53,7 +56,23 @@ def recognise(user_agent: str) -> Record | Ignored | None:
     return IGNORED if _IGNORE.search(user_agent) else None
 
 
-KNOWN: Memo[str, Record | Ignored | None] = Memo(recognise, CACHE_SIZE)
+def record_size(value: object) -> int:
+    """A details record's memory: its dicts and strings (keys are the schema's, shared)."""
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(map(record_size, value.values()))
+    return sys.getsizeof(value) if isinstance(value, str) else 0
+
+
+def entry_size(user_agent: str, known: object) -> int:
+    """An upper bound of the memory of an agent and its record, without walking the record
+    (:func:`record_size` costs a quarter of parsing the agent): the record's strings come
+    from the agent, at most five times as long (shell quoting of a subcommand), plus a few
+    kB of dicts, headers and numbers written out."""
+    size = sys.getsizeof(user_agent)
+    return size if known is None or known is IGNORED else 6 * size + 4096
+
+
+KNOWN: Memo[str, Record | Ignored | None] = Memo(recognise, CACHE_SIZE, CACHE_BYTES, entry_size)
 """``KNOWN[user_agent]``: :func:`recognise`, cached; records are shared and read-only."""
 
 
@@ -82,7 +101,7 @@ def _json_family(installer: str, minimum: str) -> Family:
     """``{installer}/{version} {json}``, for versions >= minimum (pre-releases included)."""
     prefix = installer + "/"
     spec = SpecifierSet(f">={minimum}", prereleases=True)
-    recent: Memo[str, bool] = Memo(lambda version: _version_in(version, spec), 1024)
+    recent: Memo[str, bool] = Memo(lambda version: _version_in(version, spec), 1024, 1 << 20)
 
     def parse(user_agent: str) -> Partial | None:
         if not user_agent.startswith(prefix):

@@ -6,12 +6,15 @@ metadata on local directories (obstore's LocalStore cannot store attributes), er
 services can act on, and the fallback rules of the files edge.
 """
 
+from pythonhosted.storage.directory import DirectoryStore
 from pythonhosted.storage.errors import NotFound, StorageError, StoreUnavailable
 from pythonhosted.storage.fallback import Backend, Fallback, StorePair
-from pythonhosted.storage.stores import ObjectInfo, Store, Timeouts, open_store
+from pythonhosted.storage.stores import ObjectInfo, Store, Timeouts
+from pythonhosted.storage.urls import open_store
 
 __all__ = [
     "Backend",
+    "DirectoryStore",
     "Fallback",
     "NotFound",
     "ObjectInfo",

@@ -1,39 +1,30 @@
-"""``open_store(url)``: one Store API over obstore's local, memory, S3 and GCS back ends.
+"""One Store API over obstore's local, memory, S3 and GCS back ends.
 
-URLs:
-- ``file:///abs/dir`` or ``file:rel/dir`` — a local directory (created if missing); custom
-  metadata lives in sidecar objects under ``.meta/`` because obstore's LocalStore has none.
-- ``memory://name`` — an in-process store shared by every ``open_store`` of the same name.
-- ``s3://bucket[/prefix]?endpoint=…&region=…&allow_http=true&skip_signature=true`` —
-  credentials come from the environment (``AWS_ACCESS_KEY_ID``…), never from the URL.
-- ``gs://bucket[/prefix]?endpoint=…&service_account=/path/key.json&allow_http=true``.
-- both take ``metadata_credentials=true|false``: whether the cloud's metadata service may be
-  asked for credentials (default: only without a custom ``endpoint``; see ``cloud.py``).
-
+Every method raises NotFound or StoreUnavailable (with the store's name), nothing else.
 Timeouts are always explicit: obstore's defaults retry a hanging server for minutes, and the
-files edge must fall back to the archive within seconds.
+files edge must fall back to the archive within seconds. Local directories are
+:class:`pythonhosted.storage.directory.DirectoryStore`; stores are opened from URLs by
+:func:`pythonhosted.storage.urls.open_store`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import obstore
-import orjson
 from obstore.exceptions import AlreadyExistsError, PermissionDeniedError
-from obstore.store import LocalStore, MemoryStore
+from obstore.store import MemoryStore
 
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore import GetOptions
 
-from pythonhosted.keys import is_safe_key
-from pythonhosted.storage.cloud import cloud_backend, describe
+from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
 META_PREFIX = ".meta/"
@@ -42,10 +33,6 @@ CHUNK = 256 * 1024
 # A streamed put buffers at most (PARTS_IN_FLIGHT + 1) parts; 5 MiB is S3's smallest part.
 PART_BYTES = 5 * 2**20
 PARTS_IN_FLIGHT = 2
-_SECRET_PARAMS = frozenset(
-    {"secret_access_key", "session_token", "token", "bearer_token", "service_account_key"}
-)
-_memory_stores: dict[str, MemoryStore] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +71,7 @@ def check_key(key: str) -> str:
     return key
 
 
-def _translate(exc: BaseException, store: str, write: bool = False) -> StorageError:
+def translate(exc: BaseException, store: str, write: bool = False) -> StorageError:
     """obstore's exception as ours, its first line prefixed with the store's name.
 
     A 403 is NotFound for a read (S3 answers 403 for a missing key to a client that may not
@@ -112,7 +99,6 @@ class Store:
         url: str,
         backend: Any,
         *,
-        local_root: Path | None = None,
         timeouts: Timeouts | None = None,
         label: str | None = None,
         default_content_type: str | None = None,
@@ -121,7 +107,6 @@ class Store:
         self.label = label or url  # how errors name the store (no secrets)
         self.default_content_type = default_content_type
         self.backend = backend
-        self.local_root = local_root
         timeouts = timeouts or Timeouts()
         # A whole-request guard on top of the client's own timeouts, for the first byte only.
         self.first_byte_timeout = timeouts.connect + timeouts.read
@@ -131,44 +116,14 @@ class Store:
 
     async def info(self, key: str) -> ObjectInfo:
         check_key(key)
-        if self.local_root is not None:
-            return await asyncio.to_thread(self._local_info, key)
         try:
             result = await asyncio.wait_for(
                 obstore.get_async(self.backend, key, options={"head": True}),
                 self.first_byte_timeout,
             )
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise translate(exc, self.label) from exc
         return self._info_from(key, result.meta, result.attributes)
-
-    def _local_info(self, key: str) -> ObjectInfo:
-        assert self.local_root is not None
-        path = self.local_root / key
-        try:
-            stat = path.stat()
-        except FileNotFoundError as exc:
-            raise NotFound(f"{self.label}: {key}") from exc
-        except OSError as exc:
-            raise StoreUnavailable(f"{self.label}: {exc}") from exc
-        if not path.is_file():
-            raise NotFound(f"{self.label}: {key}")
-        sidecar: dict[str, Any] = {}
-        try:
-            sidecar = orjson.loads((self.local_root / (META_PREFIX + key + ".json")).read_bytes())
-        except FileNotFoundError:
-            pass
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise StoreUnavailable(f"{self.label}: unreadable metadata for {key}: {exc}") from exc
-        return ObjectInfo(
-            key=key,
-            size=stat.st_size,
-            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
-            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-            content_type=sidecar.get("content_type"),
-            metadata=sidecar.get("metadata", {}),
-            local_path=path,
-        )
 
     @staticmethod
     def _info_from(key: str, meta: Any, attributes: Mapping[str, str]) -> ObjectInfo:
@@ -191,7 +146,7 @@ class Store:
 
     async def read(
         self, key: str, start: int | None = None, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Open ``key`` (bytes ``start``..``end``-1 when given) and return its chunk iterator.
 
         The request is made, and its errors raised, before this returns: a caller that gets an
@@ -206,15 +161,15 @@ class Store:
                 obstore.get_async(self.backend, key, options=options), self.first_byte_timeout
             )
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise translate(exc, self.label) from exc
         return self._chunks(result)
 
-    async def _chunks(self, result: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, result: Any) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in result.stream(min_chunk_size=CHUNK):
                 yield bytes(chunk)
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise translate(exc, self.label) from exc
 
     async def get_bytes(self, key: str) -> bytes:
         check_key(key)
@@ -224,7 +179,7 @@ class Store:
             )
             return bytes(await result.bytes_async())
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise translate(exc, self.label) from exc
 
     async def put(
         self,
@@ -237,8 +192,7 @@ class Store:
     ) -> None:
         """Write a whole object atomically (readers never see half of it).
 
-        ``create_only`` raises AlreadyExists instead of overwriting. On a local store the
-        metadata sidecar is written first, so a visible object always has its metadata.
+        ``create_only`` raises AlreadyExists instead of overwriting.
 
         S3 servers differ in how long a create-only put that loses a race takes: moto and AWS
         answer 412 at once; SeaweedFS serialises conditional writes to one key with a lock it
@@ -252,26 +206,18 @@ class Store:
             attributes["Content-Type"] = content_type or self.default_content_type or ""
         mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
         try:
-            if self.local_root is not None:
-                if attributes:
-                    sidecar = {"content_type": content_type, "metadata": dict(metadata or {})}
-                    await obstore.put_async(
-                        self.backend, META_PREFIX + key + ".json", orjson.dumps(sidecar)
-                    )
-                await obstore.put_async(self.backend, key, data, mode=mode)
-            else:
-                await obstore.put_async(
-                    self.backend,
-                    key,
-                    data,
-                    mode=mode,
-                    attributes=attributes or None,
-                    # The memory store joins a multipart upload's parts by copying them all:
-                    # one whole put keeps the caller's buffer and is ~8x cheaper (100 MB).
-                    use_multipart=False if isinstance(self.backend, MemoryStore) else None,
-                )
+            await obstore.put_async(
+                self.backend,
+                key,
+                data,
+                mode=mode,
+                attributes=attributes or None,
+                # The memory store joins a multipart upload's parts by copying them all:
+                # one whole put keeps the caller's buffer and is ~8x cheaper (100 MB).
+                use_multipart=False if isinstance(self.backend, MemoryStore) else None,
+            )
         except Exception as exc:
-            raise _translate(exc, self.label, write=True) from exc
+            raise translate(exc, self.label, write=True) from exc
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         """Write an object from ``chunks`` without holding it whole; atomic like :meth:`put`.
@@ -303,19 +249,38 @@ class Store:
         except Exception as exc:
             if failure:
                 raise failure[0] from None
-            raise _translate(exc, self.label, write=True) from exc
+            raise translate(exc, self.label, write=True) from exc
+
+    async def copy(self, source: str, destination: str) -> None:
+        """Copy ``source`` to ``destination`` in this store, overwriting, with its metadata:
+        the store copies it (S3 and GCS server side), the bytes never come here."""
+        check_key(source)
+        check_key(destination)
+        try:
+            await obstore.copy_async(self.backend, source, destination)
+        except Exception as exc:
+            raise translate(exc, self.label, write=True) from exc
+
+    async def _delete_missing_ok(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await obstore.delete_async(self.backend, key)
 
     async def delete(self, key: str) -> None:
-        """Delete ``key`` (and its local sidecar); deleting a missing key is not an error."""
+        """Delete ``key``; deleting a missing key is not an error."""
         check_key(key)
-        keys = [key, META_PREFIX + key + ".json"] if self.local_root is not None else [key]
-        for name in keys:
-            try:
-                await obstore.delete_async(self.backend, name)
-            except FileNotFoundError:
-                pass
-            except Exception as exc:
-                raise _translate(exc, self.label, write=True) from exc
+        try:
+            for name in self._names_of(key):
+                await self._delete_missing_ok(name)
+        except Exception as exc:
+            raise translate(exc, self.label, write=True) from exc
+
+    def _names_of(self, key: str) -> list[str]:
+        """The backend objects that make up ``key``."""
+        return [key]
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding ``key`` when the store is a local directory, else None."""
+        return None
 
     async def list(self, prefix: str = "") -> list[Listed]:
         """Every object under ``prefix`` (sidecars excluded), sorted by key."""
@@ -328,47 +293,6 @@ class Store:
         except FileNotFoundError:
             return []
         except Exception as exc:
-            raise _translate(exc, self.label) from exc
+            raise translate(exc, self.label) from exc
         found.sort(key=lambda item: item.key)
         return found
-
-
-def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
-    """Open a store from its URL; ValueError (one line) for anything malformed."""
-    timeouts = timeouts or Timeouts()
-    parts = urlsplit(url)
-    params = dict(parse_qsl(parts.query))
-    secrets = _SECRET_PARAMS & params.keys()
-    if secrets:
-        raise ValueError(
-            f"store URL must not carry secrets ({', '.join(sorted(secrets))}): "
-            "use the environment or a file"
-        )
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file store URL must be file:///path, got {url!r}")
-        root = Path(unquote(parts.path)).absolute()
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # read-only, not writable, or a file in the way
-            raise ValueError(f"cannot create store directory {root}: {exc.strerror}") from None
-        return Store(url, LocalStore(root), local_root=root, timeouts=timeouts)
-    if parts.scheme == "memory":
-        name = parts.netloc + parts.path
-        backend = _memory_stores.setdefault(name, MemoryStore())
-        return Store(url, backend, timeouts=timeouts)
-    if parts.scheme in ("s3", "gs"):
-        if not parts.netloc:
-            raise ValueError(f"store URL needs a bucket: {url!r}")
-        label = describe(parts.scheme, parts, params)
-        cloud = cloud_backend(parts.scheme, parts, params, timeouts, label)
-        # An object put without a type gets the one the server picks: binary/octet-stream from
-        # AWS and moto; from SeaweedFS one sniffed from the bytes (text/plain for JSON lines),
-        # and for application/octet-stream one guessed from the name. SeaweedFS keeps AWS's
-        # default when it is sent, so every server then says the same.
-        return Store(_redact(url), cloud, label=label, default_content_type=UNTYPED)
-    raise ValueError(f"unsupported store URL {url!r} (use file://, memory://, s3:// or gs://)")
-
-
-def _redact(url: str) -> str:
-    return url.split("?", 1)[0]

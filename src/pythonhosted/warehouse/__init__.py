@@ -6,7 +6,7 @@ result files exactly once, keyed by file name. ``open_warehouse(url)`` picks one
 - ``duckdb:///path/file.duckdb`` — embedded, the default (:mod:`.duck`);
 - ``bigquery://project/dataset`` — load jobs like PyPI's (:mod:`.bigquery`).
 
-Table definitions come from :mod:`pythonhosted.linehaul.schema`, the one definition of the
+Table definitions come from :mod:`pythonhosted.warehouse.schema`, the one definition of the
 row shape; stats queries (:mod:`.stats`) and Parquet export (:mod:`.parquet`) read DuckDB.
 """
 
@@ -16,7 +16,6 @@ from pythonhosted.warehouse.base import (
     Warehouse,
     WarehouseError,
     open_warehouse,
-    warehouse_url,
 )
 
 __all__ = [
@@ -25,5 +24,4 @@ __all__ = [
     "Warehouse",
     "WarehouseError",
     "open_warehouse",
-    "warehouse_url",
 ]

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pythonhosted.config import Settings
-
 
 class WarehouseError(Exception):
     """The warehouse cannot be opened or used (locked, unreachable, not a warehouse)."""
@@ -49,12 +47,6 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def warehouse_url(settings: Settings) -> str:
-    """The configured warehouse, else the embedded DuckDB file under the data dir."""
-    default = f"duckdb://{settings.data_dir.absolute()}/warehouse.duckdb"
-    return settings.linehaul.warehouse or default
 
 
 def open_warehouse(url: str) -> Warehouse:

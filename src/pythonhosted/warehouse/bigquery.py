@@ -2,7 +2,7 @@
 
 Jobs mirror the reference's configuration: NEWLINE_DELIMITED_JSON, ``ignore_unknown_values``,
 appending to ``{project}.{dataset}.{table}`` for each configured dataset (the reference can
-load into several), with the table schema from :mod:`pythonhosted.linehaul.schema` (tables
+load into several), with the table schema from :mod:`pythonhosted.warehouse.schema` (tables
 are created on first load, partitioned by day on ``timestamp``, like PyPI's).
 
 Exactly once comes from the job ID, derived from dataset, table and file name: BigQuery
@@ -11,6 +11,14 @@ loading again, and waits for it. The reference loads many files per job and dupl
 when it dies between the load and the delete. Limits: BigQuery keeps job IDs for about six
 months, and a job that failed cannot be retried under its ID (the file stays in the results
 store, reported).
+
+Rollups are materialized views over ``file_downloads``, one per dimension of
+:mod:`.rollups` plus the total, created (``IF NOT EXISTS``) by a query job after the first
+load of downloads into each dataset in a process. Not an aggregate written by a query job
+after each load job: a load job commits alone, so a crash between the two would leave the
+aggregate a file short or, on retry, a file over; BigQuery keeps a materialized view
+consistent with its base table by itself (queries read its stored part plus the base
+table's changes since), and loads pay nothing for it.
 
 The client uploads a file below 5 MB in one multipart request and a larger one through the
 resumable protocol (a session, then chunks of up to 100 MB); the job resource, and so the job
@@ -30,8 +38,9 @@ from urllib.parse import urlsplit
 from google.api_core.exceptions import Conflict, GoogleAPIError
 from google.cloud import bigquery
 
-from pythonhosted.linehaul.schema import TABLES, bigquery_fields
 from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
+from pythonhosted.warehouse.mirrors import MIRRORS
+from pythonhosted.warehouse.schema import TABLES, bigquery_fields
 
 JOB_TIMEOUT = 600.0
 
@@ -57,6 +66,33 @@ def job_config(table: str) -> bigquery.LoadJobConfig:
     )
 
 
+# The rollup dimensions of :mod:`.rollups` in BigQuery's dialect ("" is the total).
+ROLLUP_DIMENSIONS = {
+    "total": "''",
+    "version": "file.version",
+    "installer": "details.installer.name",
+    "python": r"REGEXP_EXTRACT(details.python, r'^[0-9]+\.[0-9]+')",
+    "system": "details.system.name",
+    "country": "country_code",
+}
+
+
+def rollup_views_sql(project: str, dataset: str) -> list[str]:
+    """``CREATE MATERIALIZED VIEW`` statements, one per dimension, partitioned by day."""
+    mirrors = ", ".join(f"'{name}'" for name in MIRRORS)
+    statements = []
+    for name, value in ROLLUP_DIMENSIONS.items():
+        statements.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{project}.{dataset}.download_rollups_{name}` "
+            "PARTITION BY day AS SELECT DATE(timestamp) AS day, "
+            "LOWER(REGEXP_REPLACE(project, r'[-_.]+', '-')) AS project, "
+            f"COALESCE(details.installer.name IN ({mirrors}), FALSE) AS mirror, "
+            f"details.ci AS ci, {value} AS value, COUNT(*) AS downloads "
+            f"FROM `{project}.{dataset}.file_downloads` GROUP BY 1, 2, 3, 4, 5"
+        )
+    return statements
+
+
 class BigQueryWarehouse:
     """Load jobs into ``project.dataset`` for each dataset, through ``client``."""
 
@@ -64,6 +100,7 @@ class BigQueryWarehouse:
         self.client = client
         self.project = project
         self.datasets = list(datasets)
+        self._rollups: set[str] = set()  # datasets whose views this process made sure of
 
     @classmethod
     def from_url(cls, url: str) -> BigQueryWarehouse:
@@ -91,8 +128,20 @@ class BigQueryWarehouse:
                 if rows is not None:
                     fresh = True
                     result.rows += rows
+                if table == "file_downloads" and dataset not in self._rollups:
+                    self._ensure_rollups(dataset)
             (result.loaded if fresh else result.skipped).append(name)
         return result
+
+    def _ensure_rollups(self, dataset: str) -> None:
+        """Create the rollup views once the table exists (IF NOT EXISTS: idempotent)."""
+        try:
+            for sql in rollup_views_sql(self.project, dataset):
+                job = self.client.query(sql, job_id_prefix="linehaul_rollups_")
+                job.result(timeout=JOB_TIMEOUT)
+        except GoogleAPIError as exc:
+            raise WarehouseError(f"BigQuery rollup views in {dataset}: {exc}") from exc
+        self._rollups.add(dataset)
 
     def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
         """:meth:`load` with each file's contents read from disk (jobs take the bytes)."""

@@ -9,13 +9,13 @@ import click
 import duckdb
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.stores import BATCH_TIMEOUTS, linehaul_urls
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
-from pythonhosted.warehouse.base import WarehouseError, warehouse_url
+from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.coverage import UNITS, coverage, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
-from pythonhosted.warehouse.render import FORMATS, render, render_coverage
-from pythonhosted.warehouse.stats import FIELDS, breakdown
+from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
+from pythonhosted.warehouse.stats import FIELDS, EmptyWarehouse, Filters, breakdown
 
 
 class BadUsage(click.ClickException):
@@ -33,14 +33,56 @@ def _date(text: str | None, flag: str) -> date | None:
         raise BadUsage(f"{flag} must be a date, YYYY-MM-DD: {text!r}") from None
 
 
-@click.command("stats")
+class _StatsCommand(click.Command):
+    """``--by`` takes several fields (``--by installer python``): the field names that follow
+    it are joined into its value before click parses, so anything else (PROJECT) stays
+    positional."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        joined: list[str] = []
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--by" and rest:
+                arg = f"--by={rest.pop(0)}"
+            if arg.startswith("--by="):
+                while rest and rest[0] in FIELDS:
+                    arg += f",{rest.pop(0)}"
+            joined.append(arg)
+        return super().parse_args(ctx, joined)
+
+
+def _source(settings: Settings, flag: str | None) -> str:
+    """Where the warehouse URL came from, for a message about a missing warehouse."""
+    if flag is not None:
+        return "from --warehouse"
+    if settings.linehaul.warehouse:
+        return "from linehaul.warehouse"
+    return (
+        f"the default under the data dir {str(settings.data_dir)!r}, relative to this directory; "
+        "run from the directory 'pythonhosted serve' ran in, set PYTHONHOSTED_DATA_DIR, "
+        "or give --warehouse duckdb:///PATH/warehouse.duckdb"
+    )
+
+
+@click.command("stats", cls=_StatsCommand)
 @click.argument("project", required=False)
 @click.option("--top", type=click.IntRange(min=1), help="The N most-downloaded projects instead.")
-@click.option("--days", type=click.IntRange(min=1), help="The last N days, today included [30].")
+@click.option(
+    "--days", type=click.IntRange(min=1), help="The last N complete UTC days (not today) [30]."
+)
 @click.option("--start", help="First day, YYYY-MM-DD (UTC).")
-@click.option("--end", help="Last day, YYYY-MM-DD (UTC) [today].")
+@click.option("--end", help="Last day, YYYY-MM-DD (UTC) [yesterday; today is partial].")
 @click.option("--all-time", is_flag=True, help="Every download the warehouse holds.")
-@click.option("--by", "by", multiple=True, help=f"Break down by (repeatable): {', '.join(FIELDS)}.")
+@click.option(
+    "--by", "by", multiple=True, help=f"Break down by one or more of: {', '.join(FIELDS)}."
+)
+@click.option(
+    "--include-mirrors/--exclude-mirrors",
+    default=False,
+    help="Count downloads by mirroring tools (bandersnatch, devpi, ...) [exclude].",
+)
+@click.option("--include-ci/--exclude-ci", default=True, help="Count CI downloads [include].")
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option("--warehouse", help="duckdb:///PATH [linehaul.warehouse, duckdb://DATA/...].")
 @click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
@@ -56,6 +98,8 @@ def stats(
     end: str | None,
     all_time: bool,
     by: tuple[str, ...],
+    include_mirrors: bool,
+    include_ci: bool,
     fmt: str,
     warehouse: str | None,
     show_coverage: bool,
@@ -65,7 +109,9 @@ def stats(
     """Downloads of PROJECT over a date range, broken down --by fields (or --top N projects),
     or with --coverage which UTC hours (--by day: days) are complete, gaps, or pending.
 
-    Percentages are of the range's total. Exit status 1 when there is no data to read.
+    Days are UTC; without a range, the last 30 complete days. Mirrors are left out unless
+    --include-mirrors. Percentages are of the range's total. Exit status 1 when there is no
+    data to read, or no download of PROJECT was ever recorded.
     """
     fields = [name.strip() for value in by for name in value.split(",") if name.strip()]
     if show_coverage:
@@ -85,7 +131,8 @@ def stats(
         raise BadUsage(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if sum((days is not None, start is not None, all_time)) > 1:
         raise BadUsage("give only one of --days, --start/--end and --all-time")
-    last = _date(end, "--end") or datetime.now(UTC).date()
+    today = datetime.now(UTC).date()
+    last = _date(end, "--end") or (today if show_coverage else today - timedelta(days=1))
     first = _date(start, "--start")
     if first is None and not all_time:
         first = last - timedelta(days=(days or 30) - 1)
@@ -104,8 +151,11 @@ def stats(
     else:
         title = f"{project}"
     span = f"{first} to {last}" if first else f"all time to {last}"
+    filters = Filters(mirrors=include_mirrors, ci=include_ci)
     try:
-        result = breakdown(duckdb_path(url), project, fields, first, last, limit=top)
+        result = breakdown(duckdb_path(url), project, fields, first, last, top, filters)
+    except EmptyWarehouse as exc:
+        raise click.ClickException(f"{exc} ({_source(settings, warehouse)})") from exc
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(render(result, fmt, f"{title}, {span}"), nl=False)
@@ -122,7 +172,7 @@ def _coverage(
     fmt: str,
 ) -> None:
     """``stats --coverage``: list the stores for work in flight, then read the warehouse."""
-    logs_url, results_url, _ = linehaul_urls(settings)
+    logs_url, results_url, _ = pipeline_urls(settings)
     try:
         logs_store = open_store(logs or logs_url, BATCH_TIMEOUTS)
         results_store = open_store(results or results_url, BATCH_TIMEOUTS)

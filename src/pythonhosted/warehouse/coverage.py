@@ -23,8 +23,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 from pathlib import Path
 
-from pythonhosted.linehaul.ingest import pending
-from pythonhosted.linehaul.publish import PREFIX, table_of
+import duckdb
+
+from pythonhosted.pipeline import RESULTS, pending, table_of
 from pythonhosted.storage import Store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse.duck import LOADED
@@ -72,14 +73,13 @@ async def oldest_in_flight(logs: Store, results: Store) -> datetime | None:
     listed = await logs.list()
     log_keys = set(pending([item.key for item in listed]))
     waiting = [item for item in listed if item.key in log_keys]
-    waiting += [item for item in await results.list(PREFIX) if table_of(item.key)]
+    waiting += [item for item in await results.list(RESULTS) if table_of(item.key)]
     return min(map(_hour_of, waiting), default=None)
 
 
 def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetime, int], ...]:
     """(downloads, simple requests) per event hour in [first, stop), and batches per hour."""
-    con = reader(path)
-    try:
+    with reader(path, downloads=False) as con:
         counts = []
         for table in ("file_downloads", "simple_requests"):
             sql = (
@@ -88,11 +88,15 @@ def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetim
             )
             counts.append(dict(con.execute(sql, [first, stop]).fetchall()))
         batches = dict(con.execute(_BATCHES_SQL).fetchall())
-    finally:
-        con.close()
     if not batches:
         raise EmptyWarehouse(f"the warehouse at {path} has loaded no log batches yet")
     return counts[0], counts[1], batches
+
+
+def latest_batch_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The start hour of the latest log batch loaded, if any."""
+    found = con.execute(f"SELECT max(hour) FROM ({_BATCHES_SQL})").fetchone()
+    return found[0] if found else None
 
 
 def coverage(

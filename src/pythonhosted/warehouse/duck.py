@@ -30,7 +30,11 @@ elsewhere:
   as ``bytes.count`` keeps the GIL while it scans a whole file).
 
 DuckDB allows one writing process per file and no readers from other processes meanwhile, so
-publish opens the file per pass and stats retries briefly while it is locked.
+publish opens the file per pass, announced to readers (:mod:`.access`), and readers use the
+writer's connection in its own process or wait briefly for it to close in another.
+
+A load into ``file_downloads`` also merges the new rows into the daily rollups and a load of
+either table bumps the data version, in the same transaction (:mod:`.rollups`).
 """
 
 from __future__ import annotations
@@ -38,20 +42,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import duckdb
-
-from pythonhosted.linehaul.schema import TABLES, Field
-from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
+from pythonhosted.warehouse import rollups
+from pythonhosted.warehouse.access import close_writer, open_writer
+from pythonhosted.warehouse.base import LoadResult, LocalFile
+from pythonhosted.warehouse.schema import TABLES, Field
 
 LOADED = "linehaul_loaded_files"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
 _TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN"}
-LOCK_WAIT = 10.0
 _GLOB = re.compile(r"[*?\[]")  # read_json takes such a path for a pattern
 # Buffers one writev call takes (-1: no fixed limit; 16 is the least POSIX allows).
 _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
@@ -97,29 +99,13 @@ def _read_json_sql(table: str, paths: Sequence[str]) -> str:
     )
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting up to :data:`LOCK_WAIT` seconds while another process holds it."""
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as exc:
-            message = str(exc).splitlines()[0]
-            if "lock" not in message.lower() or time.monotonic() > deadline:
-                raise WarehouseError(f"cannot open warehouse {path}: {message}") from exc
-            time.sleep(0.1)
-            continue
-        con.execute("SET TimeZone = 'UTC'")
-        return con
-
-
 class DuckDBWarehouse:
     """A DuckDB file holding ``file_downloads``, ``simple_requests`` and the bookkeeping."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = connect(path)
+        self.con = open_writer(path)
         self.con.execute("SET SESSION preserve_insertion_order = false")  # see the module doc
         # Holding the file read-write, no other process can be loading: spools left by a
         # killed publish are garbage.
@@ -131,6 +117,24 @@ class DuckDBWarehouse:
             f"CREATE TABLE IF NOT EXISTS {LOADED} (name VARCHAR PRIMARY KEY, "
             "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL)"
         )
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if rollups.ensure(self.con):
+                rollups.rebuild(self.con)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def rebuild_rollups(self) -> None:
+        """Recompute the rollups from every row, in one transaction."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            rollups.rebuild(self.con)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
 
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
         """Load ``files`` into ``table`` in one transaction with their bookkeeping rows."""
@@ -188,7 +192,11 @@ class DuckDBWarehouse:
             todo = [index for index, name in enumerate(names) if name not in done]
             result.skipped = [name for name in names if name in done]
             if todo:
+                first_rowid = rollups.first_new_rowid(con) if table == "file_downloads" else 0
                 result.rows, counts = insert(todo)
+                if table == "file_downloads" and result.rows:
+                    rollups.add_new_rows(con, first_rowid)
+                rollups.bump(con)
                 con.executemany(
                     f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",
                     [(names[index], table, rows) for index, rows in zip(todo, counts, strict=True)],
@@ -217,7 +225,7 @@ class DuckDBWarehouse:
         return int(inserted[0]) if inserted else 0
 
     def close(self) -> None:
-        self.con.close()
+        close_writer(self.path, self.con)
 
 
 def _rows(data: bytes) -> int:

@@ -14,23 +14,21 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pythonhosted.linehaul.schema import TABLES
 from pythonhosted.storage import Store
-from pythonhosted.warehouse.duck import connect, quote
+from pythonhosted.warehouse.access import reading
+from pythonhosted.warehouse.duck import quote
+from pythonhosted.warehouse.schema import TABLES
 
 
 def write_parquet(warehouse: Path, out: Path) -> list[Path]:
     """Write every table's partitions under ``out``; the files written, relative to it."""
-    con = connect(warehouse, read_only=True)
-    try:
+    with reading(warehouse) as con:
         for table in TABLES:
             target = str(out / table).replace("'", "''")
             con.execute(
                 f'COPY (SELECT *, CAST("timestamp" AS DATE) AS date FROM {quote(table)}) '
                 f"TO '{target}' (FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE)"
             )
-    finally:
-        con.close()
     return sorted(path.relative_to(out) for path in out.rglob("*.parquet"))
 
 

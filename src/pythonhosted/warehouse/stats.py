@@ -1,11 +1,20 @@
 """Download statistics from the DuckDB warehouse: pypinfo-style breakdowns and top projects.
 
-Every breakdown is one ``GROUP BY`` over ``file_downloads`` for a date range (inclusive, UTC);
-percentages are of the range's total. Field names follow pypinfo where it has one.
+One function, :func:`breakdown`, answers both ``pythonhosted stats`` and the stats web, so
+the two give the same numbers for the same question. A breakdown of one project (or of the
+top projects) by time and at most one rolled-up field reads the daily rollups
+(:mod:`.rollups`), O(days); any other is one ``GROUP BY`` over ``file_downloads``, O(rows).
+Both count the same rows: the rollups are maintained in the loads' transactions and tests
+compare the two. Date ranges are inclusive, UTC; percentages are of the range's total.
+Field names follow pypinfo where it has one.
+
+Mirrors (:mod:`.mirrors`) and CI downloads are counted or left out as asked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,8 +23,10 @@ from typing import Any
 import duckdb
 from packaging.utils import canonicalize_name
 
+from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
-from pythonhosted.warehouse.duck import connect
+from pythonhosted.warehouse.mirrors import mirror_sql
+from pythonhosted.warehouse.rollups import DIMENSIONS, PROJECTS, PYTHON_MINOR, ROLLUPS
 
 FIELDS: dict[str, str] = {
     "day": 'CAST("timestamp" AS DATE)',
@@ -23,23 +34,51 @@ FIELDS: dict[str, str] = {
     "month": "strftime(\"timestamp\", '%Y-%m')",
     "project": "project",
     "version": "file.version",
+    "file": "file.filename",
     "file-type": "file.type",
+    "type": "file.type",
     "installer": "details.installer.name",
     "installer-version": "details.installer.version",
     "subcommand": "details.installer.subcommand",
-    "python": "NULLIF(regexp_extract(details.python, '^[0-9]+\\.[0-9]+'), '')",
+    "python": PYTHON_MINOR,
+    "python-minor": PYTHON_MINOR,
     "implementation": "details.implementation.name",
     "system": "details.system.name",
     "distro": "details.distro.name",
+    "libc": "details.distro.libc.lib",
     "cpu": "details.cpu",
     "country": "country_code",
     "ci": "details.ci",
 }
 TIME_FIELDS = ("day", "week", "month")
+# The same time fields over a rollup's ``day``.
+_ROLLUP_TIME = {
+    "day": "day",
+    "week": "CAST(date_trunc('week', day) AS DATE)",
+    "month": "strftime(day, '%Y-%m')",
+}
 
 
 class EmptyWarehouse(WarehouseError):
     """No warehouse file, or no downloads in it yet."""
+
+
+class UnknownProject(WarehouseError):
+    """No download of this project was ever recorded; ``close`` are names that were."""
+
+    def __init__(self, name: str, close: list[str]) -> None:
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        super().__init__(f"no downloads were recorded for {name!r}{hint}")
+        self.name = name
+        self.close = close
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which downloads count: mirrors' and CI's are left out unless asked for."""
+
+    mirrors: bool = False
+    ci: bool = True
 
 
 @dataclass
@@ -53,13 +92,6 @@ class Breakdown:
     end: date
 
 
-def _range_filter(start: date | None, end: date) -> tuple[str, list[Any]]:
-    after_end = end + timedelta(days=1)
-    if start is None:
-        return '"timestamp" < ?', [after_end]
-    return '"timestamp" >= ? AND "timestamp" < ?', [start, after_end]
-
-
 def _order(fields: list[str]) -> str:
     """Time breakdowns read in time order; the rest by count, biggest first."""
     columns = [f"f{index}" for index in range(len(fields))]
@@ -68,21 +100,58 @@ def _order(fields: list[str]) -> str:
     return ", ".join(["download_count DESC", *(f"{column} NULLS LAST" for column in columns)])
 
 
-def reader(path: Path) -> duckdb.DuckDBPyConnection:
-    """The warehouse opened read-only; EmptyWarehouse when the file is not there yet."""
+@contextmanager
+def reader(path: Path, *, downloads: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse for reading; EmptyWarehouse when it is missing or (``downloads``)
+    holds no downloads."""
     if not path.is_file():
-        raise EmptyWarehouse(f"no warehouse at {path}: run 'pythonhosted linehaul publish' first")
-    return connect(path, read_only=True)
-
-
-def _query(path: Path, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    con = reader(path)
-    try:
-        if con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is None:
+        raise EmptyWarehouse(f"no warehouse at {path}")
+    with reading(path) as con:
+        if downloads and con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is None:
             raise EmptyWarehouse(f"the warehouse at {path} holds no downloads yet")
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
+        if downloads and not _has_table(con, PROJECTS):
+            raise WarehouseError(
+                f"the warehouse at {path} has no rollups yet (made by an older release): "
+                "run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
+            )
+        yield con
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchone()
+    return found is not None
+
+
+def check_project(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """The normalised name of a project with recorded downloads, else UnknownProject."""
+    normalized = canonicalize_name(name)
+    known = con.execute(f"SELECT 1 FROM {PROJECTS} WHERE normalized = ? LIMIT 1", [normalized])
+    if known.fetchone() is None:
+        raise UnknownProject(name, close_names(con, normalized))
+    return normalized
+
+
+def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3) -> list[str]:
+    """Recorded project names that look like ``normalized`` (typos, missing prefixes)."""
+    rows = con.execute(
+        f"SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score "
+        f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= 0.8 "
+        "ORDER BY score DESC, normalized LIMIT ?",
+        [normalized, limit],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _rollup_dimension(fields: list[str]) -> str | None:
+    """The rollup dimension that answers ``fields`` ('' for time alone), else None."""
+    others = [name for name in fields if name not in TIME_FIELDS and name not in ("ci",)]
+    if len(others) > 1 or len(set(fields)) != len(fields):
+        return None
+    if not others:
+        return ""
+    return others[0] if others[0] in DIMENSIONS else None
 
 
 def breakdown(
@@ -92,35 +161,113 @@ def breakdown(
     start: date | None,
     end: date,
     limit: int | None = None,
+    filters: Filters = Filters(),
 ) -> Breakdown:
     """Downloads of ``project`` (every project when None) from ``start`` to ``end``
     inclusive (all time when ``start`` is None), counted per combination of ``fields``.
 
-    The project matches as given or in its normalized form (PEP 503): one equality test
-    that keeps DuckDB's filter pushdown, where normalizing every stored name would not.
+    The project matches in its normalised form (PEP 503); UnknownProject when no download of
+    it was ever recorded.
     """
     unknown = [name for name in fields if name not in FIELDS]
     if unknown:
         raise ValueError(f"unknown field {unknown[0]!r} (choose from {', '.join(FIELDS)})")
-    where, params = _range_filter(start, end)
-    if project is not None:
-        where += " AND project IN (?, ?)"
-        params += [project, canonicalize_name(project)]
-    selected = [f"{FIELDS[name]} AS f{index}" for index, name in enumerate(fields)]
+    with reader(path) as con:
+        normalized = check_project(con, project) if project is not None else None
+        return query_breakdown(con, normalized, fields, start, end, limit, filters)
+
+
+def query_breakdown(
+    con: duckdb.DuckDBPyConnection,
+    normalized: str | None,
+    fields: list[str],
+    start: date | None,
+    end: date,
+    limit: int | None = None,
+    filters: Filters = Filters(),
+) -> Breakdown:
+    """:func:`breakdown` on an open connection, for a checked normalised project name."""
+    grouped = [name for name in fields if name != "project"] if normalized is None else fields
+    dimension = _rollup_dimension(grouped)
+    top = normalized is None and "project" in fields
+    if dimension is not None and (normalized is not None or top):
+        sql, params = _rollup_sql(normalized, fields, dimension, start, end, filters)
+    else:
+        sql, params = _rows_sql(normalized, fields, start, end, filters)
+    if fields:
+        sql = f"SELECT *, sum(download_count) OVER () FROM ({sql}) ORDER BY {_order(fields)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        found = con.execute(sql, params).fetchall()
+        total = int(found[0][-1]) if found else 0
+        rows = [row[:-1] for row in found]
+    else:
+        found = con.execute(sql, params).fetchall()
+        total = int(found[0][0] or 0)
+        rows = found if total else []
+    return Breakdown(fields, rows, total, start, end)
+
+
+def _range(column: str, start: date | None, end: date, *, timestamp: bool) -> tuple[str, list[Any]]:
+    if timestamp:
+        after_end = end + timedelta(days=1)
+        if start is None:
+            return f"{column} < ?", [after_end]
+        return f"{column} >= ? AND {column} < ?", [start, after_end]
+    if start is None:
+        return f"{column} <= ?", [end]
+    return f"{column} BETWEEN ? AND ?", [start, end]
+
+
+def _rollup_sql(
+    normalized: str | None,
+    fields: list[str],
+    dimension: str,
+    start: date | None,
+    end: date,
+    filters: Filters,
+) -> tuple[str, list[Any]]:
+    where, params = _range("day", start, end, timestamp=False)
+    where += " AND dimension = ?"
+    params.append(dimension)
+    if normalized is not None:
+        where += " AND project = ?"
+        params.append(normalized)
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    columns = {**_ROLLUP_TIME, "project": "project", "ci": "ci", dimension: "value"}
+    selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
+    group = "GROUP BY ALL" if fields else ""
+    sql = (
+        f"SELECT {', '.join([*selected, 'sum(downloads)::BIGINT AS download_count'])} "
+        f"FROM {ROLLUPS} WHERE {where} {group}"
+    )
+    return sql, params
+
+
+def _rows_sql(
+    normalized: str | None,
+    fields: list[str],
+    start: date | None,
+    end: date,
+    filters: Filters,
+) -> tuple[str, list[Any]]:
+    where, params = _range('"timestamp"', start, end, timestamp=True)
+    if normalized is not None:
+        # The stored spellings of the name: an IN list keeps DuckDB's filter pushdown.
+        where += f" AND project IN (SELECT name FROM {PROJECTS} WHERE normalized = ?)"
+        params.append(normalized)
+    if not filters.mirrors:
+        where += f" AND NOT {mirror_sql()}"
+    if not filters.ci:
+        where += " AND details.ci IS NOT TRUE"
+    columns = {**FIELDS, "project": "lower(regexp_replace(project, '[-_.]+', '-', 'g'))"}
+    selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
     group = "GROUP BY ALL" if fields else ""
     sql = (
         f"SELECT {', '.join([*selected, 'count(*) AS download_count'])} "
         f"FROM file_downloads WHERE {where} {group}"
     )
-    if fields:
-        sql = f"SELECT *, sum(download_count) OVER () FROM ({sql}) ORDER BY {_order(fields)}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        found = _query(path, sql, params)
-        total = int(found[0][-1]) if found else 0
-        rows = [row[:-1] for row in found]
-    else:
-        rows = _query(path, sql, params)
-        total = int(rows[0][0])
-        rows = rows if total else []
-    return Breakdown(fields, rows, total, start, end)
+    return sql, params

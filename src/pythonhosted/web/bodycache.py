@@ -7,6 +7,10 @@ them the fixed cost of a store round trip (or of the server opening a file) domi
 the same tail of a large wheel (its zip directory) over and over. Bounded by total bytes, least
 recently used first out; each entry is charged its bookkeeping too (``ENTRY_BYTES``), so a
 client asking for millions of distinct one-byte ranges fills the budget, not the memory.
+
+Hand-made on an OrderedDict rather than cachetools (which the caches off the hot path use):
+it is read on every cached GET, and a lookup measured 0.35 us here against 1.1-1.25 us for
+cachetools' LRUCache (1M lookups in 20,000 entries, same run).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry, cache_key
 from pythonhosted.camo.cache.freshness import Freshness, freshness
 from pythonhosted.camo.cache.store import CacheStore, Hit
-from pythonhosted.camo.client import BodyError
 from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.http1 import BodyError
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.relay import Relay
 from pythonhosted.web.types import Headers

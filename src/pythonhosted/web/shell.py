@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.lifespan import Hook, handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
@@ -150,11 +150,11 @@ class Service:
         self.handler = handler
         self.registry = registry
         self.client = client or ClientFacts()
-        self._plain = [*security, *extra_headers]
-        self._tls = [*security, HSTS, *extra_headers]
+        self._shell_plain = [*security, *extra_headers]
+        self._shell_tls = [*security, HSTS, *extra_headers]
         self.methods = frozenset(methods) if methods is not None else None
         allowed = allow or ", ".join(sorted(self.methods or ("GET", "HEAD")))
-        self._allow = (b"allow", allowed.encode())
+        self._shell_allow = (b"allow", allowed.encode())
         self.health = health
         self.own_paths = frozenset({HEALTH, *health_aliases, *([METRICS] if metrics else [])})
         self.hooks = tuple(hooks)
@@ -175,7 +175,9 @@ class Service:
         started = time.monotonic() if self.access_log else 0.0
         headers: dict[bytes, bytes] = dict(scope["headers"])
         tls = self.client.is_tls(scope, headers)
-        request = Request(scope, tls, headers, self._tls if tls else self._plain, receive)
+        request = Request(
+            scope, tls, headers, self._shell_tls if tls else self._shell_plain, receive
+        )
         counted = CountingSend(send)
         try:
             path = request.path
@@ -184,7 +186,7 @@ class Service:
             elif self.methods is None or request.method in self.methods:
                 await self.handler(request, receive, counted)
             else:
-                await self.text(counted, request, 405, "Method not allowed", [self._allow])
+                await self.text(counted, request, 405, "Method not allowed", [self._shell_allow])
         except Exception:
             log.exception("unhandled error for %s %r", request.method, request.raw_path)
             if counted.started:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pythonhosted.keys import check_key, is_safe_key, path_of
+from pythonhosted.objectkeys import check_key, is_safe_key, path_of
 
 
 @pytest.mark.parametrize(

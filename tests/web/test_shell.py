@@ -8,12 +8,12 @@ import httpx
 import pytest
 
 from pythonhosted.logsetup import JsonFormatter
-from pythonhosted.web.client import ClientFacts
+from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
 from pythonhosted.web.security import NO_CROSS_DOMAIN
 from pythonhosted.web.server import running
-from pythonhosted.web.service import Service
+from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
 from support.metrics import sample
 

@@ -1,0 +1,369 @@
+"""Benchmark: the stats web and the rollups over 50M download rows, 365 days, 5,000 projects.
+
+    .venv/bin/python bench/stats_web.py [--rows 50000000] [--dir /tmp/stats-web-bench]
+                                        [--duration 10] [--connections 16] [--publish-runs 4]
+
+1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
+   ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
+   real loads, skewed as real downloads are: projects ``floor(5000 * u^4)`` (the top 1 %
+   get about a third of the downloads), versions and countries ``u^3``, Pythons ``u^2``, half
+   pip, a fifth uv, 2 % bandersnatch (a mirror), 60 % Linux, a fifth in CI. Then the rollups
+   are built from the rows (``linehaul rollup --rebuild``), timed. The
+   file is kept in ``--dir`` and reused by later runs with the same ``--rows``.
+2. API with one worker: ``pythonhosted stats-web serve --workers 1`` (granian, as deployed)
+   loaded by wrk (Debian's ``wrk``; ``--connections`` connections, one thread) for
+   ``--duration`` seconds per case, every request a random project of the 5,000:
+   ``recent`` and ``overall`` *warm* (answers cached per data version, the steady state
+   between publishes) and *cold* (a unique query string per request, so every answer is
+   computed from the rollups: the cost right after a publish), and the project page cold;
+   the server's cache is ``--cache-bytes`` (1 GiB, room for every warm answer).
+   p50/p99 latency and requests/s from wrk, CPU per request from the server's
+   ``/proc/PID/stat``. The reference: the same ``recent`` question as one GROUP BY over the
+   rows (what stats did before rollups), timed in-process.
+3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
+   call; best and median of 5) and one CLI subprocess (Python start-up included).
+4. Rollup maintenance on publish: result files of about 160,000 rows (one 64 MB publish
+   group: ingest's converter over bench/linehaul.py's corpus, the rows moved to yesterday
+   like fresh batches) loaded into a copy of the warehouse, alternately
+   with rollup maintenance and with it switched off, ``--publish-runs`` each; medians of
+   wall and CPU time and the overhead.
+
+The machine is shared: the load average is printed before and after each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse import rollups
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+from pythonhosted.warehouse.stats import Filters, breakdown
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+PROJECTS = 5000
+_spec = importlib.util.spec_from_file_location("corpus", Path(__file__).with_name("linehaul.py"))
+assert _spec is not None and _spec.loader is not None
+corpus_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus_module)
+COLUMNS = """
+    TIMESTAMP '{first}' + to_seconds(CAST(i * 365 * 86400 // {rows} AS BIGINT)) AS ts,
+    ['US','CN','DE','IN','GB','FR','JP','BR','CA','NL','KR','RU','AU','SG','IE','SE','PL',
+     'ES','IT','CH'][1 + CAST(floor(pow(u(i * 7), 3) * 20) AS BIGINT)] AS country,
+    'project-' || CAST(floor(pow(u(i), 4) * {projects}) AS INTEGER) AS project,
+    ['3.1','3.0','2.2','2.1','2.0','1.2','1.1','1.0']
+        [1 + CAST(floor(pow(u(i * 3), 3) * 8) AS BIGINT)] AS version,
+    CASE WHEN hash(i * 11) % 50 = 0 THEN 'bandersnatch'
+         ELSE ['pip','pip','pip','pip','pip','uv','uv','poetry','pdm','Browser']
+              [1 + CAST(hash(i * 5) % 10 AS BIGINT)] END AS installer,
+    ['3.12.1','3.11.7','3.10.13','3.13.0','3.9.18','3.8.18']
+        [1 + CAST(floor(pow(u(i * 13), 2) * 6) AS BIGINT)] AS python,
+    ['Linux','Linux','Linux','Linux','Linux','Linux','Windows','Darwin',NULL,'FreeBSD']
+        [1 + CAST(hash(i * 17) % 10 AS BIGINT)] AS system,
+    hash(i * 19) % 5 = 0 AS ci
+"""
+GENERATE = """
+INSERT INTO file_downloads
+SELECT ts, country, '/p/' || i, project,
+    {{'filename': project || '-' || version || '-py3-none-any.whl', 'project': project,
+      'version': version, 'type': 'bdist_wheel'}},
+    {{'installer': {{'name': installer, 'version': '24.0', 'subcommand': NULL}},
+      'python': python, 'implementation': {{'name': 'CPython', 'version': python}},
+      'distro': NULL, 'system': {{'name': system, 'release': '6.5'}}, 'cpu': 'x86_64',
+      'openssl_version': NULL, 'setuptools_version': NULL, 'rustc_version': NULL,
+      'ci': ci}},
+    'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
+FROM (SELECT i, {columns} FROM range({rows}) t(i))
+"""
+
+
+def create_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """``u(x)``: a uniform number in [0, 1) from a hash, so the data is the same every run."""
+    con.execute("CREATE OR REPLACE MACRO u(x) AS (hash(x) % 1000003) / 1000003.0")
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def first_day() -> str:
+    """The generated year ends yesterday, so 'recent' questions have answers."""
+    return (datetime.now(UTC).date() - timedelta(days=365)).isoformat()
+
+
+def generate(path: Path, rows: int) -> None:
+    if path.exists():
+        print(f"reusing {path} ({path.stat().st_size / 2**30:.1f} GiB)")
+        return
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    DuckDBWarehouse(partial).close()  # the tables, empty
+    started = time.perf_counter()
+    con = duckdb.connect(str(partial))
+    create_macros(con)
+    columns = COLUMNS.format(first=first_day(), rows=rows, projects=PROJECTS)
+    con.execute(GENERATE.format(columns=columns, rows=rows))
+    con.close()
+    generated = time.perf_counter() - started
+    started = time.perf_counter()
+    warehouse = DuckDBWarehouse(partial)
+    warehouse.rebuild_rollups()
+    warehouse.close()
+    rebuilt = time.perf_counter() - started
+    partial.rename(path)
+    con = duckdb.connect(str(path), read_only=True)
+    count = con.execute(f"SELECT count(*) FROM {rollups.ROLLUPS}").fetchone()
+    con.close()
+    print(
+        f"generated {rows:,} rows in {generated:.0f} s; rollups rebuilt in {rebuilt:.0f} s "
+        f"({count[0] if count else 0:,} rollup rows); file {path.stat().st_size / 2**30:.1f} GiB"
+    )
+
+
+WRK_SCRIPT = """
+local counter = 0
+math.randomseed({seed})
+request = function()
+  counter = counter + 1
+  local p = "project-" .. math.random(0, {last})
+  local path = string.gsub("{template}", "PROJECT", p)
+  if {cold} then path = path .. "{sep}n=" .. counter .. "-" .. math.random(1, 1e9) end
+  return wrk.format("GET", path)
+end
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(base: str, template: str, cold: bool, args: argparse.Namespace, pid: int) -> str:
+    sep = "&" if "?" in template else "?"
+    script = WRK_SCRIPT.format(
+        seed=42, last=PROJECTS - 1, template=template, cold="true" if cold else "false", sep=sep
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    before = cpu_seconds(pid)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+         "-s", handle.name, base],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    used = cpu_seconds(pid) - before
+    os.unlink(handle.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    p50 = re.search(r"50%\s+(\S+)", out)[1]  # type: ignore[index]
+    p99 = re.search(r"99%\s+(\S+)", out)[1]  # type: ignore[index]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad = f", {errors[1]} non-2xx" if errors else ""
+    return (
+        f"{rate:8.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  "
+        f"{1e6 * used / max(total, 1):6.0f} us CPU/request{bad}"
+    )
+
+
+def api(path: Path, args: argparse.Namespace) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
+    # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
+    # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
+    env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
+         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
+        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(bind, timeout=60)
+        base = bind.url()
+        with httpx.Client() as client:  # warm: one pass over every project first
+            for n in range(PROJECTS):
+                for route in ("recent", "overall"):
+                    client.get(f"{base}/api/packages/project-{n}/{route}")
+                client.get(f"{base}/badge/project-{n}.svg")
+        cases = [
+            ("recent, warm", "/api/packages/PROJECT/recent", False),
+            ("overall, warm", "/api/packages/PROJECT/overall", False),
+            ("recent, cold", "/api/packages/PROJECT/recent", True),
+            ("overall, cold", "/api/packages/PROJECT/overall", True),
+            ("project page, cold", "/packages/PROJECT", True),
+            ("badge, warm", "/badge/PROJECT.svg", False),
+        ]
+        for label, template, cold in cases:
+            print(f"  {label:<20} {wrk(base, template, cold, args, server.pid)}   ({load()})")
+        rss = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        print(f"  server RSS after the runs: {rss / 1024:.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def timed(call: Callable[[], object], runs: int = 5) -> tuple[float, float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times), statistics.median(times)
+
+
+def stats_queries(path: Path) -> None:
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    start = yesterday - timedelta(days=29)
+    con = duckdb.connect(str(path), read_only=True)
+    popular = con.execute(
+        f"SELECT project FROM {rollups.ROLLUPS} WHERE dimension = '' GROUP BY project "
+        "ORDER BY sum(downloads) DESC LIMIT 1"
+    ).fetchone()
+    con.close()
+    assert popular is not None
+    top = popular[0]
+    questions: list[tuple[str, Callable[[], object]]] = [
+        (f"{top} --days 30", lambda: breakdown(path, top, [], start, yesterday)),
+        (f"{top} --days 30 --by installer",
+         lambda: breakdown(path, top, ["installer"], start, yesterday)),
+        ("project-4000 --all-time --by month",
+         lambda: breakdown(path, "project-4000", ["month"], None, yesterday)),
+        (f"{top} --days 30 --by installer-version (rows)",
+         lambda: breakdown(path, top, ["installer-version"], start, yesterday)),
+        ("--top 10 --days 30",
+         lambda: breakdown(path, None, ["project"], start, yesterday, 10, Filters())),
+    ]  # fmt: skip
+    for label, call in questions:
+        best, median = timed(call)
+        print(f"  stats {label:<48} best {1000 * best:7.1f} ms  median {1000 * median:7.1f} ms")
+
+    def reference() -> object:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return con.execute(
+                "SELECT count(*) FROM file_downloads WHERE project = ? AND timestamp >= ? "
+                "AND timestamp < ? AND details.installer.name <> 'bandersnatch'",
+                [top, start, yesterday + timedelta(days=1)],
+            ).fetchall()
+        finally:
+            con.close()
+
+    best, median = timed(reference)
+    ours, _ = timed(lambda: breakdown(path, top, [], start, yesterday))
+    print(
+        f"  reference: the same --days 30 total as GROUP BY over the rows: best "
+        f"{1000 * best:.1f} ms, median {1000 * median:.1f} ms ({best / ours:.0f}x the rollups)"
+    )
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pythonhosted", "stats", top, "--days", "30", "--by",
+         "installer", "--warehouse", f"duckdb://{path}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    print(f"  one CLI run (process start-up included): {time.perf_counter() - started:.2f} s")
+
+
+def publish_overhead(path: Path, args: argparse.Namespace) -> None:
+    scratch = Path(args.dir) / "publish-copy.duckdb"
+    shutil.copyfile(path, scratch)
+    # Result files as ingest writes them (its converter, over bench/linehaul.py's corpus of
+    # real-shaped user agents: full details), moved to yesterday like fresh batches.
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    runs = args.publish_runs
+    contents = []
+    for n in range(2 * runs + 1):
+        text = corpus_module.corpus(180_000, n)
+        data = convert(gzip.compress(("\n".join(text) + "\n").encode(), 1)).downloads
+        day = re.search(rb'"timestamp":"(\d{4}-\d{2}-\d{2})', data)
+        assert day is not None
+        contents.append(data.replace(day[1], yesterday.encode()))
+    original = (rollups.add_new_rows, rollups.first_new_rowid)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    for n in range(2 * runs + 1):
+        maintain = n % 2 == 1
+        if maintain:
+            rollups.add_new_rows, rollups.first_new_rowid = original
+        else:
+            rollups.add_new_rows = lambda con, first: None  # type: ignore[assignment]
+            rollups.first_new_rowid = lambda con: 0  # type: ignore[assignment]
+        data = contents[n]
+        warehouse = DuckDBWarehouse(scratch)
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        warehouse.load("file_downloads", [(f"bench-{time.time_ns()}.json", data)])
+        elapsed = time.perf_counter() - started
+        used = time.process_time() - cpu_before
+        warehouse.close()
+        if n:  # the first load warms the file's pages
+            timings[maintain].append(elapsed)
+            cpu[maintain].append(used)
+    rollups.add_new_rows, rollups.first_new_rowid = original
+    with_, without = statistics.median(timings[True]), statistics.median(timings[False])
+    rows = contents[0].count(b"\n")
+    print(
+        f"  load of {rows:,} rows: with rollups median {with_:.2f} s "
+        f"(CPU {statistics.median(cpu[True]):.2f} s), without {without:.2f} s "
+        f"(CPU {statistics.median(cpu[False]):.2f} s): overhead "
+        f"{100 * (with_ - without) / without:+.1f} % wall, "
+        f"{100 * (statistics.median(cpu[True]) / statistics.median(cpu[False]) - 1):+.1f} % CPU"
+    )
+    print(f"  runs: with {[round(t, 2) for t in timings[True]]}, "
+          f"without {[round(t, 2) for t in timings[False]]}")  # fmt: skip
+    scratch.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000_000)
+    parser.add_argument("--dir", default="/tmp/stats-web-bench")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--publish-runs", type=int, default=4)
+    parser.add_argument("--cache-bytes", type=int, default=1 << 30)
+    parser.add_argument("--skip", default="", help="comma-separated: api,stats,publish")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+    skip = set(args.skip.split(","))
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    path = Path(args.dir) / f"warehouse-{args.rows}.duckdb"
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {load()}")
+    generate(path, args.rows)
+    if "api" not in skip:
+        print(f"API, one worker, wrk -t1 -c{args.connections} -d{args.duration}s ({load()}):")
+        api(path, args)
+    if "stats" not in skip:
+        print(f"stats queries ({load()}):")
+        stats_queries(path)
+    if "publish" not in skip:
+        print(f"rollup maintenance on publish ({load()}):")
+        publish_overhead(path, args)
+    print(load())
+
+
+if __name__ == "__main__":
+    main()

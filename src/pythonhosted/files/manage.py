@@ -1,0 +1,125 @@
+"""Managing what was uploaded: find, list, yank and unyank (PEP 592), delete.
+
+Everything goes through the catalog records and ends with
+:func:`~pythonhosted.catalog.mark_changed`, so a running index and conveyor drop their caches
+within a second. Each action on a file is logged as one structured line (logger
+``pythonhosted.files.manage``, fields ``action``, ``project``, ``version``, ``file``, ``path``,
+``store`` and the action's own), which ``--log-json`` turns into one JSON object.
+
+A delete removes the catalog record first (nothing lists the file from then on), then the
+file and its ``.metadata`` from the primary (and from the archive when asked: PyPI's archive
+keeps deleted files, and the files edge falls back to it, so without that a deleted file's URL
+goes on answering from the archive). Every step is idempotent, so a delete that failed
+half-way is completed by running it again, by filename or release while the record exists
+and by hashed path after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from pythonhosted.catalog import (
+    FileRecord,
+    get_record,
+    mark_changed,
+    project_records,
+    projects,
+    put_record,
+    record_key,
+)
+from pythonhosted.distributions import HASHED_PATH, InvalidDistribution, parse_filename
+from pythonhosted.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+class NothingMatches(ValueError):
+    """The name, release or path given matches no uploaded file."""
+
+
+async def select(store: Store, spec: str) -> list[FileRecord]:
+    """The files ``spec`` names: ``PROJECT==VERSION`` (every file of that release), a filename,
+    or a hashed path (``/packages/xx/yy/…/filename``)."""
+    if "==" in spec:
+        project, _, version = (part.strip() for part in spec.partition("=="))
+        found = [r for r in await project_records(store, project) if _same(r.version, version)]
+    else:
+        path = spec if spec.startswith("/packages/") else None
+        if path is not None and not HASHED_PATH.match(path):
+            raise NothingMatches(f"{spec}: not a hashed path (/packages/xx/yy/<60 hex>/FILE)")
+        filename = spec.rsplit("/", 1)[-1]
+        try:
+            dist = parse_filename(filename)
+        except InvalidDistribution as exc:
+            raise NothingMatches(str(exc)) from None
+        record = await get_record(store, dist.project, filename)
+        found = [record] if record is not None and path in (None, record.path) else []
+    if not found:
+        raise NothingMatches(f"{spec}: no such file")
+    return found
+
+
+def _same(stored: str, asked: str) -> bool:
+    try:
+        return Version(stored) == Version(asked)
+    except InvalidVersion:
+        return stored == asked
+
+
+async def listing(store: Store, project: str | None = None) -> list[FileRecord]:
+    """Every file of ``project`` (or of every project), by project then filename."""
+    names = [canonicalize_name(project)] if project else await projects(store)
+    return [record for name in names for record in await project_records(store, name)]
+
+
+async def set_yanked(
+    store: Store, records: list[FileRecord], yanked: bool, reason: str | None = None
+) -> list[FileRecord]:
+    """Yank (PEP 592: installers skip them unless pinned) or unyank files; the new records."""
+    changed = []
+    for record in records:
+        new = dataclasses.replace(record, yanked=yanked, yanked_reason=reason if yanked else None)
+        await put_record(store, new)
+        changed.append(new)
+        action = "yank" if yanked else "unyank"
+        _log(action, store, new, reason=new.yanked_reason)
+    await mark_changed(store)
+    return changed
+
+
+async def delete(
+    primary: Store, archive: Store | None, targets: list[tuple[FileRecord | None, str]]
+) -> None:
+    """Remove each (record, path): the record (when there still is one), then the file and its
+    ``.metadata`` from the primary, and from ``archive`` when given. Not logged here: the
+    caller logs each delete with how the edges took their purge."""
+    for record, path in targets:
+        if record is not None:
+            await primary.delete(record_key(record.project, record.filename))
+        for store in (primary, archive):
+            if store is not None:
+                await store.delete(path[1:])
+                await store.delete(path[1:] + ".metadata")
+    await mark_changed(primary)
+
+
+def log_delete(store: Store, record: FileRecord | None, path: str, **fields: Any) -> None:
+    _log("delete", store, record, path=path, **fields)
+
+
+def _log(action: str, store: Store, record: FileRecord | None, **fields: Any) -> None:
+    facts: dict[str, Any] = {"action": action, "store": store.url}
+    if record is not None:
+        facts |= {
+            "project": record.project,
+            "version": record.version,
+            "file": record.filename,
+            "path": record.path,
+        }
+    facts |= fields
+    log.info("%s %s", action, facts.get("file") or facts.get("path"), extra=facts)

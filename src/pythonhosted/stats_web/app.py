@@ -1,0 +1,337 @@
+"""The stats web as an ASGI app: JSON API, badges and pages over the warehouse's rollups.
+
+:meth:`StatsWebApp.handle` answers the domain routes; the service shell it extends
+(:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
+
+Answers are computed in a worker thread on a connection from
+:func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
+in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
+path, query and the last complete day, valid for one data version: a publish that changes
+the data changes the version (:class:`~.data.DataVersion`), so no answer outlives it. Every
+answer carries an ``ETag`` (a hash of its body: it changes only when the data or the day
+changed), ``Cache-Control: public, max-age=N`` with N the seconds until the next publish is
+expected (bounded by ``stats_web.max_age``), CORS ``*``, the security headers with a
+Content-Security-Policy that allows only this origin's scripts, and, for clients a budget
+applies to, the RateLimit headers (:mod:`.limits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import mimetypes
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from prometheus_client import Counter
+
+from pythonhosted.config import Settings
+from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
+from pythonhosted.stats_web import api, badges, data, pages
+from pythonhosted.stats_web.cache import Answer, AnswerCache
+from pythonhosted.stats_web.data import DataVersion, Version, last_complete_day
+from pythonhosted.stats_web.limits import RateLimiter
+from pythonhosted.stats_web.params import BadParameter, NotFound, Params
+from pythonhosted.storage import open_store
+from pythonhosted.warehouse.access import reading
+from pythonhosted.warehouse.base import WarehouseError
+from pythonhosted.warehouse.coverage import coverage, latest_batch_hour, oldest_in_flight
+from pythonhosted.warehouse.duck import duckdb_path
+from pythonhosted.warehouse.stats import Filters, UnknownProject
+from pythonhosted.web.http import etag_matches
+from pythonhosted.web.metrics import ServiceRegistry
+from pythonhosted.web.request import Request
+from pythonhosted.web.responses import send_response, send_text
+from pythonhosted.web.security import SECURITY
+from pythonhosted.web.shell import Service
+from pythonhosted.web.types import Headers, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+HEADERS: Headers = [*SECURITY, (b"content-security-policy", CSP)]
+CORS: Headers = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"ETag, RateLimit, RateLimit-Policy, Retry-After"),
+]
+HTML = b"text/html; charset=utf-8"
+SVG = b"image/svg+xml"
+IN_FLIGHT_TTL = 30.0
+Build = Callable[[duckdb.DuckDBPyConnection, api.Context], tuple[int, bytes, bytes]]
+
+
+def _error(status: int, message: str, **extra: Any) -> tuple[int, bytes, bytes]:
+    return status, api.dumps({"error": message, **extra}), api.JSON
+
+
+class StatsWebApp(Service):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        options = settings.stats_web
+        self.options = options
+        self.path = duckdb_path(options.warehouse or warehouse_url(settings))
+        self.version = DataVersion(self.path)
+        self.cache = AnswerCache(options.cache_entries, options.cache_bytes)
+        self.limiter = RateLimiter(
+            options.rate_limit,
+            options.rate_window,
+            loopback=options.rate_limit_loopback,
+            trust_proxy=options.trust_proxy_headers,
+        )
+        registry = ServiceRegistry("stats_web")
+        super().__init__(
+            "stats_web",
+            self._handle,
+            registry,
+            security=HEADERS,
+            access_log=settings.http.access_log,
+        )
+        self.cache_hits = Counter(
+            "stats_web_cache_hits", "Answers served from the cache.", registry=self.registry
+        )
+        self._in_flight: tuple[float, datetime | None] = (-IN_FLIGHT_TTL, None)
+        self._latest_batch: tuple[int, datetime | None] = (-1, None)
+        self._stores = pipeline_urls(settings)[:2]
+
+    async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
+        await self.handle(request.scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """The domain routes: API, badges, pages, static files. Returns the status sent."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "OPTIONS":
+            preflight = [
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-allow-headers", b"If-None-Match"),
+                (b"access-control-max-age", b"86400"),
+            ]
+            await send_response(send, 204, headers=[*HEADERS, *CORS, *preflight])
+            return 204
+        if method not in ("GET", "HEAD"):
+            allow = (b"allow", b"GET, HEAD, OPTIONS")
+            await send_text(send, 405, "Method not allowed", headers=[*HEADERS, allow])
+            return 405
+        head = method == "HEAD"
+        if path.startswith("/static/"):
+            return await self._static(send, path.removeprefix("/static/"), head)
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        decision = self.limiter.check(self.limiter.client(scope, headers))
+        limit_headers = decision.headers if decision else []
+        if decision is not None and not decision.allowed:
+            body = api.dumps({"error": f"too many requests; retry in {decision.retry_after}s"})
+            await send_response(
+                send, 429, body, content_type=api.JSON, headers=[*HEADERS, *CORS, *limit_headers]
+            )
+            return 429
+        try:
+            params = Params.parse(scope.get("query_string", b""))
+            build = self._route(path, params)
+        except BadParameter as exc:
+            if path.startswith(("/api/", "/badge/")):
+                answer = self._plain(*_error(400, str(exc), parameter=exc.name))
+            else:
+                answer = self._plain(400, pages.error("Bad request", str(exc)), HTML)
+        except NotFound:
+            if path.startswith(("/api/", "/badge/")):
+                answer = self._plain(*_error(404, f"no such route: {path}"))
+            else:
+                answer = self._plain(404, pages.not_found(path), HTML)
+        else:
+            key = (path, scope.get("query_string", b""), last_complete_day())
+            answer = await self._answer(key, build)
+        return await self._send(send, answer, headers, limit_headers, head)
+
+    def _route(self, path: str, params: Params) -> Build:
+        """The builder of the answer to ``path`` (NotFound, BadParameter)."""
+        if path.startswith("/api/"):
+            if path == "/api/v1/coverage":
+                return self._coverage(params)
+            if path.startswith("/api/v1/projects/") and path.endswith("/shields"):
+                name = path.removeprefix("/api/v1/projects/").removesuffix("/shields")
+                return self._badge(name, params, shields=True)
+            return self._api(path, params)
+        if path.startswith("/badge/") and path.endswith(".svg"):
+            return self._badge(path[len("/badge/") : -len(".svg")], params, shields=False)
+        return self._page(path, params)
+
+    def _api(self, path: str, params: Params) -> Build:
+        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+            return 200, api.dumps(api.answer(con, path, params, ctx)), api.JSON
+
+        return build
+
+    def _badge(self, name: str, params: Params, *, shields: bool) -> Build:
+        period, label, color, style = badges.options(params)
+
+        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+            project = data.known(con, name)
+            filters = Filters(mirrors=False, ci=True)
+            if period == "total":
+                count = data.summary(con, project, ctx.end, filters)["total"]
+            else:
+                count = data.recent(con, project, ctx.end, filters)[period]
+            text = badges.message(count, period)
+            if shields:
+                return 200, api.dumps(badges.shields(label, text, color)), api.JSON
+            return 200, badges.svg(label, text, color, style), SVG
+
+        return build
+
+    def _page(self, path: str, params: Params) -> Build:
+        render = pages.route(path, params)
+
+        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+            try:
+                return 200, render(con, ctx), HTML
+            except UnknownProject as exc:
+                return 404, pages.error("Unknown project", str(exc), exc.close), HTML
+
+        return build
+
+    def _coverage(self, params: Params) -> Build:
+        days = params.number("days", 7, 1, 366)
+        by = params.choice("by", ("hour", "day"), "hour")
+        assert by is not None
+
+        def build(con: duckdb.DuckDBPyConnection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+            now = datetime.now(UTC).replace(tzinfo=None)
+            first = now.date() - timedelta(days=days - 1)
+            found = coverage(
+                self.path, first, now.date(), now=now, in_flight=self._in_flight[1], by=by
+            )
+            rows = [
+                {
+                    by: api.moment(m) if isinstance(m, datetime) else m.isoformat(),
+                    "downloads": d,
+                    "simple_requests": s,
+                    "batches": b,
+                    "status": status,
+                }
+                for m, d, s, b, status in found.rows
+            ]
+            document = {"by": by, "watermark": api.moment(found.watermark), "rows": rows}
+            return 200, api.dumps(document), api.JSON
+
+        return build
+
+    async def _answer(self, key: tuple[object, ...], build: Build) -> Answer:
+        if not self.version.stale():
+            cached = self.cache.get(key, self.version.current.number)
+            if cached is not None:
+                self.cache_hits.inc()
+                return cached
+        in_flight = await self._oldest_in_flight()
+        answer, version = await asyncio.to_thread(self._compute, key, build, in_flight)
+        if answer.status in (200, 404) and version is not None:
+            self.cache.put(key, answer)
+        return answer
+
+    def _compute(
+        self, key: tuple[object, ...], build: Build, in_flight: datetime | None
+    ) -> tuple[Answer, Version | None]:
+        """In a worker thread: the answer, and the data version it belongs to."""
+        if not self.path.is_file():
+            message = "no downloads have been published yet"
+            path = str(key[0])
+            if path.startswith(("/api/", "/badge/")):
+                return self._plain(*_error(503, message)), None
+            return self._plain(503, pages.error("No data yet", message.capitalize()), HTML), None
+        signature = self.version.signature()
+        try:
+            with reading(self.path, self.options.read_wait) as con:
+                stale = signature != self.version.signature_seen
+                version = self.version.refresh(con, signature) if stale else self.version.current
+                if self._latest_batch[0] != version.number:
+                    self._latest_batch = (version.number, latest_batch_hour(con))
+                latest = self._latest_batch[1]
+                watermark = in_flight or (latest + timedelta(hours=1) if latest else None)
+                ctx = api.Context(last_complete_day(), watermark, self.options.trending_floor)
+                try:
+                    status, body, kind = build(con, ctx)
+                except UnknownProject as exc:
+                    status, body, kind = _error(404, str(exc), suggestions=exc.close)
+        except BadParameter as exc:
+            status, body, kind = _error(400, str(exc), parameter=exc.name)
+            return self._plain(status, body, kind), None
+        except (WarehouseError, duckdb.CatalogException) as exc:
+            reason = str(exc).splitlines()[0]
+            return self._plain(*_error(503, f"warehouse unavailable: {reason}")), None
+        except NotFound:
+            return self._plain(*_error(404, "no such route")), None
+        return self._plain(status, body, kind, version.number), version
+
+    def _plain(self, status: int, body: bytes, kind: bytes, version: int = -1) -> Answer:
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return Answer(status, body, kind, etag, version)
+
+    async def _oldest_in_flight(self) -> datetime | None:
+        """The oldest batch hour not published yet (stores listed at most every 30 s)."""
+        checked, found = self._in_flight
+        if time.monotonic() - checked < IN_FLIGHT_TTL:
+            return found
+        try:
+            logs, results = (open_store(url, BATCH_TIMEOUTS) for url in self._stores)
+            found = await oldest_in_flight(logs, results)
+        except Exception as exc:  # no access to the stores: the warehouse alone tells
+            log.warning("stats web cannot list the linehaul stores: %s", exc)
+            found = None
+        self._in_flight = (time.monotonic(), found)
+        return found
+
+    def _max_age(self) -> int:
+        published = self.version.current.published_at
+        bound = int(self.options.max_age)
+        if published is None:
+            return min(60, bound)
+        interval = self.settings.linehaul.publish_interval
+        remaining = (published + timedelta(seconds=interval)) - datetime.now(UTC).replace(
+            tzinfo=None
+        )
+        seconds = int(remaining.total_seconds())
+        return max(1, min(bound, seconds if seconds > 0 else 10))
+
+    async def _send(
+        self,
+        send: Send,
+        answer: Answer,
+        request: dict[bytes, bytes],
+        limit_headers: Headers,
+        head: bool,
+    ) -> int:
+        headers = [*HEADERS, *CORS, *limit_headers, (b"etag", answer.etag.encode())]
+        if answer.status == 503:
+            headers.append((b"retry-after", b"5"))
+        else:
+            headers.append((b"cache-control", f"public, max-age={self._max_age()}".encode()))
+        match = request.get(b"if-none-match")
+        if answer.status == 200 and match and etag_matches(match.decode("latin-1"), answer.etag):
+            await send_response(send, 304, headers=headers)
+            return 304
+        await send_response(
+            send, answer.status, answer.body, content_type=answer.content_type, headers=headers,
+            head=head,
+        )  # fmt: skip
+        return answer.status
+
+    async def _static(self, send: Send, name: str, head: bool) -> int:
+        target = STATIC / name
+        if "/" in name or name.startswith(".") or not target.is_file():
+            await send_text(send, 404, "Not found", headers=HEADERS)
+            return 404
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind.endswith("javascript"):
+            kind += "; charset=utf-8"
+        await send_response(
+            send, 200, target.read_bytes(), content_type=kind.encode(), head=head,
+            headers=[*HEADERS, (b"cache-control", b"public, max-age=86400")],
+        )  # fmt: skip
+        return 200

@@ -1,0 +1,268 @@
+"""The stats web's questions to the warehouse, answered from the daily rollups.
+
+Every function takes an open connection (:func:`pythonhosted.warehouse.access.reading`,
+called in a worker thread) and returns plain data. Days are UTC; "the last complete day" is
+yesterday, as ``pythonhosted stats --days`` and pypistats count it; the watermark says how
+far the data is complete.
+
+:class:`DataVersion` tells cheaply whether a publish changed the data: the DuckDB file and
+its write-ahead log change on every commit, so their sizes and modification times are
+compared on each request (two ``stat`` calls) and the version is read from the warehouse
+only when they moved.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pythonhosted.warehouse.rollups import PROJECTS, ROLLUPS, VERSION
+from pythonhosted.warehouse.stats import Breakdown, Filters, check_project, query_breakdown
+
+SYSTEMS = ("Windows", "Linux", "Darwin")
+
+
+def last_complete_day(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).date() - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Version:
+    number: int  # loads that changed the data; 0 before any
+    published_at: datetime | None  # naive UTC
+
+
+class DataVersion:
+    """The warehouse's data version, re-read only when its files changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wal = path.with_name(path.name + ".wal")
+        self._signature: tuple[int, ...] | None = None
+        self.current = Version(-1, None)
+        self._lock = threading.Lock()
+
+    def signature(self) -> tuple[int, ...]:
+        parts: list[int] = []
+        for file in (self.path, self._wal):
+            try:
+                info = os.stat(file)
+            except FileNotFoundError:
+                parts += [-1, -1]
+            else:
+                parts += [info.st_size, info.st_mtime_ns]
+        return tuple(parts)
+
+    @property
+    def signature_seen(self) -> tuple[int, ...] | None:
+        """The files' signature when the version was last read."""
+        return self._signature
+
+    def stale(self) -> bool:
+        return self.signature() != self._signature
+
+    def refresh(self, con: duckdb.DuckDBPyConnection, signature: tuple[int, ...]) -> Version:
+        """Read the version (call with the signature taken before opening ``con``)."""
+        try:
+            found = con.execute(f"SELECT version, published_at FROM {VERSION}").fetchone()
+        except duckdb.CatalogException:
+            found = None
+        version = Version(int(found[0]), found[1]) if found else Version(0, None)
+        with self._lock:
+            self.current = version
+            self._signature = signature
+        return version
+
+
+def known(con: duckdb.DuckDBPyConnection, project: str) -> str:
+    """The normalised name, or UnknownProject (with close names)."""
+    return check_project(con, project)
+
+
+def series(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    dimension: str,
+    start: date | None,
+    end: date,
+    filters: Filters,
+) -> list[tuple[date, Any, int]]:
+    """(day, value, downloads) of one rollup dimension, by day then value."""
+    where = "project = ? AND dimension = ? AND day <= ?"
+    params: list[Any] = [project, dimension, end]
+    if start is not None:
+        where += " AND day >= ?"
+        params.append(start)
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    rows = con.execute(
+        f"SELECT day, value, sum(downloads)::BIGINT FROM {ROLLUPS} WHERE {where} "
+        "GROUP BY ALL HAVING sum(downloads) > 0 ORDER BY day, value NULLS LAST",
+        params,
+    ).fetchall()
+    return [(row[0], row[1], int(row[2])) for row in rows]
+
+
+PERIOD_START = {
+    "day": "day",
+    "week": "CAST(date_trunc('week', day) AS DATE)",
+    "month": "CAST(date_trunc('month', day) AS DATE)",
+}
+
+
+def per_period(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    dimensions: list[str],
+    interval: str,
+    start: date,
+    end: date,
+    filters: Filters,
+) -> dict[str, list[tuple[date, Any, int]]]:
+    """(period start, value, downloads) per rollup dimension ('' the total), by period then
+    value: every breakdown of a project page in one scan of its rollups."""
+    where = "project = ? AND list_contains(?, dimension) AND day BETWEEN ? AND ?"
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    rows = con.execute(
+        f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
+        f"sum(downloads)::BIGINT FROM {ROLLUPS} WHERE {where} GROUP BY ALL "
+        "ORDER BY dimension, period, value NULLS LAST",
+        [project, dimensions, start, end],
+    ).fetchall()
+    out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
+    for dimension, period, value, count in rows:
+        out[dimension].append((period, value, int(count)))
+    return out
+
+
+def overall(
+    con: duckdb.DuckDBPyConnection, project: str, start: date | None, end: date
+) -> list[tuple[date, int, int]]:
+    """(day, with mirrors, without mirrors) per day with downloads, CI included."""
+    where = "project = ? AND dimension = '' AND day <= ?"
+    params: list[Any] = [project, end]
+    if start is not None:
+        where += " AND day >= ?"
+        params.append(start)
+    rows = con.execute(
+        f"SELECT day, sum(downloads)::BIGINT, coalesce(sum(downloads) FILTER (NOT mirror), 0)"
+        f"::BIGINT FROM {ROLLUPS} WHERE {where} GROUP BY day ORDER BY day",
+        params,
+    ).fetchall()
+    return [(row[0], int(row[1]), int(row[2])) for row in rows]
+
+
+def recent(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+) -> dict[str, int]:
+    """Downloads on the last complete day and in the last 7 and 30 complete days."""
+    where = "project = ? AND dimension = '' AND day BETWEEN ? AND ?"
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    found = con.execute(
+        "SELECT coalesce(sum(downloads) FILTER (day = ?), 0)::BIGINT, "
+        "coalesce(sum(downloads) FILTER (day > ?), 0)::BIGINT, "
+        f"coalesce(sum(downloads), 0)::BIGINT FROM {ROLLUPS} WHERE {where}",
+        [end, end - timedelta(days=7), project, end - timedelta(days=29), end],
+    ).fetchone()
+    assert found is not None
+    return {"day": int(found[0]), "week": int(found[1]), "month": int(found[2])}
+
+
+def summary(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+) -> dict[str, Any]:
+    """All-time total, first and last day with downloads, recent totals, top versions."""
+    where = "project = ? AND dimension = ?"
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    total = con.execute(
+        f"SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), max(day) FROM {ROLLUPS} "
+        f"WHERE {where}",
+        [project, ""],
+    ).fetchone()
+    assert total is not None
+    versions = con.execute(
+        f"SELECT value, sum(downloads)::BIGINT AS n FROM {ROLLUPS} WHERE {where} "
+        "AND day > ? AND day <= ? GROUP BY value ORDER BY n DESC, value LIMIT 10",
+        [project, "version", end - timedelta(days=30), end],
+    ).fetchall()
+    return {
+        "total": int(total[0]),
+        "first_day": total[1],
+        "last_day": total[2],
+        "recent": recent(con, project, end, filters),
+        "top_versions": [{"version": v, "downloads": int(n)} for v, n in versions],
+    }
+
+
+def top(
+    con: duckdb.DuckDBPyConnection, days: int, end: date, limit: int, filters: Filters
+) -> list[tuple[str, int]]:
+    """The most downloaded projects in the ``days`` days up to ``end``."""
+    result = query_breakdown(
+        con, None, ["project"], end - timedelta(days=days - 1), end, limit, filters
+    )
+    return [(row[0], int(row[1])) for row in result.rows]
+
+
+def trending(
+    con: duckdb.DuckDBPyConnection, end: date, floor: int, limit: int, filters: Filters
+) -> list[dict[str, Any]]:
+    """Growth of the daily rate over the last 7 days against the 30 days before, for
+    projects with at least ``floor`` downloads in those 30 days."""
+    where = "dimension = '' AND day > ? AND day <= ?"
+    if not filters.mirrors:
+        where += " AND NOT mirror"
+    if not filters.ci:
+        where += " AND ci IS NOT TRUE"
+    week_start = end - timedelta(days=7)
+    rows = con.execute(
+        "SELECT project, recent, before, (recent / 7.0) / (before / 30.0) AS growth FROM ("
+        "SELECT project, coalesce(sum(downloads) FILTER (day > ?), 0) AS recent, "
+        "coalesce(sum(downloads) FILTER (day <= ?), 0) AS before "
+        f"FROM {ROLLUPS} WHERE {where} GROUP BY project) "
+        "WHERE before >= greatest(?, 1) ORDER BY growth DESC, project LIMIT ?",
+        [week_start, week_start, end - timedelta(days=37), end, floor, limit],
+    ).fetchall()
+    return [
+        {"project": p, "last_7_days": int(r), "previous_30_days": int(b), "growth": round(g, 3)}
+        for p, r, b, g in rows
+    ]
+
+
+def search(con: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> list[str]:
+    """Known projects whose normalised name starts with ``prefix``."""
+    rows = con.execute(
+        f"SELECT DISTINCT normalized FROM {PROJECTS} WHERE starts_with(normalized, ?) "
+        "ORDER BY normalized LIMIT ?",
+        [prefix, limit],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def downloads(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    fields: list[str],
+    start: date,
+    end: date,
+    filters: Filters,
+) -> Breakdown:
+    """Any breakdown ``stats --by`` offers (the same function answers the CLI)."""
+    return query_breakdown(con, project, fields, start, end, None, filters)

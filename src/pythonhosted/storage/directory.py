@@ -1,0 +1,121 @@
+"""A local directory as a store: obstore's LocalStore for the bytes, sidecars for metadata.
+
+obstore's LocalStore keeps no attributes, so each object's content type and custom metadata
+live in a sidecar object, ``.meta/{key}.json`` (listings leave them out). Callers that can
+use a file directly (the files edge's ``pread``, docs hosting's ``stat``, DuckDB
+loading result files in place) ask :meth:`DirectoryStore.local_path`, or the root.
+
+Sidecar order: an overwrite writes the sidecar first, so a visible object always has its
+metadata; a create-only put writes the data first and the sidecar only if the data won, so
+a put that loses the race never touches the winner's metadata. In that case a new object is
+visible for a moment without its metadata; uploads make it reachable only through their
+catalog record, written after both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import obstore
+import orjson
+from obstore.store import LocalStore
+
+from pythonhosted.storage.errors import NotFound, StoreUnavailable
+from pythonhosted.storage.stores import (
+    META_PREFIX,
+    ObjectInfo,
+    Store,
+    Timeouts,
+    check_key,
+    translate,
+)
+
+
+def sidecar_of(key: str) -> str:
+    return f"{META_PREFIX}{key}.json"
+
+
+class DirectoryStore(Store):
+    def __init__(self, url: str, root: Path, *, timeouts: Timeouts | None = None) -> None:
+        super().__init__(url, LocalStore(root), timeouts=timeouts)
+        self.root = root
+
+    def local_path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def info(self, key: str) -> ObjectInfo:
+        check_key(key)
+        return await asyncio.to_thread(self._info, key)
+
+    def _info(self, key: str) -> ObjectInfo:
+        path = self.root / key
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise NotFound(f"{self.label}: {key}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.label}: {exc}") from exc
+        if not path.is_file():
+            raise NotFound(f"{self.label}: {key}")
+        sidecar: dict[str, Any] = {}
+        try:
+            sidecar = orjson.loads((self.root / sidecar_of(key)).read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StoreUnavailable(f"{self.label}: unreadable metadata for {key}: {exc}") from exc
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+            content_type=sidecar.get("content_type"),
+            metadata=sidecar.get("metadata", {}),
+            local_path=path,
+        )
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        create_only: bool = False,
+    ) -> None:
+        check_key(key)
+        sidecar = (
+            orjson.dumps({"content_type": content_type, "metadata": dict(metadata or {})})
+            if content_type or metadata
+            else None
+        )
+        mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
+        try:
+            if sidecar is not None and not create_only:
+                await obstore.put_async(self.backend, sidecar_of(key), sidecar)
+            await obstore.put_async(self.backend, key, data, mode=mode)
+            if sidecar is not None and create_only:
+                await obstore.put_async(self.backend, sidecar_of(key), sidecar)
+        except Exception as exc:
+            raise translate(exc, self.label, write=True) from exc
+
+    async def copy(self, source: str, destination: str) -> None:
+        check_key(source)
+        check_key(destination)
+        try:  # the sidecar first, as an overwriting put writes it
+            if await asyncio.to_thread((self.root / sidecar_of(source)).is_file):
+                await obstore.copy_async(self.backend, sidecar_of(source), sidecar_of(destination))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    await obstore.delete_async(self.backend, sidecar_of(destination))
+            await obstore.copy_async(self.backend, source, destination)
+        except Exception as exc:
+            raise translate(exc, self.label, write=True) from exc
+
+    def _names_of(self, key: str) -> list[str]:
+        return [key, sidecar_of(key)]

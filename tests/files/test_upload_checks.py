@@ -1,0 +1,418 @@
+"""`files upload` refuses broken and hostile distributions, one line each, storing nothing.
+
+Every archive here is built in the test, byte by byte where a normal tool would refuse to write
+it (links out of the tree, devices, lying sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import random
+import subprocess
+import sys
+import tarfile
+import tracemalloc
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pythonhosted.archives import UNPACK_FLOOR, tar_gz_member
+from pythonhosted.catalog import project_records
+from pythonhosted.cli import main
+from pythonhosted.files.upload import upload
+from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.storage import Store, StoreUnavailable, open_store
+from pythonhosted.web.server import free_port
+from support.processes import PYTHONHOSTED, started
+
+ROOT = "demo_pkg-1.0"
+SDIST = f"{ROOT}.tar.gz"
+WHEEL = "demo_pkg-1.0-py3-none-any.whl"
+MiB = 2**20
+
+
+def _pkg_info(name: str = "demo-pkg", version: str = "1.0", extra: str = "") -> bytes:
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{extra}\n".encode()
+
+
+def _entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+def _tar_gz(*entries: tuple) -> bytes:
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
+        for info, data in entries:
+            archive.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return buffer.getvalue()
+
+
+def _sdist(*entries: tuple) -> bytes:
+    return _tar_gz(_entry(f"{ROOT}/PKG-INFO", _pkg_info()), *entries)
+
+
+def _zip(*members: tuple[str, bytes], symlink: str | None = None, method: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+        if symlink is not None:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (0o120777 << 16) | 0x20  # a symlink, as Info-ZIP marks it
+            archive.writestr(info, "../../etc/passwd")
+    return buffer.getvalue()
+
+
+def _wheel(metadata: bytes = b"", *members: tuple[str, bytes], **options: object) -> bytes:
+    metadata = metadata or _pkg_info()
+    files = [(f"{ROOT}.dist-info/METADATA", metadata), ("demo_pkg/__init__.py", b""), *members]
+    return _zip(*files, **options)  # type: ignore[arg-type]
+
+
+def _bomb() -> bytes:
+    """A valid sdist whose second member is 64 MiB of zeros: about 64 KB packed."""
+    buffer = io.BytesIO()
+    zeros = bytes(MiB)
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=1) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|") as archive,
+    ):
+        info, data = _entry(f"{ROOT}/PKG-INFO", _pkg_info())
+        archive.addfile(info, io.BytesIO(data))
+        big = tarfile.TarInfo(f"{ROOT}/zeros.bin")
+        big.size = 64 * MiB
+        archive.addfile(big, io.BufferedReader(_Repeat(zeros, 64), MiB))  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+class _Repeat(io.RawIOBase):
+    def __init__(self, piece: bytes, times: int) -> None:
+        self.piece, self.left = piece, times
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self.left:
+            return 0
+        self.left -= 1
+        buffer[: len(self.piece)] = self.piece
+        return len(self.piece)
+
+
+VALID = _sdist()
+REFUSED = [
+    ("junk-1.0.tar.gz", b"junk", "not a valid .tar.gz archive (Not a gzipped file (b'ju'))"),
+    (
+        SDIST,
+        VALID[: len(VALID) // 2],
+        "not a valid .tar.gz archive "
+        "(Compressed file ended before the end-of-stream marker was reached)",
+    ),
+    (SDIST, gzip.compress(b"not a tar", mtime=0), "not a valid .tar.gz archive (truncated header)"),
+    (SDIST, _tar_gz(_entry(f"{ROOT}/setup.py", b"")), f"no {ROOT}/PKG-INFO"),
+    (
+        SDIST,
+        _tar_gz(_entry("other-1.0/PKG-INFO", _pkg_info())),
+        "member 'other-1.0/PKG-INFO' is outside demo_pkg-1.0/",
+    ),
+    (
+        SDIST,
+        _tar_gz(_entry(f"{ROOT}/PKG-INFO", _pkg_info(name="other"))),
+        "PKG-INFO names project 'other', not 'demo-pkg'",
+    ),
+    (
+        SDIST,
+        _tar_gz(_entry(f"{ROOT}/PKG-INFO", _pkg_info(version="2.0"))),
+        "PKG-INFO has version '2.0', not '1.0'",
+    ),
+    (SDIST, _tar_gz(_entry(f"{ROOT}/PKG-INFO", b"Name: demo-pkg\n")), "PKG-INFO has no Version"),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/../../etc/cron.d/x", b"boom")),
+        "member 'demo_pkg-1.0/../../etc/cron.d/x' escapes the archive",
+    ),
+    (SDIST, _sdist(_entry("/etc/passwd", b"")), "member '/etc/passwd' escapes the archive"),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
+        "member 'demo_pkg-1.0/link' links outside the archive",
+    ),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/link", kind=tarfile.SYMTYPE, link="../../home")),
+        "member 'demo_pkg-1.0/link' links outside the archive",
+    ),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/hard", kind=tarfile.LNKTYPE, link="../../etc/passwd")),
+        "member 'demo_pkg-1.0/hard' links outside the archive",
+    ),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/tty", kind=tarfile.CHRTYPE)),
+        "member 'demo_pkg-1.0/tty' is a device or pipe",
+    ),
+    (
+        SDIST,  # a symlink standing in for PKG-INFO (to anything) is not core metadata
+        _tar_gz(
+            _entry(f"{ROOT}/meta", _pkg_info()),
+            _entry(f"{ROOT}/PKG-INFO", kind=tarfile.SYMTYPE, link="meta"),
+        ),
+        "demo_pkg-1.0/PKG-INFO is not a regular file",
+    ),
+    (
+        SDIST,
+        _sdist(_entry(f"{ROOT}/PKG-INFO", _pkg_info())),
+        "more than one demo_pkg-1.0/PKG-INFO",
+    ),
+    (
+        SDIST,
+        _tar_gz(_entry(f"{ROOT}/PKG-INFO", _pkg_info(extra="Description: " + "x" * MiB))),
+        f"demo_pkg-1.0/PKG-INFO is larger than {MiB} bytes",
+    ),
+    (SDIST, _bomb(), "unpacks to more than 50x its size"),
+    (
+        f"{ROOT}.zip",
+        _zip((f"{ROOT}/PKG-INFO", _pkg_info()), ("../evil.py", b"")),
+        "member '../evil.py' escapes the archive",
+    ),
+    (
+        f"{ROOT}.zip",
+        _zip((f"{ROOT}/PKG-INFO", _pkg_info()), symlink=f"{ROOT}/link"),
+        "member 'demo_pkg-1.0/link' is a symlink",
+    ),
+    (f"{ROOT}.zip", _zip((f"{ROOT}/setup.py", b"")), f"no {ROOT}/PKG-INFO"),
+    (WHEEL, b"junk", "not a valid zip archive (File is not a zip file)"),
+    (WHEEL, _wheel(_pkg_info(name="other")), "METADATA names project 'other', not 'demo-pkg'"),
+    (WHEEL, _wheel(_pkg_info(version="1.1")), "METADATA has version '1.1', not '1.0'"),
+    (WHEEL, _wheel(b"", ("..\\evil.py", b"")), "member '..\\\\evil.py' escapes the archive"),
+    (WHEEL, _wheel(b"", ("/abs.py", b"")), "member '/abs.py' escapes the archive"),
+    (WHEEL, _wheel(symlink="demo_pkg/link"), "member 'demo_pkg/link' is a symlink"),
+    (
+        WHEEL,
+        _wheel(method=zipfile.ZIP_BZIP2),
+        f"member '{ROOT}.dist-info/METADATA' uses an unsupported compression method",
+    ),
+    (WHEEL, _zip(("demo_pkg/__init__.py", b"")), "no unique .dist-info/METADATA"),
+    (
+        WHEEL,
+        _wheel(_pkg_info(extra="Description: " + random.Random(1).randbytes(MiB).hex())),
+        f"{ROOT}.dist-info/METADATA is larger than {MiB} bytes",
+    ),
+    (WHEEL, _wheel(b"", ("demo_pkg/zeros", bytes(64 * MiB))), "unpacks to more than 50x its size"),
+]
+
+
+def _write(directory: Path, name: str, data: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("filename", "data", "reason"), REFUSED)
+def test_refused(tmp_path: Path, filename: str, data: bytes, reason: str) -> None:
+    path = _write(tmp_path / "dist", filename, data)
+    store = tmp_path / "store"
+    result = CliRunner().invoke(main, ["files", "upload", "--store", f"file://{store}", str(path)])
+    assert (result.exit_code, result.output) == (1, f"error: {filename}: {reason}\n")
+    assert [p for p in store.rglob("*") if p.is_file()] == []  # nothing stored
+
+
+def test_refusals_leave_the_good_files_stored(tmp_path: Path) -> None:
+    good = _write(tmp_path / "dist", SDIST, VALID)
+    bad = _write(tmp_path / "dist", "junk-1.0.tar.gz", b"junk")
+    wheel = _write(tmp_path / "dist", WHEEL, _wheel())
+    store = f"file://{tmp_path}/store"
+    result = CliRunner().invoke(
+        main, ["files", "upload", "--store", store, *map(str, [good, bad, wheel])]
+    )
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (
+        lines[1]
+        == "error: junk-1.0.tar.gz: not a valid .tar.gz archive (Not a gzipped file (b'ju'))"
+    )
+    assert [line.rsplit("/", 1)[1] for line in (lines[0], lines[2])] == [SDIST, WHEEL]
+    catalog = sorted(p.name for p in (tmp_path / "store" / "catalog").rglob("*.json"))
+    assert catalog == [f"{WHEEL}.json", f"{SDIST}.json"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "data"),
+    [
+        # PEP 625 names, and the legacy ones older tools wrote (the top directory follows the
+        # filename; names compare canonicalised, versions normalised).
+        build_sdist("Demo.Pkg", "1.0"),
+        ("Demo.Pkg-1.0.tar.gz", _tar_gz(_entry("Demo.Pkg-1.0/PKG-INFO", _pkg_info("Demo.Pkg")))),
+        ("demo-pkg-1.0.tar.gz", _tar_gz(_entry("demo-pkg-1.0/PKG-INFO", _pkg_info()))),
+        (SDIST, _tar_gz(_entry(f"{ROOT}/PKG-INFO", _pkg_info(version="1.0.0")))),
+        (SDIST, _sdist(_entry(f"{ROOT}/docs/README", kind=tarfile.SYMTYPE, link="../README"))),
+        (f"{ROOT}.zip", _zip((f"{ROOT}/PKG-INFO", _pkg_info()), (f"{ROOT}/setup.py", b""))),
+        build_wheel("Demo.Pkg", "1.0"),
+        (WHEEL, _wheel(_pkg_info(name="Demo_Pkg", version="1.0.0"))),
+    ],
+)
+def test_accepted(tmp_path: Path, filename: str, data: bytes) -> None:
+    path = _write(tmp_path / "dist", filename, data)
+    result = CliRunner().invoke(
+        main, ["files", "upload", "--store", f"file://{tmp_path}/store", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("/" + filename)
+
+
+def test_the_bomb_is_small_and_stops_at_the_budget() -> None:
+    """What the refusal above guards against: 64 MiB from 64 KB, a thousandfold, read only up
+    to the floor of the budget (16 MiB) before it is refused."""
+    packed = _bomb()
+    assert len(packed) < MiB and 50 * len(packed) < UNPACK_FLOOR < 64 * MiB
+
+
+def test_a_200_mb_sdist_uploads_holding_it_in_memory_once(tmp_path: Path) -> None:
+    """A hundred times a typical sdist, incompressible (so the check reads all of it): the
+    upload keeps one copy in memory, as it did before the checks, and the check adds little."""
+    size = 200 * MiB
+    path = tmp_path / "dist" / "big_pkg-1.0.tar.gz"
+    path.parent.mkdir()
+    rng = random.Random(1)
+    with (
+        path.open("wb") as out,
+        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=0, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|") as archive,
+    ):
+        info, data = _entry("big_pkg-1.0/PKG-INFO", _pkg_info("big-pkg"))
+        archive.addfile(info, io.BytesIO(data))
+        big = tarfile.TarInfo("big_pkg-1.0/data.bin")
+        big.size = size
+        archive.addfile(big, io.BufferedReader(_Random(rng, size), MiB))  # type: ignore[arg-type]
+    # A parent that reports its children's peak memory: the upload's alone.
+    report = (
+        "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    )
+    command = [sys.executable, "-c", report, *PYTHONHOSTED, "files", "upload"]
+    command += ["--store", f"file://{tmp_path}/store", str(path)]
+    with started(command, stdout=subprocess.PIPE) as process:
+        output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0
+    *lines, peak_kb = output.decode().splitlines()
+    assert lines[0].endswith("/big_pkg-1.0.tar.gz")
+    stored = next((tmp_path / "store" / "packages").rglob("big_pkg-1.0.tar.gz"))
+    assert stored.stat().st_size == path.stat().st_size
+    peak = int(peak_kb) * 1024  # Linux counts kilobytes
+    assert peak < path.stat().st_size + 160 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
+
+
+class _Random(io.RawIOBase):
+    def __init__(self, rng: random.Random, size: int) -> None:
+        self.rng, self.left = rng, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        count = min(len(buffer), self.left)
+        buffer[:count] = self.rng.randbytes(count)
+        self.left -= count
+        return count
+
+
+def test_many_members_cost_flat_memory_and_pkg_info_may_come_last() -> None:
+    """Hatchling writes PKG-INFO last, so the whole stream is read; memory does not grow with
+    the number of members (tarfile would keep each header: over 5 MiB for these)."""
+    members = [_entry(f"{ROOT}/m/{n}.py", b"") for n in range(10_000)]
+    data = _tar_gz(*members, _entry(f"{ROOT}/PKG-INFO", _pkg_info()))
+    tracemalloc.start()
+    try:
+        found = tar_gz_member(data, f"{ROOT}/PKG-INFO", MiB, ROOT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found == _pkg_info()
+    assert peak < 4.5 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_limits_and_store_come_from_settings(tmp_path: Path) -> None:
+    sdist_bytes = _sdist(_entry(f"{ROOT}/data", random.Random(2).randbytes(5000)))
+    wheel_bytes = _wheel(_pkg_info(extra="Summary: " + "x" * 2000))
+    sdist = _write(tmp_path / "dist", SDIST, sdist_bytes)
+    wheel = _write(tmp_path / "dist", WHEEL, wheel_bytes)
+    assert len(wheel_bytes) < len(sdist_bytes)
+    env = {
+        "PYTHONHOSTED_FILES__PRIMARY": f"file://{tmp_path}/primary",
+        "PYTHONHOSTED_FILES__UPLOAD_MAX_BYTES": str(len(wheel_bytes)),
+        "PYTHONHOSTED_FILES__UPLOAD_METADATA_MAX_BYTES": "1000",
+    }
+    runner = CliRunner()
+    refused = runner.invoke(main, ["files", "upload", str(sdist), str(wheel)], env=env)
+    env["PYTHONHOSTED_FILES__UPLOAD_MAX_BYTES"] = str(len(sdist_bytes))
+    stored = runner.invoke(main, ["files", "upload", str(sdist)], env=env)
+    unset = runner.invoke(
+        main, ["files", "upload", str(sdist)], env={"PYTHONHOSTED_FILES__PRIMARY": ""}
+    )
+    assert (refused.exit_code, refused.output.splitlines()) == (
+        1,
+        [
+            f"error: {SDIST}: larger than {len(wheel_bytes)} bytes",
+            f"error: {WHEEL}: {ROOT}.dist-info/METADATA is larger than 1000 bytes",
+        ],
+    )
+    assert stored.exit_code == 0
+    assert (tmp_path / "primary" / stored.output.strip()[1:]).read_bytes() == sdist_bytes
+    assert (unset.exit_code, unset.output.splitlines()[-1]) == (
+        2,
+        "Error: no store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY",
+    )
+
+
+class FailingPuts:
+    """A store whose puts of keys ending in ``suffix`` fail as an unreachable store's would."""
+
+    def __init__(self, store: Store, suffix: str) -> None:
+        self._store = store
+        self.suffix = suffix
+
+    async def put(self, key: str, data: bytes, **options: Any) -> None:
+        if key.endswith(self.suffix):
+            raise StoreUnavailable("connection refused")
+        await self._store.put(key, data, **options)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("failing", [".metadata", ".whl", ".json"])
+def test_an_upload_that_fails_half_way_lists_nothing_and_a_retry_completes_it(
+    tmp_path: Path, failing: str
+) -> None:
+    store = open_store(f"file://{tmp_path}/store")
+    wheel = _wheel()
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(upload(FailingPuts(store, failing), WHEEL, wheel))  # type: ignore[arg-type]
+    assert asyncio.run(project_records(store, "demo-pkg")) == []  # nothing lists it
+    record = asyncio.run(upload(store, WHEEL, wheel))
+    assert asyncio.run(project_records(store, "demo-pkg")) == [record]
+    assert (tmp_path / "store" / (record.path[1:] + ".metadata")).exists()
+
+
+def test_a_store_that_fails_is_one_line_per_file(tmp_path: Path) -> None:
+    closed = f"s3://bucket?endpoint=http://127.0.0.1:{free_port()}&allow_http=true"
+    path = _write(tmp_path / "dist", SDIST, VALID)
+    result = CliRunner().invoke(main, ["files", "upload", "--store", closed, str(path)])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: {SDIST}: store: ")

@@ -1,0 +1,104 @@
+"""Every parser cache is bounded in entries and bytes: a hostile log of 200,000 distinct
+user agents (the last 10,000 of them ~8 kB each) goes through ingest, and each memo stays
+within its bounds while the rows stay right. The C converter's own tables in front of the
+memos are checked the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from isal import isal_zlib
+
+from pythonhosted.linehaul import columns, events, useragents
+from pythonhosted.linehaul.cache import Memo
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.storage import open_store
+from support.linehaul_data import download_line, log_key
+
+AGENTS = 200_000
+LONG = 10_000  # the last ones, with an 8 kB field
+MEMOS: list[Memo[Any, Any]] = [useragents.KNOWN, events.TIMESTAMPS, *columns.MEMOS]
+
+
+@pytest.fixture(params=["native", "python"])
+def converter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "python":
+        monkeypatch.setattr(columns, "_columns", None)
+    for memo in MEMOS:
+        memo.clear()
+    return str(request.param)
+
+
+def _agent(number: int) -> str:
+    """A pip agent no other line has; the long ones carry 8 kB in the distro's name."""
+    distro = f"distro-{number}" + ("x" * 8000 if number >= AGENTS - LONG else "")
+    data = {"installer": {"name": "pip", "version": "24.0"}, "distro": {"name": distro}}
+    return f"pip/24.0 {json.dumps(data)}"
+
+
+def _lines() -> Iterator[bytes]:
+    for number in range(AGENTS):
+        yield (download_line(number, agent=_agent(number)) + "\n").encode()
+
+
+def _object() -> bytes:
+    compress = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    return b"".join([*map(compress.compress, _lines()), compress.flush()])
+
+
+def test_a_flood_of_distinct_agents_stays_within_every_memo(tmp_path: Path, converter: str) -> None:
+    logs = open_store(f"file://{tmp_path}/logs")
+    results = open_store(f"file://{tmp_path}/results")
+
+    async def run() -> list[Any]:
+        await logs.put(log_key(0), _object())
+        summary = await ingest_once(logs, results, lease_timeout=60.0)
+        assert (summary.objects, summary.counts.rows) == (1, AGENTS)
+        files = [await results.get_bytes(item.key) for item in await results.list()]
+        assert len(files) > 1  # in parts
+        return [orjson.loads(row) for data in files for row in data.splitlines()]
+
+    parsed = sorted(asyncio.run(run()), key=lambda row: str(row["url"]))
+    for memo in MEMOS:
+        assert len(memo) <= memo.size and memo.bytes <= memo.max_bytes
+    agents = columns.AGENT_DETAILS if converter == "native" else columns.DETAILS
+    # the long agents filled the agent memos by bytes, the short ones by entries before
+    assert useragents.KNOWN.bytes > useragents.KNOWN.max_bytes * 0.9 > 0
+    assert agents.bytes > agents.max_bytes * 0.9
+    assert len(useragents.KNOWN) < useragents.KNOWN.size
+    assert [row["url"] for row in parsed] == [
+        f"/packages/{number:08d}/demo-1.0-py3-none-any.whl" for number in range(AGENTS)
+    ]
+    for number in (0, 150_000, AGENTS - LONG, AGENTS - 1):
+        distro = parsed[number]["details"]["distro"]["name"]
+        assert distro == json.loads(_agent(number).split(" ", 1)[1])["distro"]["name"]
+
+
+def test_the_c_tables_stay_within_their_bounds(converter: str) -> None:
+    if converter == "python":
+        pytest.skip("the C converter's tables")
+    assert columns._columns is not None
+    tables = columns.object_tables()
+    assert isinstance(tables, columns._NativeTables)
+    block: list[bytes] = []
+    most = [0] * 9
+    for line in _lines():
+        block.append(line)
+        if len(block) == 2000:
+            text = b"".join(block)
+            counted = tables.convert(text, pytest.fail, True)
+            assert counted[0] == 2000
+            tables.finish()
+            for field, (entries, held) in enumerate(tables.cache_sizes()):
+                assert entries <= columns._columns.CACHE_ENTRIES
+                assert held <= columns._columns.CACHE_BYTES
+                most[field] = max(most[field], held)
+            block = []
+    details = 8  # the agent's table, last of the memos
+    assert most[details] > columns._columns.CACHE_BYTES * 0.9

@@ -1,0 +1,206 @@
+"""Answers follow publishes (no stale cache, ETag changes), stay right while publish writes
+from another process or this one, and budgets and caches stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pythonhosted.config import Settings, StatsWebSettings
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.publish import publish_with
+from pythonhosted.stats_web import build_app
+from pythonhosted.stats_web import limits as limits_module
+from pythonhosted.stats_web.cache import Answer, AnswerCache
+from pythonhosted.stats_web.limits import RateLimiter
+from pythonhosted.storage import open_store
+from pythonhosted.web.server import running
+from support.linehaul_data import gz
+from support.processes import spawn
+from support.stats_data import line
+from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
+
+RECENT = "/api/packages/demo-pkg/recent?period=day"
+
+
+def _add_batch(warehouse: Warehouse, serial: int, count: int) -> None:
+    """``count`` more downloads of demo-pkg yesterday, as one log batch: ingest only."""
+    lines = [line(serial + n, at(YESTERDAY, 15), project="demo-pkg") for n in range(count)]
+    key = f"downloads/y/downloads-2026-01-01T00-00-00.000-host-{serial}-x.log.gz"
+    store = open_store(warehouse.logs)
+    asyncio.run(store.put(key, gz(lines)))
+    asyncio.run(ingest_once(store, open_store(warehouse.results), lease_timeout=60))
+
+
+def _publish(warehouse: Warehouse) -> None:
+    url = f"duckdb://{warehouse.path}"
+    asyncio.run(publish_with(open_store(warehouse.results), url, batch_files=100))
+
+
+def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base:
+        first = httpx.get(base + RECENT)
+        assert first.json()["data"] == {"last_day": 3}
+        assert httpx.get(base + RECENT).headers["etag"] == first.headers["etag"]
+        _add_batch(warehouse, 1000, 2)
+        _publish(warehouse)
+        second = httpx.get(base + RECENT, headers={"if-none-match": first.headers["etag"]})
+        assert second.status_code == 200
+        assert second.json()["data"] == {"last_day": 5}
+        assert second.headers["etag"] != first.headers["etag"]
+        metrics = httpx.get(base + "/metrics").text
+        assert "stats_web_cache_hits_total 1.0" in metrics
+
+
+def _publisher(warehouse: Warehouse) -> subprocess.Popen[bytes]:
+    return spawn(
+        [sys.executable, "-m", "pythonhosted", "linehaul", "publish", "--once",
+         "--results", warehouse.results, "--warehouse", f"duckdb://{warehouse.path}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _hammer(base: str, stop: threading.Event, seen: list[int], failures: list[str]) -> None:
+    with httpx.Client(timeout=30) as client:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            # A new query string each time: every request reads the warehouse.
+            answer = client.get(f"{base}/api/packages/demo-pkg/overall?start=2000-01-01&n={n}")
+            if answer.status_code != 200:
+                failures.append(f"{answer.status_code} {answer.text}")
+                continue
+            rows = answer.json()["data"]
+            seen.append(sum(r["downloads"] for r in rows if r["category"] == "with_mirrors"))
+
+
+@pytest.mark.parametrize("where", ["another process", "this process"])
+def test_answers_stay_right_while_publish_writes(tmp_path: Path, where: str) -> None:
+    warehouse = build(tmp_path, event_lines())
+    before = 9  # demo-pkg with mirrors, up to yesterday (EVENTS)
+    rounds, per_round = 6, 300
+    seen: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+    with running(build_app(warehouse.settings)) as base:
+        readers = [
+            threading.Thread(target=_hammer, args=(base, stop, seen, failures)) for _ in range(3)
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            for index in range(rounds):
+                _add_batch(warehouse, 10_000 + index * per_round, per_round)
+                if where == "this process":
+                    _publish(warehouse)
+                    continue
+                process = _publisher(warehouse)
+                try:
+                    _, err = process.communicate(timeout=120)
+                finally:
+                    if process.poll() is None:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        process.wait()
+                assert process.returncode == 0, err.decode()
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.join(timeout=60)
+        final = httpx.get(f"{base}/api/packages/demo-pkg/overall?mirrors=true").json()
+    assert failures == []
+    total = before + rounds * per_round
+    assert sum(r["downloads"] for r in final["data"]) == total
+    assert len(seen) > rounds
+    # Every answer is a whole number of published batches, and none goes backwards per reader.
+    assert {(count - before) % per_round for count in seen} == {0}
+    assert max(seen) <= total
+
+
+def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
+    warehouse = build(tmp_path, event_lines())
+    options = {"rate_limit": 3, "rate_window": 60.0, "rate_limit_loopback": True}
+    settings = warehouse.settings.model_copy(
+        update={"stats_web": StatsWebSettings(**options)}  # type: ignore[arg-type]
+    )
+    with running(build_app(settings)) as base:
+        answers = [httpx.get(base + RECENT) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert {a.headers["ratelimit-policy"] for a in answers} == {'"default";q=3;w=60'}
+        remaining = [a.headers["ratelimit"].split(";")[1] for a in answers]
+        assert remaining == ["r=2", "r=1", "r=0", "r=0"]
+        assert 1 <= int(answers[3].headers["retry-after"]) <= 60
+        assert answers[3].json()["error"].startswith("too many requests")
+        # X-Forwarded-For is not believed unless configured: still the same client.
+        spoofed = httpx.get(base + RECENT, headers={"x-forwarded-for": "203.0.113.9"})
+        assert spoofed.status_code == 429
+        assert httpx.get(base + "/static/style.css").status_code == 200  # assets: no budget
+    trusted = settings.model_copy(
+        update={
+            "stats_web": StatsWebSettings(**options, trust_proxy_headers=True)  # type: ignore[arg-type]
+        }
+    )
+    with running(build_app(trusted)) as base:
+        for address in ("203.0.113.1", "203.0.113.2"):
+            codes = [
+                httpx.get(base + RECENT, headers={"x-forwarded-for": f"{address}, 10.0.0.1"})
+                for _ in range(4)
+            ]
+            assert [a.status_code for a in codes] == [200, 200, 200, 429]
+    default = Settings(data_dir=tmp_path).stats_web
+    limiter = RateLimiter(default.rate_limit, default.rate_window)
+    assert limiter.check("127.0.0.1") is None and limiter.check("::1") is None
+    decision = limiter.check("198.51.100.7")
+    assert decision is not None and decision.allowed
+
+
+def test_rate_limit_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits_module, "MAX_CLIENTS", 1000)
+    limiter = RateLimiter(5, 60.0)
+    for n in range(20_000):
+        limiter.check(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", now=float(n) / 1000)
+        assert len(limiter._counts) <= 1000
+    # A window that ended frees its place: a later client still gets its budget.
+    later = limiter.check("198.51.100.1", now=1_000.0)
+    assert later is not None and later.allowed
+
+
+def test_answer_cache_is_bounded_in_entries_and_bytes() -> None:
+    cache = AnswerCache(max_entries=100, max_bytes=10_000)
+    for n in range(5000):
+        cache.put((n,), Answer(200, b"x" * (n % 300), b"text/plain", '"e"', 1))
+        assert len(cache) <= 100 and cache.bytes <= 10_000
+    assert cache.get((4999,), 1) is not None
+    assert cache.get((4999,), 2) is None  # another data version: not served
+    cache.put(("huge",), Answer(200, b"x" * 20_000, b"text/plain", '"e"', 1))
+    assert cache.get(("huge",), 1) is None
+
+
+def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
+    warehouse = build(tmp_path, event_lines())
+    settings = warehouse.settings.model_copy(
+        update={"stats_web": StatsWebSettings(cache_entries=50, cache_bytes=20_000)}
+    )
+    app = build_app(settings)
+    with running(app) as base, httpx.Client() as client:
+        for n in range(400):
+            assert client.get(f"{base}/api/v1/top?limit={n % 100 + 1}&x={n}").status_code == 200
+    assert len(app.cache) <= 50 and app.cache.bytes <= 20_000
+
+
+def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base:
+        summary = httpx.get(base + "/api/v1/projects/demo-pkg/summary").json()
+    assert summary["last_complete_day"] == YESTERDAY.isoformat()
+    assert summary["last_day"] == (YESTERDAY + timedelta(days=1)).isoformat()

@@ -1,0 +1,87 @@
+"""The pages as HTML: numbers in the markup, tables beside charts, toggles as links, the about
+page's mirror list, assets served from here with their licence."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from pythonhosted.warehouse.mirrors import MIRRORS
+from support.stats_warehouse import d
+
+
+def _page(base: str, path: str) -> str:
+    answer = httpx.get(base + path)
+    assert answer.status_code == 200, path
+    assert answer.headers["content-type"] == "text/html; charset=utf-8"
+    csp = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    return answer.text
+
+
+def test_home(base: str) -> None:
+    html = _page(base, "/")
+    assert f"The last complete day is <strong>{d(1).isoformat()}</strong>" in html
+    assert "complete through" in html
+    # Top projects of the last 7 days: demo-pkg 4 (mirrors and CI out), other 1.
+    section = html.split("Top projects, last 7 days")[1].split("</section>")[0]
+    cells = re.findall(r'<a href="/packages/([^"]+)">[^<]+</a></td><td class="n">(\d+)<', section)
+    assert cells == [("demo-pkg", "4"), ("other", "1")]
+    assert 'action="/" method="get"' in html
+    assert "<script>" not in html  # no inline script: CSP allows only this origin's files
+
+
+def test_project_page_numbers_tables_and_toggles(base: str) -> None:
+    html = _page(base, "/packages/demo-pkg?range=30")
+    for ident, value in (("last-day", 2), ("last-week", 4), ("last-month", 5), ("all-time", 7)):
+        assert f'id="{ident}">{value}</span>' in html, ident
+    assert 'id="range-total">5</span>' in html
+    for field in ("version", "installer", "python", "system", "country"):
+        assert f'<section id="by-{field}">' in html
+        assert f'id="chart-{field}"' in html
+    assert '<script type="application/json">{"x":[' in html
+    installer = html.split('<section id="by-installer">')[1].split("</section>")[0]
+    assert re.findall(r"<tr><td>(\w+)</td><td class=\"n\">(\d+)</td>", installer) == [("pip", "5")]
+    # The toggles are links that keep the other choices.
+    assert (
+        'href="/packages/demo-pkg?range=30&amp;interval=day&amp;mirrors=true&amp;ci=false' in html
+    )
+    with_all = _page(base, "/packages/demo-pkg?range=30&mirrors=true&ci=true")
+    assert 'id="range-total">8</span>' in with_all
+    installer = with_all.split('<section id="by-installer">')[1].split("</section>")[0]
+    assert "bandersnatch" in installer and "devpi" in installer
+    monthly = _page(base, "/packages/demo-pkg?range=all&interval=month")
+    assert 'id="range-total">6</span>' in monthly  # all complete days: today's is not
+    assert "[![Downloads](https://HOST/badge/demo-pkg.svg)]" in html
+
+
+def test_compare_page(base: str) -> None:
+    html = _page(base, "/compare?projects=demo-pkg,other&range=30")
+    table = html.split('id="table-compare"')[1].split("</table>")[0]
+    assert '<th class="n">demo-pkg</th><th class="n">other</th>' in table
+    assert '<tr><th>total</th><th class="n">5</th><th class="n">1</th></tr>' in table
+    assert 'id="chart-compare"' in html
+    assert "<h1>Compare projects</h1>" in _page(base, "/compare")
+    assert httpx.get(base + "/compare?projects=demo-pkg").status_code == 400
+    assert httpx.get(base + "/compare?projects=demo-pkg,nope").status_code == 404
+
+
+def test_about_page_lists_the_mirrors(base: str) -> None:
+    html = _page(base, "/about")
+    listed = re.findall(r"<code>([^<]+)</code>", html.split("<strong>Mirrors</strong>")[1])
+    assert listed[: len(MIRRORS)] == list(MIRRORS)
+    assert ".metadata" in html and "watermark" in html
+    assert "/api/packages/PROJECT/recent" in html
+
+
+def test_static_assets_are_ours_and_licensed(base: str) -> None:
+    script = httpx.get(base + "/static/uPlot.iife.min.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "uPlot" in script.text
+    assert "MIT" in httpx.get(base + "/static/uPlot.LICENSE").text
+    assert "1.6.32" in httpx.get(base + "/static/NOTICE.md").text
+    assert httpx.get(base + "/static/../app.py").status_code == 404
+    assert httpx.get(base + "/static/.hidden").status_code == 404
+    assert httpx.get(base + "/nowhere").status_code == 404

@@ -1,0 +1,85 @@
+"""A warehouse built from real gzip log batches through ingest and publish, with known
+numbers relative to today (UTC), for the stats web's tests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from pythonhosted.config import LinehaulSettings, Settings, StatsWebSettings
+from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.publish import publish_with
+from pythonhosted.storage import open_store
+from support.linehaul_data import gz
+from support.stats_data import MIRROR_AGENTS, line, pip_agent
+
+TODAY = datetime.now(UTC).date()
+YESTERDAY = TODAY - timedelta(days=1)
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime.combine(day, time(hour))
+
+
+def d(days_ago: int) -> date:
+    return TODAY - timedelta(days=days_ago)
+
+
+PIP312_LINUX = pip_agent("3.12.1", "Linux", None)
+PIP312_LINUX_CI = pip_agent("3.12.1", "Linux", True)
+PIP311_WINDOWS = pip_agent("3.11.7", "Windows", None)
+PIP27_DARWIN = pip_agent("2.7.18", "Darwin", None)
+PIP_FREEBSD = pip_agent(None, "FreeBSD", None)
+# (days ago, project as logged, version, country, agent)
+EVENTS: list[tuple[int, str, str, str, str]] = [
+    (0, "Demo_Pkg", "1.0", "US", PIP312_LINUX),  # today: partial, not in "recent"
+    (1, "Demo_Pkg", "1.0", "US", PIP312_LINUX),
+    (1, "demo-pkg", "1.0", "DE", PIP312_LINUX),
+    (1, "demo.pkg", "1.1", "US", PIP312_LINUX_CI),
+    (1, "demo-pkg", "1.1", "US", MIRROR_AGENTS["bandersnatch"]),
+    (2, "demo-pkg", "1.1", "FR", PIP311_WINDOWS),
+    (2, "demo-pkg", "1.1", "FR", PIP311_WINDOWS),
+    (10, "demo-pkg", "2.0", "JP", PIP27_DARWIN),
+    (10, "demo-pkg", "2.0", "JP", MIRROR_AGENTS["devpi"]),
+    (40, "demo-pkg", "0.9", "BR", PIP_FREEBSD),
+    (1, "other", "3.0", "US", PIP312_LINUX),
+    (35, "other", "3.0", "US", PIP312_LINUX),
+]
+
+
+@dataclass
+class Warehouse:
+    settings: Settings
+    path: Path
+    logs: str
+    results: str
+
+
+def event_lines() -> list[str]:
+    return [
+        line(serial, at(d(ago)), project=p, version=v, country=c, agent=a)
+        for serial, (ago, p, v, c, a) in enumerate(EVENTS)
+    ]
+
+
+def build(tmp: Path, lines: list[str], **web: object) -> Warehouse:
+    """Log batches (two objects) -> ingest -> publish into ``tmp/warehouse.duckdb``."""
+    logs, results = f"file://{tmp}/logs", f"file://{tmp}/results"
+    store = open_store(logs)
+    half = len(lines) // 2
+    hour = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)
+    stamp = hour.strftime("%Y-%m-%dT%H-%M-%S.000")
+    for index, part in enumerate((lines[:half], lines[half:])):
+        key = f"downloads/x/downloads-{stamp}-host-{index}-abc.log.gz"
+        asyncio.run(store.put(key, gz(part)))
+    asyncio.run(ingest_once(store, open_store(results), lease_timeout=60))
+    warehouse = f"duckdb://{tmp}/warehouse.duckdb"
+    asyncio.run(publish_with(open_store(results), warehouse, batch_files=100))
+    settings = Settings(
+        data_dir=tmp,
+        linehaul=LinehaulSettings(logs=logs, results=results, warehouse=warehouse),
+        stats_web=StatsWebSettings(**web),  # type: ignore[arg-type]
+    )
+    return Warehouse(settings, tmp / "warehouse.duckdb", logs, results)
