@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +40,7 @@ SEND_PIECE = 256 * 1024
 FILE_PIECE_SLOW = 4 * 1024
 FILE_PIECE_FAST = 256 * 1024
 FILE_RAMP_BYTES = 8 * 2**20
-SEND_BLOCKED_SECONDS = 0.005
+FULL_QUEUE_SENDS = 8  # sends in a row finding the client's queue full: a slow client (3: flaps)
 PAUSE_BYTES = 256 * 1024  # a file stream lets the loop turn at least this often
 TEXT = b"text/plain; charset=UTF-8"
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
@@ -326,16 +325,23 @@ async def _send_file(
     buffer, for as long as the client takes to read them. A slow client would keep four large
     pieces there for seconds, so pieces start small (4 KB: about 50 KB per connection in all,
     granian's own ~20 KB included; 8 KB pieces and a 16 KB write buffer: ~90 KB) and become
-    large (fewer sends per byte) only once the first ``FILE_RAMP_BYTES`` went out without a
-    send waiting: on loopback the kernel alone takes the first ~4 MB of any client at once,
-    so only a client that keeps reading past that proves it is fast. A send that waits
-    (``SEND_BLOCKED_SECONDS``) makes pieces small again until the client proves itself anew.
+    large (fewer sends per byte) only once the first ``FILE_RAMP_BYTES`` went out without the
+    client's queue filling up: on loopback the kernel alone takes the first ~4 MB of any
+    client at once, so only a client that keeps reading past that proves it is fast.
+    ``FULL_QUEUE_SENDS`` sends in a row that found the queue full make pieces small again
+    until the client proves itself anew.
+
+    A full queue is what granian's ``send`` says: it returns a pending future only when the
+    message must wait for room (otherwise an awaitable that is already done). How long a send
+    takes is no signal: under load that is mostly the loop's turn, and with "slower than
+    5 ms" every fast download among 64 counted as slow and went out in 4 KB pieces, ~36x
+    nginx's CPU per byte (BENCHMARKS.md).
 
     The server's pathsend did this in a thread per 128 KB read, holding ~300 KB per slow
     connection. Sequential ``pread``s on one descriptor keep the kernel's read-ahead going, so
     reads rarely wait for the disk.
     """
-    offset, fast, fast_from = start, False, start + FILE_RAMP_BYTES
+    offset, fast, fast_from, full_in_a_row = start, False, start + FILE_RAMP_BYTES, 0
     pause_at = start + PAUSE_BYTES
     while offset < end:
         if offset >= pause_at:
@@ -351,10 +357,11 @@ async def _send_file(
             raise OSError(f"short read at {offset}: the file shrank")
         sending = send({"type": "http.response.body", "body": piece, "more_body": True})
         del piece  # held by the message only until the server copies it
-        started = time.monotonic()
+        done = getattr(sending, "done", None)
+        full_in_a_row = full_in_a_row + 1 if done is not None and not done() else 0
         await sending
         offset += size
-        if time.monotonic() - started > SEND_BLOCKED_SECONDS:
+        if full_in_a_row >= FULL_QUEUE_SENDS:
             fast, fast_from = False, offset + FILE_RAMP_BYTES  # slow now: prove it again
         elif offset >= fast_from:
             fast = True
