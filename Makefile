@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 VENV := .venv
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-peers clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,6 +37,15 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The servers bench/files.py measures our edge against, in a virtualenv of their own (never
+# in the project's locked environment).
+PEERS := .tools/peers
+bench-peers: $(PEERS)/.installed
+$(PEERS)/.installed: $(UV)
+	$(UV) venv --quiet --allow-existing $(PEERS)
+	$(UV) pip install --quiet --python $(PEERS)/bin/python pypiserver==2.4.2 devpi-server==6.20.3
+	touch $@
 
 clean:
 	rm -rf $(VENV) .tools var

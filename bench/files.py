@@ -1,25 +1,36 @@
-"""Benchmark the files edge against nginx serving the same directory, in the same run.
+"""Benchmark the files edge against nginx and the servers users pick, in the same run.
 
     .venv/bin/python bench/files.py [--duration 10] [--connections 64] [--workers 1]
+                                    [--threads 2] [--rounds 1] [--peers .tools/peers]
 
-Needs nginx and wrk (Debian: nginx-light, wrk). Everything listens on 127.0.0.1, every load
-is bounded by --duration, and every process started here is stopped by its PID at the end.
-Download logging is ON in our service (a local log store), as in production. Each case runs
-against our edge, nginx as shipped, and nginx sending the same response headers as our edge;
-each line also gives every server's CPU time per request, which other jobs' load disturbs
-far less than requests/s.
+Needs nginx and wrk (Debian: nginx-light, wrk). The peers, pypiserver and devpi-server, run
+from their own virtualenv (``make bench-peers`` builds ``.tools/peers``; ``--peers DIR``
+names another, and a peer that is not there is left out with a note). Everything listens on
+127.0.0.1, every load is bounded by --duration, and every process started here is stopped
+by its PID at the end. Download logging is ON in our service (a local log store), as in
+production.
 
-Each server runs in its best configuration on the benchmark machine: nginx with
-``worker_processes auto`` (1 or auto measure the same there), our edge with one worker process.
-On two cores that wrk shares, a second granian worker costs more than it brings: a trivial ASGI
-app does 40-43k requests/s at 26 us of CPU each in one process, 27-30k at 50-60 us in two
-(BENCHMARKS.md).
+The servers: our edge; nginx as shipped (``sendfile on``, access log with a 64 KB buffer);
+nginx+, the same nginx sending every header our edge sends (security, CORS,
+``x-pypi-file-*``); pypiserver (its default server, waitress when installed) and
+devpi-server, each serving the same files from its own store. For each case the servers run
+one after another, ``--rounds`` times over; each line gives requests/s (MB/s for the large
+files) with its ratio to nginx, and the CPU time of the server's processes per request with
+its ratio to nginx's: the targets (issue 17: 10 KB, the suffix range, 5 MB) are on that CPU
+ratio, which other jobs' load disturbs far less than throughput; for a whole file, CPU per
+request is CPU per byte. The 64 MB wheel is over our memory cache's object limit, so it
+measures the route every large wheel takes (read from disk piece by piece).
+
+Our edge runs with one worker by default: on two cores shared with wrk, a second granian
+worker costs more CPU per request than it brings (BENCHMARKS.md). Memory under slow clients:
+``bench/files_slow.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import os
 import re
@@ -28,14 +39,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen import machine, nginx_conf, wrk
+import httpx
+
+from loadgen import Load, machine, nginx_conf, wrk
 from pythonhosted.files.upload import upload
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+HERE = Path(__file__).resolve().parent
 
 # The response headers the files-edge spec asks for (rules 10, 14, 15, 17), so that nginx+
 # sends what our edge sends; the x-pypi-file-* values are constants nginx cannot look up.
@@ -100,38 +115,139 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-async def slow_readers(
-    bind: Bind, path: str, count: int, seconds: float, pid: int
-) -> tuple[float, float]:
-    """``count`` clients each reading ``path`` at ~64 KB/s; the server's peak (RSS, PSS)."""
-    deadline = time.monotonic() + seconds
-    peak = memory_mb(pid)
+@dataclass
+class Server:
+    """One server under test: its process group, address and the URL path of each file."""
 
-    async def reader() -> None:
-        reader, writer = await asyncio.open_connection(bind.host, bind.port, limit=2**16)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await writer.drain()
-        while time.monotonic() < deadline:
-            if not await reader.read(16384):
-                break
-            await asyncio.sleep(0.25)
-        writer.close()
+    name: str
+    process: subprocess.Popen[bytes]
+    base: str
+    paths: dict[str, str]
+    note: str = ""
 
-    tasks = [asyncio.create_task(reader()) for _ in range(count)]
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        now = memory_mb(pid)
-        peak = (max(peak[0], now[0]), max(peak[1], now[1]))
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return peak
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    file: str  # a key of Server.paths
+    headers: list[str]
+    metric: str  # "rps" or "mbps"
+    unit: str
+    targeted: bool = True  # issue 17 sets a CPU target for it
+
+    @property
+    def per(self) -> str:
+        """What CPU is counted per: a whole file's per MB (a 64 MB response may not complete
+        often enough in a run to count requests), else per request."""
+        return "MB" if self.metric == "mbps" else "req"
+
+    def cpu(self, load: Load) -> float:
+        return load.cpu_us_per_mb if self.metric == "mbps" else load.cpu_us
+
+
+CASES = [
+    Case("10 KB file", "small", [], "rps", "requests/s"),
+    Case("5 MB wheel", "big", [], "mbps", "MB/s"),
+    Case("suffix range bytes=-8192 of the 5 MB wheel", "big", ["Range: bytes=-8192"], "rps",
+         "requests/s"),
+    # Over cache_object_max_bytes: the route of every large wheel, read from disk piece by piece.
+    Case("64 MB wheel (over the memory cache)", "huge", [], "mbps", "MB/s", targeted=False),
+]  # fmt: skip
+CPU_TARGET = 3.0  # our CPU per request at most this many times nginx's (issue 17)
+
+
+def launch(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A server in its own process group (its CPU is counted by group; it is stopped by PID)."""
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def pypiserver(peers: Path, root: Path, files: dict[str, tuple[str, bytes]]) -> Server | None:
+    """pypiserver over a flat directory of the same files (no authentication)."""
+    command = peers / "bin" / "pypi-server"
+    if not command.exists():
+        print(f"pypiserver left out: no {command} (make bench-peers)")
+        return None
+    directory = root / "pypiserver"
+    directory.mkdir()
+    for filename, data in files.values():
+        (directory / filename).write_bytes(data)
+    bind = Bind("127.0.0.1", free_port())
+    process = launch(
+        [str(command), "run", "-p", str(bind.port), "-i", bind.host, "-a", ".", "-P", ".",
+         "--log-stream", "none", str(directory)]
+    )  # fmt: skip
+    wait_for_port(bind, timeout=60)
+    paths = {case: f"/packages/{filename}" for case, (filename, _) in files.items()}
+    return Server("pypiserver", process, bind.url(), paths)
+
+
+def devpi(peers: Path, root: Path, files: dict[str, tuple[str, bytes]]) -> Server | None:
+    """devpi-server with the files uploaded to a private index (no PyPI mirror)."""
+    init, command = peers / "bin" / "devpi-init", peers / "bin" / "devpi-server"
+    if not command.exists():
+        print(f"devpi-server left out: no {command} (make bench-peers)")
+        return None
+    serverdir = root / "devpi"
+    subprocess.run(
+        [str(init), "--serverdir", str(serverdir), "--root-passwd", "root", "--no-root-pypi"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    bind = Bind("127.0.0.1", free_port())
+    process = launch(
+        [str(command), "--serverdir", str(serverdir), "--host", bind.host, "--port", str(bind.port)]
+    )
+    wait_for_port(bind, timeout=300)
+    with httpx.Client(base_url=bind.url(), headers={"Accept": "application/json"}) as client:
+        login = client.post("/+login", json={"user": "root", "password": "root"})
+        token = login.raise_for_status().json()["result"]["password"]
+        client.headers["X-Devpi-Auth"] = base64.b64encode(f"root:{token}".encode()).decode()
+        client.put("/root/bench", json={"bases": [], "volatile": True}).raise_for_status()
+        paths = {}
+        for case, (filename, data) in files.items():
+            name, version = filename.split("-")[:2]
+            client.post(
+                "/root/bench/",
+                data={":action": "file_upload", "name": name, "version": version},
+                files={"content": (filename, data)},
+            ).raise_for_status()
+            page = client.get(
+                f"/root/bench/+simple/{name}/",
+                headers={"Accept": "text/html"},
+                follow_redirects=True,
+            )
+            link = re.search(r'href="\.\./\.\./(\+f/[^"#]+)', page.text)
+            assert link is not None, page.text
+            paths[case] = f"/root/bench/{link.group(1)}"
+    return Server("devpi", process, bind.url(), paths)
+
+
+def ranges_work(server: Server, path: str) -> bool:
+    response = httpx.get(server.base + path, headers={"Range": "bytes=-8192"}, timeout=60)
+    return response.status_code == 206 and len(response.content) == 8192
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--slow-seconds", type=float, default=15.0)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=1, help="our worker processes (nginx: auto)")
+    parser.add_argument("--rounds", type=int, default=1, help="times over every case and server")
+    parser.add_argument("--peers", type=Path, default=HERE.parent / ".tools" / "peers")
+    parser.add_argument("--no-peers", action="store_true", help="ours and nginx only")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -141,12 +257,12 @@ def main() -> None:
     (root / "tmp").mkdir()
     store_dir = root / "files"
     store = open_store(f"file://{store_dir}")
-    small = ("small_pkg-1.0.tar.gz", os.urandom(10 * 1024))
-    paths = {
-        "10KB": asyncio.run(upload(store, *small)).path,
-        "5MB": asyncio.run(upload(store, *wheel_of_size("big-wheel", 5 * 2**20))).path,
-        "100MB": asyncio.run(upload(store, *wheel_of_size("huge-wheel", 100 * 2**20))).path,
+    files = {
+        "small": wheel_of_size("small-pkg", 10 * 1024),
+        "big": wheel_of_size("big-wheel", 5 * 2**20),
+        "huge": wheel_of_size("huge-wheel", 64 * 2**20),
     }
+    paths = {case: asyncio.run(upload(store, *file)).path for case, file in files.items()}
 
     ours_bind = Bind("127.0.0.1", free_port())
     nginx_bind = Bind("127.0.0.1", free_port())
@@ -170,66 +286,74 @@ def main() -> None:
         )
     )
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(root / "data")}
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", f"file://{store_dir}",
-         "--logs", f"file://{root}/logs", "--bind", f"127.0.0.1:{ours_bind.port}",
-         "--workers", str(args.workers)],
-        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)], start_new_session=True
-    )
+    servers: list[Server] = []
     try:
-        wait_for_port(ours_bind)
-        wait_for_port(nginx_bind)
-        wait_for_port(same_bind)
-        cases = [
-            ("10 KB file, requests/s", paths["10KB"], [], "rps", 0.5),
-            ("5 MB wheel, MB/s", paths["5MB"], [], "mbps", 0.7),
-            ("suffix range bytes=-8192 on 5 MB wheel, requests/s", paths["5MB"],
-             ["Range: bytes=-8192"], "rps", 0.5),
-        ]  # fmt: skip
+        nginx = launch(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+        servers.append(Server("nginx", nginx, nginx_bind.url(), paths))  # first: the reference
+        ours = launch(
+            [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary",
+             f"file://{store_dir}", "--logs", f"file://{root}/logs", "--bind", str(ours_bind),
+             "--workers", str(args.workers)],
+            env,
+        )  # fmt: skip
+        servers.append(Server("ours", ours, ours_bind.url(), paths))
+        servers.append(Server("nginx+", nginx, same_bind.url(), paths))
+        for bind in (ours_bind, nginx_bind, same_bind):
+            wait_for_port(bind, timeout=60)
+        if not args.no_peers:
+            for peer in (pypiserver, devpi):
+                started = peer(args.peers, root, files)
+                if started is not None:
+                    servers.append(started)
+        for server in servers:
+            if not ranges_work(server, server.paths["big"]):
+                server.note = "no ranges"
         print(f"machine: {machine()}")
         print(
-            f"wrk -t2 -c{args.connections} -d{args.duration}s; download logging on; ours: "
-            f"{args.workers} worker(s), nginx: worker_processes auto\n"
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; download logging on;"
+            f" ours: {args.workers} worker(s); nginx: worker_processes auto"
         )
-        print("nginx: as shipped (plus Cache-Control); nginx+: also every header the spec asks of")
-        print("our responses (security, CORS, x-pypi-file-*), i.e. the same response")
-        print("CPU = user + system time of the server's processes per request\n")
-        print(
-            f"{'case':<52} {'ours':>9} {'nginx':>9} {'ratio':>6} {'nginx+':>9} {'ratio':>6} "
-            f"{'target':>6}"
-        )
-        for label, path, headers, metric, target in cases:
-            mine = wrk(ours_bind.url() + path, ours.pid, args.connections, args.duration, headers)
-            plain = wrk(
-                nginx_bind.url() + path, nginx.pid, args.connections, args.duration, headers
-            )
-            same = wrk(same_bind.url() + path, nginx.pid, args.connections, args.duration, headers)
-            ours_value, plain_value, same_value = (getattr(r, metric) for r in (mine, plain, same))
-            print(
-                f"{label:<52} {ours_value:>9.1f} {plain_value:>9.1f} "
-                f"{ours_value / plain_value:>6.2f} {same_value:>9.1f} "
-                f"{ours_value / same_value:>6.2f} {'>=' + str(target):>6}"
-            )
-            print(
-                f"{'':<52} p99 {mine.p99_ms:.1f} / {plain.p99_ms:.1f} / {same.p99_ms:.1f} ms; "
-                f"CPU {mine.cpu_us:.0f} / {plain.cpu_us:.0f} / {same.cpu_us:.0f} us/request"
-            )
-        idle = memory_mb(ours.pid)
-        rss, pss = asyncio.run(
-            slow_readers(ours_bind, paths["100MB"], 200, args.slow_seconds, ours.pid)
-        )
-        print("\n200 slow readers of a 100 MB file, all our processes (target < 200 MB):")
-        print(
-            f"  peak PSS {pss:.0f} MB (idle {idle[1]:.0f}), "
-            f"peak RSS sum {rss:.0f} MB (idle {idle[0]:.0f})"
-        )
+        print("CPU = user + system time of the server's processes per request (per MB for files)")
+        for round_ in range(args.rounds):
+            for case in CASES:
+                target = f"target <= {CPU_TARGET:g}x" if case.targeted else "no target"
+                print(
+                    f"\n{case.label} (round {round_ + 1}; CPU {target})\n"
+                    f"  {'server':<11} {case.unit:>11} {'vs nginx':>9} "
+                    f"{'CPU us/' + case.per:>11} {'vs nginx':>9} {'p99 ms':>8}"
+                )
+                results: dict[str, Load] = {}
+                for server in servers:
+                    if case.headers and server.note:
+                        print(f"  {server.name:<11} {'-':>11}  ({server.note}: 200, whole file)")
+                        continue
+                    results[server.name] = result = wrk(
+                        server.base + server.paths[case.file],
+                        server.process.pid,
+                        args.connections,
+                        args.duration,
+                        case.headers,
+                        args.threads,
+                    )
+                    reference = results.get("nginx")
+                    value = getattr(result, case.metric)
+                    ratio = value / getattr(reference, case.metric) if reference else 0.0
+                    cpu_ratio = case.cpu(result) / case.cpu(reference) if reference else 0.0
+                    print(
+                        f"  {server.name:<11} {value:>11,.0f} {ratio:>9.2f}"
+                        f" {case.cpu(result):>11.1f} {cpu_ratio:>8.2f}x {result.p99_ms:>8.1f}",
+                        flush=True,
+                    )
+                mine, plain = results["ours"], results["nginx"]
+                print(
+                    f"  ours / nginx: CPU {case.cpu(mine) / case.cpu(plain):.2f}x "
+                    f"({target}), {case.unit} "
+                    f"{getattr(mine, case.metric) / getattr(plain, case.metric):.2f}x; "
+                    f"load average {os.getloadavg()[0]:.1f}"
+                )
     finally:
-        for process in (ours, nginx):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        for process in {id(s.process): s.process for s in servers}.values():
+            stop(process)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -45,6 +45,7 @@ class Load:
     mbps: float
     p99_ms: float
     cpu_us: float  # user + system CPU of the server's process group per request
+    cpu_us_per_mb: float  # the same per MB of responses read (exact however few complete)
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -62,12 +63,19 @@ def group_cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, pgid: int, connections: int, duration: int, headers: Sequence[str] = ()) -> Load:
-    """Drive ``url`` with ``wrk -t2``; the server runs as process group ``pgid``.
+def wrk(
+    url: str,
+    pgid: int,
+    connections: int,
+    duration: int,
+    headers: Sequence[str] = (),
+    threads: int = 2,
+) -> Load:
+    """Drive ``url`` with ``wrk -t{threads}``; the server runs as process group ``pgid``.
 
     Error responses abort the benchmark: a fast 404 is not a result.
     """
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     for header in headers:
         command += ["-H", header]
     before = group_cpu_seconds(pgid)
@@ -83,8 +91,11 @@ def wrk(url: str, pgid: int, connections: int, duration: int, headers: Sequence[
     mbps = float(amount) * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[unit]
     amount, unit = _find(r"99%\s+([\d.]+)(\w+)", output)
     p99_ms = float(amount) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    requests = int(_find(r"(\d+) requests in", output)[0])
-    return Load(rps, mbps, p99_ms, cpu / max(requests, 1) * 1e6)
+    requests, amount, unit = _find(r"(\d+) requests in [\d.]+\w+, ([\d.]+)(\w+) read", output)
+    read_mb = float(amount) * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[unit]
+    return Load(
+        rps, mbps, p99_ms, cpu / max(int(requests), 1) * 1e6, cpu / max(read_mb, 1e-9) * 1e6
+    )
 
 
 def _find(pattern: str, output: str) -> tuple[str, ...]:

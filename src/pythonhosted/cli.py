@@ -20,6 +20,7 @@ from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.settings_errors import ConfigError
 from pythonhosted.storage import StorageError
+from pythonhosted.web.allocator import return_memory_promptly
 from pythonhosted.web.listener import ListenError
 
 # Each service's commands live with the service and are imported only when used: a worker
@@ -136,7 +137,9 @@ def run() -> None:
     Rust extensions keep runtime threads (obstore's and granian's tokio runtimes) that can
     race Python's finalization and abort the process (SIGABRT) after its work is done, which
     turns a successful command into a failed one. Everything worth keeping is flushed first.
+    Servers' memory settings go into the environment before any command imports granian.
     """
+    return_memory_promptly()
     try:
         main()
         code: int = 0

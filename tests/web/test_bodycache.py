@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pythonhosted.web.bodycache import ENTRY_BYTES, BodyCache
+from pythonhosted.web.bodycache import ENTRY_BYTES, BodyCache, Pieces
 
 
 def test_bounded_by_bytes_least_recently_used_out() -> None:
@@ -39,3 +39,16 @@ def test_each_entry_is_charged_its_bookkeeping() -> None:
     assert cache.size == 99 * (1 + ENTRY_BYTES)
     assert cache.get("wheel", 99_999, 100_000) == b"x"
     assert cache.get("wheel", 0, 1) is None
+
+
+def test_large_bodies_are_kept_in_pieces_and_sliced_exactly() -> None:
+    data = bytes(range(256)) * 4 + b"tail"  # 1,028 bytes: four whole pieces of 256 and a bit
+    body = Pieces(data, 256)
+    assert [len(part) for part in body.parts] == [256, 256, 256, 256, 4]
+    assert b"".join(body.parts) == data
+    spans = [(0, 1), (0, 256), (255, 257), (256, 512), (3, 1025), (1020, 1028), (1027, 1028)]
+    assert [body.slice(start, end) for start, end in spans] == [data[a:b] for a, b in spans]
+    cache = BodyCache(max_bytes=2000, max_object_bytes=2000, entry_bytes=0)
+    cache.put("wheel", body)
+    assert cache.get("wheel") is body
+    assert cache.size == len(data)  # charged for its bytes, not its number of pieces

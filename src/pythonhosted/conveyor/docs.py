@@ -1,10 +1,9 @@
 """pythonhosted.org: project docs served from a store (spec rules 9-13).
 
 Keys are ``{project}/{path}`` in the docs store, ``index.html`` at its root. On a local
-store the hot path is one ``stat``, then small files from memory and the rest by the
-server's pathsend extension, so page bodies rarely pass through Python; other stores stream
-the object in chunks. Validators, ranges and the body route are the shared responder's
-(:mod:`pythonhosted.web.objects`), as on the files edge.
+store the hot path is one ``stat``, then small files from memory and the rest read with
+``pread``; other stores stream the object in chunks. Validators, ranges and the body route
+are the shared responder's (:mod:`pythonhosted.web.objects`), as on the files edge.
 """
 
 from __future__ import annotations
@@ -186,8 +185,8 @@ def _read_small(path: str) -> tuple[bytes | None, os.stat_result] | None:
 class Found(StoredObject):
     """A docs object and its response headers (all but the security set and the length).
 
-    Small local files carry their ``body``: sending bytes already in memory is cheaper than
-    the pathsend extension below ~64 KB.
+    Small local files carry their ``body``: sending bytes already in memory saves opening the
+    file again.
     """
 
     __slots__ = ()

@@ -3,9 +3,10 @@
 The hot path (a GET for a hashed path already seen) costs one dict lookup for the object, its
 response headers built once, a handful of header comparisons and one string (the served and
 download lines) appended to the download log's memory buffer once the response is done.
-Bodies go out by the cheapest route: objects up to ``cache_object_max_bytes`` from memory
-(the server's pathsend copies through user space and costs more), larger local files by
-pathsend, small ranges of local files by ``pread``, the rest streamed from the store.
+Bodies go out by the cheapest route (the shared responder, :mod:`pythonhosted.web.objects`):
+objects up to ``cache_object_max_bytes`` from memory, small ranges of local files by one
+``pread``, larger local files as a paced ``pread`` stream that keeps a slow client's
+connection small, the rest streamed from the store.
 """
 
 from __future__ import annotations

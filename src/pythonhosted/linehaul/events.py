@@ -155,38 +155,20 @@ def parse(line: str, response: Row | None = None) -> Row | None:
         known = KNOWN[ua]
         if known is IGNORED:
             return None
-        if response is not None:
-            return {
-                "timestamp": timestamp,
-                "url": url,
-                "project": project,
-                "response": response,
-                "file": {
-                    "filename": url.rpartition("/")[2],
-                    "project": project,
-                    "version": version,
-                    "type": package_type,
-                },
-                "tls_protocol": None if tls_protocol in _ABSENT else tls_protocol,
-                "tls_cipher": None if tls_cipher in _ABSENT else tls_cipher,
-                "country_code": country or None,
-                "details": known,
-            }
-        return {
-            "timestamp": timestamp,
-            "url": url,
+        row: dict[str, Any] = {"timestamp": timestamp, "url": url, "project": project}
+        if response is not None:  # (in this place: the C converter writes the same order)
+            row["response"] = response
+        row["file"] = {
+            "filename": url.rpartition("/")[2],
             "project": project,
-            "file": {
-                "filename": url.rpartition("/")[2],
-                "project": project,
-                "version": version,
-                "type": package_type,
-            },
-            "tls_protocol": None if tls_protocol in _ABSENT else tls_protocol,
-            "tls_cipher": None if tls_cipher in _ABSENT else tls_cipher,
-            "country_code": country or None,
-            "details": known,
+            "version": version,
+            "type": package_type,
         }
+        row["tls_protocol"] = None if tls_protocol in _ABSENT else tls_protocol
+        row["tls_cipher"] = None if tls_cipher in _ABSENT else tls_cipher
+        row["country_code"] = country or None
+        row["details"] = known
+        return row
     if kind == "simple":
         if project or version or package_type:
             raise UnprocessableLine("simple line with project fields")

@@ -2,7 +2,7 @@
 
 obstore's LocalStore keeps no attributes, so each object's content type and custom metadata
 live in a sidecar object, ``.meta/{key}.json`` (listings leave them out). Callers that can
-use a file directly (the files edge's pathsend and ``pread``, docs hosting's ``stat``, DuckDB
+use a file directly (the files edge's ``pread``, docs hosting's ``stat``, DuckDB
 loading result files in place) ask :meth:`DirectoryStore.local_path`, or the root.
 
 Sidecar order: an overwrite writes the sidecar first, so a visible object always has its

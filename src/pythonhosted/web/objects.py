@@ -4,10 +4,11 @@ The files edge and docs hosting both answer with objects from a store; this is t
 that decides 304, 206 or 416, and how the bytes go out:
 
 - bodies already in memory (the caller's, or the byte-bounded cache of small objects and of
-  ranges clients repeat) are sent in 256 KB pieces, so no connection holds a whole copy;
-- other local files go by the server's pathsend extension when whole, by ``pread`` when a
-  small range (a page-cache read of a few KB costs less than a thread hop; installers' suffix
-  reads of wheel directories are exactly this);
+  ranges clients repeat) go out as they are, large ones as the 256 KB pieces the cache keeps
+  them in (no copy on our side; the server copies each message once);
+- other local files are read with ``pread`` on the loop: a small range in one read (a
+  page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
+  directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
 - everything else streams from the store.
 
 Reading fails before the head is sent (the caller answers 404 or 503); a store failing
@@ -17,21 +18,30 @@ answer, and the client sees it from Content-Length.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from pythonhosted.coalesce import Coalescer
-from pythonhosted.web.bodycache import BodyCache
+from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
-from pythonhosted.web.types import Headers, Send
+from pythonhosted.web.types import Headers, Receive, Send
 
 PREAD_MAX = 256 * 1024
 SEND_PIECE = 256 * 1024
+# A file streamed from disk: small pieces until the client has shown it keeps up (see
+# _send_file), then large ones.
+FILE_PIECE_SLOW = 4 * 1024
+FILE_PIECE_FAST = 256 * 1024
+FILE_RAMP_BYTES = 8 * 2**20
+FULL_QUEUE_SENDS = 8  # sends in a row finding the client's queue full: a slow client (3: flaps)
+PAUSE_BYTES = 256 * 1024  # a file stream lets the loop turn at least this often
 TEXT = b"text/plain; charset=UTF-8"
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 
@@ -187,38 +197,51 @@ class ObjectResponder:
             await send(head)
             await send({"type": "http.response.body", "body": b""})
             return
-        # The body, by the cheapest route: memory, the server's pathsend, pread, or a stream
+        # The body, by the cheapest route: memory, pread, a paced file stream, or the store
         # (inline, not a method of its own: an await level costs the hot path ~0.3 us).
         bodies = self.bodies if use_cache else None
-        body = obj.body
+        body: Body | None = obj.body
         if body is None and bodies is not None and bodies.fits(obj.size):
             body = bodies.get(obj.key) or await self._fill(bodies, obj)
         if body is not None:
             await send(head)
             if on_body is not None:
                 on_body(request, obj)
-            if span is None and len(body) <= SEND_PIECE:
+            if span is None and type(body) is bytes:
                 await send({"type": "http.response.body", "body": body})
+            elif span is None:
+                assert isinstance(body, Pieces)
+                for piece in body.parts:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
             else:
-                view = memoryview(body) if span is None else memoryview(body)[span[0] : span[1]]
-                await _send_view(send, view)
+                await _send_slices(send, body, *span)
             return
         path = obj.local_path
-        if path is not None and span is None and _pathsend(request):
-            await send(head)
-            if on_body is not None:
-                on_body(request, obj)
-            await send({"type": "http.response.pathsend", "path": path})
-            return
         if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
             await self._send_pread(request, send, obj, path, head, span, bodies, on_body)
+            return
+        if path is not None:
+            start, end = span or (0, obj.size)
+            descriptor = os.open(path, os.O_RDONLY)  # OSError before the head: the caller's
+            try:
+                await send(head)
+                if on_body is not None:
+                    on_body(request, obj)
+                with _departure(request.receive) as gone:
+                    await _send_file(send, descriptor, start, end, gone)
+            finally:
+                os.close(descriptor)
             return
         chunks = await obj.store.read(obj.key, *(span or (None, None)))
         await send(head)
         if on_body is not None:
             on_body(request, obj)
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        with _departure(request.receive) as gone:
+            async for chunk in chunks:
+                if gone.done():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
     async def _send_pread(
@@ -233,18 +256,19 @@ class ObjectResponder:
         on_body: Callable[[Request, Obj], None] | None,
     ) -> None:
         cached = bodies.get(obj.key, *span) if bodies is not None else None
-        chunk = cached or _pread(path, span[0], span[1] - span[0])  # OSError: the caller's
-        if bodies is not None and cached is None:
+        chunk = cached if type(cached) is bytes else _pread(path, span[0], span[1] - span[0])
+        if bodies is not None and cached is None:  # _pread's OSError: the caller's
             bodies.put(obj.key, chunk, *span)
         await send(head)
         if on_body is not None:
             on_body(request, obj)
         await send({"type": "http.response.body", "body": chunk})
 
-    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> bytes:
+    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body:
         """The whole body into memory, read once however many requests wait for it."""
         key = obj.key
-        body = await self._filling.run(key, lambda: obj.store.get_bytes(key))
+        data = await self._filling.run(key, lambda: obj.store.get_bytes(key))
+        body: Body = data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE)
         bodies.put(key, body)
         return body
 
@@ -254,19 +278,93 @@ class ObjectResponder:
             self.bodies.discard(key)
 
 
-def _pathsend(request: Request) -> bool:
-    return "http.response.pathsend" in (request.scope.get("extensions") or {})
-
-
-async def _send_view(send: Send, view: memoryview) -> None:
-    """Send cached bytes in pieces: the server copies each message, so one message per
-    response would cost a whole copy of the object per connection."""
-    if len(view) <= SEND_PIECE:
-        await send({"type": "http.response.body", "body": view.tobytes()})
+async def _send_slices(send: Send, body: Body, start: int, end: int) -> None:
+    """Bytes ``[start, end)`` of a body in memory, in pieces: the server copies each message,
+    so one message for a large range would cost a whole copy of it per connection."""
+    if end - start <= SEND_PIECE:
+        piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
+        await send({"type": "http.response.body", "body": piece})
         return
-    for offset in range(0, len(view), SEND_PIECE):
-        piece = view[offset : offset + SEND_PIECE].tobytes()
+    for offset in range(start, end, SEND_PIECE):
+        stop = min(offset + SEND_PIECE, end)
+        piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
         await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@contextlib.contextmanager
+def _departure(receive: Receive | None) -> Iterator[asyncio.Future[None]]:
+    """A future done once the client hangs up, for as long as a long body goes out.
+
+    granian's ``send`` does not fail when the client is gone (it drops what it is given), so
+    without this a 100 MB stream would be read to its end for nobody.
+    """
+
+    async def watch() -> None:
+        if receive is None:
+            await asyncio.Future()  # never: nothing to watch
+            return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield watcher
+    finally:
+        watcher.cancel()
+        if watcher.done() and not watcher.cancelled():
+            watcher.exception()  # retrieved: a receive that failed means the client is gone
+
+
+async def _send_file(
+    send: Send, descriptor: int, start: int, end: int, gone: asyncio.Future[None]
+) -> None:
+    """Bytes ``[start, end)`` of an open local file, read with ``pread`` piece by piece.
+
+    What a connection holds is the server's queue: up to four messages waiting plus its write
+    buffer, for as long as the client takes to read them. A slow client would keep four large
+    pieces there for seconds, so pieces start small (4 KB: about 50 KB per connection in all,
+    granian's own ~20 KB included; 8 KB pieces and a 16 KB write buffer: ~90 KB) and become
+    large (fewer sends per byte) only once the first ``FILE_RAMP_BYTES`` went out without the
+    client's queue filling up: on loopback the kernel alone takes the first ~4 MB of any
+    client at once, so only a client that keeps reading past that proves it is fast.
+    ``FULL_QUEUE_SENDS`` sends in a row that found the queue full make pieces small again
+    until the client proves itself anew.
+
+    A full queue is what granian's ``send`` says: it returns a pending future only when the
+    message must wait for room (otherwise an awaitable that is already done). How long a send
+    takes is no signal: under load that is mostly the loop's turn, and with "slower than
+    5 ms" every fast download among 64 counted as slow and went out in 4 KB pieces, ~36x
+    nginx's CPU per byte (BENCHMARKS.md).
+
+    The server's pathsend did this in a thread per 128 KB read, holding ~300 KB per slow
+    connection. Sequential ``pread``s on one descriptor keep the kernel's read-ahead going, so
+    reads rarely wait for the disk.
+    """
+    offset, fast, fast_from, full_in_a_row = start, False, start + FILE_RAMP_BYTES, 0
+    pause_at = start + PAUSE_BYTES
+    while offset < end:
+        if offset >= pause_at:
+            # A send the server takes at once does not yield to the loop (nor does one to a
+            # client that left): let other requests, and the departure watch, have a turn.
+            await asyncio.sleep(0)
+            pause_at = offset + PAUSE_BYTES
+        if gone.done():
+            return
+        size = min(FILE_PIECE_FAST if fast else FILE_PIECE_SLOW, end - offset)
+        piece = os.pread(descriptor, size, offset)
+        if len(piece) != size:
+            raise OSError(f"short read at {offset}: the file shrank")
+        sending = send({"type": "http.response.body", "body": piece, "more_body": True})
+        del piece  # held by the message only until the server copies it
+        done = getattr(sending, "done", None)
+        full_in_a_row = full_in_a_row + 1 if done is not None and not done() else 0
+        await sending
+        offset += size
+        if full_in_a_row >= FULL_QUEUE_SENDS:
+            fast, fast_from = False, offset + FILE_RAMP_BYTES  # slow now: prove it again
+        elif offset >= fast_from:
+            fast = True
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -6,14 +6,22 @@ or decides TLS a second time (the files edge's hot path counts these microsecond
 
 from __future__ import annotations
 
-from pythonhosted.web.types import Headers, Scope
+from pythonhosted.web.types import Headers, Receive, Scope
 
 
 class Request:
-    __slots__ = ("headers", "method", "path", "raw_path", "scope", "security", "tls")
+    __slots__ = ("headers", "method", "path", "raw_path", "receive", "scope", "security", "tls")
 
-    def __init__(self, scope: Scope, tls: bool, headers: dict[bytes, bytes], security: Headers):
+    def __init__(
+        self,
+        scope: Scope,
+        tls: bool,
+        headers: dict[bytes, bytes],
+        security: Headers,
+        receive: Receive | None = None,
+    ):
         self.scope = scope
+        self.receive = receive  # the request's ASGI receive, e.g. to notice a client leaving
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers = headers

@@ -49,9 +49,11 @@ __all__ = [
 ]
 
 
-# hyper's default write buffer is ~400 KB per connection; 64 KB keeps hundreds of slow
-# downloads cheap without costing throughput (the kernel buffers the rest).
-WRITE_BUFFER = 64 * 1024
+# hyper's default write buffer is ~400 KB per connection. What a slow download holds is this
+# buffer plus the pieces queued behind it, so it is hyper's minimum, 8 KB: large pieces are
+# written straight from their own memory whatever the buffer, and the kernel buffers the rest
+# (1,000 slow downloads: 52 KB per connection with 8 KB, 88 KB with 16 KB; BENCHMARKS.md).
+WRITE_BUFFER = 8 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

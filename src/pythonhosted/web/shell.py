@@ -108,15 +108,13 @@ class CountingSend:
             return
         if kind == "http.response.body":
             self.body_bytes += len(message.get("body", b""))
-        elif kind == "http.response.pathsend":
-            self.body_bytes += next(
-                (int(value) for name, value in self.headers if name == b"content-length"), 0
-            )
         if self.pending is not None:
             self.started = True
             pending, self.pending = self.pending, None
             await self.send(pending)
-        await self.send(message)
+        sending = self.send(message)
+        del message  # the server has its copy: a slow client's piece is not held twice
+        await sending
 
 
 class Service:
@@ -177,7 +175,9 @@ class Service:
         started = time.monotonic() if self.access_log else 0.0
         headers: dict[bytes, bytes] = dict(scope["headers"])
         tls = self.client.is_tls(scope, headers)
-        request = Request(scope, tls, headers, self._shell_tls if tls else self._shell_plain)
+        request = Request(
+            scope, tls, headers, self._shell_tls if tls else self._shell_plain, receive
+        )
         counted = CountingSend(send)
         try:
             path = request.path
