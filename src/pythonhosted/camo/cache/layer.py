@@ -334,7 +334,7 @@ class ImageCache:
                 left -= len(chunk)
                 await relay.body(chunk, last=not left)
             await relay.end()
-        self.metrics.cache_bytes_served.inc(entry.length)
+        self.metrics.counts.cache_bytes_served += entry.length
         return 200
 
     def purge(self, url: str) -> bool:
@@ -344,7 +344,7 @@ class ImageCache:
         return dropped
 
     def _count(self, result: str) -> None:
-        self.metrics.cache_responses.labels(result).inc()
+        self.metrics.counts.by_cache_result[result] += 1
 
 
 def _merged(
