@@ -489,6 +489,8 @@ def test_entries_survive_a_restart(cached: Callable[..., Any], host: Host) -> No
     url = host.url(name, cc="max-age=600", size=300_000)
     with cached() as camo:
         camo.get(url)
+        # The entry is committed just after the last byte went out: wait for it, not the stop.
+        wait_until(lambda: metric(camo, "camo_cache_stores_total") == 1)
     with cached() as camo:
         response = camo.get(url)
     assert response.headers["x-camo-cache"] == "HIT"

@@ -41,10 +41,21 @@ async def export(
     on_file: Callable[[], object] | None = None,
 ) -> int:
     """Export ``warehouse`` into ``store``; returns the number of Parquet objects written."""
+    return await put_export(lambda root: write_parquet(warehouse, root), store, on_total, on_file)
 
+
+async def put_export(
+    write: Callable[[Path], list[Path]],
+    store: Store,
+    on_total: Callable[[int], object] | None = None,
+    on_file: Callable[[], object] | None = None,
+) -> int:
+    """Write an export with ``write`` (into a temporary directory, returning the files it
+    wrote, relative to it), put each file into ``store`` and delete the store's objects the
+    export no longer has; the number of objects written. Shared by every engine's export."""
     with tempfile.TemporaryDirectory(prefix="parquet-export-") as tmp:
         root = Path(tmp)
-        files = await asyncio.to_thread(write_parquet, warehouse, root)
+        files = await asyncio.to_thread(write, root)
         if on_total is not None:
             on_total(len(files))
         written = set()

@@ -27,6 +27,7 @@ from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.clickhouse.tables import quote
+from pythonhosted.warehouse.parquet import put_export
 from pythonhosted.warehouse.schema import TABLES, TIME_COLUMNS, UNIQUE_KEYS
 
 
@@ -61,23 +62,7 @@ async def export(
     on_file: Callable[[], object] | None = None,
 ) -> int:
     """Export the warehouse into ``store``; returns the number of Parquet objects written."""
-    with tempfile.TemporaryDirectory(prefix="parquet-export-") as tmp:
-        root = Path(tmp)
-        files = await asyncio.to_thread(write_parquet, engine, root)
-        if on_total is not None:
-            on_total(len(files))
-        written = set()
-        for relative in files:
-            key = relative.as_posix()
-            await store.put(key, (root / relative).read_bytes())
-            written.add(key)
-            if on_file is not None:
-                on_file()
-    for table in TABLES:
-        for item in await store.list(f"{table}/"):
-            if item.key not in written:
-                await store.delete(item.key)
-    return len(written)
+    return await put_export(lambda root: write_parquet(engine, root), store, on_total, on_file)
 
 
 def table_of(key: str) -> str | None:
