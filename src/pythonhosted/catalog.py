@@ -150,17 +150,27 @@ async def has_files(store: Store, project: str) -> bool:
 async def mark_changed(store: Store, projects: Iterable[str]) -> None:
     """Tell every :class:`CatalogWatch` on this store that these projects' records changed.
 
-    One create-only marker per project, its name in the key (a listing says it all); markers
-    older than :data:`CHANGES_KEPT` are removed on the way.
+    One create-only marker per project, its name in the key (a listing says it all). Markers
+    older than :data:`CHANGES_KEPT` are removed on the way, at most once per
+    :data:`PRUNE_EVERY` seconds in a process: a bulk upload of 100,000 files makes as many
+    markers, and listing them all at each upload would make it quadratic.
     """
     now = time.time_ns()
     for project in sorted({canonicalize_name(name) for name in projects}):
-        await store.put(f"{CHANGES_PREFIX}{now:020d}-{uuid.uuid4().hex[:12]}-{project}", b"")
+        key = f"{CHANGES_PREFIX}{now:020d}-{uuid.uuid4().hex[:12]}-{project}"
+        await store.put(key, b"", create_only=True)
+    if time.monotonic() < _next_prune.get(store.url, 0.0):
+        return
+    _next_prune[store.url] = time.monotonic() + PRUNE_EVERY
     expired = f"{CHANGES_PREFIX}{now - int(CHANGES_KEPT * 1e9):020d}"
     for item in await store.list(CHANGES_PREFIX):
         if item.key >= expired:
             break
         await store.delete(item.key)
+
+
+PRUNE_EVERY = 60.0
+_next_prune: dict[str, float] = {}  # store URL -> when this process prunes its markers next
 
 
 @dataclass(frozen=True, slots=True)

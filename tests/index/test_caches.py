@@ -42,11 +42,14 @@ class CountingStore:
     def __init__(self, store: Store) -> None:
         self._store = store
         self.listings: list[str] = []
+        self.marker_listings = 0  # whole listings of the change markers (the pruning's)
 
     async def list(self, prefix: str, *, after: str | None = None) -> list[Listed]:
         if prefix.startswith(PREFIX):
             self.listings.append(prefix)
             await asyncio.sleep(0.05)  # a slow store: concurrent misses overlap for sure
+        elif after is None:
+            self.marker_listings += 1
         return await self._store.list(prefix, after=after)
 
     async def list_names(self, prefix: str) -> list[str]:
@@ -239,3 +242,49 @@ def test_markers_older_than_kept_are_removed_by_the_next_change(tmp_path: Path) 
         return [item.key[len(CHANGES_PREFIX) :].split("-", 2)[2] for item in listed]
 
     assert asyncio.run(scenario()) == ["new-project"]  # the old marker gone
+
+
+def _record(project: str) -> FileRecord:
+    filename = f"{project}-1.0-py3-none-any.whl"
+    return FileRecord(
+        *(filename, f"/packages/aa/bb/{'c' * 60}/{filename}", project, "1.0", "bdist_wheel"),
+        *("py3", 10, "0" * 64, "0" * 64, "2026-12-05"),
+    )
+
+
+def test_a_bulk_change_lists_the_catalog_once_instead_of_checking_each_project(
+    tmp_path: Path,
+) -> None:
+    """1,000 new projects at once (a mirror seeding an index): the root page lists the catalog
+    again rather than asking about each of them."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    store = CountingStore(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
+    new = [f"bulk-{number}" for number in range(1_000)]
+
+    async def seed() -> None:
+        for project in new:
+            record = _record(project)
+            await primary.put(record_key(record.project, record.filename), record.to_json())
+        await mark_changed(primary, new)
+
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        assert _project_names(client) == []
+        asyncio.run(seed())
+        wait_until(lambda: len(_project_names(client)) == 1_000)
+    assert store.listings == ["catalog/", "catalog/"]
+
+
+def test_a_bulk_upload_prunes_markers_once_not_at_every_upload(tmp_path: Path) -> None:
+    primary = open_store(f"file://{tmp_path}/primary")
+    store = CountingStore(primary)
+    markers: list[str] = []
+
+    async def scenario() -> None:
+        for number in range(2_000):
+            await mark_changed(store, [f"p{number}"])  # type: ignore[arg-type]
+        markers.extend(item.key for item in await primary.list(CHANGES_PREFIX))
+
+    asyncio.run(scenario())
+    assert len(markers) == 2_000
+    assert store.marker_listings <= 1

@@ -40,6 +40,9 @@ from pythonhosted.storage import Store
 # (a wheel's, with every optional field set).
 ENTRY_BYTES = 384
 RECORD_BYTES = 1152
+# Past this many changed projects to check, the root page lists the catalog again instead
+# (one delimiter listing) of asking about each (a bulk upload of 100,000 new projects).
+MAX_UNSURE = 256
 
 
 def _cost(records: list[FileRecord]) -> int:
@@ -81,6 +84,8 @@ class CatalogPages:
         """Every project's normalised name (the root page lists the whole catalog)."""
         await self._forget_changed()
         names = self._names[1] if self._names is not None else []
+        if len(self._unsure) > MAX_UNSURE:
+            self._names = None  # cheaper listed again than checked one by one
         if self._names_stale():
             generation = self._names_generation
             expiry = time.monotonic() + self.ttl
