@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,18 +121,41 @@ class DirectoryStore(Store):
     def _names_of(self, key: str) -> list[str]:
         return [key, sidecar_of(key)]
 
-    async def delete(self, key: str) -> None:
-        """Delete, and remove the directories the delete left empty: a directory stands for
-        no object here, so a delimiter listing (the catalog's projects) must not show it."""
-        await super().delete(key)
-        await asyncio.to_thread(self._remove_empty_parents, key)
+    async def list_names(self, prefix: str) -> list[str]:
+        """As :meth:`Store.list_names`, leaving out directories that hold no file: a delete
+        leaves its directories behind (removing them would race a concurrent put creating
+        them: obstore's put fails when a directory it just made is gone), and a directory
+        stands for no object here."""
+        check_key(prefix + "x")
+        try:
+            return await asyncio.to_thread(self._names_below, self.root / prefix)
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.label}: {exc}") from exc
 
-    def _remove_empty_parents(self, key: str) -> None:
-        for name in (key, sidecar_of(key)):
-            parent = (self.root / name).parent
-            while parent != self.root:
-                try:  # refused once a directory holds anything, e.g. a concurrent put's file
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+    def _names_below(self, directory: Path) -> list[str]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if _holds_a_file(entry.path):
+                    names.append(entry.name)
+            elif entry.is_file(follow_symlinks=False) and "#" not in entry.name:
+                names.append(entry.name)  # ("#": obstore's staging files of puts under way)
+        if directory == self.root:
+            names = [name for name in names if name != META_PREFIX.rstrip("/")]
+        return sorted(names)
+
+
+def _holds_a_file(directory: str) -> bool:
+    """Whether any file lies below ``directory``: the first one found ends the search (a
+    project's directory holds files directly, so this is one small read of it)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                return True
+            if entry.is_dir(follow_symlinks=False) and _holds_a_file(entry.path):
+                return True
+    return False
