@@ -239,9 +239,10 @@ def test_a_losing_create_only_put_leaves_the_winners_metadata(writable_store: St
 
 def test_listing_names_and_after(writable_store: Store, request: pytest.FixtureRequest) -> None:
     """A delimiter listing gives one name per "directory" and forgets one whose last object
-    went (a local directory left empty is removed); ``after`` skips what sorts before it.
-    SeaweedFS's filer keeps a folder left empty for a while (its cleanup runs later): there
-    a deleted project's name stays in the listing, and readers check names they act on."""
+    went (a local directory that holds no file is left out); ``after`` skips what sorts
+    before it. SeaweedFS's filer keeps a folder left empty for a while (its cleanup runs
+    later): there a deleted project's name stays in the listing, and readers check names they
+    act on."""
 
     async def scenario() -> None:
         for key in ("catalog/a/1.json", "catalog/b/1.json", "catalog/b/2.json", "catalog/c"):
