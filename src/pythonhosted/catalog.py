@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -215,27 +216,29 @@ class CatalogWatch:
             return Changes()
         now = time.monotonic()
         behind = self._seen is not None and now - self._looked_at > CHANGES_KEPT - CLOCK_SKEW
-        new = [item.key for item in listed if self._seen is None or item.key not in self._seen]
+        markers = {item.key: found for item in listed if (found := _marker(item.key))}
+        new = [key for key in markers if self._seen is None or key not in self._seen]
         first = self._seen is None
-        stamps = [_stamp(key) for key in new]
-        self._newest_ns = max([self._newest_ns, *stamps])
+        self._newest_ns = max([self._newest_ns, *(markers[key][0] for key in new)])
         keep_from = self._newest_ns - skew
-        self._seen = {item.key for item in listed if _stamp(item.key) >= keep_from}
+        self._seen = {key for key, (stamp, _) in markers.items() if stamp >= keep_from}
         self._looked_at = now
         self._next = now + self.interval
         if first:
             return Changes()
         if behind:
             return Changes(everything=True)
-        return Changes(projects=frozenset(_project(key) for key in new))
+        return Changes(projects=frozenset(markers[key][1] for key in new))
 
 
-def _stamp(key: str) -> int:
-    return int(key[len(CHANGES_PREFIX) :].split("-", 1)[0])
+_MARKER = re.compile(r"(\d{20})-[0-9a-f]{12}-(.+)")
 
 
-def _project(key: str) -> str:
-    return key[len(CHANGES_PREFIX) :].split("-", 2)[2]
+def _marker(key: str) -> tuple[int, str] | None:
+    """(time stamp, project) of a change marker's key; None for anything else under the
+    prefix (an object someone else put there must not stop every reader)."""
+    found = _MARKER.fullmatch(key[len(CHANGES_PREFIX) :])
+    return (int(found[1]), found[2]) if found else None
 
 
 class ReadEpochs:

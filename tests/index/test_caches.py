@@ -219,6 +219,7 @@ def test_change_markers_written_by_a_slow_clock_are_still_seen(tmp_path: Path) -
         seen.append(await watch.changes())
         late = now - int((CLOCK_SKEW - 5) * 1e9)
         await store.put(f"{CHANGES_PREFIX}{late:020d}-bbbbbbbbbbbb-late-clock", b"")
+        await store.put(f"{CHANGES_PREFIX}not-a-marker", b"")  # someone else's: left alone
         seen.append(await watch.changes())
         seen.append(await watch.changes())
         return seen
