@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import os
 import re
 import shutil
@@ -39,7 +38,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +45,7 @@ import httpx
 
 from loadgen import Load, machine, nginx_conf, wrk
 from pythonhosted.files.upload import upload
+from pythonhosted.samples import wheel_of_size
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
@@ -72,20 +71,6 @@ SAME_HEADERS = "\n".join(
         ("X-PyPI-File-Python-Version", "py3"),
     ]
 )
-
-
-def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
-    """A valid wheel of about ``size`` bytes (stored, incompressible payload)."""
-    module = name.replace("-", "_")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr(f"{module}/payload.bin", os.urandom(size))
-        archive.writestr(
-            f"{module}-1.0.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n",
-        )
-        archive.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
-    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import base64
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import zipfile
 from collections.abc import Sequence
@@ -117,3 +118,18 @@ def build_sdist(
             info.mtime = 1704067200
             archive.addfile(info, io.BytesIO(data))
     return f"{root}.tar.gz", buffer.getvalue()
+
+
+def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
+    """A valid wheel of about ``size`` bytes whose payload does not compress (stored): what
+    the size-dependent tests and benchmarks serve."""
+    module = name.replace("-", "_")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{module}/payload.bin", os.urandom(size))
+        archive.writestr(
+            f"{module}-1.0.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n",
+        )
+        archive.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()

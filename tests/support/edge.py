@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import socket
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from typing import Any
 
 from pythonhosted.distributions import parse_filename, storage_key, wheel_metadata
 from pythonhosted.files.upload import content_type_for, upload
-from pythonhosted.samples import build_sdist, build_wheel
+from pythonhosted.samples import build_sdist, build_wheel, wheel_of_size
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, wait_for_port
 from support.processes import started
@@ -95,20 +93,6 @@ def edge_process(
     with started(command, env=env) as process:
         wait_for_port(bind, timeout=30)
         yield process
-
-
-def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:
-    """A valid wheel of about ``size`` bytes whose payload does not compress (stored)."""
-    module = name.replace("-", "_")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr(f"{module}/payload.bin", os.urandom(size))
-        archive.writestr(
-            f"{module}-1.0.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n",
-        )
-        archive.writestr(f"{module}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
-    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()
 
 
 def stored_wheel(url: str, name: str, size: int) -> Sample:
