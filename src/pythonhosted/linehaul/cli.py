@@ -350,11 +350,7 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
             raise click.ClickException(str(exc).splitlines()[0]) from exc
         click.echo(f"linehaul rollup: rebuilt the rollups of {url}", err=True)
         return
-    if not url.startswith("duckdb:"):
-        raise click.ClickException(f"rollup rebuilds DuckDB warehouses only, not {url!r}")
-    path = duckdb_path(url)
-    if not path.is_file():
-        raise click.ClickException(f"no warehouse at {path}")
+    path = _duckdb_file(url, f"rollup rebuilds DuckDB warehouses only, not {url!r}")
     try:
         db = DuckDBWarehouse(path)
         try:
@@ -364,6 +360,16 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
     except WarehouseError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     click.echo(f"linehaul rollup: rebuilt the rollups of {path}", err=True)
+
+
+def _duckdb_file(url: str, not_duckdb: str) -> Path:
+    """The existing DuckDB file ``url`` names; ``not_duckdb`` is the error for another URL."""
+    if not url.startswith("duckdb:"):
+        raise click.ClickException(not_duckdb)
+    path = duckdb_path(url)
+    if not path.is_file():
+        raise click.ClickException(f"no warehouse at {path}")
+    return path
 
 
 @linehaul.command("export")
@@ -397,11 +403,7 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
 
         click.echo(f"linehaul export: {_run(copy_clickhouse())} Parquet objects", err=True)
         return
-    if not url.startswith("duckdb:"):
-        raise click.ClickException(f"export reads DuckDB and ClickHouse warehouses, not {url!r}")
-    path = duckdb_path(url)
-    if not path.is_file():
-        raise click.ClickException(f"no warehouse at {path}")
+    path = _duckdb_file(url, f"export reads DuckDB and ClickHouse warehouses, not {url!r}")
 
     async def copy() -> int:
         store = open_store(to, BATCH_TIMEOUTS)

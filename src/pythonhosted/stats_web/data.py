@@ -50,14 +50,32 @@ class Version:
     published_at: datetime | None  # naive UTC
 
 
-class DataVersion:
+class _SignedVersion:
+    """A data version re-read only when a cheap signature of the warehouse changed."""
+
+    def __init__(self) -> None:
+        self.current = Version(-1, None)
+        self._signature: tuple[int, ...] | None = None
+
+    def signature(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def signature_seen(self) -> tuple[int, ...] | None:
+        """The signature when the version was last read."""
+        return self._signature
+
+    def stale(self) -> bool:
+        return self.signature() != self._signature
+
+
+class DataVersion(_SignedVersion):
     """The warehouse's data version, re-read only when its files changed."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self._wal = path.with_name(path.name + ".wal")
-        self._signature: tuple[int, ...] | None = None
-        self.current = Version(-1, None)
         self._lock = threading.Lock()
 
     def signature(self) -> tuple[int, ...]:
@@ -70,14 +88,6 @@ class DataVersion:
             else:
                 parts += [info.st_size, info.st_mtime_ns]
         return tuple(parts)
-
-    @property
-    def signature_seen(self) -> tuple[int, ...] | None:
-        """The files' signature when the version was last read."""
-        return self._signature
-
-    def stale(self) -> bool:
-        return self.signature() != self._signature
 
     def refresh(self, con: Connection, signature: tuple[int, ...]) -> Version:
         """Read the version (call with the signature taken before opening ``con``)."""
@@ -93,24 +103,13 @@ class DataVersion:
         return version
 
 
-class ClickHouseDataVersion:
+class ClickHouseDataVersion(_SignedVersion):
     """:class:`DataVersion` of a ClickHouse warehouse: the count of loads (each booked in
     ``linehaul_loaded_files`` right after its rows), asked at most every
     :data:`VERSION_TTL` seconds, so a publish shows within a second."""
 
-    def __init__(self) -> None:
-        self.current = Version(-1, None)
-        self._signature: tuple[int, ...] | None = None
-
     def signature(self) -> tuple[int, ...]:
         return (int(time.monotonic() / VERSION_TTL),)
-
-    @property
-    def signature_seen(self) -> tuple[int, ...] | None:
-        return self._signature
-
-    def stale(self) -> bool:
-        return self.signature() != self._signature
 
     def refresh(self, con: Connection, signature: tuple[int, ...]) -> Version:
         assert not isinstance(con, duckdb.DuckDBPyConnection)
