@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httptools
-import httpx
+
+from support.flood import fetch_all
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory, Upstream
@@ -87,20 +88,10 @@ def memo_entries(camo: Camo) -> dict[str, float]:
 
 async def _fetch_all(camo: Camo, targets: list[str], concurrency: int = CONCURRENCY) -> list[int]:
     """Every target through camo, ``concurrency`` at a time; the statuses in order."""
-    statuses = [0] * len(targets)
-    queue = list(enumerate(targets))
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=camo.base, timeout=30, limits=limits) as client:
-
-        async def worker() -> None:
-            while queue:
-                index, target = queue.pop()
-                headers = {"if-none-match": '"v1"'}  # the upstream's /etag answers 304
-                response = await client.get(camo.url(target), headers=headers)
-                statuses[index] = response.status_code
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
+    headers = {"if-none-match": '"v1"'}  # the upstream's /etag answers 304
+    requests = [(camo.url(target), headers) for target in targets]
+    answers = await fetch_all(camo.base, requests, concurrency=concurrency, timeout=30)
+    return [answer.status for answer in answers]
 
 
 def refused_flood(camo: Camo, start: int, count: int, pad: int = 0) -> None:

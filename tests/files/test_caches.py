@@ -10,27 +10,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
-
 from pythonhosted.web.bodycache import ENTRY_BYTES
 from support.edge import SAMPLES, EdgeFactory, seed
+from support.flood import fetch_all
 from support.metrics import sample
 
 WHEEL = SAMPLES["wheel"]
 
 
 async def _get_all(base_url: str, requests: list[tuple[str, dict[str, str]]]) -> list[int]:
-    statuses: list[int] = []
-    queue = list(reversed(requests))
-    async with httpx.AsyncClient(base_url=base_url) as client:
-
-        async def worker() -> None:
-            while queue:
-                path, headers = queue.pop()
-                statuses.append((await client.get(path, headers=headers)).status_code)
-
-        await asyncio.gather(*(worker() for _ in range(32)))
-    return statuses
+    return [answer.status for answer in await fetch_all(base_url, requests)]
 
 
 def test_thousands_of_distinct_ranges_fill_the_budget_not_memory(

@@ -31,6 +31,7 @@ from pythonhosted.samples import build_wheel
 from pythonhosted.storage import Store, open_store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.web.server import running
+from support.flood import fetch_all
 from support.metrics import sample
 from support.processes import wait_until
 
@@ -62,17 +63,9 @@ class CountingStore:
 
 
 async def _flood(base_url: str, names: list[str], concurrency: int = 32) -> list[int]:
-    statuses: list[int] = []
-    queue = list(reversed(names))
-    async with httpx.AsyncClient(base_url=base_url) as client:
-
-        async def worker() -> None:
-            while queue:
-                response = await client.get(f"/simple/{queue.pop()}/")
-                statuses.append(response.status_code)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
+    paths = [f"/simple/{name}/" for name in names]
+    answers = await fetch_all(base_url, paths, concurrency=concurrency)
+    return [answer.status for answer in answers]
 
 
 def test_a_flood_of_unknown_names_stays_within_the_bound(tmp_path: Path) -> None:
@@ -183,12 +176,16 @@ def test_the_root_page_follows_uploads_and_deletes_without_listing_the_catalog_a
     """3,000 projects, then 50 new ones and the only file of another deleted: the root page
     shows all of it within a second, from one small listing per changed project."""
     primary = open_store(f"file://{tmp_path}/primary")
-    for number in range(3_000):  # records as uploads write them, without building 3,000 wheels
-        record = FileRecord(
-            *(f"p{number}-1.0-py3-none-any.whl", f"/packages/aa/bb/{'c' * 60}/p{number}.whl"),
-            *(f"p{number}", "1.0", "bdist_wheel", "py3", 10, "0" * 64, "0" * 64, "2026-12-05"),
-        )
-        asyncio.run(primary.put(record_key(record.project, record.filename), record.to_json()))
+
+    async def put_records() -> None:  # records as uploads write them, without 3,000 wheels
+        for number in range(3_000):
+            record = FileRecord(
+                *(f"p{number}-1.0-py3-none-any.whl", f"/packages/aa/bb/{'c' * 60}/p{number}.whl"),
+                *(f"p{number}", "1.0", "bdist_wheel", "py3", 10, "0" * 64, "0" * 64, "2026-12-05"),
+            )
+            await primary.put(record_key(record.project, record.filename), record.to_json())
+
+    asyncio.run(put_records())
     gone = asyncio.run(upload(primary, *build_wheel("Gone", "1.0")))
     store = CountingStore(primary)
     app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]

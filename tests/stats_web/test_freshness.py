@@ -24,6 +24,7 @@ from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
+from support.flood import fetch_all
 from support.linehaul_data import gz
 from support.metrics import sample
 from support.processes import spawn
@@ -213,12 +214,9 @@ def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) 
     routes = ["/badge/demo-pkg.svg", "/api/packages/demo-pkg/overall", "/packages/demo-pkg"]
 
     async def burst(url: str) -> list[tuple[int, str]]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-            responses = await asyncio.gather(
-                *(client.get(route) for route in routes for _ in range(100))
-            )
-        return [(response.status_code, response.headers["etag"]) for response in responses]
+        paths = [route for route in routes for _ in range(100)]
+        answers = await fetch_all(url, paths, concurrency=200)
+        return [(answer.status, answer.headers["etag"]) for answer in answers]
 
     with running(build_app(warehouse.settings)) as url:
         answers = asyncio.run(burst(url))
