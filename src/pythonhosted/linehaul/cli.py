@@ -1,4 +1,9 @@
-"""``pythonhosted linehaul``: the analytics pipeline's commands."""
+"""``pythonhosted linehaul``: the analytics pipeline's commands.
+
+The warehouse engines (DuckDB, ClickHouse) are imported by the commands that use them: an
+ingest worker, started every few minutes by a scheduler (and hundreds of times by the tests),
+has no use for them, and they were a third of its start-up.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +30,6 @@ from pythonhosted.linehaul.service import build_app
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, uploads_url, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import LoadResult, WarehouseError, open_warehouse
-from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
-from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
-from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
-from pythonhosted.warehouse.duck import DuckDBWarehouse, duckdb_path
-from pythonhosted.warehouse.parquet import export
 from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
 
 T = TypeVar("T")
@@ -338,6 +338,9 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
     BigQuery's rollups are materialized views that BigQuery maintains; ClickHouse's are
     rebuilt here too (run it while nothing loads).
     """
+    from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
+    from pythonhosted.warehouse.duck import DuckDBWarehouse
+
     url = warehouse or warehouse_url(settings)
     if url.startswith(("chdb:", "clickhouse:")):
         try:
@@ -364,6 +367,8 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
 
 def _duckdb_file(url: str, not_duckdb: str) -> Path:
     """The existing DuckDB file ``url`` names; ``not_duckdb`` is the error for another URL."""
+    from pythonhosted.warehouse.duck import duckdb_path
+
     if not url.startswith("duckdb:"):
         raise click.ClickException(not_duckdb)
     path = duckdb_path(url)
@@ -385,6 +390,10 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
 
     Writes TABLE/date=YYYY-MM-DD/data_0.parquet and deletes what an earlier export left there.
     """
+    from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
+    from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
+    from pythonhosted.warehouse.parquet import export
+
     url = warehouse or warehouse_url(settings)
     if url.startswith(("chdb:", "clickhouse:")):
         if url.startswith("chdb:") and not chdb_path(url).is_dir():
@@ -423,6 +432,9 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
 def import_command(settings: Settings, warehouse: str | None, source: str) -> None:
     """Load Parquet files of an export (TABLE/date=.../*.parquet) into a ClickHouse warehouse,
     each file once: moving a DuckDB warehouse to ClickHouse is export, then import."""
+    from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
+    from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
+
     url = warehouse or warehouse_url(settings)
     if not url.startswith(("chdb:", "clickhouse:")):
         raise click.ClickException(f"import loads ClickHouse warehouses only, not {url!r}")
