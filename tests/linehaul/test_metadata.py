@@ -195,7 +195,7 @@ def _draining(process: subprocess.Popen[bytes], left: Callable[[], int], before:
 
 
 @pytest.mark.parametrize(
-    ("kind", "queued", "batch", "rounds"), [("duckdb", 3000, 150, 8), ("chdb", 600, 50, 4)]
+    ("kind", "queued", "batch", "rounds"), [("duckdb", 1500, 75, 8), ("chdb", 600, 50, 4)]
 )
 def test_each_upload_is_one_row_after_sigkills_of_publish(
     tmp_path: Path, kind: str, queued: int, batch: int, rounds: int

@@ -91,7 +91,7 @@ def _hammer(base: str, stop: threading.Event, seen: list[int], failures: list[st
 def test_answers_stay_right_while_publish_writes(tmp_path: Path, where: str) -> None:
     warehouse = build(tmp_path, event_lines())
     before = 9  # demo-pkg with mirrors, up to yesterday (EVENTS)
-    rounds, per_round = 6, 300
+    rounds, per_round = 4, 300
     seen: list[int] = []
     failures: list[str] = []
     stop = threading.Event()
