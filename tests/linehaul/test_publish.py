@@ -206,7 +206,7 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(
         logs_url, results_url = f"{base}/logs?{query}", f"{base}/results?{query}"
     else:
         logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
-    expected = seed_unique(open_store(logs_url), objects=30, lines=8000)
+    expected = seed_unique(open_store(logs_url), objects=30, lines=4000)
     warehouse = f"duckdb://{tmp_path}/w.duckdb"
     ingest = ["ingest", "--logs", logs_url, "--results", results_url]
     publish = ["publish", "--results", results_url, "--warehouse", warehouse]
