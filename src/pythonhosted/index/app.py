@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from packaging.utils import canonicalize_name
 from prometheus_client import Gauge
 
-from pythonhosted.catalog import CatalogWatch
+from pythonhosted.catalog import CatalogWatch, is_project_name
 from pythonhosted.eventlog import EventLog
 from pythonhosted.index.cached_catalog import CatalogPages
 from pythonhosted.index.negotiate import choose
@@ -96,7 +96,7 @@ class IndexApp:
             await send_text(send, 404, "Not Found", headers=security)
             return
         name = path[len("/simple/") :].rstrip("/")
-        if "/" in name:
+        if "/" in name or (name and not is_project_name(name)):
             await send_text(send, 404, "Not Found", headers=security)
             return
         if name and (name != canonicalize_name(name) or not path.endswith("/")):
