@@ -17,7 +17,13 @@ def test_safe_keys(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["", "/abs", "a//b", "a/./b", "a/../b", "..", ".", "a/..", "./a", "a\\b", "a\x00b"]
+    "key",
+    [
+        *["", "/abs", "a//b", "a/./b", "a/../b", "..", ".", "a/..", "./a", "a\\b", "a\x00b"],
+        *["a\nb", "p/\x01", "p/a\x7f"],  # control characters
+        *["p/" + "a" * 256, "p/" + "é" * 128],  # a segment over 255 bytes
+        "/".join(["a" * 200] * 6),  # over 1,024 bytes
+    ],
 )
 def test_unsafe_keys(key: str) -> None:
     assert not is_safe_key(key)
@@ -41,6 +47,12 @@ def test_unsafe_keys(key: str) -> None:
         (b"proj", None),
         (b"//etc/passwd", None),
         (b"/proj/../secret", None),
+        (b"/proj/a%0ab", None),  # a control character, escaped
+        (b"/proj/%7f", None),
+        (b"/proj/" + b"a" * 255, "/proj/" + "a" * 255),  # a file system's longest name
+        (b"/proj/" + b"a" * 256, None),
+        (b"/proj/" + b"%C3%A9" * 128, None),  # 128 characters, 256 bytes
+        (b"/a" + b"/b" * 600, None),  # more than any store's longest key
     ],
 )
 def test_request_paths(raw: bytes, path: str | None) -> None:

@@ -24,9 +24,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 import orjson
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidName, canonicalize_name
 
 from pythonhosted.coalesce import Coalescer
+from pythonhosted.objectkeys import MAX_SEGMENT_BYTES
 from pythonhosted.storage import NotFound, StorageError, Store
 from pythonhosted.storage.stores import Listed
 
@@ -82,6 +83,22 @@ class FileRecord:
 _FIELDS = tuple(field.name for field in fields(FileRecord))
 
 
+def is_project_name(name: str) -> bool:
+    """Whether ``name`` can name a project: PEP 508's rule (ASCII letters, digits, ``.``,
+    ``-``, ``_``) and short enough to be a key's segment.
+
+    A name from a request that fails it names no project and is never looked up: a newline or
+    a 300-character name used to reach the store, whose refusal the index and conveyor
+    answered with 503 (and the index then put the CR LF of ``/simple/A%0d%0a…/`` into a
+    redirect's Location header: a 500).
+    """
+    try:
+        canonicalize_name(name, validate=True)
+    except InvalidName:
+        return False
+    return len(name) <= MAX_SEGMENT_BYTES
+
+
 def record_key(project: str, filename: str) -> str:
     return f"{PREFIX}{canonicalize_name(project)}/{filename}.json"
 
@@ -113,8 +130,11 @@ async def put_record(store: Store, record: FileRecord) -> None:
 async def project_records(store: Store, project: str) -> list[FileRecord]:
     """Every file of one project, sorted by filename.
 
-    A record deleted between the listing and its read is left out, not an error.
+    A record deleted between the listing and its read is left out, not an error; a name that
+    cannot be a project's has none.
     """
+    if not is_project_name(project):
+        return []
     return await _read_all(store, await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
 
 
@@ -145,6 +165,8 @@ async def projects(store: Store) -> list[str]:
 
 
 async def has_files(store: Store, project: str) -> bool:
+    if not is_project_name(project):
+        return False
     return bool(await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
 
 

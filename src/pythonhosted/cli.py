@@ -23,6 +23,8 @@ from pythonhosted.storage import StorageError
 from pythonhosted.web.allocator import return_memory_promptly
 from pythonhosted.web.listener import ListenError
 
+log = logging.getLogger(__name__)
+
 # Each service's commands live with the service and are imported only when used: a worker
 # process of one service never pays for another's libraries (memory, start-up time).
 SERVICE_COMMANDS = {
@@ -59,6 +61,9 @@ class LazyGroup(click.Group):
     It also turns what a command lets through into one line: usage and configuration errors,
     addresses that cannot be served and paths that cannot be used as configured (exit
     status 2), store failures, which name their store, and other system errors (exit status 1).
+    Anything else is a case no command foresaw (``stats --days`` of 20 digits overflowed a
+    date, ``files serve --workers`` of 20 digits overflowed granian): one line naming the
+    exception, exit status 1, and the traceback in the log at DEBUG level.
     """
 
     def invoke(self, ctx: click.Context) -> object:
@@ -75,6 +80,14 @@ class LazyGroup(click.Group):
             if exc.errno in _PATH_ERRORS:  # e.g. a read-only or misplaced data dir
                 raise UsageLine(line) from exc
             raise click.ClickException(line) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            log.debug("unforeseen error", exc_info=True)
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise click.ClickException(
+                f"{type(exc).__name__}: {reason} (PYTHONHOSTED_LOG_LEVEL=DEBUG logs the traceback)"
+            ) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *SERVICE_COMMANDS})

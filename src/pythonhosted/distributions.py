@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from packaging.metadata import parse_email
 from packaging.utils import (
+    InvalidName,
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
@@ -25,10 +26,14 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from pythonhosted.archives import ArchiveRefused, tar_gz_member, zip_member
+from pythonhosted.objectkeys import MAX_SEGMENT_BYTES
 
 HASHED_PATH = re.compile(r"^/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{60}/[^/]+$")
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 METADATA_MAX_BYTES = 2**20  # core metadata is a few KB; the longest README on PyPI is < 1 MiB
+# The longest name a file's objects get: its PEP 658 sidecar's metadata in a local store.
+LONGEST_SUFFIX = ".metadata.json"
+MAX_FILENAME_BYTES = MAX_SEGMENT_BYTES - len(LONGEST_SUFFIX)
 
 
 class InvalidDistribution(ValueError):
@@ -58,20 +63,35 @@ class Distribution:
 
 
 def parse_filename(filename: str) -> Distribution:
-    """Classify a distribution by its filename; InvalidDistribution for anything else."""
+    """Classify a distribution by its filename; InvalidDistribution for anything else.
+
+    The project's name must be a PEP 508 name (packaging's parsers let a newline through),
+    and the filename short enough that it and its sidecars fit a store key's segment: such a
+    name used to get as far as the store, and its refusal was a traceback.
+    """
     if "/" in filename or "\\" in filename:
         raise InvalidDistribution(f"{filename}: not a plain filename")
+    if len(filename.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
+        raise InvalidDistribution(
+            f"{filename[:60]}...: longer than {MAX_FILENAME_BYTES} bytes (with "
+            f"{LONGEST_SUFFIX!r} it must fit the {MAX_SEGMENT_BYTES} bytes of a store key's name)"
+        )
     try:
         if filename.endswith(".whl"):
             name, version, _build, tags = parse_wheel_filename(filename)
             pythons = sorted({tag.interpreter for tag in tags})
-            return Distribution(filename, name, str(version), "bdist_wheel", ".".join(pythons))
-        if filename.endswith(SDIST_SUFFIXES):
+            dist = Distribution(filename, name, str(version), "bdist_wheel", ".".join(pythons))
+        elif filename.endswith(SDIST_SUFFIXES):
             name, version = parse_sdist_filename(filename)
-            return Distribution(filename, name, str(version), "sdist", "source")
+            dist = Distribution(filename, name, str(version), "sdist", "source")
+        else:
+            raise InvalidDistribution(f"{filename}: not a wheel (.whl) or sdist (.tar.gz, .zip)")
+        canonicalize_name(name, validate=True)
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
         raise InvalidDistribution(f"{filename}: {exc}") from exc
-    raise InvalidDistribution(f"{filename}: not a wheel (.whl) or sdist (.tar.gz, .zip)")
+    except InvalidName:
+        raise InvalidDistribution(f"{filename!r}: {name!r} is not a project name") from None
+    return dist
 
 
 def storage_key(data: bytes, filename: str) -> str:

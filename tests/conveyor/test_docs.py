@@ -203,6 +203,24 @@ def test_traversal_attempts_are_404(site: str, target: str) -> None:
         assert b"outside every project" not in data
 
 
+def test_names_no_store_can_hold_are_404(site: str) -> None:
+    """A name longer than a file system's (255 bytes) or with a control character names no
+    page: 404 as for any missing page, not a 503 that says the store failed."""
+    targets = [
+        f"/proj/{'a' * 300}.html",
+        f"/{'p' * 300}/",
+        f"/{'p' * 300}/index.html",
+        f"/proj/{'%C3%A9' * 128}.html",
+        "/proj/a%0ab.html",
+        "/proj%01/",
+        "/proj/" + "/".join(["d" * 200] * 6),  # longer than any store's longest key
+    ]
+    for target in targets:
+        status, data = raw_request(site, f"GET {target} HTTP/1.1")
+        assert (status, data.endswith(b"\r\n\r\nNot Found\n")) == (404, True), target
+    assert httpx.get(site + "/_health").status_code == 200
+
+
 def test_other_methods_are_405(site: str) -> None:
     response = httpx.post(site + "/proj/")
     assert (response.status_code, response.headers["allow"]) == (405, "GET, HEAD")

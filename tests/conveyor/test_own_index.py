@@ -18,6 +18,7 @@ from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
 from support.conveyor import ConveyorFactory
+from support.edge import raw_request
 
 WHEEL = build_wheel("Demo_Pkg", "1.0")
 SDIST = build_sdist("demo-pkg", "1.0")
@@ -50,6 +51,24 @@ def test_own_index_relative_targets(
     assert wrong_python.headers["reason"] == "no file found"
     assert signature.headers["reason"] == "missing signature file"
     assert (unknown.status_code, unknown.headers["reason"]) == (404, "no file found")
+
+
+def test_names_no_project_can_have_are_404(
+    primary: tuple[str, dict[str, str]], conveyor: ConveyorFactory
+) -> None:
+    """A name outside PEP 508's rule is never looked up: 404, not the 503 the store's refusal
+    of a newline or a 300-character name gave."""
+    url, _ = primary
+    names = ["d%0a", "d%01x", "d" * 300, "d%C3%A9", "d-"]
+    with conveyor(primary=url) as base:
+        answers = [
+            raw_request(base, f"GET /packages/py3/d/{name}/demo_pkg-1.0-py3-none-any.whl HTTP/1.1")
+            for name in names
+        ]
+        metrics = httpx.get(base + "/metrics").text
+    for status, data in answers:
+        assert (status, b"\r\nreason: no file found\r\n" in data) == (404, True)
+    assert 'status="503"' not in metrics
 
 
 def test_own_index_with_files_base_url_from_s3(s3_url: str, conveyor: ConveyorFactory) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
-from pythonhosted.conveyor.redirects import MAX_BYTES, REDIRECTS_KEY, parse_redirects
+from pythonhosted.conveyor import redirects as redirects_module
+from pythonhosted.conveyor.redirects import MAX_BYTES, REDIRECTS_KEY, RedirectFile, parse_redirects
 from pythonhosted.storage import open_store
 from support.conveyor import ConveyorFactory
 
@@ -221,3 +223,32 @@ def test_an_oversized_table_is_refused_and_the_old_one_kept(
         1,
         f"Error: redirects.txt is malformed, fix it first: larger than {MAX_BYTES} bytes\n",
     )
+
+
+def test_requests_are_answered_while_a_table_is_parsed(
+    tmp_path: Path, conveyor: ConveyorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest table takes about a second of CPU to parse; that runs beside the requests,
+    not in front of them (on the event loop it held up every request of the process, all of
+    `pythonhosted serve`'s services, for 2.5 s). The parse here waits until a request has
+    been answered: with the parse on the loop, nothing is answered and the request fails."""
+    parsing, answered = threading.Event(), threading.Event()
+    real = redirects_module.parse_redirects
+
+    def held_parse(data: bytes) -> RedirectFile:
+        parsing.set()
+        answered.wait(60)
+        return real(data)
+
+    monkeypatch.setattr(redirects_module, "parse_redirects", held_parse)
+    store = f"file://{tmp_path}/docs"
+    put(store, "proj/index.html", b"proj docs")
+    with conveyor(docs=store, redirects_reload_interval=0.1) as base:
+        put(store, REDIRECTS_KEY, line("proj", "https://proj.example"))
+        assert parsing.wait(30)
+        try:
+            during = httpx.get(base + "/proj/", timeout=20)
+        finally:
+            answered.set()
+        assert (during.status_code, during.content) == (200, b"proj docs")
+        wait_for(lambda: httpx.get(base + "/proj/").headers.get("location") is not None)

@@ -80,6 +80,7 @@ def test_upload_replaces_a_site(store_url: str, tmp_path: Path, conveyor: Convey
     [
         ("..", "dir", "invalid project name"),
         ("a/b", "dir", "invalid project name"),
+        ("a" * 256, "dir", "invalid project name"),
         ("proj", "missing", "no such directory or zip file"),
         ("proj", "notzip", "not a zip archive"),
         ("proj", "evilzip", "refusing unsafe file name"),
@@ -144,6 +145,7 @@ def test_redirect_edits(tmp_path: Path, conveyor: ConveyorFactory) -> None:
         (["--remove", "proj", "https://x.example"], "give either BASE_URI or --remove"),
         (["proj", "ftp://x.example"], "base URI must be an http(s) URL"),
         (["../x", "https://x.example"], "invalid project name"),
+        (["a" * 256, "https://x.example"], "invalid project name"),
     ],
 )
 def test_redirect_errors(tmp_path: Path, args: list[str], message: str) -> None:

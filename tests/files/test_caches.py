@@ -8,8 +8,16 @@ thousands of distinct tiny ranges, or for paths that do not exist, cannot grow t
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import random
 from pathlib import Path
 
+import httpx
+
+from pythonhosted.files.upload import upload
+from pythonhosted.samples import build_wheel
+from pythonhosted.storage import open_store
 from pythonhosted.web.bodycache import ENTRY_BYTES
 from support.edge import SAMPLES, EdgeFactory, seed
 from support.flood import fetch_all
@@ -53,3 +61,24 @@ def test_located_objects_are_bounded_in_entries(edge: EdgeFactory, tmp_path: Pat
         paths = [(sample_.path, {}) for sample_ in SAMPLES.values()] * 50
         assert asyncio.run(_get_all(url, paths)) == [200] * 100
         assert sample(url, "files_cache_entries", cache="objects") == 1
+
+
+def test_a_burst_for_a_large_metadata_file_compresses_it_once_within_the_budget(
+    edge: EdgeFactory, tmp_path: Path
+) -> None:
+    """200 requests (32 at a time) for a 400 KB ``.metadata`` with gzip share one compression,
+    and the compressed copy is charged to the body cache's budget (it was compressed once per
+    request, 500 at once: +340 MB, and kept beside each object outside any budget)."""
+    primary = f"file://{tmp_path}/primary"
+    description = base64.b64encode(random.Random(7).randbytes(300_000)).decode()
+    filename, data = build_wheel("Big-Meta", "1.0", description=description)
+    record = asyncio.run(upload(open_store(primary), filename, data))
+    metadata = asyncio.run(open_store(primary).get_bytes(record.path[1:] + ".metadata"))
+    compressed = gzip.compress(metadata, compresslevel=6, mtime=0)
+    with edge(primary=primary) as url:
+        burst = [(record.path + ".metadata", {"Accept-Encoding": "gzip"})] * 200
+        assert asyncio.run(_get_all(url, burst)) == [200] * 200
+        assert sample(url, "files_cache_bytes") == len(compressed) + ENTRY_BYTES
+        again = httpx.get(url + record.path + ".metadata", headers={"Accept-Encoding": "gzip"})
+        assert (again.headers["content-encoding"], again.content) == ("gzip", metadata)
+        assert sample(url, "files_cache_bytes") == len(compressed) + ENTRY_BYTES

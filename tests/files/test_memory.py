@@ -12,30 +12,12 @@ from pathlib import Path
 
 from pythonhosted.web.server import Bind, free_port
 from support.edge import edge_process, stored_wheel
+from support.memory import resident, settled
 from support.processes import wait_until
 
 READERS = 1000
 PER_CONNECTION_LIMIT = 128 * 1024  # target 64 KB (nginx: ~10 KB; the pathsend route: ~290 KB)
 BACK_TO_IDLE = 1.2  # of the idle resident size, after the readers left
-
-
-def resident(pid: int) -> int:
-    """The process's resident set size, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def settled(pid: int) -> int:
-    """The resident size once it stops moving (two readings 0.5 s apart within 1 MB)."""
-    readings = [resident(pid)]
-
-    def still() -> int | None:
-        readings.append(resident(pid))
-        return readings[-1] if abs(readings[-1] - readings[-2]) < 2**20 else None
-
-    return wait_until(still, timeout=30, interval=0.5)
 
 
 def slow_readers(bind: Bind, path: str, count: int) -> list[socket.socket]:

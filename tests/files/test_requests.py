@@ -175,6 +175,30 @@ def test_hostile_paths(edge: EdgeFactory, primary_url: str, path: str, status: i
     assert b"root:" not in data
 
 
+def test_names_no_store_can_hold_are_bad_requests(edge: EdgeFactory, tmp_path: Path) -> None:
+    """A file name longer than a file system's (255 bytes) or one with a control character
+    names nothing: 400, not a 503 that counts the primary as unavailable and sends every such
+    request on to the archive."""
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    prefix = WHEEL.path.rsplit("/", 1)[0]
+    paths = [
+        f"{prefix}/{'a' * 300}.whl",
+        f"{prefix}/{'a' * 300}.whl.metadata",
+        f"{prefix}/{'%C3%A9' * 128}.whl",
+        f"{prefix}/a%0ab.whl",
+        f"{prefix}/a%7f.whl",
+    ]
+    with edge(primary=primary, archive=f"file://{tmp_path}/archive") as url:
+        answers = [raw_request(url, f"GET {path} HTTP/1.1") for path in paths]
+        metrics = httpx.get(url + "/metrics").text
+        health = httpx.get(url + "/_health")
+    assert [code for code, _ in answers] == [400] * len(paths)
+    assert all(data.endswith(b"\r\n\r\nBad request path\n") for _, data in answers)
+    assert "files_archive_fallbacks_total{" not in metrics
+    assert health.status_code == 200
+
+
 def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, primary_url: str) -> None:
     garbage = (
         "Range: bytes=99999999999999999999999-\r\n"

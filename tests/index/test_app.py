@@ -18,7 +18,7 @@ from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
-from support.edge import SAMPLES, metadata_of, seed
+from support.edge import SAMPLES, metadata_of, raw_request, seed
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
@@ -131,6 +131,27 @@ def test_unknown_project_and_methods(index: str) -> None:
     assert httpx.get(index + "/simple/nothing-here/").status_code == 404
     assert httpx.post(index + "/simple/demo-pkg/").status_code == 405
     assert httpx.get(index + "/elsewhere").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "%00",
+        "a%0ab",
+        "A%0d%0aSet-Cookie:%20x=1",  # was put into a redirect's Location: a 500
+        "Caf%C3%A9",  # not ASCII: was redirected with raw UTF-8 in Location
+        "-leading",
+        "a" * 300,  # longer than a key's segment: was a 503 from the store
+    ],
+)
+def test_names_no_project_can_have_are_404(index: str, name: str) -> None:
+    """A name outside PEP 508's rule names no project: 404, never a redirect or a store error."""
+    for path in (f"/simple/{name}/", f"/simple/{name}"):
+        status, data = raw_request(index, f"GET {path} HTTP/1.1")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert (status, body) == (404, b"Not Found\n"), path
+        assert b"location" not in head.lower()
+    assert httpx.get(index + "/_health").text == "OK\n"
 
 
 def test_etag_and_304(index: str) -> None:

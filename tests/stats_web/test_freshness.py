@@ -200,6 +200,30 @@ def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
     assert len(app.cache) <= 50 and app.cache.bytes <= 20_000
 
 
+def test_long_query_strings_count_against_the_cache_budget(tmp_path: Path) -> None:
+    """Each cached answer is charged for its key: 150 answers of a few hundred bytes under
+    6 KB query strings (ignored parameters) fill a 500 KB budget and push the first answer
+    out, where counting only bodies kept all of them (and 230 MB of keys for 64 MB)."""
+    warehouse = build(tmp_path, event_lines())
+    settings = warehouse.settings.model_copy(
+        update={"stats_web": StatsWebSettings(cache_bytes=500_000)}
+    )
+
+    def computed(base: str) -> float:
+        return sample(base, "stats_web_answers_computed_total")
+
+    with running(build_app(settings)) as base, httpx.Client() as client:
+        assert client.get(base + "/api/v1/top").status_code == 200
+        assert client.get(base + "/api/v1/top").status_code == 200  # cached
+        before = computed(base)
+        padding = "x" * 6000
+        for n in range(150):
+            assert client.get(f"{base}/api/v1/top?junk={n}{padding}").status_code == 200
+        assert computed(base) == before + 150
+        assert client.get(base + "/api/v1/top").status_code == 200
+        assert computed(base) == before + 151  # pushed out: computed again
+
+
 def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
     with running(build_app(warehouse.settings)) as base:

@@ -8,6 +8,7 @@ import re
 import httpx
 
 from pythonhosted.warehouse.mirrors import MIRRORS
+from support.edge import raw_request
 from support.stats_warehouse import d
 
 
@@ -94,3 +95,13 @@ def test_static_assets_are_ours_and_licensed(base: str) -> None:
     assert httpx.get(base + "/static/../app.py").status_code == 404
     assert httpx.get(base + "/static/.hidden").status_code == 404
     assert httpx.get(base + "/nowhere").status_code == 404
+
+
+def test_asset_names_never_reach_the_file_system(base: str) -> None:
+    """A name that is not one of the assets is 404, whatever it is: a 5,000-character one was
+    stat'ed and its ENAMETOOLONG answered 500."""
+    for name in ("a" * 5000, "%00", "a%0ab", "..%5capp.py", "style.css%00.js", "style.css/"):
+        status, data = raw_request(base, f"GET /static/{name} HTTP/1.1")
+        assert (status, data.endswith(b"\r\n\r\nNot found\n")) == (404, True), name[:40]
+    style = httpx.get(base + "/static/style.css")
+    assert style.headers["content-type"] == "text/css; charset=utf-8"

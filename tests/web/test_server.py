@@ -18,6 +18,9 @@ def test_bind_parse() -> None:
         Bind.parse("localhost")
     with pytest.raises(ValueError, match="HOST:PORT"):
         Bind.parse("h:99999")
+    for hostile in ("[::1:80", "::1]:80", "::1:80", "[127.0.0.1]:80", "h:²", "h:" + "9" * 5000):
+        with pytest.raises(ValueError, match="bind address must be HOST:PORT"):
+            Bind.parse(hostile)
 
 
 def test_running_serves_and_runs_lifespan() -> None:

@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from pythonhosted.config import ConveyorSettings
+from pythonhosted.objectkeys import MAX_KEY_BYTES, MAX_SEGMENT_BYTES
 from pythonhosted.storage.stores import check_key
 
 PIECE = 1024 * 1024
 RATIO_FLOOR = 1024 * 1024  # below this a member cannot amplify anything worth refusing
-MAX_KEY_BYTES = 1024  # S3's and GCS's key limit (the project prefix included)
-MAX_PART_BYTES = 255  # a file name on every local file system
 SIGNATURE = b"PK\x01\x02"  # starts every entry of a zip's central directory
 # A zip's directory entries count as entries, not files: room for one directory per file.
 ENTRIES_PER_FILE = 2
@@ -143,15 +142,18 @@ class _Checker:
         """``name`` if it is a safe relative file name, else BundleError."""
         parts = name.split("/")
         try:
-            key = check_key(f"{self.project}/{name}")
-            encoded = key.encode("utf-8")
-        except (ValueError, UnicodeEncodeError):
+            encoded = f"{self.project}/{name}".encode()
+            longest = max(len(part.encode()) for part in parts)
+        except UnicodeEncodeError:
+            raise self.refuse(f"refusing unsafe file name {name!r}") from None
+        if len(encoded) > MAX_KEY_BYTES or longest > MAX_SEGMENT_BYTES:  # before the key rule,
+            raise self.refuse(f"refusing file name {name[:60]!r}...: too long")  # to say why
+        try:
+            check_key(f"{self.project}/{name}")
+        except ValueError:
             raise self.refuse(f"refusing unsafe file name {name!r}") from None
         if "" in parts or any(unicodedata.category(char) == "Cc" for char in name):
             raise self.refuse(f"refusing unsafe file name {name!r}")
-        longest = max(len(part.encode()) for part in parts)
-        if len(encoded) > MAX_KEY_BYTES or longest > MAX_PART_BYTES:
-            raise self.refuse(f"refusing file name {name[:60]!r}...: too long")
         return name
 
     def count(self) -> None:

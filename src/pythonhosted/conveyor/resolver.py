@@ -19,7 +19,7 @@ import time
 from cachetools import LRUCache
 from packaging.utils import canonicalize_name
 
-from pythonhosted.catalog import CatalogWatch, ReadEpochs
+from pythonhosted.catalog import CatalogWatch, ReadEpochs, is_project_name
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.projectfiles import ProjectFiles
@@ -38,6 +38,9 @@ class UpstreamStatus(Exception):
 # of an entry's weight only up to this many characters.
 MAX_CACHED_NAME = 255
 ENTRY_WEIGHT = 512 + MAX_CACHED_NAME  # the key, the entry and the cache's own bookkeeping
+
+
+NO_FILES = ProjectFiles(())
 
 
 def weight(entry: Entry) -> int:
@@ -73,6 +76,8 @@ class Resolver:
             for name in changes.projects:
                 self._cache.pop(name, None)
             self._epochs.advance(changes)
+        if not is_project_name(project):
+            return NO_FILES  # never a project's name: no source is asked (nor cached)
         entry = await self._entry(canonicalize_name(project))
         if entry.files is None:
             raise UpstreamStatus(entry.status)

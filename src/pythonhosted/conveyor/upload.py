@@ -18,11 +18,11 @@ wins, and either may delete the other's new files); run them one at a time.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pythonhosted.catalog import is_project_name
 from pythonhosted.conveyor.bundle import (
     PIECE,
     Bundle,
@@ -45,8 +45,6 @@ from pythonhosted.conveyor.redirects import (
 from pythonhosted.conveyor.targets import InvalidTarget, check_target
 from pythonhosted.storage import NotFound, Store
 
-# A project's docs prefix is one path segment; PEP 508's name rule keeps out "..", "/" and NUL.
-PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Small files are read a batch at a time in one thread hop (a hop per file doubled the time
 # of a 20,000-file upload), BATCHES batches at once: at most 2 x 16 x 1 MiB held.
 WHOLE_BYTES = PIECE  # larger files are streamed, STREAMS at a time
@@ -67,7 +65,10 @@ class Published:
 
 
 def check_project(project: str) -> str:
-    if not PROJECT.match(project):
+    """A project's docs prefix is one path segment: PEP 508's name rule keeps out "..", "/"
+    and NUL, and its length limit names a site requests can reach (a 300-character name was
+    accepted, and no request can name it)."""
+    if not is_project_name(project):
         raise PublishError(f"invalid project name {project!r}")
     return project
 

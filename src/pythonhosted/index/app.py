@@ -10,7 +10,6 @@ themselves say max-age=600 as PyPI's do), and every project-page request writes 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from urllib.parse import parse_qs
 from packaging.utils import canonicalize_name
 from prometheus_client import Gauge
 
-from pythonhosted.catalog import CatalogWatch
+from pythonhosted.catalog import CatalogWatch, is_project_name
 from pythonhosted.eventlog import EventLog
 from pythonhosted.index.cached_catalog import CatalogPages
 from pythonhosted.index.negotiate import choose
@@ -30,6 +29,7 @@ from pythonhosted.index.render import (
     project_html,
     project_json,
 )
+from pythonhosted.index.rendered import Page, RenderedPages
 from pythonhosted.logline import simple_line
 from pythonhosted.storage import StorageError, Store
 from pythonhosted.web.clientfacts import ClientFacts
@@ -64,6 +64,7 @@ class IndexApp:
         self.pages = CatalogPages(
             store, self.options.cache_ttl, self.options.cache_max_bytes, CatalogWatch(store)
         )
+        self.rendered = RenderedPages(self.options.cache_max_bytes)
         entries = Gauge("index_cache_entries", "Project names cached.", registry=self.registry)
         entries.set_function(lambda: self.pages.entries)
         size = Gauge(
@@ -96,7 +97,7 @@ class IndexApp:
             await send_text(send, 404, "Not Found", headers=security)
             return
         name = path[len("/simple/") :].rstrip("/")
-        if "/" in name:
+        if "/" in name or (name and not is_project_name(name)):
             await send_text(send, 404, "Not Found", headers=security)
             return
         if name and (name != canonicalize_name(name) or not path.endswith("/")):
@@ -113,17 +114,17 @@ class IndexApp:
             )
             return
         try:
-            body = await (
+            page = await (
                 self._project(scope, name, content_type) if name else self._root(content_type)
             )
         except StorageError as exc:
             log.warning("index unavailable for %r: %s", name, exc)
             await send_text(send, 503, "Storage unavailable", headers=security)
             return
-        if body is None:
+        if page is None:
             await send_text(send, 404, "Not Found", headers=security)
             return
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        body, etag = page.body, page.etag
         response_headers = [
             *security,
             CACHE_CONTROL,
@@ -148,19 +149,23 @@ class IndexApp:
                 head=method == "HEAD",
             )
 
-    async def _root(self, content_type: str) -> bytes:
+    async def _root(self, content_type: str) -> Page:
         names = await self.pages.project_names()
-        return index_json(names) if content_type == JSON_TYPE else index_html(names)
+        render = index_json if content_type == JSON_TYPE else index_html
+        return self.rendered.page(("", content_type), names, lambda: render(names))
 
-    async def _project(self, scope: Scope, name: str, content_type: str) -> bytes | None:
+    async def _project(self, scope: Scope, name: str, content_type: str) -> Page | None:
         records = await self.pages.records(name)
         if not records:
             return None
         files_url = self.options.files_url or _own_origin(scope)
         display = records[0].project
-        if content_type == JSON_TYPE:
-            return project_json(display, records, files_url)
-        return project_html(display, records, files_url)
+        render = project_json if content_type == JSON_TYPE else project_html
+        return self.rendered.page(
+            (name, content_type, files_url),
+            records,
+            lambda: render(display, records, files_url),
+        )
 
     def _log_request(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
         if self.log is None or scope["method"] != "GET":

@@ -33,6 +33,7 @@ from pythonhosted.catalog import (
     projects,
 )
 from pythonhosted.coalesce import Coalescer
+from pythonhosted.index.rendered import Source
 from pythonhosted.storage import Store
 
 # What a cached name costs at least (key, list, the cache's own bookkeeping), and each record
@@ -74,11 +75,14 @@ class CatalogPages:
         if cached is not None:
             return cached
         epoch = self._epochs.of(name)
-        records = await self._reading.run((epoch, name), lambda: project_records(self.store, name))
+        records = await self._reading.run((epoch, name), lambda: self._read(name))
         # One larger than the whole cache is not kept, nor one read before a change.
         if _cost(records) <= self._pages.maxsize and epoch == self._epochs.of(name):
             self._pages[name] = records
         return records
+
+    async def _read(self, name: str) -> list[FileRecord]:
+        return Source(await project_records(self.store, name))  # one list, shared and kept
 
     async def project_names(self) -> list[str]:
         """Every project's normalised name (the root page lists the whole catalog)."""
@@ -105,7 +109,7 @@ class CatalogPages:
     async def _list_names(self) -> tuple[set[str], list[str]]:
         """The whole list, and the changed projects it covers (those seen before it began)."""
         covered = set(self._unsure)
-        return covered, await projects(self.store)
+        return covered, Source(await projects(self.store))
 
     async def _check_unsure(self) -> None:
         """Add or remove the changed projects: one small listing each."""
@@ -122,9 +126,9 @@ class CatalogPages:
             at = bisect.bisect_left(names, name)
             listed = at < len(names) and names[at] == name
             if present and not listed:
-                names = [*names[:at], name, *names[at:]]
+                names = Source([*names[:at], name, *names[at:]])
             elif listed and not present:
-                names = names[:at] + names[at + 1 :]
+                names = Source(names[:at] + names[at + 1 :])
             self._names = (expiry, names)
 
     async def _forget_changed(self) -> None:

@@ -68,6 +68,25 @@ from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+
+
+def _assets() -> dict[str, tuple[bytes, bytes]]:
+    """Every file of ``static/``: its body and type, read once.
+
+    A request names one of these or nothing: its name never reaches the file system (a
+    5,000-character name used to be stat'ed, and ENAMETOOLONG was a 500).
+    """
+    found: dict[str, tuple[bytes, bytes]] = {}
+    for path in sorted(STATIC.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind.endswith("javascript"):
+                kind += "; charset=utf-8"
+            found[path.name] = (path.read_bytes(), kind.encode())
+    return found
+
+
+ASSETS = _assets()
 CSP = (
     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -397,15 +416,13 @@ class StatsWebApp(Service):
         return answer.status
 
     async def _static(self, send: Send, name: str, head: bool) -> int:
-        target = STATIC / name
-        if "/" in name or name.startswith(".") or not target.is_file():
+        asset = ASSETS.get(name)
+        if asset is None:
             await send_text(send, 404, "Not found", headers=HEADERS)
             return 404
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        if kind.startswith("text/") or kind.endswith("javascript"):
-            kind += "; charset=utf-8"
+        body, kind = asset
         await send_response(
-            send, 200, target.read_bytes(), content_type=kind.encode(), head=head,
+            send, 200, body, content_type=kind, head=head,
             headers=[*HEADERS, (b"cache-control", b"public, max-age=86400")],
         )  # fmt: skip
         return 200

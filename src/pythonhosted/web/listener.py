@@ -40,11 +40,24 @@ class Bind:
 
     @classmethod
     def parse(cls, text: str) -> Bind:
-        """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> Bind; ValueError with a clear reason."""
+        """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> Bind; ValueError with a clear reason.
+
+        An IPv6 host needs both brackets and nothing else does (``[::1:80`` was taken as
+        ``[::1]:80``), and a port is 1-5 ASCII digits (``²`` and 5,000 digits reached int()).
+        """
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        bracketed = host.startswith("[") and host.endswith("]")
+        bare = host.strip("[]")
+        if (
+            not sep
+            or not bare
+            or (":" in bare) != bracketed
+            or (not bracketed and bare != host)
+            or not (port.isascii() and port.isdigit() and len(port) <= 5)
+            or not 0 < int(port) < 65536
+        ):
             raise ValueError(f"bind address must be HOST:PORT, got {text!r}")
-        return cls(host.strip("[]"), int(port))
+        return cls(bare, int(port))
 
     def url(self) -> str:
         return f"http://{self}"

