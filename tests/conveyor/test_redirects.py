@@ -244,6 +244,8 @@ def test_requests_are_answered_while_a_table_is_parsed(
     store = f"file://{tmp_path}/docs"
     put(store, "proj/index.html", b"proj docs")
     with conveyor(docs=store, redirects_reload_interval=0.1) as base:
+        # Started: the first load (at startup, before any request is served) is behind us.
+        assert httpx.get(base + "/proj/").status_code == 200
         put(store, REDIRECTS_KEY, line("proj", "https://proj.example"))
         assert parsing.wait(30)
         try:

@@ -154,6 +154,24 @@ def test_names_no_project_can_have_are_404(index: str, name: str) -> None:
     assert httpx.get(index + "/_health").text == "OK\n"
 
 
+def test_without_a_files_url_links_are_root_relative_whatever_the_host(tmp_path: Path) -> None:
+    """Links built from the request's Host would let one request with a forged Host poison
+    a shared cache that does not key on it (the page is ``public``)."""
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    settings = Settings(data_dir=tmp_path / "data", files=FilesSettings(primary=primary))
+    with running(build_index(settings)) as url:
+        pages = [
+            httpx.get(url + "/simple/demo-pkg/", headers={"Host": host, "Accept": accept})
+            for host in ("evil.example", "files.example")
+            for accept in (HTML, JSON)
+        ]
+    assert [page.status_code for page in pages] == [200] * 4
+    assert pages[0].content == pages[2].content and pages[1].content == pages[3].content
+    assert f'href="{WHEEL.path}#sha256=' in pages[0].text
+    assert {file["url"] for file in pages[1].json()["files"]} == {WHEEL.path, SDIST.path}
+
+
 def test_etag_and_304(index: str) -> None:
     first = httpx.get(index + "/simple/demo-pkg/")
     again = httpx.get(index + "/simple/demo-pkg/", headers={"If-None-Match": first.headers["etag"]})

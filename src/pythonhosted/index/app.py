@@ -47,7 +47,9 @@ VARY = (b"vary", b"Accept")
 
 @dataclass(frozen=True, slots=True)
 class IndexOptions:
-    files_url: str | None = None  # base URL of the files edge; None: this request's own host
+    # Base URL of the files edge. None: links are root-relative (the files on this page's own
+    # host), never built from the request's Host header, which a shared cache may not key on.
+    files_url: str | None = None
     cache_ttl: float = 60.0
     cache_max_bytes: int = 64 * 2**20
     client: ClientFacts = field(default_factory=ClientFacts)
@@ -114,9 +116,7 @@ class IndexApp:
             )
             return
         try:
-            page = await (
-                self._project(scope, name, content_type) if name else self._root(content_type)
-            )
+            page = await (self._project(name, content_type) if name else self._root(content_type))
         except StorageError as exc:
             log.warning("index unavailable for %r: %s", name, exc)
             await send_text(send, 503, "Storage unavailable", headers=security)
@@ -154,11 +154,11 @@ class IndexApp:
         render = index_json if content_type == JSON_TYPE else index_html
         return self.rendered.page(("", content_type), names, lambda: render(names))
 
-    async def _project(self, scope: Scope, name: str, content_type: str) -> Page | None:
+    async def _project(self, name: str, content_type: str) -> Page | None:
         records = await self.pages.records(name)
         if not records:
             return None
-        files_url = self.options.files_url or _own_origin(scope)
+        files_url = self.options.files_url or ""  # root-relative: the same page for every Host
         display = records[0].project
         render = project_json if content_type == JSON_TYPE else project_html
         return self.rendered.page(
@@ -188,11 +188,3 @@ class IndexApp:
     @staticmethod
     async def _redirect(send: Send, location: str, security: Headers) -> None:
         await send_response(send, 301, b"", headers=[*security, (b"location", location.encode())])
-
-
-def _own_origin(scope: Scope) -> str:
-    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-    if not host:
-        server = scope.get("server") or ("127.0.0.1", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme', 'http')}://{host}"
