@@ -15,7 +15,7 @@ from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
 from pythonhosted.camo.cache.store import CacheStore
 from pythonhosted.camo.dns import Lookup, system_lookup
 from pythonhosted.camo.headers import security_headers
-from pythonhosted.camo.http1 import Dial, open_streams
+from pythonhosted.camo.http1 import Dial, open_connection
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.proxy import Proxy, ProxyOptions
@@ -139,7 +139,7 @@ def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | N
 
 
 def create_app(
-    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_streams
+    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_connection
 ) -> CamoApp:
     """The camo ASGI app for ``settings``; ValueError if there is no key.
 

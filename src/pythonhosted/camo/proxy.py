@@ -220,7 +220,7 @@ class Proxy:
             response = await self._upstream().open(method, url, headers)
             try:
                 if revalidating and response.status == 304:
-                    return NotModified(response.raw_headers)
+                    return NotModified(response.headers)
                 return await self._relay(method, url, response, relay, fill)
             finally:
                 response.release()
@@ -246,7 +246,7 @@ class Proxy:
     ) -> int:
         status = response.status
         if status == 304:
-            relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
+            relay.start(304, relayed_response_headers(response.headers, NOT_MODIFIED_HEADERS))
             await relay.end()
             return 304
         if status == 404:
@@ -274,11 +274,11 @@ class Proxy:
         if media is None or media.type not in self._options.media_types:
             shown = "(none)" if media is None else media.essence
             raise Refused(403, "content_type", f"content type {shown} not allowed")
-        headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
+        headers = relayed_response_headers(response.headers, _RELAYED_BUT_TYPE)
         headers.append((b"content-type", media.header()))
         relay.start(status, headers)
         if fill is not None and method == "GET":
-            fill.start(status, headers, response.raw_headers, response.url or url, length)
+            fill.start(status, headers, response.headers, response.url or url, length)
             fill.write(first)
         else:
             fill = None

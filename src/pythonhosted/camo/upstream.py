@@ -22,12 +22,13 @@ from pythonhosted.camo.dns import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
 from pythonhosted.camo.http1 import (
+    READ_SIZE,
     BadResponse,
     Connection,
     Dial,
     Pool,
     Response,
-    open_streams,
+    open_connection,
     request_head,
 )
 from pythonhosted.camo.policy import AddressPolicy, literal_address
@@ -113,7 +114,7 @@ class Upstream:
         max_redirects: int,
         connect_timeout: float,
         lookup: Lookup = system_lookup,
-        dial: Dial = open_streams,
+        dial: Dial = open_connection,
         keep_alive: bool = True,
     ) -> None:
         self._checks = checks
@@ -124,6 +125,8 @@ class Upstream:
         self._dial = dial
         self._pool = Pool() if keep_alive else Pool(max_idle=0)  # --no-bk: a socket per request
         self._tls = ssl.create_default_context()  # built once: loading the CA store is slow
+        #: every connection's socket reads land here, one at a time (llhttp copies them out)
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     async def close(self) -> None:
         self._pool.close()
@@ -201,14 +204,17 @@ class Upstream:
         """A new connection to the first checked address that accepts one."""
         context = self._tls if scheme == "https" else None
         for address in addresses:
+            factory = functools.partial(
+                Connection, (scheme, host, port, address), self._read_buffer
+            )
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    reader, writer = await self._dial(
-                        address, port, context, host if context is not None else None
+                    _, conn = await self._dial(
+                        factory, address, port, context, host if context is not None else None
                     )
             except (OSError, TimeoutError):
                 continue
-            return Connection((scheme, host, port, address), reader, writer)
+            return conn
         raise Refused(502, "connect", f"cannot connect to {host}")
 
     async def _exchange(self, conn: Connection, head: bytes, method: str) -> Response | None:
@@ -217,7 +223,7 @@ class Upstream:
         a new connection: GET and HEAD are safe to repeat)."""
         response = Response(conn, self._pool, head_only=method == "HEAD")
         try:
-            conn.writer.write(head)
+            conn.write(head)
             await response.start()
         except (BadResponse, OSError):
             response.release()
