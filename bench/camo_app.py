@@ -41,7 +41,8 @@ KINDS = ("hit", "miss")
 
 def measure(kind: str, upstream: str, requests: int, profile: bool = False) -> tuple[float, float]:
     """CPU microseconds per request of ``kind`` in this process, and the system (kernel) part
-    of them; with ``profile``, also print cProfile's view of the measured requests."""
+    of them; with ``profile`` (a sort order), also print cProfile's view of the measured
+    requests."""
     import uvloop
 
     from pythonhosted.camo import sign_url
@@ -90,7 +91,7 @@ def measure(kind: str, upstream: str, requests: int, profile: bool = False) -> t
         if set(sent) != {200}:
             raise RuntimeError(f"camo answered {sorted(set(sent))}, not 200")
         profiler = None
-        if profile:
+        if profile is not None:
             import cProfile
 
             profiler = cProfile.Profile(time.process_time)  # CPU, not wall, time
@@ -105,7 +106,7 @@ def measure(kind: str, upstream: str, requests: int, profile: bool = False) -> t
             import pstats
 
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
+            pstats.Stats(profiler).sort_stats(profile).print_stats(45)
         await app.aclose()
         return spent / requests * 1e6, system[0]
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--src", action="append", help="a source tree to measure (repeatable)")
     parser.add_argument("--profile", choices=KINDS)
+    parser.add_argument("--sort", default="tottime", help="cProfile's order (--profile)")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -140,7 +142,7 @@ def main() -> None:
         conf = UPSTREAM_SERVER.format(port=bind.port, tmp=tmp, rate="2k")
         with nginx(tmp, "upstream", conf, bind, 1):
             if args.profile:
-                total, system = measure(args.profile, bind.url(), args.requests, True)
+                total, system = measure(args.profile, bind.url(), args.requests, args.sort)
                 print(f"{total:.2f} us/request, {system:.2f} of them in the kernel")
                 return
             trees = args.src or [str(HERE.parent / "src")]

@@ -113,7 +113,8 @@ class CamoApp(Service):
             await self.cache.available()  # claims a disk slot and indexes it before serving
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
-        await self._proxy(request.scope, send)  # answers its own errors, with camo's headers
+        # the proxy answers its own errors, with camo's headers
+        await self._proxy(request.scope, send, request.headers)
 
 
 def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | None:

@@ -66,8 +66,16 @@ class PolicyResolver:
         ``host`` is a URL's raw host: a name, or an IP literal already made canonical by the
         URL checks (judged here again, without a lookup).
         """
-        literal = _parse(host)
-        texts = [host] if literal is not None else await self._lookup_cached((host, port))
+        if _parse(host) is not None:
+            return self.literal(host)
+        return self._allowed(host, await self._lookup_cached((host, port)))
+
+    def literal(self, host: str) -> list[str]:
+        """:meth:`resolve` for a host that is an IP literal, without a coroutine: the policy
+        judges it on every call all the same."""
+        return self._allowed(host, (host,))
+
+    def _allowed(self, host: str, texts: Sequence[str]) -> list[str]:
         allowed: list[str] = []
         refusals: list[str] = []
         for text in texts:
@@ -83,6 +91,10 @@ class PolicyResolver:
         if not allowed:
             raise Refused(404, "address", f"{host}: " + (refusals[0] if refusals else "no address"))
         return allowed
+
+    @staticmethod
+    def is_literal(host: str) -> bool:
+        return _parse(host) is not None
 
     async def _lookup_cached(self, key: Key) -> Sequence[str]:
         cached = self._cache.get(key)

@@ -183,7 +183,11 @@ class Upstream:
         except ValueError as exc:
             raise Refused(502, "upstream", f"upstream error: {exc}") from None
         port = DEFAULT_PORTS[url.scheme] if url.explicit_port is None else url.explicit_port
-        addresses = await self._resolver.resolve(host, port)
+        resolver = self._resolver
+        if resolver.is_literal(host):
+            addresses = resolver.literal(host)  # judged all the same, without a coroutine
+        else:
+            addresses = await resolver.resolve(host, port)
         try:
             for address in addresses:
                 conn = self._pool.take((url.scheme, host, port, address))
