@@ -39,7 +39,9 @@ PNG_BYTES = 20 * 1024
 KINDS = ("hit", "miss")
 
 
-def measure(kind: str, upstream: str, requests: int, profile: bool = False) -> tuple[float, float]:
+def measure(
+    kind: str, upstream: str, requests: int, profile: str | None = None
+) -> tuple[float, float]:
     """CPU microseconds per request of ``kind`` in this process, and the system (kernel) part
     of them; with ``profile`` (a sort order), also print cProfile's view of the measured
     requests."""
