@@ -28,6 +28,8 @@ Lookup = Callable[[str, int], Awaitable[Sequence[str]]]
 LOOKUP_TTL = 10.0
 LOOKUP_CACHE = 1024
 ADDRESSES_PER_NAME = 16
+#: Policy verdicts kept per address text (see PolicyResolver._judge): ~4096 x 150 bytes.
+VERDICTS = 4096
 
 Key = tuple[str, int]
 
@@ -51,6 +53,7 @@ class PolicyResolver:
         self._policy = policy
         self._lookup = lookup
         self._cache: dict[Key, tuple[float, Sequence[str]]] = {}
+        self._verdicts: dict[str, tuple[str, str | None]] = {}
         #: lookups under way; a request for the same name waits for the same answer, so a
         #: burst of requests for a new name makes one lookup, not one per request
         self._pending: dict[Key, asyncio.Task[Sequence[str]]] = {}
@@ -79,13 +82,9 @@ class PolicyResolver:
         allowed: list[str] = []
         refusals: list[str] = []
         for text in texts:
-            address = _parse(text)
-            if address is None:
-                refusals.append(f"address {text!r} is not an IP address")
-                continue
-            reason = self._policy.refusal(address)
+            canonical, reason = self._judge(text)
             if reason is None:
-                allowed.append(str(address))
+                allowed.append(canonical)
             else:
                 refusals.append(reason)
         if not allowed:
@@ -95,6 +94,26 @@ class PolicyResolver:
     @staticmethod
     def is_literal(host: str) -> bool:
         return _parse(host) is not None
+
+    def _judge(self, text: str) -> tuple[str, str | None]:
+        """``text`` as a canonical IP literal and why the policy refuses it (None: allowed).
+
+        The verdict is a pure function of the address and this resolver's policy, so it is
+        kept per text: looking it up hashes one string, where the policy's own memo hashes an
+        ``ipaddress`` object and the policy in Python (~6 µs a request in the proxy's loop).
+        Every address of every answer still passes through here on every request.
+        """
+        verdict = self._verdicts.get(text)
+        if verdict is None:
+            address = _parse(text)
+            if address is None:
+                verdict = (text, f"address {text!r} is not an IP address")
+            else:
+                verdict = (str(address), self._policy.refusal(address))
+            if len(self._verdicts) >= VERDICTS:
+                self._verdicts.clear()  # bounded; refilled from the policy as asked
+            self._verdicts[text] = verdict
+        return verdict
 
     async def _lookup_cached(self, key: Key) -> Sequence[str]:
         cached = self._cache.get(key)

@@ -248,7 +248,7 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None  # BadResponse or OSError, for the reader
         self.status = 0
-        self.url = ""  # the URL this answers (after redirects), set by the Upstream
+        self.target: URL | None = None  # what this answers (after redirects); by the Upstream
         self.headers: list[tuple[bytes, bytes]] = []  # names lower-case, in the order received
         self.received = 0  # bytes read from the socket for this response
         self._header_bytes = 0
@@ -381,6 +381,12 @@ class Response:
             raise error
 
     # -- reading --
+
+    @property
+    def url(self) -> str:
+        """The URL this answers, as text ("" if not set); worked out only when asked (the
+        cache asks when it stores), since yarl builds the text in Python."""
+        return "" if self.target is None else str(self.target)
 
     @property
     def content_length(self) -> int | None:

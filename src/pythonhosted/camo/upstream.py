@@ -151,7 +151,7 @@ class Upstream:
             response = await self._request(method, target, headers)
             location = response.header(b"location")
             if response.status not in REDIRECTS or location is None:
-                response.url = str(target)
+                response.target = target
                 return response
             response.release()
             try:
