@@ -46,7 +46,6 @@ Dial = Callable[
 ]
 #: ``(scheme, URL host, port, checked address)``: a connection is reused only for all four.
 PoolKey = tuple[str, str, int, str]
-_FRAMING = {b"content-length": 1, b"transfer-encoding": 2}
 
 
 async def open_connection(
@@ -213,21 +212,40 @@ class Pool:
         self._count = 0
 
 
-def request_head(method: str, url: URL, headers: Mapping[str, str]) -> bytes:
-    """The request line and headers; ValueError if a value would break the framing."""
-    lines = [f"{method} {url.raw_path_qs} HTTP/1.1", f"Host: {url.host_port_subcomponent}"]
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    if url.raw_user is not None or url.raw_password is not None:
-        pair = f"{url.user or ''}:{url.password or ''}"
-        try:
-            raw = pair.encode("latin-1")
-        except UnicodeEncodeError:
-            raw = pair.encode("utf-8")
-        lines.append("Authorization: Basic " + base64.b64encode(raw).decode("ascii"))
-    flat = "".join(lines)
-    if "\r" in flat or "\n" in flat or "\0" in flat:
+def request_parts(url: URL) -> tuple[str, str]:
+    """What a request for ``url`` says besides its method and headers: the rest of the
+    request line with the Host line, and an Authorization line for ``user:pass@`` (else "");
+    ValueError if a part would break the framing."""
+    target = f" {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+    if target.count("\r") != 2 or target.count("\n") != 2 or "\0" in target:
         raise ValueError("line break or NUL in a request header")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if url.raw_user is None and url.raw_password is None:
+        return target, ""
+    pair = f"{url.user or ''}:{url.password or ''}"  # base64: no byte of it can break a line
+    try:
+        raw = pair.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = pair.encode("utf-8")
+    return target, "Authorization: Basic " + base64.b64encode(raw).decode("ascii") + "\r\n"
+
+
+def request_head(
+    method: str,
+    url: URL,
+    headers: Mapping[str, str],
+    parts: tuple[str, str] | None = None,
+) -> bytes:
+    """The request line and headers; ValueError if a value would break the framing.
+
+    ``parts``: :func:`request_parts` of ``url``, if the caller kept them (a URL's parts are
+    the same for every request, and yarl builds them in Python).
+    """
+    target, authorization = request_parts(url) if parts is None else parts
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    count = len(headers)
+    if fields.count("\r") != count or fields.count("\n") != count or "\0" in fields:
+        raise ValueError("line break or NUL in a request header")
+    return (method + target + fields + authorization + "\r\n").encode("latin-1")
 
 
 class Response:
@@ -269,22 +287,18 @@ class Response:
             self._reusable = False  # bytes after our response: the connection is out of step
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # called per header line: kept to the bounds and one append
         if self._complete:
             return
+        headers = self.headers
         self._header_bytes += len(name) + len(value)
-        if len(self.headers) >= MAX_HEADERS:
+        if len(headers) >= MAX_HEADERS:
             self._problem = f"more than {MAX_HEADERS} response headers"
-        elif self._header_bytes > MAX_HEADER_BYTES:
-            self._problem = f"response headers over {MAX_HEADER_BYTES} bytes"
-        if self._problem is not None:
             raise BadResponse(self._problem)
-        lower = name.lower()
-        self.headers.append((lower, value))
-        framing = _FRAMING.get(lower)
-        if framing == 1:
-            self._length = int(value)  # llhttp accepts digits only, and one value only
-        elif framing == 2:
-            self._chunked = value.rstrip().lower().endswith(b"chunked")
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._problem = f"response headers over {MAX_HEADER_BYTES} bytes"
+            raise BadResponse(self._problem)
+        headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         if self._complete:
@@ -294,11 +308,16 @@ class Response:
             # an interim response (100 Continue, 103 Early Hints): wait for the real one
             self._interim = True
             self.headers = []
-            self._length = None
-            self._chunked = False
             return
         self.status = status
         self._headers_done = True
+        framing = dict(self.headers)  # the last of each name, as llhttp frames by
+        length = framing.get(b"content-length")
+        if length is not None:
+            self._length = int(length)  # llhttp accepts digits only, and one value only
+        coding = framing.get(b"transfer-encoding")
+        if coding is not None:
+            self._chunked = coding.rstrip().lower().endswith(b"chunked")
         if self._head_only:
             self._complete = True
 
