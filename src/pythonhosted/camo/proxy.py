@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
+from pythonhosted.camo.deadline import Deadline
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
     REQUEST_HEADERS,
@@ -218,8 +219,11 @@ class Proxy:
         revalidating: bool,
     ) -> int | NotModified:
         """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
-        async with asyncio.timeout(self._options.timeout):
-            response = await self._upstream().open(method, url, headers)
+        upstream = self._upstream()
+        task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
+        assert task is not None
+        async with Deadline(upstream.loop, task, self._options.timeout):
+            response = await upstream.open(method, url, headers)
             try:
                 if revalidating and response.status == 304:
                     return NotModified(response.headers)

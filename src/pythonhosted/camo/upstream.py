@@ -140,6 +140,7 @@ class Upstream:
         keep_alive: bool = True,
     ) -> None:
         self._checks = checks
+        self.loop = asyncio.get_running_loop()  # the loop this client's connections belong to
         self._max_redirects = max_redirects
         self._connect_timeout = connect_timeout
         self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._checked_hop)
