@@ -2,10 +2,11 @@
 
 Each upstream exchange runs under a deadline. ``asyncio.timeout`` finds the running loop and
 task anew on every use, and on Python 3.11 each lookup is a ``getpid()`` system call (0.5-2 µs
-on a VM), besides the Python of its state machine: ~4 µs per use in a tight loop, more in the
-proxy's (bench/camo_app.py, BENCHMARKS.md "camo, session 6"). :class:`Deadline` takes the loop and task it needs and keeps
-asyncio's semantics: when the deadline passes, the task is cancelled, and the block ends with
-``TimeoutError`` unless something else cancelled the task too (then the cancellation goes on).
+on a VM), besides the Python of its state machine: ~4 µs per use in a tight loop, ~6 µs of the
+app's CPU per uncached image in the proxy (bench/camo_app.py; BENCHMARKS.md, camo session 6).
+:class:`Deadline` takes the loop and task it needs and keeps asyncio's semantics: when the
+deadline passes, the task is cancelled, and the block ends with ``TimeoutError`` unless
+something else cancelled the task too (then the cancellation goes on).
 """
 
 from __future__ import annotations
