@@ -29,7 +29,7 @@ import pytest
 
 from pythonhosted.camo import create_app, sign_url
 from pythonhosted.camo.dns import Lookup
-from pythonhosted.camo.http1 import open_streams
+from pythonhosted.camo.http1 import Connection, open_connection
 from pythonhosted.config import CamoSettings
 from pythonhosted.web.server import running
 from pythonhosted.web.types import Headers, Receive, Scope, Send
@@ -62,13 +62,17 @@ async def stub_lookup(host: str, port: int) -> Sequence[str]:
 
 
 async def loopback_dial(
-    address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    factory: Callable[[], Connection],
+    address: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> tuple[asyncio.BaseTransport, Connection]:
     """camo's dialler, confined to loopback: a public address a test URL happens to spell
     fails like an unreachable host instead of reaching the internet."""
     if not ipaddress.ip_address(address).is_loopback:
         raise OSError(f"test dialler: {address} is off loopback")
-    return await open_streams(address, port, context, server_hostname)
+    return await open_connection(factory, address, port, context, server_hostname)
 
 
 @dataclass

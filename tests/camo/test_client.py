@@ -8,12 +8,13 @@ answer with a refusal (502 and a reason) or drop the client connection, never re
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -24,9 +25,9 @@ from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.http1 import (
     MAX_HEADER_BYTES,
     READ_SIZE,
-    STREAM_LIMIT,
     Connection,
     Pool,
+    open_connection,
     request_head,
 )
 from pythonhosted.camo.policy import AddressPolicy
@@ -282,13 +283,17 @@ def test_upstream_read_waits_for_the_relay(raw: RawUpstream) -> None:
     upstream can only fill the (small) kernel buffers, not camo's memory."""
 
     async def dial(
-        address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        factory: Callable[[], Connection],
+        address: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[asyncio.BaseTransport, Connection]:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.connect((address, port))
         sock.setblocking(False)
-        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+        return await asyncio.get_running_loop().create_connection(factory, sock=sock)
 
     async def scenario() -> tuple[int, int]:
         checks = UrlChecks(AddressPolicy.allowing(["127.0.0.2/32"]), Rules(), False)
@@ -325,24 +330,32 @@ def test_request_head_refuses_line_breaks() -> None:
     )
 
 
+def assert_closing(conn: Connection) -> None:
+    assert conn.transport is not None and conn.transport.is_closing()
+
+
 def test_pool_is_keyed_by_checked_address_and_bounded() -> None:
     async def scenario() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.2", 0)
         port = server.sockets[0].getsockname()[1]
         pool = Pool(max_idle=2, idle_timeout=0.2)
         conns = []
+        buffer = memoryview(bytearray(READ_SIZE))
+        key = ("http", "a.test", port, "127.0.0.2")
         for _ in range(3):
-            reader, writer = await asyncio.open_connection("127.0.0.2", port)
-            conns.append(Connection(("http", "a.test", port, "127.0.0.2"), reader, writer))
+            _, conn = await asyncio.get_running_loop().create_connection(
+                functools.partial(Connection, key, buffer), "127.0.0.2", port
+            )
+            conns.append(conn)
         for conn in conns:
             pool.put(conn)
-        assert conns[2].writer.is_closing()  # over the bound: not kept
+        assert_closing(conns[2])  # over the bound: not kept
         assert pool.take(("http", "a.test", port, "127.0.0.3")) is None  # other address
         assert pool.take(("http", "b.test", port, "127.0.0.2")) is None  # other host
         assert pool.take(("http", "a.test", port, "127.0.0.2")) is conns[1]
         await asyncio.sleep(0.3)
         assert pool.take(("http", "a.test", port, "127.0.0.2")) is None  # idle too long
-        assert conns[0].writer.is_closing()
+        assert_closing(conns[0])
         server.close()
 
     asyncio.run(scenario())
@@ -356,14 +369,17 @@ class RecordingDial:
         self.calls: list[tuple[str, int, bool, str | None]] = []
 
     async def __call__(
-        self, address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self,
+        factory: Callable[[], Connection],
+        address: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[asyncio.BaseTransport, Connection]:
         self.calls.append((address, port, isinstance(context, ssl.SSLContext), server_hostname))
         if self.hang:
             await asyncio.sleep(3600)
-        return await asyncio.open_connection(
-            address, port, ssl=context, server_hostname=server_hostname
-        )
+        return await open_connection(factory, address, port, context, server_hostname)
 
 
 def fetch_with(dial: RecordingDial, url: str, connect_timeout: float = 5) -> object:

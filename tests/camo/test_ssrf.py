@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from pythonhosted.camo.errors import Refused
+from pythonhosted.camo.http1 import Connection, open_connection
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream as Client
@@ -211,12 +212,15 @@ class DialerSpy:
         return self.zone[host]
 
     async def dial(
-        self, address: str, port: int, context: ssl.SSLContext | None, server_hostname: str | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self,
+        factory: Callable[[], Connection],
+        address: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> tuple[asyncio.BaseTransport, Connection]:
         self.connects.append((address, port))
-        return await asyncio.open_connection(
-            address, port, ssl=context, server_hostname=server_hostname
-        )
+        return await open_connection(factory, address, port, context, server_hostname)
 
 
 def fetch(spy: DialerSpy, url: str, allow: Sequence[str] = ()) -> int | Refused:

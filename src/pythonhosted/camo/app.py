@@ -15,7 +15,7 @@ from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
 from pythonhosted.camo.cache.store import CacheStore
 from pythonhosted.camo.dns import Lookup, system_lookup
 from pythonhosted.camo.headers import security_headers
-from pythonhosted.camo.http1 import Dial, open_streams
+from pythonhosted.camo.http1 import Dial, open_connection
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.proxy import Proxy, ProxyOptions
@@ -113,7 +113,8 @@ class CamoApp(Service):
             await self.cache.available()  # claims a disk slot and indexes it before serving
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
-        await self._proxy(request.scope, send)  # answers its own errors, with camo's headers
+        # the proxy answers its own errors, with camo's headers
+        await self._proxy(request.scope, send, request.headers)
 
 
 def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | None:
@@ -139,7 +140,7 @@ def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | N
 
 
 def create_app(
-    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_streams
+    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_connection
 ) -> CamoApp:
     """The camo ASGI app for ``settings``; ValueError if there is no key.
 

@@ -12,14 +12,16 @@ import functools
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from yarl import URL
 
 from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
+from pythonhosted.camo.deadline import Deadline
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.headers import (
+    REQUEST_HEADERS,
     RESPONSE_HEADERS,
     accept_header,
     forwarded_for,
@@ -64,8 +66,9 @@ class ProxyOptions:
     forwarded_for: bool = False  # --enable-xfwd4
     purge_secret: bytes | None = None  # the bearer token PURGE needs
 
-    @property
+    @functools.cached_property
     def accept(self) -> str:
+        """Worked out once, not per request."""
         return accept_header(self.media_types)
 
 
@@ -85,10 +88,6 @@ def _media_type(response: Response) -> MediaType | None:
         return parse_media_type(values[0])
     except BadMediaType as exc:
         raise Refused(403, "content_type", str(exc)) from None
-
-
-def _has_range(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name.lower() == b"range" for name, _ in headers)
 
 
 class Proxy:
@@ -122,13 +121,15 @@ class Proxy:
             raise Refused(404, "signature", "bad signature or encoding")
         return url
 
-    async def __call__(self, scope: Scope, send: Send) -> None:
+    async def __call__(self, scope: Scope, send: Send, named: Mapping[bytes, bytes]) -> None:
+        """Answer one request; ``named`` is its headers by (lower-case, as ASGI gives them)
+        name, which spares a scan of the header list for each header a request seldom has."""
         started = time.perf_counter()
         method: str = scope["method"]
         relay = Relay(send, self._options.always_headers, head=method == "HEAD")
         status = 200
         try:
-            status = await self._proxy(scope, method, relay)
+            status = await self._proxy(scope, named, method, relay)
         except Refused as refusal:
             status = refusal.status
             self._metrics.failed.labels(refusal.reason).inc()
@@ -161,14 +162,16 @@ class Proxy:
         self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
 
-    async def _proxy(self, scope: Scope, method: str, relay: Relay) -> int:
+    async def _proxy(
+        self, scope: Scope, named: Mapping[bytes, bytes], method: str, relay: Relay
+    ) -> int:
         options = self._options
         if method == "PURGE" and self._cache is not None:
             return await self._purge(scope, relay)
         if method not in ("GET", "HEAD"):
             raise Refused(405, "method", f"method {method} not allowed")
         client_headers = scope["headers"]
-        if names_this_server(client_headers, options.server_name):
+        if b"via" in named and names_this_server(client_headers, options.server_name):
             raise Refused(404, "loop", f"request loop: Via already names {options.server_name}")
         path: str = scope["path"]
         query: bytes = scope.get("query_string", b"")
@@ -178,7 +181,7 @@ class Proxy:
             url = self._verify(path, query)
         peer = scope.get("client")
         headers = upstream_request_headers(
-            client_headers,
+            () if REQUEST_HEADERS.isdisjoint(named) else client_headers,
             accept=options.accept,
             user_agent=options.user_agent,
             via=options.server_name,
@@ -189,7 +192,7 @@ class Proxy:
             ),
         )
         cache = self._cache
-        if cache is not None and not _has_range(client_headers) and await cache.available():
+        if cache is not None and b"range" not in named and await cache.available():
             upstream = self._upstream()
             target = upstream.first_hop(url)  # refused now: never answered from the cache
             return await cache.serve(
@@ -216,11 +219,14 @@ class Proxy:
         revalidating: bool,
     ) -> int | NotModified:
         """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
-        async with asyncio.timeout(self._options.timeout):
-            response = await self._upstream().open(method, url, headers)
+        upstream = self._upstream()
+        task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
+        assert task is not None
+        async with Deadline(upstream.loop, task, self._options.timeout):
+            response = await upstream.open(method, url, headers)
             try:
                 if revalidating and response.status == 304:
-                    return NotModified(response.raw_headers)
+                    return NotModified(response.headers)
                 return await self._relay(method, url, response, relay, fill)
             finally:
                 response.release()
@@ -246,7 +252,7 @@ class Proxy:
     ) -> int:
         status = response.status
         if status == 304:
-            relay.start(304, relayed_response_headers(response.raw_headers, NOT_MODIFIED_HEADERS))
+            relay.start(304, relayed_response_headers(response.headers, NOT_MODIFIED_HEADERS))
             await relay.end()
             return 304
         if status == 404:
@@ -274,11 +280,11 @@ class Proxy:
         if media is None or media.type not in self._options.media_types:
             shown = "(none)" if media is None else media.essence
             raise Refused(403, "content_type", f"content type {shown} not allowed")
-        headers = relayed_response_headers(response.raw_headers, _RELAYED_BUT_TYPE)
+        headers = relayed_response_headers(response.headers, _RELAYED_BUT_TYPE)
         headers.append((b"content-type", media.header()))
         relay.start(status, headers)
         if fill is not None and method == "GET":
-            fill.start(status, headers, response.raw_headers, response.url or url, length)
+            fill.start(status, headers, response.headers, response.url or url, length)
             fill.write(first)
         else:
             fill = None

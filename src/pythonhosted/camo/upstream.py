@@ -22,13 +22,15 @@ from pythonhosted.camo.dns import Lookup, PolicyResolver, system_lookup
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.hostnames import MAX_NAME, local_name_refusal, name_refusal
 from pythonhosted.camo.http1 import (
+    READ_SIZE,
     BadResponse,
     Connection,
     Dial,
     Pool,
     Response,
-    open_streams,
+    open_connection,
     request_head,
+    request_parts,
 )
 from pythonhosted.camo.policy import AddressPolicy, literal_address
 from pythonhosted.camo.rules import Rules
@@ -93,6 +95,27 @@ class UrlChecks:
         return url.with_fragment(None) if url.raw_fragment else url
 
 
+class Hop:
+    """A checked URL and what every request to it needs (scheme, host, port, the request
+    line's target and Host), worked out once: yarl builds each of them in Python, and a first
+    hop's Hop is memoised with its check."""
+
+    __slots__ = ("_parts", "host", "port", "scheme", "url")
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.scheme = url.scheme
+        self.host = url.raw_host or ""
+        self.port = DEFAULT_PORTS[url.scheme] if url.explicit_port is None else url.explicit_port
+        self._parts: tuple[str, str] | None = None
+
+    def head(self, method: str, headers: Mapping[str, str]) -> bytes:
+        """The request head; ValueError if a part would break the framing."""
+        if self._parts is None:
+            self._parts = request_parts(self.url)
+        return request_head(method, self.url, headers, self._parts)
+
+
 def _location_url(raw: bytes) -> URL:
     """A Location header as a URL: UTF-8 if it is, else its non-ASCII bytes percent-encoded
     (as browsers and Go's client send them), never silently dropped."""
@@ -113,17 +136,20 @@ class Upstream:
         max_redirects: int,
         connect_timeout: float,
         lookup: Lookup = system_lookup,
-        dial: Dial = open_streams,
+        dial: Dial = open_connection,
         keep_alive: bool = True,
     ) -> None:
         self._checks = checks
+        self.loop = asyncio.get_running_loop()  # the loop this client's connections belong to
         self._max_redirects = max_redirects
         self._connect_timeout = connect_timeout
-        self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._parse_and_check)
+        self._first_hop = functools.lru_cache(maxsize=CHECKED_URLS)(self._checked_hop)
         self._resolver = PolicyResolver(checks.policy, lookup)
         self._dial = dial
         self._pool = Pool() if keep_alive else Pool(max_idle=0)  # --no-bk: a socket per request
         self._tls = ssl.create_default_context()  # built once: loading the CA store is slow
+        #: every connection's socket reads land here, one at a time (llhttp copies them out)
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     async def close(self) -> None:
         self._pool.close()
@@ -141,26 +167,32 @@ class Upstream:
 
         The caller bounds the whole exchange with one deadline (a TimeoutError escapes here).
         """
-        target = self.first_hop(url)
-        for hop in range(self._max_redirects + 1):
-            if hop:
-                target = self._checks.check(target)
-            response = await self._request(method, target, headers)
+        hop = self._hop(url)
+        for redirects in range(self._max_redirects + 1):
+            response = await self._request(method, hop, headers)
             location = response.header(b"location")
             if response.status not in REDIRECTS or location is None:
-                response.url = str(target)
+                response.target = hop.url
                 return response
             response.release()
             try:
-                target = target.join(_location_url(location))
+                target = hop.url.join(_location_url(location))
             except (ValueError, TypeError):  # UnicodeError (IDNA) is a ValueError
                 raise Refused(404, "url", "redirect to an invalid URL") from None
+            if redirects < self._max_redirects:
+                hop = Hop(self._checks.check(target))
         raise Refused(404, "redirects", f"more than {self._max_redirects} redirects")
 
     def first_hop(self, url: str) -> URL:
         """``url`` parsed and checked (memoised), or Refused: what the cache asks before
         answering from what it holds."""
-        return self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._parse_and_check(url)
+        return self._hop(url).url
+
+    def _hop(self, url: str) -> Hop:
+        return self._first_hop(url) if len(url) <= MEMO_URL_CHARS else self._checked_hop(url)
+
+    def _checked_hop(self, url: str) -> Hop:
+        return Hop(self._parse_and_check(url))
 
     def check_final(self, url: str) -> None:
         """Refused if a cached response's final URL (after redirects) would now be refused."""
@@ -173,22 +205,25 @@ class Upstream:
             raise Refused(404, "url", "not a valid URL") from None
         return self._checks.check(target)
 
-    async def _request(self, method: str, url: URL, headers: Mapping[str, str]) -> Response:
-        host = url.raw_host or ""
+    async def _request(self, method: str, hop: Hop, headers: Mapping[str, str]) -> Response:
+        scheme, host, port = hop.scheme, hop.host, hop.port
         try:
-            head = request_head(method, url, headers)
+            head = hop.head(method, headers)
         except ValueError as exc:
             raise Refused(502, "upstream", f"upstream error: {exc}") from None
-        port = DEFAULT_PORTS[url.scheme] if url.explicit_port is None else url.explicit_port
-        addresses = await self._resolver.resolve(host, port)
+        resolver = self._resolver
+        if resolver.is_literal(host):
+            addresses = resolver.literal(host)  # judged all the same, without a coroutine
+        else:
+            addresses = await resolver.resolve(host, port)
         try:
             for address in addresses:
-                conn = self._pool.take((url.scheme, host, port, address))
+                conn = self._pool.take((scheme, host, port, address))
                 if conn is not None:
                     response = await self._exchange(conn, head, method)
                     if response is not None:
                         return response
-            conn = await self._connect(url.scheme, host, port, addresses)
+            conn = await self._connect(scheme, host, port, addresses)
             response = await self._exchange(conn, head, method)
             assert response is not None  # only a reused connection can turn out stale
             return response
@@ -201,14 +236,17 @@ class Upstream:
         """A new connection to the first checked address that accepts one."""
         context = self._tls if scheme == "https" else None
         for address in addresses:
+            factory = functools.partial(
+                Connection, (scheme, host, port, address), self._read_buffer
+            )
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    reader, writer = await self._dial(
-                        address, port, context, host if context is not None else None
+                    _, conn = await self._dial(
+                        factory, address, port, context, host if context is not None else None
                     )
             except (OSError, TimeoutError):
                 continue
-            return Connection((scheme, host, port, address), reader, writer)
+            return conn
         raise Refused(502, "connect", f"cannot connect to {host}")
 
     async def _exchange(self, conn: Connection, head: bytes, method: str) -> Response | None:
@@ -217,7 +255,7 @@ class Upstream:
         a new connection: GET and HEAD are safe to repeat)."""
         response = Response(conn, self._pool, head_only=method == "HEAD")
         try:
-            conn.writer.write(head)
+            conn.write(head)
             await response.start()
         except (BadResponse, OSError):
             response.release()

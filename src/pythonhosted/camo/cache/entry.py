@@ -8,6 +8,7 @@ and never served; writing the footer last means a file without one was never fin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ FOOTER = struct.Struct(">I8s")  # description length, MAGIC
 ENTRY_OVERHEAD = 1024
 
 
+@functools.lru_cache(maxsize=4096)  # every hit asks; a pure function of the URL
 def cache_key(url: str) -> str:
     """The file-safe key of a target URL."""
     return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
