@@ -16,20 +16,32 @@ project to its normalised name (raw-row queries filter by spelling, which keeps 
 filter pushdown), and ``warehouse_version`` counts the loads that changed the data (the
 stats web's ETags and caches follow it) with the time of the latest.
 
-Maintenance happens inside the load's transaction (:class:`~.duck.DuckDBWarehouse`): the
-rows just inserted are the ones with a ``rowid`` at or above the table's highest before the
-insert (DuckDB numbers appended rows after every existing one, committed or not), so their
-aggregate is *appended* to the rollups and the version bumped before the commit. A kill at
-any point leaves rows, rollups and version all old or all new. A key may so have several
-rows (one per load that saw it), and every reader sums them. Appending is what keeps the
-cost down: merging into existing keys (``MERGE``) cost a load 2.5 times its CPU time at
-commit, as DuckDB applies updates row by row (BENCHMARKS.md).
+**Only settled days are rolled up.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1``
+before it are *open*: batches for them still arrive. ``warehouse_version.compacted_through``
+is the last settled day, and the rollups hold every settled day and no other. Readers go
+through :func:`daily`: the settled days from the rollups, the open days aggregated from
+the rows on the fly (a couple of days of rows, in the table's last row groups since loads
+append in time order, so DuckDB skips the rest by their min/max; and only the projects and
+dimensions asked for). A load therefore does no rollup work of its own, except:
 
-Days that have settled are **compacted**: when a load brings downloads of a day more than
-:data:`OPEN_DAYS` days after the last compaction, the days in between have their rows summed
-into one per key and rewritten sorted by project, in the same transaction, so each day is
-rewritten about once and a project's rollups sit in few row groups (DuckDB skips the rest by
-their min/max). A load with late rows for a compacted day compacts that day again.
+- when it brings a day that settles further days, those days are aggregated from their rows
+  once, sorted by project (so a project's rollups sit in few row groups, and DuckDB skips the
+  rest), and ``compacted_through`` moves on;
+- rows it brings for a day settled already (late batches) have their aggregate appended, so
+  such a key may have several rows, and every reader sums them.
+
+All of it happens in the load's transaction (:class:`~.duck.DuckDBWarehouse`), so rows,
+rollups and ``compacted_through`` are all old or all new after a kill at any point: for
+every day up to ``compacted_through`` the rollups sum to the rows, in every snapshot. That
+day only moves forward, so a reader that reads it and then queries (two snapshots) is still
+right: the days it takes from the rollups were settled in both. The rows the load just
+inserted are the ones with a ``rowid`` at or above the table's highest before the insert
+(DuckDB numbers appended rows after every existing one, committed or not).
+
+Before this, each load appended the aggregate of its own rows (about 1.3 rollup rows per
+download, as a load spreads over thousands of projects) and settled days were compacted
+later: that cost a load a quarter of its time (BENCHMARKS.md). A day aggregated once from
+all its rows has far fewer rollup rows than the sum of its loads' aggregates.
 
 :func:`rebuild` recomputes everything from the rows, sorted by project and day. It runs on
 ``linehaul rollup --rebuild`` and, by itself, when a warehouse opened for loading has a
@@ -39,7 +51,9 @@ list), so rollups never describe rows by rules the code no longer has.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
+from typing import Any
 
 import duckdb
 
@@ -60,7 +74,10 @@ DIMENSIONS: dict[str, str] = {
 }
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
-DEFINITION = f"3;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};counted={COUNTED}"
+DEFINITION = (
+    f"4;settled-only;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"counted={COUNTED}"
+)
 
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (day DATE NOT NULL, project VARCHAR NOT NULL, "
@@ -72,31 +89,42 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
+ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
 
-def aggregate_sql(where: str, *, one_row_per_key: bool = True) -> str:
-    """Rollup rows for the ``file_downloads`` rows matching ``where``.
+def aggregate_sql(
+    where: str, *, one_row_per_key: bool = True, dimensions: Sequence[str] = ALL
+) -> str:
+    """Rollup rows for the ``file_downloads`` rows matching ``where``, of ``dimensions``
+    ('' the total).
 
-    One scan, a grouping set per dimension plus the total, over the values as stored; names
-    are normalised and Python versions cut to major.minor afterwards, on the groups (far
-    fewer than the rows for any project with downloads to speak of). Two spellings of a
-    name, or two patch releases of a Python, then give two rows with one key: summed again
-    when ``one_row_per_key``, left for the readers (who sum anyway) when not.
+    One scan, a grouping set per dimension, over the values as stored; names are normalised
+    and Python versions cut to major.minor afterwards, on the groups (far fewer than the rows
+    for any project with downloads to speak of). Two spellings of a name, or two patch
+    releases of a Python, then give two rows with one key: summed again when
+    ``one_row_per_key``, left for the readers (who sum anyway) when not.
     """
-    raw = {**DIMENSIONS, "python": "details.python"}
-    columns = ", ".join(f"{sql} AS {quote(name)}" for name, sql in raw.items())
+    named = [name for name in DIMENSIONS if name in dimensions]
+    raw = {name: ("details.python" if name == "python" else DIMENSIONS[name]) for name in named}
+    columns = "".join(f", {sql} AS {quote(name)}" for name, sql in raw.items())
     base = "day, project, mirror, ci"
-    sets = ", ".join([f"({base})", *(f"({base}, {quote(name)})" for name in DIMENSIONS)])
-    dimension = " ".join(f"WHEN grouping({quote(n)}) = 0 THEN '{n}'" for n in DIMENSIONS)
-    value = " ".join(f"WHEN grouping({quote(n)}) = 0 THEN {quote(n)}" for n in DIMENSIONS)
+    sets = [f"({base}, {quote(name)})" for name in named]
+    if "" in dimensions:
+        sets.insert(0, f"({base})")
+    if named:
+        dimension = " ".join(f"WHEN grouping({quote(n)}) = 0 THEN '{n}'" for n in named)
+        value = " ".join(f"WHEN grouping({quote(n)}) = 0 THEN {quote(n)}" for n in named)
+        labels = f"CASE {dimension} ELSE '' END AS dimension, CASE {value} END AS value"
+    else:
+        labels = "'' AS dimension, CAST(NULL AS VARCHAR) AS value"
     python = PYTHON_MINOR.replace("details.python", "value")
     groups = (
-        f"SELECT day, project, CASE {dimension} ELSE '' END AS dimension, "
-        f"CASE {value} END AS value, mirror, ci, count(*) AS downloads FROM ("
+        f"SELECT day, project, {labels}, mirror, ci, count(*) AS downloads FROM ("
         f'SELECT CAST("timestamp" AS DATE) AS day, project, '
-        f"{mirror_sql()} AS mirror, details.ci AS ci, {columns} "
-        f"FROM file_downloads WHERE ({where}) AND {COUNTED}) GROUP BY GROUPING SETS ({sets})"
+        f"{mirror_sql()} AS mirror, details.ci AS ci{columns} "
+        f"FROM file_downloads WHERE ({where}) AND {COUNTED}) "
+        f"GROUP BY GROUPING SETS ({', '.join(sets)})"
     )
     normalized = (
         f"SELECT day, {NORMALIZED} AS project, dimension, "
@@ -126,6 +154,76 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(found[0] != DEFINITION)
 
 
+def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The last day the rollups hold (``compacted_through``); None when none settled yet,
+    or the warehouse predates the column."""
+    try:
+        found = con.execute(f"SELECT compacted_through FROM {VERSION}").fetchone()
+    except duckdb.BinderException:
+        return None
+    return found[0] if found else None
+
+
+def daily(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    project: str | None = None,
+    among: Sequence[str] | None = None,
+    dimensions: Sequence[str] = ALL,
+    start: date | None = None,
+    end: date | None = None,
+) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) of a query with the rollups' columns, the downloads of
+    ``project`` (a normalised name; or those ``among`` a list of them; or every project)
+    per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``:
+    the settled days from ``download_rollups``, the open days from the rows (see the module
+    doc). A key may have several rows: sum them. Every reader of the rollups goes through
+    this; put it first in a statement (``WITH daily AS (...)``) so its parameters come first.
+    """
+    settled = settled_through(con)
+    parts: list[str] = []
+    params: list[Any] = []
+    if settled is not None and (start is None or start <= settled):
+        where = "day <= ? AND list_contains(?, dimension)"
+        params += [settled if end is None else min(settled, end), list(dimensions)]
+        if start is not None:
+            where += " AND day >= ?"
+            params.append(start)
+        if project is not None:
+            where += " AND project = ?"
+            params.append(project)
+        elif among is not None:
+            where += " AND list_contains(?, project)"
+            params.append(list(among))
+        parts.append(f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {where}")
+    first = settled + timedelta(days=1) if settled is not None else start
+    if start is not None and first is not None:
+        first = max(first, start)
+    if end is None or first is None or first <= end:
+        # Bounds on "timestamp" itself, so DuckDB skips row groups by their min/max.
+        conditions = []
+        if first is not None:
+            conditions.append('"timestamp" >= ?')
+            params.append(first)
+        if end is not None:
+            conditions.append('"timestamp" < ?')
+            params.append(end + timedelta(days=1))
+        # The stored spellings of the names: an IN list keeps DuckDB's filter pushdown.
+        if project is not None:
+            conditions.append(f"project IN (SELECT name FROM {PROJECTS} WHERE normalized = ?)")
+            params.append(project)
+        elif among is not None:
+            conditions.append(
+                f"project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
+            )
+            params.append(list(among))
+        where = " AND ".join(conditions) or "true"
+        parts.append(aggregate_sql(where, one_row_per_key=False, dimensions=dimensions))
+    if not parts:  # a range that ends before anything settled: no rows
+        parts.append(f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE false")
+    return " UNION ALL ".join(parts), params
+
+
 def first_new_rowid(con: duckdb.DuckDBPyConnection) -> int:
     """The rowid the next appended row of ``file_downloads`` will have at least."""
     found = con.execute("SELECT max(rowid) FROM file_downloads").fetchone()
@@ -133,49 +231,35 @@ def first_new_rowid(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
-    """Append the aggregate of the rows appended since ``first_rowid``, record new project
-    spellings, and compact the days that have settled (see the module doc)."""
+    """For the rows appended since ``first_rowid``: record new project spellings, append the
+    aggregate of those for settled days, and settle the days their latest day settles (see
+    the module doc)."""
     where = f"rowid >= {int(first_rowid)}"
-    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(where, one_row_per_key=False)}")
     _add_names(con, where)
-    days = [
-        row[0]
-        for row in con.execute(
-            f'SELECT DISTINCT CAST("timestamp" AS DATE) FROM file_downloads WHERE {where}'
-        ).fetchall()
-    ]
-    found = con.execute(f"SELECT compacted_through FROM {VERSION}").fetchone()
-    if not days or found is None:
+    found = con.execute(
+        f'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE) '
+        f"FROM file_downloads WHERE {where}"
+    ).fetchone()
+    if found is None or found[0] is None:
         return
-    compacted: date | None = found[0]
-    settled = max(days) - timedelta(days=OPEN_DAYS)
-    late = [day for day in days if compacted is not None and day <= compacted]
-    if compacted is None or compacted < settled:
-        compact(con, compacted, settled, late)
-    elif late:
-        compact(con, compacted, compacted, late)
+    earliest, latest = found
+    settled = settled_through(con)
+    if settled is not None and earliest <= settled:
+        late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late)}")
+    through = latest - timedelta(days=OPEN_DAYS)
+    if settled is None or settled < through:
+        settle(con, settled, through)
 
 
-def compact(
-    con: duckdb.DuckDBPyConnection, after: date | None, through: date, late: list[date]
-) -> None:
-    """Sum the rollup rows of the days after ``after`` (all when None) through ``through``,
-    and of the ``late`` days (compacted before, with rows added since), into one row per
-    key, sorted by project and day."""
-    where = "day <= ?" if after is None else "(day > ? AND day <= ?)"
-    params: list[object] = [through] if after is None else [after, through]
-    if late:
-        where += " OR list_contains(?, day)"
-        params.append(late)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE rollup_compaction AS SELECT {KEY}, "
-        f"sum(downloads)::BIGINT AS downloads FROM {ROLLUPS} WHERE {where} GROUP BY ALL",
-        params,
-    )
-    con.execute(f"DELETE FROM {ROLLUPS} WHERE {where}", params)
-    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM rollup_compaction ORDER BY project, day")
-    con.execute("DROP TABLE rollup_compaction")
-    con.execute(f"UPDATE {VERSION} SET compacted_through = ?", [max([through, *late])])
+def settle(con: duckdb.DuckDBPyConnection, after: date | None, through: date) -> None:
+    """Roll up the days after ``after`` (from the first when None) through ``through`` from
+    their rows, sorted by project and day, and record ``through`` as settled."""
+    where = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+    if after is not None:
+        where += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
+    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(where)} ORDER BY project, day")
+    con.execute(f"UPDATE {VERSION} SET compacted_through = ?", [through])
 
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
@@ -186,18 +270,15 @@ def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
-    """Recompute rollups and names from every row (inside the caller's transaction)."""
+    """Recompute rollups and names from every row (inside the caller's transaction): the
+    days up to :data:`OPEN_DAYS` before the latest are settled, the rest open."""
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {PROJECTS}")
-    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql('true')} ORDER BY project, day")
+    con.execute(f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL", [DEFINITION])
     _add_names(con, "true")
-    settled = con.execute(
-        f"SELECT CAST(max(day) - INTERVAL {OPEN_DAYS} DAY AS DATE) FROM {ROLLUPS}"
-    ).fetchone()
-    con.execute(
-        f"UPDATE {VERSION} SET definition = ?, compacted_through = ?",
-        [DEFINITION, settled[0] if settled else None],
-    )
+    latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
+    if latest is not None and latest[0] is not None:
+        settle(con, None, latest[0] - timedelta(days=OPEN_DAYS))
     bump(con)
 
 
