@@ -33,7 +33,8 @@ DuckDB allows one writing process per file and no readers from other processes m
 publish opens the file per pass, announced to readers (:mod:`.access`), and readers use the
 writer's connection in its own process or wait briefly for it to close in another.
 
-A load into ``file_downloads`` also merges the new rows into the daily rollups and a load of
+A load into ``file_downloads`` also records new project spellings, rolls up the days its
+rows settle and appends the aggregate of its rows for days settled already, and a load of
 either table bumps the data version, in the same transaction (:mod:`.rollups`).
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
