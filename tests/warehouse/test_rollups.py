@@ -41,10 +41,11 @@ DOWNLOAD = "(response IS NULL OR response.status = 200 OR response.range_start =
 
 
 def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """Counts (summed per key: a key may have several rows) that readers see, the settled
-    days' rollups and the open days' rows (:func:`rollups.daily`), missing from a fresh
-    aggregate of every row, and the reverse; and the same for the rollups alone against the
-    settled days' rows, beyond which the rollups must hold nothing."""
+    """Counts (summed per key: a key may have several rows) that readers see, the rollups
+    and the open days' breakdowns from the rows (:func:`rollups.daily`), missing from a
+    fresh aggregate of every row, and the reverse; and the same for the rollups alone
+    against the rows' totals of every day and breakdowns of the settled days (the rollups
+    must hold no other)."""
     key = rollups.KEY
     columns = f"{key}, downloads"
     con = duckdb.connect(str(path), read_only=True)
@@ -54,7 +55,11 @@ def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[objec
         seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
         stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
         through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
-        settled_rows = rollups.aggregate_sql(f'CAST("timestamp" AS DATE) <= {through}')
+        open_days = f'CAST("timestamp" AS DATE) > {through}'
+        settled_rows = (
+            f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
+            f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])})"
+        )
         differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
         for ours, ours_params, fresh in (
             (seen, params, rollups.aggregate_sql("true")),
@@ -141,18 +146,24 @@ def test_rollups_equal_group_by_over_the_rows(tmp_path: Path) -> None:
     settled = FIRST + timedelta(days=DAYS - 1 - rollups.OPEN_DAYS)
     assert rollups.settled_through(con) == settled
     assert (
-        con.execute(f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = ''").fetchone()
+        con.execute(
+            f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = 'installer'"
+        ).fetchone()
         == con.execute(
             f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD} "
             "AND CAST(timestamp AS DATE) <= ?",
             [settled],
         ).fetchone()
     )
-    source, params = rollups.daily(con, dimensions=[""])
-    assert (
-        con.execute(f"SELECT sum(downloads) FROM ({source})", params).fetchone()
-        == con.execute(f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD}").fetchone()
-    )
+    for dimension in ("", "installer"):
+        source, params = rollups.daily(con, dimensions=[dimension])
+        assert (
+            con.execute(f"SELECT sum(downloads) FROM ({source})", params).fetchone()
+            == con.execute(f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD}").fetchone()
+            == con.execute(
+                f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = ''"
+            ).fetchone()
+        )
     assert con.execute("SELECT count(*) FROM file_downloads").fetchone() == (rows,)
     ranges = f"SELECT count(*) FROM file_downloads WHERE NOT {DOWNLOAD}"
     assert rows * 0.2 < con.execute(ranges).fetchone()[0] < rows * 0.45  # type: ignore[index]
@@ -276,7 +287,7 @@ def _rollup_rows(con: duckdb.DuckDBPyConnection, where: str = "true") -> tuple[i
     return int(found[0]), int(found[1])
 
 
-def test_open_days_have_no_rollups_and_a_load_that_settles_days_rolls_them_up(
+def test_open_days_have_totals_only_and_a_load_that_settles_days_rolls_them_up(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "w.duckdb"
@@ -284,31 +295,38 @@ def test_open_days_have_no_rollups_and_a_load_that_settles_days_rolls_them_up(
     db = DuckDBWarehouse(path)
     try:
         con = db.con
-        # Two open days, three loads: the day before them settles, nothing is rolled up.
+        # Two open days, three loads: the day before them settles; each load appends its
+        # totals (keys repeat), no breakdown.
         for index in range(3):
             lines = random_lines(rng, 300, PROJECTS, FIRST, 2, start=index * 300)
             _load(db, f"a{index}.json", lines)
         assert rollups.settled_through(con) == FIRST - timedelta(days=1)
-        assert _rollup_rows(con) == (0, 0)
+        count, keys = _rollup_rows(con)
+        assert count > keys > 0
+        assert _rollup_rows(con, "dimension <> ''") == (0, 0)
         # A load bringing FIRST + 4 settles FIRST .. FIRST + 2 (no rows on FIRST + 2):
-        # rolled up from every load's rows, one row per key, sorted by project and day.
+        # rolled up from every load's rows, one row per key, sorted by project and day,
+        # in place of the loads' totals.
         later = random_lines(rng, 50, PROJECTS, FIRST + timedelta(days=4), 1, start=5000)
         _load(db, "b.json", later)
         assert rollups.settled_through(con) == FIRST + timedelta(days=2)
-        count, keys = _rollup_rows(con)
+        settled = f"day <= DATE '{FIRST + timedelta(days=2)}'"
+        count, keys = _rollup_rows(con, settled)
         assert count == keys > 0
-        days = con.execute(f"SELECT DISTINCT day FROM {rollups.ROLLUPS} ORDER BY day").fetchall()
+        days = con.execute(
+            f"SELECT DISTINCT day FROM {rollups.ROLLUPS} WHERE dimension <> '' ORDER BY day"
+        ).fetchall()
         assert days == [(FIRST,), (FIRST + timedelta(days=1),)]
         order = con.execute(
-            f"SELECT project, day FROM {rollups.ROLLUPS} WHERE rowid > 0 AND "
-            f"(project, day) < (SELECT (project, day) FROM {rollups.ROLLUPS} AS r "
-            f"WHERE r.rowid = {rollups.ROLLUPS}.rowid - 1) LIMIT 1"
-        ).fetchall()
-        assert order == []
-        # The next day settles one more day, which has no rows: nothing added.
+            "SELECT count(*) FROM (SELECT (project, day) AS here, lag((project, day)) OVER "
+            f"(ORDER BY rowid) AS before FROM {rollups.ROLLUPS} WHERE {settled}) "
+            "WHERE here < before"
+        ).fetchone()
+        assert order == (0,)
+        # The next day settles one more day, which has no rows: nothing added there.
         _load(db, "c.json", random_lines(rng, 20, PROJECTS, FIRST + timedelta(days=5), 1))
         assert rollups.settled_through(con) == FIRST + timedelta(days=3)
-        assert _rollup_rows(con) == (count, keys)
+        assert _rollup_rows(con, f"day <= DATE '{FIRST + timedelta(days=3)}'") == (count, keys)
     finally:
         db.close()
     assert _differences(path) == ([], [])
@@ -329,19 +347,20 @@ def test_a_late_row_for_a_settled_day_appends_its_aggregate(tmp_path: Path) -> N
         late = random_lines(random.Random(1), 1, ["alpha"], FIRST, 1, start=9000)
         _load(db, "late.json", late)
         assert rollups.settled_through(con) == FIRST + timedelta(days=3)
-        # Its aggregate is appended: at most one row per dimension (fewer when not counted
-        # as a download), the day's keys otherwise as they were.
+        # Its aggregate is appended: at most one row per dimension and the total (fewer
+        # when not counted as a download), the day's keys otherwise as they were.
         count = _rollup_rows(con)[0]
         assert before[0] <= count <= before[0] + len(rollups.ALL)
         assert _rollup_rows(con, day)[1] >= first_day[1]
         assert count - before[0] == _rollup_rows(con, day)[0] - first_day[0]
-        # Late rows for open days add no rollups; a load that brings both kinds adds the
-        # late ones' aggregate only.
+        # Rows for open days add their totals only; a load that brings both kinds adds the
+        # late ones' breakdowns.
         open_and_late = random_lines(rng, 30, PROJECTS, FIRST + timedelta(days=4), 2, start=9100)
         open_and_late += random_lines(rng, 30, PROJECTS, FIRST + timedelta(days=1), 1, start=9200)
         _load(db, "mixed.json", open_and_late)
         assert con.execute(
-            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE day > DATE '{FIRST + timedelta(3)}'"
+            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE day > DATE '{FIRST + timedelta(3)}' "
+            "AND dimension <> ''"
         ).fetchone() == (0,)
     finally:
         db.close()

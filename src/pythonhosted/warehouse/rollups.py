@@ -16,32 +16,38 @@ project to its normalised name (raw-row queries filter by spelling, which keeps 
 filter pushdown), and ``warehouse_version`` counts the loads that changed the data (the
 stats web's ETags and caches follow it) with the time of the latest.
 
-**Only settled days are rolled up.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1``
-before it are *open*: batches for them still arrive. ``warehouse_version.compacted_through``
-is the last settled day, and the rollups hold every settled day and no other. Readers go
-through :func:`daily`: the settled days from the rollups, the open days aggregated from
-the rows on the fly (a couple of days of rows, in the table's last row groups since loads
-append in time order, so DuckDB skips the rest by their min/max; and only the projects and
-dimensions asked for). A load therefore does no rollup work of its own, except:
+**Breakdowns are rolled up once a day settles.** The latest day loaded and the
+:data:`OPEN_DAYS` ``- 1`` before it are *open*: batches for them still arrive.
+``warehouse_version.compacted_through`` is the last settled day. The rollups hold the totals
+(``dimension`` ``''``) of every day, and the breakdowns (the :data:`DIMENSIONS`) of settled
+days only. Readers go through :func:`daily`, which adds the open days' breakdowns aggregated
+from the rows on the fly (a couple of days of rows, in the table's last row groups since
+loads append in time order, so DuckDB skips the rest by their min/max; and only the projects
+and dimensions asked for). So:
 
-- when it brings a day that settles further days, those days are aggregated from their rows
-  once, sorted by project (so a project's rollups sit in few row groups, and DuckDB skips the
-  rest), and ``compacted_through`` moves on;
-- rows it brings for a day settled already (late batches) have their aggregate appended, so
-  such a key may have several rows, and every reader sums them.
+- a load appends the totals of its rows (one grouping set, about 0.1 rollup rows per
+  download) and, for rows of days settled already (late batches), their breakdowns too;
+  a key may so have several rows, and every reader sums them;
+- a load that brings a day that settles further days rolls those days up from their rows
+  once, in place of the totals their loads appended, sorted by project (so a project's
+  rollups sit in few row groups, and DuckDB skips the rest), and ``compacted_through``
+  moves on.
 
 All of it happens in the load's transaction (:class:`~.duck.DuckDBWarehouse`), so rows,
-rollups and ``compacted_through`` are all old or all new after a kill at any point: for
-every day up to ``compacted_through`` the rollups sum to the rows, in every snapshot. That
-day only moves forward, so a reader that reads it and then queries (two snapshots) is still
-right: the days it takes from the rollups were settled in both. The rows the load just
-inserted are the ones with a ``rowid`` at or above the table's highest before the insert
-(DuckDB numbers appended rows after every existing one, committed or not).
+rollups and ``compacted_through`` are all old or all new after a kill at any point: in every
+snapshot the totals sum to the rows for every day, the breakdowns for every day up to
+``compacted_through``. That day only moves forward, so a reader that reads it and then
+queries (two snapshots) is still right. The rows a load just inserted are the ones with a
+``rowid`` at or above the table's highest before the insert (DuckDB numbers appended rows
+after every existing one, committed or not).
 
-Before this, each load appended the aggregate of its own rows (about 1.3 rollup rows per
-download, as a load spreads over thousands of projects) and settled days were compacted
-later: that cost a load a quarter of its time (BENCHMARKS.md). A day aggregated once from
-all its rows has far fewer rollup rows than the sum of its loads' aggregates.
+Why: each load used to append the aggregate of its rows in every dimension (about 1.3
+rollup rows per download, as a load spreads over thousands of projects), which cost a load
+a quarter of its time (BENCHMARKS.md); a day aggregated once from all its rows costs a
+fraction of that. Totals stay per load because they are cheap and most questions (the API's
+``recent`` and ``overall``, badges, top projects, ``stats --days``) ask only for them, which
+then never read rows; reading the open days' rows for every question made those answers
+ten times slower.
 
 :func:`rebuild` recomputes everything from the rows, sorted by project and day. It runs on
 ``linehaul rollup --rebuild`` and, by itself, when a warehouse opened for loading has a
@@ -75,7 +81,7 @@ DIMENSIONS: dict[str, str] = {
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
 DEFINITION = (
-    f"4;settled-only;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"4;dimensions-when-settled;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
@@ -136,6 +142,26 @@ def aggregate_sql(
     return f"SELECT {KEY}, sum(downloads)::BIGINT AS downloads FROM ({normalized}) GROUP BY ALL"
 
 
+def breakdowns_sql(where: str, dimensions: Sequence[str]) -> str:
+    """:func:`aggregate_sql` of the named ``dimensions`` (not the total), for the few rows a
+    reader asks about: one ``GROUP BY`` of every dimension's value at once, then unpivoted
+    and summed per dimension. DuckDB's grouping sets cost a fixed 10-15 ms for five sets
+    even over a few dozen rows (a hash table each); this costs a third of that for a
+    long-tail project (BENCHMARKS.md). A load's rollups keep grouping sets, which do better
+    over a day's rows."""
+    columns = "".join(f", {DIMENSIONS[name]} AS {quote(name)}" for name in dimensions)
+    names = ", ".join(quote(name) for name in dimensions)
+    cells = (
+        f'SELECT CAST("timestamp" AS DATE) AS day, {NORMALIZED} AS project, '
+        f"{mirror_sql()} AS mirror, details.ci AS ci{columns}, count(*) AS downloads "
+        f"FROM file_downloads WHERE ({where}) AND {COUNTED} GROUP BY ALL"
+    )
+    return (
+        f"SELECT {KEY}, sum(downloads)::BIGINT AS downloads FROM ({cells}) "
+        f"UNPIVOT INCLUDE NULLS (value FOR dimension IN ({names})) GROUP BY ALL"
+    )
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -175,31 +201,36 @@ def daily(
 ) -> tuple[str, list[Any]]:
     """SQL (and its parameters) of a query with the rollups' columns, the downloads of
     ``project`` (a normalised name; or those ``among`` a list of them; or every project)
-    per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``:
-    the settled days from ``download_rollups``, the open days from the rows (see the module
-    doc). A key may have several rows: sum them. Every reader of the rollups goes through
-    this; put it first in a statement (``WITH daily AS (...)``) so its parameters come first.
+    per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``
+    ('' the total): from ``download_rollups``, but the open days of the named dimensions
+    from the rows (see the module doc). A key may have several rows: sum them. Every reader
+    of the rollups goes through this; put it first in a statement (``WITH daily AS (...)``)
+    so its parameters come first.
     """
     settled = settled_through(con)
-    parts: list[str] = []
-    params: list[Any] = []
-    if settled is not None and (start is None or start <= settled):
-        where = "day <= ? AND list_contains(?, dimension)"
-        params += [settled if end is None else min(settled, end), list(dimensions)]
-        if start is not None:
-            where += " AND day >= ?"
-            params.append(start)
-        if project is not None:
-            where += " AND project = ?"
-            params.append(project)
-        elif among is not None:
-            where += " AND list_contains(?, project)"
-            params.append(list(among))
-        parts.append(f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {where}")
+    named = [name for name in dimensions if name]
+    conditions = ["list_contains(?, dimension)"]
+    params: list[Any] = [list(dimensions)]
+    # Totals are rolled up for every day, the rest for settled days only.
+    conditions.append("(dimension = '' OR day <= ?)")
+    params.append(settled)
+    if start is not None:
+        conditions.append("day >= ?")
+        params.append(start)
+    if end is not None:
+        conditions.append("day <= ?")
+        params.append(end)
+    if project is not None:
+        conditions.append("project = ?")
+        params.append(project)
+    elif among is not None:
+        conditions.append("list_contains(?, project)")
+        params.append(list(among))
+    parts = [f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {' AND '.join(conditions)}"]
     first = settled + timedelta(days=1) if settled is not None else start
     if start is not None and first is not None:
         first = max(first, start)
-    if end is None or first is None or first <= end:
+    if named and (end is None or first is None or first <= end):
         # Bounds on "timestamp" itself, so DuckDB skips row groups by their min/max.
         conditions = []
         if first is not None:
@@ -218,9 +249,7 @@ def daily(
             )
             params.append(list(among))
         where = " AND ".join(conditions) or "true"
-        parts.append(aggregate_sql(where, one_row_per_key=False, dimensions=dimensions))
-    if not parts:  # a range that ends before anything settled: no rows
-        parts.append(f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE false")
+        parts.append(breakdowns_sql(where, named))
     return " UNION ALL ".join(parts), params
 
 
@@ -231,9 +260,9 @@ def first_new_rowid(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
-    """For the rows appended since ``first_rowid``: record new project spellings, append the
-    aggregate of those for settled days, and settle the days their latest day settles (see
-    the module doc)."""
+    """For the rows appended since ``first_rowid``: record new project spellings, append
+    their totals, and the aggregate of those for settled days; then settle the days their
+    latest day settles (see the module doc)."""
     where = f"rowid >= {int(first_rowid)}"
     _add_names(con, where)
     found = con.execute(
@@ -243,10 +272,12 @@ def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
     if found is None or found[0] is None:
         return
     earliest, latest = found
+    totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
+    con.execute(f"INSERT INTO {ROLLUPS} {totals}")
     settled = settled_through(con)
     if settled is not None and earliest <= settled:
         late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
-        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late)}")
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
     through = latest - timedelta(days=OPEN_DAYS)
     if settled is None or settled < through:
         settle(con, settled, through)
@@ -254,11 +285,15 @@ def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
 
 def settle(con: duckdb.DuckDBPyConnection, after: date | None, through: date) -> None:
     """Roll up the days after ``after`` (from the first when None) through ``through`` from
-    their rows, sorted by project and day, and record ``through`` as settled."""
-    where = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+    their rows, in place of the totals their loads appended, sorted by project and day, and
+    record ``through`` as settled."""
+    rows = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+    days = f"day <= DATE '{through}'"
     if after is not None:
-        where += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
-    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(where)} ORDER BY project, day")
+        rows += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
+        days += f" AND day > DATE '{after}'"
+    con.execute(f"DELETE FROM {ROLLUPS} WHERE dimension = '' AND {days}")
+    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(rows)} ORDER BY project, day")
     con.execute(f"UPDATE {VERSION} SET compacted_through = ?", [through])
 
 
@@ -271,14 +306,18 @@ def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute rollups and names from every row (inside the caller's transaction): the
-    days up to :data:`OPEN_DAYS` before the latest are settled, the rest open."""
+    days up to :data:`OPEN_DAYS` before the latest are settled, the rest open (totals
+    only)."""
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {PROJECTS}")
     con.execute(f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL", [DEFINITION])
     _add_names(con, "true")
     latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
     if latest is not None and latest[0] is not None:
-        settle(con, None, latest[0] - timedelta(days=OPEN_DAYS))
+        through = latest[0] - timedelta(days=OPEN_DAYS)
+        settle(con, None, through)
+        open_days = f"\"timestamp\" >= DATE '{through + timedelta(days=1)}'"
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days, dimensions=[''])}")
     bump(con)
 
 
