@@ -1,7 +1,8 @@
 """Benchmark: the stats web and the rollups over 50M download rows, 365 days, 5,000 projects.
 
     .venv/bin/python bench/stats_web.py [--rows 50000000] [--dir /tmp/stats-web-bench]
-                                        [--duration 10] [--connections 16] [--publish-runs 4]
+                                        [--duration 10] [--connections 16] [--publish-runs 2]
+                                        [--loads-per-day 24] [--skip api,stats,publish]
 
 1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
    ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
@@ -22,11 +23,16 @@
    rows (what stats did before rollups), timed in-process.
 3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
    call; best and median of 5) and one CLI subprocess (Python start-up included).
-4. Rollup maintenance on publish: result files of about 160,000 rows (one 64 MB publish
-   group: ingest's converter over bench/linehaul.py's corpus, the rows moved to yesterday
-   like fresh batches) loaded into a copy of the warehouse, alternately
-   with rollup maintenance and with it switched off, ``--publish-runs`` each; medians of
-   wall and CPU time and the overhead.
+4. Rollup maintenance on publish, over a realistic sequence: three days of
+   ``--loads-per-day`` loads each (result files of about 160,000 rows, one 64 MB publish
+   group: ingest's converter over bench/linehaul.py's corpus, moved to the day), from today
+   on, into a copy of the warehouse, with rollup maintenance and with it switched off,
+   ``--publish-runs`` each, alternating. The first load of the third day settles the first
+   day (a full day's rows). Printed: the mean time per load over the third day and over all
+   three (the overhead a day of publishes pays), the worst single load, the median overhead
+   of the loads that settle nothing, and the cold reader answers (``recent``, ``overall``,
+   the project page's queries, ``stats --days 30``; in-process, median over 20 projects)
+   with the last two days open, so read from the rows.
 
 The machine is shared: the load average is printed before and after each part.
 """
@@ -45,16 +51,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import httpx
 
 from pythonhosted.linehaul.batch import convert
+from pythonhosted.stats_web import data
 from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.duck import DuckDBWarehouse
-from pythonhosted.warehouse.stats import Filters, breakdown
+from pythonhosted.warehouse.stats import Filters, breakdown, query_breakdown
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 PROJECTS = 5000
@@ -88,7 +96,7 @@ SELECT ts, country, '/p/' || i, project,
       'distro': NULL, 'system': {{'name': system, 'release': '6.5'}}, 'cpu': 'x86_64',
       'openssl_version': NULL, 'setuptools_version': NULL, 'rustc_version': NULL,
       'ci': ci}},
-    'TLSv1.3', 'TLS_AES_128_GCM_SHA256'
+    'TLSv1.3', 'TLS_AES_128_GCM_SHA256', NULL
 FROM (SELECT i, {columns} FROM range({rows}) t(i))
 """
 
@@ -286,54 +294,150 @@ def stats_queries(path: Path) -> None:
     print(f"  one CLI run (process start-up included): {time.perf_counter() - started:.2f} s")
 
 
-def publish_overhead(path: Path, args: argparse.Namespace) -> None:
-    scratch = Path(args.dir) / "publish-copy.duckdb"
-    shutil.copyfile(path, scratch)
-    # Result files as ingest writes them (its converter, over bench/linehaul.py's corpus of
-    # real-shaped user agents: full details), moved to yesterday like fresh batches.
-    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    runs = args.publish_runs
+def result_files(count: int, rows: int) -> list[bytes]:
+    """``count`` result files as ingest writes them (its converter, over bench/linehaul.py's
+    corpus of real-shaped user agents: full details), each at most ``rows`` rows (about
+    160,000 when 0) of one day, ``DAY`` standing for its date."""
     contents = []
-    for n in range(2 * runs + 1):
+    for n in range(count):
         text = corpus_module.corpus(180_000, n)
         data = convert(gzip.compress(("\n".join(text) + "\n").encode(), 1)).downloads
         day = re.search(rb'"timestamp":"(\d{4}-\d{2}-\d{2})', data)
         assert day is not None
-        contents.append(data.replace(day[1], yesterday.encode()))
+        if rows:
+            data = b"".join(data.splitlines(keepends=True)[:rows])
+        contents.append(data.replace(day[1], b"DAY"))
+    return contents
+
+
+def reader_queries(path: Path, end: date) -> dict[str, tuple[float, float]]:
+    """Cold answers (in-process, one at a time), median and highest ms over 20 projects: the API's
+    ``recent`` and ``overall``, the project page's summary and breakdowns, the CLI's
+    ``--days 30``, up to ``end``."""
+    projects = [f"project-{n}" for n in (0, 1, 2, 5, 10, 30, 100, 300, 1000, 1999)] * 2
+    questions: dict[str, Callable[[duckdb.DuckDBPyConnection, str], object]] = {
+        "recent": lambda con, p: data.recent(con, p, end, Filters()),
+        "overall": lambda con, p: data.overall(con, p, None, end),
+        "project page (summary + breakdowns)": lambda con, p: (
+            data.summary(con, p, end, Filters()),
+            data.per_period(
+                con, p, ["", *rollups.DIMENSIONS], "day",
+                end - timedelta(days=29), end, Filters(),
+            ),
+        ),
+        "stats --days 30": lambda con, p: query_breakdown(
+            con, p, [], end - timedelta(days=29), end
+        ),
+    }  # fmt: skip
+    out = {}
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        for label, ask in questions.items():
+            times = []
+            for project in projects:
+                started = time.perf_counter()
+                ask(con, project)
+                times.append(time.perf_counter() - started)
+            out[label] = (1000 * statistics.median(times), 1000 * max(times))
+    finally:
+        con.close()
+    return out
+
+
+@dataclass
+class PublishRun:
+    """One run of :func:`publish_sequence`."""
+
+    wall: list[float]  # per load, seconds
+    cpu: list[float]
+    readers: dict[str, tuple[float, float]]  # cold answers, median and highest ms
+    rows: int  # per load
+
+
+def publish_sequence(
+    path: Path, args: argparse.Namespace, contents: list[bytes], maintain: bool
+) -> PublishRun:
+    """Three days of ``--loads-per-day`` loads each, from today on, into a copy of the
+    warehouse (rollup maintenance on or off): the first load of the third day settles the
+    first, whose rows are a full day's. Per load wall and CPU seconds, then the cold reader
+    answers with the last two days open."""
+    scratch = Path(args.dir) / "publish-copy.duckdb"
+    shutil.copyfile(path, scratch)
+    DuckDBWarehouse(scratch).close()  # a rollup rebuild, when one is due, is not timed
     original = (rollups.add_new_rows, rollups.first_new_rowid)
-    timings: dict[bool, list[float]] = {True: [], False: []}
-    cpu: dict[bool, list[float]] = {True: [], False: []}
-    for n in range(2 * runs + 1):
-        maintain = n % 2 == 1
-        if maintain:
-            rollups.add_new_rows, rollups.first_new_rowid = original
-        else:
-            rollups.add_new_rows = lambda con, first: None  # type: ignore[assignment]
-            rollups.first_new_rowid = lambda con: 0  # type: ignore[assignment]
-        data = contents[n]
-        warehouse = DuckDBWarehouse(scratch)
-        cpu_before = time.process_time()
-        started = time.perf_counter()
-        warehouse.load("file_downloads", [(f"bench-{time.time_ns()}.json", data)])
-        elapsed = time.perf_counter() - started
-        used = time.process_time() - cpu_before
-        warehouse.close()
-        if n:  # the first load warms the file's pages
-            timings[maintain].append(elapsed)
-            cpu[maintain].append(used)
-    rollups.add_new_rows, rollups.first_new_rowid = original
-    with_, without = statistics.median(timings[True]), statistics.median(timings[False])
-    rows = contents[0].count(b"\n")
-    print(
-        f"  load of {rows:,} rows: with rollups median {with_:.2f} s "
-        f"(CPU {statistics.median(cpu[True]):.2f} s), without {without:.2f} s "
-        f"(CPU {statistics.median(cpu[False]):.2f} s): overhead "
-        f"{100 * (with_ - without) / without:+.1f} % wall, "
-        f"{100 * (statistics.median(cpu[True]) / statistics.median(cpu[False]) - 1):+.1f} % CPU"
-    )
-    print(f"  runs: with {[round(t, 2) for t in timings[True]]}, "
-          f"without {[round(t, 2) for t in timings[False]]}")  # fmt: skip
+    if not maintain:
+        rollups.add_new_rows = lambda con, first: None  # type: ignore[assignment]
+        rollups.first_new_rowid = lambda con: 0  # type: ignore[assignment]
+    today = datetime.now(UTC).date()
+    wall: list[float] = []
+    cpu: list[float] = []
+    try:
+        for day in range(3):
+            stamp = (today + timedelta(days=day)).isoformat().encode()
+            for n in range(args.loads_per_day):
+                content = contents[(day * args.loads_per_day + n) % len(contents)]
+                warehouse = DuckDBWarehouse(scratch)
+                cpu_before = time.process_time()
+                started = time.perf_counter()
+                warehouse.load(
+                    "file_downloads",
+                    [(f"bench-{day}-{n}.json", content.replace(b"DAY", stamp))],
+                )
+                wall.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - cpu_before)
+                warehouse.close()
+    finally:
+        rollups.add_new_rows, rollups.first_new_rowid = original
+    # The last day loaded is open, as yesterday is in production.
+    readers = reader_queries(scratch, today + timedelta(days=2)) if maintain else {}
     scratch.unlink()
+    return PublishRun(wall, cpu, readers, contents[0].count(b"\n"))
+
+
+def publish_overhead(path: Path, args: argparse.Namespace) -> None:
+    """:func:`publish_sequence` with rollup maintenance and without, ``--publish-runs``
+    times each, alternating."""
+    loads = args.loads_per_day
+    contents = result_files(args.distinct_files, args.rows_per_load)
+    results: dict[bool, list[PublishRun]] = {True: [], False: []}
+    for run in range(args.publish_runs):
+        for maintain in (run % 2 == 0, run % 2 == 1):
+            results[maintain].append(publish_sequence(path, args, contents, maintain))
+            print(f"    run {run + 1}, maintenance {'on' if maintain else 'off'} ({load()})")
+
+    def per_load(maintain: bool, kind: str) -> list[float]:
+        """Each load's median over the runs."""
+        series = [getattr(result, kind) for result in results[maintain]]
+        return [statistics.median(values) for values in zip(*series, strict=True)]
+
+    rows = results[True][0].rows
+    print(f"  {loads} loads a day of {rows:,} rows each; medians of {args.publish_runs} runs")
+    for kind in ("wall", "cpu"):
+        on, off = per_load(True, kind), per_load(False, kind)
+        for label, part in (("third day (settles a day)", slice(2 * loads, 3 * loads)),
+                            ("all three days", slice(0, 3 * loads))):  # fmt: skip
+            mean_on, mean_off = statistics.mean(on[part]), statistics.mean(off[part])
+            print(
+                f"  {kind:<4} {label:<26} mean per load {mean_on:.3f} s with, {mean_off:.3f} s "
+                f"without: {100 * (mean_on / mean_off - 1):+.1f} %"
+            )
+        settling = 2 * loads  # the first load of the third day
+        print(
+            f"  {kind:<4} the load that settles a day: {on[settling]:.3f} s with, "
+            f"{off[settling]:.3f} s without: {100 * (on[settling] / off[settling] - 1):+.1f} %"
+        )
+        others = [on[i] / off[i] - 1 for i in range(len(on)) if i != settling]
+        print(
+            f"  {kind:<4} the other loads: overhead median {100 * statistics.median(others):+.1f} "
+            f"%, highest {100 * max(others):+.1f} %"
+        )
+    for label in results[True][0].readers:
+        medians = [result.readers[label][0] for result in results[True]]
+        highest = max(result.readers[label][1] for result in results[True])
+        print(
+            f"  cold {label:<38} median {statistics.median(medians):6.1f} ms, "
+            f"highest {highest:6.1f} ms"
+        )
 
 
 def main() -> None:
@@ -342,11 +446,14 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/stats-web-bench")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--publish-runs", type=int, default=4)
+    parser.add_argument("--publish-runs", type=int, default=2)
+    parser.add_argument("--loads-per-day", type=int, default=24)
+    parser.add_argument("--distinct-files", type=int, default=4)
+    parser.add_argument("--rows-per-load", type=int, default=0, help="0: a 64 MB group's")
     parser.add_argument("--cache-bytes", type=int, default=1 << 30)
     parser.add_argument("--skip", default="", help="comma-separated: api,stats,publish")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and "api" not in args.skip:
         sys.exit("wrk is needed: apt-get install -y wrk")
     skip = set(args.skip.split(","))
     Path(args.dir).mkdir(parents=True, exist_ok=True)

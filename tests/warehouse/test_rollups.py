@@ -21,8 +21,10 @@ from click.testing import CliRunner
 
 from pythonhosted.cli import main
 from pythonhosted.linehaul.batch import convert
+from pythonhosted.stats_web import data
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse import rollups
+from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import Filters, breakdown
 from support.linehaul_data import gz
@@ -39,23 +41,45 @@ DOWNLOAD = "(response IS NULL OR response.status = 200 OR response.range_start =
 
 
 def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """Rollup counts (summed per key: a key may have a row per load) missing from a fresh
-    aggregate of every row, and the reverse."""
-    fresh = rollups.aggregate_sql("true")
+    """Counts (summed per key: a key may have several rows) that readers see, the rollups
+    and the open days' breakdowns from the rows (:func:`rollups.daily`), missing from a
+    fresh aggregate of every row, and the reverse; and the same for the rollups alone
+    against the rows' totals of every day and breakdowns of the settled days (the rollups
+    must hold no other)."""
     key = rollups.KEY
-    stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
     columns = f"{key}, downloads"
     con = duckdb.connect(str(path), read_only=True)
     try:
-        extra = con.execute(
-            f"SELECT {columns} FROM ({stored}) EXCEPT ALL SELECT {columns} FROM ({fresh})"
-        ).fetchall()
-        missing = con.execute(
-            f"SELECT {columns} FROM ({fresh}) EXCEPT ALL SELECT {columns} FROM ({stored})"
-        ).fetchall()
+        settled = rollups.settled_through(con)
+        source, params = rollups.daily(con)
+        seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
+        stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
+        through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
+        open_days = f'CAST("timestamp" AS DATE) > {through}'
+        settled_rows = (
+            f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
+            f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])})"
+        )
+        differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
+        for ours, ours_params, fresh in (
+            (seen, params, rollups.aggregate_sql("true")),
+            (stored, [], settled_rows),
+        ):
+            differences[0].extend(
+                con.execute(
+                    f"SELECT {columns} FROM ({ours}) EXCEPT ALL SELECT {columns} FROM ({fresh})",
+                    ours_params,
+                ).fetchall()
+            )
+            differences[1].extend(
+                con.execute(
+                    f"SELECT {columns} FROM ({fresh}) EXCEPT ALL SELECT {columns} FROM ({ours})",
+                    ours_params,
+                ).fetchall()
+            )
     finally:
         con.close()
-    return extra, missing
+    return differences
 
 
 def _load_random(path: Path, rng: random.Random, loads: int, per_load: int) -> int:
@@ -119,10 +143,27 @@ def test_rollups_equal_group_by_over_the_rows(tmp_path: Path) -> None:
     assert asked > 0
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute(f"SELECT version FROM {rollups.VERSION}").fetchone() == (6,)
+    settled = FIRST + timedelta(days=DAYS - 1 - rollups.OPEN_DAYS)
+    assert rollups.settled_through(con) == settled
     assert (
-        con.execute(f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = ''").fetchone()
-        == con.execute(f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD}").fetchone()
+        con.execute(
+            f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = 'installer'"
+        ).fetchone()
+        == con.execute(
+            f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD} "
+            "AND CAST(timestamp AS DATE) <= ?",
+            [settled],
+        ).fetchone()
     )
+    for dimension in ("", "installer"):
+        source, params = rollups.daily(con, dimensions=[dimension])
+        assert (
+            con.execute(f"SELECT sum(downloads) FROM ({source})", params).fetchone()
+            == con.execute(f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD}").fetchone()
+            == con.execute(
+                f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = ''"
+            ).fetchone()
+        )
     assert con.execute("SELECT count(*) FROM file_downloads").fetchone() == (rows,)
     ranges = f"SELECT count(*) FROM file_downloads WHERE NOT {DOWNLOAD}"
     assert rows * 0.2 < con.execute(ranges).fetchone()[0] < rows * 0.45  # type: ignore[index]
@@ -233,41 +274,169 @@ def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) ->
     con.close()
 
 
-def test_settled_days_are_compacted_to_one_row_per_key(tmp_path: Path) -> None:
+def _load(db: DuckDBWarehouse, name: str, lines: list[str]) -> None:
+    db.load("file_downloads", [(name, convert(gz(lines)).downloads)])
+
+
+def _rollup_rows(con: duckdb.DuckDBPyConnection, where: str = "true") -> tuple[int, int]:
+    """Rollup rows, and distinct keys among them, matching ``where``."""
+    found = con.execute(
+        f"SELECT count(*), count(DISTINCT ({rollups.KEY})) FROM {rollups.ROLLUPS} WHERE {where}"
+    ).fetchone()
+    assert found is not None
+    return int(found[0]), int(found[1])
+
+
+def test_open_days_have_totals_only_and_a_load_that_settles_days_rolls_them_up(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "w.duckdb"
     rng = random.Random(5)
     db = DuckDBWarehouse(path)
     try:
-        for index in range(3):  # three loads over the same 3 days: keys repeat
-            lines = random_lines(rng, 300, PROJECTS, FIRST, 3, start=index * 300)
-            db.load("file_downloads", [(f"a{index}.json", convert(gz(lines)).downloads)])
         con = db.con
-        keys = f"SELECT count(*) FROM (SELECT DISTINCT {rollups.KEY} FROM {rollups.ROLLUPS})"
-        rows = f"SELECT count(*) FROM {rollups.ROLLUPS}"
-        assert con.execute(rows).fetchone()[0] > con.execute(keys).fetchone()[0]  # type: ignore[index]
-        later = random_lines(rng, 50, PROJECTS, FIRST + timedelta(days=10), 1, start=5000)
-        db.load("file_downloads", [("b.json", convert(gz(later)).downloads)])
-        settled = f" WHERE day <= DATE '{FIRST + timedelta(days=8)}'"
-        assert (
-            con.execute(rows + settled).fetchone()
-            == con.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT {rollups.KEY} FROM {rollups.ROLLUPS}"
-                f"{settled})"
-            ).fetchone()
-        )
-        assert con.execute(f"SELECT compacted_through FROM {rollups.VERSION}").fetchone() == (
-            FIRST + timedelta(days=8),
-        )
-        # A late batch for a compacted day: that day is compacted again.
-        late = random_lines(rng, 40, PROJECTS, FIRST, 1, start=9000)
-        db.load("file_downloads", [("c.json", convert(gz(late)).downloads)])
-        assert (
-            con.execute(rows + settled).fetchone()
-            == con.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT {rollups.KEY} FROM {rollups.ROLLUPS}"
-                f"{settled})"
-            ).fetchone()
-        )
+        # Two open days, three loads: the day before them settles; each load appends its
+        # totals (keys repeat), no breakdown.
+        for index in range(3):
+            lines = random_lines(rng, 300, PROJECTS, FIRST, 2, start=index * 300)
+            _load(db, f"a{index}.json", lines)
+        assert rollups.settled_through(con) == FIRST - timedelta(days=1)
+        count, keys = _rollup_rows(con)
+        assert count > keys > 0
+        assert _rollup_rows(con, "dimension <> ''") == (0, 0)
+        # A load bringing FIRST + 4 settles FIRST .. FIRST + 2 (no rows on FIRST + 2):
+        # rolled up from every load's rows, one row per key, sorted by project and day,
+        # in place of the loads' totals.
+        later = random_lines(rng, 50, PROJECTS, FIRST + timedelta(days=4), 1, start=5000)
+        _load(db, "b.json", later)
+        assert rollups.settled_through(con) == FIRST + timedelta(days=2)
+        settled = f"day <= DATE '{FIRST + timedelta(days=2)}'"
+        count, keys = _rollup_rows(con, settled)
+        assert count == keys > 0
+        days = con.execute(
+            f"SELECT DISTINCT day FROM {rollups.ROLLUPS} WHERE dimension <> '' ORDER BY day"
+        ).fetchall()
+        assert days == [(FIRST,), (FIRST + timedelta(days=1),)]
+        order = con.execute(
+            "SELECT count(*) FROM (SELECT (project, day) AS here, lag((project, day)) OVER "
+            f"(ORDER BY rowid) AS before FROM {rollups.ROLLUPS} WHERE {settled}) "
+            "WHERE here < before"
+        ).fetchone()
+        assert order == (0,)
+        # The next day settles one more day, which has no rows: nothing added there.
+        _load(db, "c.json", random_lines(rng, 20, PROJECTS, FIRST + timedelta(days=5), 1))
+        assert rollups.settled_through(con) == FIRST + timedelta(days=3)
+        assert _rollup_rows(con, f"day <= DATE '{FIRST + timedelta(days=3)}'") == (count, keys)
     finally:
         db.close()
     assert _differences(path) == ([], [])
+
+
+def test_a_late_row_for_a_settled_day_appends_its_aggregate(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(6)
+    db = DuckDBWarehouse(path)
+    try:
+        con = db.con
+        _load(db, "a.json", random_lines(rng, 400, PROJECTS, FIRST, 6))
+        assert rollups.settled_through(con) == FIRST + timedelta(days=3)
+        before = _rollup_rows(con)
+        day = f"day = DATE '{FIRST}'"
+        first_day = _rollup_rows(con, day)
+        # One late download of a project seen on that day, in versions and installers seen.
+        late = random_lines(random.Random(1), 1, ["alpha"], FIRST, 1, start=9000)
+        _load(db, "late.json", late)
+        assert rollups.settled_through(con) == FIRST + timedelta(days=3)
+        # Its aggregate is appended: at most one row per dimension and the total (fewer
+        # when not counted as a download), the day's keys otherwise as they were.
+        count = _rollup_rows(con)[0]
+        assert before[0] <= count <= before[0] + len(rollups.ALL)
+        assert _rollup_rows(con, day)[1] >= first_day[1]
+        assert count - before[0] == _rollup_rows(con, day)[0] - first_day[0]
+        # Rows for open days add their totals only; a load that brings both kinds adds the
+        # late ones' breakdowns.
+        open_and_late = random_lines(rng, 30, PROJECTS, FIRST + timedelta(days=4), 2, start=9100)
+        open_and_late += random_lines(rng, 30, PROJECTS, FIRST + timedelta(days=1), 1, start=9200)
+        _load(db, "mixed.json", open_and_late)
+        assert con.execute(
+            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE day > DATE '{FIRST + timedelta(3)}' "
+            "AND dimension <> ''"
+        ).fetchone() == (0,)
+    finally:
+        db.close()
+    assert _differences(path) == ([], [])
+
+
+def test_readers_agree_with_the_rows_while_days_are_open_and_after_they_settle(
+    tmp_path: Path,
+) -> None:
+    """The stats CLI's breakdowns and the stats web's questions, against GROUP BY over the
+    rows, with every day open, with some settled, and after a late batch."""
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(8)
+    end = FIRST + timedelta(days=9)
+    loads = [
+        random_lines(rng, 600, PROJECTS, FIRST, 2, start=0, with_served=True),
+        random_lines(rng, 600, PROJECTS, FIRST + timedelta(days=2), 8, start=1000),
+        random_lines(rng, 200, PROJECTS, FIRST, 3, start=2000, with_served=True),  # late
+    ]
+    settled_after = [
+        FIRST - timedelta(days=1),
+        FIRST + timedelta(days=7),
+        FIRST + timedelta(days=7),
+    ]
+    for index, lines in enumerate(loads):
+        db = DuckDBWarehouse(path)
+        try:
+            _load(db, f"l{index}.json", lines)
+            assert rollups.settled_through(db.con) == settled_after[index]
+        finally:
+            db.close()
+        for project in ("demo-pkg", "zope-interface"):
+            for field in (None, *rollups.DIMENSIONS):
+                for start, last in (
+                    (FIRST + timedelta(days=6), end),
+                    (None, end),
+                    (FIRST, FIRST + timedelta(days=3)),
+                ):
+                    result = breakdown(path, project, [field] if field else [], start, last)
+                    got = {(row[0] if field else "total"): row[-1] for row in result.rows}
+                    want = _oracle(path, project, field, start or FIRST, last, Filters())
+                    assert got == want, (index, project, field, start)
+            with reading(path) as con:
+                overall = data.overall(con, project, None, end)
+                recent = data.recent(con, project, end, Filters(mirrors=True))
+                series = data.series(con, project, "installer", FIRST, end, Filters())
+                total = data.summary(con, project, end, Filters(mirrors=True))["total"]
+            per_day = {
+                day: (
+                    _oracle(path, project, None, day, day, Filters(mirrors=True)).get("total", 0),
+                    _oracle(path, project, None, day, day, Filters()).get("total", 0),
+                )
+                for day in (FIRST + timedelta(days=n) for n in range(10))
+            }
+            assert overall == [(day, *counts) for day, counts in per_day.items() if counts[0]]
+            with reading(path) as con:  # a range that ends among the settled days
+                early = data.overall(con, project, FIRST + timedelta(days=1), FIRST + timedelta(3))
+            assert early == [
+                (day, *counts)
+                for day, counts in per_day.items()
+                if counts[0] and FIRST < day <= FIRST + timedelta(days=3)
+            ]
+            assert recent["day"] == per_day[end][0]
+            assert recent["month"] == total == sum(counts[0] for counts in per_day.values())
+            assert total > 0
+            assert series == [
+                (day, installer, count)
+                for day in per_day
+                for installer, count in sorted(
+                    _oracle(path, project, "installer", day, day, Filters()).items(),
+                    key=lambda item: (item[0] is None, item[0] or ""),
+                )
+            ]
+        top = breakdown(path, None, ["project"], FIRST, end, None, Filters(mirrors=True))
+        with reading(path) as con:
+            normalized = con.execute(
+                f"SELECT {NORM}, count(*) FROM file_downloads WHERE {DOWNLOAD} GROUP BY 1"
+            ).fetchall()
+        assert sorted(top.rows) == sorted(normalized)

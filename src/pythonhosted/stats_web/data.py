@@ -1,5 +1,8 @@
 """The stats web's questions to the warehouse, answered from the daily rollups.
 
+Each reads :func:`pythonhosted.warehouse.rollups.daily`: the settled days' rollups and the
+open days aggregated from the rows, for the project and dimensions asked about.
+
 Every function takes an open connection (:func:`pythonhosted.warehouse.access.reading`,
 called in a worker thread) and returns plain data. Days are UTC; "the last complete day" is
 yesterday, as ``pythonhosted stats --days`` and pypistats count it; the watermark says how
@@ -32,7 +35,7 @@ from packaging.version import Version as Release
 
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
-from pythonhosted.warehouse.rollups import PROJECTS, ROLLUPS, VERSION
+from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
 from pythonhosted.warehouse.stats import Breakdown, Filters, check_project, query_breakdown
 
 SYSTEMS = ("Windows", "Linux", "Darwin")
@@ -137,17 +140,10 @@ def series(
     """(day, value, downloads) of one rollup dimension, by day then value."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.series(con, project, dimension, start, end, filters)
-    where = "project = ? AND dimension = ? AND day <= ?"
-    params: list[Any] = [project, dimension, end]
-    if start is not None:
-        where += " AND day >= ?"
-        params.append(start)
-    if not filters.mirrors:
-        where += " AND NOT mirror"
-    if not filters.ci:
-        where += " AND ci IS NOT TRUE"
+    source, params = daily(con, project=project, dimensions=[dimension], start=start, end=end)
     rows = con.execute(
-        f"SELECT day, value, sum(downloads)::BIGINT FROM {ROLLUPS} WHERE {where} "
+        f"WITH daily AS ({source}) SELECT day, value, sum(downloads)::BIGINT FROM daily "
+        f"WHERE {_filters(filters)} "
         "GROUP BY ALL HAVING sum(downloads) > 0 ORDER BY day, value NULLS LAST",
         params,
     ).fetchall()
@@ -174,16 +170,12 @@ def per_period(
     value: every breakdown of a project page in one scan of its rollups."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.per_period(con, project, dimensions, interval, start, end, filters)
-    where = "project = ? AND list_contains(?, dimension) AND day BETWEEN ? AND ?"
-    if not filters.mirrors:
-        where += " AND NOT mirror"
-    if not filters.ci:
-        where += " AND ci IS NOT TRUE"
+    source, params = daily(con, project=project, dimensions=dimensions, start=start, end=end)
     rows = con.execute(
-        f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
-        f"sum(downloads)::BIGINT FROM {ROLLUPS} WHERE {where} GROUP BY ALL "
-        "ORDER BY dimension, period, value NULLS LAST",
-        [project, dimensions, start, end],
+        f"WITH daily AS ({source}) SELECT dimension, {PERIOD_START[interval]} AS period, "
+        f"value, sum(downloads)::BIGINT FROM daily WHERE {_filters(filters)} "
+        "GROUP BY ALL ORDER BY dimension, period, value NULLS LAST",
+        params,
     ).fetchall()
     out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
     for dimension, period, value, count in rows:
@@ -197,14 +189,11 @@ def overall(
     """(day, with mirrors, without mirrors) per day with downloads, CI included."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.overall(con, project, start, end)
-    where = "project = ? AND dimension = '' AND day <= ?"
-    params: list[Any] = [project, end]
-    if start is not None:
-        where += " AND day >= ?"
-        params.append(start)
+    source, params = daily(con, project=project, dimensions=[""], start=start, end=end)
     rows = con.execute(
-        f"SELECT day, sum(downloads)::BIGINT, coalesce(sum(downloads) FILTER (NOT mirror), 0)"
-        f"::BIGINT FROM {ROLLUPS} WHERE {where} GROUP BY day ORDER BY day",
+        f"WITH daily AS ({source}) SELECT day, sum(downloads)::BIGINT, "
+        "coalesce(sum(downloads) FILTER (NOT mirror), 0)::BIGINT FROM daily "
+        "GROUP BY day ORDER BY day",
         params,
     ).fetchall()
     return [(row[0], int(row[1]), int(row[2])) for row in rows]
@@ -214,16 +203,15 @@ def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[s
     """Downloads on the last complete day and in the last 7 and 30 complete days."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.recent(con, project, end, filters)
-    where = "project = ? AND dimension = '' AND day BETWEEN ? AND ?"
-    if not filters.mirrors:
-        where += " AND NOT mirror"
-    if not filters.ci:
-        where += " AND ci IS NOT TRUE"
+    source, params = daily(
+        con, project=project, dimensions=[""], start=end - timedelta(days=29), end=end
+    )
     found = con.execute(
+        f"WITH daily AS ({source}) "
         "SELECT coalesce(sum(downloads) FILTER (day = ?), 0)::BIGINT, "
         "coalesce(sum(downloads) FILTER (day > ?), 0)::BIGINT, "
-        f"coalesce(sum(downloads), 0)::BIGINT FROM {ROLLUPS} WHERE {where}",
-        [end, end - timedelta(days=7), project, end - timedelta(days=29), end],
+        f"coalesce(sum(downloads), 0)::BIGINT FROM daily WHERE {_filters(filters)}",
+        [*params, end, end - timedelta(days=7)],
     ).fetchone()
     assert found is not None
     return {"day": int(found[0]), "week": int(found[1]), "month": int(found[2])}
@@ -261,21 +249,21 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
     if not isinstance(con, duckdb.DuckDBPyConnection):
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
-    where = "project = ? AND dimension = ?"
-    if not filters.mirrors:
-        where += " AND NOT mirror"
-    if not filters.ci:
-        where += " AND ci IS NOT TRUE"
+    where = _filters(filters)
+    source, params = daily(con, project=project, dimensions=[""])
     total = con.execute(
-        f"SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), max(day) FROM {ROLLUPS} "
-        f"WHERE {where}",
-        [project, ""],
+        f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), "
+        f"max(day) FROM daily WHERE {where}",
+        params,
     ).fetchone()
     assert total is not None
+    source, params = daily(
+        con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
+    )
     versions = con.execute(
-        f"SELECT value, sum(downloads)::BIGINT AS n FROM {ROLLUPS} WHERE {where} "
-        "AND day > ? AND day <= ? GROUP BY value ORDER BY n DESC, value LIMIT 10",
-        [project, "version", end - timedelta(days=30), end],
+        f"WITH daily AS ({source}) SELECT value, sum(downloads)::BIGINT AS n FROM daily "
+        f"WHERE {where} GROUP BY value ORDER BY n DESC, value LIMIT 10",
+        params,
     ).fetchall()
     return {
         "total": int(total[0]),
@@ -306,24 +294,31 @@ def trending(
     projects with at least ``floor`` downloads in those 30 days."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.trending(con, end, floor, limit, filters)
-    where = "dimension = '' AND day > ? AND day <= ?"
-    if not filters.mirrors:
-        where += " AND NOT mirror"
-    if not filters.ci:
-        where += " AND ci IS NOT TRUE"
     week_start = end - timedelta(days=7)
+    source, params = daily(con, dimensions=[""], start=end - timedelta(days=36), end=end)
     rows = con.execute(
+        f"WITH daily AS ({source}) "
         "SELECT project, recent, before, (recent / 7.0) / (before / 30.0) AS growth FROM ("
         "SELECT project, coalesce(sum(downloads) FILTER (day > ?), 0) AS recent, "
         "coalesce(sum(downloads) FILTER (day <= ?), 0) AS before "
-        f"FROM {ROLLUPS} WHERE {where} GROUP BY project) "
+        f"FROM daily WHERE {_filters(filters)} GROUP BY project) "
         "WHERE before >= greatest(?, 1) ORDER BY growth DESC, project LIMIT ?",
-        [week_start, week_start, end - timedelta(days=37), end, floor, limit],
+        [*params, week_start, week_start, floor, limit],
     ).fetchall()
     return [
         {"project": p, "last_7_days": int(r), "previous_30_days": int(b), "growth": round(g, 3)}
         for p, r, b, g in rows
     ]
+
+
+def _filters(filters: Filters) -> str:
+    """The SQL condition on rollup rows that leaves out what ``filters`` exclude."""
+    conditions = ["true"]
+    if not filters.mirrors:
+        conditions.append("NOT mirror")
+    if not filters.ci:
+        conditions.append("ci IS NOT TRUE")
+    return " AND ".join(conditions)
 
 
 def search(con: Connection, prefix: str, limit: int) -> list[str]:

@@ -33,8 +33,10 @@ DuckDB allows one writing process per file and no readers from other processes m
 publish opens the file per pass, announced to readers (:mod:`.access`), and readers use the
 writer's connection in its own process or wait briefly for it to close in another.
 
-A load into ``file_downloads`` also merges the new rows into the daily rollups and a load of
-either table bumps the data version, in the same transaction (:mod:`.rollups`).
+A load into ``file_downloads`` also records new project spellings, appends its rows' daily
+totals (and breakdowns, for days settled already) to the rollups and rolls up the days it
+settles, and a load of either table bumps the data version, in the same transaction
+(:mod:`.rollups`).
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the

@@ -4,8 +4,9 @@ One function, :func:`breakdown`, answers both ``pythonhosted stats`` and the sta
 the two give the same numbers for the same question. A breakdown of one project (or of the
 top projects) by time and at most one rolled-up field reads the daily rollups
 (:mod:`.rollups`), O(days); any other is one ``GROUP BY`` over ``file_downloads``, O(rows).
-Both count the same rows: the rollups are maintained in the loads' transactions and tests
-compare the two. Date ranges are inclusive, UTC; percentages are of the range's total.
+Both count the same rows: the rollups hold the settled days, maintained in the loads'
+transactions, and :func:`.rollups.daily` adds the open days from the rows; tests compare the
+two. Date ranges are inclusive, UTC; percentages are of the range's total.
 Field names follow pypinfo where it has one.
 
 Mirrors (:mod:`.mirrors`) and CI downloads are counted or left out as asked. A download is a
@@ -33,7 +34,7 @@ from packaging.utils import canonicalize_name
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.mirrors import mirror_sql
-from pythonhosted.warehouse.rollups import COUNTED, DIMENSIONS, PROJECTS, PYTHON_MINOR, ROLLUPS
+from pythonhosted.warehouse.rollups import COUNTED, DIMENSIONS, PROJECTS, PYTHON_MINOR, daily
 
 FIELDS: dict[str, str] = {
     "day": 'CAST("timestamp" AS DATE)',
@@ -216,7 +217,7 @@ def query_breakdown(
     dimension = None if with_bytes else rollup_dimension(grouped)
     top = normalized is None and "project" in fields
     if dimension is not None and (normalized is not None or top or among is not None):
-        sql, params = _rollup_sql(normalized, fields, dimension, start, end, filters, among)
+        sql, params = _rollup_sql(con, normalized, fields, dimension, start, end, filters, among)
     else:
         sql, params = _rows_sql(normalized, fields, start, end, filters, among, with_bytes)
     sums = "sum(download_count) OVER ()" + (", sum(bytes_sent) OVER ()" if with_bytes else "")
@@ -251,6 +252,7 @@ def _range(column: str, start: date | None, end: date, *, timestamp: bool) -> tu
 
 
 def _rollup_sql(
+    con: duckdb.DuckDBPyConnection,
     normalized: str | None,
     fields: list[str],
     dimension: str,
@@ -259,15 +261,13 @@ def _rollup_sql(
     filters: Filters,
     among: list[str] | None,
 ) -> tuple[str, list[Any]]:
-    where, params = _range("day", start, end, timestamp=False)
+    source, params = daily(
+        con, project=normalized, among=among, dimensions=[dimension], start=start, end=end
+    )
+    where, range_params = _range("day", start, end, timestamp=False)
+    params += range_params
     where += " AND dimension = ?"
     params.append(dimension)
-    if normalized is not None:
-        where += " AND project = ?"
-        params.append(normalized)
-    elif among is not None:
-        where += " AND list_contains(?, project)"
-        params.append(among)
     if not filters.mirrors:
         where += " AND NOT mirror"
     if not filters.ci:
@@ -276,8 +276,9 @@ def _rollup_sql(
     selected = [f"{columns[name]} AS f{index}" for index, name in enumerate(fields)]
     group = "GROUP BY ALL" if fields else ""
     sql = (
+        f"WITH daily AS ({source}) "
         f"SELECT {', '.join([*selected, 'sum(downloads)::BIGINT AS download_count'])} "
-        f"FROM {ROLLUPS} WHERE {where} {group}"
+        f"FROM daily WHERE {where} {group}"
     )
     return sql, params
 
