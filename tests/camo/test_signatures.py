@@ -117,4 +117,8 @@ def test_only_get_and_head(camo: Camo, upstream: Upstream) -> None:
     response = camo.client.post(camo.url(upstream.base + "/png"))
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["x-camo-error"] == "method POST not allowed"
+    long = camo.client.request("GET" * 2000, camo.url(upstream.base + "/png"))
+    assert long.status_code == 405  # the client's 6 KB "method" is not echoed back
+    assert long.headers["x-camo-error"] == f"method {'GET' * 5}G... not allowed"
     assert upstream.hits == []

@@ -169,7 +169,9 @@ class Proxy:
         if method == "PURGE" and self._cache is not None:
             return await self._purge(scope, relay)
         if method not in ("GET", "HEAD"):
-            raise Refused(405, "method", f"method {method} not allowed")
+            # The client's own text, so bounded: a request line may carry 8 KB of "method".
+            shown = method if len(method) <= 16 else method[:16] + "..."
+            raise Refused(405, "method", f"method {shown} not allowed")
         client_headers = scope["headers"]
         if b"via" in named and names_this_server(client_headers, options.server_name):
             raise Refused(404, "loop", f"request loop: Via already names {options.server_name}")
