@@ -28,9 +28,11 @@ $(BQEMULATOR)/.installed: $(UV)
 run: $(VENV)/.synced
 	$(VENV)/bin/pythonhosted serve
 
-# In parallel, one worker per core (pytest-xdist): ports and directories are per test.
+# In parallel (pytest-xdist; ports and directories are per test), three workers per two cores:
+# a fifth of the tests' time is spent waiting on subprocesses starting and on the network, which
+# a third worker fills (2 cores: 3 min 48 s against 4 min 29 s with one worker per core).
 test: $(VENV)/.synced $(BQEMULATOR)/.installed
-	$(VENV)/bin/pytest -n auto
+	$(VENV)/bin/pytest -n $$(( $$(nproc) * 3 / 2 ))
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
