@@ -7,32 +7,16 @@ with a deadline: nothing here depends on how fast the machine is.
 from __future__ import annotations
 
 import resource
-import socket
 from pathlib import Path
 
 from pythonhosted.web.server import Bind, free_port
 from support.edge import edge_process, stored_wheel
-from support.memory import resident, settled
+from support.memory import resident, settled, slow_readers
 from support.processes import wait_until
 
 READERS = 1000
 PER_CONNECTION_LIMIT = 128 * 1024  # target 64 KB (nginx: ~10 KB; the pathsend route: ~290 KB)
 BACK_TO_IDLE = 1.2  # of the idle resident size, after the readers left
-
-
-def slow_readers(bind: Bind, path: str, count: int) -> list[socket.socket]:
-    """``count`` connections that each asked for ``path`` and read one piece of it."""
-    readers = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a slow client's window
-        sock.settimeout(30)
-        sock.connect((bind.host, bind.port))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        readers.append(sock)
-    for sock in readers:
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    return readers
 
 
 def test_slow_downloads_are_small_and_their_memory_comes_back(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ An 18,000-file project's page is 4.7 MB; each slow reader used to hold a whole c
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 
 from pythonhosted.catalog import PREFIX, FileRecord
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.memory import settled
+from support.memory import settled, slow_readers
 from support.processes import started
 
 FILES = 18_000
@@ -46,21 +45,6 @@ def write_catalog(root: Path, project: str, count: int) -> None:
         (folder / f"{filename}.json").write_bytes(record.to_json())
 
 
-def stalled_readers(bind: Bind, path: str, count: int) -> list[socket.socket]:
-    """``count`` connections that asked for ``path``, read its head, and stopped reading."""
-    readers = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.settimeout(30)
-        sock.connect((bind.host, bind.port))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        readers.append(sock)
-    for sock in readers:
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    return readers
-
-
 def test_slow_readers_of_a_large_page_share_one_copy(tmp_path: Path) -> None:
     write_catalog(tmp_path / "primary", "big", FILES)
     bind = Bind("127.0.0.1", free_port())
@@ -71,10 +55,10 @@ def test_slow_readers_of_a_large_page_share_one_copy(tmp_path: Path) -> None:
         wait_for_port(bind, timeout=30)
         page = httpx.get(f"http://{bind.host}:{bind.port}/simple/big/", timeout=60)
         assert page.status_code == 200 and page.text.count("<a href=") == FILES
-        for sock in stalled_readers(bind, "/simple/big/", 2):  # what idle means
+        for sock in slow_readers(bind, "/simple/big/", 2):  # what idle means
             sock.close()
         idle = settled(index.pid)
-        readers = stalled_readers(bind, "/simple/big/", READERS)
+        readers = slow_readers(bind, "/simple/big/", READERS)
         try:
             loaded = settled(index.pid)
         finally:
