@@ -36,7 +36,14 @@ from packaging.version import Version as Release
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
-from pythonhosted.warehouse.stats import Breakdown, Filters, check_project, query_breakdown
+from pythonhosted.warehouse.stats import (
+    Breakdown,
+    Filters,
+    PeriodRows,
+    check_project,
+    periods_by_dimension,
+    query_breakdown,
+)
 
 SYSTEMS = ("Windows", "Linux", "Darwin")
 Connection = duckdb.DuckDBPyConnection | Engine  # DuckDB's, or a ClickHouse warehouse's
@@ -165,7 +172,7 @@ def per_period(
     start: date,
     end: date,
     filters: Filters,
-) -> dict[str, list[tuple[date, Any, int]]]:
+) -> PeriodRows:
     """(period start, value, downloads) per rollup dimension ('' the total), by period then
     value: every breakdown of a project page in one scan of its rollups."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
@@ -177,10 +184,7 @@ def per_period(
         "GROUP BY ALL ORDER BY dimension, period, value NULLS LAST",
         params,
     ).fetchall()
-    out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
-    for dimension, period, value, count in rows:
-        out[dimension].append((period, value, int(count)))
-    return out
+    return periods_by_dimension(rows, dimensions)
 
 
 def overall(

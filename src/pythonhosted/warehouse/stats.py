@@ -21,7 +21,7 @@ that are not downloads included, and reads the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -159,6 +159,18 @@ def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3)
         [normalized, limit],
     ).fetchall()
     return [row[0] for row in rows]
+
+
+PeriodRows = dict[str, list[tuple[date, Any, int]]]
+
+
+def periods_by_dimension(rows: Iterable[Sequence[Any]], dimensions: Sequence[str]) -> PeriodRows:
+    """``(dimension, period, value, downloads)`` rows, in order, as each dimension's list of
+    ``(period, value, downloads)``: the shape of a project page's breakdowns in every engine."""
+    out: PeriodRows = {name: [] for name in dimensions}
+    for dimension, period, value, count in rows:
+        out[dimension].append((period, value, int(count)))
+    return out
 
 
 def rollup_dimension(fields: list[str]) -> str | None:

@@ -39,7 +39,9 @@ from pythonhosted.warehouse.stats import (
     Breakdown,
     EmptyWarehouse,
     Filters,
+    PeriodRows,
     UnknownProject,
+    periods_by_dimension,
     rollup_dimension,
 )
 
@@ -286,7 +288,7 @@ def per_period(
     start: date,
     end: date,
     filters: Filters,
-) -> dict[str, list[tuple[date, Any, int]]]:
+) -> PeriodRows:
     """(period start, value, downloads) per rollup dimension ('' the total)."""
     rows = engine.rows(
         f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
@@ -296,10 +298,7 @@ def per_period(
         "ORDER BY dimension, period, value NULLS LAST",
         {"project": project, "dimensions": dimensions, "start": start, "end": end},
     )
-    out: dict[str, list[tuple[date, Any, int]]] = {name: [] for name in dimensions}
-    for dimension, period, value, count in rows:
-        out[dimension].append((period, value, int(count)))
-    return out
+    return periods_by_dimension(rows, dimensions)
 
 
 def overall(
