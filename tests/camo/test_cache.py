@@ -526,13 +526,17 @@ def test_damaged_disk_entry_is_never_served(
 
 
 def test_a_second_process_cannot_share_a_slot(cached: Callable[..., Any], host: Host) -> None:
-    with cached() as first, cached() as second:
-        # the second found the only slot taken: it serves, uncached
-        name = unique()
-        for _ in range(2):
-            assert second.get(host.url(name)).status_code == 200
-        assert "x-camo-cache" not in second.get(host.url(name)).headers
-        assert first.get(host.url(name)).headers["x-camo-cache"] == "MISS"
+    with cached() as first:
+        # The slot is claimed at start-up without holding it up (or by the first request):
+        # a request makes sure the first process has it before the second one starts.
+        assert first.get(host.url(unique())).status_code == 200
+        with cached() as second:
+            # the second found the only slot taken: it serves, uncached
+            name = unique()
+            for _ in range(2):
+                assert second.get(host.url(name)).status_code == 200
+            assert "x-camo-cache" not in second.get(host.url(name)).headers
+            assert first.get(host.url(name)).headers["x-camo-cache"] == "MISS"
 
 
 def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path: Path) -> None:
