@@ -104,3 +104,18 @@ def test_max_line_length_is_a_setting(tmp_path: Path, monkeypatch: Any) -> None:
     result = _run([], stdin=GOOD + b"x" * 1025 + b"\n" + b"y" * 1024 + b"\n")
     assert result.exit_code == 0
     assert result.stderr == "linehaul parse: 1 rows, 0 ignored, 1 unprocessable, 1 too long\n"
+
+
+def test_millions_of_empty_lines_are_counted_and_part_no_served_line(tmp_path: Path) -> None:
+    served = b"served|200|5|0|0|||||\n"
+    empty = b"\n" * 5_000_000
+    batch = tmp_path / "batch.log.gz"
+    batch.write_bytes(gzip.compress(empty + GOOD + served + empty + GOOD + empty, 1))
+    result = _run([str(batch)])
+    assert result.exit_code == 0
+    rows = [orjson.loads(row) for row in result.stdout_bytes.splitlines()]
+    assert [row.get("response") for row in rows] == [
+        None,
+        {"status": 200, "bytes_sent": 5, "range_requested": False, "range_start": 0},
+    ]
+    assert result.stderr == "linehaul parse: 2 rows, 0 ignored, 0 unprocessable, 15000000 blank\n"

@@ -18,6 +18,7 @@ parts with the same contents.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,7 @@ READ_SIZE = 1 << 20
 _ENCODER_SIZE = 4096
 _ENCODER_BYTES = 16 << 20
 _BLANKS = b" \t\r"
+_NOT_EMPTY = re.compile(rb"[^\n]+")
 
 
 @dataclass
@@ -303,7 +305,9 @@ class LogLines:
     newlines; read :data:`READ_SIZE` bytes at a time, lines longer than ``max_line`` cut.
 
     Iterating stops at damage; :attr:`damage` then says where and why, and the lines before
-    it have all been given out.
+    it have all been given out. Empty lines are not given out, only counted in :attr:`empty`
+    (:attr:`lines` counts them too): a stream of nothing but newlines (a hostile or broken
+    log) is skipped at a few nanoseconds a line instead of a parser's call each.
     """
 
     def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE) -> None:
@@ -311,6 +315,7 @@ class LogLines:
         self.cutter = LineCutter(max_line)
         self.damage: Damage | None = None
         self.lines = 0
+        self.empty = 0
 
     def __iter__(self) -> Iterator[bytes]:
         chunk = self._stream.read(READ_SIZE)
@@ -333,9 +338,15 @@ class LogLines:
                 yield from self._split(block)
 
     def _split(self, block: bytes) -> list[bytes]:
-        lines = block.split(b"\n")
-        lines.pop()  # after the last newline
-        self.lines += len(lines)
+        if b"\n\n" in block:  # empty lines: leave them out in C (a plain split is faster)
+            lines = _NOT_EMPTY.findall(block)
+            count = block.count(b"\n")
+            self.empty += count - len(lines)
+        else:
+            lines = block.split(b"\n")
+            lines.pop()  # after the last newline
+            count = len(lines)
+        self.lines += count
         return lines
 
 

@@ -73,6 +73,7 @@ def parse_command(settings: Settings, files: tuple[Path, ...], unprocessed: Path
             lines = LogLines(stream, max_line)
             total.add(parse_lines(lines, out.write, rejects))
             total.too_long += lines.cutter.too_long
+            total.blank += lines.empty
             if lines.damage is not None:
                 out.flush()
                 raise click.ClickException(
