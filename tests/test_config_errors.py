@@ -110,6 +110,11 @@ def assert_one_line(result: tuple[int, str, str], line: str) -> None:
             "than or equal to 1, got 0 (and 1 more)",
         ),
         (
+            {"PYTHONHOSTED_STATS_WEB__WORKERS": "1000"},  # an extra zero: refused before forking
+            "stats_web.workers (environment variable PYTHONHOSTED_STATS_WEB__WORKERS): input "
+            "should be less than or equal to 256, got '1000'",
+        ),
+        (
             {"PYTHONHOSTED_FILES__WORKRES": "3"},
             "environment variable PYTHONHOSTED_FILES__WORKRES: no such setting "
             "(did you mean PYTHONHOSTED_FILES__WORKERS?)",
@@ -284,6 +289,10 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         (
             ("--workers", "none"),  # click's own check of a typed flag: one line as well
             "Invalid value for '--workers': 'none' is not a valid integer range.",
+        ),
+        (
+            ("--workers", "100000"),  # checked before the banner, not by running out of fds
+            "Invalid value for '--workers': 100000 is not in the range 1<=x<=256.",
         ),
     ],
 )  # fmt: skip

@@ -38,6 +38,9 @@ from pythonhosted.settings_errors import ConfigError, Environment, Origins, expl
 
 ENV_PREFIX = "PYTHONHOSTED_"
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
+# Worker processes per service: past this a mistyped number (an extra zero or two) would
+# fork until the machine runs out of file descriptors or memory, after the banner printed.
+MAX_WORKERS = 256
 
 
 class HttpSettings(BaseModel):
@@ -60,7 +63,7 @@ class FilesSettings(BaseModel):
     archive: str | None = None
     logs: str | None = None
     bind: str = "127.0.0.1:8000"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     admin_secret: SecretStr | None = None
     purge_secret: SecretStr | None = None
     purge_urls: list[str] | None = None  # None: the edge at `bind`
@@ -126,7 +129,7 @@ class CamoSettings(BaseModel):
     key: SecretStr | None = None
     key_file: Path | None = None
     bind: str = "127.0.0.1:8002"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     max_size_kb: int = Field(default=5120, ge=0)  # 0: no limit, as in go-camo
     max_size_redirect: str | None = None  # an http(s) URL, or "original" for the image's own
     timeout: Seconds = 4.0
@@ -197,7 +200,7 @@ class ConveyorSettings(BaseModel):
 
     docs: str = ""
     bind: str = "127.0.0.1:8001"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     json_api: str | None = None
     index: str | None = None
     files_base_url: str = ""
@@ -240,7 +243,7 @@ class StatsWebSettings(BaseModel):
 
     warehouse: str | None = None  # default: linehaul.warehouse, else the data dir's DuckDB file
     bind: str = "127.0.0.1:8005"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     rate_limit: int = Field(default=300, ge=0)  # requests per window per client; 0: no limit
     rate_window: Seconds = 60.0
     rate_limit_loopback: bool = False

@@ -25,7 +25,13 @@ from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import UrlChecks
 from pythonhosted.camo.urls import sign_url
-from pythonhosted.config import CamoSettings, Settings, export_to_environment, with_flags
+from pythonhosted.config import (
+    MAX_WORKERS,
+    CamoSettings,
+    Settings,
+    export_to_environment,
+    with_flags,
+)
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -130,7 +136,9 @@ _BOOL = {"is_flag": True, "default": None}
 @camo.command()
 @_flag("--bind", "--listen", "bind", env="GOCAMO_LISTEN",
        help="HOST:PORT to listen on (go-camo: --listen) [127.0.0.1:8002].")  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default 1).")
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes (default 1)."
+)
 @_key
 @_key_file
 @_flag("--max-size", "max_size_kb", env="GOCAMO_MAX_SIZE", type=click.IntRange(min=0),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import build_app, docs_url
@@ -28,7 +28,9 @@ def conveyor() -> None:
 @click.option("--index", help="Store holding the files catalog (when no --json-api).")
 @click.option("--files-base-url", help="Prefix for own-index redirect targets [relative].")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8001].")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [1].")
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes [1]."
+)
 @click.pass_obj
 def serve_command(
     settings: Settings,

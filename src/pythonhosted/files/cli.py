@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
 from pythonhosted.files.manage_cli import (
@@ -82,7 +82,9 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
 @click.option("--archive", help="Archive store URL (read when the primary misses or fails).")
 @click.option("--logs", help="Log store URL for download batches.")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8000].")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [1].")
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes [1]."
+)
 @click.pass_obj
 def serve_command(
     settings: Settings,

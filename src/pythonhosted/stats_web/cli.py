@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pythonhosted.config import Settings, export_to_environment
+from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.pipeline import warehouse_url
 from pythonhosted.stats_web.service import build_app
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
@@ -22,7 +22,9 @@ def stats_web() -> None:
     "[stats_web.warehouse, linehaul.warehouse].",
 )
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8005].")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [1].")
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes [1]."
+)
 @click.pass_obj
 def serve_command(
     settings: Settings, warehouse: str | None, bind: str | None, workers: int | None
