@@ -21,6 +21,9 @@ here in its own process group and stopped by its PID.
    and read nothing. ASGI's ``send`` waits while granian's queue for the connection is full;
    RSGI's stream transport queues without bound (granian: an unbounded channel, and
    ``send_bytes`` returns a finished awaitable), so the whole body piles up per reader.
+4. Per byte (needs nginx): a 5 MB body as ASGI and RSGI streams of 256 KB pieces from memory
+   (a cached body's route), as RSGI ``response_file_range`` (granian reads the file itself),
+   and from nginx (sendfile): CPU per MB.
 """
 
 from __future__ import annotations
@@ -59,13 +62,17 @@ from pythonhosted.web.types import ASGIApp, Message, Receive, Scope, Send
 BODY = os.urandom(10 * 1024)
 PIECE = os.urandom(256 * 1024)
 BIG = 64 * 2**20
+FIVE_MB = 5 * 2**20
+FILE_ENV = "BENCH_RSGI_FILE"  # the 5 MB file the bare servers and nginx serve (part 4)
 HEADERS = [
     (f"x-bench-header-{i}".encode(), f"a header value as long as the edge's, {i:02}".encode())
     for i in range(19)
 ] + [(b"content-length", str(len(BODY)).encode())]
 BIG_HEADERS = [(b"content-length", str(BIG).encode())]
+FIVE_MB_HEADERS = [(b"content-length", str(FIVE_MB).encode())]
 STR_HEADERS = [(k.decode(), v.decode()) for k, v in HEADERS]
 STR_BIG_HEADERS = [(k.decode(), v.decode()) for k, v in BIG_HEADERS]
+STR_FIVE_MB_HEADERS = [(k.decode(), v.decode()) for k, v in FIVE_MB_HEADERS]
 BARE = ("asgi", "rsgi-bytes", "rsgi-stream", "rsgi-converted")
 
 
@@ -74,9 +81,10 @@ async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     headers = dict(scope["headers"])  # what the service shell does
     headers.get(b"range")
-    if scope["path"] == "/big":
-        await send({"type": "http.response.start", "status": 200, "headers": BIG_HEADERS})
-        for _ in range(BIG // len(PIECE)):
+    if scope["path"] in ("/big", "/5mb"):
+        size, head = (BIG, BIG_HEADERS) if scope["path"] == "/big" else (FIVE_MB, FIVE_MB_HEADERS)
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        for _ in range(size // len(PIECE)):
             await send({"type": "http.response.body", "body": PIECE, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -91,9 +99,16 @@ class RSGIBare:
         self.kind = kind
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        if scope.path == "/big":
-            transport = protocol.response_stream(200, STR_BIG_HEADERS)
-            for _ in range(BIG // len(PIECE)):
+        if scope.path == "/5mb" and self.kind == "rsgi-bytes":
+            # granian reads the file itself, in 128 KB pieces (the local-file route)
+            protocol.response_file_range(200, STR_FIVE_MB_HEADERS, os.environ[FILE_ENV], 0, FIVE_MB)
+            return
+        if scope.path in ("/big", "/5mb"):
+            size, head = (
+                (BIG, STR_BIG_HEADERS) if scope.path == "/big" else (FIVE_MB, STR_FIVE_MB_HEADERS)
+            )
+            transport = protocol.response_stream(200, head)
+            for _ in range(size // len(PIECE)):
                 await transport.send_bytes(PIECE)
             return
         if self.kind == "rsgi-converted":
@@ -263,7 +278,11 @@ def report(label: str, reference: str, results: dict[str, Load]) -> None:
 
 
 def bare(args: argparse.Namespace) -> None:
-    servers = {kind: child(kind) for kind in BARE}
+    root = Path(tempfile.mkdtemp(prefix="bench-rsgi-"))
+    (root / "tmp").mkdir()
+    (root / "5mb.bin").write_bytes(os.urandom(FIVE_MB))
+    env = {**os.environ, FILE_ENV: str(root / "5mb.bin")}
+    servers = {kind: child(kind, env) for kind in BARE}
     try:
         for _, bind in servers.values():
             wait_for_port(bind, timeout=60)
@@ -277,6 +296,8 @@ def bare(args: argparse.Namespace) -> None:
             }
             report(f"r{round_ + 1}", "asgi", results)
             print(f"  load average {os.getloadavg()[0]:.1f}")
+        if not args.skip_edge:
+            edge(args)
         print(f"\n3. {args.readers} readers of a 64 MB stream that read nothing: RSS per reader")
         for kind in ("asgi", "rsgi-stream"):
             process, bind = servers[kind]
@@ -284,9 +305,49 @@ def bare(args: argparse.Namespace) -> None:
             peak = asyncio.run(stalled_readers(bind, args.readers, process.pid))
             per = (peak - idle) * 1024 / args.readers
             print(f"  {kind:<12} idle {idle:7.1f} MB  peak {peak:7.1f} MB  {per:9,.0f} KB/reader")
+        per_byte(args, root, servers)
     finally:
         for process, _ in servers.values():
             stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def per_byte(
+    args: argparse.Namespace, root: Path, bare: dict[str, tuple[subprocess.Popen[bytes], Bind]]
+) -> None:
+    """Part 4: a 5 MB body, CPU per MB: ASGI and RSGI streams of 256 KB pieces from memory
+    (the route of a cached body), RSGI ``response_file_range`` (granian reads the file),
+    nginx (sendfile) as the reference."""
+    if shutil.which("nginx") is None:
+        print("\n4. per byte: left out, no nginx (apt-get install nginx-light)")
+        return
+    bind = Bind("127.0.0.1", free_port())
+    conf = f"    server {{ listen 127.0.0.1:{bind.port}; root {root}; }}"
+    (root / "nginx.conf").write_text(nginx_conf(root, "off", conf))
+    nginx = launch(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+    servers = {
+        "nginx": (nginx, bind),
+        "asgi": bare["asgi"],
+        "rsgi-stream": bare["rsgi-stream"],
+        "rsgi-file": bare["rsgi-bytes"],
+    }
+    try:
+        wait_for_port(bind, timeout=60)
+        print(f"\n4. a 5 MB body, CPU per MB, wrk -c16 -d{args.duration}s")
+        for round_ in range(args.rounds):
+            base = 0.0
+            for name, (process, at) in servers.items():
+                path = "/5mb.bin" if name == "nginx" else "/5mb"
+                load = wrk(at.url() + path, process.pid, 16, args.duration)
+                base = base or load.cpu_us_per_mb  # nginx runs first
+                print(
+                    f"  r{round_ + 1}     {name:<15} {load.mbps:>9,.0f} MB/s"
+                    f"  {load.cpu_us_per_mb:>7.1f} us/MB  {load.cpu_us_per_mb / base:>5.2f}x nginx",
+                    flush=True,
+                )
+            print(f"  load average {os.getloadavg()[0]:.1f}")
+    finally:
+        stop(nginx)
 
 
 async def stalled_readers(bind: Bind, count: int, pid: int, seconds: float = 4.0) -> float:
@@ -383,9 +444,7 @@ def main() -> None:
         sys.exit("bench/rsgi.py: wrk not found (apt-get install wrk)")
     print(f"machine: {machine()}")
     print("CPU = user + system time of the server's process group per request")
-    bare(args)
-    if not args.skip_edge:
-        edge(args)
+    bare(args)  # with the edge (part 2) in the middle, while the bare servers wait
 
 
 if __name__ == "__main__":
