@@ -30,15 +30,16 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
-from google.cloud.bigquery import client as bigquery_client
 
 from pythonhosted.web.server import free_port
 from support.processes import started, wait_until
+
+if TYPE_CHECKING:  # the client library imports pandas: only the tests that use it pay
+    from google.cloud import bigquery
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT = ROOT / ".tools" / "bqemulator"
@@ -109,6 +110,10 @@ def emulator_client(
     endpoint: str, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> bigquery.Client:
     """A client of the emulator, anonymous, sending uploads as ``application/octet-stream``."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+    from google.cloud.bigquery import client as bigquery_client
+
     monkeypatch.setattr(bigquery_client, "_GENERIC_CONTENT_TYPE", "application/octet-stream")
     return bigquery.Client(
         project=project,

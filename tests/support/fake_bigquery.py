@@ -45,11 +45,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
+if TYPE_CHECKING:  # the client library imports pandas: only the tests that use it pay
+    from google.cloud import bigquery
 
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
 PUBLIC_SCHEMA: dict[str, list[dict[str, Any]]] = json.loads(
@@ -319,6 +319,9 @@ def _answer(state: FakeBigQuery, query: dict[str, Any]) -> tuple[list[Any], list
 @contextmanager
 def fake_bigquery(project: str) -> Iterator[tuple[FakeBigQuery, bigquery.Client]]:
     """The fake and a client wired to it with anonymous credentials (never Google's)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
     state = FakeBigQuery()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=server.serve_forever, daemon=True)

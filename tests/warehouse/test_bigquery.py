@@ -1,6 +1,10 @@
 """The BigQuery back end against a fake BigQuery API on loopback (BigQuery itself cannot be
 reached from here): job configuration, deterministic job IDs, exactly-once on retry, for
-multipart uploads and for the resumable uploads files of 5 MB and more take."""
+multipart uploads and for the resumable uploads files of 5 MB and more take.
+
+google-cloud-bigquery imports pandas (about a second of CPU), so the tests import the back end
+in their bodies: every pytest worker collects this module, only the one that runs a test pays.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from google.cloud.bigquery import client as bigquery_client
 
 from pythonhosted.warehouse import LocalFile, WarehouseError, open_warehouse
-from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id, rollup_views_sql
 from pythonhosted.warehouse.schema import FILE_DOWNLOADS, TABLES, Field, bigquery_fields
 from support.fake_bigquery import PUBLIC_SCHEMA, fake_bigquery, schema_mismatch
 
@@ -22,6 +24,8 @@ ROWS = b'{"timestamp":"2021-01-07 20:54:54 +00:00"}\n{"timestamp":"2021-01-07 20
 
 
 def test_load_jobs_mirror_the_reference() -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+
     with fake_bigquery("proj") as (fake, client):
         warehouse = BigQueryWarehouse(client, "proj", ["ds1", "ds2"])
         result = warehouse.load("file_downloads", [("processed/20210107/downloads-a.json", ROWS)])
@@ -59,6 +63,8 @@ def test_load_jobs_mirror_the_reference() -> None:
 
 
 def test_rollups_are_materialized_views_made_once_per_dataset() -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, rollup_views_sql
+
     with fake_bigquery("proj") as (fake, client):
         warehouse = BigQueryWarehouse(client, "proj", ["ds1"])
         warehouse.load("simple_requests", [("processed/x/simple-a.json", ROWS)])
@@ -82,6 +88,8 @@ def test_rollups_are_materialized_views_made_once_per_dataset() -> None:
 
 
 def test_a_retried_file_is_not_loaded_again() -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse
+
     with fake_bigquery("proj") as (fake, client):
         warehouse = BigQueryWarehouse(client, "proj", ["ds"])
         files = [("processed/20210107/simple-a.json", ROWS)]
@@ -92,6 +100,8 @@ def test_a_retried_file_is_not_loaded_again() -> None:
 
 
 def test_local_files_are_uploaded_as_their_contents(tmp_path: Path) -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+
     path = tmp_path / "downloads-a.json"
     path.write_bytes(ROWS)
     name = "processed/20210107/downloads-a.json"
@@ -125,6 +135,8 @@ def _big_file(size: int) -> bytes:
 
 
 def test_a_file_of_5_mb_or_more_goes_through_the_resumable_upload() -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+
     data = _big_file(6_000_000)
     name = "processed/20210107/downloads-big.json"
     with fake_bigquery("proj") as (fake, client):
@@ -154,6 +166,10 @@ def test_a_file_of_5_mb_or_more_goes_through_the_resumable_upload() -> None:
 def test_resumable_upload_in_chunks(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files over the client's chunk size (100 MB) go up in several PUTs; a 1 MiB chunk
     size stands in for it. A size that is a whole number of chunks ends with an empty PUT."""
+    from google.cloud.bigquery import client as bigquery_client
+
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+
     monkeypatch.setattr(bigquery_client, "_DEFAULT_CHUNKSIZE", MIB)
     data = _big_file(size)
     name = "processed/20210107/simple-big.json"
@@ -174,6 +190,8 @@ def test_resumable_upload_in_chunks(size: int, monkeypatch: pytest.MonkeyPatch) 
 def test_a_retried_large_file_is_not_loaded_again(conflict_on_initiate: bool) -> None:
     """The 409 for a known job ID works through the resumable upload too, whether BigQuery
     answers it when the upload starts or when it ends."""
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse
+
     files = [("processed/20210107/downloads-big.json", _big_file(5 * MIB))]
     with fake_bigquery("proj") as (fake, client):
         fake.conflict_on_initiate = conflict_on_initiate
@@ -237,6 +255,8 @@ def test_a_mode_change_is_refused_as_bigquery_refuses_it(
 ) -> None:
     """A schema regression fails here: the fake refuses the job as BigQuery does for a table
     that exists, and the warehouse reports it in one line."""
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse
+
     monkeypatch.setitem(TABLES, table, _required(TABLES[table], path))
     name = f"processed/20210107/{table}-a.json"
     with fake_bigquery("proj") as (fake, client):
@@ -264,6 +284,8 @@ def _distribution(filename: str, name: str = "demo") -> bytes:
 def test_distribution_rows_are_loaded_once_per_file() -> None:
     """One load job per batch of rows the dataset lacks; a batch again (a publish killed
     before it deleted the queue) and a batch that overlaps it load only what is new."""
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse, job_id
+
     rows = [_distribution(f"demo-{n}.tar.gz") for n in range(3)]
     with fake_bigquery("proj") as (fake, client):
         warehouse = BigQueryWarehouse(client, "proj", ["ds1", "ds2"])

@@ -4,6 +4,9 @@ views and a stats query in GoogleSQL answered as DuckDB answers them for the sam
 
 The emulator is not BigQuery (``support/bqemulator.py`` lists where it differs); exactly-once
 by job IDs (a repeated ID is a 409) is tested against the named fake (test_bigquery.py).
+
+google-cloud-bigquery imports pandas (about a second of CPU), so the tests import the back end
+in their bodies: every pytest worker collects this module, only the one that runs a test pays.
 """
 
 from __future__ import annotations
@@ -13,15 +16,14 @@ import random
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
-from google.cloud import bigquery
 
 from pythonhosted.linehaul.batch import convert
 from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.access import reading
-from pythonhosted.warehouse.bigquery import ROLLUP_DIMENSIONS, BigQueryWarehouse
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.schema import TABLES, bigquery_fields
 from pythonhosted.warehouse.stats import Filters, query_breakdown
@@ -31,6 +33,9 @@ from support.fake_bigquery import schema_mismatch
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 from warehouse.conftest import PROJECT
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
 
 PROJECTS = ["Demo_Pkg", "demo-pkg", "alpha", "zope.interface"]
 _datasets = itertools.count()
@@ -61,6 +66,8 @@ def _files(seed: int, count: int = 3, lines: int = 1500) -> list[tuple[str, byte
 
 
 def test_load_jobs_make_the_tables_with_our_schema(client: bigquery.Client) -> None:
+    from pythonhosted.warehouse.bigquery import BigQueryWarehouse
+
     dataset = _dataset(client)
     warehouse = BigQueryWarehouse(client, PROJECT, [dataset])
     simple = b'{"timestamp":"2024-12-01 10:00:00","url":"/simple/a/","project":"a"}\n' * 2
@@ -107,6 +114,8 @@ def test_rollup_views_and_stats_queries_answer_as_duckdb(
     by the back end after its first load) holds DuckDB's rollups of that dimension, and a
     pypinfo-style query gives ``stats --by installer``'s rows. Our edge's ranges that are no
     download are among the rows, left out of both."""
+    from pythonhosted.warehouse.bigquery import ROLLUP_DIMENSIONS, BigQueryWarehouse
+
     dataset = _dataset(client)
     files = _files(2)
     duck = DuckDBWarehouse(tmp_path / "w.duckdb")
