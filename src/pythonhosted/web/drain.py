@@ -114,13 +114,17 @@ async def cut_after(
         _, left = await asyncio.wait(left, timeout=timeout)
     if not left:
         return True
+    await _cut(apps, timeout)
+    # What the servers still wait for are connections the process's exit closes.
+    _, left = await asyncio.wait(left, timeout=UNWIND_SECONDS)
+    return not left
+
+
+async def _cut(apps: Sequence[Draining], timeout: float) -> None:
     cut = sum(await asyncio.gather(*(app.cut() for app in apps)))
     log.warning(
         "stopped with %d requests still in flight after http.drain_timeout (%gs)", cut, timeout
     )
-    # What the servers still wait for are connections the process's exit closes.
-    _, left = await asyncio.wait(left, timeout=UNWIND_SECONDS)
-    return not left
 
 
 class WorkerDrain(Draining):
@@ -156,9 +160,13 @@ class WorkerDrain(Draining):
 
     async def _deadline(self) -> None:
         assert self._served is not None
-        if not await cut_after([self], {self._served}, self.timeout):
+        _, left = await asyncio.wait({self._served}, timeout=self.timeout)
+        if left:
+            await _cut([self], self.timeout)
+            # Flushed. What is left are connections the exit closes; granian's own exit
+            # waits for them, so the worker does not wait for granian.
             logging.shutdown()
-            os._exit(0)  # flushed: what is left are connections the exit closes
+            os._exit(0)
 
 
 def worker_app() -> ASGIApp:
