@@ -13,7 +13,8 @@ is refused first:
   zip-bomb limit): a zip is judged by the sizes its directory declares, without inflating
   anything; a ``.tar.gz`` has no directory, so it is read through once (that is also how a
   truncated or corrupt stream is found) and reading stops at that budget;
-- the member itself over ``max_bytes``: at most ``max_bytes + 1`` bytes are ever inflated.
+- the member itself over ``max_bytes``: at most ``max_bytes + 1`` bytes are ever inflated;
+- zips of more than :data:`ZIP_MAX_ENTRIES` entries, counted before the directory is parsed.
 
 Memory stays bounded whatever the archive: the tar stream is read in pieces and forgets each
 member after looking at it (``tarfile`` would keep every header otherwise).
@@ -38,6 +39,12 @@ UNPACK_RATIO = 50
 UNPACK_FLOOR = 16 * 2**20
 TAR_READ = 2**20
 ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+# ``zipfile`` parses the whole central directory into objects before anything can be checked:
+# about 600 bytes and 50 us of CPU per entry (100,000 empty members, a 12 MB wheel: 59 MB
+# traced, 5 s of CPU on a loaded machine), so a 1 GiB upload of empty members took gigabytes.
+# Far more entries than any real wheel or sdist has; counted first (:func:`_zip_entry_bound`).
+ZIP_MAX_ENTRIES = 200_000
+CENTRAL_ENTRY = b"PK\x01\x02"  # what every central directory entry starts with
 
 
 class ArchiveRefused(ValueError):
@@ -68,6 +75,8 @@ def zip_member(
 
     ``root``: every member must lie under this directory (an sdist's ``{name}-{version}/``).
     """
+    if _zip_entry_bound(data) > ZIP_MAX_ENTRIES:
+        raise ArchiveRefused(f"more than {ZIP_MAX_ENTRIES:,} members")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
@@ -82,6 +91,13 @@ def zip_member(
                 return _bounded(member, name, max_bytes)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise ArchiveRefused(f"not a valid zip archive ({exc})") from None
+
+
+def _zip_entry_bound(data: bytes) -> int:
+    """At least the number of central directory entries in ``data``: their signature counted
+    in the raw bytes (member data holding the bytes only over-counts), trusting nothing the
+    archive says about itself and parsing nothing."""
+    return data.count(CENTRAL_ENTRY)
 
 
 def _check_zip_entry(info: zipfile.ZipInfo, root: str | None) -> None:

@@ -51,6 +51,7 @@ class HttpSettings(BaseModel):
     max_connections: int = Field(default=16384, ge=1)
     header_timeout: float = Field(default=10.0, gt=0)
     backlog: int = Field(default=4096, ge=16)
+    drain_timeout: float = Field(default=20.0, gt=0, le=86400)
     access_log: bool = False
 
 

@@ -6,14 +6,17 @@ Each download is two lines: the response's facts (``served``) right before the r
 from __future__ import annotations
 
 import gzip
+import re
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pythonhosted.web.server import Bind, free_port
-from support.edge import SAMPLES, EdgeFactory, edge_process, seed
+from support.edge import SAMPLES, EdgeFactory, edge_process, seed, stored_wheel
 from support.processes import wait_until
 
 WHEEL = SAMPLES["wheel"]
@@ -109,6 +112,20 @@ def test_sigterm_flushes_everything(
     assert list((tmp_path / "data" / "spool" / "downloads").iterdir()) == []
 
 
+def test_a_hang_up_stops_like_sigterm(primary: str, tmp_path: Path) -> None:
+    """SIGHUP (the terminal that ran the server closed) stops a single process gracefully,
+    as SIGTERM does; its default action killed it with a second of lines unshipped."""
+    bind = Bind("127.0.0.1", free_port())
+    with edge_process(tmp_path, primary, bind) as process:
+        with httpx.Client(base_url=bind.url()) as client:
+            for _ in range(100):
+                assert client.get(WHEEL.path).status_code == 200
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=30) == 0
+    assert len(download_lines(tmp_path / "logs")) == 100
+    assert list((tmp_path / "data" / "spool" / "downloads").iterdir()) == []
+
+
 def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> None:
     bind = Bind("127.0.0.1", free_port())
     spool = tmp_path / "data" / "spool" / "downloads"
@@ -166,3 +183,44 @@ def test_served_lines_say_how_each_response_went(
     served = [line for line, _ in download_lines(tmp_path / "logs")]
     expected = [f"served|{s}|{n}|{r}|{start}|||||" for _, s, n, r, start in asked]
     assert served == [*expected, f"served|200|{size}|1|0|||||"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_ends_within_the_drain_timeout_however_slow_the_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """SIGTERM with 100 downloads stalled half-way (clients that stopped reading): the
+    stalled downloads are cut after ``http.drain_timeout``, each of them is logged, and the
+    process exits 0.
+
+    Before, the stop waited for the stalled clients for as long as they stayed connected,
+    holding the address, and the buffered log lines with it."""
+    primary = f"file://{tmp_path}/primary"
+    large = stored_wheel(primary, "large-pkg", 16 * 1024 * 1024)
+    monkeypatch.setenv("PYTHONHOSTED_HTTP__DRAIN_TIMEOUT", "1")
+    bind = Bind("127.0.0.1", free_port())
+    stalled: list[socket.socket] = []
+    try:
+        with edge_process(tmp_path, primary, bind, workers, stderr=subprocess.PIPE) as process:
+            for _ in range(100):
+                client = socket.socket()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.connect((bind.host, bind.port))
+                client.sendall(f"GET {large.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                stalled.append(client)
+            for client in stalled:
+                assert client.recv(12) == b"HTTP/1.1 200"  # then it reads no more
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+            assert process.returncode == 0
+    finally:
+        for client in stalled:
+            client.close()
+    assert b"Traceback" not in stderr
+    cut = re.findall(
+        rb"stopped with (\d+) requests still in flight after http.drain_timeout \(1s\)", stderr
+    )
+    assert sum(int(count) for count in cut) == 100  # one line per worker that cut any
+    served = [line.split("|") for line, _ in download_lines(tmp_path / "logs")]
+    assert len(served) == 100
+    assert all(s[1] == "200" and int(s[2]) < len(large.data) for s in served)

@@ -77,10 +77,15 @@ def raw_request(base_url: str, request_line: str, headers: str = "") -> tuple[in
 
 @contextlib.contextmanager
 def edge_process(
-    tmp_path: Path, primary: str, bind: Bind, workers: int = 1
+    tmp_path: Path,
+    primary: str,
+    bind: Bind,
+    workers: int = 1,
+    stderr: int | None = subprocess.DEVNULL,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening;
-    its process group is gone when the block ends."""
+    its process group is gone when the block ends. ``stderr=subprocess.PIPE`` keeps its log
+    to read after it exits."""
     env = {
         **os.environ,
         "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
@@ -90,7 +95,7 @@ def edge_process(
     command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
     command += ["--workers", str(workers)]
-    with started(command, env=env) as process:
+    with started(command, env=env, stderr=stderr) as process:
         wait_for_port(bind, timeout=30)
         yield process
 

@@ -31,7 +31,7 @@ async def handle_lifespan(receive: Receive, send: Send, startup: Hook, shutdown:
             return
 
 
-class _Child:
+class Child:
     """One app's lifespan conversation, driven from the parent's."""
 
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
@@ -55,12 +55,12 @@ async def fan_out_lifespan(
 ) -> None:
     """Run the lifespan of every app mounted under one server (startup in order, shutdown
     in reverse), reporting the first failure to the server."""
-    children: list[_Child] = []
+    children: list[Child] = []
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             for app in apps:
-                child = _Child(app, scope)
+                child = Child(app, scope)
                 children.append(child)
                 answer = await child.event("startup")
                 if answer["type"].endswith("failed"):

@@ -15,6 +15,7 @@ enough not to be the limit itself.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import resource
@@ -73,6 +74,7 @@ class LimitsSource(Protocol):
     max_connections: int
     header_timeout: float
     backlog: int
+    drain_timeout: float
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,13 @@ class ServerLimits:
     max_connections: int = 16384
     header_timeout: float = 10.0
     backlog: int = 4096
+    drain_timeout: float = 20.0  # after a stop, in-flight requests' time to finish
 
     @classmethod
     def of(cls, source: LimitsSource) -> ServerLimits:
-        return cls(source.max_connections, source.header_timeout, source.backlog)
+        return cls(
+            source.max_connections, source.header_timeout, source.backlog, source.drain_timeout
+        )
 
     def within_descriptors(self) -> ServerLimits:
         """These limits with ``max_connections`` lowered to what the process may open.
@@ -108,7 +113,7 @@ class ServerLimits:
                 usable,
                 soft,
             )
-            return ServerLimits(usable, self.header_timeout, self.backlog)
+            return dataclasses.replace(self, max_connections=usable)
         return self
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -31,6 +32,12 @@ from granian.http import HTTP1Settings
 from granian.server import MPServer
 from granian.server.embed import Server
 
+from pythonhosted.web.drain import (
+    WORKER_APP_ENV,
+    WORKER_DRAIN_ENV,
+    Draining,
+    cut_after,
+)
 from pythonhosted.web.listener import Bind, ListenError, ServerLimits, claim, claim_all
 from pythonhosted.web.metrics import SHARED_DIR_ENV
 from pythonhosted.web.types import ASGIApp
@@ -55,6 +62,13 @@ __all__ = [
 # (1,000 slow downloads: 52 KB per connection with 8 KB, 88 KB with 16 KB; BENCHMARKS.md).
 WRITE_BUFFER = 8 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A single process also stops gracefully on SIGHUP (the terminal that ran it closed), whose
+# default action killed it with its buffers unflushed; granian's multi-process server keeps
+# SIGHUP for restarting its workers.
+SINGLE_PROCESS_STOP_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+# Seconds past http.drain_timeout after which a worker process that has not exited is killed:
+# time for its stop hooks (shipping the download log) after the drain.
+KILL_MARGIN = 60
 
 
 def _options(limits: ServerLimits) -> dict[str, Any]:
@@ -120,9 +134,9 @@ class EarlyStop:
     Without it the default action killed the process in that gap, startup work unshipped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> None:
         self.requested = False
-        for signum in STOP_SIGNALS:
+        for signum in signals:
             signal.signal(signum, self._note)
 
     def _note(self, signum: int, frame: object) -> None:
@@ -156,15 +170,22 @@ def run_workers(
     listener = claim(bind, limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
     with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
-        os.environ[SHARED_DIR_ENV] = shared
+        handoff = {
+            SHARED_DIR_ENV: shared,
+            WORKER_APP_ENV: factory,
+            WORKER_DRAIN_ENV: str(limits.drain_timeout),
+        }
+        os.environ.update(handoff)
         try:
             server = _MultiProcessServer(
-                factory,
+                "pythonhosted.web.drain:worker_app",
                 address=bind.host,
                 port=bind.port,
                 workers=workers,
                 factory=True,
                 loop=Loops.uvloop,
+                # A worker exits by itself after its drain; this is for one that cannot.
+                workers_kill_timeout=math.ceil(limits.drain_timeout) + KILL_MARGIN,
                 **_options(limits),
             )
             server._claimed = listener
@@ -177,21 +198,29 @@ def run_workers(
             server.on_startup(stop_if_requested)
             server.serve()
         finally:
-            del os.environ[SHARED_DIR_ENV]
+            for name in handoff:
+                del os.environ[name]
 
 
 async def serve_until(
     apps: Sequence[tuple[ASGIApp, socket.socket]], stop: asyncio.Event, limits: ServerLimits
 ) -> None:
-    """Serve every app on its claimed socket until ``stop`` is set, then drain (each app's
-    lifespan shutdown runs)."""
-    servers = [_server(app, listener, limits) for app, listener in apps]
+    """Serve every app on its claimed socket until ``stop`` is set, then drain: requests in
+    flight get ``limits.drain_timeout`` to finish and are cut after it, and each app's stop
+    hooks run either way (:mod:`.drain`)."""
+    draining = [Draining(app) for app, _ in apps]
+    servers = [
+        _server(app, listener, limits) for app, (_, listener) in zip(draining, apps, strict=True)
+    ]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     for server in servers:
         server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
+    if not await cut_after(draining, set(tasks), limits.drain_timeout):
+        for task in tasks:
+            task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     waiter.cancel()
     for result in results:
@@ -204,20 +233,21 @@ def run(
     limits: ServerLimits,
     on_listening: Callable[[], None] = lambda: None,
 ) -> None:
-    """Blocking entry point for the CLI: SIGINT/SIGTERM stop gracefully (buffers flushed).
+    """Blocking entry point for the CLI: SIGINT/SIGTERM/SIGHUP stop gracefully (buffers
+    flushed).
 
     Every address is claimed before anything is served, so an address in use fails the
     command at once (:class:`ListenError`) rather than after some apps started.
     """
     limits = limits.within_descriptors()
-    early = EarlyStop()
+    early = EarlyStop(SINGLE_PROCESS_STOP_SIGNALS)
     listeners = claim_all([bind for _, bind in apps], limits.backlog)
     on_listening()  # a banner printed now tells the truth: the addresses are ours
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
+        for sig in SINGLE_PROCESS_STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         if early.requested:
             stop.set()

@@ -1,0 +1,177 @@
+"""A stop that ends: in-flight requests get ``http.drain_timeout`` to finish, then are cut.
+
+granian's graceful stop waits for every open connection to finish its response, with no
+deadline, and runs the apps' stop hooks (which flush the download log and the other buffers)
+only after that. One client that stalls in the middle of a large download therefore kept a
+stopped server alive for as long as it stayed connected (300 stalled downloads: still running
+60 s after SIGTERM), and its address taken, so a restart could not bind it. granian cannot
+close a connection from outside, so the bound is kept here, around each app:
+
+- :class:`Draining` knows the app's requests in flight (each is an asyncio task) and runs the
+  app's lifespan itself, so its stop hooks can run before granian would run them;
+- at the deadline, :meth:`Draining.cut` cancels what is still in flight (the app's own
+  ``finally`` blocks run: a cut download is still logged), then runs the stop hooks once.
+
+The server then stops waiting for granian and returns; the process exits and the kernel
+closes the connections that were left.
+
+The workers of ``--workers N`` are granian's processes, which stop on their own SIGTERM with
+granian's handler: :func:`worker_app` wraps each worker's app so that the same signal also
+starts the deadline there (:class:`WorkerDrain`), and the worker exits once it has cut what
+was left and run its stop hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+from collections.abc import Collection, Sequence
+from types import FrameType
+from typing import Any
+
+from pythonhosted.web.lifespan import Child
+from pythonhosted.web.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+# How a multi-process server tells its workers what to build and how long to drain: internal
+# handoffs, not settings.
+WORKER_APP_ENV = "_PYTHONHOSTED_WORKER_APP"
+WORKER_DRAIN_ENV = "_PYTHONHOSTED_WORKER_DRAIN_TIMEOUT"
+
+# How long cancelled requests get to unwind (their finally blocks) before the stop hooks run.
+UNWIND_SECONDS = 2.0
+
+
+class Draining:
+    """``app`` with its requests in flight counted and its stop hooks run at most once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.requests: set[asyncio.Task[object]] = set()
+        self._lifespan: Child | None = None
+        self._stopping: asyncio.Future[Message] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._serve_lifespan(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        if task is None:  # not run by a task: nothing to cut, nothing to count
+            await self.app(scope, receive, send)
+            return
+        self.requests.add(task)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.requests.discard(task)
+
+    async def _serve_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._lifespan = Child(self.app, scope)
+                answer = await self._lifespan.event("startup")
+                await send(answer)
+                if answer["type"].endswith("failed"):
+                    return
+            elif message["type"] == "lifespan.shutdown":
+                await send(await self.stop_hooks())
+                return
+
+    async def stop_hooks(self) -> Message:
+        """Run the app's stop hooks, once, whoever asks first (granian or :meth:`cut`)."""
+        if self._stopping is None:
+            if self._lifespan is None:
+                done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+                done.set_result({"type": "lifespan.shutdown.complete"})
+                self._stopping = done
+            else:
+                self._stopping = asyncio.ensure_future(self._lifespan.event("shutdown"))
+        return await asyncio.shield(self._stopping)
+
+    async def cut(self) -> int:
+        """Cancel the requests still in flight, let them unwind, run the stop hooks; return
+        how many were cut."""
+        cut = list(self.requests)
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut, timeout=UNWIND_SECONDS)
+        await self.stop_hooks()
+        return len(cut)
+
+
+async def cut_after(
+    apps: Sequence[Draining], left: Collection[asyncio.Future[Any]], timeout: float
+) -> bool:
+    """Wait up to ``timeout`` for ``left`` (the servers' own stops); past it, cut every app's
+    requests in flight and run its stop hooks. Return whether the servers finished."""
+    if left:
+        _, left = await asyncio.wait(left, timeout=timeout)
+    if not left:
+        return True
+    await _cut(apps, timeout)
+    # What the servers still wait for are connections the process's exit closes.
+    _, left = await asyncio.wait(left, timeout=UNWIND_SECONDS)
+    return not left
+
+
+async def _cut(apps: Sequence[Draining], timeout: float) -> None:
+    cut = sum(await asyncio.gather(*(app.cut() for app in apps)))
+    log.warning(
+        "stopped with %d requests still in flight after http.drain_timeout (%gs)", cut, timeout
+    )
+
+
+class WorkerDrain(Draining):
+    """:class:`Draining` in a worker process of granian's: the deadline starts at the
+    worker's SIGTERM/SIGINT, and the worker exits once it has cut and flushed."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        super().__init__(app)
+        self.timeout = timeout
+        self._served: asyncio.Future[None] | None = None
+        self._deadline_started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._served is None:
+            loop = asyncio.get_running_loop()
+            self._served = loop.create_future()
+
+            def stop_requested(signum: int, frame: FrameType | None) -> None:
+                if not self._deadline_started:
+                    self._deadline_started = True
+                    loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deadline()))
+
+            # granian's own handler stays (the loop's); a Python handler runs beside it.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, stop_requested)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                if not self._served.done():
+                    self._served.set_result(None)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _deadline(self) -> None:
+        assert self._served is not None
+        _, left = await asyncio.wait({self._served}, timeout=self.timeout)
+        if left:
+            await _cut([self], self.timeout)
+            # Flushed. What is left are connections the exit closes; granian's own exit
+            # waits for them, so the worker does not wait for granian.
+            logging.shutdown()
+            os._exit(0)
+
+
+def worker_app() -> ASGIApp:
+    """The entry point granian's worker processes call: the service's own factory (named by
+    ``run_workers`` in the environment), wrapped in :class:`WorkerDrain`."""
+    module, _, name = os.environ[WORKER_APP_ENV].partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    return WorkerDrain(factory(), float(os.environ[WORKER_DRAIN_ENV]))
