@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -248,6 +249,21 @@ def gcs_bucket(gcs_endpoint: str, gcs_key_file: Path) -> GcsBucket:
     name = f"bucket-{os.getpid()}-{next(_names)}"
     httpx.post(f"{gcs_endpoint}/storage/v1/b", json={"name": name}).raise_for_status()
     return GcsBucket(gcs_endpoint, name, gcs_key_file)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in-process (click's CliRunner) configures logging for its process: the
+    root logger at INFO with a handler on that run's captured stderr. Left in place, every
+    later test of the worker logged its INFO records into a buffer nobody reads (6 MB in a
+    camo flood, which a memory bound then counted), depending on which tests ran first."""
+    root = logging.getLogger()
+    level, handlers = root.level, set(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in root.handlers[:]:  # pytest's own capture handlers come and go by phase
+        if handler not in handlers and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
