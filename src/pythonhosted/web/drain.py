@@ -28,6 +28,7 @@ import importlib
 import logging
 import os
 import signal
+from asyncio import current_task
 from collections.abc import Collection, Sequence
 from types import FrameType
 from typing import Any
@@ -56,18 +57,20 @@ class Draining:
         self._stopping: asyncio.Future[Message] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request's way in: kept to a few hundred nanoseconds (a set add and discard)."""
         if scope["type"] == "lifespan":
             await self._serve_lifespan(scope, receive, send)
             return
-        task = asyncio.current_task()
+        task = current_task()
         if task is None:  # not run by a task: nothing to cut, nothing to count
             await self.app(scope, receive, send)
             return
-        self.requests.add(task)
+        requests = self.requests
+        requests.add(task)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.requests.discard(task)
+            requests.discard(task)
 
     async def _serve_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
