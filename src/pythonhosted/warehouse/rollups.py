@@ -58,6 +58,7 @@ list), so rollups never describe rows by rules the code no longer has.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -81,7 +82,7 @@ DIMENSIONS: dict[str, str] = {
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
 DEFINITION = (
-    f"4;dimensions-when-settled;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"5;dimensions-behind-tail;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
@@ -95,6 +96,9 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
+TAIL_ROWS = 250_000
+"""Rows in the tail (appended since ``tail_from``) at which a load rolls up the open days'
+breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -171,23 +175,47 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     definition, or missing beside rows). Call inside the writer's transaction."""
     for sql in _CREATE:
         con.execute(sql)
-    con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS compacted_through DATE")
+    for column in ("compacted_through DATE", "tail_from BIGINT"):
+        con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
-        con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL)", [DEFINITION])
+        con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL, 0)", [DEFINITION])
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
     return bool(found[0] != DEFINITION)
 
 
+@dataclass(frozen=True)
+class Marks:
+    """Where the rollups stand: ``settled`` (``compacted_through``, None before any day
+    settled) and ``tail_from`` (the open days' rows below it have their breakdowns rolled
+    up); and, for a writer, ``next_rowid``, the rowid the next appended row will have at
+    least."""
+
+    settled: date | None
+    tail_from: int
+    next_rowid: int = 0
+
+
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
     """The last day the rollups hold (``compacted_through``); None when none settled yet,
     or the warehouse predates the column."""
+    return _stored_marks(con).settled
+
+
+def _stored_marks(con: duckdb.DuckDBPyConnection) -> Marks:
+    """The marks as stored; an older warehouse without them reads as nothing settled and
+    every open row in the tail (what its rollups then hold)."""
     try:
-        found = con.execute(f"SELECT compacted_through FROM {VERSION}").fetchone()
+        found = con.execute(f"SELECT compacted_through, tail_from FROM {VERSION}").fetchone()
     except duckdb.BinderException:
-        return None
-    return found[0] if found else None
+        try:
+            found = con.execute(f"SELECT compacted_through, 0 FROM {VERSION}").fetchone()
+        except duckdb.BinderException:
+            found = None
+    if found is None:
+        return Marks(None, 0)
+    return Marks(found[0], int(found[1] or 0))
 
 
 def daily(
@@ -202,18 +230,21 @@ def daily(
     """SQL (and its parameters) of a query with the rollups' columns, the downloads of
     ``project`` (a normalised name; or those ``among`` a list of them; or every project)
     per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``
-    ('' the total): from ``download_rollups``, but the open days of the named dimensions
-    from the rows (see the module doc). A key may have several rows: sum them. Every reader
-    of the rollups goes through this; put it first in a statement (``WITH daily AS (...)``)
-    so its parameters come first.
+    ('' the total): from ``download_rollups``, plus the named dimensions of the open days'
+    rows in the tail (see the module doc). A key may have several rows: sum them. Every
+    reader of the rollups goes through this; put it first in a statement (``WITH daily AS
+    (...)``) so its parameters come first.
+
+    The tail is the rows at or above ``tail_from`` of the days after ``compacted_through``,
+    both read by the statement itself, so rollups and tail come from one snapshot even if a
+    load commits meanwhile. The same bounds as read here go in as constants too, so DuckDB
+    skips row groups by their min/max: both marks only move forward, so those constants
+    select a superset of the tail.
     """
-    settled = settled_through(con)
+    marks = _stored_marks(con)
     named = [name for name in dimensions if name]
     conditions = ["list_contains(?, dimension)"]
     params: list[Any] = [list(dimensions)]
-    # Totals are rolled up for every day, the rest for settled days only.
-    conditions.append("(dimension = '' OR day <= ?)")
-    params.append(settled)
     if start is not None:
         conditions.append("day >= ?")
         params.append(start)
@@ -227,12 +258,16 @@ def daily(
         conditions.append("list_contains(?, project)")
         params.append(list(among))
     parts = [f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {' AND '.join(conditions)}"]
-    first = settled + timedelta(days=1) if settled is not None else start
+    first = marks.settled + timedelta(days=1) if marks.settled is not None else start
     if start is not None and first is not None:
         first = max(first, start)
     if named and (end is None or first is None or first <= end):
-        # Bounds on "timestamp" itself, so DuckDB skips row groups by their min/max.
-        conditions = []
+        conditions = ["rowid >= ?", f"rowid >= (SELECT coalesce(tail_from, 0) FROM {VERSION})"]
+        params.append(marks.tail_from)
+        conditions.append(
+            "\"timestamp\" >= (SELECT coalesce(compacted_through + 1, DATE '0001-01-01') "
+            f"FROM {VERSION})"
+        )
         if first is not None:
             conditions.append('"timestamp" >= ?')
             params.append(first)
@@ -248,53 +283,104 @@ def daily(
                 f"project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
             )
             params.append(list(among))
-        where = " AND ".join(conditions) or "true"
-        parts.append(breakdowns_sql(where, named))
+        parts.append(breakdowns_sql(" AND ".join(conditions), named))
     return " UNION ALL ".join(parts), params
 
 
-def first_new_rowid(con: duckdb.DuckDBPyConnection) -> int:
-    """The rowid the next appended row of ``file_downloads`` will have at least."""
-    found = con.execute("SELECT max(rowid) FROM file_downloads").fetchone()
-    return 0 if found is None or found[0] is None else int(found[0]) + 1
-
-
-def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
-    """For the rows appended since ``first_rowid``: record new project spellings, append
-    their totals, and the aggregate of those for settled days; then settle the days their
-    latest day settles (see the module doc)."""
-    where = f"rowid >= {int(first_rowid)}"
-    _add_names(con, where)
+def marks(con: duckdb.DuckDBPyConnection) -> Marks:
+    """The marks, for a writer about to append rows: one statement. The next rowid is one
+    past the highest, found among the rows from ``count(*) - 1`` on (the highest rowid is
+    at least that, so this is exact; DuckDB then reads only the last row group, where
+    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows)."""
     found = con.execute(
-        f'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE) '
-        f"FROM file_downloads WHERE {where}"
+        "SELECT (SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads "
+        "WHERE rowid >= (SELECT count(*) FROM file_downloads) - 1), "
+        f"compacted_through, tail_from FROM {VERSION}"
+    ).fetchone()
+    assert found is not None, "ensure() made the row"
+    return Marks(found[1], int(found[2] or 0), int(found[0]))
+
+
+def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks) -> None:
+    """For the rows appended since ``before`` was read: record new project spellings, append
+    their totals, and the breakdowns of those for settled days; settle the days their latest
+    day settles; roll up the tail when it has grown to :data:`TAIL_ROWS` (see the module
+    doc)."""
+    where = f"rowid >= {int(before.next_rowid)}"
+    # One pass over the new rows: their days, how many, and the spellings not yet recorded
+    # (an anti-join over the few thousand names: nearly always none). In the transaction
+    # they have provisional rowids (from 2**55 on); committed, they take the next ones.
+    found = con.execute(
+        'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE), '
+        "count(*), list(DISTINCT new.project) FILTER (WHERE known.name IS NULL) "
+        f'FROM (SELECT "timestamp", project FROM file_downloads WHERE {where}) new '
+        f"LEFT JOIN {PROJECTS} known ON known.name = new.project"
     ).fetchone()
     if found is None or found[0] is None:
         return
-    earliest, latest = found
+    earliest, latest, appended, names = found
+    next_rowid = before.next_rowid + appended  # once committed: the table only appends
+    if names:
+        con.execute(
+            f"INSERT INTO {PROJECTS} SELECT project, {NORMALIZED} "
+            "FROM (SELECT unnest(?) AS project)",
+            [names],
+        )
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
     con.execute(f"INSERT INTO {ROLLUPS} {totals}")
-    settled = settled_through(con)
+    settled, tail_from = before.settled, before.tail_from
     if settled is not None and earliest <= settled:
         late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
         con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
     through = latest - timedelta(days=OPEN_DAYS)
     if settled is None or settled < through:
-        settle(con, settled, through)
+        settle(con, settled, through, tail_from)
+        settled = through
+    if next_rowid - tail_from >= TAIL_ROWS:
+        roll_tail(con, settled, tail_from, next_rowid)
+        tail_from = next_rowid
+    if (settled, tail_from) != (before.settled, before.tail_from):
+        con.execute(
+            f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
+        )
 
 
-def settle(con: duckdb.DuckDBPyConnection, after: date | None, through: date) -> None:
-    """Roll up the days after ``after`` (from the first when None) through ``through`` from
-    their rows, in place of the totals their loads appended, sorted by project and day, and
-    record ``through`` as settled."""
-    rows = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+def roll_tail(
+    con: duckdb.DuckDBPyConnection, settled: date | None, tail_from: int, next_rowid: int
+) -> None:
+    """Append the breakdowns of the open days' rows from ``tail_from`` on, this load's
+    included (one row per grouping, not summed per key: that costs as much again, and
+    settling the day sums them); the caller moves ``tail_from`` to ``next_rowid``, the rowid
+    after this load's rows once committed."""
+    where = f"rowid >= {int(tail_from)}"
+    if settled is not None:
+        where += f" AND \"timestamp\" >= DATE '{settled + timedelta(days=1)}'"
+    rows = aggregate_sql(where, one_row_per_key=False, dimensions=list(DIMENSIONS))
+    con.execute(f"INSERT INTO {ROLLUPS} {rows}")
+
+
+def settle(
+    con: duckdb.DuckDBPyConnection, after: date | None, through: date, tail_from: int
+) -> None:
+    """Settle the days after ``after`` (from the first when None) through ``through``: their
+    rollups already hold the totals of every row and the breakdowns of the rows below
+    ``tail_from``; add the breakdowns of their rows in the tail, and rewrite each key as one
+    row, sorted by project and day, so a project's rollups sit in few row groups. The
+    caller records ``through`` as settled."""
+    rows = f"rowid >= {int(tail_from)} AND \"timestamp\" < DATE '{through + timedelta(days=1)}'"
     days = f"day <= DATE '{through}'"
     if after is not None:
         rows += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
         days += f" AND day > DATE '{after}'"
-    con.execute(f"DELETE FROM {ROLLUPS} WHERE dimension = '' AND {days}")
-    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(rows)} ORDER BY project, day")
-    con.execute(f"UPDATE {VERSION} SET compacted_through = ?", [through])
+    tail = aggregate_sql(rows, one_row_per_key=False, dimensions=list(DIMENSIONS))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE settling AS SELECT {KEY}, sum(downloads)::BIGINT "
+        f"AS downloads FROM (SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {days} "
+        f"UNION ALL {tail}) GROUP BY ALL"
+    )
+    con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
+    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
+    con.execute("DROP TABLE settling")
 
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
@@ -306,18 +392,27 @@ def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute rollups and names from every row (inside the caller's transaction): the
-    days up to :data:`OPEN_DAYS` before the latest are settled, the rest open (totals
-    only)."""
+    days up to :data:`OPEN_DAYS` before the latest are settled, the rest rolled up whole
+    (the tail empty)."""
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {PROJECTS}")
-    con.execute(f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL", [DEFINITION])
+    con.execute(
+        f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
+        [DEFINITION],
+    )
     _add_names(con, "true")
+    current = marks(con)
     latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
     if latest is not None and latest[0] is not None:
         through = latest[0] - timedelta(days=OPEN_DAYS)
-        settle(con, None, through)
         open_days = f"\"timestamp\" >= DATE '{through + timedelta(days=1)}'"
-        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days, dimensions=[''])}")
+        settled = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(settled)} ORDER BY project, day")
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days)}")
+        con.execute(
+            f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
+            [through, current.next_rowid],
+        )
     bump(con)
 
 
