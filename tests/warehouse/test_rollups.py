@@ -547,6 +547,31 @@ def test_a_reader_sees_one_snapshot_of_rollups_and_tail(
         db.close()
 
 
+def test_a_warehouse_from_before_the_tail_mark_reads_right_and_rebuilds(tmp_path: Path) -> None:
+    """One from the release before (no ``tail_from``: open days' breakdowns only in the
+    rows) answers right until its next publish, which rebuilds its rollups."""
+    path = tmp_path / "w.duckdb"
+    _load_random(path, random.Random(24), loads=2, per_load=800)
+    con = duckdb.connect(str(path))
+    con.execute(f"ALTER TABLE {rollups.VERSION} DROP COLUMN tail_from")
+    con.execute(f"UPDATE {rollups.VERSION} SET definition = '4;dimensions-when-settled'")
+    con.close()
+    end = FIRST + timedelta(days=DAYS - 1)
+    for field in (None, "installer", "country"):
+        for start in (FIRST, end - timedelta(days=3)):
+            result = breakdown(path, "demo-pkg", [field] if field else [], start, end)
+            got = {(row[0] if field else "total"): row[-1] for row in result.rows}
+            assert got == _oracle(path, "demo-pkg", field, start, end, Filters())
+            assert sum(got.values()) > 0
+    DuckDBWarehouse(path).close()
+    assert _differences(path) == ([], [])
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute(f"SELECT definition FROM {rollups.VERSION}").fetchone() == (
+        rollups.DEFINITION,
+    )
+    con.close()
+
+
 def _has_version_table(path: Path) -> bool:
     if not path.exists():
         return False

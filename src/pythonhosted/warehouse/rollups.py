@@ -212,22 +212,25 @@ class Marks:
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
     """The last day the rollups hold (``compacted_through``); None when none settled yet,
     or the warehouse predates the column."""
-    return _stored_marks(con).settled
+    return _stored_marks(con)[0].settled
 
 
-def _stored_marks(con: duckdb.DuckDBPyConnection) -> Marks:
-    """The marks as stored; an older warehouse without them reads as nothing settled and
-    every open row in the tail (what its rollups then hold)."""
+def _stored_marks(con: duckdb.DuckDBPyConnection) -> tuple[Marks, bool]:
+    """The marks as stored, and whether the warehouse has the tail mark. One from an older
+    release (until its next publish rebuilds the rollups) has none: its rollups hold no
+    open day's breakdowns, so its tail is every row of the open days (from rowid 0)."""
     try:
         found = con.execute(f"SELECT compacted_through, tail_from FROM {VERSION}").fetchone()
+        current = True
     except duckdb.BinderException:
+        current = False
         try:
             found = con.execute(f"SELECT compacted_through, 0 FROM {VERSION}").fetchone()
         except duckdb.BinderException:
             found = None
     if found is None:
-        return Marks(None, 0)
-    return Marks(found[0], int(found[1] or 0))
+        return Marks(None, 0), current
+    return Marks(found[0], int(found[1] or 0)), current
 
 
 def daily(
@@ -253,7 +256,7 @@ def daily(
     skips row groups by their min/max: both marks only move forward, so those constants
     select a superset of the tail.
     """
-    marks = _stored_marks(con)
+    marks, current = _stored_marks(con)
     named = [name for name in dimensions if name]
     conditions = ["list_contains(?, dimension)"]
     params: list[Any] = [list(dimensions)]
@@ -274,12 +277,14 @@ def daily(
     if start is not None and first is not None:
         first = max(first, start)
     if named and (end is None or first is None or first <= end):
-        conditions = ["rowid >= ?", f"rowid >= (SELECT coalesce(tail_from, 0) FROM {VERSION})"]
+        conditions = ["rowid >= ?"]
         params.append(marks.tail_from)
-        conditions.append(
-            "\"timestamp\" >= (SELECT coalesce(compacted_through + 1, DATE '0001-01-01') "
-            f"FROM {VERSION})"
-        )
+        if current:
+            conditions.append(f"rowid >= (SELECT coalesce(tail_from, 0) FROM {VERSION})")
+            conditions.append(
+                "\"timestamp\" >= (SELECT coalesce(compacted_through + 1, DATE '0001-01-01') "
+                f"FROM {VERSION})"
+            )
         if first is not None:
             conditions.append('"timestamp" >= ?')
             params.append(first)
