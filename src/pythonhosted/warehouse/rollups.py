@@ -324,25 +324,17 @@ def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks) -> None:
     day settles; roll up the tail when it has grown to :data:`TAIL_ROWS` (see the module
     doc)."""
     where = f"rowid >= {int(before.next_rowid)}"
-    # One pass over the new rows: their days, how many, and the spellings not yet recorded
-    # (an anti-join over the few thousand names: nearly always none). In the transaction
-    # they have provisional rowids (from 2**55 on); committed, they take the next ones.
+    # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
+    # they take the next ones.
     found = con.execute(
-        'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE), '
-        "count(*), list(DISTINCT new.project) FILTER (WHERE known.name IS NULL) "
-        f'FROM (SELECT "timestamp", project FROM file_downloads WHERE {where}) new '
-        f"LEFT JOIN {PROJECTS} known ON known.name = new.project"
+        'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE), count(*) '
+        f"FROM file_downloads WHERE {where}"
     ).fetchone()
     if found is None or found[0] is None:
         return
-    earliest, latest, appended, names = found
+    earliest, latest, appended = found
     next_rowid = before.next_rowid + appended  # once committed: the table only appends
-    if names:
-        con.execute(
-            f"INSERT INTO {PROJECTS} SELECT project, {NORMALIZED} "
-            "FROM (SELECT unnest(?) AS project)",
-            [names],
-        )
+    _add_names(con, where)
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
     con.execute(f"INSERT INTO {ROLLUPS} {totals}")
     settled, tail_from = before.settled, before.tail_from
@@ -401,9 +393,13 @@ def settle(
 
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
+    """Record the spellings of the rows matching ``where`` not recorded yet: an anti-join
+    over the few thousand names, so only new ones (nearly always none) are normalised and
+    probe the key (``INSERT OR IGNORE`` of every spelling of a load cost twice as much)."""
     con.execute(
-        f"INSERT OR IGNORE INTO {PROJECTS} SELECT project, {NORMALIZED} "
-        f"FROM (SELECT DISTINCT project FROM file_downloads WHERE {where})"
+        f"INSERT INTO {PROJECTS} SELECT project, {NORMALIZED} "
+        f"FROM (SELECT DISTINCT project FROM file_downloads WHERE {where}) "
+        f"WHERE project NOT IN (SELECT name FROM {PROJECTS})"
     )
 
 
