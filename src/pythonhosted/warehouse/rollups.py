@@ -359,13 +359,14 @@ def roll_tail(
 ) -> None:
     """Append the breakdowns of the open days' rows from ``tail_from`` on, this load's
     included (one row per grouping, not summed per key: that costs as much again, and
-    settling the day sums them); the caller moves ``tail_from`` to ``next_rowid``, the rowid
-    after this load's rows once committed."""
+    settling the day sums them), sorted by project so that readers of one project skip
+    most of the batch's row groups; the caller moves ``tail_from`` to ``next_rowid``, the
+    rowid after this load's rows once committed."""
     where = f"rowid >= {int(tail_from)}"
     if settled is not None:
         where += f" AND \"timestamp\" >= DATE '{settled + timedelta(days=1)}'"
     rows = aggregate_sql(where, one_row_per_key=False, dimensions=list(DIMENSIONS))
-    con.execute(f"INSERT INTO {ROLLUPS} {rows}")
+    con.execute(f"INSERT INTO {ROLLUPS} {rows} ORDER BY project, day")
 
 
 def settle(
