@@ -364,10 +364,10 @@ def publish_sequence(
     scratch = Path(args.dir) / "publish-copy.duckdb"
     shutil.copyfile(path, scratch)
     DuckDBWarehouse(scratch).close()  # a rollup rebuild, when one is due, is not timed
-    original = (rollups.add_new_rows, rollups.first_new_rowid)
+    original = (rollups.add_new_rows, rollups.marks)
     if not maintain:
-        rollups.add_new_rows = lambda con, first: None  # type: ignore[assignment]
-        rollups.first_new_rowid = lambda con: 0  # type: ignore[assignment]
+        rollups.add_new_rows = lambda con, before: None  # type: ignore[assignment]
+        rollups.marks = lambda con: rollups.Marks(None, 0)  # type: ignore[assignment]
     today = datetime.now(UTC).date()
     wall: list[float] = []
     cpu: list[float] = []
@@ -387,7 +387,7 @@ def publish_sequence(
                 cpu.append(time.process_time() - cpu_before)
                 warehouse.close()
     finally:
-        rollups.add_new_rows, rollups.first_new_rowid = original
+        rollups.add_new_rows, rollups.marks = original
     # The last day loaded is open, as yesterday is in production.
     readers = reader_queries(scratch, today + timedelta(days=2)) if maintain else {}
     scratch.unlink()

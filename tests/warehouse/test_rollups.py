@@ -42,43 +42,55 @@ DOWNLOAD = "(response IS NULL OR response.status = 200 OR response.range_start =
 
 def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """Counts (summed per key: a key may have several rows) that readers see, the rollups
-    and the open days' breakdowns from the rows (:func:`rollups.daily`), missing from a
-    fresh aggregate of every row, and the reverse; and the same for the rollups alone
-    against the rows' totals of every day and breakdowns of the settled days (the rollups
-    must hold no other)."""
-    key = rollups.KEY
-    columns = f"{key}, downloads"
+    and the tail's breakdowns from the rows (:func:`rollups.daily`), missing from a fresh
+    aggregate of every row, and the reverse; and the same for the rollups alone against the
+    rows' totals of every day, breakdowns of the settled days, and breakdowns of the open
+    days' rows below the tail mark (the rollups must hold no other)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        settled = rollups.settled_through(con)
-        source, params = rollups.daily(con)
-        seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
-        stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
-        through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
-        open_days = f'CAST("timestamp" AS DATE) > {through}'
-        settled_rows = (
-            f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
-            f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])})"
-        )
-        differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
-        for ours, ours_params, fresh in (
-            (seen, params, rollups.aggregate_sql("true")),
-            (stored, [], settled_rows),
-        ):
-            differences[0].extend(
-                con.execute(
-                    f"SELECT {columns} FROM ({ours}) EXCEPT ALL SELECT {columns} FROM ({fresh})",
-                    ours_params,
-                ).fetchall()
-            )
-            differences[1].extend(
-                con.execute(
-                    f"SELECT {columns} FROM ({fresh}) EXCEPT ALL SELECT {columns} FROM ({ours})",
-                    ours_params,
-                ).fetchall()
-            )
+        return _differences_in(con)
     finally:
         con.close()
+
+
+def _differences_in(
+    con: duckdb.DuckDBPyConnection,
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """:func:`_differences` over an open connection (a writer's, between its loads)."""
+    key = rollups.KEY
+    columns = f"{key}, downloads"
+    settled = rollups.settled_through(con)
+    found = con.execute(f"SELECT tail_from FROM {rollups.VERSION}").fetchone()
+    assert found is not None
+    tail_from = found[0]
+    source, params = rollups.daily(con)
+    seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
+    stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
+    through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
+    open_days = f'CAST("timestamp" AS DATE) > {through}'
+    below = f"{open_days} AND rowid < {tail_from}"
+    settled_rows = (
+        f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
+        f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])}) UNION ALL "
+        f"SELECT * FROM ({rollups.aggregate_sql(below, dimensions=list(rollups.DIMENSIONS))})"
+    )
+    differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
+    for ours, ours_params, fresh in (
+        (seen, params, rollups.aggregate_sql("true")),
+        (stored, [], settled_rows),
+    ):
+        differences[0].extend(
+            con.execute(
+                f"SELECT {columns} FROM ({ours}) EXCEPT ALL SELECT {columns} FROM ({fresh})",
+                ours_params,
+            ).fetchall()
+        )
+        differences[1].extend(
+            con.execute(
+                f"SELECT {columns} FROM ({fresh}) EXCEPT ALL SELECT {columns} FROM ({ours})",
+                ours_params,
+            ).fetchall()
+        )
     return differences
 
 
@@ -440,3 +452,195 @@ def test_readers_agree_with_the_rows_while_days_are_open_and_after_they_settle(
                 f"SELECT {NORM}, count(*) FROM file_downloads WHERE {DOWNLOAD} GROUP BY 1"
             ).fetchall()
         assert sorted(top.rows) == sorted(normalized)
+
+
+def _tail_from(con: duckdb.DuckDBPyConnection) -> int:
+    found = con.execute(f"SELECT tail_from FROM {rollups.VERSION}").fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _moving_days(rng: random.Random, index: int, count: int) -> list[str]:
+    """Load ``index`` of a run whose days move forward one every four loads: its rows on
+    the newest two days, and now and then a few late ones for a day settled already."""
+    newest = FIRST + timedelta(days=index // 4)
+    lines = random_lines(
+        rng, count, PROJECTS, newest - timedelta(days=1), 2, start=index * 10_000,
+        with_served=True,
+    )  # fmt: skip
+    if index % 5 == 4:
+        late = FIRST + timedelta(days=rng.randrange(max(1, index // 4 - 2)))
+        lines += random_lines(rng, 20, PROJECTS, late, 1, start=index * 10_000 + 9000)
+    return lines
+
+
+def test_the_tail_rolls_up_behind_a_rowid_mark_and_readers_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a small tail (every three loads or so), across days settling and late batches:
+    the mark moves, the open days' breakdowns land in the rollups, and readers and rollups
+    equal GROUP BY over the rows after every load; rowids stay dense (the mark relies on
+    committed rows taking the next ones)."""
+    monkeypatch.setattr(rollups, "TAIL_ROWS", 2500)
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(21)
+    marks = []
+    db = DuckDBWarehouse(path)
+    try:
+        con = db.con
+        for index in range(36):
+            _load(db, f"t{index}.json", _moving_days(rng, index, 1000))
+            marks.append(_tail_from(con))
+            dense = con.execute("SELECT count(*) = max(rowid) + 1 FROM file_downloads")
+            assert dense.fetchone() == (True,)
+            if index % 4 == 3:
+                assert _differences_in(con) == ([], [])
+        assert marks == sorted(marks) and len(set(marks)) >= 10
+        settled = rollups.settled_through(con)
+        assert settled == FIRST + timedelta(days=35 // 4 - rollups.OPEN_DAYS)
+        open_breakdowns = con.execute(
+            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE dimension <> '' AND day > ?",
+            [settled],
+        ).fetchone()
+        assert open_breakdowns is not None and open_breakdowns[0] > 0
+    finally:
+        db.close()
+    asked = 0
+    for _ in range(30):
+        project = rng.choice(["demo-pkg", "alpha", "beta", "gamma", "zope-interface"])
+        start = FIRST + timedelta(days=rng.randrange(10))
+        end = start + timedelta(days=rng.randrange(10))
+        field = rng.choice([None, *rollups.DIMENSIONS])
+        filters = Filters(mirrors=rng.random() < 0.5, ci=rng.random() < 0.5)
+        result = breakdown(path, project, [field] if field else [], start, end, None, filters)
+        got = {(row[0] if field else "total"): row[-1] for row in result.rows}
+        assert got == _oracle(path, project, field, start, end, filters)
+        asked += sum(got.values())
+    assert asked > 0
+
+
+def test_a_reader_sees_one_snapshot_of_rollups_and_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that read the marks before a load moved them still counts each row once:
+    the statement reads the marks itself."""
+    monkeypatch.setattr(rollups, "TAIL_ROWS", 1000)
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(22)
+    db = DuckDBWarehouse(path)
+    try:
+        _load(db, "a.json", random_lines(rng, 600, PROJECTS, FIRST, 2, start=0))
+        reader = db.con.cursor()
+        source, params = rollups.daily(reader, project="demo-pkg")
+        before = _tail_from(db.con)
+        _load(db, "b.json", random_lines(rng, 600, PROJECTS, FIRST, 2, start=1000))
+        assert _tail_from(db.con) > before
+        seen = reader.execute(
+            f"SELECT dimension, sum(downloads) FROM ({source}) GROUP BY 1 ORDER BY 1", params
+        ).fetchall()
+        counted = reader.execute(
+            f"SELECT count(*) FROM file_downloads WHERE {NORM} = 'demo-pkg' AND {DOWNLOAD}"
+        ).fetchone()
+        assert counted is not None and counted[0] > 0
+        assert seen == [(name, counted[0]) for name in sorted(rollups.ALL)]
+    finally:
+        db.close()
+
+
+def test_a_warehouse_from_before_the_tail_mark_reads_right_and_rebuilds(tmp_path: Path) -> None:
+    """One from the release before (no ``tail_from``: open days' breakdowns only in the
+    rows) answers right until its next publish, which rebuilds its rollups."""
+    path = tmp_path / "w.duckdb"
+    _load_random(path, random.Random(24), loads=2, per_load=800)
+    con = duckdb.connect(str(path))
+    con.execute(f"ALTER TABLE {rollups.VERSION} DROP COLUMN tail_from")
+    con.execute(f"UPDATE {rollups.VERSION} SET definition = '4;dimensions-when-settled'")
+    con.close()
+    end = FIRST + timedelta(days=DAYS - 1)
+    for field in (None, "installer", "country"):
+        for start in (FIRST, end - timedelta(days=3)):
+            result = breakdown(path, "demo-pkg", [field] if field else [], start, end)
+            got = {(row[0] if field else "total"): row[-1] for row in result.rows}
+            assert got == _oracle(path, "demo-pkg", field, start, end, Filters())
+            assert sum(got.values()) > 0
+    DuckDBWarehouse(path).close()
+    assert _differences(path) == ([], [])
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute(f"SELECT definition FROM {rollups.VERSION}").fetchone() == (
+        rollups.DEFINITION,
+    )
+    con.close()
+
+
+def _has_version_table(path: Path) -> bool:
+    if not path.exists():
+        return False
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [rollups.VERSION]
+        ).fetchone()
+    finally:
+        con.close()
+    return found == (1,)
+
+
+LOADER = """
+import sys
+from pathlib import Path
+from pythonhosted.warehouse import rollups
+from pythonhosted.warehouse.duck import DuckDBWarehouse
+rollups.TAIL_ROWS = int(sys.argv[3])
+db = DuckDBWarehouse(Path(sys.argv[1]))
+for file in sorted(Path(sys.argv[2]).iterdir()):
+    db.load("file_downloads", [(file.name, file.read_bytes())])
+db.close()
+"""
+
+
+def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
+    tmp_path: Path,
+) -> None:
+    """Loads that roll the tail up, settle days and bring late rows, killed at random
+    moments again and again: the marks, the rollups and the rows move together."""
+    rng = random.Random(23)
+    files = tmp_path / "files"
+    files.mkdir()
+    expected = 0
+    for index in range(40):
+        downloads = convert(gz(_moving_days(rng, index, 500))).downloads
+        (files / f"{index:03d}.json").write_bytes(downloads)
+        expected += downloads.count(b"\n")
+    path = tmp_path / "w.duckdb"
+    command = [sys.executable, "-c", LOADER, str(path), str(files), "1200"]
+    kills = 0
+    for _ in range(8):
+        process = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.05, 0.4))
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.returncode == 0:
+            break
+        if _has_version_table(path):  # else killed before it made the tables
+            assert _differences(path) == ([], [])
+    final = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err.decode()
+    assert kills >= 3
+    assert _differences(path) == ([], [])
+    con = duckdb.connect(str(path), read_only=True)
+    assert _tail_from(con) > 0
+    loaded = con.execute("SELECT count(*) FROM linehaul_loaded_files").fetchone()
+    rows = con.execute("SELECT count(*) FROM file_downloads").fetchone()
+    con.close()
+    assert (loaded, rows) == ((40,), (expected,))

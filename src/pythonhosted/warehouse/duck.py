@@ -228,10 +228,10 @@ class DuckDBWarehouse:
             todo = [index for index, name in enumerate(names) if name not in done]
             result.skipped = [name for name in names if name in done]
             if todo:
-                first_rowid = rollups.first_new_rowid(con) if table == "file_downloads" else 0
+                before = rollups.marks(con) if table == "file_downloads" else None
                 result.rows, counts = insert(todo)
-                if table == "file_downloads" and result.rows:
-                    rollups.add_new_rows(con, first_rowid)
+                if before is not None and result.rows:
+                    rollups.add_new_rows(con, before)
                 rollups.bump(con)
                 con.executemany(
                     f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",

@@ -16,40 +16,51 @@ project to its normalised name (raw-row queries filter by spelling, which keeps 
 filter pushdown), and ``warehouse_version`` counts the loads that changed the data (the
 stats web's ETags and caches follow it) with the time of the latest.
 
-**Breakdowns are rolled up once a day settles.** The latest day loaded and the
-:data:`OPEN_DAYS` ``- 1`` before it are *open*: batches for them still arrive.
-``warehouse_version.compacted_through`` is the last settled day. The rollups hold the totals
-(``dimension`` ``''``) of every day, and the breakdowns (the :data:`DIMENSIONS`) of settled
-days only. Readers go through :func:`daily`, which adds the open days' breakdowns aggregated
-from the rows on the fly (a couple of days of rows, in the table's last row groups since
-loads append in time order, so DuckDB skips the rest by their min/max; and only the projects
-and dimensions asked for). So:
+**Breakdowns are rolled up in batches behind a rowid mark, and compacted once a day
+settles.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1`` before it are *open*:
+batches for them still arrive. ``warehouse_version`` holds two marks: ``compacted_through``,
+the last settled day, and ``tail_from``, a rowid of ``file_downloads``. The rollups hold the
+totals (``dimension`` ``''``) of every row, the breakdowns (the :data:`DIMENSIONS`) of every
+row of the settled days, and those of the open days' rows below ``tail_from``; the open
+days' rows from ``tail_from`` on are the *tail*. Readers go through :func:`daily`, which
+adds the tail's breakdowns aggregated from the rows on the fly (at most about
+:data:`TAIL_ROWS` rows, in the table's last row groups, which DuckDB finds by rowid and
+skips the rest; and only the projects and dimensions asked for). So:
 
-- a load appends the totals of its rows (one grouping set, about 0.1 rollup rows per
+- a load appends the totals of its rows (one ``GROUP BY``, about 0.1 rollup rows per
   download) and, for rows of days settled already (late batches), their breakdowns too;
   a key may so have several rows, and every reader sums them;
-- a load that brings a day that settles further days rolls those days up from their rows
-  once, in place of the totals their loads appended, sorted by project (so a project's
-  rollups sit in few row groups, and DuckDB skips the rest), and ``compacted_through``
-  moves on.
+- a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
+  breakdowns (a row per grouping, not summed per key) and moves ``tail_from`` past its
+  own rows;
+- a load that brings a day that settles further days adds those days' breakdowns from
+  their rows in the tail, and rewrites each of their keys as one row, sorted by project (so
+  a project's rollups sit in few row groups, and DuckDB skips the rest); then
+  ``compacted_through`` moves on.
+
+So each row is aggregated by dimension once (in a tail batch, or at settling), and a
+reader of the open days aggregates a bounded number of rows however many a day brings (at
+3.9M rows a day, two open days of rows made a project page take up to a second).
 
 All of it happens in the load's transaction (:class:`~.duck.DuckDBWarehouse`), so rows,
-rollups and ``compacted_through`` are all old or all new after a kill at any point: in every
-snapshot the totals sum to the rows for every day, the breakdowns for every day up to
-``compacted_through``. That day only moves forward, so a reader that reads it and then
-queries (two snapshots) is still right. The rows a load just inserted are the ones with a
-``rowid`` at or above the table's highest before the insert (DuckDB numbers appended rows
-after every existing one, committed or not).
+rollups and both marks are all old or all new after a kill at any point. A reader's
+statement reads the marks itself, so rollups and tail come from one snapshot. The rows a
+load just inserted are the ones with a ``rowid`` at or above the table's next one before
+the insert (inside the transaction DuckDB gives them provisional rowids above every
+committed one; at commit they take the next ones in order, as the table only ever appends,
+which is where ``tail_from`` then points).
 
 Why: each load used to append the aggregate of its rows in every dimension (about 1.3
 rollup rows per download, as a load spreads over thousands of projects), which cost a load
-a quarter of its time (BENCHMARKS.md); a day aggregated once from all its rows costs a
-fraction of that. Totals stay per load because they are cheap and most questions (the API's
-``recent`` and ``overall``, badges, top projects, ``stats --days``) ask only for them, which
-then never read rows; reading the open days' rows for every question made those answers
-ten times slower.
+a quarter of its time (BENCHMARKS.md); aggregating a few hundred thousand rows at once, a
+row per grouping and summed per key only when the day settles, costs a fraction of that.
+Totals stay per load because they are cheap and most questions (the API's ``recent`` and
+``overall``, badges, top projects, ``stats --days``) ask only for them, which then never
+read rows; reading the open days' rows for every question made those answers ten times
+slower.
 
-:func:`rebuild` recomputes everything from the rows, sorted by project and day. It runs on
+:func:`rebuild` recomputes everything from the rows, the settled days sorted by project and
+day, the open days whole (the tail empty). It runs on
 ``linehaul rollup --rebuild`` and, by itself, when a warehouse opened for loading has a
 rollup definition other than :data:`DEFINITION` (an older release, or a changed mirror
 list), so rollups never describe rows by rules the code no longer has.
@@ -58,6 +69,7 @@ list), so rollups never describe rows by rules the code no longer has.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -81,7 +93,7 @@ DIMENSIONS: dict[str, str] = {
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
 DEFINITION = (
-    f"4;dimensions-when-settled;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"5;dimensions-behind-tail;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
@@ -95,6 +107,9 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
+TAIL_ROWS = 250_000
+"""Rows in the tail (appended since ``tail_from``) at which a load rolls up the open days'
+breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -130,7 +145,8 @@ def aggregate_sql(
         f'SELECT CAST("timestamp" AS DATE) AS day, project, '
         f"{mirror_sql()} AS mirror, details.ci AS ci{columns} "
         f"FROM file_downloads WHERE ({where}) AND {COUNTED}) "
-        f"GROUP BY GROUPING SETS ({', '.join(sets)})"
+        # The totals alone: a plain GROUP BY, a tenth cheaper than one grouping set.
+        + (f"GROUP BY {base}" if not named else f"GROUP BY GROUPING SETS ({', '.join(sets)})")
     )
     normalized = (
         f"SELECT day, {NORMALIZED} AS project, dimension, "
@@ -171,23 +187,50 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     definition, or missing beside rows). Call inside the writer's transaction."""
     for sql in _CREATE:
         con.execute(sql)
-    con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS compacted_through DATE")
+    for column in ("compacted_through DATE", "tail_from BIGINT"):
+        con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
-        con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL)", [DEFINITION])
+        con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL, 0)", [DEFINITION])
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
     return bool(found[0] != DEFINITION)
 
 
+@dataclass(frozen=True)
+class Marks:
+    """Where the rollups stand: ``settled`` (``compacted_through``, None before any day
+    settled) and ``tail_from`` (the open days' rows below it have their breakdowns rolled
+    up); and, for a writer, ``next_rowid``, the rowid the next appended row will have at
+    least."""
+
+    settled: date | None
+    tail_from: int
+    next_rowid: int = 0
+
+
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
     """The last day the rollups hold (``compacted_through``); None when none settled yet,
     or the warehouse predates the column."""
+    return _stored_marks(con)[0].settled
+
+
+def _stored_marks(con: duckdb.DuckDBPyConnection) -> tuple[Marks, bool]:
+    """The marks as stored, and whether the warehouse has the tail mark. One from an older
+    release (until its next publish rebuilds the rollups) has none: its rollups hold no
+    open day's breakdowns, so its tail is every row of the open days (from rowid 0)."""
     try:
-        found = con.execute(f"SELECT compacted_through FROM {VERSION}").fetchone()
+        found = con.execute(f"SELECT compacted_through, tail_from FROM {VERSION}").fetchone()
+        current = True
     except duckdb.BinderException:
-        return None
-    return found[0] if found else None
+        current = False
+        try:
+            found = con.execute(f"SELECT compacted_through, 0 FROM {VERSION}").fetchone()
+        except duckdb.BinderException:
+            found = None
+    if found is None:
+        return Marks(None, 0), current
+    return Marks(found[0], int(found[1] or 0)), current
 
 
 def daily(
@@ -202,18 +245,21 @@ def daily(
     """SQL (and its parameters) of a query with the rollups' columns, the downloads of
     ``project`` (a normalised name; or those ``among`` a list of them; or every project)
     per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``
-    ('' the total): from ``download_rollups``, but the open days of the named dimensions
-    from the rows (see the module doc). A key may have several rows: sum them. Every reader
-    of the rollups goes through this; put it first in a statement (``WITH daily AS (...)``)
-    so its parameters come first.
+    ('' the total): from ``download_rollups``, plus the named dimensions of the open days'
+    rows in the tail (see the module doc). A key may have several rows: sum them. Every
+    reader of the rollups goes through this; put it first in a statement (``WITH daily AS
+    (...)``) so its parameters come first.
+
+    The tail is the rows at or above ``tail_from`` of the days after ``compacted_through``,
+    both read by the statement itself, so rollups and tail come from one snapshot even if a
+    load commits meanwhile. The same bounds as read here go in as constants too, so DuckDB
+    skips row groups by their min/max: both marks only move forward, so those constants
+    select a superset of the tail.
     """
-    settled = settled_through(con)
+    marks, current = _stored_marks(con)
     named = [name for name in dimensions if name]
     conditions = ["list_contains(?, dimension)"]
     params: list[Any] = [list(dimensions)]
-    # Totals are rolled up for every day, the rest for settled days only.
-    conditions.append("(dimension = '' OR day <= ?)")
-    params.append(settled)
     if start is not None:
         conditions.append("day >= ?")
         params.append(start)
@@ -227,12 +273,18 @@ def daily(
         conditions.append("list_contains(?, project)")
         params.append(list(among))
     parts = [f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {' AND '.join(conditions)}"]
-    first = settled + timedelta(days=1) if settled is not None else start
+    first = marks.settled + timedelta(days=1) if marks.settled is not None else start
     if start is not None and first is not None:
         first = max(first, start)
     if named and (end is None or first is None or first <= end):
-        # Bounds on "timestamp" itself, so DuckDB skips row groups by their min/max.
-        conditions = []
+        conditions = ["rowid >= ?"]
+        params.append(marks.tail_from)
+        if current:
+            conditions.append(f"rowid >= (SELECT coalesce(tail_from, 0) FROM {VERSION})")
+            conditions.append(
+                "\"timestamp\" >= (SELECT coalesce(compacted_through + 1, DATE '0001-01-01') "
+                f"FROM {VERSION})"
+            )
         if first is not None:
             conditions.append('"timestamp" >= ?')
             params.append(first)
@@ -248,76 +300,133 @@ def daily(
                 f"project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
             )
             params.append(list(among))
-        where = " AND ".join(conditions) or "true"
-        parts.append(breakdowns_sql(where, named))
+        parts.append(breakdowns_sql(" AND ".join(conditions), named))
     return " UNION ALL ".join(parts), params
 
 
-def first_new_rowid(con: duckdb.DuckDBPyConnection) -> int:
-    """The rowid the next appended row of ``file_downloads`` will have at least."""
-    found = con.execute("SELECT max(rowid) FROM file_downloads").fetchone()
-    return 0 if found is None or found[0] is None else int(found[0]) + 1
-
-
-def add_new_rows(con: duckdb.DuckDBPyConnection, first_rowid: int) -> None:
-    """For the rows appended since ``first_rowid``: record new project spellings, append
-    their totals, and the aggregate of those for settled days; then settle the days their
-    latest day settles (see the module doc)."""
-    where = f"rowid >= {int(first_rowid)}"
-    _add_names(con, where)
+def marks(con: duckdb.DuckDBPyConnection) -> Marks:
+    """The marks, for a writer about to append rows: one statement. The next rowid is one
+    past the highest, found among the rows from ``count(*) - 1`` on (the highest rowid is
+    at least that, so this is exact; DuckDB then reads only the last row group, where
+    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows)."""
     found = con.execute(
-        f'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE) '
+        "SELECT (SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads "
+        "WHERE rowid >= (SELECT count(*) FROM file_downloads) - 1), "
+        f"compacted_through, tail_from FROM {VERSION}"
+    ).fetchone()
+    assert found is not None, "ensure() made the row"
+    return Marks(found[1], int(found[2] or 0), int(found[0]))
+
+
+def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks) -> None:
+    """For the rows appended since ``before`` was read: record new project spellings, append
+    their totals, and the breakdowns of those for settled days; settle the days their latest
+    day settles; roll up the tail when it has grown to :data:`TAIL_ROWS` (see the module
+    doc)."""
+    where = f"rowid >= {int(before.next_rowid)}"
+    # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
+    # they take the next ones.
+    found = con.execute(
+        'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE), count(*) '
         f"FROM file_downloads WHERE {where}"
     ).fetchone()
     if found is None or found[0] is None:
         return
-    earliest, latest = found
+    earliest, latest, appended = found
+    next_rowid = before.next_rowid + appended  # once committed: the table only appends
+    _add_names(con, where)
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
     con.execute(f"INSERT INTO {ROLLUPS} {totals}")
-    settled = settled_through(con)
+    settled, tail_from = before.settled, before.tail_from
     if settled is not None and earliest <= settled:
         late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
         con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
     through = latest - timedelta(days=OPEN_DAYS)
     if settled is None or settled < through:
-        settle(con, settled, through)
+        settle(con, settled, through, tail_from)
+        settled = through
+    if next_rowid - tail_from >= TAIL_ROWS:
+        roll_tail(con, settled, tail_from, next_rowid)
+        tail_from = next_rowid
+    if (settled, tail_from) != (before.settled, before.tail_from):
+        con.execute(
+            f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
+        )
 
 
-def settle(con: duckdb.DuckDBPyConnection, after: date | None, through: date) -> None:
-    """Roll up the days after ``after`` (from the first when None) through ``through`` from
-    their rows, in place of the totals their loads appended, sorted by project and day, and
-    record ``through`` as settled."""
-    rows = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+def roll_tail(
+    con: duckdb.DuckDBPyConnection, settled: date | None, tail_from: int, next_rowid: int
+) -> None:
+    """Append the breakdowns of the open days' rows from ``tail_from`` on, this load's
+    included (one row per grouping, not summed per key: that costs as much again, and
+    settling the day sums them), sorted by project so that readers of one project skip
+    most of the batch's row groups; the caller moves ``tail_from`` to ``next_rowid``, the
+    rowid after this load's rows once committed."""
+    where = f"rowid >= {int(tail_from)}"
+    if settled is not None:
+        where += f" AND \"timestamp\" >= DATE '{settled + timedelta(days=1)}'"
+    rows = aggregate_sql(where, one_row_per_key=False, dimensions=list(DIMENSIONS))
+    con.execute(f"INSERT INTO {ROLLUPS} {rows} ORDER BY project, day")
+
+
+def settle(
+    con: duckdb.DuckDBPyConnection, after: date | None, through: date, tail_from: int
+) -> None:
+    """Settle the days after ``after`` (from the first when None) through ``through``: their
+    rollups already hold the totals of every row and the breakdowns of the rows below
+    ``tail_from``; add the breakdowns of their rows in the tail, and rewrite each key as one
+    row, sorted by project and day, so a project's rollups sit in few row groups. The
+    caller records ``through`` as settled."""
+    rows = f"rowid >= {int(tail_from)} AND \"timestamp\" < DATE '{through + timedelta(days=1)}'"
     days = f"day <= DATE '{through}'"
     if after is not None:
         rows += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
         days += f" AND day > DATE '{after}'"
-    con.execute(f"DELETE FROM {ROLLUPS} WHERE dimension = '' AND {days}")
-    con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(rows)} ORDER BY project, day")
-    con.execute(f"UPDATE {VERSION} SET compacted_through = ?", [through])
+    tail = aggregate_sql(rows, one_row_per_key=False, dimensions=list(DIMENSIONS))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE settling AS SELECT {KEY}, sum(downloads)::BIGINT "
+        f"AS downloads FROM (SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {days} "
+        f"UNION ALL {tail}) GROUP BY ALL"
+    )
+    con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
+    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
+    con.execute("DROP TABLE settling")
 
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
+    """Record the spellings of the rows matching ``where`` not recorded yet: an anti-join
+    over the few thousand names, so only new ones (nearly always none) are normalised and
+    probe the key (``INSERT OR IGNORE`` of every spelling of a load cost twice as much)."""
     con.execute(
-        f"INSERT OR IGNORE INTO {PROJECTS} SELECT project, {NORMALIZED} "
-        f"FROM (SELECT DISTINCT project FROM file_downloads WHERE {where})"
+        f"INSERT INTO {PROJECTS} SELECT project, {NORMALIZED} "
+        f"FROM (SELECT DISTINCT project FROM file_downloads WHERE {where}) "
+        f"WHERE project NOT IN (SELECT name FROM {PROJECTS})"
     )
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute rollups and names from every row (inside the caller's transaction): the
-    days up to :data:`OPEN_DAYS` before the latest are settled, the rest open (totals
-    only)."""
+    days up to :data:`OPEN_DAYS` before the latest are settled, the rest rolled up whole
+    (the tail empty)."""
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {PROJECTS}")
-    con.execute(f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL", [DEFINITION])
+    con.execute(
+        f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
+        [DEFINITION],
+    )
     _add_names(con, "true")
+    current = marks(con)
     latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
     if latest is not None and latest[0] is not None:
         through = latest[0] - timedelta(days=OPEN_DAYS)
-        settle(con, None, through)
         open_days = f"\"timestamp\" >= DATE '{through + timedelta(days=1)}'"
-        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days, dimensions=[''])}")
+        settled = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(settled)} ORDER BY project, day")
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days)}")
+        con.execute(
+            f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
+            [through, current.next_rowid],
+        )
     bump(con)
 
 
