@@ -65,7 +65,11 @@ def _differences_in(
     tail_from = found[0]
     source, params = rollups.daily(con)
     seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
-    stored = f"SELECT {key}, sum(downloads) AS downloads FROM {rollups.ROLLUPS} GROUP BY ALL"
+    both = (
+        f"SELECT {key}, downloads FROM {rollups.ROLLUPS} UNION ALL "
+        f"SELECT {key}, downloads FROM {rollups.OPEN_BREAKDOWNS}"
+    )
+    stored = f"SELECT {key}, sum(downloads) AS downloads FROM ({both}) GROUP BY ALL"
     through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
     open_days = f'CAST("timestamp" AS DATE) > {through}'
     below = f"{open_days} AND rowid < {tail_from}"
@@ -499,10 +503,17 @@ def test_the_tail_rolls_up_behind_a_rowid_mark_and_readers_agree(
         settled = rollups.settled_through(con)
         assert settled == FIRST + timedelta(days=35 // 4 - rollups.OPEN_DAYS)
         open_breakdowns = con.execute(
-            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE dimension <> '' AND day > ?",
-            [settled],
+            f"SELECT count(*) FROM {rollups.OPEN_BREAKDOWNS} WHERE day > ?", [settled]
         ).fetchone()
         assert open_breakdowns is not None and open_breakdowns[0] > 0
+        # Kept apart: the table totals questions read has no open day's breakdowns.
+        assert con.execute(
+            f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE dimension <> '' AND day > ?",
+            [settled],
+        ).fetchone() == (0,)
+        assert con.execute(
+            f"SELECT count(*) FROM {rollups.OPEN_BREAKDOWNS} WHERE day <= ?", [settled]
+        ).fetchone() == (0,)
     finally:
         db.close()
     asked = 0

@@ -138,7 +138,12 @@ def test_a_warehouse_from_before_rollups(tmp_path: Path) -> None:
         "('2021-01-07 20:54:54', '/x', 'demo', {'filename': 'f', 'project': 'demo', "
         "'version': '1', 'type': 'sdist'})"
     )
-    for table in ("download_rollups", "project_names", "warehouse_version"):
+    for table in (
+        "download_rollups",
+        "download_rollups_open",
+        "project_names",
+        "warehouse_version",
+    ):
         con.execute(f"DROP TABLE {table}")
     con.close()
     code, out = _stats(f"duckdb://{tmp_path}/old.duckdb", "demo", *RANGE)

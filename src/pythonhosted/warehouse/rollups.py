@@ -19,22 +19,25 @@ stats web's ETags and caches follow it) with the time of the latest.
 **Breakdowns are rolled up in batches behind a rowid mark, and compacted once a day
 settles.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1`` before it are *open*:
 batches for them still arrive. ``warehouse_version`` holds two marks: ``compacted_through``,
-the last settled day, and ``tail_from``, a rowid of ``file_downloads``. The rollups hold the
-totals (``dimension`` ``''``) of every row, the breakdowns (the :data:`DIMENSIONS`) of every
-row of the settled days, and those of the open days' rows below ``tail_from``; the open
-days' rows from ``tail_from`` on are the *tail*. Readers go through :func:`daily`, which
-adds the tail's breakdowns aggregated from the rows on the fly (at most about
-:data:`TAIL_ROWS` rows, in the table's last row groups, which DuckDB finds by rowid and
-skips the rest; and only the projects and dimensions asked for). So:
+the last settled day, and ``tail_from``, a rowid of ``file_downloads``. ``download_rollups``
+holds the totals (``dimension`` ``''``) of every row and the breakdowns (the
+:data:`DIMENSIONS`) of every row of the settled days; ``download_rollups_open`` holds the
+breakdowns of the open days' rows below ``tail_from``, apart, so totals questions (the
+most asked) never read them; the open days' rows from ``tail_from`` on are the *tail*.
+Readers go through :func:`daily`, which adds the tail's breakdowns aggregated from the rows
+on the fly (at most about :data:`TAIL_ROWS` rows, in the table's last row groups, which
+DuckDB finds by rowid and skips the rest; and only the projects and dimensions asked for).
+So:
 
 - a load appends the totals of its rows (one ``GROUP BY``, about 0.1 rollup rows per
   download) and, for rows of days settled already (late batches), their breakdowns too;
   a key may so have several rows, and every reader sums them;
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
-  breakdowns (a row per grouping, not summed per key) and moves ``tail_from`` past its
-  own rows;
+  breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
+  moves ``tail_from`` past its own rows;
 - a load that brings a day that settles further days adds those days' breakdowns from
-  their rows in the tail, and rewrites each of their keys as one row, sorted by project (so
+  their rows in the tail to theirs in ``download_rollups_open`` (which drops them), and
+  rewrites each of their keys as one row of ``download_rollups``, sorted by project (so
   a project's rollups sit in few row groups, and DuckDB skips the rest); then
   ``compacted_through`` moves on.
 
@@ -78,6 +81,7 @@ import duckdb
 from pythonhosted.warehouse.mirrors import MIRRORS, mirror_sql
 
 ROLLUPS = "download_rollups"
+OPEN_BREAKDOWNS = "download_rollups_open"
 PROJECTS = "project_names"
 VERSION = "warehouse_version"
 # PEP 503: runs of -, _ and . become one -, lower case.
@@ -93,14 +97,17 @@ DIMENSIONS: dict[str, str] = {
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
 DEFINITION = (
-    f"5;dimensions-behind-tail;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"6;open-breakdowns-apart;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
+_COLUMNS = (
+    "(day DATE NOT NULL, project VARCHAR NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR, "
+    "mirror BOOLEAN NOT NULL, ci BOOLEAN, downloads BIGINT NOT NULL)"
+)
 _CREATE = (
-    f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (day DATE NOT NULL, project VARCHAR NOT NULL, "
-    "dimension VARCHAR NOT NULL, value VARCHAR, mirror BOOLEAN NOT NULL, ci BOOLEAN, "
-    "downloads BIGINT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {ROLLUPS} {_COLUMNS}",
+    f"CREATE TABLE IF NOT EXISTS {OPEN_BREAKDOWNS} {_COLUMNS}",
     f"CREATE TABLE IF NOT EXISTS {PROJECTS} (name VARCHAR PRIMARY KEY, "
     "normalized VARCHAR NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {VERSION} (version BIGINT NOT NULL, "
@@ -272,7 +279,11 @@ def daily(
     elif among is not None:
         conditions.append("list_contains(?, project)")
         params.append(list(among))
-    parts = [f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {' AND '.join(conditions)}"]
+    where = " AND ".join(conditions)
+    parts = [f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {where}"]
+    if named and current:  # the open days' breakdowns below the mark: never read for totals
+        parts.append(f"SELECT {KEY}, downloads FROM {OPEN_BREAKDOWNS} WHERE {where}")
+        params += params[:]
     first = marks.settled + timedelta(days=1) if marks.settled is not None else start
     if start is not None and first is not None:
         first = max(first, start)
@@ -366,7 +377,7 @@ def roll_tail(
     if settled is not None:
         where += f" AND \"timestamp\" >= DATE '{settled + timedelta(days=1)}'"
     rows = aggregate_sql(where, one_row_per_key=False, dimensions=list(DIMENSIONS))
-    con.execute(f"INSERT INTO {ROLLUPS} {rows} ORDER BY project, day")
+    con.execute(f"INSERT INTO {OPEN_BREAKDOWNS} {rows} ORDER BY project, day")
 
 
 def settle(
@@ -386,9 +397,11 @@ def settle(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE settling AS SELECT {KEY}, sum(downloads)::BIGINT "
         f"AS downloads FROM (SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {days} "
+        f"UNION ALL SELECT {KEY}, downloads FROM {OPEN_BREAKDOWNS} WHERE {days} "
         f"UNION ALL {tail}) GROUP BY ALL"
     )
     con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
+    con.execute(f"DELETE FROM {OPEN_BREAKDOWNS} WHERE {days}")
     con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
     con.execute("DROP TABLE settling")
 
@@ -409,6 +422,7 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     days up to :data:`OPEN_DAYS` before the latest are settled, the rest rolled up whole
     (the tail empty)."""
     con.execute(f"DELETE FROM {ROLLUPS}")
+    con.execute(f"DELETE FROM {OPEN_BREAKDOWNS}")
     con.execute(f"DELETE FROM {PROJECTS}")
     con.execute(
         f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
@@ -422,7 +436,9 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
         open_days = f"\"timestamp\" >= DATE '{through + timedelta(days=1)}'"
         settled = f"\"timestamp\" < DATE '{through + timedelta(days=1)}'"
         con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(settled)} ORDER BY project, day")
-        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days)}")
+        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(open_days, dimensions=[''])}")
+        breakdowns = aggregate_sql(open_days, dimensions=list(DIMENSIONS))
+        con.execute(f"INSERT INTO {OPEN_BREAKDOWNS} {breakdowns} ORDER BY project, day")
         con.execute(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
             [through, current.next_rowid],
