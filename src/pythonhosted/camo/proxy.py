@@ -33,6 +33,7 @@ from pythonhosted.camo.http1 import BodyError, Response
 from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
+from pythonhosted.camo.refusals import RefusalLog
 from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
@@ -103,6 +104,7 @@ class Proxy:
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+        self._refusals = RefusalLog()
 
     def _size_redirect(self, url: str) -> bytes:
         """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
@@ -133,7 +135,7 @@ class Proxy:
         except Refused as refusal:
             status = refusal.status
             self._metrics.failed.labels(refusal.reason).inc()
-            log.info("camo refused: %s", refusal.detail, extra={"reason": refusal.reason})
+            self._refusals.refused(refusal)
             await relay.refuse(refusal)
         except TimeoutError:
             self._metrics.failed.labels("timeout").inc()
