@@ -1,4 +1,5 @@
-"""Refusals in the log, bounded: a few lines per reason a minute, then one summary line.
+"""Refusals (and responses cut off mid-body) in the log, bounded: a few lines per reason a
+minute, then one summary line.
 
 A flood of hostile requests is a flood of refusals: one INFO line each (~200 bytes) would let
 anyone fill an operator's disk at the rate camo can refuse (thousands a second). go-camo logs
@@ -34,21 +35,28 @@ class RefusalLog:
         self._window: asyncio.TimerHandle | None = None
 
     def refused(self, refusal: Refused) -> None:
+        self._note("camo refused: %s", refusal.reason, refusal.detail)
+
+    def cut(self, reason: str, detail: str) -> None:
+        """A response cut off mid-body (the client saw a status, then a dropped connection)."""
+        self._note("camo cut off: %s", reason, detail)
+
+    def _note(self, message: str, reason: str, detail: str) -> None:
         if self._window is None:
             self._window = asyncio.get_running_loop().call_later(WINDOW, self._summarise)
-        seen = self._seen[refusal.reason] = self._seen[refusal.reason] + 1
+        seen = self._seen[reason] = self._seen[reason] + 1
         if seen <= BURST:
-            log.info("camo refused: %s", refusal.detail, extra={"reason": refusal.reason})
+            log.info(message, detail, extra={"reason": reason})
             return
-        self._quiet[refusal.reason] += 1
-        log.debug("camo refused: %s", refusal.detail, extra={"reason": refusal.reason})
+        self._quiet[reason] += 1
+        log.debug(message, detail, extra={"reason": reason})
 
     def _summarise(self) -> None:
         """The window's end: one line for what was not logged at INFO, and a fresh window."""
         if self._quiet:
             counts = ", ".join(f"{reason}={count}" for reason, count in sorted(self._quiet.items()))
             log.info(
-                "camo refused %d more requests in the last %g s, not logged one by one: %s",
+                "camo refused or cut off %d more in %g s (not logged one by one): %s",
                 self._quiet.total(),
                 WINDOW,
                 counts,
