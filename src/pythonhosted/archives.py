@@ -16,6 +16,9 @@ is refused first:
 - the member itself over ``max_bytes``: at most ``max_bytes + 1`` bytes are ever inflated;
 - zips of more than :data:`ZIP_MAX_ENTRIES` entries, counted before the directory is parsed.
 
+A ``.tar.gz`` of more than :data:`TAR_MAX_MEMBERS` members is refused as soon as the one past
+that many has been read, before the unpack budget would end it.
+
 Memory stays bounded whatever the archive: the tar stream is read in pieces and forgets each
 member after looking at it (``tarfile`` would keep every header otherwise).
 """
@@ -37,6 +40,11 @@ UNPACK_RATIO = 50
 # Tar pads every member to 512 bytes and the whole to 10 KiB records, so a tiny, legitimate
 # sdist can unpack to far more than 50 times its compressed size: small archives get this much.
 UNPACK_FLOOR = 16 * 2**20
+# Reading one tar header costs ~20-35 us of CPU, and empty members with random names pack to
+# ~13 bytes each and unpack to 40x that, under the unpack budget: a 1 GiB upload
+# (files.upload_max_bytes) of them is ~80 million members, 45 minutes of CPU on a loaded core.
+# Far more members than any real sdist has; the same bound as for zips.
+TAR_MAX_MEMBERS = 200_000
 TAR_READ = 2**20
 ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 # ``zipfile`` parses the whole central directory into objects before anything can be checked:
@@ -123,7 +131,11 @@ def tar_gz_member(data: bytes, name: str, max_bytes: int, root: str) -> bytes:
         # tarfile's stream mode only ever calls read(): the stub asks for a whole file object.
         source = cast("IO[bytes]", stream)
         with tarfile.open(fileobj=source, mode="r|", bufsize=TAR_READ) as archive:
+            members = 0
             while (member := archive.next()) is not None:
+                members += 1
+                if members > TAR_MAX_MEMBERS:
+                    raise ArchiveRefused(f"more than {TAR_MAX_MEMBERS:,} members")
                 # TarFile keeps every header it has read (an attribute its stub leaves out);
                 # stream mode never looks back, so memory stays flat however many members.
                 archive.members.clear()  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ from pythonhosted.camo.http1 import BodyError, Response
 from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
+from pythonhosted.camo.refusals import RefusalLog
 from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
@@ -103,6 +104,7 @@ class Proxy:
         self._upstream = upstream
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
+        self._refusals = RefusalLog()
 
     def _size_redirect(self, url: str) -> bytes:
         """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
@@ -133,18 +135,18 @@ class Proxy:
         except Refused as refusal:
             status = refusal.status
             self._metrics.failed.labels(refusal.reason).inc()
-            log.info("camo refused: %s", refusal.detail, extra={"reason": refusal.reason})
+            self._refusals.refused(refusal)
             await relay.refuse(refusal)
         except TimeoutError:
             self._metrics.failed.labels("timeout").inc()
             if relay.started:
-                raise CutOff("upstream deadline passed mid-body") from None
+                raise self._cut("timeout", "upstream deadline passed mid-body") from None
             status = 504
             await relay.refuse(Refused(504, "timeout", "upstream took too long"))
         except BodyError as exc:
             self._metrics.failed.labels("upstream_body").inc()
             if relay.started:
-                raise CutOff("upstream body broke off") from None
+                raise self._cut("upstream_body", "upstream body broke off") from None
             status = 502
             await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
         except CutOff:
@@ -161,6 +163,11 @@ class Proxy:
             self._metrics.duration.observe(time.perf_counter() - started)
         self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
+
+    def _cut(self, reason: str, detail: str) -> CutOff:
+        """What to raise to drop a started response, logged within the refusals' bound."""
+        self._refusals.cut(reason, detail)
+        return CutOff(detail)
 
     async def _proxy(
         self, scope: Scope, named: Mapping[bytes, bytes], method: str, relay: Relay
@@ -300,7 +307,7 @@ class Proxy:
                 if limit is not None and received > limit:
                     self._metrics.truncated.inc()
                     if relay.started:
-                        raise CutOff(f"body passed the {limit} byte limit")
+                        raise self._cut("too_large", f"body passed the {limit} byte limit")
                     raise Refused(404, "too_large", f"body passed the {limit} byte limit")
                 if fill is not None:
                     fill.write(chunk)

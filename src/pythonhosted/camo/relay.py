@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from pythonhosted.camo.errors import Refused
 from pythonhosted.web.responses import send_text
+from pythonhosted.web.shell import CutShort
 from pythonhosted.web.types import Headers, Message, Send
 
 
-class CutOff(Exception):
-    """The response had started and cannot be completed; the connection must be dropped."""
+class CutOff(CutShort):
+    """The response had started and cannot be completed; the connection must be dropped
+    (the shell drops it without logging a traceback: camo logs why, within its bound)."""
 
 
 class Relay:
