@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -240,6 +241,37 @@ def _publish(results: str, warehouse: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def _kill_again_and_again(
+    start: Callable[[], subprocess.Popen[bytes]],
+    at_work: Callable[[], bool],
+    pause: Callable[[], float],
+    check: Callable[[], None],
+) -> int:
+    """Up to 8 rounds: start a writer, wait until it is ``at_work``, a random ``pause`` more,
+    SIGKILL its group if it still runs, then ``check`` what it left; stop at the first round
+    it finished in. Returns how many were killed."""
+    kills = 0
+    for _ in range(8):
+        process = start()
+        try:
+            deadline = time.monotonic() + 60
+            while not at_work() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(pause())
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.returncode == 0:
+            break
+        check()
+    return kills
+
+
 def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) -> None:
     """Publish killed at random moments, again and again: rows, rollups and names stay in
     step (each load commits all three or none)."""
@@ -254,29 +286,23 @@ def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) ->
         expected += 400
     path = tmp_path / "w.duckdb"
     warehouse = f"duckdb://{path}"
-    kills = 0
-    for _ in range(8):
+    before = 0
+
+    def start() -> subprocess.Popen[bytes]:
+        nonlocal before
         before = len(asyncio.run(results.list("processed/")))
-        process = _publish(results_url, warehouse)
-        try:
-            deadline = time.monotonic() + 60
-            while process.poll() is None and time.monotonic() < deadline:
-                if len(asyncio.run(results.list("processed/"))) < before:
-                    break
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.05))
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                kills += 1
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process.returncode == 0:
-            break
+        return _publish(results_url, warehouse)
+
+    def check() -> None:
         assert path.exists()
         assert _differences(path) == ([], [])
+
+    kills = _kill_again_and_again(
+        start,
+        lambda: len(asyncio.run(results.list("processed/"))) < before,
+        lambda: rng.uniform(0, 0.05),
+        check,
+    )
     final = _publish(results_url, warehouse)
     _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err.decode()
@@ -624,26 +650,17 @@ def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
         expected += downloads.count(b"\n")
     path = tmp_path / "w.duckdb"
     command = [sys.executable, "-c", LOADER, str(path), str(files), "1200"]
-    kills = 0
-    for _ in range(8):
-        process = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 60
-            while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.05, 0.4))
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                kills += 1
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process.returncode == 0:
-            break
+
+    def check() -> None:
         if _has_version_table(path):  # else killed before it made the tables
             assert _differences(path) == ([], [])
+
+    kills = _kill_again_and_again(
+        lambda: spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+        path.exists,
+        lambda: rng.uniform(0.05, 0.4),
+        check,
+    )
     final = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err.decode()
