@@ -216,6 +216,12 @@ def test_rebuild_from_the_rows_and_on_a_new_definition(
     con = duckdb.connect(str(path))
     con.execute(f"DELETE FROM {rollups.ROLLUPS} WHERE dimension = 'country'")
     con.close()
+    _assert_rebuilt_when_opened(path)
+
+
+def _assert_rebuilt_when_opened(path: Path) -> None:
+    """Opening the warehouse for loading leaves rollups that agree with the rows, made by
+    the current definition."""
     DuckDBWarehouse(path).close()
     assert _differences(path) == ([], [])
     con = duckdb.connect(str(path), read_only=True)
@@ -600,13 +606,7 @@ def test_a_warehouse_from_before_the_tail_mark_reads_right_and_rebuilds(tmp_path
             got = {(row[0] if field else "total"): row[-1] for row in result.rows}
             assert got == _oracle(path, "demo-pkg", field, start, end, Filters())
             assert sum(got.values()) > 0
-    DuckDBWarehouse(path).close()
-    assert _differences(path) == ([], [])
-    con = duckdb.connect(str(path), read_only=True)
-    assert con.execute(f"SELECT definition FROM {rollups.VERSION}").fetchone() == (
-        rollups.DEFINITION,
-    )
-    con.close()
+    _assert_rebuilt_when_opened(path)
 
 
 def _has_version_table(path: Path) -> bool:
