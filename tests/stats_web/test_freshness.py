@@ -202,8 +202,9 @@ def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
 
 def test_long_query_strings_count_against_the_cache_budget(tmp_path: Path) -> None:
     """Each cached answer is charged for its key: 150 answers of a few hundred bytes under
-    6 KB query strings (ignored parameters) fill a 500 KB budget and push the first answer
-    out, where counting only bodies kept all of them (and 230 MB of keys for 64 MB)."""
+    6 KB queries (search terms of underscores, which normalise to a short prefix) fill a
+    500 KB budget and push the first answer out, where counting only bodies kept all of them
+    (and 230 MB of keys for 64 MB)."""
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
         update={"stats_web": StatsWebSettings(cache_bytes=500_000)}
@@ -216,12 +217,39 @@ def test_long_query_strings_count_against_the_cache_budget(tmp_path: Path) -> No
         assert client.get(base + "/api/v1/top").status_code == 200
         assert client.get(base + "/api/v1/top").status_code == 200  # cached
         before = computed(base)
-        padding = "x" * 6000
+        padding = "_" * 6000
         for n in range(150):
-            assert client.get(f"{base}/api/v1/top?junk={n}{padding}").status_code == 200
+            answer = client.get(f"{base}/api/v1/search?q={padding}{n}")
+            assert answer.json() == {"q": f"-{n}", "projects": []}
         assert computed(base) == before + 150
         assert client.get(base + "/api/v1/top").status_code == 200
         assert computed(base) == before + 151  # pushed out: computed again
+
+
+def test_parameters_no_route_reads_neither_compute_nor_evict(tmp_path: Path) -> None:
+    """A cache-buster (``?_=...``), a link's ``utm_source``, a repeated or blank parameter:
+    none can change an answer, so none makes a new computation or a new cache entry; with
+    a budget that holds two answers, a flood of them leaves both cached."""
+    warehouse = build(tmp_path, event_lines())
+    settings = warehouse.settings.model_copy(
+        update={"stats_web": StatsWebSettings(cache_bytes=6_000)}
+    )
+    with running(build_app(settings)) as base, httpx.Client() as client:
+        recent = client.get(base + RECENT)
+        top = client.get(base + "/api/v1/top")
+        computed = sample(base, "stats_web_answers_computed_total")
+        for n in range(1000):
+            busted = client.get(f"{base}{RECENT}&_={n}&utm_source=x{n}&period=&period=day")
+            assert (busted.content, busted.headers["etag"]) == (
+                recent.content,
+                recent.headers["etag"],
+            )
+        again = client.get(f"{base}/api/v1/top?limit=&x={'y' * 5000}")
+        assert again.content == top.content
+        assert sample(base, "stats_web_answers_computed_total") == computed
+        # what a route reads still makes its own answer
+        assert client.get(base + "/api/packages/demo-pkg/recent?period=week").status_code == 200
+        assert sample(base, "stats_web_answers_computed_total") == computed + 1
 
 
 def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ class StatsWebApp(Service):
             else:
                 answer = self._plain(404, pages.not_found(path), HTML)
         else:
-            key = (path, scope.get("query_string", b""), last_complete_day())
+            key = (path, params.identity(), last_complete_day())
             answer = await self._answer(key, build)
         return await self._send(send, answer, headers, limit_headers, head)
 

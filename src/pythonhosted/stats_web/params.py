@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from pythonhosted.warehouse.stats import UnknownProject
 
@@ -23,6 +23,18 @@ class NotFound(LookupError):
 __all__ = ["BadParameter", "NotFound", "Params", "UnknownProject"]
 
 
+# Every parameter a route reads. Only these can change an answer, so only these make the cache
+# key (:meth:`Params.identity`): a cache-buster (``?_=1733390000``) or a link's ``utm_source``
+# would otherwise make each request a cold computation and push others' answers out of the
+# cache. Reading a name missing here raises, so a new parameter cannot be left out of the key.
+NAMES = frozenset(
+    {
+        "by", "ci", "color", "days", "end", "interval", "label", "limit", "mirrors", "period",
+        "os", "projects", "q", "range", "start", "style", "today", "version",
+    }
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Params:
     values: dict[str, list[str]]
@@ -35,7 +47,20 @@ class Params:
             raise BadParameter("query", "not UTF-8") from None
         return cls(parse_qs(text, keep_blank_values=True))
 
+    def identity(self) -> str:
+        """The query as far as it can change an answer: the last value of each parameter in
+        :data:`NAMES`, stripped, sorted by name; blank ones are left out, since every reader
+        below takes a blank value for an absent one."""
+        kept = []
+        for name in sorted(self.values.keys() & NAMES):
+            value = self.values[name][-1].strip()
+            if value:
+                kept.append((name, value))
+        return urlencode(kept)
+
     def text(self, name: str) -> str | None:
+        if name not in NAMES:
+            raise KeyError(f"query parameter {name!r} is not in params.NAMES")
         found = self.values.get(name)
         return found[-1].strip() if found else None
 
