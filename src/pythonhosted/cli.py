@@ -20,6 +20,7 @@ from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.settings_errors import ConfigError
 from pythonhosted.storage import StorageError
+from pythonhosted.warehouse import engine
 from pythonhosted.web.allocator import return_memory_promptly
 from pythonhosted.web.listener import ListenError
 
@@ -83,6 +84,11 @@ class LazyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
+            if engine.out_of_memory(exc):
+                raise click.ClickException(
+                    f"the warehouse needs more memory than duckdb.memory_limit "
+                    f"({engine.memory_limit()}) allows: {str(exc).splitlines()[0]}"
+                ) from exc
             log.debug("unforeseen error", exc_info=True)
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise click.ClickException(
@@ -115,6 +121,7 @@ def main(ctx: click.Context, config_file: Path | None, log_json: bool | None) ->
     """Serve PyPI's package files and docs, and turn downloads into analytics."""
     settings = load_settings(config_file, log_json=log_json)  # ConfigError: one line, status 2
     configure_logging(json=settings.log_json, level=settings.log_level)
+    engine.configure(settings.duckdb)
     ctx.obj = settings
 
 

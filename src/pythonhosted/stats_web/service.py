@@ -5,9 +5,11 @@ from __future__ import annotations
 from pythonhosted.config import Settings, load_worker_settings
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.stats_web.app import StatsWebApp
+from pythonhosted.warehouse import engine
 
 
 def build_app(settings: Settings) -> StatsWebApp:
+    engine.configure(settings.duckdb)
     return StatsWebApp(settings)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 
 from pythonhosted.localdirs import process_alive
+from pythonhosted.warehouse import engine
 from pythonhosted.warehouse.base import WarehouseError
 
 LOCK_WAIT = 10.0
@@ -93,8 +94,15 @@ def intent_file(path: Path) -> Path:
     return path.parent / f".{path.name}.writer"
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting up to :data:`LOCK_WAIT` seconds while another process holds it."""
+def connect(
+    path: Path, *, read_only: bool = False, opening: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to :data:`LOCK_WAIT` seconds while another process holds it.
+
+    ``opening``: the connection opens the database (the writer's, or the readers' anchor), so
+    the engine's settings (:mod:`.engine`) are applied to it; readers' own connections share
+    that database and skip the statements.
+    """
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
@@ -106,6 +114,9 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
             time.sleep(0.05)
             continue
         con.execute("SET TimeZone = 'UTC'")
+        if opening:
+            for statement in engine.statements():
+                con.execute(statement)
         return con
 
 
@@ -121,7 +132,7 @@ def open_writer(path: Path) -> duckdb.DuckDBPyConnection:
                 pass
             shared.close_anchor()
             intent.write_text(str(os.getpid()))
-            con = connect(path)
+            con = connect(path, opening=True)
         except BaseException:
             intent.unlink(missing_ok=True)
             shared.writers_waiting -= 1
@@ -183,7 +194,7 @@ def reading(path: Path, wait: float = LOCK_WAIT) -> Iterator[duckdb.DuckDBPyConn
                 wait_a_little()  # another process is about to write, or writing
                 continue
             if shared.anchor is None:
-                shared.anchor = connect(path, read_only=True)
+                shared.anchor = connect(path, read_only=True, opening=True)
                 threading.Thread(target=shared.watch, name="warehouse-anchor", daemon=True).start()
             con = connect(path, read_only=True)
             shared.readers += 1
