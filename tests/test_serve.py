@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import httpx
 
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.processes import started
+from support.processes import started, wait_until
+from support.sockets import idle_sockets
 
 
 def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
@@ -85,3 +87,57 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     sizes = [len(response.content) for response in responses]
     assert [line.split(b"|", 1)[0] for line in lines] == [b"served", b"download"] * 2
     assert sorted(lines[0::2]) == sorted(b"served|200|%d|0|0|||||" % size for size in sizes)
+
+
+SERVICES = ["files", "conveyor", "camo", "linehaul", "stats_web"]
+# serve's own open-file limit in the test below: 3,072 past the reserve, 60 % of them (1,843)
+# for the files edge and 10 % (307) for the stats web.
+SERVE_DESCRIPTORS = 4096
+FLOOD = 2_500  # idle connections to each of two services: 5,000 in all, past the limit
+
+
+def test_a_flood_on_two_services_leaves_the_others_their_descriptors(tmp_path: Path) -> None:
+    """All of ``serve`` is one process with one open-file limit. When each server could take
+    the whole of it, 30,000 idle connections to the files edge and the stats web took every
+    descriptor: the other services stopped answering and the spool, the ingest pass and the
+    redirects reload failed with EMFILE. Each server now gets its share, so what floods one
+    waits in its backlog and the rest answer."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process opens 5,000
+    binds = {name: Bind("127.0.0.1", free_port()) for name in SERVICES}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")},
+        **{f"PYTHONHOSTED_{name.upper()}__BIND": str(bind) for name, bind in binds.items()},
+        "PYTHONHOSTED_HTTP__HEADER_TIMEOUT": "120",  # the flood stays for the whole test
+    }
+    limited = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({SERVE_DESCRIPTORS}, {SERVE_DESCRIPTORS})); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'pythonhosted', *sys.argv[1:]])"
+    )
+    command = [sys.executable, "-c", limited, "serve", "--data-dir", str(tmp_path / "var")]
+    try:
+        with started(command, env=env, stderr=subprocess.PIPE) as process:
+            for bind in binds.values():
+                wait_for_port(bind, timeout=60)
+            with idle_sockets(binds["files"], FLOOD), idle_sockets(binds["stats_web"], FLOOD):
+                wait_until(lambda: _descriptors(process.pid) >= 1_843 + 307)  # both hold theirs
+                for name in ("conveyor", "camo", "linehaul"):
+                    answer = httpx.get(f"{binds[name].url()}/_health", timeout=10)
+                    assert (name, answer.status_code) == (name, 200)
+                held = _descriptors(process.pid)
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=60)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert held < SERVE_DESCRIPTORS - 512
+    assert b"Too many open files" not in errors
+    assert (
+        b"http.max_connections lowered from 16384 to what the open-file limit (4096) allows: "
+        + f"1843 on {binds['files']}, 307 on {binds['conveyor']}".encode()
+        in errors
+    )
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -28,6 +28,7 @@ from pythonhosted.stats_web.service import build_app as build_stats_web
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
+from pythonhosted.web.types import ASGIApp
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 CAMO_KEY_FILE = "camo.key"
@@ -126,14 +127,18 @@ def serve(settings: Settings) -> None:
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
+    # One process, one open-file limit, shared by weight: most for the files edge (also the
+    # index), the public face; camo's connections each hold an upstream one too.
+    servers: list[tuple[ASGIApp, Bind, int]] = [
+        (front, files_bind, 12),
+        (conveyor, docs_bind, 2),
+        (camo, camo_bind, 3),
+        (build_linehaul(settings), linehaul_bind, 1),
+        (build_stats_web(settings), stats_bind, 2),
+    ]
     run(
-        [
-            (front, files_bind),
-            (conveyor, docs_bind),
-            (camo, camo_bind),
-            (build_linehaul(settings), linehaul_bind),
-            (build_stats_web(settings), stats_bind),
-        ],
+        [(app, bind) for app, bind, _ in servers],
         ServerLimits.of(settings.http),
         lambda: click.echo("\n".join(lines)),
+        [weight for _, _, weight in servers],
     )

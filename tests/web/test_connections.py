@@ -21,6 +21,7 @@ import pytest
 from pythonhosted.web.server import Bind, ServerLimits, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
 from support.processes import PYTHONHOSTED, started, wait_until
+from support.sockets import idle_sockets
 
 IDLE = 10_000
 # The failure this guards against is minutes (or forever); a loaded 2-core machine answers a
@@ -37,23 +38,6 @@ def descriptors() -> Iterator[int]:
         yield min(IDLE, hard - 256)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@contextlib.contextmanager
-def idle_sockets(bind: Bind, count: int) -> Iterator[list[socket.socket]]:
-    """``count`` connections to ``bind`` that never send a byte."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                sock.connect((bind.host, bind.port))
-            sockets.append(sock)
-        yield sockets
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def health_latency(bind: Bind, path: str = "/_health") -> float:

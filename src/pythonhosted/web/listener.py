@@ -20,13 +20,14 @@ import errno
 import logging
 import resource
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 # Descriptors kept free for everything that is not a client connection: store files,
-# spools, DuckDB, upstream connections of camo and conveyor.
+# spools, DuckDB, store connections (a quarter of the limit where that is less).
 RESERVED_DESCRIPTORS = 1024
 
 
@@ -90,12 +91,16 @@ class ServerLimits:
             source.max_connections, source.header_timeout, source.backlog, source.drain_timeout
         )
 
-    def within_descriptors(self) -> ServerLimits:
-        """These limits with ``max_connections`` lowered to what the process may open.
+    def within_descriptors(self, share: float = 1.0) -> ServerLimits:
+        """These limits with ``max_connections`` lowered to this server's ``share`` of what
+        the process may open.
 
         Raises the soft open-file limit to the hard one first (as nginx's
         ``worker_rlimit_nofile`` does): a default soft limit of 1,024 would otherwise stop
-        the server at about a thousand connections, however high the bound.
+        the server at about a thousand connections, however high the bound. Servers in one
+        process (``serve``) split what is left after the reserve: when each could take the
+        whole of it, idle connections to two of them took every descriptor, and every
+        service, the download log's spool and the ingest pass failed with EMFILE.
         """
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or hard > soft:
@@ -105,16 +110,30 @@ class ServerLimits:
                 soft = target
             except (ValueError, OSError):
                 pass
-        usable = max(1, soft - RESERVED_DESCRIPTORS) if soft != resource.RLIM_INFINITY else None
-        if usable is not None and usable < self.max_connections:
-            log.warning(
-                "http.max_connections lowered from %d to %d: the open-file limit is %d",
-                self.max_connections,
-                usable,
-                soft,
-            )
+        if soft == resource.RLIM_INFINITY:
+            return self
+        reserved = min(RESERVED_DESCRIPTORS, soft // 4)
+        usable = max(1, int((soft - reserved) * share))
+        if usable < self.max_connections:
             return dataclasses.replace(self, max_connections=usable)
         return self
+
+
+def report_lowered(wanted: ServerLimits, fitted: Sequence[tuple[Bind, ServerLimits]]) -> None:
+    """One line naming every server whose ``max_connections`` the open-file limit lowered."""
+    lowered = [
+        f"{limits.max_connections} on {bind}"
+        for bind, limits in fitted
+        if limits.max_connections < wanted.max_connections
+    ]
+    if lowered:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.warning(
+            "http.max_connections lowered from %d to what the open-file limit (%d) allows: %s",
+            wanted.max_connections,
+            soft,
+            ", ".join(lowered),
+        )
 
 
 def claim(bind: Bind, backlog: int) -> socket.socket:

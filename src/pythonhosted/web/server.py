@@ -38,7 +38,14 @@ from pythonhosted.web.drain import (
     Draining,
     cut_after,
 )
-from pythonhosted.web.listener import Bind, ListenError, ServerLimits, claim, claim_all
+from pythonhosted.web.listener import (
+    Bind,
+    ListenError,
+    ServerLimits,
+    claim,
+    claim_all,
+    report_lowered,
+)
 from pythonhosted.web.metrics import SHARED_DIR_ENV
 from pythonhosted.web.types import ASGIApp
 
@@ -165,9 +172,10 @@ def run_workers(
     lives as long as this call (:mod:`pythonhosted.web.metrics`), so a scrape sees totals.
     The workers share one listening socket claimed here, so a second instance cannot.
     """
-    limits = limits.within_descriptors()
+    wanted, limits = limits, limits.within_descriptors()
     early = EarlyStop()
     listener = claim(bind, limits.backlog)
+    report_lowered(wanted, [(bind, limits)])
     on_listening()  # a banner printed now tells the truth: the addresses are ours
     with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
         handoff = {
@@ -203,14 +211,19 @@ def run_workers(
 
 
 async def serve_until(
-    apps: Sequence[tuple[ASGIApp, socket.socket]], stop: asyncio.Event, limits: ServerLimits
+    apps: Sequence[tuple[ASGIApp, socket.socket]],
+    stop: asyncio.Event,
+    limits: ServerLimits,
+    each: Sequence[ServerLimits] | None = None,
 ) -> None:
     """Serve every app on its claimed socket until ``stop`` is set, then drain: requests in
     flight get ``limits.drain_timeout`` to finish and are cut after it, and each app's stop
-    hooks run either way (:mod:`.drain`)."""
+    hooks run either way (:mod:`.drain`). ``each``: every app's own limits, else ``limits``."""
     draining = [Draining(app) for app, _ in apps]
+    own = each or [limits] * len(apps)
     servers = [
-        _server(app, listener, limits) for app, (_, listener) in zip(draining, apps, strict=True)
+        _server(app, listener, app_limits)
+        for app, (_, listener), app_limits in zip(draining, apps, own, strict=True)
     ]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     waiter = asyncio.create_task(stop.wait())
@@ -232,16 +245,21 @@ def run(
     apps: Sequence[tuple[ASGIApp, Bind]],
     limits: ServerLimits,
     on_listening: Callable[[], None] = lambda: None,
+    weights: Sequence[int] | None = None,
 ) -> None:
     """Blocking entry point for the CLI: SIGINT/SIGTERM/SIGHUP stop gracefully (buffers
     flushed).
 
     Every address is claimed before anything is served, so an address in use fails the
-    command at once (:class:`ListenError`) rather than after some apps started.
+    command at once (:class:`ListenError`) rather than after some apps started. Apps in one
+    process share its open-file limit by ``weights`` (default: equally; see
+    :meth:`ServerLimits.within_descriptors`).
     """
-    limits = limits.within_descriptors()
+    weights = weights or [1] * len(apps)
+    each = [limits.within_descriptors(weight / sum(weights)) for weight in weights]
     early = EarlyStop(SINGLE_PROCESS_STOP_SIGNALS)
     listeners = claim_all([bind for _, bind in apps], limits.backlog)
+    report_lowered(limits, [(bind, fitted) for (_, bind), fitted in zip(apps, each, strict=True)])
     on_listening()  # a banner printed now tells the truth: the addresses are ours
 
     async def main() -> None:
@@ -252,7 +270,7 @@ def run(
         if early.requested:
             stop.set()
         served = [(app, listener) for (app, _), listener in zip(apps, listeners, strict=True)]
-        await serve_until(served, stop, limits)
+        await serve_until(served, stop, limits, each)
 
     try:
         uvloop.run(main())
