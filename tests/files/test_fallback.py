@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pythonhosted.web.responses import send_text
 from pythonhosted.web.server import free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
 from support.edge import SAMPLES, EdgeFactory, seed
+from support.flood import fetch_all
 
 WHEEL = SAMPLES["wheel"]
 FAST = {"primary_connect_timeout": 0.5, "primary_read_timeout": 0.5}
@@ -168,3 +170,46 @@ def test_a_cold_burst_reads_the_store_once(
     assert [r.status_code for r in responses] == [200] * 30
     assert all(r.content == WHEEL.data for r in responses)
     assert sorted(counting.requests) == ["GET", "HEAD"]
+
+
+def test_a_scan_of_missing_files_logs_a_sample_not_a_line_each(
+    edge: EdgeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each 404 under /packages/ is an archive fallback; a scan of made-up paths used to log
+    a line for every one. Now the first few a minute are logged, the rest at DEBUG, and the
+    metric counts them all."""
+    paths = [f"/packages/aa/bb/{n:060x}/nope-{n}.whl" for n in range(2_000)]
+    logger = "pythonhosted.storage.fallback"
+    with (
+        caplog.at_level(logging.DEBUG, logger=logger),
+        edge(primary=f"file://{tmp_path}/a", archive=f"file://{tmp_path}/b") as url,
+    ):
+        answers = asyncio.run(fetch_all(url, paths, concurrency=50))
+        metrics = httpx.get(url + "/metrics").text
+    assert [answer.status for answer in answers] == [404] * 2_000
+    assert fallbacks(metrics) == {("missing", "missing"): 2_000.0}
+    records = [record for record in caplog.records if record.name == logger]
+    assert [record.levelno for record in records] == [logging.INFO] * 10 + [logging.DEBUG] * 1990
+    assert records[0].getMessage().startswith("archive fallback for packages/aa/bb/")
+
+
+def test_an_outage_of_both_stores_logs_a_sample_not_a_line_per_request(
+    edge: EdgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While both stores are down every request is a 503; each used to log two warnings."""
+    paths = [f"/packages/aa/bb/{n:060x}/down-{n}.whl" for n in range(300)]
+    with (
+        caplog.at_level(logging.DEBUG, logger="pythonhosted"),
+        broken_primary("refused") as primary,
+        broken_primary("refused") as archive,
+        edge(primary=primary, archive=archive, **FAST) as url,
+    ):
+        answers = asyncio.run(fetch_all(url, paths, concurrency=50))
+    assert [answer.status for answer in answers] == [503] * 300
+    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert sorted({record.name for record in warnings}) == [
+        "pythonhosted.files.app",
+        "pythonhosted.storage.fallback",
+    ]
+    assert len(warnings) == 2 * 10  # ten of each a minute; the other 290 of each at DEBUG
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) >= 2 * 290

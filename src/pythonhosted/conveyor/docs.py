@@ -14,6 +14,7 @@ import stat
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.content import content_headers
 from pythonhosted.conveyor.redirects import RedirectTable
@@ -38,6 +39,7 @@ class DocsSite:
     def __init__(self, store: Store, redirects: RedirectTable) -> None:
         self.store = store
         self.redirects = redirects
+        self._failures = failure_log(log, "docs store")
         # A local directory is stat'ed directly on the hot path (cheaper than a thread hop).
         root = store.root if isinstance(store, DirectoryStore) else None
         self._root = str(root).rstrip("/") + "/" if root is not None else None
@@ -80,7 +82,9 @@ class DocsSite:
         except ValueError:
             found = None
         except StoreUnavailable as exc:
-            log.warning("docs store could not answer for %s: %s", key, exc)
+            self._failures.note(
+                logging.WARNING, "unavailable", "docs store could not answer for %s: %s", key, exc
+            )
             await reply(send, scope, 503, "Storage unavailable")
             return
         if found is None:
@@ -91,7 +95,9 @@ class DocsSite:
         except NotFound:
             await reply(send, scope, 404, "Not Found")
         except (StoreUnavailable, OSError) as exc:
-            log.warning("docs read of %s failed: %s", key, exc)
+            self._failures.note(
+                logging.WARNING, "read_failed", "docs read of %s failed: %s", key, exc
+            )
             await reply(send, scope, 503, "Storage unavailable")
 
     async def _find(self, key: str) -> Found | None:

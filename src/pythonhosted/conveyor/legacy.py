@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.conveyor.replies import reply, security_headers
 from pythonhosted.conveyor.resolver import Resolver, UpstreamStatus
 from pythonhosted.conveyor.sources import UpstreamUnavailable
@@ -31,6 +32,7 @@ class LegacyApp:
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self.metrics = resolver.metrics
+        self._failures = failure_log(log, "legacy lookup")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,7 +68,9 @@ class LegacyApp:
             await reply(send, scope, exc.status, f"Upstream answered {exc.status}")
             return exc.status
         except UpstreamUnavailable as exc:
-            log.warning("legacy lookup of %s failed: %s", project, exc)
+            self._failures.note(
+                logging.WARNING, "unavailable", "legacy lookup of %s failed: %s", project, exc
+            )
             await reply(send, scope, 503, "Package index unavailable")
             return 503
         found = files.find(python_version, filename)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import brotli
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.journal import PurgeJournal
@@ -143,6 +144,7 @@ class FilesEdge:
         self.metrics = metrics or EdgeMetrics()
         self.stores = stores
         stores.on_fallback = self._count_fallback
+        self._failures = failure_log(log, "files edge store")
         self.log = download_log
         self.options = options or EdgeOptions()
         self.legacy = legacy
@@ -258,7 +260,9 @@ class FilesEdge:
             await Service.text(send, request, 404, "Not Found")
             return
         except StoreUnavailable as exc:
-            log.warning("no store could serve %s: %s", key, exc)
+            self._failures.note(
+                logging.WARNING, "unavailable", "no store could serve %s: %s", key, exc
+            )
             await Service.text(send, request, 503, "Storage unavailable")
             return
         if self.responder.not_modified(request, entry):
@@ -295,7 +299,9 @@ class FilesEdge:
             self._forget(key)
             await Service.text(send, request, 404, "Not Found")
         else:
-            log.warning("read of %s failed after lookup: %s", key, exc)
+            self._failures.note(
+                logging.WARNING, "read_failed", "read of %s failed after lookup: %s", key, exc
+            )
             await Service.text(send, request, 503, "Storage unavailable")
 
     def _forget(self, key: str) -> None:

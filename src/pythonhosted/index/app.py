@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from packaging.utils import canonicalize_name
 from prometheus_client import Gauge
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.catalog import CatalogWatch, is_project_name
 from pythonhosted.eventlog import EventLog
 from pythonhosted.index.cached_catalog import CatalogPages
@@ -61,6 +62,7 @@ class IndexApp:
     ) -> None:
         self.store = store
         self.log = event_log
+        self._failures = failure_log(log, "index store")
         self.options = options or IndexOptions()
         self.registry = ServiceRegistry("index")
         self.pages = CatalogPages(
@@ -118,7 +120,9 @@ class IndexApp:
         try:
             page = await (self._project(name, content_type) if name else self._root(content_type))
         except StorageError as exc:
-            log.warning("index unavailable for %r: %s", name, exc)
+            self._failures.note(
+                logging.WARNING, "unavailable", "index unavailable for %r: %s", name, exc
+            )
             await send_text(send, 503, "Storage unavailable", headers=security)
             return
         if page is None:
