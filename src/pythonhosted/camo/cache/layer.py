@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry, cache_key
 from pythonhosted.camo.cache.freshness import Freshness, freshness
@@ -156,6 +157,9 @@ class ImageCache:
         self.metrics = metrics
         self._pending: dict[str, asyncio.Future[Entry | None]] = {}
         self._opening: asyncio.Task[None] | None = None
+        # While an upstream is down every view of its images is served stale: bounded.
+        summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
+        self._stale_log = BoundedLog(log, summary, "stale")
 
     async def available(self) -> bool:
         """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
@@ -261,7 +265,13 @@ class ImageCache:
                 and reason in UPSTREAM_FAILURES | {"upstream_body"}
                 and hit.entry.usable_stale(time.time(), self.policy.stale_if_error)
             ):
-                log.info("camo cache: %s served stale (%s)", request.url[:200], reason)
+                self._stale_log.note(
+                    logging.INFO,
+                    reason,
+                    "camo cache: %s served stale (%s)",
+                    request.url[:200],
+                    reason,
+                )
                 self._count("stale")
                 done.set_result(hit.entry)
                 return await self._send(hit, request, b"STALE")
