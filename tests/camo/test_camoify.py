@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pythonhosted.camo import camoify, sign_url
-from pythonhosted.camo.rewrite import github_raw, split_srcset
+import pytest
+
+from pythonhosted.camo import NestedTooDeep, camoify, sign_url
+from pythonhosted.camo.rewrite import MAX_DEPTH, github_raw, split_srcset
 
 KEY = b"test-key"
 BASE = "https://camo.pypi.example"
@@ -128,3 +130,22 @@ def test_github_raw() -> None:
     assert github_raw("https://github.com/pypa/pip/raw/main/x.png") == (
         "https://github.com/pypa/pip/raw/main/x.png"
     )
+
+
+def test_html_nested_deeper_than_browsers_nest_is_refused_before_parsing() -> None:
+    """The parser's cost grows with the square of the nesting: 200,000 nested <div> (2 MB)
+    took 227 s. Past MAX_DEPTH it is refused after a linear scan."""
+    image = '<img src="http://example.com/x.png">'
+    with pytest.raises(NestedTooDeep, match=r"^HTML nested deeper than 512 elements$"):
+        run("<div>" * 20_000 + image + "</div>" * 20_000)
+    with pytest.raises(NestedTooDeep):
+        run("<ul><li>" * (MAX_DEPTH + 1) + image)  # li closes itself; ul nests
+    # As deep as allowed, and sloppy HTML whose tags close themselves, are rewritten.
+    deepest = "<div>" * MAX_DEPTH + image + "</div>" * MAX_DEPTH
+    assert run(deepest)[0] == deepest.replace(
+        "http://example.com/x.png", c("http://example.com/x.png")
+    )
+    sloppy = "<p>para <br>" * 20_000 + image
+    assert run(sloppy)[0].count(c("http://example.com/x.png")) == 1
+    balanced = "<div><span>" + image + "</span></div>"
+    assert run(balanced * 20_000)[0].count(c("http://example.com/x.png")) == 20_000
