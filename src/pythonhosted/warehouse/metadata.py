@@ -26,6 +26,7 @@ changes the catalog, not these rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -33,12 +34,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from packaging.metadata import RawMetadata, parse_email
+from packaging.metadata import RawMetadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from pythonhosted.archives import ArchiveRefused
 from pythonhosted.catalog import FileRecord, project_records, projects
-from pythonhosted.distributions import InvalidDistribution, core_metadata, parse_filename
+from pythonhosted.distributions import (
+    InvalidDistribution,
+    core_metadata,
+    parse_core_metadata,
+    parse_filename,
+)
 from pythonhosted.storage import NotFound, Store
 
 log = logging.getLogger(__name__)
@@ -92,7 +99,11 @@ def upload_time(record: FileRecord) -> str:
 def metadata_row(record: FileRecord, metadata: bytes | None, md5: str) -> dict[str, Any]:
     """The ``distribution_metadata`` row of one file; ``metadata`` its core metadata (None
     when it could not be read: the row then has the record's facts only)."""
-    raw: RawMetadata = parse_email(metadata)[0] if metadata is not None else {}
+    raw: RawMetadata = {}
+    if metadata is not None:
+        # Refused only when stored before uploads were checked for it: the record's facts then.
+        with contextlib.suppress(ArchiveRefused):
+            raw = parse_core_metadata(metadata)
     keywords = _texts(raw, "keywords")
     urls = raw.get("project_urls") or {}
     return {
