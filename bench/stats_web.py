@@ -3,6 +3,8 @@
     .venv/bin/python bench/stats_web.py [--rows 50000000] [--dir /tmp/stats-web-bench]
                                         [--duration 10] [--connections 16] [--publish-runs 2]
                                         [--loads-per-day 24] [--skip api,stats,publish]
+                                        [--cases health,recent,...] [--api-runs 1]
+                                        [--reference OTHER_CHECKOUT/src]
 
 1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
    ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
@@ -19,8 +21,12 @@
    computed from the rollups: the cost right after a publish), and the project page cold;
    the server's cache is ``--cache-bytes`` (1 GiB, room for every warm answer).
    p50/p99 latency and requests/s from wrk, CPU per request from the server's
-   ``/proc/PID/stat``. The reference: the same ``recent`` question as one GROUP BY over the
-   rows (what stats did before rollups), timed in-process.
+   ``/proc/PID/stat``. The first case, ``/_health``, is the floor: the service shell's own
+   route, no domain code, so its p99 is what the machine's scheduler and the server leave
+   any route on a loaded machine. ``--cases`` picks cases, ``--api-runs`` repeats them, and
+   ``--reference`` runs another checkout's server beside this one's, alternating case by
+   case (before/after within one run). The reference for ``recent``: the same question as
+   one GROUP BY over the rows (what stats did before rollups), timed in-process.
 3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
    call; best and median of 5) and one CLI subprocess (Python start-up included).
 4. Rollup maintenance on publish, over a realistic sequence: three days of
