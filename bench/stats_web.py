@@ -3,6 +3,8 @@
     .venv/bin/python bench/stats_web.py [--rows 50000000] [--dir /tmp/stats-web-bench]
                                         [--duration 10] [--connections 16] [--publish-runs 2]
                                         [--loads-per-day 24] [--skip api,stats,publish]
+                                        [--cases health,recent,...] [--api-runs 1]
+                                        [--reference OTHER_CHECKOUT/src]
 
 1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
    ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
@@ -19,8 +21,12 @@
    computed from the rollups: the cost right after a publish), and the project page cold;
    the server's cache is ``--cache-bytes`` (1 GiB, room for every warm answer).
    p50/p99 latency and requests/s from wrk, CPU per request from the server's
-   ``/proc/PID/stat``. The reference: the same ``recent`` question as one GROUP BY over the
-   rows (what stats did before rollups), timed in-process.
+   ``/proc/PID/stat``. The first case, ``/_health``, is the floor: the service shell's own
+   route, no domain code, so its p99 is what the machine's scheduler and the server leave
+   any route on a loaded machine. ``--cases`` picks cases, ``--api-runs`` repeats them, and
+   ``--reference`` runs another checkout's server beside this one's, alternating case by
+   case (before/after within one run). The reference for ``recent``: the same question as
+   one GROUP BY over the rows (what stats did before rollups), timed in-process.
 3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
    call; best and median of 5) and one CLI subprocess (Python start-up included).
 4. Rollup maintenance on publish, over a realistic sequence: three days of
@@ -51,9 +57,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -186,8 +194,8 @@ def wrk(base: str, template: str, cold: bool, args: argparse.Namespace, pid: int
     os.unlink(handle.name)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
-    p50 = re.search(r"50%\s+(\S+)", out)[1]  # type: ignore[index]
-    p99 = re.search(r"99%\s+(\S+)", out)[1]  # type: ignore[index]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)[1]  # type: ignore[index]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)[1]  # type: ignore[index]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     bad = f", {errors[1]} non-2xx" if errors else ""
     return (
@@ -196,10 +204,29 @@ def wrk(base: str, template: str, cold: bool, args: argparse.Namespace, pid: int
     )
 
 
-def api(path: Path, args: argparse.Namespace) -> None:
+# The API cases by name (``--cases``). ``health`` is the floor: the service shell's own
+# ``/_health``, no domain code, so its tail is the server's and the machine's alone.
+CASES = {
+    "health": ("/_health (floor)", "/_health", False),
+    "recent": ("recent, warm", "/api/packages/PROJECT/recent", False),
+    "overall": ("overall, warm", "/api/packages/PROJECT/overall", False),
+    "recent-cold": ("recent, cold", "/api/packages/PROJECT/recent", True),
+    "overall-cold": ("overall, cold", "/api/packages/PROJECT/overall", True),
+    "page-cold": ("project page, cold", "/packages/PROJECT", True),
+    "badge": ("badge, warm", "/badge/PROJECT.svg", False),
+}
+
+
+def start_server(path: Path, args: argparse.Namespace, src: str | None) -> tuple[Any, str]:
+    """``stats-web serve --workers 1`` of this checkout, or of the one whose ``src/`` is
+    ``src`` (the reference), warmed by one pass over every project's routes of the warm
+    cases asked for."""
+    cases = args.cases.split(",")
     bind = Bind("127.0.0.1", free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
     env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
+    if src is not None:
+        env["PYTHONPATH"] = src
     # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
     # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
     env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
@@ -211,26 +238,45 @@ def api(path: Path, args: argparse.Namespace) -> None:
     try:
         wait_for_port(bind, timeout=60)
         base = bind.url()
-        with httpx.Client() as client:  # warm: one pass over every project first
-            for n in range(PROJECTS):
-                for route in ("recent", "overall"):
-                    client.get(f"{base}/api/packages/project-{n}/{route}")
-                client.get(f"{base}/badge/project-{n}.svg")
-        cases = [
-            ("recent, warm", "/api/packages/PROJECT/recent", False),
-            ("overall, warm", "/api/packages/PROJECT/overall", False),
-            ("recent, cold", "/api/packages/PROJECT/recent", True),
-            ("overall, cold", "/api/packages/PROJECT/overall", True),
-            ("project page, cold", "/packages/PROJECT", True),
-            ("badge, warm", "/badge/PROJECT.svg", False),
-        ]
-        for label, template, cold in cases:
-            print(f"  {label:<20} {wrk(base, template, cold, args, server.pid)}   ({load()})")
-        rss = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
-        print(f"  server RSS after the runs: {rss / 1024:.0f} MB")
-    finally:
+        templates = [t for name, (_, t, cold) in CASES.items() if name in cases and not cold]
+        paths = [t.replace("PROJECT", f"project-{n}") for t in templates for n in range(PROJECTS)]
+        paths = [path for path in paths if "project-" in path]
+
+        def warm(part: list[str]) -> None:
+            with httpx.Client(timeout=60) as client:
+                for path in part:
+                    client.get(base + path)
+
+        with ThreadPoolExecutor(4) as pool:  # the server computes in threads too
+            list(pool.map(warm, [paths[i::4] for i in range(4)]))
+    except BaseException:
         server.terminate()
         server.wait(timeout=30)
+        raise
+    return server, base
+
+
+def api(path: Path, args: argparse.Namespace) -> None:
+    """The cases, ``--api-runs`` rounds; with ``--reference`` each case alternates between
+    the reference's server and this checkout's, both up at once."""
+    servers = [("now", *start_server(path, args, None))]
+    try:
+        if args.reference:
+            servers.insert(0, ("ref", *start_server(path, args, args.reference)))
+        for _ in range(args.api_runs):
+            for name in args.cases.split(","):
+                label, template, cold = CASES[name]
+                for arm, server, base in servers:
+                    result = wrk(base, template, cold, args, server.pid)
+                    print(f"  {arm:<4}{label:<20} {result}   ({load()})", flush=True)
+        for arm, server, _ in servers:
+            status = Path(f"/proc/{server.pid}/status").read_text()
+            rss = int(status.split("VmRSS:")[1].split()[0])
+            print(f"  {arm} server RSS after the runs: {rss / 1024:.0f} MB")
+    finally:
+        for _, server, _ in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def timed(call: Callable[[], object], runs: int = 5) -> tuple[float, float]:
@@ -451,6 +497,15 @@ def main() -> None:
     parser.add_argument("--distinct-files", type=int, default=4)
     parser.add_argument("--rows-per-load", type=int, default=0, help="0: a 64 MB group's")
     parser.add_argument("--cache-bytes", type=int, default=1 << 30)
+    parser.add_argument(
+        "--cases",
+        default="health,recent,overall,recent-cold,overall-cold,page-cold,badge",
+        help="comma-separated API cases: " + ", ".join(CASES),
+    )
+    parser.add_argument("--api-runs", type=int, default=1, help="rounds of the API cases")
+    parser.add_argument(
+        "--reference", help="another checkout's src/ directory: its server alternates with ours"
+    )
     parser.add_argument("--skip", default="", help="comma-separated: api,stats,publish")
     args = parser.parse_args()
     if shutil.which("wrk") is None and "api" not in args.skip:

@@ -4,6 +4,7 @@ from another process or this one, and budgets and caches stay bounded."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -276,3 +277,52 @@ def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) 
     assert [status for status, _ in answers] == [200] * 300
     assert len({etag for _, etag in answers}) == 3
     assert computed == 3
+
+
+def test_a_file_change_that_is_no_publish_keeps_the_cached_answers(tmp_path: Path) -> None:
+    """The warehouse file changes without its data changing (a checkpoint, a publish that
+    has written blocks but not committed): one shared read of the data version, then the
+    cached answers are served again, none computed anew."""
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base, httpx.Client() as client:
+        first = client.get(base + RECENT)
+        computed = sample(base, "stats_web_answers_computed_total")
+        hits = sample(base, "stats_web_cache_hits_total")
+        info = warehouse.path.stat()
+        os.utime(warehouse.path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+        again = [client.get(base + RECENT) for _ in range(20)]
+        assert [a.headers["etag"] for a in again] == [first.headers["etag"]] * 20
+        assert sample(base, "stats_web_answers_computed_total") == computed
+        assert sample(base, "stats_web_cache_hits_total") == hits + 20
+        _add_batch(warehouse, 2000, 2)
+        _publish(warehouse)  # a publish still changes the answer at once
+        assert client.get(base + RECENT).json()["data"] == {"last_day": 5}
+        assert sample(base, "stats_web_answers_computed_total") == computed + 1
+
+
+def test_cached_answers_are_out_of_the_garbage_collectors_sight() -> None:
+    """A full collection runs on the event loop and walks every tracked object: 20,000
+    cached answers (the default budget), keyed as requests key them, add none."""
+    cache = AnswerCache(max_entries=20_000, max_bytes=1 << 30)
+    day = YESTERDAY
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(20_000):
+        key = (f"/api/packages/project-{n}/recent", b"period=day", day)
+        cache.put(key, Answer(200, b'{"data": %d}' % n, b"application/json", f'"{n}"', 7))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert cache.get(("/api/packages/project-7/recent", b"period=day", day), 7) == Answer(
+        200, b'{"data": 7}', b"application/json", '"7"', 7
+    )
+
+
+def test_the_server_freezes_what_it_holds_at_start_and_thaws_it_at_stop(
+    warehouse: Warehouse,
+) -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with running(build_app(warehouse.settings)) as base:
+        assert httpx.get(base + RECENT).status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
