@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/files.py [--duration 10] [--connections 64] [--workers 1]
                                     [--threads 2] [--rounds 1] [--peers .tools/peers]
+                                    [--src DIR ...] [--case TEXT ...]
 
 Needs nginx and wrk (Debian: nginx-light, wrk). The peers, pypiserver and devpi-server, run
 from their own virtualenv (``make bench-peers`` builds ``.tools/peers``; ``--peers DIR``
@@ -20,6 +21,10 @@ its ratio to nginx's: the targets (issue 17: 10 KB, the suffix range, 5 MB) are 
 ratio, which other jobs' load disturbs far less than throughput; for a whole file, CPU per
 request is CPU per byte. The 64 MB wheel is over our memory cache's object limit, so it
 measures the route every large wheel takes (read from disk piece by piece).
+
+``--src`` runs one edge per source tree (``ours1``, ``ours2``, ...), each measured in turn
+within every case, so a change is compared with what it replaces under the same load;
+``--case`` keeps the cases whose label contains the text (``--case "5 MB"``).
 
 Our edge runs with one worker by default: on two cores shared with wrk, a second granian
 worker costs more CPU per request than it brings (BENCHMARKS.md). Memory under slow clients:
@@ -233,6 +238,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="times over every case and server")
     parser.add_argument("--peers", type=Path, default=HERE.parent / ".tools" / "peers")
     parser.add_argument("--no-peers", action="store_true", help="ours and nginx only")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        help="run our edge from this source tree (repeatable: one edge per tree, measured in"
+        " turn in each case, e.g. a `git worktree` of main against this branch)",
+    )
+    parser.add_argument(
+        "--case", action="append", help="only the cases whose label contains this (repeatable)"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -275,15 +290,23 @@ def main() -> None:
     try:
         nginx = launch(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
         servers.append(Server("nginx", nginx, nginx_bind.url(), paths))  # first: the reference
-        ours = launch(
-            [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary",
-             f"file://{store_dir}", "--logs", f"file://{root}/logs", "--bind", str(ours_bind),
-             "--workers", str(args.workers)],
-            env,
-        )  # fmt: skip
-        servers.append(Server("ours", ours, ours_bind.url(), paths))
+        binds = [nginx_bind, same_bind]
+        trees = args.src or [None]
+        for number, tree in enumerate(trees, 1):
+            bind = ours_bind if number == 1 else Bind("127.0.0.1", free_port())
+            ours = launch(
+                [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary",
+                 f"file://{store_dir}", "--logs", f"file://{root}/logs/{number}", "--bind",
+                 str(bind), "--workers", str(args.workers)],
+                env if tree is None else {**env, "PYTHONPATH": str(tree)},
+            )  # fmt: skip
+            name = "ours" if tree is None else f"ours{number}"
+            if tree is not None:
+                print(f"{name}: {tree}")
+            servers.append(Server(name, ours, bind.url(), paths))
+            binds.append(bind)
         servers.append(Server("nginx+", nginx, same_bind.url(), paths))
-        for bind in (ours_bind, nginx_bind, same_bind):
+        for bind in binds:
             wait_for_port(bind, timeout=60)
         if not args.no_peers:
             for peer in (pypiserver, devpi):
@@ -301,6 +324,8 @@ def main() -> None:
         print("CPU = user + system time of the server's processes per request (per MB for files)")
         for round_ in range(args.rounds):
             for case in CASES:
+                if args.case and not any(part in case.label for part in args.case):
+                    continue
                 target = f"target <= {CPU_TARGET:g}x" if case.targeted else "no target"
                 print(
                     f"\n{case.label} (round {round_ + 1}; CPU {target})\n"
@@ -329,13 +354,16 @@ def main() -> None:
                         f" {case.cpu(result):>11.1f} {cpu_ratio:>8.2f}x {result.p99_ms:>8.1f}",
                         flush=True,
                     )
-                mine, plain = results["ours"], results["nginx"]
-                print(
-                    f"  ours / nginx: CPU {case.cpu(mine) / case.cpu(plain):.2f}x "
-                    f"({target}), {case.unit} "
-                    f"{getattr(mine, case.metric) / getattr(plain, case.metric):.2f}x; "
-                    f"load average {os.getloadavg()[0]:.1f}"
-                )
+                plain = results["nginx"]
+                for name, mine in results.items():
+                    if not name.startswith("ours"):
+                        continue
+                    print(
+                        f"  {name} / nginx: CPU {case.cpu(mine) / case.cpu(plain):.2f}x "
+                        f"({target}), {case.unit} "
+                        f"{getattr(mine, case.metric) / getattr(plain, case.metric):.2f}x; "
+                        f"load average {os.getloadavg()[0]:.1f}"
+                    )
     finally:
         for process in {id(s.process): s.process for s in servers}.values():
             stop(process)

@@ -33,8 +33,11 @@ from pythonhosted.web.server import Bind, free_port, wait_for_port
 AFTER = (1.0, 3.0, 5.0)
 
 
-async def slow_readers(bind: Bind, path: str, count: int, seconds: float, pid: int) -> float:
-    """``count`` clients reading ``path`` at ~64 KB/s for ``seconds``; the peak RSS (MB)."""
+async def slow_readers(
+    bind: Bind, path: str, count: int, seconds: float, pid: int
+) -> tuple[float, int]:
+    """``count`` clients reading ``path`` at ~64 KB/s for ``seconds``; the peak RSS (MB) and
+    the bytes they received in all."""
     deadline = time.monotonic() + seconds
     peak = memory_mb(pid)[0]
     received = 0
@@ -65,7 +68,7 @@ async def slow_readers(bind: Bind, path: str, count: int, seconds: float, pid: i
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         print(f"  {len(failed)} readers failed, e.g. {failed[0]!r}")
-    return peak
+    return peak, received
 
 
 def measure(name: str, bind: Bind, path: str, pid: int, args: argparse.Namespace) -> None:
@@ -74,7 +77,7 @@ def measure(name: str, bind: Bind, path: str, pid: int, args: argparse.Namespace
     asyncio.run(slow_readers(bind, path, 10, 1.0, pid))
     time.sleep(max(AFTER))
     idle = memory_mb(pid)[0]
-    peak = asyncio.run(slow_readers(bind, path, args.readers, args.seconds, pid))
+    peak, received = asyncio.run(slow_readers(bind, path, args.readers, args.seconds, pid))
     closed = time.monotonic()
     after = []
     for mark in AFTER:
@@ -83,7 +86,8 @@ def measure(name: str, bind: Bind, path: str, pid: int, args: argparse.Namespace
     per_connection = (peak - idle) * 1024 / args.readers
     print(
         f"{name:<8} idle {idle:6.1f} MB  peak {peak:6.1f} MB  "
-        f"{per_connection:6.1f} KB/connection  after "
+        f"{per_connection:6.1f} KB/connection  read {received / args.readers / 1024:,.0f} KB each"
+        "  after "
         + " / ".join(
             f"{mark:.0f}s {value:.1f} MB ({value / idle:.2f}x)"
             for mark, value in zip(AFTER, after, strict=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -92,12 +92,32 @@ class ResponseTallies(Collector):
         )
 
 
+class _Done:
+    """An awaitable that is already done (what holding the head back answers at once)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return _EXHAUSTED
+
+
+_EXHAUSTED: Generator[None, None, None] = (_ for _ in ())
+next(_EXHAUSTED, None)  # finished: every await of DONE ends at once
+DONE = _Done()
+
+
 class CountingSend:
     """Wraps ``send`` to remember the status and count body bytes for the metrics.
 
     The head is held back until the first body message: granian does the same, so nothing is
     lost, and an error raised between the two can still be answered with a proper 500 (granian
     would otherwise answer its own bare one, without the service's headers).
+
+    Once the head is out, a body message goes straight to the server and the caller gets the
+    server's own awaitable, not a coroutine around it: granian's says whether the message had
+    to wait for room in the connection's queue (a pending future) or not (one already done),
+    which is how the object responder tells a client that is behind (``web/objects.py``); it
+    also saves a coroutine per message.
     """
 
     __slots__ = ("body_bytes", "headers", "pending", "send", "started", "status")
@@ -110,15 +130,21 @@ class CountingSend:
         self.body_bytes = 0
         self.headers: Headers = []
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
         kind = message["type"]
-        if kind == "http.response.start":
+        if kind == "http.response.body":
+            self.body_bytes += len(message.get("body", b""))
+            if self.pending is None:
+                return self.send(message)
+        elif kind == "http.response.start":
             self.status = message["status"]
             self.headers = message["headers"]
             self.pending = message
-            return
-        if kind == "http.response.body":
-            self.body_bytes += len(message.get("body", b""))
+            return DONE
+        return self._after_head(message)
+
+    async def _after_head(self, message: Message) -> None:
+        """The first message after the head (which goes first), or another kind of message."""
         if self.pending is not None:
             self.started = True
             pending, self.pending = self.pending, None
