@@ -263,6 +263,21 @@ def _logging_as_it_was() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _environment_as_it_was() -> Iterator[None]:
+    """A command run in-process (click's CliRunner) leaves variables in this process's
+    environment for the worker processes it would start: ``--config`` sets
+    PYTHONHOSTED_CONFIG, ``--workers`` exports its settings. Left in place, they configured
+    every later test of the worker (a typo'd TOML of tests/test_config.py failed twenty
+    warehouse tests), depending on which tests ran first."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        for name in os.environ.keys() - before.keys():
+            del os.environ[name]
+        os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def _no_process_left_behind() -> Iterator[None]:
     """Whatever a test spawned (support.processes.spawn) dies with the test, even when the
     test failed or pytest-timeout interrupted it."""
