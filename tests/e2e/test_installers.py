@@ -35,6 +35,7 @@ from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.processes import PYTHONHOSTED, started, wait_until
+from support.venvs import pip_venv as pip_venv_with
 
 UV = Path(sys.executable).parent / "uv"
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -110,7 +111,7 @@ def _log_lines(logs: Path, kind: str) -> list[str]:
 def test_pip_and_uv_install_through_the_system(system: System, tmp_path: Path) -> None:
     env = _isolated_env(tmp_path)
     pip_venv, uv_venv = tmp_path / "pip-venv", tmp_path / "uv-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(pip_venv)], check=True, env=env)
+    pip_venv_with(pip_venv, env)
     subprocess.run([str(UV), "venv", "-q", "--python", sys.executable, str(uv_venv)], check=True)
     with running(system.front) as url:
         index = url + "/simple/"
@@ -190,9 +191,7 @@ class Installers:
         self.tmp_path = tmp_path
         self.index = index
         self.env = _isolated_env(tmp_path)
-        venv = tmp_path / "pip-venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=self.env)
-        self.pip = str(venv / "bin/pip")
+        self.pip = str(pip_venv_with(tmp_path / "pip-venv", self.env))
         self.runs = 0
 
     def install(self, tool: str, requirement: str) -> str | None:

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.processes import spawn
+from support.venvs import pip_venv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,11 +76,10 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
         assert [httpx.head(url).status_code for url in urls] == [200, 200]
 
         venv = tmp_path / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip_env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
         pip_env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"})
         install = subprocess.run(
-            [str(venv / "bin/pip"), "install", "--index-url", f"{bind.url()}/simple/",
+            [str(pip_venv(venv)), "install", "--index-url", f"{bind.url()}/simple/",
              "hello-pythonhosted"],
             env=pip_env, capture_output=True, text=True,
         )  # fmt: skip

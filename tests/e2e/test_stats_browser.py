@@ -24,6 +24,7 @@ import pytest
 from pythonhosted.samples import build_wheel
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.processes import spawn
+from support.venvs import pip_venv as pip_venv_with
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -137,7 +138,7 @@ def test_stats_pages_in_chromium_after_real_installs(tmp_path: Path) -> None:
         index = f"{files}/simple/"
         pip_venv, uv_venv = tmp_path / "pip-venv", tmp_path / "uv-venv"
         plain, ci = _installer_env(tmp_path, ci=False), _installer_env(tmp_path, ci=True)
-        _run([sys.executable, "-m", "venv", str(pip_venv)], plain)
+        pip_venv_with(pip_venv, plain)
         _run([str(UV), "venv", "-q", "--python", sys.executable, str(uv_venv)], plain)
         _run([str(pip_venv / "bin/pip"), "install", "--index-url", index, SAMPLE, SECOND], plain)
         _run(

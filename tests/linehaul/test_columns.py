@@ -14,9 +14,11 @@ it stands in for.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -28,6 +30,9 @@ from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Converted, convert
 from pythonhosted.linehaul.events import parse_served
 from support.linehaul_data import REAL
 
+# On one test worker (`make test` distributes by group), in order: the corpora are made once
+# and a text's tests follow one another, so its oracle answer is reused (expected_for).
+pytestmark = pytest.mark.xdist_group("linehaul_columns")
 HERE = Path(__file__).parent
 DAMAGE = [
     *("|", "\t", "\r", "\n", " ", '"', "\\", "\x00", "\x7f", "é", "(null)", "\n\n", "download|"),
@@ -115,9 +120,24 @@ def oracle(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> Converted:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def expected_for(text: bytes, max_line: int) -> Converted:
+    """The oracle's answer for ``text``, worked out once: most texts are checked with both
+    converters at three block sizes, and the oracle takes about as long as a converter.
+    Eight answers: a test's texts (up to six) stay while its parameters go round."""
+    return oracle(text, max_line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_expected() -> Iterator[None]:
+    """The answers (up to a few hundred MB) are let go when the module's tests are done."""
+    yield
+    expected_for.cache_clear()
+
+
 def check(text: bytes, max_line: int = DEFAULT_MAX_LINE) -> None:
     ours = convert(gzip.compress(text, 1), max_line)
-    expected = oracle(text, max_line)
+    expected = expected_for(text, max_line)
     assert ours.counts == expected.counts
     assert ours.earliest == expected.earliest
     assert ours.samples == expected.samples

@@ -8,6 +8,7 @@ killed on the way out, whether the test passed, failed or was interrupted by pyt
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -70,6 +71,38 @@ def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple
         return process.communicate()
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def dying_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` (this process,
+    read before the fork) exits, however it exits: a session's servers must not outlive a
+    pytest that was itself killed (SIGKILL runs no finaliser). Linux's ``PR_SET_PDEATHSIG``;
+    if the parent is already gone by the time the child asks, the child ends itself.
+
+    The signal comes when the *thread* that forked the child ends, so start such children
+    from a thread that lives as long as they should (pytest's main thread for the session's).
+    """
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only makes the call
+
+    def die_with_parent() -> None:
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # it died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent
+
+
+def start_server(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a long-lived server for the tests (the session's S3 and GCS servers): in its own
+    process group, killed by the kernel if this process dies before stopping it."""
+    return subprocess.Popen(
+        list(argv), start_new_session=True, preexec_fn=dying_with(os.getpid()), **options
+    )
+
+
 _spawned: list[subprocess.Popen[bytes]] = []
 
 
@@ -99,8 +132,10 @@ def started(
     cwd: Path | None = None,
     stdout: int | None = subprocess.DEVNULL,
     stderr: int | None = subprocess.DEVNULL,
+    dies_with_parent: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` in its own process group for the ``with`` block; the group dies after."""
+    """Run ``argv`` in its own process group for the ``with`` block; the group dies after.
+    With ``dies_with_parent`` (a session's server), also if this process is killed first."""
     process = subprocess.Popen(
         list(argv),
         env=env,
@@ -108,6 +143,7 @@ def started(
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
+        preexec_fn=dying_with(os.getpid()) if dies_with_parent else None,
     )
     try:
         yield process

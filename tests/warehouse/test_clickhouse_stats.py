@@ -28,6 +28,8 @@ from support.clickhouse import KINDS, adapter
 from support.linehaul_data import gz
 from support.stats_data import random_lines
 
+# On one test worker (`make test` distributes by group): the warehouses are loaded once.
+pytestmark = pytest.mark.xdist_group("clickhouse_stats")
 PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "zope.interface", "alpine"]
 END = datetime.now(UTC).date() - timedelta(days=1)
 FIRST = END - timedelta(days=70)
@@ -66,12 +68,21 @@ def _distributions(rng: random.Random) -> list[bytes]:
     return rows
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def engines(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[tuple[Path, Engine]]:
-    """The same files in DuckDB and in chDB, read through each ClickHouse adapter."""
-    tmp = tmp_path_factory.mktemp("both")
+Loaded = tuple[Path, list[tuple[str, bytes]], list[bytes]]
+
+
+def _add_distributions(warehouse: DuckDBWarehouse | ClickHouseWarehouse, rows: list[bytes]) -> None:
+    """Rows added in two batches that overlap, then all again: each stored once."""
+    assert len(warehouse.add_distributions(rows[:5] * 2)) == 5
+    assert len(warehouse.add_distributions(rows)) == len(rows) - 5
+    assert warehouse.add_distributions(rows) == []
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Loaded:
+    """The downloads files and distribution rows, and DuckDB loaded with them: made once for
+    both ClickHouse adapters."""
+    tmp = tmp_path_factory.mktemp("duck")
     rng = random.Random(11)
     files = [
         (
@@ -82,19 +93,27 @@ def engines(
     ]
     distributions = _distributions(rng)
     duck = DuckDBWarehouse(tmp / "w.duckdb")
-    house = ClickHouseWarehouse(adapter(request.param, tmp / "ch"))
     try:
         for file in files:
             duck.load("file_downloads", [file])
-            house.load("file_downloads", [file])
-        for warehouse in (duck, house):
-            assert len(warehouse.add_distributions(distributions[:5] * 2)) == 5
-            assert len(warehouse.add_distributions(distributions)) == len(distributions) - 5
-            assert warehouse.add_distributions(distributions) == []
+        _add_distributions(duck, distributions)
     finally:
         duck.close()
+    return tmp / "w.duckdb", files, distributions
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def engines(
+    loaded: Loaded, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, Engine]]:
+    """The same files in DuckDB and in chDB, read through each ClickHouse adapter."""
+    duck, files, distributions = loaded
+    house = ClickHouseWarehouse(adapter(request.param, tmp_path_factory.mktemp("ch")))
     try:
-        yield tmp / "w.duckdb", house.engine  # type: ignore[misc]
+        for file in files:
+            house.load("file_downloads", [file])
+        _add_distributions(house, distributions)
+        yield duck, house.engine
     finally:
         house.close()
 
