@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
@@ -103,6 +104,8 @@ def test_a_flood_on_two_services_leaves_the_others_their_descriptors(tmp_path: P
     redirects reload failed with EMFILE. Each server now gets its share, so what floods one
     waits in its backlog and the rest answer."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2 * FLOOD + 1_000:
+        pytest.skip(f"the flood needs {2 * FLOOD + 1_000} descriptors here; the limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process opens 5,000
     binds = {name: Bind("127.0.0.1", free_port()) for name in SERVICES}
     env = {

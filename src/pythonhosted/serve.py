@@ -28,7 +28,11 @@ from pythonhosted.stats_web.service import build_app as build_stats_web
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
-from pythonhosted.web.types import ASGIApp
+
+# One process, one open-file limit, shared by weight (in the order the servers are run): most
+# for the files edge (also the index), the public face; camo's connections each hold an
+# upstream one too; linehaul's server only answers health checks and scrapes.
+DESCRIPTOR_WEIGHTS = {"files": 12, "conveyor": 2, "camo": 3, "linehaul": 1, "stats_web": 2}
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 CAMO_KEY_FILE = "camo.key"
@@ -127,18 +131,15 @@ def serve(settings: Settings) -> None:
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
-    # One process, one open-file limit, shared by weight: most for the files edge (also the
-    # index), the public face; camo's connections each hold an upstream one too.
-    servers: list[tuple[ASGIApp, Bind, int]] = [
-        (front, files_bind, 12),
-        (conveyor, docs_bind, 2),
-        (camo, camo_bind, 3),
-        (build_linehaul(settings), linehaul_bind, 1),
-        (build_stats_web(settings), stats_bind, 2),
-    ]
     run(
-        [(app, bind) for app, bind, _ in servers],
+        [
+            (front, files_bind),
+            (conveyor, docs_bind),
+            (camo, camo_bind),
+            (build_linehaul(settings), linehaul_bind),
+            (build_stats_web(settings), stats_bind),
+        ],
         ServerLimits.of(settings.http),
         lambda: click.echo("\n".join(lines)),
-        [weight for _, _, weight in servers],
+        list(DESCRIPTOR_WEIGHTS.values()),
     )
