@@ -149,3 +149,16 @@ def test_html_nested_deeper_than_browsers_nest_is_refused_before_parsing() -> No
     assert run(sloppy)[0].count(c("http://example.com/x.png")) == 1
     balanced = "<div><span>" + image + "</span></div>"
     assert run(balanced * 20_000)[0].count(c("http://example.com/x.png")) == 20_000
+
+
+def test_the_depth_scan_cannot_be_hidden_from_or_made_slow() -> None:
+    """What the parser takes as text ("< ", comments, quoted values) hides no nesting from the
+    scan, and tags that never end cost it one pass (a backtracking scan took 105 s for 4 KB
+    of "<a<a<a…"; the suite's per-test timeout ends such a test)."""
+    image = '<img src="http://example.com/x.png">'
+    for hiding in ("< <div>", '<div title="<">', '<div title=">">', "<!-- x --><div>"):
+        with pytest.raises(NestedTooDeep):
+            run(hiding * (MAX_DEPTH + 1) + image)
+    for unending in ("<a", "<a x", "</a", "<a/"):
+        html = image + unending * 200_000
+        assert run(html)[0].startswith(f'<img src="{c("http://example.com/x.png")}">')
