@@ -40,3 +40,23 @@ def test_the_summary_counts_each_reason_at_the_highest_level_held_back(
         ("WARNING", "4 more in 0.05 s: broken=1, missing=3"),
     ]
     assert caplog.records[-1].counts == {"missing": 3, "broken": 1}  # type: ignore[attr-defined]
+
+
+def test_a_second_event_loop_starts_a_window_of_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    """A command that runs asyncio.run twice with one object: the first loop's window, whose
+    timer died with that loop, ends when the second loop notes, instead of silencing it."""
+    logger = logging.getLogger("pythonhosted.test_boundedlog")
+    log = BoundedLog(logger, "%d more in %g s: %s", "counts", window=3600, burst=1)
+
+    async def note(n: int) -> None:
+        log.note(logging.INFO, "missing", "missing %d", n)
+        log.note(logging.INFO, "missing", "missing %d", n + 1)
+
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        asyncio.run(note(0))
+        asyncio.run(note(10))
+    assert [r.getMessage() for r in caplog.records] == [
+        "missing 0",
+        "1 more in 3600 s: missing=1",
+        "missing 10",
+    ]

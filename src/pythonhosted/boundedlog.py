@@ -41,10 +41,14 @@ class BoundedLog:
         self._quiet: Counter[str] = Counter()  # those logged only at DEBUG
         self._quiet_level = logging.DEBUG
         self._window: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def note(self, level: int, reason: str, message: str, *args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if self._window is not None and self._loop is not loop:
+            self._summarise()  # a window of an earlier event loop (asyncio.run again) ends now
         if self._window is None:
-            loop = asyncio.get_running_loop()
+            self._loop = loop
             self._window = loop.call_later(self._window_seconds, self._summarise)
         seen = self._seen[reason] = self._seen[reason] + 1
         if seen <= self._burst:
