@@ -28,8 +28,9 @@ from pythonhosted.stats_web.service import build_app as build_stats_web
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
+from pythonhosted.web.types import ASGIApp
 
-# One process, one open-file limit, shared by weight (in the order the servers are run): most
+# One process, one open-file limit, shared by weight between its servers: most
 # for the files edge (also the index), the public face; camo's connections each hold an
 # upstream one too; linehaul's server only answers health checks and scrapes.
 DESCRIPTOR_WEIGHTS = {"files": 12, "conveyor": 2, "camo": 3, "linehaul": 1, "stats_web": 2}
@@ -131,15 +132,16 @@ def serve(settings: Settings) -> None:
     ]
     lines += [f"    curl -sSI {base}{record.path}" for record in samples]
     lines.append(f"    curl -sS -H 'Range: bytes=-64' {base}{samples[0].path} | xxd | tail -2")
+    servers: dict[str, tuple[ASGIApp, Bind]] = {
+        "files": (front, files_bind),
+        "conveyor": (conveyor, docs_bind),
+        "camo": (camo, camo_bind),
+        "linehaul": (build_linehaul(settings), linehaul_bind),
+        "stats_web": (build_stats_web(settings), stats_bind),
+    }
     run(
-        [
-            (front, files_bind),
-            (conveyor, docs_bind),
-            (camo, camo_bind),
-            (build_linehaul(settings), linehaul_bind),
-            (build_stats_web(settings), stats_bind),
-        ],
+        list(servers.values()),
         ServerLimits.of(settings.http),
         lambda: click.echo("\n".join(lines)),
-        list(DESCRIPTOR_WEIGHTS.values()),
+        [DESCRIPTOR_WEIGHTS[name] for name in servers],
     )

@@ -1,10 +1,10 @@
 """Whole answers kept per data version, bounded in entries and bytes (least recently used
 goes first).
 
-An entry is charged for its key too: the key holds the request's path and query string,
-which a client chooses (parameters the route ignores make new keys), and 20,000 answers of
-a few hundred bytes under 7 KB query strings held about 230 MB against a 64 MB budget when
-only bodies counted.
+An entry is charged for its key too: the key holds the request's path and the values of the
+parameters its route reads, which a client chooses (a search term of kilobytes), and 20,000
+answers of a few hundred bytes under 7 KB query strings held about 230 MB against a 64 MB
+budget when only bodies counted.
 
 Keys and entries are plain tuples of strings, bytes, numbers and dates, which CPython's
 garbage collector stops tracking after their first collection: a full collection runs on
