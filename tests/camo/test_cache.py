@@ -612,3 +612,88 @@ def test_hostile_delta_seconds_are_bounded_not_errors(
     headers = [(b"cache-control", cache_control), *([(b"age", age)] if age else [])]
     found = freshness(headers, default_ttl=3600, max_ttl=7 * 86400)
     assert (found.storable, found.lifetime, found.age) == (True, lifetime, aged)
+
+
+# -- the machine's limits: descriptors and disk --
+
+
+def _limited_camo(cache: Path, limit: str) -> tuple[subprocess.Popen[bytes], Bind]:
+    """``camo serve`` with the cache in ``cache``, under the shell limit ``limit``."""
+    bind = Bind("127.0.0.1", free_port())
+    command = [
+        str(Path(sys.executable).parent / "pythonhosted"), "camo", "serve",
+        f"--bind=127.0.0.1:{bind.port}", "--allow-network=127.0.0.2/32",
+        f"--cache-dir={cache}", "--timeout=30s",
+    ]  # fmt: skip
+    # No bytecode written: under a file-size limit Python would leave truncated .pyc files.
+    env = {"PYTHONHOSTED_CAMO_KEY": "limit-key", "PATH": "/usr/bin:/bin"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    shell = ["bash", "-c", f'ulimit {limit} && exec "$@"', "camo", *command]
+    process = spawn(shell, env=env, stderr=subprocess.PIPE)
+    wait_for_port(bind)
+    return process, bind
+
+
+def _stop(process: subprocess.Popen[bytes]) -> str:
+    """Stop camo gracefully; what it logged."""
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    return stderr.decode()
+
+
+def _metric(bind: Bind, name: str) -> float:
+    for line in httpx.get(bind.url() + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_concurrent_misses_stay_within_the_open_file_limit(host: Host, tmp_path: Path) -> None:
+    """Each uncached image holds a client connection, an upstream one and the cache's file.
+    Under a 512-descriptor limit, 300 concurrent misses of distinct images took camo to
+    EMFILE: answers 500 (the cache file would not open) and 502 (the upstream socket would
+    not). Now they take stream slots, wait their turn, and every one is served and stored."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the test's own 600 sockets
+    process, bind = _limited_camo(tmp_path / "cache", "-n 512")
+    names = [unique("fd") for _ in range(300)]
+    try:
+
+        async def burst() -> list[tuple[int, bytes]]:
+            limits = httpx.Limits(max_connections=len(names))
+            async with httpx.AsyncClient(base_url=bind.url(), timeout=120, limits=limits) as c:
+
+                async def one(name: str) -> tuple[int, bytes]:
+                    url = host.url(name, cc="max-age=600", delay="0.2", size=2_000)
+                    response = await c.get(sign_url(url, b"limit-key"))
+                    return response.status_code, response.content
+
+                return await asyncio.gather(*(one(name) for name in names))
+
+        answers = asyncio.run(burst())
+        assert Counter(status for status, _ in answers) == {200: len(names)}
+        assert [body for _, body in answers] == [image(2_000, name) for name in names]
+        assert _metric(bind, "camo_cache_stores_total") == len(names)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        logged = _stop(process)
+    assert "Too many open files" not in logged and "Traceback" not in logged
+
+
+def test_a_disk_that_refuses_the_entry_costs_no_image(host: Host, tmp_path: Path) -> None:
+    """A full disk (here: a 16 KB file-size limit, so writing the entry fails with EFBIG)
+    never fails the image it would have kept: relayed whole, not stored, counted."""
+    process, bind = _limited_camo(tmp_path / "cache", "-f 16")
+    name = unique("disk")
+    signed = bind.url() + sign_url(host.url(name, cc="max-age=600", size=100_000), b"limit-key")
+    try:
+        for _ in range(2):
+            response = httpx.get(signed, timeout=30)
+            assert (response.status_code, response.headers["x-camo-cache"]) == (200, "MISS")
+            assert response.content == image(100_000, name)
+        assert host.hits[name] == 2
+        assert _metric(bind, "camo_cache_write_failures_total") == 2
+        assert not list((tmp_path / "cache").rglob(".tmp-*"))
+    finally:
+        logged = _stop(process)
+    assert "camo cache: not storing" in logged and "Traceback" not in logged

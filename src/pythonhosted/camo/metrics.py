@@ -129,6 +129,11 @@ class CamoMetrics:
         self.cache_purges = Counter(
             "camo_cache_purges", "Accepted PURGE requests", registry=self.registry
         )
+        self.cache_write_failures = Counter(
+            "camo_cache_write_failures",
+            "Images relayed uncached because the cache's disk refused them (full, no descriptors)",
+            registry=self.registry,
+        )
         self.cache_damaged = Counter(
             "camo_cache_damaged",
             "Disk entries found incomplete or damaged and dropped",

@@ -38,6 +38,7 @@ from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.camo.urls import verify
+from pythonhosted.web.streams import STREAMS, Busy
 from pythonhosted.web.types import Headers, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -228,17 +229,26 @@ class Proxy:
         revalidating: bool,
     ) -> int | NotModified:
         """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
-        upstream = self._upstream()
-        task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
-        assert task is not None
-        async with Deadline(upstream.loop, task, self._options.timeout):
-            response = await upstream.open(method, url, headers)
+        # The exchange holds an upstream connection and maybe the cache's file: a stream slot.
+        if not STREAMS.take_now():
             try:
-                if revalidating and response.status == 304:
-                    return NotModified(response.headers)
-                return await self._relay(method, url, response, relay, fill)
-            finally:
-                response.release()
+                await STREAMS.take(self._options.timeout)
+            except Busy:
+                raise Refused(503, "busy", "too many images in flight; retry shortly") from None
+        try:
+            upstream = self._upstream()
+            task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
+            assert task is not None
+            async with Deadline(upstream.loop, task, self._options.timeout):
+                response = await upstream.open(method, url, headers)
+                try:
+                    if revalidating and response.status == 304:
+                        return NotModified(response.headers)
+                    return await self._relay(method, url, response, relay, fill)
+                finally:
+                    response.release()
+        finally:
+            STREAMS.give_back()
 
     async def _purge(self, scope: Scope, relay: Relay) -> int:
         """``PURGE /{digest}/{url}`` with ``Authorization: Bearer SECRET``: drop one entry."""

@@ -84,6 +84,8 @@ class Relay:
             headers.append((b"allow", b"GET, HEAD"))
         elif refusal.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="purge"'))
+        elif refusal.status == 503:
+            headers.append((b"retry-after", b"5"))
         await send_text(
             self._send, refusal.status, refusal.detail, headers=headers, head=self._head
         )

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # Descriptors kept free for everything that is not a client connection: store files,
 # spools, DuckDB, store connections (a quarter of the limit where that is less).
 RESERVED_DESCRIPTORS = 1024
+# Stream slots (pythonhosted.web.streams) bound the descriptors requests hold besides their
+# connection to this part of what is left after the reserve.
+STREAM_PART = 3
 
 
 class ListenError(Exception):

@@ -32,7 +32,8 @@ from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
-from pythonhosted.web.types import Headers, Receive, Send
+from pythonhosted.web.streams import STREAMS, Busy
+from pythonhosted.web.types import Headers, Message, Receive, Send
 
 PREAD_MAX = 256 * 1024
 SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_memory)
@@ -46,6 +47,9 @@ FILE_RAMP_BYTES = 8 * 2**20
 FULL_QUEUE_SENDS = 8  # sends in a row finding the client's queue full: a slow client (3: flaps)
 PAUSE_BYTES = 256 * 1024  # a file stream lets the loop turn at least this often
 TEXT = b"text/plain; charset=UTF-8"
+# A stream that finds every slot taken (pythonhosted.web.streams) waits this long, then 503.
+STREAM_WAIT = 10.0
+RETRY_AFTER = b"5"
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 
 
@@ -219,6 +223,28 @@ class ObjectResponder:
         if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
             await self._send_pread(request, send, obj, path, head, span, bodies, on_body)
             return
+        # A stream holds a descriptor (a file, a store connection) as long as the client reads.
+        if not STREAMS.take_now():
+            try:
+                await STREAMS.take(STREAM_WAIT)
+            except Busy:
+                await self._send_busy(send, security, request.head)
+                return
+        try:
+            await self._send_stream(request, send, obj, head, span, on_body)
+        finally:
+            STREAMS.give_back()
+
+    async def _send_stream(
+        self,
+        request: Request,
+        send: Send,
+        obj: Obj,
+        head: Message,
+        span: tuple[int, int] | None,
+        on_body: Callable[[Request, Obj], None] | None,
+    ) -> None:
+        path = obj.local_path
         if path is not None:
             start, end = span or (0, obj.size)
             descriptor = os.open(path, os.O_RDONLY)  # OSError before the head: the caller's
@@ -241,6 +267,16 @@ class ObjectResponder:
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+    async def _send_busy(self, send: Send, security: Headers, head: bool) -> None:
+        await send_response(
+            send,
+            503,
+            b"Busy: too many downloads in progress; retry shortly\n",
+            content_type=TEXT,
+            headers=[*security, *self.error_headers, (b"retry-after", RETRY_AFTER)],
+            head=head,
+        )
 
     async def _send_pread(
         self,

@@ -267,7 +267,8 @@ class DiskWriter:
         self._tier._commit(self._key, self._temp, size)
 
     def abort(self) -> None:
+        """Drop the temporary file (also after a commit that failed before its rename)."""
         if self._file is not None:
             self._file.close()
             self._file = None
-            self._temp.unlink(missing_ok=True)
+        self._temp.unlink(missing_ok=True)

@@ -95,7 +95,11 @@ class Fill:
             return
         kept = tuple((name, value) for name, value in relayed if name != b"content-length")
         self._entry = Entry(self._url, final_url, kept, 0, 0, time.time(), 0.0, 0.0, True)
-        self._writer = self._cache.store.writer(self._key)
+        try:
+            self._writer = self._cache.store.writer(self._key)
+        except OSError as exc:
+            self._failed(exc)
+            return
         small = length is not None and length <= self._cache.store.memory_object_bytes
         self._chunks = [] if small else None
 
@@ -105,9 +109,22 @@ class Fill:
         if self._writer.length + len(chunk) > self._cache.policy.object_max_bytes:
             self.abort()
             return
-        self._writer.write(chunk)
+        try:
+            self._writer.write(chunk)
+        except OSError as exc:
+            self._failed(exc)
+            return
         if self._chunks is not None:
             self._chunks.append(chunk)
+
+    def _failed(self, exc: OSError) -> None:
+        """The disk refused the entry (full, out of descriptors): the image is relayed all the
+        same, only not kept. The cache is an economy; it never costs a client its image."""
+        self.abort()
+        self._cache.metrics.cache_write_failures.inc()
+        self._cache.write_log.note(
+            logging.WARNING, "write", "camo cache: not storing %s: %s", self._url[:200], exc
+        )
 
     def finish(self) -> None:
         """The body ended at its framed end: put the entry in place."""
@@ -121,7 +138,11 @@ class Fill:
             fresh.age,
             fresh.stale_allowed,
         )
-        self._writer.commit(entry)
+        try:
+            self._writer.commit(entry)
+        except OSError as exc:
+            self._failed(exc)
+            return
         self._writer = None
         if self._chunks is not None:
             entry.body = b"".join(self._chunks)
@@ -160,6 +181,8 @@ class ImageCache:
         # While an upstream is down every view of its images is served stale: bounded.
         summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
         self._stale_log = BoundedLog(log, summary, "stale")
+        summary = "camo cache: %d more disk failures in %g s (not logged one by one): %s"
+        self.write_log = BoundedLog(log, summary, "write")
 
     async def available(self) -> bool:
         """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
@@ -220,6 +243,9 @@ class ImageCache:
             return await self.store.get(key)
         except DamagedEntry:
             self.metrics.cache_damaged.inc()
+            return None
+        except OSError as exc:  # the entry's file would not open or read: answer as a miss
+            self.write_log.note(logging.WARNING, "read", "camo cache: cannot read %s: %s", key, exc)
             return None
 
     async def _lead(self, request: _Request, hit: Hit | None) -> int:

@@ -1,0 +1,116 @@
+"""Descriptors a request holds besides its connection, bounded per process.
+
+A client connection is one descriptor, and the servers' connection bounds
+(:meth:`pythonhosted.web.listener.ServerLimits.within_descriptors`) keep connections within
+the open-file limit. Some requests hold more while their body is sent: the files edge and docs
+hosting stream a large object through a descriptor of their own (a local file, or a store
+connection), camo holds an upstream connection and the cache file it fills. Unbounded, 3,000
+concurrent uncached images from a slow upstream took a camo under a 4,096-descriptor limit to
+EMFILE: 796 answers were 500 (the cache's temporary file would not open) and 1,926 were 502.
+
+So such a request first takes a *stream slot* from this process-wide pool: a slot stands for
+up to two descriptors, and the pool holds a third of the descriptors left after the reserve.
+The pool is not carved out of the connection bounds: that would cost idle capacity (10,000
+idle connections to ``serve``'s files edge must leave ``/_health`` answering); connections
+and streams only pass the limit together when both are at their bounds at once, and then
+what fails is bounded: an open that fails answers 503, a cache file that cannot be written
+only leaves the image uncached. A request that finds no slot free waits its turn (first
+come, first served) for at most ``wait`` seconds, and then gets :class:`Busy`: a slow reader
+holds its slot for as long as it reads, so waiting without a bound would let a few thousand
+of them stall every other download.
+
+The fast path is a counter, no coroutine: camo and the edge take a slot per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from collections import deque
+
+from pythonhosted.web.listener import RESERVED_DESCRIPTORS, STREAM_PART
+
+#: descriptors one slot stands for (camo: the upstream connection and the cache's file)
+SLOT_DESCRIPTORS = 2
+
+
+class Busy(Exception):
+    """No stream slot came free within the wait: answer 503, the client may retry."""
+
+
+def usable_descriptors() -> int:
+    """Descriptors left for connections and streams after the reserve (``RLIM_INFINITY``:
+    treated as a million)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - min(RESERVED_DESCRIPTORS, soft // 4))
+
+
+class StreamSlots:
+    """A counting semaphore with a synchronous fast path and a bounded wait."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self._given_size = size
+        self._free: int | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def size(self) -> int:
+        """Fixed, or sized at first use from the open-file limit then in force (servers raise
+        the soft limit before they serve)."""
+        if self._given_size is not None:
+            return self._given_size
+        return max(1, usable_descriptors() // STREAM_PART // SLOT_DESCRIPTORS)
+
+    @property
+    def free(self) -> int:
+        if self._free is None:
+            self._free = self.size
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def take_now(self) -> bool:
+        """One slot if one is free and nobody waits for it (no coroutine: the common case)."""
+        if self.free > 0 and not self._waiters:
+            self._free = self.free - 1
+            return True
+        return False
+
+    async def take(self, wait: float | None) -> None:
+        """One slot, waiting at most ``wait`` seconds (None: no bound of its own, for a caller
+        under a deadline of its own); :class:`Busy` after that."""
+        if self.take_now():
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            async with asyncio.timeout(wait):
+                await turn
+        except TimeoutError:
+            if turn.done() and not turn.cancelled():
+                return  # handed over just as the wait ran out: it is ours
+            raise Busy(f"no stream slot free within {wait:g} s") from None
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give_back()  # handed over just as the wait ended: pass it on
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(turn)
+
+    def give_back(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes straight to the next in line
+                return
+        self._free = self.free + 1
+
+
+#: the pool every service of a process shares
+STREAMS = StreamSlots()
