@@ -13,6 +13,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
@@ -326,3 +327,28 @@ def test_the_server_freezes_what_it_holds_at_start_and_thaws_it_at_stop(
         assert httpx.get(base + RECENT).status_code == 200
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_a_warehouse_of_an_older_release_says_so_until_a_publish_upgrades_it(
+    tmp_path: Path,
+) -> None:
+    """A warehouse written before ``file_downloads.response`` existed: every answer was a 500
+    with a DuckDB binder traceback in the log. Now a 503 that names what is missing and how
+    to upgrade; the next publish adds the column, and the answers come back."""
+    warehouse = build(tmp_path, event_lines())
+    with duckdb.connect(str(warehouse.path)) as con:
+        con.execute("ALTER TABLE file_downloads DROP COLUMN response")
+    with running(build_app(warehouse.settings)) as base:
+        old = httpx.get(base + RECENT)
+        assert (old.status_code, old.json()) == (
+            503,
+            {
+                "error": "warehouse unavailable: the warehouse has no file_downloads.response"
+                " yet (made by an older release): run 'pythonhosted linehaul rollup"
+                " --rebuild' or let publish load once"
+            },
+        )
+        _add_batch(warehouse, 1000, 2)
+        _publish(warehouse)
+        upgraded = httpx.get(base + RECENT)
+        assert (upgraded.status_code, upgraded.json()["data"]) == (200, {"last_day": 5})

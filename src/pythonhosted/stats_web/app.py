@@ -369,6 +369,8 @@ class StatsWebApp(Service):
             with self._reading() as con:
                 stale = signature != self.version.signature_seen
                 version = self.version.refresh(con, signature) if stale else self.version.current
+                if self.version.outdated is not None:
+                    raise WarehouseError(f"the warehouse {self.version.outdated}")
                 if self._latest_batch[0] != version.number:
                     self._latest_batch = (version.number, _latest_batch_hour(con))
                 latest = self._latest_batch[1]

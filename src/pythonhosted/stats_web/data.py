@@ -41,6 +41,7 @@ from pythonhosted.warehouse.stats import (
     Filters,
     PeriodRows,
     check_project,
+    outdated,
     periods_by_dimension,
     query_breakdown,
 )
@@ -66,6 +67,8 @@ class _SignedVersion:
     def __init__(self) -> None:
         self.current = Version(-1, None)
         self._signature: tuple[int, ...] | None = None
+        # what an older release's warehouse lacks (read with the version), else None
+        self.outdated: str | None = None
 
     def signature(self) -> tuple[int, ...]:
         raise NotImplementedError
@@ -107,8 +110,13 @@ class DataVersion(_SignedVersion):
         except duckdb.CatalogException:
             found = None
         version = Version(int(found[0]), found[1]) if found else Version(0, None)
+        # An older release's warehouse holds downloads; a new one may not have every table
+        # before its first load.
+        held = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
+        problem = outdated(con) if held else None
         with self._lock:
             self.current = version
+            self.outdated = problem
             self._signature = signature
         return version
 

@@ -35,6 +35,7 @@ from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.mirrors import mirror_sql
 from pythonhosted.warehouse.rollups import COUNTED, DIMENSIONS, PROJECTS, PYTHON_MINOR, daily
+from pythonhosted.warehouse.schema import TABLES
 
 FIELDS: dict[str, str] = {
     "day": 'CAST("timestamp" AS DATE)',
@@ -121,24 +122,30 @@ def reader(path: Path, *, downloads: bool = True) -> Iterator[duckdb.DuckDBPyCon
     with reading(path) as con:
         if downloads and con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is None:
             raise EmptyWarehouse(f"the warehouse at {path} holds no downloads yet")
-        if downloads and not _has_table(con, PROJECTS):
-            raise WarehouseError(
-                f"the warehouse at {path} has no rollups yet (made by an older release): "
-                "run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
-            )
-        if downloads and not _has_table(con, "distribution_metadata"):
-            raise WarehouseError(
-                f"the warehouse at {path} has no distribution_metadata yet (made by an older "
-                "release): run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
-            )
+        if downloads and (problem := outdated(con)) is not None:
+            raise WarehouseError(f"the warehouse at {path} {problem}")
         yield con
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    found = con.execute(
-        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()
-    return found is not None
+def outdated(con: duckdb.DuckDBPyConnection) -> str | None:
+    """What an older release's warehouse lacks that reading it needs, as the end of a sentence
+    about it (None: nothing). Its next publish adds it (a writer brings every table up to
+    the schema); until then queries would fail on a table or a column."""
+    present: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+    ).fetchall():
+        present.setdefault(table, set()).add(column)
+    upgrade = "run 'pythonhosted linehaul rollup --rebuild' or let publish load once"
+    for table in (PROJECTS, "distribution_metadata"):
+        if table not in present:
+            kind = "rollups" if table == PROJECTS else table
+            return f"has no {kind} yet (made by an older release): {upgrade}"
+    for table, fields in TABLES.items():
+        missing = [field.name for field in fields if field.name not in present.get(table, ())]
+        if missing:
+            return f"has no {table}.{missing[0]} yet (made by an older release): {upgrade}"
+    return None
 
 
 def check_project(con: duckdb.DuckDBPyConnection, name: str) -> str:
