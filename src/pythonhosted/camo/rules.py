@@ -15,6 +15,12 @@ one of them, then a URL matching any deny rule is refused.
 Lines starting with neither ``allow|`` nor ``deny|`` are skipped, as go-camo skips them (each
 is logged, so a typo does not pass silently); ``#`` starts a comment. The format camo used
 before, ``{allow|deny}|{host|path}|{flags}|{glob}`` with shell-style globs, is still read.
+
+Rulesets are blocklists in practice, and blocklists are long: rules are indexed by their
+domain, so a URL is checked against the rules of its host's domains (one lookup per label)
+and the few that any host can match, not against every rule. With 100,000 host rules a
+check took 55 ms and parsing 15 s (a regular expression each, tried in turn); domain rules
+are now matched by string comparison.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,29 +37,68 @@ from yarl import URL
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "deny"]
+_PLAIN_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A host glob of go-camo's kinds: ``example.com`` (``exact``), ``*.example.com``
+    (``below``) or flag ``s`` (both), over the domain's lower-case ASCII form."""
+
+    name: str
+    exact: bool
+    below: bool
+
+    def matches(self, host: str) -> bool:
+        if host == self.name:
+            return self.exact
+        return self.below and host.endswith(self.name) and host[-len(self.name) - 1] == "."
 
 
 @dataclass(frozen=True)
 class Rule:
     action: Action
-    host: re.Pattern[str] | None  # None: any host
+    host: Domain | re.Pattern[str] | None  # None: any host; a pattern: the legacy format
     path: re.Pattern[str] | None  # None: any path
     text: str  # the rule as written, for refusal reasons
 
     def matches(self, host: str, path: str) -> bool:
-        return (self.host is None or self.host.fullmatch(host) is not None) and (
-            self.path is None or self.path.fullmatch(path) is not None
-        )
+        matcher = self.host
+        if matcher is not None:
+            if isinstance(matcher, Domain):
+                if not matcher.matches(host):
+                    return False
+            elif matcher.fullmatch(host) is None:
+                return False
+        return self.path is None or self.path.fullmatch(path) is not None
 
 
 @dataclass(frozen=True)
 class Rules:
     rules: tuple[Rule, ...] = ()
+    # the index (from the rules): rule numbers by domain, those tried for every host
+    _by_domain: dict[str, list[int]] = field(init=False, repr=False, compare=False)
+    _anywhere: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _has_allow: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_domain: dict[str, list[int]] = {}
+        anywhere: list[int] = []  # any host, or a legacy host glob: tried for every URL
+        for number, rule in enumerate(self.rules):
+            if isinstance(rule.host, Domain):
+                by_domain.setdefault(rule.host.name, []).append(number)
+            else:
+                anywhere.append(number)
+        object.__setattr__(self, "_by_domain", by_domain)
+        object.__setattr__(self, "_anywhere", tuple(anywhere))
+        has_allow = any(rule.action == "allow" for rule in self.rules)
+        object.__setattr__(self, "_has_allow", has_allow)
 
     @classmethod
     def parse(cls, text: str) -> Rules:
         """Rules from ruleset text; ValueError naming the line for a malformed rule."""
         rules = []
+        paths: dict[tuple[str, bool], re.Pattern[str]] = {}  # one pattern per distinct glob
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
             if not line:
@@ -63,7 +108,7 @@ class Rules:
                 log.warning("filter rules: ignoring line %d (not a rule): %r", number, raw)
                 continue
             try:
-                rules.append(_parse_rule(action, rest, line))  # type: ignore[arg-type]
+                rules.append(_parse_rule(action, rest, line, paths))  # type: ignore[arg-type]
             except ValueError as exc:
                 raise ValueError(f"filter rule line {number}: {exc}: {raw!r}") from None
         return cls(tuple(rules))
@@ -72,21 +117,34 @@ class Rules:
     def load(cls, path: Path | None) -> Rules:
         return cls() if path is None else cls.parse(path.read_text())
 
+    def candidates(self, host: str) -> list[Rule]:
+        """The rules that can match ``host``, in the ruleset's order."""
+        by_domain = self._by_domain
+        numbers = list(self._anywhere)
+        labels = host.split(".")
+        for start in range(len(labels)):
+            numbers += by_domain.get(".".join(labels[start:]), ())
+        return [self.rules[number] for number in sorted(numbers)]
+
     def refusal(self, host: str, path: str) -> str | None:
         """Why a URL with this host (lower-case ASCII) and raw path is filtered out, or None."""
         if not self.rules:
             return None
         host = host.removesuffix(".")  # "example.com." is example.com, not a way around rules
-        allows = [rule for rule in self.rules if rule.action == "allow"]
-        if allows and not any(rule.matches(host, path) for rule in allows):
+        candidates = self.candidates(host)
+        if self._has_allow and not any(
+            rule.action == "allow" and rule.matches(host, path) for rule in candidates
+        ):
             return f"{host}{path} matches no allow rule"
-        for rule in self.rules:
+        for rule in candidates:
             if rule.action == "deny" and rule.matches(host, path):
                 return f"{host}{path} matches deny rule {rule.text}"
         return None
 
 
-def _parse_rule(action: Action, rest: str, line: str) -> Rule:
+def _parse_rule(
+    action: Action, rest: str, line: str, paths: dict[tuple[str, bool], re.Pattern[str]]
+) -> Rule:
     fields = [field.strip() for field in rest.split("|")]
     if len(fields) == 3 and fields[0] in ("host", "path"):
         return _legacy_rule(action, fields, line)
@@ -97,11 +155,14 @@ def _parse_rule(action: Action, rest: str, line: str) -> Rule:
     host_flags, host_glob, path_flags, path_glob = fields
     if set(host_flags) - {"s"} or set(path_flags) - {"i"}:
         raise ValueError("unknown flag (host: s, path: i)")
-    path = None if path_glob in ("", "*") else _path_pattern(path_glob, "i" in path_flags)
-    return Rule(action, _host_pattern(host_glob, "s" in host_flags), path, line)
+    path = None
+    if path_glob not in ("", "*"):
+        key = (path_glob, "i" in path_flags)
+        path = paths.get(key) or paths.setdefault(key, _path_pattern(*key))
+    return Rule(action, _host_domain(host_glob, "s" in host_flags), path, line)
 
 
-def _host_pattern(glob: str, subdomains: bool) -> re.Pattern[str] | None:
+def _host_domain(glob: str, subdomains: bool) -> Domain | None:
     """go-camo's domain match: ``*`` only as a whole leftmost label."""
     if glob == "*":
         return None
@@ -110,14 +171,14 @@ def _host_pattern(glob: str, subdomains: bool) -> re.Pattern[str] | None:
     domain = domain.strip(".").lower()
     if not domain or "*" in domain or any(not label for label in domain.split(".")):
         raise ValueError(f"bad host glob {glob!r} (a * only as the whole leftmost label)")
-    try:
-        ascii_domain = URL.build(scheme="http", host=domain).raw_host or ""
-    except ValueError:
-        raise ValueError(f"bad host {domain!r}") from None
-    escaped = re.escape(ascii_domain)
-    if wildcard:
-        return re.compile(rf".+\.{escaped}")
-    return re.compile(rf"(?:.+\.)?{escaped}" if subdomains else escaped)
+    if _PLAIN_DOMAIN.fullmatch(domain):
+        ascii_domain = domain  # already its ASCII form: yarl's IDNA pass is most of a parse
+    else:
+        try:
+            ascii_domain = URL.build(scheme="http", host=domain).raw_host or ""
+        except ValueError:
+            raise ValueError(f"bad host {domain!r}") from None
+    return Domain(ascii_domain, exact=not wildcard, below=wildcard or subdomains)
 
 
 def _path_pattern(glob: str, ignore_case: bool) -> re.Pattern[str]:
