@@ -28,12 +28,16 @@ from pythonhosted.stats_web.service import build_app as build_stats_web
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, ServerLimits, run
+from pythonhosted.web.streams import share_out
 from pythonhosted.web.types import ASGIApp
 
 # One process, one open-file limit, shared by weight between its servers: most
 # for the files edge (also the index), the public face; camo's connections each hold an
 # upstream one too; linehaul's server only answers health checks and scrapes.
 DESCRIPTOR_WEIGHTS = {"files": 12, "conveyor": 2, "camo": 3, "linehaul": 1, "stats_web": 2}
+# The services whose requests hold stream slots (pythonhosted.web.streams), shared by the same
+# weights: slow images cannot take the slots downloads need.
+STREAMING = ("files", "conveyor", "camo")
 
 SAMPLE_PROJECT = "hello-pythonhosted"
 CAMO_KEY_FILE = "camo.key"
@@ -139,6 +143,7 @@ def serve(settings: Settings) -> None:
         "linehaul": (build_linehaul(settings), linehaul_bind),
         "stats_web": (build_stats_web(settings), stats_bind),
     }
+    share_out({name: DESCRIPTOR_WEIGHTS[name] for name in STREAMING})
     run(
         list(servers.values()),
         ServerLimits.of(settings.http),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from pythonhosted.web.streams import Busy, StreamSlots
+from pythonhosted.web.streams import Busy, StreamSlots, share_out, slots_of
 from support.edge import stored_wheel
 from support.processes import spawn
 
@@ -67,6 +67,24 @@ def test_a_cancelled_or_timed_out_wait_loses_no_slot() -> None:
         return slots.free
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_services_of_one_process_share_the_slots_by_weight() -> None:
+    """``serve`` runs the files edge, docs and camo in one process: a flood of slow images
+    must not take the slots downloads need."""
+    share_out({"test-edge": 3, "test-images": 1})
+    try:
+        edge, images = slots_of("test-edge"), slots_of("test-images")
+        whole = StreamSlots().size
+        assert (edge.size, images.size) == (int(whole * 0.75), int(whole * 0.25))
+        taken = 0
+        while images.take_now():
+            taken += 1
+        assert taken == images.size
+        assert edge.take_now() and edge.free == edge.size - 1
+        assert slots_of("test-alone").size == whole  # a service alone has them all
+    finally:
+        share_out({})
 
 
 LIMIT = 256  # descriptors: 192 after the reserve, 32 stream slots (of two each)

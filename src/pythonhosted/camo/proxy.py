@@ -38,7 +38,7 @@ from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.camo.urls import verify
-from pythonhosted.web.streams import STREAMS, Busy
+from pythonhosted.web.streams import Busy, slots_of
 from pythonhosted.web.types import Headers, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Proxy:
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
         self._refusals = RefusalLog()
+        self._streams = slots_of("camo")
 
     def _size_redirect(self, url: str) -> bytes:
         """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
@@ -230,9 +231,10 @@ class Proxy:
     ) -> int | NotModified:
         """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
         # The exchange holds an upstream connection and maybe the cache's file: a stream slot.
-        if not STREAMS.take_now():
+        streams = self._streams
+        if not streams.take_now():
             try:
-                await STREAMS.take(self._options.timeout)
+                await streams.take(self._options.timeout)
             except Busy:
                 raise Refused(503, "busy", "too many images in flight; retry shortly") from None
         try:
@@ -248,7 +250,7 @@ class Proxy:
                 finally:
                     response.release()
         finally:
-            STREAMS.give_back()
+            streams.give_back()
 
     async def _purge(self, scope: Scope, relay: Relay) -> int:
         """``PURGE /{digest}/{url}`` with ``Authorization: Bearer SECRET``: drop one entry."""

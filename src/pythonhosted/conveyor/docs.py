@@ -24,6 +24,7 @@ from pythonhosted.storage import DirectoryStore, NotFound, Store, StoreUnavailab
 from pythonhosted.web.http import http_datetime
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
+from pythonhosted.web.streams import slots_of
 from pythonhosted.web.types import Headers, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class DocsSite:
         self._local: dict[str, tuple[tuple[int, int, int], Found]] = {}
         self._local_bytes = 0
         self._lookups: Coalescer[str, Found | None] = Coalescer()
-        self.responder = ObjectResponder()  # small local bodies are kept by _find itself
+        # small local bodies are kept by _find itself
+        self.responder = ObjectResponder(streams=slots_of("conveyor"))
 
     async def answer(self, request: Request, send: Send) -> None:
         """Send the response to a docs request."""

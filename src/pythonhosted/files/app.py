@@ -48,6 +48,7 @@ from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
 from pythonhosted.web.shell import CountingSend, Service
+from pythonhosted.web.streams import slots_of
 from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,9 @@ class FilesEdge:
         bodies = BodyCache(self.options.cache_max_bytes, self.options.cache_object_max_bytes)
         self.bodies = bodies
         self._encoding: Coalescer[tuple[str, bytes], bytes] = Coalescer()
-        self.responder = ObjectResponder(bodies, cors=CORS_GET, error_headers=[NO_CROSS_DOMAIN])
+        self.responder = ObjectResponder(
+            bodies, cors=CORS_GET, error_headers=[NO_CROSS_DOMAIN], streams=slots_of("files")
+        )
         self.metrics.cache_entries.labels("objects").set_function(lambda: len(self._cache))
         self.metrics.cache_entries.labels("bodies").set_function(lambda: bodies.entries)
         self.metrics.cache_bytes.set_function(lambda: bodies.size)

@@ -32,7 +32,7 @@ from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
-from pythonhosted.web.streams import STREAMS, Busy
+from pythonhosted.web.streams import Busy, StreamSlots
 from pythonhosted.web.types import Headers, Message, Receive, Send
 
 PREAD_MAX = 256 * 1024
@@ -124,10 +124,12 @@ class ObjectResponder:
         *,
         cors: Headers | None = None,
         error_headers: Headers | None = None,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.bodies = bodies
         self.cors = cors or []
         self.error_headers = error_headers or []
+        self.streams = streams or StreamSlots()  # the service's pool (web.streams.slots_of)
         self._filling: Coalescer[str, Body] = Coalescer()
 
     @staticmethod
@@ -224,16 +226,17 @@ class ObjectResponder:
             await self._send_pread(request, send, obj, path, head, span, bodies, on_body)
             return
         # A stream holds a descriptor (a file, a store connection) as long as the client reads.
-        if not STREAMS.take_now():
+        streams = self.streams
+        if not streams.take_now():
             try:
-                await STREAMS.take(STREAM_WAIT)
+                await streams.take(STREAM_WAIT)
             except Busy:
                 await self._send_busy(send, security, request.head)
                 return
         try:
             await self._send_stream(request, send, obj, head, span, on_body)
         finally:
-            STREAMS.give_back()
+            streams.give_back()
 
     async def _send_stream(
         self,

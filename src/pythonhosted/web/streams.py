@@ -19,6 +19,11 @@ come, first served) for at most ``wait`` seconds, and then gets :class:`Busy`: a
 holds its slot for as long as it reads, so waiting without a bound would let a few thousand
 of them stall every other download.
 
+Each service has a pool of its own (:func:`slots_of`): ``serve`` runs several in one process
+and shares the pool out by the weights it shares connections by (:func:`share_out`), so a
+flood of slow images cannot take the slots the files edge's downloads need. A service alone
+in its process has the whole pool.
+
 The fast path is a counter, no coroutine: camo and the edge take a slot per request.
 """
 
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import resource
 from collections import deque
+from collections.abc import Callable, Mapping
 
 from pythonhosted.web.listener import RESERVED_DESCRIPTORS, STREAM_PART
 
@@ -51,18 +57,20 @@ def usable_descriptors() -> int:
 class StreamSlots:
     """A counting semaphore with a synchronous fast path and a bounded wait."""
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, share: Callable[[], float] = lambda: 1.0) -> None:
         self._given_size = size
+        self._share = share
         self._free: int | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def size(self) -> int:
         """Fixed, or sized at first use from the open-file limit then in force (servers raise
-        the soft limit before they serve)."""
+        the soft limit before they serve) and this pool's share of the process's."""
         if self._given_size is not None:
             return self._given_size
-        return max(1, usable_descriptors() // STREAM_PART // SLOT_DESCRIPTORS)
+        whole = usable_descriptors() // STREAM_PART // SLOT_DESCRIPTORS
+        return max(1, int(whole * self._share()))
 
     @property
     def free(self) -> int:
@@ -112,5 +120,22 @@ class StreamSlots:
         self._free = self.free + 1
 
 
-#: the pool every service of a process shares
-STREAMS = StreamSlots()
+_shares: dict[str, float] = {}
+_pools: dict[str, StreamSlots] = {}
+
+
+def share_out(weights: Mapping[str, int]) -> None:
+    """Split the process's slots between the services it runs by ``weights`` (before any
+    request: pools are sized at their first use)."""
+    total = sum(weights.values())
+    _shares.clear()
+    _shares.update({name: weight / total for name, weight in weights.items() if total})
+
+
+def slots_of(service: str) -> StreamSlots:
+    """The pool of ``service`` (a name of ``share_out``'s weights): its share of the
+    process's slots, or all of them when the process runs it alone."""
+    pool = _pools.get(service)
+    if pool is None:
+        pool = _pools[service] = StreamSlots(share=lambda: _shares.get(service, 1.0))
+    return pool
