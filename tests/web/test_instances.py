@@ -142,3 +142,26 @@ def test_an_unwritable_data_dir_or_spool_is_one_line(
         timeout=60,
     )
     assert (result.returncode, result.stderr.splitlines()) == (2, [line.format(blocker=blocker)])
+
+
+@pytest.mark.parametrize(("configured", "level"), [(False, "INFO"), (True, "WARNING")])
+def test_connections_lowered_to_the_open_file_limit_warn_only_when_asked_for(
+    tmp_path: Path, configured: bool, level: str
+) -> None:
+    """The default bound, lowered to what the open-file limit allows, is information (``serve``
+    lowers it on every start); a bound the operator set and cannot have is a warning."""
+    bind = Bind("127.0.0.1", free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env["PYTHONHOSTED_DATA_DIR"] = str(tmp_path / "var")
+    if configured:
+        env["PYTHONHOSTED_HTTP__MAX_CONNECTIONS"] = "16384"
+    limited = ["bash", "-c", 'ulimit -n 1024 && exec "$@"', "edge", *_files_serve(tmp_path, bind)]
+    with started(limited, env=env, cwd=tmp_path, stderr=subprocess.PIPE) as process:
+        wait_for_port(bind, timeout=60)
+        process.terminate()
+        _, errors = process.communicate(timeout=60)
+    lowered = (
+        f"{level} pythonhosted.web.listener: http.max_connections lowered from 16384 to what"
+        f" the open-file limit (1024) allows: 768 on {bind}"
+    )
+    assert [line[24:] for line in errors.decode().splitlines() if "lowered" in line] == [lowered]

@@ -87,11 +87,17 @@ class ServerLimits:
     header_timeout: float = 10.0
     backlog: int = 4096
     drain_timeout: float = 20.0  # after a stop, in-flight requests' time to finish
+    configured: bool = False  # max_connections was set by the operator, not left at its default
 
     @classmethod
     def of(cls, source: LimitsSource) -> ServerLimits:
+        configured = "max_connections" in getattr(source, "model_fields_set", ())
         return cls(
-            source.max_connections, source.header_timeout, source.backlog, source.drain_timeout
+            source.max_connections,
+            source.header_timeout,
+            source.backlog,
+            source.drain_timeout,
+            configured,
         )
 
     def within_descriptors(self, share: float = 1.0) -> ServerLimits:
@@ -123,7 +129,9 @@ class ServerLimits:
 
 
 def report_lowered(wanted: ServerLimits, fitted: Sequence[tuple[Bind, ServerLimits]]) -> None:
-    """One line naming every server whose ``max_connections`` the open-file limit lowered."""
+    """One line naming every server whose ``max_connections`` the open-file limit lowered: a
+    warning when the operator asked for more, else information (``serve`` shares the limit
+    out on every start; a warning each time would be noise)."""
     lowered = [
         f"{limits.max_connections} on {bind}"
         for bind, limits in fitted
@@ -131,7 +139,8 @@ def report_lowered(wanted: ServerLimits, fitted: Sequence[tuple[Bind, ServerLimi
     ]
     if lowered:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        log.warning(
+        log.log(
+            logging.WARNING if wanted.configured else logging.INFO,
             "http.max_connections lowered from %d to what the open-file limit (%d) allows: %s",
             wanted.max_connections,
             soft,
