@@ -63,6 +63,9 @@ class Listed:
     key: str
     size: int
     last_modified: datetime
+    # What the store says changes with the object's bytes (S3: the MD5 of a simple put;
+    # a directory: inode, mtime and size); None where the store gives none.
+    etag: str | None = None
 
 
 def check_key(key: str) -> str:
@@ -291,7 +294,9 @@ class Store:
             async for batch in obstore.list(self.backend, prefix=prefix or None, offset=after):
                 for meta in batch:
                     if not meta["path"].startswith(META_PREFIX):
-                        found.append(Listed(meta["path"], meta["size"], meta["last_modified"]))
+                        found.append(
+                            Listed(meta["path"], meta["size"], meta["last_modified"], meta["e_tag"])
+                        )
         except FileNotFoundError:
             return []
         except Exception as exc:
