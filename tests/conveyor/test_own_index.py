@@ -12,13 +12,18 @@ import pytest
 from pythonhosted.catalog import record_key
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
 from pythonhosted.conveyor import ConveyorMetrics, build_app, build_resolver, create_legacy_app
+from pythonhosted.conveyor.sources import OwnIndexSource
+from pythonhosted.files.manage import delete
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
+from support.catalogs import CountingReads, put_catalog
+from support.catalogs import record as catalog_record
 from support.conveyor import ConveyorFactory
 from support.edge import raw_request
+from support.processes import wait_until
 
 WHEEL = build_wheel("Demo_Pkg", "1.0")
 SDIST = build_sdist("demo-pkg", "1.0")
@@ -183,3 +188,35 @@ def test_a_malformed_catalog_record_is_503_not_500(
         response = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
     assert (response.status_code, response.text) == (503, "Package index unavailable\n")
     assert response.headers["x-frame-options"] == "deny"
+
+
+def test_a_change_to_a_large_project_reads_only_the_records_that_changed(tmp_path: Path) -> None:
+    """A nightly project takes an upload every few minutes: each used to make the next legacy
+    lookup read every record of the project again (100,000 reads for 100,000 files)."""
+    url = f"file://{tmp_path}/primary"
+    store = open_store(url)
+    asyncio.run(put_catalog(store, "nightly", 3_000))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=url),
+        conveyor=ConveyorSettings(cache_ttl=600),
+    )
+    resolver = build_resolver(settings, ConveyorMetrics())
+    assert resolver is not None and isinstance(resolver.source, OwnIndexSource)
+    counting = CountingReads(resolver.source.store)
+    resolver.source.store = counting  # type: ignore[assignment]
+    new = build_wheel("nightly", "2.0")
+
+    def status(filename: str) -> int:
+        return httpx.get(f"{base}/packages/py3/n/nightly/{filename}").status_code
+
+    with running(build_edge(settings, legacy=create_legacy_app(resolver))) as base:
+        assert status(catalog_record("nightly", 7).filename) == 302
+        assert counting.reads == 3_000
+        record = asyncio.run(upload(store, *new))
+        wait_until(lambda: status(new[0]) == 302)
+        assert counting.reads == 3_001
+        asyncio.run(delete(store, None, [(record, record.path)]))
+        wait_until(lambda: status(new[0]) == 404)
+        assert status(catalog_record("nightly", 7).filename) == 302
+        assert counting.reads == 3_001
