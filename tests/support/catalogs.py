@@ -11,9 +11,10 @@ from pythonhosted.storage import Store
 from pythonhosted.storage.stores import Listed
 
 
-def record(project: str, number: int) -> FileRecord:
-    """The catalog record of a made-up wheel, ``{project}-1.{number}``."""
-    filename = f"{project}-1.{number}-py3-none-any.whl"
+def record(project: str, number: int, tags: str = "py3-none-any") -> FileRecord:
+    """The catalog record of a made-up wheel, ``{project}-1.{number}-{tags}.whl``, with every
+    field the upload sets."""
+    filename = f"{project}-1.{number}-{tags}.whl"
     return FileRecord(
         filename=filename,
         path=f"/packages/aa/bb/{'c' * 60}/{filename}",
@@ -24,8 +25,11 @@ def record(project: str, number: int) -> FileRecord:
         size=1000 + number,
         sha256=f"{number:064x}",
         blake2b_256=f"{number:064x}",
-        upload_time="2026-01-01T00:00:00Z",
+        upload_time="2026-01-01T00:00:00.123456Z",
         requires_python=">=3.8",
+        metadata_sha256=f"{number + 1:064x}",
+        md5=f"{number:032x}",
+        uploaded_via="pythonhosted/0.1.0",
     )
 
 
@@ -38,12 +42,12 @@ def write_catalog(root: Path, project: str, count: int) -> None:
         (folder / f"{made.filename}.json").write_bytes(made.to_json())
 
 
-async def put_catalog(store: Store, project: str, count: int) -> None:
+async def put_catalog(store: Store, project: str, count: int, tags: str = "py3-none-any") -> None:
     """``count`` records of one project, through the store's API (any kind of store)."""
     limit = asyncio.Semaphore(32)
 
     async def put(number: int) -> None:
-        made = record(project, number)
+        made = record(project, number, tags)
         async with limit:
             await store.put(record_key(project, made.filename), made.to_json())
 

@@ -52,7 +52,7 @@ class IndexOptions:
     # host), never built from the request's Host header, which a shared cache may not key on.
     files_url: str | None = None
     cache_ttl: float = 60.0
-    cache_max_bytes: int = 64 * 2**20
+    cache_max_bytes: int = 256 * 2**20
     client: ClientFacts = field(default_factory=ClientFacts)
 
 

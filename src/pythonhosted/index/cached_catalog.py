@@ -24,11 +24,13 @@ whole catalog is listed once per ``ttl``, not per upload.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.catalog import (
     CatalogWatch,
     FileRecord,
@@ -42,12 +44,15 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.index.rendered import Source
 from pythonhosted.storage import Store
 
+log = logging.getLogger(__name__)
+
 # What a cached name costs at least (key, entry, the cache's own bookkeeping), and each record
-# more (the record, its listing tag, its slots in the entry's dict and list); measured with
-# tracemalloc: 324 bytes per entry of an unknown name, 1,100 per record (a wheel's, with
-# every optional field set, the strings records repeat shared).
+# more (the record, its listing tag, its slots in the entry's dict and list) besides its
+# filename, held twice (as itself and in its path); measured with tracemalloc: 324 bytes per
+# entry of an unknown name, 1,321 per record of a wheel with a 63-character name and every
+# optional field set (charged 1,326). A fixed 1,152 a record under-counted long wheel names.
 ENTRY_BYTES = 384
-RECORD_BYTES = 1152
+RECORD_BYTES = 1200
 # Past this many changed projects to check, the root page lists the catalog again instead
 # (one delimiter listing) of asking about each (a bulk upload of 100,000 new projects).
 MAX_UNSURE = 256
@@ -65,10 +70,16 @@ class _Entry:
     read: ProjectRead[FileRecord]
     records: Source[FileRecord]
     fresh_until: float
+    weight: int  # estimated bytes, for the cache's bound
+
+
+def _weight(records: list[FileRecord]) -> int:
+    names = sum(len(record.filename) for record in records)
+    return ENTRY_BYTES + RECORD_BYTES * len(records) + 2 * names
 
 
 def _cost(entry: _Entry) -> int:
-    return ENTRY_BYTES + RECORD_BYTES * len(entry.records)
+    return entry.weight
 
 
 class CatalogPages:
@@ -86,6 +97,7 @@ class CatalogPages:
         self._unsure: set[str] = set()  # changed projects the names were not checked for
         self._listing: Coalescer[int, tuple[set[str], list[str]]] = Coalescer()
         self._checking: Coalescer[None, None] = Coalescer()
+        self._too_big = failure_log(log, "index cache")
 
     async def records(self, name: str) -> list[FileRecord]:
         """Every file of the project ``name`` (normalised); empty for an unknown name.
@@ -100,7 +112,18 @@ class CatalogPages:
         epoch = self._epochs.of(name)
         entry = await self._reading.run((epoch, name), lambda: self._read(name, cached))
         # One larger than the whole cache is not kept, nor one read before a change.
-        if _cost(entry) <= self._pages.maxsize and epoch == self._epochs.of(name):
+        if entry.weight > self._pages.maxsize:
+            self._too_big.note(
+                logging.WARNING,
+                "too big",
+                "index cache too small for %s: its %d files need ~%d bytes, more than "
+                "index.cache_max_bytes (%d); each request for it reads it all again",
+                name,
+                len(entry.records),
+                entry.weight,
+                self._pages.maxsize,
+            )
+        elif epoch == self._epochs.of(name):
             self._pages[name] = entry
         return entry.records
 
@@ -109,10 +132,10 @@ class CatalogPages:
         before = previous.read if previous is not None else None
         read = await read_project(self.store, name, _keep, before)
         if previous is not None and read.kept is previous.read.kept:
-            records = previous.records  # nothing changed: its renderings stay valid
-        else:
-            records = Source(read.values)  # one list, shared and kept
-        return _Entry(read, records, fresh_until)
+            # Nothing changed: its renderings stay valid.
+            return _Entry(read, previous.records, fresh_until, previous.weight)
+        records = Source(read.values)  # one list, shared and kept
+        return _Entry(read, records, fresh_until, _weight(records))
 
     async def project_names(self) -> list[str]:
         """Every project's normalised name (the root page lists the whole catalog)."""
