@@ -223,6 +223,22 @@ async def read_project(
     return ProjectRead(kept, listed_at)
 
 
+async def record_filenames(store: Store, project: str) -> list[str]:
+    """The filenames of a project's records, sorted, from one listing: no record is read."""
+    if not is_project_name(project):
+        return []
+    prefix = f"{PREFIX}{canonicalize_name(project)}/"
+    listed = await store.list(prefix)
+    return [item.key[len(prefix) : -len(".json")] for item in listed if item.key.endswith(".json")]
+
+
+async def records_of(store: Store, project: str, filenames: list[str]) -> list[FileRecord]:
+    """The records of these files of one project (bounded concurrent reads); a file with no
+    record is left out."""
+    found = await _read_each(store, [record_key(project, filename) for filename in filenames])
+    return [record for record in found if record is not None]
+
+
 async def all_records(store: Store) -> list[FileRecord]:
     """Every file of every project, by project then filename: one listing of the catalog and
     bounded concurrent reads (not a listing and a round of reads per project)."""
