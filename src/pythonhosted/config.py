@@ -212,6 +212,8 @@ class ConveyorSettings(BaseModel):
     upstream_timeout: Seconds = 5.0
     upstream_max_bytes: int = Field(default=128 * 2**20, gt=0)
     redirects_reload_interval: Seconds = 2.0
+    # ~1,000,000 lines of ~128 bytes; ~250 bytes of memory per entry held (README).
+    redirects_max_bytes: int = Field(default=128 * 2**20, gt=0)
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
     trust_proxy_headers: bool = False
