@@ -275,7 +275,7 @@ async def projects(store: Store) -> list[str]:
 async def has_files(store: Store, project: str) -> bool:
     if not is_project_name(project):
         return False
-    return bool(await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+    return await store.has_any(f"{PREFIX}{canonicalize_name(project)}/")
 
 
 async def mark_changed(store: Store, projects: Iterable[str]) -> None:

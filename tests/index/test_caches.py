@@ -41,8 +41,8 @@ from support.processes import wait_until
 
 
 class CountingStore:
-    """A store that counts catalog listings (everything else goes straight through; the
-    change markers' listings are not counted)."""
+    """A store that counts catalog listings, whole or of the first entries (everything else
+    goes straight through; the change markers' listings are not counted)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -61,6 +61,10 @@ class CountingStore:
         self.listings.append(prefix)
         await asyncio.sleep(0.05)
         return await self._store.list_names(prefix)
+
+    async def has_any(self, prefix: str) -> bool:
+        self.listings.append(prefix)  # (the first entry of a listing)
+        return await self._store.has_any(prefix)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
@@ -346,3 +350,20 @@ def test_a_project_heavier_than_the_cache_is_served_and_said_so(
         "index.cache_max_bytes (50000); each request for it reads it all again"
     )
     assert [r.getMessage() for r in caplog.records].count(expected) == 2
+
+
+def test_the_root_page_checks_a_changed_large_project_without_listing_its_files(
+    tmp_path: Path,
+) -> None:
+    """Whether a changed project still has files: the first entry of a listing says it (the
+    whole listing of a 50,000-file project's records took 0.6 s of CPU)."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    asyncio.run(put_catalog(primary, "nightly", 3_000))
+    store = CountingReads(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        assert _project_names(client) == ["nightly"]
+        asyncio.run(upload(primary, *build_wheel("nightly", "2.0")))
+        asyncio.run(upload(primary, *build_wheel("fresh", "1.0")))  # seen with or after it
+        wait_until(lambda: _project_names(client) == ["fresh", "nightly"])
+    assert store.listed == 0

@@ -62,11 +62,14 @@ class CountingReads:
         self._store = store
         self.reads = 0
         self.listings: list[str] = []
+        self.listed = 0  # entries of those listings
 
     async def list(self, prefix: str = "", *, after: str | None = None) -> list[Listed]:
+        found = await self._store.list(prefix, after=after)
         if prefix.startswith(PREFIX):
             self.listings.append(prefix)
-        return await self._store.list(prefix, after=after)
+            self.listed += len(found)
+        return found
 
     async def get_bytes(self, key: str) -> bytes:
         if key.startswith(PREFIX):

@@ -304,6 +304,20 @@ class Store:
         found.sort(key=lambda item: item.key)
         return found
 
+    async def has_any(self, prefix: str) -> bool:
+        """Whether any object lies under ``prefix``: the listing's first object ends it (a
+        whole listing of a 50,000-file project's records took 0.6 s of CPU to say yes)."""
+        try:
+            stream = obstore.list(self.backend, prefix=prefix or None, chunk_size=16)
+            async for batch in stream:
+                if any(not meta["path"].startswith(META_PREFIX) for meta in batch):
+                    return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise translate(exc, self.label) from exc
+        return False
+
     async def list_names(self, prefix: str) -> builtins.list[str]:
         """The names one level below ``prefix`` (which ends in ``/``), sorted: what a delimiter
         listing gives, one entry per "directory" however many objects it holds."""
