@@ -9,21 +9,26 @@ building it one upload at a time was quadratic. The TTL's expiry did the same on
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
-from pythonhosted.catalog import get_record
+from pythonhosted.catalog import FileRecord, get_record
 from pythonhosted.files.manage import delete, set_yanked
 from pythonhosted.files.upload import upload
+from pythonhosted.index import app as index_app
 from pythonhosted.index.app import IndexApp, IndexOptions
-from pythonhosted.index.render import JSON_TYPE
+from pythonhosted.index.render import JSON_TYPE, project_json
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
 from support.catalogs import CountingReads, put_catalog
+from support.flood import fetch_all
 from support.processes import wait_until
 
 NEW = "nightly-2.0-py3-none-any.whl"
@@ -88,3 +93,37 @@ def test_a_project_past_its_ttl_is_listed_again_not_read_again(tmp_path: Path) -
         again = client.get("/simple/nightly/", headers={"If-None-Match": etag})
         assert again.status_code == 304
         assert store.reads == 1_000
+
+
+def test_other_requests_are_answered_while_a_large_page_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 100,000-file project's JSON page takes 1.5-3 s of CPU to render; rendered on the
+    event loop it held up every request of the process. The rendering here waits until
+    another project's page has been answered: on the loop, nothing is answered and it fails."""
+    rendering, answered = threading.Event(), threading.Event()
+    renders: list[str] = []
+
+    def held(name: str, records: list[FileRecord], files_url: str) -> bytes:
+        renders.append(name)
+        rendering.set()
+        answered.wait(10)
+        return project_json(name, records, files_url)
+
+    monkeypatch.setattr(index_app, "project_json", held)
+    primary = open_store(f"file://{tmp_path}/primary")
+    asyncio.run(put_catalog(primary, "nightly", 1_000))
+    asyncio.run(put_catalog(primary, "other", 1))
+    app = IndexApp(primary, None, IndexOptions(cache_ttl=600))
+    with running(app.service()) as url, ThreadPoolExecutor(1) as pool:
+        cold = [("/simple/nightly/", {"Accept": JSON_TYPE})] * 200
+        answers = pool.submit(asyncio.run, fetch_all(url, cold, concurrency=200))
+        assert rendering.wait(30)
+        try:
+            other = httpx.get(url + "/simple/other/", timeout=5)
+        finally:
+            answered.set()
+        assert other.status_code == 200 and "other-1.0-py3-none-any.whl" in other.text
+        pages = {answer.body for answer in answers.result(timeout=60)}
+    assert len(pages) == 1 and len(orjson.loads(pages.pop())["files"]) == 1_000
+    assert renders == ["nightly"]  # 200 concurrent requests for the cold page: one rendering
