@@ -20,8 +20,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
+from typing import Generic, TypeVar
 
 import orjson
 from packaging.utils import InvalidName, canonicalize_name
@@ -74,13 +75,23 @@ class FileRecord:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, data: bytes) -> FileRecord:
-        """A record as stored; fields a newer writer added are left out, not an error."""
+    def from_json(cls, data: bytes, shared: dict[str, str] | None = None) -> FileRecord:
+        """A record as stored; fields a newer writer added are left out, not an error.
+
+        With ``shared``, the values of fields many records repeat are taken from it (and
+        added to it): a reader of 100,000 records holds one copy of each, not 100,000.
+        """
         stored = orjson.loads(data)
+        if shared is not None:
+            for name in _REPEATED:
+                value = stored.get(name)
+                if isinstance(value, str):
+                    stored[name] = shared.setdefault(value, value)
         return cls(**{name: stored[name] for name in _FIELDS if name in stored})
 
 
 _FIELDS = tuple(field.name for field in fields(FileRecord))
+_REPEATED = ("project", "package_type", "python_version", "requires_python", "uploaded_via")
 
 
 def is_project_name(name: str) -> bool:
@@ -138,6 +149,96 @@ async def project_records(store: Store, project: str) -> list[FileRecord]:
     return await _read_all(store, await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRead(Generic[T]):
+    """What a reader kept of one project's records, with what the listing said of each, so
+    the next read of the project reads only the records that changed since.
+
+    ``kept`` maps each filename, in the listing's order, to (the listing's tag for its record,
+    what the reader kept of it: the record, or less); ``listed_at`` is when the listing began.
+    """
+
+    kept: dict[str, tuple[str, T]]
+    listed_at: float
+
+    @property
+    def values(self) -> list[T]:
+        return [value for _, value in self.kept.values()]
+
+
+async def read_project(
+    store: Store,
+    project: str,
+    keep: Callable[[FileRecord], T],
+    previous: ProjectRead[T] | None = None,
+) -> ProjectRead[T]:
+    """One project's records (``keep`` of each, in filename order), reading only those that
+    changed since ``previous``: one listing, and a read per new or rewritten record.
+
+    A nightly build's project has 10,000-100,000 files and takes an upload every few minutes;
+    every reader used to read all of its records again after each one (50,000 reads, 16 s of
+    CPU, per upload). A record counts as unchanged when the listing gives it the same tag
+    (the store's ETag, which a rewrite changes); a store that gives no ETag has size and time
+    compared, and a record it lists as modified up to :data:`CLOCK_SKEW` before the previous
+    listing is read again (a rewrite of the same size in the same second looks the same).
+    """
+    if not is_project_name(project):
+        return ProjectRead({}, time.time())
+    prefix = f"{PREFIX}{canonicalize_name(project)}/"
+    listed_at = time.time()
+    listed = await store.list(prefix)
+    before = previous.kept if previous is not None else {}
+    recent = (previous.listed_at if previous is not None else 0.0) - CLOCK_SKEW
+    tags: dict[str, str] = {}
+    wanted: list[str] = []
+    for item in listed:
+        filename = item.key[len(prefix) : -len(".json")] if item.key.endswith(".json") else ""
+        if not filename:
+            continue  # not a record's key
+        tags[filename] = tag = item.etag or f"{item.size}@{item.last_modified.isoformat()}"
+        known = before.get(filename)
+        if (
+            known is None
+            or known[0] != tag
+            or (item.etag is None and item.last_modified.timestamp() >= recent)
+        ):
+            wanted.append(filename)
+    if previous is not None and not wanted and len(tags) == len(before):
+        return ProjectRead(before, listed_at)  # the same records: the same dict, kept
+    found = await _read_each(store, [prefix + filename + ".json" for filename in wanted])
+    fresh = dict(zip(wanted, found, strict=True))
+    kept: dict[str, tuple[str, T]] = {}
+    for filename, tag in tags.items():
+        if filename in fresh:
+            record = fresh[filename]
+            if record is not None:  # (None: deleted between the listing and the read)
+                # (the record's own string when it is the same: one copy of the name)
+                name = record.filename if record.filename == filename else filename
+                kept[name] = (tag, keep(record))
+        else:
+            kept[filename] = before[filename]
+    return ProjectRead(kept, listed_at)
+
+
+async def record_filenames(store: Store, project: str) -> list[str]:
+    """The filenames of a project's records, sorted, from one listing: no record is read."""
+    if not is_project_name(project):
+        return []
+    prefix = f"{PREFIX}{canonicalize_name(project)}/"
+    listed = await store.list(prefix)
+    return [item.key[len(prefix) : -len(".json")] for item in listed if item.key.endswith(".json")]
+
+
+async def records_of(store: Store, project: str, filenames: list[str]) -> list[FileRecord]:
+    """The records of these files of one project (bounded concurrent reads); a file with no
+    record is left out."""
+    found = await _read_each(store, [record_key(project, filename) for filename in filenames])
+    return [record for record in found if record is not None]
+
+
 async def all_records(store: Store) -> list[FileRecord]:
     """Every file of every project, by project then filename: one listing of the catalog and
     bounded concurrent reads (not a listing and a round of reads per project)."""
@@ -145,17 +246,24 @@ async def all_records(store: Store) -> list[FileRecord]:
 
 
 async def _read_all(store: Store, listed: list[Listed]) -> list[FileRecord]:
+    found = await _read_each(store, [item.key for item in listed])
+    return [record for record in found if record is not None]
+
+
+async def _read_each(store: Store, keys: list[str]) -> list[FileRecord | None]:
+    """Each record, None for one deleted since it was listed; strings most records repeat
+    (the project, the tags, Requires-Python) are shared, not held once per record."""
     limit = asyncio.Semaphore(READ_CONCURRENCY)
+    shared: dict[str, str] = {}
 
     async def read(key: str) -> FileRecord | None:
         async with limit:
             try:
-                return FileRecord.from_json(await store.get_bytes(key))
+                return FileRecord.from_json(await store.get_bytes(key), shared)
             except NotFound:
                 return None
 
-    found = await asyncio.gather(*(read(item.key) for item in listed))
-    return [record for record in found if record is not None]
+    return list(await asyncio.gather(*(read(key) for key in keys)))
 
 
 async def projects(store: Store) -> list[str]:
@@ -167,7 +275,7 @@ async def projects(store: Store) -> list[str]:
 async def has_files(store: Store, project: str) -> bool:
     if not is_project_name(project):
         return False
-    return bool(await store.list(f"{PREFIX}{canonicalize_name(project)}/"))
+    return await store.has_any(f"{PREFIX}{canonicalize_name(project)}/")
 
 
 async def mark_changed(store: Store, projects: Iterable[str]) -> None:

@@ -96,7 +96,8 @@ class IndexSettings(BaseModel):
     bind: str = "127.0.0.1:8003"
     files_url: str | None = None
     cache_ttl: float = Field(default=60.0, ge=0)
-    cache_max_bytes: int = Field(default=64 * 2**20, ge=0)
+    # A 100,000-file project: ~135 MB of records, ~75 MB of renderings (README).
+    cache_max_bytes: int = Field(default=256 * 2**20, ge=0)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -211,6 +212,8 @@ class ConveyorSettings(BaseModel):
     upstream_timeout: Seconds = 5.0
     upstream_max_bytes: int = Field(default=128 * 2**20, gt=0)
     redirects_reload_interval: Seconds = 2.0
+    # ~1,000,000 lines of ~128 bytes; ~250 bytes of memory per entry held (README).
+    redirects_max_bytes: int = Field(default=128 * 2**20, gt=0)
     store_connect_timeout: Seconds = 2.0
     store_read_timeout: Seconds = 10.0
     trust_proxy_headers: bool = False

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,13 +15,20 @@ import pytest
 from pythonhosted.catalog import record_key
 from pythonhosted.config import ConveyorSettings, FilesSettings, Settings
 from pythonhosted.conveyor import ConveyorMetrics, build_app, build_resolver, create_legacy_app
+from pythonhosted.conveyor import sources as sources_module
+from pythonhosted.conveyor.projectfiles import LegacyFile, ProjectFiles
+from pythonhosted.conveyor.sources import OwnIndexSource
+from pythonhosted.files.manage import delete
 from pythonhosted.files.service import build_edge
 from pythonhosted.files.upload import upload
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
+from support.catalogs import CountingReads, put_catalog
+from support.catalogs import record as catalog_record
 from support.conveyor import ConveyorFactory
 from support.edge import raw_request
+from support.processes import wait_until
 
 WHEEL = build_wheel("Demo_Pkg", "1.0")
 SDIST = build_sdist("demo-pkg", "1.0")
@@ -183,3 +193,72 @@ def test_a_malformed_catalog_record_is_503_not_500(
         response = httpx.get(f"{base}/packages/source/d/demo-pkg/{SDIST[0]}")
     assert (response.status_code, response.text) == (503, "Package index unavailable\n")
     assert response.headers["x-frame-options"] == "deny"
+
+
+def test_a_change_to_a_large_project_reads_only_the_records_that_changed(tmp_path: Path) -> None:
+    """A nightly project takes an upload every few minutes: each used to make the next legacy
+    lookup read every record of the project again (100,000 reads for 100,000 files)."""
+    url = f"file://{tmp_path}/primary"
+    store = open_store(url)
+    asyncio.run(put_catalog(store, "nightly", 3_000))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        files=FilesSettings(primary=url),
+        conveyor=ConveyorSettings(cache_ttl=600),
+    )
+    resolver = build_resolver(settings, ConveyorMetrics())
+    assert resolver is not None and isinstance(resolver.source, OwnIndexSource)
+    counting = CountingReads(resolver.source.store)
+    resolver.source.store = counting  # type: ignore[assignment]
+    new = build_wheel("nightly", "2.0")
+
+    def status(filename: str) -> int:
+        return httpx.get(f"{base}/packages/py3/n/nightly/{filename}").status_code
+
+    with running(build_edge(settings, legacy=create_legacy_app(resolver))) as base:
+        assert status(catalog_record("nightly", 7).filename) == 302
+        assert counting.reads == 3_000
+        record = asyncio.run(upload(store, *new))
+        wait_until(lambda: status(new[0]) == 302)
+        assert counting.reads == 3_001
+        asyncio.run(delete(store, None, [(record, record.path)]))
+        wait_until(lambda: status(new[0]) == 404)
+        assert status(catalog_record("nightly", 7).filename) == 302
+        assert counting.reads == 3_001
+
+
+def test_legacy_lookups_are_answered_while_a_large_project_is_indexed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexing a 100,000-file project's files for lookups takes ~1 s of CPU, after each
+    upload to it; on the event loop that held up every request. The indexing here waits until
+    another project's lookup has been answered: on the loop, nothing is answered."""
+    indexing, answered = threading.Event(), threading.Event()
+    real = sources_module.ProjectFiles
+
+    def held(files: Iterable[LegacyFile]) -> ProjectFiles:
+        if not indexing.is_set():
+            indexing.set()
+            answered.wait(10)
+        return real(files)
+
+    monkeypatch.setattr(sources_module, "ProjectFiles", held)
+    url = f"file://{tmp_path}/primary"
+    for project, count in (("nightly", 500), ("other", 1)):
+        asyncio.run(put_catalog(open_store(url), project, count))
+    settings = Settings(data_dir=tmp_path / "data", files=FilesSettings(primary=url))
+    resolver = build_resolver(settings, ConveyorMetrics())
+    assert resolver is not None
+    with (
+        running(build_edge(settings, legacy=create_legacy_app(resolver))) as base,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        path = "/packages/py3/n/nightly/" + catalog_record("nightly", 7).filename
+        big = pool.submit(httpx.get, base + path, timeout=30)
+        assert indexing.wait(30)
+        try:
+            other = httpx.get(f"{base}/packages/py3/o/other/other-1.0-py3-none-any.whl", timeout=5)
+        finally:
+            answered.set()
+        assert other.status_code == 302
+        assert big.result().status_code == 302

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from pythonhosted.cli import main
 from pythonhosted.conveyor import redirects as redirects_module
-from pythonhosted.conveyor.redirects import MAX_BYTES, REDIRECTS_KEY, RedirectFile, parse_redirects
+from pythonhosted.conveyor.redirects import REDIRECTS_KEY, RedirectFile, parse_redirects
 from pythonhosted.storage import open_store
 from support.conveyor import ConveyorFactory
 
@@ -83,7 +83,9 @@ def stored_table(url: str) -> bytes:
 
 
 def metric(base: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(base + "/metrics").text, re.M)
+    found = re.search(
+        rf"^{re.escape(name)} (\S+)$", httpx.get(base + "/metrics", timeout=60).text, re.M
+    )
     return float(found.group(1)) if found else 0.0
 
 
@@ -209,20 +211,61 @@ def test_an_oversized_table_is_refused_and_the_old_one_kept(
     tmp_path: Path, conveyor: ConveyorFactory
 ) -> None:
     store = f"file://{tmp_path}/docs"
+    limit = 2**20
     put(store, REDIRECTS_KEY, line("proj", "https://proj.example"))
-    with conveyor(docs=store, redirects_reload_interval=0.1) as base:
+    with conveyor(docs=store, redirects_reload_interval=0.1, redirects_max_bytes=limit) as base:
         assert httpx.get(base + "/proj/").headers["location"] == "https://proj.example"
         filler = line("other", "https://other.example")
-        put(store, REDIRECTS_KEY, filler * (MAX_BYTES // len(filler) + 1))
+        put(store, REDIRECTS_KEY, filler * (limit // len(filler) + 1))
         wait_for(lambda: metric(base, "conveyor_redirect_table_current") == 0)
         assert metric(base, 'conveyor_redirect_table_failures_total{reason="malformed"}') == 1
         assert httpx.get(base + "/proj/").headers["location"] == "https://proj.example"
         assert httpx.get(base + "/other/").status_code == 404
-    code, output = cli("docs", "redirect", "--store", store, "proj", "https://x.example")
-    assert (code, output) == (
-        1,
-        f"Error: redirects.txt is malformed, fix it first: larger than {MAX_BYTES} bytes\n",
+    result = CliRunner().invoke(
+        main,
+        ["docs", "redirect", "--store", store, "proj", "https://x.example"],
+        env={"PYTHONHOSTED_CONVEYOR__REDIRECTS_MAX_BYTES": str(limit)},
     )
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: redirects.txt is malformed, fix it first: larger than {limit} bytes\n",
+    )
+
+
+def test_a_table_of_140000_projects_is_served(tmp_path: Path, conveyor: ConveyorFactory) -> None:
+    """17.8 MB of lines as real tables write them: over the 16 MB the service used to accept,
+    so the whole table was refused. Each request is one dict lookup whatever the size."""
+    store = f"file://{tmp_path}/docs"
+    table = b"".join(
+        line(f"project-number-{n}", f"https://project-number-{n}.readthedocs.io/en/latest", True)
+        for n in range(140_000)
+    )
+    assert len(table) > 16 * 2**20
+    put(store, REDIRECTS_KEY, table)
+    with conveyor(docs=store) as base:
+        assert metric(base, "conveyor_redirect_table_entries") == 140_000
+        last = httpx.get(base + "/project-number-139999/api.html", timeout=60).headers["location"]
+        assert last == "https://project-number-139999.readthedocs.io/en/latest/api.html"
+    code, output = cli(
+        "docs", "redirect", "--store", store, "project-number-7", "https://x.example"
+    )
+    assert (code, output) == (0, "project-number-7: redirect set, takes effect within 3 s\n")
+
+
+def test_refused_lines_are_logged_a_hundred_then_counted(
+    tmp_path: Path, conveyor: ConveyorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line each for 100,000 refused targets was 100,000 error lines per version."""
+    store = f"file://{tmp_path}/docs"
+    bad = b"".join(line(f"p{n}", "javascript:alert(1)") for n in range(1_000))
+    put(store, REDIRECTS_KEY, bad + line("good", "https://good.example"))
+    with conveyor(docs=store) as base:
+        assert metric(base, "conveyor_redirect_table_refused_lines") == 1_000
+        assert httpx.get(base + "/good/").headers["location"] == "https://good.example"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 101
+    assert errors[0].startswith("redirects.txt line 1: target for 'p0' ")
+    assert errors[-1] == "redirects.txt: 900 more lines refused for their target"
 
 
 def test_requests_are_answered_while_a_table_is_parsed(

@@ -7,10 +7,13 @@ and a burst for one uncached project read the catalog once per request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pythonhosted.catalog import (
     CHANGES_KEPT,
@@ -26,19 +29,20 @@ from pythonhosted.catalog import (
 from pythonhosted.files.manage import delete
 from pythonhosted.files.upload import upload
 from pythonhosted.index.app import IndexApp, IndexOptions
-from pythonhosted.index.cached_catalog import ENTRY_BYTES, CatalogPages
+from pythonhosted.index.cached_catalog import ENTRY_BYTES, RECORD_BYTES, CatalogPages
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import Store, open_store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.web.server import running
+from support.catalogs import CountingReads, put_catalog, record
 from support.flood import fetch_all
 from support.metrics import sample
 from support.processes import wait_until
 
 
 class CountingStore:
-    """A store that counts catalog listings (everything else goes straight through; the
-    change markers' listings are not counted)."""
+    """A store that counts catalog listings, whole or of the first entries (everything else
+    goes straight through; the change markers' listings are not counted)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -57,6 +61,10 @@ class CountingStore:
         self.listings.append(prefix)
         await asyncio.sleep(0.05)
         return await self._store.list_names(prefix)
+
+    async def has_any(self, prefix: str) -> bool:
+        self.listings.append(prefix)  # (the first entry of a listing)
+        return await self._store.has_any(prefix)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
@@ -286,3 +294,76 @@ def test_a_bulk_upload_prunes_markers_once_not_at_every_upload(tmp_path: Path) -
     asyncio.run(scenario())
     assert len(markers) == 2_000
     assert store.marker_listings <= 1
+
+
+def test_the_cache_charges_at_least_what_a_project_holds(tmp_path: Path) -> None:
+    """Long wheel names (manylinux tags) included: a fixed 1,152 bytes a record charged a
+    2,000-file project 2.3 MB while it held 2.6 MB, so the bound was not one."""
+    store = open_store(f"file://{tmp_path}/primary")
+    tags = "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64"
+    asyncio.run(put_catalog(store, "warm-up", 10, tags))
+    asyncio.run(put_catalog(store, "nightly", 2_000, tags))
+    pages = CatalogPages(store, ttl=600, max_bytes=2**30)
+
+    async def held() -> tuple[int, int]:
+        """(bytes the project's records hold, bytes the cache charges for them)."""
+        await pages.records("warm-up")  # what the first read allocates once, not counted
+        charged_before = pages.bytes
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            records = await pages.records("nightly")
+            for _ in range(5):
+                await asyncio.sleep(0)  # the read's finished tasks go
+            gc.collect()
+            assert len(records) == 2_000
+            return tracemalloc.get_traced_memory()[0] - before, pages.bytes - charged_before
+        finally:
+            tracemalloc.stop()
+
+    measured, charged = asyncio.run(held())
+    assert pages.entries == 2
+    assert measured <= charged < 1.2 * measured
+
+
+def test_a_project_heavier_than_the_cache_is_served_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not kept, so each request reads it all again: the log tells the operator which
+    project and how much memory it needs."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    asyncio.run(put_catalog(primary, "heavy", 50))
+    store = CountingReads(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600, cache_max_bytes=50_000))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        for _ in range(2):
+            assert client.get("/simple/heavy/").text.count("<a href=") == 50
+    assert store.reads == 100
+    weight = (
+        ENTRY_BYTES
+        + 50 * RECORD_BYTES
+        + 2 * sum(len(record("heavy", number).filename) for number in range(50))
+    )
+    expected = (
+        f"index cache too small for heavy: its 50 files need ~{weight} bytes, more than "
+        "index.cache_max_bytes (50000); each request for it reads it all again"
+    )
+    assert [r.getMessage() for r in caplog.records].count(expected) == 2
+
+
+def test_the_root_page_checks_a_changed_large_project_without_listing_its_files(
+    tmp_path: Path,
+) -> None:
+    """Whether a changed project still has files: the first entry of a listing says it (the
+    whole listing of a 50,000-file project's records took 0.6 s of CPU)."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    asyncio.run(put_catalog(primary, "nightly", 3_000))
+    store = CountingReads(primary)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=600))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        assert _project_names(client) == ["nightly"]
+        asyncio.run(upload(primary, *build_wheel("nightly", "2.0")))
+        asyncio.run(upload(primary, *build_wheel("fresh", "1.0")))  # seen with or after it
+        wait_until(lambda: _project_names(client) == ["fresh", "nightly"])
+    assert store.listed == 0

@@ -13,36 +13,14 @@ from pathlib import Path
 
 import httpx
 
-from pythonhosted.catalog import PREFIX, FileRecord
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support.catalogs import write_catalog
 from support.memory import settled, slow_readers
 from support.processes import started
 
 FILES = 18_000
 READERS = 20
 PER_READER_LIMIT = 2 * 2**20  # the pieces the server queues (~1.3 MB), well under the page
-
-
-def write_catalog(root: Path, project: str, count: int) -> None:
-    """``count`` catalog records of one project, written as the upload writes them."""
-    folder = root / PREFIX / project
-    folder.mkdir(parents=True)
-    for number in range(count):
-        filename = f"{project}-1.{number}-py3-none-any.whl"
-        record = FileRecord(
-            filename=filename,
-            path=f"/packages/aa/bb/{'c' * 60}/{filename}",
-            project=project,
-            version=f"1.{number}",
-            package_type="bdist_wheel",
-            python_version="py3",
-            size=1000 + number,
-            sha256=f"{number:064x}",
-            blake2b_256=f"{number:064x}",
-            upload_time="2026-01-01T00:00:00Z",
-            requires_python=">=3.8",
-        )
-        (folder / f"{filename}.json").write_bytes(record.to_json())
 
 
 def test_slow_readers_of_a_large_page_share_one_copy(tmp_path: Path) -> None:

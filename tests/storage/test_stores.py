@@ -256,5 +256,10 @@ def test_listing_names_and_after(writable_store: Store, request: pytest.FixtureR
         assert await writable_store.list_names("nothing/") == []
         after = await writable_store.list("catalog/", after="catalog/b/2.json")
         assert [item.key for item in after] == ["catalog/c"]
+        assert [await writable_store.has_any(p) for p in ("catalog/b/", "catalog/a/", "x/")] == [
+            True,
+            False,
+            False,
+        ]
 
     run(scenario())

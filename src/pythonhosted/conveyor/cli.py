@@ -122,7 +122,8 @@ def redirect_command(
     redirect = None if base_uri is None else Redirect(base_uri, include_path)
     store = _store(settings, store_url)
     try:
-        changed = asyncio.run(set_redirect(store, project, redirect))
+        limit = settings.conveyor.redirects_max_bytes
+        changed = asyncio.run(set_redirect(store, project, redirect, limit))
     except (PublishError, StorageError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from exc
     if not changed:

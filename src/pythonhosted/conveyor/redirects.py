@@ -28,8 +28,12 @@ from pythonhosted.storage import NotFound, StorageError, Store
 log = logging.getLogger(__name__)
 
 REDIRECTS_KEY = "redirects.txt"
-# ~150,000 entries of ~100 bytes: far beyond any real table, small enough to parse in one go.
-MAX_BYTES = 16 * 2**20
+# The default of ``conveyor.redirects_max_bytes``: ~1,000,000 lines of ~128 bytes (parsed in
+# ~7 s of CPU in a thread, ~250 MB held). It was 16 MB, "~150,000 entries of ~100 bytes":
+# real lines are ~128 bytes, so a table of 130,000 projects was refused whole.
+MAX_BYTES = 128 * 2**20
+# Refused lines logged one by one per version of the file; the rest are counted in one line.
+LOGGED_REFUSALS = 100
 
 
 class MalformedRedirects(ValueError):
@@ -123,20 +127,20 @@ class Version:
     last_modified: datetime
 
 
-async def read_redirects_file(store: Store) -> tuple[bytes, Version]:
-    """The stored redirects.txt and its version; MalformedRedirects past :data:`MAX_BYTES`.
+async def read_redirects_file(store: Store, max_bytes: int = MAX_BYTES) -> tuple[bytes, Version]:
+    """The stored redirects.txt and its version; MalformedRedirects past ``max_bytes``.
 
     Read in chunks and counted, so a file that grew after the ``info`` is refused too.
     """
     info = await store.info(REDIRECTS_KEY)
     version = Version(info.etag, info.size, info.last_modified)
-    too_big = MalformedRedirects(f"larger than {MAX_BYTES} bytes")
-    if info.size > MAX_BYTES:
+    too_big = MalformedRedirects(f"larger than {max_bytes} bytes")
+    if info.size > max_bytes:
         raise too_big
     data = bytearray()
     async for chunk in await store.read(REDIRECTS_KEY):
         data += chunk
-        if len(data) > MAX_BYTES:
+        if len(data) > max_bytes:
             raise too_big
     return bytes(data), version
 
@@ -144,9 +148,10 @@ async def read_redirects_file(store: Store) -> tuple[bytes, Version]:
 class RedirectTable:
     """The table in service, refreshed from the store by :meth:`reload`."""
 
-    def __init__(self, store: Store, metrics: ConveyorMetrics) -> None:
+    def __init__(self, store: Store, metrics: ConveyorMetrics, max_bytes: int = MAX_BYTES) -> None:
         self.store = store
         self.metrics = metrics
+        self.max_bytes = max_bytes
         self.table: dict[str, Redirect] = {}
         self.version: Version | None = None
 
@@ -159,7 +164,7 @@ class RedirectTable:
             info = await self.store.info(REDIRECTS_KEY)
             if Version(info.etag, info.size, info.last_modified) == self.version:
                 return
-            data, version = await read_redirects_file(self.store)
+            data, version = await read_redirects_file(self.store, self.max_bytes)
             # In a thread: 16 MB take about a second of CPU, which on the loop stalled every
             # request of the process (all services, in `pythonhosted serve`) for 2.5 s.
             parsed = await asyncio.to_thread(parse_redirects, data)
@@ -173,8 +178,11 @@ class RedirectTable:
             self.version = Version(info.etag, info.size, info.last_modified)  # not every check
             self._failed("malformed", f"malformed ({exc})", logging.ERROR)
             return
-        for refused in parsed.refused:
+        for refused in parsed.refused[:LOGGED_REFUSALS]:
             log.error("%s; skipping that line", refused)
+        if len(parsed.refused) > LOGGED_REFUSALS:
+            more = len(parsed.refused) - LOGGED_REFUSALS
+            log.error("%s: %d more lines refused for their target", REDIRECTS_KEY, more)
         self.table, self.version = parsed.table, version
         self.metrics.redirect_reloads.inc()
         self.metrics.redirect_current.set(1)

@@ -77,7 +77,7 @@ def build_app(settings: Settings) -> ConveyorApp:
     store = open_store(docs_url(settings), _timeouts(conveyor))
     resolver = build_resolver(settings, metrics)
     return ConveyorApp(
-        DocsSite(store, RedirectTable(store, metrics)),
+        DocsSite(store, RedirectTable(store, metrics, conveyor.redirects_max_bytes)),
         LegacyApp(resolver) if resolver is not None else None,
         metrics,
         conveyor.redirects_reload_interval,

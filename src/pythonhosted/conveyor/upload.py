@@ -34,6 +34,7 @@ from pythonhosted.conveyor.bundle import (
     read_whole,
 )
 from pythonhosted.conveyor.redirects import (
+    MAX_BYTES,
     REDIRECTS_KEY,
     MalformedRedirects,
     Redirect,
@@ -144,14 +145,14 @@ async def _streamed(bundle: Bundle, member: Member) -> AsyncIterator[bytes]:
         reader.close()
 
 
-async def read_redirects(store: Store, project: str) -> RedirectFile:
+async def read_redirects(store: Store, project: str, max_bytes: int = MAX_BYTES) -> RedirectFile:
     """The stored table (empty when there is none), to edit ``project``'s entry in.
 
     PublishError when it is malformed, or when a line other than ``project``'s has a target
     the service would refuse (rewriting the file would silently drop it).
     """
     try:
-        data, _ = await read_redirects_file(store)
+        data, _ = await read_redirects_file(store, max_bytes)
         parsed = parse_redirects(data)
     except NotFound:
         return RedirectFile({})
@@ -163,7 +164,9 @@ async def read_redirects(store: Store, project: str) -> RedirectFile:
     return parsed
 
 
-async def set_redirect(store: Store, project: str, redirect: Redirect | None) -> bool:
+async def set_redirect(
+    store: Store, project: str, redirect: Redirect | None, max_bytes: int = MAX_BYTES
+) -> bool:
     """Add, replace (``redirect``) or remove (None) one entry; False if nothing changed.
 
     A refused line of ``project``'s own is replaced or removed too: that is how to fix it.
@@ -174,7 +177,7 @@ async def set_redirect(store: Store, project: str, redirect: Redirect | None) ->
             check_target(redirect.base_uri)
         except InvalidTarget as exc:
             raise PublishError(f"base URI {exc}") from None
-    stored = await read_redirects(store, project)
+    stored = await read_redirects(store, project, max_bytes)
     table = stored.table
     if table.get(project) == redirect and not stored.refused:
         return False

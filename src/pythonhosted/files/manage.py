@@ -33,7 +33,9 @@ from pythonhosted.catalog import (
     mark_changed,
     project_records,
     put_record,
+    record_filenames,
     record_key,
+    records_of,
 )
 from pythonhosted.distributions import HASHED_PATH, InvalidDistribution, parse_filename
 from pythonhosted.storage import Store
@@ -50,7 +52,7 @@ async def select(store: Store, spec: str) -> list[FileRecord]:
     or a hashed path (``/packages/xx/yy/…/filename``)."""
     if "==" in spec:
         project, _, version = (part.strip() for part in spec.partition("=="))
-        found = [r for r in await project_records(store, project) if _same(r.version, version)]
+        found = await _release(store, project, version)
     else:
         path = spec if spec.startswith("/packages/") else None
         if path is not None and not HASHED_PATH.match(path):
@@ -65,6 +67,26 @@ async def select(store: Store, spec: str) -> list[FileRecord]:
     if not found:
         raise NothingMatches(f"{spec}: no such file")
     return found
+
+
+async def _release(store: Store, project: str, version: str) -> list[FileRecord]:
+    """Every file of one release, reading only the records whose filename names that version.
+
+    A filename says its version (the upload refuses a file whose metadata says another), so
+    yanking or deleting a release of a 50,000-file nightly project lists the project and
+    reads its few records, instead of reading all 50,000 (14 s of CPU). A filename that
+    does not parse (a record ``files upload`` did not write) is read to be sure.
+    """
+    candidates = []
+    for filename in await record_filenames(store, project):
+        try:
+            named = parse_filename(filename).version
+        except InvalidDistribution:
+            named = None
+        if named is None or _same(named, version):
+            candidates.append(filename)
+    found = await records_of(store, project, candidates)
+    return [record for record in found if _same(record.version, version)]
 
 
 def _same(stored: str, asked: str) -> bool:

@@ -52,7 +52,7 @@ class IndexOptions:
     # host), never built from the request's Host header, which a shared cache may not key on.
     files_url: str | None = None
     cache_ttl: float = 60.0
-    cache_max_bytes: int = 64 * 2**20
+    cache_max_bytes: int = 256 * 2**20
     client: ClientFacts = field(default_factory=ClientFacts)
 
 
@@ -156,7 +156,7 @@ class IndexApp:
     async def _root(self, content_type: str) -> Page:
         names = await self.pages.project_names()
         render = index_json if content_type == JSON_TYPE else index_html
-        return self.rendered.page(("", content_type), names, lambda: render(names))
+        return await self.rendered.page(("", content_type), names, lambda: render(names))
 
     async def _project(self, name: str, content_type: str) -> Page | None:
         records = await self.pages.records(name)
@@ -165,7 +165,7 @@ class IndexApp:
         files_url = self.options.files_url or ""  # root-relative: the same page for every Host
         display = records[0].project
         render = project_json if content_type == JSON_TYPE else project_html
-        return self.rendered.page(
+        return await self.rendered.page(
             (name, content_type, files_url),
             records,
             lambda: render(display, records, files_url),

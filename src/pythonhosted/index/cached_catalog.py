@@ -2,7 +2,7 @@
 
 Every requested name used to stay cached forever (3,000 requests for unknown names made
 3,000 entries), and a burst of requests for one uncached project read the catalog once per
-request. Entries now expire after ``ttl`` seconds, the cache is held to ``max_bytes`` (each
+request. Entries now go stale after ``ttl`` seconds, the cache is held to ``max_bytes`` (each
 entry charged for its records and at least ``ENTRY_BYTES``, so the entry count is bounded
 too), least recently used first out, and concurrent misses for one name share one catalog
 read. Unknown names are cached too (as no records): a flood of them costs one listing per name
@@ -10,44 +10,76 @@ and per ``ttl``, and never more memory than the bound.
 
 An upload, a yank or a delete shows at once (within a second) rather than after ``ttl``:
 every request first asks the :class:`~pythonhosted.catalog.CatalogWatch` (a clock comparison;
-the store is read at most once a second) which projects changed, and their pages are dropped.
-Reads of a project that were under way when it changed are neither kept nor joined by later
-requests, so no stale page outlives the change. The root page's list of names is not read
-again for a change: each changed project is looked up (does it still have files?) and added
-or removed, so on a busy index the whole catalog is listed once per ``ttl``, not per upload.
+the store is read at most once a second) which projects changed, and their pages go stale.
+A stale project is read again from what the cache holds of it: one listing, and a read of each
+record that is new or was rewritten (:func:`~pythonhosted.catalog.read_project`), so a
+50,000-file project that takes an upload costs one record read, not 50,000, and its
+renderings outlive a ``ttl`` that found nothing changed. Reads of a project that were under
+way when it changed are neither kept nor joined by later requests, so no stale page outlives
+the change. The root page's list of names is not read again for a change: each changed
+project is looked up (does it still have files?) and added or removed, so on a busy index the
+whole catalog is listed once per ``ttl``, not per upload.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import time
+from dataclasses import dataclass
 
-from cachetools import TTLCache
+from cachetools import LRUCache
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.catalog import (
     CatalogWatch,
     FileRecord,
+    ProjectRead,
     ReadEpochs,
     has_files,
-    project_records,
     projects,
+    read_project,
 )
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.index.rendered import Source
 from pythonhosted.storage import Store
 
-# What a cached name costs at least (key, list, the cache's own bookkeeping), and each record
-# more; measured with tracemalloc: 324 bytes per entry of an unknown name, 1,100 per record
-# (a wheel's, with every optional field set).
+log = logging.getLogger(__name__)
+
+# What a cached name costs at least (key, entry, the cache's own bookkeeping), and each record
+# more (the record, its listing tag, its slots in the entry's dict and list) besides its
+# filename, held twice (as itself and in its path); measured with tracemalloc: 324 bytes per
+# entry of an unknown name, 1,321 per record of a wheel with a 63-character name and every
+# optional field set (charged 1,326). A fixed 1,152 a record under-counted long wheel names.
 ENTRY_BYTES = 384
-RECORD_BYTES = 1152
+RECORD_BYTES = 1200
 # Past this many changed projects to check, the root page lists the catalog again instead
 # (one delimiter listing) of asking about each (a bulk upload of 100,000 new projects).
 MAX_UNSURE = 256
 
 
-def _cost(records: list[FileRecord]) -> int:
-    return ENTRY_BYTES + RECORD_BYTES * len(records)
+def _keep(record: FileRecord) -> FileRecord:
+    return record
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One project as read: its records (the list renderings are made from) and what the
+    next read needs to read only what changed. ``fresh_until`` 0 once the project changed."""
+
+    read: ProjectRead[FileRecord]
+    records: Source[FileRecord]
+    fresh_until: float
+    weight: int  # estimated bytes, for the cache's bound
+
+
+def _weight(records: list[FileRecord]) -> int:
+    names = sum(len(record.filename) for record in records)
+    return ENTRY_BYTES + RECORD_BYTES * len(records) + 2 * names
+
+
+def _cost(entry: _Entry) -> int:
+    return entry.weight
 
 
 class CatalogPages:
@@ -57,32 +89,53 @@ class CatalogPages:
         self.store = store
         self.ttl = ttl
         self.watch = watch
-        self._pages: TTLCache[str, list[FileRecord]] = TTLCache(
-            maxsize=max_bytes, ttl=ttl, timer=time.monotonic, getsizeof=_cost
-        )
+        self._pages: LRUCache[str, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=_cost)
         self._epochs = ReadEpochs()
-        self._reading: Coalescer[tuple[tuple[int, int], str], list[FileRecord]] = Coalescer()
+        self._reading: Coalescer[tuple[tuple[int, int], str], _Entry] = Coalescer()
         self._names: tuple[float, list[str]] | None = None  # (expiry, names) for the root page
         self._names_generation = 0  # one more when the watch says anything may have changed
         self._unsure: set[str] = set()  # changed projects the names were not checked for
         self._listing: Coalescer[int, tuple[set[str], list[str]]] = Coalescer()
         self._checking: Coalescer[None, None] = Coalescer()
+        self._too_big = failure_log(log, "index cache")
 
     async def records(self, name: str) -> list[FileRecord]:
-        """Every file of the project ``name`` (normalised); empty for an unknown name."""
+        """Every file of the project ``name`` (normalised); empty for an unknown name.
+
+        A project that changed (or outlived ``ttl``) is read again from what the cache held
+        of it: one listing and the records that changed, not every record.
+        """
         await self._forget_changed()
         cached = self._pages.get(name)
-        if cached is not None:
-            return cached
+        if cached is not None and cached.fresh_until > time.monotonic():
+            return cached.records
         epoch = self._epochs.of(name)
-        records = await self._reading.run((epoch, name), lambda: self._read(name))
+        entry = await self._reading.run((epoch, name), lambda: self._read(name, cached))
         # One larger than the whole cache is not kept, nor one read before a change.
-        if _cost(records) <= self._pages.maxsize and epoch == self._epochs.of(name):
-            self._pages[name] = records
-        return records
+        if entry.weight > self._pages.maxsize:
+            self._too_big.note(
+                logging.WARNING,
+                "too big",
+                "index cache too small for %s: its %d files need ~%d bytes, more than "
+                "index.cache_max_bytes (%d); each request for it reads it all again",
+                name,
+                len(entry.records),
+                entry.weight,
+                self._pages.maxsize,
+            )
+        elif epoch == self._epochs.of(name):
+            self._pages[name] = entry
+        return entry.records
 
-    async def _read(self, name: str) -> list[FileRecord]:
-        return Source(await project_records(self.store, name))  # one list, shared and kept
+    async def _read(self, name: str, previous: _Entry | None) -> _Entry:
+        fresh_until = time.monotonic() + self.ttl
+        before = previous.read if previous is not None else None
+        read = await read_project(self.store, name, _keep, before)
+        if previous is not None and read.kept is previous.read.kept:
+            # Nothing changed: its renderings stay valid.
+            return _Entry(read, previous.records, fresh_until, previous.weight)
+        records = Source(read.values)  # one list, shared and kept
+        return _Entry(read, records, fresh_until, _weight(records))
 
     async def project_names(self) -> list[str]:
         """Every project's normalised name (the root page lists the whole catalog)."""
@@ -136,12 +189,15 @@ class CatalogPages:
             return
         changes = await self.watch.changes()
         if changes.everything:
-            self._pages.clear()
+            for entry in self._pages.values():
+                entry.fresh_until = 0.0  # read again, from what is held
             self._names = None
             self._names_generation += 1
             self._unsure.clear()
         for name in changes.projects:
-            self._pages.pop(name, None)
+            changed = self._pages.get(name)
+            if changed is not None:
+                changed.fresh_until = 0.0
         self._unsure.update(changes.projects)
         self._epochs.advance(changes)
 

@@ -63,6 +63,9 @@ class Listed:
     key: str
     size: int
     last_modified: datetime
+    # What the store says changes with the object's bytes (S3: the MD5 of a simple put;
+    # a directory: inode, mtime and size); None where the store gives none.
+    etag: str | None = None
 
 
 def check_key(key: str) -> str:
@@ -291,13 +294,29 @@ class Store:
             async for batch in obstore.list(self.backend, prefix=prefix or None, offset=after):
                 for meta in batch:
                     if not meta["path"].startswith(META_PREFIX):
-                        found.append(Listed(meta["path"], meta["size"], meta["last_modified"]))
+                        found.append(
+                            Listed(meta["path"], meta["size"], meta["last_modified"], meta["e_tag"])
+                        )
         except FileNotFoundError:
             return []
         except Exception as exc:
             raise translate(exc, self.label) from exc
         found.sort(key=lambda item: item.key)
         return found
+
+    async def has_any(self, prefix: str) -> bool:
+        """Whether any object lies under ``prefix``: the listing's first object ends it (a
+        whole listing of a 50,000-file project's records took 0.6 s of CPU to say yes)."""
+        try:
+            stream = obstore.list(self.backend, prefix=prefix or None, chunk_size=16)
+            async for batch in stream:
+                if any(not meta["path"].startswith(META_PREFIX) for meta in batch):
+                    return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise translate(exc, self.label) from exc
+        return False
 
     async def list_names(self, prefix: str) -> builtins.list[str]:
         """The names one level below ``prefix`` (which ends in ``/``), sorted: what a delimiter
