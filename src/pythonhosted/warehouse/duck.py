@@ -57,7 +57,7 @@ from pathlib import Path
 
 import duckdb
 
-from pythonhosted.warehouse import metadata, rollups
+from pythonhosted.warehouse import metadata, rollups, uploads
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
@@ -107,13 +107,15 @@ def create_table_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(columns)})"
 
 
-def _read_json_sql(table: str, paths: Sequence[str], where: str = "") -> str:
+def _read_json_sql(
+    table: str, paths: Sequence[str], where: str = "", *, verb: str = "INSERT"
+) -> str:
     fields = TABLES[table]
     columns = ", ".join(f"{quote(f.name)}: '{column_type(f)}'" for f in fields)
     names = ", ".join(quote(f.name) for f in fields)
     sources = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
     return (
-        f"INSERT INTO {quote(table)} SELECT {names} FROM read_json([{sources}], "
+        f"{verb} INTO {quote(table)} SELECT {names} FROM read_json([{sources}], "
         f"columns={{{columns}}}, format='newline_delimited', "
         f"timestampformat='{_TIMESTAMP_FORMATS.get(table, TIMESTAMP_FORMAT)}') {where}"
     )
@@ -157,6 +159,7 @@ class DuckDBWarehouse:
         try:
             if rollups.ensure(self.con):
                 rollups.rebuild(self.con)
+            uploads.ensure(self.con)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -247,7 +250,12 @@ class DuckDBWarehouse:
     def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
         """Insert ``distribution_metadata`` rows (JSON, one per file) whose filename the table
         does not hold yet, in one transaction that also bumps the data version; the
-        filenames inserted. A filename twice in ``rows`` goes in once."""
+        filenames inserted. A filename twice in ``rows`` goes in once.
+
+        Filenames the table holds are skipped by probing its key, row by row (``OR IGNORE``):
+        the cost follows ``rows``, where an anti-join against the table's filenames read every
+        upload ever recorded on each batch. The inserted rows' spellings of their project go
+        into :data:`~.uploads.NAMES` in the same transaction."""
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -256,12 +264,13 @@ class DuckDBWarehouse:
                     _read_json_sql(
                         DISTRIBUTIONS,
                         [spool],
-                        f"AS new WHERE filename NOT IN (SELECT filename FROM {DISTRIBUTIONS}) "
                         "QUALIFY row_number() OVER (PARTITION BY filename) = 1 "
-                        "RETURNING filename",
+                        "RETURNING filename, name",
+                        verb="INSERT OR IGNORE",
                     )
                 ).fetchall()
             if inserted:
+                uploads.record(con, [row[1] for row in inserted])
                 rollups.bump(con)
             con.execute("COMMIT")
         except BaseException:
