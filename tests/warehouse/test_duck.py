@@ -117,6 +117,35 @@ def test_the_bookkeeping_records_each_files_own_rows(tmp_path: Path) -> None:
     assert stored == (sum(sizes.values()),)
 
 
+def _statements(warehouse: DuckDBWarehouse, load: list[tuple[str, bytes]]) -> int:
+    """Statements DuckDB ran for one load (its own query log: ``executemany`` runs one per
+    row)."""
+    con = warehouse.con
+    con.execute("CALL truncate_duckdb_logs()")
+    warehouse.load("file_downloads", load)
+    found = con.execute("SELECT count(*) FROM duckdb_logs WHERE type = 'QueryLog'").fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_a_loads_statements_do_not_grow_with_its_files(tmp_path: Path) -> None:
+    """Many small result files at once (thousands of tiny log objects) cost a load one
+    bookkeeping statement, not one per file."""
+    tiny = [
+        (f"processed/20210107/downloads-{n}.json", convert(gz([download_line(n)])).downloads)
+        for n in range(303)
+    ]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        warehouse.load("file_downloads", tiny[:1])  # the first load sets the rollups up
+        warehouse.con.execute("CALL enable_logging('QueryLog')")
+        few = _statements(warehouse, tiny[1:3])
+        assert _statements(warehouse, tiny[3:]) == few
+        assert _bookkeeping(warehouse) == sorted((name.rsplit("/", 1)[1], 1) for name, _ in tiny)
+    finally:
+        warehouse.close()
+
+
 def test_a_load_survives_short_writes_of_its_spool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -236,10 +236,7 @@ class DuckDBWarehouse:
                 if before is not None and result.rows:
                     rollups.add_new_rows(con, before)
                 rollups.bump(con)
-                con.executemany(
-                    f"INSERT INTO {LOADED} VALUES (?, ?, ?, now())",
-                    [(names[index], table, rows) for index, rows in zip(todo, counts, strict=True)],
-                )
+                _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
             con.execute("COMMIT")
         except BaseException:
@@ -307,6 +304,19 @@ class DuckDBWarehouse:
 
     def close(self) -> None:
         close_writer(self.path, self.con)
+
+
+def _record_loaded(
+    con: duckdb.DuckDBPyConnection, names: list[str], table: str, counts: list[int]
+) -> None:
+    """The bookkeeping rows of a load's files, in one statement: ``executemany`` runs one
+    statement per file, 2.2 ms each, which made a pass of 1,000 small result files spend
+    2.2 s on its bookkeeping (0.09 s so)."""
+    if len(names) != len(counts):
+        raise ValueError(f"{len(names)} files but {len(counts)} row counts")
+    con.execute(
+        f"INSERT INTO {LOADED} SELECT unnest(?), ?, unnest(?), now()", [names, table, counts]
+    )
 
 
 def _rows(data: bytes) -> int:
