@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from pythonhosted.cli import main
 from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with
 from pythonhosted.pipeline import pending, table_of
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import ObjectInfo, Store, open_store
+from pythonhosted.storage.directory import DirectoryStore
 from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
@@ -158,6 +159,47 @@ def test_publish_drains_in_batches(tmp_path: Path) -> None:
     summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=2))
     assert summary.files == 2
     assert len(asyncio.run(results.list())) == 3
+
+
+class _Watched(DirectoryStore):
+    """A results store that counts the file look-ups under way at once and the deletes."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir()
+        super().__init__(f"file://{root}", root)
+        self.looking = self.most = 0
+        self.deletes = 0
+        self.deleted: list[int] = []  # keys per delete_many call
+
+    async def info(self, key: str) -> ObjectInfo:
+        self.looking += 1
+        self.most = max(self.most, self.looking)
+        try:
+            return await super().info(key)
+        finally:
+            self.looking -= 1
+
+    async def delete(self, key: str) -> None:
+        self.deletes += 1
+        await super().delete(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        self.deleted.append(len(keys))
+        await super().delete_many(keys)
+
+
+def test_a_pass_looks_files_up_at_once_and_deletes_them_together(tmp_path: Path) -> None:
+    """Many small result files (thousands of tiny log objects): each is a store round trip
+    to read and one to delete, so a pass reads them several at a time and deletes a group's
+    files in one call (S3: one request per thousand), not one after another."""
+    results = _Watched(tmp_path / "results")
+    row = b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/simple/p/","project":"p"}\n'
+    for n in range(120):
+        asyncio.run(_put(results, f"processed/20210107/simple-{n:03d}.json", row))
+    summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=500))
+    assert (summary.files, summary.rows, summary.failed) == (120, 120, 0)
+    assert (results.most, results.deletes, results.deleted) == (16, 0, [120])
+    assert asyncio.run(results.list()) == []
 
 
 def _left(store: Store, select: Callable[[list[str]], list[str]]) -> Callable[[], int]:
