@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import pytest
@@ -19,6 +20,7 @@ from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
 from pythonhosted.warehouse.metadata import metadata_row, row_json
 from pythonhosted.warehouse.schema import DETAILS, FILE_DOWNLOADS
 from support.linehaul_data import download_line, gz, simple_line
+from support.scanned import Scanned
 
 SDIST = build_sdist("demo", "1.0", requires=["requests>=2"], metadata=["Classifier: Topic :: Demo"])
 SDIST_NAME = SDIST[0]
@@ -261,6 +263,32 @@ def test_local_files_load_in_place_with_their_writers_counts(tmp_path: Path) -> 
     assert stored == (9,)
     assert _bookkeeping(warehouse) == sorted(sizes.items())
     warehouse.close()
+
+
+def test_small_local_files_load_through_one_spool(tmp_path: Path) -> None:
+    """DuckDB opening each small file cost a load of a thousand tiny result files seconds:
+    small files go through one spool, large ones (1 MiB and more) are read where they lie,
+    and each file's own rows are recorded either way."""
+    sizes = {f"s{n:03d}.json": 1 + n % 3 for n in range(150)}
+    files = _local_files(tmp_path, {**sizes, "large.json": 4000})
+    large = files[-1]
+    assert large.path.stat().st_size >= 1 << 20  # 1 MiB: large
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    real = warehouse.con
+    try:
+        scanned = Scanned(real, tmp_path / "profile.json")
+        warehouse.con = cast(duckdb.DuckDBPyConnection, scanned)
+        result = warehouse.load_local("file_downloads", files)
+        warehouse.con = real
+        assert max(scanned.files.values()) == 2  # the spool and the large file
+        assert result.rows == sum(sizes.values()) + 4000
+        assert _bookkeeping(warehouse) == sorted({**sizes, "large.json": 4000}.items())
+        assert real.execute("SELECT count(DISTINCT url) FROM file_downloads").fetchone() == (
+            result.rows,
+        )
+    finally:
+        warehouse.con = real
+        warehouse.close()
 
 
 def test_local_files_are_counted_when_hints_are_missing_or_wrong(tmp_path: Path) -> None:

@@ -23,7 +23,11 @@ elsewhere:
 - Files on local disk (:meth:`DuckDBWarehouse.load_local`, a local results store) are read
   where they lie, and their counts are ingest's, from the files' metadata, taken when they add
   up to the rows DuckDB inserted (otherwise the files are counted). Nothing is copied: 15 %
-  faster than loading the same contents.
+  faster than loading the same contents. Except small files (under :data:`SMALL_FILE`): each
+  file ``read_json`` opens costs it about 1-5 ms, so a load of a thousand small result files
+  (many tiny log objects) took 0.8-5 s in place and 0.15-0.3 s through one spool; they are
+  copied into one and counted, and the spool read with the large files in the same
+  ``INSERT``.
 - Contents (:meth:`DuckDBWarehouse.load`, a cloud results store) go into one spool file,
   written by one ``writev`` call, which holds no GIL from start to end, while a worker thread
   counts their newlines (with a ``write`` per file the two threads took turns at every file,
@@ -47,6 +51,7 @@ are added to it when it is opened for loading, NULL in its old rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -68,6 +73,7 @@ _TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN", "
 DISTRIBUTIONS = "distribution_metadata"
 _TIMESTAMP_FORMATS = {DISTRIBUTIONS: metadata.TIMESTAMP_FORMAT}  # upload times keep their us
 _GLOB = re.compile(r"[*?\[]")  # read_json takes such a path for a pattern
+SMALL_FILE = 1 << 20  # local result files under this size are loaded through a spool
 # Buffers one writev call takes (-1: no fixed limit; 16 is the least POSIX allows).
 _IOV_MAX = max(os.sysconf("SC_IOV_MAX"), 16)
 
@@ -189,25 +195,30 @@ class DuckDBWarehouse:
         return self._load(table, [name for name, _ in files], insert)
 
     def load_local(self, table: str, files: Sequence[LocalFile]) -> LoadResult:
-        """Load local result files where they lie: no copy into memory, no spool.
+        """Load local result files, large ones where they lie (no copy into memory), small
+        ones (under :data:`SMALL_FILE`) through one spool, all in one ``INSERT``.
 
-        Their writer's row counts go into the bookkeeping when they add up to the rows
-        DuckDB inserted; otherwise (absent, or wrong) the files' lines are counted.
+        Large files' writer's row counts go into the bookkeeping when they add up to the rows
+        DuckDB inserted from them; otherwise (absent, or wrong) their lines are counted, as
+        the small files' are.
         """
 
         def insert(todo: list[int]) -> tuple[int, list[int]]:
             chosen = [files[index] for index in todo]
-            if any(_GLOB.search(str(file.path)) for file in chosen):  # read_json would expand
-                return insert_contents(chosen)
-            inserted = self._insert_json(table, [str(file.path) for file in chosen])
-            counts = [file.rows for file in chosen if file.rows is not None]
-            if len(counts) < len(chosen) or sum(counts) != inserted:
-                counts = _counts([file.path.read_bytes() for file in chosen])
-            return inserted, counts
-
-        def insert_contents(chosen: list[LocalFile]) -> tuple[int, list[int]]:
-            contents = [file.path.read_bytes() for file in chosen]
-            return self._insert_spooled(table, contents), _counts(contents)
+            # A name read_json would expand as a pattern goes by the spool too.
+            spooled = [_GLOB.search(str(f.path)) is not None or _small(f.path) for f in chosen]
+            small = [f for f, by_spool in zip(chosen, spooled, strict=True) if by_spool]
+            large = [f for f, by_spool in zip(chosen, spooled, strict=True) if not by_spool]
+            contents = [f.path.read_bytes() for f in small]
+            with contextlib.ExitStack() as stack:
+                spool = [stack.enter_context(self._spool(contents))] if contents else []
+                inserted = self._insert_json(table, spool + [str(f.path) for f in large])
+            small_counts = _counts(contents)
+            large_counts = [f.rows for f in large if f.rows is not None]
+            if len(large_counts) < len(large) or sum(large_counts) + sum(small_counts) != inserted:
+                large_counts = _counts([f.path.read_bytes() for f in large])
+            counted = (iter(large_counts), iter(small_counts))
+            return inserted, [next(counted[by_spool]) for by_spool in spooled]
 
         return self._load(table, [file.name for file in files], insert)
 
@@ -317,6 +328,10 @@ def _record_loaded(
     con.execute(
         f"INSERT INTO {LOADED} SELECT unnest(?), ?, unnest(?), now()", [names, table, counts]
     )
+
+
+def _small(path: Path) -> bool:
+    return path.stat().st_size < SMALL_FILE
 
 
 def _rows(data: bytes) -> int:
