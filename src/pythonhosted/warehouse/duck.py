@@ -68,6 +68,16 @@ from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
 
 LOADED = "linehaul_loaded_files"
+BATCH_TIME = r"(\d{4}-\d{2}-\d{2}T\d{2})-\d{2}-\d{2}"
+"""The start of a batch's name: its UTC hour (the files edge names log objects
+``downloads-2026-11-25T08-54-09.934-{host}-{pid}-{random}.log.gz``)."""
+BATCH_HOUR = (
+    f"try_strptime(regexp_extract(regexp_extract(name, '[^/]*$'), '{BATCH_TIME}', 1), "
+    "'%Y-%m-%dT%H')"
+)
+"""SQL: the hour a bookkeeping row's batch started in, from its ``name``; NULL without one.
+Recorded with the row (``batch_hour``), so coverage reads the hours it asks about instead of
+parsing every name ever loaded."""
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
 _TYPES = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "BOOLEAN": "BOOLEAN", "INTEGER": "BIGINT"}
 DISTRIBUTIONS = "distribution_metadata"
@@ -159,10 +169,12 @@ class DuckDBWarehouse:
             _add_missing_columns(self.con, table)
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {LOADED} (name VARCHAR PRIMARY KEY, "
-            "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL)"
+            "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL, "
+            "batch_hour TIMESTAMP)"
         )
         self.con.execute("BEGIN TRANSACTION")
         try:
+            _ensure_batch_hours(self.con)
             if rollups.ensure(self.con):
                 rollups.rebuild(self.con)
             uploads.ensure(self.con)
@@ -326,8 +338,23 @@ def _record_loaded(
     if len(names) != len(counts):
         raise ValueError(f"{len(names)} files but {len(counts)} row counts")
     con.execute(
-        f"INSERT INTO {LOADED} SELECT unnest(?), ?, unnest(?), now()", [names, table, counts]
+        f"INSERT INTO {LOADED} SELECT name, ?, rows, now(), {BATCH_HOUR} "
+        "FROM (SELECT unnest(?) AS name, unnest(?) AS rows)",
+        [table, names, counts],
     )
+
+
+def _ensure_batch_hours(con: duckdb.DuckDBPyConnection) -> None:
+    """Give a bookkeeping table from before ``batch_hour`` the column, filled from its names
+    (once: a name without a time stays NULL). Inside the writer's transaction."""
+    present = con.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = "
+        "'batch_hour'",
+        [LOADED],
+    ).fetchone()
+    if present is None:
+        con.execute(f"ALTER TABLE {LOADED} ADD COLUMN batch_hour TIMESTAMP")
+        con.execute(f"UPDATE {LOADED} SET batch_hour = {BATCH_HOUR}")
 
 
 def _small(path: Path) -> bool:
