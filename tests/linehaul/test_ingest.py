@@ -17,6 +17,7 @@ from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, pars
 from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.storage import Store, open_store
+from pythonhosted.storage.directory import DirectoryStore
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, simple_line
 
 
@@ -424,9 +425,59 @@ def test_a_stop_ends_the_pass_after_the_object_under_way(tmp_path: Path) -> None
 
     async def scenario() -> IngestSummary:
         stop = asyncio.Event()
-        return await ingest_once(logs, results, lease_timeout=60.0, on_object=stop.set, stop=stop)
+        return await ingest_once(
+            logs, results, lease_timeout=60.0, on_object=stop.set, stop=stop, concurrency=1
+        )
 
     summary = asyncio.run(scenario())
     assert (summary.objects, summary.counts.rows) == (1, 1)
     assert len(ingest.pending([item.key for item in asyncio.run(logs.list())])) == 2
     assert len(asyncio.run(results.list("processed/"))) == 1
+
+
+class _Watched(DirectoryStore):
+    """A log store that counts the objects under way: from the claim (a lease's first
+    generation) to the log object's delete."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir()
+        super().__init__(f"file://{root}", root)
+        self.under_way = 0
+        self.most = 0
+
+    async def put(self, key: str, data: bytes, **options: Any) -> None:
+        await super().put(key, data, **options)
+        if key.startswith(leases.PREFIX) and key.endswith("/0000000001"):
+            self.under_way += 1
+            self.most = max(self.most, self.under_way)
+
+    async def delete(self, key: str) -> None:
+        await super().delete(key)
+        if not key.startswith(leases.PREFIX):
+            self.under_way -= 1
+
+
+def test_a_pass_has_several_small_objects_under_way(tmp_path: Path) -> None:
+    """Each object waits on ~17 store round trips: a pass overlaps them, up to
+    ``concurrency`` objects at once (linehaul.ingest_concurrency); and a stop ends it after
+    the objects under way, the rest left for the next pass."""
+    logs, results = _Watched(tmp_path / "logs"), open_store(f"file://{tmp_path}/results")
+    for index in range(24):
+        asyncio.run(logs.put(log_key(index), gz([download_line(index)])))
+    summary = asyncio.run(ingest_once(logs, results, lease_timeout=60.0, concurrency=4))
+    assert (summary.objects, summary.counts.rows, summary.busy) == (24, 24, 0)
+    assert (logs.most, logs.under_way) == (4, 0)
+    assert asyncio.run(logs.list()) == []  # every lease released
+
+    for index in range(24, 36):
+        asyncio.run(logs.put(log_key(index), gz([download_line(index)])))
+
+    async def stopped() -> IngestSummary:
+        stop = asyncio.Event()
+        return await ingest_once(
+            logs, results, lease_timeout=60.0, on_object=stop.set, stop=stop, concurrency=4
+        )
+
+    summary = asyncio.run(stopped())
+    assert (summary.objects, summary.counts.rows) == (4, 4)
+    assert len(ingest.pending([item.key for item in asyncio.run(logs.list())])) == 8

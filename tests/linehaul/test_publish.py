@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -19,7 +19,9 @@ from click.testing import CliRunner
 from pythonhosted.cli import main
 from pythonhosted.linehaul.publish import PublishSummary, publish_once, publish_with
 from pythonhosted.pipeline import pending, table_of
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import ObjectInfo, Store, open_store
+from pythonhosted.storage.directory import DirectoryStore
+from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
@@ -158,6 +160,80 @@ def test_publish_drains_in_batches(tmp_path: Path) -> None:
     summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=2))
     assert summary.files == 2
     assert len(asyncio.run(results.list())) == 3
+
+
+class _Watched(DirectoryStore):
+    """A results store that counts the file look-ups under way at once and the deletes."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir()
+        super().__init__(f"file://{root}", root)
+        self.looking = self.most = 0
+        self.deletes = 0
+        self.deleted: list[int] = []  # keys per delete_many call
+        self.listed = 0  # entries listings returned
+
+    async def info(self, key: str) -> ObjectInfo:
+        self.looking += 1
+        self.most = max(self.most, self.looking)
+        try:
+            return await super().info(key)
+        finally:
+            self.looking -= 1
+
+    async def delete(self, key: str) -> None:
+        self.deletes += 1
+        await super().delete(key)
+
+    async def list(self, prefix: str = "", *, after: str | None = None) -> list[Listed]:
+        found = await super().list(prefix, after=after)
+        self.listed += len(found)
+        return found
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        self.deleted.append(len(keys))
+        await super().delete_many(keys)
+
+
+def test_a_pass_looks_files_up_at_once_and_deletes_them_together(tmp_path: Path) -> None:
+    """Many small result files (thousands of tiny log objects): each is a store round trip
+    to read and one to delete, so a pass reads them several at a time and deletes a group's
+    files in one call (S3: one request per thousand), not one after another."""
+    results = _Watched(tmp_path / "results")
+    row = b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/simple/p/","project":"p"}\n'
+    for n in range(120):
+        asyncio.run(_put(results, f"processed/20210107/simple-{n:03d}.json", row))
+    summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=500))
+    assert (summary.files, summary.rows, summary.failed) == (120, 120, 0)
+    assert (results.most, results.deletes, results.deleted) == (16, 0, [120])
+    assert asyncio.run(results.list()) == []
+
+
+def test_a_pass_lists_the_days_it_takes_from_not_the_whole_backlog(tmp_path: Path) -> None:
+    """A backlog of five days, 12 files each, drained 10 files a pass: each pass lists the
+    day or two it takes from (a file directly under processed/ is loaded too), where
+    listing all that was left made draining a backlog quadratic."""
+    results = _Watched(tmp_path / "results")
+    row = b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/simple/p/","project":"p"}\n'
+    for day in range(5):
+        for n in range(12):
+            asyncio.run(_put(results, f"processed/202101{day + 10}/simple-{n:02d}.json", row))
+    asyncio.run(_put(results, "processed/simple-loose.json", row))
+    asyncio.run(_put(results, "unprocessed/20210110/x.txt", b"junk\n"))
+    url = f"duckdb://{tmp_path}/w.duckdb"
+    listed, loaded = [], []
+    for _ in range(7):
+        results.listed = 0
+        summary = asyncio.run(publish_with(results, url, batch_files=10))
+        listed.append(results.listed)
+        loaded.append(summary.files)
+    assert (loaded, listed) == ([10] * 6 + [1], [12, 14, 16, 18, 20, 10, 0])
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM simple_requests").fetchone() == (61,)
+    finally:
+        con.close()
+    assert [item.key for item in asyncio.run(results.list())] == ["unprocessed/20210110/x.txt"]
 
 
 def _left(store: Store, select: Callable[[list[str]], list[str]]) -> Callable[[], int]:

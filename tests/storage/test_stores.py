@@ -71,6 +71,24 @@ def test_create_only_and_delete(writable_store: Store) -> None:
     run(scenario())
 
 
+def test_delete_many_takes_every_key_and_skips_missing_ones(writable_store: Store) -> None:
+    """Many keys in few requests (S3: DeleteObjects), metadata with them, a missing key no
+    error, the rest of the store untouched."""
+
+    async def scenario() -> None:
+        keys = [f"processed/2021010{n % 3}/downloads-{n}.json" for n in range(25)]
+        for key in keys:
+            await writable_store.put(key, b"{}\n", metadata={"rows": "1"})
+        await writable_store.put("keep", b"x")
+        await writable_store.delete_many([*keys[:20], "processed/missing.json"])
+        assert [item.key for item in await writable_store.list()] == ["keep", *sorted(keys[20:])]
+        await writable_store.put(keys[0], b"again")  # no stale metadata came back with it
+        assert (await writable_store.info(keys[0])).metadata == {}
+        await writable_store.delete_many([])
+
+    run(scenario())
+
+
 def test_copy_takes_contents_and_metadata(writable_store: Store) -> None:
     async def scenario() -> None:
         await writable_store.put("a/x.log.gz", b"first", metadata=META)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -17,7 +19,7 @@ from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.coverage import coverage
-from pythonhosted.warehouse.duck import DuckDBWarehouse
+from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse
 from support.linehaul_data import download_line, gz, simple_line
 
 
@@ -192,3 +194,52 @@ def test_errors(site: dict[str, str], tmp_path: Path) -> None:
     empty = {**site, "warehouse": f"duckdb://{tmp_path}/empty.duckdb"}
     code, out = _coverage(empty)
     assert code == 1 and "has loaded no log batches yet" in out and out.count("\n") == 1
+
+
+def _batch_hours(path: Path) -> list[tuple[datetime | None, int]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT batch_hour, count(*) FROM {LOADED} GROUP BY ALL ORDER BY batch_hour"
+        ).fetchall()
+    finally:
+        con.close()
+    return [(hour, int(count)) for hour, count in rows]
+
+
+# The site's batches: one file each for the 24 hours of 2021-01-07; at 00 of the 8th two
+# objects, at 02 one object with a file per table, at 04 one.
+SITE_HOURS = [
+    *((datetime(2021, 1, 7, hour), 1) for hour in range(24)),
+    (datetime(2021, 1, 8, 0), 2),
+    (datetime(2021, 1, 8, 2), 2),
+    (datetime(2021, 1, 8, 4), 1),
+]
+
+
+def test_each_batchs_hour_is_recorded_at_its_load(site: dict[str, str]) -> None:
+    """Coverage and the watermark read the hours asked about (and the latest) from a column
+    filled at each load, instead of parsing every name ever loaded (a regular expression per
+    bookkeeping row: seconds per question after three years of batches)."""
+    assert _batch_hours(Path(site["warehouse"].removeprefix("duckdb://"))) == SITE_HOURS
+
+
+def test_a_warehouse_from_before_the_batch_hours_gets_them(
+    site: dict[str, str], tmp_path: Path
+) -> None:
+    """Without the column (an older release's warehouse) coverage parses the names as
+    before; opened for loading, the warehouse records every batch's hour."""
+    old = tmp_path / "old.duckdb"
+    shutil.copy(site["warehouse"].removeprefix("duckdb://"), old)
+    con = duckdb.connect(str(old))
+    con.execute(f"CREATE TABLE before AS SELECT name, table_name, rows, loaded_at FROM {LOADED}")
+    con.execute(f"DROP TABLE {LOADED}")
+    con.execute(f"ALTER TABLE before RENAME TO {LOADED}")
+    con.close()
+    expected = _coverage(site, "--start", "2021-01-08", "--end", "2021-01-08", "--format", "csv")
+    older = {**site, "warehouse": f"duckdb://{old}"}
+    asked = ("--start", "2021-01-08", "--end", "2021-01-08", "--format", "csv")
+    assert _coverage(older, *asked) == expected
+    DuckDBWarehouse(old).close()
+    assert _batch_hours(old) == SITE_HOURS
+    assert _coverage(older, *asked) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import pytest
@@ -19,6 +20,7 @@ from pythonhosted.warehouse.duck import LOADED, DuckDBWarehouse, column_type
 from pythonhosted.warehouse.metadata import metadata_row, row_json
 from pythonhosted.warehouse.schema import DETAILS, FILE_DOWNLOADS
 from support.linehaul_data import download_line, gz, simple_line
+from support.scanned import Scanned
 
 SDIST = build_sdist("demo", "1.0", requires=["requests>=2"], metadata=["Classifier: Topic :: Demo"])
 SDIST_NAME = SDIST[0]
@@ -115,6 +117,35 @@ def test_the_bookkeeping_records_each_files_own_rows(tmp_path: Path) -> None:
     assert loaded == list(sizes.items())
     assert result.rows == sum(sizes.values())
     assert stored == (sum(sizes.values()),)
+
+
+def _statements(warehouse: DuckDBWarehouse, load: list[tuple[str, bytes]]) -> int:
+    """Statements DuckDB ran for one load (its own query log: ``executemany`` runs one per
+    row)."""
+    con = warehouse.con
+    con.execute("CALL truncate_duckdb_logs()")
+    warehouse.load("file_downloads", load)
+    found = con.execute("SELECT count(*) FROM duckdb_logs WHERE type = 'QueryLog'").fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_a_loads_statements_do_not_grow_with_its_files(tmp_path: Path) -> None:
+    """Many small result files at once (thousands of tiny log objects) cost a load one
+    bookkeeping statement, not one per file."""
+    tiny = [
+        (f"processed/20210107/downloads-{n}.json", convert(gz([download_line(n)])).downloads)
+        for n in range(303)
+    ]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        warehouse.load("file_downloads", tiny[:1])  # the first load sets the rollups up
+        warehouse.con.execute("CALL enable_logging('QueryLog')")
+        few = _statements(warehouse, tiny[1:3])
+        assert _statements(warehouse, tiny[3:]) == few
+        assert _bookkeeping(warehouse) == sorted((name.rsplit("/", 1)[1], 1) for name, _ in tiny)
+    finally:
+        warehouse.close()
 
 
 def test_a_load_survives_short_writes_of_its_spool(
@@ -232,6 +263,32 @@ def test_local_files_load_in_place_with_their_writers_counts(tmp_path: Path) -> 
     assert stored == (9,)
     assert _bookkeeping(warehouse) == sorted(sizes.items())
     warehouse.close()
+
+
+def test_small_local_files_load_through_one_spool(tmp_path: Path) -> None:
+    """DuckDB opening each small file cost a load of a thousand tiny result files seconds:
+    small files go through one spool, large ones (1 MiB and more) are read where they lie,
+    and each file's own rows are recorded either way."""
+    sizes = {f"s{n:03d}.json": 1 + n % 3 for n in range(150)}
+    files = _local_files(tmp_path, {**sizes, "large.json": 4000})
+    large = files[-1]
+    assert large.path.stat().st_size >= 1 << 20  # 1 MiB: large
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    real = warehouse.con
+    try:
+        scanned = Scanned(real, tmp_path / "profile.json")
+        warehouse.con = cast(duckdb.DuckDBPyConnection, scanned)
+        result = warehouse.load_local("file_downloads", files)
+        warehouse.con = real
+        assert max(scanned.files.values()) == 2  # the spool and the large file
+        assert result.rows == sum(sizes.values()) + 4000
+        assert _bookkeeping(warehouse) == sorted({**sizes, "large.json": 4000}.items())
+        assert real.execute("SELECT count(DISTINCT url) FROM file_downloads").fetchone() == (
+            result.rows,
+        )
+    finally:
+        warehouse.con = real
+        warehouse.close()
 
 
 def test_local_files_are_counted_when_hints_are_missing_or_wrong(tmp_path: Path) -> None:

@@ -219,6 +219,7 @@ def ingest_command(
                 on_total=bar.total,
                 on_object=bar.advance,
                 max_line_length=settings.linehaul.max_line_length,
+                concurrency=settings.linehaul.ingest_concurrency,
             )
         return summary.line()
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from pythonhosted.config import Settings
 from pythonhosted.linehaul import leases
+from pythonhosted.linehaul.admission import Admission
 from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Counts, ObjectConverter, Part
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.monitor import Monitor, reason
@@ -61,6 +62,7 @@ from pythonhosted.pipeline import (
 from pythonhosted.storage import NotFound, ObjectInfo, StorageError, Store
 
 log = logging.getLogger(__name__)
+DEFAULT_CONCURRENCY = 4  # objects under way at once (linehaul.ingest_concurrency)
 
 
 @dataclass
@@ -238,35 +240,67 @@ async def ingest_once(
     on_object: Callable[[], object] | None = None,
     stop: asyncio.Event | None = None,
     max_line_length: int = DEFAULT_MAX_LINE,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> IngestSummary:
     """One pass over the log store: every unclaimed log object becomes results.
 
-    Objects are taken in random order so concurrent workers rarely contend for the same one.
-    ``on_total``/``on_object`` report progress (a progress bar, or nothing). A set ``stop``
-    ends the pass after the object under way (the rest waits for the next pass). Lines longer
-    than ``max_line_length`` bytes are cut (counted, their start kept aside).
+    Objects are taken in random order so concurrent workers rarely contend for the same one,
+    up to ``concurrency`` at once as their sizes allow (:mod:`.admission`). ``on_total``/
+    ``on_object`` report progress (a progress bar, or nothing). A set ``stop`` ends the pass
+    after the objects under way (the rest waits for the next pass). Lines longer than
+    ``max_line_length`` bytes are cut (counted, their start kept aside). A store error ends
+    the pass, the objects under way cancelled (their leases expire; the next pass redoes
+    them).
     """
     owner = owner or leases.worker_id()
-    keys = pending([item.key for item in await logs.list()])
+    listed = {item.key: item.size for item in await logs.list()}
+    keys = pending(list(listed))
     random.shuffle(keys)
     if on_total is not None:
         on_total(len(keys))
     summary = IngestSummary()
-    for key in keys:
-        if stop is not None and stop.is_set():
-            break
-        lease = await leases.claim(logs, key, owner, lease_timeout)
-        if lease is None:
-            summary.busy += 1
-        else:
-            async with leases.Keeper(logs, lease, owner, lease_timeout) as kept:
-                await ingest_object(logs, results, key, summary, kept, max_line_length)
-            if not kept.lost:  # the new holder's generations are not ours to drop
-                await leases.release(logs, key)
-        if on_object is not None:
-            on_object()
+    admission = Admission(concurrency)
+    queue = iter(keys)
+
+    async def work() -> None:
+        for key in queue:  # one iterator shared by the workers: each key is taken once
+            if stop is not None and stop.is_set():
+                return
+            async with admission.admit(listed[key]):
+                if stop is not None and stop.is_set():
+                    return
+                await _claimed(logs, results, key, owner, lease_timeout, summary, max_line_length)
+            if on_object is not None:
+                on_object()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(keys))):
+                group.create_task(work())
+    except BaseExceptionGroup as failed:  # the first failure, as a pass one at a time raised
+        raise failed.exceptions[0] from None
     await leases.sweep(logs, set(keys))
     return summary
+
+
+async def _claimed(
+    logs: Store,
+    results: Store,
+    key: str,
+    owner: str,
+    lease_timeout: float,
+    summary: IngestSummary,
+    max_line_length: int,
+) -> None:
+    """Claim ``key`` and ingest it under the lease, or count it busy."""
+    lease = await leases.claim(logs, key, owner, lease_timeout)
+    if lease is None:
+        summary.busy += 1
+        return
+    async with leases.Keeper(logs, lease, owner, lease_timeout) as kept:
+        await ingest_object(logs, results, key, summary, kept, max_line_length)
+    if not kept.lost:  # the new holder's generations are not ours to drop
+        await leases.release(logs, key)
 
 
 async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) -> None:
@@ -289,6 +323,7 @@ async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) 
                 on_total=monitor.pending.set,
                 stop=stop,
                 max_line_length=settings.linehaul.max_line_length,
+                concurrency=settings.linehaul.ingest_concurrency,
             )
         except StorageError as exc:
             log.warning("linehaul ingest pass failed: %s", reason(exc))

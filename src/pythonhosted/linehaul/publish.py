@@ -1,7 +1,7 @@
 """Publish: result files in the results store -> warehouse tables, each file exactly once.
 
 A pass takes up to ``batch_files`` files under ``processed/`` (oldest day first, so complete
-days land before the current one), loads them per table in groups of up to
+days land before the current one; listed a day at a time), loads them per table in groups of up to
 :data:`GROUP_BYTES`, and deletes each group's files once the warehouse has committed them.
 The warehouse records loaded names in the same transaction as the rows (see
 :mod:`pythonhosted.warehouse`), so a publish killed between load and delete, or a result file
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pythonhosted.config import Settings
@@ -32,10 +32,12 @@ from pythonhosted.pipeline import (
     uploads_url,
 )
 from pythonhosted.storage import NotFound, Store, open_store
+from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
 GROUP_BYTES = 64 << 20
+FETCHES = 16  # result files read (or looked up, in a local store) at once
 
 
 @dataclass
@@ -74,33 +76,76 @@ async def publish_once(
 
     A set ``stop`` ends the pass after the group under way (the rest waits for the next pass).
     """
-    keys = [item.key for item in await results.list(RESULTS)][:batch_files]
+    listed = await _oldest(results, batch_files)
     summary = PublishSummary()
-    groups: dict[str, list[str]] = {}
-    for key in keys:
-        table = table_of(key)
+    groups: dict[str, list[Listed]] = {}
+    for item in listed:
+        table = table_of(item.key)
         if table is not None:
-            groups.setdefault(table, []).append(key)
+            groups.setdefault(table, []).append(item)
     if on_total is not None:
         on_total(sum(len(group) for group in groups.values()))
-    for table, group_keys in groups.items():
-        group: list[Item] = []
-        size = 0
-        for key in group_keys:
+    for table, items in groups.items():
+        for chosen in _by_size(items):
             if stop is not None and stop.is_set():
                 return summary
-            try:
-                item, item_size = await _fetch(results, key)
-            except NotFound:  # another publisher took it
-                continue
-            group.append(item)
-            size += item_size
-            if size >= GROUP_BYTES:
+            group = await _fetch_all(results, [item.key for item in chosen])
+            if group:
                 await _load_group(results, warehouse, table, group, summary, on_files)
-                group, size = [], 0
-        if group:
-            await _load_group(results, warehouse, table, group, summary, on_files)
     return summary
+
+
+async def _oldest(results: Store, limit: int) -> list[Listed]:
+    """The first ``limit`` objects under ``processed/`` in key order (oldest day first),
+    listed a day at a time: a pass over a backlog of many days lists the days it takes from,
+    not the whole backlog (which made draining it quadratic: every pass listed every file
+    left, on S3 a request per 1,000)."""
+    found: list[Listed] = []
+    for name in await results.list_names(RESULTS):
+        entry = f"{RESULTS}{name}"
+        day = await results.list(f"{entry}/")
+        if not day and table_of(entry) is not None:  # a result file outside the day folders
+            try:
+                info = await results.info(entry)
+            except NotFound:
+                continue
+            day = [Listed(entry, info.size, info.last_modified)]
+        found += day
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def _by_size(items: list[Listed]) -> Iterator[list[Listed]]:
+    """``items`` in groups of about :data:`GROUP_BYTES` by their listed sizes (each group
+    the first ones that reach it, so the bytes in memory stay under it plus one file)."""
+    group: list[Listed] = []
+    size = 0
+    for item in items:
+        group.append(item)
+        size += item.size
+        if size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+async def _fetch_all(results: Store, keys: list[str]) -> list[Item]:
+    """The group's files, :data:`FETCHES` at a time (a store round trip each: one after
+    another, a thousand small files waited a thousand); those another publisher took
+    meanwhile left out."""
+    limit = asyncio.Semaphore(FETCHES)
+
+    async def one(key: str) -> Item | None:
+        async with limit:
+            try:
+                return (await _fetch(results, key))[0]
+            except NotFound:  # another publisher took it
+                return None
+
+    found = await asyncio.gather(*(one(key) for key in keys))
+    return [item for item in found if item is not None]
 
 
 Item = LocalFile | tuple[str, bytes]  # a file where it lies, or a name and its contents
@@ -149,8 +194,7 @@ async def _load_group(
         if on_files is not None:
             on_files(1)
         return
-    for name in outcome.loaded + outcome.skipped:
-        await results.delete(name)
+    await results.delete_many(outcome.loaded + outcome.skipped)
     summary.files += len(outcome.loaded)
     summary.skipped += len(outcome.skipped)
     summary.rows += outcome.rows

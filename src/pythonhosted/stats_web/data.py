@@ -45,6 +45,7 @@ from pythonhosted.warehouse.stats import (
     periods_by_dimension,
     query_breakdown,
 )
+from pythonhosted.warehouse.uploads import uploads
 
 SYSTEMS = ("Windows", "Linux", "Darwin")
 Connection = duckdb.DuckDBPyConnection | Engine  # DuckDB's, or a ClickHouse warehouse's
@@ -237,11 +238,7 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
     if not isinstance(con, duckdb.DuckDBPyConnection):
         rows = clickhouse.uploads(con, project)
     else:
-        rows = con.execute(
-            "SELECT version, summary FROM distribution_metadata "
-            "WHERE lower(regexp_replace(name, '[-_.]+', '-', 'g')) = ? ORDER BY upload_time",
-            [project],
-        ).fetchall()
+        rows = uploads(con, project)
     releases: dict[Release, tuple[str, str | None]] = {}
     for text, about in rows:  # later uploads of a version win
         try:

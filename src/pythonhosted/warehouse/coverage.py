@@ -30,21 +30,37 @@ from pythonhosted.storage import Store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
 from pythonhosted.warehouse.clickhouse.engines import Engine
-from pythonhosted.warehouse.duck import LOADED
+from pythonhosted.warehouse.duck import BATCH_HOUR, BATCH_TIME, LOADED
 from pythonhosted.warehouse.stats import EmptyWarehouse, reader
 
-BATCH_TIME = r"(\d{4}-\d{2}-\d{2}T\d{2})-\d{2}-\d{2}"
 UNITS = ("hour", "day")
 HOUR = timedelta(hours=1)
 Row = tuple[datetime | date, int, int, int, str]  # hour or day, downloads, simple, batches, status
-# Per batch hour, distinct batches: result names minus directory and table prefix.
-_BATCHES_SQL = f"""
-SELECT hour, count(DISTINCT batch) FROM (
-    SELECT try_strptime(regexp_extract(name, '{BATCH_TIME}', 1), '%Y-%m-%dT%H') AS hour,
-           regexp_replace(regexp_extract(name, '[^/]*$'), '^(downloads|simple)-', '') AS batch
-    FROM {LOADED}
-) WHERE hour IS NOT NULL GROUP BY hour
-"""
+
+
+def _hours(con: duckdb.DuckDBPyConnection) -> str:
+    """The bookkeeping's batch hour: its ``batch_hour`` column, or, in a warehouse from before
+    the column (not loaded into since), the hour parsed from each name."""
+    present = con.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = "
+        "'batch_hour'",
+        [LOADED],
+    ).fetchone()
+    return "batch_hour" if present is not None else BATCH_HOUR
+
+
+def _batches(
+    con: duckdb.DuckDBPyConnection, first: datetime, stop: datetime
+) -> dict[datetime, int]:
+    """Distinct batches per batch hour in [first, stop): result names minus directory and
+    table prefix, of the hours asked about only (each name's hour is recorded at its load)."""
+    rows = con.execute(
+        f"SELECT hour, count(DISTINCT regexp_replace(regexp_extract(name, '[^/]*$'), "
+        f"'^(downloads|simple)-', '')) FROM (SELECT {_hours(con)} AS hour, name FROM {LOADED}) "
+        "WHERE hour >= ? AND hour < ? GROUP BY hour",
+        [first, stop],
+    ).fetchall()
+    return dict(rows)
 
 
 @dataclass
@@ -79,8 +95,11 @@ async def oldest_in_flight(logs: Store, results: Store) -> datetime | None:
     return min(map(_hour_of, waiting), default=None)
 
 
-def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetime, int], ...]:
-    """(downloads, simple requests) per event hour in [first, stop), and batches per hour."""
+def _per_hour(
+    path: Path, first: datetime, stop: datetime
+) -> tuple[dict[datetime, int], dict[datetime, int], dict[datetime, int], datetime]:
+    """(downloads, simple requests) per event hour in [first, stop), batches per batch hour
+    in it, and the latest batch hour of all."""
     with reader(path, downloads=False) as con:
         counts = []
         for table in ("file_downloads", "simple_requests"):
@@ -89,15 +108,16 @@ def _per_hour(path: Path, first: datetime, stop: datetime) -> tuple[dict[datetim
                 'WHERE "timestamp" >= ? AND "timestamp" < ? GROUP BY hour'
             )
             counts.append(dict(con.execute(sql, [first, stop]).fetchall()))
-        batches = dict(con.execute(_BATCHES_SQL).fetchall())
-    if not batches:
+        batches = _batches(con, first, stop)
+        latest = latest_batch_hour(con)
+    if latest is None:
         raise EmptyWarehouse(f"the warehouse at {path} has loaded no log batches yet")
-    return counts[0], counts[1], batches
+    return counts[0], counts[1], batches, latest
 
 
 def latest_batch_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The start hour of the latest log batch loaded, if any."""
-    found = con.execute(f"SELECT max(hour) FROM ({_BATCHES_SQL})").fetchone()
+    found = con.execute(f"SELECT max({_hours(con)}) FROM {LOADED}").fetchone()
     return found[0] if found else None
 
 
@@ -120,12 +140,13 @@ def coverage(
     current = now.replace(minute=0, second=0, microsecond=0)
     stop = min(datetime.combine(end + timedelta(days=1), time()), current + HOUR)
     if isinstance(source, Path):
-        downloads, simple, batches = _per_hour(source, first, stop)
+        downloads, simple, batches, latest = _per_hour(source, first, stop)
     else:
         downloads, simple, batches = clickhouse_stats.per_hour(source, first, stop)
         if not batches:
             raise EmptyWarehouse(f"the warehouse at {source.name} has loaded no log batches yet")
-    watermark = in_flight or max(batches) + HOUR
+        latest = max(batches)
+    watermark = in_flight or latest + HOUR
     hours = [first + HOUR * index for index in range(max(0, (stop - first) // HOUR))]
     rows: list[Row] = []
     for hour in hours:
