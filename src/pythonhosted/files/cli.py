@@ -1,5 +1,9 @@
 """``pythonhosted files``: upload distributions, run the files edge (managing what was uploaded
-is in :mod:`.manage_cli`)."""
+is in :mod:`.manage_cli`).
+
+The edge and its server (granian, the metrics, the geo table) are imported by ``serve``
+alone: an upload or a listing, one short process each, has no use for them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import click
 
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
-from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
 from pythonhosted.files.manage_cli import (
     STORE_HELP,
     delete_command,
@@ -21,10 +24,8 @@ from pythonhosted.files.manage_cli import (
     unyank_command,
     yank_command,
 )
-from pythonhosted.files.service import build_app
 from pythonhosted.files.upload import UploadRefused, upload
 from pythonhosted.storage import StorageError
-from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
 @click.group()
@@ -95,6 +96,10 @@ def serve_command(
     workers: int | None,
 ) -> None:
     """Serve /packages/… from the stores, logging every download."""
+    from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
+    from pythonhosted.files.service import build_app
+    from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
+
     flags = {"primary": primary, "archive": archive, "logs": logs, "bind": bind, "workers": workers}
     updates = {name: value for name, value in flags.items() if value}
     settings = settings.model_copy(update={"files": settings.files.model_copy(update=updates)})

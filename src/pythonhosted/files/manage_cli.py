@@ -3,7 +3,8 @@
 Each takes ``--store URL`` (default ``files.primary``). Output is one line per file on stdout;
 errors are one line each on stderr with exit 1. The HTTP client (aiohttp) and the table
 renderer (rich) are imported by the commands that use them: ``files serve`` loads this module
-too, and they cost it most of a second of start-up.
+too, and they cost it most of a second of start-up. The edge itself (its server, metrics and
+geo table) only for ``delete``'s purge, which reads the edge's purge secret.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pythonhosted.files.manage import (
     select,
     set_yanked,
 )
-from pythonhosted.files.service import purge_secret
 from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.web.listener import Bind
 
@@ -203,6 +203,7 @@ def _default_edges(settings: Settings) -> bool:
 def _purge(settings: Settings, paths: list[str]) -> list[PurgeOutcome]:
     """PURGE the paths and their .metadata on every edge; report failures, one line each."""
     from pythonhosted.files.purge import purge
+    from pythonhosted.files.service import purge_secret
 
     edges = settings.files.purge_urls
     if edges is None:

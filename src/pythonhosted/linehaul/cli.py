@@ -1,8 +1,10 @@
 """``pythonhosted linehaul``: the analytics pipeline's commands.
 
-The warehouse engines (DuckDB, ClickHouse) are imported by the commands that use them: an
-ingest worker, started every few minutes by a scheduler (and hundreds of times by the tests),
-has no use for them, and they were a third of its start-up.
+What only some commands use is imported by those commands: an ``ingest --once`` or
+``publish --once`` worker, started every few minutes by a scheduler (and hundreds of times by
+the tests), has no use for the warehouse engines (DuckDB, ClickHouse: a third of its start-up),
+nor for the HTTP server and metrics of a long-running worker (granian, prometheus_client), nor
+for the upload metadata readers (packaging) unless uploads are queued.
 """
 
 from __future__ import annotations
@@ -13,24 +15,23 @@ import sys
 from collections.abc import Callable, Coroutine
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
 from pythonhosted.config import Settings, load_settings
-from pythonhosted.linehaul.app import RUNNERS
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
-from pythonhosted.linehaul.metadata import MetadataSummary, backfill, load_queued
-from pythonhosted.linehaul.monitor import Job, Monitor
 from pythonhosted.linehaul.progress import progress_bar
-from pythonhosted.linehaul.publish import PublishSummary, publish_with
-from pythonhosted.linehaul.service import build_app
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, uploads_url, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import LoadResult, WarehouseError, open_warehouse
-from pythonhosted.web.server import Bind, EarlyStop, ServerLimits, run
+
+if TYPE_CHECKING:
+    from pythonhosted.linehaul.metadata import MetadataSummary
+    from pythonhosted.linehaul.monitor import Job
+    from pythonhosted.web.server import Bind
 
 T = TypeVar("T")
 
@@ -119,6 +120,8 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
 
 
 def _address(bind: str) -> Bind:
+    from pythonhosted.web.server import Bind
+
     try:
         return Bind.parse(bind)
     except ValueError as exc:
@@ -132,6 +135,11 @@ def _refuse_bind_with_once(once: bool, bind: str | None) -> None:
 
 def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
     """One job until SIGINT/SIGTERM: headless, or with /_health and /metrics on ``bind``."""
+    from pythonhosted.linehaul.app import RUNNERS
+    from pythonhosted.linehaul.monitor import Monitor
+    from pythonhosted.linehaul.service import build_app
+    from pythonhosted.web.server import EarlyStop, ServerLimits, run
+
     if bind is not None:
         run([(build_app(settings, (job,)), _address(bind))], ServerLimits.of(settings.http))
         return
@@ -170,6 +178,9 @@ def serve_command(
 
     A stop (Ctrl-C, SIGTERM) lets the log object or group of files under way finish first.
     """
+    from pythonhosted.linehaul.service import build_app
+    from pythonhosted.web.server import ServerLimits, run
+
     settings = _with_urls(settings, logs=logs, results=results, warehouse=warehouse, bind=bind)
     address = _address(settings.linehaul.bind)
     logs_url, results_url, warehouse_url = pipeline_urls(settings)
@@ -253,6 +264,8 @@ def publish_command(
     if not once:
         _keep_running(settings, "publish", bind)
         return
+    from pythonhosted.linehaul.publish import PublishSummary, publish_with
+
     _, results_url, warehouse_url = pipeline_urls(settings)
     files = uploads_url(settings)
     batch = settings.linehaul.publish_batch_files
@@ -302,6 +315,8 @@ def metadata_command(
     Publish adds the rows uploads queue by itself when files.primary is set; this does it
     now, or with --backfill reads every record (and its sidecar or file) of the store.
     """
+    from pythonhosted.linehaul.metadata import backfill, load_queued
+
     url = store or uploads_url(settings)
     if not url:
         raise click.UsageError(

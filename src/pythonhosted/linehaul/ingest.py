@@ -42,14 +42,14 @@ import random
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pythonhosted.config import Settings
 from pythonhosted.linehaul import leases
 from pythonhosted.linehaul.admission import Admission
 from pythonhosted.linehaul.batch import DEFAULT_MAX_LINE, Counts, ObjectConverter, Part
 from pythonhosted.linehaul.columns import converter_name
-from pythonhosted.linehaul.monitor import Monitor, reason
-from pythonhosted.linehaul.schedule import pause
+from pythonhosted.linehaul.schedule import pause, reason
 from pythonhosted.pipeline import (
     CORRUPT,
     ROWS,
@@ -60,6 +60,9 @@ from pythonhosted.pipeline import (
     too_long_samples,
 )
 from pythonhosted.storage import NotFound, ObjectInfo, StorageError, Store
+
+if TYPE_CHECKING:  # the metrics (prometheus_client) are a running worker's, not a pass's
+    from pythonhosted.linehaul.monitor import Monitor
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 4  # objects under way at once (linehaul.ingest_concurrency)

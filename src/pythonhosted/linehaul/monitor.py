@@ -25,13 +25,6 @@ JOBS: tuple[Job, ...] = ("ingest", "publish")
 _LINE_RESULTS = ("row", "ignored", "unprocessable", "blank", "too_long", "served", "lost")
 
 
-def reason(exc: BaseException) -> str:
-    """An error in one line for a log or a health answer: its message's first line, else its
-    type's name."""
-    lines = str(exc).splitlines()
-    return lines[0] if lines and lines[0] else type(exc).__name__
-
-
 class Monitor:
     """One per process (and per app instance, so tests never share counts), for the ``jobs``
     it runs: only their labelled series exist, so an absent job never looks stalled."""

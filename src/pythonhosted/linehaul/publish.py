@@ -18,11 +18,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pythonhosted.config import Settings
-from pythonhosted.linehaul.metadata import load_queued
-from pythonhosted.linehaul.monitor import Monitor, reason
-from pythonhosted.linehaul.schedule import pause
+from pythonhosted.linehaul.schedule import pause, reason
 from pythonhosted.pipeline import (
     BATCH_TIMEOUTS,
     RESULTS,
@@ -34,6 +33,9 @@ from pythonhosted.pipeline import (
 from pythonhosted.storage import NotFound, Store, open_store
 from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
+
+if TYPE_CHECKING:
+    from pythonhosted.linehaul.monitor import Monitor
 
 log = logging.getLogger(__name__)
 GROUP_BYTES = 64 << 20
@@ -224,7 +226,9 @@ async def publish_with(
             on_files=on_files,
             stop=stop,
         )
-        if uploads is not None:
+        if uploads is not None:  # the metadata readers (packaging) only for a files store
+            from pythonhosted.linehaul.metadata import load_queued
+
             queue = await load_queued(uploads, warehouse, batch=batch_files, stop=stop)
             summary.distributions = queue.added
         return summary
