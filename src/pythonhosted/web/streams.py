@@ -8,8 +8,9 @@ connection), camo holds an upstream connection and the cache file it fills. Unbo
 concurrent uncached images from a slow upstream took a camo under a 4,096-descriptor limit to
 EMFILE: 796 answers were 500 (the cache's temporary file would not open) and 1,926 were 502.
 
-So such a request first takes a *stream slot* from this process-wide pool: a slot stands for
-up to two descriptors, and the pool holds a third of the descriptors left after the reserve.
+So such a request first takes a *stream slot* from its service's pool: a slot stands for up
+to two descriptors, and the pools of a process hold a third of the descriptors left after the
+reserve.
 The pool is not carved out of the connection bounds: that would cost idle capacity (10,000
 idle connections to ``serve``'s files edge must leave ``/_health`` answering); connections
 and streams only pass the limit together when both are at their bounds at once, and then
@@ -114,7 +115,7 @@ class StreamSlots:
     def give_back(self) -> None:
         while self._waiters:
             turn = self._waiters.popleft()
-            if not turn.done():
+            if not turn.done() and not turn.get_loop().is_closed():
                 turn.set_result(None)  # the slot goes straight to the next in line
                 return
         self._free = self.free + 1

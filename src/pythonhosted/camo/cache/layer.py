@@ -122,7 +122,7 @@ class Fill:
         same, only not kept. The cache is an economy; it never costs a client its image."""
         self.abort()
         self._cache.metrics.cache_write_failures.inc()
-        self._cache.write_log.note(
+        self._cache.disk_log.note(
             logging.WARNING, "write", "camo cache: not storing %s: %s", self._url[:200], exc
         )
 
@@ -182,7 +182,7 @@ class ImageCache:
         summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
         self._stale_log = BoundedLog(log, summary, "stale")
         summary = "camo cache: %d more disk failures in %g s (not logged one by one): %s"
-        self.write_log = BoundedLog(log, summary, "write")
+        self.disk_log = BoundedLog(log, summary, "disk")
 
     async def available(self) -> bool:
         """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
@@ -245,7 +245,7 @@ class ImageCache:
             self.metrics.cache_damaged.inc()
             return None
         except OSError as exc:  # the entry's file would not open or read: answer as a miss
-            self.write_log.note(logging.WARNING, "read", "camo cache: cannot read %s: %s", key, exc)
+            self.disk_log.note(logging.WARNING, "read", "camo cache: cannot read %s: %s", key, exc)
             return None
 
     async def _lead(self, request: _Request, hit: Hit | None) -> int:
