@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 from isal import isal_zlib
 
 from pythonhosted.linehaul import columns, events, useragents
-from pythonhosted.linehaul.cache import Memo
+from pythonhosted.linehaul.cache import Memo, shallow_size
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.storage import open_store
 from support.linehaul_data import download_line, log_key
@@ -109,3 +112,34 @@ def test_the_c_tables_stay_within_their_bounds(converter: str) -> None:
     assert most[details] > columns._columns.CACHE_BYTES * 0.9
     response = columns._FIELD_MEMOS.index(columns.RESPONSE)
     assert most[response] > 0
+
+
+def test_a_memo_shared_by_converting_threads_keeps_its_bounds_and_books() -> None:
+    """Several log objects convert at once, each in a thread, sharing the memos. Two threads
+    missing one key both queued it for eviction; evicting it the second time raised KeyError
+    in the middle of a conversion (a clean CI run caught it)."""
+
+    def compute(key: int) -> str:
+        time.sleep(0)  # let another thread in between computing and storing, as real work does
+        return str(key)
+
+    memo: Memo[int, str] = Memo(compute, size=64, max_bytes=1 << 20)
+    failures: list[BaseException] = []
+
+    def hammer(seed: int) -> None:
+        keys = random.Random(seed)
+        try:
+            for _ in range(20_000):
+                key = keys.randrange(200)
+                assert memo[key] == str(key)
+        except BaseException as exc:  # reported below, with the others
+            failures.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(memo) <= 64
+    assert memo.bytes == sum(shallow_size(key, value) for key, value in memo.items())

@@ -13,11 +13,18 @@ EPYC, Python 3.11): this memo 55 ns; ``functools.lru_cache`` 108 ns; cachetools 
 ``cachetools.cached``. Neither library bounds entries and bytes together (cachetools takes one
 ``maxsize`` in the units of ``getsizeof``). FIFO rather than LRU: an LRU's bookkeeping on
 every hit costs more than the occasional recomputation of a popular key that FIFO causes.
+
+Several log objects convert at once, each in a thread of its own (``linehaul.ingest_concurrency``),
+and they share the memos: a miss takes the memo's lock to store (hits stay one subscript, and
+a dict subscript is atomic). Without it two threads missing the same key both queued it for
+eviction, and the second eviction of a key the dict no longer held raised KeyError in the
+middle of a conversion (a clean CI run caught it).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
@@ -57,22 +64,27 @@ class Memo(dict[K, V]):
         # Keys and weights in insertion order, oldest first: ``next(iter(dict))`` would walk
         # over every slot that earlier evictions left empty (10 us per eviction at 8,192).
         self._order: deque[tuple[K, int]] = deque()
+        self._lock = threading.Lock()  # stores and evictions (misses only)
 
     def __missing__(self, key: K) -> V:
         value = self._compute(key)
         weight = self._weigh(key, value)
         if weight > self.max_bytes >> 3:
             return value
-        while self and (len(self) >= self.size or self.bytes + weight > self.max_bytes):
-            oldest, oldest_weight = self._order.popleft()
-            del self[oldest]
-            self.bytes -= oldest_weight
-        self[key] = value
-        self._order.append((key, weight))
-        self.bytes += weight
+        with self._lock:
+            if key in self:  # another thread stored it while this one computed
+                return self[key]
+            while self and (len(self) >= self.size or self.bytes + weight > self.max_bytes):
+                oldest, oldest_weight = self._order.popleft()
+                del self[oldest]
+                self.bytes -= oldest_weight
+            self[key] = value
+            self._order.append((key, weight))
+            self.bytes += weight
         return value
 
     def clear(self) -> None:
-        super().clear()
-        self._order.clear()
-        self.bytes = 0
+        with self._lock:
+            super().clear()
+            self._order.clear()
+            self.bytes = 0
