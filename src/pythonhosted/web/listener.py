@@ -121,11 +121,19 @@ class ServerLimits:
                 pass
         if soft == resource.RLIM_INFINITY:
             return self
-        reserved = min(RESERVED_DESCRIPTORS, soft // 4)
-        usable = max(1, int((soft - reserved) * share))
+        usable = max(1, int(usable_descriptors() * share))
         if usable < self.max_connections:
             return dataclasses.replace(self, max_connections=usable)
         return self
+
+
+def usable_descriptors() -> int:
+    """Descriptors the open-file limit in force leaves for connections and streams after the
+    reserve (``RLIM_INFINITY``: taken as a million)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, soft - min(RESERVED_DESCRIPTORS, soft // 4))
 
 
 def report_lowered(wanted: ServerLimits, fitted: Sequence[tuple[Bind, ServerLimits]]) -> None:

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from pythonhosted.web.listener import RESERVED_DESCRIPTORS, STREAM_PART
+from pythonhosted.web.listener import STREAM_PART, usable_descriptors
 
 #: descriptors one slot stands for (camo: the upstream connection and the cache's file)
 SLOT_DESCRIPTORS = 2
@@ -44,15 +43,6 @@ SLOT_DESCRIPTORS = 2
 
 class Busy(Exception):
     """No stream slot came free within the wait: answer 503, the client may retry."""
-
-
-def usable_descriptors() -> int:
-    """Descriptors left for connections and streams after the reserve (``RLIM_INFINITY``:
-    treated as a million)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(1, soft - min(RESERVED_DESCRIPTORS, soft // 4))
 
 
 class StreamSlots:
