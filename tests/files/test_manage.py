@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pty
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -353,3 +354,70 @@ def test_a_release_of_a_large_project_is_found_without_reading_every_record(
     yanked = asyncio.run(set_yanked(primary, found, True, "broken"))
     assert [record.yanked_reason for record in yanked] == ["broken"]
     assert asyncio.run(select(primary, "nightly==1.7")) == yanked
+
+
+def _release(primary: str, project: str, files: int) -> list[str]:
+    """Catalog records of one release of ``files`` wheels (no objects: a delete takes a
+    record whose object is gone); their paths."""
+    made = [
+        dataclasses.replace(
+            catalog_record(project, 0, tags=f"cp3{number}-cp3{number}-linux_x86_64"), version="1.0"
+        )
+        for number in range(files)
+    ]
+    store = open_store(primary)
+    for record in made:
+        asyncio.run(store.put(record_key(project, record.filename), record.to_json()))
+    return sorted(record.path for record in made)
+
+
+def test_each_file_of_a_large_release_is_logged_with_its_own_purges(site: Site) -> None:
+    """Outcomes are matched to files by their position (matching each outcome's URL against
+    every path was quadratic: 23 s of a 5,000-file delete); each file's delete log names its
+    own two purges, and none other."""
+    paths = _release(site.primary, "big", 500)
+    deleted = site.cli("files", "delete", "big==1.0", "--yes")
+    assert (deleted.exit_code, _said(deleted)) == (0, [])
+    assert sorted(deleted.stdout.splitlines()) == [f"deleted {path}" for path in paths]
+    logged = {line["path"]: line for line in _log_lines(deleted)}
+    assert sorted(logged) == paths
+    for path, line in logged.items():
+        assert (line["purged"], line["purge_failed"]) == (
+            [site.url + path, site.url + path + ".metadata"],
+            [],
+        )
+
+
+def test_an_edge_that_never_answers_costs_one_timeout_not_one_per_purge(
+    site: Site,
+) -> None:
+    """A configured edge that takes connections and never answers: the first purges time out
+    together (5 s); the rest are not sent, and the command says 20 failures, then a count."""
+    paths = _release(site.primary, "big", 500)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # never accepted: requests wait for an answer until the timeout
+        edge = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        deleted = site.cli(
+            "files",
+            "delete",
+            "big==1.0",
+            "--yes",
+            PYTHONHOSTED_FILES__PURGE_URLS=json.dumps([edge]),
+        )
+    assert deleted.exit_code == 1
+    assert sorted(deleted.stdout.splitlines()) == [f"deleted {path}" for path in paths]
+    shown = [
+        f"error: PURGE {edge}{p}{tail}: TimeoutError" for p in paths for tail in ("", ".metadata")
+    ]
+    assert _said(deleted) == [
+        *shown[:20],
+        "error: 980 more purges failed (the delete log names each)",
+    ]
+    logged = {line["path"]: line for line in _log_lines(deleted)}
+    assert sorted(logged) == paths
+    for path, line in logged.items():
+        assert (line["purged"], line["purge_failed"]) == (
+            [],
+            [f"{edge}{path}: TimeoutError", f"{edge}{path}.metadata: TimeoutError"],
+        )

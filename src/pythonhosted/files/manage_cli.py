@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STORE_HELP = "Store URL, e.g. file:///srv/files [files.primary]."
+# Failed purges said one line each, up to this many: a release of thousands of files on an
+# edge that refuses them all would otherwise bury the rest of what the command says.
+FAILURES_SHOWN = 20
 
 
 def open_primary(settings: Settings, store_url: str | None) -> Store:
@@ -159,7 +162,7 @@ def delete_command(
     outcomes = _purge(settings, [path for _, path in targets])
     failed = False
     for record, path in targets:
-        mine = [o for o in outcomes if o.url.endswith((path, path + ".metadata"))]
+        mine = outcomes.get(path, [])
         failures = [o for o in mine if not o.ok and not (o.refused and _default_edges(settings))]
         log_delete(
             primary,
@@ -200,8 +203,11 @@ def _default_edges(settings: Settings) -> bool:
     return settings.files.purge_urls is None
 
 
-def _purge(settings: Settings, paths: list[str]) -> list[PurgeOutcome]:
-    """PURGE the paths and their .metadata on every edge; report failures, one line each."""
+def _purge(settings: Settings, paths: list[str]) -> dict[str, list[PurgeOutcome]]:
+    """PURGE the paths and their .metadata on every edge; report failures, one line each.
+    The outcomes by path (its own and its .metadata's, on every edge): found by position,
+    since a release can have thousands of files and matching each outcome's URL against
+    every path was quadratic (23 s of a 5,000-file delete)."""
     from pythonhosted.files.purge import purge
     from pythonhosted.files.service import purge_secret
 
@@ -209,7 +215,7 @@ def _purge(settings: Settings, paths: list[str]) -> list[PurgeOutcome]:
     if edges is None:
         edges = [Bind.parse(settings.files.bind).url()]
     if not edges:
-        return []
+        return {}
     try:
         secret = purge_secret(settings)
     except (OSError, ValueError) as exc:
@@ -219,17 +225,26 @@ def _purge(settings: Settings, paths: list[str]) -> list[PurgeOutcome]:
         if not _default_edges(settings):
             _fail(f"{message}: edges not told")
         click.echo(f"note: {message}: no edge told", err=True)
-        return []
+        return {}
     every = [p for path in paths for p in (path, path + ".metadata")]
     outcomes = asyncio.run(purge(edges, secret, every))
     absent = set()
+    failures = 0
     for outcome in outcomes:
         if outcome.ok:
             continue
         if outcome.refused and _default_edges(settings):
             absent.add(outcome.url.split("/packages/", 1)[0])
-        else:
+            continue
+        failures += 1
+        if failures <= FAILURES_SHOWN:
             click.echo(f"error: PURGE {outcome.url}: {outcome.reason}", err=True)
+    if failures > FAILURES_SHOWN:
+        hidden = failures - FAILURES_SHOWN
+        click.echo(f"error: {hidden} more purges failed (the delete log names each)", err=True)
     for edge in sorted(absent):
         click.echo(f"note: no files edge at {edge}: nothing cached there", err=True)
-    return outcomes
+    by_path: dict[str, list[PurgeOutcome]] = {path: [] for path in paths}
+    for index, outcome in enumerate(outcomes):  # edge by edge, each in the order of `every`
+        by_path[paths[index % len(every) // 2]].append(outcome)
+    return by_path
