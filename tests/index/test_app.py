@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import http.client
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 
 from pythonhosted.config import FilesSettings, IndexSettings, Settings
 from pythonhosted.files.upload import upload
+from pythonhosted.index.app import IndexApp, IndexOptions
 from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
+from support.catalogs import put_catalog
 from support.edge import SAMPLES, metadata_of, raw_request, seed
 
 WHEEL = SAMPLES["wheel"]
@@ -57,7 +62,7 @@ def test_project_page_json(index: str) -> None:
     response = httpx.get(index + "/simple/demo-pkg/", headers={"Accept": JSON})
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON
-    assert response.headers["vary"] == "Accept"
+    assert response.headers["vary"] == "Accept, Accept-Encoding"
     assert response.headers["cache-control"] == "max-age=600, public"
     page = response.json()
     assert page["meta"] == {"api-version": "1.1"}
@@ -178,6 +183,65 @@ def test_etag_and_304(index: str) -> None:
     as_json = httpx.get(index + "/simple/demo-pkg/", headers={"Accept": JSON})
     assert again.status_code == 304
     assert as_json.headers["etag"] != first.headers["etag"]
+
+
+@dataclass
+class _Raw:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _fetch(url: str, method: str, path: str, headers: dict[str, str]) -> _Raw:
+    """The response as sent (httpx would decode the gzip)."""
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        fields = {name.lower(): value for name, value in response.getheaders()}
+        return _Raw(response.status, fields, response.read())
+    finally:
+        connection.close()
+
+
+def test_pages_go_gzipped_to_clients_that_take_it(tmp_path: Path) -> None:
+    """A 5,000-file project: its page goes gzipped to a client that accepts
+    gzip (pip and uv do), with a validator of its own; a client that does not, and a page
+    too small to gain, get the page as it is."""
+    primary = open_store(f"file://{tmp_path}/primary")
+    asyncio.run(put_catalog(primary, "nightly", 5_000))
+    asyncio.run(put_catalog(primary, "tiny", 1))
+    app = IndexApp(primary, None, IndexOptions(cache_ttl=600))
+    gzip_only = {"Accept": JSON, "Accept-Encoding": "gzip"}
+    identity = {"Accept": JSON, "Accept-Encoding": "identity"}
+    with running(app.service()) as url:
+        plain = _fetch(url, "GET", "/simple/nightly/", identity)
+        packed = _fetch(url, "GET", "/simple/nightly/", gzip_only)
+        head = _fetch(url, "HEAD", "/simple/nightly/", gzip_only)
+        again = _fetch(
+            url, "GET", "/simple/nightly/", {**gzip_only, "If-None-Match": packed.headers["etag"]}
+        )
+        crossed = _fetch(
+            url, "GET", "/simple/nightly/", {**identity, "If-None-Match": packed.headers["etag"]}
+        )
+        refused = _fetch(
+            url, "GET", "/simple/nightly/", {"Accept": JSON, "Accept-Encoding": "gzip;q=0, br"}
+        )
+        tiny = _fetch(url, "GET", "/simple/tiny/", gzip_only)
+    assert (plain.status, packed.status, head.status) == (200, 200, 200)
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(packed.body) == plain.body
+    assert len(orjson.loads(plain.body)["files"]) == 5_000
+    assert len(packed.body) < len(plain.body) // 2
+    assert packed.headers["etag"] == plain.headers["etag"][:-1] + '-gzip"'
+    assert head.headers["content-length"] == str(len(packed.body)) and head.body == b""
+    assert (again.status, crossed.status) == (304, 200)
+    assert crossed.body == plain.body
+    assert "content-encoding" not in refused.headers and refused.body == plain.body
+    assert "content-encoding" not in tiny.headers and len(tiny.body) < 1_400
+    for answer in (plain, packed, tiny):
+        assert answer.headers["vary"] == "Accept, Accept-Encoding"
 
 
 def test_each_project_request_is_logged(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_other_requests_are_answered_while_a_large_page_renders(
     asyncio.run(put_catalog(primary, "other", 1))
     app = IndexApp(primary, None, IndexOptions(cache_ttl=600))
     with running(app.service()) as url, ThreadPoolExecutor(1) as pool:
-        cold = [("/simple/nightly/", {"Accept": JSON_TYPE})] * 200
+        cold = [("/simple/nightly/", {"Accept": JSON_TYPE, "Accept-Encoding": "identity"})] * 200
         answers = pool.submit(asyncio.run, fetch_all(url, cold, concurrency=200))
         assert rendering.wait(30)
         try:

@@ -42,7 +42,7 @@ from pythonhosted.storage import (
 )
 from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.clientfacts import ClientFacts
-from pythonhosted.web.http import http_datetime, parse_range
+from pythonhosted.web.http import http_datetime, parse_range, preferred_encoding
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
@@ -273,9 +273,11 @@ class FilesEdge:
             return
         if key.endswith(".metadata"):
             self.metrics.sidecars.labels("metadata").inc()
-            encoding = _preferred_encoding(request.header(b"accept-encoding"))
+            encoding = preferred_encoding(request.header(b"accept-encoding"), ("br", "gzip"))
             if encoding is not None and b"range" not in request.headers:
-                await self._send_encoded(entry, encoding, security + entry.headers, send, head)
+                await self._send_encoded(
+                    entry, encoding.encode(), security + entry.headers, send, head
+                )
                 return
         elif key.endswith(".asc"):
             self.metrics.sidecars.labels("asc").inc()
@@ -381,26 +383,6 @@ class FilesEdge:
                 user_agent=request.header(b"user-agent"),
             )
         )
-
-
-def _preferred_encoding(accept: str | None) -> bytes | None:
-    if not accept:
-        return None
-    offered = {}
-    for item in accept.split(","):
-        name, _, params = item.strip().partition(";")
-        quality = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                quality = float(params[2:])
-            except ValueError:
-                quality = 0.0
-        offered[name.strip().lower()] = quality
-    for name in ("br", "gzip"):
-        if offered.get(name, offered.get("*", 0.0)) > 0:
-            return name.encode()
-    return None
 
 
 def _compress(data: bytes, encoding: bytes) -> bytes:

@@ -3,7 +3,8 @@
 Pages are built from the catalog the uploads write, cached per project for ``cache_ttl``
 seconds in a bounded cache (:mod:`pythonhosted.index.cached_catalog`; uploads, yanks and
 deletes show within a second, when the catalog's generation changes; the responses
-themselves say max-age=600 as PyPI's do), and every project-page request writes a
+themselves say max-age=600 as PyPI's do; gzipped for clients that take it, as PyPI's CDN
+sends them), and every project-page request writes a
 ``simple|…`` line to the same log store as downloads, so linehaul fills the
 ``simple_requests`` table.
 """
@@ -34,7 +35,7 @@ from pythonhosted.index.rendered import Page, RenderedPages
 from pythonhosted.logline import simple_line
 from pythonhosted.storage import StorageError, Store
 from pythonhosted.web.clientfacts import ClientFacts
-from pythonhosted.web.http import etag_matches
+from pythonhosted.web.http import etag_matches, preferred_encoding
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response, send_text
@@ -43,7 +44,8 @@ from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 CACHE_CONTROL = (b"cache-control", b"max-age=600, public")
-VARY = (b"vary", b"Accept")
+VARY = (b"vary", b"Accept, Accept-Encoding")
+GZIP = (b"content-encoding", b"gzip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +131,12 @@ class IndexApp:
             await send_text(send, 404, "Not Found", headers=security)
             return
         body, etag = page.body, page.etag
-        response_headers = [
-            *security,
-            CACHE_CONTROL,
-            VARY,
-            (b"etag", etag.encode()),
-        ]
+        response_headers = [*security, CACHE_CONTROL, VARY]
+        accepted = headers.get(b"accept-encoding", b"").decode("latin-1")
+        if page.gzipped is not None and preferred_encoding(accepted, ("gzip",)):
+            body, etag = page.gzipped, page.gzipped_etag
+            response_headers.append(GZIP)
+        response_headers.append((b"etag", etag.encode()))
         if_none_match = headers.get(b"if-none-match")
         status = (
             304 if if_none_match and etag_matches(if_none_match.decode("latin-1"), etag) else 200

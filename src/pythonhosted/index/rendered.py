@@ -11,6 +11,11 @@ hands out: it refers to that list weakly, so when the catalog cache drops or rep
 records (a change, the TTL, eviction), the rendering is stale and the list is not kept
 alive by it. Renderings are bounded in bytes, least recently used out first.
 
+Each page is also kept gzipped (made in the same thread, once per rendering), for the
+clients that take it, which pip and uv do: a 100,000-file project's 52 MB JSON page (43 MB of
+HTML) gzips to 10 MB (9 MB) in about 0.7 s of CPU, where it went whole to every resolver that
+asked. Both forms count against the cache's bytes.
+
 A page is rendered and hashed in a thread, one rendering per page and source however many
 requests want it: a 100,000-file project's JSON page takes 1.5-3 s of CPU to make, and made
 on the event loop (after every upload to the project) it held up every other request of the
@@ -20,6 +25,7 @@ process, on every page and service, for that long.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import weakref
 from collections.abc import Callable
@@ -32,6 +38,8 @@ from pythonhosted.coalesce import Coalescer
 
 T = TypeVar("T")
 ENTRY_BYTES = 256  # the key, the weak reference and the entry's objects
+# Below one packet's payload a gzipped page saves nothing worth its header and CPU.
+GZIP_FROM = 1400
 
 
 class Source(list[T], Generic[T]):
@@ -44,6 +52,12 @@ class Source(list[T], Generic[T]):
 class Page:
     body: bytes
     etag: str
+    gzipped: bytes | None = None  # None: not worth it (small, or gzip saves too little)
+
+    @property
+    def gzipped_etag(self) -> str:
+        """The gzipped form's own strong validator (RFC 9110 §8.8.3: one per representation)."""
+        return self.etag[:-1] + '-gzip"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +67,8 @@ class _Rendering:
 
 
 def _cost(rendering: _Rendering) -> int:
-    return ENTRY_BYTES + len(rendering.page.body)
+    page = rendering.page
+    return ENTRY_BYTES + len(page.body) + (len(page.gzipped) if page.gzipped else 0)
 
 
 class RenderedPages:
@@ -94,4 +109,8 @@ class RenderedPages:
 
 def _made(render: Callable[[], bytes]) -> Page:
     body = render()
-    return Page(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if len(body) < GZIP_FROM:
+        return Page(body, etag)
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+    return Page(body, etag, gzipped if len(gzipped) < len(body) * 0.9 else None)

@@ -121,5 +121,28 @@ def not_modified(
     return last_modified.replace(microsecond=0) <= since
 
 
+def preferred_encoding(accept: str | None, offered: tuple[str, ...]) -> str | None:
+    """The first of ``offered`` content codings (in the server's order of preference) that an
+    ``Accept-Encoding`` header takes with a non-zero quality (``*`` standing for any not
+    named); None for the identity coding."""
+    if not accept:
+        return None
+    qualities = {}
+    for item in accept.split(","):
+        name, _, params = item.strip().partition(";")
+        quality = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                quality = float(params[2:])
+            except ValueError:
+                quality = 0.0
+        qualities[name.strip().lower()] = quality
+    for name in offered:
+        if qualities.get(name, qualities.get("*", 0.0)) > 0:
+            return name
+    return None
+
+
 def http_datetime(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC), usegmt=True)
