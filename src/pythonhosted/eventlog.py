@@ -13,6 +13,13 @@ dead process are claimed by an atomic rename and shipped at the next start, so n
 dropped and no line is shipped twice. An object is written whole or not at all (object stores
 have no partial puts).
 
+A spool that cannot take lines (a full disk, a file-size limit) loses none of them: a write
+that failed part-way is cut back to the last whole line, the lines stay in memory (up to
+:data:`HELD_LINES`, the oldest dropped and counted past that) and each flush ships what is held
+straight from memory. A full spool disk lost every line for as long as it lasted, and a
+partial write left a torn line that merged with the next. One line says the spool failed, one
+that it took lines again: no traceback a second.
+
 Object names: ``{prefix}/%Y/%m/%d/%H/%M/{prefix}-{utc time}-{host}-{pid}-{random}.log.gz``.
 """
 
@@ -40,6 +47,10 @@ from pythonhosted.web.lifespan import Hook
 
 log = logging.getLogger(__name__)
 SEGMENT_SUFFIX = ".spool"
+# Lines held in memory while the spool refuses them: two full batches at the default
+# batch_lines (~50 MB of download lines); each flush ships them, so only a store that also
+# refuses them lets this fill.
+HELD_LINES = 200_000
 CLAIMED_SUFFIX = ".claimed-"  # followed by the pid of the process shipping it
 
 
@@ -74,6 +85,8 @@ class EventLog:
         self._pending: deque[str] = deque()
         self._spool_lock = threading.Lock()  # the segment's descriptor: syncer vs. seal
         self._fd: int | None = None
+        self._spooled = 0  # bytes of whole lines in the open segment
+        self._refused: str | None = None  # why the spool refuses lines, while it does
         self._segment: Path | None = None
         self._batch_started = 0.0
         self._lines = 0  # appended since the last seal, spooled or not
@@ -97,6 +110,7 @@ class EventLog:
 
     def _spool(self) -> None:
         """Write pending lines to the spool segment; from here a killed process loses nothing.
+        Lines the spool refuses stay pending (:meth:`_hold`).
 
         Called with ``_spool_lock`` held.
         """
@@ -113,12 +127,41 @@ class EventLog:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
-        except OSError:
-            log.exception("could not spool %d event lines", count)
-            if self._on_failed is not None:
-                self._on_failed(count)
+        except OSError as exc:
+            self._hold(lines, exc)
             return
+        self._spooled += len(data)
         self._dirty = True
+        if self._refused is not None:
+            log.warning("the %s spool takes lines again", self.config.prefix)
+            self._refused = None
+
+    def _hold(self, lines: list[str], exc: OSError) -> None:
+        """Keep lines the spool refused, ahead of newer ones, and cut a part-written piece
+        back to the last whole line (the next write would extend its torn line)."""
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self._spooled)
+            except OSError:
+                log.warning("could not cut a partial write from %s", self._segment)
+        self._pending.extendleft(reversed(lines))
+        over = len(self._pending) - HELD_LINES
+        if over > 0:
+            for _ in range(over):
+                self._pending.popleft()
+            if self._on_failed is not None:
+                self._on_failed(over)
+        if self._refused is None:
+            self._refused = str(exc)
+            log.error(
+                "the %s spool refuses lines (%s): holding them in memory, up to %d, and "
+                "shipping them from there",
+                self.config.prefix,
+                exc,
+                HELD_LINES,
+            )
+        if over > 0:
+            log.error("dropped the %d oldest %s lines held in memory", over, self.config.prefix)
 
     def _sync(self) -> None:
         """Spool what is pending and fsync it: bounds what a crash of any kind loses."""
@@ -128,8 +171,8 @@ class EventLog:
                 self._dirty = False
                 try:
                     os.fsync(self._fd)
-                except OSError:
-                    log.exception("could not fsync spool segment %s", self._segment)
+                except OSError as exc:
+                    log.warning("could not fsync spool segment %s: %s", self._segment, exc)
 
     def _sync_on_schedule(self) -> None:
         """The syncer thread: one sync per interval, each aimed at its due time."""
@@ -150,6 +193,7 @@ class EventLog:
         name += f"-{uuid.uuid4().hex[:12]}"
         self._segment = self.config.spool_dir / (name + SEGMENT_SUFFIX)
         self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._spooled = 0
 
     def _seal(self) -> Path | None:
         """Spool what is pending, close the segment and claim it for shipping."""
@@ -157,7 +201,10 @@ class EventLog:
             self._spool()
             if self._fd is None or self._segment is None:
                 return None
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:  # what was written is read back from the page cache
+                log.warning("could not fsync spool segment %s: %s", self._segment, exc)
             os.close(self._fd)
             claimed = _claimed_name(self._segment)
             os.rename(self._segment, claimed)
@@ -220,7 +267,10 @@ class EventLog:
                     self._lines >= self.config.batch_lines
                     or time.time() - self._batch_started >= self.config.period
                 ):
-                    await self.flush()
+                    try:
+                        await self.flush()
+                    except Exception:  # the shipper never stops: the next batch tries again
+                        log.exception("shipping %s lines failed", self.config.prefix)
         finally:
             self._syncer_stop.set()
             await asyncio.to_thread(self._syncer.join)
@@ -240,6 +290,34 @@ class EventLog:
         if claimed is not None:
             await self._ship(claimed)
         await self.ship_leftovers()
+        if self._refused is not None:
+            await self._ship_held()
+
+    def _take_held(self) -> list[str]:
+        with self._spool_lock:
+            return [self._pending.popleft() for _ in range(len(self._pending))]
+
+    async def _ship_held(self) -> None:
+        """Ship the lines the spool refused straight from memory (not crash-safe, as they
+        never were on disk); kept for the next flush if the store refuses them too."""
+        lines = await asyncio.to_thread(self._take_held)
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
+        body = await asyncio.to_thread(gzip.compress, data, self.config.compress_level, mtime=0)
+        key = self._object_key(time.time())
+        try:
+            await self.store.put(key, body, create_only=True)
+        except StorageError as exc:
+            log.error("could not store %d held %s lines: %s", len(lines), self.config.prefix, exc)
+            if self._on_failed is not None:
+                self._on_failed(0)
+            with self._spool_lock:
+                self._hold(lines, OSError(str(exc)))
+            return
+        log.info("stored %d %s lines held in memory as %s", len(lines), self.config.prefix, key)
+        if self._on_shipped is not None:
+            self._on_shipped(len(lines))
 
     async def ship_leftovers(self) -> None:
         """Ship segments whose writer or shipper died, claiming each by an atomic rename."""

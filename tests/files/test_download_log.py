@@ -5,7 +5,9 @@ Each download is two lines: the response's facts (``served``) right before the r
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import os
 import re
 import signal
 import socket
@@ -15,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pythonhosted.web.server import Bind, free_port
+from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.edge import SAMPLES, EdgeFactory, edge_process, seed, stored_wheel
-from support.processes import wait_until
+from support.flood import fetch_all
+from support.processes import PYTHONHOSTED, started, wait_until
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
@@ -224,3 +227,47 @@ def test_a_stop_ends_within_the_drain_timeout_however_slow_the_clients(
     served = [line.split("|") for line, _ in download_lines(tmp_path / "logs")]
     assert len(served) == 100
     assert all(s[1] == "200" and int(s[2]) < len(large.data) for s in served)
+
+
+def test_a_spool_that_refuses_lines_loses_none(primary: str, tmp_path: Path) -> None:
+    """The spool under a 32 KB file-size limit (as a full disk, it refuses writes part-way):
+    1,000 downloads (refused), 20 (taken by the next segment), 1,000 (refused again): every
+    line shipped whole, each change said once, no traceback. Before, each refused write
+    dropped the lines it held (and a part-written one left a torn line that merged with the
+    next)."""
+    bind = Bind("127.0.0.1", free_port())
+    command = [*PYTHONHOSTED, "files", "serve", "--primary", primary]
+    command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONHOSTED_FILES__LOG_PERIOD": "1",
+        "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
+        # No bytecode written: under a file-size limit Python would leave truncated .pyc files.
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    shell = ["bash", "-c", 'ulimit -f 32 && exec "$@"', "edge", *command]
+    shipped = 0
+    with started(shell, env=env, stderr=subprocess.PIPE) as process:
+        wait_for_port(bind, timeout=30)
+        for downloads in (1_000, 20, 1_000):
+            answers = asyncio.run(fetch_all(bind.url(), [WHEEL.path] * downloads, concurrency=20))
+            assert [answer.status for answer in answers] == [200] * downloads
+            shipped += downloads
+            lines = 2 * shipped
+            wait_until(lambda n=lines: len(log_lines(tmp_path / "logs")) == n, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0
+    said = [line.split(" ", 3)[-1] for line in stderr.decode().splitlines()[1:]]
+    refused = (
+        "pythonhosted.eventlog: the downloads spool refuses lines ([Errno 27] File too large): "
+        "holding them in memory, up to 200000, and shipping them from there"
+    )
+    again = "pythonhosted.eventlog: the downloads spool takes lines again"
+    assert [line for line in said if not line.startswith("pythonhosted.eventlog: stored ")] == [
+        refused,
+        again,
+        refused,
+    ]
+    assert len(download_lines(tmp_path / "logs")) == 2_020

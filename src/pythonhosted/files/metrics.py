@@ -53,7 +53,8 @@ class EdgeMetrics:
         )
         self.log_lines_dropped = Counter(
             "files_log_lines_dropped",
-            "Download log lines that could not be spooled.",
+            "Download log lines dropped: the oldest held in memory past the bound while the spool "
+            "refused lines.",
             registry=self.registry,
         )
         self.log_ship_failures = Counter(
