@@ -25,7 +25,7 @@ from pythonhosted.storage.stores import Listed
 from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.linehaul_data import REAL, seed_unique
-from support.processes import spawn
+from support.processes import PYTHONHOSTED, spawn
 
 
 def _count(db: Path) -> tuple[int, int]:
@@ -394,3 +394,35 @@ def test_sigkill_of_publish_into_chdb_loses_and_duplicates_nothing(
         ]
     finally:
         engine.close()
+
+
+def test_a_warehouse_disk_that_refuses_the_load_says_why_and_keeps_the_files(
+    tmp_path: Path,
+) -> None:
+    """Publish with the warehouse's files under a 1 MB size limit (as a full disk): each
+    load says the write failed (it said "cannot rollback - no transaction is active", the
+    rollback's error hiding the commit's), the command exits 1, the result files stay, and
+    the next publish with room loads every row once."""
+    logs, results = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
+    warehouse = tmp_path / "w.duckdb"
+    rows = seed_unique(open_store(logs), 2, 20_000)
+    _finish("ingest", "--logs", logs, "--results", results)
+    publish = ["publish", "--results", results, "--warehouse", f"duckdb://{warehouse}"]
+    # No bytecode written: under a file-size limit Python would leave truncated .pyc files.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [*PYTHONHOSTED, "linehaul", *publish, "--once"]
+    limited = ["bash", "-c", 'ulimit -f 1024 && exec "$@"', "publish", *command]
+    refused = subprocess.run(limited, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    said = refused.stderr.splitlines()
+    assert len(said) == 3 and "Traceback" not in refused.stderr
+    for line in said[:2]:
+        assert line.endswith(
+            "into file_downloads: TransactionContext Error: Failed to commit: Could not write "
+            f'file "{warehouse}.wal": File too large'
+        )
+    assert said[2] == "linehaul publish: 0 files, 0 rows, 0 already loaded, 2 failed"
+    kept = [item.key for item in asyncio.run(open_store(results).list())]
+    assert len([key for key in kept if key.startswith("processed/")]) == 2
+    assert "linehaul publish: 2 files, 40000 rows, 0 already loaded, 0 failed" in _finish(*publish)
+    assert _count(warehouse) == (rows, rows)

@@ -270,7 +270,7 @@ def publish_command(
     files = uploads_url(settings)
     batch = settings.linehaul.publish_batch_files
 
-    async def drain() -> str:
+    async def drain() -> PublishSummary:
         store = open_store(results_url, BATCH_TIMEOUTS)
         uploads = open_store(files, BATCH_TIMEOUTS) if files else None
         total = PublishSummary()
@@ -287,9 +287,12 @@ def publish_command(
                 total.add(summary)
                 if summary.files + summary.skipped < batch:
                     break
-        return total.line()
+        return total
 
-    click.echo(f"linehaul publish: {_run(drain())}", err=True)
+    total = _run(drain())
+    click.echo(f"linehaul publish: {total.line()}", err=True)
+    if total.failed:  # left in place for the next pass, each named in an error line above
+        raise SystemExit(1)
 
 
 @linehaul.command("metadata")

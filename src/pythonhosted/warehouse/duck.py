@@ -152,6 +152,21 @@ def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
             )
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error. A COMMIT that fails (a full disk) can end
+    the transaction itself; the ROLLBACK then fails too, and its error ("cannot rollback - no
+    transaction is active") hid the one that said what went wrong."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+
+
 class DuckDBWarehouse:
     """A DuckDB file holding ``file_downloads``, ``simple_requests`` and the bookkeeping."""
 
@@ -172,26 +187,16 @@ class DuckDBWarehouse:
             "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL, "
             "batch_hour TIMESTAMP)"
         )
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(self.con):
             _ensure_batch_hours(self.con)
             if rollups.ensure(self.con):
                 rollups.rebuild(self.con)
             uploads.ensure(self.con)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     def rebuild_rollups(self) -> None:
         """Recompute the rollups from every row, in one transaction."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(self.con):
             rollups.rebuild(self.con)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:
         """Load ``files`` into ``table`` in one transaction with their bookkeeping rows."""
@@ -243,8 +248,7 @@ class DuckDBWarehouse:
             raise ValueError(f"unknown table {table!r}")
         result = LoadResult()
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             done = {
                 row[0]
                 for row in con.execute(
@@ -261,10 +265,6 @@ class DuckDBWarehouse:
                 rollups.bump(con)
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return result
 
     def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
@@ -277,8 +277,7 @@ class DuckDBWarehouse:
         upload ever recorded on each batch. The inserted rows' spellings of their project go
         into :data:`~.uploads.NAMES` in the same transaction."""
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             with self._spool(rows) as spool:
                 inserted = con.execute(
                     _read_json_sql(
@@ -292,10 +291,6 @@ class DuckDBWarehouse:
             if inserted:
                 uploads.record(con, [row[1] for row in inserted])
                 rollups.bump(con)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return sorted(row[0] for row in inserted)
 
     def distribution_files(self) -> set[str]:
