@@ -232,9 +232,9 @@ def test_a_stop_ends_within_the_drain_timeout_however_slow_the_clients(
 def test_a_spool_that_refuses_lines_loses_none(primary: str, tmp_path: Path) -> None:
     """The spool under a 32 KB file-size limit (as a full disk, it refuses writes part-way):
     1,000 downloads (refused), 20 (taken by the next segment), 1,000 (refused again): every
-    line shipped whole, each change said once, no traceback. Before, each refused write
-    dropped the lines it held (and a part-written one left a torn line that merged with the
-    next)."""
+    line shipped whole, each change said once when it happens, no traceback. Before, each
+    refused write dropped the lines it held (and a part-written one left a torn line that
+    merged with the next)."""
     bind = Bind("127.0.0.1", free_port())
     command = [*PYTHONHOSTED, "files", "serve", "--primary", primary]
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
@@ -265,9 +265,9 @@ def test_a_spool_that_refuses_lines_loses_none(primary: str, tmp_path: Path) -> 
         "holding them in memory, up to 200000, and shipping them from there"
     )
     again = "pythonhosted.eventlog: the downloads spool takes lines again"
-    assert [line for line in said if not line.startswith("pythonhosted.eventlog: stored ")] == [
-        refused,
-        again,
-        refused,
-    ]
+    # Said when it changes: refused first, then taken again and refused by turns (how often
+    # depends on how the downloads fall between syncs; the 20 always fit a new segment).
+    changes = [line for line in said if not line.startswith("pythonhosted.eventlog: stored ")]
+    assert changes[0] == refused and again in changes
+    assert changes == [(refused, again)[index % 2] for index in range(len(changes))]
     assert len(download_lines(tmp_path / "logs")) == 2_020

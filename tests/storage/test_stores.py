@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import random
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -317,3 +319,61 @@ def test_a_cancel_that_meets_a_finished_request_is_never_lost() -> None:
                 assert task.cancelled()
 
     run(scenario())
+
+
+class _StallingS3(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that starts multipart uploads and never answers a part: a store that
+    stops answering in the middle of a streamed put."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult>'
+            b"<Bucket>bucket</Bucket><Key>docs/big.bin</Key><UploadId>up-1</UploadId>"
+            b"</InitiateMultipartUploadResult>"
+        )
+        self._answer(200, body)
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.stalled.wait(30)  # type: ignore[attr-defined]
+
+    def do_DELETE(self) -> None:  # the abort
+        self._answer(204, b"")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_store_that_stops_answering_mid_stream_is_a_store_error() -> None:
+    """The store's own error, not a GeneratorExit from the closed source generator (which
+    `docs upload` printed as a traceback)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingS3)
+    server.stalled = threading.Event()  # type: ignore[attr-defined]
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    store = open_store(
+        f"s3://bucket?endpoint={endpoint}&allow_http=true&skip_signature=true",
+        Timeouts(connect=1.0, read=1.0),
+    )
+    try:
+        with pytest.raises(StoreUnavailable) as failed:
+            asyncio.run(store.put_stream("docs/big.bin", _chunks(12 * 2**20, 2**20)))
+    finally:
+        server.stalled.set()  # type: ignore[attr-defined]
+        server.shutdown()
+        server.server_close()
+    assert str(failed.value).startswith(f"s3://bucket (endpoint {endpoint}): ")
+    assert (
+        f"Error performing PUT {endpoint}/bucket/docs/big.bin?partNumber=1&uploadId=up-1 in "
+        in (str(failed.value))
+    )

@@ -13,7 +13,7 @@ from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import build_app, docs_url
 from pythonhosted.conveyor.upload import PublishError, set_redirect, upload_docs
-from pythonhosted.storage import StorageError, Store, open_store
+from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 
@@ -80,7 +80,7 @@ _store_option = click.option("--store", "store_url", help="Docs store URL [conve
 
 def _store(settings: Settings, store_url: str | None) -> Store:
     try:
-        return open_store(store_url or docs_url(settings))
+        return open_store(store_url or docs_url(settings), COMMAND_TIMEOUTS)
     except ValueError as exc:
         raise click.UsageError(str(exc).splitlines()[0]) from exc
 

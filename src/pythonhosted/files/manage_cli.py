@@ -29,7 +29,7 @@ from pythonhosted.files.manage import (
     select,
     set_yanked,
 )
-from pythonhosted.storage import StorageError, Store, open_store
+from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.listener import Bind
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def open_primary(settings: Settings, store_url: str | None) -> Store:
     if not url:
         raise click.UsageError("no store: pass --store URL or set PYTHONHOSTED_FILES__PRIMARY")
     try:
-        return open_store(url)
+        return open_store(url, COMMAND_TIMEOUTS)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -194,7 +194,7 @@ def _archive(settings: Settings, archive_url: str | None) -> Store:
     if not url:
         raise click.UsageError("--from-archive needs --archive URL or files.archive")
     try:
-        return open_store(url)
+        return open_store(url, COMMAND_TIMEOUTS)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -9,10 +9,11 @@ services can act on, and the fallback rules of the files edge.
 from pythonhosted.storage.directory import DirectoryStore
 from pythonhosted.storage.errors import NotFound, StorageError, StoreUnavailable
 from pythonhosted.storage.fallback import Backend, Fallback, StorePair
-from pythonhosted.storage.stores import ObjectInfo, Store, Timeouts
+from pythonhosted.storage.stores import COMMAND_TIMEOUTS, ObjectInfo, Store, Timeouts
 from pythonhosted.storage.urls import open_store
 
 __all__ = [
+    "COMMAND_TIMEOUTS",
     "Backend",
     "DirectoryStore",
     "Fallback",

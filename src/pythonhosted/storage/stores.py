@@ -54,6 +54,14 @@ class Timeouts:
     retries: int = 0
 
 
+# Commands an operator runs move whole files: a 5 MiB part over a slow uplink, or to a loaded
+# server, takes seconds, and the defaults (2 s, made for the request path, where a client is
+# waiting) failed such uploads (a starved S3 answered a multipart upload's first request after
+# 2 s). No retries: a create-only put retried after a timeout that had in fact succeeded would
+# be refused as a conflict.
+COMMAND_TIMEOUTS = Timeouts(connect=5.0, read=30.0)
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What a store knows about one object, enough to answer HEAD and conditional requests."""
@@ -251,12 +259,19 @@ class Store:
         failure: list[BaseException] = []
 
         async def forwarded() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in chunks:
-                    yield chunk
-            except BaseException as exc:
-                failure.append(exc)
-                raise
+            # Only what ``chunks`` raises is the source's failure: when the store fails first,
+            # obstore closes this generator (GeneratorExit at the yield), and taking that for
+            # the source's failure replaced the store's error with a GeneratorExit traceback.
+            source = aiter(chunks)
+            while True:
+                try:
+                    chunk = await anext(source)
+                except StopAsyncIteration:
+                    return
+                except BaseException as exc:
+                    failure.append(exc)
+                    raise
+                yield chunk
 
         try:
             await obstore.put_async(
