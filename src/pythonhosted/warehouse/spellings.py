@@ -1,0 +1,54 @@
+"""Recording a load's spellings of project names by probing the key, not reading the table.
+
+``project_names`` (downloads) and ``distribution_names`` (uploads) map each stored spelling of
+a project to its PEP 503 name, ``name`` their primary key, ``normalized`` indexed. Each load
+records the spellings of its rows that the table lacks. Asking the table "which of these
+are new" as an anti-join (``NOT IN``/``NOT EXISTS`` a subquery) or as ``INSERT OR IGNORE``
+makes DuckDB read every stored name, however few the load brings: it plans them as a hash
+join whose build side is the whole table (``OR IGNORE`` is a join too, and pushes the load's
+names into the table's scan as an index lookup only up to 50 of them). At a million names
+that was a million rows read on every load (BENCHMARKS.md).
+
+So the load's distinct spellings go in as one list constant: ``list_contains(?, name)`` is
+a filter DuckDB answers from the key's index, a lookup per spelling, as long as fewer than
+``index_scan_max_count`` (2,048 by default) or 0.1 % of the table's rows match; past that
+it reads the table once, which is then the cheaper way (a lookup fetches its row from a
+column segment of its own: about 50 us, against 60-100 ns a row read in order). The new
+spellings' normalised names are checked the same way, on the ``normalized`` index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import duckdb
+
+NORMALIZED = "lower(regexp_replace(name, '[-_.]+', '-', 'g'))"  # PEP 503, of a ``name``
+
+
+def record(con: duckdb.DuckDBPyConnection, table: str, names: Iterable[str]) -> list[str]:
+    """Insert into ``table`` (``name``, ``normalized``) the spellings among ``names`` it does
+    not hold yet; return the normalised names that were not in it before, sorted (a new
+    spelling of a known project adds none)."""
+    spellings = sorted(set(names))
+    if not spellings:
+        return []
+    known = con.execute(f"SELECT name FROM {table} WHERE list_contains(?, name)", [spellings])
+    stored = {row[0] for row in known.fetchall()}
+    new = [name for name in spellings if name not in stored]
+    if not new:
+        return []
+    inserted = con.execute(
+        f"INSERT INTO {table} SELECT name, {NORMALIZED} FROM (SELECT unnest(?) AS name) "
+        "RETURNING normalized",
+        [new],
+    ).fetchall()
+    normalized = sorted({row[0] for row in inserted})
+    # Those spelled otherwise before: a row for them that is not one of the new spellings.
+    before = con.execute(
+        f"SELECT DISTINCT normalized FROM {table} WHERE list_contains(?, normalized) "
+        "AND NOT list_contains(?, name)",
+        [normalized, new],
+    ).fetchall()
+    seen = {row[0] for row in before}
+    return [name for name in normalized if name not in seen]
