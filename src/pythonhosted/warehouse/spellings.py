@@ -44,11 +44,11 @@ def record(con: duckdb.DuckDBPyConnection, table: str, names: Iterable[str]) -> 
         [new],
     ).fetchall()
     normalized = sorted({row[0] for row in inserted})
-    # Those spelled otherwise before: a row for them that is not one of the new spellings.
-    before = con.execute(
-        f"SELECT DISTINCT normalized FROM {table} WHERE list_contains(?, normalized) "
-        "AND NOT list_contains(?, name)",
-        [normalized, new],
+    # Those spelled otherwise before: a row for them that is not one of the new spellings
+    # (told apart here: a second condition in the statement makes DuckDB read the table).
+    rows = con.execute(
+        f"SELECT normalized, name FROM {table} WHERE list_contains(?, normalized)", [normalized]
     ).fetchall()
-    seen = {row[0] for row in before}
+    fresh = set(new)
+    seen = {found for found, name in rows if name not in fresh}
     return [name for name in normalized if name not in seen]
