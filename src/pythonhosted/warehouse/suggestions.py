@@ -53,7 +53,7 @@ def ensure(con: duckdb.DuckDBPyConnection, projects: str) -> None:
         return
     con.execute(f"CREATE TABLE {VARIANTS} (variant UBIGINT NOT NULL, normalized VARCHAR NOT NULL)")
     names = f"SELECT DISTINCT normalized FROM {projects}"
-    con.execute(f"INSERT INTO {VARIANTS} {_variants_sql(names)} ORDER BY variant")
+    con.execute(f"INSERT INTO {VARIANTS} {_variants_sql(names)}")
     con.execute(f"CREATE INDEX {VARIANTS}_variant ON {VARIANTS} (variant)")
 
 
@@ -71,9 +71,13 @@ def clear(con: duckdb.DuckDBPyConnection) -> None:
 
 def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3) -> list[str]:
     """Recorded names one edit from ``normalized`` (and few others), by Jaro-Winkler
-    similarity at least :data:`CUTOFF`, the best first. Two statements: the variants'
-    hashes go into the second as a constant, which DuckDB looks up in the index (a
-    subquery would be a join that reads the whole table)."""
+    similarity at least :data:`CUTOFF`, the best first.
+
+    Two statements: the variants' hashes go into the second as a constant of the column's
+    type, which DuckDB looks up in the index, and the candidates are materialised before
+    they are scored. Otherwise DuckDB reads the whole table: a subquery for the hashes is a
+    join, a list of Python integers a cast of every row, and the score's condition pushed
+    down beside the lookup's makes it a filtered scan."""
     if len(normalized) > LONGEST:
         return []
     found = con.execute(
@@ -81,10 +85,11 @@ def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3)
     ).fetchone()
     variants = found[0] if found else []
     rows = con.execute(
-        f"SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score "
-        f"FROM (SELECT DISTINCT normalized FROM {VARIANTS} WHERE list_contains(?, variant)) "
+        "WITH candidates AS MATERIALIZED (SELECT DISTINCT normalized FROM "
+        f"{VARIANTS} WHERE list_contains(?::UBIGINT[], variant)) "
+        "SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score FROM candidates "
         "WHERE score >= ? ORDER BY score DESC, normalized LIMIT ?",
-        [normalized, variants, CUTOFF, limit],
+        [variants, normalized, CUTOFF, limit],
     ).fetchall()
     return [row[0] for row in rows]
 
