@@ -104,3 +104,37 @@ def test_variants_follow_loads_and_rebuilds(tmp_path: Path) -> None:
         assert suggestions.close_names(con, "demo-pk") == []
     finally:
         warehouse.close()
+
+
+def test_a_question_hashes_the_variants_as_the_warehouse_does() -> None:
+    """The unknown name's variants are hashed in Python, the stored ones in SQL: the same."""
+    con = duckdb.connect()
+    names = ["demo-pkg", "a", "zope-interface", "ééè-x", "ę̃x", "日本語-pkg", "x" * 128]
+    con.execute("CREATE TABLE names AS SELECT unnest(?) AS normalized", [names])
+    stored = con.execute(
+        f"SELECT normalized, list(variant) FROM ({suggestions._variants_sql('FROM names')}) "
+        "GROUP BY normalized"
+    ).fetchall()
+    assert {name: set(found) for name, found in stored} == {
+        name: suggestions.variants(name) for name in names
+    }
+
+
+def test_a_warehouse_from_before_the_variants_compares_with_every_name(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    warehouse = DuckDBWarehouse(path)
+    warehouse.con.execute(
+        f"INSERT INTO {rollups.PROJECTS} VALUES ('Demo_Pkg', 'demo-pkg'), ('alpha', 'alpha')"
+    )
+    warehouse.con.execute(f"DROP TABLE {suggestions.VARIANTS}")
+    warehouse.close()
+    with reading(path) as con:
+        with pytest.raises(UnknownProject) as unknown:
+            check_project(con, "demo-pkgz-extra")  # two edits: only every name finds it
+        assert unknown.value.close == ["demo-pkg"]
+    DuckDBWarehouse(path).close()  # opened for loading: the variants are made
+    with reading(path) as con:
+        assert suggestions.close_names(con, "demo-pkgz") == ["demo-pkg"]
+        with pytest.raises(UnknownProject) as unknown:
+            check_project(con, "demo-pkgz-extra")
+        assert unknown.value.close == []

@@ -162,8 +162,10 @@ def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3)
     """Recorded project names that look like ``normalized`` (typos): found by index
     (:mod:`.suggestions`), or, in a warehouse not opened for loading by this release yet,
     by comparing it with every name."""
-    if suggestions.available(con):
+    try:
         return suggestions.close_names(con, normalized, limit)
+    except duckdb.CatalogException:
+        pass
     rows = con.execute(
         f"SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score "
         f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= ? "

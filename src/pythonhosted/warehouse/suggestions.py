@@ -18,11 +18,13 @@ The variants are a hash (64 bits of MD5, stable across DuckDB releases, unlike `
 the index holds integers: about 11 rows per name, some 500 bytes per name with the index.
 :func:`record` adds those of new names in the load that records the names
 (:mod:`.spellings`), :func:`ensure` fills the table once for a warehouse made before it,
-and a warehouse not opened for loading since is asked the old way (:func:`close_names`).
+and a warehouse not opened for loading since is asked the old way
+(:func:`pythonhosted.warehouse.stats.close_names`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import duckdb
@@ -49,7 +51,10 @@ def _variants_sql(names: str) -> str:
 def ensure(con: duckdb.DuckDBPyConnection, projects: str) -> None:
     """Create the table and its index if missing, filled from the normalised names of
     ``projects``. Call inside the writer's transaction, after ``projects`` exists."""
-    if available(con):
+    found = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [VARIANTS]
+    ).fetchone()
+    if found is not None:
         return
     con.execute(f"CREATE TABLE {VARIANTS} (variant UBIGINT NOT NULL, normalized VARCHAR NOT NULL)")
     names = f"SELECT DISTINCT normalized FROM {projects}"
@@ -71,33 +76,33 @@ def clear(con: duckdb.DuckDBPyConnection) -> None:
 
 def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3) -> list[str]:
     """Recorded names one edit from ``normalized`` (and few others), by Jaro-Winkler
-    similarity at least :data:`CUTOFF`, the best first.
+    similarity at least :data:`CUTOFF`, the best first; ``CatalogException`` when the
+    warehouse has no variants (made by an older release, not opened for loading since).
 
-    Two statements: the variants' hashes go into the second as a constant of the column's
-    type, which DuckDB looks up in the index, and the candidates are materialised before
-    they are scored. Otherwise DuckDB reads the whole table: a subquery for the hashes is a
-    join, a list of Python integers a cast of every row, and the score's condition pushed
-    down beside the lookup's makes it a filtered scan."""
+    One statement: the variants' hashes (:func:`variants`) go in as a constant of the
+    column's type, which DuckDB looks up in the index, and the candidates are materialised
+    before they are scored. Otherwise DuckDB reads the whole table: a subquery for the
+    hashes is a join, a list of Python integers a cast of every row, and the score's
+    condition pushed down beside the lookup's makes it a filtered scan."""
     if len(normalized) > LONGEST:
         return []
-    found = con.execute(
-        f"SELECT list(variant) FROM ({_variants_sql('SELECT ? AS normalized')})", [normalized]
-    ).fetchone()
-    variants = found[0] if found else []
     rows = con.execute(
         "WITH candidates AS MATERIALIZED (SELECT DISTINCT normalized FROM "
         f"{VARIANTS} WHERE list_contains(?::UBIGINT[], variant)) "
         "SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score FROM candidates "
         "WHERE score >= ? ORDER BY score DESC, normalized LIMIT ?",
-        [variants, normalized, CUTOFF, limit],
+        [sorted(variants(normalized)), normalized, CUTOFF, limit],
     ).fetchall()
     return [row[0] for row in rows]
 
 
-def available(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the warehouse has the variants (made by this release, or opened for loading
-    by it since)."""
-    found = con.execute(
-        "SELECT 1 FROM information_schema.tables WHERE table_name = ?", [VARIANTS]
-    ).fetchone()
-    return found is not None
+def variants(normalized: str) -> set[int]:
+    """The hashes of ``normalized`` and of each deletion of one of its characters, as
+    :func:`_variants_sql` makes them (DuckDB's ``left`` and ``substr`` count code points, as
+    Python does; ``md5_number`` is the digest read little-endian): computed here, a
+    statement fewer per question."""
+    deletions = (normalized[:at] + normalized[at + 1 :] for at in range(len(normalized)))
+    return {
+        int.from_bytes(hashlib.md5(text.encode(), usedforsecurity=False).digest()[8:], "little")
+        for text in (normalized, *deletions)
+    }
