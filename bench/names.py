@@ -118,6 +118,7 @@ class Profiled:
         self.profile = profile
         self.total = 0
         con.execute("PRAGMA enable_profiling = 'json'")
+        con.execute("SET profiling_coverage = 'ALL'")  # INSERTs too
         con.execute(f"SET profiling_output = '{profile}'")
 
     def rows(self) -> int:
