@@ -11,7 +11,7 @@ from typing import cast
 import duckdb
 
 from pythonhosted.linehaul.batch import convert
-from pythonhosted.warehouse import rollups, suggestions
+from pythonhosted.warehouse import rollups, spellings, suggestions
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.uploads import NAMES
 from support.linehaul_data import gz
@@ -97,3 +97,16 @@ def test_a_batch_of_uploads_reads_the_rows_of_its_own_spellings(tmp_path: Path) 
     finally:
         warehouse.con = real
         warehouse.close()
+
+
+def test_more_spellings_than_lookups_are_joined_and_recorded_once(tmp_path: Path) -> None:
+    """Past ``PROBES`` spellings the table is read once (a join): the same outcome."""
+    con = duckdb.connect(str(tmp_path / "names.duckdb"))
+    con.execute(f"CREATE TABLE {NAMES} (name VARCHAR PRIMARY KEY, normalized VARCHAR NOT NULL)")
+    con.execute(f"CREATE INDEX names_normalized ON {NAMES} (normalized)")
+    con.execute(f"INSERT INTO {NAMES} SELECT 'P_' || n, 'p-' || n FROM range(10_000) AS t(n)")
+    for count in (spellings.PROBES, spellings.PROBES + 1, 3 * spellings.PROBES):
+        names = [f"P_{n}" for n in range(count - 3)] + [f"p.{count}-new", "P-1", "p_2"]
+        assert spellings.record(con, NAMES, [*names, *names]) == [f"p-{count}-new"]
+        assert spellings.record(con, NAMES, names) == []
+    assert con.execute(f"SELECT count(*) FROM {NAMES}").fetchone() == (10_000 + 3 + 2,)
