@@ -18,7 +18,7 @@
 3. ``flood``: ``stats-web serve --workers 1`` over the ``close`` warehouse, ``--flood``
    requests for distinct unknown names at once (one connection each), while ``/_health``
    is asked every 20 ms: how long the flood takes, the server's CPU per request, every
-   answer's status, and ``/_health``'s slowest answer during it. With ``--reference``
+   answer's status, and ``/_health``'s median and slowest answer during it. With ``--reference``
    (another checkout's ``src/``) its server answers the same flood too.
 
 The machine is shared: the load average is printed with each part.
@@ -149,7 +149,8 @@ def close(path: Path, directory: Path) -> None:
     count = con.execute(f"SELECT count(*) FROM {rollups.PROJECTS}").fetchone()
     typos = [typo(n) for n in range(1000, 1000 + 200 * 1499, 1499)]
     new_cpu, old_cpu, new_rows, old_rows, same = [], [], [], [], 0
-    for word in typos:
+    first = {"index": 0, "every name": 0}  # the typo's own name suggested first
+    for n, word in zip(range(1000, 1000 + 200 * 1499, 1499), typos, strict=True):
         started = time.process_time()
         new_found = suggestions.close_names(con, word)
         new_cpu.append(time.process_time() - started)
@@ -159,12 +160,15 @@ def close(path: Path, directory: Path) -> None:
         old_cpu.append(time.process_time() - started)
         old_rows.append(profiled.rows())
         same += new_found == old_found
+        first["index"] += new_found[:1] == [name(n)]
+        first["every name"] += old_found[:1] == [name(n)]
     con.close()
     new, old = statistics.median(new_cpu), statistics.median(old_cpu)
     print(f"{count[0] if count else 0:,} names, {len(typos)} typos, {load()}")
     print(f"index:      median {1e3 * new:7.2f} ms CPU, max rows read {max(new_rows):,}")
     print(f"every name: median {1e3 * old:7.2f} ms CPU, max rows read {max(old_rows):,}")
     print(f"ratio {old / new:.0f}x less CPU; same three suggestions for {same} of {len(typos)}")
+    print(f"the typo's own name first: {first}")
 
 
 def record(directory: Path, stored: int) -> None:
@@ -206,10 +210,10 @@ def record(directory: Path, stored: int) -> None:
     path.unlink()
 
 
-async def _flood(base: str, paths: list[str]) -> tuple[list[int], float, float, int]:
-    """Statuses of ``paths`` asked at once, the flood's seconds, /_health's slowest answer
-    during it, and how many health answers there were."""
-    health_worst, health_count = 0.0, 0
+async def _flood(base: str, paths: list[str]) -> tuple[list[int], float, list[float]]:
+    """Statuses of ``paths`` asked at once, the flood's seconds, and the seconds of each
+    /_health answer during it."""
+    health: list[float] = []
     done = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=len(paths) + 1)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -220,25 +224,23 @@ async def _flood(base: str, paths: list[str]) -> tuple[list[int], float, float, 
                 assert "error" in body and "suggestions" in body, body
                 return response.status
 
-        async def health() -> None:
-            nonlocal health_worst, health_count
+        async def probe() -> None:
             async with aiohttp.ClientSession() as alone:
                 while not done.is_set():
                     started = time.perf_counter()
                     async with alone.get(base + "/_health") as response:
                         assert response.status == 200
                         await response.read()
-                    health_worst = max(health_worst, time.perf_counter() - started)
-                    health_count += 1
+                    health.append(time.perf_counter() - started)
                     await asyncio.sleep(0.02)
 
-        prober = asyncio.create_task(health())
+        prober = asyncio.create_task(probe())
         started = time.perf_counter()
         statuses = await asyncio.gather(*(one(path) for path in paths))
         elapsed = time.perf_counter() - started
         done.set()
         await prober
-    return list(statuses), elapsed, health_worst, health_count
+    return list(statuses), elapsed, health
 
 
 def cpu_seconds(pid: int) -> float:
@@ -261,13 +263,14 @@ def flood(path: Path, count: int, src: str | None, label: str, salt: str) -> Non
         wait_for_port(bind, timeout=60)
         paths = [f"/api/packages/{typo(n)}-{salt}/recent" for n in range(1000, 1000 + count)]
         before = cpu_seconds(server.pid)
-        statuses, elapsed, worst, probes = asyncio.run(_flood(bind.url(), paths))
+        statuses, elapsed, health = asyncio.run(_flood(bind.url(), paths))
         used = cpu_seconds(server.pid) - before
         codes = {code: statuses.count(code) for code in sorted(set(statuses))}
         print(
             f"{label}: {count} unknown names at once answered in {elapsed:.1f} s, "
             f"{1e3 * used / count:.1f} ms server CPU per request, statuses {codes}; "
-            f"/_health slowest {1e3 * worst:.0f} ms of {probes} ({load()})"
+            f"/_health median {1e3 * statistics.median(health):.0f} ms, slowest "
+            f"{1e3 * max(health):.0f} ms of {len(health)} ({load()})"
         )
     finally:
         os.killpg(server.pid, 15)
