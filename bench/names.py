@@ -73,9 +73,10 @@ def name(n: int) -> str:
 
 
 def typo(n: int) -> str:
-    """A one-edit typo of a stored name: a letter dropped, doubled, or two swapped."""
+    """A one-edit typo in the word of a stored name: a letter dropped, doubled, or two
+    swapped (in the number it would often be another stored name)."""
     base = name(n)
-    at = 5 + n % 4
+    at = len(base) - 3 - n % 2
     kind = n % 3
     if kind == 0:
         return base[:at] + base[at + 1 :]
