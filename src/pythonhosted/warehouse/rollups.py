@@ -411,8 +411,9 @@ def settle(
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
     """Record the spellings of the rows matching ``where`` not recorded yet, and the close-name
-    variants of the projects new among them: the key probed for the load's few thousand
-    distinct spellings, not the stored names read (:mod:`.spellings`)."""
+    variants of the projects new among them: the key probed for the load's distinct
+    spellings (up to 2,048 of them; a join past that), not every stored name read
+    (:mod:`.spellings`)."""
     found = con.execute(f"SELECT DISTINCT project FROM file_downloads WHERE {where}")
     new = spellings.record(con, PROJECTS, [row[0] for row in found.fetchall()])
     suggestions.record(con, new)

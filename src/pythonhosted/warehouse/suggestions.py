@@ -1,7 +1,7 @@
 """Close names for an unknown project ("did you mean ..."), found by index, not by scan.
 
 Comparing the unknown name with every recorded one costs a read of all names per question
-(0.156 s at 300,000 projects on a loaded machine), and a flood of distinct unknown names
+(38-42 ms of CPU at 300,000 names, BENCHMARKS.md), and a flood of distinct unknown names
 (typos from a badge service, or hostile) then costs that each. So the candidates come from
 a deletion neighbourhood, as SymSpell finds them: :data:`VARIANTS` holds, for each
 normalised name, a hash of the name and of each string made by deleting one of its
@@ -15,7 +15,7 @@ What that gives up against comparing with every name: a name two or more edits a
 still scores 0.8 (a long shared prefix, ``sphinx`` for ``sphinx-rtd``) is not suggested.
 
 The variants are a hash (64 bits of MD5, stable across DuckDB releases, unlike ``hash``) so
-the index holds integers: about 11 rows per name, some 500 bytes per name with the index.
+the index holds integers: 11-18 rows per name, about 1 KB per name with the index.
 :func:`record` adds those of new names in the load that records the names
 (:mod:`.spellings`), :func:`ensure` fills the table once for a warehouse made before it,
 and a warehouse not opened for loading since is asked the old way
@@ -32,8 +32,9 @@ import duckdb
 VARIANTS = "project_name_variants"
 CUTOFF = 0.8  # Jaro-Winkler similarity at least this
 LONGEST = 128
-"""Unknown names longer than this (PEP 503-normalised) get no suggestions: their variants
-would be more than the index answers by lookups. No project name on PyPI comes near."""
+"""Unknown names longer than this (PEP 503-normalised) get no suggestions: a hostile name's
+variants, one per character, would otherwise be thousands of lookups (and past 2,048 DuckDB
+reads the table instead)."""
 _HASH = "CAST(md5_number({}) >> 64 AS UBIGINT)"
 
 
