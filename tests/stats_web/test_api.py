@@ -3,6 +3,7 @@ pypistats client, validators, caching headers, CORS, errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -254,6 +256,65 @@ def test_our_routes(base: str) -> None:
     assert coverage["by"] == "day" and coverage["rows"][0]["status"] == "pending"
     assert coverage["watermark"] and by["complete_through"] == coverage["watermark"]
     assert _get(base, "/api/v1/trending").json()["projects"] == []
+
+
+def _typos(name: str) -> list[str]:
+    """Each one-letter substitution of ``name`` (its letters and digits): unknown names."""
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return [
+        name[:at] + letter + name[at + 1 :]
+        for at in range(len(name))
+        if name[at] != "-"
+        for letter in letters
+        if letter != name[at]
+    ]
+
+
+async def _flood_with_health(base: str, paths: list[str]) -> tuple[list[tuple[int, Any]], int]:
+    """Every path asked at once, one connection each, while ``/_health`` is asked over a
+    connection of its own; the answers, and how many health answers came before the
+    flood's last."""
+    done = asyncio.Event()
+    answered = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(path: str) -> tuple[int, Any]:
+            async with session.get(base + path) as response:
+                return response.status, await response.json()
+
+        async def health() -> None:
+            nonlocal answered
+            async with aiohttp.ClientSession() as alone:
+                while not done.is_set():
+                    async with alone.get(base + "/_health") as response:
+                        assert response.status == 200
+                    if not done.is_set():
+                        answered += 1
+                    await asyncio.sleep(0.01)
+
+        prober = asyncio.create_task(health())
+        answers = await asyncio.gather(*(one(path) for path in paths))
+        done.set()
+        await prober
+    return list(answers), answered
+
+
+def test_a_flood_of_unknown_names_is_answered_while_health_stays_up(base: str) -> None:
+    """1,000 distinct unknown names at once (typos from a badge service, or hostile): each a
+    404 with its JSON error, the typos of a project with it as the suggestion, while the
+    service shell's own route answers during the flood (the lookups run off the loop)."""
+    typos = _typos(DEMO)[:500]
+    others = [f"no-such-{n}-anywhere" for n in range(1000 - len(typos))]
+    paths = [f"/api/packages/{name}/recent" for name in [*typos, *others]]
+    answers, health = asyncio.run(_flood_with_health(base, paths))
+    hint = f" (did you mean {DEMO}?)"
+    expected = [
+        (404, {"error": f"no downloads were recorded for {name!r}{end}", "suggestions": close})
+        for names, end, close in ((typos, hint, [DEMO]), (others, "", []))
+        for name in names
+    ]
+    assert answers == expected
+    assert health >= 1
 
 
 def test_unknown_projects_and_bad_parameters(base: str) -> None:

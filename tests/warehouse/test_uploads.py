@@ -4,43 +4,19 @@ filenames it brings, not every filename recorded."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 import duckdb
-import orjson
 
 from pythonhosted.stats_web.data import latest_release
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.duck import DuckDBWarehouse
-from pythonhosted.warehouse.metadata import TIMESTAMP_FORMAT
 from pythonhosted.warehouse.uploads import DISTRIBUTIONS, NAMES
 from support.scanned import Scanned
+from support.uploads_data import upload
 
 HISTORY = 400  # uploads of other projects: what a read must not depend on
-
-
-def upload(name: str, version: str, number: int, summary: str = "other") -> bytes:
-    """A ``distribution_metadata`` row (the columns a row must have, and a summary)."""
-    when = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=number)
-    return orjson.dumps(
-        {
-            "name": name,
-            "version": version,
-            "summary": summary,
-            "upload_time": when.strftime(TIMESTAMP_FORMAT),
-            "filename": f"{name}-{version}-{number}.tar.gz",
-            "size": number,
-            "path": f"/packages/{number}",
-            "python_version": "source",
-            "packagetype": "sdist",
-            "has_signature": False,
-            "md5_digest": "",
-            "sha256_digest": "",
-            "blake2_256_digest": "",
-        }
-    )
 
 
 def _history() -> list[bytes]:

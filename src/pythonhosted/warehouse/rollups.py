@@ -78,6 +78,7 @@ from typing import Any
 
 import duckdb
 
+from pythonhosted.warehouse import spellings, suggestions
 from pythonhosted.warehouse.mirrors import MIRRORS, mirror_sql
 
 ROLLUPS = "download_rollups"
@@ -110,6 +111,7 @@ _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {OPEN_BREAKDOWNS} {_COLUMNS}",
     f"CREATE TABLE IF NOT EXISTS {PROJECTS} (name VARCHAR PRIMARY KEY, "
     "normalized VARCHAR NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS {PROJECTS}_normalized ON {PROJECTS} (normalized)",
     f"CREATE TABLE IF NOT EXISTS {VERSION} (version BIGINT NOT NULL, "
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
@@ -194,6 +196,7 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     definition, or missing beside rows). Call inside the writer's transaction."""
     for sql in _CREATE:
         con.execute(sql)
+    suggestions.ensure(con, PROJECTS)
     for column in ("compacted_through DATE", "tail_from BIGINT"):
         con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
@@ -407,14 +410,13 @@ def settle(
 
 
 def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
-    """Record the spellings of the rows matching ``where`` not recorded yet: an anti-join
-    over the few thousand names, so only new ones (nearly always none) are normalised and
-    probe the key (``INSERT OR IGNORE`` of every spelling of a load cost twice as much)."""
-    con.execute(
-        f"INSERT INTO {PROJECTS} SELECT project, {NORMALIZED} "
-        f"FROM (SELECT DISTINCT project FROM file_downloads WHERE {where}) "
-        f"WHERE project NOT IN (SELECT name FROM {PROJECTS})"
-    )
+    """Record the spellings of the rows matching ``where`` not recorded yet, and the close-name
+    variants of the projects new among them: the key probed for the load's distinct
+    spellings (up to 2,048 of them; a join past that), not every stored name read
+    (:mod:`.spellings`)."""
+    found = con.execute(f"SELECT DISTINCT project FROM file_downloads WHERE {where}")
+    new = spellings.record(con, PROJECTS, [row[0] for row in found.fetchall()])
+    suggestions.record(con, new)
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
@@ -424,6 +426,7 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {OPEN_BREAKDOWNS}")
     con.execute(f"DELETE FROM {PROJECTS}")
+    suggestions.clear(con)
     con.execute(
         f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
         [DEFINITION],

@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 from packaging.utils import canonicalize_name
 
+from pythonhosted.warehouse import suggestions
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.mirrors import mirror_sql
@@ -158,12 +159,18 @@ def check_project(con: duckdb.DuckDBPyConnection, name: str) -> str:
 
 
 def close_names(con: duckdb.DuckDBPyConnection, normalized: str, limit: int = 3) -> list[str]:
-    """Recorded project names that look like ``normalized`` (typos, missing prefixes)."""
+    """Recorded project names that look like ``normalized`` (typos): found by index
+    (:mod:`.suggestions`), or, in a warehouse not opened for loading by this release yet,
+    by comparing it with every name."""
+    try:
+        return suggestions.close_names(con, normalized, limit)
+    except duckdb.CatalogException:
+        pass
     rows = con.execute(
         f"SELECT normalized, jaro_winkler_similarity(normalized, ?) AS score "
-        f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= 0.8 "
+        f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= ? "
         "ORDER BY score DESC, normalized LIMIT ?",
-        [normalized, limit],
+        [normalized, suggestions.CUTOFF, limit],
     ).fetchall()
     return [row[0] for row in rows]
 

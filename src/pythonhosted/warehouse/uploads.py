@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import duckdb
 
+from pythonhosted.warehouse import spellings
+
 NAMES = "distribution_names"
 DISTRIBUTIONS = "distribution_metadata"
 NORMALIZED = "lower(regexp_replace(name, '[-_.]+', '-', 'g'))"  # PEP 503, of a ``name``
@@ -47,13 +49,8 @@ def ensure(con: duckdb.DuckDBPyConnection) -> None:
 
 def record(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> None:
     """Record the spellings among ``names`` (those of rows just inserted) not recorded yet:
-    a key probe each, however many the table holds."""
-    if names:
-        con.execute(
-            f"INSERT OR IGNORE INTO {NAMES} SELECT name, {NORMALIZED} FROM "
-            "(SELECT DISTINCT unnest(?) AS name)",
-            [list(names)],
-        )
+    a key probe each, however many the table holds (:mod:`.spellings`)."""
+    spellings.record(con, NAMES, names)
 
 
 def uploads(con: duckdb.DuckDBPyConnection, project: str) -> list[tuple[str, str | None]]:
