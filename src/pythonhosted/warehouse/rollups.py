@@ -35,10 +35,10 @@ So:
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
   breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
   moves ``tail_from`` past its own rows;
-- a load that brings a day that settles further days adds those days' breakdowns from
-  their rows in the tail to theirs in ``download_rollups_open`` (which drops them), and
-  rewrites each of their keys as one row of ``download_rollups``, sorted by project (so
-  a project's rollups sit in few row groups, and DuckDB skips the rest); then
+- a load that brings downloads of a day that settles further days adds those days'
+  breakdowns from their rows in the tail to theirs in ``download_rollups_open`` (which
+  drops them), and rewrites each of their keys as one row of ``download_rollups``, sorted
+  by project (so a project's rollups sit in few row groups, and DuckDB skips the rest); then
   ``compacted_through`` moves on.
 
 So each row is aggregated by dimension once (in a tail batch, or at settling), and a
