@@ -99,8 +99,10 @@ def run(logs: str, results: str, concurrency: int) -> dict[str, float]:
     """One pass in a fresh subprocess: its wall and CPU seconds and peak RSS."""
     argv = [sys.executable, __file__, "--child", logs, results, str(concurrency)]
     out = subprocess.run(
-        argv, env={**os.environ, **LOOPBACK_ONLY}, check=True, capture_output=True, timeout=3600
+        argv, env={**os.environ, **LOOPBACK_ONLY}, capture_output=True, timeout=3600
     )
+    if out.returncode != 0:
+        raise SystemExit(f"concurrency {concurrency} failed: {out.stderr.decode()[-2000:]}")
     return dict(json.loads(out.stdout))
 
 
