@@ -412,7 +412,7 @@ def publish_sequence(
     DuckDBWarehouse(scratch).close()  # a rollup rebuild, when one is due, is not timed
     original = (rollups.add_new_rows, rollups.marks)
     if not maintain:
-        rollups.add_new_rows = lambda con, before: None  # type: ignore[assignment]
+        rollups.add_new_rows = lambda con, before, appended: None  # type: ignore[assignment]
         rollups.marks = lambda con: rollups.Marks(None, 0)  # type: ignore[assignment]
     today = datetime.now(UTC).date()
     wall: list[float] = []

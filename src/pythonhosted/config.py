@@ -235,7 +235,7 @@ class LinehaulSettings(BaseModel):
     bind: str = "127.0.0.1:8004"
     lease_timeout: Seconds = 300.0
     ingest_interval: Seconds = 60.0
-    ingest_concurrency: int = Field(default=4, ge=1)
+    ingest_concurrency: int = Field(default=8, ge=1)
     publish_interval: Seconds = 900.0
     publish_batch_files: int = Field(default=1000, gt=0)
     max_line_length: int = Field(default=64 * 1024, ge=1024)

@@ -330,14 +330,14 @@ def _convert_block(tables: columns.Tables, block: bytes) -> tuple[object, ...]:
     """A block through ``tables``, lines it leaves to the per-line parser through an
     :class:`~.batch.ObjectConverter`'s: the counts, the earliest timestamp and the results."""
     parser = batch.ObjectConverter()
-    parser._tables = tables
+    parser._part.tables = tables
     rows, ignored, blank, unprocessable, served, earliest = tables.convert(
         block, parser._lines.event, columns.valid_utf8(block)
     )
     unprocessable += tables.flush()
     counts = parser.counts
     totals = (rows + counts.rows, ignored + counts.ignored, blank + counts.blank)
-    earliest = min(filter(None, (earliest, parser._earliest)), default=None)
+    earliest = min(filter(None, (earliest, parser._part.earliest)), default=None)
     served += counts.served
     return (*totals, unprocessable + counts.unprocessable, served, earliest, tables.finish())
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -30,7 +30,7 @@ from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import Filters, breakdown
 from support.linehaul_data import gz
 from support.processes import spawn
-from support.stats_data import random_lines
+from support.stats_data import line, random_lines
 
 PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "gamma", "zope.interface"]
 FIRST = date(2024, 12, 20)
@@ -415,6 +415,32 @@ def test_a_late_row_for_a_settled_day_appends_its_aggregate(tmp_path: Path) -> N
             f"SELECT count(*) FROM {rollups.ROLLUPS} WHERE day > DATE '{FIRST + timedelta(3)}' "
             "AND dimension <> ''"
         ).fetchone() == (0,)
+    finally:
+        db.close()
+    assert _differences(path) == ([], [])
+
+
+def test_a_day_of_no_download_settles_nothing_until_a_download_on_it(tmp_path: Path) -> None:
+    """A load learns its days from the totals it appends (one statement fewer per load), so
+    a day whose rows are all ranges past byte 0 (metadata reads, not downloads) settles
+    nothing; the next load with a download that day settles what it settles. Readers agree
+    with the rows throughout, and the tail still counts every row."""
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(7)
+    db = DuckDBWarehouse(path)
+    try:
+        con = db.con
+        _load(db, "a.json", random_lines(rng, 300, PROJECTS, FIRST, 2))
+        assert rollups.settled_through(con) == FIRST - timedelta(days=1)
+        later = datetime(2024, 12, 24, 12)  # FIRST + 4 days
+        reads = [f"served|206|16384|1|{9000 + n}|||||\n{line(7000 + n, later)}" for n in range(5)]
+        _load(db, "reads.json", reads)
+        assert rollups.settled_through(con) == FIRST - timedelta(days=1)
+        assert con.execute("SELECT count(*) FROM file_downloads").fetchone() == (305,)
+        assert rollups.marks(con).next_rowid == 305
+        assert _differences_in(con) == ([], [])
+        _load(db, "download.json", [line(8000, later)])
+        assert rollups.settled_through(con) == FIRST + timedelta(days=2)
     finally:
         db.close()
     assert _differences(path) == ([], [])

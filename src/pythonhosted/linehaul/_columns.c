@@ -17,7 +17,11 @@
  * bytes, so a repeated value costs one hash and one memcmp instead of a bytes object, a
  * SipHash and a dict lookup. Those tables are bounded in entries (SLOTS / 2) and in the
  * bytes of the keys and fragments they hold (CACHE_BYTES): a log of unique values refills
- * them, it does not grow them.
+ * them, it does not grow them. They start small (FIRST_SLOTS) and double as they fill, and
+ * each table's buffer starts small too (FIRST_CAPACITY): a worker has many small objects
+ * under way at once, each with its own converter, which must cost what its object holds
+ * (a 10-line object kilobytes), not the 3 MB of full-size tables (and 2 MB per table's
+ * buffer) each converter used to take from the start.
  *
  * A `served` line (`served|status|bytes sent|range requested|range start|` and five reserved
  * fields) carries the facts of the response of the download line after it: its first four
@@ -58,7 +62,8 @@ enum { /* the memos, in the order Converter takes them (columns._FIELD_MEMOS) */
 
 static const char FILE_GLUE[] = ",\"file\":{\"filename\":\"";
 #define FILE_GLUE_LEN (sizeof(FILE_GLUE) - 1)
-#define SLOTS 8192 /* per field; cleared when half full (distinct values per object are few) */
+#define SLOTS 8192 /* per field, at most; cleared when half full at this size */
+#define FIRST_SLOTS 16 /* per field at first; doubled when half full, up to SLOTS */
 #define CACHE_BYTES (4 << 20) /* per field: keys and fragments held; cleared when reached */
 
 typedef struct {
@@ -70,7 +75,8 @@ typedef struct {
 } Slot;
 
 typedef struct {
-    Slot *slots;
+    Slot *slots;     /* NULL until the first value is kept */
+    size_t capacity; /* slots allocated: a power of two, at most SLOTS */
     Slot *last; /* the slot found last: log lines come in time order, and consecutive lines
                  * mostly share their second, country, TLS fields... */
     size_t used;
@@ -134,7 +140,7 @@ hash_bytes(const char *p, Py_ssize_t n)
 static void
 cache_clear(Cache *cache)
 {
-    for (size_t i = 0; i < SLOTS; i++) {
+    for (size_t i = 0; i < cache->capacity; i++) {
         Slot *slot = &cache->slots[i];
         if (slot->key != NULL) {
             Py_CLEAR(slot->key);
@@ -144,6 +150,41 @@ cache_clear(Cache *cache)
     cache->used = 0;
     cache->bytes = 0;
     cache->last = NULL;
+}
+
+/* Room for one more value: the first slots, twice as many when half full, or (half full at
+ * SLOTS) none kept. 0, or -1 with an exception set. */
+static int
+cache_make_room(Cache *cache)
+{
+    if (cache->capacity != 0 && cache->used * 2 < cache->capacity) {
+        return 0;
+    }
+    if (cache->capacity == SLOTS) {
+        cache_clear(cache);
+        return 0;
+    }
+    size_t capacity = cache->capacity ? cache->capacity * 2 : FIRST_SLOTS;
+    Slot *slots = PyMem_Calloc(capacity, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t j = 0; j < cache->capacity; j++) { /* rehash: each kept slot, moved */
+        Slot *old = &cache->slots[j];
+        if (old->key != NULL) {
+            size_t i = old->hash & (capacity - 1);
+            while (slots[i].key != NULL) {
+                i = (i + 1) & (capacity - 1);
+            }
+            slots[i] = *old;
+        }
+    }
+    PyMem_Free(cache->slots);
+    cache->slots = slots;
+    cache->capacity = capacity;
+    cache->last = NULL;
+    return 0;
 }
 
 /* The fragment for raw bytes p[0:n] (borrowed, valid until this cache's next lookup), or
@@ -156,8 +197,8 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
         return last->value;
     }
     uint64_t hash = hash_bytes(p, n);
-    size_t i = hash & (SLOTS - 1);
-    for (;;) {
+    size_t mask = cache->capacity - 1;
+    for (size_t i = hash & mask; cache->capacity != 0; i = (i + 1) & mask) {
         Slot *slot = &cache->slots[i];
         if (slot->key == NULL) {
             break;
@@ -166,7 +207,6 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
             cache->last = slot;
             return slot->value;
         }
-        i = (i + 1) & (SLOTS - 1);
     }
     PyObject *key = PyBytes_FromStringAndSize(p, n);
     if (key == NULL) {
@@ -188,9 +228,17 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
         Py_XSETREF(cache->spare, value);
         return value;
     }
-    if (cache->used * 2 >= SLOTS || cache->bytes + weight > CACHE_BYTES) {
+    if (cache->bytes + weight > CACHE_BYTES) {
         cache_clear(cache);
-        i = hash & (SLOTS - 1);
+    }
+    if (cache_make_room(cache) < 0) {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return NULL;
+    }
+    size_t i = hash & (cache->capacity - 1);
+    while (cache->slots[i].key != NULL) {
+        i = (i + 1) & (cache->capacity - 1);
     }
     Slot *slot = &cache->slots[i];
     slot->hash = hash;
@@ -204,7 +252,7 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
     return value;
 }
 
-#define FIRST_CAPACITY (2 << 20)
+#define FIRST_CAPACITY (16 << 10) /* doubled as rows come (a part is up to 64 MB) */
 
 static int
 output_reserve(Output *out, Py_ssize_t extra)
@@ -703,14 +751,7 @@ Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
     Py_CLEAR(self->pending);
     for (int i = 0; i < N_MEMOS; i++) {
         Cache *cache = &self->caches[i];
-        if (cache->slots == NULL) {
-            cache->slots = PyMem_Calloc(SLOTS, sizeof(Slot));
-            if (cache->slots == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-        }
-        else {
+        if (cache->slots != NULL) {
             cache_clear(cache);
         }
         Py_INCREF(memos[i]);

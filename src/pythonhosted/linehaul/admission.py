@@ -6,11 +6,12 @@ milliseconds, so a pass over ten thousand small objects taken one at a time wait
 and even a local directory's pass waited out two thirds of its wall time. Taking several at
 once overlaps those waits. Memory is what bounds it: an object holds up to a part of results
 (:data:`~.batch.PART_BYTES`) however large it is, and a small one about its own size a few
-times over. So objects are admitted by weight, their compressed size, against a budget:
-small ones come in by the several (at most ``limit`` at once), and one at least the budget's
-size only alone, so a pass never holds more than one large object would. Admission is first
-come, first served: a large object waits for those under way to finish, and the ones after it
-wait behind it, so it is not passed over for the rest of the pass.
+times over, plus ISA-L's inflate state (85 KiB). So objects are admitted by weight, their
+compressed size, against a budget: small ones come in by the several (at most ``limit`` at
+once), and one at least the budget's size only alone, so a pass never holds more than one
+large object would. Admission is first come, first served: a large object waits for those
+under way to finish, and the ones after it wait behind it, so it is not passed over for the
+rest of the pass.
 """
 
 from __future__ import annotations

@@ -166,6 +166,58 @@ class LineParser:
         self.on_unprocessed(line + b"\n")
 
 
+class _PartTables:
+    """The results of the part under way: the tables rows go to (:mod:`.columns`), and the
+    part's row count and earliest row, which the per-line parser's rows add to too.
+
+    Apart from :class:`ObjectConverter` so that nothing refers back to the converter: the
+    per-line parser calls these methods, and if it called the converter's own, converter and
+    parser would form a reference cycle, which only the cyclic garbage collector frees. Each
+    object's converter then outlived its object until a collection ran, with its C tables,
+    and a pass over many small objects held hundreds of them (megabytes each).
+    """
+
+    def __init__(self) -> None:
+        self.tables = object_tables()
+        self.number = 0  # of the last part handed out
+        self.rows = 0
+        self.earliest = "~"  # sorts after every timestamp
+
+    def add_converted(self, rows: int, earliest: str | None) -> None:
+        self.rows += rows
+        if earliest is not None and earliest < self.earliest:
+            self.earliest = earliest
+
+    def add_unprocessed(self, line: bytes) -> None:
+        self.tables.append(b"", b"", line)
+
+    def add_row(self, row: Row) -> None:
+        """A row of a line the converter left to the per-line parser."""
+        self.add_converted(1, row["timestamp"])
+        row_json = orjson.dumps(row) + b"\n"
+        if "file" in row:
+            self.tables.append(row_json, b"", b"")
+        else:
+            self.tables.append(b"", row_json, b"")
+
+    def part(self) -> Part:
+        """The part under way; the next one starts empty."""
+        downloads, simple, unprocessed = self.tables.finish()
+        simple_rows = simple.count(b"\n")  # the smaller table; a row is a line
+        self.number += 1
+        part = Part(
+            self.number,
+            downloads,
+            simple,
+            unprocessed,
+            self.rows - simple_rows,
+            simple_rows,
+            None if self.earliest == "~" else self.earliest,
+        )
+        self.rows, self.earliest = 0, "~"
+        return part
+
+
 class ObjectConverter:
     """One log object, gzip'd: :meth:`feed` it its bytes in order (chunks of any size), then
     :meth:`finish`. ``feed`` gives the parts it completes one at a time, as they fill (a
@@ -176,17 +228,18 @@ class ObjectConverter:
     cut is dropped (``dropped_lines``), and :attr:`damage` says where and why. Lines longer
     than ``max_line`` bytes are counted in ``counts.too_long``, the start of the first few
     kept in :attr:`samples`.
+
+    What it holds grows with what it has been given (the window under way, the part under
+    way), not with a fixed size per object: a worker has many small objects under way at
+    once.
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._inflater = Inflater(BLOCK_SIZE)
         self._cutter = LineCutter(max_line)
-        self._tables = object_tables()
+        self._part = _PartTables()
         self.counts = Counts()
-        self._lines = LineParser(self.counts, self._add_row, self._add_unprocessed)
-        self._parts = 0
-        self._part_rows = 0
-        self._earliest = "~"  # sorts after every timestamp
+        self._lines = LineParser(self.counts, self._part.add_row, self._part.add_unprocessed)
 
     @property
     def damage(self) -> Damage | None:
@@ -208,20 +261,20 @@ class ObjectConverter:
     def feed(self, chunk: bytes) -> Iterator[Part]:
         for window in self._inflater.feed(chunk):
             self._add_blocks(self._cutter.cut(window))
-            if self._tables.pending() >= PART_BYTES:
-                yield self._part()
+            if self._part.tables.pending() >= PART_BYTES:
+                yield self._part.part()
 
     def finish(self) -> Part:
         """The last part (possibly empty)."""
         for window in self._inflater.finish():
             self._add_blocks(self._cutter.cut(window))
         self._add_blocks(self._cutter.finish(complete=self.damage is None))
-        self.counts.unprocessable += self._tables.flush()
-        return self._part()
+        self.counts.unprocessable += self._part.tables.flush()
+        return self._part.part()
 
     def _add_blocks(self, blocks: list[bytes]) -> None:
         for block in blocks:
-            rows, ignored, blank, unprocessable, served, earliest = self._tables.convert(
+            rows, ignored, blank, unprocessable, served, earliest = self._part.tables.convert(
                 block, self._lines.event, valid_utf8(block)
             )
             counts = self.counts
@@ -230,40 +283,8 @@ class ObjectConverter:
             counts.blank += blank
             counts.unprocessable += unprocessable
             counts.served += served
-            self._part_rows += rows
-            if earliest is not None and earliest < self._earliest:
-                self._earliest = earliest
+            self._part.add_converted(rows, earliest)
         self.counts.too_long = self._cutter.too_long
-
-    def _add_unprocessed(self, line: bytes) -> None:
-        self._tables.append(b"", b"", line)
-
-    def _add_row(self, row: Row) -> None:
-        """A row of a line the converter left to the per-line parser."""
-        self._part_rows += 1
-        if row["timestamp"] < self._earliest:
-            self._earliest = row["timestamp"]
-        row_json = orjson.dumps(row) + b"\n"
-        if "file" in row:
-            self._tables.append(row_json, b"", b"")
-        else:
-            self._tables.append(b"", row_json, b"")
-
-    def _part(self) -> Part:
-        downloads, simple, unprocessed = self._tables.finish()
-        simple_rows = simple.count(b"\n")  # the smaller table; a row is a line
-        self._parts += 1
-        part = Part(
-            self._parts,
-            downloads,
-            simple,
-            unprocessed,
-            self._part_rows - simple_rows,
-            simple_rows,
-            None if self._earliest == "~" else self._earliest,
-        )
-        self._part_rows, self._earliest = 0, "~"
-        return part
 
 
 @dataclass

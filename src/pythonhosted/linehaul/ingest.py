@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # the metrics (prometheus_client) are a running worker's, not
     from pythonhosted.linehaul.monitor import Monitor
 
 log = logging.getLogger(__name__)
-DEFAULT_CONCURRENCY = 4  # objects under way at once (linehaul.ingest_concurrency)
+DEFAULT_CONCURRENCY = 8  # objects under way at once (linehaul.ingest_concurrency)
 
 
 @dataclass

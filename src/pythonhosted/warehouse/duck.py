@@ -261,7 +261,7 @@ class DuckDBWarehouse:
                 before = rollups.marks(con) if table == "file_downloads" else None
                 result.rows, counts = insert(todo)
                 if before is not None and result.rows:
-                    rollups.add_new_rows(con, before)
+                    rollups.add_new_rows(con, before, result.rows)
                 rollups.bump(con)
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]

@@ -35,10 +35,10 @@ So:
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
   breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
   moves ``tail_from`` past its own rows;
-- a load that brings a day that settles further days adds those days' breakdowns from
-  their rows in the tail to theirs in ``download_rollups_open`` (which drops them), and
-  rewrites each of their keys as one row of ``download_rollups``, sorted by project (so
-  a project's rollups sit in few row groups, and DuckDB skips the rest); then
+- a load that brings downloads of a day that settles further days adds those days'
+  breakdowns from their rows in the tail to theirs in ``download_rollups_open`` (which
+  drops them), and rewrites each of their keys as one row of ``download_rollups``, sorted
+  by project (so a project's rollups sit in few row groups, and DuckDB skips the rest); then
   ``compacted_through`` moves on.
 
 So each row is aggregated by dimension once (in a tail batch, or at settling), and a
@@ -332,33 +332,39 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
     return Marks(found[1], int(found[2] or 0), int(found[0]))
 
 
-def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks) -> None:
-    """For the rows appended since ``before`` was read: record new project spellings, append
-    their totals, and the breakdowns of those for settled days; settle the days their latest
-    day settles; roll up the tail when it has grown to :data:`TAIL_ROWS` (see the module
-    doc)."""
+def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks, appended: int) -> None:
+    """For the ``appended`` rows inserted since ``before`` was read: record new project
+    spellings, append their totals, and the breakdowns of those for settled days; settle the
+    days their latest download's day settles; roll up the tail when it has grown to
+    :data:`TAIL_ROWS` (see the module doc).
+
+    The days come back from the totals' own ``INSERT`` (``RETURNING``), and the count from
+    the caller's: a separate statement for them cost a small load as much as a fifth of its
+    maintenance (each DuckDB statement costs 0.3-0.5 ms however small, BENCHMARKS.md). Only
+    downloads have totals, so a day that brought rows but no download settles nothing yet;
+    the next load with a download on a later day settles it.
+    """
+    if appended <= 0:
+        return
     where = f"rowid >= {int(before.next_rowid)}"
     # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
     # they take the next ones.
-    found = con.execute(
-        'SELECT CAST(min("timestamp") AS DATE), CAST(max("timestamp") AS DATE), count(*) '
-        f"FROM file_downloads WHERE {where}"
-    ).fetchone()
-    if found is None or found[0] is None:
-        return
-    earliest, latest, appended = found
     next_rowid = before.next_rowid + appended  # once committed: the table only appends
     _add_names(con, where)
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
-    con.execute(f"INSERT INTO {ROLLUPS} {totals}")
+    days = [
+        row[0] for row in con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day").fetchall()
+    ]
     settled, tail_from = before.settled, before.tail_from
-    if settled is not None and earliest <= settled:
-        late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
-        con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
-    through = latest - timedelta(days=OPEN_DAYS)
-    if settled is None or settled < through:
-        settle(con, settled, through, tail_from)
-        settled = through
+    if days:
+        earliest, latest = min(days), max(days)
+        if settled is not None and earliest <= settled:
+            late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
+            con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
+        through = latest - timedelta(days=OPEN_DAYS)
+        if settled is None or settled < through:
+            settle(con, settled, through, tail_from)
+            settled = through
     if next_rowid - tail_from >= TAIL_ROWS:
         roll_tail(con, settled, tail_from, next_rowid)
         tail_from = next_rowid
