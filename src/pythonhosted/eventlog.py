@@ -119,7 +119,7 @@ class EventLog:
         if not count:
             return
         lines = [pending.popleft() for _ in range(count)]
-        data = ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
+        data = _encoded(lines)
         try:
             if self._fd is None:
                 self._open_segment()
@@ -301,23 +301,9 @@ class EventLog:
         """Ship the lines the spool refused straight from memory (not crash-safe, as they
         never were on disk); kept for the next flush if the store refuses them too."""
         lines = await asyncio.to_thread(self._take_held)
-        if not lines:
-            return
-        data = ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
-        body = await asyncio.to_thread(gzip.compress, data, self.config.compress_level, mtime=0)
-        key = self._object_key(time.time())
-        try:
-            await self.store.put(key, body, create_only=True)
-        except StorageError as exc:
-            log.error("could not store %d held %s lines: %s", len(lines), self.config.prefix, exc)
-            if self._on_failed is not None:
-                self._on_failed(0)
+        if lines and not await self._store_batch(_encoded(lines), time.time(), len(lines), None):
             with self._spool_lock:
-                self._hold(lines, OSError(str(exc)))
-            return
-        log.info("stored %d %s lines held in memory as %s", len(lines), self.config.prefix, key)
-        if self._on_shipped is not None:
-            self._on_shipped(len(lines))
+                self._hold(lines, OSError("the log store refused them"))
 
     async def ship_leftovers(self) -> None:
         """Ship segments whose writer or shipper died, claiming each by an atomic rename."""
@@ -339,23 +325,31 @@ class EventLog:
         if lines == 0:
             segment.unlink(missing_ok=True)
             return
-        started = _segment_time(segment)
+        if await self._store_batch(complete, _segment_time(segment), lines, segment):
+            segment.unlink(missing_ok=True)
+
+    async def _store_batch(
+        self, data: bytes, started: float, lines: int, segment: Path | None
+    ) -> bool:
+        """Store ``lines`` whole lines as one gzip object, create-only: from a spool
+        ``segment``, or from memory (None). True once stored, counted and logged."""
         key = self._object_key(started)
-        body = await asyncio.to_thread(gzip.compress, complete, self.config.compress_level, mtime=0)
+        body = await asyncio.to_thread(gzip.compress, data, self.config.compress_level, mtime=0)
         try:
             await self.store.put(key, body, create_only=True)
         except AlreadyExists:
             log.error("log object %s already exists; keeping spool segment %s", key, segment)
-            return
+            return False
         except StorageError:
             log.exception("could not store log batch %s; will retry", key)
             if self._on_failed is not None:
                 self._on_failed(0)
-            return
-        segment.unlink(missing_ok=True)
-        log.info("stored %d %s lines as %s", lines, self.config.prefix, key)
+            return False
+        held = "" if segment is not None else " held in memory"
+        log.info("stored %d %s lines%s as %s", lines, self.config.prefix, held, key)
         if self._on_shipped is not None:
             self._on_shipped(lines)
+        return True
 
     def _object_key(self, started: float) -> str:
         stamp = time.gmtime(started)
@@ -366,6 +360,11 @@ class EventLog:
 
     def pending_segments(self) -> int:
         return sum(1 for _ in self.config.spool_dir.glob(f"{self.config.prefix}-*"))
+
+
+def _encoded(lines: list[str]) -> bytes:
+    """Lines as a spool segment or batch object holds them (surrogates: bytes as they came)."""
+    return ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
 
 
 def event_log_from_settings(
