@@ -168,6 +168,19 @@ def test_put_stream_round_trip(writable_store: Store, total: int, piece: int) ->
     run(scenario())
 
 
+def test_a_local_file_goes_up_and_comes_back_whole(writable_store: Store, tmp_path: Path) -> None:
+    """Larger than two parts, so it goes up in several."""
+    data = b"".join(asyncio.run(_gather(_chunks(11 * 2**20 + 5, 1_000_003))))
+    (tmp_path / "day.parquet").write_bytes(data)
+
+    async def scenario() -> None:
+        await writable_store.put_file("export/day.parquet", tmp_path / "day.parquet")
+        await writable_store.get_file("export/day.parquet", tmp_path / "back.parquet")
+
+    run(scenario())
+    assert (tmp_path / "back.parquet").read_bytes() == data
+
+
 async def _gather(chunks: AsyncIterator[bytes]) -> list[bytes]:
     return [chunk async for chunk in chunks]
 

@@ -408,7 +408,8 @@ def _duckdb_file(url: str, not_duckdb: str) -> Path:
 def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
     """Copy the warehouse (DuckDB or ClickHouse) into a store as Parquet, partitioned by date.
 
-    Writes TABLE/date=YYYY-MM-DD/data_0.parquet and deletes what an earlier export left there.
+    Writes TABLE/date=YYYY-MM-DD/data_N.parquet a day at a time and deletes what an earlier
+    export left there.
     """
     from pythonhosted.warehouse.clickhouse import parquet as clickhouse_parquet
     from pythonhosted.warehouse.clickhouse.engines import chdb_path, open_engine
@@ -425,7 +426,7 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
             try:
                 with progress_bar("export") as bar:
                     return await clickhouse_parquet.export(
-                        engine, store, on_total=bar.total, on_file=bar.advance
+                        engine, store, on_total=bar.total, on_partition=bar.advance
                     )
             finally:
                 engine.close()
@@ -437,7 +438,7 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
     async def copy() -> int:
         store = open_store(to, BATCH_TIMEOUTS)
         with progress_bar("export") as bar:
-            return await export(path, store, on_total=bar.total, on_file=bar.advance)
+            return await export(path, store, on_total=bar.total, on_partition=bar.advance)
 
     click.echo(f"linehaul export: {_run(copy())} Parquet objects", err=True)
 

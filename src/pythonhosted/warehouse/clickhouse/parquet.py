@@ -3,15 +3,17 @@
 Export writes ``{table}/date=YYYY-MM-DD/data_0.parquet``, the date of the table's time column
 (``timestamp``; ``distribution_metadata``'s ``upload_time``; rows without one, which the
 parser never writes, under ``date=NULL``), the engine writing each day's file itself
-(streamed to a local file, then uploaded), and deletes objects under ``{table}/`` that it did
-not write, as :mod:`pythonhosted.warehouse.parquet` does for DuckDB. ClickHouse writes
+(streamed to a local file, put a part at a time and removed before the next day, as
+:mod:`pythonhosted.warehouse.parquet` does for DuckDB), and deletes objects under ``{table}/``
+that it did not write. ClickHouse writes
 RECORDs as Parquet structs, TIMESTAMP as microseconds in UTC.
 
 Import loads such files (from either engine's export, or any Parquet with the schema's column
 names) into the tables, each object once: its key is its name in the bookkeeping and its
 insert carries a token, exactly as a result file (:mod:`.load`); the rollups' view takes the
-rows as they go in. A file is one insert and one block, so it must fit in memory (a day of
-rows per file, as the export writes them).
+rows as they go in. Each object is fetched to a local file a chunk at a time; a file is one
+insert and one block, so it must fit in memory (DuckDB's export writes files of about
+:data:`~pythonhosted.warehouse.parquet.FILE_BYTES`; ClickHouse's, a day per file).
 """
 
 from __future__ import annotations
@@ -27,42 +29,45 @@ from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.clickhouse.load import ClickHouseWarehouse
 from pythonhosted.warehouse.clickhouse.tables import quote
-from pythonhosted.warehouse.parquet import put_export
+from pythonhosted.warehouse.parquet import Partition, put_export
 from pythonhosted.warehouse.schema import TABLES, TIME_COLUMNS, UNIQUE_KEYS
 
 
-def write_parquet(engine: Engine, out: Path) -> list[Path]:
-    """Every table's days under ``out``; the files written, relative to it."""
-    written = []
-    for table in TABLES:
+class ClickHousePartitions:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def partitions(self) -> list[Partition]:
+        found = []
+        for table in TABLES:
+            time = quote(TIME_COLUMNS[table])
+            rows = self.engine.rows(f"SELECT DISTINCT toDate({time}) FROM {quote(table)}")
+            found += [Partition(table, row[0]) for row in rows]
+        return sorted(found, key=lambda p: (p.table, p.day or date.min))
+
+    def write(self, partition: Partition, folder: Path) -> None:
+        table, day = partition.table, partition.day
         columns = ", ".join(quote(field.name) for field in TABLES[table])
         time = quote(TIME_COLUMNS[table])
-        days: list[date | None] = [
-            row[0] for row in engine.rows(f"SELECT DISTINCT toDate({time}) FROM {quote(table)}")
-        ]
-        for day in days:
-            folder = Path(table) / f"date={day.isoformat() if day else 'NULL'}"
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            where = f"toDate({time}) = {{day:Date32}}" if day else f"{time} IS NULL"
-            final = " FINAL" if table in UNIQUE_KEYS else ""
-            engine.export(
-                f"SELECT {columns} FROM {quote(table)}{final} WHERE {where}",
-                {"day": day} if day else {},
-                "Parquet",
-                out / folder / "data_0.parquet",
-            )
-            written.append(folder / "data_0.parquet")
-    return sorted(written)
+        folder.mkdir()
+        where = f"toDate({time}) = {{day:Date32}}" if day else f"{time} IS NULL"
+        final = " FINAL" if table in UNIQUE_KEYS else ""
+        self.engine.export(
+            f"SELECT {columns} FROM {quote(table)}{final} WHERE {where}",
+            {"day": day} if day else {},
+            "Parquet",
+            folder / "data_0.parquet",
+        )
 
 
 async def export(
     engine: Engine,
     store: Store,
     on_total: Callable[[int], object] | None = None,
-    on_file: Callable[[], object] | None = None,
+    on_partition: Callable[[], object] | None = None,
 ) -> int:
     """Export the warehouse into ``store``; returns the number of Parquet objects written."""
-    return await put_export(lambda root: write_parquet(engine, root), store, on_total, on_file)
+    return await put_export(ClickHousePartitions(engine), store, on_total, on_partition)
 
 
 def table_of(key: str) -> str | None:
@@ -87,7 +92,7 @@ async def import_parquet(
             table = table_of(key)
             assert table is not None
             local = Path(tmp) / f"{index}.parquet"
-            local.write_bytes(await store.get_bytes(key))
+            await store.get_file(key, local)
             result = await asyncio.to_thread(warehouse.load_parquet, table, [LocalFile(key, local)])
             local.unlink()
             total.rows += result.rows
