@@ -10,10 +10,13 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pytest
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
 from pythonhosted.linehaul.batch import convert
+from pythonhosted.warehouse.base import WarehouseError
+from pythonhosted.warehouse.clickhouse import load
 from pythonhosted.warehouse.clickhouse.engines import ChdbEngine
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 from support.distribution_rows import distribution_row
@@ -105,3 +108,59 @@ def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
         assert engine.rows("SELECT count() FROM simple_requests") == [(1,)]
     finally:
         engine.close()
+
+
+def test_a_large_file_goes_in_by_parts_and_a_retry_adds_each_row_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of 7,000 rows with parts of 2,048 (DuckDB cuts row groups at multiples of its
+    2,048-row vectors): four inserts. The import fails at the third (the first two parts are
+    in, the file is not booked); the retry cuts the same parts, the first two are dropped by
+    their tokens, and every row is there once."""
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    duck.close()
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute(
+            "INSERT INTO file_downloads BY NAME SELECT TIMESTAMP '2026-11-01' + "
+            "to_seconds(i) AS \"timestamp\", '/p/' || i AS url, 'demo' AS project "
+            "FROM range(7000) t(i)"
+        )
+    _run(
+        "linehaul",
+        "export",
+        "--warehouse",
+        f"duckdb://{tmp_path}/w.duckdb",
+        "--to",
+        f"file://{tmp_path}/out",
+    )
+    monkeypatch.setattr(load, "PARQUET_PART_ROWS", 2048)
+    chdb = f"chdb://{tmp_path}/ch"
+    inserted = ChdbEngine.insert
+    calls: list[str] = []
+
+    def insert_failing_at_the_third(self: ChdbEngine, sql: str, source: Path | bytes) -> None:
+        calls.append(sql)
+        if len(calls) == 3:
+            raise WarehouseError("the machine went away")
+        inserted(self, sql, source)
+
+    monkeypatch.setattr(ChdbEngine, "insert", insert_failing_at_the_third)
+    failed = CliRunner().invoke(
+        main, ["linehaul", "import", "--from", f"file://{tmp_path}/out", "--warehouse", chdb]
+    )
+    assert failed.exit_code == 1
+    assert "the machine went away" in failed.stderr
+    monkeypatch.setattr(ChdbEngine, "insert", inserted)
+
+    def counted() -> list[tuple[object, ...]]:
+        engine = ChdbEngine(tmp_path / "ch")
+        try:
+            return engine.rows("SELECT count(), uniqExact(url) FROM file_downloads")
+        finally:
+            engine.close()
+
+    assert counted() == [(4096, 4096)]
+    out = _run("linehaul", "import", "--from", f"file://{tmp_path}/out", "--warehouse", chdb)
+    assert "linehaul import: 1 files, 7000 rows, 0 already loaded" in out
+    assert len(calls) == 3
+    assert counted() == [(7000, 7000)]

@@ -11,9 +11,9 @@ RECORDs as Parquet structs, TIMESTAMP as microseconds in UTC.
 Import loads such files (from either engine's export, or any Parquet with the schema's column
 names) into the tables, each object once: its key is its name in the bookkeeping and its
 insert carries a token, exactly as a result file (:mod:`.load`); the rollups' view takes the
-rows as they go in. Each object is fetched to a local file a chunk at a time; a file is one
-insert and one block, so it must fit in memory (DuckDB's export writes files of about
-:data:`~pythonhosted.warehouse.parquet.FILE_BYTES`; ClickHouse's, a day per file).
+rows as they go in. Each object is fetched to a local file a chunk at a time, and a file of
+more rows than one insert should hold goes in as several, each deduplicated
+(:mod:`.load`).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def import_parquet(
             assert table is not None
             local = Path(tmp) / f"{index}.parquet"
             await store.get_file(key, local)
-            result = await asyncio.to_thread(warehouse.load_parquet, table, [LocalFile(key, local)])
+            result = await asyncio.to_thread(warehouse.load_parquet, table, LocalFile(key, local))
             local.unlink()
             total.rows += result.rows
             total.loaded += result.loaded
