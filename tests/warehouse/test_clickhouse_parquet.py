@@ -45,6 +45,18 @@ def _duckdb_rows(glob: str, columns: str = COLUMNS, order: str = "url") -> list[
         ).fetchall()
 
 
+def _export_duckdb(tmp_path: Path, folder: str) -> None:
+    """``tmp_path/w.duckdb`` exported into the directory store ``tmp_path/folder``."""
+    _run(
+        "linehaul",
+        "export",
+        "--warehouse",
+        f"duckdb://{tmp_path}/w.duckdb",
+        "--to",
+        f"file://{tmp_path}/{folder}",
+    )
+
+
 def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
     rng = random.Random(4)
     lines = random_lines(rng, 3000, ["alpha", "Beta.pkg"], date(2024, 12, 1), 5, with_served=True)
@@ -56,14 +68,7 @@ def test_duckdb_to_clickhouse_and_back(tmp_path: Path) -> None:
         duck.add_distributions([distribution_row(n) for n in range(2)])
     finally:
         duck.close()
-    _run(
-        "linehaul",
-        "export",
-        "--warehouse",
-        f"duckdb://{tmp_path}/w.duckdb",
-        "--to",
-        f"file://{tmp_path}/from-duck",
-    )
+    _export_duckdb(tmp_path, "from-duck")
     chdb = f"chdb://{tmp_path}/ch"
     first = _run(
         "linehaul", "import", "--from", f"file://{tmp_path}/from-duck", "--warehouse", chdb
@@ -125,14 +130,7 @@ def test_a_large_file_goes_in_by_parts_and_a_retry_adds_each_row_once(
             "to_seconds(i) AS \"timestamp\", '/p/' || i AS url, 'demo' AS project "
             "FROM range(7000) t(i)"
         )
-    _run(
-        "linehaul",
-        "export",
-        "--warehouse",
-        f"duckdb://{tmp_path}/w.duckdb",
-        "--to",
-        f"file://{tmp_path}/out",
-    )
+    _export_duckdb(tmp_path, "out")
     monkeypatch.setattr(load, "PARQUET_PART_ROWS", 2048)
     chdb = f"chdb://{tmp_path}/ch"
     inserted = ChdbEngine.insert
