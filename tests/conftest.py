@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -46,6 +47,13 @@ os.environ.update(
         "AWS_EC2_METADATA_DISABLED": "true",
     }
 )
+# Every httpx client (each `httpx.get` makes one) loads its CA store as it is made. A file
+# (SSL_CERT_FILE, else certifi's) is parsed whole: ~150 certificates, 20 ms of CPU a client,
+# thousands of times over the suite (~30 s of its CPU). A directory (SSL_CERT_DIR, here the
+# system's) is read lazily, a certificate when a handshake asks for one, and the tests only ever
+# speak plain HTTP to loopback. Subprocesses inherit it: none of them does TLS either.
+os.environ.pop("SSL_CERT_FILE", None)
+os.environ.setdefault("SSL_CERT_DIR", ssl.get_default_verify_paths().openssl_capath)
 _names = itertools.count()
 
 
