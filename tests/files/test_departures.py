@@ -4,7 +4,8 @@ they made ends (counted once, by the status its head said) and the memory comes 
 Each client reads at least the first byte of its answer, so each request reached the edge;
 then it hangs up, cleanly or with a reset, after a random share of the body (up to 1 MB, so
 the test stays short) of a body in the memory cache (whole, or in pieces), of a local file
-streamed from disk, or of a range.
+streamed from disk, or of a range. A client that stays but stops reading is cut at
+``http.send_timeout``, and its request ends the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import struct
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pythonhosted.web.server import Bind, free_port
@@ -115,3 +117,39 @@ def test_requests_of_clients_that_leave_all_end_and_their_memory_comes_back(
     assert set(answered) <= {(("status", "200"),), (("status", "206"),)}
     assert sum(answered.values()) == len(samples) + WARM_UP + CLIENTS + earlier
     assert back <= idle * BACK_TO_IDLE
+
+
+def received_until_cut(sock: socket.socket) -> int:
+    """Read what the edge sent until it closed the connection (or the kernel reset it)."""
+    received = 0
+    try:
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+@pytest.mark.parametrize("size", [5 * 2**20, 24 * 2**20], ids=["cached", "local-file"])
+def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(tmp_path: Path, size: int) -> None:
+    """It keeps its connection but takes nothing: neither the edge nor granian would end
+    its response (the body waits for room that never comes), so the kernel closes the
+    connection once the client has taken nothing for ``http.send_timeout``; the response
+    then ends like any whose client left, with everything it held."""
+    primary = f"file://{tmp_path}/primary"
+    wheel = stored_wheel(primary, "stalled-wheel", size)
+    bind = Bind("127.0.0.1", free_port())
+    settings = {"PYTHONHOSTED_HTTP__SEND_TIMEOUT": "1"}
+    with edge_process(tmp_path, primary, bind, settings=settings):
+        scrapes = Scrapes(bind)
+        with socket.create_connection((bind.host, bind.port), timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET {wheel.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            # ...and reads no more, until the response has ended.
+            wait_until(lambda: scrapes.in_flight() == 1, timeout=60)
+            received = received_until_cut(sock)
+        earlier = scrapes.count
+        answered = scrapes.samples("files_requests_total")
+    assert received < size
+    assert answered == {(("status", "200"),): earlier + 1}
