@@ -20,6 +20,10 @@ has no write deadline, a client that vanished without a FIN or reset held it for
 minutes of the kernel's retransmissions, and one that stayed but stopped reading (its window
 shut, answering the kernel's probes) held it for ever, with its task, file, stream slot and
 buffers. With the connection gone, the response ends as for any client that left.
+The kernel counts a window too small for one segment as shut (it then only probes): on the
+internet a segment is ~1.4 KB, but on loopback 64 KB, so there a client reading less than
+that at a time for ``send_timeout`` is cut although it reads (a proxy on the same host that
+buffers responses, as nginx does by default, reads as fast as it can).
 """
 
 from __future__ import annotations
