@@ -11,6 +11,7 @@ streamed from disk, or of a range. A client that stays but stops reading is cut 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import resource
 import socket
@@ -32,6 +33,12 @@ AT_ONCE = 100
 READ_AT_MOST = 2**20
 BACK_TO_IDLE = 1.2  # of the idle resident size, as in test_memory
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+SPARE_DESCRIPTORS = 8
+
+
+def descriptors(pid: int) -> int:
+    """How many descriptors process ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def leave_at_random(bind: Bind, sample: Sample, rng: random.Random) -> None:
@@ -109,11 +116,14 @@ def test_requests_of_clients_that_leave_all_end_and_their_memory_comes_back(
         scrapes = Scrapes(bind)
         wait_until(lambda: scrapes.in_flight() == 1, timeout=60)
         idle = settled(edge.pid)
+        idle_descriptors = descriptors(edge.pid)
         asyncio.run(leaving(bind, samples, CLIENTS, seed=2))
         wait_until(lambda: scrapes.in_flight() == 1, timeout=60)
         earlier = scrapes.count  # this read of the counts is not in them yet
         answered = scrapes.samples("files_requests_total")
         back = wait_until(lambda: (now := resident(edge.pid)) <= idle * BACK_TO_IDLE and now)
+        # Files and connections closed too (a few of the edge's own may come and go).
+        wait_until(lambda: descriptors(edge.pid) <= idle_descriptors + SPARE_DESCRIPTORS)
     assert set(answered) <= {(("status", "200"),), (("status", "206"),)}
     assert sum(answered.values()) == len(samples) + WARM_UP + CLIENTS + earlier
     assert back <= idle * BACK_TO_IDLE
