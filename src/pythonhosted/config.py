@@ -52,6 +52,7 @@ class HttpSettings(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)
     backlog: int = Field(default=4096, ge=16)
     drain_timeout: float = Field(default=20.0, gt=0, le=86400)
+    send_timeout: float = Field(default=60.0, ge=0, le=86400)  # 0: the kernel's own limits
     access_log: bool = False
 
 

@@ -24,6 +24,9 @@ CACHED_READERS = 200
 # One piece in the server per connection, its other bytes (~25 KB) and a margin; with the
 # queue full of pieces (five, plus one waiting to get in) it was ~1.5 MB.
 CACHED_PER_CONNECTION_LIMIT = SEND_PIECE + 128 * 1024
+# The readers take nothing: past http.send_timeout the kernel would close their connections
+# in the middle of a measurement on a slow machine (tests/files/test_departures.py has that).
+READERS_STAY = {"PYTHONHOSTED_HTTP__SEND_TIMEOUT": "600"}
 
 
 def test_slow_downloads_are_small_and_their_memory_comes_back(tmp_path: Path) -> None:
@@ -33,7 +36,7 @@ def test_slow_downloads_are_small_and_their_memory_comes_back(tmp_path: Path) ->
     primary = f"file://{tmp_path}/primary"
     wheel = stored_wheel(primary, "huge-wheel", 24 * 2**20)  # over the memory cache's limit
     bind = Bind("127.0.0.1", free_port())
-    with edge_process(tmp_path, primary, bind) as edge:
+    with edge_process(tmp_path, primary, bind, settings=READERS_STAY) as edge:
         for sock in slow_readers(bind, wheel.path, 20):  # served before: what idle means
             sock.close()
         idle = settled(edge.pid)
@@ -63,7 +66,7 @@ def test_slow_readers_of_a_cached_body_make_the_server_hold_one_piece_each(
     primary = f"file://{tmp_path}/primary"
     wheel = stored_wheel(primary, "big-wheel", 12 * 2**20)
     bind = Bind("127.0.0.1", free_port())
-    with edge_process(tmp_path, primary, bind) as edge:
+    with edge_process(tmp_path, primary, bind, settings=READERS_STAY) as edge:
         first = httpx.get(f"{bind.url()}{wheel.path}", timeout=60)  # in the cache, served before
         assert first.content == wheel.data
         idle = settled(edge.pid)
@@ -90,7 +93,7 @@ def test_first_readers_of_a_body_share_one_copy(tmp_path: Path) -> None:
     size = 12 * 2**20
     wheel = stored_wheel(primary, "big-wheel", size)
     bind = Bind("127.0.0.1", free_port())
-    with edge_process(tmp_path, primary, bind) as edge:
+    with edge_process(tmp_path, primary, bind, settings=READERS_STAY) as edge:
         idle = settled(edge.pid)
         readers = slow_readers(bind, wheel.path, 20)
         try:

@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,15 +82,17 @@ def edge_process(
     bind: Bind,
     workers: int = 1,
     stderr: int | None = subprocess.DEVNULL,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening;
     its process group is gone when the block ends. ``stderr=subprocess.PIPE`` keeps its log
-    to read after it exits."""
+    to read after it exits; ``settings``: more ``PYTHONHOSTED_*`` variables."""
     env = {
         **os.environ,
         "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
         "PYTHONHOSTED_FILES__LOG_PERIOD": "3600",
         "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
+        **(settings or {}),
     }
     command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]

@@ -7,11 +7,13 @@ here as its own command, as an operator starts it, with 10,000 idle sockets open
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +183,31 @@ def test_a_kept_alive_connection_idle_past_the_deadline_is_closed() -> None:
             served = time.monotonic()
             assert sock.recv(100) == b""  # the server closed it
             assert time.monotonic() - served >= 0.9
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_send_timeout() -> None:
+    """A response the client stops taking (it stays connected, its window shut) ends once
+    the kernel has closed the connection at ``send_timeout``: granian's ``send`` would
+    otherwise wait for room for ever. Here the body is endless, sent until the server says
+    the client is gone."""
+    ended = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()  # the request (no body)
+        gone = asyncio.ensure_future(receive())  # http.disconnect, once the connection ends
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        piece = {"type": "http.response.body", "body": b"x" * 65536, "more_body": True}
+        while not gone.done():
+            await send(piece)
+            await asyncio.sleep(0)  # granian's send takes a piece without a turn
+        ended.set()
+
+    with running(app, limits=ServerLimits(send_timeout=1.0)) as url:
+        bind = Bind.parse(url.removeprefix("http://"))
+        with socket.create_connection((bind.host, bind.port), timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            assert ended.wait(timeout=60)  # while the client is still connected

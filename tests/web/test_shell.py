@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -16,8 +19,10 @@ from pythonhosted.web.server import running
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
 from support.metrics import sample
+from support.processes import wait_until
 
 SECURITY_NAMES = {"x-frame-options", "x-xss-protection", "x-content-type-options"}
+RELEASE = threading.Event()  # what a request to /wait waits for
 
 
 async def handler(request: Request, receive: Receive, send: Send) -> None:
@@ -29,6 +34,8 @@ async def handler(request: Request, receive: Receive, send: Send) -> None:
         if request.path == "/half":
             await send({"type": "http.response.body", "body": b"12345", "more_body": True})
         raise RuntimeError("after the head")
+    if request.path == "/wait":
+        await asyncio.to_thread(RELEASE.wait)
     await Service.text(send, request, 200, f"{request.method} {request.path}")
 
 
@@ -82,6 +89,22 @@ def test_status_counts_by_status(caplog: pytest.LogCaptureFixture) -> None:
         assert sample(url, "demo_requests_total", status="500") == 1
         assert sample(url, "demo_bytes_sent_total") > 0
     assert "secret detail" in caplog.text  # the traceback is logged, not sent
+
+
+def test_requests_in_flight_are_counted_until_their_handler_ends() -> None:
+    """However a handler ends (an answer, an error before or after the head), its request
+    leaves the count; the scrape that reads it is in it."""
+    with running(service()) as url, ThreadPoolExecutor(1) as pool:
+        assert sample(url, "demo_requests_in_flight") == 1
+        waiting = pool.submit(httpx.get, url + "/wait")
+        wait_until(lambda: sample(url, "demo_requests_in_flight") == 2)
+        RELEASE.set()
+        assert waiting.result(timeout=30).text == "GET /wait\n"
+        for path in ("/boom", "/head"):
+            httpx.get(url + path)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url + "/half")  # cut short after half its body
+        wait_until(lambda: sample(url, "demo_requests_in_flight") == 1)
 
 
 def test_an_error_after_the_head_is_still_a_proper_500() -> None:

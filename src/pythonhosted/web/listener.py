@@ -11,6 +11,19 @@ on; granian's HTTP/1 mode enforces it from accept, and between requests on a kep
 connection), a bound on open connections per process (connections past it wait in the
 listen backlog until a slot frees, which the deadline guarantees), and a backlog large
 enough not to be the limit itself.
+
+And a deadline for clients that stop taking what is sent (``send_timeout``, nginx's
+``send_timeout``): a client that acknowledges nothing, or keeps its window shut, for that
+long has its connection closed by the kernel (``TCP_USER_TIMEOUT`` on the listening socket,
+which every accepted connection inherits). Without it nothing ended such a response: granian
+has no write deadline, a client that vanished without a FIN or reset held it for the ~15
+minutes of the kernel's retransmissions, and one that stayed but stopped reading (its window
+shut, answering the kernel's probes) held it for ever, with its task, file, stream slot and
+buffers. With the connection gone, the response ends as for any client that left.
+The kernel counts a window too small for one segment as shut (it then only probes): on the
+internet a segment is ~1.4 KB, but on loopback 64 KB, so there a client reading less than
+that at a time for ``send_timeout`` is cut although it reads (a proxy on the same host that
+buffers responses, as nginx does by default, reads as fast as it can).
 """
 
 from __future__ import annotations
@@ -79,6 +92,7 @@ class LimitsSource(Protocol):
     header_timeout: float
     backlog: int
     drain_timeout: float
+    send_timeout: float
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class ServerLimits:
     header_timeout: float = 10.0
     backlog: int = 4096
     drain_timeout: float = 20.0  # after a stop, in-flight requests' time to finish
+    send_timeout: float = 60.0  # a client taking nothing this long is cut (0: never)
     configured: bool = False  # max_connections was set by the operator, not left at its default
 
     @classmethod
@@ -97,6 +112,7 @@ class ServerLimits:
             source.header_timeout,
             source.backlog,
             source.drain_timeout,
+            source.send_timeout,
             configured,
         )
 
@@ -156,8 +172,10 @@ def report_lowered(wanted: ServerLimits, fitted: Sequence[tuple[Bind, ServerLimi
         )
 
 
-def claim(bind: Bind, backlog: int) -> socket.socket:
-    """A listening socket on ``bind`` that no other process can share.
+def claim(bind: Bind, backlog: int, send_timeout: float = 0.0) -> socket.socket:
+    """A listening socket on ``bind`` that no other process can share, whose connections
+    are closed by the kernel once their client has taken nothing for ``send_timeout``
+    seconds (0: only the kernel's own retransmission limits apply).
 
     ``SO_REUSEADDR`` only lets a restart bind over connections still in TIME_WAIT; without
     ``SO_REUSEPORT`` the bind fails if anything else listens on the address, granian
@@ -168,6 +186,9 @@ def claim(bind: Bind, backlog: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if send_timeout > 0:
+            user_timeout = max(1, round(send_timeout * 1000))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout)
         sock.bind((bind.host, bind.port))
         sock.listen(backlog)
     except OSError as exc:
@@ -180,12 +201,12 @@ def claim(bind: Bind, backlog: int) -> socket.socket:
     return sock
 
 
-def claim_all(binds: list[Bind], backlog: int) -> list[socket.socket]:
+def claim_all(binds: list[Bind], backlog: int, send_timeout: float = 0.0) -> list[socket.socket]:
     """Claim every address or none (a failure releases the ones already claimed)."""
     claimed: list[socket.socket] = []
     try:
         for bind in binds:
-            claimed.append(claim(bind, backlog))
+            claimed.append(claim(bind, backlog, send_timeout))
     except ListenError:
         for sock in claimed:
             sock.close()

@@ -174,7 +174,7 @@ def run_workers(
     """
     wanted, limits = limits, limits.within_descriptors()
     early = EarlyStop()
-    listener = claim(bind, limits.backlog)
+    listener = claim(bind, limits.backlog, limits.send_timeout)
     report_lowered(wanted, [(bind, limits)])
     on_listening()  # a banner printed now tells the truth: the addresses are ours
     with listener, tempfile.TemporaryDirectory(prefix="pythonhosted-metrics-") as shared:
@@ -258,7 +258,7 @@ def run(
     weights = weights or [1] * len(apps)
     each = [limits.within_descriptors(weight / sum(weights)) for weight in weights]
     early = EarlyStop(SINGLE_PROCESS_STOP_SIGNALS)
-    listeners = claim_all([bind for _, bind in apps], limits.backlog)
+    listeners = claim_all([bind for _, bind in apps], limits.backlog, limits.send_timeout)
     report_lowered(limits, [(bind, fitted) for (_, bind), fitted in zip(apps, each, strict=True)])
     on_listening()  # a banner printed now tells the truth: the addresses are ours
 
@@ -306,7 +306,7 @@ def running(
     Used by tests and benchmarks: real sockets, real HTTP, the same server as production.
     """
     limits = limits or ServerLimits()
-    listener = claim(Bind(host, 0), limits.backlog)
+    listener = claim(Bind(host, 0), limits.backlog, limits.send_timeout)
     bind = Bind(host, listener.getsockname()[1])
     loop = uvloop.new_event_loop()
     stop = asyncio.Event()

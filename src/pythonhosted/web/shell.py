@@ -9,9 +9,9 @@ What it does for every service, the same way:
 - security headers on every answer, HSTS on those to TLS requests (directly, or per a trusted
   proxy's ``X-Forwarded-Proto``);
 - methods: a service names the ones it takes; others get 405 with ``Allow``;
-- counting: responses by status (and by part, where a service has parts) and body bytes, as
-  plain integers turned into Prometheus counters at scrape time (a labelled child's lock per
-  request cost more than the rest of the frame);
+- counting: responses by status (and by part, where a service has parts), body bytes and the
+  requests in flight, as plain integers turned into Prometheus samples at scrape time (a
+  labelled child's lock per request cost more than the rest of the frame);
 - an optional access log, one structured line per request;
 - any unhandled error: 500 ``Internal error`` with no detail to the client, the traceback to
   the log, counted like any answer. If the response had already started, the connection is
@@ -31,7 +31,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pythonhosted.web.clientfacts import ClientFacts
@@ -61,7 +61,13 @@ METRICS = "/metrics"
 
 
 class ResponseTallies(Collector):
-    """``{service}_requests{[part,] status}`` and ``{service}_bytes_sent``, counted as ints."""
+    """``{service}_requests{[part,] status}``, ``{service}_bytes_sent`` and
+    ``{service}_requests_in_flight``, counted as ints.
+
+    Requests in flight are those whose handler has not returned, the scrape reading them
+    included: a request that never finishes (a client that left and a body nobody stops
+    sending) shows there as a floor that only grows, which is how such a leak is seen.
+    """
 
     def __init__(self, service: str, parts: bool) -> None:
         self.service = service
@@ -69,8 +75,9 @@ class ResponseTallies(Collector):
         self.by_status: Tally[int] = Tally()  # an int key hashes faster than a tuple
         self.by_part: Tally[tuple[str, int]] = Tally()
         self.bytes_sent = 0
+        self.in_flight = 0
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         if self.parts:
             responses = CounterMetricFamily(
                 f"{self.service}_requests",
@@ -89,6 +96,11 @@ class ResponseTallies(Collector):
         yield responses
         yield CounterMetricFamily(
             f"{self.service}_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
+        )
+        yield GaugeMetricFamily(
+            f"{self.service}_requests_in_flight",
+            "Requests being answered, the scrape that reads this included.",
+            value=self.in_flight,
         )
 
 
@@ -216,6 +228,8 @@ class Service:
             scope, tls, headers, self._shell_tls if tls else self._shell_plain, receive
         )
         counted = CountingSend(send)
+        tallies = self.tallies
+        tallies.in_flight += 1
         try:
             path = request.path
             if path in self.own_paths:
@@ -232,7 +246,7 @@ class Service:
                 raise  # the head is out: cutting the connection short is all that is left
             await self.text(counted, request, 500, "Internal error")
         finally:
-            tallies = self.tallies
+            tallies.in_flight -= 1
             if self.part is None:
                 tallies.by_status[counted.status] += 1
             else:
