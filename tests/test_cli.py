@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+
+from pythonhosted.cli import SERVICE_COMMANDS, SERVICE_SUMMARIES, main
 from pythonhosted.samples import build_sdist
 
 PYTHONHOSTED = [sys.executable, "-m", "pythonhosted"]
@@ -58,3 +61,32 @@ def test_names_no_store_can_hold_are_refused_in_one_line(tmp_path: Path) -> None
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.gz"))
     deleted = run(tmp_path, "files", "delete", filename, "--yes", "--store", store)
     assert deleted[0] == 1 and deleted[1].count("\n") == 1 and "Traceback" not in deleted[1]
+
+
+def test_the_command_list_gives_each_service_its_own_summary() -> None:
+    """``--help`` lists the services by SERVICE_SUMMARIES, not by their commands' docstrings:
+    what it shows is what the commands themselves would show, at any width."""
+    context = click.Context(main)
+    assert set(SERVICE_SUMMARIES) == set(SERVICE_COMMANDS)
+    for name, summary in SERVICE_SUMMARIES.items():
+        command = main.get_command(context, name)
+        assert command is not None
+        for limit in (20, 45, 80, 400):
+            stand_in = click.Command(name, help=summary)
+            assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit), name
+
+
+def test_help_imports_no_service() -> None:
+    """Listing the commands imports none of them (each service's libraries: 0.3 s of CPU)."""
+    listing = (
+        "import sys; from pythonhosted.cli import SERVICE_COMMANDS, main;"
+        "main(['--help'], standalone_mode=False);"
+        "targets = {target.split(':')[0] for target in SERVICE_COMMANDS.values()};"
+        "print(sorted(targets & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", listing], capture_output=True, text=True, timeout=60, check=True
+    )
+    *shown, imported = done.stdout.splitlines()
+    assert "  files      The files edge (files.pythonhosted.org), and managing what..." in shown
+    assert imported == "[]"

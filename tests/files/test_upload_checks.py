@@ -67,7 +67,12 @@ def _zip(*members: tuple[str, bytes], symlink: str | None = None, method: int = 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", method) as archive:
         for name, data in members:
-            archive.writestr(name, data)
+            # Dated, not stamped with the time of writing: these bytes name the parametrized
+            # tests, and workers collecting a second apart would disagree on the names (which
+            # pytest-xdist refuses).
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = 0o600 << 16  # as writestr gives a member named by a string
+            archive.writestr(info, data, compress_type=method)
         if symlink is not None:
             info = zipfile.ZipInfo(symlink)
             info.external_attr = (0o120777 << 16) | 0x20  # a symlink, as Info-ZIP marks it

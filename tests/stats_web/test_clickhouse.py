@@ -13,6 +13,9 @@ from pythonhosted.stats_web import build_app
 from pythonhosted.web.server import running
 from support.stats_warehouse import build, event_lines
 
+# On one pytest worker, which builds its DuckDB and chDB warehouses once.
+pytestmark = pytest.mark.xdist_group("stats_web_clickhouse")
+
 PATHS = [
     "/api/packages/demo-pkg/recent",
     "/api/packages/demo-pkg/overall",

@@ -386,7 +386,7 @@ def test_a_store_that_stops_answering_mid_stream_is_a_store_error() -> None:
         server.shutdown()
         server.server_close()
     assert str(failed.value).startswith(f"s3://bucket (endpoint {endpoint}): ")
-    assert (
-        f"Error performing PUT {endpoint}/bucket/docs/big.bin?partNumber=1&uploadId=up-1 in "
-        in (str(failed.value))
-    )
+    # Parts go up side by side and every one stalls: whichever times out first is named (on a
+    # busy machine, not always the first).
+    put = f"Error performing PUT {endpoint}/bucket/docs/big.bin?partNumber="
+    assert re.search(f"{re.escape(put)}[1-9][0-9]*&uploadId=up-1 in ", str(failed.value))

@@ -37,6 +37,10 @@ from warehouse.conftest import PROJECT
 if TYPE_CHECKING:
     from google.cloud import bigquery
 
+# On one pytest worker: each worker that ran one of them started an emulator (and imported
+# pandas) of its own, ~3 s of CPU each.
+pytestmark = pytest.mark.xdist_group("bqemulator")
+
 PROJECTS = ["Demo_Pkg", "demo-pkg", "alpha", "zope.interface"]
 _datasets = itertools.count()
 

@@ -25,6 +25,9 @@ from pythonhosted.storage import open_store
 from support.linehaul_data import gz
 from support.stats_data import line
 
+# On one pytest worker, which builds its warehouses (DuckDB, chDB) once.
+pytestmark = pytest.mark.xdist_group("stats_facts")
+
 DAY = "2021-01-07"
 WHEN = datetime(2021, 1, 7, 12)
 # project -> (version, requires-python, more core metadata)

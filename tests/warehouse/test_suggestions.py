@@ -16,6 +16,9 @@ from pythonhosted.warehouse.duck import DuckDBWarehouse
 from pythonhosted.warehouse.stats import UnknownProject, check_project
 from support.scanned import Scanned
 
+# On one pytest worker, which builds its warehouse of 100,000 names once.
+pytestmark = pytest.mark.xdist_group("suggestions")
+
 NAMES = 100_000
 TYPOS = {  # an unknown name -> its suggestions
     "project-1234x": ["project-1234", "project-10234", "project-11234"],

@@ -10,7 +10,6 @@ from pythonhosted.catalog import CatalogWatch
 from pythonhosted.config import ConveyorSettings, Settings, load_worker_settings
 from pythonhosted.conveyor.app import ConveyorApp
 from pythonhosted.conveyor.docs import DocsSite
-from pythonhosted.conveyor.jsonapi import JsonApiSource
 from pythonhosted.conveyor.legacy import LegacyApp
 from pythonhosted.conveyor.metrics import ConveyorMetrics
 from pythonhosted.conveyor.redirects import RedirectTable
@@ -32,6 +31,10 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
     if conveyor.json_api:
         if not conveyor.json_api.startswith(("http://", "https://")):
             raise ValueError(f"--json-api must be an http(s) URL, got {conveyor.json_api!r}")
+        # Imported here: its HTTP client (aiohttp) is ~0.1 s of CPU to import, paid by every
+        # start of `files serve`, `serve` and `conveyor serve` that has no JSON API upstream.
+        from pythonhosted.conveyor.jsonapi import JsonApiSource
+
         source = JsonApiSource(
             conveyor.json_api,
             timeout=conveyor.upstream_timeout,
