@@ -212,11 +212,12 @@ class Marks:
     """Where the rollups stand: ``settled`` (``compacted_through``, None before any day
     settled) and ``tail_from`` (the open days' rows below it have their breakdowns rolled
     up); and, for a writer, ``next_rowid``, the rowid the next appended row will have at
-    least."""
+    least, and ``names``, the spellings ``project_names`` holds."""
 
     settled: date | None
     tail_from: int
     next_rowid: int = 0
+    names: int = 0
 
 
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
@@ -322,14 +323,15 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
     """The marks, for a writer about to append rows: one statement. The next rowid is one
     past the highest, found among the rows from ``count(*) - 1`` on (the highest rowid is
     at least that, so this is exact; DuckDB then reads only the last row group, where
-    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows)."""
+    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows). The count of
+    stored spellings (from the table's metadata) picks how new ones are found."""
     found = con.execute(
         "SELECT (SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads "
         "WHERE rowid >= (SELECT count(*) FROM file_downloads) - 1), "
-        f"compacted_through, tail_from FROM {VERSION}"
+        f"compacted_through, tail_from, (SELECT count(*) FROM {PROJECTS}) FROM {VERSION}"
     ).fetchone()
     assert found is not None, "ensure() made the row"
-    return Marks(found[1], int(found[2] or 0), int(found[0]))
+    return Marks(found[1], int(found[2] or 0), int(found[0]), int(found[3]))
 
 
 def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks, appended: int) -> None:
@@ -350,7 +352,7 @@ def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks, appended: int) -
     # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
     # they take the next ones.
     next_rowid = before.next_rowid + appended  # once committed: the table only appends
-    _add_names(con, where)
+    _add_names(con, where, before.names)
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
     days = [
         row[0] for row in con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day").fetchall()
@@ -415,13 +417,21 @@ def settle(
     con.execute("DROP TABLE settling")
 
 
-def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
+def _add_names(con: duckdb.DuckDBPyConnection, where: str, stored: int) -> None:
     """Record the spellings of the rows matching ``where`` not recorded yet, and the close-name
-    variants of the projects new among them: the key probed for the load's distinct
-    spellings (up to 2,048 of them; a join past that), not every stored name read
-    (:mod:`.spellings`)."""
-    found = con.execute(f"SELECT DISTINCT project FROM file_downloads WHERE {where}")
-    new = spellings.record(con, PROJECTS, [row[0] for row in found.fetchall()])
+    variants of the projects new among them (:mod:`.spellings`). With fewer than
+    :data:`~.spellings.JOINED_BELOW` ``stored`` spellings, one anti-join of the rows with
+    them; with more, the key probed for the load's distinct spellings (up to 2,048 of them;
+    a join past that), not every stored name read."""
+    if stored < spellings.JOINED_BELOW:
+        found = con.execute(
+            f"SELECT DISTINCT project FROM file_downloads WHERE ({where}) "
+            f"AND project NOT IN (SELECT name FROM {PROJECTS})"
+        )
+        new = spellings.add(con, PROJECTS, sorted(row[0] for row in found.fetchall()))
+    else:
+        found = con.execute(f"SELECT DISTINCT project FROM file_downloads WHERE {where}")
+        new = spellings.record(con, PROJECTS, [row[0] for row in found.fetchall()])
     suggestions.record(con, new)
 
 
@@ -437,7 +447,7 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
         f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
         [DEFINITION],
     )
-    _add_names(con, "true")
+    _add_names(con, "true", 0)
     current = marks(con)
     latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
     if latest is not None and latest[0] is not None:
