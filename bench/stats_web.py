@@ -417,10 +417,9 @@ def publish_sequence(
     scratch = Path(args.dir) / "publish-copy.duckdb"
     shutil.copyfile(path, scratch)
     DuckDBWarehouse(scratch).close()  # a rollup rebuild, when one is due, is not timed
-    original = (rollups.add_new_rows, rollups.marks)
-    if not maintain:
-        rollups.add_new_rows = lambda con, before, appended: None  # type: ignore[assignment]
-        rollups.marks = lambda con: rollups.Marks(None, 0)  # type: ignore[assignment]
+    original = rollups.marks
+    if not maintain:  # no marks: the load is its plain INSERT, nothing maintained
+        rollups.marks = lambda con: None  # type: ignore[assignment,return-value]
     today = datetime.now(UTC).date()
     wall: list[float] = []
     cpu: list[float] = []
@@ -440,7 +439,7 @@ def publish_sequence(
                 cpu.append(time.process_time() - cpu_before)
                 warehouse.close()
     finally:
-        rollups.add_new_rows, rollups.marks = original
+        rollups.marks = original
     # The last day loaded is open, as yesterday is in production.
     readers = reader_queries(scratch, today + timedelta(days=2)) if maintain else {}
     scratch.unlink()
