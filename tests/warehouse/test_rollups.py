@@ -570,14 +570,17 @@ def _moving_days(rng: random.Random, index: int, count: int) -> list[str]:
     return lines
 
 
+@pytest.mark.parametrize("one_statement_bytes", [1 << 30, 0], ids=["one-statement", "read-back"])
 def test_the_tail_rolls_up_behind_a_rowid_mark_and_readers_agree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_statement_bytes: int
 ) -> None:
     """With a small tail (every three loads or so), across days settling and late batches:
     the mark moves, the open days' breakdowns land in the rollups, and readers and rollups
     equal GROUP BY over the rows after every load; rowids stay dense (the mark relies on
-    committed rows taking the next ones)."""
+    committed rows taking the next ones). Loads insert with their totals in one statement
+    (small ones), or insert and then read their rows back (large ones)."""
     monkeypatch.setattr(rollups, "TAIL_ROWS", 2500)
+    monkeypatch.setattr(rollups, "ONE_STATEMENT_BYTES", one_statement_bytes)
     path = tmp_path / "w.duckdb"
     rng = random.Random(21)
     marks = []

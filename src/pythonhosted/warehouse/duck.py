@@ -40,8 +40,8 @@ writer's connection in its own process or wait briefly for it to close in anothe
 A load into ``file_downloads`` also records new project spellings, appends its rows' daily
 totals (and breakdowns, for days settled already) to the rollups and rolls up the days it
 settles, and a load of either table bumps the data version, in the same transaction
-(:mod:`.rollups`). Its ``INSERT`` is one statement with the totals' (:func:`.rollups.insert_sql`),
-which also returns the new rows' days and spellings.
+(:mod:`.rollups`). A small load's ``INSERT`` is one statement with the totals'
+(:func:`.rollups.insert_sql`), which also returns the new rows' days and spellings.
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the
@@ -266,8 +266,8 @@ class DuckDBWarehouse:
                 self._inserted = None
                 try:
                     result.rows, counts = insert(todo)
-                    if self._before is not None and self._inserted is not None:
-                        rollups.add_new_rows(con, self._before, self._inserted)
+                    if self._before is not None:
+                        rollups.add_new_rows(con, self._before, result.rows, self._inserted)
                 finally:
                     self._before = self._inserted = None
                 rollups.bump(con)
@@ -325,10 +325,11 @@ class DuckDBWarehouse:
             return self._insert_json(table, [spool])
 
     def _insert_json(self, table: str, paths: Sequence[str]) -> int:
-        """Insert the files' rows; for a load into file_downloads, with their totals in the
-        same statement, keeping what it returns for the rest of the maintenance."""
+        """Insert the files' rows; for a small load into file_downloads, with their totals in
+        the same statement, keeping what it returns for the rest of the maintenance."""
         sql = _read_json_sql(table, paths)
-        if self._before is not None:
+        size = sum(os.path.getsize(path) for path in paths)
+        if self._before is not None and size <= rollups.ONE_STATEMENT_BYTES:
             # fetchall: the statement's result read to its end, so DuckDB ends it here
             returned = self.con.execute(rollups.insert_sql(sql, self._before)).fetchall()
             self._inserted = rollups.inserted(returned[0] if returned else None)

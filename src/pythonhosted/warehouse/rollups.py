@@ -30,9 +30,9 @@ DuckDB finds by rowid and skips the rest; and only the projects and dimensions a
 So:
 
 - a load appends the totals of its rows (one ``GROUP BY``, about 0.1 rollup rows per
-  download, in its ``INSERT``'s own statement: :func:`insert_sql`) and, for rows of days
-  settled already (late batches), their breakdowns too; a key may so have several rows, and
-  every reader sums them;
+  download; a small load in its ``INSERT``'s own statement, :func:`insert_sql`) and, for
+  rows of days settled already (late batches), their breakdowns too; a key may so have
+  several rows, and every reader sums them;
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
   breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
   moves ``tail_from`` past its own rows;
@@ -339,6 +339,14 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
     return Marks(found[1], int(found[2] or 0), int(found[0]), int(found[3]))
 
 
+ONE_STATEMENT_BYTES = 16 << 20
+"""NDJSON a load may hold (about 35,000 rows) to be inserted with its totals in one
+statement (:func:`insert_sql`). Rows an ``INSERT ... RETURNING`` inserts are written at
+``COMMIT``, serially, where a plain parallel ``INSERT`` writes full row groups (122,880 rows)
+as it goes: a 162,000-row load's COMMIT took 240 ms instead of 2 ms. Below a row group a
+plain ``INSERT`` leaves its rows to the COMMIT too, so there one statement costs nothing."""
+
+
 @dataclass(frozen=True)
 class Inserted:
     """What a load's statement (:func:`insert_sql`) says of the rows it inserted."""
@@ -352,25 +360,32 @@ def insert_sql(insert: str, before: Marks) -> str:
     """``insert`` (``INSERT INTO file_downloads SELECT ...``, no ``RETURNING``) as one
     statement that also appends the new rows' totals to the rollups and returns, as one row,
     :class:`Inserted`'s fields: the rows inserted, the first and last day of their totals,
-    and their distinct spellings, only those ``project_names`` lacks when it holds fewer
-    than :data:`~.spellings.JOINED_BELOW` (one anti-join; else every one, for
-    :func:`~.spellings.record` to probe).
+    and their distinct spellings (:func:`_spellings_sql`). For loads up to
+    :data:`ONE_STATEMENT_BYTES`.
 
     Why one statement: the totals and the spellings are read from the rows as the insert
     returns them, not from the table afterwards (a scan of the new rows' nested fields
     each), and each DuckDB statement costs 0.3-0.5 ms however small. A 5,700-row load's
-    spellings and totals cost 2.5 ms so, 6.5 ms as statements of their own (BENCHMARKS.md).
+    spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
     """
     totals = aggregate_sql("true", one_row_per_key=False, dimensions=[""], source="new_rows")
-    spellings_sql = "SELECT list(DISTINCT project ORDER BY project) FROM new_rows"
-    if before.names < spellings.JOINED_BELOW:
-        spellings_sql += f" WHERE project NOT IN (SELECT name FROM {PROJECTS})"
     return (
         f'WITH new_rows AS ({insert} RETURNING "timestamp", project, details, response), '
         f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
         "SELECT (SELECT count(*) FROM new_rows), (SELECT min(day) FROM totals), "
-        f"(SELECT max(day) FROM totals), ({spellings_sql})"
+        f"(SELECT max(day) FROM totals), ({_spellings_sql('new_rows', 'true', before)})"
     )
+
+
+def _spellings_sql(source: str, where: str, before: Marks) -> str:
+    """The distinct spellings of the rows of ``source`` matching ``where``, as one list:
+    only those ``project_names`` lacks when it holds fewer than
+    :data:`~.spellings.JOINED_BELOW` (one anti-join), else every one (for
+    :func:`~.spellings.record` to probe)."""
+    sql = f"SELECT list(DISTINCT project ORDER BY project) FROM {source} WHERE ({where})"
+    if before.names < spellings.JOINED_BELOW:
+        sql += f" AND project NOT IN (SELECT name FROM {PROJECTS})"
+    return sql
 
 
 def inserted(row: tuple[Any, ...] | None) -> Inserted:
@@ -380,21 +395,40 @@ def inserted(row: tuple[Any, ...] | None) -> Inserted:
     return Inserted(int(rows), (first, last) if first is not None else None, list(names or []))
 
 
-def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks, new: Inserted) -> None:
-    """For the rows inserted (with their totals) by :func:`insert_sql` since ``before`` was
-    read: record their new project spellings, and the breakdowns of those for settled days;
-    settle the days their latest download's day settles; roll up the tail when it has grown
-    to :data:`TAIL_ROWS` (see the module doc).
+def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inserted:
+    """For a load inserted by a plain ``INSERT`` (past :data:`ONE_STATEMENT_BYTES`): append
+    its totals, read from the new rows in the table, and read their spellings, so the rest
+    goes as after :func:`insert_sql`."""
+    where = f"rowid >= {int(before.next_rowid)}"
+    totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
+    days = [
+        row[0] for row in con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day").fetchall()
+    ]
+    found = con.execute(_spellings_sql("file_downloads", where, before)).fetchone()
+    names = list(found[0] or []) if found is not None else []
+    return Inserted(rows, (min(days), max(days)) if days else None, names)
+
+
+def add_new_rows(
+    con: duckdb.DuckDBPyConnection, before: Marks, rows: int, new: Inserted | None
+) -> None:
+    """For the ``rows`` inserted since ``before`` was read, with their totals by
+    :func:`insert_sql` (``new``, what it returned) or by a plain ``INSERT`` (``new`` None):
+    append their totals if not yet, record their new project spellings, and the breakdowns
+    of those for settled days; settle the days their latest download's day settles; roll up
+    the tail when it has grown to :data:`TAIL_ROWS` (see the module doc).
 
     Only downloads have totals, so a day that brought rows but no download settles nothing
     yet; the next load with a download on a later day settles it.
     """
-    if new.rows <= 0:
+    if rows <= 0:
         return
+    if new is None:
+        new = _read_back(con, before, rows)
     where = f"rowid >= {int(before.next_rowid)}"
     # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
     # they take the next ones.
-    next_rowid = before.next_rowid + new.rows  # once committed: the table only appends
+    next_rowid = before.next_rowid + rows  # once committed: the table only appends
     if before.names < spellings.JOINED_BELOW:
         names = spellings.add(con, PROJECTS, new.spellings)
     else:
