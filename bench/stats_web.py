@@ -17,9 +17,11 @@
    loaded by wrk (Debian's ``wrk``; ``--connections`` connections, one thread) for
    ``--duration`` seconds per case, every request a random project of the 5,000:
    ``recent`` and ``overall`` *warm* (answers cached per data version, the steady state
-   between publishes) and *cold* (a unique query string per request, so every answer is
-   computed from the rollups: the cost right after a publish), and the project page cold;
-   the server's cache is ``--cache-bytes`` (1 GiB, room for every warm answer).
+   between publishes) and *cold* (every answer computed from the rollups: the cost right
+   after a publish), and the project page cold. Warm cases go to a server whose cache is
+   ``--cache-bytes`` (1 GiB, room for every warm answer), warmed first; cold ones to a
+   second server with its cache off (``cache_entries`` 0: the cache is keyed by the
+   parameters routes read, so a unique query string no longer makes an answer cold).
    p50/p99 latency and requests/s from wrk, CPU per request from the server's
    ``/proc/PID/stat``. The first case, ``/_health``, is the floor: the service shell's own
    route, no domain code, so its p99 is what the machine's scheduler and the server leave
@@ -160,14 +162,10 @@ def generate(path: Path, rows: int) -> None:
 
 
 WRK_SCRIPT = """
-local counter = 0
 math.randomseed({seed})
 request = function()
-  counter = counter + 1
   local p = "project-" .. math.random(0, {last})
-  local path = string.gsub("{template}", "PROJECT", p)
-  if {cold} then path = path .. "{sep}n=" .. counter .. "-" .. math.random(1, 1e9) end
-  return wrk.format("GET", path)
+  return wrk.format("GET", (string.gsub("{template}", "PROJECT", p)))
 end
 """
 
@@ -177,11 +175,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(base: str, template: str, cold: bool, args: argparse.Namespace, pid: int) -> str:
-    sep = "&" if "?" in template else "?"
-    script = WRK_SCRIPT.format(
-        seed=42, last=PROJECTS - 1, template=template, cold="true" if cold else "false", sep=sep
-    )
+def wrk(base: str, template: str, seed: int, args: argparse.Namespace, pid: int) -> str:
+    script = WRK_SCRIPT.format(seed=seed, last=PROJECTS - 1, template=template)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     before = cpu_seconds(pid)
@@ -217,11 +212,13 @@ CASES = {
 }
 
 
-def start_server(path: Path, args: argparse.Namespace, src: str | None) -> tuple[Any, str]:
+def start_server(
+    path: Path, args: argparse.Namespace, src: str | None, *, cold: bool
+) -> tuple[Any, str]:
     """``stats-web serve --workers 1`` of this checkout, or of the one whose ``src/`` is
-    ``src`` (the reference), warmed by one pass over every project's routes of the warm
-    cases asked for."""
-    cases = args.cases.split(",")
+    ``src`` (the reference): for the warm cases, warmed by one pass over every project's
+    routes of the warm cases asked for; for the ``cold`` ones, with its cache off."""
+    cases = [] if cold else args.cases.split(",")
     bind = Bind("127.0.0.1", free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
     env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
@@ -230,6 +227,8 @@ def start_server(path: Path, args: argparse.Namespace, src: str | None) -> tuple
     # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
     # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
     env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
+    if cold:
+        env["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
     server = subprocess.Popen(
         [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
          "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
@@ -257,24 +256,32 @@ def start_server(path: Path, args: argparse.Namespace, src: str | None) -> tuple
 
 
 def api(path: Path, args: argparse.Namespace) -> None:
-    """The cases, ``--api-runs`` rounds; with ``--reference`` each case alternates between
-    the reference's server and this checkout's, both up at once."""
-    servers = [("now", *start_server(path, args, None))]
+    """The cases, ``--api-runs`` rounds (each its own random projects); with
+    ``--reference`` each case alternates between the reference's servers and this
+    checkout's, all up at once."""
+    cold_cases = any(CASES[name][2] for name in args.cases.split(","))
+    arms = [("ref", args.reference)] if args.reference else []
+    arms.append(("now", None))
+    servers: dict[tuple[str, bool], tuple[Any, str]] = {}
     try:
-        if args.reference:
-            servers.insert(0, ("ref", *start_server(path, args, args.reference)))
-        for _ in range(args.api_runs):
+        for arm, src in arms:
+            servers[arm, False] = start_server(path, args, src, cold=False)
+            if cold_cases:
+                servers[arm, True] = start_server(path, args, src, cold=True)
+        for run in range(args.api_runs):
             for name in args.cases.split(","):
                 label, template, cold = CASES[name]
-                for arm, server, base in servers:
-                    result = wrk(base, template, cold, args, server.pid)
+                for arm, _ in arms:
+                    server, base = servers[arm, cold]
+                    result = wrk(base, template, 42 + run, args, server.pid)
                     print(f"  {arm:<4}{label:<20} {result}   ({load()})", flush=True)
-        for arm, server, _ in servers:
+        for (arm, cold), (server, _) in servers.items():
             status = Path(f"/proc/{server.pid}/status").read_text()
             rss = int(status.split("VmRSS:")[1].split()[0])
-            print(f"  {arm} server RSS after the runs: {rss / 1024:.0f} MB")
+            kind = "cold" if cold else "warm"
+            print(f"  {arm} {kind} server RSS after the runs: {rss / 1024:.0f} MB")
     finally:
-        for _, server, _ in servers:
+        for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
 
@@ -410,10 +417,9 @@ def publish_sequence(
     scratch = Path(args.dir) / "publish-copy.duckdb"
     shutil.copyfile(path, scratch)
     DuckDBWarehouse(scratch).close()  # a rollup rebuild, when one is due, is not timed
-    original = (rollups.add_new_rows, rollups.marks)
-    if not maintain:
-        rollups.add_new_rows = lambda con, before, appended: None  # type: ignore[assignment]
-        rollups.marks = lambda con: rollups.Marks(None, 0)  # type: ignore[assignment]
+    original = rollups.marks
+    if not maintain:  # no marks: the load is its plain INSERT, nothing maintained
+        rollups.marks = lambda con: None  # type: ignore[assignment,return-value]
     today = datetime.now(UTC).date()
     wall: list[float] = []
     cpu: list[float] = []
@@ -433,7 +439,7 @@ def publish_sequence(
                 cpu.append(time.process_time() - cpu_before)
                 warehouse.close()
     finally:
-        rollups.add_new_rows, rollups.marks = original
+        rollups.marks = original
     # The last day loaded is open, as yesterday is in production.
     readers = reader_queries(scratch, today + timedelta(days=2)) if maintain else {}
     scratch.unlink()

@@ -24,11 +24,11 @@ KNOWN = [f"Project_{n * 3319}" for n in range(60)]  # stored, in another spellin
 NEW = ["Brand_New", "brand.new", "Fresh-Pkg", "project-7"]  # two projects, and a new spelling
 
 
-def _fill(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """``STORED`` names ``Project_<n>`` -> ``project-<n>`` (their variants too: the names
+def _fill(con: duckdb.DuckDBPyConnection, table: str, stored: int = STORED) -> None:
+    """``stored`` names ``Project_<n>`` -> ``project-<n>`` (their variants too: the names
     table is built directly, not loaded), checkpointed as a warehouse's would be."""
     con.execute(
-        f"INSERT INTO {table} SELECT 'Project_' || n, 'project-' || n FROM range({STORED}) AS t(n)"
+        f"INSERT INTO {table} SELECT 'Project_' || n, 'project-' || n FROM range({stored}) AS t(n)"
     )
     con.execute("CHECKPOINT")
 
@@ -73,6 +73,45 @@ def test_a_load_reads_the_rows_of_its_own_spellings_among_200_000(tmp_path: Path
             [KNOWN],
         ).fetchall()
         assert old.scanned(rollups.PROJECTS) >= STORED
+    finally:
+        warehouse.con = real
+        warehouse.close()
+
+
+def test_a_load_among_few_names_finds_its_new_ones_in_one_anti_join(tmp_path: Path) -> None:
+    """Below ``JOINED_BELOW`` stored names, reading them all is cheaper than a lookup per
+    spelling: one statement reads the table once and returns only the new spellings, which
+    are recorded as after lookups."""
+    stored = spellings.JOINED_BELOW // 10
+    known = [f"Project_{n * 83}" for n in range(60)]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    real = warehouse.con
+    try:
+        _fill(real, rollups.PROJECTS, stored)
+        lines = random_lines(random.Random(7), 2000, [*known, *NEW], date(2025, 1, 1), 2)
+        scanned = Scanned(real, tmp_path / "profile.json")
+        warehouse.con = cast(duckdb.DuckDBPyConnection, scanned)
+        assert warehouse.load("file_downloads", [("a.json", convert(gz(lines)).downloads)]).rows
+        warehouse.con = real
+        probes = f"FROM {rollups.PROJECTS} WHERE list_contains(?, name)"
+        assert not [sql for sql in scanned.rows if probes in sql]
+        anti_join = [sql for sql in scanned.rows if "NOT IN (SELECT name" in sql]
+        assert len(anti_join) == 1 and scanned.rows[anti_join[0]] >= stored
+        assert real.execute(
+            f"SELECT name, normalized FROM {rollups.PROJECTS} WHERE "
+            "list_contains(['brand-new', 'fresh-pkg', 'project-7'], normalized) ORDER BY name"
+        ).fetchall() == [
+            ("Brand_New", "brand-new"),
+            ("Fresh-Pkg", "fresh-pkg"),
+            ("Project_7", "project-7"),
+            ("brand.new", "brand-new"),
+            ("project-7", "project-7"),
+        ]
+        assert real.execute(f"SELECT count(*) FROM {rollups.PROJECTS}").fetchone() == (
+            stored + len(NEW),
+        )
+        assert suggestions.close_names(real, "brand-neww") == ["brand-new"]
+        assert suggestions.close_names(real, "fresh-pk") == ["fresh-pkg"]
     finally:
         warehouse.con = real
         warehouse.close()

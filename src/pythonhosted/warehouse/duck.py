@@ -40,7 +40,8 @@ writer's connection in its own process or wait briefly for it to close in anothe
 A load into ``file_downloads`` also records new project spellings, appends its rows' daily
 totals (and breakdowns, for days settled already) to the rollups and rolls up the days it
 settles, and a load of either table bumps the data version, in the same transaction
-(:mod:`.rollups`).
+(:mod:`.rollups`). A small load's ``INSERT`` is one statement with the totals'
+(:func:`.rollups.insert_sql`), which also returns the new rows' days and spellings.
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the
@@ -172,6 +173,9 @@ class DuckDBWarehouse:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # While a load into file_downloads runs: the marks it read, then what it inserted.
+        self._before: rollups.Marks | None = None
+        self._inserted: rollups.Inserted | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.con = open_writer(path)
         self.con.execute("SET SESSION preserve_insertion_order = false")  # see the module doc
@@ -258,10 +262,14 @@ class DuckDBWarehouse:
             todo = [index for index, name in enumerate(names) if name not in done]
             result.skipped = [name for name in names if name in done]
             if todo:
-                before = rollups.marks(con) if table == "file_downloads" else None
-                result.rows, counts = insert(todo)
-                if before is not None and result.rows:
-                    rollups.add_new_rows(con, before, result.rows)
+                self._before = rollups.marks(con) if table == "file_downloads" else None
+                self._inserted = None
+                try:
+                    result.rows, counts = insert(todo)
+                    if self._before is not None:
+                        rollups.add_new_rows(con, self._before, result.rows, self._inserted)
+                finally:
+                    self._before = self._inserted = None
                 rollups.bump(con)
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
@@ -317,7 +325,16 @@ class DuckDBWarehouse:
             return self._insert_json(table, [spool])
 
     def _insert_json(self, table: str, paths: Sequence[str]) -> int:
-        inserted = self.con.execute(_read_json_sql(table, paths)).fetchone()
+        """Insert the files' rows; for a small load into file_downloads, with their totals in
+        the same statement, keeping what it returns for the rest of the maintenance."""
+        sql = _read_json_sql(table, paths)
+        size = sum(os.path.getsize(path) for path in paths)
+        if self._before is not None and size <= rollups.ONE_STATEMENT_BYTES:
+            # fetchall: the statement's result read to its end, so DuckDB ends it here
+            returned = self.con.execute(rollups.insert_sql(sql, self._before)).fetchall()
+            self._inserted = rollups.inserted(returned[0] if returned else None)
+            return self._inserted.rows
+        inserted = self.con.execute(sql).fetchone()
         return int(inserted[0]) if inserted else 0
 
     def close(self) -> None:

@@ -30,8 +30,9 @@ DuckDB finds by rowid and skips the rest; and only the projects and dimensions a
 So:
 
 - a load appends the totals of its rows (one ``GROUP BY``, about 0.1 rollup rows per
-  download) and, for rows of days settled already (late batches), their breakdowns too;
-  a key may so have several rows, and every reader sums them;
+  download; a small load in its ``INSERT``'s own statement, :func:`insert_sql`) and, for
+  rows of days settled already (late batches), their breakdowns too; a key may so have
+  several rows, and every reader sums them;
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
   breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
   moves ``tail_from`` past its own rows;
@@ -124,10 +125,14 @@ KEY = "day, project, dimension, value, mirror, ci"
 
 
 def aggregate_sql(
-    where: str, *, one_row_per_key: bool = True, dimensions: Sequence[str] = ALL
+    where: str,
+    *,
+    one_row_per_key: bool = True,
+    dimensions: Sequence[str] = ALL,
+    source: str = "file_downloads",
 ) -> str:
-    """Rollup rows for the ``file_downloads`` rows matching ``where``, of ``dimensions``
-    ('' the total).
+    """Rollup rows for the ``file_downloads`` rows matching ``where`` (read from ``source``,
+    which has their columns), of ``dimensions`` ('' the total).
 
     One scan, a grouping set per dimension, over the values as stored; names are normalised
     and Python versions cut to major.minor afterwards, on the groups (far fewer than the rows
@@ -153,7 +158,7 @@ def aggregate_sql(
         f"SELECT day, project, {labels}, mirror, ci, count(*) AS downloads FROM ("
         f'SELECT CAST("timestamp" AS DATE) AS day, project, '
         f"{mirror_sql()} AS mirror, details.ci AS ci{columns} "
-        f"FROM file_downloads WHERE ({where}) AND {COUNTED}) "
+        f"FROM {source} WHERE ({where}) AND {COUNTED}) "
         # The totals alone: a plain GROUP BY, a tenth cheaper than one grouping set.
         + (f"GROUP BY {base}" if not named else f"GROUP BY GROUPING SETS ({', '.join(sets)})")
     )
@@ -212,11 +217,12 @@ class Marks:
     """Where the rollups stand: ``settled`` (``compacted_through``, None before any day
     settled) and ``tail_from`` (the open days' rows below it have their breakdowns rolled
     up); and, for a writer, ``next_rowid``, the rowid the next appended row will have at
-    least."""
+    least, and ``names``, the spellings ``project_names`` holds."""
 
     settled: date | None
     tail_from: int
     next_rowid: int = 0
+    names: int = 0
 
 
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
@@ -322,42 +328,115 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
     """The marks, for a writer about to append rows: one statement. The next rowid is one
     past the highest, found among the rows from ``count(*) - 1`` on (the highest rowid is
     at least that, so this is exact; DuckDB then reads only the last row group, where
-    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows)."""
+    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows). The count of
+    stored spellings (from the table's metadata) picks how new ones are found."""
     found = con.execute(
         "SELECT (SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads "
         "WHERE rowid >= (SELECT count(*) FROM file_downloads) - 1), "
-        f"compacted_through, tail_from FROM {VERSION}"
+        f"compacted_through, tail_from, (SELECT count(*) FROM {PROJECTS}) FROM {VERSION}"
     ).fetchone()
     assert found is not None, "ensure() made the row"
-    return Marks(found[1], int(found[2] or 0), int(found[0]))
+    return Marks(found[1], int(found[2] or 0), int(found[0]), int(found[3]))
 
 
-def add_new_rows(con: duckdb.DuckDBPyConnection, before: Marks, appended: int) -> None:
-    """For the ``appended`` rows inserted since ``before`` was read: record new project
-    spellings, append their totals, and the breakdowns of those for settled days; settle the
-    days their latest download's day settles; roll up the tail when it has grown to
-    :data:`TAIL_ROWS` (see the module doc).
+ONE_STATEMENT_BYTES = 16 << 20
+"""NDJSON a load may hold (about 35,000 rows) to be inserted with its totals in one
+statement (:func:`insert_sql`). Rows an ``INSERT ... RETURNING`` inserts are written at
+``COMMIT``, serially, where a plain parallel ``INSERT`` writes full row groups (122,880 rows)
+as it goes: a 162,000-row load's COMMIT took 240 ms instead of 2 ms. Below a row group a
+plain ``INSERT`` leaves its rows to the COMMIT too, so there one statement costs nothing."""
 
-    The days come back from the totals' own ``INSERT`` (``RETURNING``), and the count from
-    the caller's: a separate statement for them cost a small load as much as a fifth of its
-    maintenance (each DuckDB statement costs 0.3-0.5 ms however small, BENCHMARKS.md). Only
-    downloads have totals, so a day that brought rows but no download settles nothing yet;
-    the next load with a download on a later day settles it.
+
+@dataclass(frozen=True)
+class Inserted:
+    """What a load's statement (:func:`insert_sql`) says of the rows it inserted."""
+
+    rows: int
+    days: tuple[date, date] | None  # the earliest and latest day of a download among them
+    spellings: list[str]  # their spellings not stored yet, or all (see insert_sql)
+
+
+def insert_sql(insert: str, before: Marks) -> str:
+    """``insert`` (``INSERT INTO file_downloads SELECT ...``, no ``RETURNING``) as one
+    statement that also appends the new rows' totals to the rollups and returns, as one row,
+    :class:`Inserted`'s fields: the rows inserted, the first and last day of their totals,
+    and their distinct spellings (:func:`_spellings_sql`). For loads up to
+    :data:`ONE_STATEMENT_BYTES`.
+
+    Why one statement: the totals and the spellings are read from the rows as the insert
+    returns them, not from the table afterwards (a scan of the new rows' nested fields
+    each), and each DuckDB statement costs 0.3-0.5 ms however small. A 5,700-row load's
+    spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
     """
-    if appended <= 0:
-        return
+    totals = aggregate_sql("true", one_row_per_key=False, dimensions=[""], source="new_rows")
+    return (
+        f'WITH new_rows AS ({insert} RETURNING "timestamp", project, details, response), '
+        f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
+        "SELECT (SELECT count(*) FROM new_rows), (SELECT min(day) FROM totals), "
+        f"(SELECT max(day) FROM totals), ({_spellings_sql('new_rows', 'true', before)})"
+    )
+
+
+def _spellings_sql(source: str, where: str, before: Marks) -> str:
+    """The distinct spellings of the rows of ``source`` matching ``where``, as one list:
+    only those ``project_names`` lacks when it holds fewer than
+    :data:`~.spellings.JOINED_BELOW` (one anti-join), else every one (for
+    :func:`~.spellings.record` to probe)."""
+    sql = f"SELECT list(DISTINCT project ORDER BY project) FROM {source} WHERE ({where})"
+    if before.names < spellings.JOINED_BELOW:
+        sql += f" AND project NOT IN (SELECT name FROM {PROJECTS})"
+    return sql
+
+
+def inserted(row: tuple[Any, ...] | None) -> Inserted:
+    """:class:`Inserted` from the row :func:`insert_sql` returns."""
+    assert row is not None, "an aggregate without GROUP BY returns a row"
+    rows, first, last, names = row
+    return Inserted(int(rows), (first, last) if first is not None else None, list(names or []))
+
+
+def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inserted:
+    """For a load inserted by a plain ``INSERT`` (past :data:`ONE_STATEMENT_BYTES`): append
+    its totals, read from the new rows in the table, and read their spellings, so the rest
+    goes as after :func:`insert_sql`."""
     where = f"rowid >= {int(before.next_rowid)}"
-    # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
-    # they take the next ones.
-    next_rowid = before.next_rowid + appended  # once committed: the table only appends
-    _add_names(con, where)
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
     days = [
         row[0] for row in con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day").fetchall()
     ]
+    found = con.execute(_spellings_sql("file_downloads", where, before)).fetchone()
+    names = list(found[0] or []) if found is not None else []
+    return Inserted(rows, (min(days), max(days)) if days else None, names)
+
+
+def add_new_rows(
+    con: duckdb.DuckDBPyConnection, before: Marks, rows: int, new: Inserted | None
+) -> None:
+    """For the ``rows`` inserted since ``before`` was read, with their totals by
+    :func:`insert_sql` (``new``, what it returned) or by a plain ``INSERT`` (``new`` None):
+    append their totals if not yet, record their new project spellings, and the breakdowns
+    of those for settled days; settle the days their latest download's day settles; roll up
+    the tail when it has grown to :data:`TAIL_ROWS` (see the module doc).
+
+    Only downloads have totals, so a day that brought rows but no download settles nothing
+    yet; the next load with a download on a later day settles it.
+    """
+    if rows <= 0:
+        return
+    if new is None:
+        new = _read_back(con, before, rows)
+    where = f"rowid >= {int(before.next_rowid)}"
+    # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
+    # they take the next ones.
+    next_rowid = before.next_rowid + rows  # once committed: the table only appends
+    if before.names < spellings.JOINED_BELOW:
+        names = spellings.add(con, PROJECTS, new.spellings)
+    else:
+        names = spellings.record(con, PROJECTS, new.spellings)
+    suggestions.record(con, names)
     settled, tail_from = before.settled, before.tail_from
-    if days:
-        earliest, latest = min(days), max(days)
+    if new.days is not None:
+        earliest, latest = new.days
         if settled is not None and earliest <= settled:
             late = f"{where} AND \"timestamp\" < DATE '{settled + timedelta(days=1)}'"
             con.execute(f"INSERT INTO {ROLLUPS} {aggregate_sql(late, dimensions=list(DIMENSIONS))}")
@@ -415,16 +494,6 @@ def settle(
     con.execute("DROP TABLE settling")
 
 
-def _add_names(con: duckdb.DuckDBPyConnection, where: str) -> None:
-    """Record the spellings of the rows matching ``where`` not recorded yet, and the close-name
-    variants of the projects new among them: the key probed for the load's distinct
-    spellings (up to 2,048 of them; a join past that), not every stored name read
-    (:mod:`.spellings`)."""
-    found = con.execute(f"SELECT DISTINCT project FROM file_downloads WHERE {where}")
-    new = spellings.record(con, PROJECTS, [row[0] for row in found.fetchall()])
-    suggestions.record(con, new)
-
-
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute rollups and names from every row (inside the caller's transaction): the
     days up to :data:`OPEN_DAYS` before the latest are settled, the rest rolled up whole
@@ -437,7 +506,8 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
         f"UPDATE {VERSION} SET definition = ?, compacted_through = NULL, tail_from = 0",
         [DEFINITION],
     )
-    _add_names(con, "true")
+    found = con.execute("SELECT DISTINCT project FROM file_downloads ORDER BY project")
+    suggestions.record(con, spellings.add(con, PROJECTS, [row[0] for row in found.fetchall()]))
     current = marks(con)
     latest = con.execute('SELECT CAST(max("timestamp") AS DATE) FROM file_downloads').fetchone()
     if latest is not None and latest[0] is not None:

@@ -16,6 +16,12 @@ hash join reads the table once, which is then the cheaper way (a lookup fetches 
 from a column segment of its own: about 40 us of CPU, against 60-100 ns a row read in
 order; at a million names the two cost the same near 1,600 spellings). The new spellings'
 normalised names are checked the same way, on the ``normalized`` index.
+
+A lookup costs far more than a row read in order, so a small table is cheaper read whole:
+below :data:`JOINED_BELOW` stored names a load of downloads asks for its new spellings in one
+anti-join of its rows with the table (:func:`add` then records them). A 5,700-row load of
+1,890 spellings against 5,000 names: 2.5 ms, where looking each up took 15-21 ms and
+reading them out of the rows first 2-3 ms more (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ NORMALIZED = "lower(regexp_replace(name, '[-_.]+', '-', 'g'))"  # PEP 503, of a 
 PROBES = 2048
 """Values looked up by index at most: DuckDB's ``index_scan_max_count`` (by default; it also
 looks up 0.1 % of a table's rows, more than this past 2M rows, but a join is cheaper then)."""
+JOINED_BELOW = 50_000
+"""Stored names under which reading them all (a hash join, ~35 ns a name) costs about what
+a few dozen lookups do (10-35 us each): the new spellings are then found by an anti-join."""
 
 
 def record(con: duckdb.DuckDBPyConnection, table: str, names: Iterable[str]) -> list[str]:
@@ -38,7 +47,12 @@ def record(con: duckdb.DuckDBPyConnection, table: str, names: Iterable[str]) -> 
     if not spellings:
         return []
     stored = {row[0] for row in _matching(con, "name", table, "name", spellings)}
-    new = [name for name in spellings if name not in stored]
+    return add(con, table, [name for name in spellings if name not in stored])
+
+
+def add(con: duckdb.DuckDBPyConnection, table: str, new: list[str]) -> list[str]:
+    """Insert the spellings ``new`` (distinct, none of them in ``table``); return the
+    normalised names that were not in it before, sorted."""
     if not new:
         return []
     inserted = con.execute(
