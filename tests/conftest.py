@@ -15,6 +15,7 @@ ingest and publish run against both.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -116,31 +117,59 @@ def _free_ports(count: int) -> list[int]:
 @pytest.fixture(scope="session")
 def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One SeaweedFS for the session, in its own process group, killed at the end (also when
-    a test times out: pytest-timeout's signal method unwinds through this finaliser)."""
-    data = tmp_path_factory.mktemp("seaweedfs")
-    ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS)), strict=True))
+    a test times out: pytest-timeout's signal method unwinds through this finaliser).
+
+    Its eight ports are chosen before it binds them; one taken meanwhile by another process
+    makes it exit at once ("address already in use"), and it is started again on new ports,
+    up to three times."""
+    for attempt in (1, 2, 3):
+        data = tmp_path_factory.mktemp("seaweedfs")
+        ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS)), strict=True))
+        process = _start_weed(data, ports)
+        endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+        try:
+            _wait_for_bucket(process, endpoint, SEAWEEDFS_BUCKET)
+        except WeedExited:
+            _stop_weed(process, ports)
+            if attempt == 3 or b"address already in use" not in (data / "weed.log").read_bytes():
+                raise
+            continue
+        except BaseException:
+            _stop_weed(process, ports)
+            raise
+        try:
+            yield endpoint
+        finally:
+            _stop_weed(process, ports)
+        return
+
+
+class WeedExited(RuntimeError):
+    """The SeaweedFS server ended while starting."""
+
+
+def _start_weed(data: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
     command = [str(Path(sys.executable).parent / "weed"), "server", f"-dir={data}"]
     command += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", *_WEED_OFF]
     command += ["-master.volumeSizeLimitMB=64", *(f"-{n}={p}" for n, p in ports.items())]
     # What it leaves behind goes with its data: its logs (TMPDIR) and two Unix sockets (flags).
     # Its gRPC sockets are always /tmp/seaweedfs-SERVICE-grpc-PORT.sock: removed at the end.
     command += [f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock"]
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     # SeaweedFS takes the AWS_* credentials in its environment as its one identity: requests
     # must be signed with them (the test credentials set above), anonymous ones are refused.
     environment = {**os.environ, "TMPDIR": str(data)}
     with (data / "weed.log").open("wb") as log:
-        process = start_server(command, stdout=log, stderr=log, env=environment)
-    try:
-        _wait_for_bucket(process, endpoint, SEAWEEDFS_BUCKET)
-        yield endpoint
-    finally:
+        return start_server(command, stdout=log, stderr=log, env=environment)
+
+
+def _stop_weed(process: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have ended by itself
         os.killpg(process.pid, signal.SIGKILL)  # its data is thrown away: no need to be gentle
-        process.wait(timeout=30)
-        for name, port in ports.items():
-            if name.endswith(".grpc"):
-                service = name.split(".")[0]
-                Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
+    process.wait(timeout=30)
+    for name, port in ports.items():
+        if name.endswith(".grpc"):
+            service = name.split(".")[0]
+            Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def _signed_put(url: str, data: bytes = b"") -> httpx.Response:
@@ -159,7 +188,7 @@ def _wait_for_bucket(process: subprocess.Popen[bytes], endpoint: str, bucket: st
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"weed server exited with status {process.returncode}")
+            raise WeedExited(f"weed server exited with status {process.returncode}")
         try:
             if _signed_put(f"{endpoint}/{bucket}").status_code == 200:
                 _signed_put(f"{endpoint}/{bucket}/warm-up", b"x").raise_for_status()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import httpx
 import pytest
 
 from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_text
-from pythonhosted.web.server import Bind, running
+from pythonhosted.web.server import Bind, free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
 
 
@@ -21,6 +24,17 @@ def test_bind_parse() -> None:
     for hostile in ("[::1:80", "::1]:80", "::1:80", "[127.0.0.1]:80", "h:²", "h:" + "9" * 5000):
         with pytest.raises(ValueError, match="bind address must be HOST:PORT"):
             Bind.parse(hostile)
+
+
+def test_a_free_port_is_never_one_an_outgoing_connection_could_take() -> None:
+    """Below the ephemeral range (outgoing connections' local ports), and bindable."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(10_000 <= port < ephemeral for port in ports)
+    assert len(ports) > 40  # chosen at random, so parallel test workers rarely meet
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 def test_running_serves_and_runs_lifespan() -> None:
