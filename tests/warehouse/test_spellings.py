@@ -49,22 +49,7 @@ def test_a_load_reads_the_rows_of_its_own_spellings_among_200_000(tmp_path: Path
         assert scanned.scanned(rollups.PROJECTS) == len(KNOWN)
         new_names = next(sql for sql in scanned.rows if "list_contains(?, normalized)" in sql)
         assert scanned.rows[new_names] == 5  # the new spellings and project-7's other one
-        assert real.execute(
-            f"SELECT name, normalized FROM {rollups.PROJECTS} WHERE "
-            "list_contains(['brand-new', 'fresh-pkg', 'project-7'], normalized) ORDER BY name"
-        ).fetchall() == [
-            ("Brand_New", "brand-new"),
-            ("Fresh-Pkg", "fresh-pkg"),
-            ("Project_7", "project-7"),
-            ("brand.new", "brand-new"),
-            ("project-7", "project-7"),
-        ]
-        assert real.execute(f"SELECT count(*) FROM {rollups.PROJECTS}").fetchone() == (
-            STORED + len(NEW),
-        )
-        # Close names know the two new projects (and project-7 was already one).
-        assert suggestions.close_names(real, "brand-neww") == ["brand-new"]
-        assert suggestions.close_names(real, "fresh-pk") == ["fresh-pkg"]
+        _assert_the_new_spellings_are_recorded(real, STORED)
         # The same statement as before, for scale: it reads every stored name.
         old = Scanned(real, tmp_path / "old.json")
         old.execute(
@@ -76,6 +61,26 @@ def test_a_load_reads_the_rows_of_its_own_spellings_among_200_000(tmp_path: Path
     finally:
         warehouse.con = real
         warehouse.close()
+
+
+def _assert_the_new_spellings_are_recorded(con: duckdb.DuckDBPyConnection, stored: int) -> None:
+    """NEW's spellings (and project-7's other one) are stored beside the ``stored`` names,
+    and close names know the two new projects (project-7 was already one)."""
+    assert con.execute(
+        f"SELECT name, normalized FROM {rollups.PROJECTS} WHERE "
+        "list_contains(['brand-new', 'fresh-pkg', 'project-7'], normalized) ORDER BY name"
+    ).fetchall() == [
+        ("Brand_New", "brand-new"),
+        ("Fresh-Pkg", "fresh-pkg"),
+        ("Project_7", "project-7"),
+        ("brand.new", "brand-new"),
+        ("project-7", "project-7"),
+    ]
+    assert con.execute(f"SELECT count(*) FROM {rollups.PROJECTS}").fetchone() == (
+        stored + len(NEW),
+    )
+    assert suggestions.close_names(con, "brand-neww") == ["brand-new"]
+    assert suggestions.close_names(con, "fresh-pk") == ["fresh-pkg"]
 
 
 def test_a_load_among_few_names_finds_its_new_ones_in_one_anti_join(tmp_path: Path) -> None:
@@ -97,21 +102,7 @@ def test_a_load_among_few_names_finds_its_new_ones_in_one_anti_join(tmp_path: Pa
         assert not [sql for sql in scanned.rows if probes in sql]
         anti_join = [sql for sql in scanned.rows if "NOT IN (SELECT name" in sql]
         assert len(anti_join) == 1 and scanned.rows[anti_join[0]] >= stored
-        assert real.execute(
-            f"SELECT name, normalized FROM {rollups.PROJECTS} WHERE "
-            "list_contains(['brand-new', 'fresh-pkg', 'project-7'], normalized) ORDER BY name"
-        ).fetchall() == [
-            ("Brand_New", "brand-new"),
-            ("Fresh-Pkg", "fresh-pkg"),
-            ("Project_7", "project-7"),
-            ("brand.new", "brand-new"),
-            ("project-7", "project-7"),
-        ]
-        assert real.execute(f"SELECT count(*) FROM {rollups.PROJECTS}").fetchone() == (
-            stored + len(NEW),
-        )
-        assert suggestions.close_names(real, "brand-neww") == ["brand-new"]
-        assert suggestions.close_names(real, "fresh-pk") == ["fresh-pkg"]
+        _assert_the_new_spellings_are_recorded(real, stored)
     finally:
         warehouse.con = real
         warehouse.close()
