@@ -55,7 +55,7 @@ class PartitionWriter(Protocol):
     """An engine's side of an export."""
 
     def partitions(self) -> list[Partition]:
-        """Every partition the warehouse holds rows of."""
+        """Every partition the warehouse holds rows of, in any order."""
         ...
 
     def write(self, partition: Partition, folder: Path) -> None:
@@ -74,7 +74,7 @@ class DuckDBPartitions:
                 time = quote(TIME_COLUMNS[table])
                 days = con.execute(f"SELECT DISTINCT CAST({time} AS DATE) FROM {quote(table)}")
                 found += [Partition(table, row[0]) for row in days.fetchall()]
-        return sorted(found, key=lambda p: (p.table, p.day or date.min))
+        return found
 
     def write(self, partition: Partition, folder: Path) -> None:
         time = quote(TIME_COLUMNS[partition.table])
@@ -111,7 +111,8 @@ async def put_export(
     ``store`` and remove them, then delete the store's objects the export no longer has; the
     number of objects written. ``on_total`` gets the number of partitions, ``on_partition``
     is called after each. Shared by every engine's export."""
-    partitions = await asyncio.to_thread(writer.partitions)
+    found = await asyncio.to_thread(writer.partitions)
+    partitions = sorted(found, key=lambda p: (p.table, p.day or date.min))
     if on_total is not None:
         on_total(len(partitions))
     written = set()

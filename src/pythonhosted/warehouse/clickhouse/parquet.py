@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 
 from pythonhosted.storage import Store
@@ -43,7 +42,7 @@ class ClickHousePartitions:
             time = quote(TIME_COLUMNS[table])
             rows = self.engine.rows(f"SELECT DISTINCT toDate({time}) FROM {quote(table)}")
             found += [Partition(table, row[0]) for row in rows]
-        return sorted(found, key=lambda p: (p.table, p.day or date.min))
+        return found
 
     def write(self, partition: Partition, folder: Path) -> None:
         table, day = partition.table, partition.day
