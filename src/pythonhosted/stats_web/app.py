@@ -262,7 +262,7 @@ class StatsWebApp(Service):
             project = data.known(con, name)
             filters = Filters(mirrors=False, ci=True)
             if period == "total":
-                count = data.summary(con, project, ctx.end, filters)["total"]
+                count = data.total(con, project, filters)
             else:
                 count = data.recent(con, project, ctx.end, filters)[period]
             text = badges.message(count, period)

@@ -331,9 +331,22 @@ def recent(engine: Engine, project: str, end: date, filters: Filters) -> dict[st
     return {"day": int(day), "week": int(week), "month": int(month)}
 
 
+def _project_where(filters: Filters) -> str:
+    return f"project = {{project:String}} AND dimension = {{dimension:String}}{_filters(filters)}"
+
+
+def total(engine: Engine, project: str, filters: Filters) -> int:
+    """All-time downloads."""
+    ((downloads,),) = engine.rows(
+        f"SELECT toInt64(sum(downloads)) FROM {ROLLUPS} WHERE {_project_where(filters)}",
+        {"project": project, "dimension": ""},
+    )
+    return int(downloads)
+
+
 def summary(engine: Engine, project: str, end: date, filters: Filters) -> dict[str, Any]:
     """All-time total, first and last day with downloads, recent totals, top versions."""
-    where = f"project = {{project:String}} AND dimension = {{dimension:String}}{_filters(filters)}"
+    where = _project_where(filters)
     ((total, first, last),) = engine.rows(
         f"SELECT toInt64(sum(downloads)), min(day), max(day) FROM {ROLLUPS} WHERE {where}",
         {"project": project, "dimension": ""},
