@@ -11,8 +11,9 @@
    real loads, skewed as real downloads are: projects ``floor(5000 * u^4)`` (the top 1 %
    get about a third of the downloads), versions and countries ``u^3``, Pythons ``u^2``, half
    pip, a fifth uv, 2 % bandersnatch (a mirror), 60 % Linux, a fifth in CI. Then the rollups
-   are built from the rows (``linehaul rollup --rebuild``), timed. The
-   file is kept in ``--dir`` and reused by later runs with the same ``--rows``.
+   are built from the rows (``linehaul rollup --rebuild``), timed, and laid out as a
+   year of daily publishes leaves them (a run per settled day, regrouped by week and by
+   month). The file is kept in ``--dir`` and reused by later runs with the same ``--rows``.
 2. API with one worker: ``pythonhosted stats-web serve --workers 1`` (granian, as deployed)
    loaded by wrk (Debian's ``wrk``; ``--connections`` connections, one thread) for
    ``--duration`` seconds per case, every request a random project of the 5,000:
@@ -151,6 +152,10 @@ def generate(path: Path, rows: int) -> None:
     warehouse.rebuild_rollups()
     warehouse.close()
     rebuilt = time.perf_counter() - started
+    started = time.perf_counter()
+    lay_out_as_published(partial)
+    laid_out = time.perf_counter() - started
+    print(f"rollups laid out as a year of daily publishes leaves them in {laid_out:.0f} s")
     partial.rename(path)
     con = duckdb.connect(str(path), read_only=True)
     count = con.execute(f"SELECT count(*) FROM {rollups.ROLLUPS}").fetchone()
@@ -159,6 +164,32 @@ def generate(path: Path, rows: int) -> None:
         f"generated {rows:,} rows in {generated:.0f} s; rollups rebuilt in {rebuilt:.0f} s "
         f"({count[0] if count else 0:,} rollup rows); file {path.stat().st_size / 2**30:.1f} GiB"
     )
+
+
+def lay_out_as_published(path: Path, periods: bool = True) -> None:
+    """Store the settled days' rollups as a publish a day leaves them, not as the rebuild
+    does (one run sorted by project, where a project's year is in two row groups): each day
+    settles alone as a run sorted by project, and each week and month it completes is
+    regrouped as one run (:func:`rollups.completed_periods`; ``periods`` False: as before
+    that, a run a day, a project's year in a row group of every day)."""
+    con = duckdb.connect(str(path))
+    settled = rollups.settled_through(con)
+    found = con.execute(f"SELECT min(day) FROM {rollups.ROLLUPS}").fetchone()
+    if settled is None or found is None or found[0] is None:
+        con.close()
+        return
+    day = found[0]
+    while day <= settled:
+        con.execute("BEGIN")
+        rollups.regroup(con, day, day)
+        for first, last in (
+            rollups.completed_periods(day - timedelta(days=1), day) if periods else []
+        ):
+            rollups.regroup(con, first, last)
+        con.execute("COMMIT")
+        day += timedelta(days=1)
+    con.execute("CHECKPOINT")
+    con.close()
 
 
 WRK_SCRIPT = """
@@ -518,7 +549,7 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install -y wrk")
     skip = set(args.skip.split(","))
     Path(args.dir).mkdir(parents=True, exist_ok=True)
-    path = Path(args.dir) / f"warehouse-{args.rows}.duckdb"
+    path = Path(args.dir) / f"warehouse-{args.rows}-published.duckdb"
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {load()}")
     generate(path, args.rows)
     if "api" not in skip:

@@ -387,6 +387,62 @@ def test_open_days_have_totals_only_and_a_load_that_settles_days_rolls_them_up(
     assert _differences(path) == ([], [])
 
 
+def _descents(con: duckdb.DuckDBPyConnection, first: date, last: date) -> int:
+    """Rows of the rollups of ``first`` .. ``last`` that, in storage order, come after a
+    row of a later (project, day): 0 when those days lie in one run sorted by project."""
+    found = con.execute(
+        "SELECT count(*) FROM (SELECT (project, day) AS here, lag((project, day)) OVER "
+        f"(ORDER BY rowid) AS before FROM {rollups.ROLLUPS} "
+        f"WHERE day BETWEEN DATE '{first}' AND DATE '{last}') WHERE here < before"
+    ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_completed_weeks_and_months_are_regrouped_as_one_run_by_project(
+    tmp_path: Path,
+) -> None:
+    """A publish a day settles one day at a time; each completed week (Monday to Sunday)
+    and month becomes one run sorted by project, so a project's rollups stay in a few row
+    groups (the days of the open week stay a run each); readers' answers do not change."""
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(8)
+    db = DuckDBWarehouse(path)
+    first = date(2024, 12, 20)
+    try:
+        con = db.con
+        for index in range(47):  # through 2025-02-04: 2025-02-02 settles
+            day = first + timedelta(days=index)
+            lines = random_lines(rng, 60, PROJECTS, day, 1, start=index * 100)
+            if index < 10 or 16 <= index < 42:  # late rows of settled days, before their
+                late = day - timedelta(days=3)  # month is regrouped: folded into its run
+                lines += random_lines(rng, 3, PROJECTS, late, 1, start=index * 100 + 60)
+            _load(db, f"d{index}.json", lines)
+            if index % 9 == 0:
+                assert _differences_in(con) == ([], [])
+        assert rollups.settled_through(con) == date(2025, 2, 2)
+        assert _descents(con, date(2024, 12, 1), date(2024, 12, 31)) == 0
+        assert _descents(con, date(2025, 1, 1), date(2025, 1, 31)) == 0
+        assert _descents(con, date(2025, 2, 1), date(2025, 2, 2)) == 0  # a week, in February
+        assert _descents(con, date(2025, 1, 31), date(2025, 2, 2)) > 0  # two runs
+        # Days settled one at a time after the last completed week: a run each, until the
+        # week ends.
+        for index in range(6):
+            day = date(2025, 2, 5) + timedelta(days=index)
+            _load(
+                db,
+                f"e{index}.json",
+                random_lines(rng, 60, PROJECTS, day, 1, start=9000 + index * 100),
+            )
+        assert rollups.settled_through(con) == date(2025, 2, 8)
+        assert _descents(con, date(2025, 2, 3), date(2025, 2, 8)) > 0
+        _load(db, "f.json", random_lines(rng, 60, PROJECTS, date(2025, 2, 11), 1, start=9900))
+        assert _descents(con, date(2025, 2, 3), date(2025, 2, 9)) == 0
+    finally:
+        db.close()
+    assert _differences(path) == ([], [])
+
+
 def test_a_load_reads_its_new_rows_once_for_totals_spellings_and_days(tmp_path: Path) -> None:
     """The totals, the new spellings and the days come back from the load's ``INSERT``
     itself: no other statement reads the new rows back from the table (a scan of their

@@ -40,7 +40,9 @@ So:
   breakdowns from their rows in the tail to theirs in ``download_rollups_open`` (which
   drops them), and rewrites each of their keys as one row of ``download_rollups``, sorted
   by project (so a project's rollups sit in few row groups, and DuckDB skips the rest); then
-  ``compacted_through`` moves on.
+  ``compacted_through`` moves on. A settle that completes a week or a month that earlier
+  settles began rewrites its days as one run sorted by project (:func:`regroup`), so a
+  project's rollups stay in a few row groups however many days have settled one by one.
 
 So each row is aggregated by dimension once (in a tail batch, or at settling), and a
 reader of the open days aggregates a bounded number of rows however many a day brings (at
@@ -492,6 +494,47 @@ def settle(
     con.execute(f"DELETE FROM {OPEN_BREAKDOWNS} WHERE {days}")
     con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
     con.execute("DROP TABLE settling")
+    if after is not None:
+        for first, last in completed_periods(after, through):
+            regroup(con, first, last)
+
+
+def completed_periods(after: date, through: date) -> list[tuple[date, date]]:
+    """The weeks (Monday to Sunday, within a month) and then the months that settling the
+    days after ``after`` through ``through`` completes, and that began on or before
+    ``after``: their days were settled one settle at a time, so they lie in as many runs as
+    settles.
+
+    Why: each settle appends its days' keys sorted by project, so after a year of daily
+    publishes a project's rollups sit in a row group of every day's run, and one project's
+    all-time total read 365 row groups instead of two (BENCHMARKS.md: 166 against 3 ms at
+    50M rows). Regrouping each completed week, then each completed month, as one run
+    sorted by project leaves at most six day runs, four week runs and a run a month; each
+    row is rewritten about twice more, a week's and a month's worth at a time."""
+    days = [after + timedelta(days=n) for n in range(1, (through - after).days + 1)]
+    # A month's last day is the day before a first; a Sunday ends a week.
+    months = [(day.replace(day=1), day) for day in days if (day + timedelta(days=1)).day == 1]
+    # A week that began in a month already regrouped keeps to its own month's days.
+    weeks = [
+        (max(day - timedelta(days=6), day.replace(day=1)), day)
+        for day in days
+        if day.weekday() == 6
+    ]
+    weeks = [w for w in weeks if not any(m[0] <= w[0] and w[1] <= m[1] for m in months)]
+    return [(first, last) for first, last in [*weeks, *months] if first <= after]
+
+
+def regroup(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
+    """Rewrite the settled rollups of ``first`` through ``last`` as one run sorted by project
+    and day (a key's rows summed: late batches may have added some)."""
+    days = f"day >= DATE '{first}' AND day <= DATE '{last}'"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE regrouping AS SELECT {KEY}, sum(downloads)::BIGINT "
+        f"AS downloads FROM {ROLLUPS} WHERE {days} GROUP BY ALL"
+    )
+    con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
+    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM regrouping ORDER BY project, day")
+    con.execute("DROP TABLE regrouping")
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
