@@ -180,13 +180,11 @@ def lay_out_as_published(path: Path, periods: bool = True) -> None:
         return
     day = found[0]
     while day <= settled:
-        con.execute("BEGIN")
         rollups.regroup(con, day, day)
         for first, last in (
             rollups.completed_periods(day - timedelta(days=1), day) if periods else []
         ):
             rollups.regroup(con, first, last)
-        con.execute("COMMIT")
         day += timedelta(days=1)
     con.execute("CHECKPOINT")
     con.close()

@@ -399,12 +399,15 @@ def _descents(con: duckdb.DuckDBPyConnection, first: date, last: date) -> int:
     return int(found[0])
 
 
+@pytest.mark.parametrize("regroup_rows", [rollups.REGROUP_ROWS, 40], ids=["whole", "by-parts"])
 def test_completed_weeks_and_months_are_regrouped_as_one_run_by_project(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, regroup_rows: int
 ) -> None:
-    """A publish a day settles one day at a time; each completed week (Monday to Sunday)
-    and month becomes one run sorted by project, so a project's rollups stay in a few row
-    groups (the days of the open week stay a run each); readers' answers do not change."""
+    """A publish a day settles one day at a time; each completed week (Monday to Sunday,
+    within a month) and month becomes one run sorted by project, so a project's rollups
+    stay in a few row groups (the days of the open week stay a run each); readers' answers
+    do not change. In parts of a few projects each (a transaction each), the same."""
+    monkeypatch.setattr(rollups, "REGROUP_ROWS", regroup_rows)
     path = tmp_path / "w.duckdb"
     rng = random.Random(8)
     db = DuckDBWarehouse(path)

@@ -53,12 +53,14 @@ are added to it when it is opened for loading, NULL in its old rows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -67,6 +69,8 @@ from pythonhosted.warehouse import metadata, rollups, uploads
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
+
+log = logging.getLogger(__name__)
 
 LOADED = "linehaul_loaded_files"
 BATCH_TIME = r"(\d{4}-\d{2}-\d{2}T\d{2})-\d{2}-\d{2}"
@@ -252,6 +256,7 @@ class DuckDBWarehouse:
             raise ValueError(f"unknown table {table!r}")
         result = LoadResult()
         con = self.con
+        periods: list[tuple[date, date]] = []
         with transaction(con):
             done = {
                 row[0]
@@ -267,12 +272,19 @@ class DuckDBWarehouse:
                 try:
                     result.rows, counts = insert(todo)
                     if self._before is not None:
-                        rollups.add_new_rows(con, self._before, result.rows, self._inserted)
+                        periods = rollups.add_new_rows(
+                            con, self._before, result.rows, self._inserted
+                        )
                 finally:
                     self._before = self._inserted = None
                 rollups.bump(con)
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
+        for first, last in periods:  # the same numbers in fewer runs: after the commit
+            try:
+                rollups.regroup(con, first, last)
+            except duckdb.Error as exc:
+                log.warning("rollups of %s to %s left as they were: %s", first, last, exc)
         return result
 
     def add_distributions(self, rows: Sequence[bytes]) -> list[str]:

@@ -40,9 +40,10 @@ So:
   breakdowns from their rows in the tail to theirs in ``download_rollups_open`` (which
   drops them), and rewrites each of their keys as one row of ``download_rollups``, sorted
   by project (so a project's rollups sit in few row groups, and DuckDB skips the rest); then
-  ``compacted_through`` moves on. A settle that completes a week or a month that earlier
-  settles began rewrites its days as one run sorted by project (:func:`regroup`), so a
-  project's rollups stay in a few row groups however many days have settled one by one.
+  ``compacted_through`` moves on. Once a load whose settle completes a week or a month
+  that earlier settles began has committed, that period's days are rewritten as one run
+  sorted by project (:func:`regroup`, in transactions of their own), so a project's
+  rollups stay in a few row groups however many days have settled one by one.
 
 So each row is aggregated by dimension once (in a tail batch, or at settling), and a
 reader of the open days aggregates a bounded number of rows however many a day brings (at
@@ -74,6 +75,7 @@ list), so rollups never describe rows by rules the code no longer has.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -119,6 +121,8 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
+REGROUP_ROWS = 500_000
+"""Rollup rows :func:`regroup` rewrites per transaction (about 100 MB of DuckDB's memory)."""
 TAIL_ROWS = 250_000
 """Rows in the tail (appended since ``tail_from``) at which a load rolls up the open days'
 breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
@@ -413,7 +417,7 @@ def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inse
 
 def add_new_rows(
     con: duckdb.DuckDBPyConnection, before: Marks, rows: int, new: Inserted | None
-) -> None:
+) -> list[tuple[date, date]]:
     """For the ``rows`` inserted since ``before`` was read, with their totals by
     :func:`insert_sql` (``new``, what it returned) or by a plain ``INSERT`` (``new`` None):
     append their totals if not yet, record their new project spellings, and the breakdowns
@@ -422,9 +426,13 @@ def add_new_rows(
 
     Only downloads have totals, so a day that brought rows but no download settles nothing
     yet; the next load with a download on a later day settles it.
+
+    Returns the weeks and months the settled days completed (:func:`completed_periods`),
+    for the caller to :func:`regroup` once the load has committed.
     """
+    periods: list[tuple[date, date]] = []
     if rows <= 0:
-        return
+        return periods
     if new is None:
         new = _read_back(con, before, rows)
     where = f"rowid >= {int(before.next_rowid)}"
@@ -445,6 +453,8 @@ def add_new_rows(
         through = latest - timedelta(days=OPEN_DAYS)
         if settled is None or settled < through:
             settle(con, settled, through, tail_from)
+            if settled is not None:
+                periods = completed_periods(settled, through)
             settled = through
     if next_rowid - tail_from >= TAIL_ROWS:
         roll_tail(con, settled, tail_from, next_rowid)
@@ -453,6 +463,7 @@ def add_new_rows(
         con.execute(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
+    return periods
 
 
 def roll_tail(
@@ -494,9 +505,6 @@ def settle(
     con.execute(f"DELETE FROM {OPEN_BREAKDOWNS} WHERE {days}")
     con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
     con.execute("DROP TABLE settling")
-    if after is not None:
-        for first, last in completed_periods(after, through):
-            regroup(con, first, last)
 
 
 def completed_periods(after: date, through: date) -> list[tuple[date, date]]:
@@ -526,15 +534,49 @@ def completed_periods(after: date, through: date) -> list[tuple[date, date]]:
 
 def regroup(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
     """Rewrite the settled rollups of ``first`` through ``last`` as one run sorted by project
-    and day (a key's rows summed: late batches may have added some)."""
+    and day (a key's rows summed: late batches may have added some), outside any load's
+    transaction: a range of projects of at most :data:`REGROUP_ROWS` rows per transaction.
+
+    Each transaction rewrites its projects' rows of those days with the same sums, so a
+    reader sees the same numbers before, during and after (the data version stays); a kill
+    between two leaves the rest of the period as it was, still right, only in more runs. A
+    month in one transaction needed memory in proportion to its rows (5.8M rollup rows at
+    50M downloads a year: more than 256 MB, so a low ``duckdb.memory_limit`` would have
+    failed every publish that completed a month); the ranges follow one another in project
+    order, so the period still ends up one run sorted by project."""
     days = f"day >= DATE '{first}' AND day <= DATE '{last}'"
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE regrouping AS SELECT {KEY}, sum(downloads)::BIGINT "
-        f"AS downloads FROM {ROLLUPS} WHERE {days} GROUP BY ALL"
-    )
-    con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
-    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM regrouping ORDER BY project, day")
-    con.execute("DROP TABLE regrouping")
+    counts = con.execute(
+        f"SELECT project, count(*) FROM {ROLLUPS} WHERE {days} GROUP BY project ORDER BY project"
+    ).fetchall()
+    starts: list[str] = []
+    held = REGROUP_ROWS
+    for project, count in counts:
+        if held + count > REGROUP_ROWS:
+            starts.append(project)
+            held = 0
+        held += count
+    for index, start in enumerate(starts):
+        projects = "project >= ?"
+        params = [start]
+        if index + 1 < len(starts):
+            projects += " AND project < ?"
+            params.append(starts[index + 1])
+        where = f"{days} AND {projects}"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE regrouping AS SELECT {KEY}, "
+                f"sum(downloads)::BIGINT AS downloads FROM {ROLLUPS} WHERE {where} GROUP BY ALL",
+                params,
+            )
+            con.execute(f"DELETE FROM {ROLLUPS} WHERE {where}", params)
+            con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM regrouping ORDER BY project, day")
+            con.execute("DROP TABLE regrouping")
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT may have ended it
+                con.execute("ROLLBACK")
+            raise
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
