@@ -446,6 +446,43 @@ def test_completed_weeks_and_months_are_regrouped_as_one_run_by_project(
     assert _differences(path) == ([], [])
 
 
+def test_a_regroup_that_fails_leaves_the_load_and_its_numbers_standing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regrouping changes no number, so a failure of it (here: out of memory, as under a
+    low ``duckdb.memory_limit``) is logged, naming the setting, and the load stands."""
+    db = DuckDBWarehouse(tmp_path / "w.duckdb")
+    failures: list[tuple[date, date]] = []
+
+    def fail(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
+        failures.append((first, last))
+        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block")
+
+    try:
+        for index in range(4):  # 2025-01-02 .. 05; the Sunday 2025-01-05 settles below
+            day = date(2025, 1, 2) + timedelta(days=index)
+            _load(db, f"d{index}.json", random_lines(random.Random(index), 40, PROJECTS, day, 1))
+        monkeypatch.setattr(rollups, "regroup", fail)
+        result = db.load(
+            "file_downloads",
+            [
+                (
+                    "e.json",
+                    convert(
+                        gz(random_lines(random.Random(9), 40, PROJECTS, date(2025, 1, 7), 1))
+                    ).downloads,
+                )
+            ],
+        )
+        assert result.loaded == ["e.json"]
+        assert failures == [(date(2025, 1, 1), date(2025, 1, 5))]  # a week, in January
+        assert rollups.settled_through(db.con) == date(2025, 1, 5)
+        assert _differences_in(db.con) == ([], [])
+    finally:
+        db.close()
+    assert "duckdb.memory_limit" in caplog.text and "failed to pin block" in caplog.text
+
+
 def test_a_load_reads_its_new_rows_once_for_totals_spellings_and_days(tmp_path: Path) -> None:
     """The totals, the new spellings and the days come back from the load's ``INSERT``
     itself: no other statement reads the new rows back from the table (a scan of their

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import duckdb
 
-from pythonhosted.warehouse import metadata, rollups, uploads
+from pythonhosted.warehouse import engine, metadata, rollups, uploads
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
 from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
@@ -284,7 +284,14 @@ class DuckDBWarehouse:
             try:
                 rollups.regroup(con, first, last)
             except duckdb.Error as exc:
-                log.warning("rollups of %s to %s left as they were: %s", first, last, exc)
+                log.warning(
+                    "rollups of %s to %s left in more runs than needed (readers slower, "
+                    "numbers right; duckdb.memory_limit is %s): %s",
+                    first,
+                    last,
+                    engine.memory_limit(),
+                    str(exc).splitlines()[0],
+                )
         return result
 
     def add_distributions(self, rows: Sequence[bytes]) -> list[str]:

@@ -121,8 +121,9 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
-REGROUP_ROWS = 500_000
-"""Rollup rows :func:`regroup` rewrites per transaction (about 100 MB of DuckDB's memory)."""
+REGROUP_ROWS = 200_000
+"""Rollup rows :func:`regroup` rewrites per transaction: fits a 128 MB ``duckdb.memory_limit``
+(500,000 did not)."""
 TAIL_ROWS = 250_000
 """Rows in the tail (appended since ``tail_from``) at which a load rolls up the open days'
 breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
@@ -543,7 +544,8 @@ def regroup(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
     month in one transaction needed memory in proportion to its rows (5.8M rollup rows at
     50M downloads a year: more than 256 MB, so a low ``duckdb.memory_limit`` would have
     failed every publish that completed a month); the ranges follow one another in project
-    order, so the period still ends up one run sorted by project."""
+    order, so the period still ends up one run sorted by project. Under a limit too low
+    even for that, the caller logs it and the period stays as it was."""
     days = f"day >= DATE '{first}' AND day <= DATE '{last}'"
     counts = con.execute(
         f"SELECT project, count(*) FROM {ROLLUPS} WHERE {days} GROUP BY project ORDER BY project"
