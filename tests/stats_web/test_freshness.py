@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -20,11 +20,12 @@ import pytest
 from pythonhosted.config import Settings, StatsWebSettings
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
+from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import limits as limits_module
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
-from pythonhosted.storage import open_store
+from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import running
 from support.flood import fetch_all
 from support.linehaul_data import gz
@@ -278,6 +279,31 @@ def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) 
     assert [status for status, _ in answers] == [200] * 300
     assert len({etag for _, etag in answers}) == 3
     assert computed == 3
+
+
+def test_a_crowd_of_cold_requests_lists_the_stores_once(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every computed answer says how far the data is complete, from a listing of the
+    linehaul stores (kept 30 s). 500 clients asking for 500 different answers at once made
+    500 listings of both stores before (obstore's blocking pool grew by hundreds of threads
+    for local directories; on S3, a LIST request each); now the crowd shares one."""
+    listings: list[int] = []
+    real = app_module.oldest_in_flight
+
+    async def counted(logs: Store, results: Store) -> datetime | None:
+        listings.append(1)
+        await asyncio.sleep(0.5)  # a store that takes its time: the crowd arrives meanwhile
+        return await real(logs, results)
+
+    monkeypatch.setattr(app_module, "oldest_in_flight", counted)
+    paths = [f"/api/packages/unknown-{n}/recent" for n in range(500)]
+    with running(build_app(warehouse.settings)) as url:
+        answers = asyncio.run(fetch_all(url, paths, concurrency=500))
+        computed = sample(url, "stats_web_answers_computed_total")
+    assert [answer.status for answer in answers] == [404] * 500
+    assert computed == 500
+    assert len(listings) == 1
 
 
 def test_a_file_change_that_is_no_publish_keeps_the_cached_answers(tmp_path: Path) -> None:

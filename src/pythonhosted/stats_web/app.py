@@ -160,6 +160,7 @@ class StatsWebApp(Service):
         self.cache = AnswerCache(options.cache_entries, options.cache_bytes)
         self._computing: Coalescer[tuple[object, ...], tuple[Answer, Version | None]] = Coalescer()
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
+        self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
         self.limiter = RateLimiter(
             options.rate_limit,
             options.rate_window,
@@ -424,10 +425,20 @@ class StatsWebApp(Service):
         return Answer(status, body, kind, etag, version)
 
     async def _oldest_in_flight(self) -> datetime | None:
-        """The oldest batch hour not published yet (stores listed at most every 30 s)."""
+        """The oldest batch hour not published yet (stores listed at most every 30 s).
+
+        One listing at a time, shared by the requests that arrive meanwhile: each listing
+        was its own before, so the first moment of a crowd of cold requests (and every 30 s
+        after) listed both stores once per request (2,000 cold requests: 2,000 listings of
+        each, and obstore's blocking pool grew to 300-500 threads for a local directory; on
+        S3, 4,000 LIST requests).
+        """
         checked, found = self._in_flight
         if time.monotonic() - checked < IN_FLIGHT_TTL:
             return found
+        return await self._listing.run(True, self._list_in_flight)
+
+    async def _list_in_flight(self) -> datetime | None:
         try:
             logs, results = (open_store(url, BATCH_TIMEOUTS) for url in self._stores)
             found = await oldest_in_flight(logs, results)
