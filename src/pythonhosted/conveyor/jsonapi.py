@@ -117,7 +117,7 @@ class JsonApiSource:
         self.max_bytes = max_bytes
         self.metrics = metrics
         self.connections = connections
-        self._turns = asyncio.Semaphore(connections)  # bound to a loop at its first wait
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -133,9 +133,10 @@ class JsonApiSource:
 
     async def fetch(self, project: str, stale: Entry | None) -> Entry:
         url = f"{self.endpoint}/pypi/{quote(project, safe='')}/json"
+        turns = self._turns_here()
         try:
             async with asyncio.timeout(self.timeout):
-                await self._turns.acquire()
+                await turns.acquire()
         except TimeoutError:
             self.metrics.upstream.labels("busy").inc()
             raise UpstreamUnavailable(
@@ -144,7 +145,15 @@ class JsonApiSource:
         try:
             return await self._fetch(url, stale)
         finally:
-            self._turns.release()
+            turns.release()
+
+    def _turns_here(self) -> asyncio.Semaphore:
+        """The turns of the running loop's lookups (a semaphore belongs to one loop, as the
+        session does; a source used from a new loop gets new ones)."""
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(self.connections))
+        return self._turns[1]
 
     async def _fetch(self, url: str, stale: Entry | None) -> Entry:
         headers = {"Accept": "application/json"}
