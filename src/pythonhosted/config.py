@@ -212,6 +212,7 @@ class ConveyorSettings(BaseModel):
     cache_ttl: Seconds = 10.0
     upstream_timeout: Seconds = 5.0
     upstream_max_bytes: int = Field(default=128 * 2**20, gt=0)
+    upstream_connections: int = Field(default=64, ge=1, le=1024)
     redirects_reload_interval: Seconds = 2.0
     # ~1,000,000 lines of ~128 bytes; ~250 bytes of memory per entry held (README).
     redirects_max_bytes: int = Field(default=128 * 2**20, gt=0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from support.conveyor import ConveyorFactory
+from support.flood import fetch_all
 from support.jsonapi import FILES_HOST, FakeJsonApi, file_entry
 
 RELEASES = {
@@ -186,6 +188,41 @@ def test_upstream_timeout_is_503(api: tuple[FakeJsonApi, str], base: str) -> Non
     api[0].projects["slow"] = {"1.0": [file_entry("slow-1.0.tar.gz", "source")]}
     response = httpx.get(f"{base}/packages/source/s/slow/slow-1.0.tar.gz", timeout=10)
     assert response.status_code == 503
+
+
+def test_lookups_waiting_for_a_connection_keep_their_whole_upstream_timeout(
+    api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory
+) -> None:
+    """Twice as many concurrent lookups of distinct names as the client has connections
+    (64), against an upstream that answers each in 2 s, within the 3 s timeout: the second
+    half waits 2 s for its turn and then gets its own 3 s. Before, waiting for a connection
+    counted against the upstream's time, so the second half answered 503 though the
+    upstream answered every request it was sent in time."""
+    fake, api_url = api
+    names = [f"crowd-{n}" for n in range(128)]
+    for name in names:
+        fake.projects[name] = {"1.0": [file_entry(f"{name}-1.0.tar.gz", "source")]}
+        fake.stall[name] = 2.0
+    paths = [f"/packages/source/c/{name}/{name}-1.0.tar.gz" for name in names]
+    with conveyor(json_api=api_url, upstream_timeout=3.0) as url:
+        answers = asyncio.run(fetch_all(url, paths, concurrency=len(paths)))
+    assert [answer.status for answer in answers] == [302] * len(paths)
+    assert [fake.count(name) for name in names] == [1] * len(names)
+
+
+def test_lookups_that_wait_past_the_timeout_are_503_without_an_upstream_request(
+    api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory
+) -> None:
+    """The wait for a turn is bounded too: with one connection held by a stalled lookup,
+    the next waits ``upstream_timeout`` and answers 503, never asking the upstream."""
+    fake, api_url = api
+    fake.stall["stuck"] = 3.0
+    fake.projects["next"] = {"1.0": [file_entry("next-1.0.tar.gz", "source")]}
+    paths = ["/packages/source/s/stuck/stuck-1.0.tar.gz", "/packages/source/n/next/next-1.0.tar.gz"]
+    with conveyor(json_api=api_url, upstream_timeout=1.0, upstream_connections=1) as url:
+        answers = asyncio.run(fetch_all(url, paths, concurrency=2))
+    assert [answer.status for answer in answers] == [503, 503]
+    assert fake.count("next") == 0
 
 
 def test_unreachable_upstream_is_503(conveyor: ConveyorFactory) -> None:

@@ -7,10 +7,11 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -20,16 +21,18 @@ import pytest
 from pythonhosted.config import Settings, StatsWebSettings
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.publish import publish_with
+from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import limits as limits_module
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
-from pythonhosted.storage import open_store
-from pythonhosted.web.server import running
+from pythonhosted.storage import Store, open_store
+from pythonhosted.warehouse.access import intent_file
+from pythonhosted.web.server import Bind, running
 from support.flood import fetch_all
 from support.linehaul_data import gz
 from support.metrics import sample
-from support.processes import spawn
+from support.processes import spawn, wait_until
 from support.stats_data import line
 from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
 
@@ -278,6 +281,67 @@ def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) 
     assert [status for status, _ in answers] == [200] * 300
     assert len({etag for _, etag in answers}) == 3
     assert computed == 3
+
+
+def test_a_crowd_of_cold_requests_lists_the_stores_once(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every computed answer says how far the data is complete, from a listing of the
+    linehaul stores (kept 30 s). 500 clients asking for 500 different answers at once made
+    500 listings of both stores before (obstore's blocking pool grew by hundreds of threads
+    for local directories; on S3, a LIST request each); now the crowd shares one."""
+    listings: list[int] = []
+    real = app_module.oldest_in_flight
+
+    async def counted(logs: Store, results: Store) -> datetime | None:
+        listings.append(1)
+        await asyncio.sleep(0.5)  # a store that takes its time: the crowd arrives meanwhile
+        return await real(logs, results)
+
+    monkeypatch.setattr(app_module, "oldest_in_flight", counted)
+    paths = [f"/api/packages/unknown-{n}/recent" for n in range(500)]
+    with running(build_app(warehouse.settings)) as url:
+        answers = asyncio.run(fetch_all(url, paths, concurrency=500))
+        computed = sample(url, "stats_web_answers_computed_total")
+    assert [answer.status for answer in answers] == [404] * 500
+    assert computed == 500
+    assert len(listings) == 1
+
+
+def in_flight(base: str) -> float:
+    return sample(base, "stats_web_requests_in_flight")
+
+
+def test_answers_for_clients_that_left_are_not_computed(tmp_path: Path) -> None:
+    """300 clients ask for 300 different pages while another process writes the warehouse
+    (each question waits for the write), and give up. Before, every one of their answers was
+    computed anyway once the write was done, and a client coming after them waited behind
+    all 300 (at production size: 1,000 clients gone after 5 s, the next one waited 88 s);
+    now only those already being computed are finished."""
+    warehouse = build(tmp_path, event_lines())
+    intent = intent_file(warehouse.path)
+    with running(build_app(warehouse.settings)) as base, httpx.Client(timeout=60) as client:
+        assert client.get(base + "/packages/demo-pkg").status_code == 200  # version read
+        bind = Bind.parse(base.removeprefix("http://"))
+        writer = spawn([sys.executable, "-c", "import time; time.sleep(120)"])
+        intent.write_text(str(writer.pid))  # a writer in another process: questions wait
+        try:
+            crowd = [socket.create_connection((bind.host, bind.port), 10) for _ in range(300)]
+            try:
+                for n, sock in enumerate(crowd):
+                    sock.sendall(f"GET /packages/p-{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                wait_until(lambda: in_flight(base) == 301)  # 300 waiting, and this scrape
+            finally:
+                for sock in crowd:
+                    sock.close()
+            wait_until(lambda: in_flight(base) == 1)  # the server saw them go
+        finally:
+            intent.unlink()
+        assert client.get(base + "/packages/demo-pkg?range=all").status_code == 200
+        computed = sample(base, "stats_web_answers_computed_total")
+    # 2 for the clients that stayed, plus at most the questions that were already in worker
+    # threads when the crowd left (the default executor's, at most 32); before: 302
+    assert computed <= 2 + 32
 
 
 def test_a_file_change_that_is_no_publish_keeps_the_cached_answers(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def build_resolver(settings: Settings, metrics: ConveyorMetrics) -> Resolver | N
             timeout=conveyor.upstream_timeout,
             default_ttl=conveyor.cache_ttl,
             max_bytes=conveyor.upstream_max_bytes,
+            connections=conveyor.upstream_connections,
             metrics=metrics,
         )
     else:
