@@ -105,8 +105,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Loaded:
 
 class DuckAnswers:
     """DuckDB's answers, each asked once for both ClickHouse adapters: the file is loaded
-    once and never written after, so an answer cannot change between them (the DuckDB side
-    was a third of the module's time, half of it opening the file for every question)."""
+    once and never written after, so an answer cannot change between them. Asking twice,
+    opening the file for every question, was a fifth of the module's CPU (20.2 s, now 16.3)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
