@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,11 +98,25 @@ def test_two_edges_two_ingesters_one_publisher_exactly_once(
         paths = [sample.path for sample in SAMPLES.values()]
         plan = list(zip(itertools.cycle(edges), itertools.cycle(paths), range(DOWNLOADS)))
 
-        clients = {bind: stack.enter_context(httpx.Client(base_url=bind.url())) for bind in edges}
+        # A client per thread: threads sharing one client's pool saw a request's connection
+        # closed under it ("Bad file descriptor", once, at load 13): httpcore 1.0.9's pool can
+        # close a connection it has just given to another thread (encode/httpcore#1110).
+        clients: list[httpx.Client] = []
+        own = threading.local()
+
+        def close_clients() -> None:
+            for client in clients:
+                client.close()
+
+        stack.callback(close_clients)
 
         def download(step: tuple[Bind, str, int]) -> int:
             bind, path, _ = step
-            return clients[bind].get(path, headers={"User-Agent": PIP}).status_code
+            mine: dict[Bind, httpx.Client] | None = getattr(own, "clients", None)
+            if mine is None:
+                mine = own.clients = {edge: httpx.Client(base_url=edge.url()) for edge in edges}
+                clients.extend(mine.values())
+            return mine[bind].get(path, headers={"User-Agent": PIP}).status_code
 
         kills = 0
         with ThreadPoolExecutor(8) as pool:
