@@ -27,19 +27,19 @@ class Pieces:
 
     Sending a piece of one big ``bytes`` object needs a copy in Python (the server only takes
     ``bytes``), for every response; with the pieces stored, a whole body goes out with no copy
-    on our side. Ranges slice the few pieces they cover. The first piece is also kept cut in
-    ``head_piece`` parts (what a client that has not shown it reads fast gets:
+    on our side. Ranges slice the few pieces they cover. The first ``head_bytes`` are also kept
+    cut in ``head_piece`` parts (what a client that has not shown it reads fast gets:
     ``pythonhosted.web.objects``): cut per response, 1,000 slow readers' slices left the
     allocator's heap 19 MB larger after they left.
     """
 
     __slots__ = ("head", "parts", "piece", "size")
 
-    def __init__(self, data: bytes, piece: int, head_piece: int = 0) -> None:
+    def __init__(self, data: bytes, piece: int, head_piece: int = 0, head_bytes: int = 0) -> None:
         self.piece = piece
         self.parts = tuple(data[offset : offset + piece] for offset in range(0, len(data), piece))
         self.size = len(data)
-        first = self.parts[0] if self.parts and head_piece > 0 else b""
+        first = data[: min(head_bytes, piece)] if head_piece > 0 else b""
         self.head = tuple(
             first[at : at + head_piece] for at in range(0, len(first), head_piece or 1)
         )
@@ -50,7 +50,7 @@ class Pieces:
     @property
     def held(self) -> int:
         """The bytes it keeps: the body and its head's second cut."""
-        return self.size + (len(self.parts[0]) if self.head else 0)
+        return self.size + sum(map(len, self.head))
 
     def part_end(self, offset: int) -> int:
         """Where the stored piece holding byte ``offset`` ends."""
@@ -61,11 +61,13 @@ class Pieces:
         piece, parts = self.piece, self.parts
         first, last = start // piece, (end - 1) // piece
         if first == last:
-            if first == 0 and self.head:
-                small = len(self.head[0])
-                index = start // small
-                if start == index * small and end == start + len(self.head[index]):
-                    return self.head[index]
+            cut = self.head
+            if first == 0 and cut:
+                index = start // len(cut[0])
+                if index < len(cut) and start == index * len(cut[0]):
+                    part = cut[index]
+                    if end == start + len(part):
+                        return part
             return parts[first][start - first * piece : end - first * piece]
         head, tail = parts[first][start - first * piece :], parts[last][: end - last * piece]
         return b"".join((head, *parts[first + 1 : last], tail))

@@ -40,9 +40,10 @@ from pythonhosted.web.types import Headers, Message, Receive, Send
 
 PREAD_MAX = 256 * 1024
 SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_memory)
-PROBE_PIECE = 32 * 1024  # ... until the client has shown it keeps up
-PROBE_BYTES = SEND_PIECE  # over what the kernel takes of most clients at once
-KEEPS_UP = 512 * 1024  # bytes/s: a client taking a piece slower gets small pieces again
+PROBE_PIECE = 16 * 1024  # ... until the client has shown it keeps up
+PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
+KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
+NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
 QUEUE_SLOTS = 4  # granian's queue per connection: messages it takes before a send must wait
 _EMPTY = {"type": "http.response.body", "body": b"", "more_body": True}
 # A file streamed from disk: small pieces until the client has shown it keeps up (see
@@ -351,7 +352,7 @@ class ObjectResponder:
 async def _read_body(store: Source, key: str) -> Body:
     """An object's bytes as the memory cache keeps them: one ``bytes``, or pieces to send."""
     data = await store.get_bytes(key)
-    return data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE, PROBE_PIECE)
+    return data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE, PROBE_PIECE, PROBE_BYTES)
 
 
 async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: bool) -> bool:
@@ -371,21 +372,28 @@ async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: boo
     up to ``TCP_NOTSENT_LOWAT``, ~260 KB on loopback: ``pythonhosted.web.listener``), so a new
     client cannot be told from a fast one before that: its first ``PROBE_BYTES`` go in
     ``PROBE_PIECE`` pieces (``proven``: a connection that took a body fast before starts on
-    large ones), and the rest in ``SEND_PIECE`` pieces as long as every piece is taken at
-    ``KEEPS_UP`` bytes/s or faster; one that is not puts the client back on small pieces for
-    the next ``PROBE_BYTES``. A slow client holds one small piece; a fast one pays one wait per
-    piece: 1 MB pieces cost ~10 % less CPU per byte than 512 KB ones and ~25 % less than
-    256 KB ones, a small piece ~35 us (BENCHMARKS.md).
+    large ones), and the rest in pieces that double up to ``SEND_PIECE`` as long as every
+    piece, and the small pieces together, are taken at ``KEEPS_UP`` bytes/s or faster (the
+    kernel's part grows while a client reads: on loopback some readers of 160 KB/s had 1 MB
+    queued for them within a second, each small piece taken at once, and then held a 1 MB
+    piece); one that is not puts the client back on small pieces for the next
+    ``PROBE_BYTES``. A slow client holds one small piece; a fast one pays
+    one wait per piece: 1 MB pieces cost ~10 % less CPU per byte than 512 KB ones and ~25 %
+    less than 256 KB ones, a small piece ~35 us (BENCHMARKS.md).
     """
     part_end = body.part_end if isinstance(body, Pieces) else None
-    offset, probe_until, kept_up = start, start if proven else start + PROBE_BYTES, True
+    offset, kept_up, probe_from, probe_began = start, True, start, time.monotonic()
+    probe_until = start if proven else start + PROBE_BYTES
+    size = SEND_PIECE if proven else PROBE_PIECE  # past the small pieces: doubles up to this
     while True:
-        if offset < probe_until:
+        small = offset < probe_until
+        if small:
             stop = min(offset + PROBE_PIECE, end)  # in the head: a stored part, else a copy
-        elif part_end is not None:
-            stop = min(part_end(offset), end)  # a stored piece whole: not copied
         else:
-            stop = min(offset + SEND_PIECE, end)
+            size = min(2 * size, SEND_PIECE)
+            stop = min(offset + size, end)
+            if part_end is not None:
+                stop = min(part_end(offset), stop)  # a stored piece whole: not copied
         piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
         began = time.monotonic()
         await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -394,8 +402,14 @@ async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: boo
             break
         for _ in range(QUEUE_SLOTS + 1):
             await send(_EMPTY)
-        if (time.monotonic() - began) * KEEPS_UP > stop - offset:
-            probe_until, kept_up = stop + PROBE_BYTES, False  # small pieces until fast again
+        now = time.monotonic()
+        took = now - began
+        slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset
+        if small and stop >= probe_until:  # and the small pieces together: the kernel took
+            slow = slow or (now - probe_began) * KEEPS_UP > stop - probe_from  # some at once
+        if slow:  # small pieces until it shows it is fast again
+            probe_until, probe_from, probe_began, kept_up = stop + PROBE_BYTES, stop, now, False
+            size = PROBE_PIECE
         offset = stop
     await send({"type": "http.response.body", "body": b""})
     return kept_up
