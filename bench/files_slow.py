@@ -81,9 +81,7 @@ def measure(name: str, bind: Bind, path: str, pid: int, args: argparse.Namespace
     asyncio.run(slow_readers(bind, path, 10, 1.0, pid, pace[0], pace[1]))
     time.sleep(max(AFTER))
     idle = memory_mb(pid)[0]
-    peak, received = asyncio.run(
-        slow_readers(bind, path, args.readers, args.seconds, pid, *pace)
-    )
+    peak, received = asyncio.run(slow_readers(bind, path, args.readers, args.seconds, pid, *pace))
     closed = time.monotonic()
     after = []
     for mark in AFTER:

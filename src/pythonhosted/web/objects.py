@@ -4,9 +4,9 @@ The files edge and docs hosting both answer with objects from a store; this is t
 that decides 304, 206 or 416, and how the bytes go out:
 
 - bodies already in memory (the caller's, or the byte-bounded cache of small objects and of
-  ranges clients repeat) go out as they are, large ones as the 1 MB pieces the cache keeps
-  them in (no copy on our side; the server copies each message once), one piece in the
-  server at a time (:func:`_send_memory`);
+  ranges clients repeat) go out as they are, large ones as the pieces the cache keeps them in
+  (no copy on our side; the server copies each message once), one piece in the server at a
+  time, small ones until the client has shown it reads fast (:func:`_send_pieces`);
 - other local files are read with ``pread`` on the loop: a small range in one read (a
   page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
   directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
@@ -39,7 +39,7 @@ from pythonhosted.web.streams import Busy, StreamSlots
 from pythonhosted.web.types import Headers, Message, Receive, Send
 
 PREAD_MAX = 256 * 1024
-SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_memory)
+SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_pieces)
 PROBE_PIECE = 16 * 1024  # ... until the client has shown it keeps up
 PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
 KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
@@ -314,6 +314,10 @@ class ObjectResponder:
     async def _send_memory(
         self, request: Request, send: Send, body: Body, start: int, end: int
     ) -> None:
+        """Bytes ``[start, end)`` of a body in memory: in one message up to ``PROBE_BYTES``
+        (and a ``bytes`` body up to ``SEND_PIECE``: the cache keeps those whole, and cutting
+        them would cost every fast client copies), else paced (:func:`_send_pieces`),
+        remembering whether the connection kept up."""
         if end - start <= SEND_PIECE and (end - start <= PROBE_BYTES or type(body) is bytes):
             piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
             await send({"type": "http.response.body", "body": piece})
