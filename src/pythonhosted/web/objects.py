@@ -43,6 +43,7 @@ SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_piec
 PROBE_PIECE = 16 * 1024  # ... until the client has shown it keeps up
 PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
 KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
+PACE = 0.1  # seconds: past the small pieces, a piece is at most what the client takes in this
 NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
 QUEUE_SLOTS = 4  # granian's queue per connection: messages it takes before a send must wait
 _EMPTY = {"type": "http.response.body", "body": b"", "more_body": True}
@@ -376,25 +377,30 @@ async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: boo
     up to ``TCP_NOTSENT_LOWAT``, ~260 KB on loopback: ``pythonhosted.web.listener``), so a new
     client cannot be told from a fast one before that: its first ``PROBE_BYTES`` go in
     ``PROBE_PIECE`` pieces (``proven``: a connection that took a body fast before starts on
-    large ones), and the rest in pieces that double up to ``SEND_PIECE`` as long as every
-    piece, and the small pieces together, are taken at ``KEEPS_UP`` bytes/s or faster (the
-    kernel's part grows while a client reads: on loopback some readers of 160 KB/s had 1 MB
-    queued for them within a second, each small piece taken at once, and then held a 1 MB
-    piece); one that is not puts the client back on small pieces for the next
-    ``PROBE_BYTES``. A slow client holds one small piece; a fast one pays
+    large ones), and the rest in pieces that double up to ``SEND_PIECE``, each at most what
+    the client took in ``PACE`` seconds at its pace so far (the kernel's part grows while a
+    client reads: on loopback some readers of 160 KB/s had 1 MB queued for them within a
+    second, each piece taken at once, and then held a 1 MB piece: 200-310 KB per connection
+    without this bound, ~56 KB with it). A piece taken slower than ``KEEPS_UP`` bytes/s (and
+    ``NOT_SLOW``), or small pieces that together were, put the client back on small pieces for
+    the next ``PROBE_BYTES``. A slow client holds one small piece; a fast one pays
     one wait per piece: 1 MB pieces cost ~10 % less CPU per byte than 512 KB ones and ~25 %
     less than 256 KB ones, a small piece ~35 us (BENCHMARKS.md).
     """
     part_end = body.part_end if isinstance(body, Pieces) else None
     offset, kept_up, probe_from, probe_began = start, True, start, time.monotonic()
+    first_began = probe_began
     probe_until = start if proven else start + PROBE_BYTES
     size = SEND_PIECE if proven else PROBE_PIECE  # past the small pieces: doubles up to this
     while True:
         small = offset < probe_until
         if small:
             stop = min(offset + PROBE_PIECE, end)  # in the head: a stored part, else a copy
-        else:
+        else:  # doubling, and at most what the client took in PACE at its pace so far
             size = min(2 * size, SEND_PIECE)
+            if offset > start:
+                pace = (offset - start) / (time.monotonic() - first_began) * PACE
+                size = max(PROBE_PIECE, min(size, int(pace)))
             stop = min(offset + size, end)
             if part_end is not None:
                 stop = min(part_end(offset), stop)  # a stored piece whole: not copied
