@@ -24,13 +24,6 @@ The kernel counts a window too small for one segment as shut (it then only probe
 internet a segment is ~1.4 KB, but on loopback 64 KB, so there a client reading less than
 that at a time for ``send_timeout`` is cut although it reads (a proxy on the same host that
 buffers responses, as nginx does by default, reads as fast as it can).
-
-And a bound on what the kernel queues of a response that the client has not taken yet
-(``TCP_NOTSENT_LOWAT``, inherited the same way): without it the send buffer of a client that
-stops reading grows to ``tcp_wmem``'s 4 MB, which is kernel memory per connection and also
-hides a slow client from the server until that much is queued (a body from memory goes out in
-small pieces until its client has shown it keeps up: ``pythonhosted.web.objects``). 128 KB
-cost fast downloads no measurable CPU; 16 KB cost 12-22 % more per byte (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -52,7 +45,6 @@ RESERVED_DESCRIPTORS = 1024
 # Stream slots (pythonhosted.web.streams) bound the descriptors requests hold besides their
 # connection to this part of what is left after the reserve.
 STREAM_PART = 3
-NOTSENT_LOWAT = 128 * 1024  # bytes a connection's kernel queue holds that are not sent yet
 
 
 class ListenError(Exception):
@@ -194,7 +186,6 @@ def claim(bind: Bind, backlog: int, send_timeout: float = 0.0) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         if send_timeout > 0:
             user_timeout = max(1, round(send_timeout * 1000))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout)

@@ -373,9 +373,9 @@ async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: boo
     its send complete, once the piece is out: that is when the next piece is cut.
 
     What a client that stops reading leaves in the server is the piece it stopped in. The
-    kernel takes the first bytes of any client at once (its receive window, and on our side
-    up to ``TCP_NOTSENT_LOWAT``, ~260 KB on loopback: ``pythonhosted.web.listener``), so a new
-    client cannot be told from a fast one before that: its first ``PROBE_BYTES`` go in
+    kernel takes the first bytes of any client at once (its receive window and our send
+    buffer: a few hundred KB on loopback at first), so a new client cannot be told from a
+    fast one before that: its first ``PROBE_BYTES`` go in
     ``PROBE_PIECE`` pieces (``proven``: a connection that took a body fast before starts on
     large ones), and the rest in pieces that double up to ``SEND_PIECE``, each at most what
     the client took in ``PACE`` seconds at its pace so far (the kernel's part grows while a
