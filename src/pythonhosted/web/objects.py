@@ -328,7 +328,7 @@ class ObjectResponder:
         self._paced += 1
         kept_up = False
         try:
-            kept_up = await _send_pieces(send, body, start, end, proven)
+            kept_up = await _send_pieces(send, body, start, end, proven, request.receive)
         finally:
             self._paced -= 1
             if kept_up:
@@ -360,7 +360,9 @@ async def _read_body(store: Source, key: str) -> Body:
     return data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE, PROBE_PIECE, PROBE_BYTES)
 
 
-async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: bool) -> bool:
+async def _send_pieces(
+    send: Send, body: Body, start: int, end: int, proven: bool, receive: Receive | None
+) -> bool:
     """Bytes ``[start, end)`` of a body in memory, in pieces of which the server holds one at
     a time, small ones (``PROBE_PIECE``) until the client has shown it reads fast; whether it
     took every large piece fast (:class:`FastConnections`).
@@ -390,37 +392,45 @@ async def _send_pieces(send: Send, body: Body, start: int, end: int, proven: boo
     part_end = body.part_end if isinstance(body, Pieces) else None
     offset, kept_up, probe_from, probe_began = start, True, start, time.monotonic()
     first_began = probe_began
-    probe_until = start if proven else start + PROBE_BYTES
-    size = SEND_PIECE if proven else PROBE_PIECE  # past the small pieces: doubles up to this
-    while True:
-        small = offset < probe_until
-        if small:
-            stop = min(offset + PROBE_PIECE, end)  # in the head: a stored part, else a copy
-        else:  # doubling, and at most what the client took in PACE at its pace so far
-            size = min(2 * size, SEND_PIECE)
-            if offset > start:
-                pace = (offset - start) / (time.monotonic() - first_began) * PACE
-                size = max(PROBE_PIECE, min(size, int(pace)))
-            stop = min(offset + size, end)
-            if part_end is not None:
-                stop = min(part_end(offset), stop)  # a stored piece whole: not copied
-        piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
-        began = time.monotonic()
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-        del piece
-        if stop >= end:
-            break
-        for _ in range(QUEUE_SLOTS + 1):
-            await send(_EMPTY)
-        now = time.monotonic()
-        took = now - began
-        slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset
-        if small and stop >= probe_until:  # and the small pieces together: the kernel took
-            slow = slow or (now - probe_began) * KEEPS_UP > stop - probe_from  # some at once
-        if slow:  # small pieces until it shows it is fast again
-            probe_until, probe_from, probe_began, kept_up = stop + PROBE_BYTES, stop, now, False
-            size = PROBE_PIECE
-        offset = stop
+    with contextlib.ExitStack() as watching:
+        gone: asyncio.Future[None] | None = None  # watched once pieces are small
+        probe_until = start if proven else start + PROBE_BYTES
+        size = SEND_PIECE if proven else PROBE_PIECE  # past the small pieces: doubles up to this
+        while True:
+            small = offset < probe_until
+            if small:
+                stop = min(offset + PROBE_PIECE, end)  # in the head: a stored part, else a copy
+            else:  # doubling, and at most what the client took in PACE at its pace so far
+                size = min(2 * size, SEND_PIECE)
+                if offset > start:
+                    pace = (offset - start) / (time.monotonic() - first_began) * PACE
+                    size = max(PROBE_PIECE, min(size, int(pace)))
+                stop = min(offset + size, end)
+                if part_end is not None:
+                    stop = min(part_end(offset), stop)  # a stored piece whole: not copied
+            if gone is None and stop - offset < SEND_PIECE and stop < end:
+                # granian takes what is sent to a client that left at once: small pieces
+                # cut for nobody would cost CPU for seconds (a megabyte costs a few sends)
+                gone = watching.enter_context(_departure(receive))
+            piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
+            began = time.monotonic()
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            del piece
+            if stop >= end:
+                break
+            for _ in range(QUEUE_SLOTS + 1):
+                await send(_EMPTY)
+            now = time.monotonic()
+            took = now - began
+            slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset
+            if small and stop >= probe_until:  # and the small pieces together: the kernel took
+                slow = slow or (now - probe_began) * KEEPS_UP > stop - probe_from  # some at once
+            if slow:  # small pieces until it shows it is fast again
+                probe_until, probe_from, probe_began, kept_up = stop + PROBE_BYTES, stop, now, False
+                size = PROBE_PIECE
+            if gone is not None and gone.done():
+                return False
+            offset = stop
     await send({"type": "http.response.body", "body": b""})
     return kept_up
 
