@@ -1,9 +1,12 @@
 """Memory of the files edge under many slow downloads, against nginx in the same run.
 
     .venv/bin/python bench/files_slow.py [--readers 1000] [--seconds 10] [--size-mb 100]
+        [--read-kb 16] [--every 0.25]
 
-``--readers`` clients each start a GET of one large file and read it at about 64 KB/s for
-``--seconds``, then all hang up at once. For each server (our edge, one worker; nginx) the
+``--readers`` clients each start a GET of one large file and read ``--read-kb`` every
+``--every`` seconds (about 64 KB/s by default) for ``--seconds``, then all hang up at once.
+Files up to the memory cache's object limit (16 MB by default) are served from memory,
+larger ones as a paced file stream. For each server (our edge, one worker; nginx) the
 script prints its resident memory idle (after ten short downloads and a pause: a server that
 has served), at the peak, and 1, 3 and 5 seconds after the clients left, and the growth
 per connection ((peak - idle) / readers). Targets (issue 17): at most 64 KB per connection,
@@ -34,10 +37,10 @@ AFTER = (1.0, 3.0, 5.0)
 
 
 async def slow_readers(
-    bind: Bind, path: str, count: int, seconds: float, pid: int
+    bind: Bind, path: str, count: int, seconds: float, pid: int, read: int, every: float
 ) -> tuple[float, int]:
-    """``count`` clients reading ``path`` at ~64 KB/s for ``seconds``; the peak RSS (MB) and
-    the bytes they received in all."""
+    """``count`` clients reading ``path``, ``read`` bytes every ``every`` seconds, for
+    ``seconds``; the peak RSS (MB) and the bytes they received in all."""
     deadline = time.monotonic() + seconds
     peak = memory_mb(pid)[0]
     received = 0
@@ -50,13 +53,13 @@ async def slow_readers(
             await writer.drain()
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    data = await asyncio.wait_for(reader.read(16384), left)
+                    data = await asyncio.wait_for(reader.read(read), left)
                 except TimeoutError:
                     break
                 if not data:
                     break
                 received += len(data)
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(every)
         finally:
             writer.close()
 
@@ -72,12 +75,13 @@ async def slow_readers(
 
 
 def measure(name: str, bind: Bind, path: str, pid: int, args: argparse.Namespace) -> None:
+    pace = (args.read_kb * 1024, args.every)
     # "Idle" is a server that has served before (code paths loaded, caches and allocator
     # pools set up), as a production edge always is: ten short readers, then quiet.
-    asyncio.run(slow_readers(bind, path, 10, 1.0, pid))
+    asyncio.run(slow_readers(bind, path, 10, 1.0, pid, pace[0], pace[1]))
     time.sleep(max(AFTER))
     idle = memory_mb(pid)[0]
-    peak, received = asyncio.run(slow_readers(bind, path, args.readers, args.seconds, pid))
+    peak, received = asyncio.run(slow_readers(bind, path, args.readers, args.seconds, pid, *pace))
     closed = time.monotonic()
     after = []
     for mark in AFTER:
@@ -102,6 +106,8 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--read-kb", type=int, default=16, help="what a reader takes at a time")
+    parser.add_argument("--every", type=float, default=0.25, help="seconds between its reads")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--no-nginx", action="store_true", help="measure our edge only")
@@ -144,7 +150,11 @@ def main() -> None:
         time.sleep(1.0)  # let start-up settle before "idle" is read
         print(f"machine: {machine()}")
         size = f"{args.size_mb} MB"
-        print(f"{args.readers} readers at ~64 KB/s of a {size} file for {args.seconds:.0f} s")
+        rate = args.read_kb / args.every
+        print(
+            f"{args.readers} readers at ~{rate:.0f} KB/s ({args.read_kb} KB every"
+            f" {args.every:g} s) of a {size} file for {args.seconds:.0f} s"
+        )
         for _ in range(args.rounds):
             measure("ours", ours_bind, path, ours.pid, args)
             if not args.no_nginx:

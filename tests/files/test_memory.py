@@ -6,12 +6,15 @@ with a deadline: nothing here depends on how fast the machine is.
 
 from __future__ import annotations
 
+import re
 import resource
+import socket
+import time
 from pathlib import Path
 
 import httpx
 
-from pythonhosted.web.objects import SEND_PIECE
+from pythonhosted.web.objects import PROBE_PIECE
 from pythonhosted.web.server import Bind, free_port
 from support.edge import edge_process, stored_wheel
 from support.memory import resident, settled, slow_readers
@@ -20,10 +23,9 @@ from support.processes import wait_until
 READERS = 1000
 PER_CONNECTION_LIMIT = 128 * 1024  # target 64 KB (nginx: ~10 KB; the pathsend route: ~290 KB)
 BACK_TO_IDLE = 1.2  # of the idle resident size, after the readers left
-CACHED_READERS = 200
-# One piece in the server per connection, its other bytes (~25 KB) and a margin; with the
-# queue full of pieces (five, plus one waiting to get in) it was ~1.5 MB.
-CACHED_PER_CONNECTION_LIMIT = SEND_PIECE + 128 * 1024
+# What every reader of a cached body that stopped makes the server hold at least: one small
+# piece (or its last bytes) and granian's own state of the connection.
+CACHED_HELD_AT_LEAST = PROBE_PIECE
 # The readers take nothing: past http.send_timeout the kernel would close their connections
 # in the middle of a measurement on a slow machine (tests/files/test_departures.py has that).
 READERS_STAY = {"PYTHONHOSTED_HTTP__SEND_TIMEOUT": "600"}
@@ -52,37 +54,76 @@ def test_slow_downloads_are_small_and_their_memory_comes_back(tmp_path: Path) ->
     assert back <= idle * BACK_TO_IDLE
 
 
-def test_slow_readers_of_a_cached_body_make_the_server_hold_one_piece_each(
+def test_slow_readers_of_a_cached_body_are_small_and_their_memory_comes_back(
     tmp_path: Path,
 ) -> None:
-    """A body from the memory cache goes out a piece at a time, the next only once the server
-    has written the last: a client that stops reading leaves one piece's copy in the server,
-    not a queue full of them. The body is in the cache (under its 16 MB object limit) and
-    larger than what the kernel takes of a client at once (~4 MB on loopback), so every
-    reader's queue fills."""
+    """A body from the memory cache goes out in small pieces until its client has shown it
+    keeps up, a piece at a time: a client that stops reading leaves one small piece in the
+    server, not a megabyte (1 MB pieces: ~1,050 KB per connection). The body is in the cache
+    (under its 16 MB object limit) and far larger than what the kernel takes of a client at
+    once, so every reader stops the response."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < CACHED_READERS + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, CACHED_READERS + 256), hard))
+    if soft != resource.RLIM_INFINITY and soft < READERS + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, READERS + 256), hard))
     primary = f"file://{tmp_path}/primary"
     wheel = stored_wheel(primary, "big-wheel", 12 * 2**20)
     bind = Bind("127.0.0.1", free_port())
     with edge_process(tmp_path, primary, bind, settings=READERS_STAY) as edge:
         first = httpx.get(f"{bind.url()}{wheel.path}", timeout=60)  # in the cache, served before
         assert first.content == wheel.data
+        for sock in slow_readers(bind, wheel.path, 20):
+            sock.close()
         idle = settled(edge.pid)
-        readers = slow_readers(bind, wheel.path, CACHED_READERS)
-        holding = idle + CACHED_READERS * SEND_PIECE // 2  # each reader holds a piece
+        readers = slow_readers(bind, wheel.path, READERS)
+        holding = idle + READERS * CACHED_HELD_AT_LEAST  # every reader stopped in a piece
         try:
-            # The kernel fills 200 connections' buffers (~4 MB each) before the server holds
-            # anything: on a busy machine that can pause long enough to look settled.
+            # The kernel fills 1,000 connections' buffers before the server holds anything:
+            # on a busy machine that can pause long enough to look settled.
             wait_until(lambda: resident(edge.pid) > holding, timeout=60, interval=0.5)
             loaded = settled(edge.pid)
         finally:
             for sock in readers:
                 sock.close()
         back = wait_until(lambda: (now := resident(edge.pid)) <= idle * BACK_TO_IDLE and now)
-    assert (loaded - idle) / CACHED_READERS < CACHED_PER_CONNECTION_LIMIT
+    assert (loaded - idle) / READERS < PER_CONNECTION_LIMIT
     assert back <= idle * BACK_TO_IDLE
+
+
+def test_a_cached_body_reaches_a_client_that_pauses_whole(tmp_path: Path) -> None:
+    """A client with a small window that reads fast, stops for a while, then reads again:
+    its pieces become small when it stops (cut from the stored ones past the first few) and
+    large again later; every byte arrives once, in order, on both routes (stopping in the
+    first, small pieces, and past them in the large ones)."""
+    primary = f"file://{tmp_path}/primary"
+    wheel = stored_wheel(primary, "big-wheel", 6 * 2**20 + 12345)
+    bind = Bind("127.0.0.1", free_port())
+    with edge_process(tmp_path, primary, bind, settings=READERS_STAY):
+        assert httpx.get(f"{bind.url()}{wheel.path}", timeout=60).content == wheel.data
+        for pause_at in (100_000, 3 * 2**20 + 5):
+            assert download_pausing(bind, wheel.path, pause_at) == wheel.data
+
+
+def download_pausing(bind: Bind, path: str, pause_at: int) -> bytes:
+    """A GET's body, read with a 16 KB receive buffer, stopping 1.5 s (long enough for the
+    kernel's buffers to fill) once ``pause_at`` bytes of it arrived."""
+    with socket.create_connection((bind.host, bind.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, body = received.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        chunks, got, paused = [body], len(body), False
+        while got < length:
+            if not paused and got >= pause_at:
+                paused = True
+                time.sleep(1.5)
+            chunk = sock.recv(65536)
+            assert chunk, f"cut short at {got} of {length}"
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
 
 def test_first_readers_of_a_body_share_one_copy(tmp_path: Path) -> None:

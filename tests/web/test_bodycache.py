@@ -52,3 +52,22 @@ def test_large_bodies_are_kept_in_pieces_and_sliced_exactly() -> None:
     cache.put("wheel", body)
     assert cache.get("wheel") is body
     assert cache.size == len(data)  # charged for its bytes, not its number of pieces
+
+
+def test_the_head_of_a_large_body_is_also_kept_in_small_pieces_and_charged() -> None:
+    """What goes to a client before it has shown it reads fast: stored parts, not slices cut
+    per response, counted in the cache's bytes."""
+    data = bytes(range(256)) * 4 + b"tail"
+    body = Pieces(data, 256, head_piece=100, head_bytes=250)
+    assert [len(part) for part in body.head] == [100, 100, 50]
+    assert body.slice(0, 100) is body.head[0]
+    assert body.slice(100, 200) is body.head[1]
+    assert body.slice(200, 250) is body.head[2]
+    assert body.slice(0, 256) is body.parts[0]
+    spans = [(0, 99), (50, 150), (200, 251), (240, 260), (300, 400), (0, 1028)]
+    assert [body.slice(start, end) for start, end in spans] == [data[a:b] for a, b in spans]
+    cache = BodyCache(max_bytes=2000, max_object_bytes=2000, entry_bytes=0)
+    cache.put("wheel", body)
+    assert cache.size == len(data) + 250
+    cache.discard("wheel")
+    assert cache.size == 0

@@ -27,27 +27,55 @@ class Pieces:
 
     Sending a piece of one big ``bytes`` object needs a copy in Python (the server only takes
     ``bytes``), for every response; with the pieces stored, a whole body goes out with no copy
-    on our side. Ranges slice the few pieces they cover.
+    on our side. Ranges slice the few pieces they cover. The first ``head_bytes`` are also kept
+    cut in ``head_piece`` parts (what a client that has not shown it reads fast gets:
+    ``pythonhosted.web.objects``): cut per response, 1,000 slow readers' slices left the
+    allocator's heap 19 MB larger after they left.
     """
 
-    __slots__ = ("parts", "piece", "size")
+    __slots__ = ("head", "parts", "piece", "size")
 
-    def __init__(self, data: bytes, piece: int) -> None:
+    def __init__(self, data: bytes, piece: int, head_piece: int = 0, head_bytes: int = 0) -> None:
         self.piece = piece
         self.parts = tuple(data[offset : offset + piece] for offset in range(0, len(data), piece))
         self.size = len(data)
+        first = data[: min(head_bytes, piece)] if head_piece > 0 else b""
+        self.head = tuple(
+            first[at : at + head_piece] for at in range(0, len(first), head_piece or 1)
+        )
 
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def held(self) -> int:
+        """The bytes it keeps: the body and its head's second cut."""
+        return self.size + sum(map(len, self.head))
+
+    def part_end(self, offset: int) -> int:
+        """Where the stored piece holding byte ``offset`` ends."""
+        return min((offset // self.piece + 1) * self.piece, self.size)
+
     def slice(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)``."""
+        """Bytes ``[start, end)``: a stored piece (or head part) itself when they are one."""
         piece, parts = self.piece, self.parts
         first, last = start // piece, (end - 1) // piece
         if first == last:
+            cut = self.head
+            if first == 0 and cut:
+                index = start // len(cut[0])
+                if index < len(cut) and start == index * len(cut[0]):
+                    part = cut[index]
+                    if end == start + len(part):
+                        return part
             return parts[first][start - first * piece : end - first * piece]
         head, tail = parts[first][start - first * piece :], parts[last][: end - last * piece]
         return b"".join((head, *parts[first + 1 : last], tail))
+
+
+def held(body: Body) -> int:
+    """The memory a cached body is charged for."""
+    return body.held if isinstance(body, Pieces) else len(body)
 
 
 Body = bytes | Pieces
@@ -81,7 +109,7 @@ class BodyCache:
             return
         self._bodies[span] = body
         self._spans.setdefault(key, set()).add(span)
-        self._size += len(body) + self.entry_bytes
+        self._size += held(body) + self.entry_bytes
         while self._size > self.max_bytes:
             evicted, data = self._bodies.popitem(last=False)
             self._forget_span(evicted, data)
@@ -92,7 +120,7 @@ class BodyCache:
             self._forget_span(span, self._bodies.pop(span))
 
     def _forget_span(self, span: tuple[str, int, int], data: Body) -> None:
-        self._size -= len(data) + self.entry_bytes
+        self._size -= held(data) + self.entry_bytes
         spans = self._spans[span[0]]
         spans.discard(span)
         if not spans:

@@ -4,9 +4,9 @@ The files edge and docs hosting both answer with objects from a store; this is t
 that decides 304, 206 or 416, and how the bytes go out:
 
 - bodies already in memory (the caller's, or the byte-bounded cache of small objects and of
-  ranges clients repeat) go out as they are, large ones as the 1 MB pieces the cache keeps
-  them in (no copy on our side; the server copies each message once), one piece in the
-  server at a time (:func:`_send_memory`);
+  ranges clients repeat) go out as they are, large ones as the pieces the cache keeps them in
+  (no copy on our side; the server copies each message once), one piece in the server at a
+  time, small ones until the client has shown it reads fast (:func:`_send_pieces`);
 - other local files are read with ``pread`` on the loop: a small range in one read (a
   page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
   directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from pythonhosted.coalesce import Coalescer
+from pythonhosted.web.allocator import trim_heap
 from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
@@ -36,7 +39,12 @@ from pythonhosted.web.streams import Busy, StreamSlots
 from pythonhosted.web.types import Headers, Message, Receive, Send
 
 PREAD_MAX = 256 * 1024
-SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_memory)
+SEND_PIECE = 2**20  # a body in memory: what one message carries (see _send_pieces)
+PROBE_PIECE = 16 * 1024  # ... until the client has shown it keeps up
+PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
+KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
+PACE = 0.1  # seconds: past the small pieces, a piece is at most what the client takes in this
+NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
 QUEUE_SLOTS = 4  # granian's queue per connection: messages it takes before a send must wait
 _EMPTY = {"type": "http.response.body", "body": b"", "more_body": True}
 # A file streamed from disk: small pieces until the client has shown it keeps up (see
@@ -131,6 +139,9 @@ class ObjectResponder:
         self.error_headers = error_headers or []
         self.streams = streams or StreamSlots()  # the service's pool (web.streams.slots_of)
         self._filling: Coalescer[str, Body] = Coalescer()
+        self._fast = FastConnections()
+        self._paced = 0  # bodies going out in pieces now
+        self._cut = False  # one of them was cut into pieces for a slow client
 
     @staticmethod
     def not_modified(request: Request, obj: StoredObject) -> bool:
@@ -219,7 +230,7 @@ class ObjectResponder:
             if span is None and type(body) is bytes:
                 await send({"type": "http.response.body", "body": body})
             else:
-                await _send_memory(send, body, *(span or (0, len(body))))
+                await self._send_memory(request, send, body, *(span or (0, len(body))))
             return
         path = obj.local_path
         if path is not None and span is not None and span[1] - span[0] <= PREAD_MAX:
@@ -301,6 +312,34 @@ class ObjectResponder:
             on_body(request, obj)
         await send({"type": "http.response.body", "body": chunk})
 
+    async def _send_memory(
+        self, request: Request, send: Send, body: Body, start: int, end: int
+    ) -> None:
+        """Bytes ``[start, end)`` of a body in memory: in one message up to ``PROBE_BYTES``
+        (and a ``bytes`` body up to ``SEND_PIECE``: the cache keeps those whole, and cutting
+        them would cost every fast client copies), else paced (:func:`_send_pieces`),
+        remembering whether the connection kept up."""
+        if end - start <= SEND_PIECE and (end - start <= PROBE_BYTES or type(body) is bytes):
+            piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
+            await send({"type": "http.response.body", "body": piece})
+            return
+        connection = request.scope.get("client")
+        proven = connection is not None and connection in self._fast
+        self._paced += 1
+        kept_up = False
+        try:
+            kept_up = await _send_pieces(send, body, start, end, proven, request.receive)
+        finally:
+            self._paced -= 1
+            if kept_up:
+                self._fast.add(connection)
+            else:
+                self._fast.discard(connection)
+                self._cut = True
+            if self._cut and not self._paced:
+                self._cut = False
+                trim_heap()  # the slow clients' pieces are gone: so is the heap they grew
+
     async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body:
         """The whole body into memory, read and split once however many requests wait for it
         (split per request, 20 slow first readers of a 12 MB wheel held 20 copies)."""
@@ -318,47 +357,112 @@ class ObjectResponder:
 async def _read_body(store: Source, key: str) -> Body:
     """An object's bytes as the memory cache keeps them: one ``bytes``, or pieces to send."""
     data = await store.get_bytes(key)
-    return data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE)
+    return data if len(data) <= SEND_PIECE else Pieces(data, SEND_PIECE, PROBE_PIECE, PROBE_BYTES)
 
 
-async def _send_memory(send: Send, body: Body, start: int, end: int) -> None:
-    """Bytes ``[start, end)`` of a body in memory, ``SEND_PIECE`` bytes per message, with at
-    most one of those messages in the server at a time.
+async def _send_pieces(
+    send: Send, body: Body, start: int, end: int, proven: bool, receive: Receive | None
+) -> bool:
+    """Bytes ``[start, end)`` of a body in memory, in pieces of which the server holds one at
+    a time, small ones (``PROBE_PIECE``) until the client has shown it reads fast; whether it
+    took every large piece fast (:class:`FastConnections`).
 
     granian copies every message and keeps the copy until the kernel has taken all of it;
     per connection it queues four messages besides the one it is writing and one waiting to
-    get in. A client that stops reading (once its kernel buffers are full: on loopback the
-    first ~4 MB of any client are taken at once) left up to six copies there (1.3 MB per
-    connection measured with 256 KB pieces) for as long as it took to read them. So
-    after each piece but the last go ``QUEUE_SLOTS + 1`` empty messages: they hold no bytes,
-    the server drops them unwritten, and it takes the first only once the piece before it is
-    written (but for its few KB of write buffer), so the last can only go in, and its send
-    complete, once the piece is out. A slow client holds one piece.
+    get in. So after each piece but the last go ``QUEUE_SLOTS + 1`` empty messages: they hold
+    no bytes, the server drops them unwritten, and it takes the first only once the piece
+    before it is written (but for its few KB of write buffer), so the last can only go in, and
+    its send complete, once the piece is out: that is when the next piece is cut.
 
-    A fast client pays five already-done awaits per piece and usually one wait (a future
-    completed from the server's thread, the costly part): the piece size trades a slow
-    client's memory against a fast one's CPU. Per byte of a fast 5 MB download, 1 MB pieces
-    cost ~10 % less CPU than the 256 KB pieces without this did, 512 KB pieces ~10 % more
-    and 256 KB ~25 % more (BENCHMARKS.md).
+    What a client that stops reading leaves in the server is the piece it stopped in. The
+    kernel takes the first bytes of any client at once (its receive window and our send
+    buffer: a few hundred KB on loopback at first), so a new client cannot be told from a
+    fast one before that: its first ``PROBE_BYTES`` go in
+    ``PROBE_PIECE`` pieces (``proven``: a connection that took a body fast before starts on
+    large ones), and the rest in pieces that double up to ``SEND_PIECE``, each at most what
+    the client took in ``PACE`` seconds at its pace so far (the kernel's part grows while a
+    client reads: on loopback some readers of 160 KB/s had 1 MB queued for them within a
+    second, each piece taken at once, and then held a 1 MB piece: 200-310 KB per connection
+    without this bound, ~56 KB with it). A piece taken slower than ``KEEPS_UP`` bytes/s (and
+    ``NOT_SLOW``), or small pieces that together were, put the client back on small pieces for
+    the next ``PROBE_BYTES``. A slow client holds one small piece; a fast one pays
+    one wait per piece: 1 MB pieces cost ~10 % less CPU per byte than 512 KB ones and ~25 %
+    less than 256 KB ones, a small piece ~35 us (BENCHMARKS.md).
     """
-    if end - start <= SEND_PIECE:
-        piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
-        await send({"type": "http.response.body", "body": piece})
-        return
-    offset = start
-    while True:
-        stop = min(offset + SEND_PIECE, end)
-        # A whole piece of Pieces is the stored object itself (a full slice of bytes is not
-        # copied); a range's ends are copied.
-        piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-        del piece
-        offset = stop
-        if offset >= end:
-            break
-        for _ in range(QUEUE_SLOTS + 1):
-            await send(_EMPTY)
+    part_end = body.part_end if isinstance(body, Pieces) else None
+    offset, kept_up, probe_from, probe_began = start, True, start, time.monotonic()
+    first_began = probe_began
+    with contextlib.ExitStack() as watching:
+        gone: asyncio.Future[None] | None = None  # watched once pieces are small
+        probe_until = start if proven else start + PROBE_BYTES
+        size = SEND_PIECE if proven else PROBE_PIECE  # past the small pieces: doubles up to this
+        while True:
+            small = offset < probe_until
+            if small:
+                stop = min(offset + PROBE_PIECE, end)  # in the head: a stored part, else a copy
+            else:  # doubling, and at most what the client took in PACE at its pace so far
+                size = min(2 * size, SEND_PIECE)
+                if offset > start:
+                    pace = (offset - start) / (time.monotonic() - first_began) * PACE
+                    size = max(PROBE_PIECE, min(size, int(pace)))
+                stop = min(offset + size, end)
+                if part_end is not None:
+                    stop = min(part_end(offset), stop)  # a stored piece whole: not copied
+            if gone is None and stop - offset < SEND_PIECE and stop < end:
+                # granian takes what is sent to a client that left at once: small pieces
+                # cut for nobody would cost CPU for seconds (a megabyte costs a few sends)
+                gone = watching.enter_context(_departure(receive))
+            piece = body.slice(offset, stop) if isinstance(body, Pieces) else body[offset:stop]
+            began = time.monotonic()
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            del piece
+            if stop >= end:
+                break
+            for _ in range(QUEUE_SLOTS + 1):
+                await send(_EMPTY)
+            now = time.monotonic()
+            took = now - began
+            slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset
+            if small and stop >= probe_until:  # and the small pieces together: the kernel took
+                slow = slow or (now - probe_began) * KEEPS_UP > stop - probe_from  # some at once
+            if slow:  # small pieces until it shows it is fast again
+                probe_until, probe_from, probe_began, kept_up = stop + PROBE_BYTES, stop, now, False
+                size = PROBE_PIECE
+            if gone is not None and gone.done():
+                return False
+            offset = stop
     await send({"type": "http.response.body", "body": b""})
+    return kept_up
+
+
+class FastConnections:
+    """Client connections (address and port) that took their last body from memory fast,
+    so that the next body on the same kept-alive connection starts on large pieces: probing
+    costs ~40 more waits (1-3 ms of CPU under load), once per connection instead of once per
+    body. The most recent ``LIMIT``.
+
+    A port reused by a new connection that is slow costs one large piece held until its
+    first piece shows it slow.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._recent: OrderedDict[object, None] = OrderedDict()
+
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._recent
+
+    def add(self, connection: object) -> None:
+        if connection is None:
+            return
+        self._recent[connection] = None
+        self._recent.move_to_end(connection)
+        if len(self._recent) > self.LIMIT:
+            self._recent.popitem(last=False)
+
+    def discard(self, connection: object) -> None:
+        self._recent.pop(connection, None)
 
 
 @contextlib.contextmanager
