@@ -32,6 +32,7 @@ from typing import Protocol, TypeVar
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.web.allocator import trim_heap
 from pythonhosted.web.bodycache import Body, BodyCache, Pieces
+from pythonhosted.web.departure import departure
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
@@ -477,16 +478,13 @@ def _departure(receive: Receive | None) -> Iterator[asyncio.Future[None]]:
         if receive is None:
             await asyncio.Future()  # never: nothing to watch
             return
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await departure(receive)
 
     watcher = asyncio.ensure_future(watch())
     try:
         yield watcher
     finally:
         watcher.cancel()
-        if watcher.done() and not watcher.cancelled():
-            watcher.exception()  # retrieved: a receive that failed means the client is gone
 
 
 async def _send_file(
