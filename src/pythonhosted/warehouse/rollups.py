@@ -496,16 +496,36 @@ def settle(
         rows += f" AND \"timestamp\" >= DATE '{after + timedelta(days=1)}'"
         days += f" AND day > DATE '{after}'"
     tail = aggregate_sql(rows, one_row_per_key=False, dimensions=list(DIMENSIONS))
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE settling AS SELECT {KEY}, sum(downloads)::BIGINT "
-        f"AS downloads FROM (SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {days} "
+    _rewrite_sorted(
+        con,
+        f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {days} "
         f"UNION ALL SELECT {KEY}, downloads FROM {OPEN_BREAKDOWNS} WHERE {days} "
-        f"UNION ALL {tail}) GROUP BY ALL"
+        f"UNION ALL {tail}",
+        days,
+        emptied=(ROLLUPS, OPEN_BREAKDOWNS),
     )
-    con.execute(f"DELETE FROM {ROLLUPS} WHERE {days}")
-    con.execute(f"DELETE FROM {OPEN_BREAKDOWNS} WHERE {days}")
-    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM settling ORDER BY project, day")
-    con.execute("DROP TABLE settling")
+
+
+def _rewrite_sorted(
+    con: duckdb.DuckDBPyConnection,
+    rows: str,
+    where: str,
+    params: Sequence[object] = (),
+    emptied: Sequence[str] = (ROLLUPS,),
+) -> None:
+    """Replace what ``where`` selects in the ``emptied`` tables by ``rows`` (a ``SELECT`` of
+    the key and downloads) summed per key, appended to the rollups as one run sorted by
+    project and day: settling and regrouping both leave a project's rows of a period in one
+    place. The sums are made before anything is deleted, since ``rows`` reads those tables."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE rewriting AS SELECT {KEY}, sum(downloads)::BIGINT "
+        f"AS downloads FROM ({rows}) GROUP BY ALL",
+        params,
+    )
+    for table in emptied:
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
+    con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM rewriting ORDER BY project, day")
+    con.execute("DROP TABLE rewriting")
 
 
 def completed_periods(after: date, through: date) -> list[tuple[date, date]]:
@@ -566,14 +586,9 @@ def regroup(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
         where = f"{days} AND {projects}"
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE regrouping AS SELECT {KEY}, "
-                f"sum(downloads)::BIGINT AS downloads FROM {ROLLUPS} WHERE {where} GROUP BY ALL",
-                params,
+            _rewrite_sorted(
+                con, f"SELECT {KEY}, downloads FROM {ROLLUPS} WHERE {where}", where, params
             )
-            con.execute(f"DELETE FROM {ROLLUPS} WHERE {where}", params)
-            con.execute(f"INSERT INTO {ROLLUPS} SELECT * FROM regrouping ORDER BY project, day")
-            con.execute("DROP TABLE regrouping")
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT may have ended it
