@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--size-mb", type=float, default=100)
     parser.add_argument("--read-kb", type=int, default=16, help="what a reader takes at a time")
     parser.add_argument("--every", type=float, default=0.25, help="seconds between its reads")
     parser.add_argument("--rounds", type=int, default=1)
@@ -118,7 +118,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-files-slow-"))
     (root / "tmp").mkdir()
     store_dir = root / "files"
-    big = wheel_of_size("huge-wheel", args.size_mb * 2**20)
+    big = wheel_of_size("huge-wheel", int(args.size_mb * 2**20))
     path = asyncio.run(upload(open_store(f"file://{store_dir}"), *big)).path
     ours_bind = Bind("127.0.0.1", free_port())
     nginx_bind = Bind("127.0.0.1", free_port())
@@ -149,7 +149,7 @@ def main() -> None:
             wait_for_port(nginx_bind)
         time.sleep(1.0)  # let start-up settle before "idle" is read
         print(f"machine: {machine()}")
-        size = f"{args.size_mb} MB"
+        size = f"{args.size_mb:g} MB"
         rate = args.read_kb / args.every
         print(
             f"{args.readers} readers at ~{rate:.0f} KB/s ({args.read_kb} KB every"
