@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 import uuid
+from typing import cast
 
 import orjson
 import pytest
@@ -94,6 +95,41 @@ def test_keeper_renews_in_the_background_and_stops_when_lost(store: Store) -> No
             assert not await kept.confirm()
             assert kept.lost and not await kept.confirm()
         assert await _generations(store) == ["0000000001", "0000000002"]
+
+    asyncio.run(scenario())
+
+
+def test_a_lease_renewed_while_a_contender_reads_it_stays_with_its_holder(store: Store) -> None:
+    """The holder renews twice (confirming before it writes results, then before it deletes
+    the log object) between a contender's listing and its read of the generation listed: that
+    read finds nothing. Taken for an expired lease, it made the contender create generation 2
+    again, which the holder had renewed past, and both held the object until the contender's
+    next renewal (the "lost the lease" warning a loaded test run showed)."""
+
+    async def scenario() -> None:
+        holder = await leases.claim(store, KEY, "holder", 60.0)
+        assert holder is not None
+
+        class RenewedWhileRead:
+            """The store, but the holder renews twice right before the contender's first read."""
+
+            reads = 0
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(store, name)
+
+            async def get_bytes(self, key: str) -> bytes:
+                nonlocal holder
+                self.reads += 1
+                while self.reads == 1 and holder is not None and holder.generation < 3:
+                    holder = await leases.renew(store, holder, "holder", 60.0)
+                return await store.get_bytes(key)
+
+        contender = cast(Store, RenewedWhileRead())
+        assert await leases.claim(contender, KEY, "contender", 60.0) is None
+        assert await _generations(store) == ["0000000003"]
+        assert holder is not None
+        assert await leases.renew(store, holder, "holder", 60.0) == leases.Lease(KEY, 4)
 
     asyncio.run(scenario())
 

@@ -53,6 +53,7 @@ from pythonhosted.storage import NotFound, StorageError, Store
 from pythonhosted.storage.errors import AlreadyExists
 
 PREFIX = LEASES
+LOOKS = 4  # listings of a lease whose newest generation keeps vanishing as it is read
 log = logging.getLogger(__name__)
 
 
@@ -74,19 +75,28 @@ def _lease_key(key: str, generation: int) -> str:
 
 
 async def _newest(store: Store, key: str) -> tuple[int, float] | None:
-    """The newest generation of ``key``'s lease and its expiry, or None when unclaimed."""
-    found = await store.list(f"{PREFIX}{key}/")
-    if not found:
-        return None
-    newest = found[-1].key
-    generation = int(newest.rsplit("/", 1)[1])
-    try:
-        record = orjson.loads(await store.get_bytes(newest))
-    except NotFound:  # released while we looked: treat as expired
-        return generation, 0.0
-    except orjson.JSONDecodeError:  # torn or foreign: expired, so it cannot block forever
-        return generation, 0.0
-    return generation, float(record.get("expires", 0.0))
+    """The newest generation of ``key``'s lease and its expiry, or None when unclaimed.
+
+    A generation gone between the listing and its read was renewed away or released: the
+    key is listed again (a few times; then it counts as expired, so it cannot block forever).
+    Taking it for expired at once let a contender create a generation the holder had just
+    renewed past and deleted (two renewals in a row: one before writing results, one before
+    deleting the log object), so both held the object until the contender's next renewal.
+    """
+    for _ in range(LOOKS):
+        found = await store.list(f"{PREFIX}{key}/")
+        if not found:
+            return None
+        newest = found[-1].key
+        generation = int(newest.rsplit("/", 1)[1])
+        try:
+            record = orjson.loads(await store.get_bytes(newest))
+        except NotFound:
+            continue
+        except orjson.JSONDecodeError:  # torn or foreign: expired, so it cannot block forever
+            return generation, 0.0
+        return generation, float(record.get("expires", 0.0))
+    return generation, 0.0
 
 
 async def _create(store: Store, lease: Lease, owner: str, timeout: float) -> bool:
