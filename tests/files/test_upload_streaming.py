@@ -19,8 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from pythonhosted.catalog import project_records
+from pythonhosted.cli import main
 from pythonhosted.files.upload import SourceChanged, upload
 from pythonhosted.samples import write_large_wheel
 from pythonhosted.storage import Store, open_store
@@ -158,3 +160,14 @@ def test_a_small_file_rewritten_before_it_is_stored_is_refused(tmp_path: Path) -
         asyncio.run(upload(RewritingStore(store, path), WHEEL, path))  # type: ignore[arg-type]
     assert f"error: {refused.value}\n" == CHANGED
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+def test_a_pipe_is_refused_without_being_read(tmp_path: Path) -> None:
+    """The upload reads a file three times; a pipe can be read once (before, the command waited
+    for a writer, and would have stored whatever came)."""
+    pipe = tmp_path / WHEEL
+    os.mkfifo(pipe)
+    result = CliRunner().invoke(
+        main, ["files", "upload", "--store", f"file://{tmp_path}/store", str(pipe)]
+    )
+    assert (result.exit_code, result.output) == (1, f"error: {pipe}: not a regular file\n")
