@@ -19,8 +19,9 @@ is refused first:
 A ``.tar.gz`` of more than :data:`TAR_MAX_MEMBERS` members is refused as soon as the one past
 that many has been read, before the unpack budget would end it.
 
-Memory stays bounded whatever the archive: the tar stream is read in pieces and forgets each
-member after looking at it (``tarfile`` would keep every header otherwise).
+Memory stays bounded whatever the archive, and whatever its size: the archive is a seekable
+file (an upload's file on disk), read in pieces; the tar stream forgets each member after
+looking at it (``tarfile`` would keep every header otherwise).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ UNPACK_FLOOR = 16 * 2**20
 # Far more members than any real sdist has; the same bound as for zips.
 TAR_MAX_MEMBERS = 200_000
 TAR_READ = 2**20
+SCAN_READ = 2**20  # what counting a zip's directory entries reads at a time
 ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 # ``zipfile`` parses the whole central directory into objects before anything can be checked:
 # about 600 bytes and 50 us of CPU per entry (100,000 empty members, a 12 MB wheel: 59 MB
@@ -77,22 +79,23 @@ def _bad_name(name: str) -> bool:
 
 
 def zip_member(
-    data: bytes, choose: Callable[[list[str]], str], max_bytes: int, root: str | None = None
+    source: IO[bytes], choose: Callable[[list[str]], str], max_bytes: int, root: str | None = None
 ) -> bytes:
-    """The member of the zip ``data`` that ``choose`` picks from its names, after checking all.
+    """The member of the zip ``source`` that ``choose`` picks from its names, after checking
+    all.
 
     ``root``: every member must lie under this directory (an sdist's ``{name}-{version}/``).
     """
-    if _zip_entry_bound(data) > ZIP_MAX_ENTRIES:
+    if _zip_entry_bound(source) > ZIP_MAX_ENTRIES:
         raise ArchiveRefused(f"more than {ZIP_MAX_ENTRIES:,} members")
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(source) as archive:
             infos = archive.infolist()
             unpacked = 0
             for info in infos:
                 _check_zip_entry(info, root)
                 unpacked += info.file_size
-            if unpacked > unpack_budget(len(data)):
+            if unpacked > unpack_budget(_size_of(source)):
                 raise ArchiveRefused(f"unpacks to more than {UNPACK_RATIO}x its size")
             name = choose([info.filename for info in infos])
             with archive.open(name) as member:
@@ -101,11 +104,26 @@ def zip_member(
         raise ArchiveRefused(f"not a valid zip archive ({exc})") from None
 
 
-def _zip_entry_bound(data: bytes) -> int:
-    """At least the number of central directory entries in ``data``: their signature counted
+def _zip_entry_bound(source: IO[bytes]) -> int:
+    """At least the number of central directory entries in ``source``: their signature counted
     in the raw bytes (member data holding the bytes only over-counts), trusting nothing the
-    archive says about itself and parsing nothing."""
-    return data.count(CENTRAL_ENTRY)
+    archive says about itself and parsing nothing. Read a block at a time; a signature across
+    two blocks is counted from the last bytes of one and the first of the next."""
+    source.seek(0)
+    count = 0
+    overlap = len(CENTRAL_ENTRY) - 1
+    tail = b""
+    while block := source.read(SCAN_READ):
+        count += (tail + block[:overlap]).count(CENTRAL_ENTRY) + block.count(CENTRAL_ENTRY)
+        tail = block[-overlap:]
+    source.seek(0)
+    return count
+
+
+def _size_of(source: IO[bytes]) -> int:
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return size
 
 
 def _check_zip_entry(info: zipfile.ZipInfo, root: str | None) -> None:
@@ -122,11 +140,12 @@ def _check_zip_entry(info: zipfile.ZipInfo, root: str | None) -> None:
         raise ArchiveRefused(f"member {name!r} uses an unsupported compression method")
 
 
-def tar_gz_member(data: bytes, name: str, max_bytes: int, root: str) -> bytes:
-    """The regular file ``name`` of the ``.tar.gz`` ``data``; every member must lie under
+def tar_gz_member(source: IO[bytes], name: str, max_bytes: int, root: str) -> bytes:
+    """The regular file ``name`` of the ``.tar.gz`` ``source``; every member must lie under
     ``root`` and pass the ``data`` extraction filter, and the stream must be whole."""
     found: bytes | None = None
-    stream = _Budgeted(gzip.GzipFile(fileobj=io.BytesIO(data)), unpack_budget(len(data)))
+    budget = unpack_budget(_size_of(source))
+    stream = _Budgeted(gzip.GzipFile(fileobj=source), budget)
     try:
         # tarfile's stream mode only ever calls read(): the stub asks for a whole file object.
         source = cast("IO[bytes]", stream)

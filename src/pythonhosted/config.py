@@ -84,7 +84,7 @@ class FilesSettings(BaseModel):
     cache_entries: int = Field(default=20_000, ge=0)
     cache_max_bytes: int = 128 * 2**20
     cache_object_max_bytes: int = 16 * 2**20
-    upload_max_bytes: int = Field(default=2**30, gt=0)
+    upload_max_bytes: int = Field(default=4 * 2**30, gt=0)
     upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
 
 

@@ -9,10 +9,11 @@ installers compare them (canonical names, normalised versions).
 
 from __future__ import annotations
 
-import hashlib
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO
 
 from packaging.metadata import RawMetadata, parse_email
 from packaging.utils import (
@@ -96,25 +97,29 @@ def parse_filename(filename: str) -> Distribution:
     return dist
 
 
-def storage_key(data: bytes, filename: str) -> str:
-    """Warehouse's content-addressed key: BLAKE2b-256 hex split 2/2/60, then the filename."""
-    digest = hashlib.blake2b(data, digest_size=32).hexdigest()
-    return f"packages/{digest[:2]}/{digest[2:4]}/{digest[4:]}/{filename}"
+def storage_key(blake2b_256: str, filename: str) -> str:
+    """Warehouse's content-addressed key: the file's BLAKE2b-256 hex split 2/2/60, then the
+    filename."""
+    return f"packages/{blake2b_256[:2]}/{blake2b_256[2:4]}/{blake2b_256[4:]}/{filename}"
 
 
-def core_metadata(data: bytes, dist: Distribution, max_bytes: int = METADATA_MAX_BYTES) -> bytes:
-    """The core metadata inside the distribution: a wheel's ``.dist-info/METADATA``, an sdist's
-    ``{name}-{version}/PKG-INFO``; InvalidDistribution (one line) if the archive is unreadable
-    or hostile, or if the metadata names another project or version than the filename."""
+def core_metadata(
+    source: IO[bytes], dist: Distribution, max_bytes: int = METADATA_MAX_BYTES
+) -> bytes:
+    """The core metadata inside the distribution ``source`` (a seekable file, read in pieces):
+    a wheel's ``.dist-info/METADATA``, an sdist's ``{name}-{version}/PKG-INFO``;
+    InvalidDistribution (one line) if the archive is unreadable or hostile, or if the metadata
+    names another project or version than the filename."""
     try:
         if dist.package_type == "bdist_wheel":
-            return _checked(zip_member(data, _metadata_chooser(dist), max_bytes), dist, "METADATA")
+            found = zip_member(source, _metadata_chooser(dist), max_bytes)
+            return _checked(found, dist, "METADATA")
         root = dist.filename.removesuffix(".zip").removesuffix(".tar.gz")
         pkg_info = f"{root}/PKG-INFO"
         if dist.filename.endswith(".zip"):
-            found = zip_member(data, _exact(pkg_info), max_bytes, root)
+            found = zip_member(source, _exact(pkg_info), max_bytes, root)
         else:
-            found = tar_gz_member(data, pkg_info, max_bytes, root)
+            found = tar_gz_member(source, pkg_info, max_bytes, root)
         return _checked(found, dist, "PKG-INFO")
     except ArchiveRefused as exc:
         raise InvalidDistribution(f"{dist.filename}: {exc}") from None
@@ -122,7 +127,7 @@ def core_metadata(data: bytes, dist: Distribution, max_bytes: int = METADATA_MAX
 
 def wheel_metadata(data: bytes, dist: Distribution) -> bytes:
     """The wheel's ``*.dist-info/METADATA`` (PEP 658 serves it beside the wheel)."""
-    return core_metadata(data, dist)
+    return core_metadata(io.BytesIO(data), dist)
 
 
 def _metadata_chooser(dist: Distribution) -> Callable[[list[str]], str]:

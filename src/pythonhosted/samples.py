@@ -11,9 +11,11 @@ import gzip
 import hashlib
 import io
 import os
+import random
 import tarfile
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
@@ -118,6 +120,27 @@ def build_sdist(
             info.mtime = 1704067200
             archive.addfile(info, io.BytesIO(data))
     return f"{root}.tar.gz", buffer.getvalue()
+
+
+def write_large_wheel(directory: Path, name: str, version: str, payload: int) -> Path:
+    """A valid wheel (requiring Python 3.9) with one stored member of ``payload`` bytes that do
+    not compress (a random MiB repeated: deflate's window is 32 KiB), written into
+    ``directory`` a MiB at a time: uploads of gigabytes, without holding them."""
+    module = name.replace("-", "_")
+    info = f"{module}-{version}.dist-info"
+    path = directory / f"{module}-{version}-py3-none-any.whl"
+    block = random.Random(payload).randbytes(2**20)
+    directory.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(
+            f"{info}/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.9\n\n",
+        )
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+        with archive.open(f"{module}/payload.bin", "w", force_zip64=True) as member:
+            for start in range(0, payload, len(block)):
+                member.write(block[: payload - start])
+    return path
 
 
 def wheel_of_size(name: str, size: int) -> tuple[str, bytes]:

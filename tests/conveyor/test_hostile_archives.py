@@ -10,12 +10,9 @@ import asyncio
 import hashlib
 import os
 import re
-import signal
 import socket
 import stat
 import struct
-import subprocess
-import sys
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -27,7 +24,7 @@ from click.testing import CliRunner
 from pythonhosted.cli import main
 from pythonhosted.conveyor.bundle import BundleError, UploadLimits, open_bundle, pieces
 from pythonhosted.storage import open_store
-from support.processes import spawn
+from support.measured import run_measured
 
 MiB = 2**20
 GiB = 2**30
@@ -35,7 +32,6 @@ RSS_BOUND = 300 * MiB
 DEFAULT_FILE_LIMIT = 128 * MiB
 OLD_SITE = {"proj/index.html": b"old front page", "proj/old.html": b"old page"}
 PIECE = MiB
-PEAK_SCRIPT = Path(__file__).parent.parent / "support" / "peak.py"
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -332,27 +328,6 @@ def test_zip_that_is_corrupt_or_lies_about_sizes(docs: str, tmp_path: Path) -> N
 
 
 # --- bombs and floods, in a subprocess whose peak memory is measured --------------------------
-
-
-def run_measured(
-    args: list[str], tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 300
-) -> tuple[int, str, str, int]:
-    """Run ``pythonhosted ARGS`` in its own process group; exit code, stdout, stderr and its
-    peak RSS in bytes (``VmHWM``, see ``support/peak.py``)."""
-    peak_file = tmp_path / "peak"
-    process = spawn(
-        [sys.executable, str(PEAK_SCRIPT), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {}), "PEAK_FILE": str(peak_file)},
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-    return process.returncode, out.decode(), err.decode(), int(peak_file.read_text())
 
 
 def zip_bomb(path: Path, size: int, name: str = "bomb.bin") -> Path:

@@ -17,6 +17,7 @@ from pythonhosted.web.server import free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
 from support.edge import SAMPLES, EdgeFactory, seed
 from support.flood import fetch_all
+from support.passthrough import forward
 
 WHEEL = SAMPLES["wheel"]
 FAST = {"primary_connect_timeout": 0.5, "primary_read_timeout": 0.5}
@@ -115,21 +116,7 @@ class FlakyS3:
         if self.broken:
             await send_text(send, 500, "InternalError")
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        query = scope["query_string"].decode()
-        url = self.upstream + scope["path"] + ("?" + query if query else "")
-        async with httpx.AsyncClient() as client:
-            answer = await client.request(
-                scope["method"], url, headers=scope["headers"], content=body
-            )
-        out = [(k, v) for k, v in answer.headers.raw if k.lower() != b"transfer-encoding"]
-        await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
-        await send({"type": "http.response.body", "body": answer.content})
+        await forward(self.upstream, scope, receive, send)
 
 
 def test_cached_objects_survive_a_failing_store(

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import tracemalloc
 import zipfile
+from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
@@ -404,7 +405,7 @@ def test_many_members_cost_flat_memory_and_pkg_info_may_come_last() -> None:
     data = _tar_gz(*members, _entry(f"{ROOT}/PKG-INFO", _pkg_info()))
     tracemalloc.start()
     try:
-        found = tar_gz_member(data, f"{ROOT}/PKG-INFO", MiB, ROOT)
+        found = tar_gz_member(io.BytesIO(data), f"{ROOT}/PKG-INFO", MiB, ROOT)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -486,6 +487,11 @@ class FailingPuts:
         if key.endswith(self.suffix):
             raise StoreUnavailable("connection refused")
         await self._store.put(key, data, **options)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], **options: Any) -> None:
+        if key.endswith(self.suffix):
+            raise StoreUnavailable("connection refused")
+        await self._store.put_stream(key, chunks, **options)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)

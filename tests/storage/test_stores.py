@@ -23,6 +23,7 @@ from pythonhosted.storage import (
     Timeouts,
     open_store,
 )
+from pythonhosted.storage.directory import STAGING_PREFIX
 from pythonhosted.storage.errors import AlreadyExists
 from support.processes import wait_until
 
@@ -149,7 +150,9 @@ async def _chunks(total: int, piece: int, fail_after: int | None = None) -> Asyn
 def _pending_uploads(store: Store, request: pytest.FixtureRequest) -> str:
     """What the store keeps of unfinished uploads: staging files, S3 multipart uploads."""
     if isinstance(store, DirectoryStore):
-        return " ".join(sorted(str(path) for path in store.root.rglob("*") if "#" in path.name))
+        staged = [path for path in store.root.rglob("*") if "#" in path.name]
+        staged += (store.root / STAGING_PREFIX).glob("*")
+        return " ".join(sorted(str(path) for path in staged))
     if store.url.startswith("s3://"):
         endpoint = request.getfixturevalue("moto_endpoint")
         listing = httpx.get(f"{endpoint}/{store.url.removeprefix('s3://')}?uploads").text
@@ -180,6 +183,32 @@ def test_a_local_file_goes_up_and_comes_back_whole(writable_store: Store, tmp_pa
 
     run(scenario())
     assert (tmp_path / "back.parquet").read_bytes() == data
+
+
+@pytest.mark.parametrize("total", [10, 12 * 2**20 + 7], ids=["one-part", "several-parts"])
+def test_put_stream_creates_only_with_its_type_and_metadata(
+    writable_store: Store, request: pytest.FixtureRequest, total: int
+) -> None:
+    """What an upload asks of a streamed put: a content type and metadata kept with the
+    object, and a taken key refused (AlreadyExists) with the object left as it was."""
+    key = f"packages/{total}/demo-1.0.tar.gz"  # memory stores may share a name across tests
+    expected = b"".join(asyncio.run(_gather(_chunks(total, 1_000_003))))
+
+    async def scenario() -> None:
+        options: dict[str, Any] = {"content_type": "application/x-tar", "create_only": True}
+        await writable_store.put_stream(
+            key, _chunks(total, 1_000_003), metadata={"project": "demo"}, **options
+        )
+        with pytest.raises(AlreadyExists):
+            await writable_store.put_stream(key, _chunks(total, 999_983), **options)
+        info = await writable_store.info(key)
+        assert (info.size, info.content_type) == (total, "application/x-tar")
+        assert dict(info.metadata) == {"project": "demo"}
+        assert await writable_store.get_bytes(key) == expected
+        assert [item.key for item in await writable_store.list(f"packages/{total}")] == [key]
+
+    run(scenario())
+    wait_until(lambda: _pending_uploads(writable_store, request) == "", timeout=10)
 
 
 async def _gather(chunks: AsyncIterator[bytes]) -> list[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -37,9 +38,15 @@ class Sample:
 
 WHEEL = build_wheel("Demo-Pkg", "1.0", module_source="DATA = " + repr("x" * 40_000) + "\n")
 SDIST = build_sdist("demo-pkg", "1.0")
+
+
+def _path_of(filename: str, data: bytes) -> str:
+    return "/" + storage_key(hashlib.blake2b(data, digest_size=32).hexdigest(), filename)
+
+
 SAMPLES = {
-    "wheel": Sample(WHEEL[0], WHEEL[1], "/" + storage_key(WHEEL[1], WHEEL[0])),
-    "sdist": Sample(SDIST[0], SDIST[1], "/" + storage_key(SDIST[1], SDIST[0])),
+    "wheel": Sample(WHEEL[0], WHEEL[1], _path_of(*WHEEL)),
+    "sdist": Sample(SDIST[0], SDIST[1], _path_of(*SDIST)),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from pathlib import Path
 from typing import cast
@@ -42,7 +43,7 @@ def _distribution_row(tmp_path: Path, uploaded: str = UPLOADED) -> bytes:
         upload_time=uploaded,
         md5="2" * 32,
     )
-    metadata = core_metadata(SDIST[1], parse_filename(SDIST_NAME))
+    metadata = core_metadata(io.BytesIO(SDIST[1]), parse_filename(SDIST_NAME))
     return row_json(metadata_row(record, metadata, "2" * 32))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pythonhosted.files.manage_cli import (
     unyank_command,
     yank_command,
 )
-from pythonhosted.files.upload import UploadRefused, upload
+from pythonhosted.files.upload import SourceChanged, UploadRefused, upload
 from pythonhosted.storage import StorageError
 
 
@@ -48,16 +49,20 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
     failures = 0
     for path in paths:
         try:
-            if path.stat().st_size > limit:
+            status = path.stat()
+            if not stat.S_ISREG(status.st_mode):  # a pipe can be read once, the upload reads thrice
+                click.echo(f"error: {path}: not a regular file", err=True)
+                failures += 1
+                continue
+            if status.st_size > limit:
                 click.echo(f"error: {path.name}: larger than {limit} bytes", err=True)
                 failures += 1
                 continue
-            data = path.read_bytes()
             record = asyncio.run(
                 upload(
                     store,
                     path.name,
-                    data,
+                    path,
                     metadata_max_bytes=settings.files.upload_metadata_max_bytes,
                 )
             )
@@ -65,7 +70,7 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
             click.echo(f"error: {path}: {exc.strerror}", err=True)
             failures += 1
             continue
-        except (InvalidDistribution, UploadRefused) as exc:  # their messages name the file
+        except (InvalidDistribution, UploadRefused, SourceChanged) as exc:  # they name the file
             click.echo(f"error: {exc}", err=True)
             failures += 1
             continue

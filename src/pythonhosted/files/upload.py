@@ -10,6 +10,14 @@ index and conveyor read, so a refused file stores nothing, and an upload that fa
 leaves at most content-addressed objects that nothing lists (the next attempt completes it).
 Identical bytes re-uploaded are a no-op; different bytes under an existing filename are refused
 (filenames are unique forever on PyPI).
+
+Memory does not grow with the file: it is read from disk a block at a time, three times. The
+first pass computes the hashes (the key's BLAKE2b-256, SHA-256, MD5); then the core metadata
+is read out of the archive; then the bytes are streamed to the store and hashed again, and the
+put is aborted (SourceChanged, nothing stored) unless they are the bytes the key was made
+from. So a file rewritten during the upload is never stored under a key its bytes do not
+have, nor recorded with metadata read from other bytes than those stored. When the object is
+already stored (an earlier attempt), that last pass only reads and hashes.
 """
 
 from __future__ import annotations
@@ -17,13 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import mimetypes
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
 
 from pythonhosted import __version__
 from pythonhosted.catalog import FileRecord, get_record, mark_changed, record_key, was_deleted
 from pythonhosted.distributions import (
     METADATA_MAX_BYTES,
+    Distribution,
     core_metadata,
     parse_filename,
     requires_python,
@@ -35,10 +49,23 @@ from pythonhosted.warehouse.metadata import enqueue
 
 METADATA_CONTENT_TYPE = "text/plain; charset=utf-8"
 UPLOADED_VIA = f"pythonhosted/{__version__}"
+BLOCK = 2**20  # what each pass over the file reads at a time
 
 
 class UploadRefused(ValueError):
     """The store already has a different file under this filename, or had one (deleted)."""
+
+
+class SourceChanged(ValueError):
+    """The file's bytes changed while it was being uploaded; nothing was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    size: int
+    blake2b_256: str
+    sha256: str
+    md5: str
 
 
 def content_type_for(filename: str) -> str:
@@ -50,21 +77,40 @@ def content_type_for(filename: str) -> str:
 async def upload(
     store: Store,
     filename: str,
-    data: bytes,
+    source: bytes | Path,
     *,
     metadata_max_bytes: int = METADATA_MAX_BYTES,
     uploaded_via: str = UPLOADED_VIA,
 ) -> FileRecord:
-    """Store one distribution; return its catalog record (the existing one for a no-op).
+    """Store one distribution, its bytes or the file at a path; return its catalog record (the
+    existing one for a no-op).
 
     InvalidDistribution for a file that fails the checks, UploadRefused for a name taken by
-    other bytes; nothing is stored in either case. ``uploaded_via``: the uploading tool, as
-    the warehouse's ``distribution_metadata`` reports it.
+    other bytes, SourceChanged for a file written to meanwhile; nothing is stored in any of
+    these cases. ``uploaded_via``: the uploading tool, as the warehouse's
+    ``distribution_metadata`` reports it.
     """
     dist = parse_filename(filename)
-    metadata = await asyncio.to_thread(core_metadata, data, dist, metadata_max_bytes)
-    key = storage_key(data, filename)
-    blake2 = key.split("/")[1] + key.split("/")[2] + key.split("/")[3]
+    if isinstance(source, bytes):
+        return await _upload(store, dist, io.BytesIO(source), metadata_max_bytes, uploaded_via)
+    # Unbuffered: a buffered reader's seek back to the start of a small file reads its buffer
+    # again, not the file, and a verifying pass would see the bytes of the first pass.
+    with await asyncio.to_thread(open, source, "rb", buffering=0) as file:
+        return await _upload(store, dist, file, metadata_max_bytes, uploaded_via)
+
+
+async def _upload(
+    store: Store,
+    dist: Distribution,
+    file: BinaryIO,
+    metadata_max_bytes: int,
+    uploaded_via: str,
+) -> FileRecord:
+    filename = dist.filename
+    digests = await asyncio.to_thread(digests_of, file)
+    metadata = await asyncio.to_thread(core_metadata, file, dist, metadata_max_bytes)
+    key = storage_key(digests.blake2b_256, filename)
+    blake2 = digests.blake2b_256
     existing = await get_record(store, dist.project, filename)
     if existing is None and await was_deleted(store, dist.project, filename):
         raise UploadRefused(
@@ -73,15 +119,19 @@ async def upload(
     if existing is not None:
         if existing.blake2b_256 != blake2:
             raise UploadRefused(f"{filename}: a different file with this name already exists")
+        await asyncio.to_thread(_verify, file, filename, digests)  # the metadata's bytes
         if existing.md5 is not None:  # (a record from before: the backfill's to do)
             await enqueue(store, existing, metadata)  # an upload that stopped before it
         return existing
 
     metadata_sha256 = None
-    await _put_once(store, key, data, content_type_for(filename), dist.metadata())
+    await _put_verified(store, key, file, dist, digests)
     if dist.package_type == "bdist_wheel":
         metadata_sha256 = hashlib.sha256(metadata).hexdigest()
-        await _put_once(store, key + ".metadata", metadata, METADATA_CONTENT_TYPE, None)
+        with contextlib.suppress(AlreadyExists):  # content-addressed: same key, same bytes
+            await store.put(
+                key + ".metadata", metadata, content_type=METADATA_CONTENT_TYPE, create_only=True
+            )
 
     record = FileRecord(
         filename=filename,
@@ -90,13 +140,13 @@ async def upload(
         version=dist.version,
         package_type=dist.package_type,
         python_version=dist.python_version,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        size=digests.size,
+        sha256=digests.sha256,
         blake2b_256=blake2,
         upload_time=(await _upload_time(store, key)),
         requires_python=requires_python(metadata),
         metadata_sha256=metadata_sha256,
-        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        md5=digests.md5,
         uploaded_via=uploaded_via,
     )
     try:
@@ -116,11 +166,69 @@ async def upload(
     return record
 
 
-async def _put_once(
-    store: Store, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None
+def digests_of(file: BinaryIO) -> Digests:
+    """The file's size and hashes, in one pass."""
+    blake2, sha256 = _blake2b_256(), hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = sum(len(block) for block in _blocks(file, blake2.update, sha256.update, md5.update))
+    return Digests(size, blake2.hexdigest(), sha256.hexdigest(), md5.hexdigest())
+
+
+def _blake2b_256() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=32)
+
+
+def _blocks(file: BinaryIO, *updates: Callable[[bytes], None]) -> Iterator[bytes]:
+    """The file from its start, a block at a time, each given to ``updates`` first."""
+    file.seek(0)
+    while block := file.read(BLOCK):
+        for update in updates:
+            update(block)
+        yield block
+
+
+async def _put_verified(
+    store: Store, key: str, file: BinaryIO, dist: Distribution, digests: Digests
 ) -> None:
-    with contextlib.suppress(AlreadyExists):  # content-addressed: same key, same bytes
-        await store.put(key, data, content_type=content_type, metadata=metadata, create_only=True)
+    """Stream the file to ``key`` unless it is there (content-addressed: same key, same
+    bytes), aborting the put unless the bytes read are those of ``digests``."""
+    try:
+        await store.put_stream(
+            key,
+            _verified_blocks(file, dist.filename, digests),
+            content_type=content_type_for(dist.filename),
+            metadata=dist.metadata(),
+            create_only=True,
+        )
+    except AlreadyExists:
+        await asyncio.to_thread(_verify, file, dist.filename, digests)
+
+
+async def _verified_blocks(file: BinaryIO, filename: str, digests: Digests) -> AsyncIterator[bytes]:
+    """The file's blocks, read in a thread; SourceChanged instead of the end when they are
+    not the bytes of ``digests``, or as soon as there are more of them."""
+    blake2 = _blake2b_256()
+    blocks = _blocks(file, blake2.update)
+    size = 0
+    while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+        size += len(block)
+        if size > digests.size:
+            raise _changed(filename)
+        yield block
+    if (size, blake2.hexdigest()) != (digests.size, digests.blake2b_256):
+        raise _changed(filename)
+
+
+def _verify(file: BinaryIO, filename: str, digests: Digests) -> None:
+    """SourceChanged unless the file's bytes are still those of ``digests``."""
+    blake2 = _blake2b_256()
+    size = sum(len(block) for block in _blocks(file, blake2.update))
+    if (size, blake2.hexdigest()) != (digests.size, digests.blake2b_256):
+        raise _changed(filename)
+
+
+def _changed(filename: str) -> SourceChanged:
+    return SourceChanged(f"{filename}: the file changed while it was being uploaded")
 
 
 async def _upload_time(store: Store, key: str) -> str:

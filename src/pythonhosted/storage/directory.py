@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,9 @@ from pythonhosted.storage.stores import (
     check_key,
     translate,
 )
+
+# Where streamed writes are assembled before they are renamed into place.
+STAGING_PREFIX = f"{META_PREFIX}.staging/"
 
 
 def sidecar_of(key: str) -> str:
@@ -90,6 +94,46 @@ class DirectoryStore(Store):
         create_only: bool = False,
     ) -> None:
         check_key(key)
+
+        async def write(mode: Literal["create", "overwrite"]) -> None:
+            await obstore.put_async(self.backend, key, data, mode=mode)
+
+        await self._with_sidecar(key, write, content_type, metadata, create_only)
+
+    async def _put_parts(
+        self,
+        key: str,
+        parts: AsyncIterator[bytes],
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        create_only: bool,
+    ) -> None:
+        """The parts go to a staging file under ``.meta/`` (which listings leave out), renamed
+        into place once whole: a link that fails when the key is taken for ``create_only``,
+        which obstore's own multipart put (an overwriting rename) cannot do. A failed or
+        interrupted write removes its staging file; only a killed process leaves one there,
+        never seen by a reader."""
+        staging = f"{STAGING_PREFIX}{secrets.token_hex(16)}"
+        try:
+            await self._multipart(staging, parts, None)
+
+            async def place(mode: Literal["create", "overwrite"]) -> None:
+                overwrite = mode == "overwrite"
+                await obstore.rename_async(self.backend, staging, key, overwrite=overwrite)
+
+            await self._with_sidecar(key, place, content_type, metadata, create_only)
+        finally:
+            (self.root / staging).unlink(missing_ok=True)
+
+    async def _with_sidecar(
+        self,
+        key: str,
+        write: Callable[[Literal["create", "overwrite"]], Awaitable[None]],
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        create_only: bool,
+    ) -> None:
+        """``write`` the object, and its sidecar in the order the module docstring gives."""
         sidecar = (
             orjson.dumps({"content_type": content_type, "metadata": dict(metadata or {})})
             if content_type or metadata
@@ -99,7 +143,7 @@ class DirectoryStore(Store):
         try:
             if sidecar is not None and not create_only:
                 await obstore.put_async(self.backend, sidecar_of(key), sidecar)
-            await obstore.put_async(self.backend, key, data, mode=mode)
+            await write(mode)
             if sidecar is not None and create_only:
                 await obstore.put_async(self.backend, sidecar_of(key), sidecar)
         except Exception as exc:

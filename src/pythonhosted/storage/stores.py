@@ -229,9 +229,6 @@ class Store:
         a read timeout shorter than that turns a loss into StoreUnavailable.
         """
         check_key(key)
-        attributes: dict[str, str] = dict(metadata or {})
-        if content_type or self.default_content_type:
-            attributes["Content-Type"] = content_type or self.default_content_type or ""
         mode: Literal["create", "overwrite"] = "create" if create_only else "overwrite"
         try:
             await obstore.put_async(
@@ -239,7 +236,7 @@ class Store:
                 key,
                 data,
                 mode=mode,
-                attributes=attributes or None,
+                attributes=self._attributes(content_type, metadata),
                 # The memory store joins a multipart upload's parts by copying them all:
                 # one whole put keeps the caller's buffer and is ~8x cheaper (100 MB).
                 use_multipart=False if isinstance(self.backend, MemoryStore) else None,
@@ -247,25 +244,83 @@ class Store:
         except Exception as exc:
             raise translate(exc, self.label, write=True) from exc
 
-    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> None:
-        """Write an object from ``chunks`` without holding it whole; atomic like :meth:`put`.
+    def _attributes(
+        self, content_type: str | None, metadata: Mapping[str, str] | None
+    ) -> dict[str, str] | None:
+        attributes: dict[str, str] = dict(metadata or {})
+        if content_type or self.default_content_type:
+            attributes["Content-Type"] = content_type or self.default_content_type or ""
+        return attributes or None
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        create_only: bool = False,
+    ) -> None:
+        """Write an object from ``chunks`` without holding it whole; atomic like :meth:`put`,
+        with the same options.
 
         At most ``PART_BYTES * (PARTS_IN_FLIGHT + 1)`` bytes are buffered. When ``chunks``
         raises, nothing is written (a cloud store's multipart upload is aborted, a local
         store's staging file removed, an existing object left as it was) and that exception
-        propagates as it is; store failures raise StorageError as everywhere else.
+        propagates as it is; store failures raise StorageError as everywhere else. A stream
+        that ends within one part is one :meth:`put`.
+
+        ``create_only`` is exact for local directories and for objects of one part. A larger
+        object goes to S3 or GCS as a multipart upload, which obstore cannot make conditional:
+        the key is looked up first (AlreadyExists when taken), and two writers racing past
+        that check both write, the last one winning. That is safe for content-addressed keys
+        whose bytes the caller verified (identical bytes either way), which is what uploads
+        write this way.
         """
         check_key(key)
+        source = aiter(chunks)
+        first, rest = await _first_part(source)
+        if rest is None:
+            await self.put(
+                key,
+                b"".join(first),
+                content_type=content_type,
+                metadata=metadata,
+                create_only=create_only,
+            )
+            return
+        parts = _chained(first, rest, source)
+        await self._put_parts(key, parts, content_type, metadata, create_only)
+
+    async def _put_parts(
+        self,
+        key: str,
+        parts: AsyncIterator[bytes],
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        create_only: bool,
+    ) -> None:
+        """A multipart write of an object larger than one part (see :meth:`put_stream`)."""
+        if create_only:
+            with contextlib.suppress(NotFound):
+                await self.info(key)
+                raise AlreadyExists(f"{self.label}: {key} already exists")
+        await self._multipart(key, parts, self._attributes(content_type, metadata))
+
+    async def _multipart(
+        self, name: str, parts: AsyncIterator[bytes], attributes: dict[str, str] | None
+    ) -> None:
+        """obstore's multipart put of ``parts`` to the backend object ``name``, overwriting;
+        the source's own failure propagates as it is."""
         failure: list[BaseException] = []
 
         async def forwarded() -> AsyncIterator[bytes]:
-            # Only what ``chunks`` raises is the source's failure: when the store fails first,
+            # Only what ``parts`` raises is the source's failure: when the store fails first,
             # obstore closes this generator (GeneratorExit at the yield), and taking that for
             # the source's failure replaced the store's error with a GeneratorExit traceback.
-            source = aiter(chunks)
             while True:
                 try:
-                    chunk = await anext(source)
+                    chunk = await anext(parts)
                 except StopAsyncIteration:
                     return
                 except BaseException as exc:
@@ -276,8 +331,9 @@ class Store:
         try:
             await obstore.put_async(
                 self.backend,
-                key,
+                name,
                 forwarded(),
+                attributes=attributes,
                 chunk_size=PART_BYTES,
                 max_concurrency=PARTS_IN_FLIGHT,
             )
@@ -286,16 +342,27 @@ class Store:
                 raise failure[0] from None
             raise translate(exc, self.label, write=True) from exc
 
-    async def put_file(self, key: str, path: Path) -> None:
-        """Write an object from the local file ``path``, a part at a time (:meth:`put_stream`):
-        exports write files larger than a process should hold (a day of downloads in Parquet)."""
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        create_only: bool = False,
+    ) -> None:
+        """Write an object from the local file ``path``, a part at a time (:meth:`put_stream`,
+        same options): exports write files larger than a process should hold (a day of
+        downloads in Parquet)."""
 
         async def parts() -> AsyncIterator[bytes]:
             with await asyncio.to_thread(open, path, "rb") as source:
                 while part := await asyncio.to_thread(source.read, PART_BYTES):
                     yield part
 
-        await self.put_stream(key, parts())
+        await self.put_stream(
+            key, parts(), content_type=content_type, metadata=metadata, create_only=create_only
+        )
 
     async def get_file(self, key: str, path: Path) -> None:
         """Write the object ``key`` into the local file ``path``, a chunk at a time."""
@@ -402,3 +469,28 @@ class Store:
         names = {path[len(prefix) :].rstrip("/") for path in listed["common_prefixes"]}
         names.update(meta["path"][len(prefix) :] for meta in listed["objects"])
         return sorted(names)
+
+
+async def _first_part(
+    source: AsyncIterator[bytes],
+) -> tuple[list[bytes], bytes | None]:
+    """The chunks of ``source`` up to :data:`PART_BYTES`, and the chunk that went past that
+    (None when the stream ended first: the object is one part)."""
+    first: list[bytes] = []
+    size = 0
+    async for chunk in source:
+        if size + len(chunk) > PART_BYTES:
+            return first, chunk
+        first.append(chunk)
+        size += len(chunk)
+    return first, None
+
+
+async def _chained(
+    first: list[bytes], following: bytes, source: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    yield following
+    async for chunk in source:
+        yield chunk

@@ -29,8 +29,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -183,7 +185,9 @@ async def queued(store: Store, limit: int) -> list[tuple[str, bytes]]:
 
 async def _file_row(store: Store, record: FileRecord) -> bytes:
     """A stored file's row: the core metadata from its sidecar (a wheel's, when its MD5 is
-    recorded too) or from the file itself."""
+    recorded too) or from the file itself, copied to a scratch file first: files reach
+    gigabytes, and :data:`READ_CONCURRENCY` of them held in memory at once took that many
+    times their size."""
     key = record.path.removeprefix("/")
     metadata: bytes | None = None
     md5 = record.md5
@@ -192,16 +196,29 @@ async def _file_row(store: Store, record: FileRecord) -> bytes:
             metadata = await store.get_bytes(key + ".metadata")
         except NotFound:
             metadata = None
-    if metadata is None or md5 is None:
-        data = await store.get_bytes(key)
-        md5 = md5 or hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if metadata is not None and md5 is not None:
+        return row_json(metadata_row(record, metadata, md5))
+    with tempfile.TemporaryDirectory(prefix="pythonhosted-backfill-") as scratch:
+        copy = Path(scratch) / "file"
+        await store.get_file(key, copy)
+        found, digest = await asyncio.to_thread(_read_copy, copy, record)
+    return row_json(metadata_row(record, found, digest))
+
+
+def _md5() -> hashlib._Hash:
+    return hashlib.md5(usedforsecurity=False)
+
+
+def _read_copy(copy: Path, record: FileRecord) -> tuple[bytes | None, str]:
+    """The core metadata (None when unreadable) and the MD5 of a stored file's copy."""
+    with copy.open("rb") as file:
+        md5 = record.md5 or hashlib.file_digest(file, _md5).hexdigest()
         try:
-            dist = parse_filename(record.filename)
-            metadata = await asyncio.to_thread(core_metadata, data, dist)
+            return core_metadata(file, parse_filename(record.filename)), md5
         except InvalidDistribution as exc:
+            key = record.path.removeprefix("/")
             log.warning("%s: no readable core metadata (%s); its row has the record only", key, exc)
-            metadata = None
-    return row_json(metadata_row(record, metadata, md5))
+            return None, md5
 
 
 async def backfill_rows(store: Store, known: Callable[[str], bool]) -> AsyncIterator[list[bytes]]:
