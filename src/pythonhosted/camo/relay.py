@@ -5,11 +5,18 @@ so anything that goes wrong before then can still become a proper refusal. A bod
 be finished once it has started (size limit passed, deadline hit) is aborted by raising
 :class:`CutOff` out of the ASGI app: the server then drops the connection, so neither a
 browser nor a cache in front can mistake the partial body for the whole image.
+
+Once the client has hung up (its :class:`~pythonhosted.web.departure.Presence` says so),
+nothing more is sent: granian's ``send`` does not fail then, it drops what it is given, so
+sending would only cost CPU. A body chunk then raises
+:class:`~pythonhosted.web.departure.Departed`, unless others still want the body being read
+(a cache fill that coalesced requests wait for).
 """
 
 from __future__ import annotations
 
 from pythonhosted.camo.errors import Refused
+from pythonhosted.web.departure import Presence
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.shell import CutShort
 from pythonhosted.web.types import Headers, Message, Send
@@ -21,8 +28,9 @@ class CutOff(CutShort):
 
 
 class Relay:
-    def __init__(self, send: Send, always: Headers, *, head: bool) -> None:
+    def __init__(self, send: Send, presence: Presence, always: Headers, *, head: bool) -> None:
         self._send = send
+        self.presence = presence
         self._always = always
         self._head = head
         self._pending: Message | None = None
@@ -53,13 +61,16 @@ class Relay:
         """
         if self._head or not (chunk or last):
             return
+        if self.presence.gone:
+            self.presence.check()  # Departed, unless the body is being cached for others
+            return
         await self._flush()
         self.body_bytes += len(chunk)
         self._ended = last
         await self._send({"type": "http.response.body", "body": chunk, "more_body": not last})
 
     async def end(self) -> None:
-        if not self._ended:
+        if not self._ended and not self.presence.gone:
             await self._flush()
             self._ended = True
             await self._send({"type": "http.response.body", "body": b""})
