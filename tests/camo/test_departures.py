@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import resource
 import socket
 import sys
@@ -23,8 +24,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pythonhosted.camo import sign_url
-from pythonhosted.web.server import Bind, free_port, wait_for_port
+from pythonhosted.camo import create_app, sign_url
+from pythonhosted.config import CamoSettings
+from pythonhosted.web.responses import send_response
+from pythonhosted.web.server import Bind, free_port, running, wait_for_port
+from pythonhosted.web.types import ASGIApp, Receive, Scope, Send
 from support.memory import resident, settled
 from support.processes import started, wait_until
 
@@ -49,10 +53,10 @@ BACK_TO_IDLE = 1.5
 
 
 class SlowHost:
-    """An image host on 127.0.0.2, in a thread of its own: ``/held`` never answers;
-    ``/gated`` sends its first piece, then the rest once :meth:`open_gate`; ``/fast`` sends
-    ``PNG`` at once; anything else a piece every ``PACE`` seconds (with ``Cache-Control`` if the path has
-    ``cached``). It stops sending once the requester hangs up."""
+    """An image host on 127.0.0.2, in a thread of its own, sending ``PNG``: ``/held`` never
+    answers; ``/gated`` sends a first piece, then the rest once :meth:`open_gate`; ``/fast``
+    sends all at once; anything else a piece every ``PACE`` seconds. With ``Cache-Control``
+    if the path says ``cached``. It stops sending once the requester hangs up."""
 
     def __init__(self) -> None:
         self.requests = 0
@@ -116,10 +120,11 @@ class SlowHost:
                 writer.write(PNG[offset : offset + PIECE])
                 await writer.drain()
                 self.sent += PIECE
-                if path.startswith(b"/gated"):
-                    await asyncio.wait([hung_up], timeout=None if offset == 0 else 0)
-                    await self._gate.wait()
-                elif not path.startswith(b"/fast"):
+                if path.startswith(b"/gated") and not self._gate.is_set():
+                    opened = asyncio.ensure_future(self._gate.wait())
+                    await asyncio.wait([hung_up, opened], return_when=asyncio.FIRST_COMPLETED)
+                    opened.cancel()
+                elif not path.startswith((b"/fast", b"/gated")):
                     await asyncio.wait([hung_up], timeout=PACE)
                 if hung_up.done():
                     return
@@ -184,8 +189,9 @@ def test_clients_that_leave_cost_upstream_a_small_share_and_camo_its_memory(
     if soft != resource.RLIM_INFINITY and soft < 3 * CLIENTS + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 3 * CLIENTS + 256), hard))
     bind = Bind("127.0.0.1", free_port())
-    command = [sys.executable, "-m", "pythonhosted", "camo", "serve", f"--bind={bind.host}:{bind.port}"]
-    command += [f"--allow-network={HOST}/32", f"--timeout={TIMEOUT}s", "--workers=1"]
+    command = [sys.executable, "-m", "pythonhosted", "camo", "serve", "--workers=1"]
+    command += [f"--bind={bind.host}:{bind.port}", f"--allow-network={HOST}/32"]
+    command += [f"--timeout={TIMEOUT}s"]
     env = {"PYTHONHOSTED_CAMO_KEY": KEY, "PATH": "/usr/bin:/bin"}
     signed = [sign_url(host.url(f"/image{n}.png"), KEY.encode()) for n in range(CLIENTS)]
     with started(command, env=env) as camo:
@@ -211,15 +217,93 @@ def test_clients_that_leave_cost_upstream_a_small_share_and_camo_its_memory(
     assert image == PNG
 
 
+def counting_tasks(app: ASGIApp) -> ASGIApp:
+    """``app``, with ``GET /_tasks`` answering how many tasks its event loop has."""
+
+    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/_tasks":
+            await send_response(send, 200, b"%d" % len(asyncio.all_tasks()))
+        else:
+            await app(scope, receive, send)
+
+    return counting
+
+
 def test_a_client_that_leaves_before_the_headers_ends_the_upstream_request(
-    host: SlowHost, make_camo: CamoFactory
+    host: SlowHost,
 ) -> None:
-    with make_camo(allow_networks=[f"{HOST}/32"], timeout=TIMEOUT) as camo:
-        address, port = camo.base.removeprefix("http://").split(":")
+    """Well before camo's deadline, and nothing is left running for it."""
+    settings = CamoSettings(key=KEY, allow_networks=[f"{HOST}/32"], timeout=TIMEOUT)
+    with running(counting_tasks(create_app(settings))) as base:
+        tasks = int(httpx.get(f"{base}/_tasks").text)
+        address, port = base.removeprefix("http://").split(":")
         with socket.create_connection((address, int(port))) as sock:
-            path = camo.url(host.url("/held.png")).removeprefix(camo.base)
+            path = sign_url(host.url("/held.png"), KEY.encode())
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camo\r\n\r\n".encode())
             wait_until(lambda: host.requests == 1)
         wait_until(lambda: host.closed == 1, timeout=TIMEOUT / 6)
-        counts = metric(camo.base, "camo_requests_total")
-    assert counts == {(("status", "499"),): 1.0}
+        wait_until(lambda: metric(base, "camo_requests_in_flight")[()] == 1)
+        counts = metric(base, "camo_responses_total")
+        assert int(httpx.get(f"{base}/_tasks").text) == tasks
+    assert counts == {(("code", "499"),): 1.0}
+
+
+def ask(base: str, path: str) -> socket.socket:
+    """A connection that asked camo for ``path`` (the caller reads the answer)."""
+    address, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((address, int(port)), timeout=TIMEOUT)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camo\r\n\r\n".encode())
+    return sock
+
+
+def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """The whole answer on ``sock``: status, headers, body."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, dict(response.getheaders()), response.read()
+
+
+def test_a_coalesced_request_gets_the_image_its_leader_left_and_it_is_cached(
+    host: SlowHost, make_camo: CamoFactory, tmp_path: Path
+) -> None:
+    """The client whose request fetches an image leaves while a second client waits for the
+    same image: the fetch goes on for the second, which gets every byte, and is stored."""
+    with make_camo(allow_networks=[f"{HOST}/32"], timeout=TIMEOUT, cache_dir=tmp_path) as camo:
+        path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
+        with ask(camo.base, path) as leader:
+            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
+            follower = ask(camo.base, path)
+            # both in camo (the scrape too): the second waits for the first one's fetch
+            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 3)
+        with follower:
+            host.open_gate()
+            status, headers, body = answer(follower)
+        again = camo.client.get(path)
+        counts = metric(camo.base, "camo_responses_total")
+    assert (status, headers["x-camo-cache"], body == PNG) == (200, "HIT", True)
+    assert (again.headers["x-camo-cache"], again.content == PNG) == ("HIT", True)
+    assert host.requests == 1
+    assert counts == {(("code", "200"),): 2.0, (("code", "499"),): 1.0}
+
+
+@pytest.mark.parametrize("followers", [0, 1], ids=["alone", "with-a-follower-that-leaves"])
+def test_a_fill_nobody_waits_for_stops_and_leaves_no_entry(
+    host: SlowHost, make_camo: CamoFactory, tmp_path: Path, followers: int
+) -> None:
+    """The client whose request fetches a cacheable image leaves, and so does any client
+    waiting for the same image: the fetch stops at once, and the image is not cached."""
+    with make_camo(allow_networks=[f"{HOST}/32"], timeout=TIMEOUT, cache_dir=tmp_path) as camo:
+        path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
+        with ask(camo.base, path) as leader:
+            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
+            waiting = [ask(camo.base, path) for _ in range(followers)]
+            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 2 + followers)
+        for sock in waiting:
+            sock.close()
+        wait_until(lambda: host.closed == 1, timeout=TIMEOUT / 6)
+        host.open_gate()
+        again = camo.client.get(path)
+        counts = metric(camo.base, "camo_responses_total")
+    assert (again.headers["x-camo-cache"], again.content == PNG) == ("MISS", True)
+    assert host.requests == 2
+    assert counts == {(("code", "200"),): 1.0, (("code", "499"),): 1.0 + followers}
