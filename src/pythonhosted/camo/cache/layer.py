@@ -404,9 +404,6 @@ class ImageCache:
             await relay.body(entry.body, last=True)
         else:
             assert hit.file is not None
-            task = asyncio.current_task()
-            assert task is not None
-            relay.presence.watch(task)  # a body read from disk: not for a client that left
             left = entry.length
             while left:
                 chunk = hit.file.read(min(READ_CHUNK, left))
