@@ -21,6 +21,7 @@ Needs ``nginx`` (Debian: ``apt-get install nginx``); benchmark only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import shutil
@@ -50,7 +51,7 @@ def measure(
     from pythonhosted.camo import sign_url
     from pythonhosted.camo.app import create_app
     from pythonhosted.config import CamoSettings
-    from pythonhosted.web.types import Message
+    from pythonhosted.web.types import Message, Receive
 
     work = Path(tempfile.mkdtemp(prefix="bench-camo-app-"))
     settings = CamoSettings.model_validate(
@@ -80,8 +81,20 @@ def measure(
     sent: list[int] = []
     system: list[float] = []
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    def receiver() -> Receive:
+        """A request's ``receive`` as granian's behaves: the (empty) body, then nothing until
+        the client leaves (camo watches it while it works upstream)."""
+        asked = False
+
+        async def receive() -> Message:
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.get_running_loop().create_future()  # a client that never leaves
+            raise AssertionError("unreachable")
+
+        return receive
 
     async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -89,7 +102,7 @@ def measure(
 
     async def run() -> tuple[float, float]:
         for _ in range(500):  # cached, memoised, pooled
-            await app(scope, receive, send)
+            await app(scope, receiver(), send)
         if set(sent) != {200}:
             raise RuntimeError(f"camo answered {sorted(set(sent))}, not 200")
         profiler = None
@@ -100,7 +113,7 @@ def measure(
             profiler.enable()
         before = resource.getrusage(resource.RUSAGE_SELF)
         for _ in range(requests):
-            await app(scope, receive, send)
+            await app(scope, receiver(), send)
         after = resource.getrusage(resource.RUSAGE_SELF)
         system.append((after.ru_stime - before.ru_stime) / requests * 1e6)
         spent = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
