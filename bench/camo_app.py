@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 KEY = "bench-key"
 PNG_BYTES = 20 * 1024
 KINDS = ("hit", "miss")
+BODY = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def measure(
@@ -82,17 +83,19 @@ def measure(
     system: list[float] = []
 
     def receiver() -> Receive:
-        """A request's ``receive`` as granian's behaves: the (empty) body, then nothing until
-        the client leaves (camo watches it while it works upstream)."""
+        """A request's ``receive`` as granian's behaves (camo watches it while it works
+        upstream): a future, of the (empty) body on the loop's next turn, then one that stays
+        pending while the client is there."""
         asked = False
 
-        async def receive() -> Message:
+        def receive() -> asyncio.Future[Message]:
             nonlocal asked
+            loop = asyncio.get_running_loop()
+            message: asyncio.Future[Message] = loop.create_future()
             if not asked:
                 asked = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.get_running_loop().create_future()  # a client that never leaves
-            raise AssertionError("unreachable")
+                loop.call_soon(lambda: message.done() or message.set_result(BODY))
+            return message
 
         return receive
 
