@@ -45,7 +45,7 @@ from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.camo.urls import verify
-from pythonhosted.web.departure import CLIENT_GONE, Departed, Presence
+from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.streams import Busy, slots_of
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
@@ -144,15 +144,14 @@ class Proxy:
         """
         started = time.perf_counter()
         method: str = scope["method"]
-        presence = Presence(receive)
-        relay = Relay(send, presence, self._options.always_headers, head=method == "HEAD")
+        relay = Relay(send, receive, self._options.always_headers, head=method == "HEAD")
         status = 200
         try:
             status = await self._proxy(scope, named, method, relay)
         except Departed:
             pass  # counted below
         except asyncio.CancelledError:
-            if not presence.departed():
+            if relay.watched is None or not relay.watched.departed():
                 raise
         except Refused as refusal:
             status = refusal.status
@@ -172,7 +171,7 @@ class Proxy:
             status = 502
             await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
         except CutOff:
-            if not presence.gone:
+            if not relay.gone:
                 raise
         except Exception:
             # A bug, not a refusal: still an answer with camo's headers, logged and counted.
@@ -183,13 +182,15 @@ class Proxy:
             status = 500
             await relay.refuse(Refused(500, "internal", "internal error"))
         finally:
-            presence.close()
+            if relay.watched is not None:
+                relay.watched.close()
             self._metrics.duration.observe(time.perf_counter() - started)
-        if presence.gone:
+        gone = relay.gone
+        if gone:
             status = CLIENT_GONE
         self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
-        if presence.gone:
+        if gone:
             raise Departed
 
     def _cut(self, reason: str, detail: str) -> CutOff:
