@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from pythonhosted.web.types import Message, Receive
 
@@ -96,12 +96,12 @@ class Presence:
         request's task (see the class)."""
         while True:
             try:
-                watch = asyncio.ensure_future(self._receive())
+                message = self._receive()
             except Exception:  # a receive that fails means the client is gone
                 assert self._task is not None
                 self._task.get_loop().call_soon(self._left)
                 return
-            self._watch = watch
+            self._watch = watch = _future_of(message)
             if not (watch.done() and _is_body(watch)):
                 watch.add_done_callback(self._heard)
                 return
@@ -158,6 +158,14 @@ class Presence:
 
 
 _WATCHING, _CANCELLED, _SPENT = "watching", "cancelled", "spent"
+
+
+def _future_of(message: Awaitable[Message]) -> asyncio.Future[Message]:
+    """A message to come as a future: granian's is one already (asyncio's ``ensure_future``
+    would take three Python calls to say so), another server's coroutine runs in a task."""
+    if hasattr(message, "add_done_callback"):
+        return cast("asyncio.Future[Message]", message)
+    return asyncio.ensure_future(message)
 
 
 def _is_body(message: asyncio.Future[Message]) -> bool:
