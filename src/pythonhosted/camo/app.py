@@ -114,7 +114,7 @@ class CamoApp(Service):
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
         # the proxy answers its own errors, with camo's headers
-        await self._proxy(request.scope, send, request.headers)
+        await self._proxy(request.scope, receive, send, request.headers)
 
 
 def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | None:

@@ -3,6 +3,13 @@
 Checks happen in the order that costs least and leaks least: signature before any network
 activity, status and headers (type, Content-Length) before reading any body, and the size limit
 again on every chunk since a chunked body announces no length.
+
+granian does not cancel a request whose client hangs up, so camo watches for it from the
+moment a request starts work upstream (``web.departure.Presence``): the exchange is then
+cancelled wherever it is (waiting for a stream slot, connecting, waiting for the headers,
+reading the body) and its upstream connection dropped, unless coalesced requests still wait
+for what it will store (``cache/layer.py``). Otherwise each client that asks and leaves would
+have camo fetch a whole image for nobody. The request is counted as 499.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ from pythonhosted.camo.relay import CutOff, Relay
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.camo.urls import verify
+from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.streams import Busy, slots_of
-from pythonhosted.web.types import Headers, Scope, Send
+from pythonhosted.web.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +133,26 @@ class Proxy:
             raise Refused(404, "signature", "bad signature or encoding")
         return url
 
-    async def __call__(self, scope: Scope, send: Send, named: Mapping[bytes, bytes]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, named: Mapping[bytes, bytes]
+    ) -> None:
         """Answer one request; ``named`` is its headers by (lower-case, as ASGI gives them)
-        name, which spares a scan of the header list for each header a request seldom has."""
+        name, which spares a scan of the header list for each header a request seldom has.
+
+        :class:`Departed` if the client hung up before the answer was done (the shell counts
+        it as 499).
+        """
         started = time.perf_counter()
         method: str = scope["method"]
-        relay = Relay(send, self._options.always_headers, head=method == "HEAD")
+        relay = Relay(send, receive, self._options.always_headers, head=method == "HEAD")
         status = 200
         try:
             status = await self._proxy(scope, named, method, relay)
+        except Departed:
+            pass  # counted below
+        except asyncio.CancelledError:
+            if relay.watched is None or not relay.watched.departed():
+                raise
         except Refused as refusal:
             status = refusal.status
             self._metrics.failed.labels(refusal.reason).inc()
@@ -152,7 +171,8 @@ class Proxy:
             status = 502
             await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
         except CutOff:
-            raise
+            if not relay.gone:
+                raise
         except Exception:
             # A bug, not a refusal: still an answer with camo's headers, logged and counted.
             log.exception("camo: unexpected error proxying %s", scope["path"][:200])
@@ -162,9 +182,16 @@ class Proxy:
             status = 500
             await relay.refuse(Refused(500, "internal", "internal error"))
         finally:
+            if relay.watched is not None:
+                relay.watched.close()
             self._metrics.duration.observe(time.perf_counter() - started)
+        gone = relay.gone
+        if gone:
+            status = CLIENT_GONE
         self._metrics.response(status)
         self._metrics.size.observe(relay.body_bytes)
+        if gone:
+            raise Departed
 
     def _cut(self, reason: str, detail: str) -> CutOff:
         """What to raise to drop a started response, logged within the refusals' bound."""
@@ -230,6 +257,10 @@ class Proxy:
         revalidating: bool,
     ) -> int | NotModified:
         """One upstream exchange under the deadline, relayed (and stored by ``fill``)."""
+        upstream = self._upstream()
+        task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
+        assert task is not None
+        relay.presence.watch(task)  # from here on, a client that leaves stops the exchange
         # The exchange holds an upstream connection and maybe the cache's file: a stream slot.
         streams = self._streams
         if not streams.take_now():
@@ -238,9 +269,6 @@ class Proxy:
             except Busy:
                 raise Refused(503, "busy", "too many images in flight; retry shortly") from None
         try:
-            upstream = self._upstream()
-            task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
-            assert task is not None
             async with Deadline(upstream.loop, task, self._options.timeout):
                 response = await upstream.open(method, url, headers)
                 try:

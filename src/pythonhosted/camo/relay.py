@@ -5,14 +5,22 @@ so anything that goes wrong before then can still become a proper refusal. A bod
 be finished once it has started (size limit passed, deadline hit) is aborted by raising
 :class:`CutOff` out of the ASGI app: the server then drops the connection, so neither a
 browser nor a cache in front can mistake the partial body for the whole image.
+
+Once the client has hung up (its :class:`~pythonhosted.web.departure.Presence` says so: made
+only for a request that works upstream or waits, so a hit pays nothing for it), nothing more
+is sent: granian's ``send`` does not fail then, it drops what it is given, so
+sending would only cost CPU. A body chunk then raises
+:class:`~pythonhosted.web.departure.Departed`, unless others still want the body being read
+(a cache fill that coalesced requests wait for).
 """
 
 from __future__ import annotations
 
 from pythonhosted.camo.errors import Refused
+from pythonhosted.web.departure import Presence
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.shell import CutShort
-from pythonhosted.web.types import Headers, Message, Send
+from pythonhosted.web.types import Headers, Message, Receive, Send
 
 
 class CutOff(CutShort):
@@ -21,8 +29,10 @@ class CutOff(CutShort):
 
 
 class Relay:
-    def __init__(self, send: Send, always: Headers, *, head: bool) -> None:
+    def __init__(self, send: Send, receive: Receive, always: Headers, *, head: bool) -> None:
         self._send = send
+        self._receive = receive
+        self.watched: Presence | None = None  # the client's presence, once asked for
         self._always = always
         self._head = head
         self._pending: Message | None = None
@@ -30,6 +40,18 @@ class Relay:
         self.body_bytes = 0
         self._ended = False
         self.tag: bytes | None = None  # X-Camo-Cache on a relayed response (MISS)
+
+    @property
+    def presence(self) -> Presence:
+        """The client's presence (made on first use; watched once its ``watch`` is called)."""
+        if self.watched is None:
+            self.watched = Presence(self._receive)
+        return self.watched
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client is known to have hung up."""
+        return self.watched is not None and self.watched.gone
 
     def start(self, status: int, headers: Headers) -> None:
         if self.tag is not None:
@@ -53,13 +75,17 @@ class Relay:
         """
         if self._head or not (chunk or last):
             return
+        watched = self.watched
+        if watched is not None and watched.gone:
+            watched.check()  # Departed, unless the body is being cached for others
+            return
         await self._flush()
         self.body_bytes += len(chunk)
         self._ended = last
         await self._send({"type": "http.response.body", "body": chunk, "more_body": not last})
 
     async def end(self) -> None:
-        if not self._ended:
+        if not self._ended and not self.gone:
             await self._flush()
             self._ended = True
             await self._send({"type": "http.response.body", "body": b""})

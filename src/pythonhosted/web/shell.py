@@ -19,6 +19,8 @@ What it does for every service, the same way:
   A service that must end a started response unfinished on purpose (camo, when an upstream
   body breaks off) raises :class:`CutShort`: the connection is dropped the same way, without
   the traceback, which a hostile upstream could otherwise make thousands of times a minute.
+  A handler whose client hung up before it was done (``web.departure``) may raise
+  :class:`~pythonhosted.web.departure.Departed`: counted as 499, nothing more is sent.
 
 The frame's own cost on the files edge's hot path is one ``Request`` and one counting wrapper
 per request (bench/files.py measures it).
@@ -35,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pythonhosted.web.clientfacts import ClientFacts
+from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.lifespan import Hook, handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
@@ -240,6 +243,8 @@ class Service:
                 await self.text(counted, request, 405, "Method not allowed", [self._shell_allow])
         except CutShort:
             raise  # deliberate, and counted and logged by the service: only the server's part
+        except Departed:
+            counted.status = CLIENT_GONE  # nothing more to send: nobody is there to take it
         except Exception:
             log.exception("unhandled error for %s %r", request.method, request.raw_path)
             if counted.started:

@@ -7,6 +7,10 @@ the cache is asked, and an entry that came through redirects has its final URL c
 every hit, so the cache never serves what camo would now refuse. For one key at most one
 upstream exchange runs at a time: requests arriving meanwhile wait for it and are served from
 what it stored (or share its refusal), so a burst of misses costs upstream one request.
+
+An exchange goes on after its own client hung up only while requests waiting for it are
+still there and what it reads may still be stored for them; otherwise it stops at once and
+stores nothing (docs/camo.md, "Clients that leave").
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.http1 import BodyError
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.relay import Relay
+from pythonhosted.web.departure import Presence
 from pythonhosted.web.types import Headers
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,14 @@ class Fill:
         self._chunks: list[bytes] | None = None
         self._entry: Entry | None = None
         self._freshness = Freshness(False)
+        self._started = False
         self.stored: Entry | None = None
+
+    @property
+    def may_store(self) -> bool:
+        """Whether what is read may still be stored: until the response's head is in, then
+        while the body is being written."""
+        return not self._started or self._writer is not None
 
     def start(
         self,
@@ -82,6 +94,7 @@ class Fill:
         length: int | None,
     ) -> None:
         """The response passed camo's checks and is about to be relayed."""
+        self._started = True
         policy = self._cache.policy
         if status != 200 or (length is not None and length > policy.object_max_bytes):
             return
@@ -157,6 +170,24 @@ class Fill:
         self._chunks = None
 
 
+class _Exchange:
+    """The one upstream exchange under way for a key, and the requests waiting for it."""
+
+    __slots__ = ("done", "fill", "followers", "leader")
+
+    def __init__(self, leader: Presence, fill: Fill | None) -> None:
+        self.done: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self.done.add_done_callback(_retrieve)
+        self.leader = leader  # the client of the request making the exchange
+        self.fill = fill
+        self.followers = 0  # requests waiting for it whose clients are still there
+
+    def wanted(self) -> bool:
+        """Whether the exchange should go on once its own client has left: while others wait
+        for it and what it reads may still be stored (or revalidated) for them."""
+        return self.followers > 0 and (self.fill is None or self.fill.may_store)
+
+
 @dataclass
 class _Request:
     """One request the cache answers."""
@@ -176,7 +207,7 @@ class ImageCache:
         self.store = store
         self.policy = policy
         self.metrics = metrics
-        self._pending: dict[str, asyncio.Future[Entry | None]] = {}
+        self._pending: dict[str, _Exchange] = {}
         self._opening: asyncio.Task[None] | None = None
         # While an upstream is down every view of its images is served stale: bounded.
         summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
@@ -251,12 +282,12 @@ class ImageCache:
     async def _lead(self, request: _Request, hit: Hit | None) -> int:
         """Make the one upstream exchange for the key; others wait for what it stores."""
         key, relay = request.key, request.relay
-        done: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieve)
-        self._pending[key] = done
         fill = (
             Fill(self, key, request.url, request.credentials) if request.method == "GET" else None
         )
+        exchange = self._pending[key] = _Exchange(relay.presence, fill)
+        done = exchange.done
+        relay.presence.keep = exchange.wanted
         headers = {
             name: value
             for name, value in request.upstream_headers.items()
@@ -308,6 +339,7 @@ class ImageCache:
                 fill.abort()
             raise
         finally:
+            relay.presence.keep = None
             del self._pending[key]
             if not done.done():
                 done.set_result(None)
@@ -325,9 +357,19 @@ class ImageCache:
         self.store.drop(request.key)
         return entry
 
-    async def _follow(self, request: _Request, pending: asyncio.Future[Entry | None]) -> int:
-        """Wait for the exchange under way for the key, then answer from what it left."""
-        entry = await asyncio.shield(pending)  # bounded: the exchange runs under its deadline
+    async def _follow(self, request: _Request, exchange: _Exchange) -> int:
+        """Wait for the exchange under way for the key, then answer from what it left; stop
+        waiting if the client leaves (the exchange stops too if nobody else wants it)."""
+        task = asyncio.current_task()
+        assert task is not None
+        request.relay.presence.watch(task)
+        exchange.followers += 1
+        try:
+            # bounded: the exchange runs under its deadline
+            entry = await asyncio.shield(exchange.done)
+        finally:
+            exchange.followers -= 1
+            exchange.leader.reconsider()
         self._count("coalesced")
         if entry is not None:
             hit = await self._get(request.key)
