@@ -16,6 +16,9 @@ from support.stats_warehouse import build, event_lines
 # On one pytest worker, which builds its DuckDB and chDB warehouses once.
 pytestmark = pytest.mark.xdist_group("stats_web_clickhouse")
 
+# A cold chDB answer takes well under a second; httpx's default 5 s was passed by six of them
+# on a machine at load 20-24.
+ANSWER_WITHIN = 60.0
 PATHS = [
     "/api/packages/demo-pkg/recent",
     "/api/packages/demo-pkg/overall",
@@ -56,7 +59,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 @pytest.mark.parametrize("path", PATHS)
 def test_every_route_answers_as_on_duckdb(bases: tuple[str, str], path: str) -> None:
-    on_duckdb, on_chdb = (httpx.get(base + path) for base in bases)
+    on_duckdb, on_chdb = (httpx.get(base + path, timeout=ANSWER_WITHIN) for base in bases)
     unknown = "nope" in path or "demo-pk/" in path
     assert on_duckdb.status_code == (404 if unknown else 200)
     assert on_chdb.status_code == on_duckdb.status_code
@@ -75,7 +78,7 @@ def test_a_missing_chdb_warehouse_is_a_503(tmp_path_factory: pytest.TempPathFact
         }
     )
     with running(build_app(settings)) as base:
-        answer = httpx.get(base + "/api/v1/top")
+        answer = httpx.get(base + "/api/v1/top", timeout=ANSWER_WITHIN)
     assert answer.status_code == 503
     assert answer.json() == {"error": "no downloads have been published yet"}
 
@@ -83,5 +86,5 @@ def test_a_missing_chdb_warehouse_is_a_503(tmp_path_factory: pytest.TempPathFact
 def test_the_latest_release_comes_from_distribution_metadata(bases: tuple[str, str]) -> None:
     """Uploads' rows went into chDB by publish; the highest final release is the latest."""
     _, on_chdb = bases
-    body = httpx.get(on_chdb + "/api/v1/projects/demo-pkg/summary").json()
+    body = httpx.get(on_chdb + "/api/v1/projects/demo-pkg/summary", timeout=ANSWER_WITHIN).json()
     assert (body["latest_version"], body["summary"]) == ("2.0", "The demo package")
