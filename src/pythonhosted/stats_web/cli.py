@@ -28,7 +28,7 @@ def stats_web() -> None:
 @click.option(
     "--max-pending",
     type=click.IntRange(min=1),
-    help="Cold answers computed at once per worker; past it, 503 [32].",
+    help="Cold answers computed at once per worker; past it, 503 [16].",
 )
 @click.pass_obj
 def serve_command(
