@@ -49,8 +49,10 @@ The machine is shared: the load average is printed before and after each part.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import importlib.util
+import itertools
 import os
 import re
 import shutil
@@ -59,7 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -242,14 +244,21 @@ CASES = {
 
 
 def start_server(
-    path: Path, args: argparse.Namespace, src: str | None, *, cold: bool
+    path: Path,
+    args: argparse.Namespace,
+    src: str | None,
+    *,
+    cold: bool,
+    env: dict[str, str] | None = None,
 ) -> tuple[Any, str]:
     """``stats-web serve --workers 1`` of this checkout, or of the one whose ``src/`` is
     ``src`` (the reference): for the warm cases, warmed by one pass over every project's
     routes of the warm cases asked for; for the ``cold`` ones, with its cache off."""
     cases = [] if cold else args.cases.split(",")
     bind = Bind("127.0.0.1", free_port())
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env.update(extra)
     env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
     if src is not None:
         env["PYTHONPATH"] = src
@@ -313,6 +322,132 @@ def api(path: Path, args: argparse.Namespace) -> None:
         for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
+
+
+CROWD_ROUTES = {
+    "recent": "/api/packages/PROJECT/recent",
+    "page": "/packages/PROJECT",
+}
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect(bind: Bind) -> Connection | None:
+    try:
+        return await asyncio.open_connection(bind.host, bind.port)
+    except OSError:
+        return None
+
+
+async def _ask(connection: Connection | None, path: str) -> tuple[int, float]:
+    """One request on its own connection: (status, seconds from sending it to the last
+    byte of the answer); status 0 when the connection failed."""
+    if connection is None:
+        return 0, 0.0
+    reader, writer = connection
+    started = time.perf_counter()
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await reader.read()
+    except OSError:
+        return 0, time.perf_counter() - started
+    finally:
+        writer.close()
+    elapsed = time.perf_counter() - started
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    return status, elapsed
+
+
+async def _crowd(base: str, paths: list[str]) -> list[tuple[int, float]]:
+    """Every path on a connection of its own: all connected first, then all asked at once."""
+    bind = Bind.parse(base.removeprefix("http://"))
+    connections = await asyncio.gather(*(_connect(bind) for _ in paths))
+    return list(await asyncio.gather(*map(_ask, connections, paths)))
+
+
+async def _stream(
+    base: str, paths: Iterator[str], clients: int, seconds: float
+) -> list[tuple[int, float]]:
+    """``clients`` clients for ``seconds``, each asking one question after another on a new
+    connection, and waiting ``Retry-After`` (2 s) after a 503, as a polite client does."""
+    bind = Bind.parse(base.removeprefix("http://"))
+    deadline = time.perf_counter() + seconds
+    answers: list[tuple[int, float]] = []
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            answer = await _ask(await _connect(bind), next(paths))
+            answers.append(answer)
+            if answer[0] == 503:
+                await asyncio.sleep(2)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
+
+
+def _ms(values: list[float], share: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]:.0f} ms"
+
+
+def crowd(path: Path, args: argparse.Namespace) -> None:
+    """``--crowd-clients`` clients at once, each asking a distinct cold question (cache
+    off) on a connection of its own, against servers with each ``--crowd-bounds``
+    ``max_pending`` (and the ``--reference`` checkout's, which has no bound): how many are
+    admitted, their p50/p99, how many are shed and how fast, the server's CPU per
+    admitted answer. ``--crowd-runs`` rounds, each on other projects."""
+    arms: list[tuple[str, str | None, str | None]] = []
+    if args.reference:
+        arms.append(("reference", args.reference, None))
+    arms += [(f"max_pending={b}", None, b) for b in args.crowd_bounds.split(",")]
+    clients = args.crowd_clients
+    for route, template in CROWD_ROUTES.items():
+        if route not in args.crowd_routes.split(","):
+            continue
+        for run in range(args.crowd_runs):
+            projects = [(run * clients + n) % PROJECTS for n in range(clients)]
+            paths = [template.replace("PROJECT", f"project-{n}") for n in projects]
+            if clients > PROJECTS:  # distinct all the same: a parameter the route reads
+                paths = [
+                    f"{p}?mirrors={'true' if i < PROJECTS else 'false'}"
+                    for i, p in enumerate(paths)
+                ]
+            for label, src, bound in arms:
+                extra = {"PYTHONHOSTED_STATS_WEB__MAX_PENDING": bound} if bound else {}
+                server, base = start_server(path, args, src, cold=True, env=extra)
+                try:
+                    httpx.get(base + "/api/packages/project-0/recent", timeout=60)  # version read
+                    name = f"{route:<6} run {run + 1} {label:<17}"
+                    _measure(f"{name} at once", server.pid, _crowd(base, paths))
+                    if args.crowd_duration:
+                        stream = _stream(base, itertools.cycle(paths), clients, args.crowd_duration)
+                        _measure(f"{name} {args.crowd_duration:.0f} s   ", server.pid, stream)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+
+
+def _measure(label: str, pid: int, crowd: Coroutine[Any, Any, list[tuple[int, float]]]) -> None:
+    before = cpu_seconds(pid)
+    started = time.perf_counter()
+    answers = asyncio.run(crowd)
+    _report(label, answers, time.perf_counter() - started, cpu_seconds(pid) - before)
+
+
+def _report(label: str, answers: list[tuple[int, float]], wall: float, used: float) -> None:
+    ok = [t for status, t in answers if status == 200]
+    shed = [t for status, t in answers if status == 503]
+    other = len(answers) - len(ok) - len(shed)
+    print(
+        f"  {label} admitted {len(ok):5d} ({len(ok) / wall:5.0f}/s) p50 {_ms(ok, 0.5):>8} "
+        f"p99 {_ms(ok, 0.99):>8} | shed {len(shed):5d} ({100 * len(shed) / len(answers):4.1f} %)"
+        f" p99 {_ms(shed, 0.99):>7} | other {other} | {wall:5.1f} s, server CPU {used:5.1f} s, "
+        f"{1000 * used / max(len(ok), 1):.1f} ms per admitted ({load()})",
+        flush=True,
+    )
 
 
 def timed(call: Callable[[], object], runs: int = 5) -> tuple[float, float]:
@@ -541,7 +676,14 @@ def main() -> None:
     parser.add_argument(
         "--reference", help="another checkout's src/ directory: its server alternates with ours"
     )
-    parser.add_argument("--skip", default="", help="comma-separated: api,stats,publish")
+    parser.add_argument("--skip", default="", help="comma-separated: api,crowd,stats,publish")
+    parser.add_argument("--crowd-clients", type=int, default=2000)
+    parser.add_argument("--crowd-bounds", default="8,32,128", help="max_pending of each arm")
+    parser.add_argument("--crowd-routes", default="recent,page", help=", ".join(CROWD_ROUTES))
+    parser.add_argument("--crowd-runs", type=int, default=1)
+    parser.add_argument(
+        "--crowd-duration", type=float, default=15.0, help="then as many clients for N s; 0: not"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None and "api" not in args.skip:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -553,6 +695,9 @@ def main() -> None:
     if "api" not in skip:
         print(f"API, one worker, wrk -t1 -c{args.connections} -d{args.duration}s ({load()}):")
         api(path, args)
+    if "crowd" not in skip:
+        print(f"a crowd of {args.crowd_clients} cold questions at once ({load()}):")
+        crowd(path, args)
     if "stats" not in skip:
         print(f"stats queries ({load()}):")
         stats_queries(path)

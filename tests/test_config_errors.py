@@ -301,6 +301,19 @@ def test_flag_mistakes(tmp_path: Path, args: tuple[str, ...], line: str) -> None
     assert_one_line(result, line)
 
 
+def test_the_stats_web_admission_bound_is_at_least_one(tmp_path: Path) -> None:
+    """A bound of 0 would shed every cold request: refused in one line, flag or setting."""
+    flag = run_cli(tmp_path, "stats-web", "serve", "--max-pending", "0")
+    assert_one_line(flag, "Invalid value for '--max-pending': 0 is not in the range x>=1.")
+    variable = "PYTHONHOSTED_STATS_WEB__MAX_PENDING"
+    setting = run_cli(tmp_path, "stats-web", "serve", env={variable: "0"})
+    assert_one_line(
+        setting,
+        f"stats_web.max_pending (environment variable {variable}): input should be greater "
+        "than or equal to 1, got '0'",
+    )
+
+
 def test_flag_mistake_in_a_process(tmp_path: Path) -> None:
     env = {"PYTHONHOSTED_CAMO_KEY": "k"}
     result = run_cli(tmp_path, "camo", "serve", "--timeout", "1x", env=env, process=True)

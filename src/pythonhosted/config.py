@@ -296,6 +296,7 @@ class StatsWebSettings(BaseModel):
     cache_bytes: int = Field(default=64 * 2**20, ge=0)
     read_wait: Seconds = 10.0
     trending_floor: int = Field(default=100, ge=0)
+    max_pending: int = Field(default=16, ge=1)  # cold answers computing at once; then 503
 
 
 class Settings(BaseSettings):

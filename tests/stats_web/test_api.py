@@ -18,7 +18,9 @@ import aiohttp
 import httpx
 import pytest
 
-from support.stats_warehouse import Warehouse, d
+from pythonhosted.stats_web import build_app
+from pythonhosted.web.server import running
+from support.stats_warehouse import Warehouse, admitting, d
 
 DEMO = "demo-pkg"
 
@@ -299,14 +301,19 @@ async def _flood_with_health(base: str, paths: list[str]) -> tuple[list[tuple[in
     return list(answers), answered
 
 
-def test_a_flood_of_unknown_names_is_answered_while_health_stays_up(base: str) -> None:
+def test_a_flood_of_unknown_names_is_answered_while_health_stays_up(
+    warehouse: Warehouse,
+) -> None:
     """1,000 distinct unknown names at once (typos from a badge service, or hostile): each a
     404 with its JSON error, the typos of a project with it as the suggestion, while the
-    service shell's own route answers during the flood (the lookups run off the loop)."""
+    service shell's own route answers during the flood (the lookups run off the loop).
+    With room for all 1,000 at once: past ``max_pending`` they would be shed
+    (test_shedding.py)."""
     typos = _typos(DEMO)[:500]
     others = [f"no-such-{n}-anywhere" for n in range(1000 - len(typos))]
     paths = [f"/api/packages/{name}/recent" for name in [*typos, *others]]
-    answers, health = asyncio.run(_flood_with_health(base, paths))
+    with running(build_app(admitting(warehouse.settings, len(paths)))) as base:
+        answers, health = asyncio.run(_flood_with_health(base, paths))
     hint = f" (did you mean {DEMO}?)"
     expected = [
         (404, {"error": f"no downloads were recorded for {name!r}{end}", "suggestions": close})

@@ -34,7 +34,7 @@ from support.linehaul_data import gz
 from support.metrics import sample
 from support.processes import spawn, wait_until
 from support.stats_data import line
-from support.stats_warehouse import YESTERDAY, Warehouse, at, build, event_lines
+from support.stats_warehouse import YESTERDAY, Warehouse, admitting, at, build, event_lines
 
 RECENT = "/api/packages/demo-pkg/recent?period=day"
 
@@ -300,7 +300,7 @@ def test_a_crowd_of_cold_requests_lists_the_stores_once(
 
     monkeypatch.setattr(app_module, "oldest_in_flight", counted)
     paths = [f"/api/packages/unknown-{n}/recent" for n in range(500)]
-    with running(build_app(warehouse.settings)) as url:
+    with running(build_app(admitting(warehouse.settings, len(paths)))) as url:
         answers = asyncio.run(fetch_all(url, paths, concurrency=500))
         computed = sample(url, "stats_web_answers_computed_total")
     assert [answer.status for answer in answers] == [404] * 500
@@ -318,7 +318,7 @@ def test_answers_for_clients_that_left_are_not_computed(tmp_path: Path) -> None:
     computed anyway once the write was done, and a client coming after them waited behind
     all 300 (at production size: 1,000 clients gone after 5 s, the next one waited 88 s);
     now only those already being computed are finished."""
-    warehouse = build(tmp_path, event_lines())
+    warehouse = build(tmp_path, event_lines(), max_pending=300)  # none shed
     intent = intent_file(warehouse.path)
     with running(build_app(warehouse.settings)) as base, httpx.Client(timeout=60) as client:
         assert client.get(base + "/packages/demo-pkg").status_code == 200  # version read

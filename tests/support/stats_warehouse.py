@@ -59,6 +59,13 @@ class Warehouse:
     results: str
 
 
+def admitting(settings: Settings, count: int) -> Settings:
+    """``settings`` with room for ``count`` cold answers at once (``stats_web.max_pending``):
+    for a test whose crowd is about something else than shedding."""
+    bound = settings.stats_web.model_copy(update={"max_pending": count})
+    return settings.model_copy(update={"stats_web": bound})
+
+
 def event_lines() -> list[str]:
     return [
         line(serial, at(d(ago)), project=p, version=v, country=c, agent=a)

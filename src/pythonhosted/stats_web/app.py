@@ -25,6 +25,11 @@ loop costs little however many answers are cached (:func:`_freeze_survivors`,
 Concurrent requests for one answer that is not cached share one computation: each publish
 makes every cached answer stale at once, and a popular badge asked by a thousand clients in
 that moment would otherwise be computed a thousand times.
+
+At most ``stats_web.max_pending`` answers are computed (or wait for a thread) at once: a
+cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of distinct
+cold questions cannot queue without bound. Cached answers, requests that join a computation
+in flight, ``/_health`` and ``/metrics`` are never shed.
 """
 
 from __future__ import annotations
@@ -43,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
-from pythonhosted.stats_web import api, badges, data, pages
+from pythonhosted.stats_web import api, badges, data, pages, shedding
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
@@ -59,6 +64,7 @@ from pythonhosted.stats_web.data import (
 )
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
+from pythonhosted.stats_web.shedding import Admission, Busy
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
@@ -106,8 +112,8 @@ CORS: Headers = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-expose-headers", b"ETag, RateLimit, RateLimit-Policy, Retry-After"),
 ]
-HTML = b"text/html; charset=utf-8"
-SVG = b"image/svg+xml"
+HTML = pages.HTML
+SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
 CLIENT_GONE = 499  # nginx's "client closed request": counted, sent to nobody
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
@@ -164,6 +170,7 @@ class StatsWebApp(Service):
         self._computing: Coalescer[tuple[object, ...], tuple[Answer, Version | None]] = Coalescer(
             abandon=True
         )
+        self.admission = Admission(options.max_pending)  # computations at once
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
         self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
         self.limiter = RateLimiter(
@@ -189,6 +196,17 @@ class StatsWebApp(Service):
             "Answers computed from the warehouse (concurrent requests for one share one).",
             registry=self.registry,
         )
+        self.shed = Counter(
+            "stats_web_shed",
+            "Cold requests answered 503 at once: max_pending answers were being computed.",
+            registry=self.registry,
+        )
+        computing = Gauge(
+            "stats_web_answers_computing",
+            "Answers being computed or waiting for a thread (at most max_pending).",
+            registry=self.registry,
+        )
+        computing.set_function(lambda: len(self.admission))
         self._in_flight: tuple[float, datetime | None] = (-IN_FLIGHT_TTL, None)
         self._latest_batch: tuple[int, datetime | None] = (-1, None)
         self._stores = pipeline_urls(settings)[:2]
@@ -244,6 +262,14 @@ class StatsWebApp(Service):
             except Departed:
                 await send_response(send, CLIENT_GONE, headers=HEADERS)  # for the counts
                 return CLIENT_GONE
+            except Busy:
+                self.shed.inc()
+                body, kind = shedding.answer(path, params)
+                headers_out = [*HEADERS, *CORS, *limit_headers, *shedding.HEADERS]
+                await send_response(
+                    send, 503, body, content_type=kind, headers=headers_out, head=head
+                )
+                return 503
         return await self._send(send, answer, headers, limit_headers, head)
 
     def _route(self, path: str, params: Params) -> Build:
@@ -324,15 +350,18 @@ class StatsWebApp(Service):
     async def _answer(self, key: tuple[object, ...], build: Build, receive: Receive) -> Answer:
         """The cached answer, else one computed while the client waits: a client that hangs
         up first stops waiting (Departed), and a computation every client asking for it left
-        is cancelled, so a crowd that gave up does not hold up those that come after it."""
+        is cancelled, so a crowd that gave up does not hold up those that come after it.
+        A new computation past ``max_pending`` in flight is not started (Busy); joining one
+        in flight costs nothing and always goes ahead."""
         current = not self.version.stale() or await self._refreshing.run(True, self._refresh)
         if current:
             cached = self.cache.get(key, self.version.current.number)
             if cached is not None:
                 self.cache_hits.inc()
                 return cached
-        computing = self._computing.run(key, lambda: self._computed(key, build))
-        answer, version = await while_present(receive, computing)
+        with self.admission.admitted(key):
+            computing = self._computing.run(key, lambda: self._computed(key, build))
+            answer, version = await while_present(receive, computing)
         if answer.status in (200, 404) and version is not None:
             self.cache.put(key, answer)
         return answer

@@ -14,6 +14,7 @@ from typing import Any
 
 from pythonhosted.stats_web.params import BadParameter, Params
 
+SVG = b"image/svg+xml"
 PERIODS = ("day", "week", "month", "total")
 STYLES = ("flat", "flat-square")
 # shields.io's named colours.

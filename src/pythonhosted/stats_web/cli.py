@@ -25,12 +25,21 @@ def stats_web() -> None:
 @click.option(
     "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes [1]."
 )
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=1),
+    help="Cold answers computed at once per worker; past it, 503 [16].",
+)
 @click.pass_obj
 def serve_command(
-    settings: Settings, warehouse: str | None, bind: str | None, workers: int | None
+    settings: Settings,
+    warehouse: str | None,
+    bind: str | None,
+    workers: int | None,
+    max_pending: int | None,
 ) -> None:
     """Serve the stats web until SIGINT/SIGTERM."""
-    flags = {"warehouse": warehouse, "bind": bind, "workers": workers}
+    flags = {"warehouse": warehouse, "bind": bind, "workers": workers, "max_pending": max_pending}
     given = {name: value for name, value in flags.items() if value is not None}
     settings = settings.model_copy(
         update={"stats_web": settings.stats_web.model_copy(update=given)}

@@ -23,6 +23,7 @@ from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.warehouse.mirrors import MIRRORS
 from pythonhosted.warehouse.stats import Filters
 
+HTML = b"text/html; charset=utf-8"
 RANGES = ("30", "90", "180", "365", "all")
 INTERVALS = ("day", "week", "month")
 BREAKDOWNS = {
