@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -238,6 +240,25 @@ def test_put_stream_that_fails_writes_nothing(
     # (parts were in flight when it was aborted); what must not stay is an upload nobody
     # aborts, so this waits a while for it to go.
     wait_until(lambda: _pending_uploads(writable_store, request) == "", timeout=10)
+
+
+def test_staging_files_a_killed_upload_left_are_swept_by_the_next(tmp_path: Path) -> None:
+    """A process killed while it streamed a large object to a local directory leaves its
+    staging file (a name only the store knows, never listed): here one a day and more old, as
+    a kill would have left it, beside one a write in progress is filling. The next streamed
+    write of several parts removes the old one and leaves the live one."""
+    store = open_store(f"file://{tmp_path}")
+    staging = tmp_path / STAGING_PREFIX
+    staging.mkdir(parents=True)
+    killed, live = staging / "killed-upload", staging / "live-upload"
+    killed.write_bytes(b"x" * 4096)
+    live.write_bytes(b"y" * 4096)
+    day_and_more = time.time() - 25 * 3600
+    os.utime(killed, (day_and_more, day_and_more))
+
+    run(store.put_stream("packages/big.whl", _chunks(12 * 2**20 + 7, 1_000_003)))
+    assert sorted(path.name for path in staging.iterdir()) == ["live-upload"]
+    assert run(store.info("packages/big.whl")).size == 12 * 2**20 + 7
 
 
 @pytest.mark.parametrize(

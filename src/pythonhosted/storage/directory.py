@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,9 @@ from pythonhosted.storage.stores import (
 
 # Where streamed writes are assembled before they are renamed into place.
 STAGING_PREFIX = f"{META_PREFIX}.staging/"
+# A staging file this much older than its last write is a killed process's: no streamed
+# write pauses for a day (a write in progress keeps its file's mtime fresh).
+STAGING_MAX_AGE = 24 * 3600.0
 
 
 def sidecar_of(key: str) -> str:
@@ -114,6 +118,7 @@ class DirectoryStore(Store):
         interrupted write removes its staging file; only a killed process leaves one there,
         never seen by a reader."""
         staging = f"{STAGING_PREFIX}{secrets.token_hex(16)}"
+        await asyncio.to_thread(self._sweep_staging)
         try:
             await self._multipart(staging, parts, None)
 
@@ -124,6 +129,20 @@ class DirectoryStore(Store):
             await self._with_sidecar(key, place, content_type, metadata, create_only)
         finally:
             (self.root / staging).unlink(missing_ok=True)
+
+    def _sweep_staging(self) -> None:
+        """Remove the staging files killed processes left (older than ``STAGING_MAX_AGE``):
+        nothing else ever would, and a crash loop of large uploads would fill the disk with
+        files no listing shows. One directory scan per streamed write of several parts."""
+        cutoff = time.time() - STAGING_MAX_AGE
+        try:
+            entries = list(os.scandir(self.root / STAGING_PREFIX))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            with contextlib.suppress(OSError):  # gone already: another sweep, or renamed
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
 
     async def _with_sidecar(
         self,
