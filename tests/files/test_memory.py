@@ -105,8 +105,15 @@ def test_a_cached_body_reaches_a_client_that_pauses_whole(tmp_path: Path) -> Non
 
 def download_pausing(bind: Bind, path: str, pause_at: int) -> bytes:
     """A GET's body, read with a 16 KB receive buffer, stopping 1.5 s (long enough for the
-    kernel's buffers to fill) once ``pause_at`` bytes of it arrived."""
-    with socket.create_connection((bind.host, bind.port), timeout=30) as sock:
+    kernel's buffers to fill) once ``pause_at`` bytes of it arrived.
+
+    With a network's segment size (1460 bytes): loopback's own (~64 KB) is larger than the
+    window, so every segment waited for the delayed-ACK timer and 6 MB took 38 s instead of
+    0.01 s (84 s for this test, which now takes the two pauses and little more)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
+        sock.settimeout(30)
+        sock.connect((bind.host, bind.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         received = b""
