@@ -73,7 +73,7 @@ from pythonhosted.warehouse.clickhouse.engines import ChdbEngine, Engine, chdb_p
 from pythonhosted.warehouse.coverage import coverage, latest_batch_hour, oldest_in_flight
 from pythonhosted.warehouse.duck import duckdb_path
 from pythonhosted.warehouse.stats import Filters, UnknownProject
-from pythonhosted.web.departure import Departed, while_present
+from pythonhosted.web.departure import CLIENT_GONE, Departed, while_present
 from pythonhosted.web.http import etag_matches
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
@@ -115,7 +115,6 @@ CORS: Headers = [
 HTML = pages.HTML
 SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
-CLIENT_GONE = 499  # nginx's "client closed request": counted, sent to nobody
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
 
 
