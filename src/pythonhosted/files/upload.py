@@ -215,14 +215,17 @@ async def _verified_blocks(file: BinaryIO, filename: str, digests: Digests) -> A
         if size > digests.size:
             raise _changed(filename)
         yield block
-    if (size, blake2.hexdigest()) != (digests.size, digests.blake2b_256):
-        raise _changed(filename)
+    _check(filename, size, blake2, digests)
 
 
 def _verify(file: BinaryIO, filename: str, digests: Digests) -> None:
     """SourceChanged unless the file's bytes are still those of ``digests``."""
     blake2 = _blake2b_256()
-    size = sum(len(block) for block in _blocks(file, blake2.update))
+    _check(filename, sum(len(block) for block in _blocks(file, blake2.update)), blake2, digests)
+
+
+def _check(filename: str, size: int, blake2: hashlib.blake2b, digests: Digests) -> None:
+    """SourceChanged unless ``size`` bytes hashed to ``blake2`` are those of ``digests``."""
     if (size, blake2.hexdigest()) != (digests.size, digests.blake2b_256):
         raise _changed(filename)
 

@@ -342,27 +342,16 @@ class Store:
                 raise failure[0] from None
             raise translate(exc, self.label, write=True) from exc
 
-    async def put_file(
-        self,
-        key: str,
-        path: Path,
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        create_only: bool = False,
-    ) -> None:
-        """Write an object from the local file ``path``, a part at a time (:meth:`put_stream`,
-        same options): exports write files larger than a process should hold (a day of
-        downloads in Parquet)."""
+    async def put_file(self, key: str, path: Path) -> None:
+        """Write an object from the local file ``path``, a part at a time (:meth:`put_stream`):
+        exports write files larger than a process should hold (a day of downloads in Parquet)."""
 
         async def parts() -> AsyncIterator[bytes]:
             with await asyncio.to_thread(open, path, "rb") as source:
                 while part := await asyncio.to_thread(source.read, PART_BYTES):
                     yield part
 
-        await self.put_stream(
-            key, parts(), content_type=content_type, metadata=metadata, create_only=create_only
-        )
+        await self.put_stream(key, parts())
 
     async def get_file(self, key: str, path: Path) -> None:
         """Write the object ``key`` into the local file ``path``, a chunk at a time."""
