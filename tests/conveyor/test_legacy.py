@@ -214,16 +214,21 @@ def test_lookups_waiting_for_a_connection_keep_their_whole_upstream_timeout(
 def test_lookups_that_wait_past_the_timeout_are_503_without_an_upstream_request(
     api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory
 ) -> None:
-    """The wait for a turn is bounded too: with one connection held by a stalled lookup,
-    the next waits ``upstream_timeout`` and answers 503, never asking the upstream."""
+    """The wait for a turn is bounded too: six lookups at once of names the upstream stalls
+    on, through one connection. Each that gets the turn holds it for its 1 s timeout, so
+    without a bound on the wait all six would ask the upstream in turn; with it, those still
+    waiting after 1 s answer 503 without asking. (Which of them get the turn depends on when
+    each arrives: a lookup that arrives just after the first's exchange began outlasts it and
+    gets the next turn, so the test counts asks instead of naming who asks.)"""
     fake, api_url = api
-    fake.stall["stuck"] = 3.0
-    fake.projects["next"] = {"1.0": [file_entry("next-1.0.tar.gz", "source")]}
-    paths = ["/packages/source/s/stuck/stuck-1.0.tar.gz", "/packages/source/n/next/next-1.0.tar.gz"]
+    names = [f"stuck-{n}" for n in range(6)]
+    for name in names:
+        fake.stall[name] = 3.0
+    paths = [f"/packages/source/s/{name}/{name}-1.0.tar.gz" for name in names]
     with conveyor(json_api=api_url, upstream_timeout=1.0, upstream_connections=1) as url:
-        answers = asyncio.run(fetch_all(url, paths, concurrency=2))
-    assert [answer.status for answer in answers] == [503, 503]
-    assert fake.count("next") == 0
+        answers = asyncio.run(fetch_all(url, paths, concurrency=len(paths)))
+    assert [answer.status for answer in answers] == [503] * len(paths)
+    assert sum(fake.count(name) for name in names) < len(names)
 
 
 def test_unreachable_upstream_is_503(conveyor: ConveyorFactory) -> None:
