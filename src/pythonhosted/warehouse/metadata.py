@@ -32,6 +32,7 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +206,14 @@ async def _file_row(store: Store, record: FileRecord) -> bytes:
     return row_json(metadata_row(record, found, digest))
 
 
-def _md5() -> hashlib._Hash:
-    return hashlib.md5(usedforsecurity=False)
+# The md5 column is a checksum that PyPI's rows carry, not a security measure (FIPS builds).
+_MD5 = partial(hashlib.md5, usedforsecurity=False)
 
 
 def _read_copy(copy: Path, record: FileRecord) -> tuple[bytes | None, str]:
     """The core metadata (None when unreadable) and the MD5 of a stored file's copy."""
     with copy.open("rb") as file:
-        md5 = record.md5 or hashlib.file_digest(file, _md5).hexdigest()
+        md5 = record.md5 or hashlib.file_digest(file, _MD5).hexdigest()
         try:
             return core_metadata(file, parse_filename(record.filename)), md5
         except InvalidDistribution as exc:
