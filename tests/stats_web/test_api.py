@@ -364,6 +364,31 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
     assert _get(base, "/api/v1/compare?projects=demo-pkg,nope").status_code == 404
 
 
+def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:
+    """A day near Python's date.min or date.max overflowed the range's arithmetic (30 days
+    before the end; the day after it for a breakdown of the rows): a 500."""
+    for path, parameter, day in [
+        (f"/api/v1/projects/{DEMO}/downloads?end=0001-01-01", "end", "0001-01-01"),
+        (f"/api/v1/projects/{DEMO}/downloads?by=version,country&end=9999-12-31", "end", "9999-12-31"),
+        (f"/api/v1/projects/{DEMO}/downloads?start=1899-12-31", "start", "1899-12-31"),
+        ("/api/v1/compare?projects=demo-pkg,other&end=0001-01-02", "end", "0001-01-02"),
+        (f"/api/packages/{DEMO}/overall?end=2200-01-01", "end", "2200-01-01"),
+    ]:  # fmt: skip
+        answer = _get(base, path)
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {
+                "error": f"bad parameter {parameter!r}: {day} is not between 1900-01-01 and 2199-12-31",
+                "parameter": parameter,
+            },
+        ), path
+    edges = _get(
+        base,
+        f"/api/v1/projects/{DEMO}/downloads?by=version,country&start=1900-01-01&end=2199-12-31",
+    )
+    assert (edges.status_code, edges.json()["total"]) == (200, 7)  # today's too
+
+
 def test_validators_and_headers(base: str) -> None:
     first = _get(base, f"/api/packages/{DEMO}/recent")
     etag = first.headers["etag"]

@@ -64,12 +64,25 @@ FIELDS: dict[str, str] = {
     "WHERE m.filename = file_downloads.file.filename)",
 }
 TIME_FIELDS = ("day", "week", "month")
+# The days a question may name: ClickHouse's Date32 (the narrowest of the engines) starts at
+# 1900-01-01, and both ends are far from Python's date.min and date.max, so the arithmetic on
+# a range (30 days before its end, the day after it, a week's Monday) cannot overflow. An
+# end of 9999-12-31 was a 500 from the stats web and a bare OverflowError from ``stats``.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2199, 12, 31)
 # The same time fields over a rollup's ``day``.
 _ROLLUP_TIME = {
     "day": "day",
     "week": "CAST(date_trunc('week', day) AS DATE)",
     "month": "strftime(day, '%Y-%m')",
 }
+
+
+def out_of_range(day: date) -> str | None:
+    """Why a question cannot name ``day`` (None: it can)."""
+    if FIRST_DAY <= day <= LAST_DAY:
+        return None
+    return f"{day} is not between {FIRST_DAY} and {LAST_DAY}"
 
 
 class EmptyWarehouse(WarehouseError):

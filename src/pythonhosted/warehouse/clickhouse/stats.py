@@ -35,6 +35,7 @@ from pythonhosted.warehouse.clickhouse.tables import (
 from pythonhosted.warehouse.groups import FACTS_SQL, Group, members
 from pythonhosted.warehouse.stats import (
     FIELDS,
+    FIRST_DAY,
     TIME_FIELDS,
     Breakdown,
     EmptyWarehouse,
@@ -80,7 +81,6 @@ _ROLLUP_TIME = {"day": "day", "week": "toMonday(day)", "month": "formatDateTime(
 PERIOD_START = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
 _NOT_CI = "NOT ifNull(ci, false)"
 EVERYTHING_BUT_MIRRORS = Filters()
-FIRST_DAY = date(1900, 1, 1)  # before any download; ClickHouse's Date32 starts there
 
 
 def _filters(filters: Filters, *, rows: bool = False) -> str:
