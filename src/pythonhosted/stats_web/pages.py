@@ -26,6 +26,9 @@ from pythonhosted.warehouse.stats import Filters
 HTML = b"text/html; charset=utf-8"
 RANGES = ("30", "90", "180", "365", "all")
 INTERVALS = ("day", "week", "month")
+# Rows of a breakdown's table; the rest are one "N others" row. A project with 50,000
+# versions made a 3.5 MB page (1.5 s of CPU to render) whose tables no one reads to the end.
+TABLE_ROWS = 100
 BREAKDOWNS = {
     "version": "Version",
     "installer": "Installer",
@@ -205,11 +208,13 @@ def _project(name: str, params: Params) -> Render:
                 )
                 for value in leaders
             ]
+            rest = ranked[TABLE_ROWS:]
             parts.append(
                 {
                     "field": field,
                     "label": label,
-                    "rows": ranked,
+                    "rows": ranked[:TABLE_ROWS],
+                    "others": (len(rest), sum(count for _, count in rest)) if rest else None,
                     "total": sum(totals.values()),
                     "chart": _chart_json(periods, lines),
                 }
