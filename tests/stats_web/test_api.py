@@ -367,20 +367,19 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
 def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:
     """A day near Python's date.min or date.max overflowed the range's arithmetic (30 days
     before the end; the day after it for a breakdown of the rows): a 500."""
+    downloads = f"/api/v1/projects/{DEMO}/downloads"
     for path, parameter, day in [
-        (f"/api/v1/projects/{DEMO}/downloads?end=0001-01-01", "end", "0001-01-01"),
-        (f"/api/v1/projects/{DEMO}/downloads?by=version,country&end=9999-12-31", "end", "9999-12-31"),
-        (f"/api/v1/projects/{DEMO}/downloads?start=1899-12-31", "start", "1899-12-31"),
+        (f"{downloads}?end=0001-01-01", "end", "0001-01-01"),
+        (f"{downloads}?by=version,country&end=9999-12-31", "end", "9999-12-31"),
+        (f"{downloads}?start=1899-12-31", "start", "1899-12-31"),
         ("/api/v1/compare?projects=demo-pkg,other&end=0001-01-02", "end", "0001-01-02"),
         (f"/api/packages/{DEMO}/overall?end=2200-01-01", "end", "2200-01-01"),
-    ]:  # fmt: skip
+    ]:
         answer = _get(base, path)
+        error = f"bad parameter {parameter!r}: {day} is not between 1900-01-01 and 2199-12-31"
         assert (answer.status_code, answer.json()) == (
             400,
-            {
-                "error": f"bad parameter {parameter!r}: {day} is not between 1900-01-01 and 2199-12-31",
-                "parameter": parameter,
-            },
+            {"error": error, "parameter": parameter},
         ), path
     edges = _get(
         base,
