@@ -364,6 +364,21 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
     assert _get(base, "/api/v1/compare?projects=demo-pkg,nope").status_code == 404
 
 
+def test_a_breakdown_answer_holds_at_most_limit_rows(base: str) -> None:
+    """Its first ``limit`` rows (10,000 unless asked for fewer), ``truncated`` when there were
+    more; the total counts them all. Every row used to be in it: a breakdown by fields of
+    many values over a long range was millions of rows, read and written out at once."""
+    path = f"/api/v1/projects/{DEMO}/downloads?by=version,country&start={d(40)}&mirrors=true"
+    whole = _get(base, path).json()
+    assert (len(whole["rows"]), whole["total"], whole["truncated"]) == (6, 8, False)
+    first = _get(base, path + "&limit=3").json()
+    assert (first["rows"], first["total"], first["truncated"]) == (whole["rows"][:3], 8, True)
+    assert _get(base, path + "&limit=6").json()["truncated"] is False
+    for limit in ("0", "10001"):
+        answer = _get(base, f"{path}&limit={limit}")
+        assert (answer.status_code, answer.json()["parameter"]) == (400, "limit")
+
+
 def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:
     """A day near Python's date.min or date.max overflowed the range's arithmetic (30 days
     before the end; the day after it for a breakdown of the rows): a 500."""

@@ -378,8 +378,10 @@ def downloads(
     start: date,
     end: date,
     filters: Filters,
+    limit: int | None = None,
 ) -> Breakdown:
-    """Any breakdown ``stats --by`` offers (the same function answers the CLI)."""
+    """Any breakdown ``stats --by`` offers (the same function answers the CLI), its first
+    ``limit`` rows (the total counts them all)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.query_breakdown(con, project, fields, start, end, None, filters)
-    return query_breakdown(con, project, fields, start, end, None, filters)
+        return clickhouse.query_breakdown(con, project, fields, start, end, limit, filters)
+    return query_breakdown(con, project, fields, start, end, limit, filters)
