@@ -344,3 +344,27 @@ def test_a_client_that_leaves_a_hit_from_disk_stops_its_reading(
     assert counts == {(("code", "200"),): 1.0, (("code", "499"),): 3.0}
     assert served == 0  # the MISS was relayed from upstream; no hit was served whole
     assert host.requests == 1
+
+
+def test_a_fill_kept_for_others_that_passes_its_deadline_counts_its_client_as_gone(
+    host: SlowHost, make_camo: CamoFactory, tmp_path: Path
+) -> None:
+    """The client whose request fetches an image leaves, the fetch goes on for a waiting
+    request, and the deadline passes: the client that left is counted 499 (it was counted
+    as the 200 it had started, and not at all in ``camo_responses_total``); the waiting
+    request is answered 504."""
+    deadline = 2.0
+    with make_camo(allow_networks=[f"{HOST}/32"], timeout=deadline, cache_dir=tmp_path) as camo:
+        path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
+        with ask(camo.base, path) as leader:
+            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
+            follower = ask(camo.base, path)
+            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 3)
+        with follower:
+            status, headers, _ = answer(follower)
+        wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 1)
+        counts = metric(camo.base, "camo_responses_total")
+        statuses = metric(camo.base, "camo_requests_total")
+    assert (status, headers["x-camo-error"]) == (504, "upstream took too long")
+    assert counts == {(("code", "499"),): 1.0, (("code", "504"),): 1.0}
+    assert (statuses[(("status", "499"),)], statuses[(("status", "504"),)]) == (1.0, 1.0)
