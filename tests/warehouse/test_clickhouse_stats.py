@@ -185,10 +185,10 @@ def test_the_stats_webs_questions(engine: Engine, duck: DuckAnswers, filters: Fi
         assert ch.series(engine, "demo-pkg", dimension, start, END, filters) == (
             duck(duck_data.series, "demo-pkg", dimension, start, END, filters)
         )
-    for interval in ("day", "week", "month"):
-        dimensions = ["", "version", "python"]
-        assert ch.per_period(engine, "alpha", dimensions, interval, start, END, filters) == (
-            duck(duck_data.per_period, "alpha", dimensions, interval, start, END, filters)
+    for interval, leaders, rows in (("day", 5, 100), ("week", 1, 2), ("month", 2, 1)):
+        question = (["", "version", "python"], interval, start, END, filters, leaders, rows)
+        assert ch.breakdowns(engine, "alpha", *question) == (
+            duck(duck_data.breakdowns, "alpha", *question)
         )
     assert ch.recent(engine, "beta", END, filters) == duck(duck_data.recent, "beta", END, filters)
     for project in ("zope-interface", "demo-pkg", "nothing"):
