@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from xml.dom import minidom
 
 import aiohttp
 import httpx
@@ -362,6 +363,23 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
         assert f"'{parameter}'" in answer.json()["error"]
     assert _get(base, "/api/v2/nothing").status_code == 404
     assert _get(base, "/api/v1/compare?projects=demo-pkg,nope").status_code == 404
+
+
+def test_badge_labels_that_svg_cannot_carry_are_a_400(base: str) -> None:
+    """badgepy parses the SVG it draws: a control character or U+FFFE in the label was a
+    500. Markup and any other character are drawn, escaped, in a well-formed SVG."""
+    for label in ("a%00b", "a%01b", "a%09b", "%7F", "a%C2%85b", "%EF%BF%BE", "%EF%BF%BF"):
+        for path in (f"/badge/{DEMO}.svg", f"/api/v1/projects/{DEMO}/shields"):
+            answer = _get(base, f"{path}?label={label}")
+            assert (answer.status_code, answer.json()) == (
+                400,
+                {"error": "bad parameter 'label': no control characters", "parameter": "label"},
+            ), (path, label)
+    for label in ("<script>&\"'", "\u202e\U0001f600 \u2028\ue000", "\U0010fffd" * 60):
+        answer = httpx.get(f"{base}/badge/{DEMO}.svg", params={"label": label})
+        assert answer.status_code == 200, label
+        texts = minidom.parseString(answer.content).getElementsByTagName("text")
+        assert texts[0].firstChild.data == label  # type: ignore[union-attr]
 
 
 def test_a_breakdown_answer_holds_at_most_limit_rows(base: str) -> None:
