@@ -268,6 +268,17 @@ def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return response.status, dict(response.getheaders()), response.read()
 
 
+def leader_leaves_while_one_waits(base: str, path: str) -> socket.socket:
+    """A connection waiting for ``path``, whose fetch a first client started and left (it
+    read the head and some body first): the caller reads the answer."""
+    with ask(base, path) as leader:
+        assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
+        follower = ask(base, path)
+        # both in camo (the scrape too): the second waits for the first one's fetch
+        wait_until(lambda: metric(base, "camo_requests_in_flight")[()] == 3)
+    return follower
+
+
 def test_a_coalesced_request_gets_the_image_its_leader_left_and_it_is_cached(
     host: SlowHost, make_camo: CamoFactory, tmp_path: Path
 ) -> None:
@@ -275,12 +286,7 @@ def test_a_coalesced_request_gets_the_image_its_leader_left_and_it_is_cached(
     same image: the fetch goes on for the second, which gets every byte, and is stored."""
     with make_camo(allow_networks=[f"{HOST}/32"], timeout=TIMEOUT, cache_dir=tmp_path) as camo:
         path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
-        with ask(camo.base, path) as leader:
-            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
-            follower = ask(camo.base, path)
-            # both in camo (the scrape too): the second waits for the first one's fetch
-            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 3)
-        with follower:
+        with leader_leaves_while_one_waits(camo.base, path) as follower:
             host.open_gate()
             status, headers, body = answer(follower)
         again = camo.client.get(path)
@@ -353,14 +359,10 @@ def test_a_fill_kept_for_others_that_passes_its_deadline_counts_its_client_as_go
     request, and the deadline passes: the client that left is counted 499 (it was counted
     as the 200 it had started, and not at all in ``camo_responses_total``); the waiting
     request is answered 504."""
-    deadline = 2.0
+    deadline = 5.0  # room for both clients to be in before it, on a loaded machine
     with make_camo(allow_networks=[f"{HOST}/32"], timeout=deadline, cache_dir=tmp_path) as camo:
         path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
-        with ask(camo.base, path) as leader:
-            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
-            follower = ask(camo.base, path)
-            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 3)
-        with follower:
+        with leader_leaves_while_one_waits(camo.base, path) as follower:
             status, headers, _ = answer(follower)
         wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 1)
         counts = metric(camo.base, "camo_responses_total")
