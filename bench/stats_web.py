@@ -537,9 +537,9 @@ def reader_queries(path: Path, end: date) -> dict[str, tuple[float, float]]:
         "overall": lambda con, p: data.overall(con, p, None, end),
         "project page (summary + breakdowns)": lambda con, p: (
             data.summary(con, p, end, Filters()),
-            data.per_period(
+            data.breakdowns(
                 con, p, ["", *rollups.DIMENSIONS], "day",
-                end - timedelta(days=29), end, Filters(),
+                end - timedelta(days=29), end, Filters(), 5, 100,
             ),
         ),
         "stats --days 30": lambda con, p: query_breakdown(

@@ -15,9 +15,11 @@ from pythonhosted.samples import build_sdist
 PYTHONHOSTED = [sys.executable, "-m", "pythonhosted"]
 
 
-def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+def run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, command: list[str] = PYTHONHOSTED
+) -> tuple[int, str]:
     done = subprocess.run(
-        [*PYTHONHOSTED, *args],
+        [*command, *args],
         cwd=tmp_path,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -28,16 +30,26 @@ def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[
     return done.returncode, done.stderr
 
 
+# The CLI with a bug planted in ``stats``: its warehouse URL raises ZeroDivisionError.
+# (A 20-digit --days overflowed a date, unforeseen, until --days was bounded.)
+PLANTED = [
+    sys.executable,
+    "-c",
+    "import pythonhosted.warehouse.cli as stats; stats.warehouse_url = lambda settings: 1 / 0; "
+    "from pythonhosted.cli import run; run()",
+]
+
+
 def test_an_unforeseen_error_is_one_line(tmp_path: Path) -> None:
-    """A 20-digit --days overflowed a date: a traceback, before. The traceback is at DEBUG."""
-    code, stderr = run(tmp_path, "stats", "demo", "--days", "9" * 20)
+    """An error no command foresaw: a traceback, before. The traceback is at DEBUG."""
+    code, stderr = run(tmp_path, "stats", "demo", command=PLANTED)
     assert (code, stderr) == (
         1,
-        "Error: OverflowError: Python int too large to convert to C int "
+        "Error: ZeroDivisionError: division by zero "
         "(PYTHONHOSTED_LOG_LEVEL=DEBUG logs the traceback)\n",
     )
     _, debug = run(
-        tmp_path, "stats", "demo", "--days", "9" * 20, env={"PYTHONHOSTED_LOG_LEVEL": "DEBUG"}
+        tmp_path, "stats", "demo", command=PLANTED, env={"PYTHONHOSTED_LOG_LEVEL": "DEBUG"}
     )
     assert "Traceback (most recent call last)" in debug
 

@@ -41,6 +41,9 @@ SIZE = 4 * 2**20  # within camo's default 5 MB limit
 PIECE = 16 * 1024
 PACE = 0.05  # seconds between pieces: a whole image takes ~13 s, far longer than a client stays
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(SIZE - 8)
+#: ``/...big...``: more than the kernel's socket buffers hold (4 MB of send buffer at most, by
+#: default), so camo is still sending when its client leaves
+BIG = PNG * 8
 CLIENTS = 1000
 READ = 1024  # what each client reads before it hangs up (the head and some body)
 TIMEOUT = 60  # camo's --timeout: every wait for the closes ends well before it
@@ -53,7 +56,8 @@ BACK_TO_IDLE = 1.5
 
 
 class SlowHost:
-    """An image host on 127.0.0.2, in a thread of its own, sending ``PNG``: ``/held`` never
+    """An image host on 127.0.0.2, in a thread of its own, sending ``PNG`` (``BIG`` if the
+    path says ``big``): ``/held`` never
     answers; ``/gated`` sends a first piece, then the rest once :meth:`open_gate`; ``/fast``
     sends all at once; anything else a piece every ``PACE`` seconds. With ``Cache-Control``
     if the path says ``cached``. It stops sending once the requester hangs up."""
@@ -111,13 +115,14 @@ class SlowHost:
                 await hung_up
                 return
             cache = b"cache-control: max-age=600\r\n" if b"cached" in path else b""
+            body = BIG if b"big" in path else PNG
             writer.transport.set_write_buffer_limits(high=PIECE)
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\n%scontent-length: %d\r\n\r\n"
-                % (cache, SIZE)
+                % (cache, len(body))
             )
-            for offset in range(0, SIZE, PIECE):
-                writer.write(PNG[offset : offset + PIECE])
+            for offset in range(0, len(body), PIECE):
+                writer.write(body[offset : offset + PIECE])
                 await writer.drain()
                 self.sent += PIECE
                 if path.startswith(b"/gated") and not self._gate.is_set():
@@ -263,6 +268,17 @@ def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return response.status, dict(response.getheaders()), response.read()
 
 
+def leader_leaves_while_one_waits(base: str, path: str) -> socket.socket:
+    """A connection waiting for ``path``, whose fetch a first client started and left (it
+    read the head and some body first): the caller reads the answer."""
+    with ask(base, path) as leader:
+        assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
+        follower = ask(base, path)
+        # both in camo (the scrape too): the second waits for the first one's fetch
+        wait_until(lambda: metric(base, "camo_requests_in_flight")[()] == 3)
+    return follower
+
+
 def test_a_coalesced_request_gets_the_image_its_leader_left_and_it_is_cached(
     host: SlowHost, make_camo: CamoFactory, tmp_path: Path
 ) -> None:
@@ -270,12 +286,7 @@ def test_a_coalesced_request_gets_the_image_its_leader_left_and_it_is_cached(
     same image: the fetch goes on for the second, which gets every byte, and is stored."""
     with make_camo(allow_networks=[f"{HOST}/32"], timeout=TIMEOUT, cache_dir=tmp_path) as camo:
         path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
-        with ask(camo.base, path) as leader:
-            assert leader.recv(READ).startswith(b"HTTP/1.1 200 ")
-            follower = ask(camo.base, path)
-            # both in camo (the scrape too): the second waits for the first one's fetch
-            wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 3)
-        with follower:
+        with leader_leaves_while_one_waits(camo.base, path) as follower:
             host.open_gate()
             status, headers, body = answer(follower)
         again = camo.client.get(path)
@@ -307,3 +318,55 @@ def test_a_fill_nobody_waits_for_stops_and_leaves_no_entry(
     assert (again.headers["x-camo-cache"], again.content == PNG) == ("MISS", True)
     assert host.requests == 2
     assert counts == {(("code", "200"),): 1.0, (("code", "499"),): 1.0 + followers}
+
+
+def test_a_client_that_leaves_a_hit_from_disk_stops_its_reading(
+    host: SlowHost, make_camo: CamoFactory, tmp_path: Path
+) -> None:
+    """A hit served from the cache's files is read and sent only while its client is there:
+    it was read to its end for a client that had left (granian's send drops what it is
+    given then), each departure costing the image's size in reads and counted as a 200."""
+    size = len(BIG)
+    with make_camo(
+        allow_networks=[f"{HOST}/32"],
+        timeout=TIMEOUT,
+        cache_dir=tmp_path,
+        max_size_kb=0,
+        cache_object_max_bytes=size,
+    ) as camo:
+        path = camo.url(host.url("/fast-big-cached.png")).removeprefix(camo.base)
+        stored = camo.client.get(path)
+        assert (stored.headers["x-camo-cache"], stored.content == BIG) == ("MISS", True)
+        for _ in range(3):
+            with socket.socket() as sock:  # a small window: camo cannot send it all at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+                address, port = camo.base.removeprefix("http://").split(":")
+                sock.connect((address, int(port)))
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camo\r\n\r\n".encode())
+                assert sock.recv(READ).startswith(b"HTTP/1.1 200 ")
+        wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 1)
+        counts = metric(camo.base, "camo_responses_total")
+        served = metric(camo.base, "camo_cache_served_bytes_total")[()]
+    assert counts == {(("code", "200"),): 1.0, (("code", "499"),): 3.0}
+    assert served == 0  # the MISS was relayed from upstream; no hit was served whole
+    assert host.requests == 1
+
+
+def test_a_fill_kept_for_others_that_passes_its_deadline_counts_its_client_as_gone(
+    host: SlowHost, make_camo: CamoFactory, tmp_path: Path
+) -> None:
+    """The client whose request fetches an image leaves, the fetch goes on for a waiting
+    request, and the deadline passes: the client that left is counted 499 (it was counted
+    as the 200 it had started, and not at all in ``camo_responses_total``); the waiting
+    request is answered 504."""
+    deadline = 5.0  # room for both clients to be in before it, on a loaded machine
+    with make_camo(allow_networks=[f"{HOST}/32"], timeout=deadline, cache_dir=tmp_path) as camo:
+        path = camo.url(host.url("/gated-cached.png")).removeprefix(camo.base)
+        with leader_leaves_while_one_waits(camo.base, path) as follower:
+            status, headers, _ = answer(follower)
+        wait_until(lambda: metric(camo.base, "camo_requests_in_flight")[()] == 1)
+        counts = metric(camo.base, "camo_responses_total")
+        statuses = metric(camo.base, "camo_requests_total")
+    assert (status, headers["x-camo-error"]) == (504, "upstream took too long")
+    assert counts == {(("code", "499"),): 1.0, (("code", "504"),): 1.0}
+    assert (statuses[(("status", "499"),)], statuses[(("status", "504"),)]) == (1.0, 1.0)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from xml.dom import minidom
 
 import aiohttp
 import httpx
@@ -362,6 +363,62 @@ def test_unknown_projects_and_bad_parameters(base: str) -> None:
         assert f"'{parameter}'" in answer.json()["error"]
     assert _get(base, "/api/v2/nothing").status_code == 404
     assert _get(base, "/api/v1/compare?projects=demo-pkg,nope").status_code == 404
+
+
+def test_badge_labels_that_svg_cannot_carry_are_a_400(base: str) -> None:
+    """badgepy parses the SVG it draws: a control character or U+FFFE in the label was a
+    500. Markup and any other character are drawn, escaped, in a well-formed SVG."""
+    for label in ("a%00b", "a%01b", "a%09b", "%7F", "a%C2%85b", "%EF%BF%BE", "%EF%BF%BF"):
+        for path in (f"/badge/{DEMO}.svg", f"/api/v1/projects/{DEMO}/shields"):
+            answer = _get(base, f"{path}?label={label}")
+            assert (answer.status_code, answer.json()) == (
+                400,
+                {"error": "bad parameter 'label': no control characters", "parameter": "label"},
+            ), (path, label)
+    for label in ("<script>&\"'", "\u202e\U0001f600 \u2028\ue000", "\U0010fffd" * 60):
+        answer = httpx.get(f"{base}/badge/{DEMO}.svg", params={"label": label})
+        assert answer.status_code == 200, label
+        texts = minidom.parseString(answer.content).getElementsByTagName("text")
+        assert texts[0].firstChild.data == label  # type: ignore[union-attr]
+
+
+def test_a_breakdown_answer_holds_at_most_limit_rows(base: str) -> None:
+    """Its first ``limit`` rows (10,000 unless asked for fewer), ``truncated`` when there were
+    more; the total counts them all. Every row used to be in it: a breakdown by fields of
+    many values over a long range was millions of rows, read and written out at once."""
+    path = f"/api/v1/projects/{DEMO}/downloads?by=version,country&start={d(40)}&mirrors=true"
+    whole = _get(base, path).json()
+    assert (len(whole["rows"]), whole["total"], whole["truncated"]) == (6, 8, False)
+    first = _get(base, path + "&limit=3").json()
+    assert (first["rows"], first["total"], first["truncated"]) == (whole["rows"][:3], 8, True)
+    assert _get(base, path + "&limit=6").json()["truncated"] is False
+    for limit in ("0", "10001"):
+        answer = _get(base, f"{path}&limit={limit}")
+        assert (answer.status_code, answer.json()["parameter"]) == (400, "limit")
+
+
+def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:
+    """A day near Python's date.min or date.max overflowed the range's arithmetic (30 days
+    before the end; the day after it for a breakdown of the rows): a 500."""
+    downloads = f"/api/v1/projects/{DEMO}/downloads"
+    for path, parameter, day in [
+        (f"{downloads}?end=0001-01-01", "end", "0001-01-01"),
+        (f"{downloads}?by=version,country&end=9999-12-31", "end", "9999-12-31"),
+        (f"{downloads}?start=1899-12-31", "start", "1899-12-31"),
+        ("/api/v1/compare?projects=demo-pkg,other&end=0001-01-02", "end", "0001-01-02"),
+        (f"/api/packages/{DEMO}/overall?end=2200-01-01", "end", "2200-01-01"),
+    ]:
+        answer = _get(base, path)
+        error = f"bad parameter {parameter!r}: {day} is not between 1900-01-01 and 2199-12-31"
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"error": error, "parameter": parameter},
+        ), path
+    edges = _get(
+        base,
+        f"/api/v1/projects/{DEMO}/downloads?by=version,country&start=1900-01-01&end=2199-12-31",
+    )
+    assert (edges.status_code, edges.json()["total"]) == (200, 7)  # today's too
 
 
 def test_validators_and_headers(base: str) -> None:

@@ -130,6 +130,21 @@ def test_errors(warehouse: str, tmp_path: Path) -> None:
     assert code == 1 and "holds no downloads yet" in out and out.count("\n") == 1
 
 
+def test_days_at_the_ends_of_the_calendar_are_usage_errors(warehouse: str) -> None:
+    """A day near Python's date.min or date.max overflowed the range's arithmetic (30 days
+    before the end, the day after it): a bare OverflowError, exit status 1."""
+    between = "is not between 1900-01-01 and 2199-12-31"
+    for args in [
+        ("--end", "0001-01-01"),
+        ("--by", "version,country", "--end", "9999-12-31"),
+        ("--start", "1899-12-31"),
+    ]:
+        expected = f"Error: {args[-2]}: {args[-1]} {between}\n"
+        assert _stats(warehouse, "demo", *args) == (2, expected), args
+    code, out = _stats(warehouse, "demo", "--days", "999999999")
+    assert code == 2 and "'--days': 999999999 is not in the range" in out
+
+
 def test_a_warehouse_from_before_rollups(tmp_path: Path) -> None:
     DuckDBWarehouse(tmp_path / "old.duckdb").close()
     con = duckdb.connect(str(tmp_path / "old.duckdb"))

@@ -4,7 +4,9 @@ ranks them as comparing with every name did."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from string import ascii_lowercase
 from typing import cast
 
 import duckdb
@@ -106,6 +108,31 @@ def test_variants_follow_loads_and_rebuilds(tmp_path: Path) -> None:
         warehouse.rebuild_rollups()  # no rows: no names, no variants
         assert con.execute(f"SELECT count(*) FROM {suggestions.VARIANTS}").fetchone() == (0,)
         assert suggestions.close_names(con, "demo-pk") == []
+    finally:
+        warehouse.close()
+
+
+def test_names_too_long_to_be_suggested_have_no_variants(tmp_path: Path) -> None:
+    """A recorded name past ``LONGEST + 1`` characters is one edit from no name short enough to
+    get suggestions, and its variants cost the square of its length to make: a log line
+    naming a project of 30,000 characters cost a publish 7.8 s of CPU and 2.1 GB."""
+    rng = random.Random(14)
+    long, edge = (
+        "".join(rng.choices(ascii_lowercase, k=k)) for k in (20_000, suggestions.LONGEST + 1)
+    )
+    names = [long, edge, "demo-pkg"]
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        con = warehouse.con
+        con.execute(f"INSERT INTO {rollups.PROJECTS} SELECT unnest(?), unnest(?)", [names, names])
+        expected = {edge: len(suggestions.variants(edge)), "demo-pkg": len("demo-pkg") + 1}
+        count = f"SELECT normalized, count(*) FROM {suggestions.VARIANTS} GROUP BY ALL"
+        suggestions.record(con, names)  # as a load records its new names
+        assert dict(con.execute(count).fetchall()) == expected
+        assert suggestions.close_names(con, edge[:-1]) == [edge]
+        con.execute(f"DROP TABLE {suggestions.VARIANTS}")
+        suggestions.ensure(con, rollups.PROJECTS)  # as a warehouse from before them
+        assert dict(con.execute(count).fetchall()) == expected
     finally:
         warehouse.close()
 

@@ -159,17 +159,22 @@ class Proxy:
             self._refusals.refused(refusal)
             await relay.refuse(refusal)
         except TimeoutError:
-            self._metrics.failed.labels("timeout").inc()
-            if relay.started:
-                raise self._cut("timeout", "upstream deadline passed mid-body") from None
-            status = 504
-            await relay.refuse(Refused(504, "timeout", "upstream took too long"))
+            # A client that left had its exchange go on for coalesced requests: 499 below,
+            # neither a refusal nor a cut (they get their own answers from the exchange).
+            if not relay.gone:
+                self._metrics.failed.labels("timeout").inc()
+                if relay.started:
+                    raise self._cut("timeout", "upstream deadline passed mid-body") from None
+                status = 504
+                await relay.refuse(Refused(504, "timeout", "upstream took too long"))
         except BodyError as exc:
-            self._metrics.failed.labels("upstream_body").inc()
-            if relay.started:
-                raise self._cut("upstream_body", "upstream body broke off") from None
-            status = 502
-            await relay.refuse(Refused(502, "upstream_body", f"upstream body broke off: {exc}"))
+            if not relay.gone:  # as a timeout
+                self._metrics.failed.labels("upstream_body").inc()
+                if relay.started:
+                    raise self._cut("upstream_body", "upstream body broke off") from None
+                status = 502
+                reason = f"upstream body broke off: {exc}"
+                await relay.refuse(Refused(502, "upstream_body", reason))
         except CutOff:
             if not relay.gone:
                 raise

@@ -132,6 +132,12 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+ROWS = 10_000
+"""The most rows a downloads answer holds (``limit``). A breakdown by fields of many values
+(``by=file,country,installer-version``) over a long range has millions of rows: each was read
+into the worker, then written out, several hundred MB at once per answer."""
+
+
 def project_downloads(con: Connection, project: str, params: Params, ctx: Context) -> Any:
     fields = [name.strip() for name in (params.text("by") or "").split(",") if name.strip()]
     for name in fields:
@@ -143,15 +149,16 @@ def project_downloads(con: Connection, project: str, params: Params, ctx: Contex
     assert interval is not None
     start, end = _range(params, ctx, 30)
     assert start is not None
+    limit = params.number("limit", ROWS, 1, ROWS)
     filters = _filters(params)
-    result = data.downloads(con, project, [interval, *fields], start, end, filters)
+    result = data.downloads(con, project, [interval, *fields], start, end, filters, limit + 1)
     rows = [
         {
             "date": _json_value(values[0]),
             **{name: _json_value(v) for name, v in zip(fields, values[1:-1], strict=True)},
             "downloads": values[-1],
         }
-        for values in result.rows
+        for values in result.rows[:limit]
     ]
     return {
         "project": project,
@@ -163,6 +170,7 @@ def project_downloads(con: Connection, project: str, params: Params, ctx: Contex
         "ci": filters.ci,
         "total": result.total,
         "rows": rows,
+        "truncated": len(result.rows) > limit,
         "complete_through": moment(ctx.watermark),
     }
 

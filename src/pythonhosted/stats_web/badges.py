@@ -33,6 +33,10 @@ COLORS = {
     "success": "#4c1",
 }
 _HEX = re.compile(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}")
+# What a label may not hold: control characters (C0, DEL, C1), and the two characters XML 1.0
+# excludes beyond them. badgepy parses the SVG it draws, and a label of "a%00b" or "%EF%BF%BE"
+# was a 500.
+_UNDRAWABLE = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff]")
 SUFFIX = {"day": "/day", "week": "/week", "month": "/month", "total": ""}
 
 
@@ -57,6 +61,8 @@ def options(params: Params) -> tuple[str, str, str, str]:
     label = "downloads" if label is None else label
     if len(label) > 60:
         raise BadParameter("label", "at most 60 characters")
+    if _UNDRAWABLE.search(label):
+        raise BadParameter("label", "no control characters")
     color = params.text("color") or "blue"
     if color in COLORS:
         color = COLORS[color]

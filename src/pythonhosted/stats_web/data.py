@@ -38,12 +38,13 @@ from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
 from pythonhosted.warehouse.stats import (
     Breakdown,
+    Breakdowns,
     Filters,
-    PeriodRows,
     check_project,
+    gather_breakdowns,
     outdated,
-    periods_by_dimension,
     query_breakdown,
+    ranked_periods,
 )
 from pythonhosted.warehouse.uploads import uploads
 
@@ -173,7 +174,7 @@ PERIOD_START = {
 }
 
 
-def per_period(
+def breakdowns(
     con: Connection,
     project: str,
     dimensions: list[str],
@@ -181,19 +182,33 @@ def per_period(
     start: date,
     end: date,
     filters: Filters,
-) -> PeriodRows:
-    """(period start, value, downloads) per rollup dimension ('' the total), by period then
-    value: every breakdown of a project page in one scan of its rollups."""
+    leaders: int,
+    rows: int,
+) -> Breakdowns:
+    """Every breakdown of a project page in one scan of its rollups: per period, the
+    ``leaders`` biggest values of each rollup dimension ('' the total); the ``rows``
+    biggest values over the range; how many others, and their downloads."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.per_period(con, project, dimensions, interval, start, end, filters)
+        return clickhouse.breakdowns(
+            con, project, dimensions, interval, start, end, filters, leaders, rows
+        )
     source, params = daily(con, project=project, dimensions=dimensions, start=start, end=end)
-    rows = con.execute(
-        f"WITH daily AS ({source}) SELECT dimension, {PERIOD_START[interval]} AS period, "
-        f"value, sum(downloads)::BIGINT FROM daily WHERE {_filters(filters)} "
-        "GROUP BY ALL ORDER BY dimension, period, value NULLS LAST",
-        params,
+    periods = (
+        f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
+        f"sum(downloads)::BIGINT AS n FROM daily WHERE {_filters(filters)} GROUP BY ALL"
+    )
+    found = con.execute(
+        f"WITH daily AS ({source}), ranked AS ({ranked_periods(periods)}) "
+        "SELECT 0 AS part, dimension, period, value, n, NULL::BIGINT AS k FROM ranked "
+        "WHERE rank <= ? OR dimension = '' "
+        "UNION ALL SELECT 1, dimension, NULL, value, any_value(total)::BIGINT, min(rank) "
+        "FROM ranked WHERE rank <= ? AND dimension <> '' GROUP BY dimension, value "
+        "UNION ALL SELECT 2, dimension, NULL, NULL, sum(n)::BIGINT, count(DISTINCT rank) "
+        "FROM ranked WHERE rank > ? AND dimension <> '' GROUP BY dimension "
+        "ORDER BY part, dimension, period, k, value NULLS LAST",
+        [*params, leaders, rows, rows],
     ).fetchall()
-    return periods_by_dimension(rows, dimensions)
+    return gather_breakdowns(found, dimensions)
 
 
 def overall(
@@ -378,8 +393,10 @@ def downloads(
     start: date,
     end: date,
     filters: Filters,
+    limit: int | None = None,
 ) -> Breakdown:
-    """Any breakdown ``stats --by`` offers (the same function answers the CLI)."""
+    """Any breakdown ``stats --by`` offers (the same function answers the CLI), its first
+    ``limit`` rows (the total counts them all)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.query_breakdown(con, project, fields, start, end, None, filters)
-    return query_breakdown(con, project, fields, start, end, None, filters)
+        return clickhouse.query_breakdown(con, project, fields, start, end, limit, filters)
+    return query_breakdown(con, project, fields, start, end, limit, filters)

@@ -26,6 +26,10 @@ from pythonhosted.warehouse.stats import Filters
 HTML = b"text/html; charset=utf-8"
 RANGES = ("30", "90", "180", "365", "all")
 INTERVALS = ("day", "week", "month")
+# Rows of a breakdown's table; the rest are one "N others" row. A project with 50,000
+# versions made a 3.5 MB page (1.5 s of CPU to render) whose tables no one reads to the end.
+TABLE_ROWS = 100
+CHART_LINES = 5  # a breakdown's chart draws its biggest values
 BREAKDOWNS = {
     "version": "Version",
     "installer": "Installer",
@@ -179,38 +183,37 @@ def _project(name: str, params: Params) -> Render:
         end = ctx.end + timedelta(days=1) if today else ctx.end
         first = summary["first_day"] or end
         start = first if span == "all" else end - timedelta(days=int(span) - 1)
-        found = data.per_period(con, project, ["", *BREAKDOWNS], interval, start, end, filters)
+        found = data.breakdowns(
+            con, project, ["", *BREAKDOWNS], interval, start, end, filters, CHART_LINES, TABLE_ROWS
+        )
         periods = _periods(start, end, interval)
-        counts = {when: count for when, _, count in found[""]}
+        counts = {when: count for when, _, count in found.periods[""]}
         main = {
-            "rows": [(_label(when, interval), count) for when, _, count in found[""]],
+            "rows": [(_label(when, interval), count) for when, _, count in found.periods[""]],
             "total": sum(counts.values()),
             "chart": _chart_json(periods, [("downloads", [counts.get(p, 0) for p in periods])]),
         }
         parts = []
         for field, label in BREAKDOWNS.items():
-            rows = found[field]
-            totals: dict[Any, int] = {}
-            for _, value, count in rows:
-                totals[value] = totals.get(value, 0) + count
-            ranked = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
-            leaders = [value for value, _ in ranked[:5]]
             by_time: dict[date, dict[Any, int]] = {}
-            for when, value, count in rows:
+            for when, value, count in found.periods[field]:
                 by_time.setdefault(when, {})[value] = count
+            leading = found.leading[field]
             lines = [
                 (
                     "None" if value is None else str(value),
                     [by_time.get(t, {}).get(value, 0) for t in periods],
                 )
-                for value in leaders
+                for value, _ in leading[:CHART_LINES]
             ]
+            others = found.others.get(field)
             parts.append(
                 {
                     "field": field,
                     "label": label,
-                    "rows": ranked,
-                    "total": sum(totals.values()),
+                    "rows": leading,
+                    "others": others,
+                    "total": sum(count for _, count in leading) + (others[1] if others else 0),
                     "chart": _chart_json(periods, lines),
                 }
             )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from urllib.parse import parse_qs, urlencode
 
-from pythonhosted.warehouse.stats import UnknownProject
+from pythonhosted.warehouse.stats import UnknownProject, out_of_range
 
 
 class BadParameter(ValueError):
@@ -81,9 +81,12 @@ class Params:
         if not value:
             return None
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             raise BadParameter(name, f"must be a date, YYYY-MM-DD, not {value!r}") from None
+        if (problem := out_of_range(day)) is not None:
+            raise BadParameter(name, problem)
+        return day
 
     def number(self, name: str, default: int, low: int, high: int) -> int:
         value = self.text(name)

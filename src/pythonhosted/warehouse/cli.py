@@ -21,10 +21,13 @@ from pythonhosted.warehouse.formats import FORMATS, render, render_coverage
 from pythonhosted.warehouse.groups import Group, Role, group_projects
 from pythonhosted.warehouse.stats import (
     FIELDS,
+    FIRST_DAY,
+    LAST_DAY,
     TIME_FIELDS,
     EmptyWarehouse,
     Filters,
     breakdown,
+    out_of_range,
     reader,
 )
 
@@ -39,9 +42,12 @@ def _date(text: str | None, flag: str) -> date | None:
     if text is None:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise BadUsage(f"{flag} must be a date, YYYY-MM-DD: {text!r}") from None
+    if (problem := out_of_range(day)) is not None:
+        raise BadUsage(f"{flag}: {problem}")
+    return day
 
 
 class _StatsCommand(click.Command):
@@ -80,7 +86,9 @@ def _source(settings: Settings, flag: str | None) -> str:
 @click.argument("project", required=False)
 @click.option("--top", type=click.IntRange(min=1), help="The N most-downloaded projects instead.")
 @click.option(
-    "--days", type=click.IntRange(min=1), help="The last N complete UTC days (not today) [30]."
+    "--days",
+    type=click.IntRange(min=1, max=(LAST_DAY - FIRST_DAY).days + 1),
+    help="The last N complete UTC days (not today) [30].",
 )
 @click.option("--start", help="First day, YYYY-MM-DD (UTC).")
 @click.option("--end", help="Last day, YYYY-MM-DD (UTC) [yesterday; today is partial].")

@@ -35,17 +35,25 @@ LONGEST = 128
 """Unknown names longer than this (PEP 503-normalised) get no suggestions: a hostile name's
 variants, one per character, would otherwise be thousands of lookups (and past 2,048 DuckDB
 reads the table instead)."""
+INDEXED = LONGEST + 1
+"""Recorded names longer than this have no variants: no unknown name that gets suggestions
+is one edit from them. A name's variants cost the square of its length to make (each is a
+copy of the name but one character), and a log line may name a project of 30,000
+characters: one such line cost a publish 7.8 s of CPU and 2.1 GB, four of them 35 s and
+7.2 GB (BENCHMARKS.md)."""
 _HASH = "CAST(md5_number({}) >> 64 AS UBIGINT)"
 
 
 def _variants_sql(names: str) -> str:
-    """(variant, normalized) of each ``normalized`` of the query ``names``: the hashes of the
-    name (``i`` 0) and of each deletion of one of its characters (the ``i``-th)."""
+    """(variant, normalized) of each ``normalized`` of the query ``names`` at most
+    :data:`INDEXED` characters long: the hashes of the name (``i`` 0) and of each deletion
+    of one of its characters (the ``i``-th)."""
     deletion = "concat(left(normalized, i - 1), substr(normalized, i + 1))"
     variant = f"CASE i WHEN 0 THEN normalized ELSE {deletion} END"
     return (
         f"SELECT DISTINCT {_HASH.format(variant)} AS variant, normalized "
-        f"FROM ({names}), range(0, length(normalized) + 1) AS r(i)"
+        f"FROM (SELECT normalized FROM ({names}) WHERE length(normalized) <= {INDEXED}), "
+        "range(0, length(normalized) + 1) AS r(i)"
     )
 
 

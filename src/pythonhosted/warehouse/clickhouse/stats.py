@@ -35,15 +35,18 @@ from pythonhosted.warehouse.clickhouse.tables import (
 from pythonhosted.warehouse.groups import FACTS_SQL, Group, members
 from pythonhosted.warehouse.stats import (
     FIELDS,
+    FIRST_DAY,
     TIME_FIELDS,
     Breakdown,
+    Breakdowns,
     EmptyWarehouse,
     Filters,
-    PeriodRows,
     UnknownProject,
-    periods_by_dimension,
+    gather_breakdowns,
+    ranked_periods,
     rollup_dimension,
 )
+from pythonhosted.warehouse.suggestions import LONGEST
 
 ROW_FIELDS: dict[str, str] = {
     "day": "toDate(timestamp)",
@@ -80,7 +83,6 @@ _ROLLUP_TIME = {"day": "day", "week": "toMonday(day)", "month": "formatDateTime(
 PERIOD_START = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
 _NOT_CI = "NOT ifNull(ci, false)"
 EVERYTHING_BUT_MIRRORS = Filters()
-FIRST_DAY = date(1900, 1, 1)  # before any download; ClickHouse's Date32 starts there
 
 
 def _filters(filters: Filters, *, rows: bool = False) -> str:
@@ -123,7 +125,12 @@ def check_project(engine: Engine, name: str) -> str:
 
 
 def close_names(engine: Engine, normalized: str, limit: int = 3) -> list[str]:
-    """Recorded project names that look like ``normalized`` (Jaro-Winkler, as DuckDB's)."""
+    """Recorded project names that look like ``normalized`` (Jaro-Winkler, as DuckDB's);
+    none for a name past :data:`~pythonhosted.warehouse.suggestions.LONGEST` characters, as
+    DuckDB's index: each comparison costs about the product of the two lengths, and an
+    unknown name of 7,000 characters cost 2.7 s against 100,000 names."""
+    if len(normalized) > LONGEST:
+        return []
     rows = engine.rows(
         "SELECT normalized, jaroWinklerSimilarity(normalized, {name:String}) AS score "
         f"FROM (SELECT DISTINCT normalized FROM {PROJECTS}) WHERE score >= 0.8 "
@@ -280,7 +287,7 @@ def series(
     return [(row[0], row[1], int(row[2])) for row in rows]
 
 
-def per_period(
+def breakdowns(
     engine: Engine,
     project: str,
     dimensions: list[str],
@@ -288,17 +295,35 @@ def per_period(
     start: date,
     end: date,
     filters: Filters,
-) -> PeriodRows:
-    """(period start, value, downloads) per rollup dimension ('' the total)."""
-    rows = engine.rows(
+    leaders: int,
+    rows: int,
+) -> Breakdowns:
+    """``stats_web.data.breakdowns``, of ClickHouse."""
+    periods = (
         f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
-        f"toInt64(sum(downloads)) FROM {ROLLUPS} WHERE project = {{project:String}} "
+        f"toInt64(sum(downloads)) AS n FROM {ROLLUPS} WHERE project = {{project:String}} "
         "AND has({dimensions:Array(String)}, dimension) AND day BETWEEN {start:Date32} AND "
-        f"{{end:Date32}}{_filters(filters)} GROUP BY dimension, period, value "
-        "ORDER BY dimension, period, value NULLS LAST",
-        {"project": project, "dimensions": dimensions, "start": start, "end": end},
+        f"{{end:Date32}}{_filters(filters)} GROUP BY dimension, period, value"
     )
-    return periods_by_dimension(rows, dimensions)
+    found = engine.rows(
+        f"WITH ranked AS ({ranked_periods(periods)}) SELECT * FROM ("
+        "SELECT 0 AS part, dimension, period, value, n, toInt64(0) AS k FROM ranked "
+        "WHERE rank <= {leaders:UInt32} OR dimension = '' "
+        "UNION ALL SELECT 1, dimension, NULL, value, toInt64(any(total)), toInt64(min(rank)) "
+        "FROM ranked WHERE rank <= {rows:UInt32} AND dimension != '' GROUP BY dimension, value "
+        "UNION ALL SELECT 2, dimension, NULL, NULL, toInt64(sum(n)), toInt64(uniqExact(rank)) "
+        "FROM ranked WHERE rank > {rows:UInt32} AND dimension != '' GROUP BY dimension) "
+        "ORDER BY part, dimension, period, k, value NULLS LAST",
+        {
+            "project": project,
+            "dimensions": dimensions,
+            "start": start,
+            "end": end,
+            "leaders": leaders,
+            "rows": rows,
+        },
+    )
+    return gather_breakdowns(found, dimensions)
 
 
 def overall(
