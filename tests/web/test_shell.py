@@ -91,6 +91,29 @@ def test_status_counts_by_status(caplog: pytest.LogCaptureFixture) -> None:
     assert "secret detail" in caplog.text  # the traceback is logged, not sent
 
 
+def test_a_flood_of_errors_logs_a_few_tracebacks_not_one_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """500 requests reaching one bug: 10 tracebacks (the burst of a window) at ERROR, the rest
+    only at DEBUG; another bug still gets its own burst. Each was a traceback of ~2.5 KB."""
+    with (
+        caplog.at_level(logging.INFO, logger="pythonhosted.web.shell"),
+        running(service()) as url,
+    ):
+        asyncio.run(_get_all(url, ["/boom"] * 500 + ["/head"] * 3))
+        assert sample(url, "demo_requests_total", status="500") == 503
+    logged = [r for r in caplog.records if r.name == "pythonhosted.web.shell"]
+    assert [(r.levelname, r.getMessage()) for r in logged] == [
+        ("ERROR", "unhandled error for GET b'/boom'")
+    ] * 10 + [("ERROR", "unhandled error for GET b'/head'")] * 3
+    assert all(r.exc_info is not None for r in logged)
+
+
+async def _get_all(url: str, paths: list[str]) -> None:
+    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=32)) as client:
+        await asyncio.gather(*(client.get(path) for path in paths))
+
+
 def test_requests_in_flight_are_counted_until_their_handler_ends() -> None:
     """However a handler ends (an answer, an error before or after the head), its request
     leaves the count; the scrape that reads it is in it."""
