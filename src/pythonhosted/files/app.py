@@ -279,7 +279,12 @@ class FilesEdge:
         if key.endswith(".metadata"):
             self.metrics.sidecars.labels("metadata").inc()
             encoding = preferred_encoding(request.header(b"accept-encoding"), ("br", "gzip"))
-            if encoding is not None and b"range" not in request.headers:
+            # Compressed only when the body cache can keep the result: one that cannot was
+            # read whole and compressed again for each request (a 40 MB sidecar: 2.1 s of CPU
+            # with gzip, 0.5 s with brotli, and +95 MB of peak memory, where sending it as
+            # stored takes 0.05 s); larger ones go out as they are stored.
+            compressible = self.bodies.fits(entry.size)
+            if encoding is not None and compressible and b"range" not in request.headers:
                 await self._send_encoded(
                     entry, encoding.encode(), security + entry.headers, send, head
                 )
