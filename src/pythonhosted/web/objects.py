@@ -4,9 +4,11 @@ The files edge and docs hosting both answer with objects from a store; this is t
 that decides 304, 206 or 416, and how the bytes go out:
 
 - bodies already in memory (the caller's, or the byte-bounded cache of small objects and of
-  ranges clients repeat) go out as they are, large ones as the pieces the cache keeps them in
-  (no copy on our side; the server copies each message once), one piece in the server at a
-  time, small ones until the client has shown it reads fast (:func:`_send_pieces`);
+  ranges clients repeat; an object is read into the cache only while the bodies being read
+  in at once fit the cache's budget, see :meth:`ObjectResponder._fill`) go out as they are,
+  large ones as the pieces the cache keeps them in (no copy on our side; the server copies
+  each message once), one piece in the server at a time, small ones until the client has
+  shown it reads fast (:func:`_send_pieces`);
 - other local files are read with ``pread`` on the loop: a small range in one read (a
   page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
   directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
@@ -140,6 +142,7 @@ class ObjectResponder:
         self.error_headers = error_headers or []
         self.streams = streams or StreamSlots()  # the service's pool (web.streams.slots_of)
         self._filling: Coalescer[str, Body] = Coalescer()
+        self._filling_bytes = 0  # of the bodies being read into memory now
         self._fast = FastConnections()
         self._paced = 0  # bodies going out in pieces now
         self._cut = False  # one of them was cut into pieces for a slow client
@@ -341,13 +344,28 @@ class ObjectResponder:
                 self._cut = False
                 trim_heap()  # the slow clients' pieces are gone: so is the heap they grew
 
-    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body:
+    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body | None:
         """The whole body into memory, read and split once however many requests wait for it
-        (split per request, 20 slow first readers of a 12 MB wheel held 20 copies)."""
+        (split per request, 20 slow first readers of a 12 MB wheel held 20 copies); None,
+        for the caller to stream it, when the bodies being read in already fill the cache's
+        budget. Each read holds its object whole (and a copy, briefly), and nothing bounded
+        how many ran at once: 100 cold requests for 100 distinct 12 MB wheels took the edge
+        from 66 MB to a 2.2 GB peak, for a cache of 128 MB (now 220-360 MB,
+        ``bench/files_cold.py``)."""
         key = obj.key
-        body = await self._filling.run(key, lambda: _read_body(obj.store, key))
+        if not self._filling.busy(key):
+            if self._filling_bytes + obj.size > bodies.max_bytes:
+                return None
+            self._filling_bytes += obj.size  # now: the read starts only at the next turn
+        body = await self._filling.run(key, lambda: self._read_counted(obj))
         bodies.put(key, body)
         return body
+
+    async def _read_counted(self, obj: StoredObject) -> Body:
+        try:
+            return await _read_body(obj.store, obj.key)
+        finally:
+            self._filling_bytes -= obj.size
 
     def forget(self, key: str) -> None:
         """Drop every cached body and range of ``key`` (a purge, or the object is gone)."""
