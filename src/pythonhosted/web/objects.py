@@ -353,10 +353,8 @@ class ObjectResponder:
         from 66 MB to a 2.2 GB peak, for a cache of 128 MB (now 220-360 MB,
         ``bench/files_cold.py``)."""
         key = obj.key
-        if not self._filling.busy(key):
-            if self._filling_bytes + obj.size > bodies.max_bytes:
-                return None
-            self._filling_bytes += obj.size  # now: the read starts only at the next turn
+        if not self._filling.busy(key) and not self.start_reading(bodies, obj.size):
+            return None
         body = await self._filling.run(key, lambda: self._read_counted(obj))
         bodies.put(key, body)
         return body
@@ -365,7 +363,19 @@ class ObjectResponder:
         try:
             return await _read_body(obj.store, obj.key)
         finally:
-            self._filling_bytes -= obj.size
+            self.done_reading(obj.size)
+
+    def start_reading(self, bodies: BodyCache, size: int) -> bool:
+        """Count ``size`` more bytes read into memory for ``bodies``, or False (nothing
+        counted) when the bodies being read in already fill its budget. Counted at once, not
+        when the read gets its turn, so a burst cannot all pass the check first."""
+        if self._filling_bytes + size > bodies.max_bytes:
+            return False
+        self._filling_bytes += size
+        return True
+
+    def done_reading(self, size: int) -> None:
+        self._filling_bytes -= size
 
     def forget(self, key: str) -> None:
         """Drop every cached body and range of ``key`` (a purge, or the object is gone)."""
