@@ -18,6 +18,7 @@ from pythonhosted.web.security import NO_CROSS_DOMAIN
 from pythonhosted.web.server import running
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
+from support.flood import fetch_all
 from support.metrics import sample
 from support.processes import wait_until
 
@@ -100,18 +101,14 @@ def test_a_flood_of_errors_logs_a_few_tracebacks_not_one_each(
         caplog.at_level(logging.INFO, logger="pythonhosted.web.shell"),
         running(service()) as url,
     ):
-        asyncio.run(_get_all(url, ["/boom"] * 500 + ["/head"] * 3))
+        answers = asyncio.run(fetch_all(url, ["/boom"] * 500 + ["/head"] * 3))
+        assert [answer.status for answer in answers] == [500] * 503
         assert sample(url, "demo_requests_total", status="500") == 503
     logged = [r for r in caplog.records if r.name == "pythonhosted.web.shell"]
     assert [(r.levelname, r.getMessage()) for r in logged] == [
         ("ERROR", "unhandled error for GET b'/boom'")
     ] * 10 + [("ERROR", "unhandled error for GET b'/head'")] * 3
     assert all(r.exc_info is not None for r in logged)
-
-
-async def _get_all(url: str, paths: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=32)) as client:
-        await asyncio.gather(*(client.get(path) for path in paths))
 
 
 def test_requests_in_flight_are_counted_until_their_handler_ends() -> None:
