@@ -238,8 +238,13 @@ class FilesEdge:
 
     async def _locate(self, key: str, force: Backend | None) -> EdgeObject:
         if self.purges is not None:
-            for purged in self.purges.news():  # another worker's purges (usually none)
-                self._forget(purged)
+            purged = self.purges.news()  # another worker's purges (usually none)
+            if purged is None:  # the journal started afresh past what this worker had read
+                self._cache.clear()
+                self.bodies.clear()
+            else:
+                for key in purged:
+                    self._forget(key)
         if force is not None:
             info, store, _ = await self.stores.info(key, force)
             return EdgeObject(info, store)
