@@ -37,7 +37,7 @@ from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.departure import departure
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
-from pythonhosted.web.responses import send_response
+from pythonhosted.web.responses import send_response, wait_until_written
 from pythonhosted.web.streams import Busy, StreamSlots
 from pythonhosted.web.types import Headers, Message, Receive, Send
 
@@ -48,8 +48,6 @@ PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
 KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
 PACE = 0.1  # seconds: past the small pieces, a piece is at most what the client takes in this
 NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
-QUEUE_SLOTS = 4  # granian's queue per connection: messages it takes before a send must wait
-_EMPTY = {"type": "http.response.body", "body": b"", "more_body": True}
 # A file streamed from disk: small pieces until the client has shown it keeps up (see
 # _send_file), then large ones.
 FILE_PIECE_SLOW = 4 * 1024
@@ -398,10 +396,11 @@ async def _send_pieces(
 
     granian copies every message and keeps the copy until the kernel has taken all of it;
     per connection it queues four messages besides the one it is writing and one waiting to
-    get in. So after each piece but the last go ``QUEUE_SLOTS + 1`` empty messages: they hold
-    no bytes, the server drops them unwritten, and it takes the first only once the piece
-    before it is written (but for its few KB of write buffer), so the last can only go in, and
-    its send complete, once the piece is out: that is when the next piece is cut.
+    get in. So after each piece but the last go empty messages
+    (:func:`~pythonhosted.web.responses.wait_until_written`): they hold no bytes, the server
+    drops them unwritten, and it takes the first only once the piece before it is written (but
+    for its few KB of write buffer), so the last can only go in, and its send complete, once
+    the piece is out: that is when the next piece is cut.
 
     What a client that stops reading leaves in the server is the piece it stopped in. The
     kernel takes the first bytes of any client at once (its receive window and our send
@@ -447,8 +446,7 @@ async def _send_pieces(
             del piece
             if stop >= end:
                 break
-            for _ in range(QUEUE_SLOTS + 1):
-                await send(_EMPTY)
+            await wait_until_written(send)
             now = time.monotonic()
             took = now - began
             slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset
