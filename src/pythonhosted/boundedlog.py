@@ -43,7 +43,10 @@ class BoundedLog:
         self._window: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def note(self, level: int, reason: str, message: str, *args: Any) -> None:
+    def note(
+        self, level: int, reason: str, message: str, *args: Any, exc_info: bool = False
+    ) -> None:
+        """Log one line for ``reason`` (``exc_info``: with the exception being handled)."""
         loop = asyncio.get_running_loop()
         if self._window is not None and self._loop is not loop:
             self._summarise()  # a window of an earlier event loop (asyncio.run again) ends now
@@ -52,11 +55,11 @@ class BoundedLog:
             self._window = loop.call_later(self._window_seconds, self._summarise)
         seen = self._seen[reason] = self._seen[reason] + 1
         if seen <= self._burst:
-            self._logger.log(level, message, *args, extra={"reason": reason})
+            self._logger.log(level, message, *args, exc_info=exc_info, extra={"reason": reason})
             return
         self._quiet[reason] += 1
         self._quiet_level = max(self._quiet_level, level)
-        self._logger.debug(message, *args, extra={"reason": reason})
+        self._logger.debug(message, *args, exc_info=exc_info, extra={"reason": reason})
 
     def _summarise(self) -> None:
         """The window's end: one line for what was not logged one by one, a fresh window."""

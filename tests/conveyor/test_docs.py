@@ -177,6 +177,16 @@ def test_conditional_get(site: str) -> None:
     assert (again.status_code, again.content) == (304, b"")
 
 
+def test_dates_no_calendar_holds_are_not_dates(site: str) -> None:
+    """If-Modified-Since and If-Range dates past what a datetime holds were a 500 each."""
+    big = f"{site}/proj/big.bin"
+    for date in ("Mon, 01 Jan 99999999999 00:00:00 GMT", "Mon, 01 Jan 2000 00:00:00 +99999999999"):
+        since = httpx.get(big, headers={"If-Modified-Since": date})
+        ranged = httpx.get(big, headers={"Range": "bytes=0-9", "If-Range": date})
+        assert (since.status_code, since.content) == (200, BIG)
+        assert (ranged.status_code, ranged.content) == (200, BIG)
+
+
 @pytest.mark.parametrize(
     "target",
     [

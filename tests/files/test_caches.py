@@ -82,3 +82,27 @@ def test_a_burst_for_a_large_metadata_file_compresses_it_once_within_the_budget(
         again = httpx.get(url + record.path + ".metadata", headers={"Accept-Encoding": "gzip"})
         assert (again.headers["content-encoding"], again.content) == ("gzip", metadata)
         assert sample(url, "files_cache_bytes") == len(compressed) + ENTRY_BYTES
+
+
+def test_a_metadata_file_the_cache_cannot_keep_goes_out_as_stored(
+    edge: EdgeFactory, tmp_path: Path
+) -> None:
+    """A ``.metadata`` over ``cache_object_max_bytes`` is sent uncompressed: compressed, it
+    was read whole and compressed again for every request (not kept: too large)."""
+    primary = f"file://{tmp_path}/primary"
+    description = base64.b64encode(random.Random(7).randbytes(300_000)).decode()
+    filename, data = build_wheel("Big-Meta", "1.0", description=description)
+    record = asyncio.run(upload(open_store(primary), filename, data))
+    metadata = asyncio.run(open_store(primary).get_bytes(record.path[1:] + ".metadata"))
+    with edge(primary=primary, cache_object_max_bytes=len(metadata) - 1) as url:
+        for encoding in ("gzip", "br", "br, gzip"):
+            answer = httpx.get(
+                url + record.path + ".metadata", headers={"Accept-Encoding": encoding}
+            )
+            assert (answer.status_code, answer.content) == (200, metadata)
+            assert "content-encoding" not in answer.headers
+            assert (
+                answer.headers["etag"]
+                == httpx.head(url + record.path + ".metadata").headers["etag"]
+            )
+        assert sample(url, "files_cache_bytes") == 0

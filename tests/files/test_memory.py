@@ -6,6 +6,8 @@ with a deadline: nothing here depends on how fast the machine is.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import re
 import resource
 import socket
@@ -13,11 +15,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from pythonhosted.distributions import storage_key
+from pythonhosted.storage import open_store
 from pythonhosted.web.objects import PROBE_PIECE
 from pythonhosted.web.server import Bind, free_port
 from support.edge import edge_process, stored_wheel
-from support.memory import resident, settled, slow_readers
+from support.flood import fetch_all
+from support.memory import peak, resident, settled, slow_readers
 from support.processes import wait_until
 
 READERS = 1000
@@ -152,3 +158,50 @@ def test_first_readers_of_a_body_share_one_copy(tmp_path: Path) -> None:
                 sock.close()
     # The cached body, and a piece per reader (a megabyte each): well under four bodies.
     assert loaded - idle < 4 * size
+
+
+@pytest.mark.parametrize(
+    ("suffix", "asked"),
+    [
+        (".whl", {}),
+        # a sidecar compressed on request: its bytes and the compressed form, both in memory
+        (".whl.metadata", {"Accept-Encoding": "gzip"}),
+    ],
+)
+def test_cold_requests_for_many_objects_read_at_most_the_cache_budget_into_memory(
+    tmp_path: Path, suffix: str, asked: dict[str, str]
+) -> None:
+    """64 requests at once for 64 distinct uncached objects that each fit the memory cache:
+    what is read into memory at once stays within the cache's budget (the rest go out as
+    stored, streamed). Each was read whole at once, nothing bounding how many: 100 distinct
+    12 MB wheels took an edge with a 128 MB cache to a 2.2 GB peak."""
+    count, size, budget = 64, 2 * 2**20, 4 * 2**20
+    primary = f"file://{tmp_path}/primary"
+    paths = [
+        f"/{storage_key(f'{n:064x}', f'blob_{n}-1.0-py3-none-any{suffix}')}" for n in range(count)
+    ]
+    contents = [f"{n:08d}".encode() * (size // 8) for n in range(count)]
+
+    async def store_all() -> None:
+        store = open_store(primary)
+        for path, data in zip(paths, contents, strict=True):
+            await store.put(path[1:], data)
+
+    asyncio.run(store_all())
+    cache = {
+        "PYTHONHOSTED_FILES__CACHE_MAX_BYTES": str(budget),
+        "PYTHONHOSTED_FILES__CACHE_OBJECT_MAX_BYTES": str(size),
+    }
+    bind = Bind("127.0.0.1", free_port())
+    with edge_process(tmp_path, primary, bind, settings=cache) as edge:
+        assert httpx.get(bind.url() + paths[0]).status_code == 200  # every route warmed up
+        idle = settled(edge.pid)
+        requests = [(path, asked) for path in paths[1:]]
+        answers = asyncio.run(fetch_all(bind.url(), requests, concurrency=count))
+        grew = peak(edge.pid) - idle
+    received = [
+        (a.status, gzip.decompress(a.body) if "content-encoding" in a.headers else a.body)
+        for a in answers
+    ]
+    assert received == [(200, data) for data in contents[1:]]
+    assert grew < count * size // 2, f"{grew / 2**20:.0f} MB more at the peak"

@@ -215,6 +215,31 @@ def test_garbage_headers_do_not_break_anything(edge: EdgeFactory, primary_url: s
     assert health.status_code == 200
 
 
+# Dates email.utils cannot hold in a datetime: it raises OverflowError for them, not
+# ValueError, and each such request was a 500 with a traceback in the log.
+DATES_BEYOND_C = [
+    "Mon, 01 Jan 99999999999 00:00:00 GMT",  # the year
+    "Mon, 01 Jan 2000 00:00:99999999999999999999 GMT",  # the seconds
+    "Mon, 01 Jan 2000 00:00:00 +9999999999999",  # the zone's offset
+]
+
+
+def test_dates_no_calendar_holds_are_not_dates(edge: EdgeFactory, tmp_path: Path) -> None:
+    """A validator that is no date is ignored (RFC 9110 §13.1.3, §13.1.5): the whole object."""
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    with edge(primary=primary) as url:
+        for date in DATES_BEYOND_C:
+            since = httpx.get(url + WHEEL.path, headers={"If-Modified-Since": date})
+            ranged = httpx.get(url + WHEEL.path, headers={"Range": "bytes=0-9", "If-Range": date})
+            assert (since.status_code, since.content) == (200, WHEEL.data)
+            assert (ranged.status_code, ranged.content) == (200, WHEEL.data)
+        metrics = httpx.get(url + "/metrics").text.splitlines()
+    assert [line for line in metrics if line.startswith("files_requests_total{")] == [
+        'files_requests_total{status="200"} 6.0'
+    ]
+
+
 @pytest.mark.parametrize(
     ("authorization", "status"),
     [

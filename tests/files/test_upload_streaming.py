@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from pythonhosted.catalog import project_records
 from pythonhosted.cli import main
-from pythonhosted.files.upload import SourceChanged, upload
+from pythonhosted.files.upload import SourceChanged, TooLarge, upload
 from pythonhosted.samples import write_large_wheel
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import running
@@ -160,6 +160,21 @@ def test_a_small_file_rewritten_before_it_is_stored_is_refused(tmp_path: Path) -
         asyncio.run(upload(RewritingStore(store, path), WHEEL, path))  # type: ignore[arg-type]
     assert f"error: {refused.value}\n" == CHANGED
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+def test_the_size_limit_counts_the_bytes_read_not_the_size_stat_gave(tmp_path: Path) -> None:
+    """``upload_max_bytes`` is enforced while the file is read: the command took the size
+    from ``stat`` before reading, so a file that grew past the limit meanwhile was read to its
+    end and stored (and one that never stopped growing, read for ever). The first pass stops
+    one block past the limit; nothing is stored."""
+    path = large_wheel(tmp_path / "dist", 3 * MiB)
+    store = open_store(f"file://{tmp_path}/store")
+    limit = path.stat().st_size - 1
+    with pytest.raises(TooLarge) as refused:
+        asyncio.run(upload(store, WHEEL, path, max_bytes=limit))
+    assert str(refused.value) == f"{WHEEL}: larger than {limit} bytes"
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+    assert asyncio.run(upload(store, WHEEL, path, max_bytes=limit + 1)).size == limit + 1
 
 
 def test_a_pipe_is_refused_without_being_read(tmp_path: Path) -> None:

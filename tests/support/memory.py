@@ -18,6 +18,14 @@ def resident(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def peak(pid: int) -> int:
+    """The process's high-water resident set size (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
 def settled(pid: int) -> int:
     """The resident size once it stops moving (two readings 0.5 s apart within 1 MB)."""
     readings = [resident(pid)]

@@ -18,6 +18,7 @@ from pythonhosted.web.security import NO_CROSS_DOMAIN
 from pythonhosted.web.server import running
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
+from support.flood import fetch_all
 from support.metrics import sample
 from support.processes import wait_until
 
@@ -89,6 +90,25 @@ def test_status_counts_by_status(caplog: pytest.LogCaptureFixture) -> None:
         assert sample(url, "demo_requests_total", status="500") == 1
         assert sample(url, "demo_bytes_sent_total") > 0
     assert "secret detail" in caplog.text  # the traceback is logged, not sent
+
+
+def test_a_flood_of_errors_logs_a_few_tracebacks_not_one_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """500 requests reaching one bug: 10 tracebacks (the burst of a window) at ERROR, the rest
+    only at DEBUG; another bug still gets its own burst. Each was a traceback of ~2.5 KB."""
+    with (
+        caplog.at_level(logging.INFO, logger="pythonhosted.web.shell"),
+        running(service()) as url,
+    ):
+        answers = asyncio.run(fetch_all(url, ["/boom"] * 500 + ["/head"] * 3))
+        assert [answer.status for answer in answers] == [500] * 503
+        assert sample(url, "demo_requests_total", status="500") == 503
+    logged = [r for r in caplog.records if r.name == "pythonhosted.web.shell"]
+    assert [(r.levelname, r.getMessage()) for r in logged] == [
+        ("ERROR", "unhandled error for GET b'/boom'")
+    ] * 10 + [("ERROR", "unhandled error for GET b'/head'")] * 3
+    assert all(r.exc_info is not None for r in logged)
 
 
 def test_requests_in_flight_are_counted_until_their_handler_ends() -> None:

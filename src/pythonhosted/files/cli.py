@@ -25,7 +25,7 @@ from pythonhosted.files.manage_cli import (
     unyank_command,
     yank_command,
 )
-from pythonhosted.files.upload import SourceChanged, UploadRefused, upload
+from pythonhosted.files.upload import SourceChanged, TooLarge, UploadRefused, upload
 from pythonhosted.storage import StorageError
 
 
@@ -45,7 +45,6 @@ for command in (list_command, yank_command, unyank_command, delete_command):
 def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:
     """Check distributions and store them at their hashed keys; print one URL path per file."""
     store = open_primary(settings, store_url)
-    limit = settings.files.upload_max_bytes
     failures = 0
     for path in paths:
         try:
@@ -54,23 +53,21 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
                 click.echo(f"error: {path}: not a regular file", err=True)
                 failures += 1
                 continue
-            if status.st_size > limit:
-                click.echo(f"error: {path.name}: larger than {limit} bytes", err=True)
-                failures += 1
-                continue
             record = asyncio.run(
                 upload(
                     store,
                     path.name,
                     path,
                     metadata_max_bytes=settings.files.upload_metadata_max_bytes,
+                    max_bytes=settings.files.upload_max_bytes,  # counted as read, not stat'ed
                 )
             )
         except OSError as exc:
             click.echo(f"error: {path}: {exc.strerror}", err=True)
             failures += 1
             continue
-        except (InvalidDistribution, UploadRefused, SourceChanged) as exc:  # they name the file
+        except (InvalidDistribution, TooLarge, UploadRefused, SourceChanged) as exc:
+            # each names the file
             click.echo(f"error: {exc}", err=True)
             failures += 1
             continue

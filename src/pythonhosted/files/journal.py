@@ -12,7 +12,16 @@ and reads the length and the new entries from the file, which writers change onl
 exclusive lock: never half an entry, never a torn length. A torn hint can at worst delay a
 purge by a few nanoseconds, to the next request. Entries are JSON strings, one per line (a key
 may hold any character, a newline too). The journal lives in a private temporary directory for
-as long as the instance runs; purges are rare (takedowns, deletes), so it stays small.
+as long as the instance runs.
+
+Its size is bounded: positions are counted from the instance's first purge (the length in the
+header is the end of everything ever written, so it never repeats), and the header also says
+where the file's first entry stands. A purge that would take the file past ``max_bytes`` starts
+it afresh at the current end. A worker that had not read up to there cannot know which keys it
+missed, so it forgets everything (:meth:`PurgeJournal.news` says so), which is always safe.
+It grew by ~93 bytes a purge for the life of the instance: 100,000 purges (a few large
+deletes: 40,000 for a 20,000-file release) left 9.3 MB in the temporary directory, often a
+tmpfs, that is memory.
 """
 
 from __future__ import annotations
@@ -27,17 +36,21 @@ import orjson
 
 # How `files serve` hands its workers the journal: an internal handoff, not a setting.
 JOURNAL_ENV = "_PYTHONHOSTED_FILES_PURGE_JOURNAL"
-_LENGTH = struct.Struct("<Q")
+MAX_BYTES = 4 * 2**20  # ~45,000 purges of ~93 bytes
+_POSITION = struct.Struct("<Q")
+_HEADER = struct.Struct("<QQ")  # the end of everything written, where the file's entries start
+EVERYTHING = None  # what news() returns when this worker cannot know which keys it missed
 
 
 class PurgeJournal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._fd = os.open(path, os.O_RDWR)
-        self._length = mmap.mmap(self._fd, _LENGTH.size, prot=mmap.PROT_READ)
+        self._length = mmap.mmap(self._fd, _POSITION.size, prot=mmap.PROT_READ)
         fcntl.flock(self._fd, fcntl.LOCK_SH)
         try:
-            self._seen = self._end()  # a worker that starts now has nothing cached to forget
+            self._seen, _ = self._header()  # a worker that starts now has nothing cached
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -46,38 +59,52 @@ class PurgeJournal:
         """Write a new, empty journal at ``path`` (before the workers start, which open it)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, _LENGTH.pack(0))
+            os.write(fd, _HEADER.pack(0, 0))
         finally:
             os.close(fd)
         return path
 
     def _hint(self) -> int:
-        return int(_LENGTH.unpack_from(self._length)[0])
+        return int(_POSITION.unpack_from(self._length)[0])
 
-    def _end(self) -> int:
-        """The length as written (call with the lock held)."""
-        return int(_LENGTH.unpack(os.pread(self._fd, _LENGTH.size, 0))[0])
+    def _header(self) -> tuple[int, int]:
+        """The end of everything written and where the file's first entry stands (call with
+        the lock held)."""
+        end, start = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))
+        return int(end), int(start)
 
     def publish(self, key: str) -> None:
         """Tell every worker (this one too, at its next look) to forget ``key``."""
         entry = orjson.dumps(key) + b"\n"
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            end = self._end()
-            os.pwrite(self._fd, entry, _LENGTH.size + end)
-            os.pwrite(self._fd, _LENGTH.pack(end + len(entry)), 0)
+            end, start = self._header()
+            if end - start + len(entry) > self.max_bytes:
+                start = end  # afresh: whoever had not read up to here forgets everything
+                os.ftruncate(self._fd, _HEADER.size)
+            os.pwrite(self._fd, entry, _HEADER.size + end - start)
+            os.pwrite(self._fd, _HEADER.pack(end + len(entry), start), 0)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def news(self) -> list[str]:
-        """Keys purged by any worker since the last look (usually none: one memory read)."""
+    def news(self) -> list[str] | None:
+        """Keys purged by any worker since the last look (usually none: one memory read), or
+        :data:`EVERYTHING` (None) when the journal started afresh past what this worker had
+        read: it cannot know what it missed, so it must forget everything."""
         if self._hint() == self._seen:
             return []
         fcntl.flock(self._fd, fcntl.LOCK_SH)
         try:
-            end = self._end()
-            data = os.pread(self._fd, end - self._seen, _LENGTH.size + self._seen)
+            end, start = self._header()
+            missed = self._seen < start
+            data = (
+                b""
+                if missed
+                else os.pread(self._fd, end - self._seen, _HEADER.size + self._seen - start)
+            )
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._seen = end
+        if missed:
+            return EVERYTHING
         return [orjson.loads(line) for line in data.splitlines()]

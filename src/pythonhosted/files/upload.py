@@ -12,7 +12,10 @@ Identical bytes re-uploaded are a no-op; different bytes under an existing filen
 (filenames are unique forever on PyPI).
 
 Memory does not grow with the file: it is read from disk a block at a time, three times. The
-first pass computes the hashes (the key's BLAKE2b-256, SHA-256, MD5); then the core metadata
+first pass computes the hashes (the key's BLAKE2b-256, SHA-256, MD5) and stops with TooLarge
+past ``max_bytes``, counting the bytes it reads (a size taken from ``stat`` before says
+nothing of a file that grows meanwhile: one growing past the limit was read to its end and
+stored whole, and one that never stopped growing was read for ever); then the core metadata
 is read out of the archive; then the bytes are streamed to the store and hashed again, and the
 put is aborted (SourceChanged, nothing stored) unless they are the bytes the key was made
 from. So a file rewritten during the upload is never stored under a key its bytes do not
@@ -56,6 +59,10 @@ class UploadRefused(ValueError):
     """The store already has a different file under this filename, or had one (deleted)."""
 
 
+class TooLarge(ValueError):
+    """The file has more bytes than an upload may (``files.upload_max_bytes``)."""
+
+
 class SourceChanged(ValueError):
     """The file's bytes changed while it was being uploaded; nothing was stored."""
 
@@ -81,33 +88,37 @@ async def upload(
     *,
     metadata_max_bytes: int = METADATA_MAX_BYTES,
     uploaded_via: str = UPLOADED_VIA,
+    max_bytes: int | None = None,
 ) -> FileRecord:
     """Store one distribution, its bytes or the file at a path; return its catalog record (the
     existing one for a no-op).
 
-    InvalidDistribution for a file that fails the checks, UploadRefused for a name taken by
-    other bytes, SourceChanged for a file written to meanwhile; nothing is stored in any of
-    these cases. ``uploaded_via``: the uploading tool, as the warehouse's
-    ``distribution_metadata`` reports it.
+    InvalidDistribution for a file that fails the checks, TooLarge for one of more than
+    ``max_bytes`` bytes (None: no limit), UploadRefused for a name taken by other bytes,
+    SourceChanged for a file written to meanwhile; nothing is stored in any of these cases.
+    ``uploaded_via``: the uploading tool, as the warehouse's ``distribution_metadata``
+    reports it.
     """
     dist = parse_filename(filename)
+    limits = (metadata_max_bytes, max_bytes)
     if isinstance(source, bytes):
-        return await _upload(store, dist, io.BytesIO(source), metadata_max_bytes, uploaded_via)
+        return await _upload(store, dist, io.BytesIO(source), limits, uploaded_via)
     # Unbuffered: a buffered reader's seek back to the start of a small file reads its buffer
     # again, not the file, and a verifying pass would see the bytes of the first pass.
     with await asyncio.to_thread(open, source, "rb", buffering=0) as file:
-        return await _upload(store, dist, file, metadata_max_bytes, uploaded_via)
+        return await _upload(store, dist, file, limits, uploaded_via)
 
 
 async def _upload(
     store: Store,
     dist: Distribution,
     file: BinaryIO,
-    metadata_max_bytes: int,
+    limits: tuple[int, int | None],
     uploaded_via: str,
 ) -> FileRecord:
     filename = dist.filename
-    digests = await asyncio.to_thread(digests_of, file)
+    metadata_max_bytes, max_bytes = limits
+    digests = await asyncio.to_thread(digests_of, file, filename, max_bytes)
     metadata = await asyncio.to_thread(core_metadata, file, dist, metadata_max_bytes)
     key = storage_key(digests.blake2b_256, filename)
     blake2 = digests.blake2b_256
@@ -166,11 +177,16 @@ async def _upload(
     return record
 
 
-def digests_of(file: BinaryIO) -> Digests:
-    """The file's size and hashes, in one pass."""
+def digests_of(file: BinaryIO, filename: str, max_bytes: int | None = None) -> Digests:
+    """The file's size and hashes, in one pass; TooLarge as soon as it read past
+    ``max_bytes``."""
     blake2, sha256 = _blake2b_256(), hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)
-    size = sum(len(block) for block in _blocks(file, blake2.update, sha256.update, md5.update))
+    size = 0
+    for block in _blocks(file, blake2.update, sha256.update, md5.update):
+        size += len(block)
+        if max_bytes is not None and size > max_bytes:
+            raise TooLarge(f"{filename}: larger than {max_bytes} bytes")
     return Digests(size, blake2.hexdigest(), sha256.hexdigest(), md5.hexdigest())
 
 

@@ -114,6 +114,12 @@ class BodyCache:
             evicted, data = self._bodies.popitem(last=False)
             self._forget_span(evicted, data)
 
+    def clear(self) -> None:
+        """Forget every body and range."""
+        self._bodies.clear()
+        self._spans.clear()
+        self._size = 0
+
     def discard(self, key: str) -> None:
         """Forget the object and every range cached from it (a purge)."""
         for span in self._spans.get(key, set()).copy():

@@ -70,6 +70,22 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
+def parse_http_date(text: str) -> datetime | None:
+    """A client's HTTP date (RFC 9110 §5.6.7, and the obsolete forms ``email.utils`` reads) in
+    UTC, or None when it is not one.
+
+    Every date a request carries goes through here: ``parsedate_to_datetime`` raises
+    OverflowError, not ValueError, for a year, a second or a zone offset too large for C
+    (``Mon, 01 Jan 99999999999 00:00:00 GMT``), and that escaped as a 500 and a traceback in
+    the log for each such request.
+    """
+    try:
+        date = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+
+
 def if_range_holds(if_range: str | None, etag: str | None, last_modified: datetime) -> bool:
     """Whether a Range may be honoured under ``If-Range`` (RFC 9110 §13.1.5).
 
@@ -82,13 +98,8 @@ def if_range_holds(if_range: str | None, etag: str | None, last_modified: dateti
     value = if_range.strip()
     if value.startswith(('"', "W/")):
         return etag is not None and not value.startswith("W/") and value == etag
-    try:
-        date = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return False
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
-    return last_modified.replace(microsecond=0) == date
+    date = parse_http_date(value)
+    return date is not None and last_modified.replace(microsecond=0) == date
 
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:
@@ -112,13 +123,8 @@ def not_modified(
         return etag_matches(if_none_match, etag)
     if if_modified_since is None:
         return False
-    try:
-        since = parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
-        return False
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    return last_modified.replace(microsecond=0) <= since
+    since = parse_http_date(if_modified_since)
+    return since is not None and last_modified.replace(microsecond=0) <= since
 
 
 def preferred_encoding(accept: str | None, offered: tuple[str, ...]) -> str | None:

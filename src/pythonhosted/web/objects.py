@@ -4,9 +4,11 @@ The files edge and docs hosting both answer with objects from a store; this is t
 that decides 304, 206 or 416, and how the bytes go out:
 
 - bodies already in memory (the caller's, or the byte-bounded cache of small objects and of
-  ranges clients repeat) go out as they are, large ones as the pieces the cache keeps them in
-  (no copy on our side; the server copies each message once), one piece in the server at a
-  time, small ones until the client has shown it reads fast (:func:`_send_pieces`);
+  ranges clients repeat; an object is read into the cache only while the bodies being read
+  in at once fit the cache's budget, see :meth:`ObjectResponder._fill`) go out as they are,
+  large ones as the pieces the cache keeps them in (no copy on our side; the server copies
+  each message once), one piece in the server at a time, small ones until the client has
+  shown it reads fast (:func:`_send_pieces`);
 - other local files are read with ``pread`` on the loop: a small range in one read (a
   page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
   directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
@@ -35,7 +37,7 @@ from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.departure import departure
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
-from pythonhosted.web.responses import send_response
+from pythonhosted.web.responses import send_response, wait_until_written
 from pythonhosted.web.streams import Busy, StreamSlots
 from pythonhosted.web.types import Headers, Message, Receive, Send
 
@@ -46,8 +48,6 @@ PROBE_BYTES = 512 * 1024  # that many, then pieces double (at most SEND_PIECE)
 KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small pieces again
 PACE = 0.1  # seconds: past the small pieces, a piece is at most what the client takes in this
 NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
-QUEUE_SLOTS = 4  # granian's queue per connection: messages it takes before a send must wait
-_EMPTY = {"type": "http.response.body", "body": b"", "more_body": True}
 # A file streamed from disk: small pieces until the client has shown it keeps up (see
 # _send_file), then large ones.
 FILE_PIECE_SLOW = 4 * 1024
@@ -140,6 +140,7 @@ class ObjectResponder:
         self.error_headers = error_headers or []
         self.streams = streams or StreamSlots()  # the service's pool (web.streams.slots_of)
         self._filling: Coalescer[str, Body] = Coalescer()
+        self._filling_bytes = 0  # of the bodies being read into memory now
         self._fast = FastConnections()
         self._paced = 0  # bodies going out in pieces now
         self._cut = False  # one of them was cut into pieces for a slow client
@@ -341,13 +342,38 @@ class ObjectResponder:
                 self._cut = False
                 trim_heap()  # the slow clients' pieces are gone: so is the heap they grew
 
-    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body:
+    async def _fill(self, bodies: BodyCache, obj: StoredObject) -> Body | None:
         """The whole body into memory, read and split once however many requests wait for it
-        (split per request, 20 slow first readers of a 12 MB wheel held 20 copies)."""
+        (split per request, 20 slow first readers of a 12 MB wheel held 20 copies); None,
+        for the caller to stream it, when the bodies being read in already fill the cache's
+        budget. Each read holds its object whole (and a copy, briefly), and nothing bounded
+        how many ran at once: 100 cold requests for 100 distinct 12 MB wheels took the edge
+        from 66 MB to a 2.2 GB peak, for a cache of 128 MB (now 220-360 MB,
+        ``bench/files_cold.py``)."""
         key = obj.key
-        body = await self._filling.run(key, lambda: _read_body(obj.store, key))
+        if not self._filling.busy(key) and not self.start_reading(bodies, obj.size):
+            return None
+        body = await self._filling.run(key, lambda: self._read_counted(obj))
         bodies.put(key, body)
         return body
+
+    async def _read_counted(self, obj: StoredObject) -> Body:
+        try:
+            return await _read_body(obj.store, obj.key)
+        finally:
+            self.done_reading(obj.size)
+
+    def start_reading(self, bodies: BodyCache, size: int) -> bool:
+        """Count ``size`` more bytes read into memory for ``bodies``, or False (nothing
+        counted) when the bodies being read in already fill its budget. Counted at once, not
+        when the read gets its turn, so a burst cannot all pass the check first."""
+        if self._filling_bytes + size > bodies.max_bytes:
+            return False
+        self._filling_bytes += size
+        return True
+
+    def done_reading(self, size: int) -> None:
+        self._filling_bytes -= size
 
     def forget(self, key: str) -> None:
         """Drop every cached body and range of ``key`` (a purge, or the object is gone)."""
@@ -370,10 +396,11 @@ async def _send_pieces(
 
     granian copies every message and keeps the copy until the kernel has taken all of it;
     per connection it queues four messages besides the one it is writing and one waiting to
-    get in. So after each piece but the last go ``QUEUE_SLOTS + 1`` empty messages: they hold
-    no bytes, the server drops them unwritten, and it takes the first only once the piece
-    before it is written (but for its few KB of write buffer), so the last can only go in, and
-    its send complete, once the piece is out: that is when the next piece is cut.
+    get in. So after each piece but the last go empty messages
+    (:func:`~pythonhosted.web.responses.wait_until_written`): they hold no bytes, the server
+    drops them unwritten, and it takes the first only once the piece before it is written (but
+    for its few KB of write buffer), so the last can only go in, and its send complete, once
+    the piece is out: that is when the next piece is cut.
 
     What a client that stops reading leaves in the server is the piece it stopped in. The
     kernel takes the first bytes of any client at once (its receive window and our send
@@ -419,8 +446,7 @@ async def _send_pieces(
             del piece
             if stop >= end:
                 break
-            for _ in range(QUEUE_SLOTS + 1):
-                await send(_EMPTY)
+            await wait_until_written(send)
             now = time.monotonic()
             took = now - began
             slow = took > NOT_SLOW and took * KEEPS_UP > stop - offset

@@ -14,8 +14,12 @@ What it does for every service, the same way:
   labelled child's lock per request cost more than the rest of the frame);
 - an optional access log, one structured line per request;
 - any unhandled error: 500 ``Internal error`` with no detail to the client, the traceback to
-  the log, counted like any answer. If the response had already started, the connection is
-  cut short (the client sees it from Content-Length), which is all HTTP allows then.
+  the log, counted like any answer. The log is bounded (:mod:`pythonhosted.boundedlog`): the
+  first few tracebacks a minute of each kind of error (its type and the line that raised it),
+  then one line counting the rest. A bug one request can reach, every request can: a
+  traceback each (~2.5 KB) let any client fill the disk at the service's rate (a hostile
+  If-Modified-Since did). If the response had already started, the connection is cut short
+  (the client sees it from Content-Length), which is all HTTP allows then.
   A service that must end a started response unfinished on purpose (camo, when an upstream
   body breaks off) raises :class:`CutShort`: the connection is dropped the same way, without
   the traceback, which a hostile upstream could otherwise make thousands of times a minute.
@@ -30,12 +34,14 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.lifespan import Hook, handle_lifespan
@@ -216,6 +222,9 @@ class Service:
             tallies = ResponseTallies(name, parts=part is not None)
             registry.register(tallies)
         self.tallies = tallies  # a service may count elsewhere too (conveyor's mounted legacy)
+        self._errors = BoundedLog(
+            log, "unhandled errors: %d more in %g s (not logged one by one): %s", "errors"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One flat coroutine on purpose: every extra await level cost the files edge's hot
@@ -245,8 +254,15 @@ class Service:
             raise  # deliberate, and counted and logged by the service: only the server's part
         except Departed:
             counted.status = CLIENT_GONE  # nothing more to send: nobody is there to take it
-        except Exception:
-            log.exception("unhandled error for %s %r", request.method, request.raw_path)
+        except Exception as exc:
+            self._errors.note(
+                logging.ERROR,
+                _where(exc),
+                "unhandled error for %s %r",
+                request.method,
+                request.raw_path,
+                exc_info=True,
+            )
             if counted.started:
                 raise  # the head is out: cutting the connection short is all that is left
             await self.text(counted, request, 500, "Internal error")
@@ -310,3 +326,10 @@ class Service:
                 "user_agent": request.header(b"user-agent"),
             },
         )
+
+
+def _where(exc: BaseException) -> str:
+    """An error's kind, for the bounded log: its type and the line that raised it."""
+    frames = traceback.extract_tb(exc.__traceback__, limit=-1)
+    place = f" at {frames[0].filename}:{frames[0].lineno}" if frames else ""
+    return type(exc).__name__ + place
