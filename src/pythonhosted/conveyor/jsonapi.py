@@ -171,7 +171,10 @@ class JsonApiSource:
                 reader = ProjectFilesReader()
                 reader.feed(bytes(body))
                 body = bytearray()
-        return parse_project(body) if reader is None else reader.close()
+        if reader is None:
+            return parse_project(body)
+        # Indexing a big project's thousands of files takes tens of ms: off the loop.
+        return await asyncio.to_thread(reader.close)
 
     async def close(self) -> None:
         if self._session is not None:
