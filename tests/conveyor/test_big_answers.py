@@ -132,9 +132,11 @@ def test_big_invalid_answers_are_503(
     fake.raw["truncated"] = whole[:-1]
     fake.raw["trailing"] = whole + b"{}"
     fake.raw["broken"] = whole.replace(b'"releases"', b"releases")
+    # A lone low surrogate: orjson refuses it, yajl passes it on as bytes that are not UTF-8.
+    fake.raw["surrogate"] = whole.replace(b"bad-1.0.tar.gz", rb"bad-1.0.tar.gz\udc00")
     with conveyor(json_api=api_url, upstream_max_bytes=len(whole) - 1) as small:
         assert httpx.get(f"{small}/packages/source/t/trailing/bad-1.0.tar.gz").status_code == 503
     with conveyor(json_api=api_url) as base:
-        for name in ("truncated", "trailing", "broken"):
+        for name in ("truncated", "trailing", "broken", "surrogate"):
             response = httpx.get(f"{base}/packages/source/{name[0]}/{name}/bad-1.0.tar.gz")
             assert response.status_code == 503, name

@@ -28,7 +28,8 @@ NESTED = object()  # a file's field whose value is an object or array: never a s
 
 
 class InvalidJson(ValueError):
-    """The answer is not one JSON document."""
+    """The answer is not one JSON document (yajl passes a lone low surrogate escape on as
+    bytes that are not UTF-8, which orjson refuses: both are this)."""
 
 
 class ProjectFilesReader:
@@ -53,14 +54,14 @@ class ProjectFilesReader:
     def feed(self, chunk: bytes) -> None:
         try:
             self._parser.send(chunk)
-        except ijson.JSONError as exc:
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
             raise InvalidJson(str(exc)) from exc
         self._walk()
 
     def close(self) -> ProjectFiles:
         try:
             self._parser.close()
-        except ijson.JSONError as exc:
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
             raise InvalidJson(str(exc)) from exc
         self._walk()
         if self._path or self._file is not None:
