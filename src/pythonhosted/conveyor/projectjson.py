@@ -8,7 +8,8 @@ events; this reader keeps only the files' ``filename``, ``python_version``, ``ur
 
 The walk over the events is hand-written because it is the product: ijson's ``items`` takes
 one fixed prefix, while files sit under ``releases.<any version>`` as well as ``urls``, and
-building whole file objects (digests and all) in C and dropping them costs 3x the CPU.
+building whole file objects (digests and all) in C, once per prefix, took 2.2x the CPU of
+this walk (779 vs 345 ms for a 12 MB answer).
 """
 
 from __future__ import annotations
