@@ -31,9 +31,11 @@ def file_entry(filename: str, python_version: str, has_sig: bool = False) -> dic
 
 @dataclass
 class FakeJsonApi:
-    """``projects`` maps the name in the URL to its ``releases``; ``status`` overrides answers."""
+    """``projects`` maps the name in the URL to its ``releases``, ``raw`` to a whole answer's
+    bytes (sent as given: big or broken ones); ``status`` overrides answers."""
 
     projects: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    raw: dict[str, bytes] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     stall: dict[str, float] = field(default_factory=dict)
     cache_control: str | None = "max-age=900, public"
@@ -57,12 +59,16 @@ class FakeJsonApi:
         if name in self.stall:
             await asyncio.sleep(self.stall[name])
         status = self.status.get(name)
-        if status is None and name not in self.projects:
+        if status is None and name not in self.projects and name not in self.raw:
             status = 404
         if status is not None:
             await self._send(send, status, b'{"message": "nope"}', None)
             return
-        body = orjson.dumps({"info": {"name": name}, "releases": self.projects[name], "urls": []})
+        if name in self.raw:
+            body = self.raw[name]
+        else:
+            releases = self.projects[name]
+            body = orjson.dumps({"info": {"name": name}, "releases": releases, "urls": []})
         etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
         if match is not None and match.decode() == etag:
             await self._send(send, 304, b"", etag)

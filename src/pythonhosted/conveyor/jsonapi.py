@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 
 from pythonhosted.conveyor.metrics import ConveyorMetrics
-from pythonhosted.conveyor.projectfiles import LegacyFile, ProjectFiles
+from pythonhosted.conveyor.projectfiles import ProjectFiles
+from pythonhosted.conveyor.projectjson import InvalidJson, ProjectFilesReader, parse_project
 from pythonhosted.conveyor.sources import Entry, UpstreamUnavailable
-from pythonhosted.conveyor.targets import InvalidTarget, check_target
 from pythonhosted.web.http import delta_seconds
 
 log = logging.getLogger(__name__)
 
-# Parsing a big project's JSON (thousands of files) takes milliseconds: keep it off the loop.
-THREAD_PARSE_BYTES = 256 * 1024
-BODY_CHUNK = 256 * 1024
+# Answers up to this size are parsed whole (orjson: half the CPU of the event walk); larger
+# ones are read into files while they arrive, so a lookup never holds more than this much
+# body: 32 concurrent lookups of 11.6 MB answers took conveyor to an 851 MB peak when each
+# was held and parsed whole. Chunks stay small so reading one blocks the loop ~2 ms.
+WHOLE_PARSE_BYTES = 256 * 1024
+BODY_CHUNK = 64 * 1024
 
 
 def freshness(cache_control: str | None, age: str | None, default: float) -> float | None:
@@ -49,40 +50,6 @@ def freshness(cache_control: str | None, age: str | None, default: float) -> flo
             already = (delta_seconds(age) if age is not None else None) or 0
             return max(0.0, float(seconds - already))
     return default
-
-
-def parse_project(body: bytes | bytearray) -> ProjectFiles:
-    """Every well-formed file of every release (and ``urls``); malformed entries are skipped.
-
-    A file's ``url`` becomes a ``Location`` header, so one that is not a plain absolute
-    http(s) URL (:func:`check_target`) makes its entry malformed too.
-    """
-    data = orjson.loads(body)
-    groups: list[Any] = []
-    if isinstance(data, dict):
-        releases = data.get("releases")
-        if isinstance(releases, dict):
-            groups.extend(releases.values())
-        groups.append(data.get("urls"))
-    return ProjectFiles(
-        LegacyFile(item["filename"], item["python_version"], item["url"], bool(item.get("has_sig")))
-        for group in groups
-        if isinstance(group, list)
-        for item in group
-        if isinstance(item, dict)
-        and isinstance(item.get("filename"), str)
-        and isinstance(item.get("python_version"), str)
-        and isinstance(item.get("url"), str)
-        and _sendable(item["url"])
-    )
-
-
-def _sendable(url: str) -> bool:
-    try:
-        check_target(url)
-    except InvalidTarget:
-        return False
-    return True
 
 
 class JsonApiSource:
@@ -176,30 +143,38 @@ class JsonApiSource:
                     return Entry(status, None, None, _until(lifetime) if explicit else 0.0)
                 if status != 200:
                     raise UpstreamUnavailable(f"{url}: upstream answered {status}")
-                body = await self._body(url, response)
+                files = await self._files(url, response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.metrics.upstream.labels("error").inc()
             raise UpstreamUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        try:
-            if len(body) > THREAD_PARSE_BYTES:
-                files = await asyncio.to_thread(parse_project, body)
-            else:
-                files = parse_project(body)
-        except orjson.JSONDecodeError as exc:
+        except InvalidJson as exc:
             raise UpstreamUnavailable(f"{url}: invalid JSON: {exc}") from exc
         return Entry(200, files, etag if lifetime is not None else None, _until(lifetime))
 
-    async def _body(self, url: str, response: aiohttp.ClientResponse) -> bytearray:
-        """The (decompressed) body, refused past ``max_bytes`` however it was sent."""
+    async def _files(self, url: str, response: aiohttp.ClientResponse) -> ProjectFiles:
+        """The (decompressed) body's files, refused past ``max_bytes`` however it was sent."""
         too_big = UpstreamUnavailable(f"{url}: answer larger than {self.max_bytes} bytes")
         if (response.content_length or 0) > self.max_bytes:
             raise too_big
         body = bytearray()
+        reader: ProjectFilesReader | None = None
+        size = 0
         async for chunk in response.content.iter_chunked(BODY_CHUNK):
-            body += chunk
-            if len(body) > self.max_bytes:
+            size += len(chunk)
+            if size > self.max_bytes:
                 raise too_big
-        return body
+            if reader is not None:
+                reader.feed(chunk)
+                continue
+            body += chunk
+            if size > WHOLE_PARSE_BYTES:
+                reader = ProjectFilesReader()
+                reader.feed(bytes(body))
+                body = bytearray()
+        if reader is None:
+            return parse_project(body)
+        # Indexing a big project's thousands of files takes tens of ms: off the loop.
+        return await asyncio.to_thread(reader.close)
 
     async def close(self) -> None:
         if self._session is not None:
