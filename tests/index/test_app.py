@@ -110,6 +110,12 @@ def test_project_page_html(index: str) -> None:
         (f"text/html;q=0.1, {JSON}", "", JSON),
         ("application/*", "", JSON),
         (JSON, "?format=" + quote(HTML), HTML),
+        # weights RFC 9110 does not allow are 0: nan compared false with every other weight
+        (f"{JSON};q=nan, {HTML}", "", HTML),
+        (f"{JSON};q=inf, {HTML};q=0.5", "", HTML),
+        (f"{JSON};q=1e9, {HTML};q=0.5", "", HTML),
+        (f"{JSON};q=0.5, {HTML};q=1.000", "", HTML),
+        (f"{JSON};q=1.0001, {HTML};q=0.001", "", HTML),
     ],
 )
 def test_negotiation(index: str, accept: str | None, query: str, expected: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pythonhosted.index.render import HTML_TYPE, JSON_TYPE
+from pythonhosted.web.http import qvalue
 
 TEXT_HTML = "text/html"
 OFFERED = (JSON_TYPE, HTML_TYPE, TEXT_HTML)
@@ -27,10 +28,7 @@ def choose(accept: str | None, format_param: str | None) -> str | None:
         for param in params.split(";"):
             name, _, value = param.strip().partition("=")
             if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
+                quality = qvalue(value)
         if quality <= 0:
             continue
         # Wildcards get HTML: that is what every client that does not ask for JSON reads.

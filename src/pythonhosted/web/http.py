@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -127,6 +128,20 @@ def not_modified(
     return since is not None and last_modified.replace(microsecond=0) <= since
 
 
+# RFC 9110 §12.4.2: a weight is 0 to 1 with at most three decimals.
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+def qvalue(text: str) -> float:
+    """The weight ``q=`` gives, 0 (not acceptable) unless it is one RFC 9110 allows.
+
+    ``float`` alone took ``nan``, ``inf`` and ``1e9``: ``q=nan`` compares false with every
+    other weight, so a media range a client gave it won over the ones it preferred.
+    """
+    text = text.strip()
+    return float(text) if _QVALUE.fullmatch(text) else 0.0
+
+
 def preferred_encoding(accept: str | None, offered: tuple[str, ...]) -> str | None:
     """The first of ``offered`` content codings (in the server's order of preference) that an
     ``Accept-Encoding`` header takes with a non-zero quality (``*`` standing for any not
@@ -139,10 +154,7 @@ def preferred_encoding(accept: str | None, offered: tuple[str, ...]) -> str | No
         quality = 1.0
         params = params.strip()
         if params.startswith("q="):
-            try:
-                quality = float(params[2:])
-            except ValueError:
-                quality = 0.0
+            quality = qvalue(params[2:])
         qualities[name.strip().lower()] = quality
     for name in offered:
         if qualities.get(name, qualities.get("*", 0.0)) > 0:
