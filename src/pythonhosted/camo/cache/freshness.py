@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
-from pythonhosted.web.http import delta_seconds
+from pythonhosted.web.http import delta_seconds, parse_http_date
 
 #: ``name`` or ``name=token`` or ``name="quoted"``, comma-separated
 _DIRECTIVE = re.compile(
@@ -66,10 +65,8 @@ def _seconds(text: str | None) -> float | None:
 def _http_date(value: bytes | None) -> float | None:
     if value is None:
         return None
-    try:
-        return parsedate_to_datetime(value.decode("latin-1")).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    moment = parse_http_date(value.decode("latin-1"))
+    return None if moment is None else moment.timestamp()
 
 
 def freshness(

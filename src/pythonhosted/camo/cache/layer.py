@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
@@ -32,6 +31,7 @@ from pythonhosted.camo.http1 import BodyError
 from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.relay import Relay
 from pythonhosted.web.departure import Presence
+from pythonhosted.web.http import parse_http_date
 from pythonhosted.web.types import Headers
 
 log = logging.getLogger(__name__)
@@ -461,12 +461,9 @@ def _not_modified(entry: Entry, client: list[tuple[bytes, bytes]]) -> bool:
     modified = entry.header(b"last-modified")
     if since is None or modified is None:
         return False
-    try:
-        return parsedate_to_datetime(modified.decode("latin-1")) <= parsedate_to_datetime(
-            since.decode("latin-1")
-        )
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
+    last = parse_http_date(modified.decode("latin-1"))
+    asked = parse_http_date(since.decode("latin-1"))
+    return last is not None and asked is not None and last <= asked
 
 
 def _shared(exc: BaseException) -> Refused:
