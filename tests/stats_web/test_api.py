@@ -21,7 +21,8 @@ import pytest
 
 from pythonhosted.stats_web import build_app
 from pythonhosted.web.server import running
-from support.stats_warehouse import Warehouse, admitting, d
+from support.stats_data import line, pip_agent
+from support.stats_warehouse import Warehouse, admitting, at, build, d
 
 DEMO = "demo-pkg"
 
@@ -395,6 +396,38 @@ def test_a_breakdown_answer_holds_at_most_limit_rows(base: str) -> None:
     for limit in ("0", "10001"):
         answer = _get(base, f"{path}&limit={limit}")
         assert (answer.status_code, answer.json()["parameter"]) == (400, "limit")
+
+
+def test_pypistats_breakdowns_name_at_most_30_categories(tmp_path: Path) -> None:
+    """Python versions come from user agents: 3.0 to 3.39, 3.N downloaded N + 1 times on
+    one day, 3.0 on another too. The 30 biggest are named; the ten smallest (3.0-3.9) are
+    one "other" a day. A category asked for by name is still answered alone."""
+    lines = [
+        line(serial, at(d(2)), project="many", agent=pip_agent(f"3.{minor}.0", "Linux", None))
+        for serial, minor in enumerate(m for m in range(40) for _ in range(m + 1))
+    ]
+    lines.append(
+        line(len(lines), at(d(3)), project="many", agent=pip_agent("3.0.1", "Linux", None))
+    )
+    warehouse = build(tmp_path, lines)
+    with running(build_app(warehouse.settings)) as base:
+        rows = _get(base, "/api/packages/many/python_minor").json()["data"]
+        alone = _get(base, "/api/packages/many/python_minor?version=3.5").json()["data"]
+        major = _get(base, "/api/packages/many/python_major").json()["data"]
+    assert rows == [
+        {"category": "other", "date": d(3).isoformat(), "downloads": 1},
+        *(
+            {"category": category, "date": d(2).isoformat(), "downloads": downloads}
+            for category, downloads in sorted(
+                [(f"3.{m}", m + 1) for m in range(10, 40)] + [("other", 55)]
+            )
+        ),
+    ]
+    assert alone == [{"category": "3.5", "date": d(2).isoformat(), "downloads": 6}]
+    assert major == [
+        {"category": "3", "date": d(3).isoformat(), "downloads": 1},
+        {"category": "3", "date": d(2).isoformat(), "downloads": 820},
+    ]
 
 
 def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:

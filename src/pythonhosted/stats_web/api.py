@@ -3,8 +3,9 @@
 pypistats-compatible routes follow pypistats' rules: mirrors left out except in
 ``overall``, CI included, data rows sorted by date then category, days without downloads
 absent, a missing value's category the string ``"null"``. Unlike pypistats, history is not
-cut at 180 days (``start``/``end`` narrow it). Our routes leave mirrors and CI out unless
-``mirrors=true`` / ``ci=true``.
+cut at 180 days (``start``/``end`` narrow it), and a breakdown names at most
+:data:`CATEGORIES` categories, the rest summed as ``"other"``. Our routes leave mirrors and
+CI out unless ``mirrors=true`` / ``ci=true``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ JSON = b"application/json"
 BY_FIELDS = tuple(name for name in FIELDS if name not in (*TIME_FIELDS, "project"))
 INTERVALS = {"day": "day", "week": "week", "month": "month"}
 _PYTHON_MINOR = re.compile(r"\d+\.\d+|null")
+CATEGORIES = 30
+"""The most categories a pypistats-shaped breakdown names over its range; the others are one
+``"other"`` category a day, the word pypistats' ``system`` route uses for the systems it does
+not name. Python versions come from clients' user agents, so a client could add categories
+without bound, and every one was in the answer for every day (real data has about 20)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,26 @@ def _dimension_route(
             key = (day, to_category(value))
             totals[key] = totals.get(key, 0) + count
         rows = [(d, c, n) for (d, c), n in totals.items() if not wanted or c.lower() == wanted]
+        if not wanted:
+            rows = _named_at_most(rows, CATEGORIES)
         return {"data": _pypistats_rows(rows), "package": project, "type": f"{kind}_downloads"}
 
     return route
+
+
+def _named_at_most(rows: list[tuple[date, str, int]], count: int) -> list[tuple[date, str, int]]:
+    """``rows`` with categories past the ``count`` biggest over all days summed as "other"."""
+    totals: dict[str, int] = {}
+    for _, category, downloads in rows:
+        totals[category] = totals.get(category, 0) + downloads
+    if len(totals) <= count:
+        return rows
+    named = set(sorted(totals, key=lambda category: (-totals[category], category))[:count])
+    folded: dict[tuple[date, str], int] = {}
+    for day, category, downloads in rows:
+        key = (day, category if category in named else "other")
+        folded[key] = folded.get(key, 0) + downloads
+    return [(day, category, downloads) for (day, category), downloads in folded.items()]
 
 
 def _major(value: Any) -> str:
