@@ -126,6 +126,21 @@ class Proxy:
     def verified(self) -> int:
         return self._verified.cache_info().currsize
 
+    async def _upstream_failed(self, relay: Relay, exc: TimeoutError | BodyError) -> int:
+        """Counted, and answered 504 (the deadline passed) or 502 (the body broke off); once
+        the answer has started, the connection is cut instead."""
+        if isinstance(exc, TimeoutError):
+            cut = "upstream deadline passed mid-body"
+            refusal = Refused(504, "timeout", "upstream took too long")
+        else:
+            cut = "upstream body broke off"
+            refusal = Refused(502, "upstream_body", f"upstream body broke off: {exc}")
+        self._metrics.failed.labels(refusal.reason).inc()
+        if relay.started:
+            raise self._cut(refusal.reason, cut) from None
+        await relay.refuse(refusal)
+        return refusal.status
+
     def _verify(self, path: str, query: bytes) -> str:
         """The signed target URL; the HMAC is computed once per distinct URL, not per request."""
         url = verify(self._options.key, path, query)
@@ -158,23 +173,11 @@ class Proxy:
             self._metrics.failed.labels(refusal.reason).inc()
             self._refusals.refused(refusal)
             await relay.refuse(refusal)
-        except TimeoutError:
+        except (TimeoutError, BodyError) as exc:
             # A client that left had its exchange go on for coalesced requests: 499 below,
             # neither a refusal nor a cut (they get their own answers from the exchange).
             if not relay.gone:
-                self._metrics.failed.labels("timeout").inc()
-                if relay.started:
-                    raise self._cut("timeout", "upstream deadline passed mid-body") from None
-                status = 504
-                await relay.refuse(Refused(504, "timeout", "upstream took too long"))
-        except BodyError as exc:
-            if not relay.gone:  # as a timeout
-                self._metrics.failed.labels("upstream_body").inc()
-                if relay.started:
-                    raise self._cut("upstream_body", "upstream body broke off") from None
-                status = 502
-                reason = f"upstream body broke off: {exc}"
-                await relay.refuse(Refused(502, "upstream_body", reason))
+                status = await self._upstream_failed(relay, exc)
         except CutOff:
             if not relay.gone:
                 raise
