@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from pythonhosted.camo import sign_url
-from pythonhosted.camo.urls import verify
+from pythonhosted.camo.signatures import verify
 
 if TYPE_CHECKING:
     from conftest import Camo, Upstream

@@ -20,8 +20,8 @@ import pytest
 from isal import isal_zlib
 
 from pythonhosted.linehaul import columns, events, useragents
-from pythonhosted.linehaul.cache import Memo, shallow_size
 from pythonhosted.linehaul.ingest import ingest_once
+from pythonhosted.linehaul.memo import Memo, shallow_size
 from pythonhosted.storage import open_store
 from support.linehaul_data import download_line, log_key
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pythonhosted.linehaul.cache import Memo
+from pythonhosted.linehaul.memo import Memo
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
 from pythonhosted.warehouse.schema import FILE_DOWNLOADS, SIMPLE_REQUESTS, bigquery_fields
 

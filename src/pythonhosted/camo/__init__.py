@@ -6,6 +6,6 @@ Warehouse-like callers).
 
 from pythonhosted.camo.app import create_app
 from pythonhosted.camo.rewrite import Camoified, NestedTooDeep, camoify
-from pythonhosted.camo.urls import sign_url
+from pythonhosted.camo.signatures import sign_url
 
 __all__ = ["Camoified", "NestedTooDeep", "camoify", "create_app", "sign_url"]

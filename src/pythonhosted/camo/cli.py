@@ -23,8 +23,8 @@ from pythonhosted.camo.app import create_app
 from pythonhosted.camo.errors import Refused
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.rules import Rules
+from pythonhosted.camo.signatures import sign_url
 from pythonhosted.camo.upstream import UrlChecks
-from pythonhosted.camo.urls import sign_url
 from pythonhosted.config import (
     MAX_WORKERS,
     CamoSettings,

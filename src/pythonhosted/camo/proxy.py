@@ -42,9 +42,9 @@ from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.refusals import RefusalLog
 from pythonhosted.camo.relay import CutOff, Relay
+from pythonhosted.camo.signatures import verify
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
-from pythonhosted.camo.urls import verify
 from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.streams import Busy, slots_of
 from pythonhosted.web.types import Headers, Receive, Scope, Send

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
 
-from pythonhosted.camo.urls import Encoding, sign_url
+from pythonhosted.camo.signatures import Encoding, sign_url
 
 _GITHUB_BLOB = re.compile(r"^https?://github\.com/([^/?#]+)/([^/?#]+)/blob/([^?#]+)")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")

@@ -56,7 +56,6 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from pythonhosted.linehaul.cache import Memo
 from pythonhosted.linehaul.events import (
     NULL,
     PACKAGE_TYPES,
@@ -67,6 +66,7 @@ from pythonhosted.linehaul.events import (
     parse_served,
     response_record,
 )
+from pythonhosted.linehaul.memo import Memo
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
 
 try:

@@ -35,7 +35,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pythonhosted.linehaul.cache import Memo
+from pythonhosted.linehaul.memo import Memo
 from pythonhosted.linehaul.useragents import IGNORED, KNOWN
 
 Row = dict[str, Any]

@@ -28,8 +28,8 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from pythonhosted.linehaul.cache import Memo
 from pythonhosted.linehaul.details import Record, structure
+from pythonhosted.linehaul.memo import Memo
 
 Partial = dict[str, Any]
 Family = Callable[[str], Partial | None]
