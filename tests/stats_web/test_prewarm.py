@@ -123,3 +123,12 @@ def test_a_round_stops_at_half_the_cache_and_at_a_new_version() -> None:
     assert asyncio.run(prewarm.round()) == 497  # to half of the 1,000 entries
     assert app.warmed[3] == "/packages/p0"  # the new round starts over
     assert app.cache.get((4,), 2) is not None
+
+
+def test_no_round_before_there_is_data() -> None:
+    """No downloads yet (version 0), or a ClickHouse version not read yet (-1): nothing."""
+    for version in (0, -1, None):
+        app = FakeApp(AnswerCache(1000, 10**6), ["a"])
+        app.version = version  # type: ignore[assignment]
+        assert asyncio.run(Prewarm(app, projects=1, seconds=60.0).round()) == 0
+        assert app.warmed == []

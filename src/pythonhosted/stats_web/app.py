@@ -222,7 +222,7 @@ class StatsWebApp(Service):
         self._stores = pipeline_urls(settings)[:2]
 
     async def _start_prewarm(self) -> None:
-        if self.prewarm.projects:
+        if self.prewarm.projects and self.cache.max_entries and self.cache.max_bytes:
             self._prewarming = asyncio.create_task(self.prewarm.run())
 
     async def _stop_prewarm(self) -> None:

@@ -88,7 +88,8 @@ class Prewarm:
         """Pre-warm for the current data version and day unless done already; how many
         answers were computed."""
         version = await self.app.data_version()
-        generation = (version, last_complete_day()) if version else None
+        # none yet (0), or not read yet (-1: a ClickHouse warehouse before any request)
+        generation = (version, last_complete_day()) if version and version > 0 else None
         if generation is None or generation == self._warmed:
             return 0
         self._warmed = generation
