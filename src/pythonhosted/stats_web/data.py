@@ -37,7 +37,7 @@ from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
 from pythonhosted.warehouse.stats import (
-    SYSTEMS,
+    SYSTEMS_SQL,
     Breakdown,
     Breakdowns,
     Filters,
@@ -147,11 +147,10 @@ def known(con: Connection, project: str) -> str:
     return check_project(con, project)
 
 
-_SYSTEMS_SQL = ", ".join(f"'{name}'" for name in SYSTEMS)
 CATEGORY: dict[str, str] = {
     "value": "coalesce(value, 'null')",
     "major": "coalesce(split_part(value, '.', 1), 'null')",
-    "system": f"CASE WHEN value IS NULL THEN 'null' WHEN value IN ({_SYSTEMS_SQL}) THEN value "
+    "system": f"CASE WHEN value IS NULL THEN 'null' WHEN value IN ({SYSTEMS_SQL}) THEN value "
     "ELSE 'other' END",
 }
 """Per kind of pypistats category, the SQL of a rollup value's category (a missing value's

@@ -220,6 +220,7 @@ def ranked_periods(periods: str) -> str:
 
 SYSTEMS = ("Windows", "Linux", "Darwin")
 """The systems a pypistats-shaped ``system`` breakdown names; the others are ``"other"``."""
+SYSTEMS_SQL = ", ".join(f"'{name}'" for name in SYSTEMS)
 
 
 def pypistats_categories(

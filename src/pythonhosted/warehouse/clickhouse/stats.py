@@ -36,7 +36,7 @@ from pythonhosted.warehouse.groups import FACTS_SQL, Group, members
 from pythonhosted.warehouse.stats import (
     FIELDS,
     FIRST_DAY,
-    SYSTEMS,
+    SYSTEMS_SQL,
     TIME_FIELDS,
     Breakdown,
     Breakdowns,
@@ -275,11 +275,10 @@ def data_version(engine: Engine) -> tuple[int, datetime | None]:
     return int(count), latest if count else None
 
 
-_SYSTEMS_SQL = ", ".join(f"'{name}'" for name in SYSTEMS)
 CATEGORY: dict[str, str] = {
     "value": "coalesce(value, 'null')",
     "major": "if(isNull(value), 'null', splitByChar('.', assumeNotNull(value))[1])",
-    "system": f"multiIf(isNull(value), 'null', value IN ({_SYSTEMS_SQL}), "
+    "system": f"multiIf(isNull(value), 'null', value IN ({SYSTEMS_SQL}), "
     "assumeNotNull(value), 'other')",
 }
 """``stats_web.data.CATEGORY``, of ClickHouse."""
