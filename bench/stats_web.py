@@ -30,6 +30,9 @@
    ``--reference`` runs another checkout's server beside this one's, alternating case by
    case (before/after within one run). The reference for ``recent``: the same question as
    one GROUP BY over the rows (what stats did before rollups), timed in-process.
+   *First visitors* (:func:`first_visitors`): the pages, badges and API answers of the 50
+   most downloaded projects asked once each by ``--connections`` clients right after the
+   server starts (its cache as empty as a publish leaves it), with the pre-warm off and on.
 3. ``pythonhosted stats`` queries through :func:`breakdown` (in-process, the CLI's own
    call; best and median of 5) and one CLI subprocess (Python start-up included).
 4. Rollup maintenance on publish, over a realistic sequence: three days of
@@ -239,6 +242,7 @@ CASES = {
     "recent-cold": ("recent, cold", "/api/packages/PROJECT/recent", True),
     "overall-cold": ("overall, cold", "/api/packages/PROJECT/overall", True),
     "page-cold": ("project page, cold", "/packages/PROJECT", True),
+    "minor-cold": ("python_minor, cold", "/api/packages/PROJECT/python_minor", True),
     "badge": ("badge, warm", "/badge/PROJECT.svg", False),
 }
 
@@ -250,11 +254,13 @@ def start_server(
     *,
     cold: bool,
     env: dict[str, str] | None = None,
+    warm_up: bool = True,
 ) -> tuple[Any, str]:
     """``stats-web serve --workers 1`` of this checkout, or of the one whose ``src/`` is
     ``src`` (the reference): for the warm cases, warmed by one pass over every project's
-    routes of the warm cases asked for; for the ``cold`` ones, with its cache off."""
-    cases = [] if cold else args.cases.split(",")
+    routes of the warm cases asked for (unless not ``warm_up``); for the ``cold`` ones, with
+    its cache off."""
+    cases = [] if cold or not warm_up else args.cases.split(",")
     bind = Bind("127.0.0.1", free_port())
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
@@ -267,6 +273,8 @@ def start_server(
     env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
     if cold:
         env["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
+    if src is None:  # the cases' own caching (a reference may have no such setting)
+        env.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
     server = subprocess.Popen(
         [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
          "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
@@ -448,6 +456,82 @@ def _report(label: str, answers: list[tuple[int, float]], wall: float, used: flo
         f"{1000 * used / max(len(ok), 1):.1f} ms per admitted ({load()})",
         flush=True,
     )
+
+
+TOP = 50  # the pre-warm's default: stats_web.prewarm_projects
+FIRST_ROUTES = {
+    "pages": ["/packages/PROJECT"],
+    "badge+api": [
+        "/badge/PROJECT.svg",
+        "/api/packages/PROJECT/recent",
+        "/api/packages/PROJECT/overall",
+        "/api/v1/projects/PROJECT/summary",
+    ],
+}
+
+
+def first_visitors(path: Path, args: argparse.Namespace) -> None:
+    """The first visitors after a publish: a server just started (its cache empty, as each
+    publish leaves it), with the pre-warm off and on (its round let finish first: its wall
+    time and CPU printed), then ``--connections`` clients asking, on a new connection each,
+    every answer the pre-warm makes of the :data:`TOP` most downloaded projects once: their
+    pages, then their badges and API answers. ``--first-runs`` rounds."""
+    con = duckdb.connect(str(path), read_only=True)
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    top = [name for name, _ in data.top(con, 30, end, TOP, Filters())]
+    con.close()
+    for run in range(args.first_runs):
+        for label, projects in (("pre-warm off", 0), (f"pre-warm {TOP}", TOP)):
+            extra = {"PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS": str(projects)}
+            server, base = start_server(path, args, None, cold=False, env=extra, warm_up=False)
+            try:
+                if projects:
+                    started, before = time.perf_counter(), cpu_seconds(server.pid)
+                    made = _prewarmed(base, 5 * projects)
+                    print(
+                        f"  run {run + 1} pre-warm round: {made} answers in "
+                        f"{time.perf_counter() - started:.1f} s, server CPU "
+                        f"{cpu_seconds(server.pid) - before:.2f} s ({load()})",
+                        flush=True,
+                    )
+                for routes, templates in FIRST_ROUTES.items():
+                    paths = [t.replace("PROJECT", name) for t in templates for name in top]
+                    first = _first(base, paths, args.connections)
+                    _measure(f"run {run + 1} {label:<12} {routes:<9}", server.pid, first)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+
+
+def _prewarmed(base: str, expected: int, timeout: float = 300.0) -> int:
+    """The answers the server's pre-warm made, once it made ``expected`` or stopped."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        text = httpx.get(base + "/metrics", timeout=60).text
+        found = re.search(r"^stats_web_answers_prewarmed_total (\S+)$", text, re.M)
+        made = int(float(found[1])) if found else 0
+        if made >= expected or (made == last and made and time.monotonic() - since > 5):
+            return made
+        if made != last:
+            last, since = made, time.monotonic()
+        time.sleep(0.5)
+    return last
+
+
+async def _first(base: str, paths: list[str], clients: int) -> list[tuple[int, float]]:
+    """``clients`` clients at once, each asking the next path not asked yet on a new
+    connection, until every path was asked once."""
+    bind = Bind.parse(base.removeprefix("http://"))
+    queue = iter(paths)
+    answers: list[tuple[int, float]] = []
+
+    async def client() -> None:
+        for path in queue:
+            answers.append(await _ask(await _connect(bind), path))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
 
 
 def timed(call: Callable[[], object], runs: int = 5) -> tuple[float, float]:
@@ -676,11 +760,12 @@ def main() -> None:
     parser.add_argument(
         "--reference", help="another checkout's src/ directory: its server alternates with ours"
     )
-    parser.add_argument("--skip", default="", help="comma-separated: api,crowd,stats,publish")
+    parser.add_argument("--skip", default="", help="comma-separated: api,crowd,first,stats,publish")
     parser.add_argument("--crowd-clients", type=int, default=2000)
     parser.add_argument("--crowd-bounds", default="8,32,128", help="max_pending of each arm")
     parser.add_argument("--crowd-routes", default="recent,page", help=", ".join(CROWD_ROUTES))
     parser.add_argument("--crowd-runs", type=int, default=1)
+    parser.add_argument("--first-runs", type=int, default=2, help="rounds of 'first'")
     parser.add_argument(
         "--crowd-duration", type=float, default=15.0, help="then as many clients for N s; 0: not"
     )
@@ -698,6 +783,9 @@ def main() -> None:
     if "crowd" not in skip:
         print(f"a crowd of {args.crowd_clients} cold questions at once ({load()}):")
         crowd(path, args)
+    if "first" not in skip:
+        print(f"the first visitors after a publish, {args.connections} at once ({load()}):")
+        first_visitors(path, args)
     if "stats" not in skip:
         print(f"stats queries ({load()}):")
         stats_queries(path)

@@ -297,6 +297,8 @@ class StatsWebSettings(BaseModel):
     read_wait: Seconds = 10.0
     trending_floor: int = Field(default=100, ge=0)
     max_pending: int = Field(default=16, ge=1)  # cold answers computing at once; then 503
+    prewarm_projects: int = Field(default=50, ge=0)  # answers made after a publish; 0: none
+    prewarm_seconds: Seconds = 60.0  # the most time a pre-warm round takes
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ import httpx
 import pytest
 
 from pythonhosted.stats_web import build_app
+from pythonhosted.stats_web.data import categories
+from pythonhosted.warehouse.access import reading
+from pythonhosted.warehouse.stats import SYSTEMS, Filters
 from pythonhosted.web.server import running
 from support.stats_data import line, pip_agent
 from support.stats_warehouse import Warehouse, admitting, at, build, d
@@ -428,6 +433,77 @@ def test_pypistats_breakdowns_name_at_most_30_categories(tmp_path: Path) -> None
         {"category": "3", "date": d(3).isoformat(), "downloads": 1},
         {"category": "3", "date": d(2).isoformat(), "downloads": 820},
     ]
+
+
+def _folded_in_python(
+    events: list[tuple[date, str | None, str | None]], category: Callable[..., str], wanted: str
+) -> list[dict[str, Any]]:
+    """What the API answered when the worker folded every (day, value) row itself: its
+    categories, those past the 30 biggest (equal totals by category) one "other" a day."""
+    per_day: Counter[tuple[date, str]] = Counter()
+    for day, python, system in events:
+        per_day[day, category(python, system)] += 1
+    rows = [(d, c, n) for (d, c), n in per_day.items() if not wanted or c.lower() == wanted]
+    totals: Counter[str] = Counter()
+    for _, name, downloads in rows:
+        totals[name] += downloads
+    if not wanted and len(totals) > 30:
+        named = set(sorted(totals, key=lambda name: (-totals[name], name))[:30])
+        folded: Counter[tuple[date, str]] = Counter()
+        for day, name, downloads in rows:
+            folded[day, name if name in named else "other"] += downloads
+        rows = [(d, c, n) for (d, c), n in folded.items()]
+    return [
+        {"category": c, "date": d.isoformat(), "downloads": n}
+        for d, c, n in sorted(rows, key=lambda row: (row[0], row[1]))
+    ]
+
+
+def test_pypistats_breakdowns_are_folded_in_the_warehouse(tmp_path: Path) -> None:
+    """70 Python versions (and none) over 12 days with many equal totals, systems past the
+    three named (one of them called "other", one missing): the answers are those of folding
+    every (day, value) row in the worker, but the warehouse hands over at most 31 categories
+    a day where the worker read every (day, value) row of the range (O(rows) in memory)."""
+    systems = ["Linux", "Windows", "Darwin", "FreeBSD", "other", None, "Ünïcode"]
+    events: list[tuple[date, str | None, str | None]] = []
+    for ago in range(1, 13):
+        for minor in range(70):
+            python = None if minor == 69 else f"{3 - minor % 2}.{minor}"
+            for _ in range((minor + ago) % 3 + (minor < 4)):
+                events.append((d(ago), python, systems[len(events) % len(systems)]))
+    lines = [
+        line(serial, at(day), project="many", agent=pip_agent(python and f"{python}.1", os, None))
+        for serial, (day, python, os) in enumerate(events)
+    ]
+    warehouse = build(tmp_path, lines)
+    routes: dict[str, Callable[[str | None, str | None], str]] = {
+        "python_minor": lambda python, _: python or "null",
+        "python_major": lambda python, _: python.split(".")[0] if python else "null",
+        "system": lambda _, os: "null" if os is None else os if os in SYSTEMS else "other",
+    }
+    questions = [
+        ("python_minor", ""),
+        ("python_minor", "3.4"),
+        ("python_minor", "null"),
+        ("python_major", ""),
+        ("python_major", "2"),
+        ("system", ""),
+        ("system", "other"),
+        ("system", "null"),
+    ]
+    with running(build_app(warehouse.settings)) as base:
+        for route, wanted in questions:
+            query = f"?{'os' if route == 'system' else 'version'}={wanted}" if wanted else ""
+            found = _get(base, f"/api/packages/many/{route}{query}").json()["data"]
+            assert found == _folded_in_python(events, routes[route], wanted), (route, wanted)
+    with reading(warehouse.path) as con:
+        rows = categories(con, "many", "python", "value", None, d(1), Filters(), named=30)
+    expected = _folded_in_python(events, routes["python_minor"], "")
+    assert sorted(rows) == [
+        (date.fromisoformat(row["date"]), row["category"], row["downloads"]) for row in expected
+    ]
+    assert max(Counter(day for day, _, _ in rows).values()) == 23  # of 31 at most
+    assert len(rows) == 268 < len({(day, python) for day, python, _ in events}) == 576
 
 
 def test_days_at_the_ends_of_the_calendar_are_a_400(base: str) -> None:

@@ -19,38 +19,28 @@ import httpx
 import pytest
 
 from pythonhosted.config import Settings, StatsWebSettings
-from pythonhosted.linehaul.ingest import ingest_once
-from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import limits as limits_module
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import intent_file
 from pythonhosted.web.server import Bind, running
 from support.flood import fetch_all
-from support.linehaul_data import gz
 from support.metrics import sample
 from support.processes import spawn, wait_until
-from support.stats_data import line
-from support.stats_warehouse import YESTERDAY, Warehouse, admitting, at, build, event_lines
+from support.stats_warehouse import (
+    YESTERDAY,
+    Warehouse,
+    add_batch,
+    admitting,
+    build,
+    event_lines,
+    publish,
+)
 
 RECENT = "/api/packages/demo-pkg/recent?period=day"
-
-
-def _add_batch(warehouse: Warehouse, serial: int, count: int) -> None:
-    """``count`` more downloads of demo-pkg yesterday, as one log batch: ingest only."""
-    lines = [line(serial + n, at(YESTERDAY, 15), project="demo-pkg") for n in range(count)]
-    key = f"downloads/y/downloads-2026-01-01T00-00-00.000-host-{serial}-x.log.gz"
-    store = open_store(warehouse.logs)
-    asyncio.run(store.put(key, gz(lines)))
-    asyncio.run(ingest_once(store, open_store(warehouse.results), lease_timeout=60))
-
-
-def _publish(warehouse: Warehouse) -> None:
-    url = f"duckdb://{warehouse.path}"
-    asyncio.run(publish_with(open_store(warehouse.results), url, batch_files=100))
 
 
 def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
@@ -59,8 +49,8 @@ def test_a_publish_changes_the_answer_and_its_etag(tmp_path: Path) -> None:
         first = httpx.get(base + RECENT)
         assert first.json()["data"] == {"last_day": 3}
         assert httpx.get(base + RECENT).headers["etag"] == first.headers["etag"]
-        _add_batch(warehouse, 1000, 2)
-        _publish(warehouse)
+        add_batch(warehouse, 1000, 2)
+        publish(warehouse)
         second = httpx.get(base + RECENT, headers={"if-none-match": first.headers["etag"]})
         assert second.status_code == 200
         assert second.json()["data"] == {"last_day": 5}
@@ -108,9 +98,9 @@ def test_answers_stay_right_while_publish_writes(tmp_path: Path, where: str) -> 
             reader.start()
         try:
             for index in range(rounds):
-                _add_batch(warehouse, 10_000 + index * per_round, per_round)
+                add_batch(warehouse, 10_000 + index * per_round, per_round)
                 if where == "this process":
-                    _publish(warehouse)
+                    publish(warehouse)
                     continue
                 process = _publisher(warehouse)
                 try:
@@ -138,7 +128,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
     options = {"rate_limit": 3, "rate_window": 60.0, "rate_limit_loopback": True}
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(**options)}  # type: ignore[arg-type]
+        update={"stats_web": StatsWebSettings(**options, prewarm_projects=0)}  # type: ignore[arg-type]
     )
     with running(build_app(settings)) as base:
         answers = [httpx.get(base + RECENT) for _ in range(4)]
@@ -154,7 +144,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
         assert httpx.get(base + "/static/style.css").status_code == 200  # assets: no budget
     trusted = settings.model_copy(
         update={
-            "stats_web": StatsWebSettings(**options, trust_proxy_headers=True)  # type: ignore[arg-type]
+            "stats_web": StatsWebSettings(**options, trust_proxy_headers=True, prewarm_projects=0)  # type: ignore[arg-type]
         }
     )
     with running(build_app(trusted)) as base:
@@ -196,7 +186,9 @@ def test_answer_cache_is_bounded_in_entries_and_bytes() -> None:
 def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(cache_entries=50, cache_bytes=20_000)}
+        update={
+            "stats_web": StatsWebSettings(cache_entries=50, cache_bytes=20_000, prewarm_projects=0)
+        }
     )
     app = build_app(settings)
     with running(app) as base, httpx.Client() as client:
@@ -212,7 +204,7 @@ def test_long_query_strings_count_against_the_cache_budget(tmp_path: Path) -> No
     (and 230 MB of keys for 64 MB)."""
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(cache_bytes=500_000)}
+        update={"stats_web": StatsWebSettings(cache_bytes=500_000, prewarm_projects=0)}
     )
 
     def computed(base: str) -> float:
@@ -237,7 +229,7 @@ def test_parameters_no_route_reads_neither_compute_nor_evict(tmp_path: Path) -> 
     a budget that holds two answers, a flood of them leaves both cached."""
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(cache_bytes=6_000)}
+        update={"stats_web": StatsWebSettings(cache_bytes=6_000, prewarm_projects=0)}
     )
     with running(build_app(settings)) as base, httpx.Client() as client:
         recent = client.get(base + RECENT)
@@ -359,8 +351,8 @@ def test_a_file_change_that_is_no_publish_keeps_the_cached_answers(tmp_path: Pat
         assert [a.headers["etag"] for a in again] == [first.headers["etag"]] * 20
         assert sample(base, "stats_web_answers_computed_total") == computed
         assert sample(base, "stats_web_cache_hits_total") == hits + 20
-        _add_batch(warehouse, 2000, 2)
-        _publish(warehouse)  # a publish still changes the answer at once
+        add_batch(warehouse, 2000, 2)
+        publish(warehouse)  # a publish still changes the answer at once
         assert client.get(base + RECENT).json()["data"] == {"last_day": 5}
         assert sample(base, "stats_web_answers_computed_total") == computed + 1
 
@@ -412,7 +404,7 @@ def test_a_warehouse_of_an_older_release_says_so_until_a_publish_upgrades_it(
                 " --rebuild' or let publish load once"
             },
         )
-        _add_batch(warehouse, 1000, 2)
-        _publish(warehouse)
+        add_batch(warehouse, 1000, 2)
+        publish(warehouse)
         upgraded = httpx.get(base + RECENT)
         assert (upgraded.status_code, upgraded.json()["data"]) == (200, {"last_day": 5})

@@ -113,6 +113,21 @@ def build(
     settings = Settings(
         data_dir=tmp,
         linehaul=LinehaulSettings(logs=logs, results=results, warehouse=warehouse),
-        stats_web=StatsWebSettings(**web),  # type: ignore[arg-type]
+        # no pre-warm unless asked: it would compute answers a test counts
+        stats_web=StatsWebSettings(**{"prewarm_projects": 0, **web}),  # type: ignore[arg-type]
     )
     return Warehouse(settings, tmp / "warehouse.duckdb", logs, results)
+
+
+def add_batch(warehouse: Warehouse, serial: int, count: int) -> None:
+    """``count`` more downloads of demo-pkg yesterday, as one log batch: ingest only."""
+    lines = [line(serial + n, at(YESTERDAY, 15), project="demo-pkg") for n in range(count)]
+    key = f"downloads/y/downloads-2026-01-01T00-00-00.000-host-{serial}-x.log.gz"
+    store = open_store(warehouse.logs)
+    asyncio.run(store.put(key, gz(lines)))
+    asyncio.run(ingest_once(store, open_store(warehouse.results), lease_timeout=60))
+
+
+def publish(warehouse: Warehouse) -> None:
+    url = f"duckdb://{warehouse.path}"
+    asyncio.run(publish_with(open_store(warehouse.results), url, batch_files=100))

@@ -183,10 +183,16 @@ def test_top_projects(
 @pytest.mark.parametrize("filters", FILTERS)
 def test_the_stats_webs_questions(engine: Engine, duck: DuckAnswers, filters: Filters) -> None:
     start = END - timedelta(days=40)
-    for dimension in ("", "version", "installer", "python", "system", "country"):
-        assert ch.series(engine, "demo-pkg", dimension, start, END, filters) == (
-            duck(duck_data.series, "demo-pkg", dimension, start, END, filters)
-        )
+    for dimension, kind in [
+        *((name, "value") for name in ("", "version", "installer", "python", "system", "country")),
+        ("python", "major"),
+        ("system", "system"),
+    ]:
+        for fold in ({"named": None}, {"named": 2}, {"wanted": "3.12"}, {"wanted": "linux"}):
+            question = ("demo-pkg", dimension, kind, start, END, filters)
+            assert sorted(ch.categories(engine, *question, **fold)) == (  # type: ignore[arg-type]
+                sorted(duck(duck_data.categories, *question, **fold))
+            ), (dimension, kind, fold)
     for interval, leaders, rows in (("day", 5, 100), ("week", 1, 2), ("month", 2, 1)):
         question = (["", "version", "python"], interval, start, END, filters, leaders, rows)
         assert ch.breakdowns(engine, "alpha", *question) == (

@@ -49,10 +49,6 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _category(value: Any) -> str:
-    return "null" if value is None else str(value)
-
-
 def _pypistats_rows(rows: list[tuple[date, str, int]]) -> list[dict[str, Any]]:
     ordered = sorted(rows, key=lambda row: (row[0], row[1]))
     return [{"category": c, "date": d.isoformat(), "downloads": n} for d, c, n in ordered]
@@ -89,7 +85,7 @@ def overall(con: Connection, project: str, params: Params, ctx: Context) -> Any:
 
 
 def _dimension_route(
-    dimension: str, param: str, kind: str, to_category: Callable[[Any], str], check: re.Pattern[str]
+    dimension: str, param: str, kind: str, category: str, check: re.Pattern[str]
 ) -> Callable[[Connection, str, Params, Context], Any]:
     def route(con: Connection, project: str, params: Params, ctx: Context) -> Any:
         wanted = (params.text(param) or "").lower()
@@ -97,52 +93,31 @@ def _dimension_route(
             raise BadParameter(param, f"{wanted!r} is not a category of {kind}")
         start, end = _range(params, ctx, None)
         filters = Filters(mirrors=False, ci=True)
-        totals: dict[tuple[date, str], int] = {}
-        for day, value, count in data.series(con, project, dimension, start, end, filters):
-            key = (day, to_category(value))
-            totals[key] = totals.get(key, 0) + count
-        rows = [(d, c, n) for (d, c), n in totals.items() if not wanted or c.lower() == wanted]
-        if not wanted:
-            rows = _named_at_most(rows, CATEGORIES)
+        rows = data.categories(
+            con,
+            project,
+            dimension,
+            category,
+            start,
+            end,
+            filters,
+            wanted=wanted or None,
+            named=None if wanted else CATEGORIES,
+        )
         return {"data": _pypistats_rows(rows), "package": project, "type": f"{kind}_downloads"}
 
     return route
-
-
-def _named_at_most(rows: list[tuple[date, str, int]], count: int) -> list[tuple[date, str, int]]:
-    """``rows`` with categories past the ``count`` biggest over all days summed as "other"."""
-    totals: dict[str, int] = {}
-    for _, category, downloads in rows:
-        totals[category] = totals.get(category, 0) + downloads
-    if len(totals) <= count:
-        return rows
-    named = set(sorted(totals, key=lambda category: (-totals[category], category))[:count])
-    folded: dict[tuple[date, str], int] = {}
-    for day, category, downloads in rows:
-        key = (day, category if category in named else "other")
-        folded[key] = folded.get(key, 0) + downloads
-    return [(day, category, downloads) for (day, category), downloads in folded.items()]
-
-
-def _major(value: Any) -> str:
-    return "null" if value is None else str(value).split(".", 1)[0]
-
-
-def _system(value: Any) -> str:
-    if value is None:
-        return "null"
-    return value if value in data.SYSTEMS else "other"
 
 
 PYPISTATS: dict[str, Callable[[Connection, str, Params, Context], Any]] = {
     "recent": recent,
     "overall": overall,
     "python_major": _dimension_route(
-        "python", "version", "python_major", _major, re.compile(r"\d+|null")
+        "python", "version", "python_major", "major", re.compile(r"\d+|null")
     ),
-    "python_minor": _dimension_route("python", "version", "python_minor", _category, _PYTHON_MINOR),
+    "python_minor": _dimension_route("python", "version", "python_minor", "value", _PYTHON_MINOR),
     "system": _dimension_route(
-        "system", "os", "system", _system, re.compile(r"windows|linux|darwin|other|null")
+        "system", "os", "system", "system", re.compile(r"windows|linux|darwin|other|null")
     ),
 }
 

@@ -30,6 +30,9 @@ At most ``stats_web.max_pending`` answers are computed (or wait for a thread) at
 cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of distinct
 cold questions cannot queue without bound. Cached answers, requests that join a computation
 in flight, ``/_health`` and ``/metrics`` are never shed.
+
+After each publish, the most downloaded projects' answers are computed in the background,
+bounded and behind visitors' (:mod:`.prewarm`), so their first visitors find them cached.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from pythonhosted.stats_web.data import (
 )
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
+from pythonhosted.stats_web.prewarm import Prewarm
 from pythonhosted.stats_web.shedding import Admission, Busy
 from pythonhosted.storage import open_store
 from pythonhosted.warehouse.access import reading
@@ -178,13 +182,15 @@ class StatsWebApp(Service):
             loopback=options.rate_limit_loopback,
             trust_proxy=options.trust_proxy_headers,
         )
+        self.prewarm = Prewarm(self, options.prewarm_projects, options.prewarm_seconds)
+        self._prewarming: asyncio.Task[None] | None = None
         registry = ServiceRegistry("stats_web")
         super().__init__(
             "stats_web",
             self._handle,
             registry,
             security=HEADERS,
-            hooks=[(_freeze_survivors, _unfreeze)],
+            hooks=[(_freeze_survivors, _unfreeze), (self._start_prewarm, self._stop_prewarm)],
             access_log=settings.http.access_log,
         )
         self.cache_hits = Counter(
@@ -193,6 +199,11 @@ class StatsWebApp(Service):
         self.computed = Counter(
             "stats_web_answers_computed",
             "Answers computed from the warehouse (concurrent requests for one share one).",
+            registry=self.registry,
+        )
+        self.prewarmed = Counter(
+            "stats_web_answers_prewarmed",
+            "Answers computed in the background after a publish, before anyone asked.",
             registry=self.registry,
         )
         self.shed = Counter(
@@ -209,6 +220,46 @@ class StatsWebApp(Service):
         self._in_flight: tuple[float, datetime | None] = (-IN_FLIGHT_TTL, None)
         self._latest_batch: tuple[int, datetime | None] = (-1, None)
         self._stores = pipeline_urls(settings)[:2]
+
+    async def _start_prewarm(self) -> None:
+        if self.prewarm.projects and self.cache.max_entries and self.cache.max_bytes:
+            self._prewarming = asyncio.create_task(self.prewarm.run())
+
+    async def _stop_prewarm(self) -> None:
+        if self._prewarming is not None:
+            self._prewarming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prewarming
+
+    async def data_version(self) -> int | None:
+        """The data version (:class:`.prewarm.Warmable`): on DuckDB re-read when the files
+        changed; on ClickHouse the one requests read last."""
+        stale = self.duckdb and self.version.stale()
+        if stale and not await self._refreshing.run(True, self._refresh):
+            return None
+        return self.version.current.number
+
+    async def top_projects(self, count: int) -> list[str]:
+        def top() -> list[str]:
+            with self._reading() as con:
+                end = last_complete_day()
+                return [name for name, _ in data.top(con, 30, end, count, Filters())]
+
+        return await asyncio.to_thread(top)
+
+    async def warm(self, path: str) -> bool:
+        """Compute and cache the answer to ``path`` without parameters, as a visitor's
+        (whose request for it meanwhile joins the computation), unless it is cached."""
+        params = Params.parse(b"")
+        key = (path, params.identity(), last_complete_day())
+        if self.cache.get(key, self.version.current.number) is not None:
+            return False
+        build = self._route(path, params)
+        computing = self._computing.run(key, lambda: self._computed(key, build, self.prewarmed))
+        answer, version = await computing
+        if answer.status in (200, 404) and version is not None:
+            self.cache.put(key, answer)
+        return True
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
         await self.handle(request.scope, receive, send)
@@ -359,7 +410,7 @@ class StatsWebApp(Service):
                 self.cache_hits.inc()
                 return cached
         with self.admission.admitted(key):
-            computing = self._computing.run(key, lambda: self._computed(key, build))
+            computing = self._computing.run(key, lambda: self._computed(key, build, self.computed))
             answer, version = await while_present(receive, computing)
         if answer.status in (200, 404) and version is not None:
             self.cache.put(key, answer)
@@ -390,17 +441,18 @@ class StatsWebApp(Service):
         return True
 
     async def _computed(
-        self, key: tuple[object, ...], build: Build
+        self, key: tuple[object, ...], build: Build, counter: Counter
     ) -> tuple[Answer, Version | None]:
         in_flight = await self._oldest_in_flight()
         # cancelled while queued for a thread (every client gone), it is never computed
-        return await asyncio.to_thread(self._compute, key, build, in_flight)
+        return await asyncio.to_thread(self._compute, key, build, in_flight, counter)
 
     def _compute(
-        self, key: tuple[object, ...], build: Build, in_flight: datetime | None
+        self, key: tuple[object, ...], build: Build, in_flight: datetime | None, counter: Counter
     ) -> tuple[Answer, Version | None]:
-        """In a worker thread: the answer, and the data version it belongs to."""
-        self.computed.inc()
+        """In a worker thread: the answer, and the data version it belongs to (counted by
+        ``counter``: a visitor's, or a pre-warm's)."""
+        counter.inc()
         if not self._available():
             message = "no downloads have been published yet"
             path = str(key[0])

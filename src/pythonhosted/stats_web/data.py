@@ -37,18 +37,19 @@ from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
 from pythonhosted.warehouse.stats import (
+    SYSTEMS_SQL,
     Breakdown,
     Breakdowns,
     Filters,
     check_project,
     gather_breakdowns,
     outdated,
+    pypistats_categories,
     query_breakdown,
     ranked_periods,
 )
 from pythonhosted.warehouse.uploads import uploads
 
-SYSTEMS = ("Windows", "Linux", "Darwin")
 Connection = duckdb.DuckDBPyConnection | Engine  # DuckDB's, or a ClickHouse warehouse's
 VERSION_TTL = 1.0  # seconds a ClickHouse warehouse's data version is taken as current
 
@@ -146,23 +147,44 @@ def known(con: Connection, project: str) -> str:
     return check_project(con, project)
 
 
-def series(
+CATEGORY: dict[str, str] = {
+    "value": "coalesce(value, 'null')",
+    "major": "coalesce(split_part(value, '.', 1), 'null')",
+    "system": f"CASE WHEN value IS NULL THEN 'null' WHEN value IN ({SYSTEMS_SQL}) THEN value "
+    "ELSE 'other' END",
+}
+"""Per kind of pypistats category, the SQL of a rollup value's category (a missing value's
+the string ``'null'``; a Python version's major is what precedes its first dot)."""
+
+
+def categories(
     con: Connection,
     project: str,
     dimension: str,
+    kind: str,
     start: date | None,
     end: date,
     filters: Filters,
-) -> list[tuple[date, Any, int]]:
-    """(day, value, downloads) of one rollup dimension, by day then value."""
+    *,
+    wanted: str | None = None,
+    named: int | None = None,
+) -> list[tuple[date, str, int]]:
+    """(day, category, downloads) of one rollup dimension's values as categories of ``kind``
+    (:data:`CATEGORY`), days without downloads absent, in no particular order: the
+    categories whose lowercase is ``wanted``, or else the ``named`` biggest over the range
+    and the rest as one ``"other"`` a day (:func:`.stats.pypistats_categories`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.series(con, project, dimension, start, end, filters)
+        return clickhouse.categories(
+            con, project, dimension, kind, start, end, filters, wanted=wanted, named=named
+        )
     source, params = daily(con, project=project, dimensions=[dimension], start=start, end=end)
+    per_value = (
+        "SELECT day, value, sum(downloads) AS per_value FROM daily "
+        f"WHERE {_filters(filters)} GROUP BY day, value HAVING sum(downloads) > 0"
+    )
+    folded = pypistats_categories(per_value, CATEGORY[kind], "?" if wanted else None, named)
     rows = con.execute(
-        f"WITH daily AS ({source}) SELECT day, value, sum(downloads)::BIGINT FROM daily "
-        f"WHERE {_filters(filters)} "
-        "GROUP BY ALL HAVING sum(downloads) > 0 ORDER BY day, value NULLS LAST",
-        params,
+        f"WITH daily AS ({source}) {folded}", [*params, *([wanted] if wanted else [])]
     ).fetchall()
     return [(row[0], row[1], int(row[2])) for row in rows]
 

@@ -18,6 +18,7 @@ answers as the other API routes do, in JSON.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,8 @@ class Admission:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._waiting: dict[Hashable, int] = {}
+        self.idle = asyncio.Event()  # set while no question is being answered
+        self.idle.set()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -67,6 +70,7 @@ class Admission:
         if not waiting and len(self._waiting) >= self.limit:
             raise Busy
         self._waiting[key] = waiting + 1
+        self.idle.clear()
         try:
             yield
         finally:
@@ -75,6 +79,8 @@ class Admission:
                 self._waiting[key] = left
             else:
                 del self._waiting[key]
+                if not self._waiting:
+                    self.idle.set()
 
 
 def answer(path: str, params: Params) -> tuple[bytes, bytes]:

@@ -218,6 +218,38 @@ def ranked_periods(periods: str) -> str:
     )
 
 
+SYSTEMS = ("Windows", "Linux", "Darwin")
+"""The systems a pypistats-shaped ``system`` breakdown names; the others are ``"other"``."""
+SYSTEMS_SQL = ", ".join(f"'{name}'" for name in SYSTEMS)
+
+
+def pypistats_categories(
+    per_value: str, category: str, wanted: str | None, named: int | None
+) -> str:
+    """SQL (DuckDB's and ClickHouse's) of the ``day, category, category_downloads`` rows of a
+    pypistats-shaped breakdown, folded in the warehouse so a worker holds the answer's rows,
+    not every (day, value) of the range: ``per_value`` is a query of ``day, value,
+    per_value`` (downloads per day and value), ``category`` the SQL of a value's category.
+    With ``wanted`` (the SQL of a parameter), only the categories whose lowercase it is;
+    else the ``named`` biggest categories over every day (equal totals by category) and the
+    rest summed as one ``'other'`` a day (None: every category named)."""
+    kept = "category"
+    if named is not None:
+        kept = f"CASE WHEN place <= {int(named)} THEN category ELSE 'other' END"
+    chosen = f"WHERE lower(category) = {wanted} " if wanted is not None else ""
+    categorised = (
+        "SELECT day, category, sum(per_value) AS per_category FROM ("
+        f"SELECT day, {category} AS category, per_value FROM ({per_value})) "
+        f"{chosen}GROUP BY day, category"
+    )
+    return (
+        f"SELECT day, {kept} AS named, sum(per_category) AS category_downloads FROM ("
+        "SELECT *, dense_rank() OVER (ORDER BY category_total DESC, category) AS place FROM ("
+        "SELECT *, sum(per_category) OVER (PARTITION BY category) AS category_total "
+        f"FROM ({categorised}))) GROUP BY day, named"
+    )
+
+
 def gather_breakdowns(rows: Iterable[Sequence[Any]], dimensions: Sequence[str]) -> Breakdowns:
     """:class:`Breakdowns` of ``(part, dimension, period, value, downloads, count)`` rows, in
     order: part 0 the periods, 1 the leading values, 2 the others (``count`` of them)."""

@@ -36,6 +36,7 @@ from pythonhosted.warehouse.groups import FACTS_SQL, Group, members
 from pythonhosted.warehouse.stats import (
     FIELDS,
     FIRST_DAY,
+    SYSTEMS_SQL,
     TIME_FIELDS,
     Breakdown,
     Breakdowns,
@@ -43,6 +44,7 @@ from pythonhosted.warehouse.stats import (
     Filters,
     UnknownProject,
     gather_breakdowns,
+    pypistats_categories,
     ranked_periods,
     rollup_dimension,
 )
@@ -273,16 +275,44 @@ def data_version(engine: Engine) -> tuple[int, datetime | None]:
     return int(count), latest if count else None
 
 
-def series(
-    engine: Engine, project: str, dimension: str, start: date | None, end: date, filters: Filters
-) -> list[tuple[date, Any, int]]:
-    """(day, value, downloads) of one rollup dimension, by day then value."""
-    rows = engine.rows(
-        f"SELECT day, value, toInt64(sum(downloads)) AS n FROM {ROLLUPS} "
+CATEGORY: dict[str, str] = {
+    "value": "coalesce(value, 'null')",
+    "major": "if(isNull(value), 'null', splitByChar('.', assumeNotNull(value))[1])",
+    "system": f"multiIf(isNull(value), 'null', value IN ({SYSTEMS_SQL}), "
+    "assumeNotNull(value), 'other')",
+}
+"""``stats_web.data.CATEGORY``, of ClickHouse."""
+
+
+def categories(
+    engine: Engine,
+    project: str,
+    dimension: str,
+    kind: str,
+    start: date | None,
+    end: date,
+    filters: Filters,
+    *,
+    wanted: str | None = None,
+    named: int | None = None,
+) -> list[tuple[date, str, int]]:
+    """``stats_web.data.categories``, of ClickHouse."""
+    per_value = (
+        f"SELECT day, value, toInt64(sum(downloads)) AS per_value FROM {ROLLUPS} "
         "WHERE project = {project:String} AND dimension = {dimension:String} "
         "AND day BETWEEN {start:Date32} AND {end:Date32}"
-        f"{_filters(filters)} GROUP BY day, value HAVING n > 0 ORDER BY day, value NULLS LAST",
-        {"project": project, "dimension": dimension, "start": start or FIRST_DAY, "end": end},
+        f"{_filters(filters)} GROUP BY day, value HAVING per_value > 0"
+    )
+    wanted_sql = "{wanted:String}" if wanted else None
+    rows = engine.rows(
+        pypistats_categories(per_value, CATEGORY[kind], wanted_sql, named),
+        {
+            "project": project,
+            "dimension": dimension,
+            "start": start or FIRST_DAY,
+            "end": end,
+            **({"wanted": wanted} if wanted else {}),
+        },
     )
     return [(row[0], row[1], int(row[2])) for row in rows]
 
