@@ -5,12 +5,15 @@ visitors' answers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pythonhosted.stats_web import build_app
+from pythonhosted.stats_web import prewarm as prewarm_module
 from pythonhosted.stats_web.cache import Answer, AnswerCache
 from pythonhosted.stats_web.prewarm import PATHS, Prewarm
 from pythonhosted.stats_web.shedding import Admission
@@ -132,3 +135,35 @@ def test_no_round_before_there_is_data() -> None:
         app.version = version  # type: ignore[assignment]
         assert asyncio.run(Prewarm(app, projects=1, seconds=60.0).round()) == 0
         assert app.warmed == []
+
+
+def test_a_warehouse_that_fails_every_look_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round looks at the data version every second; 200 failed looks in a row (the
+    warehouse file unreadable) are one warning, and one line says when rounds work again."""
+    monkeypatch.setattr(prewarm_module, "CHECK_EVERY", 0)
+    app = FakeApp(AnswerCache(1000, 10**6), ["a"])
+    looks = 0
+
+    async def data_version() -> int | None:
+        nonlocal looks
+        looks += 1
+        if looks <= 200:
+            raise OSError("w.duckdb: Permission denied")
+        return 1
+
+    app.data_version = data_version  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(Prewarm(app, projects=1, seconds=60.0).run())
+        while len(app.warmed) < len(PATHS):
+            await asyncio.sleep(0)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger=prewarm_module.__name__):
+        asyncio.run(scenario())
+    assert [record.getMessage() for record in caplog.records] == [
+        "stats web pre-warm stopped: w.duckdb: Permission denied",
+        "stats web pre-warm working again",
+    ]

@@ -76,12 +76,24 @@ class Prewarm:
         self._warmed: tuple[int, date] | None = None  # the version and day of the last round
 
     async def run(self) -> None:
-        """Rounds for as long as the app runs (cancelled at its stop)."""
+        """Rounds for as long as the app runs (cancelled at its stop).
+
+        A warehouse that cannot be read fails every look, once a second: its failure is
+        logged once, not each time (visitors' requests report it too), and once more when
+        rounds work again.
+        """
+        failing: str | None = None
         while True:
             try:
                 await self.round()
             except Exception as exc:  # the warehouse unreadable for now: visitors are told
-                log.warning("stats web pre-warm stopped: %s", exc)
+                if str(exc) != failing:
+                    log.warning("stats web pre-warm stopped: %s", exc)
+                failing = str(exc)
+            else:
+                if failing is not None:
+                    log.info("stats web pre-warm working again")
+                failing = None
             await asyncio.sleep(CHECK_EVERY)
 
     async def round(self) -> int:
