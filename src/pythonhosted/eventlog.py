@@ -13,8 +13,8 @@ dead process are claimed by an atomic rename and shipped at the next start, so n
 dropped and no line is shipped twice. A segment's writer, then its shipper, holds an exclusive
 ``flock`` on it: the lock, not the pid in its name, says whether its owner lives. Pids are
 reused (after a reboot; in a container, where every restart runs the edge under the same small
-pid), and a segment named after a pid some other process had taken was never shipped. An object is written whole or not at all (object stores
-have no partial puts).
+pid), and a segment named after a pid some other process had taken was never shipped. An
+object is written whole or not at all (object stores have no partial puts).
 
 A spool that cannot take lines (a full disk, a file-size limit) loses none of them: a write
 that failed part-way is cut back to the last whole line, the lines stay in memory (up to
