@@ -14,6 +14,7 @@ import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
 from pythonhosted.storage import open_store
+from support.locks import lock_holder
 
 
 def _shipped(root: Path) -> list[str]:
@@ -50,18 +51,6 @@ def test_batch_size_ships_early_and_names_are_unique(tmp_path: Path) -> None:
     ]
 
 
-def _held_by_a_live_writer(segment: Path) -> subprocess.Popen[bytes]:
-    """A process holding ``segment``'s lock, as its writer or shipper does, until killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
-         str(segment)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-    return holder
-
-
 def test_leftovers_of_dead_processes_are_shipped_live_ones_left(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -70,13 +59,9 @@ def test_leftovers_of_dead_processes_are_shipped_live_ones_left(tmp_path: Path) 
     live = spool / f"downloads-2000000-{alive}-bbbb.spool"
     live.write_bytes(b"still being written\n")
     (spool / f"downloads-3000000-{alive}-cccc.claimed-{dead}").write_bytes(b"dead shipper\n")
-    holder = _held_by_a_live_writer(live)
-    try:
-        log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
-        asyncio.run(log.ship_leftovers())
-    finally:
-        holder.kill()
-        holder.wait()
+    lock_holder(live)  # its writer, alive
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
+    asyncio.run(log.ship_leftovers())
     # The partial last line of a killed writer was never a complete event.
     assert sorted(_shipped(tmp_path)) == ["dead shipper", "from dead writer"]
     assert [p.name for p in spool.iterdir()] == [live.name]
