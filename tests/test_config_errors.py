@@ -346,3 +346,122 @@ def test_worker_processes_report_one_line(tmp_path: Path, factory: str) -> None:
         "conveyor.cache_entries (environment variable PYTHONHOSTED_CONVEYOR__CACHE_ENTRIES): "
         "input should be a valid integer, unable to parse string as an integer, got 'many'",
     )
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        (
+            {"PYTHONHOSTED_FILES__LOG_PERIOD": "-5"},  # the edge answered nothing: a busy ship loop
+            "files.log_period (environment variable PYTHONHOSTED_FILES__LOG_PERIOD): input "
+            "should be greater than 0, got '-5'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__LOG_PERIOD": "nan"},  # batches never shipped, lines lost at stop
+            "files.log_period (environment variable PYTHONHOSTED_FILES__LOG_PERIOD): input "
+            "should be a finite number, got 'nan'",
+        ),
+        (
+            {"PYTHONHOSTED_HTTP__HEADER_TIMEOUT": "inf"},  # OverflowError after the banner
+            "http.header_timeout (environment variable PYTHONHOSTED_HTTP__HEADER_TIMEOUT): input "
+            "should be a finite number, got 'inf'",
+        ),
+        (
+            {"PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL": "1e308"},
+            "linehaul.ingest_interval (environment variable "
+            "PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL): input should be less than or equal to "
+            "31622400, got '1e308'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0"},
+            "files.log_spool_sync_interval (environment variable "
+            "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL): input should be greater than 0, got '0'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__LOG_COMPRESS_LEVEL": "99"},  # every batch failed to ship
+            "files.log_compress_level (environment variable "
+            "PYTHONHOSTED_FILES__LOG_COMPRESS_LEVEL): input should be less than or equal to 9, "
+            "got '99'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__LOG_BATCH_LINES": "0"},
+            "files.log_batch_lines (environment variable PYTHONHOSTED_FILES__LOG_BATCH_LINES): "
+            "input should be greater than or equal to 1, got '0'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__CACHE_MAX_BYTES": "-1"},
+            "files.cache_max_bytes (environment variable PYTHONHOSTED_FILES__CACHE_MAX_BYTES): "
+            "input should be greater than or equal to 0, got '-1'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__CACHE_MAX_BYTES": str(10**30)},
+            "files.cache_max_bytes (environment variable PYTHONHOSTED_FILES__CACHE_MAX_BYTES): "
+            f"value error, must be at most {2**63 - 1}, got '{10**30}'",
+        ),
+        (
+            {"PYTHONHOSTED_HTTP__BACKLOG": str(10**22)},  # "cannot listen: int too large"
+            "http.backlog (environment variable PYTHONHOSTED_HTTP__BACKLOG): input should be "
+            f"less than or equal to 2147483647, got '{10**22}'",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__BIND": "127.0.0.1:80\n00"},
+            "files.bind (environment variable PYTHONHOSTED_FILES__BIND): value error, must not "
+            "contain control characters, found '\\n', got '127.0.0.1:80\\n00'",
+        ),
+        (
+            {"PYTHONHOSTED_CAMO__HEADERS": '{"X-A": "b\\r\\nSet-Cookie: x"}'},
+            "camo.headers (environment variable PYTHONHOSTED_CAMO__HEADERS): value error, must "
+            "not contain control characters, found '\\r', got {'X-A': 'b\\r\\nSet-Cookie: x'}",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__PURGE_SECRET": "hunter2\n"},  # named, never shown
+            "files.purge_secret (environment variable PYTHONHOSTED_FILES__PURGE_SECRET): value "
+            "error, must not contain control characters, found '\\n', got '**********'",
+        ),
+        (
+            {"PYTHONHOSTED_DATA_DIR": "var\n"},
+            "data_dir (environment variable PYTHONHOSTED_DATA_DIR): value error, must not "
+            "contain control characters, found '\\n', got 'var\\n'",
+        ),
+        (
+            {"PYTHONHOSTED_LOG_LEVEL": "LOUD"},  # was "Error: ValueError: Unknown level", exit 1
+            "log_level (environment variable PYTHONHOSTED_LOG_LEVEL): value error, must be one "
+            "of CRITICAL, DEBUG, ERROR, FATAL, INFO, NOTSET, WARN, WARNING, got 'LOUD'",
+        ),
+    ],
+)  # fmt: skip
+def test_values_at_their_edges(tmp_path: Path, variables: dict[str, str], line: str) -> None:
+    """Zero, negative, non-finite, huge and multi-line values: each was taken and failed later
+    (after the banner, or silently: lines never shipped), now one line and exit status 2."""
+    result = run_cli(tmp_path, "config", env=variables)
+    assert_one_line(result, line)
+    assert "hunter2" not in result[2]
+
+
+def test_a_lower_case_log_level_is_taken(tmp_path: Path) -> None:
+    code, _, err = run_cli(tmp_path, "config", env={"PYTHONHOSTED_LOG_LEVEL": "debug"})
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        # /dev/zero was read until the machine ran out of memory (23 GB); /dev/null is as much
+        # not a settings file, and harmless to the old code
+        ("/dev/null", "config file /dev/null: not a regular file"),
+        ("{tmp}/big.toml", "config file {tmp}/big.toml: larger than 1048576 bytes"),
+        (
+            "{tmp}/binary.toml",
+            "config file {tmp}/binary.toml: 'utf-8' codec can't decode byte 0xff in position "
+            "0: invalid start byte",
+        ),
+        ("{tmp}", "cannot read config file {tmp}: Is a directory"),
+    ],
+)
+def test_config_files_that_are_not_settings(tmp_path: Path, path: str, line: str) -> None:
+    """The wrong file named as the config (a device, a log, a directory) is one line, read
+    no further than a settings file could be long."""
+    (tmp_path / "big.toml").write_text("# " + "x" * 2**21 + "\n")
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe")
+    variables = {"PYTHONHOSTED_CONFIG": path.format(tmp=tmp_path)}
+    assert_one_line(run_cli(tmp_path, "config", env=variables), line.format(tmp=tmp_path))

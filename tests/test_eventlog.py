@@ -14,6 +14,7 @@ import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
 from pythonhosted.storage import open_store
+from support.locks import lock_holder
 
 
 def _shipped(root: Path) -> list[str]:
@@ -55,13 +56,38 @@ def test_leftovers_of_dead_processes_are_shipped_live_ones_left(tmp_path: Path) 
     spool.mkdir()
     dead, alive = _dead_pid(), os.getppid()
     (spool / f"downloads-1000000-{dead}-aaaa.spool").write_bytes(b"from dead writer\npartial")
-    (spool / f"downloads-2000000-{alive}-bbbb.spool").write_bytes(b"still being written\n")
+    live = spool / f"downloads-2000000-{alive}-bbbb.spool"
+    live.write_bytes(b"still being written\n")
     (spool / f"downloads-3000000-{alive}-cccc.claimed-{dead}").write_bytes(b"dead shipper\n")
+    lock_holder(live)  # its writer, alive
     log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
     asyncio.run(log.ship_leftovers())
     # The partial last line of a killed writer was never a complete event.
     assert sorted(_shipped(tmp_path)) == ["dead shipper", "from dead writer"]
-    assert [p.name for p in spool.iterdir()] == [f"downloads-2000000-{alive}-bbbb.spool"]
+    assert [p.name for p in spool.iterdir()] == [live.name]
+
+
+def test_a_dead_writer_is_known_by_its_lock_not_its_pid(tmp_path: Path) -> None:
+    """After a reboot or a container restart the pid in a dead writer's segment names some
+    other living process (in a container, often the restarted edge itself): its lines were
+    never shipped, however often the edge restarted. 200 segments, each named after a live
+    pid, none locked: all shipped, once."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    alive = os.getppid()
+    for n in range(100):
+        (spool / f"downloads-{n + 1}000000-{alive}-{n:04x}.spool").write_bytes(
+            f"written {n}\n".encode()
+        )
+        (spool / f"downloads-{n + 1}000001-{alive}-{n:04x}.claimed-{alive}").write_bytes(
+            f"claimed {n}\n".encode()
+        )
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
+    asyncio.run(log.ship_leftovers())
+    asyncio.run(log.ship_leftovers())  # a second pass finds nothing more to ship
+    expected = [f"{kind} {n}" for kind in ("claimed", "written") for n in range(100)]
+    assert sorted(_shipped(tmp_path)) == sorted(expected)
+    assert list(spool.iterdir()) == []
 
 
 @pytest.mark.parametrize("server", ["s3", "seaweedfs"])

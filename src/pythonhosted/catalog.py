@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, get_type_hints
 
 import orjson
 from packaging.utils import InvalidName, canonicalize_name
@@ -48,6 +48,12 @@ CHANGES_KEPT = 600.0
 # newest it saw, so a marker stamped late by a slow clock is still found.
 CLOCK_SKEW = 30.0
 READ_CONCURRENCY = 32  # record reads in flight per listing (a project may have thousands)
+
+
+class DamagedRecord(ValueError):
+    """A catalog record that is not one: cut mid-write (a full disk, a crash of a store
+    without atomic writes), or overwritten by hand. Readers of a listing leave it out and
+    log its key; one whole page of the index answered 500 for as long as it stayed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +87,28 @@ class FileRecord:
         With ``shared``, the values of fields many records repeat are taken from it (and
         added to it): a reader of 100,000 records holds one copy of each, not 100,000.
         """
-        stored = orjson.loads(data)
+        try:
+            stored = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DamagedRecord(f"not JSON ({exc})") from None
+        if not isinstance(stored, dict):
+            raise DamagedRecord("not a JSON object")
+        for name, kind in _TYPES.items():
+            if name in stored and not isinstance(stored[name], kind):
+                raise DamagedRecord(f"{name} is not {getattr(kind, '__name__', kind)}")
         if shared is not None:
             for name in _REPEATED:
                 value = stored.get(name)
                 if isinstance(value, str):
                     stored[name] = shared.setdefault(value, value)
-        return cls(**{name: stored[name] for name in _FIELDS if name in stored})
+        try:
+            return cls(**{name: stored[name] for name in _FIELDS if name in stored})
+        except TypeError as exc:  # a field every record has is missing
+            raise DamagedRecord(str(exc).removeprefix("FileRecord.__init__() ")) from None
 
 
 _FIELDS = tuple(field.name for field in fields(FileRecord))
+_TYPES = get_type_hints(FileRecord)
 _REPEATED = ("project", "package_type", "python_version", "requires_python", "uploaded_via")
 
 
@@ -115,10 +133,14 @@ def record_key(project: str, filename: str) -> str:
 
 
 async def get_record(store: Store, project: str, filename: str) -> FileRecord | None:
+    """The file's record; None when it has none, DamagedRecord (naming it) for a damaged one."""
+    key = record_key(project, filename)
     try:
-        return FileRecord.from_json(await store.get_bytes(record_key(project, filename)))
+        return FileRecord.from_json(await store.get_bytes(key))
     except NotFound:
         return None
+    except DamagedRecord as exc:
+        raise DamagedRecord(f"catalog record {key} in {store.url} is damaged: {exc}") from None
 
 
 def deleted_key(project: str, filename: str) -> str:
@@ -251,8 +273,9 @@ async def _read_all(store: Store, listed: list[Listed]) -> list[FileRecord]:
 
 
 async def _read_each(store: Store, keys: list[str]) -> list[FileRecord | None]:
-    """Each record, None for one deleted since it was listed; strings most records repeat
-    (the project, the tags, Requires-Python) are shared, not held once per record."""
+    """Each record, None for one deleted since it was listed or damaged (logged); strings
+    most records repeat (the project, the tags, Requires-Python) are shared, not held once
+    per record."""
     limit = asyncio.Semaphore(READ_CONCURRENCY)
     shared: dict[str, str] = {}
 
@@ -261,6 +284,9 @@ async def _read_each(store: Store, keys: list[str]) -> list[FileRecord | None]:
             try:
                 return FileRecord.from_json(await store.get_bytes(key), shared)
             except NotFound:
+                return None
+            except DamagedRecord as exc:
+                log.error("catalog record %s in %s is damaged, left out: %s", key, store.url, exc)
                 return None
 
     return list(await asyncio.gather(*(read(key) for key in keys)))

@@ -9,6 +9,7 @@ they never show up in a repr or a log line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -38,67 +39,14 @@ from pythonhosted.settings_errors import ConfigError, Environment, Origins, expl
 
 ENV_PREFIX = "PYTHONHOSTED_"
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
+# Counts and sizes go to C (socket backlogs, allocators, DuckDB): past a signed 64-bit value they
+# overflow there, after the banner printed, instead of being refused here.
+MAX_INTEGER = 2**63 - 1
+# Durations go to timers (threading's waits overflow past ~292 years); a year is a mistake already.
+MAX_SECONDS = 366 * 86400.0
 # Worker processes per service: past this a mistyped number (an extra zero or two) would
 # fork until the machine runs out of file descriptors or memory, after the banner printed.
 MAX_WORKERS = 256
-
-
-class HttpSettings(BaseModel):
-    """What every HTTP server of ours is held to (see :mod:`pythonhosted.web.listener`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_connections: int = Field(default=16384, ge=1)
-    header_timeout: float = Field(default=10.0, gt=0)
-    backlog: int = Field(default=4096, ge=16)
-    drain_timeout: float = Field(default=20.0, gt=0, le=86400)
-    send_timeout: float = Field(default=60.0, ge=0, le=86400)  # 0: the kernel's own limits
-    access_log: bool = False
-
-
-class FilesSettings(BaseModel):
-    """The files edge (files.pythonhosted.org)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    primary: str = ""
-    archive: str | None = None
-    logs: str | None = None
-    bind: str = "127.0.0.1:8000"
-    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
-    admin_secret: SecretStr | None = None
-    purge_secret: SecretStr | None = None
-    purge_urls: list[str] | None = None  # None: the edge at `bind`
-    require_tls: bool = False
-    trust_proxy_headers: bool = False
-    country_header: str | None = None
-    primary_connect_timeout: float = 2.0
-    primary_read_timeout: float = 2.0
-    archive_connect_timeout: float = 5.0
-    archive_read_timeout: float = 10.0
-    log_period: float = 120.0
-    log_batch_lines: int = 100_000
-    log_compress_level: int = 9
-    log_spool_dir: Path | None = None
-    log_spool_sync_interval: float = 1.0
-    cache_entries: int = Field(default=20_000, ge=0)
-    cache_max_bytes: int = 128 * 2**20
-    cache_object_max_bytes: int = 16 * 2**20
-    upload_max_bytes: int = Field(default=4 * 2**30, gt=0)
-    upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
-
-
-class IndexSettings(BaseModel):
-    """The simple repository API; it reads the catalog in ``files.primary`` and logs to
-    ``files.logs`` (with the files edge's batching settings)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bind: str = "127.0.0.1:8003"
-    files_url: str | None = None
-    cache_ttl: float = Field(default=60.0, ge=0)
-    # A 100,000-file project: ~135 MB of records, ~75 MB of renderings (README).
-    cache_max_bytes: int = Field(default=256 * 2**20, ge=0)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -118,16 +66,105 @@ def parse_duration(value: object) -> object:
     return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(text))
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_SECONDS)]
+SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS)]
+
+
+def _control_character(value: object) -> str | None:
+    """The first control character (a newline from an env file, a NUL) in any text of ``value``."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str | Path):
+        found = re.search(r"[\x00-\x1f\x7f]", str(value))
+        return repr(found[0]) if found else None
+    if isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        return next(filter(None, map(_control_character, value)), None)
+    return None
+
+
+def check_value(value: object) -> object:
+    """Refuse what no setting means: text with control characters (a header, an address or a
+    path cut at a newline) and integers C cannot hold. Infinity and NaN are refused by
+    ``allow_inf_nan=False``."""
+    character = _control_character(value)
+    if character is not None:
+        raise ValueError(f"must not contain control characters, found {character}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        raise ValueError(f"must be at most {MAX_INTEGER}")
+    return value
+
+
+class Section(BaseModel):
+    """Every settings section: unknown keys, non-finite numbers and :func:`check_value`'s
+    mistakes are refused, each in one line naming the setting and its source."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _sane(cls, value: object) -> object:
+        return check_value(value)
+
+
+class HttpSettings(Section):
+    """What every HTTP server of ours is held to (see :mod:`pythonhosted.web.listener`)."""
+
+    max_connections: int = Field(default=16384, ge=1)
+    header_timeout: Seconds = 10.0
+    backlog: int = Field(default=4096, ge=16, le=2**31 - 1)  # listen() takes a C int
+    drain_timeout: float = Field(default=20.0, gt=0, le=86400)
+    send_timeout: float = Field(default=60.0, ge=0, le=86400)  # 0: the kernel's own limits
+    access_log: bool = False
+
+
+class FilesSettings(Section):
+    """The files edge (files.pythonhosted.org)."""
+
+    primary: str = ""
+    archive: str | None = None
+    logs: str | None = None
+    bind: str = "127.0.0.1:8000"
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    admin_secret: SecretStr | None = None
+    purge_secret: SecretStr | None = None
+    purge_urls: list[str] | None = None  # None: the edge at `bind`
+    require_tls: bool = False
+    trust_proxy_headers: bool = False
+    country_header: str | None = None
+    primary_connect_timeout: Seconds = 2.0
+    primary_read_timeout: Seconds = 2.0
+    archive_connect_timeout: Seconds = 5.0
+    archive_read_timeout: Seconds = 10.0
+    log_period: Seconds = 120.0
+    log_batch_lines: int = Field(default=100_000, ge=1)
+    log_compress_level: int = Field(default=9, ge=0, le=9)
+    log_spool_dir: Path | None = None
+    log_spool_sync_interval: Seconds = 1.0
+    cache_entries: int = Field(default=20_000, ge=0)
+    cache_max_bytes: int = Field(default=128 * 2**20, ge=0)
+    cache_object_max_bytes: int = Field(default=16 * 2**20, ge=0)
+    upload_max_bytes: int = Field(default=4 * 2**30, gt=0)
+    upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
+
+
+class IndexSettings(Section):
+    """The simple repository API; it reads the catalog in ``files.primary`` and logs to
+    ``files.logs`` (with the files edge's batching settings)."""
+
+    bind: str = "127.0.0.1:8003"
+    files_url: str | None = None
+    cache_ttl: float = Field(default=60.0, ge=0)
+    # A 100,000-file project: ~135 MB of records, ~75 MB of renderings (README).
+    cache_max_bytes: int = Field(default=256 * 2**20, ge=0)
+
 
 CAMO_KEY_ENV = "PYTHONHOSTED_CAMO_KEY"
 
 
-class CamoSettings(BaseModel):
+class CamoSettings(Section):
     """The image proxy (camo): go-camo's options, plus the networks tests may allow."""
-
-    model_config = ConfigDict(extra="forbid")
 
     key: SecretStr | None = None
     key_file: Path | None = None
@@ -196,10 +233,8 @@ class CamoSettings(BaseModel):
         )
 
 
-class ConveyorSettings(BaseModel):
+class ConveyorSettings(Section):
     """Conveyor: legacy ``/packages/{py}/{l}/{name}/{file}`` redirects and docs hosting."""
-
-    model_config = ConfigDict(extra="forbid")
 
     docs: str = ""
     bind: str = "127.0.0.1:8001"
@@ -225,11 +260,9 @@ class ConveyorSettings(BaseModel):
     upload_max_ratio: float = Field(default=100.0, ge=1)
 
 
-class LinehaulSettings(BaseModel):
+class LinehaulSettings(Section):
     """Linehaul's ingest and publish workers; empty store URLs mean embedded defaults under
     the data dir (logs: the files edge's log store, else ``file://{data_dir}/logs``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     logs: str | None = None
     results: str | None = None
@@ -249,7 +282,7 @@ _SIZE_UNITS = {
 }  # fmt: skip
 
 
-class DuckDBSettings(BaseModel):
+class DuckDBSettings(Section):
     """The embedded DuckDB engine of every process that opens a DuckDB warehouse (publish,
     ``stats``, the stats web, ``serve``).
 
@@ -257,8 +290,6 @@ class DuckDBSettings(BaseModel):
     of 20M rows over 500,000 projects reached 12 GB, beside every other service of ``serve``.
     Past the limit DuckDB spills to ``temp_directory`` (default: beside the file, ``NAME.tmp``).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     memory_limit: str = "50%"
     temp_directory: Path | None = None
@@ -279,10 +310,8 @@ class DuckDBSettings(BaseModel):
         )
 
 
-class StatsWebSettings(BaseModel):
+class StatsWebSettings(Section):
     """The stats web (dashboard, JSON API, badges) over the warehouse (docs/stats-web.md)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     warehouse: str | None = None  # default: linehaul.warehouse, else the data dir's DuckDB file
     bind: str = "127.0.0.1:8005"
@@ -322,6 +351,21 @@ class Settings(BaseSettings):
     conveyor: ConveyorSettings = Field(default_factory=ConveyorSettings)
     stats_web: StatsWebSettings = Field(default_factory=StatsWebSettings)
     duckdb: DuckDBSettings = DuckDBSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _sane(cls, value: Path) -> Path:
+        check_value(value)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        """A level :mod:`logging` knows, checked here rather than failing in ``setLevel``."""
+        if value.upper() not in logging.getLevelNamesMapping():
+            names = ", ".join(sorted(logging.getLevelNamesMapping()))
+            raise ValueError(f"must be one of {names}")
+        return value
 
     @classmethod
     def settings_customise_sources(

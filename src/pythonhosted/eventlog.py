@@ -10,8 +10,11 @@ batch shipping, under load they came up to 2.2 s apart with a 1 s interval.
 Every ``period`` seconds, or at ``batch_lines`` lines, the current spool segment is sealed,
 gzip-compressed and stored create-only as one object, then deleted. Segments left behind by a
 dead process are claimed by an atomic rename and shipped at the next start, so no line is
-dropped and no line is shipped twice. An object is written whole or not at all (object stores
-have no partial puts).
+dropped and no line is shipped twice. A segment's writer, then its shipper, holds an exclusive
+``flock`` on it: the lock, not the pid in its name, says whether its owner lives. Pids are
+reused (after a reboot; in a container, where every restart runs the edge under the same small
+pid), and a segment named after a pid some other process had taken was never shipped. An
+object is written whole or not at all (object stores have no partial puts).
 
 A spool that cannot take lines (a full disk, a file-size limit) loses none of them: a write
 that failed part-way is cut back to the last whole line, the lines stay in memory (up to
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gzip
 import logging
 import os
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.config import Settings
-from pythonhosted.localdirs import ensure_writable, process_alive
+from pythonhosted.localdirs import ensure_writable
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.web.lifespan import Hook
@@ -52,6 +56,7 @@ SEGMENT_SUFFIX = ".spool"
 # refuses them lets this fill.
 HELD_LINES = 200_000
 CLAIMED_SUFFIX = ".claimed-"  # followed by the pid of the process shipping it
+HIDDEN_GRACE = 60.0  # seconds a hidden (not yet locked) segment is left to its creator
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +194,24 @@ class EventLog:
                 due = now
 
     def _open_segment(self) -> None:
+        """Create the segment locked: under a hidden name until the lock is held, so no
+        other process's :meth:`ship_leftovers` sees it unlocked and takes it as a dead one."""
         name = f"{self.config.prefix}-{int(self._batch_started * 1e6)}-{os.getpid()}"
-        name += f"-{uuid.uuid4().hex[:12]}"
-        self._segment = self.config.spool_dir / (name + SEGMENT_SUFFIX)
-        self._fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._spooled = 0
+        name += f"-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
+        hidden = self.config.spool_dir / f".{name}"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, self.config.spool_dir / name)
+        except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
+        self._segment, self._fd, self._spooled = self.config.spool_dir / name, fd, 0
 
-    def _seal(self) -> Path | None:
-        """Spool what is pending, close the segment and claim it for shipping."""
+    def _seal(self) -> tuple[Path, int] | None:
+        """Spool what is pending and claim the segment for shipping: its name and its
+        descriptor, whose lock the shipper holds until the segment is shipped."""
         with self._spool_lock:
             self._spool()
             if self._fd is None or self._segment is None:
@@ -205,11 +220,15 @@ class EventLog:
                 os.fsync(self._fd)
             except OSError as exc:  # what was written is read back from the page cache
                 log.warning("could not fsync spool segment %s: %s", self._segment, exc)
-            os.close(self._fd)
-            claimed = _claimed_name(self._segment)
-            os.rename(self._segment, claimed)
-            self._fd, self._segment, self._dirty = None, None, False
-            return claimed
+            claimed, fd = _claimed_name(self._segment), self._fd
+            try:
+                os.rename(self._segment, claimed)
+            except OSError:
+                os.close(fd)
+                raise
+            finally:
+                self._fd, self._segment, self._dirty = None, None, False
+            return claimed, fd
 
     # -- running inside a server's lifespan --------------------------------------------------
 
@@ -286,9 +305,12 @@ class EventLog:
     async def flush(self) -> None:
         """Seal the current segment and ship it now, with any earlier segment still unshipped."""
         self._lines = 0  # counted on the loop only; later lines belong to the next batch
-        claimed = await asyncio.to_thread(self._seal)  # may wait for the syncer's fsync
-        if claimed is not None:
-            await self._ship(claimed)
+        sealed = await asyncio.to_thread(self._seal)  # may wait for the syncer's fsync
+        if sealed is not None:
+            try:
+                await self._ship(sealed[0])
+            finally:
+                os.close(sealed[1])
         await self.ship_leftovers()
         if self._refused is not None:
             await self._ship_held()
@@ -306,16 +328,28 @@ class EventLog:
                 self._hold(lines, OSError("the log store refused them"))
 
     async def ship_leftovers(self) -> None:
-        """Ship segments whose writer or shipper died, claiming each by an atomic rename."""
-        for path in sorted(self.config.spool_dir.glob(f"{self.config.prefix}-*")):
-            if path == self._segment or _owner_alive(path):
+        """Ship segments whose writer or shipper died (no one holds their lock), claiming each
+        by an atomic rename; remove hidden ones a writer died creating (they hold no line)."""
+        spool = self.config.spool_dir
+        for path in sorted(spool.glob(f".{self.config.prefix}-*")):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime > time.time() - HIDDEN_GRACE:
+                    continue  # maybe a writer between creating and locking it
+            if (fd := _take_over(path)) is not None:
+                path.unlink(missing_ok=True)
+                os.close(fd)
+        for path in sorted(spool.glob(f"{self.config.prefix}-*")):
+            if path == self._segment or (fd := _take_over(path)) is None:
                 continue
-            claimed = _claimed_name(path)
             try:
-                os.rename(path, claimed)
-            except FileNotFoundError:
-                continue  # another process claimed it first
-            await self._ship(claimed)
+                claimed = _claimed_name(path)
+                try:
+                    os.rename(path, claimed)
+                except FileNotFoundError:
+                    continue  # its shipper finished with it before we took the lock
+                await self._ship(claimed)
+            finally:
+                os.close(fd)
 
     async def _ship(self, segment: Path) -> None:
         data = await asyncio.to_thread(segment.read_bytes)
@@ -410,14 +444,17 @@ def _segment_time(segment: Path) -> float:
     return time.time()
 
 
-def _owner_alive(segment: Path) -> bool:
-    """Whether the process writing (``.spool``) or shipping (``.claimed-PID``) it still runs."""
-    name = segment.name
+def _take_over(segment: Path) -> int | None:
+    """A descriptor of ``segment`` holding its lock, when no living process holds it (its
+    writer and shipper died: the kernel let their locks go); None while one does, or once
+    the segment is gone."""
     try:
-        if CLAIMED_SUFFIX in name:
-            pid = int(name.rsplit(CLAIMED_SUFFIX, 1)[1])
-        else:
-            pid = int(name.split("-")[2])
-    except (ValueError, IndexError):
-        return False
-    return process_alive(pid)
+        fd = os.open(segment, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import stat
 import tomllib
 import types
 from collections.abc import Iterator, Mapping
@@ -27,6 +29,9 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 
 MASK = "'**********'"
+# A settings file is a few kilobytes; past this it is the wrong file (a log, a disk image, a
+# device like /dev/zero, which was read until the machine ran out of memory).
+TOML_MAX_BYTES = 2**20
 
 
 class ConfigError(ValueError):
@@ -164,12 +169,18 @@ def read_toml(path: Path, named_by: str) -> dict[str, Any]:
     """The TOML file's tables; ConfigError naming the file for a missing or malformed one."""
     try:
         with path.open("rb") as stream:
-            return tomllib.load(stream)
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                # pydantic-settings reads the file again: a pipe would give it nothing.
+                raise ConfigError(f"config file {path}: not a regular file")
+            text = stream.read(TOML_MAX_BYTES + 1)
+        if len(text) > TOML_MAX_BYTES:
+            raise ConfigError(f"config file {path}: larger than {TOML_MAX_BYTES} bytes")
+        return tomllib.loads(text.decode())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}{named_by}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 

@@ -22,7 +22,7 @@ from pythonhosted.index.service import build_app as build_index
 from pythonhosted.samples import build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import running
-from support.catalogs import put_catalog
+from support.catalogs import put_catalog, write_catalog
 from support.edge import SAMPLES, metadata_of, raw_request, seed
 
 WHEEL = SAMPLES["wheel"]
@@ -273,3 +273,37 @@ def test_each_project_request_is_logged(tmp_path: Path) -> None:
         ["simple", "/simple/demo-pkg/", "", "uv/0.5.0"],
     ]
     assert [line.split("|")[4:9] for line in lines] == [["(null)", "(null)", "", "", ""]] * 2
+
+
+def test_damaged_records_are_left_out_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record cut mid-write (a full disk, a store without atomic writes) or overwritten:
+    the project's page answered 500 for as long as one stayed. 100 damaged records of five
+    kinds among 1,000: the 900 others are served, each damaged one is named in the log."""
+    write_catalog(tmp_path / "primary", "big", 1000)
+    folder = tmp_path / "primary" / "catalog" / "big"
+    damages = [
+        lambda data: data[: len(data) // 2],  # cut mid-record
+        lambda data: b"\x00\xff" + data,  # garbage
+        lambda data: b"[]",  # JSON, not a record
+        lambda data: b'{"filename": "x"}',  # fields missing
+        lambda data: data.replace(b'"size":', b'"size":"big","was":'),  # a wrong type
+    ]
+    damaged = sorted(folder.iterdir())[::10]
+    for n, path in enumerate(damaged):
+        path.write_bytes(damages[n % len(damages)](path.read_bytes()))
+    settings = Settings(
+        data_dir=tmp_path / "data", files=FilesSettings(primary=f"file://{tmp_path}/primary")
+    )
+    with running(build_index(settings)) as url:
+        for _ in range(2):  # and again, from the cache
+            page = httpx.get(url + "/simple/big/", headers={"Accept": JSON})
+            assert page.status_code == 200
+            served = {file["filename"] for file in page.json()["files"]}
+            assert served == {p.name.removesuffix(".json") for p in folder.iterdir()} - {
+                p.name.removesuffix(".json") for p in damaged
+            }
+            assert len(served) == 900
+    named = {r.args[0] for r in caplog.records if "is damaged, left out" in r.getMessage()}
+    assert named == {f"catalog/big/{p.name}" for p in damaged}

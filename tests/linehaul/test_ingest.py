@@ -18,9 +18,9 @@ import pytest
 from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, parse
 from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.storage.directory import DirectoryStore
-from support.linehaul_data import PIP, REAL, download_line, gz, log_key, simple_line
+from support.linehaul_data import PIP, REAL, download_line, gz, log_key, seed_unique, simple_line
 
 
 def _ingest(logs: Store, results: Store, timeout: float = 60.0) -> IngestSummary:
@@ -545,3 +545,20 @@ def test_an_object_under_way_holds_what_it_was_given(tmp_path: Path) -> None:
     assert logs.halfway == under_way
     assert left == []  # freed with their objects, not left for the collector
     assert peak < under_way * (192 << 10) + (1 << 20), f"{peak / under_way / 1024:.0f} KiB each"
+
+
+def test_a_failed_pass_lets_its_leases_go(tmp_path: Path) -> None:
+    """A results store that refuses writes (a full disk; here a file where a folder goes)
+    ends the pass. Before, the objects under way kept their leases and the next pass, once
+    the store took writes again, counted them busy for the whole lease timeout (5 minutes by
+    default): 8 of 20. Now every lease is let go and the next pass takes all 200 objects."""
+    logs, results = open_store(f"file://{tmp_path}/l"), open_store(f"file://{tmp_path}/r")
+    seed_unique(logs, 200, 5)
+    (tmp_path / "r").mkdir(exist_ok=True)
+    (tmp_path / "r" / "processed").write_bytes(b"")  # not a folder: every write fails
+    with pytest.raises(StorageError):
+        _ingest(logs, results)
+    assert [item.key for item in asyncio.run(logs.list()) if item.key.startswith("leases/")] == []
+    (tmp_path / "r" / "processed").unlink()
+    summary = _ingest(logs, results)
+    assert (summary.objects, summary.busy) == (200, 0)

@@ -28,6 +28,7 @@ from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import intent_file
 from pythonhosted.web.server import Bind, running
 from support.flood import fetch_all
+from support.locks import lock_holder
 from support.metrics import sample
 from support.processes import spawn, wait_until
 from support.stats_warehouse import (
@@ -315,8 +316,7 @@ def test_answers_for_clients_that_left_are_not_computed(tmp_path: Path) -> None:
     with running(build_app(warehouse.settings)) as base, httpx.Client(timeout=60) as client:
         assert client.get(base + "/packages/demo-pkg").status_code == 200  # version read
         bind = Bind.parse(base.removeprefix("http://"))
-        writer = spawn([sys.executable, "-c", "import time; time.sleep(120)"])
-        intent.write_text(str(writer.pid))  # a writer in another process: questions wait
+        lock_holder(intent, write_pid=True)  # a writer in another process: questions wait
         try:
             crowd = [socket.create_connection((bind.host, bind.port), 10) for _ in range(300)]
             try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +24,9 @@ from pythonhosted.stats_web import badges, build_app
 from pythonhosted.warehouse.access import intent_file
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.flood import Answer, fetch_all
+from support.locks import lock_holder
 from support.metrics import sample
-from support.processes import PYTHONHOSTED, spawn, started, wait_until
+from support.processes import PYTHONHOSTED, started, wait_until
 from support.stats_warehouse import Warehouse, build, event_lines
 
 CROWD = 2_000
@@ -69,9 +69,8 @@ def busy_body(path: str) -> tuple[bytes, bytes]:
 def writer_announced(warehouse: Warehouse) -> Iterator[None]:
     """Another process announces it writes the warehouse: questions wait until the block
     ends (up to ``read_wait``)."""
-    writer = spawn([sys.executable, "-c", "import time; time.sleep(300)"])
     intent = intent_file(warehouse.path)
-    intent.write_text(str(writer.pid))
+    writer = lock_holder(intent, write_pid=True)
     try:
         yield
     finally:

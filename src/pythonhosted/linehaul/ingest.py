@@ -252,8 +252,8 @@ async def ingest_once(
     ``on_object`` report progress (a progress bar, or nothing). A set ``stop`` ends the pass
     after the objects under way (the rest waits for the next pass). Lines longer than
     ``max_line_length`` bytes are cut (counted, their start kept aside). A store error ends
-    the pass, the objects under way cancelled (their leases expire; the next pass redoes
-    them).
+    the pass, the objects under way cancelled (their leases let go where the log store
+    allows, else they expire; the next pass redoes them).
     """
     owner = owner or leases.worker_id()
     listed = {item.key: item.size for item in await logs.list()}
@@ -264,6 +264,7 @@ async def ingest_once(
     summary = IngestSummary()
     admission = Admission(concurrency)
     queue = iter(keys)
+    abandoned: list[str] = []  # objects under way when the pass failed, their leases held
 
     async def work() -> None:
         for key in queue:  # one iterator shared by the workers: each key is taken once
@@ -272,7 +273,9 @@ async def ingest_once(
             async with admission.admit(listed[key]):
                 if stop is not None and stop.is_set():
                     return
-                await _claimed(logs, results, key, owner, lease_timeout, summary, max_line_length)
+                await _claimed(
+                    logs, results, key, owner, lease_timeout, summary, max_line_length, abandoned
+                )
             if on_object is not None:
                 on_object()
 
@@ -281,6 +284,7 @@ async def ingest_once(
             for _ in range(min(concurrency, len(keys))):
                 group.create_task(work())
     except BaseExceptionGroup as failed:  # the first failure, as a pass one at a time raised
+        await _let_go(logs, abandoned)
         raise failed.exceptions[0] from None
     await leases.sweep(logs, set(keys))
     return summary
@@ -294,16 +298,36 @@ async def _claimed(
     lease_timeout: float,
     summary: IngestSummary,
     max_line_length: int,
+    abandoned: list[str],
 ) -> None:
-    """Claim ``key`` and ingest it under the lease, or count it busy."""
+    """Claim ``key`` and ingest it under the lease, or count it busy; on a failure, add it
+    to ``abandoned`` while the lease is still ours."""
     lease = await leases.claim(logs, key, owner, lease_timeout)
     if lease is None:
         summary.busy += 1
         return
-    async with leases.Keeper(logs, lease, owner, lease_timeout) as kept:
-        await ingest_object(logs, results, key, summary, kept, max_line_length)
+    kept = leases.Keeper(logs, lease, owner, lease_timeout)
+    try:
+        async with kept:
+            await ingest_object(logs, results, key, summary, kept, max_line_length)
+    except BaseException:
+        if not kept.lost:
+            abandoned.append(key)
+        raise
     if not kept.lost:  # the new holder's generations are not ours to drop
         await leases.release(logs, key)
+
+
+async def _let_go(logs: Store, abandoned: list[str]) -> None:
+    """Release the leases of objects a failed pass abandoned (a full or failing results
+    store, or another object's failure cancelling them), so the next pass redoes them at
+    once: they waited out the whole lease timeout (5 minutes by default) as busy. Results
+    already written are redone with the same names and bytes."""
+    for key in abandoned:
+        try:
+            await leases.release(logs, key)
+        except StorageError as exc:
+            log.warning("cannot let the lease on %s go (%s); it expires", key, reason(exc))
 
 
 async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) -> None:

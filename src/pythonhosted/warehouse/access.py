@@ -17,15 +17,20 @@ processes or (``pythonhosted serve``) from the writer's own process. So:
   database and a writer wants the file (in this process, or another: see below), or after
   :data:`IDLE_CLOSE` seconds without readers, which also lets other processes write.
 - **Across processes** a writer first creates an *intent file* beside the warehouse
-  (``.NAME.writer``, holding its PID) and removes it after closing. Readers here do not open
-  the file while an intent file of a live process exists, and the anchor is closed within
-  :data:`WATCH_EVERY` seconds of one appearing, so reads cannot keep a writer out; a reader
-  that finds one waits (bounded) for it to go. An intent file of a dead process is ignored.
+  (``.NAME.writer``, holding its PID), holds an exclusive ``flock`` on it while it writes and
+  removes it after closing. Readers here do not open the file while another process holds
+  that lock, and the anchor is closed within :data:`WATCH_EVERY` seconds of one appearing, so
+  reads cannot keep a writer out; a reader that finds one waits (bounded) for it to go. An
+  intent file nobody holds (its writer was killed) is ignored: the lock, not the PID, says
+  whether its writer lives, since PIDs are reused (after a reboot, or in a container, where a
+  restarted process gets the same small PID), and a killed writer's file naming a reused PID
+  kept every reader out until the next publish.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -35,7 +40,6 @@ from pathlib import Path
 
 import duckdb
 
-from pythonhosted.localdirs import process_alive
 from pythonhosted.warehouse import engine
 from pythonhosted.warehouse.base import WarehouseError
 
@@ -55,6 +59,7 @@ class _Shared:
     anchor: duckdb.DuckDBPyConnection | None = None  # keeps the read-only database open
     readers: int = 0  # read-only connections in use
     sharers: int = 0  # readers' connections to the writer's database (read-write config)
+    intent: int | None = None  # the writer's locked intent file
     last_read: float = 0.0
 
     def close_anchor(self) -> None:
@@ -124,17 +129,16 @@ def open_writer(path: Path) -> duckdb.DuckDBPyConnection:
     """The file opened read-write, announced to readers here and in other processes."""
     shared = _shared(path)
     deadline = time.monotonic() + LOCK_WAIT
-    intent = intent_file(path)
     with shared.changed:
         shared.writers_waiting += 1
         try:
             while shared.readers and shared.changed.wait(max(0.0, deadline - time.monotonic())):
                 pass
             shared.close_anchor()
-            intent.write_text(str(os.getpid()))
+            shared.intent = _announce(path, deadline)
             con = connect(path, opening=True)
         except BaseException:
-            intent.unlink(missing_ok=True)
+            _withdraw(shared)
             shared.writers_waiting -= 1
             shared.changed.notify_all()
             raise
@@ -150,17 +154,55 @@ def close_writer(path: Path, con: duckdb.DuckDBPyConnection) -> None:
         if shared.writer is con:
             shared.writer = None
         con.close()
-        intent_file(path).unlink(missing_ok=True)
+        _withdraw(shared)
         shared.changed.notify_all()
 
 
+def _announce(path: Path, deadline: float) -> int:
+    """The intent file created (or taken over from a dead writer), locked and holding this
+    PID; waits until ``deadline`` while a writer in another process holds it."""
+    intent = intent_file(path)
+    while True:
+        fd = os.open(intent, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino == os.stat(intent).st_ino:  # not one its writer removed
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                return fd
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        if time.monotonic() > deadline:
+            raise WarehouseError(f"cannot open warehouse {path}: another process writes it")
+        time.sleep(WATCH_EVERY)
+
+
+def _withdraw(shared: _Shared) -> None:
+    """Remove the writer's intent file, then let its lock go (in that order: a reader never
+    finds the file unlocked while this writer still has the warehouse open)."""
+    if shared.intent is not None:
+        intent_file(shared.path).unlink(missing_ok=True)
+        os.close(shared.intent)
+        shared.intent = None
+
+
 def _live_intent(path: Path) -> bool:
-    """Whether a writer in another live process announced itself."""
+    """Whether a writer in another live process announced itself: holds its intent's lock."""
     try:
-        pid = int(intent_file(path).read_text() or "0")
-    except (OSError, ValueError):
+        fd = os.open(intent_file(path), os.O_RDONLY)
+    except OSError:
         return False
-    return process_alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0) != str(os.getpid()).encode()  # this process's own writer
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager
