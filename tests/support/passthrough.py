@@ -7,18 +7,23 @@ import httpx
 
 from pythonhosted.web.types import Receive, Scope, Send
 
+UPSTREAM_TIMEOUT = 60.0
+
 
 async def forward(upstream: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Send the request in ``scope`` to ``upstream`` as it came and answer with its response."""
-    body = b""
+    pieces = []
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        pieces.append(message.get("body", b""))
         if not message.get("more_body"):
             break
+    body = b"".join(pieces)  # a part of several MB comes in many messages: joined once
     query = scope["query_string"].decode()
     url = upstream + scope["path"] + ("?" + query if query else "")
-    async with httpx.AsyncClient() as client:
+    # moto answers a multipart upload's abort or a part in seconds on a loaded machine: httpx's
+    # 5 s default failed the abort there, and the upload it should have ended stayed listed.
+    async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT) as client:
         answer = await client.request(scope["method"], url, headers=scope["headers"], content=body)
     out = [(k, v) for k, v in answer.headers.raw if k.lower() != b"transfer-encoding"]
     await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
