@@ -22,7 +22,7 @@ from pythonhosted.config import Settings, StatsWebSettings
 from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import limits as limits_module
-from pythonhosted.stats_web.cache import Answer, AnswerCache
+from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.limits import RateLimiter
 from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import intent_file

@@ -14,7 +14,7 @@ import pytest
 
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import prewarm as prewarm_module
-from pythonhosted.stats_web.cache import Answer, AnswerCache
+from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.prewarm import PATHS, Prewarm
 from pythonhosted.stats_web.shedding import Admission
 from pythonhosted.web.server import running

@@ -20,7 +20,7 @@ changed, one shared read of the version in a worker thread decides whether the c
 answers still hold. The process freezes what it holds at start out of the garbage
 collector's sight and the cache's entries are invisible to it, so a full collection on the
 loop costs little however many answers are cached (:func:`_freeze_survivors`,
-:mod:`.cache`).
+:mod:`.answers`).
 
 Concurrent requests for one answer that is not cached share one computation: each publish
 makes every cached answer stale at once, and a popular badge asked by a thousand clients in
@@ -57,7 +57,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.stats_web import api, badges, data, pages, shedding
-from pythonhosted.stats_web.cache import Answer, AnswerCache
+from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
     Connection,
@@ -139,7 +139,7 @@ async def _freeze_survivors() -> None:
     A full collection runs on the event loop and walks every object the collector tracks:
     the imports alone (DuckDB's, granian's, pydantic's, ...) made each one 9.5 ms of CPU,
     about 0.1 ms frozen (BENCHMARKS.md). The answer cache keeps its entries out of sight by
-    itself (:mod:`.cache`).
+    itself (:mod:`.answers`).
     """
     gc.collect()
     gc.freeze()

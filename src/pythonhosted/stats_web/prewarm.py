@@ -19,7 +19,7 @@ Bounded, and behind visitors:
   answer under way, and a visitor asking for that very answer joins its computation;
 - a round stops when the data version moves on; the next round starts over for the new one.
   A pre-warmed answer is cached under the data version it was computed from, and the cache
-  never serves an answer of another version (:mod:`.cache`), so none outlives a publish.
+  never serves an answer of another version (:mod:`.answers`), so none outlives a publish.
 
 On DuckDB the round notices a publish by itself (two ``stat`` calls a check,
 :data:`CHECK_EVERY`); on ClickHouse it follows the version requests read (reading it in the
@@ -35,7 +35,7 @@ import time
 from datetime import date
 from typing import Protocol
 
-from pythonhosted.stats_web.cache import AnswerCache
+from pythonhosted.stats_web.answers import AnswerCache
 from pythonhosted.stats_web.data import last_complete_day
 from pythonhosted.stats_web.shedding import Admission
 
