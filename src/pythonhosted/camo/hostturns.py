@@ -63,8 +63,3 @@ class HostTurns:
     def _forget_if_idle(self, host: str, turns: StreamSlots) -> None:
         if turns.free == turns.size and not turns.waiting and self._hosts.get(host) is turns:
             del self._hosts[host]
-
-    @property
-    def hosts(self) -> int:
-        """Hosts with an exchange under way or waiting."""
-        return len(self._hosts)
