@@ -3,9 +3,9 @@
 Each uncached image holds a stream slot (:mod:`pythonhosted.web.streams`) for its upstream
 exchange, and slots go first come, first served. One image host that answers slowly (or not
 at all within ``--timeout``) held every slot as soon as as many of its images were asked for
-at once, and the images of every other host queued behind them and got 503: under a
-512-descriptor limit (64 slots), 100 images of one hanging host turned 20 images of a
-healthy one into 503s. Each host (name and port of the first hop) now holds at most
+at once, and the images of every other host queued behind them, served only once the
+hanging ones reached their deadline (504) and 503 when the wait was longer than theirs: 4,000
+images of a hanging host kept 500 of a healthy one waiting 51 s (``--timeout=60s``). Each host (name and port of the first hop) now holds at most
 ``1 / HOST_SHARE`` of the pool; its further images wait for one of its own turns, within the
 same bound and without holding a slot, so the other hosts are served meanwhile.
 """
