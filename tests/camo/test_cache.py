@@ -711,8 +711,9 @@ def test_a_hanging_image_host_leaves_the_other_hosts_their_turns(
 ) -> None:
     """Uncached images take stream slots first come, first served. 100 images of one host
     that hangs held all 64 slots of a camo under a 512-descriptor limit, and 20 images of a
-    healthy host queued behind them until those reached ``--timeout`` (504). A host now holds at most a
-    quarter of the slots, so the healthy host's images are served while the other hangs."""
+    healthy host queued behind them until those reached ``--timeout`` (504). A host now
+    holds at most a quarter of the slots, so the healthy host's images are served while the
+    other hangs."""
     held = HeldHost()
     with running(held, host="127.0.0.2") as held_base:
         process, bind = _limited_camo(tmp_path / "cache", "-n 512", timeout="8s")

@@ -4,10 +4,11 @@ Each uncached image holds a stream slot (:mod:`pythonhosted.web.streams`) for it
 exchange, and slots go first come, first served. One image host that answers slowly (or not
 at all within ``--timeout``) held every slot as soon as as many of its images were asked for
 at once, and the images of every other host queued behind them, served only once the
-hanging ones reached their deadline (504) and 503 when the wait was longer than theirs: 4,000
-images of a hanging host kept 500 of a healthy one waiting 51 s (``--timeout=60s``). Each host (name and port of the first hop) now holds at most
-``1 / HOST_SHARE`` of the pool; its further images wait for one of its own turns, within the
-same bound and without holding a slot, so the other hosts are served meanwhile.
+hanging ones reached their deadline (504), and 503 when the wait was longer than theirs:
+4,000 images of a hanging host kept 500 of a healthy one waiting 51 s (``--timeout=60s``).
+Each host (name and port of the first hop) now holds at most ``1 / HOST_SHARE`` of the
+pool; its further images wait for one of its own turns, within the same bound and without
+holding a slot, so the other hosts are served meanwhile.
 """
 
 from __future__ import annotations
