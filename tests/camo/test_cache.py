@@ -4,6 +4,7 @@ answers (Cache-Control, validators, delays, failures) each test chooses by URL."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -617,13 +618,15 @@ def test_hostile_delta_seconds_are_bounded_not_errors(
 # -- the machine's limits: descriptors and disk --
 
 
-def _limited_camo(cache: Path, limit: str) -> tuple[subprocess.Popen[bytes], Bind]:
+def _limited_camo(
+    cache: Path, limit: str, timeout: str = "30s"
+) -> tuple[subprocess.Popen[bytes], Bind]:
     """``camo serve`` with the cache in ``cache``, under the shell limit ``limit``."""
     bind = Bind("127.0.0.1", free_port())
     command = [
         str(Path(sys.executable).parent / "pythonhosted"), "camo", "serve",
         f"--bind=127.0.0.1:{bind.port}", "--allow-network=127.0.0.2/32",
-        f"--cache-dir={cache}", "--timeout=30s",
+        f"--cache-dir={cache}", f"--timeout={timeout}",
     ]  # fmt: skip
     # No bytecode written: under a file-size limit Python would leave truncated .pyc files.
     env = {"PYTHONHOSTED_CAMO_KEY": "limit-key", "PATH": "/usr/bin:/bin"}
@@ -678,6 +681,75 @@ def test_concurrent_misses_stay_within_the_open_file_limit(host: Host, tmp_path:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         logged = _stop(process)
     assert "Too many open files" not in logged and "Traceback" not in logged
+
+
+class HeldHost:
+    """An image host that holds every answer until :meth:`release` (20 s at most)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self._released = asyncio.Event()  # set from the test's thread, on the server's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def release(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        self._loop = asyncio.get_running_loop()
+        self.started += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(20):
+                await self._released.wait()
+        await _answer(send, 200, [(b"content-type", b"image/png")], image(2_000, "held"))
+
+
+def test_a_hanging_image_host_leaves_the_other_hosts_their_turns(
+    host: Host, tmp_path: Path
+) -> None:
+    """Uncached images take stream slots first come, first served. 100 images of one host
+    that hangs held all 64 slots of a camo under a 512-descriptor limit, and 20 images of a
+    healthy host queued behind them until those reached ``--timeout`` (504). A host now
+    holds at most a quarter of the slots, so the healthy host's images are served while the
+    other hangs."""
+    held = HeldHost()
+    with running(held, host="127.0.0.2") as held_base:
+        process, bind = _limited_camo(tmp_path / "cache", "-n 512", timeout="8s")
+        try:
+
+            async def scenario() -> tuple[Counter[int], int, Counter[int]]:
+                limits = httpx.Limits(max_connections=200)
+                async with httpx.AsyncClient(base_url=bind.url(), timeout=60, limits=limits) as c:
+
+                    async def get(url: str) -> int:
+                        return (await c.get(sign_url(url, b"limit-key"))).status_code
+
+                    hanging = [
+                        asyncio.create_task(get(f"{held_base}/img/{unique('held')}"))
+                        for _ in range(100)
+                    ]
+                    while held.started < 16:
+                        await asyncio.sleep(0.05)
+                    healthy = await asyncio.gather(
+                        *(get(host.url(unique("other"), size=2_000)) for _ in range(20))
+                    )
+                    answered_meanwhile = sum(task.done() for task in hanging)
+                    held.release()
+                    return (
+                        Counter(healthy),
+                        answered_meanwhile,
+                        Counter(await asyncio.gather(*hanging)),
+                    )
+
+            healthy, answered_meanwhile, hanging = asyncio.run(scenario())
+        finally:
+            held.release()
+            logged = _stop(process)
+    assert (healthy, answered_meanwhile) == (Counter({200: 20}), 0)
+    assert hanging == Counter({200: 100})
+    assert "Traceback" not in logged
 
 
 def test_a_disk_that_refuses_the_entry_costs_no_image(host: Host, tmp_path: Path) -> None:

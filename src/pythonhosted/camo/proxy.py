@@ -36,6 +36,7 @@ from pythonhosted.camo.headers import (
     relayed_response_headers,
     upstream_request_headers,
 )
+from pythonhosted.camo.hostturns import HostTurns
 from pythonhosted.camo.http1 import BodyError, Response
 from pythonhosted.camo.mediatype import BadMediaType, MediaType, parse_media_type
 from pythonhosted.camo.metrics import CamoMetrics
@@ -114,7 +115,7 @@ class Proxy:
         self._metrics = metrics
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
         self._refusals = RefusalLog()
-        self._streams = slots_of("camo")
+        self._turns = HostTurns(slots_of("camo"))
 
     def _size_redirect(self, url: str) -> bytes:
         """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
@@ -269,13 +270,14 @@ class Proxy:
         task = asyncio.current_task(upstream.loop)  # given the loop: no lookup of it
         assert task is not None
         relay.presence.watch(task)  # from here on, a client that leaves stops the exchange
-        # The exchange holds an upstream connection and maybe the cache's file: a stream slot.
-        streams = self._streams
-        if not streams.take_now():
-            try:
-                await streams.take(self._options.timeout)
-            except Busy:
-                raise Refused(503, "busy", "too many images in flight; retry shortly") from None
+        # The exchange holds an upstream connection and maybe the cache's file: a stream slot,
+        # within its host's share of them.
+        first = upstream.first_hop(url)
+        host = f"{first.raw_host}:{first.port}"
+        try:
+            await self._turns.take(host, self._options.timeout)
+        except Busy:
+            raise Refused(503, "busy", "too many images in flight; retry shortly") from None
         try:
             async with Deadline(upstream.loop, task, self._options.timeout):
                 response = await upstream.open(method, url, headers)
@@ -286,7 +288,7 @@ class Proxy:
                 finally:
                     response.release()
         finally:
-            streams.give_back()
+            self._turns.give_back(host)
 
     async def _purge(self, scope: Scope, relay: Relay) -> int:
         """``PURGE /{digest}/{url}`` with ``Authorization: Bearer SECRET``: drop one entry."""
