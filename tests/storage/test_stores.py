@@ -444,3 +444,46 @@ def test_a_store_that_stops_answering_mid_stream_is_a_store_error() -> None:
     # busy machine, not always the first).
     put = f"Error performing PUT {endpoint}/bucket/docs/big.bin?partNumber="
     assert re.search(f"{re.escape(put)}[1-9][0-9]*&uploadId=up-1 in ", str(failed.value))
+
+
+class _AbortRefusingS3(_StallingS3):
+    """An S3 endpoint that takes every part and refuses the abort (a store failing just then)."""
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("ETag", f'"{uuid.uuid4().hex}"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_DELETE(self) -> None:
+        self.server.aborts += 1  # type: ignore[attr-defined]
+        self._answer(403, b"<Error><Code>AccessDenied</Code></Error>")
+
+
+def test_an_upload_that_could_not_be_aborted_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The source broke after two parts and the store refused the abort: the caller still
+    gets the source's own error, and the log says the parts stay (obstore raised the
+    source's error either way, so a refused abort went unnoticed and billed)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AbortRefusingS3)
+    server.aborts = 0  # type: ignore[attr-defined]
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    store = open_store(f"s3://bucket?endpoint={endpoint}&allow_http=true&skip_signature=true")
+    try:
+        with pytest.raises(SourceBroke, match="after 12582912 bytes"):
+            asyncio.run(store.put_stream("docs/big.bin", _chunks(16 * 2**20, 2**20, 12 * 2**20)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.aborts == 1  # type: ignore[attr-defined]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith(
+        f"s3://bucket (endpoint {endpoint}): the multipart upload of docs/big.bin was not aborted ("
+    )
+    assert warning.endswith(
+        "); its parts stay until the bucket's lifecycle rule for incomplete uploads removes them"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # these exist only in obstore's type stubs
 
 from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 META_PREFIX = ".meta/"
 UNTYPED = "binary/octet-stream"  # what AWS S3 stores for a put without a type
@@ -339,6 +342,17 @@ class Store:
             )
         except Exception as exc:
             if failure:
+                # obstore aborts the upload and raises the source's own exception; anything
+                # else is the abort's failure, which the source's error would hide: the parts
+                # stay in the bucket (billed) until a lifecycle rule removes them.
+                if exc is not failure[0]:
+                    log.warning(
+                        "%s: the multipart upload of %s was not aborted (%s); its parts stay "
+                        "until the bucket's lifecycle rule for incomplete uploads removes them",
+                        self.label,
+                        name,
+                        exc,
+                    )
                 raise failure[0] from None
             raise translate(exc, self.label, write=True) from exc
 
