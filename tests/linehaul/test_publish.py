@@ -292,6 +292,12 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(
     logs_left = _left(open_store(logs_url, BATCH_TIMEOUTS), pending)
     results_left = _left(open_store(results_url, BATCH_TIMEOUTS), _result_files)
     ingest_kills = _kill_loop(ingest, 4, rng, logs_left)
+    for batch in range(1, 4):  # at load 20 this process can sleep through a whole ingest
+        if ingest_kills:
+            break
+        logs = open_store(logs_url, BATCH_TIMEOUTS)
+        expected += seed_unique(logs, objects=30, lines=4000, first=30 * batch)
+        ingest_kills = _kill_loop(ingest, 4, rng, logs_left)
     publish_kills = _kill_loop(publish, 2, rng, results_left)  # publish part of what is there
     ingest_kills += _kill_loop(ingest, 2, rng, logs_left)
     publish_kills += _kill_loop(publish, 3, rng, results_left)

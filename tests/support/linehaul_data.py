@@ -45,11 +45,12 @@ def log_key(index: int, kind: str = "downloads") -> str:
     return f"{kind}/2021/01/07/20/55/{kind}-2021-01-07T20-55-00-host-{index}-abc.log.gz"
 
 
-def seed_unique(store: Store, objects: int, lines: int) -> int:
-    """``objects`` log objects of ``lines`` download events each, every url distinct."""
+def seed_unique(store: Store, objects: int, lines: int, first: int = 0) -> int:
+    """``objects`` log objects of ``lines`` download events each, every url distinct; from
+    object ``first`` on, so later calls add objects and urls of their own."""
 
     async def put_all() -> None:
-        for index in range(objects):
+        for index in range(first, first + objects):
             serials = range(index * lines, (index + 1) * lines)
             await store.put(log_key(index), gz([download_line(n) for n in serials]))
 
