@@ -39,6 +39,7 @@ def _wait_for_banner(process: subprocess.Popen[str], deadline: float) -> list[st
     raise AssertionError("make run printed no banner:\n" + "".join(lines))
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the git checkout")
 def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
