@@ -47,6 +47,7 @@ run: $(VENV)/.synced
 # suite's CPU time on 2 cores: 434 s against 505 s).
 # Tests are handed out one by one, except those marked `xdist_group`, which go to one worker
 # together: modules whose costly module fixtures would otherwise be made on every worker.
+# Tests marked `long` are collected, hence handed out, first (tests/conftest.py).
 test: $(VENV)/.compiled $(BQEMULATOR)/.installed
 	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/pytest -n $$(( $$(nproc) * 3 / 2 )) --dist loadgroup
 

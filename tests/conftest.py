@@ -321,3 +321,14 @@ def _no_process_left_behind() -> Iterator[None]:
     test failed or pytest-timeout interrupted it."""
     yield
     stop_spawned()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` go first, each in its collection order.
+
+    pytest-xdist hands the tests out in collection order (after the ``xdist_group`` groups,
+    largest first), one at a time to whichever worker is free. A long test collected late
+    started when the others were nearly done and ran on alone while the other workers sat
+    idle: the suite's wall time was the rest of the tests' plus that test's. Started first,
+    the long ones overlap each other and the short ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

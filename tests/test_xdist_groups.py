@@ -17,3 +17,10 @@ def test_a_grouped_test_is_scheduled_as_its_group(request: pytest.FixtureRequest
     assert request.node.nodeid.endswith(
         "::test_a_grouped_test_is_scheduled_as_its_group@grouping_check"
     )
+
+
+def test_long_tests_are_collected_first(request: pytest.FixtureRequest) -> None:
+    """The order pytest-xdist hands tests out in: every test marked ``long`` before the rest
+    (tests/conftest.py), so that none starts last on an otherwise idle worker."""
+    long = [item.get_closest_marker("long") is not None for item in request.session.items]
+    assert long == sorted(long, reverse=True)

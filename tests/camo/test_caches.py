@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httptools
+import pytest
 
 from support.flood import fetch_all
 
@@ -102,6 +103,7 @@ def refused_flood(camo: Camo, start: int, count: int, pad: int = 0) -> None:
     assert pipelined(camo, targets) == [404] * count
 
 
+@pytest.mark.long
 def test_unique_key_flood_keeps_memos_at_their_bounds(make_camo: CamoFactory) -> None:
     with make_camo(lookup=FloodLookup(count=False)) as camo:
         refused_flood(camo, 0, 4500)  # past every bound

@@ -279,6 +279,7 @@ async def flood(app: ASGIApp, paths: Iterable[str], status: int, batch: int = 20
 FLAT = 4 * 2**20  # RSS growth allowed over a window; an unbounded cache would add >= 10 MB
 
 
+@pytest.mark.long
 def test_floods_of_unique_keys_keep_memory_flat(tmp_path: Path) -> None:
     """Unknown projects, unknown docs paths and unknown filenames of a known project, each
     tens of thousands of unique long keys: once the caches are full, memory stays put."""

@@ -215,6 +215,7 @@ class Installers:
         return source.split('"')[1]  # __version__ = "…"
 
 
+@pytest.mark.long
 def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
     """The operator's round: upload, list, yank, unyank, delete, with a running `serve`, and
     what pip and uv install at each step."""

@@ -55,6 +55,7 @@ def cluster(seaweedfs_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     yield urls
 
 
+@pytest.mark.long
 def test_two_edges_two_ingesters_one_publisher_exactly_once(
     cluster: dict[str, str], tmp_path: Path
 ) -> None:

@@ -105,6 +105,7 @@ def _canvas_painted(page: Any, selector: str) -> bool:
     return painted
 
 
+@pytest.mark.long
 def test_stats_pages_in_chromium_after_real_installs(tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     binds = {name: Bind("127.0.0.1", free_port()) for name in SERVICES}

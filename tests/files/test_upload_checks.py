@@ -352,6 +352,7 @@ class _Random(io.RawIOBase):
         return count
 
 
+@pytest.mark.long
 def test_an_sdist_of_too_many_members_is_refused_before_the_unpack_budget_ends_it(
     tmp_path: Path,
 ) -> None:

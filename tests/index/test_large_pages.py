@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.catalogs import write_catalog
@@ -27,6 +28,7 @@ READERS = 500
 PER_READER_LIMIT = 512 * 1024
 
 
+@pytest.mark.long
 def test_slow_readers_of_a_large_page_share_one_copy(tmp_path: Path) -> None:
     write_catalog(tmp_path / "primary", "big", FILES)
     bind = Bind("127.0.0.1", free_port())

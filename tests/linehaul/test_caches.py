@@ -58,6 +58,7 @@ def _object() -> bytes:
     return b"".join([*map(compress.compress, _lines()), compress.flush()])
 
 
+@pytest.mark.long
 def test_a_flood_of_distinct_agents_stays_within_every_memo(tmp_path: Path, converter: str) -> None:
     logs = open_store(f"file://{tmp_path}/logs")
     results = open_store(f"file://{tmp_path}/results")
@@ -88,6 +89,7 @@ def test_a_flood_of_distinct_agents_stays_within_every_memo(tmp_path: Path, conv
     assert len(columns.RESPONSE) == columns.RESPONSE.size  # refilled, not grown
 
 
+@pytest.mark.long
 def test_the_c_tables_stay_within_their_bounds(converter: str) -> None:
     if converter == "python":
         pytest.skip("the C converter's tables")

@@ -198,6 +198,7 @@ def _draining(process: subprocess.Popen[bytes], left: Callable[[], int], before:
 @pytest.mark.parametrize(
     ("kind", "queued", "batch", "rounds"), [("duckdb", 1500, 75, 8), ("chdb", 600, 50, 4)]
 )
+@pytest.mark.long
 def test_each_upload_is_one_row_after_sigkills_of_publish(
     tmp_path: Path, kind: str, queued: int, batch: int, rounds: int
 ) -> None:

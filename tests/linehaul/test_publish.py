@@ -273,6 +273,7 @@ def _kill_loop(args: list[str], rounds: int, rng: random.Random, left: Callable[
     return kills
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("logs_kind", ["file", "s3"])
 def test_sigkill_anywhere_loses_and_duplicates_nothing(
     tmp_path: Path, logs_kind: str, request: pytest.FixtureRequest
@@ -372,6 +373,7 @@ def test_a_stop_ends_the_pass_after_the_group_under_way(tmp_path: Path) -> None:
     assert left == ["processed/20210107/simple-x.json"]
 
 
+@pytest.mark.long
 def test_sigkill_of_publish_into_chdb_loses_and_duplicates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

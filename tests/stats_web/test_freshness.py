@@ -83,6 +83,7 @@ def _hammer(base: str, stop: threading.Event, seen: list[int], failures: list[st
             seen.append(sum(r["downloads"] for r in rows if r["category"] == "with_mirrors"))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("where", ["another process", "this process"])
 def test_answers_stay_right_while_publish_writes(tmp_path: Path, where: str) -> None:
     warehouse = build(tmp_path, event_lines())

@@ -67,6 +67,7 @@ def test_the_default_leaves_half_the_memory_to_the_rest(tmp_path: Path) -> None:
     warehouse.close()
 
 
+@pytest.mark.long
 def test_a_rebuild_past_the_memory_limit_fails_in_one_line_and_keeps_the_rollups(
     tmp_path: Path,
 ) -> None:

@@ -285,6 +285,7 @@ def _kill_again_and_again(
     return kills
 
 
+@pytest.mark.long
 def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) -> None:
     """Publish killed at random moments, again and again: rows, rollups and names stay in
     step (each load commits all three or none)."""
@@ -684,6 +685,7 @@ def _moving_days(rng: random.Random, index: int, count: int) -> list[str]:
     return lines
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("one_statement_bytes", [1 << 30, 0], ids=["one-statement", "read-back"])
 def test_the_tail_rolls_up_behind_a_rowid_mark_and_readers_agree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_statement_bytes: int
@@ -801,6 +803,7 @@ db.close()
 """
 
 
+@pytest.mark.long
 def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
     tmp_path: Path,
 ) -> None:
