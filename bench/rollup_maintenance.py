@@ -9,7 +9,7 @@ converter over bench/linehaul.py's corpus, moved to today), one with rollup main
 one without (as ``stats_web.py``'s publish part switches it off: no marks, so the load is
 its plain ``INSERT``). Per load the process's CPU time (DuckDB's threads included) of
 ``DuckDBWarehouse.load``; alternating load by load, so both arms see the same machine. Then
-the median CPU of each statement the maintained loads ran (each ``execute``, timed by a
+the median CPU of each statement each arm ran (each ``execute``, timed by a
 proxy of the connection), by the start of its SQL. A reference checkout is measured by
 running this script with ``PYTHONPATH=OTHER_CHECKOUT/src``.
 """
@@ -34,19 +34,23 @@ import stats_web
 from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.duck import DuckDBWarehouse
 
-STATEMENTS: defaultdict[str, list[float]] = defaultdict(list)
+STATEMENTS: dict[bool, defaultdict[str, list[float]]] = {
+    True: defaultdict(list),
+    False: defaultdict(list),
+}
 
 
 class TimedConnection:
     """A DuckDB connection whose ``execute`` records its CPU time under its SQL's start."""
 
-    def __init__(self, con: Any) -> None:
+    def __init__(self, con: Any, maintain: bool) -> None:
         self._con = con
+        self._statements = STATEMENTS[maintain]
 
     def execute(self, sql: str, *args: Any) -> Any:
         started = time.process_time()
         result = self._con.execute(sql, *args)
-        STATEMENTS[re.sub(r"\s+", " ", sql)[:60]].append(time.process_time() - started)
+        self._statements[re.sub(r"\s+", " ", sql)[:60]].append(time.process_time() - started)
         return result
 
     def __getattr__(self, name: str) -> Any:
@@ -78,8 +82,7 @@ def main() -> None:
                 rollups.marks = original if maintain else (lambda con: None)  # type: ignore
                 warehouse = DuckDBWarehouse(copies[maintain])
                 plain = warehouse.con
-                if maintain:
-                    warehouse.con = TimedConnection(plain)  # type: ignore[assignment]
+                warehouse.con = TimedConnection(plain, maintain)  # type: ignore[assignment]
                 content = contents[n % len(contents)].replace(b"DAY", today)
                 started = time.process_time()
                 warehouse.load("file_downloads", [(f"bench-{n}.json", content)])
@@ -97,9 +100,10 @@ def main() -> None:
         f" (means {1000 * statistics.mean(cpu[True]):.1f} and "
         f"{1000 * statistics.mean(cpu[False]):.1f} ms)"
     )
-    print("statements of the maintained loads (median ms of CPU, runs):")
-    for sql, times in sorted(STATEMENTS.items(), key=lambda item: -sum(item[1])):
-        print(f"  {1000 * statistics.median(times):6.2f} ms x{len(times):<4} {sql}")
+    for maintain, statements in STATEMENTS.items():
+        print(f"statements, maintenance {'on' if maintain else 'off'} (median ms of CPU, runs):")
+        for sql, times in sorted(statements.items(), key=lambda item: -sum(item[1])):
+            print(f"  {1000 * statistics.median(times):6.2f} ms x{len(times):<4} {sql}")
     print(stats_web.load())
 
 
