@@ -374,14 +374,29 @@ def insert_sql(insert: str, before: Marks) -> str:
     returns them, not from the table afterwards (a scan of the new rows' nested fields
     each), and each DuckDB statement costs 0.3-0.5 ms however small. A 5,700-row load's
     spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
+    The insert returns only what the totals and spellings read (:data:`RETURNED`), each
+    row's key columns computed as it is inserted: returning the whole ``details`` record
+    copied every nested field of every row once more.
     """
-    totals = aggregate_sql("true", one_row_per_key=False, dimensions=[""], source="new_rows")
+    totals = (
+        f"SELECT day, {NORMALIZED} AS project, '' AS dimension, CAST(NULL AS VARCHAR) AS value, "
+        "mirror, ci, downloads FROM (SELECT day, project, mirror, ci, count(*) AS downloads "
+        "FROM new_rows WHERE counted GROUP BY day, project, mirror, ci)"
+    )
     return (
-        f'WITH new_rows AS ({insert} RETURNING "timestamp", project, details, response), '
+        f"WITH new_rows AS ({insert} RETURNING {RETURNED}), "
         f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
         "SELECT (SELECT count(*) FROM new_rows), (SELECT min(day) FROM totals), "
         f"(SELECT max(day) FROM totals), ({_spellings_sql('new_rows', 'true', before)})"
     )
+
+
+RETURNED = (
+    f'CAST("timestamp" AS DATE) AS day, project, {mirror_sql()} AS mirror, details.ci AS ci, '
+    f"{COUNTED} AS counted"
+)
+"""What :func:`insert_sql`'s insert returns of each row: the totals' key and whether it
+counts (as :func:`aggregate_sql` reads them), and the spelling."""
 
 
 def _spellings_sql(source: str, where: str, before: Marks) -> str:
