@@ -20,7 +20,7 @@ A page is rendered and hashed in a thread, one rendering per page and source how
 requests want it: a 100,000-file project's JSON page takes 1.5-3 s of CPU to make, and made
 on the event loop (after every upload to the project) it held up every other request of the
 process, on every page and service, for that long. The threads are the index's own
-(:data:`RENDER_THREADS`, :mod:`pythonhosted.web.workers`): in asyncio's default pool, a few
+(:data:`RENDER_THREADS`, :mod:`pythonhosted.threads`): in asyncio's default pool, a few
 large renders held the threads the other services of ``serve`` need for their short I/O.
 """
 
@@ -36,7 +36,7 @@ from typing import Generic, TypeVar
 from cachetools import LRUCache
 
 from pythonhosted.coalesce import Coalescer
-from pythonhosted.web.workers import Workers
+from pythonhosted.threads import Workers
 
 T = TypeVar("T")
 ENTRY_BYTES = 256  # the key, the weak reference and the entry's objects

@@ -3,8 +3,8 @@
 :meth:`StatsWebApp.handle` answers the domain routes; the service shell it extends
 (:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
-Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.web.workers`,
-``max_pending + 1`` threads, so they never hold asyncio's default pool, which the other
+Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
+``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which the other
 services of ``serve`` need for their short I/O) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
@@ -72,6 +72,7 @@ from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.stats_web.prewarm import Prewarm
 from pythonhosted.stats_web.shedding import Admission, Busy
 from pythonhosted.storage import open_store
+from pythonhosted.threads import Workers
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
@@ -87,7 +88,6 @@ from pythonhosted.web.responses import send_response, send_text
 from pythonhosted.web.security import SECURITY
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Headers, Receive, Scope, Send
-from pythonhosted.web.workers import Workers
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -122,6 +122,7 @@ CORS: Headers = [
 HTML = pages.HTML
 SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
+MAX_THREADS = 32  # answers computing at once, whatever max_pending admits
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
 
 
@@ -177,10 +178,12 @@ class StatsWebApp(Service):
             abandon=True
         )
         self.admission = Admission(options.max_pending)  # computations at once
-        # Its own threads (pythonhosted.web.workers): answers computing or waiting for a
+        # Its own threads (pythonhosted.threads): answers computing or waiting for a
         # writer never hold those the other services' short I/O needs. One per admitted
-        # computation, and one for the data version read or a pre-warm's (one at a time).
-        self.workers = Workers("stats-web", options.max_pending + 1)
+        # computation and one for the data version read or a pre-warm's (one at a time), at
+        # most as many as asyncio's default pool had: past that, answers queue for a thread,
+        # and one every client left is never computed.
+        self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
         self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
         self.limiter = RateLimiter(
