@@ -29,6 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import machine  # noqa: E402  (bench/'s shared helpers)
+
 TESTS = HERE.parent / "tests"
 
 
@@ -97,13 +101,6 @@ def one_run(crowd: int, read_wait: float) -> dict[str, float]:
     return found
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -115,7 +112,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args.crowd, args.read_wait)))
         return
-    print(f"CPU: {cpu_model()}; load before: {os.getloadavg()}")
+    print(f"{machine()}; load averages before: {os.getloadavg()}")
     sources = {"this checkout": None, "reference": args.reference}
     results: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.runs):
