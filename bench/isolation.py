@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,31 +40,15 @@ def one_run(crowd: int, read_wait: float) -> dict[str, float]:
     sys.path.insert(0, str(TESTS))
     import httpx
 
-    from pythonhosted.config import FilesSettings
-    from pythonhosted.files.service import build_edge
-    from pythonhosted.index.service import build_app as build_index
-    from pythonhosted.stats_web.service import build_app as build_stats_web
-    from pythonhosted.warehouse.access import intent_file
-    from pythonhosted.web.router import PrefixRouter
-    from pythonhosted.web.server import Bind, running
-    from support.locks import lock_holder
-    from support.processes import wait_until
-    from support.stats_warehouse import build, event_lines
+    from pythonhosted.web.server import running
+    from support.serve_crowd import waiting_crowd, wired
 
     found: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="isolation-bench-") as tmp:
-        root = Path(tmp)
-        warehouse = build(root, event_lines(), max_pending=crowd, read_wait=read_wait)
-        primary = f"file://{root}/files"
-        settings = warehouse.settings.model_copy(update={"files": FilesSettings(primary=primary)})
-        stats = build_stats_web(settings)
-        front = PrefixRouter(
-            [("/simple", build_index(settings)), ("/api", stats)], build_edge(settings)
-        )
-        wheels = sorted((root / "files").rglob("*.whl"))
-        paths = [f"/{wheel.relative_to(root / 'files')}" for wheel in wheels]
-        intent = intent_file(warehouse.path)
-        with running(front) as base, httpx.Client(base_url=base, timeout=120) as client:
+        wiring = wired(Path(tmp), max_pending=crowd, read_wait=read_wait)
+        wheels = sorted(wiring.files.rglob("*.whl"))
+        paths = [f"/{wheel.relative_to(wiring.files)}" for wheel in wheels]
+        with running(wiring.app) as base, httpx.Client(base_url=base, timeout=120) as client:
             assert client.get("/api/packages/demo-pkg/recent").status_code == 200
 
             def timed(path: str) -> float:
@@ -82,22 +65,8 @@ def one_run(crowd: int, read_wait: float) -> dict[str, float]:
                     found[f"index page {label}"] = page.result()
 
             victims("alone", paths[0], "demo-pkg")
-            bind = Bind.parse(base.removeprefix("http://"))
-            holder = lock_holder(intent, write_pid=True)
-            socks = [socket.create_connection((bind.host, bind.port), 10) for _ in range(crowd)]
-            try:
-                for n, sock in enumerate(socks):
-                    sock.sendall(
-                        f"GET /api/packages/p-{n}/recent HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-                    )
-                wait_until(lambda: len(stats.admission) == crowd)
+            with waiting_crowd(base, wiring, crowd):
                 victims("under the crowd", paths[-1], "other")
-            finally:
-                intent.unlink()
-                holder.kill()
-                holder.wait()
-                for sock in socks:
-                    sock.close()
     return found
 
 

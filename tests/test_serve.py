@@ -7,7 +7,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +16,10 @@ import httpx
 import pytest
 
 from pythonhosted.camo import sign_url
-from pythonhosted.config import FilesSettings
-from pythonhosted.files.service import build_edge
-from pythonhosted.index.service import build_app as build_index
-from pythonhosted.stats_web.service import build_app as build_stats_web
-from pythonhosted.warehouse.access import intent_file
-from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
-from support.locks import lock_holder
 from support.processes import started, wait_until
+from support.serve_crowd import waiting_crowd, wired
 from support.sockets import idle_sockets
-from support.stats_warehouse import build, event_lines
 
 
 def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
@@ -169,34 +161,17 @@ def test_a_crowd_waiting_on_the_warehouse_leaves_downloads_and_pages_their_threa
     a warehouse writer held every thread, and a download and an index page waited for them
     (here 60 s; in production up to ``read_wait``, 10 s, for each round of questions). The
     stats web's long work now has threads of its own, so neither waits."""
-    warehouse = build(tmp_path, event_lines(), max_pending=CROWD, read_wait=60)
-    primary = f"file://{tmp_path}/files"
-    settings = warehouse.settings.model_copy(update={"files": FilesSettings(primary=primary)})
-    stats = build_stats_web(settings)
-    front = PrefixRouter(
-        [("/simple", build_index(settings)), ("/api", stats)], build_edge(settings)
-    )
-    wheel = next((tmp_path / "files").rglob("demo_pkg-*.whl"))
-    intent = intent_file(warehouse.path)
-    with running(front) as base, httpx.Client(base_url=base, timeout=30) as client:
+    wiring = wired(tmp_path, max_pending=CROWD, read_wait=60)
+    wheel = next(wiring.files.rglob("demo_pkg-*.whl"))
+    with running(wiring.app) as base, httpx.Client(base_url=base, timeout=30) as client:
         assert client.get("/api/packages/demo-pkg/recent").status_code == 200  # version read
-        bind = Bind.parse(base.removeprefix("http://"))
-        lock_holder(intent, write_pid=True)  # a writer in another process: questions wait
-        crowd = [socket.create_connection((bind.host, bind.port), 10) for _ in range(CROWD)]
-        try:
-            for n, sock in enumerate(crowd):
-                sock.sendall(f"GET /api/packages/p-{n}/recent HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            wait_until(lambda: len(stats.admission) == CROWD)
+        with waiting_crowd(base, wiring, CROWD):
             try:
-                download = client.get(f"/{wheel.relative_to(tmp_path / 'files')}")
+                download = client.get(f"/{wheel.relative_to(wiring.files)}")
                 page = client.get("/simple/demo-pkg/")
             except httpx.TimeoutException:
                 pytest.fail("a download or an index page waited for the stats web's crowd")
-            still_waiting = len(stats.admission)
-        finally:
-            intent.unlink()
-            for sock in crowd:
-                sock.close()
+            still_waiting = len(wiring.stats.admission)
     assert (download.status_code, download.content) == (200, wheel.read_bytes())
     assert page.status_code == 200
     assert wheel.name in page.text
