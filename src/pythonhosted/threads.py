@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -42,6 +44,7 @@ class Workers:
         self.name = name
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
+        _EVERY.add(self)
 
     async def run(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``call(*args, **kwargs)`` in one of the threads, as ``asyncio.to_thread`` runs it
@@ -69,6 +72,17 @@ class Workers:
         return self.start, self.stop
 
 
+_EVERY: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+def _forget_the_parents_threads() -> None:
+    """In a forked child: a pool made before the fork counts threads only the parent has,
+    and work sent to it would wait for them forever; the child makes its own."""
+    for workers in _EVERY:
+        workers._pool = None
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_threads)
 _SHORT_IO = Workers("short-io", SHORT_IO_THREADS)
 
 
