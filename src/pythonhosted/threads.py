@@ -5,9 +5,9 @@ work to that loop's one default pool (``min(32, cpus + 4)`` threads: 6 on a 2-co
 Long work there (a stats-web answer: a DuckDB query of hundreds of ms, or up to
 ``read_wait`` seconds waiting for a warehouse writer; an index page render: seconds for a
 large project; linehaul converting log objects, 8 at once) could hold every thread, and the
-short I/O the other services' requests need queued behind it: with 32 stats-web answers
-waiting for a writer, a cold download from a local store waited for them (BENCHMARKS.md).
-So:
+short I/O the other services' requests need queued behind it: with 16 stats-web answers
+waiting for a writer, a cold download from a local store and an index page waited 20 s for
+them (BENCHMARKS.md, "Thread pools"). So:
 
 - long work a service admits many of at once runs in that service's own :class:`Workers`,
   sized to what it admits (the stats web's answers, the index's renders), shut down at the

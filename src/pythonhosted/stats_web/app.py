@@ -4,8 +4,8 @@
 (:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
 Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
-``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which the other
-services of ``serve`` need for their short I/O) on a connection from
+``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which
+the other services of ``serve`` need for their short I/O) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
