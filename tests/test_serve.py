@@ -9,14 +9,16 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pythonhosted.camo import sign_url
-from pythonhosted.web.server import Bind, free_port, wait_for_port
+from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.processes import started, wait_until
+from support.serve_crowd import waiting_crowd, wired
 from support.sockets import idle_sockets
 
 
@@ -144,3 +146,35 @@ def test_a_flood_on_two_services_leaves_the_others_their_descriptors(tmp_path: P
 
 def _descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+CROWD = 32  # asyncio's default pool is at most 32 threads, whatever the machine
+OWN_THREADS = ("stats-web", "index-render")
+
+
+def test_a_crowd_waiting_on_the_warehouse_leaves_downloads_and_pages_their_threads(
+    tmp_path: Path,
+) -> None:
+    """``serve`` runs every service on one event loop. The stats web's answers ran in the
+    loop's default thread pool (6 threads on 2 cores), which the files edge needs for a local
+    store's ``stat`` and the index for its page renders: 32 cold stats questions waiting for
+    a warehouse writer held every thread, and a download and an index page waited for them
+    (here 60 s; in production up to ``read_wait``, 10 s, for each round of questions). The
+    stats web's long work now has threads of its own, so neither waits."""
+    wiring = wired(tmp_path, max_pending=CROWD, read_wait=60)
+    wheel = next(wiring.files.rglob("demo_pkg-*.whl"))
+    with running(wiring.app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        assert client.get("/api/packages/demo-pkg/recent").status_code == 200  # version read
+        with waiting_crowd(base, wiring, CROWD):
+            try:
+                download = client.get(f"/{wheel.relative_to(wiring.files)}")
+                page = client.get("/simple/demo-pkg/")
+            except httpx.TimeoutException:
+                pytest.fail("a download or an index page waited for the stats web's crowd")
+            still_waiting = len(wiring.stats.admission)
+    assert (download.status_code, download.content) == (200, wheel.read_bytes())
+    assert page.status_code == 200
+    assert wheel.name in page.text
+    assert still_waiting == CROWD  # the crowd was waiting for the writer throughout
+    # each service's threads ended with its stop
+    assert [t.name for t in threading.enumerate() if t.name.startswith(OWN_THREADS)] == []

@@ -487,3 +487,26 @@ def test_an_upload_that_could_not_be_aborted_is_named_in_the_log(
     assert warning.endswith(
         "); its parts stay until the bucket's lifecycle rule for incomplete uploads removes them"
     )
+
+
+def test_a_local_stores_lookups_do_not_wait_behind_long_work_in_the_default_pool(
+    tmp_path: Path,
+) -> None:
+    """A local store's ``info`` (each cold download's ``stat`` and sidecar read) ran in
+    asyncio's default thread pool: with every thread of it held by long work (in ``serve``,
+    stats-web answers waiting for a warehouse writer, linehaul converting log objects), a
+    download waited for all of it. Its short I/O has a pool of its own now."""
+    store = DirectoryStore("file://x", tmp_path)
+    run(store.put("packages/a/b.whl", b"wheel", content_type="application/zip"))
+    release = threading.Event()
+
+    async def lookup_while_the_default_pool_is_full() -> tuple[int, str | None]:
+        held = [asyncio.create_task(asyncio.to_thread(release.wait)) for _ in range(32)]
+        try:
+            info = await asyncio.wait_for(store.info("packages/a/b.whl"), 30)
+            return info.size, info.content_type
+        finally:
+            release.set()
+            await asyncio.gather(*held)
+
+    assert run(lookup_while_the_default_pool_is_full()) == (5, "application/zip")

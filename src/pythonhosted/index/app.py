@@ -88,7 +88,8 @@ class IndexApp:
             self.registry,
             client=self.options.client,
             methods=("GET", "HEAD"),
-            hooks=[EventLog.lifespan(self.log)],  # ships in the background, flushes at stop
+            # the log ships in the background and flushes at stop
+            hooks=[self.rendered.workers.hooks, EventLog.lifespan(self.log)],
             access_log=access_log,
         )
 

@@ -19,12 +19,13 @@ asked. Both forms count against the cache's bytes.
 A page is rendered and hashed in a thread, one rendering per page and source however many
 requests want it: a 100,000-file project's JSON page takes 1.5-3 s of CPU to make, and made
 on the event loop (after every upload to the project) it held up every other request of the
-process, on every page and service, for that long.
+process, on every page and service, for that long. The threads are the index's own
+(:data:`RENDER_THREADS`, :mod:`pythonhosted.threads`): in asyncio's default pool, a few
+large renders held the threads the other services of ``serve`` need for their short I/O.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import weakref
@@ -35,11 +36,16 @@ from typing import Generic, TypeVar
 from cachetools import LRUCache
 
 from pythonhosted.coalesce import Coalescer
+from pythonhosted.threads import Workers
 
 T = TypeVar("T")
 ENTRY_BYTES = 256  # the key, the weak reference and the entry's objects
 # Below one packet's payload a gzipped page saves nothing worth its header and CPU.
 GZIP_FROM = 1400
+# Renders at once: each is CPU (rendering holds the GIL; hashing and gzip release it), so
+# more threads than a small machine's cores only share the same CPU; a render past these
+# waits for one to end (distinct pages only: one page renders once however many want it).
+RENDER_THREADS = 4
 
 
 class Source(list[T], Generic[T]):
@@ -79,6 +85,7 @@ class RenderedPages:
         # (key, id of the source): the rendering under way holds the source, so no other list
         # can have its id meanwhile.
         self._rendering: Coalescer[tuple[tuple[str, ...], int], Page] = Coalescer()
+        self.workers = Workers("index-render", RENDER_THREADS)
 
     async def page(
         self, key: tuple[str, ...], source: list[T], render: Callable[[], bytes]
@@ -95,7 +102,7 @@ class RenderedPages:
     async def _render(
         self, key: tuple[str, ...], source: list[T], render: Callable[[], bytes]
     ) -> Page:
-        page = await asyncio.to_thread(_made, render)
+        page = await self.workers.run(_made, render)
         if isinstance(source, Source):
             rendering = _Rendering(weakref.ref(source), page)
             if _cost(rendering) <= self._pages.maxsize:

@@ -3,7 +3,9 @@
 :meth:`StatsWebApp.handle` answers the domain routes; the service shell it extends
 (:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
-Answers are computed in a worker thread on a connection from
+Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
+``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which
+the other services of ``serve`` need for their short I/O) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
@@ -70,6 +72,7 @@ from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.stats_web.prewarm import Prewarm
 from pythonhosted.stats_web.shedding import Admission, Busy
 from pythonhosted.storage import open_store
+from pythonhosted.threads import Workers
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
@@ -119,6 +122,7 @@ CORS: Headers = [
 HTML = pages.HTML
 SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
+MAX_THREADS = 32  # answers computing at once, whatever max_pending admits
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
 
 
@@ -174,6 +178,12 @@ class StatsWebApp(Service):
             abandon=True
         )
         self.admission = Admission(options.max_pending)  # computations at once
+        # Its own threads (pythonhosted.threads): answers computing or waiting for a
+        # writer never hold those the other services' short I/O needs. One per admitted
+        # computation and one for the data version read or a pre-warm's (one at a time), at
+        # most as many as asyncio's default pool had: past that, answers queue for a thread,
+        # and one every client left is never computed.
+        self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
         self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
         self.limiter = RateLimiter(
@@ -190,7 +200,11 @@ class StatsWebApp(Service):
             self._handle,
             registry,
             security=HEADERS,
-            hooks=[(_freeze_survivors, _unfreeze), (self._start_prewarm, self._stop_prewarm)],
+            hooks=[
+                (_freeze_survivors, _unfreeze),
+                self.workers.hooks,
+                (self._start_prewarm, self._stop_prewarm),
+            ],
             access_log=settings.http.access_log,
         )
         self.cache_hits = Counter(
@@ -245,7 +259,7 @@ class StatsWebApp(Service):
                 end = last_complete_day()
                 return [name for name, _ in data.top(con, 30, end, count, Filters())]
 
-        return await asyncio.to_thread(top)
+        return await self.workers.run(top)
 
     async def warm(self, path: str) -> bool:
         """Compute and cache the answer to ``path`` without parameters, as a visitor's
@@ -427,7 +441,7 @@ class StatsWebApp(Service):
         an unchanged version are served again once it has been read. One read at a time,
         in a worker thread; concurrent requests wait for it.
         """
-        return await asyncio.to_thread(self._read_version)
+        return await self.workers.run(self._read_version)
 
     def _read_version(self) -> bool:
         if not self._available():
@@ -445,7 +459,7 @@ class StatsWebApp(Service):
     ) -> tuple[Answer, Version | None]:
         in_flight = await self._oldest_in_flight()
         # cancelled while queued for a thread (every client gone), it is never computed
-        return await asyncio.to_thread(self._compute, key, build, in_flight, counter)
+        return await self.workers.run(self._compute, key, build, in_flight, counter)
 
     def _compute(
         self, key: tuple[object, ...], build: Build, in_flight: datetime | None, counter: Counter

@@ -37,6 +37,7 @@ from pythonhosted.storage.stores import (
     check_key,
     translate,
 )
+from pythonhosted.threads import short_io
 
 # Where streamed writes are assembled before they are renamed into place.
 STAGING_PREFIX = f"{META_PREFIX}.staging/"
@@ -59,7 +60,7 @@ class DirectoryStore(Store):
 
     async def info(self, key: str) -> ObjectInfo:
         check_key(key)
-        return await asyncio.to_thread(self._info, key)
+        return await short_io(self._info, key)  # on every cold download's path
 
     def _info(self, key: str) -> ObjectInfo:
         path = self.root / key
@@ -172,7 +173,7 @@ class DirectoryStore(Store):
         check_key(source)
         check_key(destination)
         try:  # the sidecar first, as an overwriting put writes it
-            if await asyncio.to_thread((self.root / sidecar_of(source)).is_file):
+            if await short_io((self.root / sidecar_of(source)).is_file):
                 await obstore.copy_async(self.backend, sidecar_of(source), sidecar_of(destination))
             else:
                 with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,6 @@ tiers are bounded by bytes, least recently used first out.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,8 +16,10 @@ from cachetools import LRUCache
 from pythonhosted.camo.cache.disk import DiskTier, DiskWriter
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry
 from pythonhosted.camo.cache.freshness import Freshness
+from pythonhosted.threads import short_io
 
-#: a body at most this big is checksummed inline; a bigger one in a thread
+#: a body at most this big is checksummed inline; a bigger one in a thread of the short-I/O
+#: pool (:mod:`pythonhosted.threads`), never behind another service's long work
 INLINE_CHECK_BYTES = 1024 * 1024
 
 
@@ -56,7 +57,7 @@ class CacheStore:
                 if entry.length <= INLINE_CHECK_BYTES:
                     self.disk.check(key, entry, file)
                 else:
-                    await asyncio.to_thread(self.disk.check, key, entry, file)
+                    await short_io(self.disk.check, key, entry, file)
             if entry.length <= self.memory_object_bytes:
                 entry.body = file.read(entry.length)
                 file.close()

@@ -1,0 +1,93 @@
+"""Which thread pool does what, so that no service's long work holds another's short I/O.
+
+``pythonhosted serve`` runs every service on one event loop, and ``asyncio.to_thread`` sends
+work to that loop's one default pool (``min(32, cpus + 4)`` threads: 6 on a 2-core machine).
+Long work there (a stats-web answer: a DuckDB query of hundreds of ms, or up to
+``read_wait`` seconds waiting for a warehouse writer; an index page render: seconds for a
+large project; linehaul converting log objects, 8 at once) could hold every thread, and the
+short I/O the other services' requests need queued behind it: with 16 stats-web answers
+waiting for a writer, a cold download from a local store and an index page waited 20 s for
+them (BENCHMARKS.md, "Thread pools"). So:
+
+- long work a service admits many of at once runs in that service's own :class:`Workers`,
+  sized to what it admits (the stats web's answers, the index's renders), shut down at the
+  app's stop;
+- short blocking I/O on a request's path (a local store's ``stat`` and sidecar read, camo's
+  disk-cache check) runs in :func:`short_io`'s pool, which nothing long is sent to, so no
+  service's long work can fill it;
+- the rest (linehaul's jobs, uploads, the event log's shipping) stays in the default pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+import weakref
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+# Short calls only (a stat, a small read): enough for a burst of cold requests to overlap
+# their waits on the disk, as many as the default pool has on a 4-core machine.
+SHORT_IO_THREADS = 8
+
+
+class Workers:
+    """At most ``threads`` threads named ``name_N``, made when first needed (so an app used
+    without its lifespan, as tests do, works too) and shut down by :meth:`stop`."""
+
+    def __init__(self, name: str, threads: int) -> None:
+        self.name = name
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        _EVERY.add(self)
+
+    async def run(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)`` in one of the threads, as ``asyncio.to_thread`` runs it
+        (in a copy of this task's context); cancelled while queued for a thread, it never
+        runs."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
+        bound = functools.partial(contextvars.copy_context().run, call, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, bound)
+
+    async def start(self) -> None:
+        """The lifespan's start (:attr:`hooks`): nothing to do, threads come when needed."""
+
+    async def stop(self) -> None:
+        """At the app's stop: work still queued is dropped (its callers are cancelled), and
+        work under way is waited for without blocking the loop, which goes on stopping the
+        other services (flushing their logs) meanwhile."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    @property
+    def hooks(self) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        """(start, stop), for the app's lifespan."""
+        return self.start, self.stop
+
+
+_EVERY: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+def _forget_the_parents_threads() -> None:
+    """In a forked child: a pool made before the fork counts threads only the parent has,
+    and work sent to it would wait for them forever; the child makes its own."""
+    for workers in _EVERY:
+        workers._pool = None
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_threads)
+_SHORT_IO = Workers("short-io", SHORT_IO_THREADS)
+
+
+async def short_io(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``call(*args, **kwargs)`` in the process's pool for short blocking I/O (see the module
+    doc): never behind anybody's long work. The pool is every service's and every event
+    loop's, so it outlives each app; its idle threads end with the process."""
+    return await _SHORT_IO.run(call, *args, **kwargs)
