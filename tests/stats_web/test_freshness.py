@@ -333,7 +333,7 @@ def test_answers_for_clients_that_left_are_not_computed(tmp_path: Path) -> None:
         assert client.get(base + "/packages/demo-pkg?range=all").status_code == 200
         computed = sample(base, "stats_web_answers_computed_total")
     # 2 for the clients that stayed, plus at most the questions that were already in worker
-    # threads when the crowd left (the stats web's own, at most cores + 4 up to 32); before: 302
+    # threads when the crowd left (the stats web's own, at most 32); before: 302
     assert computed <= 2 + 32
 
 

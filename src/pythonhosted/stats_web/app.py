@@ -4,8 +4,8 @@
 (:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
 Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
-``max_pending + 1`` threads, at most cores + 4 as asyncio's default pool, so they never hold
-that pool, which the other services of ``serve`` need for their short I/O) on a connection from
+``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which
+the other services of ``serve`` need for their short I/O) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
@@ -45,7 +45,6 @@ import gc
 import hashlib
 import logging
 import mimetypes
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -123,10 +122,7 @@ CORS: Headers = [
 HTML = pages.HTML
 SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
-# Answers computing at once, whatever max_pending admits: as many as asyncio's default pool
-# had (6 on 2 cores). DuckDB queries are CPU-bound: more at once on few cores only hold more
-# memory each and finish later.
-MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
+MAX_THREADS = 32  # answers computing at once, whatever max_pending admits
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
 
 
@@ -185,8 +181,8 @@ class StatsWebApp(Service):
         # Its own threads (pythonhosted.threads): answers computing or waiting for a
         # writer never hold those the other services' short I/O needs. One per admitted
         # computation and one for the data version read or a pre-warm's (one at a time), at
-        # most MAX_THREADS: past that, answers queue for a thread, and one every client left
-        # is never computed.
+        # most as many as asyncio's default pool had: past that, answers queue for a thread,
+        # and one every client left is never computed.
         self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
         self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
