@@ -180,10 +180,14 @@ class StatsWebApp(Service):
         self.admission = Admission(options.max_pending)  # computations at once
         # Its own threads (pythonhosted.threads): answers computing or waiting for a
         # writer never hold those the other services' short I/O needs. One per admitted
-        # computation and one for the data version read or a pre-warm's (one at a time), at
-        # most as many as asyncio's default pool had: past that, answers queue for a thread,
-        # and one every client left is never computed.
+        # computation and one for a pre-warm's (one at a time), at most as many as asyncio's
+        # default pool had: past that, answers queue for a thread, and one every client left
+        # is never computed.
         self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
+        # The data version read has a thread of its own (one read at a time): every request,
+        # cached answers' too, waits for it, so it must never queue behind answers (or a
+        # pre-warm's) that wait up to read_wait for a warehouse writer.
+        self.version_reader = Workers("stats-web-version", 1)
         self._refreshing: Coalescer[bool, bool] = Coalescer()  # one data version read
         self._listing: Coalescer[bool, datetime | None] = Coalescer()  # one store listing
         self.limiter = RateLimiter(
@@ -203,6 +207,7 @@ class StatsWebApp(Service):
             hooks=[
                 (_freeze_survivors, _unfreeze),
                 self.workers.hooks,
+                self.version_reader.hooks,
                 (self._start_prewarm, self._stop_prewarm),
             ],
             access_log=settings.http.access_log,
@@ -439,9 +444,9 @@ class StatsWebApp(Service):
         it commits; a ClickHouse version expires every second), and a change used to send
         every request to the warehouse until one answer was computed: the cached answers of
         an unchanged version are served again once it has been read. One read at a time,
-        in a worker thread; concurrent requests wait for it.
+        in a thread of its own; concurrent requests wait for it.
         """
-        return await self.workers.run(self._read_version)
+        return await self.version_reader.run(self._read_version)
 
     def _read_version(self) -> bool:
         if not self._available():
