@@ -96,7 +96,8 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
         def recent_rows() -> list[dict[str, object]] | None:
             answer = httpx.get(
                 f"{stats_web.url()}/api/v1/projects/hello-pythonhosted/downloads"
-                f"?by=installer&start={today}&end={today}&ci=true"
+                f"?by=installer&start={today}&end={today}&ci=true",
+                timeout=60,  # a cold answer of a loaded machine's stats web may take seconds
             )
             return answer.json()["rows"] if answer.status_code == 200 else None
 
