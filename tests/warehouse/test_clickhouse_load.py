@@ -269,6 +269,25 @@ def test_distribution_rows_go_in_once_as_in_duckdb(
     assert ours[0][names.index("upload_time")] == datetime(2026, 1, 1, 10, 11, 12, 345678)
 
 
+def test_a_batch_whose_token_outlived_its_rows_goes_in_again(
+    warehouse: ClickHouseWarehouse,
+) -> None:
+    """ClickHouse logs an insert's token before it puts the part in place: a publish killed
+    between the two leaves a token without rows (CI once lost 50 upload rows so). Here the
+    rows of a batch inserted with its token are deleted, which leaves the token: the batch's
+    retry must put them back, not be dropped as a duplicate."""
+    rows = [distribution_row(n, METADATA) for n in range(3)]
+    names = [f"demo-{n}.0.tar.gz" for n in range(3)]
+    warehouse.engine.insert(insert_sql("distribution_metadata", "\0".join(names)), b"".join(rows))
+    warehouse.engine.command(
+        "ALTER TABLE distribution_metadata DELETE WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    assert warehouse.distribution_files() == set()
+    assert warehouse.add_distributions(rows) == names
+    assert warehouse.distribution_files() == set(names)
+    assert _scalar(warehouse, "SELECT count() FROM distribution_metadata") == 3
+
+
 def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:
     rng = random.Random(5)
     lines = random_lines(rng, 2000, ["alpha", "beta"], date(2024, 12, 1), 20)

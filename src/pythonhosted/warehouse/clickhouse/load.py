@@ -26,9 +26,9 @@ Why not bookkeeping alone, as in DuckDB: without a shared transaction the bookke
 tell a file loaded just before a crash from one never loaded. The price of tokens: a file
 retried after more than the window's inserts would load again (publish retries on its next
 pass; the window is thousands of files), and on a single-node ``MergeTree`` ClickHouse writes
-a token to its log just before it renames the part into place, so a kill in the
-microseconds between the two would make the retry drop a file that is not there
-(replicated tables commit both in one Keeper transaction). The kill -9 loop in
+a token to its log just before it renames the part into place, so a kill between the
+two (a write and a rename: rare, but CI hit it once, below) makes the retry drop a file that is
+not there (replicated tables commit both in one Keeper transaction). The kill -9 loop in
 ``tests/warehouse/test_clickhouse_load.py`` checks rows and rollups after every round.
 
 Rows count per file for the bookkeeping: the file's lines (the insert is all or nothing).
@@ -42,13 +42,16 @@ tokens then drop the ones already in.
 
 **distribution_metadata**, a row per uploaded file (``add_distributions``): the filenames the
 table holds are asked first and left out, the rest go in as one insert (one block, so all or
-none) whose token derives from their filenames, then the batch is booked in
-``linehaul_loaded_files`` under ``distribution_metadata/`` and that token (which moves the
-stats web's data version). A publish killed after the insert finds the filenames there on its
-retry and adds nothing; two publishers adding the same batch at once send the same token, and
-ClickHouse drops the second. The table is a ``ReplacingMergeTree`` keyed by filename
-(:mod:`.tables`), so even batches that overlap otherwise end as one row per file, which
-readers see at once by reading with ``FINAL``.
+none) **without** a token, then the batch is booked in ``linehaul_loaded_files`` under
+``distribution_metadata/`` and a name derived from its filenames (which moves the stats web's
+data version). A publish killed after the insert finds the filenames there on its retry and
+adds nothing. No token, because the window above is real: CI once killed a publish after
+ClickHouse had logged a batch's token and before its part was in place, and the retry's insert
+of the same 50 rows was dropped as a duplicate while their queue objects were deleted. The
+table needs none: it is a ``ReplacingMergeTree`` keyed by filename (:mod:`.tables`), so two
+publishers adding the same batch at once end as one row per file, which readers see at once by
+reading with ``FINAL``. (``insert_deduplicate`` is off for it: without a token ClickHouse would
+deduplicate by the block's checksum, which a retry of the same rows repeats.)
 """
 
 from __future__ import annotations
@@ -90,10 +93,14 @@ def token(table: str, name: str) -> str:
     return "linehaul-" + hashlib.sha256(f"{table}\0{name}".encode()).hexdigest()[:40]
 
 
-def insert_sql(table: str, name: str, fmt: str = "JSONEachRow") -> str:
-    """``INSERT`` of one result file (columns given: unknown keys are ignored)."""
+def insert_sql(table: str, name: str | None, fmt: str = "JSONEachRow") -> str:
+    """``INSERT`` of one result file (columns given: unknown keys are ignored), deduplicated
+    by the token of its ``name``; without a name, not deduplicated at all."""
     columns = ", ".join(quote(field.name) for field in TABLES[table])
-    settings = settings_sql({**INSERT_SETTINGS, "insert_deduplication_token": token(table, name)})
+    dedupe = (
+        {"insert_deduplication_token": token(table, name)} if name else {"insert_deduplicate": 0}
+    )
+    settings = settings_sql({**INSERT_SETTINGS, **dedupe})
     return f"INSERT INTO {quote(table)} ({columns}) {settings} FORMAT {fmt}"
 
 
@@ -286,7 +293,7 @@ class ClickHouseWarehouse:
             return []
         batch = "\0".join(fresh)
         data = b"".join(by_name[name].rstrip(b"\n") + b"\n" for name in fresh)
-        self.engine.insert(insert_sql(DISTRIBUTIONS, batch), data)
+        self.engine.insert(insert_sql(DISTRIBUTIONS, None), data)
         self.engine.command(
             f"INSERT INTO {LOADED} VALUES ({{name:String}}, {{table:String}}, "
             "{rows:UInt64}, now64(3))",
