@@ -156,8 +156,11 @@ def test_first_readers_of_a_body_share_one_copy(tmp_path: Path) -> None:
         finally:
             for sock in readers:
                 sock.close()
-    # The cached body, and a piece per reader (a megabyte each): well under four bodies.
-    assert loaded - idle < 4 * size
+    # The cached body, a piece per reader, and what the allocator keeps of the fill's
+    # transient copies (the read, the split into pieces; glibc raises its mmap threshold
+    # after a large free, so later large buffers come from the heap and stay): 17 MB on a
+    # quiet machine, 57 MB once under load. 20 copies, the class this is about, are 240 MB.
+    assert loaded - idle < 8 * size
 
 
 @pytest.mark.parametrize(
