@@ -15,7 +15,12 @@ them (BENCHMARKS.md, "Thread pools"). So:
 - short blocking I/O on a request's path (a local store's ``stat`` and sidecar read, camo's
   disk-cache check) runs in :func:`short_io`'s pool, which nothing long is sent to, so no
   service's long work can fill it;
-- the rest (linehaul's jobs, uploads, the event log's shipping) stays in the default pool.
+- background jobs' blocking work (linehaul's conversions of log objects, a part of seconds
+  each for up to ``ingest_concurrency`` objects at once, and its warehouse loads) runs in
+  :func:`background`'s pool: in the default pool it held the threads that a cold
+  ``.metadata`` sidecar's compression or conveyor's blocking steps wait for in ``serve``;
+- the rest (uploads, the event log's shipping, a local store's listing, short steps of
+  requests) stays in the default pool.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ T = TypeVar("T")
 # Short calls only (a stat, a small read): enough for a burst of cold requests to overlap
 # their waits on the disk, as many as the default pool has on a 4-core machine.
 SHORT_IO_THREADS = 8
+# As many as linehaul's ingest runs objects at once by default (``ingest_concurrency``), and
+# a publish's load; more would only queue for the GIL (the converter holds it).
+BACKGROUND_THREADS = 9
 
 
 class Workers:
@@ -84,6 +92,7 @@ def _forget_the_parents_threads() -> None:
 
 os.register_at_fork(after_in_child=_forget_the_parents_threads)
 _SHORT_IO = Workers("short-io", SHORT_IO_THREADS)
+_BACKGROUND = Workers("background", BACKGROUND_THREADS)
 
 
 async def short_io(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -91,3 +100,10 @@ async def short_io(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -
     doc): never behind anybody's long work. The pool is every service's and every event
     loop's, so it outlives each app; its idle threads end with the process."""
     return await _SHORT_IO.run(call, *args, **kwargs)
+
+
+async def background(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``call(*args, **kwargs)`` in the process's pool for background jobs' blocking work (see
+    the module doc): never in the threads requests wait for. Every service's and every event
+    loop's, as :func:`short_io`'s."""
+    return await _BACKGROUND.run(call, *args, **kwargs)

@@ -18,6 +18,7 @@ import pytest
 from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, parse
 from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
+from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.storage import StorageError, Store, open_store
 from pythonhosted.storage.directory import DirectoryStore
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, seed_unique, simple_line
@@ -562,3 +563,30 @@ def test_a_failed_pass_lets_its_leases_go(tmp_path: Path) -> None:
     (tmp_path / "r" / "processed").unlink()
     summary = _ingest(logs, results)
     assert (summary.objects, summary.busy) == (200, 0)
+
+
+def test_ingest_and_publish_do_not_wait_for_the_default_pool(tmp_path: Path, s3_url: str) -> None:
+    """Linehaul's conversions and loads ran in asyncio's default pool: in ``serve`` they held
+    the threads other services' blocking steps wait for (a cold ``.metadata`` sidecar's
+    compression), and waited behind them. With every thread of that pool held, a pass of
+    ingest and one of publish now finish on their own pool (stores on S3, whose client
+    needs no thread: a local directory's listing is short work of the default pool's)."""
+    base, query = s3_url.split("?", 1)
+    logs = open_store(f"{base}/logs?{query}")
+    results = open_store(f"{base}/results?{query}")
+    seed_unique(logs, 3, 200)
+    release = threading.Event()
+
+    async def passes_while_the_default_pool_is_full() -> tuple[int, int]:
+        held = [asyncio.create_task(asyncio.to_thread(release.wait)) for _ in range(32)]
+        try:
+            ingested = await asyncio.wait_for(ingest_once(logs, results, lease_timeout=60), 60)
+            published = await asyncio.wait_for(
+                publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=10), 60
+            )
+            return ingested.counts.rows, published.rows
+        finally:
+            release.set()
+            await asyncio.gather(*held)
+
+    assert asyncio.run(passes_while_the_default_pool_is_full()) == (600, 600)

@@ -60,6 +60,7 @@ from pythonhosted.pipeline import (
     too_long_samples,
 )
 from pythonhosted.storage import NotFound, ObjectInfo, StorageError, Store
+from pythonhosted.threads import background
 
 if TYPE_CHECKING:  # the metrics (prometheus_client) are a running worker's, not a pass's
     from pythonhosted.linehaul.monitor import Monitor
@@ -180,7 +181,7 @@ async def ingest_object(
     async with aclosing(chunks):
         async for chunk in chunks:
             parts = converter.feed(chunk)  # converts in a thread, a part at a time:
-            while (part := await asyncio.to_thread(next, parts, None)) is not None:
+            while (part := await background(next, parts, None)) is not None:
                 if not await writer.write(part):
                     return
             if kept.lost:  # a renewal found the object taken over: leave it to the taker
@@ -188,7 +189,7 @@ async def ingest_object(
                 return
             if converter.damage is not None:
                 break
-    if not await writer.write(await asyncio.to_thread(converter.finish)):
+    if not await writer.write(await background(converter.finish)):
         return
     if converter.samples:
         if await _taken_over(kept, summary):

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from pythonhosted.storage import Store
+from pythonhosted.threads import background
 from pythonhosted.warehouse import Warehouse
 from pythonhosted.warehouse.metadata import backfill_rows, queued
 
@@ -42,7 +43,7 @@ async def load_queued(
         found = await queued(uploads, batch)
         if not found:
             break
-        added = await asyncio.to_thread(warehouse.add_distributions, [row for _, row in found])
+        added = await background(warehouse.add_distributions, [row for _, row in found])
         summary.added += len(added)
         summary.present += len(found) - len(added)
         for key, _ in found:
@@ -56,9 +57,9 @@ async def backfill(uploads: Store, warehouse: Warehouse) -> MetadataSummary:
     """Add the row of every file in ``uploads``'s catalog that the warehouse lacks, a
     project at a time."""
     summary = MetadataSummary()
-    known = await asyncio.to_thread(warehouse.distribution_files)
+    known = await background(warehouse.distribution_files)
     async for rows in backfill_rows(uploads, known.__contains__):
-        added = await asyncio.to_thread(warehouse.add_distributions, rows)
+        added = await background(warehouse.add_distributions, rows)
         summary.added += len(added)
         summary.present += len(rows) - len(added)
     return summary

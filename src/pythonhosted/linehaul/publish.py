@@ -32,6 +32,7 @@ from pythonhosted.pipeline import (
 )
 from pythonhosted.storage import NotFound, Store, open_store
 from pythonhosted.storage.stores import Listed
+from pythonhosted.threads import background
 from pythonhosted.warehouse import LoadResult, LocalFile, Warehouse, open_warehouse
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ async def _load_group(
     on_files: Callable[[int], object] | None,
 ) -> None:
     try:
-        outcome = await asyncio.to_thread(_load, warehouse, table, group)
+        outcome = await background(_load, warehouse, table, group)
     except Exception as exc:
         if len(group) > 1:
             for item in group:
@@ -216,7 +217,7 @@ async def publish_with(
 ) -> PublishSummary:
     """One pass with the warehouse opened for the pass only (DuckDB admits one process);
     with ``uploads``, the files store, its queued ``distribution_metadata`` rows too."""
-    warehouse = await asyncio.to_thread(open_warehouse, warehouse_url)
+    warehouse = await background(open_warehouse, warehouse_url)
     try:
         summary = await publish_once(
             results,
