@@ -267,8 +267,16 @@ class Camo:
 
 @contextmanager
 def camo_server(*, lookup: Lookup = stub_lookup, **settings: Any) -> Iterator[Camo]:
-    """A camo app on 127.0.0.1 with the test key; ``settings`` override CamoSettings fields."""
-    values: dict[str, Any] = {"key": KEY.decode(), "allow_networks": [f"{UPSTREAM_HOST}/32"]}
+    """A camo app on 127.0.0.1 with the test key; ``settings`` override CamoSettings fields.
+
+    Its deadline is 30 s unless a test sets one: the default 4 s answered 504 to a burst of
+    100 requests sharing one lookup's failure at load 35, where the test is about the
+    sharing (the tests of the deadline set theirs, in ms)."""
+    values: dict[str, Any] = {
+        "key": KEY.decode(),
+        "allow_networks": [f"{UPSTREAM_HOST}/32"],
+        "timeout": 30.0,
+    }
     values.update(settings)
     app = create_app(CamoSettings(**values), lookup=lookup, dial=loopback_dial)
     with running(app) as base, httpx.Client(base_url=base, timeout=20) as client:
