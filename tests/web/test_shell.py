@@ -227,6 +227,7 @@ def test_a_request_framed_by_a_foreign_coding_is_501_and_ends_its_connection() -
     for answer in refused:
         assert answer.startswith(b"HTTP/1.1 501 ")
         assert answer.count(b"HTTP/1.1") == 1 and b"connection: close" in answer.lower()
+        assert b"cache-control: no-store" in answer.lower()  # no shared cache keeps it
         assert answer.endswith(b"\r\n\r\nTransfer coding not implemented\n")
     assert all(answer.count(b"HTTP/1.1 200 ") == 2 for answer in kept)
     assert sorted(set(seen)) == ["/last", "/plain"]

@@ -68,7 +68,9 @@ Handler = Callable[[Request, Receive, Send], Awaitable[None]]
 HealthCheck = Callable[[], list[str]]
 TEXT = b"text/plain; charset=UTF-8"
 HEALTH = "/_health"
-CLOSE: Headers = [(b"connection", b"close")]
+# A 501 is cacheable by default (RFC 9111 §4.2.2): a shared cache in front must not keep the
+# refusal of one hostile request as the page every client gets.
+CLOSE: Headers = [(b"connection", b"close"), (b"cache-control", b"no-store")]
 METRICS = "/metrics"
 
 
