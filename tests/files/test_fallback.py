@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pythonhosted.files.upload import upload
+from pythonhosted.storage import open_store
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.server import free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
-from support.edge import SAMPLES, EdgeFactory, seed
+from support.edge import SAMPLES, EdgeFactory, Sample, seed, stored_wheel
 from support.flood import fetch_all
 from support.passthrough import forward
 
@@ -144,7 +147,8 @@ def test_cached_objects_survive_a_failing_store(
 def test_a_cold_burst_reads_the_store_once(
     edge: EdgeFactory, moto_endpoint: str, s3_url: str
 ) -> None:
-    """Thirty clients asking at once for an object the edge has not seen: one lookup, one read."""
+    """Thirty clients asking at once for an object the edge has not seen: one lookup, one read
+    of its catalog record (its length, checked: ``files/damage.py``), one read."""
     seed(s3_url)
     counting = FlakyS3(moto_endpoint)
     bucket = s3_url.split("?", 1)[0].removeprefix("s3://")
@@ -159,7 +163,7 @@ def test_a_cold_burst_reads_the_store_once(
             responses = asyncio.run(burst(url))
     assert [r.status_code for r in responses] == [200] * 30
     assert all(r.content == WHEEL.data for r in responses)
-    assert sorted(counting.requests) == ["GET", "HEAD"]
+    assert sorted(counting.requests) == ["GET", "GET", "HEAD"]
 
 
 def test_a_scan_of_missing_files_logs_a_sample_not_a_line_each(
@@ -203,3 +207,69 @@ def test_an_outage_of_both_stores_logs_a_sample_not_a_line_per_request(
     ]
     assert len(warnings) == 2 * 10  # ten of each a minute; the other 290 of each at DEBUG
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) >= 2 * 290
+
+
+def _stored_twice(primary: Path, archive: Path, count: int) -> list[Sample]:
+    """``count`` wheels uploaded to both stores, as the archive keeps every primary object."""
+    samples = [stored_wheel(f"file://{primary}", f"cut-{n}", 2_000 + 50 * n) for n in range(count)]
+    for sample in samples:
+        asyncio.run(upload(open_store(f"file://{archive}"), sample.filename, sample.data))
+    return samples
+
+
+def _cut(root: Path, sample: Sample, keep: int) -> None:
+    """The store's copy loses its tail (a copy that stopped half-way, a damaged disk)."""
+    os.truncate(root / sample.key, keep)
+
+
+def test_a_primary_copy_shorter_than_its_record_is_served_from_the_archive(
+    edge: EdgeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The catalog record says how long a file is; a primary copy of another length is
+    damaged, and its bytes must never go out as the file with a year of immutable caching
+    (they did: 200, the short length, a wheel every installer refuses, cached by every proxy).
+    The archive's copy is served instead; the log says so within bounds, the metric counts
+    each. 40 files, 30 of them cut (to nothing, one byte, half), each asked 20 times."""
+    primary, archive = tmp_path / "primary", tmp_path / "archive"
+    samples = _stored_twice(primary, archive, 40)
+    for n, sample in enumerate(samples[:30]):
+        _cut(primary, sample, (0, 1, len(sample.data) // 2)[n % 3])
+    paths = [sample.path for sample in samples] * 20
+    with (
+        caplog.at_level(logging.DEBUG, logger="pythonhosted.files.app"),
+        edge(primary=f"file://{primary}", archive=f"file://{archive}") as url,
+    ):
+        answers = asyncio.run(fetch_all(url, paths, concurrency=50))
+        metrics = httpx.get(url + "/metrics").text
+    by_path = {sample.path: sample.data for sample in samples}
+    assert [(a.status, a.body) for a in answers] == [(200, by_path[p]) for p in paths]
+    assert fallbacks(metrics) == {("damaged", "served"): 30.0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 10  # ten a minute, the other 20 at DEBUG
+    assert warnings[0].startswith("archive fallback for packages/")
+    assert "primary copy is damaged:" in warnings[0]
+
+
+def test_a_damaged_file_with_no_good_copy_is_503_not_the_damaged_bytes(
+    edge: EdgeFactory, tmp_path: Path
+) -> None:
+    """No archive, or an archive whose copy is damaged too or missing: 503 (which no cache
+    keeps for a year), not the damaged bytes; once repaired and purged the file is served."""
+    primary, archive = tmp_path / "primary", tmp_path / "archive"
+    damaged_twice, only_in_primary, cut_alone = _stored_twice(primary, archive, 3)
+    for sample in (damaged_twice, only_in_primary, cut_alone):
+        _cut(primary, sample, 10)
+    _cut(archive, damaged_twice, len(damaged_twice.data) - 1)
+    (archive / only_in_primary.key).unlink()
+    with edge(primary=f"file://{primary}", archive=f"file://{archive}") as url:
+        answers = [httpx.get(url + s.path) for s in (damaged_twice, only_in_primary)]
+        metrics = httpx.get(url + "/metrics").text
+    with edge(primary=f"file://{primary}") as url:
+        alone = httpx.get(url + cut_alone.path)
+        (primary / cut_alone.key).write_bytes(cut_alone.data)
+        repaired = httpx.get(url + cut_alone.path)
+    assert [(a.status_code, a.text) for a in answers] == [(503, "Storage unavailable\n")] * 2
+    assert "immutable" not in answers[0].headers.get("cache-control", "")
+    assert fallbacks(metrics) == {("damaged", "damaged"): 1.0, ("damaged", "missing"): 1.0}
+    assert (alone.status_code, repaired.status_code) == (503, 200)
+    assert repaired.content == cut_alone.data

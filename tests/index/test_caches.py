@@ -111,6 +111,37 @@ def test_the_root_listing_is_cached_for_the_ttl_too(tmp_path: Path) -> None:
         assert store.listings == ["catalog/"]
 
 
+class ManyNames:
+    """A catalog of ``count`` projects as the root page sees it (its one delimiter listing),
+    counting the listings; everything else goes straight through."""
+
+    def __init__(self, store: Store, count: int) -> None:
+        self._store = store
+        self.names = [f"project-{number:06d}" for number in range(count)]
+        self.listings = 0
+
+    async def list_names(self, prefix: str) -> list[str]:
+        self.listings += 1
+        return list(self.names)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_a_large_catalog_is_not_listed_again_at_every_ttl(tmp_path: Path) -> None:
+    """Listing a million projects took 14-24 s of CPU, and the root page listed the whole
+    catalog again at every ``cache_ttl`` (and rendered the new list again), though changes
+    show through the markers within a second. 100,000 projects: kept 100 s, not the ttl."""
+    store = ManyNames(open_store(f"file://{tmp_path}/primary"), 100_000)
+    app = IndexApp(store, None, IndexOptions(cache_ttl=0.05))  # type: ignore[arg-type]
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        for _ in range(4):
+            began = time.monotonic()
+            assert client.get("/simple/").text.count('<a href="/simple/') == 100_000
+            wait_until(lambda after=began + 0.1: time.monotonic() > after)  # past the ttl
+    assert store.listings == 1
+
+
 class SlowFirstRead:
     """A store whose first catalog record read is slow: a page read that began before a change
     ends after it, with what it read before."""

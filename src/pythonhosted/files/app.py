@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import brotli
 
-from pythonhosted.boundedlog import failure_log
+from pythonhosted.boundedlog import BoundedLog, failure_log
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
+from pythonhosted.files.damage import recorded_size
 from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logline import served_download_lines, served_line
@@ -146,6 +147,9 @@ class FilesEdge:
         self.stores = stores
         stores.on_fallback = self._count_fallback
         self._failures = failure_log(log, "files edge store")
+        self._damage = BoundedLog(
+            log, "archive fallback for %d more damaged copies in %g s (not logged): %s", "copies"
+        )
         self.log = download_log
         self.options = options or EdgeOptions()
         self.legacy = legacy
@@ -257,12 +261,46 @@ class FilesEdge:
         """One lookup, cached before the requests sharing it resume: a request arriving
         between the lookup's end and their resuming found neither the entry nor a lookup in
         flight, and looked up again (a cold burst of 30 made two HEADs, at load 4)."""
-        info, store, _ = await self.stores.info(key)
+        info, store, backend = await self.stores.info(key)
+        if backend is Backend.PRIMARY and key.endswith(DISTRIBUTION_SUFFIXES):
+            expected = await recorded_size(store, key)
+            if expected is not None and expected != info.size:
+                info, store = await self._instead_of_damaged(info, expected)
         entry = EdgeObject(info, store)
         self._cache[key] = entry
         if len(self._cache) > self.options.cache_entries:
             self._cache.popitem(last=False)
         return entry
+
+    async def _instead_of_damaged(
+        self, damaged: ObjectInfo, expected: int
+    ) -> tuple[ObjectInfo, Store]:
+        """The archive's copy of a file whose primary copy is not as long as its catalog
+        record says (:mod:`.damage`); StoreUnavailable (a 503) when it has no good copy."""
+        key, archive = damaged.key, self.stores.archive
+        outcome, found = "not configured", None
+        if archive is not None:
+            try:
+                found = await archive.info(key)
+                outcome = "served" if found.size == expected else "damaged"
+            except NotFound:
+                outcome = "missing"
+            except StorageError:
+                outcome = "unavailable"
+            self._count_fallback(Fallback("damaged", outcome))
+        self._damage.note(
+            logging.WARNING,
+            f"damaged-{outcome}",
+            "archive fallback for %s: primary copy is damaged: %d bytes, its catalog record "
+            "says %d; archive %s",
+            key,
+            damaged.size,
+            expected,
+            outcome,
+        )
+        if archive is None or found is None or outcome != "served":
+            raise StoreUnavailable(f"primary copy of {key} is damaged; archive: {outcome}")
+        return found, archive
 
     async def _serve(self, request: Request, key: str, send: Send, security: Headers) -> None:
         head = request.method == "HEAD"

@@ -18,7 +18,8 @@ renderings outlive a ``ttl`` that found nothing changed. Reads of a project that
 way when it changed are neither kept nor joined by later requests, so no stale page outlives
 the change. The root page's list of names is not read again for a change: each changed
 project is looked up (does it still have files?) and added or removed, so on a busy index the
-whole catalog is listed once per ``ttl``, not per upload.
+whole catalog is listed once per ``ttl`` (longer for a large catalog:
+:data:`NAMES_SECONDS_PER_NAME`), not per upload.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ RECORD_BYTES = 1200
 # Past this many changed projects to check, the root page lists the catalog again instead
 # (one delimiter listing) of asking about each (a bulk upload of 100,000 new projects).
 MAX_UNSURE = 256
+# The root page's whole listing is kept at least this long per name it holds (and at least
+# ``ttl``): listing a million projects took 14-24 s of CPU (bench/index_root.py, load 15-20),
+# and redone every ``ttl`` (60 s), each new list rendered again (the HTML: 2.4 s of CPU), it
+# kept a core a third busy and /_health waited up to 3 s. Changes show within a second
+# whatever this is (the watch's markers); the
+# listing again only catches what a marker missed. A million names: every ~17 minutes, about
+# 2 % of a core; 60,000 names or fewer: every ``ttl``, as before.
+NAMES_SECONDS_PER_NAME = 0.001
 
 
 def _keep(record: FileRecord) -> FileRecord:
@@ -145,8 +154,9 @@ class CatalogPages:
             self._names = None  # cheaper listed again than checked one by one
         if self._names_stale():
             generation = self._names_generation
-            expiry = time.monotonic() + self.ttl
+            began = time.monotonic()
             covered, names = await self._listing.run(generation, self._list_names)
+            expiry = began + max(self.ttl, NAMES_SECONDS_PER_NAME * len(names))
             if generation != self._names_generation:
                 return names  # listed before anything may have changed: this request only
             if self._names_stale():

@@ -9,6 +9,8 @@ What it does for every service, the same way:
 - security headers on every answer, HSTS on those to TLS requests (directly, or per a trusted
   proxy's ``X-Forwarded-Proto``);
 - methods: a service names the ones it takes; others get 405 with ``Allow``;
+- request framing: a Transfer-Encoding other than ``chunked`` alone is 501 and the end of
+  the connection (:func:`_only_chunked`);
 - counting: responses by status (and by part, where a service has parts), body bytes and the
   requests in flight, as plain integers turned into Prometheus samples at scrape time (a
   labelled child's lock per request cost more than the rest of the frame);
@@ -66,6 +68,9 @@ Handler = Callable[[Request, Receive, Send], Awaitable[None]]
 HealthCheck = Callable[[], list[str]]
 TEXT = b"text/plain; charset=UTF-8"
 HEALTH = "/_health"
+# A 501 is cacheable by default (RFC 9111 §4.2.2): a shared cache in front must not keep the
+# refusal of one hostile request as the page every client gets.
+CLOSE: Headers = [(b"connection", b"close"), (b"cache-control", b"no-store")]
 METRICS = "/metrics"
 
 
@@ -244,7 +249,9 @@ class Service:
         tallies.in_flight += 1
         try:
             path = request.path
-            if path in self.own_paths:
+            if b"transfer-encoding" in headers and not _only_chunked(scope["headers"]):
+                await self.text(counted, request, 501, "Transfer coding not implemented", CLOSE)
+            elif path in self.own_paths:
                 await self._own(request, counted)
             elif self.methods is None or request.method in self.methods:
                 await self.handler(request, receive, counted)
@@ -326,6 +333,25 @@ class Service:
                 "user_agent": request.header(b"user-agent"),
             },
         )
+
+
+def _only_chunked(fields: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether every Transfer-Encoding the request names is ``chunked`` (once, last).
+
+    The server (hyper) frames a body by ``chunked`` when it is the last coding and passes the
+    others (``gzip, chunked``) through, undone; a proxy in front that reads the same head
+    otherwise (as an unknown coding, or by a Content-Length) can take what followed the body
+    for another request, or the other way round. RFC 9112 §6.1 says 501 for a coding the
+    server does not implement; the connection is closed with it, so nothing sent after the
+    head is ever read as a request.
+    """
+    codings = [
+        coding.strip().lower()
+        for name, value in fields
+        if name == b"transfer-encoding"
+        for coding in value.split(b",")
+    ]
+    return codings == [b"chunked"]
 
 
 def _where(exc: BaseException) -> str:

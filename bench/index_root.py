@@ -1,0 +1,155 @@
+"""Benchmark: the index's root page over a catalog of a million projects.
+
+    .venv/bin/python bench/index_root.py [--projects 1000000] [--dir /tmp/index-root-bench]
+                                         [--ttl 10] [--reference OTHER/src]
+
+Makes (once, kept in ``--dir``) a ``file://`` catalog of ``--projects`` projects of one
+record each, starts ``pythonhosted index serve`` on it and measures, while ``/_health`` is
+asked every 20 ms on another connection: the first ``/simple/`` answer (HTML; wall time,
+the server's CPU, its RSS and peak RSS after), a second one, the JSON root, the gzipped
+root, a conditional request with the page's ETag (304), and the HTML again once
+``index.cache_ttl`` (``--ttl``) has passed; ``/_health``'s slowest answer during each (work
+that holds the event loop shows there). With ``--reference`` (another checkout's ``src/``)
+its server answers the same requests after. The machine is shared: the CPU model and load
+average are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from pythonhosted.catalog import FileRecord
+from pythonhosted.web.server import Bind, free_port, wait_for_port
+
+
+def build(root: Path, count: int) -> None:
+    catalog = root / "catalog"
+    done = root / f"built-{count}"
+    if done.exists():
+        return
+    for n in range(count):
+        name = f"project-{n:07d}"
+        filename = f"project_{n:07d}-1.0.tar.gz"
+        record = FileRecord(
+            filename=filename,
+            path=f"/packages/00/00/{n:060x}/{filename}",
+            project=name,
+            version="1.0",
+            package_type="sdist",
+            python_version="source",
+            size=1000,
+            sha256="0" * 64,
+            blake2b_256=f"{n:064x}",
+            upload_time="2026-01-01T00:00:00.000000Z",
+        )
+        directory = catalog / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{filename}.json").write_bytes(record.to_json())
+    done.touch()
+
+
+def cpu_and_memory(pid: int) -> tuple[float, int, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return cpu, int(status["VmRSS"].split()[0]) // 1024, int(status["VmHWM"].split()[0]) // 1024
+
+
+async def measure(base: str, pid: int, label: str, headers: dict[str, str]) -> str | None:
+    slowest = 0.0
+    done = asyncio.Event()
+
+    async def health(session: aiohttp.ClientSession) -> None:
+        nonlocal slowest
+        while not done.is_set():
+            began = time.monotonic()
+            async with session.get(base + "/_health") as response:
+                await response.read()
+            slowest = max(slowest, time.monotonic() - began)
+            await asyncio.sleep(0.02)
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with (
+        aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as watcher,
+        aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as client,
+    ):
+        watching = asyncio.create_task(health(watcher))
+        cpu_before = cpu_and_memory(pid)[0]
+        began = time.monotonic()
+        async with client.get(base + "/simple/", headers=headers) as response:
+            body = await response.read()
+            status, etag = response.status, response.headers.get("etag")
+        wall = time.monotonic() - began
+        done.set()
+        await watching
+    cpu, rss, peak = cpu_and_memory(pid)
+    print(
+        f"{label:<24} {status} {len(body) / 1e6:7.1f} MB  wall {wall:6.2f} s  "
+        f"server CPU {cpu - cpu_before:6.2f} s  RSS {rss} MB (peak {peak})  "
+        f"/_health slowest {slowest * 1000:7.1f} ms"
+    )
+    return etag
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--projects", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/index-root-bench"))
+    parser.add_argument("--ttl", type=float, default=10.0)
+    parser.add_argument("--reference", type=Path)
+    args = parser.parse_args()
+    began = time.monotonic()
+    build(args.dir, args.projects)
+    print(f"catalog of {args.projects:,} projects ready in {time.monotonic() - began:.0f} s")
+    cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split("\n", 1)[0]
+    print(cpu.strip(": \t"))
+    print("load average", os.getloadavg())
+    for source in [None, args.reference] if args.reference else [None]:
+        print("server:", source or "this checkout")
+        await serve_and_measure(args.dir, args.ttl, source)
+    print("load average", os.getloadavg())
+
+
+async def serve_and_measure(root: Path, ttl: float, source: Path | None) -> None:
+    bind = Bind("127.0.0.1", free_port())
+    command = [sys.executable, "-m", "pythonhosted", "index", "serve"]
+    command += ["--primary", f"file://{root}", "--bind", f"{bind.host}:{bind.port}"]
+    env = {
+        **os.environ,
+        "PYTHONHOSTED_DATA_DIR": str(root / "data"),
+        "PYTHONHOSTED_INDEX__CACHE_TTL": str(ttl),
+    }
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        wait_for_port(bind, timeout=60)
+        base = bind.url()
+        html = {"Accept": "text/html", "Accept-Encoding": "identity"}
+        etag = await measure(base, server.pid, "first HTML", html)
+        await measure(base, server.pid, "second HTML", html)
+        json_type = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        await measure(base, server.pid, "first JSON", json_type)
+        await measure(base, server.pid, "HTML gzipped", {**html, "Accept-Encoding": "gzip"})
+        await measure(
+            base, server.pid, "If-None-Match (304)", {**html, "If-None-Match": etag or ""}
+        )
+        await asyncio.sleep(ttl + 1)
+        await measure(base, server.pid, f"HTML after the ttl ({ttl:g} s)", html)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
