@@ -110,6 +110,9 @@ def test_project_page_html(index: str) -> None:
         (f"text/html;q=0.1, {JSON}", "", JSON),
         ("application/*", "", JSON),
         (JSON, "?format=" + quote(HTML), HTML),
+        # as PEP 691 writes it, its "+" not encoded: form decoding reads a space
+        (None, "?format=" + JSON, JSON),
+        (JSON, "?format=" + HTML, HTML),
         # weights RFC 9110 does not allow are 0: nan compared false with every other weight
         (f"{JSON};q=nan, {HTML}", "", HTML),
         (f"{JSON};q=inf, {HTML};q=0.5", "", HTML),

@@ -13,9 +13,12 @@ def choose(accept: str | None, format_param: str | None) -> str | None:
     """The content type to answer with, or None when nothing acceptable is offered (406).
 
     ``format_param`` (the ``?format=`` query value) wins when it names an offered type. Without
-    an Accept header, HTML (``text/html``), as PEP 691 says servers should default to.
+    an Accept header, HTML (``text/html``), as PEP 691 says servers should default to. A
+    ``+`` left unencoded in the query (``?format=application/vnd.pypi.simple.v1+json``, as
+    PEP 691 writes it) arrives as a space: no offered type has one, so it is read as the ``+``.
     """
     if format_param:
+        format_param = format_param.replace(" ", "+")
         return format_param if format_param in OFFERED else None
     if not accept or not accept.strip():
         return TEXT_HTML
