@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime
@@ -28,6 +30,7 @@ from pythonhosted.web.server import free_port
 from support.clickhouse import KINDS, adapter
 from support.distribution_rows import METADATA, distribution_row
 from support.linehaul_data import gz
+from support.processes import spawn
 from support.stats_data import random_lines
 
 REAL = " WHERE dimension != '~insert'"  # the rollups, without inserts' markers (tables.MARKER)
@@ -382,6 +385,33 @@ def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:
     missing = CliRunner().invoke(main, ["stats", "alpha", "--warehouse", f"chdb://{tmp_path}/none"])
     assert missing.exit_code == 1
     assert missing.output.startswith(f"Error: no warehouse at {tmp_path}/none")
+
+
+def test_a_directory_another_process_holds_is_waited_for_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Another process has the chDB directory open (a second publisher): the wait ends in
+    one line, and nothing else reaches stderr (chDB printed an error for each refused
+    attempt to open, every 50 ms); once the holder is gone the directory opens."""
+    holder = spawn(
+        [sys.executable, "-c", _HOLD_CHDB, str(tmp_path / "ch")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    capfd.readouterr()
+    with pytest.raises(WarehouseError) as refused:
+        ChdbEngine(tmp_path / "ch", wait=1.0)
+    assert str(refused.value) == f"cannot open chdb://{tmp_path}/ch: another process has it open"
+    assert capfd.readouterr().err == ""
+    holder.communicate(b"", timeout=30)
+    ChdbEngine(tmp_path / "ch").close()
+
+
+_HOLD_CHDB = (
+    "import sys; from chdb.session import Session; s = Session(sys.argv[1]); "
+    "print('held', flush=True); sys.stdin.read(); s.close()"
+)
 
 
 def test_server_urls_and_an_unreachable_server() -> None:
