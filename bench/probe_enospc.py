@@ -27,9 +27,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from support.edge import SAMPLES, seed  # noqa: E402
-
-from pythonhosted.web.server import free_port  # noqa: E402
+from pythonhosted.web.server import free_port
+from support.edge import SAMPLES, seed
 
 
 def lines_in(logs: Path) -> list[str]:
