@@ -5,6 +5,9 @@ materialized views against DuckDB's rollups of the same files, and kill -9 in a 
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime
@@ -27,8 +30,10 @@ from pythonhosted.web.server import free_port
 from support.clickhouse import KINDS, adapter
 from support.distribution_rows import METADATA, distribution_row
 from support.linehaul_data import gz
+from support.processes import spawn
 from support.stats_data import random_lines
 
+REAL = " WHERE dimension != '~insert'"  # the rollups, without inserts' markers (tables.MARKER)
 PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "zope.interface"]
 ROW = (
     b'{"timestamp":"2021-01-07 20:54:54 +00:00","url":"/a","project":"p",'
@@ -101,7 +106,77 @@ def test_a_crash_after_the_rows_before_the_rollups_is_mended_by_the_retry(
     warehouse.load("file_downloads", [(name, ROW * 4)])
     warehouse.load("file_downloads", [(name, ROW * 4)])
     assert _scalar(warehouse, "SELECT count() FROM file_downloads") == 4
-    assert _scalar(warehouse, "SELECT sum(downloads) FROM download_rollups") == 4 * 6
+    assert _scalar(warehouse, f"SELECT sum(downloads) FROM download_rollups{REAL}") == 4 * 6
+
+
+def _lose_parts(path: Path, table: str) -> None:
+    """What a kill between ClickHouse's deduplication log and its part's rename leaves: the
+    tokens logged, the parts gone (a part not yet renamed is a temporary directory, removed
+    at the next start). The warehouse at ``path`` is closed."""
+    engine = ChdbEngine(path)
+    try:
+        parts = engine.rows(f"SELECT path FROM system.parts WHERE active AND table = '{table}'")
+    finally:
+        engine.close()
+    assert parts
+    for (part,) in parts:
+        shutil.rmtree(part)
+
+
+def test_a_kill_between_the_token_and_the_rows_part_loses_nothing(tmp_path: Path) -> None:
+    """The rows' token logged but not their part, and the views not run (they come after
+    the rows): the retry's insert is dropped as a duplicate while the views take it, so the
+    file's rows are missing; the load finds that and inserts the rows alone (it lost them)."""
+    name = "processed/20210107/downloads-a.json"
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    house.engine.command("DROP VIEW download_rollups_mv")
+    house.engine.command("DROP VIEW project_names_mv")
+    house.engine.insert(insert_sql("file_downloads", name), ROW * 4)
+    house.close()
+    _lose_parts(tmp_path / "ch", "file_downloads")
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    try:
+        for _ in range(2):
+            house.load("file_downloads", [(name, ROW * 4)])
+        assert _scalar(house, "SELECT count() FROM file_downloads") == 4
+        assert _scalar(house, f"SELECT sum(downloads) FROM download_rollups{REAL}") == 4 * 6
+        assert house.engine.rows("SELECT name FROM project_names") == [("p",)]
+    finally:
+        house.close()
+
+
+def test_a_kill_between_the_token_and_the_rollups_part_loses_nothing(tmp_path: Path) -> None:
+    """The rows in, the rollups' token logged but not their part: the retry's view is
+    dropped as a duplicate (it lost them); the load finds the insert's marker missing and
+    computes the rollups from the file's rows, once, also when asked again."""
+    name = "processed/20210107/downloads-a.json"
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    house.engine.insert(insert_sql("file_downloads", name), ROW * 4)
+    house.engine.insert(insert_sql("file_downloads", "other"), ROW * 2)
+    house.close()
+    _lose_parts(tmp_path / "ch", tables.ROLLUPS)
+    house = ClickHouseWarehouse(ChdbEngine(tmp_path / "ch"))
+    try:
+        house.engine.command(f"SYSTEM STOP MERGES {tables.ROLLUPS}")  # to count the parts
+        for _ in range(2):
+            house.load("file_downloads", [(name, ROW * 4), ("other", ROW * 2)])
+        assert _scalar(house, "SELECT count() FROM file_downloads") == 6
+        assert house.engine.rows(
+            f"SELECT dimension, sum(downloads) FROM download_rollups{REAL} "
+            "GROUP BY dimension ORDER BY dimension"
+        ) == [
+            (dimension, 6)
+            for dimension in ("", "country", "installer", "python", "system", "version")
+        ]
+        assert (
+            _scalar(
+                house,
+                "SELECT count() FROM system.parts WHERE active AND table = 'download_rollups'",
+            )
+            == 2
+        )
+    finally:
+        house.close()
 
 
 def test_a_file_becomes_one_part(warehouse: ClickHouseWarehouse) -> None:
@@ -227,7 +302,7 @@ def test_rollups_agree_with_duckdbs(tmp_path: Path) -> None:
         ours = set(
             house.engine.rows(
                 "SELECT day, project, dimension, value, mirror, ci, sum(downloads) "
-                "FROM download_rollups GROUP BY ALL HAVING sum(downloads) > 0"
+                f"FROM download_rollups{REAL} GROUP BY ALL HAVING sum(downloads) > 0"
             )
         )
         names = set(house.engine.rows("SELECT name, normalized FROM project_names FINAL"))
@@ -329,6 +404,33 @@ def test_the_stats_command_reads_clickhouse(tmp_path: Path) -> None:
     missing = CliRunner().invoke(main, ["stats", "alpha", "--warehouse", f"chdb://{tmp_path}/none"])
     assert missing.exit_code == 1
     assert missing.output.startswith(f"Error: no warehouse at {tmp_path}/none")
+
+
+def test_a_directory_another_process_holds_is_waited_for_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Another process has the chDB directory open (a second publisher): the wait ends in
+    one line, and nothing else reaches stderr (chDB printed an error for each refused
+    attempt to open, every 50 ms); once the holder is gone the directory opens."""
+    holder = spawn(
+        [sys.executable, "-c", _HOLD_CHDB, str(tmp_path / "ch")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    capfd.readouterr()
+    with pytest.raises(WarehouseError) as refused:
+        ChdbEngine(tmp_path / "ch", wait=1.0)
+    assert str(refused.value) == f"cannot open chdb://{tmp_path}/ch: another process has it open"
+    assert capfd.readouterr().err == ""
+    holder.communicate(b"", timeout=30)
+    ChdbEngine(tmp_path / "ch").close()
+
+
+_HOLD_CHDB = (
+    "import sys; from chdb.session import Session; s = Session(sys.argv[1]); "
+    "print('held', flush=True); sys.stdin.read(); s.close()"
+)
 
 
 def test_server_urls_and_an_unreachable_server() -> None:

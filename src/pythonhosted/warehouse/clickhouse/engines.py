@@ -12,11 +12,15 @@ second one cannot open it, not even read-only), like a DuckDB file opened for wr
 this process's sessions are shared per directory (:func:`open_chdb`; a session is
 thread-safe), opening another directory while one is open is refused in one line, and a
 directory another process holds is waited for (up to :data:`LOCK_WAIT` seconds) and then
-refused in one line.
+refused in one line. The wait asks the lock chDB takes (``flock`` on the directory's
+``status`` file) before each attempt to open, because each attempt chDB refuses prints its
+own error lines to the process's stderr: two publishers at once filled it with one
+"Cannot lock file" error every 50 ms of the wait.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -215,6 +219,11 @@ def _acquire(path: Path, wait: float) -> Any:
         path.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
         while True:
+            if _held_elsewhere(path):
+                if time.monotonic() > deadline:
+                    raise WarehouseError(f"cannot open chdb://{path}: another process has it open")
+                time.sleep(0.05)
+                continue
             try:
                 session = Session(str(path))  # type: ignore[no-untyped-call]
                 break
@@ -227,6 +236,21 @@ def _acquire(path: Path, wait: float) -> Any:
                 time.sleep(0.05)
         _HELD[path] = _Held(session, 1)
         return session
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether a process holds chDB's lock on the directory (see the module doc)."""
+    try:
+        fd = os.open(path / "status", os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # never opened, or not by chDB: its own attempt will say
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the lock, if it was taken
+    return False
 
 
 def _release(path: Path) -> None:

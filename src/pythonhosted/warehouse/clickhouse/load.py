@@ -25,11 +25,40 @@ and the file name, and:
 Why not bookkeeping alone, as in DuckDB: without a shared transaction the bookkeeping cannot
 tell a file loaded just before a crash from one never loaded. The price of tokens: a file
 retried after more than the window's inserts would load again (publish retries on its next
-pass; the window is thousands of files), and on a single-node ``MergeTree`` ClickHouse writes
-a token to its log just before it renames the part into place, so a kill between the
-two (a write and a rename: rare, but CI hit it once, below) makes the retry drop a file that is
-not there (replicated tables commit both in one Keeper transaction). The kill -9 loop in
-``tests/warehouse/test_clickhouse_load.py`` checks rows and rollups after every round.
+pass; the window is thousands of files).
+
+**Tokens alone are not enough on a single-node ``MergeTree``, so every insert is checked.**
+ClickHouse writes a block's token to the table's deduplication log *before* it renames the
+block's part into place (replicated tables commit both in one Keeper transaction); a kill
+between the two leaves a token without rows, and the retry carrying that token is dropped
+as a duplicate. ``bench/probe_chdb_kills.py`` kills chDB loads at random moments; the rows
+of a file were lost that way (BENCHMARKS.md), while the views, which had not run before
+the kill, took the retry's rollups. The same window exists before each view's part. So
+what an insert left is asked, not assumed:
+
+- every row of an event table carries the token of the insert that wrote it
+  (``_file_token``, a ``MATERIALIZED`` column, so never sent and not in ``SELECT *``; a
+  bloom filter index finds a token's rows without reading the table);
+- the rollups' view writes, in the same block as an insert's rollups (so the same part), a
+  marker row: dimension ``~insert``, the token, the insert's rows (:data:`~.tables.MARKER`);
+- after its inserts, a load asks which of its tokens have markers (a lookup in the rollups'
+  sort key), and whether the table gained the rows it sent (its ``total_rows``, read before
+  and after: a merge keeps it); only if not, which of its tokens have rows (the bloom filter
+  still reads about half of the index of merged parts: 55 ms CPU at 2M rows, against 4 ms
+  for ``total_rows``, BENCHMARKS.md). Rows missing (the window above): the file goes in
+  again under the token plus ``/rows/`` and a random suffix, which ``_file_token`` strips
+  and the views skip (they took the retry's rollups already). A marker missing: the file's
+  rollups and project names are computed from its rows (``_file_token``) in one insert with
+  the marker, without a token. A kill during either is found the same way by the next
+  attempt. Only then is the file booked. A gap that stays after mending is an error: the
+  file is not booked and stays in the results store.
+
+What the checks do not cover: a dropped insert while another writer added exactly as many
+rows to the same table (``total_rows`` would then look right); two publishers loading the
+same file at the same moment on a ClickHouse server, where one's check could run between the
+other's token and its part and insert rows that were about to appear (a window of the same
+size as the one closed, which needs two publishers on one file); and a file an older release
+inserted but did not book (its rollups have no marker, so they are computed again).
 
 Rows count per file for the bookkeeping: the file's lines (the insert is all or nothing).
 
@@ -57,6 +86,8 @@ deduplicate by the block's checksum, which a retry of the same rows repeats.)
 from __future__ import annotations
 
 import hashlib
+import logging
+import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -65,12 +96,13 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from pythonhosted.warehouse.base import LoadResult, LocalFile
+from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
 from pythonhosted.warehouse.clickhouse import tables
 from pythonhosted.warehouse.clickhouse.engines import Engine, open_engine, settings_sql
 from pythonhosted.warehouse.clickhouse.tables import DEFINITION, DEFINITIONS, LOADED, quote
 from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES
 
+log = logging.getLogger(__name__)
 DISTRIBUTIONS = "distribution_metadata"
 
 # Far above a result file (ingest writes parts of about 64 MiB): one block, one part.
@@ -93,13 +125,18 @@ def token(table: str, name: str) -> str:
     return "linehaul-" + hashlib.sha256(f"{table}\0{name}".encode()).hexdigest()[:40]
 
 
-def insert_sql(table: str, name: str | None, fmt: str = "JSONEachRow") -> str:
+def insert_sql(
+    table: str, name: str | None, fmt: str = "JSONEachRow", *, mend: bool = False
+) -> str:
     """``INSERT`` of one result file (columns given: unknown keys are ignored), deduplicated
-    by the token of its ``name``; without a name, not deduplicated at all."""
+    by the token of its ``name``; ``mend``: of its rows alone, under a token of its own (see
+    the module doc); without a name, not deduplicated at all."""
     columns = ", ".join(quote(field.name) for field in TABLES[table])
-    dedupe = (
-        {"insert_deduplication_token": token(table, name)} if name else {"insert_deduplicate": 0}
-    )
+    if name is None:
+        dedupe: dict[str, object] = {"insert_deduplicate": 0}
+    else:
+        suffix = tables.ROWS_ONLY + secrets.token_hex(8) if mend else ""
+        dedupe = {"insert_deduplication_token": token(table, name) + suffix}
     settings = settings_sql({**INSERT_SETTINGS, **dedupe})
     return f"INSERT INTO {quote(table)} ({columns}) {settings} FORMAT {fmt}"
 
@@ -143,6 +180,15 @@ def _parquet_parts(path: Path, rows: int) -> Iterator[list[Path | bytes]]:
         yield list[Path | bytes](parts)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _inserts(
+    name: str, source: Path | bytes | list[Path | bytes]
+) -> list[tuple[str, Path | bytes]]:
+    """The inserts of one file: (the name its token derives from, the data)."""
+    if isinstance(source, list) and len(source) > 1:
+        return [(f"{name}#{number}", part) for number, part in enumerate(source)]
+    return [(name, source[0] if isinstance(source, list) else source)]
 
 
 def _literal(path: Path) -> str:
@@ -195,6 +241,7 @@ def rebuild(engine: Engine) -> None:
     engine.command(f"TRUNCATE TABLE {tables.ROLLUPS}")
     engine.command(f"TRUNCATE TABLE {tables.PROJECTS}")
     engine.command(f"INSERT INTO {tables.ROLLUPS} {tables.rollup_select()}")
+    engine.command(f"INSERT INTO {tables.ROLLUPS} {tables.markers_select()}")
     engine.command(f"INSERT INTO {tables.PROJECTS} {tables.projects_select()}")
     for statement in tables.views_sql():
         engine.command(statement)
@@ -257,20 +304,26 @@ class ClickHouseWarehouse:
         }
         result = LoadResult(skipped=[name for name in names if name in booked])
         done: list[tuple[str, int]] = []
+        inserted: dict[str, tuple[str, Path | bytes]] = {}  # token: (name for it, source)
+        before = self._total_rows(table)
         try:
             for name, source, rows in files:
                 if name in booked:
                     continue
-                if isinstance(source, list) and len(source) > 1:
-                    for number, part in enumerate(source):
-                        self.engine.insert(insert_sql(table, f"{name}#{number}", fmt), part)
-                else:
-                    whole = source[0] if isinstance(source, list) else source
-                    self.engine.insert(insert_sql(table, name, fmt), whole)
+                for key, part in _inserts(name, source):
+                    self.engine.insert(insert_sql(table, key, fmt), part)
+                    if rows:  # an empty file leaves nothing to check
+                        inserted[token(table, key)] = (key, part)
                 done.append((name, rows))
                 result.rows += rows
         finally:
             if done:  # books what went in, also when a later file failed
+                self._make_sure(
+                    table,
+                    inserted,
+                    fmt,
+                    self._total_rows(table) - before == sum(r for _, r in done),
+                )
                 self.engine.command(
                     f"INSERT INTO {LOADED} SELECT tupleElement(f, 1), {{table:String}}, "
                     "tupleElement(f, 2), now64(3) "
@@ -280,6 +333,82 @@ class ClickHouseWarehouse:
                 )
         result.loaded = [name for name, _ in done]
         return result
+
+    def _make_sure(
+        self, table: str, inserted: dict[str, tuple[str, Path | bytes]], fmt: str, grew: bool
+    ) -> None:
+        """The rows of each insert in ``inserted`` (by token), and in ``file_downloads`` its
+        rollups, are there; what a kill left out is mended (see the module doc). ``grew``:
+        the table gained as many rows as the inserts sent, so each went in."""
+        if not inserted:
+            return
+        if not grew:
+            self._mend_rows(table, inserted, fmt)
+        if table != tables.ROLLUPS_SOURCE:
+            return
+        for each in sorted(set(inserted) - self._with_markers(list(inserted))):
+            log.warning("%s: rollups of %s missing: computing them", table, inserted[each][0])
+            self._mend_rollups(each)
+        if unmarked := sorted(set(inserted) - self._with_markers(list(inserted))):
+            key = inserted[unmarked[0]][0]
+            raise WarehouseError(f"{self.engine.name}: rollups of {key} missing after mending")
+
+    def _mend_rows(
+        self, table: str, inserted: dict[str, tuple[str, Path | bytes]], fmt: str
+    ) -> None:
+        """Insert again, rows alone, each of ``inserted`` whose token has no rows."""
+        for _ in range(2):
+            missing = sorted(set(inserted) - self._with_rows(table, list(inserted)))
+            if not missing:
+                return
+            for each in missing:
+                key, source = inserted[each]
+                log.warning("%s: rows of %s missing after their insert: inserting them", table, key)
+                self.engine.insert(insert_sql(table, key, fmt, mend=True), source)
+        key = inserted[missing[0]][0]
+        raise WarehouseError(f"{self.engine.name}: rows of {key} missing after mending")
+
+    def _total_rows(self, table: str) -> int:
+        found = self.engine.rows(
+            "SELECT total_rows FROM system.tables "
+            "WHERE database = currentDatabase() AND name = {table:String}",
+            {"table": table},
+        )
+        return int(found[0][0] or 0)
+
+    def _with_rows(self, table: str, tokens: list[str]) -> set[str]:
+        """Which of ``tokens`` have rows in ``table``."""
+        found = self.engine.rows(
+            f"SELECT DISTINCT {tables.FILE_TOKEN} FROM {quote(table)} "
+            f"WHERE {tables.FILE_TOKEN} IN {{tokens:Array(String)}}",
+            {"tokens": tokens},
+        )
+        return {row[0] for row in found}
+
+    def _with_markers(self, tokens: list[str]) -> set[str]:
+        """Which of ``tokens`` have their marker among the rollups."""
+        found = self.engine.rows(
+            f"SELECT DISTINCT value FROM {tables.ROLLUPS} WHERE project = '' "
+            f"AND dimension = '{tables.MARKER}' AND value IN {{tokens:Array(String)}}",
+            {"tokens": tokens},
+        )
+        return {row[0] for row in found}
+
+    def _mend_rollups(self, insert_token: str) -> None:
+        """The rollups and marker of one insert's rows in one block (so all or none), and
+        its project names (a ``ReplacingMergeTree``: again is harmless)."""
+        rows = (
+            f"(SELECT * FROM {tables.ROLLUPS_SOURCE} WHERE {tables.FILE_TOKEN} = {{token:String}})"
+        )
+        once = settings_sql({**INSERT_SETTINGS, "insert_deduplicate": 0, "max_threads": 1})
+        self.engine.command(
+            f"INSERT INTO {tables.ROLLUPS} {tables.rollup_select(rows)} UNION ALL "
+            f"{tables.marker_select('{token:String}', rows)} {once}",
+            {"token": insert_token},
+        )
+        self.engine.command(
+            f"INSERT INTO {tables.PROJECTS} {tables.projects_select(rows)}", {"token": insert_token}
+        )
 
     def add_distributions(self, rows: Sequence[bytes]) -> list[str]:
         """``distribution_metadata`` rows whose filename the table lacks, in one insert (see

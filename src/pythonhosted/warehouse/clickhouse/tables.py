@@ -42,11 +42,12 @@ import re
 
 from pythonhosted.warehouse.mirrors import MIRRORS
 from pythonhosted.warehouse.rollups import DIMENSIONS
-from pythonhosted.warehouse.schema import TABLES, UNIQUE_KEYS, Field
+from pythonhosted.warehouse.schema import EVENT_TABLES, TABLES, UNIQUE_KEYS, Field
 
 LOADED = "linehaul_loaded_files"
 ROLLUPS = "download_rollups"
 ROLLUPS_VIEW = "download_rollups_mv"
+ROLLUPS_SOURCE = "file_downloads"  # the table whose inserts feed the views
 PROJECTS = "project_names"
 PROJECTS_VIEW = "project_names_mv"
 DEFINITIONS = "warehouse_definition"
@@ -79,8 +80,23 @@ DIMENSION_SQL: dict[str, str] = {
 assert set(DIMENSION_SQL) == set(DIMENSIONS)
 # A download: the response sent the file's first byte (reference rows have no response).
 COUNTED = "ifNull(response.range_start, 0) = 0"
+# Which insert put a row in an event table: its token, without a mending insert's suffix
+# (see :mod:`.load`). MATERIALIZED: computed at the insert, never given, not in ``SELECT *``.
+FILE_TOKEN = "_file_token"
+ROWS_ONLY = "/rows/"
+"""The token suffix of an insert that mends missing rows: the views skip it."""
+_INSERT_TOKEN = "getSetting('insert_deduplication_token')"
+_NOT_ROWS_ONLY = f"position({_INSERT_TOKEN}, '{ROWS_ONLY}') = 0"
+FILE_TOKEN_COLUMN = (
+    f"{FILE_TOKEN} String MATERIALIZED splitByString('{ROWS_ONLY}', {_INSERT_TOKEN})[1] {CODEC}"
+)
+FILE_TOKEN_INDEX = f"{FILE_TOKEN}_index {FILE_TOKEN} TYPE bloom_filter GRANULARITY 1"
+MARKER = "~insert"
+"""The rollups' dimension of a marker row: ``value`` an insert's token, ``downloads`` its
+rows, in the part of that insert's rollups (see :mod:`.load`). Readers ask for named
+dimensions (or ``''``), so they never see it."""
 DEFINITION = (
-    f"clickhouse 2;dimensions={','.join(DIMENSION_SQL)};mirrors={','.join(MIRRORS)};"
+    f"clickhouse 3;dimensions={','.join(DIMENSION_SQL)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
@@ -118,8 +134,9 @@ def create_table_sql(table: str) -> str:
         engine, order = "ReplacingMergeTree", [UNIQUE_KEYS[table]]
     else:
         engine, order = "MergeTree", [name for name in ("project", "timestamp") if name in names]
+    tokens = f", {FILE_TOKEN_COLUMN}, INDEX {FILE_TOKEN_INDEX}" if table in EVENT_TABLES else ""
     return (
-        f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table, codecs=True)}) "
+        f"CREATE TABLE IF NOT EXISTS {quote(table)} ({columns_sql(table, codecs=True)}{tokens}) "
         f"ENGINE = {engine} "
         f"ORDER BY ({', '.join(map(quote, order))}) "
         f"SETTINGS allow_nullable_key = 1, "
@@ -137,6 +154,11 @@ def alter_columns_sql(table: str, existing: dict[str, str]) -> list[str]:
     types) to the schema: columns added, and columns whose type changed (a RECORD that
     gained a member) modified."""
     statements = []
+    if table in EVENT_TABLES:
+        statements += [
+            f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS {FILE_TOKEN_COLUMN}",
+            f"ALTER TABLE {quote(table)} ADD INDEX IF NOT EXISTS {FILE_TOKEN_INDEX}",
+        ]
     for f in TABLES[table]:
         wanted = column_type(f)
         if f.name not in existing:
@@ -150,7 +172,7 @@ def alter_columns_sql(table: str, existing: dict[str, str]) -> list[str]:
     return statements
 
 
-def rollup_select(source: str = "file_downloads") -> str:
+def rollup_select(source: str = ROLLUPS_SOURCE) -> str:
     """The rollup rows of ``source``'s downloads: per day, project, mirror and CI flag, the
     total (dimension ``''``) and the count per value of each dimension, in one scan."""
     pairs = ", ".join(
@@ -166,7 +188,24 @@ def rollup_select(source: str = "file_downloads") -> str:
     )
 
 
-def projects_select(source: str = "file_downloads") -> str:
+def marker_select(token: str, source: str = ROLLUPS_SOURCE) -> str:
+    """The :data:`MARKER` row of the rows of ``source`` (``token``: SQL for the value)."""
+    return (
+        f"SELECT toDate(0) AS day, '' AS project, '{MARKER}' AS dimension, "
+        f"CAST({token} AS Nullable(String)) AS value, false AS mirror, "
+        f"CAST(NULL AS Nullable(Bool)) AS ci, toInt64(count()) AS downloads FROM {source}"
+    )
+
+
+def markers_select(source: str = ROLLUPS_SOURCE) -> str:
+    """The markers of every insert whose rows ``source`` holds (a rebuild's)."""
+    return (
+        f"SELECT toDate(0), '', '{MARKER}', {FILE_TOKEN}, false, NULL, toInt64(count()) "
+        f"FROM {source} WHERE {FILE_TOKEN} != '' GROUP BY {FILE_TOKEN}"
+    )
+
+
+def projects_select(source: str = ROLLUPS_SOURCE) -> str:
     return f"SELECT DISTINCT project AS name, {NORMALIZED} AS normalized FROM {source}"
 
 
@@ -193,8 +232,12 @@ DEFINITIONS_TABLE = (
 
 
 def views_sql() -> list[str]:
+    """The views: an insert's rollups with its marker (one block, so one part), and its
+    projects' names; a mending insert of rows alone (:data:`ROWS_ONLY`) feeds neither."""
+    rollups = f"{rollup_select()} UNION ALL {marker_select(_INSERT_TOKEN)}"
     return [
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ROLLUPS_VIEW} TO {ROLLUPS} AS {rollup_select()}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ROLLUPS_VIEW} TO {ROLLUPS} "
+        f"AS SELECT * FROM ({rollups}) WHERE {_NOT_ROWS_ONLY}",
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {PROJECTS_VIEW} TO {PROJECTS} "
-        f"AS {projects_select()}",
+        f"AS SELECT * FROM ({projects_select()}) WHERE {_NOT_ROWS_ONLY}",
     ]
