@@ -120,3 +120,35 @@ def test_batches_ship_to_s3_servers(
         f"download|line {n}" for n in range(1000)
     ]
     assert list((tmp_path / "spool").iterdir()) == []  # everything shipped, nothing left
+
+
+def test_a_store_that_keeps_failing_is_a_few_lines_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed store of a batch was logged with its traceback (~40 lines) every period:
+    a full disk under a 1 s period wrote 574 lines in 10 s. Now one line a failure, a few a
+    minute (boundedlog), and every line ships once the store takes them again."""
+    config = EventLogConfig("downloads", tmp_path / "spool", period=0.02, batch_lines=5)
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), config)
+    blocked = tmp_path / "logs" / "downloads"
+    blocked.write_bytes(b"")  # a file where the batches' directory goes: every put fails
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(log.run(stop))
+        for n in range(300):
+            log.append(f"line {n}")
+            if n % 5 == 4:
+                await asyncio.sleep(0.01)
+        blocked.unlink()  # the store works again: the stop's flush ships what was held
+        stop.set()
+        await runner
+
+    with caplog.at_level("INFO", logger="pythonhosted.eventlog"):
+        asyncio.run(scenario())
+    failed = [r for r in caplog.records if r.getMessage().startswith("could not store")]
+    assert 1 <= len(failed) <= 10
+    assert [r for r in failed if r.exc_info or "\n" in r.getMessage()] == []
+    assert sorted(_shipped(tmp_path), key=lambda line: int(line.split()[1])) == [
+        f"line {n}" for n in range(300)
+    ]

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pythonhosted.boundedlog import failure_log
 from pythonhosted.config import Settings
 from pythonhosted.localdirs import ensure_writable
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
@@ -83,6 +84,9 @@ class EventLog:
         self.config = config
         self._on_shipped = on_shipped
         self._on_failed = on_failed
+        # A store that is down fails every period's batch: a line each (they were a traceback
+        # each, ~40 lines: 574 lines in 10 s on a full disk at a 1 s period) floods the log.
+        self._store_failures = failure_log(log, f"{config.prefix} log store")
         self._host = socket.gethostname().replace("-", "_") or "host"
         config.spool_dir.mkdir(parents=True, exist_ok=True)
         # Appended by the event loop, drained by the syncer thread: deque's append and popleft
@@ -288,8 +292,14 @@ class EventLog:
                 ):
                     try:
                         await self.flush()
-                    except Exception:  # the shipper never stops: the next batch tries again
-                        log.exception("shipping %s lines failed", self.config.prefix)
+                    except Exception as exc:  # the shipper never stops: the next batch tries
+                        self._store_failures.note(  # again (a traceback: it is unforeseen)
+                            logging.ERROR,
+                            type(exc).__name__,
+                            "shipping %s lines failed",
+                            self.config.prefix,
+                            exc_info=True,
+                        )
         finally:
             self._syncer_stop.set()
             await asyncio.to_thread(self._syncer.join)
@@ -374,8 +384,14 @@ class EventLog:
         except AlreadyExists:
             log.error("log object %s already exists; keeping spool segment %s", key, segment)
             return False
-        except StorageError:
-            log.exception("could not store log batch %s; will retry", key)
+        except StorageError as exc:
+            self._store_failures.note(
+                logging.ERROR,
+                type(exc).__name__,
+                "could not store log batch %s; will retry: %s",
+                key,
+                (str(exc).splitlines() or [type(exc).__name__])[0],
+            )
             if self._on_failed is not None:
                 self._on_failed(0)
             return False
