@@ -271,7 +271,7 @@ def camo_server(*, lookup: Lookup = stub_lookup, **settings: Any) -> Iterator[Ca
     values: dict[str, Any] = {"key": KEY.decode(), "allow_networks": [f"{UPSTREAM_HOST}/32"]}
     values.update(settings)
     app = create_app(CamoSettings(**values), lookup=lookup, dial=loopback_dial)
-    with running(app) as base, httpx.Client(base_url=base, timeout=20) as client:
+    with running(app) as base, httpx.Client(base_url=base) as client:
         yield Camo(base, client)
 
 
