@@ -137,7 +137,7 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
             for _ in range(100):
                 assert client.get(WHEEL.path).status_code == 200
             # Every one of these 100 is on disk once the spool holds their 200 lines.
-            wait_until(lambda: spool_lines(spool) == 200, timeout=10)
+            wait_until(lambda: spool_lines(spool) == 200)
             for _ in range(20):
                 assert client.get(WHEEL.path).status_code == 200
         process.kill()
