@@ -35,6 +35,7 @@ from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.processes import PYTHONHOSTED, started, wait_until
+from support.stats_warehouse import NO_PREWARM
 from support.venvs import pip_venv as pip_venv_with
 
 UV = Path(sys.executable).parent / "uv"
@@ -227,6 +228,7 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
         "PYTHONHOSTED_DATA_DIR": str(data),
         "PYTHONHOSTED_FILES__PRIMARY": f"file://{data}/files",
         "PYTHONHOSTED_LOG_JSON": "true",
+        **NO_PREWARM,
     }
     dist = tmp_path / "dist"
     dist.mkdir()
