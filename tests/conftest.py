@@ -85,7 +85,7 @@ for _takes_timeout in (
 def _start(command: list[str], bind: Bind) -> subprocess.Popen[bytes]:
     process = start_server(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
     except TimeoutError:
         stop_group(process)
         raise

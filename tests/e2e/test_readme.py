@@ -73,7 +73,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     )
     try:
         banner = _wait_for_banner(process, time.monotonic() + 600)
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         urls = [m.group(1) for line in banner if (m := re.search(r"curl -sSI (\S+)", line))]
         assert len(urls) == 2
         assert [httpx.head(url).status_code for url in urls] == [200, 200]

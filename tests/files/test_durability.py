@@ -106,7 +106,7 @@ def test_sigkill_at_the_worst_moment_loses_at_most_one_interval(
     with started(argv, env=env) as process:
         wait_for_port(bind, timeout=60)
         with Load(bind.url()) as load:
-            wait_until(lambda: spool_size(spool) > 0, timeout=30)  # the first write
+            wait_until(lambda: spool_size(spool) > 0)  # the first write
             writes = []
             for _ in range(5):
                 size = spool_size(spool)

@@ -287,7 +287,7 @@ def test_a_deleted_file_404s_on_every_worker_at_once(tmp_path: Path) -> None:
         statuses = [httpx.get(url + SDIST.path).status_code for _ in range(40)]
         assert statuses == [404] * 40
         # Both workers' caches are empty of it (their metrics snapshots catch up within 2 s).
-        wait_until(lambda: sample(url, "files_cache_entries", cache="bodies") == 0, timeout=30)
+        wait_until(lambda: sample(url, "files_cache_entries", cache="bodies") == 0)
 
 
 @pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])

@@ -162,7 +162,7 @@ def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[bytes]]
 def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     bind, process = _start(tmp_path, "serve")
     try:
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         _until(lambda: _samples(bind.url())["linehaul_publish_rows_total"] == 1)
     finally:
         _, err = finish_group(process)
@@ -178,7 +178,7 @@ def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 def test_an_ingest_worker_with_bind_reports_its_one_job(tmp_path: Path) -> None:
     bind, process = _start(tmp_path, "ingest")
     try:
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         _until(lambda: _samples(bind.url())['linehaul_ingest_lines_total{result="row"}'] == 1)
         samples = _samples(bind.url())
         health = httpx.get(f"{bind.url()}/_health")

@@ -143,7 +143,7 @@ def test_trickling_heads_are_cut_at_the_deadline(tmp_path: Path, descriptors: in
                     with contextlib.suppress(OSError):
                         sock.send(b"X")
                 assert health_latency(bind) < RESPONSIVE
-            wait_until(lambda: all(closed_by_server(sock) for sock in clients), timeout=30)
+            wait_until(lambda: all(closed_by_server(sock) for sock in clients))
             assert time.monotonic() - opened >= 2.0  # not before the deadline
 
 
