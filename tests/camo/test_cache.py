@@ -27,7 +27,7 @@ from pythonhosted.camo import sign_url
 from pythonhosted.camo.cache.freshness import freshness
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
-from support.processes import spawn
+from support.processes import spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory
@@ -137,13 +137,6 @@ def metric(camo: Camo, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 # -- hits, expiry, revalidation --
