@@ -58,11 +58,34 @@ os.environ.pop("SSL_CERT_FILE", None)
 os.environ.setdefault("SSL_CERT_DIR", ssl.get_default_verify_paths().openssl_capath)
 _names = itertools.count()
 
+CLIENT_TIMEOUT = httpx.Timeout(60.0)
+"""How long a test's HTTP client waits, unless the test says otherwise: httpx's own 5 s was
+exceeded by servers that were right but starved (a cold stats answer, moto aborting an upload,
+an 8,000-file project: each failed a run at load 10-20 and was mended one at a time). A test
+that asks whether something answers *while* something else is held sets its own timeout,
+shorter than the hold. Set here, once, for every client a test makes (httpx's functions and
+clients take the default as a keyword-only default argument; httpx is pinned in uv.lock)."""
+for _takes_timeout in (
+    httpx.request,
+    httpx.get,
+    httpx.options,
+    httpx.head,
+    httpx.post,
+    httpx.put,
+    httpx.patch,
+    httpx.delete,
+    httpx.stream.__wrapped__,  # type: ignore[attr-defined]
+    httpx.Client.__init__,
+    httpx.AsyncClient.__init__,
+):
+    assert _takes_timeout.__kwdefaults__ is not None and "timeout" in _takes_timeout.__kwdefaults__
+    _takes_timeout.__kwdefaults__["timeout"] = CLIENT_TIMEOUT
+
 
 def _start(command: list[str], bind: Bind) -> subprocess.Popen[bytes]:
     process = start_server(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
     except TimeoutError:
         stop_group(process)
         raise
@@ -178,7 +201,7 @@ def _signed_put(url: str, data: bytes = b"") -> httpx.Response:
     request = AWSRequest("PUT", url, data=data)
     credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
     S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
-    return httpx.put(url, content=data, headers=dict(request.headers.items()), timeout=30)
+    return httpx.put(url, content=data, headers=dict(request.headers.items()))
 
 
 def _wait_for_bucket(process: subprocess.Popen[bytes], endpoint: str, bucket: str) -> None:

@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,15 @@ from support.locks import lock_holder
 def _shipped(root: Path) -> list[str]:
     paths = sorted((root / "logs" / "downloads").rglob("*.log.gz"))
     return [line for p in paths for line in gzip.decompress(p.read_bytes()).decode().splitlines()]
+
+
+async def _until_shipped(objects: Callable[[], Awaitable[int]], count: int) -> None:
+    """Until the run loop has shipped ``count`` objects: a full batch wakes it, but a starved
+    process takes its time (a fixed half-second sleep let the next batch's lines in first)."""
+    deadline = time.monotonic() + 60
+    while await objects() < count:
+        assert time.monotonic() < deadline, f"{count} objects not shipped within 60 s"
+        await asyncio.sleep(0.02)
 
 
 def _dead_pid() -> int:
@@ -35,10 +46,16 @@ def test_batch_size_ships_early_and_names_are_unique(tmp_path: Path) -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
         runner = asyncio.create_task(log.run(stop))
-        for start, end in ((0, 10), (10, 20), (20, 25)):
+
+        async def objects() -> int:
+            return len(list((tmp_path / "logs" / "downloads").rglob("*.log.gz")))
+
+        for full, (start, end) in enumerate(((0, 10), (10, 20)), start=1):
             for n in range(start, end):
                 log.append(f"line {n}")
-            await asyncio.sleep(0.5)  # a full batch wakes the run loop: shipped long before 1 h
+            await _until_shipped(objects, full)  # shipped long before the hour
+        for n in range(20, 25):
+            log.append(f"line {n}")
         stop.set()  # the last 5 lines go out with the final flush
         await runner
 
@@ -103,10 +120,14 @@ def test_batches_ship_to_s3_servers(
     async def scenario() -> list[tuple[str, bytes]]:
         stop = asyncio.Event()
         runner = asyncio.create_task(log.run(stop))
+
+        async def objects() -> int:
+            return len(await store.list())
+
         for n in range(1000):
             log.append(f"download|line {n}")
             if n % 400 == 399:
-                await asyncio.sleep(0.3)  # a full batch wakes the run loop
+                await _until_shipped(objects, (n + 1) // 400)
         stop.set()
         await runner
         return [(item.key, await store.get_bytes(item.key)) for item in await store.list()]

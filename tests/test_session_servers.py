@@ -47,7 +47,7 @@ def test_a_server_dies_with_a_killed_parent() -> None:
         assert running(server) and running(plain)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        wait_until(lambda: not running(server), timeout=30)
+        wait_until(lambda: not running(server))
         assert running(plain)  # what the server would have done without start_server
     finally:
         os.killpg(plain, signal.SIGKILL)

@@ -279,7 +279,7 @@ def camo_server(*, lookup: Lookup = stub_lookup, **settings: Any) -> Iterator[Ca
     }
     values.update(settings)
     app = create_app(CamoSettings(**values), lookup=lookup, dial=loopback_dial)
-    with running(app) as base, httpx.Client(base_url=base, timeout=20) as client:
+    with running(app) as base, httpx.Client(base_url=base) as client:
         yield Camo(base, client)
 
 

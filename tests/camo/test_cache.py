@@ -27,7 +27,7 @@ from pythonhosted.camo import sign_url
 from pythonhosted.camo.cache.freshness import freshness
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
-from support.processes import spawn
+from support.processes import spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory
@@ -137,13 +137,6 @@ def metric(camo: Camo, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def wait_until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 # -- hits, expiry, revalidation --
@@ -559,7 +552,7 @@ def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path:
         ]  # fmt: skip
         env = {"PYTHONHOSTED_CAMO_KEY": "crash-key", "PATH": "/usr/bin:/bin"}
         process = spawn(command, env=env, stderr=subprocess.DEVNULL)
-        wait_for_port(bind)
+        wait_for_port(bind, timeout=60)
         return process, bind
 
     process, bind = start()
@@ -633,7 +626,7 @@ def _limited_camo(
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     shell = ["bash", "-c", f'ulimit {limit} && exec "$@"', "camo", *command]
     process = spawn(shell, env=env, stderr=subprocess.PIPE)
-    wait_for_port(bind)
+    wait_for_port(bind, timeout=60)
     return process, bind
 
 
@@ -760,7 +753,7 @@ def test_a_disk_that_refuses_the_entry_costs_no_image(host: Host, tmp_path: Path
     signed = bind.url() + sign_url(host.url(name, cc="max-age=600", size=100_000), b"limit-key")
     try:
         for _ in range(2):
-            response = httpx.get(signed, timeout=30)
+            response = httpx.get(signed)
             assert (response.status_code, response.headers["x-camo-cache"]) == (200, "MISS")
             assert response.content == image(100_000, name)
         assert host.hits[name] == 2

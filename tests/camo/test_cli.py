@@ -103,7 +103,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     env = {"PYTHONHOSTED_CAMO_KEY": "cli-key", "PATH": "/usr/bin:/bin"}
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind)
+        wait_for_port(bind, timeout=60)
         response = httpx.get(bind.url() + sign_url(upstream.base + "/png", b"cli-key"))
         assert response.status_code == 200
         assert response.content == upstream.png
@@ -152,8 +152,8 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
     env = {"PYTHONHOSTED_CAMO__KEY": "env-key", "PATH": "/usr/bin:/bin"}
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind)
-        wait_until(lambda: len(_children(process.pid)) == 2, timeout=20)
+        wait_for_port(bind, timeout=60)
+        wait_until(lambda: len(_children(process.pid)) == 2)
         good = bind.url() + sign_url(upstream.base + "/png", b"file-key")
         for _ in range(8):  # a new connection each time, so both workers get some
             response = httpx.get(good)
@@ -274,7 +274,7 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
     }
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind)
+        wait_for_port(bind, timeout=60)
         sign = lambda path: bind.url() + sign_url(upstream.base + path, b"go-key")  # noqa: E731
         response = httpx.get(sign("/echo"), headers={"X-Forwarded-For": "2.2.2.2"})
         assert response.status_code == 200
@@ -297,7 +297,7 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
         assert httpx.get(bind.url() + "/metrics").status_code == 404
         # each worker claims a cache slot as it starts: both have started before the stop
         slots = tmp_path / "cache"
-        wait_until(lambda: len([p for p in slots.iterdir() if p.is_dir()]) == 2, timeout=30)
+        wait_until(lambda: len([p for p in slots.iterdir() if p.is_dir()]) == 2)
     finally:
         _, stderr = finish_group(process)
     lines = stderr.decode().splitlines()

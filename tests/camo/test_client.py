@@ -198,11 +198,11 @@ def bad_upstream(response: httpx.Response, reason_part: str) -> bool:
     ],
 )
 def test_malformed_response_is_502(camo: Camo, raw: RawUpstream, path: str, reason: str) -> None:
-    started = time.monotonic()
+    """Refused from what arrived, not by the deadline (that would be a 504, "upstream took
+    too long": a wall-clock bound here failed nothing more, but a starved test process)."""
     response = camo.get(raw.base + path)
     assert bad_upstream(response, reason), (response.status_code, response.headers)
     assert PNG[8:] not in response.content
-    assert time.monotonic() - started < 2  # refused from what arrived, not by the deadline
 
 
 def test_malformed_first_chunk_is_502(camo: Camo, raw: RawUpstream) -> None:
@@ -419,5 +419,5 @@ def test_connect_timeout(raw: RawUpstream) -> None:
         502,
         "cannot connect to images.test",
     )
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the 0.2 s asked for, not fetch_with's default 5 s
     assert dial.calls == [("127.0.0.2", raw.port, False, None)]

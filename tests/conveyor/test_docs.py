@@ -8,8 +8,7 @@ import gzip
 import lzma
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from pythonhosted.conveyor.redirects import REDIRECTS_KEY
 from pythonhosted.storage import open_store
 from support.conveyor import ConveyorFactory
 from support.edge import raw_request
+from support.processes import wait_until
 
 BIG = os.urandom(600_000)
 SITE = {
@@ -242,13 +242,6 @@ def test_health(site: str) -> None:
         assert httpx.head(site + path).status_code == 200
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-
-
 def metric(base: str, name: str) -> float:
     found = re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(base + "/metrics").text, re.M)
     return float(found.group(1)) if found else 0.0
@@ -285,21 +278,21 @@ def test_redirect_table(docs_store: str, conveyor: ConveyorFactory) -> None:
                 b'"include_path": false}\n'
             },
         )
-        wait_for(lambda: httpx.get(base + "/proj/").status_code == 200)
+        wait_until(lambda: httpx.get(base + "/proj/").status_code == 200)
         assert httpx.get(base + "/other/").headers["location"] == "https://moved.example"
         reloads = metric(base, "conveyor_redirect_table_reloads_total")
         assert reloads == 2
 
         # A malformed file keeps the table in service and is reported.
         put_all(docs_store, {REDIRECTS_KEY: b'{"project_name": "other"}\nnot json\n'})
-        wait_for(lambda: metric(base, "conveyor_redirect_table_current") == 0)
+        wait_until(lambda: metric(base, "conveyor_redirect_table_current") == 0)
         assert metric(base, 'conveyor_redirect_table_failures_total{reason="malformed"}') == 1
         assert httpx.get(base + "/other/").headers["location"] == "https://moved.example"
         assert httpx.get(base + "/proj/").status_code == 200
 
         # So does a missing one.
         asyncio.run(open_store(docs_store).delete(REDIRECTS_KEY))
-        wait_for(
+        wait_until(
             lambda: metric(base, 'conveyor_redirect_table_failures_total{reason="missing"}') > 0
         )
         assert httpx.get(base + "/other/").headers["location"] == "https://moved.example"

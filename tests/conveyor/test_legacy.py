@@ -186,7 +186,7 @@ def test_upstream_server_errors_are_503(
 def test_upstream_timeout_is_503(api: tuple[FakeJsonApi, str], base: str) -> None:
     api[0].stall["slow"] = 3.0  # the conveyor's upstream timeout is 0.5 s
     api[0].projects["slow"] = {"1.0": [file_entry("slow-1.0.tar.gz", "source")]}
-    response = httpx.get(f"{base}/packages/source/s/slow/slow-1.0.tar.gz", timeout=10)
+    response = httpx.get(f"{base}/packages/source/s/slow/slow-1.0.tar.gz")
     assert response.status_code == 503
 
 

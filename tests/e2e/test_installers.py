@@ -35,6 +35,7 @@ from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.processes import PYTHONHOSTED, started, wait_until
+from support.stats_warehouse import NO_PREWARM
 from support.venvs import pip_venv as pip_venv_with
 
 UV = Path(sys.executable).parent / "uv"
@@ -227,6 +228,7 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
         "PYTHONHOSTED_DATA_DIR": str(data),
         "PYTHONHOSTED_FILES__PRIMARY": f"file://{data}/files",
         "PYTHONHOSTED_LOG_JSON": "true",
+        **NO_PREWARM,
     }
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -262,13 +264,13 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
 
         yanked = cli("yank", "e2e-yank==2.0", "--reason", "broken on 3.13")
         assert (yanked.returncode, yanked.stdout) == (0, f"yanked {newer}\n")
-        wait_until(lambda: page()[newer] == "broken on 3.13", timeout=10)
+        wait_until(lambda: page()[newer] == "broken on 3.13")
         # Yanked: skipped unless pinned, by both.
         assert [installers.install(tool, "e2e-yank") for tool in ("pip", "uv")] == ["1.0"] * 2
         assert [installers.install(tool, "e2e-yank==2.0") for tool in ("pip", "uv")] == ["2.0"] * 2
         unyanked = cli("unyank", "e2e-yank==2.0")
         assert (unyanked.returncode, unyanked.stdout) == (0, f"unyanked {newer}\n")
-        wait_until(lambda: page()[newer] is False, timeout=10)
+        wait_until(lambda: page()[newer] is False)
 
         legacy = f"{base}/packages/py3/e/e2e-yank/{newer}"
         assert httpx.get(legacy).headers["location"] == path
@@ -284,8 +286,8 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
         # archive of an embedded serve never had a copy, so it is gone.
         assert httpx.get(base + path).status_code == 404
         assert httpx.get(base + path + ".metadata").status_code == 404
-        wait_until(lambda: newer not in page(), timeout=10)
-        wait_until(lambda: httpx.get(legacy).status_code == 404, timeout=10)
+        wait_until(lambda: newer not in page())
+        wait_until(lambda: httpx.get(legacy).status_code == 404)
         assert [installers.install(tool, "e2e-yank") for tool in ("pip", "uv")] == ["1.0"] * 2
         assert [installers.install(tool, "e2e-yank==2.0") for tool in ("pip", "uv")] == [None] * 2
 

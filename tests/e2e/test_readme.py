@@ -21,6 +21,7 @@ import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.processes import spawn, wait_until
+from support.stats_warehouse import NO_PREWARM
 from support.venvs import pip_venv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +62,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     env["PYTHONHOSTED_FILES__LOG_PERIOD"] = "1"
     env["PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL"] = "1"
     env["PYTHONHOSTED_LINEHAUL__PUBLISH_INTERVAL"] = "1"
+    env.update(NO_PREWARM)
     process = spawn(
         ["make", "run"],
         cwd=clone,
@@ -71,7 +73,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     )
     try:
         banner = _wait_for_banner(process, time.monotonic() + 600)
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         urls = [m.group(1) for line in banner if (m := re.search(r"curl -sSI (\S+)", line))]
         assert len(urls) == 2
         assert [httpx.head(url).status_code for url in urls] == [200, 200]

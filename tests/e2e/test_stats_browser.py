@@ -24,6 +24,7 @@ import pytest
 from pythonhosted.samples import build_wheel
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.processes import spawn
+from support.stats_warehouse import NO_PREWARM
 from support.venvs import pip_venv as pip_venv_with
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -117,6 +118,7 @@ def test_stats_pages_in_chromium_after_real_installs(tmp_path: Path) -> None:
             "PYTHONHOSTED_FILES__LOG_PERIOD": "1",
             "PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL": "1",
             "PYTHONHOSTED_LINEHAUL__PUBLISH_INTERVAL": "1",
+            **NO_PREWARM,
         }
     )
     name, wheel = build_wheel(SECOND, "0.1")

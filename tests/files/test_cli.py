@@ -85,7 +85,7 @@ def test_serve_routes_legacy_urls_to_conveyor(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data")}
     command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", store]
     with started([*command, "--bind", f"{bind.host}:{bind.port}"], env=env):
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         legacy = httpx.get(f"{bind.url()}/packages/source/d/demo-pkg/demo_pkg-1.0.tar.gz")
         wrong_bucket = httpx.get(f"{bind.url()}/packages/source/x/demo-pkg/demo_pkg-1.0.tar.gz")
     assert (legacy.status_code, legacy.headers["location"]) == (302, SDIST.path)

@@ -137,7 +137,7 @@ def test_sigkill_loses_at_most_one_interval(primary: str, tmp_path: Path) -> Non
             for _ in range(100):
                 assert client.get(WHEEL.path).status_code == 200
             # Every one of these 100 is on disk once the spool holds their 200 lines.
-            wait_until(lambda: spool_lines(spool) == 200, timeout=10)
+            wait_until(lambda: spool_lines(spool) == 200)
             for _ in range(20):
                 assert client.get(WHEEL.path).status_code == 200
         process.kill()
@@ -249,7 +249,7 @@ def test_a_spool_that_refuses_lines_loses_none(primary: str, tmp_path: Path) -> 
     shell = ["bash", "-c", 'ulimit -f 32 && exec "$@"', "edge", *command]
     shipped = 0
     with started(shell, env=env, stderr=subprocess.PIPE) as process:
-        wait_for_port(bind, timeout=30)
+        wait_for_port(bind, timeout=60)
         for downloads in (1_000, 20, 1_000):
             answers = asyncio.run(fetch_all(bind.url(), [WHEEL.path] * downloads, concurrency=20))
             assert [answer.status for answer in answers] == [200] * downloads

@@ -46,7 +46,7 @@ class Load:
         self.threads = [threading.Thread(target=self._client) for _ in range(CLIENTS)]
 
     def _client(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url) as client:
             while not self.stop.is_set():
                 with self._lock:
                     seq = next(self._next)
@@ -106,11 +106,11 @@ def test_sigkill_at_the_worst_moment_loses_at_most_one_interval(
     with started(argv, env=env) as process:
         wait_for_port(bind, timeout=60)
         with Load(bind.url()) as load:
-            wait_until(lambda: spool_size(spool) > 0, timeout=30)  # the first write
+            wait_until(lambda: spool_size(spool) > 0)  # the first write
             writes = []
             for _ in range(5):
                 size = spool_size(spool)
-                wait_until(lambda size=size: spool_size(spool) > size, timeout=10, interval=0.005)
+                wait_until(lambda size=size: spool_size(spool) > size, interval=0.005)
                 writes.append(spool_written(spool))
             gaps = [later - earlier for earlier, later in itertools.pairwise(writes)]
             noticed = time.monotonic() - (time.time() - writes[-1])  # the last write, monotonic

@@ -124,7 +124,7 @@ def test_yank_and_unyank_show_in_the_index_within_a_second(site: Site) -> None:
     assert site.page()[newer]["yanked"] is False  # the page is cached now, for 600 s
     yank = site.cli("files", "yank", "demo-pkg==2.0", "--reason", "bad build")
     assert (yank.exit_code, yank.stdout) == (0, f"yanked {newer}\n")
-    wait_until(lambda: site.page()[newer]["yanked"] == "bad build", timeout=10)
+    wait_until(lambda: site.page()[newer]["yanked"] == "bad build")
     html = httpx.get(f"{site.url}/simple/demo-pkg/").text
     [link] = [line for line in html.splitlines() if newer in line]
     assert 'data-yanked="bad build"' in link
@@ -142,11 +142,11 @@ def test_yank_and_unyank_show_in_the_index_within_a_second(site: Site) -> None:
 
     unyank = site.cli("files", "unyank", "demo-pkg==2.0")
     assert (unyank.exit_code, unyank.stdout) == (0, f"unyanked {newer}\n")
-    wait_until(lambda: site.page()[newer]["yanked"] is False, timeout=10)
+    wait_until(lambda: site.page()[newer]["yanked"] is False)
     # A release of several files is yanked whole; without a reason, "yanked" is true.
     both = site.cli("files", "yank", "demo-pkg==1.0")
     assert both.stdout.splitlines() == [f"yanked {WHEEL.filename}", f"yanked {SDIST.filename}"]
-    wait_until(lambda: site.page()[SDIST.filename]["yanked"] is True, timeout=10)
+    wait_until(lambda: site.page()[SDIST.filename]["yanked"] is True)
     assert 'data-yanked=""' in httpx.get(f"{site.url}/simple/demo-pkg/").text
     missing = site.cli("files", "yank", "demo-pkg==9.0")
     assert (missing.exit_code, missing.stderr) == (
@@ -173,7 +173,7 @@ def test_delete_forgets_the_file_everywhere(site: Site) -> None:
     assert (deleted.exit_code, deleted.stdout) == (0, f"deleted {path}\n")
     assert httpx.get(site.url + path).status_code == 404  # at once: the purge
     assert httpx.get(site.url + path + ".metadata").status_code == 404
-    wait_until(lambda: WHEEL.filename not in site.page(), timeout=10)
+    wait_until(lambda: WHEEL.filename not in site.page())
     assert [r.filename for r in _records(site.primary)] == [SDIST.filename, NEWER[0]]
     for store in ("primary", "archive"):
         root = site.data_dir.parent / store
@@ -213,7 +213,7 @@ def test_a_deleted_file_is_served_from_the_archive_until_deleted_there(site: Sit
     assert deleted.stdout.splitlines() == [f"deleted {WHEEL.path}", f"deleted {path}"]
     assert httpx.get(site.url + path).status_code == 200
     assert httpx.get(site.url + path, headers=primary_only).status_code == 404
-    wait_until(lambda: set(site.page()) == {NEWER[0]}, timeout=10)
+    wait_until(lambda: set(site.page()) == {NEWER[0]})
     # The record is gone; the hashed path still names what is left.
     archived = site.cli("files", "delete", path, "--yes", "--from-archive")
     assert (archived.exit_code, archived.stdout) == (0, f"deleted {path}\n")
@@ -287,7 +287,7 @@ def test_a_deleted_file_404s_on_every_worker_at_once(tmp_path: Path) -> None:
         statuses = [httpx.get(url + SDIST.path).status_code for _ in range(40)]
         assert statuses == [404] * 40
         # Both workers' caches are empty of it (their metrics snapshots catch up within 2 s).
-        wait_until(lambda: sample(url, "files_cache_entries", cache="bodies") == 0, timeout=30)
+        wait_until(lambda: sample(url, "files_cache_entries", cache="bodies") == 0)
 
 
 @pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])

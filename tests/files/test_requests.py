@@ -97,7 +97,7 @@ def test_metrics_are_totals_over_all_workers(tmp_path: Path) -> None:
                     return False
             return True
 
-        wait_until(six_scrapes_in_a_row_say_60, timeout=30, interval=0.1)
+        wait_until(six_scrapes_in_a_row_say_60, interval=0.1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -20,7 +19,7 @@ from pythonhosted.linehaul.app import LinehaulApp
 from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.linehaul_data import download_line, gz, log_key, simple_line
-from support.processes import finish_group, spawn
+from support.processes import finish_group, spawn, wait_until
 
 QUICK = {"ingest_interval": 0.1, "publish_interval": 0.1, "lease_timeout": 30.0}
 
@@ -48,13 +47,6 @@ def _samples(base: str) -> dict[str, float]:
     return samples
 
 
-def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the jobs did not get there in time"
-        time.sleep(0.05)
-
-
 def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
     lines = [
         download_line(1),
@@ -75,8 +67,8 @@ def test_jobs_run_in_the_background_and_report(tmp_path: Path) -> None:
     asyncio.run(seed())
     app = LinehaulApp(_settings(tmp_path))
     with running(app) as base:
-        _until(lambda: _samples(base)["linehaul_publish_rows_total"] == 4)
-        _until(lambda: _samples(base)["linehaul_ingest_pending_objects"] == 0)  # a later pass
+        wait_until(lambda: _samples(base)["linehaul_publish_rows_total"] == 4)
+        wait_until(lambda: _samples(base)["linehaul_ingest_pending_objects"] == 0)  # a later pass
         samples = _samples(base)
         health = httpx.get(f"{base}/_health")
     assert (health.status_code, health.text) == (200, "OK\n")
@@ -122,7 +114,9 @@ def test_a_failing_job_shows_in_health_and_metrics(tmp_path: Path) -> None:
     settings = _settings(tmp_path, warehouse=f"duckdb://{tmp_path}/not-a-dir/warehouse.duckdb")
     app = LinehaulApp(settings)
     with running(app) as base:
-        _until(lambda: _samples(base)['linehaul_passes_total{job="publish",outcome="failed"}'] >= 1)
+        wait_until(
+            lambda: _samples(base)['linehaul_passes_total{job="publish",outcome="failed"}'] >= 1
+        )
         health = httpx.get(f"{base}/_health")
         samples = _samples(base)
     assert health.status_code == 503
@@ -162,8 +156,8 @@ def _start(tmp_path: Path, command: str) -> tuple[Bind, subprocess.Popen[bytes]]
 def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     bind, process = _start(tmp_path, "serve")
     try:
-        wait_for_port(bind, timeout=30)
-        _until(lambda: _samples(bind.url())["linehaul_publish_rows_total"] == 1)
+        wait_for_port(bind, timeout=60)
+        wait_until(lambda: _samples(bind.url())["linehaul_publish_rows_total"] == 1)
     finally:
         _, err = finish_group(process)
     stderr = err.decode()
@@ -178,8 +172,8 @@ def test_linehaul_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 def test_an_ingest_worker_with_bind_reports_its_one_job(tmp_path: Path) -> None:
     bind, process = _start(tmp_path, "ingest")
     try:
-        wait_for_port(bind, timeout=30)
-        _until(lambda: _samples(bind.url())['linehaul_ingest_lines_total{result="row"}'] == 1)
+        wait_for_port(bind, timeout=60)
+        wait_until(lambda: _samples(bind.url())['linehaul_ingest_lines_total{result="row"}'] == 1)
         samples = _samples(bind.url())
         health = httpx.get(f"{bind.url()}/_health")
     finally:

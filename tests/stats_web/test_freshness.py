@@ -70,7 +70,7 @@ def _publisher(warehouse: Warehouse) -> subprocess.Popen[bytes]:
 
 
 def _hammer(base: str, stop: threading.Event, seen: list[int], failures: list[str]) -> None:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client() as client:
         n = 0
         while not stop.is_set():
             n += 1

@@ -210,7 +210,7 @@ def test_put_stream_creates_only_with_its_type_and_metadata(
         assert [item.key for item in await writable_store.list(f"packages/{total}")] == [key]
 
     run(scenario())
-    wait_until(lambda: _pending_uploads(writable_store, request) == "", timeout=10)
+    wait_until(lambda: _pending_uploads(writable_store, request) == "")
 
 
 async def _gather(chunks: AsyncIterator[bytes]) -> list[bytes]:
@@ -239,7 +239,7 @@ def test_put_stream_that_fails_writes_nothing(
     # Once, at load average 10-15, moto still listed the upload right after the failed put
     # (parts were in flight when it was aborted); what must not stay is an upload nobody
     # aborts, so this waits a while for it to go.
-    wait_until(lambda: _pending_uploads(writable_store, request) == "", timeout=10)
+    wait_until(lambda: _pending_uploads(writable_store, request) == "")
 
 
 def test_staging_files_a_killed_upload_left_are_swept_by_the_next(tmp_path: Path) -> None:

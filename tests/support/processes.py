@@ -24,9 +24,13 @@ PYTHONHOSTED = [sys.executable, "-m", "pythonhosted"]
 
 
 def wait_until(
-    condition: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02
+    condition: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.02
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; return it, or fail at ``timeout``."""
+    """Poll ``condition`` until it returns something truthy; return it, or fail at ``timeout``.
+
+    A minute by default: what a test waits for is a server doing something it does in well
+    under a second, but at load 10-20 a starved server was seen taking 10-30 s, and a passing
+    test never waits the timeout out."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()

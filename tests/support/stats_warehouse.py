@@ -19,6 +19,11 @@ from support.stats_data import MIRROR_AGENTS, line, pip_agent
 
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
+NO_PREWARM = {"PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS": "0"}
+"""The environment of a stats web a test starts from the command line (``serve``, ``stats-web
+serve``) and whose pre-warm it does not test: none, as :func:`build`'s have none. After each
+publish (every second in the end-to-end tests) a pre-warm computes the top projects' answers:
+CPU spent for nothing on a loaded machine, and answers computed beside those a test counts."""
 
 
 def at(day: date, hour: int = 12) -> datetime:

@@ -27,9 +27,10 @@ from support.processes import PYTHONHOSTED, started, wait_until
 from support.sockets import idle_sockets
 
 IDLE = 10_000
-# The failure this guards against is minutes (or forever); a loaded 2-core machine answers a
-# health probe in milliseconds. A second is far from both.
-RESPONSIVE = 1.0
+# The failure this guards against is minutes (or forever); a 2-core machine answers a health
+# probe in milliseconds, but at load 20 a probe's process (and the server) can wait seconds
+# for a core. Ten seconds is far from both.
+RESPONSIVE = 10.0
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_trickling_heads_are_cut_at_the_deadline(tmp_path: Path, descriptors: in
                     with contextlib.suppress(OSError):
                         sock.send(b"X")
                 assert health_latency(bind) < RESPONSIVE
-            wait_until(lambda: all(closed_by_server(sock) for sock in clients), timeout=30)
+            wait_until(lambda: all(closed_by_server(sock) for sock in clients))
             assert time.monotonic() - opened >= 2.0  # not before the deadline
 
 
