@@ -92,12 +92,17 @@ def test_a_large_wheel_is_stored_and_served_whole_in_bounded_memory(
 
 class HeldS3:
     """Passes requests through to moto, holding the first multipart upload's creation (the
-    streamed put's first request) until ``release`` is set."""
+    streamed put's first request) until ``release`` is set.
+
+    An abort (``DELETE ?uploadId=``) waits for the part uploads in flight to end first:
+    moto answers 500 to an abort that meets a part being written (seen at load 15), where S3
+    takes both (and asks a client that wants every part gone to abort again after)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.holding = threading.Event()
         self.release = threading.Event()
+        self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,7 +111,15 @@ class HeldS3:
         if creates and not self.holding.is_set():
             self.holding.set()
             await asyncio.to_thread(self.release.wait, 60)
-        await forward(self.upstream, scope, receive, send)
+        if scope["method"] == "DELETE" and b"uploadId=" in scope["query_string"]:
+            async with asyncio.timeout(60):
+                while self._in_flight:
+                    await asyncio.sleep(0.01)
+        self._in_flight += 1
+        try:
+            await forward(self.upstream, scope, receive, send)
+        finally:
+            self._in_flight -= 1
 
 
 def test_a_file_rewritten_while_it_is_streamed_is_refused_and_nothing_is_stored(

@@ -487,6 +487,7 @@ def test_an_upload_that_could_not_be_aborted_is_named_in_the_log(
     assert warning.endswith(
         "); its parts stay until the bucket's lifecycle rule for incomplete uploads removes them"
     )
+    assert "\n" not in warning  # obstore's error runs to dozens of lines: its first is the line
 
 
 def test_a_local_stores_lookups_do_not_wait_behind_long_work_in_the_default_pool(

@@ -345,13 +345,13 @@ class Store:
                 # obstore aborts the upload and raises the source's own exception; anything
                 # else is the abort's failure, which the source's error would hide: the parts
                 # stay in the bucket (billed) until a lifecycle rule removes them.
-                if exc is not failure[0]:
+                if exc is not failure[0]:  # one line: obstore's errors run to dozens
                     log.warning(
                         "%s: the multipart upload of %s was not aborted (%s); its parts stay "
                         "until the bucket's lifecycle rule for incomplete uploads removes them",
                         self.label,
                         name,
-                        exc,
+                        (str(exc).splitlines() or [type(exc).__name__])[0],
                     )
                 raise failure[0] from None
             raise translate(exc, self.label, write=True) from exc
