@@ -60,7 +60,9 @@ def start(root: Path, port: int) -> subprocess.Popen[bytes]:
     command += ["--primary", f"file://{root}/primary", "--logs", f"file://{root}/logs"]
     command += ["--bind", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        command, env=env, stderr=None if os.environ.get("LOUD") else subprocess.DEVNULL,
+        command,
+        env=env,
+        stderr=None if os.environ.get("LOUD") else subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
