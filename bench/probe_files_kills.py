@@ -3,11 +3,12 @@ and count the downloads whose ``download|`` line is missing or shipped twice.
 
 Each round starts the edge on one spool and log store (a short log period and sync interval,
 so batches are shipped all the time and a kill often lands mid-ship), makes ``--downloads``
-downloads (user agent ``probe/{number}``) 20 at a time, kills the edge's process group at a random moment
-of the burst and notes the downloads that got their last byte. A last start ships what the
-killed ones left in the spool, then stops with SIGTERM. A download that got its last byte
-may lack its line only when the kill came within a sync interval of it (the spool's
-documented loss bound); none may have two. Bounded by ``--rounds`` and ``--seconds``. Run:
+downloads (user agent ``probe/{number}``) 20 at a time, kills the edge's process group at a
+random moment of the burst and notes the downloads that got their last byte. A last start
+ships what the killed ones left in the spool, then stops with SIGTERM. A download that got
+its last byte may lack its line only when the kill came within a sync interval of it (the
+spool's documented loss bound; a client may read a response sent whole after the kill);
+none may have two. Bounded by ``--rounds`` and ``--seconds``. Run:
 
     .venv/bin/python bench/probe_files_kills.py --rounds 40 --seconds 600
 """

@@ -13,8 +13,9 @@ dead process are claimed by an atomic rename and shipped at the next start, so n
 dropped and no line is shipped twice: a segment's object is named after the segment (its
 writer's pid and random part), so a shipper killed between storing it and deleting the segment
 leaves a segment whose next put finds its own object there, and the segment is deleted. With a
-random name each, that segment was shipped again: its lines counted twice. A segment's writer, then its shipper, holds an exclusive
-``flock`` on it: the lock, not the pid in its name, says whether its owner lives. Pids are
+random name each, that segment was shipped again: its lines counted twice. A segment's
+writer, then its shipper, holds an exclusive ``flock`` on it: the lock, not the pid in its
+name, says whether its owner lives. Pids are
 reused (after a reboot; in a container, where every restart runs the edge under the same small
 pid), and a segment named after a pid some other process had taken was never shipped. An
 object is written whole or not at all (object stores have no partial puts).
