@@ -42,6 +42,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -382,7 +383,7 @@ class EventLog:
         try:
             stored = await self.store.get_bytes(key)
             return await asyncio.to_thread(gzip.decompress, stored) == data
-        except (StorageError, OSError, EOFError):
+        except (StorageError, OSError, EOFError, zlib.error):  # not a whole gzip of lines
             return False
 
     async def _store_batch(
