@@ -96,7 +96,7 @@ def test_a_dead_writer_is_known_by_its_lock_not_its_pid(tmp_path: Path) -> None:
         (spool / f"downloads-{n + 1}000000-{alive}-{n:04x}.spool").write_bytes(
             f"written {n}\n".encode()
         )
-        (spool / f"downloads-{n + 1}000001-{alive}-{n:04x}.claimed-{alive}").write_bytes(
+        (spool / f"downloads-{n + 1}000001-{alive}-{n + 100:04x}.claimed-{alive}").write_bytes(
             f"claimed {n}\n".encode()
         )
     log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
@@ -104,6 +104,50 @@ def test_a_dead_writer_is_known_by_its_lock_not_its_pid(tmp_path: Path) -> None:
     asyncio.run(log.ship_leftovers())  # a second pass finds nothing more to ship
     expected = [f"{kind} {n}" for kind in ("claimed", "written") for n in range(100)]
     assert sorted(_shipped(tmp_path)) == sorted(expected)
+    assert list(spool.iterdir()) == []
+
+
+# A shipper that dies the moment its object is stored, before it deletes the segment.
+_KILLED_AFTER_PUT = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from pythonhosted.eventlog import EventLog, EventLogConfig
+from pythonhosted.storage import open_store
+
+store = open_store(sys.argv[1])
+put = store.put
+
+async def put_then_die(*args, **kwargs):
+    await put(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.put = put_then_die
+log = EventLog(store, EventLogConfig("downloads", Path(sys.argv[2])))
+for n in range(500):
+    log.append(f"line {n}")
+asyncio.run(log.flush())
+"""
+
+
+def test_a_shipper_killed_after_storing_a_segment_ships_it_once(tmp_path: Path) -> None:
+    """SIGKILL between storing a segment's object and deleting the segment: the next start
+    finds the segment (no one holds its lock) and ships it again. Its object had a random
+    name, so the retry stored a second one: 500 lines counted twice. Named after the segment,
+    the retry finds its object there and only deletes the segment."""
+    spool = tmp_path / "spool"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_PUT, f"file://{tmp_path}/logs", str(spool)],
+        start_new_session=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert [p.name.split(".")[1][:8] for p in spool.iterdir()] == ["claimed-"]
+    log = EventLog(open_store(f"file://{tmp_path}/logs"), EventLogConfig("downloads", spool))
+    asyncio.run(log.ship_leftovers())
+    assert sorted(_shipped(tmp_path), key=lambda line: int(line.split()[1])) == [
+        f"line {n}" for n in range(500)
+    ]
     assert list(spool.iterdir()) == []
 
 

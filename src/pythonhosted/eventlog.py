@@ -10,8 +10,12 @@ batch shipping, under load they came up to 2.2 s apart with a 1 s interval.
 Every ``period`` seconds, or at ``batch_lines`` lines, the current spool segment is sealed,
 gzip-compressed and stored create-only as one object, then deleted. Segments left behind by a
 dead process are claimed by an atomic rename and shipped at the next start, so no line is
-dropped and no line is shipped twice. A segment's writer, then its shipper, holds an exclusive
-``flock`` on it: the lock, not the pid in its name, says whether its owner lives. Pids are
+dropped and no line is shipped twice: a segment's object is named after the segment (its
+writer's pid and random part), so a shipper killed between storing it and deleting the segment
+leaves a segment whose next put finds its own object there, and the segment is deleted. With a
+random name each, that segment was shipped again: its lines counted twice. A segment's
+writer, then its shipper, holds an exclusive ``flock`` on it: the lock, not the pid in its
+name, says whether its owner lives. Pids are
 reused (after a reboot; in a container, where every restart runs the edge under the same small
 pid), and a segment named after a pid some other process had taken was never shipped. An
 object is written whole or not at all (object stores have no partial puts).
@@ -38,6 +42,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -372,16 +377,28 @@ class EventLog:
         if await self._store_batch(complete, _segment_time(segment), lines, segment):
             segment.unlink(missing_ok=True)
 
+    async def _shipped_before(self, key: str, data: bytes) -> bool:
+        """Whether the object at ``key`` holds ``data``: a segment's own object, stored by a
+        shipper killed before it deleted the segment."""
+        try:
+            stored = await self.store.get_bytes(key)
+            return await asyncio.to_thread(gzip.decompress, stored) == data
+        except (StorageError, OSError, EOFError, zlib.error):  # not a whole gzip of lines
+            return False
+
     async def _store_batch(
         self, data: bytes, started: float, lines: int, segment: Path | None
     ) -> bool:
         """Store ``lines`` whole lines as one gzip object, create-only: from a spool
         ``segment``, or from memory (None). True once stored, counted and logged."""
-        key = self._object_key(started)
+        key = self._object_key(started, segment)
         body = await asyncio.to_thread(gzip.compress, data, self.config.compress_level, mtime=0)
         try:
             await self.store.put(key, body, create_only=True)
         except AlreadyExists:
+            if segment is not None and await self._shipped_before(key, data):
+                log.info("spool segment %s was stored before as %s", segment, key)
+                return True
             log.error("log object %s already exists; keeping spool segment %s", key, segment)
             return False
         except StorageError as exc:
@@ -401,11 +418,14 @@ class EventLog:
             self._on_shipped(lines)
         return True
 
-    def _object_key(self, started: float) -> str:
+    def _object_key(self, started: float, segment: Path | None) -> str:
+        """A new name for lines held in memory; the segment's own name for a segment's, the
+        same for every attempt at shipping it (its writer's pid and random part)."""
         stamp = time.gmtime(started)
         folder = time.strftime("%Y/%m/%d/%H/%M", stamp)
         moment = time.strftime("%Y-%m-%dT%H-%M-%S", stamp) + f".{int(started * 1000) % 1000:03d}"
-        unique = f"{self._host}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        writer = _segment_writer(segment) if segment is not None else None
+        unique = f"{self._host}-{writer or f'{os.getpid()}-{uuid.uuid4().hex[:16]}'}"
         return f"{self.config.prefix}/{folder}/{self.config.prefix}-{moment}-{unique}.log.gz"
 
     def pending_segments(self) -> int:
@@ -458,6 +478,12 @@ def _segment_time(segment: Path) -> float:
     with contextlib.suppress(ValueError, IndexError):
         return int(segment.name.split("-")[1]) / 1e6
     return time.time()
+
+
+def _segment_writer(segment: Path) -> str | None:
+    """``{pid}-{random}`` of the process that wrote the segment, from its name."""
+    parts = segment.name.split(".", 1)[0].split("-")
+    return "-".join(parts[2:]) if len(parts) == 4 else None
 
 
 def _take_over(segment: Path) -> int | None:

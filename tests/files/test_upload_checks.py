@@ -519,3 +519,51 @@ def test_a_store_that_fails_is_one_line_per_file(tmp_path: Path) -> None:
     assert result.exit_code == 1
     [line] = result.output.splitlines()
     assert line.startswith(f"error: {SDIST}: store: ")
+
+
+# An upload to a local directory killed after the wheel's bytes, before their metadata sidecar.
+_KILLED_BEFORE_SIDECAR = """
+import asyncio, os, signal, sys
+from pathlib import Path
+import pythonhosted.storage.directory as directory
+from pythonhosted.files.upload import upload
+from pythonhosted.storage import open_store
+
+put = directory.obstore.put_async
+
+async def put_or_die(store, key, *args, **kwargs):
+    if key.startswith(".meta/") and key.endswith(".whl.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await put(store, key, *args, **kwargs)
+
+directory.obstore.put_async = put_or_die
+asyncio.run(upload(open_store(sys.argv[1]), sys.argv[2], Path(sys.argv[3])))
+"""
+
+
+def test_a_retry_after_a_kill_between_bytes_and_metadata_stores_the_metadata(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL between a wheel's bytes and their metadata sidecar: the retry found the bytes
+    there and went on, so the record listed an object with no content type and no project,
+    version or type (the edge's download lines name none: counted for no project)."""
+    store_url = f"file://{tmp_path}/store"
+    source = tmp_path / WHEEL
+    source.write_bytes(_wheel())
+    child = [sys.executable, "-c", _KILLED_BEFORE_SIDECAR, store_url, WHEEL, str(source)]
+    with started(child) as killed:
+        assert killed.wait(timeout=120) == -9
+    store = open_store(store_url)
+    assert asyncio.run(project_records(store, "demo-pkg")) == []
+    record = asyncio.run(upload(store, WHEEL, source))
+    info = asyncio.run(store.info(record.path[1:]))
+    assert (info.content_type, dict(info.metadata)) == (
+        "application/zip",
+        {
+            "project": "demo-pkg",
+            "version": "1.0",
+            "package-type": "bdist_wheel",
+            "python-version": "py3",
+        },
+    )
+    assert asyncio.run(store.get_bytes(record.path[1:])) == source.read_bytes()

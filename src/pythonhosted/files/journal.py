@@ -9,7 +9,10 @@ Looking costs one 8-byte read from shared memory per request (the journal's leng
 its first 8 bytes, which every worker maps). That read is only a hint: nothing makes it atomic
 (CPython writes such numbers a byte at a time), so when it moved the worker takes a shared lock
 and reads the length and the new entries from the file, which writers change only under an
-exclusive lock: never half an entry, never a torn length. A torn hint can at worst delay a
+exclusive lock: never half an entry, never a torn length. An entry is written whole before the
+length counts it, so a writer killed, or refused by a full disk, part-way leaves bytes past the
+length that no one reads and the next entry overwrites; the purge it was for is refused, not
+acknowledged. A torn hint can at worst delay a
 purge by a few nanoseconds, to the next request. Entries are JSON strings, one per line (a key
 may hold any character, a newline too). The journal lives in a private temporary directory for
 as long as the instance runs.
@@ -26,6 +29,7 @@ tmpfs, that is memory.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -81,8 +85,11 @@ class PurgeJournal:
             end, start = self._header()
             if end - start + len(entry) > self.max_bytes:
                 start = end  # afresh: whoever had not read up to here forgets everything
+                # Said before the entries go: a writer killed between the two had readers
+                # take the emptied file for the entries they had not read.
+                os.pwrite(self._fd, _HEADER.pack(end, start), 0)
                 os.ftruncate(self._fd, _HEADER.size)
-            os.pwrite(self._fd, entry, _HEADER.size + end - start)
+            _write_all(self._fd, entry, _HEADER.size + end - start)
             os.pwrite(self._fd, _HEADER.pack(end + len(entry), start), 0)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -108,3 +115,17 @@ class PurgeJournal:
         if missed:
             return EVERYTHING
         return [orjson.loads(line) for line in data.splitlines()]
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` or raise OSError (a full disk, a file-size limit).
+
+    A write may take only part of it and say so in its count: unchecked, the header counted a
+    torn entry that every worker then failed to read at every request.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written

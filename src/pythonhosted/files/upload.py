@@ -207,17 +207,34 @@ async def _put_verified(
     store: Store, key: str, file: BinaryIO, dist: Distribution, digests: Digests
 ) -> None:
     """Stream the file to ``key`` unless it is there (content-addressed: same key, same
-    bytes), aborting the put unless the bytes read are those of ``digests``."""
+    bytes), aborting the put unless the bytes read are those of ``digests``.
+
+    One that is there without its content type and metadata (a local directory keeps them in
+    a sidecar written after the bytes: an upload killed, or refused by a full disk, between
+    the two) is written again with them. Only the bytes' existence was checked, so the
+    record went out for an object the edge served as ``application/octet-stream`` whose
+    downloads were logged without project, version or type: counted for no project.
+    """
+    content_type, metadata = content_type_for(dist.filename), dist.metadata()
     try:
         await store.put_stream(
             key,
             _verified_blocks(file, dist.filename, digests),
-            content_type=content_type_for(dist.filename),
-            metadata=dist.metadata(),
+            content_type=content_type,
+            metadata=metadata,
             create_only=True,
         )
     except AlreadyExists:
-        await asyncio.to_thread(_verify, file, dist.filename, digests)
+        info = await store.info(key)
+        if info.content_type == content_type and metadata.items() <= info.metadata.items():
+            await asyncio.to_thread(_verify, file, dist.filename, digests)
+            return
+        await store.put_stream(  # the same bytes, or SourceChanged: readers see no change
+            key,
+            _verified_blocks(file, dist.filename, digests),
+            content_type=content_type,
+            metadata=metadata,
+        )
 
 
 async def _verified_blocks(file: BinaryIO, filename: str, digests: Digests) -> AsyncIterator[bytes]:
