@@ -9,7 +9,6 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
