@@ -218,8 +218,8 @@ class DirectoryStore(Store):
         return _sorted_in_batches(names)
 
 
-# Names sorted at once by one call to ``sorted``: about 4 ms of CPU on a loaded machine, near
-# the interpreter's switch interval (5 ms).
+# Names sorted at once by one call to ``sorted``: about 1 ms of CPU on a loaded machine, well
+# under the interpreter's switch interval (5 ms).
 SORT_BATCH = 4096
 
 
@@ -229,8 +229,9 @@ def _sorted_in_batches(names: list[str]) -> list[str]:
 
     Hand-written for a measured stall: one ``sorted`` of a million project names (the catalog's
     root listing) held the GIL for 0.45-0.5 s at load 8-10, and every request of the server
-    waited that long (``/_health`` up to ~3 s with the rest of the root page's work). The merge
-    costs ~0.25 s more CPU a million names (bench/index_root.py, BENCHMARKS.md "index root").
+    waited that long (``/_health`` up to ~3 s with the rest of the root page's work). Sorting
+    this way costs ~0.6 s more CPU a million names (1.05 s, not 0.44 s, at load 8), against
+    the listing's 10-14 s (bench/index_root.py, BENCHMARKS.md "index root").
     """
     if len(names) <= SORT_BATCH:
         return sorted(names)
