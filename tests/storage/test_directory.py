@@ -1,0 +1,96 @@
+"""The local directory store's listing at the size of a large catalog: right, and never
+holding the event loop's thread for long (a million-project listing stalled every other
+request of the server for up to ~3 s: BENCHMARKS.md "index root")."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pythonhosted.storage import DirectoryStore
+
+NAMES = 80_000
+# Long names with a long shared start: the costliest to compare, as hostile uploads may make.
+STEM = "long-shared-prefix-" * 5
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[DirectoryStore, list[str]]:
+    """NAMES names as files (the cheapest to make), and projects as directories: half with a
+    record, half left empty by a delete (not listed)."""
+    root = tmp_path_factory.mktemp("listing")
+    catalog = root / "catalog"
+    catalog.mkdir()
+    expected = []
+    for n in range(NAMES):
+        name = f"{STEM}{(n * 7919) % NAMES:06d}"  # made out of order
+        (catalog / name).touch()
+        expected.append(name)
+    for n in range(1000):
+        project = catalog / f"project-{n:04d}"
+        project.mkdir()
+        if n % 2 == 0:
+            (project / f"project_{n:04d}-1.0.tar.gz.json").touch()
+            expected.append(project.name)
+    return DirectoryStore(f"file://{root}", root), sorted(expected)
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """A waiting thread asks for the GIL after 1 ms, so what stops it is a long hold."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    yield
+    sys.setswitchinterval(before)
+
+
+def _other_threads_cpu() -> float:
+    return time.process_time() - time.thread_time()
+
+
+def test_a_large_listing_is_whole_and_sorted(catalog: tuple[DirectoryStore, list[str]]) -> None:
+    store, expected = catalog
+    assert asyncio.run(store.list_names("catalog/")) == expected
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_a_large_listing_never_holds_the_event_loop(
+    catalog: tuple[DirectoryStore, list[str]],
+) -> None:
+    """While the listing runs in its thread, the event loop gets its turn between short
+    stretches of the listing's CPU time (CPU, not wall time: a loaded machine's scheduling
+    does not count). The measure is the listing thread's CPU between two turns of the loop;
+    one ``sorted`` of these names, which the listing used to do at once, is the yardstick
+    (measured in the same run, so it scales with the machine's load as the listing does)."""
+    store, expected = catalog
+    shuffled = list(expected)
+    random.Random(0).shuffle(shuffled)
+    began = time.thread_time()
+    sorted(shuffled)
+    one_sort = time.thread_time() - began
+
+    async def scenario() -> float:
+        longest = 0.0
+        done = False
+
+        async def turns() -> None:
+            nonlocal longest
+            last = _other_threads_cpu()
+            while not done:
+                await asyncio.sleep(0)
+                now = _other_threads_cpu()
+                longest, last = max(longest, now - last), now
+
+        turning = asyncio.create_task(turns())
+        assert await store.list_names("catalog/") == expected
+        done = True
+        await turning
+        return longest
+
+    longest = asyncio.run(scenario())
+    assert longest < one_sort / 2, (longest, one_sort)
