@@ -49,6 +49,16 @@ def catches(pid: int, signum: int) -> bool:
     return False
 
 
+def holds(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has ``signum`` pending (blocked until it lets it through)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & (
+            1 << (signum - 1)
+        ):
+            return True
+    return False
+
+
 def stop_group(
     process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10.0
 ) -> None:
