@@ -136,7 +136,8 @@ class _MultiProcessServer(_ClaimedSocket, MPServer):  # type: ignore[misc]
     def _drop_shared_socket(self) -> None:
         """The claimed socket is closed by its owner (``run_workers``), not by granian."""
 
-    def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+    # granian's abstract base declares a fourth parameter that MPServer's method does not take.
+    def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:  # type: ignore[override]
         """granian's worker, forked holding the stop signals until it can act on them
         (:func:`pythonhosted.web.drain.stops_held`): a stop while it starts is not lost."""
         worker = super()._spawn_worker(idx, target, callback_loader)
