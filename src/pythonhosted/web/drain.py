@@ -26,8 +26,8 @@ while it starts waits in the kernel. Before, the handler it ran then was the one
 from the main process (granian's, which only sets a flag in the worker's copy of the main
 loop), so the stop was lost: a worker still building its app when the main process stopped
 it started serving afterwards, and the stop waited for granian's kill timeout
-(``http.drain_timeout`` + 60 s), holding the address. At load 10-15 a worker can take that
-long to start that it did, in about one stop in ten with 4 workers.
+(``http.drain_timeout`` + 60 s), holding the address. At load 10-20 a worker can still be
+starting when the first clients are served and the stop comes: 2 stops in 11 with 4 workers.
 """
 
 from __future__ import annotations
