@@ -43,9 +43,19 @@ def wait_until(
 
 def catches(pid: int, signum: int) -> bool:
     """Whether process ``pid`` has a handler for ``signum`` yet (so a stop is graceful)."""
+    return _signal_in(pid, ("SigCgt:",), signum)
+
+
+def holds(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has ``signum`` pending (blocked until it lets it through)."""
+    return _signal_in(pid, ("SigPnd:", "ShdPnd:"), signum)
+
+
+def _signal_in(pid: int, sets: tuple[str, ...], signum: int) -> bool:
+    """Whether ``signum`` is in any of the signal sets of ``/proc/PID/status`` named."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+        if line.startswith(sets) and int(line.split()[1], 16) & (1 << (signum - 1)):
+            return True
     return False
 
 

@@ -19,17 +19,27 @@ The workers of ``--workers N`` are granian's processes, which stop on their own 
 granian's handler: :func:`worker_app` wraps each worker's app so that the same signal also
 starts the deadline there (:class:`WorkerDrain`), and the worker exits once it has cut what
 was left and run its stop hooks.
+
+A worker is forked with SIGINT/SIGTERM held (:func:`stops_held`) and lets them through only
+once it can act on them (:class:`WorkerDrain`, at its lifespan's start): a stop that arrives
+while it starts waits in the kernel. Before, the handler it ran then was the one it inherited
+from the main process (granian's, which only sets a flag in the worker's copy of the main
+loop), so the stop was lost: a worker still building its app when the main process stopped
+it started serving afterwards, and the stop waited for granian's kill timeout
+(``http.drain_timeout`` + 60 s), holding the address. At load 10-20 a worker can still be
+starting when the first clients are served and the stop comes: 2 stops in 11 with 4 workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
 import signal
 from asyncio import current_task
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -45,6 +55,19 @@ WORKER_DRAIN_ENV = "_PYTHONHOSTED_WORKER_DRAIN_TIMEOUT"
 
 # How long cancelled requests get to unwind (their finally blocks) before the stop hooks run.
 UNWIND_SECONDS = 2.0
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """SIGINT/SIGTERM held (blocked) in this thread for the block: a process forked in it is
+    born holding them, and the kernel keeps one sent to it until it lets them through."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Draining:
@@ -151,8 +174,10 @@ class WorkerDrain(Draining):
                     loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deadline()))
 
             # granian's own handler stays (the loop's); a Python handler runs beside it.
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 signal.signal(signum, stop_requested)
+            # Both can act now: a stop held since the fork is delivered here (stops_held).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             try:
                 await super().__call__(scope, receive, send)
             finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import random
@@ -35,10 +36,12 @@ from granian.server import MPServer
 from granian.server.embed import Server
 
 from pythonhosted.web.drain import (
+    STOP_SIGNALS,
     WORKER_APP_ENV,
     WORKER_DRAIN_ENV,
     Draining,
     cut_after,
+    stops_held,
 )
 from pythonhosted.web.listener import (
     Bind,
@@ -70,7 +73,6 @@ __all__ = [
 # written straight from their own memory whatever the buffer, and the kernel buffers the rest
 # (1,000 slow downloads: 52 KB per connection with 8 KB, 88 KB with 16 KB; BENCHMARKS.md).
 WRITE_BUFFER = 8 * 1024
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A single process also stops gracefully on SIGHUP (the terminal that ran it closed), whose
 # default action killed it with its buffers unflushed; granian's multi-process server keeps
 # SIGHUP for restarting its workers.
@@ -133,6 +135,19 @@ class _MultiProcessServer(_ClaimedSocket, MPServer):  # type: ignore[misc]
 
     def _drop_shared_socket(self) -> None:
         """The claimed socket is closed by its owner (``run_workers``), not by granian."""
+
+    # granian's abstract base declares a fourth parameter that MPServer's method does not take.
+    def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:  # type: ignore[override]
+        """granian's worker, forked holding the stop signals until it can act on them
+        (:func:`pythonhosted.web.drain.stops_held`): a stop while it starts is not lost."""
+        worker = super()._spawn_worker(idx, target, callback_loader)
+        worker.inner.start = functools.partial(_fork_holding_stops, worker.inner.start)
+        return worker
+
+
+def _fork_holding_stops(start: Callable[[], None]) -> None:
+    with stops_held():
+        start()
 
 
 class EarlyStop:
