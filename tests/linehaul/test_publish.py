@@ -39,8 +39,10 @@ def _count(db: Path) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _cli(*args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONHOSTED_LINEHAUL__LEASE_TIMEOUT": "0.5"}
+def _cli(*args: str, lease: str = "0.5") -> subprocess.Popen[bytes]:
+    """A ``linehaul`` pass; leases of ``lease`` seconds (short by default: the kill loops wait
+    for the dead workers' leases to expire)."""
+    env = {**os.environ, "PYTHONHOSTED_LINEHAUL__LEASE_TIMEOUT": lease}
     return spawn(
         [sys.executable, "-m", "pythonhosted", "linehaul", *args, "--once"],
         env=env,
@@ -314,7 +316,9 @@ def test_two_concurrent_ingest_processes(tmp_path: Path) -> None:
     logs_url, results_url = f"file://{tmp_path}/logs", f"file://{tmp_path}/results"
     expected = seed_unique(open_store(logs_url), objects=40, lines=500)
     ingest = ["ingest", "--logs", logs_url, "--results", results_url]
-    workers = [_cli(*ingest) for _ in range(2)]
+    # Leases that outlast any stall of a starved process (0.5 s ones were lost at load 7
+    # while a conversion held the GIL): losing one here can only be a bug.
+    workers = [_cli(*ingest, lease="120") for _ in range(2)]
     reports = []
     for process in workers:
         _, err = process.communicate(timeout=120)
