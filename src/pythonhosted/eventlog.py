@@ -50,6 +50,7 @@ from pathlib import Path
 
 from pythonhosted.boundedlog import failure_log
 from pythonhosted.config import Settings
+from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import ensure_writable
 from pythonhosted.storage import StorageError, Store, Timeouts, open_store
 from pythonhosted.storage.errors import AlreadyExists
@@ -407,7 +408,7 @@ class EventLog:
                 type(exc).__name__,
                 "could not store log batch %s; will retry: %s",
                 key,
-                (str(exc).splitlines() or [type(exc).__name__])[0],
+                first_line(exc),
             )
             if self._on_failed is not None:
                 self._on_failed(0)

@@ -33,6 +33,7 @@ from obstore.store import MemoryStore
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore import GetOptions
 
+from pythonhosted.errortext import first_line
 from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 
@@ -351,7 +352,7 @@ class Store:
                         "until the bucket's lifecycle rule for incomplete uploads removes them",
                         self.label,
                         name,
-                        (str(exc).splitlines() or [type(exc).__name__])[0],
+                        first_line(exc),
                     )
                 raise failure[0] from None
             raise translate(exc, self.label, write=True) from exc

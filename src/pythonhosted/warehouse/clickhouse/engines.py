@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from pythonhosted.errortext import first_line
 from pythonhosted.warehouse.base import WarehouseError
 
 LOCK_WAIT = 10.0
@@ -186,16 +187,12 @@ class ChdbEngine:
         try:
             return self._session.query(sql, fmt, params=texts or None)
         except Exception as exc:  # chDB raises RuntimeError subclasses with the server's text
-            raise WarehouseError(f"{self.name}: {_first_line(exc)}") from exc
+            raise WarehouseError(f"{self.name}: {first_line(exc)}") from exc
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             _release(self.path)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _acquire(path: Path, wait: float) -> Any:
@@ -231,7 +228,7 @@ def _acquire(path: Path, wait: float) -> Any:
                 if time.monotonic() > deadline:
                     raise WarehouseError(
                         f"cannot open chdb://{path}: another process has it open "
-                        f"({_first_line(exc)})"
+                        f"({first_line(exc)})"
                     ) from exc
                 time.sleep(0.05)
         _HELD[path] = _Held(session, 1)
@@ -300,7 +297,7 @@ class HttpEngine:
         try:
             return run()
         except ClickHouseError as exc:
-            raise WarehouseError(f"{self.name}: {_first_line(exc)}") from exc
+            raise WarehouseError(f"{self.name}: {first_line(exc)}") from exc
 
     def close(self) -> None:
         self.client.close()
@@ -379,7 +376,7 @@ def open_http(address: ServerAddress, password: str = "") -> HttpEngine:
             autogenerate_session_id=False,
         )
     except ClickHouseError as exc:
-        raise WarehouseError(f"cannot open {name}: {_first_line(exc)}") from exc
+        raise WarehouseError(f"cannot open {name}: {first_line(exc)}") from exc
     return HttpEngine(client, name)
 
 
