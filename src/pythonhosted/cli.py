@@ -16,6 +16,7 @@ import click
 
 from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
+from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.settings_errors import ConfigError
@@ -90,7 +91,7 @@ class LazyGroup(click.Group):
         except (ConfigError, ListenError, UnwritableDirectory) as exc:
             raise UsageLine(str(exc)) from exc
         except StorageError as exc:  # not handled by the command: still one line
-            raise click.ClickException(str(exc).splitlines()[0]) from exc
+            raise click.ClickException(first_line(exc)) from exc
         except OSError as exc:
             line = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
             if exc.errno in _PATH_ERRORS:  # e.g. a read-only or misplaced data dir
@@ -102,7 +103,7 @@ class LazyGroup(click.Group):
             if engine.out_of_memory(exc):
                 raise click.ClickException(
                     f"the warehouse needs more memory than duckdb.memory_limit "
-                    f"({engine.memory_limit()}) allows: {str(exc).splitlines()[0]}"
+                    f"({engine.memory_limit()}) allows: {first_line(exc)}"
                 ) from exc
             log.debug("unforeseen error", exc_info=True)
             reason = str(exc).splitlines()[0] if str(exc) else ""

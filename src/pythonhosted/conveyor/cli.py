@@ -13,6 +13,7 @@ from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import build_app, docs_url
 from pythonhosted.conveyor.upload import PublishError, set_redirect, upload_docs
+from pythonhosted.errortext import first_line
 from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -57,7 +58,7 @@ def serve_command(
         address = Bind.parse(section.bind)
         app = build_app(settings)  # also validates the settings before any worker starts
     except ValueError as exc:
-        raise click.UsageError(str(exc).splitlines()[0]) from exc
+        raise click.UsageError(first_line(exc)) from exc
     legacy = "off" if app.legacy is None else ("JSON API" if section.json_api else "own index")
     where = f"docs {docs_url(settings)}; legacy {legacy}; {section.workers} worker(s)"
     banner = f"conveyor on {address.url()} ({where})"
@@ -82,7 +83,7 @@ def _store(settings: Settings, store_url: str | None) -> Store:
     try:
         return open_store(store_url or docs_url(settings), COMMAND_TIMEOUTS)
     except ValueError as exc:
-        raise click.UsageError(str(exc).splitlines()[0]) from exc
+        raise click.UsageError(first_line(exc)) from exc
 
 
 @docs.command("upload")
@@ -97,7 +98,7 @@ def upload_command(settings: Settings, store_url: str | None, project: str, sour
         limits = UploadLimits.from_settings(settings.conveyor)
         result = asyncio.run(upload_docs(store, project, source, limits))
     except (PublishError, StorageError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+        raise click.ClickException(first_line(exc)) from exc
     click.echo(f"{project}: {result.written} files written, {result.deleted} stale removed")
 
 
@@ -125,7 +126,7 @@ def redirect_command(
         limit = settings.conveyor.redirects_max_bytes
         changed = asyncio.run(set_redirect(store, project, redirect, limit))
     except (PublishError, StorageError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+        raise click.ClickException(first_line(exc)) from exc
     if not changed:
         click.echo(f"{project}: unchanged")
         return

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import click
 
 from pythonhosted.config import Settings, load_settings
+from pythonhosted.errortext import first_line
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
@@ -116,7 +117,7 @@ def _run(job: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(job)
     except (StorageError, WarehouseError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0] or type(exc).__name__) from exc
+        raise click.ClickException(first_line(exc)) from exc
 
 
 def _address(bind: str) -> Bind:
@@ -370,7 +371,7 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
             finally:
                 house.close()
         except (WarehouseError, ValueError) as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from exc
+            raise click.ClickException(first_line(exc)) from exc
         click.echo(f"linehaul rollup: rebuilt the rollups of {url}", err=True)
         return
     path = _duckdb_file(url, f"rollup rebuilds DuckDB warehouses only, not {url!r}")
@@ -381,7 +382,7 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
         finally:
             db.close()
     except WarehouseError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+        raise click.ClickException(first_line(exc)) from exc
     click.echo(f"linehaul rollup: rebuilt the rollups of {path}", err=True)
 
 

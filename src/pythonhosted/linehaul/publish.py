@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pythonhosted.config import Settings
+from pythonhosted.errortext import first_line
 from pythonhosted.linehaul.schedule import pause, reason
 from pythonhosted.pipeline import (
     BATCH_TIMEOUTS,
@@ -192,7 +193,7 @@ async def _load_group(
             for item in group:
                 await _load_group(results, warehouse, table, [item], summary, on_files)
             return
-        log.error("cannot load %s into %s: %s", _name(group[0]), table, str(exc).splitlines()[0])
+        log.error("cannot load %s into %s: %s", _name(group[0]), table, first_line(exc))
         summary.failed += 1
         if on_files is not None:
             on_files(1)

@@ -57,6 +57,7 @@ from prometheus_client import Counter, Gauge
 
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
+from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.stats_web import api, badges, data, pages, shedding
 from pythonhosted.stats_web.answers import Answer, AnswerCache
@@ -498,7 +499,7 @@ class StatsWebApp(Service):
             status, body, kind = _error(400, str(exc), parameter=exc.name)
             return self._plain(status, body, kind), None
         except (WarehouseError, duckdb.CatalogException) as exc:
-            reason = str(exc).splitlines()[0]
+            reason = first_line(exc)
             return self._plain(*_error(503, f"warehouse unavailable: {reason}")), None
         except NotFound:
             return self._plain(*_error(404, "no such route")), None

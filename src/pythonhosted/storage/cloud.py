@@ -22,6 +22,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from obstore.store import GCSStore, S3Store
 
+from pythonhosted.errortext import first_line
+
 if TYPE_CHECKING:  # these exist only in obstore's type stubs
     from obstore.store import ClientConfig, GCSConfig, RetryConfig, S3Config
 
@@ -103,7 +105,7 @@ def cloud_backend(
     except ValueError:
         raise
     except Exception as exc:  # obstore's refusal, e.g. "Missing SecretAccessKey"
-        raise ValueError(f"{label}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"{label}: {first_line(exc)}") from None
 
 
 def _require_s3_credentials(config: Mapping[str, Any], label: str) -> None:

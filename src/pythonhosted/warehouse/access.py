@@ -40,6 +40,7 @@ from pathlib import Path
 
 import duckdb
 
+from pythonhosted.errortext import first_line
 from pythonhosted.warehouse import engine
 from pythonhosted.warehouse.base import WarehouseError
 
@@ -113,7 +114,7 @@ def connect(
         try:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
-            message = str(exc).splitlines()[0]
+            message = first_line(exc)
             if "lock" not in message.lower() or time.monotonic() > deadline:
                 raise WarehouseError(f"cannot open warehouse {path}: {message}") from exc
             time.sleep(0.05)

@@ -48,6 +48,7 @@ import orjson
 from google.api_core.exceptions import Conflict, GoogleAPIError, NotFound
 from google.cloud import bigquery
 
+from pythonhosted.errortext import first_line
 from pythonhosted.warehouse.base import LoadResult, LocalFile, WarehouseError
 from pythonhosted.warehouse.mirrors import MIRRORS
 from pythonhosted.warehouse.rollups import COUNTED
@@ -125,7 +126,7 @@ class BigQueryWarehouse:
         try:
             client = bigquery.Client(project=parts.netloc)
         except Exception as exc:  # no credentials, mostly
-            raise WarehouseError(f"cannot open BigQuery: {str(exc).splitlines()[0]}") from exc
+            raise WarehouseError(f"cannot open BigQuery: {first_line(exc)}") from exc
         return cls(client, parts.netloc, datasets)
 
     def load(self, table: str, files: Sequence[tuple[str, bytes]]) -> LoadResult:

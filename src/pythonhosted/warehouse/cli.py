@@ -10,6 +10,7 @@ import click
 import duckdb
 
 from pythonhosted.config import Settings
+from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse.base import WarehouseError
@@ -288,6 +289,6 @@ def _coverage(
             finally:
                 engine.close()
     except (StorageError, WarehouseError, ValueError, duckdb.Error) as exc:  # not a warehouse
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+        raise click.ClickException(first_line(exc)) from exc
     title = f"coverage, {first} to {last}, complete through {result.watermark:%Y-%m-%dT%H:%MZ}"
     click.echo(render_coverage(result, fmt, title), nl=False)

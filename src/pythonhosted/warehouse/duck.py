@@ -65,6 +65,7 @@ from pathlib import Path
 
 import duckdb
 
+from pythonhosted.errortext import first_line
 from pythonhosted.warehouse import engine, metadata, rollups, uploads
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.base import LoadResult, LocalFile
@@ -290,7 +291,7 @@ class DuckDBWarehouse:
                     first,
                     last,
                     engine.memory_limit(),
-                    str(exc).splitlines()[0],
+                    first_line(exc),
                 )
         return result
 
