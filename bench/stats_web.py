@@ -289,8 +289,8 @@ def start_server(
 
         def warm(part: list[str]) -> None:
             with httpx.Client(timeout=60) as client:
-                for path in part:
-                    client.get(base + path)
+                for page in part:
+                    client.get(base + page)
 
         with ThreadPoolExecutor(4) as pool:  # the server computes in threads too
             list(pool.map(warm, [paths[i::4] for i in range(4)]))

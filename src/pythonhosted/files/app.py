@@ -225,7 +225,13 @@ class FilesEdge:
             return
         self._forget(key)
         if self.purges is not None:
-            self.purges.publish(key)
+            try:
+                self.purges.publish(key)
+            except OSError as exc:  # the journal's disk is full: the other workers would not know
+                log.warning("purge of %s not shared with the other workers: %s", key, exc.strerror)
+                reason = f"Purge not recorded for every worker ({exc.strerror}); try again"
+                await Service.text(send, request, 503, reason, [(b"retry-after", b"1")])
+                return
         self.metrics.purges.inc()
         log.info("purged %s", key)
         await Service.text(send, request, 200, "Purged")
@@ -247,8 +253,8 @@ class FilesEdge:
                 self._cache.clear()
                 self.bodies.clear()
             else:
-                for key in purged:
-                    self._forget(key)
+                for purged_key in purged:
+                    self._forget(purged_key)
         if force is not None:
             info, store, _ = await self.stores.info(key, force)
             return EdgeObject(info, store)
