@@ -167,3 +167,40 @@ def test_a_warehouse_that_fails_every_look_is_logged_once(
         "stats web pre-warm stopped: w.duckdb: Permission denied",
         "stats web pre-warm working again",
     ]
+
+
+def test_a_round_waits_for_the_version_to_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish moves the version once per load: here 20 loads, one every 0.4 s, while each
+    answer takes 0.1 s to compute (time is counted, not waited). A round started between two
+    loads computed answers the next load made stale at once, round after round. Now no round
+    starts while the version moves; once it holds, one round computes each answer once."""
+    clock = 0.0
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        nonlocal clock
+        clock += seconds
+        await real_sleep(0)
+
+    monkeypatch.setattr(prewarm_module.asyncio, "sleep", sleep)
+    app = FakeApp(AnswerCache(1000, 10**6), ["a"])
+
+    async def data_version() -> int | None:
+        app.version = min(1 + int(clock / 0.4), 20)
+        return app.version
+
+    def computed() -> None:
+        nonlocal clock
+        clock += 0.1
+
+    app.data_version = data_version  # type: ignore[method-assign]
+    app.on_warm = computed
+
+    async def scenario() -> None:
+        task = asyncio.create_task(Prewarm(app, projects=1, seconds=60.0).run())
+        while len(app.warmed) < len(PATHS) or app.cache.get((len(app.warmed),), 20) is None:
+            await real_sleep(0)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert app.warmed == [template.format("a") for template in PATHS]

@@ -17,6 +17,10 @@ Bounded, and behind visitors:
 - one answer at a time, each started only while no visitor's answer is being computed
   (:attr:`.shedding.Admission.idle`): a visitor's answer waits for at most the one pre-warm
   answer under way, and a visitor asking for that very answer joins its computation;
+- a round starts once the data version has held for one look (:data:`CHECK_EVERY`): a
+  publish moves it once per load (each group of files, each table), and a round started
+  between two of them computed answers the next load made stale at once (and a visitor then
+  computed again the ones it had not reached);
 - a round stops when the data version moves on; the next round starts over for the new one.
   A pre-warmed answer is cached under the data version it was computed from, and the cache
   never serves an answer of another version (:mod:`.answers`), so none outlives a publish.
@@ -83,9 +87,13 @@ class Prewarm:
         rounds work again.
         """
         failing: str | None = None
+        seen: int | None = None  # the version at the last look
         while True:
             try:
-                await self.round()
+                version = await self.app.data_version()
+                if version == seen:
+                    await self.round()
+                seen = version
             except Exception as exc:  # the warehouse unreadable for now: visitors are told
                 if str(exc) != failing:
                     log.warning("stats web pre-warm stopped: %s", exc)
