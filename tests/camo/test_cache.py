@@ -25,9 +25,10 @@ import pytest
 
 from pythonhosted.camo import sign_url
 from pythonhosted.camo.cache.freshness import freshness
+from pythonhosted.web.purges import PurgeJournal, shared_journal
 from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
-from support.processes import spawn, wait_until
+from support.processes import finish_group, spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Camo, CamoFactory
@@ -762,3 +763,53 @@ def test_a_disk_that_refuses_the_entry_costs_no_image(host: Host, tmp_path: Path
     finally:
         logged = _stop(process)
     assert "camo cache: not storing" in logged and "Traceback" not in logged
+
+
+def test_a_purge_reaches_every_worker(host: Host, tmp_path: Path) -> None:
+    """`camo serve --workers 2`: a PURGE reaches one worker, and the other served the image
+    on from its memory tier (here after the host stopped having it: a taken-down image went
+    on being shown). Now every worker forgets it."""
+    bind = Bind("127.0.0.1", free_port())
+    command = [
+        *(sys.executable, "-m", "pythonhosted", "camo", "serve", "--workers=2"),
+        *(f"--bind=127.0.0.1:{bind.port}", f"--cache-dir={tmp_path / 'cache'}"),
+        *("--key=test-key", "--allow-network=127.0.0.2/32"),
+    ]
+    env = {**os.environ, "PYTHONHOSTED_CAMO__CACHE_PURGE_SECRET": SECRET}
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
+    name = unique()
+    signed = bind.url() + sign_url(host.url(name, cc="max-age=600"), b"test-key")
+    try:
+        wait_for_port(bind, timeout=60)
+
+        def in_both_memories() -> bool:
+            assert httpx.get(signed).status_code == 200  # a new connection: either worker
+            scrape = httpx.get(bind.url() + "/metrics").text
+            return 'camo_cache_entries{tier="memory"} 2.0' in scrape
+
+        wait_until(in_both_memories, timeout=60)
+        host.gone.add(name)
+        bearer = {"authorization": f"Bearer {SECRET}"}
+        assert httpx.request("PURGE", signed, headers=bearer).text == "Purged\n"
+        assert [httpx.get(signed).status_code for _ in range(20)] == [404] * 20
+    finally:
+        _, stderr = finish_group(process)
+    assert b"Traceback" not in stderr
+
+
+def test_a_worker_that_missed_purges_forgets_every_entry(
+    cached: Callable[..., Any], host: Host, tmp_path: Path
+) -> None:
+    """The journal starts afresh past what a worker had read (thousands of purges by the
+    others): it cannot know which it missed, so it forgets every entry, in memory and on disk."""
+    small, large = unique(), unique()
+    urls = [host.url(small, cc="max-age=600"), host.url(large, cc="max-age=600", size=300_000)]
+    with shared_journal("camo") as journal, cached() as camo:
+        for url in urls:
+            camo.get(url)
+        wait_until(lambda: metric(camo, "camo_cache_stores_total") == 2)
+        other_worker = PurgeJournal(journal, max_bytes=100)  # ~10 entries
+        for n in range(20):
+            other_worker.publish(f"key-{n:03d}")
+        assert [camo.get(url).headers["x-camo-cache"] for url in urls] == ["MISS", "MISS"]
+        assert (host.hits[small], host.hits[large]) == (2, 2)

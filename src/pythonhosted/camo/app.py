@@ -22,6 +22,7 @@ from pythonhosted.camo.proxy import Proxy, ProxyOptions
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.upstream import Upstream, UrlChecks
 from pythonhosted.config import CamoSettings
+from pythonhosted.web.purges import worker_journal
 from pythonhosted.web.request import Request
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import Receive, Send
@@ -136,7 +137,7 @@ def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | N
     metrics.cache_bytes.labels("disk").set_function(lambda: disk.bytes)
     metrics.cache_entries.labels("memory").set_function(lambda: len(store.memory))
     metrics.cache_entries.labels("disk").set_function(lambda: len(disk))
-    return ImageCache(store, policy, metrics)
+    return ImageCache(store, policy, metrics, worker_journal("camo"))
 
 
 def create_app(

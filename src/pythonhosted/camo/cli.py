@@ -33,6 +33,7 @@ from pythonhosted.config import (
     with_flags,
 )
 from pythonhosted.logsetup import configure_logging
+from pythonhosted.web.purges import shared_journal
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
 #: go-camo flags that ask for what camo does not do: refused, with the reason
@@ -245,13 +246,9 @@ def serve(
         return
     exported = settings.model_copy(update={"camo": camo_settings})
     _export(exported, (name for name, value in flags.items() if value is not None))
-    run_workers(
-        "pythonhosted.camo.service:worker_app",
-        bind,
-        workers,
-        limits,
-        lambda: click.echo(banner, err=True),
-    )
+    with shared_journal("camo"):  # a PURGE taken by any worker empties every one's cache
+        announce = lambda: click.echo(banner, err=True)  # noqa: E731
+        run_workers("pythonhosted.camo.service:worker_app", bind, workers, limits, announce)
 
 
 def _limits(settings: Settings, camo: CamoSettings) -> ServerLimits:

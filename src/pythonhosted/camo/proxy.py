@@ -301,9 +301,20 @@ class Proxy:
         if secret is None or not hmac.compare_digest(token.strip().encode(), secret):
             raise Refused(403, "purge", "purge credential refused")
         url = self._verify(scope["path"], scope.get("query_string", b""))
-        dropped = self._cache.purge(url)
+        try:
+            dropped = self._cache.purge(url)
+        except OSError as exc:  # the journal's disk is full: the other workers would not know
+            log.warning(
+                "camo cache: purge of %s not shared with the other workers: %s",
+                url[:200],
+                exc.strerror,
+            )
+            raise Refused(
+                503, "purge", f"purge not recorded for every worker ({exc.strerror}); try again"
+            ) from exc
+        shared = self._cache.purges is not None  # this worker cannot know what the others held
         log.info("camo cache: purged %s (%s)", url[:200], "dropped" if dropped else "not cached")
-        await relay.text(200, "Purged" if dropped else "Not cached")
+        await relay.text(200, "Purged" if dropped or shared else "Not cached")
         return 200
 
     async def _relay(

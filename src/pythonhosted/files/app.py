@@ -27,7 +27,6 @@ from pythonhosted.boundedlog import BoundedLog, failure_log
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.eventlog import EventLog
 from pythonhosted.files.damage import recorded_size
-from pythonhosted.files.journal import PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.logline import served_download_lines, served_line
 from pythonhosted.objectkeys import path_of
@@ -45,6 +44,7 @@ from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.http import http_datetime, parse_range, preferred_encoding
 from pythonhosted.web.objects import ObjectResponder, StoredObject
+from pythonhosted.web.purges import PurgeJournal
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY

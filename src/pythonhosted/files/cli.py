@@ -8,9 +8,7 @@ alone: an upload or a listing, one short process each, has no use for them.
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
-import tempfile
 from pathlib import Path
 
 import click
@@ -98,8 +96,8 @@ def serve_command(
     workers: int | None,
 ) -> None:
     """Serve /packages/… from the stores, logging every download."""
-    from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
     from pythonhosted.files.service import build_app
+    from pythonhosted.web.purges import shared_journal
     from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
     flags = {"primary": primary, "archive": archive, "logs": logs, "bind": bind, "workers": workers}
@@ -117,16 +115,11 @@ def serve_command(
         return
     export_to_environment(settings, "files", updates)
     worker_app = "pythonhosted.files.service:worker_app"
-    with tempfile.TemporaryDirectory(prefix="pythonhosted-purges-") as shared:
-        # One journal for the instance: a PURGE taken by any worker empties every cache.
-        os.environ[JOURNAL_ENV] = str(PurgeJournal.create(Path(shared) / "journal"))
-        try:
-            run_workers(
-                worker_app,
-                address,
-                settings.files.workers,
-                limits,
-                lambda: click.echo(banner, err=True),
-            )
-        finally:
-            del os.environ[JOURNAL_ENV]
+    with shared_journal("files"):  # a PURGE taken by any worker empties every cache
+        run_workers(
+            worker_app,
+            address,
+            settings.files.workers,
+            limits,
+            lambda: click.echo(banner, err=True),
+        )

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from pydantic import SecretStr
 
 from pythonhosted.config import Settings, load_worker_settings
 from pythonhosted.eventlog import EventLog, event_log_from_settings
 from pythonhosted.files.app import METHODS, EdgeOptions, FilesEdge
-from pythonhosted.files.journal import JOURNAL_ENV, PurgeJournal
 from pythonhosted.files.metrics import EdgeMetrics
 from pythonhosted.localdirs import load_or_create_secret, read_secret
 from pythonhosted.logsetup import configure_logging
 from pythonhosted.storage import StorePair, Timeouts, open_store
+from pythonhosted.web.purges import worker_journal
 from pythonhosted.web.security import NO_CROSS_DOMAIN
 from pythonhosted.web.shell import Service
 from pythonhosted.web.types import ASGIApp
@@ -72,7 +70,7 @@ def edge_from_settings(settings: Settings, legacy: ASGIApp | None = None) -> Fil
         ),
         legacy=legacy,
         metrics=metrics,
-        purges=PurgeJournal(Path(journal)) if (journal := os.environ.get(JOURNAL_ENV)) else None,
+        purges=worker_journal("files"),
     )
 
 

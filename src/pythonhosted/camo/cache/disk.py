@@ -214,6 +214,14 @@ class DiskTier:
         self.path(key).unlink(missing_ok=True)
         return True
 
+    def forget_all(self) -> list[Path]:
+        """Forget every entry at once (another worker's purges were missed: which ones is
+        unknown); the files to delete, left to the caller, off the event loop."""
+        doomed = [self.path(key) for key in self._index]
+        self._index.clear()
+        self.bytes = 0
+        return doomed
+
     def drop_damaged(self, key: str) -> None:
         self.damaged += 1
         log.warning("camo cache: dropped damaged entry %s", key)

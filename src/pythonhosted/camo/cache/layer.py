@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
@@ -32,6 +33,7 @@ from pythonhosted.camo.metrics import CamoMetrics
 from pythonhosted.camo.relay import Relay
 from pythonhosted.web.departure import Presence
 from pythonhosted.web.http import parse_http_date
+from pythonhosted.web.purges import PurgeJournal
 from pythonhosted.web.types import Headers
 
 log = logging.getLogger(__name__)
@@ -205,10 +207,20 @@ class _Request:
 
 
 class ImageCache:
-    def __init__(self, store: CacheStore, policy: CachePolicy, metrics: CamoMetrics) -> None:
+    def __init__(
+        self,
+        store: CacheStore,
+        policy: CachePolicy,
+        metrics: CamoMetrics,
+        purges: PurgeJournal | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.metrics = metrics
+        # With several workers each holds its own tiers: a PURGE that reaches one reaches
+        # the others through the journal they share (:mod:`pythonhosted.web.purges`).
+        self.purges = purges
+        self._deleting: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Exchange] = {}
         self._opening: asyncio.Task[None] | None = None
         # While an upstream is down every view of its images is served stale: bounded.
@@ -272,6 +284,7 @@ class ImageCache:
                 hit.close()
 
     async def _get(self, key: str) -> Hit | None:
+        self._catch_up()
         try:
             return await self.store.get(key)
         except DamagedEntry:
@@ -430,10 +443,28 @@ class ImageCache:
         return 200
 
     def purge(self, url: str) -> bool:
-        """Drop the entry for ``url``; whether there was one."""
-        dropped = self.store.drop(cache_key(url))
+        """Drop the entry for ``url`` here and tell the other workers to; whether this worker
+        had one. OSError when the others could not be told (the journal's disk full)."""
+        key = cache_key(url)
+        dropped = self.store.drop(key)
+        if self.purges is not None:
+            self.purges.publish(key)
         self.metrics.cache_purges.inc()
         return dropped
+
+    def _catch_up(self) -> None:
+        """Drop what other workers purged since the last look (usually nothing: one read)."""
+        if self.purges is None:
+            return
+        purged = self.purges.news()
+        if purged is None:  # the journal started afresh past what this worker had read
+            doomed = self.store.forget_all()
+            task = asyncio.ensure_future(asyncio.to_thread(_delete, doomed))
+            self._deleting.add(task)
+            task.add_done_callback(self._deleting.discard)
+            return
+        for key in purged:
+            self.store.drop(key)
 
     def _count(self, result: str) -> None:
         self.metrics.counts.by_cache_result[result] += 1
@@ -477,3 +508,8 @@ def _retrieve(done: asyncio.Future[Entry | None]) -> None:
     """Mark a failure as seen even when no request was waiting for it."""
     if not done.cancelled():
         done.exception()
+
+
+def _delete(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from cachetools import LRUCache
@@ -93,6 +94,12 @@ class CacheStore:
         if key in self.memory:
             self.memory[key] = refreshed
         return refreshed
+
+    def forget_all(self) -> list[Path]:
+        """Forget every entry of both tiers; the disk files to delete, as
+        :meth:`DiskTier.forget_all`."""
+        self.memory.clear()
+        return self.disk.forget_all()
 
     def drop(self, key: str) -> bool:
         in_memory = self.memory.pop(key, None) is not None

@@ -13,7 +13,7 @@ from subprocess import Popen
 
 import httpx
 
-from pythonhosted.files.journal import EVERYTHING, PurgeJournal
+from pythonhosted.web.purges import EVERYTHING, PurgeJournal
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support.edge import SAMPLES, seed
 from support.processes import started, stop_group
@@ -23,7 +23,7 @@ SDIST = SAMPLES["sdist"]
 PUBLISH = """
 import sys
 from pathlib import Path
-from pythonhosted.files.journal import EVERYTHING, PurgeJournal
+from pythonhosted.web.purges import EVERYTHING, PurgeJournal
 journal = PurgeJournal(Path(sys.argv[1]))
 for n in range(2000):
     journal.publish(f"packages/{sys.argv[2]}/{n}/name\\nwith|odd chars é")
@@ -77,7 +77,7 @@ def test_the_journal_stays_bounded_and_a_reader_left_behind_forgets_everything(
 PUBLISH_LIMITED = """
 import resource, signal, sys
 from pathlib import Path
-from pythonhosted.files.journal import PurgeJournal
+from pythonhosted.web.purges import PurgeJournal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, as ENOSPC on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
 journal = PurgeJournal(Path(sys.argv[1]))
@@ -94,7 +94,7 @@ except OSError:
 KILLED_STARTING_AFRESH = """
 import os, signal, sys
 from pathlib import Path
-from pythonhosted.files.journal import PurgeJournal
+from pythonhosted.web.purges import PurgeJournal
 truncate = os.ftruncate
 
 def truncate_then_die(fd, length):

@@ -1,9 +1,11 @@
-"""Purges shared by the workers of one ``files serve --workers N``: one purge, every cache.
+"""Purges shared by the workers of one service (``files serve --workers N``, ``camo serve
+--workers N``): one purge, every cache.
 
 The workers share one listening socket, so a ``PURGE`` reaches one of them at random, while
-each keeps its own memory cache; a deleted (or taken down) file would go on being served by
-the others. So the worker that takes a purge also appends the key to a journal every worker
-of the instance maps, and each worker reads what is new in it before it looks up an object.
+each keeps its own cache (the files edge's memory; camo's memory and its own slot of the disk
+cache); a deleted (or taken down) file or image would go on being served by the others.
+So the worker that takes a purge also appends the key to a journal every worker of the
+instance maps, and each worker reads what is new in it before it looks up an object.
 
 Looking costs one 8-byte read from shared memory per request (the journal's length, kept in
 its first 8 bytes, which every worker maps). That read is only a hint: nothing makes it atomic
@@ -34,12 +36,13 @@ import fcntl
 import mmap
 import os
 import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
-# How `files serve` hands its workers the journal: an internal handoff, not a setting.
-JOURNAL_ENV = "_PYTHONHOSTED_FILES_PURGE_JOURNAL"
 MAX_BYTES = 4 * 2**20  # ~45,000 purges of ~93 bytes
 _POSITION = struct.Struct("<Q")
 _HEADER = struct.Struct("<QQ")  # the end of everything written, where the file's entries start
@@ -129,3 +132,26 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         if not written:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view, offset = view[written:], offset + written
+
+
+def _handoff(service: str) -> str:
+    """How a service hands its workers the journal: an internal handoff, not a setting."""
+    return f"_PYTHONHOSTED_{service.upper()}_PURGE_JOURNAL"
+
+
+@contextmanager
+def shared_journal(service: str) -> Iterator[Path]:
+    """A new journal for the workers ``service`` starts inside the block (they find it with
+    :func:`worker_journal`), removed with its private directory when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=f"pythonhosted-{service}-purges-") as shared:
+        os.environ[_handoff(service)] = str(PurgeJournal.create(Path(shared) / "journal"))
+        try:
+            yield Path(os.environ[_handoff(service)])
+        finally:
+            del os.environ[_handoff(service)]
+
+
+def worker_journal(service: str) -> PurgeJournal | None:
+    """The journal this worker of ``service`` shares with the others, if it is one of several."""
+    path = os.environ.get(_handoff(service))
+    return PurgeJournal(Path(path)) if path else None
