@@ -813,3 +813,41 @@ def test_a_worker_that_missed_purges_forgets_every_entry(
             other_worker.publish(f"key-{n:03d}")
         assert [camo.get(url).headers["x-camo-cache"] for url in urls] == ["MISS", "MISS"]
         assert (host.hits[small], host.hits[large]) == (2, 2)
+
+
+# `camo serve --workers 2` under a file-size limit: the purge journal's writes past it fail as
+# on a full disk.
+SERVE_LIMITED = """
+import resource, signal, sys
+from pythonhosted.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, as ENOSPC on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+main(["camo", "serve", *sys.argv[1:]])
+"""
+
+
+def test_a_purge_the_full_journal_refuses_is_503(tmp_path: Path) -> None:
+    """A purge the workers' journal could not record would reach one worker only: 503, say
+    to try again, one line in the log."""
+    bind = Bind("127.0.0.1", free_port())
+    flags = [f"--bind=127.0.0.1:{bind.port}", f"--cache-dir={tmp_path}", "--key=test-key"]
+    env = {**os.environ, "PYTHONHOSTED_CAMO__CACHE_PURGE_SECRET": SECRET}
+    command = [sys.executable, "-c", SERVE_LIMITED, "--workers=2", *flags]
+    process = spawn(command, env=env, stderr=subprocess.PIPE)
+    bearer = {"authorization": f"Bearer {SECRET}"}
+    try:
+        wait_for_port(bind, timeout=60)
+        statuses = []
+        for n in range(200):
+            signed = sign_url(f"http://127.0.0.2/{n:04d}-{'i' * 40}.png", b"test-key")
+            purged = httpx.request("PURGE", bind.url() + signed, headers=bearer)
+            statuses.append(purged.status_code)
+            if purged.status_code != 200:
+                break
+    finally:
+        _, stderr = finish_group(process)
+    assert (set(statuses[:-1]), statuses[-1]) == ({200}, 503)
+    reason = "purge not recorded for every worker (File too large); try again"
+    assert purged.headers["x-camo-error"] == reason
+    assert b"Traceback" not in stderr
+    assert stderr.count(b"not shared with the other workers: File too large") == 1
