@@ -21,17 +21,17 @@ import pytest
 from pythonhosted.config import Settings, StatsWebSettings
 from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
-from pythonhosted.stats_web import limits as limits_module
 from pythonhosted.stats_web.answers import Answer, AnswerCache
-from pythonhosted.stats_web.limits import RateLimiter
+from pythonhosted.stats_web.limits import ClientTable, RateLimiter
 from pythonhosted.storage import Store
 from pythonhosted.warehouse.access import intent_file
-from pythonhosted.web.server import Bind, running
+from pythonhosted.web.server import Bind, free_port, running, wait_for_port
 from support.flood import fetch_all
 from support.locks import lock_holder
 from support.metrics import sample
-from support.processes import spawn, wait_until
+from support.processes import PYTHONHOSTED, spawn, started, wait_until
 from support.stats_warehouse import (
+    NO_PREWARM,
     YESTERDAY,
     Warehouse,
     add_batch,
@@ -163,15 +163,40 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
     assert decision is not None and decision.allowed
 
 
-def test_rate_limit_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limits_module, "MAX_CLIENTS", 1000)
-    limiter = RateLimiter(5, 60.0)
+def test_a_client_has_one_budget_whatever_the_workers(tmp_path: Path) -> None:
+    """`stats-web serve --workers 2`: each worker counted its own requests, so a client got a
+    budget per worker (new connections land on either). The workers share the counts."""
+    warehouse = build(tmp_path, event_lines())
+    bind = Bind("127.0.0.1", free_port())
+    argv = [*PYTHONHOSTED, "stats-web", "serve", "--workers", "2", "--bind", str(bind)]
+    env = {
+        **os.environ,
+        **NO_PREWARM,
+        "PYTHONHOSTED_STATS_WEB__WAREHOUSE": f"duckdb://{warehouse.path}",
+        "PYTHONHOSTED_STATS_WEB__RATE_LIMIT": "5",
+        "PYTHONHOSTED_STATS_WEB__RATE_LIMIT_LOOPBACK": "true",
+    }
+    with started(argv, env=env, cwd=tmp_path):
+        wait_for_port(bind, timeout=60)
+        statuses = [httpx.get(bind.url() + RECENT).status_code for _ in range(20)]
+    assert statuses == [200] * 5 + [429] * 15
+
+
+def test_rate_limit_table_is_bounded() -> None:
+    """20,000 clients in a table of 1,024 places: its memory never grows; a client's budget
+    holds while its window runs, and a window that ended frees its place."""
+    table = ClientTable(slots=1024)
+    limiter = RateLimiter(5, 60.0, table=table)
+    steady = "198.51.100.1"
     for n in range(20_000):
-        limiter.check(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", now=float(n) / 1000)
-        assert len(limiter._counts) <= 1000
-    # A window that ended frees its place: a later client still gets its budget.
-    later = limiter.check("198.51.100.1", now=1_000.0)
+        limiter.check(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", now=float(n))
+        if n < 5:
+            assert limiter.check(steady, now=float(n)).allowed  # type: ignore[union-attr]
+    later = limiter.check("198.51.100.2", now=30_000.0)
     assert later is not None and later.allowed
+    for _ in range(5):
+        limiter.check("198.51.100.3", now=30_000.0)
+    assert not limiter.check("198.51.100.3", now=30_001.0).allowed  # type: ignore[union-attr]
 
 
 def test_answer_cache_is_bounded_in_entries_and_bytes() -> None:

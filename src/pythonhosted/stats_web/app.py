@@ -68,7 +68,7 @@ from pythonhosted.stats_web.data import (
     Version,
     last_complete_day,
 )
-from pythonhosted.stats_web.limits import RateLimiter
+from pythonhosted.stats_web.limits import RateLimiter, worker_client_table
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.stats_web.prewarm import Prewarm
 from pythonhosted.stats_web.shedding import Admission, Busy
@@ -196,6 +196,7 @@ class StatsWebApp(Service):
             options.rate_window,
             loopback=options.rate_limit_loopback,
             trust_proxy=options.trust_proxy_headers,
+            table=worker_client_table(),
         )
         self.prewarm = Prewarm(self, options.prewarm_projects, options.prewarm_seconds)
         self._prewarming: asyncio.Task[None] | None = None

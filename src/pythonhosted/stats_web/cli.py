@@ -6,6 +6,7 @@ import click
 
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.pipeline import warehouse_url
+from pythonhosted.stats_web.limits import shared_client_table
 from pythonhosted.stats_web.service import build_app
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -60,4 +61,5 @@ def serve_command(
         return
     export_to_environment(settings, "stats_web", given)
     worker_app = "pythonhosted.stats_web.service:worker_app"
-    run_workers(worker_app, address, count, limits, lambda: click.echo(banner, err=True))
+    with shared_client_table():  # one request budget per client for the whole instance
+        run_workers(worker_app, address, count, limits, lambda: click.echo(banner, err=True))

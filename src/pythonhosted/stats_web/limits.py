@@ -3,21 +3,123 @@
 A fixed window per client address (``rate_limit`` requests per ``rate_window`` seconds):
 cheap, and what the headers describe (draft-ietf-httpapi-ratelimit-headers: the policy
 ``"default";q=LIMIT;w=WINDOW`` and the state ``"default";r=REMAINING;t=RESET``). Past the
-budget the answer is 429 with ``Retry-After``. Each worker process keeps its own counts,
-so with N workers a client may get up to N budgets. Memory is bounded: the table holds at
-most :data:`MAX_CLIENTS` addresses, and windows that ended are dropped first.
+budget the answer is 429 with ``Retry-After``.
+
+The counts are one instance's, however many workers it runs: they live in a table of fixed
+size in memory the workers share (a file each maps, made by ``stats-web serve`` before they
+start; see :class:`ClientTable`). Each worker kept its own counts before, so with N workers a
+client got up to N budgets, and one that kept its connection open got one. Memory is bounded
+by the table's size: :data:`SLOTS` clients at once; a new client takes the place of one whose
+window ended, else of the oldest.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import ipaddress
 import math
+import mmap
+import os
+import struct
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pythonhosted.web.types import Headers, Scope
 
-MAX_CLIENTS = 100_000
+SLOTS = 131_072  # clients counted at once (3 MB of table)
+PROBES = 16  # slots looked at for one address: the table's neighbourhood
+_SLOT = struct.Struct("<QdI4x")  # address hash (0: free), window start (monotonic), used
+# How `stats-web serve` hands its workers the table: an internal handoff, not a setting.
+TABLE_ENV = "_PYTHONHOSTED_STATS_WEB_CLIENT_TABLE"
+
+
+class ClientTable:
+    """Requests per client address in the current window, in a table of ``slots`` fixed slots
+    shared by every process that maps ``path`` (or private to this one when there is none).
+
+    Hand-written: the counts must be shared by processes and bounded in memory, and a request
+    costs a hash, a lock and a few reads of the mapping (a shared dict or a database per
+    request would cost more than the answer from cache it guards). The clock is
+    ``time.monotonic``: one clock for every process of the machine.
+    """
+
+    def __init__(self, path: Path | None = None, slots: int = SLOTS) -> None:
+        self.slots = slots
+        size = slots * _SLOT.size
+        if path is None:
+            self._fd: int | None = None
+            self._map = mmap.mmap(-1, size)
+        else:
+            self._fd = os.open(path, os.O_RDWR)
+            self._map = mmap.mmap(self._fd, size)
+
+    @staticmethod
+    def create(path: Path, slots: int = SLOTS) -> Path:
+        """An empty table at ``path``, for the workers about to start."""
+        with open(path, "xb") as file:
+            file.truncate(slots * _SLOT.size)
+        return path
+
+    def count(self, address: str, now: float, window: float) -> tuple[float, int]:
+        """Count one request of ``address``: its window's start and the requests in it."""
+        digest = hashlib.blake2b(address.encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "little") or 1
+        with self._locked():
+            place, start, used = self._find(key, now, window)
+            if now - start >= window:
+                start, used = now, 0
+            used += 1
+            _SLOT.pack_into(self._map, place * _SLOT.size, key, start, used)
+        return start, used
+
+    def _find(self, key: int, now: float, window: float) -> tuple[int, float, int]:
+        """The slot of ``key`` with its start and count; else a free one (start -inf), one
+        whose window ended, or the one whose window started first."""
+        free: int | None = None
+        oldest, oldest_start = 0, math.inf
+        for probe in range(PROBES):
+            place = (key + probe) % self.slots
+            held, start, used = _SLOT.unpack_from(self._map, place * _SLOT.size)
+            if held == key:
+                return place, start, used
+            if free is None and (held == 0 or now - start >= window):
+                free = place
+            if start < oldest_start:
+                oldest, oldest_start = place, start
+        return (free if free is not None else oldest), -math.inf, 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._fd is None:  # private: one event loop thread counts
+            yield
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+@contextmanager
+def shared_client_table() -> Iterator[Path]:
+    """A table for the workers started inside the block (:func:`worker_client_table`)."""
+    with tempfile.TemporaryDirectory(prefix="pythonhosted-stats-web-") as shared:
+        os.environ[TABLE_ENV] = str(ClientTable.create(Path(shared) / "clients"))
+        try:
+            yield Path(os.environ[TABLE_ENV])
+        finally:
+            del os.environ[TABLE_ENV]
+
+
+def worker_client_table() -> ClientTable:
+    """The instance's table for this worker, or a private one when it runs alone."""
+    path = os.environ.get(TABLE_ENV)
+    return ClientTable(Path(path) if path else None)
 
 
 @dataclass(frozen=True)
@@ -29,13 +131,19 @@ class Decision:
 
 class RateLimiter:
     def __init__(
-        self, limit: int, window: float, *, loopback: bool = False, trust_proxy: bool = False
+        self,
+        limit: int,
+        window: float,
+        *,
+        loopback: bool = False,
+        trust_proxy: bool = False,
+        table: ClientTable | None = None,
     ) -> None:
         self.limit = limit
         self.window = window
         self.loopback = loopback
         self.trust_proxy = trust_proxy
-        self._counts: dict[str, tuple[float, int]] = {}  # address -> (window start, used)
+        self.table = table if table is not None else ClientTable()
 
     def client(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         """The client's address: the first X-Forwarded-For hop when the proxy is trusted."""
@@ -61,13 +169,7 @@ class RateLimiter:
         if not self.applies(address):
             return None
         now = time.monotonic() if now is None else now
-        start, used = self._counts.get(address, (now, 0))
-        if now - start >= self.window:
-            start, used = now, 0
-        used += 1
-        if address not in self._counts and len(self._counts) >= MAX_CLIENTS:
-            self._sweep(now)
-        self._counts[address] = (start, used)
+        start, used = self.table.count(address, now, self.window)
         reset = max(1, math.ceil(start + self.window - now))
         remaining = max(0, self.limit - used)
         headers = [
@@ -77,11 +179,3 @@ class RateLimiter:
         if used > self.limit:
             return Decision(False, [*headers, (b"retry-after", str(reset).encode())], reset)
         return Decision(True, headers)
-
-    def _sweep(self, now: float) -> None:
-        """Drop ended windows; if every window is live, the oldest half."""
-        live = {a: v for a, v in self._counts.items() if now - v[0] < self.window}
-        if len(live) >= MAX_CLIENTS:
-            ordered = sorted(live.items(), key=lambda item: item[1][0])
-            live = dict(ordered[len(ordered) // 2 :])
-        self._counts = live
