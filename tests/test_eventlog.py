@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import open_store
+from pythonhosted.storage import StoreUnavailable, open_store
 from support.locks import lock_holder
 
 
@@ -112,7 +112,7 @@ _KILLED_AFTER_PUT = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import open_store
+from pythonhosted.storage import StoreUnavailable, open_store
 
 store = open_store(sys.argv[1])
 put = store.put
@@ -217,3 +217,35 @@ def test_a_store_that_keeps_failing_is_a_few_lines_and_loses_nothing(
     assert sorted(_shipped(tmp_path), key=lambda line: int(line.split()[1])) == [
         f"line {n}" for n in range(300)
     ]
+
+
+def test_a_store_that_refuses_a_segment_ends_the_pass(tmp_path: Path) -> None:
+    """200 segments left by an outage, and a store still down: each attempt costs a hanging
+    store its whole timeout (30 s), so a pass, and the flush of a stop, lasted 200 timeouts.
+    The first refusal ends it; every segment waits on disk and ships once the store is back."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    dead = _dead_pid()
+    for n in range(200):
+        segment = spool / f"downloads-{n + 1}000000-{dead}-{n:04x}.spool"
+        segment.write_bytes(f"line {n}\n".encode())
+    store = open_store(f"file://{tmp_path}/logs")
+    put = store.put
+    attempts = 0
+
+    async def down(*args: object, **kwargs: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise StoreUnavailable("s3://logs: timed out after 30 s")
+
+    store.put = down  # type: ignore[method-assign]
+    log = EventLog(store, EventLogConfig("downloads", spool))
+    log.append("during the outage")
+    asyncio.run(log.flush())
+    asyncio.run(log.ship_leftovers())
+    assert (attempts, len(list(spool.iterdir()))) == (2, 201)
+    store.put = put  # type: ignore[method-assign]
+    asyncio.run(log.flush())
+    expected = ["during the outage", *(f"line {n}" for n in range(200))]
+    assert sorted(_shipped(tmp_path)) == sorted(expected)
+    assert list(spool.iterdir()) == []

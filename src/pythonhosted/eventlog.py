@@ -319,14 +319,17 @@ class EventLog:
         return max(0.0, self._batch_started + self.config.period - time.time())
 
     async def flush(self) -> None:
-        """Seal the current segment and ship it now, with any earlier segment still unshipped."""
+        """Seal the current segment and ship it now, with any earlier segment still unshipped
+        (unless the store just refused it: they wait for the next flush, or the next start)."""
         self._lines = 0  # counted on the loop only; later lines belong to the next batch
         sealed = await asyncio.to_thread(self._seal)  # may wait for the syncer's fsync
         if sealed is not None:
             try:
-                await self._ship(sealed[0])
+                shipped = await self._ship(sealed[0])
             finally:
                 os.close(sealed[1])
+            if not shipped:
+                return
         await self.ship_leftovers()
         if self._refused is not None:
             await self._ship_held()
@@ -345,7 +348,13 @@ class EventLog:
 
     async def ship_leftovers(self) -> None:
         """Ship segments whose writer or shipper died (no one holds their lock), claiming each
-        by an atomic rename; remove hidden ones a writer died creating (they hold no line)."""
+        by an atomic rename; remove hidden ones a writer died creating (they hold no line).
+
+        The first segment the store refuses ends the pass: the others wait on disk for the
+        next one. A store that hangs costs each attempt its whole timeout (30 s), and an
+        outage leaves a segment a period: trying them all made a pass, and the flush of a
+        stop, last that many timeouts (an hour's outage: half an hour to stop).
+        """
         spool = self.config.spool_dir
         for path in sorted(spool.glob(f".{self.config.prefix}-*")):
             with contextlib.suppress(FileNotFoundError):
@@ -363,20 +372,24 @@ class EventLog:
                     os.rename(path, claimed)
                 except FileNotFoundError:
                     continue  # its shipper finished with it before we took the lock
-                await self._ship(claimed)
+                if not await self._ship(claimed):
+                    return
             finally:
                 os.close(fd)
 
-    async def _ship(self, segment: Path) -> None:
+    async def _ship(self, segment: Path) -> bool:
+        """Store ``segment``'s whole lines and delete it; False if the store refused them."""
         data = await asyncio.to_thread(segment.read_bytes)
         # A process killed mid-write may leave a partial last line: it was never complete.
         complete = data[: data.rfind(b"\n") + 1]
         lines = complete.count(b"\n")
         if lines == 0:
             segment.unlink(missing_ok=True)
-            return
-        if await self._store_batch(complete, _segment_time(segment), lines, segment):
-            segment.unlink(missing_ok=True)
+            return True
+        if not await self._store_batch(complete, _segment_time(segment), lines, segment):
+            return False
+        segment.unlink(missing_ok=True)
+        return True
 
     async def _shipped_before(self, key: str, data: bytes) -> bool:
         """Whether the object at ``key`` holds ``data``: a segment's own object, stored by a
