@@ -69,12 +69,17 @@ class ClientTable:
         """Count one request of ``address``: its window's start and the requests in it."""
         digest = hashlib.blake2b(address.encode(), digest_size=8).digest()
         key = int.from_bytes(digest, "little") or 1
-        with self._locked():
+        if self._fd is not None:  # shared: one process at a time (private: one loop thread)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
             place, start, used = self._find(key, now, window)
             if now - start >= window:
                 start, used = now, 0
             used += 1
             _SLOT.pack_into(self._map, place * _SLOT.size, key, start, used)
+        finally:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         return start, used
 
     def _find(self, key: int, now: float, window: float) -> tuple[int, float, int]:
@@ -87,22 +92,13 @@ class ClientTable:
             held, start, used = _SLOT.unpack_from(self._map, place * _SLOT.size)
             if held == key:
                 return place, start, used
-            if free is None and (held == 0 or now - start >= window):
+            if held == 0:  # never taken: ``key`` is not further on (slots are never emptied)
+                return (place if free is None else free), -math.inf, 0
+            if free is None and now - start >= window:
                 free = place
             if start < oldest_start:
                 oldest, oldest_start = place, start
         return (free if free is not None else oldest), -math.inf, 0
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        if self._fd is None:  # private: one event loop thread counts
-            yield
-            return
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 @contextmanager
