@@ -393,7 +393,7 @@ def test_c_converter_lets_other_threads_run_while_it_converts(
 
     tables.convert(block, fallback, True)  # the caches warm: then the lines need no Python
     tables.finish()
-    calls = 40
+    calls = 100  # ~0.5 s of converting: time enough for a loaded machine to run the main thread
     done = 0
     started = threading.Event()
 
