@@ -18,6 +18,8 @@ import functools
 import gzip
 import importlib.util
 import random
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -370,3 +372,77 @@ def test_random_blocks_convert_in_c_as_in_python(converter: str, bench: list[str
         assert native == python
         fast += columns.valid_utf8(block) and columns.convert_block(block) is not None
     assert fast > 1000
+
+
+def test_c_converter_lets_other_threads_run_while_it_converts(
+    converter: str, edge_corpus: list[str]
+) -> None:
+    """The C converter releases the GIL over the lines it converts without Python objects,
+    so another thread runs meanwhile: in ``serve`` ingest converts in a thread and every
+    service's event loop (lease renewals too) waits for the GIL. The switch interval is made
+    huge, so only a released GIL lets the main thread run while the worker converts; holding
+    it, the converter left it to the worker's end (every call done)."""
+    if converter == "python":
+        pytest.skip("the Python converter holds the GIL as Python does")
+    block = ("\n".join(edge_corpus[:4000]) + "\n").encode()
+    tables = columns.object_tables()
+    settled: list[bytes] = []
+
+    def fallback(line: bytes, served: bytes | None) -> None:
+        settled.append(line)
+
+    tables.convert(block, fallback, True)  # the caches warm: then the lines need no Python
+    tables.finish()
+    calls = 100  # ~0.5 s of converting: time enough for a loaded machine to run the main thread
+    done = 0
+    started = threading.Event()
+
+    def work() -> None:
+        nonlocal done
+        started.set()
+        for _ in range(calls):
+            tables.convert(block, fallback, True)
+            tables.finish()
+            done += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        started.wait()
+        seen = done  # the main thread runs again: while the worker converts, or after it
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert (seen < calls, done) == (True, calls)
+
+
+def test_c_converter_refuses_other_threads_while_it_converts(converter: str) -> None:
+    """While one thread converts (without the GIL, mostly), another thread may not touch the
+    converter: a clear error, not a torn table. The converting thread's own fallback may (it
+    appends the rows of the lines it parses)."""
+    if converter == "python":
+        pytest.skip("the Python converter is only Python")
+    tables = columns.object_tables()
+    errors: list[str] = []
+
+    def other_thread() -> None:
+        for step in (tables.finish, tables.flush, lambda: tables.append(b"", b"", b"x\n")):
+            try:
+                step()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    def fallback(line: bytes, served: bytes | None) -> None:
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        tables.append(b"", b"", line + b"\n")
+
+    counted = tables.convert(b"xdownload|1|2|3|4|5|6|7|8|9\n", fallback, True)
+    assert (counted, errors, tables.finish()) == (
+        (0, 0, 0, 0, 0, None),
+        ["the converter is in use by another thread"] * 3,
+        (b"", b"", b"xdownload|1|2|3|4|5|6|7|8|9\n"),
+    )

@@ -39,6 +39,18 @@
  * a simple request's: timestamp, url, the project (the url's third "/" segment), protocol,
  * cipher, country, details. An agent whose details fragment is empty is ignored (counted, no
  * row), once its other fields show the line is not unprocessable.
+ *
+ * convert() releases the GIL while it works on lines that need no Python object: ingest
+ * converts in a thread, and in `pythonhosted serve` every service's event loop (lease
+ * renewals too) waits for the GIL; holding it for a whole block (~2,000 lines) stalled them
+ * at every block. Without the GIL a line may only hit the hash tables (cache_find), copy
+ * into a buffer that has room, and count: no reference count changes (the earliest timestamp
+ * and a served line's fragment are borrowed from their hash tables, which change only on a
+ * miss, under the GIL, and become owned when the GIL is taken back). Anything else (a miss,
+ * an odd or unprocessable line, a buffer to grow, a served line's owned fragment to drop)
+ * takes the GIL back and starts the line again with it; the next line lets it go again.
+ * A converter is one thread's at a time (`converting`): another thread touching it while it
+ * converts gets a RuntimeError.
  */
 #define _GNU_SOURCE /* memrchr */
 #define PY_SSIZE_T_CLEAN
@@ -102,6 +114,8 @@ typedef struct {
     char *pending_line;     /* a copy of the line, without its newline */
     Py_ssize_t pending_size;
     Py_ssize_t pending_capacity;
+    unsigned long converting; /* the thread whose convert() is under way (perhaps without
+                               * the GIL), else 0 */
 } Converter;
 
 static uint64_t
@@ -187,10 +201,11 @@ cache_make_room(Cache *cache)
     return 0;
 }
 
-/* The fragment for raw bytes p[0:n] (borrowed, valid until this cache's next lookup), or
- * NULL with an exception set when the memo raised. */
+/* The fragment kept for raw bytes p[0:n] (borrowed, valid until this cache's next miss), or
+ * NULL when it holds none. Touches no Python object's reference count: safe without the GIL
+ * (it only reads slots, which change on a miss, under the GIL). */
 static PyObject *
-cache_get(Cache *cache, const char *p, Py_ssize_t n)
+cache_find(Cache *cache, const char *p, Py_ssize_t n)
 {
     Slot *last = cache->last;
     if (last != NULL && last->size == n && memcmp(last->data, p, (size_t)n) == 0) {
@@ -208,6 +223,19 @@ cache_get(Cache *cache, const char *p, Py_ssize_t n)
             return slot->value;
         }
     }
+    return NULL;
+}
+
+/* The fragment for raw bytes p[0:n] (borrowed, valid until this cache's next lookup), or
+ * NULL with an exception set when the memo raised. Needs the GIL. */
+static PyObject *
+cache_get(Cache *cache, const char *p, Py_ssize_t n)
+{
+    PyObject *found = cache_find(cache, p, n);
+    if (found != NULL) {
+        return found;
+    }
+    uint64_t hash = hash_bytes(p, n);
     PyObject *key = PyBytes_FromStringAndSize(p, n);
     if (key == NULL) {
         return NULL;
@@ -416,8 +444,70 @@ pending_orphan(Converter *self)
 }
 
 #define FIELDS 10
-#define LOOK_UP(memo, index) \
-    cache_get(&self->caches[memo], fields[index], sizes[index])
+
+/* Whether another thread is converting with this converter (RuntimeError set): its
+ * convert() works without the GIL, so nothing else may touch the converter meanwhile. The
+ * converting thread itself may (its fallback appends the rows it makes). */
+static int
+in_use(Converter *self)
+{
+    if (self->converting != 0 && self->converting != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "the converter is in use by another thread");
+        return 1;
+    }
+    return 0;
+}
+
+/* The GIL is released while Converter.convert works on lines that need no Python object
+ * (see the module doc): these step back to the line's start and take the GIL first. */
+#define WITH_GIL()                                                                          \
+    do {                                                                                    \
+        if (released != NULL) {                                                             \
+            p = line;                                                                       \
+            goto take_gil;                                                                  \
+        }                                                                                   \
+    } while (0)
+
+/* var = the fragment for p[0:n] from the memo's cache; a miss takes the GIL (or fails). */
+#define FRAGMENT(var, memo, start, size)                                                    \
+    do {                                                                                    \
+        Cache *cache_ = &self->caches[memo];                                                \
+        if ((var = cache_find(cache_, start, size)) == NULL) {                              \
+            WITH_GIL();                                                                     \
+            if ((var = cache_get(cache_, start, size)) == NULL) {                           \
+                goto error;                                                                 \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+#define LOOK_UP(var, memo, index) FRAGMENT(var, memo, fields[index], sizes[index])
+
+/* A waiting served line taken by this line: without the GIL it is borrowed (see below). */
+#define DROP_PENDING()                                                                      \
+    do {                                                                                    \
+        if (released != NULL) {                                                             \
+            self->pending = NULL;                                                           \
+        }                                                                                   \
+        else {                                                                              \
+            Py_CLEAR(self->pending);                                                        \
+        }                                                                                   \
+    } while (0)
+
+/* Hold the GIL again: what was only borrowed without it (the earliest timestamp, a served
+ * line's fragment) becomes owned, before any miss can drop it from its cache. */
+#define HOLD_GIL()                                                                          \
+    do {                                                                                    \
+        PyEval_RestoreThread(released);                                                     \
+        released = NULL;                                                                    \
+        if (low_borrowed) {                                                                 \
+            Py_INCREF(low);                                                                 \
+            Py_XSETREF(earliest, low);                                                      \
+            low_borrowed = 0;                                                               \
+        }                                                                                   \
+        if (pending_borrowed) {                                                             \
+            Py_XINCREF(self->pending);                                                      \
+            pending_borrowed = 0;                                                           \
+        }                                                                                   \
+    } while (0)
 
 static PyObject *
 Converter_convert(Converter *self, PyObject *args)
@@ -427,6 +517,9 @@ Converter_convert(Converter *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "SOp:convert", &block, &fallback, &utf8)) {
         return NULL;
     }
+    if (in_use(self)) {
+        return NULL;
+    }
     const char *p = PyBytes_AS_STRING(block);
     const char *end = p + PyBytes_GET_SIZE(block);
     Output *tables = self->tables;
@@ -434,11 +527,28 @@ Converter_convert(Converter *self, PyObject *args)
     int orphans;
     PyObject *earliest = NULL; /* owned */
     PyObject *result = NULL;
+    /* Without the GIL: its thread state, else NULL. Then nothing's reference count changes:
+     * the earliest timestamp so far (low) and a served line's fragment (self->pending) are
+     * borrowed from their caches, which change only on a miss, under the GIL. */
+    PyThreadState *released = NULL;
+    PyObject *low = NULL; /* the earliest timestamp: earliest, or borrowed */
+    int low_borrowed = 0, pending_borrowed = 0;
+    int keep_gil = 0; /* for the line that took it back */
 
+    unsigned long outer = self->converting; /* this thread's, when a fallback converts */
+    self->converting = PyThread_get_thread_ident(); /* no other thread may touch it now */
     while (p < end) {
         const char *line = p;
+        if (released == NULL && !keep_gil) {
+            released = PyEval_SaveThread();
+        }
+        keep_gil = 0;
+        if (released != NULL && self->pending != NULL && !pending_borrowed) {
+            goto take_gil; /* an owned fragment: dropping it changes its count */
+        }
         const char *newline = memchr(p, '\n', (size_t)(end - p));
         if (newline == NULL) {
+            WITH_GIL();
             PyErr_SetString(PyExc_ValueError, "a block must end with a newline");
             goto error;
         }
@@ -478,13 +588,19 @@ Converter_convert(Converter *self, PyObject *args)
                 goto unprocessable; /* more than ten fields */
             }
             /* the key: the first four facts, from the status to the range start */
-            response = cache_get(&self->caches[RESPONSE], fields[1],
-                                 fields[4] + sizes[4] - fields[1]);
-            if (response == NULL) {
-                goto error;
-            }
+            FRAGMENT(response, RESPONSE, fields[1], fields[4] + sizes[4] - fields[1]);
             if (!is_fragment(response)) {
                 goto unprocessable;
+            }
+            if (released != NULL) { /* kept borrowed; else an orphan or a longer copy */
+                if (self->pending != NULL || newline - line > self->pending_capacity) {
+                    WITH_GIL();
+                }
+                memcpy(self->pending_line, line, (size_t)(newline - line));
+                self->pending_size = newline - line;
+                self->pending = response;
+                pending_borrowed = 1;
+                continue;
             }
             if ((orphans = pending_orphan(self)) < 0) {
                 goto error;
@@ -527,11 +643,9 @@ Converter_convert(Converter *self, PyObject *args)
             const char *slash = memrchr(url, '/', (size_t)url_size);
             segment = slash == NULL ? url : slash + 1;
             segment_size = url + url_size - segment;
-            if ((project = LOOK_UP(PROJECT, 6)) == NULL ||
-                (version = LOOK_UP(VERSION, 7)) == NULL ||
-                (package_type = LOOK_UP(PACKAGE_TYPE, 8)) == NULL) {
-                goto error;
-            }
+            LOOK_UP(project, PROJECT, 6);
+            LOOK_UP(version, VERSION, 7);
+            LOOK_UP(package_type, PACKAGE_TYPE, 8);
             if (!is_fragment(project) || !is_fragment(version) || !is_fragment(package_type)) {
                 goto fallback;
             }
@@ -549,21 +663,17 @@ Converter_convert(Converter *self, PyObject *args)
             segment = second + 1;
             const char *third = memchr(segment, '/', (size_t)(url + url_size - segment));
             segment_size = (third == NULL ? url + url_size : third) - segment;
-            project = cache_get(&self->caches[SIMPLE_PROJECT], segment, segment_size);
-            if (project == NULL) {
-                goto error;
-            }
+            FRAGMENT(project, SIMPLE_PROJECT, segment, segment_size);
             if (!is_fragment(project)) {
                 goto fallback;
             }
         }
         PyObject *timestamp, *protocol, *cipher, *country, *details;
-        if ((timestamp = LOOK_UP(TIMESTAMP, 1)) == NULL ||
-            (protocol = LOOK_UP(TLS_PROTOCOL, 4)) == NULL ||
-            (cipher = LOOK_UP(TLS_CIPHER, 5)) == NULL ||
-            (country = LOOK_UP(COUNTRY, 2)) == NULL || (details = LOOK_UP(DETAILS, 9)) == NULL) {
-            goto error;
-        }
+        LOOK_UP(timestamp, TIMESTAMP, 1);
+        LOOK_UP(protocol, TLS_PROTOCOL, 4);
+        LOOK_UP(cipher, TLS_CIPHER, 5);
+        LOOK_UP(country, COUNTRY, 2);
+        LOOK_UP(details, DETAILS, 9);
         if (!is_fragment(timestamp) || !is_fragment(protocol) || !is_fragment(cipher) ||
             !is_fragment(country) || !is_fragment(details)) {
             goto fallback;
@@ -572,11 +682,12 @@ Converter_convert(Converter *self, PyObject *args)
             ignored++;
             if (self->pending != NULL) { /* an ignored event takes its served line along */
                 served++;
-                Py_CLEAR(self->pending);
+                DROP_PENDING();
             }
             continue;
         }
         if (!download && self->pending != NULL) { /* a simple request's row takes no facts */
+            WITH_GIL();
             if ((orphans = pending_orphan(self)) < 0) {
                 goto error;
             }
@@ -592,8 +703,11 @@ Converter_convert(Converter *self, PyObject *args)
                     PyBytes_GET_SIZE(package_type);
         }
         Output *out = &tables[download];
-        if (output_reserve(out, size) < 0) {
-            goto error;
+        if (out->bytes == NULL || out->size + size > PyBytes_GET_SIZE(out->bytes)) {
+            WITH_GIL(); /* a new or bigger buffer */
+            if (output_reserve(out, size) < 0) {
+                goto error;
+            }
         }
         char *row = PyBytes_AS_STRING(out->bytes) + out->size;
         row = put_bytes(row, timestamp);
@@ -614,15 +728,24 @@ Converter_convert(Converter *self, PyObject *args)
         rows++;
         if (glue != NULL) {
             served++;
-            Py_CLEAR(self->pending);
+            DROP_PENDING();
         }
-        if (earliest == NULL || less(timestamp, earliest)) {
-            Py_INCREF(timestamp);
-            Py_XSETREF(earliest, timestamp);
+        if (low == NULL || less(timestamp, low)) {
+            if (released != NULL) {
+                low = timestamp;
+                low_borrowed = 1;
+            }
+            else {
+                Py_INCREF(timestamp);
+                Py_XSETREF(earliest, timestamp);
+                low = earliest;
+                low_borrowed = 0;
+            }
         }
         continue;
 
     unprocessable:
+        WITH_GIL();
         if ((orphans = pending_orphan(self)) < 0) {
             goto error;
         }
@@ -634,6 +757,7 @@ Converter_convert(Converter *self, PyObject *args)
         continue;
 
     fallback : {
+        WITH_GIL();
         /* the line, and the served line before it (which the fallback settles) */
         PyObject *text = PyBytes_FromStringAndSize(line, newline - line);
         if (text == NULL) {
@@ -658,11 +782,23 @@ Converter_convert(Converter *self, PyObject *args)
             goto error;
         }
         Py_DECREF(done);
+        continue;
     }
+
+    take_gil:
+        HOLD_GIL();
+        keep_gil = 1;
+    }
+    if (released != NULL) {
+        HOLD_GIL();
     }
     result = Py_BuildValue("(nnnnnO)", rows, ignored, blanks, unprocessable, served,
                            earliest == NULL ? Py_None : earliest);
 error:
+    if (released != NULL) {
+        HOLD_GIL();
+    }
+    self->converting = outer;
     Py_XDECREF(earliest);
     return result;
 }
@@ -672,6 +808,9 @@ Converter_append(Converter *self, PyObject *args)
 {
     PyObject *downloads, *simple, *unprocessed;
     if (!PyArg_ParseTuple(args, "SSS:append", &downloads, &simple, &unprocessed)) {
+        return NULL;
+    }
+    if (in_use(self)) {
         return NULL;
     }
     if (output_append(&self->tables[DOWNLOADS], downloads) < 0 ||
@@ -685,6 +824,9 @@ Converter_append(Converter *self, PyObject *args)
 static PyObject *
 Converter_flush(Converter *self, PyObject *Py_UNUSED(ignored))
 {
+    if (in_use(self)) {
+        return NULL;
+    }
     int orphans = pending_orphan(self);
     if (orphans < 0) {
         return NULL;
@@ -706,6 +848,9 @@ static PyObject *
 Converter_finish(Converter *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *downloads = NULL, *simple = NULL, *unprocessed = NULL;
+    if (in_use(self)) {
+        return NULL;
+    }
     if ((downloads = output_finish(&self->tables[DOWNLOADS])) == NULL ||
         (simple = output_finish(&self->tables[SIMPLE])) == NULL ||
         (unprocessed = output_finish(&self->tables[UNPROCESSED])) == NULL) {
@@ -746,6 +891,9 @@ Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(
             args, kwargs, "OOOOOOOOOO:Converter", names, &memos[0], &memos[1], &memos[2],
             &memos[3], &memos[4], &memos[5], &memos[6], &memos[7], &memos[8], &memos[9])) {
+        return -1;
+    }
+    if (in_use(self)) {
         return -1;
     }
     Py_CLEAR(self->pending);
