@@ -53,19 +53,20 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Store, list
     else:
         store, count = open_store(request.getfixturevalue("s3_url")), 200
     names = [f"p{number:05d}" for number in range(count)]
-
-    async def put_all() -> None:
-        limit = asyncio.Semaphore(32)
-
-        async def put(name: str) -> None:
-            made = record(name, 0)
-            async with limit:
-                await store.put(record_key(name, made.filename), made.to_json())
-
-        await asyncio.gather(*(put(name) for name in names))
-
-    asyncio.run(put_all())
+    asyncio.run(_put_projects(store, names))
     return store, names
+
+
+async def _put_projects(store: Store, names: list[str]) -> None:
+    """A record each, as uploads write them (without building a wheel each)."""
+    limit = asyncio.Semaphore(32)
+
+    async def put(name: str) -> None:
+        made = record(name, 0)
+        async with limit:
+            await store.put(record_key(name, made.filename), made.to_json())
+
+    await asyncio.gather(*(put(name) for name in names))
 
 
 def _project_names(client: httpx.Client) -> list[str]:
@@ -164,9 +165,7 @@ def test_a_damaged_snapshot_is_not_used(tmp_path: Path, damage: object) -> None:
     right) and a good snapshot written in its place."""
     store = open_store(f"file://{tmp_path}/primary")
     names = [f"p{number:04d}" for number in range(300)]
-    for name in names:
-        made = record(name, 0)
-        asyncio.run(store.put(record_key(name, made.filename), made.to_json()))
+    asyncio.run(_put_projects(store, names))
     _, app = _serve(store)
     with running(app.service()) as url, httpx.Client(base_url=url) as client:
         assert _project_names(client) == names
@@ -185,8 +184,7 @@ def test_a_damaged_snapshot_is_not_used(tmp_path: Path, damage: object) -> None:
 def test_a_snapshot_older_than_the_markers_kept_is_not_used(tmp_path: Path) -> None:
     """Past NAMES_USABLE the markers since it may be gone: a change would be missed."""
     store = open_store(f"file://{tmp_path}/primary")
-    made = record("kept", 0)
-    asyncio.run(store.put(record_key("kept", made.filename), made.to_json()))
+    asyncio.run(_put_projects(store, ["kept"]))
     old = time.time_ns() - int((NAMES_USABLE + 1) * 1e9)
     stale = gzip.compress(b"pythonhosted catalog names 1 1\nstale")
     asyncio.run(store.put(f"{NAMES_PREFIX}{old:020d}-0123456789ab", stale))
@@ -202,9 +200,7 @@ def test_indexes_started_together_each_write_and_a_restart_reads_one(tmp_path: P
     snapshots are removed as newer ones come, and a restart reads the newest."""
     store = open_store(f"file://{tmp_path}/primary")
     names = [f"p{number:04d}" for number in range(500)]
-    for name in names:
-        made = record(name, 0)
-        asyncio.run(store.put(record_key(name, made.filename), made.to_json()))
+    asyncio.run(_put_projects(store, names))
     apps = [_serve(store)[1] for _ in range(4)]
     with (
         running(apps[0].service()) as one,

@@ -19,7 +19,13 @@ way when it changed are neither kept nor joined by later requests, so no stale p
 the change. The root page's list of names is not read again for a change: each changed
 project is looked up (does it still have files?) and added or removed, so on a busy index the
 whole catalog is listed once per ``ttl`` (longer for a large catalog:
-:data:`NAMES_SECONDS_PER_NAME`), not per upload.
+:data:`NAMES_SECONDS_PER_NAME`), not per upload, and meanwhile the list held is served.
+
+A new process does not walk the catalog for its first root page when the catalog's names
+index has a usable snapshot (:func:`~pythonhosted.catalog.read_names`): it takes that list and
+checks the projects changed since, as above. Every process writes the list it holds as a new
+snapshot after a walk and every :data:`SNAPSHOT_EVERY` (once every changed project is
+checked), so a restart finds one younger than the change markers kept.
 """
 
 from __future__ import annotations
@@ -116,7 +122,7 @@ class CatalogPages:
         self._names: tuple[float, list[str]] | None = None  # (expiry, names) for the root page
         self._names_generation = 0  # one more when the watch says anything may have changed
         self._unsure: set[str] = set()  # changed projects the names were not checked for
-        self._listing: Coalescer[int, tuple[set[str], list[str]]] = Coalescer()
+        self._listing: Coalescer[int, tuple[set[str], float, int, list[str]]] = Coalescer()
         self._checking: Coalescer[None, None] = Coalescer()
         self._loading: Coalescer[None, None] = Coalescer()
         self._snapshot_tried = False
@@ -193,10 +199,8 @@ class CatalogPages:
     async def _walk(self) -> list[str]:
         """The whole list, listed again, kept unless something may have changed meanwhile."""
         generation = self._names_generation
-        began = time.monotonic()
-        began_ns = time.time_ns()
         listing = self._listing.run(generation, lambda: self._background(self._list_names()))
-        covered, names = await listing
+        covered, began, began_ns, names = await listing
         expiry = began + max(self.ttl, NAMES_SECONDS_PER_NAME * len(names))
         if generation != self._names_generation:
             return names  # listed before anything may have changed: this request only
@@ -282,10 +286,12 @@ class CatalogPages:
     def _names_stale(self) -> bool:
         return self._names is None or self._names[0] <= time.monotonic()
 
-    async def _list_names(self) -> tuple[set[str], list[str]]:
-        """The whole list, and the changed projects it covers (those seen before it began)."""
+    async def _list_names(self) -> tuple[set[str], float, int, list[str]]:
+        """The changed projects it covers (those seen before it began), when it began
+        (time.monotonic(), time.time_ns()), and the whole list."""
         covered = set(self._unsure)
-        return covered, Source(await projects(self.store))
+        began, began_ns = time.monotonic(), time.time_ns()
+        return covered, began, began_ns, Source(await projects(self.store))
 
     async def _check_unsure(self) -> None:
         """Add or remove the changed projects: one small listing each."""
