@@ -215,13 +215,11 @@ READ_BYTES = 256 * 1024
 async def _walked_apart(directory: Path) -> list[str]:
     """:func:`.walk.names_below` of ``directory`` in a child process (sorted, NUL-separated
     on its stdout), read a piece at a time; a cancelled listing kills the child."""
-    child = await asyncio.create_subprocess_exec(
+    child = await _spawned(
         sys.executable,
         "-I",  # the standard library only: no site, no environment, no package imports
         walk.__file__,
         str(directory),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
     assert child.stdout is not None and child.stderr is not None
     names: list[str] = []
@@ -240,3 +238,22 @@ async def _walked_apart(directory: Path) -> list[str]:
         reason = error.decode(errors="replace").strip().splitlines()
         raise OSError(reason[-1] if reason else f"listing {directory} failed ({status})")
     return names
+
+
+# uvloop refuses to start a process while another event loop of the same process starts one
+# (RuntimeError "Racing with another loop to spawn a process"): several servers in one
+# process (the tests' ``running``) walking at once. The spawn takes milliseconds: tried again.
+SPAWN_TRIES = 100
+
+
+async def _spawned(*command: str) -> asyncio.subprocess.Process:
+    for _ in range(SPAWN_TRIES - 1):
+        try:
+            return await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        except RuntimeError as exc:
+            if "Racing" not in str(exc):
+                raise OSError(f"cannot start the walk: {exc}") from exc
+            await asyncio.sleep(0.01)
+    raise OSError(f"cannot start the walk: another loop was spawning {SPAWN_TRIES} times")
