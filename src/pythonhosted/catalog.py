@@ -328,7 +328,7 @@ class DamagedNames(ValueError):
 
 
 async def write_names(store: Store, snapshot: NamesSnapshot) -> None:
-    """Put ``snapshot`` (gzipped: a million names are ~3 MB) and remove all but the newest
+    """Put ``snapshot`` (gzipped: a million names are ~2.5 MB) and remove all but the newest
     :data:`NAMES_KEPT`; the encoding runs in a thread (zlib lets the loop run beside it)."""
     data = await asyncio.to_thread(_encode_names, snapshot.names)
     key = f"{NAMES_PREFIX}{snapshot.position_ns:020d}-{uuid.uuid4().hex[:12]}"
