@@ -6,22 +6,28 @@
 Makes (once, kept in ``--dir``) a ``file://`` catalog of ``--projects`` projects of one
 record each, starts ``pythonhosted index serve`` on it and measures, while ``/_health`` is
 asked every 20 ms on another connection: the first ``/simple/`` answer (HTML; wall time,
-the server's CPU, its RSS and peak RSS after), a second one, the JSON root, the gzipped
-root, a conditional request with the page's ETag (304), and the HTML again once
-``index.cache_ttl`` (``--ttl``) has passed; ``/_health``'s p99 and slowest answer during each
-(work that holds the event loop shows there). With ``--reference`` (another checkout's ``src/``)
-its server answers the same requests after. The machine is shared: the CPU model and load
-average are printed.
+the server's CPU with its children's, its RSS and peak RSS after), a second one, the JSON
+root, the gzipped root, a conditional request with the page's ETag (304), and the HTML again
+once ``index.cache_ttl`` (``--ttl``) has passed; ``/_health``'s p99 and slowest answer during each
+(work that holds the event loop shows there). Then the server is stopped (the time its stop
+took is printed) and started again: its first ``/simple/`` is measured once more (with the
+catalog's names snapshot the first server wrote, this checkout reads it instead of walking the
+catalog). The catalog's snapshots are removed before the first server starts (the first
+ever). With ``--reference`` (another checkout's ``src/``) its servers answer the same requests
+after. The machine is shared: the CPU model and load average are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -58,7 +64,8 @@ def build(root: Path, count: int) -> None:
 
 def cpu_and_memory(pid: int) -> tuple[float, int, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # user + system, its own and its waited-for children's (this checkout's catalog walk)
+    cpu = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
@@ -124,6 +131,25 @@ async def main() -> None:
 
 
 async def serve_and_measure(root: Path, ttl: float, source: Path | None) -> None:
+    shutil.rmtree(root / "catalog-names", ignore_errors=True)  # the first ever
+    with serving(root, ttl, source) as (base, pid):
+        html = {"Accept": "text/html", "Accept-Encoding": "identity"}
+        etag = await measure(base, pid, "first HTML", html)
+        await measure(base, pid, "second HTML", html)
+        json_type = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        await measure(base, pid, "first JSON", json_type)
+        await measure(base, pid, "HTML gzipped", {**html, "Accept-Encoding": "gzip"})
+        await measure(base, pid, "If-None-Match (304)", {**html, "If-None-Match": etag or ""})
+        await asyncio.sleep(ttl + 1)
+        await measure(base, pid, f"HTML after the ttl ({ttl:g} s)", html)
+    with serving(root, ttl, source) as (base, pid):
+        await measure(base, pid, "first HTML, restarted", html)
+
+
+@contextlib.contextmanager
+def serving(root: Path, ttl: float, source: Path | None) -> Iterator[tuple[str, int]]:
+    """``index serve`` on the catalog in ``root``: its base URL and PID; stopped (SIGTERM)
+    after, printing how long the stop took."""
     bind = Bind("127.0.0.1", free_port())
     command = [sys.executable, "-m", "pythonhosted", "index", "serve"]
     command += ["--primary", f"file://{root}", "--bind", f"{bind.host}:{bind.port}"]
@@ -137,21 +163,12 @@ async def serve_and_measure(root: Path, ttl: float, source: Path | None) -> None
     server = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         wait_for_port(bind, timeout=60)
-        base = bind.url()
-        html = {"Accept": "text/html", "Accept-Encoding": "identity"}
-        etag = await measure(base, server.pid, "first HTML", html)
-        await measure(base, server.pid, "second HTML", html)
-        json_type = {"Accept": "application/vnd.pypi.simple.v1+json"}
-        await measure(base, server.pid, "first JSON", json_type)
-        await measure(base, server.pid, "HTML gzipped", {**html, "Accept-Encoding": "gzip"})
-        await measure(
-            base, server.pid, "If-None-Match (304)", {**html, "If-None-Match": etag or ""}
-        )
-        await asyncio.sleep(ttl + 1)
-        await measure(base, server.pid, f"HTML after the ttl ({ttl:g} s)", html)
+        yield bind.url(), server.pid
     finally:
+        began = time.monotonic()
         os.killpg(server.pid, 15)
-        server.wait(30)
+        server.wait(60)
+        print(f"stopped in {time.monotonic() - began:.1f} s")
 
 
 if __name__ == "__main__":

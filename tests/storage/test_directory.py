@@ -5,14 +5,16 @@ request of the server for up to ~3 s: BENCHMARKS.md "index root")."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from pythonhosted.storage import DirectoryStore
+from pythonhosted.storage import DirectoryStore, StoreUnavailable
 
 NAMES = 80_000
 # Long names with a long shared start: the costliest to compare, as hostile uploads may make.
@@ -94,3 +96,32 @@ def test_a_large_listing_never_holds_the_event_loop(
 
     longest = asyncio.run(scenario())
     assert longest < one_sort / 2, (longest, one_sort)
+
+
+def test_a_large_listing_walked_in_another_process_is_the_same(
+    catalog: tuple[DirectoryStore, list[str]],
+) -> None:
+    store, expected = catalog
+    assert asyncio.run(store.list_names("catalog/", large=True)) == expected
+
+
+def test_names_walked_in_another_process_come_back_whole(tmp_path: Path) -> None:
+    """Names with a newline, a space, bytes that are not UTF-8: the child writes each ended
+    by a NUL byte, which no name holds."""
+    (tmp_path / "catalog").mkdir()
+    names = ["a\nb", "c d", os.fsdecode(b"\xff-latin"), "z"]
+    for name in names:
+        (tmp_path / "catalog" / name).touch()
+    store = DirectoryStore(f"file://{tmp_path}", tmp_path)
+    assert asyncio.run(store.list_names("catalog/", large=True)) == sorted(names)
+    assert asyncio.run(store.list_names("nothing/", large=True)) == []
+
+
+def test_a_walk_that_cannot_read_its_directory_is_a_store_failure(tmp_path: Path) -> None:
+    (tmp_path / "catalog").write_bytes(b"")  # (a file where the directory should be)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "loop").symlink_to(tmp_path / "other" / "loop")
+    store = DirectoryStore(f"file://{tmp_path}", tmp_path)
+    assert asyncio.run(store.list_names("catalog/", large=True)) == []
+    with pytest.raises(StoreUnavailable, match="Too many levels of symbolic links"):
+        asyncio.run(store.list_names("other/loop/", large=True))

@@ -511,3 +511,17 @@ def test_a_local_stores_lookups_do_not_wait_behind_long_work_in_the_default_pool
             await asyncio.gather(*held)
 
     assert run(lookup_while_the_default_pool_is_full()) == (5, "application/zip")
+
+
+def test_a_large_delimiter_listing_is_whole_and_sorted(tmp_path: Path) -> None:
+    """Past SORT_BATCH names the set and the sort run in a thread, in batches merged."""
+    store = open_store(f"memory://{tmp_path.name}")
+    names = [f"project-{(number * 7919) % 10_000:05d}" for number in range(10_000)]
+
+    async def scenario() -> list[str]:
+        for name in names:
+            await store.put(f"catalog/{name}/1.json", b"{}")
+        await store.put("catalog/a-file", b"")
+        return await store.list_names("catalog/", large=True)
+
+    assert asyncio.run(scenario()) == sorted([*names, "a-file"])

@@ -89,7 +89,7 @@ class IndexApp:
             client=self.options.client,
             methods=("GET", "HEAD"),
             # the log ships in the background and flushes at stop
-            hooks=[self.rendered.workers.hooks, EventLog.lifespan(self.log)],
+            hooks=[self.rendered.workers.hooks, self.pages.hooks, EventLog.lifespan(self.log)],
             access_log=access_log,
         )
 

@@ -19,33 +19,48 @@ way when it changed are neither kept nor joined by later requests, so no stale p
 the change. The root page's list of names is not read again for a change: each changed
 project is looked up (does it still have files?) and added or removed, so on a busy index the
 whole catalog is listed once per ``ttl`` (longer for a large catalog:
-:data:`NAMES_SECONDS_PER_NAME`), not per upload.
+:data:`NAMES_SECONDS_PER_NAME`), not per upload, and meanwhile the list held is served.
+
+A new process does not walk the catalog for its first root page when the catalog's names
+index has a usable snapshot (:func:`~pythonhosted.catalog.read_names`): it takes that list and
+checks the projects changed since, as above. Every process writes the list it holds as a new
+snapshot after a walk and every :data:`SNAPSHOT_EVERY` (once every changed project is
+checked), so a restart finds one younger than the change markers kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
 from pythonhosted.boundedlog import failure_log
 from pythonhosted.catalog import (
+    NAMES_USABLE,
     CatalogWatch,
     FileRecord,
+    NamesSnapshot,
     ProjectRead,
     ReadEpochs,
+    changed_since,
     has_files,
     projects,
+    read_names,
     read_project,
+    write_names,
 )
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.index.rendered import Source
-from pythonhosted.storage import Store
+from pythonhosted.storage import StorageError, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a cached name costs at least (key, entry, the cache's own bookkeeping), and each record
 # more (the record, its listing tag, its slots in the entry's dict and list) besides its
@@ -65,6 +80,9 @@ MAX_UNSURE = 256
 # listing again only catches what a marker missed. A million names: every ~17 minutes, about
 # 2 % of a core; 60,000 names or fewer: every ``ttl``, as before.
 NAMES_SECONDS_PER_NAME = 0.001
+# How often a process writes the list it holds as the catalog's names snapshot (when it
+# changed): well within NAMES_USABLE, so a restart finds one it can use.
+SNAPSHOT_EVERY = NAMES_USABLE / 4
 
 
 def _keep(record: FileRecord) -> FileRecord:
@@ -104,9 +122,20 @@ class CatalogPages:
         self._names: tuple[float, list[str]] | None = None  # (expiry, names) for the root page
         self._names_generation = 0  # one more when the watch says anything may have changed
         self._unsure: set[str] = set()  # changed projects the names were not checked for
-        self._listing: Coalescer[int, tuple[set[str], list[str]]] = Coalescer()
+        self._listing: Coalescer[int, tuple[set[str], float, int, list[str]]] = Coalescer()
         self._checking: Coalescer[None, None] = Coalescer()
+        self._loading: Coalescer[None, None] = Coalescer()
+        self._snapshot_tried = False
+        # time.time_ns() of: what the held names reflect (every change made before it, once
+        # the changed projects are checked); the newest look whose changes were taken; the
+        # newest snapshot this process wrote or read.
+        self._names_ns = 0
+        self._looked_ns = 0
+        self._snapshot_ns = 0
+        self._writing: asyncio.Task[object] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._too_big = failure_log(log, "index cache")
+        self._failed = failure_log(log, "index names")
 
     async def records(self, name: str) -> list[FileRecord]:
         """Every file of the project ``name`` (normalised); empty for an unknown name.
@@ -152,27 +181,117 @@ class CatalogPages:
         names = self._names[1] if self._names is not None else []
         if len(self._unsure) > MAX_UNSURE:
             self._names = None  # cheaper listed again than checked one by one
-        if self._names_stale():
-            generation = self._names_generation
-            began = time.monotonic()
-            covered, names = await self._listing.run(generation, self._list_names)
-            expiry = began + max(self.ttl, NAMES_SECONDS_PER_NAME * len(names))
-            if generation != self._names_generation:
-                return names  # listed before anything may have changed: this request only
-            if self._names_stale():
-                self._names = (expiry, names)
-                self._unsure -= covered
+        if self._names is None and not self._snapshot_tried:
+            await self._loading.run(None, self._load_snapshot)
+        if self._names is None:
+            names = await self._walk()
+        elif self._names[0] <= time.monotonic() and not self._listing.busy(self._names_generation):
+            # Served as held (kept up to date by the markers) while the walk runs.
+            self._background(self._walk())
         if self._unsure:
             await self._checking.run(None, self._check_unsure)
-        return self._names[1] if self._names is not None else names
+        if self._names is None:
+            return names  # (listed before anything may have changed: this request only)
+        if not self._unsure and not self._checking.busy(None):  # (none popped, unchecked)
+            self._snapshot_if_due()
+        return self._names[1]
+
+    async def _walk(self) -> list[str]:
+        """The whole list, listed again, kept unless something may have changed meanwhile."""
+        generation = self._names_generation
+        listing = self._listing.run(generation, lambda: self._background(self._list_names()))
+        covered, began, began_ns, names = await listing
+        expiry = began + max(self.ttl, NAMES_SECONDS_PER_NAME * len(names))
+        if generation != self._names_generation:
+            return names  # listed before anything may have changed: this request only
+        if self._names_stale():
+            self._names = (expiry, names)
+            self._unsure -= covered
+            self._names_ns = max(began_ns, self._names_ns)
+        return names
+
+    async def _load_snapshot(self) -> None:
+        """The list from the catalog's newest names snapshot and the changes since (one
+        listing of the markers), when the watch is following the markers (it reports every
+        change after this); none usable: the walk. Tried once per process."""
+        if self.watch is None or not self.watch.started:
+            return
+        self._snapshot_tried = True
+        generation = self._names_generation
+        try:
+            snapshot = await read_names(self.store)
+            caught_up_ns = time.time_ns()
+            changed = await changed_since(self.store, snapshot.position_ns) if snapshot else set()
+        except StorageError as exc:
+            log.warning("catalog names snapshot unreadable, listing the catalog: %s", exc)
+            return
+        if snapshot is None or generation != self._names_generation or self._names is not None:
+            return
+        if len(self._unsure | changed) > MAX_UNSURE:
+            return  # cheaper listed again than checked one by one
+        expiry = time.monotonic() + max(self.ttl, NAMES_SECONDS_PER_NAME * len(snapshot.names))
+        self._names = (expiry, Source(snapshot.names))
+        self._unsure |= changed
+        self._names_ns = caught_up_ns
+        self._snapshot_ns = snapshot.position_ns
+
+    def _snapshot_if_due(self) -> None:
+        """Write the held list as the catalog's names snapshot when the last one this process
+        wrote or read is :data:`SNAPSHOT_EVERY` older than what the list reflects (all its
+        changed projects checked): a new process then reads it instead of walking."""
+        as_of = max(self._names_ns, self._looked_ns)
+        if self._names is None or as_of - self._snapshot_ns < SNAPSHOT_EVERY * 1e9:
+            return
+        if self._writing is not None and not self._writing.done():
+            return
+        self._snapshot_ns = as_of
+        snapshot = NamesSnapshot(as_of, self._names[1])
+        self._writing = self._background(self._write_snapshot(snapshot))
+
+    async def _write_snapshot(self, snapshot: NamesSnapshot) -> None:
+        try:
+            await write_names(self.store, snapshot)
+        except StorageError as exc:
+            log.warning("catalog names snapshot not written: %s", exc)
+
+    def _background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """``work`` in a task of its own, which :meth:`stop` cancels."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failed.note(
+                logging.WARNING, "walk", "catalog not listed again: %s", task.exception()
+            )
+
+    @property
+    def hooks(self) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        """(start, stop), for the app's lifespan."""
+        return self._start, self.stop
+
+    async def _start(self) -> None:
+        """Nothing to start: the first request reads or lists the names."""
+
+    async def stop(self) -> None:
+        """Cancel the walks and writes under way (a walk's process is killed)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
 
     def _names_stale(self) -> bool:
         return self._names is None or self._names[0] <= time.monotonic()
 
-    async def _list_names(self) -> tuple[set[str], list[str]]:
-        """The whole list, and the changed projects it covers (those seen before it began)."""
+    async def _list_names(self) -> tuple[set[str], float, int, list[str]]:
+        """The changed projects it covers (those seen before it began), when it began
+        (time.monotonic(), time.time_ns()), and the whole list."""
         covered = set(self._unsure)
-        return covered, Source(await projects(self.store))
+        began, began_ns = time.monotonic(), time.time_ns()
+        return covered, began, began_ns, Source(await projects(self.store))
 
     async def _check_unsure(self) -> None:
         """Add or remove the changed projects: one small listing each."""
@@ -198,12 +317,14 @@ class CatalogPages:
         if self.watch is None:
             return
         changes = await self.watch.changes()
+        self._looked_ns = max(self._looked_ns, changes.looked_ns)
         if changes.everything:
             for entry in self._pages.values():
                 entry.fresh_until = 0.0  # read again, from what is held
             self._names = None
             self._names_generation += 1
             self._unsure.clear()
+            self._names_ns = 0
         for name in changes.projects:
             changed = self._pages.get(name)
             if changed is not None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import os
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ import obstore
 import orjson
 from obstore.store import LocalStore
 
+from pythonhosted.storage import walk
 from pythonhosted.storage.errors import NotFound, StoreUnavailable
 from pythonhosted.storage.stores import (
     META_PREFIX,
@@ -186,71 +187,73 @@ class DirectoryStore(Store):
     def _names_of(self, key: str) -> list[str]:
         return [key, sidecar_of(key)]
 
-    async def list_names(self, prefix: str) -> list[str]:
+    async def list_names(self, prefix: str, *, large: bool = False) -> list[str]:
         """As :meth:`Store.list_names`, leaving out directories that hold no file: a delete
         leaves its directories behind (removing them would race a concurrent put creating
         them: obstore's put fails when a directory it just made is gone), and a directory
-        stands for no object here."""
+        stands for no object here. ``large``: walked in a process of its own (:mod:`.walk`),
+        which is killed if the listing is cancelled."""
         check_key(prefix + "x")
+        directory = self.root / prefix
         try:
-            return await asyncio.to_thread(self._names_below, self.root / prefix)
+            if large:
+                names = await _walked_apart(directory)
+            else:
+                names = await asyncio.to_thread(walk.names_below, str(directory))
         except OSError as exc:
             raise StoreUnavailable(f"{self.label}: {exc}") from exc
-
-    def _names_below(self, directory: Path) -> list[str]:
-        """Runs in a thread, beside the event loop's: it walks the directory as it reads it
-        (no list of a million entries first) and sorts in batches, so it never holds the GIL
-        for longer than a batch (see :func:`_sorted_in_batches`)."""
-        names = []
-        try:
-            entries = os.scandir(directory)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        with entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if _holds_a_file(entry.path):
-                        names.append(entry.name)
-                elif entry.is_file(follow_symlinks=False) and "#" not in entry.name:
-                    names.append(entry.name)  # ("#": obstore's staging files of puts under way)
         if directory == self.root:
             names = [name for name in names if name != META_PREFIX.rstrip("/")]
-        return _sorted_in_batches(names)
+        return names
 
 
-# Names sorted at once by one call to ``sorted``: about 1 ms of CPU on a loaded machine, well
-# under the interpreter's switch interval (5 ms).
-SORT_BATCH = 4096
+# What the walking process's output is read in: each piece is split into names between two
+# turns of the event loop (a whole million-name output at once held it ~40 ms).
+READ_BYTES = 256 * 1024
 
 
-def _sorted_in_batches(names: list[str]) -> list[str]:
-    """``sorted(names)``, made of sorts of :data:`SORT_BATCH` names merged by ``heapq.merge``
-    (Python code: the GIL changes hands between its steps).
-
-    Hand-written for a measured stall: one ``sorted`` of a million project names (the catalog's
-    root listing) held the GIL for 0.45-0.5 s at load 8-10, and every request of the server
-    waited that long (``/_health`` up to ~3 s with the rest of the root page's work). Sorting
-    this way costs ~0.6 s more CPU a million names (1.05 s, not 0.44 s, at load 8), against
-    the listing's 10-14 s (bench/index_root.py, BENCHMARKS.md "index root").
-    """
-    if len(names) <= SORT_BATCH:
-        return sorted(names)
-    runs = [sorted(names[at : at + SORT_BATCH]) for at in range(0, len(names), SORT_BATCH)]
-    return list(heapq.merge(*runs))
-
-
-def _holds_a_file(directory: str) -> bool:
-    """Whether any file lies below ``directory``: the first one found ends the search (a
-    project's directory holds files directly, so this is one small read of it). A directory
-    gone meanwhile holds none."""
+async def _walked_apart(directory: Path) -> list[str]:
+    """:func:`.walk.names_below` of ``directory`` in a child process (sorted, NUL-separated
+    on its stdout), read a piece at a time; a cancelled listing kills the child."""
+    child = await _spawned(
+        sys.executable,
+        "-I",  # the standard library only: no site, no environment, no package imports
+        walk.__file__,
+        str(directory),
+    )
+    assert child.stdout is not None and child.stderr is not None
+    names: list[str] = []
+    rest = b""
     try:
-        entries = os.scandir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    with entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                return True
-            if entry.is_dir(follow_symlinks=False) and _holds_a_file(entry.path):
-                return True
-    return False
+        while piece := await child.stdout.read(READ_BYTES):
+            *whole, rest = (rest + piece).split(b"\0")
+            names.extend(name.decode("utf-8", "surrogateescape") for name in whole)
+        error = await child.stderr.read()
+        status = await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await asyncio.shield(child.wait())
+    if status != 0:
+        reason = error.decode(errors="replace").strip().splitlines()
+        raise OSError(reason[-1] if reason else f"listing {directory} failed ({status})")
+    return names
+
+
+# uvloop refuses to start a process while another event loop of the same process starts one
+# (RuntimeError "Racing with another loop to spawn a process"): several servers in one
+# process (the tests' ``running``) walking at once. The spawn takes milliseconds: tried again.
+SPAWN_TRIES = 100
+
+
+async def _spawned(*command: str) -> asyncio.subprocess.Process:
+    for _ in range(SPAWN_TRIES - 1):
+        try:
+            return await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        except RuntimeError as exc:
+            if "Racing" not in str(exc):
+                raise OSError(f"cannot start the walk: {exc}") from exc
+            await asyncio.sleep(0.01)
+    raise OSError(f"cannot start the walk: another loop was spawning {SPAWN_TRIES} times")
