@@ -146,14 +146,20 @@ class SlowFirstRead:
     """A store whose first catalog record read is slow: a page read that began before a change
     ends after it, with what it read before."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, records: int) -> None:
         self._store = store
         self.delays = [0.5]
+        self.records = records
+        self.all_read = asyncio.Event()  # set once every record's bytes are read
 
     async def get_bytes(self, key: str) -> bytes:
         data = await self._store.get_bytes(key)
-        if key.startswith("catalog/") and self.delays:
-            await asyncio.sleep(self.delays.pop())
+        if key.startswith("catalog/"):
+            self.records -= 1
+            if self.records == 0:
+                self.all_read.set()
+            if self.delays:
+                await asyncio.sleep(self.delays.pop())
         return data
 
     def __getattr__(self, name: str) -> object:
@@ -167,12 +173,12 @@ def test_a_read_from_before_a_change_is_not_kept(tmp_path: Path) -> None:
     old, new = build_wheel("Race", "1.0"), build_wheel("Race", "2.0")
     for wheel in (old, new):
         asyncio.run(upload(primary, *wheel))
-    store = SlowFirstRead(primary)
+    store = SlowFirstRead(primary, records=2)
     pages = CatalogPages(store, ttl=600, max_bytes=2**20, watch=CatalogWatch(store, interval=0))  # type: ignore[arg-type]
 
     async def scenario() -> tuple[list[str], list[str], list[str]]:
         early = asyncio.create_task(pages.records("race"))  # reads, then waits 0.5 s
-        await asyncio.sleep(0.1)
+        await store.all_read.wait()  # (a fixed 0.1 s was too short on a loaded machine)
         await primary.delete(record_key("race", old[0]))
         await mark_changed(primary, ["race"])
         after = await pages.records("race")  # sees the change: reads again, not joining
