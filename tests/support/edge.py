@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +90,12 @@ def edge_process(
     workers: int = 1,
     stderr: int | None = subprocess.DEVNULL,
     settings: Mapping[str, str] | None = None,
+    runner: Sequence[str] = (sys.executable, "-m", "pythonhosted"),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening;
     its process group is gone when the block ends. ``stderr=subprocess.PIPE`` keeps its log
-    to read after it exits; ``settings``: more ``PYTHONHOSTED_*`` variables."""
+    to read after it exits; ``settings``: more ``PYTHONHOSTED_*`` variables; ``runner``: what
+    runs the command line (e.g. a script that sets limits first)."""
     env = {
         **os.environ,
         "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
@@ -101,7 +103,7 @@ def edge_process(
         "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
         **(settings or {}),
     }
-    command = [sys.executable, "-m", "pythonhosted", "files", "serve", "--primary", primary]
+    command = [*runner, "files", "serve", "--primary", primary]
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
     command += ["--workers", str(workers)]
     with started(command, env=env, stderr=stderr) as process:

@@ -1,24 +1,16 @@
-"""The purge journal the workers of one `files serve` share (one purge, every cache)."""
+"""The purge journal the workers of one service share (one purge, every cache); through the
+files edge in tests/files/test_purges.py, through camo in tests/camo/test_cache.py."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from subprocess import Popen
-
-import httpx
 
 from pythonhosted.web.purges import EVERYTHING, PurgeJournal
-from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.edge import SAMPLES, seed
-from support.processes import started, stop_group
-
-SDIST = SAMPLES["sdist"]
+from support.processes import started
 
 PUBLISH = """
 import sys
@@ -137,70 +129,3 @@ def test_a_writer_killed_starting_afresh_makes_readers_forget_everything(tmp_pat
     assert reader.news() is EVERYTHING
     PurgeJournal(path).publish("packages/after")
     assert reader.news() == ["packages/after"]
-
-
-# `files serve --workers 2` under a file-size limit: the journal's writes past it fail as on a
-# full disk.
-SERVE_LIMITED = """
-import resource, signal, sys
-from pythonhosted.cli import main
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, as ENOSPC on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
-main(["files", "serve", "--workers", "2"])
-"""
-BEARER = {"authorization": "Bearer purge-token"}
-
-
-@contextmanager
-def edge_of_two_workers(tmp_path: Path, file_size_limit: int) -> Iterator[tuple[str, Popen[bytes]]]:
-    primary = f"file://{tmp_path}/primary"
-    seed(primary)
-    bind = Bind("127.0.0.1", free_port())
-    env = {
-        **os.environ,
-        "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONHOSTED_FILES__PRIMARY": primary,
-        "PYTHONHOSTED_FILES__BIND": f"{bind.host}:{bind.port}",
-        "PYTHONHOSTED_FILES__PURGE_SECRET": "purge-token",
-    }
-    server = [sys.executable, "-c", SERVE_LIMITED, str(file_size_limit)]
-    with started(server, env=env, stderr=subprocess.PIPE) as edge:
-        wait_for_port(bind, timeout=60)
-        yield bind.url(), edge
-
-
-def _purge_path(n: int) -> str:
-    return f"/packages/ab/cd/{'e' * 60}/f{n:04d}.whl"  # 88 bytes as a journal entry
-
-
-def test_a_purge_of_one_file_leaves_every_other_file_served(tmp_path: Path) -> None:
-    """Each worker, reading another's purges before a lookup, looked up the last purged key in
-    place of the one asked for: the first request of every worker after any purge was a 404
-    for a file that is there."""
-    with edge_of_two_workers(tmp_path, 2**30) as (url, _):
-        purged = httpx.request("PURGE", url + _purge_path(0), headers=BEARER)
-        assert purged.status_code == 200
-        # New connections each: the kernel hands them to either worker.
-        assert [httpx.get(url + SDIST.path).status_code for _ in range(20)] == [200] * 20
-
-
-def test_a_purge_the_full_journal_refuses_is_503_and_the_edge_serves_on(tmp_path: Path) -> None:
-    """A purge the journal could not record (its disk full) would reach only the worker that
-    took it: it was a 500 with a traceback in the log. It is a 503 that says to try again; the
-    purges before it were acknowledged, and the edge serves on."""
-    with edge_of_two_workers(tmp_path, 4096) as (url, edge):
-        with httpx.Client(base_url=url) as client:
-            answers = []
-            for n in range(1000):
-                answer = client.request("PURGE", _purge_path(n), headers=BEARER)
-                answers.append(answer.status_code)
-                if answer.status_code != 200:
-                    break
-            assert (answers.count(200), answers[-1]) == ((4096 - 16) // 88, 503)
-            reason = "Purge not recorded for every worker (File too large); try again\n"
-            assert (answer.text, answer.headers["retry-after"]) == (reason, "1")
-            assert [client.get(SDIST.path).status_code for _ in range(20)] == [200] * 20
-        stop_group(edge)
-        _, log = edge.communicate(timeout=60)
-    assert b"Traceback" not in log
-    assert log.count(b"not shared with the other workers: File too large") == 1
