@@ -261,8 +261,8 @@ class ConveyorSettings(Section):
     # A replaced docs site stays readable this long (requests that followed the old pointer);
     # a site folder no pointer ever named (a killed upload's) is removed this long after it was
     # started (an upload may still be writing it). Both removed by the next upload.
-    docs_keep_replaced: Seconds = 600.0
-    docs_keep_unfinished: Seconds = 24 * 3600.0
+    docs_keep_replaced: SecondsOrZero = 600.0
+    docs_keep_unfinished: SecondsOrZero = 24 * 3600.0
 
 
 class LinehaulSettings(Section):

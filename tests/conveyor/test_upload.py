@@ -79,7 +79,7 @@ def test_upload_replaces_a_site(
         "guide/index.html": b"new guide",
         "index.html": b"new front",
     }
-    monkeypatch.setenv("PYTHONHOSTED_CONVEYOR__DOCS_KEEP_REPLACED", "0.001")
+    monkeypatch.setenv("PYTHONHOSTED_CONVEYOR__DOCS_KEEP_REPLACED", "0")
     code, output = cli("docs", "upload", "--store", store_url, "proj", str(new))
     assert (code, output) == (0, "proj: 3 files written, 6 old files removed\n")
     assert len(keys(store_url, ".sites/proj/")) == 4  # the pointer and the new site
