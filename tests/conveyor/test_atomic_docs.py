@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from pythonhosted.cli import main
 from pythonhosted.config import ConveyorSettings
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.upload import retention_of, upload_docs
-from pythonhosted.storage import NotFound, open_store
+from pythonhosted.storage import DirectoryStore, NotFound, StoreUnavailable, open_store
 from support.conveyor import ConveyorFactory, served_files, served_folder
 from support.flood import fetch_all
 from support.processes import spawn, wait_until
@@ -115,6 +116,35 @@ def test_a_killed_upload_leaves_the_old_site_served(store: tuple[str, int], tmp_
     assert sorted(all_keys(store_url)) == sorted(
         [".sites/proj/current", *(folder + name for name in newest)]
     )
+
+
+class FailingStore(DirectoryStore):
+    """A local store whose puts fail after the first ``good`` ones (a disk filling up)."""
+
+    def __init__(self, url: str, good: int) -> None:
+        super().__init__(url, Path(url.removeprefix("file://")))
+        self.good = good
+
+    async def put(self, key: str, data: bytes, **options: Any) -> None:
+        if self.good <= 0:
+            raise StoreUnavailable(f"{self.label}: no space left on device")
+        self.good -= 1
+        await super().put(key, data, **options)
+
+
+def test_a_failed_upload_removes_what_it_wrote(tmp_path: Path) -> None:
+    store_url, pages = f"file://{tmp_path}/docs", PAGES["file"]
+    old = site("old", pages)
+    upload(store_url, write_tree(tmp_path / "old", old))
+    before = sorted(all_keys(store_url))
+    source = write_tree(tmp_path / "new", site("new", pages, extra="new"))
+    settings = ConveyorSettings()
+    limits, retention = UploadLimits.from_settings(settings), retention_of(settings)
+    failing = FailingStore(store_url, good=pages // 2)
+    with pytest.raises(StoreUnavailable, match="no space left on device"):
+        asyncio.run(upload_docs(failing, "proj", source, limits, retention))
+    assert served_files(store_url, "proj") == old
+    assert sorted(all_keys(store_url)) == before
 
 
 def test_racing_uploads_end_with_one_whole_site_and_readers_never_miss(

@@ -5,10 +5,11 @@ kinds, counts and inflated sizes), so a refused source writes nothing. The files
 site folder, every object written whole, small files in one request and larger ones streamed
 in parts, so memory stays bounded whatever the sizes; only when all are there does the
 project's pointer switch to it (:mod:`.sites`). So readers see the old site or the new one,
-never a mix; an upload that fails or is killed part-way leaves the old site served, and its
-folder is removed by a later upload once ``docs_keep_unfinished`` has passed. Two uploads of
-one project at once each write a whole site, and the pointer names one of them. After the
-switch, sites replaced more than ``docs_keep_replaced`` ago are removed.
+never a mix; an upload that fails or is killed part-way leaves the old site served, and what
+it wrote is removed as it fails (after a kill -9, by a later upload once
+``docs_keep_unfinished`` has passed). Two uploads of one project at once each write a whole
+site, and the pointer names one of them. After the switch, sites replaced more than
+``docs_keep_replaced`` ago are removed.
 
 ``redirects.txt`` edits are read-modify-write of one object: concurrent edits can lose one.
 """
@@ -16,6 +17,7 @@ switch, sites replaced more than ``docs_keep_replaced`` ago are removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ from pythonhosted.conveyor.sites import (
     started_at,
 )
 from pythonhosted.conveyor.targets import InvalidTarget, check_target
-from pythonhosted.storage import NotFound, Store
+from pythonhosted.storage import NotFound, StorageError, Store
 
 # Small files are read a batch at a time in one thread hop (a hop per file doubled the time
 # of a 20,000-file upload), BATCHES batches at once: at most 2 x 16 x 1 MiB held.
@@ -104,8 +106,11 @@ async def upload_docs(
         if not bundle.members:
             raise PublishError(f"{bundle.source}: no files to upload")
         await _write_site(store, folder, bundle)
-    except BundleError as exc:
-        raise PublishError(str(exc)) from None
+    except BaseException as exc:
+        await _remove_quietly(store, folder)
+        if isinstance(exc, BundleError):
+            raise PublishError(str(exc)) from None
+        raise
     finally:
         bundle.close()
     await _switch(store, project, site)
@@ -113,28 +118,58 @@ async def upload_docs(
 
 
 async def _write_site(store: Store, folder: str, bundle: Bundle) -> None:
-    """Every file of ``bundle`` under ``folder``, a few at a time."""
+    """Every file of ``bundle`` under ``folder``, a few at a time.
+
+    After a failure no new write starts, and the ones under way are waited for (a cancelled
+    store write still lands: obstore's request runs on without its Python awaitable), so
+    that once this raises, the folder is only what is written and can be removed whole."""
     batches, streams = asyncio.Semaphore(BATCHES), asyncio.Semaphore(STREAMS)
+    failures: list[Exception] = []
 
     async def put_small(batch: list[Member]) -> None:
         async with batches:
-            data = await asyncio.to_thread(lambda: [read_whole(bundle, item) for item in batch])
-            await asyncio.gather(
-                *(
-                    store.put(folder + item.name, body)
-                    for item, body in zip(batch, data, strict=True)
-                )
+            if failures:
+                return
+            try:
+                data = await asyncio.to_thread(lambda: [read_whole(bundle, item) for item in batch])
+            except Exception as exc:
+                failures.append(exc)
+                return
+            puts = (
+                store.put(folder + item.name, body) for item, body in zip(batch, data, strict=True)
             )
+            results = await asyncio.gather(*puts, return_exceptions=True)
+            failures.extend(result for result in results if isinstance(result, Exception))
 
     async def put_large(member: Member) -> None:
         async with streams:
-            await store.put_stream(folder + member.name, _streamed(bundle, member))
+            if failures:
+                return
+            try:
+                await store.put_stream(folder + member.name, _streamed(bundle, member))
+            except Exception as exc:
+                failures.append(exc)
 
     small = [item for item in bundle.members if item.size <= WHOLE_BYTES]
     await asyncio.gather(
         *(put_small(small[start : start + BATCH]) for start in range(0, len(small), BATCH)),
         *(put_large(item) for item in bundle.members if item.size > WHOLE_BYTES),
     )
+    if failures:
+        raise failures[0]
+
+
+async def _remove_quietly(store: Store, folder: str) -> None:
+    """Remove what a failed upload wrote, if the store lets us (else a later upload does, once
+    ``docs_keep_unfinished`` has passed). Shielded: an interrupted upload (Ctrl-C cancels it)
+    still cleans up."""
+
+    async def remove() -> None:
+        keys = [item.key for item in await store.list(folder)]
+        await store.delete_many(keys)
+
+    with contextlib.suppress(StorageError):
+        await asyncio.shield(remove())
 
 
 async def read_pointer(store: Store, project: str) -> Pointer | None:
