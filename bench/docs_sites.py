@@ -1,6 +1,6 @@
 """Docs hosting at production size: uploads, requests, readers during uploads, kills.
 
-    .venv/bin/python bench/docs_sites.py [--src DIR] [--files 100000] [--file-bytes 10240]
+    .venv/bin/python bench/docs_sites.py [--src DIR] [--files 99999] [--file-bytes 10240]
         [--duration 8] [--readers 5000] [--idle 3000] [--kills 10]
 
 Runs ``pythonhosted`` from ``--src`` (default: this tree's ``src``; give a copy of another
@@ -119,7 +119,8 @@ async def read_pages(
                 number = path.rsplit("/f", 1)[-1].removesuffix(".html")
                 words = body.split(b" ", 2)
                 whole = len(words) > 1 and words[1].decode() in (number, "front")
-                seen[f"{response.status} {words[0].decode() if whole else 'MIXED'}"] += 1
+                when = "after" if until.done() else "during"
+                seen[f"{when}: {response.status} {words[0].decode() if whole else 'MIXED'}"] += 1
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return seen
@@ -128,7 +129,7 @@ async def read_pages(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=HERE / "src")
-    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=99_999)  # + index.html: upload_max_files
     parser.add_argument("--file-bytes", type=int, default=10 * 1024)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--readers", type=int, default=5000)
@@ -136,6 +137,13 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-docs-sites-"))
+    try:
+        run(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
     data, store = root / "data", f"file://{root}/docs"
     sites = {
         version: write_site(root / version, version, args.files, args.file_bytes)
@@ -201,7 +209,6 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def one_get(url: str) -> int:
