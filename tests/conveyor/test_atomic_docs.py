@@ -27,7 +27,7 @@ from support.flood import fetch_all
 from support.processes import spawn, wait_until
 
 # Pages of a site: fewer on moto, which takes a few milliseconds of CPU per request.
-PAGES = {"file": 800, "s3": 120}
+PAGES = {"file": 600, "s3": 80}
 
 
 def site(version: str, pages: int, extra: str = "") -> dict[str, bytes]:
