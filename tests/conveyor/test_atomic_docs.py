@@ -70,36 +70,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, int]:
 
 def test_a_killed_upload_leaves_the_old_site_served(store: tuple[str, int], tmp_path: Path) -> None:
     store_url, pages = store
-    middle = f"p{pages // 2:04d}.html"
     old, new = site("old", pages), site("new", pages, extra="new")
     upload(store_url, write_tree(tmp_path / "old", old))
     source = write_tree(tmp_path / "new", new)
     opened = open_store(store_url)
     old_folder = served_folder(store_url, "proj")
 
-    async def stored(key: str) -> bytes | None:
-        try:
-            return await opened.get_bytes(key)
-        except NotFound:
-            return None
-
-    async def new_page_stored() -> bool:
-        if await stored(f"proj/{middle}") == new[middle]:  # written in place
+    async def new_file_stored() -> bool:
+        try:  # the old layout wrote in place, assets (new0.css first) before pages
+            await opened.info("proj/new0.css")
             return True
-        for folder in set(await opened.list_names(".sites/proj/")) - {"current"}:
-            key = f".sites/proj/{folder}/{middle}"
-            if not key.startswith(old_folder) and await stored(key) is not None:
-                return True
-        return False
-
-    def halfway() -> bool:
-        """A page half-way through the new site is stored (in either layout)."""
-        return asyncio.run(new_page_stored())
+        except NotFound:
+            pass
+        folders = set(await opened.list_names(".sites/proj/")) - {"current"}
+        return any(f".sites/proj/{folder}/" != old_folder for folder in folders)
 
     process = spawn([*uploader(store_url, source), "proj", str(source)])
-    wait_until(halfway, interval=0.01)
+    # Killed as soon as the new site's first file is stored: the upload is then still writing.
+    wait_until(lambda: asyncio.run(new_file_stored()), interval=0.01)
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL
     assert served_files(store_url, "proj") == old
 
     # The next upload serves its site, and removes the killed one's folder and the replaced
