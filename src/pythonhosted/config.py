@@ -258,6 +258,11 @@ class ConveyorSettings(Section):
     upload_max_total_bytes: int = Field(default=2**30, gt=0)
     upload_max_files: int = Field(default=100_000, gt=0)
     upload_max_ratio: float = Field(default=100.0, ge=1)
+    # A replaced docs site stays readable this long (requests that followed the old pointer);
+    # a site folder no pointer ever named (a killed upload's) is removed this long after it was
+    # started (an upload may still be writing it). Both removed by the next upload.
+    docs_keep_replaced: SecondsOrZero = 600.0
+    docs_keep_unfinished: SecondsOrZero = 24 * 3600.0
 
 
 class LinehaulSettings(Section):

@@ -14,7 +14,8 @@ from pythonhosted.cli import main
 from pythonhosted.conveyor import ensure_sample_docs
 from pythonhosted.conveyor.redirects import REDIRECTS_KEY, parse_redirects
 from pythonhosted.storage import open_store
-from support.conveyor import ConveyorFactory
+from support.conveyor import ConveyorFactory, served_files
+from support.processes import wait_until
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -41,7 +42,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     )
 
 
-def test_upload_replaces_a_site(store_url: str, tmp_path: Path, conveyor: ConveyorFactory) -> None:
+def test_upload_replaces_a_site(
+    store_url: str, tmp_path: Path, conveyor: ConveyorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old = write_tree(
         tmp_path / "old",
         {"index.html": b"old front", "old-only.html": b"gone soon", "_static/a.css": b"a"},
@@ -55,24 +58,32 @@ def test_upload_replaces_a_site(store_url: str, tmp_path: Path, conveyor: Convey
 
     assert cli("docs", "upload", "--store", store_url, "proj-x", str(neighbour))[0] == 0
     code, output = cli("docs", "upload", "--store", store_url, "proj", str(old))
-    assert (code, output) == (0, "proj: 3 files written, 0 stale removed\n")
+    assert (code, output) == (0, "proj: 3 files written, 0 old files removed\n")
     with conveyor(docs=store_url) as base:
         assert httpx.get(base + "/proj/").content == b"old front"
         assert httpx.get(base + "/proj/old-only.html").status_code == 200
         code, output = cli("docs", "upload", "--store", store_url, "proj", str(new))
-        assert (code, output) == (0, "proj: 3 files written, 1 stale removed\n")
-        assert httpx.get(base + "/proj/").content == b"new front"
+        # The replaced site stays for readers that followed the old pointer (600 s).
+        assert (code, output) == (0, "proj: 3 files written, 0 old files removed\n")
+        wait_until(lambda: httpx.get(base + "/proj/").content == b"new front")  # S3: 1 s
         assert httpx.get(base + "/proj/guide").headers["location"] == "/proj/guide/"
         assert httpx.get(base + "/proj/guide/").content == b"new guide"
         assert httpx.get(base + "/proj/_static/a.css").content == b"a2"
         assert httpx.get(base + "/proj/old-only.html").status_code == 404
         # A project whose name starts with this one's is not touched.
         assert httpx.get(base + "/proj-x/").content == b"neighbour"
-    assert keys(store_url, "proj/") == [
-        "proj/_static/a.css",
-        "proj/guide/index.html",
-        "proj/index.html",
-    ]
+        # The sites' own folder is no project.
+        assert httpx.get(base + "/.sites/proj/current").status_code == 404
+    assert served_files(store_url, "proj") == {
+        "_static/a.css": b"a2",
+        "guide/index.html": b"new guide",
+        "index.html": b"new front",
+    }
+    monkeypatch.setenv("PYTHONHOSTED_CONVEYOR__DOCS_KEEP_REPLACED", "0")
+    code, output = cli("docs", "upload", "--store", store_url, "proj", str(new))
+    assert (code, output) == (0, "proj: 3 files written, 6 old files removed\n")
+    assert len(keys(store_url, ".sites/proj/")) == 4  # the pointer and the new site
+    assert served_files(store_url, "proj")["index.html"] == b"new front"
 
 
 @pytest.mark.parametrize(

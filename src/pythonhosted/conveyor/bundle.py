@@ -90,16 +90,19 @@ class Bundle(Protocol):
     def close(self) -> None: ...
 
 
-def open_bundle(source: Path, project: str, limits: UploadLimits) -> DirectoryBundle | ZipBundle:
+def open_bundle(source: Path, folder: str, limits: UploadLimits) -> DirectoryBundle | ZipBundle:
     """Check ``source`` (see the module docstring); BundleError for anything refused.
+
+    Names are checked as keys below ``folder``, the store folder the files will be written to
+    (a name that fits below the project but not below its site folder is refused here).
 
     Blocking (it may inflate a whole archive): run it in a thread.
     """
     if source.is_dir():
-        return DirectoryBundle(source, project, limits)
+        return DirectoryBundle(source, folder, limits)
     if not source.is_file():
         raise BundleError(f"{source}: no such directory or zip file")
-    return ZipBundle(source, project, limits)
+    return ZipBundle(source, folder, limits)
 
 
 def pieces(bundle: Bundle, member: Member) -> Generator[bytes, None, None]:
@@ -128,9 +131,9 @@ def read_whole(bundle: Bundle, member: Member) -> bytes:
 class _Checker:
     """The checks both kinds of source share: names, counts and sizes."""
 
-    def __init__(self, source: Path, project: str, limits: UploadLimits) -> None:
+    def __init__(self, source: Path, folder: str, limits: UploadLimits) -> None:
         self.source = source
-        self.project = project
+        self.folder = folder
         self.limits = limits
         self.members: list[Member] = []
         self.total = 0
@@ -142,14 +145,14 @@ class _Checker:
         """``name`` if it is a safe relative file name, else BundleError."""
         parts = name.split("/")
         try:
-            encoded = f"{self.project}/{name}".encode()
+            encoded = f"{self.folder}/{name}".encode()
             longest = max(len(part.encode()) for part in parts)
         except UnicodeEncodeError:
             raise self.refuse(f"refusing unsafe file name {name!r}") from None
         if len(encoded) > MAX_KEY_BYTES or longest > MAX_SEGMENT_BYTES:  # before the key rule,
             raise self.refuse(f"refusing file name {name[:60]!r}...: too long")  # to say why
         try:
-            check_key(f"{self.project}/{name}")
+            check_key(f"{self.folder}/{name}")
         except ValueError:
             raise self.refuse(f"refusing unsafe file name {name!r}") from None
         if "" in parts or any(unicodedata.category(char) == "Cc" for char in name):
@@ -180,9 +183,9 @@ class _Checker:
 class DirectoryBundle:
     """A directory: regular files and plain subdirectories only, read without following links."""
 
-    def __init__(self, source: Path, project: str, limits: UploadLimits) -> None:
+    def __init__(self, source: Path, folder: str, limits: UploadLimits) -> None:
         self.source = source
-        checker = _Checker(source, project, limits)
+        checker = _Checker(source, folder, limits)
         pending = [""]
         while pending:
             prefix = pending.pop()
@@ -229,9 +232,9 @@ class DirectoryBundle:
 class ZipBundle:
     """A zip archive, checked entry by entry and then inflated once to count its real sizes."""
 
-    def __init__(self, source: Path, project: str, limits: UploadLimits) -> None:
+    def __init__(self, source: Path, folder: str, limits: UploadLimits) -> None:
         self.source = source
-        checker = _Checker(source, project, limits)
+        checker = _Checker(source, folder, limits)
         if _entry_bound(source) > limits.files * ENTRIES_PER_FILE:
             raise checker.refuse(f"more than {limits.files} files (upload_max_files)")
         try:

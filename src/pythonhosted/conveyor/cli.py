@@ -12,7 +12,7 @@ from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import build_app, docs_url
-from pythonhosted.conveyor.upload import PublishError, set_redirect, upload_docs
+from pythonhosted.conveyor.upload import PublishError, retention_of, set_redirect, upload_docs
 from pythonhosted.errortext import first_line
 from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
@@ -96,10 +96,11 @@ def upload_command(settings: Settings, store_url: str | None, project: str, sour
     store = _store(settings, store_url)
     try:
         limits = UploadLimits.from_settings(settings.conveyor)
-        result = asyncio.run(upload_docs(store, project, source, limits))
+        retention = retention_of(settings.conveyor)
+        result = asyncio.run(upload_docs(store, project, source, limits, retention))
     except (PublishError, StorageError, OSError) as exc:
         raise click.ClickException(first_line(exc)) from exc
-    click.echo(f"{project}: {result.written} files written, {result.deleted} stale removed")
+    click.echo(f"{project}: {result.written} files written, {result.deleted} old files removed")
 
 
 @docs.command("redirect")

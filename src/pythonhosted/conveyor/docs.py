@@ -1,16 +1,19 @@
 """pythonhosted.org: project docs served from a store (spec rules 9-13).
 
-Keys are ``{project}/{path}`` in the docs store, ``index.html`` at its root. On a local
-store the hot path is one ``stat``, then small files from memory and the rest read with
-``pread``; other stores stream the object in chunks. Validators, ranges and the body route
-are the shared responder's (:mod:`pythonhosted.web.objects`), as on the files edge.
-"""
+A project's files are those of the site its pointer names (:mod:`.sites`), or, for a project
+no upload has given a pointer yet, the keys ``{project}/{path}``; ``index.html`` at the store's
+root is the front page. On a local store the hot path is two ``stat`` calls (the pointer and
+the file), then small files from memory and the rest read with ``pread``; other stores stream
+the object in chunks, and a project's pointer is read again at most every ``POINTER_TTL``.
+Validators, ranges and the body route are the shared responder's
+(:mod:`pythonhosted.web.objects`), as on the files edge."""
 
 from __future__ import annotations
 
 import logging
 import os
 import stat
+import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -19,6 +22,13 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.conveyor.content import content_headers
 from pythonhosted.conveyor.redirects import RedirectTable
 from pythonhosted.conveyor.replies import reply, security_headers
+from pythonhosted.conveyor.sites import (
+    POINTER_BYTES,
+    BadPointer,
+    load_pointer,
+    pointer_key,
+    site_prefix,
+)
 from pythonhosted.objectkeys import check_key, path_of
 from pythonhosted.storage import DirectoryStore, NotFound, Store, StoreUnavailable
 from pythonhosted.web.http import http_datetime
@@ -34,6 +44,10 @@ LOCAL_ENTRIES = 10_000  # local files whose headers are kept; cleared wholesale 
 SMALL_BODY = 64 * 1024  # local files up to this size are kept in memory too...
 BODY_BUDGET = 64 * 1024 * 1024  # ...up to this many bytes in all, keys and headers included
 ENTRY_BYTES = 1024  # what an entry holds besides its key and body (headers, objects)
+# A remote store's pointers are kept this long (seconds): far below the grace period a
+# replaced site is kept for (docs_keep_replaced), so a request never follows a pointer to a
+# site already removed.
+POINTER_TTL = 1.0
 
 
 class DocsSite:
@@ -47,6 +61,9 @@ class DocsSite:
         self._local: dict[str, tuple[tuple[int, int, int], Found]] = {}
         self._local_bytes = 0
         self._lookups: Coalescer[str, Found | None] = Coalescer()
+        # project -> (pointer's stat signature, or expiry time on a remote store; its folder)
+        self._folders: dict[str, tuple[object, str]] = {}
+        self._pointer_lookups: Coalescer[str, str] = Coalescer()
         # small local bodies are kept by _find itself
         self.responder = ObjectResponder(streams=slots_of("conveyor"))
 
@@ -58,7 +75,7 @@ class DocsSite:
             await reply(send, scope, 404, "Not Found")
             return
         if path == "/":
-            await self._serve(request, send, "index.html")
+            await self._serve(request, send, None, "index.html")
             return
         project, slash, rest = path[1:].partition("/")
         if not slash:
@@ -68,24 +85,33 @@ class DocsSite:
         if redirect is not None:
             await _moved(scope, send, 302, redirect.location(rest))
             return
-        key = path[1:] + "index.html" if path.endswith("/") else path[1:]
-        await self._serve(request, send, key, directory_fallback=not path.endswith("/"))
+        if project.startswith("."):  # the store's own folders (sites, sidecars): no project's
+            await reply(send, scope, 404, "Not Found")
+            return
+        await self._serve(request, send, project, rest)
 
-    async def _serve(
-        self, request: Request, send: Send, key: str, directory_fallback: bool = False
-    ) -> None:
+    async def _serve(self, request: Request, send: Send, project: str | None, rest: str) -> None:
+        """Answer for ``rest`` in ``project``'s site (the store's root when None)."""
         scope = request.scope
         try:
+            folder = "" if project is None else await self._folder(project)
+            key = folder + (rest + "index.html" if rest == "" or rest.endswith("/") else rest)
             check_key(key)
             found = await self._find(key)
-            if found is None and directory_fallback and await self._find(key + "/index.html"):
-                await _moved(scope, send, 301, f"/{key}/")
+            if (
+                found is None
+                and project is not None
+                and rest
+                and not rest.endswith("/")
+                and await self._find(key + "/index.html")
+            ):
+                await _moved(scope, send, 301, f"/{project}/{rest}/")
                 return
         except ValueError:
             found = None
         except StoreUnavailable as exc:
             self._failures.note(
-                logging.WARNING, "unavailable", "docs store could not answer for %s: %s", key, exc
+                logging.WARNING, "unavailable", "docs store could not answer for %s: %s", rest, exc
             )
             await reply(send, scope, 503, "Storage unavailable")
             return
@@ -98,9 +124,54 @@ class DocsSite:
             await reply(send, scope, 404, "Not Found")
         except (StoreUnavailable, OSError) as exc:
             self._failures.note(
-                logging.WARNING, "read_failed", "docs read of %s failed: %s", key, exc
+                logging.WARNING, "read_failed", "docs read of %s failed: %s", found.key, exc
             )
             await reply(send, scope, 503, "Storage unavailable")
+
+    async def _folder(self, project: str) -> str:
+        """The folder ``project``'s files are read from (see the module docstring)."""
+        if self._root is None:
+            now = time.monotonic()
+            cached = self._folders.get(project)
+            if cached is not None and isinstance(cached[0], float) and cached[0] > now:
+                return cached[1]
+            folder = await self._pointer_lookups.run(project, lambda: self._remote_folder(project))
+            self._keep_folder(project, now + POINTER_TTL, folder)
+            return folder
+        # Stat'ed on every request, as the files are, so an upload is visible at once; read
+        # only when it changed (an upload replaces it whole, so with a new inode).
+        full = self._root + pointer_key(project)
+        try:
+            status = os.stat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return f"{project}/"
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        signature = (status.st_mtime_ns, status.st_size, status.st_ino)
+        cached = self._folders.get(project)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        if status.st_size > POINTER_BYTES:
+            raise StoreUnavailable(f"{pointer_key(project)}: not a docs site pointer")
+        small = _read_small(full)
+        if small is None:
+            return f"{project}/"
+        data, status = small
+        folder = _folder_of(project, data)
+        self._keep_folder(project, (status.st_mtime_ns, status.st_size, status.st_ino), folder)
+        return folder
+
+    async def _remote_folder(self, project: str) -> str:
+        try:
+            data = await self.store.get_bytes(pointer_key(project))
+        except NotFound:
+            return f"{project}/"
+        return _folder_of(project, data)
+
+    def _keep_folder(self, project: str, validity: object, folder: str) -> None:
+        if len(self._folders) >= LOCAL_ENTRIES:
+            self._folders.clear()
+        self._folders[project] = (validity, folder)
 
     async def _find(self, key: str) -> Found | None:
         """What to answer for ``key``, or None when it is absent (a directory is absent too)."""
@@ -159,6 +230,16 @@ class DocsSite:
             self._local_bytes -= _weight(key, previous[1])
         self._local[key] = (signature, found)
         self._local_bytes += size
+
+
+def _folder_of(project: str, pointer: bytes | None) -> str:
+    """The folder ``pointer`` (a pointer object's bytes) names."""
+    try:
+        if pointer is None:
+            raise BadPointer("changed while read")
+        return site_prefix(project, load_pointer(pointer).site)
+    except BadPointer as exc:
+        raise StoreUnavailable(f"{pointer_key(project)}: {exc}") from None
 
 
 def _weight(key: str, found: Found) -> int:

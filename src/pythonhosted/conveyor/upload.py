@@ -1,16 +1,15 @@
 """Writing the docs store: ``docs upload`` (replace a project's site) and ``docs redirect``.
 
 What an upload guarantees: the whole source is checked first (:mod:`.bundle`: names, file
-kinds, counts and inflated sizes), so a refused source writes nothing. Every object is written
-whole (a reader gets the old or the new version of a page, never half of one), small files in
-one request and larger ones streamed in parts, so memory stays bounded whatever the sizes. New
-files go up assets first, then pages, then the project's ``index.html``, so a new page never
-links to an asset that is not there yet; only then are the old site's leftover keys deleted.
-So a reader can see old and new pages side by side only while the command runs, and once it
-returns only the new site exists. An upload that fails part-way (a store failure, a source
-file that changed after the check) leaves that mix in place and exits non-zero; running it
-again completes it. Two uploads of one project at once are not serialised (the last to finish
-wins, and either may delete the other's new files); run them one at a time.
+kinds, counts and inflated sizes), so a refused source writes nothing. The files go to a new
+site folder, every object written whole, small files in one request and larger ones streamed
+in parts, so memory stays bounded whatever the sizes; only when all are there does the
+project's pointer switch to it (:mod:`.sites`). So readers see the old site or the new one,
+never a mix; an upload that fails or is killed part-way leaves the old site served, and what
+it wrote is removed as it fails (after a kill -9, by a later upload once
+``docs_keep_unfinished`` has passed). Two uploads of one project at once each write a whole
+site, and the pointer names one of them. After the switch, sites replaced more than
+``docs_keep_replaced`` ago are removed.
 
 ``redirects.txt`` edits are read-modify-write of one object: concurrent edits can lose one.
 """
@@ -18,11 +17,14 @@ wins, and either may delete the other's new files); run them one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.catalog import is_project_name
+from pythonhosted.config import ConveyorSettings
 from pythonhosted.conveyor.bundle import (
     PIECE,
     Bundle,
@@ -43,8 +45,20 @@ from pythonhosted.conveyor.redirects import (
     parse_redirects,
     read_redirects_file,
 )
+from pythonhosted.conveyor.sites import (
+    BadPointer,
+    Pointer,
+    Retention,
+    load_pointer,
+    new_site,
+    pointer_key,
+    removable,
+    site_prefix,
+    sites_prefix,
+    started_at,
+)
 from pythonhosted.conveyor.targets import InvalidTarget, check_target
-from pythonhosted.storage import NotFound, Store
+from pythonhosted.storage import NotFound, StorageError, Store
 
 # Small files are read a batch at a time in one thread hop (a hop per file doubled the time
 # of a 20,000-file upload), BATCHES batches at once: at most 2 x 16 x 1 MiB held.
@@ -52,7 +66,6 @@ WHOLE_BYTES = PIECE  # larger files are streamed, STREAMS at a time
 BATCH = 16
 BATCHES = 2
 STREAMS = 2
-PARALLEL_DELETES = 16
 
 
 class PublishError(ValueError):
@@ -74,65 +87,125 @@ def check_project(project: str) -> str:
     return project
 
 
-def _order(name: str) -> tuple[int, str]:
-    """Assets, then pages, then the site's front page last."""
-    if name == "index.html":
-        return 2, name
-    return (1 if name.endswith((".html", ".htm")) else 0), name
+def retention_of(settings: ConveyorSettings) -> Retention:
+    return Retention(settings.docs_keep_replaced, settings.docs_keep_unfinished)
 
 
-async def upload_docs(store: Store, project: str, source: Path, limits: UploadLimits) -> Published:
+async def upload_docs(
+    store: Store, project: str, source: Path, limits: UploadLimits, retention: Retention
+) -> Published:
     """Replace ``project``'s docs with the files in ``source`` (see the module docstring)."""
     check_project(project)
+    site = new_site(time.time())
+    folder = site_prefix(project, site)
     try:
-        bundle = await asyncio.to_thread(open_bundle, source, project, limits)
+        bundle = await asyncio.to_thread(open_bundle, source, folder.rstrip("/"), limits)
     except BundleError as exc:
         raise PublishError(str(exc)) from None
     try:
-        return await _publish(store, project, bundle)
-    except BundleError as exc:
-        raise PublishError(str(exc)) from None
+        if not bundle.members:
+            raise PublishError(f"{bundle.source}: no files to upload")
+        await _write_site(store, folder, bundle)
+    except BaseException as exc:
+        await _remove_quietly(store, folder)
+        if isinstance(exc, BundleError):
+            raise PublishError(str(exc)) from None
+        raise
     finally:
         bundle.close()
+    await _switch(store, project, site)
+    return Published(len(bundle.members), await _remove_old(store, project, retention))
 
 
-async def _publish(store: Store, project: str, bundle: Bundle) -> Published:
-    if not bundle.members:
-        raise PublishError(f"{bundle.source}: no files to upload")
+async def _write_site(store: Store, folder: str, bundle: Bundle) -> None:
+    """Every file of ``bundle`` under ``folder``, a few at a time.
+
+    After a failure no new write starts, and the ones under way are waited for (a cancelled
+    store write still lands: obstore's request runs on without its Python awaitable), so
+    that once this raises, the folder is only what is written and can be removed whole."""
     batches, streams = asyncio.Semaphore(BATCHES), asyncio.Semaphore(STREAMS)
+    failures: list[Exception] = []
 
     async def put_small(batch: list[Member]) -> None:
         async with batches:
-            data = await asyncio.to_thread(lambda: [read_whole(bundle, item) for item in batch])
-            await asyncio.gather(
-                *(
-                    store.put(f"{project}/{item.name}", body)
-                    for item, body in zip(batch, data, strict=True)
-                )
+            if failures:
+                return
+            try:
+                data = await asyncio.to_thread(lambda: [read_whole(bundle, item) for item in batch])
+            except Exception as exc:
+                failures.append(exc)
+                return
+            puts = (
+                store.put(folder + item.name, body) for item, body in zip(batch, data, strict=True)
             )
+            results = await asyncio.gather(*puts, return_exceptions=True)
+            failures.extend(result for result in results if isinstance(result, Exception))
 
     async def put_large(member: Member) -> None:
         async with streams:
-            await store.put_stream(f"{project}/{member.name}", _streamed(bundle, member))
+            if failures:
+                return
+            try:
+                await store.put_stream(folder + member.name, _streamed(bundle, member))
+            except Exception as exc:
+                failures.append(exc)
 
-    ordered = sorted(bundle.members, key=lambda member: _order(member.name))
-    for rank in (0, 1, 2):
-        members = [item for item in ordered if _order(item.name)[0] == rank]
-        small = [item for item in members if item.size <= WHOLE_BYTES]
-        await asyncio.gather(
-            *(put_small(small[start : start + BATCH]) for start in range(0, len(small), BATCH)),
-            *(put_large(item) for item in members if item.size > WHOLE_BYTES),
-        )
-    wanted = {f"{project}/{member.name}" for member in bundle.members}
-    stale = [item.key for item in await store.list(f"{project}/") if item.key not in wanted]
-    deletes = asyncio.Semaphore(PARALLEL_DELETES)
+    small = [item for item in bundle.members if item.size <= WHOLE_BYTES]
+    await asyncio.gather(
+        *(put_small(small[start : start + BATCH]) for start in range(0, len(small), BATCH)),
+        *(put_large(item) for item in bundle.members if item.size > WHOLE_BYTES),
+    )
+    if failures:
+        raise failures[0]
 
-    async def delete(key: str) -> None:
-        async with deletes:
-            await store.delete(key)
 
-    await asyncio.gather(*(delete(key) for key in stale))
-    return Published(len(wanted), len(stale))
+async def _remove_quietly(store: Store, folder: str) -> None:
+    """Remove what a failed upload wrote, if the store lets us (else a later upload does, once
+    ``docs_keep_unfinished`` has passed). Shielded: an interrupted upload (Ctrl-C cancels it)
+    still cleans up."""
+
+    async def remove() -> None:
+        keys = [item.key for item in await store.list(folder)]
+        await store.delete_many(keys)
+
+    with contextlib.suppress(StorageError):
+        await asyncio.shield(remove())
+
+
+async def read_pointer(store: Store, project: str) -> Pointer | None:
+    """``project``'s pointer; None when it has none, or one that is not a pointer (the next
+    upload replaces it, and the sites it named are removed as unfinished ones)."""
+    try:
+        return load_pointer(await store.get_bytes(pointer_key(project)))
+    except (NotFound, BadPointer):
+        return None
+
+
+async def _sites(store: Store, project: str) -> list[str]:
+    names = await store.list_names(sites_prefix(project))
+    return [name for name in names if started_at(name) is not None]
+
+
+async def _switch(store: Store, project: str, site: str) -> None:
+    """Point ``project`` at ``site``, recording the site it replaces."""
+    previous = await read_pointer(store, project)
+    pointer = Pointer(site).replacing(previous, time.time(), await _sites(store, project))
+    await store.put(pointer_key(project), pointer.dump())
+
+
+async def _remove_old(store: Store, project: str, retention: Retention) -> int:
+    """Remove the sites past their grace period; the number of objects removed.
+
+    The pointer is read again: a concurrent upload may have switched it since."""
+    pointer = await read_pointer(store, project)
+    if pointer is None:
+        return 0
+    removed = 0
+    for site in removable(pointer, await _sites(store, project), retention, time.time()):
+        keys = [item.key for item in await store.list(site_prefix(project, site))]
+        await store.delete_many(keys)
+        removed += len(keys)
+    return removed
 
 
 async def _streamed(bundle: Bundle, member: Member) -> AsyncIterator[bytes]:
