@@ -33,8 +33,8 @@ from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_sdist, build_wheel
 from pythonhosted.storage import open_store
 from pythonhosted.web.router import PrefixRouter
-from pythonhosted.web.server import Bind, free_port, running, wait_for_port
-from support.processes import PYTHONHOSTED, started, wait_until
+from pythonhosted.web.server import Bind, free_port, running
+from support.processes import PYTHONHOSTED, started, wait_listening, wait_until
 from support.stats_warehouse import NO_PREWARM
 from support.venvs import pip_venv as pip_venv_with
 
@@ -249,8 +249,12 @@ def test_yank_and_delete_with_pip_and_uv_through_serve(tmp_path: Path) -> None:
         response = httpx.get(f"{base}/simple/e2e-yank/", headers={"Accept": JSON})
         return {entry["filename"]: entry["yanked"] for entry in response.json()["files"]}
 
-    with started([*PYTHONHOSTED, "serve"], env=env):
-        wait_for_port(binds["FILES"], timeout=60)
+    log = tmp_path / "serve.log"
+    with (
+        log.open("wb") as stderr,
+        started([*PYTHONHOSTED, "serve"], env=env, stderr=stderr.fileno()) as serve,
+    ):
+        wait_listening(serve, binds["FILES"].host, binds["FILES"].port, log)
         uploaded = cli("upload", *sorted(str(p) for p in dist.iterdir()))
         assert uploaded.returncode == 0, uploaded.stderr
         listed = json.loads(cli("list", "--project", "e2e-yank", "--format", "json").stdout)

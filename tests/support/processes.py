@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -163,3 +164,28 @@ def started(
         yield process
     finally:
         stop_group(process)
+
+
+def wait_listening(
+    process: subprocess.Popen[bytes], host: str, port: int, log: Path, timeout: float = 60.0
+) -> None:
+    """Until ``process`` listens on ``host:port``. A process that exits first fails at once, and
+    either failure says how it ended and what its log (``log``, its stderr) says last: a bare
+    "nothing listening after 60 s" left a server that had died at start unexplained."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        ended = process.poll()
+        if ended is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            state = (
+                f"exited with {ended}" if ended is not None else f"not listening after {timeout} s"
+            )
+            raise AssertionError(
+                f"{' '.join(map(str, process.args))}: {state}; its log ends:\n{tail}"
+            )
+        time.sleep(0.1)
