@@ -235,7 +235,8 @@ def serve(
     camo_settings = _camo_settings(settings, **flags)
     try:
         bind = Bind.parse(camo_settings.bind)
-        app = create_app(camo_settings)  # also validates key and rules before any worker starts
+        # Also validates the key and the rules before any worker starts.
+        app = create_app(camo_settings, access_log=settings.http.access_log)
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     workers = camo_settings.workers
