@@ -44,3 +44,19 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+_status_log = logging.getLogger("pythonhosted.cli")
+
+
+def status(message: str, level: int = logging.INFO) -> None:
+    """A command's status line on stderr (a server's banner, a job's summary, a note).
+
+    People get the line as it is; under ``--log-json`` it is a log record, one JSON object
+    like every other line on stderr, where a plain line broke log shippers that parse each
+    line as JSON. An error that ends a command stays the CLI's one ``Error:`` line.
+    """
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        _status_log.log(level, message)
+    else:
+        print(message, file=sys.stderr, flush=True)

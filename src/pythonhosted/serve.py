@@ -112,11 +112,15 @@ def serve(settings: Settings) -> None:
     camo_bind = Bind.parse(settings.camo.bind)
     linehaul_bind = Bind.parse(settings.linehaul.bind)
     stats_bind = Bind.parse(settings.stats_web.bind)
-    camo = create_camo(camo_settings(settings))
+    camo = create_camo(camo_settings(settings), access_log=settings.http.access_log)
     asyncio.run(ensure_sample_docs(open_store(docs_url(settings))))
     conveyor = build_conveyor(settings)
     edge = build_edge(settings, legacy=conveyor.legacy)  # one resolver and cache for both
-    front = PrefixRouter([("/simple", build_index(settings))], default=edge)
+    index = build_index(settings)
+    # One address, one scrape: the index's series are answered on the edge's /metrics, where
+    # they were counted and never exported before.
+    edge.registry.register(index.registry)
+    front = PrefixRouter([("/simple", index)], default=edge)
     base = files_bind.url()
     lines = [
         f"pythonhosted serving from {settings.data_dir}",

@@ -32,7 +32,9 @@ class CamoApp(Service):
     """The proxy in the service shell: ``/_health`` (and go-camo's ``/healthcheck``),
     ``/metrics`` unless turned off, camo's headers on every answer, errors counted."""
 
-    def __init__(self, settings: CamoSettings, lookup: Lookup, dial: Dial) -> None:
+    def __init__(
+        self, settings: CamoSettings, lookup: Lookup, dial: Dial, access_log: bool = False
+    ) -> None:
         self.metrics = CamoMetrics()
         self._settings = settings
         self._lookup = lookup
@@ -84,6 +86,7 @@ class CamoApp(Service):
             health_aliases=("/healthcheck",),
             hooks=[(self._startup, self.aclose)],
             metrics=settings.metrics,
+            access_log=access_log,
         )
 
     def _upstream_memo(self, memo: str) -> int:
@@ -141,12 +144,17 @@ def _image_cache(settings: CamoSettings, metrics: CamoMetrics) -> ImageCache | N
 
 
 def create_app(
-    settings: CamoSettings, *, lookup: Lookup = system_lookup, dial: Dial = open_connection
+    settings: CamoSettings,
+    *,
+    lookup: Lookup = system_lookup,
+    dial: Dial = open_connection,
+    access_log: bool = False,
 ) -> CamoApp:
     """The camo ASGI app for ``settings``; ValueError if there is no key.
 
     ``lookup`` and ``dial`` are the network seams: tests pass a stub resolver mapping test
     names to loopback addresses and a dialler that refuses anything off loopback, so no test
     can reach the internet whatever URL it throws at camo; production uses the system's.
+    ``access_log`` is ``http.access_log``, which lives outside camo's own settings.
     """
-    return CamoApp(settings, lookup, dial)
+    return CamoApp(settings, lookup, dial, access_log)

@@ -10,6 +10,7 @@ ask for something camo does not do, such as listening with TLS).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,7 +33,7 @@ from pythonhosted.config import (
     export_to_environment,
     with_flags,
 )
-from pythonhosted.logsetup import configure_logging
+from pythonhosted.logsetup import configure_logging, status
 from pythonhosted.web.purges import shared_journal
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -112,7 +113,7 @@ def _refuse_or_note(ctx: click.Context, flags: dict[str, Any]) -> None:
             ctx.exit(2)
     for name, note in NO_EFFECT.items():
         if flags.pop(name) not in (None, False):
-            click.echo(f"note: {note}", err=True)
+            status(f"note: {note}", logging.WARNING)
 
 
 def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -235,19 +236,20 @@ def serve(
     camo_settings = _camo_settings(settings, **flags)
     try:
         bind = Bind.parse(camo_settings.bind)
-        app = create_app(camo_settings)  # also validates key and rules before any worker starts
+        # Also validates the key and the rules before any worker starts.
+        app = create_app(camo_settings, access_log=settings.http.access_log)
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     workers = camo_settings.workers
     banner = f"camo listening on {bind.url()} ({workers} worker(s))"
     limits = _limits(settings, camo_settings)
     if workers == 1:
-        run([(app, bind)], limits, lambda: click.echo(banner, err=True))
+        run([(app, bind)], limits, lambda: status(banner))
         return
     exported = settings.model_copy(update={"camo": camo_settings})
     _export(exported, (name for name, value in flags.items() if value is not None))
     with shared_journal("camo"):  # a PURGE taken by any worker empties every one's cache
-        announce = lambda: click.echo(banner, err=True)  # noqa: E731
+        announce = lambda: status(banner)  # noqa: E731
         run_workers("pythonhosted.camo.service:worker_app", bind, workers, limits, announce)
 
 

@@ -9,7 +9,7 @@ from pythonhosted.logsetup import configure_logging
 
 def build_app(settings: Settings) -> CamoApp:
     """The proxy for ``settings.camo``; ValueError if there is no key or the rules are bad."""
-    return create_app(settings.camo)
+    return create_app(settings.camo, access_log=settings.http.access_log)
 
 
 def worker_app() -> CamoApp:

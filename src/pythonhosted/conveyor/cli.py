@@ -14,6 +14,7 @@ from pythonhosted.conveyor.redirects import Redirect
 from pythonhosted.conveyor.service import build_app, docs_url
 from pythonhosted.conveyor.upload import PublishError, retention_of, set_redirect, upload_docs
 from pythonhosted.errortext import first_line
+from pythonhosted.logsetup import status
 from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -64,11 +65,11 @@ def serve_command(
     banner = f"conveyor on {address.url()} ({where})"
     limits = ServerLimits.of(settings.http)
     if section.workers == 1:
-        run([(app, address)], limits, lambda: click.echo(banner, err=True))
+        run([(app, address)], limits, lambda: status(banner))
         return
     export_to_environment(settings, "conveyor", updates)
     worker_app = "pythonhosted.conveyor.service:worker_app"
-    run_workers(worker_app, address, section.workers, limits, lambda: click.echo(banner, err=True))
+    run_workers(worker_app, address, section.workers, limits, lambda: status(banner))
 
 
 @click.group()

@@ -24,6 +24,7 @@ from pythonhosted.files.manage_cli import (
     yank_command,
 )
 from pythonhosted.files.upload import SourceChanged, TooLarge, UploadRefused, upload
+from pythonhosted.logsetup import status
 from pythonhosted.storage import StorageError
 
 
@@ -111,7 +112,7 @@ def serve_command(
     banner = f"files edge on {address.url()} ({settings.files.workers} worker(s))"
     limits = ServerLimits.of(settings.http)
     if settings.files.workers == 1:
-        run([(edge, address)], limits, lambda: click.echo(banner, err=True))
+        run([(edge, address)], limits, lambda: status(banner))
         return
     export_to_environment(settings, "files", updates)
     worker_app = "pythonhosted.files.service:worker_app"
@@ -121,5 +122,5 @@ def serve_command(
             address,
             settings.files.workers,
             limits,
-            lambda: click.echo(banner, err=True),
+            lambda: status(banner),
         )

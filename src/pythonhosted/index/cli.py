@@ -6,6 +6,7 @@ import click
 
 from pythonhosted.config import Settings
 from pythonhosted.index.service import build_app
+from pythonhosted.logsetup import status
 from pythonhosted.web.server import Bind, ServerLimits, run
 
 
@@ -42,4 +43,4 @@ def serve_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     banner = f"simple index on {address.url()}/simple/"
-    run([(app, address)], ServerLimits.of(settings.http), lambda: click.echo(banner, err=True))
+    run([(app, address)], ServerLimits.of(settings.http), lambda: status(banner))

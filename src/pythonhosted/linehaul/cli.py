@@ -25,6 +25,7 @@ from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
 from pythonhosted.linehaul.columns import converter_name
 from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.linehaul.progress import progress_bar
+from pythonhosted.logsetup import status
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, uploads_url, warehouse_url
 from pythonhosted.storage import StorageError, open_store
 from pythonhosted.warehouse import LoadResult, WarehouseError, open_warehouse
@@ -83,10 +84,9 @@ def parse_command(settings: Settings, files: tuple[Path, ...], unprocessed: Path
                     f"({lines.damage.reason}): stopped after its first {lines.lines} lines"
                 )
         out.flush()
-    click.echo(
+    status(
         f"linehaul parse: {total.rows} rows, {total.ignored} ignored, "
-        f"{total.unprocessable} unprocessable{total.extras()}",
-        err=True,
+        f"{total.unprocessable} unprocessable{total.extras()}"
     )
 
 
@@ -192,7 +192,7 @@ def serve_command(
     run(
         [(build_app(settings), address)],
         ServerLimits.of(settings.http),
-        lambda: click.echo(banner, err=True),
+        lambda: status(banner),
     )
 
 
@@ -236,7 +236,7 @@ def ingest_command(
         return summary.line()
 
     summary = _run(one_pass())
-    click.echo(f"linehaul ingest: {summary} ({converter_name()} converter)", err=True)
+    status(f"linehaul ingest: {summary} ({converter_name()} converter)")
 
 
 @linehaul.command("publish")
@@ -291,7 +291,7 @@ def publish_command(
         return total
 
     total = _run(drain())
-    click.echo(f"linehaul publish: {total.line()}", err=True)
+    status(f"linehaul publish: {total.line()}")
     if total.failed:  # left in place for the next pass, each named in an error line above
         raise SystemExit(1)
 
@@ -342,7 +342,7 @@ def metadata_command(
         finally:
             db.close()
 
-    click.echo(f"linehaul metadata: {_run(add()).line()}", err=True)
+    status(f"linehaul metadata: {_run(add()).line()}")
 
 
 @linehaul.command("rollup")
@@ -372,7 +372,7 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
                 house.close()
         except (WarehouseError, ValueError) as exc:
             raise click.ClickException(first_line(exc)) from exc
-        click.echo(f"linehaul rollup: rebuilt the rollups of {url}", err=True)
+        status(f"linehaul rollup: rebuilt the rollups of {url}")
         return
     path = _duckdb_file(url, f"rollup rebuilds DuckDB warehouses only, not {url!r}")
     try:
@@ -383,7 +383,7 @@ def rollup_command(settings: Settings, warehouse: str | None, rebuild: bool) -> 
             db.close()
     except WarehouseError as exc:
         raise click.ClickException(first_line(exc)) from exc
-    click.echo(f"linehaul rollup: rebuilt the rollups of {path}", err=True)
+    status(f"linehaul rollup: rebuilt the rollups of {path}")
 
 
 def _duckdb_file(url: str, not_duckdb: str) -> Path:
@@ -432,7 +432,7 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
             finally:
                 engine.close()
 
-        click.echo(f"linehaul export: {_run(copy_clickhouse())} Parquet objects", err=True)
+        status(f"linehaul export: {_run(copy_clickhouse())} Parquet objects")
         return
     path = _duckdb_file(url, f"export reads DuckDB and ClickHouse warehouses, not {url!r}")
 
@@ -441,7 +441,7 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
         with progress_bar("export") as bar:
             return await export(path, store, on_total=bar.total, on_partition=bar.advance)
 
-    click.echo(f"linehaul export: {_run(copy())} Parquet objects", err=True)
+    status(f"linehaul export: {_run(copy())} Parquet objects")
 
 
 @linehaul.command("import")
@@ -473,8 +473,7 @@ def import_command(settings: Settings, warehouse: str | None, source: str) -> No
             house.close()
 
     result = _run(load())
-    click.echo(
+    status(
         f"linehaul import: {len(result.loaded)} files, {result.rows} rows, "
-        f"{len(result.skipped)} already loaded",
-        err=True,
+        f"{len(result.skipped)} already loaded"
     )

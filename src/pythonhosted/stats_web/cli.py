@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
+from pythonhosted.logsetup import status
 from pythonhosted.pipeline import warehouse_url
 from pythonhosted.stats_web.limits import shared_client_table
 from pythonhosted.stats_web.service import build_app
@@ -57,9 +58,9 @@ def serve_command(
     banner = f"stats web on {address.url()}/ ({count} worker(s); warehouse {url})"
     limits = ServerLimits.of(settings.http)
     if count == 1:
-        run([(app, address)], limits, lambda: click.echo(banner, err=True))
+        run([(app, address)], limits, lambda: status(banner))
         return
     export_to_environment(settings, "stats_web", given)
     worker_app = "pythonhosted.stats_web.service:worker_app"
     with shared_client_table():  # one request budget per client for the whole instance
-        run_workers(worker_app, address, count, limits, lambda: click.echo(banner, err=True))
+        run_workers(worker_app, address, count, limits, lambda: status(banner))
