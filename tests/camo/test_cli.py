@@ -177,7 +177,6 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
     [
         ("javascript:alert(1)", "not an absolute http(s) URL"),
         ("/relative.png", "not an absolute http(s) URL"),
-        ("http://user:pw@example.com/a.png", "URLs with credentials are not allowed"),
         ("http://10.0.0.1/a.png", "address 10.0.0.1 is in refused range 10.0.0.0/8"),
         ("http://localhost/a.png", "host 'localhost' is local"),
         ("http://a..b/a.png", "host 'a..b' is not a valid DNS name"),
@@ -192,6 +191,18 @@ def test_sign_refuses_what_camo_refuses(
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == f"error: camo would refuse {url!r}: {reason}\n"
+
+
+def test_sign_never_shows_the_credentials_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refused URL is shown, without the password it carried (a secret, on a terminal or
+    in a CI log)."""
+    monkeypatch.setenv("PYTHONHOSTED_CAMO_KEY", "test-key")
+    result = CliRunner().invoke(main, ["camo", "sign", "http://user:hunter2@example.com/a.png"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: camo would refuse 'http://***@example.com/a.png': "
+        "URLs with credentials are not allowed\n"
+    )
 
 
 def test_sign_follows_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -294,12 +295,22 @@ def sign(
         )
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    shown = _without_credentials(url)
     try:
         checks.check(URL(url))
     except Refused as refusal:
-        click.echo(f"error: camo would refuse {url!r}: {refusal.detail}", err=True)
+        click.echo(f"error: camo would refuse {shown!r}: {refusal.detail}", err=True)
         ctx.exit(2)
     except (ValueError, TypeError):
-        click.echo(f"error: camo would refuse {url!r}: not a valid URL", err=True)
+        click.echo(f"error: camo would refuse {shown!r}: not a valid URL", err=True)
         ctx.exit(2)
     click.echo(sign_url(url, hmac_key, base=base, encoding="base64" if use_base64 else "hex"))
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` as an error line may show it: a password in it is a secret, written on a
+    terminal or into a CI log (``user:***@``)."""
+    return _USERINFO.sub(lambda found: f"{found[1]}***@", url, count=1)
