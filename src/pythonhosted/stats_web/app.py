@@ -276,10 +276,7 @@ class StatsWebApp(Service):
         if self.cache.get(key, self.version.current.number) is not None:
             return False
         build = self._route(path, params)
-        computing = self._computing.run(key, lambda: self._computed(key, build, self.prewarmed))
-        answer, version = await computing
-        if answer.status in (200, 404) and version is not None:
-            self.cache.put(key, answer)
+        await self._computing.run(key, lambda: self._kept(key, build, self.prewarmed))
         return True
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
@@ -431,10 +428,8 @@ class StatsWebApp(Service):
                 self.cache_hits.inc()
                 return cached
         with self.admission.admitted(key):
-            computing = self._computing.run(key, lambda: self._computed(key, build, self.computed))
-            answer, version = await while_present(receive, computing)
-        if answer.status in (200, 404) and version is not None:
-            self.cache.put(key, answer)
+            computing = self._computing.run(key, lambda: self._kept(key, build, self.computed))
+            answer, _ = await while_present(receive, computing)
         return answer
 
     async def _refresh(self) -> bool:
@@ -460,6 +455,18 @@ class StatsWebApp(Service):
         except (WarehouseError, duckdb.Error):
             return False
         return True
+
+    async def _kept(
+        self, key: tuple[object, ...], build: Build, counter: Counter
+    ) -> tuple[Answer, Version | None]:
+        """:meth:`_computed`, and put in the cache before whoever shares the computation
+        hears of it: put by the caller once it resumed, a request that came in between (after
+        the computation had ended, before the put) found neither and computed it again (a
+        pre-warmed answer computed anew by its first visitor, on a loaded machine)."""
+        answer, version = await self._computed(key, build, counter)
+        if answer.status in (200, 404) and version is not None:
+            self.cache.put(key, answer)
+        return answer, version
 
     async def _computed(
         self, key: tuple[object, ...], build: Build, counter: Counter
