@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,6 +164,52 @@ def test_publish_drains_in_batches(tmp_path: Path) -> None:
     summary = asyncio.run(publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=2))
     assert summary.files == 2
     assert len(asyncio.run(results.list())) == 3
+
+
+def test_the_warehouse_is_closed_while_the_event_loop_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In ``serve`` publish shares one event loop with every service. Closing DuckDB's writer
+    (a checkpoint of its write-ahead log, after the readers' lock) ran on that loop: 4.5 s
+    with no service answering after a pass of 1.1M rows (bench/probe_serve.py). Here the
+    close waits until a task on the loop lets it go: on the loop, it waited its 5 s out and
+    the task never ran."""
+    gate = threading.Event()
+    closing = threading.Event()
+    released: list[bool] = []
+    close = DuckDBWarehouse.close
+
+    def held_close(warehouse: DuckDBWarehouse) -> None:
+        closing.set()
+        released.append(gate.wait(timeout=5))
+        close(warehouse)
+
+    monkeypatch.setattr(DuckDBWarehouse, "close", held_close)
+    results = open_store(f"file://{tmp_path}/results")
+    asyncio.run(_put(results, "processed/20210107/simple-0.json", b""))
+
+    async def scenario() -> PublishSummary:
+        publishing = asyncio.create_task(
+            publish_with(results, f"duckdb://{tmp_path}/w.duckdb", batch_files=10)
+        )
+        while not (closing.is_set() or publishing.done()):
+            await asyncio.sleep(0.01)
+        gate.set()
+        return await publishing
+
+    assert asyncio.run(scenario()).files == 1
+    assert released == [True]
+    assert _count_simple(tmp_path / "w.duckdb") == 0  # closed: another connection opens it
+
+
+def _count_simple(db: Path) -> int:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT count(*) FROM simple_requests").fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0])
 
 
 class _Watched(DirectoryStore):
