@@ -31,13 +31,18 @@ from support.processes import PYTHONHOSTED, spawn
 
 
 def _count(db: Path) -> tuple[int, int]:
+    row = _one_row(db, "SELECT count(*), count(DISTINCT url) FROM file_downloads")
+    return int(row[0]), int(row[1])
+
+
+def _one_row(db: Path, query: str) -> tuple[object, ...]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        row = con.execute("SELECT count(*), count(DISTINCT url) FROM file_downloads").fetchone()
+        row = con.execute(query).fetchone()
     finally:
         con.close()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return tuple(row)
 
 
 def _cli(*args: str, lease: str = "0.5") -> subprocess.Popen[bytes]:
@@ -199,17 +204,8 @@ def test_the_warehouse_is_closed_while_the_event_loop_runs(
 
     assert asyncio.run(scenario()).files == 1
     assert released == [True]
-    assert _count_simple(tmp_path / "w.duckdb") == 0  # closed: another connection opens it
-
-
-def _count_simple(db: Path) -> int:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        row = con.execute("SELECT count(*) FROM simple_requests").fetchone()
-    finally:
-        con.close()
-    assert row is not None
-    return int(row[0])
+    # closed: another connection opens the file
+    assert _one_row(tmp_path / "w.duckdb", "SELECT count(*) FROM simple_requests") == (0,)
 
 
 class _Watched(DirectoryStore):
