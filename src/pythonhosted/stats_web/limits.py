@@ -22,20 +22,18 @@ import math
 import mmap
 import os
 import struct
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pythonhosted.web.instancefiles import instance_file, worker_file
 from pythonhosted.web.types import Headers, Scope
 
 SLOTS = 131_072  # clients counted at once (3 MB of table)
 PROBES = 16  # slots looked at for one address: the table's neighbourhood
 _SLOT = struct.Struct("<QdI4x")  # address hash (0: free), window start (monotonic), used
-# How `stats-web serve` hands its workers the table: an internal handoff, not a setting.
-TABLE_ENV = "_PYTHONHOSTED_STATS_WEB_CLIENT_TABLE"
+TABLE = "stats_web_client_table"  # the instance's file (:mod:`pythonhosted.web.instancefiles`)
 
 
 class ClientTable:
@@ -101,21 +99,14 @@ class ClientTable:
         return (free if free is not None else oldest), -math.inf, 0
 
 
-@contextmanager
-def shared_client_table() -> Iterator[Path]:
+def shared_client_table() -> AbstractContextManager[Path]:
     """A table for the workers started inside the block (:func:`worker_client_table`)."""
-    with tempfile.TemporaryDirectory(prefix="pythonhosted-stats-web-") as shared:
-        os.environ[TABLE_ENV] = str(ClientTable.create(Path(shared) / "clients"))
-        try:
-            yield Path(os.environ[TABLE_ENV])
-        finally:
-            del os.environ[TABLE_ENV]
+    return instance_file(TABLE, ClientTable.create)
 
 
 def worker_client_table() -> ClientTable:
     """The instance's table for this worker, or a private one when it runs alone."""
-    path = os.environ.get(TABLE_ENV)
-    return ClientTable(Path(path) if path else None)
+    return ClientTable(worker_file(TABLE))
 
 
 @dataclass(frozen=True)

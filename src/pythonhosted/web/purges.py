@@ -36,12 +36,12 @@ import fcntl
 import mmap
 import os
 import struct
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import orjson
+
+from pythonhosted.web.instancefiles import instance_file, worker_file
 
 MAX_BYTES = 4 * 2**20  # ~45,000 purges of ~93 bytes
 _POSITION = struct.Struct("<Q")
@@ -134,24 +134,13 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _handoff(service: str) -> str:
-    """How a service hands its workers the journal: an internal handoff, not a setting."""
-    return f"_PYTHONHOSTED_{service.upper()}_PURGE_JOURNAL"
-
-
-@contextmanager
-def shared_journal(service: str) -> Iterator[Path]:
+def shared_journal(service: str) -> AbstractContextManager[Path]:
     """A new journal for the workers ``service`` starts inside the block (they find it with
-    :func:`worker_journal`), removed with its private directory when the block ends."""
-    with tempfile.TemporaryDirectory(prefix=f"pythonhosted-{service}-purges-") as shared:
-        os.environ[_handoff(service)] = str(PurgeJournal.create(Path(shared) / "journal"))
-        try:
-            yield Path(os.environ[_handoff(service)])
-        finally:
-            del os.environ[_handoff(service)]
+    :func:`worker_journal`), removed when the block ends."""
+    return instance_file(f"{service}_purge_journal", PurgeJournal.create)
 
 
 def worker_journal(service: str) -> PurgeJournal | None:
     """The journal this worker of ``service`` shares with the others, if it is one of several."""
-    path = os.environ.get(_handoff(service))
-    return PurgeJournal(Path(path)) if path else None
+    path = worker_file(f"{service}_purge_journal")
+    return PurgeJournal(path) if path else None
