@@ -66,3 +66,31 @@ def test_a_servers_banner_is_a_json_record(tmp_path: Path) -> None:
         "logger": "pythonhosted.cli",
         "msg": f"simple index on {bind.url()}/simple/",
     }.items() <= (next(r for r in records if r["logger"] == "pythonhosted.cli").items())
+
+
+def test_an_error_that_ends_a_command_is_a_json_record_or_its_plain_line() -> None:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PYTHONHOSTED, *args],
+            env={**_environment(), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    no_primary = "no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY"
+    bad_setting = "environment variable PYTHONHOSTED_FILES__NOPE: no such setting"
+    flagged = run("--log-json", "files", "serve")
+    from_environment = run(
+        "files", "serve", PYTHONHOSTED_LOG_JSON="yes", PYTHONHOSTED_FILES__NOPE="1"
+    )
+    plain = run("files", "serve")
+
+    assert flagged.returncode == 2
+    assert [(r["level"], r["logger"], r["msg"]) for r in _records(flagged.stderr)] == [
+        ("error", "pythonhosted.cli", no_primary)
+    ]
+    assert from_environment.returncode == 2
+    [record] = _records(from_environment.stderr)
+    assert (record["level"], str(record["msg"]).startswith(bad_setting)) == ("error", True)
+    assert (plain.returncode, plain.stderr) == (2, f"Error: {no_primary}\n")

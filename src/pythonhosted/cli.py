@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import click
 
@@ -18,7 +19,7 @@ from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
-from pythonhosted.logsetup import configure_logging
+from pythonhosted.logsetup import configure_logging, error_line, json_wanted
 from pythonhosted.settings_errors import ConfigError
 from pythonhosted.storage import StorageError
 from pythonhosted.warehouse import engine
@@ -62,8 +63,19 @@ _PATH_ERRORS = frozenset(
 )
 
 
-class UsageLine(click.ClickException):
-    """A usage or configuration error shown as the single line ``Error: …``, exit status 2.
+class ErrorLine(click.ClickException):
+    """An error that ends a command, exit status 1, shown as
+    :func:`~pythonhosted.logsetup.error_line` shows it: ``Error: …``, or one JSON record
+    under ``--log-json`` (``json``, set once the group knows)."""
+
+    json = False
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        error_line(self.format_message(), json=self.json)
+
+
+class UsageLine(ErrorLine):
+    """A usage or configuration error shown as one line, exit status 2.
 
     Click prints a usage banner and a hint above a usage error; an operator reading a log (or
     a supervisor's status line) gets the reason in one line instead.
@@ -84,6 +96,16 @@ class LazyGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> object:
+        try:
+            return self._invoke_in_one_line(ctx)
+        except click.ClickException as exc:
+            line = exc if isinstance(exc, ErrorLine) else ErrorLine(exc.format_message())
+            if exc.exit_code != line.exit_code:
+                raise  # a status of its own (none today): shown as click shows it
+            line.json = json_wanted(ctx.find_root().params.get("log_json"))
+            raise line from exc
+
+    def _invoke_in_one_line(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -106,9 +128,9 @@ class LazyGroup(click.Group):
                     f"({engine.memory_limit()}) allows: {first_line(exc)}"
                 ) from exc
             log.debug("unforeseen error", exc_info=True)
-            reason = str(exc).splitlines()[0] if str(exc) else ""
             raise click.ClickException(
-                f"{type(exc).__name__}: {reason} (PYTHONHOSTED_LOG_LEVEL=DEBUG logs the traceback)"
+                f"{type(exc).__name__}: {first_line(exc)} "
+                "(PYTHONHOSTED_LOG_LEVEL=DEBUG logs the traceback)"
             ) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +34,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pythonhosted.logsetup import LOG_JSON_ENV, error_line, json_wanted
 from pythonhosted.settings_errors import ConfigError, Environment, Origins, explain, read_toml
 
 ENV_PREFIX = "PYTHONHOSTED_"
@@ -425,7 +425,7 @@ def load_worker_settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        error_line(str(exc), json=json_wanted())
         raise SystemExit(2) from None
 
 
@@ -473,4 +473,4 @@ def export_to_environment(settings: Settings, section: str, names: Iterable[str]
     for name, value in values.items():
         text = value if isinstance(value, str) else json.dumps(value)
         os.environ[f"PYTHONHOSTED_{section.upper()}__{name.upper()}"] = text
-    os.environ["PYTHONHOSTED_LOG_JSON"] = json.dumps(settings.log_json)
+    os.environ[LOG_JSON_ENV] = json.dumps(settings.log_json)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter, ValidationError
+
+LOG_JSON_ENV = "PYTHONHOSTED_LOG_JSON"
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
@@ -49,14 +53,45 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
 _status_log = logging.getLogger("pythonhosted.cli")
 
 
+def logging_json() -> bool:
+    """Whether :func:`configure_logging` chose JSON for this process."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def status(message: str, level: int = logging.INFO) -> None:
     """A command's status line on stderr (a server's banner, a job's summary, a note).
 
     People get the line as it is; under ``--log-json`` it is a log record, one JSON object
     like every other line on stderr, where a plain line broke log shippers that parse each
-    line as JSON. An error that ends a command stays the CLI's one ``Error:`` line.
+    line as JSON.
     """
-    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+    if logging_json():
         _status_log.log(level, message)
     else:
         print(message, file=sys.stderr, flush=True)
+
+
+def json_wanted(flag: bool | None = None) -> bool:
+    """Whether JSON logs were asked for, also before the settings could be read (a bad
+    setting): the ``--log-json`` flag when given, else ``PYTHONHOSTED_LOG_JSON`` read as the
+    settings read a boolean."""
+    if logging_json():
+        return True
+    if flag is not None:
+        return flag
+    try:
+        return TypeAdapter(bool).validate_python(os.environ.get(LOG_JSON_ENV, "false"))
+    except ValidationError:
+        return False
+
+
+def error_line(message: str, *, json: bool) -> None:
+    """The one line an error that ends a command leaves on stderr: ``Error: …`` for people,
+    an ``error`` record under ``--log-json`` (where the plain line was the one line of a
+    failed start a log shipper could not parse)."""
+    if json:
+        if not logging_json():  # the error came before the settings that configure logging
+            configure_logging(json=True)
+        _status_log.error(message)
+    else:
+        print(f"Error: {message}", file=sys.stderr, flush=True)
