@@ -115,6 +115,29 @@ def assert_one_line(result: tuple[int, str, str], line: str) -> None:
             "should be less than or equal to 256, got '1000'",
         ),
         (
+            {"PYTHONHOSTED_FILES__PURGE_URLS": '["https://edge-1.internal", "edge-2:8000"]'},
+            "files.purge_urls (environment variable PYTHONHOSTED_FILES__PURGE_URLS): value error, "
+            "'edge-2:8000' is not an http(s) URL of an edge, got ['https://edge-1.internal', "
+            "'edge-2:8000']",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__PURGE_URLS": '["http://edge:80000"]'},
+            "files.purge_urls (environment variable PYTHONHOSTED_FILES__PURGE_URLS): value error, "
+            "'http://edge:80000' is not a URL: Port out of range 0-65535, got "
+            "['http://edge:80000']",
+        ),
+        (  # a password in a URL is never shown, with an @ in it too, whatever the check
+            {"PYTHONHOSTED_FILES__PURGE_URLS": '["http://ops:pa@ss@edge:8000/cdn"]'},
+            "files.purge_urls (environment variable PYTHONHOSTED_FILES__PURGE_URLS): value error, "
+            "an edge's URL takes no credentials (files.purge_secret authenticates): "
+            "http://***@edge:8000/cdn, got ['http://***@edge:8000/cdn']",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__PURGE_URLS": "http://ops:secret@edge:8000"},
+            "files.purge_urls (environment variable PYTHONHOSTED_FILES__PURGE_URLS): expected "
+            "JSON (a list or a table), got 'http://***@edge:8000'",
+        ),
+        (
             {"PYTHONHOSTED_FILES__WORKRES": "3"},
             "environment variable PYTHONHOSTED_FILES__WORKRES: no such setting "
             "(did you mean PYTHONHOSTED_FILES__WORKERS?)",
@@ -151,6 +174,15 @@ def assert_one_line(result: tuple[int, str, str], line: str) -> None:
 )
 def test_environment_mistakes(tmp_path: Path, variables: dict[str, str], line: str) -> None:
     assert_one_line(run_cli(tmp_path, "config", env=variables), line)
+
+
+def test_a_store_urls_password_is_never_shown(tmp_path: Path) -> None:
+    env = {"PYTHONHOSTED_FILES__PRIMARY": "https://key:secret@s3.internal/bucket"}
+    assert_one_line(
+        run_cli(tmp_path, "files", "serve", env=env, process=True),
+        "unsupported store URL 'https://***@s3.internal/bucket' (use file://, memory://, "
+        "s3:// or gs://)",
+    )
 
 
 def test_environment_mistake_in_a_process(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -147,6 +148,28 @@ class FilesSettings(Section):
     cache_object_max_bytes: int = Field(default=16 * 2**20, ge=0)
     upload_max_bytes: int = Field(default=4 * 2**30, gt=0)
     upload_metadata_max_bytes: int = Field(default=2**20, gt=0)
+
+    @field_validator("purge_urls")
+    @classmethod
+    def _edges(cls, value: list[str] | None) -> list[str] | None:
+        """Each an edge's base URL. No credentials in it: the purge secret authenticates, and
+        a URL's password would be shown in every failed purge's message and in the log."""
+        for url in value or ():
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (a bad port raises here, not at the first purge)
+            except ValueError as exc:
+                raise ValueError(f"{url!r} is not a URL: {exc}") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s) URL of an edge")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(
+                    "an edge's URL takes no credentials (files.purge_secret authenticates): "
+                    + parts._replace(netloc=f"***@{parts.netloc.rpartition('@')[2]}").geturl()
+                )
+            if parts.query or parts.fragment:
+                raise ValueError(f"{url!r}: an edge's URL takes no query or fragment")
+        return value
 
 
 class IndexSettings(Section):

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from pythonhosted.errortext import without_credentials
+
 LOG_JSON_ENV = "PYTHONHOSTED_LOG_JSON"
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -88,7 +90,9 @@ def json_wanted(flag: bool | None = None) -> bool:
 def error_line(message: str, *, json: bool) -> None:
     """The one line an error that ends a command leaves on stderr: ``Error: …`` for people,
     an ``error`` record under ``--log-json`` (where the plain line was the one line of a
-    failed start a log shipper could not parse)."""
+    failed start a log shipper could not parse). A URL in it is shown without its
+    credentials, whichever check found the mistake."""
+    message = without_credentials(message)
     if json:
         if not logging_json():  # the error came before the settings that configure logging
             configure_logging(json=True)

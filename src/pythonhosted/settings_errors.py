@@ -28,6 +28,8 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from pythonhosted.errortext import without_credentials
+
 MASK = "'**********'"
 # A settings file is a few kilobytes; past this it is the wrong file (a log, a disk image, a
 # device like /dev/zero, which was read until the machine ran out of memory).
@@ -35,7 +37,11 @@ TOML_MAX_BYTES = 2**20
 
 
 class ConfigError(ValueError):
-    """A configuration mistake, described in one line."""
+    """A configuration mistake, described in one line, with no URL's credentials in it (a
+    store's or an edge's URL given with a password: the line goes to terminals and logs)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(without_credentials(message))
 
 
 @dataclass(frozen=True)

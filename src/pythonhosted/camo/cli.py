@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from pythonhosted.config import (
     export_to_environment,
     with_flags,
 )
+from pythonhosted.errortext import without_credentials
 from pythonhosted.logsetup import configure_logging, status
 from pythonhosted.web.purges import shared_journal
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
@@ -295,7 +295,7 @@ def sign(
         )
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    shown = _without_credentials(url)
+    shown = without_credentials(url)
     try:
         checks.check(URL(url))
     except Refused as refusal:
@@ -305,12 +305,3 @@ def sign(
         click.echo(f"error: camo would refuse {shown!r}: not a valid URL", err=True)
         ctx.exit(2)
     click.echo(sign_url(url, hmac_key, base=base, encoding="base64" if use_base64 else "hex"))
-
-
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` as an error line may show it: a password in it is a secret, written on a
-    terminal or into a CI log (``user:***@``)."""
-    return _USERINFO.sub(lambda found: f"{found[1]}***@", url, count=1)
