@@ -148,9 +148,19 @@ async def cut_after(
 
 async def _cut(apps: Sequence[Draining], timeout: float) -> None:
     cut = sum(await asyncio.gather(*(app.cut() for app in apps)))
-    log.warning(
-        "stopped with %d requests still in flight after http.drain_timeout (%gs)", cut, timeout
-    )
+    if cut:
+        log.warning(
+            "stopped with %d %s still in flight after http.drain_timeout (%gs): cut",
+            cut,
+            "request" if cut == 1 else "requests",
+            timeout,
+        )
+    else:  # "0 requests in flight" read as a stop that waited for nothing
+        log.warning(
+            "stopped with connections still open after http.drain_timeout (%gs), no request "
+            "in flight: closed",
+            timeout,
+        )
 
 
 class WorkerDrain(Draining):
