@@ -11,6 +11,7 @@ comes through fixtures; they import the classes below only for type checking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -232,7 +233,8 @@ class RawUpstream:
                 path = head.split(b" ", 2)[1].decode("latin-1")
                 reply = upstream.replies.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n")
                 sock.sendall(reply)
-                sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):  # camo may have hung up first (a refusal)
+                    sock.shutdown(socket.SHUT_RDWR)
 
         self.server = socketserver.ThreadingTCPServer((UPSTREAM_HOST, 0), Handler)
         self.server.daemon_threads = True
