@@ -264,12 +264,6 @@ async def records_of(store: Store, project: str, filenames: list[str]) -> list[F
     return [record for record in found if record is not None]
 
 
-async def all_records(store: Store) -> list[FileRecord]:
-    """Every file of every project, by project then filename: one listing of the catalog and
-    bounded concurrent reads (not a listing and a round of reads per project)."""
-    return await _read_all(store, await store.list(PREFIX))
-
-
 async def _read_all(store: Store, listed: list[Listed]) -> list[FileRecord]:
     found = await _read_each(store, [item.key for item in listed])
     return [record for record in found if record is not None]

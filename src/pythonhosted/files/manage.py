@@ -18,8 +18,11 @@ and by hashed path after.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -27,11 +30,11 @@ from packaging.version import InvalidVersion, Version
 
 from pythonhosted.catalog import (
     FileRecord,
-    all_records,
     deleted_key,
     get_record,
     mark_changed,
     project_records,
+    projects,
     put_record,
     record_filenames,
     record_key,
@@ -41,6 +44,9 @@ from pythonhosted.distributions import HASHED_PATH, InvalidDistribution, parse_f
 from pythonhosted.storage import Store
 
 log = logging.getLogger(__name__)
+# Projects whose records `files list` reads at once: their store round trips overlap, and
+# memory holds this many projects' records, not the catalog's.
+PROJECTS_AHEAD = 32
 
 
 class NothingMatches(ValueError):
@@ -96,11 +102,28 @@ def _same(stored: str, asked: str) -> bool:
         return stored == asked
 
 
-async def listing(store: Store, project: str | None = None) -> list[FileRecord]:
-    """Every file of ``project`` (or of every project), by project then filename."""
-    if project is None:
-        return await all_records(store)
-    return await project_records(store, canonicalize_name(project))
+async def listing(store: Store, project: str | None = None) -> AsyncIterator[list[FileRecord]]:
+    """The files of ``project``, or of every project one project at a time in name order
+    (each project's by filename), :data:`PROJECTS_AHEAD` projects read at once.
+
+    A catalog of a million projects was read whole before the first line was shown: one
+    task per record at once, 2 GB and five minutes in without a line. Now the first project
+    shows once the names are listed, and memory holds a window of projects.
+    """
+    if project is not None:
+        yield await project_records(store, canonicalize_name(project))
+        return
+    ahead: deque[asyncio.Task[list[FileRecord]]] = deque()
+    try:
+        for name in await projects(store):
+            ahead.append(asyncio.create_task(project_records(store, name)))
+            if len(ahead) >= PROJECTS_AHEAD:
+                yield await ahead.popleft()
+        while ahead:
+            yield await ahead.popleft()
+    finally:
+        for task in ahead:
+            task.cancel()
 
 
 async def set_yanked(

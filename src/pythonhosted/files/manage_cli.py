@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import sys
-from collections.abc import Coroutine
+import textwrap
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -74,25 +76,77 @@ def _fail(message: str) -> NoReturn:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
 def list_command(settings: Settings, store_url: str | None, project: str | None, fmt: str) -> None:
-    """List uploaded files (all projects, or one)."""
-    records = _run(listing(open_primary(settings, store_url), project))
-    if fmt == "json":
-        rows = [_row(record) for record in records]
-        click.echo(orjson.dumps({"files": rows}, option=orjson.OPT_INDENT_2).decode())
-        return
-    click.echo(_table(records), nl=False)
+    """List uploaded files (all projects, or one), shown as they are read: a table's columns
+    are aligned within each block of 1,000 files."""
+    rows = _JsonRows() if fmt == "json" else _TableRows()
+    try:
+        _run(_show(listing(open_primary(settings, store_url), project), rows))
+    except BrokenPipeError:  # `files list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(SIGPIPE_STATUS) from None
+
+
+# Rows written at once: a catalog of millions of files goes out as it is read, in blocks.
+BLOCK_ROWS = 1000
+# A command whose reader went away ends as one the shell saw killed by SIGPIPE would.
+SIGPIPE_STATUS = 128 + 13
+
+
+async def _show(projects: AsyncIterator[list[FileRecord]], rows: _JsonRows | _TableRows) -> None:
+    block: list[FileRecord] = []
+    async for records in projects:
+        block += records
+        if len(block) >= BLOCK_ROWS:
+            click.echo(rows.block(block), nl=False)
+            block = []
+    click.echo(rows.block(block) + rows.end(), nl=False)
+
+
+class _JsonRows:
+    """``{"files": [...]}`` as ``orjson`` indents it, written a block of rows at a time."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def block(self, records: list[FileRecord]) -> str:
+        parts = [] if self.shown else ['{\n  "files": [']
+        for record in records:
+            text = orjson.dumps(_row(record), option=orjson.OPT_INDENT_2).decode()
+            parts.append(("," if self.shown else "") + "\n" + textwrap.indent(text, "    "))
+            self.shown = True
+        return "".join(parts)
+
+    def end(self) -> str:
+        return "\n  ]\n}\n" if self.shown else "]\n}\n"
 
 
 def _row(record: FileRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
-def _table(records: list[FileRecord]) -> str:
+class _TableRows:
+    """A table, its header above the first block (also when there are no rows)."""
+
+    def __init__(self) -> None:
+        self.header = True
+
+    def block(self, records: list[FileRecord]) -> str:
+        if not records and not self.header:
+            return ""
+        text = _table(records, self.header)
+        self.header = False
+        return text
+
+    def end(self) -> str:
+        return ""
+
+
+def _table(records: list[FileRecord], header: bool) -> str:
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    grid = Table(box=box.SIMPLE_HEAD)
+    grid = Table(box=box.SIMPLE_HEAD, show_header=header, show_edge=header)
     for name in ("project", "version", "filename", "size", "uploaded", "yanked"):
         grid.add_column(name, justify="right" if name == "size" else "left", no_wrap=True)
     for r in records:
