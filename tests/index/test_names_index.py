@@ -221,8 +221,9 @@ def test_a_list_from_snapshots_is_walked_again_once_its_walk_is_old(
     """A project whose marker was never written (its upload's process killed in between) is
     not in the snapshot. The list restarts read is walked again once the walk it comes from
     (the snapshot says when) is older than the period, here 30 s a name, whichever process
-    holds it; one walked recently is not (the ttl here 0). Before, each restart kept the list its period anew:
-    restarted more often than that, no index ever walked again, and the project never showed."""
+    holds it; one walked recently is not (the ttl here 0). Before, each restart kept the list
+    its period anew: restarted more often than that, no index ever walked again, and the
+    project never showed."""
     store = open_store(f"file://{tmp_path}/primary")
     asyncio.run(_put_projects(store, ["listed", "unmarked"]))
     monkeypatch.setattr(cached_catalog, "NAMES_SECONDS_PER_NAME", 30.0)
