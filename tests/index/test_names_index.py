@@ -220,13 +220,13 @@ def test_a_list_from_snapshots_is_walked_again_once_its_walk_is_old(
 ) -> None:
     """A project whose marker was never written (its upload's process killed in between) is
     not in the snapshot. The list restarts read is walked again once the walk it comes from
-    (the snapshot says when) is older than the period, here 30 s a name, whichever process
+    (the snapshot says when) is older than the period, here 600 s a name, whichever process
     holds it; one walked recently is not (the ttl here 0). Before, each restart kept the list
     its period anew: restarted more often than that, no index ever walked again, and the
     project never showed."""
     store = open_store(f"file://{tmp_path}/primary")
     asyncio.run(_put_projects(store, ["listed", "unmarked"]))
-    monkeypatch.setattr(cached_catalog, "NAMES_SECONDS_PER_NAME", 30.0)
+    monkeypatch.setattr(cached_catalog, "NAMES_SECONDS_PER_NAME", 600.0)
     now = time.time_ns()
     asyncio.run(write_names(store, NamesSnapshot(now, ["listed"], now)))
     recent, app = _serve(store, ttl=0)
@@ -234,7 +234,7 @@ def test_a_list_from_snapshots_is_walked_again_once_its_walk_is_old(
         assert _project_names(client) == ["listed"]
     assert recent.walks == 0
     now = time.time_ns()
-    asyncio.run(write_names(store, NamesSnapshot(now, ["listed"], now - int(60e9))))
+    asyncio.run(write_names(store, NamesSnapshot(now, ["listed"], now - int(1200e9))))
     old, app = _serve(store, ttl=0)
     with running(app.service()) as url, httpx.Client(base_url=url) as client:
         wait_until(lambda: _project_names(client) == ["listed", "unmarked"])
