@@ -87,8 +87,8 @@ MAX_UNSURE = 256
 # a change whose marker was never written (an upload's process killed between its record and
 # its marker, a record put or removed by hand). That is rare, and the list served meanwhile
 # only lacks (or keeps) that project on the root page, so the walk is made rare: a million
-# names every ~5.6 hours, each process (a walk is 10-16 s of CPU, mostly the kernel's: ~0.1 %
-# of a core; every ~17 minutes it was ~1.5 %); 3,000 names or fewer: every ``ttl``.
+# names every ~5.6 hours, each process (a walk is 8-16 s of CPU, mostly the kernel's: ~0.06 %
+# of a core; every ~17 minutes it was ~1 %, BENCHMARKS.md); 3,000 names or fewer: every ``ttl``.
 NAMES_SECONDS_PER_NAME = 0.02
 # How often a process writes the list it holds as the catalog's names snapshot (when it
 # changed): well within NAMES_USABLE, so a restart finds one it can use.
@@ -309,7 +309,7 @@ class CatalogPages:
         every :data:`KEEP_EVERY`, as a root request would: a quiet index (no root page asked
         for) still leaves a snapshot a restart can use, and its watch never falls behind the
         markers kept. At the first turn, the newest usable snapshot is read (a million
-        names: ~0.2 s of CPU, ~70 MB held), or, when there is none, the catalog walked.
+        names: ~0.15 s of CPU, ~70 MB held), or, when there is none, the catalog walked.
         Cancelled by :meth:`stop`."""
         while True:
             try:
