@@ -87,12 +87,10 @@ class Stopping(Exception):
 async def unless_stopping(work: Awaitable[T]) -> T:
     """``work``'s result; :class:`Stopping` (``work`` cancelled) when the server begins to stop
     first. For waits that may outlast ``http.drain_timeout``: the request answers at once
-    (a 503 saying why), and the stop does not wait on it."""
-    began = stop_began()
-    if began.is_set():
-        raise Stopping
+    (a 503 saying why), and the stop does not wait on it. Work that ends in its first steps
+    (nothing to wait for) still gives its result during a stop."""
     waiting = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(began.wait())
+    stopped = asyncio.ensure_future(stop_began().wait())
     try:
         await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
     finally:
