@@ -21,6 +21,10 @@ and stopped (SIGTERM, to the server alone, as an orchestrator that signals its m
 does) ``--stop-after`` seconds later, while it walks the catalog: the time its stop took and
 the request's answer are printed (``index serve``'s default ``http.drain_timeout``, 20 s).
 
+``--quiet-for SECONDS``: instead, a server is started and asked nothing for that long (longer
+than the ~8.5 minutes a snapshot is usable), then stopped, and the first ``/simple/`` of the
+next server measured (this checkout's keeper kept the snapshot young: no walk).
+
 ``--dir`` may hold a symbolic link ``catalog`` to another's catalog (read only): what is
 written (snapshots, markers) goes beside it, in ``--dir``.
 """
@@ -127,6 +131,7 @@ async def main() -> None:
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--stop-during-walk", action="store_true")
     parser.add_argument("--stop-after", type=float, default=3.0)
+    parser.add_argument("--quiet-for", type=float)
     args = parser.parse_args()
     began = time.monotonic()
     build(args.dir, args.projects)
@@ -138,6 +143,8 @@ async def main() -> None:
         print("server:", source or "this checkout")
         if args.stop_during_walk:
             await stop_during_walk(args.dir, args.ttl, source, args.stop_after)
+        elif args.quiet_for is not None:
+            await quiet_then_restart(args.dir, args.ttl, source, args.quiet_for)
         else:
             await serve_and_measure(args.dir, args.ttl, source)
     print("load average", os.getloadavg())
@@ -177,6 +184,16 @@ async def stop_during_walk(root: Path, ttl: float, source: Path | None, after: f
             if asking.done():
                 print("the walk ended before the stop: try a smaller --stop-after")
         print("the root request:", await asking)
+
+
+async def quiet_then_restart(root: Path, ttl: float, source: Path | None, quiet: float) -> None:
+    html = {"Accept": "text/html", "Accept-Encoding": "identity"}
+    with serving(root, ttl, source) as (base, pid):
+        await measure(base, pid, "first HTML", html)  # (a snapshot, as after any first walk)
+        print(f"quiet for {quiet:g} s, load average {os.getloadavg()}")
+        await asyncio.sleep(quiet)
+    with serving(root, ttl, source) as (base, pid):
+        await measure(base, pid, "first HTML, restarted", html)
 
 
 @contextlib.contextmanager
