@@ -15,6 +15,18 @@ catalog's names snapshot the first server wrote, this checkout reads it instead 
 catalog). The catalog's snapshots are removed before the first server starts (the first
 ever). With ``--reference`` (another checkout's ``src/``) its servers answer the same requests
 after. The machine is shared: the CPU model and load average are printed.
+
+``--stop-during-walk``: instead, a server with no snapshot to read is asked for ``/simple/``
+and stopped (SIGTERM, to the server alone, as an orchestrator that signals its main process
+does) ``--stop-after`` seconds later, while it walks the catalog: the time its stop took and
+the request's answer are printed (``index serve``'s default ``http.drain_timeout``, 20 s).
+
+``--quiet-for SECONDS``: instead, a server is started and asked nothing for that long (longer
+than the ~8.5 minutes a snapshot is usable), then stopped, and the first ``/simple/`` of the
+next server measured (this checkout's keeper kept the snapshot young: no walk).
+
+``--dir`` may hold a symbolic link ``catalog`` to another's catalog (read only): what is
+written (snapshots, markers) goes beside it, in ``--dir``.
 """
 
 from __future__ import annotations
@@ -117,6 +129,9 @@ async def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/index-root-bench"))
     parser.add_argument("--ttl", type=float, default=10.0)
     parser.add_argument("--reference", type=Path)
+    parser.add_argument("--stop-during-walk", action="store_true")
+    parser.add_argument("--stop-after", type=float, default=3.0)
+    parser.add_argument("--quiet-for", type=float)
     args = parser.parse_args()
     began = time.monotonic()
     build(args.dir, args.projects)
@@ -126,7 +141,12 @@ async def main() -> None:
     print("load average", os.getloadavg())
     for source in [None, args.reference] if args.reference else [None]:
         print("server:", source or "this checkout")
-        await serve_and_measure(args.dir, args.ttl, source)
+        if args.stop_during_walk:
+            await stop_during_walk(args.dir, args.ttl, source, args.stop_after)
+        elif args.quiet_for is not None:
+            await quiet_then_restart(args.dir, args.ttl, source, args.quiet_for)
+        else:
+            await serve_and_measure(args.dir, args.ttl, source)
     print("load average", os.getloadavg())
 
 
@@ -146,10 +166,42 @@ async def serve_and_measure(root: Path, ttl: float, source: Path | None) -> None
         await measure(base, pid, "first HTML, restarted", html)
 
 
+async def stop_during_walk(root: Path, ttl: float, source: Path | None, after: float) -> None:
+    shutil.rmtree(root / "catalog-names", ignore_errors=True)  # nothing to read: a walk
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as client:
+        with serving(root, ttl, source, group=False) as (base, _):
+
+            async def ask() -> str:
+                try:
+                    async with client.get(base + "/simple/") as response:
+                        return f"{response.status} {(await response.text())[:40]!r}"
+                except aiohttp.ClientError as exc:
+                    return f"no answer ({exc!r})"
+
+            asking = asyncio.create_task(ask())
+            await asyncio.sleep(after)
+            if asking.done():
+                print("the walk ended before the stop: try a smaller --stop-after")
+        print("the root request:", await asking)
+
+
+async def quiet_then_restart(root: Path, ttl: float, source: Path | None, quiet: float) -> None:
+    html = {"Accept": "text/html", "Accept-Encoding": "identity"}
+    with serving(root, ttl, source) as (base, pid):
+        await measure(base, pid, "first HTML", html)  # (a snapshot, as after any first walk)
+        print(f"quiet for {quiet:g} s, load average {os.getloadavg()}")
+        await asyncio.sleep(quiet)
+    with serving(root, ttl, source) as (base, pid):
+        await measure(base, pid, "first HTML, restarted", html)
+
+
 @contextlib.contextmanager
-def serving(root: Path, ttl: float, source: Path | None) -> Iterator[tuple[str, int]]:
-    """``index serve`` on the catalog in ``root``: its base URL and PID; stopped (SIGTERM)
-    after, printing how long the stop took."""
+def serving(
+    root: Path, ttl: float, source: Path | None, group: bool = True
+) -> Iterator[tuple[str, int]]:
+    """``index serve`` on the catalog in ``root``: its base URL and PID; stopped (SIGTERM, to
+    its process group or, not ``group``, to it alone) after, printing how long the stop took."""
     bind = Bind("127.0.0.1", free_port())
     command = [sys.executable, "-m", "pythonhosted", "index", "serve"]
     command += ["--primary", f"file://{root}", "--bind", f"{bind.host}:{bind.port}"]
@@ -166,7 +218,10 @@ def serving(root: Path, ttl: float, source: Path | None) -> Iterator[tuple[str, 
         yield bind.url(), server.pid
     finally:
         began = time.monotonic()
-        os.killpg(server.pid, 15)
+        if group:
+            os.killpg(server.pid, 15)
+        else:
+            os.kill(server.pid, 15)
         server.wait(60)
         print(f"stopped in {time.monotonic() - began:.1f} s")
 

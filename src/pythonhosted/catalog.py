@@ -304,17 +304,27 @@ NAMES_KEPT = 2  # snapshots left after a new one is written (a reader may be rea
 # A snapshot is used while the markers since its position are still kept (a writer's clock
 # may be ahead of the pruner's, and behind the reader's): older, the walk it saves is needed.
 NAMES_USABLE = CHANGES_KEPT - 3 * CLOCK_SKEW
-_NAMES_HEADER = b"pythonhosted catalog names 1 "
+# Listings a reader makes when the snapshot it chose is removed before it reads it (newer
+# writers came meanwhile: the next listing shows theirs).
+NAMES_READ_TRIES = 3
+_NAMES_HEADER = b"pythonhosted catalog names "
 _NAMES_KEY = re.compile(r"(\d{20})-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
 class NamesSnapshot:
     """Every project with files as of ``position_ns`` (time.time_ns()): changes made since
-    have markers stamped from ``position_ns - CLOCK_SKEW`` on (:func:`changed_since`)."""
+    have markers stamped from ``position_ns - CLOCK_SKEW`` on (:func:`changed_since`).
+
+    ``walked_ns``: when the walk of the catalog this list comes from began: a list kept up to
+    date by markers, snapshot after snapshot, is walked again now and then, whichever process
+    holds it, to catch a change whose marker was never written (the index's
+    ``NAMES_SECONDS_PER_NAME``).
+    """
 
     position_ns: int
     names: list[str]
+    walked_ns: int
 
 
 class DamagedNames(ValueError):
@@ -324,16 +334,37 @@ class DamagedNames(ValueError):
 async def write_names(store: Store, snapshot: NamesSnapshot) -> None:
     """Put ``snapshot`` (gzipped: a million names are ~2.5 MB) and remove all but the newest
     :data:`NAMES_KEPT`; the encoding runs in a thread (zlib lets the loop run beside it)."""
-    data = await asyncio.to_thread(_encode_names, snapshot.names)
+    data = await asyncio.to_thread(_encode_names, snapshot)
     key = f"{NAMES_PREFIX}{snapshot.position_ns:020d}-{uuid.uuid4().hex[:12]}"
     await store.put(key, data, create_only=True)
     older = [item.key for item in await store.list(NAMES_PREFIX) if item.key < key]
     await store.delete_many(older[: max(0, len(older) - NAMES_KEPT + 1)])
 
 
+async def newest_names_position(store: Store) -> int:
+    """The position of the newest snapshot in ``store`` (one listing); 0 when there is none."""
+    listed = await store.list(NAMES_PREFIX)
+    positions = (_NAMES_KEY.fullmatch(item.key[len(NAMES_PREFIX) :]) for item in listed)
+    return max((int(found[1]) for found in positions if found), default=0)
+
+
 async def read_names(store: Store) -> NamesSnapshot | None:
     """The newest usable snapshot; None when there is none (none written, all older than
-    :data:`NAMES_USABLE`, or damaged: logged)."""
+    :data:`NAMES_USABLE`, or damaged: logged).
+
+    One removed between the listing and its read (writers keep only the newest
+    :data:`NAMES_KEPT`: with several index processes, two may write while a million names are
+    read) means newer ones exist: the catalog is listed again for them, not walked."""
+    for _ in range(NAMES_READ_TRIES):
+        try:
+            return await _read_newest(store)
+        except NotFound:
+            continue
+    return None
+
+
+async def _read_newest(store: Store) -> NamesSnapshot | None:
+    """As :func:`read_names`; NotFound when the newest usable one was removed since listed."""
     oldest = time.time_ns() - int(NAMES_USABLE * 1e9)
     for item in reversed(await store.list(NAMES_PREFIX)):
         found = _NAMES_KEY.fullmatch(item.key[len(NAMES_PREFIX) :])
@@ -343,37 +374,44 @@ async def read_names(store: Store) -> NamesSnapshot | None:
         if position < oldest:
             return None
         try:
-            names = await asyncio.to_thread(_decode_names, await store.get_bytes(item.key))
-        except NotFound:
-            continue  # removed by a newer writer since the listing
+            walked, names = await asyncio.to_thread(_decode_names, await store.get_bytes(item.key))
         except DamagedNames as exc:
             log.error("names snapshot %s in %s is damaged, not used: %s", item.key, store.url, exc)
             continue
-        return NamesSnapshot(position, names)
+        return NamesSnapshot(position, names, walked or position)
     return None
 
 
-def _encode_names(names: list[str]) -> bytes:
-    body = "\n".join(names).encode()
-    return gzip.compress(_NAMES_HEADER + b"%d\n" % len(names) + body, compresslevel=1, mtime=0)
+def _encode_names(snapshot: NamesSnapshot) -> bytes:
+    """Version 2: the header also says when the list was walked (version 1's did not)."""
+    body = "\n".join(snapshot.names).encode()
+    header = _NAMES_HEADER + b"2 %d %d\n" % (len(snapshot.names), snapshot.walked_ns)
+    return gzip.compress(header + body, compresslevel=1, mtime=0)
 
 
-def _decode_names(data: bytes) -> list[str]:
-    """The names, checked: whole (gzip's CRC and the count) and sorted, each once."""
+def _decode_names(data: bytes) -> tuple[int, list[str]]:
+    """(when walked: 0 if unsaid, the names), checked: whole (gzip's CRC and the count) and
+    sorted, each once."""
     try:
         text = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DamagedNames(f"not gzip ({exc})") from None
     header, _, body = text.partition(b"\n")
-    count = header.removeprefix(_NAMES_HEADER)
-    if count == header or not count.isdigit():
+    fields = header.removeprefix(_NAMES_HEADER).split(b" ")
+    if header == fields[0] or not all(field.isdigit() for field in fields):
         raise DamagedNames("no header")
+    if fields[0] == b"1" and len(fields) == 2:
+        count, walked = int(fields[1]), 0
+    elif fields[0] == b"2" and len(fields) == 3:
+        count, walked = int(fields[1]), int(fields[2])
+    else:
+        raise DamagedNames(f"unknown header {header[:80]!r}")
     names = body.decode(errors="replace").split("\n") if body else []
-    if len(names) != int(count):
-        raise DamagedNames(f"{len(names)} names, not {int(count)}")
+    if len(names) != count:
+        raise DamagedNames(f"{len(names)} names, not {count}")
     if any(later <= earlier for earlier, later in itertools.pairwise(names)):
         raise DamagedNames("not sorted")
-    return names
+    return walked, names
 
 
 async def changed_since(store: Store, position_ns: int) -> set[str]:

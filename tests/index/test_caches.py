@@ -95,9 +95,15 @@ def test_concurrent_misses_for_one_name_read_the_catalog_once(tmp_path: Path) ->
     with running(app.service()) as url:
         statuses = asyncio.run(_flood(url, ["burst"] * 500, concurrency=100))
         assert statuses == [200] * 500
-        assert store.listings == ["catalog/burst/"]
+        assert _of_projects(store.listings) == ["catalog/burst/"]
         asyncio.run(_flood(url, ["no-such"] * 200, concurrency=100))
-        assert store.listings == ["catalog/burst/", "catalog/no-such/"]
+        assert _of_projects(store.listings) == ["catalog/burst/", "catalog/no-such/"]
+
+
+def _of_projects(listings: list[str]) -> list[str]:
+    """The listings of projects, not the root list's walk (the index's keeper makes one at
+    its start)."""
+    return [prefix for prefix in listings if prefix != "catalog/"]
 
 
 def test_the_root_listing_is_cached_for_the_ttl_too(tmp_path: Path) -> None:

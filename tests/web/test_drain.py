@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pythonhosted.web.drain import Stopping, stop_began, unless_stopping
 from pythonhosted.web.server import free_port
 from support.gated_app import GATE_DIR_ENV
 from support.processes import holds, started, wait_until
@@ -47,3 +51,27 @@ def _all_pids(gate: Path, state: str) -> set[int] | None:
     """The workers' process ids once every one of them is in ``state``."""
     pids = {int(path.suffix[1:]) for path in gate.glob(f"{state}.*")}
     return pids if len(pids) == WORKERS else None
+
+
+def test_a_wait_ends_when_the_stop_begins_and_work_with_nothing_to_wait_for_still_answers() -> None:
+    """unless_stopping: a long wait ends with Stopping (its work cancelled) when the stop
+    begins; during a stop, work that ends in its first steps still gives its result."""
+
+    async def quick() -> str:
+        return "answered"
+
+    async def scenario() -> list[str]:
+        seen = []
+        long = asyncio.ensure_future(asyncio.sleep(60, "slept"))
+        waiting = asyncio.ensure_future(unless_stopping(long))
+        await asyncio.sleep(0)
+        stop_began().set()
+        with pytest.raises(Stopping):
+            await waiting
+        seen.append(f"long cancelled: {long.cancelled()}")
+        seen.append(await unless_stopping(quick()))
+        with pytest.raises(Stopping):
+            await unless_stopping(asyncio.sleep(60))
+        return seen
+
+    assert asyncio.run(scenario()) == ["long cancelled: True", "answered"]

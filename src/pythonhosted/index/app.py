@@ -35,6 +35,7 @@ from pythonhosted.index.rendered import Page, RenderedPages
 from pythonhosted.logline import simple_line
 from pythonhosted.storage import StorageError, Store
 from pythonhosted.web.clientfacts import ClientFacts
+from pythonhosted.web.drain import Stopping, unless_stopping
 from pythonhosted.web.http import etag_matches, preferred_encoding
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.request import Request
@@ -128,6 +129,9 @@ class IndexApp:
             )
             await send_text(send, 503, "Storage unavailable", headers=security)
             return
+        except Stopping:
+            await send_text(send, 503, "Stopping: ask again", headers=security)
+            return
         if page is None:
             await send_text(send, 404, "Not Found", headers=security)
             return
@@ -157,7 +161,9 @@ class IndexApp:
             )
 
     async def _root(self, content_type: str) -> Page:
-        names = await self.pages.project_names()
+        # The first walk of a million projects takes longer than any drain: a stop answers
+        # this request at once rather than hold the stop to cut it.
+        names = await unless_stopping(self.pages.project_names())
         render = index_json if content_type == JSON_TYPE else index_html
         return await self.rendered.page(("", content_type), names, lambda: render(names))
 

@@ -25,7 +25,12 @@ A new process does not walk the catalog for its first root page when the catalog
 index has a usable snapshot (:func:`~pythonhosted.catalog.read_names`): it takes that list and
 checks the projects changed since, as above. Every process writes the list it holds as a new
 snapshot after a walk and every :data:`SNAPSHOT_EVERY` (once every changed project is
-checked), so a restart finds one younger than the change markers kept.
+checked; not when another process wrote one meanwhile), so a restart finds one younger than
+the change markers kept. It does so whether or not anyone asks for the root page: a keeper
+task (:meth:`CatalogPages._keep`) holds the list from the process's start and keeps it, and
+the snapshot, up to date every :data:`KEEP_EVERY`. An index that served no root page for
+:data:`~pythonhosted.catalog.NAMES_USABLE` used to leave only a snapshot too old to use, and
+its next restart walked the whole catalog while uploads went on.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from pythonhosted.catalog import (
     ReadEpochs,
     changed_since,
     has_files,
+    newest_names_position,
     projects,
     read_names,
     read_project,
@@ -73,16 +79,25 @@ RECORD_BYTES = 1200
 # (one delimiter listing) of asking about each (a bulk upload of 100,000 new projects).
 MAX_UNSURE = 256
 # The root page's whole listing is kept at least this long per name it holds (and at least
-# ``ttl``): listing a million projects took 14-24 s of CPU (bench/index_root.py, load 15-20),
-# and redone every ``ttl`` (60 s), each new list rendered again (the HTML: 2.4 s of CPU), it
-# kept a core a third busy and /_health waited up to 3 s. Changes show within a second
-# whatever this is (the watch's markers); the
-# listing again only catches what a marker missed. A million names: every ~17 minutes, about
-# 2 % of a core; 60,000 names or fewer: every ``ttl``, as before.
-NAMES_SECONDS_PER_NAME = 0.001
+# ``ttl``), counted from the walk the list comes from (snapshots carry when it was): listing a
+# million projects took 14-24 s of CPU (bench/index_root.py, load 15-20), and redone every
+# ``ttl`` (60 s), each new list rendered again (the HTML: 2.4 s of CPU), it kept a core a third
+# busy and /_health waited up to 3 s. Changes show within a second whatever this is (the
+# watch's markers), and the snapshots carry them across restarts: the walk again only catches
+# a change whose marker was never written (an upload's process killed between its record and
+# its marker, a record put or removed by hand). That is rare, and the list served meanwhile
+# only lacks (or keeps) that project on the root page, so the walk is made rare: a million
+# names every ~5.6 hours, each process (a walk is 8-16 s of CPU, mostly the kernel's: ~0.06 %
+# of a core; every ~17 minutes it was ~1 %, BENCHMARKS.md); 3,000 names or fewer: every ``ttl``.
+NAMES_SECONDS_PER_NAME = 0.02
 # How often a process writes the list it holds as the catalog's names snapshot (when it
 # changed): well within NAMES_USABLE, so a restart finds one it can use.
 SNAPSHOT_EVERY = NAMES_USABLE / 4
+# How often the keeper brings the list up to date (and so the snapshot) when no root request
+# does. Each time: a look at the markers, a check of each changed project, and, when due, a
+# listing of the snapshots and one written unless another process wrote one within
+# SNAPSHOT_EVERY (a million names: ~0.1 s of CPU, 2.5 MB).
+KEEP_EVERY = SNAPSHOT_EVERY
 
 
 def _keep(record: FileRecord) -> FileRecord:
@@ -132,6 +147,7 @@ class CatalogPages:
         self._names_ns = 0
         self._looked_ns = 0
         self._snapshot_ns = 0
+        self._walked_ns = 0  # when the walk the held list comes from began
         self._writing: asyncio.Task[object] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._too_big = failure_log(log, "index cache")
@@ -181,7 +197,8 @@ class CatalogPages:
         names = self._names[1] if self._names is not None else []
         if len(self._unsure) > MAX_UNSURE:
             self._names = None  # cheaper listed again than checked one by one
-        if self._names is None and not self._snapshot_tried:
+        if self._names is None and (not self._snapshot_tried or self._loading.busy(None)):
+            # (joined while under way: a request at the keeper's start walked beside it)
             await self._loading.run(None, self._load_snapshot)
         if self._names is None:
             names = await self._walk()
@@ -208,6 +225,7 @@ class CatalogPages:
             self._names = (expiry, names)
             self._unsure -= covered
             self._names_ns = max(began_ns, self._names_ns)
+            self._walked_ns = began_ns
         return names
 
     async def _load_snapshot(self) -> None:
@@ -229,11 +247,13 @@ class CatalogPages:
             return
         if len(self._unsure | changed) > MAX_UNSURE:
             return  # cheaper listed again than checked one by one
-        expiry = time.monotonic() + max(self.ttl, NAMES_SECONDS_PER_NAME * len(snapshot.names))
-        self._names = (expiry, Source(snapshot.names))
+        walked_ago = (time.time_ns() - snapshot.walked_ns) / 1e9
+        keep = max(self.ttl, NAMES_SECONDS_PER_NAME * len(snapshot.names)) - walked_ago
+        self._names = (time.monotonic() + max(0.0, keep), Source(snapshot.names))
         self._unsure |= changed
         self._names_ns = caught_up_ns
         self._snapshot_ns = snapshot.position_ns
+        self._walked_ns = snapshot.walked_ns
 
     def _snapshot_if_due(self) -> None:
         """Write the held list as the catalog's names snapshot when the last one this process
@@ -244,12 +264,19 @@ class CatalogPages:
             return
         if self._writing is not None and not self._writing.done():
             return
+        renewal = self._snapshot_ns != 0  # (none read or written yet: this one is needed)
         self._snapshot_ns = as_of
-        snapshot = NamesSnapshot(as_of, self._names[1])
-        self._writing = self._background(self._write_snapshot(snapshot))
+        snapshot = NamesSnapshot(as_of, self._names[1], self._walked_ns)
+        self._writing = self._background(self._write_snapshot(snapshot, renewal))
 
-    async def _write_snapshot(self, snapshot: NamesSnapshot) -> None:
+    async def _write_snapshot(self, snapshot: NamesSnapshot, renewal: bool) -> None:
+        """A ``renewal`` is not written when another process wrote a snapshot within
+        :data:`SNAPSHOT_EVERY` of this one's position: one a period does, however many
+        processes keep theirs (and one found damaged ages out the same way)."""
         try:
+            newest = await newest_names_position(self.store) if renewal else 0
+            if newest > snapshot.position_ns - SNAPSHOT_EVERY * 1e9:
+                return
             await write_names(self.store, snapshot)
         except StorageError as exc:
             log.warning("catalog names snapshot not written: %s", exc)
@@ -274,7 +301,22 @@ class CatalogPages:
         return self._start, self.stop
 
     async def _start(self) -> None:
-        """Nothing to start: the first request reads or lists the names."""
+        """Start the keeper (:meth:`_keep`)."""
+        self._background(self._keep())
+
+    async def _keep(self) -> None:
+        """Hold the root page's list and keep it, and the catalog's names snapshot, up to date
+        every :data:`KEEP_EVERY`, as a root request would: a quiet index (no root page asked
+        for) still leaves a snapshot a restart can use, and its watch never falls behind the
+        markers kept. At the first turn, the newest usable snapshot is read (a million
+        names: ~0.15 s of CPU, ~70 MB held), or, when there is none, the catalog walked.
+        Cancelled by :meth:`stop`."""
+        while True:
+            try:
+                await self.project_names()
+            except StorageError as exc:
+                self._failed.note(logging.WARNING, "keep", "catalog names not kept: %s", exc)
+            await asyncio.sleep(KEEP_EVERY)
 
     async def stop(self) -> None:
         """Cancel the walks and writes under way (a walk's process is killed)."""

@@ -15,6 +15,11 @@ close a connection from outside, so the bound is kept here, around each app:
 The server then stops waiting for granian and returns; the process exits and the kernel
 closes the connections that were left.
 
+A request that waits on work longer than any drain (the index's first walk of a million-project
+catalog) can answer at once instead: :func:`unless_stopping` ends its wait when the stop
+begins (:func:`stop_began`, set before the drain), so the stop is not held for the whole
+``http.drain_timeout`` only to cut that request with a 500.
+
 The workers of ``--workers N`` are granian's processes, which stop on their own SIGTERM with
 granian's handler: :func:`worker_app` wraps each worker's app so that the same signal also
 starts the deadline there (:class:`WorkerDrain`), and the worker exits once it has cut what
@@ -38,10 +43,11 @@ import importlib
 import logging
 import os
 import signal
+import weakref
 from asyncio import current_task
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Awaitable, Collection, Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from pythonhosted.web.lifespan import Child
 from pythonhosted.web.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,6 +63,43 @@ WORKER_DRAIN_ENV = "_PYTHONHOSTED_WORKER_DRAIN_TIMEOUT"
 UNWIND_SECONDS = 2.0
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+T = TypeVar("T")
+# Per event loop: several servers run in one process, each on a loop of its own (the tests').
+_stops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stop_began() -> asyncio.Event:
+    """Set when the server on the running loop begins to stop, before its drain."""
+    loop = asyncio.get_running_loop()
+    event = _stops.get(loop)
+    if event is None:
+        event = _stops[loop] = asyncio.Event()
+    return event
+
+
+class Stopping(Exception):
+    """The server began to stop while the request waited (:func:`unless_stopping`)."""
+
+
+async def unless_stopping(work: Awaitable[T]) -> T:
+    """``work``'s result; :class:`Stopping` (``work`` cancelled) when the server begins to stop
+    first. For waits that may outlast ``http.drain_timeout``: the request answers at once
+    (a 503 saying why), and the stop does not wait on it. Work that ends in its first steps
+    (nothing to wait for) still gives its result during a stop."""
+    waiting = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop_began().wait())
+    try:
+        await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    if not waiting.done() or waiting.cancelled():
+        raise Stopping
+    return waiting.result()
 
 
 @contextlib.contextmanager
@@ -181,6 +224,7 @@ class WorkerDrain(Draining):
             def stop_requested(signum: int, frame: FrameType | None) -> None:
                 if not self._deadline_started:
                     self._deadline_started = True
+                    loop.call_soon_threadsafe(lambda: stop_began().set())
                     loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deadline()))
 
             # granian's own handler stays (the loop's); a Python handler runs beside it.

@@ -41,6 +41,7 @@ from pythonhosted.web.drain import (
     WORKER_DRAIN_ENV,
     Draining,
     cut_after,
+    stop_began,
     stops_held,
 )
 from pythonhosted.web.listener import (
@@ -246,6 +247,7 @@ async def serve_until(
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
+    stop_began().set()
     for server in servers:
         server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
     if not await cut_after(draining, set(tasks), limits.drain_timeout):
