@@ -31,10 +31,10 @@ index renders held every service's ``/_health`` for 0.5-2.7 s at once (BENCHMARK
 "``serve`` at production shape"). So long work runs its Python inside :func:`computing`,
 which lets :data:`PYTHON_AT_ONCE` threads of the whole process in at a time; the others
 sleep on a lock, which costs no GIL, and its waits (for a writer, for the file) stay
-outside. Measured with 16 answer threads (a DuckDB query, then Python) and a 2 ms loop
-ticker: the loop's p99 lag went from 323-452 ms to 115-315 ms, and answers per second did
-not drop (51-56 to 59-108); a shorter switch interval (1 ms) instead cut the answers per
-second and helped the loop less (p99 383 ms).
+outside. Chosen over a shorter switch interval by ``bench/gil_turns.py`` (16 answer threads,
+a DuckDB query then Python, beside a 2 ms loop ticker, BENCHMARKS.md): the turns cut the
+loop's median lag 2-3x and kept the answers per second, where 1 ms instead of 5 ms cost a
+third of the answers per second for a smaller gain.
 """
 
 from __future__ import annotations
