@@ -26,15 +26,15 @@ Threads share one GIL with the event loop, and a pool's size says how many may *
 warehouse writer, for DuckDB), not how many should run Python at once: with N threads
 running Python the loop gets the GIL about once per N switch intervals
 (``sys.getswitchinterval()``, 5 ms; a thread that asks for it is not the one it goes to).
-In ``serve`` at load 12-16, up to 16 stats-web answers building rows, JSON and pages beside
-index renders held every service's ``/_health`` for 0.5-2.7 s at once (BENCHMARKS.md,
-"``serve`` at production shape"). So long work runs its Python inside :func:`computing`,
-which lets :data:`PYTHON_AT_ONCE` threads of the whole process in at a time; the others
-sleep on a lock, which costs no GIL, and its waits (for a writer, for the file) stay
-outside. Chosen over a shorter switch interval by ``bench/gil_turns.py`` (16 answer threads,
-a DuckDB query then Python, beside a 2 ms loop ticker, BENCHMARKS.md): the turns cut the
-loop's median lag 2-3x and kept the answers per second, where 1 ms instead of 5 ms cost a
-third of the answers per second for a smaller gain.
+In ``serve`` at load 12-16 every service's ``/_health`` paused 0.5-2.7 s at once while up
+to 16 stats-web answers, index renders and linehaul's threads ran (BENCHMARKS.md, "``serve``
+at production shape"). So long work runs its Python inside :func:`computing`, which lets
+:data:`PYTHON_AT_ONCE` threads of the whole process in at a time; the others sleep on a
+lock, which costs no GIL, and its waits (for a writer, for the file) stay outside. A bound,
+where a shorter switch interval only divides the wait: ``bench/gil_turns.py`` measures both
+(BENCHMARKS.md); on the loaded 2-core machine the loop's lag and the answers per second
+moved by less than the spread between runs with either, the lag being set mostly by the
+system's scheduling.
 """
 
 from __future__ import annotations
