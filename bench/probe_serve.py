@@ -22,10 +22,11 @@ the same time and for ``--seconds``:
 Each second it samples (and every fifth second prints) the server's RSS, open descriptors
 and CPU. At the end it stops the server with SIGTERM while the slow readers still read, and
 times the stop (``http.drain_timeout``, 20 s, then the cut). Printed: per service the health
-p50/p99/slowest, per kind of request the count, statuses, p50/p99/slowest and the requests
-slower than 1 s with their time (to set beside the server's log: ingest and publish log
-theirs), RSS and descriptors (start, peak, end), the server's CPU seconds, the stop's time,
-the machine's CPU model and load. Loopback only; every loop is bounded by ``--seconds``.
+p50/p99/slowest, per kind of request the count, statuses, p50/p99/slowest and its 8
+slowest requests over 1 s with their time (to set beside the server's log: ingest and
+publish log theirs), RSS and descriptors (start, peak, end), the server's CPU seconds, the
+stop's time, the machine's CPU model and load. Loopback only; every loop is bounded by
+``--seconds``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ from pythonhosted.web.server import Bind, free_port, wait_for_port
 
 SERVICES = ("files", "conveyor", "camo", "linehaul", "stats_web")
 LOG_PREFIX = "downloads/2021/01/07/20/54/downloads-probe"
-SLOW = 1.0  # a request slower than this is printed with its time (the first 40)
+SLOW = 1.0  # a request slower than this is printed with its time (the slowest SHOWN per kind)
+SHOWN = 8
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(40_000)
 
 
@@ -98,7 +100,7 @@ class Record:
     def __init__(self) -> None:
         self.took: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
-        self.slow: list[str] = []
+        self.slow: dict[str, list[tuple[float, str]]] = defaultdict(list)
 
     async def get(self, session: aiohttp.ClientSession, kind: str, url: str) -> None:
         began = time.monotonic()
@@ -112,9 +114,20 @@ class Record:
         self.took[kind].append(took)
         self.statuses[kind][status] += 1
         if took > SLOW:
-            self.slow.append(
-                f"{kind} at {time.strftime('%H:%M:%S')}: {took * 1000:.0f} ms {status} {url}"
+            self.slow[kind].append(
+                (
+                    took,
+                    f"{kind} at {time.strftime('%H:%M:%S')}: {took * 1000:.0f} ms {status} {url}",
+                )
             )
+
+    def slowest(self) -> list[str]:
+        """Per kind, its :data:`SHOWN` slowest requests over :data:`SLOW`, by time of day."""
+        out = []
+        for kind in sorted(self.slow):
+            slowest = sorted(self.slow[kind], reverse=True)[:SHOWN]
+            out += [f"    slow: {line}" for _, line in sorted(slowest, key=lambda pair: pair[1])]
+        return out
 
     def lines(self) -> list[str]:
         out = []
@@ -279,7 +292,7 @@ async def drive(args: argparse.Namespace, data: Path, wheels: list[str]) -> None
     print(machine())
     print(f"{args.seconds:g} s of load; serve's stop (SIGTERM): exit {code} in {stopped:.1f} s")
     print(health.decode().rstrip())
-    print("\n".join(record.lines() + [f"    slow: {line}" for line in record.slow[:40]]))
+    print("\n".join(record.lines() + record.slowest()))
     for at, cpu, rss_mb, descriptors in samples[::5]:
         print(f"    t={at:4.0f} s  CPU {cpu:6.1f} s  RSS {rss_mb:5d} MB  descriptors {descriptors}")
     if samples:
@@ -309,7 +322,7 @@ def watch(seconds: float, services: list[str]) -> None:
     async def all_of_them() -> None:
         record = Record()
         await asyncio.gather(*(health(service, record) for service in services))
-        print("\n".join(record.lines() + [f"    slow: {line}" for line in record.slow]))
+        print("\n".join(record.lines() + record.slowest()))
 
     asyncio.run(all_of_them())
 

@@ -21,16 +21,32 @@ them (BENCHMARKS.md, "Thread pools"). So:
   ``.metadata`` sidecar's compression or conveyor's blocking steps wait for in ``serve``;
 - the rest (uploads, the event log's shipping, a local store's listing, short steps of
   requests) stays in the default pool.
+
+Threads share one GIL with the event loop, and a pool's size says how many may *wait* (for a
+warehouse writer, for DuckDB), not how many should run Python at once: with N threads
+running Python the loop gets the GIL about once per N switch intervals
+(``sys.getswitchinterval()``, 5 ms; a thread that asks for it is not the one it goes to).
+In ``serve`` at load 12-16 every service's ``/_health`` paused 0.5-2.7 s at once while up
+to 16 stats-web answers, index renders and linehaul's threads ran (BENCHMARKS.md, "``serve``
+at production shape"). So long work runs its Python inside :func:`computing`, which lets
+:data:`PYTHON_AT_ONCE` threads of the whole process in at a time; the others sleep on a
+lock, which costs no GIL, and its waits (for a writer, for the file) stay outside. A bound,
+where a shorter switch interval only divides the wait: ``bench/gil_turns.py`` measures both
+(BENCHMARKS.md); on the loaded 2-core machine the loop's lag and the answers per second
+moved by less than the spread between runs with either, the lag being set mostly by the
+system's scheduling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
+import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
@@ -42,6 +58,10 @@ SHORT_IO_THREADS = 8
 # As many as linehaul's ingest runs objects at once by default (``ingest_concurrency``), and
 # a publish's load; more would only queue for the GIL (the converter holds it).
 BACKGROUND_THREADS = 9
+# Threads running long work's Python at once (:func:`computing`): two, so that one answer's
+# DuckDB query (which lets the GIL go) runs on the second core while another builds its rows,
+# and the loop competes with two threads for the GIL, not with every pool's.
+PYTHON_AT_ONCE = 2
 
 
 class Workers:
@@ -86,10 +106,13 @@ _EVERY: weakref.WeakSet[Workers] = weakref.WeakSet()
 def _forget_the_parents_threads() -> None:
     """In a forked child: a pool made before the fork counts threads only the parent has,
     and work sent to it would wait for them forever; the child makes its own."""
+    global _COMPUTING
     for workers in _EVERY:
         workers._pool = None
+    _COMPUTING = threading.BoundedSemaphore(PYTHON_AT_ONCE)  # the parent's holders are gone
 
 
+_COMPUTING = threading.BoundedSemaphore(PYTHON_AT_ONCE)
 os.register_at_fork(after_in_child=_forget_the_parents_threads)
 _SHORT_IO = Workers("short-io", SHORT_IO_THREADS)
 _BACKGROUND = Workers("background", BACKGROUND_THREADS)
@@ -107,3 +130,13 @@ async def background(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs)
     the module doc): never in the threads requests wait for. Every service's and every event
     loop's, as :func:`short_io`'s."""
     return await _BACKGROUND.run(call, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def computing() -> Iterator[None]:
+    """For the block, one of the process's :data:`PYTHON_AT_ONCE` turns at running long
+    work's Python (see the module doc): a pool's thread waits here, asleep, while the turns
+    are taken. Take it after any wait for something else (a lock, a writer), never around
+    one, and never inside another turn."""
+    with _COMPUTING:
+        yield

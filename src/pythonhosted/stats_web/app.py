@@ -5,7 +5,9 @@
 
 Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
 ``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which
-the other services of ``serve`` need for their short I/O) on a connection from
+the other services of ``serve`` need for their short I/O; once the warehouse is open, each
+waits for one of the process's few turns at running Python, so a crowd of answers does not
+starve the event loop of the GIL) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
@@ -73,7 +75,7 @@ from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.stats_web.prewarm import Prewarm
 from pythonhosted.stats_web.shedding import Admission, Busy
 from pythonhosted.storage import open_store
-from pythonhosted.threads import Workers
+from pythonhosted.threads import Workers, computing
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.base import WarehouseError
 from pythonhosted.warehouse.clickhouse import stats as clickhouse_stats
@@ -144,8 +146,9 @@ async def _freeze_survivors() -> None:
     A full collection runs on the event loop and walks every object the collector tracks:
     the imports alone (DuckDB's, granian's, pydantic's, ...) made each one 9.5 ms of CPU,
     about 0.1 ms frozen (BENCHMARKS.md). The answer cache keeps its entries out of sight by
-    itself (:mod:`.answers`).
+    itself (:mod:`.answers`). The badge drawer is imported first (:func:`.badges.prepare`).
     """
+    badges.prepare()
     gc.collect()
     gc.freeze()
 
@@ -262,7 +265,7 @@ class StatsWebApp(Service):
 
     async def top_projects(self, count: int) -> list[str]:
         def top() -> list[str]:
-            with self._reading() as con:
+            with self._reading() as con, self._turn():
                 end = last_complete_day()
                 return [name for name, _ in data.top(con, 30, end, count, Filters())]
 
@@ -489,7 +492,7 @@ class StatsWebApp(Service):
             return self._plain(503, pages.error("No data yet", message.capitalize()), HTML), None
         signature = self.version.signature()
         try:
-            with self._reading() as con:
+            with self._reading() as con, self._turn():
                 stale = signature != self.version.signature_seen
                 version = self.version.refresh(con, signature) if stale else self.version.current
                 if self.version.outdated is not None:
@@ -541,6 +544,12 @@ class StatsWebApp(Service):
                 self._server = open_engine(self.url)
             server = self._server
         yield server
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        """Taken once the warehouse is open: a turn at running Python for an answer computed
+        here, by DuckDB or chDB (:func:`pythonhosted.threads.computing`); none for a ClickHouse
+        server's, which waits on the network, so a slow server holds no other answer up."""
+        return computing() if self.path is not None else contextlib.nullcontext()
 
     def _plain(self, status: int, body: bytes, kind: bytes, version: int = -1) -> Answer:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

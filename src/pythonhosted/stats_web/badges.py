@@ -78,6 +78,13 @@ def message(count: int, period: str) -> str:
     return shorten(count) + SUFFIX[period]
 
 
+def prepare() -> None:
+    """Import the drawer, at the app's start: 0.4-1.9 s of imports (jinja2 and requests among
+    them), which the first badge made in an answer thread, running Python against the event
+    loop for the GIL while other answers waited for the import's lock."""
+    import badgepy  # noqa: F401
+
+
 def svg(label: str, text: str, color: str, style: str) -> bytes:
     import badgepy
 
