@@ -36,7 +36,7 @@ from typing import Generic, TypeVar
 from cachetools import LRUCache
 
 from pythonhosted.coalesce import Coalescer
-from pythonhosted.threads import Workers
+from pythonhosted.threads import Workers, computing
 
 T = TypeVar("T")
 ENTRY_BYTES = 256  # the key, the weak reference and the entry's objects
@@ -115,7 +115,8 @@ class RenderedPages:
 
 
 def _made(render: Callable[[], bytes]) -> Page:
-    body = render()
+    with computing():  # one of the process's turns at Python: a render is seconds of it
+        body = render()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     if len(body) < GZIP_FROM:
         return Page(body, etag)
