@@ -21,6 +21,7 @@ from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.storage import NotFound, StorageError, Store, StoreUnavailable, open_store
 from pythonhosted.storage.directory import DirectoryStore
+from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.storage.stores import Listed
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, seed_unique, simple_line
 
@@ -428,7 +429,7 @@ def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
     asyncio.run(scenario())
     [warning] = [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]
     now = (
-        "the worker that took it over finished it and released the lease: nothing is left to do"
+        "released by a worker that took the object over and finished it: it is done"
         if taker_finishes_first
         else "generation 2 is taker's (expires in 60 s): the object is left to that worker, "
         "or to whoever takes it over if that one dies"
@@ -526,34 +527,66 @@ def test_a_listing_that_races_a_renewal_takes_nothing_over(
     assert [len(data.splitlines()) for data in found.values()] == [20]
 
 
-def test_a_renewal_whose_answer_was_lost_is_not_a_takeover(tmp_path: Path) -> None:
-    """A renewal's put that timed out after it was written: the next renewal finds that
-    generation, sees its own name in it and renews past it (it used to call the lease lost,
-    and the worker dropped its object); another worker's generation there is a loss."""
+def test_a_lease_put_whose_answer_was_lost_is_ours(tmp_path: Path) -> None:
+    """A lease's put written, but its answer lost: a timeout (the next renewal finds that
+    generation), or a timeout the store client retried and got "exists" for. A generation
+    with the worker's own name in it is its own: the claim is won, the renewal renews past
+    it (both used to count the object busy or the lease lost, and the worker dropped the
+    object); another worker's generation there is a loss (and of claims racing for one
+    generation exactly one wins: test_one_generation_per_takeover)."""
     logs = open_store(f"file://{tmp_path}/l")
 
     class AnswerLost(StoreUnavailable):
         pass
 
     class LosesAnswers:
+        def __init__(self, answer: StorageError) -> None:
+            self.answer = answer
+
         def __getattr__(self, name: str) -> Any:
             return getattr(logs, name)
 
         async def put(self, key: str, data: bytes, **options: Any) -> None:
             await logs.put(key, data, **options)
-            raise AnswerLost("l: timed out")
+            raise self.answer
+
+    timed_out = LosesAnswers(AnswerLost("l: timed out"))
+    retried = LosesAnswers(AlreadyExists("l: exists"))
 
     async def scenario() -> None:
-        lease = await leases.claim(logs, "k.log.gz", "me", 60.0)
+        lease = await leases.claim(retried, "k.log.gz", "me", 60.0)  # type: ignore[arg-type]
         assert lease == leases.Lease("k.log.gz", 1)
         with pytest.raises(AnswerLost):
-            await leases.renew(LosesAnswers(), lease, "me", 60.0)  # type: ignore[arg-type]
+            await leases.renew(timed_out, lease, "me", 60.0)  # type: ignore[arg-type]
         assert await leases.renew(logs, lease, "me", 60.0) == leases.Lease("k.log.gz", 3)
         assert await _generation(logs, "k.log.gz") == 3
         with pytest.raises(leases.LeaseLost, match=r"^generation 3 is me's \(expires in"):
             await leases.renew(logs, leases.Lease("k.log.gz", 2), "someone-else", 60.0)
 
     asyncio.run(scenario())
+
+
+def test_a_released_lease_says_whether_the_object_is_done(tmp_path: Path) -> None:
+    """A renewal that finds its generation gone: done, when the log object is gone too (a
+    taker finished it); else swept, and a later pass does it."""
+    logs = open_store(f"file://{tmp_path}/l")
+
+    async def lost(key: str) -> str:
+        lease = await leases.claim(logs, key, "me", 60.0)
+        assert lease is not None
+        await leases.release(logs, key)
+        with pytest.raises(leases.LeaseLost) as raised:
+            await leases.renew(logs, lease, "me", 60.0)
+        assert await logs.list(leases.PREFIX) == []  # the stray generation dropped
+        return str(raised.value)
+
+    asyncio.run(logs.put("there.log.gz", b""))
+    assert asyncio.run(lost("there.log.gz")) == (
+        "released (swept once expired) with the object still there: a later pass does it"
+    )
+    assert asyncio.run(lost("gone.log.gz")) == (
+        "released by a worker that took the object over and finished it: it is done"
+    )
 
 
 def test_a_stop_ends_the_pass_after_the_object_under_way(tmp_path: Path) -> None:

@@ -36,8 +36,10 @@ above). Races:
   generation, in ascending order, so g+1 is free again and our put succeeds. That is why a
   renewal then checks that our generation g still exists: release deletes g before g+1, so
   whenever g+1 was free, g is already gone; we delete the stray g+1 and report the lease lost.
-- A renewal whose put failed ambiguously (timed out, but written) finds g+1 on the next try
-  with our own name in it: that is our renewal, and the next try renews past it.
+- A create-only put whose answer was lost (timed out but written, or retried by the store
+  client and then refused as taken) finds its generation there with our own name in it: a
+  claim takes it as won, a renewal as renewed (and renews past it, for a fresh expiry). The
+  owner names a process, which holds an object under one lease at a time.
 
 A worker that loses its lease stops before writing or deleting anything more for the object:
 :meth:`Keeper.confirm` renews right before it writes the results and right before it deletes
@@ -130,14 +132,14 @@ async def claim(store: Store, key: str, owner: str, timeout: float) -> Lease | N
             return None
         generation = newest[0] + 1
     lease = Lease(key, generation)
-    return lease if await _create(store, lease, owner, timeout) else None
+    if await _create(store, lease, owner, timeout):
+        return lease
+    record = await _record(store, lease)
+    return lease if record is not None and record.get("owner") == owner else None
 
 
 class LeaseLost(Exception):
     """A renewal found the lease taken over or released; the message says how."""
-
-
-RELEASED = "the worker that took it over finished it and released the lease: nothing is left to do"
 
 
 async def _record(store: Store, lease: Lease) -> dict[str, object] | None:
@@ -165,6 +167,18 @@ def _taken(generation: int, record: dict[str, object]) -> str:
     )
 
 
+async def _released(store: Store, key: str) -> str:
+    """Why a renewal found its generation released, and what happens to the object: the
+    log object tells a taker that finished it from an expired lease swept."""
+    try:
+        await store.info(key)
+    except NotFound:
+        return "released by a worker that took the object over and finished it: it is done"
+    except StorageError as exc:
+        return f"released (whether the object is done is unknown: {exc})"
+    return "released (swept once expired) with the object still there: a later pass does it"
+
+
 async def renew(store: Store, lease: Lease, owner: str, timeout: float) -> Lease:
     """Extend ``lease`` by ``timeout`` seconds from now: the next generation, created.
 
@@ -175,7 +189,7 @@ async def renew(store: Store, lease: Lease, owner: str, timeout: float) -> Lease
     if not await _create(store, successor, owner, timeout):
         record = await _record(store, successor)
         if record is None:  # created by a taker, gone since: it finished and released
-            raise LeaseLost(RELEASED)
+            raise LeaseLost(await _released(store, lease.key))
         if record.get("owner") == owner:  # our own earlier try, whose answer was lost
             return await renew(store, successor, owner, timeout)
         raise LeaseLost(_taken(successor.generation, record))
@@ -183,7 +197,7 @@ async def renew(store: Store, lease: Lease, owner: str, timeout: float) -> Lease
         await store.info(_lease_key(lease.key, lease.generation))
     except NotFound:  # a taker finished and released every generation: ours is a stray
         await store.delete(_lease_key(successor.key, successor.generation))
-        raise LeaseLost(RELEASED) from None
+        raise LeaseLost(await _released(store, lease.key)) from None
     return successor
 
 
