@@ -7,9 +7,10 @@ expire; count the leases lost, the objects done twice and the objects left.
 Each round seeds ``--objects`` log objects of ``--lines`` corpus lines into a fresh log store
 (a ``file://`` directory, or a bucket of a moto S3 server on loopback) and starts
 ``--workers`` processes at once, each one ``ingest_once`` pass with 120 s leases and
-``--concurrency`` objects under way. With leases that long a lost lease can only be a bug:
-every worker renews its lease twice per object (before writing its results, before deleting
-the log object), so small objects make many renewals for the others' claims to race. Per round
+``--concurrency`` objects under way, its stores opened as ``ingest --once`` opens them. With
+leases that long a lost lease can only be a bug: every worker renews its lease twice per
+object (before writing its results, before deleting the log object), so small objects make
+many renewals for the others' claims to race. Per round
 it prints each worker's objects and busy counts, its "lost the lease" warnings, the result
 objects more than one worker wrote (work done twice) and the log objects left. ``--busy``
 CPU-bound processes run beside the workers (killed by PID at the end), as the loaded machine
