@@ -19,9 +19,8 @@ from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, pars
 from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.linehaul.publish import publish_with
-from pythonhosted.storage import NotFound, StorageError, Store, StoreUnavailable, open_store
+from pythonhosted.storage import NotFound, StorageError, Store, open_store
 from pythonhosted.storage.directory import DirectoryStore
-from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.storage.stores import Listed
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, seed_unique, simple_line
 
@@ -525,68 +524,6 @@ def test_a_listing_that_races_a_renewal_takes_nothing_over(
     assert asyncio.run(logs.list()) == []
     found = asyncio.run(_contents(results))
     assert [len(data.splitlines()) for data in found.values()] == [20]
-
-
-def test_a_lease_put_whose_answer_was_lost_is_ours(tmp_path: Path) -> None:
-    """A lease's put written, but its answer lost: a timeout (the next renewal finds that
-    generation), or a timeout the store client retried and got "exists" for. A generation
-    with the worker's own name in it is its own: the claim is won, the renewal renews past
-    it (both used to count the object busy or the lease lost, and the worker dropped the
-    object); another worker's generation there is a loss (and of claims racing for one
-    generation exactly one wins: test_one_generation_per_takeover)."""
-    logs = open_store(f"file://{tmp_path}/l")
-
-    class AnswerLost(StoreUnavailable):
-        pass
-
-    class LosesAnswers:
-        def __init__(self, answer: StorageError) -> None:
-            self.answer = answer
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(logs, name)
-
-        async def put(self, key: str, data: bytes, **options: Any) -> None:
-            await logs.put(key, data, **options)
-            raise self.answer
-
-    timed_out = LosesAnswers(AnswerLost("l: timed out"))
-    retried = LosesAnswers(AlreadyExists("l: exists"))
-
-    async def scenario() -> None:
-        lease = await leases.claim(retried, "k.log.gz", "me", 60.0)  # type: ignore[arg-type]
-        assert lease == leases.Lease("k.log.gz", 1)
-        with pytest.raises(AnswerLost):
-            await leases.renew(timed_out, lease, "me", 60.0)  # type: ignore[arg-type]
-        assert await leases.renew(logs, lease, "me", 60.0) == leases.Lease("k.log.gz", 3)
-        assert await _generation(logs, "k.log.gz") == 3
-        with pytest.raises(leases.LeaseLost, match=r"^generation 3 is me's \(expires in"):
-            await leases.renew(logs, leases.Lease("k.log.gz", 2), "someone-else", 60.0)
-
-    asyncio.run(scenario())
-
-
-def test_a_released_lease_says_whether_the_object_is_done(tmp_path: Path) -> None:
-    """A renewal that finds its generation gone: done, when the log object is gone too (a
-    taker finished it); else swept, and a later pass does it."""
-    logs = open_store(f"file://{tmp_path}/l")
-
-    async def lost(key: str) -> str:
-        lease = await leases.claim(logs, key, "me", 60.0)
-        assert lease is not None
-        await leases.release(logs, key)
-        with pytest.raises(leases.LeaseLost) as raised:
-            await leases.renew(logs, lease, "me", 60.0)
-        assert await logs.list(leases.PREFIX) == []  # the stray generation dropped
-        return str(raised.value)
-
-    asyncio.run(logs.put("there.log.gz", b""))
-    assert asyncio.run(lost("there.log.gz")) == (
-        "released (swept once expired) with the object still there: a later pass does it"
-    )
-    assert asyncio.run(lost("gone.log.gz")) == (
-        "released by a worker that took the object over and finished it: it is done"
-    )
 
 
 def test_a_stop_ends_the_pass_after_the_object_under_way(tmp_path: Path) -> None:
