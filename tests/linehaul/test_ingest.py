@@ -19,8 +19,9 @@ from pythonhosted.linehaul import UnprocessableLine, batch, ingest, leases, pars
 from pythonhosted.linehaul.batch import Counts, ObjectConverter, Part
 from pythonhosted.linehaul.ingest import IngestSummary, ingest_once, result_keys
 from pythonhosted.linehaul.publish import publish_with
-from pythonhosted.storage import StorageError, Store, open_store
+from pythonhosted.storage import NotFound, StorageError, Store, open_store
 from pythonhosted.storage.directory import DirectoryStore
+from pythonhosted.storage.stores import Listed
 from support.linehaul_data import PIP, REAL, download_line, gz, log_key, seed_unique, simple_line
 
 
@@ -369,11 +370,15 @@ def test_a_long_object_keeps_its_lease(
 
 @pytest.mark.parametrize("taker_finishes_first", [False, True])
 def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
-    stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, taker_finishes_first: bool
+    stores: tuple[Store, Store],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    taker_finishes_first: bool,
 ) -> None:
     """A worker stalls past its lease (renewals hang); another takes the object over. When
     the first one comes back it stops: no results, no delete, the taker's lease untouched,
-    whether the taker is still converting or already done and released."""
+    whether the taker is still converting or already done and released; its warning says
+    who has the object now, or that it is done."""
     base_logs, results = stores
     stalled_logs = Watched(base_logs, stall_renewals=True)
     stalled_results = Watched(results)
@@ -394,7 +399,9 @@ def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
             return bool(record["expires"] < time.time())
 
         await _until(lease_expired, "the stalled worker's lease expired")
-        taker = asyncio.create_task(ingest_once(base_logs, results, lease_timeout=60.0))
+        taker = asyncio.create_task(
+            ingest_once(base_logs, results, lease_timeout=60.0, owner="taker")
+        )
         if taker_finishes_first:
             assert (await taker).objects == 1
         else:
@@ -419,6 +426,104 @@ def test_a_worker_that_lost_its_lease_writes_and_deletes_nothing(
         assert len(next(iter(found.values())).splitlines()) == 20
 
     asyncio.run(scenario())
+    [warning] = [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]
+    now = (
+        "released by a worker that took the object over and finished it: it is done"
+        if taker_finishes_first
+        else "generation 2 is taker's (expires in 60 s): the object is left to that worker, "
+        "or to whoever takes it over if that one dies"
+    )
+    assert warning.replace("in 59 s", "in 60 s") == (
+        f"lost the lease on {key} (generation 1): {now}; this worker writes and deletes "
+        "nothing more for it (counted busy)"
+    )
+
+
+class _ListingRacesRenewal:
+    """A log store (the same one, seen through this) whose first listing of a lease reads
+    the names, lets the holder renew (``between``), then leaves out the names gone by then:
+    what a local directory's listing does when a renewal runs between its reading of the
+    names and its reading of each file's size and time."""
+
+    def __init__(self, base: Store, between: Callable[[], Awaitable[None]]) -> None:
+        self.base = base
+        self.between = between
+        self.raced = False
+
+    async def list(self, prefix: str = "", *, after: str | None = None) -> list[Listed]:
+        found = await self.base.list(prefix, after=after)
+        if self.raced or not prefix.startswith(leases.PREFIX):
+            return found
+        self.raced = True
+        await self.between()
+        return [item for item in found if await self._exists(item.key)]
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self.base.info(key)
+        except NotFound:
+            return False
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
+class _FirstPutWaits:
+    """A results store (the same one) whose first put waits until ``resume`` is set."""
+
+    def __init__(self, base: Store) -> None:
+        self.base = base
+        self.writing = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def put(self, key: str, data: bytes, **options: Any) -> None:
+        if not self.writing.is_set():
+            self.writing.set()
+            await self.resume.wait()
+        await self.base.put(key, data, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
+def test_a_listing_that_races_a_renewal_takes_nothing_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's claim lists a held lease just as the holder renews it (before it writes
+    its results): the holder keeps the object, the other counts it busy, nobody loses a
+    lease. A renewal that dropped its previous generation made such a listing come back
+    empty, the other worker claimed generation 1 and did the object too, and the holder's
+    next renewal found its lease released: "lost the lease" with leases of a minute."""
+    logs = open_store(f"file://{tmp_path}/logs")
+    results = open_store(f"file://{tmp_path}/results")
+    paused_results = _FirstPutWaits(results)
+    gate = Gate(hold=1)
+    monkeypatch.setattr(ingest, "ObjectConverter", gate)
+    key = log_key(0)
+    asyncio.run(logs.put(key, gz([download_line(n) for n in range(20)])))
+
+    async def scenario() -> tuple[IngestSummary, IngestSummary]:
+        async def holder_renews() -> None:
+            gate.go[0].set()  # the holder converts, renews, and waits to write its results
+            await asyncio.wait_for(paused_results.writing.wait(), 30)
+
+        holder = asyncio.create_task(
+            ingest_once(logs, paused_results, lease_timeout=60.0, owner="holder")
+        )
+        await gate.wait_entered(0)
+        racing = _ListingRacesRenewal(logs, holder_renews)
+        other = await ingest_once(racing, results, lease_timeout=60.0, owner="other")
+        assert racing.raced
+        paused_results.resume.set()
+        return await holder, other
+
+    held, other = asyncio.run(scenario())
+    assert (held.objects, held.busy, other.objects, other.busy) == (1, 0, 0, 1)
+    assert not [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]
+    assert asyncio.run(logs.list()) == []
+    found = asyncio.run(_contents(results))
+    assert [len(data.splitlines()) for data in found.values()] == [20]
 
 
 def test_a_stop_ends_the_pass_after_the_object_under_way(tmp_path: Path) -> None:

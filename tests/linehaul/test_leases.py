@@ -7,13 +7,14 @@ import asyncio
 import random
 import time
 import uuid
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from pythonhosted.linehaul import leases
-from pythonhosted.storage import Store, open_store
+from pythonhosted.storage import StorageError, Store, StoreUnavailable, open_store
+from pythonhosted.storage.errors import AlreadyExists
 
 KEY = "downloads/a.log.gz"
 
@@ -41,7 +42,7 @@ def test_renewal_moves_to_the_next_generation(store: Store) -> None:
         assert lease == leases.Lease(KEY, 1)
         renewed = await leases.renew(store, lease, "me", 600.0)
         assert renewed == leases.Lease(KEY, 2)
-        assert await _generations(store) == ["0000000002"]  # the old one is dropped
+        assert await _generations(store) == ["0000000001", "0000000002"]  # kept till release
         record = orjson.loads(await store.get_bytes(f"leases/{KEY}/0000000002"))
         assert record["owner"] == "me" and record["expires"] > time.time() + 500
         assert await leases.claim(store, KEY, "other", 60.0) is None
@@ -54,7 +55,8 @@ def test_renewal_fails_once_another_worker_took_over(store: Store) -> None:
         stalled = await _expired_claim(store, "stalled")
         taker = await leases.claim(store, KEY, "taker", 60.0)
         assert taker == leases.Lease(KEY, 2)
-        assert await leases.renew(store, stalled, "stalled", 60.0) is None
+        with pytest.raises(leases.LeaseLost, match=r"^generation 2 is taker's "):
+            await leases.renew(store, stalled, "stalled", 60.0)
         assert await _generations(store) == ["0000000001", "0000000002"]  # nothing touched
 
     asyncio.run(scenario())
@@ -68,7 +70,8 @@ def test_renewal_fails_once_the_taker_finished_and_released(store: Store) -> Non
         stalled = await _expired_claim(store, "stalled")
         assert await leases.claim(store, KEY, "taker", 60.0) is not None
         await leases.release(store, KEY)
-        assert await leases.renew(store, stalled, "stalled", 60.0) is None
+        with pytest.raises(leases.LeaseLost, match=r"^released by a worker that took"):
+            await leases.renew(store, stalled, "stalled", 60.0)
         assert await _generations(store) == []
 
     asyncio.run(scenario())
@@ -86,7 +89,8 @@ def test_keeper_renews_in_the_background_and_stops_when_lost(store: Store) -> No
         settled = kept.lease
         await asyncio.sleep(0.05)
         assert kept.lease == settled  # the task ended with the block
-        assert await _generations(store) == [f"{settled.generation:010d}"]
+        generations = range(1, settled.generation + 1)
+        assert await _generations(store) == [f"{generation:010d}" for generation in generations]
 
         await leases.release(store, KEY)
         stalled = await _expired_claim(store, "stalled")
@@ -127,11 +131,73 @@ def test_a_lease_renewed_while_a_contender_reads_it_stays_with_its_holder(store:
 
         contender = cast(Store, RenewedWhileRead())
         assert await leases.claim(contender, KEY, "contender", 60.0) is None
-        assert await _generations(store) == ["0000000003"]
+        assert await _generations(store) == ["0000000001", "0000000002", "0000000003"]
         assert holder is not None
         assert await leases.renew(store, holder, "holder", 60.0) == leases.Lease(KEY, 4)
 
     asyncio.run(scenario())
+
+
+def test_a_lease_put_whose_answer_was_lost_is_ours(store: Store) -> None:
+    """A lease's put written, but its answer lost: a timeout (the next renewal finds that
+    generation), or a timeout the store client retried and got "exists" for. A generation
+    with the worker's own name in it is its own: the claim is won, the renewal renews past
+    it (both used to count the object busy or the lease lost, and the worker dropped the
+    object); another worker's generation there is a loss (and of claims racing for one
+    generation exactly one wins: test_one_generation_per_takeover)."""
+    logs = store
+
+    class AnswerLost(StoreUnavailable):
+        pass
+
+    class LosesAnswers:
+        def __init__(self, answer: StorageError) -> None:
+            self.answer = answer
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(logs, name)
+
+        async def put(self, key: str, data: bytes, **options: Any) -> None:
+            await logs.put(key, data, **options)
+            raise self.answer
+
+    timed_out = LosesAnswers(AnswerLost("l: timed out"))
+    retried = LosesAnswers(AlreadyExists("l: exists"))
+
+    async def scenario() -> None:
+        lease = await leases.claim(retried, KEY, "me", 60.0)  # type: ignore[arg-type]
+        assert lease == leases.Lease(KEY, 1)
+        with pytest.raises(AnswerLost):
+            await leases.renew(timed_out, lease, "me", 60.0)  # type: ignore[arg-type]
+        assert await leases.renew(logs, lease, "me", 60.0) == leases.Lease(KEY, 3)
+        assert await _generations(logs) == ["0000000001", "0000000002", "0000000003"]
+        with pytest.raises(leases.LeaseLost, match=r"^generation 3 is me's \(expires in"):
+            await leases.renew(logs, leases.Lease(KEY, 2), "someone-else", 60.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_released_lease_says_whether_the_object_is_done(store: Store) -> None:
+    """A renewal that finds its generation gone: done, when the log object is gone too (a
+    taker finished it); else swept, and a later pass does it."""
+    logs = store
+
+    async def lost(key: str) -> str:
+        lease = await leases.claim(logs, key, "me", 60.0)
+        assert lease is not None
+        await leases.release(logs, key)
+        with pytest.raises(leases.LeaseLost) as raised:
+            await leases.renew(logs, lease, "me", 60.0)
+        assert await logs.list(leases.PREFIX) == []  # the stray generation dropped
+        return str(raised.value)
+
+    asyncio.run(logs.put("there.log.gz", b""))
+    assert asyncio.run(lost("there.log.gz")) == (
+        "released (swept once expired) with the object still there: a later pass does it"
+    )
+    assert asyncio.run(lost("gone.log.gz")) == (
+        "released by a worker that took the object over and finished it: it is done"
+    )
 
 
 def test_a_keeper_left_at_any_moment_stops_renewing() -> None:
