@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import duckdb
 
+from pythonhosted.cliparams import URL
 from pythonhosted.config import Settings
 from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
@@ -119,12 +120,15 @@ def _source(settings: Settings, flag: str | None) -> str:
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option(
     "--warehouse",
+    type=URL,
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
     "[linehaul.warehouse, duckdb://DATA/...].",
 )
 @click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
-@click.option("--logs", help="With --coverage: log store URL [as linehaul ingest].")
-@click.option("--results", help="With --coverage: results store URL [as linehaul publish].")
+@click.option("--logs", type=URL, help="With --coverage: log store URL [as linehaul ingest].")
+@click.option(
+    "--results", type=URL, help="With --coverage: results store URL [as linehaul publish]."
+)
 @click.pass_obj
 def stats(
     settings: Settings,
