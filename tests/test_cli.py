@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
+from click.testing import CliRunner
 
 from pythonhosted.cli import SERVICE_COMMANDS, SERVICE_SUMMARIES, main
 from pythonhosted.samples import build_sdist
@@ -102,3 +104,81 @@ def test_help_imports_no_service() -> None:
     *shown, imported = done.stdout.splitlines()
     assert "  files      The files edge (files.pythonhosted.org), and managing what..." in shown
     assert imported == "[]"
+
+
+def _fifo(tmp_path: Path) -> str:
+    os.mkfifo(tmp_path / "fifo")
+    return str(tmp_path / "fifo")
+
+
+@pytest.mark.timeout(60)  # the FIFO and the long value held the old code for minutes
+@pytest.mark.parametrize(
+    ("args", "status", "line"),
+    [
+        (["--config", "{tmp}"], 2, "Invalid value for '--config': File '{tmp}' is a directory."),
+        (["--config", "{fifo}", "config"], 2, "config file {fifo}: not a regular file"),
+        (
+            ["--config", "x" * 100_000, "config"],
+            2,
+            f"cannot read config file {'x' * 100_000}: File name too long",
+        ),
+        (["--nope"], 2, "No such option '--nope'."),
+        (
+            ["files", "delete", "--yes", "--store", "", "a==1"],
+            2,
+            "Invalid value for '--store': is empty (leave the option out for its default)",
+        ),
+        (
+            ["linehaul", "export", "--to", " "],
+            2,
+            "Invalid value for '--to': is empty (leave the option out for its default)",
+        ),
+        (
+            ["docs", "redirect", "--store", "file://", "demo", "https://example.org/"],
+            2,
+            "file store URL must be file:///path, got 'file://'",
+        ),
+    ],
+)
+def test_hostile_values_are_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], status: int, line: str
+) -> None:
+    """Values bench/probe_cli.py found getting more than one line, or none: click's usage
+    banner for the group's own flags, a config FIFO that blocked, a 100 kB value whose error
+    line took minutes to redact, and an empty store URL taken for the default store (where
+    ``files delete --yes`` deleted) or ``file://`` for the working directory."""
+    monkeypatch.chdir(tmp_path)
+    fill = {"{tmp}": str(tmp_path), "{fifo}": _fifo(tmp_path)}
+    for placeholder, value in fill.items():
+        args = [arg.replace(placeholder, value) for arg in args]
+        line = line.replace(placeholder, value)
+    result = CliRunner().invoke(main, args, env={"PYTHONHOSTED_DATA_DIR": str(tmp_path / "v")})
+    assert (result.exit_code, result.stderr) == (status, f"Error: {line}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # nothing made
+
+
+@pytest.mark.parametrize(
+    ("shell", "status", "stderr"),
+    [
+        ("config >&-", 1, "Error: [Errno 9] Bad file descriptor\n"),
+        ("--version >&-", 1, "Error: stdout: Bad file descriptor\n"),
+        ("--help >/dev/full", 1, "Error: stdout: No space left on device\n"),
+    ],
+)
+def test_output_that_cannot_be_written_is_one_line(
+    tmp_path: Path, shell: str, status: int, stderr: str
+) -> None:
+    """A closed stdout (``>&-``) was ``sys.stdout`` of None: a traceback at the final flush;
+    ``--help`` or ``--version`` to a full disk a traceback from click. Now one line and
+    status 1, as coreutils say "write error"."""
+    command = " ".join(PYTHONHOSTED)
+    done = subprocess.run(
+        f"{command} {shell}",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (status, stderr)
