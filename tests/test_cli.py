@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,18 @@ def test_output_that_cannot_be_written_is_one_line(
         check=False,
     )
     assert (done.returncode, done.stderr) == (status, stderr)
+
+
+def test_a_warehouse_nothing_answers_is_one_line(tmp_path: Path) -> None:
+    """clickhouse-connect and urllib3 logged two warnings above the error they then raised:
+    three lines for one failure."""
+    with socket.socket() as unlistened:  # bound, not listening: every connection refused
+        unlistened.bind(("127.0.0.1", 0))
+        port = unlistened.getsockname()[1]
+        url = f"clickhouse://127.0.0.1:{port}/db"
+        result = CliRunner().invoke(
+            main, ["linehaul", "export", "--warehouse", url, "--to", f"file://{tmp_path}/x"]
+        )
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot open clickhouse://***@127.0.0.1:{port}/db: ")
+    assert result.stderr.count("\n") == 1

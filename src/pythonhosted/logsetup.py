@@ -40,6 +40,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Libraries that log a warning about what they then raise: clickhouse-connect's driver, and
+# urllib3's retry beneath it. The error raised is the line an operator needs; their warnings
+# were two more lines above it (a failed command's one line was three). A filter on the
+# handler, not the loggers' levels: clickhouse-connect sets urllib3's level when imported.
+_WARN_THEN_RAISE = ("urllib3", "clickhouse_connect")
+
+
+def _not_warned_then_raised(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] not in _WARN_THEN_RAISE
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     """Send every logger's records to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -50,6 +61,8 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        handler.addFilter(_not_warned_then_raised)
 
 
 _status_log = logging.getLogger("pythonhosted.cli")
