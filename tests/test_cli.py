@@ -125,6 +125,11 @@ def _fifo(tmp_path: Path) -> str:
         ),
         (["--nope"], 2, "No such option '--nope'."),
         (
+            ["stats", "--top", str(2**64)],
+            2,
+            f"Invalid value for '--top': {2**64} is not in the range 1<=x<=1000000000.",
+        ),
+        (
             ["files", "delete", "--yes", "--store", "", "a==1"],
             2,
             "Invalid value for '--store': is empty (leave the option out for its default)",
