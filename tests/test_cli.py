@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -203,3 +204,30 @@ def test_a_warehouse_nothing_answers_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: cannot open clickhouse://***@127.0.0.1:{port}/db: ")
     assert result.stderr.count("\n") == 1
+
+
+# The CLI with a thread planted in ``stats`` that dies of an exception, then an object whose
+# ``__del__`` raises: errors Python itself prints, tracebacks no command can catch.
+STRAY = [
+    sys.executable,
+    "-c",
+    "import threading, pythonhosted.warehouse.cli as stats\n"
+    "class Finalizer:\n"
+    "    def __del__(self): raise KeyError('gone')\n"
+    "def planted(settings):\n"
+    "    thread = threading.Thread(target=lambda: 1 / 0, name='loader'); thread.start()\n"
+    "    thread.join(); Finalizer(); raise SystemExit(3)\n"
+    "stats.warehouse_url = planted\n"
+    "from pythonhosted.cli import run; run()",
+]
+
+
+def test_errors_in_threads_and_finalizers_are_one_line_each(tmp_path: Path) -> None:
+    """``Exception in thread`` and ``Exception ignored in`` were tracebacks printed straight
+    to stderr, past the command's error handling; now each is one log record."""
+    code, stderr = run(tmp_path, "stats", "demo", command=STRAY)
+    lines = [line.split(" ", 2)[-1] for line in stderr.splitlines()]  # without the time
+    assert (code, len(lines)) == (3, 2)
+    assert lines[0] == "ERROR pythonhosted.stray: loader ended: ZeroDivisionError: division by zero"
+    ignored = r"Exception ignored in <function Finalizer.__del__ at 0x[0-9a-f]+>"
+    assert re.fullmatch(f"ERROR pythonhosted.stray: {ignored}: KeyError: 'gone'", lines[1])

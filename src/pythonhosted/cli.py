@@ -19,7 +19,7 @@ from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
-from pythonhosted.logsetup import configure_logging, error_line, json_wanted
+from pythonhosted.logsetup import configure_logging, error_line, json_wanted, log_stray_errors
 from pythonhosted.settings_errors import ConfigError
 from pythonhosted.stdstreams import SIGPIPE_STATUS, flush_output, hold_closed_descriptors
 from pythonhosted.storage import StorageError
@@ -235,6 +235,7 @@ def run() -> None:
     """
     return_memory_promptly()
     hold_closed_descriptors()
+    log_stray_errors()
     try:
         main()
         code: int = 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from pythonhosted.errortext import without_credentials
+from pythonhosted.errortext import first_line, without_credentials
 
 LOG_JSON_ENV = "PYTHONHOSTED_LOG_JSON"
 
@@ -112,3 +113,35 @@ def error_line(message: str, *, json: bool) -> None:
         _status_log.error(message)
     else:
         print(f"Error: {message}", file=sys.stderr, flush=True)
+
+
+def log_stray_errors() -> None:
+    """Log what no command can catch as one record: an exception that ends a thread, or one
+    Python can only ignore (in ``__del__``, a finalizer, a callback at exit).
+
+    Python prints their tracebacks straight to stderr (``Exception in thread …``,
+    ``Exception ignored in …``), a dozen lines among a command's one line or a server's
+    records; the traceback is logged at DEBUG level.
+    """
+
+    def thread_ended(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        _stray(f"{name} ended", args.exc_type, args.exc_value, args.exc_traceback)
+
+    def ignored(args: Any) -> None:  # sys.UnraisableHookArgs: a type only at runtime
+        where = args.err_msg or f"Exception ignored in {args.object!r}"
+        _stray(where, args.exc_type, args.exc_value, args.exc_traceback)
+
+    threading.excepthook = thread_ended
+    sys.unraisablehook = ignored
+
+
+def _stray(where: str, kind: type[BaseException], exc: BaseException | None, tb: Any) -> None:
+    text = first_line(exc) if exc is not None else kind.__name__
+    _stray_log.error("%s: %s: %s", where, kind.__name__, text)
+    _stray_log.debug("the traceback", exc_info=(kind, exc or kind(), tb))
+
+
+_stray_log = logging.getLogger("pythonhosted.stray")
