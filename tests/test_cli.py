@@ -141,6 +141,12 @@ def _fifo(tmp_path: Path) -> str:
             "Invalid value for '--to': is empty (leave the option out for its default)",
         ),
         (
+            ["docs", "redirect", "--store", "memory://", "demo", "https://example.org/"],
+            2,
+            "Invalid value for '--store': memory:// lasts as long as this command: what it "
+            "writes would be lost",
+        ),
+        (
             ["docs", "redirect", "--store", "file://", "demo", "https://example.org/"],
             2,
             "file store URL must be file:///path, got 'file://'",

@@ -14,13 +14,21 @@ class _Url(click.ParamType[str]):
 
     name = "url"
 
+    def __init__(self, *, kept: bool = False) -> None:
+        self.kept = kept
+
     def convert(
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
     ) -> str:
         text = str(value)
         if not text.strip():
             self.fail("is empty (leave the option out for its default)", param, ctx)
+        if self.kept and text.lower().startswith("memory:"):
+            self.fail("memory:// lasts as long as this command: what it writes would be lost")
         return text
 
 
 URL = _Url()
+# The store a command writes to and then exits: memory:// (tests' in-process store) took the
+# writes of `files upload`, `files delete` and `docs redirect`, said so, and lost them.
+KEPT_URL = _Url(kept=True)

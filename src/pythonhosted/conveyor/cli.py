@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.cliparams import URL
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
@@ -79,7 +79,7 @@ def docs() -> None:
 
 
 _store_option = click.option(
-    "--store", "store_url", type=URL, help="Docs store URL [conveyor.docs]."
+    "--store", "store_url", type=KEPT_URL, help="Docs store URL [conveyor.docs]."
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.cliparams import URL
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.manage_cli import (
@@ -39,7 +39,7 @@ for command in (list_command, yank_command, unyank_command, delete_command):
 
 
 @files.command("upload")
-@click.option("--store", "store_url", type=URL, help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.pass_obj
 def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:

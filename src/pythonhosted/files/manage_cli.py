@@ -21,7 +21,7 @@ import click
 import orjson
 
 from pythonhosted.catalog import FileRecord
-from pythonhosted.cliparams import URL
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import Settings
 from pythonhosted.distributions import HASHED_PATH
 from pythonhosted.files.manage import (
@@ -161,7 +161,7 @@ def _table(records: list[FileRecord], header: bool) -> str:
 
 @click.command("yank")
 @click.argument("release", metavar="PROJECT==VERSION")
-@click.option("--store", "store_url", type=URL, help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.option("--reason", help="Why (shown by installers that skip it).")
 @click.pass_obj
 def yank_command(
@@ -175,7 +175,7 @@ def yank_command(
 
 @click.command("unyank")
 @click.argument("release", metavar="PROJECT==VERSION")
-@click.option("--store", "store_url", type=URL, help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.pass_obj
 def unyank_command(settings: Settings, release: str, store_url: str | None) -> None:
     """Undo a yank."""
@@ -190,10 +190,10 @@ async def _yank(store: Store, spec: str, yanked: bool, reason: str | None) -> li
 
 @click.command("delete")
 @click.argument("spec", metavar="FILENAME|PROJECT==VERSION|/packages/…")
-@click.option("--store", "store_url", type=URL, help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
 @click.option("--from-archive", is_flag=True, help="Delete the archive's copy too.")
-@click.option("--archive", "archive_url", type=URL, help="Archive store URL [files.archive].")
+@click.option("--archive", "archive_url", type=KEPT_URL, help="Archive store URL [files.archive].")
 @click.pass_obj
 def delete_command(
     settings: Settings,

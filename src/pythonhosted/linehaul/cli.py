@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
-from pythonhosted.cliparams import URL
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
@@ -420,7 +420,7 @@ def _duckdb_file(url: str, not_duckdb: str) -> Path:
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
     "[linehaul.warehouse, duckdb://DATA/...].",
 )
-@click.option("--to", "to", required=True, type=URL, help="Store URL for the Parquet files.")
+@click.option("--to", "to", required=True, type=KEPT_URL, help="Store URL for the Parquet files.")
 @click.pass_obj
 def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
     """Copy the warehouse (DuckDB or ClickHouse) into a store as Parquet, partitioned by date.
