@@ -41,10 +41,12 @@ from pathlib import Path
 from loadgen import machine
 
 NOBODY = 65534
+BIND = "127.0.0.1:8999"  # each case has a network namespace of its own: always free
 # A small warehouse with downloads (tests/support/stats_warehouse.py's) for the stats cases.
 WAREHOUSE = Path(tempfile.gettempdir()) / "probe-cli-warehouse" / "warehouse.duckdb"
 MB = 1 << 20
 NUMBERS = ("0", "-1", str(2**64), "1e309", "nan")
+CAMO_SERVE = ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:8999"]
 STRINGS = ("", "é☃\u202e", "x" * 100_000)  # argv cannot hold NUL or one string of 1 MB
 STORE_URLS = (
     "",
@@ -106,7 +108,7 @@ BINDS = (
     "",
     "x",
     ":",
-    "127.0.0.1:0",
+    BIND,
     "127.0.0.1:-1",
     "127.0.0.1:99999",
     "10.255.255.1:80",
@@ -168,6 +170,13 @@ def cases() -> list[Case]:
     def add(name: str, args: list[str], **kw: object) -> None:
         out.append(Case(name, args, **kw))  # type: ignore[arg-type]
 
+    def serving(cmd: str, opt: str, value: str, **kw: object) -> None:
+        """A server command given ``opt value``: running to the timeout is acceptable."""
+        args = [*cmd.split(), opt, value]
+        if "--bind" not in args:
+            args += ["--bind", BIND]
+        add(f"{cmd.removesuffix(' -k k')} {opt} {value[:24]!r}", args, runs=True, **kw)
+
     # The group, config and environment.
     for v in (
         *STRINGS,
@@ -217,21 +226,9 @@ def cases() -> list[Case]:
             f"files delete --archive {v[:24]!r}",
             ["files", "delete", "--yes", "--from-archive", "--archive", v, "a==1"],
         )
-        add(
-            f"files serve --primary {v[:24]!r}",
-            ["files", "serve", "--primary", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
-        add(
-            f"index serve --primary {v[:24]!r}",
-            ["index", "serve", "--primary", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
-        add(
-            f"conveyor serve --docs {v[:24]!r}",
-            ["conveyor", "serve", "--docs", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
+        serving("files serve", "--primary", v)
+        serving("index serve", "--primary", v)
+        serving("conveyor serve", "--docs", v)
         add(f"docs upload --store {v[:24]!r}", ["docs", "upload", "--store", v, "p", "{dir}/afile"])
         add(
             f"docs redirect --store {v[:24]!r}",
@@ -302,7 +299,7 @@ def cases() -> list[Case]:
         for v in (*NUMBERS, ""):
             add(
                 f"{' '.join(cmd)} --workers {v[:24]!r}",
-                [*cmd, "--workers", v, "--bind", "127.0.0.1:0"],
+                [*cmd, "--workers", v, "--bind", BIND],
             )
         for v in BINDS:
             add(f"{' '.join(cmd)} --bind {v[:24]!r}", [*cmd, "--bind", v], runs=True)
@@ -315,21 +312,9 @@ def cases() -> list[Case]:
         for v in BINDS:
             add(f"{' '.join(cmd)} --bind {v[:24]!r}", [*cmd, "--bind", v], runs=True)
     for v in (*STRINGS, "ftp://x", "http://", "javascript:alert(1)"):
-        add(
-            f"index serve --files-url {v[:24]!r}",
-            ["index", "serve", "--files-url", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
-        add(
-            f"conveyor serve --json-api {v[:24]!r}",
-            ["conveyor", "serve", "--json-api", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
-        add(
-            f"conveyor serve --files-base-url {v[:24]!r}",
-            ["conveyor", "serve", "--files-base-url", v, "--bind", "127.0.0.1:0"],
-            runs=True,
-        )
+        serving("index serve", "--files-url", v)
+        serving("conveyor serve", "--json-api", v)
+        serving("conveyor serve", "--files-base-url", v)
         add(
             f"docs redirect BASE_URI {v[:24]!r}",
             ["docs", "redirect", "--store", "file://{dir}/d", "p", v],
@@ -354,31 +339,14 @@ def cases() -> list[Case]:
             ["camo", "sign", "-k", "k", "--base", v, "http://x/"],
             ok=frozenset({0, 2}),
         )
-        add(
-            f"camo serve --max-size-redirect {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--max-size-redirect", v],
-            runs=True,
-        )
-        add(
-            f"camo serve --user-agent {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--user-agent", v],
-            runs=True,
-        )
-        add(
-            f"camo serve --server-name {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--server-name", v],
-            runs=True,
-        )
-        add(
-            f"camo serve -H {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "-H", v],
-            runs=True,
-        )
-        add(
-            f"camo serve --allow-network {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--allow-network", v],
-            runs=True,
-        )
+        for opt in (
+            "--max-size-redirect",
+            "--user-agent",
+            "--server-name",
+            "-H",
+            "--allow-network",
+        ):
+            serving("camo serve -k k", opt, v)
     add("camo sign no key", ["camo", "sign", "http://x/"])
     add("camo sign -k ''", ["camo", "sign", "-k", "", "http://x/"])
     for v in PATHS:
@@ -387,16 +355,8 @@ def cases() -> list[Case]:
             ["camo", "sign", "--key-file", v, "http://x/"],
             ok=frozenset({0, 1, 2}),
         )
-        add(
-            f"camo serve --filter-ruleset {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--filter-ruleset", v],
-            runs=True,
-        )
-        add(
-            f"camo serve --cache-dir {v[:24]!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", "--cache-dir", v],
-            runs=True,
-        )
+        for opt in ("--filter-ruleset", "--cache-dir"):
+            serving("camo serve -k k", opt, v)
     for opt in (
         "--timeout",
         "--idletimeout",
@@ -406,11 +366,7 @@ def cases() -> list[Case]:
         "--cache-stale-if-error",
     ):
         for v in DURATIONS:
-            add(
-                f"camo serve {opt} {v!r}",
-                ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", opt, v],
-                runs=True,
-            )
+            serving("camo serve -k k", opt, v)
     for opt in (
         "--max-size",
         "--max-redirects",
@@ -419,24 +375,10 @@ def cases() -> list[Case]:
         "--cache-object-max-bytes",
     ):
         for v in (*NUMBERS, ""):
-            add(
-                f"camo serve {opt} {v!r}",
-                ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0", opt, v],
-                runs=True,
-            )
+            serving("camo serve -k k", opt, v)
     for v in (*NUMBERS, "", "yes-please"):
-        add(
-            f"camo serve env GOCAMO_MAX_SIZE={v!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0"],
-            env={"GOCAMO_MAX_SIZE": v},
-            runs=True,
-        )
-        add(
-            f"camo serve env GOCAMO_METRICS={v!r}",
-            ["camo", "serve", "-k", "k", "--bind", "127.0.0.1:0"],
-            env={"GOCAMO_METRICS": v},
-            runs=True,
-        )
+        for name in ("GOCAMO_MAX_SIZE", "GOCAMO_METRICS"):
+            add(f"camo serve env {name}={v!r}", CAMO_SERVE, env={name: v}, runs=True)
     for mode in ("closed", "full", "head"):
         add(
             f"camo sign stdout {mode}",
@@ -508,21 +450,13 @@ def cases() -> list[Case]:
             ["linehaul", "metadata", "--store", "file://{dir}/s", "--warehouse", v],
             ok=frozenset({0, 1, 2}),
         )
-        add(
-            f"linehaul serve --warehouse {v[:24]!r}",
-            ["linehaul", "serve", "--bind", "127.0.0.1:0", "--warehouse", v],
-            runs=True,
-        )
+        serving("linehaul serve", "--warehouse", v)
         add(
             f"stats --warehouse {v[:24]!r}",
             ["stats", "p", "--warehouse", v],
             ok=frozenset({0, 1, 2}),
         )
-        add(
-            f"stats-web serve --warehouse {v[:24]!r}",
-            ["stats-web", "serve", "--bind", "127.0.0.1:0", "--warehouse", v],
-            runs=True,
-        )
+        serving("stats-web serve", "--warehouse", v)
     add("linehaul rollup without --rebuild", ["linehaul", "rollup"])
 
     # stats
@@ -585,7 +519,7 @@ def cases() -> list[Case]:
     for v in (*NUMBERS, ""):
         add(
             f"stats-web serve --max-pending {v!r}",
-            ["stats-web", "serve", "--bind", "127.0.0.1:0", "--max-pending", v],
+            ["stats-web", "serve", "--bind", BIND, "--max-pending", v],
         )
     return out
 
