@@ -1,6 +1,7 @@
 """Probe: every command and option of ``pythonhosted`` with hostile values.
 
-    .venv/bin/python bench/probe_cli.py [--only SUBSTRING] [--timeout 20] [--jobs 2] [--list]
+    .venv/bin/python bench/probe_cli.py [--only SUBSTRING] [--servers with|without|only]
+        [--seed N] [--limit N] [--timeout 20] [--jobs 2] [--memory-gb 8] [--list]
 
 Each case runs as a real ``python -m pythonhosted`` process in a fresh directory (its working
 directory and data dir), in a network namespace of its own holding only loopback (nothing
@@ -662,6 +663,7 @@ def main() -> None:
         default=0,
         help="run the cases in an order shuffled by this seed (0: as listed)",
     )
+    parser.add_argument("--limit", type=int, default=0, help="run only the first N cases")
     parser.add_argument("--list", action="store_true", help="print the cases, run none")
     opts = parser.parse_args()
     chosen = [
@@ -674,6 +676,8 @@ def main() -> None:
     ]
     if opts.seed:
         random.Random(opts.seed).shuffle(chosen)
+    if opts.limit:
+        chosen = chosen[: opts.limit]
     if opts.list:
         print("\n".join(c.name for c in chosen))
         return
