@@ -30,5 +30,6 @@ class _Url(click.ParamType[str]):
 
 URL = _Url()
 # The store a command writes to and then exits: memory:// (tests' in-process store) took the
-# writes of `files upload`, `files delete` and `docs redirect`, said so, and lost them.
+# writes of `files upload`, `files delete`, `docs redirect` and `linehaul ingest`'s rows,
+# said so, and lost them.
 KEPT_URL = _Url(kept=True)

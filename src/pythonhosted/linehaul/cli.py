@@ -210,7 +210,7 @@ _WORKER_BIND = "Without --once: also answer /_health and /metrics on HOST:PORT."
     "--logs", type=URL, help="Log store URL [linehaul.logs, files.logs, file://DATA/logs]."
 )
 @click.option(
-    "--results", type=URL, help="Results store URL [linehaul.results, file://DATA/results]."
+    "--results", type=KEPT_URL, help="Results store URL [linehaul.results, file://DATA/results]."
 )
 @click.option("--once", is_flag=True, help="One pass over the log store, then exit.")
 @click.option("--bind", help=_WORKER_BIND)
