@@ -19,8 +19,9 @@ from pythonhosted import __version__
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
-from pythonhosted.logsetup import configure_logging, error_line, json_wanted
+from pythonhosted.logsetup import configure_logging, error_line, json_wanted, log_stray_errors
 from pythonhosted.settings_errors import ConfigError
+from pythonhosted.stdstreams import SIGPIPE_STATUS, flush_output, hold_closed_descriptors
 from pythonhosted.storage import StorageError
 from pythonhosted.warehouse import engine
 from pythonhosted.web.allocator import return_memory_promptly
@@ -94,6 +95,27 @@ class LazyGroup(click.Group):
     date, ``files serve --workers`` of 20 digits overflowed granian): one line naming the
     exception, exit status 1, and the traceback in the log at DEBUG level.
     """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Click's, with the group's own flags' errors in one line too: a ``--config`` that
+        is a directory had click's usage banner, and ``--help`` or ``--version`` written to
+        a full disk a traceback (both come before :meth:`invoke`)."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            line: ErrorLine = UsageLine(exc.format_message())
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            line = ErrorLine(f"stdout: {exc.strerror}")
+        line.json = json_wanted()
+        raise line
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -212,6 +234,8 @@ def run() -> None:
     Servers' memory settings go into the environment before any command imports granian.
     """
     return_memory_promptly()
+    hold_closed_descriptors()
+    log_stray_errors()
     try:
         main()
         code: int = 0
@@ -222,6 +246,11 @@ def run() -> None:
             print(exit_.code, file=sys.stderr)
             code = 1
     logging.shutdown()
-    sys.stdout.flush()
+    unwritten = flush_output()
+    if code == 0 and isinstance(unwritten, BrokenPipeError):
+        code = SIGPIPE_STATUS  # the reader left before the last of the output
+    elif code == 0 and unwritten is not None:
+        error_line(f"stdout: {unwritten.strerror}", json=json_wanted())
+        code = 1
     sys.stderr.flush()
     os._exit(code)

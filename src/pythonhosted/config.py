@@ -247,13 +247,33 @@ class CamoSettings(Section):
         if self.key is not None and self.key.get_secret_value():
             return self.key.get_secret_value().encode()
         if self.key_file is not None:
-            key = self.key_file.read_bytes().strip()
+            key = _read_key_file(self.key_file).strip()
             if key:
                 return key
             raise ValueError(f"camo key file is empty: {self.key_file}")
         raise ValueError(
             f"no camo key: set {CAMO_KEY_ENV} (or PYTHONHOSTED_CAMO__KEY) or camo.key_file"
         )
+
+
+# A key is a few dozen bytes: a file over this is not one (/dev/zero, a disk image).
+KEY_FILE_MAX_BYTES = 64 << 10
+
+
+def _read_key_file(path: Path) -> bytes:
+    """The key file's bytes, at most :data:`KEY_FILE_MAX_BYTES` of them.
+
+    Read whole, /dev/zero or a 10 GB file filled memory until the process was killed; a
+    FIFO nobody writes to blocked the opening forever (it is opened without blocking, and
+    read as a pipe: ``--key-file <(pass show camo)`` still works).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    with open(fd, "rb") as stream:
+        key = stream.read(KEY_FILE_MAX_BYTES + 1)
+    if len(key) > KEY_FILE_MAX_BYTES:
+        raise ValueError(f"camo key file is larger than {KEY_FILE_MAX_BYTES} bytes: {path}")
+    return key
 
 
 class ConveyorSettings(Section):

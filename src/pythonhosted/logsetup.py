@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from pythonhosted.errortext import without_credentials
+from pythonhosted.errortext import first_line, without_credentials
 
 LOG_JSON_ENV = "PYTHONHOSTED_LOG_JSON"
 
@@ -40,6 +41,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Libraries that log a warning about what they then raise: clickhouse-connect's driver, and
+# urllib3's retry beneath it. The error raised is the line an operator needs; their warnings
+# were two more lines above it (a failed command's one line was three). A filter on the
+# handler, not the loggers' levels: clickhouse-connect sets urllib3's level when imported.
+_WARN_THEN_RAISE = ("urllib3", "clickhouse_connect")
+
+
+def _not_warned_then_raised(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] not in _WARN_THEN_RAISE
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     """Send every logger's records to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -50,6 +62,8 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        handler.addFilter(_not_warned_then_raised)
 
 
 _status_log = logging.getLogger("pythonhosted.cli")
@@ -99,3 +113,35 @@ def error_line(message: str, *, json: bool) -> None:
         _status_log.error(message)
     else:
         print(f"Error: {message}", file=sys.stderr, flush=True)
+
+
+def log_stray_errors() -> None:
+    """Log what no command can catch as one record: an exception that ends a thread, or one
+    Python can only ignore (in ``__del__``, a finalizer, a callback at exit).
+
+    Python prints their tracebacks straight to stderr (``Exception in thread …``,
+    ``Exception ignored in …``), a dozen lines among a command's one line or a server's
+    records; the traceback is logged at DEBUG level.
+    """
+
+    def thread_ended(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        _stray(f"{name} ended", args.exc_type, args.exc_value, args.exc_traceback)
+
+    def ignored(args: Any) -> None:  # sys.UnraisableHookArgs: a type only at runtime
+        where = args.err_msg or f"Exception ignored in {args.object!r}"
+        _stray(where, args.exc_type, args.exc_value, args.exc_traceback)
+
+    threading.excepthook = thread_ended
+    sys.unraisablehook = ignored
+
+
+def _stray(where: str, kind: type[BaseException], exc: BaseException | None, tb: Any) -> None:
+    text = first_line(exc) if exc is not None else kind.__name__
+    _stray_log.error("%s: %s: %s", where, kind.__name__, text)
+    _stray_log.debug("the traceback", exc_info=(kind, exc or kind(), tb))
+
+
+_stray_log = logging.getLogger("pythonhosted.stray")

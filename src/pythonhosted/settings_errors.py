@@ -174,7 +174,8 @@ def _check_json(setting: Setting, value: str, origin: str) -> None:
 def read_toml(path: Path, named_by: str) -> dict[str, Any]:
     """The TOML file's tables; ConfigError naming the file for a missing or malformed one."""
     try:
-        with path.open("rb") as stream:
+        # Opened without blocking: opening a FIFO for reading waits for a writer, forever.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
             if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
                 # pydantic-settings reads the file again: a pipe would give it nothing.
                 raise ConfigError(f"config file {path}: not a regular file")

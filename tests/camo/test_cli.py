@@ -60,8 +60,9 @@ def test_sign_with_nested_env_and_key_file(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_no_key_is_a_clear_error() -> None:
+    """A configuration error: status 2 (it was 1, as a failure's)."""
     code, output = invoke("camo", "sign", TARGET)
-    assert code == 1
+    assert code == 2
     assert "no camo key: set PYTHONHOSTED_CAMO_KEY" in output
 
 
@@ -322,3 +323,29 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
     assert any(entry["msg"] == "camo refused: 127.0.0.2/svg matches deny rule deny||*||/svg"
                for entry in logged)  # fmt: skip
     assert b"go-key" not in stderr
+
+
+@pytest.mark.timeout(60)  # the FIFO blocked the old code forever
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["sign", "--key-file", "{big}", TARGET],
+            "camo key file is larger than 65536 bytes: {big}",
+        ),
+        (["sign", "--key-file", "{fifo}", TARGET], "camo key file is empty: {fifo}"),
+        (["serve", "-k", "k", "--bind", "x"], "bind address must be HOST:PORT, got 'x'"),
+    ],
+)
+def test_a_key_file_that_is_no_key_is_a_configuration_error(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """A key file was read whole (/dev/zero: until memory ran out), and a FIFO no one writes
+    to blocked the command forever; camo's configuration errors had status 1."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_bytes(b"k" * 100_000)
+    for name in ("fifo", "big"):
+        args = [arg.replace(f"{{{name}}}", str(tmp_path / name)) for arg in args]
+        line = line.replace(f"{{{name}}}", str(tmp_path / name))
+    result = CliRunner().invoke(main, ["camo", *args])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {line}\n")

@@ -469,6 +469,23 @@ def test_zip_with_more_entries_than_allowed_is_refused_before_it_is_parsed(
     )
 
 
+def test_a_file_larger_than_any_acceptable_zip_is_refused_unread(
+    docs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 10 GB file (sparse: a few blocks on disk) was read whole to count its entries before
+    anything else was checked: a minute of reading, to say "not a zip"."""
+    monkeypatch.setenv("PYTHONHOSTED_CONVEYOR__UPLOAD_MAX_FILES", "10")
+    huge = tmp_path / "huge.zip"
+    with huge.open("wb") as sparse:
+        sparse.truncate(10 << 30)
+    refused(
+        docs,
+        huge,
+        f"{10 << 30} bytes, more than a zip of {1 << 30} bytes in all can be "
+        "(upload_max_total_bytes)",
+    )
+
+
 def test_twenty_thousand_files_in_bounded_memory(tmp_path: Path) -> None:
     docs = f"file://{tmp_path}/docs"
     archive = tmp_path / "api.zip"

@@ -240,7 +240,7 @@ def serve(
         # Also validates the key and the rules before any worker starts.
         app = create_app(camo_settings, access_log=settings.http.access_log)
     except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.UsageError(str(exc)) from exc  # the address, key, rules or cache
     workers = camo_settings.workers
     banner = f"camo listening on {bind.url()} ({workers} worker(s))"
     limits = _limits(settings, camo_settings)
@@ -294,7 +294,7 @@ def sign(
             camo_settings.allow_credential_urls,
         )
     except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.UsageError(str(exc)) from exc  # a key or a ruleset: configuration
     shown = without_credentials(url)
     try:
         checks.check(URL(url))

@@ -235,6 +235,12 @@ class ZipBundle:
     def __init__(self, source: Path, folder: str, limits: UploadLimits) -> None:
         self.source = source
         checker = _Checker(source, folder, limits)
+        size = source.stat().st_size
+        if size > _largest_zip(limits):  # before a read of all of it (10 GB: a minute)
+            raise checker.refuse(
+                f"{size} bytes, more than a zip of {limits.total_bytes} bytes in all can be "
+                "(upload_max_total_bytes)"
+            )
         if _entry_bound(source) > limits.files * ENTRIES_PER_FILE:
             raise checker.refuse(f"more than {limits.files} files (upload_max_files)")
         try:
@@ -310,6 +316,22 @@ class ZipBundle:
 
     def close(self) -> None:
         self.archive.close()
+
+
+# What a zip entry may add to its data: its local and central headers (76 bytes), its name
+# in each (a store key's name is at most 1,024 bytes) and extra fields (a real entry's are a
+# few dozen bytes).
+ENTRY_OVERHEAD = 4 << 10
+
+
+def _largest_zip(limits: UploadLimits) -> int:
+    """The largest zip the limits could accept: every entry's data (deflate makes data it
+    cannot compress larger by at most 5 bytes in 16 KiB, under a thousandth) and headers."""
+    return (
+        limits.total_bytes
+        + limits.total_bytes // 1000
+        + (limits.files * ENTRIES_PER_FILE * ENTRY_OVERHEAD)
+    )
 
 
 def _entry_bound(source: Path) -> int:

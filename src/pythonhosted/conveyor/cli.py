@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
@@ -25,9 +26,9 @@ def conveyor() -> None:
 
 
 @conveyor.command("serve")
-@click.option("--docs", help="Docs store URL [file://DATA_DIR/docs].")
+@click.option("--docs", type=URL, help="Docs store URL [file://DATA_DIR/docs].")
 @click.option("--json-api", help="Package JSON API base URL, e.g. https://pypi.org.")
-@click.option("--index", help="Store holding the files catalog (when no --json-api).")
+@click.option("--index", type=URL, help="Store holding the files catalog (when no --json-api).")
 @click.option("--files-base-url", help="Prefix for own-index redirect targets [relative].")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8001].")
 @click.option(
@@ -77,7 +78,9 @@ def docs() -> None:
     """Publish project docs to a docs store."""
 
 
-_store_option = click.option("--store", "store_url", help="Docs store URL [conveyor.docs].")
+_store_option = click.option(
+    "--store", "store_url", type=KEPT_URL, help="Docs store URL [conveyor.docs]."
+)
 
 
 def _store(settings: Settings, store_url: str | None) -> Store:

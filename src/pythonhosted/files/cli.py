@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.manage_cli import (
@@ -38,7 +39,7 @@ for command in (list_command, yank_command, unyank_command, delete_command):
 
 
 @files.command("upload")
-@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.pass_obj
 def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:
@@ -80,9 +81,11 @@ def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path,
 
 
 @files.command("serve")
-@click.option("--primary", help="Primary store URL.")
-@click.option("--archive", help="Archive store URL (read when the primary misses or fails).")
-@click.option("--logs", help="Log store URL for download batches.")
+@click.option("--primary", type=URL, help="Primary store URL.")
+@click.option(
+    "--archive", type=URL, help="Archive store URL (read when the primary misses or fails)."
+)
+@click.option("--logs", type=URL, help="Log store URL for download batches.")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8000].")
 @click.option(
     "--workers", type=click.IntRange(min=1, max=MAX_WORKERS), help="Worker processes [1]."

@@ -21,6 +21,7 @@ import click
 import orjson
 
 from pythonhosted.catalog import FileRecord
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import Settings
 from pythonhosted.distributions import HASHED_PATH
 from pythonhosted.files.manage import (
@@ -31,6 +32,7 @@ from pythonhosted.files.manage import (
     select,
     set_yanked,
 )
+from pythonhosted.stdstreams import SIGPIPE_STATUS
 from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.listener import Bind
 
@@ -71,7 +73,7 @@ def _fail(message: str) -> NoReturn:
 
 
 @click.command("list")
-@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--store", "store_url", type=URL, help=STORE_HELP)
 @click.option("--project", help="Only this project's files.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
@@ -88,8 +90,6 @@ def list_command(settings: Settings, store_url: str | None, project: str | None,
 
 # Rows written at once: a catalog of millions of files goes out as it is read, in blocks.
 BLOCK_ROWS = 1000
-# A command whose reader went away ends as one the shell saw killed by SIGPIPE would.
-SIGPIPE_STATUS = 128 + 13
 
 
 async def _show(projects: AsyncIterator[list[FileRecord]], rows: _JsonRows | _TableRows) -> None:
@@ -160,7 +160,7 @@ def _table(records: list[FileRecord], header: bool) -> str:
 
 @click.command("yank")
 @click.argument("release", metavar="PROJECT==VERSION")
-@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.option("--reason", help="Why (shown by installers that skip it).")
 @click.pass_obj
 def yank_command(
@@ -174,7 +174,7 @@ def yank_command(
 
 @click.command("unyank")
 @click.argument("release", metavar="PROJECT==VERSION")
-@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.pass_obj
 def unyank_command(settings: Settings, release: str, store_url: str | None) -> None:
     """Undo a yank."""
@@ -189,10 +189,10 @@ async def _yank(store: Store, spec: str, yanked: bool, reason: str | None) -> li
 
 @click.command("delete")
 @click.argument("spec", metavar="FILENAME|PROJECT==VERSION|/packages/…")
-@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
 @click.option("--from-archive", is_flag=True, help="Delete the archive's copy too.")
-@click.option("--archive", "archive_url", help="Archive store URL [files.archive].")
+@click.option("--archive", "archive_url", type=KEPT_URL, help="Archive store URL [files.archive].")
 @click.pass_obj
 def delete_command(
     settings: Settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pythonhosted.cliparams import URL
 from pythonhosted.config import Settings
 from pythonhosted.index.service import build_app
 from pythonhosted.logsetup import status
@@ -16,8 +17,8 @@ def index() -> None:
 
 
 @index.command("serve")
-@click.option("--primary", help="Store holding the uploads (and their catalog).")
-@click.option("--logs", help="Log store for simple|… request lines.")
+@click.option("--primary", type=URL, help="Store holding the uploads (and their catalog).")
+@click.option("--logs", type=URL, help="Log store for simple|… request lines.")
 @click.option("--files-url", help="Base URL of the files edge for file links [this host].")
 @click.option("--bind", help="HOST:PORT to listen on [127.0.0.1:8003].")
 @click.pass_obj

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
+from pythonhosted.cliparams import KEPT_URL, URL
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
@@ -160,10 +161,15 @@ def _keep_running(settings: Settings, job: Job, bind: str | None) -> None:
 
 
 @linehaul.command("serve")
-@click.option("--logs", help="Log store URL [linehaul.logs, files.logs, file://DATA/logs].")
-@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option(
+    "--logs", type=URL, help="Log store URL [linehaul.logs, files.logs, file://DATA/logs]."
+)
+@click.option(
+    "--results", type=URL, help="Results store URL [linehaul.results, file://DATA/results]."
+)
 @click.option(
     "--warehouse",
+    type=URL,
     help="Warehouse URL [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
 )
 @click.option("--bind", help="HOST:PORT for /_health and /metrics [127.0.0.1:8004].")
@@ -200,8 +206,12 @@ _WORKER_BIND = "Without --once: also answer /_health and /metrics on HOST:PORT."
 
 
 @linehaul.command("ingest")
-@click.option("--logs", help="Log store URL [linehaul.logs, files.logs, file://DATA/logs].")
-@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option(
+    "--logs", type=URL, help="Log store URL [linehaul.logs, files.logs, file://DATA/logs]."
+)
+@click.option(
+    "--results", type=KEPT_URL, help="Results store URL [linehaul.results, file://DATA/results]."
+)
 @click.option("--once", is_flag=True, help="One pass over the log store, then exit.")
 @click.option("--bind", help=_WORKER_BIND)
 @click.pass_obj
@@ -240,9 +250,12 @@ def ingest_command(
 
 
 @linehaul.command("publish")
-@click.option("--results", help="Results store URL [linehaul.results, file://DATA/results].")
+@click.option(
+    "--results", type=URL, help="Results store URL [linehaul.results, file://DATA/results]."
+)
 @click.option(
     "--warehouse",
+    type=URL,
     help="Warehouse URL: duckdb:///PATH, bigquery://PROJECT/DATASET, chdb:///PATH or "
     "clickhouse://HOST:PORT/DB [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
 )
@@ -297,9 +310,10 @@ def publish_command(
 
 
 @linehaul.command("metadata")
-@click.option("--store", help="The files store uploads went to [files.primary].")
+@click.option("--store", type=URL, help="The files store uploads went to [files.primary].")
 @click.option(
     "--warehouse",
+    type=URL,
     help="Warehouse URL: duckdb:///PATH, bigquery://PROJECT/DATASET, chdb:///PATH or "
     "clickhouse://HOST:PORT/DB [linehaul.warehouse, duckdb://DATA/warehouse.duckdb].",
 )
@@ -348,6 +362,7 @@ def metadata_command(
 @linehaul.command("rollup")
 @click.option(
     "--warehouse",
+    type=URL,
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB [linehaul.warehouse].",
 )
 @click.option("--rebuild", is_flag=True, required=True, help="Recompute them from the rows.")
@@ -401,10 +416,11 @@ def _duckdb_file(url: str, not_duckdb: str) -> Path:
 @linehaul.command("export")
 @click.option(
     "--warehouse",
+    type=URL,
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
     "[linehaul.warehouse, duckdb://DATA/...].",
 )
-@click.option("--to", "to", required=True, help="Store URL for the Parquet files.")
+@click.option("--to", "to", required=True, type=KEPT_URL, help="Store URL for the Parquet files.")
 @click.pass_obj
 def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
     """Copy the warehouse (DuckDB or ClickHouse) into a store as Parquet, partitioned by date.
@@ -447,9 +463,12 @@ def export_command(settings: Settings, warehouse: str | None, to: str) -> None:
 @linehaul.command("import")
 @click.option(
     "--warehouse",
+    type=URL,
     help="chdb:///PATH or clickhouse://HOST:PORT/DB [linehaul.warehouse].",
 )
-@click.option("--from", "source", required=True, help="Store URL holding an export's Parquet.")
+@click.option(
+    "--from", "source", required=True, type=URL, help="Store URL holding an export's Parquet."
+)
 @click.pass_obj
 def import_command(settings: Settings, warehouse: str | None, source: str) -> None:
     """Load Parquet files of an export (TABLE/date=.../*.parquet) into a ClickHouse warehouse,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pythonhosted.cliparams import URL
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.logsetup import status
 from pythonhosted.pipeline import warehouse_url
@@ -20,6 +21,7 @@ def stats_web() -> None:
 @stats_web.command("serve")
 @click.option(
     "--warehouse",
+    type=URL,
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
     "[stats_web.warehouse, linehaul.warehouse].",
 )

@@ -43,7 +43,9 @@ def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
             "use the environment or a file"
         )
     if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
+        # No path at all ("file://", an unset variable's "file://$DIR") was the working
+        # directory: a store of whatever the command happened to run in.
+        if parts.netloc not in ("", "localhost") or not parts.path:
             raise ValueError(f"file store URL must be file:///path, got {url!r}")
         root = Path(unquote(parts.path)).absolute()
         try:

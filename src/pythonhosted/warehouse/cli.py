@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import duckdb
 
+from pythonhosted.cliparams import URL
 from pythonhosted.config import Settings
 from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
@@ -83,9 +84,18 @@ def _source(settings: Settings, flag: str | None) -> str:
     )
 
 
+TOP_MAX = 10**9
+
+
 @click.command("stats", cls=_StatsCommand)
 @click.argument("project", required=False)
-@click.option("--top", type=click.IntRange(min=1), help="The N most-downloaded projects instead.")
+@click.option(
+    "--top",
+    # Bounded: past 2**63 the query's LIMIT overflowed (an unforeseen error); no index comes
+    # near a billion projects.
+    type=click.IntRange(min=1, max=TOP_MAX),
+    help="The N most-downloaded projects instead.",
+)
 @click.option(
     "--days",
     type=click.IntRange(min=1, max=(LAST_DAY - FIRST_DAY).days + 1),
@@ -119,12 +129,15 @@ def _source(settings: Settings, flag: str | None) -> str:
 @click.option("--format", "fmt", default="table", help=f"Output: {', '.join(FORMATS)} [table].")
 @click.option(
     "--warehouse",
+    type=URL,
     help="duckdb:///PATH, chdb:///PATH or clickhouse://HOST:PORT/DB "
     "[linehaul.warehouse, duckdb://DATA/...].",
 )
 @click.option("--coverage", "show_coverage", is_flag=True, help="Which hours are complete.")
-@click.option("--logs", help="With --coverage: log store URL [as linehaul ingest].")
-@click.option("--results", help="With --coverage: results store URL [as linehaul publish].")
+@click.option("--logs", type=URL, help="With --coverage: log store URL [as linehaul ingest].")
+@click.option(
+    "--results", type=URL, help="With --coverage: results store URL [as linehaul publish]."
+)
 @click.pass_obj
 def stats(
     settings: Settings,
