@@ -138,6 +138,11 @@ def assert_one_line(result: tuple[int, str, str], line: str) -> None:
             "JSON (a list or a table), got 'http://***@edge:8000'",
         ),
         (
+            {"PYTHONHOSTED_STATS_WEB__MAX_PENDING": str(2**64)},  # no shedding at all
+            "stats_web.max_pending (environment variable PYTHONHOSTED_STATS_WEB__MAX_PENDING): "
+            f"input should be less than or equal to 4096, got '{2**64}'",
+        ),
+        (
             {"PYTHONHOSTED_FILES__WORKRES": "3"},
             "environment variable PYTHONHOSTED_FILES__WORKRES: no such setting "
             "(did you mean PYTHONHOSTED_FILES__WORKERS?)",
@@ -334,9 +339,10 @@ def test_flag_mistakes(tmp_path: Path, args: tuple[str, ...], line: str) -> None
 
 
 def test_the_stats_web_admission_bound_is_at_least_one(tmp_path: Path) -> None:
-    """A bound of 0 would shed every cold request: refused in one line, flag or setting."""
+    """A bound of 0 would shed every cold request (and 2**64 none): refused in one line,
+    flag or setting."""
     flag = run_cli(tmp_path, "stats-web", "serve", "--max-pending", "0")
-    assert_one_line(flag, "Invalid value for '--max-pending': 0 is not in the range x>=1.")
+    assert_one_line(flag, "Invalid value for '--max-pending': 0 is not in the range 1<=x<=4096.")
     variable = "PYTHONHOSTED_STATS_WEB__MAX_PENDING"
     setting = run_cli(tmp_path, "stats-web", "serve", env={variable: "0"})
     assert_one_line(

@@ -358,6 +358,12 @@ class DuckDBSettings(Section):
         )
 
 
+# Cold stats-web answers admitted at once, per worker: past a few thousand (at ~0.1 s of CPU
+# each, minutes of queue) an answer comes after its client gave up; 2**64 was accepted and
+# meant no shedding at all.
+MAX_PENDING = 4096
+
+
 class StatsWebSettings(Section):
     """The stats web (dashboard, JSON API, badges) over the warehouse (docs/stats-web.md)."""
 
@@ -373,7 +379,7 @@ class StatsWebSettings(Section):
     cache_bytes: int = Field(default=64 * 2**20, ge=0)
     read_wait: Seconds = 10.0
     trending_floor: int = Field(default=100, ge=0)
-    max_pending: int = Field(default=16, ge=1)  # cold answers computing at once; then 503
+    max_pending: int = Field(default=16, ge=1, le=MAX_PENDING)  # computing at once; then 503
     prewarm_projects: int = Field(default=50, ge=0)  # answers made after a publish; 0: none
     prewarm_seconds: Seconds = 60.0  # the most time a pre-warm round takes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pythonhosted.cliparams import URL
-from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
+from pythonhosted.config import MAX_PENDING, MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.logsetup import status
 from pythonhosted.pipeline import warehouse_url
 from pythonhosted.stats_web.limits import shared_client_table
@@ -31,7 +31,7 @@ def stats_web() -> None:
 )
 @click.option(
     "--max-pending",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_PENDING),
     help="Cold answers computed at once per worker; past it, 503 [16].",
 )
 @click.pass_obj
