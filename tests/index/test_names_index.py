@@ -335,12 +335,26 @@ def _walkers(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process's state letter (``T`` stopped, ``Z`` a zombie), None once it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z")
+
+
+def _frozen(pid: int) -> bool:
+    """SIGSTOP ``pid``; whether it is stopped now (False: it ended first)."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
         return False
-    return state != "Z"
+    wait_until(lambda: _state(pid) in ("T", "t", "Z", None))
+    return _state(pid) in ("T", "t")
 
 
 def test_a_stop_while_the_catalog_is_walked_answers_at_once_and_kills_the_walk(
@@ -370,9 +384,8 @@ def test_a_stop_while_the_catalog_is_walked_answers_at_once_and_kills_the_walk(
             walker = None
             while walker is None and not (snapshots.is_dir() and any(snapshots.iterdir())):
                 walker = next(iter(_walkers(server.pid)), None)
-            if walker is None:
-                continue
-            os.kill(walker, signal.SIGSTOP)
+            if walker is None or not _frozen(walker):
+                continue  # the walk ended before it was caught
             wait_for_port(bind, timeout=60)
             root = asking.submit(httpx.get, f"{bind.url()}/simple/", timeout=120)
             # (the root request, and the one asking)
