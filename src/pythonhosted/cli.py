@@ -21,7 +21,12 @@ from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
 from pythonhosted.logsetup import configure_logging, error_line, json_wanted, log_stray_errors
 from pythonhosted.settings_errors import ConfigError
-from pythonhosted.stdstreams import SIGPIPE_STATUS, flush_output, hold_closed_descriptors
+from pythonhosted.stdstreams import (
+    SIGPIPE_STATUS,
+    flush_output,
+    hold_closed_descriptors,
+    reader_left,
+)
 from pythonhosted.storage import StorageError
 from pythonhosted.warehouse import engine
 from pythonhosted.web.allocator import return_memory_promptly
@@ -111,7 +116,7 @@ class LazyGroup(click.Group):
         except click.UsageError as exc:
             line: ErrorLine = UsageLine(exc.format_message())
         except BrokenPipeError:
-            raise
+            reader_left()
         except OSError as exc:
             line = ErrorLine(f"stdout: {exc.strerror}")
         line.json = json_wanted()
@@ -136,6 +141,8 @@ class LazyGroup(click.Group):
             raise UsageLine(str(exc)) from exc
         except StorageError as exc:  # not handled by the command: still one line
             raise click.ClickException(first_line(exc)) from exc
+        except BrokenPipeError:  # any command's output piped to `head`
+            reader_left()
         except OSError as exc:
             line = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
             if exc.errno in _PATH_ERRORS:  # e.g. a read-only or misplaced data dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 # A command whose reader went away ends as one the shell saw killed by SIGPIPE would.
 SIGPIPE_STATUS = 128 + 13
@@ -47,3 +48,10 @@ def flush_output() -> OSError | None:
     except OSError as exc:
         return exc
     return None
+
+
+def reader_left() -> NoReturn:
+    """End a command whose reader went away mid-output (``… | head``): quietly, with
+    :data:`SIGPIPE_STATUS`; stdout goes to /dev/null so that the exit's flush finds no pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(SIGPIPE_STATUS)

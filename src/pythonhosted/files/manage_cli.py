@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Coroutine
@@ -32,7 +31,6 @@ from pythonhosted.files.manage import (
     select,
     set_yanked,
 )
-from pythonhosted.stdstreams import SIGPIPE_STATUS
 from pythonhosted.storage import COMMAND_TIMEOUTS, StorageError, Store, open_store
 from pythonhosted.web.listener import Bind
 
@@ -81,11 +79,7 @@ def list_command(settings: Settings, store_url: str | None, project: str | None,
     """List uploaded files (all projects, or one), shown as they are read: a table's columns
     are aligned within each block of 1,000 files."""
     rows = _JsonRows() if fmt == "json" else _TableRows()
-    try:
-        _run(_show(listing(open_primary(settings, store_url), project), rows))
-    except BrokenPipeError:  # `files list | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(SIGPIPE_STATUS) from None
+    _run(_show(listing(open_primary(settings, store_url), project), rows))
 
 
 # Rows written at once: a catalog of millions of files goes out as it is read, in blocks.
