@@ -391,18 +391,24 @@ def _encode_names(snapshot: NamesSnapshot) -> bytes:
 
 def _decode_names(data: bytes) -> tuple[int, list[str]]:
     """(when walked: 0 if unsaid, the names), checked: whole (gzip's CRC and the count) and
-    sorted, each once."""
+    sorted, each once.
+
+    A version after 2 is read as 2 when its header starts with version 2's fields: later
+    versions may only add fields after them (a body read differently needs another header
+    prefix). In a rolling upgrade, processes on the older code then keep using the newer
+    processes' snapshots instead of walking the catalog (40-70 s at a million projects)."""
     try:
         text = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DamagedNames(f"not gzip ({exc})") from None
     header, _, body = text.partition(b"\n")
     fields = header.removeprefix(_NAMES_HEADER).split(b" ")
-    if header == fields[0] or not all(field.isdigit() for field in fields):
+    read = fields[:3]  # a later version's own fields after these are not this version's
+    if header == fields[0] or not all(field.isdigit() and len(field) <= 20 for field in read):
         raise DamagedNames("no header")
     if fields[0] == b"1" and len(fields) == 2:
         count, walked = int(fields[1]), 0
-    elif fields[0] == b"2" and len(fields) == 3:
+    elif int(fields[0]) >= 2 and len(fields) >= 3:
         count, walked = int(fields[1]), int(fields[2])
     else:
         raise DamagedNames(f"unknown header {header[:80]!r}")

@@ -397,3 +397,32 @@ def test_a_stop_while_the_catalog_is_walked_answers_at_once_and_kills_the_walk(
             wait_until(lambda walker=walker: not _alive(walker))
             return
     pytest.fail("no walk of the catalog seen in a process of its own")
+
+
+@pytest.mark.parametrize(
+    ("header", "walks"),
+    [
+        pytest.param(b"3 {count} {walked} 42 more", 0, id="later-version"),
+        pytest.param(b"2 {count}", 1, id="too-few-fields"),
+        pytest.param(b"1 {count} {walked}", 1, id="version-1-with-a-walk"),
+        pytest.param(b"9" * 5000 + b" {count} {walked}", 1, id="5000-digit-version"),
+        pytest.param(b"2 {count} " + b"9" * 5000, 1, id="5000-digit-walk"),
+    ],
+)
+def test_a_later_versions_snapshot_is_read_and_a_malformed_header_walks(
+    tmp_path: Path, header: bytes, walks: int
+) -> None:
+    """In a rolling upgrade the processes on older code read the newer ones' snapshots (a
+    later version only adds header fields); a header that is not one of ours is damaged."""
+    store = open_store(f"file://{tmp_path}/primary")
+    names = [f"p{number:04d}" for number in range(300)]
+    asyncio.run(_put_projects(store, names))
+    fields = header.replace(b"{count}", b"%d" % len(names))
+    fields = fields.replace(b"{walked}", b"%d" % time.time_ns())
+    snapshot = b"pythonhosted catalog names " + fields + b"\n" + "\n".join(names).encode()
+    key = f"{NAMES_PREFIX}{time.time_ns():020d}-0123456789ab"
+    asyncio.run(store.put(key, gzip.compress(snapshot)))
+    restarted, app = _serve(store)
+    with running(app.service()) as url, httpx.Client(base_url=url) as client:
+        assert _project_names(client) == names
+    assert restarted.walks == walks
