@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pythonhosted.storage import DirectoryStore, StoreUnavailable
+from pythonhosted.storage import DirectoryStore, StoreUnavailable, directory, walk
 
 NAMES = 80_000
 # Long names with a long shared start: the costliest to compare, as hostile uploads may make.
@@ -125,3 +125,31 @@ def test_a_walk_that_cannot_read_its_directory_is_a_store_failure(tmp_path: Path
     assert asyncio.run(store.list_names("catalog/", large=True)) == []
     with pytest.raises(StoreUnavailable, match="Too many levels of symbolic links"):
         asyncio.run(store.list_names("other/loop/", large=True))
+
+
+@pytest.mark.parametrize("gone", ["interpreter", "script"])
+def test_a_walk_that_cannot_be_started_walks_in_this_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    gone: str,
+) -> None:
+    """A deploy that replaced the virtualenv under a running server (the interpreter's or
+    the walk script's file gone): large listings still come back whole, with one warning."""
+    (tmp_path / "catalog").mkdir()
+    names = [f"p{number:05d}" for number in range(2000)]
+    for name in names:
+        (tmp_path / "catalog" / name).touch()
+    missing = str(tmp_path / "replaced" / "python")
+    if gone == "interpreter":
+        monkeypatch.setattr(sys, "executable", missing)
+    else:
+        monkeypatch.setattr(walk, "__file__", missing)
+    monkeypatch.setattr(directory, "_walked_here_warned", False)
+    store = DirectoryStore(f"file://{tmp_path}", tmp_path)
+    for _ in range(3):
+        assert asyncio.run(store.list_names("catalog/", large=True)) == names
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("cannot start the walk")
+    assert warning.endswith("; large listings walk in this process instead")
+    assert missing in warning

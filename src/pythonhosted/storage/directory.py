@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import sys
@@ -40,6 +41,8 @@ from pythonhosted.storage.stores import (
     translate,
 )
 from pythonhosted.threads import short_io
+
+log = logging.getLogger(__name__)
 
 # Where streamed writes are assembled before they are renamed into place.
 STAGING_PREFIX = f"{META_PREFIX}.staging/"
@@ -196,9 +199,12 @@ class DirectoryStore(Store):
         check_key(prefix + "x")
         directory = self.root / prefix
         try:
-            if large:
-                names = await _walked_apart(directory)
-            else:
+            try:
+                names = await _walked_apart(directory) if large else None
+            except WalkNotStarted as exc:
+                _warn_walking_here(exc)
+                names = None
+            if names is None:
                 names = await asyncio.to_thread(walk.names_below, str(directory))
         except OSError as exc:
             raise StoreUnavailable(f"{self.label}: {exc}") from exc
@@ -212,9 +218,29 @@ class DirectoryStore(Store):
 READ_BYTES = 256 * 1024
 
 
+class WalkNotStarted(OSError):
+    """The walking process could not be started: the interpreter's file is gone (a deploy
+    replaced the virtualenv under a running server), not executable for this user, or the
+    process table or memory is full."""
+
+
+_walked_here_warned = False
+
+
+def _warn_walking_here(exc: WalkNotStarted) -> None:
+    """Once per process: every large listing after it walks in a thread (the listing is
+    still right; only a cancelled one can no longer be killed)."""
+    global _walked_here_warned
+    if not _walked_here_warned:
+        _walked_here_warned = True
+        log.warning("%s; large listings walk in this process instead", exc)
+
+
 async def _walked_apart(directory: Path) -> list[str]:
     """:func:`.walk.names_below` of ``directory`` in a child process (sorted, NUL-separated
     on its stdout), read a piece at a time; a cancelled listing kills the child."""
+    if not os.access(walk.__file__, os.R_OK):
+        raise WalkNotStarted(f"cannot start the walk: {walk.__file__} is not readable")
     child = await _spawned(
         sys.executable,
         "-I",  # the standard library only: no site, no environment, no package imports
@@ -254,6 +280,8 @@ async def _spawned(*command: str) -> asyncio.subprocess.Process:
             )
         except RuntimeError as exc:
             if "Racing" not in str(exc):
-                raise OSError(f"cannot start the walk: {exc}") from exc
+                raise WalkNotStarted(f"cannot start the walk: {exc}") from exc
             await asyncio.sleep(0.01)
-    raise OSError(f"cannot start the walk: another loop was spawning {SPAWN_TRIES} times")
+        except OSError as exc:
+            raise WalkNotStarted(f"cannot start the walk ({command[0]}): {exc}") from exc
+    raise WalkNotStarted(f"cannot start the walk: another loop was spawning {SPAWN_TRIES} times")
