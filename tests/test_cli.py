@@ -151,6 +151,31 @@ def _fifo(tmp_path: Path) -> str:
             2,
             "file store URL must be file:///path, got 'file://'",
         ),
+        (
+            ["docs", "upload", "--store", "file://{tmp}/docs", "demo", ""],
+            2,
+            "Invalid value for 'SOURCE': is empty (leave it out, or name a path)",
+        ),
+        (
+            ["serve", "--data-dir", " "],
+            2,
+            "Invalid value for '--data-dir': is empty (leave it out, or name a path)",
+        ),
+        (
+            ["camo", "serve", "--cache-dir", ""],
+            2,
+            "Invalid value for '--cache-dir': is empty (leave it out, or name a path)",
+        ),
+        (
+            ["files", "upload", "--store", "file://{tmp}/files", ""],
+            2,
+            "Invalid value for 'PATHS...': is empty (leave it out, or name a path)",
+        ),
+        (
+            ["--config", "", "config"],
+            2,
+            "Invalid value for '--config': is empty (leave it out, or name a path)",
+        ),
     ],
 )
 def test_hostile_values_are_refused_in_one_line(
@@ -159,7 +184,9 @@ def test_hostile_values_are_refused_in_one_line(
     """Values bench/probe_cli.py found getting more than one line, or none: click's usage
     banner for the group's own flags, a config FIFO that blocked, a 100 kB value whose error
     line took minutes to redact, and an empty store URL taken for the default store (where
-    ``files delete --yes`` deleted) or ``file://`` for the working directory."""
+    ``files delete --yes`` deleted) or ``file://`` for the working directory; an empty path
+    taken for the working directory (``docs upload`` published it, ``serve`` kept its data
+    and keys there)."""
     monkeypatch.chdir(tmp_path)
     fill = {"{tmp}": str(tmp_path), "{fifo}": _fifo(tmp_path)}
     for placeholder, value in fill.items():

@@ -462,6 +462,16 @@ def test_worker_processes_report_one_line(tmp_path: Path, factory: str) -> None:
             "contain control characters, found '\\n', got 'var\\n'",
         ),
         (
+            {"PYTHONHOSTED_DATA_DIR": ""},  # was the working directory: stores and keys there
+            "data_dir (environment variable PYTHONHOSTED_DATA_DIR): value error, must not "
+            "be empty (leave the setting out for its default), got ''",
+        ),
+        (
+            {"PYTHONHOSTED_FILES__LOG_SPOOL_DIR": " "},
+            "files.log_spool_dir (environment variable PYTHONHOSTED_FILES__LOG_SPOOL_DIR): value "
+            "error, must not be empty (leave the setting out for its default), got ' '",
+        ),
+        (
             {"PYTHONHOSTED_LOG_LEVEL": "LOUD"},  # was "Error: ValueError: Unknown level", exit 1
             "log_level (environment variable PYTHONHOSTED_LOG_LEVEL): value error, must be one "
             "of CRITICAL, DEBUG, ERROR, FATAL, INFO, NOTSET, WARN, WARNING, got 'LOUD'",

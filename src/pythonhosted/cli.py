@@ -16,6 +16,7 @@ from typing import IO, Any
 import click
 
 from pythonhosted import __version__
+from pythonhosted.cliparams import some_path
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.localdirs import UnwritableDirectory
@@ -193,7 +194,7 @@ class LazyGroup(click.Group):
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=some_path(dir_okay=False),
     help="TOML settings file (also $PYTHONHOSTED_CONFIG).",
 )
 @click.option("--log-json/--no-log-json", default=None, help="Log one JSON object per line.")
@@ -216,7 +217,7 @@ def show_config(settings: Settings) -> None:
 @main.command("serve")
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=some_path(file_okay=False),
     help="Where the embedded stores live [./var].",
 )
 @click.pass_obj

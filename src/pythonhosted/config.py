@@ -67,6 +67,16 @@ def parse_duration(value: object) -> object:
     return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION.findall(text))
 
 
+def refuse_empty_path(value: object) -> object:
+    """An empty path is a variable left unset in a script (``--data-dir "$DATA"``), not "the
+    working directory", which pydantic would make of it: data, keys and caches written
+    wherever the command happened to start."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty (leave the setting out for its default)")
+    return value
+
+
+SomePath = Annotated[Path, BeforeValidator(refuse_empty_path)]
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=MAX_SECONDS)]
 SecondsOrZero = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS)]
 
@@ -141,7 +151,7 @@ class FilesSettings(Section):
     log_period: Seconds = 120.0
     log_batch_lines: int = Field(default=100_000, ge=1)
     log_compress_level: int = Field(default=9, ge=0, le=9)
-    log_spool_dir: Path | None = None
+    log_spool_dir: SomePath | None = None
     log_spool_sync_interval: Seconds = 1.0
     cache_entries: int = Field(default=20_000, ge=0)
     cache_max_bytes: int = Field(default=128 * 2**20, ge=0)
@@ -190,7 +200,7 @@ class CamoSettings(Section):
     """The image proxy (camo): go-camo's options, plus the networks tests may allow."""
 
     key: SecretStr | None = None
-    key_file: Path | None = None
+    key_file: SomePath | None = None
     bind: str = "127.0.0.1:8002"
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     max_size_kb: int = Field(default=5120, ge=0)  # 0: no limit, as in go-camo
@@ -209,11 +219,11 @@ class CamoSettings(Section):
     server_name: str = "pythonhosted-camo"
     expose_server_version: bool = False
     user_agent: str = "pythonhosted-camo"
-    filter_ruleset: Path | None = None
+    filter_ruleset: SomePath | None = None
     metrics: bool = True
     allow_networks: list[IPvAnyNetwork] = []
     # the cache in front: on when cache_dir is set and cache_max_bytes > 0
-    cache_dir: Path | None = None
+    cache_dir: SomePath | None = None
     cache_max_bytes: int = Field(default=2**30, ge=0)
     cache_memory_bytes: int = Field(default=64 * 2**20, ge=0)
     cache_memory_object_bytes: int = Field(default=256 * 2**10, ge=0)
@@ -340,7 +350,7 @@ class DuckDBSettings(Section):
     """
 
     memory_limit: str = "50%"
-    temp_directory: Path | None = None
+    temp_directory: SomePath | None = None
 
     @field_validator("memory_limit")
     @classmethod
@@ -393,7 +403,7 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    data_dir: Path = Path("var")
+    data_dir: SomePath = Path("var")
     log_json: bool = False
     log_level: str = "INFO"
     http: HttpSettings = HttpSettings()

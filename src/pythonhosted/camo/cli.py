@@ -26,6 +26,7 @@ from pythonhosted.camo.policy import AddressPolicy
 from pythonhosted.camo.rules import Rules
 from pythonhosted.camo.signatures import sign_url
 from pythonhosted.camo.upstream import UrlChecks
+from pythonhosted.cliparams import some_path
 from pythonhosted.config import (
     MAX_WORKERS,
     CamoSettings,
@@ -58,7 +59,7 @@ NO_EFFECT = {
 def _key_file(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--key-file",
-        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        type=some_path(dir_okay=False, exists=True),
         help="File holding the HMAC key (default: $PYTHONHOSTED_CAMO_KEY).",
     )(function)
 
@@ -176,7 +177,7 @@ _BOOL = {"is_flag": True, "default": None}
        help="Add the version to the Server header.")  # fmt: skip
 @_flag("--user-agent", env="GOCAMO_USER_AGENT", help="User-Agent sent upstream.")
 @_flag("--filter-ruleset", env="GOCAMO_FILTER_RULESET",
-       type=click.Path(dir_okay=False, exists=True, path_type=Path),
+       type=some_path(dir_okay=False, exists=True),
        help="go-camo allow/deny rules file (deny|s|example.com|i|/private/*).")  # fmt: skip
 @_flag("--metrics/--no-metrics", env="GOCAMO_METRICS", default=None,
        help="Serve /metrics (on unless --no-metrics).")  # fmt: skip
@@ -185,7 +186,7 @@ _BOOL = {"is_flag": True, "default": None}
 @click.option("--allow-network", "allow_networks", multiple=True,
               help="CIDR exempt from the private-address ban (tests, private "
               "deployments).")  # fmt: skip
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--cache-dir", type=some_path(file_okay=False),
               help="Turn the cache on, keeping images in DIR.")  # fmt: skip
 @click.option("--cache-max-bytes", type=click.IntRange(min=0),
               help="Disk bytes the cache may hold [1 GiB]; 0 turns it off.")  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.cliparams import KEPT_URL, URL
+from pythonhosted.cliparams import KEPT_URL, URL, some_path
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.redirects import Redirect
@@ -93,7 +93,7 @@ def _store(settings: Settings, store_url: str | None) -> Store:
 @docs.command("upload")
 @_store_option
 @click.argument("project")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=some_path())
 @click.pass_obj
 def upload_command(settings: Settings, store_url: str | None, project: str, source: Path) -> None:
     """Replace PROJECT's docs with SOURCE (a directory or a .zip)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from pythonhosted.cliparams import KEPT_URL, URL
+from pythonhosted.cliparams import KEPT_URL, URL, some_path
 from pythonhosted.config import MAX_WORKERS, Settings, export_to_environment
 from pythonhosted.distributions import InvalidDistribution
 from pythonhosted.files.manage_cli import (
@@ -40,7 +40,7 @@ for command in (list_command, yank_command, unyank_command, delete_command):
 
 @files.command("upload")
 @click.option("--store", "store_url", type=KEPT_URL, help=STORE_HELP)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=some_path())
 @click.pass_obj
 def upload_command(settings: Settings, store_url: str | None, paths: tuple[Path, ...]) -> None:
     """Check distributions and store them at their hashed keys; print one URL path per file."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
-from pythonhosted.cliparams import KEPT_URL, URL
+from pythonhosted.cliparams import KEPT_URL, URL, some_path
 from pythonhosted.config import Settings, load_settings
 from pythonhosted.errortext import first_line
 from pythonhosted.linehaul.batch import Counts, LogLines, parse_lines
@@ -48,10 +48,10 @@ def linehaul(ctx: click.Context) -> None:
 
 
 @linehaul.command("parse")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=some_path(dir_okay=False))
 @click.option(
     "--unprocessed",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=some_path(dir_okay=False),
     help="Write lines that cannot become rows here, verbatim, one per line.",
 )
 @click.pass_obj
