@@ -498,11 +498,15 @@ def with_flags(
 
     ``flags`` are the values given (absent flags left out by the caller); ``flag_names`` maps
     field names to the flags that set them (default ``--field-name``). A bad value is a
-    ConfigError naming the flag.
+    ConfigError naming the flag. What was set stays told apart from what was left at its
+    default (``model_fields_set``): a whole dump re-validated counted every field as set,
+    and camo took go-camo's 30 s frontend timeouts, given by no one, for its head deadline
+    instead of ``http.header_timeout`` (10 s).
     """
     model = type(getattr(settings, section))
+    given = getattr(settings, section).model_dump(exclude_unset=True)
     try:
-        validated = model.model_validate({**getattr(settings, section).model_dump(), **flags})
+        validated = model.model_validate({**given, **flags})
     except ValidationError as exc:
         origins = Origins(flags=flags, flag_names=flag_names or {})
         raise explain(exc, model, origins, base=(section,)) from None
