@@ -70,10 +70,17 @@ class Server:
     head_deadline: float = 10.0  # http.header_timeout; camo's is go-camo's read timeout, 30 s
 
 
+_TAKEN: set[int] = set()
+
+
 def _port() -> int:
+    """A free port no other row of this run was given."""
     from pythonhosted.web.server import free_port
 
-    return free_port()
+    while (port := free_port()) in _TAKEN:
+        pass
+    _TAKEN.add(port)
+    return port
 
 
 def prepare(root: Path) -> None:
