@@ -356,14 +356,16 @@ class Result:
         return f"{'PASS' if self.ok else 'FAIL'}  {self.row:28} {self.check:34} {self.detail}"
 
 
-def open_idle(ports: Sequence[int], count: int) -> list[socket.socket]:
-    """``count`` connections spread over ``ports``, from rotating loopback sources (so the
-    ephemeral ports of one source are never the limit)."""
+def open_idle(
+    ports: Sequence[int], count: int, source: Callable[[int], str]
+) -> list[socket.socket]:
+    """``count`` connections spread over ``ports``, the n-th from loopback address
+    ``source(n)`` (rotating sources, so the ephemeral ports of one are never the limit)."""
     sockets = []
     for n in range(count):
         sock = socket.socket()
         sock.setblocking(False)
-        sock.bind((f"127.0.{1 + n // 20000}.{2 + (n // 5000) % 200}", 0))
+        sock.bind((source(n), 0))
         with contextlib.suppress(BlockingIOError):
             sock.connect(("127.0.0.1", ports[n % len(ports)]))
         sockets.append(sock)
@@ -415,15 +417,10 @@ def check_idle(running: Running, idle: int, trickle: int) -> list[Result]:
     before = rss(pid)
     cpu_before = cpu_seconds(pid)
     began = time.monotonic()
-    crowd = open_idle(ports, idle)
-    tricklers = []
-    for n in range(trickle):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.bind((f"127.0.2.{2 + n % 200}", 0))
-        with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", ports[n % len(ports)]))
-        tricklers.append((sock, get("/" + "a" * 200, b"X-Slow: " + b"b" * 200 + b"\r\n")))
+    crowd = open_idle(ports, idle, lambda n: f"127.0.{1 + n // 20000}.{2 + (n // 5000) % 200}")
+    slow_head = get("/" + "a" * 200, b"X-Slow: " + b"b" * 200 + b"\r\n")
+    slow = open_idle(ports, trickle, lambda n: f"127.0.200.{2 + n % 200}")
+    tricklers = [(sock, slow_head) for sock in slow]
     opened = time.monotonic() - began
     time.sleep(1.0)
     slowest = 0.0
