@@ -1,6 +1,6 @@
 """Rehearsal of the outside checks: every server, every way it runs, at 10x their size.
 
-    .venv/bin/python bench/rehearsal.py idle|second|hostile|all [--only NAME[,NAME]]
+    .venv/bin/python bench/rehearsal.py idle|second|hostile|inputs|all [--only NAME[,NAME]]
         [--idle 10000] [--trickle 300] [--busy 0] [--dir /tmp/rehearsal] [--runs 1]
 
 The servers: ``files serve``, ``index serve``, ``conveyor serve``, ``camo serve``,
@@ -24,6 +24,11 @@ and checks:
   a status (or the connection closed) within ``HOSTILE_WITHIN`` seconds, the server's peak RSS
   within ``HOSTILE_RSS`` of its idle RSS, and it still serving after.
 
+- ``inputs``: hostile inputs through the commands (``linehaul ingest --once`` of a 100 MB
+  line, 3,000,000 junk lines, 1 GB of newlines; ``docs upload`` of a 4 GB zip bomb and a
+  1,000,000-entry zip): one line on stderr, no traceback, peak RSS under ``INPUT_RSS``
+  (tests/support/peak.py's VmHWM, the command's own).
+
 ``--busy N`` runs N busy loops beside (their own processes, killed by id at the end): the
 loaded-machine row. Loopback only; every wait is bounded. Prints one line per check (PASS or
 FAIL with its numbers), then the machine (CPU model, load average) and the server's CPU seconds.
@@ -36,12 +41,15 @@ import contextlib
 import os
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -630,9 +638,130 @@ def check_second(root: Path, only: set[str] | None) -> list[Result]:
     return results
 
 
+# --- hostile inputs through the commands ------------------------------------------------
+
+PEAK = Path(__file__).parents[1] / "tests" / "support" / "peak.py"
+INPUT_RSS = 512 << 20  # a command's peak RSS over this on hostile input fails
+
+
+def measured(
+    argv: list[str], root: Path, timeout: float = 600.0
+) -> tuple[int | None, list[str], int, float]:
+    """(status, stderr lines, peak RSS, CPU seconds) of ``pythonhosted ARGV`` (None: timed out)."""
+    peak_file = root / "peak"
+    peak_file.unlink(missing_ok=True)
+    env = {**os.environ, "PEAK_FILE": str(peak_file), "PYTHONHOSTED_LOG_LEVEL": "WARNING"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(PEAK), *argv],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+        status: int | None = done.returncode
+        lines = done.stderr.decode(errors="replace").splitlines()
+    except subprocess.TimeoutExpired:
+        status, lines = None, ["(timed out)"]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak = int(peak_file.read_text()) if peak_file.exists() else 0
+    return status, lines, peak, cpu
+
+
+def _gzip_pieces(pieces: Iterator[bytes]) -> bytes:
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return b"".join([*(packer.compress(piece) for piece in pieces), packer.flush()])
+
+
+def _log_key(index: int) -> str:
+    return f"downloads/2021/01/07/20/55/downloads-2021-01-07T20-55-00-host-{index}-abc.log.gz"
+
+
+def _zip_bomb(path: Path, size: int) -> None:
+    """One member of ``size`` zero bytes (a few MB stored), written a megabyte at a time."""
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("index.html", "w", force_zip64=True) as member,
+    ):
+        for _ in range(size >> 20):
+            member.write(bytes(1 << 20))
+
+
+def _zip_of_entries(path: Path, count: int) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("index.html", b"<p>docs</p>")
+        for n in range(count):
+            archive.writestr(f"p/{n}.html", b"")
+
+
+def check_inputs(root: Path) -> list[Result]:
+    """Hostile logs through ``linehaul ingest``, hostile bundles through ``docs upload``."""
+    root.mkdir(parents=True, exist_ok=True)
+    results = []
+    cases: list[tuple[str, Callable[[Path], list[str]]]] = []
+
+    def ingest(name: str, pieces: Callable[[], Iterator[bytes]]) -> None:
+        def prepare(case: Path) -> list[str]:
+            target = case / "logs" / _log_key(0)
+            target.parent.mkdir(parents=True)
+            target.write_bytes(_gzip_pieces(pieces()))
+            return [
+                "linehaul",
+                "ingest",
+                "--logs",
+                f"file://{case}/logs",
+                "--results",
+                f"file://{case}/results",
+                "--once",
+            ]
+
+        cases.append((f"linehaul ingest: {name}", prepare))
+
+    def upload(name: str, build: Callable[[Path], None]) -> None:
+        def prepare(case: Path) -> list[str]:
+            build(case / "site.zip")
+            return [
+                "docs",
+                "upload",
+                "probe",
+                str(case / "site.zip"),
+                "--store",
+                f"file://{case}/docs",
+            ]
+
+        cases.append((f"docs upload: {name}", prepare))
+
+    ingest("one line of 100 MB", lambda: (b"x" * MB for _ in range(100)))
+    ingest("3,000,000 short lines", lambda: (b"junk line\n" * 100_000 for _ in range(30)))
+    ingest("1 GB of newlines", lambda: (b"\n" * MB for _ in range(1024)))
+    upload("zip bomb (4 GB of zeros)", lambda path: _zip_bomb(path, 4 << 30))
+    upload("1,000,000 entries", lambda path: _zip_of_entries(path, 1_000_000))
+    for name, prepare in cases:
+        case = root / name.replace(" ", "_").replace(":", "").replace(",", "")
+        shutil.rmtree(case, ignore_errors=True)
+        case.mkdir(parents=True)
+        argv = prepare(case)
+        status, lines, peak, cpu = measured(argv, case)
+        ok = (
+            status is not None
+            and peak < INPUT_RSS
+            and len(lines) <= 1
+            and not any("Traceback" in line for line in lines)
+        )
+        detail = (
+            f"exit {status}, peak RSS {peak / MB:.0f} MB, CPU {cpu:.1f}s, stderr {lines[-1:]!r}"
+        )
+        results.append(Result("commands", name, ok, detail[:300]))
+        shutil.rmtree(case, ignore_errors=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("check", choices=["idle", "second", "hostile", "all"])
+    parser.add_argument("check", choices=["idle", "second", "hostile", "inputs", "all"])
     parser.add_argument("--only", help="comma-separated substrings of the rows' names")
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--trickle", type=int, default=300)
@@ -646,6 +775,10 @@ def main() -> None:
     results: list[Result] = []
     began = time.monotonic()
     with busy_loops(opts.busy):
+        if opts.check in ("inputs", "all"):
+            for result in check_inputs(opts.dir / "inputs"):
+                print(result, flush=True)
+                results.append(result)
         if opts.check in ("second", "all"):
             for result in check_second(opts.dir, only):
                 print(result, flush=True)
