@@ -308,6 +308,12 @@ NAMES_USABLE = CHANGES_KEPT - 3 * CLOCK_SKEW
 # writers came meanwhile: the next listing shows theirs).
 NAMES_READ_TRIES = 3
 _NAMES_HEADER = b"pythonhosted catalog names "
+# What a snapshot may hold: a million names are ~2.5 MB gzipped and ~6 times that unpacked.
+# Read whole and unpacked whole, a gzip bomb in its place (256 MB of zeros is 250 KB gzipped)
+# took gigabytes in every index process that started; one past these is damaged, not used.
+NAMES_MAX_STORED = 256 << 20
+NAMES_MAX_RATIO = 100  # unpacked bytes per stored byte, past a floor of NAMES_MIN_UNPACKED
+NAMES_MIN_UNPACKED = 16 << 20
 _NAMES_KEY = re.compile(r"(\d{20})-[0-9a-f]{12}")
 
 
@@ -374,6 +380,8 @@ async def _read_newest(store: Store) -> NamesSnapshot | None:
         if position < oldest:
             return None
         try:
+            if item.size > NAMES_MAX_STORED:
+                raise DamagedNames(f"{item.size} bytes stored, more than {NAMES_MAX_STORED}")
             walked, names = await asyncio.to_thread(_decode_names, await store.get_bytes(item.key))
         except DamagedNames as exc:
             log.error("names snapshot %s in %s is damaged, not used: %s", item.key, store.url, exc)
@@ -390,17 +398,23 @@ def _encode_names(snapshot: NamesSnapshot) -> bytes:
 
 
 def _decode_names(data: bytes) -> tuple[int, list[str]]:
-    """(when walked: 0 if unsaid, the names), checked: whole (gzip's CRC and the count) and
-    sorted, each once.
+    """(when walked: 0 if unsaid, the names), checked: whole (gzip's CRC and the count),
+    sorted, each once, and unpacked within :data:`NAMES_MAX_RATIO` of its stored size.
 
     A version after 2 is read as 2 when its header starts with version 2's fields: later
     versions may only add fields after them (a body read differently needs another header
     prefix). In a rolling upgrade, processes on the older code then keep using the newer
     processes' snapshots instead of walking the catalog (40-70 s at a million projects)."""
+    bound = max(NAMES_MIN_UNPACKED, NAMES_MAX_RATIO * len(data))
+    unpacker = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip, one member as written
     try:
-        text = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        text = unpacker.decompress(data, bound + 1)
+    except zlib.error as exc:
         raise DamagedNames(f"not gzip ({exc})") from None
+    if len(text) > bound:
+        raise DamagedNames(f"unpacks to more than {bound} bytes (a bomb?)")
+    if not unpacker.eof:
+        raise DamagedNames("not gzip (truncated)")
     header, _, body = text.partition(b"\n")
     fields = header.removeprefix(_NAMES_HEADER).split(b" ")
     read = fields[:3]  # a later version's own fields after these are not this version's

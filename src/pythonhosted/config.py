@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from pythonhosted.logsetup import LOG_JSON_ENV, error_line, json_wanted
 from pythonhosted.settings_errors import ConfigError, Environment, Origins, explain, read_toml
+from pythonhosted.smallfiles import read_small_file
 
 ENV_PREFIX = "PYTHONHOSTED_"
 CONFIG_ENV = "PYTHONHOSTED_CONFIG"
@@ -271,19 +272,9 @@ KEY_FILE_MAX_BYTES = 64 << 10
 
 
 def _read_key_file(path: Path) -> bytes:
-    """The key file's bytes, at most :data:`KEY_FILE_MAX_BYTES` of them.
-
-    Read whole, /dev/zero or a 10 GB file filled memory until the process was killed; a
-    FIFO nobody writes to blocked the opening forever (it is opened without blocking, and
-    read as a pipe: ``--key-file <(pass show camo)`` still works).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    os.set_blocking(fd, True)
-    with open(fd, "rb") as stream:
-        key = stream.read(KEY_FILE_MAX_BYTES + 1)
-    if len(key) > KEY_FILE_MAX_BYTES:
-        raise ValueError(f"camo key file is larger than {KEY_FILE_MAX_BYTES} bytes: {path}")
-    return key
+    """The key file's bytes, at most :data:`KEY_FILE_MAX_BYTES` of them (a FIFO is read as
+    a pipe, a huge file or /dev/zero refused: :mod:`pythonhosted.smallfiles`)."""
+    return read_small_file(path, KEY_FILE_MAX_BYTES, "camo key file")
 
 
 class ConveyorSettings(Section):

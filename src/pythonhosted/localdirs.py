@@ -14,6 +14,8 @@ import secrets
 import uuid
 from pathlib import Path
 
+from pythonhosted.smallfiles import read_small_file
+
 
 class UnwritableDirectory(Exception):
     """A directory the process must write to but cannot, in one line for the operator."""
@@ -58,12 +60,25 @@ def load_or_create_secret(path: Path) -> str:
     return found
 
 
+# What this module writes is 65 bytes; a file past this is not a secret of ours.
+SECRET_MAX_BYTES = 4096
+
+
 def read_secret(path: Path) -> str | None:
-    """The secret stored at ``path``; None if there is no such file; ValueError if empty."""
+    """The secret stored at ``path``; None if there is no such file; ValueError, naming the
+    file, if it is empty, larger than :data:`SECRET_MAX_BYTES` or not text.
+
+    Bounded: a multi-gigabyte file (or /dev/zero) there took all memory, a FIFO blocked the
+    start for ever, and a non-UTF-8 one ended it with a codec error that named no file.
+    """
     try:
-        secret = path.read_text().strip()
+        data = read_small_file(path, SECRET_MAX_BYTES, "secret file")
     except FileNotFoundError:
         return None
+    try:
+        secret = data.decode().strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file is not UTF-8 text: {path}") from None
     if not secret:
         raise ValueError(f"secret file is empty: {path}")
     return secret

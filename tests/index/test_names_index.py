@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import time
+import tracemalloc
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -275,6 +277,30 @@ def test_a_damaged_snapshot_is_not_used(tmp_path: Path, damage: object) -> None:
         assert _project_names(client) == names
         wait_until(lambda: _snapshot_names(store) == names)
     assert restarted.walks == 1
+
+
+def _gzip_bomb(header: bytes, zeros: int) -> bytes:
+    """``header`` then ``zeros`` zero bytes, gzipped a megabyte at a time (never held whole)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(header)]
+    parts.extend(packer.compress(bytes(1 << 20)) for _ in range(zeros >> 20))
+    return b"".join([*parts, packer.flush()])
+
+
+def test_a_snapshot_that_unpacks_to_a_bomb_is_not_used_nor_unpacked_whole(tmp_path: Path) -> None:
+    """256 MB of zeros (250 KB gzipped) in a snapshot's place under a good header: unpacked
+    whole, every index process that started took it into memory, and more to split it."""
+    store = open_store(f"file://{tmp_path}/primary")
+    header = b"pythonhosted catalog names 2 1 %d\n" % time.time_ns()
+    bomb = _gzip_bomb(header, 256 << 20)
+    asyncio.run(store.put(f"{NAMES_PREFIX}{time.time_ns():020d}-0123456789ab", bomb))
+    tracemalloc.start()
+    try:
+        assert _snapshot_names(store) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
 
 
 def test_a_snapshot_older_than_the_markers_kept_is_not_used(tmp_path: Path) -> None:
