@@ -614,3 +614,40 @@ def test_malformed_ruleset_is_a_startup_error(
         go_config(make_camo, filter_ruleset=ruleset(tmp_path, text)),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("big", "the filter ruleset is larger than 16777216 bytes: {path}"),
+        ("not utf-8", "the filter ruleset is not UTF-8 text (invalid start byte): {path}"),
+    ],
+)
+def test_a_ruleset_that_is_no_ruleset_is_refused_unread(
+    make_camo: CamoFactory, tmp_path: Path, content: str, error: str
+) -> None:
+    """A 10 GB file in the ruleset's place (sparse: no disk taken) is refused after its
+    first 16 MiB, not read whole into memory."""
+    path = tmp_path / "rules.txt"
+    if content == "big":
+        with path.open("wb") as sparse:
+            sparse.truncate(10 * 2**30)
+    else:
+        path.write_bytes(b"deny||example.com||\n\xff\n")
+    with (
+        pytest.raises(ValueError, match=re.escape(error.format(path=path))),
+        go_config(make_camo, filter_ruleset=path),
+    ):
+        pass
+
+
+def test_a_ruleset_of_junk_lines_logs_a_few_and_counts_the_rest(
+    make_camo: CamoFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    junk = "".join(f"not a rule {number}\n" for number in range(100_000))
+    with go_config(make_camo, filter_ruleset=ruleset(tmp_path, junk + "deny||example.com||\n")):
+        pass
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("filter rules")]
+    assert len(lines) == 21
+    assert lines[0] == "filter rules: ignoring line 1 (not a rule): 'not a rule 0'"
+    assert lines[-1] == "filter rules: 99980 more lines ignored (not rules)"

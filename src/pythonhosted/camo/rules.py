@@ -34,9 +34,17 @@ from typing import Literal
 
 from yarl import URL
 
+from pythonhosted.smallfiles import read_small_file
+
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "deny"]
+# A ruleset is read whole and each rule kept: ~700 bytes of memory and ~17 us of CPU a rule
+# (a million: 33 MB of text, 700 MB, 17 s). 16 MiB holds a blocklist of ~400,000 domains;
+# a larger file (or /dev/zero) is refused in one line instead of taking the memory.
+RULES_MAX_BYTES = 16 * 2**20
+# Lines that are not rules are each logged up to this many, then counted in one line.
+SKIPPED_SHOWN = 20
 _PLAIN_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*", re.ASCII)
 
 
@@ -98,6 +106,7 @@ class Rules:
     def parse(cls, text: str) -> Rules:
         """Rules from ruleset text; ValueError naming the line for a malformed rule."""
         rules = []
+        skipped = 0
         paths: dict[tuple[str, bool], re.Pattern[str]] = {}  # one pattern per distinct glob
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
@@ -105,17 +114,32 @@ class Rules:
                 continue
             action, sep, rest = line.partition("|")
             if not sep or action not in ("allow", "deny"):
-                log.warning("filter rules: ignoring line %d (not a rule): %r", number, raw)
+                skipped += 1
+                if skipped <= SKIPPED_SHOWN:
+                    log.warning(
+                        "filter rules: ignoring line %d (not a rule): %r", number, raw[:200]
+                    )
                 continue
             try:
                 rules.append(_parse_rule(action, rest, line, paths))  # type: ignore[arg-type]
             except ValueError as exc:
-                raise ValueError(f"filter rule line {number}: {exc}: {raw!r}") from None
+                raise ValueError(f"filter rule line {number}: {exc}: {raw[:200]!r}") from None
+        if skipped > SKIPPED_SHOWN:
+            log.warning("filter rules: %d more lines ignored (not rules)", skipped - SKIPPED_SHOWN)
         return cls(tuple(rules))
 
     @classmethod
     def load(cls, path: Path | None) -> Rules:
-        return cls() if path is None else cls.parse(path.read_text())
+        """The ruleset in ``path`` (None: no rules), read within :data:`RULES_MAX_BYTES`."""
+        if path is None:
+            return cls()
+        data = read_small_file(path, RULES_MAX_BYTES, "the filter ruleset")
+        try:
+            return cls.parse(data.decode())
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"the filter ruleset is not UTF-8 text ({exc.reason}): {path}"
+            ) from None
 
     def candidates(self, host: str) -> list[Rule]:
         """The rules that can match ``host``, in the ruleset's order."""
