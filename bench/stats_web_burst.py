@@ -14,7 +14,8 @@ projects). Each run, per arm (``--reference``'s server, then this checkout's):
    the top 50), answers cached once for the cheap questions and their ETags kept;
 2. a publish as the warehouse sees it: the data version bumped by a writer of this process,
    announced as publish announces it (:func:`pythonhosted.warehouse.access.open_writer`),
-   the data itself unchanged, so revalidations are answered 304;
+   the data itself unchanged, so revalidations are answered 304; one question asked, so
+   the server has read the new version;
 3. each on a connection of its own (all connected first): ``--slow`` expensive cold
    questions, and 250 ms later (they are under way) ``--cheap`` cheap ones at once:
    ``/_health`` (a tenth), badges of the 50 most downloaded projects (half: several
@@ -51,6 +52,7 @@ from pythonhosted.web.server import Bind, free_port, wait_for_port
 TOP = 50  # badges polled: the pre-warm's count, the projects with the most pollers
 JSON_TOP = 100
 TAIL = range(4000, 5000)  # long-tail projects (the generator's skew: few downloads each)
+SEEN = f"/api/packages/project-{TAIL[-1]}/recent"  # asked once the publish is done
 CROWD_AFTER = 0.25  # seconds between the slow questions and the crowd
 BUSY_SECONDS = 900  # a busy loop's bound, whatever happens to this process
 
@@ -216,6 +218,9 @@ def burst(warehouse: Path, src: str | None, label: str, args: argparse.Namespace
         slow, cheap = slow_questions(args.slow), cheap_questions(args.cheap, etags)
         questions = slow + cheap
         publish(warehouse)
+        # the new version read (every request waits for that one read), so the slow
+        # questions are under way when the crowd comes, not admitted in its midst
+        httpx.get(base + SEEN, timeout=120).raise_for_status()
         before = group_cpu_seconds(pid)
         started = time.perf_counter()
         answers = asyncio.run(_burst(base, slow, cheap))
