@@ -341,22 +341,26 @@ CROWD_ROUTES = {
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def _connect(bind: Bind) -> Connection | None:
+async def connect_to(bind: Bind) -> Connection | None:
     try:
         return await asyncio.open_connection(bind.host, bind.port)
     except OSError:
         return None
 
 
-async def _ask(connection: Connection | None, path: str) -> tuple[int, float]:
-    """One request on its own connection: (status, seconds from sending it to the last
-    byte of the answer); status 0 when the connection failed."""
+async def one_request(
+    connection: Connection | None, path: str, headers: str = ""
+) -> tuple[int, float]:
+    """One request on its own connection (``headers``: more lines, each ending in CRLF):
+    (status, seconds from sending it to the last byte of the answer); status 0 when the
+    connection failed."""
     if connection is None:
         return 0, 0.0
     reader, writer = connection
     started = time.perf_counter()
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        writer.write(request.encode())
         answer = await reader.read()
     except OSError:
         return 0, time.perf_counter() - started
@@ -370,8 +374,8 @@ async def _ask(connection: Connection | None, path: str) -> tuple[int, float]:
 async def _crowd(base: str, paths: list[str]) -> list[tuple[int, float]]:
     """Every path on a connection of its own: all connected first, then all asked at once."""
     bind = Bind.parse(base.removeprefix("http://"))
-    connections = await asyncio.gather(*(_connect(bind) for _ in paths))
-    return list(await asyncio.gather(*map(_ask, connections, paths)))
+    connections = await asyncio.gather(*(connect_to(bind) for _ in paths))
+    return list(await asyncio.gather(*map(one_request, connections, paths)))
 
 
 async def _stream(
@@ -385,7 +389,7 @@ async def _stream(
 
     async def client() -> None:
         while time.perf_counter() < deadline:
-            answer = await _ask(await _connect(bind), next(paths))
+            answer = await one_request(await connect_to(bind), next(paths))
             answers.append(answer)
             if answer[0] == 503:
                 await asyncio.sleep(2)
@@ -528,7 +532,7 @@ async def _first(base: str, paths: list[str], clients: int) -> list[tuple[int, f
 
     async def client() -> None:
         for path in queue:
-            answers.append(await _ask(await _connect(bind), path))
+            answers.append(await one_request(await connect_to(bind), path))
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return answers

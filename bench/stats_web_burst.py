@@ -48,6 +48,7 @@ from loadgen import group_cpu_seconds, machine
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.rollups import VERSION
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from stats_web import connect_to, one_request
 
 TOP = 50  # badges polled: the pre-warm's count, the projects with the most pollers
 JSON_TOP = 100
@@ -170,27 +171,11 @@ def publish(warehouse: Path) -> None:
 
 
 async def _ask(bind: Bind, question: Question, go: asyncio.Event) -> tuple[int, float]:
-    """One request on a connection of its own, sent once ``go`` is set: (status, seconds to
-    the last byte of the answer); status 0 when the connection failed."""
-    try:
-        reader, writer = await asyncio.open_connection(bind.host, bind.port)
-    except OSError:
-        await go.wait()
-        return 0, 0.0
+    """One request on a connection of its own, sent once ``go`` is set."""
+    connection = await connect_to(bind)
     await go.wait()
     extra = f"If-None-Match: {question.etag}\r\n" if question.etag else ""
-    started = time.perf_counter()
-    try:
-        request = f"GET {question.path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
-        writer.write(request.encode())
-        answer = await reader.read()
-    except OSError:
-        return 0, time.perf_counter() - started
-    finally:
-        writer.close()
-    elapsed = time.perf_counter() - started
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-    return status, elapsed
+    return await one_request(connection, question.path, extra)
 
 
 async def _burst(base: str, slow: list[Question], cheap: list[Question]) -> list[tuple[int, float]]:
