@@ -145,7 +145,7 @@ def computing(*, long: bool = False) -> Iterator[None]:
     one, and never inside another turn.
 
     ``long``: work that holds its turn for long (a stats-web answer of 100-400 ms against
-    the 10-20 ms of a badge's) takes one of :data:`LONG_AT_ONCE` turns only: with every turn
+    the 3-10 ms of a badge's) takes one of :data:`LONG_AT_ONCE` turns only: with every turn
     held by long answers, each short one (a badge, a revalidation) queued behind them, and
     right after a publish a few cold pages held up thousands of badges (BENCHMARKS.md,
     "The stats web right after a publish")."""

@@ -5,7 +5,7 @@ A publish makes every cached answer cold at once, and in that moment a badge ser
 polling thousands of badges, browsers revalidating what they cached (a 304 needs the
 answer's ETag, so the answer is computed) and a few visitors of expensive pages arrive
 together. Cold, at 50M rows on the Intel Xeon (server CPU per answer, BENCHMARKS.md): a
-badge, the shields endpoint and pypistats' ``recent`` 10 ms, ``overall`` 20 ms; a project
+badge, the shields endpoint and pypistats' ``recent`` 3-10 ms, ``overall`` 4-20 ms; a project
 page 70-110 ms, a compare of five projects over their whole history 100-110 ms, ``top``
 60-70 ms, ``trending`` 140-180 ms, the home page 240-260 ms; the other API routes 20-90 ms,
 as the client's breakdown and range make them. The quick routes are the ones badge services
