@@ -247,6 +247,27 @@ CASES = {
 }
 
 
+def launch(
+    path: Path, src: str | None, settings: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], Bind]:
+    """``stats-web serve --workers 1`` on the warehouse at ``path``, in a session of its own,
+    of this checkout or of the one whose ``src/`` is ``src``, with ``settings``
+    (``PYTHONHOSTED_*`` variables; the caller's own are left out): the process and its
+    address, not waited for."""
+    bind = Bind("127.0.0.1", free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env.update(settings)
+    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
+         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
+        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    return server, bind
+
+
 def start_server(
     path: Path,
     args: argparse.Namespace,
@@ -261,25 +282,15 @@ def start_server(
     routes of the warm cases asked for (unless not ``warm_up``); for the ``cold`` ones, with
     its cache off."""
     cases = [] if cold or not warm_up else args.cases.split(",")
-    bind = Bind("127.0.0.1", free_port())
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
-    env.update(extra)
-    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
-    if src is not None:
-        env["PYTHONPATH"] = src
+    settings = dict(env or {})
     # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
     # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
-    env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
+    settings["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
     if cold:
-        env["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
+        settings["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
     if src is None:  # the cases' own caching (a reference may have no such setting)
-        env.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
-         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
-        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        settings.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
+    server, bind = launch(path, src, settings)
     try:
         wait_for_port(bind, timeout=60)
         base = bind.url()

@@ -47,8 +47,8 @@ import httpx
 from loadgen import group_cpu_seconds, machine
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.rollups import VERSION
-from pythonhosted.web.server import Bind, free_port, wait_for_port
-from stats_web import connect_to, one_request
+from pythonhosted.web.server import Bind, wait_for_port
+from stats_web import connect_to, launch, one_request
 
 TOP = 50  # badges polled: the pre-warm's count, the projects with the most pollers
 JSON_TOP = 100
@@ -128,19 +128,10 @@ def busy_loops(count: int) -> Iterator[None]:
 def server(warehouse: Path, src: str | None, max_pending: int) -> Iterator[tuple[int, str]]:
     """``stats-web serve --workers 1`` of this checkout or of ``src`` (``max_pending``: 0 for
     the default): (its PID, base URL)."""
-    bind = Bind("127.0.0.1", free_port())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
-    env["PYTHONHOSTED_DATA_DIR"] = str(warehouse.parent)
-    env["PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS"] = "0"
+    settings = {"PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS": "0"}
     if max_pending:
-        env["PYTHONHOSTED_STATS_WEB__MAX_PENDING"] = str(max_pending)
-    if src is not None:
-        env["PYTHONPATH"] = src
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
-         "--warehouse", f"duckdb://{warehouse}", "--bind", f"{bind.host}:{bind.port}"],
-        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        settings["PYTHONHOSTED_STATS_WEB__MAX_PENDING"] = str(max_pending)
+    process, bind = launch(warehouse, src, settings)
     try:
         wait_for_port(bind, timeout=120)
         yield process.pid, bind.url()
