@@ -31,8 +31,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -44,7 +42,8 @@ import duckdb
 
 from pythonhosted.warehouse import rollups, spellings, suggestions
 from pythonhosted.warehouse.duck import DuckDBWarehouse
-from pythonhosted.web.server import Bind, free_port, wait_for_port
+from pythonhosted.web.server import wait_for_port
+from stats_web import launch
 
 WORDS = ["requests", "numpy", "django", "flask", "pytest", "sphinx", "boto", "click"]
 FIRST_ROWS = """
@@ -250,16 +249,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def flood(path: Path, count: int, src: str | None, label: str, salt: str) -> None:
-    bind = Bind("127.0.0.1", free_port())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
-    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
-    if src is not None:
-        env["PYTHONPATH"] = src
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
-         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
-        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    server, bind = launch(path, src, {})
     try:
         wait_for_port(bind, timeout=60)
         paths = [f"/api/packages/{typo(n)}-{salt}/recent" for n in range(1000, 1000 + count)]

@@ -247,6 +247,27 @@ CASES = {
 }
 
 
+def launch(
+    path: Path, src: str | None, settings: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], Bind]:
+    """``stats-web serve --workers 1`` on the warehouse at ``path``, in a session of its own,
+    of this checkout or of the one whose ``src/`` is ``src``, with ``settings``
+    (``PYTHONHOSTED_*`` variables; the caller's own are left out): the process and its
+    address, not waited for."""
+    bind = Bind("127.0.0.1", free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
+    env.update(settings)
+    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
+         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
+        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    return server, bind
+
+
 def start_server(
     path: Path,
     args: argparse.Namespace,
@@ -261,25 +282,15 @@ def start_server(
     routes of the warm cases asked for (unless not ``warm_up``); for the ``cold`` ones, with
     its cache off."""
     cases = [] if cold or not warm_up else args.cases.split(",")
-    bind = Bind("127.0.0.1", free_port())
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONHOSTED_")}
-    env.update(extra)
-    env["PYTHONHOSTED_DATA_DIR"] = str(path.parent)
-    if src is not None:
-        env["PYTHONPATH"] = src
+    settings = dict(env or {})
     # Room for every warm answer (an 'overall' of a busy project is ~40 KB; the default
     # 64 MB holds about a third of 5,000 projects' answers): the server's RSS is printed.
-    env["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
+    settings["PYTHONHOSTED_STATS_WEB__CACHE_BYTES"] = str(args.cache_bytes)
     if cold:
-        env["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
+        settings["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
     if src is None:  # the cases' own caching (a reference may have no such setting)
-        env.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pythonhosted", "stats-web", "serve", "--workers", "1",
-         "--warehouse", f"duckdb://{path}", "--bind", f"{bind.host}:{bind.port}"],
-        env=env, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        settings.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
+    server, bind = launch(path, src, settings)
     try:
         wait_for_port(bind, timeout=60)
         base = bind.url()
@@ -341,22 +352,26 @@ CROWD_ROUTES = {
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def _connect(bind: Bind) -> Connection | None:
+async def connect_to(bind: Bind) -> Connection | None:
     try:
         return await asyncio.open_connection(bind.host, bind.port)
     except OSError:
         return None
 
 
-async def _ask(connection: Connection | None, path: str) -> tuple[int, float]:
-    """One request on its own connection: (status, seconds from sending it to the last
-    byte of the answer); status 0 when the connection failed."""
+async def one_request(
+    connection: Connection | None, path: str, headers: str = ""
+) -> tuple[int, float]:
+    """One request on its own connection (``headers``: more lines, each ending in CRLF):
+    (status, seconds from sending it to the last byte of the answer); status 0 when the
+    connection failed."""
     if connection is None:
         return 0, 0.0
     reader, writer = connection
     started = time.perf_counter()
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        writer.write(request.encode())
         answer = await reader.read()
     except OSError:
         return 0, time.perf_counter() - started
@@ -370,8 +385,8 @@ async def _ask(connection: Connection | None, path: str) -> tuple[int, float]:
 async def _crowd(base: str, paths: list[str]) -> list[tuple[int, float]]:
     """Every path on a connection of its own: all connected first, then all asked at once."""
     bind = Bind.parse(base.removeprefix("http://"))
-    connections = await asyncio.gather(*(_connect(bind) for _ in paths))
-    return list(await asyncio.gather(*map(_ask, connections, paths)))
+    connections = await asyncio.gather(*(connect_to(bind) for _ in paths))
+    return list(await asyncio.gather(*map(one_request, connections, paths)))
 
 
 async def _stream(
@@ -385,7 +400,7 @@ async def _stream(
 
     async def client() -> None:
         while time.perf_counter() < deadline:
-            answer = await _ask(await _connect(bind), next(paths))
+            answer = await one_request(await connect_to(bind), next(paths))
             answers.append(answer)
             if answer[0] == 503:
                 await asyncio.sleep(2)
@@ -528,7 +543,7 @@ async def _first(base: str, paths: list[str], clients: int) -> list[tuple[int, f
 
     async def client() -> None:
         for path in queue:
-            answers.append(await _ask(await _connect(bind), path))
+            answers.append(await one_request(await connect_to(bind), path))
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return answers

@@ -62,6 +62,9 @@ BACKGROUND_THREADS = 9
 # DuckDB query (which lets the GIL go) runs on the second core while another builds its rows,
 # and the loop competes with two threads for the GIL, not with every pool's.
 PYTHON_AT_ONCE = 2
+# Of those, how many long work may hold at once (:func:`computing`'s ``long``): one fewer, so
+# a turn is always there for short work, however many long answers wait for theirs.
+LONG_AT_ONCE = PYTHON_AT_ONCE - 1
 
 
 class Workers:
@@ -106,13 +109,15 @@ _EVERY: weakref.WeakSet[Workers] = weakref.WeakSet()
 def _forget_the_parents_threads() -> None:
     """In a forked child: a pool made before the fork counts threads only the parent has,
     and work sent to it would wait for them forever; the child makes its own."""
-    global _COMPUTING
+    global _COMPUTING, _LONG
     for workers in _EVERY:
         workers._pool = None
     _COMPUTING = threading.BoundedSemaphore(PYTHON_AT_ONCE)  # the parent's holders are gone
+    _LONG = threading.BoundedSemaphore(LONG_AT_ONCE)
 
 
 _COMPUTING = threading.BoundedSemaphore(PYTHON_AT_ONCE)
+_LONG = threading.BoundedSemaphore(LONG_AT_ONCE)
 os.register_at_fork(after_in_child=_forget_the_parents_threads)
 _SHORT_IO = Workers("short-io", SHORT_IO_THREADS)
 _BACKGROUND = Workers("background", BACKGROUND_THREADS)
@@ -133,10 +138,16 @@ async def background(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs)
 
 
 @contextlib.contextmanager
-def computing() -> Iterator[None]:
+def computing(*, long: bool = False) -> Iterator[None]:
     """For the block, one of the process's :data:`PYTHON_AT_ONCE` turns at running long
     work's Python (see the module doc): a pool's thread waits here, asleep, while the turns
     are taken. Take it after any wait for something else (a lock, a writer), never around
-    one, and never inside another turn."""
-    with _COMPUTING:
+    one, and never inside another turn.
+
+    ``long``: work that holds its turn for long (a stats-web answer of 100-400 ms against
+    the 3-10 ms of a badge's) takes one of :data:`LONG_AT_ONCE` turns only: with every turn
+    held by long answers, each short one (a badge, a revalidation) queued behind them, and
+    right after a publish a few cold pages held up thousands of badges (BENCHMARKS.md,
+    "The stats web right after a publish")."""
+    with _LONG if long else contextlib.nullcontext(), _COMPUTING:
         yield

@@ -91,7 +91,7 @@ def test_a_round_waits_for_visitors_answers() -> None:
 
     async def scenario() -> tuple[list[str], int]:
         visitor: Hashable = ("/packages/x",)
-        with app.admission.admitted(visitor):
+        with app.admission.admitted(visitor, long=True):
             round_ = asyncio.create_task(prewarm.round())
             for _ in range(100):  # the round's turns: it stays parked on the admission
                 await asyncio.sleep(0)

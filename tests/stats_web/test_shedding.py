@@ -102,11 +102,11 @@ def assert_shed(answer: Answer, body: bytes, kind: bytes) -> None:
 def test_a_crowd_of_distinct_cold_questions_past_the_bound_is_shed_at_once(
     tmp_path: Path,
 ) -> None:
-    """2,000 clients ask 2,000 distinct cold questions of ``stats-web serve --max-pending 4``
-    at once. Before, all 2,000 waited in one queue (and any crowd grew it without bound);
-    now 4 are computed and 1,996 are told at once to come back, in their route's kind,
-    while cached answers, 304s and ``/_health`` go on being served; afterwards the server
-    answers as before."""
+    """2,000 clients ask 2,000 distinct cold badges of ``stats-web serve --max-pending 4``
+    at once, and 4 more distinct cold pages. Before, all 2,000 waited in one queue (and any
+    crowd grew it without bound); now 4 of each lane (quick badges, long pages) are computed
+    and 1,996 are told at once to come back, in their route's kind, while cached answers,
+    304s and ``/_health`` go on being served; afterwards the server answers as before."""
     warehouse = build(tmp_path, event_lines())
     bind = Bind("127.0.0.1", free_port())
     base = bind.url()
@@ -116,14 +116,17 @@ def test_a_crowd_of_distinct_cold_questions_past_the_bound_is_shed_at_once(
     ]
     env = {**os.environ, "PYTHONHOSTED_STATS_WEB__READ_WAIT": "300", **NO_PREWARM}
     paths = crowd_paths(CROWD)
+    pages = [f"/packages/demo-pkg?range={span}" for span in ("30", "90", "180", "365")]
     with started(argv, env=env, cwd=tmp_path), httpx.Client(base_url=base, timeout=60) as client:
         wait_for_port(bind, timeout=60)
         warm = client.get("/api/packages/demo-pkg/recent")  # cached, and the version read
         assert warm.status_code == 200
-        with ThreadPoolExecutor(1) as pool, writer_announced(warehouse):
+        with ThreadPoolExecutor(2) as pool, writer_announced(warehouse):
+            long = pool.submit(all_at_once, base, pages)
+            wait_until(lambda: computing(base) == BOUND, timeout=120)
             crowd = pool.submit(all_at_once, base, paths)
             wait_until(lambda: shed(base) == CROWD - BOUND, timeout=120)
-            assert computing(base) == BOUND
+            assert computing(base) == 2 * BOUND
             # the bound is full: what needs no computation is served all the same
             assert client.get("/_health").status_code == 200
             again = client.get("/api/packages/demo-pkg/recent")
@@ -138,6 +141,7 @@ def test_a_crowd_of_distinct_cold_questions_past_the_bound_is_shed_at_once(
             head = client.head("/api/v1/projects/other/shields")
             assert (head.status_code, head.content) == (503, b"")
             assert not crowd.done()  # the 4 admitted still wait for the writer
+        assert [answer.status for answer in long.result()] == [200] * BOUND
         answers = crowd.result()
         assert len(answers) == CROWD
         assert [answer.status for answer in answers].count(200) == BOUND

@@ -4,7 +4,8 @@
 (:mod:`pythonhosted.web.shell`) adds ``/_health``, ``/metrics``, counting and the rest.
 
 Answers are computed in a worker thread of the app's own (:mod:`pythonhosted.threads`,
-``max_pending + 1`` threads, at most 32, so they never hold asyncio's default pool, which
+one pool per lane, :mod:`.lanes`: ``max_pending`` threads for quick answers, one more for
+long ones, at most 32 each, so they never hold asyncio's default pool, which
 the other services of ``serve`` need for their short I/O; once the warehouse is open, each
 waits for one of the process's few turns at running Python, so a crowd of answers does not
 starve the event loop of the GIL) on a connection from
@@ -30,9 +31,12 @@ Concurrent requests for one answer that is not cached share one computation: eac
 makes every cached answer stale at once, and a popular badge asked by a thousand clients in
 that moment would otherwise be computed a thousand times.
 
-At most ``stats_web.max_pending`` answers are computed (or wait for a thread) at once: a
-cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of distinct
-cold questions cannot queue without bound. Cached answers, requests that join a computation
+At most ``stats_web.max_pending`` answers of each lane are computed (or wait for a thread)
+at once: a cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of
+distinct cold questions cannot queue without bound. Long answers (pages, breakdowns,
+compares) have their own threads and admission and run their Python in one of the process's
+two turns only, so the quick ones (badges, pypistats' ``recent`` and ``overall``) never
+queue behind them (:mod:`.lanes`). Cached answers, requests that join a computation
 in flight, ``/_health`` and ``/metrics`` are never shed.
 
 After each publish, the most downloaded projects' answers are computed in the background,
@@ -61,7 +65,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
-from pythonhosted.stats_web import api, badges, data, pages, shedding
+from pythonhosted.stats_web import api, badges, data, lanes, pages, shedding
 from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
@@ -125,7 +129,7 @@ CORS: Headers = [
 HTML = pages.HTML
 SVG = badges.SVG
 IN_FLIGHT_TTL = 30.0
-MAX_THREADS = 32  # answers computing at once, whatever max_pending admits
+MAX_THREADS = 32  # answers of a lane computing at once, whatever max_pending admits
 Build = Callable[[Connection, api.Context], tuple[int, bytes, bytes]]
 
 
@@ -181,13 +185,15 @@ class StatsWebApp(Service):
         self._computing: Coalescer[tuple[object, ...], tuple[Answer, Version | None]] = Coalescer(
             abandon=True
         )
-        self.admission = Admission(options.max_pending)  # computations at once
+        self.admission = Admission(options.max_pending)  # computations at once, per lane
         # Its own threads (pythonhosted.threads): answers computing or waiting for a
-        # writer never hold those the other services' short I/O needs. One per admitted
-        # computation and one for a pre-warm's (one at a time), at most as many as asyncio's
-        # default pool had: past that, answers queue for a thread, and one every client left
-        # is never computed.
+        # writer never hold those the other services' short I/O needs. A pool per lane
+        # (.lanes), so no long answer holds a thread a quick one waits for: one per admitted
+        # computation, and for the long lane one more for a pre-warm's (one at a time), at
+        # most as many as asyncio's default pool had: past that, answers queue for a thread,
+        # and one every client left is never computed.
         self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
+        self.quick_workers = Workers("stats-web-quick", min(options.max_pending, MAX_THREADS))
         # The data version read has a thread of its own (one read at a time): every request,
         # cached answers' too, waits for it, so it must never queue behind answers (or a
         # pre-warm's) that wait up to read_wait for a warehouse writer.
@@ -212,6 +218,7 @@ class StatsWebApp(Service):
             hooks=[
                 (_freeze_survivors, _unfreeze),
                 self.workers.hooks,
+                self.quick_workers.hooks,
                 self.version_reader.hooks,
                 (self._start_prewarm, self._stop_prewarm),
             ],
@@ -237,7 +244,7 @@ class StatsWebApp(Service):
         )
         computing = Gauge(
             "stats_web_answers_computing",
-            "Answers being computed or waiting for a thread (at most max_pending).",
+            "Answers being computed or waiting for a thread (at most max_pending a lane).",
             registry=self.registry,
         )
         computing.set_function(lambda: len(self.admission))
@@ -265,7 +272,7 @@ class StatsWebApp(Service):
 
     async def top_projects(self, count: int) -> list[str]:
         def top() -> list[str]:
-            with self._reading() as con, self._turn():
+            with self._reading() as con, self._turn(long=True):
                 end = last_complete_day()
                 return [name for name, _ in data.top(con, 30, end, count, Filters())]
 
@@ -430,7 +437,7 @@ class StatsWebApp(Service):
             if cached is not None:
                 self.cache_hits.inc()
                 return cached
-        with self.admission.admitted(key):
+        with self.admission.admitted(key, long=lanes.is_long(str(key[0]))):
             computing = self._computing.run(key, lambda: self._kept(key, build, self.computed))
             answer, _ = await while_present(receive, computing)
         return answer
@@ -475,14 +482,21 @@ class StatsWebApp(Service):
         self, key: tuple[object, ...], build: Build, counter: Counter
     ) -> tuple[Answer, Version | None]:
         in_flight = await self._oldest_in_flight()
+        long = lanes.is_long(str(key[0]))
+        workers = self.workers if long else self.quick_workers
         # cancelled while queued for a thread (every client gone), it is never computed
-        return await self.workers.run(self._compute, key, build, in_flight, counter)
+        return await workers.run(self._compute, key, build, in_flight, long, counter)
 
     def _compute(
-        self, key: tuple[object, ...], build: Build, in_flight: datetime | None, counter: Counter
+        self,
+        key: tuple[object, ...],
+        build: Build,
+        in_flight: datetime | None,
+        long: bool,
+        counter: Counter,
     ) -> tuple[Answer, Version | None]:
-        """In a worker thread: the answer, and the data version it belongs to (counted by
-        ``counter``: a visitor's, or a pre-warm's)."""
+        """In a worker thread: the answer (a ``long`` one's in a long turn), and the data
+        version it belongs to (counted by ``counter``: a visitor's, or a pre-warm's)."""
         counter.inc()
         if not self._available():
             message = "no downloads have been published yet"
@@ -492,7 +506,7 @@ class StatsWebApp(Service):
             return self._plain(503, pages.error("No data yet", message.capitalize()), HTML), None
         signature = self.version.signature()
         try:
-            with self._reading() as con, self._turn():
+            with self._reading() as con, self._turn(long=long):
                 stale = signature != self.version.signature_seen
                 version = self.version.refresh(con, signature) if stale else self.version.current
                 if self.version.outdated is not None:
@@ -545,11 +559,12 @@ class StatsWebApp(Service):
             server = self._server
         yield server
 
-    def _turn(self) -> contextlib.AbstractContextManager[None]:
+    def _turn(self, *, long: bool) -> contextlib.AbstractContextManager[None]:
         """Taken once the warehouse is open: a turn at running Python for an answer computed
-        here, by DuckDB or chDB (:func:`pythonhosted.threads.computing`); none for a ClickHouse
-        server's, which waits on the network, so a slow server holds no other answer up."""
-        return computing() if self.path is not None else contextlib.nullcontext()
+        here, by DuckDB or chDB (:func:`pythonhosted.threads.computing`; a ``long`` answer's
+        one of the long turns); none for a ClickHouse server's, which waits on the network,
+        so a slow server holds no other answer up."""
+        return computing(long=long) if self.path is not None else contextlib.nullcontext()
 
     def _plain(self, status: int, body: bytes, kind: bytes, version: int = -1) -> Answer:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -42,8 +42,12 @@ class Busy(Exception):
 
 class Admission:
     """The questions being answered and how many requests wait on each: a new question
-    past ``limit`` of them is refused (:class:`Busy`); joining one in flight always goes
-    ahead, since it adds no work.
+    past ``limit`` of them in its lane (:mod:`.lanes`: long or quick) is refused
+    (:class:`Busy`); joining one in flight always goes ahead, since it adds no work.
+
+    A lane each, so that long answers filling their ``limit`` never shed a quick one: with
+    one count for both, 16 cold pages under way right after a publish turned every badge
+    and revalidation away.
 
     Counted here, at the moment of each request's check, rather than read from the
     coalescer's table of computations: a computation enters that table when its task
@@ -56,30 +60,33 @@ class Admission:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._waiting: dict[Hashable, int] = {}
+        # per lane (long?): each question's waiting requests
+        self._waiting: dict[bool, dict[Hashable, int]] = {False: {}, True: {}}
         self.idle = asyncio.Event()  # set while no question is being answered
         self.idle.set()
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting[False]) + len(self._waiting[True])
 
     @contextmanager
-    def admitted(self, key: Hashable) -> Iterator[None]:
-        """The request waits for ``key``'s answer inside the block (Busy: not admitted)."""
-        waiting = self._waiting.get(key, 0)
-        if not waiting and len(self._waiting) >= self.limit:
+    def admitted(self, key: Hashable, *, long: bool) -> Iterator[None]:
+        """The request waits for ``key``'s answer (in the ``long`` lane or the quick one)
+        inside the block (Busy: not admitted)."""
+        lane = self._waiting[long]
+        waiting = lane.get(key, 0)
+        if not waiting and len(lane) >= self.limit:
             raise Busy
-        self._waiting[key] = waiting + 1
+        lane[key] = waiting + 1
         self.idle.clear()
         try:
             yield
         finally:
-            left = self._waiting[key] - 1
+            left = lane[key] - 1
             if left:
-                self._waiting[key] = left
+                lane[key] = left
             else:
-                del self._waiting[key]
-                if not self._waiting:
+                del lane[key]
+                if not len(self):
                     self.idle.set()
 
 
