@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.boundedlog import BoundedLog
-from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
+from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter, NoRoom
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry, cache_key
 from pythonhosted.camo.cache.freshness import Freshness, freshness
 from pythonhosted.camo.cache.store import CacheStore, Hit
@@ -128,6 +128,9 @@ class Fill:
             return
         try:
             self._writer.write(chunk)
+        except NoRoom:  # the other bodies being stored hold the budget: relayed, not kept
+            self.abort()
+            return
         except OSError as exc:
             self._failed(exc)
             return
@@ -157,6 +160,9 @@ class Fill:
         )
         try:
             self._writer.commit(entry)
+        except NoRoom:
+            self.abort()
+            return
         except OSError as exc:
             self._failed(exc)
             return
