@@ -1,16 +1,23 @@
 """The disk tier at production shape, through its Python API: its byte bound while many
-bodies are written at once, the slots an earlier start left, the accounting after a restart."""
+bodies are written at once, the slots an earlier start left, the accounting after a restart,
+serving while a large index is read."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from pythonhosted.camo.cache import layer
 from pythonhosted.camo.cache.disk import BLOCK, DiskTier, DiskWriter, NoRoom
 from pythonhosted.camo.cache.entry import Entry
+from pythonhosted.camo.cache.layer import CachePolicy, ImageCache
+from pythonhosted.camo.cache.store import CacheStore
+from pythonhosted.camo.metrics import CamoMetrics
 
 
 def _entry(key: str, writer: DiskWriter) -> Entry:
@@ -130,3 +137,39 @@ def test_a_restart_charges_what_the_disk_holds(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob(".tmp-*"))
     assert again.bytes == _on_disk(tmp_path) == counted - 8 * BLOCK
     assert len(again) == 50
+
+
+class _GatedDisk(DiskTier):
+    """A disk tier whose index takes as long as the test says (a million entries' worth)."""
+
+    def __init__(self, root: Path, gate: threading.Event) -> None:
+        super().__init__(root, max_bytes=1_000_000)
+        self._gate = gate
+
+    def open(self) -> None:
+        self._gate.wait(20)
+        super().open()
+
+
+def test_requests_are_served_uncached_while_a_large_index_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start indexed the whole disk tier before serving, and every request waited for it:
+    a million entries kept camo from answering anything for 10-30 s. Now a start waits for
+    the index up to INDEX_WAIT, then requests are served uncached until it is read."""
+    monkeypatch.setattr(layer, "INDEX_WAIT", 0.2)
+    gate = threading.Event()
+    policy = CachePolicy(default_ttl=60, max_ttl=600, stale_if_error=60, object_max_bytes=10**6)
+    cache = ImageCache(CacheStore(_GatedDisk(tmp_path, gate), 10**6, 10**5), policy, CamoMetrics())
+
+    async def scenario() -> list[bool]:
+        try:
+            async with asyncio.timeout(10):
+                seen = [await cache.available(), await cache.available()]
+                gate.set()
+                await cache.indexed()
+                return [*seen, await cache.available()]
+        finally:
+            gate.set()
+
+    assert asyncio.run(scenario()) == [False, False, True]

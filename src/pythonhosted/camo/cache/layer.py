@@ -16,6 +16,7 @@ stores nothing (docs/camo.md, "Clients that leave").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -46,6 +47,9 @@ VALIDATORS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"}
 _REVALIDATORS = ((b"etag", "If-None-Match"), (b"last-modified", "If-Modified-Since"))
 #: body bytes a hit from a file sends between two turns of the event loop (see ``_send``)
 TURN_BYTES = 16 * READ_CHUNK
+#: how long a start waits for the disk tier's index before serving (uncached meanwhile): a
+#: million entries take 10-30 s to index on a loaded machine, and camo must not be down then
+INDEX_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,7 @@ class ImageCache:
         self._deleting: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Exchange] = {}
         self._opening: asyncio.Task[None] | None = None
+        self._wait_until = 0.0  # loop time: requests stop waiting for the index then
         # While an upstream is down every view of its images is served stale: bounded.
         summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
         self._stale_log = BoundedLog(log, summary, "stale")
@@ -237,19 +242,41 @@ class ImageCache:
 
     async def available(self) -> bool:
         """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
-        once, at start-up or by the first request, which waits for it; if every slot is taken
-        by another process, camo serves uncached and says so in the log)."""
-        if self._opening is None:
-            self._opening = asyncio.ensure_future(self._open())
-        if not self._opening.done():
-            await asyncio.shield(self._opening)
+        once, in a thread, from start-up, which waits up to INDEX_WAIT for it; requests are
+        served uncached while the index of a large cache is still being read, and always if
+        every slot is taken by another process, which the log says)."""
+        opening = self._opening
+        loop = asyncio.get_running_loop()
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._open())
+            self._wait_until = loop.time() + INDEX_WAIT
+        if not opening.done():
+            left = self._wait_until - loop.time()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await asyncio.shield(opening)
+            if not opening.done():
+                return False
         return self.store.disk.opened
 
+    async def indexed(self) -> None:
+        """Wait until the disk tier's index is read (a purge must not race the reading)."""
+        await self.available()
+        if self._opening is not None and not self._opening.done():
+            await asyncio.shield(self._opening)
+
     async def _open(self) -> None:
+        started = time.monotonic()
         try:
             await asyncio.to_thread(self.store.disk.open)
         except OSError as exc:
             log.error("camo cache off: %s", exc)
+            return
+        took = time.monotonic() - started
+        if took >= INDEX_WAIT:
+            disk = self.store.disk
+            log.info("camo cache: indexed %d entries of %s in %.1f s", len(disk), disk.dir, took)
 
     async def serve(
         self,
