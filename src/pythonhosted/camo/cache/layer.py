@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.boundedlog import BoundedLog
-from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter, NoRoom
+from pythonhosted.camo.cache.disk import DiskWriter, NoRoom
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry, cache_key
 from pythonhosted.camo.cache.freshness import Freshness, freshness
 from pythonhosted.camo.cache.store import CacheStore, Hit
@@ -45,8 +45,6 @@ UPSTREAM_FAILURES = frozenset({"upstream_5xx", "upstream", "connect", "dns", "ti
 CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 VALIDATORS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
 _REVALIDATORS = ((b"etag", "If-None-Match"), (b"last-modified", "If-Modified-Since"))
-#: body bytes a hit from a file sends between two turns of the event loop (see ``_send``)
-TURN_BYTES = 16 * READ_CHUNK
 #: how long a start waits for the disk tier's index before serving (uncached meanwhile): a
 #: million entries take 10-30 s to index on a loaded machine, and camo must not be down then
 INDEX_WAIT = 2.0
@@ -453,25 +451,12 @@ class ImageCache:
         else:
             assert hit.file is not None
             # Read and sent only while the client is there. Once it has left, granian's send
-            # drops what it is given without ever suspending, so the loop never turned to
-            # hear of the departure and the file was read to its end for nobody: a turn
-            # every TURN_BYTES lets the watch hear it (the task is then cancelled).
+            # drops what it is given without ever suspending; the file's pieces let the loop
+            # turn, so the watch hears of it and cancels the task.
             task = asyncio.current_task()
             assert task is not None
             relay.presence.watch(task)
-            left = entry.length
-            since_turn = 0
-            while left:
-                chunk = hit.file.read(min(READ_CHUNK, left))
-                if not chunk:
-                    break  # the file was verified: only a disk failure gets here
-                left -= len(chunk)
-                await relay.body(chunk, last=not left)
-                since_turn += len(chunk)
-                if since_turn >= TURN_BYTES and left:
-                    since_turn = 0
-                    await asyncio.sleep(0)
-            await relay.end()
+            await relay.file(hit.file.fileno(), entry.length)
         self.metrics.counts.cache_bytes_served += entry.length
         return 200
 
