@@ -17,8 +17,8 @@ import httpx
 
 from pythonhosted.camo import sign_url
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.memory import resident, settled, slow_readers
-from support.processes import started, wait_until
+from support.memory import back_after, resident, settled, slow_readers
+from support.processes import started
 
 if TYPE_CHECKING:
     from conftest import Upstream
@@ -73,8 +73,6 @@ def test_slow_readers_of_a_large_cached_image_hold_little(
         try:
             loaded = max(_read_slowly(readers, camo.pid) for _ in range(ROUNDS))
         finally:
-            for sock in readers:
-                sock.close()
-        back = wait_until(lambda: (now := resident(camo.pid)) <= idle * BACK_TO_IDLE and now)
+            back = back_after(readers, camo.pid, idle, BACK_TO_IDLE)
     assert (loaded - idle) / READERS < PER_CONNECTION_LIMIT
     assert back <= idle * BACK_TO_IDLE

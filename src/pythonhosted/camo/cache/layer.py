@@ -185,7 +185,7 @@ class Fill:
 class _Exchange:
     """The one upstream exchange under way for a key, and the requests waiting for it."""
 
-    __slots__ = ("done", "fill", "followers", "leader")
+    __slots__ = ("done", "fill", "followers", "leader", "stale")
 
     def __init__(self, leader: Presence, fill: Fill | None) -> None:
         self.done: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
@@ -193,6 +193,7 @@ class _Exchange:
         self.leader = leader  # the client of the request making the exchange
         self.fill = fill
         self.followers = 0  # requests waiting for it whose clients are still there
+        self.stale = False  # upstream failed and the stale entry stands in (for them too)
 
     def wanted(self) -> bool:
         """Whether the exchange should go on once its own client has left: while others wait
@@ -376,6 +377,7 @@ class ImageCache:
                     reason,
                 )
                 self._count("stale")
+                exchange.stale = True
                 done.set_result(hit.entry)
                 return await self._send(hit, request, b"STALE")
             done.set_exception(exc if isinstance(exc, Refused) else _shared(exc))
@@ -422,8 +424,9 @@ class ImageCache:
             if hit is None and entry.body is not None:
                 hit = Hit(entry)
             if hit is not None:
+                tag = b"STALE" if exchange.stale else b"HIT"
                 try:
-                    return await self._send(hit, request, b"HIT")
+                    return await self._send(hit, request, tag)
                 finally:
                     hit.close()
         return await self._fetch_uncached(request)
