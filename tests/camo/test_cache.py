@@ -281,9 +281,7 @@ def test_requests_that_waited_for_a_failed_revalidation_are_tagged_stale(
 
             async def burst() -> list[tuple[int, str, bytes]]:
                 async with httpx.AsyncClient(timeout=30) as client:
-                    answers = await asyncio.gather(
-                        *(client.get(camo.url(url)) for _ in range(20))
-                    )
+                    answers = await asyncio.gather(*(client.get(camo.url(url)) for _ in range(20)))
                 return [(a.status_code, a.headers["x-camo-cache"], a.content) for a in answers]
 
             answers = asyncio.run(burst())
