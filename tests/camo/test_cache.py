@@ -69,14 +69,14 @@ class Host:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.hits[name] += 1
         self.seen[name] = headers
+        if "delay" in query:
+            await asyncio.sleep(float(query["delay"]))
         if name in self.failing:
             await _answer(send, 503, [], b"down")
             return
         if name in self.gone:
             await _answer(send, 404, [], b"gone")
             return
-        if "delay" in query:
-            await asyncio.sleep(float(query["delay"]))
         sent = [(b"content-type", b"image/png")]
         for key, header in QUERY_HEADERS:
             if key in query:
@@ -264,6 +264,31 @@ def test_stale_if_error(cached: Callable[..., Any], host: Host) -> None:
             wait_until(lambda: camo.get(url).status_code == 502)
         finally:
             host.failing.discard(name)
+
+
+def test_requests_that_waited_for_a_failed_revalidation_are_tagged_stale(
+    cached: Callable[..., Any], host: Host
+) -> None:
+    """Requests arriving while a stale entry is revalidated wait for that one exchange; when
+    upstream fails and the stale image stands in, they were sent it tagged ``HIT``, as if it
+    were fresh."""
+    name = unique()
+    url = host.url(name, cc="max-age=0", delay="0.5")
+    with cached(cache_stale_if_error="60s") as camo:
+        camo.get(url)
+        host.failing.add(name)
+        try:
+
+            async def burst() -> list[tuple[int, str, bytes]]:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    answers = await asyncio.gather(*(client.get(camo.url(url)) for _ in range(20)))
+                return [(a.status_code, a.headers["x-camo-cache"], a.content) for a in answers]
+
+            answers = asyncio.run(burst())
+        finally:
+            host.failing.discard(name)
+    assert Counter((status, tag) for status, tag, _ in answers) == {(200, "STALE"): 20}
+    assert {body for _, _, body in answers} == {image(20_000, name)}
 
 
 def test_must_revalidate_is_never_served_stale(camo: Camo, host: Host) -> None:

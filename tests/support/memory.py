@@ -50,3 +50,10 @@ def slow_readers(bind: Bind, path: str, count: int) -> list[socket.socket]:
     for sock in readers:
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     return readers
+
+
+def back_after(readers: list[socket.socket], pid: int, idle: int, factor: float) -> int:
+    """Close ``readers``; the resident size once it is back within ``factor`` of ``idle``."""
+    for sock in readers:
+        sock.close()
+    return wait_until(lambda: (now := resident(pid)) <= idle * factor and now)

@@ -114,7 +114,8 @@ class CamoApp(Service):
     async def _startup(self) -> None:
         self.upstream()
         if self.cache is not None:
-            await self.cache.available()  # claims a disk slot and indexes it before serving
+            # claims a disk slot and indexes it: serving waits for that, up to INDEX_WAIT
+            await self.cache.available()
 
     async def _handle(self, request: Request, receive: Receive, send: Send) -> None:
         # the proxy answers its own errors, with camo's headers

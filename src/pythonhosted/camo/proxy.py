@@ -301,6 +301,7 @@ class Proxy:
         if secret is None or not hmac.compare_digest(token.strip().encode(), secret):
             raise Refused(403, "purge", "purge credential refused")
         url = self._verify(scope["path"], scope.get("query_string", b""))
+        await self._cache.indexed()
         try:
             dropped = self._cache.purge(url)
         except OSError as exc:  # the journal's disk is full: the other workers would not know

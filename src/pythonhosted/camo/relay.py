@@ -16,11 +16,18 @@ sending would only cost CPU. A body chunk then raises
 
 from __future__ import annotations
 
+import asyncio
+
 from pythonhosted.camo.errors import Refused
 from pythonhosted.web.departure import Presence
+from pythonhosted.web.objects import send_file
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.shell import CutShort
 from pythonhosted.web.types import Headers, Message, Receive, Send
+
+#: a cached image's pieces while its client has not shown it reads fast (all of an image's,
+#: in practice: see :func:`~pythonhosted.web.objects.send_file`)
+FILE_PIECE = 16 * 1024
 
 
 class CutOff(CutShort):
@@ -83,6 +90,27 @@ class Relay:
         self.body_bytes += len(chunk)
         self._ended = last
         await self._send({"type": "http.response.body", "body": chunk, "more_body": not last})
+
+    async def file(self, descriptor: int, length: int) -> None:
+        """The whole body from an open file's first ``length`` bytes, paced to the client as
+        the files edge paces a local file (:func:`~pythonhosted.web.objects.send_file`):
+        small pieces until it shows it reads fast: 300 slow readers each had ~490 KB held for
+        them in the server when 64 KB messages went out as fast as granian queued them, ~150
+        KB now (5,000 clients of one 1 MB image: 1.8 GB, now 430 MB). The caller watches for
+        the client leaving (the task is then cancelled; the pieces let the loop turn for
+        that). CutOff if the file fails."""
+        if self._head:
+            return
+        await self._flush()
+        self._ended = True
+        never = asyncio.get_running_loop().create_future()  # departure cancels the task instead
+        try:
+            await send_file(self._send, descriptor, 0, length, never, FILE_PIECE)
+        except OSError as exc:
+            raise CutOff(f"cache file failed mid-body: {exc}") from None
+        finally:
+            never.cancel()
+        self.body_bytes += length
 
     async def end(self) -> None:
         if not self._ended and not self.gone:

@@ -11,7 +11,7 @@ that decides 304, 206 or 416, and how the bytes go out:
   shown it reads fast (:func:`_send_pieces`);
 - other local files are read with ``pread`` on the loop: a small range in one read (a
   page-cache read of a few KB costs less than a thread hop; installers' suffix reads of wheel
-  directories are exactly this), anything larger as a paced stream (:func:`_send_file`);
+  directories are exactly this), anything larger as a paced stream (:func:`send_file`);
 - everything else streams from the store.
 
 Reading fails before the head is sent (the caller answers 404 or 503); a store failing
@@ -49,7 +49,7 @@ KEEPS_UP = 512 * 1024  # bytes/s: a client taking pieces slower gets small piece
 PACE = 0.1  # seconds: past the small pieces, a piece is at most what the client takes in this
 NOT_SLOW = 0.25  # seconds: a piece taken within this is never slow (the loop's turn under load)
 # A file streamed from disk: small pieces until the client has shown it keeps up (see
-# _send_file), then large ones.
+# send_file), then large ones.
 FILE_PIECE_SLOW = 4 * 1024
 FILE_PIECE_FAST = 256 * 1024
 FILE_RAMP_BYTES = 8 * 2**20
@@ -269,7 +269,7 @@ class ObjectResponder:
                 if on_body is not None:
                     on_body(request, obj)
                 with _departure(request.receive) as gone:
-                    await _send_file(send, descriptor, start, end, gone)
+                    await send_file(send, descriptor, start, end, gone)
             finally:
                 os.close(descriptor)
             return
@@ -513,8 +513,13 @@ def _departure(receive: Receive | None) -> Iterator[asyncio.Future[None]]:
         watcher.cancel()
 
 
-async def _send_file(
-    send: Send, descriptor: int, start: int, end: int, gone: asyncio.Future[None]
+async def send_file(
+    send: Send,
+    descriptor: int,
+    start: int,
+    end: int,
+    gone: asyncio.Future[None],
+    slow_piece: int = FILE_PIECE_SLOW,
 ) -> None:
     """Bytes ``[start, end)`` of an open local file, read with ``pread`` piece by piece.
 
@@ -526,7 +531,9 @@ async def _send_file(
     client's queue filling up: on loopback the kernel alone takes the first ~4 MB of any
     client at once, so only a client that keeps reading past that proves it is fast.
     ``FULL_QUEUE_SENDS`` sends in a row that found the queue full make pieces small again
-    until the client proves itself anew.
+    until the client proves itself anew. (camo's cached images, 256 KB to 5 MB, never reach
+    the ramp: ``slow_piece`` 16 KB costs them a third of the CPU of 4 KB pieces, for ~100 KB
+    per slow connection.)
 
     A full queue is what granian's ``send`` says: it returns a pending future only when the
     message must wait for room (otherwise an awaitable that is already done). How long a send
@@ -548,7 +555,7 @@ async def _send_file(
             pause_at = offset + PAUSE_BYTES
         if gone.done():
             return
-        size = min(FILE_PIECE_FAST if fast else FILE_PIECE_SLOW, end - offset)
+        size = min(FILE_PIECE_FAST if fast else slow_piece, end - offset)
         piece = os.pread(descriptor, size, offset)
         if len(piece) != size:
             raise OSError(f"short read at {offset}: the file shrank")

@@ -12,8 +12,14 @@ half-written by a power cut would be served. Here:
   share of the byte budget: the bound holds however many workers run, and no two processes
   ever write the same files;
 - the index (key -> bytes charged) lives in memory, least recently used first; it is rebuilt
-  at start from the files (oldest modification first), and every entry charges at least one
-  4 KB block, so the number of entries, and the index's memory, is bounded too;
+  at start from the files (oldest modification first), and every entry charges its size in
+  whole 4 KB blocks, as the disk holds it, so the number of entries, and the index's memory
+  (about 300 bytes an entry), is bounded too;
+- a body being written is charged as it grows, older entries evicted to make room for it: the
+  bound holds at every moment, however many images are being stored at once (a temporary file
+  the budget has no room for is given up, the image relayed without being kept);
+- a slot that a start with fewer workers no longer claims is emptied by the first process to
+  start, so its files do not hold disk outside every budget;
 - a file is written under a temporary name and renamed into place once complete; its footer
   and checksum (:mod:`.entry`) are verified before the first use after a start, so a crash at
   any moment never leads to a cut or damaged image being served (an unfinished file has no
@@ -27,6 +33,8 @@ import fcntl
 import itertools
 import logging
 import os
+import re
+import shutil
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 BLOCK = 4096  # the least an entry is charged: a file costs a block however small
 READ_CHUNK = 64 * 1024
 _TEMP_PREFIX = ".tmp-"
+_SLOT_DIR = re.compile(r"slot-(\d+)")
 _counter = itertools.count()
 
 
@@ -47,7 +56,17 @@ class CacheDirBusy(OSError):
     """Every slot of the cache directory is held by another process."""
 
 
-@dataclass
+class NoRoom(Exception):
+    """The budget cannot hold a body being written, even with every other entry evicted
+    (the bodies being written at the same time hold the rest)."""
+
+
+def charge(size: int) -> int:
+    """The bytes a file of ``size`` holds on disk: whole blocks, at least one."""
+    return max(BLOCK, -(-size // BLOCK) * BLOCK)
+
+
+@dataclass(slots=True)  # a million entries: no per-record __dict__
 class _Record:
     charge: int
     verified: bool  # checksum checked (or written by this process)
@@ -60,7 +79,8 @@ class DiskTier:
         self.max_bytes = max_bytes // max(1, slots)
         self._slots = max(1, slots)
         self._index: OrderedDict[str, _Record] = OrderedDict()
-        self.bytes = 0
+        self.bytes = 0  # entries' charges, and what the bodies being written hold
+        self._writing = 0  # of which the bodies being written
         self.damaged = 0  # entries found damaged and dropped
         self.evictions = 0
         self._lock: BinaryIO | None = None
@@ -85,7 +105,24 @@ class DiskTier:
         else:
             raise CacheDirBusy(f"cache dir {self.root}: all {self._slots} slot(s) are in use")
         self.dir.mkdir(exist_ok=True)
+        self._empty_unclaimed_slots()
         self._scan()
+
+    def _empty_unclaimed_slots(self) -> None:
+        """Delete the slots beyond this start's count (an earlier start had more workers):
+        no process of this count will ever claim them, and their files would stay on disk
+        outside every slot's share. One still locked is in use by an older process."""
+        for path in self.root.iterdir():
+            match = _SLOT_DIR.fullmatch(path.name)
+            if match is None or int(match[1]) < self._slots or not path.is_dir():
+                continue
+            with (self.root / f"slot-{match[1]}.lock").open("ab") as lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("camo cache: emptied %s (no worker of this start claims it)", path)
 
     @property
     def opened(self) -> bool:
@@ -110,9 +147,11 @@ class DiskTier:
                 except FileNotFoundError:
                     continue
                 found.append((stat.st_mtime, path.name, stat.st_size))
-        for _, key, size in sorted(found):
-            self._index[key] = _Record(max(size, BLOCK), verified=False)
-            self.bytes += max(size, BLOCK)
+        found.sort()
+        for _, key, size in found:
+            self._index[key] = _Record(charge(size), verified=False)
+            self.bytes += charge(size)
+        del found
         self._evict()
 
     # -- reading --
@@ -192,13 +231,26 @@ class DiskTier:
     def writer(self, key: str) -> DiskWriter:
         return DiskWriter(self, key)
 
-    def _commit(self, key: str, temp: Path, size: int) -> None:
+    def _reserve(self, more: int) -> None:
+        """Charge ``more`` bytes for a body being written, evicting the least recently used
+        entries to make room; NoRoom (nothing charged) if even that cannot."""
+        if self._writing + more > self.max_bytes:  # not even with every entry evicted
+            raise NoRoom(f"no room in {self.max_bytes} bytes for {more} more")
+        self.bytes += more
+        self._writing += more
+        self._evict()
+
+    def _release(self, held: int) -> None:
+        self.bytes -= held
+        self._writing -= held
+
+    def _commit(self, key: str, temp: Path, held: int) -> None:
+        """Put a finished file in place; ``held`` is what its writer charged (its size)."""
         final = self.path(key)
         os.replace(temp, final)
-        self._forget(key)
-        self._index[key] = _Record(max(size, BLOCK), verified=True)
-        self.bytes += max(size, BLOCK)
-        self._evict(keep=key)
+        self._forget(key)  # the old file's bytes were freed by the replace
+        self._writing -= held  # the entry's charge from now on
+        self._index[key] = _Record(held, verified=True)
 
     def refresh(self, key: str, entry: Entry) -> None:
         """Remember newer freshness for an entry (a 304); the file keeps its body."""
@@ -219,7 +271,7 @@ class DiskTier:
         unknown); the files to delete, left to the caller, off the event loop."""
         doomed = [self.path(key) for key in self._index]
         self._index.clear()
-        self.bytes = 0
+        self.bytes = self._writing
         return doomed
 
     def drop_damaged(self, key: str) -> None:
@@ -232,20 +284,16 @@ class DiskTier:
         if record is not None:
             self.bytes -= record.charge
 
-    def _evict(self, keep: str | None = None) -> None:
+    def _evict(self) -> None:
         while self.bytes > self.max_bytes and self._index:
-            key = next(iter(self._index))
-            if key == keep:
-                if len(self._index) == 1:
-                    break
-                self._index.move_to_end(key)
-                continue
-            self.drop(key)
+            self.drop(next(iter(self._index)))
             self.evictions += 1
 
 
 class DiskWriter:
-    """A body being written to a temporary file, renamed into place by :meth:`commit`."""
+    """A body being written to a temporary file, renamed into place by :meth:`commit`;
+    charged to the tier's budget as it grows (NoRoom from :meth:`write` or :meth:`commit` when
+    the budget cannot hold it: :meth:`abort` then)."""
 
     def __init__(self, tier: DiskTier, key: str) -> None:
         self._tier = tier
@@ -256,9 +304,18 @@ class DiskWriter:
         self._file: BinaryIO | None = self._temp.open("wb")
         self.length = 0
         self.crc = 0
+        self._held = 0  # bytes charged to the tier for the file so far
+
+    def _hold(self, size: int) -> None:
+        """Charge the tier for a file of ``size`` bytes, before it grows to that."""
+        needed = charge(size)
+        if needed > self._held:
+            self._tier._reserve(needed - self._held)
+            self._held = needed
 
     def write(self, chunk: bytes) -> None:
         assert self._file is not None
+        self._hold(self.length + len(chunk))
         self._file.write(chunk)
         self.length += len(chunk)
         self.crc = zlib.crc32(chunk, self.crc)
@@ -267,12 +324,13 @@ class DiskWriter:
         """Finish the file with ``entry``'s description and put it in place."""
         assert self._file is not None
         description = entry.describe()
+        self._hold(self.length + len(description) + FOOTER.size)
         self._file.write(description)
         self._file.write(FOOTER.pack(len(description), MAGIC))
-        size = self._file.tell()
         self._file.close()
         self._file = None
-        self._tier._commit(self._key, self._temp, size)
+        self._tier._commit(self._key, self._temp, self._held)
+        self._held = 0  # now the entry's, in the index
 
     def abort(self) -> None:
         """Drop the temporary file (also after a commit that failed before its rename)."""
@@ -280,3 +338,5 @@ class DiskWriter:
             self._file.close()
             self._file = None
         self._temp.unlink(missing_ok=True)
+        self._tier._release(self._held)
+        self._held = 0

@@ -16,6 +16,7 @@ stores nothing (docs/camo.md, "Clients that leave").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pythonhosted.boundedlog import BoundedLog
-from pythonhosted.camo.cache.disk import READ_CHUNK, DiskWriter
+from pythonhosted.camo.cache.disk import DiskWriter, NoRoom
 from pythonhosted.camo.cache.entry import DamagedEntry, Entry, cache_key
 from pythonhosted.camo.cache.freshness import Freshness, freshness
 from pythonhosted.camo.cache.store import CacheStore, Hit
@@ -44,8 +45,9 @@ UPSTREAM_FAILURES = frozenset({"upstream_5xx", "upstream", "connect", "dns", "ti
 CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 VALIDATORS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
 _REVALIDATORS = ((b"etag", "If-None-Match"), (b"last-modified", "If-Modified-Since"))
-#: body bytes a hit from a file sends between two turns of the event loop (see ``_send``)
-TURN_BYTES = 16 * READ_CHUNK
+#: how long a start waits for the disk tier's index before serving (uncached meanwhile): a
+#: million entries take 10-30 s to index on a loaded machine, and camo must not be down then
+INDEX_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ class Fill:
             return
         try:
             self._writer.write(chunk)
+        except NoRoom:  # the other bodies being stored hold the budget: relayed, not kept
+            self.abort()
+            return
         except OSError as exc:
             self._failed(exc)
             return
@@ -157,6 +162,9 @@ class Fill:
         )
         try:
             self._writer.commit(entry)
+        except NoRoom:
+            self.abort()
+            return
         except OSError as exc:
             self._failed(exc)
             return
@@ -177,7 +185,7 @@ class Fill:
 class _Exchange:
     """The one upstream exchange under way for a key, and the requests waiting for it."""
 
-    __slots__ = ("done", "fill", "followers", "leader")
+    __slots__ = ("done", "fill", "followers", "leader", "stale")
 
     def __init__(self, leader: Presence, fill: Fill | None) -> None:
         self.done: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
@@ -185,6 +193,7 @@ class _Exchange:
         self.leader = leader  # the client of the request making the exchange
         self.fill = fill
         self.followers = 0  # requests waiting for it whose clients are still there
+        self.stale = False  # upstream failed and the stale entry stands in (for them too)
 
     def wanted(self) -> bool:
         """Whether the exchange should go on once its own client has left: while others wait
@@ -223,6 +232,7 @@ class ImageCache:
         self._deleting: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Exchange] = {}
         self._opening: asyncio.Task[None] | None = None
+        self._wait_until = 0.0  # loop time: requests stop waiting for the index then
         # While an upstream is down every view of its images is served stale: bounded.
         summary = "camo cache: served stale %d more times in %g s (not logged one by one): %s"
         self._stale_log = BoundedLog(log, summary, "stale")
@@ -231,19 +241,41 @@ class ImageCache:
 
     async def available(self) -> bool:
         """Whether the cache can be used: its disk tier claimed a slot and indexed it (done
-        once, at start-up or by the first request, which waits for it; if every slot is taken
-        by another process, camo serves uncached and says so in the log)."""
-        if self._opening is None:
-            self._opening = asyncio.ensure_future(self._open())
-        if not self._opening.done():
-            await asyncio.shield(self._opening)
+        once, in a thread, from start-up, which waits up to INDEX_WAIT for it; requests are
+        served uncached while the index of a large cache is still being read, and always if
+        every slot is taken by another process, which the log says)."""
+        opening = self._opening
+        loop = asyncio.get_running_loop()
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._open())
+            self._wait_until = loop.time() + INDEX_WAIT
+        if not opening.done():
+            left = self._wait_until - loop.time()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await asyncio.shield(opening)
+            if not opening.done():
+                return False
         return self.store.disk.opened
 
+    async def indexed(self) -> None:
+        """Wait until the disk tier's index is read (a purge must not race the reading)."""
+        await self.available()
+        if self._opening is not None and not self._opening.done():
+            await asyncio.shield(self._opening)
+
     async def _open(self) -> None:
+        started = time.monotonic()
         try:
             await asyncio.to_thread(self.store.disk.open)
         except OSError as exc:
             log.error("camo cache off: %s", exc)
+            return
+        took = time.monotonic() - started
+        if took >= INDEX_WAIT:
+            disk = self.store.disk
+            log.info("camo cache: indexed %d entries of %s in %.1f s", len(disk), disk.dir, took)
 
     async def serve(
         self,
@@ -345,6 +377,7 @@ class ImageCache:
                     reason,
                 )
                 self._count("stale")
+                exchange.stale = True
                 done.set_result(hit.entry)
                 return await self._send(hit, request, b"STALE")
             done.set_exception(exc if isinstance(exc, Refused) else _shared(exc))
@@ -391,8 +424,9 @@ class ImageCache:
             if hit is None and entry.body is not None:
                 hit = Hit(entry)
             if hit is not None:
+                tag = b"STALE" if exchange.stale else b"HIT"
                 try:
-                    return await self._send(hit, request, b"HIT")
+                    return await self._send(hit, request, tag)
                 finally:
                     hit.close()
         return await self._fetch_uncached(request)
@@ -420,25 +454,12 @@ class ImageCache:
         else:
             assert hit.file is not None
             # Read and sent only while the client is there. Once it has left, granian's send
-            # drops what it is given without ever suspending, so the loop never turned to
-            # hear of the departure and the file was read to its end for nobody: a turn
-            # every TURN_BYTES lets the watch hear it (the task is then cancelled).
+            # drops what it is given without ever suspending; the file's pieces let the loop
+            # turn, so the watch hears of it and cancels the task.
             task = asyncio.current_task()
             assert task is not None
             relay.presence.watch(task)
-            left = entry.length
-            since_turn = 0
-            while left:
-                chunk = hit.file.read(min(READ_CHUNK, left))
-                if not chunk:
-                    break  # the file was verified: only a disk failure gets here
-                left -= len(chunk)
-                await relay.body(chunk, last=not left)
-                since_turn += len(chunk)
-                if since_turn >= TURN_BYTES and left:
-                    since_turn = 0
-                    await asyncio.sleep(0)
-            await relay.end()
+            await relay.file(hit.file.fileno(), entry.length)
         self.metrics.counts.cache_bytes_served += entry.length
         return 200
 
