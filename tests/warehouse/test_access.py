@@ -64,9 +64,10 @@ def test_readers_do_not_wait_for_the_closing_writers_checkpoint(tmp_path: Path) 
     ran under the lock every reader needs, so each cold stats-web answer waited for it. Now
     readers go on reading, from the writer's database, while it checkpoints.
 
-    Cannot flake: the close checkpoints ~70 MB of log (hundreds of ms idle, seconds loaded)
-    while a read costs milliseconds, so readers get in dozens of times on any machine; the
-    old code let at most the one read that got the lock before the close did."""
+    The close checkpoints ~70 MB of log (hundreds of ms idle, seconds loaded) while a read
+    costs milliseconds, so readers get in dozens of times on a quiet machine, but as few as
+    3 times at load 8-17 (a helper's suite, session 19): the bound is 2, which the old code
+    never reached (it let at most the one read that got the lock before the close did)."""
     path = tmp_path / "w.duckdb"
     rows = 1_000_000
     writer = access.open_writer(path)
@@ -92,6 +93,6 @@ def test_readers_do_not_wait_for_the_closing_writers_checkpoint(tmp_path: Path) 
             reads_while_closing += not closed.is_set()
     finally:
         closer.join()
-    assert reads_while_closing >= 5
+    assert reads_while_closing >= 2
     with access.reading(path) as reader:  # and the file holds it all once closed
         assert reader.execute("SELECT sum(j) FROM t").fetchone() == expected
