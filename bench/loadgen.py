@@ -6,11 +6,13 @@ processes spend per request does not, so every run reports both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +118,19 @@ def machine() -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, {model}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+
+
+@contextlib.contextmanager
+def busy_loops(count: int, seconds: float = 1800) -> Iterator[None]:
+    """``count`` processes spinning a core each (a loaded machine), each in a group of its
+    own, bounded to ``seconds`` whatever happens to the caller, killed by id at the end."""
+    spin = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    loops = [
+        subprocess.Popen([sys.executable, "-c", spin], start_new_session=True) for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()

@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen import machine
+from loadgen import busy_loops, machine
 
 PYTHON = [sys.executable, "-m", "pythonhosted"]
 PROMPT = 2.0  # s: a request beside the idle crowd
@@ -285,28 +285,6 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
-
-
-@contextlib.contextmanager
-def busy_loops(count: int) -> Iterator[None]:
-    """``count`` processes spinning a core each, bounded to 30 minutes, killed by id."""
-    loops = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import time\nend=time.time()+1800\nwhile time.time()<end: pass",
-            ],
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        yield
-    finally:
-        for loop in loops:
-            loop.kill()
-            loop.wait()
 
 
 # --- HTTP on raw sockets ----------------------------------------------------------------

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import httpx
 
-from loadgen import group_cpu_seconds, machine
+from loadgen import busy_loops, group_cpu_seconds, machine
 from pythonhosted.warehouse.access import close_writer, open_writer
 from pythonhosted.warehouse.rollups import VERSION
 from pythonhosted.web.server import Bind, wait_for_port
@@ -55,7 +54,6 @@ JSON_TOP = 100
 TAIL = range(4000, 5000)  # long-tail projects (the generator's skew: few downloads each)
 SEEN = f"/api/packages/project-{TAIL[-1]}/recent"  # asked once the publish is done
 CROWD_AFTER = 0.25  # seconds between the slow questions and the crowd
-BUSY_SECONDS = 900  # a busy loop's bound, whatever happens to this process
 
 
 @dataclass(frozen=True)
@@ -104,24 +102,6 @@ def revalidated_paths() -> list[str]:
 
 def load() -> str:
     return "load " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-@contextmanager
-def busy_loops(count: int) -> Iterator[None]:
-    """``count`` processes spinning a core each, bounded in time, ended by their PIDs."""
-    loops = [
-        subprocess.Popen(
-            ["timeout", str(BUSY_SECONDS), sys.executable, "-c", "while True: pass"],
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        yield
-    finally:
-        for loop in loops:
-            os.killpg(loop.pid, 15)  # its own group: timeout and its child
-            loop.wait(timeout=30)
 
 
 @contextmanager
@@ -231,7 +211,7 @@ def main() -> None:
     arms = [("reference", args.reference)] if args.reference else []
     arms.append(("this checkout", None))
     print(machine())
-    with busy_loops(args.busy_loops):
+    with busy_loops(args.busy_loops, seconds=900):
         for run in range(args.runs):
             for label, src in arms:
                 burst(args.warehouse, src, f"run {run + 1}, {label}", args)
