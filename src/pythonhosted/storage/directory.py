@@ -199,13 +199,7 @@ class DirectoryStore(Store):
         check_key(prefix + "x")
         directory = self.root / prefix
         try:
-            try:
-                names = await _walked_apart(directory) if large else None
-            except WalkNotStarted as exc:
-                _warn_walking_here(exc)
-                names = None
-            if names is None:
-                names = await asyncio.to_thread(walk.names_below, str(directory))
+            names = await _names_below(directory, large)
         except OSError as exc:
             raise StoreUnavailable(f"{self.label}: {exc}") from exc
         if directory == self.root:
@@ -216,6 +210,17 @@ class DirectoryStore(Store):
 # What the walking process's output is read in: each piece is split into names between two
 # turns of the event loop (a whole million-name output at once held it ~40 ms).
 READ_BYTES = 256 * 1024
+
+
+async def _names_below(directory: Path, large: bool) -> list[str]:
+    """:func:`.walk.names_below`: in a process of its own when ``large`` and one can be
+    started, else in a thread."""
+    if large:
+        try:
+            return await _walked_apart(directory)
+        except WalkNotStarted as exc:
+            _warn_walking_here(exc)
+    return await asyncio.to_thread(walk.names_below, str(directory))
 
 
 class WalkNotStarted(OSError):
