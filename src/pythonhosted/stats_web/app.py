@@ -192,7 +192,7 @@ class StatsWebApp(Service):
         # computation, and for the long lane one more for a pre-warm's (one at a time), at
         # most as many as asyncio's default pool had: past that, answers queue for a thread,
         # and one every client left is never computed.
-        self.workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
+        self.long_workers = Workers("stats-web", min(options.max_pending + 1, MAX_THREADS))
         self.quick_workers = Workers("stats-web-quick", min(options.max_pending, MAX_THREADS))
         # The data version read has a thread of its own (one read at a time): every request,
         # cached answers' too, waits for it, so it must never queue behind answers (or a
@@ -217,7 +217,7 @@ class StatsWebApp(Service):
             security=HEADERS,
             hooks=[
                 (_freeze_survivors, _unfreeze),
-                self.workers.hooks,
+                self.long_workers.hooks,
                 self.quick_workers.hooks,
                 self.version_reader.hooks,
                 (self._start_prewarm, self._stop_prewarm),
@@ -276,7 +276,7 @@ class StatsWebApp(Service):
                 end = last_complete_day()
                 return [name for name, _ in data.top(con, 30, end, count, Filters())]
 
-        return await self.workers.run(top)
+        return await self.long_workers.run(top)
 
     async def warm(self, path: str) -> bool:
         """Compute and cache the answer to ``path`` without parameters, as a visitor's
@@ -483,7 +483,7 @@ class StatsWebApp(Service):
     ) -> tuple[Answer, Version | None]:
         in_flight = await self._oldest_in_flight()
         long = lanes.is_long(str(key[0]))
-        workers = self.workers if long else self.quick_workers
+        workers = self.long_workers if long else self.quick_workers
         # cancelled while queued for a thread (every client gone), it is never computed
         return await workers.run(self._compute, key, build, in_flight, long, counter)
 
