@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from pythonhosted.serve import DESCRIPTOR_WEIGHTS
+from pythonhosted.web.listener import descriptor_shares, raise_open_file_limit, usable_descriptors
 from pythonhosted.web.server import Bind, ServerLimits, free_port, running, wait_for_port
 from pythonhosted.web.types import Receive, Scope, Send
 from support.processes import PYTHONHOSTED, started, wait_until
@@ -110,8 +111,7 @@ def test_ten_thousand_idle_connections_leave_health_answering(
     argv = _service_argv(service, tmp_path, bind)
     env = _env(files=bind if service == "serve" else None)
     if service == "serve":  # its files edge holds its share of the open-file limit
-        share = DESCRIPTOR_WEIGHTS["files"] / sum(DESCRIPTOR_WEIGHTS.values())
-        descriptors = min(descriptors, ServerLimits().within_descriptors(share).max_connections)
+        descriptors = min(descriptors, _serve_shares()["files"])
     with started(argv, env=env, cwd=tmp_path) as process:
         wait_for_port(bind, timeout=60)
         with idle_sockets(bind, descriptors):
@@ -120,6 +120,76 @@ def test_ten_thousand_idle_connections_leave_health_answering(
             wait_until(lambda: _descriptors(process.pid) >= descriptors, timeout=60)
             latencies = [health_latency(bind) for _ in range(20)]
         assert max(latencies) < RESPONSIVE, latencies
+
+
+def _serve_shares() -> dict[str, int]:
+    """The connections each of ``serve``'s servers may hold under this process's limit."""
+    raise_open_file_limit()
+    shares = descriptor_shares(list(DESCRIPTOR_WEIGHTS.values()), usable_descriptors())
+    return {
+        name: ServerLimits().within_descriptors(share).max_connections
+        for name, share in zip(DESCRIPTOR_WEIGHTS, shares, strict=True)
+    }
+
+
+SPREAD = 2_000
+
+
+def test_an_idle_crowd_at_each_of_serves_addresses_leaves_each_answering(
+    tmp_path: Path, descriptors: int
+) -> None:
+    """2,000 silent clients on each of ``serve``'s smaller servers: the open-file limit is
+    split by weight, and by weight alone linehaul could hold 948 connections and the docs
+    and stats web 1,897, so the crowd held their health checks for the head deadline (30 s
+    here). Each server now holds at least ``CONNECTION_FLOOR`` where the limit allows."""
+    shares = _serve_shares()
+    if min(shares.values()) < SPREAD or descriptors < 4 * SPREAD:
+        pytest.skip(f"this open-file limit gives serve's servers {shares}")
+    files = Bind("127.0.0.1", free_port())
+    env = _env(files=files, header_timeout="30")
+    binds = {
+        name: Bind.parse(env[f"PYTHONHOSTED_{name.upper()}__BIND"])
+        for name in ("conveyor", "camo", "linehaul", "stats_web")
+    }
+    argv = _service_argv("serve", tmp_path, files)
+    with started(argv, env=env, cwd=tmp_path) as process, contextlib.ExitStack() as crowds:
+        for bind in (files, *binds.values()):
+            wait_for_port(bind, timeout=60)
+        baseline = _descriptors(process.pid)
+        for bind in binds.values():
+            crowds.enter_context(idle_sockets(bind, SPREAD))
+        # Before the fix the server never took them all (only its shares), for 30 s.
+        wait_until(lambda: _descriptors(process.pid) >= baseline + 4 * SPREAD, timeout=60)
+        latencies = {name: health_latency(bind) for name, bind in binds.items()}
+        assert max(latencies.values()) < RESPONSIVE, latencies
+
+
+def test_servers_in_one_process_share_its_descriptors_by_weight_above_a_floor() -> None:
+    weights = list(DESCRIPTOR_WEIGHTS.values())  # files 12, conveyor 2, camo 3, linehaul 1, stats 2
+    assert [round(share * 18_976) for share in descriptor_shares(weights, 18_976)] == [
+        10_266,
+        2_048,
+        2_566,
+        2_048,
+        2_048,
+    ]
+    # Plenty: by weight alone.
+    assert [round(share * 100_000) for share in descriptor_shares(weights, 100_000)] == [
+        60_000,
+        10_000,
+        15_000,
+        5_000,
+        10_000,
+    ]
+    # Too few for the floor: a sixth each for the small ones, the largest keeps the rest.
+    assert [round(share * 3_072) for share in descriptor_shares(weights, 3_072)] == [
+        1_024,
+        512,
+        512,
+        512,
+        512,
+    ]
+    assert descriptor_shares([1], 500) == [1.0]
 
 
 def _descriptors(pid: int) -> int:

@@ -50,7 +50,10 @@ from pythonhosted.web.listener import (
     ServerLimits,
     claim,
     claim_all,
+    descriptor_shares,
+    raise_open_file_limit,
     report_lowered,
+    usable_descriptors,
 )
 from pythonhosted.web.metrics import SHARED_DIR_ENV
 from pythonhosted.web.types import ASGIApp
@@ -271,11 +274,12 @@ def run(
 
     Every address is claimed before anything is served, so an address in use fails the
     command at once (:class:`ListenError`) rather than after some apps started. Apps in one
-    process share its open-file limit by ``weights`` (default: equally; see
-    :meth:`ServerLimits.within_descriptors`).
+    process share its open-file limit by ``weights`` (default: equally), none below a floor
+    (:func:`~.listener.descriptor_shares`).
     """
-    weights = weights or [1] * len(apps)
-    each = [limits.within_descriptors(weight / sum(weights)) for weight in weights]
+    raise_open_file_limit()
+    shares = descriptor_shares(weights or [1] * len(apps), usable_descriptors())
+    each = [limits.within_descriptors(share) for share in shares]
     early = EarlyStop(SINGLE_PROCESS_STOP_SIGNALS)
     listeners = claim_all([bind for _, bind in apps], limits.backlog, limits.send_timeout)
     report_lowered(limits, [(bind, fitted) for (_, bind), fitted in zip(apps, each, strict=True)])
