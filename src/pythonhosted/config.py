@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -383,6 +384,7 @@ class StatsWebSettings(Section):
     max_pending: int = Field(default=16, ge=1, le=MAX_PENDING)  # computing at once; then 503
     prewarm_projects: int = Field(default=50, ge=0)  # answers made after a publish; 0: none
     prewarm_seconds: Seconds = 60.0  # the most time a pre-warm round takes
+    today: date | None = None  # the UTC day counted as today; default: the clock's
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,7 @@ import duckdb
 import httpx
 import pytest
 
-from pythonhosted.config import Settings, StatsWebSettings
+from pythonhosted.config import Settings
 from pythonhosted.stats_web import app as app_module
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web.answers import Answer, AnswerCache
@@ -31,11 +31,14 @@ from support.locks import lock_holder
 from support.metrics import sample
 from support.processes import PYTHONHOSTED, spawn, started, wait_until
 from support.stats_warehouse import (
+    BUILT_FOR,
     NO_PREWARM,
+    TODAY,
     YESTERDAY,
     Warehouse,
     add_batch,
     admitting,
+    at,
     build,
     event_lines,
     publish,
@@ -130,7 +133,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
     options = {"rate_limit": 3, "rate_window": 60.0, "rate_limit_loopback": True}
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(**options, prewarm_projects=0)}  # type: ignore[arg-type]
+        update={"stats_web": warehouse.settings.stats_web.model_copy(update=options)}
     )
     with running(build_app(settings)) as base:
         answers = [httpx.get(base + RECENT) for _ in range(4)]
@@ -145,9 +148,7 @@ def test_rate_limit_budgets_per_client(tmp_path: Path) -> None:
         assert spoofed.status_code == 429
         assert httpx.get(base + "/static/style.css").status_code == 200  # assets: no budget
     trusted = settings.model_copy(
-        update={
-            "stats_web": StatsWebSettings(**options, trust_proxy_headers=True, prewarm_projects=0)  # type: ignore[arg-type]
-        }
+        update={"stats_web": settings.stats_web.model_copy(update={"trust_proxy_headers": True})}
     )
     with running(build_app(trusted)) as base:
         for address in ("203.0.113.1", "203.0.113.2"):
@@ -172,6 +173,7 @@ def test_a_client_has_one_budget_whatever_the_workers(tmp_path: Path) -> None:
     env = {
         **os.environ,
         **NO_PREWARM,
+        **BUILT_FOR,
         "PYTHONHOSTED_STATS_WEB__WAREHOUSE": f"duckdb://{warehouse.path}",
         "PYTHONHOSTED_STATS_WEB__RATE_LIMIT": "5",
         "PYTHONHOSTED_STATS_WEB__RATE_LIMIT_LOOPBACK": "true",
@@ -214,7 +216,9 @@ def test_flooding_unique_urls_keeps_the_cache_bounded(tmp_path: Path) -> None:
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
         update={
-            "stats_web": StatsWebSettings(cache_entries=50, cache_bytes=20_000, prewarm_projects=0)
+            "stats_web": warehouse.settings.stats_web.model_copy(
+                update={"cache_entries": 50, "cache_bytes": 20_000}
+            )
         }
     )
     app = build_app(settings)
@@ -231,7 +235,9 @@ def test_long_query_strings_count_against_the_cache_budget(tmp_path: Path) -> No
     (and 230 MB of keys for 64 MB)."""
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(cache_bytes=500_000, prewarm_projects=0)}
+        update={
+            "stats_web": warehouse.settings.stats_web.model_copy(update={"cache_bytes": 500_000})
+        }
     )
 
     def computed(base: str) -> float:
@@ -256,7 +262,7 @@ def test_parameters_no_route_reads_neither_compute_nor_evict(tmp_path: Path) -> 
     a budget that holds two answers, a flood of them leaves both cached."""
     warehouse = build(tmp_path, event_lines())
     settings = warehouse.settings.model_copy(
-        update={"stats_web": StatsWebSettings(cache_bytes=6_000, prewarm_projects=0)}
+        update={"stats_web": warehouse.settings.stats_web.model_copy(update={"cache_bytes": 6_000})}
     )
     with running(build_app(settings)) as base, httpx.Client() as client:
         recent = client.get(base + RECENT)
@@ -282,6 +288,23 @@ def test_yesterday_is_the_last_complete_day(tmp_path: Path) -> None:
         summary = httpx.get(base + "/api/v1/projects/demo-pkg/summary").json()
     assert summary["last_complete_day"] == YESTERDAY.isoformat()
     assert summary["last_day"] == (YESTERDAY + timedelta(days=1)).isoformat()
+
+
+def test_an_archived_warehouse_is_served_as_of_its_day(tmp_path: Path) -> None:
+    """``stats_web.today``: a copy of the warehouse as it was 100 days ago answers as it did
+    then, where the clock's day leaves every download out of the recent periods."""
+    then = TODAY - timedelta(days=100)
+    hour = at(then, 20)
+    archived = build(tmp_path / "archived", event_lines(then), hour=hour, today=then)
+    with running(build_app(archived.settings)) as base:
+        recent = httpx.get(base + "/api/packages/demo-pkg/recent").json()["data"]
+        summary = httpx.get(base + "/api/v1/projects/demo-pkg/summary").json()
+    assert recent == {"last_day": 3, "last_week": 5, "last_month": 6}
+    assert summary["last_complete_day"] == (then - timedelta(days=1)).isoformat()
+    by_clock = archived.settings.stats_web.model_copy(update={"today": None})
+    with running(build_app(archived.settings.model_copy(update={"stats_web": by_clock}))) as base:
+        recent = httpx.get(base + "/api/packages/demo-pkg/recent").json()["data"]
+    assert recent == {"last_day": 0, "last_week": 0, "last_month": 0}
 
 
 def test_a_burst_for_one_uncached_answer_computes_it_once(warehouse: Warehouse) -> None:

@@ -15,6 +15,7 @@ import pytest
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web import prewarm as prewarm_module
 from pythonhosted.stats_web.answers import Answer, AnswerCache
+from pythonhosted.stats_web.data import Today
 from pythonhosted.stats_web.prewarm import PATHS, Prewarm
 from pythonhosted.stats_web.shedding import Admission
 from pythonhosted.web.server import running
@@ -64,6 +65,7 @@ class FakeApp:
     def __init__(self, cache: AnswerCache, projects: list[str]) -> None:
         self.cache = cache
         self.admission = Admission(16)
+        self.today = Today()
         self.projects = projects
         self.version = 1
         self.warmed: list[str] = []

@@ -27,7 +27,7 @@ from support.flood import Answer, fetch_all
 from support.locks import lock_holder
 from support.metrics import sample
 from support.processes import PYTHONHOSTED, started, wait_until
-from support.stats_warehouse import NO_PREWARM, Warehouse, build, event_lines
+from support.stats_warehouse import BUILT_FOR, NO_PREWARM, Warehouse, build, event_lines
 
 CROWD = 2_000
 BOUND = 4
@@ -114,7 +114,7 @@ def test_a_crowd_of_distinct_cold_questions_past_the_bound_is_shed_at_once(
         *[*PYTHONHOSTED, "stats-web", "serve", "--warehouse", f"duckdb://{warehouse.path}"],
         *["--bind", str(bind), "--max-pending", str(BOUND)],
     ]
-    env = {**os.environ, "PYTHONHOSTED_STATS_WEB__READ_WAIT": "300", **NO_PREWARM}
+    env = {**os.environ, "PYTHONHOSTED_STATS_WEB__READ_WAIT": "300", **NO_PREWARM, **BUILT_FOR}
     paths = crowd_paths(CROWD)
     pages = [f"/packages/demo-pkg?range={span}" for span in ("30", "90", "180", "365")]
     with started(argv, env=env, cwd=tmp_path), httpx.Client(base_url=base, timeout=60) as client:

@@ -19,6 +19,10 @@ from support.stats_data import MIRROR_AGENTS, line, pip_agent
 
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
+BUILT_FOR = {"PYTHONHOSTED_STATS_WEB__TODAY": TODAY.isoformat()}
+"""The environment of a stats web a test starts from the command line over a warehouse
+:func:`build` made: the day its numbers were built for, which a suite that crosses midnight
+(UTC) has left by the time the server answers (``stats_web.today``)."""
 NO_PREWARM = {"PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS": "0"}
 """The environment of a stats web a test starts from the command line (``serve``, ``stats-web
 serve``) and whose pre-warm it does not test: none, as :func:`build`'s have none. After each
@@ -71,9 +75,10 @@ def admitting(settings: Settings, count: int) -> Settings:
     return settings.model_copy(update={"stats_web": bound})
 
 
-def event_lines() -> list[str]:
+def event_lines(today: date = TODAY) -> list[str]:
+    """:data:`EVENTS` as log lines, their days counted back from ``today``."""
     return [
-        line(serial, at(d(ago)), project=p, version=v, country=c, agent=a)
+        line(serial, at(today - timedelta(days=ago)), project=p, version=v, country=c, agent=a)
         for serial, (ago, p, v, c, a) in enumerate(EVENTS)
     ]
 
@@ -118,8 +123,9 @@ def build(
     settings = Settings(
         data_dir=tmp,
         linehaul=LinehaulSettings(logs=logs, results=results, warehouse=warehouse),
-        # no pre-warm unless asked: it would compute answers a test counts
-        stats_web=StatsWebSettings(**{"prewarm_projects": 0, **web}),  # type: ignore[arg-type]
+        # no pre-warm unless asked: it would compute answers a test counts; the numbers are
+        # relative to TODAY, which stays today for the app when the suite crosses midnight
+        stats_web=StatsWebSettings(**{"prewarm_projects": 0, "today": TODAY, **web}),  # type: ignore[arg-type]
     )
     return Warehouse(settings, tmp / "warehouse.duckdb", logs, results)
 

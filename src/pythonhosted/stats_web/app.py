@@ -71,8 +71,8 @@ from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
     Connection,
     DataVersion,
+    Today,
     Version,
-    last_complete_day,
 )
 from pythonhosted.stats_web.limits import RateLimiter, worker_client_table
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
@@ -169,6 +169,7 @@ class StatsWebApp(Service):
         options = settings.stats_web
         self.options = options
         self.url = options.warehouse or warehouse_url(settings)
+        self.today = Today(options.today)
         self.duckdb = self.url.startswith("duckdb:")
         # DuckDB's file, or chDB's directory; None for a ClickHouse server.
         self.path: Path | None = None
@@ -273,7 +274,7 @@ class StatsWebApp(Service):
     async def top_projects(self, count: int) -> list[str]:
         def top() -> list[str]:
             with self._reading() as con, self._turn(long=True):
-                end = last_complete_day()
+                end = self.today.last_complete_day()
                 return [name for name, _ in data.top(con, 30, end, count, Filters())]
 
         return await self.long_workers.run(top)
@@ -282,7 +283,7 @@ class StatsWebApp(Service):
         """Compute and cache the answer to ``path`` without parameters, as a visitor's
         (whose request for it meanwhile joins the computation), unless it is cached."""
         params = Params.parse(b"")
-        key = (path, params.identity(), last_complete_day())
+        key = (path, params.identity(), self.today.last_complete_day())
         if self.cache.get(key, self.version.current.number) is not None:
             return False
         build = self._route(path, params)
@@ -334,7 +335,7 @@ class StatsWebApp(Service):
             else:
                 answer = self._plain(404, pages.not_found(path), HTML)
         else:
-            key = (path, params.identity(), last_complete_day())
+            key = (path, params.identity(), self.today.last_complete_day())
             try:
                 answer = await self._answer(key, build, receive)
             except Departed:
@@ -403,7 +404,7 @@ class StatsWebApp(Service):
         assert by is not None
 
         def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
-            now = datetime.now(UTC).replace(tzinfo=None)
+            now = self.today.now()
             first = now.date() - timedelta(days=days - 1)
             source = self.path if self.duckdb and self.path else con
             assert not isinstance(source, duckdb.DuckDBPyConnection)
@@ -515,7 +516,9 @@ class StatsWebApp(Service):
                     self._latest_batch = (version.number, _latest_batch_hour(con))
                 latest = self._latest_batch[1]
                 watermark = in_flight or (latest + timedelta(hours=1) if latest else None)
-                ctx = api.Context(last_complete_day(), watermark, self.options.trending_floor)
+                ctx = api.Context(
+                    self.today.last_complete_day(), watermark, self.options.trending_floor
+                )
                 try:
                     status, body, kind = build(con, ctx)
                 except UnknownProject as exc:

@@ -54,8 +54,21 @@ Connection = duckdb.DuckDBPyConnection | Engine  # DuckDB's, or a ClickHouse war
 VERSION_TTL = 1.0  # seconds a ClickHouse warehouse's data version is taken as current
 
 
-def last_complete_day(now: datetime | None = None) -> date:
-    return (now or datetime.now(UTC)).date() - timedelta(days=1)
+@dataclass(frozen=True)
+class Today:
+    """The UTC day the stats web counts as today: the clock's, or the day ``stats_web.today``
+    pins for a warehouse that no longer grows (an archived copy, whose pages would otherwise
+    show no recent downloads a month later; a test's, built for the day it was built on)."""
+
+    pinned: date | None = None
+
+    def now(self) -> datetime:
+        """Now (naive UTC); on a pinned day, the clock's time of day on that day."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        return now if self.pinned is None else datetime.combine(self.pinned, now.time())
+
+    def last_complete_day(self) -> date:
+        return self.now().date() - timedelta(days=1)
 
 
 @dataclass(frozen=True)

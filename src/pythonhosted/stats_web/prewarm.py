@@ -40,7 +40,7 @@ from datetime import date
 from typing import Protocol
 
 from pythonhosted.stats_web.answers import AnswerCache
-from pythonhosted.stats_web.data import last_complete_day
+from pythonhosted.stats_web.data import Today
 from pythonhosted.stats_web.shedding import Admission
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Warmable(Protocol):
 
     cache: AnswerCache
     admission: Admission
+    today: Today
 
     async def data_version(self) -> int | None:
         """The current data version (None: the warehouse cannot say)."""
@@ -109,7 +110,9 @@ class Prewarm:
         answers were computed."""
         version = await self.app.data_version()
         # none yet (0), or not read yet (-1: a ClickHouse warehouse before any request)
-        generation = (version, last_complete_day()) if version and version > 0 else None
+        generation = (
+            (version, self.app.today.last_complete_day()) if version and version > 0 else None
+        )
         if generation is None or generation == self._warmed:
             return 0
         self._warmed = generation
