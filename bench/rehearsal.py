@@ -193,7 +193,8 @@ def servers(root: Path, only: set[str] | None) -> list[Server]:
         )
     )
     if only:
-        rows = [r for r in rows if any(o in r.name for o in only)]
+        exact = only & {r.name for r in rows}  # "serve" is in every row's name
+        rows = [r for r in rows if r.name in exact or any(o in r.name for o in only - exact)]
     return rows
 
 
@@ -740,7 +741,9 @@ def check_inputs(root: Path) -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("check", choices=["idle", "second", "hostile", "inputs", "all"])
-    parser.add_argument("--only", help="comma-separated substrings of the rows' names")
+    parser.add_argument(
+        "--only", help="comma-separated rows' names, or substrings of them where none is one"
+    )
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--trickle", type=int, default=300)
     parser.add_argument("--busy", type=int, default=0)

@@ -167,11 +167,11 @@ def test_an_idle_crowd_at_each_of_serves_addresses_leaves_each_answering(
 def test_servers_in_one_process_share_its_descriptors_by_weight_above_a_floor() -> None:
     weights = list(DESCRIPTOR_WEIGHTS.values())  # files 12, conveyor 2, camo 3, linehaul 1, stats 2
     assert [round(share * 18_976) for share in descriptor_shares(weights, 18_976)] == [
-        10_266,
-        2_048,
-        2_566,
-        2_048,
-        2_048,
+        8_736,
+        2_560,
+        2_560,
+        2_560,
+        2_560,
     ]
     # Plenty: by weight alone.
     assert [round(share * 100_000) for share in descriptor_shares(weights, 100_000)] == [

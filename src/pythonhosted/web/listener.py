@@ -46,8 +46,9 @@ RESERVED_DESCRIPTORS = 1024
 # connection to this part of what is left after the reserve.
 STREAM_PART = 3
 # Connections every server in one process (``serve``) gets at least, where the limit allows:
-# twice the classic soft limit of 1,024, which idle crowds just past it are sized against.
-CONNECTION_FLOOR = 2048
+# 2.5 times the classic soft limit of 1,024, which idle crowds just past it are sized
+# against, and room for 10,000 idle clients spread over serve's five addresses.
+CONNECTION_FLOOR = 2560
 
 
 class ListenError(Exception):
