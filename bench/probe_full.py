@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -413,6 +413,60 @@ def part_linehaul(root: Path) -> None:
             )
 
 
+def part_linehaul_serve(root: Path) -> None:
+    """``linehaul serve`` (its ingest and publish loops) with its results store on a full
+    disk, then, once that has space, its warehouse: /_health says why each time, and once
+    space is back it catches up by itself, every line loaded once."""
+    logs_dir = root / "lh-logs"
+    total = seed_unique(open_store(f"file://{logs_dir}"), objects=16, lines=300)
+    env = {
+        **base_env(root),
+        "PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL": "1",
+        "PYTHONHOSTED_LINEHAUL__PUBLISH_INTERVAL": "2",
+    }
+    with tmpfs(root / "results", 8 * MB) as results, tmpfs(root / "warehouse", 8 * MB) as disk:
+        warehouse = f"duckdb://{disk}/warehouse.duckdb"
+        fill(results)
+        fill(disk)
+        port = free_port()
+        argv = ["linehaul", "serve", "--logs", f"file://{logs_dir}"]
+        argv += ["--results", f"file://{results}/results", "--warehouse", warehouse]
+        argv += ["--bind", f"127.0.0.1:{port}"]
+        stderr = root / "linehaul.err"
+        health = f"http://127.0.0.1:{port}/_health"
+
+        def until(wanted: Callable[[httpx.Response], bool], within: float = 60) -> httpx.Response:
+            deadline = time.monotonic() + within
+            while not wanted(answer := httpx.get(health, timeout=10)):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            return answer
+
+        with serving(argv, env, port, stderr) as process:
+            ingest_full = until(lambda answer: "ingest pass failed" in answer.text)
+            free(results)
+            publish_full = until(
+                lambda answer: (
+                    "ingest pass failed" not in answer.text and "publish pass failed" in answer.text
+                )
+            )
+            free(disk)
+            back = until(lambda answer: answer.status_code == 200, 90)
+            time.sleep(6)  # a publish pass after the health came back
+        rows = warehouse_rows(env, warehouse)
+        lines = stderr.read_text().splitlines()
+        check(
+            "linehaul serve: results, then the warehouse on a full disk",
+            (ingest_full.status_code, publish_full.status_code, back.status_code) == (503, 503, 200)
+            and rows == total,
+            f"health with results full {ingest_full.status_code} {ingest_full.text[:60]!r}, "
+            f"with the warehouse full {publish_full.status_code} {publish_full.text[:60]!r}, "
+            f"once space is back {back.status_code} {back.text[:40]!r}; {rows} rows of "
+            f"{total} lines; exit {process.returncode}; {said(lines)}",
+        )
+
+
 def loaded_rows(lines: list[str]) -> int:
     """The rows ``linehaul publish`` says it loaded (its summary line)."""
     for line in lines:
@@ -598,7 +652,7 @@ def part_nofile(root: Path, clients: int, nofile: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="files,upload,linehaul,docs,nofile")
+    parser.add_argument("--parts", default="files,upload,linehaul,linehaul-serve,docs,nofile")
     parser.add_argument("--downloads", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--nofile", type=int, default=256)
@@ -616,6 +670,8 @@ def main() -> None:
                 part_upload(where)
             elif part == "linehaul":
                 part_linehaul(where)
+            elif part == "linehaul-serve":
+                part_linehaul_serve(where)
             elif part == "docs":
                 part_docs(where)
             elif part == "nofile":
