@@ -555,6 +555,94 @@ def part_docs(root: Path) -> None:
         )
 
 
+# --- serve: every service on one data dir that fills -----------------------------------
+
+
+def metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def part_serve(root: Path, downloads: int) -> None:
+    """``serve`` with its whole data dir (stores, spool, warehouse, camo's cache) on a 32 MB
+    disk that fills halfway through ``downloads`` downloads: every service keeps answering,
+    and once space is back every download reaches the warehouse once, by itself."""
+    ports = {service: free_port() for service in ("files", "docs", "camo", "linehaul", "stats")}
+    setting = {"files": "FILES", "docs": "CONVEYOR", "camo": "CAMO", "linehaul": "LINEHAUL"}
+    setting["stats"] = "STATS_WEB"
+    env = {
+        **base_env(root),
+        **{f"PYTHONHOSTED_{setting[s]}__BIND": f"127.0.0.1:{p}" for s, p in ports.items()},
+        "PYTHONHOSTED_FILES__LOG_PERIOD": "1",
+        "PYTHONHOSTED_LINEHAUL__INGEST_INTERVAL": "1",
+        "PYTHONHOSTED_LINEHAUL__PUBLISH_INTERVAL": "2",
+    }
+    with tmpfs(root / "data", 32 * MB) as data:
+        stderr = root / "serve.err"
+        with serving(["serve", "--data-dir", str(data)], env, ports["files"], stderr) as process:
+            files = f"http://127.0.0.1:{ports['files']}"
+            page = httpx.get(
+                f"{files}/simple/hello-pythonhosted/",
+                headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+                timeout=30,
+            ).json()
+            wheel = next(f["url"] for f in page["files"] if f["filename"].endswith(".whl"))
+            path = "/" + wheel.split("/", 3)[3] if wheel.startswith("http") else wheel
+            got = asyncio.run(download_path(files, path, downloads // 2))
+            fill(data)
+            got += asyncio.run(download_path(files, path, downloads - downloads // 2))
+            time.sleep(5)  # a few passes of every job on the full disk
+            during = {s: answers(p, "/_health", within=5) for s, p in ports.items()}
+            free(data)
+            deadline = time.monotonic() + 90
+            while metric(ports["linehaul"], "linehaul_publish_rows_total") < downloads:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            loaded = metric(ports["linehaul"], "linehaul_publish_rows_total")
+            after = {s: answers(p, "/_health", within=5) for s, p in ports.items()}
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        query = ["stats", "hello-pythonhosted", "--start", today, "--end", today]
+        query += ["--format", "json", "--warehouse", f"duckdb://{data}/warehouse.duckdb"]
+        done = subprocess.run(
+            [*PYTHON, *query],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        counted_rows = json.loads(done.stdout)["total"] if done.returncode == 0 else None
+        lines = stderr.read_text().splitlines()
+        check(
+            "serve: its data dir on a disk that fills",
+            got == Counter({200: downloads})
+            and all(during.values())
+            and all(after.values())
+            and counted_rows == downloads
+            and not any("Traceback" in line for line in lines),
+            f"answers {dict(got)}; health while full {during}, after {after}; rows loaded "
+            f"{loaded:.0f} before the stop, {counted_rows} in the warehouse, of {downloads} "
+            f"downloads; exit {process.returncode}; {said(lines)}",
+        )
+        for line in lines:
+            if "ERROR" in line or "WARNING" in line or "Traceback" in line:
+                print("  serve: " + line[:240])
+
+
+async def download_path(url: str, path: str, count: int) -> Counter[int]:
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        turns = asyncio.Semaphore(20)
+
+        async def one(number: int) -> int:
+            async with turns:
+                try:
+                    return (await client.get(f"{path}?n={number}")).status_code
+                except httpx.HTTPError:
+                    return 0
+
+        return Counter(await asyncio.gather(*(one(n) for n in range(count))))
+
+
 # --- nofile: a low open-file limit under a crowd ----------------------------------------
 
 
@@ -652,7 +740,7 @@ def part_nofile(root: Path, clients: int, nofile: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="files,upload,linehaul,linehaul-serve,docs,nofile")
+    parser.add_argument("--parts", default="files,upload,linehaul,linehaul-serve,docs,serve,nofile")
     parser.add_argument("--downloads", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--nofile", type=int, default=256)
@@ -672,6 +760,8 @@ def main() -> None:
                 part_linehaul(where)
             elif part == "linehaul-serve":
                 part_linehaul_serve(where)
+            elif part == "serve":
+                part_serve(where, args.downloads)
             elif part == "docs":
                 part_docs(where)
             elif part == "nofile":
