@@ -594,6 +594,7 @@ def part_serve(root: Path, downloads: int) -> None:
             time.sleep(5)  # a few passes of every job on the full disk
             during = {s: answers(p, "/_health", within=5) for s, p in ports.items()}
             free(data)
+            freed = time.strftime("%H:%M:%S")
             deadline = time.monotonic() + 90
             while metric(ports["linehaul"], "linehaul_publish_rows_total") < downloads:
                 if time.monotonic() > deadline:
@@ -621,7 +622,7 @@ def part_serve(root: Path, downloads: int) -> None:
             and not any("Traceback" in line for line in lines),
             f"answers {dict(got)}; health while full {during}, after {after}; rows loaded "
             f"{loaded:.0f} before the stop, {counted_rows} in the warehouse, of {downloads} "
-            f"downloads; exit {process.returncode}; {said(lines)}",
+            f"downloads (space back at {freed}); exit {process.returncode}; {said(lines)}",
         )
         for line in lines:
             if "ERROR" in line or "WARNING" in line or "Traceback" in line:
