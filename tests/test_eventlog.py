@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import StoreUnavailable, open_store
+from pythonhosted.storage import StorageError, StoreUnavailable, open_store
 from support.locks import lock_holder
 
 
@@ -112,7 +112,7 @@ _KILLED_AFTER_PUT = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import StoreUnavailable, open_store
+from pythonhosted.storage import StorageError, StoreUnavailable, open_store
 
 store = open_store(sys.argv[1])
 put = store.put
@@ -249,3 +249,40 @@ def test_a_store_that_refuses_a_segment_ends_the_pass(tmp_path: Path) -> None:
     expected = ["during the outage", *(f"line {n}" for n in range(200))]
     assert sorted(_shipped(tmp_path)) == sorted(expected)
     assert list(spool.iterdir()) == []
+
+
+def test_what_the_store_refused_ships_once_it_is_back_though_no_line_comes(tmp_path: Path) -> None:
+    """A full log disk refused a batch, then downloads stopped: the lines waited for the next
+    line, or the stop, before the store was tried again (on a quiet edge, hours; in memory,
+    when the spool's disk was full too). Now what was refused is tried each period."""
+    store = open_store(f"file://{tmp_path}/logs")
+    put = store.put
+    refused = 0
+
+    async def full_disk(*args: object, **kwargs: object) -> None:  # stands in for ENOSPC
+        nonlocal refused
+        refused += 1
+        raise StorageError("file://logs: No space left on device (os error 28)")
+
+    store.put = full_disk  # type: ignore[method-assign]
+    log = EventLog(store, EventLogConfig("downloads", tmp_path / "spool", period=0.05))
+
+    async def objects() -> int:
+        return len(list((tmp_path / "logs" / "downloads").rglob("*.log.gz")))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(log.run(stop))
+        for n in range(10):
+            log.append(f"line {n}")
+        deadline = time.monotonic() + 60
+        while not refused:
+            assert time.monotonic() < deadline, "the batch was never tried"
+            await asyncio.sleep(0.02)
+        store.put = put  # type: ignore[method-assign]
+        await _until_shipped(objects, 1)  # before the stop: the loop tried again by itself
+        stop.set()
+        await runner
+
+    asyncio.run(scenario())
+    assert sorted(_shipped(tmp_path)) == sorted(f"line {n}" for n in range(10))

@@ -105,6 +105,7 @@ class EventLog:
         self._segment: Path | None = None
         self._batch_started = 0.0
         self._lines = 0  # appended since the last seal, spooled or not
+        self._unshipped = False  # the store refused lines at the last flush: retry a period on
         self._dirty = False
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -274,6 +275,11 @@ class EventLog:
     async def run(self, stop: asyncio.Event) -> None:
         """Ship leftovers, then a batch per period (or when full) until ``stop``; then flush.
 
+        What the store refused (a full disk, an outage) is tried again every period whether
+        or not new lines come: it waited for the next line, so once the store was back a quiet
+        edge kept the lines of a full disk in memory, or in the spool, until a download came
+        or the process stopped (a kill lost those held in memory).
+
         The spool is kept up to date by a thread for as long as this runs.
         """
         self._syncer_stop.clear()
@@ -292,9 +298,12 @@ class EventLog:
                 stopper.cancel()
                 waker.cancel()
                 self._wake.clear()
-                if self._lines and (
-                    self._lines >= self.config.batch_lines
-                    or time.time() - self._batch_started >= self.config.period
+                if self._unshipped or (
+                    self._lines
+                    and (
+                        self._lines >= self.config.batch_lines
+                        or time.time() - self._batch_started >= self.config.period
+                    )
                 ):
                     try:
                         await self.flush()
@@ -322,6 +331,7 @@ class EventLog:
         """Seal the current segment and ship it now, with any earlier segment still unshipped
         (unless the store just refused it: they wait for the next flush, or the next start)."""
         self._lines = 0  # counted on the loop only; later lines belong to the next batch
+        self._unshipped = False
         sealed = await asyncio.to_thread(self._seal)  # may wait for the syncer's fsync
         if sealed is not None:
             try:
@@ -425,6 +435,7 @@ class EventLog:
             )
             if self._on_failed is not None:
                 self._on_failed(0)
+            self._unshipped = True
             return False
         held = "" if segment is not None else " held in memory"
         log.info("stored %d %s lines%s as %s", lines, self.config.prefix, held, key)
