@@ -23,7 +23,8 @@ Bounded, and behind visitors:
   computed again the ones it had not reached);
 - a round stops when the data version moves on; the next round starts over for the new one.
   A pre-warmed answer is cached under the data version it was computed from, and the cache
-  never serves an answer of another version (:mod:`.answers`), so none outlives a publish.
+  serves it at another version only when nothing it read changed since (:mod:`.changes`:
+  such an answer is not computed again), so none outlives a publish that changed it.
 
 On DuckDB the round notices a publish by itself (two ``stat`` calls a check,
 :data:`CHECK_EVERY`); on ClickHouse it follows the version requests read (reading it in the
