@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import httpx
 
 from pythonhosted.files.upload import upload
@@ -15,9 +14,7 @@ from pythonhosted.linehaul.publish import publish_with
 from pythonhosted.samples import build_wheel
 from pythonhosted.stats_web import build_app
 from pythonhosted.stats_web.api import moment
-from pythonhosted.stats_web.changes import Changes
 from pythonhosted.storage import open_store
-from pythonhosted.warehouse.rollups import CHANGES
 from pythonhosted.web.server import running
 from support.metrics import sample
 from support.stats_warehouse import TODAY, YESTERDAY, add_batch, build, d, event_lines, publish
@@ -136,26 +133,3 @@ def test_an_unknown_project_is_known_right_after_the_publish_of_its_first_downlo
         found = httpx.get(base + path)
         assert found.status_code == 200
         assert found.json()["data"] == {"last_day": 2, "last_week": 2, "last_month": 2}
-
-
-def test_a_version_whose_change_is_unknown_changes_everything() -> None:
-    """A version without its row (a load by an older release) keeps no answer across it;
-    the versions after it are folded as usual."""
-    con = duckdb.connect()
-    con.execute(f"CREATE TABLE {CHANGES} (version BIGINT, first_day DATE, uploads BOOLEAN)")
-    changes = Changes()
-    changes.read(con, 5)  # the first version seen: nothing cached is older
-    con.execute(
-        f"INSERT INTO {CHANGES} VALUES (6, ?, false), (8, ?, false), (9, NULL, true)",
-        [TODAY, TODAY],
-    )
-    changes.read(con, 9)
-    last = YESTERDAY.toordinal()
-    assert changes.kept(7, 9, last, False, False)
-    assert not changes.kept(7, 9, TODAY.toordinal(), False, False)  # read the day 8 touched
-    assert not changes.kept(7, 9, last, True, False)  # shows the uploads 9 added
-    assert not changes.kept(7, 9, last, False, True)  # shows what any publish moves
-    assert not changes.kept(6, 9, last, False, False)  # 7 is unknown
-    assert not changes.kept(5, 9, last, False, False)
-    assert not changes.kept(7, 10, last, False, False)  # a version not read yet
-    con.close()
