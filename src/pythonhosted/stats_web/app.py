@@ -29,9 +29,9 @@ collector's sight and the cache's entries are invisible to it, so a full collect
 loop costs little however many answers are cached (:func:`_freeze_survivors`,
 :mod:`.answers`).
 
-Concurrent requests for one answer that is not cached share one computation: each publish
-makes every cached answer stale at once, and a popular badge asked by a thousand clients in
-that moment would otherwise be computed a thousand times.
+Concurrent requests for one answer that is not cached share one computation: a publish
+makes the cached answers it changed stale at once, and a popular badge asked by a thousand
+clients in that moment would otherwise be computed a thousand times.
 
 At most ``stats_web.max_pending`` answers of each lane are computed (or wait for a thread)
 at once: a cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of
