@@ -224,6 +224,7 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
         con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL, 0)", [DEFINITION])
+        con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
     return bool(found[0] != DEFINITION)
