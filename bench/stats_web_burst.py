@@ -2,20 +2,24 @@
 
     .venv/bin/python bench/stats_web_burst.py --warehouse COPY.duckdb [--slow 8] [--cheap 2000]
                                               [--runs 2] [--busy-loops 2] [--reference SRC]
+                                              [--touched today|every]
 
-A publish changes the data version, so every cached answer goes cold at once; a badge
-service (shields.io) polling thousands of badges, browsers revalidating their cached
-answers and monitors asking ``/_health`` arrive in that moment together with a few
-expensive questions (a long-tail project's page over the whole history, a compare of five
-projects). Each run, per arm (``--reference``'s server, then this checkout's):
+A publish changes the data version, so every cached answer it changed goes cold at once
+(before ``warehouse_changes``, every cached answer); a badge service (shields.io) polling
+thousands of badges, browsers revalidating their cached answers and monitors asking
+``/_health`` arrive in that moment together with a few expensive questions (a long-tail
+project's page over the whole history, a compare of five projects). Each run, per arm
+(``--reference``'s server, then this checkout's):
 
 1. ``stats-web serve --workers 1`` on ``--warehouse`` (a copy: the bench writes its data
    version), the pre-warm off (the moment before its round, as for every project outside
    the top 50), answers cached once for the cheap questions and their ETags kept;
 2. a publish as the warehouse sees it: the data version bumped by a writer of this process,
    announced as publish announces it (:func:`pythonhosted.warehouse.access.open_writer`),
-   the data itself unchanged, so revalidations are answered 304; one question asked, so
-   the server has read the new version;
+   the data itself unchanged, so revalidations are answered 304, with what the publish
+   changed recorded as a publish records it (``--touched``: ``today``, a daytime publish's
+   rows of today; ``every``, a rebuild's, every answer stale); one question asked, so the
+   server has read the new version;
 3. each on a connection of its own (all connected first): ``--slow`` expensive cold
    questions, and 250 ms later (they are under way) ``--cheap`` cheap ones at once:
    ``/_health`` (a tenth), badges of the 50 most downloaded projects (half: several
@@ -39,13 +43,14 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
 
 from loadgen import busy_loops, group_cpu_seconds, machine
+from pythonhosted.warehouse import rollups
 from pythonhosted.warehouse.access import close_writer, open_writer
-from pythonhosted.warehouse.rollups import VERSION
 from pythonhosted.web.server import Bind, wait_for_port
 from stats_web import connect_to, launch, one_request
 
@@ -132,11 +137,15 @@ def warm(base: str) -> dict[str, str]:
     return etags
 
 
-def publish(warehouse: Path) -> None:
-    """The data version bumped as a publish's commit bumps it (the rows unchanged)."""
+def publish(warehouse: Path, touched: date) -> None:
+    """The data version bumped as a publish's commit bumps it, with the first day it touched
+    (the rows unchanged)."""
     con = open_writer(warehouse)
     try:
-        con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now()")
+        con.execute("BEGIN TRANSACTION")
+        rollups.ensure(con)  # a warehouse made before warehouse_changes gets the table
+        rollups.bump(con, first_day=touched, uploads=False)
+        con.execute("COMMIT")
     finally:
         close_writer(warehouse, con)
 
@@ -173,7 +182,8 @@ def burst(warehouse: Path, src: str | None, label: str, args: argparse.Namespace
         etags = warm(base)
         slow, cheap = slow_questions(args.slow), cheap_questions(args.cheap, etags)
         questions = slow + cheap
-        publish(warehouse)
+        touched = datetime.now(UTC).date() if args.touched == "today" else rollups.EVERY_DAY
+        publish(warehouse, touched)
         # the new version read (every request waits for that one read), so the slow
         # questions are under way when the crowd comes, not admitted in its midst
         httpx.get(base + SEEN, timeout=120).raise_for_status()
@@ -205,6 +215,9 @@ def main() -> None:
     parser.add_argument("--busy-loops", type=int, default=2)
     parser.add_argument("--max-pending", type=int, default=0, help="0: the default setting's")
     parser.add_argument("--reference", help="another checkout's src/: its server goes first")
+    parser.add_argument(
+        "--touched", choices=("today", "every"), default="today", help="the publish's first day"
+    )
     args = parser.parse_args()
     if not re.fullmatch(r"[\w.-]+\.duckdb", args.warehouse.name) or not args.warehouse.is_file():
         sys.exit(f"--warehouse: no DuckDB file at {args.warehouse}")

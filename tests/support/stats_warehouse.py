@@ -130,10 +130,19 @@ def build(
     return Warehouse(settings, tmp / "warehouse.duckdb", logs, results)
 
 
-def add_batch(warehouse: Warehouse, serial: int, count: int) -> None:
-    """``count`` more downloads of demo-pkg yesterday, as one log batch: ingest only."""
-    lines = [line(serial + n, at(YESTERDAY, 15), project="demo-pkg") for n in range(count)]
-    key = f"downloads/y/downloads-2026-01-01T00-00-00.000-host-{serial}-x.log.gz"
+def add_batch(
+    warehouse: Warehouse,
+    serial: int,
+    count: int,
+    day: date = YESTERDAY,
+    batch_hour: datetime = datetime(2026, 1, 1),
+    project: str = "demo-pkg",
+) -> None:
+    """``count`` more downloads of ``project`` on ``day``, as one log batch of
+    ``batch_hour`` (an old one by default, so the watermark stays): ingest only."""
+    lines = [line(serial + n, at(day, 15), project=project) for n in range(count)]
+    stamp = batch_hour.strftime("%Y-%m-%dT%H-%M-%S.000")
+    key = f"downloads/y/downloads-{stamp}-host-{serial}-x.log.gz"
     store = open_store(warehouse.logs)
     asyncio.run(store.put(key, gz(lines)))
     asyncio.run(ingest_once(store, open_store(warehouse.results), lease_timeout=60))

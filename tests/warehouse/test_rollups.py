@@ -33,6 +33,7 @@ from support.linehaul_data import gz
 from support.processes import spawn
 from support.scanned import Scanned
 from support.stats_data import line, random_lines
+from support.uploads_data import upload
 
 PROJECTS = ["Demo_Pkg", "demo-pkg", "demo.pkg", "alpha", "beta", "gamma", "zope.interface"]
 FIRST = date(2024, 12, 20)
@@ -328,6 +329,7 @@ def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) ->
         finally:
             con.close()
         assert _differences(path) == ([], [])
+        assert _unrecorded_changes(path) == []
 
     kills = _kill_again_and_again(start, loading, lambda: rng.uniform(0, 0.05), check)
     final = _publish(results_url, warehouse)
@@ -335,12 +337,58 @@ def test_rollups_agree_with_the_rows_after_sigkill_of_publish(tmp_path: Path) ->
     assert final.returncode == 0, err.decode()
     assert kills >= 1
     assert _differences(path) == ([], [])
+    assert _unrecorded_changes(path) == []
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT url) FROM file_downloads").fetchone() == (
         expected,
         expected,
     )
     con.close()
+
+
+def _unrecorded_changes(path: Path) -> list[int]:
+    """The data versions without their row of what they changed, or with more than one
+    (each bump writes its row in the load's transaction: exactly one, kill or not)."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        found = con.execute(f"SELECT version FROM {rollups.VERSION}").fetchone()
+        assert found is not None
+        recorded = [v for (v,) in con.execute(f"SELECT version FROM {rollups.CHANGES}").fetchall()]
+    finally:
+        con.close()
+    missing = sorted(set(range(1, int(found[0]) + 1)) - set(recorded))
+    return missing + sorted(v for v in recorded if recorded.count(v) > 1 or v > found[0])
+
+
+def test_each_version_records_the_first_day_it_touched_and_uploads(tmp_path: Path) -> None:
+    """What the stats web keeps cached answers by: per data version, the earliest day whose
+    downloads its load brought (a late one for a settled day too), none for uploads alone
+    (which say so), every day for a rebuild."""
+    path = tmp_path / "w.duckdb"
+    days = [FIRST + timedelta(days=n) for n in range(6)]
+    db = DuckDBWarehouse(path)
+    try:
+        _load(
+            db, "a.json", [line(n, datetime.combine(days[n], datetime.min.time())) for n in (3, 5)]
+        )
+        _load(db, "b.json", [line(10, datetime.combine(days[5], datetime.min.time()))])
+        _load(db, "late.json", [line(11, datetime.combine(days[1], datetime.min.time()))])
+        db.add_distributions([upload("alpha", "1.0", 1)])
+        db.add_distributions([upload("alpha", "1.0", 1)])  # nothing new: no version
+        db.rebuild_rollups()
+        changes = db.con.execute(
+            f"SELECT version, first_day, uploads FROM {rollups.CHANGES} ORDER BY version"
+        ).fetchall()
+    finally:
+        db.close()
+    assert changes == [
+        (1, days[3], False),
+        (2, days[5], False),
+        (3, days[1], False),
+        (4, None, True),
+        (5, date.min, False),
+    ]
+    assert _unrecorded_changes(path) == []
 
 
 def _rows(con: duckdb.DuckDBPyConnection) -> int:
@@ -823,6 +871,7 @@ def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
     def check() -> None:
         if _has_version_table(path):  # else killed before it made the tables
             assert _differences(path) == ([], [])
+            assert _unrecorded_changes(path) == []
 
     kills = _kill_again_and_again(
         lambda: spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
@@ -835,6 +884,7 @@ def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
     assert final.returncode == 0, err.decode()
     assert kills >= 3
     assert _differences(path) == ([], [])
+    assert _unrecorded_changes(path) == []
     con = duckdb.connect(str(path), read_only=True)
     assert _tail_from(con) > 0
     loaded = con.execute("SELECT count(*) FROM linehaul_loaded_files").fetchone()

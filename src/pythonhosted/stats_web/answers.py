@@ -10,14 +10,20 @@ Keys and entries are plain tuples of strings, bytes, numbers and dates, which CP
 garbage collector stops tracking after their first collection: a full collection runs on
 the event loop and walks every object it tracks, and 200,000 cached answers as objects (a
 dataclass each, and its entry tuple) made it 109 ms of CPU instead of 9.5 ms (as plain
-tuples: BENCHMARKS.md). Each publish replaces every entry, which is what triggers full
-collections.
+tuples: BENCHMARKS.md). A publish replaces the entries that read what it changed, which
+is what triggers full collections.
+
+An entry of an older data version is served when nothing it read changed since
+(:meth:`.changes.Changes.kept`): it is then marked with the current version, its body and
+ETag as they were.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import NamedTuple
+
+from pythonhosted.stats_web.changes import EVERY_DAY, Changes
 
 # What an entry holds besides its body and the key's text: its tuple, the ETag, the key's
 # tuple and the dict's node (measured with tracemalloc: ~270 bytes, and the key's objects).
@@ -30,11 +36,15 @@ class Answer(NamedTuple):
     content_type: bytes
     etag: str
     version: int
+    # What it read (.changes.Reads); by default everything, so a publish replaces it.
+    last_day: int = EVERY_DAY
+    uploads: bool = True
+    volatile: bool = True
 
 
-# What the cache holds: an Answer's fields and the entry's weight, as a plain tuple (a
-# subclass of tuple, like Answer, stays tracked by the collector).
-_Entry = tuple[int, bytes, bytes, str, int, int]
+# What the cache holds: an Answer's fields with the entry's weight after its version, as a
+# plain tuple (a subclass of tuple, like Answer, stays tracked by the collector).
+_Entry = tuple[int, bytes, bytes, str, int, int, int, bool, bool]
 
 
 def weight(key: tuple[object, ...], answer: Answer) -> int:
@@ -48,17 +58,28 @@ class AnswerCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.kept = 0  # entries carried over to a newer data version
         self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[object, ...], version: int) -> Answer | None:
+    def get(
+        self, key: tuple[object, ...], version: int, changes: Changes | None = None
+    ) -> Answer | None:
+        """The answer of ``version``: cached under it, or under an older one of which
+        nothing it read changed since, by ``changes``."""
         found = self._entries.get(key)
-        if found is None or found[4] != version:
+        if found is None:
             return None
+        if found[4] != version:
+            if changes is None or not changes.kept(found[4], version, *found[6:]):
+                return None
+            found = (*found[:4], version, *found[5:])
+            self._entries[key] = found
+            self.kept += 1
         self._entries.move_to_end(key)
-        return Answer(found[0], found[1], found[2], found[3], found[4])
+        return Answer(*found[:5], *found[6:])
 
     def put(self, key: tuple[object, ...], answer: Answer) -> None:
         size = weight(key, answer)
@@ -67,7 +88,7 @@ class AnswerCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old[5]
-        self._entries[key] = (*answer, size)
+        self._entries[key] = (*answer[:5], size, *answer[5:])
         self.bytes += size
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)

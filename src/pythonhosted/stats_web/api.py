@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from packaging.utils import canonicalize_name
 
-from pythonhosted.stats_web import data
+from pythonhosted.stats_web import changes, data
 from pythonhosted.stats_web.data import Connection
 from pythonhosted.stats_web.params import BadParameter, NotFound, Params
 from pythonhosted.warehouse.stats import FIELDS, TIME_FIELDS, Filters
@@ -41,8 +41,14 @@ class Context:
     watermark, settings."""
 
     end: date  # the last complete UTC day
-    watermark: datetime | None
+    complete_through: datetime | None  # the watermark: read it as ``watermark``
     trending_floor: int
+
+    @property
+    def watermark(self) -> datetime | None:
+        """The watermark, noted as shown (:func:`.changes.volatile`): any publish moves it."""
+        changes.volatile()
+        return self.complete_through
 
 
 def dumps(document: Any) -> bytes:

@@ -12,7 +12,9 @@ starve the event loop of the GIL) on a connection from
 :func:`pythonhosted.warehouse.access.reading` (the publish job's own connection when it runs
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
-the data changes the version (:class:`~.data.DataVersion`), so no answer outlives it. Every
+the data changes the version (:class:`~.data.DataVersion`), so no answer outlives it, unless
+the publish changed nothing the answer read (no day up to the last it read, no watermark or
+latest release it shows: :mod:`.changes`), when it is kept, ETag and all. Every
 answer carries an ``ETag`` (a hash of its body: it changes only when the data or the day
 changed), ``Cache-Control: public, max-age=N`` with N the seconds until the next publish is
 expected (bounded by ``stats_web.max_age``), CORS ``*``, the security headers with a
@@ -27,9 +29,9 @@ collector's sight and the cache's entries are invisible to it, so a full collect
 loop costs little however many answers are cached (:func:`_freeze_survivors`,
 :mod:`.answers`).
 
-Concurrent requests for one answer that is not cached share one computation: each publish
-makes every cached answer stale at once, and a popular badge asked by a thousand clients in
-that moment would otherwise be computed a thousand times.
+Concurrent requests for one answer that is not cached share one computation: a publish
+makes the cached answers it changed stale at once, and a popular badge asked by a thousand
+clients in that moment would otherwise be computed a thousand times.
 
 At most ``stats_web.max_pending`` answers of each lane are computed (or wait for a thread)
 at once: a cold request past that is answered 503 at once (:mod:`.shedding`), so a crowd of
@@ -65,7 +67,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
-from pythonhosted.stats_web import api, badges, data, lanes, pages, shedding
+from pythonhosted.stats_web import api, badges, changes, data, lanes, pages, shedding
 from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
@@ -233,6 +235,11 @@ class StatsWebApp(Service):
             "Answers computed from the warehouse (concurrent requests for one share one).",
             registry=self.registry,
         )
+        self.kept = Counter(
+            "stats_web_answers_kept",
+            "Cached answers carried over to a new data version that changed nothing they read.",
+            registry=self.registry,
+        )
         self.prewarmed = Counter(
             "stats_web_answers_prewarmed",
             "Answers computed in the background after a publish, before anyone asked.",
@@ -284,7 +291,7 @@ class StatsWebApp(Service):
         (whose request for it meanwhile joins the computation), unless it is cached."""
         params = Params.parse(b"")
         key = (path, params.identity(), self.today.last_complete_day())
-        if self.cache.get(key, self.version.current.number) is not None:
+        if self._cached(key) is not None:
             return False
         build = self._route(path, params)
         await self._computing.run(key, lambda: self._kept(key, build, self.prewarmed))
@@ -404,6 +411,7 @@ class StatsWebApp(Service):
         assert by is not None
 
         def build(con: Connection, ctx: api.Context) -> tuple[int, bytes, bytes]:
+            changes.volatile()  # rows and the watermark: any publish moves them
             now = self.today.now()
             first = now.date() - timedelta(days=days - 1)
             source = self.path if self.duckdb and self.path else con
@@ -434,7 +442,7 @@ class StatsWebApp(Service):
         in flight costs nothing and always goes ahead."""
         current = not self.version.stale() or await self._refreshing.run(True, self._refresh)
         if current:
-            cached = self.cache.get(key, self.version.current.number)
+            cached = self._cached(key)
             if cached is not None:
                 self.cache_hits.inc()
                 return cached
@@ -442,6 +450,15 @@ class StatsWebApp(Service):
             computing = self._computing.run(key, lambda: self._kept(key, build, self.computed))
             answer, _ = await while_present(receive, computing)
         return answer
+
+    def _cached(self, key: tuple[object, ...]) -> Answer | None:
+        """The cached answer of the current data version: computed for it, or for an older
+        one that changed nothing it read (counted as kept, once per version it moves to)."""
+        kept = self.cache.kept
+        cached = self.cache.get(key, self.version.current.number, self.version.changes)
+        if self.cache.kept != kept:
+            self.kept.inc()
+        return cached
 
     async def _refresh(self) -> bool:
         """Re-read the data version after the warehouse's files changed; whether it is
@@ -519,10 +536,11 @@ class StatsWebApp(Service):
                 ctx = api.Context(
                     self.today.last_complete_day(), watermark, self.options.trending_floor
                 )
-                try:
-                    status, body, kind = build(con, ctx)
-                except UnknownProject as exc:
-                    status, body, kind = _error(404, str(exc), suggestions=exc.close)
+                with changes.recording() as reads:
+                    try:
+                        status, body, kind = build(con, ctx)
+                    except UnknownProject as exc:
+                        status, body, kind = _error(404, str(exc), suggestions=exc.close)
         except BadParameter as exc:
             status, body, kind = _error(400, str(exc), parameter=exc.name)
             return self._plain(status, body, kind), None
@@ -531,7 +549,10 @@ class StatsWebApp(Service):
             return self._plain(*_error(503, f"warehouse unavailable: {reason}")), None
         except NotFound:
             return self._plain(*_error(404, "no such route")), None
-        return self._plain(status, body, kind, version.number), version
+        answer = self._plain(status, body, kind, version.number)
+        return answer._replace(
+            last_day=reads.last_day, uploads=reads.uploads, volatile=reads.volatile
+        ), version
 
     def _available(self) -> bool:
         """Whether there is a warehouse to read (a server: always; it answers or errs)."""

@@ -11,7 +11,9 @@ far the data is complete.
 :class:`DataVersion` tells cheaply whether a publish changed the data: the DuckDB file and
 its write-ahead log change on every commit, so their sizes and modification times are
 compared on each request (two ``stat`` calls) and the version is read from the warehouse
-only when they moved.
+only when they moved. With it, the changes of the versions since the last read
+(:class:`~.changes.Changes`); and each question notes what it reads (:mod:`.changes`), so a
+cached answer that read none of what a publish changed is kept.
 
 A ClickHouse warehouse (``chdb://``, ``clickhouse://``) answers the same questions through
 :mod:`pythonhosted.warehouse.clickhouse.stats` (``con`` is then its engine; the tests compare
@@ -33,6 +35,8 @@ import duckdb
 from packaging.version import InvalidVersion
 from packaging.version import Version as Release
 
+from pythonhosted.stats_web import changes
+from pythonhosted.stats_web.changes import Changes
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
 from pythonhosted.warehouse.rollups import PROJECTS, VERSION, daily
@@ -41,6 +45,7 @@ from pythonhosted.warehouse.stats import (
     Breakdown,
     Breakdowns,
     Filters,
+    UnknownProject,
     check_project,
     gather_breakdowns,
     outdated,
@@ -85,6 +90,8 @@ class _SignedVersion:
         self._signature: tuple[int, ...] | None = None
         # what an older release's warehouse lacks (read with the version), else None
         self.outdated: str | None = None
+        # what the versions changed: known on DuckDB only (ClickHouse records none)
+        self.changes = Changes()
 
     def signature(self) -> tuple[int, ...]:
         raise NotImplementedError
@@ -126,6 +133,7 @@ class DataVersion(_SignedVersion):
         except duckdb.CatalogException:
             found = None
         version = Version(int(found[0]), found[1]) if found else Version(0, None)
+        self.changes.read(con, version.number)
         # An older release's warehouse holds downloads; a new one may not have every table
         # before its first load.
         held = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
@@ -154,10 +162,15 @@ class ClickHouseDataVersion(_SignedVersion):
 
 
 def known(con: Connection, project: str) -> str:
-    """The normalised name, or UnknownProject (with close names)."""
-    if not isinstance(con, duckdb.DuckDBPyConnection):
-        return clickhouse.check_project(con, project)
-    return check_project(con, project)
+    """The normalised name, or UnknownProject (with close names: an answer that shows them
+    changes with the names any publish may add)."""
+    try:
+        if not isinstance(con, duckdb.DuckDBPyConnection):
+            return clickhouse.check_project(con, project)
+        return check_project(con, project)
+    except UnknownProject:
+        changes.volatile()
+        raise
 
 
 CATEGORY: dict[str, str] = {
@@ -186,6 +199,7 @@ def categories(
     (:data:`CATEGORY`), days without downloads absent, in no particular order: the
     categories whose lowercase is ``wanted``, or else the ``named`` biggest over the range
     and the rest as one ``"other"`` a day (:func:`.stats.pypistats_categories`)."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.categories(
             con, project, dimension, kind, start, end, filters, wanted=wanted, named=named
@@ -223,6 +237,7 @@ def breakdowns(
     """Every breakdown of a project page in one scan of its rollups: per period, the
     ``leaders`` biggest values of each rollup dimension ('' the total); the ``rows``
     biggest values over the range; how many others, and their downloads."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.breakdowns(
             con, project, dimensions, interval, start, end, filters, leaders, rows
@@ -250,6 +265,7 @@ def overall(
     con: Connection, project: str, start: date | None, end: date
 ) -> list[tuple[date, int, int]]:
     """(day, with mirrors, without mirrors) per day with downloads, CI included."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.overall(con, project, start, end)
     source, params = daily(con, project=project, dimensions=[""], start=start, end=end)
@@ -281,6 +297,7 @@ def _recent_of(found: Any) -> dict[str, int]:
 
 def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[str, int]:
     """Downloads on the last complete day and in the last 7 and 30 complete days."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.recent(con, project, end, filters)
     source, params = daily(
@@ -296,6 +313,7 @@ def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[s
 
 def total(con: Connection, project: str, filters: Filters) -> int:
     """All-time downloads (a badge's ``total``): the totals alone, no breakdown."""
+    changes.days(None)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.total(con, project, filters)
     source, params = daily(con, project=project, dimensions=[""])
@@ -313,6 +331,7 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
     highest final release (PEP 440 order; a pre-release only when there is nothing else),
     its most recently uploaded file's summary. None when no file of it has a row. The table
     keeps every upload (as PyPI's does), so a yanked or deleted release may be the latest."""
+    changes.uploads()
     if not isinstance(con, duckdb.DuckDBPyConnection):
         rows = clickhouse.uploads(con, project)
     else:
@@ -333,6 +352,7 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
 def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
     """All-time total, first and last day with downloads, recent totals, top versions, and
     the latest release (:func:`latest_release`)."""
+    changes.days(None)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
@@ -367,6 +387,7 @@ def top(
     con: Connection, days: int, end: date, limit: int, filters: Filters
 ) -> list[tuple[str, int]]:
     """The most downloaded projects in the ``days`` days up to ``end``."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.top(con, days, end, limit, filters)
     result = query_breakdown(
@@ -380,6 +401,7 @@ def trending(
 ) -> list[dict[str, Any]]:
     """Growth of the daily rate over the last 7 days against the 30 days before, for
     projects with at least ``floor`` downloads in those 30 days."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.trending(con, end, floor, limit, filters)
     week_start = end - timedelta(days=7)
@@ -410,7 +432,9 @@ def _filters(filters: Filters) -> str:
 
 
 def search(con: Connection, prefix: str, limit: int) -> list[str]:
-    """Known projects whose normalised name starts with ``prefix``."""
+    """Known projects whose normalised name starts with ``prefix`` (names any publish may
+    add)."""
+    changes.volatile()
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.search(con, prefix, limit)
     rows = con.execute(
@@ -432,6 +456,7 @@ def downloads(
 ) -> Breakdown:
     """Any breakdown ``stats --by`` offers (the same function answers the CLI), its first
     ``limit`` rows (the total counts them all)."""
+    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.query_breakdown(con, project, fields, start, end, limit, filters)
     return query_breakdown(con, project, fields, start, end, limit, filters)

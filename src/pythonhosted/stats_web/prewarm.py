@@ -1,11 +1,12 @@
 """A bounded pre-warm after each publish: the most downloaded projects' answers computed in
 the background, so the first visitor after a publish finds them cached.
 
-Why: a publish makes every cached answer stale, and the first visitor of each answer paid
-for computing it. A cold project page at 50M rows costs 65-90 ms of CPU on the Intel Xeon,
-so 16 visitors of distinct cold pages at once on two cores waited 1-2 s (BENCHMARKS.md):
-no query plan makes 16 cold pages fit in 100 ms of two cores. Visitors ask mostly about the
-popular projects, and those answers can be made before anyone asks.
+Why: a publish makes the cached answers it changed stale (every page: they show the
+watermark, :mod:`.changes`), and the first visitor of each answer paid for computing it. A
+cold project page at 50M rows costs 65-90 ms of CPU on the Intel Xeon, so 16 visitors of
+distinct cold pages at once on two cores waited 1-2 s (BENCHMARKS.md): no query plan makes
+16 cold pages fit in 100 ms of two cores. Visitors ask mostly about the popular projects,
+and those answers can be made before anyone asks.
 
 Bounded, and behind visitors:
 
@@ -23,7 +24,8 @@ Bounded, and behind visitors:
   computed again the ones it had not reached);
 - a round stops when the data version moves on; the next round starts over for the new one.
   A pre-warmed answer is cached under the data version it was computed from, and the cache
-  never serves an answer of another version (:mod:`.answers`), so none outlives a publish.
+  serves it at another version only when nothing it read changed since (:mod:`.changes`:
+  such an answer is not computed again), so none outlives a publish that changed it.
 
 On DuckDB the round notices a publish by itself (two ``stat`` calls a check,
 :data:`CHECK_EVERY`); on ClickHouse it follows the version requests read (reading it in the

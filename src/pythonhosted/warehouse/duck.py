@@ -39,9 +39,10 @@ writer's connection in its own process or wait briefly for it to close in anothe
 
 A load into ``file_downloads`` also records new project spellings, appends its rows' daily
 totals (and breakdowns, for days settled already) to the rollups and rolls up the days it
-settles, and a load of either table bumps the data version, in the same transaction
-(:mod:`.rollups`). A small load's ``INSERT`` is one statement with the totals'
-(:func:`.rollups.insert_sql`), which also returns the new rows' days and spellings.
+settles, and a load of either table bumps the data version and records what it changed (the
+earliest day of its downloads), in the same transaction (:mod:`.rollups`). A small load's
+``INSERT`` is one statement with the totals' (:func:`.rollups.insert_sql`), which also
+returns the new rows' days and spellings.
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the
@@ -270,15 +271,16 @@ class DuckDBWarehouse:
             if todo:
                 self._before = rollups.marks(con) if table == "file_downloads" else None
                 self._inserted = None
+                # the earliest day whose downloads the load touched (None: no download)
+                first_day: date | None = None
                 try:
                     result.rows, counts = insert(todo)
                     if self._before is not None:
-                        periods = rollups.add_new_rows(
-                            con, self._before, result.rows, self._inserted
-                        )
+                        added = rollups.add_new_rows(con, self._before, result.rows, self._inserted)
+                        periods, first_day = added.periods, added.first_day
                 finally:
                     self._before = self._inserted = None
-                rollups.bump(con)
+                rollups.bump(con, first_day=first_day, uploads=False)
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
         for first, last in periods:  # the same numbers in fewer runs: after the commit
@@ -318,7 +320,7 @@ class DuckDBWarehouse:
                 ).fetchall()
             if inserted:
                 uploads.record(con, [row[1] for row in inserted])
-                rollups.bump(con)
+                rollups.bump(con, first_day=None, uploads=True)
         return sorted(row[0] for row in inserted)
 
     def distribution_files(self) -> set[str]:

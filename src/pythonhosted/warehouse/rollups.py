@@ -14,7 +14,12 @@ flag (``details.ci`` as stored: true, false or null), the downloads in total (``
 major.minor, ``system``, ``country``). ``project_names`` maps each stored spelling of a
 project to its normalised name (raw-row queries filter by spelling, which keeps DuckDB's
 filter pushdown), and ``warehouse_version`` counts the loads that changed the data (the
-stats web's ETags and caches follow it) with the time of the latest.
+stats web's ETags and caches follow it) with the time of the latest. ``warehouse_changes``
+says, per version, what its load changed: the earliest day whose downloads it touched (NULL:
+none; ``0001-01-01`` after a rebuild: every day) and whether it added uploads (the latest
+releases), written by :func:`bump` in the load's transaction, so a version and its row are
+committed together or not at all. The stats web keeps a cached answer across versions that
+touched no day it read (a daytime publish adds today's rows; yesterday's answers stand).
 
 **Breakdowns are rolled up in batches behind a rowid mark, and compacted once a day
 settles.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1`` before it are *open*:
@@ -90,6 +95,9 @@ ROLLUPS = "download_rollups"
 OPEN_BREAKDOWNS = "download_rollups_open"
 PROJECTS = "project_names"
 VERSION = "warehouse_version"
+CHANGES = "warehouse_changes"
+EVERY_DAY = date.min
+"""A change's ``first_day`` when every day may have changed (a rebuild)."""
 # PEP 503: runs of -, _ and . become one -, lower case.
 NORMALIZED = "lower(regexp_replace(project, '[-_.]+', '-', 'g'))"
 PYTHON_MINOR = "NULLIF(regexp_extract(details.python, '^[0-9]+\\.[0-9]+'), '')"
@@ -119,6 +127,8 @@ _CREATE = (
     f"CREATE INDEX IF NOT EXISTS {PROJECTS}_normalized ON {PROJECTS} (normalized)",
     f"CREATE TABLE IF NOT EXISTS {VERSION} (version BIGINT NOT NULL, "
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
+    f"CREATE TABLE IF NOT EXISTS {CHANGES} (version BIGINT PRIMARY KEY, first_day DATE, "
+    "uploads BOOLEAN NOT NULL)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
 REGROUP_ROWS = 200_000
@@ -214,6 +224,7 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
         con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL, 0)", [DEFINITION])
+        con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
     return bool(found[0] != DEFINITION)
@@ -431,9 +442,19 @@ def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inse
     return Inserted(rows, (min(days), max(days)) if days else None, names)
 
 
+@dataclass(frozen=True)
+class Added:
+    """What :func:`add_new_rows` did that its caller acts on: the weeks and months to
+    :func:`regroup` once the load has committed, and the earliest day whose downloads the
+    load brought (None: no download), for :func:`bump`."""
+
+    periods: list[tuple[date, date]]
+    first_day: date | None
+
+
 def add_new_rows(
     con: duckdb.DuckDBPyConnection, before: Marks, rows: int, new: Inserted | None
-) -> list[tuple[date, date]]:
+) -> Added:
     """For the ``rows`` inserted since ``before`` was read, with their totals by
     :func:`insert_sql` (``new``, what it returned) or by a plain ``INSERT`` (``new`` None):
     append their totals if not yet, record their new project spellings, and the breakdowns
@@ -444,11 +465,12 @@ def add_new_rows(
     yet; the next load with a download on a later day settles it.
 
     Returns the weeks and months the settled days completed (:func:`completed_periods`),
-    for the caller to :func:`regroup` once the load has committed.
+    for the caller to :func:`regroup` once the load has committed, and the earliest day of
+    the new downloads.
     """
     periods: list[tuple[date, date]] = []
     if rows <= 0:
-        return periods
+        return Added(periods, None)
     if new is None:
         new = _read_back(con, before, rows)
     where = f"rowid >= {int(before.next_rowid)}"
@@ -479,7 +501,7 @@ def add_new_rows(
         con.execute(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
-    return periods
+    return Added(periods, new.days[0] if new.days is not None else None)
 
 
 def roll_tail(
@@ -639,9 +661,13 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
             [through, current.next_rowid],
         )
-    bump(con)
+    bump(con, first_day=EVERY_DAY, uploads=False)
 
 
-def bump(con: duckdb.DuckDBPyConnection) -> None:
-    """A new data version: caches and ETags keyed on the old one are stale after commit."""
+def bump(con: duckdb.DuckDBPyConnection, *, first_day: date | None, uploads: bool) -> None:
+    """A new data version, and what it changed (in the caller's transaction): the earliest
+    day whose downloads it touched (None: none; :data:`EVERY_DAY`: any) and whether it added
+    uploads. A cached answer that read a day from ``first_day`` on, or a latest release when
+    ``uploads``, is stale after commit; the others stand (their ETags too)."""
     con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now()")
+    con.execute(f"INSERT INTO {CHANGES} SELECT version, ?, ? FROM {VERSION}", [first_day, uploads])
