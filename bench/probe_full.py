@@ -167,7 +167,8 @@ def log_lines(logs: Path) -> list[str]:
     return found
 
 
-async def download(url: str, count: int) -> Counter[int]:
+async def download(url: str, count: int, path: str = SAMPLES["wheel"].path) -> Counter[int]:
+    """``count`` GETs of ``path`` (20 at a time), each its own URL: their statuses (0: none)."""
     limits = httpx.Limits(max_connections=20)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         turns = asyncio.Semaphore(20)
@@ -175,10 +176,9 @@ async def download(url: str, count: int) -> Counter[int]:
         async def one(number: int) -> int:
             async with turns:
                 try:
-                    answer = await client.get(f"{SAMPLES['wheel'].path}?n={number}")
+                    return (await client.get(f"{path}?n={number}")).status_code
                 except httpx.HTTPError:
                     return 0
-                return answer.status_code
 
         return Counter(await asyncio.gather(*(one(n) for n in range(count))))
 
@@ -588,9 +588,9 @@ def part_serve(root: Path, downloads: int) -> None:
             ).json()
             wheel = next(f["url"] for f in page["files"] if f["filename"].endswith(".whl"))
             path = "/" + wheel.split("/", 3)[3] if wheel.startswith("http") else wheel
-            got = asyncio.run(download_path(files, path, downloads // 2))
+            got = asyncio.run(download(files, downloads // 2, path))
             fill(data)
-            got += asyncio.run(download_path(files, path, downloads - downloads // 2))
+            got += asyncio.run(download(files, downloads - downloads // 2, path))
             time.sleep(5)  # a few passes of every job on the full disk
             during = {s: answers(p, "/_health", within=5) for s, p in ports.items()}
             free(data)
@@ -627,21 +627,6 @@ def part_serve(root: Path, downloads: int) -> None:
         for line in lines:
             if "ERROR" in line or "WARNING" in line or "Traceback" in line:
                 print("  serve: " + line[:240])
-
-
-async def download_path(url: str, path: str, count: int) -> Counter[int]:
-    limits = httpx.Limits(max_connections=20)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        turns = asyncio.Semaphore(20)
-
-        async def one(number: int) -> int:
-            async with turns:
-                try:
-                    return (await client.get(f"{path}?n={number}")).status_code
-                except httpx.HTTPError:
-                    return 0
-
-        return Counter(await asyncio.gather(*(one(n) for n in range(count))))
 
 
 # --- nofile: a low open-file limit under a crowd ----------------------------------------
