@@ -19,6 +19,10 @@ from pythonhosted.storage import DirectoryStore, StoreUnavailable, directory, wa
 NAMES = 80_000
 # Long names with a long shared start: the costliest to compare, as hostile uploads may make.
 STEM = "long-shared-prefix-" * 5
+# The tests of the catalog run on one pytest worker, which makes its NAMES files once (2.4 s of
+# CPU on tmpfs, 9 s on this machine's disk, each worker that made it: the three tests went to
+# two or three).
+ON_ONE_WORKER = pytest.mark.xdist_group("large_directory")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +59,13 @@ def _other_threads_cpu() -> float:
     return time.process_time() - time.thread_time()
 
 
+@ON_ONE_WORKER
 def test_a_large_listing_is_whole_and_sorted(catalog: tuple[DirectoryStore, list[str]]) -> None:
     store, expected = catalog
     assert asyncio.run(store.list_names("catalog/")) == expected
 
 
+@ON_ONE_WORKER
 @pytest.mark.usefixtures("fast_switching")
 def test_a_large_listing_never_holds_the_event_loop(
     catalog: tuple[DirectoryStore, list[str]],
@@ -98,6 +104,7 @@ def test_a_large_listing_never_holds_the_event_loop(
     assert longest < one_sort / 2, (longest, one_sort)
 
 
+@ON_ONE_WORKER
 def test_a_large_listing_walked_in_another_process_is_the_same(
     catalog: tuple[DirectoryStore, list[str]],
 ) -> None:
