@@ -49,12 +49,13 @@ run: $(VENV)/.synced
 # together: modules whose costly module fixtures would otherwise be made on every worker.
 # Tests marked `long` are collected, hence handed out, first (tests/conftest.py).
 # The tests' temporary files (pytest's tmp_path, the session's SeaweedFS, whatever the code and
-# the processes it starts put in TMPDIR) go to memory, /dev/shm, where it is a writable tmpfs with
-# room (8 GiB free, and 8 GiB of memory available: a passed test's directory is removed as it
-# ends; a whole run's peak was 2.3 GB). On this machine's disk (ext4 on a virtual disk) a file's creation or removal costs
-# ~100 us of system CPU, ~4x tmpfs's: 80,000 files made for one listing test took 9.0 s of CPU
-# against 2.4 s, and the storage and names-index tests 60.6 s against 20.1 s (wall 333 s against
-# 132 s, load 17-22). `make test TEST_TMPDIR=` keeps the default (/tmp).
+# the processes it starts put in TMPDIR) go to memory, /dev/shm, where it is a writable tmpfs
+# with room (8 GiB free, and 8 GiB of memory available: a passed test's directory is removed
+# as it ends; a whole run's peak was 2.3 GB). On this machine's disk (ext4 on a virtual disk)
+# a file's creation or removal costs ~100 us of system CPU, ~4x tmpfs's: 80,000 files made for
+# one listing test took 9.0 s of CPU against 2.4 s, and the storage and names-index tests
+# 60.6 s against 20.1 s (wall 333 s against 132 s, load 17-22). `make test TEST_TMPDIR=` keeps
+# the default (/tmp).
 TEST_TMPDIR ?= $(shell [ "$$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ] \
 	&& [ "$$(df --output=avail -B1G /dev/shm | tail -1)" -ge 8 ] \
 	&& [ "$$(awk '/^MemAvailable/ {print int($$2 / 1048576)}' /proc/meminfo)" -ge 8 ] \
