@@ -19,6 +19,10 @@ from pythonhosted.storage import open_store
 from support.catalogs import CountingReads, record, write_catalog
 from support.processes import PYTHONHOSTED
 
+# One worker makes the module's catalog (1,200 records, 4.9 s of setup at load 17) for the
+# three tests, not each worker that runs one of them.
+pytestmark = pytest.mark.xdist_group("files_listing")
+
 PROJECTS = 600
 FILES_EACH = 2  # 1,200 rows: more than one of the command's blocks of 1,000
 
