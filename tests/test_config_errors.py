@@ -472,6 +472,11 @@ def test_worker_processes_report_one_line(tmp_path: Path, factory: str) -> None:
             "error, must not be empty (leave the setting out for its default), got ' '",
         ),
         (
+            {"PYTHONHOSTED_STATS_WEB__TODAY": "0001-01-01"},  # its yesterday overflows: a 500 each
+            "stats_web.today (environment variable PYTHONHOSTED_STATS_WEB__TODAY): input should "
+            "be greater than or equal to 1970-01-01, got '0001-01-01'",
+        ),
+        (
             {"PYTHONHOSTED_LOG_LEVEL": "LOUD"},  # was "Error: ValueError: Unknown level", exit 1
             "log_level (environment variable PYTHONHOSTED_LOG_LEVEL): value error, must be one "
             "of CRITICAL, DEBUG, ERROR, FATAL, INFO, NOTSET, WARN, WARNING, got 'LOUD'",

@@ -384,7 +384,9 @@ class StatsWebSettings(Section):
     max_pending: int = Field(default=16, ge=1, le=MAX_PENDING)  # computing at once; then 503
     prewarm_projects: int = Field(default=50, ge=0)  # answers made after a publish; 0: none
     prewarm_seconds: Seconds = 60.0  # the most time a pre-warm round takes
-    today: date | None = None  # the UTC day counted as today; default: the clock's
+    # The UTC day counted as today; default: the clock's. Within what day arithmetic (a year
+    # back, a year on) cannot overflow.
+    today: date | None = Field(default=None, ge=date(1970, 1, 1), le=date(9000, 1, 1))
 
 
 class Settings(BaseSettings):
