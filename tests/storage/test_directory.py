@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -74,13 +75,19 @@ def test_a_large_listing_never_holds_the_event_loop(
     stretches of the listing's CPU time (CPU, not wall time: a loaded machine's scheduling
     does not count). The measure is the listing thread's CPU between two turns of the loop;
     one ``sorted`` of these names, which the listing used to do at once, is the yardstick
-    (measured in the same run, so it scales with the machine's load as the listing does)."""
+    (the median of three, measured in the same run, so it scales with the machine's load as
+    the listing does). On a loaded machine a turn can still come late because the loop's
+    thread was not scheduled while the listing held the GIL, so a listing gets three tries:
+    a listing that holds the loop for a whole sort does so in every one."""
     store, expected = catalog
     shuffled = list(expected)
     random.Random(0).shuffle(shuffled)
-    began = time.thread_time()
-    sorted(shuffled)
-    one_sort = time.thread_time() - began
+    sorts = []
+    for _ in range(3):
+        began = time.thread_time()
+        sorted(shuffled)
+        sorts.append(time.thread_time() - began)
+    one_sort = statistics.median(sorts)
 
     async def scenario() -> float:
         longest = 0.0
@@ -100,8 +107,12 @@ def test_a_large_listing_never_holds_the_event_loop(
         await turning
         return longest
 
-    longest = asyncio.run(scenario())
-    assert longest < one_sort / 2, (longest, one_sort)
+    tries = []
+    for _ in range(3):
+        tries.append(asyncio.run(scenario()))
+        if tries[-1] < one_sort / 2:
+            break
+    assert min(tries) < one_sort / 2, (tries, sorts)
 
 
 @ON_ONE_WORKER
