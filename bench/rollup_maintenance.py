@@ -94,11 +94,15 @@ def main() -> None:
         for copy in copies.values():
             copy.unlink(missing_ok=True)
     on, off = (1000 * statistics.median(cpu[m]) for m in (True, False))
+    # Each load n of one arm beside load n of the other (run one after the other): the
+    # median of their differences moves less with the machine's load than either median.
+    paired = 1000 * statistics.median(a - b for a, b in zip(cpu[True], cpu[False], strict=True))
     print(
         f"{args.loads} loads of {args.rows_per_load:,} rows each way, alternating; CPU per load "
         f"median {on:.1f} ms with maintenance, {off:.1f} ms without: {100 * (on / off - 1):+.1f} %"
         f" (means {1000 * statistics.mean(cpu[True]):.1f} and "
-        f"{1000 * statistics.mean(cpu[False]):.1f} ms)"
+        f"{1000 * statistics.mean(cpu[False]):.1f} ms); median difference of a pair of loads "
+        f"{paired:.1f} ms, {100 * paired / off:+.1f} %"
     )
     for maintain, statements in STATEMENTS.items():
         print(f"statements, maintenance {'on' if maintain else 'off'} (median ms of CPU, runs):")

@@ -136,3 +136,37 @@ def test_an_unknown_project_is_known_right_after_the_publish_of_its_first_downlo
         found = httpx.get(base + path)
         assert found.status_code == 200
         assert found.json()["data"] == {"last_day": 2, "last_week": 2, "last_month": 2}
+
+
+def test_pages_outlive_a_publish_that_leaves_the_watermark_and_not_one_that_moves_it(
+    tmp_path: Path,
+) -> None:
+    """The home and compare pages read complete days and show the watermark in their banner:
+    a publish of today's rows from a batch of an hour loaded before keeps them, ETag and all;
+    one that loads the next hour's batch moves the watermark, and they show the new one."""
+    hour = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    warehouse = build(tmp_path, event_lines(), hour=hour - timedelta(hours=2))
+    pages = ("/", "/compare?projects=demo-pkg,other")
+    shown = '<time datetime="{}Z">'
+    with running(build_app(warehouse.settings)) as base:
+        before = {path: httpx.get(base + path) for path in pages}
+        for found in before.values():
+            assert shown.format((hour - timedelta(hours=1)).isoformat()) in found.text
+        computed = sample(base, COMPUTED)
+        add_batch(
+            warehouse, 5000, 3, day=TODAY, batch_hour=hour - timedelta(hours=2), project="other"
+        )
+        publish(warehouse)
+        for path, found in before.items():
+            again = _revalidated(base, path, found)
+            assert (again.status_code, again.headers["etag"]) == (304, found.headers["etag"])
+        assert sample(base, COMPUTED) == computed
+        assert sample(base, KEPT) == 2
+        add_batch(warehouse, 6000, 3, day=TODAY, batch_hour=hour, project="other")
+        publish(warehouse)
+        for path, found in before.items():
+            moved = _revalidated(base, path, found)
+            assert moved.status_code == 200
+            assert moved.headers["etag"] != found.headers["etag"]
+            assert shown.format((hour + timedelta(hours=1)).isoformat()) in moved.text
+        assert sample(base, COMPUTED) == computed + 2

@@ -567,7 +567,7 @@ def test_a_load_reads_its_new_rows_once_for_totals_spellings_and_days(tmp_path: 
         db.con = real
         readers = [sql for sql in scanned.rows if "file_downloads" in sql]
         assert [sql.split()[0] for sql in readers] == ["SELECT", "WITH"]
-        assert "max(rowid)" in readers[0]  # the marks, read before the insert
+        assert "next_rowid" in readers[0]  # the marks, read before the insert
         assert rollups.settled_through(real) == FIRST - timedelta(days=1)
         assert real.execute(
             f"SELECT normalized FROM {rollups.PROJECTS} WHERE name = 'Brand_New'"
@@ -637,6 +637,29 @@ def test_a_day_of_no_download_settles_nothing_until_a_download_on_it(tmp_path: P
     finally:
         db.close()
     assert _differences(path) == ([], [])
+
+
+def test_the_next_rowid_a_load_stores_is_checked_against_the_rows(tmp_path: Path) -> None:
+    """Each load stores the rowid its next row gets, which the next load's marks take when
+    the table holds that many rows; rows appended otherwise (a release that stores none)
+    make the marks find it in the rows again."""
+    path = tmp_path / "w.duckdb"
+    rng = random.Random(9)
+    db = DuckDBWarehouse(path)
+    try:
+        con = db.con
+        _load(db, "a.json", random_lines(rng, 300, PROJECTS, FIRST, 2))
+        stored = f"SELECT next_rowid FROM {rollups.VERSION}"
+        assert con.execute(stored).fetchone() == (300,)
+        assert rollups.marks(con).next_rowid == 300
+        con.execute("INSERT INTO file_downloads SELECT * FROM file_downloads LIMIT 7")
+        assert con.execute(stored).fetchone() == (300,)
+        assert rollups.marks(con).next_rowid == 307
+        _load(db, "b.json", random_lines(rng, 50, PROJECTS, FIRST, 2, start=5000))
+        assert con.execute(stored).fetchone() == (357,)
+        assert rollups.marks(con).next_rowid == 357
+    finally:
+        db.close()
 
 
 def test_readers_agree_with_the_rows_while_days_are_open_and_after_they_settle(

@@ -21,6 +21,7 @@ ETag as they were.
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
 from typing import NamedTuple
 
 from pythonhosted.stats_web.changes import EVERY_DAY, Changes
@@ -40,11 +41,12 @@ class Answer(NamedTuple):
     last_day: int = EVERY_DAY
     uploads: bool = True
     volatile: bool = True
+    watermark: datetime | None = None  # the one it shows
 
 
 # What the cache holds: an Answer's fields with the entry's weight after its version, as a
 # plain tuple (a subclass of tuple, like Answer, stays tracked by the collector).
-_Entry = tuple[int, bytes, bytes, str, int, int, int, bool, bool]
+_Entry = tuple[int, bytes, bytes, str, int, int, int, bool, bool, datetime | None]
 
 
 def weight(key: tuple[object, ...], answer: Answer) -> int:
@@ -65,15 +67,20 @@ class AnswerCache:
         return len(self._entries)
 
     def get(
-        self, key: tuple[object, ...], version: int, changes: Changes | None = None
+        self,
+        key: tuple[object, ...],
+        version: int,
+        changes: Changes | None = None,
+        watermark: datetime | None = None,
     ) -> Answer | None:
         """The answer of ``version``: cached under it, or under an older one of which
-        nothing it read changed since, by ``changes``."""
+        nothing it read changed since, by ``changes``, and whose watermark (if it shows one)
+        is ``watermark``, the current one."""
         found = self._entries.get(key)
         if found is None:
             return None
         if found[4] != version:
-            if changes is None or not changes.kept(found[4], version, *found[6:]):
+            if changes is None or not changes.kept(found[4], version, *found[6:], watermark):
                 return None
             found = (*found[:4], version, *found[5:])
             self._entries[key] = found

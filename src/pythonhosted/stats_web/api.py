@@ -46,8 +46,8 @@ class Context:
 
     @property
     def watermark(self) -> datetime | None:
-        """The watermark, noted as shown (:func:`.changes.volatile`): any publish moves it."""
-        changes.volatile()
+        """The watermark, noted as shown (:func:`.changes.watermark`)."""
+        changes.watermark(self.complete_through)
         return self.complete_through
 
 

@@ -13,8 +13,9 @@ starve the event loop of the GIL) on a connection from
 in this process, so nothing waits for a lock) and kept whole in a bounded cache keyed by
 path, query and the last complete day, valid for one data version: a publish that changes
 the data changes the version (:class:`~.data.DataVersion`), so no answer outlives it, unless
-the publish changed nothing the answer read (no day up to the last it read, no watermark or
-latest release it shows: :mod:`.changes`), when it is kept, ETag and all. Every
+the publish changed nothing the answer read (no day up to the last it read, no latest
+release it shows, and the watermark it shows is the current one: :mod:`.changes`), when it
+is kept, ETag and all. Every
 answer carries an ``ETag`` (a hash of its body: it changes only when the data or the day
 changed), ``Cache-Control: public, max-age=N`` with N the seconds until the next publish is
 expected (bounded by ``stats_web.max_age``), CORS ``*``, the security headers with a
@@ -455,7 +456,8 @@ class StatsWebApp(Service):
         """The cached answer of the current data version: computed for it, or for an older
         one that changed nothing it read (counted as kept, once per version it moves to)."""
         kept = self.cache.kept
-        cached = self.cache.get(key, self.version.current.number, self.version.changes)
+        version = self.version.current.number
+        cached = self.cache.get(key, version, self.version.changes, self._watermark())
         if self.cache.kept != kept:
             self.kept.inc()
         return cached
@@ -470,8 +472,16 @@ class StatsWebApp(Service):
         every request to the warehouse until one answer was computed: the cached answers of
         an unchanged version are served again once it has been read. One read at a time,
         in a thread of its own; concurrent requests wait for it.
+
+        When the version moved, its latest batch hour is read with it, and the stores are
+        listed if the last listing is older than ``IN_FLIGHT_TTL``, so the cached answers
+        that show the watermark are kept only while it is the current one (:mod:`.changes`).
         """
-        return await self.version_reader.run(self._read_version)
+        before = self.version.current.number
+        known = await self.version_reader.run(self._read_version)
+        if known and self.version.current.number != before:
+            await self._oldest_in_flight()
+        return known
 
     def _read_version(self) -> bool:
         if not self._available():
@@ -479,7 +489,8 @@ class StatsWebApp(Service):
         signature = self.version.signature()
         try:
             with self._reading() as con:
-                self.version.refresh(con, signature)
+                version = self.version.refresh(con, signature)
+                self._note_latest_batch(con, version.number)
         except (WarehouseError, duckdb.Error):
             return False
         return True
@@ -529,10 +540,8 @@ class StatsWebApp(Service):
                 version = self.version.refresh(con, signature) if stale else self.version.current
                 if self.version.outdated is not None:
                     raise WarehouseError(f"the warehouse {self.version.outdated}")
-                if self._latest_batch[0] != version.number:
-                    self._latest_batch = (version.number, _latest_batch_hour(con))
-                latest = self._latest_batch[1]
-                watermark = in_flight or (latest + timedelta(hours=1) if latest else None)
+                self._note_latest_batch(con, version.number)
+                watermark = in_flight or self._loaded_through(version.number)
                 ctx = api.Context(
                     self.today.last_complete_day(), watermark, self.options.trending_floor
                 )
@@ -551,8 +560,27 @@ class StatsWebApp(Service):
             return self._plain(*_error(404, "no such route")), None
         answer = self._plain(status, body, kind, version.number)
         return answer._replace(
-            last_day=reads.last_day, uploads=reads.uploads, volatile=reads.volatile
+            last_day=reads.last_day,
+            uploads=reads.uploads,
+            volatile=reads.volatile,
+            watermark=reads.watermark,
         ), version
+
+    def _note_latest_batch(self, con: Connection, version: int) -> None:
+        """Read the latest batch hour loaded, once per data version."""
+        if self._latest_batch[0] != version:
+            self._latest_batch = (version, _latest_batch_hour(con))
+
+    def _loaded_through(self, version: int) -> datetime | None:
+        """The hour after the latest batch loaded at ``version`` (None: none, or not read)."""
+        number, latest = self._latest_batch
+        return latest + timedelta(hours=1) if number == version and latest else None
+
+    def _watermark(self) -> datetime | None:
+        """The watermark an answer computed now would show, as far as known without waiting
+        (None: not known): the oldest batch hour in flight as last listed, else the hour
+        after the latest batch loaded."""
+        return self._in_flight[1] or self._loaded_through(self.version.current.number)
 
     def _available(self) -> bool:
         """Whether there is a warehouse to read (a server: always; it answers or errs)."""

@@ -11,14 +11,20 @@ reads neither is the same answer, with the same ETag.
 - While an answer is computed, :func:`recording` notes what it reads (:class:`Reads`): the
   last day of downloads (:func:`days`, called by each question of :mod:`.data`; open-ended,
   as an all-time total, is every day), whether it shows a latest release (:func:`uploads`),
-  and whether it shows what any publish may move without a day of downloads (:func:`volatile`:
-  the completeness watermark, the list of known project names behind a search or an unknown
-  project's 404).
+  the completeness watermark it shows (:func:`watermark`), and whether it shows what any
+  publish may move without a day of downloads (:func:`volatile`: the list of known project
+  names behind a search or an unknown project's 404).
 - Each publish records, in its own transaction, the earliest day whose downloads it touched
   and whether it added uploads (``warehouse_changes``, :func:`pythonhosted.warehouse.rollups.bump`).
   :class:`Changes` reads them with the data version and folds them per version, so the cache
   asks in O(1) on the event loop whether anything since an answer's version touched a day up
   to its last, or what else it shows (:meth:`Changes.kept`).
+- The watermark is compared by value: the cache asks with the current one (the oldest batch
+  hour in flight, else the hour after the latest batch loaded), and an answer showing another
+  is computed again. A publish every 15 minutes moves it about once an hour (when the last
+  batch of the oldest hour in flight is loaded), so the answers over complete days (home,
+  compare) stay through the other publishes of the hour, ETag and all; a boolean
+  "shows the watermark" made every one of them stale at every publish.
 
 A version whose change is not known (a warehouse from an older release, one published before
 the reader started and no longer kept, a ClickHouse warehouse, which records none) changes
@@ -32,7 +38,7 @@ import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import duckdb
 
@@ -54,6 +60,7 @@ class Reads:
     last_day: int = 0  # ordinal; 0: no day of downloads
     uploads: bool = False
     volatile: bool = False
+    watermark: datetime | None = None  # the one it shows (None: none shown)
 
 
 _reads: ContextVar[Reads | None] = ContextVar("stats_web_reads", default=None)
@@ -86,10 +93,22 @@ def uploads() -> None:
 
 
 def volatile() -> None:
-    """The answer shows what any publish may change (the watermark, project names)."""
+    """The answer shows what any publish may change (project names, coverage's rows)."""
     reads = _reads.get()
     if reads is not None:
         reads.volatile = True
+
+
+def watermark(shown: datetime | None) -> None:
+    """The answer shows ``shown`` as the watermark (None, before any batch was loaded: the
+    first publish moves it, so that is :func:`volatile`)."""
+    reads = _reads.get()
+    if reads is None:
+        return
+    if shown is None:
+        reads.volatile = True
+    else:
+        reads.watermark = shown
 
 
 # Per data version v: the earliest day's ordinal and whether uploads changed in (v, top].
@@ -143,12 +162,22 @@ class Changes:
             since[number] = (first, added)
         return since
 
-    def kept(self, version: int, current: int, last_day: int, uploads: bool, vol: bool) -> bool:
+    def kept(
+        self,
+        version: int,
+        current: int,
+        last_day: int,
+        uploads: bool,
+        vol: bool,
+        shown: datetime | None = None,
+        watermark: datetime | None = None,
+    ) -> bool:
         """Whether an answer of ``version`` (which read through ``last_day``, showed a latest
-        release if ``uploads``, something any publish moves if ``vol``) is the same at
-        ``current``."""
+        release if ``uploads``, something any publish moves if ``vol``, the watermark
+        ``shown`` if not None) is the same at ``current``, whose watermark is ``watermark``
+        (None: not known)."""
         top, since = self._view
-        if vol or top != current:
+        if vol or top != current or (shown is not None and shown != watermark):
             return False
         changed = since.get(version)
         if changed is None:

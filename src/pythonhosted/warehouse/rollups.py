@@ -60,7 +60,8 @@ statement reads the marks itself, so rollups and tail come from one snapshot. Th
 load just inserted are the ones with a ``rowid`` at or above the table's next one before
 the insert (inside the transaction DuckDB gives them provisional rowids above every
 committed one; at commit they take the next ones in order, as the table only ever appends,
-which is where ``tail_from`` then points).
+which is where ``tail_from`` then points). Each load stores that next rowid with its
+version (``next_rowid``), so the next load need not find it in the rows (:func:`marks`).
 
 Why: each load used to append the aggregate of its rows in every dimension (about 1.3
 rollup rows per download, as a load spreads over thousands of projects), which cost a load
@@ -98,8 +99,13 @@ VERSION = "warehouse_version"
 CHANGES = "warehouse_changes"
 EVERY_DAY = date.min
 """A change's ``first_day`` when every day may have changed (a rebuild)."""
-# PEP 503: runs of -, _ and . become one -, lower case.
-NORMALIZED = "lower(regexp_replace(project, '[-_.]+', '-', 'g'))"
+NORMALIZED = (
+    "CASE WHEN contains(project, '_') OR contains(project, '.') OR contains(project, '--') "
+    "THEN lower(regexp_replace(project, '[-_.]+', '-', 'g')) ELSE lower(project) END"
+)
+"""SQL: PEP 503's name of ``project`` (runs of -, _ and . become one -, lower case). A name
+without _, . or -- has no run to replace, so it is only lowered: the regular expression cost
+a load 0.45 us a group (1.4 ms of a 5,700-row load's 3,000 totals), ``lower`` a tenth."""
 PYTHON_MINOR = "NULLIF(regexp_extract(details.python, '^[0-9]+\\.[0-9]+'), '')"
 DIMENSIONS: dict[str, str] = {
     "version": "file.version",
@@ -219,11 +225,15 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     for sql in _CREATE:
         con.execute(sql)
     suggestions.ensure(con, PROJECTS)
-    for column in ("compacted_through DATE", "tail_from BIGINT"):
+    for column in ("compacted_through DATE", "tail_from BIGINT", "next_rowid BIGINT"):
         con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
-        con.execute(f"INSERT INTO {VERSION} VALUES (0, NULL, ?, NULL, 0)", [DEFINITION])
+        con.execute(
+            f"INSERT INTO {VERSION} (version, published_at, definition, compacted_through, "
+            "tail_from) VALUES (0, NULL, ?, NULL, 0)",
+            [DEFINITION],
+        )
         con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
@@ -343,18 +353,32 @@ def daily(
 
 
 def marks(con: duckdb.DuckDBPyConnection) -> Marks:
-    """The marks, for a writer about to append rows: one statement. The next rowid is one
-    past the highest, found among the rows from ``count(*) - 1`` on (the highest rowid is
-    at least that, so this is exact; DuckDB then reads only the last row group, where
-    ``max(rowid)`` over the table reads every rowid: 30 ms at 50M rows). The count of
-    stored spellings (from the table's metadata) picks how new ones are found."""
+    """The marks, for a writer about to append rows: one statement, from the table's
+    metadata and ``warehouse_version``. The count of stored spellings picks how new ones
+    are found.
+
+    The next rowid is the one each load stores (``next_rowid``, by :func:`bump`), taken
+    when it equals ``count(*)``: the table only appends, so its rowids are then 0 to
+    ``count(*) - 1``. Otherwise (none stored yet, or rows appended by a release that does
+    not store it) it is found in the rows: one past the highest, among the rows from
+    ``count(*) - 1`` on (the highest rowid is at least that, so this is exact; DuckDB then
+    reads only the last row group, where ``max(rowid)`` over the table reads every rowid:
+    30 ms at 50M rows). That read was a third of this statement's CPU, which a small load
+    pays each time (BENCHMARKS.md)."""
     found = con.execute(
-        "SELECT (SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads "
-        "WHERE rowid >= (SELECT count(*) FROM file_downloads) - 1), "
-        f"compacted_through, tail_from, (SELECT count(*) FROM {PROJECTS}) FROM {VERSION}"
+        "SELECT next_rowid, (SELECT count(*) FROM file_downloads), compacted_through, "
+        f"tail_from, (SELECT count(*) FROM {PROJECTS}) FROM {VERSION}"
     ).fetchone()
     assert found is not None, "ensure() made the row"
-    return Marks(found[1], int(found[2] or 0), int(found[0]), int(found[3]))
+    stored, rows, settled, tail_from, names = found
+    if stored != rows:
+        exact = con.execute(
+            "SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads WHERE rowid >= ?",
+            [rows - 1],
+        ).fetchone()
+        assert exact is not None, "an aggregate without GROUP BY returns a row"
+        stored = exact[0]
+    return Marks(settled, int(tail_from or 0), int(stored), int(names))
 
 
 ONE_STATEMENT_BYTES = 16 << 20
@@ -387,18 +411,22 @@ def insert_sql(insert: str, before: Marks) -> str:
     spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
     The insert returns only what the totals and spellings read (:data:`RETURNED`), each
     row's key columns computed as it is inserted: returning the whole ``details`` record
-    copied every nested field of every row once more.
+    copied every nested field of every row once more. The returned rows are grouped once
+    (by the totals' key and whether they count), and the totals, the row count and the
+    spellings read the groups (about half as many as the rows), not the rows three times.
     """
     totals = (
         f"SELECT day, {NORMALIZED} AS project, '' AS dimension, CAST(NULL AS VARCHAR) AS value, "
-        "mirror, ci, downloads FROM (SELECT day, project, mirror, ci, count(*) AS downloads "
-        "FROM new_rows WHERE counted GROUP BY day, project, mirror, ci)"
+        "mirror, ci, rows AS downloads FROM groups WHERE counted"
     )
     return (
         f"WITH new_rows AS ({insert} RETURNING {RETURNED}), "
+        "groups AS (SELECT day, project, mirror, ci, counted, count(*) AS rows FROM new_rows "
+        "GROUP BY day, project, mirror, ci, counted), "
         f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
-        "SELECT (SELECT count(*) FROM new_rows), (SELECT min(day) FROM totals), "
-        f"(SELECT max(day) FROM totals), ({_spellings_sql('new_rows', 'true', before)})"
+        "SELECT (SELECT coalesce(sum(rows), 0) FROM groups), first, last, "
+        f"({_spellings_sql('groups', 'true', before)}) "
+        "FROM (SELECT min(day) AS first, max(day) AS last FROM totals)"
     )
 
 
@@ -661,13 +689,22 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
             [through, current.next_rowid],
         )
-    bump(con, first_day=EVERY_DAY, uploads=False)
+    bump(con, first_day=EVERY_DAY, uploads=False, next_rowid=current.next_rowid)
 
 
-def bump(con: duckdb.DuckDBPyConnection, *, first_day: date | None, uploads: bool) -> None:
+def bump(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    first_day: date | None,
+    uploads: bool,
+    next_rowid: int | None = None,
+) -> None:
     """A new data version, and what it changed (in the caller's transaction): the earliest
     day whose downloads it touched (None: none; :data:`EVERY_DAY`: any) and whether it added
     uploads. A cached answer that read a day from ``first_day`` on, or a latest release when
-    ``uploads``, is stale after commit; the others stand (their ETags too)."""
-    con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now()")
+    ``uploads``, is stale after commit; the others stand (their ETags too). A load into
+    ``file_downloads`` gives the rowid its next row will have once committed, stored for
+    :func:`marks` in the same statement."""
+    stored = "" if next_rowid is None else f", next_rowid = {int(next_rowid)}"
+    con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now(){stored}")
     con.execute(f"INSERT INTO {CHANGES} SELECT version, ?, ? FROM {VERSION}", [first_day, uploads])
