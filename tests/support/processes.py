@@ -175,9 +175,16 @@ class Reaper:
         with self._lock:
             if self._owner != os.getpid():
                 self._start()
-            assert self._process is not None and self._process.stdin is not None
-            self._process.stdin.write(b"%d\n" % line)
-            self._process.stdin.flush()
+            try:
+                self._write(line)
+            except BrokenPipeError:  # the reaper was killed (by hand): a new one from here on
+                self._start()
+                self._write(line)
+
+    def _write(self, line: int) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(b"%d\n" % line)
+        self._process.stdin.flush()
 
     def _start(self) -> None:
         self._owner = os.getpid()
@@ -192,7 +199,8 @@ class Reaper:
     def _close(process: subprocess.Popen[bytes], owner: int) -> None:
         """At a clean exit: end its input and wait for it (no "still running" warning)."""
         if os.getpid() == owner and process.stdin is not None:
-            process.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # one that was killed
+                process.stdin.close()
             process.wait(timeout=60)
 
 
