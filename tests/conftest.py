@@ -37,6 +37,7 @@ from botocore.credentials import Credentials
 
 from pythonhosted.storage import Store, open_store
 from pythonhosted.web.server import Bind, free_port, wait_for_port
+from support import bounds
 from support.processes import start_server, stop_group, stop_spawned
 
 # Anything AWS- or Google-flavoured in this process must never leave loopback.
@@ -56,6 +57,8 @@ os.environ.update(
 # TLS (pip or uv bootstrapping a fresh clone) verifies against the same system store.
 os.environ.pop("SSL_CERT_FILE", None)
 os.environ.setdefault("SSL_CERT_DIR", ssl.get_default_verify_paths().openssl_capath)
+# Stores, servers and commands the tests start wait longer for a starved moto or SeaweedFS.
+bounds.apply()
 _names = itertools.count()
 
 CLIENT_TIMEOUT = httpx.Timeout(60.0)

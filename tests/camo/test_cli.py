@@ -97,7 +97,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
         "serve",
         f"--bind=127.0.0.1:{bind.port}",
         "--allow-network=127.0.0.2/32",
-        "--timeout=2s",
+        "--timeout=30s",  # fetches from this process's upstream, which a loaded machine starves
         "--max-size=64",
         "--server-name=camo-cli",
         "-H",

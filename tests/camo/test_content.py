@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def small(make_camo: CamoFactory) -> Iterator[Camo]:
-    """Camo with a 16 KB limit and a short deadline."""
-    with make_camo(max_size_kb=16, timeout="300ms") as camo:
+    """Camo with a 16 KB limit and a deadline well short of /slow's 10 s hold, and long enough
+    for an upstream's answer on a starved machine (300 ms is a deadline a loaded machine can
+    miss before the headers come: a 504 where the test expects a refusal)."""
+    with make_camo(max_size_kb=16, timeout="5s") as camo:
         yield camo
 
 

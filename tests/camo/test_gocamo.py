@@ -385,7 +385,7 @@ def test_upstream_early_eof(make_camo: CamoFactory, raw_upstream: RawUpstream) -
         b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n"
     )
     url = raw_upstream.base + "/early-eof"
-    with go_config(make_camo, timeout="500ms") as camo:
+    with go_config(make_camo) as camo:  # its 10 s: an early EOF, not a deadline, is tested
         response = camo.get(url)
     # go-camo: a 200 with an empty body; camo refuses rather than relay a short image
     assert_refused(response, 502, "upstream body broke off: connection closed mid-body")

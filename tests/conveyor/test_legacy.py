@@ -36,7 +36,7 @@ def base(api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory) -> Iterator[st
     fake, api_url = api
     fake.projects["foo-bar"] = RELEASES
     fake.projects["django"] = {"1.0": [file_entry("Django-1.0.tar.gz", "source")]}
-    with conveyor(json_api=api_url, upstream_timeout=0.5) as url:
+    with conveyor(json_api=api_url) as url:  # the tests' upstream timeout (support.bounds)
         yield url
 
 
@@ -183,10 +183,12 @@ def test_upstream_server_errors_are_503(
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_upstream_timeout_is_503(api: tuple[FakeJsonApi, str], base: str) -> None:
-    api[0].stall["slow"] = 3.0  # the conveyor's upstream timeout is 0.5 s
-    api[0].projects["slow"] = {"1.0": [file_entry("slow-1.0.tar.gz", "source")]}
-    response = httpx.get(f"{base}/packages/source/s/slow/slow-1.0.tar.gz")
+def test_upstream_timeout_is_503(api: tuple[FakeJsonApi, str], conveyor: ConveyorFactory) -> None:
+    fake, api_url = api
+    fake.stall["slow"] = 3.0
+    fake.projects["slow"] = {"1.0": [file_entry("slow-1.0.tar.gz", "source")]}
+    with conveyor(json_api=api_url, upstream_timeout=0.5) as url:
+        response = httpx.get(f"{url}/packages/source/s/slow/slow-1.0.tar.gz")
     assert response.status_code == 503
 
 

@@ -177,8 +177,8 @@ def test_the_warehouse_is_closed_while_the_event_loop_runs(
     """In ``serve`` publish shares one event loop with every service. Closing DuckDB's writer
     (a checkpoint of its write-ahead log, after the readers' lock) ran on that loop: 4.5 s
     with no service answering after a pass of 1.1M rows (bench/probe_serve.py). Here the
-    close waits until a task on the loop lets it go: on the loop, it waited its 5 s out and
-    the task never ran."""
+    close waits until a task on the loop lets it go: on the loop, it waited its 30 s out and
+    the task never ran (30 s, not 5: a loop starved at load 20 may take seconds to run it)."""
     gate = threading.Event()
     closing = threading.Event()
     released: list[bool] = []
@@ -186,7 +186,7 @@ def test_the_warehouse_is_closed_while_the_event_loop_runs(
 
     def held_close(warehouse: DuckDBWarehouse) -> None:
         closing.set()
-        released.append(gate.wait(timeout=5))
+        released.append(gate.wait(timeout=30))
         close(warehouse)
 
     monkeypatch.setattr(DuckDBWarehouse, "close", held_close)

@@ -92,7 +92,6 @@ def running(workdir: Path, project: str) -> Iterator[str]:
             cwd=workdir,
             stdout=log.fileno(),
             stderr=subprocess.STDOUT,
-            dies_with_parent=True,
         ) as process,
     ):
 

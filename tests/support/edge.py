@@ -22,6 +22,8 @@ from pythonhosted.storage import open_store
 from pythonhosted.web.server import Bind, wait_for_port
 from support.processes import started
 
+CLIENT_TIMEOUT = 60.0  # as every httpx client of the tests (conftest.py): a starved server's answer
+
 EdgeFactory = Callable[..., AbstractContextManager[str]]
 
 
@@ -73,7 +75,7 @@ def seed(url: str, gcs_bucket: Any = None) -> None:
 def raw_request(base_url: str, request_line: str, headers: str = "") -> tuple[int, bytes]:
     """Send bytes exactly as written (httpx would normalise the hostile paths away)."""
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection((host, int(port)), timeout=CLIENT_TIMEOUT) as sock:
         sock.sendall(f"{request_line}\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):

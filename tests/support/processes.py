@@ -2,11 +2,15 @@
 
 Every process starts in its own session (so its own process group) and the whole group is
 killed on the way out, whether the test passed, failed or was interrupted by pytest-timeout
-(its signal method raises inside the test, so ``finally`` runs).
+(its signal method raises inside the test, so ``finally`` runs). A pytest killed outright
+runs no ``finally``: for that, each group :func:`spawn` and :func:`started` start is also in
+the care of this test process's :class:`Reaper`, which kills the groups still left when the
+test process is gone (the session's servers, :func:`start_server`, die by the kernel's hand).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -14,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -71,6 +76,7 @@ def stop_group(
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    reaper.forget(process.pid)
 
 
 def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple[bytes, bytes]:
@@ -84,6 +90,8 @@ def finish_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> tuple
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         return process.communicate()
+    finally:
+        reaper.forget(process.pid)
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -110,6 +118,95 @@ def dying_with(parent: int) -> Callable[[], None]:
     return die_with_parent
 
 
+# The reaper's program: "+PGID" and "-PGID" lines take groups into its care and out of it; at the
+# end of its input (the test process ended, however it ended) it kills the groups in its care.
+_REAPER = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    pgid = int(line)
+    if pgid > 0:
+        groups.add(pgid)
+    else:
+        groups.discard(-pgid)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+class Reaper:
+    """A process beside this one that kills the process groups this one started and has not
+    stopped yet when this one ends: when pytest (or an xdist worker) is SIGKILLed, the
+    finalisers that stop a test's processes never run (three ``camo serve`` outlived a killed
+    run by 80 minutes).
+
+    It learns of the end from its standard input, a pipe only this process holds, reaching
+    its end. Not ``PR_SET_PDEATHSIG`` (:func:`dying_with`): that fires when the *thread* that
+    forked the child ends, and tests start processes from worker threads that end long
+    before the process they started should; and it kills only the child, not the workers
+    the child forked in its group. The reaper is in a session of its own, out of reach of
+    a signal to pytest's group (a terminal's Ctrl-C), and started again in a forked child
+    of this process, whose groups are its own.
+
+    A process killed between its fork and :meth:`watch` is not seen: a few microseconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = 0  # the pid the reaper watches
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The reaper process's pid, once this process started one."""
+        return self._process.pid if self._process is not None else None
+
+    def watch(self, pgid: int) -> None:
+        """Kill group ``pgid`` if this process ends before :meth:`forget`."""
+        self._tell(pgid)
+
+    def forget(self, pgid: int) -> None:
+        """Group ``pgid`` was stopped (or is not in this reaper's care)."""
+        self._tell(-pgid)
+
+    def _tell(self, line: int) -> None:
+        with self._lock:
+            if self._owner != os.getpid():
+                self._start()
+            try:
+                self._write(line)
+            except BrokenPipeError:  # the reaper was killed (by hand): a new one from here on
+                self._start()
+                self._write(line)
+
+    def _write(self, line: int) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(b"%d\n" % line)
+        self._process.stdin.flush()
+
+    def _start(self) -> None:
+        self._owner = os.getpid()
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _REAPER],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+        atexit.register(self._close, self._process, self._owner)
+
+    @staticmethod
+    def _close(process: subprocess.Popen[bytes], owner: int) -> None:
+        """At a clean exit: end its input and wait for it (no "still running" warning)."""
+        if os.getpid() == owner and process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):  # one that was killed
+                process.stdin.close()
+            process.wait(timeout=60)
+
+
+reaper = Reaper()
+
+
 def start_server(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start a long-lived server for the tests (the session's S3 and GCS servers): in its own
     process group, killed by the kernel if this process dies before stopping it."""
@@ -127,6 +224,7 @@ def spawn(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     process: subprocess.Popen[bytes] = subprocess.Popen(
         list(argv), start_new_session=True, **options
     )
+    reaper.watch(process.pid)
     _spawned.append(process)
     return process
 
@@ -137,6 +235,8 @@ def stop_spawned() -> None:
         process = _spawned.pop()
         if process.poll() is None:
             stop_group(process, grace=5.0)
+        else:
+            reaper.forget(process.pid)
 
 
 @contextlib.contextmanager
@@ -147,19 +247,13 @@ def started(
     cwd: Path | None = None,
     stdout: int | None = subprocess.DEVNULL,
     stderr: int | None = subprocess.DEVNULL,
-    dies_with_parent: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` in its own process group for the ``with`` block; the group dies after.
-    With ``dies_with_parent`` (a session's server), also if this process is killed first."""
+    """Run ``argv`` in its own process group for the ``with`` block; the group dies after,
+    and with this process if it is killed first (:data:`reaper`)."""
     process = subprocess.Popen(
-        list(argv),
-        env=env,
-        cwd=cwd,
-        stdout=stdout,
-        stderr=stderr,
-        start_new_session=True,
-        preexec_fn=dying_with(os.getpid()) if dies_with_parent else None,
+        list(argv), env=env, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True
     )
+    reaper.watch(process.pid)
     try:
         yield process
     finally:
