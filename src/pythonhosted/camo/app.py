@@ -87,6 +87,7 @@ class CamoApp(Service):
             hooks=[(self._startup, self.aclose)],
             metrics=settings.metrics,
             access_log=access_log,
+            relief=True,  # a herd of clients of one image must not leave the process 2x its size
         )
 
     def _upstream_memo(self, memo: str) -> int:

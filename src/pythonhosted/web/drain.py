@@ -119,6 +119,10 @@ class Draining:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.requests: set[asyncio.Task[object]] = set()
+        # The serving loop, looked up once: on Python 3.11 every ``get_running_loop()`` (and
+        # ``current_task()`` without a loop) makes a getpid() system call, the dearest thing
+        # this frame did per request (perf: 2-4 % of a camo cache hit's CPU).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lifespan: Child | None = None
         self._stopping: asyncio.Future[Message] | None = None
 
@@ -127,7 +131,10 @@ class Draining:
         if scope["type"] == "lifespan":
             await self._serve_lifespan(scope, receive, send)
             return
-        task = current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = current_task(loop)
         if task is None:  # not run by a task: nothing to cut, nothing to count
             await self.app(scope, receive, send)
             return

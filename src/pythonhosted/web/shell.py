@@ -48,6 +48,7 @@ from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.departure import CLIENT_GONE, Departed
 from pythonhosted.web.lifespan import Hook, handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
+from pythonhosted.web.relief import Relief
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_metrics, send_response
 from pythonhosted.web.security import HSTS, SECURITY
@@ -188,6 +189,7 @@ class Service:
     ``part``: a label for each path (conveyor's legacy/docs), or None for none; ``tallies``:
     counters the service registered itself, to share them with code counting elsewhere.
     ``extra_headers``: what the service adds to the security headers on its own answers.
+    ``relief``: give memory back once a crowd of requests has gone (:mod:`.relief`).
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class Service:
         tallies: ResponseTallies | None = None,
         metrics: bool = True,
         access_log: bool = False,
+        relief: bool = False,
     ) -> None:
         self.name = name
         self.handler = handler
@@ -227,6 +230,10 @@ class Service:
             tallies = ResponseTallies(name, parts=part is not None)
             registry.register(tallies)
         self.tallies = tallies  # a service may count elsewhere too (conveyor's mounted legacy)
+        self.relief: Relief | None = None
+        if relief:
+            self.relief = Relief(name)
+            registry.register(self.relief)
         self._errors = BoundedLog(
             log, "unhandled errors: %d more in %g s (not logged one by one): %s", "errors"
         )
@@ -247,6 +254,9 @@ class Service:
         counted = CountingSend(send)
         tallies = self.tallies
         tallies.in_flight += 1
+        relief = self.relief
+        if relief is not None:
+            relief.arrived(tallies.in_flight)
         try:
             path = request.path
             if b"transfer-encoding" in headers and not _only_chunked(scope["headers"]):
@@ -275,6 +285,8 @@ class Service:
             await self.text(counted, request, 500, "Internal error")
         finally:
             tallies.in_flight -= 1
+            if relief is not None:
+                relief.left(tallies.in_flight)
             if self.part is None:
                 tallies.by_status[counted.status] += 1
             else:

@@ -245,6 +245,8 @@ class ImageCache:
         served uncached while the index of a large cache is still being read, and always if
         every slot is taken by another process, which the log says)."""
         opening = self._opening
+        if opening is not None and opening.done():
+            return self.store.disk.opened  # every request once started: no loop lookup
         loop = asyncio.get_running_loop()
         if opening is None:
             opening = self._opening = asyncio.ensure_future(self._open())
