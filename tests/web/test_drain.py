@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pythonhosted.web.drain import Stopping, stop_began, unless_stopping
+from pythonhosted.web.drain import Draining, Stopping, stop_began, unless_stopping
 from pythonhosted.web.server import free_port
 from support.gated_app import GATE_DIR_ENV
 from support.processes import holds, started, wait_until
@@ -75,3 +75,18 @@ def test_a_wait_ends_when_the_stop_begins_and_work_with_nothing_to_wait_for_stil
         return seen
 
     assert asyncio.run(scenario()) == ["long cancelled: True", "answered"]
+
+
+def test_an_app_run_on_a_second_loop_still_counts_its_requests() -> None:
+    """The drain counts the requests in flight on the loop it serves; an app object run
+    again on another loop (tests, an embedded server started twice) counts them there too."""
+    seen: list[bool] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.append(asyncio.current_task() in draining.requests)
+
+    draining = Draining(app)
+    scope = {"type": "http", "path": "/"}
+    for _ in range(2):
+        asyncio.run(draining(scope, None, None))  # type: ignore[arg-type]
+    assert seen == [True, True]

@@ -131,10 +131,10 @@ class Draining:
         if scope["type"] == "lifespan":
             await self._serve_lifespan(scope, receive, send)
             return
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        task = current_task(loop)
+        task = current_task(self._loop) if self._loop is not None else None
+        if task is None:  # first request, or another loop than the last (an app run again)
+            self._loop = asyncio.get_running_loop()
+            task = current_task(self._loop)
         if task is None:  # not run by a task: nothing to cut, nothing to count
             await self.app(scope, receive, send)
             return
