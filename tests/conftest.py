@@ -36,6 +36,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from pythonhosted.storage import Store, open_store
+from pythonhosted.web.ports import draw_from_slice
 from pythonhosted.web.server import Bind, free_port, wait_for_port
 from support import bounds
 from support.processes import start_server, stop_group, stop_spawned
@@ -59,6 +60,9 @@ os.environ.pop("SSL_CERT_FILE", None)
 os.environ.setdefault("SSL_CERT_DIR", ssl.get_default_verify_paths().openssl_capath)
 # Stores, servers and commands the tests start wait longer for a starved moto or SeaweedFS.
 bounds.apply()
+# pytest-xdist's workers start servers side by side: each draws ports from its own slice.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    draw_from_slice(int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 _names = itertools.count()
 
 CLIENT_TIMEOUT = httpx.Timeout(60.0)

@@ -38,7 +38,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
     }
     command = [sys.executable, "-m", "pythonhosted", "serve", "--data-dir", str(tmp_path / "var")]
     with started(command, env=env, stdout=subprocess.PIPE) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         assert process.stdout is not None
         banner = []
         while not banner or "Range: bytes=" not in banner[-1]:  # the banner's last line
@@ -57,7 +57,7 @@ def test_serve_from_an_empty_data_dir(tmp_path: Path) -> None:
 
     # Second start: the samples are already there, the same URLs are printed and work.
     with started(command, env=env) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         responses = [httpx.get(url) for url in urls]
         legacy = httpx.get(f"{bind.url()}/packages/source/h/hello-pythonhosted/{sdist}")
         site = httpx.get(f"{docs.url()}/hello-pythonhosted/")
@@ -125,7 +125,7 @@ def test_a_flood_on_two_services_leaves_the_others_their_descriptors(tmp_path: P
     try:
         with started(command, env=env, stderr=subprocess.PIPE) as process:
             for bind in binds.values():
-                wait_for_port(bind, timeout=60)
+                wait_for_port(bind, timeout=60, process=process)
             with idle_sockets(binds["files"], FLOOD), idle_sockets(binds["stats_web"], FLOOD):
                 wait_until(lambda: _descriptors(process.pid) >= 1_024 + 512)  # both hold theirs
                 for name in ("conveyor", "camo", "linehaul"):

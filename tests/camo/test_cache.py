@@ -578,7 +578,7 @@ def test_kill_during_a_disk_write_never_serves_a_cut_image(host: Host, tmp_path:
         ]  # fmt: skip
         env = {"PYTHONHOSTED_CAMO_KEY": "crash-key", "PATH": "/usr/bin:/bin"}
         process = spawn(command, env=env, stderr=subprocess.DEVNULL)
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         return process, bind
 
     process, bind = start()
@@ -652,7 +652,7 @@ def _limited_camo(
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     shell = ["bash", "-c", f'ulimit {limit} && exec "$@"', "camo", *command]
     process = spawn(shell, env=env, stderr=subprocess.PIPE)
-    wait_for_port(bind, timeout=60)
+    wait_for_port(bind, timeout=60, process=process)
     return process, bind
 
 
@@ -805,7 +805,7 @@ def test_a_purge_reaches_every_worker(host: Host, tmp_path: Path) -> None:
     name = unique()
     signed = bind.url() + sign_url(host.url(name, cc="max-age=600"), b"test-key")
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
 
         def in_both_memories() -> bool:
             assert httpx.get(signed).status_code == 200  # a new connection: either worker
@@ -861,7 +861,7 @@ def test_a_purge_the_full_journal_refuses_is_503(tmp_path: Path) -> None:
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     bearer = {"authorization": f"Bearer {SECRET}"}
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         statuses = []
         for n in range(200):
             signed = sign_url(f"http://127.0.0.2/{n:04d}-{'i' * 40}.png", b"test-key")

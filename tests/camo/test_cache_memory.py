@@ -61,7 +61,7 @@ def test_slow_readers_of_a_large_cached_image_hold_little(
     }
     path = sign_url(f"{upstream.base}/chunked?chunks=80&size=65536", KEY.encode())
     with started(command, env=env) as camo:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=camo)
         first = httpx.get(bind.url() + path, timeout=60)
         assert (first.status_code, len(first.content)) == (200, SIZE)
         hit = httpx.get(bind.url() + path, timeout=60)

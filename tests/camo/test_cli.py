@@ -106,7 +106,7 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     env = {"PYTHONHOSTED_CAMO_KEY": "cli-key", "PATH": "/usr/bin:/bin"}
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         response = httpx.get(bind.url() + sign_url(upstream.base + "/png", b"cli-key"))
         assert response.status_code == 200
         assert response.content == upstream.png
@@ -155,7 +155,7 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
     env = {"PYTHONHOSTED_CAMO__KEY": "env-key", "PATH": "/usr/bin:/bin"}
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         wait_until(lambda: len(_children(process.pid)) == 2)
         good = bind.url() + sign_url(upstream.base + "/png", b"file-key")
         for _ in range(8):  # a new connection each time, so both workers get some
@@ -288,7 +288,7 @@ def test_go_camo_command_line(upstream: Upstream, tmp_path: Path) -> None:
     }
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         sign = lambda path: bind.url() + sign_url(upstream.base + path, b"go-key")  # noqa: E731
         response = httpx.get(sign("/echo"), headers={"X-Forwarded-For": "2.2.2.2"})
         assert response.status_code == 200
@@ -369,7 +369,7 @@ def test_the_head_deadline_is_go_camos_timeout_only_when_given(
     env = {**os.environ, "PYTHONHOSTED_HTTP__HEADER_TIMEOUT": "1"}
     process = spawn(command, env=env, cwd=tmp_path)
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         with socket.create_connection((bind.host, bind.port)) as idle:
             started = time.monotonic()
             idle.settimeout(25)  # under go-camo's default 30 s, far over any deadline here

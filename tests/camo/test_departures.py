@@ -201,7 +201,7 @@ def test_clients_that_leave_cost_upstream_a_small_share_and_camo_its_memory(
     env = {"PYTHONHOSTED_CAMO_KEY": KEY, "PATH": "/usr/bin:/bin"}
     signed = [sign_url(host.url(f"/image{n}.png"), KEY.encode()) for n in range(CLIENTS)]
     with started(command, env=env) as camo:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=camo)
         asyncio.run(crowd(bind, signed))
         wait_until(lambda: host.closed == CLIENTS, timeout=TIMEOUT / 3)
         sent = host.sent

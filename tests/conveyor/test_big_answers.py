@@ -71,7 +71,7 @@ def test_concurrent_big_answers_stay_in_bounded_memory(
     # Sending 320 MB through the fake's one thread takes seconds on a loaded machine.
     env = {**os.environ, "PYTHONHOSTED_CONVEYOR__UPSTREAM_TIMEOUT": "120"}
     with started(argv, env=env) as server:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=server)
         assert httpx.get(f"http://{bind.host}:{bind.port}/_health").status_code == 200
         before = settled(server.pid)
         files = [f"big-1.{n * 7}.tar.gz" for n in range(LOOKUPS)]

@@ -250,7 +250,7 @@ def test_a_spool_that_refuses_lines_loses_none(primary: str, tmp_path: Path) -> 
     shell = ["bash", "-c", 'ulimit -f 32 && exec "$@"', "edge", *command]
     shipped = 0
     with started(shell, env=env, stderr=subprocess.PIPE) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         for downloads in (1_000, 20, 1_000):
             answers = asyncio.run(fetch_all(bind.url(), [WHEEL.path] * downloads, concurrency=20))
             assert [answer.status for answer in answers] == [200] * downloads

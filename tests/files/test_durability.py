@@ -104,7 +104,7 @@ def test_sigkill_at_the_worst_moment_loses_at_most_one_interval(
     argv += ["--logs", f"file://{tmp_path}/logs", "--bind", str(bind)]
     spool = tmp_path / "data" / "spool" / "downloads"
     with started(argv, env=env) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         with Load(bind.url()) as load:
             wait_until(lambda: spool_size(spool) > 0)  # the first write
             writes = []

@@ -36,7 +36,7 @@ def test_slow_readers_of_a_large_page_share_one_copy(tmp_path: Path) -> None:
     command += ["--primary", f"file://{tmp_path}/primary", "--bind", f"{bind.host}:{bind.port}"]
     env = {**os.environ, "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data")}
     with started(command, env=env) as index:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=index)
         page = httpx.get(f"http://{bind.host}:{bind.port}/simple/big/", timeout=60)
         assert page.status_code == 200 and page.text.count("<a href=") == FILES
         for sock in slow_readers(bind, "/simple/big/", 2):  # what idle means

@@ -415,7 +415,7 @@ def test_a_stop_while_the_catalog_is_walked_answers_at_once_and_kills_the_walk(
                 walker = next(iter(_walkers(server.pid)), None)
             if walker is None or not _frozen(walker):
                 continue  # the walk ended before it was caught
-            wait_for_port(bind, timeout=60)
+            wait_for_port(bind, timeout=60, process=server)
             root = asking.submit(httpx.get, f"{bind.url()}/simple/", timeout=120)
             # (the root request, and the one asking)
             wait_until(lambda: sample(bind.url(), "index_requests_in_flight") == 2)

@@ -109,7 +109,7 @@ def edge_process(
     command += ["--logs", f"file://{tmp_path}/logs", "--bind", f"{bind.host}:{bind.port}"]
     command += ["--workers", str(workers)]
     with started(command, env=env, stderr=stderr) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         yield process
 
 

@@ -119,7 +119,7 @@ def test_ten_thousand_idle_connections_leave_health_answering(
     if service == "serve":  # its files edge holds its share of the open-file limit
         descriptors = min(descriptors, _serve_shares()["files"])
     with started(argv, env=env, cwd=tmp_path) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         with idle_sockets(bind, descriptors):
             # Once the server holds them all (accepting 10,000 takes a moment on a loaded
             # machine), every probe must answer: before the fix none did, for minutes.
@@ -160,7 +160,7 @@ def test_an_idle_crowd_at_each_of_serves_addresses_leaves_each_answering(
     argv = _service_argv("serve", tmp_path, files)
     with started(argv, env=env, cwd=tmp_path) as process, contextlib.ExitStack() as crowds:
         for bind in (files, *binds.values()):
-            wait_for_port(bind, timeout=60)
+            wait_for_port(bind, timeout=60, process=process)
         baseline = _descriptors(process.pid)
         for bind in binds.values():
             crowds.enter_context(idle_sockets(bind, SPREAD))
@@ -230,7 +230,7 @@ def test_connections_per_process_are_bounded(tmp_path: Path, descriptors: int) -
     bind = Bind("127.0.0.1", free_port())
     env = _env(max_connections="500", header_timeout="1")
     with started(_service_argv("files", tmp_path, bind), env=env, cwd=tmp_path) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         health_latency(bind)  # a first request: the server has opened what it keeps open
         baseline = len(os.listdir(f"/proc/{process.pid}/fd"))
         with idle_sockets(bind, min(3_000, descriptors)):

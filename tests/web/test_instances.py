@@ -157,7 +157,7 @@ def test_connections_lowered_to_the_open_file_limit_warn_only_when_asked_for(
         env["PYTHONHOSTED_HTTP__MAX_CONNECTIONS"] = "16384"
     limited = ["bash", "-c", 'ulimit -n 1024 && exec "$@"', "edge", *_files_serve(tmp_path, bind)]
     with started(limited, env=env, cwd=tmp_path, stderr=subprocess.PIPE) as process:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         process.terminate()
         _, errors = process.communicate(timeout=60)
     lowered = (

@@ -113,7 +113,7 @@ def test_streamed_downloads_past_the_open_file_limit_wait_their_turn(tmp_path: P
     shell = ["bash", "-c", f'ulimit -n {LIMIT} && exec "$@"', "edge", *command]
     process = spawn(shell, env=env, stderr=subprocess.PIPE)
     try:
-        wait_for_port(bind, timeout=60)
+        wait_for_port(bind, timeout=60, process=process)
         bodies = _download_at_once(bind, wheel.path, CLIENTS)
     finally:
         os.killpg(process.pid, 15)

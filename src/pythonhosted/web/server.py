@@ -18,14 +18,11 @@ import contextlib
 import functools
 import math
 import os
-import random
 import signal
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -56,6 +53,7 @@ from pythonhosted.web.listener import (
     usable_descriptors,
 )
 from pythonhosted.web.metrics import SHARED_DIR_ENV
+from pythonhosted.web.ports import free_port, wait_for_port
 from pythonhosted.web.types import ASGIApp
 
 __all__ = [
@@ -300,52 +298,6 @@ def run(
     finally:
         for listener in listeners:
             listener.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing is bound to now, for a server started a moment later (tests, benches).
-
-    Chosen at random below the kernel's ephemeral range, not by ``bind(0)``: the ports
-    ``bind(0)`` hands out come from that range, which every outgoing connection on the
-    machine draws its local port from too, so in a busy test run one was taken before the
-    server bound it (SeaweedFS, which takes eight, lost its start that way).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    below = _ephemeral_start()
-    for _ in range(200):
-        port = random.randrange(_CHOSEN_FROM, below)
-        with socket.socket(family) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(family) as sock:  # that range is full: the kernel's choice
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-_CHOSEN_FROM = 10_000  # below this, ports that well-known services listen on are common
-
-
-def _ephemeral_start() -> int:
-    try:
-        start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        start = 32_768  # Linux's default
-    return max(start, _CHOSEN_FROM + 1_000)
-
-
-def wait_for_port(bind: Bind, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((bind.host, bind.port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {bind.url()} after {timeout}s") from None
-            time.sleep(0.02)
 
 
 @contextlib.contextmanager
