@@ -35,7 +35,7 @@ import duckdb
 from packaging.version import InvalidVersion
 from packaging.version import Version as Release
 
-from pythonhosted.stats_web import changes
+from pythonhosted.stats_web import changes, settled
 from pythonhosted.stats_web.changes import Changes
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
@@ -237,11 +237,30 @@ def breakdowns(
     """Every breakdown of a project page in one scan of its rollups: per period, the
     ``leaders`` biggest values of each rollup dimension ('' the total); the ``rows``
     biggest values over the range; how many others, and their downloads."""
-    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(end)
         return clickhouse.breakdowns(
             con, project, dimensions, interval, start, end, filters, leaders, rows
         )
+    key = ("breakdowns", project, *dimensions, interval, start, end, *_flags(filters))
+    return settled.part(
+        (*key, leaders, rows),
+        lambda: _breakdowns(con, project, dimensions, interval, start, end, filters, leaders, rows),
+    )
+
+
+def _breakdowns(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    dimensions: list[str],
+    interval: str,
+    start: date,
+    end: date,
+    filters: Filters,
+    leaders: int,
+    rows: int,
+) -> Breakdowns:
+    changes.days(end)
     source, params = daily(con, project=project, dimensions=dimensions, start=start, end=end)
     periods = (
         f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
@@ -311,12 +330,21 @@ def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[s
     return _recent_of(found)
 
 
-def total(con: Connection, project: str, filters: Filters) -> int:
-    """All-time downloads (a badge's ``total``): the totals alone, no breakdown."""
-    changes.days(None)
+def total(con: Connection, project: str, end: date, filters: Filters) -> int:
+    """All-time downloads (a badge's ``total``): the totals alone, no breakdown; those up
+    to ``end`` (the last complete day) a settled part (:mod:`.settled`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(None)
         return clickhouse.total(con, project, filters)
-    source, params = daily(con, project=project, dimensions=[""])
+    through = settled.part(
+        ("total", project, end, *_flags(filters)), lambda: _total(con, project, end, filters)
+    )
+    return through + _after(con, project, end, filters)[0]
+
+
+def _total(con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters) -> int:
+    changes.days(end)
+    source, params = daily(con, project=project, dimensions=[""], end=end)
     found = con.execute(
         f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT FROM daily "
         f"WHERE {_filters(filters)}",
@@ -324,6 +352,22 @@ def total(con: Connection, project: str, filters: Filters) -> int:
     ).fetchone()
     assert found is not None
     return int(found[0])
+
+
+def _after(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+) -> tuple[int, date | None, date | None]:
+    """The downloads after ``end`` (today's: one project's few totals rows of the open
+    days), and their first and last day."""
+    changes.days(None)
+    source, params = daily(con, project=project, dimensions=[""], start=end + timedelta(days=1))
+    found = con.execute(
+        f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), "
+        f"max(day) FROM daily WHERE {_filters(filters)}",
+        params,
+    ).fetchone()
+    assert found is not None
+    return int(found[0]), found[1], found[2]
 
 
 def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
@@ -351,15 +395,36 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
 
 def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
     """All-time total, first and last day with downloads, recent totals, top versions, and
-    the latest release (:func:`latest_release`)."""
-    changes.days(None)
+    the latest release (:func:`latest_release`). What reads days up to ``end`` (the last
+    complete day) is a settled part (:mod:`.settled`), composed with the days after it."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(None)
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
+    through = settled.part(
+        ("summary", project, end, *_flags(filters)),
+        lambda: _summary(con, project, end, filters),
+    )
+    downloads, first_day, last_day = _after(con, project, end, filters)
+    return {
+        **through,
+        "total": through["total"] + downloads,
+        "first_day": through["first_day"] or first_day,
+        "last_day": last_day or through["last_day"],
+        "latest": latest_release(con, project),
+    }
+
+
+def _summary(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+) -> dict[str, Any]:
+    """:func:`summary` of the days up to ``end``, without the latest release (any publish
+    with uploads may change it)."""
+    changes.days(end)
     # One statement (the rollups' marks read once, one plan) for what took three: the
-    # all-time totals with the recent sums over them, then the top versions of 30 days.
+    # totals with the recent sums over them, then the top versions of 30 days.
     where = _filters(filters)
-    totals, totals_params = daily(con, project=project, dimensions=[""])
+    totals, totals_params = daily(con, project=project, dimensions=[""], end=end)
     versions, versions_params = daily(
         con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
     )
@@ -379,7 +444,6 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
         "last_day": last_day,
         "recent": _recent_of(sums),
         "top_versions": [{"version": v, "downloads": int(n)} for _, v, n, *_ in top_versions],
-        "latest": latest_release(con, project),
     }
 
 
@@ -419,6 +483,11 @@ def trending(
         {"project": p, "last_7_days": int(r), "previous_30_days": int(b), "growth": round(g, 3)}
         for p, r, b, g in rows
     ]
+
+
+def _flags(filters: Filters) -> tuple[bool, bool]:
+    """``filters`` in a settled part's key (plain values: the key is kept as a plain tuple)."""
+    return filters.mirrors, filters.ci
 
 
 def _filters(filters: Filters) -> str:
