@@ -393,17 +393,20 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
     return {"version": version, "summary": about}
 
 
-def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
-    """All-time total, first and last day with downloads, recent totals, top versions, and
-    the latest release (:func:`latest_release`). What reads days up to ``end`` (the last
+def summary(
+    con: Connection, project: str, end: date, filters: Filters, *, versions: bool = True
+) -> dict[str, Any]:
+    """All-time total, first and last day with downloads, recent totals, top versions (of
+    30 days; an empty list unless ``versions``: a project page does not show them), and the
+    latest release (:func:`latest_release`). What reads days up to ``end`` (the last
     complete day) is a settled part (:mod:`.settled`), composed with the days after it."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         changes.days(None)
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
     through = settled.part(
-        ("summary", project, end, *_flags(filters)),
-        lambda: _summary(con, project, end, filters),
+        ("summary", project, end, *_flags(filters), versions),
+        lambda: _summary(con, project, end, filters, versions),
     )
     downloads, first_day, last_day = _after(con, project, end, filters)
     return {
@@ -416,26 +419,38 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
 
 
 def _summary(
-    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters, versions: bool
 ) -> dict[str, Any]:
     """:func:`summary` of the days up to ``end``, without the latest release (any publish
-    with uploads may change it)."""
+    with uploads may change it).
+
+    One statement (the rollups' marks read once, one plan) for what took three: the totals
+    with the recent sums over them, then the top versions of 30 days if asked. A cold
+    project page paid for those versions without showing them: about 14 ms of CPU of its
+    70 ms for a long-tail project (3M rows, BENCHMARKS.md), half of it planning the open
+    days' rows that a breakdown reads.
+    """
     changes.days(end)
-    # One statement (the rollups' marks read once, one plan) for what took three: the
-    # totals with the recent sums over them, then the top versions of 30 days.
     where = _filters(filters)
-    totals, totals_params = daily(con, project=project, dimensions=[""], end=end)
-    versions, versions_params = daily(
-        con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
-    )
-    rows = con.execute(
-        f"WITH totals AS ({totals}), versions AS ({versions}) "
+    totals, params = daily(con, project=project, dimensions=[""], end=end)
+    sources = [f"totals AS ({totals})"]
+    parts = [
         "SELECT 0 AS part, NULL::VARCHAR AS version, coalesce(sum(downloads), 0)::BIGINT, "
-        f"min(day), max(day), {_RECENT} FROM totals WHERE {where} "
-        "UNION ALL (SELECT 1, value, sum(downloads)::BIGINT AS n, NULL, NULL, NULL, NULL, NULL "
-        f"FROM versions WHERE {where} GROUP BY value ORDER BY n DESC, value LIMIT 10) "
-        "ORDER BY part, 3 DESC, 2",
-        [*totals_params, *versions_params, *_recent_params(end)],
+        f"min(day), max(day), {_RECENT} FROM totals WHERE {where}"
+    ]
+    if versions:
+        source, more = daily(
+            con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
+        )
+        sources.append(f"versions AS ({source})")
+        params += more
+        parts.append(
+            "(SELECT 1, value, sum(downloads)::BIGINT AS n, NULL, NULL, NULL, NULL, NULL "
+            f"FROM versions WHERE {where} GROUP BY value ORDER BY n DESC, value LIMIT 10)"
+        )
+    rows = con.execute(
+        f"WITH {', '.join(sources)} {' UNION ALL '.join(parts)} ORDER BY part, 3 DESC, 2",
+        [*params, *_recent_params(end)],
     ).fetchall()
     (_, _, downloads, first_day, last_day, *sums), *top_versions = rows
     return {
