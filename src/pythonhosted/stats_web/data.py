@@ -13,7 +13,10 @@ its write-ahead log change on every commit, so their sizes and modification time
 compared on each request (two ``stat`` calls) and the version is read from the warehouse
 only when they moved. With it, the changes of the versions since the last read
 (:class:`~.changes.Changes`); and each question notes what it reads (:mod:`.changes`), so a
-cached answer that read none of what a publish changed is kept.
+cached answer that read none of what a publish changed is kept. A question over every day
+(a summary, an all-time total) is asked as its part up to the last complete day, kept
+across such publishes (:mod:`.settled`), and the days after it; a page's breakdowns are a
+settled part too.
 
 A ClickHouse warehouse (``chdb://``, ``clickhouse://``) answers the same questions through
 :mod:`pythonhosted.warehouse.clickhouse.stats` (``con`` is then its engine; the tests compare
@@ -242,9 +245,9 @@ def breakdowns(
         return clickhouse.breakdowns(
             con, project, dimensions, interval, start, end, filters, leaders, rows
         )
-    key = ("breakdowns", project, *dimensions, interval, start, end, *_flags(filters))
+    shape = (",".join(dimensions), interval, start, end, *_flags(filters), leaders, rows)
     return settled.part(
-        (*key, leaders, rows),
+        ("breakdowns", project, *shape),
         lambda: _breakdowns(con, project, dimensions, interval, start, end, filters, leaders, rows),
     )
 
