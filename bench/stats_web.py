@@ -290,6 +290,8 @@ def start_server(
         settings["PYTHONHOSTED_STATS_WEB__CACHE_ENTRIES"] = "0"
     if src is None:  # the cases' own caching (a reference may have no such setting)
         settings.setdefault("PYTHONHOSTED_STATS_WEB__PREWARM_PROJECTS", "0")
+        if cold:  # no settled part kept either (a project asked twice would reuse it)
+            settings["PYTHONHOSTED_STATS_WEB__PART_CACHE_BYTES"] = "0"
     server, bind = launch(path, src, settings)
     try:
         wait_for_port(bind, timeout=60)

@@ -379,6 +379,7 @@ class StatsWebSettings(Section):
     max_age: Seconds = 900.0
     cache_entries: int = Field(default=20_000, ge=0)
     cache_bytes: int = Field(default=64 * 2**20, ge=0)
+    part_cache_bytes: int = Field(default=32 * 2**20, ge=0)  # answers' settled parts; 0: none
     read_wait: Seconds = 10.0
     trending_floor: int = Field(default=100, ge=0)
     max_pending: int = Field(default=16, ge=1, le=MAX_PENDING)  # computing at once; then 503

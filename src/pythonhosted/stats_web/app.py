@@ -68,7 +68,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.config import Settings
 from pythonhosted.errortext import first_line
 from pythonhosted.pipeline import BATCH_TIMEOUTS, pipeline_urls, warehouse_url
-from pythonhosted.stats_web import api, badges, changes, data, lanes, pages, shedding
+from pythonhosted.stats_web import api, badges, changes, data, lanes, pages, settled, shedding
 from pythonhosted.stats_web.answers import Answer, AnswerCache
 from pythonhosted.stats_web.data import (
     ClickHouseDataVersion,
@@ -241,6 +241,19 @@ class StatsWebApp(Service):
             "Cached answers carried over to a new data version that changed nothing they read.",
             registry=self.registry,
         )
+        self.parts = settled.Parts(
+            options.part_cache_bytes,
+            Counter(
+                "stats_web_parts_computed",
+                "Settled parts of answers (over complete days) computed from the warehouse.",
+                registry=self.registry,
+            ),
+            Counter(
+                "stats_web_parts_reused",
+                "Settled parts of answers taken from the part cache instead of computed.",
+                registry=self.registry,
+            ),
+        )
         self.prewarmed = Counter(
             "stats_web_answers_prewarmed",
             "Answers computed in the background after a publish, before anyone asked.",
@@ -385,7 +398,7 @@ class StatsWebApp(Service):
             project = data.known(con, name)
             filters = Filters(mirrors=False, ci=True)
             if period == "total":
-                count = data.total(con, project, filters)
+                count = data.total(con, project, ctx.end, filters)
             else:
                 count = data.recent(con, project, ctx.end, filters)[period]
             text = badges.message(count, period)
@@ -545,7 +558,10 @@ class StatsWebApp(Service):
                 ctx = api.Context(
                     self.today.last_complete_day(), watermark, self.options.trending_floor
                 )
-                with changes.recording() as reads:
+                with (
+                    changes.recording() as reads,
+                    settled.using(self.parts, version.number, self.version.changes, ctx.end),
+                ):
                     try:
                         status, body, kind = build(con, ctx)
                     except UnknownProject as exc:

@@ -77,6 +77,17 @@ def recording() -> Iterator[Reads]:
         _reads.reset(token)
 
 
+def note(part: Reads) -> None:
+    """The answer read what ``part`` did (a part of it computed apart, or kept from an
+    earlier computation: :mod:`.settled`)."""
+    reads = _reads.get()
+    if reads is not None:
+        reads.last_day = max(reads.last_day, part.last_day)
+        reads.uploads = reads.uploads or part.uploads
+        reads.volatile = reads.volatile or part.volatile
+        reads.watermark = reads.watermark or part.watermark
+
+
 def days(end: date | None) -> None:
     """The answer reads downloads up to ``end`` (None: every day)."""
     reads = _reads.get()

@@ -13,7 +13,10 @@ its write-ahead log change on every commit, so their sizes and modification time
 compared on each request (two ``stat`` calls) and the version is read from the warehouse
 only when they moved. With it, the changes of the versions since the last read
 (:class:`~.changes.Changes`); and each question notes what it reads (:mod:`.changes`), so a
-cached answer that read none of what a publish changed is kept.
+cached answer that read none of what a publish changed is kept. A question over every day
+(a summary, an all-time total) is asked as its part up to the last complete day, kept
+across such publishes (:mod:`.settled`), and the days after it; a page's breakdowns are a
+settled part too.
 
 A ClickHouse warehouse (``chdb://``, ``clickhouse://``) answers the same questions through
 :mod:`pythonhosted.warehouse.clickhouse.stats` (``con`` is then its engine; the tests compare
@@ -35,7 +38,7 @@ import duckdb
 from packaging.version import InvalidVersion
 from packaging.version import Version as Release
 
-from pythonhosted.stats_web import changes
+from pythonhosted.stats_web import changes, settled
 from pythonhosted.stats_web.changes import Changes
 from pythonhosted.warehouse.clickhouse import stats as clickhouse
 from pythonhosted.warehouse.clickhouse.engines import Engine
@@ -237,11 +240,30 @@ def breakdowns(
     """Every breakdown of a project page in one scan of its rollups: per period, the
     ``leaders`` biggest values of each rollup dimension ('' the total); the ``rows``
     biggest values over the range; how many others, and their downloads."""
-    changes.days(end)
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(end)
         return clickhouse.breakdowns(
             con, project, dimensions, interval, start, end, filters, leaders, rows
         )
+    shape = (",".join(dimensions), interval, start, end, *_flags(filters), leaders, rows)
+    return settled.part(
+        ("breakdowns", project, *shape),
+        lambda: _breakdowns(con, project, dimensions, interval, start, end, filters, leaders, rows),
+    )
+
+
+def _breakdowns(
+    con: duckdb.DuckDBPyConnection,
+    project: str,
+    dimensions: list[str],
+    interval: str,
+    start: date,
+    end: date,
+    filters: Filters,
+    leaders: int,
+    rows: int,
+) -> Breakdowns:
+    changes.days(end)
     source, params = daily(con, project=project, dimensions=dimensions, start=start, end=end)
     periods = (
         f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
@@ -311,12 +333,21 @@ def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[s
     return _recent_of(found)
 
 
-def total(con: Connection, project: str, filters: Filters) -> int:
-    """All-time downloads (a badge's ``total``): the totals alone, no breakdown."""
-    changes.days(None)
+def total(con: Connection, project: str, end: date, filters: Filters) -> int:
+    """All-time downloads (a badge's ``total``): the totals alone, no breakdown; those up
+    to ``end`` (the last complete day) a settled part (:mod:`.settled`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(None)
         return clickhouse.total(con, project, filters)
-    source, params = daily(con, project=project, dimensions=[""])
+    through = settled.part(
+        ("total", project, end, *_flags(filters)), lambda: _total(con, project, end, filters)
+    )
+    return through + _after(con, project, end, filters)[0]
+
+
+def _total(con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters) -> int:
+    changes.days(end)
+    source, params = daily(con, project=project, dimensions=[""], end=end)
     found = con.execute(
         f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT FROM daily "
         f"WHERE {_filters(filters)}",
@@ -324,6 +355,22 @@ def total(con: Connection, project: str, filters: Filters) -> int:
     ).fetchone()
     assert found is not None
     return int(found[0])
+
+
+def _after(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters
+) -> tuple[int, date | None, date | None]:
+    """The downloads after ``end`` (today's: one project's few totals rows of the open
+    days), and their first and last day."""
+    changes.days(None)
+    source, params = daily(con, project=project, dimensions=[""], start=end + timedelta(days=1))
+    found = con.execute(
+        f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), "
+        f"max(day) FROM daily WHERE {_filters(filters)}",
+        params,
+    ).fetchone()
+    assert found is not None
+    return int(found[0]), found[1], found[2]
 
 
 def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
@@ -349,28 +396,64 @@ def latest_release(con: Connection, project: str) -> dict[str, Any] | None:
     return {"version": version, "summary": about}
 
 
-def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[str, Any]:
-    """All-time total, first and last day with downloads, recent totals, top versions, and
-    the latest release (:func:`latest_release`)."""
-    changes.days(None)
+def summary(
+    con: Connection, project: str, end: date, filters: Filters, *, versions: bool = True
+) -> dict[str, Any]:
+    """All-time total, first and last day with downloads, recent totals, top versions (of
+    30 days; an empty list unless ``versions``: a project page does not show them), and the
+    latest release (:func:`latest_release`). What reads days up to ``end`` (the last
+    complete day) is a settled part (:mod:`.settled`), composed with the days after it."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
+        changes.days(None)
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
-    # One statement (the rollups' marks read once, one plan) for what took three: the
-    # all-time totals with the recent sums over them, then the top versions of 30 days.
-    where = _filters(filters)
-    totals, totals_params = daily(con, project=project, dimensions=[""])
-    versions, versions_params = daily(
-        con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
+    through = settled.part(
+        ("summary", project, end, *_flags(filters), versions),
+        lambda: _summary(con, project, end, filters, versions),
     )
-    rows = con.execute(
-        f"WITH totals AS ({totals}), versions AS ({versions}) "
+    downloads, first_day, last_day = _after(con, project, end, filters)
+    return {
+        **through,
+        "total": through["total"] + downloads,
+        "first_day": through["first_day"] or first_day,
+        "last_day": last_day or through["last_day"],
+        "latest": latest_release(con, project),
+    }
+
+
+def _summary(
+    con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters, versions: bool
+) -> dict[str, Any]:
+    """:func:`summary` of the days up to ``end``, without the latest release (any publish
+    with uploads may change it).
+
+    One statement (the rollups' marks read once, one plan) for what took three: the totals
+    with the recent sums over them, then the top versions of 30 days if asked. A cold
+    project page paid for those versions without showing them: about 14 ms of CPU of its
+    70 ms for a long-tail project (3M rows, BENCHMARKS.md), half of it planning the open
+    days' rows that a breakdown reads.
+    """
+    changes.days(end)
+    where = _filters(filters)
+    totals, params = daily(con, project=project, dimensions=[""], end=end)
+    sources = [f"totals AS ({totals})"]
+    parts = [
         "SELECT 0 AS part, NULL::VARCHAR AS version, coalesce(sum(downloads), 0)::BIGINT, "
-        f"min(day), max(day), {_RECENT} FROM totals WHERE {where} "
-        "UNION ALL (SELECT 1, value, sum(downloads)::BIGINT AS n, NULL, NULL, NULL, NULL, NULL "
-        f"FROM versions WHERE {where} GROUP BY value ORDER BY n DESC, value LIMIT 10) "
-        "ORDER BY part, 3 DESC, 2",
-        [*totals_params, *versions_params, *_recent_params(end)],
+        f"min(day), max(day), {_RECENT} FROM totals WHERE {where}"
+    ]
+    if versions:
+        source, more = daily(
+            con, project=project, dimensions=["version"], start=end - timedelta(days=29), end=end
+        )
+        sources.append(f"versions AS ({source})")
+        params += more
+        parts.append(
+            "(SELECT 1, value, sum(downloads)::BIGINT AS n, NULL, NULL, NULL, NULL, NULL "
+            f"FROM versions WHERE {where} GROUP BY value ORDER BY n DESC, value LIMIT 10)"
+        )
+    rows = con.execute(
+        f"WITH {', '.join(sources)} {' UNION ALL '.join(parts)} ORDER BY part, 3 DESC, 2",
+        [*params, *_recent_params(end)],
     ).fetchall()
     (_, _, downloads, first_day, last_day, *sums), *top_versions = rows
     return {
@@ -379,7 +462,6 @@ def summary(con: Connection, project: str, end: date, filters: Filters) -> dict[
         "last_day": last_day,
         "recent": _recent_of(sums),
         "top_versions": [{"version": v, "downloads": int(n)} for _, v, n, *_ in top_versions],
-        "latest": latest_release(con, project),
     }
 
 
@@ -419,6 +501,11 @@ def trending(
         {"project": p, "last_7_days": int(r), "previous_30_days": int(b), "growth": round(g, 3)}
         for p, r, b, g in rows
     ]
+
+
+def _flags(filters: Filters) -> tuple[bool, bool]:
+    """``filters`` in a settled part's key (plain values: the key is kept as a plain tuple)."""
+    return filters.mirrors, filters.ci
 
 
 def _filters(filters: Filters) -> str:

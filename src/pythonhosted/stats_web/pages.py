@@ -189,7 +189,7 @@ def _project(name: str, params: Params) -> Render:
     def render(con: Connection, ctx: api.Context) -> bytes:
         project = data.known(con, name)
         filters = Filters(mirrors=mirrors, ci=ci)
-        summary = data.summary(con, project, ctx.end, filters)
+        summary = data.summary(con, project, ctx.end, filters, versions=False)
         end = ctx.end + timedelta(days=1) if today else ctx.end
         first = summary["first_day"] or end
         start = first if span == "all" else end - timedelta(days=int(span) - 1)
