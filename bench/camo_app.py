@@ -1,7 +1,7 @@
 """camo's own Python per request: its ASGI app called directly, no server in front.
 
     .venv/bin/python bench/camo_app.py [--requests 20000] [--runs 3] [--src DIR ...]
-                                       [--profile hit|miss]
+                                       [--kind hit|miss] [--profile hit|miss]
 
 What bench/camo.py cannot isolate on a busy machine: the CPU the camo app itself spends (the
 service shell, the signature, the checks, the upstream exchange, the cache) for a GET of a
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--src", action="append", help="a source tree to measure (repeatable)")
+    parser.add_argument("--kind", choices=KINDS, action="append", help="only these (repeatable)")
     parser.add_argument("--profile", choices=KINDS)
     parser.add_argument("--sort", default="tottime", help="cProfile's order (--profile)")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "UPSTREAM"), help=argparse.SUPPRESS)
@@ -164,12 +165,13 @@ def main() -> None:
                 print(f"{total:.2f} us/request, {system:.2f} of them in the kernel")
                 return
             trees = args.src or [str(HERE.parent / "src")]
+            kinds = args.kind or KINDS
             print(machine())
             results: dict[tuple[str, str], list[tuple[float, float]]] = {
-                (kind, tree): [] for kind in KINDS for tree in trees
+                (kind, tree): [] for kind in kinds for tree in trees
             }
             for _ in range(args.runs):
-                for kind in KINDS:
+                for kind in kinds:
                     for tree in trees:
                         command = [sys.executable, __file__, "--one", kind, bind.url()]
                         out = subprocess.run(

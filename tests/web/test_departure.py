@@ -18,36 +18,44 @@ GONE: Message = {"type": "http.disconnect"}
 
 
 class Client:
-    """A client's side of ``receive``: its body at once, then :meth:`leave`."""
+    """A client's side of ``receive``: its body at once, then :meth:`leave` (heard by a
+    ``receive`` waiting then, or by the next one, as granian keeps it)."""
 
     def __init__(self, body_messages: int = 1) -> None:
         self.body_messages = body_messages
         self.pending: list[asyncio.Future[Message]] = []
+        self.left = False
+        self.asked = 0  # receive calls
 
     def receive(self) -> asyncio.Future[Message]:
+        self.asked += 1
         message: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         if self.body_messages:
             self.body_messages -= 1
             message.set_result(BODY)
+        elif self.left:
+            message.set_result(GONE)
         else:
             self.pending.append(message)
         return message
 
     def leave(self) -> None:
+        self.left = True
         for message in self.pending:
             if not message.done():
                 message.set_result(GONE)
 
 
 async def answered(
-    presence: Presence, work: Callable[[], Awaitable[str]]
+    presence: Presence, work: Callable[[], Awaitable[str]], after: float = 0.0
 ) -> tuple[str, asyncio.Task[str]]:
-    """What a request answers: its work's result, or "gone" if its client left first."""
+    """What a request answers: its work's result, or "gone" if its client left first (the
+    watch put off by ``after`` seconds)."""
 
     async def request() -> str:
         task = asyncio.current_task()
         assert task is not None
-        presence.watch(task)
+        presence.watch(task, after)
         try:
             return await work()
         except Departed:
@@ -181,3 +189,44 @@ def test_a_receive_that_fails_means_the_client_is_gone() -> None:
         return await task
 
     assert asyncio.run(scenario()) == "gone"
+
+
+def test_a_watch_put_off_asks_nothing_of_a_request_over_sooner() -> None:
+    """Each of granian's ``receive`` calls is a task on its runtime handed back across threads
+    (~50 µs of a proxied image's CPU): work done before the watch is due never makes one."""
+
+    async def scenario() -> tuple[str, int]:
+        client = Client()
+        presence = Presence(client.receive)
+        result, task = await answered(presence, lambda: asyncio.sleep(0, "done"), after=60)
+        return result or await task, client.asked
+
+    assert asyncio.run(scenario()) == ("done", 0)
+
+
+def test_a_departure_before_a_put_off_watch_is_heard_once_it_starts() -> None:
+    async def scenario() -> list[str]:
+        client = Client()
+        presence = Presence(client.receive)
+        stalled = asyncio.get_running_loop().create_future()
+        _, task = await answered(presence, lambda: stalled, after=0.01)
+        client.leave()  # before the watch: nothing hears it yet
+        return [str(presence.gone), await task, str(stalled.cancelled())]
+
+    assert asyncio.run(scenario()) == ["False", "gone", "True"]
+
+
+def test_hurry_starts_a_put_off_watch_at_once() -> None:
+    """Others came to wait for the work: whether its client is there matters now."""
+
+    async def scenario() -> list[str]:
+        client = Client()
+        presence = Presence(client.receive)
+        stalled = asyncio.get_running_loop().create_future()
+        _, task = await answered(presence, lambda: stalled, after=60)
+        client.leave()
+        asked = client.asked
+        presence.hurry()
+        return [str(asked), await task, str(client.asked)]
+
+    assert asyncio.run(scenario()) == ["0", "gone", "2"]

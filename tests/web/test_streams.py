@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import selectors
 import socket
 import subprocess
@@ -85,6 +86,22 @@ def test_services_of_one_process_share_the_slots_by_weight() -> None:
         assert slots_of("test-alone").size == whole  # a service alone has them all
     finally:
         share_out({})
+
+
+def test_a_pool_is_sized_once_at_its_first_use() -> None:
+    """A pool's size comes from the open-file limit in force at its first use, and stays: its
+    free count starts from it, and camo sizes each image host's share of its pool from it on
+    the host's first image, where working it out again was a ``prlimit64`` system call."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pool = StreamSlots()
+    sized = pool.size
+    assert pool.take_now()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft // 2, hard))
+    try:
+        assert StreamSlots().size < sized  # a pool first used now is sized by the new limit
+        assert (pool.size, pool.free) == (sized, sized - 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 LIMIT = 256  # descriptors: 192 after the reserve, 32 stream slots (of two each)

@@ -36,16 +36,17 @@ class HostTurns:
         turns = self._hosts.get(host)
         if turns is None:
             turns = self._hosts[host] = StreamSlots(max(1, self._pool.size // HOST_SHARE))
-        if self._pool.free > 0 and not self._pool.waiting and turns.take_now():
-            self._pool.take_now()  # the common case: no coroutine
-            return
+        held = turns.take_now()
+        if held and self._pool.take_now():
+            return  # the common case: no coroutine
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        try:
-            await turns.take(wait)
-        except BaseException:
-            self._forget_if_idle(host, turns)
-            raise
+        if not held:
+            try:
+                await turns.take(wait)
+            except BaseException:
+                self._forget_if_idle(host, turns)
+                raise
         try:
             if not self._pool.take_now():
                 await self._pool.take(max(0.0, deadline - loop.time()))
@@ -62,5 +63,5 @@ class HostTurns:
         self._forget_if_idle(host, turns)
 
     def _forget_if_idle(self, host: str, turns: StreamSlots) -> None:
-        if turns.free == turns.size and not turns.waiting and self._hosts.get(host) is turns:
+        if turns.idle and self._hosts.get(host) is turns:
             del self._hosts[host]

@@ -413,6 +413,7 @@ class ImageCache:
         task = asyncio.current_task()
         assert task is not None
         request.relay.presence.watch(task)
+        exchange.leader.hurry()  # its client's leaving now decides whether it goes on for us
         exchange.followers += 1
         try:
             # bounded: the exchange runs under its deadline
