@@ -48,8 +48,8 @@ def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[objec
     """Counts (summed per key: a key may have several rows) that readers see, the rollups
     and the tail's breakdowns from the rows (:func:`rollups.daily`), missing from a fresh
     aggregate of every row, and the reverse; and the same for the rollups alone against the
-    rows' totals of every day, breakdowns of the settled days, and breakdowns of the open
-    days' rows below the tail mark (the rollups must hold no other)."""
+    totals of the rows below the totals mark, breakdowns of the settled days, and breakdowns
+    of the open days' rows below the tail mark (the rollups must hold no other)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         return _differences_in(con)
@@ -64,9 +64,9 @@ def _differences_in(
     key = rollups.KEY
     columns = f"{key}, downloads"
     settled = rollups.settled_through(con)
-    found = con.execute(f"SELECT tail_from FROM {rollups.VERSION}").fetchone()
+    found = con.execute(f"SELECT tail_from, totals_from FROM {rollups.VERSION}").fetchone()
     assert found is not None
-    tail_from = found[0]
+    tail_from, totals_from = found
     source, params = rollups.daily(con)
     seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
     both = (
@@ -77,10 +77,12 @@ def _differences_in(
     through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
     open_days = f'CAST("timestamp" AS DATE) > {through}'
     below = f"{open_days} AND rowid < {tail_from}"
+    breakdowns = list(rollups.DIMENSIONS)
+    totals = rollups.aggregate_sql(f"rowid < {totals_from}", dimensions=[""])
     settled_rows = (
-        f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
-        f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])}) UNION ALL "
-        f"SELECT * FROM ({rollups.aggregate_sql(below, dimensions=list(rollups.DIMENSIONS))})"
+        f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})', dimensions=breakdowns)}) "
+        f"UNION ALL SELECT * FROM ({totals}) "
+        f"UNION ALL SELECT * FROM ({rollups.aggregate_sql(below, dimensions=breakdowns)})"
     )
     differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
     for ours, ours_params, fresh in (
