@@ -1,6 +1,6 @@
 """Small loads' totals wait behind a rowid mark (the totals tail); the API's and the CLI's
 totals add them from the rows, so they equal GROUP BY over the rows while the tail holds
-rows, and a small load of one day appends no rollup row."""
+rows, and a small load appends no rollup row."""
 
 from __future__ import annotations
 
@@ -74,11 +74,15 @@ def test_totals_read_through_the_api_and_cli_add_the_rows_behind_the_mark(
     add_batch(warehouse, 900, 3, day=YESTERDAY)
     add_batch(warehouse, 910, 2, day=YESTERDAY, project="Demo.Pkg")
     publish(warehouse)
-    # A small load of one day: its totals wait behind the mark, so the tail holds rows.
+    # Small loads: their totals wait behind the mark, so the tail holds every row.
     assert _count(warehouse.path, rollups_held) == rollup_rows
     mark = f"SELECT totals_from FROM {rollups.VERSION}"
     tail = f"SELECT count(*) FROM file_downloads WHERE rowid >= ({mark})"
-    assert _count(warehouse.path, tail) == 5
+    assert (
+        _count(warehouse.path, tail)
+        == _count(warehouse.path, "SELECT count(*) FROM file_downloads")
+        > 5
+    )
 
     per_day = _rows_per_day(warehouse.path, "demo-pkg")
     yesterday = YESTERDAY.isoformat()

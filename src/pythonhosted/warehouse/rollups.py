@@ -39,20 +39,18 @@ totals of the rows below it; the rows from it on are the *totals tail*, at most 
 day of its downloads (NULL: none). :func:`daily` adds the tail's totals from the rows when
 those days meet the days asked about. So:
 
-- a small load whose downloads are of one day appends no rollup row: its statement
-  (:func:`insert_sql`) returns its rows' count, days and spellings, and the marks move in
-  the version's ``UPDATE`` (:func:`bump`) that every load runs. Unless the tail then holds
-  :data:`TOTALS_TAIL_ROWS` rows or more: then the load appends the totals of the tail, its
-  own rows included (one ``GROUP BY``, about 0.1 rollup rows per download;
-  :func:`roll_totals`), and moves ``totals_from`` past its rows; or its day is later than
-  the tail's last (a day's first publish, most often): then it appends the tail's totals
-  before its own rows, which begin the tail. So the tail holds the latest day's rows (and
-  late batches'), and the questions that end yesterday (``recent``, ``overall``) do not
-  read it unless a late batch brought yesterday's rows;
-- a load whose downloads span several days (a large one, past :data:`ONE_STATEMENT_BYTES`,
-  or one across midnight) appends its totals at once (in its statement, or read back) and
-  the tail's before it: the tail is a range of rowids, so its rows end where the load's
-  begin;
+- a small load appends no rollup row: its statement (:func:`insert_sql`) returns its rows'
+  count, days and spellings, and the marks move in the version's ``UPDATE`` (:func:`bump`)
+  that every load runs. Unless the tail then holds :data:`TOTALS_TAIL_ROWS` rows or more:
+  then the load appends the totals of the tail, its own rows included (one ``GROUP BY``,
+  about 0.1 rollup rows per download; :func:`roll_totals`), and moves ``totals_from`` past
+  its rows; or it brings a day later than the tail's last (a day's first publish, most
+  often): then it appends the tail's totals before its own rows, which begin the tail. So
+  the tail holds the latest day's rows (and late batches'), and the questions that end
+  yesterday (``recent``, ``overall``) do not read it unless a late batch brought
+  yesterday's rows;
+- a large load (past :data:`ONE_STATEMENT_BYTES`) appends its totals at once, read back,
+  and the tail's before them: the tail is a range of rowids, so it ends where they begin;
 - a load appends, for rows of days settled already (late batches), their breakdowns; a
   key may so have several rows, and every reader sums them;
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
@@ -258,13 +256,14 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
         "totals_from BIGINT",
         "totals_first DATE",
         "totals_last DATE",
+        "totals_version BIGINT",
     ):
         con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
         con.execute(
             f"INSERT INTO {VERSION} (version, published_at, definition, compacted_through, "
-            "tail_from, totals_from) VALUES (0, NULL, ?, NULL, 0, 0)",
+            "tail_from, totals_from, totals_version) VALUES (0, NULL, ?, NULL, 0, 0, 0)",
             [DEFINITION],
         )
         con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
@@ -301,14 +300,15 @@ def _stored_marks(con: duckdb.DuckDBPyConnection) -> tuple[Marks, bool]:
     release (until its next publish rebuilds the rollups) has none: its rollups hold no
     open day's breakdowns, so its tail is every row of the open days (from rowid 0). Its
     rollups hold every row's totals, so its totals tail is empty (``totals_days`` None), as
-    is that of rollups of another definition (an older release's publish after a newer's)."""
+    it is when the totals marks were not written with the current version (an older
+    release's publish or rebuild since, which appended every load's totals)."""
     cursor = con.execute(f"SELECT * FROM {VERSION}")
     row = cursor.fetchone()
     if row is None:
         return Marks(None, 0), True
     stored = dict(zip([column[0] for column in cursor.description or ()], row, strict=True))
     current = "tail_from" in stored
-    ours = stored.get("definition") == DEFINITION
+    ours = stored.get("totals_version") == stored.get("version")
     return Marks(
         stored.get("compacted_through"),
         int(stored.get("tail_from") or 0),
@@ -482,49 +482,37 @@ class Inserted:
     rows: int
     days: tuple[date, date] | None  # the earliest and latest day of a download among them
     spellings: list[str]  # their spellings not stored yet, or all (see insert_sql)
-    totals: bool = True  # whether their totals were appended (downloads of several days)
+    totals: bool = True  # whether their totals were appended (read back), or wait in the tail
 
 
 def insert_sql(insert: str, before: Marks) -> str:
     """``insert`` (``INSERT INTO file_downloads SELECT ...``, no ``RETURNING``) as one
-    statement that also appends the new rows' totals to the rollups when their downloads
-    span several days (else they wait in the totals tail, :func:`add_new_rows`) and returns,
-    as one row, :class:`Inserted`'s fields: the rows inserted, the first and last day of a
-    download among them, their distinct spellings (:func:`_spellings_sql`), and whether it
-    appended their totals. For loads up to :data:`ONE_STATEMENT_BYTES`.
+    statement that returns, as one row, :class:`Inserted`'s fields: the rows inserted, the
+    first and last day of a download among them, and their distinct spellings
+    (:func:`_spellings_sql`). For loads up to :data:`ONE_STATEMENT_BYTES`; their totals
+    wait in the totals tail (:func:`add_new_rows`).
 
-    Why one statement: the totals, days and spellings are read from the rows as the insert
-    returns them, not from the table afterwards (a scan of the new rows' nested fields
-    each), and each DuckDB statement costs 0.3-0.5 ms however small. A 5,700-row load's
-    spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
-    The insert returns only what is read (:data:`RETURNED`), each row's key columns computed
-    as it is inserted: returning the whole ``details`` record copied every nested field of
-    every row once more. The returned rows are grouped once (by the totals' key and whether
-    they count), and the totals, the row count, the days and the spellings read the groups
-    (about half as many as the rows), not the rows four times.
+    Why one statement: the days and the spellings are read from the rows as the insert
+    returns them, not from the table afterwards (a scan of the new rows each), and each
+    DuckDB statement costs 0.3-0.5 ms however small. The insert returns only what is read
+    (:data:`RETURNED`): its day, spelling and whether it counts; the totals' key (mirror,
+    CI, the name normalised) and the totals' ``INSERT`` cost a 5,700-row load 3.4 ms more
+    (BENCHMARKS.md, "totals behind a mark"), where rolling up the tail costs it about 2.4.
+    The returned rows are grouped once, and the count, the days and the spellings read the
+    groups, not the rows thrice.
     """
-    several_days = "(SELECT count(DISTINCT day) > 1 FROM groups WHERE counted)"
-    totals = (
-        f"SELECT day, {NORMALIZED} AS project, '' AS dimension, CAST(NULL AS VARCHAR) AS value, "
-        f"mirror, ci, rows AS downloads FROM groups WHERE counted AND {several_days}"
-    )
     return (
         f"WITH new_rows AS ({insert} RETURNING {RETURNED}), "
-        "groups AS (SELECT day, project, mirror, ci, counted, count(*) AS rows FROM new_rows "
-        "GROUP BY day, project, mirror, ci, counted), "
-        f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
+        "groups AS (SELECT day, project, counted, count(*) AS rows FROM new_rows "
+        "GROUP BY day, project, counted) "
         "SELECT coalesce(sum(rows), 0), min(day) FILTER (counted), max(day) FILTER (counted), "
-        f"({_spellings_sql('groups', 'true', before)}), "
-        "(SELECT count(*) > 0 FROM totals) FROM groups"
+        f"({_spellings_sql('groups', 'true', before)}) FROM groups"
     )
 
 
-RETURNED = (
-    f'CAST("timestamp" AS DATE) AS day, project, {mirror_sql()} AS mirror, details.ci AS ci, '
-    f"{COUNTED} AS counted"
-)
-"""What :func:`insert_sql`'s insert returns of each row: the totals' key and whether it
-counts (as :func:`aggregate_sql` reads them), and the spelling."""
+RETURNED = f'CAST("timestamp" AS DATE) AS day, project, {COUNTED} AS counted'
+"""What :func:`insert_sql`'s insert returns of each row: its day, its spelling and whether
+it counts (as :func:`aggregate_sql` reads them)."""
 
 
 def _spellings_sql(source: str, where: str, before: Marks) -> str:
@@ -541,9 +529,9 @@ def _spellings_sql(source: str, where: str, before: Marks) -> str:
 def inserted(row: tuple[Any, ...] | None) -> Inserted:
     """:class:`Inserted` from the row :func:`insert_sql` returns."""
     assert row is not None, "an aggregate without GROUP BY returns a row"
-    rows, first, last, names, totals = row
+    rows, first, last, names = row
     days = (first, last) if first is not None else None
-    return Inserted(int(rows), days, list(names or []), bool(totals))
+    return Inserted(int(rows), days, list(names or []), totals=False)
 
 
 def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inserted:
@@ -603,12 +591,11 @@ def add_new_rows(
         roll_totals(con, totals_from, below=before.next_rowid if new.totals else None)
         totals_from, totals_days = next_rowid, None
     elif new.days is not None:
-        day = new.days[0]  # their downloads' one day
-        if totals_days is not None and day > totals_days[1]:  # a day's first publish
+        if totals_days is not None and new.days[1] > totals_days[1]:  # a day's first publish
             roll_totals(con, totals_from, below=before.next_rowid)
             totals_from, totals_days = before.next_rowid, None
-        first, last = totals_days or (day, day)
-        totals_days = (min(first, day), last)
+        first, last = totals_days or new.days
+        totals_days = (min(first, new.days[0]), max(last, new.days[1]))
     where = f"rowid >= {int(before.next_rowid)}"
     if before.names < spellings.JOINED_BELOW:
         names = spellings.add(con, PROJECTS, new.spellings)
@@ -831,11 +818,20 @@ def bump(
     ``uploads``, is stale after commit; the others stand (their ETags too). A load into
     ``file_downloads`` gives the rowid its next row will have once committed, stored for
     :func:`marks` in the same statement, and the totals tail's marks after it (``totals``:
-    ``totals_from`` and its first and last day), which so cost it no statement of their own."""
+    ``totals_from`` and its first and last day), which so cost it no statement of their own;
+    ``totals_version`` says they were written with this version (readers trust them only
+    then: an older release's load bumps the version and appends its totals)."""
     stored = "" if next_rowid is None else f", next_rowid = {int(next_rowid)}"
     params: list[Any] = []
     if totals is not None:
-        stored += ", totals_from = ?, totals_first = ?, totals_last = ?"
+        stored += (
+            ", totals_from = ?, totals_first = ?, totals_last = ?, totals_version = version + 1"
+        )
         params += [totals[0], *(totals[1] or (None, None))]
+    else:  # the marks stand, and say so (a release without them leaves totals_version behind)
+        stored += (
+            ", totals_version = CASE WHEN totals_version = version THEN version + 1 "
+            "ELSE totals_version END"
+        )
     con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now(){stored}", params)
     con.execute(f"INSERT INTO {CHANGES} SELECT version, ?, ? FROM {VERSION}", [first_day, uploads])
