@@ -85,7 +85,8 @@ row per grouping and summed per key only when the day settles, costs a fraction 
 Totals were appended per load, because most questions (the API's ``recent`` and
 ``overall``, badges, top projects, ``stats --days``) ask only for them, and reading the open
 days' rows for every question made those answers ten times slower; but that cost a
-5,700-row load (hourly at 50M rows a year) 6-7 ms of its 60-90 (BENCHMARKS.md). The totals
+5,700-row load (hourly at 50M rows a year) about 5.6 ms of its 60-90, where rolling up
+the tail costs it about 2.9 (BENCHMARKS.md, "totals behind a mark"). The totals
 tail keeps what they read bounded (:data:`TOTALS_TAIL_ROWS` rows), and most of the time
 out of the days they ask about.
 
@@ -162,11 +163,12 @@ TAIL_ROWS = 250_000
 breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
 TOTALS_TAIL_ROWS = 25_000
 """Rows in the totals tail (appended since ``totals_from``) at which a load rolls up their
-totals: a reader of totals whose days include the tail's day aggregates at most about this
-many rows (and a load a few more). Why this size: it is a reader's cost, and 25,000 rows
-cost a reader about what 2,500 do (the statement's fixed cost dominates; BENCHMARKS.md,
-"totals behind a mark"), while at 137k rows a day (50M a year) in hourly loads of 5,700 a
-load rolls up one time in four or five and the others append no rollup row."""
+totals: a reader of totals whose days meet the tail's aggregates at most about this many
+rows (and a load a few more). Why this size: the roll costs a load the same per row at any
+size (about 0.5 us, 2.9 ms a 5,700-row load), so the bound is a reader's cost, which is
+mostly fixed: 5-6 ms more a question at 22,800 rows (BENCHMARKS.md, "totals behind a
+mark"); an earlier probe had 4-6 ms a question without, 7-9 ms with 25,000 rows, 8.5-10 ms
+with 250,000. 25,000 rows are four or five hourly loads at 137k rows a day (50M a year)."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -566,9 +568,10 @@ def add_new_rows(
     """For the ``rows`` inserted since ``before`` was read, by :func:`insert_sql` (``new``,
     what it returned) or by a plain ``INSERT`` (``new`` None): record their new project
     spellings, and the breakdowns of those for settled days; roll up the totals tail when
-    it has grown to :data:`TOTALS_TAIL_ROWS` or would hold downloads of two days (a large
-    load's totals at once); settle the days their latest download's day settles; roll up
-    the tail when it has grown to :data:`TAIL_ROWS` (see the module doc).
+    it has grown to :data:`TOTALS_TAIL_ROWS` (with the load's rows) or the load brings a
+    day later than its last (without them), and a large load's totals at once; settle the
+    days their latest download's day settles; roll up the tail when it has grown to
+    :data:`TAIL_ROWS` (see the module doc).
 
     Only downloads have totals, so a day that brought rows but no download settles nothing
     yet; the next load with a download on a later day settles it.
