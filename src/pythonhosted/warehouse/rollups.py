@@ -44,11 +44,12 @@ those days meet the days asked about. So:
   that every load runs. Unless the tail then holds :data:`TOTALS_TAIL_ROWS` rows or more:
   then the load appends the totals of the tail, its own rows included (one ``GROUP BY``,
   about 0.1 rollup rows per download; :func:`roll_totals`), and moves ``totals_from`` past
-  its rows; or it brings a day later than the tail's last (a day's first publish, most
-  often): then it appends the tail's totals before its own rows, which begin the tail. So
-  the tail holds the latest day's rows (and late batches'), and the questions that end
-  yesterday (``recent``, ``overall``) do not read it unless a late batch brought
-  yesterday's rows;
+  its rows; or its days are all after the tail's (a day's first publish, most often): then
+  it appends the tail's totals before its own rows, which begin the tail; or its days
+  reach outside the tail's otherwise (across midnight, a late batch): then it appends the
+  totals of the tail and its own rows. So the tail holds the latest day's rows, and the
+  questions that end yesterday (``recent``, ``overall``) read it only between midnight
+  and the first publish of the new day;
 - a large load (past :data:`ONE_STATEMENT_BYTES`) appends its totals at once, read back,
   and the tail's before them: the tail is a range of rowids, so it ends where they begin;
 - a load appends, for rows of days settled already (late batches), their breakdowns; a
@@ -593,12 +594,17 @@ def add_new_rows(
         # the tail before them, or with them, rolled up: the tail is a range of rowids
         roll_totals(con, totals_from, below=before.next_rowid if new.totals else None)
         totals_from, totals_days = next_rowid, None
+    elif new.days is not None and totals_days is not None and new.days[0] > totals_days[1]:
+        # a day's first publish: the tail before it rolled up, its rows begin the next
+        roll_totals(con, totals_from, below=before.next_rowid)
+        totals_from, totals_days = before.next_rowid, new.days
+    elif new.days is not None and totals_days is not None and not _inside(new.days, totals_days):
+        # across midnight, or a late batch: rolled up with the tail, which so keeps to the
+        # latest day and does not stay among the days recent and overall read
+        roll_totals(con, totals_from)
+        totals_from, totals_days = next_rowid, None
     elif new.days is not None:
-        if totals_days is not None and new.days[1] > totals_days[1]:  # a day's first publish
-            roll_totals(con, totals_from, below=before.next_rowid)
-            totals_from, totals_days = before.next_rowid, None
-        first, last = totals_days or new.days
-        totals_days = (min(first, new.days[0]), max(last, new.days[1]))
+        totals_days = totals_days or new.days
     where = f"rowid >= {int(before.next_rowid)}"
     if before.names < spellings.JOINED_BELOW:
         names = spellings.add(con, PROJECTS, new.spellings)
@@ -625,6 +631,11 @@ def add_new_rows(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
     return Added(periods, new.days[0] if new.days is not None else None, (totals_from, totals_days))
+
+
+def _inside(days: tuple[date, date], bounds: tuple[date, date]) -> bool:
+    """Whether ``days`` (first, last) lie within ``bounds`` (first, last)."""
+    return bounds[0] <= days[0] and days[1] <= bounds[1]
 
 
 def roll_totals(con: duckdb.DuckDBPyConnection, totals_from: int, below: int | None = None) -> None:
