@@ -919,3 +919,38 @@ def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
     rows = con.execute("SELECT count(*) FROM file_downloads").fetchone()
     con.close()
     assert (loaded, rows) == ((40,), (expected,))
+
+
+def _totals_tail(con: duckdb.DuckDBPyConnection) -> tuple[object, ...] | None:
+    """The totals tail's first and last day, and its rows."""
+    return con.execute(
+        f"SELECT totals_first, totals_last, (SELECT count(*) FROM file_downloads "
+        f"WHERE rowid >= v.totals_from) FROM {rollups.VERSION} v"
+    ).fetchone()
+
+
+def test_the_totals_tail_keeps_to_the_latest_day(tmp_path: Path) -> None:
+    """Small loads' totals wait in the tail; a load of a later day rolls the tail before it
+    up and begins the next; one across midnight, or a late batch, rolls up with it. Readers
+    equal GROUP BY over the rows after each."""
+    rng = random.Random(22)
+    day = FIRST + timedelta(days=5)
+    db = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        con = db.con
+        late, next_day = day, day + timedelta(days=1)
+        steps: list[tuple[list[str], tuple[object, ...]]] = [
+            (random_lines(rng, 200, PROJECTS, day, 1, start=0), (day, day, 200)),
+            (random_lines(rng, 100, PROJECTS, day, 1, start=1000), (day, day, 300)),
+            (random_lines(rng, 100, PROJECTS, next_day, 1, start=2000), (next_day, next_day, 100)),
+            # across midnight: rolled up with the tail
+            (random_lines(rng, 50, PROJECTS, day, 2, start=3000), (None, None, 0)),
+            (random_lines(rng, 50, PROJECTS, next_day, 1, start=4000), (next_day, next_day, 50)),
+            (random_lines(rng, 20, PROJECTS, late, 1, start=5000), (None, None, 0)),  # late
+        ]
+        for index, (lines, tail) in enumerate(steps):
+            _load(db, f"s{index}.json", lines)
+            assert _totals_tail(con) == tail, index
+            assert _differences_in(con) == ([], []), index
+    finally:
+        db.close()
