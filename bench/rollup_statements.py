@@ -8,9 +8,12 @@
 milliseconds of maintenance on a loaded machine. This times the statements alone, in one
 process, interleaved run by run, each in a transaction rolled back, on a copy of the
 warehouse (default: ``bench/stats_web.py``'s 3M-row one): the load's plain ``INSERT``, each
-code's ``rollups.insert_sql`` (the insert with the totals and spellings) and each code's
-``rollups.marks``. The reference's ``rollups`` module is loaded from its file (its SQL, this
-checkout's helpers). Printed: the median CPU of each, and the median differences of the
+code's ``rollups.insert_sql`` (the insert with the totals and spellings; this code's
+without the totals, which wait in the totals tail), each code's ``rollups.marks``, and
+this code's ``rollups.roll_totals`` of the table's last ``TOTALS_TAIL_ROWS`` less one
+load's rows (a tail about to roll; divided by the loads it holds: its share per load).
+The reference's ``rollups`` module is loaded from its file (its SQL, this checkout's
+helpers). Printed: the median CPU of each, and the median differences of the
 pairs of runs (the insert's maintenance is its difference from the plain ``INSERT``).
 """
 
@@ -72,6 +75,7 @@ def main() -> None:
         assert rows is not None
         con.execute(f"UPDATE {rollups.VERSION} SET next_rowid = ?", [rows[0]])  # as a load's
         before = rollups.marks(con)
+        tail_from = rows[0] - (rollups.TOTALS_TAIL_ROWS - args.rows_per_load)
         arms: dict[str, Callable[[str], Any]] = {
             "plain INSERT": lambda sql: con.execute(sql).fetchall(),
             "insert_sql, reference": lambda sql: con.execute(
@@ -82,6 +86,7 @@ def main() -> None:
             ).fetchall(),
             "marks, reference": lambda _: reference.marks(con),
             "marks, this code": lambda _: rollups.marks(con),
+            "roll_totals, this code": lambda _: rollups.roll_totals(con, tail_from),
         }
         cpu: dict[str, list[float]] = {name: [] for name in arms}
         for run in range(args.runs):
@@ -104,11 +109,14 @@ def main() -> None:
     def paired(first: str, second: str) -> float:
         return 1000 * statistics.median(a - b for a, b in zip(cpu[first], cpu[second], strict=True))
 
+    loads_per_roll = (rollups.TOTALS_TAIL_ROWS - args.rows_per_load) / args.rows_per_load
+    per_load = 1000 * statistics.median(cpu["roll_totals, this code"]) / loads_per_roll
     print(
         "median differences of paired runs: the insert's maintenance "
         f"{paired('insert_sql, reference', 'plain INSERT'):.2f} ms (reference), "
         f"{paired('insert_sql, this code', 'plain INSERT'):.2f} ms (this code); marks "
         f"{paired('marks, reference', 'marks, this code'):.2f} ms more in the reference"
+        f"; a roll of the totals tail per load {per_load:.2f} ms"
     )
     print(stats_web.load())
 

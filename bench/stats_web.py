@@ -4,7 +4,7 @@
                                         [--duration 10] [--connections 16] [--publish-runs 2]
                                         [--loads-per-day 24] [--skip api,stats,publish]
                                         [--cases health,recent,...] [--api-runs 1]
-                                        [--reference OTHER_CHECKOUT/src]
+                                        [--reference OTHER_CHECKOUT/src] [--tail-loads N]
 
 1. The warehouse is generated directly inside DuckDB with one ``INSERT ... SELECT`` over
    ``range(rows)`` (no NDJSON, no publish: minutes instead of hours), in time order like
@@ -30,6 +30,10 @@
    ``--reference`` runs another checkout's server beside this one's, alternating case by
    case (before/after within one run). The reference for ``recent``: the same question as
    one GROUP BY over the rows (what stats did before rollups), timed in-process.
+   ``--tail-loads N`` first publishes N files of yesterday's rows (``--tail-days-ago``: 1)
+   into the warehouse (it changes the file: point ``--dir`` at a copy), so the rollups'
+   totals tail overlaps the days ``recent`` and ``overall`` read, their worst case; of
+   today's (0), it does not, as after a day's first publish.
    *First visitors* (:func:`first_visitors`): the pages, badges and API answers of the 50
    most downloaded projects asked once each by ``--connections`` clients right after the
    server starts (its cache as empty as a publish leaves it), with the pre-warm off and on.
@@ -612,6 +616,23 @@ def stats_queries(path: Path) -> None:
     print(f"  one CLI run (process start-up included): {time.perf_counter() - started:.2f} s")
 
 
+def load_days_ago(path: Path, loads: int, rows: int, days_ago: int) -> None:
+    """``loads`` publishes of ``rows`` rows of ``days_ago`` days ago into the warehouse
+    (``--tail-loads``): the latest hours' rows, which the rollups' totals tail may hold. Of
+    yesterday (1), they overlap the days ``recent`` and ``overall`` read (as after a late
+    batch of yesterday's rows); of today (0), they do not (a day's publishes after its
+    first)."""
+    day = (datetime.now(UTC).date() - timedelta(days=days_ago)).isoformat().encode()
+    contents = result_files(4, rows)
+    warehouse = DuckDBWarehouse(path)
+    try:
+        for n in range(loads):
+            content = contents[n % len(contents)].replace(b"DAY", day)
+            warehouse.load("file_downloads", [(f"tail-{time.time_ns()}.json", content)])
+    finally:
+        warehouse.close()
+
+
 def result_files(count: int, rows: int) -> list[bytes]:
     """``count`` result files as ingest writes them (its converter, over bench/linehaul.py's
     corpus of real-shaped user agents: full details), each at most ``rows`` rows (about
@@ -767,6 +788,13 @@ def main() -> None:
     parser.add_argument("--loads-per-day", type=int, default=24)
     parser.add_argument("--distinct-files", type=int, default=4)
     parser.add_argument("--rows-per-load", type=int, default=0, help="0: a 64 MB group's")
+    parser.add_argument(
+        "--tail-loads",
+        type=int,
+        default=0,
+        help="loads of --tail-days-ago's rows (--rows-per-load, 5,700 when 0) before the API part",
+    )
+    parser.add_argument("--tail-days-ago", type=int, default=1, help="the day of --tail-loads")
     parser.add_argument("--cache-bytes", type=int, default=1 << 30)
     parser.add_argument(
         "--cases",
@@ -794,6 +822,11 @@ def main() -> None:
     path = Path(args.dir) / f"warehouse-{args.rows}-published.duckdb"
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {load()}")
     generate(path, args.rows)
+    if args.tail_loads:
+        print(
+            f"{args.tail_loads} loads of rows {args.tail_days_ago} days ago into {path} ({load()})"
+        )
+        load_days_ago(path, args.tail_loads, args.rows_per_load or 5700, args.tail_days_ago)
     if "api" not in skip:
         print(f"API, one worker, wrk -t1 -c{args.connections} -d{args.duration}s ({load()}):")
         api(path, args)

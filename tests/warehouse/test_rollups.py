@@ -48,8 +48,8 @@ def _differences(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[objec
     """Counts (summed per key: a key may have several rows) that readers see, the rollups
     and the tail's breakdowns from the rows (:func:`rollups.daily`), missing from a fresh
     aggregate of every row, and the reverse; and the same for the rollups alone against the
-    rows' totals of every day, breakdowns of the settled days, and breakdowns of the open
-    days' rows below the tail mark (the rollups must hold no other)."""
+    totals of the rows below the totals mark, breakdowns of the settled days, and breakdowns
+    of the open days' rows below the tail mark (the rollups must hold no other)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         return _differences_in(con)
@@ -64,9 +64,9 @@ def _differences_in(
     key = rollups.KEY
     columns = f"{key}, downloads"
     settled = rollups.settled_through(con)
-    found = con.execute(f"SELECT tail_from FROM {rollups.VERSION}").fetchone()
+    found = con.execute(f"SELECT tail_from, totals_from FROM {rollups.VERSION}").fetchone()
     assert found is not None
-    tail_from = found[0]
+    tail_from, totals_from = found
     source, params = rollups.daily(con)
     seen = f"SELECT {key}, sum(downloads) AS downloads FROM ({source}) GROUP BY ALL"
     both = (
@@ -77,10 +77,12 @@ def _differences_in(
     through = f"DATE '{settled}'" if settled else "DATE '0001-01-01'"
     open_days = f'CAST("timestamp" AS DATE) > {through}'
     below = f"{open_days} AND rowid < {tail_from}"
+    breakdowns = list(rollups.DIMENSIONS)
+    totals = rollups.aggregate_sql(f"rowid < {totals_from}", dimensions=[""])
     settled_rows = (
-        f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})')}) UNION ALL "
-        f"SELECT * FROM ({rollups.aggregate_sql(open_days, dimensions=[''])}) UNION ALL "
-        f"SELECT * FROM ({rollups.aggregate_sql(below, dimensions=list(rollups.DIMENSIONS))})"
+        f"SELECT * FROM ({rollups.aggregate_sql(f'NOT ({open_days})', dimensions=breakdowns)}) "
+        f"UNION ALL SELECT * FROM ({totals}) "
+        f"UNION ALL SELECT * FROM ({rollups.aggregate_sql(below, dimensions=breakdowns)})"
     )
     differences: tuple[list[tuple[object, ...]], list[tuple[object, ...]]] = ([], [])
     for ours, ours_params, fresh in (
@@ -180,13 +182,18 @@ def test_rollups_equal_group_by_over_the_rows(tmp_path: Path) -> None:
             [settled],
         ).fetchone()
     )
+    totals_tail = (
+        f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD} "
+        f"AND rowid >= (SELECT totals_from FROM {rollups.VERSION})"
+    )
     for dimension in ("", "installer"):
         source, params = rollups.daily(con, dimensions=[dimension])
         assert (
             con.execute(f"SELECT sum(downloads) FROM ({source})", params).fetchone()
             == con.execute(f"SELECT count(*) FROM file_downloads WHERE {DOWNLOAD}").fetchone()
             == con.execute(
-                f"SELECT sum(downloads) FROM {rollups.ROLLUPS} WHERE dimension = ''"
+                f"SELECT coalesce(sum(downloads), 0) + ({totals_tail}) FROM {rollups.ROLLUPS} "
+                "WHERE dimension = ''"
             ).fetchone()
         )
     assert con.execute("SELECT count(*) FROM file_downloads").fetchone() == (rows,)
@@ -418,15 +425,13 @@ def test_open_days_have_totals_only_and_a_load_that_settles_days_rolls_them_up(
     db = DuckDBWarehouse(path)
     try:
         con = db.con
-        # Two open days, three loads: the day before them settles; each load appends its
-        # totals (keys repeat), no breakdown.
+        # Two open days, three loads: the day before them settles; each load's totals wait
+        # in the totals tail, no breakdown.
         for index in range(3):
             lines = random_lines(rng, 300, PROJECTS, FIRST, 2, start=index * 300)
             _load(db, f"a{index}.json", lines)
         assert rollups.settled_through(con) == FIRST - timedelta(days=1)
-        count, keys = _rollup_rows(con)
-        assert count > keys > 0
-        assert _rollup_rows(con, "dimension <> ''") == (0, 0)
+        assert _rollup_rows(con) == (0, 0)
         # A load bringing FIRST + 4 settles FIRST .. FIRST + 2 (no rows on FIRST + 2):
         # rolled up from every load's rows, one row per key, sorted by project and day,
         # in place of the loads' totals.
@@ -914,3 +919,38 @@ def test_tail_marks_and_rollups_agree_with_the_rows_after_sigkill_of_loads(
     rows = con.execute("SELECT count(*) FROM file_downloads").fetchone()
     con.close()
     assert (loaded, rows) == ((40,), (expected,))
+
+
+def _totals_tail(con: duckdb.DuckDBPyConnection) -> tuple[object, ...] | None:
+    """The totals tail's first and last day, and its rows."""
+    return con.execute(
+        f"SELECT totals_first, totals_last, (SELECT count(*) FROM file_downloads "
+        f"WHERE rowid >= v.totals_from) FROM {rollups.VERSION} v"
+    ).fetchone()
+
+
+def test_the_totals_tail_keeps_to_the_latest_day(tmp_path: Path) -> None:
+    """Small loads' totals wait in the tail; a load of a later day rolls the tail before it
+    up and begins the next; one across midnight, or a late batch, rolls up with it. Readers
+    equal GROUP BY over the rows after each."""
+    rng = random.Random(22)
+    day = FIRST + timedelta(days=5)
+    db = DuckDBWarehouse(tmp_path / "w.duckdb")
+    try:
+        con = db.con
+        late, next_day = day, day + timedelta(days=1)
+        steps: list[tuple[list[str], tuple[object, ...]]] = [
+            (random_lines(rng, 200, PROJECTS, day, 1, start=0), (day, day, 200)),
+            (random_lines(rng, 100, PROJECTS, day, 1, start=1000), (day, day, 300)),
+            (random_lines(rng, 100, PROJECTS, next_day, 1, start=2000), (next_day, next_day, 100)),
+            # across midnight: rolled up with the tail
+            (random_lines(rng, 50, PROJECTS, day, 2, start=3000), (None, None, 0)),
+            (random_lines(rng, 50, PROJECTS, next_day, 1, start=4000), (next_day, next_day, 50)),
+            (random_lines(rng, 20, PROJECTS, late, 1, start=5000), (None, None, 0)),  # late
+        ]
+        for index, (lines, tail) in enumerate(steps):
+            _load(db, f"s{index}.json", lines)
+            assert _totals_tail(con) == tail, index
+            assert _differences_in(con) == ([], []), index
+    finally:
+        db.close()

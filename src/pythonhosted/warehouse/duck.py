@@ -274,15 +274,18 @@ class DuckDBWarehouse:
                 # the earliest day whose downloads the load touched (None: no download)
                 first_day: date | None = None
                 next_rowid: int | None = None
+                totals: tuple[int, tuple[date, date] | None] | None = None
                 try:
                     result.rows, counts = insert(todo)
                     if self._before is not None:
                         added = rollups.add_new_rows(con, self._before, result.rows, self._inserted)
-                        periods, first_day = added.periods, added.first_day
+                        periods, first_day, totals = added.periods, added.first_day, added.totals
                         next_rowid = self._before.next_rowid + result.rows
                 finally:
                     self._before = self._inserted = None
-                rollups.bump(con, first_day=first_day, uploads=False, next_rowid=next_rowid)
+                rollups.bump(
+                    con, first_day=first_day, uploads=False, next_rowid=next_rowid, totals=totals
+                )
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]
         for first, last in periods:  # the same numbers in fewer runs: after the commit

@@ -25,19 +25,35 @@ touched no day it read (a daytime publish adds today's rows; yesterday's answers
 settles.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1`` before it are *open*:
 batches for them still arrive. ``warehouse_version`` holds two marks: ``compacted_through``,
 the last settled day, and ``tail_from``, a rowid of ``file_downloads``. ``download_rollups``
-holds the totals (``dimension`` ``''``) of every row and the breakdowns (the
+holds the totals (``dimension`` ``''``) of the rows (but the totals tail's, below) and
+the breakdowns (the
 :data:`DIMENSIONS`) of every row of the settled days; ``download_rollups_open`` holds the
 breakdowns of the open days' rows below ``tail_from``, apart, so totals questions (the
 most asked) never read them; the open days' rows from ``tail_from`` on are the *tail*.
 Readers go through :func:`daily`, which adds the tail's breakdowns aggregated from the rows
 on the fly (at most about :data:`TAIL_ROWS` rows, in the table's last row groups, which
 DuckDB finds by rowid and skips the rest; and only the projects and dimensions asked for).
-So:
+**Totals too wait behind a rowid mark**, ``totals_from``: ``download_rollups`` holds the
+totals of the rows below it; the rows from it on are the *totals tail*, at most about
+:data:`TOTALS_TAIL_ROWS`, and ``totals_first`` and ``totals_last`` say the first and last
+day of its downloads (NULL: none). :func:`daily` adds the tail's totals from the rows when
+those days meet the days asked about. So:
 
-- a load appends the totals of its rows (one ``GROUP BY``, about 0.1 rollup rows per
-  download; a small load in its ``INSERT``'s own statement, :func:`insert_sql`) and, for
-  rows of days settled already (late batches), their breakdowns too; a key may so have
-  several rows, and every reader sums them;
+- a small load appends no rollup row: its statement (:func:`insert_sql`) returns its rows'
+  count, days and spellings, and the marks move in the version's ``UPDATE`` (:func:`bump`)
+  that every load runs. Unless the tail then holds :data:`TOTALS_TAIL_ROWS` rows or more:
+  then the load appends the totals of the tail, its own rows included (one ``GROUP BY``,
+  about 0.1 rollup rows per download; :func:`roll_totals`), and moves ``totals_from`` past
+  its rows; or its days are all after the tail's (a day's first publish, most often): then
+  it appends the tail's totals before its own rows, which begin the tail; or its days
+  reach outside the tail's otherwise (across midnight, a late batch): then it appends the
+  totals of the tail and its own rows. So the tail holds the latest day's rows, and the
+  questions that end yesterday (``recent``, ``overall``) read it only between midnight
+  and the first publish of the new day;
+- a large load (past :data:`ONE_STATEMENT_BYTES`) appends its totals at once, read back,
+  and the tail's before them: the tail is a range of rowids, so it ends where they begin;
+- a load appends, for rows of days settled already (late batches), their breakdowns; a
+  key may so have several rows, and every reader sums them;
 - a load after which the tail holds :data:`TAIL_ROWS` rows or more appends the tail's
   breakdowns to ``download_rollups_open`` (a row per grouping, not summed per key) and
   moves ``tail_from`` past its own rows;
@@ -67,10 +83,13 @@ Why: each load used to append the aggregate of its rows in every dimension (abou
 rollup rows per download, as a load spreads over thousands of projects), which cost a load
 a quarter of its time (BENCHMARKS.md); aggregating a few hundred thousand rows at once, a
 row per grouping and summed per key only when the day settles, costs a fraction of that.
-Totals stay per load because they are cheap and most questions (the API's ``recent`` and
-``overall``, badges, top projects, ``stats --days``) ask only for them, which then never
-read rows; reading the open days' rows for every question made those answers ten times
-slower.
+Totals were appended per load, because most questions (the API's ``recent`` and
+``overall``, badges, top projects, ``stats --days``) ask only for them, and reading the open
+days' rows for every question made those answers ten times slower; but that cost a
+5,700-row load (hourly at 50M rows a year) about 5.6 ms of its 60-90, where rolling up
+the tail costs it about 2.9 (BENCHMARKS.md, "totals behind a mark"). The totals
+tail keeps what they read bounded (:data:`TOTALS_TAIL_ROWS` rows), and most of the time
+out of the days they ask about.
 
 :func:`rebuild` recomputes everything from the rows, the settled days sorted by project and
 day, the open days whole (the tail empty). It runs on
@@ -117,7 +136,7 @@ DIMENSIONS: dict[str, str] = {
 COUNTED = "coalesce(response.range_start, 0) = 0"
 """SQL (DuckDB and BigQuery): the row is a download (see the module doc)."""
 DEFINITION = (
-    f"6;open-breakdowns-apart;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
+    f"7;totals-behind-mark;open-breakdowns-apart;dimensions={','.join(DIMENSIONS)};mirrors={','.join(MIRRORS)};"
     f"counted={COUNTED}"
 )
 
@@ -143,6 +162,14 @@ REGROUP_ROWS = 200_000
 TAIL_ROWS = 250_000
 """Rows in the tail (appended since ``tail_from``) at which a load rolls up the open days'
 breakdowns: a reader aggregates at most about this many rows (and a load a few more)."""
+TOTALS_TAIL_ROWS = 25_000
+"""Rows in the totals tail (appended since ``totals_from``) at which a load rolls up their
+totals: a reader of totals whose days meet the tail's aggregates at most about this many
+rows (and a load a few more). Why this size: the roll costs a load the same per row at any
+size (about 0.5 us, 2.9 ms a 5,700-row load), so the bound is a reader's cost, which is
+mostly fixed: 5-6 ms more a question at 22,800 rows (BENCHMARKS.md, "totals behind a
+mark"); an earlier probe had 4-6 ms a question without, 7-9 ms with 25,000 rows, 8.5-10 ms
+with 250,000. 25,000 rows are four or five hourly loads at 137k rows a day (50M a year)."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -225,13 +252,21 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
     for sql in _CREATE:
         con.execute(sql)
     suggestions.ensure(con, PROJECTS)
-    for column in ("compacted_through DATE", "tail_from BIGINT", "next_rowid BIGINT"):
+    for column in (
+        "compacted_through DATE",
+        "tail_from BIGINT",
+        "next_rowid BIGINT",
+        "totals_from BIGINT",
+        "totals_first DATE",
+        "totals_last DATE",
+        "totals_version BIGINT",
+    ):
         con.execute(f"ALTER TABLE {VERSION} ADD COLUMN IF NOT EXISTS {column}")
     found = con.execute(f"SELECT definition FROM {VERSION}").fetchone()
     if found is None:
         con.execute(
             f"INSERT INTO {VERSION} (version, published_at, definition, compacted_through, "
-            "tail_from) VALUES (0, NULL, ?, NULL, 0)",
+            "tail_from, totals_from, totals_version) VALUES (0, NULL, ?, NULL, 0, 0, 0)",
             [DEFINITION],
         )
         con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
@@ -243,14 +278,18 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
 @dataclass(frozen=True)
 class Marks:
     """Where the rollups stand: ``settled`` (``compacted_through``, None before any day
-    settled) and ``tail_from`` (the open days' rows below it have their breakdowns rolled
-    up); and, for a writer, ``next_rowid``, the rowid the next appended row will have at
-    least, and ``names``, the spellings ``project_names`` holds."""
+    settled), ``tail_from`` (the open days' rows below it have their breakdowns rolled
+    up), ``totals_from`` (the rows below it have their totals rolled up) and ``totals_days``
+    (the first and last day of the downloads from ``totals_from`` on, None: none); and,
+    for a writer, ``next_rowid``, the rowid the next appended row will have at least, and
+    ``names``, the spellings ``project_names`` holds."""
 
     settled: date | None
     tail_from: int
     next_rowid: int = 0
     names: int = 0
+    totals_from: int = 0
+    totals_days: tuple[date, date] | None = None
 
 
 def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
@@ -262,19 +301,23 @@ def settled_through(con: duckdb.DuckDBPyConnection) -> date | None:
 def _stored_marks(con: duckdb.DuckDBPyConnection) -> tuple[Marks, bool]:
     """The marks as stored, and whether the warehouse has the tail mark. One from an older
     release (until its next publish rebuilds the rollups) has none: its rollups hold no
-    open day's breakdowns, so its tail is every row of the open days (from rowid 0)."""
-    try:
-        found = con.execute(f"SELECT compacted_through, tail_from FROM {VERSION}").fetchone()
-        current = True
-    except duckdb.BinderException:
-        current = False
-        try:
-            found = con.execute(f"SELECT compacted_through, 0 FROM {VERSION}").fetchone()
-        except duckdb.BinderException:
-            found = None
-    if found is None:
-        return Marks(None, 0), current
-    return Marks(found[0], int(found[1] or 0)), current
+    open day's breakdowns, so its tail is every row of the open days (from rowid 0). Its
+    rollups hold every row's totals, so its totals tail is empty (``totals_days`` None), as
+    it is when the totals marks were not written with the current version (an older
+    release's publish or rebuild since, which appended every load's totals)."""
+    cursor = con.execute(f"SELECT * FROM {VERSION}")
+    row = cursor.fetchone()
+    if row is None:
+        return Marks(None, 0), True
+    stored = dict(zip([column[0] for column in cursor.description or ()], row, strict=True))
+    current = "tail_from" in stored
+    ours = stored.get("totals_version") == stored.get("version")
+    return Marks(
+        stored.get("compacted_through"),
+        int(stored.get("tail_from") or 0),
+        totals_from=int(stored.get("totals_from") or 0),
+        totals_days=_days(stored.get("totals_first"), stored.get("totals_last")) if ours else None,
+    ), current
 
 
 def daily(
@@ -290,15 +333,20 @@ def daily(
     ``project`` (a normalised name; or those ``among`` a list of them; or every project)
     per day from ``start`` to ``end`` inclusive (open-ended when None) for ``dimensions``
     ('' the total): from ``download_rollups``, plus the named dimensions of the open days'
-    rows in the tail (see the module doc). A key may have several rows: sum them. Every
-    reader of the rollups goes through this; put it first in a statement (``WITH daily AS
-    (...)``) so its parameters come first.
+    rows in the tail and the totals of the rows in the totals tail (see the module doc). A
+    key may have several rows: sum them. Every reader of the rollups goes through this; put
+    it first in a statement (``WITH daily AS (...)``) so its parameters come first.
 
     The tail is the rows at or above ``tail_from`` of the days after ``compacted_through``,
     both read by the statement itself, so rollups and tail come from one snapshot even if a
     load commits meanwhile. The same bounds as read here go in as constants too, so DuckDB
     skips row groups by their min/max: both marks only move forward, so those constants
-    select a superset of the tail.
+    select a superset of the tail. The totals tail is read the same way (``totals_from``
+    read by the statement), and left out when its day, as read here, is not among the days
+    asked about (the common case: ``recent`` and ``overall`` end yesterday, a publish
+    brings today): a load that commits meanwhile either rolled the totals tail up (then the
+    statement reads the rollups it made) or added downloads of that one day only, so the
+    answer is that of the snapshot read here or a later one.
     """
     marks, current = _stored_marks(con)
     named = [name for name in dimensions if name]
@@ -333,23 +381,56 @@ def daily(
                 "\"timestamp\" >= (SELECT coalesce(compacted_through + 1, DATE '0001-01-01') "
                 f"FROM {VERSION})"
             )
-        if first is not None:
-            conditions.append('"timestamp" >= ?')
-            params.append(first)
-        if end is not None:
-            conditions.append('"timestamp" < ?')
-            params.append(end + timedelta(days=1))
-        # The stored spellings of the names: an IN list keeps DuckDB's filter pushdown.
-        if project is not None:
-            conditions.append(f"project IN (SELECT name FROM {PROJECTS} WHERE normalized = ?)")
-            params.append(project)
-        elif among is not None:
-            conditions.append(
-                f"project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
-            )
-            params.append(list(among))
+        conditions += _rows_of(first, end, project, among, params)
         parts.append(breakdowns_sql(" AND ".join(conditions), named))
+    days = marks.totals_days
+    if "" in dimensions and days is not None and _overlap(days, start, end):
+        conditions = [
+            "rowid >= ?",
+            f"rowid >= (SELECT coalesce(totals_from, 0) FROM {VERSION})",
+        ]
+        params.append(marks.totals_from)
+        conditions += _rows_of(start, end, project, among, params)
+        totals = aggregate_sql(" AND ".join(conditions), one_row_per_key=False, dimensions=[""])
+        parts.append(f"SELECT {KEY}, downloads FROM ({totals})")
     return " UNION ALL ".join(parts), params
+
+
+def _overlap(days: tuple[date, date], start: date | None, end: date | None) -> bool:
+    """Whether ``days`` (first, last) and ``start`` to ``end`` (open-ended at None) meet."""
+    return (end is None or days[0] <= end) and (start is None or start <= days[1])
+
+
+def _rows_of(
+    start: date | None,
+    end: date | None,
+    project: str | None,
+    among: Sequence[str] | None,
+    params: list[Any],
+) -> list[str]:
+    """Conditions on ``file_downloads`` rows for :func:`daily`'s days and projects (their
+    parameters appended to ``params``)."""
+    conditions = []
+    if start is not None:
+        conditions.append('"timestamp" >= ?')
+        params.append(start)
+    if end is not None:
+        conditions.append('"timestamp" < ?')
+        params.append(end + timedelta(days=1))
+    # The stored spellings of the names: an IN list keeps DuckDB's filter pushdown.
+    if project is not None:
+        conditions.append(f"project IN (SELECT name FROM {PROJECTS} WHERE normalized = ?)")
+        params.append(project)
+    elif among is not None:
+        conditions.append(
+            f"project IN (SELECT name FROM {PROJECTS} WHERE list_contains(?, normalized))"
+        )
+        params.append(list(among))
+    return conditions
+
+
+def _days(first: date | None, last: date | None) -> tuple[date, date] | None:
+    return None if first is None or last is None else (first, last)
 
 
 def marks(con: duckdb.DuckDBPyConnection) -> Marks:
@@ -367,10 +448,11 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
     pays each time (BENCHMARKS.md)."""
     found = con.execute(
         "SELECT next_rowid, (SELECT count(*) FROM file_downloads), compacted_through, "
-        f"tail_from, (SELECT count(*) FROM {PROJECTS}) FROM {VERSION}"
+        f"tail_from, (SELECT count(*) FROM {PROJECTS}), totals_from, totals_first, totals_last "
+        f"FROM {VERSION}"
     ).fetchone()
     assert found is not None, "ensure() made the row"
-    stored, rows, settled, tail_from, names = found
+    stored, rows, settled, tail_from, names, totals_from, *totals_days = found
     if stored != rows:
         exact = con.execute(
             "SELECT coalesce(max(rowid) + 1, 0) FROM file_downloads WHERE rowid >= ?",
@@ -378,7 +460,14 @@ def marks(con: duckdb.DuckDBPyConnection) -> Marks:
         ).fetchone()
         assert exact is not None, "an aggregate without GROUP BY returns a row"
         stored = exact[0]
-    return Marks(settled, int(tail_from or 0), int(stored), int(names))
+    return Marks(
+        settled,
+        int(tail_from or 0),
+        int(stored),
+        int(names),
+        int(totals_from or 0),
+        _days(*totals_days),
+    )
 
 
 ONE_STATEMENT_BYTES = 16 << 20
@@ -396,46 +485,37 @@ class Inserted:
     rows: int
     days: tuple[date, date] | None  # the earliest and latest day of a download among them
     spellings: list[str]  # their spellings not stored yet, or all (see insert_sql)
+    totals: bool = True  # whether their totals were appended (read back), or wait in the tail
 
 
 def insert_sql(insert: str, before: Marks) -> str:
     """``insert`` (``INSERT INTO file_downloads SELECT ...``, no ``RETURNING``) as one
-    statement that also appends the new rows' totals to the rollups and returns, as one row,
-    :class:`Inserted`'s fields: the rows inserted, the first and last day of their totals,
-    and their distinct spellings (:func:`_spellings_sql`). For loads up to
-    :data:`ONE_STATEMENT_BYTES`.
+    statement that returns, as one row, :class:`Inserted`'s fields: the rows inserted, the
+    first and last day of a download among them, and their distinct spellings
+    (:func:`_spellings_sql`). For loads up to :data:`ONE_STATEMENT_BYTES`; their totals
+    wait in the totals tail (:func:`add_new_rows`).
 
-    Why one statement: the totals and the spellings are read from the rows as the insert
-    returns them, not from the table afterwards (a scan of the new rows' nested fields
-    each), and each DuckDB statement costs 0.3-0.5 ms however small. A 5,700-row load's
-    spellings and totals cost 4.9 ms so, 9.4 ms as statements of their own (BENCHMARKS.md).
-    The insert returns only what the totals and spellings read (:data:`RETURNED`), each
-    row's key columns computed as it is inserted: returning the whole ``details`` record
-    copied every nested field of every row once more. The returned rows are grouped once
-    (by the totals' key and whether they count), and the totals, the row count and the
-    spellings read the groups (about half as many as the rows), not the rows three times.
+    Why one statement: the days and the spellings are read from the rows as the insert
+    returns them, not from the table afterwards (a scan of the new rows each), and each
+    DuckDB statement costs 0.3-0.5 ms however small. The insert returns only what is read
+    (:data:`RETURNED`): its day, spelling and whether it counts; the totals' key (mirror,
+    CI, the name normalised) and the totals' ``INSERT`` cost a 5,700-row load 3.4 ms more
+    (BENCHMARKS.md, "totals behind a mark"), where rolling up the tail costs it about 2.4.
+    The returned rows are grouped once, and the count, the days and the spellings read the
+    groups, not the rows thrice.
     """
-    totals = (
-        f"SELECT day, {NORMALIZED} AS project, '' AS dimension, CAST(NULL AS VARCHAR) AS value, "
-        "mirror, ci, rows AS downloads FROM groups WHERE counted"
-    )
     return (
         f"WITH new_rows AS ({insert} RETURNING {RETURNED}), "
-        "groups AS (SELECT day, project, mirror, ci, counted, count(*) AS rows FROM new_rows "
-        "GROUP BY day, project, mirror, ci, counted), "
-        f"totals AS (INSERT INTO {ROLLUPS} {totals} RETURNING day) "
-        "SELECT (SELECT coalesce(sum(rows), 0) FROM groups), first, last, "
-        f"({_spellings_sql('groups', 'true', before)}) "
-        "FROM (SELECT min(day) AS first, max(day) AS last FROM totals)"
+        "groups AS (SELECT day, project, counted, count(*) AS rows FROM new_rows "
+        "GROUP BY day, project, counted) "
+        "SELECT coalesce(sum(rows), 0), min(day) FILTER (counted), max(day) FILTER (counted), "
+        f"({_spellings_sql('groups', 'true', before)}) FROM groups"
     )
 
 
-RETURNED = (
-    f'CAST("timestamp" AS DATE) AS day, project, {mirror_sql()} AS mirror, details.ci AS ci, '
-    f"{COUNTED} AS counted"
-)
-"""What :func:`insert_sql`'s insert returns of each row: the totals' key and whether it
-counts (as :func:`aggregate_sql` reads them), and the spelling."""
+RETURNED = f'CAST("timestamp" AS DATE) AS day, project, {COUNTED} AS counted'
+"""What :func:`insert_sql`'s insert returns of each row: its day, its spelling and whether
+it counts (as :func:`aggregate_sql` reads them)."""
 
 
 def _spellings_sql(source: str, where: str, before: Marks) -> str:
@@ -453,7 +533,8 @@ def inserted(row: tuple[Any, ...] | None) -> Inserted:
     """:class:`Inserted` from the row :func:`insert_sql` returns."""
     assert row is not None, "an aggregate without GROUP BY returns a row"
     rows, first, last, names = row
-    return Inserted(int(rows), (first, last) if first is not None else None, list(names or []))
+    days = (first, last) if first is not None else None
+    return Inserted(int(rows), days, list(names or []), totals=False)
 
 
 def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inserted:
@@ -473,21 +554,25 @@ def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inse
 @dataclass(frozen=True)
 class Added:
     """What :func:`add_new_rows` did that its caller acts on: the weeks and months to
-    :func:`regroup` once the load has committed, and the earliest day whose downloads the
-    load brought (None: no download), for :func:`bump`."""
+    :func:`regroup` once the load has committed; and, for :func:`bump`, the earliest day
+    whose downloads the load brought (None: no download) and the totals tail's marks
+    (``totals_from``, ``totals_days``) after it."""
 
     periods: list[tuple[date, date]]
     first_day: date | None
+    totals: tuple[int, tuple[date, date] | None] | None = None
 
 
 def add_new_rows(
     con: duckdb.DuckDBPyConnection, before: Marks, rows: int, new: Inserted | None
 ) -> Added:
-    """For the ``rows`` inserted since ``before`` was read, with their totals by
-    :func:`insert_sql` (``new``, what it returned) or by a plain ``INSERT`` (``new`` None):
-    append their totals if not yet, record their new project spellings, and the breakdowns
-    of those for settled days; settle the days their latest download's day settles; roll up
-    the tail when it has grown to :data:`TAIL_ROWS` (see the module doc).
+    """For the ``rows`` inserted since ``before`` was read, by :func:`insert_sql` (``new``,
+    what it returned) or by a plain ``INSERT`` (``new`` None): record their new project
+    spellings, and the breakdowns of those for settled days; roll up the totals tail when
+    it has grown to :data:`TOTALS_TAIL_ROWS` (with the load's rows) or the load brings a
+    day later than its last (without them), and a large load's totals at once; settle the
+    days their latest download's day settles; roll up the tail when it has grown to
+    :data:`TAIL_ROWS` (see the module doc).
 
     Only downloads have totals, so a day that brought rows but no download settles nothing
     yet; the next load with a download on a later day settles it.
@@ -499,12 +584,28 @@ def add_new_rows(
     periods: list[tuple[date, date]] = []
     if rows <= 0:
         return Added(periods, None)
-    if new is None:
-        new = _read_back(con, before, rows)
-    where = f"rowid >= {int(before.next_rowid)}"
     # In the transaction the new rows have provisional rowids (from 2**55 on); committed,
     # they take the next ones.
     next_rowid = before.next_rowid + rows  # once committed: the table only appends
+    totals_from, totals_days = before.totals_from, before.totals_days
+    if new is None:  # a large load: its totals are appended as its rows are read back
+        new = _read_back(con, before, rows)
+    if new.totals or next_rowid - totals_from >= TOTALS_TAIL_ROWS:
+        # the tail before them, or with them, rolled up: the tail is a range of rowids
+        roll_totals(con, totals_from, below=before.next_rowid if new.totals else None)
+        totals_from, totals_days = next_rowid, None
+    elif new.days is not None and totals_days is not None and new.days[0] > totals_days[1]:
+        # a day's first publish: the tail before it rolled up, its rows begin the next
+        roll_totals(con, totals_from, below=before.next_rowid)
+        totals_from, totals_days = before.next_rowid, new.days
+    elif new.days is not None and totals_days is not None and not _inside(new.days, totals_days):
+        # across midnight, or a late batch: rolled up with the tail, which so keeps to the
+        # latest day and does not stay among the days recent and overall read
+        roll_totals(con, totals_from)
+        totals_from, totals_days = next_rowid, None
+    elif new.days is not None:
+        totals_days = totals_days or new.days
+    where = f"rowid >= {int(before.next_rowid)}"
     if before.names < spellings.JOINED_BELOW:
         names = spellings.add(con, PROJECTS, new.spellings)
     else:
@@ -529,7 +630,26 @@ def add_new_rows(
         con.execute(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
-    return Added(periods, new.days[0] if new.days is not None else None)
+    return Added(periods, new.days[0] if new.days is not None else None, (totals_from, totals_days))
+
+
+def _inside(days: tuple[date, date], bounds: tuple[date, date]) -> bool:
+    """Whether ``days`` (first, last) lie within ``bounds`` (first, last)."""
+    return bounds[0] <= days[0] and days[1] <= bounds[1]
+
+
+def roll_totals(con: duckdb.DuckDBPyConnection, totals_from: int, below: int | None = None) -> None:
+    """Append the totals of the rows from ``totals_from`` on (the totals tail and the load's
+    rows), or only of those below ``below`` (the tail before the load), one row per
+    grouping (readers sum a key's rows); the caller moves ``totals_from`` past them."""
+    where = f"rowid >= {int(totals_from)}"
+    if below is not None:
+        if below <= totals_from:
+            return
+        where += f" AND rowid < {int(below)}"
+    con.execute(
+        f"INSERT INTO {ROLLUPS} {aggregate_sql(where, one_row_per_key=False, dimensions=[''])}"
+    )
 
 
 def roll_tail(
@@ -664,7 +784,7 @@ def regroup(con: duckdb.DuckDBPyConnection, first: date, last: date) -> None:
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute rollups and names from every row (inside the caller's transaction): the
     days up to :data:`OPEN_DAYS` before the latest are settled, the rest rolled up whole
-    (the tail empty)."""
+    (the tails empty)."""
     con.execute(f"DELETE FROM {ROLLUPS}")
     con.execute(f"DELETE FROM {OPEN_BREAKDOWNS}")
     con.execute(f"DELETE FROM {PROJECTS}")
@@ -689,7 +809,13 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?",
             [through, current.next_rowid],
         )
-    bump(con, first_day=EVERY_DAY, uploads=False, next_rowid=current.next_rowid)
+    bump(
+        con,
+        first_day=EVERY_DAY,
+        uploads=False,
+        next_rowid=current.next_rowid,
+        totals=(current.next_rowid, None),
+    )
 
 
 def bump(
@@ -698,13 +824,28 @@ def bump(
     first_day: date | None,
     uploads: bool,
     next_rowid: int | None = None,
+    totals: tuple[int, tuple[date, date] | None] | None = None,
 ) -> None:
     """A new data version, and what it changed (in the caller's transaction): the earliest
     day whose downloads it touched (None: none; :data:`EVERY_DAY`: any) and whether it added
     uploads. A cached answer that read a day from ``first_day`` on, or a latest release when
     ``uploads``, is stale after commit; the others stand (their ETags too). A load into
     ``file_downloads`` gives the rowid its next row will have once committed, stored for
-    :func:`marks` in the same statement."""
+    :func:`marks` in the same statement, and the totals tail's marks after it (``totals``:
+    ``totals_from`` and its first and last day), which so cost it no statement of their own;
+    ``totals_version`` says they were written with this version (readers trust them only
+    then: an older release's load bumps the version and appends its totals)."""
     stored = "" if next_rowid is None else f", next_rowid = {int(next_rowid)}"
-    con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now(){stored}")
+    params: list[Any] = []
+    if totals is not None:
+        stored += (
+            ", totals_from = ?, totals_first = ?, totals_last = ?, totals_version = version + 1"
+        )
+        params += [totals[0], *(totals[1] or (None, None))]
+    else:  # the marks stand, and say so (a release without them leaves totals_version behind)
+        stored += (
+            ", totals_version = CASE WHEN totals_version = version THEN version + 1 "
+            "ELSE totals_version END"
+        )
+    con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now(){stored}", params)
     con.execute(f"INSERT INTO {CHANGES} SELECT version, ?, ? FROM {VERSION}", [first_day, uploads])
