@@ -46,19 +46,9 @@ from pythonhosted.stats_web.changes import Changes
 from pythonhosted.stats_web.params import Params
 from pythonhosted.warehouse.access import reading
 from pythonhosted.warehouse.stats import Filters
+from stats_web import cpu_model, load
 
 PROJECTS = 5000
-
-
-def load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def measured(call: Callable[[], object]) -> tuple[float, float]:
