@@ -287,3 +287,27 @@ def test_requests_are_answered_while_a_table_is_parsed(
             answered.set()
         assert (during.status_code, during.content) == (200, b"proj docs")
         wait_until(lambda: httpx.get(base + "/proj/").headers.get("location") is not None)
+
+
+def test_a_missing_table_is_logged_when_it_goes_missing_not_at_every_check(
+    tmp_path: Path, conveyor: ConveyorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The table is checked every 2 s; a conveyor without a redirects.txt logged "absent" at
+    every check, 43,200 lines a day (and into the output of a command run beside it). The
+    failures are still counted at every check."""
+    caplog.set_level(logging.INFO, logger="pythonhosted.conveyor.redirects")
+    store = f"file://{tmp_path}/docs"
+    missing = 'conveyor_redirect_table_failures_total{reason="missing"}'
+    with conveyor(docs=store, redirects_reload_interval=0.02) as base:
+        wait_until(lambda: metric(base, missing) >= 10)
+        put(store, REDIRECTS_KEY, line("good", "https://good.example"))
+        wait_until(lambda: metric(base, "conveyor_redirect_table_current") == 1)
+        counted = metric(base, missing)
+        asyncio.run(open_store(store).delete(REDIRECTS_KEY))
+        wait_until(lambda: metric(base, missing) >= counted + 10)
+        assert httpx.get(base + "/good/").headers["location"] == "https://good.example"
+    assert [r.getMessage() for r in caplog.records if r.name == redirects_module.__name__] == [
+        "redirects.txt is absent; keeping 0 redirects",
+        "redirect table loaded: 1 projects, 0 lines refused",
+        "redirects.txt is absent; keeping 1 redirects",
+    ]

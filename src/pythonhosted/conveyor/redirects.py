@@ -154,6 +154,7 @@ class RedirectTable:
         self.max_bytes = max_bytes
         self.table: dict[str, Redirect] = {}
         self.version: Version | None = None
+        self._failing: str | None = None  # the reason of the failure logged last, if it goes on
 
     def get(self, project: str) -> Redirect | None:
         return self.table.get(project)
@@ -163,6 +164,10 @@ class RedirectTable:
         try:
             info = await self.store.info(REDIRECTS_KEY)
             if Version(info.etag, info.size, info.last_modified) == self.version:
+                if self._failing in ("missing", "unavailable"):  # back as it was
+                    self._failing = None
+                    self.metrics.redirect_current.set(1)
+                    log.info("%s is back; %d redirects", REDIRECTS_KEY, len(self.table))
                 return
             data, version = await read_redirects_file(self.store, self.max_bytes)
             # In a thread: 16 MB take about a second of CPU, which on the loop stalled every
@@ -176,6 +181,8 @@ class RedirectTable:
             return
         except MalformedRedirects as exc:
             self.version = Version(info.etag, info.size, info.last_modified)  # not every check
+            # checked once per version (above), so each malformed version is logged
+            self._failing = None
             self._failed("malformed", f"malformed ({exc})", logging.ERROR)
             return
         for refused in parsed.refused[:LOGGED_REFUSALS]:
@@ -183,7 +190,7 @@ class RedirectTable:
         if len(parsed.refused) > LOGGED_REFUSALS:
             more = len(parsed.refused) - LOGGED_REFUSALS
             log.error("%s: %d more lines refused for their target", REDIRECTS_KEY, more)
-        self.table, self.version = parsed.table, version
+        self.table, self.version, self._failing = parsed.table, version, None
         self.metrics.redirect_reloads.inc()
         self.metrics.redirect_current.set(1)
         self.metrics.redirect_entries.set(len(parsed.table))
@@ -195,9 +202,18 @@ class RedirectTable:
         )
 
     def _failed(self, reason: str, detail: str, level: int) -> None:
+        """Count every failed reload, log a failure when it begins (or its reason changes).
+
+        The check runs every ``redirects_reload_interval`` (2 s): a conveyor without a
+        redirects.txt, or with its store down, logged the same line every 2 s for as long as
+        that lasted (43,200 lines a day). The counter by reason and
+        ``conveyor_redirect_table_current`` say that it goes on.
+        """
         self.metrics.redirect_failures.labels(reason).inc()
         self.metrics.redirect_current.set(0)
-        log.log(level, "%s is %s; keeping %d redirects", REDIRECTS_KEY, detail, len(self.table))
+        if reason != self._failing:
+            self._failing = reason
+            log.log(level, "%s is %s; keeping %d redirects", REDIRECTS_KEY, detail, len(self.table))
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         """Check for a new version every ``interval`` seconds until ``stop`` is set.
