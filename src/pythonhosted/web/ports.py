@@ -11,7 +11,7 @@ from), each process of a parallel run from its own slice of that range
 
 from __future__ import annotations
 
-import collections
+import functools
 import os
 import random
 import socket
@@ -37,14 +37,12 @@ class _Draws:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.slice = (0, 1)
-        self.recent: collections.deque[int] = collections.deque(maxlen=REMEMBERED)
-        self.recent_set: set[int] = set()
+        self.recent: dict[int, None] = {}  # in the order drawn
 
     def remember(self, port: int) -> None:
-        if len(self.recent) == REMEMBERED:
-            self.recent_set.discard(self.recent[0])
-        self.recent.append(port)
-        self.recent_set.add(port)
+        self.recent[port] = None
+        if len(self.recent) > REMEMBERED:
+            del self.recent[next(iter(self.recent))]
 
 
 _draws = _Draws()
@@ -72,7 +70,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     with _draws.lock:
         for _ in range(200):
             port = random.randrange(low, high)
-            if port in _draws.recent_set:
+            if port in _draws.recent:
                 continue
             with socket.socket(family) as sock:
                 try:
@@ -93,6 +91,7 @@ def _slice_bounds() -> tuple[int, int]:
     return low, low + span
 
 
+@functools.cache
 def _ephemeral_start() -> int:
     try:
         start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
