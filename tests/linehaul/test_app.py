@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -124,6 +125,31 @@ def test_a_failing_job_shows_in_health_and_metrics(tmp_path: Path) -> None:
     assert health.text.count("\n") == 1  # one line per failing job; ingest is fine
     assert samples['linehaul_passes_total{job="ingest",outcome="failed"}'] == 0
     assert samples['linehaul_last_success_timestamp_seconds{job="publish"}'] == 0
+
+
+def test_a_failure_is_logged_when_it_begins_and_when_it_ends_not_at_every_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the warehouse's directory should be")
+    settings = _settings(tmp_path, warehouse=f"duckdb://{blocker}/warehouse.duckdb")
+    caplog.set_level(logging.INFO, logger="pythonhosted.linehaul")
+    with running(LinehaulApp(settings)) as base:
+        failed = 'linehaul_passes_total{job="publish",outcome="failed"}'
+        wait_until(lambda: _samples(base)[failed] >= 5)  # every 0.1 s
+        blocker.unlink()
+        blocker.mkdir()
+        wait_until(lambda: _samples(base)['linehaul_passes_total{job="publish",outcome="ok"}'] >= 1)
+        failures = int(_samples(base)[failed])
+    publish = [
+        (record.levelname, record.getMessage().split(":")[0])
+        for record in caplog.records
+        if record.getMessage().startswith("linehaul publish")
+    ]
+    assert publish == [
+        ("WARNING", "linehaul publish pass failed"),
+        ("INFO", f"linehaul publish works again after {failures} failed passes"),
+    ]
 
 
 def test_other_paths_and_methods(tmp_path: Path) -> None:

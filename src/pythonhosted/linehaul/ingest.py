@@ -354,13 +354,14 @@ async def run_ingest(settings: Settings, stop: asyncio.Event, monitor: Monitor) 
                 concurrency=settings.linehaul.ingest_concurrency,
             )
         except StorageError as exc:
-            log.warning("linehaul ingest pass failed: %s", reason(exc))
-            monitor.failed("ingest", reason(exc))
+            if monitor.failed("ingest", reason(exc)):
+                log.warning("linehaul ingest pass failed: %s", reason(exc))
         except Exception as exc:  # a defect: keep its traceback, keep the job running
-            log.exception("linehaul ingest pass failed")
-            monitor.failed("ingest", f"{type(exc).__name__}: {reason(exc)}")
+            if monitor.failed("ingest", f"{type(exc).__name__}: {reason(exc)}"):
+                log.exception("linehaul ingest pass failed")
         else:
-            monitor.ingested(summary)
+            if failed := monitor.ingested(summary):
+                log.info("linehaul ingest works again after %d failed passes", failed)
             if summary.objects or summary.corrupt:
                 log.info("linehaul ingest: %s", summary.line())
         await pause(stop, settings.linehaul.ingest_interval)

@@ -85,6 +85,7 @@ class Monitor:
             registry=self.registry,
         )
         self.failing: dict[Job, str] = {}
+        self.failed_in_a_row: dict[Job, int] = {}
         for job in jobs:  # each series exists from the start, at zero
             self.last_success.labels(job)
             for outcome in ("ok", "failed"):
@@ -98,7 +99,8 @@ class Monitor:
             for outcome in ("loaded", "skipped", "failed"):
                 self.files.labels(outcome)
 
-    def ingested(self, summary: IngestSummary) -> None:
+    def ingested(self, summary: IngestSummary) -> int:
+        """Count a pass that worked; the number of failed passes it ends (0: none)."""
         self.objects.labels("done").inc(summary.objects)
         self.objects.labels("corrupt").inc(summary.corrupt)
         self.objects.labels("busy").inc(summary.busy)
@@ -114,25 +116,36 @@ class Monitor:
         for result, count in zip(_LINE_RESULTS, (*found, summary.lost), strict=True):
             self.lines.labels(result).inc(count)
         self.unreadable.inc(summary.unreadable)
-        self._passed("ingest")
+        return self._passed("ingest")
 
-    def published(self, summary: PublishSummary) -> None:
+    def published(self, summary: PublishSummary) -> int:
+        """Count a pass that worked; the number of failed passes it ends (0: none)."""
         self.files.labels("loaded").inc(summary.files)
         self.files.labels("skipped").inc(summary.skipped)
         self.files.labels("failed").inc(summary.failed)
         self.rows.inc(summary.rows)
         self.distributions.inc(summary.distributions)
-        self._passed("publish")
+        return self._passed("publish")
 
-    def failed(self, job: Job, reason: str) -> None:
-        """A pass that could not finish (a store or the warehouse unavailable)."""
+    def failed(self, job: Job, reason: str) -> bool:
+        """A pass that could not finish (a store or the warehouse unavailable). True when the
+        failure is news: the first of a run of failed passes, or its reason changed.
+
+        Why: the jobs retry every interval (10 s in ``serve``), so a store that is down for
+        a night logged the same warning thousands of times; the callers log only news, and
+        every pass is still counted (``linehaul_passes_total``) and shown by ``/_health``.
+        """
         self.passes.labels(job, "failed").inc()
+        self.failed_in_a_row[job] = self.failed_in_a_row.get(job, 0) + 1
+        news = self.failing.get(job) != reason
         self.failing[job] = reason
+        return news
 
-    def _passed(self, job: Job) -> None:
+    def _passed(self, job: Job) -> int:
         self.passes.labels(job, "ok").inc()
         self.last_success.labels(job).set(time.time())
         self.failing.pop(job, None)
+        return self.failed_in_a_row.pop(job, 0)
 
     def problems(self) -> list[str]:
         """``job: reason`` for each job whose latest pass failed; empty when all is well."""

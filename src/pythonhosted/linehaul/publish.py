@@ -263,10 +263,11 @@ async def run_publish(settings: Settings, stop: asyncio.Event, monitor: Monitor)
                 results, warehouse_url, batch_files=batch, stop=stop, uploads=uploads
             )
         except Exception as exc:  # a background job: report, retry next interval
-            log.warning("linehaul publish pass failed: %s", reason(exc))
-            monitor.failed("publish", reason(exc))
+            if monitor.failed("publish", reason(exc)):
+                log.warning("linehaul publish pass failed: %s", reason(exc))
         else:
-            monitor.published(summary)
+            if failed := monitor.published(summary):
+                log.info("linehaul publish works again after %d failed passes", failed)
             if summary.files or summary.skipped or summary.failed:
                 log.info("linehaul publish: %s", summary.line())
             full = summary.files + summary.skipped >= batch
