@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -149,16 +150,17 @@ def watermark(shown: datetime | None) -> None:
 # Per data version v, for (v, top]: the earliest day any change touched, the earliest from
 # which every project's downloads may have changed, and whether uploads changed.
 _Since = dict[int, tuple[int, int, bool]]
-# Per project a late part named: (version, its first day) in ascending order of both, each
-# the earliest day touched after the one before (see _name).
-_Late = dict[str, tuple[tuple[int, int], ...]]
+# Per project a late part named: the versions, and their first days, ascending both, each
+# the earliest day touched after the version before (see _name). Two tuples of ints, not a
+# tuple of pairs: a third of the memory (an entry is a version, and a project has about one
+# a day) and a bisection without a key.
+_Late = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
 # A version's change: first day, the day from which every project changed, uploads, and the
 # projects named by its late part.
 _Row = tuple[int, int, bool, tuple[str, ...]]
 
 
-def _version(entry: tuple[int, int]) -> int:
-    return entry[0]
+_NONE: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
 
 class Changes:
@@ -192,17 +194,21 @@ class Changes:
                     continue
                 first = first_day.toordinal() if first_day else NO_DAY
                 every = newest.toordinal() if newest is not None and projects is not None else first
-                self._rows[number] = (first, every, added, tuple(projects or ()))
-                for project in projects or ():
+                # one string per name however many versions name it
+                names = tuple(sys.intern(project) for project in projects or ())
+                self._rows[number] = (first, every, added, names)
+                for project in names:
                     _name(_entries(named, late, project), number, first)
             for number in sorted(self._rows)[:-KEPT]:
                 for project in self._rows.pop(number)[3]:
                     entries = _entries(named, late, project)
                     entries[:] = [entry for entry in entries if entry[0] > number]
             if named:
-                late = {**late, **{p: tuple(stack) for p, stack in named.items()}}
-                for project, stack in named.items():
-                    if not stack:
+                late = dict(late)
+                for project, entries in named.items():
+                    if entries:
+                        late[project] = (tuple(e[0] for e in entries), tuple(e[1] for e in entries))
+                    else:
                         del late[project]
             self._view = (version, self._fold(version), late)
 
@@ -247,9 +253,9 @@ class Changes:
             return True
         if project is None or project == ANY or every <= last_day:
             return False
-        named = late.get(project, ())
-        after = bisect.bisect_right(named, version, key=_version)
-        return after == len(named) or named[after][1] > last_day
+        versions, firsts = late.get(project, _NONE)
+        after = bisect.bisect_right(versions, version)
+        return after == len(versions) or firsts[after] > last_day
 
 
 def _entries(
@@ -258,7 +264,7 @@ def _entries(
     """The versions whose late part named ``project``, as a list being changed in ``named``."""
     entries = named.get(project)
     if entries is None:
-        entries = named[project] = list(late.get(project, ()))
+        entries = named[project] = list(zip(*late.get(project, _NONE), strict=True))
     return entries
 
 
