@@ -13,7 +13,8 @@ without the totals, which wait in the totals tail), each code's ``rollups.marks`
 this code's ``rollups.roll_totals`` of the table's last ``TOTALS_TAIL_ROWS`` less one
 load's rows (a tail about to roll; divided by the loads it holds: its share per load), and
 this code's ``rollups.bump`` without and with a late part of ten names (its own row in
-``warehouse_late``, which a load of one day does not write).
+``warehouse_late``), and ``rollups.late_projects`` over the table's last load's rows taken
+as late (a load of several days runs it; one of one day runs neither).
 The reference's ``rollups`` module is loaded from its file (its SQL, this checkout's
 helpers). Printed: the median CPU of each, and the median differences of the
 pairs of runs (the insert's maintenance is its difference from the plain ``INSERT``).
@@ -91,6 +92,9 @@ def main() -> None:
             "marks, reference": lambda _: reference.marks(con),
             "marks, this code": lambda _: rollups.marks(con),
             "roll_totals, this code": lambda _: rollups.roll_totals(con, tail_from),
+            "late_projects of a load's rows, this code": lambda _: rollups.late_projects(
+                con, f"rowid >= {rows[0] - args.rows_per_load}", day
+            ),
             "bump, this code": lambda _: rollups.bump(con, first_day=day, uploads=False),
             "bump with a late part of 10 names, this code": lambda _: rollups.bump(
                 con, first_day=day - timedelta(days=1), uploads=False, late=(day, late)

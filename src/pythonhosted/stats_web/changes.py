@@ -25,8 +25,9 @@ reads neither is the same answer, with the same ETag.
   read (:func:`days`; :data:`ANY` when several or every project: home, top, compare), and
   a publish whose late part named a few projects (``warehouse_late``) touched every project
   only from its newest day on: an answer of another project over the days before it is
-  kept (the settled parts of :mod:`.settled` too). Answers across projects keep the rule
-  above.
+  kept (the settled parts of :mod:`.settled` too): a project's look-up is a dict get and a
+  bisection more, under a microsecond (BENCHMARKS.md, "A late batch and the projects it
+  touched"). Answers across projects keep the rule above.
 - The watermark is compared by value: the cache asks with the current one (the oldest batch
   hour in flight, else the hour after the latest batch loaded), and an answer showing another
   is computed again. A publish every 15 minutes moves it about once an hour (when the last

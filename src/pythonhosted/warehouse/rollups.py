@@ -505,8 +505,10 @@ class Inserted:
     days: tuple[date, date] | None  # the earliest and latest day of a download among them
     spellings: list[str]  # their spellings not stored yet, or all (see insert_sql)
     totals: bool = True  # whether their totals were appended (read back), or wait in the tail
-    # the PEP 503 names of their downloads on days before the latest (None: past the bound)
+    # the PEP 503 names of their downloads on days before the latest (None: past the bound),
+    # if ``named`` (read with their totals); else read when needed (late_projects)
     late: list[str] | None = None
+    named: bool = False
 
 
 def insert_sql(insert: str, before: Marks) -> str:
@@ -522,27 +524,33 @@ def insert_sql(insert: str, before: Marks) -> str:
     (:data:`RETURNED`): its day, spelling and whether it counts; the totals' key (mirror,
     CI, the name normalised) and the totals' ``INSERT`` cost a 5,700-row load 3.4 ms more
     (BENCHMARKS.md, "totals behind a mark"), where rolling up the tail costs it about 2.4.
-    The returned rows are grouped once, and the count, the days, the spellings and the late
-    part's names (:func:`_late_sql`) read the groups, not the rows thrice.
+    The returned rows are grouped once, and the count, the days and the spellings read the
+    groups, not the rows thrice.
     """
     return (
         f"WITH new_rows AS ({insert} RETURNING {RETURNED}), "
         "groups AS (SELECT day, project, counted, count(*) AS rows FROM new_rows "
         "GROUP BY day, project, counted) "
         "SELECT coalesce(sum(rows), 0), min(day) FILTER (counted), max(day) FILTER (counted), "
-        f"({_spellings_sql('groups', 'true', before)}), ({_late_sql('groups')}) FROM groups"
+        f"({_spellings_sql('groups', 'true', before)}) FROM groups"
     )
 
 
-def _late_sql(source: str) -> str:
-    """The PEP 503 names of the downloads of ``source`` (rows of ``day``, ``project`` and
-    ``counted``) on days before its newest, as one list of at most :data:`LATE_PROJECTS`
-    ``+ 1`` (more than the bound: the caller records none)."""
-    return (
+def late_projects(con: duckdb.DuckDBPyConnection, where: str, newest: date) -> list[str] | None:
+    """The PEP 503 names of the downloads among the rows matching ``where`` (a load's) on
+    days before ``newest``, sorted; None when more than :data:`LATE_PROJECTS`.
+
+    A statement of its own, run only for a load of several days (a late batch), over its
+    rows (by rowid: DuckDB reads only theirs): in the insert's statement, as one more
+    subquery over its grouped rows, it cost every load 0.2-1.4 ms, of which loads of one
+    day, most of them, needed nothing (BENCHMARKS.md)."""
+    found = con.execute(
         f"SELECT list(name) FROM (SELECT DISTINCT {NORMALIZED} AS name FROM (SELECT DISTINCT "
-        f"project FROM {source} WHERE counted AND day < (SELECT max(day) FROM {source} "
-        f"WHERE counted)) LIMIT {int(LATE_PROJECTS) + 1})"
-    )
+        f'project FROM file_downloads WHERE ({where}) AND {COUNTED} AND "timestamp" < ?) '
+        f"LIMIT {int(LATE_PROJECTS) + 1})",
+        [newest],
+    ).fetchone()
+    return _bounded(found[0] or [] if found is not None else [])
 
 
 RETURNED = f'CAST("timestamp" AS DATE) AS day, project, {COUNTED} AS counted'
@@ -564,9 +572,9 @@ def _spellings_sql(source: str, where: str, before: Marks) -> str:
 def inserted(row: tuple[Any, ...] | None) -> Inserted:
     """:class:`Inserted` from the row :func:`insert_sql` returns."""
     assert row is not None, "an aggregate without GROUP BY returns a row"
-    rows, first, last, names, late = row
+    rows, first, last, names = row
     days = (first, last) if first is not None else None
-    return Inserted(int(rows), days, list(names or []), totals=False, late=_bounded(late or []))
+    return Inserted(int(rows), days, list(names or []), totals=False)
 
 
 def _bounded(names: Sequence[str]) -> list[str] | None:
@@ -587,7 +595,7 @@ def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inse
         return Inserted(rows, None, names)
     newest = max(day for day, _ in keys)
     late = _bounded(list({project for day, project in keys if day < newest}))
-    return Inserted(rows, (min(day for day, _ in keys), newest), names, late=late)
+    return Inserted(rows, (min(day for day, _ in keys), newest), names, late=late, named=True)
 
 
 @dataclass(frozen=True)
@@ -673,8 +681,9 @@ def add_new_rows(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
     named = None  # a late part to record: the newest day, and the projects before it
-    if new.days is not None and new.days[0] < new.days[1] and new.late is not None:
-        named = (new.days[1], new.late)
+    if new.days is not None and new.days[0] < new.days[1]:
+        projects = new.late if new.named else late_projects(con, where, new.days[1])
+        named = (new.days[1], projects) if projects is not None else None
     return Added(
         periods, new.days[0] if new.days is not None else None, (totals_from, totals_days), named
     )
