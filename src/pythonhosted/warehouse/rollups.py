@@ -186,8 +186,9 @@ with 250,000. 25,000 rows are four or five hourly loads at 137k rows a day (50M 
 LATE_PROJECTS = 1_000
 """Projects a load's late part (downloads of days before its newest) may name in
 ``warehouse_late``; past it, the load touched every project, as one of unknown late part.
-Why this many: a late batch of a few CDN log objects names hundreds of projects; a record
-per version stays a few KB, and the stats web's look-up of it is per project either way."""
+Why this many: a record stays some 20 KB, and the stats web holds at most about 25 MiB of
+them at 8 such publishes a day over its 10,000 kept versions (BENCHMARKS.md, "A late batch
+and the projects it touched"); a late batch past it changes nothing from before."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -550,7 +551,8 @@ def late_projects(con: duckdb.DuckDBPyConnection, where: str, newest: date) -> l
         f"LIMIT {int(LATE_PROJECTS) + 1})",
         [newest],
     ).fetchone()
-    return _bounded(found[0] or [] if found is not None else [])
+    assert found is not None, "an aggregate without GROUP BY returns a row"
+    return _bounded(found[0] or [])
 
 
 RETURNED = f'CAST("timestamp" AS DATE) AS day, project, {COUNTED} AS counted'
