@@ -11,7 +11,10 @@ warehouse (default: ``bench/stats_web.py``'s 3M-row one): the load's plain ``INS
 code's ``rollups.insert_sql`` (the insert with the totals and spellings; this code's
 without the totals, which wait in the totals tail), each code's ``rollups.marks``, and
 this code's ``rollups.roll_totals`` of the table's last ``TOTALS_TAIL_ROWS`` less one
-load's rows (a tail about to roll; divided by the loads it holds: its share per load).
+load's rows (a tail about to roll; divided by the loads it holds: its share per load), and
+this code's ``rollups.bump`` without and with a late part of ten names (its own row in
+``warehouse_late``), and ``rollups.late_projects`` over the table's last load's rows taken
+as late (a load of several days runs it; one of one day runs neither).
 The reference's ``rollups`` module is loaded from its file (its SQL, this checkout's
 helpers). Printed: the median CPU of each, and the median differences of the
 pairs of runs (the insert's maintenance is its difference from the plain ``INSERT``).
@@ -26,7 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +65,9 @@ def main() -> None:
     source = Path(args.warehouse)
     copy = source.with_name("statements.duckdb")
     shutil.copyfile(source, copy)
-    today = datetime.now(UTC).date().isoformat().encode()
+    day = datetime.now(UTC).date()
+    today = day.isoformat().encode()
+    late = [f"project-{n}" for n in range(0, 5000, 500)]
     spools = []
     for index, content in enumerate(stats_web.result_files(4, args.rows_per_load)):
         spool = copy.with_name(f"statements-{index}.json")
@@ -87,6 +92,13 @@ def main() -> None:
             "marks, reference": lambda _: reference.marks(con),
             "marks, this code": lambda _: rollups.marks(con),
             "roll_totals, this code": lambda _: rollups.roll_totals(con, tail_from),
+            "late_projects of a load's rows, this code": lambda _: rollups.late_projects(
+                con, f"rowid >= {rows[0] - args.rows_per_load}", day
+            ),
+            "bump, this code": lambda _: rollups.bump(con, first_day=day, uploads=False),
+            "bump with a late part of 10 names, this code": lambda _: rollups.bump(
+                con, first_day=day - timedelta(days=1), uploads=False, late=(day, late)
+            ),
         }
         cpu: dict[str, list[float]] = {name: [] for name in arms}
         for run in range(args.runs):
@@ -116,7 +128,8 @@ def main() -> None:
         f"{paired('insert_sql, reference', 'plain INSERT'):.2f} ms (reference), "
         f"{paired('insert_sql, this code', 'plain INSERT'):.2f} ms (this code); marks "
         f"{paired('marks, reference', 'marks, this code'):.2f} ms more in the reference"
-        f"; a roll of the totals tail per load {per_load:.2f} ms"
+        f"; a roll of the totals tail per load {per_load:.2f} ms; a late part's row "
+        f"{paired('bump with a late part of 10 names, this code', 'bump, this code'):.2f} ms"
     )
     print(stats_web.load())
 

@@ -3,15 +3,34 @@ is kept when the publish touched none of them, and only today's part is read aga
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from pathlib import Path
 
+import duckdb
 import httpx
+from click.testing import CliRunner
 
+from pythonhosted.cli import main
+from pythonhosted.linehaul.ingest import ingest_once
 from pythonhosted.stats_web import build_app
+from pythonhosted.storage import open_store
+from pythonhosted.warehouse.rollups import LATE, LATE_PROJECTS
 from pythonhosted.web.server import running
+from support.linehaul_data import gz
 from support.metrics import sample
-from support.stats_warehouse import TODAY, YESTERDAY, add_batch, build, event_lines, publish
+from support.stats_data import line
+from support.stats_warehouse import (
+    TODAY,
+    YESTERDAY,
+    Warehouse,
+    add_batch,
+    at,
+    build,
+    event_lines,
+    publish,
+)
 
 PAGE = "/packages/demo-pkg"
 OTHER = "/packages/other"
@@ -95,3 +114,87 @@ def test_a_page_the_publish_did_not_touch_keeps_its_etag(tmp_path: Path) -> None
         again = httpx.get(base + OTHER, headers={"if-none-match": page.headers["etag"]})
         assert (again.status_code, again.headers["etag"]) == (304, page.headers["etag"])
         assert _counts(base) == (2, 2, 2)  # computed again from its kept parts alone
+
+
+def _late_batch(warehouse: Warehouse, projects: list[str]) -> None:
+    """A publish as in a day's first hours: one download of each of ``projects`` yesterday
+    (a late batch), three of demo-pkg yesterday and one today."""
+    add_batch(warehouse, 2000, 3, day=YESTERDAY)
+    add_batch(warehouse, 3000, 1, day=TODAY)
+    lines = [line(4000 + n, at(YESTERDAY, 16), project=p) for n, p in enumerate(projects)]
+    store = open_store(warehouse.logs)
+    asyncio.run(store.put("downloads/y/downloads-2026-01-01T00-00-00.000-late-x.log.gz", gz(lines)))
+    asyncio.run(ingest_once(store, open_store(warehouse.results), lease_timeout=60))
+    publish(warehouse)
+
+
+def _recent_day(warehouse: Warehouse, base: str, project: str) -> tuple[int, int]:
+    """Yesterday's downloads of ``project`` by the CLI and by the API (pypistats' rule)."""
+    out = CliRunner().invoke(
+        main,
+        [
+            "stats",
+            project,
+            *("--start", YESTERDAY.isoformat(), "--end", YESTERDAY.isoformat()),
+            *("--format", "json", "--warehouse", f"duckdb://{warehouse.path}"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    api = httpx.get(f"{base}/api/packages/{project}/recent").json()["data"]["last_day"]
+    return json.loads(out.stdout)["total"], api
+
+
+def test_a_late_batch_keeps_the_parts_of_the_projects_it_did_not_touch(tmp_path: Path) -> None:
+    """A publish that brings yesterday's rows of demo-pkg (and a few others) and today's:
+    demo-pkg's page and summary show the new numbers; other's page is computed again from
+    its kept parts (it shows today), with its ETag."""
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base:
+        other = httpx.get(base + OTHER)
+        page = httpx.get(base + PAGE)
+        summary = httpx.get(base + SUMMARY).json()
+        assert _counts(base) == (3, 5, 0)
+        assert (summary["total"], summary["last_day_downloads"]) == (7, 2)
+        _late_batch(warehouse, ["third", "Fourth.Pkg"])
+        again = httpx.get(base + OTHER, headers={"if-none-match": other.headers["etag"]})
+        assert (again.status_code, again.headers["etag"]) == (304, other.headers["etag"])
+        assert _counts(base) == (4, 5, 2)  # other's two parts kept, none computed
+        page = httpx.get(base + PAGE, headers={"if-none-match": page.headers["etag"]})
+        assert page.status_code == 200
+        assert (_shown(page, "last-day"), _shown(page, "all-time")) == ("5", "11")
+        summary = httpx.get(base + SUMMARY).json()
+        assert (summary["total"], summary["last_day_downloads"]) == (11, 5)
+        assert _counts(base) == (6, 8, 2)  # demo-pkg's three parts computed again
+        assert _recent_day(warehouse, base, "demo-pkg") == (6, 6)
+        assert _recent_day(warehouse, base, "other") == (1, 1)
+
+
+def test_a_late_batch_past_the_bound_recomputes_every_projects_parts(tmp_path: Path) -> None:
+    """Past :data:`~pythonhosted.warehouse.rollups.LATE_PROJECTS` projects the publish
+    records none of them: it touched yesterday for every project, as before the record."""
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base:
+        other = httpx.get(base + OTHER)
+        assert _counts(base) == (1, 2, 0)
+        _late_batch(warehouse, [f"late-{n}" for n in range(LATE_PROJECTS)])
+        again = httpx.get(base + OTHER, headers={"if-none-match": other.headers["etag"]})
+        assert (again.status_code, again.headers["etag"]) == (304, other.headers["etag"])
+        assert _counts(base) == (2, 4, 0)  # demo-pkg and 1,000 more: other's parts read again
+
+
+def test_a_warehouse_without_the_late_record_recomputes_every_projects_parts(
+    tmp_path: Path,
+) -> None:
+    """A warehouse whose versions have no late record (an older release's, or one made
+    before it: no table) opens and answers, as before the record."""
+    warehouse = build(tmp_path, event_lines())
+    with running(build_app(warehouse.settings)) as base:
+        other = httpx.get(base + OTHER)
+        _late_batch(warehouse, ["third"])
+        con = duckdb.connect(str(warehouse.path))
+        con.execute(f"DROP TABLE {LATE}")
+        con.close()
+        again = httpx.get(base + OTHER, headers={"if-none-match": other.headers["etag"]})
+        assert (again.status_code, again.headers["etag"]) == (304, other.headers["etag"])
+        assert _counts(base) == (2, 4, 0)
+        assert _shown(httpx.get(base + PAGE), "all-time") == "11"

@@ -398,6 +398,58 @@ def test_each_version_records_the_first_day_it_touched_and_uploads(tmp_path: Pat
     assert _unrecorded_changes(path) == []
 
 
+@pytest.mark.parametrize("one_statement", [True, False], ids=["small-load", "large-load"])
+def test_a_load_records_the_projects_of_its_days_before_its_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_statement: bool
+) -> None:
+    """A late part (downloads of days before the load's newest) names its projects, PEP 503
+    names, up to the bound: a range read elsewhere than byte 0 is no download and names
+    none; a load of one day, or past the bound, records none. A warehouse from before the
+    record gains its table when opened for loading, and loads on."""
+    monkeypatch.setattr(rollups, "LATE_PROJECTS", 3)
+    if not one_statement:  # inserted, then its totals read back (a load past 16 MB)
+        monkeypatch.setattr(rollups, "ONE_STATEMENT_BYTES", 0)
+    path = tmp_path / "w.duckdb"
+    days = [datetime.combine(FIRST + timedelta(days=n), datetime.min.time()) for n in range(3)]
+    first, second, newest = (day.date() for day in days)
+    metadata_read = "served|206|100|1|500|||||"
+    late = "SELECT version, newest_day, projects FROM warehouse_late ORDER BY version"
+    db = DuckDBWarehouse(path)
+    try:
+        _load(db, "one-day.json", [line(0, days[2], project="alpha")])
+        lines = [
+            line(1, days[0], project="Demo_Pkg"),
+            line(2, days[1], project="demo.pkg"),
+            line(3, days[1], project="Beta"),
+            metadata_read,
+            line(4, days[1], project="zeta"),  # not a download
+            line(5, days[2], project="gamma"),  # on the newest day: every project's
+        ]
+        _load(db, "late.json", lines)
+        at_bound = [line(10 + n, days[1], project=f"p{n}") for n in range(3)]
+        _load(db, "at-bound.json", [*at_bound, line(20, days[2])])
+        past = [line(30 + n, days[0], project=f"q{n}") for n in range(4)]
+        _load(db, "past-bound.json", [*past, line(40, days[2])])
+        assert db.con.execute(late).fetchall() == [
+            (2, newest, ["beta", "demo-pkg"]),
+            (3, newest, ["p0", "p1", "p2"]),
+        ]
+        db.con.execute(f"DROP TABLE {rollups.LATE}")  # as a warehouse of the release before
+    finally:
+        db.close()
+    db = DuckDBWarehouse(path)
+    try:
+        _load(db, "after.json", [line(50, days[1], project="alpha"), line(51, days[2])])
+        assert db.con.execute(late).fetchall() == [(5, newest, ["alpha"])]
+        changes = db.con.execute(
+            f"SELECT version, first_day FROM {rollups.CHANGES} ORDER BY version"
+        ).fetchall()
+    finally:
+        db.close()
+    assert changes == [(1, newest), (2, first), (3, second), (4, first), (5, second)]
+    assert _unrecorded_changes(path) == []
+
+
 def _rows(con: duckdb.DuckDBPyConnection) -> int:
     found = con.execute("SELECT count(*) FROM file_downloads").fetchone()
     assert found is not None

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import NamedTuple
 
-from pythonhosted.stats_web.changes import EVERY_DAY, Changes
+from pythonhosted.stats_web.changes import ANY, EVERY_DAY, Changes
 
 # What an entry holds besides its body and the key's text: its tuple, the ETag, the key's
 # tuple and the dict's node (measured with tracemalloc: ~270 bytes, and the key's objects).
@@ -42,11 +42,12 @@ class Answer(NamedTuple):
     uploads: bool = True
     volatile: bool = True
     watermark: datetime | None = None  # the one it shows
+    project: str | None = ANY  # whose downloads it read
 
 
 # What the cache holds: an Answer's fields with the entry's weight after its version, as a
 # plain tuple (a subclass of tuple, like Answer, stays tracked by the collector).
-_Entry = tuple[int, bytes, bytes, str, int, int, int, bool, bool, datetime | None]
+_Entry = tuple[int, bytes, bytes, str, int, int, int, bool, bool, datetime | None, str | None]
 
 
 def weight(key: tuple[object, ...], answer: Answer) -> int:
@@ -80,7 +81,9 @@ class AnswerCache:
         if found is None:
             return None
         if found[4] != version:
-            if changes is None or not changes.kept(found[4], version, *found[6:], watermark):
+            if changes is None or not changes.kept(
+                found[4], version, *found[6:10], watermark, project=found[10]
+            ):
                 return None
             found = (*found[:4], version, *found[5:])
             self._entries[key] = found

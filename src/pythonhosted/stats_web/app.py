@@ -580,6 +580,7 @@ class StatsWebApp(Service):
             uploads=reads.uploads,
             volatile=reads.volatile,
             watermark=reads.watermark,
+            project=reads.project,
         ), version
 
     def _note_latest_batch(self, con: Connection, version: int) -> None:

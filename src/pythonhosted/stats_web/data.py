@@ -202,7 +202,7 @@ def categories(
     (:data:`CATEGORY`), days without downloads absent, in no particular order: the
     categories whose lowercase is ``wanted``, or else the ``named`` biggest over the range
     and the rest as one ``"other"`` a day (:func:`.stats.pypistats_categories`)."""
-    changes.days(end)
+    changes.days(end, project)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.categories(
             con, project, dimension, kind, start, end, filters, wanted=wanted, named=named
@@ -241,7 +241,7 @@ def breakdowns(
     ``leaders`` biggest values of each rollup dimension ('' the total); the ``rows``
     biggest values over the range; how many others, and their downloads."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        changes.days(end)
+        changes.days(end, project)
         return clickhouse.breakdowns(
             con, project, dimensions, interval, start, end, filters, leaders, rows
         )
@@ -263,7 +263,7 @@ def _breakdowns(
     leaders: int,
     rows: int,
 ) -> Breakdowns:
-    changes.days(end)
+    changes.days(end, project)
     source, params = daily(con, project=project, dimensions=dimensions, start=start, end=end)
     periods = (
         f"SELECT dimension, {PERIOD_START[interval]} AS period, value, "
@@ -287,7 +287,7 @@ def overall(
     con: Connection, project: str, start: date | None, end: date
 ) -> list[tuple[date, int, int]]:
     """(day, with mirrors, without mirrors) per day with downloads, CI included."""
-    changes.days(end)
+    changes.days(end, project)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.overall(con, project, start, end)
     source, params = daily(con, project=project, dimensions=[""], start=start, end=end)
@@ -319,7 +319,7 @@ def _recent_of(found: Any) -> dict[str, int]:
 
 def recent(con: Connection, project: str, end: date, filters: Filters) -> dict[str, int]:
     """Downloads on the last complete day and in the last 7 and 30 complete days."""
-    changes.days(end)
+    changes.days(end, project)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.recent(con, project, end, filters)
     source, params = daily(
@@ -337,7 +337,7 @@ def total(con: Connection, project: str, end: date, filters: Filters) -> int:
     """All-time downloads (a badge's ``total``): the totals alone, no breakdown; those up
     to ``end`` (the last complete day) a settled part (:mod:`.settled`)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        changes.days(None)
+        changes.days(None, project)
         return clickhouse.total(con, project, filters)
     through = settled.part(
         ("total", project, end, *_flags(filters)), lambda: _total(con, project, end, filters)
@@ -346,7 +346,7 @@ def total(con: Connection, project: str, end: date, filters: Filters) -> int:
 
 
 def _total(con: duckdb.DuckDBPyConnection, project: str, end: date, filters: Filters) -> int:
-    changes.days(end)
+    changes.days(end, project)
     source, params = daily(con, project=project, dimensions=[""], end=end)
     found = con.execute(
         f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT FROM daily "
@@ -362,7 +362,7 @@ def _after(
 ) -> tuple[int, date | None, date | None]:
     """The downloads after ``end`` (today's: one project's few totals rows of the open
     days), and their first and last day."""
-    changes.days(None)
+    changes.days(None, project)
     source, params = daily(con, project=project, dimensions=[""], start=end + timedelta(days=1))
     found = con.execute(
         f"WITH daily AS ({source}) SELECT coalesce(sum(downloads), 0)::BIGINT, min(day), "
@@ -404,7 +404,7 @@ def summary(
     latest release (:func:`latest_release`). What reads days up to ``end`` (the last
     complete day) is a settled part (:mod:`.settled`), composed with the days after it."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        changes.days(None)
+        changes.days(None, project)
         found = clickhouse.summary(con, project, end, filters)
         return {**found, "latest": latest_release(con, project)}
     through = settled.part(
@@ -433,7 +433,7 @@ def _summary(
     70 ms for a long-tail project (3M rows, BENCHMARKS.md), half of it planning the open
     days' rows that a breakdown reads.
     """
-    changes.days(end)
+    changes.days(end, project)
     where = _filters(filters)
     totals, params = daily(con, project=project, dimensions=[""], end=end)
     sources = [f"totals AS ({totals})"]
@@ -543,7 +543,7 @@ def downloads(
 ) -> Breakdown:
     """Any breakdown ``stats --by`` offers (the same function answers the CLI), its first
     ``limit`` rows (the total counts them all)."""
-    changes.days(end)
+    changes.days(end, project)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return clickhouse.query_breakdown(con, project, fields, start, end, limit, filters)
     return query_breakdown(con, project, fields, start, end, limit, filters)

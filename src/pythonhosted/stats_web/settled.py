@@ -8,7 +8,8 @@ breakdowns of its range (a cold page: 65-110 ms of CPU at 50M rows, BENCHMARKS.m
 change that moved one number. Such a question is now asked in two parts, composed by its
 caller (:mod:`.data`, :mod:`.pages`): its *settled part*, over the days up to the last
 complete one, kept here across the data versions that touched no day it read (as the
-answer cache keeps answers, :meth:`.changes.Changes.kept`), and the part after it, today's
+answer cache keeps answers, :meth:`.changes.Changes.kept`: a late batch of yesterday's rows
+of a few other projects keeps it too), and the part after it, today's
 few rollup rows of one project, read every time.
 
 :func:`using`, around an answer's computation in its worker thread, says which store and
@@ -41,8 +42,9 @@ from pythonhosted.stats_web.answers import ENTRY_BYTES
 from pythonhosted.stats_web.changes import Changes, Reads
 
 T = TypeVar("T")
-# version, bytes charged, the pickled part, its last day read, whether it read uploads
-_Entry = tuple[int, int, bytes, int, bool]
+# version, bytes charged, the pickled part, its last day read, whether it read uploads, the
+# project whose downloads it read (changes.Reads.project)
+_Entry = tuple[int, int, bytes, int, bool, str | None]
 
 
 class Parts:
@@ -69,13 +71,13 @@ class Parts:
             found = self._entries.get(key)
             if found is None:
                 return None
-            number, size, body, last_day, uploads = found
+            number, size, body, last_day, uploads, project = found
             if number != version:
-                if not changes.kept(number, version, last_day, uploads, False):
+                if not changes.kept(number, version, last_day, uploads, False, project=project):
                     return None
-                self._entries[key] = (version, size, body, last_day, uploads)
+                self._entries[key] = (version, size, body, last_day, uploads, project)
             self._entries.move_to_end(key)
-            return body, Reads(last_day, uploads)
+            return body, Reads(last_day, uploads, project=project)
 
     def put(self, key: tuple[object, ...], version: int, body: bytes, reads: Reads) -> None:
         text = sum(len(item) for item in key if isinstance(item, str | bytes))
@@ -86,7 +88,7 @@ class Parts:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.bytes -= old[1]
-            self._entries[key] = (version, size, body, reads.last_day, reads.uploads)
+            self._entries[key] = (version, size, body, reads.last_day, reads.uploads, reads.project)
             self.bytes += size
             while self.bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)

@@ -40,9 +40,10 @@ writer's connection in its own process or wait briefly for it to close in anothe
 A load into ``file_downloads`` also records new project spellings, appends its rows' daily
 totals (and breakdowns, for days settled already) to the rollups and rolls up the days it
 settles, and a load of either table bumps the data version and records what it changed (the
-earliest day of its downloads), in the same transaction (:mod:`.rollups`). A small load's
-``INSERT`` is one statement with the totals' (:func:`.rollups.insert_sql`), which also
-returns the new rows' days and spellings.
+earliest day of its downloads, and the projects of its days before the newest: a late
+batch's), in the same transaction (:mod:`.rollups`). A small load's ``INSERT`` is one
+statement with the totals' (:func:`.rollups.insert_sql`), which also returns the new rows'
+days, spellings and late projects.
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the
@@ -275,16 +276,23 @@ class DuckDBWarehouse:
                 first_day: date | None = None
                 next_rowid: int | None = None
                 totals: tuple[int, tuple[date, date] | None] | None = None
+                late: tuple[date, list[str]] | None = None
                 try:
                     result.rows, counts = insert(todo)
                     if self._before is not None:
                         added = rollups.add_new_rows(con, self._before, result.rows, self._inserted)
                         periods, first_day, totals = added.periods, added.first_day, added.totals
+                        late = added.late
                         next_rowid = self._before.next_rowid + result.rows
                 finally:
                     self._before = self._inserted = None
                 rollups.bump(
-                    con, first_day=first_day, uploads=False, next_rowid=next_rowid, totals=totals
+                    con,
+                    first_day=first_day,
+                    uploads=False,
+                    next_rowid=next_rowid,
+                    totals=totals,
+                    late=late,
                 )
                 _record_loaded(con, [names[index] for index in todo], table, counts)
                 result.loaded = [names[index] for index in todo]

@@ -20,6 +20,16 @@ none; ``0001-01-01`` after a rebuild: every day) and whether it added uploads (t
 releases), written by :func:`bump` in the load's transaction, so a version and its row are
 committed together or not at all. The stats web keeps a cached answer across versions that
 touched no day it read (a daytime publish adds today's rows; yesterday's answers stand).
+``warehouse_late`` narrows that for a load whose downloads reach days before its newest
+one (a late batch: in production every publish in the first hours of a day carries some of
+yesterday's): its row names the projects of those earlier days (PEP 503 names) and the
+newest day, when they are at most :data:`LATE_PROJECTS`. That version touched those
+projects from ``first_day`` on and every project from ``newest_day`` on, so the other
+projects' answers over complete days stand. A version without its row (a load of one day,
+more late projects than the bound, a rebuild, uploads, an older release's load) touched
+every project from ``first_day`` on. A table of its own rather than columns of
+``warehouse_changes``: an older release's load inserts a row of three values there, which a
+wider table refuses.
 
 **Breakdowns are rolled up in batches behind a rowid mark, and compacted once a day
 settles.** The latest day loaded and the :data:`OPEN_DAYS` ``- 1`` before it are *open*:
@@ -116,6 +126,7 @@ OPEN_BREAKDOWNS = "download_rollups_open"
 PROJECTS = "project_names"
 VERSION = "warehouse_version"
 CHANGES = "warehouse_changes"
+LATE = "warehouse_late"
 EVERY_DAY = date.min
 """A change's ``first_day`` when every day may have changed (a rebuild)."""
 NORMALIZED = (
@@ -154,6 +165,8 @@ _CREATE = (
     "published_at TIMESTAMP, definition VARCHAR NOT NULL, compacted_through DATE)",
     f"CREATE TABLE IF NOT EXISTS {CHANGES} (version BIGINT PRIMARY KEY, first_day DATE, "
     "uploads BOOLEAN NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {LATE} (version BIGINT PRIMARY KEY, newest_day DATE NOT NULL, "
+    "projects VARCHAR[] NOT NULL)",
 )
 OPEN_DAYS = 2  # the latest day loaded and the one before stay open for late batches
 REGROUP_ROWS = 200_000
@@ -170,6 +183,12 @@ size (about 0.5 us, 2.9 ms a 5,700-row load), so the bound is a reader's cost, w
 mostly fixed: 5-6 ms more a question at 22,800 rows (BENCHMARKS.md, "totals behind a
 mark"); an earlier probe had 4-6 ms a question without, 7-9 ms with 25,000 rows, 8.5-10 ms
 with 250,000. 25,000 rows are four or five hourly loads at 137k rows a day (50M a year)."""
+LATE_PROJECTS = 1_000
+"""Projects a load's late part (downloads of days before its newest) may name in
+``warehouse_late``; past it, the load touched every project, as one of unknown late part.
+Why this many: a record stays some 20 KB, and the stats web holds at most about 25 MiB of
+them at 8 such publishes a day over its 10,000 kept versions (BENCHMARKS.md, "A late batch
+and the projects it touched"); a late batch past it changes nothing from before."""
 ALL = ("", *DIMENSIONS)  # the total and each dimension
 KEY = "day, project, dimension, value, mirror, ci"
 
@@ -270,6 +289,7 @@ def ensure(con: duckdb.DuckDBPyConnection) -> bool:
             [DEFINITION],
         )
         con.execute(f"DELETE FROM {CHANGES}")  # versions count from 0 again
+        con.execute(f"DELETE FROM {LATE}")
         has_rows = con.execute("SELECT 1 FROM file_downloads LIMIT 1").fetchone() is not None
         return has_rows
     return bool(found[0] != DEFINITION)
@@ -486,6 +506,10 @@ class Inserted:
     days: tuple[date, date] | None  # the earliest and latest day of a download among them
     spellings: list[str]  # their spellings not stored yet, or all (see insert_sql)
     totals: bool = True  # whether their totals were appended (read back), or wait in the tail
+    # the PEP 503 names of their downloads on days before the latest (None: past the bound),
+    # if ``named`` (read with their totals); else read when needed (late_projects)
+    late: list[str] | None = None
+    named: bool = False
 
 
 def insert_sql(insert: str, before: Marks) -> str:
@@ -513,6 +537,24 @@ def insert_sql(insert: str, before: Marks) -> str:
     )
 
 
+def late_projects(con: duckdb.DuckDBPyConnection, where: str, newest: date) -> list[str] | None:
+    """The PEP 503 names of the downloads among the rows matching ``where`` (a load's) on
+    days before ``newest``, sorted; None when more than :data:`LATE_PROJECTS`.
+
+    A statement of its own, run only for a load of several days (a late batch), over its
+    rows (by rowid: DuckDB reads only theirs): in the insert's statement, as one more
+    subquery over its grouped rows, it cost every load 0.2-1.4 ms, of which loads of one
+    day, most of them, needed nothing (BENCHMARKS.md)."""
+    found = con.execute(
+        f"SELECT list(name) FROM (SELECT DISTINCT {NORMALIZED} AS name FROM (SELECT DISTINCT "
+        f'project FROM file_downloads WHERE ({where}) AND {COUNTED} AND "timestamp" < ?) '
+        f"LIMIT {int(LATE_PROJECTS) + 1})",
+        [newest],
+    ).fetchone()
+    assert found is not None, "an aggregate without GROUP BY returns a row"
+    return _bounded(found[0] or [])
+
+
 RETURNED = f'CAST("timestamp" AS DATE) AS day, project, {COUNTED} AS counted'
 """What :func:`insert_sql`'s insert returns of each row: its day, its spelling and whether
 it counts (as :func:`aggregate_sql` reads them)."""
@@ -537,30 +579,40 @@ def inserted(row: tuple[Any, ...] | None) -> Inserted:
     return Inserted(int(rows), days, list(names or []), totals=False)
 
 
+def _bounded(names: Sequence[str]) -> list[str] | None:
+    """``names`` sorted, or None when more than :data:`LATE_PROJECTS`."""
+    return sorted(names) if len(names) <= LATE_PROJECTS else None
+
+
 def _read_back(con: duckdb.DuckDBPyConnection, before: Marks, rows: int) -> Inserted:
     """For a load inserted by a plain ``INSERT`` (past :data:`ONE_STATEMENT_BYTES`): append
     its totals, read from the new rows in the table, and read their spellings, so the rest
     goes as after :func:`insert_sql`."""
     where = f"rowid >= {int(before.next_rowid)}"
     totals = aggregate_sql(where, one_row_per_key=False, dimensions=[""])
-    days = [
-        row[0] for row in con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day").fetchall()
-    ]
+    keys = con.execute(f"INSERT INTO {ROLLUPS} {totals} RETURNING day, project").fetchall()
     found = con.execute(_spellings_sql("file_downloads", where, before)).fetchone()
     names = list(found[0] or []) if found is not None else []
-    return Inserted(rows, (min(days), max(days)) if days else None, names)
+    if not keys:
+        return Inserted(rows, None, names)
+    newest = max(day for day, _ in keys)
+    late = _bounded(list({project for day, project in keys if day < newest}))
+    return Inserted(rows, (min(day for day, _ in keys), newest), names, late=late, named=True)
 
 
 @dataclass(frozen=True)
 class Added:
     """What :func:`add_new_rows` did that its caller acts on: the weeks and months to
     :func:`regroup` once the load has committed; and, for :func:`bump`, the earliest day
-    whose downloads the load brought (None: no download) and the totals tail's marks
-    (``totals_from``, ``totals_days``) after it."""
+    whose downloads the load brought (None: no download), the totals tail's marks
+    (``totals_from``, ``totals_days``) after it, and its late part (``warehouse_late``'s row:
+    None when it has none to record)."""
 
     periods: list[tuple[date, date]]
     first_day: date | None
     totals: tuple[int, tuple[date, date] | None] | None = None
+    # the newest day of the new downloads and the projects of the days before it (bump's)
+    late: tuple[date, list[str]] | None = None
 
 
 def add_new_rows(
@@ -630,7 +682,13 @@ def add_new_rows(
         con.execute(
             f"UPDATE {VERSION} SET compacted_through = ?, tail_from = ?", [settled, tail_from]
         )
-    return Added(periods, new.days[0] if new.days is not None else None, (totals_from, totals_days))
+    named = None  # a late part to record: the newest day, and the projects before it
+    if new.days is not None and new.days[0] < new.days[1]:
+        projects = new.late if new.named else late_projects(con, where, new.days[1])
+        named = (new.days[1], projects) if projects is not None else None
+    return Added(
+        periods, new.days[0] if new.days is not None else None, (totals_from, totals_days), named
+    )
 
 
 def _inside(days: tuple[date, date], bounds: tuple[date, date]) -> bool:
@@ -825,11 +883,15 @@ def bump(
     uploads: bool,
     next_rowid: int | None = None,
     totals: tuple[int, tuple[date, date] | None] | None = None,
+    late: tuple[date, list[str]] | None = None,
 ) -> None:
     """A new data version, and what it changed (in the caller's transaction): the earliest
     day whose downloads it touched (None: none; :data:`EVERY_DAY`: any) and whether it added
     uploads. A cached answer that read a day from ``first_day`` on, or a latest release when
-    ``uploads``, is stale after commit; the others stand (their ETags too). A load into
+    ``uploads``, is stale after commit; the others stand (their ETags too). With ``late``
+    (the newest day of its downloads, and the projects of the days before it), only those
+    projects' answers are stale from ``first_day`` on, every project's from that day on
+    (``warehouse_late``; a statement of its own, which a load of one day never runs). A load into
     ``file_downloads`` gives the rowid its next row will have once committed, stored for
     :func:`marks` in the same statement, and the totals tail's marks after it (``totals``:
     ``totals_from`` and its first and last day), which so cost it no statement of their own;
@@ -849,3 +911,5 @@ def bump(
         )
     con.execute(f"UPDATE {VERSION} SET version = version + 1, published_at = now(){stored}", params)
     con.execute(f"INSERT INTO {CHANGES} SELECT version, ?, ? FROM {VERSION}", [first_day, uploads])
+    if late is not None:
+        con.execute(f"INSERT INTO {LATE} SELECT version, ?, ? FROM {VERSION}", list(late))
