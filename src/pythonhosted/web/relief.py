@@ -13,9 +13,9 @@ allocated blocks were back at their idle size. What held it:
   What keeps them live (``bench/camo_crowd_memory.py --trace``, which reads every arena): a
   few hundred blocks each of four bounded pools in C that a crowd refills with blocks from
   wherever its last requests freed them: asyncio's free list of future iterators (255),
-  uvloop's of handles (250), granian's of awaitables (128) and ~470 strings granian's Rust
-  side holds, the same number after one crowd or two. Neither a collection nor any other
-  call from Python empties those pools; camo's own survivors are a few dozen blocks.
+  uvloop's of handles (250), granian's of awaitables (126 seen) and 472 strings held by C
+  code the loop runs, the same number after one crowd or two. Neither a collection nor any
+  other call from Python empties those pools; camo's own survivors are a few dozen blocks.
 
 Nothing gives memory back by itself while a process is idle, and that is when an operator
 looks. So after a crowd (requests in flight reached ``crowd``) whose requests have gone (at
