@@ -230,13 +230,14 @@ class Camo:
         if cache_dir is not None:
             self.command.append(f"--cache-dir={cache_dir}")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] | None = None  # None: this process's environment
 
     def start(self, wait: float = 60) -> float:
         """Start it; seconds until it accepts connections."""
         started = time.monotonic()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command, stdout=log, stderr=log, start_new_session=True
+                self.command, stdout=log, stderr=log, start_new_session=True, env=self.env
             )
         wait_for_port(self.bind, wait)
         return time.monotonic() - started
