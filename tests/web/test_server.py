@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ from pythonhosted.web.lifespan import handle_lifespan
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.server import Bind, free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
+from support.processes import wait_until
 
 
 def test_bind_parse() -> None:
@@ -58,3 +61,24 @@ def test_running_serves_and_runs_lifespan() -> None:
         assert response.headers["content-type"] == "text/plain; charset=UTF-8"
         assert events == ["startup"]
     assert events == ["startup", "shutdown"]
+
+
+def test_a_server_that_ends_early_says_why_when_the_test_ends() -> None:
+    """A server whose loop a defect ended: its test's end raised "Event loop is closed" from
+    asking the loop to stop, which hid why it ended (a flake at load 10 left only that)."""
+
+    async def nothing() -> None:
+        pass
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await handle_lifespan(receive, send, nothing, nothing)
+            return
+        asyncio.get_running_loop().stop()  # the defect
+        await send_text(send, 200, "answered before the loop stopped")
+
+    stopped = "^Event loop stopped before Future completed"
+    with pytest.raises(RuntimeError, match=stopped), running(app) as url:
+        assert httpx.get(url + "/x").status_code == 200
+        server = f"asgi-{url.rsplit(':', 1)[1]}"
+        wait_until(lambda: server not in {thread.name for thread in threading.enumerate()})

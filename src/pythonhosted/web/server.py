@@ -319,18 +319,32 @@ def running(
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(serve_until([(app, listener)], stop, limits))
+            if not stopped.is_set():
+                failure.append(RuntimeError(f"the server on {bind.url()} ended by itself"))
         except BaseException as exc:
             failure.append(exc)
         finally:
+            # A server that ended early refuses connections at once: a request to it fails
+            # now, not after its client's timeout on a backlog nobody accepts from.
+            listener.close()
             loop.close()
 
+    stopped = threading.Event()
     thread = threading.Thread(target=target, name=f"asgi-{bind.port}", daemon=True)
     thread.start()
     try:
-        wait_for_port(bind)
+        try:
+            wait_for_port(bind)
+        except TimeoutError:
+            thread.join(timeout=1)
+            if failure:  # it ended at its start: why, rather than that nothing listens
+                raise failure[0] from None
+            raise
         yield bind.url()
     finally:
-        loop.call_soon_threadsafe(stop.set)
+        stopped.set()
+        with contextlib.suppress(RuntimeError):  # its loop closed: it ended before, and says why
+            loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         listener.close()
     if failure:
