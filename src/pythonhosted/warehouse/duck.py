@@ -43,7 +43,8 @@ settles, and a load of either table bumps the data version and records what it c
 earliest day of its downloads, and the projects of its days before the newest: a late
 batch's), in the same transaction (:mod:`.rollups`). A small load's ``INSERT`` is one
 statement with the totals' (:func:`.rollups.insert_sql`), which also returns the new rows'
-days, spellings and late projects.
+days and spellings; a load of several days reads its late projects in a statement of its
+own (:func:`.rollups.late_projects`).
 
 ``distribution_metadata`` rows come one per uploaded file (``add_distributions``): a row
 whose filename the table holds already is skipped in the insert's own transaction (the
