@@ -42,6 +42,7 @@ from pythonhosted.storage import (
 )
 from pythonhosted.web.bodycache import BodyCache
 from pythonhosted.web.clientfacts import ClientFacts
+from pythonhosted.web.h1.quick import QuickAnswer
 from pythonhosted.web.http import http_datetime, parse_range, preferred_encoding
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.purges import PurgeJournal
@@ -50,7 +51,7 @@ from pythonhosted.web.responses import send_response
 from pythonhosted.web.security import HSTS, NO_CROSS_DOMAIN, SECURITY
 from pythonhosted.web.shell import CountingSend, Service
 from pythonhosted.web.streams import slots_of
-from pythonhosted.web.types import ASGIApp, Headers, Receive, Send
+from pythonhosted.web.types import ASGIApp, Headers, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ ALLOW = b"GET, HEAD, OPTIONS"
 TEXT = b"text/plain; charset=UTF-8"
 SECURITY_TLS: Headers = [*SECURITY, HSTS]
 METHODS = ("GET", "HEAD", "OPTIONS", "PURGE")  # PURGE is taken but not advertised in Allow
+# A request with any of these goes the ASGI way (validators, ranges, a forced backend).
+NOT_QUICK = frozenset(
+    {b"range", b"if-none-match", b"if-modified-since", b"if-range", b"x-force-backend"}
+)
+PLAIN: Scope = {"scheme": "http"}  # the scope a quick answer's client facts see
 
 CORS_GET: Headers = [
     (b"access-control-allow-origin", b"*"),
@@ -174,6 +180,46 @@ class FilesEdge:
 
     # -- requests --------------------------------------------------------------------------
 
+    def quick(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[bytes, bytes],
+        client: tuple[str, int] | None,
+    ) -> QuickAnswer | None:
+        """The hot path, answered inside the connection (:mod:`pythonhosted.web.h1`): a GET
+        or HEAD of an object already located, whose body (for a GET) is in memory whole, with
+        no validator, range or forced backend; None for every other request, which
+        :meth:`handle` answers over ASGI. The same answer, headers and download line as
+        :meth:`handle` gives; the head comes built once per object."""
+        if len(target) > MAX_PATH or not headers.keys().isdisjoint(NOT_QUICK):
+            return None
+        decoded = path_of(target)
+        if decoded is None or not HASHED.match(decoded) or decoded.endswith(".metadata"):
+            return None  # .metadata: its encodings are negotiated
+        tls = self.client.is_tls(PLAIN, headers)
+        if self.options.require_tls and not tls:
+            return None
+        key = decoded[1:]
+        self._take_purges()
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        body = b""
+        if method == "GET":
+            cached = self.bodies.get(key)
+            if type(cached) is not bytes:
+                return None
+            body = cached
+        head = entry.whole_head(SECURITY_TLS if tls else SECURITY, CORS_GET)
+        if head is None:
+            return None
+        self._count_sidecar(key)
+        if body and self.log is not None and key.endswith(DISTRIBUTION_SUFFIXES):
+            self.metrics.downloads.count += 1
+            self._append_download(entry, entry.served_whole, {"client": client}, headers, target)
+        return QuickAnswer(head, body)
+
     async def handle(self, request: Request, receive: Receive, send: Send) -> None:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
         security = SECURITY_TLS if request.tls else SECURITY  # CORS answers go without NCDP
@@ -246,15 +292,19 @@ class FilesEdge:
             return None
         return Backend.PRIMARY if force == b"PRIMARY" else Backend.ARCHIVE
 
-    async def _locate(self, key: str, force: Backend | None) -> EdgeObject:
+    def _take_purges(self) -> None:
+        """Forget what another worker purged (usually nothing: one memory read)."""
         if self.purges is not None:
-            purged = self.purges.news()  # another worker's purges (usually none)
+            purged = self.purges.news()
             if purged is None:  # the journal started afresh past what this worker had read
                 self._cache.clear()
                 self.bodies.clear()
             else:
                 for purged_key in purged:
                     self._forget(purged_key)
+
+    async def _locate(self, key: str, force: Backend | None) -> EdgeObject:
+        self._take_purges()
         if force is not None:
             info, store, _ = await self.stores.info(key, force)
             return EdgeObject(info, store)
@@ -341,10 +391,8 @@ class FilesEdge:
                 )
             ):
                 return
-        elif key.endswith(".asc"):
-            self.metrics.sidecars.labels("asc").inc()
-        elif not key.endswith(DISTRIBUTION_SUFFIXES):
-            self.metrics.sidecars.labels("other").inc()
+        else:
+            self._count_sidecar(key)
         logged = self.log is not None and not head and key.endswith(DISTRIBUTION_SUFFIXES)
         failure: StorageError | None = None
         try:
@@ -360,6 +408,14 @@ class FilesEdge:
                 self._log_download(request, entry, send)
         if failure is not None:
             await self._read_failed(request, key, failure, send)
+
+    def _count_sidecar(self, key: str) -> None:
+        """Requests for signatures and other files beside the distributions (``.metadata``
+        is counted where its encoding is chosen)."""
+        if key.endswith(".asc"):
+            self.metrics.sidecars.labels("asc").inc()
+        elif not key.endswith(DISTRIBUTION_SUFFIXES):
+            self.metrics.sidecars.labels("other").inc()
 
     async def _read_failed(self, request: Request, key: str, exc: StorageError, send: Send) -> None:
         if isinstance(exc, NotFound):
@@ -429,9 +485,7 @@ class FilesEdge:
         if not sent.started or (status != 200 and status != 206):
             return
         self.metrics.downloads.count += 1
-        metadata = entry.metadata
         headers = request.headers
-        tls_protocol, tls_cipher = self.client.tls(headers)
         asked = headers.get(b"range")
         sent_bytes = sent.body_bytes
         if status == 200 and asked is None and sent_bytes == entry.size:
@@ -442,18 +496,32 @@ class FilesEdge:
                 span = parse_range(asked.decode("latin-1") if asked else None, entry.size)
                 start = span[0] if span is not None else 0
             served = served_line(status, sent_bytes, asked is not None, start)
+        self._append_download(entry, served, request.scope, headers, request.raw_path)
+
+    def _append_download(
+        self,
+        entry: EdgeObject,
+        served: str,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        raw_path: bytes,
+    ) -> None:
+        assert self.log is not None
+        metadata = entry.metadata
+        tls_protocol, tls_cipher = self.client.tls(headers)
+        agent = headers.get(b"user-agent")
         self.log.append(
             served_download_lines(
                 served,
                 timestamp=time.time(),
-                country=self.client.country(request.scope, headers),
-                url=request.raw_path.decode("latin-1"),
+                country=self.client.country(scope, headers),
+                url=raw_path.decode("latin-1"),
                 tls_protocol=tls_protocol,
                 tls_cipher=tls_cipher,
                 project=metadata.get("project"),
                 version=metadata.get("version"),
                 package_type=metadata.get("package-type"),
-                user_agent=request.header(b"user-agent"),
+                user_agent=agent.decode("latin-1") if agent is not None else None,
             )
         )
 

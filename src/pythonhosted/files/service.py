@@ -34,6 +34,7 @@ def build_edge(settings: Settings, legacy: ASGIApp | None = None) -> Service:
         allow="GET, HEAD, OPTIONS",
         hooks=[EventLog.lifespan(edge.log)],  # ships in the background, flushes at stop
         access_log=settings.http.access_log,
+        quick=edge.quick,
     )
 
 

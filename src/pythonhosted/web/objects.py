@@ -77,6 +77,7 @@ class StoredObject:
     whatever the service adds; not the length, security or CORS ones), built once."""
 
     __slots__ = (
+        "_head",
         "_whole",
         "body",
         "etag",
@@ -108,6 +109,7 @@ class StoredObject:
         self.local_path = str(local_path) if local_path is not None else None
         self.body = body  # the bytes, when the caller already holds them
         self._whole: dict[int, Headers] = {}  # a full 200's headers, by security list
+        self._head: dict[int, bytes | None] = {}  # ... as the head of a quick answer
 
     def whole_headers(self, security: Headers, extra: Headers) -> Headers:
         """Every header of a 200 with the whole body, built once per object and security list
@@ -117,6 +119,24 @@ class StoredObject:
             length = (b"content-length", str(self.size).encode())
             headers = self._whole[id(security)] = [*security, *self.headers, *extra, length]
         return headers
+
+    def whole_head(self, security: Headers, extra: Headers) -> bytes | None:
+        """:meth:`whole_headers` as the status line and header lines of a quick answer
+        (:mod:`pythonhosted.web.h1.quick`), built once; None when a value holds CR, LF or NUL
+        (the ASGI path then refuses it, answering 500)."""
+        key = id(security)
+        try:
+            return self._head[key]
+        except KeyError:
+            pass
+        lines = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in self.whole_headers(security, extra):
+            if any(c in value for c in (b"\r", b"\n", b"\0")):
+                self._head[key] = None
+                return None
+            lines.append(name + b": " + value + b"\r\n")
+        head = self._head[key] = b"".join(lines)
+        return head
 
 
 Obj = TypeVar("Obj", bound=StoredObject)

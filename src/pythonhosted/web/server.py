@@ -41,6 +41,7 @@ from pythonhosted.web.drain import (
     stop_began,
     stops_held,
 )
+from pythonhosted.web.h1.server import H1Server
 from pythonhosted.web.listener import (
     Bind,
     ListenError,
@@ -169,11 +170,25 @@ class EarlyStop:
         self.requested = True
 
 
-def _server(app: ASGIApp, listener: socket.socket, limits: ServerLimits) -> Server:
+def _server(
+    app: ASGIApp, served: ASGIApp, listener: socket.socket, limits: ServerLimits
+) -> Server | H1Server:
+    """``served`` (``app`` in its drain) on granian, or on our own server when ``app`` answers
+    some requests inside the connection (:mod:`pythonhosted.web.h1`)."""
+    quick = getattr(app, "quick", None)
+    if quick is not None:
+        return H1Server(served, listener, limits, quick)
     host, port = listener.getsockname()[:2]
-    server = _EmbeddedServer(app, address=host, port=port, **_options(limits))
+    server = _EmbeddedServer(served, address=host, port=port, **_options(limits))
     server._claimed = listener
     return server
+
+
+def _interrupt(server: Server | H1Server) -> None:
+    if isinstance(server, H1Server):
+        server.stop()
+    else:
+        server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
 
 
 def run_workers(
@@ -241,8 +256,8 @@ async def serve_until(
     draining = [Draining(app) for app, _ in apps]
     own = each or [limits] * len(apps)
     servers = [
-        _server(app, listener, app_limits)
-        for app, (_, listener), app_limits in zip(draining, apps, own, strict=True)
+        _server(app, drained, listener, app_limits)
+        for drained, (app, listener), app_limits in zip(draining, apps, own, strict=True)
     ]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     waiter = asyncio.create_task(stop.wait())
@@ -250,7 +265,7 @@ async def serve_until(
     stop.set()
     stop_began().set()
     for server in servers:
-        server.signal_handler_interrupt()  # type: ignore[no-untyped-call]
+        _interrupt(server)
     if not await cut_after(draining, set(tasks), limits.drain_timeout):
         for task in tasks:
             task.cancel()

@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.departure import CLIENT_GONE, Departed
+from pythonhosted.web.h1.quick import Quick, QuickAnswer
 from pythonhosted.web.lifespan import Hook, handle_lifespan
 from pythonhosted.web.metrics import ServiceRegistry
 from pythonhosted.web.relief import Relief
@@ -211,6 +212,7 @@ class Service:
         metrics: bool = True,
         access_log: bool = False,
         relief: bool = False,
+        quick: Quick | None = None,
     ) -> None:
         self.name = name
         self.handler = handler
@@ -236,6 +238,13 @@ class Service:
             registry.register(self.relief)
         self._errors = BoundedLog(
             log, "unhandled errors: %d more in %g s (not logged one by one): %s", "errors"
+        )
+        # What the server may answer inside the connection (pythonhosted.web.h1): the
+        # handler's quick answers, counted here. Not with an access log (one line per request
+        # is the point of it) nor parts (labels per path).
+        self._handler_quick = quick
+        self.quick: Quick | None = (
+            self._counted_quick if quick is not None and not access_log and part is None else None
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -294,6 +303,21 @@ class Service:
             tallies.bytes_sent += counted.body_bytes
             if self.access_log:
                 self._log_access(request, counted, time.monotonic() - started)
+
+    def _counted_quick(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[bytes, bytes],
+        client: tuple[str, int] | None,
+    ) -> QuickAnswer | None:
+        assert self._handler_quick is not None
+        answer = self._handler_quick(method, target, headers, client)
+        if answer is not None:
+            tallies = self.tallies
+            tallies.by_status[answer.status] += 1
+            tallies.bytes_sent += len(answer.body)
+        return answer
 
     async def _startup(self) -> None:
         for start, _ in self.hooks:

@@ -1,0 +1,160 @@
+"""The server: accepts connections up to the bound, runs the app's lifespan, stops by draining.
+
+Connections are accepted one at a time by this loop (``sock_accept``) rather than by the
+event loop's own server, because that one cannot pause: past ``max_connections`` a new
+client must wait in the listen backlog until a connection closes (the head deadline makes
+sure one does), and with an unpausable server it would be accepted and held instead.
+A failing ``accept`` (out of descriptors) is retried after a short wait, logged once a
+minute, never the end of the server.
+
+The stop is the embedded granian server's, as :func:`pythonhosted.web.server.serve_until`
+drives both: :meth:`H1Server.stop` stops accepting, closes idle connections and lets each
+busy one close after its response; :meth:`H1Server.serve` returns once every connection is
+closed and the app's stop hooks have run (requests past the drain deadline are cut by
+:mod:`pythonhosted.web.drain`, which closes their connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from email.utils import formatdate
+
+from pythonhosted.boundedlog import BoundedLog
+from pythonhosted.web.h1.connection import Connection
+from pythonhosted.web.h1.quick import Quick
+from pythonhosted.web.lifespan import Child
+from pythonhosted.web.listener import ServerLimits
+from pythonhosted.web.relief import Relief
+from pythonhosted.web.types import ASGIApp
+
+log = logging.getLogger(__name__)
+
+# Open connections that make a crowd, whose leaving gives memory back (:mod:`..relief`): the
+# write buffers and pieces of 1,000 slow downloads, freed, left the C heap 85 MB larger.
+CROWD = 256
+# accept() failures that pass: a full descriptor table or memory; wait and try again.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY = 0.1
+
+
+class StartupFailed(Exception):
+    """The app's start hooks failed: the server does not serve."""
+
+
+class H1Server:
+    def __init__(
+        self, app: ASGIApp, listener: socket.socket, limits: ServerLimits, quick: Quick | None
+    ) -> None:
+        self.app = app
+        self.quick = quick
+        self.listener = listener
+        self.header_timeout = limits.header_timeout
+        self.max_connections = limits.max_connections
+        self.connections: set[Connection] = set()
+        # Requests the app is answering: a client that left does not end its request's task,
+        # and the stop waits for those too (the drain cuts them at its deadline).
+        self.requests: set[asyncio.Future[None]] = set()
+        self.relief = Relief("h1", crowd=min(CROWD, limits.max_connections))
+        self.loop = asyncio.get_running_loop()  # made by serve_until, on its loop
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.ready.set_result(None)
+        self._stop = self.loop.create_future()
+        self._room: asyncio.Future[None] | None = None  # the accept loop waits for a slot
+        self._all_closed: asyncio.Future[None] | None = None
+        self._second = -1
+        self._tails: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
+        self._accept_errors = BoundedLog(log, "accept failed %d more times in %g s: %s", "failures")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = self.loop
+        lifespan = Child(self.app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}})
+        started = await lifespan.event("startup")
+        if started["type"].endswith("failed"):
+            raise StartupFailed(started.get("message") or "the app's start hooks failed")
+        accepting = loop.create_task(self._accept())
+        try:
+            await self._stop
+        finally:
+            accepting.cancel()
+            for connection in list(self.connections):
+                connection.stop()
+            if self.connections or self.requests:
+                self._all_closed = loop.create_future()
+                await self._all_closed
+            await lifespan.event("shutdown")
+
+    def stop(self) -> None:
+        if not self._stop.done():
+            self._stop.set_result(None)
+
+    async def _accept(self) -> None:
+        loop = self.loop
+        listener = self.listener
+        listener.setblocking(False)
+        while True:
+            if len(self.connections) >= self.max_connections:
+                self._room = loop.create_future()
+                await self._room
+                continue
+            try:
+                client, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno in _TRANSIENT:
+                    self._accept_errors.note(logging.WARNING, "accept", "accept failed: %s", exc)
+                    await asyncio.sleep(ACCEPT_RETRY)
+                continue  # a client that left before it was accepted, or the like
+            try:
+                await loop.connect_accepted_socket(lambda: Connection(self), client)
+            except OSError:
+                client.close()
+
+    # -- connections -----------------------------------------------------------------------
+
+    def opened(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self.relief.arrived(len(self.connections))
+        if self._stop.done():
+            connection.stop()
+
+    def closed(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.relief.left(len(self.connections))
+        room = self._room
+        if room is not None and not room.done():
+            self._room = None
+            room.set_result(None)
+        self._all_done()
+
+    def answering(self, request: asyncio.Future[None]) -> None:
+        self.requests.add(request)
+        request.add_done_callback(self._answered)
+
+    def _answered(self, request: asyncio.Future[None]) -> None:
+        self.requests.discard(request)
+        self._all_done()
+
+    def _all_done(self) -> None:
+        closed = self._all_closed
+        if closed is not None and not closed.done() and not self.connections | self.requests:
+            closed.set_result(None)
+
+    def date_tail(self, keep_alive: bool, http10: bool = False) -> bytes:
+        """The head's last lines: ``Date`` (made once a second), ``Connection`` when the
+        connection closes after this response or is a kept-alive HTTP/1.0 one, the blank line."""
+        now = int(time.time())
+        if now != self._second:
+            date = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n\r\n"
+            self._tails = (
+                date,
+                b"connection: keep-alive\r\n" + date,
+                b"connection: close\r\n" + date,
+                b"connection: close\r\n" + date,
+            )
+            self._second = now
+        return self._tails[(not keep_alive) * 2 + http10]

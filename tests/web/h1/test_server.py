@@ -1,0 +1,309 @@
+"""Our own HTTP/1.1 server (``pythonhosted.web.h1``) over real sockets on loopback.
+
+An app with a ``quick`` attribute runs on it (``running`` picks the server as ``serve``
+does); the app here answers ``/quick`` inside the connection and everything else over ASGI,
+so each test sees both ways and the order between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pythonhosted.web.h1.quick import QuickAnswer
+from pythonhosted.web.server import Bind, ServerLimits, running
+from pythonhosted.web.types import Message, Receive, Scope, Send
+from support.processes import wait_until
+
+QUICK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n"
+DATE = re.compile(rb"date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n")
+
+
+class App:
+    """``/quick``: answered inside the connection; ``/asgi``: the same over ASGI;
+    ``/echo``: the request body's length; ``/stream``: a body in three pieces without a
+    length; ``/fail``: an error before the head; ``/half``: a body shorter than its length;
+    ``/inject``: a header value with CRLF; ``/slow``: answers once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.asgi_requests = 0
+
+    def quick(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[bytes, bytes],
+        client: tuple[str, int] | None,
+    ) -> QuickAnswer | None:
+        if target != b"/quick":
+            return None
+        return QuickAnswer(QUICK_HEAD, b"quick\n" if method == "GET" else b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        self.asgi_requests += 1
+        path = scope["path"]
+        if path == "/echo":
+            size = 0
+            while True:
+                message = await receive()
+                size += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            await _text(send, f"{size}\n".encode())
+        elif path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for piece in (b"one ", b"two ", b"three\n"):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/fail":
+            raise RuntimeError("broken before the head")
+        elif path == "/half":
+            headers = [(b"content-length", b"10")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"half"})
+        elif path == "/inject":
+            headers = [(b"x-value", b"a\r\nset-cookie: x=1")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"never\n"})
+        elif path == "/slow":
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+            await _text(send, b"slow\n")
+        else:
+            await _text(send, b"asgi " + path.encode() + b"\n")
+
+
+async def _text(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    start: Message = {"type": "http.response.start", "status": 200, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def app() -> App:
+    return App()
+
+
+@contextlib.contextmanager
+def served(app: App, **limits: float) -> Iterator[Bind]:
+    with running(app, limits=ServerLimits(**limits)) as url:  # type: ignore[arg-type]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        yield Bind(host, int(port))
+
+
+def connect(bind: Bind) -> socket.socket:
+    return socket.create_connection((bind.host, bind.port), timeout=30)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` responses with a Content-Length, as they came."""
+    data, responses = b"", []
+    while len(responses) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            length = int(re.search(rb"content-length: (\d+)", data[:end]).group(1))  # type: ignore[union-attr]
+            if len(data) >= end + 4 + length:
+                responses.append(data[: end + 4 + length])
+                data = data[end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(responses)} responses"
+        data += chunk
+    return responses
+
+
+def test_a_quick_answer_is_written_with_a_date_and_the_connection_kept(app: App) -> None:
+    with served(app) as bind, connect(bind) as sock:
+        sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_responses(sock, 1)[0]
+        sock.sendall(b"HEAD /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        head_only = b""
+        while not head_only.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "closed before the answer to HEAD"
+            head_only += chunk
+    assert got.startswith(QUICK_HEAD)
+    assert DATE.fullmatch(got[len(QUICK_HEAD) : -len(b"\r\nquick\n")])
+    assert got.endswith(b"\r\n\r\nquick\n")
+    assert head_only.startswith(QUICK_HEAD) and head_only.endswith(b" GMT\r\n\r\n")
+    assert app.asgi_requests == 0
+
+
+def test_http_1_0_and_connection_close_end_the_connection_after_the_answer(app: App) -> None:
+    with served(app) as bind:
+        for request in (
+            b"GET /quick HTTP/1.0\r\n\r\n",
+            b"GET /quick HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /asgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ):
+            with connect(bind) as sock:
+                sock.sendall(request)
+                data = read_until_closed(sock)
+            assert data.count(b"HTTP/1.1 200 OK") == 1
+            assert b"connection: close\r\n" in data
+
+
+def test_pipelined_requests_are_answered_in_order_whichever_way_each_goes(app: App) -> None:
+    paths = [b"/quick" if n % 3 else b"/asgi-%d" % n for n in range(3000)]
+    with served(app) as bind, connect(bind) as sock:
+        sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in paths))
+        answers = read_responses(sock, len(paths))
+    bodies = [answer.split(b"\r\n\r\n", 1)[1] for answer in answers]
+    assert bodies == [b"quick\n" if p == b"/quick" else b"asgi " + p + b"\n" for p in paths]
+
+
+def test_a_client_that_pipelines_without_reading_is_stopped_being_read(app: App) -> None:
+    """Answers would pile up in the server's memory for a client that sends and never reads:
+    the server stops reading it once its answers wait, so the client's sends block."""
+    request = b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n"
+    total = 1_000_000  # 35 MB of requests, 180 MB of answers; the kernel buffers ~5 MB
+    with served(app) as bind, connect(bind) as sock:
+        sock.setblocking(False)
+        sent, blocked_at, deadline = 0, None, time.monotonic() + 60
+        batch = request * 1000
+        while sent < total and time.monotonic() < deadline:
+            try:
+                sock.send(batch)  # a partial send is rare; counted as whole, it errs low
+                sent += 1000
+            except BlockingIOError:
+                blocked_at = sent
+                break
+    assert blocked_at is not None and blocked_at < total // 2
+
+
+def test_a_head_over_the_limit_is_431_however_it_arrives(app: App) -> None:
+    many = b"".join(b"X-H%d: v\r\n" % n for n in range(101))
+    big = b"X-Big: " + b"y" * 9000 + b"\r\n"
+    with served(app) as bind:
+        for head in (many, big):
+            with connect(bind) as sock:
+                sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+                assert read_until_closed(sock).startswith(b"HTTP/1.1 431 ")
+        with connect(bind) as sock:  # a header that never ends, a byte at a time per 100
+            sock.sendall(b"GET /quick HTTP/1.1\r\nX-Endless: ")
+            with contextlib.suppress(OSError):
+                for _ in range(100_000):
+                    sock.sendall(b"z" * 100)
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 431 ")
+        with connect(bind) as sock:
+            sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n" + b"X-H: v\r\n" * 99 + b"\r\n")
+            assert read_responses(sock, 1)[0].endswith(b"quick\n")
+
+
+def test_a_head_not_complete_by_the_deadline_ends_the_connection(app: App) -> None:
+    with served(app, header_timeout=1.0) as bind:
+        idle, trickle, kept = connect(bind), connect(bind), connect(bind)
+        trickle.sendall(b"GET /quick HTTP/1.1\r\n")
+        kept.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(kept, 1)[0].endswith(b"quick\n")
+        began = time.monotonic()
+        for sock in (idle, trickle, kept):
+            assert read_until_closed(sock) == b""
+            sock.close()
+        assert time.monotonic() - began < 20
+
+
+def test_connections_past_the_bound_wait_for_a_free_slot(app: App) -> None:
+    with served(app, max_connections=4) as bind:
+        first = [connect(bind) for _ in range(4)]
+        for sock in first:
+            sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_responses(sock, 1)
+        waiting = connect(bind)  # in the backlog: accepted by the kernel, not by the server
+        waiting.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
+        first[0].close()
+        waiting.settimeout(30)
+        assert read_responses(waiting, 1)[0].endswith(b"quick\n")
+        for sock in (*first[1:], waiting):
+            sock.close()
+
+
+def test_asgi_answers_chunked_short_failing_and_injected(app: App) -> None:
+    with served(app) as bind:
+        stream = httpx.get(bind.url() + "/stream")
+        assert (stream.status_code, stream.headers["transfer-encoding"]) == (200, "chunked")
+        assert stream.text == "one two three\n"
+        failed = httpx.get(bind.url() + "/fail")
+        assert (failed.status_code, failed.text) == (500, "Internal error\n")
+        injected = httpx.get(bind.url() + "/inject")
+        assert (injected.status_code, "x-value" in injected.headers) == (500, False)
+        with connect(bind) as sock:  # 4 of 10 bytes, then the close
+            sock.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_until_closed(sock).endswith(b"\r\n\r\nhalf")
+        with connect(bind) as sock:
+            sock.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+            data = read_until_closed(sock)
+            assert data.endswith(b"\r\n\r\none two three\n") and b"chunked" not in data
+
+
+def test_request_bodies_reach_the_app_whole_chunked_or_after_100_continue(app: App) -> None:
+    body = b"b" * 5_000_000
+    with served(app) as bind:
+        assert httpx.post(bind.url() + "/echo", content=body).text == "5000000\n"
+        chunks = (body[n : n + 70_000] for n in range(0, len(body), 70_000))
+        assert httpx.post(bind.url() + "/echo", content=chunks).text == "5000000\n"
+        with connect(bind) as sock:
+            sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b"abc")
+            assert read_responses(sock, 1)[0].endswith(b"\r\n\r\n3\n")
+
+
+def test_a_stop_lets_the_request_in_flight_finish_and_closes_idle_connections(
+    app: App,
+) -> None:
+    """The idle connection is closed as the stop begins; the request in flight (released
+    only then) finishes, with ``Connection: close``, before the server ends."""
+    idle_closed = threading.Event()
+    answers: list[bytes] = []
+    threads: list[threading.Thread] = []
+    try:
+        with served(app) as bind:
+            idle, busy = connect(bind), connect(bind)
+            busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_until(lambda: app.asgi_requests == 1)
+
+            def release_once_the_stop_began() -> None:
+                if read_until_closed(idle) == b"":
+                    idle_closed.set()
+                app.release.set()
+
+            def finish() -> None:
+                answers.append(read_until_closed(busy))
+
+            threads = [threading.Thread(target=f) for f in (release_once_the_stop_began, finish)]
+            for thread in threads:
+                thread.start()
+    finally:
+        app.release.set()  # whatever happened, nothing waits 30 s
+        for thread in threads:
+            thread.join(30)
+        idle.close()
+        busy.close()
+    assert idle_closed.is_set()
+    assert answers and answers[0].endswith(b"\r\n\r\nslow\n")
+    assert b"connection: close\r\n" in answers[0]
