@@ -6,7 +6,6 @@ Each download is two lines: the response's facts (``served``) right before the r
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import re
 import signal
@@ -18,29 +17,20 @@ import httpx
 import pytest
 
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.edge import SAMPLES, EdgeFactory, edge_process, seed, stored_wheel
+from support.edge import (
+    SAMPLES,
+    EdgeFactory,
+    download_lines,
+    edge_process,
+    log_lines,
+    seed,
+    stored_wheel,
+)
 from support.flood import fetch_all
 from support.processes import PYTHONHOSTED, started, wait_until
 
 WHEEL = SAMPLES["wheel"]
 SDIST = SAMPLES["sdist"]
-
-
-def log_lines(log_dir: Path) -> list[str]:
-    """Every line of every batch object (each must be a complete gzip member)."""
-    lines: list[str] = []
-    for path in sorted((log_dir / "downloads").rglob("*.log.gz")):
-        lines += gzip.decompress(path.read_bytes()).decode().splitlines()
-    return lines
-
-
-def download_lines(log_dir: Path) -> list[tuple[str, str]]:
-    """(served, download) line pairs; every served line right before its download line and
-    nothing else in the log."""
-    lines = log_lines(log_dir)
-    pairs = list(zip(lines[::2], lines[1::2], strict=True))
-    assert all(s.startswith("served|") and d.startswith("download|") for s, d in pairs), lines
-    return pairs
 
 
 @pytest.fixture

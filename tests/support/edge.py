@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import os
 import socket
@@ -117,3 +118,20 @@ def stored_wheel(url: str, name: str, size: int) -> Sample:
     """A wheel of about ``size`` bytes, uploaded to the store at ``url``."""
     filename, data = wheel_of_size(name, size)
     return Sample(filename, data, asyncio.run(upload(open_store(url), filename, data)).path)
+
+
+def log_lines(log_dir: Path) -> list[str]:
+    """Every line of every batch object (each must be a complete gzip member)."""
+    lines: list[str] = []
+    for path in sorted((log_dir / "downloads").rglob("*.log.gz")):
+        lines += gzip.decompress(path.read_bytes()).decode().splitlines()
+    return lines
+
+
+def download_lines(log_dir: Path) -> list[tuple[str, str]]:
+    """(served, download) line pairs; every served line right before its download line and
+    nothing else in the log."""
+    lines = log_lines(log_dir)
+    pairs = list(zip(lines[::2], lines[1::2], strict=True))
+    assert all(s.startswith("served|") and d.startswith("download|") for s, d in pairs), lines
+    return pairs

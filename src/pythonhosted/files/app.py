@@ -40,10 +40,10 @@ from pythonhosted.storage import (
     StorePair,
     StoreUnavailable,
 )
-from pythonhosted.web.bodycache import BodyCache
+from pythonhosted.web.bodycache import BodyCache, Pieces
 from pythonhosted.web.clientfacts import ClientFacts
 from pythonhosted.web.h1.quick import QuickAnswer
-from pythonhosted.web.http import http_datetime, parse_range, preferred_encoding
+from pythonhosted.web.http import Unsatisfiable, http_datetime, parse_range, preferred_encoding
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.purges import PurgeJournal
 from pythonhosted.web.request import Request
@@ -76,10 +76,11 @@ ALLOW = b"GET, HEAD, OPTIONS"
 TEXT = b"text/plain; charset=UTF-8"
 SECURITY_TLS: Headers = [*SECURITY, HSTS]
 METHODS = ("GET", "HEAD", "OPTIONS", "PURGE")  # PURGE is taken but not advertised in Allow
-# A request with any of these goes the ASGI way (validators, ranges, a forced backend).
-NOT_QUICK = frozenset(
-    {b"range", b"if-none-match", b"if-modified-since", b"if-range", b"x-force-backend"}
-)
+# A request with any of these goes the ASGI way (validators, a forced backend).
+NOT_QUICK = frozenset({b"if-none-match", b"if-modified-since", b"if-range", b"x-force-backend"})
+# The largest byte range answered quickly: installers' reads of a wheel's zip directory are
+# a few KB to tens of KB; a larger range is cut from its body, and paced (web/objects.py).
+QUICK_RANGE_MAX = 64 * 1024
 PLAIN: Scope = {"scheme": "http"}  # the scope a quick answer's client facts see
 
 CORS_GET: Headers = [
@@ -188,10 +189,11 @@ class FilesEdge:
         client: tuple[str, int] | None,
     ) -> QuickAnswer | None:
         """The hot path, answered inside the connection (:mod:`pythonhosted.web.h1`): a GET
-        or HEAD of an object already located, whose body (for a GET) is in memory whole, with
-        no validator, range or forced backend; None for every other request, which
-        :meth:`handle` answers over ASGI. The same answer, headers and download line as
-        :meth:`handle` gives; the head comes built once per object."""
+        or HEAD of an object already located, whose bytes (for a GET: the whole body, or a
+        range of up to ``QUICK_RANGE_MAX`` bytes) are in memory, with no validator or forced
+        backend; None for every other request, which :meth:`handle` answers over ASGI. The
+        same answer, headers and download line as :meth:`handle` gives; a whole body's head
+        comes built once per object."""
         if len(target) > MAX_PATH or not headers.keys().isdisjoint(NOT_QUICK):
             return None
         decoded = path_of(target)
@@ -205,20 +207,56 @@ class FilesEdge:
         entry = self._cache.get(key)
         if entry is None:
             return None
-        body = b""
-        if method == "GET":
-            cached = self.bodies.get(key)
-            if type(cached) is not bytes:
+        security = SECURITY_TLS if tls else SECURITY
+        whole = entry.whole_head(security, CORS_GET)  # None: a header that cannot go out
+        asked = headers.get(b"range")
+        if whole is None or (asked is not None and method == "HEAD"):
+            return None
+        start = 0
+        if asked is not None:
+            span = _quick_span(asked, entry.size)
+            if span is None:
                 return None
-            body = cached
-        head = entry.whole_head(SECURITY_TLS if tls else SECURITY, CORS_GET)
-        if head is None:
+            start = span[0]
+            answer = self._quick_range(entry, key, span, security)
+        elif method == "GET":
+            body = self.bodies.get(key)
+            if type(body) is not bytes:
+                return None
+            answer = QuickAnswer(whole, body)
+        else:
+            answer = QuickAnswer(whole, b"")
+        if answer is None:
             return None
         self._count_sidecar(key)
-        if body and self.log is not None and key.endswith(DISTRIBUTION_SUFFIXES):
+        if method == "GET" and self.log is not None and key.endswith(DISTRIBUTION_SUFFIXES):
             self.metrics.downloads.count += 1
-            self._append_download(entry, entry.served_whole, {"client": client}, headers, target)
-        return QuickAnswer(head, body)
+            served = (
+                entry.served_whole
+                if asked is None
+                else served_line(206, len(answer.body), True, start)
+            )
+            self._append_download(entry, served, {"client": client}, headers, target)
+        return answer
+
+    def _quick_range(
+        self, entry: EdgeObject, key: str, span: tuple[int, int], security: Headers
+    ) -> QuickAnswer | None:
+        """A 206 for ``span`` when its bytes are in memory, else None."""
+        start, end = span
+        body = self.bodies.get(key)
+        if body is None:
+            piece = self.bodies.get(key, start, end)  # a range read from disk before
+            if type(piece) is not bytes:
+                return None
+        else:
+            piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
+        lines = [b"HTTP/1.1 206 Partial Content\r\n"]
+        for name, value in (*security, *entry.headers, *CORS_GET):
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"content-range: bytes %d-%d/%d\r\n" % (start, end - 1, entry.size))
+        lines.append(b"content-length: %d\r\n" % (end - start))
+        return QuickAnswer(b"".join(lines), piece, 206)
 
     async def handle(self, request: Request, receive: Receive, send: Send) -> None:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
@@ -524,6 +562,18 @@ class FilesEdge:
                 user_agent=agent.decode("latin-1") if agent is not None else None,
             )
         )
+
+
+def _quick_span(asked: bytes, size: int) -> tuple[int, int] | None:
+    """The one satisfiable range of up to ``QUICK_RANGE_MAX`` bytes that ``asked`` names, else
+    None (the whole, a 416, a large range: the ASGI way)."""
+    try:
+        span = parse_range(asked.decode("latin-1"), size)
+    except Unsatisfiable:
+        return None
+    if span is None or span[1] - span[0] > QUICK_RANGE_MAX:
+        return None
+    return span
 
 
 def _compress(data: bytes, encoding: bytes) -> bytes:

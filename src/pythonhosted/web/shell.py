@@ -77,8 +77,8 @@ METRICS = "/metrics"
 
 
 class ResponseTallies(Collector):
-    """``{service}_requests{[part,] status}``, ``{service}_bytes_sent`` and
-    ``{service}_requests_in_flight``, counted as ints.
+    """``{service}_requests{[part,] status}``, ``{service}_bytes_sent``,
+    ``{service}_quick_answers`` and ``{service}_requests_in_flight``, counted as ints.
 
     Requests in flight are those whose handler has not returned, the scrape reading them
     included: a request that never finishes (a client that left and a body nobody stops
@@ -92,6 +92,7 @@ class ResponseTallies(Collector):
         self.by_part: Tally[tuple[str, int]] = Tally()
         self.bytes_sent = 0
         self.in_flight = 0
+        self.quick = 0  # of the responses: answered inside the connection (web.h1)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         if self.parts:
@@ -112,6 +113,11 @@ class ResponseTallies(Collector):
         yield responses
         yield CounterMetricFamily(
             f"{self.service}_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
+        )
+        yield CounterMetricFamily(
+            f"{self.service}_quick_answers",
+            "Of the responses: those answered inside the connection, without ASGI.",
+            value=self.quick,
         )
         yield GaugeMetricFamily(
             f"{self.service}_requests_in_flight",
@@ -317,6 +323,7 @@ class Service:
             tallies = self.tallies
             tallies.by_status[answer.status] += 1
             tallies.bytes_sent += len(answer.body)
+            tallies.quick += 1
         return answer
 
     async def _startup(self) -> None:

@@ -1,0 +1,75 @@
+"""The edge's quick answers (written inside the connection, ``pythonhosted.web.h1``) are its
+ASGI answers: the same bytes but the ``Date``, and the same download lines.
+
+A request with ``X-Force-Backend`` (without the admin secret, so the handler ignores it) is
+never answered quickly: that is the ASGI answer each quick one is compared with.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.edge import SAMPLES, EdgeFactory, download_lines, seed
+
+WHEEL = SAMPLES["wheel"]
+DATE = re.compile(rb"\r\ndate: [^\r]+")
+
+
+def exchange(base_url: str, method: str, headers: dict[str, str]) -> bytes:
+    """The whole response, as sent, without its Date."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"{method} {WHEEL.path} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert DATE.search(data), data[:400]
+    return DATE.sub(b"", data)
+
+
+def quick_answers(base_url: str) -> int:
+    metrics = httpx.get(base_url + "/metrics").text
+    found = re.search(r"^files_quick_answers_total (\S+)$", metrics, re.MULTILINE)
+    assert found is not None, metrics
+    return int(float(found.group(1)))
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("GET", {}),
+        ("HEAD", {}),
+        ("GET", {"Range": "bytes=-100"}),
+        ("GET", {"Range": "bytes=10-19"}),
+        ("GET", {"X-Forwarded-Proto": "https", "User-Agent": "uv/0.5"}),
+        ("HEAD", {"X-Forwarded-Proto": "https"}),
+    ],
+)
+def test_a_quick_answer_is_the_asgi_answer(
+    edge: EdgeFactory, tmp_path: Path, method: str, headers: dict[str, str]
+) -> None:
+    primary = f"file://{tmp_path}/primary"
+    seed(primary)
+    logs = tmp_path / "logs"
+    with edge(primary=primary, logs=f"file://{logs}", trust_proxy_headers=True) as url:
+        assert httpx.get(url + WHEEL.path).content == WHEEL.data  # located, body cached
+        before = quick_answers(url)
+        quick = exchange(url, method, headers)
+        answered = quick_answers(url)
+        asgi = exchange(url, method, {**headers, "X-Force-Backend": "PRIMARY"})
+        after = quick_answers(url)
+    assert (answered - before, after - answered) == (1, 0)
+    assert quick == asgi
+    assert quick.startswith(b"HTTP/1.1 206 " if "Range" in headers else b"HTTP/1.1 200 OK\r\n")
+    if method == "GET":
+        _warm, quick_line, asgi_line = download_lines(logs)
+        assert quick_line[0] == asgi_line[0]  # the served facts
+        without_time = [line.split("|")[2:] for _, line in (quick_line, asgi_line)]
+        assert without_time[0] == without_time[1]
