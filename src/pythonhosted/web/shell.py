@@ -78,7 +78,8 @@ METRICS = "/metrics"
 
 class ResponseTallies(Collector):
     """``{service}_requests{[part,] status}``, ``{service}_bytes_sent``,
-    ``{service}_quick_answers`` and ``{service}_requests_in_flight``, counted as ints.
+    ``{service}_requests_in_flight`` (and for a service that answers quickly,
+    ``{service}_quick_answers``), counted as ints.
 
     Requests in flight are those whose handler has not returned, the scrape reading them
     included: a request that never finishes (a client that left and a body nobody stops
@@ -93,6 +94,7 @@ class ResponseTallies(Collector):
         self.bytes_sent = 0
         self.in_flight = 0
         self.quick = 0  # of the responses: answered inside the connection (web.h1)
+        self.answers_quickly = False  # the service can: the counter is exported
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         if self.parts:
@@ -114,11 +116,12 @@ class ResponseTallies(Collector):
         yield CounterMetricFamily(
             f"{self.service}_bytes_sent", "Body bytes sent to clients.", value=self.bytes_sent
         )
-        yield CounterMetricFamily(
-            f"{self.service}_quick_answers",
-            "Of the responses: those answered inside the connection, without ASGI.",
-            value=self.quick,
-        )
+        if self.answers_quickly:
+            yield CounterMetricFamily(
+                f"{self.service}_quick_answers",
+                "Of the responses: those answered inside the connection, without ASGI.",
+                value=self.quick,
+            )
         yield GaugeMetricFamily(
             f"{self.service}_requests_in_flight",
             "Requests being answered, the scrape that reads this included.",
@@ -252,6 +255,7 @@ class Service:
         self.quick: Quick | None = (
             self._counted_quick if quick is not None and not access_log and part is None else None
         )
+        tallies.answers_quickly = quick is not None  # 0 with an access log: it says why
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One flat coroutine on purpose: every extra await level cost the files edge's hot
