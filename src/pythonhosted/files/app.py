@@ -81,6 +81,7 @@ NOT_QUICK = frozenset({b"if-none-match", b"if-modified-since", b"if-range", b"x-
 # The largest byte range answered quickly: installers' reads of a wheel's zip directory are
 # a few KB to tens of KB; a larger range is cut from its body, and paced (web/objects.py).
 QUICK_RANGE_MAX = 64 * 1024
+RANGE_HEADS = 8
 PLAIN: Scope = {"scheme": "http"}  # the scope a quick answer's client facts see
 
 CORS_GET: Headers = [
@@ -118,7 +119,7 @@ class EdgeOptions:
 class EdgeObject(StoredObject):
     """An object located once; immutable files never need to be looked up again."""
 
-    __slots__ = ("metadata", "served_whole")
+    __slots__ = ("metadata", "range_heads", "served_whole")
 
     def __init__(self, info: ObjectInfo, store: Store) -> None:
         super().__init__(
@@ -132,6 +133,9 @@ class EdgeObject(StoredObject):
         )
         self.metadata = info.metadata  # project, version, ... for the download line
         self.served_whole = served_line(200, info.size, False, 0)  # most downloads' facts
+        # Heads of the quick 206s, by security list and span: installers ask the same tail
+        # again and again (a few spans an object; at most RANGE_HEADS kept).
+        self.range_heads: dict[tuple[int, int, int], bytes] = {}
 
 
 class FilesEdge:
@@ -251,12 +255,19 @@ class FilesEdge:
                 return None
         else:
             piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
-        lines = [b"HTTP/1.1 206 Partial Content\r\n"]
-        for name, value in (*security, *entry.headers, *CORS_GET):
-            lines.append(name + b": " + value + b"\r\n")
-        lines.append(b"content-range: bytes %d-%d/%d\r\n" % (start, end - 1, entry.size))
-        lines.append(b"content-length: %d\r\n" % (end - start))
-        return QuickAnswer(b"".join(lines), piece, 206)
+        heads = entry.range_heads
+        head = heads.get((id(security), start, end))
+        if head is None:
+            lines = [b"HTTP/1.1 206 Partial Content\r\n"]
+            for name, value in (*security, *entry.headers, *CORS_GET):
+                lines.append(name + b": " + value + b"\r\n")
+            lines.append(b"content-range: bytes %d-%d/%d\r\n" % (start, end - 1, entry.size))
+            lines.append(b"content-length: %d\r\n" % (end - start))
+            head = b"".join(lines)
+            if len(heads) >= RANGE_HEADS:
+                heads.clear()
+            heads[id(security), start, end] = head
+        return QuickAnswer(head, piece, 206)
 
     async def handle(self, request: Request, receive: Receive, send: Send) -> None:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""

@@ -62,6 +62,7 @@ class Connection(asyncio.Protocol):
         "head_since",
         "head_size",
         "headers",
+        "http10",
         "in_head",
         "keep_alive",
         "loop",
@@ -98,6 +99,7 @@ class Connection(asyncio.Protocol):
         self.in_head = True
         self.head_since: float | None = None
         self.keep_alive = True
+        self.http10 = False  # the request being parsed is HTTP/1.0
         self.maybe_quick = False
         self.current: Cycle | None = None  # being answered
         self.receiving: Cycle | None = None  # taking the body being read
@@ -269,6 +271,7 @@ class Connection(asyncio.Protocol):
         self.head_since = None
         parser = self.parser
         self.keep_alive = parser.should_keep_alive() and not self.closing
+        self.http10 = parser.get_http_version() == "1.0"
         method = parser.get_method()
         self.maybe_quick = method in QUICK_METHODS and not any(
             name == b"content-length" or name == b"transfer-encoding" for name, _ in self.headers
@@ -315,7 +318,7 @@ class Connection(asyncio.Protocol):
             return False
         keep_alive = self.keep_alive
         self.transport.writelines(
-            (answer.head, self.server.date_tail(keep_alive, self._http10()), answer.body)
+            (answer.head, self.server.date_tail(keep_alive, self.http10), answer.body)
         )
         if keep_alive:
             self.head_since = self.loop.time()
@@ -339,9 +342,6 @@ class Connection(asyncio.Protocol):
         cycle.finished = True
         return True
 
-    def _http10(self) -> bool:
-        return self.parser.get_http_version() == "1.0"
-
     def _cycle(self, method: bytes) -> Cycle:
         raw = self.url
         path_bytes, _, query = raw.partition(b"?")
@@ -350,7 +350,7 @@ class Connection(asyncio.Protocol):
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": self.parser.get_http_version(),
+            "http_version": "1.0" if self.http10 else "1.1",
             "method": method.decode("latin-1"),
             "scheme": "http",
             "path": _decoded(path_bytes),
