@@ -126,4 +126,5 @@ def serve_command(
             settings.files.workers,
             limits,
             lambda: status(banner),
+            quick=True,
         )

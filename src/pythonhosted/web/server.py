@@ -42,6 +42,7 @@ from pythonhosted.web.drain import (
     stops_held,
 )
 from pythonhosted.web.h1.server import H1Server
+from pythonhosted.web.h1.workers import serve_processes
 from pythonhosted.web.listener import (
     Bind,
     ListenError,
@@ -197,8 +198,10 @@ def run_workers(
     workers: int,
     limits: ServerLimits,
     on_listening: Callable[[], None] = lambda: None,
+    quick: bool = False,
 ) -> None:
-    """Serve ``factory`` (``module:function`` returning an ASGI app) in ``workers`` processes.
+    """Serve ``factory`` (``module:function`` returning an ASGI app) in ``workers`` processes:
+    granian's, or ours when the app answers quickly (``quick``: :mod:`.h1.workers`).
 
     One Python process saturates one core; this is how a service uses the rest. Each worker
     builds its own app from the environment (settings travel as ``PYTHONHOSTED_*`` variables),
@@ -219,6 +222,9 @@ def run_workers(
         }
         os.environ.update(handoff)
         try:
+            if quick:
+                serve_processes(factory, listener, workers, limits, early.requested)
+                return
             server = _MultiProcessServer(
                 "pythonhosted.web.drain:worker_app",
                 address=bind.host,
