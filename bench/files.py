@@ -26,7 +26,7 @@ measures the route every large wheel takes (read from disk piece by piece).
 within every case, so a change is compared with what it replaces under the same load;
 ``--case`` keeps the cases whose label contains the text (``--case "5 MB"``).
 
-Our edge runs with one worker by default: on two cores shared with wrk, a second granian
+Our edge runs with one worker by default: on two cores shared with wrk, a second
 worker costs more CPU per request than it brings (BENCHMARKS.md). Memory under slow clients:
 ``bench/files_slow.py``.
 """

@@ -41,7 +41,7 @@ MAX_HEAD = 8 * 1024  # what granian's read buffer allowed (bench/rehearsal.py's 
 MAX_HEADERS = 100  # hyper's bound
 PIPELINE_SLICE = 4 * 1024
 BODY_BUFFER = 64 * 1024
-WRITE_HIGH = 64 * 1024
+WRITE_HIGH = 16 * 1024
 QUICK_METHODS = frozenset({b"GET", b"HEAD"})
 
 
