@@ -133,9 +133,9 @@ class EdgeObject(StoredObject):
         )
         self.metadata = info.metadata  # project, version, ... for the download line
         self.served_whole = served_line(200, info.size, False, 0)  # most downloads' facts
-        # Heads of the quick 206s, by security list and span: installers ask the same tail
-        # again and again (a few spans an object; at most RANGE_HEADS kept).
-        self.range_heads: dict[tuple[int, int, int], bytes] = {}
+        # Heads of the quick 206s and their spans, by security list and Range header: the
+        # installers ask the same tail again and again (at most RANGE_HEADS kept).
+        self.range_heads: dict[tuple[int, bytes], tuple[bytes, int, int]] = {}
 
 
 class FilesEdge:
@@ -218,11 +218,10 @@ class FilesEdge:
             return None
         start = 0
         if asked is not None:
-            span = _quick_span(asked, entry.size)
-            if span is None:
+            ranged = self._quick_range(entry, key, asked, security)
+            if ranged is None:
                 return None
-            start = span[0]
-            answer = self._quick_range(entry, key, span, security)
+            answer, start = ranged
         elif method == "GET":
             body = self.bodies.get(key)
             if type(body) is not bytes:
@@ -230,8 +229,6 @@ class FilesEdge:
             answer = QuickAnswer(whole, body)
         else:
             answer = QuickAnswer(whole, b"")
-        if answer is None:
-            return None
         self._count_sidecar(key)
         if method == "GET" and self.log is not None and key.endswith(DISTRIBUTION_SUFFIXES):
             self.metrics.downloads.count += 1
@@ -244,30 +241,36 @@ class FilesEdge:
         return answer
 
     def _quick_range(
-        self, entry: EdgeObject, key: str, span: tuple[int, int], security: Headers
-    ) -> QuickAnswer | None:
-        """A 206 for ``span`` when its bytes are in memory, else None."""
-        start, end = span
-        body = self.bodies.get(key)
-        if body is None:
-            piece = self.bodies.get(key, start, end)  # a range read from disk before
-            if type(piece) is not bytes:
-                return None
-        else:
-            piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
+        self, entry: EdgeObject, key: str, asked: bytes, security: Headers
+    ) -> tuple[QuickAnswer, int] | None:
+        """A 206 for the range ``asked`` names and where it starts, when it is one satisfiable
+        range of at most ``QUICK_RANGE_MAX`` bytes in memory; else None. Its head is kept on
+        the object by the header's text and its bytes in the body cache (charged to its
+        budget): a repeated tail read costs two lookups."""
         heads = entry.range_heads
-        head = heads.get((id(security), start, end))
-        if head is None:
+        known = heads.get((id(security), asked))
+        if known is None:
+            span = _quick_span(asked, entry.size)
+            if span is None:
+                return None
+            start, end = span
             lines = [b"HTTP/1.1 206 Partial Content\r\n"]
             for name, value in (*security, *entry.headers, *CORS_GET):
                 lines.append(name + b": " + value + b"\r\n")
             lines.append(b"content-range: bytes %d-%d/%d\r\n" % (start, end - 1, entry.size))
             lines.append(b"content-length: %d\r\n" % (end - start))
-            head = b"".join(lines)
             if len(heads) >= RANGE_HEADS:
                 heads.clear()
-            heads[id(security), start, end] = head
-        return QuickAnswer(head, piece, 206)
+            known = heads[id(security), asked] = (b"".join(lines), start, end)
+        head, start, end = known
+        piece = self.bodies.get(key, start, end)  # cut before, or read from disk before
+        if type(piece) is not bytes:
+            body = self.bodies.get(key)
+            if body is None:
+                return None
+            piece = body.slice(start, end) if isinstance(body, Pieces) else body[start:end]
+            self.bodies.put(key, piece, start, end)
+        return QuickAnswer(head, piece, 206), start
 
     async def handle(self, request: Request, receive: Receive, send: Send) -> None:
         """Everything but the shell's paths (health, metrics) and methods (see ``as_service``)."""
