@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from support.processes import spawn, wait_until
+from support.processes import running, spawn, wait_until
 
 TESTS = Path(__file__).parent
 
@@ -30,15 +30,6 @@ PARENT = textwrap.dedent(
     signal.pause()
     """
 )
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (an orphan's reaper may be slow or absent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_a_server_dies_with_a_killed_parent() -> None:

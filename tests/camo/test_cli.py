@@ -20,7 +20,7 @@ from pythonhosted.camo import sign_url
 from pythonhosted.cli import main
 from pythonhosted.config import load_settings
 from pythonhosted.web.server import Bind, free_port, wait_for_port
-from support.processes import finish_group, spawn, wait_until
+from support.processes import child_pids, finish_group, spawn, wait_until
 
 if TYPE_CHECKING:
     from conftest import Upstream
@@ -119,20 +119,6 @@ def test_serve_process(upstream: Upstream, tmp_path: Path) -> None:
     assert b"cli-key" not in stderr
 
 
-def _children(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (granian's worker processes), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
     """``--workers 2``: two worker processes, each rebuilding the flags' settings from the
     environment; a ``--key-file`` flag beats a key in the environment there too."""
@@ -156,7 +142,7 @@ def test_serve_workers(upstream: Upstream, tmp_path: Path) -> None:
     process = spawn(command, env=env, stderr=subprocess.PIPE)
     try:
         wait_for_port(bind, timeout=60, process=process)
-        wait_until(lambda: len(_children(process.pid)) == 2)
+        wait_until(lambda: len(child_pids(process.pid)) == 2)
         good = bind.url() + sign_url(upstream.base + "/png", b"file-key")
         for _ in range(8):  # a new connection each time, so both workers get some
             response = httpx.get(good)

@@ -47,6 +47,29 @@ def wait_until(
         time.sleep(interval)
 
 
+def child_pids(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (a server's worker processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an orphan's reaper may be slow or absent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def catches(pid: int, signum: int) -> bool:
     """Whether process ``pid`` has a handler for ``signum`` yet (so a stop is graceful)."""
     return _signal_in(pid, ("SigCgt:",), signum)

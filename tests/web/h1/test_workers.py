@@ -16,35 +16,14 @@ import pytest
 from pythonhosted.web.h1.workers import EARLY
 from pythonhosted.web.server import Bind, free_port
 from support.edge import SAMPLES, edge_process, seed
-from support.processes import wait_until
+from support.processes import child_pids, running, wait_until
 
 WHEEL = SAMPLES["wheel"]
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def two_workers(pid: int, without: int = 0) -> set[int] | None:
-    found = children(pid)
+    found = set(child_pids(pid))
     return found if len(found) == 2 and without not in found else None
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def age(pid: int) -> float:
@@ -81,7 +60,7 @@ def test_two_workers_answer_quickly_and_a_stop_ends_them_all(tmp_path: Path, pri
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 0, stderr
     assert b"Traceback" not in stderr
-    assert not any(alive(pid) for pid in workers)
+    assert not any(running(pid) for pid in workers)
 
 
 @pytest.mark.long
@@ -100,4 +79,4 @@ def test_a_worker_that_dies_is_replaced_and_none_outlives_the_supervisor(
         for _ in range(10):
             assert httpx.get(bind.url() + WHEEL.path, timeout=30).content == WHEEL.data
         os.kill(server.pid, signal.SIGKILL)
-        wait_until(lambda: not any(alive(pid) for pid in now), timeout=30)
+        wait_until(lambda: not any(running(pid) for pid in now), timeout=30)
