@@ -219,10 +219,18 @@ async def _gather(chunks: AsyncIterator[bytes]) -> list[bytes]:
 
 @pytest.mark.parametrize("fail_after", [0, 2 * 2**20, 11 * 2**20])
 def test_put_stream_that_fails_writes_nothing(
-    writable_store: Store, request: pytest.FixtureRequest, fail_after: int
+    writable_store: Store,
+    request: pytest.FixtureRequest,
+    fail_after: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Before the first part, inside it, or after two parts went up: the old object stays,
-    no other object appears and no unfinished upload is left behind."""
+    no other object appears and no unfinished upload is left behind unsaid.
+
+    An abort can fail while parts are in flight (S3 says it may have to be repeated; moto
+    answers 500, seen at load 10-15 and once in a quiet CI run), and obstore aborts once and
+    offers no other call: the upload then stays until the bucket's lifecycle rule removes it,
+    and the store says so in a warning naming it, which is what this accepts instead."""
 
     async def scenario() -> None:
         await writable_store.put("docs/page.html", b"old page")
@@ -236,10 +244,12 @@ def test_put_stream_that_fails_writes_nothing(
         assert [item.key for item in await writable_store.list()] == ["docs/page.html"]
 
     run(scenario())
-    # Once, at load average 10-15, moto still listed the upload right after the failed put
-    # (parts were in flight when it was aborted); what must not stay is an upload nobody
-    # aborts, so this waits a while for it to go.
-    wait_until(lambda: _pending_uploads(writable_store, request) == "")
+    said = re.compile(r"the multipart upload of (\S+) was not aborted")
+    unaborted = {
+        found.group(1) for record in caplog.records if (found := said.search(record.getMessage()))
+    }
+    pending = set(_pending_uploads(writable_store, request).split())
+    assert pending <= unaborted, f"left unsaid: {pending - unaborted}"
 
 
 def test_staging_files_a_killed_upload_left_are_swept_by_the_next(tmp_path: Path) -> None:
