@@ -527,10 +527,11 @@ class FilesEdge:
         whose head never went out (a read that failed first: the caller answers 404/503).
 
         The bytes are those the edge handed to the HTTP server: fewer than the response's
-        length when the store failed mid-body. A client that leaves early is not seen: granian
-        takes a body whatever the client does (a 40 MB body went to it in about 60 ms while
-        the client had read 300 KB) and reports the disconnect only after, so from inside
-        the app no count of what the client received exists."""
+        length when the store failed mid-body. A client that leaves early is not seen: the
+        server takes a body whatever the client does (granian took a 40 MB body in about 60 ms
+        while the client had read 300 KB; ours queues what the socket does not take) and
+        reports the disconnect only after, so from inside the app no count of what the
+        client received exists."""
         assert self.log is not None
         sent: CountingSend = send  # type: ignore[assignment]
         status = sent.status

@@ -31,6 +31,9 @@ async def wait_until_written(send: Send) -> None:
     one waiting to get in, and takes the first of these empty messages only once the message
     before it is written (but for its few KB of write buffer); they hold no bytes and it
     drops them unwritten, so the last one's send completes only once the earlier bytes are out.
+    Our own server (:mod:`.h1`) writes each message at once and makes a send wait while its
+    buffer is past 16 KB, so there the first of these waits until the client has taken all
+    but a few KB.
     """
     for _ in range(QUEUE_SLOTS + 1):
         await send(EMPTY_BODY)

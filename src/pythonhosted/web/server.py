@@ -1,8 +1,9 @@
-"""Run ASGI apps on granian, alone or several in one process.
+"""Run ASGI apps, alone or several in one process: on granian, or on our own server
+(:mod:`.h1`) for an app that answers its hottest requests inside the connection.
 
-granian's embedded server runs an app object inside our own event loop, which is what the
-all-in-one ``serve`` needs (several apps, one shutdown path) and what tests
-need (a real HTTP server on loopback, started and stopped in-process).
+Both run an app object inside our own event loop, which is what the all-in-one ``serve``
+needs (several apps, one shutdown path) and what tests need (a real HTTP server on
+loopback, started and stopped in-process); both are stopped and drained the same way.
 
 Every server loop is uvloop's: for small responses granian's ASGI bridge, which wakes the loop
 from its Rust threads once per request, costs more than the app, and uvloop makes those

@@ -151,10 +151,10 @@ class CountingSend:
     would otherwise answer its own bare one, without the service's headers).
 
     Once the head is out, a body message goes straight to the server and the caller gets the
-    server's own awaitable, not a coroutine around it: granian's says whether the message had
-    to wait for room in the connection's queue (a pending future) or not (one already done),
-    which is how the object responder tells a client that is behind (``web/objects.py``); it
-    also saves a coroutine per message.
+    server's own awaitable, not a coroutine around it: granian's (and ``web.h1``'s) says
+    whether the message had to wait for room in the connection's queue (a pending future) or
+    not (one already done), which is how the object responder tells a client that is behind
+    (``web/objects.py``); it also saves a coroutine per message.
     """
 
     __slots__ = ("body_bytes", "headers", "pending", "send", "started", "status")
