@@ -76,6 +76,9 @@ class App:
             headers = [(b"x-value", b"a\r\nset-cookie: x=1")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"never\n"})
+        elif path == "/hold":  # never reads the body it was sent
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+            await _text(send, b"held\n")
         elif path == "/slow":
             await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
             await _text(send, b"slow\n")
@@ -187,6 +190,25 @@ def test_a_client_that_pipelines_without_reading_is_stopped_being_read(app: App)
                 blocked_at = sent
                 break
     assert blocked_at is not None and blocked_at < total // 2
+
+
+def test_a_body_the_app_does_not_read_is_not_read_from_the_client(app: App) -> None:
+    """An upload the app is not taking stops being read (the client's sends block), in
+    large reads as in small ones: the server holds a bounded part of it, not all of it."""
+    total = 200 * 2**20
+    with served(app) as bind, connect(bind) as sock:
+        try:
+            sock.sendall(b"POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+            sock.setblocking(False)
+            sent, piece = 0, b"u" * 2**20
+            while sent < total:
+                try:
+                    sent += sock.send(piece)
+                except BlockingIOError:
+                    break
+        finally:
+            app.release.set()
+    assert sent < total // 4
 
 
 def test_a_head_over_the_limit_is_431_however_it_arrives(app: App) -> None:

@@ -170,7 +170,7 @@ class Connection(asyncio.Protocol):
         while self.backlog and len(self.queue) < 2 and not self.gone:
             piece, self.backlog = self.backlog[:PIPELINE_SLICE], self.backlog[PIPELINE_SLICE:]
             self._feed(piece)
-        self._pause_reading_if(bool(self.backlog or self.queue))
+        self._pause_reading_if(bool(self.backlog or self.queue) or self.body_buffered > BODY_BUFFER)
 
     def _feed(self, data: bytes) -> None:
         if self.in_head:
