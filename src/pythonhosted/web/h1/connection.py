@@ -32,7 +32,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from pythonhosted.web.h1.cycle import Cycle, status_line
-from pythonhosted.web.h1.quick import Quick
+from pythonhosted.web.h1.quick import Quick, QuickAnswer
 
 if TYPE_CHECKING:
     from pythonhosted.web.h1.server import H1Server
@@ -43,6 +43,7 @@ PIPELINE_SLICE = 4 * 1024
 BODY_BUFFER = 64 * 1024
 WRITE_HIGH = 16 * 1024
 QUICK_METHODS = frozenset({b"GET", b"HEAD"})
+BODY_FIELDS = frozenset({b"content-length", b"transfer-encoding"})  # a request with a body
 
 
 class _HeadTooLarge(Exception):
@@ -57,6 +58,7 @@ class Connection(asyncio.Protocol):
         "closing",
         "current",
         "drained",
+        "framed",
         "gone",
         "head_fed",
         "head_since",
@@ -101,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.http10 = False  # the request being parsed is HTTP/1.0
         self.maybe_quick = False
+        self.framed = False  # the request being parsed names a body (its length or coding)
         self.current: Cycle | None = None  # being answered
         self.receiving: Cycle | None = None  # taking the body being read
         self.queue: deque[Cycle] = deque()  # pipelined, waiting their turn
@@ -250,6 +253,7 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.url = b""
         self.headers = []
+        self.framed = False
         if self.head_since is None:
             self.head_since = self.loop.time()
 
@@ -264,7 +268,10 @@ class Connection(asyncio.Protocol):
         headers = self.headers
         if self.head_size > MAX_HEAD or len(headers) >= MAX_HEADERS:
             raise _HeadTooLarge
-        headers.append((name.lower(), value))
+        lower = name.lower()
+        if lower in BODY_FIELDS:
+            self.framed = True
+        headers.append((lower, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -273,9 +280,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = parser.should_keep_alive() and not self.closing
         self.http10 = parser.get_http_version() == "1.0"
         method = parser.get_method()
-        self.maybe_quick = method in QUICK_METHODS and not any(
-            name == b"content-length" or name == b"transfer-encoding" for name, _ in self.headers
-        )
+        self.maybe_quick = method in QUICK_METHODS and not self.framed
         if not self.maybe_quick:
             self._arrived(self._cycle(method))
 
@@ -316,11 +321,8 @@ class Connection(asyncio.Protocol):
         answer = quick(method, target, dict(self.headers), self.client)
         if answer is None:
             return False
-        keep_alive = self.keep_alive
-        self.transport.writelines(
-            (answer.head, self.server.date_tail(keep_alive, self.http10), answer.body)
-        )
-        if keep_alive:
+        self._write_quick(answer, self.keep_alive, self.http10)
+        if self.keep_alive:
             self.head_since = self.loop.time()
         else:
             self._close()
@@ -333,14 +335,15 @@ class Connection(asyncio.Protocol):
         answer = quick(scope["method"], scope["raw_path"], dict(scope["headers"]), self.client)
         if answer is None:
             return False
-        http10 = scope["http_version"] == "1.0"
-        keep_alive = cycle.keep_alive and not self.closing
-        self.transport.writelines(
-            (answer.head, self.server.date_tail(keep_alive, http10), answer.body)
-        )
-        cycle.keep_alive = keep_alive
+        cycle.keep_alive = cycle.keep_alive and not self.closing
+        self._write_quick(answer, cycle.keep_alive, scope["http_version"] == "1.0")
         cycle.finished = True
         return True
+
+    def _write_quick(self, answer: QuickAnswer, keep_alive: bool, http10: bool) -> None:
+        """One ``writev``: the app's head, the server's last lines, the body."""
+        tail = self.server.date_tail(keep_alive, http10)
+        self.transport.writelines((answer.head, tail, answer.body))
 
     def _cycle(self, method: bytes) -> Cycle:
         raw = self.url
@@ -391,15 +394,11 @@ class Connection(asyncio.Protocol):
         task = asyncio.ensure_future(
             self.server.app(cycle.scope, cycle.receive, cycle.send), loop=self.loop
         )
-        cycle.task = task
         task.add_done_callback(cycle.app_returned)
         self.server.answering(task)
         return True
 
     # -- the cycle's side ------------------------------------------------------------------
-
-    def date_tail(self, keep_alive: bool, http10: bool) -> bytes:
-        return self.server.date_tail(keep_alive, http10)
 
     def body_taken(self, size: int) -> None:
         self.body_buffered = max(0, self.body_buffered - size)

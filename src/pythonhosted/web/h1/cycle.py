@@ -73,7 +73,6 @@ class Cycle:
         "scope",
         "start",
         "started",
-        "task",
         "waiter",
     )
 
@@ -96,7 +95,6 @@ class Cycle:
         self.bodiless = False  # HEAD, 204, 304: whatever body the app sends is not written
         self.remaining: int | None = None  # body bytes the head's Content-Length still owes
         self.waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Future[None] | None = None
 
     # -- the connection's side -------------------------------------------------------------
 
@@ -191,7 +189,7 @@ class Cycle:
         conn = self.conn
         if conn.closing:
             self.keep_alive = False
-        tail = conn.date_tail(self.keep_alive, self.scope["http_version"] == "1.0")
+        tail = conn.server.date_tail(self.keep_alive, self.scope["http_version"] == "1.0")
         lines.append(tail)
         head = b"".join(lines)
         # Every line but the tail's ends in the one CRLF put there: any other CR, LF (or a
@@ -240,7 +238,6 @@ class Cycle:
     def app_returned(self, task: asyncio.Future[None]) -> None:
         """The app's task ended: a response it left unfinished ends the connection (a 500
         first when nothing was sent yet)."""
-        self.task = None
         if self.finished:
             return
         error = None if task.cancelled() else task.exception()
@@ -256,7 +253,7 @@ class Cycle:
             conn.transport.write(
                 status_line(500)
                 + b"content-type: text/plain; charset=UTF-8\r\ncontent-length: 15\r\n"
-                + conn.date_tail(False, False)
+                + conn.server.date_tail(False)
                 + b"Internal error\n"
             )
         self.finished = True
