@@ -8,13 +8,13 @@ never answered quickly: that is the ASGI answer each quick one is compared with.
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
 from support.edge import SAMPLES, EdgeFactory, download_lines, seed
+from support.sockets import exchange_raw
 
 WHEEL = SAMPLES["wheel"]
 DATE = re.compile(rb"\r\ndate: [^\r]+")
@@ -22,14 +22,7 @@ DATE = re.compile(rb"\r\ndate: [^\r]+")
 
 def exchange(base_url: str, method: str, headers: dict[str, str]) -> bytes:
     """The whole response, as sent, without its Date."""
-    host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = f"{method} {WHEEL.path} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(request.encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = exchange_raw(base_url, method, WHEEL.path, headers)
     assert DATE.search(data), data[:400]
     return DATE.sub(b"", data)
 

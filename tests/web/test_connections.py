@@ -75,7 +75,8 @@ def _service_argv(service: str, tmp_path: Path, bind: Bind) -> list[str]:
         "files": [*PYTHONHOSTED, "files", "serve", "--primary", store, *address],
         "index": [*PYTHONHOSTED, "index", "serve", "--primary", store, *address],
         "conveyor": [*PYTHONHOSTED, "conveyor", "serve", "--docs", store, *address],
-        "camo": [*PYTHONHOSTED, "camo", "serve", *address],
+        # with its cache, as deployed (and as `serve` runs it): hits are answered on web.h1
+        "camo": [*PYTHONHOSTED, "camo", "serve", "--cache-dir", str(tmp_path / "cache"), *address],
         "linehaul": [
             *[*PYTHONHOSTED, "linehaul", "serve", "--logs", store, "--results", store],
             *["--warehouse", f"duckdb://{tmp_path}/w.duckdb", *address],

@@ -88,6 +88,7 @@ class CamoApp(Service):
             metrics=settings.metrics,
             access_log=access_log,
             relief=True,  # a herd of clients of one image must not leave the process 2x its size
+            quick=self._proxy.quick if self._proxy.answers_quickly else None,
         )
 
     def _upstream_memo(self, memo: str) -> int:

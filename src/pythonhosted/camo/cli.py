@@ -252,7 +252,14 @@ def serve(
     _export(exported, (name for name, value in flags.items() if value is not None))
     with shared_journal("camo"):  # a PURGE taken by any worker empties every one's cache
         announce = lambda: status(banner)  # noqa: E731
-        run_workers("pythonhosted.camo.service:worker_app", bind, workers, limits, announce)
+        run_workers(
+            "pythonhosted.camo.service:worker_app",
+            bind,
+            workers,
+            limits,
+            announce,
+            quick=app.quick is not None,  # its workers on our server, as this process would be
+        )
 
 
 def _limits(settings: Settings, camo: CamoSettings) -> ServerLimits:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from pythonhosted.camo.cache.entry import Entry
 from pythonhosted.camo.cache.layer import Fill, ImageCache, NotModified
 from pythonhosted.camo.deadline import Deadline
 from pythonhosted.camo.errors import Refused
@@ -47,6 +48,7 @@ from pythonhosted.camo.signatures import verify
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.web.departure import CLIENT_GONE, Departed
+from pythonhosted.web.h1.quick import QuickAnswer
 from pythonhosted.web.streams import Busy, slots_of
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
@@ -64,6 +66,11 @@ MEMO_KEY_CHARS = 1024
 #: reading (and never more than the size limit), where the unwatched ones read whole images.
 WATCH_AFTER = 0.5
 NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"etag", b"expires", b"last-modified"})
+#: request headers that take a request off the quick path (:meth:`Proxy.quick`): a range
+#: (relayed from upstream), a Via (the loop check), conditionals (a 304 from the cache)
+NOT_QUICK = frozenset({b"range", b"via", b"if-none-match", b"if-modified-since"})
+#: headers of camo's own that only the server may write (go-camo's --no-fk adds Connection)
+_SERVERS_HEADERS = frozenset({b"connection", b"content-length", b"transfer-encoding"})
 _RELAYED_BUT_TYPE = frozenset(name.lower().encode() for name in RESPONSE_HEADERS) - {
     b"content-type"
 }
@@ -121,6 +128,21 @@ class Proxy:
         self._verified = functools.lru_cache(maxsize=VERIFIED_URLS)(self._verify)
         self._refusals = RefusalLog()
         self._turns = HostTurns(slots_of("camo"))
+        # after a hit's Age: its cache result and camo's own headers, as Relay.start adds them
+        self._hit_tail = b"".join(
+            name + b": " + value + b"\r\n"
+            for name, value in ((b"x-camo-cache", b"HIT"), *options.always_headers)
+        )
+
+    @property
+    def answers_quickly(self) -> bool:
+        """Whether :meth:`quick` can answer anything: there is a cache, and camo's own headers
+        leave the connection's framing to the server."""
+        names = {name.lower() for name, _ in self._options.always_headers}
+        tail = self._hit_tail
+        lines = tail.count(b"\r\n")
+        plain = tail.count(b"\n") == lines == tail.count(b"\r") and b"\0" not in tail
+        return self._cache is not None and plain and names.isdisjoint(_SERVERS_HEADERS)
 
     def _size_redirect(self, url: str) -> bytes:
         """Where ``--max-size-redirect`` sends an over-size image: the configured URL, or
@@ -153,6 +175,76 @@ class Proxy:
         if url is None:
             raise Refused(404, "signature", "bad signature or encoding")
         return url
+
+    def quick(
+        self,
+        method: str,
+        target: bytes,
+        headers: dict[bytes, bytes],
+        client: tuple[str, int] | None,
+    ) -> QuickAnswer | None:
+        """A hit in the memory tier, answered inside the connection (:mod:`pythonhosted.web.h1`):
+        a GET or HEAD of a path-form camo URL (``/{digest}/{url}``; ``target`` has no query,
+        which only the legacy form reads) whose fresh image is in memory, with none of
+        ``NOT_QUICK``'s headers. The same checks as :meth:`__call__` makes (the signature,
+        today's rules for the URL and for a redirect's final URL), the same answer but its
+        ``Date`` and the same counts; None for every other request, answered over ASGI.
+
+        A hit through ASGI cost ~90 µs of CPU per request against nginx's ~28 (session 21):
+        the server's and the shell's work per request, not the cache's."""
+        cache = self._cache
+        if (
+            cache is None
+            or len(target) > MEMO_KEY_CHARS
+            or b"%" in target
+            or not headers.keys().isdisjoint(NOT_QUICK)
+        ):
+            return None
+        started = time.perf_counter()
+        now = time.time()
+        try:
+            path = target.decode("ascii")
+            if path.count("/") != 2:
+                return None  # the legacy form, or no camo URL (health, metrics, junk)
+            url = self._verified(path, b"")
+            upstream = self._upstream()
+            upstream.first_hop(url)  # refused now: never answered from the cache
+            entry = cache.held_fresh(url, upstream.check_final, now)
+        except (UnicodeDecodeError, Refused):
+            return None  # answered (and refused, counted) over ASGI
+        if entry is None:
+            return None
+        head = entry.head
+        if head is None:
+            head = entry.head = self._hit_head(entry)
+        if not head:
+            return None
+        before_age, after_age = head
+        body = entry.body if method == "GET" else b""
+        assert body is not None  # held_fresh gives entries whose body is in memory
+        age = b"age: %d\r\n" % entry.current_age(now)
+        cache.counted_hit(entry, method)
+        metrics = self._metrics
+        metrics.response(200)
+        metrics.size.observe(len(body))
+        metrics.duration.observe(time.perf_counter() - started)
+        return QuickAnswer(before_age + age + after_age, body)
+
+    def _hit_head(self, entry: Entry) -> tuple[bytes, bytes] | tuple[()]:
+        """A hit's head as :meth:`ImageCache._send` and the server give it, in two parts
+        around its Age: the status line and the entry's headers; camo's own and the length
+        (which the server writes last). Empty if a header holds CR, LF or NUL (the server
+        answers those 500 over ASGI)."""
+        lines = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in entry.headers:
+            lines.append(name + b": " + value + b"\r\n")
+        before_age = b"".join(lines)
+        breaks = len(lines)
+        if before_age.count(b"\n") != breaks or before_age.count(b"\r") != breaks:
+            return ()
+        if b"\0" in before_age:
+            return ()
+        return before_age, self._hit_tail + b"content-length: %d\r\n" % entry.length
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, named: Mapping[bytes, bytes]

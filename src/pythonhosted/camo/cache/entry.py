@@ -44,6 +44,9 @@ class Entry:
     age: float  # upstream's Age when received
     stale_allowed: bool  # may be served stale while upstream fails
     body: bytes | None = field(default=None, compare=False)  # held in memory, or None
+    # A hit's head around its Age line, made on its first quick answer
+    # (:meth:`pythonhosted.camo.proxy.Proxy.quick`); () when a header cannot go out as is
+    head: tuple[bytes, bytes] | tuple[()] | None = field(default=None, compare=False, repr=False)
 
     def current_age(self, now: float) -> float:
         return self.age + max(0.0, now - self.stored)

@@ -317,6 +317,28 @@ class ImageCache:
             if hit is not None:
                 hit.close()
 
+    def held_fresh(self, url: str, check_final: Callable[[str], None], now: float) -> Entry | None:
+        """The entry for ``url`` if it is fresh at ``now`` and the memory tier holds its body:
+        a hit that needs no wait (:meth:`pythonhosted.camo.proxy.Proxy.quick`), checked as
+        :meth:`serve` checks one (Refused if its final URL would now be refused); None for
+        anything else. The caller answers it and counts it (:meth:`counted_hit`)."""
+        opening = self._opening
+        if opening is None or not opening.done() or not self.store.disk.opened:
+            return None
+        self._catch_up()
+        entry = self.store.memory.get(cache_key(url))
+        if entry is None or entry.body is None or not entry.fresh(now):
+            return None
+        if entry.final_url != url:
+            check_final(entry.final_url)
+        return entry
+
+    def counted_hit(self, entry: Entry, method: str) -> None:
+        """A hit :meth:`held_fresh` gave, answered: counted as :meth:`_send` counts one."""
+        self._count("hit")
+        if method == "GET":
+            self.metrics.counts.cache_bytes_served += entry.length
+
     async def _get(self, key: str) -> Hit | None:
         self._catch_up()
         try:
