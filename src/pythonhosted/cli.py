@@ -30,7 +30,7 @@ from pythonhosted.stdstreams import (
 )
 from pythonhosted.storage import StorageError
 from pythonhosted.warehouse import engine
-from pythonhosted.web.allocator import return_memory_promptly
+from pythonhosted.web.allocator import return_memory_promptly, running_as_command
 from pythonhosted.web.listener import ListenError
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ def run() -> None:
     Servers' memory settings go into the environment before any command imports granian.
     """
     return_memory_promptly()
+    running_as_command()
     hold_closed_descriptors()
     log_stray_errors()
     try:

@@ -36,6 +36,7 @@ from pythonhosted.config import (
 )
 from pythonhosted.errortext import without_credentials
 from pythonhosted.logsetup import configure_logging, status
+from pythonhosted.web.allocator import serve_on_the_c_allocator
 from pythonhosted.web.purges import shared_journal
 from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
 
@@ -222,6 +223,7 @@ def serve(
 ) -> None:
     """Serve the proxy until SIGINT/SIGTERM."""
     settings: Settings = ctx.obj
+    serve_on_the_c_allocator()  # crowds of one image's clients (web.allocator says why)
     _refuse_or_note(ctx, flags)
     if headers:
         flags["headers"] = {**settings.camo.headers, **_parse_headers(headers)}

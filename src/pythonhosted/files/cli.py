@@ -27,6 +27,7 @@ from pythonhosted.files.manage_cli import (
 from pythonhosted.files.upload import SourceChanged, TooLarge, UploadRefused, upload
 from pythonhosted.logsetup import status
 from pythonhosted.storage import StorageError
+from pythonhosted.web.allocator import serve_on_the_c_allocator
 
 
 @click.group()
@@ -100,6 +101,7 @@ def serve_command(
     workers: int | None,
 ) -> None:
     """Serve /packages/… from the stores, logging every download."""
+    serve_on_the_c_allocator()  # our own server's process (web.allocator says why)
     from pythonhosted.files.service import build_app
     from pythonhosted.web.purges import shared_journal
     from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
