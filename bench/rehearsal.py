@@ -155,6 +155,9 @@ def servers(root: Path, only: set[str] | None) -> list[Server]:
             docs_routes,
         )
         add(f"camo serve{tag}", ["camo", "serve", "-k", "probe-key", *workers], "camo", camo_routes)
+        cache = ["--cache-dir", str(root / f"camo-cache{len(workers)}")]  # on our server, web/h1
+        camo = ["camo", "serve", "-k", "probe-key", *cache, *workers]
+        add(f"camo serve --cache-dir{tag}", camo, "camo", camo_routes)
         add(
             f"stats-web serve{tag}",
             ["stats-web", "serve", "--warehouse", f"duckdb://{warehouse}", *workers],
