@@ -45,10 +45,10 @@ def descriptors() -> Iterator[int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def health_latency(bind: Bind, path: str = "/_health") -> float:
+def health_latency(bind: Bind, path: str = "/_health", timeout: float = 30) -> float:
     """Seconds for one ``GET /_health`` on a new connection; it must answer 200."""
     started_at = time.monotonic()
-    connection = http.client.HTTPConnection(bind.host, bind.port, timeout=30)
+    connection = http.client.HTTPConnection(bind.host, bind.port, timeout=timeout)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -129,6 +129,15 @@ def test_ten_thousand_idle_connections_leave_health_answering(
         assert max(latencies) < RESPONSIVE, latencies
 
 
+def _answers(bind: Bind) -> bool:
+    """Whether ``/_health`` answers 200 within a few seconds: the address is claimed before
+    its server has started (a loaded suite saw ``serve`` take more than 30 s to start)."""
+    try:
+        return health_latency(bind, timeout=5) >= 0
+    except (OSError, AssertionError):
+        return False
+
+
 def _serve_shares() -> dict[str, int]:
     """The connections each of ``serve``'s servers may hold under this process's limit."""
     raise_open_file_limit()
@@ -140,6 +149,7 @@ def _serve_shares() -> dict[str, int]:
 
 
 SPREAD = 2_000
+DESCRIPTOR_SLACK = 50
 
 
 def test_an_idle_crowd_at_each_of_serves_addresses_leaves_each_answering(
@@ -162,11 +172,15 @@ def test_an_idle_crowd_at_each_of_serves_addresses_leaves_each_answering(
     with started(argv, env=env, cwd=tmp_path) as process, contextlib.ExitStack() as crowds:
         for bind in (files, *binds.values()):
             wait_for_port(bind, timeout=60, process=process)
+        for bind in (files, *binds.values()):  # started: what start-up opened is open or closed
+            wait_until(lambda bind=bind: _answers(bind), timeout=120)
         baseline = _descriptors(process.pid)
         for bind in binds.values():
             crowds.enter_context(idle_sockets(bind, SPREAD))
-        # Before the fix the server never took them all (only its shares), for 30 s.
-        wait_until(lambda: _descriptors(process.pid) >= baseline + 4 * SPREAD, timeout=60)
+        # Before the fix the server never took them all (only its shares: linehaul 948 of the
+        # 2,000), for 30 s. The slack is for what the services open and close meanwhile.
+        held = baseline + 4 * SPREAD - DESCRIPTOR_SLACK
+        wait_until(lambda: _descriptors(process.pid) >= held, timeout=60)
         latencies = {name: health_latency(bind) for name, bind in binds.items()}
         assert max(latencies.values()) < RESPONSIVE, latencies
 
