@@ -244,7 +244,9 @@ def test_a_head_not_complete_by_the_deadline_ends_the_connection(app: App) -> No
 
 
 def test_connections_past_the_bound_wait_for_a_free_slot(app: App) -> None:
-    with served(app, max_connections=4) as bind:
+    # The head deadline far off: a loaded suite once stalled this test past the default 10 s,
+    # the deadline cut an idle connection, and the waiting one got its slot early.
+    with served(app, max_connections=4, header_timeout=120) as bind:
         first = [connect(bind) for _ in range(4)]
         for sock in first:
             sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
