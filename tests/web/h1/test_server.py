@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from pythonhosted.web.h1.quick import QuickAnswer
+from pythonhosted.web.listener import raise_open_file_limit
 from pythonhosted.web.server import Bind, ServerLimits, running
 from pythonhosted.web.types import Message, Receive, Scope, Send
 from support.processes import wait_until
@@ -261,6 +262,25 @@ def test_connections_past_the_bound_wait_for_a_free_slot(app: App) -> None:
         assert read_responses(waiting, 1)[0].endswith(b"quick\n")
         for sock in (*first[1:], waiting):
             sock.close()
+
+
+def test_a_crowd_as_large_as_the_bound_is_taken_in_whole(app: App) -> None:
+    """As many clients as the bound, connecting as fast as they can: every one is taken in
+    and answered. Counting accepted connections by their tasks counted each twice for a loop
+    turn or two after it opened: a burst looked like the bound, and the rest of the crowd
+    waited in the backlog for a close only the head deadline would bring."""
+    bound = 1000
+    raise_open_file_limit()  # the clients and the server's ends, in this process
+    with served(app, max_connections=bound, header_timeout=120) as bind:
+        for _ in range(3):
+            crowd = [connect(bind) for _ in range(bound)]
+            for sock in crowd:
+                sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+            for sock in crowd:
+                sock.settimeout(60)  # half the head deadline
+                assert read_responses(sock, 1)[0].endswith(b"quick\n")
+            for sock in crowd:
+                sock.close()
 
 
 def test_asgi_answers_chunked_short_failing_and_injected(app: App) -> None:

@@ -66,6 +66,12 @@ class H1Server:
         self._stop = self.loop.create_future()
         self._room: asyncio.Future[None] | None = None  # the accept loop waits for a slot
         self._connecting: set[asyncio.Task[None]] = set()  # accepted, transport being made
+        # Accepted and not yet opened: the bound counts each connection once, here and then
+        # in ``connections``. (Counting the tasks above instead counted a connection twice
+        # from its ``connection_made`` until its task's end was seen, a loop turn or two
+        # later: a burst of a few thousand looked like the bound, and the rest of a crowd
+        # waited in the backlog for a close that only the head deadline would bring.)
+        self._arriving = 0
         self._all_closed: asyncio.Future[None] | None = None
         self._second = -1
         self._tails: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
@@ -100,7 +106,7 @@ class H1Server:
         listener = self.listener
         listener.setblocking(False)
         while True:
-            if len(self.connections) + len(self._connecting) >= self.max_connections:
+            if len(self.connections) + self._arriving >= self.max_connections:
                 self._room = loop.create_future()
                 await self._room
                 continue
@@ -115,25 +121,28 @@ class H1Server:
             # The rest of a burst at once: one loop turn per connection kept 64 new clients
             # waiting up to a second behind the busy ones (wrk's p99).
             with contextlib.suppress(OSError):
-                while (
-                    len(self.connections) + len(self._connecting) + len(clients)
-                    < self.max_connections
-                ):
+                while len(self.connections) + self._arriving + len(clients) < self.max_connections:
                     clients.append(listener.accept()[0])
+            self._arriving += len(clients)
             for client in clients:
                 connecting = loop.create_task(self._connect(client))
                 self._connecting.add(connecting)
                 connecting.add_done_callback(self._connecting.discard)
 
     async def _connect(self, client: socket.socket) -> None:
+        connection = Connection(self)
         try:
-            await self.loop.connect_accepted_socket(lambda: Connection(self), client)
+            await self.loop.connect_accepted_socket(lambda: connection, client)
         except OSError:
             client.close()
+            if connection.transport is None:  # never opened: no longer arriving
+                self._arriving -= 1
+                self._make_room()
 
     # -- connections -----------------------------------------------------------------------
 
     def opened(self, connection: Connection) -> None:
+        self._arriving -= 1
         self.connections.add(connection)
         self.relief.arrived(len(self.connections))
         if self._stop.done():
@@ -142,11 +151,15 @@ class H1Server:
     def closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         self.relief.left(len(self.connections))
+        self._make_room()
+        self._all_done()
+
+    def _make_room(self) -> None:
+        """Wake the accept loop if it waits for a slot."""
         room = self._room
         if room is not None and not room.done():
             self._room = None
             room.set_result(None)
-        self._all_done()
 
     def answering(self, request: asyncio.Future[None]) -> None:
         self.requests.add(request)
