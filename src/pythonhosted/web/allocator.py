@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
 
@@ -65,7 +66,13 @@ def serve_on_the_c_allocator() -> None:
     os.environ[PYTHON_ALLOCATOR_ENV] = "malloc"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, sys.orig_argv)
+    try:
+        os.execv(sys.executable, sys.orig_argv)
+    except OSError as exc:  # no interpreter to run again (an embedded one): serve as is
+        del os.environ[PYTHON_ALLOCATOR_ENV]
+        logging.getLogger(__name__).warning(
+            "serving on Python's own allocator: cannot re-execute %s: %s", sys.executable, exc
+        )
 
 
 def _malloc_trim() -> ctypes._NamedFuncPointer | None:
