@@ -130,8 +130,8 @@ def test_ten_thousand_idle_connections_leave_health_answering(
 
 
 def _answers(bind: Bind) -> bool:
-    """Whether ``/_health`` answers 200 within a few seconds: the address is claimed before
-    its server has started (a loaded suite saw ``serve`` take more than 30 s to start)."""
+    """Whether ``/_health`` answers 200 within a few seconds: an address is claimed before
+    its server has started, and what a start opens must not count as the crowd's."""
     try:
         return health_latency(bind, timeout=5) >= 0
     except (OSError, AssertionError):

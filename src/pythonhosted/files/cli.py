@@ -101,7 +101,7 @@ def serve_command(
     workers: int | None,
 ) -> None:
     """Serve /packages/… from the stores, logging every download."""
-    serve_on_the_c_allocator()  # our own server's process (web.allocator says why)
+    serve_on_the_c_allocator()  # crowds of slow downloads (web.allocator says why)
     from pythonhosted.files.service import build_app
     from pythonhosted.web.purges import shared_journal
     from pythonhosted.web.server import Bind, ServerLimits, run, run_workers
