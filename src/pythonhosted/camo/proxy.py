@@ -48,7 +48,7 @@ from pythonhosted.camo.signatures import verify
 from pythonhosted.camo.sniff import GENERIC_TYPES, SNIFF_BYTES, sniff_image
 from pythonhosted.camo.upstream import Upstream
 from pythonhosted.web.departure import CLIENT_GONE, Departed
-from pythonhosted.web.h1.quick import QuickAnswer
+from pythonhosted.web.h1.quick import QuickAnswer, header_lines
 from pythonhosted.web.streams import Busy, slots_of
 from pythonhosted.web.types import Headers, Receive, Scope, Send
 
@@ -129,19 +129,14 @@ class Proxy:
         self._refusals = RefusalLog()
         self._turns = HostTurns(slots_of("camo"))
         # after a hit's Age: its cache result and camo's own headers, as Relay.start adds them
-        self._hit_tail = b"".join(
-            name + b": " + value + b"\r\n"
-            for name, value in ((b"x-camo-cache", b"HIT"), *options.always_headers)
-        )
+        self._hit_tail = header_lines(((b"x-camo-cache", b"HIT"), *options.always_headers))
 
     @property
     def answers_quickly(self) -> bool:
         """Whether :meth:`quick` can answer anything: there is a cache, and camo's own headers
         leave the connection's framing to the server."""
         names = {name.lower() for name, _ in self._options.always_headers}
-        tail = self._hit_tail
-        lines = tail.count(b"\r\n")
-        plain = tail.count(b"\n") == lines == tail.count(b"\r") and b"\0" not in tail
+        plain = self._hit_tail is not None
         return self._cache is not None and plain and names.isdisjoint(_SERVERS_HEADERS)
 
     def _size_redirect(self, url: str) -> bytes:
@@ -235,16 +230,11 @@ class Proxy:
         around its Age: the status line and the entry's headers; camo's own and the length
         (which the server writes last). Empty if a header holds CR, LF or NUL (the server
         answers those 500 over ASGI)."""
-        lines = [b"HTTP/1.1 200 OK\r\n"]
-        for name, value in entry.headers:
-            lines.append(name + b": " + value + b"\r\n")
-        before_age = b"".join(lines)
-        breaks = len(lines)
-        if before_age.count(b"\n") != breaks or before_age.count(b"\r") != breaks:
+        lines = header_lines(entry.headers)
+        if lines is None or self._hit_tail is None:
             return ()
-        if b"\0" in before_age:
-            return ()
-        return before_age, self._hit_tail + b"content-length: %d\r\n" % entry.length
+        length = b"content-length: %d\r\n" % entry.length
+        return b"HTTP/1.1 200 OK\r\n" + lines, self._hit_tail + length
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, named: Mapping[bytes, bytes]

@@ -42,7 +42,7 @@ from pythonhosted.storage import (
 )
 from pythonhosted.web.bodycache import BodyCache, Pieces
 from pythonhosted.web.clientfacts import ClientFacts
-from pythonhosted.web.h1.quick import QuickAnswer
+from pythonhosted.web.h1.quick import QuickAnswer, header_lines
 from pythonhosted.web.http import Unsatisfiable, http_datetime, parse_range, preferred_encoding
 from pythonhosted.web.objects import ObjectResponder, StoredObject
 from pythonhosted.web.purges import PurgeJournal
@@ -254,14 +254,21 @@ class FilesEdge:
             if span is None:
                 return None
             start, end = span
-            lines = [b"HTTP/1.1 206 Partial Content\r\n"]
-            for name, value in (*security, *entry.headers, *CORS_GET):
-                lines.append(name + b": " + value + b"\r\n")
-            lines.append(b"content-range: bytes %d-%d/%d\r\n" % (start, end - 1, entry.size))
-            lines.append(b"content-length: %d\r\n" % (end - start))
+            lines = header_lines(
+                (
+                    *security,
+                    *entry.headers,
+                    *CORS_GET,
+                    (b"content-range", b"bytes %d-%d/%d" % (start, end - 1, entry.size)),
+                    (b"content-length", b"%d" % (end - start)),
+                )
+            )
+            if lines is None:  # as for the whole body (checked before): over ASGI, a 500
+                return None
             if len(heads) >= RANGE_HEADS:
                 heads.clear()
-            known = heads[id(security), asked] = (b"".join(lines), start, end)
+            head = b"HTTP/1.1 206 Partial Content\r\n" + lines
+            known = heads[id(security), asked] = (head, start, end)
         head, start, end = known
         piece = self.bodies.get(key, start, end)  # cut before, or read from disk before
         if type(piece) is not bytes:

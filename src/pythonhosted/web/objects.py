@@ -35,6 +35,7 @@ from pythonhosted.coalesce import Coalescer
 from pythonhosted.web.allocator import trim_heap
 from pythonhosted.web.bodycache import Body, BodyCache, Pieces
 from pythonhosted.web.departure import departure
+from pythonhosted.web.h1.quick import header_lines
 from pythonhosted.web.http import Unsatisfiable, if_range_holds, not_modified, parse_range
 from pythonhosted.web.request import Request
 from pythonhosted.web.responses import send_response, wait_until_written
@@ -129,13 +130,8 @@ class StoredObject:
             return self._head[key]
         except KeyError:
             pass
-        lines = [b"HTTP/1.1 200 OK\r\n"]
-        for name, value in self.whole_headers(security, extra):
-            if any(c in value for c in (b"\r", b"\n", b"\0")):
-                self._head[key] = None
-                return None
-            lines.append(name + b": " + value + b"\r\n")
-        head = self._head[key] = b"".join(lines)
+        lines = header_lines(self.whole_headers(security, extra))
+        head = self._head[key] = None if lines is None else b"HTTP/1.1 200 OK\r\n" + lines
         return head
 
 

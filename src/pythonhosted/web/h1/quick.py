@@ -10,7 +10,7 @@ server adds; it is synchronous, so it must only read memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 
@@ -25,3 +25,18 @@ class QuickAnswer(NamedTuple):
 
 # (method, raw request target, headers by lowercased name, client (host, port) or None)
 Quick = Callable[[str, bytes, dict[bytes, bytes], tuple[str, int] | None], QuickAnswer | None]
+
+
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """``headers`` as the lines of a quick answer's head, each ending in CRLF; None when a
+    name or value holds CR, LF or NUL (over ASGI the server answers such a header 500), which
+    three scans in C tell, not one per field."""
+    count = 0
+    lines = []
+    for name, value in headers:
+        lines.append(name + b": " + value + b"\r\n")
+        count += 1
+    joined = b"".join(lines)
+    if joined.count(b"\n") != count or joined.count(b"\r") != count or b"\0" in joined:
+        return None
+    return joined
