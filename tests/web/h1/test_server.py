@@ -244,23 +244,47 @@ def test_a_head_not_complete_by_the_deadline_ends_the_connection(app: App) -> No
         assert time.monotonic() - began < 20
 
 
-def test_connections_past_the_bound_wait_for_a_free_slot(app: App) -> None:
-    # The head deadline far off: a loaded suite once stalled this test past the default 10 s,
-    # the deadline cut an idle connection, and the waiting one got its slot early.
+def test_past_the_bound_a_waiting_client_takes_the_slot_idle_longest(app: App) -> None:
+    """At the bound a client waiting in the backlog makes the server close the connection
+    idle longest (as nginx reuses its idle ones); the others stay, kept alive."""
+    # The head deadline far off: only the wait can free a slot here.
     with served(app, max_connections=4, header_timeout=120) as bind:
         first = [connect(bind) for _ in range(4)]
-        for sock in first:
+        for sock in first:  # answered one after the other: first[0] is idle longest
             sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
             read_responses(sock, 1)
         waiting = connect(bind)  # in the backlog: accepted by the kernel, not by the server
         waiting.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
-        waiting.settimeout(1.0)
+        assert read_responses(waiting, 1)[0].endswith(b"quick\n")
+        assert read_until_closed(first[0]) == b""
+        for sock in first[1:]:
+            sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_responses(sock, 1)[0].endswith(b"quick\n")
+        for sock in (*first, waiting):
+            sock.close()
+
+
+def test_past_the_bound_a_request_in_progress_or_a_head_begun_keeps_its_slot(app: App) -> None:
+    """No connection idle: the waiting client waits for one to become idle (here the slow
+    answer ends) and takes its slot; the half-sent head keeps its own."""
+    with served(app, max_connections=2, header_timeout=120) as bind:
+        busy, begun = connect(bind), connect(bind)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        begun.sendall(b"GET /quick HTTP/1.1\r\n")
+        wait_until(lambda: app.asgi_requests == 1)
+        waiting = connect(bind)
+        waiting.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.settimeout(2.5)  # the server looks for idle connections every second
         with pytest.raises(TimeoutError):
             waiting.recv(1)
-        first[0].close()
+        app.release.set()
+        assert read_responses(busy, 1)[0].endswith(b"slow\n")
         waiting.settimeout(30)
         assert read_responses(waiting, 1)[0].endswith(b"quick\n")
-        for sock in (*first[1:], waiting):
+        assert read_until_closed(busy) == b""  # the slot it left idle went to the waiting one
+        begun.sendall(b"Host: x\r\n\r\n")
+        assert read_responses(begun, 1)[0].endswith(b"quick\n")
+        for sock in (busy, begun, waiting):
             sock.close()
 
 

@@ -53,6 +53,7 @@ class _HeadTooLarge(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = (
         "backlog",
+        "begun",
         "body_buffered",
         "client",
         "closing",
@@ -99,6 +100,7 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.head_fed = 0
         self.in_head = True
+        self.begun = False  # a head has begun to arrive and is not complete
         self.head_since: float | None = None
         self.keep_alive = True
         self.http10 = False  # the request being parsed is HTTP/1.0
@@ -249,6 +251,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.begun = True
         self.head_fed = 0
         self.head_size = 0
         self.url = b""
@@ -275,6 +278,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.begun = False
         self.head_since = None
         parser = self.parser
         self.keep_alive = parser.should_keep_alive() and not self.closing
@@ -433,6 +437,28 @@ class Connection(asyncio.Protocol):
             self._parse_backlog()
         else:
             self._pause_reading_if(False)
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a request of which nothing has come (kept alive after a response, or
+        silent since it connected), with no answer still leaving: what the server may close
+        to make room at its bound."""
+        return (
+            self.head_since is not None
+            and not self.begun
+            and self.current is None
+            and not self.queue
+            and not self.backlog
+            and self.writing
+            and not self.write_paused
+        )
+
+    def idle_since(self) -> float:
+        return self.head_since if self.head_since is not None else self.loop.time()
+
+    def close_idle(self) -> None:
+        """Closed by the server for a waiting client (:attr:`idle` only)."""
+        self._close()
 
     def stop(self) -> None:
         """The server stops: close now when idle, else after the response in progress."""

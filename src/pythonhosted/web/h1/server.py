@@ -2,9 +2,15 @@
 
 Connections are accepted one at a time by this loop (``sock_accept``) rather than by the
 event loop's own server, because that one cannot pause: past ``max_connections`` a new
-client must wait in the listen backlog until a connection closes (the head deadline makes
-sure one does), and with an unpausable server it would be accepted and held instead.
-A failing ``accept`` (out of descriptors) is retried after a short wait, logged once a
+client must wait in the listen backlog, and with an unpausable server it would be accepted
+and held instead. While it waits, the connections idle longest (waiting for a request of
+which nothing has come: kept alive after a response, or silent since they connected) are
+closed to make room for it, an eighth of them at a time (at least one, at most
+``RECLAIM_BATCH``), as nginx reuses its idle connections when it runs out: a crowd of
+silent clients at the bound otherwise kept every new client (a health probe among them)
+waiting for the head deadline. A connection with a request in progress, or part of a head,
+is never closed for room; when every one is busy, the new client waits for a close. A
+failing ``accept`` (out of descriptors) is retried after a short wait, logged once a
 minute, never the end of the server.
 
 The stop is the embedded granian server's, as :func:`pythonhosted.web.server.serve_until`
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import logging
 import socket
 import time
@@ -40,6 +47,11 @@ CROWD = 256
 # accept() failures that pass: a full descriptor table or memory; wait and try again.
 _TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY = 0.1
+# At the bound, idle connections closed at a time for clients waiting in the backlog
+# (nginx's ngx_drain_connections: 32 at most), and how often a full server with none idle
+# looks again for some while clients wait.
+RECLAIM_BATCH = 32
+RECLAIM_RECHECK = 1.0
 
 
 class StartupFailed(Exception):
@@ -76,6 +88,9 @@ class H1Server:
         self._second = -1
         self._tails: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
         self._accept_errors = BoundedLog(log, "accept failed %d more times in %g s: %s", "failures")
+        self._reclaims = BoundedLog(
+            log, "closed idle connections for waiting clients %d more times in %g s: %s", "times"
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -107,8 +122,7 @@ class H1Server:
         listener.setblocking(False)
         while True:
             if len(self.connections) + self._arriving >= self.max_connections:
-                self._room = loop.create_future()
-                await self._room
+                await self._room_at_the_bound()
                 continue
             try:
                 client, _ = await loop.sock_accept(listener)
@@ -128,6 +142,40 @@ class H1Server:
                 connecting = loop.create_task(self._connect(client))
                 self._connecting.add(connecting)
                 connecting.add_done_callback(self._connecting.discard)
+
+    async def _room_at_the_bound(self) -> None:
+        """Wait for a connection to close; a client waiting in the backlog meanwhile makes
+        the idle ones close (:meth:`_client_waits`)."""
+        loop = self.loop
+        room = self._room = loop.create_future()
+        fd = self.listener.fileno()
+        loop.add_reader(fd, self._client_waits)
+        recheck = loop.call_later(RECLAIM_RECHECK, self._make_room)
+        try:
+            await room
+        finally:
+            loop.remove_reader(fd)
+            recheck.cancel()
+
+    def _client_waits(self) -> None:
+        """A client waits in the backlog and every slot is taken: close the connections idle
+        longest. With none idle the client waits for a close (or the next look)."""
+        self.loop.remove_reader(self.listener.fileno())  # one look per wait: no busy loop
+        idle = [connection for connection in self.connections if connection.idle]
+        if not idle:
+            return
+        count = max(1, min(RECLAIM_BATCH, len(idle) // 8))  # nginx's share, as it reuses
+        oldest = heapq.nsmallest(count, idle, key=Connection.idle_since)
+        for connection in oldest:
+            connection.close_idle()
+        self._reclaims.note(
+            logging.WARNING,
+            "bound",
+            "%d connections (http.max_connections) are not enough: closed the %d idle longest"
+            " for clients waiting",
+            self.max_connections,
+            len(oldest),
+        )
 
     async def _connect(self, client: socket.socket) -> None:
         connection = Connection(self)
