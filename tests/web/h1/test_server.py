@@ -253,6 +253,7 @@ def test_past_the_bound_a_waiting_client_takes_the_slot_idle_longest(app: App) -
         for sock in first:  # answered one after the other: first[0] is idle longest
             sock.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
             read_responses(sock, 1)
+            time.sleep(0.02)  # idle ages apart by more than the loop clock's millisecond
         waiting = connect(bind)  # in the backlog: accepted by the kernel, not by the server
         waiting.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_responses(waiting, 1)[0].endswith(b"quick\n")
