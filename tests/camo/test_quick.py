@@ -121,3 +121,23 @@ def test_a_hit_is_not_quick_where_camo_closes_every_connection(
         assert counts(camo)["quick"] == 0
     assert b"\r\nx-camo-cache: HIT\r\n" in answer
     assert answer.lower().count(b"\r\nconnection: close\r\n") == 1
+
+
+def test_methods_but_get_and_head_are_405_with_the_cache_as_without(
+    make_camo: Any, upstream: Any, tmp_path: Path
+) -> None:
+    """With its cache camo runs on our own server, whose parser (llhttp) knows no ``BREW``
+    and no 6 KB method: such requests are parsed again and camo answers them as granian let
+    it without the cache."""
+    target = f"{upstream.base}/png"
+    with make_camo(cache_dir=tmp_path / "cache") as camo:
+        for method, shown in (
+            ("POST", "POST"),
+            ("BREW", "BREW"),
+            ("GET" * 2000, "GETGETGETGETGETG..."),
+        ):
+            response = camo.client.request(method, camo.url(target))
+            assert response.status_code == 405
+            assert response.headers["allow"] == "GET, HEAD"
+            assert response.headers["x-camo-error"] == f"method {shown} not allowed"
+    assert upstream.hits == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from support.processes import wait_until
 WHEEL = SAMPLES["wheel"]
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "TRACE"])
+# BREW and FOO-BAR: methods llhttp does not know, parsed again by our server (web.h1)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "TRACE", "BREW", "FOO-BAR"])
 def test_other_methods_are_405(edge: EdgeFactory, primary_url: str, method: str) -> None:
     with edge(primary=primary_url) as url:
         response = httpx.request(method, url + WHEEL.path)
@@ -30,16 +32,47 @@ def test_other_methods_are_405(edge: EdgeFactory, primary_url: str, method: str)
     assert response.text == "Method not allowed\n"
 
 
-def test_a_method_http_does_not_know_is_501_and_the_connection_closes(
+def test_a_method_http_does_not_know_is_405_and_the_connection_goes_on(
     edge: EdgeFactory, primary_url: str
 ) -> None:
-    """RFC 9110 9.1: an unrecognised method is not implemented (a known one the edge does
-    not take is 405, above); nothing after it on the connection is read as a request."""
+    """The spec's 405 for any method but the edge's, lower-case ``get`` (methods are
+    case-sensitive) and one with a body among them; the requests after each are answered on
+    the same connection. Once a request's method is not the first thing in what the server
+    reads at once, nothing says where that request began: 501, and the connection closes."""
     with edge(primary=primary_url) as url:
-        response = httpx.request("BREW", url + WHEEL.path)
-    assert response.status_code == 501
-    assert response.headers["connection"] == "close"
-    assert response.text == "Method not implemented\n"
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        path = WHEEL.path.encode()
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            for method, body in ((b"BREW", b""), (b"get", b""), (b"BREW", b"coffee")):
+                framing = b"content-length: %d\r\n" % len(body) if body else b""
+                sock.sendall(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + framing)
+                sock.sendall(b"\r\n" + body)
+                head = _response(sock)
+                assert head.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n"), head
+                assert b"\r\nallow: GET, HEAD, OPTIONS\r\n" in head
+            sock.sendall(b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _response(sock, body=False).startswith(b"HTTP/1.1 200 OK\r\n")
+            pipelined = b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(pipelined + b"BREW " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _response(sock, body=False).startswith(b"HTTP/1.1 200 OK\r\n")
+            late = _response(sock)
+            assert late.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+            assert b"\r\nconnection: close\r\n" in late
+            assert sock.recv(1) == b""
+
+
+def _response(sock: socket.socket, body: bool = True) -> bytes:
+    """One response's head (its body read past when ``body``), as sent."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)
+        assert chunk, data
+        data += chunk
+    length = int(re.search(rb"content-length: (\d+)", data).group(1))  # type: ignore[union-attr]
+    remaining = length if body else 0
+    while remaining:
+        remaining -= len(sock.recv(remaining))
+    return data
 
 
 def test_cors_preflight(edge: EdgeFactory, primary_url: str) -> None:

@@ -25,6 +25,7 @@ Limits, as granian kept them before:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -43,6 +44,8 @@ PIPELINE_SLICE = 4 * 1024
 BODY_BUFFER = 64 * 1024
 WRITE_HIGH = 16 * 1024
 QUICK_METHODS = frozenset({b"GET", b"HEAD"})
+# A method as HTTP allows it (RFC 9110 5.6.2's token), then the space before the target.
+_METHOD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1," + str(MAX_HEAD).encode() + rb"}) ")
 BODY_FIELDS = frozenset({b"content-length", b"transfer-encoding"})  # a request with a body
 
 
@@ -79,6 +82,7 @@ class Connection(asyncio.Protocol):
         "server_address",
         "timer",
         "transport",
+        "unknown_method",
         "url",
         "write_paused",
         "writing",
@@ -106,6 +110,7 @@ class Connection(asyncio.Protocol):
         self.http10 = False  # the request being parsed is HTTP/1.0
         self.maybe_quick = False
         self.framed = False  # the request being parsed names a body (its length or coding)
+        self.unknown_method = b""  # the real method of a request parsed with one llhttp knows
         self.current: Cycle | None = None  # being answered
         self.receiving: Cycle | None = None  # taking the body being read
         self.queue: deque[Cycle] = deque()  # pipelined, waiting their turn
@@ -190,9 +195,8 @@ class Connection(asyncio.Protocol):
             self._pause_reading_if(True)
             return
         except httptools.HttpParserInvalidMethodError:
-            # RFC 9110 9.1: a method the server does not recognise is 501 (one it knows and
-            # a service does not take is the service's 405)
-            self._refuse(501, b"Method not implemented\n")
+            if not self._parse_unknown_method(data):
+                self._refuse(501, b"Method not implemented\n")
             return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
@@ -202,6 +206,23 @@ class Connection(asyncio.Protocol):
             return
         if self.in_head and self.head_fed > MAX_HEAD:
             self._refuse(431, b"Request header fields too large\n")
+
+    def _parse_unknown_method(self, data: bytes) -> bool:
+        """A request whose method llhttp does not know (``BREW``, ``get``) goes to the app,
+        which answers as the service does any method it does not take (the spec's 405 with
+        ``Allow``, as on granian): parsed again by a new parser with a method it knows in its
+        place, the app given the real one. Only when ``data`` begins that request on a
+        connection with none in progress (on_message_begin, which sets ``head_fed`` to 0,
+        ran in this feed): else nothing says where it began, and it is 501."""
+        if self.head_fed or self.current is not None or self.queue:
+            return False
+        found = _METHOD.match(data)
+        if found is None or _llhttp_knows(found[1]):
+            return False  # the request llhttp refused starts further on
+        self.unknown_method = found[1]
+        self.parser = httptools.HttpRequestParser(self)
+        self._feed(b"GET" + data[len(found[1]) :])
+        return True
 
     def _refuse(self, status: int, reason: bytes) -> None:
         """Answer a request that cannot be parsed and close; a request being answered first
@@ -284,6 +305,8 @@ class Connection(asyncio.Protocol):
         self.keep_alive = parser.should_keep_alive() and not self.closing
         self.http10 = parser.get_http_version() == "1.0"
         method = parser.get_method()
+        if self.unknown_method:
+            method, self.unknown_method = self.unknown_method, b""
         self.maybe_quick = method in QUICK_METHODS and not self.framed
         if not self.maybe_quick:
             self._arrived(self._cycle(method))
@@ -465,6 +488,19 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self.current is None and not self.gone:
             self._close()
+
+
+def _llhttp_knows(method: bytes) -> bool:
+    probe = httptools.HttpRequestParser(_Ignored())
+    try:
+        probe.feed_data(method + b" / HTTP/1.1\r\n")
+    except httptools.HttpParserError:
+        return False
+    return True
+
+
+class _Ignored:
+    """A parser's callbacks for probing: none."""
 
 
 def _decoded(raw: bytes) -> str:
