@@ -29,6 +29,7 @@ import heapq
 import logging
 import socket
 import time
+from collections import deque
 from email.utils import formatdate
 
 from pythonhosted.boundedlog import BoundedLog
@@ -48,9 +49,11 @@ CROWD = 256
 _TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY = 0.1
 # At the bound, idle connections closed at a time for clients waiting in the backlog
-# (nginx's ngx_drain_connections: 32 at most), and how often a full server with none idle
-# looks again for some while clients wait.
+# (nginx's ngx_drain_connections: 32 at most), the oldest kept from one look at every
+# connection for the waits after it, and how often a full server with none idle looks again
+# for some while clients wait.
 RECLAIM_BATCH = 32
+RECLAIM_CANDIDATES = 1024
 RECLAIM_RECHECK = 1.0
 
 
@@ -88,6 +91,9 @@ class H1Server:
         self._second = -1
         self._tails: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
         self._accept_errors = BoundedLog(log, "accept failed %d more times in %g s: %s", "failures")
+        # The idle connections oldest at the last look, with the time each was idle since
+        self._candidates: deque[tuple[float, Connection]] = deque()
+        self._idle_seen = 0  # idle connections at that look
         self._reclaims = BoundedLog(
             log, "closed idle connections for waiting clients %d more times in %g s: %s", "times"
         )
@@ -161,21 +167,42 @@ class H1Server:
         """A client waits in the backlog and every slot is taken: close the connections idle
         longest. With none idle the client waits for a close (or the next look)."""
         self.loop.remove_reader(self.listener.fileno())  # one look per wait: no busy loop
-        idle = [connection for connection in self.connections if connection.idle]
-        if not idle:
-            return
-        count = max(1, min(RECLAIM_BATCH, len(idle) // 8))  # nginx's share, as it reuses
-        oldest = heapq.nsmallest(count, idle, key=Connection.idle_since)
+        oldest = self._idle_longest()
         for connection in oldest:
             connection.close_idle()
-        self._reclaims.note(
-            logging.WARNING,
-            "bound",
-            "%d connections (http.max_connections) are not enough: closed the %d idle longest"
-            " for clients waiting",
-            self.max_connections,
-            len(oldest),
-        )
+        if oldest:
+            self._reclaims.note(
+                logging.WARNING,
+                "bound",
+                "%d connections (http.max_connections) are not enough: closed the %d idle"
+                " longest for clients waiting",
+                self.max_connections,
+                len(oldest),
+            )
+
+    def _idle_longest(self) -> list[Connection]:
+        """An eighth of the idle connections (at least one, at most ``RECLAIM_BATCH``), those
+        idle longest. A look at every connection costs ~0.4 us each (6.5 ms at 16,384), so
+        one look keeps its ``RECLAIM_CANDIDATES`` oldest for the waits after it: each taken
+        only if still idle since then (any other idle one became so later, so is younger).
+        Without that, clients arriving at a full server made it look at every connection
+        for each 32 it closed: 200 us per connection, a cheap way to take its CPU."""
+        chosen: list[Connection] = []
+        for fresh in (False, True):
+            if fresh:
+                idle = [connection for connection in self.connections if connection.idle]
+                self._idle_seen = len(idle)
+                oldest = heapq.nsmallest(RECLAIM_CANDIDATES, idle, key=Connection.idle_since)
+                self._candidates = deque((each.idle_since(), each) for each in oldest)
+            wanted = max(1, min(RECLAIM_BATCH, self._idle_seen // 8))  # nginx's share
+            candidates = self._candidates
+            while candidates and len(chosen) < wanted:
+                since, connection = candidates.popleft()
+                if connection.idle and connection.head_since == since:
+                    chosen.append(connection)
+            if chosen:
+                break
+        return chosen
 
     async def _connect(self, client: socket.socket) -> None:
         connection = Connection(self)
