@@ -25,11 +25,13 @@ from pythonhosted.web.types import Message, Receive, Scope, Send
 from support.processes import wait_until
 
 QUICK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n"
+BIG = b"b" * (4 * 2**20)
+BIG_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n" % len(BIG)
 DATE = re.compile(rb"date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n")
 
 
 class App:
-    """``/quick``: answered inside the connection; ``/asgi``: the same over ASGI;
+    """``/quick``: answered inside the connection (``/big``: 4 MB so); ``/asgi``: over ASGI;
     ``/echo``: the request body's length; ``/stream``: a body in three pieces without a
     length; ``/fail``: an error before the head; ``/half``: a body shorter than its length;
     ``/inject``: a header value with CRLF; ``/slow``: answers once ``release`` is set."""
@@ -45,6 +47,8 @@ class App:
         headers: dict[bytes, bytes],
         client: tuple[str, int] | None,
     ) -> QuickAnswer | None:
+        if target == b"/big":
+            return QuickAnswer(BIG_HEAD, BIG if method == "GET" else b"")
         if target != b"/quick":
             return None
         return QuickAnswer(QUICK_HEAD, b"quick\n" if method == "GET" else b"")
@@ -286,6 +290,32 @@ def test_past_the_bound_a_request_in_progress_or_a_head_begun_keeps_its_slot(app
         begun.sendall(b"Host: x\r\n\r\n")
         assert read_responses(begun, 1)[0].endswith(b"quick\n")
         for sock in (busy, begun, waiting):
+            sock.close()
+
+
+def test_past_the_bound_an_answer_still_leaving_keeps_its_slot(app: App) -> None:
+    """A quick answer the client has not taken yet (4 MB written at once, its reader not
+    reading) is not idle: the waiting client gets the slot of the one that is, and the
+    download then arrives whole on a connection still kept alive."""
+    with served(app, max_connections=2, header_timeout=120) as bind:
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        reader.settimeout(30)
+        reader.connect((bind.host, bind.port))
+        reader.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.05)  # it asks first: idle longest, were a download in flight idle
+        kept = connect(bind)
+        kept.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_responses(kept, 1)
+        waiting = connect(bind)
+        waiting.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(waiting, 1)[0].endswith(b"quick\n")
+        assert read_until_closed(kept) == b""
+        download = read_responses(reader, 1)[0]
+        assert download.startswith(b"HTTP/1.1 200 OK\r\n") and download.endswith(BIG)
+        reader.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")  # still kept alive
+        assert read_responses(reader, 1)[0].endswith(b"quick\n")
+        for sock in (reader, kept, waiting):
             sock.close()
 
 

@@ -491,6 +491,7 @@ class Connection(asyncio.Protocol):
 
 
 def _llhttp_knows(method: bytes) -> bool:
+    """Whether llhttp parses ``method`` (its methods are fixed when it is built)."""
     probe = httptools.HttpRequestParser(_Ignored())
     try:
         probe.feed_data(method + b" / HTTP/1.1\r\n")
