@@ -303,7 +303,8 @@ def test_past_the_bound_an_answer_still_leaving_keeps_its_slot(app: App) -> None
         reader.settimeout(30)
         reader.connect((bind.host, bind.port))
         reader.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.05)  # it asks first: idle longest, were a download in flight idle
+        assert reader.recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")  # written
+        time.sleep(0.02)  # idle ages apart: the reader's would be the longest, were it idle
         kept = connect(bind)
         kept.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
         read_responses(kept, 1)
