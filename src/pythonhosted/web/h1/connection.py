@@ -213,7 +213,8 @@ class Connection(asyncio.Protocol):
         ``Allow``, as on granian): parsed again by a new parser with a method it knows in its
         place, the app given the real one. Only when ``data`` begins that request on a
         connection with none in progress (on_message_begin, which sets ``head_fed`` to 0,
-        ran in this feed): else nothing says where it began, and it is 501."""
+        ran in this feed) and holds its whole method: else nothing says where it began, and
+        it is 501 (clients write a request line in one piece; a fuzzer's pieces get 501)."""
         if self.head_fed or self.current is not None or self.queue:
             return False
         found = _METHOD.match(data)
