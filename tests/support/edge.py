@@ -98,9 +98,14 @@ def edge_process(
     """``pythonhosted files serve`` as a real process (logs under ``tmp_path``), once listening;
     its process group is gone when the block ends. ``stderr=subprocess.PIPE`` keeps its log
     to read after it exits; ``settings``: more ``PYTHONHOSTED_*`` variables; ``runner``: what
-    runs the command line (e.g. a script that sets limits first)."""
+    runs the command line (e.g. a script that sets limits first). Its temporary files go
+    under ``tmp_path`` too: a test that kills it with SIGKILL leaves them there (the purge
+    journal's directory of ``--workers``), not in the suite's ``TMPDIR``."""
+    private_tmp = tmp_path / "edge-tmp"
+    private_tmp.mkdir(exist_ok=True)
     env = {
         **os.environ,
+        "TMPDIR": str(private_tmp),
         "PYTHONHOSTED_DATA_DIR": str(tmp_path / "data"),
         "PYTHONHOSTED_FILES__LOG_PERIOD": "3600",
         "PYTHONHOSTED_FILES__LOG_SPOOL_SYNC_INTERVAL": "0.2",
