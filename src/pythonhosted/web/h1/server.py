@@ -187,21 +187,24 @@ class H1Server:
         only if still idle since then (any other idle one became so later, so is younger).
         Without that, clients arriving at a full server made it look at every connection
         for each 32 it closed: 200 us per connection, a cheap way to take its CPU."""
+        chosen = self._still_idle_candidates()
+        if not chosen:  # none left from the last look: a new one
+            idle = [connection for connection in self.connections if connection.idle]
+            self._idle_seen = len(idle)
+            oldest = heapq.nsmallest(RECLAIM_CANDIDATES, idle, key=Connection.idle_since)
+            self._candidates = deque((each.idle_since(), each) for each in oldest)
+            chosen = self._still_idle_candidates()
+        return chosen
+
+    def _still_idle_candidates(self) -> list[Connection]:
+        """Up to nginx's share of the last look's candidates, each still idle since then."""
+        wanted = max(1, min(RECLAIM_BATCH, self._idle_seen // 8))
+        candidates = self._candidates
         chosen: list[Connection] = []
-        for fresh in (False, True):
-            if fresh:
-                idle = [connection for connection in self.connections if connection.idle]
-                self._idle_seen = len(idle)
-                oldest = heapq.nsmallest(RECLAIM_CANDIDATES, idle, key=Connection.idle_since)
-                self._candidates = deque((each.idle_since(), each) for each in oldest)
-            wanted = max(1, min(RECLAIM_BATCH, self._idle_seen // 8))  # nginx's share
-            candidates = self._candidates
-            while candidates and len(chosen) < wanted:
-                since, connection = candidates.popleft()
-                if connection.idle and connection.head_since == since:
-                    chosen.append(connection)
-            if chosen:
-                break
+        while candidates and len(chosen) < wanted:
+            since, connection = candidates.popleft()
+            if connection.idle and connection.head_since == since:
+                chosen.append(connection)
         return chosen
 
     async def _connect(self, client: socket.socket) -> None:
