@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import os
 import re
 import subprocess
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import StorageError, StoreUnavailable, open_store
+from pythonhosted.storage import StorageError, StoreUnavailable, Timeouts, open_store
+from pythonhosted.web.server import running
 from support.locks import lock_holder
+from support.s3_failures import FailingPuts, through
 
 
 def _shipped(root: Path) -> list[str]:
@@ -286,3 +289,40 @@ def test_what_the_store_refused_ships_once_it_is_back_though_no_line_comes(tmp_p
 
     asyncio.run(scenario())
     assert sorted(_shipped(tmp_path)) == sorted(f"line {n}" for n in range(10))
+
+
+def test_lines_held_in_memory_ship_once_when_their_put_landed_but_was_answered_500(
+    tmp_path: Path, moto_endpoint: str, s3_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The spool refuses lines (a file where its directory was), so they ship from memory
+    under a fresh name each attempt; the store writes each object but answers 500 the first
+    time (the answer was lost, not the write), and its retry is refused as existing. That
+    object is the batch itself: it counts as shipped, and the lines are not kept to ship
+    again (they were, with an error line, under another name at the next flush)."""
+    spool = tmp_path / "spool"
+    config = EventLogConfig("downloads", spool, period=3600, batch_lines=1000)
+    failing = FailingPuts(moto_endpoint, landed=True)
+    with running(failing) as proxy:
+        store = open_store(through(proxy, s3_url), Timeouts(5.0, 30.0, retries=3))
+        log = EventLog(store, config)
+        spool.rmdir()
+        spool.write_bytes(b"")
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            runner = asyncio.create_task(log.run(stop))
+            for n in range(100):
+                log.append(f"download|line {n}")
+            stop.set()
+            await runner
+
+        asyncio.run(scenario())
+    stored = open_store(s3_url)
+    keys = [item.key for item in asyncio.run(stored.list())]
+    assert len(keys) == 1
+    assert failing.puts == {f"/{s3_url.split('?')[0].removeprefix('s3://')}/{keys[0]}": 2}
+    lines = gzip.decompress(asyncio.run(stored.get_bytes(keys[0]))).decode().splitlines()
+    assert lines == [f"download|line {n}" for n in range(100)]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1  # the spool's refusal, nothing about the store
+    assert errors[0].startswith("the downloads spool refuses lines ([Errno 20] Not a directory")

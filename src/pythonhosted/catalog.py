@@ -16,6 +16,7 @@ empty every cache and make the root page list the whole catalog again, each time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import itertools
 import logging
@@ -33,6 +34,7 @@ from packaging.utils import InvalidName, canonicalize_name
 from pythonhosted.coalesce import Coalescer
 from pythonhosted.objectkeys import MAX_SEGMENT_BYTES
 from pythonhosted.storage import NotFound, StorageError, Store
+from pythonhosted.storage.errors import AlreadyExists
 from pythonhosted.storage.stores import Listed
 
 log = logging.getLogger(__name__)
@@ -342,7 +344,8 @@ async def write_names(store: Store, snapshot: NamesSnapshot) -> None:
     :data:`NAMES_KEPT`; the encoding runs in a thread (zlib lets the loop run beside it)."""
     data = await asyncio.to_thread(_encode_names, snapshot)
     key = f"{NAMES_PREFIX}{snapshot.position_ns:020d}-{uuid.uuid4().hex[:12]}"
-    await store.put(key, data, create_only=True)
+    with contextlib.suppress(AlreadyExists):  # a unique key: our own put, retried after a 5xx
+        await store.put(key, data, create_only=True)
     older = [item.key for item in await store.list(NAMES_PREFIX) if item.key < key]
     await store.delete_many(older[: max(0, len(older) - NAMES_KEPT + 1)])
 
@@ -459,7 +462,8 @@ async def mark_changed(store: Store, projects: Iterable[str]) -> None:
     now = time.time_ns()
     for project in sorted({canonicalize_name(name) for name in projects}):
         key = f"{CHANGES_PREFIX}{now:020d}-{uuid.uuid4().hex[:12]}-{project}"
-        await store.put(key, b"", create_only=True)
+        with contextlib.suppress(AlreadyExists):  # a unique key: our own put, retried
+            await store.put(key, b"", create_only=True)
     if time.monotonic() < _next_prune.get(store.url, 0.0):
         return
     _next_prune[store.url] = time.monotonic() + PRUNE_EVERY

@@ -402,8 +402,8 @@ class EventLog:
         return True
 
     async def _shipped_before(self, key: str, data: bytes) -> bool:
-        """Whether the object at ``key`` holds ``data``: a segment's own object, stored by a
-        shipper killed before it deleted the segment."""
+        """Whether the object at ``key`` holds ``data``: stored by this attempt's earlier
+        try or by a shipper killed before it deleted the segment."""
         try:
             stored = await self.store.get_bytes(key)
             return await asyncio.to_thread(gzip.decompress, stored) == data
@@ -420,11 +420,13 @@ class EventLog:
         try:
             await self.store.put(key, body, create_only=True)
         except AlreadyExists:
-            if segment is not None and await self._shipped_before(key, data):
-                log.info("spool segment %s was stored before as %s", segment, key)
-                return True
-            log.error("log object %s already exists; keeping spool segment %s", key, segment)
-            return False
+            # Ours when it holds these lines: a shipper killed before it deleted the segment,
+            # or the store client's retry of a put that landed though it was answered 5xx.
+            if not await self._shipped_before(key, data):
+                kept = f"spool segment {segment}" if segment is not None else "them in memory"
+                log.error("log object %s already exists; keeping %s", key, kept)
+                return False
+            log.info("log object %s was stored before", key)
         except StorageError as exc:
             self._store_failures.note(
                 logging.ERROR,

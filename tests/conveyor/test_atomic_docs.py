@@ -21,7 +21,13 @@ from pythonhosted.cli import main
 from pythonhosted.config import ConveyorSettings
 from pythonhosted.conveyor.bundle import UploadLimits
 from pythonhosted.conveyor.upload import retention_of, upload_docs
-from pythonhosted.storage import DirectoryStore, NotFound, StoreUnavailable, open_store
+from pythonhosted.storage import (
+    COMMAND_TIMEOUTS,
+    DirectoryStore,
+    NotFound,
+    StoreUnavailable,
+    open_store,
+)
 from support.conveyor import ConveyorFactory, served_files, served_folder
 from support.flood import fetch_all
 from support.processes import spawn, wait_until
@@ -154,7 +160,7 @@ def test_racing_uploads_end_with_one_whole_site_and_readers_never_miss(
     seen: list[tuple[int, bytes]] = []
 
     async def race(base: str) -> None:
-        opened = open_store(store_url)
+        opened = open_store(store_url, COMMAND_TIMEOUTS)  # as `docs upload` opens it
         uploads = asyncio.gather(
             *(upload_docs(opened, "proj", source, limits, retention) for source in sources.values())
         )

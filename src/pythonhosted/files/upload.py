@@ -163,12 +163,14 @@ async def _upload(
     try:
         await store.put(record_key(dist.project, filename), record.to_json(), create_only=True)
     except AlreadyExists:
-        # A concurrent upload of the same name won; it is the record that counts.
+        # A concurrent upload of the same name won, or this one did (its put was answered
+        # 5xx though it landed, and the store client's retry found it): the record counts.
         winner = await get_record(store, dist.project, filename)
         if winner is None or winner.blake2b_256 != blake2:
             raise UploadRefused(
                 f"{filename}: a different file with this name already exists"
             ) from None
+        await mark_changed(store, [dist.project])
         if winner.md5 is not None:
             await enqueue(store, winner, metadata)
         return winner

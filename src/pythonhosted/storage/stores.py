@@ -62,9 +62,13 @@ class Timeouts:
 # Commands an operator runs move whole files: a 5 MiB part over a slow uplink, or to a loaded
 # server, takes seconds, and the defaults (2 s, made for the request path, where a client is
 # waiting) failed such uploads (a starved S3 answered a multipart upload's first request after
-# 2 s). No retries: a create-only put retried after a timeout that had in fact succeeded would
-# be refused as a conflict.
-COMMAND_TIMEOUTS = Timeouts(connect=5.0, read=30.0)
+# 2 s). Retries as S3's own clients make them: an upload of a thousand objects meets a 500
+# InternalError or 503 SlowDown now and then (moto answered one under a racing docs upload and
+# the whole upload failed). obstore retries a request answered 5xx or never sent, and one that
+# timed out only when it is idempotent (an overwrite, a read), never a create-only put; a
+# create-only put answered 5xx though it landed is refused as existing on its retry, which
+# its callers check by what the object holds or by their own unique key.
+COMMAND_TIMEOUTS = Timeouts(connect=5.0, read=30.0, retries=3)
 
 
 @dataclass(frozen=True, slots=True)
