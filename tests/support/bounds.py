@@ -30,8 +30,10 @@ CONNECT = 10.0
 READ = 30.0
 """Seconds to a first byte (or between chunks): what a starved server was seen to need."""
 
-STORE = Timeouts(connect=CONNECT, read=READ)
-"""A store opened without bounds (the tests' own, to seed or check what a server did)."""
+STORE = Timeouts(connect=CONNECT, read=READ, retries=3)
+"""A store opened without bounds (the tests' own, to seed or check what a server did): with
+the retries the commands make (``COMMAND_TIMEOUTS``), since moto answers a 500 now and then
+to writes that race (seen once in a CI run, on a docs upload's pointer)."""
 
 SECTIONS: dict[str, tuple[type[Section], dict[str, float]]] = {
     "files": (
