@@ -58,8 +58,7 @@ def upload(store_url: str, source: Path, env: dict[str, str] | None = None) -> s
     return result.output
 
 
-def uploader(store_url: str, source: Path) -> list[str]:
-    return [sys.executable, "-m", "pythonhosted", "docs", "upload", "--store", store_url]
+STALLED_UPLOAD = str(Path(__file__).parents[1] / "support" / "stalled_upload.py")
 
 
 def all_keys(store_url: str) -> list[str]:
@@ -91,8 +90,10 @@ def test_a_killed_upload_leaves_the_old_site_served(store: tuple[str, int], tmp_
         folders = set(await opened.list_names(".sites/proj/")) - {"current"}
         return any(f".sites/proj/{folder}/" != old_folder for folder in folders)
 
-    process = spawn([*uploader(store_url, source), "proj", str(source)])
-    # Killed as soon as the new site's first file is stored: the upload is then still writing.
+    command = ["docs", "upload", "--store", store_url, "proj", str(source)]
+    process = spawn([sys.executable, STALLED_UPLOAD, *command])
+    # Killed once the new site's first file is stored: the upload is still writing (its
+    # later writes wait forever, so a loaded machine cannot let it end first).
     wait_until(lambda: asyncio.run(new_file_stored()), interval=0.01)
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
