@@ -23,7 +23,7 @@ from pythonhosted.web.server import running
 from support.conveyor import served_files
 from support.edge import SAMPLES
 from support.processes import PYTHONHOSTED, spawn
-from support.s3_failures import FailingPuts, through
+from support.s3_failures import FailingS3, Failure, through
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -42,12 +42,12 @@ def docs_site(root: Path, pages: int) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize("landed", [False, True], ids=["refused", "landed"])
+@pytest.mark.parametrize("failure", ["refused", "landed"])
 def test_docs_upload_retries_each_put_answered_500(
-    tmp_path: Path, moto_endpoint: str, s3_url: str, landed: bool
+    tmp_path: Path, moto_endpoint: str, s3_url: str, failure: Failure
 ) -> None:
     site = docs_site(tmp_path / "site", 60)
-    failing = FailingPuts(moto_endpoint, landed=landed)
+    failing = FailingS3(moto_endpoint, "PUT", failure)
     with running(failing) as proxy:
         outcome = run(
             "docs", "upload", "--store", through(proxy, s3_url), "proj", str(tmp_path / "site")
@@ -55,20 +55,20 @@ def test_docs_upload_retries_each_put_answered_500(
     assert outcome == (0, "proj: 61 files written, 0 old files removed\n", "")
     assert served_files(s3_url, "proj") == site
     # every page and the project's pointer: answered 500 once, then stored
-    assert len(failing.puts) == len(site) + 1
-    assert set(failing.puts.values()) == {2}
+    assert len(failing.seen) == len(site) + 1
+    assert set(failing.seen.values()) == {2}
 
 
-@pytest.mark.parametrize("landed", [False, True], ids=["refused", "landed"])
+@pytest.mark.parametrize("failure", ["refused", "landed"])
 def test_files_upload_retries_create_only_puts_answered_500(
-    tmp_path: Path, moto_endpoint: str, s3_url: str, landed: bool
+    tmp_path: Path, moto_endpoint: str, s3_url: str, failure: Failure
 ) -> None:
     """The file, its metadata, its record and the indexes' change marker are create-only
     puts: the retry of one that landed is refused as existing, and the upload knows its own."""
     wheel = SAMPLES["wheel"]
     path = tmp_path / wheel.filename
     path.write_bytes(wheel.data)
-    failing = FailingPuts(moto_endpoint, landed=landed)
+    failing = FailingS3(moto_endpoint, "PUT", failure)
     with running(failing) as proxy:
         outcome = run("files", "upload", "--store", through(proxy, s3_url), str(path))
     records = asyncio.run(project_records(open_store(s3_url), "demo-pkg"))
@@ -76,9 +76,9 @@ def test_files_upload_retries_create_only_puts_answered_500(
         (wheel.filename, len(wheel.data))
     ]
     assert outcome == (0, records[0].path + "\n", "")
-    assert set(failing.puts.values()) == {2}
+    assert set(failing.seen.values()) == {2}
     # the file and its metadata, its record, the indexes' change marker, the backfill's entry
-    folders = Counter(path.split("/")[2] for path in failing.puts)
+    folders = Counter(path.split("/")[2] for path in failing.seen)
     assert folders == {"packages": 2, "catalog": 1, "catalog-changes": 1, "metadata-queue": 1}
 
 
@@ -86,7 +86,7 @@ def test_a_store_that_keeps_answering_500_fails_the_command_in_one_line(
     tmp_path: Path, moto_endpoint: str, s3_url: str
 ) -> None:
     docs_site(tmp_path / "site", 4)
-    failing = FailingPuts(moto_endpoint, landed=False, failures=100)
+    failing = FailingS3(moto_endpoint, "PUT", "refused", failures=100)
     with running(failing) as proxy:
         store = through(proxy, s3_url)
         code, out, err = run("docs", "upload", "--store", store, "proj", str(tmp_path / "site"))
@@ -98,4 +98,4 @@ def test_a_store_that_keeps_answering_500_fails_the_command_in_one_line(
         err,
     ), err
     # the first try and three retries each, then the upload stopped
-    assert set(failing.puts.values()) == {4}
+    assert set(failing.seen.values()) == {4}

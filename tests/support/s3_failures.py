@@ -1,10 +1,13 @@
-"""An S3 endpoint that answers 500 InternalError to PUTs, as S3 now and then does: moto behind
-a proxy, the failures before moto sees the request (nothing written) or after it stored it (the
-write landed; only the answer was lost)."""
+"""An S3 endpoint that fails requests as S3 now and then does: moto behind a proxy that
+answers 500 InternalError to the first requests of one method for each object, before moto
+sees them (nothing written) or after moto answered (a write landed; only its answer was
+lost), or holds them unanswered (a store that hangs)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from typing import Literal
 
 from pythonhosted.web.types import Message, Receive, Scope, Send
 from support.passthrough import forward
@@ -14,30 +17,40 @@ INTERNAL_ERROR = (
     b"<Message>We encountered an internal error. Please try again.</Message></Error>"
 )
 
+HANG = 5.0
+"""Seconds a hanging store holds a request: past the tests' short read timeouts, and short
+enough for the proxy's stop to wait for."""
 
-class FailingPuts:
-    """moto behind a proxy answering 500 InternalError to the first ``failures`` PUTs of each
-    object; ``landed``: moto stores each of them first."""
+Failure = Literal["refused", "landed", "hangs"]
 
-    def __init__(self, upstream: str, *, landed: bool, failures: int = 1) -> None:
-        self.upstream, self.landed, self.failures = upstream, landed, failures
-        self.puts: Counter[str] = Counter()
+
+class FailingS3:
+    """moto behind a proxy failing the first ``failures`` ``method`` requests of each object
+    (``failure``: answered 500 unseen, answered 500 after moto's answer, never answered);
+    ``seen`` counts each object's ``method`` requests by path."""
+
+    def __init__(self, upstream: str, method: str, failure: Failure, *, failures: int = 1) -> None:
+        self.upstream, self.method = upstream, method
+        self.failure, self.failures = failure, failures
+        self.seen: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if scope["method"] != "PUT":
+        if scope["method"] != self.method or scope["query_string"]:  # not listings, parts
             await forward(self.upstream, scope, receive, send)
             return
-        self.puts[scope["path"]] += 1
-        if self.puts[scope["path"]] > self.failures:
+        self.seen[scope["path"]] += 1
+        if self.seen[scope["path"]] > self.failures:
             await forward(self.upstream, scope, receive, send)
             return
-        if self.landed:
+        if self.failure == "landed":
             await forward(self.upstream, scope, receive, _dropped)
         else:
             while (await receive()).get("more_body"):
                 pass
+        if self.failure == "hangs":
+            await asyncio.sleep(HANG)  # past the client's timeout; the answer finds it gone
         headers = [(b"content-type", b"application/xml")]
         await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": INTERNAL_ERROR})

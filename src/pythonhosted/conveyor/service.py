@@ -102,4 +102,4 @@ def worker_app() -> ConveyorApp:
 
 
 def _timeouts(conveyor: ConveyorSettings) -> Timeouts:
-    return Timeouts(conveyor.store_connect_timeout, conveyor.store_read_timeout)
+    return Timeouts.serving(conveyor.store_connect_timeout, conveyor.store_read_timeout)

@@ -15,7 +15,7 @@ def build_app(settings: Settings) -> Service:
     if not files.primary:
         raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")
     store = open_store(
-        files.primary, Timeouts(files.primary_connect_timeout, files.primary_read_timeout)
+        files.primary, Timeouts.serving(files.primary_connect_timeout, files.primary_read_timeout)
     )
     index = IndexApp(
         store,

@@ -70,7 +70,8 @@ def cloud_backend(
         client_options["allow_http"] = True
     endpoint = config.get("endpoint")
     metadata = config.pop("metadata_credentials", not endpoint)
-    retry = {"max_retries": timeouts.retries, "retry_timeout": timedelta(seconds=timeouts.read * 2)}
+    within = timeouts.retry_within if timeouts.retry_within is not None else timeouts.read * 2
+    retry = {"max_retries": timeouts.retries, "retry_timeout": timedelta(seconds=within)}
     prefix = parts.path.strip("/") or None
     try:
         if scheme == "s3":

@@ -52,11 +52,22 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Bounds for one store's requests (seconds); ``retries`` are obstore's own retries."""
+    """Bounds for one store's requests (seconds); ``retries`` are obstore's own retries,
+    begun at most ``retry_within`` after the first try (twice ``read`` when None). The
+    request path sets it to ``read``: an answer that comes quickly and fails (a 500, a
+    refused connection) is tried again, a read that timed out is not, so a hanging store
+    costs a waiting client one timeout, not two."""
 
     connect: float = 2.0
     read: float = 2.0
     retries: int = 0
+    retry_within: float | None = None
+
+    @classmethod
+    def serving(cls, connect: float, read: float) -> Timeouts:
+        """The request path's bounds for a store with no other to fall back to: one retry
+        of a quick failure, as S3 asks of its clients (S3 answers a 500 now and then)."""
+        return cls(connect, read, retries=1, retry_within=read)
 
 
 # Commands an operator runs move whole files: a 5 MiB part over a slow uplink, or to a loaded

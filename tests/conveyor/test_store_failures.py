@@ -1,0 +1,82 @@
+"""Docs readers ride over the 500s S3 answers now and then; a store that hangs costs them one
+timeout, not two.
+
+conveyor has no other store to fall back to, so it retries a quick failure once, as S3 asks
+its clients to; a read that timed out is not tried again (a hanging store would cost every
+reader twice the timeout). The store is moto behind a proxy that fails each object's GETs
+(``support.s3_failures``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pythonhosted.cli import main
+from pythonhosted.web.server import running
+from support.conveyor import ConveyorFactory
+from support.flood import fetch_all
+from support.s3_failures import FailingS3, through
+
+PAGES = 40
+POINTER = ".sites/proj/current"
+
+
+def uploaded_site(tmp_path: Path, s3_url: str) -> dict[str, bytes]:
+    """A site of ``PAGES`` pages uploaded as ``proj`` straight to moto."""
+    files = {f"p{number:02d}.html": f"page {number}".encode() for number in range(PAGES)}
+    for name, data in files.items():
+        (tmp_path / "site").mkdir(exist_ok=True)
+        (tmp_path / "site" / name).write_bytes(data)
+    result = CliRunner().invoke(
+        main, ["docs", "upload", "--store", s3_url, "proj", str(tmp_path / "site")]
+    )
+    assert result.exit_code == 0, result.output
+    return files
+
+
+def object_path(s3_url: str, key: str) -> str:
+    """The path of ``key``'s requests on the S3 endpoint (path-style: the bucket first)."""
+    return f"/{s3_url.split('?')[0].removeprefix('s3://')}/{key}"
+
+
+def test_each_read_answered_500_once_is_retried_and_every_page_served(
+    tmp_path: Path, moto_endpoint: str, s3_url: str, conveyor: ConveyorFactory
+) -> None:
+    site = uploaded_site(tmp_path, s3_url)
+    failing = FailingS3(moto_endpoint, "GET", "refused")
+    with running(failing) as proxy, conveyor(docs=through(proxy, s3_url)) as base:
+        answers = asyncio.run(fetch_all(base, [f"/proj/{name}" for name in site]))
+    assert [(answer.status, answer.body) for answer in answers] == [
+        (200, data) for data in site.values()
+    ]
+    # the pointer and each page: answered 500 once, then read
+    assert failing.seen[object_path(s3_url, POINTER)] == 2
+    pages = {path: count for path, count in failing.seen.items() if path.endswith(".html")}
+    assert sorted(pages.values()) == [2] * PAGES
+
+
+def test_a_store_that_keeps_answering_500_is_tried_twice_then_503(
+    tmp_path: Path, moto_endpoint: str, s3_url: str, conveyor: ConveyorFactory
+) -> None:
+    uploaded_site(tmp_path, s3_url)
+    failing = FailingS3(moto_endpoint, "GET", "refused", failures=100)
+    with running(failing) as proxy, conveyor(docs=through(proxy, s3_url)) as base:
+        answers = asyncio.run(fetch_all(base, ["/proj/p00.html"]))
+    assert [(answer.status, answer.body) for answer in answers] == [(503, b"Storage unavailable\n")]
+    assert dict(failing.seen) == {object_path(s3_url, POINTER): 2}
+
+
+def test_a_read_that_times_out_is_not_tried_again(
+    tmp_path: Path, moto_endpoint: str, s3_url: str, conveyor: ConveyorFactory
+) -> None:
+    uploaded_site(tmp_path, s3_url)
+    failing = FailingS3(moto_endpoint, "GET", "hangs")
+    with running(failing) as proxy:
+        store = through(proxy, s3_url)
+        with conveyor(docs=store, store_read_timeout=1.0) as base:
+            answers = asyncio.run(fetch_all(base, ["/proj/p00.html"]))
+    assert [(answer.status, answer.body) for answer in answers] == [(503, b"Storage unavailable\n")]
+    assert dict(failing.seen) == {object_path(s3_url, POINTER): 1}
