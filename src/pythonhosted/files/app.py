@@ -453,20 +453,62 @@ class FilesEdge:
         else:
             self._count_sidecar(key)
         logged = self.log is not None and not head and key.endswith(DISTRIBUTION_SUFFIXES)
-        failure: StorageError | None = None
+        failure = await self._respond(request, entry, security, send, force, logged)
+        if failure is not None and self._archive_may_answer(entry, failure, send, force):
+            # The primary found the object and then failed to read it (a 500 after the
+            # lookup) before a byte went out: the archive answers, as it would have for the
+            # lookup. Its copy has its own ETag, so the conditions are checked against it.
+            try:
+                from_archive = await self._locate(key, Backend.ARCHIVE)
+            except StorageError as exc:  # the primary's failure is the one reported
+                outcome = "missing" if isinstance(exc, NotFound) else "unavailable"
+            else:
+                failure = await self._respond(
+                    request, from_archive, security, send, force, logged, validated=False
+                )
+                outcome = "served" if failure is None else "unavailable"
+            self._count_fallback(Fallback("unavailable", outcome))
+        if failure is not None:
+            await self._read_failed(request, key, failure, send)
+
+    async def _respond(
+        self,
+        request: Request,
+        entry: EdgeObject,
+        security: Headers,
+        send: Send,
+        force: Backend | None,
+        logged: bool,
+        *,
+        validated: bool = True,
+    ) -> StorageError | None:
+        """Send ``entry``; the store's failure, if it failed (the caller answers for it)."""
         try:
             await self.responder.respond(
-                request, send, entry, security, validated=True, use_cache=force is None
+                request, send, entry, security, validated=validated, use_cache=force is None
             )
         except OSError as exc:  # a local file's pread
-            failure = _os_error(exc)
+            return _os_error(exc)
         except StorageError as exc:
-            failure = exc
+            return exc
         finally:  # a download that started is logged however it ended
             if logged:
                 self._log_download(request, entry, send)
-        if failure is not None:
-            await self._read_failed(request, key, failure, send)
+        return None
+
+    def _archive_may_answer(
+        self, entry: EdgeObject, failure: StorageError, send: Send, force: Backend | None
+    ) -> bool:
+        """Whether a failed read of ``entry`` can still go to the archive: it came from the
+        primary, failed before the response began, for a reason other than absence."""
+        sent: CountingSend = send  # type: ignore[assignment]  # the shell's (_log_download)
+        return (
+            force is None
+            and self.stores.archive is not None
+            and entry.store is self.stores.primary
+            and not sent.started
+            and not isinstance(failure, NotFound)
+        )
 
     def _count_sidecar(self, key: str) -> None:
         """Requests for signatures and other files beside the distributions (``.metadata``

@@ -42,8 +42,10 @@ def edge_from_settings(settings: Settings, legacy: ASGIApp | None = None) -> Fil
     files = settings.files
     if not files.primary:
         raise ValueError("no primary store: pass --primary URL or set PYTHONHOSTED_FILES__PRIMARY")
+    # The archive is the primary's retry; with none, a quick failure is tried once more.
+    bounds = Timeouts if files.archive else Timeouts.serving
     primary = open_store(
-        files.primary, Timeouts(files.primary_connect_timeout, files.primary_read_timeout)
+        files.primary, bounds(files.primary_connect_timeout, files.primary_read_timeout)
     )
     archive = (
         open_store(
