@@ -155,6 +155,18 @@ def test_a_quick_answer_is_written_with_a_date_and_the_connection_kept(app: App)
     assert app.asgi_requests == 0
 
 
+def test_bytes_of_the_path_that_are_not_utf8_reach_the_app_as_replacement_characters(
+    app: App,
+) -> None:
+    """As granian (and other ASGI servers) give them: the path was decoded with the bytes
+    escaped as surrogates, which an app cannot encode (the stats web's 404 page, rendering the
+    path, answered 500 with a traceback under ``serve``)."""
+    with served(app) as bind, connect(bind) as sock:
+        sock.sendall(b"GET /a%ff%fe%80b/caf%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = read_responses(sock, 1)[0]
+    assert response.endswith("asgi /a\ufffd\ufffd\ufffdb/caf\u00e9\n".encode())
+
+
 def test_http_1_0_and_connection_close_end_the_connection_after_the_answer(app: App) -> None:
     with served(app) as bind:
         for request in (

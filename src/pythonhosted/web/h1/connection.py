@@ -506,10 +506,13 @@ class _Ignored:
 
 
 def _decoded(raw: bytes) -> str:
-    """The path as ASGI gives it: percent-decoded, as UTF-8 (undecodable bytes escaped)."""
+    """The path as ASGI gives it: percent-decoded, as UTF-8, a byte that is not UTF-8 as
+    U+FFFD, as granian and other ASGI servers give it (escaped as a surrogate, it was a path
+    no app could encode: the stats web's 404 page answered 500). ``raw_path`` keeps the
+    bytes for the apps that decide on them."""
     if b"%" not in raw:
         try:
             return raw.decode("ascii")
         except UnicodeDecodeError:
-            return raw.decode("utf-8", "surrogateescape")
-    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+            return raw.decode("utf-8", "replace")
+    return unquote_to_bytes(raw).decode("utf-8", "replace")
