@@ -1,5 +1,6 @@
 """Run ASGI apps, alone or several in one process: on granian, or on our own server
-(:mod:`.h1`) for an app that answers its hottest requests inside the connection.
+(:mod:`.h1`) for an app that answers its hottest requests inside the connection and for every
+app of ``serve`` (``ours``: a full server of ours makes room for a waiting client).
 
 Both run an app object inside our own event loop, which is what the all-in-one ``serve``
 needs (several apps, one shutdown path) and what tests need (a real HTTP server on
