@@ -27,8 +27,8 @@ POINTER = ".sites/proj/current"
 def uploaded_site(tmp_path: Path, s3_url: str) -> dict[str, bytes]:
     """A site of ``PAGES`` pages uploaded as ``proj`` straight to moto."""
     files = {f"p{number:02d}.html": f"page {number}".encode() for number in range(PAGES)}
+    (tmp_path / "site").mkdir()
     for name, data in files.items():
-        (tmp_path / "site").mkdir(exist_ok=True)
         (tmp_path / "site" / name).write_bytes(data)
     result = CliRunner().invoke(
         main, ["docs", "upload", "--store", s3_url, "proj", str(tmp_path / "site")]
