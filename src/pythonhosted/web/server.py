@@ -1,5 +1,6 @@
 """Run ASGI apps, alone or several in one process: on granian, or on our own server
-(:mod:`.h1`) for an app that answers its hottest requests inside the connection.
+(:mod:`.h1`) for an app that answers its hottest requests inside the connection and for every
+app of ``serve`` (``ours``: a full server of ours makes room for a waiting client).
 
 Both run an app object inside our own event loop, which is what the all-in-one ``serve``
 needs (several apps, one shutdown path) and what tests need (a real HTTP server on
@@ -173,12 +174,12 @@ class EarlyStop:
 
 
 def _server(
-    app: ASGIApp, served: ASGIApp, listener: socket.socket, limits: ServerLimits
+    app: ASGIApp, served: ASGIApp, listener: socket.socket, limits: ServerLimits, ours: bool
 ) -> Server | H1Server:
     """``served`` (``app`` in its drain) on granian, or on our own server when ``app`` answers
-    some requests inside the connection (:mod:`pythonhosted.web.h1`)."""
+    some requests inside the connection (:mod:`pythonhosted.web.h1`) or ``ours`` asks."""
     quick = getattr(app, "quick", None)
-    if quick is not None:
+    if quick is not None or ours:
         return H1Server(served, listener, limits, quick)
     host, port = listener.getsockname()[:2]
     server = _EmbeddedServer(served, address=host, port=port, **_options(limits))
@@ -256,14 +257,16 @@ async def serve_until(
     stop: asyncio.Event,
     limits: ServerLimits,
     each: Sequence[ServerLimits] | None = None,
+    ours: bool = False,
 ) -> None:
     """Serve every app on its claimed socket until ``stop`` is set, then drain: requests in
     flight get ``limits.drain_timeout`` to finish and are cut after it, and each app's stop
-    hooks run either way (:mod:`.drain`). ``each``: every app's own limits, else ``limits``."""
+    hooks run either way (:mod:`.drain`). ``each``: every app's own limits, else ``limits``;
+    ``ours``: every app on our own server, not only those with quick answers."""
     draining = [Draining(app) for app, _ in apps]
     own = each or [limits] * len(apps)
     servers = [
-        _server(app, drained, listener, app_limits)
+        _server(app, drained, listener, app_limits, ours)
         for drained, (app, listener), app_limits in zip(draining, apps, own, strict=True)
     ]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
@@ -288,9 +291,10 @@ def run(
     limits: ServerLimits,
     on_listening: Callable[[], None] = lambda: None,
     weights: Sequence[int] | None = None,
+    ours: bool = False,
 ) -> None:
     """Blocking entry point for the CLI: SIGINT/SIGTERM/SIGHUP stop gracefully (buffers
-    flushed).
+    flushed). ``ours``: every app on our own server (:func:`serve_until`).
 
     Every address is claimed before anything is served, so an address in use fails the
     command at once (:class:`ListenError`) rather than after some apps started. Apps in one
@@ -313,7 +317,7 @@ def run(
         if early.requested:
             stop.set()
         served = [(app, listener) for (app, _), listener in zip(apps, listeners, strict=True)]
-        await serve_until(served, stop, limits, each)
+        await serve_until(served, stop, limits, each, ours)
 
     try:
         uvloop.run(main())
