@@ -52,8 +52,9 @@ def test_each_read_answered_500_once_is_retried_and_every_page_served(
     assert [(answer.status, answer.body) for answer in answers] == [
         (200, data) for data in site.values()
     ]
-    # the pointer and each page: answered 500 once, then read
-    assert failing.seen[object_path(s3_url, POINTER)] == 2
+    # the pointer and each page: answered 500 once, then read (the pointer again each
+    # POINTER_TTL the pages take: a loaded run read it a third time)
+    assert failing.seen[object_path(s3_url, POINTER)] >= 2
     pages = {path: count for path, count in failing.seen.items() if path.endswith(".html")}
     assert sorted(pages.values()) == [2] * PAGES
 
