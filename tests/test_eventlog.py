@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pythonhosted.eventlog import EventLog, EventLogConfig
-from pythonhosted.storage import StorageError, StoreUnavailable, Timeouts, open_store
+from pythonhosted.eventlog import SHIPPING_TIMEOUTS, EventLog, EventLogConfig
+from pythonhosted.storage import StorageError, StoreUnavailable, open_store
 from pythonhosted.web.server import running
 from support.locks import lock_holder
 from support.s3_failures import FailingS3, through
@@ -303,7 +303,7 @@ def test_lines_held_in_memory_ship_once_when_their_put_landed_but_was_answered_5
     config = EventLogConfig("downloads", spool, period=3600, batch_lines=1000)
     failing = FailingS3(moto_endpoint, "PUT", "landed")
     with running(failing) as proxy:
-        store = open_store(through(proxy, s3_url), Timeouts(5.0, 30.0, retries=3))
+        store = open_store(through(proxy, s3_url), SHIPPING_TIMEOUTS)
         log = EventLog(store, config)
         spool.rmdir()
         spool.write_bytes(b"")

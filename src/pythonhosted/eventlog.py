@@ -64,6 +64,10 @@ SEGMENT_SUFFIX = ".spool"
 HELD_LINES = 200_000
 CLAIMED_SUFFIX = ".claimed-"  # followed by the pid of the process shipping it
 HIDDEN_GRACE = 60.0  # seconds a hidden (not yet locked) segment is left to its creator
+# The log store's bounds: shipping runs off the request path, so a batch may take a slow
+# store's while, and a 5xx is retried as a command's are (a batch whose put landed though
+# answered 5xx is recognised by its content, :meth:`EventLog._shipped_before`).
+SHIPPING_TIMEOUTS = Timeouts(connect=5.0, read=30.0, retries=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +485,7 @@ def event_log_from_settings(
     spool = (files.log_spool_dir or settings.data_dir / "spool") / prefix
     ensure_writable(spool, "files.log_spool_dir" if files.log_spool_dir else "data_dir")
     return EventLog(
-        open_store(files.logs, Timeouts(5.0, 30.0, retries=3)),
+        open_store(files.logs, SHIPPING_TIMEOUTS),
         EventLogConfig(
             prefix=prefix,
             spool_dir=spool,
