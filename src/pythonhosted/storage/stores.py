@@ -37,6 +37,7 @@ from pythonhosted.errortext import first_line
 from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage import walk
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
+from pythonhosted.storage.retrybudget import RetryBudget
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,16 @@ class Store:
         timeouts: Timeouts | None = None,
         label: str | None = None,
         default_content_type: str | None = None,
+        once: Any = None,
     ) -> None:
+        """``once``: the same store with no retries, for reads while the retry budget is
+        spent (:mod:`.retrybudget`); None for a store that does not retry."""
         self.url = url
         self.label = label or url  # how errors name the store (no secrets)
         self.default_content_type = default_content_type
         self.backend = backend
+        self._once = once
+        self.budget = RetryBudget(self.label) if once is not None else None
         timeouts = timeouts or Timeouts()
         # A whole-request guard on top of the client's own timeouts, for the first byte only.
         self.first_byte_timeout = timeouts.connect + timeouts.read
@@ -167,14 +173,29 @@ class Store:
         async with asyncio.timeout(self.first_byte_timeout):
             return await request
 
+    async def _get(self, key: str, options: GetOptions) -> Any:
+        """One read's GET (a HEAD with ``{"head": True}``), retried by the store while its
+        budget allows; every failure translated."""
+        budget = self.budget
+        retried = budget is not None and budget.allows
+        backend = self.backend if budget is None or retried else self._once
+        try:
+            result = await self._first_byte(obstore.get_async(backend, key, options=options))
+        except Exception as exc:
+            error = translate(exc, self.label)
+            if budget is not None:
+                if isinstance(error, NotFound):
+                    budget.answered()
+                else:
+                    budget.failed(retried)
+            raise error from exc
+        if budget is not None:
+            budget.answered()
+        return result
+
     async def info(self, key: str) -> ObjectInfo:
         check_key(key)
-        try:
-            result = await self._first_byte(
-                obstore.get_async(self.backend, key, options={"head": True})
-            )
-        except Exception as exc:
-            raise translate(exc, self.label) from exc
+        result = await self._get(key, {"head": True})
         return self._info_from(key, result.meta, result.attributes)
 
     @staticmethod
@@ -208,11 +229,7 @@ class Store:
         options: GetOptions = {}
         if start is not None and end is not None:
             options["range"] = (start, end)
-        try:
-            result = await self._first_byte(obstore.get_async(self.backend, key, options=options))
-        except Exception as exc:
-            raise translate(exc, self.label) from exc
-        return self._chunks(result)
+        return self._chunks(await self._get(key, options))
 
     async def _chunks(self, result: Any) -> AsyncGenerator[bytes, None]:
         try:
@@ -223,8 +240,8 @@ class Store:
 
     async def get_bytes(self, key: str) -> bytes:
         check_key(key)
+        result = await self._get(key, {})
         try:
-            result = await self._first_byte(obstore.get_async(self.backend, key))
             return bytes(await result.bytes_async())
         except Exception as exc:
             raise translate(exc, self.label) from exc

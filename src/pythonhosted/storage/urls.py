@@ -16,6 +16,7 @@ files edge must fall back to the archive within seconds.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -62,12 +63,21 @@ def open_store(url: str, timeouts: Timeouts | None = None) -> Store:
             raise ValueError(f"store URL needs a bucket: {url!r}")
         label = describe(parts.scheme, parts, params)
         cloud = cloud_backend(parts.scheme, parts, params, timeouts, label)
+        # reads go here while the retry budget is spent (storage/retrybudget.py)
+        once = None
+        if timeouts.retries:
+            once = cloud_backend(parts.scheme, parts, params, replace(timeouts, retries=0), label)
         # An object put without a type gets the one the server picks: binary/octet-stream from
         # AWS and moto; from SeaweedFS one sniffed from the bytes (text/plain for JSON lines),
         # and for application/octet-stream one guessed from the name. SeaweedFS keeps AWS's
         # default when it is sent, so every server then says the same.
         return Store(
-            _redact(url), cloud, timeouts=timeouts, label=label, default_content_type=UNTYPED
+            _redact(url),
+            cloud,
+            timeouts=timeouts,
+            label=label,
+            default_content_type=UNTYPED,
+            once=once,
         )
     raise ValueError(f"unsupported store URL {url!r} (use file://, memory://, s3:// or gs://)")
 
