@@ -15,12 +15,14 @@ import pytest
 
 from pythonhosted.files.upload import upload
 from pythonhosted.storage import open_store
+from pythonhosted.storage.breaker import TRIP_AFTER
 from pythonhosted.web.responses import send_text
 from pythonhosted.web.server import free_port, running
 from pythonhosted.web.types import Receive, Scope, Send
 from support.edge import SAMPLES, EdgeFactory, Sample, seed, stored_wheel
 from support.flood import fetch_all
 from support.passthrough import forward
+from support.processes import wait_until
 
 WHEEL = SAMPLES["wheel"]
 FAST = {"primary_connect_timeout": 0.5, "primary_read_timeout": 0.5}
@@ -203,12 +205,13 @@ def test_an_outage_of_both_stores_logs_a_sample_not_a_line_per_request(
     warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert sorted({record.name for record in warnings}) == [
         "pythonhosted.files.app",
+        "pythonhosted.storage.breaker",
         "pythonhosted.storage.fallback",
         "pythonhosted.storage.retrybudget",
     ]
-    # ten of each a minute (the other 290 of each at DEBUG), and the archive's retries
-    # stopped once
-    assert len(warnings) == 2 * 10 + 1
+    # ten of each a minute (the other 290 of each at DEBUG); the primary skipped once, and
+    # the archive's retries stopped once
+    assert len(warnings) == 2 * 10 + 2
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) >= 2 * 290
 
 
@@ -276,3 +279,57 @@ def test_a_damaged_file_with_no_good_copy_is_503_not_the_damaged_bytes(
     assert fallbacks(metrics) == {("damaged", "damaged"): 1.0, ("damaged", "missing"): 1.0}
     assert (alone.status_code, repaired.status_code) == (503, 200)
     assert repaired.content == cut_alone.data
+
+
+def _missing(number: int) -> str:
+    """A distribution's path that neither store holds."""
+    return f"/packages/aa/bb/{number:060x}/gone-{number}.whl"
+
+
+def _skipped(url: str) -> str:
+    """The edge's ``files_primary_skipped`` gauge, as exported."""
+    metrics = httpx.get(url + "/metrics").text
+    return next(line for line in metrics.splitlines() if line.startswith("files_primary_skipped "))
+
+
+def test_a_primary_failing_lookups_in_a_row_is_skipped_then_tried_again(
+    edge: EdgeFactory, moto_endpoint: str, s3_url: str
+) -> None:
+    """In a primary's outage every lookup waited for its failure before the archive answered
+    (a hanging primary: the whole first-byte timeout, 2 s, for each download). After
+    ``TRIP_AFTER`` failures in a row the edge asks the archive alone, and tries the primary
+    again after ``COOLDOWN``."""
+    seed(s3_url)
+    flaky = FlakyS3(moto_endpoint)
+    flaky.broken = True
+    bucket = s3_url.split("?", 1)[0].removeprefix("s3://")
+    with running(flaky) as endpoint:
+        primary = f"s3://{bucket}?endpoint={endpoint}&allow_http=true"
+        with edge(primary=primary, archive=s3_url) as url:
+            failing = [httpx.get(url + _missing(n)).status_code for n in range(TRIP_AFTER)]
+            asked_first = len(flaky.requests)
+            crowd = asyncio.run(
+                fetch_all(url, [_missing(n) for n in range(100, 140)], concurrency=10)
+            )
+            asked_by_crowd = len(flaky.requests) - asked_first
+            skipped = _skipped(url)
+            download = httpx.get(url + WHEEL.path)
+            flaky.broken = False
+            numbers = iter(range(1_000, 100_000))
+            # while skipped, a file neither store holds is a 503 (the primary may hold it);
+            # once the primary answers again, a 404
+            wait_until(lambda: httpx.get(url + _missing(next(numbers))).status_code == 404)
+            back = _skipped(url)
+            before = len(flaky.requests)
+            after = httpx.get(url + _missing(next(numbers)))
+            asked_after = len(flaky.requests) - before
+    assert (failing, asked_first) == ([503] * TRIP_AFTER, TRIP_AFTER)
+    assert [answer.status for answer in crowd] == [503] * 40
+    # 40 lookups and none to the primary (or one trial, if a loaded run took past COOLDOWN)
+    assert asked_by_crowd <= 1
+    assert (skipped, download.status_code, download.content) == (
+        "files_primary_skipped 1.0",
+        200,
+        WHEEL.data,
+    )
+    assert (back, after.status_code, asked_after) == ("files_primary_skipped 0.0", 404, 1)

@@ -179,6 +179,7 @@ class FilesEdge:
         self.metrics.cache_entries.labels("objects").set_function(lambda: len(self._cache))
         self.metrics.cache_entries.labels("bodies").set_function(lambda: bodies.entries)
         self.metrics.cache_bytes.set_function(lambda: bodies.size)
+        self.metrics.primary_skipped.set_function(lambda: stores.breaker.is_open)
 
     def _count_fallback(self, fallback: Fallback) -> None:
         self.metrics.fallbacks.labels(fallback.reason, fallback.outcome).inc()

@@ -69,6 +69,12 @@ class EdgeMetrics:
             ["cache"],
             registry=self.registry,
         )
+        self.primary_skipped = Gauge(
+            "files_primary_skipped",
+            "1 while lookups skip the primary store for the archive, after it failed some in "
+            "a row (it is tried again every few seconds).",
+            registry=self.registry,
+        )
         self.cache_bytes = Gauge(
             "files_cache_bytes",
             "Bytes the body cache holds, with each entry's bookkeeping.",

@@ -1,7 +1,8 @@
 """The primary ▸ archive pair (files-edge spec rules 5, 6 and 8).
 
 A key missing from the primary (404/403) or a primary that fails (5xx, timeout, refused) is
-read from the archive. Both missing: NotFound. Anything else: StoreUnavailable, because a
+read from the archive, and a primary that failed lookups in a row is skipped for a while
+(:mod:`.breaker`). Both missing: NotFound. Anything else: StoreUnavailable, because a
 primary that could not answer may still hold the key and a 404 would be cached by clients.
 
 Each use of the archive is logged within bounds (:mod:`pythonhosted.boundedlog`): every 404
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pythonhosted.boundedlog import BoundedLog
+from pythonhosted.storage.breaker import Breaker
 from pythonhosted.storage.errors import NotFound, StorageError, StoreUnavailable
 from pythonhosted.storage.stores import ObjectInfo, Store
 
@@ -46,6 +48,7 @@ class StorePair:
         self.primary = primary
         self.archive = archive
         self.on_fallback = on_fallback
+        self.breaker = Breaker(f"the primary store ({primary.label})")
         self._log = BoundedLog(
             log,
             "archive fallback for %d more keys in %g s (not logged one by one): %s",
@@ -64,11 +67,11 @@ class StorePair:
             if store is None:
                 raise StoreUnavailable(f"no {force} store configured")
             return await store.info(key), store, force
-        try:
+        if self.archive is None:
             return await self.primary.info(key), self.primary, Backend.PRIMARY
+        try:
+            return await self._primary_info(key), self.primary, Backend.PRIMARY
         except StorageError as primary_error:
-            if self.archive is None:
-                raise
             reason = "missing" if isinstance(primary_error, NotFound) else "unavailable"
             try:
                 info = await self.archive.info(key)
@@ -84,6 +87,25 @@ class StorePair:
                 ) from None
             self._report(key, Fallback(reason, "served"), primary_error)
             return info, self.archive, Backend.ARCHIVE
+
+    async def _primary_info(self, key: str) -> ObjectInfo:
+        """The primary's lookup, unless its breaker skips it (:mod:`.breaker`)."""
+        breaker = self.breaker
+        if not breaker.allows():
+            raise StoreUnavailable(f"{self.primary.label}: skipped after failing in a row")
+        try:
+            info = await self.primary.info(key)
+        except NotFound:
+            breaker.answered()
+            raise
+        except StoreUnavailable:
+            breaker.failed()
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        breaker.answered()
+        return info
 
     def _report(self, key: str, fallback: Fallback, cause: StorageError) -> None:
         self._log.note(

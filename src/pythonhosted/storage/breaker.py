@@ -1,0 +1,88 @@
+"""Whether the files edge asks its primary at all: skipped for a while after failing in a row.
+
+With an archive behind it, a primary that fails (spec rule 5) costs each lookup its failure
+before the archive answers: a refused connection little, but a primary that hangs the whole
+connect or first-byte timeout (2 s by default). In an outage every download then waits those
+2 s, and at production rates thousands wait at once, holding their connections. As a CDN's
+health check takes a failing origin out of rotation, after ``TRIP_AFTER`` lookups in a row
+that the primary failed (a 5xx, a timeout, a refused connection; a 404 is an answer) lookups
+go to the archive alone for ``COOLDOWN`` seconds; then one lookup tries the primary again,
+the others still skipping it, and its answer closes the breaker or its failure opens it for
+another ``COOLDOWN``.
+
+Per process, used from its event loop; a forced backend (spec rule 8) is never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+TRIP_AFTER = 5  # lookups in a row the primary failed
+COOLDOWN = 5.0  # seconds the archive answers alone before the primary is tried again
+
+
+class Breaker:
+    """Closed (the primary is asked), open (skipped until a time), or one trial after that."""
+
+    def __init__(
+        self,
+        label: str,
+        trip_after: int = TRIP_AFTER,
+        cooldown: float = COOLDOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self._trip_after = trip_after
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0  # in a row
+        self._open_until: float | None = None
+        self._trial = False  # a lookup is trying the primary while open
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the primary is being skipped (a trial may be under way)."""
+        return self._open_until is not None
+
+    def allows(self) -> bool:
+        """Whether this lookup asks the primary; after the cooldown, the first to ask is the
+        trial and must report back (:meth:`answered`, :meth:`failed` or :meth:`abandoned`)."""
+        if self._open_until is None:
+            return True
+        if self._trial or self._clock() < self._open_until:
+            return False
+        self._trial = True
+        return True
+
+    def answered(self) -> None:
+        """The primary answered a lookup (the object, or "no such object")."""
+        if self._open_until is not None:
+            log.warning("%s answers again: lookups ask it first again", self.label)
+        self._failures = 0
+        self._open_until = None
+        self._trial = False
+
+    def failed(self) -> None:
+        """The primary failed a lookup (5xx, timeout, refused connection)."""
+        self._failures += 1
+        if self._open_until is None and self._failures < self._trip_after:
+            return
+        if self._open_until is None:
+            log.warning(
+                "%s failed %d lookups in a row: the archive answers alone, and the primary "
+                "is tried again every %g s",
+                self.label,
+                self._failures,
+                self._cooldown,
+            )
+        self._open_until = self._clock() + self._cooldown
+        self._trial = False
+
+    def abandoned(self) -> None:
+        """A lookup that asked the primary ended without its answer (its client left): a
+        trial it was is free for the next lookup."""
+        self._trial = False
