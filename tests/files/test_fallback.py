@@ -22,7 +22,6 @@ from pythonhosted.web.types import Receive, Scope, Send
 from support.edge import SAMPLES, EdgeFactory, Sample, seed, stored_wheel
 from support.flood import fetch_all
 from support.passthrough import forward
-from support.processes import wait_until
 
 WHEEL = SAMPLES["wheel"]
 FAST = {"primary_connect_timeout": 0.5, "primary_read_timeout": 0.5}
@@ -297,10 +296,13 @@ def test_a_primary_failing_lookups_in_a_row_is_skipped_then_tried_again(
 ) -> None:
     """In a primary's outage every lookup waited for its failure before the archive answered
     (a hanging primary: the whole first-byte timeout, 2 s, for each download). After
-    ``TRIP_AFTER`` failures in a row the edge asks the archive alone, and tries the primary
-    again after ``COOLDOWN``."""
-    seed(s3_url)
-    flaky = FlakyS3(moto_endpoint)
+    ``TRIP_AFTER`` failures in a row the edge asks the archive first, and the primary only for
+    what the archive lacks, until the primary answers one of those or a trial after
+    ``COOLDOWN``."""
+    held = {f"/packages/aa/bb/{n:060x}/held-{n}.whl": b"held %d" % n for n in range(40)}
+    for path, data in held.items():
+        asyncio.run(open_store(s3_url).put(path.removeprefix("/"), data))
+    flaky = FlakyS3(moto_endpoint)  # the primary: the same bucket as the archive
     flaky.broken = True
     bucket = s3_url.split("?", 1)[0].removeprefix("s3://")
     with running(flaky) as endpoint:
@@ -308,28 +310,29 @@ def test_a_primary_failing_lookups_in_a_row_is_skipped_then_tried_again(
         with edge(primary=primary, archive=s3_url) as url:
             failing = [httpx.get(url + _missing(n)).status_code for n in range(TRIP_AFTER)]
             asked_first = len(flaky.requests)
-            crowd = asyncio.run(
-                fetch_all(url, [_missing(n) for n in range(100, 140)], concurrency=10)
-            )
+            crowd = asyncio.run(fetch_all(url, list(held), concurrency=10))
             asked_by_crowd = len(flaky.requests) - asked_first
             skipped = _skipped(url)
-            download = httpx.get(url + WHEEL.path)
+            before = len(flaky.requests)
+            lacking = httpx.get(url + _missing(100))  # the archive lacks it: the primary is asked
+            asked_for_lacking = len(flaky.requests) - before
             flaky.broken = False
-            numbers = iter(range(1_000, 100_000))
-            # while skipped, a file neither store holds is a 503 (the primary may hold it);
-            # once the primary answers again, a 404
-            wait_until(lambda: httpx.get(url + _missing(next(numbers))).status_code == 404)
+            back_with = httpx.get(url + _missing(101))
             back = _skipped(url)
             before = len(flaky.requests)
-            after = httpx.get(url + _missing(next(numbers)))
+            after = httpx.get(url + _missing(102))
             asked_after = len(flaky.requests) - before
     assert (failing, asked_first) == ([503] * TRIP_AFTER, TRIP_AFTER)
-    assert [answer.status for answer in crowd] == [503] * 40
+    assert [(answer.status, answer.body) for answer in crowd] == list(
+        zip([200] * len(held), held.values(), strict=True)
+    )
     # 40 lookups and none to the primary (or one trial, if a loaded run took past COOLDOWN)
     assert asked_by_crowd <= 1
-    assert (skipped, download.status_code, download.content) == (
+    assert (skipped, lacking.status_code, asked_for_lacking) == (
         "files_primary_skipped 1.0",
-        200,
-        WHEEL.data,
+        503,
+        1,
     )
-    assert (back, after.status_code, asked_after) == ("files_primary_skipped 0.0", 404, 1)
+    # the primary's answer (a 404) ends the skipping; the next lookup asks it first
+    assert (back_with.status_code, back) == (404, "files_primary_skipped 0.0")
+    assert (after.status_code, asked_after) == (404, 1)

@@ -71,8 +71,8 @@ class EdgeMetrics:
         )
         self.primary_skipped = Gauge(
             "files_primary_skipped",
-            "1 while lookups skip the primary store for the archive, after it failed some in "
-            "a row (it is tried again every few seconds).",
+            "1 while lookups ask the archive first, the primary store having failed some in "
+            "a row (it is asked for what the archive lacks, and tried first every few seconds).",
             registry=self.registry,
         )
         self.cache_bytes = Gauge(

@@ -6,9 +6,10 @@ connect or first-byte timeout (2 s by default). In an outage every download then
 2 s, and at production rates thousands wait at once, holding their connections. As a CDN's
 health check takes a failing origin out of rotation, after ``TRIP_AFTER`` lookups in a row
 that the primary failed (a 5xx, a timeout, a refused connection; a 404 is an answer) lookups
-go to the archive alone for ``COOLDOWN`` seconds; then one lookup tries the primary again,
-the others still skipping it, and its answer closes the breaker or its failure opens it for
-another ``COOLDOWN``.
+ask the archive first for ``COOLDOWN`` seconds, and the primary only for what the archive
+lacks (a file uploaded since its last copy: :class:`~.fallback.StorePair`); then one lookup
+tries the primary first again, the others still skipping it. Any answer of the primary's
+closes the breaker; the trial's failure opens it for another ``COOLDOWN``.
 
 Per process, used from its event loop; a forced backend (spec rule 8) is never skipped.
 """
@@ -22,7 +23,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 TRIP_AFTER = 5  # lookups in a row the primary failed
-COOLDOWN = 5.0  # seconds the archive answers alone before the primary is tried again
+COOLDOWN = 5.0  # seconds the archive is asked first before the primary is tried first again
 
 
 class Breaker:
@@ -73,8 +74,8 @@ class Breaker:
             return
         if self._open_until is None:
             log.warning(
-                "%s failed %d lookups in a row: the archive answers alone, and the primary "
-                "is tried again every %g s",
+                "%s failed %d lookups in a row: lookups ask the archive first, and the "
+                "primary only for what it lacks or every %g s",
                 self.label,
                 self._failures,
                 self._cooldown,

@@ -1,9 +1,10 @@
 """The primary ▸ archive pair (files-edge spec rules 5, 6 and 8).
 
 A key missing from the primary (404/403) or a primary that fails (5xx, timeout, refused) is
-read from the archive, and a primary that failed lookups in a row is skipped for a while
-(:mod:`.breaker`). Both missing: NotFound. Anything else: StoreUnavailable, because a
-primary that could not answer may still hold the key and a 404 would be cached by clients.
+read from the archive; while a primary that failed lookups in a row is skipped
+(:mod:`.breaker`), the archive is asked first and the primary only for what it lacks. Both
+missing: NotFound. Anything else: StoreUnavailable, because a primary that could not answer
+may still hold the key and a 404 would be cached by clients.
 
 Each use of the archive is logged within bounds (:mod:`pythonhosted.boundedlog`): every 404
 under ``/packages/`` is one, and a scan of made-up paths logged a line per request (47,515
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NoReturn
 
 from pythonhosted.boundedlog import BoundedLog
 from pythonhosted.storage.breaker import Breaker
@@ -67,32 +69,39 @@ class StorePair:
             if store is None:
                 raise StoreUnavailable(f"no {force} store configured")
             return await store.info(key), store, force
-        if self.archive is None:
+        archive = self.archive
+        if archive is None:
             return await self.primary.info(key), self.primary, Backend.PRIMARY
+        if not self.breaker.allows():
+            return await self._archive_first(key, archive)
         try:
-            return await self._primary_info(key), self.primary, Backend.PRIMARY
+            return await self._asked(key), self.primary, Backend.PRIMARY
         except StorageError as primary_error:
-            reason = "missing" if isinstance(primary_error, NotFound) else "unavailable"
             try:
-                info = await self.archive.info(key)
-            except NotFound:
-                self._report(key, Fallback(reason, "missing"), primary_error)
-                if reason == "missing":
-                    raise
-                raise StoreUnavailable(f"primary: {primary_error}; archive: missing") from None
-            except StoreUnavailable as archive_error:
-                self._report(key, Fallback(reason, "unavailable"), primary_error)
-                raise StoreUnavailable(
-                    f"primary: {primary_error}; archive: {archive_error}"
-                ) from None
+                info = await archive.info(key)
+            except StorageError as archive_error:
+                self._neither(key, primary_error, archive_error)
+            reason = "missing" if isinstance(primary_error, NotFound) else "unavailable"
             self._report(key, Fallback(reason, "served"), primary_error)
-            return info, self.archive, Backend.ARCHIVE
+            return info, archive, Backend.ARCHIVE
 
-    async def _primary_info(self, key: str) -> ObjectInfo:
-        """The primary's lookup, unless its breaker skips it (:mod:`.breaker`)."""
+    async def _archive_first(self, key: str, archive: Store) -> tuple[ObjectInfo, Store, Backend]:
+        """While the primary is skipped (:mod:`.breaker`): the archive's copy, and the primary
+        asked only for what the archive cannot give (a file uploaded since its last copy)."""
+        try:
+            info = await archive.info(key)
+        except StorageError as archive_error:
+            try:
+                return await self._asked(key), self.primary, Backend.PRIMARY
+            except StorageError as primary_error:
+                self._neither(key, primary_error, archive_error)
+        skipped = StoreUnavailable(f"{self.primary.label}: skipped after failing in a row")
+        self._report(key, Fallback("unavailable", "served"), skipped)
+        return info, archive, Backend.ARCHIVE
+
+    async def _asked(self, key: str) -> ObjectInfo:
+        """The primary's lookup, its outcome told to the breaker."""
         breaker = self.breaker
-        if not breaker.allows():
-            raise StoreUnavailable(f"{self.primary.label}: skipped after failing in a row")
         try:
             info = await self.primary.info(key)
         except NotFound:
@@ -106,6 +115,19 @@ class StorePair:
             raise
         breaker.answered()
         return info
+
+    def _neither(
+        self, key: str, primary_error: StorageError, archive_error: StorageError
+    ) -> NoReturn:
+        """Neither store gave ``key``: NotFound when both said so, else StoreUnavailable (a
+        store that could not answer may hold it, and a 404 would be cached by clients)."""
+        reason = "missing" if isinstance(primary_error, NotFound) else "unavailable"
+        outcome = "missing" if isinstance(archive_error, NotFound) else "unavailable"
+        self._report(key, Fallback(reason, outcome), primary_error)
+        if reason == outcome == "missing":
+            raise archive_error
+        archive_said = "missing" if outcome == "missing" else str(archive_error)
+        raise StoreUnavailable(f"primary: {primary_error}; archive: {archive_said}") from None
 
     def _report(self, key: str, fallback: Fallback, cause: StorageError) -> None:
         self._log.note(
