@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 from click.testing import CliRunner
 
 from pythonhosted.cli import main
+from pythonhosted.storage.breaker import TRIP_AFTER
 from pythonhosted.web.server import running
 from support.conveyor import ConveyorFactory
 from support.flood import fetch_all
+from support.processes import wait_until
 from support.s3_failures import FailingS3, through
 
 PAGES = 40
@@ -81,3 +84,37 @@ def test_a_read_that_times_out_is_not_tried_again(
             answers = asyncio.run(fetch_all(base, ["/proj/p00.html"]))
     assert [(answer.status, answer.body) for answer in answers] == [(503, b"Storage unavailable\n")]
     assert dict(failing.seen) == {object_path(s3_url, POINTER): 1}
+
+
+def test_a_store_that_hangs_fails_readers_at_once_after_reads_time_out_in_a_row(
+    tmp_path: Path, moto_endpoint: str, s3_url: str, conveyor: ConveyorFactory
+) -> None:
+    """Each reader of a hanging store waited the whole read timeout for its 503 (10 s by
+    default), every one of them holding a connection. After ``TRIP_AFTER`` reads timed out
+    in a row, readers get their 503 without a request to the store, and one read a
+    ``COOLDOWN`` tries it again: once it answers, pages are served again."""
+    site = uploaded_site(tmp_path, s3_url)
+    failing = FailingS3(moto_endpoint, "GET HEAD", "hangs", failures=10**9)
+    with (
+        running(failing) as proxy,
+        conveyor(docs=through(proxy, s3_url), store_read_timeout=1.0) as base,
+    ):
+        timed_out = asyncio.run(fetch_all(base, ["/proj/p00.html"] * TRIP_AFTER, concurrency=1))
+        asked = failing.seen.total()
+        at_once = asyncio.run(fetch_all(base, [f"/other-{n}/index.html" for n in range(20)]))
+        asked_by_the_rest = failing.seen.total() - asked
+        failing.failures = 0
+        served = wait_until(lambda: _served(base + "/proj/p01.html"))
+    assert [answer.status for answer in timed_out] == [503] * TRIP_AFTER
+    assert [(answer.status, answer.body) for answer in at_once] == [
+        (503, b"Storage unavailable\n")
+    ] * 20
+    # 20 readers of other projects, none of whom asked the store (or one trial, if a loaded
+    # run took past COOLDOWN)
+    assert asked_by_the_rest <= 1
+    assert served == site["p01.html"]
+
+
+def _served(url: str) -> bytes | None:
+    answer = httpx.get(url)
+    return answer.content if answer.status_code == 200 else None

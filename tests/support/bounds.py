@@ -77,7 +77,13 @@ def apply() -> None:
         os.environ.setdefault(name, value)
     for section, bounds in SECTIONS.values():
         _defaults_in_constructor(section, bounds)
-    Timeouts.__init__.__defaults__ = (STORE.connect, STORE.read, STORE.retries, STORE.retry_within)
+    Timeouts.__init__.__defaults__ = (
+        STORE.connect,
+        STORE.read,
+        STORE.retries,
+        STORE.retry_within,
+        STORE.skip_hanging,
+    )
 
 
 def _defaults_in_constructor(section: type[Section], bounds: dict[str, float]) -> None:

@@ -27,17 +27,18 @@ Failure = Literal["refused", "landed", "hangs"]
 class FailingS3:
     """moto behind a proxy failing the first ``failures`` ``method`` requests of each object
     (``failure``: answered 500 unseen, answered 500 after moto's answer, never answered);
-    ``seen`` counts each object's ``method`` requests by path."""
+    ``seen`` counts each object's ``method`` requests by path. ``method``: one, or several
+    separated by spaces ("GET HEAD": every read, as a store that hangs hangs them all)."""
 
     def __init__(self, upstream: str, method: str, failure: Failure, *, failures: int = 1) -> None:
-        self.upstream, self.method = upstream, method
+        self.upstream, self.methods = upstream, frozenset(method.split())
         self.failure, self.failures = failure, failures
         self.seen: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if scope["method"] != self.method or scope["query_string"]:  # not listings, parts
+        if scope["method"] not in self.methods or scope["query_string"]:  # not listings, parts
             await forward(self.upstream, scope, receive, send)
             return
         self.seen[scope["path"]] += 1

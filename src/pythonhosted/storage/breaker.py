@@ -11,6 +11,12 @@ lacks (a file uploaded since its last copy: :class:`~.fallback.StorePair`); then
 tries the primary first again, the others still skipping it. Any answer of the primary's
 closes the breaker; the trial's failure opens it for another ``COOLDOWN``.
 
+A store with nothing to fall back to (docs, the index, an edge without an archive) has the
+same problem with a store that hangs: each reader waited the read timeout for its 503 (10 s
+for docs), all of them holding connections. There (``Timeouts.skip_hanging``) reads that
+timed out ``TRIP_AFTER`` times in a row make reads fail at once for ``COOLDOWN``, then one
+tries the store again; a quick failure (a 500) is an answer, and never trips it.
+
 Per process, used from its event loop; a forced backend (spec rule 8) is never skipped.
 """
 
@@ -24,6 +30,13 @@ log = logging.getLogger(__name__)
 
 TRIP_AFTER = 5  # lookups in a row the primary failed
 COOLDOWN = 5.0  # seconds the archive is asked first before the primary is tried first again
+# What the warning says is done while it is open: with a primary ▸ archive pair, and for a
+# store alone whose reads hang (the store's name, the count and the cooldown fill it in).
+ARCHIVE_FIRST = (
+    "%s failed %d lookups in a row: lookups ask the archive first, and the primary only for "
+    "what it lacks or every %g s"
+)
+HANGING = "%s timed out %d reads in a row: its reads fail at once, but for one every %g s"
 
 
 class Breaker:
@@ -32,11 +45,13 @@ class Breaker:
     def __init__(
         self,
         label: str,
+        skipping: str = ARCHIVE_FIRST,
         trip_after: int = TRIP_AFTER,
         cooldown: float = COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
+        self._skipping = skipping
         self._trip_after = trip_after
         self._cooldown = cooldown
         self._clock = clock
@@ -60,26 +75,22 @@ class Breaker:
         return True
 
     def answered(self) -> None:
-        """The primary answered a lookup (the object, or "no such object")."""
+        """The store answered (the object, or "no such object"; for ``HANGING`` any quick
+        answer)."""
         if self._open_until is not None:
-            log.warning("%s answers again: lookups ask it first again", self.label)
+            log.warning("%s answers again", self.label)
         self._failures = 0
         self._open_until = None
         self._trial = False
 
     def failed(self) -> None:
-        """The primary failed a lookup (5xx, timeout, refused connection)."""
+        """The store failed a lookup (5xx, timeout, refused connection; for ``HANGING`` a
+        read that timed out)."""
         self._failures += 1
         if self._open_until is None and self._failures < self._trip_after:
             return
         if self._open_until is None:
-            log.warning(
-                "%s failed %d lookups in a row: lookups ask the archive first, and the "
-                "primary only for what it lacks or every %g s",
-                self.label,
-                self._failures,
-                self._cooldown,
-            )
+            log.warning(self._skipping, self.label, self._failures, self._cooldown)
         self._open_until = self._clock() + self._cooldown
         self._trial = False
 

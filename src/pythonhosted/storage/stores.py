@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # these exist only in obstore's type stubs
 from pythonhosted.errortext import first_line
 from pythonhosted.objectkeys import is_safe_key
 from pythonhosted.storage import walk
+from pythonhosted.storage.breaker import HANGING, Breaker
 from pythonhosted.storage.errors import AlreadyExists, NotFound, StorageError, StoreUnavailable
 from pythonhosted.storage.retrybudget import RetryBudget
 
@@ -57,18 +59,21 @@ class Timeouts:
     begun at most ``retry_within`` after the first try (twice ``read`` when None). The
     request path sets it to ``read``: an answer that comes quickly and fails (a 500, a
     refused connection) is tried again, a read that timed out is not, so a hanging store
-    costs a waiting client one timeout, not two."""
+    costs a waiting client one timeout, not two. ``skip_hanging``: after reads that timed
+    out in a row, fail reads at once for a while (:mod:`.breaker`)."""
 
     connect: float = 2.0
     read: float = 2.0
     retries: int = 0
     retry_within: float | None = None
+    skip_hanging: bool = False
 
     @classmethod
     def serving(cls, connect: float, read: float) -> Timeouts:
         """The request path's bounds for a store with no other to fall back to: one retry
-        of a quick failure, as S3 asks of its clients (S3 answers a 500 now and then)."""
-        return cls(connect, read, retries=1, retry_within=read)
+        of a quick failure, as S3 asks of its clients (S3 answers a 500 now and then), and a
+        store that hangs is not waited for by every reader in turn."""
+        return cls(connect, read, retries=1, retry_within=read, skip_hanging=True)
 
 
 # Commands an operator runs move whole files: a 5 MiB part over a slow uplink, or to a loaded
@@ -157,6 +162,9 @@ class Store:
         timeouts = timeouts or Timeouts()
         # A whole-request guard on top of the client's own timeouts, for the first byte only.
         self.first_byte_timeout = timeouts.connect + timeouts.read
+        # A failure that took the read timeout is a store that hangs, not one that answered.
+        self.hung_after = timeouts.read
+        self.hangs = Breaker(self.label, HANGING) if timeouts.skip_hanging else None
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -175,23 +183,38 @@ class Store:
 
     async def _get(self, key: str, options: GetOptions) -> Any:
         """One read's GET (a HEAD with ``{"head": True}``), retried by the store while its
-        budget allows; every failure translated."""
-        budget = self.budget
-        retried = budget is not None and budget.allows
-        backend = self.backend if budget is None or retried else self._once
+        budget allows, failed at once while it hangs; every failure translated."""
+        hangs = self.hangs
+        if hangs is not None and not hangs.allows():
+            raise StoreUnavailable(f"{self.label}: skipped: its reads timed out in a row")
+        retried = self.budget is not None and self.budget.allows
+        backend = self.backend if self.budget is None or retried else self._once
+        started = time.monotonic()
         try:
             result = await self._first_byte(obstore.get_async(backend, key, options=options))
         except Exception as exc:
             error = translate(exc, self.label)
-            if budget is not None:
-                if isinstance(error, NotFound):
-                    budget.answered()
-                else:
-                    budget.failed(retried)
+            self._tell(error, retried, time.monotonic() - started)
             raise error from exc
-        if budget is not None:
-            budget.answered()
+        except BaseException:
+            if hangs is not None:
+                hangs.abandoned()
+            raise
+        self._tell(None, retried, time.monotonic() - started)
         return result
+
+    def _tell(self, error: StorageError | None, retried: bool, took: float) -> None:
+        """A read's outcome to the retry budget and the hang breaker: answered (no error, or
+        a 404), failed, or hung (failed after the whole read timeout)."""
+        answered = error is None or isinstance(error, NotFound)
+        if self.budget is not None and answered:
+            self.budget.answered()
+        elif self.budget is not None:
+            self.budget.failed(retried)
+        if self.hangs is not None and not answered and took >= self.hung_after:
+            self.hangs.failed()
+        elif self.hangs is not None:
+            self.hangs.answered()  # a quick failure too: the store is there
 
     async def info(self, key: str) -> ObjectInfo:
         check_key(key)
