@@ -1,4 +1,4 @@
-"""Whether the files edge asks its primary at all: skipped for a while after failing in a row.
+"""Whether a store is asked at all: skipped for a while after failing reads in a row.
 
 With an archive behind it, a primary that fails (spec rule 5) costs each lookup its failure
 before the archive answers: a refused connection little, but a primary that hangs the whole
@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-TRIP_AFTER = 5  # lookups in a row the primary failed
-COOLDOWN = 5.0  # seconds the archive is asked first before the primary is tried first again
+TRIP_AFTER = 5  # failed lookups (reads that hung, for a store alone) in a row that open it
+COOLDOWN = 5.0  # seconds it stays open before one lookup tries the store (first) again
 # What the warning says is done while it is open: with a primary ▸ archive pair, and for a
 # store alone whose reads hang (the store's name, the count and the cooldown fill it in).
 ARCHIVE_FIRST = (
@@ -40,7 +40,7 @@ HANGING = "%s timed out %d reads in a row: its reads fail at once, but for one e
 
 
 class Breaker:
-    """Closed (the primary is asked), open (skipped until a time), or one trial after that."""
+    """Closed (the store is asked), open (skipped until a time), or one trial after that."""
 
     def __init__(
         self,
