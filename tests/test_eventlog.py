@@ -19,7 +19,7 @@ from pythonhosted.eventlog import SHIPPING_TIMEOUTS, EventLog, EventLogConfig
 from pythonhosted.storage import StorageError, StoreUnavailable, open_store
 from pythonhosted.web.server import running
 from support.locks import lock_holder
-from support.s3_failures import FailingS3, through
+from support.s3_failures import FailingS3, object_path, through
 
 
 def _shipped(root: Path) -> list[str]:
@@ -320,7 +320,7 @@ def test_lines_held_in_memory_ship_once_when_their_put_landed_but_was_answered_5
     stored = open_store(s3_url)
     keys = [item.key for item in asyncio.run(stored.list())]
     assert len(keys) == 1
-    assert failing.seen == {f"/{s3_url.split('?')[0].removeprefix('s3://')}/{keys[0]}": 2}
+    assert failing.seen == {object_path(s3_url, keys[0]): 2}
     lines = gzip.decompress(asyncio.run(stored.get_bytes(keys[0]))).decode().splitlines()
     assert lines == [f"download|line {n}" for n in range(100)]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -21,7 +21,7 @@ from pythonhosted.web.server import running
 from support.conveyor import ConveyorFactory
 from support.flood import fetch_all
 from support.processes import wait_until
-from support.s3_failures import FailingS3, through
+from support.s3_failures import FailingS3, object_path, through
 
 PAGES = 40
 POINTER = ".sites/proj/current"
@@ -38,11 +38,6 @@ def uploaded_site(tmp_path: Path, s3_url: str) -> dict[str, bytes]:
     )
     assert result.exit_code == 0, result.output
     return files
-
-
-def object_path(s3_url: str, key: str) -> str:
-    """The path of ``key``'s requests on the S3 endpoint (path-style: the bucket first)."""
-    return f"/{s3_url.split('?')[0].removeprefix('s3://')}/{key}"
 
 
 def test_each_read_answered_500_once_is_retried_and_every_page_served(

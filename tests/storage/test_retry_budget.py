@@ -16,7 +16,7 @@ import pytest
 from pythonhosted.storage import NotFound, Store, StoreUnavailable, Timeouts, open_store
 from pythonhosted.storage.retrybudget import CAPACITY, RETRY_COST
 from pythonhosted.web.server import running
-from support.s3_failures import FailingS3, through
+from support.s3_failures import FailingS3, object_path, through
 
 OUTAGE = 10**9  # failures per object: every GET, until the test lowers it
 SPENT = CAPACITY // RETRY_COST  # failed reads with their retry before the budget is spent
@@ -38,7 +38,7 @@ def test_an_outage_gets_one_request_a_read_once_the_budget_is_spent_and_retries_
     moto_endpoint: str, s3_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     asyncio.run(open_store(s3_url).put("object", b"data"))
-    path = f"/{s3_url.split('?')[0].removeprefix('s3://')}/object"
+    path = object_path(s3_url, "object")
     failing = FailingS3(moto_endpoint, "GET", "refused", failures=OUTAGE)
     with running(failing) as proxy, caplog.at_level(logging.WARNING):
         store_url = through(proxy, s3_url)
@@ -66,7 +66,7 @@ def test_an_outage_gets_one_request_a_read_once_the_budget_is_spent_and_retries_
 
 
 def test_missing_objects_are_answers_and_spend_nothing(moto_endpoint: str, s3_url: str) -> None:
-    path = f"/{s3_url.split('?')[0].removeprefix('s3://')}/missing"
+    path = object_path(s3_url, "missing")
     failing = FailingS3(moto_endpoint, "GET", "refused", failures=0)
     with running(failing) as proxy:
         store = open_store(through(proxy, s3_url), Timeouts.serving(5.0, 5.0))

@@ -65,3 +65,9 @@ def through(proxy: str, s3_url: str) -> str:
     """``s3_url``'s bucket, reached through the proxy at ``proxy``."""
     bucket = s3_url.split("?", 1)[0]
     return f"{bucket}?endpoint={proxy}&allow_http=true"
+
+
+def object_path(s3_url: str, key: str) -> str:
+    """The path of ``key``'s requests on the S3 endpoint (path-style: the bucket first), as
+    :attr:`FailingS3.seen` counts them."""
+    return f"/{s3_url.split('?')[0].removeprefix('s3://')}/{key}"
